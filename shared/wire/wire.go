@@ -1,0 +1,72 @@
+// Package wire defines the messages between agent and server on the agent
+// plane (/v1): enrollment, event batches, acks and policy delivery, and the
+// limits both sides enforce on them.
+package wire
+
+import (
+	"encoding/json"
+
+	"github.com/mamori/mamori/shared/event"
+)
+
+// Paths of the agent plane.
+const (
+	PathEnroll = "/v1/enroll"
+	PathEvents = "/v1/events"
+	PathPolicy = "/v1/policy"
+)
+
+// Limits. The server refuses anything larger with 413 or 400.
+const (
+	MaxEnrollBody  = 64 << 10 // enroll request
+	MaxBatchEvents = 1000     // events in one batch
+	MaxBatchBody   = 16 << 20 // decoded (uncompressed) batch body
+	MaxPolicyBody  = 4 << 20  // policy response
+	MaxErrorBody   = 16 << 10 // error response read by clients
+	MaxHostnameLen = 255
+)
+
+// EnrollRequest is POSTed to PathEnroll without a client certificate.
+type EnrollRequest struct {
+	Token      string `json:"token"`
+	CSR        string `json:"csr"` // PEM "CERTIFICATE REQUEST"; its key never leaves the agent
+	Hostname   string `json:"hostname"`
+	OS         string `json:"os"`   // runtime.GOOS
+	Arch       string `json:"arch"` // runtime.GOARCH
+	OSVersion  string `json:"os_version,omitempty"`
+	Department string `json:"department,omitempty"`
+}
+
+// EnrollResponse carries the agent's identity. The agent id is also the
+// Subject CommonName of Certificate.
+type EnrollResponse struct {
+	AgentID     string `json:"agent_id"`
+	Certificate string `json:"certificate"` // PEM
+	CA          string `json:"ca"`          // PEM of the Mamori CA
+}
+
+// Batch is POSTed to PathEvents with the agent's client certificate, as JSON,
+// optionally with Content-Encoding: gzip. Events are sealed (seq, prev,
+// hash) by the agent and ordered by seq.
+type Batch struct {
+	Events []event.Event `json:"events"`
+}
+
+// Ack answers a stored batch: every event with seq <= AckedSeq is durable on
+// the server and may be dropped by the agent.
+type Ack struct {
+	AckedSeq uint64 `json:"acked_seq"`
+}
+
+// Error is the body of every 4xx/5xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// PolicyResponse answers GET PathPolicy?version=V&wait=D. The server holds
+// the request until the effective policy's version differs from V or D
+// passes; then it answers 200 with the current policy (304 when unchanged).
+type PolicyResponse struct {
+	Version string          `json:"version"` // opaque; changes whenever Policy does
+	Policy  json.RawMessage `json:"policy"`  // JSON form of policy.Policy
+}
