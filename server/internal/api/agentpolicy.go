@@ -1,0 +1,202 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/mamori/mamori/shared/policy"
+	"github.com/mamori/mamori/shared/wire"
+)
+
+// DefaultPolicyName applies to every agent without an assignment.
+const DefaultPolicyName = "default"
+
+// BuiltinDefault is served when state holds no policy named "default": it
+// audits posture and screen lock and leaves the rest off.
+func BuiltinDefault() *policy.Policy {
+	p := &policy.Policy{
+		APIVersion:  policy.APIVersion,
+		Kind:        policy.Kind,
+		Name:        DefaultPolicyName,
+		Description: "built-in default: audit posture and screen lock",
+	}
+	p.Controls.Screenlock.Mode = policy.Audit
+	p.Controls.Posture.Mode = policy.Audit
+	p.Normalize()
+	return p
+}
+
+// compiled is a policy ready to send.
+type compiled struct {
+	rev  int64
+	resp wire.PolicyResponse
+}
+
+// policyCache keeps each named policy compiled per revision, and a
+// broadcast channel closed (and replaced) on every change.
+type policyCache struct {
+	mu      sync.Mutex
+	byName  map[string]compiled
+	changed chan struct{}
+	builtin wire.PolicyResponse
+}
+
+func newPolicyCache() *policyCache {
+	p := BuiltinDefault()
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(fmt.Sprintf("api: built-in default policy: %v", err)) // a programming error
+	}
+	return &policyCache{
+		byName:  map[string]compiled{},
+		changed: make(chan struct{}),
+		builtin: wire.PolicyResponse{Version: p.Version(), Policy: b},
+	}
+}
+
+// wait returns a channel closed at the next change.
+func (c *policyCache) wait() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+func (c *policyCache) notify() {
+	c.mu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// watchPolicies turns the state watch into broadcasts until Close.
+func (s *Server) watchPolicies(ctx context.Context) {
+	defer close(s.done)
+	defer s.policies.notify() // wake long-polls on shutdown
+	for {
+		ch := s.cfg.State.WatchPolicies(ctx)
+		for range ch {
+			s.policies.notify()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		// The watch ended on its own (etcd hiccup): re-arm after a pause,
+		// and wake everyone since changes may have been missed.
+		s.policies.notify()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// effectivePolicy is the agent's assigned policy, else "default", else the
+// built-in default.
+func (s *Server) effectivePolicy(ctx context.Context, agentID string) (wire.PolicyResponse, error) {
+	name, err := s.cfg.State.Assignment(ctx, agentID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return wire.PolicyResponse{}, err
+	}
+	if name != "" {
+		resp, ok, err := s.namedPolicy(ctx, name)
+		if err != nil || ok {
+			return resp, err
+		}
+		s.log.Warn().Str("agent", agentID).Str("policy", name).Msg("api: assigned policy missing; using default")
+	}
+	resp, ok, err := s.namedPolicy(ctx, DefaultPolicyName)
+	if err != nil || ok {
+		return resp, err
+	}
+	return s.policies.builtin, nil
+}
+
+func (s *Server) namedPolicy(ctx context.Context, name string) (wire.PolicyResponse, bool, error) {
+	doc, rev, err := s.cfg.State.GetPolicy(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return wire.PolicyResponse{}, false, nil
+	}
+	if err != nil {
+		return wire.PolicyResponse{}, false, err
+	}
+	c := s.policies
+	c.mu.Lock()
+	hit, ok := c.byName[name]
+	c.mu.Unlock()
+	if ok && hit.rev == rev {
+		return hit.resp, true, nil
+	}
+	p, err := policy.Parse(doc)
+	if err != nil {
+		// PUT validates, so this is a document written around the API.
+		return wire.PolicyResponse{}, false, fmt.Errorf("api: stored policy %q: %w", name, err)
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return wire.PolicyResponse{}, false, fmt.Errorf("api: policy %q: %w", name, err)
+	}
+	resp := wire.PolicyResponse{Version: p.Version(), Policy: b}
+	c.mu.Lock()
+	c.byName[name] = compiled{rev: rev, resp: resp}
+	c.mu.Unlock()
+	return resp, true, nil
+}
+
+// handlePolicy answers GET /v1/policy?version=V&wait=D: at once when the
+// effective policy's version differs from V, else when it changes, else
+// 304 after D.
+func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) {
+	id := agentFrom(r.Context())
+	q := r.URL.Query()
+	have := q.Get("version")
+	var wait time.Duration
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			s.fail(w, r, http.StatusBadRequest, "wait: want a Go duration such as 30s")
+			return
+		}
+		wait = min(d, s.cfg.MaxPolicyWait)
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		changed := s.policies.wait() // before reading, so no change is missed
+		resp, err := s.effectivePolicy(r.Context(), id)
+		if err != nil {
+			s.internal(w, r, "effective policy", err)
+			return
+		}
+		if resp.Version != have {
+			s.writeJSON(w, r, http.StatusOK, resp)
+			return
+		}
+		select {
+		case <-changed:
+			if s.closing() {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+		case <-timer.C:
+			w.WriteHeader(http.StatusNotModified)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (s *Server) closing() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}

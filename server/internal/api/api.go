@@ -1,0 +1,214 @@
+// Package api is the Mamori server's HTTP layer: the agent plane (/v1:
+// enrollment, event ingest, policy long-poll, authenticated by client
+// certificate) and the admin plane (/api/v1, authenticated by bearer API
+// token), plus /healthz and /metrics.
+//
+// The package depends only on the small interfaces below, so that the real
+// event store, control-plane state and CA (server/internal/eventlog, state,
+// pki) plug in through thin adapters (see server/internal/app) and tests can
+// use fakes.
+package api
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/shared/event"
+)
+
+// AppendResult is what the event store says about a stored batch.
+type AppendResult struct {
+	AckedSeq   uint64
+	Stored     int
+	Duplicates int
+	Gap        bool
+}
+
+// Head is the latest stored event of one agent's stream.
+type Head struct {
+	Agent    string
+	Seq      uint64
+	Hash     string
+	LastSeen time.Time
+	Events   int64
+}
+
+// Filter selects events for the admin query; zero fields match everything.
+type Filter struct {
+	Agent, Control, Type, User, ObjectPrefix, RegisterID string
+	From, To                                             time.Time
+	Limit                                                int
+	Cursor                                               string
+}
+
+// Stored is an event with its position in the server's Merkle log.
+type Stored struct {
+	event.Event
+	Index    int64
+	Received time.Time
+}
+
+// Page is one page of query results; Next is empty on the last page.
+type Page struct {
+	Events []Stored
+	Next   string
+}
+
+// EventStore is the part of the event store the API uses. Append must
+// return only once the batch is durable; its errors wrap event.ErrInvalid,
+// ErrHash, ErrChain, ErrSeq or ErrWrongAgent for bad input. Query errors wrap
+// ErrBadCursor for a cursor it cannot read.
+type EventStore interface {
+	Append(ctx context.Context, agent string, evs []event.Event) (AppendResult, error)
+	AppendServer(ctx context.Context, e event.Event) (event.Event, error)
+	Query(ctx context.Context, f Filter) (Page, error)
+	Agents(ctx context.Context) ([]Head, error)
+	TreeSize(ctx context.Context) (int64, error)
+}
+
+// EnrollToken describes an enrollment token (never its secret).
+type EnrollToken struct {
+	ID         string
+	Expires    time.Time
+	UsesLeft   int
+	Created    time.Time
+	CreatedBy  string
+	Department string
+}
+
+// APIToken is the identity behind a bearer token.
+type APIToken struct {
+	ID, Name, Role string
+	Created        time.Time
+}
+
+// Agent is an enrolled agent's static record.
+type Agent struct {
+	ID, Hostname, OS, Arch, OSVersion, Department, CertSerial string
+	Enrolled                                                  time.Time
+}
+
+// ControlPlane is the part of the control-plane state (etcd) the API uses.
+// Lookups of missing things return errors wrapping ErrNotFound; a bad,
+// expired or used-up enrollment token one wrapping ErrTokenInvalid.
+type ControlPlane interface {
+	CreateEnrollToken(ctx context.Context, ttl time.Duration, uses int, createdBy string) (string, EnrollToken, error)
+	ConsumeEnrollToken(ctx context.Context, plaintext string) (EnrollToken, error)
+	LookupAPIToken(ctx context.Context, plaintext string) (APIToken, error)
+	PutAgent(ctx context.Context, a Agent) error
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	ListAgents(ctx context.Context) ([]Agent, error)
+	PutPolicy(ctx context.Context, name string, yaml []byte) error
+	GetPolicy(ctx context.Context, name string) ([]byte, int64, error)
+	ListPolicies(ctx context.Context) ([]string, error)
+	Assignment(ctx context.Context, agentID string) (string, error)
+	// WatchPolicies signals (coalesced) every change of policies or
+	// assignments until ctx ends.
+	WatchPolicies(ctx context.Context) <-chan struct{}
+}
+
+// Authority is the part of the Mamori CA the API uses.
+type Authority interface {
+	CertPEM() []byte
+	SignAgent(csrPEM []byte, agentID string) (certPEM []byte, serial string, err error)
+}
+
+// Errors the adapters map their packages' errors to.
+var (
+	ErrNotFound     = errors.New("api: not found")
+	ErrTokenInvalid = errors.New("api: enrollment token invalid, expired or used up")
+	ErrBadCursor    = errors.New("api: bad cursor")
+)
+
+// Roles of API tokens. Auditors and managers read; admins also write.
+const (
+	RoleAdmin   = "admin"
+	RoleAuditor = "auditor"
+	RoleManager = "manager"
+)
+
+// Config is what New needs. AgentID extracts the agent id from a verified
+// client certificate (pki.AgentID); NewAgentID mints one (pki.NewAgentID).
+type Config struct {
+	Store      EventStore
+	State      ControlPlane
+	CA         Authority
+	AgentID    func(cs *tls.ConnectionState) (string, bool)
+	NewAgentID func() string
+	Log        zerolog.Logger
+	// MaxPolicyWait caps the wait= of the policy long-poll; 0 means 5m.
+	MaxPolicyWait time.Duration
+	// Registerer receives the metrics besides the server's own registry;
+	// nil is fine.
+	Registerer prometheus.Registerer
+}
+
+// Server serves the Mamori HTTP API. Create it with New, mount Handler on an
+// http.Server whose TLS config verifies client certificates if given, and
+// Close it after the http.Server has shut down.
+type Server struct {
+	cfg     Config
+	log     zerolog.Logger
+	mux     *http.ServeMux
+	metrics *metrics
+
+	agentsMu sync.RWMutex
+	known    map[string]struct{} // agents known to exist in state
+
+	policies *policyCache
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New builds the server and starts its policy watch.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("api: Config.Store is nil")
+	case cfg.State == nil:
+		return nil, errors.New("api: Config.State is nil")
+	case cfg.CA == nil:
+		return nil, errors.New("api: Config.CA is nil")
+	case cfg.AgentID == nil || cfg.NewAgentID == nil:
+		return nil, errors.New("api: Config.AgentID and NewAgentID are required")
+	}
+	if cfg.MaxPolicyWait <= 0 {
+		cfg.MaxPolicyWait = 5 * time.Minute
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Log.With().Str("component", "api").Logger(),
+		known:    map[string]struct{}{},
+		policies: newPolicyCache(),
+		done:     make(chan struct{}),
+	}
+	m, err := newMetrics(cfg.Registerer, cfg.Store)
+	if err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
+	}
+	s.metrics = m
+	s.mux = s.routes()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go s.watchPolicies(ctx)
+	return s, nil
+}
+
+// Handler returns the route table.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Close stops the policy watch and wakes every waiting long-poll.
+func (s *Server) Close() error {
+	s.cancel()
+	<-s.done
+	return nil
+}

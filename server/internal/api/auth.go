@@ -1,0 +1,114 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+)
+
+type ctxKey int
+
+const (
+	agentKey ctxKey = iota
+	tokenKey
+)
+
+// agent authenticates the agent plane: the agent id comes only from the
+// verified client certificate, and the agent must still exist in state.
+func (s *Server) agent(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			s.fail(w, r, http.StatusUnauthorized, "client certificate required")
+			return
+		}
+		id, ok := s.cfg.AgentID(r.TLS)
+		if !ok {
+			s.fail(w, r, http.StatusUnauthorized, "client certificate carries no agent id")
+			return
+		}
+		known, err := s.knownAgent(r.Context(), id)
+		if err != nil {
+			s.internal(w, r, "agent lookup", err)
+			return
+		}
+		if !known {
+			s.fail(w, r, http.StatusForbidden, "agent "+id+" is not enrolled")
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), agentKey, id)))
+	}
+}
+
+func agentFrom(ctx context.Context) string { s, _ := ctx.Value(agentKey).(string); return s }
+
+// knownAgent answers from memory and asks state only on a miss, so that the
+// ingest path costs no etcd round trip.
+func (s *Server) knownAgent(ctx context.Context, id string) (bool, error) {
+	s.agentsMu.RLock()
+	_, ok := s.known[id]
+	s.agentsMu.RUnlock()
+	if ok {
+		return true, nil
+	}
+	if _, err := s.cfg.State.GetAgent(ctx, id); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		return false, err
+	}
+	s.rememberAgent(id)
+	return true, nil
+}
+
+func (s *Server) rememberAgent(id string) {
+	s.agentsMu.Lock()
+	s.known[id] = struct{}{}
+	s.agentsMu.Unlock()
+}
+
+type access bool
+
+const (
+	readOnly access = false
+	write    access = true
+)
+
+// admin authenticates the admin plane with a bearer API token and checks
+// the role: auditors and managers only read.
+func (s *Server) admin(need access, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		tok = strings.TrimSpace(tok)
+		if !ok || tok == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mamori"`)
+			s.fail(w, r, http.StatusUnauthorized, "bearer token required")
+			return
+		}
+		t, err := s.cfg.State.LookupAPIToken(r.Context(), tok)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="mamori", error="invalid_token"`)
+				s.fail(w, r, http.StatusUnauthorized, "invalid token")
+				return
+			}
+			s.internal(w, r, "token lookup", err)
+			return
+		}
+		switch t.Role {
+		case RoleAdmin:
+		case RoleAuditor, RoleManager:
+			if need == write {
+				s.fail(w, r, http.StatusForbidden, "role "+t.Role+" is read-only")
+				return
+			}
+		default:
+			s.fail(w, r, http.StatusForbidden, "unknown role")
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), tokenKey, t)))
+	}
+}
+
+func tokenFrom(ctx context.Context) APIToken { t, _ := ctx.Value(tokenKey).(APIToken); return t }

@@ -1,0 +1,61 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/wire"
+)
+
+func FuzzDecodeBatch(f *testing.F) {
+	ev := event.Event{Agent: "agt-1", Seq: 1, Time: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC), Control: "media",
+		Type: "media.inserted", Severity: event.Warning, Object: `E:\`, Attrs: event.Attrs{"serial": "ABC", "n": json.Number("1.50")}}
+	ev.Seal("")
+	good, _ := json.Marshal(wire.Batch{Events: []event.Event{ev}})
+	for _, s := range []string{string(good), `{"events":[]}`, `{"events":null}`, `{}`, `[]`, `{"events":[{}]}`,
+		`{"events":[{"attrs":{"a":[1,{"b":"\ud800"}]}}]}`, "{\"events\":[{\"user\":\"\xff\"}]}", `{"events":[]}{}`, ``} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		evs, err := DecodeBatch(body)
+		if err != nil {
+			if !errors.Is(err, errBadBatch) && !errors.Is(err, errTooLarge) {
+				t.Fatalf("error %v wraps neither errBadBatch nor errTooLarge", err)
+			}
+			if evs != nil {
+				t.Fatal("events returned with an error")
+			}
+			return
+		}
+		if len(evs) == 0 || len(evs) > wire.MaxBatchEvents {
+			t.Fatalf("accepted %d events", len(evs))
+		}
+		// Whatever was accepted must round-trip and survive validation
+		// without panicking.
+		if _, err := json.Marshal(wire.Batch{Events: evs}); err != nil {
+			t.Fatalf("accepted batch does not re-encode: %v", err)
+		}
+		for i := range evs {
+			_ = evs[i].Validate()
+		}
+		event.VerifyChain("agt-1", 0, "", evs)
+	})
+}
+
+func TestDecodeBatchErrors(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{`{"events":[]}`, "no events"},
+		{`{"events":[{"agent":"a"}],"x":1}`, "unknown field"},
+		{"{\"events\":[{\"user\":\"\xfe\"}]}", "UTF-8"},
+		{`{"events":[{}]} x`, "after the batch"},
+	} {
+		_, err := DecodeBatch([]byte(tc.body))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.body, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,98 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/wire"
+)
+
+// handleIngest stores one batch of the agent's events and acks it only
+// after the store says it is durable.
+func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := agentFrom(r.Context())
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 4<<20 { // do not pin huge buffers
+			bufPool.Put(buf)
+		}
+	}()
+	ack, status, msg := s.ingest(r, id, buf)
+	if status != http.StatusOK {
+		s.metrics.rejected.WithLabelValues(strconv.Itoa(status)).Inc()
+		s.fail(w, r, status, msg)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, ack)
+	s.metrics.ackLatency.Observe(time.Since(start).Seconds())
+}
+
+func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer) (wire.Ack, int, string) {
+	if err := readBatchBody(r, buf); err != nil {
+		return wire.Ack{}, batchErrStatus(err), err.Error()
+	}
+	evs, err := DecodeBatch(buf.Bytes())
+	if err != nil {
+		return wire.Ack{}, batchErrStatus(err), err.Error()
+	}
+	// Identity comes from the certificate only; a batch naming another
+	// agent is refused before it reaches the store.
+	for i := range evs {
+		if evs[i].Agent != id {
+			return wire.Ack{}, http.StatusForbidden, fmt.Sprintf("event seq %d names agent %q, certificate is for %q",
+				evs[i].Seq, evs[i].Agent, id)
+		}
+	}
+	res, err := s.cfg.Store.Append(r.Context(), id, evs)
+	if err != nil {
+		status := appendErrStatus(err)
+		if status >= 500 {
+			s.log.Error().Err(err).Str("agent", id).Msg("api: append failed")
+			return wire.Ack{}, status, "internal error: events not stored"
+		}
+		s.log.Info().Err(err).Str("agent", id).Msg("api: batch refused")
+		return wire.Ack{}, status, err.Error()
+	}
+	s.metrics.ingested.Add(float64(res.Stored))
+	s.metrics.duplicates.Add(float64(res.Duplicates))
+	if res.Gap {
+		s.log.Warn().Str("agent", id).Uint64("acked_seq", res.AckedSeq).Msg("api: agent stream has a gap")
+	}
+	return wire.Ack{AckedSeq: res.AckedSeq}, http.StatusOK, ""
+}
+
+func batchErrStatus(err error) int {
+	switch {
+	case errors.Is(err, errTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errBadEncoder):
+		return http.StatusUnsupportedMediaType
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+// appendErrStatus maps the store's errors: bad events 400, a chain that does
+// not continue the stored one 409, another agent's events 403.
+func appendErrStatus(err error) int {
+	switch {
+	case errors.Is(err, event.ErrWrongAgent):
+		return http.StatusForbidden
+	case errors.Is(err, event.ErrChain), errors.Is(err, event.ErrSeq):
+		return http.StatusConflict
+	case errors.Is(err, event.ErrInvalid), errors.Is(err, event.ErrHash):
+		return http.StatusBadRequest
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}

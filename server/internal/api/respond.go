@@ -1,0 +1,43 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/mamori/mamori/shared/wire"
+)
+
+// writeJSON is the one response helper: it sets the headers, encodes v and
+// logs what it answered.
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(v)
+	ev := s.log.Debug()
+	if status >= 500 {
+		ev = s.log.Error()
+	} else if status >= 400 {
+		ev = s.log.Info()
+	}
+	if err != nil {
+		ev = s.log.Warn().Err(err)
+	}
+	ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).Msg("api: answered")
+}
+
+// fail answers a 4xx/5xx with wire.Error. For 5xx the message must not
+// carry internal details; log those before calling fail.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	s.writeJSON(w, r, status, wire.Error{Error: msg})
+}
+
+// internal logs err and answers 500 without details.
+func (s *Server) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+	s.log.Error().Err(err).Str("path", r.URL.Path).Msg("api: " + what)
+	s.fail(w, r, http.StatusInternalServerError, "internal error: "+what)
+}

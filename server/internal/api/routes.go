@@ -1,0 +1,36 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/mamori/mamori/shared/wire"
+)
+
+// routes is the one route table of the server.
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	mux.Handle("GET /metrics", s.metrics.handler())
+
+	// Agent plane: enrollment is open (the token authenticates), the rest
+	// needs the client certificate the CA issued at enrollment.
+	mux.HandleFunc("POST "+wire.PathEnroll, s.handleEnroll)
+	mux.HandleFunc("POST "+wire.PathEvents, s.agent(s.handleIngest))
+	mux.HandleFunc("GET "+wire.PathPolicy, s.agent(s.handlePolicy))
+
+	// Admin plane.
+	mux.HandleFunc("GET /api/v1/events", s.admin(readOnly, s.handleListEvents))
+	mux.HandleFunc("GET /api/v1/agents", s.admin(readOnly, s.handleListAgents))
+	mux.HandleFunc("POST /api/v1/tokens", s.admin(write, s.handleCreateToken))
+	mux.HandleFunc("GET /api/v1/policies", s.admin(readOnly, s.handleListPolicies))
+	mux.HandleFunc("GET /api/v1/policies/{name}", s.admin(readOnly, s.handleGetPolicy))
+	mux.HandleFunc("PUT /api/v1/policies/{name}", s.admin(write, s.handlePutPolicy))
+	mux.HandleFunc("/api/v1/", s.admin(readOnly, func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, http.StatusNotFound, "no such resource")
+	}))
+	return mux
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+}
