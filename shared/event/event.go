@@ -100,28 +100,22 @@ const TimeFormat = time.RFC3339Nano
 
 // Canonical returns the bytes the hash is computed over.
 func (e *Event) Canonical() ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	c := canonical{
-		Agent: e.Agent, Seq: e.Seq, Time: e.Time.UTC().Format(TimeFormat),
-		Control: e.Control, Type: e.Type, Severity: e.Severity,
-		User: e.User, Process: e.Process, Object: e.Object, RegisterID: e.RegisterID,
-		Attrs: e.Attrs, Prev: e.Prev,
-	}
-	if err := enc.Encode(&c); err != nil {
+	b, err := appendCanonical(nil, e)
+	if err != nil {
 		return nil, fmt.Errorf("event: canonical encoding: %w", err)
 	}
-	b := buf.Bytes()
-	return b[:len(b)-1], nil // Encode appends a newline
+	return b, nil
 }
 
 // ComputeHash returns the hex SHA-256 of the canonical encoding.
 func (e *Event) ComputeHash() (string, error) {
-	b, err := e.Canonical()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	b, err := appendCanonical((*bp)[:0], e)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("event: canonical encoding: %w", err)
 	}
+	*bp = b
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
 }
@@ -189,27 +183,30 @@ func (e *Event) Validate() error {
 	if !isHex(e.Hash) {
 		return invalid("seq %d: hash is not a hex SHA-256", e.Seq)
 	}
-	b, err := e.Canonical()
-	if err != nil {
-		return invalid("seq %d: %v", e.Seq, err)
-	}
-	if len(b) > MaxEventSize {
-		return invalid("seq %d: event is %d bytes, limit %d", e.Seq, len(b), MaxEventSize)
-	}
 	if e.Attrs != nil {
 		if err := checkAttrs(e.Attrs); err != nil {
 			return fmt.Errorf("seq %d: %w", e.Seq, err)
 		}
 	}
-	sum := sha256.Sum256(b)
-	if hex.EncodeToString(sum[:]) != e.Hash {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	b, err := appendCanonical((*bp)[:0], e)
+	if err != nil {
+		return invalid("seq %d: %v", e.Seq, err)
+	}
+	*bp = b
+	if len(b) > MaxEventSize {
+		return invalid("seq %d: event is %d bytes, limit %d", e.Seq, len(b), MaxEventSize)
+	}
+	var want [32]byte
+	if _, err := hex.Decode(want[:], []byte(e.Hash)); err != nil || sha256.Sum256(b) != want {
 		return fmt.Errorf("seq %d: %w", e.Seq, ErrHash)
 	}
 	return nil
 }
 
 func checkAttrs(a Attrs) error {
-	b, err := json.Marshal(a)
+	b, err := appendValue(nil, map[string]any(a))
 	if err != nil {
 		return invalid("attrs: %v", err)
 	}
