@@ -1,0 +1,69 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Checkpoint is a signed statement of the log's size and root hash.
+type Checkpoint struct {
+	Size    int64
+	Root    tlog.Hash
+	Note    string // signed note text (golang.org/x/mod/sumdb/note)
+	Created time.Time
+}
+
+// ErrNoCheckpoint is returned by LatestCheckpoint before the first PutCheckpoint.
+var ErrNoCheckpoint = errors.New("eventlog: no checkpoint stored")
+
+// PutCheckpoint stores c after checking that Root is the stored tree's hash at
+// Size, so that no checkpoint can disagree with the log it signs.
+func (s *SQLite) PutCheckpoint(ctx context.Context, c Checkpoint) error {
+	root, err := s.TreeHash(ctx, c.Size)
+	if err != nil {
+		return fmt.Errorf("eventlog: checkpoint: %w", err)
+	}
+	if root != c.Root {
+		return fmt.Errorf("eventlog: checkpoint root %s is not the tree hash %s at size %d", c.Root, root, c.Size)
+	}
+	if c.Note == "" {
+		return errors.New("eventlog: checkpoint without note text")
+	}
+	if c.Created.IsZero() {
+		c.Created = s.now()
+	}
+	_, err = s.wdb.ExecContext(ctx, `INSERT OR REPLACE INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)`,
+		c.Size, c.Root[:], c.Note, c.Created.UnixNano())
+	if err != nil {
+		return fmt.Errorf("eventlog: checkpoint: %w", err)
+	}
+	return nil
+}
+
+// LatestCheckpoint returns the checkpoint with the largest size.
+func (s *SQLite) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
+	var (
+		c       Checkpoint
+		root    []byte
+		created int64
+	)
+	err := s.rdb.QueryRowContext(ctx, `SELECT size, root, note, created FROM checkpoints ORDER BY size DESC LIMIT 1`).
+		Scan(&c.Size, &root, &c.Note, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Checkpoint{}, ErrNoCheckpoint
+	}
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("eventlog: checkpoint: %w", err)
+	}
+	if len(root) != tlog.HashSize {
+		return Checkpoint{}, fmt.Errorf("eventlog: checkpoint %d: root is %d bytes", c.Size, len(root))
+	}
+	copy(c.Root[:], root)
+	c.Created = time.Unix(0, created).UTC()
+	return c, nil
+}

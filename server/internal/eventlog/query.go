@@ -1,0 +1,158 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/shared/event"
+)
+
+// Query implements Store. Results are in ascending log index order; the
+// cursor is the decimal log index of the last event returned.
+func (s *SQLite) Query(ctx context.Context, f Filter) (Page, error) {
+	after := int64(-1)
+	if f.Cursor != "" {
+		c, err := strconv.ParseInt(f.Cursor, 10, 64)
+		if err != nil || c < 0 || strconv.FormatInt(c, 10) != f.Cursor {
+			return Page{}, fmt.Errorf("%w: %q", ErrBadCursor, f.Cursor)
+		}
+		after = c
+	}
+	limit := f.Limit
+	switch {
+	case limit < 0:
+		return Page{}, fmt.Errorf("%w: negative limit %d", ErrBadFilter, limit)
+	case limit == 0:
+		limit = DefaultLimit
+	case limit > MaxLimit:
+		limit = MaxLimit
+	}
+	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
+		return Page{}, fmt.Errorf("%w: from %s is not before to %s", ErrBadFilter, f.From.Format(time.RFC3339), f.To.Format(time.RFC3339))
+	}
+
+	var (
+		where = []string{"idx > ?"}
+		args  = []any{after}
+	)
+	eq := func(col, v string) {
+		if v != "" {
+			where = append(where, col+" = ?")
+			args = append(args, v)
+		}
+	}
+	eq("agent", f.Agent)
+	eq("control", f.Control)
+	eq("type", f.Type)
+	eq("user", f.User)
+	eq("register_id", f.RegisterID)
+	if p := f.ObjectPrefix; p != "" {
+		// A range over the index, not LIKE (which is case-insensitive and
+		// treats % and _ as wildcards).
+		where = append(where, "object >= ?")
+		args = append(args, p)
+		if hi, ok := prefixEnd(p); ok {
+			where = append(where, "object < ?")
+			args = append(args, hi)
+		}
+	}
+	if !f.From.IsZero() {
+		where = append(where, "time >= ?")
+		args = append(args, clampNano(f.From))
+	}
+	if !f.To.IsZero() {
+		where = append(where, "time < ?")
+		args = append(args, clampNano(f.To))
+	}
+	q := `SELECT idx, agent, seq, time, received, control, type, severity, user, process, object,
+		register_id, attrs, prev, hash FROM events WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY idx LIMIT ?`
+	args = append(args, limit+1)
+
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return Page{}, fmt.Errorf("eventlog: query: %w", err)
+	}
+	defer rows.Close()
+	var p Page
+	for rows.Next() {
+		st, err := scanStored(rows)
+		if err != nil {
+			return Page{}, err
+		}
+		p.Events = append(p.Events, st)
+	}
+	if err := rows.Err(); err != nil {
+		return Page{}, fmt.Errorf("eventlog: query: %w", err)
+	}
+	if len(p.Events) > limit {
+		p.Events = p.Events[:limit]
+		p.Next = strconv.FormatInt(p.Events[limit-1].Index, 10)
+	}
+	return p, nil
+}
+
+// prefixEnd returns the smallest string greater than every string with
+// prefix p (byte order, as SQLite's BINARY collation compares), or false if
+// there is none.
+func prefixEnd(p string) (string, bool) {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
+}
+
+// clampNano maps t to Unix ns, saturating outside the int64 range.
+func clampNano(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, minNano)):
+		return minNano
+	case t.After(time.Unix(0, maxNano)):
+		return maxNano
+	}
+	return t.UnixNano()
+}
+
+const (
+	minNano = -1 << 63
+	maxNano = 1<<63 - 1
+)
+
+func scanStored(rows *sql.Rows) (Stored, error) {
+	var (
+		st                                      Stored
+		seq, tm, recv                           int64
+		control, typ, sev, user, proc, obj, reg sql.NullString
+		attrs                                   sql.NullString
+		prev, hash                              []byte
+	)
+	if err := rows.Scan(&st.Index, &st.Agent, &seq, &tm, &recv, &control, &typ, &sev, &user, &proc, &obj,
+		&reg, &attrs, &prev, &hash); err != nil {
+		return Stored{}, fmt.Errorf("eventlog: query: %w", err)
+	}
+	st.Seq = uint64(seq)
+	st.Time = time.Unix(0, tm).UTC()
+	st.Received = time.Unix(0, recv).UTC()
+	st.Control, st.Type, st.Severity = control.String, typ.String, event.Severity(sev.String)
+	st.User, st.Process, st.Object, st.RegisterID = user.String, proc.String, obj.String, reg.String
+	if attrs.Valid {
+		if err := json.Unmarshal([]byte(attrs.String), &st.Attrs); err != nil {
+			return Stored{}, fmt.Errorf("eventlog: event %d attrs: %w", st.Index, err)
+		}
+	}
+	if len(prev) > 0 {
+		st.Prev = hex.EncodeToString(prev)
+	}
+	st.Hash = hex.EncodeToString(hash)
+	return st, nil
+}

@@ -1,0 +1,90 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations is the ordered SQLite schema history; entry i moves the schema
+// from version i to i+1. Add new migrations at the end, never edit old ones.
+//
+// events keeps the chain fields (agent, seq, time, prev, hash) and the Merkle
+// hashes NOT NULL; every other column may be set to NULL later by retention
+// ("payload cleared, hash kept") without breaking the log.
+var migrations = []string{
+	`CREATE TABLE events (
+		idx         INTEGER PRIMARY KEY, -- Merkle log index, 0-based, commit order
+		agent       TEXT    NOT NULL,
+		seq         INTEGER NOT NULL,
+		time        INTEGER NOT NULL,    -- event time, Unix ns
+		received    INTEGER NOT NULL,    -- commit time, Unix ns
+		control     TEXT,
+		type        TEXT,
+		severity    TEXT,
+		user        TEXT,
+		process     TEXT,
+		object      TEXT,
+		register_id TEXT,
+		attrs       TEXT,                -- JSON
+		prev        BLOB,                -- 32 bytes, NULL for a chain's first event
+		hash        BLOB    NOT NULL,    -- 32 bytes
+		merkle      BLOB    NOT NULL     -- tlog.StoredHashes for this record, 32 bytes each
+	);
+	CREATE UNIQUE INDEX events_agent_seq ON events(agent, seq);
+	CREATE INDEX events_time ON events(time);
+	CREATE INDEX events_control_type ON events(control, type);
+	CREATE INDEX events_user ON events(user) WHERE user IS NOT NULL;
+	CREATE INDEX events_object ON events(object) WHERE object IS NOT NULL;
+	CREATE INDEX events_register_id ON events(register_id) WHERE register_id IS NOT NULL;
+	CREATE TABLE heads (
+		agent     TEXT PRIMARY KEY,
+		seq       INTEGER NOT NULL,
+		hash      BLOB    NOT NULL,
+		last_seen INTEGER NOT NULL,
+		events    INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE checkpoints (
+		size    INTEGER PRIMARY KEY,
+		root    BLOB    NOT NULL,
+		note    TEXT    NOT NULL, -- signed note text
+		created INTEGER NOT NULL  -- Unix ns
+	);`,
+}
+
+// migrate brings the schema to len(migrations) in one transaction.
+func migrate(ctx context.Context, db *sql.DB) (from, to int, err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("eventlog: migrate: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return 0, 0, fmt.Errorf("eventlog: migrate: %w", err)
+	}
+	var v int
+	switch err := tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v); err {
+	case nil:
+	case sql.ErrNoRows:
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+			return 0, 0, fmt.Errorf("eventlog: migrate: %w", err)
+		}
+	default:
+		return 0, 0, fmt.Errorf("eventlog: migrate: %w", err)
+	}
+	if v > len(migrations) {
+		return v, v, fmt.Errorf("eventlog: database schema version %d is newer than this program (%d)", v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return v, v, fmt.Errorf("eventlog: migration %d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(migrations)); err != nil {
+		return v, v, fmt.Errorf("eventlog: migrate: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return v, v, fmt.Errorf("eventlog: migrate: %w", err)
+	}
+	return v, len(migrations), nil
+}

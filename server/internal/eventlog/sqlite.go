@@ -1,0 +1,666 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/tlog"
+	_ "modernc.org/sqlite" // registers driver "sqlite"
+
+	"github.com/mamori/mamori/shared/event"
+)
+
+// maxGroupEvents bounds one group commit: large enough to amortise the fsync
+// over many batches, small enough to keep commit latency in milliseconds.
+const maxGroupEvents = 8192
+
+// SQLite is the SQLite (modernc.org/sqlite) Store. One writer goroutine owns
+// the single write connection and commits queued batches together (group
+// commit, synchronous=FULL in WAL mode); reads go through a read-only pool.
+type SQLite struct {
+	path string
+	log  zerolog.Logger
+	wdb  *sql.DB // one connection, used by the writer goroutine (and PutCheckpoint)
+	rdb  *sql.DB // read-only pool
+
+	mu     sync.RWMutex // held shared while sending on reqs, exclusively to close it
+	closed bool
+	reqs   chan *request
+	done   chan struct{} // closed when the writer has exited
+
+	size   atomic.Int64 // committed tree size
+	agents atomic.Int64 // committed number of streams
+
+	now func() time.Time
+
+	// Owned by the writer goroutine.
+	heads map[string]*head
+	front frontier
+	ins   *sql.Stmt
+	upd   *sql.Stmt
+}
+
+// head is the writer's view of one stream's last stored event.
+type head struct {
+	seq      uint64
+	hash     string // hex
+	lastSeen int64
+	events   int64
+}
+
+// request is one Append or AppendServer waiting for the writer.
+type request struct {
+	agent  string
+	evs    []event.Event // validated agent events
+	server *event.Event  // or one server-stream event to seal
+	res    Result
+	err    error
+	done   chan struct{}
+}
+
+// OpenSQLite opens (creating and migrating if needed) the event store at path.
+func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("eventlog: %w", err)
+	}
+	base := sqliteURI(abs)
+	wdb, err := sql.Open("sqlite", base+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)")
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: open %s: %w", abs, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	s := &SQLite{
+		path:  abs,
+		log:   log.With().Str("component", "eventlog").Logger(),
+		wdb:   wdb,
+		reqs:  make(chan *request, 256),
+		done:  make(chan struct{}),
+		now:   time.Now,
+		heads: make(map[string]*head),
+	}
+	fail := func(err error) (*SQLite, error) {
+		if s.rdb != nil {
+			s.rdb.Close()
+		}
+		wdb.Close()
+		return nil, err
+	}
+	from, to, err := migrate(ctx, wdb)
+	if err != nil {
+		return fail(err)
+	}
+	if from != to {
+		s.log.Info().Int("from", from).Int("to", to).Msg("schema migrated")
+	}
+	rdb, err := sql.Open("sqlite", base+"?mode=ro&_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	if err != nil {
+		return fail(fmt.Errorf("eventlog: open %s read-only: %w", abs, err))
+	}
+	s.rdb = rdb
+	rdb.SetMaxOpenConns(8)
+	rdb.SetMaxIdleConns(8)
+	if err := s.load(ctx); err != nil {
+		return fail(err)
+	}
+	if s.ins, err = wdb.PrepareContext(ctx, insertEventSQL); err != nil {
+		return fail(fmt.Errorf("eventlog: %w", err))
+	}
+	if s.upd, err = wdb.PrepareContext(ctx, upsertHeadSQL); err != nil {
+		return fail(fmt.Errorf("eventlog: %w", err))
+	}
+	go s.writer()
+	s.log.Info().Str("path", abs).Int64("events", s.size.Load()).Int64("streams", s.agents.Load()).Msg("event store open")
+	return s, nil
+}
+
+// sqliteURI turns an absolute path into an SQLite file: URI (also for
+// Windows drive paths, which become file:///C:/...).
+func sqliteURI(abs string) string {
+	p := filepath.ToSlash(abs)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	return "file://" + (&url.URL{Path: p}).EscapedPath()
+}
+
+// load reads the heads, the tree size and the Merkle frontier.
+func (s *SQLite) load(ctx context.Context) error {
+	rows, err := s.wdb.QueryContext(ctx, `SELECT agent, seq, hash, last_seen, events FROM heads`)
+	if err != nil {
+		return fmt.Errorf("eventlog: load heads: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			agent string
+			seq   int64
+			hash  []byte
+			h     head
+		)
+		if err := rows.Scan(&agent, &seq, &hash, &h.lastSeen, &h.events); err != nil {
+			return fmt.Errorf("eventlog: load heads: %w", err)
+		}
+		h.seq, h.hash = uint64(seq), hex.EncodeToString(hash)
+		s.heads[agent] = &h
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("eventlog: load heads: %w", err)
+	}
+	var n int64
+	if err := s.wdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(idx)+1, 0) FROM events`).Scan(&n); err != nil {
+		return fmt.Errorf("eventlog: load tree size: %w", err)
+	}
+	levels, indexes := frontierIndexes(n)
+	hashes, err := readHashes(ctx, s.wdb, n, indexes)
+	if err != nil {
+		return fmt.Errorf("eventlog: load merkle frontier: %w", err)
+	}
+	s.front = frontier{n: n}
+	for i, level := range levels {
+		s.front.set(level, n>>uint(level)-1, hashes[i])
+	}
+	s.size.Store(n)
+	s.agents.Store(int64(len(s.heads)))
+	return nil
+}
+
+// Append implements Store.
+func (s *SQLite) Append(ctx context.Context, agent string, evs []event.Event) (Result, error) {
+	if agent == event.ServerStream {
+		return Result{}, fmt.Errorf("eventlog: agent id %q is reserved for the server stream: %w", agent, event.ErrWrongAgent)
+	}
+	for i := range evs {
+		e := &evs[i]
+		if e.Agent != agent {
+			return Result{}, fmt.Errorf("eventlog: seq %d: %w: %q, batch is for %q", e.Seq, event.ErrWrongAgent, e.Agent, agent)
+		}
+		if err := checkStorable(e); err != nil {
+			return Result{}, err
+		}
+		if i > 0 && e.Seq <= evs[i-1].Seq {
+			return Result{}, fmt.Errorf("eventlog: seq %d after %d: %w: seqs must ascend within a batch", e.Seq, evs[i-1].Seq, event.ErrSeq)
+		}
+	}
+	if len(evs) == 0 {
+		h, err := s.Head(ctx, agent)
+		return Result{AckedSeq: h.Seq}, err
+	}
+	r := &request{agent: agent, evs: evs, done: make(chan struct{})}
+	if err := s.submit(ctx, r); err != nil {
+		return Result{}, err
+	}
+	return r.res, r.err
+}
+
+// checkStorable validates e and the few things SQLite cannot represent.
+func checkStorable(e *event.Event) error {
+	if err := e.Validate(); err != nil {
+		return fmt.Errorf("eventlog: %w", err)
+	}
+	if e.Seq > math.MaxInt64 {
+		return fmt.Errorf("eventlog: seq %d: %w: seq above 2^63-1", e.Seq, event.ErrInvalid)
+	}
+	if ns := e.Time.UnixNano(); !time.Unix(0, ns).Equal(e.Time) {
+		return fmt.Errorf("eventlog: seq %d: %w: time %s outside years 1678-2262", e.Seq, event.ErrInvalid, e.Time.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// AppendServer implements Store.
+func (s *SQLite) AppendServer(ctx context.Context, e event.Event) (event.Event, error) {
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	r := &request{agent: event.ServerStream, server: &e, done: make(chan struct{})}
+	if err := s.submit(ctx, r); err != nil {
+		return event.Event{}, err
+	}
+	if r.err != nil {
+		return event.Event{}, r.err
+	}
+	return *r.server, nil
+}
+
+// submit queues r for the writer and waits for its commit. Once queued, r is
+// always answered: the writer drains the queue before it exits.
+func (s *SQLite) submit(ctx context.Context, r *request) error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.reqs <- r:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return fmt.Errorf("eventlog: %w", ctx.Err())
+	}
+	<-r.done
+	return nil
+}
+
+// Close implements Store: queued batches are committed (or answered with an
+// error), then the databases are closed.
+func (s *SQLite) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.done
+	err := errors.Join(s.ins.Close(), s.upd.Close(), s.rdb.Close(), s.wdb.Close())
+	if err != nil {
+		return fmt.Errorf("eventlog: close: %w", err)
+	}
+	s.log.Info().Int64("events", s.size.Load()).Msg("event store closed")
+	return nil
+}
+
+// writer is the only goroutine that writes events: it takes every request
+// already queued (up to maxGroupEvents) and commits them in one transaction.
+func (s *SQLite) writer() {
+	defer close(s.done)
+	group := make([]*request, 0, 64)
+	for {
+		r, ok := <-s.reqs
+		if !ok {
+			return
+		}
+		group = append(group[:0], r)
+		n := len(r.evs) + 1
+	fill:
+		for n < maxGroupEvents {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break fill // commit what we have; the next receive sees the close
+				}
+				group = append(group, r)
+				n += len(r.evs) + 1
+			default:
+				break fill
+			}
+		}
+		s.commit(group)
+		for _, r := range group {
+			close(r.done)
+		}
+	}
+}
+
+const insertEventSQL = `INSERT INTO events (idx, agent, seq, time, received, control, type, severity,
+	user, process, object, register_id, attrs, prev, hash, merkle)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+const upsertHeadSQL = `INSERT INTO heads (agent, seq, hash, last_seen, events) VALUES (?, ?, ?, ?, ?)
+	ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+	last_seen = excluded.last_seen, events = excluded.events`
+
+// txn is the state of one group commit.
+type txn struct {
+	tx       *sql.Tx
+	ins      *sql.Stmt
+	received int64
+	heads    map[string]*head // streams touched, new values
+	buf      []byte
+}
+
+// headOf returns the stream's head as the transaction sees it.
+func (s *SQLite) headOf(t *txn, agent string) head {
+	if h, ok := t.heads[agent]; ok {
+		return *h
+	}
+	if h, ok := s.heads[agent]; ok {
+		return *h
+	}
+	return head{}
+}
+
+// commit stores a group of requests in one transaction. A request refused by
+// the chain check gets its own error and writes nothing; a database error
+// fails the whole group and leaves memory as it was.
+func (s *SQLite) commit(group []*request) {
+	ctx := context.Background() // a commit, once started, is not abandoned
+	saved := s.front
+	t := &txn{received: s.now().UnixNano(), heads: make(map[string]*head)}
+	fail := func(err error) {
+		if t.tx != nil {
+			t.tx.Rollback()
+		}
+		s.front = saved
+		s.log.Error().Err(err).Int("batches", len(group)).Msg("group commit failed")
+		for _, r := range group {
+			if r.err == nil {
+				r.err = fmt.Errorf("eventlog: batch not stored: %w", err)
+			}
+			r.res = Result{}
+		}
+	}
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		fail(err)
+		return
+	}
+	t.tx = tx
+	t.ins = tx.StmtContext(ctx, s.ins)
+	for _, r := range group {
+		if r.server != nil {
+			err = s.storeServer(ctx, t, r.server)
+			if errors.Is(err, event.ErrInvalid) {
+				r.err, err = err, nil
+			}
+		} else {
+			err = s.storeBatch(ctx, t, r)
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+	}
+	if len(t.heads) > 0 {
+		upd := tx.StmtContext(ctx, s.upd)
+		for agent, h := range t.heads {
+			raw, _ := hex.DecodeString(h.hash)
+			if _, err := upd.ExecContext(ctx, agent, int64(h.seq), raw, h.lastSeen, h.events); err != nil {
+				fail(fmt.Errorf("update head: %w", err))
+				return
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		fail(fmt.Errorf("commit: %w", err))
+		return
+	}
+	for agent, h := range t.heads {
+		s.heads[agent] = h
+	}
+	s.size.Store(s.front.n)
+	s.agents.Store(int64(len(s.heads)))
+}
+
+// storeBatch checks r against the stream head and, if it passes, writes it.
+// A refusal is recorded in r.err and is not a transaction error.
+func (s *SQLite) storeBatch(ctx context.Context, t *txn, r *request) error {
+	h := s.headOf(t, r.agent)
+	type gap struct {
+		before   int // index in r.evs of the first event after the gap
+		from, to uint64
+	}
+	var gaps []gap
+	first := -1 // first event not yet stored
+	last, lastHash := h.seq, h.hash
+	for i := range r.evs {
+		e := &r.evs[i]
+		if e.Seq <= h.seq {
+			r.res.Duplicates++
+			continue
+		}
+		if first < 0 {
+			first = i
+		}
+		if e.Seq == last+1 {
+			if e.Prev != lastHash {
+				r.err = fmt.Errorf("eventlog: agent %q seq %d: %w", r.agent, e.Seq, event.ErrChain)
+				r.res = Result{}
+				return nil
+			}
+		} else {
+			gaps = append(gaps, gap{i, last + 1, e.Seq - 1})
+		}
+		last, lastHash = e.Seq, e.Hash
+	}
+	r.res.AckedSeq = h.seq
+	if first < 0 {
+		return nil // all duplicates
+	}
+	for i := first; i < len(r.evs); i++ {
+		if len(gaps) > 0 && gaps[0].before == i {
+			g := gaps[0]
+			gaps = gaps[1:]
+			ge := event.Event{
+				Time: time.Unix(0, t.received).UTC(), Control: GapControl, Type: GapType, Severity: event.Warning,
+				Attrs: event.Attrs{"agent": r.agent, "from_seq": g.from, "to_seq": g.to},
+			}
+			if err := s.storeServer(ctx, t, &ge); err != nil {
+				return err
+			}
+			s.log.Warn().Str("agent", r.agent).Uint64("from_seq", g.from).Uint64("to_seq", g.to).Msg("gap in agent's events")
+			r.res.Gap = true
+		}
+		if err := s.insert(ctx, t, &r.evs[i]); err != nil {
+			return err
+		}
+		r.res.Stored++
+	}
+	t.heads[r.agent] = &head{seq: last, hash: lastHash, lastSeen: t.received, events: h.events + int64(r.res.Stored)}
+	r.res.AckedSeq = last
+	return nil
+}
+
+// storeServer seals e as the server stream's next event and writes it.
+func (s *SQLite) storeServer(ctx context.Context, t *txn, e *event.Event) error {
+	h := s.headOf(t, event.ServerStream)
+	e.Agent = event.ServerStream
+	e.Seq = h.seq + 1
+	if err := e.Seal(h.hash); err != nil {
+		return fmt.Errorf("eventlog: server event: %w: %v", event.ErrInvalid, err)
+	}
+	if err := checkStorable(e); err != nil {
+		return err
+	}
+	if err := s.insert(ctx, t, e); err != nil {
+		return err
+	}
+	t.heads[event.ServerStream] = &head{seq: e.Seq, hash: e.Hash, lastSeen: t.received, events: h.events + 1}
+	return nil
+}
+
+// insert writes one validated event as the next Merkle log record.
+func (s *SQLite) insert(ctx context.Context, t *txn, e *event.Event) error {
+	var hash, prev [32]byte
+	if _, err := hex.Decode(hash[:], []byte(e.Hash)); err != nil {
+		return fmt.Errorf("eventlog: seq %d hash: %w", e.Seq, err)
+	}
+	var prevArg any
+	if e.Prev != "" {
+		if _, err := hex.Decode(prev[:], []byte(e.Prev)); err != nil {
+			return fmt.Errorf("eventlog: seq %d prev: %w", e.Seq, err)
+		}
+		prevArg = prev[:]
+	}
+	var attrs any
+	if len(e.Attrs) > 0 {
+		b, err := json.Marshal(e.Attrs)
+		if err != nil {
+			return fmt.Errorf("eventlog: seq %d attrs: %w", e.Seq, err)
+		}
+		attrs = string(b)
+	}
+	idx := s.front.n
+	hashes, err := s.front.append(tlog.RecordHash(hash[:]))
+	if err != nil {
+		return err
+	}
+	merkle := t.buf[:0]
+	for _, h := range hashes {
+		merkle = append(merkle, h[:]...)
+	}
+	t.buf = merkle
+	_, err = t.ins.ExecContext(ctx, idx, e.Agent, int64(e.Seq), e.Time.UnixNano(), t.received,
+		e.Control, e.Type, string(e.Severity), nullable(e.User), nullable(e.Process), nullable(e.Object),
+		nullable(e.RegisterID), attrs, prevArg, hash[:], merkle)
+	if err != nil {
+		return fmt.Errorf("eventlog: insert %s seq %d: %w", e.Agent, e.Seq, err)
+	}
+	return nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Head implements Store.
+func (s *SQLite) Head(ctx context.Context, agent string) (Head, error) {
+	var (
+		h         = Head{Agent: agent}
+		seq, seen int64
+		hash      []byte
+	)
+	err := s.rdb.QueryRowContext(ctx, `SELECT seq, hash, last_seen, events FROM heads WHERE agent = ?`, agent).
+		Scan(&seq, &hash, &seen, &h.Events)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Head{}, nil
+	}
+	if err != nil {
+		return Head{}, fmt.Errorf("eventlog: head %q: %w", agent, err)
+	}
+	h.Seq, h.Hash, h.LastSeen = uint64(seq), hex.EncodeToString(hash), time.Unix(0, seen).UTC()
+	return h, nil
+}
+
+// Agents implements Store.
+func (s *SQLite) Agents(ctx context.Context) ([]Head, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT agent, seq, hash, last_seen, events FROM heads ORDER BY agent`)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: agents: %w", err)
+	}
+	defer rows.Close()
+	var out []Head
+	for rows.Next() {
+		var (
+			h         Head
+			seq, seen int64
+			hash      []byte
+		)
+		if err := rows.Scan(&h.Agent, &seq, &hash, &seen, &h.Events); err != nil {
+			return nil, fmt.Errorf("eventlog: agents: %w", err)
+		}
+		h.Seq, h.Hash, h.LastSeen = uint64(seq), hex.EncodeToString(hash), time.Unix(0, seen).UTC()
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("eventlog: agents: %w", err)
+	}
+	return out, nil
+}
+
+// TreeSize implements Store.
+func (s *SQLite) TreeSize(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("eventlog: %w", err)
+	}
+	return s.size.Load(), nil
+}
+
+// ReadHashes implements Store and tlog.HashReader over committed hashes.
+func (s *SQLite) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	return readHashes(context.Background(), s.rdb, s.size.Load(), indexes)
+}
+
+// TreeHash returns the Merkle root of the first n stored events.
+func (s *SQLite) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
+	size := s.size.Load()
+	if n < 0 || n > size {
+		return tlog.Hash{}, fmt.Errorf("%w: tree size %d, have %d", ErrOutOfRange, n, size)
+	}
+	return tlog.TreeHash(n, tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		return readHashes(ctx, s.rdb, size, indexes)
+	}))
+}
+
+// readHashes reads stored hashes from the merkle column of a tree of size n.
+func readHashes(ctx context.Context, db *sql.DB, n int64, indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	if len(indexes) == 0 {
+		return out, nil
+	}
+	records := make(map[int64][]int, len(indexes)) // record -> positions in indexes
+	args := make([]any, 0, len(indexes))
+	for i, x := range indexes {
+		if x < 0 {
+			return nil, fmt.Errorf("%w: index %d", ErrOutOfRange, x)
+		}
+		rec, _ := hashLocation(x)
+		if rec >= n {
+			return nil, fmt.Errorf("%w: index %d needs record %d, tree size %d", ErrOutOfRange, x, rec, n)
+		}
+		if _, ok := records[rec]; !ok {
+			args = append(args, rec)
+		}
+		records[rec] = append(records[rec], i)
+	}
+	q := `SELECT idx, merkle FROM events WHERE idx IN (?` + strings.Repeat(",?", len(args)-1) + `)`
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: read hashes: %w", err)
+	}
+	defer rows.Close()
+	found := 0
+	for rows.Next() {
+		var (
+			rec    int64
+			merkle []byte
+		)
+		if err := rows.Scan(&rec, &merkle); err != nil {
+			return nil, fmt.Errorf("eventlog: read hashes: %w", err)
+		}
+		for _, i := range records[rec] {
+			_, level := hashLocation(indexes[i])
+			if len(merkle) < (level+1)*tlog.HashSize {
+				return nil, fmt.Errorf("eventlog: record %d has %d merkle bytes, need level %d", rec, len(merkle), level)
+			}
+			copy(out[i][:], merkle[level*tlog.HashSize:])
+			found++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("eventlog: read hashes: %w", err)
+	}
+	if found != len(indexes) {
+		return nil, fmt.Errorf("eventlog: read hashes: %d of %d found", found, len(indexes))
+	}
+	return out, nil
+}
+
+// Stats implements Store.
+func (s *SQLite) Stats(ctx context.Context) (Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return Stats{}, fmt.Errorf("eventlog: %w", err)
+	}
+	st := Stats{Events: s.size.Load(), Agents: s.agents.Load()}
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if fi, err := os.Stat(s.path + suffix); err == nil {
+			st.BytesOnDisk += fi.Size()
+		}
+	}
+	return st, nil
+}
+
+var _ Store = (*SQLite)(nil)
