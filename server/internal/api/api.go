@@ -126,6 +126,7 @@ var (
 	ErrNotFound     = errors.New("api: not found")
 	ErrTokenInvalid = errors.New("api: enrollment token invalid, expired or used up")
 	ErrBadCursor    = errors.New("api: bad cursor")
+	ErrBadFilter    = errors.New("api: bad filter")
 )
 
 // Roles of API tokens. Auditors and managers read; admins also write.

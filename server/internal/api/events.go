@@ -90,6 +90,10 @@ func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, "cursor: not a cursor this server issued")
 		return
 	}
+	if errors.Is(err, ErrBadFilter) {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
 	if err != nil {
 		s.internal(w, r, "querying events", err)
 		return

@@ -1,0 +1,132 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/state"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// storeAdapter gives the API its view of the event store. The struct types
+// have identical fields, so the conversions are free.
+type storeAdapter struct{ s eventlog.Store }
+
+func (a storeAdapter) Append(ctx context.Context, agent string, evs []event.Event) (api.AppendResult, error) {
+	r, err := a.s.Append(ctx, agent, evs)
+	return api.AppendResult(r), err
+}
+
+func (a storeAdapter) AppendServer(ctx context.Context, e event.Event) (event.Event, error) {
+	return a.s.AppendServer(ctx, e)
+}
+
+func (a storeAdapter) Query(ctx context.Context, f api.Filter) (api.Page, error) {
+	p, err := a.s.Query(ctx, eventlog.Filter(f))
+	switch {
+	case errors.Is(err, eventlog.ErrBadCursor):
+		return api.Page{}, fmt.Errorf("%w: %w", api.ErrBadCursor, err)
+	case errors.Is(err, eventlog.ErrBadFilter):
+		return api.Page{}, fmt.Errorf("%w: %w", api.ErrBadFilter, err)
+	case err != nil:
+		return api.Page{}, err
+	}
+	out := api.Page{Next: p.Next, Events: make([]api.Stored, len(p.Events))}
+	for i, e := range p.Events {
+		out.Events[i] = api.Stored(e)
+	}
+	return out, nil
+}
+
+func (a storeAdapter) Agents(ctx context.Context) ([]api.Head, error) {
+	hs, err := a.s.Agents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Head, len(hs))
+	for i, h := range hs {
+		out[i] = api.Head(h)
+	}
+	return out, nil
+}
+
+func (a storeAdapter) TreeSize(ctx context.Context) (int64, error) { return a.s.TreeSize(ctx) }
+
+// stateAdapter gives the API its view of the control plane and maps
+// state's sentinel errors to the API's.
+type stateAdapter struct{ s *state.State }
+
+func mapStateErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, state.ErrNotFound):
+		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
+	case errors.Is(err, state.ErrTokenInvalid):
+		return fmt.Errorf("%w: %w", api.ErrTokenInvalid, err)
+	}
+	return err
+}
+
+func (a stateAdapter) CreateEnrollToken(ctx context.Context, ttl time.Duration, uses int, by string) (string, api.EnrollToken, error) {
+	p, t, err := a.s.CreateEnrollToken(ctx, ttl, uses, by)
+	return p, api.EnrollToken(t), mapStateErr(err)
+}
+
+func (a stateAdapter) ConsumeEnrollToken(ctx context.Context, plaintext string) (api.EnrollToken, error) {
+	t, err := a.s.ConsumeEnrollToken(ctx, plaintext)
+	return api.EnrollToken(t), mapStateErr(err)
+}
+
+func (a stateAdapter) LookupAPIToken(ctx context.Context, plaintext string) (api.APIToken, error) {
+	t, err := a.s.LookupAPIToken(ctx, plaintext)
+	return api.APIToken(t), mapStateErr(err)
+}
+
+func (a stateAdapter) PutAgent(ctx context.Context, ag api.Agent) error {
+	return mapStateErr(a.s.PutAgent(ctx, state.Agent(ag)))
+}
+
+func (a stateAdapter) GetAgent(ctx context.Context, id string) (api.Agent, error) {
+	ag, err := a.s.GetAgent(ctx, id)
+	return api.Agent(ag), mapStateErr(err)
+}
+
+func (a stateAdapter) ListAgents(ctx context.Context) ([]api.Agent, error) {
+	as, err := a.s.ListAgents(ctx)
+	if err != nil {
+		return nil, mapStateErr(err)
+	}
+	out := make([]api.Agent, len(as))
+	for i, ag := range as {
+		out[i] = api.Agent(ag)
+	}
+	return out, nil
+}
+
+func (a stateAdapter) PutPolicy(ctx context.Context, name string, yaml []byte) error {
+	return mapStateErr(a.s.PutPolicy(ctx, name, yaml))
+}
+
+func (a stateAdapter) GetPolicy(ctx context.Context, name string) ([]byte, int64, error) {
+	b, rev, err := a.s.GetPolicy(ctx, name)
+	return b, rev, mapStateErr(err)
+}
+
+func (a stateAdapter) ListPolicies(ctx context.Context) ([]string, error) {
+	ns, err := a.s.ListPolicies(ctx)
+	return ns, mapStateErr(err)
+}
+
+func (a stateAdapter) Assignment(ctx context.Context, agentID string) (string, error) {
+	n, err := a.s.Assignment(ctx, agentID)
+	return n, mapStateErr(err)
+}
+
+func (a stateAdapter) WatchPolicies(ctx context.Context) <-chan struct{} {
+	return a.s.WatchPolicies(ctx)
+}

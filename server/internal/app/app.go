@@ -1,0 +1,327 @@
+// Package app assembles and runs the Mamori server: CA, control-plane state,
+// event store and HTTP API on one TLS port, with the bootstrap files of the
+// data directory. mamori-server serve is a thin wrapper around Start, and
+// end-to-end tests of other packages start a real server with it:
+//
+//	srv, err := app.Start(ctx, app.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0",
+//		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
+//	defer srv.Close()
+//	// enroll with srv.URL(), srv.EnrollToken(), srv.CAFingerprint();
+//	// call the admin API with "Authorization: Bearer "+srv.AdminToken().
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/pki"
+	"github.com/mamori/mamori/server/internal/state"
+)
+
+// Files the first start creates in the data directory.
+const (
+	FileCA            = "ca.pem"
+	FileEnrollToken   = "enroll-token"           // secret, 0600
+	FileAdminToken    = "admin-token"            // secret, 0600
+	FileAdminPassword = "initial-admin-password" // secret, 0600
+	FileLogKey        = "log-key"                // note signer key, secret, 0600
+	FileLogKeyPub     = "log-key.pub"            // note verifier key
+	FileEvents        = "events.db"
+)
+
+// The bootstrap enrollment token printed on first start: long-lived and
+// many-use so that a GPO/Intune rollout can use it; admins mint narrower
+// ones with POST /api/v1/tokens.
+const (
+	BootstrapTokenTTL  = 365 * 24 * time.Hour
+	BootstrapTokenUses = 10000
+)
+
+// DefaultListen is the one TLS port of the server.
+const DefaultListen = ":8443"
+
+// Config configures Start. Only DataDir is required.
+type Config struct {
+	DataDir string
+	// Listen is the TCP address; default ":8443". Tests use "127.0.0.1:0".
+	Listen string
+	// Hostnames the server certificate covers; the first one goes into the
+	// printed URL. Default: os.Hostname(), localhost, 127.0.0.1.
+	Hostnames []string
+	// EtcdEndpoints of an external etcd cluster; empty runs an embedded one
+	// in DataDir/etcd.
+	EtcdEndpoints []string
+	// EventsDSN selects the event store: a SQLite file path, optionally as
+	// "sqlite:PATH". Default DataDir/events.db.
+	EventsDSN string
+	Log       zerolog.Logger
+	// ShutdownTimeout bounds how long Close waits for in-flight requests
+	// (batches being committed); default 30s.
+	ShutdownTimeout time.Duration
+}
+
+// Server is a running Mamori server. All methods are safe for concurrent use.
+type Server struct {
+	cfg      Config
+	log      zerolog.Logger
+	ca       *pki.Authority
+	state    *state.State
+	store    *eventlog.SQLite
+	api      *api.Server
+	http     *http.Server
+	ln       net.Listener
+	secrets  secrets
+	logPub   string
+	served   chan error
+	closeMu  sync.Mutex
+	closed   bool
+	closeErr error
+}
+
+type secrets struct{ enroll, admin, password string }
+
+// Start opens (or on first start creates) everything under cfg.DataDir and
+// starts serving. It returns once the listener is bound, so Addr is valid.
+// Close stops it; Start cleans up after itself when it fails.
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("app: Config.DataDir is required")
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("app: data dir: %w", err)
+	}
+	cfg.DataDir = dir
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if len(cfg.Hostnames) == 0 {
+		cfg.Hostnames = DefaultHostnames()
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Log.With().Str("component", "app").Logger(), served: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.teardown()
+		}
+	}()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("app: data dir: %w", err)
+	}
+
+	if s.ca, err = pki.LoadOrCreate(dir, cfg.Hostnames); err != nil {
+		return nil, fmt.Errorf("app: CA: %w", err)
+	}
+	if err := writeIfMissing(filepath.Join(dir, FileCA), s.ca.CertPEM(), 0o644); err != nil {
+		return nil, err
+	}
+	if s.logPub, err = loadOrCreateLogKey(dir, "mamori/"+cfg.Hostnames[0]); err != nil {
+		return nil, err
+	}
+	if s.state, err = state.Open(ctx, state.Config{DataDir: dir, Endpoints: cfg.EtcdEndpoints, Log: cfg.Log}); err != nil {
+		return nil, fmt.Errorf("app: state: %w", err)
+	}
+	if err := s.bootstrap(ctx); err != nil {
+		return nil, err
+	}
+	path, err := sqlitePath(cfg.EventsDSN, dir)
+	if err != nil {
+		return nil, err
+	}
+	if s.store, err = eventlog.OpenSQLite(ctx, path, cfg.Log); err != nil {
+		return nil, fmt.Errorf("app: event store: %w", err)
+	}
+	if s.api, err = api.New(api.Config{Store: storeAdapter{s.store}, State: stateAdapter{s.state}, CA: s.ca,
+		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log}); err != nil {
+		return nil, err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("app: listen: %w", err)
+	}
+	tlsCfg := s.ca.ServerTLS()
+	s.ln = tls.NewListener(ln, tlsCfg)
+	s.http = &http.Server{
+		Handler:           s.api.Handler(),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,  // a 16 MiB batch on a slow office link
+		WriteTimeout:      10 * time.Minute, // policy long-polls are capped below this
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          newStdLog(cfg.Log),
+	}
+	go func() { s.served <- s.http.Serve(s.ln) }()
+	s.log.Info().Str("addr", s.Addr()).Str("data_dir", dir).Msg("app: serving")
+	return s, nil
+}
+
+// bootstrap creates the secret files on first start and makes sure state
+// knows them; a later start reuses the files and changes nothing.
+func (s *Server) bootstrap(ctx context.Context) error {
+	dir := s.cfg.DataDir
+	var err error
+	if s.secrets.enroll, err = loadOrCreateSecret(filepath.Join(dir, FileEnrollToken)); err != nil {
+		return err
+	}
+	if s.secrets.admin, err = loadOrCreateSecret(filepath.Join(dir, FileAdminToken)); err != nil {
+		return err
+	}
+	if s.secrets.password, err = loadOrCreateSecret(filepath.Join(dir, FileAdminPassword)); err != nil {
+		return err
+	}
+	if err := s.state.EnsureEnrollToken(ctx, s.secrets.enroll, BootstrapTokenTTL, BootstrapTokenUses); err != nil {
+		return fmt.Errorf("app: bootstrap enroll token: %w", err)
+	}
+	if err := s.state.EnsureAPIToken(ctx, s.secrets.admin, "admin", state.RoleAdmin); err != nil {
+		return fmt.Errorf("app: bootstrap admin token: %w", err)
+	}
+	if err := s.state.EnsureUser(ctx, "admin", state.RoleAdmin, s.secrets.password); err != nil {
+		return fmt.Errorf("app: bootstrap admin user: %w", err)
+	}
+	return nil
+}
+
+// sqlitePath reads the events DSN; only SQLite exists so far.
+func sqlitePath(dsn, dir string) (string, error) {
+	switch {
+	case dsn == "":
+		return filepath.Join(dir, FileEvents), nil
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return "", fmt.Errorf("app: events DSN: PostgreSQL is not supported yet: %w", errors.ErrUnsupported)
+	}
+	p := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "sqlite:")
+	if p == "" {
+		return "", errors.New("app: events DSN: empty SQLite path")
+	}
+	return p, nil
+}
+
+// DefaultHostnames are the names the server certificate covers by default.
+func DefaultHostnames() []string {
+	names := []string{}
+	if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
+		names = append(names, strings.ToLower(h))
+	}
+	return append(names, "localhost", "127.0.0.1")
+}
+
+// Addr is the bound listen address (host:port), e.g. "127.0.0.1:40123".
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Port is the bound TCP port.
+func (s *Server) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+
+// URL is https://<first hostname>:<port>, the base URL agents enroll with.
+func (s *Server) URL() string {
+	return "https://" + net.JoinHostPort(s.cfg.Hostnames[0], strconv.Itoa(s.Port()))
+}
+
+// DashboardURL is where an admin points a browser.
+func (s *Server) DashboardURL() string { return s.URL() + "/" }
+
+// CAFingerprint is the CA's "sha256:HEX", given to agents with the token.
+func (s *Server) CAFingerprint() string { return s.ca.Fingerprint() }
+
+// CAPEM is the CA certificate, for clients that trust it directly.
+func (s *Server) CAPEM() []byte { return s.ca.CertPEM() }
+
+// EnrollToken is the bootstrap enrollment token (the enroll-token file).
+func (s *Server) EnrollToken() string { return s.secrets.enroll }
+
+// AdminToken is the bootstrap admin API token (the admin-token file).
+func (s *Server) AdminToken() string { return s.secrets.admin }
+
+// AdminPassword is the initial password of the "admin" user.
+func (s *Server) AdminPassword() string { return s.secrets.password }
+
+// LogVerifierKey is the note verifier key of the log (log-key.pub).
+func (s *Server) LogVerifierKey() string { return s.logPub }
+
+// EnrollCommand is the exact command that enrolls an agent.
+func (s *Server) EnrollCommand() string {
+	return fmt.Sprintf("mamori-agent enroll --server %s --token %s --ca-hash %s", s.URL(), s.EnrollToken(), s.CAFingerprint())
+}
+
+// Store is the event store, for in-process users such as checkpointing.
+func (s *Server) Store() eventlog.Store { return s.store }
+
+// State is the control-plane state.
+func (s *Server) State() *state.State { return s.state }
+
+// Close shuts down gracefully: no new connections, in-flight requests
+// finish (so a batch being committed is acked, and one not yet committed is
+// not acked) within ShutdownTimeout, then the event store and state close.
+// It is safe to call more than once.
+func (s *Server) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return s.closeErr
+	}
+	s.closed = true
+	s.closeErr = s.teardown()
+	return s.closeErr
+}
+
+func (s *Server) teardown() error {
+	var errs []error
+	if s.http != nil {
+		// Wake long-polls first so that Shutdown does not wait for them.
+		s.api.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("app: http shutdown: %w", err))
+			s.http.Close()
+		}
+		cancel()
+		if err := <-s.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("app: serve: %w", err))
+		}
+	} else if s.api != nil {
+		s.api.Close()
+	}
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("app: event store: %w", err))
+		}
+	}
+	if s.state != nil {
+		if err := s.state.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("app: state: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Wait blocks until the server stops serving (after Close, or when the
+// listener fails) and returns the serve error, nil after a clean Close.
+func (s *Server) Wait(ctx context.Context) error {
+	select {
+	case err := <-s.served:
+		s.served <- err // let teardown read it too
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
