@@ -1,0 +1,89 @@
+// Package evidence implements Mamori's audit evidence: signed checkpoints of
+// the server's Merkle log (RFC 6962, via golang.org/x/mod/sumdb/tlog), the
+// export bundle an auditor takes away, and its offline verification.
+//
+// A checkpoint is a C2SP tlog-checkpoint body — origin line, tree size,
+// base64 root hash — signed as a golang.org/x/mod/sumdb/note with the
+// server's Ed25519 log key. Each leaf of the log is tlog.RecordHash over the
+// 32 raw bytes of an event's hash, so a leaf stays provable after retention
+// has removed the event's payload.
+package evidence
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Checkpoint is the state of the log at one size.
+type Checkpoint struct {
+	Origin string
+	Size   int64
+	Root   tlog.Hash
+}
+
+// Body is the signed text.
+func (c Checkpoint) Body() string {
+	return fmt.Sprintf("%s\n%d\n%s\n", c.Origin, c.Size, c.Root)
+}
+
+// ParseCheckpoint parses a checkpoint body (not the signed note around it).
+func ParseCheckpoint(body string) (Checkpoint, error) {
+	lines := strings.SplitAfter(body, "\n")
+	if len(lines) < 4 || lines[3] != "" && !strings.HasSuffix(body, "\n") {
+		return Checkpoint{}, errors.New("evidence: malformed checkpoint: want origin, size, root lines")
+	}
+	origin := strings.TrimSuffix(lines[0], "\n")
+	size, err := strconv.ParseInt(strings.TrimSuffix(lines[1], "\n"), 10, 64)
+	if err != nil || size < 0 || origin == "" {
+		return Checkpoint{}, errors.New("evidence: malformed checkpoint: bad origin or size")
+	}
+	root, err := tlog.ParseHash(strings.TrimSuffix(lines[2], "\n"))
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("evidence: malformed checkpoint root: %w", err)
+	}
+	return Checkpoint{Origin: origin, Size: size, Root: root}, nil
+}
+
+// Sign returns the signed note of c.
+func Sign(c Checkpoint, s note.Signer) ([]byte, error) {
+	msg, err := note.Sign(&note.Note{Text: c.Body()}, s)
+	if err != nil {
+		return nil, fmt.Errorf("evidence: sign checkpoint: %w", err)
+	}
+	return msg, nil
+}
+
+// Open verifies a signed checkpoint with v and parses it. The origin must be
+// the key's name, so a note signed by another log is refused too.
+func Open(msg []byte, v note.Verifier) (Checkpoint, error) {
+	n, err := note.Open(msg, note.VerifierList(v))
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("evidence: checkpoint signature: %w", err)
+	}
+	c, err := ParseCheckpoint(n.Text)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	if c.Origin != v.Name() {
+		return Checkpoint{}, fmt.Errorf("evidence: checkpoint origin %q is not the key's name %q", c.Origin, v.Name())
+	}
+	return c, nil
+}
+
+// LeafHash is the Merkle record hash of an event with the given hex hash.
+func LeafHash(eventHash string) (tlog.Hash, error) {
+	var raw [32]byte
+	if len(eventHash) != 64 {
+		return tlog.Hash{}, errors.New("evidence: event hash is not 64 hex digits")
+	}
+	if _, err := hex.Decode(raw[:], []byte(eventHash)); err != nil {
+		return tlog.Hash{}, fmt.Errorf("evidence: event hash: %w", err)
+	}
+	return tlog.RecordHash(raw[:]), nil
+}
