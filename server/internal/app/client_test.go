@@ -2,9 +2,12 @@ package app_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -151,4 +154,16 @@ func readFile(tb testing.TB, path string) []byte {
 		tb.Fatal(err)
 	}
 	return b
+}
+
+// startFingerprint computes the "sha256:HEX" pin of a CA PEM the way an
+// admin copies it from the enroll command.
+func startFingerprint(tb testing.TB, caPEM []byte) string {
+	tb.Helper()
+	blk, _ := pem.Decode(caPEM)
+	if blk == nil {
+		tb.Fatal("ca.pem: no PEM block")
+	}
+	sum := sha256.Sum256(blk.Bytes)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
