@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -66,4 +67,37 @@ func (s *SQLite) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 	copy(c.Root[:], root)
 	c.Created = time.Unix(0, created).UTC()
 	return c, nil
+}
+
+// CheckpointAt returns the stored checkpoint of the given tree size, or
+// ErrNoCheckpoint.
+func (s *SQLite) CheckpointAt(ctx context.Context, size int64) (Checkpoint, error) {
+	var (
+		c       Checkpoint
+		root    []byte
+		created int64
+	)
+	err := s.rdb.QueryRowContext(ctx, `SELECT size, root, note, created FROM checkpoints WHERE size = ?`, size).
+		Scan(&c.Size, &root, &c.Note, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Checkpoint{}, ErrNoCheckpoint
+	}
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("eventlog: checkpoint: %w", err)
+	}
+	if len(root) != tlog.HashSize {
+		return Checkpoint{}, fmt.Errorf("eventlog: checkpoint %d: root is %d bytes", c.Size, len(root))
+	}
+	copy(c.Root[:], root)
+	c.Created = time.Unix(0, created).UTC()
+	return c, nil
+}
+
+// CursorAfter returns the Query cursor that starts right after log index i
+// (-1 starts at the beginning), for readers that walk the log by index.
+func CursorAfter(i int64) string {
+	if i < 0 {
+		return ""
+	}
+	return strconv.FormatInt(i, 10)
 }

@@ -1,0 +1,52 @@
+// Package audit turns the server's event store into evidence: it signs
+// checkpoints of the Merkle log, checks on start that the stored log still
+// matches the last signed checkpoint, and exports evidence bundles
+// (shared/evidence) and CSV files for auditors.
+package audit
+
+import (
+	"context"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+)
+
+// Log is what audit needs of the event store (eventlog.SQLite has it).
+type Log interface {
+	TreeSize(ctx context.Context) (int64, error)
+	TreeHash(ctx context.Context, n int64) (tlog.Hash, error)
+	ReadHashes(indexes []int64) ([]tlog.Hash, error)
+	Query(ctx context.Context, f eventlog.Filter) (eventlog.Page, error)
+	PutCheckpoint(ctx context.Context, c eventlog.Checkpoint) error
+	LatestCheckpoint(ctx context.Context) (eventlog.Checkpoint, error)
+	CheckpointAt(ctx context.Context, size int64) (eventlog.Checkpoint, error)
+}
+
+// scanPages calls fn with the stored events with index in [from, to), in
+// order, a page at a time.
+func scanPages(ctx context.Context, l Log, from, to int64, fn func([]eventlog.Stored) error) error {
+	f := eventlog.Filter{Limit: eventlog.MaxLimit, Cursor: eventlog.CursorAfter(from - 1)}
+	for {
+		p, err := l.Query(ctx, f)
+		if err != nil {
+			return err
+		}
+		evs, done := p.Events, p.Next == ""
+		for i := range evs {
+			if evs[i].Index >= to {
+				evs, done = evs[:i], true
+				break
+			}
+		}
+		if len(evs) > 0 {
+			if err := fn(evs); err != nil {
+				return err
+			}
+		}
+		if done {
+			return nil
+		}
+		f.Cursor = p.Next
+	}
+}

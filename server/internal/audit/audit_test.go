@@ -1,0 +1,225 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
+	_ "modernc.org/sqlite"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/evidence"
+)
+
+type rig struct {
+	path  string
+	log   *eventlog.SQLite
+	cp    *Checkpointer
+	x     *Exporter
+	vkey  string
+	verif note.Verifier
+	skey  string
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, "mamori/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{path: filepath.Join(t.TempDir(), "events.db"), vkey: vkey, skey: skey}
+	r.verif, _ = note.NewVerifier(vkey)
+	r.open(t)
+	return r
+}
+
+func (r *rig) open(t *testing.T) {
+	t.Helper()
+	l, err := eventlog.OpenSQLite(context.Background(), r.path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := note.NewSigner(r.skey)
+	r.log = l
+	r.cp = &Checkpointer{Log: l, Signer: signer}
+	r.x = &Exporter{Log: l, Checkpointer: r.cp, PublicKey: r.vkey}
+	t.Cleanup(func() { l.Close() })
+}
+
+// fill appends n events per agent, interleaved, controls alternating.
+func (r *rig) fill(t *testing.T, agents, n int) {
+	t.Helper()
+	prev := map[string]string{}
+	seq := map[string]uint64{}
+	for a := 0; a < agents; a++ {
+		id := fmt.Sprintf("ag-%d", a)
+		if h, err := r.log.Head(context.Background(), id); err == nil {
+			prev[id], seq[id] = h.Hash, h.Seq
+		}
+	}
+	for i := 0; i < n; i++ {
+		for a := 0; a < agents; a++ {
+			id := fmt.Sprintf("ag-%d", a)
+			seq[id]++
+			control := []string{"fileaccess", "media"}[i%2]
+			e := event.Event{Agent: id, Seq: seq[id], Time: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC).Add(time.Duration(seq[id]) * time.Second),
+				Control: control, Type: control + ".x", Severity: event.Info, User: "CORP\\佐藤", Object: fmt.Sprintf(`D:\顧客\%d.xlsx`, i)}
+			if err := e.Seal(prev[id]); err != nil {
+				t.Fatal(err)
+			}
+			prev[id] = e.Hash
+			if _, err := r.log.Append(context.Background(), id, []event.Event{e}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func (r *rig) verifyBundle(t *testing.T, b []byte, old []byte) *evidence.Report {
+	t.Helper()
+	rep, err := evidence.Verify(bytes.NewReader(b), r.verif, evidence.VerifyOptions{Old: old})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func TestExportVerifies(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.fill(t, 3, 10)
+	old, err := r.cp.SignNow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.fill(t, 3, 10)
+
+	var buf bytes.Buffer
+	sum, err := r.x.Bundle(ctx, &buf, eventlog.Filter{}, old.Size, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := r.verifyBundle(t, buf.Bytes(), []byte(old.Note))
+	if !rep.OK() || sum.Events != 60 || rep.Events != 60 {
+		t.Fatalf("sum %+v report %+v", sum, rep.Problems)
+	}
+
+	// One agent's file events: the media events between them are links.
+	buf.Reset()
+	sum, err = r.x.Bundle(ctx, &buf, eventlog.Filter{Agent: "ag-1", Control: "fileaccess"}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep = r.verifyBundle(t, buf.Bytes(), nil)
+	if !rep.OK() || sum.Events != 10 || sum.Links != 9 || len(rep.Agents) != 1 {
+		t.Fatalf("sum %+v report %+v %+v", sum, rep, rep.Problems)
+	}
+}
+
+func tamper(t *testing.T, path, stmt string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	res, err := db.Exec(stmt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%s: %d rows", stmt, n)
+	}
+}
+
+func TestTamperedRowIsCaught(t *testing.T) {
+	for name, c := range map[string]struct{ stmt, want string }{
+		"content": {`UPDATE events SET object = 'D:\顧客\other.xlsx' WHERE idx = 7`, "log index 7 (agent ag-1, seq 3): content changed"},
+		"deleted": {`DELETE FROM events WHERE idx = 4`, "log index 4 missing"},
+		"hash":    {`UPDATE events SET hash = zeroblob(32) WHERE idx = 2`, "log index 2"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t)
+			ctx := context.Background()
+			r.fill(t, 3, 5)
+			if _, err := r.cp.SignNow(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop()); err != nil {
+				t.Fatalf("intact log: %v", err)
+			}
+			r.log.Close()
+			tamper(t, r.path, c.stmt)
+			r.open(t)
+			err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop())
+			if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want %q", err, c.want)
+			}
+			if name != "content" {
+				return
+			}
+			// The next export does not verify either, and names the event.
+			var buf bytes.Buffer
+			if _, err := r.x.Bundle(ctx, &buf, eventlog.Filter{}, 0, nil); err != nil {
+				t.Fatal(err)
+			}
+			rep := r.verifyBundle(t, buf.Bytes(), nil)
+			if rep.OK() || !strings.Contains(rep.Problems[0].String(), "agent ag-1, seq 3") {
+				t.Fatalf("problems %v", rep.Problems)
+			}
+		})
+	}
+}
+
+func TestCheckpointCadence(t *testing.T) {
+	r := newRig(t)
+	r.cp.MaxEvents, r.cp.Interval = 10, time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.cp.Run(ctx); close(done) }()
+	r.fill(t, 1, 25)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cp, err := r.log.LatestCheckpoint(context.Background())
+		if err == nil && cp.Size >= 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint after 20 events: %v %+v", err, cp)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	cp, _ := r.log.LatestCheckpoint(context.Background())
+	if cp.Size != 25 {
+		t.Fatalf("final checkpoint size %d, want 25", cp.Size)
+	}
+}
+
+func TestCSV(t *testing.T) {
+	r := newRig(t)
+	r.fill(t, 1, 3)
+	var buf bytes.Buffer
+	n, err := r.x.CSV(context.Background(), &buf, eventlog.Filter{}, "ja", time.FixedZone("JST", 9*3600))
+	if err != nil || n != 3 {
+		t.Fatal(n, err)
+	}
+	s := buf.String()
+	if !strings.HasPrefix(s, "\ufeffログ番号,日時,") || !strings.Contains(s, "2026-11-01 18:00:01.000 JST") || !strings.Contains(s, `D:\顧客\0.xlsx`) {
+		t.Fatalf("csv:\n%s", s)
+	}
+	if _, err := r.x.CSV(context.Background(), &buf, eventlog.Filter{}, "fr", time.UTC); err == nil {
+		t.Fatal("unknown lang accepted")
+	}
+}

@@ -1,0 +1,211 @@
+package audit
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/evidence"
+)
+
+// DefaultMaxExport bounds the events in one export; a larger result asks for
+// a narrower filter instead of exhausting the server.
+const DefaultMaxExport = 1_000_000
+
+// ErrTooLarge is returned when an export would exceed the bound.
+var ErrTooLarge = errors.New("audit: export too large: narrow the filter (agent, time range)")
+
+// ErrNoSuchCheckpoint is returned when since names a size never signed.
+var ErrNoSuchCheckpoint = errors.New("audit: no signed checkpoint of that size")
+
+// Exporter writes evidence bundles and CSV files.
+type Exporter struct {
+	Log          Log
+	Checkpointer *Checkpointer
+	PublicKey    string // note verifier key of the log (DATA/log-key.pub)
+	MaxEvents    int    // default DefaultMaxExport
+}
+
+// Summary says what an export holds.
+type Summary struct {
+	TreeSize int64 `json:"tree_size"`
+	Events   int   `json:"events"`
+	Links    int   `json:"links"`
+}
+
+func (x *Exporter) max() int {
+	if x.MaxEvents > 0 {
+		return x.MaxEvents
+	}
+	return DefaultMaxExport
+}
+
+// Bundle writes the events matching f as an evidence bundle against a
+// checkpoint signed now. Each agent's events between its first and last
+// match that do not match f go in as links, so the bundle proves the chain
+// has no holes. since > 0 adds a consistency proof from the checkpoint of
+// that size (one the auditor kept).
+func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, since int64, query map[string]string) (Summary, error) {
+	cp, err := x.Checkpointer.SignNow(ctx)
+	if err != nil {
+		return Summary{}, err
+	}
+	n := cp.Size
+	// Pass 1: what matches, and each agent's span.
+	type span struct{ first, last int64 }
+	var matched []int64
+	spans := map[string]*span{}
+	f.Cursor, f.Limit = "", eventlog.MaxLimit
+	for {
+		p, err := x.Log.Query(ctx, f)
+		if err != nil {
+			return Summary{}, fmt.Errorf("audit: export: %w", err)
+		}
+		stop := p.Next == ""
+		for _, s := range p.Events {
+			if s.Index >= n {
+				stop = true
+				break
+			}
+			if len(matched) >= x.max() {
+				return Summary{}, fmt.Errorf("%w (more than %d events)", ErrTooLarge, x.max())
+			}
+			matched = append(matched, s.Index)
+			if sp := spans[s.Agent]; sp == nil {
+				spans[s.Agent] = &span{s.Index, s.Index}
+			} else {
+				sp.last = s.Index
+			}
+		}
+		if stop {
+			break
+		}
+		f.Cursor = p.Next
+	}
+
+	h := evidence.Header{Origin: x.Checkpointer.Signer.Name(), PublicKey: x.PublicKey, Checkpoint: cp.Note,
+		Created: time.Now().UTC(), Query: query}
+	if since > 0 && since < n {
+		old, err := x.Log.CheckpointAt(ctx, since)
+		if errors.Is(err, eventlog.ErrNoCheckpoint) {
+			return Summary{}, fmt.Errorf("%w: %d", ErrNoSuchCheckpoint, since)
+		}
+		if err != nil {
+			return Summary{}, fmt.Errorf("audit: export: %w", err)
+		}
+		proof, err := tlog.ProveTree(n, since, x.Log)
+		if err != nil {
+			return Summary{}, fmt.Errorf("audit: consistency proof %d..%d: %w", since, n, err)
+		}
+		h.Older = append(h.Older, evidence.Older{Checkpoint: old.Note, Proof: proof})
+	}
+	bw, err := evidence.NewWriter(w, h)
+	if err != nil {
+		return Summary{}, err
+	}
+	sum := Summary{TreeSize: n}
+	if len(matched) == 0 {
+		return sum, bw.Flush()
+	}
+	// Pass 2: the matches in full, the rest of each span as links.
+	next := 0
+	err = scanPages(ctx, x.Log, matched[0], matched[len(matched)-1]+1, func(page []eventlog.Stored) error {
+		for i := range page {
+			s := &page[i]
+			en := evidence.Entry{Index: s.Index}
+			switch sp := spans[s.Agent]; {
+			case next < len(matched) && matched[next] == s.Index:
+				next++
+				en.Event = &s.Event
+				sum.Events++
+			case sp != nil && sp.first < s.Index && s.Index < sp.last:
+				en.Link = evidence.LinkOf(&s.Event)
+				sum.Links++
+			default:
+				continue
+			}
+			proof, err := tlog.ProveRecord(n, s.Index, x.Log)
+			if err != nil {
+				return fmt.Errorf("audit: inclusion proof %d: %w", s.Index, err)
+			}
+			en.Proof = proof
+			if err := bw.Add(&en); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return sum, err
+	}
+	return sum, bw.Flush()
+}
+
+// csvHeaders in Japanese and English, for Excel readers.
+var csvHeaders = map[string][]string{
+	"ja": {"ログ番号", "日時", "エージェント", "管理策", "種別", "重要度", "ユーザー", "プロセス", "対象", "台帳ID", "属性", "ハッシュ"},
+	"en": {"log index", "time", "agent", "control", "type", "severity", "user", "process", "object", "register id", "attributes", "hash"},
+}
+
+// CSV writes the events matching f as UTF-8 CSV with a BOM (so Excel opens
+// it as UTF-8), headers in lang ("ja" or "en"), times in loc.
+func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang string, loc *time.Location) (int, error) {
+	hdr, ok := csvHeaders[lang]
+	if !ok {
+		return 0, fmt.Errorf("audit: lang %q: want ja or en", lang)
+	}
+	if _, err := io.WriteString(w, "\ufeff"); err != nil {
+		return 0, err
+	}
+	cw := csv.NewWriter(w)
+	cw.UseCRLF = true // Excel's line ending
+	if err := cw.Write(hdr); err != nil {
+		return 0, err
+	}
+	rows := 0
+	f.Cursor, f.Limit = "", eventlog.MaxLimit
+	for {
+		p, err := x.Log.Query(ctx, f)
+		if err != nil {
+			return rows, fmt.Errorf("audit: export: %w", err)
+		}
+		for _, s := range p.Events {
+			if rows >= x.max() {
+				return rows, fmt.Errorf("%w (more than %d events)", ErrTooLarge, x.max())
+			}
+			attrs := ""
+			if len(s.Attrs) > 0 {
+				b, _ := json.Marshal(s.Attrs)
+				attrs = string(b)
+			}
+			if err := cw.Write([]string{strconv.FormatInt(s.Index, 10), s.Time.In(loc).Format("2006-01-02 15:04:05.000 MST"),
+				s.Agent, s.Control, s.Type, string(s.Severity), csvSafe(s.User), csvSafe(s.Process), csvSafe(s.Object), s.RegisterID, attrs, s.Hash}); err != nil {
+				return rows, err
+			}
+			rows++
+		}
+		if p.Next == "" {
+			break
+		}
+		f.Cursor = p.Next
+	}
+	cw.Flush()
+	return rows, cw.Error()
+}
+
+// csvSafe defuses cells Excel would run as formulas (CSV injection): file
+// names are chosen by users.
+func csvSafe(s string) string {
+	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@') {
+		return "'" + s
+	}
+	return s
+}

@@ -1,0 +1,148 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/evidence"
+)
+
+// ErrTampered is wrapped by VerifyLog when the stored log no longer matches
+// its content or its last signed checkpoint.
+var ErrTampered = errors.New("audit: event store does not match its signed log")
+
+// VerifyLog recomputes, from every stored event's content, its hash, its
+// Merkle leaf and the tree root, and checks them against the stored hashes
+// and the last signed checkpoint. The server runs it before serving and
+// refuses to start on ErrTampered; the message names the first mismatch.
+func VerifyLog(ctx context.Context, l Log, v note.Verifier, log zerolog.Logger) error {
+	cp, err := l.LatestCheckpoint(ctx)
+	switch {
+	case errors.Is(err, eventlog.ErrNoCheckpoint):
+		cp = eventlog.Checkpoint{}
+	case err != nil:
+		return fmt.Errorf("audit: %w", err)
+	default:
+		signed, err := evidence.Open([]byte(cp.Note), v)
+		if err != nil {
+			return fmt.Errorf("%w: last checkpoint (size %d): %v", ErrTampered, cp.Size, err)
+		}
+		if signed.Size != cp.Size || signed.Root != cp.Root {
+			return fmt.Errorf("%w: checkpoint row (size %d) differs from its signed note (size %d)", ErrTampered, cp.Size, signed.Size)
+		}
+	}
+	n, err := l.TreeSize(ctx)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if n < cp.Size {
+		return fmt.Errorf("%w: log has %d events, the signed checkpoint covers %d: events were deleted", ErrTampered, n, cp.Size)
+	}
+	start := time.Now()
+	var (
+		expect  int64
+		heads   = map[string]eventlog.Stored{}
+		stack   rootStack
+		problem error
+	)
+	check := func(s *eventlog.Stored, storedLeaf tlog.Hash) error {
+		where := fmt.Sprintf("log index %d (agent %s, seq %d)", s.Index, s.Agent, s.Seq)
+		if s.Index != expect {
+			return fmt.Errorf("%w: log index %d missing: the row was deleted", ErrTampered, expect)
+		}
+		expect++
+		h, err := s.Event.ComputeHash()
+		if err != nil || h != s.Hash {
+			return fmt.Errorf("%w: %s: content changed after it was stored (hash %s, content hashes to %s)", ErrTampered, where, s.Hash, h)
+		}
+		if prev, ok := heads[s.Agent]; ok && s.Seq == prev.Seq+1 && s.Prev != prev.Hash {
+			return fmt.Errorf("%w: %s: prev does not match the hash of seq %d", ErrTampered, where, prev.Seq)
+		}
+		heads[s.Agent] = *s
+		leaf, err := evidence.LeafHash(s.Hash)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrTampered, where, err)
+		}
+		if storedLeaf != leaf {
+			return fmt.Errorf("%w: %s: stored Merkle leaf does not match the event's hash", ErrTampered, where)
+		}
+		stack.push(leaf)
+		if cp.Size > 0 && s.Index+1 == cp.Size && stack.root() != cp.Root {
+			problem = fmt.Errorf("%w: events 0..%d hash to root %s, the signed checkpoint says %s: an event's hash was rewritten",
+				ErrTampered, cp.Size-1, stack.root(), cp.Root)
+		}
+		return nil
+	}
+	err = scanPages(ctx, l, 0, n, func(page []eventlog.Stored) error {
+		idx := make([]int64, len(page))
+		for i := range page {
+			idx[i] = tlog.StoredHashIndex(0, page[i].Index)
+		}
+		stored, err := l.ReadHashes(idx)
+		if err != nil {
+			return fmt.Errorf("audit: read leaves: %w", err)
+		}
+		for i := range page {
+			if err := check(&page[i], stored[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if problem != nil {
+		return problem
+	}
+	if expect != n {
+		return fmt.Errorf("%w: log index %d missing: the row was deleted", ErrTampered, expect)
+	}
+	if n > 0 {
+		root, err := l.TreeHash(ctx, n)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		if root != stack.root() {
+			return fmt.Errorf("%w: stored Merkle hashes give root %s, the events give %s", ErrTampered, root, stack.root())
+		}
+	}
+	log.Info().Int64("events", n).Int64("checkpoint", cp.Size).Dur("took", time.Since(start)).Msg("event log verified")
+	return nil
+}
+
+// rootStack computes an RFC 6962 root incrementally: it keeps the roots of
+// the complete power-of-two subtrees, largest first.
+type rootStack struct {
+	hashes []tlog.Hash
+	sizes  []int64
+}
+
+func (r *rootStack) push(leaf tlog.Hash) {
+	r.hashes = append(r.hashes, leaf)
+	r.sizes = append(r.sizes, 1)
+	for n := len(r.sizes); n >= 2 && r.sizes[n-1] == r.sizes[n-2]; n = len(r.sizes) {
+		r.hashes[n-2] = tlog.NodeHash(r.hashes[n-2], r.hashes[n-1])
+		r.sizes[n-2] *= 2
+		r.hashes, r.sizes = r.hashes[:n-1], r.sizes[:n-1]
+	}
+}
+
+// root folds the subtrees right to left, as RFC 6962 does for unbalanced trees.
+func (r *rootStack) root() tlog.Hash {
+	if len(r.hashes) == 0 {
+		return tlog.Hash{}
+	}
+	h := r.hashes[len(r.hashes)-1]
+	for i := len(r.hashes) - 2; i >= 0; i-- {
+		h = tlog.NodeHash(r.hashes[i], h)
+	}
+	return h
+}
