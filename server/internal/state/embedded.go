@@ -2,7 +2,9 @@ package state
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,7 +19,8 @@ const maxSockPath = 100
 
 // startEmbedded starts a single-node etcd in dataDir/etcd that listens only on
 // unix sockets, so it can never clash with a system etcd or another instance.
-func (s *State) startEmbedded(ctx context.Context, dataDir string) error {
+// Without AF_UNIX it falls back to loopback TCP on ports free at start.
+func (s *State) startEmbedded(ctx context.Context, dataDir string, forceTCP bool) error {
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
 		return fmt.Errorf("state: data dir: %w", err)
@@ -44,14 +47,11 @@ func (s *State) startEmbedded(ctx context.Context, dataDir string) error {
 		}
 		s.sockDir = sockDir
 	}
-	clientPath := filepath.Join(sockDir, "client.sock")
-	peerPath := filepath.Join(sockDir, "peer.sock")
-	// etcd listens on Host+Path for client URLs but only on Host for peer URLs,
-	// so the peer listen URL carries the whole path in Host; the advertised one
-	// is the usual unix:///abs form that InitialCluster can parse.
-	clientURL := url.URL{Scheme: "unix", Path: filepath.ToSlash(clientPath)}
-	peerURL := url.URL{Scheme: "unix", Path: filepath.ToSlash(peerPath)}
-	peerListen := url.URL{Scheme: "unix", Host: filepath.ToSlash(peerPath)}
+	clientURL, peerURL, peerListen, err := s.listenURLs(sockDir, forceTCP)
+	if err != nil {
+		s.removeSockDir()
+		return err
+	}
 
 	cfg := embed.NewConfig()
 	cfg.Name = "mamori"
@@ -101,6 +101,61 @@ func (s *State) startEmbedded(ctx context.Context, dataDir string) error {
 	return nil
 }
 
+// listenURLs returns the embedded node's client URL, advertised peer URL and
+// peer listen URL: unix sockets in sockDir, or loopback TCP on fresh ports
+// where the OS has no AF_UNIX (Windows before 10 1803, Wine).
+func (s *State) listenURLs(sockDir string, forceTCP bool) (client, peer, peerListen url.URL, err error) {
+	clientPath := filepath.Join(sockDir, "client.sock")
+	peerPath := filepath.Join(sockDir, "peer.sock")
+	uerr := errors.New("disabled")
+	if !forceTCP {
+		uerr = probeUnix(filepath.Join(sockDir, "probe.sock"))
+	}
+	if uerr == nil {
+		// etcd listens on Host+Path for client URLs but only on Host for peer
+		// URLs, so the peer listen URL carries the whole path in Host; the
+		// advertised one is the usual unix:///abs form InitialCluster parses.
+		client = url.URL{Scheme: "unix", Path: filepath.ToSlash(clientPath)}
+		peer = url.URL{Scheme: "unix", Path: filepath.ToSlash(peerPath)}
+		peerListen = url.URL{Scheme: "unix", Host: filepath.ToSlash(peerPath)}
+		return client, peer, peerListen, nil
+	}
+	s.log.Warn().Err(uerr).Msg("unix sockets unavailable: embedded etcd listens on loopback TCP")
+	cport, err := freeLoopbackPort()
+	if err != nil {
+		return client, peer, peerListen, err
+	}
+	pport, err := freeLoopbackPort()
+	if err != nil {
+		return client, peer, peerListen, err
+	}
+	client = url.URL{Scheme: "http", Host: cport}
+	peer = url.URL{Scheme: "http", Host: pport}
+	return client, peer, peer, nil
+}
+
+// probeUnix reports whether a unix socket can be made at path.
+func probeUnix(path string) error {
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return err
+	}
+	_ = l.Close()
+	_ = os.Remove(path)
+	return nil
+}
+
+// freeLoopbackPort returns "127.0.0.1:<port>" for a port free right now.
+func freeLoopbackPort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("state: loopback port: %w", err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr, nil
+}
+
 // stopEmbedded stops the embedded etcd, if any.
 func (s *State) stopEmbedded() {
 	if s.etcd != nil {
@@ -118,6 +173,7 @@ func (s *State) removeSockDir() {
 	}
 }
 
-// Endpoint returns the client URL of the embedded etcd ("unix:///.../client.sock"),
-// or "" when connected to an external cluster.
+// Endpoint returns the client URL of the embedded etcd ("unix:///.../client.sock",
+// or "http://127.0.0.1:<port>" on the TCP fallback), or "" when connected to an
+// external cluster.
 func (s *State) Endpoint() string { return s.endpoint }

@@ -67,6 +67,8 @@ type Config struct {
 	Endpoints []string
 	// Log receives the store's and etcd's warnings and errors.
 	Log zerolog.Logger
+
+	forceTCP bool // tests: take the loopback TCP fallback even where unix sockets work
 }
 
 // State is an open control-plane store. It is safe for concurrent use.
@@ -90,7 +92,7 @@ func Open(ctx context.Context, cfg Config) (*State, error) {
 		if cfg.DataDir == "" {
 			return nil, fmt.Errorf("state: %w: no data dir and no etcd endpoints", ErrInvalid)
 		}
-		if err := s.startEmbedded(ctx, cfg.DataDir); err != nil {
+		if err := s.startEmbedded(ctx, cfg.DataDir, cfg.forceTCP); err != nil {
 			return nil, err
 		}
 		endpoints = []string{s.endpoint}

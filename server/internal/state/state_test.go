@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,11 @@ func openTest(t *testing.T) *State {
 	return s
 }
 
+// unixSockets reports whether this OS can make unix sockets (Wine cannot).
+func unixSockets(t *testing.T) bool {
+	return probeUnix(filepath.Join(t.TempDir(), "p.sock")) == nil
+}
+
 // fakeNow lets a test move the store's clock.
 type fakeNow struct {
 	mu sync.Mutex
@@ -53,7 +59,11 @@ func (f *fakeNow) add(d time.Duration) { f.mu.Lock(); f.t = f.t.Add(d); f.mu.Unl
 func TestTwoEmbeddedStoresDoNotClash(t *testing.T) {
 	ctx := ctxT(t)
 	a, b := openTest(t), openTest(t)
-	if a.Endpoint() == b.Endpoint() || !strings.HasPrefix(a.Endpoint(), "unix:///") {
+	prefix := "unix://"
+	if !unixSockets(t) {
+		prefix = "http://127.0.0.1:"
+	}
+	if a.Endpoint() == b.Endpoint() || !strings.HasPrefix(a.Endpoint(), prefix) {
 		t.Fatalf("endpoints %q %q", a.Endpoint(), b.Endpoint())
 	}
 	if err := a.PutPolicy(ctx, "default", []byte("a")); err != nil {
@@ -73,6 +83,9 @@ func TestTwoEmbeddedStoresDoNotClash(t *testing.T) {
 }
 
 func TestShortDataDirKeepsSocketsInside(t *testing.T) {
+	if !unixSockets(t) {
+		t.Skip("no unix sockets here")
+	}
 	dir, err := os.MkdirTemp("", "ms")
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +93,7 @@ func TestShortDataDirKeepsSocketsInside(t *testing.T) {
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	s := openDir(t, dir)
 	defer s.Close()
-	want := "unix://" + filepath.Join(dir, "etcd", "client.sock")
+	want := "unix://" + filepath.ToSlash(filepath.Join(dir, "etcd", "client.sock"))
 	if s.Endpoint() != want {
 		t.Fatalf("endpoint %q, want %q", s.Endpoint(), want)
 	}
@@ -97,7 +110,7 @@ func TestLongDataDirFallsBackToShortSocketDir(t *testing.T) {
 		t.Fatal("no fallback socket dir for a long data dir")
 	}
 	fi, err := os.Stat(sockDir)
-	if err != nil || fi.Mode().Perm() != 0o700 {
+	if err != nil || runtime.GOOS != "windows" && fi.Mode().Perm() != 0o700 {
 		t.Fatalf("socket dir %s: %v %v", sockDir, fi.Mode(), err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "etcd", "member")); err != nil {
@@ -111,6 +124,16 @@ func TestLongDataDirFallsBackToShortSocketDir(t *testing.T) {
 	}
 	if _, err := os.Stat(sockDir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket dir left behind: %v", err)
+	}
+	// Reopened, the node gets another socket dir (so other peer URLs) and
+	// must still start on its data.
+	s2 := openDir(t, dir)
+	defer s2.Close()
+	if s2.sockDir == sockDir {
+		t.Fatal("same socket dir reused")
+	}
+	if cp, err := s2.LatestCheckpoint(ctxT(t)); err != nil || string(cp) != "cp" {
+		t.Fatalf("after reopen: %q %v", cp, err)
 	}
 }
 
@@ -588,3 +611,27 @@ func TestExternalEndpoints(t *testing.T) {
 }
 
 func clientWithPrefix() []clientv3.OpOption { return []clientv3.OpOption{clientv3.WithPrefix()} }
+
+func TestLoopbackTCPFallback(t *testing.T) {
+	ctx := ctxT(t)
+	dir := t.TempDir()
+	s, err := Open(ctx, Config{DataDir: dir, Log: testLog(t), forceTCP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(s.Endpoint(), "http://127.0.0.1:") {
+		t.Fatalf("endpoint %q", s.Endpoint())
+	}
+	if err := s.PutPolicy(ctx, "default", []byte("tcp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The same data dir later opened on unix sockets (OS upgraded) keeps its data.
+	s2 := openDir(t, dir)
+	defer s2.Close()
+	if y, _, err := s2.GetPolicy(ctx, "default"); err != nil || string(y) != "tcp" {
+		t.Fatalf("%q %v", y, err)
+	}
+}
