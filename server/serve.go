@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/kardianos/service"
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/server/internal/app"
+)
+
+func newLogger(w io.Writer, level string) zerolog.Logger {
+	lv, err := zerolog.ParseLevel(level)
+	if err != nil {
+		lv = zerolog.InfoLevel
+	}
+	return zerolog.New(w).Level(lv).With().Timestamp().Str("program", "mamori-server").Logger()
+}
+
+// cmdServe runs the server until SIGINT/SIGTERM (or the service manager's
+// stop), then shuts down gracefully.
+func cmdServe(args []string, stdout, stderr io.Writer) error {
+	f := newFlags(stderr)
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, f.logLevel)
+	cfg, err := f.config(log)
+	if err != nil {
+		return err
+	}
+	prg := &program{cfg: cfg, log: log, out: stdout}
+	if service.Interactive() {
+		// A terminal, a container or a test: no service manager needed
+		// (kardianos refuses to build a service where it detects none).
+		if err := prg.Start(nil); err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		<-ctx.Done()
+		return prg.Stop(nil)
+	}
+	svc, err := service.New(prg, serviceConfig(nil))
+	if err != nil {
+		return fmt.Errorf("service: %w", err)
+	}
+	// Run calls Start, waits for the service manager's stop, calls Stop.
+	return svc.Run()
+}
+
+// program adapts app.Server to kardianos/service.
+type program struct {
+	cfg app.Config
+	log zerolog.Logger
+	out io.Writer
+	srv *app.Server
+}
+
+// Start starts the server and returns once it listens (the service manager
+// wants Start to return promptly).
+func (p *program) Start(s service.Service) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := app.Start(ctx, p.cfg)
+	if err != nil {
+		return err
+	}
+	p.srv = srv
+	fmt.Fprintf(p.out, `
+Mamori server is running / Mamori サーバーが起動しました
+  dashboard:       %s
+  data directory:  %s
+  admin token:     %s (file)
+  log verifier:    %s
+Enroll an agent / エージェントの登録:
+  %s
+
+`, srv.DashboardURL(), p.cfg.DataDir, p.cfg.DataDir+string(os.PathSeparator)+app.FileAdminToken, srv.LogVerifierKey(), srv.EnrollCommand())
+	go func() {
+		// Serving stopped without Stop (listener failure): exit non-zero so
+		// that the service manager restarts us.
+		if err := srv.Wait(context.Background()); err != nil {
+			p.log.Error().Err(err).Msg("serve failed")
+			srv.Close()
+			os.Exit(1)
+		}
+	}()
+	return nil
+}
+
+// Stop shuts down: in-flight batches finish and are acked, or are not
+// acked at all; then the event store and state close.
+func (p *program) Stop(s service.Service) error {
+	if p.srv == nil {
+		return nil
+	}
+	p.log.Info().Msg("shutting down")
+	if err := p.srv.Close(); err != nil {
+		p.log.Error().Err(err).Msg("shutdown")
+		return err
+	}
+	p.log.Info().Msg("stopped")
+	return nil
+}
