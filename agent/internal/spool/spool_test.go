@@ -66,7 +66,7 @@ func TestFileMode(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("unix file modes only")
 	}
-	p := filepath.Join(t.TempDir(), "spool.db")
+	p := filepath.Join(tempDir(t), "spool.db")
 	s := open(t, p, Options{})
 	defer s.Close()
 	fi, err := os.Stat(p)
@@ -79,13 +79,13 @@ func TestFileMode(t *testing.T) {
 }
 
 func TestOpenRejectsMissingAgent(t *testing.T) {
-	if _, err := Open(filepath.Join(t.TempDir(), "s.db"), Options{}); err == nil {
+	if _, err := Open(filepath.Join(tempDir(t), "s.db"), Options{}); err == nil {
 		t.Fatal("Open without agent id succeeded")
 	}
 }
 
 func TestReopenKeepsChain(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "spool.db")
+	p := filepath.Join(tempDir(t), "spool.db")
 	s := open(t, p, Options{})
 	emitN(t, s, event.Info, 5)
 	first := verify(t, s, "agent-1", 0, "")
@@ -117,7 +117,7 @@ func TestReopenKeepsChain(t *testing.T) {
 
 func TestEmitFillsFields(t *testing.T) {
 	now := time.Date(2026, 11, 23, 9, 0, 0, 123, time.FixedZone("JST", 9*3600))
-	s := open(t, filepath.Join(t.TempDir(), "s.db"), Options{Agent: "pc-42", Now: func() time.Time { return now }})
+	s := open(t, filepath.Join(tempDir(t), "s.db"), Options{Agent: "pc-42", Now: func() time.Time { return now }})
 	defer s.Close()
 	e := ev(event.Info, 1)
 	e.Agent, e.Seq, e.Prev, e.Hash = "forged", 99, "x", "y"
@@ -139,7 +139,7 @@ func TestEmitFillsFields(t *testing.T) {
 }
 
 func TestEmitRejectsInvalidWithoutConsumingSeq(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "s.db"), Options{})
+	s := open(t, filepath.Join(tempDir(t), "s.db"), Options{})
 	defer s.Close()
 	bad := []event.Event{
 		{Control: "", Type: "t", Severity: event.Info},
@@ -164,7 +164,7 @@ func TestEmitRejectsInvalidWithoutConsumingSeq(t *testing.T) {
 }
 
 func TestPeekAck(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "s.db"), Options{})
+	s := open(t, filepath.Join(tempDir(t), "s.db"), Options{})
 	defer s.Close()
 	if evs, err := s.Peek(10); err != nil || len(evs) != 0 {
 		t.Fatalf("empty peek: %v %v", evs, err)
@@ -216,7 +216,7 @@ func TestPeekAck(t *testing.T) {
 }
 
 func TestWaitSignalsAppend(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "s.db"), Options{})
+	s := open(t, filepath.Join(tempDir(t), "s.db"), Options{})
 	defer s.Close()
 	select {
 	case <-s.Wait():
@@ -237,12 +237,12 @@ func TestWaitSignalsAppend(t *testing.T) {
 }
 
 func TestBoundRefusesInfoAndReportsDropped(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "s.db")
+	p := filepath.Join(tempDir(t), "s.db")
 	clock := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); clock = clock.Add(time.Second); return clock }
 	// Measure one event's stored size to set a bound of about 40 events.
-	probe := open(t, filepath.Join(t.TempDir(), "probe.db"), Options{Now: now})
+	probe := open(t, filepath.Join(tempDir(t), "probe.db"), Options{Now: now})
 	emitN(t, probe, event.Info, 1)
 	first := probe.Stats().Bytes
 	emitN(t, probe, event.Info, 1)
@@ -368,7 +368,7 @@ func (s *Spool) mustPeekType(t *testing.T, typ string) []event.Event {
 }
 
 func TestConcurrentEmit(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "s.db"), Options{})
+	s := open(t, filepath.Join(tempDir(t), "s.db"), Options{})
 	defer s.Close()
 	const workers, each = 16, 40
 	var wg sync.WaitGroup
@@ -455,7 +455,7 @@ func TestKillDuringEmit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns a child process")
 	}
-	path := filepath.Join(t.TempDir(), "crash.db")
+	path := filepath.Join(tempDir(t), "crash.db")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v=false")
 	cmd.Env = append(os.Environ(), "SPOOL_CRASH_CHILD="+path)
 	out, err := cmd.StdoutPipe()
@@ -511,7 +511,7 @@ func TestKillDuringEmit(t *testing.T) {
 }
 
 func benchEmit(b *testing.B, workers int) {
-	s := open(b, filepath.Join(b.TempDir(), "s.db"), Options{})
+	s := open(b, filepath.Join(tempDir(b), "s.db"), Options{})
 	defer s.Close()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -539,3 +539,20 @@ func benchEmit(b *testing.B, workers int) {
 
 func BenchmarkEmit1(b *testing.B)  { benchEmit(b, 1) }
 func BenchmarkEmit16(b *testing.B) { benchEmit(b, 16) }
+
+// tempDir is t.TempDir without failing the test when removal fails: under
+// Wine, Go's RemoveAll gets "Invalid function" from unlinkat even on empty
+// directories, which says nothing about the spool.
+func tempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "spooltest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("cleanup: %v", err)
+		}
+	})
+	return dir
+}
