@@ -47,23 +47,33 @@ func (s *State) DeletePolicy(ctx context.Context, name string) error {
 	}
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
-	_, vals, err := s.list(ctx, assignmentsDir, false)
-	if err != nil {
-		return err
-	}
-	for _, v := range vals {
-		if string(v) == name {
-			return fmt.Errorf("state: policy %s is assigned to agents: %w", name, ErrConflict)
+	for {
+		asg, err := s.cli.Get(ctx, key(assignmentsDir), clientv3.WithPrefix())
+		if err != nil {
+			return fmt.Errorf("state: delete policy %s: %w", name, err)
 		}
+		for _, kv := range asg.Kvs {
+			if string(kv.Value) == name {
+				return fmt.Errorf("state: policy %s is assigned to agents: %w", name, ErrConflict)
+			}
+		}
+		// Delete only if no assignment changed since the read, so a concurrent
+		// Assign cannot leave an agent pointing at a deleted policy.
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key(assignmentsDir)), "<", asg.Header.Revision+1).WithPrefix()).
+			Then(clientv3.OpDelete(key(policiesDir + name))).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("state: delete policy %s: %w", name, err)
+		}
+		if !resp.Succeeded {
+			continue // assignments changed meanwhile: look again
+		}
+		if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
+			return fmt.Errorf("state: policy %s: %w", name, ErrNotFound)
+		}
+		return nil
 	}
-	resp, err := s.cli.Delete(ctx, key(policiesDir+name))
-	if err != nil {
-		return fmt.Errorf("state: delete policy %s: %w", name, err)
-	}
-	if resp.Deleted == 0 {
-		return fmt.Errorf("state: policy %s: %w", name, ErrNotFound)
-	}
-	return nil
 }
 
 // Assign assigns an existing policy to an agent (ErrNotFound if the policy
