@@ -128,7 +128,7 @@ type Control struct {
 type tracked struct {
 	dev      Device
 	decision Decision
-	enforced bool // the enforcement for decision.Action succeeded
+	enforced bool   // the enforcement for decision.Action succeeded
 	stopW    func() // stops the file-write watch
 	watching string // the mount being watched
 }

@@ -126,8 +126,9 @@ func (p *sysfsProbe) readBlock(name string, ms []mountEntry, all bool) (Device, 
 			setIf(&d.VendorID, props["ID_VENDOR_ID"])
 			setIf(&d.ProductID, props["ID_MODEL_ID"])
 			setIf(&d.Serial, props["ID_SERIAL_SHORT"])
-			setIf(&d.Vendor, props["ID_VENDOR"])
-			setIf(&d.Product, props["ID_MODEL"])
+			// udev writes spaces in names as '_'; sysfs strings read better.
+			setIfEmpty(&d.Vendor, props["ID_VENDOR"])
+			setIfEmpty(&d.Product, props["ID_MODEL"])
 			setIf(&d.Revision, props["ID_REVISION"])
 			if b := props["ID_BUS"]; b != "" && d.Bus == "" {
 				d.Bus = b
@@ -153,6 +154,12 @@ func (p *sysfsProbe) readBlock(name string, ms []mountEntry, all bool) (Device, 
 	}
 	sort.Strings(d.MountPoints)
 	return d, true, nil
+}
+
+func setIfEmpty(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
+	}
 }
 
 func setIf(dst *string, v string) {
