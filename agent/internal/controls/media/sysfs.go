@@ -215,7 +215,7 @@ func (p *sysfsProbe) enforce(ctx context.Context, d Device, action string) (stri
 			return "", errNoUSBDevice
 		}
 		f := filepath.Join(p.sys, "bus", "usb", "devices", d.USBDevice, "authorized")
-		if err := os.WriteFile(f, []byte("0"), 0); err != nil {
+		if err := writeExisting(f, "0"); err != nil {
 			return "", fmt.Errorf("media: deauthorize %s: %w", d.USBDevice, err)
 		}
 		return "authorized=0 " + d.USBDevice, nil
@@ -249,3 +249,17 @@ func (p *sysfsProbe) enforce(ctx context.Context, d Device, action string) (stri
 }
 
 func (p *sysfsProbe) classPolicy(context.Context, bool, bool) error { return nil }
+
+// writeExisting writes a sysfs attribute; it never creates a file, so a
+// missing attribute is an error rather than a silent no-op.
+func writeExisting(path, v string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(v); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

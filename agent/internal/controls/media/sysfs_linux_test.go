@@ -1,0 +1,100 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// realLoop attaches a loop device with an ext4 file system and mounts it, or
+// skips when the sandbox does not allow it.
+func realLoop(t *testing.T) (name, mnt string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for losetup and mount")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4", "mount", "umount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s: %v", tool, err)
+		}
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "stick.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		t.Skipf("no loop device in this sandbox: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	if out, err := exec.Command("mkfs.ext4", "-q", dev).CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4: %v: %s", err, out)
+	}
+	mnt = filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount not allowed here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	return filepath.Base(dev), mnt
+}
+
+// TestRealLoopDeviceReadOnly reads a real block device from the real /sys
+// and /proc and makes it read-only the way enforce does for read_only:
+// remount ro and BLKROSET.
+func TestRealLoopDeviceReadOnly(t *testing.T) {
+	name, mnt := realLoop(t)
+	p := newSysfsProbe("/")
+	p.setRO = setBlockReadOnly
+	mounts, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok, err := p.readBlock(name, parseMounts(mounts), true)
+	if err != nil || !ok {
+		t.Fatalf("readBlock(%s) = %v, %v", name, ok, err)
+	}
+	if d.CapacityBytes != 8<<20 || d.FS != "ext4" || len(d.MountPoints) != 1 || d.MountPoints[0] != mnt {
+		t.Fatalf("device = %+v", d)
+	}
+	if d.Bus != "" || d.USBDevice != "" {
+		t.Errorf("a loop device is not on USB: %+v", d)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "before.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatalf("writable before enforce: %v", err)
+	}
+	t.Cleanup(func() { _ = exec.Command("blockdev", "--setrw", "/dev/"+name).Run() })
+	how, err := p.enforce(context.Background(), d, "read_only")
+	if err != nil {
+		t.Fatalf("enforce: %v (did %q)", err, how)
+	}
+	if !strings.Contains(how, "remount ro "+mnt) || !strings.Contains(how, "setro "+name) {
+		t.Errorf("how = %q", how)
+	}
+	err = os.WriteFile(filepath.Join(mnt, "after.txt"), []byte("x"), 0o644)
+	if !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("write after enforce: %v, want EROFS", err)
+	}
+	ro, _ := readTrim(filepath.Join("/sys/block", name, "ro"))
+	if ro != "1" {
+		t.Errorf("/sys/block/%s/ro = %q, want 1", name, ro)
+	}
+	mounts, _ = os.ReadFile("/proc/mounts")
+	for _, m := range parseMounts(mounts) {
+		if m.Target == mnt && m.Options[0] != "ro" {
+			t.Errorf("mount options %v, want ro", m.Options)
+		}
+	}
+}
