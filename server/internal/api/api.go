@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -147,6 +148,9 @@ type Config struct {
 	Log        zerolog.Logger
 	// MaxPolicyWait caps the wait= of the policy long-poll; 0 means 5m.
 	MaxPolicyWait time.Duration
+	// MaxConcurrentBatches bounds batches decoded at once; 0 means
+	// 4 × GOMAXPROCS, at least 8.
+	MaxConcurrentBatches int
 	// Registerer receives the metrics besides the server's own registry;
 	// nil is fine.
 	Registerer prometheus.Registerer
@@ -165,6 +169,9 @@ type Server struct {
 	known    map[string]struct{} // agents known to exist in state
 
 	policies *policyCache
+	// ingestSlots bounds the batches being read and decoded at once, and so
+	// the memory they take (each up to wire.MaxBatchBody).
+	ingestSlots chan struct{}
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -182,15 +189,19 @@ func New(cfg Config) (*Server, error) {
 	case cfg.AgentID == nil || cfg.NewAgentID == nil:
 		return nil, errors.New("api: Config.AgentID and NewAgentID are required")
 	}
+	if cfg.MaxConcurrentBatches <= 0 {
+		cfg.MaxConcurrentBatches = max(8, 4*runtime.GOMAXPROCS(0))
+	}
 	if cfg.MaxPolicyWait <= 0 {
 		cfg.MaxPolicyWait = 5 * time.Minute
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Log.With().Str("component", "api").Logger(),
-		known:    map[string]struct{}{},
-		policies: newPolicyCache(),
-		done:     make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Log.With().Str("component", "api").Logger(),
+		known:       map[string]struct{}{},
+		policies:    newPolicyCache(),
+		ingestSlots: make(chan struct{}, cfg.MaxConcurrentBatches),
+		done:        make(chan struct{}),
 	}
 	m, err := newMetrics(cfg.Registerer, cfg.Store)
 	if err != nil {

@@ -18,6 +18,13 @@ import (
 func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := agentFrom(r.Context())
+	select {
+	case s.ingestSlots <- struct{}{}:
+		defer func() { <-s.ingestSlots }()
+	case <-r.Context().Done():
+		s.fail(w, r, http.StatusServiceUnavailable, "server busy")
+		return
+	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer func() {
