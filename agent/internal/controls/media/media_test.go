@@ -1,0 +1,395 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/controls/controlstest"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
+)
+
+func mediaPolicy(m policy.Media) *policy.Policy {
+	p := &policy.Policy{APIVersion: policy.APIVersion, Kind: policy.Kind, Name: "t", Controls: policy.Controls{Media: m}}
+	p.Normalize()
+	return p
+}
+
+func newTestControl(t *testing.T, p probe) (*Control, *controlstest.Recorder, *controlstest.FakeClock) {
+	t.Helper()
+	rec := &controlstest.Recorder{}
+	clk := controlstest.NewFakeClock(t0)
+	c := newControl(controls.Env{Emit: rec, Clock: clk, Log: zerolog.Nop(), StateDir: t.TempDir()}, p)
+	return c, rec, clk
+}
+
+func types(evs []event.Event) string {
+	var s []string
+	for _, e := range evs {
+		if e.Type != "media.status" {
+			s = append(s, e.Type)
+		}
+	}
+	return strings.Join(s, " ")
+}
+
+// TestControlBlocksOnSysfsTree drives the control with the real sysfs probe
+// on a fixture tree: insert, record, deauthorize, removal.
+func TestControlBlocksOnSysfsTree(t *testing.T) {
+	root := loadTree(t, "usb-sandisk-vfat.txt")
+	link := filepath.Join(root, "sys/block/sdb")
+	hidden := filepath.Join(root, "sdb.unplugged")
+	if err := os.Rename(link, hidden); err != nil {
+		t.Fatal(err)
+	}
+	c, rec, _ := newTestControl(t, newSysfsProbe(root))
+	ctx := context.Background()
+	if err := c.Apply(ctx, mediaPolicy(policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock, AllowRegistered: true,
+		Registered: []policy.RegisteredMed{{RegisterID: "MED-1", Serial: "OTHER"}}})); err != nil {
+		t.Fatal(err)
+	}
+	c.tick(ctx)
+	if got := types(rec.Events()); got != "" {
+		t.Fatalf("before insert: %s", got)
+	}
+	if st := c.Status(); st.State != controls.Pass {
+		t.Fatalf("status %+v", st)
+	}
+	if err := os.Rename(hidden, link); err != nil { // plug in
+		t.Fatal(err)
+	}
+	c.tick(ctx)
+	if got := types(rec.Events()); got != "media.inserted media.blocked media.enforced" {
+		t.Fatalf("events: %s", got)
+	}
+	b := rec.OfType(TypeBlocked)[0]
+	if b.Severity != event.Violation || b.Attrs["serial"] != "4C530001230512345678" || b.Object != "/dev/sdb /media/taro/CRUZER BLADE" ||
+		b.Attrs["vendor_id"] != "0781" || b.Attrs["fs"] != "vfat" || b.Attrs["capacity_bytes"] != int64(30031872*512) || b.Attrs["mode"] != "enforce" {
+		t.Fatalf("blocked event: %+v", b)
+	}
+	if e := rec.OfType(TypeEnforced)[0]; e.Attrs["enforcement"] != "authorized=0 2-1" {
+		t.Fatalf("enforced event: %+v", e)
+	}
+	auth, _ := os.ReadFile(filepath.Join(root, "sys/bus/usb/devices/2-1/authorized"))
+	if strings.TrimSpace(string(auth)) != "0" {
+		t.Fatalf("authorized = %q", auth)
+	}
+	c.tick(ctx) // still there: nothing new
+	if got := types(rec.Events()); got != "media.inserted media.blocked media.enforced" {
+		t.Fatalf("second tick: %s", got)
+	}
+	if err := os.Remove(link); err != nil { // the kernel drops the disk
+		t.Fatal(err)
+	}
+	c.tick(ctx)
+	evs := rec.Events()
+	if got := types(evs); got != "media.inserted media.blocked media.enforced media.removed" {
+		t.Fatalf("after removal: %s", got)
+	}
+	for i, e := range evs {
+		if err := e.Validate(); err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+	}
+}
+
+// TestControlNeverActsUnrecorded: when the spool refuses the decision event
+// the device is left alone, and the next tick tries again.
+func TestControlNeverActsUnrecorded(t *testing.T) {
+	root := loadTree(t, "usb-sandisk-vfat.txt")
+	c, rec, _ := newTestControl(t, newSysfsProbe(root))
+	ctx := context.Background()
+	if err := c.Apply(ctx, mediaPolicy(policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock})); err != nil {
+		t.Fatal(err)
+	}
+	rec.Err = errors.New("spool full")
+	c.tick(ctx)
+	auth, _ := os.ReadFile(filepath.Join(root, "sys/bus/usb/devices/2-1/authorized"))
+	if strings.TrimSpace(string(auth)) != "1" {
+		t.Fatalf("deauthorized without a record: %q", auth)
+	}
+	rec.Err = nil
+	c.tick(ctx)
+	if got := types(rec.Events()); got != "media.inserted media.blocked media.enforced" {
+		t.Fatalf("events: %s", got)
+	}
+}
+
+func TestControlAuditDoesNotEnforce(t *testing.T) {
+	root := loadTree(t, "usb-sandisk-vfat.txt")
+	c, rec, _ := newTestControl(t, newSysfsProbe(root))
+	ctx := context.Background()
+	if err := c.Apply(ctx, mediaPolicy(policy.Media{Mode: policy.Audit, Default: policy.MediaBlock})); err != nil {
+		t.Fatal(err)
+	}
+	c.tick(ctx)
+	if got := types(rec.Events()); got != "media.inserted media.blocked" {
+		t.Fatalf("events: %s", got)
+	}
+	if rec.OfType(TypeBlocked)[0].Attrs["mode"] != "audit" {
+		t.Fatal("mode attr")
+	}
+	auth, _ := os.ReadFile(filepath.Join(root, "sys/bus/usb/devices/2-1/authorized"))
+	if strings.TrimSpace(string(auth)) != "1" {
+		t.Fatalf("audit mode deauthorized: %q", auth)
+	}
+}
+
+// fakeProbe stands in for the OS in tests of the control's own logic.
+type fakeProbe struct {
+	mu         sync.Mutex
+	devs       []Device
+	listErr    error
+	enforceErr error
+	enforced   []string
+	class      [][2]bool
+}
+
+func (f *fakeProbe) set(devs ...Device) { f.mu.Lock(); f.devs = devs; f.mu.Unlock() }
+
+func (f *fakeProbe) list(context.Context) ([]Device, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Device(nil), f.devs...), f.listErr
+}
+
+func (f *fakeProbe) enforce(_ context.Context, d Device, action string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.enforced = append(f.enforced, d.Key+":"+action)
+	if f.enforceErr != nil {
+		return "", f.enforceErr
+	}
+	return "fake " + action, nil
+}
+
+func (f *fakeProbe) classPolicy(_ context.Context, r, w bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.class = append(f.class, [2]bool{r, w})
+	return nil
+}
+
+func TestControlApprovalWindowCloses(t *testing.T) {
+	fp := &fakeProbe{}
+	c, rec, clk := newTestControl(t, fp)
+	ctx := context.Background()
+	pol := policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock, LogFileWrites: true,
+		Approvals: []policy.Approval{{ID: "AP-9", Serial: serial, From: t0, To: t0.Add(2 * time.Hour)}}}
+	if err := c.Apply(ctx, mediaPolicy(pol)); err != nil {
+		t.Fatal(err)
+	}
+	fp.set(stick)
+	c.tick(ctx)
+	if got := types(rec.Events()); got != "media.inserted media.allowed" {
+		t.Fatalf("in window: %s", got)
+	}
+	if a := rec.OfType(TypeAllowed)[0]; a.Attrs["approval_id"] != "AP-9" || a.Attrs["reason"] != ReasonApproval {
+		t.Fatalf("allowed: %+v", a.Attrs)
+	}
+	clk.Advance(2*time.Hour - time.Nanosecond)
+	c.tick(ctx)
+	if len(fp.enforced) != 0 {
+		t.Fatalf("enforced inside the window: %v", fp.enforced)
+	}
+	clk.Advance(time.Nanosecond) // To: the window is closed
+	c.tick(ctx)
+	if got := types(rec.Events()); got != "media.inserted media.allowed media.blocked media.enforced" {
+		t.Fatalf("after window: %s", got)
+	}
+	if fp.enforced[0] != "sdb:block" {
+		t.Fatalf("enforced %v", fp.enforced)
+	}
+}
+
+func TestControlEnforceFailureIsOneEvent(t *testing.T) {
+	fp := &fakeProbe{enforceErr: errors.New("permission denied")}
+	c, rec, _ := newTestControl(t, fp)
+	ctx := context.Background()
+	if err := c.Apply(ctx, mediaPolicy(policy.Media{Mode: policy.Enforce, Default: policy.MediaReadOnly})); err != nil {
+		t.Fatal(err)
+	}
+	fp.set(stick)
+	for i := 0; i < 3; i++ {
+		c.tick(ctx)
+	}
+	if got := types(rec.Events()); got != "media.inserted media.read_only media.enforce_failed" {
+		t.Fatalf("events: %s", got)
+	}
+	f := rec.OfType(TypeEnforceFailed)[0]
+	if f.Severity != event.Violation || f.Attrs["error"] != "permission denied" || f.Attrs["action"] != "read_only" {
+		t.Fatalf("enforce_failed: %+v", f)
+	}
+	if len(fp.enforced) != 3 {
+		t.Fatalf("retries: %v", fp.enforced)
+	}
+	if st := c.Status(); st.State != controls.Fail || st.Reason != "media.enforce_failed" {
+		t.Fatalf("status %+v", st)
+	}
+	fp.mu.Lock()
+	fp.enforceErr = nil
+	fp.mu.Unlock()
+	c.tick(ctx)
+	if got := types(rec.Events()); !strings.HasSuffix(got, "media.enforce_failed media.enforced") {
+		t.Fatalf("after recovery: %s", got)
+	}
+	if st := c.Status(); st.State != controls.Pass {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestControlUnsupportedReportsOnce(t *testing.T) {
+	fp := &fakeProbe{listErr: fmt.Errorf("media: here: %w", errors.ErrUnsupported)}
+	c, rec, _ := newTestControl(t, fp)
+	ctx := context.Background()
+	if err := c.Apply(ctx, mediaPolicy(policy.Media{Mode: policy.Audit})); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		c.tick(ctx)
+	}
+	st := rec.OfType("media.status")
+	if len(st) != 1 || st[0].Attrs["status"] != "unknown" || st[0].Attrs["reason"] != "media.unsupported" {
+		t.Fatalf("status events: %+v", st)
+	}
+}
+
+func TestApplyValidatesAndSetsClassPolicy(t *testing.T) {
+	fp := &fakeProbe{}
+	c, _, _ := newTestControl(t, fp)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		m    policy.Media
+		want [2]bool
+	}{
+		{policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock}, [2]bool{true, true}},
+		{policy.Media{Mode: policy.Enforce, Default: policy.MediaReadOnly}, [2]bool{false, true}},
+		{policy.Media{Mode: policy.Enforce, Default: policy.MediaAllow}, [2]bool{false, false}},
+		{policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock, AllowSerials: []string{serial}}, [2]bool{false, false}},
+		{policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock, AllowRegistered: true, Registered: []policy.RegisteredMed{{RegisterID: "M", Serial: serial}}}, [2]bool{false, false}},
+		{policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock, Registered: []policy.RegisteredMed{{RegisterID: "M", Serial: serial}}}, [2]bool{true, true}},
+		{policy.Media{Mode: policy.Audit, Default: policy.MediaBlock}, [2]bool{false, false}},
+	} {
+		fp.class = nil
+		if err := c.Apply(ctx, mediaPolicy(tc.m)); err != nil {
+			t.Fatal(err)
+		}
+		if len(fp.class) != 1 || fp.class[0] != tc.want {
+			t.Errorf("%+v: class policy %v, want %v", tc.m, fp.class, tc.want)
+		}
+	}
+	before := c.pol
+	bad := mediaPolicy(policy.Media{Mode: policy.Enforce})
+	bad.Controls.Media.Default = "maybe"
+	if err := c.Apply(ctx, bad); err == nil {
+		t.Fatal("bad default accepted")
+	}
+	bad = mediaPolicy(policy.Media{Mode: "sometimes"})
+	if err := c.Apply(ctx, bad); err == nil {
+		t.Fatal("bad mode accepted")
+	}
+	if c.pol.Mode != before.Mode || c.pol.Default != before.Default {
+		t.Fatalf("bad policy changed the settings: %+v", c.pol)
+	}
+	if err := c.Apply(ctx, nil); err == nil {
+		t.Fatal("nil policy accepted")
+	}
+}
+
+// fakeWatcher delivers writes the test makes up, like fswatch would.
+type fakeWatcher struct {
+	mu      sync.Mutex
+	dirs    []string
+	onWrite func(string, int64)
+	stopped int
+}
+
+func (w *fakeWatcher) watch(_ context.Context, dir string, on func(string, int64)) (func(), error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.dirs = append(w.dirs, dir)
+	w.onWrite = on
+	return func() { w.mu.Lock(); w.stopped++; w.mu.Unlock() }, nil
+}
+
+func TestFileWritesCarryTheApproval(t *testing.T) {
+	fp := &fakeProbe{}
+	c, rec, _ := newTestControl(t, fp)
+	fw := &fakeWatcher{}
+	c.watch = fw
+	ctx := context.Background()
+	pol := policy.Media{Mode: policy.Audit, Default: policy.MediaBlock, LogFileWrites: true,
+		Registered: []policy.RegisteredMed{{RegisterID: "MED-3", Serial: serial}},
+		Approvals:  []policy.Approval{{ID: "AP-1", Serial: serial, From: t0, To: t0.Add(time.Hour)}}}
+	if err := c.Apply(ctx, mediaPolicy(pol)); err != nil {
+		t.Fatal(err)
+	}
+	d := stick
+	fp.set(d) // inserted, not mounted yet: nothing to watch
+	c.tick(ctx)
+	if len(fw.dirs) != 0 {
+		t.Fatalf("watching %v before mount", fw.dirs)
+	}
+	d.MountPoints = []string{"/media/taro/CRUZER"}
+	fp.set(d)
+	c.tick(ctx)
+	if len(fw.dirs) != 1 || fw.dirs[0] != "/media/taro/CRUZER" {
+		t.Fatalf("watching %v", fw.dirs)
+	}
+	fw.onWrite("/media/taro/CRUZER/顧客一覧.xlsx", 48213)
+	w := rec.OfType(TypeFileWritten)
+	if len(w) != 1 || w[0].Attrs["approval_id"] != "AP-1" || w[0].RegisterID != "MED-3" || w[0].Attrs["size"] != int64(48213) ||
+		w[0].Object != "/media/taro/CRUZER/顧客一覧.xlsx" || w[0].Severity != event.Info {
+		t.Fatalf("file_written: %+v", w)
+	}
+	fp.set() // unplugged
+	c.tick(ctx)
+	if fw.stopped != 1 {
+		t.Fatalf("watch not stopped on removal: %d", fw.stopped)
+	}
+	fw.onWrite("/media/taro/CRUZER/late.txt", 1) // a late delivery is dropped, the device is gone
+	if n := len(rec.OfType(TypeFileWritten)); n != 1 {
+		t.Fatalf("%d file_written", n)
+	}
+}
+
+func TestRunPollsWithTheClock(t *testing.T) {
+	fp := &fakeProbe{}
+	c, rec, clk := newTestControl(t, fp)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := c.Apply(ctx, mediaPolicy(policy.Media{Mode: policy.Audit})); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	waitSleeping := func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for clk.Waiters() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("Run never slept")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitSleeping()
+	fp.set(stick)
+	clk.Advance(DefaultPollInterval)
+	waitSleeping()
+	if got := types(rec.Events()); got != "media.inserted media.allowed" {
+		t.Fatalf("events: %s", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
