@@ -1,0 +1,474 @@
+// Package backup is the backup control (滅失・毀損の防止, APPI Art. 23; the
+// on-site review item "バックアップ"): an agent-run, verified backup of the
+// folders the policy and the personal-information register name, or, with
+// method observe, a check of the age of an external backup.
+//
+// A run makes a generation directory destination/<hostname>/<UTC time>/,
+// copies each file through a temp file (hashing what it reads), fsyncs,
+// renames and reads it back to compare hashes; files unchanged since the
+// previous good generation (size and mtime) are hard-linked, or copied where
+// links are impossible, so every generation is complete. manifest.json,
+// written last, makes a generation good; its SHA-256 is the manifest hash
+// reported in backup.completed. A failed run (disk full, say) removes its
+// partial generation and is reported as backup.failed, never as good.
+//
+// The control is portable: the only per-OS pieces are in fs_windows.go and
+// fs_other.go, which must define syncDir(dir string) error and
+// isDiskFull(error) bool.
+package backup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
+)
+
+// Name is the control's policy key and event "control".
+const Name = "backup"
+
+// Event types.
+const (
+	TypeCompleted = "backup.completed"
+	TypeFailed    = "backup.failed"
+	TypeOverdue   = "backup.overdue"
+	TypeCorrupt   = "backup.corrupt"
+	TypePruned    = "backup.pruned"
+	TypeStatus    = "backup.status"
+)
+
+// Methods.
+const (
+	MethodCopy    = "copy"
+	MethodObserve = "observe"
+)
+
+const (
+	statusInterval = time.Hour        // re-report an unchanged status
+	retryAfter     = 15 * time.Minute // after a failed run
+	minSchedule    = time.Minute
+	maxEventPaths  = 100 // paths listed in one backup.corrupt event
+	stateFile      = "backup-manifests.json"
+)
+
+type config struct {
+	mode        policy.Mode
+	method      string
+	sources     []Source
+	destination string
+	schedule    time.Duration
+	maxAge      time.Duration
+	generations int
+	clauses     []string
+}
+
+// Control is the backup control.
+type Control struct {
+	env  controls.Env
+	host string
+	rep  *controls.StatusReporter
+	wake chan struct{}
+
+	mu  sync.Mutex
+	cfg config
+
+	// Owned by Run.
+	manifests   map[string]string // generation -> manifest hash, as written
+	lastErr     error             // the last run's failure, nil after a good run
+	lastRun     time.Time
+	corrupt     []Corruption
+	lastVerify  time.Time
+	overdueSeen string // newest-backup key already reported overdue
+}
+
+// New makes the backup control.
+func New(env controls.Env) controls.Control {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown-host"
+	}
+	return newControl(env, host)
+}
+
+func newControl(env controls.Env, host string) *Control {
+	if env.Clock == nil {
+		env.Clock = controls.RealClock{}
+	}
+	host = strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r == ':' || r < ' ' {
+			return '_'
+		}
+		return r
+	}, host)
+	return &Control{
+		env:  env,
+		host: host,
+		rep:  &controls.StatusReporter{Control: Name, Env: env, Interval: statusInterval},
+		wake: make(chan struct{}, 1),
+	}
+}
+
+// Name returns "backup".
+func (c *Control) Name() string { return Name }
+
+// Status is the current verdict.
+func (c *Control) Status() controls.Status {
+	st := c.rep.Current()
+	if st.State == "" {
+		return controls.Status{State: controls.Unknown, Reason: "backup.not_started"}
+	}
+	return st
+}
+
+// Apply validates and adopts the backup section.
+func (c *Control) Apply(ctx context.Context, p *policy.Policy) error {
+	cfg, err := parseConfig(p.Controls.Backup)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.cfg = cfg
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func parseConfig(b policy.Backup) (config, error) {
+	cfg := config{mode: b.Mode, method: b.Method, destination: b.Destination,
+		schedule: b.Schedule.D(), maxAge: b.MaxAge.D(), generations: b.Generations, clauses: b.Clauses}
+	if cfg.mode == "" {
+		cfg.mode = policy.Off
+	}
+	if !cfg.mode.Enabled() {
+		if cfg.mode != policy.Off {
+			return config{}, fmt.Errorf("backup: mode %q: use off, audit or enforce", b.Mode)
+		}
+		return cfg, nil
+	}
+	if cfg.method == "" {
+		cfg.method = MethodCopy
+	}
+	if cfg.method != MethodCopy && cfg.method != MethodObserve {
+		return config{}, fmt.Errorf("backup: method %q: use copy or observe", b.Method)
+	}
+	if cfg.destination == "" || !filepath.IsAbs(cfg.destination) {
+		return config{}, fmt.Errorf("backup: destination %q must be an absolute path (local folder or mounted share)", b.Destination)
+	}
+	cfg.destination = filepath.Clean(cfg.destination)
+	if cfg.maxAge == 0 {
+		cfg.maxAge = policy.DefaultBackupMaxAge
+	}
+	if cfg.maxAge < 0 {
+		return config{}, fmt.Errorf("backup: max_age %v must be positive", cfg.maxAge)
+	}
+	if cfg.generations == 0 {
+		cfg.generations = policy.DefaultGenerations
+	}
+	if cfg.generations < 1 {
+		return config{}, fmt.Errorf("backup: generations %d must be at least 1", b.Generations)
+	}
+	if cfg.schedule == 0 {
+		cfg.schedule = cfg.maxAge / 2
+	}
+	if cfg.schedule < minSchedule {
+		return config{}, fmt.Errorf("backup: schedule %v is shorter than %v", cfg.schedule, minSchedule)
+	}
+	if cfg.method == MethodObserve {
+		return cfg, nil
+	}
+	byPath := map[string]int{}
+	add := func(p, reg string) error {
+		if p == "" || !filepath.IsAbs(p) {
+			return fmt.Errorf("backup: source %q must be an absolute path", p)
+		}
+		p = filepath.Clean(p)
+		if within(cfg.destination, p) || within(p, cfg.destination) {
+			return fmt.Errorf("backup: source %q and destination %q overlap", p, cfg.destination)
+		}
+		if i, ok := byPath[p]; ok {
+			if reg != "" {
+				cfg.sources[i].RegisterID = reg
+			}
+			return nil
+		}
+		byPath[p] = len(cfg.sources)
+		cfg.sources = append(cfg.sources, Source{Path: p, RegisterID: reg})
+		return nil
+	}
+	for _, s := range b.Sources {
+		if err := add(s, ""); err != nil {
+			return config{}, err
+		}
+	}
+	for _, f := range b.Folders {
+		if err := add(f.Path, f.RegisterID); err != nil {
+			return config{}, err
+		}
+	}
+	if len(cfg.sources) == 0 {
+		return config{}, errors.New("backup: method copy needs sources or register folders")
+	}
+	return cfg, nil
+}
+
+// within reports whether p is dir or below it.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+}
+
+func (c *Control) config() config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg
+}
+
+// Run schedules backups (or observations) until ctx is done.
+func (c *Control) Run(ctx context.Context) error {
+	c.loadManifests()
+	for {
+		cfg := c.config()
+		wait := statusInterval
+		if cfg.mode.Enabled() {
+			wait = c.cycle(ctx, cfg)
+		} else {
+			_ = c.rep.Set(ctx, controls.Status{State: controls.Off, Reason: "backup.off",
+				ReasonJA: "バックアップ管理は無効です", ReasonEN: "backup control is off"}, nil)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.wake:
+		case <-c.env.Clock.After(wait):
+		}
+	}
+}
+
+// cycle does what is due now and returns how long to sleep.
+func (c *Control) cycle(ctx context.Context, cfg config) time.Duration {
+	if cfg.method == MethodObserve {
+		return c.observe(ctx, cfg)
+	}
+	eng := &engine{hostDir: filepath.Join(cfg.destination, c.host), host: c.host, now: c.env.Clock.Now}
+	now := c.env.Clock.Now()
+	newest, err := newestGood(eng)
+	if err != nil {
+		c.lastErr = err
+		c.report(ctx, cfg, time.Time{}, err)
+		return retryAfter
+	}
+	due := newest.IsZero() || now.Sub(newest) >= cfg.schedule
+	if cfg.mode == policy.Enforce && due && (c.lastErr == nil || now.Sub(c.lastRun) >= retryAfter) {
+		c.lastRun = now
+		if res, err := c.runOnce(ctx, cfg, eng); err == nil {
+			newest = res.Generation
+		}
+		c.verifyAll(ctx, eng)
+	} else if c.lastVerify.IsZero() || now.Sub(c.lastVerify) >= cfg.schedule {
+		c.verifyAll(ctx, eng)
+	}
+	c.report(ctx, cfg, newest, nil)
+	return c.nextWait(cfg, newest)
+}
+
+func newestGood(eng *engine) (time.Time, error) {
+	gens, err := eng.goodGenerations()
+	if err != nil || len(gens) == 0 {
+		return time.Time{}, err
+	}
+	return gens[len(gens)-1].Time, nil
+}
+
+// nextWait is the time until the next scheduled run, a retry, the moment
+// the newest backup turns overdue, or the status interval, whichever is first.
+func (c *Control) nextWait(cfg config, newest time.Time) time.Duration {
+	now := c.env.Clock.Now()
+	wait := statusInterval
+	if cfg.mode == policy.Enforce {
+		next := newest.Add(cfg.schedule).Sub(now)
+		if c.lastErr != nil {
+			next = c.lastRun.Add(retryAfter).Sub(now)
+		}
+		wait = min(wait, next)
+	}
+	if !newest.IsZero() {
+		if d := newest.Add(cfg.maxAge).Sub(now); d > 0 {
+			wait = min(wait, d+time.Second)
+		}
+	}
+	return max(wait, time.Second)
+}
+
+func (c *Control) runOnce(ctx context.Context, cfg config, eng *engine) (struct{ Generation time.Time }, error) {
+	var out struct{ Generation time.Time }
+	res, err := eng.run(ctx, cfg.sources)
+	if err != nil {
+		c.lastErr = err
+		a := event.Attrs{"error": err.Error(), "disk_full": isDiskFull(err), "destination": cfg.destination}
+		if isDiskFull(err) {
+			a["reason"] = "disk_full"
+		}
+		c.emit(ctx, event.Event{Type: TypeFailed, Severity: event.Warning, Object: cfg.destination, Attrs: a})
+		c.env.Log.Warn().Err(err).Str("destination", cfg.destination).Msg("backup failed")
+		return out, err
+	}
+	c.lastErr = nil
+	c.manifests[res.Generation] = res.ManifestHash
+	regs := make([]any, len(res.RegisterIDs))
+	for i, r := range res.RegisterIDs {
+		regs[i] = r
+	}
+	e := event.Event{Type: TypeCompleted, Severity: event.Info, Object: res.Dir, Attrs: event.Attrs{
+		"generation": res.Generation, "files": res.Files, "bytes": res.Bytes, "copied": res.Copied,
+		"linked": res.Linked, "manifest_sha256": res.ManifestHash, "duration_ms": res.Duration.Milliseconds(),
+		"register_ids": regs,
+	}}
+	if len(res.RegisterIDs) == 1 {
+		e.RegisterID = res.RegisterIDs[0]
+	}
+	c.emit(ctx, e)
+	gone, err := eng.prune(cfg.generations)
+	for _, g := range gone {
+		delete(c.manifests, g)
+		c.emit(ctx, event.Event{Type: TypePruned, Severity: event.Info, Object: filepath.Join(eng.hostDir, g),
+			Attrs: event.Attrs{"generation": g, "keep": cfg.generations}})
+	}
+	if err != nil {
+		c.env.Log.Warn().Err(err).Msg("backup prune")
+	}
+	c.saveManifests()
+	out.Generation, _ = time.Parse(genLayout, res.Generation)
+	return out, nil
+}
+
+func (c *Control) verifyAll(ctx context.Context, eng *engine) {
+	c.lastVerify = c.env.Clock.Now()
+	bad, checked, err := eng.verify(ctx, c.manifests)
+	if err != nil {
+		c.env.Log.Warn().Err(err).Msg("backup verify")
+		return
+	}
+	c.corrupt = bad
+	for _, b := range bad {
+		paths := make([]any, 0, min(len(b.Paths), maxEventPaths))
+		for _, p := range b.Paths[:min(len(b.Paths), maxEventPaths)] {
+			paths = append(paths, p)
+		}
+		c.emit(ctx, event.Event{Type: TypeCorrupt, Severity: event.Violation, Object: filepath.Join(eng.hostDir, b.Generation),
+			Attrs: event.Attrs{"generation": b.Generation, "paths": paths, "count": len(b.Paths), "checked": checked}})
+	}
+}
+
+// observe checks an external backup's age.
+func (c *Control) observe(ctx context.Context, cfg config) time.Duration {
+	o, err := observeNewest(ctx, cfg.destination, maxObserveEntries)
+	if err != nil {
+		c.report(ctx, cfg, time.Time{}, err)
+		return retryAfter
+	}
+	c.report(ctx, cfg, o.Newest, nil)
+	return c.nextWait(cfg, o.Newest)
+}
+
+type reason struct{ key, ja, en string }
+
+var (
+	rOK          = reason{"backup.ok", "最新の正常なバックアップは上限期間内です", "the newest good backup is within the maximum age"}
+	rNone        = reason{"backup.none", "正常なバックアップがまだありません", "no good backup exists yet"}
+	rOverdue     = reason{"backup.overdue", "最新の正常なバックアップが上限期間より古くなっています", "the newest good backup is older than the maximum age"}
+	rFailed      = reason{"backup.last_run_failed", "直近のバックアップが失敗しました", "the last backup run failed"}
+	rCorrupt     = reason{"backup.corrupt", "バックアップ先のファイルがマニフェストと一致しません（破損）", "files at the destination no longer match their manifest (corrupt)"}
+	rUnreachable = reason{"backup.destination_unreachable", "バックアップ先を読めません", "the backup destination cannot be read"}
+)
+
+// report decides the verdict, emits backup.overdue once per stale backup,
+// and sets the status.
+func (c *Control) report(ctx context.Context, cfg config, newest time.Time, readErr error) {
+	now := c.env.Clock.Now()
+	attrs := event.Attrs{"method": cfg.method, "mode": string(cfg.mode), "destination": cfg.destination,
+		"max_age": cfg.maxAge.String()}
+	if !newest.IsZero() {
+		attrs["newest"] = newest.UTC().Format(time.RFC3339)
+		attrs["age_seconds"] = int64(now.Sub(newest) / time.Second)
+	}
+	overdue := !newest.IsZero() && now.Sub(newest) > cfg.maxAge
+	key := newest.UTC().Format(time.RFC3339Nano)
+	if (overdue || newest.IsZero()) && readErr == nil && c.overdueSeen != key {
+		c.overdueSeen = key
+		a := event.Attrs{"max_age": cfg.maxAge.String(), "destination": cfg.destination}
+		if !newest.IsZero() {
+			a["newest"] = attrs["newest"]
+			a["age_seconds"] = attrs["age_seconds"]
+		}
+		c.emit(ctx, event.Event{Type: TypeOverdue, Severity: event.Violation, Object: cfg.destination, Attrs: a})
+	}
+	r, state := rOK, controls.Pass
+	switch {
+	case readErr != nil:
+		r, state = rUnreachable, controls.Fail
+		attrs["error"] = readErr.Error()
+	case len(c.corrupt) > 0:
+		r, state = rCorrupt, controls.Fail
+	case c.lastErr != nil:
+		r, state = rFailed, controls.Fail
+		attrs["error"] = c.lastErr.Error()
+	case newest.IsZero():
+		r, state = rNone, controls.Fail
+	case overdue:
+		r, state = rOverdue, controls.Fail
+	}
+	st := controls.Status{State: state, Reason: r.key, ReasonJA: r.ja, ReasonEN: r.en}
+	if err := c.rep.Set(ctx, st, attrs); err != nil {
+		c.env.Log.Error().Err(err).Msg("backup status not recorded")
+	}
+}
+
+func (c *Control) emit(ctx context.Context, e event.Event) {
+	e.Control = Name
+	e.Time = c.env.Clock.Now()
+	if err := c.env.Emit.Emit(ctx, e); err != nil {
+		c.env.Log.Error().Err(err).Str("type", e.Type).Msg("backup event not recorded")
+	}
+}
+
+// loadManifests reads the manifest hashes recorded at write time, so the
+// verify pass can tell a rewritten manifest from the one it wrote.
+func (c *Control) loadManifests() {
+	c.manifests = map[string]string{}
+	if c.env.StateDir == "" {
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(c.env.StateDir, stateFile))
+	if err != nil {
+		return
+	}
+	if err := json.Unmarshal(b, &c.manifests); err != nil {
+		c.env.Log.Warn().Err(err).Msg("backup: manifest record unreadable; starting afresh")
+		c.manifests = map[string]string{}
+	}
+}
+
+func (c *Control) saveManifests() {
+	if c.env.StateDir == "" {
+		return
+	}
+	b, _ := json.Marshal(c.manifests)
+	if err := os.MkdirAll(c.env.StateDir, 0o700); err == nil {
+		err = writeFileSync(filepath.Join(c.env.StateDir, stateFile), b)
+		if err != nil {
+			c.env.Log.Warn().Err(err).Msg("backup: manifest record not saved")
+		}
+	}
+}

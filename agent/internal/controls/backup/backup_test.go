@@ -1,0 +1,457 @@
+package backup
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/controls/controlstest"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
+)
+
+var t0 = time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+
+type rig struct {
+	c     *Control
+	clock *controlstest.FakeClock
+	rec   *controlstest.Recorder
+	src   string
+	dest  string
+}
+
+func newRig(t *testing.T, dest string) *rig {
+	t.Helper()
+	clock := controlstest.NewFakeClock(t0)
+	rec := &controlstest.Recorder{}
+	env := controls.Env{Emit: rec, Clock: clock, Log: zerolog.Nop(), StateDir: t.TempDir()}
+	r := &rig{c: newControl(env, "pc-01"), clock: clock, rec: rec, src: t.TempDir(), dest: dest}
+	r.c.loadManifests()
+	return r
+}
+
+func (r *rig) apply(t *testing.T, b policy.Backup) {
+	t.Helper()
+	p := &policy.Policy{Controls: policy.Controls{Backup: b}}
+	if err := r.c.Apply(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *rig) enforce(t *testing.T, gens int) {
+	r.apply(t, policy.Backup{Mode: policy.Enforce, Destination: r.dest,
+		Folders: []policy.Folder{{Path: r.src, RegisterID: "REG-001"}}, MaxAge: policy.Duration(26 * time.Hour),
+		Schedule: policy.Duration(time.Hour), Generations: gens})
+}
+
+func (r *rig) cycle() { r.c.cycle(context.Background(), r.c.config()) }
+
+func write(t *testing.T, p, s string, mtime time.Time) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func attrInt(t *testing.T, e event.Event, k string) int64 {
+	t.Helper()
+	switch v := e.Attrs[k].(type) {
+	case int:
+		return int64(v)
+	case int64:
+		return v
+	}
+	t.Fatalf("%s attr %s = %#v", e.Type, k, e.Attrs[k])
+	return 0
+}
+
+func generations(t *testing.T, r *rig) []Generation {
+	t.Helper()
+	eng := &engine{hostDir: filepath.Join(r.dest, "pc-01")}
+	g, err := eng.goodGenerations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestEndToEnd backs up, changes files, backs up again incrementally, flips
+// a byte at the destination and checks the verify pass names that file.
+func TestEndToEnd(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	old := t0.Add(-48 * time.Hour)
+	write(t, filepath.Join(r.src, "台帳.csv"), "id,name\n1,山田\n", old)
+	write(t, filepath.Join(r.src, "a", "b", "letter.txt"), "hello", old)
+	write(t, filepath.Join(r.src, "a", "same.txt"), "unchanged", old)
+	r.enforce(t, 7)
+
+	r.cycle()
+	done := r.rec.OfType(TypeCompleted)
+	if len(done) != 1 {
+		t.Fatalf("completed events %d: %+v", len(done), r.rec.Events())
+	}
+	e := done[0]
+	if attrInt(t, e, "files") != 3 || attrInt(t, e, "copied") != 3 || attrInt(t, e, "linked") != 0 || e.RegisterID != "REG-001" {
+		t.Fatalf("first run: %+v", e)
+	}
+	gens := generations(t, r)
+	if len(gens) != 1 {
+		t.Fatalf("generations %v", gens)
+	}
+	m, sum, err := readManifest(gens[0].Dir)
+	if err != nil || sum != e.Attrs["manifest_sha256"] || len(m.Files) != 3 {
+		t.Fatalf("manifest %v %s %v", m, sum, err)
+	}
+	if st := r.c.Status(); st.State != controls.Pass || st.Reason != "backup.ok" {
+		t.Fatalf("status %+v", st)
+	}
+
+	// Change one file, add one; the third stays as it was.
+	write(t, filepath.Join(r.src, "台帳.csv"), "id,name\n1,山田\n2,佐藤\n", t0)
+	write(t, filepath.Join(r.src, "new.txt"), "new", t0)
+	r.cycle() // not due yet: no second run
+	if n := len(r.rec.OfType(TypeCompleted)); n != 1 {
+		t.Fatalf("ran before schedule: %d", n)
+	}
+	r.clock.Advance(time.Hour)
+	r.cycle()
+	done = r.rec.OfType(TypeCompleted)
+	if len(done) != 2 {
+		t.Fatalf("completed %d", len(done))
+	}
+	e = done[1]
+	if attrInt(t, e, "files") != 4 || attrInt(t, e, "copied") != 2 || attrInt(t, e, "linked") != 2 {
+		t.Fatalf("incremental run: %+v", e.Attrs)
+	}
+	gens = generations(t, r)
+	if len(gens) != 2 {
+		t.Fatalf("generations %v", gens)
+	}
+	base := sourceDir(r.src)
+	same := func(g Generation, p string) os.FileInfo {
+		fi, err := os.Stat(filepath.Join(g.Dir, filepath.FromSlash(base+"/"+p)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi
+	}
+	if !os.SameFile(same(gens[0], "a/same.txt"), same(gens[1], "a/same.txt")) {
+		t.Fatal("unchanged file was copied, not linked")
+	}
+	got, _ := os.ReadFile(filepath.Join(gens[1].Dir, filepath.FromSlash(base+"/台帳.csv")))
+	if string(got) != "id,name\n1,山田\n2,佐藤\n" {
+		t.Fatalf("changed file in new generation: %q", got)
+	}
+	if len(r.rec.OfType(TypeCorrupt)) != 0 {
+		t.Fatal("corruption reported on a clean destination")
+	}
+
+	// Flip one byte of a file that exists only in the newest generation.
+	victim := filepath.Join(gens[1].Dir, filepath.FromSlash(base+"/new.txt"))
+	b, _ := os.ReadFile(victim)
+	b[0] ^= 0x01
+	if err := os.WriteFile(victim, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Advance(time.Minute)
+	r.c.verifyAll(context.Background(), &engine{hostDir: filepath.Join(r.dest, "pc-01")})
+	bad := r.rec.OfType(TypeCorrupt)
+	if len(bad) != 1 {
+		t.Fatalf("corrupt events %d", len(bad))
+	}
+	paths := bad[0].Attrs["paths"].([]any)
+	if len(paths) != 1 || paths[0] != base+"/new.txt" || bad[0].Attrs["generation"] != gens[1].Name || bad[0].Severity != event.Violation {
+		t.Fatalf("corrupt event %+v", bad[0].Attrs)
+	}
+	r.c.report(context.Background(), r.c.config(), gens[1].Time, nil)
+	if st := r.c.Status(); st.State != controls.Fail || st.Reason != "backup.corrupt" {
+		t.Fatalf("status after corruption %+v", st)
+	}
+	for _, e := range r.rec.Events() {
+		if err := e.Validate(); err != nil {
+			t.Fatalf("%s: %v", e.Type, err)
+		}
+	}
+}
+
+// TestDiskFull fills a 1 MiB tmpfs: the run fails, its partial generation
+// is gone, and the earlier good generation is untouched.
+func TestDiskFull(t *testing.T) {
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		t.Skip("needs root on Linux to mount a small tmpfs")
+	}
+	dest := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dest).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dest).Run() })
+	r := newRig(t, dest)
+	write(t, filepath.Join(r.src, "small.txt"), "small", t0)
+	r.enforce(t, 7)
+	r.cycle()
+	if len(r.rec.OfType(TypeCompleted)) != 1 {
+		t.Fatalf("first run did not complete: %+v", r.rec.Events())
+	}
+	write(t, filepath.Join(r.src, "big.bin"), strings.Repeat("x", 3<<20), t0)
+	r.clock.Advance(2 * time.Hour)
+	r.cycle()
+	failed := r.rec.OfType(TypeFailed)
+	if len(failed) != 1 || failed[0].Attrs["disk_full"] != true {
+		t.Fatalf("failed events %+v", failed)
+	}
+	if n := len(r.rec.OfType(TypeCompleted)); n != 1 {
+		t.Fatalf("a partial backup was reported good: %d completed", n)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dest, "pc-01"))
+	if len(ents) != 1 {
+		t.Fatalf("partial generation left behind: %v", ents)
+	}
+	if g := generations(t, r); len(g) != 1 {
+		t.Fatalf("good generations %v", g)
+	}
+	if st := r.c.Status(); st.State != controls.Fail || st.Reason != "backup.last_run_failed" {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestCrashLeftoverIsNotGoodAndIsRemoved(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	write(t, filepath.Join(r.src, "f.txt"), "f", t0)
+	crashed := filepath.Join(r.dest, "pc-01", t0.Add(-time.Hour).UTC().Format(genLayout))
+	write(t, filepath.Join(crashed, "half.txt"), "half", t0)
+	if g := generations(t, r); len(g) != 0 {
+		t.Fatalf("a generation without manifest counted as good: %v", g)
+	}
+	r.enforce(t, 7)
+	r.cycle()
+	if _, err := os.Stat(crashed); !os.IsNotExist(err) {
+		t.Fatalf("crash leftover still there: %v", err)
+	}
+	if g := generations(t, r); len(g) != 1 {
+		t.Fatalf("generations %v", g)
+	}
+}
+
+func TestKeepsNGenerations(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	write(t, filepath.Join(r.src, "f.txt"), "f", t0)
+	r.enforce(t, 2)
+	for i := 0; i < 4; i++ {
+		r.cycle()
+		r.clock.Advance(time.Hour)
+	}
+	if g := generations(t, r); len(g) != 2 || g[1].Time != t0.Add(3*time.Hour) {
+		t.Fatalf("generations %v", g)
+	}
+	if n := len(r.rec.OfType(TypePruned)); n != 2 {
+		t.Fatalf("pruned events %d", n)
+	}
+	if len(r.c.manifests) != 2 {
+		t.Fatalf("manifest record %v", r.c.manifests)
+	}
+	// A rewritten manifest is caught by the hash recorded when it was written.
+	g := generations(t, r)[1]
+	mp := filepath.Join(g.Dir, ManifestName)
+	b, _ := os.ReadFile(mp)
+	os.WriteFile(mp, bytes.Replace(b, []byte(`"host": "pc-01"`), []byte(`"host": "pc-02"`), 1), 0o644)
+	r.c.verifyAll(context.Background(), &engine{hostDir: filepath.Join(r.dest, "pc-01")})
+	bad := r.rec.OfType(TypeCorrupt)
+	if len(bad) != 1 || bad[0].Attrs["paths"].([]any)[0] != ManifestName {
+		t.Fatalf("corrupt %+v", bad)
+	}
+}
+
+func TestAuditReportsOverdueOnce(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	write(t, filepath.Join(r.src, "f.txt"), "f", t0)
+	r.enforce(t, 7)
+	r.cycle()
+	r.apply(t, policy.Backup{Mode: policy.Audit, Destination: r.dest, Sources: []string{r.src},
+		MaxAge: policy.Duration(26 * time.Hour)})
+	r.clock.Advance(27 * time.Hour)
+	r.cycle()
+	r.clock.Advance(time.Hour)
+	r.cycle()
+	if n := len(r.rec.OfType(TypeCompleted)); n != 1 {
+		t.Fatalf("audit mode ran a backup: %d", n)
+	}
+	od := r.rec.OfType(TypeOverdue)
+	if len(od) != 1 || attrInt(t, od[0], "age_seconds") != 27*3600 {
+		t.Fatalf("overdue %+v", od)
+	}
+	if st := r.c.Status(); st.State != controls.Fail || st.Reason != "backup.overdue" {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestRunLoop drives Run with the fake clock: a backup at start, the next
+// one when the schedule says.
+func TestRunLoop(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	write(t, filepath.Join(r.src, "f.txt"), "f", t0)
+	r.enforce(t, 7)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- r.c.Run(ctx) }()
+	waitFor := func(n int) {
+		deadline := time.Now().Add(10 * time.Second)
+		for len(r.rec.OfType(TypeCompleted)) < n || r.clock.Waiters() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("waiting for %d completed: %+v", n, r.rec.Events())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor(1)
+	r.clock.Advance(time.Hour)
+	waitFor(2)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if st := r.rec.OfType(TypeStatus); len(st) == 0 || st[0].Attrs["status"] != "pass" {
+		t.Fatalf("status events %+v", st)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	abs := t.TempDir()
+	src := filepath.Join(abs, "src")
+	dst := filepath.Join(abs, "dst")
+	for _, tc := range []struct {
+		name string
+		b    policy.Backup
+		want string // error substring; "" = valid
+	}{
+		{"off", policy.Backup{}, ""},
+		{"copy", policy.Backup{Mode: policy.Enforce, Sources: []string{src}, Destination: dst}, ""},
+		{"observe", policy.Backup{Mode: policy.Audit, Method: MethodObserve, Destination: dst}, ""},
+		{"bad mode", policy.Backup{Mode: "sometimes"}, "mode"},
+		{"bad method", policy.Backup{Mode: policy.Audit, Method: "rsync", Destination: dst}, "method"},
+		{"no destination", policy.Backup{Mode: policy.Audit, Sources: []string{src}}, "destination"},
+		{"relative destination", policy.Backup{Mode: policy.Audit, Sources: []string{src}, Destination: "backup"}, "destination"},
+		{"no sources", policy.Backup{Mode: policy.Enforce, Destination: dst}, "sources"},
+		{"relative source", policy.Backup{Mode: policy.Enforce, Sources: []string{"docs"}, Destination: dst}, "absolute"},
+		{"dest inside source", policy.Backup{Mode: policy.Enforce, Sources: []string{abs}, Destination: dst}, "overlap"},
+		{"negative generations", policy.Backup{Mode: policy.Enforce, Sources: []string{src}, Destination: dst, Generations: -1}, "generations"},
+		{"tiny schedule", policy.Backup{Mode: policy.Enforce, Sources: []string{src}, Destination: dst, Schedule: policy.Duration(time.Second)}, "schedule"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseConfig(tc.b)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cfg.mode.Enabled() && (cfg.schedule != cfg.maxAge/2 || cfg.generations != policy.DefaultGenerations) {
+					t.Fatalf("defaults not applied: %+v", cfg)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "backup: ") {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// A bad policy keeps the previous settings.
+	r := newRig(t, dst)
+	r.enforce(t, 3)
+	bad := &policy.Policy{Controls: policy.Controls{Backup: policy.Backup{Mode: policy.Enforce}}}
+	if err := r.c.Apply(context.Background(), bad); err == nil || r.c.config().generations != 3 {
+		t.Fatalf("bad policy adopted: %v %+v", err, r.c.config())
+	}
+}
+
+func TestSourceDir(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		for in, want := range map[string]string{`C:\Data\顧客`: "C/Data/顧客", `\\nas\share\x`: "UNC/nas/share/x", `D:\`: "D"} {
+			if got := sourceDir(in); got != want {
+				t.Errorf("sourceDir(%q) = %q, want %q", in, got, want)
+			}
+		}
+		return
+	}
+	for in, want := range map[string]string{"/home/a/docs/": "home/a/docs", "/srv": "srv"} {
+		if got := sourceDir(in); got != want {
+			t.Errorf("sourceDir(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseFileHistoryName(t *testing.T) {
+	f, err := os.Open("testdata/filehistory_names.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	n := 0
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, want, _ := strings.Cut(line, "\t")
+		got, ok := parseFileHistoryName(name)
+		if want == "-" {
+			if ok {
+				t.Errorf("%q: got %v, want none", name, got)
+			}
+		} else if w, _ := time.Parse(time.RFC3339, want); !ok || !got.Equal(w) {
+			t.Errorf("%q: got %v %v, want %v", name, got, ok, w)
+		}
+		n++
+	}
+	if n < 8 {
+		t.Fatalf("fixture has %d cases", n)
+	}
+}
+
+func TestObserve(t *testing.T) {
+	root := t.TempDir()
+	data := filepath.Join(root, "FileHistory", "yamada", "PC-01", "Data", "C", "Users", "yamada")
+	// File History keeps the source mtime: the name, not the mtime, dates the backup.
+	write(t, filepath.Join(data, "台帳 (2026_11_22 09_00_00 UTC).xlsx"), "x", t0.Add(-400*24*time.Hour))
+	write(t, filepath.Join(data, "memo (2026_11_20 09_00_00 UTC).txt"), "x", t0.Add(-400*24*time.Hour))
+	write(t, filepath.Join(root, "other", "nas-copy.bin"), "x", t0.Add(-72*time.Hour))
+	o, err := observeNewest(context.Background(), root, maxObserveEntries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.Newest.Equal(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)) || o.Files != 3 || !strings.Contains(o.Path, "台帳") {
+		t.Fatalf("observed %+v", o)
+	}
+	if o, _ := observeNewest(context.Background(), root, 2); !o.Truncated {
+		t.Fatalf("walk not bounded: %+v", o)
+	}
+	if _, err := observeNewest(context.Background(), filepath.Join(root, "missing"), 10); err == nil {
+		t.Fatal("missing destination gave no error")
+	}
+
+	r := newRig(t, root)
+	r.apply(t, policy.Backup{Mode: policy.Audit, Method: MethodObserve, Destination: root, MaxAge: policy.Duration(26 * time.Hour)})
+	r.cycle()
+	if st := r.c.Status(); st.State != controls.Pass {
+		t.Fatalf("status %+v", st)
+	}
+	r.clock.Advance(24 * time.Hour)
+	r.cycle()
+	if st := r.c.Status(); st.State != controls.Fail || st.Reason != "backup.overdue" || len(r.rec.OfType(TypeOverdue)) != 1 {
+		t.Fatalf("status %+v", st)
+	}
+}

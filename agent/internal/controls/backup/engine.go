@@ -1,0 +1,456 @@
+package backup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// ManifestName is the file, written last, that makes a generation good.
+const ManifestName = "manifest.json"
+
+// manifestVersion is bumped when the manifest format changes.
+const manifestVersion = 1
+
+// genLayout names generation directories; it sorts by time as text.
+const genLayout = "20060102T150405.000000000Z"
+
+// Manifest lists every file of one generation with its hash.
+type Manifest struct {
+	Version    int       `json:"version"`
+	Host       string    `json:"host"`
+	Generation string    `json:"generation"`
+	Started    time.Time `json:"started"`
+	Finished   time.Time `json:"finished"`
+	Files      []File    `json:"files"`
+}
+
+// File is one backed-up file. Path is slash-separated and relative to the
+// generation directory; Source is the original absolute path.
+type File struct {
+	Path       string    `json:"path"`
+	Source     string    `json:"source"`
+	Size       int64     `json:"size"`
+	MTime      time.Time `json:"mtime"`
+	SHA256     string    `json:"sha256"`
+	CopiedAt   time.Time `json:"copied_at"`
+	RegisterID string    `json:"register_id,omitempty"`
+}
+
+// Source is one tree to back up.
+type Source struct {
+	Path       string
+	RegisterID string
+}
+
+// Result is what one run did.
+type Result struct {
+	Generation   string
+	Dir          string
+	Files        int
+	Bytes        int64
+	Copied       int
+	Linked       int
+	ManifestHash string
+	Duration     time.Duration
+	RegisterIDs  []string
+}
+
+// Generation is a good (manifest-bearing) generation on the destination.
+type Generation struct {
+	Name string
+	Dir  string
+	Time time.Time
+}
+
+// engine runs backups of sources into hostDir (destination/<hostname>).
+type engine struct {
+	hostDir string
+	host    string
+	now     func() time.Time
+}
+
+// sourceDir maps an absolute source path to its directory inside a
+// generation: "C:\Data" -> "C/Data", "\\nas\share\x" -> "UNC/nas/share/x",
+// "/home/a" -> "home/a".
+func sourceDir(p string) string {
+	p = filepath.Clean(p)
+	vol := filepath.VolumeName(p)
+	rest := p[len(vol):]
+	var prefix string
+	switch {
+	case strings.HasPrefix(vol, `\\`):
+		prefix = "UNC/" + strings.ReplaceAll(strings.TrimPrefix(vol, `\\`), `\`, "/")
+	case vol != "":
+		prefix = strings.TrimSuffix(vol, ":")
+	}
+	rest = strings.Trim(filepath.ToSlash(rest), "/")
+	switch {
+	case prefix == "":
+		return rest
+	case rest == "":
+		return prefix
+	}
+	return prefix + "/" + rest
+}
+
+// goodGenerations lists the generations that hold a manifest, oldest first.
+// Directories that do not parse as generation names are not ours and are
+// left alone.
+func (g *engine) goodGenerations() ([]Generation, error) {
+	ents, err := os.ReadDir(g.hostDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup: list generations: %w", err)
+	}
+	var out []Generation
+	for _, e := range ents {
+		t, err := time.Parse(genLayout, e.Name())
+		if err != nil || !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(g.hostDir, e.Name())
+		if _, err := os.Stat(filepath.Join(dir, ManifestName)); err != nil {
+			continue
+		}
+		out = append(out, Generation{Name: e.Name(), Dir: dir, Time: t})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// removePartial deletes generation directories without a manifest: what a
+// crash or a failed run left behind. They were never reported good.
+func (g *engine) removePartial() error {
+	ents, err := os.ReadDir(g.hostDir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("backup: list generations: %w", err)
+	}
+	for _, e := range ents {
+		if _, err := time.Parse(genLayout, e.Name()); err != nil || !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(g.hostDir, e.Name())
+		if _, err := os.Stat(filepath.Join(dir, ManifestName)); errors.Is(err, fs.ErrNotExist) {
+			if err := os.RemoveAll(dir); err != nil {
+				return fmt.Errorf("backup: remove partial generation %s: %w", e.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// readManifest loads a generation's manifest and its SHA-256.
+func readManifest(dir string) (*Manifest, string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	if err != nil {
+		return nil, "", fmt.Errorf("backup: read manifest: %w", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, "", fmt.Errorf("backup: manifest %s: %w", dir, err)
+	}
+	if m.Version != manifestVersion {
+		return nil, "", fmt.Errorf("backup: manifest %s: unknown version %d", dir, m.Version)
+	}
+	sum := sha256.Sum256(b)
+	return &m, hex.EncodeToString(sum[:]), nil
+}
+
+// run makes one new generation. On any error the partial generation is
+// removed and nothing is reported good.
+func (g *engine) run(ctx context.Context, sources []Source) (res Result, err error) {
+	start := g.now()
+	if err := os.MkdirAll(g.hostDir, 0o700); err != nil {
+		return res, fmt.Errorf("backup: destination: %w", err)
+	}
+	if err := g.removePartial(); err != nil {
+		return res, err
+	}
+	prev := map[string]File{}
+	var prevDir string
+	if gens, err := g.goodGenerations(); err != nil {
+		return res, err
+	} else if n := len(gens); n > 0 {
+		m, _, err := readManifest(gens[n-1].Dir)
+		if err == nil { // an unreadable manifest only costs a full copy
+			prevDir = gens[n-1].Dir
+			for _, f := range m.Files {
+				prev[f.Path] = f
+			}
+		}
+	}
+	var name, dir string
+	for t := start.UTC(); ; t = t.Add(time.Nanosecond) { // two runs in one clock tick get distinct names
+		name = t.Format(genLayout)
+		dir = filepath.Join(g.hostDir, name)
+		err := os.Mkdir(dir, 0o700)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return res, fmt.Errorf("backup: new generation: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("backup: remove partial generation: %w", rerr))
+			}
+		}
+	}()
+	m := Manifest{Version: manifestVersion, Host: g.host, Generation: name, Started: start.UTC()}
+	dirs := map[string]bool{dir: true}
+	regs := map[string]bool{}
+	for _, src := range sources {
+		root := filepath.Clean(src.Path)
+		base := sourceDir(root)
+		werr := filepath.WalkDir(root, func(p string, d fs.DirEntry, werr error) error {
+			if werr != nil {
+				return werr
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if !d.Type().IsRegular() {
+				return nil // directories are implied; symlinks and devices are not copied
+			}
+			rel, err := filepath.Rel(root, p)
+			if err != nil {
+				return err
+			}
+			mpath := base + "/" + filepath.ToSlash(rel)
+			dst := filepath.Join(dir, filepath.FromSlash(mpath))
+			ddir := filepath.Dir(dst)
+			if !dirs[ddir] {
+				if err := os.MkdirAll(ddir, 0o700); err != nil {
+					return err
+				}
+				dirs[ddir] = true
+			}
+			f, linked, err := g.copyOne(p, dst, prev[mpath], prevDir, mpath)
+			if err != nil {
+				return err
+			}
+			f.Path, f.Source, f.RegisterID = mpath, p, src.RegisterID
+			m.Files = append(m.Files, f)
+			res.Files++
+			res.Bytes += f.Size
+			if linked {
+				res.Linked++
+			} else {
+				res.Copied++
+			}
+			if src.RegisterID != "" {
+				regs[src.RegisterID] = true
+			}
+			return nil
+		})
+		if werr != nil {
+			return res, fmt.Errorf("backup: %s: %w", root, werr)
+		}
+	}
+	for d := range dirs {
+		if err := syncDir(d); err != nil {
+			return res, fmt.Errorf("backup: sync %s: %w", d, err)
+		}
+	}
+	m.Finished = g.now().UTC()
+	b, err := json.MarshalIndent(&m, "", " ")
+	if err != nil {
+		return res, fmt.Errorf("backup: manifest: %w", err)
+	}
+	if err := writeFileSync(filepath.Join(dir, ManifestName), b); err != nil {
+		return res, fmt.Errorf("backup: manifest: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return res, fmt.Errorf("backup: sync %s: %w", dir, err)
+	}
+	sum := sha256.Sum256(b)
+	res.Generation, res.Dir, res.ManifestHash = name, dir, hex.EncodeToString(sum[:])
+	res.Duration = g.now().Sub(start)
+	for r := range regs {
+		res.RegisterIDs = append(res.RegisterIDs, r)
+	}
+	sort.Strings(res.RegisterIDs)
+	return res, nil
+}
+
+// copyOne puts src at dst: a hard link to the previous generation's copy
+// when size and mtime match it, else a verified copy.
+func (g *engine) copyOne(src, dst string, old File, prevDir, mpath string) (File, bool, error) {
+	st, err := os.Stat(src)
+	if err != nil {
+		return File{}, false, err
+	}
+	if prevDir != "" && old.SHA256 != "" && old.Size == st.Size() && old.MTime.Equal(st.ModTime()) {
+		if err := os.Link(filepath.Join(prevDir, filepath.FromSlash(mpath)), dst); err == nil {
+			return old, true, nil
+		}
+		// No hard links here (FAT, some shares): copy, so the generation is complete.
+	}
+	f, err := copyVerified(src, dst)
+	if err != nil {
+		return File{}, false, err
+	}
+	f.CopiedAt = g.now().UTC()
+	return f, false, nil
+}
+
+// copyVerified copies src to a temp file next to dst, hashing what it
+// reads, fsyncs and renames it, then reads dst back and compares hashes.
+func copyVerified(src, dst string) (File, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return File{}, err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return File{}, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".mamori-*.tmp")
+	if err != nil {
+		return File{}, err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), in)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return File{}, err
+	}
+	// Keep the source mtime on the copy so people restoring see real dates.
+	if err := os.Chtimes(tmp.Name(), st.ModTime(), st.ModTime()); err != nil {
+		return File{}, err
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return File{}, err
+	}
+	want := hex.EncodeToString(h.Sum(nil))
+	got, err := hashFile(dst)
+	if err != nil {
+		return File{}, err
+	}
+	if got != want {
+		return File{}, fmt.Errorf("%s: read back sha256 %s, copied %s", dst, got, want)
+	}
+	return File{Size: n, MTime: st.ModTime().UTC(), SHA256: want}, nil
+}
+
+func hashFile(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// writeFileSync writes b to p through a temp file, fsync and rename.
+func writeFileSync(p string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".mamori-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), p)
+}
+
+// prune deletes the oldest good generations beyond keep. The caller runs it
+// only after a new good generation exists.
+func (g *engine) prune(keep int) ([]string, error) {
+	gens, err := g.goodGenerations()
+	if err != nil {
+		return nil, err
+	}
+	var gone []string
+	for i := 0; i < len(gens)-keep; i++ {
+		// Remove the manifest first: a half-deleted generation is then not "good".
+		if err := os.Remove(filepath.Join(gens[i].Dir, ManifestName)); err != nil {
+			return gone, fmt.Errorf("backup: prune %s: %w", gens[i].Name, err)
+		}
+		if err := os.RemoveAll(gens[i].Dir); err != nil {
+			return gone, fmt.Errorf("backup: prune %s: %w", gens[i].Name, err)
+		}
+		gone = append(gone, gens[i].Name)
+	}
+	return gone, nil
+}
+
+// Corruption is one generation's failed verification.
+type Corruption struct {
+	Generation string
+	Paths      []string // manifest paths whose content differs or is missing
+}
+
+// verify re-hashes every file of every good generation against its
+// manifest. manifests maps generation name to the manifest hash recorded
+// when it was written; a manifest that no longer matches is corrupt too.
+func (g *engine) verify(ctx context.Context, manifests map[string]string) ([]Corruption, int, error) {
+	gens, err := g.goodGenerations()
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []Corruption
+	checked := 0
+	for _, gen := range gens {
+		m, sum, err := readManifest(gen.Dir)
+		if err != nil {
+			out = append(out, Corruption{Generation: gen.Name, Paths: []string{ManifestName}})
+			continue
+		}
+		c := Corruption{Generation: gen.Name}
+		if want, ok := manifests[gen.Name]; ok && want != sum {
+			c.Paths = append(c.Paths, ManifestName)
+		}
+		for _, f := range m.Files {
+			if err := ctx.Err(); err != nil {
+				return out, checked, err
+			}
+			checked++
+			got, err := hashFile(filepath.Join(gen.Dir, filepath.FromSlash(f.Path)))
+			if err != nil || got != f.SHA256 {
+				c.Paths = append(c.Paths, f.Path)
+			}
+		}
+		if len(c.Paths) > 0 {
+			out = append(out, c)
+		}
+	}
+	return out, checked, nil
+}
