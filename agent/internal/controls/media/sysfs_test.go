@@ -13,7 +13,7 @@ import (
 
 // loadTree materializes a testdata/linux/*.txt tree ("-- path --" files,
 // "-- path -> target --" symlinks) under a temp root.
-func loadTree(t *testing.T, name string) string {
+func loadTree(t testing.TB, name string) string {
 	t.Helper()
 	if runtime.GOOS == "windows" {
 		t.Skip("sysfs trees need symlinks; not on Windows")
