@@ -29,8 +29,10 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // says Content-Encoding: gzip, and refuses more than wire.MaxBatchBody
 // decoded bytes (so a small gzip bomb cannot blow up memory). The buffer
 // goes back to bufPool after use.
-func readBatchBody(r *http.Request, buf *bytes.Buffer) error {
-	body := io.Reader(http.MaxBytesReader(nil, r.Body, wire.MaxBatchBody+1))
+func readBatchBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) error {
+	// MaxBytesReader with w makes the server close the connection after an
+	// oversize body instead of reading the rest of it.
+	body := io.Reader(http.MaxBytesReader(w, r.Body, wire.MaxBatchBody))
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
 	case "gzip":
@@ -43,7 +45,7 @@ func readBatchBody(r *http.Request, buf *bytes.Buffer) error {
 	default:
 		return fmt.Errorf("%w %q", errBadEncoder, enc)
 	}
-	n, err := buf.ReadFrom(io.LimitReader(body, wire.MaxBatchBody+1))
+	n, err := buf.ReadFrom(io.LimitReader(body, wire.MaxBatchBody+1)) // decoded size
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe) || n > wire.MaxBatchBody:

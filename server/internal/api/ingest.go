@@ -32,7 +32,7 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 			bufPool.Put(buf)
 		}
 	}()
-	ack, status, msg := s.ingest(r, id, buf)
+	ack, status, msg := s.ingest(w, r, id, buf)
 	if status != http.StatusOK {
 		s.metrics.rejected.WithLabelValues(strconv.Itoa(status)).Inc()
 		s.fail(w, r, status, msg)
@@ -42,8 +42,8 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	s.metrics.ackLatency.Observe(time.Since(start).Seconds())
 }
 
-func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer) (wire.Ack, int, string) {
-	if err := readBatchBody(r, buf); err != nil {
+func (s *Server) ingest(w http.ResponseWriter, r *http.Request, id string, buf *bytes.Buffer) (wire.Ack, int, string) {
+	if err := readBatchBody(w, r, buf); err != nil {
 		return wire.Ack{}, batchErrStatus(err), err.Error()
 	}
 	evs, err := DecodeBatch(buf.Bytes())

@@ -86,7 +86,8 @@ type Server struct {
 	ln       net.Listener
 	secrets  secrets
 	logPub   string
-	served   chan error
+	served   chan struct{} // closed when Serve returns
+	serveErr error         // what Serve returned; read after served is closed
 	closeMu  sync.Mutex
 	closed   bool
 	closeErr error
@@ -115,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Log.With().Str("component", "app").Logger(), served: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: cfg.Log.With().Str("component", "app").Logger(), served: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.teardown()
@@ -168,7 +169,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          newStdLog(cfg.Log),
 	}
-	go func() { s.served <- s.http.Serve(s.ln) }()
+	go func() {
+		s.serveErr = s.http.Serve(s.ln)
+		close(s.served)
+	}()
 	s.log.Info().Str("addr", s.Addr()).Str("data_dir", dir).Msg("app: serving")
 	return s, nil
 }
@@ -292,7 +296,8 @@ func (s *Server) teardown() error {
 			s.http.Close()
 		}
 		cancel()
-		if err := <-s.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		<-s.served
+		if err := s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, fmt.Errorf("app: serve: %w", err))
 		}
 	} else if s.api != nil {
@@ -315,12 +320,11 @@ func (s *Server) teardown() error {
 // listener fails) and returns the serve error, nil after a clean Close.
 func (s *Server) Wait(ctx context.Context) error {
 	select {
-	case err := <-s.served:
-		s.served <- err // let teardown read it too
-		if errors.Is(err, http.ErrServerClosed) {
+	case <-s.served:
+		if errors.Is(s.serveErr, http.ErrServerClosed) {
 			return nil
 		}
-		return err
+		return s.serveErr
 	case <-ctx.Done():
 		return ctx.Err()
 	}
