@@ -107,6 +107,9 @@ type probe interface {
 	// used when nothing may be allowed: it needs no agent to bite after boot.
 	// Probes without such a policy return nil.
 	classPolicy(ctx context.Context, denyRead, denyWrite bool) error
+	// release undoes what enforce holds on to (Windows keeps a blocked
+	// volume locked) when the device is allowed again or gone.
+	release(dev Device)
 }
 
 // Control is the media control.
@@ -222,7 +225,12 @@ func (c *Control) Status() controls.Status {
 	if !on {
 		return controls.Status{State: controls.Off}
 	}
-	return c.status.Current()
+	st := c.status.Current()
+	if st.State == "" {
+		return controls.Status{State: controls.Unknown, Reason: "media.starting",
+			ReasonJA: "媒体の確認を開始しています", ReasonEN: "first check not done yet"}
+	}
+	return st
 }
 
 // Run polls the probe until ctx is done.
@@ -292,6 +300,9 @@ func (c *Control) tick(ctx context.Context) {
 		c.mu.Lock()
 		t.dev = d
 		c.mu.Unlock()
+		if mountsChanged && t.decision.Action == policy.MediaReadOnly {
+			t.enforced = false // a new mount must be made read-only too
+		}
 		if dec != t.decision || (!t.enforced && pol.Mode == policy.Enforce && dec.Action != policy.MediaAllow) || mountsChanged {
 			c.act(ctx, t, d, dec, pol)
 		}
@@ -311,6 +322,7 @@ func (c *Control) tick(ctx context.Context) {
 		if t.stopW != nil {
 			t.stopW()
 		}
+		c.probe.release(t.dev)
 		if err := c.emit(ctx, TypeRemoved, event.Info, t.dev, t.decision, nil); err != nil {
 			c.env.Log.Error().Err(err).Msg("media: record removal")
 		}
@@ -334,6 +346,9 @@ func (c *Control) act(ctx context.Context, t *tracked, d Device, dec Decision, p
 		if err := c.emit(ctx, typ, sev, d, dec, extra); err != nil {
 			c.env.Log.Error().Err(err).Msg("media: record decision")
 			return
+		}
+		if t.enforced && dec.Action != t.decision.Action {
+			c.probe.release(d)
 		}
 		c.mu.Lock()
 		t.decision = dec

@@ -152,6 +152,7 @@ type fakeProbe struct {
 	listErr    error
 	enforceErr error
 	enforced   []string
+	released   []string
 	class      [][2]bool
 }
 
@@ -171,6 +172,12 @@ func (f *fakeProbe) enforce(_ context.Context, d Device, action string) (string,
 		return "", f.enforceErr
 	}
 	return "fake " + action, nil
+}
+
+func (f *fakeProbe) release(d Device) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.released = append(f.released, d.Key)
 }
 
 func (f *fakeProbe) classPolicy(_ context.Context, r, w bool) error {
@@ -208,6 +215,43 @@ func TestControlApprovalWindowCloses(t *testing.T) {
 		t.Fatalf("after window: %s", got)
 	}
 	if fp.enforced[0] != "sdb:block" {
+		t.Fatalf("enforced %v", fp.enforced)
+	}
+	// A new approval arrives: the held block is released.
+	pol.Approvals = append(pol.Approvals, policy.Approval{ID: "AP-10", Serial: serial, From: clk.Now(), To: clk.Now().Add(time.Hour)})
+	if err := c.Apply(ctx, mediaPolicy(pol)); err != nil {
+		t.Fatal(err)
+	}
+	c.tick(ctx)
+	if got := types(rec.Events()); !strings.HasSuffix(got, "media.enforced media.allowed") {
+		t.Fatalf("after new approval: %s", got)
+	}
+	if len(fp.released) != 1 || rec.OfType(TypeAllowed)[1].Attrs["approval_id"] != "AP-10" {
+		t.Fatalf("released %v", fp.released)
+	}
+	fp.set()
+	c.tick(ctx)
+	if len(fp.released) != 2 {
+		t.Fatalf("not released on removal: %v", fp.released)
+	}
+}
+
+func TestControlReadOnlyFollowsNewMounts(t *testing.T) {
+	fp := &fakeProbe{}
+	c, _, _ := newTestControl(t, fp)
+	ctx := context.Background()
+	if err := c.Apply(ctx, mediaPolicy(policy.Media{Mode: policy.Enforce, Default: policy.MediaReadOnly})); err != nil {
+		t.Fatal(err)
+	}
+	d := stick
+	fp.set(d)
+	c.tick(ctx)
+	c.tick(ctx)
+	d.MountPoints = []string{"/media/x"}
+	fp.set(d)
+	c.tick(ctx)
+	c.tick(ctx)
+	if strings.Join(fp.enforced, ",") != "sdb:read_only,sdb:read_only" {
 		t.Fatalf("enforced %v", fp.enforced)
 	}
 }

@@ -47,3 +47,5 @@ func (darwinProbe) enforce(context.Context, Device, string) (string, error) {
 }
 
 func (darwinProbe) classPolicy(context.Context, bool, bool) error { return nil }
+
+func (darwinProbe) release(Device) {}

@@ -21,3 +21,5 @@ func (unsupported) enforce(context.Context, Device, string) (string, error) {
 	return "", errUnsupported
 }
 func (unsupported) classPolicy(context.Context, bool, bool) error { return errUnsupported }
+
+func (unsupported) release(Device) {}

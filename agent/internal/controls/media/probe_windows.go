@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/registry"
@@ -43,6 +44,17 @@ type winProbe struct {
 	root      registry.Key
 	policyKey string
 	markerKey string
+
+	mu     sync.Mutex
+	cache  map[string]Device       // identity by Device.Key
+	locked map[string]lockedVolume // by drive letter: volumes held locked
+}
+
+// lockedVolume is a blocked volume the probe keeps locked: a dismounted
+// volume would be mounted again on the next access, a held lock prevents it.
+type lockedVolume struct {
+	h   windows.Handle
+	dev Device
 }
 
 func newProbe(controls.Env) probe {
@@ -54,37 +66,77 @@ func (p *winProbe) list(ctx context.Context) ([]Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("media: GetLogicalDrives: %w", err)
 	}
-	ids, _ := usbstorDevices() // identity is a bonus; drives are found without it
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cache == nil {
+		p.cache = map[string]Device{}
+	}
+	var ids []usbstorDevice
 	var out []Device
+	present := map[string]bool{}
+	for letter, l := range p.locked {
+		if mask&(1<<(letter[0]-'A')) == 0 { // pulled out while held
+			windows.CloseHandle(l.h)
+			delete(p.locked, letter)
+		}
+	}
 	for _, letter := range driveLetters(mask) {
+		if d, ok := p.locked[letter]; ok { // ours: the volume is held locked
+			out = append(out, d.dev)
+			present[d.dev.Key] = true
+			continue
+		}
 		root, _ := windows.UTF16PtrFromString(letter + `\`)
 		t := windows.GetDriveType(root)
 		if t != windows.DRIVE_REMOVABLE && t != windows.DRIVE_FIXED {
 			continue
 		}
-		d := Device{Key: letter, Path: `\\.\` + letter, MountPoints: []string{letter + `\`}}
-		sd, sdErr := queryStorage(d.Path)
+		sd, sdErr := queryStorage(`\\.\` + letter)
 		if t == windows.DRIVE_FIXED && (sdErr != nil || sd.BusType != busTypeUSB) {
 			continue // an internal disk
 		}
-		if sdErr == nil {
-			d.Vendor, d.Product, d.Revision, d.Serial, d.Bus = sd.Vendor, sd.Product, sd.Revision, sd.Serial, busName(sd.BusType)
-			if u, ok := matchInstance(sd, ids); ok {
-				d.VendorID, d.ProductID = u.VendorID, u.ProductID
-				d.Serial, d.SerialGenerated = u.ID.Serial, u.ID.SerialGenerated
-			}
+		key := letter + "|" + sd.Serial // another stick in the same letter is another device
+		present[key] = true
+		if d, ok := p.cache[key]; ok {
+			out = append(out, d)
+			continue
 		}
-		d.FS = volumeFS(letter)
-		d.CapacityBytes = volumeLength(d.Path)
-		if bs, err := readBootSector(d.Path); err == nil && isBitLocker(bs) {
-			d.Encrypted = true
-			if d.FS == "" {
-				d.FS = "BitLocker"
-			}
+		if ids == nil {
+			ids, _ = usbstorDevices() // identity is a bonus; drives are found without it
 		}
+		d := identify(letter, sd, sdErr, ids)
+		d.Key = key
+		p.cache[key] = d
 		out = append(out, d)
 	}
+	for k := range p.cache {
+		if !present[k] {
+			delete(p.cache, k)
+		}
+	}
 	return out, nil
+}
+
+// identify reads what does not change while a device stays: ids, file
+// system, size, BitLocker. It runs once per insertion, not every poll.
+func identify(letter string, sd storageDescriptor, sdErr error, ids []usbstorDevice) Device {
+	d := Device{Path: `\\.\` + letter, MountPoints: []string{letter + `\`}}
+	if sdErr == nil {
+		d.Vendor, d.Product, d.Revision, d.Serial, d.Bus = sd.Vendor, sd.Product, sd.Revision, sd.Serial, busName(sd.BusType)
+		if u, ok := matchInstance(sd, ids); ok {
+			d.VendorID, d.ProductID = u.VendorID, u.ProductID
+			d.Serial, d.SerialGenerated = u.ID.Serial, u.ID.SerialGenerated
+		}
+	}
+	d.FS = volumeFS(letter)
+	d.CapacityBytes = volumeLength(d.Path)
+	if bs, err := readBootSector(d.Path); err == nil && isBitLocker(bs) {
+		d.Encrypted = true
+		if d.FS == "" {
+			d.FS = "BitLocker"
+		}
+	}
+	return d
 }
 
 func openVolume(path string, access uint32) (windows.Handle, error) {
@@ -201,24 +253,55 @@ func (p *winProbe) enforce(ctx context.Context, d Device, action string) (string
 	if err != nil {
 		return strings.Join(done, "; "), fmt.Errorf("media: open %s: %w", d.Path, err)
 	}
-	defer windows.CloseHandle(h)
+	keep := false
+	defer func() {
+		if !keep {
+			windows.CloseHandle(h)
+		}
+	}()
 	var n uint32
-	if err := windows.DeviceIoControl(h, fsctlLockVolume, nil, 0, nil, 0, &n, nil); err != nil {
-		// Files are open on it: dismount anyway, which invalidates their handles.
-		done = append(done, "lock failed: "+err.Error())
-	} else {
+	locked := windows.DeviceIoControl(h, fsctlLockVolume, nil, 0, nil, 0, &n, nil) == nil
+	if locked {
 		done = append(done, "locked")
+	} else {
+		// Files are open on it: dismount anyway, which invalidates their handles.
+		done = append(done, "lock refused")
 	}
 	if err := windows.DeviceIoControl(h, fsctlDismountVolume, nil, 0, nil, 0, &n, nil); err != nil {
 		return strings.Join(done, "; "), fmt.Errorf("media: FSCTL_DISMOUNT_VOLUME %s: %w", d.Path, err)
 	}
 	done = append(done, "dismounted")
-	if action == "block" {
-		if err := windows.DeviceIoControl(h, ioctlStorageEjectMedia, nil, 0, nil, 0, &n, nil); err == nil {
-			done = append(done, "ejected")
-		}
+	if action != "block" {
+		return strings.Join(done, "; "), nil
 	}
-	return strings.Join(done, "; "), nil
+	if windows.DeviceIoControl(h, ioctlStorageEjectMedia, nil, 0, nil, 0, &n, nil) == nil {
+		done = append(done, "ejected")
+	}
+	if !locked {
+		// Without the lock Windows mounts it again on the next access.
+		return strings.Join(done, "; "), fmt.Errorf("media: FSCTL_LOCK_VOLUME %s refused: the volume was dismounted but can come back", d.Path)
+	}
+	keep = true
+	letter := strings.TrimPrefix(d.Path, `\\.\`)
+	p.mu.Lock()
+	if p.locked == nil {
+		p.locked = map[string]lockedVolume{}
+	}
+	p.locked[letter] = lockedVolume{h: h, dev: d}
+	p.mu.Unlock()
+	return strings.Join(done, "; ") + "; held locked", nil
+}
+
+// release lets go of a volume the probe holds locked (the device is allowed
+// now, or gone).
+func (p *winProbe) release(d Device) {
+	letter := strings.TrimPrefix(d.Path, `\\.\`)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l, ok := p.locked[letter]; ok {
+		windows.CloseHandle(l.h)
+		delete(p.locked, letter)
+	}
 }
 
 // setDiskReadOnly finds the volume's disk and sets DISK_ATTRIBUTE_READ_ONLY.

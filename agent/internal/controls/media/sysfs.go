@@ -263,3 +263,5 @@ func writeExisting(path, v string) error {
 	}
 	return f.Close()
 }
+
+func (p *sysfsProbe) release(Device) {}
