@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/mamori/mamori/agent/internal/controls"
 )
 
 // realLoop attaches a loop device with an ext4 file system and mounts it, or
@@ -97,4 +99,23 @@ func TestRealLoopDeviceReadOnly(t *testing.T) {
 			t.Errorf("mount options %v, want ro", m.Options)
 		}
 	}
+}
+
+// TestRealSysList runs the Linux probe on this machine's /sys, /run and
+// /proc: it must work, and anything it reports must be removable or on USB.
+func TestRealSysList(t *testing.T) {
+	if _, err := os.Stat("/sys/block"); err != nil {
+		t.Skipf("no /sys/block: %v", err)
+	}
+	devs, err := newProbe(controls.Env{}).list(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		rm, _ := readTrim(filepath.Join("/sys/block", d.Key, "removable"))
+		if rm != "1" && d.Bus != "usb" {
+			t.Errorf("reported a fixed, non-USB disk: %+v", d)
+		}
+	}
+	t.Logf("%d removable devices here", len(devs))
 }
