@@ -303,6 +303,10 @@ func (c *Control) tick(ctx context.Context) {
 		if mountsChanged && t.decision.Action == policy.MediaReadOnly {
 			t.enforced = false // a new mount must be made read-only too
 		}
+		if t.enforced && pol.Mode != policy.Enforce { // enforce -> audit: let go
+			c.probe.release(d)
+			t.enforced = false
+		}
 		if dec != t.decision || (!t.enforced && pol.Mode == policy.Enforce && dec.Action != policy.MediaAllow) || mountsChanged {
 			c.act(ctx, t, d, dec, pol)
 		}
@@ -312,20 +316,23 @@ func (c *Control) tick(ctx context.Context) {
 	for k, t := range c.seen {
 		if !present[k] {
 			gone = append(gone, t)
-			delete(c.seen, k)
-			delete(c.failing, k)
 		}
 	}
 	c.mu.Unlock()
 	sort.Slice(gone, func(i, j int) bool { return gone[i].dev.Key < gone[j].dev.Key })
 	for _, t := range gone {
+		if err := c.emit(ctx, TypeRemoved, event.Info, t.dev, t.decision, nil); err != nil {
+			c.env.Log.Error().Err(err).Msg("media: record removal")
+			continue // keep tracking: the removal is recorded on a later tick
+		}
 		if t.stopW != nil {
 			t.stopW()
 		}
 		c.probe.release(t.dev)
-		if err := c.emit(ctx, TypeRemoved, event.Info, t.dev, t.decision, nil); err != nil {
-			c.env.Log.Error().Err(err).Msg("media: record removal")
-		}
+		c.mu.Lock()
+		delete(c.seen, t.dev.Key)
+		delete(c.failing, t.dev.Key)
+		c.mu.Unlock()
 	}
 	c.setStatus(ctx, len(devs))
 }
@@ -442,6 +449,9 @@ func (c *Control) setStatus(ctx context.Context, n int) {
 func (c *Control) forgetAll(ctx context.Context) {
 	c.stopAll()
 	c.mu.Lock()
+	for _, t := range c.seen {
+		c.probe.release(t.dev)
+	}
 	c.seen = map[string]*tracked{}
 	c.failing = map[string]bool{}
 	c.mu.Unlock()

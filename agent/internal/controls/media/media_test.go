@@ -123,6 +123,17 @@ func TestControlNeverActsUnrecorded(t *testing.T) {
 	if got := types(rec.Events()); got != "media.inserted media.blocked media.enforced" {
 		t.Fatalf("events: %s", got)
 	}
+	// A removal the spool refuses is recorded on the next tick, not lost.
+	if err := os.Remove(filepath.Join(root, "sys/block/sdb")); err != nil {
+		t.Fatal(err)
+	}
+	rec.Err = errors.New("spool full")
+	c.tick(ctx)
+	rec.Err = nil
+	c.tick(ctx)
+	if got := types(rec.Events()); got != "media.inserted media.blocked media.enforced media.removed" {
+		t.Fatalf("events: %s", got)
+	}
 }
 
 func TestControlAuditDoesNotEnforce(t *testing.T) {
