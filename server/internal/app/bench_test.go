@@ -3,7 +3,9 @@ package app_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,6 +32,9 @@ func BenchmarkIngest(b *testing.B) {
 	b.Run("saturate", func(b *testing.B) { benchIngest(b, 0) })
 	b.Run("paced-10k", func(b *testing.B) { benchIngest(b, 10000) })
 	b.Run("paced-20k", func(b *testing.B) { benchIngest(b, 20000) })
+	if r, _ := strconv.Atoi(os.Getenv("MAMORI_BENCH_RATE")); r > 0 { // events/s
+		b.Run(fmt.Sprintf("paced-%d", r), func(b *testing.B) { benchIngest(b, r) })
+	}
 }
 
 func benchIngest(b *testing.B, rate int) {
