@@ -137,7 +137,11 @@ type tracked struct {
 }
 
 // New makes the media control for this OS.
-func New(env controls.Env) controls.Control { return newControl(env, newProbe(env)) }
+func New(env controls.Env) controls.Control {
+	c := newControl(env, newProbe(env))
+	c.watch = fsWatcher{clock: c.env.Clock, log: c.env.Log}
+	return c
+}
 
 func newControl(env controls.Env, p probe) *Control {
 	if env.Clock == nil {
@@ -246,14 +250,20 @@ func (c *Control) Run(ctx context.Context) error {
 	}
 }
 
+// stopAll stops every file-write watch. The stops run outside c.mu: a
+// stopping watch flushes into fileWritten, which takes c.mu.
 func (c *Control) stopAll() {
+	var stops []func()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, t := range c.seen {
 		if t.stopW != nil {
-			t.stopW()
+			stops = append(stops, t.stopW)
 			t.stopW, t.watching = nil, ""
 		}
+	}
+	c.mu.Unlock()
+	for _, s := range stops {
+		s()
 	}
 }
 

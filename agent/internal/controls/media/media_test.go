@@ -448,3 +448,52 @@ func TestRunPollsWithTheClock(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFileWrittenWithFswatch writes real files into a directory standing in
+// for a mounted stick and expects the carry-out record from the real watcher.
+func TestFileWrittenWithFswatch(t *testing.T) {
+	fp := &fakeProbe{}
+	rec := &controlstest.Recorder{}
+	env := controls.Env{Emit: rec, Clock: controls.RealClock{}, Log: zerolog.Nop()}
+	c := newControl(env, fp)
+	c.watch = fsWatcher{clock: env.Clock, log: env.Log}
+	ctx := context.Background()
+	now := time.Now()
+	if err := c.Apply(ctx, mediaPolicy(policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock, LogFileWrites: true,
+		Approvals: []policy.Approval{{ID: "AP-42", Serial: serial, From: now.Add(-time.Hour), To: now.Add(time.Hour)}}})); err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	d := stick
+	d.MountPoints = []string{mnt}
+	fp.set(d)
+	c.tick(ctx)
+	defer c.stopAll()
+	if got := types(rec.Events()); got != "media.inserted media.allowed" {
+		t.Fatalf("events: %s", got)
+	}
+	if err := os.MkdirAll(filepath.Join(mnt, "持出"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := []byte(strings.Repeat("顧客,住所\n", 100))
+	target := filepath.Join(mnt, "持出", "顧客一覧.csv")
+	if err := os.WriteFile(target, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rec.OfType(TypeFileWritten)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no media.file_written; events: %s", types(rec.Events()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w := rec.OfType(TypeFileWritten)[0]
+	if w.Object != target || w.Attrs["size"] != int64(len(data)) || w.Attrs["approval_id"] != "AP-42" || w.Attrs["serial"] != serial {
+		t.Fatalf("file_written: object %q attrs %+v", w.Object, w.Attrs)
+	}
+	fp.set() // unplugged: the watch stops
+	c.tick(ctx)
+	if got := types(rec.Events()); !strings.HasSuffix(got, "media.removed") {
+		t.Fatalf("events: %s", got)
+	}
+}

@@ -2,7 +2,12 @@ package media
 
 import (
 	"context"
+	"fmt"
 
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/fswatch"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
 )
@@ -10,6 +15,40 @@ import (
 // writeWatcher reports files written under a directory tree until stop.
 type writeWatcher interface {
 	watch(ctx context.Context, dir string, onWrite func(path string, size int64)) (stop func(), err error)
+}
+
+// fsWatcher watches a mount with agent/internal/fswatch (recursive,
+// debounced, rescans on overflow), one watcher per mounted medium.
+type fsWatcher struct {
+	clock controls.Clock
+	log   zerolog.Logger
+}
+
+func (f fsWatcher) watch(ctx context.Context, dir string, onWrite func(path string, size int64)) (func(), error) {
+	w, err := fswatch.New(fswatch.Options{Clock: f.clock, Log: f.log})
+	if err != nil {
+		return nil, fmt.Errorf("media: watch %s: %w", dir, err)
+	}
+	if err := w.Add(dir); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("media: watch %s: %w", dir, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for c := range w.Changes() {
+			switch c.Op {
+			case fswatch.Created, fswatch.Modified, fswatch.Renamed:
+				if !c.IsDir {
+					onWrite(c.Path, c.Size)
+				}
+			}
+		}
+	}()
+	return func() {
+		_ = w.Close() // flushes what is pending, then closes Changes
+		<-done
+	}, nil
 }
 
 // syncWatch starts, restarts or stops the file-write watch on d's first
