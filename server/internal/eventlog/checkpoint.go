@@ -38,12 +38,11 @@ func (s *SQLite) PutCheckpoint(ctx context.Context, c Checkpoint) error {
 	if c.Created.IsZero() {
 		c.Created = s.now()
 	}
-	_, err = s.wdb.ExecContext(ctx, `INSERT OR REPLACE INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)`,
-		c.Size, c.Root[:], c.Note, c.Created.UnixNano())
-	if err != nil {
-		return fmt.Errorf("eventlog: checkpoint: %w", err)
+	r := &request{cp: &c, done: make(chan struct{})}
+	if err := s.submit(ctx, r); err != nil {
+		return err
 	}
-	return nil
+	return r.err
 }
 
 // LatestCheckpoint returns the checkpoint with the largest size.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -33,7 +32,7 @@ const maxGroupEvents = 8192
 type SQLite struct {
 	path string
 	log  zerolog.Logger
-	wdb  *sql.DB // one connection, used by the writer goroutine (and PutCheckpoint)
+	wdb  *sql.DB // write pool: one connection owned by the writer goroutine
 	rdb  *sql.DB // read-only pool
 
 	mu     sync.RWMutex // held shared while sending on reqs, exclusively to close it
@@ -49,8 +48,6 @@ type SQLite struct {
 	// Owned by the writer goroutine.
 	heads map[string]*head
 	front frontier
-	ins   *sql.Stmt
-	upd   *sql.Stmt
 }
 
 // head is the writer's view of one stream's last stored event.
@@ -61,11 +58,13 @@ type head struct {
 	events   int64
 }
 
-// request is one Append or AppendServer waiting for the writer.
+// request is one Append, AppendServer or PutCheckpoint waiting for the writer.
 type request struct {
 	agent  string
 	evs    []event.Event // validated agent events
+	rows   []row         // their column values
 	server *event.Event  // or one server-stream event to seal
+	cp     *Checkpoint   // or a checkpoint to store
 	res    Result
 	err    error
 	done   chan struct{}
@@ -81,12 +80,14 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 		return nil, fmt.Errorf("eventlog: %w", err)
 	}
 	base := sqliteURI(abs)
-	wdb, err := sql.Open("sqlite", base+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)")
+	wdb, err := sql.Open("sqlite", base+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)")
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open %s: %w", abs, err)
 	}
-	wdb.SetMaxOpenConns(1)
-	wdb.SetMaxIdleConns(1)
+	// The writer goroutine holds one connection for the store's lifetime; the
+	// other serves reads at open. Nothing else writes.
+	wdb.SetMaxOpenConns(2)
+	wdb.SetMaxIdleConns(2)
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
 	s := &SQLite{
@@ -122,13 +123,15 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	if err := s.load(ctx); err != nil {
 		return fail(err)
 	}
-	if s.ins, err = wdb.PrepareContext(ctx, insertEventSQL); err != nil {
+	conn, err := wdb.Conn(ctx)
+	if err != nil {
 		return fail(fmt.Errorf("eventlog: %w", err))
 	}
-	if s.upd, err = wdb.PrepareContext(ctx, upsertHeadSQL); err != nil {
-		return fail(fmt.Errorf("eventlog: %w", err))
+	ready := make(chan error, 1)
+	go s.writer(conn, ready)
+	if err := <-ready; err != nil {
+		return fail(err)
 	}
-	go s.writer()
 	s.log.Info().Str("path", abs).Int64("events", s.size.Load()).Int64("streams", s.agents.Load()).Msg("event store open")
 	return s, nil
 }
@@ -189,6 +192,7 @@ func (s *SQLite) Append(ctx context.Context, agent string, evs []event.Event) (R
 	if agent == event.ServerStream {
 		return Result{}, fmt.Errorf("eventlog: agent id %q is reserved for the server stream: %w", agent, event.ErrWrongAgent)
 	}
+	rows := make([]row, len(evs))
 	for i := range evs {
 		e := &evs[i]
 		if e.Agent != agent {
@@ -200,12 +204,15 @@ func (s *SQLite) Append(ctx context.Context, agent string, evs []event.Event) (R
 		if i > 0 && e.Seq <= evs[i-1].Seq {
 			return Result{}, fmt.Errorf("eventlog: seq %d after %d: %w: seqs must ascend within a batch", e.Seq, evs[i-1].Seq, event.ErrSeq)
 		}
+		if err := rows[i].set(e); err != nil {
+			return Result{}, err
+		}
 	}
 	if len(evs) == 0 {
 		h, err := s.Head(ctx, agent)
 		return Result{AckedSeq: h.Seq}, err
 	}
-	r := &request{agent: agent, evs: evs, done: make(chan struct{})}
+	r := &request{agent: agent, evs: evs, rows: rows, done: make(chan struct{})}
 	if err := s.submit(ctx, r); err != nil {
 		return Result{}, err
 	}
@@ -272,258 +279,12 @@ func (s *SQLite) Close() error {
 	close(s.reqs)
 	s.mu.Unlock()
 	<-s.done
-	err := errors.Join(s.ins.Close(), s.upd.Close(), s.rdb.Close(), s.wdb.Close())
+	err := errors.Join(s.rdb.Close(), s.wdb.Close())
 	if err != nil {
 		return fmt.Errorf("eventlog: close: %w", err)
 	}
 	s.log.Info().Int64("events", s.size.Load()).Msg("event store closed")
 	return nil
-}
-
-// writer is the only goroutine that writes events: it takes every request
-// already queued (up to maxGroupEvents) and commits them in one transaction.
-func (s *SQLite) writer() {
-	defer close(s.done)
-	group := make([]*request, 0, 64)
-	for {
-		r, ok := <-s.reqs
-		if !ok {
-			return
-		}
-		group = append(group[:0], r)
-		n := len(r.evs) + 1
-	fill:
-		for n < maxGroupEvents {
-			select {
-			case r, ok := <-s.reqs:
-				if !ok {
-					break fill // commit what we have; the next receive sees the close
-				}
-				group = append(group, r)
-				n += len(r.evs) + 1
-			default:
-				break fill
-			}
-		}
-		s.commit(group)
-		for _, r := range group {
-			close(r.done)
-		}
-	}
-}
-
-const insertEventSQL = `INSERT INTO events (idx, agent, seq, time, received, control, type, severity,
-	user, process, object, register_id, attrs, prev, hash, merkle)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-
-const upsertHeadSQL = `INSERT INTO heads (agent, seq, hash, last_seen, events) VALUES (?, ?, ?, ?, ?)
-	ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
-	last_seen = excluded.last_seen, events = excluded.events`
-
-// txn is the state of one group commit.
-type txn struct {
-	tx       *sql.Tx
-	ins      *sql.Stmt
-	received int64
-	heads    map[string]*head // streams touched, new values
-	buf      []byte
-}
-
-// headOf returns the stream's head as the transaction sees it.
-func (s *SQLite) headOf(t *txn, agent string) head {
-	if h, ok := t.heads[agent]; ok {
-		return *h
-	}
-	if h, ok := s.heads[agent]; ok {
-		return *h
-	}
-	return head{}
-}
-
-// commit stores a group of requests in one transaction. A request refused by
-// the chain check gets its own error and writes nothing; a database error
-// fails the whole group and leaves memory as it was.
-func (s *SQLite) commit(group []*request) {
-	ctx := context.Background() // a commit, once started, is not abandoned
-	saved := s.front
-	t := &txn{received: s.now().UnixNano(), heads: make(map[string]*head)}
-	fail := func(err error) {
-		if t.tx != nil {
-			t.tx.Rollback()
-		}
-		s.front = saved
-		s.log.Error().Err(err).Int("batches", len(group)).Msg("group commit failed")
-		for _, r := range group {
-			if r.err == nil {
-				r.err = fmt.Errorf("eventlog: batch not stored: %w", err)
-			}
-			r.res = Result{}
-		}
-	}
-	tx, err := s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		fail(err)
-		return
-	}
-	t.tx = tx
-	t.ins = tx.StmtContext(ctx, s.ins)
-	for _, r := range group {
-		if r.server != nil {
-			err = s.storeServer(ctx, t, r.server)
-			if errors.Is(err, event.ErrInvalid) {
-				r.err, err = err, nil
-			}
-		} else {
-			err = s.storeBatch(ctx, t, r)
-		}
-		if err != nil {
-			fail(err)
-			return
-		}
-	}
-	if len(t.heads) > 0 {
-		upd := tx.StmtContext(ctx, s.upd)
-		for agent, h := range t.heads {
-			raw, _ := hex.DecodeString(h.hash)
-			if _, err := upd.ExecContext(ctx, agent, int64(h.seq), raw, h.lastSeen, h.events); err != nil {
-				fail(fmt.Errorf("update head: %w", err))
-				return
-			}
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		fail(fmt.Errorf("commit: %w", err))
-		return
-	}
-	for agent, h := range t.heads {
-		s.heads[agent] = h
-	}
-	s.size.Store(s.front.n)
-	s.agents.Store(int64(len(s.heads)))
-}
-
-// storeBatch checks r against the stream head and, if it passes, writes it.
-// A refusal is recorded in r.err and is not a transaction error.
-func (s *SQLite) storeBatch(ctx context.Context, t *txn, r *request) error {
-	h := s.headOf(t, r.agent)
-	type gap struct {
-		before   int // index in r.evs of the first event after the gap
-		from, to uint64
-	}
-	var gaps []gap
-	first := -1 // first event not yet stored
-	last, lastHash := h.seq, h.hash
-	for i := range r.evs {
-		e := &r.evs[i]
-		if e.Seq <= h.seq {
-			r.res.Duplicates++
-			continue
-		}
-		if first < 0 {
-			first = i
-		}
-		if e.Seq == last+1 {
-			if e.Prev != lastHash {
-				r.err = fmt.Errorf("eventlog: agent %q seq %d: %w", r.agent, e.Seq, event.ErrChain)
-				r.res = Result{}
-				return nil
-			}
-		} else {
-			gaps = append(gaps, gap{i, last + 1, e.Seq - 1})
-		}
-		last, lastHash = e.Seq, e.Hash
-	}
-	r.res.AckedSeq = h.seq
-	if first < 0 {
-		return nil // all duplicates
-	}
-	for i := first; i < len(r.evs); i++ {
-		if len(gaps) > 0 && gaps[0].before == i {
-			g := gaps[0]
-			gaps = gaps[1:]
-			ge := event.Event{
-				Time: time.Unix(0, t.received).UTC(), Control: GapControl, Type: GapType, Severity: event.Warning,
-				Attrs: event.Attrs{"agent": r.agent, "from_seq": g.from, "to_seq": g.to},
-			}
-			if err := s.storeServer(ctx, t, &ge); err != nil {
-				return err
-			}
-			s.log.Warn().Str("agent", r.agent).Uint64("from_seq", g.from).Uint64("to_seq", g.to).Msg("gap in agent's events")
-			r.res.Gap = true
-		}
-		if err := s.insert(ctx, t, &r.evs[i]); err != nil {
-			return err
-		}
-		r.res.Stored++
-	}
-	t.heads[r.agent] = &head{seq: last, hash: lastHash, lastSeen: t.received, events: h.events + int64(r.res.Stored)}
-	r.res.AckedSeq = last
-	return nil
-}
-
-// storeServer seals e as the server stream's next event and writes it.
-func (s *SQLite) storeServer(ctx context.Context, t *txn, e *event.Event) error {
-	h := s.headOf(t, event.ServerStream)
-	e.Agent = event.ServerStream
-	e.Seq = h.seq + 1
-	if err := e.Seal(h.hash); err != nil {
-		return fmt.Errorf("eventlog: server event: %w: %v", event.ErrInvalid, err)
-	}
-	if err := checkStorable(e); err != nil {
-		return err
-	}
-	if err := s.insert(ctx, t, e); err != nil {
-		return err
-	}
-	t.heads[event.ServerStream] = &head{seq: e.Seq, hash: e.Hash, lastSeen: t.received, events: h.events + 1}
-	return nil
-}
-
-// insert writes one validated event as the next Merkle log record.
-func (s *SQLite) insert(ctx context.Context, t *txn, e *event.Event) error {
-	var hash, prev [32]byte
-	if _, err := hex.Decode(hash[:], []byte(e.Hash)); err != nil {
-		return fmt.Errorf("eventlog: seq %d hash: %w", e.Seq, err)
-	}
-	var prevArg any
-	if e.Prev != "" {
-		if _, err := hex.Decode(prev[:], []byte(e.Prev)); err != nil {
-			return fmt.Errorf("eventlog: seq %d prev: %w", e.Seq, err)
-		}
-		prevArg = prev[:]
-	}
-	var attrs any
-	if len(e.Attrs) > 0 {
-		b, err := json.Marshal(e.Attrs)
-		if err != nil {
-			return fmt.Errorf("eventlog: seq %d attrs: %w", e.Seq, err)
-		}
-		attrs = string(b)
-	}
-	idx := s.front.n
-	hashes, err := s.front.append(tlog.RecordHash(hash[:]))
-	if err != nil {
-		return err
-	}
-	merkle := t.buf[:0]
-	for _, h := range hashes {
-		merkle = append(merkle, h[:]...)
-	}
-	t.buf = merkle
-	_, err = t.ins.ExecContext(ctx, idx, e.Agent, int64(e.Seq), e.Time.UnixNano(), t.received,
-		e.Control, e.Type, string(e.Severity), nullable(e.User), nullable(e.Process), nullable(e.Object),
-		nullable(e.RegisterID), attrs, prevArg, hash[:], merkle)
-	if err != nil {
-		return fmt.Errorf("eventlog: insert %s seq %d: %w", e.Agent, e.Seq, err)
-	}
-	return nil
-}
-
-func nullable(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }
 
 // Head implements Store.

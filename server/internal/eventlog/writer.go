@@ -1,0 +1,401 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mamori/mamori/shared/event"
+)
+
+// Insert statement shape. The writer talks to the driver directly (no
+// database/sql per-row overhead) and inserts rowsPerInsert rows per statement.
+const (
+	eventColumns  = 16
+	rowsPerInsert = 32
+	// OR FAIL rather than the default ABORT: a conflict fails the whole group
+	// anyway, and ABORT would make SQLite keep a statement journal for every
+	// multi-row statement.
+	insertPrefix = `INSERT OR FAIL INTO events (idx, received, merkle, agent, seq, time, control, type, severity,
+		user, process, object, register_id, attrs, prev, hash) VALUES `
+	upsertHeadSQL = `INSERT INTO heads (agent, seq, hash, last_seen, events) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+		last_seen = excluded.last_seen, events = excluded.events`
+	putCheckpointSQL = `INSERT OR REPLACE INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)`
+)
+
+func insertSQL(rows int) string {
+	one := "(" + strings.TrimSuffix(strings.Repeat("?,", eventColumns), ",") + ")"
+	return insertPrefix + strings.TrimSuffix(strings.Repeat(one+",", rows), ",")
+}
+
+// row holds an event's column values from agent to hash, and its Merkle leaf
+// hash, computed in the caller's goroutine so the writer does not have to.
+type row struct {
+	vals [eventColumns - 3]any
+	leaf tlog.Hash
+}
+
+func (r *row) set(e *event.Event) error {
+	hash, err := hex.DecodeString(e.Hash)
+	if err != nil {
+		return fmt.Errorf("eventlog: seq %d hash: %w", e.Seq, err)
+	}
+	var prev any
+	if e.Prev != "" {
+		b, err := hex.DecodeString(e.Prev)
+		if err != nil {
+			return fmt.Errorf("eventlog: seq %d prev: %w", e.Seq, err)
+		}
+		prev = b
+	}
+	var attrs any
+	if len(e.Attrs) > 0 {
+		b, err := json.Marshal(e.Attrs)
+		if err != nil {
+			return fmt.Errorf("eventlog: seq %d attrs: %w", e.Seq, err)
+		}
+		attrs = string(b)
+	}
+	r.vals = [...]any{e.Agent, int64(e.Seq), e.Time.UnixNano(), e.Control, e.Type, string(e.Severity),
+		nullable(e.User), nullable(e.Process), nullable(e.Object), nullable(e.RegisterID), attrs, prev, hash}
+	r.leaf = tlog.RecordHash(hash)
+	return nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// wconn is the writer's connection with its prepared statements.
+type wconn struct {
+	begin               driver.ConnBeginTx
+	insN, ins1, upd, cp driver.StmtExecContext
+	stmts               []driver.Stmt
+}
+
+func newWconn(ctx context.Context, dc any) (*wconn, error) {
+	begin, ok1 := dc.(driver.ConnBeginTx)
+	prep, ok2 := dc.(driver.ConnPrepareContext)
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("eventlog: driver connection %T lacks BeginTx/PrepareContext", dc)
+	}
+	w := &wconn{begin: begin}
+	for _, p := range []struct {
+		dst *driver.StmtExecContext
+		sql string
+	}{
+		{&w.insN, insertSQL(rowsPerInsert)}, {&w.ins1, insertSQL(1)}, {&w.upd, upsertHeadSQL}, {&w.cp, putCheckpointSQL},
+	} {
+		st, err := prep.PrepareContext(ctx, p.sql)
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("eventlog: prepare: %w", err)
+		}
+		w.stmts = append(w.stmts, st)
+		ex, ok := st.(driver.StmtExecContext)
+		if !ok {
+			w.close()
+			return nil, fmt.Errorf("eventlog: driver statement %T lacks ExecContext", st)
+		}
+		*p.dst = ex
+	}
+	return w, nil
+}
+
+func (w *wconn) close() error {
+	var errs []error
+	for _, st := range w.stmts {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// writer is the only goroutine that writes: it owns the write connection for
+// the store's lifetime, takes every request already queued (up to
+// maxGroupEvents) and commits them in one transaction.
+func (s *SQLite) writer(conn *sql.Conn, ready chan<- error) {
+	defer close(s.done)
+	err := conn.Raw(func(dc any) error {
+		w, err := newWconn(context.Background(), dc)
+		if err != nil {
+			return err
+		}
+		ready <- nil
+		ready = nil
+		s.loop(w)
+		return w.close()
+	})
+	if ready != nil {
+		ready <- err
+	} else if err != nil {
+		s.log.Error().Err(err).Msg("writer connection")
+	}
+	conn.Close()
+}
+
+func (s *SQLite) loop(w *wconn) {
+	group := make([]*request, 0, 64)
+	for {
+		r, ok := <-s.reqs
+		if !ok {
+			return
+		}
+		group = append(group[:0], r)
+		n := len(r.evs) + 1
+	fill:
+		for n < maxGroupEvents {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break fill // commit what we have; the next receive sees the close
+				}
+				group = append(group, r)
+				n += len(r.evs) + 1
+			default:
+				break fill
+			}
+		}
+		s.commit(w, group)
+		for _, r := range group {
+			close(r.done)
+		}
+	}
+}
+
+// txn is the plan of one group commit.
+type txn struct {
+	received int64
+	heads    map[string]*head // streams touched, new values
+	rows     []*row           // to insert, in log order
+	merkle   [][]byte         // their stored Merkle hashes
+	cps      []*Checkpoint
+}
+
+// headOf returns the stream's head as the group sees it.
+func (s *SQLite) headOf(t *txn, agent string) head {
+	if h, ok := t.heads[agent]; ok {
+		return *h
+	}
+	if h, ok := s.heads[agent]; ok {
+		return *h
+	}
+	return head{}
+}
+
+// commit stores a group of requests in one transaction. Every check happens
+// while planning, before the first write: a request refused by the chain
+// check gets its own error and contributes nothing; a database error fails
+// the whole group and leaves memory as it was.
+func (s *SQLite) commit(w *wconn, group []*request) {
+	ctx := context.Background() // a commit, once started, is not abandoned
+	saved := s.front
+	t := &txn{received: s.now().UnixNano(), heads: make(map[string]*head)}
+	fail := func(err error) {
+		s.front = saved
+		s.log.Error().Err(err).Int("batches", len(group)).Msg("group commit failed")
+		for _, r := range group {
+			if r.err == nil {
+				r.err = fmt.Errorf("eventlog: batch not stored: %w", err)
+			}
+			r.res = Result{}
+		}
+	}
+	for _, r := range group {
+		var err error
+		switch {
+		case r.cp != nil:
+			t.cps = append(t.cps, r.cp)
+		case r.server != nil:
+			err = s.planServer(t, r.server)
+			if errors.Is(err, event.ErrInvalid) {
+				r.err, err = err, nil
+			}
+		default:
+			err = s.planBatch(t, r)
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+	}
+	if len(t.rows) == 0 && len(t.cps) == 0 {
+		return // only duplicates and refusals
+	}
+	if err := s.write(ctx, w, t); err != nil {
+		fail(err)
+		return
+	}
+	for agent, h := range t.heads {
+		s.heads[agent] = h
+	}
+	s.size.Store(s.front.n)
+	s.agents.Store(int64(len(s.heads)))
+}
+
+// write runs the planned transaction.
+func (s *SQLite) write(ctx context.Context, w *wconn, t *txn) (err error) {
+	tx, err := w.begin.BeginTx(ctx, driver.TxOptions{})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	args := make([]driver.NamedValue, 0, rowsPerInsert*eventColumns)
+	idx := s.front.n - int64(len(t.rows))
+	for len(t.rows) > 0 {
+		n, st := rowsPerInsert, w.insN
+		if len(t.rows) < rowsPerInsert {
+			n, st = 1, w.ins1
+		}
+		args = args[:0]
+		for i, r := range t.rows[:n] {
+			args = append(args, driver.NamedValue{Value: idx}, driver.NamedValue{Value: t.received},
+				driver.NamedValue{Value: t.merkle[i]})
+			for _, v := range r.vals {
+				args = append(args, driver.NamedValue{Value: v})
+			}
+			idx++
+		}
+		for i := range args {
+			args[i].Ordinal = i + 1
+		}
+		if _, err := st.ExecContext(ctx, args); err != nil {
+			return fmt.Errorf("insert events: %w", err)
+		}
+		t.rows, t.merkle = t.rows[n:], t.merkle[n:]
+	}
+	for agent, h := range t.heads {
+		raw, _ := hex.DecodeString(h.hash)
+		if _, err := w.upd.ExecContext(ctx, named(agent, int64(h.seq), raw, h.lastSeen, h.events)); err != nil {
+			return fmt.Errorf("update head: %w", err)
+		}
+	}
+	for _, c := range t.cps {
+		if _, err := w.cp.ExecContext(ctx, named(c.Size, c.Root[:], c.Note, c.Created.UnixNano())); err != nil {
+			return fmt.Errorf("store checkpoint: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func named(vals ...any) []driver.NamedValue {
+	out := make([]driver.NamedValue, len(vals))
+	for i, v := range vals {
+		out[i] = driver.NamedValue{Ordinal: i + 1, Value: v}
+	}
+	return out
+}
+
+// add appends a row to the plan as the next Merkle log record.
+func (s *SQLite) add(t *txn, r *row) error {
+	hashes, err := s.front.append(r.leaf)
+	if err != nil {
+		return err
+	}
+	merkle := make([]byte, 0, len(hashes)*tlog.HashSize)
+	for _, h := range hashes {
+		merkle = append(merkle, h[:]...)
+	}
+	t.rows = append(t.rows, r)
+	t.merkle = append(t.merkle, merkle)
+	return nil
+}
+
+// planBatch checks r against the stream head and, if it passes, plans its
+// rows. A refusal is recorded in r.err and is not a transaction error.
+func (s *SQLite) planBatch(t *txn, r *request) error {
+	h := s.headOf(t, r.agent)
+	type gap struct {
+		before   int // index in r.evs of the first event after the gap
+		from, to uint64
+	}
+	var gaps []gap
+	first := -1 // first event not yet stored
+	last, lastHash := h.seq, h.hash
+	for i := range r.evs {
+		e := &r.evs[i]
+		if e.Seq <= h.seq {
+			r.res.Duplicates++
+			continue
+		}
+		if first < 0 {
+			first = i
+		}
+		if e.Seq == last+1 {
+			if e.Prev != lastHash {
+				r.err = fmt.Errorf("eventlog: agent %q seq %d: %w", r.agent, e.Seq, event.ErrChain)
+				r.res = Result{}
+				return nil
+			}
+		} else {
+			gaps = append(gaps, gap{i, last + 1, e.Seq - 1})
+		}
+		last, lastHash = e.Seq, e.Hash
+	}
+	r.res.AckedSeq = h.seq
+	if first < 0 {
+		return nil // all duplicates
+	}
+	for i := first; i < len(r.evs); i++ {
+		if len(gaps) > 0 && gaps[0].before == i {
+			g := gaps[0]
+			gaps = gaps[1:]
+			ge := event.Event{
+				Time: time.Unix(0, t.received).UTC(), Control: GapControl, Type: GapType, Severity: event.Warning,
+				Attrs: event.Attrs{"agent": r.agent, "from_seq": g.from, "to_seq": g.to},
+			}
+			if err := s.planServer(t, &ge); err != nil {
+				return err
+			}
+			s.log.Warn().Str("agent", r.agent).Uint64("from_seq", g.from).Uint64("to_seq", g.to).Msg("gap in agent's events")
+			r.res.Gap = true
+		}
+		if err := s.add(t, &r.rows[i]); err != nil {
+			return err
+		}
+		r.res.Stored++
+	}
+	t.heads[r.agent] = &head{seq: last, hash: lastHash, lastSeen: t.received, events: h.events + int64(r.res.Stored)}
+	r.res.AckedSeq = last
+	return nil
+}
+
+// planServer seals e as the server stream's next event and plans its row.
+func (s *SQLite) planServer(t *txn, e *event.Event) error {
+	h := s.headOf(t, event.ServerStream)
+	e.Agent = event.ServerStream
+	e.Seq = h.seq + 1
+	if err := e.Seal(h.hash); err != nil {
+		return fmt.Errorf("eventlog: server event: %w: %v", event.ErrInvalid, err)
+	}
+	if err := checkStorable(e); err != nil {
+		return err
+	}
+	r := new(row)
+	if err := r.set(e); err != nil {
+		return err
+	}
+	if err := s.add(t, r); err != nil {
+		return err
+	}
+	t.heads[event.ServerStream] = &head{seq: e.Seq, hash: e.Hash, lastSeen: t.received, events: h.events + 1}
+	return nil
+}
