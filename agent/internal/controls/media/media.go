@@ -237,14 +237,25 @@ func (c *Control) Status() controls.Status {
 	return st
 }
 
-// Run polls the probe until ctx is done.
+// waker is a probe that can say "look now" (Linux: kernel uevents).
+type waker interface {
+	wakeups(ctx context.Context) <-chan struct{}
+}
+
+// Run polls the probe until ctx is done, and right away when the probe
+// signals a device change.
 func (c *Control) Run(ctx context.Context) error {
 	defer c.stopAll()
+	var wake <-chan struct{}
+	if w, ok := c.probe.(waker); ok {
+		wake = w.wakeups(ctx)
+	}
 	for {
 		c.tick(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-wake:
 		case <-c.env.Clock.After(c.poll):
 		}
 	}

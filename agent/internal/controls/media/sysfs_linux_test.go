@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mamori/mamori/agent/internal/controls"
 )
@@ -118,4 +119,18 @@ func TestRealSysList(t *testing.T) {
 		}
 	}
 	t.Logf("%d removable devices here", len(devs))
+}
+
+// TestRealUeventWakes: attaching a loop device sends block uevents, which
+// must wake the control's loop.
+func TestRealUeventWakes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wake := newSysfsProbe("/").wakeups(ctx)
+	realLoop(t) // attach, mkfs, mount: several change events
+	select {
+	case <-wake:
+	case <-time.After(5 * time.Second):
+		t.Skip("no uevent within 5 s: netlink uevents are not delivered in this sandbox")
+	}
 }
