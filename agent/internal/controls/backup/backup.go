@@ -332,7 +332,7 @@ func (c *Control) runOnce(ctx context.Context, cfg config, eng *engine) (struct{
 	}
 	e := event.Event{Type: TypeCompleted, Severity: event.Info, Object: res.Dir, Attrs: event.Attrs{
 		"generation": res.Generation, "files": res.Files, "bytes": res.Bytes, "copied": res.Copied,
-		"linked": res.Linked, "manifest_sha256": res.ManifestHash, "duration_ms": res.Duration.Milliseconds(),
+		"linked": res.Linked, "vanished": res.Vanished, "manifest_sha256": res.ManifestHash, "duration_ms": res.Duration.Milliseconds(),
 		"register_ids": regs,
 	}}
 	if len(res.RegisterIDs) == 1 {

@@ -61,6 +61,7 @@ type Result struct {
 	Bytes        int64
 	Copied       int
 	Linked       int
+	Vanished     int // files deleted between listing and copying
 	ManifestHash string
 	Duration     time.Duration
 	RegisterIDs  []string
@@ -244,6 +245,12 @@ func (g *engine) run(ctx context.Context, sources []Source) (res Result, err err
 				dirs[ddir] = true
 			}
 			f, linked, err := g.copyOne(p, dst, prev[mpath], prevDir, mpath)
+			if errors.Is(err, fs.ErrNotExist) {
+				if _, serr := os.Lstat(p); errors.Is(serr, fs.ErrNotExist) {
+					res.Vanished++ // deleted since the walk listed it: nothing left to back up
+					return nil
+				}
+			}
 			if err != nil {
 				return err
 			}
