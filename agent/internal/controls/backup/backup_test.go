@@ -309,18 +309,26 @@ func TestRunLoop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- r.c.Run(ctx) }()
+	// Nudge the fake clock a minute at a time: the loop may have computed
+	// its next wake-up just before or just after an Advance.
 	waitFor := func(n int) {
 		deadline := time.Now().Add(10 * time.Second)
-		for len(r.rec.OfType(TypeCompleted)) < n || r.clock.Waiters() == 0 {
+		for len(r.rec.OfType(TypeCompleted)) < n {
 			if time.Now().After(deadline) {
 				t.Fatalf("waiting for %d completed: %+v", n, r.rec.Events())
 			}
-			time.Sleep(5 * time.Millisecond)
+			if r.clock.Waiters() > 0 && n > 1 {
+				r.clock.Advance(time.Minute)
+			}
+			time.Sleep(2 * time.Millisecond)
 		}
 	}
 	waitFor(1)
-	r.clock.Advance(time.Hour)
 	waitFor(2)
+	done := r.rec.OfType(TypeCompleted)
+	if got := done[1].Time.Sub(done[0].Time); got < time.Hour || got > time.Hour+2*time.Minute {
+		t.Fatalf("second run %v after the first, schedule is 1h", got)
+	}
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatal(err)

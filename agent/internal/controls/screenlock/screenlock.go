@@ -207,18 +207,22 @@ func (c *Control) settings() (policy.Mode, Want) {
 func (c *Control) Run(ctx context.Context) error {
 	changes := c.bus.Subscribe()
 	defer c.bus.Unsubscribe(changes)
-	for {
-		c.check(ctx)
+	var tick <-chan time.Time
+	for recheck := true; ; {
+		if recheck {
+			c.check(ctx)
+			tick = c.env.Clock.After(c.poll) // the poll restarts only after a check
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.wake:
-		case <-c.env.Clock.After(c.poll):
+			recheck = true
+		case <-tick:
+			recheck = true
 		case ch := <-changes:
 			c.sessionEvent(ctx, ch)
-			if ch.Kind != session.Logon { // a new user's hive is worth a look; the rest wait for the poll
-				continue
-			}
+			recheck = ch.Kind == session.Logon // a new user's hive is worth a look; the rest wait for the poll
 		}
 	}
 }

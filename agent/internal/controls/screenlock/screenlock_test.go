@@ -380,9 +380,17 @@ func TestRunSessionEvents(t *testing.T) {
 			t.Fatalf("%s: %+v", typ, ev)
 		}
 	}
+	checks := len(rec.OfType(TypeStatus))
 	p.set(0, time.Hour)
-	clock.Advance(DefaultPollInterval)
-	wait(func() bool { return c.Status().State == controls.Fail }, "poll after drift")
+	wait(func() bool {
+		if clock.Waiters() > 0 {
+			clock.Advance(DefaultPollInterval)
+		}
+		return c.Status().State == controls.Fail
+	}, "poll after drift")
+	if len(rec.OfType(TypeStatus)) != checks+1 {
+		t.Fatalf("status events %d, want %d", len(rec.OfType(TypeStatus)), checks+1)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
