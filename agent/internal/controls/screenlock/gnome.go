@@ -58,12 +58,16 @@ func (g *gnomeProbe) read(ctx context.Context) ([]Target, error) {
 	}
 	users, err := g.users(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("screenlock: logged-on users: %w", err)
+		// No utmp (containers, some minimal systems): the system db and its locks decide.
+		ts[0].Found["users"] = "unknown: " + err.Error()
+		return ts, nil
 	}
 	for _, u := range users {
 		t, err := g.readUser(ctx, u)
 		if err != nil {
-			return nil, err
+			// One user's gsettings failing (no home, say) must not hide the rest.
+			ts[0].Found["user:"+u] = err.Error()
+			continue
 		}
 		ts = append(ts, t)
 	}

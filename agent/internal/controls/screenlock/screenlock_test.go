@@ -332,8 +332,13 @@ func TestAuditDoesNotWrite(t *testing.T) {
 	if p.writes != 0 || st.State != controls.Fail || st.Reason != "screenlock.timeout_never" || len(rec.OfType(TypeDrift)) != 1 {
 		t.Fatalf("writes %d status %+v", p.writes, st)
 	}
+	for _, e := range rec.Events() {
+		if err := e.Validate(); err != nil {
+			t.Fatalf("%s: %v", e.Type, err)
+		}
+	}
 	ev := rec.OfType(TypeStatus)
-	if len(ev) != 2 || ev[1].Attrs["reason_ja"] == "" || ev[1].Attrs["reason_en"] == "" {
+	if len(ev) != 2 || ev[1].Attrs["failing"] == nil || ev[1].Attrs["reason_ja"] == "" || ev[1].Attrs["reason_en"] == "" {
 		t.Fatalf("status events %+v", ev)
 	}
 }
