@@ -4,6 +4,7 @@
 //
 //	mamori-server serve [--data-dir DIR] [--listen ADDR] [--hostname NAMES] [--etcd-endpoints URLS] [--events-dsn DSN]
 //	mamori-server install|uninstall|start|stop [serve flags]
+//	mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD]
 //	mamori-server version
 package main
 
@@ -22,6 +23,8 @@ const usage = `usage:
   mamori-server serve [flags]      run in the foreground (or under the service manager)
   mamori-server install [flags]    install as a system service (Windows service / systemd unit) running "serve"
   mamori-server uninstall|start|stop
+  mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD]
+                                   check an evidence bundle offline (exit 0 only if intact)
   mamori-server version
 
 serve and install flags:
@@ -44,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdServe(rest, stdout, stderr)
 	case "install", "uninstall", "start", "stop":
 		err = cmdService(cmd, rest, stdout, stderr)
+	case "verify":
+		err = cmdVerify(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mamori-server", version)
 	case "help", "-h", "--help":

@@ -143,6 +143,7 @@ type Config struct {
 	Store      EventStore
 	State      ControlPlane
 	CA         Authority
+	Evidence   Evidence // checkpoints and exports; nil answers 501
 	AgentID    func(cs *tls.ConnectionState) (string, bool)
 	NewAgentID func() string
 	Log        zerolog.Logger

@@ -25,6 +25,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /api/v1/policies", s.admin(readOnly, s.handleListPolicies))
 	mux.HandleFunc("GET /api/v1/policies/{name}", s.admin(readOnly, s.handleGetPolicy))
 	mux.HandleFunc("PUT /api/v1/policies/{name}", s.admin(write, s.handlePutPolicy))
+	mux.HandleFunc("GET /api/v1/checkpoint", s.admin(readOnly, s.handleCheckpoint))
+	mux.HandleFunc("GET /api/v1/export", s.admin(readOnly, s.handleExport))
 	mux.HandleFunc("/api/v1/", s.admin(readOnly, func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such resource")
 	}))

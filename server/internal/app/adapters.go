@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/server/internal/audit"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
@@ -129,4 +131,38 @@ func (a stateAdapter) Assignment(ctx context.Context, agentID string) (string, e
 
 func (a stateAdapter) WatchPolicies(ctx context.Context) <-chan struct{} {
 	return a.s.WatchPolicies(ctx)
+}
+
+// evidenceAdapter gives the API checkpoints and exports.
+type evidenceAdapter struct{ x *audit.Exporter }
+
+func (a evidenceAdapter) Checkpoint(ctx context.Context) (api.CheckpointView, error) {
+	cp, err := a.x.Checkpointer.Latest(ctx)
+	if errors.Is(err, eventlog.ErrNoCheckpoint) {
+		cp, err = a.x.Checkpointer.SignNow(ctx)
+	}
+	if err != nil {
+		return api.CheckpointView{}, err
+	}
+	return api.CheckpointView{Size: cp.Size, Root: cp.Root.String(), Note: cp.Note, Created: cp.Created, PublicKey: a.x.PublicKey}, nil
+}
+
+func (a evidenceAdapter) Bundle(ctx context.Context, w io.Writer, f api.Filter, since int64, q map[string]string) (api.ExportSummary, error) {
+	sum, err := a.x.Bundle(ctx, w, eventlog.Filter(f), since, q)
+	return api.ExportSummary(sum), mapAuditErr(err)
+}
+
+func (a evidenceAdapter) CSV(ctx context.Context, w io.Writer, f api.Filter, lang string, loc *time.Location) (int, error) {
+	n, err := a.x.CSV(ctx, w, eventlog.Filter(f), lang, loc)
+	return n, mapAuditErr(err)
+}
+
+func mapAuditErr(err error) error {
+	switch {
+	case errors.Is(err, audit.ErrTooLarge):
+		return fmt.Errorf("%w: %w", api.ErrExportTooLarge, err)
+	case errors.Is(err, audit.ErrNoSuchCheckpoint):
+		return fmt.Errorf("%w: %w", api.ErrNoSuchCheckpoint, err)
+	}
+	return err
 }

@@ -26,7 +26,10 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/server/internal/audit"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/pki"
 	"github.com/mamori/mamori/server/internal/state"
@@ -86,6 +89,10 @@ type Server struct {
 	ln       net.Listener
 	secrets  secrets
 	logPub   string
+	logKey   note.Signer
+	cp       *audit.Checkpointer
+	cpStop   context.CancelFunc
+	cpDone   chan struct{}
 	served   chan struct{} // closed when Serve returns
 	serveErr error         // what Serve returned; read after served is closed
 	closeMu  sync.Mutex
@@ -132,8 +139,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := writeIfMissing(filepath.Join(dir, FileCA), s.ca.CertPEM(), 0o644); err != nil {
 		return nil, err
 	}
-	if s.logPub, err = loadOrCreateLogKey(dir, "mamori/"+cfg.Hostnames[0]); err != nil {
+	skey, vkey, err := loadOrCreateLogKey(dir, "mamori/"+cfg.Hostnames[0])
+	if err != nil {
 		return nil, err
+	}
+	s.logPub = vkey
+	if s.logKey, err = note.NewSigner(skey); err != nil {
+		return nil, fmt.Errorf("app: log key: %w", err)
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, fmt.Errorf("app: log key: %w", err)
 	}
 	if s.state, err = state.Open(ctx, state.Config{DataDir: dir, Endpoints: cfg.EtcdEndpoints, Log: cfg.Log}); err != nil {
 		return nil, fmt.Errorf("app: state: %w", err)
@@ -148,8 +164,20 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.store, err = eventlog.OpenSQLite(ctx, path, cfg.Log); err != nil {
 		return nil, fmt.Errorf("app: event store: %w", err)
 	}
+	// Evidence first: a store that no longer matches its signed log must not
+	// serve (or sign over) anything.
+	if err := audit.VerifyLog(ctx, s.store, verifier, cfg.Log); err != nil {
+		return nil, fmt.Errorf("app: refusing to start: %w", err)
+	}
+	s.cp = &audit.Checkpointer{Log: s.store, Signer: s.logKey, Mirror: s.state.PutCheckpoint, Logger: cfg.Log}
+	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
+	s.cpStop, s.cpDone = cpStop, make(chan struct{})
+	go func() { s.cp.Run(cpCtx); close(s.cpDone) }()
+	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey}
+
 	if s.api, err = api.New(api.Config{Store: storeAdapter{s.store}, State: stateAdapter{s.state}, CA: s.ca,
-		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log}); err != nil {
+		Evidence: evidenceAdapter{exporter},
+		AgentID:  pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log}); err != nil {
 		return nil, err
 	}
 
@@ -302,6 +330,10 @@ func (s *Server) teardown() error {
 		}
 	} else if s.api != nil {
 		s.api.Close()
+	}
+	if s.cpStop != nil {
+		s.cpStop() // signs a final checkpoint over everything acked
+		<-s.cpDone
 	}
 	if s.store != nil {
 		if err := s.store.Close(); err != nil {

@@ -84,37 +84,37 @@ func loadOrCreateSecret(path string) (string, error) {
 // loadOrCreateLogKey makes the Ed25519 note key pair that signs log
 // checkpoints (log-key, 0600) and verifies them (log-key.pub), and returns
 // the verifier key.
-func loadOrCreateLogKey(dir, origin string) (string, error) {
+func loadOrCreateLogKey(dir, origin string) (skey, vkey string, err error) {
 	skPath, vkPath := filepath.Join(dir, FileLogKey), filepath.Join(dir, FileLogKeyPub)
 	sk, err := os.ReadFile(skPath)
 	if errors.Is(err, fs.ErrNotExist) {
-		skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+		skey, vkey, err = note.GenerateKey(rand.Reader, origin)
 		if err != nil {
-			return "", fmt.Errorf("app: log key: %w", err)
+			return "", "", fmt.Errorf("app: log key: %w", err)
 		}
 		if err := writeFileAtomic(skPath, []byte(skey+"\n"), 0o600); err != nil {
-			return "", err
+			return "", "", err
 		}
 		if err := writeFileAtomic(vkPath, []byte(vkey+"\n"), 0o644); err != nil {
-			return "", err
+			return "", "", err
 		}
-		return vkey, nil
+		return skey, vkey, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("app: log key: %w", err)
+		return "", "", fmt.Errorf("app: log key: %w", err)
 	}
-	skey := strings.TrimSpace(string(sk))
+	skey = strings.TrimSpace(string(sk))
 	if _, err := note.NewSigner(skey); err != nil {
-		return "", fmt.Errorf("app: %s: %w", skPath, err)
+		return "", "", fmt.Errorf("app: %s: %w", skPath, err)
 	}
-	vkey, err := verifierFromSigner(skey)
+	vkey, err = verifierFromSigner(skey)
 	if err != nil {
-		return "", fmt.Errorf("app: %s: %w", skPath, err)
+		return "", "", fmt.Errorf("app: %s: %w", skPath, err)
 	}
 	if err := writeIfMissing(vkPath, []byte(vkey+"\n"), 0o644); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return vkey, nil
+	return skey, vkey, nil
 }
 
 // verifierFromSigner derives the verifier key from a note signer key

@@ -1,0 +1,166 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/mamori/mamori/shared/event"
+)
+
+// CheckpointView is the latest signed checkpoint as the API shows it.
+type CheckpointView struct {
+	Size      int64     `json:"size"`
+	Root      string    `json:"root"`       // base64, as in the signed note
+	Note      string    `json:"checkpoint"` // the signed note text
+	Created   time.Time `json:"created"`
+	PublicKey string    `json:"public_key"` // note verifier key (log-key.pub)
+}
+
+// ExportSummary says what an export held.
+type ExportSummary struct {
+	TreeSize int64
+	Events   int
+	Links    int
+}
+
+// Evidence is the tamper-evidence side of the event store (server/internal/
+// audit): checkpoints and exports.
+type Evidence interface {
+	Checkpoint(ctx context.Context) (CheckpointView, error)
+	Bundle(ctx context.Context, w io.Writer, f Filter, since int64, query map[string]string) (ExportSummary, error)
+	CSV(ctx context.Context, w io.Writer, f Filter, lang string, loc *time.Location) (int, error)
+}
+
+// Errors an Evidence maps its failures to.
+var (
+	ErrExportTooLarge   = errors.New("api: export too large: narrow the filter")
+	ErrNoSuchCheckpoint = errors.New("api: no signed checkpoint of that size")
+)
+
+// JST is the default time zone of CSV exports: the readers are in Japan.
+var JST = time.FixedZone("JST", 9*3600)
+
+func (s *Server) handleCheckpoint(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Evidence == nil {
+		s.fail(w, r, http.StatusNotImplemented, "checkpoints are not enabled on this server")
+		return
+	}
+	cp, err := s.cfg.Evidence.Checkpoint(r.Context())
+	if err != nil {
+		s.internal(w, r, "reading the checkpoint", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, cp)
+}
+
+// handleExport streams an evidence bundle (format=bundle, the default) or a
+// CSV file (format=csv, lang=ja|en, tz=IANA name or "UTC"; JST by default)
+// of the events the filters select. since=N adds a consistency proof from
+// the checkpoint of size N.
+func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Evidence == nil {
+		s.fail(w, r, http.StatusNotImplemented, "export is not enabled on this server")
+		return
+	}
+	q := r.URL.Query()
+	take := func(k, def string) string {
+		v := q.Get(k)
+		q.Del(k)
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	format, lang, tz, sinceS := take("format", "bundle"), take("lang", "ja"), take("tz", ""), take("since", "0")
+	query := map[string]string{}
+	for k := range q {
+		query[k] = q.Get(k)
+	}
+	f, err := ParseFilter(q)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	if f.Cursor != "" {
+		s.fail(w, r, http.StatusBadRequest, "cursor: an export takes every matching event; leave cursor out")
+		return
+	}
+	since, err := strconv.ParseInt(sinceS, 10, 64)
+	if err != nil || since < 0 {
+		s.fail(w, r, http.StatusBadRequest, "since: want the size of a checkpoint you kept, e.g. since=1234")
+		return
+	}
+	loc := JST
+	if tz != "" {
+		if loc, err = time.LoadLocation(tz); err != nil {
+			s.fail(w, r, http.StatusBadRequest, "tz: unknown time zone")
+			return
+		}
+	}
+	stamp := time.Now().In(loc).Format("20060102-150405")
+	cw := &countingWriter{w: w}
+	switch format {
+	case "bundle":
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Header().Set("Content-Disposition", contentDisposition("mamori-evidence-"+stamp+".jsonl"))
+		sum, err := s.cfg.Evidence.Bundle(r.Context(), cw, f, since, query)
+		if err != nil {
+			s.exportFailed(w, r, err, cw.n > 0)
+			return
+		}
+		s.record(r, event.Event{Type: "export.made", Object: "bundle", Attrs: event.Attrs{
+			"format": "bundle", "query": url.Values(r.URL.Query()).Encode(), "events": sum.Events, "links": sum.Links, "tree_size": sum.TreeSize}})
+	case "csv":
+		if lang != "ja" && lang != "en" {
+			s.fail(w, r, http.StatusBadRequest, "lang: want ja or en")
+			return
+		}
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", contentDisposition("mamori-events-"+stamp+".csv"))
+		n, err := s.cfg.Evidence.CSV(r.Context(), cw, f, lang, loc)
+		if err != nil {
+			s.exportFailed(w, r, err, cw.n > 0)
+			return
+		}
+		s.record(r, event.Event{Type: "export.made", Object: "csv", Attrs: event.Attrs{
+			"format": "csv", "query": url.Values(r.URL.Query()).Encode(), "events": n}})
+	default:
+		s.fail(w, r, http.StatusBadRequest, "format: want bundle or csv")
+	}
+}
+
+// exportFailed answers an export error; once rows are on the wire only the
+// log can say so (the client sees a truncated file, which never verifies).
+func (s *Server) exportFailed(w http.ResponseWriter, r *http.Request, err error, started bool) {
+	switch {
+	case started:
+		s.log.Error().Err(err).Msg("api: export broke off after it started")
+	case errors.Is(err, ErrExportTooLarge):
+		s.fail(w, r, http.StatusRequestEntityTooLarge, err.Error())
+	case errors.Is(err, ErrNoSuchCheckpoint):
+		s.fail(w, r, http.StatusBadRequest, "since: "+err.Error())
+	default:
+		s.internal(w, r, "exporting", err)
+	}
+}
+
+func contentDisposition(name string) string { return fmt.Sprintf(`attachment; filename="%s"`, name) }
+
+// countingWriter tells whether an export already sent bytes (and so a
+// status line) before it failed.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}

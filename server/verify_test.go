@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/mamori/mamori/server/internal/app"
+)
+
+// The verify command on a real export: exit 0 for the intact bundle, 1 with
+// the place named for a changed one or another key, 2 for bad usage.
+func TestVerifyCommand(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(srv.CAPEM())
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	call := func(method, path, body string) []byte {
+		req, _ := http.NewRequest(method, srv.URL()+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 && resp.StatusCode != 201 {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return b
+	}
+	for i := 0; i < 3; i++ { // admin actions are events of the server stream
+		call("POST", "/api/v1/tokens", `{"ttl":"1h","uses":1}`)
+	}
+	bundle := filepath.Join(dir, "bundle.jsonl")
+	os.WriteFile(bundle, call("GET", "/api/v1/export?format=bundle", ""), 0o600)
+	pub := filepath.Join(dir, app.FileLogKeyPub)
+
+	var out, errb bytes.Buffer
+	if code := run([]string{"verify", bundle, "--pubkey", pub}, &out, &errb); code != 0 || !strings.Contains(out.String(), "result:     OK") {
+		t.Fatalf("intact bundle: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "agent:      server seq 1..3") {
+		t.Fatalf("summary:\n%s", out.String())
+	}
+
+	b, _ := os.ReadFile(bundle)
+	changed := filepath.Join(dir, "changed.jsonl")
+	os.WriteFile(changed, bytes.Replace(b, []byte(`"uses":1`), []byte(`"uses":9`), 1), 0o600)
+	out.Reset()
+	if code := run([]string{"verify", "--pubkey", pub, changed}, &out, &errb); code != 1 || !strings.Contains(out.String(), "FAIL: line 2 (log index 0, agent server, seq 1): event content") {
+		t.Fatalf("changed bundle: exit %d\n%s", code, out.String())
+	}
+
+	_, otherPub, _ := note.GenerateKey(rand.Reader, "mamori/other")
+	other := filepath.Join(dir, "other.pub")
+	os.WriteFile(other, []byte(otherPub), 0o644)
+	out.Reset()
+	if code := run([]string{"verify", bundle, "--pubkey", other}, &out, &errb); code != 1 || !strings.Contains(out.String(), "signature") {
+		t.Fatalf("other key: exit %d\n%s", code, out.String())
+	}
+	if code := run([]string{"verify", bundle}, &out, &errb); code != 2 {
+		t.Fatalf("no --pubkey: exit %d", code)
+	}
+}
