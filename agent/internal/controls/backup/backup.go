@@ -53,11 +53,12 @@ const (
 )
 
 const (
-	statusInterval = time.Hour        // re-report an unchanged status
-	retryAfter     = 15 * time.Minute // after a failed run
-	minSchedule    = time.Minute
-	maxEventPaths  = 100 // paths listed in one backup.corrupt event
-	stateFile      = "backup-manifests.json"
+	statusInterval    = time.Hour        // re-report an unchanged status
+	retryAfter        = 15 * time.Minute // after a failed run
+	minSchedule       = time.Minute
+	maxEventPaths     = 100 // paths listed in one backup.corrupt event
+	maxEventPathBytes = 8 << 10
+	stateFile         = "backup-manifests.json"
 )
 
 type config struct {
@@ -362,9 +363,15 @@ func (c *Control) verifyAll(ctx context.Context, eng *engine) {
 	}
 	c.corrupt = bad
 	for _, b := range bad {
-		paths := make([]any, 0, min(len(b.Paths), maxEventPaths))
-		for _, p := range b.Paths[:min(len(b.Paths), maxEventPaths)] {
+		// Bounded by count and bytes so the event stays under event.MaxAttrsLen.
+		var paths []any
+		size := 0
+		for _, p := range b.Paths {
+			if len(paths) == maxEventPaths || size+len(p) > maxEventPathBytes {
+				break
+			}
 			paths = append(paths, p)
+			size += len(p) + 4
 		}
 		c.emit(ctx, event.Event{Type: TypeCorrupt, Severity: event.Violation, Object: filepath.Join(eng.hostDir, b.Generation),
 			Attrs: event.Attrs{"generation": b.Generation, "paths": paths, "count": len(b.Paths), "checked": checked}})
