@@ -1,0 +1,798 @@
+// Package fswatch watches directory trees recursively on top of fsnotify,
+// which has no public recursive watch. It walks each root and watches every
+// directory, watches and scans directories as they appear (so files created
+// before their directory's watch was added are not missed), keeps a snapshot
+// (path -> size, mtime, is-dir) per root, debounces bursts per path into one
+// Change with counts, pairs renames where the OS gives both names, and on a
+// queue overflow rescans and reconciles the tree against the snapshot.
+//
+// Used by the fileaccess control (folders holding personal data) and the
+// media control (files written to a removable volume).
+package fswatch
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/rs/zerolog"
+)
+
+// Op is what happened to a path.
+type Op string
+
+const (
+	Created  Op = "created"
+	Modified Op = "modified"
+	Deleted  Op = "deleted"
+	Renamed  Op = "renamed"
+	// Overflow says the OS dropped events; the Changes that came just before
+	// it for the same Root were found by reconciling against the snapshot
+	// and may merge several operations. Count is how many changes the
+	// reconciliation found.
+	Overflow Op = "overflow"
+	// Error reports a directory that could not be watched (Err says why,
+	// e.g. ErrWatchLimit); changes below it are missed until the next rescan.
+	Error Op = "error"
+)
+
+// ErrWatchLimit is wrapped when the OS refuses another watch (Linux: ENOSPC
+// from inotify_add_watch, fs.inotify.max_user_watches reached).
+var ErrWatchLimit = errors.New("fswatch: OS watch limit reached (Linux: raise fs.inotify.max_user_watches)")
+
+// RawCounts counts the raw OS notifications merged into one Change.
+type RawCounts struct {
+	Create int `json:"create,omitempty"`
+	Write  int `json:"write,omitempty"`
+	Remove int `json:"remove,omitempty"`
+	Rename int `json:"rename,omitempty"`
+	Chmod  int `json:"chmod,omitempty"`
+	Scan   int `json:"scan,omitempty"` // found by a directory scan or a reconciliation
+}
+
+func (r *RawCounts) add(o RawCounts) {
+	r.Create += o.Create
+	r.Write += o.Write
+	r.Remove += o.Remove
+	r.Rename += o.Rename
+	r.Chmod += o.Chmod
+	r.Scan += o.Scan
+}
+
+// Total is the number of raw notifications.
+func (r RawCounts) Total() int { return r.Create + r.Write + r.Remove + r.Rename + r.Chmod + r.Scan }
+
+// Change is one debounced change of one path.
+type Change struct {
+	Op         Op
+	Path       string
+	OldPath    string // Renamed only
+	Root       string // the watched root the path lies under
+	Size       int64
+	IsDir      bool
+	Count      int       // raw notifications merged (Raw.Total())
+	Raw        RawCounts // per kind
+	Reconciled bool      // found by a rescan after an overflow
+	Time       time.Time // of the last raw notification
+	Err        error     // Error only
+}
+
+// Clock is the time source; controls.Clock and controlstest.FakeClock fit.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Options configure a Watcher.
+type Options struct {
+	// Exclude holds glob patterns (path.Match syntax) matched against base
+	// names; matching files and directories are ignored.
+	Exclude []string
+	// Debounce is how long a path must be quiet before its Change goes out
+	// (default 300ms). A path busy for longer than MaxDelay is flushed anyway.
+	Debounce time.Duration
+	MaxDelay time.Duration // default 20 x Debounce
+	// Buffer is the length of the Changes channel (default 4096). When the
+	// reader falls behind, the watcher stops reading the OS queue; an OS
+	// overflow then leads to a reconciliation, so nothing is lost, only merged.
+	Buffer int
+	// WinBufferSize is the ReadDirectoryChangesW buffer per directory on
+	// Windows (default 64 KiB; more fails on SMB shares).
+	WinBufferSize int
+	// EventBuffer is how many raw notifications fsnotify may hold for us
+	// beyond the kernel queue (default 16384).
+	EventBuffer uint
+	Clock       Clock
+	Log         zerolog.Logger
+}
+
+// Stats are counters since New.
+type Stats struct {
+	Raw        uint64 // raw notifications read
+	Changes    uint64 // Changes delivered (not counting Overflow and Error)
+	Overflows  uint64
+	Transient  uint64 // paths created and gone again within one debounce window
+	WatchedDir int    // directories watched now
+}
+
+type entry struct {
+	size  int64
+	mtime time.Time
+	dir   bool
+	id    uint64 // inode where the OS gives one, else 0
+}
+
+type pending struct {
+	raw      RawCounts
+	first    time.Time
+	last     time.Time
+	oldPath  string // set when paired with a rename
+	oldEntry *entry // what oldPath was
+	renamed  bool   // this path was renamed away (waiting for its new name)
+}
+
+type root struct {
+	path    string
+	watched bool
+}
+
+// Watcher watches a set of roots. Create it with New.
+type Watcher struct {
+	opt   Options
+	fs    *fsnotify.Watcher
+	out   chan Change
+	done  chan struct{}
+	wg    sync.WaitGroup
+	close sync.Once
+
+	inject chan error // tests: fake OS errors (overflow)
+	drop   bool       // tests: discard raw notifications, as a full kernel queue does
+
+	mu       sync.Mutex
+	roots    map[string]*root
+	snap     map[string]entry // every known path under every root
+	dirs     map[string]bool  // directories we asked fsnotify to watch
+	pend     map[string]*pending
+	lastRen  string // most recent path renamed away, awaiting its new name
+	lastRenT time.Time
+	stats    Stats
+}
+
+// New starts a watcher with no roots.
+func New(opt Options) (*Watcher, error) {
+	if opt.Debounce <= 0 {
+		opt.Debounce = 300 * time.Millisecond
+	}
+	if opt.MaxDelay <= 0 {
+		opt.MaxDelay = 20 * opt.Debounce
+	}
+	if opt.Buffer <= 0 {
+		opt.Buffer = 4096
+	}
+	if opt.WinBufferSize <= 0 {
+		opt.WinBufferSize = 64 << 10
+	}
+	if opt.Clock == nil {
+		opt.Clock = realClock{}
+	}
+	for _, p := range opt.Exclude {
+		if _, err := filepath.Match(p, "x"); err != nil {
+			return nil, fmt.Errorf("fswatch: bad exclude pattern %q: %w", p, err)
+		}
+	}
+	// A large buffer lets bursts sit in Go memory rather than overflow the
+	// kernel queue while we are busy scanning.
+	if opt.EventBuffer == 0 {
+		opt.EventBuffer = 16384
+	}
+	fw, err := fsnotify.NewBufferedWatcher(opt.EventBuffer)
+	if err != nil {
+		return nil, fmt.Errorf("fswatch: %w", wrapLimit(err))
+	}
+	w := &Watcher{
+		opt:    opt,
+		fs:     fw,
+		out:    make(chan Change, opt.Buffer),
+		done:   make(chan struct{}),
+		inject: make(chan error, 1),
+		roots:  map[string]*root{},
+		snap:   map[string]entry{},
+		dirs:   map[string]bool{},
+		pend:   map[string]*pending{},
+	}
+	w.wg.Add(1)
+	go w.loop()
+	return w, nil
+}
+
+// Changes delivers debounced changes. It is closed by Close.
+func (w *Watcher) Changes() <-chan Change { return w.out }
+
+// Close stops watching and closes Changes; pending changes are flushed first.
+func (w *Watcher) Close() error {
+	var err error
+	w.close.Do(func() {
+		close(w.done)
+		w.wg.Wait()
+		err = w.fs.Close()
+		close(w.out)
+	})
+	if err != nil {
+		return fmt.Errorf("fswatch: close: %w", err)
+	}
+	return nil
+}
+
+// Stats returns the counters.
+func (w *Watcher) Stats() Stats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.stats
+	s.WatchedDir = len(w.dirs)
+	return s
+}
+
+// Roots lists the roots added and whether each is being watched (false once
+// the root itself was deleted or could not be watched; Add it again).
+func (w *Watcher) Roots() map[string]bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := make(map[string]bool, len(w.roots))
+	for p, r := range w.roots {
+		m[p] = r.watched
+	}
+	return m
+}
+
+// Add watches the tree at dir. The files found now form the baseline: no
+// Change is reported for them. Adding a root again re-walks it and reports
+// what changed against the snapshot (useful when a root reappears).
+func (w *Watcher) Add(dir string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("fswatch: %w", err)
+	}
+	dir = filepath.Clean(dir)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("fswatch: root %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("fswatch: root %s is not a directory", dir)
+	}
+	w.mu.Lock()
+	r, known := w.roots[dir]
+	if !known {
+		r = &root{path: dir}
+		w.roots[dir] = r
+	}
+	found, err := w.walkLocked(dir, true)
+	if err != nil {
+		if !known {
+			delete(w.roots, dir)
+		}
+		w.mu.Unlock()
+		return err
+	}
+	var out []Change
+	if known {
+		out = w.diffLocked(dir, found)
+	} else {
+		for p, e := range found {
+			w.snap[p] = e
+		}
+	}
+	r.watched = true
+	w.mu.Unlock()
+	w.send(out)
+	return nil
+}
+
+// Remove stops watching the tree at dir and forgets its snapshot.
+func (w *Watcher) Remove(dir string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("fswatch: %w", err)
+	}
+	dir = filepath.Clean(dir)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.roots[dir]; !ok {
+		return fmt.Errorf("fswatch: %s is not a watched root", dir)
+	}
+	delete(w.roots, dir)
+	for d := range w.dirs {
+		if under(d, dir) && w.rootForLocked(d) == "" {
+			_ = w.fs.Remove(d) // may already be gone with the directory
+			delete(w.dirs, d)
+		}
+	}
+	for p := range w.snap {
+		if under(p, dir) && w.rootForLocked(p) == "" {
+			delete(w.snap, p)
+		}
+	}
+	for p := range w.pend {
+		if under(p, dir) && w.rootForLocked(p) == "" {
+			delete(w.pend, p)
+		}
+	}
+	return nil
+}
+
+// Rescan walks every root and reports what differs from the snapshot, as
+// after an overflow, followed by an Overflow change per root. The media
+// control uses it after a volume is remounted.
+func (w *Watcher) Rescan() { w.reconcile() }
+
+func under(p, dir string) bool {
+	if p == dir {
+		return true
+	}
+	if strings.HasSuffix(dir, string(filepath.Separator)) {
+		return strings.HasPrefix(p, dir)
+	}
+	return strings.HasPrefix(p, dir) && p[len(dir)] == filepath.Separator
+}
+
+// rootForLocked returns the innermost root holding p, or "".
+func (w *Watcher) rootForLocked(p string) string {
+	best := ""
+	for r := range w.roots {
+		if under(p, r) && len(r) > len(best) {
+			best = r
+		}
+	}
+	return best
+}
+
+func (w *Watcher) excluded(p string) bool {
+	base := filepath.Base(p)
+	for _, pat := range w.opt.Exclude {
+		if ok, _ := filepath.Match(pat, base); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func wrapLimit(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE) {
+		return fmt.Errorf("%w: %w", ErrWatchLimit, err)
+	}
+	return err
+}
+
+func (w *Watcher) watchLocked(dir string) error {
+	if w.dirs[dir] {
+		return nil
+	}
+	if err := w.fs.AddWith(dir, fsnotify.WithBufferSize(w.opt.WinBufferSize)); err != nil {
+		return fmt.Errorf("fswatch: watch %s: %w", dir, wrapLimit(err))
+	}
+	w.dirs[dir] = true
+	return nil
+}
+
+// walkLocked watches every directory under top (watch first, then list, so
+// nothing created in between is missed) and returns what it found. With
+// strict, failing to watch is an error; otherwise the failure is reported as
+// an Error change and the walk goes on.
+func (w *Watcher) walkLocked(top string, strict bool) (map[string]entry, error) {
+	found := map[string]entry{}
+	var firstErr error
+	err := filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == top {
+				return err
+			}
+			return nil // vanished or unreadable below the root: skip it
+		}
+		if p != top && w.excluded(p) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			if werr := w.watchLocked(p); werr != nil {
+				if strict || firstErr == nil {
+					firstErr = werr
+				}
+				if strict {
+					return werr
+				}
+				return filepath.SkipDir
+			}
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		found[p] = entryOf(fi)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fswatch: walk %s: %w", top, err)
+	}
+	if firstErr != nil && !strict {
+		return found, firstErr
+	}
+	return found, nil
+}
+
+func entryOf(fi fs.FileInfo) entry {
+	e := entry{mtime: fi.ModTime(), dir: fi.IsDir(), id: fileID(fi)}
+	if !e.dir {
+		e.size = fi.Size()
+	}
+	return e
+}
+
+// diffLocked compares what a walk of top found with the snapshot, updates
+// the snapshot and returns the differences as reconciled changes.
+func (w *Watcher) diffLocked(top string, found map[string]entry) []Change {
+	now := w.opt.Clock.Now()
+	var out []Change
+	for p, old := range w.snap {
+		if w.rootForLocked(p) != top {
+			continue
+		}
+		if _, ok := found[p]; !ok {
+			delete(w.snap, p)
+			out = append(out, Change{Op: Deleted, Path: p, Root: top, IsDir: old.dir, Size: old.size,
+				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now})
+		}
+	}
+	for p, e := range found {
+		if w.rootForLocked(p) != top {
+			continue
+		}
+		old, ok := w.snap[p]
+		w.snap[p] = e
+		switch {
+		case !ok:
+			out = append(out, Change{Op: Created, Path: p, Root: top, IsDir: e.dir, Size: e.size,
+				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now})
+		case !e.dir && (old.size != e.size || !old.mtime.Equal(e.mtime) || old.dir != e.dir):
+			out = append(out, Change{Op: Modified, Path: p, Root: top, IsDir: e.dir, Size: e.size,
+				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+func (w *Watcher) send(cs []Change) {
+	for _, c := range cs {
+		switch c.Op {
+		case Overflow, Error:
+		default:
+			w.mu.Lock()
+			w.stats.Changes++
+			w.mu.Unlock()
+		}
+		w.out <- c
+	}
+}
+
+func (w *Watcher) loop() {
+	defer w.wg.Done()
+	var timer <-chan time.Time
+	for {
+		w.mu.Lock()
+		if timer == nil && len(w.pend) > 0 {
+			timer = w.opt.Clock.After(w.opt.Debounce / 2)
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.done:
+			w.send(w.flush(true))
+			return
+		case ev, ok := <-w.fs.Events:
+			if !ok {
+				return
+			}
+			w.send(w.raw(ev))
+		case err, ok := <-w.fs.Errors:
+			if !ok {
+				return
+			}
+			w.osError(err)
+		case err := <-w.inject:
+			w.osError(err)
+		case <-timer:
+			timer = nil
+			w.send(w.flush(false))
+		}
+	}
+}
+
+func (w *Watcher) osError(err error) {
+	if errors.Is(err, fsnotify.ErrEventOverflow) {
+		w.opt.Log.Warn().Msg("fswatch: OS event queue overflowed; rescanning")
+		w.reconcile()
+		return
+	}
+	w.opt.Log.Warn().Err(err).Msg("fswatch: watcher error")
+	w.send([]Change{{Op: Error, Err: fmt.Errorf("fswatch: %w", wrapLimit(err)), Time: w.opt.Clock.Now()}})
+}
+
+// reconcile flushes what is pending, then walks every root and reports the
+// differences from the snapshot, then an Overflow per root.
+func (w *Watcher) reconcile() {
+	w.send(w.flush(true))
+	w.mu.Lock()
+	w.stats.Overflows++
+	var out []Change
+	roots := make([]string, 0, len(w.roots))
+	for p := range w.roots {
+		roots = append(roots, p)
+	}
+	sort.Strings(roots)
+	now := w.opt.Clock.Now()
+	for _, top := range roots {
+		found, err := w.walkLocked(top, false)
+		if found == nil {
+			// The root itself is gone: everything under it was deleted.
+			found = map[string]entry{}
+			w.roots[top].watched = false
+		}
+		diff := w.diffLocked(top, found)
+		out = append(out, diff...)
+		if err != nil {
+			out = append(out, Change{Op: Error, Root: top, Path: top, Err: err, Time: now})
+		}
+		out = append(out, Change{Op: Overflow, Root: top, Path: top, Count: len(diff), Time: now})
+	}
+	w.mu.Unlock()
+	w.send(out)
+}
+
+// raw folds one OS notification into the pending set and returns changes
+// that are ready at once (a new directory's watch failing).
+func (w *Watcher) raw(ev fsnotify.Event) []Change {
+	p := filepath.Clean(ev.Name)
+	now := w.opt.Clock.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stats.Raw++
+	if w.drop || w.rootForLocked(p) == "" || w.excluded(p) {
+		return nil
+	}
+	pd := w.pend[p]
+	if pd == nil {
+		pd = &pending{first: now}
+		w.pend[p] = pd
+	}
+	pd.last = now
+	switch {
+	case ev.Has(fsnotify.Create):
+		pd.raw.Create++
+		pd.renamed = false
+	case ev.Has(fsnotify.Write):
+		pd.raw.Write++
+	case ev.Has(fsnotify.Remove):
+		pd.raw.Remove++
+	case ev.Has(fsnotify.Rename):
+		pd.raw.Rename++
+		pd.renamed = true
+		w.lastRen, w.lastRenT = p, now
+	case ev.Has(fsnotify.Chmod):
+		pd.raw.Chmod++
+	}
+	if !ev.Has(fsnotify.Create) {
+		return nil
+	}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return nil // gone again already; the flush will see that
+	}
+	w.pairRenameLocked(p, pd, fi, now)
+	if !fi.IsDir() {
+		return nil
+	}
+	// A new directory: watch it and everything in it, and report what is
+	// already inside (created before the watch could be added).
+	found, werr := w.walkLocked(p, false)
+	for q := range found {
+		if q == p {
+			continue
+		}
+		if _, known := w.snap[q]; known {
+			continue // moved in with a paired directory rename
+		}
+		qd := w.pend[q]
+		if qd == nil {
+			qd = &pending{first: now}
+			w.pend[q] = qd
+		}
+		qd.raw.Scan++
+		qd.last = now
+	}
+	if werr != nil {
+		return []Change{{Op: Error, Path: p, Root: w.rootForLocked(p), Err: werr, Time: now}}
+	}
+	return nil
+}
+
+// pairRenameLocked joins a Create to the rename that came just before it
+// when it is the same file (inode where the OS gives one, else size and kind).
+func (w *Watcher) pairRenameLocked(p string, pd *pending, fi fs.FileInfo, now time.Time) {
+	from := w.lastRen
+	if from == "" || from == p || now.Sub(w.lastRenT) > w.opt.Debounce {
+		return
+	}
+	fp := w.pend[from]
+	if fp == nil || !fp.renamed {
+		return
+	}
+	e := entryOf(fi)
+	old, had := w.snap[from]
+	if had && (old.dir != e.dir || (old.id != 0 && e.id != 0 && old.id != e.id) ||
+		(old.id == 0 && !e.dir && old.size != e.size)) {
+		return
+	}
+	w.lastRen = ""
+	delete(w.pend, from)
+	pd.raw.add(fp.raw)
+	if fp.first.Before(pd.first) {
+		pd.first = fp.first
+	}
+	origin := from
+	var oe *entry
+	if fp.oldPath != "" { // renamed twice within the window: keep the first name
+		origin, oe = fp.oldPath, fp.oldEntry
+	} else if had {
+		oe = &old
+	}
+	pd.oldPath, pd.oldEntry = origin, oe
+	if had {
+		delete(w.snap, from)
+		if old.dir {
+			// Move the children's snapshot entries with the directory so
+			// the scan of the new name does not report them as created.
+			for q, qe := range w.snap {
+				if under(q, from) && q != from {
+					delete(w.snap, q)
+					w.snap[p+q[len(from):]] = qe
+				}
+			}
+			// Drop the watches under the old name: fsnotify keeps the old
+			// paths for them (and removes the top one on IN_MOVE_SELF), so
+			// re-adding the new names would reuse stale entries.
+			w.unwatchLocked(from)
+		}
+	}
+}
+
+// flush turns pending paths that have been quiet for Debounce (or busy for
+// MaxDelay; all of them with force) into Changes.
+func (w *Watcher) flush(force bool) []Change {
+	now := w.opt.Clock.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var ready []string
+	for p, pd := range w.pend {
+		if force || now.Sub(pd.last) >= w.opt.Debounce || now.Sub(pd.first) >= w.opt.MaxDelay {
+			if pd.renamed && !force && now.Sub(pd.last) < 2*w.opt.Debounce {
+				continue // give the new name a little longer to show up
+			}
+			ready = append(ready, p)
+		}
+	}
+	sort.Strings(ready)
+	var out []Change
+	for _, p := range ready {
+		pd := w.pend[p]
+		if pd == nil {
+			continue // consumed as the children of a deleted directory
+		}
+		delete(w.pend, p)
+		if w.lastRen == p {
+			w.lastRen = ""
+		}
+		out = append(out, w.resolveLocked(p, pd)...)
+	}
+	return out
+}
+
+// resolveLocked decides what one pending path amounts to by comparing the
+// snapshot (before) with the file system (now).
+func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
+	top := w.rootForLocked(p)
+	if top == "" {
+		return nil
+	}
+	old, had := w.snap[p]
+	c := Change{Path: p, Root: top, Raw: pd.raw, Count: pd.raw.Total(), Time: pd.last}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		switch {
+		case had:
+		case pd.oldEntry != nil: // renamed and then deleted within the window
+			c.Path, old = pd.oldPath, *pd.oldEntry
+		default:
+			w.stats.Transient++
+			return nil
+		}
+		delete(w.snap, p)
+		c.Op, c.IsDir, c.Size = Deleted, old.dir, old.size
+		out := []Change{c}
+		if p == top {
+			w.roots[top].watched = false
+		}
+		if old.dir {
+			out = append(out, w.dropTreeLocked(p, top, pd.last)...)
+		}
+		return out
+	}
+	e := entryOf(fi)
+	w.snap[p] = e
+	c.IsDir, c.Size = e.dir, e.size
+	switch {
+	case pd.oldEntry != nil:
+		c.Op, c.OldPath = Renamed, pd.oldPath
+	case !had:
+		c.Op = Created
+	case old.size == e.size && old.mtime.Equal(e.mtime) && old.id == e.id && old.dir == e.dir:
+		// Unchanged since the snapshot: attributes only, or notifications
+		// that a reconciliation already accounted for.
+		return nil
+	case e.dir:
+		return nil // a directory's own notifications say only that its content changed
+	default:
+		c.Op = Modified // includes a file saved over by an editor's temp-file rename
+	}
+	return []Change{c}
+}
+
+// dropTreeLocked reports as deleted what the snapshot still holds under a
+// deleted directory: children that have no notification of their own (a
+// directory moved out of the tree).
+func (w *Watcher) dropTreeLocked(dir, top string, t time.Time) []Change {
+	var kids []string
+	for q := range w.snap {
+		if under(q, dir) && q != dir {
+			kids = append(kids, q)
+		}
+	}
+	sort.Strings(kids)
+	var out []Change
+	for _, q := range kids {
+		qe := w.snap[q]
+		delete(w.snap, q)
+		raw := RawCounts{Scan: 1}
+		if qp := w.pend[q]; qp != nil {
+			delete(w.pend, q)
+			raw = qp.raw
+		}
+		out = append(out, Change{Op: Deleted, Path: q, Root: top, IsDir: qe.dir, Size: qe.size,
+			Raw: raw, Count: raw.Total(), Time: t})
+	}
+	w.unwatchLocked(dir)
+	return out
+}
+
+// unwatchLocked removes the watches on dir and below.
+func (w *Watcher) unwatchLocked(dir string) {
+	for d := range w.dirs {
+		if under(d, dir) {
+			_ = w.fs.Remove(d) // often gone already with the directory
+			delete(w.dirs, d)
+		}
+	}
+}
