@@ -1,0 +1,257 @@
+// Package compliance derives each host's status per control (screen lock,
+// media, file access, backup, posture) from the latest "<control>.status"
+// events agents send, the fleet's pass rate per control and per department,
+// and alerts for violations and silent agents (DESIGN.md data flow step 6).
+//
+// The derivation is a pure function of (now, hosts with their effective
+// policies, last-seen times, latest status per host and control); Tracker
+// keeps that latest status in memory by tailing the event log, so that a
+// request never scans the events.
+package compliance
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/shared/policy"
+)
+
+// Controls are the controls compliance tracks, in display order. Each sends
+// "<control>.status" events.
+var Controls = []string{"screenlock", "media", "fileaccess", "backup", "posture"}
+
+// Status is a control's derived status on one host.
+type Status string
+
+// Statuses. Pass, Fail and Unknown come from agents; Off means the host's
+// effective policy does not run the control.
+const (
+	Pass    Status = "pass"
+	Fail    Status = "fail"
+	Unknown Status = "unknown"
+	Off     Status = "off"
+)
+
+// Reason keys the server sets itself (agents set the others).
+const (
+	ReasonSilent    = "agent.silent"   // the agent has been silent longer than silent_after
+	ReasonNoStatus  = "status.missing" // no status event received yet for this control
+	ReasonOff       = "control.off"    // the effective policy turns the control off
+	ReasonBadStatus = "status.invalid" // the latest status event carries no valid status
+)
+
+// Latest is the latest status event of one (agent, control), as the tracker
+// keeps it.
+type Latest struct {
+	Status   Status // pass, fail or unknown
+	Reason   string
+	ReasonJA string
+	ReasonEN string
+	Since    time.Time // since when the agent sees this status
+	Index    int64     // log index of the event
+	Time     time.Time // the event's time
+	// FailRun is the log index of the first event of the current run of
+	// fail statuses, -1 when the status is not fail. A new run is a new
+	// violation (one alert per run).
+	FailRun int64
+}
+
+// HostInfo is what the inventory knows about an enrolled agent.
+type HostInfo struct {
+	Agent      string
+	Hostname   string
+	Department string
+	Enrolled   time.Time
+	Policy     *policy.Policy // effective policy, normalized; nil = defaults
+}
+
+// ControlState is one control's derived state on one host. Index and Time
+// name the status event it comes from; both are null when the state is not
+// an agent's report (silent, missing, off).
+type ControlState struct {
+	Status   Status     `json:"status"`
+	Reason   string     `json:"reason,omitempty"`
+	ReasonJA string     `json:"reason_ja,omitempty"`
+	ReasonEN string     `json:"reason_en,omitempty"`
+	Since    *time.Time `json:"since"`
+	Index    *int64     `json:"index"`
+	Time     *time.Time `json:"time"`
+}
+
+// Host is one host's derived compliance.
+type Host struct {
+	Agent      string                  `json:"agent"`
+	Hostname   string                  `json:"hostname"`
+	Department string                  `json:"department"`
+	LastSeen   *time.Time              `json:"last_seen"` // null before the first batch
+	Silent     bool                    `json:"silent"`
+	Controls   map[string]ControlState `json:"controls"`
+
+	// failRuns holds, per failing control, the run index for alert keys.
+	failRuns map[string]int64
+	// silentRef is the reference time of silence (last seen or enrolment).
+	silentRef time.Time
+}
+
+// Rate is the fleet's figures for one control: hosts per status, and the
+// pass rate over the hosts that run the control (pass+fail+unknown; off
+// hosts are not counted). Rate is 0 when no host runs the control.
+type Rate struct {
+	Pass    int     `json:"pass"`
+	Fail    int     `json:"fail"`
+	Unknown int     `json:"unknown"`
+	Off     int     `json:"off"`
+	Rate    float64 `json:"rate"`
+}
+
+// silentAfter is the host's effective silent_after, policy default if unset.
+func silentAfter(p *policy.Policy) time.Duration {
+	if p != nil && p.Controls.Agent.SilentAfter > 0 {
+		return p.Controls.Agent.SilentAfter.D()
+	}
+	return policy.DefaultSilentAfter
+}
+
+// modeOf returns the control's mode in p; a nil policy runs nothing.
+func modeOf(p *policy.Policy, control string) policy.Mode {
+	if p == nil {
+		return policy.Off
+	}
+	c := &p.Controls
+	switch control {
+	case "screenlock":
+		return c.Screenlock.Mode
+	case "media":
+		return c.Media.Mode
+	case "fileaccess":
+		return c.FileAccess.Mode
+	case "backup":
+		return c.Backup.Mode
+	case "posture":
+		return c.Posture.Mode
+	}
+	return policy.Off
+}
+
+// Derive computes each host's state at now. lastSeen holds the server time
+// of each agent's last stored batch (zero if none); latest the latest status
+// per agent and control. started is when the server began watching: an
+// agent counts as silent only once now is more than silent_after past both
+// its last batch (or its enrolment, before any) and started, so that a
+// server restart after downtime does not call the whole fleet silent.
+//
+// Silence is strict: exactly silent_after is not yet silent.
+func Derive(now, started time.Time, hosts []HostInfo, lastSeen map[string]time.Time, latest map[string]map[string]Latest) []Host {
+	out := make([]Host, 0, len(hosts))
+	for _, hi := range hosts {
+		h := Host{Agent: hi.Agent, Hostname: hi.Hostname, Department: hi.Department,
+			Controls: make(map[string]ControlState, len(Controls))}
+		ref := hi.Enrolled
+		if ls, ok := lastSeen[hi.Agent]; ok && !ls.IsZero() {
+			t := ls.UTC()
+			h.LastSeen = &t
+			ref = ls
+		}
+		grace := ref
+		if started.After(grace) {
+			grace = started
+		}
+		h.silentRef = ref.UTC()
+		h.Silent = now.Sub(grace) > silentAfter(hi.Policy)
+		silentFor := now.Sub(ref)
+		for _, c := range Controls {
+			if !modeOf(hi.Policy, c).Enabled() {
+				h.Controls[c] = ControlState{Status: Off, Reason: ReasonOff,
+					ReasonJA: "ポリシーで無効になっています", ReasonEN: "turned off by policy"}
+				continue
+			}
+			if h.Silent {
+				since := ref.UTC()
+				h.Controls[c] = ControlState{Status: Unknown, Reason: ReasonSilent,
+					ReasonJA: fmt.Sprintf("エージェントから %s 応答がありません", durationJA(silentFor)),
+					ReasonEN: fmt.Sprintf("agent silent for %s", durationEN(silentFor)),
+					Since:    &since}
+				continue
+			}
+			l, ok := latest[hi.Agent][c]
+			if !ok {
+				h.Controls[c] = ControlState{Status: Unknown, Reason: ReasonNoStatus,
+					ReasonJA: "状態がまだ報告されていません", ReasonEN: "no status reported yet"}
+				continue
+			}
+			since, at, idx := l.Since.UTC(), l.Time.UTC(), l.Index
+			h.Controls[c] = ControlState{Status: l.Status, Reason: l.Reason, ReasonJA: l.ReasonJA,
+				ReasonEN: l.ReasonEN, Since: &since, Index: &idx, Time: &at}
+			if l.Status == Fail {
+				if h.failRuns == nil {
+					h.failRuns = map[string]int64{}
+				}
+				h.failRuns[c] = l.FailRun
+			}
+		}
+		out = append(out, h)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Hostname != out[j].Hostname {
+			return out[i].Hostname < out[j].Hostname
+		}
+		return out[i].Agent < out[j].Agent
+	})
+	return out
+}
+
+// Rates counts the hosts per status of each control in controls and the
+// pass rate over the hosts that run it.
+func Rates(hosts []Host, controls []string) map[string]Rate {
+	out := make(map[string]Rate, len(controls))
+	for _, c := range controls {
+		var r Rate
+		for _, h := range hosts {
+			switch h.Controls[c].Status {
+			case Pass:
+				r.Pass++
+			case Fail:
+				r.Fail++
+			case Unknown:
+				r.Unknown++
+			case Off:
+				r.Off++
+			}
+		}
+		if n := r.Pass + r.Fail + r.Unknown; n > 0 {
+			r.Rate = float64(r.Pass) / float64(n)
+		}
+		out[c] = r
+	}
+	return out
+}
+
+// durationEN writes d for people: whole minutes from a minute on ("1h5m"),
+// whole seconds below.
+func durationEN(d time.Duration) string {
+	if d >= time.Minute {
+		s := strings.TrimSuffix(d.Truncate(time.Minute).String(), "0s") // "1h5m0s"
+		if strings.HasSuffix(s, "h0m") {
+			s = strings.TrimSuffix(s, "0m")
+		}
+		return s
+	}
+	return d.Truncate(time.Second).String()
+}
+
+// durationJA writes d in Japanese units ("1時間5分", "31分", "45秒").
+func durationJA(d time.Duration) string {
+	if d < time.Minute {
+		return fmt.Sprintf("%d秒", int64(d/time.Second))
+	}
+	h, m := int64(d/time.Hour), int64(d%time.Hour/time.Minute)
+	switch {
+	case h == 0:
+		return fmt.Sprintf("%d分", m)
+	case m == 0:
+		return fmt.Sprintf("%d時間", h)
+	}
+	return fmt.Sprintf("%d時間%d分", h, m)
+}

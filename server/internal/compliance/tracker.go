@@ -1,0 +1,468 @@
+package compliance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// Alert event vocabulary, appended to the server stream.
+const (
+	AlertControl = "compliance"
+	AlertType    = "compliance.alert"
+)
+
+// Alert kinds.
+const (
+	KindViolation = "violation" // a control's latest status is fail
+	KindSilent    = "silent"    // the agent has been silent longer than silent_after
+)
+
+// Events is the part of the event store the tracker uses; eventlog.Store
+// satisfies it.
+type Events interface {
+	Query(ctx context.Context, f eventlog.Filter) (eventlog.Page, error)
+	Agents(ctx context.Context) ([]eventlog.Head, error)
+	AppendServer(ctx context.Context, e event.Event) (event.Event, error)
+}
+
+// Inventory lists the enrolled agents with their effective policies.
+type Inventory interface {
+	Hosts(ctx context.Context) ([]HostInfo, error)
+}
+
+// Config configures New. Events and Inventory are required.
+type Config struct {
+	Events    Events
+	Inventory Inventory
+	// Now is the clock silence is measured with; default time.Now.
+	Now func() time.Time
+	Log zerolog.Logger
+	// Poll is how often Run tails the event log; default 1s. Requests also
+	// catch up first, so they always see every stored status.
+	Poll time.Duration
+	// AlertEvery is how often Run checks for silent agents; default 30s.
+	AlertEvery time.Duration
+	// InventoryTTL is how long the inventory is cached; default 15s.
+	// Invalidate drops it at once (on a policy or assignment change).
+	InventoryTTL time.Duration
+}
+
+// Tracker keeps the latest status per (agent, control) by tailing the event
+// log, and derives reports and alerts from it. Safe for concurrent use.
+type Tracker struct {
+	cfg     Config
+	log     zerolog.Logger
+	started time.Time
+
+	catchMu sync.Mutex // serialises tailing
+	alertMu sync.Mutex // serialises alert raising
+
+	mu      sync.RWMutex
+	cursors map[string]string            // stream ("<control>" or AlertType) -> Query cursor
+	latest  map[string]map[string]Latest // agent -> control -> latest
+	alerted map[string]bool              // alert keys already raised
+	dirty   bool                         // a fail status arrived since the last alert check
+
+	invMu   sync.Mutex
+	inv     []HostInfo
+	invTime time.Time
+}
+
+// New returns a tracker that has read nothing yet; CatchUp (or Run) reads
+// the event log.
+func New(cfg Config) (*Tracker, error) {
+	if cfg.Events == nil || cfg.Inventory == nil {
+		return nil, errors.New("compliance: Config.Events and Config.Inventory are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
+	}
+	if cfg.AlertEvery <= 0 {
+		cfg.AlertEvery = 30 * time.Second
+	}
+	if cfg.InventoryTTL <= 0 {
+		cfg.InventoryTTL = 15 * time.Second
+	}
+	return &Tracker{
+		cfg:     cfg,
+		log:     cfg.Log.With().Str("component", "compliance").Logger(),
+		started: cfg.Now(),
+		cursors: map[string]string{},
+		latest:  map[string]map[string]Latest{},
+		alerted: map[string]bool{},
+	}, nil
+}
+
+// Run tails the event log every Poll and checks alerts every AlertEvery
+// (and at once after a new fail status) until ctx ends. changes, if not
+// nil, signals policy or assignment changes that invalidate the inventory.
+func (t *Tracker) Run(ctx context.Context, changes <-chan struct{}) error {
+	poll := time.NewTicker(t.cfg.Poll)
+	defer poll.Stop()
+	check := time.NewTicker(t.cfg.AlertEvery)
+	defer check.Stop()
+	var failing bool // log a persistent failure once, not every tick
+	step := func(alerts bool) {
+		err := t.CatchUp(ctx)
+		if err == nil {
+			t.mu.RLock()
+			alerts = alerts || t.dirty
+			t.mu.RUnlock()
+			if alerts {
+				err = t.CheckAlerts(ctx)
+			}
+		}
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			t.log.Warn().Err(err).Msg("compliance: tailing or alerting failed; retrying")
+			failing = true
+		case err == nil && failing:
+			t.log.Info().Msg("compliance: tailing recovered")
+			failing = false
+		}
+	}
+	step(true)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+			step(false)
+		case <-check.C:
+			step(true)
+		case _, ok := <-changes:
+			if !ok {
+				changes = nil
+				continue
+			}
+			t.Invalidate()
+		}
+	}
+}
+
+// Invalidate drops the cached inventory, so the next report reads it anew.
+func (t *Tracker) Invalidate() {
+	t.invMu.Lock()
+	t.inv, t.invTime = nil, time.Time{}
+	t.invMu.Unlock()
+}
+
+// streams are the event-log streams tailed: one per control, and the
+// server's own alerts (to know which were raised before a restart).
+func streams() []eventlog.Filter {
+	out := make([]eventlog.Filter, 0, len(Controls)+1)
+	for _, c := range Controls {
+		out = append(out, eventlog.Filter{Control: c, Type: c + ".status"})
+	}
+	return append(out, eventlog.Filter{Agent: event.ServerStream, Control: AlertControl, Type: AlertType})
+}
+
+// CatchUp reads every status and alert event stored since the last call.
+// Each stream is read through the store's (control, type) index from its
+// cursor on, so the cost is the number of new events.
+func (t *Tracker) CatchUp(ctx context.Context) error {
+	t.catchMu.Lock()
+	defer t.catchMu.Unlock()
+	for _, f := range streams() {
+		key := f.Type
+		t.mu.RLock()
+		f.Cursor = t.cursors[key]
+		t.mu.RUnlock()
+		f.Limit = eventlog.MaxLimit
+		for {
+			p, err := t.cfg.Events.Query(ctx, f)
+			if err != nil {
+				return fmt.Errorf("compliance: reading %s events: %w", f.Type, err)
+			}
+			if len(p.Events) == 0 {
+				break
+			}
+			t.mu.Lock()
+			for i := range p.Events {
+				t.apply(&p.Events[i])
+			}
+			f.Cursor = strconv.FormatInt(p.Events[len(p.Events)-1].Index, 10)
+			t.cursors[key] = f.Cursor
+			t.mu.Unlock()
+			if p.Next == "" {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// apply folds one stored event into the tracker; t.mu is held.
+func (t *Tracker) apply(st *eventlog.Stored) {
+	if st.Type == AlertType {
+		if k, ok := st.Attrs["key"].(string); ok {
+			t.alerted[k] = true
+		}
+		return
+	}
+	l := parseStatus(st)
+	byControl := t.latest[st.Agent]
+	if byControl == nil {
+		byControl = map[string]Latest{}
+		t.latest[st.Agent] = byControl
+	}
+	prev, had := byControl[st.Control]
+	if had && prev.Index > l.Index {
+		return // never replace a newer status (cannot happen while tailing in order)
+	}
+	if l.Status == Fail {
+		if had && prev.Status == Fail {
+			l.FailRun = prev.FailRun
+		} else {
+			l.FailRun = l.Index
+			t.dirty = true
+		}
+	}
+	byControl[st.Control] = l
+}
+
+// parseStatus reads a "<control>.status" event (see the agent's
+// controls.StatusEvent). A missing or unknown status value counts as
+// unknown with reason status.invalid; a missing since is the event time.
+func parseStatus(st *eventlog.Stored) Latest {
+	str := func(k string) string { s, _ := st.Attrs[k].(string); return s }
+	l := Latest{Index: st.Index, Time: st.Time, Since: st.Time, FailRun: -1,
+		Reason: str("reason"), ReasonJA: str("reason_ja"), ReasonEN: str("reason_en")}
+	switch s := Status(str("status")); s {
+	case Pass, Fail, Unknown:
+		l.Status = s
+	default:
+		l.Status = Unknown
+		l.Reason, l.ReasonJA, l.ReasonEN = ReasonBadStatus,
+			fmt.Sprintf("状態の値 %q が不正です", str("status")), fmt.Sprintf("invalid status value %q", str("status"))
+	}
+	if s, err := time.Parse(time.RFC3339, str("since")); err == nil {
+		l.Since = s.UTC()
+	}
+	return l
+}
+
+// hosts returns the inventory, cached for InventoryTTL.
+func (t *Tracker) hosts(ctx context.Context) ([]HostInfo, error) {
+	t.invMu.Lock()
+	defer t.invMu.Unlock()
+	if t.inv != nil && time.Since(t.invTime) < t.cfg.InventoryTTL {
+		return t.inv, nil
+	}
+	inv, err := t.cfg.Inventory.Hosts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("compliance: inventory: %w", err)
+	}
+	if inv == nil {
+		inv = []HostInfo{}
+	}
+	t.inv, t.invTime = inv, time.Now()
+	return inv, nil
+}
+
+// derive catches up and derives every host's state now.
+func (t *Tracker) derive(ctx context.Context) ([]Host, time.Time, error) {
+	if err := t.CatchUp(ctx); err != nil {
+		return nil, time.Time{}, err
+	}
+	inv, err := t.hosts(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	heads, err := t.cfg.Events.Agents(ctx)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("compliance: stream heads: %w", err)
+	}
+	seen := make(map[string]time.Time, len(heads))
+	for _, h := range heads {
+		seen[h.Agent] = h.LastSeen
+	}
+	now := t.cfg.Now()
+	t.mu.RLock()
+	hosts := Derive(now, t.started, inv, seen, t.latest)
+	t.mu.RUnlock()
+	return hosts, now, nil
+}
+
+// Report is the answer of GET /api/v1/compliance.
+type Report struct {
+	Time        time.Time                  `json:"time"`
+	Hosts       []Host                     `json:"hosts"`
+	Fleet       map[string]Rate            `json:"fleet"`
+	Departments map[string]map[string]Rate `json:"departments"`
+}
+
+// Filter narrows a report. Agent and Department select hosts (and so the
+// fleet figures); Control keeps one control; Status keeps hosts with at
+// least one (kept) control in that status, and only those controls. Status
+// does not change the fleet figures, which would be meaningless otherwise.
+type Filter struct {
+	Agent, Department, Control string
+	Status                     Status
+}
+
+// Report derives the compliance report for f.
+func (t *Tracker) Report(ctx context.Context, f Filter) (Report, error) {
+	all, now, err := t.derive(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	controls := Controls
+	if f.Control != "" {
+		controls = []string{f.Control}
+	}
+	var sel []Host
+	for _, h := range all {
+		if (f.Agent == "" || h.Agent == f.Agent) && (f.Department == "" || h.Department == f.Department) {
+			sel = append(sel, h)
+		}
+	}
+	r := Report{Time: now.UTC(), Hosts: []Host{}, Fleet: Rates(sel, controls), Departments: map[string]map[string]Rate{}}
+	byDept := map[string][]Host{}
+	for _, h := range sel {
+		byDept[h.Department] = append(byDept[h.Department], h)
+	}
+	for d, hs := range byDept {
+		r.Departments[d] = Rates(hs, controls)
+	}
+	for _, h := range sel {
+		kept := make(map[string]ControlState, len(controls))
+		for _, c := range controls {
+			if cs := h.Controls[c]; f.Status == "" || cs.Status == f.Status {
+				kept[c] = cs
+			}
+		}
+		if len(kept) == 0 {
+			continue
+		}
+		h.Controls = kept
+		r.Hosts = append(r.Hosts, h)
+	}
+	return r, nil
+}
+
+// Alert is one open violation or silent agent.
+type Alert struct {
+	Kind       string    `json:"kind"` // violation | silent
+	Agent      string    `json:"agent"`
+	Hostname   string    `json:"hostname"`
+	Department string    `json:"department"`
+	Control    string    `json:"control,omitempty"` // violations only
+	Reason     string    `json:"reason"`
+	ReasonJA   string    `json:"reason_ja"`
+	ReasonEN   string    `json:"reason_en"`
+	Since      time.Time `json:"since"`
+	Index      *int64    `json:"index,omitempty"` // the status event, violations only
+
+	key string // identifies the violation run or the silence
+}
+
+// alertsOf lists the open alerts of hosts, oldest first.
+func alertsOf(hosts []Host) []Alert {
+	out := []Alert{}
+	for _, h := range hosts {
+		if h.Silent {
+			c := h.anyControlState()
+			out = append(out, Alert{Kind: KindSilent, Agent: h.Agent, Hostname: h.Hostname, Department: h.Department,
+				Reason: ReasonSilent, ReasonJA: c.ReasonJA, ReasonEN: c.ReasonEN, Since: h.silentRef,
+				key: fmt.Sprintf("%s|%s|%d", KindSilent, h.Agent, h.silentRef.UnixNano())})
+			continue
+		}
+		for _, c := range Controls {
+			cs := h.Controls[c]
+			if cs.Status != Fail {
+				continue
+			}
+			a := Alert{Kind: KindViolation, Agent: h.Agent, Hostname: h.Hostname, Department: h.Department, Control: c,
+				Reason: cs.Reason, ReasonJA: cs.ReasonJA, ReasonEN: cs.ReasonEN, Index: cs.Index,
+				key: fmt.Sprintf("%s|%s|%s|%d", KindViolation, h.Agent, c, h.failRuns[c])}
+			if cs.Since != nil {
+				a.Since = *cs.Since
+			}
+			out = append(out, a)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
+	return out
+}
+
+// anyControlState returns a state carrying the silence text, or a zero one
+// when every control is off.
+func (h *Host) anyControlState() ControlState {
+	for _, c := range Controls {
+		if cs := h.Controls[c]; cs.Reason == ReasonSilent {
+			return cs
+		}
+	}
+	return ControlState{ReasonJA: "エージェントから応答がありません", ReasonEN: "agent silent"}
+}
+
+// Alerts lists the open alerts: controls whose latest status is fail, and
+// silent agents.
+func (t *Tracker) Alerts(ctx context.Context) ([]Alert, error) {
+	hosts, _, err := t.derive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return alertsOf(hosts), nil
+}
+
+// CheckAlerts appends a compliance.alert event to the server stream for
+// every open alert not raised before: once per violation run (a control
+// turning fail) and once per silence (an agent turning silent). Raised
+// alerts are read back from the log after a restart, so they are not raised
+// twice.
+func (t *Tracker) CheckAlerts(ctx context.Context) error {
+	t.alertMu.Lock()
+	defer t.alertMu.Unlock()
+	t.mu.Lock()
+	t.dirty = false
+	t.mu.Unlock()
+	alerts, err := t.Alerts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range alerts {
+		t.mu.RLock()
+		done := t.alerted[a.key]
+		t.mu.RUnlock()
+		if done {
+			continue
+		}
+		attrs := event.Attrs{"key": a.key, "kind": a.Kind, "agent": a.Agent, "hostname": a.Hostname,
+			"department": a.Department, "reason": a.Reason, "reason_ja": a.ReasonJA, "reason_en": a.ReasonEN,
+			"since": a.Since.UTC().Format(time.RFC3339)}
+		sev := event.Warning
+		if a.Kind == KindViolation {
+			sev = event.Violation
+			attrs["control"] = a.Control
+			if a.Index != nil {
+				attrs["index"] = json.Number(strconv.FormatInt(*a.Index, 10))
+			}
+		}
+		e := event.Event{Control: AlertControl, Type: AlertType, Severity: sev, Object: a.Agent, Attrs: attrs}
+		if _, err := t.cfg.Events.AppendServer(ctx, e); err != nil {
+			return fmt.Errorf("compliance: raising %s alert for %s: %w", a.Kind, a.Agent, err)
+		}
+		t.mu.Lock()
+		t.alerted[a.key] = true
+		t.mu.Unlock()
+		t.log.Warn().Str("kind", a.Kind).Str("agent", a.Agent).Str("hostname", a.Hostname).
+			Str("control", a.Control).Str("reason", a.Reason).Msg("compliance: alert raised")
+	}
+	return nil
+}

@@ -1,0 +1,294 @@
+package compliance
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// clock is a settable clock for silence.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// hostList is an Inventory over a fixed list (the state-backed one is
+// exercised through the app test).
+type hostList []HostInfo
+
+func (h hostList) Hosts(context.Context) ([]HostInfo, error) { return h, nil }
+
+// agentStream seals events as one agent would.
+type agentStream struct {
+	id   string
+	seq  uint64
+	prev string
+}
+
+func (a *agentStream) status(t *testing.T, control string, st Status, reason string, since time.Time) event.Event {
+	t.Helper()
+	a.seq++
+	sev := event.Info
+	if st == Fail {
+		sev = event.Violation
+	}
+	e := event.Event{Agent: a.id, Seq: a.seq, Time: since, Control: control, Type: control + ".status", Severity: sev,
+		Attrs: event.Attrs{"status": string(st), "since": since.UTC().Format(time.RFC3339), "reason": reason,
+			"reason_ja": reason + " (ja)", "reason_en": reason + " (en)"}}
+	if err := e.Seal(a.prev); err != nil {
+		t.Fatal(err)
+	}
+	a.prev = e.Hash
+	return e
+}
+
+func openStore(t *testing.T, dir string) *eventlog.SQLite {
+	t.Helper()
+	s, err := eventlog.OpenSQLite(context.Background(), filepath.Join(dir, "events.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func appendAll(t *testing.T, s eventlog.Store, agent string, evs ...event.Event) {
+	t.Helper()
+	if _, err := s.Append(context.Background(), agent, evs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func alertEvents(t *testing.T, s eventlog.Store) []eventlog.Stored {
+	t.Helper()
+	p, err := s.Query(context.Background(), eventlog.Filter{Control: AlertControl, Type: AlertType, Limit: eventlog.MaxLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Events
+}
+
+func TestTrackerLatestStatusAndAlertsOncePerTransition(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store := openStore(t, dir)
+	defer func() { store.Close() }()
+	clk := &clock{t: time.Now()}
+	inv := hostList{
+		{Agent: "a1", Hostname: "pc-01", Department: "総務部", Enrolled: clk.Now(), Policy: pol(30*time.Minute, allAudit())},
+		{Agent: "a2", Hostname: "pc-02", Department: "営業部", Enrolled: clk.Now(), Policy: pol(30*time.Minute, allAudit())},
+	}
+	newTracker := func(s eventlog.Store) *Tracker {
+		tr, err := New(Config{Events: s, Inventory: inv, Now: clk.Now, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	tr := newTracker(store)
+
+	a1, a2 := &agentStream{id: "a1"}, &agentStream{id: "a2"}
+	s1 := clk.Now().Add(-time.Hour).Truncate(time.Second)
+	appendAll(t, store, "a1", a1.status(t, "screenlock", Pass, "screenlock.ok", s1), a1.status(t, "backup", Fail, "backup.overdue", s1))
+	appendAll(t, store, "a2", a2.status(t, "screenlock", Fail, "screenlock.no_password", s1))
+
+	rep, err := tr.Report(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Hosts) != 2 || rep.Hosts[0].Agent != "a1" {
+		t.Fatalf("hosts = %+v", rep.Hosts)
+	}
+	bk := rep.Hosts[0].Controls["backup"]
+	if bk.Status != Fail || bk.Reason != "backup.overdue" || bk.ReasonJA != "backup.overdue (ja)" || !bk.Since.Equal(s1) || *bk.Index != 1 {
+		t.Fatalf("a1 backup = %+v", bk)
+	}
+	if got := rep.Fleet["screenlock"]; got.Pass != 1 || got.Fail != 1 || got.Rate != 0.5 {
+		t.Fatalf("fleet screenlock = %+v", got)
+	}
+	if got := rep.Departments["営業部"]["screenlock"]; got.Fail != 1 || got.Rate != 0 {
+		t.Fatalf("営業部 screenlock = %+v", got)
+	}
+
+	// Two violations: two alerts, and a second check raises nothing more.
+	for range 2 {
+		if err := tr.CheckAlerts(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := alertEvents(t, store); len(got) != 2 {
+		t.Fatalf("alerts after two checks: %d", len(got))
+	}
+	// The same failure re-reported on the interval is the same violation.
+	appendAll(t, store, "a2", a2.status(t, "screenlock", Fail, "screenlock.no_password", s1))
+	if err := tr.CheckAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := alertEvents(t, store); len(got) != 2 {
+		t.Fatalf("a re-reported failure raised an alert: %d", len(got))
+	}
+	// Fixed, then failing again: a new violation.
+	appendAll(t, store, "a2", a2.status(t, "screenlock", Pass, "screenlock.ok", clk.Now()))
+	if err := tr.CheckAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, store, "a2", a2.status(t, "screenlock", Fail, "screenlock.no_password", clk.Now()))
+	if err := tr.CheckAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alerts := alertEvents(t, store)
+	if len(alerts) != 3 {
+		t.Fatalf("alerts after fail -> pass -> fail: %d", len(alerts))
+	}
+	last := alerts[2]
+	if last.Agent != event.ServerStream || last.Severity != event.Violation || last.Attrs["agent"] != "a2" ||
+		last.Attrs["control"] != "screenlock" || last.Attrs["kind"] != KindViolation {
+		t.Fatalf("alert event = %+v", last.Event)
+	}
+
+	// A restarted server (new tracker, reopened store) raises nothing twice.
+	store.Close()
+	store = openStore(t, dir)
+	tr = newTracker(store)
+	if err := tr.CheckAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := alertEvents(t, store); len(got) != 3 {
+		t.Fatalf("alerts after restart: %d", len(got))
+	}
+	open, err := tr.Alerts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 2 || open[0].Kind != KindViolation {
+		t.Fatalf("open alerts = %+v", open)
+	}
+
+	// Silence: once past silent_after (and the restarted tracker's grace),
+	// both hosts are silent, alerted once each.
+	clk.Add(31 * time.Minute)
+	for range 2 {
+		if err := tr.CheckAlerts(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var silent int
+	for _, a := range alertEvents(t, store) {
+		if a.Attrs["kind"] == KindSilent {
+			silent++
+			if a.Severity != event.Warning || a.Attrs["reason"] != ReasonSilent {
+				t.Fatalf("silent alert = %+v", a.Event)
+			}
+		}
+	}
+	if silent != 2 {
+		t.Fatalf("silent alerts = %d, want 2", silent)
+	}
+	rep, err = tr.Report(ctx, Filter{Agent: "a1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := rep.Hosts[0]; !h.Silent || h.Controls["screenlock"].Reason != ReasonSilent || h.Controls["screenlock"].Status != Unknown {
+		t.Fatalf("silent host = %+v", h)
+	}
+	if got := rep.Fleet["screenlock"]; got.Unknown != 1 || got.Rate != 0 {
+		t.Fatalf("fleet of silent a1 = %+v", got)
+	}
+}
+
+func TestReportFilters(t *testing.T) {
+	ctx := context.Background()
+	store := openStore(t, t.TempDir())
+	defer store.Close()
+	now := time.Now()
+	inv := hostList{
+		{Agent: "a1", Hostname: "pc-01", Department: "総務部", Enrolled: now, Policy: pol(0, allAudit())},
+		{Agent: "a2", Hostname: "pc-02", Department: "営業部", Enrolled: now, Policy: pol(0, allAudit())},
+	}
+	tr, err := New(Config{Events: store, Inventory: inv, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, a2 := &agentStream{id: "a1"}, &agentStream{id: "a2"}
+	appendAll(t, store, "a1", a1.status(t, "posture", Fail, "posture.disk_unencrypted", now))
+	appendAll(t, store, "a2", a2.status(t, "posture", Pass, "posture.ok", now))
+
+	rep, err := tr.Report(ctx, Filter{Control: "posture", Status: Fail})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Hosts) != 1 || rep.Hosts[0].Agent != "a1" || len(rep.Hosts[0].Controls) != 1 {
+		t.Fatalf("fail hosts = %+v", rep.Hosts)
+	}
+	if len(rep.Fleet) != 1 || rep.Fleet["posture"].Rate != 0.5 {
+		t.Fatalf("fleet = %+v", rep.Fleet)
+	}
+	rep, err = tr.Report(ctx, Filter{Department: "営業部"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Hosts) != 1 || rep.Hosts[0].Agent != "a2" || rep.Fleet["posture"].Rate != 1 {
+		t.Fatalf("営業部 = %+v %+v", rep.Hosts, rep.Fleet)
+	}
+
+	for _, tc := range []struct{ q, param string }{
+		{"control=printer", "control"},
+		{"status=green", "status"},
+		{"agent=a1&agent=a2", "agent"},
+		{"host=pc-01", "host"},
+	} {
+		q, _ := url.ParseQuery(tc.q)
+		_, err := ParseFilter(q)
+		var pe *ParamError
+		if !errors.As(err, &pe) || pe.Param != tc.param {
+			t.Fatalf("ParseFilter(%s) = %v, want an error naming %s", tc.q, err, tc.param)
+		}
+		rec := httptest.NewRecorder()
+		tr.ServeCompliance(rec, httptest.NewRequest("GET", PathCompliance+"?"+tc.q, nil))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.param) {
+			t.Fatalf("GET ?%s = %d %s", tc.q, rec.Code, rec.Body)
+		}
+	}
+	rec := httptest.NewRecorder()
+	tr.ServeAlerts(rec, httptest.NewRequest("GET", PathAlerts+"?x=1", nil))
+	if rec.Code != http.StatusBadRequest {
+		t.Fatalf("alerts with a parameter = %d", rec.Code)
+	}
+}
+
+func TestInvalidStatusIsUnknown(t *testing.T) {
+	ctx := context.Background()
+	store := openStore(t, t.TempDir())
+	defer store.Close()
+	tr, err := New(Config{Events: store, Inventory: hostList{{Agent: "a1", Enrolled: time.Now(), Policy: pol(0, allAudit())}}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &agentStream{id: "a1"}
+	appendAll(t, store, "a1", a.status(t, "media", "green", "media.ok", time.Now()))
+	rep, err := tr.Report(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := rep.Hosts[0].Controls["media"]; m.Status != Unknown || m.Reason != ReasonBadStatus || m.Index == nil {
+		t.Fatalf("media = %+v", m)
+	}
+}
