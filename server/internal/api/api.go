@@ -155,6 +155,16 @@ type Config struct {
 	// Registerer receives the metrics besides the server's own registry;
 	// nil is fine.
 	Registerer prometheus.Registerer
+	// Compliance serves GET /api/v1/compliance and /api/v1/alerts (any
+	// role); nil leaves them 404.
+	Compliance ComplianceHandlers
+}
+
+// ComplianceHandlers serves the compliance resources
+// (server/internal/compliance.Tracker).
+type ComplianceHandlers interface {
+	ServeCompliance(w http.ResponseWriter, r *http.Request)
+	ServeAlerts(w http.ResponseWriter, r *http.Request)
 }
 
 // Server serves the Mamori HTTP API. Create it with New, mount Handler on an

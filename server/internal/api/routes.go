@@ -25,6 +25,10 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /api/v1/policies", s.admin(readOnly, s.handleListPolicies))
 	mux.HandleFunc("GET /api/v1/policies/{name}", s.admin(readOnly, s.handleGetPolicy))
 	mux.HandleFunc("PUT /api/v1/policies/{name}", s.admin(write, s.handlePutPolicy))
+	if c := s.cfg.Compliance; c != nil {
+		mux.HandleFunc("GET /api/v1/compliance", s.admin(readOnly, c.ServeCompliance))
+		mux.HandleFunc("GET /api/v1/alerts", s.admin(readOnly, c.ServeAlerts))
+	}
 	mux.HandleFunc("GET /api/v1/checkpoint", s.admin(readOnly, s.handleCheckpoint))
 	mux.HandleFunc("GET /api/v1/export", s.admin(readOnly, s.handleExport))
 	mux.HandleFunc("/api/v1/", s.admin(readOnly, func(w http.ResponseWriter, r *http.Request) {
