@@ -14,32 +14,62 @@ import (
 )
 
 // Query implements Store. Results are in ascending log index order; the
-// cursor is the decimal log index of the last event returned.
+// cursor is the decimal log index of the last event returned, valid with the
+// filter that produced it.
 func (s *SQLite) Query(ctx context.Context, f Filter) (Page, error) {
+	q, args, limit, err := buildQuery(f)
+	if err != nil {
+		return Page{}, err
+	}
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return Page{}, fmt.Errorf("eventlog: query: %w", err)
+	}
+	defer rows.Close()
+	var p Page
+	for rows.Next() {
+		st, err := scanStored(rows)
+		if err != nil {
+			return Page{}, err
+		}
+		p.Events = append(p.Events, st)
+	}
+	if err := rows.Err(); err != nil {
+		return Page{}, fmt.Errorf("eventlog: query: %w", err)
+	}
+	if len(p.Events) > limit {
+		p.Events = p.Events[:limit]
+		p.Next = strconv.FormatInt(p.Events[limit-1].Index, 10)
+	}
+	return p, nil
+}
+
+// buildQuery turns f into SQL, its arguments and the page size.
+func buildQuery(f Filter) (q string, args []any, limit int, err error) {
 	after := int64(-1)
 	if f.Cursor != "" {
 		c, err := strconv.ParseInt(f.Cursor, 10, 64)
 		if err != nil || c < 0 || strconv.FormatInt(c, 10) != f.Cursor {
-			return Page{}, fmt.Errorf("%w: %q", ErrBadCursor, f.Cursor)
+			return "", nil, 0, fmt.Errorf("%w: %q", ErrBadCursor, f.Cursor)
 		}
 		after = c
 	}
-	limit := f.Limit
+	limit = f.Limit
 	switch {
 	case limit < 0:
-		return Page{}, fmt.Errorf("%w: negative limit %d", ErrBadFilter, limit)
+		return "", nil, 0, fmt.Errorf("%w: negative limit %d", ErrBadFilter, limit)
 	case limit == 0:
 		limit = DefaultLimit
 	case limit > MaxLimit:
 		limit = MaxLimit
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
-		return Page{}, fmt.Errorf("%w: from %s is not before to %s", ErrBadFilter, f.From.Format(time.RFC3339), f.To.Format(time.RFC3339))
+		return "", nil, 0, fmt.Errorf("%w: from %s is not before to %s", ErrBadFilter, f.From.Format(time.RFC3339), f.To.Format(time.RFC3339))
 	}
 
 	var (
-		where = []string{"idx > ?"}
-		args  = []any{after}
+		where []string
+		order = "idx"
 	)
 	eq := func(col, v string) {
 		if v != "" {
@@ -47,7 +77,18 @@ func (s *SQLite) Query(ctx context.Context, f Filter) (Page, error) {
 			args = append(args, v)
 		}
 	}
-	eq("agent", f.Agent)
+	if f.Agent == "" {
+		where, args = append(where, "idx > ?"), append(args, after)
+	} else {
+		// Within one stream log order is seq order, so the (agent, seq) index
+		// yields rows in order and no page has to sort the whole stream.
+		where, args = append(where, "agent = ?"), append(args, f.Agent)
+		order = "seq"
+		if after >= 0 {
+			where = append(where, "seq > (SELECT seq FROM events WHERE idx = ? AND agent = ?)")
+			args = append(args, after, f.Agent)
+		}
+	}
 	eq("control", f.Control)
 	eq("type", f.Type)
 	eq("user", f.User)
@@ -70,32 +111,11 @@ func (s *SQLite) Query(ctx context.Context, f Filter) (Page, error) {
 		where = append(where, "time < ?")
 		args = append(args, clampNano(f.To))
 	}
-	q := `SELECT idx, agent, seq, time, received, control, type, severity, user, process, object,
+	q = `SELECT idx, agent, seq, time, received, control, type, severity, user, process, object,
 		register_id, attrs, prev, hash FROM events WHERE ` + strings.Join(where, " AND ") +
-		` ORDER BY idx LIMIT ?`
+		` ORDER BY ` + order + ` LIMIT ?`
 	args = append(args, limit+1)
-
-	rows, err := s.rdb.QueryContext(ctx, q, args...)
-	if err != nil {
-		return Page{}, fmt.Errorf("eventlog: query: %w", err)
-	}
-	defer rows.Close()
-	var p Page
-	for rows.Next() {
-		st, err := scanStored(rows)
-		if err != nil {
-			return Page{}, err
-		}
-		p.Events = append(p.Events, st)
-	}
-	if err := rows.Err(); err != nil {
-		return Page{}, fmt.Errorf("eventlog: query: %w", err)
-	}
-	if len(p.Events) > limit {
-		p.Events = p.Events[:limit]
-		p.Next = strconv.FormatInt(p.Events[limit-1].Index, 10)
-	}
-	return p, nil
+	return q, args, limit, nil
 }
 
 // prefixEnd returns the smallest string greater than every string with
