@@ -30,6 +30,7 @@ import (
 
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/audit"
+	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/pki"
 	"github.com/mamori/mamori/server/internal/state"
@@ -75,6 +76,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long Close waits for in-flight requests
 	// (batches being committed); default 30s.
 	ShutdownTimeout time.Duration
+	// Now is the clock compliance measures agents' silence with; default
+	// time.Now. Tests inject a later time to make agents silent.
+	Now func() time.Time
 }
 
 // Server is a running Mamori server. All methods are safe for concurrent use.
@@ -93,6 +97,9 @@ type Server struct {
 	cp       *audit.Checkpointer
 	cpStop   context.CancelFunc
 	cpDone   chan struct{}
+	tracker  *compliance.Tracker
+	trkStop  context.CancelFunc
+	trkDone  chan struct{} // closed when the tracker's loop has returned
 	served   chan struct{} // closed when Serve returns
 	serveErr error         // what Serve returned; read after served is closed
 	closeMu  sync.Mutex
@@ -175,9 +182,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	go func() { s.cp.Run(cpCtx); close(s.cpDone) }()
 	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey}
 
+	if s.tracker, err = compliance.New(compliance.Config{Events: s.store, Now: cfg.Now, Log: cfg.Log,
+		Inventory: compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault}}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	trkCtx, trkStop := context.WithCancel(context.WithoutCancel(ctx))
+	s.trkStop, s.trkDone = trkStop, make(chan struct{})
+	go func() { s.tracker.Run(trkCtx, s.state.WatchPolicies(trkCtx)); close(s.trkDone) }()
+
 	if s.api, err = api.New(api.Config{Store: storeAdapter{s.store}, State: stateAdapter{s.state}, CA: s.ca,
-		Evidence: evidenceAdapter{exporter},
-		AgentID:  pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log}); err != nil {
+		Evidence: evidenceAdapter{exporter}, Compliance: s.tracker,
+		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log}); err != nil {
 		return nil, err
 	}
 
@@ -330,6 +345,10 @@ func (s *Server) teardown() error {
 		}
 	} else if s.api != nil {
 		s.api.Close()
+	}
+	if s.trkStop != nil {
+		s.trkStop() // it appends alerts: stop it before the final checkpoint
+		<-s.trkDone
 	}
 	if s.cpStop != nil {
 		s.cpStop() // signs a final checkpoint over everything acked
