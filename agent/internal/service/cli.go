@@ -1,0 +1,232 @@
+// Package service is the mamori-agent command line and its service
+// lifecycle: enroll, run (foreground or as the OS service), install,
+// uninstall, start, stop and status.
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/uplink"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+const usage = `usage:
+  mamori-agent enroll --server URL --token T --ca-hash sha256:HEX [--state-dir DIR] [--department D]
+  mamori-agent run [--state-dir DIR] [--log-level info]
+  mamori-agent install [--state-dir DIR] | uninstall | start | stop
+  mamori-agent status [--state-dir DIR]
+`
+
+// DefaultStateDir is where the agent keeps its identity, spool and policy.
+func DefaultStateDir() string {
+	switch runtime.GOOS {
+	case "windows":
+		pd := os.Getenv("ProgramData")
+		if pd == "" {
+			pd = `C:\ProgramData`
+		}
+		return filepath.Join(pd, "Mamori")
+	case "darwin":
+		return "/Library/Application Support/Mamori"
+	default:
+		return "/var/lib/mamori-agent"
+	}
+}
+
+type usageError struct{ error }
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, factories []controls.Factory, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "enroll":
+		err = cmdEnroll(rest, stdout, stderr)
+	case "run":
+		err = cmdRun(rest, factories, stderr)
+	case "status":
+		err = cmdStatus(rest, stdout, stderr)
+	case "install", "uninstall", "start", "stop":
+		err = cmdControl(cmd, rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		err = usageError{fmt.Errorf("unknown command %q", cmd)}
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "mamori-agent %s: %v\n%s", cmd, ue.error, usage)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "mamori-agent %s: %v\n", cmd, err)
+		return exitError
+	}
+}
+
+func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("mamori-agent "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("state-dir", DefaultStateDir(), "state directory")
+	return fs, dir
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
+func cmdEnroll(args []string, stdout, stderr io.Writer) error {
+	fs, dir := newFlags("enroll", stderr)
+	server := fs.String("server", "", "server URL, https://host:port (required)")
+	token := fs.String("token", "", "enrollment token (required)")
+	caHash := fs.String("ca-hash", "", "sha256:<hex> fingerprint of the server's CA (required)")
+	dept := fs.String("department", "", "department recorded for this PC")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *server == "":
+		return usageError{errors.New("--server is required")}
+	case *token == "":
+		return usageError{errors.New("--token is required")}
+	case *caHash == "":
+		return usageError{errors.New("--ca-hash is required")}
+	}
+	if _, err := uplink.CheckServerURL(*server); err != nil {
+		return usageError{err}
+	}
+	if _, err := uplink.ParseCAHash(*caHash); err != nil {
+		return usageError{err}
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	st, err := uplink.Enroll(ctx, uplink.EnrollOptions{Server: *server, Token: *token, CAHash: *caHash,
+		StateDir: *dir, Department: *dept})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "enrolled as %s with %s; state in %s\n", st.AgentID, st.Server, *dir)
+	return nil
+}
+
+func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
+	lv, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		return zerolog.Nop(), usageError{fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)}
+	}
+	return zerolog.New(w).Level(lv).With().Timestamp().Logger(), nil
+}
+
+func cmdRun(args []string, factories []controls.Factory, stderr io.Writer) error {
+	fs, dir := newFlags("run", stderr)
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return usageError{err}
+	}
+	opt := Options{StateDir: abs, Log: log, Factories: factories}
+	run := func(ctx context.Context) error { return Run(ctx, opt) }
+	// Under the Windows SCM the service loop owns the root context.
+	if handled, err := runAsService(run, log); handled {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	return run(ctx)
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs, dir := newFlags("status", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	s, err := ReadStatus(*dir)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s)
+}
+
+// ReadStatus combines agent.json with the status.json the running agent
+// writes (the spool itself is locked by the running agent). An agent whose
+// status is older than a few intervals is reported as not running.
+func ReadStatus(dir string) (Status, error) {
+	st, err := uplink.LoadState(dir)
+	if errors.Is(err, uplink.ErrNotEnrolled) {
+		return Status{Controls: map[string]controls.Status{}}, nil
+	}
+	if err != nil {
+		return Status{}, err
+	}
+	var s Status
+	b, err := os.ReadFile(filepath.Join(dir, FileStatus))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return Status{}, fmt.Errorf("service: %w", err)
+	default:
+		if err := json.Unmarshal(b, &s); err != nil {
+			return Status{}, fmt.Errorf("service: %s: %w", FileStatus, err)
+		}
+	}
+	if s.Running && time.Since(s.UpdatedAt) > 5*statusEvery {
+		s.Running = false
+	}
+	if s.PolicyVersion == "" {
+		if v, _, _, err := uplink.LoadPolicy(dir); err == nil {
+			s.PolicyVersion = v
+		}
+	}
+	s.Enrolled, s.AgentID, s.Server = true, st.AgentID, st.Server
+	if s.Controls == nil {
+		s.Controls = map[string]controls.Status{}
+	}
+	return s, nil
+}

@@ -1,0 +1,70 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	kservice "github.com/kardianos/service"
+)
+
+// Service identity on every OS.
+const (
+	ServiceName        = "MamoriAgent"
+	ServiceDisplayName = "Mamori Agent (守り)"
+	serviceDescription = "Mamori endpoint agent: checks and enforces safety controls and ships evidence to the Mamori server."
+)
+
+// controlOnly satisfies kardianos's Interface. kardianos is used only to
+// install, uninstall, start and stop; the service itself runs through
+// `mamori-agent run` (with our own SCM loop on Windows), so these are never
+// called.
+type controlOnly struct{}
+
+func (controlOnly) Start(kservice.Service) error { return errors.New("service: not run through kardianos") }
+func (controlOnly) Stop(kservice.Service) error  { return nil }
+
+// serviceConfig is the service definition: LocalSystem on Windows (empty
+// UserName), root on Linux and macOS.
+func serviceConfig(stateDir string) *kservice.Config {
+	return &kservice.Config{
+		Name:        ServiceName,
+		DisplayName: ServiceDisplayName,
+		Description: serviceDescription,
+		Arguments:   []string{"run", "--state-dir", stateDir},
+		Option: kservice.KeyValue{
+			"StartType": "automatic",
+			"Restart":   "always", // systemd
+			"KeepAlive": true,     // launchd
+			"RunAtLoad": true,     // launchd
+		},
+	}
+}
+
+func cmdControl(cmd string, args []string, stdout, stderr io.Writer) error {
+	fs, dir := newFlags(cmd, stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return usageError{err}
+	}
+	s, err := kservice.New(controlOnly{}, serviceConfig(abs))
+	if err != nil {
+		return fmt.Errorf("service: %w", err)
+	}
+	if err := kservice.Control(s, cmd); err != nil {
+		return fmt.Errorf("service: %w", err)
+	}
+	if cmd == "install" {
+		// kardianos sets one recovery action at most; ours restarts after
+		// 5 s, 30 s and 60 s, also after a clean exit with an error code.
+		if err := setRecovery(); err != nil {
+			return fmt.Errorf("service: installed, but recovery actions not set: %w", err)
+		}
+	}
+	fmt.Fprintf(stdout, "%s: %s done\n", ServiceName, cmd)
+	return nil
+}

@@ -1,0 +1,381 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/host"
+	"github.com/mamori/mamori/agent/internal/spool"
+	"github.com/mamori/mamori/agent/internal/uplink"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
+)
+
+// Files the runtime keeps in the state dir next to uplink's.
+const (
+	FileSpool  = "spool.db"
+	FileStatus = "status.json"
+)
+
+// Intervals of the runtime's own loops.
+const (
+	statusEvery    = 2 * time.Second
+	inventoryEvery = 6 * time.Hour
+	inventoryCheck = 10 * time.Minute // how often to look for a changed inventory
+)
+
+// EnvEmitRate names the test-only variable that makes the agent emit that
+// many agent.test events per second (e2e tests and the footprint benchmark
+// use it to produce load without a real control).
+const EnvEmitRate = "MAMORI_TEST_EMIT_RATE"
+
+// Options configure a Runtime.
+type Options struct {
+	StateDir  string
+	Log       zerolog.Logger
+	Factories []controls.Factory
+	MaxSpool  int64 // spool bound; 0 = spool.DefaultMaxBytes
+}
+
+// Runtime is the running agent: spool, controls, shipper, policy sync,
+// heartbeat and inventory.
+type Runtime struct {
+	opt      Options
+	id       *uplink.Identity
+	spool    *spool.Spool
+	controls []controls.Control
+	shipper  *uplink.Shipper
+	started  time.Time
+
+	mu         sync.Mutex // serialises policy application
+	policy     *policy.Policy
+	polVersion atomic.Value // string
+	heartbeat  atomic.Int64 // nanoseconds
+	hbChanged  chan struct{}
+}
+
+// Status is what `mamori-agent status` prints; the running agent writes it
+// to status.json.
+type Status struct {
+	Enrolled      bool                       `json:"enrolled"`
+	AgentID       string                     `json:"agent_id,omitempty"`
+	Server        string                     `json:"server,omitempty"`
+	Running       bool                       `json:"running"`
+	PID           int                        `json:"pid,omitempty"`
+	UpdatedAt     time.Time                  `json:"updated_at,omitzero"`
+	SpoolDepth    uint64                     `json:"spool_depth"`
+	LastSeq       uint64                     `json:"last_seq"`
+	LastAckedSeq  uint64                     `json:"last_acked_seq"`
+	Uplink        string                     `json:"uplink,omitempty"` // failure kind, empty when fine
+	PolicyVersion string                     `json:"policy_version,omitempty"`
+	Controls      map[string]controls.Status `json:"controls"`
+}
+
+// Run starts the agent from an enrolled state dir and runs until ctx is done.
+func Run(ctx context.Context, opt Options) error {
+	id, err := uplink.LoadIdentity(opt.StateDir)
+	if err != nil {
+		return err
+	}
+	sp, err := spool.Open(filepath.Join(opt.StateDir, FileSpool), spool.Options{
+		Agent: id.State.AgentID, MaxBytes: opt.MaxSpool, Log: opt.Log})
+	if err != nil {
+		return err
+	}
+	defer sp.Close()
+	r := &Runtime{opt: opt, id: id, spool: sp, started: time.Now(), hbChanged: make(chan struct{}, 1)}
+	r.polVersion.Store("")
+	r.heartbeat.Store(int64(policy.DefaultHeartbeat))
+	if err := r.buildControls(); err != nil {
+		return err
+	}
+	return r.run(ctx)
+}
+
+// buildControls makes each registered control with its own state dir. The
+// factory is called once to learn the name (controls do no work in New).
+func (r *Runtime) buildControls() error {
+	seen := map[string]bool{}
+	for _, f := range r.opt.Factories {
+		name := f(controls.Env{Emit: r.spool, Clock: controls.RealClock{}, Log: r.opt.Log}).Name()
+		if seen[name] {
+			return fmt.Errorf("service: control %q registered twice", name)
+		}
+		seen[name] = true
+		dir := filepath.Join(r.opt.StateDir, "controls", name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("service: %w", err)
+		}
+		r.controls = append(r.controls, f(controls.Env{Emit: r.spool, Clock: controls.RealClock{},
+			Log: r.opt.Log.With().Str("control", name).Logger(), StateDir: dir}))
+	}
+	return nil
+}
+
+func (r *Runtime) emit(ctx context.Context, typ string, sev event.Severity, attrs event.Attrs) {
+	if err := r.spool.Emit(ctx, event.Event{Control: "agent", Type: typ, Severity: sev, Attrs: attrs}); err != nil {
+		r.opt.Log.Warn().Err(err).Str("type", typ).Msg("service: event not stored")
+	}
+}
+
+func (r *Runtime) run(ctx context.Context) error {
+	log := r.opt.Log
+	// The saved policy first, so controls enforce from boot while offline.
+	version, p, raw, err := uplink.LoadPolicy(r.opt.StateDir)
+	if err != nil {
+		log.Error().Err(err).Msg("service: saved policy unusable; starting with every control off")
+	}
+	if p == nil {
+		p = &policy.Policy{APIVersion: policy.APIVersion, Kind: policy.Kind, Name: "none"}
+		p.Normalize()
+		version, raw = "", nil
+	}
+	if err := r.applyPolicy(ctx, version, p, raw, false); err != nil {
+		log.Error().Err(err).Msg("service: saved policy failed to apply")
+	}
+	r.emit(ctx, "agent.started", event.Info, event.Attrs{"policy_version": version, "pid": os.Getpid()})
+	log.Info().Str("agent", r.id.State.AgentID).Str("server", r.id.State.Server).
+		Str("policy_version", version).Int("controls", len(r.controls)).Msg("mamori-agent running")
+
+	ctlCtx, stopControls := context.WithCancel(context.Background())
+	upCtx, stopUplink := context.WithCancel(context.Background())
+	var ctlWG, upWG sync.WaitGroup
+	for _, c := range r.controls {
+		ctlWG.Add(1)
+		go func() { defer ctlWG.Done(); r.superviseControl(ctlCtx, c) }()
+	}
+	r.shipper = &uplink.Shipper{Client: r.id.HTTPClient(30 * time.Second), Server: r.id.State.Server,
+		Queue: r.spool, Log: log}
+	ps := &uplink.PolicySync{Client: r.id.HTTPClient(uplink.PolicyWait + 30*time.Second), Server: r.id.State.Server,
+		Log: log, Version: version,
+		Apply: func(ctx context.Context, v string, p *policy.Policy, raw []byte) error {
+			return r.applyPolicy(ctx, v, p, raw, true)
+		},
+		Rejected: func(ctx context.Context, v string, err error) {
+			log.Error().Err(err).Str("version", v).Msg("service: policy from server rejected")
+			r.emit(ctx, "agent.policy_failed", event.Warning, event.Attrs{"version": v, "error": err.Error()})
+		}}
+	for _, f := range []func(context.Context){
+		func(ctx context.Context) { _ = r.shipper.Run(ctx) },
+		func(ctx context.Context) { _ = ps.Run(ctx) },
+		r.statusLoop,
+	} {
+		upWG.Add(1)
+		go func() { defer upWG.Done(); f(upCtx) }()
+	}
+	for _, f := range []func(context.Context){r.heartbeatLoop, r.inventoryLoop, r.testEmitter} {
+		ctlWG.Add(1)
+		go func() { defer ctlWG.Done(); f(ctlCtx) }()
+	}
+
+	<-ctx.Done()
+	log.Info().Msg("mamori-agent stopping")
+	stopControls()
+	ctlWG.Wait()
+	r.emit(context.Background(), "agent.stopping", event.Info, event.Attrs{"uptime_s": int64(time.Since(r.started).Seconds())})
+	stopUplink()
+	upWG.Wait()
+	r.writeStatus(false)
+	return nil
+}
+
+// applyPolicy hands p to every control. If one refuses, those that took it
+// get the previous policy back, so the agent never runs half of a policy.
+func (r *Runtime) applyPolicy(ctx context.Context, version string, p *policy.Policy, raw []byte, report bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var failed error
+	var done []controls.Control
+	for _, c := range r.controls {
+		if err := c.Apply(ctx, p); err != nil {
+			failed = fmt.Errorf("service: control %s: %w", c.Name(), err)
+			break
+		}
+		done = append(done, c)
+	}
+	if failed != nil {
+		if r.policy != nil {
+			for _, c := range done {
+				if err := c.Apply(ctx, r.policy); err != nil {
+					r.opt.Log.Error().Err(err).Str("control", c.Name()).Msg("service: previous policy no longer applies")
+				}
+			}
+		}
+		if report {
+			r.opt.Log.Error().Err(failed).Str("version", version).Msg("service: policy failed; previous kept")
+			r.emit(ctx, "agent.policy_failed", event.Warning, event.Attrs{"version": version, "name": p.Name, "error": failed.Error()})
+		}
+		return failed
+	}
+	r.policy = p
+	r.polVersion.Store(version)
+	if hb := p.Controls.Agent.Heartbeat.D(); hb > 0 && int64(hb) != r.heartbeat.Load() {
+		r.heartbeat.Store(int64(hb))
+		select {
+		case r.hbChanged <- struct{}{}:
+		default:
+		}
+	}
+	if !report {
+		return nil
+	}
+	if raw != nil {
+		if err := uplink.SavePolicy(r.opt.StateDir, version, raw); err != nil {
+			r.opt.Log.Error().Err(err).Msg("service: policy applied but not saved; the previous one will apply at next boot")
+		}
+	}
+	r.opt.Log.Info().Str("version", version).Str("name", p.Name).Msg("service: policy applied")
+	r.emit(ctx, "agent.policy_applied", event.Info, event.Attrs{"version": version, "name": p.Name})
+	return nil
+}
+
+// superviseControl runs a control and restarts it with backoff when Run
+// fails; a control that returns nil before ctx is done is done.
+func (r *Runtime) superviseControl(ctx context.Context, c controls.Control) {
+	b := uplink.Backoff{Base: time.Second, Max: 5 * time.Minute}
+	for n := 0; ; n++ {
+		err := runControl(ctx, c)
+		if ctx.Err() != nil || err == nil {
+			return
+		}
+		r.opt.Log.Error().Err(err).Str("control", c.Name()).Int("restarts", n).Msg("service: control failed; restarting")
+		r.emit(ctx, "agent.control_failed", event.Warning, event.Attrs{"name": c.Name(), "error": err.Error(), "restarts": n})
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(b.Delay(n)):
+		}
+	}
+}
+
+// runControl turns a panic in a control into an error so one control cannot
+// take the agent down.
+func runControl(ctx context.Context, c controls.Control) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return c.Run(ctx)
+}
+
+func (r *Runtime) heartbeatLoop(ctx context.Context) {
+	for {
+		t := time.NewTimer(time.Duration(r.heartbeat.Load()))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-r.hbChanged:
+			t.Stop()
+			continue
+		case <-t.C:
+		}
+		u, err := host.Self(ctx)
+		if err != nil {
+			r.opt.Log.Debug().Err(err).Msg("service: self usage")
+		}
+		st := r.spool.Stats()
+		r.emit(ctx, "agent.heartbeat", event.Info, event.Attrs{
+			"cpu_percent": math.Round(u.CPUPercent*100) / 100, "rss_bytes": u.RSS,
+			"spool_depth": st.Depth, "uptime": int64(time.Since(r.started).Seconds()),
+			"policy_version": r.polVersion.Load().(string)})
+	}
+}
+
+// inventoryLoop reports the inventory at start, every 6 h, and when it
+// changes (checked every 10 min, ignoring uptime).
+func (r *Runtime) inventoryLoop(ctx context.Context) {
+	var last []byte
+	var lastSent time.Time
+	for {
+		inv, err := host.Collect(ctx)
+		if err == nil {
+			inv.UptimeSeconds = 0 // changes always; not a reason to report
+			key, _ := json.Marshal(inv)
+			if string(key) != string(last) || time.Since(lastSent) >= inventoryEvery {
+				var attrs event.Attrs
+				full, _ := host.Collect(ctx)
+				b, _ := json.Marshal(full)
+				_ = json.Unmarshal(b, &attrs)
+				r.emit(ctx, "agent.inventory", event.Info, attrs)
+				last, lastSent = key, time.Now()
+			}
+		} else if ctx.Err() == nil {
+			r.opt.Log.Warn().Err(err).Msg("service: inventory")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(inventoryCheck):
+		}
+	}
+}
+
+// testEmitter produces load for tests when EnvEmitRate is set.
+func (r *Runtime) testEmitter(ctx context.Context) {
+	rate, _ := strconv.Atoi(os.Getenv(EnvEmitRate))
+	if rate <= 0 {
+		return
+	}
+	r.opt.Log.Warn().Int("rate", rate).Msg("service: test event generator on (" + EnvEmitRate + ")")
+	tick := time.NewTicker(time.Second / time.Duration(min(rate, 1000)))
+	defer tick.Stop()
+	per := max(1, rate/1000)
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for range per {
+			n++
+			if err := r.spool.Emit(ctx, event.Event{Control: "agent", Type: "agent.test", Severity: event.Info,
+				Attrs: event.Attrs{"n": n}}); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+				r.opt.Log.Warn().Err(err).Msg("service: test event")
+			}
+		}
+	}
+}
+
+func (r *Runtime) statusLoop(ctx context.Context) {
+	for {
+		r.writeStatus(true)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(statusEvery):
+		}
+	}
+}
+
+func (r *Runtime) writeStatus(running bool) {
+	st := r.spool.Stats()
+	s := Status{Enrolled: true, AgentID: r.id.State.AgentID, Server: r.id.State.Server, Running: running,
+		PID: os.Getpid(), UpdatedAt: time.Now().UTC(), SpoolDepth: st.Depth, LastSeq: st.LastSeq,
+		LastAckedSeq: st.AckedSeq, PolicyVersion: r.polVersion.Load().(string),
+		Controls: map[string]controls.Status{}}
+	if r.shipper != nil {
+		s.Uplink = r.shipper.Failing()
+	}
+	for _, c := range r.controls {
+		s.Controls[c.Name()] = c.Status()
+	}
+	b, _ := json.MarshalIndent(s, "", "  ")
+	if err := uplink.WriteFileAtomic(filepath.Join(r.opt.StateDir, FileStatus), append(b, '\n')); err != nil {
+		r.opt.Log.Warn().Err(err).Msg("service: status file")
+	}
+}

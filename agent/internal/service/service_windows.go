@@ -1,0 +1,128 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/windows"
+	"golang.org/x/sys/windows/svc"
+	"golang.org/x/sys/windows/svc/mgr"
+
+	"github.com/mamori/mamori/agent/internal/session"
+)
+
+// isService is decided once: the answer does not change while we run.
+var isService = sync.OnceValue(func() bool {
+	ok, err := svc.IsWindowsService()
+	return err == nil && ok
+})
+
+// runAsService runs the agent under the SCM with our own handler, because
+// kardianos's accepts only Stop and Shutdown and drops session changes that
+// the screenlock control records.
+func runAsService(run func(context.Context) error, log zerolog.Logger) (bool, error) {
+	if !isService() {
+		return false, nil
+	}
+	h := &handler{run: run, log: log}
+	if err := svc.Run(ServiceName, h); err != nil {
+		return true, fmt.Errorf("service: %w", err)
+	}
+	return true, h.err
+}
+
+type handler struct {
+	run func(context.Context) error
+	log zerolog.Logger
+	err error
+}
+
+const accepted = svc.AcceptStop | svc.AcceptShutdown | svc.AcceptSessionChange
+
+// Execute is the SCM loop: stop and shutdown cancel the root context;
+// session changes go to session.Default.
+func (h *handler) Execute(_ []string, req <-chan svc.ChangeRequest, st chan<- svc.Status) (bool, uint32) {
+	st <- svc.Status{State: svc.StartPending}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.run(ctx) }()
+	st <- svc.Status{State: svc.Running, Accepts: accepted}
+	for {
+		select {
+		case err := <-done:
+			// Ended on its own: an error exit code lets the recovery
+			// actions (set for non-crash failures too) restart us.
+			h.err = err
+			if err != nil {
+				h.log.Error().Err(err).Msg("service: agent stopped with an error")
+				return false, 1
+			}
+			return false, 0
+		case c := <-req:
+			switch c.Cmd {
+			case svc.Interrogate:
+				st <- c.CurrentStatus
+			case svc.Stop, svc.Shutdown:
+				st <- svc.Status{State: svc.StopPending}
+				cancel()
+				h.err = <-done
+				return false, 0
+			case svc.SessionChange:
+				publishSession(c.EventType, c.EventData)
+			}
+		}
+	}
+}
+
+// sessionKinds maps WTS_SESSION_* codes to session kinds.
+var sessionKinds = map[uint32]session.Kind{
+	windows.WTS_SESSION_LOCK:   session.Lock,
+	windows.WTS_SESSION_UNLOCK: session.Unlock,
+	windows.WTS_SESSION_LOGON:  session.Logon,
+	windows.WTS_SESSION_LOGOFF: session.Logoff,
+}
+
+// publishSession forwards a session change. x/sys/windows/svc hands over
+// EventData (a WTSSESSION_NOTIFICATION) after its callback has returned, so
+// the pointer may be gone: we do not read it and name the console session
+// instead, the one an office PC's lock and logon concern.
+func publishSession(code uint32, _ uintptr) {
+	kind, ok := sessionKinds[code]
+	if !ok {
+		return
+	}
+	session.Default.Publish(session.Change{Kind: kind, SessionID: windows.WTSGetActiveConsoleSessionId(), Time: time.Now()})
+}
+
+// recoveryActions restart after 5 s, 30 s and 60 s; the count resets after
+// a day without failure.
+var recoveryActions = []mgr.RecoveryAction{
+	{Type: mgr.ServiceRestart, Delay: 5 * time.Second},
+	{Type: mgr.ServiceRestart, Delay: 30 * time.Second},
+	{Type: mgr.ServiceRestart, Delay: 60 * time.Second},
+}
+
+const recoveryReset = 24 * 60 * 60 // seconds
+
+func setRecovery() error {
+	m, err := mgr.Connect()
+	if err != nil {
+		return err
+	}
+	defer m.Disconnect()
+	s, err := m.OpenService(ServiceName)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.SetRecoveryActions(recoveryActions, recoveryReset); err != nil {
+		return err
+	}
+	// Without this, an exit with an error code (not a crash) is "stopped"
+	// and never restarted.
+	return s.SetRecoveryActionsOnNonCrashFailures(true)
+}

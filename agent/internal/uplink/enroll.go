@@ -1,0 +1,251 @@
+package uplink
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/mamori/mamori/shared/wire"
+)
+
+// EnrollOptions are the inputs of Enroll.
+type EnrollOptions struct {
+	Server     string // https://host:port
+	Token      string
+	CAHash     string // sha256:<hex> of the server's CA certificate
+	StateDir   string
+	Department string
+	Hostname   string // default os.Hostname
+	OSVersion  string
+}
+
+// CheckServerURL accepts only an https URL with a host and no path beyond "/".
+func CheckServerURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return "", fmt.Errorf("uplink: server %q: want https://host:port", s)
+	}
+	return "https://" + u.Host, nil
+}
+
+// FetchCA reads the server's certificate chain from a TLS handshake made
+// without verification and returns the certificate whose fingerprint is
+// caHash. Nothing from that connection is trusted until the hash matched;
+// from then on the CA is pinned.
+func FetchCA(ctx context.Context, server, caHash string) (*x509.Certificate, error) {
+	u, err := url.Parse(server)
+	if err != nil {
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "443")
+	}
+	d := tls.Dialer{Config: &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // only to read the chain; checked against caHash below
+		ServerName:         u.Hostname(),
+	}}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, fmt.Errorf("uplink: connect to %s: %w", host, err)
+	}
+	defer c.Close()
+	for _, cert := range c.(*tls.Conn).ConnectionState().PeerCertificates {
+		if cert.IsCA && matchFingerprint(cert.Raw, caHash) {
+			return cert, nil
+		}
+	}
+	return nil, fmt.Errorf("uplink: no certificate from %s matches %s (wrong server, wrong hash, or a man in the middle)", host, caHash)
+}
+
+// Enroll generates a key pair on this machine, has the server certify it
+// with the enrollment token, and saves the identity in the state dir. An
+// existing enrollment in the dir is an error: re-enrolling would fork the
+// agent's event chain.
+func Enroll(ctx context.Context, opt EnrollOptions) (State, error) {
+	server, err := CheckServerURL(opt.Server)
+	if err != nil {
+		return State{}, err
+	}
+	caHash, err := ParseCAHash(opt.CAHash)
+	if err != nil {
+		return State{}, err
+	}
+	if opt.Token == "" {
+		return State{}, errors.New("uplink: enrollment token missing")
+	}
+	if _, err := LoadState(opt.StateDir); err == nil {
+		return State{}, fmt.Errorf("uplink: %s is already enrolled; remove it to enroll again", opt.StateDir)
+	}
+	if opt.Hostname == "" {
+		opt.Hostname, _ = os.Hostname()
+	}
+	ca, err := FetchCA(ctx, server, caHash)
+	if err != nil {
+		return State{}, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return State{}, fmt.Errorf("uplink: generate key: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return State{}, fmt.Errorf("uplink: encode key: %w", err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: opt.Hostname},
+	}, key)
+	if err != nil {
+		return State{}, fmt.Errorf("uplink: create CSR: %w", err)
+	}
+	req := wire.EnrollRequest{
+		Token: opt.Token, CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
+		Hostname: opt.Hostname, OS: runtime.GOOS, Arch: runtime.GOARCH, OSVersion: opt.OSVersion,
+		Department: opt.Department,
+	}
+	body, _ := json.Marshal(req)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool},
+	}}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, server+wire.PathEnroll, bytes.NewReader(body))
+	if err != nil {
+		return State{}, fmt.Errorf("uplink: %w", err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(hreq)
+	if err != nil {
+		return State{}, fmt.Errorf("uplink: enroll: %w", err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxPolicyBody))
+	if err != nil {
+		return State{}, fmt.Errorf("uplink: enroll: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return State{}, fmt.Errorf("uplink: enroll: server answered %s: %s", resp.Status, errorText(rb))
+	}
+	var er wire.EnrollResponse
+	if err := json.Unmarshal(rb, &er); err != nil {
+		return State{}, fmt.Errorf("uplink: enroll: answer is not JSON: %w", err)
+	}
+	certPEM := []byte(er.Certificate)
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return State{}, fmt.Errorf("uplink: enroll: certificate does not match our key: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return State{}, fmt.Errorf("uplink: enroll: %w", err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return State{}, fmt.Errorf("uplink: enroll: certificate not issued by the pinned CA: %w", err)
+	}
+	if er.AgentID == "" || leaf.Subject.CommonName != er.AgentID {
+		return State{}, fmt.Errorf("uplink: enroll: agent id %q does not match certificate %q", er.AgentID, leaf.Subject.CommonName)
+	}
+	st := State{AgentID: er.AgentID, Server: server, Department: opt.Department, Enrolled: time.Now().UTC()}
+	if err := saveEnrollment(opt.StateDir, st, keyPEM, certPEM, pemCert(ca.Raw)); err != nil {
+		return State{}, err
+	}
+	return st, nil
+}
+
+// saveEnrollment writes the identity; agent.json goes last so a crash half
+// way leaves a dir that is still "not enrolled".
+func saveEnrollment(dir string, st State, keyPEM, certPEM, caPEM []byte) error {
+	if err := MakeStateDir(dir); err != nil {
+		return err
+	}
+	js, _ := json.MarshalIndent(st, "", "  ")
+	for _, f := range []struct {
+		name string
+		b    []byte
+	}{{FileKey, keyPEM}, {FileCert, certPEM}, {FileCA, caPEM}, {FileAgent, append(js, '\n')}} {
+		if err := WriteFileAtomic(filepath.Join(dir, f.name), f.b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MakeStateDir creates dir readable only by root/SYSTEM (and Administrators
+// on Windows) and tightens it when it exists.
+func MakeStateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("uplink: state dir: %w", err)
+	}
+	if err := protectDir(dir); err != nil {
+		return fmt.Errorf("uplink: protect state dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// WriteFileAtomic writes b to path with mode 0600 through a synced temp file
+// and a rename, so readers see the old or the new content, never a mix.
+func WriteFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	name := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(name)
+		}
+	}()
+	if err := tmp.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		return fmt.Errorf("uplink: write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("uplink: sync %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	if err := os.Rename(name, path); err != nil {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	ok = true
+	return nil
+}
+
+// errorText extracts wire.Error's message, or a bounded raw prefix.
+func errorText(b []byte) string {
+	var e wire.Error
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return e.Error
+	}
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	return fmt.Sprintf("%q", b)
+}

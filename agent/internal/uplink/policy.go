@@ -1,0 +1,142 @@
+package uplink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/shared/policy"
+	"github.com/mamori/mamori/shared/wire"
+)
+
+// PolicyWait is how long the server may hold a policy long-poll.
+const PolicyWait = 55 * time.Second
+
+// PolicySync long-polls GET /v1/policy and hands every new policy to Apply.
+type PolicySync struct {
+	Client  *http.Client // timeout longer than PolicyWait
+	Server  string
+	Log     zerolog.Logger
+	Version string // version the agent runs now ("" when none)
+	// Apply adopts a policy that parsed; an error keeps the previous one.
+	// Both outcomes are the caller's to report.
+	Apply func(ctx context.Context, version string, p *policy.Policy, raw []byte) error
+	// Rejected is called for a policy that does not parse.
+	Rejected func(ctx context.Context, version string, err error)
+	Backoff  Backoff
+
+	health health
+}
+
+// Run polls until ctx is done.
+func (ps *PolicySync) Run(ctx context.Context) error {
+	if ps.Backoff.Base <= 0 {
+		ps.Backoff = Backoff{Base: time.Second, Max: 2 * time.Minute}
+	}
+	ps.health.log, ps.health.what = ps.Log, "policy sync"
+	failures := 0
+	for ctx.Err() == nil {
+		resp, err := ps.poll(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			ps.health.fail(kindOf(err), err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(ps.Backoff.Delay(failures)):
+			}
+			failures++
+			continue
+		}
+		failures = 0
+		ps.health.ok()
+		if resp == nil { // 304: unchanged
+			continue
+		}
+		p, err := policy.ParseJSON(resp.Policy)
+		if err == nil && resp.Version == "" {
+			err = errors.New("policy: empty version")
+		}
+		if err == nil {
+			// Apply reports its own outcome (applied or failed).
+			_ = ps.Apply(ctx, resp.Version, p, resp.Policy)
+		} else if ps.Rejected != nil {
+			ps.Rejected(ctx, resp.Version, err)
+		}
+		// Either way, wait for the next change rather than fetching the
+		// same (failing) version again in a loop.
+		ps.Version = resp.Version
+	}
+	return nil
+}
+
+func (ps *PolicySync) poll(ctx context.Context) (*wire.PolicyResponse, error) {
+	q := url.Values{"version": {ps.Version}, "wait": {PolicyWait.String()}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ps.Server+wire.PathPolicy+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	resp, err := ps.Client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("uplink: policy: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxPolicyBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("uplink: policy: %w", err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotModified:
+		return nil, nil
+	case resp.StatusCode != http.StatusOK:
+		return nil, &statusError{resp.StatusCode, errorText(body)}
+	case len(body) > wire.MaxPolicyBody:
+		return nil, fmt.Errorf("%w: policy answer over %d bytes", errGarbage, wire.MaxPolicyBody)
+	}
+	var pr wire.PolicyResponse
+	if err := json.Unmarshal(body, &pr); err != nil {
+		return nil, fmt.Errorf("%w: %v", errGarbage, err)
+	}
+	return &pr, nil
+}
+
+// SavePolicy stores a policy the agent applied in dir/policy.json, so the
+// agent enforces it from the next boot even while offline.
+func SavePolicy(dir, version string, raw []byte) error {
+	b, err := json.Marshal(wire.PolicyResponse{Version: version, Policy: raw})
+	if err != nil {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	return WriteFileAtomic(filepath.Join(dir, FilePolicy), b)
+}
+
+// LoadPolicy reads dir/policy.json; a missing file returns a nil policy.
+func LoadPolicy(dir string) (version string, p *policy.Policy, raw []byte, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, FilePolicy))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil, nil, nil
+	}
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("uplink: %w", err)
+	}
+	var pr wire.PolicyResponse
+	if err := json.Unmarshal(b, &pr); err != nil {
+		return "", nil, nil, fmt.Errorf("uplink: %s: %w", FilePolicy, err)
+	}
+	p, err = policy.ParseJSON(pr.Policy)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("uplink: %s: %w", FilePolicy, err)
+	}
+	return pr.Version, p, pr.Policy, nil
+}

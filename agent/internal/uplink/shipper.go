@@ -1,0 +1,234 @@
+package uplink
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/wire"
+)
+
+// Queue is what the shipper drains; *spool.Spool implements it.
+type Queue interface {
+	Peek(max int) ([]event.Event, error)
+	Ack(seq uint64) error
+	Wait() <-chan struct{}
+}
+
+// Backoff is exponential with full jitter: attempt n sleeps a uniform
+// random time in [0, min(Max, Base*2^n)), so a fleet of agents coming back
+// after a server outage does not arrive in lockstep.
+type Backoff struct {
+	Base, Max time.Duration
+}
+
+// Delay returns the sleep before retry n (0-based).
+func (b Backoff) Delay(n int) time.Duration {
+	ceil := b.Max
+	if n < 32 {
+		if d := b.Base << n; d > 0 && d < ceil {
+			ceil = d
+		}
+	}
+	if ceil <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(ceil))) + time.Millisecond
+}
+
+// Shipper sends spooled events to the server in gzip JSON batches and drops
+// them from the spool only after the server acked them.
+type Shipper struct {
+	Client   *http.Client
+	Server   string // base URL
+	Queue    Queue
+	Log      zerolog.Logger
+	MaxBatch int           // events per batch; default 500, at most wire.MaxBatchEvents
+	MaxWait  time.Duration // how long a partial batch waits for more; default 1s
+	Backoff  Backoff       // default 500ms .. 90s
+
+	health   health
+	acked    atomic.Uint64
+	lastSent atomic.Int64 // unix nanos of the last ack
+}
+
+// AckedSeq is the highest seq the server acked in this run.
+func (s *Shipper) AckedSeq() uint64 { return s.acked.Load() }
+
+// Failing is the current failure kind ("" when the last attempt worked).
+func (s *Shipper) Failing() string { return s.health.current() }
+
+// errGarbage marks answers the shipper cannot use.
+var errGarbage = errors.New("uplink: garbage answer")
+
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("uplink: server answered %d: %s", e.code, e.msg) }
+
+// Run ships until ctx is done. It resumes from whatever the spool holds:
+// events acked before a restart are gone, the rest are sent again and the
+// server deduplicates on (agent, seq).
+func (s *Shipper) Run(ctx context.Context) error {
+	if s.MaxBatch <= 0 || s.MaxBatch > wire.MaxBatchEvents {
+		s.MaxBatch = 500
+	}
+	if s.MaxWait <= 0 {
+		s.MaxWait = time.Second
+	}
+	if s.Backoff.Base <= 0 {
+		s.Backoff = Backoff{Base: 500 * time.Millisecond, Max: 90 * time.Second}
+	}
+	s.health.log, s.health.what = s.Log, "shipping"
+	limit := s.MaxBatch
+	failures := 0
+	for {
+		evs, err := s.Queue.Peek(limit)
+		if err != nil {
+			return fmt.Errorf("uplink: %w", err)
+		}
+		if len(evs) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.Queue.Wait():
+			}
+			continue
+		}
+		if len(evs) < limit && failures == 0 {
+			// Let a burst fill the batch, bounded by MaxWait.
+			if evs, err = s.fill(ctx, evs, limit); err != nil {
+				return err
+			}
+		}
+		ack, err := s.send(ctx, evs)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = s.ack(ack, evs)
+		}
+		if err != nil {
+			var se *statusError
+			if errors.As(err, &se) && se.code == http.StatusRequestEntityTooLarge && limit > 1 {
+				limit = max(1, limit/2) // a batch of large events: send fewer at a time
+			}
+			s.health.fail(kindOf(err), err)
+			d := s.Backoff.Delay(failures)
+			failures++
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(d):
+			}
+			continue
+		}
+		failures = 0
+		limit = s.MaxBatch
+		s.health.ok()
+	}
+}
+
+func (s *Shipper) fill(ctx context.Context, evs []event.Event, limit int) ([]event.Event, error) {
+	t := time.NewTimer(s.MaxWait)
+	defer t.Stop()
+	for len(evs) < limit {
+		select {
+		case <-ctx.Done():
+			return evs, nil
+		case <-t.C:
+			return evs, nil
+		case <-s.Queue.Wait():
+			more, err := s.Queue.Peek(limit)
+			if err != nil {
+				return nil, fmt.Errorf("uplink: %w", err)
+			}
+			evs = more
+		}
+	}
+	return evs, nil
+}
+
+func kindOf(err error) string {
+	var se *statusError
+	switch {
+	case errors.As(err, &se) && se.code >= 500:
+		return KindServerError
+	case errors.As(err, &se):
+		return KindRefusedReq
+	case errors.Is(err, errGarbage):
+		return KindGarbage
+	default:
+		return classify(err)
+	}
+}
+
+// send posts one batch and returns the server's ack.
+func (s *Shipper) send(ctx context.Context, evs []event.Event) (wire.Ack, error) {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	if err := json.NewEncoder(zw).Encode(wire.Batch{Events: evs}); err != nil {
+		return wire.Ack{}, fmt.Errorf("uplink: encode batch: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return wire.Ack{}, fmt.Errorf("uplink: gzip: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.Server+wire.PathEvents, &buf)
+	if err != nil {
+		return wire.Ack{}, fmt.Errorf("uplink: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "gzip")
+	resp, err := s.Client.Do(req)
+	if err != nil {
+		return wire.Ack{}, fmt.Errorf("uplink: post batch: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxErrorBody))
+	if err != nil {
+		return wire.Ack{}, fmt.Errorf("uplink: read ack: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return wire.Ack{}, &statusError{resp.StatusCode, errorText(body)}
+	}
+	var ack wire.Ack
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&ack); err != nil {
+		return wire.Ack{}, fmt.Errorf("%w: %v", errGarbage, err)
+	}
+	return ack, nil
+}
+
+// ack drops what the server acked. An ack beyond what was sent cannot be
+// true and is treated as garbage: nothing is dropped.
+func (s *Shipper) ack(a wire.Ack, evs []event.Event) error {
+	last := evs[len(evs)-1].Seq
+	if a.AckedSeq > last {
+		return fmt.Errorf("%w: acked_seq %d beyond the batch's last seq %d", errGarbage, a.AckedSeq, last)
+	}
+	if a.AckedSeq < evs[0].Seq {
+		// Nothing of this batch stored: the server wants an earlier seq we
+		// no longer have, or refused silently. Retry with backoff.
+		return &statusError{http.StatusConflict, fmt.Sprintf("acked_seq %d before the batch's first seq %d", a.AckedSeq, evs[0].Seq)}
+	}
+	if err := s.Queue.Ack(a.AckedSeq); err != nil {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	s.acked.Store(a.AckedSeq)
+	s.lastSent.Store(time.Now().UnixNano())
+	return nil
+}

@@ -1,0 +1,146 @@
+// Package uplink connects the agent to its server: enrollment with a pinned
+// CA (as kubeadm join does), the mTLS client, the batch shipper that drains
+// the spool, and the policy long-poll.
+//
+// Everything here is standard library plus shared/: the agent never links
+// server code.
+package uplink
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Files in the agent's state dir.
+const (
+	FileAgent  = "agent.json"
+	FileKey    = "key.pem"
+	FileCert   = "cert.pem"
+	FileCA     = "ca.pem"
+	FilePolicy = "policy.json"
+)
+
+// State is the agent's identity as saved in agent.json.
+type State struct {
+	AgentID    string    `json:"agent_id"`
+	Server     string    `json:"server"` // base URL, https://host:port
+	Department string    `json:"department,omitempty"`
+	Enrolled   time.Time `json:"enrolled"`
+}
+
+// ErrNotEnrolled is returned by LoadState when the state dir holds no identity.
+var ErrNotEnrolled = errors.New("uplink: not enrolled (run mamori-agent enroll first)")
+
+// LoadState reads agent.json from dir.
+func LoadState(dir string) (State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, FileAgent))
+	if errors.Is(err, os.ErrNotExist) {
+		return State{}, ErrNotEnrolled
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("uplink: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return State{}, fmt.Errorf("uplink: %s: %w", FileAgent, err)
+	}
+	if st.AgentID == "" || st.Server == "" {
+		return State{}, fmt.Errorf("uplink: %s: agent_id or server missing", FileAgent)
+	}
+	return st, nil
+}
+
+// Fingerprint returns "sha256:" + lowercase hex of SHA-256 over a
+// certificate's DER bytes, the form --ca-hash takes.
+func Fingerprint(der []byte) string {
+	h := sha256.Sum256(der)
+	return "sha256:" + hex.EncodeToString(h[:])
+}
+
+// ParseCAHash checks that s is "sha256:<64 hex digits>" and returns it in
+// lowercase.
+func ParseCAHash(s string) (string, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	h, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(h) != 2*sha256.Size {
+		return "", fmt.Errorf("uplink: CA hash %q is not of the form sha256:<64 hex digits>", s)
+	}
+	if _, err := hex.DecodeString(h); err != nil {
+		return "", fmt.Errorf("uplink: CA hash %q is not of the form sha256:<64 hex digits>", s)
+	}
+	return s, nil
+}
+
+// matchFingerprint compares in constant time.
+func matchFingerprint(der []byte, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(Fingerprint(der)), []byte(want)) == 1
+}
+
+// Identity is what the mTLS client needs, loaded from the state dir.
+type Identity struct {
+	State State
+	Cert  tls.Certificate
+	CAs   *x509.CertPool
+}
+
+// LoadIdentity reads agent.json, key.pem, cert.pem and ca.pem from dir.
+func LoadIdentity(dir string) (*Identity, error) {
+	st, err := LoadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, FileCert), filepath.Join(dir, FileKey))
+	if err != nil {
+		return nil, fmt.Errorf("uplink: key pair: %w", err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, FileCA))
+	if err != nil {
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("uplink: %s holds no certificate", FileCA)
+	}
+	return &Identity{State: st, Cert: cert, CAs: pool}, nil
+}
+
+// TLSConfig is the agent's client side: TLS 1.3 only, its certificate, and
+// the Mamori CA as the only root.
+func (id *Identity) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{id.Cert},
+		RootCAs:      id.CAs,
+	}
+}
+
+// HTTPClient returns an mTLS client. timeout bounds each request; the policy
+// long-poll needs one longer than its wait.
+func (id *Identity) HTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			TLSClientConfig:     id.TLSConfig(),
+			ForceAttemptHTTP2:   true,
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     90 * time.Second,
+			TLSHandshakeTimeout: 10 * time.Second,
+		},
+	}
+}
+
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}

@@ -1,0 +1,15 @@
+// Command mamori-agent is the Mamori endpoint agent: it enrolls with the
+// Mamori server, runs the safety controls, and ships their hash-chained
+// events through a durable spool.
+package main
+
+import (
+	"os"
+
+	"github.com/mamori/mamori/agent/internal/controls/all"
+	"github.com/mamori/mamori/agent/internal/service"
+)
+
+func main() {
+	os.Exit(service.Main(os.Args[1:], all.Factories, os.Stdout, os.Stderr))
+}
