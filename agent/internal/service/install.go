@@ -22,8 +22,10 @@ const (
 // called.
 type controlOnly struct{}
 
-func (controlOnly) Start(kservice.Service) error { return errors.New("service: not run through kardianos") }
-func (controlOnly) Stop(kservice.Service) error  { return nil }
+func (controlOnly) Start(kservice.Service) error {
+	return errors.New("service: not run through kardianos")
+}
+func (controlOnly) Stop(kservice.Service) error { return nil }
 
 // serviceConfig is the service definition: LocalSystem on Windows (empty
 // UserName), root on Linux and macOS.

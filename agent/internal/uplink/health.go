@@ -5,8 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
-	"syscall"
 	"sync"
+	"syscall"
 
 	"github.com/rs/zerolog"
 )

@@ -77,7 +77,9 @@ type statusError struct {
 	msg  string
 }
 
-func (e *statusError) Error() string { return fmt.Sprintf("uplink: server answered %d: %s", e.code, e.msg) }
+func (e *statusError) Error() string {
+	return fmt.Sprintf("uplink: server answered %d: %s", e.code, e.msg)
+}
 
 // Run ships until ctx is done. It resumes from whatever the spool holds:
 // events acked before a restart are gone, the rest are sent again and the
