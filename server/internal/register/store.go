@@ -1,0 +1,536 @@
+package register
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/mamori/mamori/server/internal/state"
+)
+
+// Key layout below state.Prefix. Entries live under registers/ so that the
+// policy watch fires on every change; history under register-history/.
+const (
+	entriesDir = "registers/"
+	historyDir = "register-history/"
+)
+
+// DefaultMaxTxnOps is etcd's default --max-txn-ops; one import must fit in
+// one transaction (two operations per changed row: entry and history).
+const DefaultMaxTxnOps = 128
+
+// Actions recorded in the history and in the server event stream.
+const (
+	ActionCreated  = "created"
+	ActionUpdated  = "updated"
+	ActionRetired  = "retired"
+	ActionApproved = "approved"
+	ActionDenied   = "denied"
+)
+
+// Change is one recorded change of one entry.
+type Change struct {
+	Kind     Kind            `json:"kind"`
+	ID       string          `json:"id"`
+	Version  int             `json:"version"`
+	Action   string          `json:"action"`
+	By       string          `json:"by"`
+	At       time.Time       `json:"at"`
+	Revision int64           `json:"revision"` // etcd revision of the write
+	Before   json.RawMessage `json:"before,omitempty"`
+	After    json.RawMessage `json:"after"`
+}
+
+// Config configures a Service.
+type Config struct {
+	State *state.State
+	// Now is the clock (approval windows, dates, history); default time.Now.
+	Now func() time.Time
+	// MaxTxnOps is the etcd cluster's --max-txn-ops; default 128.
+	MaxTxnOps int
+}
+
+// Service reads and writes the registers and compiles effective policies.
+// It is safe for concurrent use.
+type Service struct {
+	st     *state.State
+	cli    *clientv3.Client
+	now    func() time.Time
+	maxOps int
+
+	snapMu  sync.Mutex
+	snapGen uint64
+	snap    *snapshot // nil: read again
+
+	parsedMu sync.Mutex
+	parsed   map[string]parsedPolicy // stored policy name -> last parse
+}
+
+// New returns a Service over an open state store.
+func New(cfg Config) (*Service, error) {
+	if cfg.State == nil {
+		return nil, errors.New("register: Config.State is nil")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxTxnOps <= 0 {
+		cfg.MaxTxnOps = DefaultMaxTxnOps
+	}
+	return &Service{st: cfg.State, cli: cfg.State.Client(), now: cfg.Now, maxOps: cfg.MaxTxnOps,
+		parsed: map[string]parsedPolicy{}}, nil
+}
+
+// Now is the service's clock.
+func (s *Service) Now() time.Time { return s.now() }
+
+func entryKey(k Kind, id string) string { return state.Prefix + entriesDir + string(k) + "/" + id }
+func historyKey(k Kind, id string, version int) string {
+	return fmt.Sprintf("%s%s%s/%s/%08d", state.Prefix, historyDir, k, id, version)
+}
+
+func validKind(k Kind) bool { return slices.Contains(Kinds, k) }
+
+func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, 15*time.Second)
+}
+
+// decode reads a stored value into a fresh entry of kind k.
+func decode(k Kind, b []byte, rev int64) (Entry, error) {
+	e := NewEntry(k)
+	if e == nil {
+		return nil, fmt.Errorf("register: unknown register %q: %w", k, ErrInvalid)
+	}
+	if err := json.Unmarshal(b, e); err != nil {
+		return nil, fmt.Errorf("register: decode %s entry: %w", k, err)
+	}
+	e.meta().Revision = rev
+	return e, nil
+}
+
+// encode is the stored form: the entry without its revision.
+func encode(e Entry) ([]byte, error) {
+	m := e.meta()
+	rev := m.Revision
+	m.Revision = 0
+	b, err := json.Marshal(e)
+	m.Revision = rev
+	if err != nil {
+		return nil, fmt.Errorf("register: encode: %w", err)
+	}
+	return b, nil
+}
+
+// Get returns one entry with its revision.
+func (s *Service) Get(ctx context.Context, k Kind, id string) (Entry, error) {
+	if !validKind(k) {
+		return nil, fmt.Errorf("register: unknown register %q: %w", k, ErrInvalid)
+	}
+	if !idRE.MatchString(id) {
+		return nil, fmt.Errorf("register: %s %q: %w", k, id, ErrNotFound)
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, entryKey(k, id))
+	if err != nil {
+		return nil, fmt.Errorf("register: get %s/%s: %w", k, id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("register: %s %s: %w", k, id, ErrNotFound)
+	}
+	return decode(k, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+}
+
+// Filter selects entries in List; empty fields match everything. Host,
+// Serial and Department compare case-insensitively; Q is a substring of
+// the entry's JSON.
+type Filter struct {
+	Status, Department, Host, Serial, Owner, Q string
+}
+
+// List returns the entries of one register, ordered by id.
+func (s *Service) List(ctx context.Context, k Kind, f Filter) ([]Entry, error) {
+	if !validKind(k) {
+		return nil, fmt.Errorf("register: unknown register %q: %w", k, ErrInvalid)
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, state.Prefix+entriesDir+string(k)+"/", clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("register: list %s: %w", k, err)
+	}
+	out := []Entry{}
+	for _, kv := range resp.Kvs {
+		e, err := decode(k, kv.Value, kv.ModRevision)
+		if err != nil {
+			return nil, err
+		}
+		if f.match(e, kv.Value) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (f Filter) match(e Entry, raw []byte) bool {
+	eq := func(want, have string) bool { return want == "" || strings.EqualFold(want, have) }
+	if !eq(f.Status, e.meta().Status) {
+		return false
+	}
+	if f.Q != "" && !bytes.Contains(bytes.ToLower(raw), bytes.ToLower([]byte(f.Q))) {
+		return false
+	}
+	switch e := e.(type) {
+	case *PIEntry:
+		hostOK := f.Host == ""
+		for _, l := range e.Locations {
+			hostOK = hostOK || strings.EqualFold(l.Host, f.Host)
+		}
+		return hostOK && eq(f.Department, e.Department) && eq(f.Owner, e.Owner) && f.Serial == ""
+	case *MediaEntry:
+		return eq(f.Serial, e.Serial) && eq(f.Owner, e.Owner) && f.Host == "" && f.Department == ""
+	case *Approval:
+		return eq(f.Serial, e.Serial) && eq(f.Host, e.Host) && eq(f.Owner, e.Requester) && f.Department == ""
+	case *Disposal:
+		return eq(f.Owner, e.Responsible) && f.Host == "" && f.Serial == "" && f.Department == ""
+	}
+	return false
+}
+
+// History returns every recorded change of one entry, oldest first.
+func (s *Service) History(ctx context.Context, k Kind, id string) ([]Change, error) {
+	if !validKind(k) || !idRE.MatchString(id) {
+		return nil, fmt.Errorf("register: %s %q: %w", k, id, ErrNotFound)
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, fmt.Sprintf("%s%s%s/%s/", state.Prefix, historyDir, k, id), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("register: history %s/%s: %w", k, id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("register: %s %s: %w", k, id, ErrNotFound)
+	}
+	out := make([]Change, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var c Change
+		if err := json.Unmarshal(kv.Value, &c); err != nil {
+			return nil, fmt.Errorf("register: decode history: %w", err)
+		}
+		c.Revision = kv.ModRevision
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// write is one planned change: put the entry if its key is still at rev
+// (0: does not exist yet), and its history record.
+type write struct {
+	e      Entry
+	rev    int64
+	before []byte
+	action string
+}
+
+// commit applies writes in one etcd transaction: all or nothing.
+func (s *Service) commit(ctx context.Context, who string, ws []write) ([]Change, error) {
+	if 2*len(ws) > s.maxOps {
+		return nil, fmt.Errorf("register: %w: %d changes in one write, at most %d fit in one etcd transaction (--max-txn-ops %d)",
+			ErrInvalid, len(ws), s.maxOps/2, s.maxOps)
+	}
+	now := s.now().UTC()
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	changes := make([]Change, len(ws))
+	for i, w := range ws {
+		m := w.e.meta()
+		k := entryKey(w.e.kind(), m.ID)
+		if w.rev == 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", w.rev))
+		}
+		m.Version++
+		m.Updated = now
+		m.UpdatedBy = who
+		after, err := encode(w.e)
+		if err != nil {
+			return nil, err
+		}
+		c := Change{Kind: w.e.kind(), ID: m.ID, Version: m.Version, Action: w.action, By: who, At: now,
+			Before: w.before, After: after}
+		hb, err := json.Marshal(c)
+		if err != nil {
+			return nil, fmt.Errorf("register: encode history: %w", err)
+		}
+		ops = append(ops, clientv3.OpPut(k, string(after)), clientv3.OpPut(historyKey(c.Kind, c.ID, c.Version), string(hb)))
+		changes[i] = c
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("register: write: %w", err)
+	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("register: an entry changed meanwhile, nothing written: %w", ErrConflict)
+	}
+	for i := range changes {
+		changes[i].Revision = resp.Header.Revision
+		ws[i].e.meta().Revision = resp.Header.Revision
+	}
+	s.Invalidate()
+	return changes, nil
+}
+
+// newID makes an id when the admin gives none: a prefix per register and
+// random hex (registration numbers chosen by the office are kept as given).
+func newID(k Kind) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	p := map[Kind]string{KindPI: "PI-", KindMedia: "MD-", KindApprovals: "AP-", KindDisposals: "DS-"}[k]
+	return p + strings.ToUpper(hex.EncodeToString(b[:]))
+}
+
+// Create stores a new entry (id generated when empty) and returns the
+// change. A duplicate id is ErrConflict; bad fields a ValidationError.
+func (s *Service) Create(ctx context.Context, who string, e Entry) (Change, error) {
+	m := e.meta()
+	if m.ID == "" {
+		m.ID = newID(e.kind())
+	}
+	m.Revision, m.Version, m.Updated, m.UpdatedBy = 0, 0, time.Time{}, ""
+	if a, ok := e.(*Approval); ok {
+		// A request starts as requested; approving is the approver's act.
+		if a.Status != "" && a.Status != StatusRequested {
+			return Change{}, ValidationError{{Field: "status", Msg: "a new approval is requested; approve or deny it afterwards"}}
+		}
+		a.Status, a.Approver, a.Decided = StatusRequested, "", time.Time{}
+	} else if m.Status == "" {
+		m.Status = StatusActive
+	}
+	if err := s.check(ctx, e); err != nil {
+		return Change{}, err
+	}
+	cs, err := s.commit(ctx, who, []write{{e: e, action: ActionCreated}})
+	if err != nil {
+		if errors.Is(err, ErrConflict) {
+			return Change{}, fmt.Errorf("register: %s %s exists already: %w", e.kind(), m.ID, ErrConflict)
+		}
+		return Change{}, err
+	}
+	return cs[0], nil
+}
+
+// check validates e and its references to other entries.
+func (s *Service) check(ctx context.Context, e Entry) error {
+	if err := Validate(e, s.now()); err != nil {
+		return err
+	}
+	if d, ok := e.(*Disposal); ok && d.RegisterID != "" {
+		if _, err := s.Get(ctx, KindPI, d.RegisterID); errors.Is(err, ErrNotFound) {
+			return ValidationError{{Field: "register_id", Msg: fmt.Sprintf("no register entry %s", d.RegisterID)}}
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Update replaces entry e.ID if it is still at revision rev (else
+// ErrConflict, nothing written). Approval decisions go through Decide.
+func (s *Service) Update(ctx context.Context, who string, e Entry, rev int64) (Change, error) {
+	if rev <= 0 {
+		return Change{}, ValidationError{{Field: "revision", Msg: "required (the entry's revision as read, or If-Match)"}}
+	}
+	cur, err := s.Get(ctx, e.kind(), e.meta().ID)
+	if err != nil {
+		return Change{}, err
+	}
+	if cur.meta().Revision != rev {
+		return Change{}, fmt.Errorf("register: %s %s is at revision %d, not %d: %w", e.kind(), e.meta().ID, cur.meta().Revision, rev, ErrConflict)
+	}
+	m, cm := e.meta(), cur.meta()
+	m.Version, m.Updated, m.UpdatedBy, m.Revision = cm.Version, cm.Updated, cm.UpdatedBy, rev
+	if m.Status == "" {
+		m.Status = cm.Status
+	}
+	if a, ok := e.(*Approval); ok {
+		c := cur.(*Approval)
+		if a.Status != c.Status && (a.Status == StatusApproved || a.Status == StatusDenied || c.Status == StatusRequested) {
+			return Change{}, ValidationError{{Field: "status", Msg: "approve or deny a requested approval with the approve/deny action"}}
+		}
+		a.Approver, a.Decided = c.Approver, c.Decided
+	}
+	if err := s.check(ctx, e); err != nil {
+		return Change{}, err
+	}
+	before, err := encode(cur)
+	if err != nil {
+		return Change{}, err
+	}
+	action := ActionUpdated
+	if m.Status == StatusRetired && cm.Status != StatusRetired {
+		action = ActionRetired
+	}
+	cs, err := s.commit(ctx, who, []write{{e: e, rev: rev, before: before, action: action}})
+	if err != nil {
+		return Change{}, err
+	}
+	return cs[0], nil
+}
+
+// Retire records the deletion of an entry: it is kept with status retired.
+// rev 0 retires whatever revision is current.
+func (s *Service) Retire(ctx context.Context, who string, k Kind, id string, rev int64) (Change, error) {
+	cur, err := s.Get(ctx, k, id)
+	if err != nil {
+		return Change{}, err
+	}
+	if rev != 0 && cur.meta().Revision != rev {
+		return Change{}, fmt.Errorf("register: %s %s is at revision %d, not %d: %w", k, id, cur.meta().Revision, rev, ErrConflict)
+	}
+	if cur.meta().Status == StatusRetired {
+		return Change{}, fmt.Errorf("register: %s %s is retired already: %w", k, id, ErrConflict)
+	}
+	before, err := encode(cur)
+	if err != nil {
+		return Change{}, err
+	}
+	cur.meta().Status = StatusRetired
+	cs, err := s.commit(ctx, who, []write{{e: cur, rev: cur.meta().Revision, before: before, action: ActionRetired}})
+	if err != nil {
+		return Change{}, err
+	}
+	return cs[0], nil
+}
+
+// Decide approves or denies a requested carry-out approval; who becomes
+// the approver. rev 0 decides whatever revision is current.
+func (s *Service) Decide(ctx context.Context, who, id string, approve bool, rev int64) (Change, error) {
+	e, err := s.Get(ctx, KindApprovals, id)
+	if err != nil {
+		return Change{}, err
+	}
+	a := e.(*Approval)
+	if rev != 0 && a.Revision != rev {
+		return Change{}, fmt.Errorf("register: approval %s is at revision %d, not %d: %w", id, a.Revision, rev, ErrConflict)
+	}
+	if a.Status != StatusRequested {
+		return Change{}, fmt.Errorf("register: approval %s is %s, not requested: %w", id, a.Status, ErrConflict)
+	}
+	if !a.To.After(s.now()) && approve {
+		return Change{}, ValidationError{{Field: "to", Msg: "the window has ended already"}}
+	}
+	before, err := encode(a)
+	if err != nil {
+		return Change{}, err
+	}
+	a.Status, a.Approver, a.Decided = StatusDenied, who, s.now().UTC()
+	action := ActionDenied
+	if approve {
+		a.Status, action = StatusApproved, ActionApproved
+	}
+	cs, err := s.commit(ctx, who, []write{{e: a, rev: a.Revision, before: before, action: action}})
+	if err != nil {
+		return Change{}, err
+	}
+	return cs[0], nil
+}
+
+// ImportRow is one parsed row; Row is its spreadsheet row (the header is row 1).
+type ImportRow struct {
+	Row   int
+	Entry *PIEntry
+}
+
+// ImportPI applies rows of the personal-information register in one
+// transaction: a row whose id exists updates it, a new id creates it, an
+// unchanged row is skipped. Any bad row fails the whole import with a
+// ValidationError naming every bad row and field (errs, from parsing the
+// cells, are reported with them); nothing is written.
+func (s *Service) ImportPI(ctx context.Context, who string, in []ImportRow, errs ValidationError) ([]Change, error) {
+	now := s.now()
+	seen := map[string]int{}
+	rows := make([]*PIEntry, len(in))
+	for i, ir := range in {
+		r := ir.Entry
+		rows[i] = r
+		if r.Status == "" {
+			r.Status = StatusActive
+		}
+		if err := Validate(r, now); err != nil {
+			for _, fe := range err.(ValidationError) {
+				fe.Row = ir.Row
+				errs = append(errs, fe)
+			}
+		}
+		if j, dup := seen[r.ID]; dup && r.ID != "" {
+			errs = append(errs, FieldError{Row: ir.Row, Field: "id", Msg: fmt.Sprintf("%s repeats row %d", r.ID, j)})
+		}
+		seen[r.ID] = ir.Row
+	}
+	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Row < errs[j].Row })
+		return nil, errs
+	}
+	cur, err := s.List(ctx, KindPI, Filter{})
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]*PIEntry{}
+	for _, e := range cur {
+		byID[e.meta().ID] = e.(*PIEntry)
+	}
+	var ws []write
+	for _, r := range rows {
+		old, ok := byID[r.ID]
+		if !ok {
+			ws = append(ws, write{e: r, action: ActionCreated})
+			continue
+		}
+		r.Meta.Version, r.Meta.Revision = old.Version, old.Revision
+		if samePI(old, r) {
+			continue
+		}
+		before, err := encode(old)
+		if err != nil {
+			return nil, err
+		}
+		action := ActionUpdated
+		if r.Status == StatusRetired && old.Status != StatusRetired {
+			action = ActionRetired
+		}
+		ws = append(ws, write{e: r, rev: old.Revision, before: before, action: action})
+	}
+	if len(ws) == 0 {
+		return []Change{}, nil
+	}
+	return s.commit(ctx, who, ws)
+}
+
+// samePI compares the register fields, not the bookkeeping.
+func samePI(a, b *PIEntry) bool {
+	x, y := *a, *b
+	x.Meta = Meta{ID: a.ID, Status: a.Status}
+	y.Meta = Meta{ID: b.ID, Status: b.Status}
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	return bytes.Equal(xb, yb)
+}
