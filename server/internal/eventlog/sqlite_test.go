@@ -2,7 +2,10 @@ package eventlog_test
 
 import (
 	"context"
+	"database/sql"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -48,5 +51,46 @@ func TestPools(t *testing.T) {
 	}
 	if err := s.ExecRead(ctx, `DELETE FROM events`); err == nil {
 		t.Error("read pool accepted a write")
+	}
+}
+
+// TestOpenErrors checks that odd paths (spaces, non-ASCII, URI characters) work and that bad places and a newer
+// schema give clear errors.
+func TestOpenErrors(t *testing.T) {
+	ctx := context.Background()
+	odd := filepath.Join(t.TempDir(), "データ dir#%20", "events.db")
+	s, err := eventlog.OpenSQLite(ctx, odd, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("path with spaces, # and %%: %v", err)
+	}
+	if _, err := s.Append(ctx, "pc-001", storetest.Chain("pc-001", 1, 3, "")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := os.Stat(odd); err != nil {
+		t.Errorf("database not at the path given: %v", err)
+	}
+
+	dir := t.TempDir()
+	if _, err := eventlog.OpenSQLite(ctx, dir, zerolog.Nop()); err == nil {
+		t.Error("opening a directory as the database: no error")
+	}
+
+	path := filepath.Join(t.TempDir(), "events.db")
+	s, err = eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE schema_version SET version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Errorf("newer schema: err = %v", err)
 	}
 }
