@@ -1,9 +1,14 @@
 // Package all is the one place the agent's controls are registered.
 package all
 
-import "github.com/mamori/mamori/agent/internal/controls"
+import (
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/controls/media"
+)
 
 // Factories lists every control the agent runs, in start order. A control
 // package adds its one line here when it works: screenlock.New, media.New,
 // fileaccess.New, backup.New, posture.New.
-var Factories = []controls.Factory{}
+var Factories = []controls.Factory{
+	media.New,
+}
