@@ -75,7 +75,7 @@ type Filter struct {
 	ObjectPrefix               string // events whose object starts with this
 	RegisterID                 string
 	From, To                   time.Time // event time in [From, To)
-	Limit                      int       // default DefaultLimit, at most MaxLimit
+	Limit                      int       // default DefaultLimit; larger than MaxLimit means MaxLimit
 	Cursor                     string    // opaque, from Page.Next
 }
 

@@ -359,11 +359,8 @@ func (s *SQLite) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
 // readHashes reads stored hashes from the merkle column of a tree of size n.
 func readHashes(ctx context.Context, db *sql.DB, n int64, indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
-	if len(indexes) == 0 {
-		return out, nil
-	}
 	records := make(map[int64][]int, len(indexes)) // record -> positions in indexes
-	args := make([]any, 0, len(indexes))
+	var recs []int64
 	for i, x := range indexes {
 		if x < 0 {
 			return nil, fmt.Errorf("%w: index %d", ErrOutOfRange, x)
@@ -373,14 +370,36 @@ func readHashes(ctx context.Context, db *sql.DB, n int64, indexes []int64) ([]tl
 			return nil, fmt.Errorf("%w: index %d needs record %d, tree size %d", ErrOutOfRange, x, rec, n)
 		}
 		if _, ok := records[rec]; !ok {
-			args = append(args, rec)
+			recs = append(recs, rec)
 		}
 		records[rec] = append(records[rec], i)
 	}
-	q := `SELECT idx, merkle FROM events WHERE idx IN (?` + strings.Repeat(",?", len(args)-1) + `)`
+	found := 0
+	const chunk = 500 // well under SQLite's bound on parameters
+	for len(recs) > 0 {
+		part := recs[:min(chunk, len(recs))]
+		recs = recs[len(part):]
+		args := make([]any, len(part))
+		for i, r := range part {
+			args[i] = r
+		}
+		q := `SELECT idx, merkle FROM events WHERE idx IN (?` + strings.Repeat(",?", len(part)-1) + `)`
+		k, err := readMerkle(ctx, db, q, args, indexes, records, out)
+		if err != nil {
+			return nil, err
+		}
+		found += k
+	}
+	if found != len(indexes) {
+		return nil, fmt.Errorf("eventlog: read hashes: %d of %d found", found, len(indexes))
+	}
+	return out, nil
+}
+
+func readMerkle(ctx context.Context, db *sql.DB, q string, args []any, indexes []int64, records map[int64][]int, out []tlog.Hash) (int, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("eventlog: read hashes: %w", err)
+		return 0, fmt.Errorf("eventlog: read hashes: %w", err)
 	}
 	defer rows.Close()
 	found := 0
@@ -390,24 +409,21 @@ func readHashes(ctx context.Context, db *sql.DB, n int64, indexes []int64) ([]tl
 			merkle []byte
 		)
 		if err := rows.Scan(&rec, &merkle); err != nil {
-			return nil, fmt.Errorf("eventlog: read hashes: %w", err)
+			return 0, fmt.Errorf("eventlog: read hashes: %w", err)
 		}
 		for _, i := range records[rec] {
 			_, level := hashLocation(indexes[i])
 			if len(merkle) < (level+1)*tlog.HashSize {
-				return nil, fmt.Errorf("eventlog: record %d has %d merkle bytes, need level %d", rec, len(merkle), level)
+				return 0, fmt.Errorf("eventlog: record %d has %d merkle bytes, need level %d", rec, len(merkle), level)
 			}
 			copy(out[i][:], merkle[level*tlog.HashSize:])
 			found++
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("eventlog: read hashes: %w", err)
+		return 0, fmt.Errorf("eventlog: read hashes: %w", err)
 	}
-	if found != len(indexes) {
-		return nil, fmt.Errorf("eventlog: read hashes: %d of %d found", found, len(indexes))
-	}
-	return out, nil
+	return found, nil
 }
 
 // Stats implements Store.
