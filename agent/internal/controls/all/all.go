@@ -3,12 +3,16 @@ package all
 
 import (
 	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/controls/backup"
 	"github.com/mamori/mamori/agent/internal/controls/media"
+	"github.com/mamori/mamori/agent/internal/controls/screenlock"
 )
 
 // Factories lists every control the agent runs, in start order. A control
 // package adds its one line here when it works: screenlock.New, media.New,
 // fileaccess.New, backup.New, posture.New.
 var Factories = []controls.Factory{
+	screenlock.New,
 	media.New,
+	backup.New,
 }
