@@ -80,6 +80,7 @@ func (s *Server) watchPolicies(ctx context.Context) {
 	for {
 		ch := s.cfg.State.WatchPolicies(ctx)
 		for range ch {
+			s.invalidateRegisters()
 			s.policies.notify()
 		}
 		if ctx.Err() != nil {
@@ -87,6 +88,7 @@ func (s *Server) watchPolicies(ctx context.Context) {
 		}
 		// The watch ended on its own (etcd hiccup): re-arm after a pause,
 		// and wake everyone since changes may have been missed.
+		s.invalidateRegisters()
 		s.policies.notify()
 		select {
 		case <-ctx.Done():
@@ -94,6 +96,32 @@ func (s *Server) watchPolicies(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// invalidateRegisters drops the compiler's cached registers (another
+// server, or etcd directly, may have changed them).
+func (s *Server) invalidateRegisters() {
+	if s.cfg.Registers != nil {
+		s.cfg.Registers.Invalidate()
+	}
+}
+
+// compiledPolicy is the agent's policy compiled with the registers; until
+// is when it changes by time alone (an approval window ends), else zero.
+func (s *Server) compiledPolicy(ctx context.Context, agentID string) (wire.PolicyResponse, time.Time, error) {
+	if s.cfg.Registers == nil {
+		resp, err := s.effectivePolicy(ctx, agentID)
+		return resp, time.Time{}, err
+	}
+	c, err := s.cfg.Registers.Effective(ctx, agentID)
+	if err != nil {
+		return wire.PolicyResponse{}, time.Time{}, err
+	}
+	b, err := json.Marshal(c.Policy)
+	if err != nil {
+		return wire.PolicyResponse{}, time.Time{}, fmt.Errorf("api: policy for %s: %w", agentID, err)
+	}
+	return wire.PolicyResponse{Version: c.Policy.Version(), Policy: b}, c.Until, nil
 }
 
 // effectivePolicy is the agent's assigned policy, else "default", else the
@@ -168,7 +196,7 @@ func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) {
 	defer timer.Stop()
 	for {
 		changed := s.policies.wait() // before reading, so no change is missed
-		resp, err := s.effectivePolicy(r.Context(), id)
+		resp, until, err := s.compiledPolicy(r.Context(), id)
 		if err != nil {
 			s.internal(w, r, "effective policy", err)
 			return
@@ -177,7 +205,14 @@ func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) {
 			s.writeJSON(w, r, http.StatusOK, resp)
 			return
 		}
+		var expire <-chan time.Time // an approval window ending changes the policy
+		if !until.IsZero() {
+			t := time.NewTimer(time.Until(until) + 10*time.Millisecond)
+			expire = t.C
+			defer t.Stop()
+		}
 		select {
+		case <-expire:
 		case <-changed:
 			if s.closing() {
 				w.WriteHeader(http.StatusNotModified)

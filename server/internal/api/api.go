@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/shared/event"
 )
 
@@ -158,6 +159,10 @@ type Config struct {
 	// Compliance serves GET /api/v1/compliance and /api/v1/alerts (any
 	// role); nil leaves them 404.
 	Compliance ComplianceHandlers
+	// Registers serves the management registers and compiles each agent's
+	// effective policy from them; nil leaves both out (assigned-or-default
+	// policy only).
+	Registers *register.Service
 }
 
 // ComplianceHandlers serves the compliance resources

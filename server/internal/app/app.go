@@ -33,6 +33,7 @@ import (
 	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/pki"
+	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/state"
 )
 
@@ -190,8 +191,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.trkStop, s.trkDone = trkStop, make(chan struct{})
 	go func() { s.tracker.Run(trkCtx, s.state.WatchPolicies(trkCtx)); close(s.trkDone) }()
 
+	regs, err := register.New(register.Config{State: s.state})
+	if err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if err := regs.EnsureBuiltinPacks(ctx); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
 	if s.api, err = api.New(api.Config{Store: storeAdapter{s.store}, State: stateAdapter{s.state}, CA: s.ca,
-		Evidence: evidenceAdapter{exporter}, Compliance: s.tracker,
+		Evidence: evidenceAdapter{exporter}, Compliance: s.tracker, Registers: regs,
 		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log}); err != nil {
 		return nil, err
 	}

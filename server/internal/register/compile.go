@@ -349,3 +349,37 @@ func (s *Service) EnsureBuiltinPacks(ctx context.Context) error {
 	}
 	return nil
 }
+
+// AssignAgent assigns an existing policy to one agent (empty: remove, so
+// its department's or the default applies).
+func (s *Service) AssignAgent(ctx context.Context, agentID, policyName string) error {
+	err := s.st.Assign(ctx, agentID, policyName)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return ValidationError{{Field: "policy", Msg: fmt.Sprintf("no policy named %s", policyName)}}
+	case errors.Is(err, state.ErrInvalid):
+		return fmt.Errorf("register: %w: %w", ErrInvalid, err)
+	case err != nil:
+		return fmt.Errorf("register: %w", err)
+	}
+	return nil
+}
+
+// AgentAssignments lists agent id -> policy.
+func (s *Service) AgentAssignments(ctx context.Context) (map[string]string, error) {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	dir := state.Prefix + "assignments/"
+	resp, err := s.cli.Get(ctx, dir, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("register: assignments: %w", err)
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		id := strings.TrimPrefix(string(kv.Key), dir)
+		if !strings.Contains(id, "/") { // department/... are group assignments
+			out[id] = string(kv.Value)
+		}
+	}
+	return out, nil
+}

@@ -376,3 +376,7 @@ func isAbs(p string) bool {
 	return len(p) >= 3 && p[1] == ':' && (p[2] == '\\' || p[2] == '/') &&
 		('A' <= p[0] && p[0] <= 'Z' || 'a' <= p[0] && p[0] <= 'z')
 }
+
+// MetaOf returns the entry's common fields, for callers outside the package
+// (the API sets the id from the URL and reads the revision).
+func MetaOf(e Entry) *Meta { return e.meta() }
