@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/eventlog/storetest"
 	"github.com/mamori/mamori/shared/event"
 )
@@ -15,27 +16,27 @@ import (
 // op is one event; validation in the callers is included. Run with a fixed
 // count, e.g. -benchtime=200000x, since the chains are built up front.
 func BenchmarkAppend(b *testing.B) {
-	for _, c := range []struct {
-		writers, batch int
-		noIndexes      bool
-	}{
-		{16, 100, false}, {16, 500, false}, {64, 100, false}, {64, 500, false},
-		{16, 500, true}, {64, 100, true},
-	} {
-		name := fmt.Sprintf("writers=%d/batch=%d", c.writers, c.batch)
-		if c.noIndexes {
-			name += "/no-query-indexes"
-		}
-		b.Run(name, func(b *testing.B) { benchAppend(b, c.writers, c.batch, c.noIndexes) })
+	for _, c := range [][2]int{{16, 100}, {16, 500}, {64, 100}, {64, 500}} {
+		b.Run(fmt.Sprintf("writers=%d/batch=%d", c[0], c[1]), func(b *testing.B) { benchAppend(b, c[0], c[1], nil) })
 	}
 }
 
-func benchAppend(b *testing.B, writers, batch int, noIndexes bool) {
+// BenchmarkIndexCost measures Append (16 writers x 500 events) with all
+// indexes, without each query index in turn, and without any of them.
+func BenchmarkIndexCost(b *testing.B) {
+	b.Run("all", func(b *testing.B) { benchAppend(b, 16, 500, nil) })
+	for _, ix := range eventlog.QueryIndexes {
+		b.Run("without="+ix, func(b *testing.B) { benchAppend(b, 16, 500, []string{ix}) })
+	}
+	b.Run("without=all-query-indexes", func(b *testing.B) { benchAppend(b, 16, 500, eventlog.QueryIndexes) })
+}
+
+func benchAppend(b *testing.B, writers, batch int, drop []string) {
 	ctx := context.Background()
 	s := openTemp(b)
 	defer s.Close()
-	if noIndexes {
-		if err := s.DropSecondaryIndexes(ctx); err != nil {
+	if len(drop) > 0 {
+		if err := s.DropIndexes(ctx, drop...); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -45,6 +46,7 @@ func benchAppend(b *testing.B, writers, batch int, noIndexes bool) {
 		chains[w] = storetest.Chain(fmt.Sprintf("pc-%05d", w), 1, per, "")
 	}
 	b.ReportAllocs()
+	cpu0, cpuOK := processCPU()
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -61,6 +63,9 @@ func benchAppend(b *testing.B, writers, batch int, noIndexes bool) {
 	}
 	wg.Wait()
 	b.StopTimer()
+	if cpu1, ok := processCPU(); ok && cpuOK {
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(writers*per), "cpu-ns/event")
+	}
 	b.ReportMetric(float64(writers*per)/b.Elapsed().Seconds(), "events/s")
 	if st, err := s.Stats(ctx); err == nil && st.Events > 0 {
 		b.ReportMetric(float64(st.BytesOnDisk)/float64(st.Events), "disk-B/event")

@@ -22,10 +22,16 @@ func (s *SQLite) ExecRead(ctx context.Context, q string) error {
 	return err
 }
 
-// DropSecondaryIndexes drops the query indexes so a benchmark can measure
-// what they cost on insert.
-func (s *SQLite) DropSecondaryIndexes(ctx context.Context) error {
-	for _, ix := range []string{"events_time", "events_control_type", "events_user", "events_object", "events_register_id"} {
+// QueryIndexes are the indexes only Query needs.
+var QueryIndexes = []string{"events_time", "events_control_type", "events_user", "events_object", "events_register_id"}
+
+// DropIndexes drops the named indexes (all query indexes if none are named)
+// so a benchmark can measure what they cost on insert.
+func (s *SQLite) DropIndexes(ctx context.Context, names ...string) error {
+	if len(names) == 0 {
+		names = QueryIndexes
+	}
+	for _, ix := range names {
 		if _, err := s.wdb.ExecContext(ctx, "DROP INDEX "+ix); err != nil {
 			return fmt.Errorf("drop %s: %w", ix, err)
 		}
