@@ -44,7 +44,7 @@ type agentStream struct {
 	prev string
 }
 
-func (a *agentStream) status(t *testing.T, control string, st Status, reason string, since time.Time) event.Event {
+func (a *agentStream) status(t testing.TB, control string, st Status, reason string, since time.Time) event.Event {
 	t.Helper()
 	a.seq++
 	sev := event.Info
@@ -61,7 +61,7 @@ func (a *agentStream) status(t *testing.T, control string, st Status, reason str
 	return e
 }
 
-func openStore(t *testing.T, dir string) *eventlog.SQLite {
+func openStore(t testing.TB, dir string) *eventlog.SQLite {
 	t.Helper()
 	s, err := eventlog.OpenSQLite(context.Background(), filepath.Join(dir, "events.db"), zerolog.Nop())
 	if err != nil {
