@@ -236,6 +236,7 @@ func (r *Runtime) applyPolicy(ctx context.Context, version string, p *policy.Pol
 			r.opt.Log.Error().Err(err).Msg("service: policy applied but not saved; the previous one will apply at next boot")
 		}
 	}
+	r.writeStatus(true) // status shows the new version at once
 	r.opt.Log.Info().Str("version", version).Str("name", p.Name).Msg("service: policy applied")
 	r.emit(ctx, "agent.policy_applied", event.Info, event.Attrs{"version": version, "name": p.Name})
 	return nil
