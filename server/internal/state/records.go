@@ -16,6 +16,8 @@ type User struct {
 	Role         string    `json:"role"`
 	PasswordHash []byte    `json:"password_hash"`
 	Created      time.Time `json:"created"`
+	// Disabled users cannot log in; they are kept for the record.
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // minPasswordLen is the shortest password EnsureUser accepts.
@@ -71,7 +73,7 @@ func (s *State) CheckPassword(ctx context.Context, name, password string) (User,
 	if err := json.Unmarshal(b, &u); err != nil {
 		return User{}, fmt.Errorf("state: decode user: %w", err)
 	}
-	if bcrypt.CompareHashAndPassword(u.PasswordHash, []byte(password)) != nil {
+	if bcrypt.CompareHashAndPassword(u.PasswordHash, []byte(password)) != nil || u.Disabled {
 		return User{}, ErrBadCredentials
 	}
 	return u, nil
