@@ -1,0 +1,852 @@
+// Package fileaccess is the file-access log control (個人データ取扱状況の
+// 記録, PPC 通則編 §10-3(2), FAQ Q10-20): it watches the folders that hold
+// personal data (policy paths and the register's folders) recursively and
+// records files created, modified, deleted, renamed and, where the OS can
+// tell, read, with the user and process where the OS can say (Linux
+// fanotify, Windows audit SACL + Security event 4663). Bursts above the
+// per-folder bulk threshold are summarised in one exact fileaccess.bulk
+// warning; an OS queue overflow is reconciled against a snapshot and
+// reported as fileaccess.overflow.
+//
+// Each OS file must define:
+//
+//	func newProbe(env controls.Env) probe
+//
+// returning the attribution probe of that OS. Where the OS gives no
+// attribution its setRoots returns an error wrapping errors.ErrUnsupported:
+// changes are still recorded, without user and process.
+package fileaccess
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/fswatch"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
+)
+
+// Name is the control's policy key and event "control".
+const Name = "fileaccess"
+
+// Event types.
+const (
+	TypeCreated  = "file.created"
+	TypeModified = "file.modified"
+	TypeDeleted  = "file.deleted"
+	TypeRenamed  = "file.renamed"
+	TypeRead     = "file.read"
+	TypeOverflow = "fileaccess.overflow"
+	TypeBulk     = "fileaccess.bulk"
+	TypeError    = "fileaccess.error"
+)
+
+// Intervals.
+const (
+	checkInterval  = 30 * time.Second // retry missing roots, refresh status
+	statusInterval = time.Hour
+	accessKeep     = 5 * time.Second // how long an OS access record waits for its change
+)
+
+// access is one attributed file access from the OS (fanotify event, 4663).
+type access struct {
+	Path    string
+	Time    time.Time
+	PID     int
+	User    string
+	Process string // executable path
+	Mask    uint32 // Windows access mask; Linux: fanotify mask
+	Read    bool   // read-only access (Linux: closed without writing; Windows: ReadData only)
+	Write   bool
+	Delete  bool
+}
+
+// probe attributes accesses to users and processes.
+type probe interface {
+	// setRoots points attribution at roots (all of them, replacing the
+	// previous set); with enforce it also turns on OS auditing where that
+	// is how attribution works (Windows SACL). It returns the method name
+	// ("fanotify", "security-4663") or an error; one wrapping
+	// errors.ErrUnsupported means no attribution on this system.
+	setRoots(ctx context.Context, roots []string, enforce bool) (method string, err error)
+	// accesses delivers attributed accesses; nil when there are none.
+	accesses() <-chan access
+	// joinDelay is how long a change waits for its access record.
+	joinDelay() time.Duration
+	close() error
+}
+
+type folder struct {
+	path       string
+	registerID string
+}
+
+type config struct {
+	mode      policy.Mode
+	folders   []folder // sorted by path
+	exclude   []string
+	threshold int
+	window    time.Duration
+	debounce  time.Duration
+}
+
+func (a config) watcherSame(b config) bool {
+	return a.debounce == b.debounce && strings.Join(a.exclude, "\x00") == strings.Join(b.exclude, "\x00")
+}
+
+func configFrom(fa policy.FileAccess) (config, error) {
+	cfg := config{mode: fa.Mode, threshold: fa.BulkThreshold, window: fa.BulkWindow.D(), debounce: fa.Debounce.D()}
+	switch cfg.mode {
+	case "":
+		cfg.mode = policy.Off
+	case policy.Off, policy.Audit, policy.Enforce:
+	default:
+		return config{}, fmt.Errorf("fileaccess: mode %q is not one of off, audit, enforce", fa.Mode)
+	}
+	if cfg.threshold < 0 || cfg.window < 0 || cfg.debounce < 0 {
+		return config{}, errors.New("fileaccess: bulk_threshold, bulk_window and debounce must not be negative")
+	}
+	if cfg.threshold == 0 {
+		cfg.threshold = policy.DefaultBulkThreshold
+	}
+	if cfg.window == 0 {
+		cfg.window = policy.DefaultBulkWindow
+	}
+	if cfg.debounce == 0 {
+		cfg.debounce = policy.DefaultDebounce
+	}
+	cfg.exclude = fa.Exclude
+	if cfg.exclude == nil {
+		cfg.exclude = policy.DefaultExclude
+	}
+	for _, p := range cfg.exclude {
+		if _, err := filepath.Match(p, "x"); err != nil {
+			return config{}, fmt.Errorf("fileaccess: bad exclude pattern %q", p)
+		}
+	}
+	seen := map[string]int{}
+	add := func(p, reg string) error {
+		if strings.TrimSpace(p) == "" || !filepath.IsAbs(p) {
+			return fmt.Errorf("fileaccess: %q is not an absolute path", p)
+		}
+		p = filepath.Clean(p)
+		if i, ok := seen[p]; ok {
+			if reg != "" {
+				cfg.folders[i].registerID = reg
+			}
+			return nil
+		}
+		seen[p] = len(cfg.folders)
+		cfg.folders = append(cfg.folders, folder{path: p, registerID: reg})
+		return nil
+	}
+	for _, p := range fa.Paths {
+		if err := add(p, ""); err != nil {
+			return config{}, err
+		}
+	}
+	for _, f := range fa.Folders {
+		if err := add(f.Path, f.RegisterID); err != nil {
+			return config{}, err
+		}
+	}
+	sort.Slice(cfg.folders, func(i, j int) bool { return cfg.folders[i].path < cfg.folders[j].path })
+	return cfg, nil
+}
+
+// Control is the fileaccess control.
+type Control struct {
+	env      controls.Env
+	probe    probe
+	reporter *controls.StatusReporter
+	changed  chan struct{}
+
+	mu      sync.Mutex
+	cfg     config
+	applied bool
+	status  controls.Status
+}
+
+// New returns the fileaccess control.
+func New(env controls.Env) controls.Control { return newControl(env, newProbe(env)) }
+
+func newControl(env controls.Env, p probe) *Control {
+	if env.Clock == nil {
+		env.Clock = controls.RealClock{}
+	}
+	return &Control{
+		env:      env,
+		probe:    p,
+		reporter: &controls.StatusReporter{Control: Name, Env: env, Interval: statusInterval},
+		changed:  make(chan struct{}, 1),
+		cfg:      config{mode: policy.Off},
+	}
+}
+
+// Name returns "fileaccess".
+func (c *Control) Name() string { return Name }
+
+// Apply adopts the fileaccess section; bad settings are refused and the
+// previous ones kept. Roots are added and removed live by Run.
+func (c *Control) Apply(ctx context.Context, p *policy.Policy) error {
+	if p == nil {
+		return errors.New("fileaccess: nil policy")
+	}
+	cfg, err := configFrom(p.Controls.FileAccess)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.cfg, c.applied = cfg, true
+	c.mu.Unlock()
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Status is the current verdict.
+func (c *Control) Status() controls.Status {
+	st := c.reporter.Current()
+	if st.State == "" {
+		return controls.Status{State: controls.Unknown, Reason: "fileaccess.starting",
+			ReasonJA: "ファイルアクセス監視を開始しています", ReasonEN: "file access monitoring is starting"}
+	}
+	return st
+}
+
+func (c *Control) config() config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg
+}
+
+// Run watches until ctx is done.
+func (c *Control) Run(ctx context.Context) error {
+	r := &runner{c: c, roots: map[string]*rootState{}, reads: map[readKey]*readAgg{},
+		recent: map[string][]access{}}
+	defer r.stop()
+	check := c.env.Clock.After(checkInterval)
+	housekeeping := c.env.Clock.After(time.Second)
+	resync := true
+	for {
+		if resync {
+			r.sync(ctx, c.config())
+			resync = false
+			housekeeping = c.env.Clock.After(r.tick())
+		}
+		var changes <-chan fswatch.Change
+		if r.w != nil {
+			changes = r.w.Changes()
+		}
+		var acc <-chan access
+		if r.w != nil && r.attributing {
+			acc = c.probe.accesses()
+		}
+		select {
+		case <-ctx.Done():
+			r.flushAll(ctx)
+			return nil
+		case <-c.changed:
+			resync = true
+		case <-check:
+			check = c.env.Clock.After(checkInterval)
+			resync = true
+		case ch, ok := <-changes:
+			if !ok {
+				r.w = nil
+				resync = true
+				continue
+			}
+			r.change(ctx, ch)
+		case a := <-acc:
+			r.access(ctx, a)
+		case <-housekeeping:
+			r.housekeep(ctx, false)
+			housekeeping = c.env.Clock.After(r.tick())
+		}
+	}
+}
+
+type rootState struct {
+	folder
+	watched bool
+	err     error
+	bulk    bulkWindow
+}
+
+// bulkWindow counts a folder's changes in the current bulk window.
+type bulkWindow struct {
+	start      time.Time
+	n          int            // changes in this window
+	suppressed map[string]int // per event type, not emitted individually
+	procs      map[string]int
+	users      map[string]int
+	first      time.Time // of the first suppressed change
+	last       time.Time
+}
+
+type readKey struct{ path, user, process string }
+
+type readAgg struct {
+	a     access
+	first time.Time
+	count int
+}
+
+type held struct {
+	ch  fswatch.Change
+	due time.Time
+}
+
+type runner struct {
+	c           *Control
+	cfg         config
+	w           *fswatch.Watcher
+	roots       map[string]*rootState
+	attributing bool
+	method      string
+	attrErr     error
+	held        []held
+	reads       map[readKey]*readAgg
+	recent      map[string][]access
+	recentQ     []string // paths in arrival order, to prune recent
+	pid         int
+}
+
+func (r *runner) tick() time.Duration {
+	d := r.cfg.debounce
+	if d < 100*time.Millisecond {
+		d = 100 * time.Millisecond
+	}
+	return d
+}
+
+func (r *runner) stop() {
+	if r.w != nil {
+		_ = r.w.Close()
+		r.w = nil
+	}
+	_ = r.c.probe.close()
+}
+
+// sync brings the watcher, the roots and attribution in line with cfg and
+// reports the status.
+func (r *runner) sync(ctx context.Context, cfg config) {
+	c := r.c
+	old := r.cfg
+	r.cfg = cfg
+	if !cfg.mode.Enabled() {
+		r.flushAll(ctx)
+		if r.w != nil {
+			_ = r.w.Close()
+			r.w = nil
+		}
+		r.roots = map[string]*rootState{}
+		_, _ = c.probe.setRoots(ctx, nil, false)
+		r.attributing = false
+		r.setStatus(ctx, controls.Status{State: controls.Off, Reason: "fileaccess.off",
+			ReasonJA: "ファイルアクセス監視は無効です", ReasonEN: "file access monitoring is off"}, nil)
+		return
+	}
+	if r.w != nil && !old.watcherSame(cfg) {
+		r.flushAll(ctx)
+		_ = r.w.Close()
+		r.w = nil
+	}
+	if r.w == nil {
+		w, err := fswatch.New(fswatch.Options{Exclude: cfg.exclude, Debounce: cfg.debounce,
+			Clock: c.env.Clock, Log: c.env.Log})
+		if err != nil {
+			r.setStatus(ctx, failStatus("fileaccess.watch_failed", err), nil)
+			return
+		}
+		r.w = w
+		r.roots = map[string]*rootState{}
+	}
+	want := map[string]folder{}
+	for _, f := range cfg.folders {
+		want[f.path] = f
+	}
+	for p := range r.roots {
+		if _, ok := want[p]; !ok {
+			_ = r.w.Remove(p) // may never have been added
+			delete(r.roots, p)
+		}
+	}
+	watchedNow := r.w.Roots()
+	for p, f := range want {
+		rs := r.roots[p]
+		if rs == nil {
+			rs = &rootState{folder: f}
+			r.roots[p] = rs
+		}
+		rs.registerID = f.registerID
+		if rs.watched && watchedNow[p] {
+			if _, err := os.Stat(p); err == nil {
+				continue
+			}
+		}
+		rs.err = r.w.Add(p)
+		rs.watched = rs.err == nil
+	}
+	var roots []string
+	for p, rs := range r.roots {
+		if rs.watched {
+			roots = append(roots, p)
+		}
+	}
+	sort.Strings(roots)
+	r.method, r.attrErr = c.probe.setRoots(ctx, roots, cfg.mode == policy.Enforce)
+	r.attributing = r.attrErr == nil && len(roots) > 0
+	if r.attrErr != nil && !errors.Is(r.attrErr, errors.ErrUnsupported) && cfg.mode == policy.Enforce {
+		c.env.Log.Warn().Err(r.attrErr).Msg("fileaccess: attribution")
+	}
+	r.setStatus(ctx, r.verdict(), r.statusAttrs())
+}
+
+func failStatus(key string, err error) controls.Status {
+	return controls.Status{State: controls.Fail, Reason: key, ReasonJA: "ファイルアクセス監視ができません: " + err.Error(),
+		ReasonEN: "file access monitoring failed: " + err.Error()}
+}
+
+func (r *runner) verdict() controls.Status {
+	if len(r.roots) == 0 {
+		return controls.Status{State: controls.Unknown, Reason: "fileaccess.no_folders",
+			ReasonJA: "監視対象のフォルダが指定されていません", ReasonEN: "no folders to watch are configured"}
+	}
+	paths := make([]string, 0, len(r.roots))
+	for p := range r.roots {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		rs := r.roots[p]
+		if rs.watched {
+			continue
+		}
+		switch {
+		case errors.Is(rs.err, fswatch.ErrWatchLimit):
+			return controls.Status{State: controls.Fail, Reason: "fileaccess.watch_limit",
+				ReasonJA: "OSの監視数の上限に達しました (fs.inotify.max_user_watches を増やしてください): " + p,
+				ReasonEN: "the OS watch limit is reached (raise fs.inotify.max_user_watches): " + p}
+		case errors.Is(rs.err, fs.ErrNotExist) || rs.err == nil:
+			return controls.Status{State: controls.Fail, Reason: "fileaccess.root_missing",
+				ReasonJA: "監視対象のフォルダがありません: " + p, ReasonEN: "a watched folder does not exist: " + p}
+		case errors.Is(rs.err, fs.ErrPermission):
+			return controls.Status{State: controls.Fail, Reason: "fileaccess.root_unreadable",
+				ReasonJA: "監視対象のフォルダを読めません: " + p, ReasonEN: "a watched folder cannot be read: " + p}
+		default:
+			return failStatus("fileaccess.root_failed", rs.err)
+		}
+	}
+	if r.cfg.mode == policy.Enforce && r.attrErr != nil && !errors.Is(r.attrErr, errors.ErrUnsupported) {
+		return controls.Status{State: controls.Fail, Reason: "fileaccess.audit_failed",
+			ReasonJA: "OSの監査設定に失敗しました: " + r.attrErr.Error(),
+			ReasonEN: "turning on OS auditing failed: " + r.attrErr.Error()}
+	}
+	return controls.Status{State: controls.Pass, Reason: "fileaccess.watching",
+		ReasonJA: "すべての対象フォルダを監視しています", ReasonEN: "all folders are watched"}
+}
+
+func (r *runner) statusAttrs() event.Attrs {
+	a := event.Attrs{"folders": len(r.roots)}
+	if r.w != nil {
+		a["watched_dirs"] = r.w.Stats().WatchedDir
+	}
+	if r.attrErr != nil {
+		a["attribution"] = "unavailable: " + r.attrErr.Error()
+	} else if r.method != "" {
+		a["attribution"] = r.method
+	}
+	return a
+}
+
+func (r *runner) setStatus(ctx context.Context, st controls.Status, attrs event.Attrs) {
+	if err := r.c.reporter.Set(ctx, st, attrs); err != nil && ctx.Err() == nil {
+		r.c.env.Log.Error().Err(err).Msg("fileaccess: status event")
+	}
+}
+
+// change takes one debounced change from the watcher.
+func (r *runner) change(ctx context.Context, ch fswatch.Change) {
+	switch ch.Op {
+	case fswatch.Error:
+		if rs := r.roots[ch.Root]; rs != nil && errors.Is(ch.Err, fswatch.ErrWatchLimit) {
+			rs.watched, rs.err = false, ch.Err
+			r.setStatus(ctx, r.verdict(), r.statusAttrs())
+		}
+		r.emit(ctx, event.Event{Type: TypeError, Severity: event.Warning, Object: ch.Path,
+			RegisterID: r.registerFor(ch.Path), Attrs: event.Attrs{"error": errString(ch.Err)}})
+		return
+	case fswatch.Overflow:
+		r.flushHeld(ctx, true)
+		r.emit(ctx, event.Event{Type: TypeOverflow, Severity: event.Warning, Object: ch.Root,
+			RegisterID: r.registerFor(ch.Root), Attrs: event.Attrs{
+				"reconciled": ch.Count,
+				"note_en":    "the OS dropped file notifications; changes since were found by rescanning and may be merged",
+				"note_ja":    "OSの通知があふれたため再走査しました。変更がまとめられている可能性があります",
+			}})
+		return
+	}
+	if ch.Path == ch.Root && ch.Op == fswatch.Deleted {
+		if rs := r.roots[ch.Root]; rs != nil {
+			rs.watched, rs.err = false, fs.ErrNotExist
+			defer r.setStatus(ctx, r.verdict(), r.statusAttrs())
+		}
+	}
+	if d := r.c.probe.joinDelay(); r.attributing && d > 0 {
+		r.held = append(r.held, held{ch: ch, due: r.c.env.Clock.Now().Add(d)})
+		return
+	}
+	r.record(ctx, ch)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// record turns a change into an event (or a bulk count).
+func (r *runner) record(ctx context.Context, ch fswatch.Change) {
+	typ := map[fswatch.Op]string{fswatch.Created: TypeCreated, fswatch.Modified: TypeModified,
+		fswatch.Deleted: TypeDeleted, fswatch.Renamed: TypeRenamed}[ch.Op]
+	if typ == "" {
+		return
+	}
+	e := event.Event{Type: typ, Severity: event.Info, Object: ch.Path, RegisterID: r.registerFor(ch.Path),
+		Attrs: event.Attrs{"size": ch.Size, "count": ch.Count}}
+	if ch.IsDir {
+		e.Attrs["dir"] = true
+	}
+	if ch.OldPath != "" {
+		e.Attrs["old_path"] = ch.OldPath
+	}
+	if ch.Reconciled {
+		e.Attrs["reconciled"] = true
+	}
+	if a, ok := r.attribute(ch); ok {
+		e.User, e.Process = a.User, a.Process
+		if a.PID > 0 {
+			e.Attrs["pid"] = a.PID
+		}
+		if a.Mask != 0 {
+			e.Attrs["access_mask"] = "0x" + strconv.FormatUint(uint64(a.Mask), 16)
+		}
+	}
+	r.countOrEmit(ctx, ch.Root, e)
+}
+
+// countOrEmit applies the folder's bulk limit: the first threshold events of
+// a window go out one by one, the rest are counted into the summary.
+func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event) {
+	rs := r.roots[root]
+	if rs == nil {
+		rs = r.roots[r.rootFor(e.Object)]
+	}
+	if rs == nil {
+		r.emit(ctx, e)
+		return
+	}
+	now := r.c.env.Clock.Now()
+	b := &rs.bulk
+	if b.start.IsZero() || now.Sub(b.start) >= r.cfg.window {
+		r.closeBulk(ctx, rs, now)
+		b.start = now
+	}
+	b.n++
+	if b.n <= r.cfg.threshold {
+		r.emit(ctx, e)
+		return
+	}
+	if b.suppressed == nil {
+		b.suppressed, b.procs, b.users = map[string]int{}, map[string]int{}, map[string]int{}
+		b.first = now
+	}
+	b.suppressed[e.Type]++
+	b.last = now
+	if e.Process != "" {
+		b.procs[e.Process]++
+	}
+	if e.User != "" {
+		b.users[e.User]++
+	}
+}
+
+// closeBulk emits the summary of a window that had suppressed events.
+func (r *runner) closeBulk(ctx context.Context, rs *rootState, now time.Time) {
+	b := &rs.bulk
+	if len(b.suppressed) > 0 {
+		total := 0
+		counts := event.Attrs{}
+		for k, v := range b.suppressed {
+			total += v
+			counts[strings.TrimPrefix(k, "file.")] = v
+		}
+		a := event.Attrs{
+			"suppressed":   total,
+			"counts":       counts,
+			"individually": r.cfg.threshold,
+			"total":        total + r.cfg.threshold,
+			"window":       r.cfg.window.String(),
+			"from":         b.start.UTC().Format(time.RFC3339Nano),
+			"to":           b.last.UTC().Format(time.RFC3339Nano),
+			"threshold":    r.cfg.threshold,
+		}
+		proc, user := top(b.procs), top(b.users)
+		if len(b.procs) > 0 {
+			a["processes"] = topN(b.procs, 5)
+		}
+		summary := fmt.Sprintf("%s files changed in %s", group(total+r.cfg.threshold), roundDur(b.last.Sub(b.start)))
+		if proc != "" {
+			summary += " by " + filepath.Base(proc)
+		}
+		a["summary"] = summary
+		e := event.Event{Type: TypeBulk, Severity: event.Warning, Object: rs.path, RegisterID: rs.registerID,
+			User: user, Process: proc, Attrs: a}
+		r.emit(ctx, e)
+	}
+	*b = bulkWindow{}
+}
+
+func top(m map[string]int) string {
+	best, n := "", 0
+	for k, v := range m {
+		if v > n || v == n && k < best {
+			best, n = k, v
+		}
+	}
+	return best
+}
+
+func topN(m map[string]int, n int) event.Attrs {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] || m[keys[i]] == m[keys[j]] && keys[i] < keys[j] })
+	out := event.Attrs{}
+	for i, k := range keys {
+		if i == n {
+			out["(others)"] = len(keys) - n
+			break
+		}
+		out[k] = m[k]
+	}
+	return out
+}
+
+// group writes n with thousands separators ("1,243").
+func group(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func roundDur(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+func (r *runner) rootFor(p string) string {
+	best := ""
+	for root := range r.roots {
+		if within(p, root) && len(root) > len(best) {
+			best = root
+		}
+	}
+	return best
+}
+
+// registerFor is the register id of the innermost folder holding p.
+func (r *runner) registerFor(p string) string {
+	best, id := "", ""
+	for _, f := range r.cfg.folders {
+		if within(p, f.path) && len(f.path) > len(best) && f.registerID != "" {
+			best, id = f.path, f.registerID
+		}
+	}
+	return id
+}
+
+func within(p, dir string) bool {
+	if p == dir {
+		return true
+	}
+	return strings.HasPrefix(p, dir) && (strings.HasSuffix(dir, string(filepath.Separator)) || len(p) > len(dir) && p[len(dir)] == filepath.Separator)
+}
+
+// access records an attributed OS access: kept for joining to changes, and
+// read-only accesses merged into file.read events.
+func (r *runner) access(ctx context.Context, a access) {
+	root := r.rootFor(a.Path)
+	if root == "" {
+		return
+	}
+	if a.Read && !a.Write && !a.Delete {
+		if r.excluded(a.Path) {
+			return
+		}
+		k := readKey{a.Path, a.User, a.Process}
+		if g := r.reads[k]; g != nil {
+			g.count++
+			g.a.Mask |= a.Mask
+			return
+		}
+		r.reads[k] = &readAgg{a: a, first: r.c.env.Clock.Now(), count: 1}
+		return
+	}
+	r.recent[a.Path] = append(r.recent[a.Path], a)
+	r.recentQ = append(r.recentQ, a.Path)
+}
+
+func (r *runner) excluded(p string) bool {
+	base := filepath.Base(p)
+	for _, pat := range r.cfg.exclude {
+		if ok, _ := filepath.Match(pat, base); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// attribute finds the OS access behind a change: of those on the path (or
+// its old name), the latest of the matching kind (delete for a deletion,
+// write otherwise), with the access masks of the same user and process merged.
+func (r *runner) attribute(ch fswatch.Change) (access, bool) {
+	var cands []access
+	for _, p := range []string{ch.Path, ch.OldPath} {
+		if p != "" {
+			cands = append(cands, r.recent[p]...)
+		}
+	}
+	if len(cands) == 0 {
+		return access{}, false
+	}
+	pref := func(a access) bool {
+		if ch.Op == fswatch.Deleted {
+			return a.Delete
+		}
+		return a.Write
+	}
+	best := 0
+	for i, a := range cands[1:] {
+		b := cands[best]
+		if pref(a) && !pref(b) || pref(a) == pref(b) && !a.Time.Before(b.Time) {
+			best = i + 1
+		}
+	}
+	b := cands[best]
+	for _, a := range cands {
+		if a.User == b.User && a.Process == b.Process {
+			b.Mask |= a.Mask
+		}
+	}
+	return b, true
+}
+
+// housekeep releases held changes that are due, emits merged reads, closes
+// expired bulk windows and forgets old access records.
+func (r *runner) housekeep(ctx context.Context, all bool) {
+	now := r.c.env.Clock.Now()
+	r.flushHeld(ctx, all)
+	var keys []readKey
+	for k, g := range r.reads {
+		if all || now.Sub(g.first) >= r.cfg.debounce {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].path < keys[j].path })
+	for _, k := range keys {
+		g := r.reads[k]
+		delete(r.reads, k)
+		e := event.Event{Type: TypeRead, Severity: event.Info, Object: k.path, User: k.user, Process: k.process,
+			RegisterID: r.registerFor(k.path), Attrs: event.Attrs{"count": g.count}}
+		if g.a.PID > 0 {
+			e.Attrs["pid"] = g.a.PID
+		}
+		if g.a.Mask != 0 {
+			e.Attrs["access_mask"] = "0x" + strconv.FormatUint(uint64(g.a.Mask), 16)
+		}
+		if fi, err := os.Stat(k.path); err == nil {
+			e.Attrs["size"] = fi.Size()
+		}
+		r.countOrEmit(ctx, r.rootFor(k.path), e)
+	}
+	for _, rs := range r.roots {
+		if !rs.bulk.start.IsZero() && (all || now.Sub(rs.bulk.start) >= r.cfg.window) {
+			r.closeBulk(ctx, rs, now)
+		}
+	}
+	keep := accessKeep + r.c.probe.joinDelay()
+	for len(r.recentQ) > 0 {
+		p := r.recentQ[0]
+		l := r.recent[p]
+		if len(l) > 0 && now.Sub(l[0].Time) < keep && !all {
+			break
+		}
+		r.recentQ = r.recentQ[1:]
+		if len(l) <= 1 {
+			delete(r.recent, p)
+		} else {
+			r.recent[p] = l[1:]
+		}
+	}
+}
+
+func (r *runner) flushHeld(ctx context.Context, all bool) {
+	now := r.c.env.Clock.Now()
+	i := 0
+	for ; i < len(r.held); i++ {
+		if !all && r.held[i].due.After(now) {
+			break
+		}
+		r.record(ctx, r.held[i].ch)
+	}
+	r.held = r.held[i:]
+}
+
+// flushAll records everything pending, for shutdown and reconfiguration.
+func (r *runner) flushAll(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx) // what was seen is recorded even on shutdown
+	if r.w != nil {
+		// Drain what the watcher has already delivered.
+		for {
+			select {
+			case ch := <-r.w.Changes():
+				r.change(ctx, ch)
+				continue
+			default:
+			}
+			break
+		}
+	}
+	r.housekeep(ctx, true)
+}
+
+func (r *runner) emit(ctx context.Context, e event.Event) {
+	e.Control = Name
+	if e.Time.IsZero() {
+		e.Time = r.c.env.Clock.Now()
+	}
+	if err := r.c.env.Emit.Emit(ctx, e); err != nil && ctx.Err() == nil {
+		r.c.env.Log.Error().Err(err).Str("type", e.Type).Msg("fileaccess: emit")
+	}
+}

@@ -1,0 +1,376 @@
+package fileaccess
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/controls/controlstest"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
+)
+
+// fakeProbe delivers accesses the test makes up, like fanotify or 4663 would.
+type fakeProbe struct {
+	out   chan access
+	delay time.Duration
+	err   error
+
+	mu    sync.Mutex
+	roots []string
+}
+
+func (p *fakeProbe) setRoots(_ context.Context, roots []string, _ bool) (string, error) {
+	p.mu.Lock()
+	p.roots = roots
+	p.mu.Unlock()
+	return "fake", p.err
+}
+func (p *fakeProbe) accesses() <-chan access  { return p.out }
+func (p *fakeProbe) joinDelay() time.Duration { return p.delay }
+func (p *fakeProbe) close() error             { return nil }
+
+type harness struct {
+	t    *testing.T
+	c    *Control
+	rec  *controlstest.Recorder
+	stop func()
+}
+
+func start(t *testing.T, p probe, pol *policy.Policy) *harness {
+	t.Helper()
+	rec := &controlstest.Recorder{}
+	env := controls.Env{Emit: rec, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
+	c := newControl(env, p)
+	if err := c.Apply(context.Background(), pol); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	h := &harness{t: t, c: c, rec: rec}
+	h.stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() {
+		if h.stop != nil {
+			h.stop()
+			h.stop = nil
+		}
+	})
+	return h
+}
+
+func pol(mut func(*policy.FileAccess)) *policy.Policy {
+	p := &policy.Policy{APIVersion: policy.APIVersion, Kind: policy.Kind, Name: "t"}
+	p.Controls.FileAccess = policy.FileAccess{Mode: policy.Audit, Debounce: policy.Duration(100 * time.Millisecond)}
+	if mut != nil {
+		mut(&p.Controls.FileAccess)
+	}
+	p.Normalize()
+	return p
+}
+
+// waitFor polls until ok holds for the recorded events.
+func (h *harness) waitFor(what string, ok func([]event.Event) bool) []event.Event {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		evs := h.rec.Events()
+		if ok(evs) {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			var s []string
+			for _, e := range evs {
+				s = append(s, fmt.Sprintf("%s %s %v", e.Type, e.Object, e.Attrs))
+			}
+			h.t.Fatalf("timed out waiting for %s; events:\n%s", what, strings.Join(s, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func find(evs []event.Event, typ, object string) *event.Event {
+	for i := range evs {
+		if evs[i].Type == typ && (object == "" || evs[i].Object == object) {
+			return &evs[i]
+		}
+	}
+	return nil
+}
+
+func (h *harness) waitEvent(typ, object string) event.Event {
+	h.t.Helper()
+	evs := h.waitFor(typ+" "+object, func(evs []event.Event) bool { return find(evs, typ, object) != nil })
+	return *find(evs, typ, object)
+}
+
+func (h *harness) waitStatus(state controls.State, reason string) event.Event {
+	h.t.Helper()
+	evs := h.waitFor("status "+string(state)+" "+reason, func(evs []event.Event) bool {
+		for i := len(evs) - 1; i >= 0; i-- {
+			if evs[i].Type == "fileaccess.status" {
+				return evs[i].Attrs["status"] == string(state) && (reason == "" || evs[i].Attrs["reason"] == reason)
+			}
+		}
+		return false
+	})
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Type == "fileaccess.status" {
+			return evs[i]
+		}
+	}
+	panic("unreachable")
+}
+
+func num(v any) int64 {
+	switch n := v.(type) {
+	case int:
+		return int64(n)
+	case int64:
+		return n
+	}
+	panic(fmt.Sprintf("not a number: %T %v", v, v))
+}
+
+func TestRecordsChangesInRegisteredFolder(t *testing.T) {
+	root := t.TempDir()
+	h := start(t, &fakeProbe{err: fmt.Errorf("none: %w", errors.ErrUnsupported)}, pol(func(f *policy.FileAccess) {
+		f.Folders = []policy.Folder{{Path: root, RegisterID: "PI-0001"}}
+	}))
+	st := h.waitStatus(controls.Pass, "fileaccess.watching")
+	if !strings.Contains(fmt.Sprint(st.Attrs["attribution"]), "unavailable") {
+		t.Fatalf("status attrs %v", st.Attrs)
+	}
+	deep := filepath.Join(root, "営業", "2026")
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(deep, "名簿.csv")
+	os.WriteFile(f, []byte("a,b\n"), 0o644)
+	e := h.waitEvent(TypeCreated, f)
+	if e.RegisterID != "PI-0001" || e.Control != Name || num(e.Attrs["size"]) != 4 || num(e.Attrs["count"]) < 1 || e.Severity != event.Info {
+		t.Fatalf("created event %+v", e)
+	}
+	h.waitEvent(TypeCreated, deep)
+
+	os.WriteFile(f, []byte("a,b\nc,d\n"), 0o644)
+	if e := h.waitEvent(TypeModified, f); num(e.Attrs["size"]) != 8 {
+		t.Fatalf("modified %+v", e)
+	}
+	g := filepath.Join(deep, "名簿2.csv")
+	os.Rename(f, g)
+	if e := h.waitEvent(TypeRenamed, g); e.Attrs["old_path"] != f {
+		t.Fatalf("renamed %+v", e)
+	}
+	os.Remove(g)
+	h.waitEvent(TypeDeleted, g)
+
+	// Excluded by default: Office lock files and *.tmp.
+	os.WriteFile(filepath.Join(deep, "~$名簿.xlsx"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(deep, "a.tmp"), []byte("x"), 0o644)
+	marker := filepath.Join(deep, "marker")
+	os.WriteFile(marker, []byte("x"), 0o644)
+	evs := h.waitFor("marker", func(evs []event.Event) bool { return find(evs, TypeCreated, marker) != nil })
+	for _, e := range evs {
+		if strings.Contains(e.Object, "~$") || strings.HasSuffix(e.Object, ".tmp") {
+			t.Fatalf("excluded file recorded: %+v", e)
+		}
+	}
+	for _, e := range evs {
+		if err := e.Validate(); err != nil {
+			t.Fatalf("invalid event %+v: %v", e, err)
+		}
+	}
+}
+
+func TestAttributionJoinAndReads(t *testing.T) {
+	root := t.TempDir()
+	fp := &fakeProbe{out: make(chan access, 16)}
+	h := start(t, fp, pol(func(f *policy.FileAccess) { f.Paths = []string{root} }))
+	st := h.waitStatus(controls.Pass, "")
+	if st.Attrs["attribution"] != "fake" {
+		t.Fatalf("status attrs %v", st.Attrs)
+	}
+	f := filepath.Join(root, "顧客名簿.xlsx")
+	// The OS reports the access (as fanotify does, before the debounced change).
+	fp.out <- access{Path: f, Time: time.Now(), PID: 4242, User: `OFFICE\tanaka`, Process: `C:\EXCEL.EXE`, Mask: 0x2, Write: true}
+	os.WriteFile(f, []byte("x"), 0o644)
+	e := h.waitEvent(TypeCreated, f)
+	if e.User != `OFFICE\tanaka` || e.Process != `C:\EXCEL.EXE` || num(e.Attrs["pid"]) != 4242 || e.Attrs["access_mask"] != "0x2" {
+		t.Fatalf("attribution not joined: %+v", e)
+	}
+	// A read-only access with no change becomes file.read, merged.
+	r := filepath.Join(root, "read-me.txt")
+	os.WriteFile(r, []byte("hello"), 0o644)
+	h.waitEvent(TypeCreated, r)
+	for i := 0; i < 3; i++ {
+		fp.out <- access{Path: r, Time: time.Now(), PID: 77, User: "suzuki", Process: "/usr/bin/cat", Mask: 0x10, Read: true}
+	}
+	e = h.waitEvent(TypeRead, r)
+	if e.User != "suzuki" || e.Process != "/usr/bin/cat" || num(e.Attrs["count"]) != 3 || num(e.Attrs["size"]) != 5 {
+		t.Fatalf("read %+v", e)
+	}
+	// Outside the roots: ignored.
+	fp.out <- access{Path: "/elsewhere/x", Time: time.Now(), Read: true}
+}
+
+// TestJoinRecorded4663 joins the recorded Security events to changes as the
+// Windows probe does, with the probe's join delay.
+func TestJoinRecorded4663(t *testing.T) {
+	root := t.TempDir()
+	fp := &fakeProbe{out: make(chan access, 16), delay: 300 * time.Millisecond}
+	h := start(t, fp, pol(func(f *policy.FileAccess) {
+		f.Folders = []policy.Folder{{Path: root, RegisterID: "PI-7"}}
+	}))
+	h.waitStatus(controls.Pass, "")
+	load := func(name, path string) access {
+		ev, err := parse4663(fixture(t, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.access.Path, ev.access.Time = path, time.Now()
+		return ev.access
+	}
+	w := filepath.Join(root, "顧客名簿.xlsx")
+	d := filepath.Join(root, "古い名簿.csv")
+	rd := filepath.Join(root, "メモ.txt")
+	os.WriteFile(d, []byte("old"), 0o644)
+	os.WriteFile(rd, []byte("memo"), 0o644)
+	h.waitEvent(TypeCreated, rd)
+	h.waitEvent(TypeCreated, d)
+	os.WriteFile(w, []byte("new"), 0o644)
+	os.Remove(d)
+	// The Security log is read a little after the change (joinDelay).
+	time.Sleep(50 * time.Millisecond)
+	fp.out <- load("4663_write_excel.xml", w)
+	fp.out <- load("4663_delete_explorer.xml", d)
+	fp.out <- load("4663_read_notepad.xml", rd)
+	e := h.waitEvent(TypeCreated, w)
+	if e.User != `OFFICE\tanaka` || !strings.HasSuffix(e.Process, "EXCEL.EXE") || e.Attrs["access_mask"] != "0x2" || e.RegisterID != "PI-7" {
+		t.Fatalf("write join: %+v", e)
+	}
+	e = h.waitEvent(TypeDeleted, d)
+	if e.User != `OFFICE\tanaka` || !strings.HasSuffix(e.Process, "explorer.exe") || e.Attrs["access_mask"] != "0x10000" {
+		t.Fatalf("delete join: %+v", e)
+	}
+	e = h.waitEvent(TypeRead, rd)
+	if e.User != `OFFICE\suzuki` || !strings.HasSuffix(e.Process, "notepad.exe") || e.Attrs["access_mask"] != "0x1" || e.RegisterID != "PI-7" {
+		t.Fatalf("read: %+v", e)
+	}
+}
+
+func TestBulkSummaryIsExact(t *testing.T) {
+	root := t.TempDir()
+	h := start(t, &fakeProbe{}, pol(func(f *policy.FileAccess) {
+		f.Paths = []string{root}
+		f.BulkThreshold = 10
+		f.BulkWindow = policy.Duration(3 * time.Second)
+	}))
+	h.waitStatus(controls.Pass, "")
+	const n = 150
+	for i := 0; i < n; i++ {
+		os.WriteFile(filepath.Join(root, fmt.Sprintf("f%03d.csv", i)), []byte("x"), 0o644)
+	}
+	evs := h.waitFor("bulk summary", func(evs []event.Event) bool { return find(evs, TypeBulk, root) != nil })
+	b := find(evs, TypeBulk, root)
+	individual := len(h.rec.OfType(TypeCreated))
+	counts := b.Attrs["counts"].(event.Attrs)
+	if individual != 10 || num(b.Attrs["suppressed"]) != n-10 || num(counts["created"]) != n-10 ||
+		num(b.Attrs["total"]) != n || b.Severity != event.Warning {
+		t.Fatalf("individual %d, bulk %+v", individual, b.Attrs)
+	}
+	if !strings.HasPrefix(fmt.Sprint(b.Attrs["summary"]), "150 files changed in") {
+		t.Fatalf("summary %q", b.Attrs["summary"])
+	}
+	// After the window, events go out one by one again.
+	time.Sleep(3 * time.Second)
+	late := filepath.Join(root, "late.csv")
+	os.WriteFile(late, []byte("x"), 0o644)
+	h.waitEvent(TypeCreated, late)
+}
+
+func TestApplyLiveAndStatus(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	missing := filepath.Join(b, "not-yet")
+	h := start(t, &fakeProbe{}, pol(func(f *policy.FileAccess) { f.Paths = []string{a, missing} }))
+	st := h.waitStatus(controls.Fail, "fileaccess.root_missing")
+	if st.Severity != event.Violation || !strings.Contains(fmt.Sprint(st.Attrs["reason_en"]), missing) {
+		t.Fatalf("status %+v", st)
+	}
+	if got := h.c.Status(); got.State != controls.Fail {
+		t.Fatalf("Status() %+v", got)
+	}
+	// The folder appears and the policy is re-applied: watched, pass.
+	os.Mkdir(missing, 0o755)
+	if err := h.c.Apply(context.Background(), pol(func(f *policy.FileAccess) { f.Paths = []string{missing} })); err != nil {
+		t.Fatal(err)
+	}
+	h.waitStatus(controls.Pass, "fileaccess.watching")
+	inB := filepath.Join(missing, "b.txt")
+	os.WriteFile(filepath.Join(a, "a.txt"), []byte("x"), 0o644) // a is no longer watched
+	os.WriteFile(inB, []byte("x"), 0o644)
+	evs := h.waitFor("b.txt", func(evs []event.Event) bool { return find(evs, TypeCreated, inB) != nil })
+	if find(evs, TypeCreated, filepath.Join(a, "a.txt")) != nil {
+		t.Fatal("removed root still watched")
+	}
+	// Bad settings are refused and the previous ones kept.
+	bad := pol(func(f *policy.FileAccess) { f.Paths = []string{"relative/path"} })
+	if err := h.c.Apply(context.Background(), bad); err == nil {
+		t.Fatal("relative path accepted")
+	}
+	bad = pol(func(f *policy.FileAccess) { f.Paths = []string{missing}; f.Exclude = []string{"["} })
+	if err := h.c.Apply(context.Background(), bad); err == nil {
+		t.Fatal("bad exclude accepted")
+	}
+	if err := h.c.Apply(context.Background(), nil); err == nil {
+		t.Fatal("nil policy accepted")
+	}
+	again := filepath.Join(missing, "again.txt")
+	os.WriteFile(again, []byte("x"), 0o644)
+	h.waitEvent(TypeCreated, again)
+
+	// Off: status off, nothing recorded.
+	if err := h.c.Apply(context.Background(), pol(func(f *policy.FileAccess) { f.Mode = policy.Off; f.Paths = []string{missing} })); err != nil {
+		t.Fatal(err)
+	}
+	h.waitStatus(controls.Off, "fileaccess.off")
+	n := len(h.rec.Events())
+	os.WriteFile(filepath.Join(missing, "off.txt"), []byte("x"), 0o644)
+	time.Sleep(400 * time.Millisecond)
+	if len(h.rec.Events()) != n {
+		t.Fatalf("events while off: %v", h.rec.Events()[n:])
+	}
+}
+
+func TestNoFoldersIsUnknown(t *testing.T) {
+	h := start(t, &fakeProbe{}, pol(nil))
+	h.waitStatus(controls.Unknown, "fileaccess.no_folders")
+}
+
+func TestRootDeletedFailsStatus(t *testing.T) {
+	if os.Getenv("WINEPREFIX") != "" || filepath.Separator == '\\' {
+		t.Skip("Windows does not report a watched folder's own deletion (covered by the periodic check)")
+	}
+	parent := t.TempDir()
+	root := filepath.Join(parent, "data")
+	os.Mkdir(root, 0o755)
+	h := start(t, &fakeProbe{}, pol(func(f *policy.FileAccess) { f.Paths = []string{root} }))
+	h.waitStatus(controls.Pass, "")
+	os.RemoveAll(root)
+	h.waitEvent(TypeDeleted, root)
+	h.waitStatus(controls.Fail, "fileaccess.root_missing")
+}

@@ -1,0 +1,345 @@
+package fileaccess
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/windows"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+)
+
+// Windows attribution: in enforce mode the "File System" audit subcategory
+// is turned on and an audit SACL (Everyone; read, write, delete; success;
+// inherited by subfolders and files) is put on each watched folder. Security
+// event 4663 is then read through wevtapi every pollEvery, from the record
+// after the bookmark kept in the control's state dir, and joined to changes.
+
+const (
+	evtQueryChannelPath     = 0x1
+	evtQueryForwardDir      = 0x100
+	evtRenderEventXml       = 1
+	pollEvery               = time.Second
+	errNoMoreItems          = windows.Errno(259) // ERROR_NO_MORE_ITEMS
+	errInsufficientBuffer   = windows.ERROR_INSUFFICIENT_BUFFER
+	policyAuditEventSuccess = 0x1
+	bookmarkFile            = "security-4663.bookmark"
+)
+
+// fileSystemSubcategory is the "File System" audit subcategory
+// {0CCE921D-69AE-11D9-BED3-505054503030}.
+var fileSystemSubcategory = windows.GUID{Data1: 0x0CCE921D, Data2: 0x69AE, Data3: 0x11D9,
+	Data4: [8]byte{0xBE, 0xD3, 0x50, 0x50, 0x54, 0x50, 0x30, 0x30}}
+
+// objectAccessCategory is the "Object Access" category {6997984A-797A-11D9-BED3-505054503030}.
+var objectAccessCategory = windows.GUID{Data1: 0x6997984A, Data2: 0x797A, Data3: 0x11D9,
+	Data4: [8]byte{0xBE, 0xD3, 0x50, 0x50, 0x54, 0x50, 0x30, 0x30}}
+
+type auditPolicyInformation struct {
+	subCategory windows.GUID
+	info        uint32
+	category    windows.GUID
+}
+
+type winProbe struct {
+	env controls.Env
+	out chan access
+
+	mu      sync.Mutex
+	roots   []string
+	sacl    map[string]bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+	last    uint64
+	haveBM  bool
+	lastErr error
+}
+
+func newProbe(env controls.Env) probe {
+	return &winProbe{env: env, out: make(chan access, 8192), sacl: map[string]bool{}}
+}
+
+func (p *winProbe) accesses() <-chan access  { return p.out }
+func (p *winProbe) joinDelay() time.Duration { return 2 * pollEvery }
+
+func (p *winProbe) setRoots(ctx context.Context, roots []string, enforce bool) (string, error) {
+	p.mu.Lock()
+	p.roots = append([]string(nil), roots...)
+	p.mu.Unlock()
+	if len(roots) == 0 {
+		return "", nil
+	}
+	var errs []error
+	if enforce {
+		if err := enableFileSystemAudit(); err != nil {
+			errs = append(errs, err)
+		}
+		for _, r := range roots {
+			if p.sacl[r] {
+				continue
+			}
+			if err := setAuditSACL(r); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			p.sacl[r] = true
+		}
+	}
+	p.mu.Lock()
+	if p.cancel == nil {
+		p.loadBookmark()
+		c, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		p.cancel, p.done = cancel, make(chan struct{})
+		go p.poll(c, p.done)
+	}
+	p.mu.Unlock()
+	if len(errs) > 0 {
+		return "security-4663", errors.Join(errs...)
+	}
+	return "security-4663", nil
+}
+
+func (p *winProbe) close() error {
+	p.mu.Lock()
+	cancel, done := p.cancel, p.done
+	p.cancel = nil
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	return nil
+}
+
+// enableFileSystemAudit turns on success auditing of the File System
+// subcategory (what `auditpol /set /subcategory:{0CCE921D-...} /success:enable` does).
+func enableFileSystemAudit() error {
+	pol := auditPolicyInformation{subCategory: fileSystemSubcategory, info: policyAuditEventSuccess, category: objectAccessCategory}
+	if err := enablePrivilege("SeSecurityPrivilege"); err != nil {
+		return err
+	}
+	if err := auditSetSystemPolicy(&pol, 1); err != nil {
+		return fmt.Errorf("fileaccess: AuditSetSystemPolicy(File System, success): %w", err)
+	}
+	return nil
+}
+
+func enablePrivilege(name string) error {
+	var tok windows.Token
+	if err := windows.OpenProcessToken(windows.CurrentProcess(), windows.TOKEN_ADJUST_PRIVILEGES|windows.TOKEN_QUERY, &tok); err != nil {
+		return fmt.Errorf("fileaccess: open process token: %w", err)
+	}
+	defer tok.Close()
+	var luid windows.LUID
+	if err := windows.LookupPrivilegeValue(nil, windows.StringToUTF16Ptr(name), &luid); err != nil {
+		return fmt.Errorf("fileaccess: lookup %s: %w", name, err)
+	}
+	tp := windows.Tokenprivileges{PrivilegeCount: 1}
+	tp.Privileges[0] = windows.LUIDAndAttributes{Luid: luid, Attributes: windows.SE_PRIVILEGE_ENABLED}
+	if err := windows.AdjustTokenPrivileges(tok, false, &tp, 0, nil, nil); err != nil {
+		return fmt.Errorf("fileaccess: enable %s: %w", name, err)
+	}
+	return nil
+}
+
+// auditMask is what the SACL audits: reads, writes and deletes.
+const auditMask = windows.FILE_GENERIC_READ | windows.FILE_GENERIC_WRITE | windows.DELETE
+
+// setAuditSACL puts an audit ACE for Everyone on dir, inherited by its
+// subfolders and files, keeping the SACL entries already there.
+func setAuditSACL(dir string) error {
+	if err := enablePrivilege("SeSecurityPrivilege"); err != nil {
+		return err
+	}
+	everyone, err := windows.CreateWellKnownSid(windows.WinWorldSid)
+	if err != nil {
+		return fmt.Errorf("fileaccess: Everyone SID: %w", err)
+	}
+	var merged *windows.ACL
+	if sd, err := windows.GetNamedSecurityInfo(dir, windows.SE_FILE_OBJECT, windows.SACL_SECURITY_INFORMATION); err == nil {
+		merged, _, _ = sd.SACL()
+	}
+	acl, err := windows.ACLFromEntries([]windows.EXPLICIT_ACCESS{{
+		AccessPermissions: auditMask,
+		AccessMode:        windows.SET_AUDIT_SUCCESS,
+		Inheritance:       windows.SUB_CONTAINERS_AND_OBJECTS_INHERIT,
+		Trustee: windows.TRUSTEE{
+			TrusteeForm:  windows.TRUSTEE_IS_SID,
+			TrusteeType:  windows.TRUSTEE_IS_WELL_KNOWN_GROUP,
+			TrusteeValue: windows.TrusteeValueFromSID(everyone),
+		},
+	}}, merged)
+	if err != nil {
+		return fmt.Errorf("fileaccess: build SACL for %s: %w", dir, err)
+	}
+	if err := windows.SetNamedSecurityInfo(dir, windows.SE_FILE_OBJECT, windows.SACL_SECURITY_INFORMATION, nil, nil, nil, acl); err != nil {
+		return fmt.Errorf("fileaccess: set SACL on %s: %w", dir, err)
+	}
+	return nil
+}
+
+// auditACE is one audit ACE read back from a SACL.
+type auditACE struct {
+	aceType byte
+	flags   byte
+	mask    uint32
+	sid     string
+}
+
+// readSACL returns the audit ACEs on path.
+func readSACL(path string) ([]auditACE, error) {
+	if err := enablePrivilege("SeSecurityPrivilege"); err != nil {
+		return nil, err
+	}
+	sd, err := windows.GetNamedSecurityInfo(path, windows.SE_FILE_OBJECT, windows.SACL_SECURITY_INFORMATION)
+	if err != nil {
+		return nil, fmt.Errorf("fileaccess: read SACL of %s: %w", path, err)
+	}
+	acl, _, err := sd.SACL()
+	if err != nil || acl == nil {
+		return nil, err
+	}
+	var out []auditACE
+	for i := uint32(0); i < uint32(acl.AceCount); i++ {
+		var ace *windows.ACCESS_ALLOWED_ACE // same layout as SYSTEM_AUDIT_ACE
+		if err := windows.GetAce(acl, i, &ace); err != nil {
+			return nil, fmt.Errorf("fileaccess: ace %d: %w", i, err)
+		}
+		sid := (*windows.SID)(unsafe.Pointer(&ace.SidStart))
+		out = append(out, auditACE{aceType: ace.Header.AceType, flags: ace.Header.AceFlags, mask: uint32(ace.Mask), sid: sid.String()})
+	}
+	return out, nil
+}
+
+func (p *winProbe) bookmarkPath() string {
+	if p.env.StateDir == "" {
+		return ""
+	}
+	return filepath.Join(p.env.StateDir, bookmarkFile)
+}
+
+func (p *winProbe) loadBookmark() {
+	path := p.bookmarkPath()
+	if path == "" {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	if n, err := parseBookmark(b); err == nil {
+		p.last, p.haveBM = n, true
+	} else {
+		p.env.Log.Warn().Err(err).Msg("fileaccess: ignoring unreadable 4663 bookmark")
+	}
+}
+
+func (p *winProbe) saveBookmark(n uint64) {
+	path := p.bookmarkPath()
+	if path == "" {
+		return
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, bookmarkXML(n), 0o600); err == nil {
+		_ = os.Rename(tmp, path)
+	}
+}
+
+func (p *winProbe) poll(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	for {
+		if err := p.readNew(ctx); err != nil {
+			p.mu.Lock()
+			first := p.lastErr == nil || p.lastErr.Error() != err.Error()
+			p.lastErr = err
+			p.mu.Unlock()
+			if first {
+				p.env.Log.Warn().Err(err).Msg("fileaccess: reading Security event 4663")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pollEvery):
+		}
+	}
+}
+
+// readNew reads the 4663 events after the bookmark and passes those under
+// the roots on; the bookmark then moves past them.
+func (p *winProbe) readNew(ctx context.Context) error {
+	p.mu.Lock()
+	after := p.last
+	roots := p.roots
+	p.mu.Unlock()
+	ch, _ := windows.UTF16PtrFromString(securityChannel)
+	q, _ := windows.UTF16PtrFromString(query4663(after))
+	h, err := evtQuery(0, ch, q, evtQueryChannelPath|evtQueryForwardDir)
+	if err != nil {
+		return fmt.Errorf("fileaccess: EvtQuery: %w", err)
+	}
+	defer evtClose(h)
+	evs := make([]windows.Handle, 64)
+	buf := make([]uint16, 8192)
+	for ctx.Err() == nil {
+		var n uint32
+		if err := evtNext(h, uint32(len(evs)), &evs[0], 0, 0, &n); err != nil {
+			if errors.Is(err, errNoMoreItems) {
+				return nil
+			}
+			return fmt.Errorf("fileaccess: EvtNext: %w", err)
+		}
+		for _, e := range evs[:n] {
+			x, rerr := renderXML(e, &buf)
+			evtClose(e)
+			if rerr != nil {
+				return rerr
+			}
+			se, perr := parse4663([]byte(x))
+			if perr != nil {
+				continue
+			}
+			if se.RecordID > after {
+				after = se.RecordID
+			}
+			for _, r := range roots {
+				if within(strings.ToLower(se.access.Path), strings.ToLower(r)) {
+					se.access.Path = r + se.access.Path[len(r):]
+					select {
+					case p.out <- se.access:
+					case <-ctx.Done():
+						return nil
+					}
+					break
+				}
+			}
+		}
+		p.mu.Lock()
+		p.last = after
+		p.mu.Unlock()
+		p.saveBookmark(after)
+	}
+	return nil
+}
+
+func renderXML(e windows.Handle, buf *[]uint16) (string, error) {
+	for {
+		var used, props uint32
+		b := *buf
+		err := evtRender(0, e, evtRenderEventXml, uint32(len(b)*2), &b[0], &used, &props)
+		if err == nil {
+			return windows.UTF16ToString(b[:used/2]), nil
+		}
+		if !errors.Is(err, errInsufficientBuffer) || int(used/2) <= len(b) {
+			return "", fmt.Errorf("fileaccess: EvtRender: %w", err)
+		}
+		*buf = make([]uint16, used/2+1)
+	}
+}
