@@ -24,7 +24,9 @@ type Store interface {
 	// in the caller's goroutine) and that ev.Agent == agent (else an error
 	// wrapping event.ErrWrongAgent) and that seqs ascend within the batch; then
 	// it checks the batch against the agent's stored head:
-	//   - seq <= head.Seq: already stored, skipped and counted in Result.Duplicates;
+	//   - seq <= head.Seq: already stored, skipped and counted in Result.Duplicates
+	//     (but a "duplicate" whose hash differs from the stored event's is
+	//     refused with an error wrapping event.ErrChain, never acknowledged);
 	//   - seq == head.Seq+1: ev.Prev must equal head.Hash, else an error wrapping
 	//     event.ErrChain and the whole batch is refused;
 	//   - seq >  head.Seq+1: a gap; the event is stored and a "server.gap" event

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ const (
 	upsertHeadSQL = `INSERT INTO heads (agent, seq, hash, last_seen, events) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
 		last_seen = excluded.last_seen, events = excluded.events`
+	storedHashesSQL  = `SELECT seq, hash FROM events WHERE agent = ? AND seq BETWEEN ? AND ?`
 	putCheckpointSQL = `INSERT OR REPLACE INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)`
 )
 
@@ -82,6 +84,7 @@ func nullable(s string) any {
 type wconn struct {
 	begin               driver.ConnBeginTx
 	insN, ins1, upd, cp driver.StmtExecContext
+	stored              driver.StmtQueryContext // hashes of stored seqs, to check resends
 	stmts               []driver.Stmt
 }
 
@@ -92,6 +95,17 @@ func newWconn(ctx context.Context, dc any) (*wconn, error) {
 		return nil, fmt.Errorf("eventlog: driver connection %T lacks BeginTx/PrepareContext", dc)
 	}
 	w := &wconn{begin: begin}
+	st, err := prep.PrepareContext(ctx, storedHashesSQL)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: prepare: %w", err)
+	}
+	w.stmts = append(w.stmts, st)
+	q, ok := st.(driver.StmtQueryContext)
+	if !ok {
+		w.close()
+		return nil, fmt.Errorf("eventlog: driver statement %T lacks QueryContext", st)
+	}
+	w.stored = q
 	for _, p := range []struct {
 		dst *driver.StmtExecContext
 		sql string
@@ -181,6 +195,7 @@ type txn struct {
 	rows     []*row           // to insert, in log order
 	merkle   [][]byte         // their stored Merkle hashes
 	cps      []*Checkpoint
+	planned  map[string]map[uint64]string // agent -> seq -> hash planned in this group
 }
 
 // headOf returns the stream's head as the group sees it.
@@ -223,7 +238,7 @@ func (s *SQLite) commit(w *wconn, group []*request) {
 				r.err, err = err, nil
 			}
 		default:
-			err = s.planBatch(t, r)
+			err = s.planBatch(ctx, w, t, r)
 		}
 		if err != nil {
 			fail(err)
@@ -321,8 +336,11 @@ func (s *SQLite) add(t *txn, r *row) error {
 
 // planBatch checks r against the stream head and, if it passes, plans its
 // rows. A refusal is recorded in r.err and is not a transaction error.
-func (s *SQLite) planBatch(t *txn, r *request) error {
+func (s *SQLite) planBatch(ctx context.Context, w *wconn, t *txn, r *request) error {
 	h := s.headOf(t, r.agent)
+	if ok, err := s.checkResent(ctx, w, t, r, h.seq); err != nil || !ok {
+		return err
+	}
 	type gap struct {
 		before   int // index in r.evs of the first event after the gap
 		from, to uint64
@@ -371,11 +389,64 @@ func (s *SQLite) planBatch(t *txn, r *request) error {
 		if err := s.add(t, &r.rows[i]); err != nil {
 			return err
 		}
+		if t.planned == nil {
+			t.planned = make(map[string]map[uint64]string)
+		}
+		if t.planned[r.agent] == nil {
+			t.planned[r.agent] = make(map[uint64]string)
+		}
+		t.planned[r.agent][r.evs[i].Seq] = r.evs[i].Hash
 		r.res.Stored++
 	}
 	t.heads[r.agent] = &head{seq: last, hash: lastHash, lastSeen: t.received, events: h.events + int64(r.res.Stored)}
 	r.res.AckedSeq = last
 	return nil
+}
+
+// checkResent compares the events of r at or below the head (resends) with
+// what is stored: an agent whose spool started over under the same id would
+// otherwise have new events taken for duplicates, acknowledged and dropped.
+// It reports false, with r.err set, if one differs.
+func (s *SQLite) checkResent(ctx context.Context, w *wconn, t *txn, r *request, headSeq uint64) (bool, error) {
+	if len(r.evs) == 0 || r.evs[0].Seq > headSeq {
+		return true, nil
+	}
+	lo, hi := r.evs[0].Seq, headSeq
+	known := make(map[uint64]string)
+	for seq, h := range t.planned[r.agent] {
+		if seq >= lo && seq <= hi {
+			known[seq] = h
+		}
+	}
+	rows, err := w.stored.QueryContext(ctx, named(r.agent, int64(lo), int64(hi)))
+	if err != nil {
+		return false, fmt.Errorf("eventlog: read stored hashes: %w", err)
+	}
+	dest := make([]driver.Value, 2)
+	for {
+		if err := rows.Next(dest); err != nil {
+			if err != io.EOF {
+				rows.Close()
+				return false, fmt.Errorf("eventlog: read stored hashes: %w", err)
+			}
+			break
+		}
+		seq, _ := dest[0].(int64)
+		raw, _ := dest[1].([]byte)
+		known[uint64(seq)] = hex.EncodeToString(raw)
+	}
+	rows.Close()
+	for i := range r.evs {
+		e := &r.evs[i]
+		if e.Seq > headSeq {
+			break
+		}
+		if h, ok := known[e.Seq]; ok && h != e.Hash {
+			r.err = fmt.Errorf("eventlog: agent %q seq %d: %w: already stored with another hash", r.agent, e.Seq, event.ErrChain)
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // planServer seals e as the server stream's next event and plans its row.

@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventlog.Store) {
 		{"Heads", testHeads},
 		{"TreeHashes", testTreeHashes},
 		{"Concurrent", testConcurrent},
+		{"ConcurrentResend", testConcurrentResend},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,12 +187,57 @@ func testDedup(t *testing.T, s eventlog.Store) {
 	if r := mustAppend(t, s, "pc-001", evs[2:4]); r != (eventlog.Result{AckedSeq: 15, Duplicates: 2}) {
 		t.Errorf("old: Result = %+v, want AckedSeq 15, 2 duplicates", r)
 	}
+	// A "resend" whose content differs from what is stored (say, a spool that
+	// started over under the same id) must not be acked as a duplicate.
+	h, _ := s.Head(context.Background(), "pc-001")
+	other := slices.Clone(evs[:5])
+	other[3].User = `CORP\someone-else`
+	if err := other[3].Seal(other[2].Hash); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(context.Background(), "pc-001", other); !errors.Is(err, event.ErrChain) {
+		t.Errorf("conflicting resend: err = %v, want ErrChain", err)
+	}
+	unchanged(t, s, 15, "pc-001", h)
 	got := All(t, s, eventlog.Filter{})
 	if len(got) != 15 {
 		t.Fatalf("stored %d events, want 15", len(got))
 	}
 	if i, err := event.VerifyChain("pc-001", 0, "", storedEvents(got)); err != nil {
 		t.Errorf("chain broken at %d: %v", i, err)
+	}
+}
+
+// testConcurrentResend sends every batch from several goroutines at once, as
+// an agent retrying over several connections might: each event is stored
+// once and no copy is refused.
+func testConcurrentResend(t *testing.T, s eventlog.Store) {
+	const copies, batches, size = 6, 30, 20
+	evs := Chain("pc-001", 1, batches*size, "")
+	for b := range batches {
+		batch := evs[b*size : (b+1)*size]
+		var wg sync.WaitGroup
+		stored := make([]int, copies)
+		for c := range copies {
+			wg.Go(func() {
+				r, err := s.Append(context.Background(), "pc-001", batch)
+				if err != nil || r.Stored+r.Duplicates != size || r.AckedSeq != uint64((b+1)*size) {
+					t.Errorf("batch %d copy %d: %+v, %v", b, c, r, err)
+				}
+				stored[c] = r.Stored
+			})
+		}
+		wg.Wait()
+		total := 0
+		for _, n := range stored {
+			total += n
+		}
+		if total != size {
+			t.Fatalf("batch %d stored %d times over", b, total)
+		}
+	}
+	if n := treeSize(t, s); n != batches*size {
+		t.Errorf("TreeSize = %d, want %d", n, batches*size)
 	}
 }
 
