@@ -47,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdServe(rest, stdout, stderr)
 	case "install", "uninstall", "start", "stop":
 		err = cmdService(cmd, rest, stdout, stderr)
+	case "register", "policy":
+		err = cmdAdmin(cmd, rest, stdout, stderr)
 	case "verify":
 		err = cmdVerify(rest, stdout, stderr)
 	case "version", "--version", "-version":

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/shared/policy"
+)
+
+const adminUsage = `usage:
+  mamori-server register import FILE [client flags]     import the 個人情報管理台帳 CSV (UTF-8/BOM or Shift_JIS; all rows or none)
+  mamori-server register export [--lang ja|en] [--encoding utf8|sjis] [--out FILE] [client flags]
+  mamori-server policy apply FILE [client flags]        validate a policy YAML and PUT it under its name
+
+client flags:
+`
+
+// adminFlags reach a running server with the admin token.
+type adminFlags struct {
+	fs        *flag.FlagSet
+	server    string
+	tokenFile string
+	caFile    string
+	dataDir   string
+	lang      string
+	encoding  string
+	out       string
+}
+
+func newAdminFlags(out io.Writer) *adminFlags {
+	f := &adminFlags{fs: flag.NewFlagSet("mamori-server", flag.ContinueOnError)}
+	f.fs.SetOutput(out)
+	f.fs.StringVar(&f.server, "server", "https://localhost"+app.DefaultListen, "server URL")
+	f.fs.StringVar(&f.dataDir, "data-dir", "mamori-data", "data directory holding admin-token and ca.pem (used when --token-file or --ca is not given)")
+	f.fs.StringVar(&f.tokenFile, "token-file", "", "file holding an admin API token (default DATA/admin-token)")
+	f.fs.StringVar(&f.caFile, "ca", "", "CA certificate to trust (default DATA/ca.pem)")
+	f.fs.StringVar(&f.lang, "lang", "ja", "export: header language, ja or en")
+	f.fs.StringVar(&f.encoding, "encoding", "utf8", "export: utf8 (with BOM) or sjis (CP932)")
+	f.fs.StringVar(&f.out, "out", "", "export: write to FILE instead of standard output")
+	return f
+}
+
+// cmdAdmin runs "register ..." and "policy ..." against a running server.
+func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
+	f := newAdminFlags(stderr)
+	f.fs.Usage = func() { fmt.Fprint(stderr, adminUsage); f.fs.PrintDefaults() }
+	if len(args) == 0 {
+		f.fs.Usage()
+		return usageError{fmt.Errorf("%s: subcommand required", cmd)}
+	}
+	sub, rest := args[0], args[1:]
+	// Flags may come before or after FILE.
+	var pos []string
+	for {
+		if err := f.fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return usageError{err}
+		}
+		if f.fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, f.fs.Arg(0))
+		rest = f.fs.Args()[1:]
+	}
+	want := 1
+	if cmd+" "+sub == "register export" {
+		want = 0
+	}
+	switch cmd + " " + sub {
+	case "register import", "register export", "policy apply":
+	default:
+		f.fs.Usage()
+		return usageError{fmt.Errorf("unknown command %q", cmd+" "+sub)}
+	}
+	if len(pos) != want {
+		return usageError{fmt.Errorf("%s %s: want %d file argument(s), got %d", cmd, sub, want, len(pos))}
+	}
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	switch cmd + " " + sub {
+	case "register import":
+		b, err := os.ReadFile(pos[0])
+		if err != nil {
+			return fmt.Errorf("register import: %w", err)
+		}
+		var ans struct {
+			Rows    int `json:"rows"`
+			Changed int `json:"changed"`
+		}
+		if err := c.call("POST", "/api/v1/register/import", "text/csv", b, &ans); err != nil {
+			return fmt.Errorf("register import: %w", err)
+		}
+		fmt.Fprintf(stdout, "imported %s: %d rows, %d changed\n", pos[0], ans.Rows, ans.Changed)
+	case "register export":
+		q := url.Values{"lang": {f.lang}, "encoding": {f.encoding}}
+		var buf bytes.Buffer
+		if err := c.call("GET", "/api/v1/register/export?"+q.Encode(), "", nil, &buf); err != nil {
+			return fmt.Errorf("register export: %w", err)
+		}
+		if f.out == "" {
+			_, err := stdout.Write(buf.Bytes())
+			return err
+		}
+		if err := os.WriteFile(f.out, buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("register export: %w", err)
+		}
+	case "policy apply":
+		b, err := os.ReadFile(pos[0])
+		if err != nil {
+			return fmt.Errorf("policy apply: %w", err)
+		}
+		p, err := policy.Parse(b) // the same check the server makes, with line and field
+		if err != nil {
+			return fmt.Errorf("policy apply: %s: %w", pos[0], err)
+		}
+		var ans struct{ Name, Version string }
+		if err := c.call("PUT", "/api/v1/policies/"+url.PathEscape(p.Name), "application/yaml", b, &ans); err != nil {
+			return fmt.Errorf("policy apply: %w", err)
+		}
+		fmt.Fprintf(stdout, "policy %s applied, version %s\n", ans.Name, ans.Version)
+	}
+	return nil
+}
+
+// adminClient is an HTTPS client with the admin token.
+type adminClient struct {
+	base, token string
+	c           *http.Client
+}
+
+func (f *adminFlags) client() (*adminClient, error) {
+	tf, cf := f.tokenFile, f.caFile
+	if tf == "" {
+		tf = filepath.Join(f.dataDir, app.FileAdminToken)
+	}
+	if cf == "" {
+		cf = filepath.Join(f.dataDir, app.FileCA)
+	}
+	tok, err := os.ReadFile(tf)
+	if err != nil {
+		return nil, fmt.Errorf("admin token: %w (give --token-file or --data-dir)", err)
+	}
+	caPEM, err := os.ReadFile(cf)
+	if err != nil {
+		return nil, fmt.Errorf("CA: %w (give --ca or --data-dir)", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("CA: %s holds no PEM certificate", cf)
+	}
+	u, err := url.Parse(f.server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, usageError{fmt.Errorf("--server: %q is not an https URL", f.server)}
+	}
+	return &adminClient{base: strings.TrimRight(f.server, "/"), token: strings.TrimSpace(string(tok)),
+		c: &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}}, nil
+}
+
+// call sends body and decodes a JSON answer into out (or copies it into a
+// *bytes.Buffer). An error answer becomes an error listing every field error.
+func (a *adminClient) call(method, path, ctype string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, a.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := a.c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error  string `json:"error"`
+			Errors []struct {
+				Row     int    `json:"row"`
+				Field   string `json:"field"`
+				Message string `json:"message"`
+			} `json:"errors"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+			return fmt.Errorf("server answered %s", resp.Status)
+		}
+		if len(e.Errors) == 0 {
+			return fmt.Errorf("server answered %s: %s", resp.Status, e.Error)
+		}
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "server answered %s; nothing was changed:", resp.Status)
+		for _, fe := range e.Errors {
+			if fe.Row > 0 {
+				fmt.Fprintf(&sb, "\n  row %d: %s: %s", fe.Row, fe.Field, fe.Message)
+			} else {
+				fmt.Fprintf(&sb, "\n  %s: %s", fe.Field, fe.Message)
+			}
+		}
+		return errors.New(sb.String())
+	}
+	if buf, ok := out.(*bytes.Buffer); ok {
+		buf.Write(raw)
+		return nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("reading answer: %w", err)
+	}
+	return nil
+}
