@@ -56,6 +56,12 @@ type Config struct {
 	// InventoryTTL is how long the inventory is cached; default 15s.
 	// Invalidate drops it at once (on a policy or assignment change).
 	InventoryTTL time.Duration
+	// SnapshotPath, if set, is where Run keeps a snapshot of the tracker's
+	// state (every SaveEvery when it changed, and on exit) so that a
+	// restart reads only the events stored since, not all status events.
+	SnapshotPath string
+	// SaveEvery is the snapshot period; default 30s.
+	SaveEvery time.Duration
 }
 
 // Tracker keeps the latest status per (agent, control) by tailing the event
@@ -66,13 +72,16 @@ type Tracker struct {
 	started time.Time
 
 	catchMu sync.Mutex // serialises tailing
+	loaded  bool       // snapshot considered; guarded by catchMu
 	alertMu sync.Mutex // serialises alert raising
 
-	mu      sync.RWMutex
-	cursors map[string]string            // stream ("<control>" or AlertType) -> Query cursor
-	latest  map[string]map[string]Latest // agent -> control -> latest
-	alerted map[string]bool              // alert keys already raised
-	dirty   bool                         // a fail status arrived since the last alert check
+	mu           sync.RWMutex
+	cursors      map[string]string            // stream (event type) -> Query cursor
+	cursorHashes map[string]snapCursor        // stream -> index and hash at the cursor
+	gen          uint64                       // bumped on every change, for snapshots
+	latest       map[string]map[string]Latest // agent -> control -> latest
+	alerted      map[string]bool              // alert keys already raised
+	dirty        bool                         // a fail status arrived since the last alert check
 
 	invMu   sync.Mutex
 	inv     []HostInfo
@@ -97,13 +106,17 @@ func New(cfg Config) (*Tracker, error) {
 	if cfg.InventoryTTL <= 0 {
 		cfg.InventoryTTL = 15 * time.Second
 	}
+	if cfg.SaveEvery <= 0 {
+		cfg.SaveEvery = 30 * time.Second
+	}
 	return &Tracker{
-		cfg:     cfg,
-		log:     cfg.Log.With().Str("component", "compliance").Logger(),
-		started: cfg.Now(),
-		cursors: map[string]string{},
-		latest:  map[string]map[string]Latest{},
-		alerted: map[string]bool{},
+		cfg:          cfg,
+		log:          cfg.Log.With().Str("component", "compliance").Logger(),
+		started:      cfg.Now(),
+		cursors:      map[string]string{},
+		cursorHashes: map[string]snapCursor{},
+		latest:       map[string]map[string]Latest{},
+		alerted:      map[string]bool{},
 	}, nil
 }
 
@@ -115,6 +128,23 @@ func (t *Tracker) Run(ctx context.Context, changes <-chan struct{}) error {
 	defer poll.Stop()
 	check := time.NewTicker(t.cfg.AlertEvery)
 	defer check.Stop()
+	save := time.NewTicker(t.cfg.SaveEvery)
+	defer save.Stop()
+	var saved uint64 // gen at the last snapshot
+	snap := func() {
+		t.mu.RLock()
+		gen := t.gen
+		t.mu.RUnlock()
+		if gen == saved {
+			return
+		}
+		if err := t.SaveSnapshot(); err != nil {
+			t.log.Warn().Err(err).Msg("compliance: saving snapshot")
+			return
+		}
+		saved = gen
+	}
+	defer snap()
 	var failing bool // log a persistent failure once, not every tick
 	step := func(alerts bool) {
 		err := t.CatchUp(ctx)
@@ -144,6 +174,8 @@ func (t *Tracker) Run(ctx context.Context, changes <-chan struct{}) error {
 			step(false)
 		case <-check.C:
 			step(true)
+		case <-save.C:
+			snap()
 		case _, ok := <-changes:
 			if !ok {
 				changes = nil
@@ -177,6 +209,10 @@ func streams() []eventlog.Filter {
 func (t *Tracker) CatchUp(ctx context.Context) error {
 	t.catchMu.Lock()
 	defer t.catchMu.Unlock()
+	if !t.loaded {
+		t.loadSnapshot(ctx)
+		t.loaded = true
+	}
 	for _, f := range streams() {
 		key := f.Type
 		t.mu.RLock()
@@ -195,8 +231,11 @@ func (t *Tracker) CatchUp(ctx context.Context) error {
 			for i := range p.Events {
 				t.apply(&p.Events[i])
 			}
-			f.Cursor = strconv.FormatInt(p.Events[len(p.Events)-1].Index, 10)
+			last := p.Events[len(p.Events)-1]
+			f.Cursor = strconv.FormatInt(last.Index, 10)
 			t.cursors[key] = f.Cursor
+			t.cursorHashes[key] = snapCursor{Index: last.Index, Hash: last.Hash}
+			t.gen++
 			t.mu.Unlock()
 			if p.Next == "" {
 				break
@@ -436,6 +475,20 @@ func (t *Tracker) CheckAlerts(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Keys of closed alerts never come back (they name a violation run or
+	// a silence by its start), so only open ones need remembering.
+	t.mu.Lock()
+	open := make(map[string]bool, len(alerts))
+	for _, a := range alerts {
+		if t.alerted[a.key] {
+			open[a.key] = true
+		}
+	}
+	if len(open) != len(t.alerted) {
+		t.alerted = open
+		t.gen++
+	}
+	t.mu.Unlock()
 	for _, a := range alerts {
 		t.mu.RLock()
 		done := t.alerted[a.key]
@@ -460,6 +513,7 @@ func (t *Tracker) CheckAlerts(ctx context.Context) error {
 		}
 		t.mu.Lock()
 		t.alerted[a.key] = true
+		t.gen++
 		t.mu.Unlock()
 		t.log.Warn().Str("kind", a.Kind).Str("agent", a.Agent).Str("hostname", a.Hostname).
 			Str("control", a.Control).Str("reason", a.Reason).Msg("compliance: alert raised")

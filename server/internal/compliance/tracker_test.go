@@ -292,3 +292,118 @@ func TestInvalidStatusIsUnknown(t *testing.T) {
 		t.Fatalf("media = %+v", m)
 	}
 }
+
+// counting counts the events Query hands out.
+type counting struct {
+	eventlog.Store
+	mu sync.Mutex
+	n  int
+}
+
+func (c *counting) Query(ctx context.Context, f eventlog.Filter) (eventlog.Page, error) {
+	p, err := c.Store.Query(ctx, f)
+	c.mu.Lock()
+	c.n += len(p.Events)
+	c.mu.Unlock()
+	return p, err
+}
+
+func TestSnapshotSparesTheReplay(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store := openStore(t, dir)
+	defer store.Close()
+	now := time.Now()
+	var inv hostList
+	for i := range 20 {
+		id := "a" + strings.Repeat("x", i)
+		inv = append(inv, HostInfo{Agent: id, Hostname: id, Enrolled: now, Policy: pol(0, allAudit())})
+		a := &agentStream{id: id}
+		var evs []event.Event
+		for j := range 10 {
+			st := Pass
+			if (i+j)%3 == 0 {
+				st = Fail
+			}
+			evs = append(evs, a.status(t, Controls[j%len(Controls)], st, "r", now))
+		}
+		appendAll(t, store, id, evs...)
+	}
+	path := filepath.Join(dir, "compliance.json")
+	cfg := Config{Events: store, Inventory: inv, Log: zerolog.Nop(), SnapshotPath: path}
+	first, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.CheckAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want, err := first.Report(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.SaveSnapshot(); err != nil {
+		t.Fatal(err)
+	}
+
+	// One more status after the snapshot.
+	late := &agentStream{id: "late"}
+	cfg.Inventory = append(inv, HostInfo{Agent: "late", Hostname: "late", Enrolled: now, Policy: pol(0, allAudit())})
+	appendAll(t, store, "late", late.status(t, "backup", Pass, "backup.ok", now))
+
+	cnt := &counting{Store: store}
+	cfg.Events = cnt
+	second, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := second.Report(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the check of each cursor (one event each) and the new event.
+	if cnt.n > len(streams())+1 {
+		t.Fatalf("restart read %d events; the snapshot should spare the replay", cnt.n)
+	}
+	if len(got.Hosts) != len(want.Hosts)+1 {
+		t.Fatalf("%d hosts, want %d", len(got.Hosts), len(want.Hosts)+1)
+	}
+	for i, h := range want.Hosts {
+		for _, c := range Controls {
+			if a, b := h.Controls[c], got.Hosts[i].Controls[c]; a.Status != b.Status || (a.Index == nil) != (b.Index == nil) || (a.Index != nil && *a.Index != *b.Index) {
+				t.Fatalf("%s %s: %+v after restart, %+v before", h.Agent, c, b, a)
+			}
+		}
+	}
+	before := len(alertEvents(t, store))
+	if err := second.CheckAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := len(alertEvents(t, store)); after != before {
+		t.Fatalf("restart from snapshot raised %d alerts again", after-before)
+	}
+
+	// A snapshot that does not match the store (another database) is
+	// dropped and the log replayed.
+	other := openStore(t, t.TempDir())
+	defer other.Close()
+	x := &agentStream{id: "ax"}
+	appendAll(t, other, "ax", x.status(t, "posture", Fail, "posture.av_missing", now))
+	third, err := New(Config{Events: other, Inventory: inv, Log: zerolog.Nop(), SnapshotPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := third.Report(ctx, Filter{Agent: "ax"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := rep.Hosts[0].Controls["posture"]; c.Status != Fail || c.Reason != "posture.av_missing" {
+		t.Fatalf("posture from the other store = %+v", c)
+	}
+	third.mu.RLock()
+	n := len(third.latest)
+	third.mu.RUnlock()
+	if n != 1 {
+		t.Fatalf("a mismatched snapshot leaked %d agents' statuses", n)
+	}
+}
