@@ -46,6 +46,7 @@ const (
 	FileLogKey        = "log-key"                // note signer key, secret, 0600
 	FileLogKeyPub     = "log-key.pub"            // note verifier key
 	FileEvents        = "events.db"
+	FileCompliance    = "compliance.json" // cache of the compliance tracker; safe to delete
 )
 
 // The bootstrap enrollment token printed on first start: long-lived and
@@ -184,6 +185,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey}
 
 	if s.tracker, err = compliance.New(compliance.Config{Events: s.store, Now: cfg.Now, Log: cfg.Log,
+		SnapshotPath: filepath.Join(dir, FileCompliance),
 		Inventory: compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault}}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
