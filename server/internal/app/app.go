@@ -186,7 +186,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	if s.tracker, err = compliance.New(compliance.Config{Events: s.store, Now: cfg.Now, Log: cfg.Log,
 		SnapshotPath: filepath.Join(dir, FileCompliance),
-		Inventory: compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault}}); err != nil {
+		Inventory:    compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault}}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	trkCtx, trkStop := context.WithCancel(context.WithoutCancel(ctx))
