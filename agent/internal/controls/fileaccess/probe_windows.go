@@ -158,24 +158,11 @@ func setAuditSACL(dir string) error {
 	if err := enablePrivilege("SeSecurityPrivilege"); err != nil {
 		return err
 	}
-	everyone, err := windows.CreateWellKnownSid(windows.WinWorldSid)
-	if err != nil {
-		return fmt.Errorf("fileaccess: Everyone SID: %w", err)
-	}
 	var merged *windows.ACL
-	if sd, err := windows.GetNamedSecurityInfo(dir, windows.SE_FILE_OBJECT, windows.SACL_SECURITY_INFORMATION); err == nil {
+	if sd, err := getSACL(dir); err == nil {
 		merged, _, _ = sd.SACL()
 	}
-	acl, err := windows.ACLFromEntries([]windows.EXPLICIT_ACCESS{{
-		AccessPermissions: auditMask,
-		AccessMode:        windows.SET_AUDIT_SUCCESS,
-		Inheritance:       windows.SUB_CONTAINERS_AND_OBJECTS_INHERIT,
-		Trustee: windows.TRUSTEE{
-			TrusteeForm:  windows.TRUSTEE_IS_SID,
-			TrusteeType:  windows.TRUSTEE_IS_WELL_KNOWN_GROUP,
-			TrusteeValue: windows.TrusteeValueFromSID(everyone),
-		},
-	}}, merged)
+	acl, err := buildAuditSACL(merged)
 	if err != nil {
 		return fmt.Errorf("fileaccess: build SACL for %s: %w", dir, err)
 	}
@@ -185,7 +172,53 @@ func setAuditSACL(dir string) error {
 	return nil
 }
 
-// auditACE is one audit ACE read back from a SACL.
+// buildAuditSACL adds the Everyone success-audit entry to merged (which may be nil).
+func buildAuditSACL(merged *windows.ACL) (*windows.ACL, error) {
+	everyone, err := windows.CreateWellKnownSid(windows.WinWorldSid)
+	if err != nil {
+		return nil, fmt.Errorf("fileaccess: Everyone SID: %w", err)
+	}
+	if merged != nil {
+		// SetEntriesInAcl adds SET_AUDIT_SUCCESS entries rather than
+		// merging them: leave a SACL that already audits as we want alone.
+		if es, err := aclEntries(merged); err == nil && countAuditACEs(es, everyone.String()) > 0 {
+			return merged, nil
+		}
+	}
+	return windows.ACLFromEntries([]windows.EXPLICIT_ACCESS{{
+		AccessPermissions: auditMask,
+		AccessMode:        windows.SET_AUDIT_SUCCESS,
+		Inheritance:       windows.SUB_CONTAINERS_AND_OBJECTS_INHERIT,
+		Trustee: windows.TRUSTEE{
+			TrusteeForm:  windows.TRUSTEE_IS_SID,
+			TrusteeType:  windows.TRUSTEE_IS_WELL_KNOWN_GROUP,
+			TrusteeValue: windows.TrusteeValueFromSID(everyone),
+		},
+	}}, merged)
+}
+
+// getSACL reads path's SACL through a handle opened with
+// ACCESS_SYSTEM_SECURITY (needs SeSecurityPrivilege enabled).
+func getSACL(path string) (*windows.SECURITY_DESCRIPTOR, error) {
+	p, err := windows.UTF16PtrFromString(path)
+	if err != nil {
+		return nil, fmt.Errorf("fileaccess: %w", err)
+	}
+	h, err := windows.CreateFile(p, windows.READ_CONTROL|windows.ACCESS_SYSTEM_SECURITY,
+		windows.FILE_SHARE_READ|windows.FILE_SHARE_WRITE|windows.FILE_SHARE_DELETE, nil,
+		windows.OPEN_EXISTING, windows.FILE_FLAG_BACKUP_SEMANTICS, 0)
+	if err != nil {
+		return nil, fmt.Errorf("fileaccess: open %s for its SACL: %w", path, err)
+	}
+	defer windows.CloseHandle(h)
+	sd, err := windows.GetSecurityInfo(h, windows.SE_FILE_OBJECT, windows.SACL_SECURITY_INFORMATION)
+	if err != nil {
+		return nil, fmt.Errorf("fileaccess: read SACL of %s: %w", path, err)
+	}
+	return sd, nil
+}
+
+// auditACE is one audit ACE of a SACL.
 type auditACE struct {
 	aceType byte
 	flags   byte
@@ -198,14 +231,38 @@ func readSACL(path string) ([]auditACE, error) {
 	if err := enablePrivilege("SeSecurityPrivilege"); err != nil {
 		return nil, err
 	}
-	sd, err := windows.GetNamedSecurityInfo(path, windows.SE_FILE_OBJECT, windows.SACL_SECURITY_INFORMATION)
+	sd, err := getSACL(path)
 	if err != nil {
-		return nil, fmt.Errorf("fileaccess: read SACL of %s: %w", path, err)
+		return nil, err
 	}
 	acl, _, err := sd.SACL()
 	if err != nil || acl == nil {
-		return nil, err
+		return nil, nil // no SACL
 	}
+	return aclEntries(acl)
+}
+
+// SYSTEM_AUDIT_ACE_TYPE and SUCCESSFUL_ACCESS_ACE_FLAG (winnt.h), not in x/sys.
+const (
+	systemAuditACEType      = 2
+	successfulAccessACEFlag = 0x40
+)
+
+// countAuditACEs counts the entries that audit successful reads, writes and
+// deletes by sid, inherited by subfolders and files.
+func countAuditACEs(aces []auditACE, sid string) int {
+	n := 0
+	inherit := byte(windows.OBJECT_INHERIT_ACE | windows.CONTAINER_INHERIT_ACE)
+	for _, a := range aces {
+		if a.aceType == systemAuditACEType && a.sid == sid && a.mask&auditMask == auditMask &&
+			a.flags&inherit == inherit && a.flags&successfulAccessACEFlag != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func aclEntries(acl *windows.ACL) ([]auditACE, error) {
 	var out []auditACE
 	for i := uint32(0); i < uint32(acl.AceCount); i++ {
 		var ace *windows.ACCESS_ALLOWED_ACE // same layout as SYSTEM_AUDIT_ACE
