@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
 )
 
@@ -94,4 +95,38 @@ func BenchmarkCatchUpFromZero(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/5000, "ns/status-event")
+}
+
+// BenchmarkStateInventory1000 reads 1,000 agents' records and effective
+// policies from a real embedded etcd (what the tracker caches for 15 s).
+func BenchmarkStateInventory1000(b *testing.B) {
+	ctx := context.Background()
+	st, err := state.Open(ctx, state.Config{DataDir: b.TempDir(), Log: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	doc := []byte("apiVersion: mamori/v1\nkind: Policy\nname: strict\ncontrols:\n  screenlock: {mode: enforce}\n  agent: {silent_after: 10m}\n")
+	if err := st.PutPolicy(ctx, "strict", doc); err != nil {
+		b.Fatal(err)
+	}
+	for i := range 1000 {
+		id := fmt.Sprintf("agent-%04d", i)
+		if err := st.PutAgent(ctx, state.Agent{ID: id, Hostname: "pc", Enrolled: time.Now()}); err != nil {
+			b.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := st.Assign(ctx, id, "strict"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	inv := StateInventory{State: st}
+	b.ResetTimer()
+	for b.Loop() {
+		hs, err := inv.Hosts(ctx)
+		if err != nil || len(hs) != 1000 || hs[0].Policy == nil || hs[0].Policy.Controls.Agent.SilentAfter.D() != 10*time.Minute || hs[1].Policy != nil {
+			b.Fatalf("%v %d", err, len(hs))
+		}
+	}
 }
