@@ -320,6 +320,10 @@ func (s *Server) EnrollCommand() string {
 // Store is the event store, for in-process users such as checkpointing.
 func (s *Server) Store() eventlog.Store { return s.store }
 
+// Compliance is the compliance tracker (per-host status, rates, alerts),
+// for in-process users such as the web UI.
+func (s *Server) Compliance() *compliance.Tracker { return s.tracker }
+
 // State is the control-plane state.
 func (s *Server) State() *state.State { return s.state }
 
