@@ -171,6 +171,8 @@ type Control struct {
 	reporter *controls.StatusReporter
 	changed  chan struct{}
 
+	tuneWatch func(*fswatch.Options) // tests: shrink queues to force overflows
+
 	mu      sync.Mutex
 	cfg     config
 	applied bool
@@ -366,8 +368,11 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 		r.w = nil
 	}
 	if r.w == nil {
-		w, err := fswatch.New(fswatch.Options{Exclude: cfg.exclude, Debounce: cfg.debounce,
-			Clock: c.env.Clock, Log: c.env.Log})
+		opt := fswatch.Options{Exclude: cfg.exclude, Debounce: cfg.debounce, Clock: c.env.Clock, Log: c.env.Log}
+		if c.tuneWatch != nil {
+			c.tuneWatch(&opt)
+		}
+		w, err := fswatch.New(opt)
 		if err != nil {
 			r.setStatus(ctx, failStatus("fileaccess.watch_failed", err), nil)
 			return

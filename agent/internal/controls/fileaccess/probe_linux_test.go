@@ -1,15 +1,22 @@
 package fileaccess
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/controls/controlstest"
+	"github.com/mamori/mamori/agent/internal/fswatch"
+	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
 )
 
@@ -84,3 +91,97 @@ func TestFanotifyAttribution(t *testing.T) {
 func controlsEnvForProbe() controls.Env {
 	return controls.Env{Clock: controls.RealClock{}, Log: zerolog.Nop()}
 }
+
+// gatedRecorder blocks Emit while the gate is shut, as a slow disk would.
+type gatedRecorder struct {
+	controlstest.Recorder
+	mu   sync.Mutex
+	gate chan struct{}
+}
+
+func (g *gatedRecorder) shut() { g.mu.Lock(); g.gate = make(chan struct{}); g.mu.Unlock() }
+func (g *gatedRecorder) open() { g.mu.Lock(); close(g.gate); g.gate = nil; g.mu.Unlock() }
+
+func (g *gatedRecorder) Emit(ctx context.Context, e event.Event) error {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return g.Recorder.Emit(ctx, e)
+}
+
+// TestRealOverflowThroughControl stalls the control (its event sink blocks)
+// while files are created, with small queues, so the kernel drops inotify
+// notifications; afterwards every file is recorded exactly once and a
+// fileaccess.overflow warning says events may have been merged.
+func TestRealOverflowThroughControl(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to lower " + maxQueuedEvents)
+	}
+	orig, err := os.ReadFile(maxQueuedEvents)
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { os.WriteFile(maxQueuedEvents, orig, 0o644) })
+	root := t.TempDir()
+	rec := &gatedRecorder{}
+	env := controls.Env{Emit: rec, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
+	c := newControl(env, &fakeProbe{})
+	c.tuneWatch = func(o *fswatch.Options) {
+		o.EventBuffer, o.Buffer = 1, 1
+		// The kernel queue size is taken when the inotify instance is made.
+		if err := os.WriteFile(maxQueuedEvents, []byte("32\n"), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := c.Apply(context.Background(), pol(func(f *policy.FileAccess) { f.Paths = []string{root}; f.BulkThreshold = 100000 })); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	h := &harness{t: t, c: c, rec: &rec.Recorder}
+	h.waitStatus(controls.Pass, "")
+	os.WriteFile(maxQueuedEvents, orig, 0o644)
+
+	rec.shut()
+	const n = 400
+	os.WriteFile(filepath.Join(root, "first"), []byte("x"), 0o644) // occupies the control, then blocks it
+	time.Sleep(300 * time.Millisecond)
+	for i := 0; i < n; i++ {
+		os.WriteFile(filepath.Join(root, fmt.Sprintf("f%03d", i)), []byte("x"), 0o644)
+	}
+	rec.open()
+	h.waitEvent(TypeOverflow, root)
+	evs := h.waitFor("all files", func(evs []event.Event) bool {
+		k := 0
+		for _, e := range evs {
+			if e.Type == TypeCreated {
+				k++
+			}
+		}
+		return k >= n+1
+	})
+	time.Sleep(500 * time.Millisecond)
+	seen := map[string]int{}
+	for _, e := range h.rec.OfType(TypeCreated) {
+		seen[filepath.Base(e.Object)]++
+	}
+	for i := 0; i < n; i++ {
+		if k := seen[fmt.Sprintf("f%03d", i)]; k != 1 {
+			t.Fatalf("f%03d recorded %d times", i, k)
+		}
+	}
+	if len(seen) != n+1 {
+		t.Fatalf("%d distinct files recorded, want %d", len(seen), n+1)
+	}
+	ov := find(evs, TypeOverflow, root)
+	if ov.Severity != event.Warning || num(ov.Attrs["reconciled"]) < 1 {
+		t.Fatalf("overflow event %+v", ov)
+	}
+}
+
+const maxQueuedEvents = "/proc/sys/fs/inotify/max_queued_events"

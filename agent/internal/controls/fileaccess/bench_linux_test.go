@@ -1,0 +1,152 @@
+package fileaccess
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/controls/controlstest"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
+)
+
+// burst is run in a child process (MAMORI_FA_BURST=dir) so the agent-side
+// CPU figures below do not include the writer: it creates `rate` files per
+// second for `secs` seconds, 1,000 per subfolder, on a fixed schedule.
+func burst(dir string, rate, secs int) {
+	start := time.Now()
+	total := rate * secs
+	for i := 0; i < total; i++ {
+		if i%1000 == 0 {
+			os.Mkdir(filepath.Join(dir, fmt.Sprintf("d%03d", i/1000)), 0o755)
+		}
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("d%03d", i/1000), fmt.Sprintf("f%06d.csv", i)), []byte("id,name\n"), 0o644)
+		if due := start.Add(time.Duration(i+1) * time.Second / time.Duration(rate)); time.Until(due) > 0 && i%10 == 9 {
+			time.Sleep(time.Until(due))
+		}
+	}
+	fmt.Printf("wrote %d files in %v\n", total, time.Since(start).Round(time.Millisecond))
+}
+
+func init() {
+	if d := os.Getenv("MAMORI_FA_BURST"); d != "" {
+		rate, _ := strconv.Atoi(os.Getenv("MAMORI_FA_RATE"))
+		secs, _ := strconv.Atoi(os.Getenv("MAMORI_FA_SECS"))
+		burst(d, rate, secs)
+		os.Exit(0)
+	}
+}
+
+func procStatus(field string) string {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, field+":") {
+			return strings.TrimSpace(l[len(field)+1:])
+		}
+	}
+	return "?"
+}
+
+// TestBurstLoad: 10,000 file creations per second for 10 s in a watched
+// folder. Every change is either an individual file.created event or counted
+// in a fileaccess.bulk summary: the sum must be exact. Run with
+//
+//	MAMORI_BENCH=1 go test -run BurstLoad -v ./agent/internal/controls/fileaccess/
+func TestBurstLoad(t *testing.T) {
+	if os.Getenv("MAMORI_BENCH") != "1" {
+		t.Skip("set MAMORI_BENCH=1 to run the 10,000 changes/s x 10 s load test")
+	}
+	rate, secs := 10000, 10
+	if v, err := strconv.Atoi(os.Getenv("MAMORI_BENCH_SECS")); err == nil {
+		secs = v
+	}
+	root := t.TempDir()
+	rec := &controlstest.Recorder{}
+	env := controls.Env{Emit: rec, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
+	c := newControl(env, newProbe(env)) // fanotify too, when root
+	p := pol(func(f *policy.FileAccess) {
+		f.Paths = []string{root}
+		f.Debounce = policy.Duration(300 * time.Millisecond)
+	})
+	if err := c.Apply(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	h := &harness{t: t, c: c, rec: rec}
+	st := h.waitStatus(controls.Pass, "")
+
+	var ru0, ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	t0 := time.Now()
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "MAMORI_FA_BURST="+root, "MAMORI_FA_RATE="+strconv.Itoa(rate), "MAMORI_FA_SECS="+strconv.Itoa(secs))
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	writeDur := time.Since(t0)
+	files := rate * secs
+	dirs := (files + 999) / 1000
+	want := files + dirs
+	count := func(evs []event.Event) (individual, summarised, overflows int) {
+		for _, e := range evs {
+			switch e.Type {
+			case TypeCreated:
+				individual++
+			case TypeBulk:
+				summarised += int(num(e.Attrs["suppressed"]))
+			case TypeOverflow:
+				overflows++
+			}
+		}
+		return
+	}
+	h.waitFor("every change accounted", func(evs []event.Event) bool {
+		i, s, _ := count(evs)
+		return i+s >= want
+	})
+	caughtUp := time.Since(t0)
+	time.Sleep(time.Second) // anything extra would show up as a mismatch
+	cancel()
+	<-done
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	evs := rec.Events()
+	ind, sum, ovf := count(evs)
+	for _, e := range evs {
+		if e.Type == TypeModified || e.Type == TypeDeleted {
+			t.Fatalf("unexpected %s %s", e.Type, e.Object)
+		}
+	}
+	cpu := func(r syscall.Rusage) time.Duration {
+		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	t.Logf("writer: %s", strings.TrimSpace(out.String()))
+	t.Logf("attribution: %v", st.Attrs["attribution"])
+	t.Logf("changes %d (files %d + folders %d): individual file.created %d + in fileaccess.bulk %d; overflows %d; events emitted %d",
+		want, files, dirs, ind, sum, ovf, len(evs))
+	t.Logf("writing took %v, agent caught up %v after start", writeDur.Round(time.Millisecond), caughtUp.Round(time.Millisecond))
+	t.Logf("agent CPU %v (user %v, sys %v) = %.0f%% of one core over %v; VmHWM %s, VmRSS %s",
+		(cpu(ru1) - cpu(ru0)).Round(time.Millisecond),
+		time.Duration(ru1.Utime.Nano()-ru0.Utime.Nano()).Round(time.Millisecond),
+		time.Duration(ru1.Stime.Nano()-ru0.Stime.Nano()).Round(time.Millisecond),
+		100*float64(cpu(ru1)-cpu(ru0))/float64(caughtUp), caughtUp.Round(time.Millisecond),
+		procStatus("VmHWM"), procStatus("VmRSS"))
+	if ind+sum != want {
+		t.Fatalf("changes accounted %d, want exactly %d", ind+sum, want)
+	}
+}
