@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -325,29 +324,40 @@ func (r *Runtime) inventoryLoop(ctx context.Context) {
 	}
 }
 
-// testEmitter produces load for tests when EnvEmitRate is set.
+// testEmitter produces load for tests when EnvEmitRate is set. Each tick's
+// events are emitted concurrently, as several controls would, so the spool
+// can commit them together.
 func (r *Runtime) testEmitter(ctx context.Context) {
 	rate, _ := strconv.Atoi(os.Getenv(EnvEmitRate))
 	if rate <= 0 {
 		return
 	}
 	r.opt.Log.Warn().Int("rate", rate).Msg("service: test event generator on (" + EnvEmitRate + ")")
-	tick := time.NewTicker(time.Second / time.Duration(min(rate, 1000)))
+	ticks := min(rate, 100)
+	per := rate / ticks
+	tick := time.NewTicker(time.Second / time.Duration(ticks))
 	defer tick.Stop()
-	per := max(1, rate/1000)
 	n := 0
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
+		wg.Wait() // a slow disk slows the generator instead of piling up goroutines
 		for range per {
 			n++
-			if err := r.spool.Emit(ctx, event.Event{Control: "agent", Type: "agent.test", Severity: event.Info,
-				Attrs: event.Attrs{"n": n}}); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
-				r.opt.Log.Warn().Err(err).Msg("service: test event")
-			}
+			wg.Add(1)
+			go func(n int) {
+				defer wg.Done()
+				err := r.spool.Emit(ctx, event.Event{Control: "agent", Type: "agent.test", Severity: event.Info,
+					Attrs: event.Attrs{"n": n}})
+				if err != nil && ctx.Err() == nil {
+					r.opt.Log.Warn().Err(err).Msg("service: test event")
+				}
+			}(n)
 		}
 	}
 }
