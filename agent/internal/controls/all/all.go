@@ -4,6 +4,7 @@ package all
 import (
 	"github.com/mamori/mamori/agent/internal/controls"
 	"github.com/mamori/mamori/agent/internal/controls/backup"
+	"github.com/mamori/mamori/agent/internal/controls/fileaccess"
 	"github.com/mamori/mamori/agent/internal/controls/media"
 	"github.com/mamori/mamori/agent/internal/controls/screenlock"
 )
@@ -14,5 +15,6 @@ import (
 var Factories = []controls.Factory{
 	screenlock.New,
 	media.New,
+	fileaccess.New,
 	backup.New,
 }
