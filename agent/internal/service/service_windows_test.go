@@ -2,6 +2,8 @@ package service
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +12,10 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/windows"
+	"golang.org/x/sys/windows/svc"
 	"golang.org/x/sys/windows/svc/mgr"
+
+	"github.com/mamori/mamori/agent/internal/session"
 )
 
 // TestInstallUninstall installs the service through kardianos, checks what
@@ -108,5 +113,65 @@ func queryConfig(s *mgr.Service) (mgr.Config, error) {
 			BinaryPathName:   windows.UTF16PtrToString(p.BinaryPathName),
 			DisplayName:      windows.UTF16PtrToString(p.DisplayName),
 			ServiceStartName: windows.UTF16PtrToString(p.ServiceStartName)}, nil
+	}
+}
+
+// TestServiceHandler drives the SCM handler as the SCM would: it reports
+// running with session changes accepted, forwards lock/unlock to the
+// session bus, and a stop cancels the agent's context.
+func TestServiceHandler(t *testing.T) {
+	sub := session.Default.Subscribe()
+	defer session.Default.Unsubscribe(sub)
+	stopped := make(chan struct{})
+	h := &handler{run: func(ctx context.Context) error { <-ctx.Done(); close(stopped); return nil }}
+	req := make(chan svc.ChangeRequest)
+	st := make(chan svc.Status, 10)
+	exited := make(chan uint32, 1)
+	go func() { _, code := h.Execute(nil, req, st); exited <- code }()
+	if s := <-st; s.State != svc.StartPending {
+		t.Fatalf("first status %v", s.State)
+	}
+	if s := <-st; s.State != svc.Running || s.Accepts&svc.AcceptSessionChange == 0 || s.Accepts&svc.AcceptStop == 0 {
+		t.Fatalf("running status %+v", s)
+	}
+	for _, c := range []struct {
+		code uint32
+		kind session.Kind
+	}{{windows.WTS_SESSION_LOCK, session.Lock}, {windows.WTS_SESSION_UNLOCK, session.Unlock}, {windows.WTS_SESSION_LOGON, session.Logon}} {
+		req <- svc.ChangeRequest{Cmd: svc.SessionChange, EventType: c.code}
+		select {
+		case got := <-sub:
+			if got.Kind != c.kind {
+				t.Fatalf("published %v, want %v", got.Kind, c.kind)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%v not published", c.kind)
+		}
+	}
+	req <- svc.ChangeRequest{Cmd: svc.SessionChange, EventType: 0x1} // WTS_CONSOLE_CONNECT: not ours
+	req <- svc.ChangeRequest{Cmd: svc.Stop}
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stop did not cancel the agent")
+	}
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	select {
+	case got := <-sub:
+		t.Fatalf("unexpected change %v", got)
+	default:
+	}
+}
+
+// TestServiceHandlerFailureExitCode: an agent that stops by itself with an
+// error exits with a code, so the non-crash recovery actions restart it.
+func TestServiceHandlerFailureExitCode(t *testing.T) {
+	h := &handler{run: func(context.Context) error { return errors.New("spool: disk gone") }}
+	req := make(chan svc.ChangeRequest)
+	st := make(chan svc.Status, 10)
+	if _, code := h.Execute(nil, req, st); code != 1 || h.err == nil {
+		t.Fatalf("exit code %d err %v", code, h.err)
 	}
 }
