@@ -374,6 +374,18 @@ func TestImportTooBigForOneTransaction(t *testing.T) {
 	if l, _ := s.List(context.Background(), KindPI, Filter{}); len(l) != 0 {
 		t.Fatalf("oversize import stored %d", len(l))
 	}
+	// Few rows but too many bytes for one etcd request: refused whole as well.
+	s.maxBytes = 20 << 10
+	rows = rows[:40]
+	for _, r := range rows {
+		r.Entry.RiskNotes = strings.Repeat("リスク", 100)
+	}
+	if _, err := s.ImportPI(context.Background(), "admin", rows, nil); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "bytes") {
+		t.Fatalf("oversize import (bytes): %v", err)
+	}
+	if l, _ := s.List(context.Background(), KindPI, Filter{}); len(l) != 0 {
+		t.Fatalf("oversize import stored %d", len(l))
+	}
 }
 
 func TestEffectivePolicy(t *testing.T) {

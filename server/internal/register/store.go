@@ -30,6 +30,10 @@ const (
 // one transaction (two operations per changed row: entry and history).
 const DefaultMaxTxnOps = 128
 
+// DefaultMaxTxnBytes stays below etcd's default --max-request-bytes
+// (1.5 MiB) with room for the request's framing.
+const DefaultMaxTxnBytes = 1536<<10 - 64<<10
+
 // Actions recorded in the history and in the server event stream.
 const (
 	ActionCreated  = "created"
@@ -59,15 +63,19 @@ type Config struct {
 	Now func() time.Time
 	// MaxTxnOps is the etcd cluster's --max-txn-ops; default 128.
 	MaxTxnOps int
+	// MaxTxnBytes bounds one transaction's keys and values; default
+	// DefaultMaxTxnBytes, for etcd's default --max-request-bytes.
+	MaxTxnBytes int
 }
 
 // Service reads and writes the registers and compiles effective policies.
 // It is safe for concurrent use.
 type Service struct {
-	st     *state.State
-	cli    *clientv3.Client
-	now    func() time.Time
-	maxOps int
+	st       *state.State
+	cli      *clientv3.Client
+	now      func() time.Time
+	maxOps   int
+	maxBytes int
 
 	snapMu  sync.Mutex
 	snapGen uint64
@@ -88,7 +96,10 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxTxnOps <= 0 {
 		cfg.MaxTxnOps = DefaultMaxTxnOps
 	}
-	return &Service{st: cfg.State, cli: cfg.State.Client(), now: cfg.Now, maxOps: cfg.MaxTxnOps,
+	if cfg.MaxTxnBytes <= 0 {
+		cfg.MaxTxnBytes = DefaultMaxTxnBytes
+	}
+	return &Service{st: cfg.State, cli: cfg.State.Client(), now: cfg.Now, maxOps: cfg.MaxTxnOps, maxBytes: cfg.MaxTxnBytes,
 		parsed: map[string]parsedPolicy{}}, nil
 }
 
@@ -258,6 +269,7 @@ func (s *Service) commit(ctx context.Context, who string, ws []write) ([]Change,
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
 	changes := make([]Change, len(ws))
+	size := 0
 	for i, w := range ws {
 		m := w.e.meta()
 		k := entryKey(w.e.kind(), m.ID)
@@ -279,8 +291,14 @@ func (s *Service) commit(ctx context.Context, who string, ws []write) ([]Change,
 		if err != nil {
 			return nil, fmt.Errorf("register: encode history: %w", err)
 		}
-		ops = append(ops, clientv3.OpPut(k, string(after)), clientv3.OpPut(historyKey(c.Kind, c.ID, c.Version), string(hb)))
+		hk := historyKey(c.Kind, c.ID, c.Version)
+		ops = append(ops, clientv3.OpPut(k, string(after)), clientv3.OpPut(hk, string(hb)))
 		changes[i] = c
+		size += len(k) + len(after) + len(hk) + len(hb)
+	}
+	if size > s.maxBytes {
+		return nil, fmt.Errorf("register: %w: %d changes take %d bytes, more than one etcd transaction holds (%d); import in parts",
+			ErrInvalid, len(ws), size, s.maxBytes)
 	}
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
