@@ -35,6 +35,7 @@ import (
 	"github.com/mamori/mamori/server/internal/pki"
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/state"
+	"github.com/mamori/mamori/server/internal/web"
 )
 
 // Files the first start creates in the data directory.
@@ -81,6 +82,19 @@ type Config struct {
 	// Now is the clock compliance measures agents' silence with; default
 	// time.Now. Tests inject a later time to make agents silent.
 	Now func() time.Time
+	// Location is the time zone the web UI shows times in; default JST.
+	Location *time.Location
+}
+
+// rootHandler sends the agent plane, the admin API, /healthz and /metrics
+// to the API and every other path to the web UI.
+func rootHandler(apiH, ui http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", ui)
+	for _, p := range []string{"/v1/", "/api/", "/healthz", "/metrics"} {
+		mux.Handle(p, apiH)
+	}
+	return mux
 }
 
 // Server is a running Mamori server. All methods are safe for concurrent use.
@@ -206,6 +220,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 
+	ui, err := web.New(web.Config{Events: storeAdapter{s.store}, Evidence: evidenceAdapter{exporter}, State: s.state,
+		Compliance: s.tracker, Registers: regs, PublicKey: vkey, Location: cfg.Location, Now: cfg.Now, Log: cfg.Log})
+	if err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("app: listen: %w", err)
@@ -213,7 +233,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	tlsCfg := s.ca.ServerTLS()
 	s.ln = tls.NewListener(ln, tlsCfg)
 	s.http = &http.Server{
-		Handler:           s.api.Handler(),
+		Handler:           rootHandler(s.api.Handler(), ui),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute,  // a 16 MiB batch on a slow office link

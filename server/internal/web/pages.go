@@ -1,0 +1,458 @@
+package web
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/server/internal/compliance"
+	"github.com/mamori/mamori/server/internal/state"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// hostNames maps agent ids to hostnames for display.
+func (u *UI) hostNames(ctx context.Context) (map[string]string, []state.Agent, error) {
+	as, err := u.cfg.State.ListAgents(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := make(map[string]string, len(as))
+	for _, a := range as {
+		m[a.ID] = a.Hostname
+	}
+	return m, as, nil
+}
+
+type rateRow struct {
+	Control string
+	Rate    compliance.Rate
+}
+
+type overviewData struct {
+	Total, Online, Silent, Violations, AlertsMore int
+	Overall                                       float64
+	Rates                                         []rateRow
+	Alerts                                        []compliance.Alert
+	Trend                                         template.HTML
+}
+
+// maxAlertRows bounds the violations table; the count above it is exact.
+const maxAlertRows = 100
+
+func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	rep, err := u.cfg.Compliance.Report(ctx, compliance.Filter{})
+	if err != nil {
+		u.internal(w, r, "compliance report", err)
+		return
+	}
+	alerts, err := u.cfg.Compliance.Alerts(ctx)
+	if err != nil {
+		u.internal(w, r, "alerts", err)
+		return
+	}
+	d := overviewData{Total: len(rep.Hosts)}
+	for _, h := range rep.Hosts {
+		if h.Silent {
+			d.Silent++
+		} else {
+			d.Online++
+		}
+	}
+	for _, a := range alerts {
+		if a.Kind == compliance.KindViolation {
+			d.Violations++
+		}
+	}
+	slices.SortStableFunc(alerts, func(a, b compliance.Alert) int { return b.Since.Compare(a.Since) })
+	if len(alerts) > maxAlertRows {
+		d.AlertsMore = len(alerts) - maxAlertRows
+		alerts = alerts[:maxAlertRows]
+	}
+	d.Alerts = alerts
+	var pass, runs int
+	for _, c := range compliance.Controls {
+		rt := rep.Fleet[c]
+		d.Rates = append(d.Rates, rateRow{Control: c, Rate: rt})
+		pass += rt.Pass
+		runs += rt.Pass + rt.Fail + rt.Unknown
+	}
+	if runs > 0 {
+		d.Overall = float64(pass) / float64(runs)
+	}
+	points, err := u.trend.observe(ctx, d.Overall, runs > 0)
+	if err != nil {
+		u.log.Warn().Err(err).Msg("web: trend not updated") // the page still shows
+	}
+	p := u.newPage(r, "overview", "nav_overview")
+	d.Trend = trendSVG(points, u.cfg.Now().In(u.cfg.Location), p.Lang)
+	p.Data = d
+	u.render(w, r, http.StatusOK, "overview", p)
+}
+
+type hostsData struct {
+	Q, Department, Control, Status string
+	SilentOnly                     bool
+	Departments, Controls          []string
+	Statuses                       []compliance.Status
+	Hosts                          []compliance.Host
+	Shown, Matched                 int
+	Next                           string
+}
+
+// hostsPerPage bounds one page of the hosts list.
+const hostsPerPage = 200
+
+func (u *UI) handleHosts(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	d := hostsData{Q: q.Get("q"), Department: q.Get("department"), Control: q.Get("control"),
+		Status: q.Get("status"), SilentOnly: q.Get("silent") == "1", Controls: compliance.Controls,
+		Statuses: []compliance.Status{compliance.Pass, compliance.Fail, compliance.Unknown, compliance.Off}}
+	if d.Control != "" && !slices.Contains(compliance.Controls, d.Control) {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", "control")
+		return
+	}
+	if d.Status != "" && !slices.Contains(d.Statuses, compliance.Status(d.Status)) {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", "status")
+		return
+	}
+	offset, _ := strconv.Atoi(q.Get("offset"))
+	offset = max(offset, 0)
+	all, err := u.cfg.Compliance.Report(r.Context(), compliance.Filter{})
+	if err != nil {
+		u.internal(w, r, "compliance report", err)
+		return
+	}
+	depts := map[string]bool{}
+	for _, h := range all.Hosts {
+		if h.Department != "" {
+			depts[h.Department] = true
+		}
+	}
+	for k := range depts {
+		d.Departments = append(d.Departments, k)
+	}
+	slices.Sort(d.Departments)
+	needle := strings.ToLower(d.Q)
+	var sel []compliance.Host
+	for _, h := range all.Hosts {
+		if d.Department != "" && h.Department != d.Department || d.SilentOnly && !h.Silent ||
+			needle != "" && !strings.Contains(strings.ToLower(h.Hostname), needle) {
+			continue
+		}
+		if d.Status != "" {
+			hit := false
+			for c, cs := range h.Controls {
+				if (d.Control == "" || c == d.Control) && string(cs.Status) == d.Status {
+					hit = true
+				}
+			}
+			if !hit {
+				continue
+			}
+		}
+		sel = append(sel, h)
+	}
+	slices.SortFunc(sel, func(a, b compliance.Host) int {
+		return cmp.Or(cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Agent, b.Agent))
+	})
+	d.Matched = len(sel)
+	if offset < len(sel) {
+		sel = sel[offset:]
+	} else {
+		sel = nil
+	}
+	if len(sel) > hostsPerPage {
+		sel = sel[:hostsPerPage]
+		nq := url.Values{}
+		for k, v := range q {
+			nq[k] = v
+		}
+		nq.Set("offset", strconv.Itoa(offset+hostsPerPage))
+		d.Next = "/hosts?" + nq.Encode()
+	}
+	d.Hosts, d.Shown = sel, len(sel)
+	p := u.newPage(r, "hosts", "nav_hosts")
+	p.Data = d
+	u.render(w, r, http.StatusOK, "hosts", p)
+}
+
+type controlRow struct {
+	Name  string
+	State compliance.ControlState
+}
+
+type hostData struct {
+	Host     compliance.Host
+	Agent    state.Agent
+	Policy   string
+	Controls []controlRow
+	Events   []api.Stored
+}
+
+// recentEvents is how many of a host's latest events its page shows.
+const recentEvents = 50
+
+func (u *UI) handleHost(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	ag, err := u.cfg.State.GetAgent(ctx, id)
+	if errors.Is(err, state.ErrNotFound) || errors.Is(err, state.ErrInvalid) {
+		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
+		return
+	}
+	if err != nil {
+		u.internal(w, r, "agent lookup", err)
+		return
+	}
+	rep, err := u.cfg.Compliance.Report(ctx, compliance.Filter{Agent: id})
+	if err != nil {
+		u.internal(w, r, "compliance report", err)
+		return
+	}
+	d := hostData{Agent: ag, Host: compliance.Host{Agent: id, Hostname: ag.Hostname, Department: ag.Department}}
+	if len(rep.Hosts) == 1 {
+		d.Host = rep.Hosts[0]
+	}
+	for _, c := range compliance.Controls {
+		if cs, ok := d.Host.Controls[c]; ok {
+			d.Controls = append(d.Controls, controlRow{Name: c, State: cs})
+		}
+	}
+	if u.cfg.Registers != nil {
+		if eff, err := u.cfg.Registers.Effective(ctx, id); err == nil {
+			d.Policy = eff.Source
+		}
+	}
+	// The store pages in ascending order: read the hour before the host's
+	// last event, keep the newest.
+	if d.Host.LastSeen != nil {
+		var evs []api.Stored
+		f := api.Filter{Agent: id, From: d.Host.LastSeen.Add(-time.Hour), Limit: api.MaxQueryLimit}
+		for range 10 {
+			pg, err := u.cfg.Events.Query(ctx, f)
+			if err != nil {
+				u.internal(w, r, "querying events", err)
+				return
+			}
+			evs = append(evs, pg.Events...)
+			if len(evs) > recentEvents {
+				evs = evs[len(evs)-recentEvents:]
+			}
+			if pg.Next == "" {
+				break
+			}
+			f.Cursor = pg.Next
+		}
+		slices.Reverse(evs)
+		d.Events = evs
+	}
+	p := u.newPage(r, "hosts", "nav_hosts")
+	p.Title = ag.Hostname
+	p.hosts = map[string]string{id: ag.Hostname}
+	p.Data = d
+	u.render(w, r, http.StatusOK, "host", p)
+}
+
+// uiTime is how datetime-local inputs send times (in the configured zone).
+const uiTime = "2006-01-02T15:04"
+
+// eventFilter reads the access-log filters of the UI: the API's names,
+// with from/to as datetime-local in the configured zone. It also returns
+// the filter in the API's form (for exports and the bundle's query).
+func (u *UI) eventFilter(q url.Values) (api.Filter, url.Values, error) {
+	apiQ := url.Values{}
+	for _, k := range []string{"agent", "control", "type", "user", "object_prefix", "register_id", "cursor"} {
+		if v := strings.TrimSpace(q.Get(k)); v != "" {
+			apiQ.Set(k, v)
+		}
+	}
+	for _, k := range []string{"from", "to"} {
+		v := strings.TrimSpace(q.Get(k))
+		if v == "" {
+			continue
+		}
+		t, err := time.ParseInLocation(uiTime, v, u.cfg.Location)
+		if err != nil {
+			if t, err = time.Parse(time.RFC3339Nano, v); err != nil {
+				return api.Filter{}, nil, fmt.Errorf("%s: want a date and time such as 2026-11-01T09:00", k)
+			}
+		}
+		apiQ.Set(k, t.UTC().Format(time.RFC3339Nano))
+	}
+	f, err := api.ParseFilter(apiQ)
+	return f, apiQ, err
+}
+
+type eventsData struct {
+	Q                   map[string]string
+	Events              []api.Stored
+	Next, First, Export string
+}
+
+// eventsPerPage is the page size of the access log.
+const eventsPerPage = 100
+
+func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f, apiQ, err := u.eventFilter(q)
+	p := u.newPage(r, "events", "nav_events")
+	d := eventsData{Q: map[string]string{}}
+	for k := range q {
+		d.Q[k] = q.Get(k)
+	}
+	p.Data = &d
+	if err != nil {
+		p.Err = p.L["err_invalid"] + ": " + err.Error()
+		u.render(w, r, http.StatusBadRequest, "events", p)
+		return
+	}
+	f.Limit = eventsPerPage
+	pg, err := u.cfg.Events.Query(r.Context(), f)
+	if errors.Is(err, api.ErrBadCursor) || errors.Is(err, api.ErrBadFilter) {
+		p.Err = p.L["err_invalid"] + ": " + err.Error()
+		u.render(w, r, http.StatusBadRequest, "events", p)
+		return
+	}
+	if err != nil {
+		u.internal(w, r, "querying events", err)
+		return
+	}
+	hosts, _, err := u.hostNames(r.Context())
+	if err != nil {
+		u.internal(w, r, "listing agents", err)
+		return
+	}
+	p.hosts = hosts
+	d.Events = pg.Events
+	keep := url.Values{}
+	for k, v := range q {
+		if k != "cursor" && k != "ok" {
+			keep[k] = v
+		}
+	}
+	if pg.Next != "" {
+		nq := url.Values{}
+		for k, v := range keep {
+			nq[k] = v
+		}
+		nq.Set("cursor", pg.Next)
+		d.Next = "/events?" + nq.Encode()
+	}
+	if f.Cursor != "" {
+		d.First = "/events?" + keep.Encode()
+	}
+	apiQ.Del("cursor")
+	d.Export = apiQ.Encode()
+	u.render(w, r, http.StatusOK, "events", p)
+}
+
+// handleExport streams the evidence bundle or CSV of the filtered events,
+// like GET /api/v1/export, and records who exported what.
+func (u *UI) handleExport(w http.ResponseWriter, r *http.Request) {
+	if u.cfg.Evidence == nil {
+		http.Error(w, "export is not enabled on this server", http.StatusNotImplemented)
+		return
+	}
+	q := r.URL.Query()
+	format := q.Get("format")
+	q.Del("format")
+	f, apiQ, err := u.eventFilter(q)
+	if err == nil && f.Cursor != "" {
+		err = errors.New("cursor: an export takes every matching event")
+	}
+	if err != nil {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
+		return
+	}
+	f.Limit = 0
+	s := sessionFrom(r.Context())
+	stamp := u.cfg.Now().In(u.cfg.Location).Format("20060102-150405")
+	cw := &countingWriter{w: w}
+	attrs := event.Attrs{"format": format, "query": apiQ.Encode()}
+	switch format {
+	case "csv":
+		lang := langOf(r)
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="mamori-events-`+stamp+`.csv"`)
+		n, err := u.cfg.Evidence.CSV(r.Context(), cw, f, lang, u.cfg.Location)
+		if err != nil {
+			u.exportFailed(w, r, err, cw.n > 0)
+			return
+		}
+		attrs["events"] = n
+	case "bundle":
+		query := map[string]string{}
+		for k := range apiQ {
+			query[k] = apiQ.Get(k)
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Header().Set("Content-Disposition", `attachment; filename="mamori-evidence-`+stamp+`.jsonl"`)
+		sum, err := u.cfg.Evidence.Bundle(r.Context(), cw, f, 0, query)
+		if err != nil {
+			u.exportFailed(w, r, err, cw.n > 0)
+			return
+		}
+		attrs["events"], attrs["links"], attrs["tree_size"] = sum.Events, sum.Links, sum.TreeSize
+	default:
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", "format: csv | bundle")
+		return
+	}
+	u.record(r, s.Name, event.Event{Type: "export.made", Object: format, Attrs: attrs})
+}
+
+func (u *UI) exportFailed(w http.ResponseWriter, r *http.Request, err error, started bool) {
+	switch {
+	case started:
+		u.log.Error().Err(err).Msg("web: export broke off after it started")
+	case errors.Is(err, api.ErrExportTooLarge):
+		u.fail(w, r, http.StatusRequestEntityTooLarge, "err_invalid", err.Error())
+	default:
+		u.internal(w, r, "exporting", err)
+	}
+}
+
+type countingWriter struct {
+	w http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+type evidenceData struct {
+	PublicKey  string
+	Checkpoint *api.CheckpointView
+	Command    string
+}
+
+func (u *UI) handleEvidence(w http.ResponseWriter, r *http.Request) {
+	d := evidenceData{PublicKey: u.cfg.PublicKey,
+		Command: "mamori-server verify mamori-evidence-YYYYMMDD-HHMMSS.jsonl --pubkey log-key.pub"}
+	if u.cfg.Evidence != nil {
+		cp, err := u.cfg.Evidence.Checkpoint(r.Context())
+		if err != nil {
+			u.log.Warn().Err(err).Msg("web: no checkpoint to show")
+		} else if cp.Size > 0 {
+			d.Checkpoint = &cp
+			if d.PublicKey == "" {
+				d.PublicKey = cp.PublicKey
+			}
+		}
+	}
+	p := u.newPage(r, "evidence", "nav_evidence")
+	p.Data = d
+	u.render(w, r, http.StatusOK, "evidence", p)
+}

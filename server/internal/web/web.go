@@ -1,0 +1,280 @@
+// Package web is the Mamori web UI for managers, auditors and admins:
+// server-rendered html/template pages (assets in package dashboards) behind
+// a password login with sessions in secure cookies, CSRF tokens on every
+// form, rate-limited login and role checks on the server. Japanese is the
+// default language, English the switch; times show in JST unless
+// configured otherwise. Every login and change is recorded as a server
+// event.
+package web
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/dashboards"
+	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/server/internal/compliance"
+	"github.com/mamori/mamori/server/internal/register"
+	"github.com/mamori/mamori/server/internal/state"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// Config is what New needs. Events, State and Compliance are required;
+// without Evidence the export and checkpoint parts say so, and without
+// Registers the register and approval pages answer 404.
+type Config struct {
+	Events     api.EventStore
+	Evidence   api.Evidence
+	State      *state.State
+	Compliance *compliance.Tracker
+	Registers  *register.Service
+	// PublicKey is the log's note verifier key (log-key.pub).
+	PublicKey string
+	// Location is the time zone pages show times in; default JST.
+	Location *time.Location
+	// Now is the clock (sessions, rate limits, trend); default time.Now.
+	Now func() time.Time
+	// PolicyChanged is called after a UI change that may change agents'
+	// effective policies, to wake their long-polls; optional.
+	PolicyChanged func()
+	Log           zerolog.Logger
+}
+
+// UI serves the web UI. It is an http.Handler, safe for concurrent use.
+type UI struct {
+	cfg      Config
+	log      zerolog.Logger
+	mux      *http.ServeMux
+	pages    map[string]*template.Template
+	css      string // content-hash URL of the stylesheet
+	sessions *sessions
+	ipLimit  *limiter
+	usrLimit *limiter
+	trend    *trend
+}
+
+// New parses the templates and builds the route table.
+func New(cfg Config) (*UI, error) {
+	switch {
+	case cfg.Events == nil:
+		return nil, errors.New("web: Config.Events is nil")
+	case cfg.State == nil:
+		return nil, errors.New("web: Config.State is nil")
+	case cfg.Compliance == nil:
+		return nil, errors.New("web: Config.Compliance is nil")
+	}
+	if cfg.Location == nil {
+		cfg.Location = api.JST
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	u := &UI{cfg: cfg, log: cfg.Log.With().Str("component", "web").Logger(),
+		sessions: newSessions(cfg.Now),
+		ipLimit:  newLimiter(cfg.Now, 20, 15*time.Minute),
+		usrLimit: newLimiter(cfg.Now, 5, 15*time.Minute),
+		trend:    &trend{st: cfg.State, now: cfg.Now, loc: cfg.Location},
+	}
+	if err := u.parse(); err != nil {
+		return nil, err
+	}
+	css, err := fs.ReadFile(dashboards.Static, "static/app.css")
+	if err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
+	sum := sha256.Sum256(css)
+	u.css = "/static/app.css?v=" + hex.EncodeToString(sum[:6])
+	u.mux = u.routes()
+	return u, nil
+}
+
+var funcs = template.FuncMap{
+	"pct":  func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
+	"pctw": func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
+	"args": func(v ...any) []any { return v },
+}
+
+// parse builds one template per page: layout + partials + the page.
+func (u *UI) parse() error {
+	names, err := fs.Glob(dashboards.Templates, "templates/*.html")
+	if err != nil {
+		return fmt.Errorf("web: %w", err)
+	}
+	u.pages = map[string]*template.Template{}
+	for _, n := range names {
+		base := strings.TrimSuffix(strings.TrimPrefix(n, "templates/"), ".html")
+		if base == "layout" || base == "partials" {
+			continue
+		}
+		t, err := template.New(base).Funcs(funcs).ParseFS(dashboards.Templates, "templates/layout.html", "templates/partials.html", n)
+		if err != nil {
+			return fmt.Errorf("web: template %s: %w", base, err)
+		}
+		u.pages[base] = t
+	}
+	return nil
+}
+
+// ServeHTTP implements http.Handler with security headers on every answer.
+func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("X-Frame-Options", "DENY")
+	u.mux.ServeHTTP(w, r)
+}
+
+// page is what every template gets.
+type page struct {
+	Title, Lang, Nav, CSRF, Flash, Err, CSS, TZ string
+	L                                           map[string]string
+	User                                        *session
+	Data                                        any
+	loc                                         *time.Location
+	hosts                                       map[string]string
+}
+
+// Time formats a time.Time or *time.Time in the configured zone.
+func (p *page) Time(v any) string {
+	var t time.Time
+	switch x := v.(type) {
+	case time.Time:
+		t = x
+	case *time.Time:
+		if x == nil {
+			return ""
+		}
+		t = *x
+	}
+	if t.IsZero() {
+		return ""
+	}
+	return t.In(p.loc).Format("2006-01-02 15:04:05")
+}
+
+// Reason picks the reason text in the page's language.
+func (p *page) Reason(ja, en, code string) string {
+	if p.Lang == "ja" && ja != "" {
+		return ja
+	}
+	if en != "" {
+		return en
+	}
+	return code
+}
+
+// HostName shows an agent id as its hostname where known.
+func (p *page) HostName(agent string) string {
+	if n, ok := p.hosts[agent]; ok && n != "" {
+		return n
+	}
+	return agent
+}
+
+func langOf(r *http.Request) string {
+	if c, err := r.Cookie(cookieLang); err == nil && c.Value == "en" {
+		return "en"
+	}
+	return "ja"
+}
+
+func (u *UI) newPage(r *http.Request, nav, titleKey string) *page {
+	lang := langOf(r)
+	p := &page{Lang: lang, Nav: nav, L: messages[lang], CSS: u.css, loc: u.cfg.Location,
+		TZ: u.cfg.Location.String()}
+	p.Title = p.L[titleKey]
+	if s := sessionFrom(r.Context()); s != nil {
+		p.User, p.CSRF = s, s.CSRF
+	}
+	switch r.URL.Query().Get("ok") {
+	case "":
+	default:
+		p.Flash = p.L[r.URL.Query().Get("ok")]
+	}
+	return p
+}
+
+// render executes a page into a buffer first so that a template error
+// becomes a clean 500, not half a page.
+func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
+	t, ok := u.pages[name]
+	if !ok {
+		u.log.Error().Str("page", name).Msg("web: no such template")
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {
+		u.log.Error().Err(err).Str("page", name).Msg("web: render failed")
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// fail renders an error page with the message key in the user's language.
+func (u *UI) fail(w http.ResponseWriter, r *http.Request, status int, key, detail string) {
+	p := u.newPage(r, "", key)
+	p.Err = p.L[key]
+	if detail != "" {
+		p.Err += " " + detail
+	}
+	u.render(w, r, status, "error", p)
+}
+
+func (u *UI) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+	u.log.Error().Err(err).Str("path", r.URL.Path).Msg("web: " + what)
+	u.fail(w, r, http.StatusInternalServerError, "err_internal", "")
+}
+
+// record appends a UI action to the server's own event stream. The action
+// already happened, so a failure is logged loudly, not undone.
+func (u *UI) record(r *http.Request, user string, e event.Event) {
+	e.Agent = event.ServerStream
+	if e.Control == "" {
+		e.Control = "server"
+	}
+	if e.Severity == "" {
+		e.Severity = event.Info
+	}
+	if e.Time.IsZero() {
+		e.Time = u.cfg.Now().UTC()
+	}
+	e.User = user
+	if e.Attrs == nil {
+		e.Attrs = event.Attrs{}
+	}
+	e.Attrs["via"] = "web"
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+	defer cancel()
+	if _, err := u.cfg.Events.AppendServer(ctx, e); err != nil {
+		u.log.Error().Err(err).Str("type", e.Type).Str("object", e.Object).Msg("web: action NOT recorded in the server stream")
+	}
+}
+
+// back redirects after a successful POST (303, so reload does not repost).
+func back(w http.ResponseWriter, r *http.Request, path, okKey string) {
+	if okKey != "" {
+		if strings.Contains(path, "?") {
+			path += "&ok=" + okKey
+		} else {
+			path += "?ok=" + okKey
+		}
+	}
+	http.Redirect(w, r, path, http.StatusSeeOther)
+}
