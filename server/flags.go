@@ -8,10 +8,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/audit"
+	"github.com/mamori/mamori/server/internal/eventlog"
 )
 
 // serveFlags are the flags of serve (and install, which passes them on).
@@ -23,6 +26,7 @@ type serveFlags struct {
 	etcd      string
 	eventsDSN string
 	logLevel  string
+	retention time.Duration
 }
 
 func newFlags(out io.Writer) *serveFlags {
@@ -34,6 +38,7 @@ func newFlags(out io.Writer) *serveFlags {
 	f.fs.StringVar(&f.etcd, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd in the data dir)")
 	f.fs.StringVar(&f.eventsDSN, "events-dsn", "", "event store: SQLite file path (default DATA/events.db)")
 	f.fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.fs.DurationVar(&f.retention, "retention", eventlog.DefaultRetention, "keep event payloads this long (at least 17520h = 2 years); older events keep only their hashes")
 	return f
 }
 
@@ -73,8 +78,11 @@ func (f *serveFlags) config(log zerolog.Logger) (app.Config, error) {
 	if err != nil {
 		return app.Config{}, fmt.Errorf("--data-dir: %w", err)
 	}
+	if err := audit.CheckRetention(f.retention); err != nil {
+		return app.Config{}, usageError{fmt.Errorf("--retention: %w", err)}
+	}
 	return app.Config{DataDir: abs, Listen: f.listen, Hostnames: splitList(f.hostnames),
-		EtcdEndpoints: splitList(f.etcd), EventsDSN: f.eventsDSN, Log: log}, nil
+		EtcdEndpoints: splitList(f.etcd), EventsDSN: f.eventsDSN, Log: log, Retention: f.retention}, nil
 }
 
 // serviceArgs are the arguments the installed service runs with: serve

@@ -56,6 +56,7 @@ type Stored struct {
 	event.Event
 	Index    int64
 	Received time.Time
+	Pruned   bool // retention cleared the payload; the chain fields remain
 }
 
 // Page is one page of query results; Next is empty on the last page.

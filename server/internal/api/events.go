@@ -24,6 +24,7 @@ type storedView struct {
 	event.Event
 	Index    int64     `json:"index"`
 	Received time.Time `json:"received"`
+	Pruned   bool      `json:"pruned,omitempty"`
 }
 
 // ParseFilter reads the query parameters of GET /api/v1/events; the error
@@ -103,7 +104,7 @@ func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
 		Next   string       `json:"next"`
 	}{Events: make([]storedView, len(page.Events)), Next: page.Next}
 	for i, e := range page.Events {
-		out.Events[i] = storedView{Event: e.Event, Index: e.Index, Received: e.Received.UTC()}
+		out.Events[i] = storedView{Event: e.Event, Index: e.Index, Received: e.Received.UTC(), Pruned: e.Pruned}
 	}
 	s.writeJSON(w, r, http.StatusOK, out)
 }

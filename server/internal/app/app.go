@@ -79,6 +79,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long Close waits for in-flight requests
 	// (batches being committed); default 30s.
 	ShutdownTimeout time.Duration
+	// Retention keeps event payloads this long (default 3 years, at least
+	// 2); older events keep only their hashes, which still prove the log.
+	Retention time.Duration
 	// Now is the clock compliance measures agents' silence with; default
 	// time.Now. Tests inject a later time to make agents silent.
 	Now func() time.Time
@@ -143,6 +146,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if len(cfg.Hostnames) == 0 {
 		cfg.Hostnames = DefaultHostnames()
 	}
+	if cfg.Retention == 0 {
+		cfg.Retention = eventlog.DefaultRetention
+	}
+	if err := audit.CheckRetention(cfg.Retention); err != nil {
+		return nil, err
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
@@ -195,7 +204,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.cp = &audit.Checkpointer{Log: s.store, Signer: s.logKey, Mirror: s.state.PutCheckpoint, Logger: cfg.Log}
 	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
 	s.cpStop, s.cpDone = cpStop, make(chan struct{})
-	go func() { s.cp.Run(cpCtx); close(s.cpDone) }()
+	retainer := &audit.Retainer{Log: s.store, Keep: cfg.Retention, Logger: cfg.Log}
+	go func() {
+		done := make(chan struct{})
+		go func() { retainer.Run(cpCtx); close(done) }()
+		s.cp.Run(cpCtx)
+		<-done
+		close(s.cpDone)
+	}()
 	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey}
 
 	if s.tracker, err = compliance.New(compliance.Config{Events: s.store, Now: cfg.Now, Log: cfg.Log,

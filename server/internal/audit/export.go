@@ -122,10 +122,15 @@ func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, s
 			s := &page[i]
 			en := evidence.Entry{Index: s.Index}
 			switch sp := spans[s.Agent]; {
-			case next < len(matched) && matched[next] == s.Index:
+			case next < len(matched) && matched[next] == s.Index && !s.Pruned:
 				next++
 				en.Event = &s.Event
 				sum.Events++
+			case next < len(matched) && matched[next] == s.Index:
+				// Retention removed the payload: the link still proves it.
+				next++
+				en.Link = evidence.LinkOf(&s.Event)
+				sum.Links++
 			case sp != nil && sp.first < s.Index && s.Index < sp.last:
 				en.Link = evidence.LinkOf(&s.Event)
 				sum.Links++
@@ -178,6 +183,9 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 			return rows, fmt.Errorf("audit: export: %w", err)
 		}
 		for _, s := range p.Events {
+			if s.Pruned {
+				continue // nothing left to show but hashes
+			}
 			if rows >= x.max() {
 				return rows, fmt.Errorf("%w (more than %d events)", ErrTooLarge, x.max())
 			}

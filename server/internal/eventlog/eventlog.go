@@ -98,6 +98,9 @@ type Stored struct {
 	event.Event
 	Index    int64     // log index, 0-based
 	Received time.Time // server time of the commit that stored it
+	// Pruned is set when retention has cleared the payload: only agent,
+	// seq, time, prev and hash are left, and they still prove the chain.
+	Pruned bool
 }
 
 // Stats holds figures for /metrics.

@@ -163,6 +163,7 @@ func scanStored(rows *sql.Rows) (Stored, error) {
 	st.Seq = uint64(seq)
 	st.Time = time.Unix(0, tm).UTC()
 	st.Received = time.Unix(0, recv).UTC()
+	st.Pruned = !control.Valid // control is required, so NULL means retention cleared the payload
 	st.Control, st.Type, st.Severity = control.String, typ.String, event.Severity(sev.String)
 	st.User, st.Process, st.Object, st.RegisterID = user.String, proc.String, obj.String, reg.String
 	if attrs.Valid {
