@@ -158,6 +158,17 @@ type Watcher struct {
 	wg    sync.WaitGroup
 	close sync.Once
 
+	// Changes wait in queue for the pump goroutine to hand them to out, so
+	// Add and Rescan never block on a reader that is busy calling them;
+	// the event loop alone waits when the queue is over Buffer, which is
+	// the back-pressure that leads to an OS overflow and a reconciliation
+	// instead of unbounded memory.
+	qmu      sync.Mutex
+	qcond    *sync.Cond
+	queue    []Change
+	stopping bool // Close called: the loop must not wait any more
+	drained  bool // the loop is done: the pump closes out when the queue is empty
+
 	inject chan error // tests: fake OS errors (overflow)
 	drop   bool       // tests: discard raw notifications, as a full kernel queue does
 
@@ -213,22 +224,33 @@ func New(opt Options) (*Watcher, error) {
 		dirs:   map[string]bool{},
 		pend:   map[string]*pending{},
 	}
+	w.qcond = sync.NewCond(&w.qmu)
 	w.wg.Add(1)
 	go w.loop()
+	go w.pump()
 	return w, nil
 }
 
-// Changes delivers debounced changes. It is closed by Close.
+// Changes delivers debounced changes. After Close it delivers what was
+// still pending and is then closed.
 func (w *Watcher) Changes() <-chan Change { return w.out }
 
-// Close stops watching and closes Changes; pending changes are flushed first.
+// Close stops watching. Pending changes are flushed to Changes, which is
+// closed once they have been read.
 func (w *Watcher) Close() error {
 	var err error
 	w.close.Do(func() {
+		w.qmu.Lock()
+		w.stopping = true
+		w.qcond.Broadcast()
+		w.qmu.Unlock()
 		close(w.done)
 		w.wg.Wait()
 		err = w.fs.Close()
-		close(w.out)
+		w.qmu.Lock()
+		w.drained = true
+		w.qcond.Broadcast()
+		w.qmu.Unlock()
 	})
 	if err != nil {
 		return fmt.Errorf("fswatch: close: %w", err)
@@ -297,7 +319,7 @@ func (w *Watcher) Add(dir string) error {
 	}
 	r.watched = true
 	w.mu.Unlock()
-	w.send(out)
+	w.enqueue(out, false)
 	return nil
 }
 
@@ -336,7 +358,7 @@ func (w *Watcher) Remove(dir string) error {
 // Rescan walks every root and reports what differs from the snapshot, as
 // after an overflow, followed by an Overflow change per root. The media
 // control uses it after a volume is remounted.
-func (w *Watcher) Rescan() { w.reconcile() }
+func (w *Watcher) Rescan() { w.reconcile(false) }
 
 func under(p, dir string) bool {
 	if p == dir {
@@ -476,15 +498,50 @@ func (w *Watcher) diffLocked(top string, found map[string]entry) []Change {
 	return out
 }
 
-func (w *Watcher) send(cs []Change) {
+// enqueue queues changes for the reader; with wait (the event loop only) it
+// then waits while the queue is over Buffer.
+func (w *Watcher) enqueue(cs []Change, wait bool) {
+	if len(cs) == 0 {
+		return
+	}
+	n := uint64(0)
 	for _, c := range cs {
-		switch c.Op {
-		case Overflow, Error:
-		default:
-			w.mu.Lock()
-			w.stats.Changes++
-			w.mu.Unlock()
+		if c.Op != Overflow && c.Op != Error {
+			n++
 		}
+	}
+	w.mu.Lock()
+	w.stats.Changes += n
+	w.mu.Unlock()
+	w.qmu.Lock()
+	w.queue = append(w.queue, cs...)
+	w.qcond.Broadcast()
+	for wait && len(w.queue) > w.opt.Buffer && !w.stopping {
+		w.qcond.Wait()
+	}
+	w.qmu.Unlock()
+}
+
+func (w *Watcher) send(cs []Change) { w.enqueue(cs, true) }
+
+// pump hands queued changes to the reader, and closes Changes after Close
+// once the queue is empty.
+func (w *Watcher) pump() {
+	defer close(w.out)
+	for {
+		w.qmu.Lock()
+		for len(w.queue) == 0 && !w.drained {
+			w.qcond.Wait()
+		}
+		if len(w.queue) == 0 {
+			w.qmu.Unlock()
+			return
+		}
+		c := w.queue[0]
+		w.queue[0] = Change{}
+		w.queue = w.queue[1:]
+		w.qcond.Broadcast()
+		w.qmu.Unlock()
 		w.out <- c
 	}
 }
@@ -524,7 +581,7 @@ func (w *Watcher) loop() {
 func (w *Watcher) osError(err error) {
 	if errors.Is(err, fsnotify.ErrEventOverflow) {
 		w.opt.Log.Warn().Msg("fswatch: OS event queue overflowed; rescanning")
-		w.reconcile()
+		w.reconcile(true)
 		return
 	}
 	w.opt.Log.Warn().Err(err).Msg("fswatch: watcher error")
@@ -533,8 +590,8 @@ func (w *Watcher) osError(err error) {
 
 // reconcile flushes what is pending, then walks every root and reports the
 // differences from the snapshot, then an Overflow per root.
-func (w *Watcher) reconcile() {
-	w.send(w.flush(true))
+func (w *Watcher) reconcile(wait bool) {
+	w.enqueue(w.flush(true), wait)
 	w.mu.Lock()
 	w.stats.Overflows++
 	var out []Change
@@ -559,7 +616,7 @@ func (w *Watcher) reconcile() {
 		out = append(out, Change{Op: Overflow, Root: top, Path: top, Count: len(diff), Time: now})
 	}
 	w.mu.Unlock()
-	w.send(out)
+	w.enqueue(out, wait)
 }
 
 // raw folds one OS notification into the pending set and returns changes

@@ -314,3 +314,52 @@ func TestWatchLimitIsRecognised(t *testing.T) {
 		t.Fatalf("%v does not wrap ErrWatchLimit", err)
 	}
 }
+
+// The reader may call Rescan and Add itself, with more changes than Buffer,
+// without blocking; Close hands over what was pending, then closes Changes.
+func TestReaderCallsDoNotBlockAndCloseFlushes(t *testing.T) {
+	root := t.TempDir()
+	w, err := New(Options{Debounce: testDebounce, Buffer: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(root); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	w.drop = true
+	w.mu.Unlock()
+	for i := 0; i < 20; i++ {
+		write(t, filepath.Join(root, fmt.Sprintf("f%02d", i)), "x")
+	}
+	time.Sleep(testDebounce)
+	w.mu.Lock()
+	w.drop = false
+	w.mu.Unlock()
+	done := make(chan struct{})
+	go func() { w.Rescan(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Rescan blocked on a full Changes channel")
+	}
+	last := filepath.Join(root, "last")
+	write(t, last, "x")
+	time.Sleep(testDebounce / 3) // seen, but not yet quiet for Debounce
+	go w.Close()
+	var got []Change
+	for c := range w.Changes() {
+		got = append(got, c)
+	}
+	d := describe(root, got)
+	if len(d) != 22 || d[len(d)-1] != "overflow ." || d[0] != "created f00" {
+		t.Fatalf("changes %v", d)
+	}
+	found := false
+	for _, s := range d {
+		found = found || s == "created last"
+	}
+	if !found {
+		t.Fatalf("pending change lost on Close: %v", d)
+	}
+}

@@ -337,8 +337,11 @@ func (r *runner) tick() time.Duration {
 
 func (r *runner) stop() {
 	if r.w != nil {
-		_ = r.w.Close()
+		w := r.w
 		r.w = nil
+		go w.Close()
+		for range w.Changes() { // Run normally flushes before it returns; this is the panic path
+		}
 	}
 	_ = r.c.probe.close()
 }
@@ -351,10 +354,6 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 	r.cfg = cfg
 	if !cfg.mode.Enabled() {
 		r.flushAll(ctx)
-		if r.w != nil {
-			_ = r.w.Close()
-			r.w = nil
-		}
 		r.roots = map[string]*rootState{}
 		_, _ = c.probe.setRoots(ctx, nil, false)
 		r.attributing = false
@@ -364,8 +363,6 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 	}
 	if r.w != nil && !old.watcherSame(cfg) {
 		r.flushAll(ctx)
-		_ = r.w.Close()
-		r.w = nil
 	}
 	if r.w == nil {
 		opt := fswatch.Options{Exclude: cfg.exclude, Debounce: cfg.debounce, Clock: c.env.Clock, Log: c.env.Log}
@@ -828,19 +825,15 @@ func (r *runner) flushHeld(ctx context.Context, all bool) {
 	r.held = r.held[i:]
 }
 
-// flushAll records everything pending, for shutdown and reconfiguration.
+// flushAll closes the watcher, records every change it still had pending
+// and everything held here, for shutdown and reconfiguration.
 func (r *runner) flushAll(ctx context.Context) {
 	ctx = context.WithoutCancel(ctx) // what was seen is recorded even on shutdown
-	if r.w != nil {
-		// Drain what the watcher has already delivered.
-		for {
-			select {
-			case ch := <-r.w.Changes():
-				r.change(ctx, ch)
-				continue
-			default:
-			}
-			break
+	if w := r.w; w != nil {
+		r.w = nil
+		go w.Close() // flushes into Changes, which closes when read to the end
+		for ch := range w.Changes() {
+			r.change(ctx, ch)
 		}
 	}
 	r.housekeep(ctx, true)
