@@ -3,6 +3,7 @@ package fileaccess
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -30,16 +31,22 @@ func TestMain(m *testing.M) {
 			f.WriteString("written by the helper\n")
 			f.Close()
 		}
+		io.Copy(io.Discard, os.Stdin) // live until the test has seen the access
 		os.Exit(0)
 	}
 	if p := os.Getenv("MAMORI_FA_READ"); p != "" {
 		os.ReadFile(p)
+		io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
 
-func helper(t *testing.T, env string) int {
+// helper runs the test binary as another process that accesses a file and
+// then lives until release is called: a process that exits within a
+// millisecond can be gone before its PID is resolved (documented limit), an
+// office application holding a file is not.
+func helper(t *testing.T, env string) (pid int, release func()) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -47,10 +54,21 @@ func helper(t *testing.T, env string) int {
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), env)
-	if err := cmd.Run(); err != nil {
+	in, err := cmd.StdinPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return cmd.Process.Pid
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	release = func() {
+		in.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	return cmd.Process.Pid, release
 }
 
 func TestFanotifyAttribution(t *testing.T) {
@@ -69,13 +87,15 @@ func TestFanotifyAttribution(t *testing.T) {
 
 	f := filepath.Join(root, "sub", "名簿.csv")
 	os.Mkdir(filepath.Dir(f), 0o755)
-	pid := helper(t, "MAMORI_FA_WRITE="+f)
+	pid, release := helper(t, "MAMORI_FA_WRITE="+f)
 	e := h.waitEvent(TypeCreated, f)
+	release()
 	if e.User != me.Username || e.Process != exe || num(e.Attrs["pid"]) != int64(pid) {
 		t.Fatalf("created %+v; want user %s process %s pid %d", e, me.Username, exe, pid)
 	}
-	pid = helper(t, "MAMORI_FA_READ="+f)
+	pid, release = helper(t, "MAMORI_FA_READ="+f)
 	e = h.waitEvent(TypeRead, f)
+	release()
 	if e.User != me.Username || e.Process != exe || num(e.Attrs["pid"]) != int64(pid) {
 		t.Fatalf("read %+v; want pid %d", e, pid)
 	}
