@@ -52,6 +52,7 @@ func (s *Server) registerRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /api/v1/assignments/agents/{id}", s.admin(write, s.handleAssignAgent))
 	mux.HandleFunc("PUT /api/v1/assignments/departments/{dept}", s.admin(write, s.handleAssignDepartment))
 	mux.HandleFunc("PUT /api/v1/agents/{id}/department", s.admin(write, s.handleSetDepartment))
+	mux.HandleFunc("GET /api/v1/agents/{id}/policy", s.admin(readOnly, s.handleAgentPolicy))
 }
 
 type kindKey struct{}
@@ -411,4 +412,27 @@ func (s *Server) handleSetDepartment(w http.ResponseWriter, r *http.Request) {
 	s.policies.notify()
 	s.record(r, event.Event{Type: "agent.department", Object: "agent/" + id, Attrs: event.Attrs{"department": b.Department}})
 	s.writeJSON(w, r, http.StatusOK, map[string]string{"agent": id, "department": b.Department})
+}
+
+// handleAgentPolicy shows an agent's effective policy as its agent gets it,
+// with the pack it came from, so admins and auditors can check what a PC watches.
+func (s *Server) handleAgentPolicy(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.cfg.State.GetAgent(r.Context(), id); errors.Is(err, ErrNotFound) {
+		s.fail(w, r, http.StatusNotFound, "no agent "+id)
+		return
+	} else if err != nil {
+		s.internal(w, r, "agent lookup", err)
+		return
+	}
+	c, err := s.cfg.Registers.Effective(r.Context(), id)
+	if err != nil {
+		s.registerFail(w, r, "compiling policy", err)
+		return
+	}
+	ans := map[string]any{"agent": id, "source": c.Source, "version": c.Policy.Version(), "policy": c.Policy}
+	if !c.Until.IsZero() {
+		ans["until"] = c.Until.UTC()
+	}
+	s.writeJSON(w, r, http.StatusOK, ans)
 }

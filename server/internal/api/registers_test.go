@@ -188,6 +188,25 @@ func TestRegisterEntryReachesAgentPolicyWithinASecond(t *testing.T) {
 		t.Fatalf("other host's policy changed: %d", st)
 	}
 
+	// Admins see the same compiled policy and where it came from.
+	var ids struct {
+		Agents []struct{ ID, Hostname string } `json:"agents"`
+	}
+	admin.do("GET", "/api/v1/agents", nil, nil, &ids)
+	var shown struct {
+		Source, Version string
+	}
+	for _, ag := range ids.Agents {
+		if ag.Hostname == "PC-SALES01" {
+			if st, _, raw := admin.do("GET", "/api/v1/agents/"+ag.ID+"/policy", nil, nil, &shown); st != 200 {
+				t.Fatalf("agent policy: %d %s", st, raw)
+			}
+		}
+	}
+	if shown.Source != "pmark-baseline" || shown.Version != r.pr.Version {
+		t.Fatalf("admin view %+v, agent got version %s", shown, r.pr.Version)
+	}
+
 	// The change is an event of the server stream with the register id.
 	var q struct {
 		Events []struct {

@@ -100,7 +100,7 @@ type Compiled struct {
 
 // Effective compiles the policy of one agent: its assigned pack (agent
 // assignment > department assignment > "default" > built-in
-// pmark-baseline) plus the register's folders on its host (fileaccess and
+// pmark-baseline as stored, else as built in) plus the register's folders on its host (fileaccess and
 // backup), the active registered media, and the approved carry-out windows
 // for its host that have not ended.
 func (s *Service) Effective(ctx context.Context, agentID string) (Compiled, error) {
@@ -182,7 +182,9 @@ func (s *Service) pack(ctx context.Context, agentID, dept string) (*policy.Polic
 			return nil, "", err
 		}
 	}
-	names = append(names, DefaultPolicyName)
+	// The stored baseline (installed by EnsureBuiltinPacks, perhaps edited
+	// by the admin) comes before the embedded one.
+	names = append(names, DefaultPolicyName, policies.Baseline)
 	for _, n := range names {
 		doc, rev, err := s.st.GetPolicy(ctx, n)
 		if errors.Is(err, state.ErrNotFound) {
