@@ -164,7 +164,7 @@ func TestBundleVerifies(t *testing.T) {
 }
 
 func lines(b []byte) [][]byte { return bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) }
-func join(ls [][]byte) []byte  { return append(bytes.Join(ls, []byte("\n")), '\n') }
+func join(ls [][]byte) []byte { return append(bytes.Join(ls, []byte("\n")), '\n') }
 
 func TestBundleTamperingIsNamed(t *testing.T) {
 	f := newFixture(t, 2, 10)
