@@ -6,6 +6,7 @@ import (
 	"github.com/mamori/mamori/agent/internal/controls/backup"
 	"github.com/mamori/mamori/agent/internal/controls/fileaccess"
 	"github.com/mamori/mamori/agent/internal/controls/media"
+	"github.com/mamori/mamori/agent/internal/controls/posture"
 	"github.com/mamori/mamori/agent/internal/controls/screenlock"
 )
 
@@ -17,4 +18,5 @@ var Factories = []controls.Factory{
 	media.New,
 	fileaccess.New,
 	backup.New,
+	posture.New,
 }
