@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 	"unicode/utf8"
@@ -16,6 +16,14 @@ import (
 // — FuzzCanonicalMatchesJSON holds it to that — at a fraction of the cost, so
 // verifying a chain is bound by SHA-256, not by reflection.
 func appendCanonical(b []byte, e *Event) ([]byte, error) {
+	b, _, err := appendCanonicalAttrs(b, e)
+	return b, err
+}
+
+// appendCanonicalAttrs is appendCanonical that also says how many bytes
+// the attrs took, so Validate checks the attrs limit without encoding
+// them a second time.
+func appendCanonicalAttrs(b []byte, e *Event) (_ []byte, attrsLen int, _ error) {
 	b = append(b, `{"agent":`...)
 	b = appendString(b, e.Agent)
 	b = append(b, `,"seq":`...)
@@ -38,14 +46,16 @@ func appendCanonical(b []byte, e *Event) ([]byte, error) {
 	}
 	if len(e.Attrs) > 0 {
 		b = append(b, `,"attrs":`...)
+		n := len(b)
 		var err error
 		if b, err = appendValue(b, map[string]any(e.Attrs)); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
+		attrsLen = len(b) - n
 	}
 	b = append(b, `,"prev":`...)
 	b = appendString(b, e.Prev)
-	return append(b, '}'), nil
+	return append(b, '}'), attrsLen, nil
 }
 
 func appendValue(b []byte, v any) ([]byte, error) {
@@ -81,11 +91,12 @@ func appendValue(b []byte, v any) ([]byte, error) {
 	case Attrs:
 		return appendValue(b, map[string]any(t))
 	case map[string]any:
-		keys := make([]string, 0, len(t))
+		var arr [16]string // most attrs are small: sort their keys on the stack
+		keys := arr[:0]
 		for k := range t {
 			keys = append(keys, k)
 		}
-		sort.Strings(keys)
+		slices.Sort(keys)
 		b = append(b, '{')
 		for i, k := range keys {
 			if i > 0 {

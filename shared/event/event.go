@@ -180,39 +180,39 @@ func (e *Event) Validate() error {
 	if e.Prev != "" && !isHex(e.Prev) {
 		return invalid("seq %d: prev is not a hex SHA-256", e.Seq)
 	}
-	if !isHex(e.Hash) {
-		return invalid("seq %d: hash is not a hex SHA-256", e.Seq)
-	}
 	if e.Attrs != nil {
-		if err := checkAttrs(e.Attrs); err != nil {
+		if err := checkAttrsUTF8(e.Attrs); err != nil {
 			return fmt.Errorf("seq %d: %w", e.Seq, err)
 		}
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	b, err := appendCanonical((*bp)[:0], e)
+	b, attrsLen, err := appendCanonicalAttrs((*bp)[:0], e)
 	if err != nil {
-		return invalid("seq %d: %v", e.Seq, err)
+		return invalid("seq %d: attrs: %v", e.Seq, err)
 	}
 	*bp = b
+	if attrsLen > MaxAttrsLen {
+		return invalid("seq %d: attrs is %d bytes, limit %d", e.Seq, attrsLen, MaxAttrsLen)
+	}
 	if len(b) > MaxEventSize {
 		return invalid("seq %d: event is %d bytes, limit %d", e.Seq, len(b), MaxEventSize)
 	}
-	var want [32]byte
-	if _, err := hex.Decode(want[:], []byte(e.Hash)); err != nil || sha256.Sum256(b) != want {
+	sum := sha256.Sum256(b)
+	var got [HashLen]byte
+	hex.Encode(got[:], sum[:])
+	if string(got[:]) != e.Hash { // equal means Hash is well-formed too
+		if !isHex(e.Hash) {
+			return invalid("seq %d: hash is not a hex SHA-256", e.Seq)
+		}
 		return fmt.Errorf("seq %d: %w", e.Seq, ErrHash)
 	}
 	return nil
 }
 
-func checkAttrs(a Attrs) error {
-	b, err := appendValue(nil, map[string]any(a))
-	if err != nil {
-		return invalid("attrs: %v", err)
-	}
-	if len(b) > MaxAttrsLen {
-		return invalid("attrs is %d bytes, limit %d", len(b), MaxAttrsLen)
-	}
+// checkAttrsUTF8 refuses invalid UTF-8 in attrs keys and strings, which
+// the canonical encoding would silently turn into U+FFFD.
+func checkAttrsUTF8(a Attrs) error {
 	var walk func(v any) error
 	walk = func(v any) error {
 		switch t := v.(type) {
@@ -261,13 +261,19 @@ func isHex(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+		if !lowerHex[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+var lowerHex = func() (t [256]bool) {
+	for _, c := range hexDigits {
+		t[c] = true
+	}
+	return t
+}()
 
 // VerifyChain checks that evs are one agent's consecutive events following
 // (prevSeq, prevHash), each valid and linked to the one before. prevSeq 0

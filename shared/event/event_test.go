@@ -109,6 +109,17 @@ func TestValidateBounds(t *testing.T) {
 			}
 		})
 	}
+	// A malformed hash is invalid, a well-formed wrong one does not match.
+	for h, want := range map[string]error{
+		strings.ToUpper(base.Hash): ErrInvalid, "xyz": ErrInvalid, "": ErrInvalid,
+		strings.Repeat("0", HashLen): ErrHash,
+	} {
+		e := base
+		e.Hash = h
+		if err := e.Validate(); !errors.Is(err, want) {
+			t.Errorf("hash %q: got %v, want %v", h, err, want)
+		}
+	}
 }
 
 func BenchmarkVerifyChain(b *testing.B) {
