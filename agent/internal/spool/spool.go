@@ -417,20 +417,25 @@ func (s *Spool) commit(batch []request) {
 }
 
 // Peek returns up to max of the oldest unacked events, in seq order.
-func (s *Spool) Peek(max int) ([]event.Event, error) {
-	if max <= 0 {
+func (s *Spool) Peek(max int) ([]event.Event, error) { return s.PeekAfter(0, max) }
+
+// PeekAfter is Peek starting after seq (or after the ack point, whichever is
+// later), so a shipper topping up a batch reads only what is new.
+func (s *Spool) PeekAfter(seq uint64, n int) ([]event.Event, error) {
+	if n <= 0 {
 		return nil, nil
 	}
 	s.mu.Lock()
 	from, closed := s.st.acked+1, s.closed
 	s.mu.Unlock()
+	from = max(from, seq+1)
 	if closed {
 		return nil, ErrClosed
 	}
 	var out []event.Event
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
-		for k, v := c.Seek(u64(from)); k != nil && len(out) < max; k, v = c.Next() {
+		for k, v := c.Seek(u64(from)); k != nil && len(out) < n; k, v = c.Next() {
 			var e event.Event
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decode seq %d: %w", binary.BigEndian.Uint64(k), err)

@@ -204,6 +204,16 @@ func TestPeekAck(t *testing.T) {
 	if len(evs) != 6 || evs[0].Seq != 5 {
 		t.Fatalf("after ack peek: %d from %d", len(evs), evs[0].Seq)
 	}
+	// PeekAfter tops up a batch with what is new, never with acked events.
+	if evs, _ := s.PeekAfter(7, 2); len(evs) != 2 || evs[0].Seq != 8 || evs[1].Seq != 9 {
+		t.Fatalf("peek after 7: %v", evs)
+	}
+	if evs, _ := s.PeekAfter(2, 1); len(evs) != 1 || evs[0].Seq != 5 {
+		t.Fatalf("peek after an acked seq: %v", evs)
+	}
+	if evs, _ := s.PeekAfter(10, 5); len(evs) != 0 {
+		t.Fatalf("peek after the last seq: %v", evs)
+	}
 	if err := s.Ack(10); err != nil {
 		t.Fatal(err)
 	}

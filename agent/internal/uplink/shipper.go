@@ -22,6 +22,8 @@ import (
 // Queue is what the shipper drains; *spool.Spool implements it.
 type Queue interface {
 	Peek(max int) ([]event.Event, error)
+	// PeekAfter is Peek from the first event after seq.
+	PeekAfter(seq uint64, max int) ([]event.Event, error)
 	Ack(seq uint64) error
 	Wait() <-chan struct{}
 }
@@ -154,11 +156,13 @@ func (s *Shipper) fill(ctx context.Context, evs []event.Event, limit int) ([]eve
 		case <-t.C:
 			return evs, nil
 		case <-s.Queue.Wait():
-			more, err := s.Queue.Peek(limit)
+			// Only what is new: re-reading the whole batch on every wake
+			// cost the agent most of its CPU under a steady event rate.
+			more, err := s.Queue.PeekAfter(evs[len(evs)-1].Seq, limit-len(evs))
 			if err != nil {
 				return nil, fmt.Errorf("uplink: %w", err)
 			}
-			evs = more
+			evs = append(evs, more...)
 		}
 	}
 	return evs, nil
