@@ -24,7 +24,7 @@ var ErrNoCheckpoint = errors.New("eventlog: no checkpoint stored")
 
 // PutCheckpoint stores c after checking that Root is the stored tree's hash at
 // Size, so that no checkpoint can disagree with the log it signs.
-func (s *SQLite) PutCheckpoint(ctx context.Context, c Checkpoint) error {
+func (s *core) PutCheckpoint(ctx context.Context, c Checkpoint) error {
 	root, err := s.TreeHash(ctx, c.Size)
 	if err != nil {
 		return fmt.Errorf("eventlog: checkpoint: %w", err)
@@ -46,7 +46,7 @@ func (s *SQLite) PutCheckpoint(ctx context.Context, c Checkpoint) error {
 }
 
 // LatestCheckpoint returns the checkpoint with the largest size.
-func (s *SQLite) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
+func (s *core) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 	var (
 		c       Checkpoint
 		root    []byte
@@ -70,13 +70,13 @@ func (s *SQLite) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 
 // CheckpointAt returns the stored checkpoint of the given tree size, or
 // ErrNoCheckpoint.
-func (s *SQLite) CheckpointAt(ctx context.Context, size int64) (Checkpoint, error) {
+func (s *core) CheckpointAt(ctx context.Context, size int64) (Checkpoint, error) {
 	var (
 		c       Checkpoint
 		root    []byte
 		created int64
 	)
-	err := s.rdb.QueryRowContext(ctx, `SELECT size, root, note, created FROM checkpoints WHERE size = ?`, size).
+	err := s.rdb.QueryRowContext(ctx, s.bind(`SELECT size, root, note, created FROM checkpoints WHERE size = ?`), size).
 		Scan(&c.Size, &root, &c.Note, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Checkpoint{}, ErrNoCheckpoint

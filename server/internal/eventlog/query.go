@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mamori/mamori/shared/event"
 )
@@ -16,12 +17,12 @@ import (
 // Query implements Store. Results are in ascending log index order; the
 // cursor is the decimal log index of the last event returned, valid with the
 // filter that produced it.
-func (s *SQLite) Query(ctx context.Context, f Filter) (Page, error) {
+func (s *core) Query(ctx context.Context, f Filter) (Page, error) {
 	q, args, limit, err := buildQuery(f)
 	if err != nil {
 		return Page{}, err
 	}
-	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	rows, err := s.rdb.QueryContext(ctx, s.bind(q), args...)
 	if err != nil {
 		return Page{}, fmt.Errorf("eventlog: query: %w", err)
 	}
@@ -71,6 +72,13 @@ func buildQuery(f Filter) (q string, args []any, limit int, err error) {
 		where []string
 		order = "idx"
 	)
+	for _, v := range []string{f.Agent, f.Control, f.Type, f.User, f.RegisterID, f.ObjectPrefix} {
+		// Stored text is valid UTF-8 (event.Validate), and PostgreSQL
+		// refuses anything else as a parameter.
+		if !utf8.ValidString(v) {
+			return "", nil, 0, fmt.Errorf("%w: invalid UTF-8", ErrBadFilter)
+		}
+	}
 	eq := func(col, v string) {
 		if v != "" {
 			where = append(where, col+" = ?")
@@ -91,7 +99,7 @@ func buildQuery(f Filter) (q string, args []any, limit int, err error) {
 	}
 	eq("control", f.Control)
 	eq("type", f.Type)
-	eq("user", f.User)
+	eq(`"user"`, f.User) // a reserved word in PostgreSQL
 	eq("register_id", f.RegisterID)
 	if p := f.ObjectPrefix; p != "" {
 		// A range over the index, not LIKE (which is case-insensitive and
@@ -111,7 +119,7 @@ func buildQuery(f Filter) (q string, args []any, limit int, err error) {
 		where = append(where, "time < ?")
 		args = append(args, clampNano(f.To))
 	}
-	q = `SELECT idx, agent, seq, time, received, control, type, severity, user, process, object,
+	q = `SELECT idx, agent, seq, time, received, control, type, severity, "user", process, object,
 		register_id, attrs, prev, hash FROM events WHERE ` + strings.Join(where, " AND ") +
 		` ORDER BY ` + order + ` LIMIT ?`
 	args = append(args, limit+1)
@@ -119,15 +127,21 @@ func buildQuery(f Filter) (q string, args []any, limit int, err error) {
 }
 
 // prefixEnd returns the smallest string greater than every string with
-// prefix p (byte order, as SQLite's BINARY collation compares), or false if
-// there is none.
+// prefix p, or false if there is none. It increments the last code point, so
+// the bound is valid UTF-8 (PostgreSQL takes nothing else); for valid UTF-8,
+// code point order is byte order, as SQLite's BINARY and PostgreSQL's "C"
+// collations compare.
 func prefixEnd(p string) (string, bool) {
-	b := []byte(p)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1]), true
+	for p != "" {
+		r, size := utf8.DecodeLastRuneInString(p)
+		p = p[:len(p)-size]
+		switch {
+		case r == utf8.MaxRune:
+			continue
+		case r == 0xD7FF: // skip the surrogates, which UTF-8 cannot encode
+			return p + string(rune(0xE000)), true
 		}
+		return p + string(r+1), true
 	}
 	return "", false
 }

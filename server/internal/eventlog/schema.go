@@ -52,8 +52,9 @@ var migrations = []string{
 	);`,
 }
 
-// migrate brings the schema to len(migrations) in one transaction.
-func migrate(ctx context.Context, db *sql.DB) (from, to int, err error) {
+// migrate brings the schema to len(migrations) in one transaction; bind
+// rewrites placeholders for the backend.
+func migrate(ctx context.Context, db *sql.DB, migrations []string, bind func(string) string) (from, to int, err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, 0, fmt.Errorf("eventlog: migrate: %w", err)
@@ -80,7 +81,7 @@ func migrate(ctx context.Context, db *sql.DB) (from, to int, err error) {
 			return v, v, fmt.Errorf("eventlog: migration %d: %w", i+1, err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(migrations)); err != nil {
+	if _, err := tx.ExecContext(ctx, bind(`UPDATE schema_version SET version = ?`), len(migrations)); err != nil {
 		return v, v, fmt.Errorf("eventlog: migrate: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -136,9 +136,29 @@ func (w *wconn) close() error {
 	return errors.Join(errs...)
 }
 
-// writer is the only goroutine that writes: it owns the write connection for
-// the store's lifetime, takes every request already queued (up to
-// maxGroupEvents) and commits them in one transaction.
+// storedHashes implements backend.
+func (w *wconn) storedHashes(ctx context.Context, agent string, lo, hi uint64, fn func(seq uint64, hash []byte)) error {
+	rows, err := w.stored.QueryContext(ctx, named(agent, int64(lo), int64(hi)))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	dest := make([]driver.Value, 2)
+	for {
+		if err := rows.Next(dest); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		seq, _ := dest[0].(int64)
+		raw, _ := dest[1].([]byte)
+		fn(uint64(seq), raw)
+	}
+}
+
+// writer runs the group commit loop on the write connection it owns for the
+// store's lifetime.
 func (s *SQLite) writer(conn *sql.Conn, ready chan<- error) {
 	defer close(s.done)
 	err := conn.Raw(func(dc any) error {
@@ -159,7 +179,10 @@ func (s *SQLite) writer(conn *sql.Conn, ready chan<- error) {
 	conn.Close()
 }
 
-func (s *SQLite) loop(w *wconn) {
+// loop is the writer: the only goroutine that writes. It takes every request
+// already queued (up to maxGroupEvents) and commits them in one transaction
+// through b, until the queue is closed and drained.
+func (s *core) loop(b backend) {
 	group := make([]*request, 0, 64)
 	for {
 		r, ok := <-s.reqs
@@ -181,7 +204,7 @@ func (s *SQLite) loop(w *wconn) {
 				break fill
 			}
 		}
-		s.commit(w, group)
+		s.commit(b, group)
 		for _, r := range group {
 			close(r.done)
 		}
@@ -199,7 +222,7 @@ type txn struct {
 }
 
 // headOf returns the stream's head as the group sees it.
-func (s *SQLite) headOf(t *txn, agent string) head {
+func (s *core) headOf(t *txn, agent string) head {
 	if h, ok := t.heads[agent]; ok {
 		return *h
 	}
@@ -213,7 +236,7 @@ func (s *SQLite) headOf(t *txn, agent string) head {
 // while planning, before the first write: a request refused by the chain
 // check gets its own error and contributes nothing; a database error fails
 // the whole group and leaves memory as it was.
-func (s *SQLite) commit(w *wconn, group []*request) {
+func (s *core) commit(b backend, group []*request) {
 	ctx := context.Background() // a commit, once started, is not abandoned
 	saved := s.front
 	t := &txn{received: s.now().UnixNano(), heads: make(map[string]*head)}
@@ -238,7 +261,7 @@ func (s *SQLite) commit(w *wconn, group []*request) {
 				r.err, err = err, nil
 			}
 		default:
-			err = s.planBatch(ctx, w, t, r)
+			err = s.planBatch(ctx, b, t, r)
 		}
 		if err != nil {
 			fail(err)
@@ -248,7 +271,7 @@ func (s *SQLite) commit(w *wconn, group []*request) {
 	if len(t.rows) == 0 && len(t.cps) == 0 {
 		return // only duplicates and refusals
 	}
-	if err := s.write(ctx, w, t); err != nil {
+	if err := b.write(ctx, s.front.n-int64(len(t.rows)), t); err != nil {
 		fail(err)
 		return
 	}
@@ -259,8 +282,8 @@ func (s *SQLite) commit(w *wconn, group []*request) {
 	s.agents.Store(int64(len(s.heads)))
 }
 
-// write runs the planned transaction.
-func (s *SQLite) write(ctx context.Context, w *wconn, t *txn) (err error) {
+// write implements backend.
+func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 	tx, err := w.begin.BeginTx(ctx, driver.TxOptions{})
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -271,7 +294,7 @@ func (s *SQLite) write(ctx context.Context, w *wconn, t *txn) (err error) {
 		}
 	}()
 	args := make([]driver.NamedValue, 0, rowsPerInsert*eventColumns)
-	idx := s.front.n - int64(len(t.rows))
+	idx := first
 	for len(t.rows) > 0 {
 		n, st := rowsPerInsert, w.insN
 		if len(t.rows) < rowsPerInsert {
@@ -320,7 +343,7 @@ func named(vals ...any) []driver.NamedValue {
 }
 
 // add appends a row to the plan as the next Merkle log record.
-func (s *SQLite) add(t *txn, r *row) error {
+func (s *core) add(t *txn, r *row) error {
 	hashes, err := s.front.append(r.leaf)
 	if err != nil {
 		return err
@@ -336,9 +359,9 @@ func (s *SQLite) add(t *txn, r *row) error {
 
 // planBatch checks r against the stream head and, if it passes, plans its
 // rows. A refusal is recorded in r.err and is not a transaction error.
-func (s *SQLite) planBatch(ctx context.Context, w *wconn, t *txn, r *request) error {
+func (s *core) planBatch(ctx context.Context, b backend, t *txn, r *request) error {
 	h := s.headOf(t, r.agent)
-	if ok, err := s.checkResent(ctx, w, t, r, h.seq); err != nil || !ok {
+	if ok, err := s.checkResent(ctx, b, t, r, h.seq); err != nil || !ok {
 		return err
 	}
 	type gap struct {
@@ -407,7 +430,7 @@ func (s *SQLite) planBatch(ctx context.Context, w *wconn, t *txn, r *request) er
 // what is stored: an agent whose spool started over under the same id would
 // otherwise have new events taken for duplicates, acknowledged and dropped.
 // It reports false, with r.err set, if one differs.
-func (s *SQLite) checkResent(ctx context.Context, w *wconn, t *txn, r *request, headSeq uint64) (bool, error) {
+func (s *core) checkResent(ctx context.Context, b backend, t *txn, r *request, headSeq uint64) (bool, error) {
 	if len(r.evs) == 0 || r.evs[0].Seq > headSeq {
 		return true, nil
 	}
@@ -418,24 +441,12 @@ func (s *SQLite) checkResent(ctx context.Context, w *wconn, t *txn, r *request, 
 			known[seq] = h
 		}
 	}
-	rows, err := w.stored.QueryContext(ctx, named(r.agent, int64(lo), int64(hi)))
+	err := b.storedHashes(ctx, r.agent, lo, hi, func(seq uint64, hash []byte) {
+		known[seq] = hex.EncodeToString(hash)
+	})
 	if err != nil {
 		return false, fmt.Errorf("eventlog: read stored hashes: %w", err)
 	}
-	dest := make([]driver.Value, 2)
-	for {
-		if err := rows.Next(dest); err != nil {
-			if err != io.EOF {
-				rows.Close()
-				return false, fmt.Errorf("eventlog: read stored hashes: %w", err)
-			}
-			break
-		}
-		seq, _ := dest[0].(int64)
-		raw, _ := dest[1].([]byte)
-		known[uint64(seq)] = hex.EncodeToString(raw)
-	}
-	rows.Close()
 	for i := range r.evs {
 		e := &r.evs[i]
 		if e.Seq > headSeq {
@@ -450,14 +461,14 @@ func (s *SQLite) checkResent(ctx context.Context, w *wconn, t *txn, r *request, 
 }
 
 // planServer seals e as the server stream's next event and plans its row.
-func (s *SQLite) planServer(t *txn, e *event.Event) error {
+func (s *core) planServer(t *txn, e *event.Event) error {
 	h := s.headOf(t, event.ServerStream)
 	e.Agent = event.ServerStream
 	e.Seq = h.seq + 1
 	if err := e.Seal(h.hash); err != nil {
 		return fmt.Errorf("eventlog: server event: %w: %v", event.ErrInvalid, err)
 	}
-	if err := checkStorable(e); err != nil {
+	if err := s.checkStorable(e); err != nil {
 		return err
 	}
 	r := new(row)
