@@ -61,6 +61,9 @@ func newCore(log zerolog.Logger) core {
 // backend is the part of a group commit that touches the database. Its
 // methods run on the writer goroutine only.
 type backend interface {
+	// prepare runs before each group is planned; it may reload heads and
+	// frontier (after a lost connection).
+	prepare(ctx context.Context) error
 	// storedHashes calls fn with the seq and raw hash of each stored event of
 	// agent with seq in [lo, hi].
 	storedHashes(ctx context.Context, agent string, lo, hi uint64, fn func(seq uint64, hash []byte)) error

@@ -136,6 +136,9 @@ func (w *wconn) close() error {
 	return errors.Join(errs...)
 }
 
+// prepare implements backend; SQLite's connection is a file and stays.
+func (w *wconn) prepare(context.Context) error { return nil }
+
 // storedHashes implements backend.
 func (w *wconn) storedHashes(ctx context.Context, agent string, lo, hi uint64, fn func(seq uint64, hash []byte)) error {
 	rows, err := w.stored.QueryContext(ctx, named(agent, int64(lo), int64(hi)))
@@ -238,6 +241,13 @@ func (s *core) headOf(t *txn, agent string) head {
 // the whole group and leaves memory as it was.
 func (s *core) commit(b backend, group []*request) {
 	ctx := context.Background() // a commit, once started, is not abandoned
+	if err := b.prepare(ctx); err != nil {
+		s.log.Error().Err(err).Int("batches", len(group)).Msg("group commit failed")
+		for _, r := range group {
+			r.err = fmt.Errorf("eventlog: batch not stored: %w", err)
+		}
+		return
+	}
 	saved := s.front
 	t := &txn{received: s.now().UnixNano(), heads: make(map[string]*head)}
 	fail := func(err error) {

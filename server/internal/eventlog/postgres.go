@@ -1,0 +1,344 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/rs/zerolog"
+)
+
+// Postgres is the PostgreSQL Store (github.com/jackc/pgx/v5), for servers that
+// outgrow one SQLite file. It shares everything but SQL execution with SQLite
+// (core): one writer goroutine commits queued batches together, each group in
+// one transaction that COPYs the rows with their Merkle hashes and upserts
+// the heads; reads go through a database/sql pool.
+//
+// One process writes. The writer keeps the stream heads and the Merkle
+// frontier in memory, so a second writer would fork the log: OpenPostgres
+// takes a session advisory lock on its writer connection (per database and
+// schema) and fails if another store holds it. Electing which server runs
+// ingest is etcd's job. After the writer connection is lost, the store
+// reconnects, takes the lock again and reloads heads and frontier before
+// the next group, since a commit whose reply was lost may have committed.
+//
+// Retention clears payloads in place (Prune), as in SQLite, and needs no
+// time partitions: the rows and their hashes stay for ever, and dropping a
+// partition would delete what proves the log. Partitioning would only pay
+// if payloads moved to a table of their own, and one UPDATE per 5,000 rows
+// a day does not need it.
+type Postgres struct {
+	core
+	cfg     *pgx.ConnConfig
+	lockKey string
+	w       *pgWriter
+}
+
+// pgMigrations is the ordered PostgreSQL schema history (see migrations).
+// Text that is compared or sorted uses the "C" collation: byte order, as in
+// SQLite, whatever the database's locale.
+var pgMigrations = []string{
+	`CREATE TABLE events (
+		idx         BIGINT PRIMARY KEY,
+		agent       TEXT COLLATE "C" NOT NULL,
+		seq         BIGINT NOT NULL,
+		time        BIGINT NOT NULL,
+		received    BIGINT NOT NULL,
+		control     TEXT COLLATE "C",
+		type        TEXT COLLATE "C",
+		severity    TEXT,
+		"user"      TEXT COLLATE "C",
+		process     TEXT,
+		object      TEXT COLLATE "C",
+		register_id TEXT COLLATE "C",
+		attrs       TEXT,
+		prev        BYTEA,
+		hash        BYTEA NOT NULL,
+		merkle      BYTEA NOT NULL
+	);
+	CREATE UNIQUE INDEX events_agent_seq ON events(agent, seq);
+	CREATE INDEX events_time ON events(time);
+	CREATE INDEX events_control_type ON events(control, type);
+	CREATE INDEX events_user ON events("user") WHERE "user" IS NOT NULL;
+	CREATE INDEX events_object ON events(object) WHERE object IS NOT NULL;
+	CREATE INDEX events_register_id ON events(register_id) WHERE register_id IS NOT NULL;
+	CREATE TABLE heads (
+		agent     TEXT COLLATE "C" PRIMARY KEY,
+		seq       BIGINT NOT NULL,
+		hash      BYTEA  NOT NULL,
+		last_seen BIGINT NOT NULL,
+		events    BIGINT NOT NULL
+	);
+	CREATE TABLE checkpoints (
+		size    BIGINT PRIMARY KEY,
+		root    BYTEA  NOT NULL,
+		note    TEXT   NOT NULL,
+		created BIGINT NOT NULL
+	);`,
+}
+
+// pgEventColumns is the COPY column order; row.vals holds agent to hash.
+var pgEventColumns = []string{"idx", "received", "merkle", "agent", "seq", "time", "control", "type", "severity",
+	"user", "process", "object", "register_id", "attrs", "prev", "hash"}
+
+const (
+	pgUpsertHeadsSQL = `INSERT INTO heads (agent, seq, hash, last_seen, events)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[])
+		ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+		last_seen = excluded.last_seen, events = excluded.events`
+	pgPutCheckpointSQL = `INSERT INTO checkpoints (size, root, note, created) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (size) DO UPDATE SET root = excluded.root, note = excluded.note, created = excluded.created`
+	pgStoredHashesSQL = `SELECT seq, hash FROM events WHERE agent = $1 AND seq BETWEEN $2 AND $3`
+	// The lock is per database and schema, so stores in other schemas of
+	// the same database do not exclude each other.
+	pgLockSQL = `SELECT pg_try_advisory_lock(hashtext($1 || current_database() || '.' || current_schema()))`
+)
+
+// OpenPostgres opens (creating and migrating if needed) the event store in the
+// database dsn names (postgres://... or key=value; a search_path parameter
+// selects the schema). It fails if another store is writing to it.
+func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgres, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: postgres DSN: %w", err)
+	}
+	s := &Postgres{core: newCore(log), cfg: cfg, lockKey: "mamori.eventlog."}
+	s.bind, s.noNUL = pgBind, true
+	w, err := s.connectWriter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.w = w
+	s.rdb = stdlib.OpenDB(*cfg)
+	s.rdb.SetMaxOpenConns(8)
+	s.rdb.SetMaxIdleConns(8)
+	s.rdb.SetConnMaxIdleTime(5 * time.Minute)
+	fail := func(err error) (*Postgres, error) {
+		s.rdb.Close()
+		w.conn.Close(context.Background())
+		return nil, err
+	}
+	// Migrations run under the writer's lock, so two servers starting at
+	// once cannot both migrate.
+	from, to, err := migrate(ctx, s.rdb, pgMigrations, pgBind)
+	if err != nil {
+		return fail(err)
+	}
+	if from != to {
+		s.log.Info().Int("from", from).Int("to", to).Msg("schema migrated")
+	}
+	if err := s.load(ctx, s.rdb); err != nil {
+		return fail(err)
+	}
+	go func() {
+		defer close(s.done)
+		s.loop(w)
+		if err := w.conn.Close(context.Background()); err != nil {
+			s.log.Warn().Err(err).Msg("close writer connection")
+		}
+	}()
+	s.log.Info().Str("host", cfg.Host).Str("database", cfg.Database).Int64("events", s.size.Load()).
+		Int64("streams", s.agents.Load()).Msg("event store open (postgres)")
+	return s, nil
+}
+
+// connectWriter opens the writer connection and takes the writer lock.
+func (s *Postgres) connectWriter(ctx context.Context) (*pgWriter, error) {
+	conn, err := pgx.ConnectConfig(ctx, s.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: postgres connect: %w", err)
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, pgLockSQL, s.lockKey).Scan(&ok); err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("eventlog: postgres writer lock: %w", err)
+	}
+	if !ok {
+		conn.Close(ctx)
+		return nil, errors.New("eventlog: postgres: another server process is writing to this event store (advisory lock held)")
+	}
+	return &pgWriter{s: s, conn: conn}, nil
+}
+
+// pgBind rewrites ? placeholders as $1, $2, ... (the shared SQL has no ?
+// in literals).
+func pgBind(q string) string {
+	var b strings.Builder
+	b.Grow(len(q) + 16)
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+// Close implements Store: queued batches are committed (or answered with an
+// error), then the connections are closed and the writer lock released.
+func (s *Postgres) Close() error {
+	if err := s.closeQueue(); err != nil {
+		return err
+	}
+	if err := s.rdb.Close(); err != nil {
+		return fmt.Errorf("eventlog: close: %w", err)
+	}
+	s.log.Info().Int64("events", s.size.Load()).Msg("event store closed")
+	return nil
+}
+
+// Stats implements Store; BytesOnDisk is the tables' size with their
+// indexes and TOAST.
+func (s *Postgres) Stats(ctx context.Context) (Stats, error) {
+	st := Stats{Events: s.size.Load(), Agents: s.agents.Load()}
+	err := s.rdb.QueryRowContext(ctx, `SELECT pg_total_relation_size('events') +
+		pg_total_relation_size('heads') + pg_total_relation_size('checkpoints')`).Scan(&st.BytesOnDisk)
+	if err != nil {
+		return Stats{}, fmt.Errorf("eventlog: stats: %w", err)
+	}
+	return st, nil
+}
+
+// Prune implements retention as SQLite.Prune does: payloads of events before
+// cutoff are cleared in chunks; agent, seq, time, prev, hash and the Merkle
+// hashes stay.
+func (s *Postgres) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	var total int64
+	for {
+		res, err := s.rdb.ExecContext(ctx, `UPDATE events SET control = NULL, type = NULL, severity = NULL,
+			"user" = NULL, process = NULL, object = NULL, register_id = NULL, attrs = NULL
+			WHERE idx IN (SELECT idx FROM events WHERE time < $1 AND control IS NOT NULL LIMIT $2)`,
+			clampNano(cutoff), pruneChunk)
+		if err != nil {
+			return total, fmt.Errorf("eventlog: prune: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+		if n < pruneChunk {
+			return total, nil
+		}
+	}
+}
+
+// pgWriter is the writer goroutine's connection, the backend of core.loop.
+type pgWriter struct {
+	s    *Postgres
+	conn *pgx.Conn
+	vals []any // one COPY row, reused: pgx encodes each row before the next
+}
+
+// prepare implements backend: after a lost connection it reconnects, takes
+// the writer lock again and reloads heads and frontier, which a commit whose
+// outcome was unknown (or another writer in between) may have moved.
+func (w *pgWriter) prepare(ctx context.Context) error {
+	if !w.conn.IsClosed() {
+		return nil
+	}
+	s := w.s
+	nw, err := s.connectWriter(ctx)
+	if err != nil {
+		return err
+	}
+	w.conn = nw.conn
+	// The server most likely restarted: drop the read pool's idle
+	// connections too rather than fail a query on each.
+	s.rdb.SetMaxIdleConns(0)
+	s.rdb.SetMaxIdleConns(8)
+	s.heads = make(map[string]*head)
+	if err := s.load(ctx, s.rdb); err != nil {
+		w.conn.Close(ctx) // next group tries again
+		return err
+	}
+	s.log.Warn().Int64("events", s.size.Load()).Msg("writer reconnected, state reloaded")
+	return nil
+}
+
+// storedHashes implements backend.
+func (w *pgWriter) storedHashes(ctx context.Context, agent string, lo, hi uint64, fn func(seq uint64, hash []byte)) error {
+	rows, err := w.conn.Query(ctx, pgStoredHashesSQL, agent, int64(lo), int64(hi))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			seq  int64
+			hash []byte
+		)
+		if err := rows.Scan(&seq, &hash); err != nil {
+			return err
+		}
+		fn(uint64(seq), hash)
+	}
+	return rows.Err()
+}
+
+// write implements backend: one transaction, the rows by COPY.
+func (w *pgWriter) write(ctx context.Context, first int64, t *txn) (err error) {
+	tx, err := w.conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback(ctx)
+		}
+	}()
+	if len(t.rows) > 0 {
+		src := pgx.CopyFromSlice(len(t.rows), func(i int) ([]any, error) {
+			w.vals = append(w.vals[:0], first+int64(i), t.received, t.merkle[i])
+			w.vals = append(w.vals, t.rows[i].vals[:]...)
+			return w.vals, nil
+		})
+		n, err := tx.CopyFrom(ctx, pgx.Identifier{"events"}, pgEventColumns, src)
+		if err != nil {
+			return fmt.Errorf("copy events: %w", err)
+		}
+		if n != int64(len(t.rows)) {
+			return fmt.Errorf("copy events: %d of %d rows", n, len(t.rows))
+		}
+	}
+	if len(t.heads) > 0 {
+		var (
+			agents      []string
+			seqs, seens []int64
+			evs         []int64
+			hashes      [][]byte
+		)
+		for agent, h := range t.heads {
+			raw, err := hex.DecodeString(h.hash)
+			if err != nil {
+				return fmt.Errorf("head %q: %w", agent, err)
+			}
+			agents, hashes = append(agents, agent), append(hashes, raw)
+			seqs, seens, evs = append(seqs, int64(h.seq)), append(seens, h.lastSeen), append(evs, h.events)
+		}
+		if _, err := tx.Exec(ctx, pgUpsertHeadsSQL, agents, seqs, hashes, seens, evs); err != nil {
+			return fmt.Errorf("update heads: %w", err)
+		}
+	}
+	for _, c := range t.cps {
+		if _, err := tx.Exec(ctx, pgPutCheckpointSQL, c.Size, c.Root[:], c.Note, c.Created.UnixNano()); err != nil {
+			return fmt.Errorf("store checkpoint: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+var (
+	_ Store   = (*Postgres)(nil)
+	_ backend = (*pgWriter)(nil)
+)
