@@ -36,7 +36,7 @@ func newFlags(out io.Writer) *serveFlags {
 	f.fs.StringVar(&f.listen, "listen", app.DefaultListen, "TLS listen address")
 	f.fs.StringVar(&f.hostnames, "hostname", "", "comma-separated names and IPs of the server certificate; the first goes into the printed URL (default: this host's name, localhost, 127.0.0.1)")
 	f.fs.StringVar(&f.etcd, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd in the data dir)")
-	f.fs.StringVar(&f.eventsDSN, "events-dsn", "", "event store: SQLite file path (default DATA/events.db)")
+	f.fs.StringVar(&f.eventsDSN, "events-dsn", "", "event store: SQLite file path (default DATA/events.db) or postgres://... URL")
 	f.fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.fs.DurationVar(&f.retention, "retention", eventlog.DefaultRetention, "keep event payloads this long (at least 17520h = 2 years); older events keep only their hashes")
 	return f

@@ -73,7 +73,8 @@ type Config struct {
 	// in DataDir/etcd.
 	EtcdEndpoints []string
 	// EventsDSN selects the event store: a SQLite file path, optionally as
-	// "sqlite:PATH". Default DataDir/events.db.
+	// "sqlite:PATH", or a postgres:// URL (one server writes; see
+	// eventlog.Postgres). Default DataDir/events.db.
 	EventsDSN string
 	Log       zerolog.Logger
 	// ShutdownTimeout bounds how long Close waits for in-flight requests
@@ -106,7 +107,7 @@ type Server struct {
 	log      zerolog.Logger
 	ca       *pki.Authority
 	state    *state.State
-	store    *eventlog.SQLite
+	store    eventStore
 	api      *api.Server
 	http     *http.Server
 	ln       net.Listener
@@ -189,12 +190,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
-	path, err := sqlitePath(cfg.EventsDSN, dir)
-	if err != nil {
+	if s.store, err = openEvents(ctx, cfg.EventsDSN, dir, cfg.Log); err != nil {
 		return nil, err
-	}
-	if s.store, err = eventlog.OpenSQLite(ctx, path, cfg.Log); err != nil {
-		return nil, fmt.Errorf("app: event store: %w", err)
 	}
 	// Evidence first: a store that no longer matches its signed log must not
 	// serve (or sign over) anything.
@@ -292,13 +289,38 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	return nil
 }
 
-// sqlitePath reads the events DSN; only SQLite exists so far.
+// eventStore is what the server needs of an event store backend.
+type eventStore interface {
+	eventlog.Store
+	audit.Log
+	Prune(ctx context.Context, cutoff time.Time) (int64, error)
+}
+
+// openEvents opens the event store the DSN selects: PostgreSQL for
+// postgres:// and postgresql:// URLs, else a SQLite file.
+func openEvents(ctx context.Context, dsn, dir string, log zerolog.Logger) (eventStore, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		s, err := eventlog.OpenPostgres(ctx, dsn, log)
+		if err != nil {
+			return nil, fmt.Errorf("app: event store: %w", err)
+		}
+		return s, nil
+	}
+	path, err := sqlitePath(dsn, dir)
+	if err != nil {
+		return nil, err
+	}
+	s, err := eventlog.OpenSQLite(ctx, path, log)
+	if err != nil {
+		return nil, fmt.Errorf("app: event store: %w", err)
+	}
+	return s, nil
+}
+
+// sqlitePath reads a SQLite events DSN: a path, optionally as sqlite:PATH.
 func sqlitePath(dsn, dir string) (string, error) {
-	switch {
-	case dsn == "":
+	if dsn == "" {
 		return filepath.Join(dir, FileEvents), nil
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return "", fmt.Errorf("app: events DSN: PostgreSQL is not supported yet: %w", errors.ErrUnsupported)
 	}
 	p := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "sqlite:")
 	if p == "" {
