@@ -40,6 +40,13 @@ func benchAppend(b *testing.B, writers, batch int, drop []string) {
 			b.Fatal(err)
 		}
 	}
+	benchIngest(b, s, writers, batch)
+}
+
+// benchIngest appends b.N events to s from writers agents in batches and
+// reports events/s, this process's CPU per event and disk bytes per event.
+func benchIngest(b *testing.B, s eventlog.Store, writers, batch int) {
+	ctx := context.Background()
 	per := (b.N + writers - 1) / writers
 	chains := make([][]event.Event, writers)
 	for w := range chains {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -322,5 +323,29 @@ func TestPostgresPrune(t *testing.T) {
 	}
 	if n, err := s.Prune(ctx, cutoff); err != nil || n != 0 {
 		t.Errorf("second Prune = %d, %v; want 0", n, err)
+	}
+}
+
+// BenchmarkIngestBackends compares batch ingest on SQLite and PostgreSQL with
+// the same batch shape (BenchmarkAppend's). PostgreSQL runs on the throwaway
+// cluster (fsync on) or MAMORI_TEST_PG_DSN; cpu-ns/event is this process
+// only, not the PostgreSQL server. Use a fixed count, e.g.
+// -benchtime=100000x.
+func BenchmarkIngestBackends(b *testing.B) {
+	shapes := [][2]int{{16, 100}, {16, 500}, {64, 100}}
+	for _, c := range shapes {
+		b.Run(fmt.Sprintf("backend=sqlite/writers=%d/batch=%d", c[0], c[1]), func(b *testing.B) {
+			s := openTemp(b)
+			defer s.Close()
+			benchIngest(b, s, c[0], c[1])
+		})
+	}
+	srv := startPG(b) // after SQLite, so a missing server skips only these
+	for _, c := range shapes {
+		b.Run(fmt.Sprintf("backend=postgres/writers=%d/batch=%d", c[0], c[1]), func(b *testing.B) {
+			s := openPG(b, srv.schema(b))
+			defer s.Close()
+			benchIngest(b, s, c[0], c[1])
+		})
 	}
 }
