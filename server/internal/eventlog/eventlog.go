@@ -3,7 +3,9 @@
 // log (golang.org/x/mod/sumdb/tlog) over every stored event so that auditors
 // can verify inclusion and consistency offline.
 //
-// Store is the backend-neutral interface; SQLite is the default backend and
+// Store is the backend-neutral interface; SQLite is the default backend,
+// Postgres the scale-out one (both share core: queue, chain checks, Merkle
+// hashing, reads), and
 // storetest.Run is the conformance suite every backend must pass.
 package eventlog
 
