@@ -5,8 +5,7 @@
 //
 // Store is the backend-neutral interface; SQLite is the default backend,
 // Postgres the scale-out one (both share core: queue, chain checks, Merkle
-// hashing, reads), and
-// storetest.Run is the conformance suite every backend must pass.
+// hashing, reads), and storetest.Run is the conformance suite both pass.
 package eventlog
 
 import (
