@@ -213,21 +213,7 @@ func (s *Postgres) Stats(ctx context.Context) (Stats, error) {
 // cutoff are cleared in chunks; agent, seq, time, prev, hash and the Merkle
 // hashes stay.
 func (s *Postgres) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
-	var total int64
-	for {
-		res, err := s.rdb.ExecContext(ctx, `UPDATE events SET control = NULL, type = NULL, severity = NULL,
-			"user" = NULL, process = NULL, object = NULL, register_id = NULL, attrs = NULL
-			WHERE idx IN (SELECT idx FROM events WHERE time < $1 AND control IS NOT NULL LIMIT $2)`,
-			clampNano(cutoff), pruneChunk)
-		if err != nil {
-			return total, fmt.Errorf("eventlog: prune: %w", err)
-		}
-		n, _ := res.RowsAffected()
-		total += n
-		if n < pruneChunk {
-			return total, nil
-		}
-	}
+	return s.prune(ctx, s.rdb, cutoff)
 }
 
 // pgWriter is the writer goroutine's connection, the backend of core.loop.

@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -22,12 +23,17 @@ const pruneChunk = 5000
 // verifiable; the pruned events read back with Pruned set. It returns how
 // many events it pruned.
 func (s *SQLite) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	return s.prune(ctx, s.wdb, cutoff) // SQLite has one writer connection
+}
+
+// prune clears payloads in chunks of pruneChunk rows through db.
+func (c *core) prune(ctx context.Context, db *sql.DB, cutoff time.Time) (int64, error) {
+	q := c.bind(`UPDATE events SET control = NULL, type = NULL, severity = NULL,
+		"user" = NULL, process = NULL, object = NULL, register_id = NULL, attrs = NULL
+		WHERE idx IN (SELECT idx FROM events WHERE time < ? AND control IS NOT NULL LIMIT ?)`)
 	var total int64
 	for {
-		res, err := s.wdb.ExecContext(ctx, `UPDATE events SET control = NULL, type = NULL, severity = NULL,
-			user = NULL, process = NULL, object = NULL, register_id = NULL, attrs = NULL
-			WHERE idx IN (SELECT idx FROM events WHERE time < ? AND control IS NOT NULL LIMIT ?)`,
-			clampNano(cutoff), pruneChunk)
+		res, err := db.ExecContext(ctx, q, clampNano(cutoff), pruneChunk)
 		if err != nil {
 			return total, fmt.Errorf("eventlog: prune: %w", err)
 		}
