@@ -1,7 +1,8 @@
 // Package spool is the agent's durable, bounded event queue on bbolt: it
 // numbers each event, links it into the agent's hash chain (shared/event)
 // and fsyncs it before Emit returns, keeps it until the server acks it, and
-// records as an event of its own how many events it had to refuse when full.
+// records as an event of its own how many events it had to refuse, at its
+// bound or because the disk refused the write.
 //
 // Concurrent emitters share fsyncs: one writer goroutine takes every request
 // waiting at the moment and commits them in one bbolt transaction (group
@@ -73,6 +74,7 @@ var (
 	keyAcked        = []byte("acked_seq")
 	keyBytes        = []byte("bytes")
 	keyDropped      = []byte("dropped")
+	keyWriteFailed  = []byte("dropped_write_failed")
 	keyDroppedSince = []byte("dropped_since")
 	keyDroppedUntil = []byte("dropped_until")
 )
@@ -84,7 +86,8 @@ type state struct {
 	lastHash     string
 	acked        uint64
 	bytes        int64
-	dropped      uint64
+	dropped      uint64 // refused events not yet reported, writeFailed included
+	writeFailed  uint64 // of those, refused because a commit failed (disk full)
 	droppedSince time.Time
 	droppedUntil time.Time
 }
@@ -189,6 +192,9 @@ func (st *state) load(m *bolt.Bucket) error {
 	if st.dropped, err = u(keyDropped); err != nil {
 		return err
 	}
+	if st.writeFailed, err = u(keyWriteFailed); err != nil {
+		return err
+	}
 	if st.droppedSince, err = t(keyDroppedSince); err != nil {
 		return err
 	}
@@ -206,7 +212,7 @@ func (st *state) save(m *bolt.Bucket) error {
 	for _, kv := range []struct {
 		k []byte
 		v uint64
-	}{{keyLastSeq, st.lastSeq}, {keyAcked, st.acked}, {keyBytes, uint64(st.bytes)}, {keyDropped, st.dropped}} {
+	}{{keyLastSeq, st.lastSeq}, {keyAcked, st.acked}, {keyBytes, uint64(st.bytes)}, {keyDropped, st.dropped}, {keyWriteFailed, st.writeFailed}} {
 		if err := m.Put(kv.k, u64(kv.v)); err != nil {
 			return err
 		}
@@ -244,7 +250,9 @@ func u64(v uint64) []byte {
 // While the spool is full, info events are refused with ErrFull (and
 // counted); warning and violation events are always stored, because they
 // are the evidence an audit needs most and are rare compared with routine
-// info events, so they cannot fill a disk on their own.
+// info events, so they cannot fill a disk on their own. When the disk
+// refuses the commit (full), Emit returns that error, the event takes no
+// seq, and it is counted as dropped too, so the server learns of it.
 func (s *Spool) Emit(ctx context.Context, e event.Event) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("spool: emit: %w", err)
@@ -371,10 +379,14 @@ func (s *Spool) commit(batch []request) {
 					"since": st.droppedSince.UTC().Format(time.RFC3339Nano),
 					"until": st.droppedUntil.UTC().Format(time.RFC3339Nano),
 				}}
+			if st.writeFailed > 0 {
+				// Any severity: the disk refused them, not the bound.
+				d.Attrs["write_failed"] = st.writeFailed
+			}
 			if err := appendEvent(d); err != nil {
 				errs[i] = err // cannot happen for this fixed shape; keep counting
 			} else {
-				st.dropped, st.droppedSince, st.droppedUntil = 0, time.Time{}, time.Time{}
+				st.dropped, st.writeFailed, st.droppedSince, st.droppedUntil = 0, 0, time.Time{}, time.Time{}
 			}
 		}
 		errs[i] = appendEvent(r.e)
@@ -397,6 +409,7 @@ func (s *Spool) commit(batch []request) {
 	if err != nil {
 		err = fmt.Errorf("spool: commit: %w", err)
 		s.opt.Log.Error().Err(err).Int("events", len(recs)).Msg("spool commit failed")
+		s.countFailed(len(batch), now)
 		for _, r := range batch {
 			r.done <- err
 		}
@@ -414,6 +427,29 @@ func (s *Spool) commit(batch []request) {
 		default:
 		}
 	}
+}
+
+// countFailed counts n events whose commit failed as dropped. Nothing of
+// the failed transaction is kept, so the count starts from the committed
+// state. Saving it is worth a try: the meta page may fit in pages the file
+// already has where the events did not. If that fails too, the count lives
+// in memory and is saved with the next commit.
+func (s *Spool) countFailed(n int, now time.Time) {
+	s.mu.Lock()
+	st := s.st
+	s.mu.Unlock()
+	if st.dropped == 0 {
+		st.droppedSince = now
+	}
+	st.dropped += uint64(n)
+	st.writeFailed += uint64(n)
+	st.droppedUntil = now
+	if err := s.db.Update(func(tx *bolt.Tx) error { return st.save(tx.Bucket(bucketMeta)) }); err != nil {
+		s.opt.Log.Warn().Err(err).Uint64("dropped", st.dropped).Msg("spool: dropped count kept in memory only")
+	}
+	s.mu.Lock()
+	s.st = st
+	s.mu.Unlock()
 }
 
 // Peek returns up to max of the oldest unacked events, in seq order.
