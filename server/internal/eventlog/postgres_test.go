@@ -2,170 +2,19 @@ package eventlog_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/eventlog/pgtest"
 	"github.com/mamori/mamori/server/internal/eventlog/storetest"
 	"github.com/mamori/mamori/shared/event"
 )
-
-// pgServer is a PostgreSQL server for tests: MAMORI_TEST_PG_DSN if set, else a
-// throwaway cluster on a unix socket.
-type pgServer struct {
-	dsn  string // admin DSN
-	data string // cluster directory, "" for an external server
-	ctl  func(args ...string) *exec.Cmd
-}
-
-// startPG returns a server or skips the test saying why there is none.
-func startPG(tb testing.TB) *pgServer {
-	tb.Helper()
-	if dsn := os.Getenv("MAMORI_TEST_PG_DSN"); dsn != "" {
-		return &pgServer{dsn: dsn}
-	}
-	if runtime.GOOS == "windows" {
-		tb.Skip("no PostgreSQL: set MAMORI_TEST_PG_DSN (a throwaway cluster needs unix sockets)")
-	}
-	bin := pgBinDir()
-	if bin == "" {
-		tb.Skip("no PostgreSQL: set MAMORI_TEST_PG_DSN or install initdb/pg_ctl (Debian: apt-get install postgresql)")
-	}
-	// initdb refuses to run as root: run the cluster as postgres then.
-	var wrap []string
-	owner := -1
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			tb.Skip("no PostgreSQL: running as root and there is no postgres user to run initdb as; set MAMORI_TEST_PG_DSN")
-		}
-		runuser, err := exec.LookPath("runuser")
-		if err != nil {
-			tb.Skip("no PostgreSQL: running as root without runuser; set MAMORI_TEST_PG_DSN")
-		}
-		wrap = []string{runuser, "-u", "postgres", "--"}
-		owner, _ = strconv.Atoi(u.Uid)
-	}
-	cmd := func(name string, args ...string) *exec.Cmd {
-		argv := append(slices.Clone(wrap), append([]string{filepath.Join(bin, name)}, args...)...)
-		return exec.Command(argv[0], argv[1:]...)
-	}
-	// Not t.TempDir: its parents are private to this user, and the socket
-	// path must stay short.
-	dir, err := os.MkdirTemp("", "mamori-pg-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
-	if owner >= 0 {
-		if err := os.Chown(dir, owner, -1); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	data := filepath.Join(dir, "data")
-	if out, err := cmd("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync").CombinedOutput(); err != nil {
-		tb.Fatalf("initdb: %v\n%s", err, out)
-	}
-	s := &pgServer{
-		data: data,
-		dsn:  "postgres://postgres@/postgres?sslmode=disable&host=" + url.QueryEscape(dir),
-		ctl:  func(args ...string) *exec.Cmd { return cmd("pg_ctl", append([]string{"-D", data}, args...)...) },
-	}
-	s.start(tb, dir)
-	tb.Cleanup(func() { s.ctl("stop", "-m", "immediate").Run() })
-	return s
-}
-
-func (s *pgServer) start(tb testing.TB, sock string) {
-	tb.Helper()
-	out, err := s.ctl("start", "-w", "-l", filepath.Join(s.data, "server.log"),
-		"-o", "-k "+sock+" -c listen_addresses= -c max_connections=60").CombinedOutput()
-	if err != nil {
-		log, _ := os.ReadFile(filepath.Join(s.data, "server.log"))
-		tb.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, log)
-	}
-}
-
-// crash stops the server as a power cut would (no shutdown checkpoint) and
-// starts it again, so that WAL recovery runs.
-func (s *pgServer) crash(tb testing.TB) {
-	tb.Helper()
-	if out, err := s.ctl("stop", "-m", "immediate").CombinedOutput(); err != nil {
-		tb.Fatalf("pg_ctl stop: %v\n%s", err, out)
-	}
-	s.start(tb, filepath.Dir(s.data))
-}
-
-// pgBinDir finds initdb and pg_ctl on PATH or under /usr/lib/postgresql.
-func pgBinDir() string {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		if _, err := exec.LookPath("pg_ctl"); err == nil {
-			return filepath.Dir(p)
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	slices.SortFunc(dirs, func(a, b string) int { // newest major version first
-		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
-		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
-		return vb - va
-	})
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
-			return d
-		}
-	}
-	return ""
-}
-
-// schema creates an empty schema, dropped when the test ends, and returns a
-// DSN whose search_path selects it.
-func (s *pgServer) schema(tb testing.TB) string {
-	tb.Helper()
-	ctx := context.Background()
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "mamori_test_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, s.dsn)
-	if err != nil {
-		tb.Fatalf("connect %s: %v", s.dsn, err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, s.dsn)
-		if err != nil {
-			return // the server is gone with its cluster
-		}
-		defer conn.Close(ctx)
-		conn.Exec(ctx, "DROP SCHEMA "+name+" CASCADE")
-	})
-	sep := "?"
-	if strings.Contains(s.dsn, "?") {
-		sep = "&"
-	}
-	if !strings.Contains(s.dsn, "://") {
-		return s.dsn + " search_path=" + name
-	}
-	return s.dsn + sep + "search_path=" + name
-}
 
 func openPG(tb testing.TB, dsn string) *eventlog.Postgres {
 	tb.Helper()
@@ -177,17 +26,17 @@ func openPG(tb testing.TB, dsn string) *eventlog.Postgres {
 }
 
 func TestPostgresConformance(t *testing.T) {
-	srv := startPG(t)
-	storetest.Run(t, func(t *testing.T) eventlog.Store { return openPG(t, srv.schema(t)) })
+	srv := pgtest.Start(t)
+	storetest.Run(t, func(t *testing.T) eventlog.Store { return openPG(t, srv.Schema(t)) })
 }
 
 // TestPostgresDurability: what was acknowledged survives a crash of the
 // database server and a restart of the store, and the reopened store
 // carries on the same chains and Merkle log.
 func TestPostgresDurability(t *testing.T) {
-	srv := startPG(t)
+	srv := pgtest.Start(t)
 	ctx := context.Background()
-	dsn := srv.schema(t)
+	dsn := srv.Schema(t)
 	s := openPG(t, dsn)
 	a := storetest.Chain("pc-001", 1, 300, "")
 	b := storetest.Chain("pc-002", 1, 50, "")
@@ -213,8 +62,8 @@ func TestPostgresDurability(t *testing.T) {
 		t.Fatal("a second store opened the same schema for writing")
 	}
 
-	if srv.data != "" {
-		srv.crash(t)
+	if srv.CanCrash() {
+		srv.Crash(t)
 		// The old store's writer connection is gone: its next group reconnects.
 		if _, err := s.Append(ctx, "pc-001", a[200:210]); err == nil {
 			// A group may fail once on the broken connection; either way the
@@ -278,8 +127,8 @@ func TestPostgresDurability(t *testing.T) {
 // TestPostgresRefusesNUL: text PostgreSQL cannot hold is refused with the
 // batch alone, not by failing the group commit it would have joined.
 func TestPostgresRefusesNUL(t *testing.T) {
-	srv := startPG(t)
-	s := openPG(t, srv.schema(t))
+	srv := pgtest.Start(t)
+	s := openPG(t, srv.Schema(t))
 	defer s.Close()
 	ctx := context.Background()
 	evs := storetest.Chain("pc-001", 1, 3, "")
@@ -298,8 +147,8 @@ func TestPostgresRefusesNUL(t *testing.T) {
 
 // TestPostgresPrune: retention clears payloads and keeps the log provable.
 func TestPostgresPrune(t *testing.T) {
-	srv := startPG(t)
-	s := openPG(t, srv.schema(t))
+	srv := pgtest.Start(t)
+	s := openPG(t, srv.Schema(t))
 	defer s.Close()
 	ctx := context.Background()
 	evs := storetest.Chain("pc-001", 1, 20, "")
@@ -340,10 +189,10 @@ func BenchmarkIngestBackends(b *testing.B) {
 			benchIngest(b, s, c[0], c[1])
 		})
 	}
-	srv := startPG(b) // after SQLite, so a missing server skips only these
+	srv := pgtest.Start(b) // after SQLite, so a missing server skips only these
 	for _, c := range shapes {
 		b.Run(fmt.Sprintf("backend=postgres/writers=%d/batch=%d", c[0], c[1]), func(b *testing.B) {
-			s := openPG(b, srv.schema(b))
+			s := openPG(b, srv.Schema(b))
 			defer s.Close()
 			benchIngest(b, s, c[0], c[1])
 		})
