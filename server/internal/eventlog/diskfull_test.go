@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -214,6 +215,25 @@ func testDiskFull(t *testing.T, tmpfsSize string, fillerSize int) {
 	} else {
 		notA4xx(t, err)
 	}
+	// So does a group commit of several agents' batches at once; the
+	// frontier each planned on is restored.
+	pending := map[string][]event.Event{id: failed}
+	for _, other := range ss.ids {
+		if other != id {
+			pending[other] = storetest.Chain(other, ss.next[other], 40, ss.prev[other])
+		}
+	}
+	var wg sync.WaitGroup
+	for agent, evs := range pending {
+		wg.Go(func() {
+			if r, err := st.Append(ctx, agent, evs); err == nil {
+				t.Errorf("%s: batch acked on a full disk: %+v", agent, r)
+			} else {
+				notA4xx(t, err)
+			}
+		})
+	}
+	wg.Wait()
 	// A single small event may still fit where 40 did not; if it is acked it
 	// must really be stored, which the checks below cover.
 	if se, err := st.AppendServer(ctx, event.Event{Control: "server", Type: "server.test", Severity: event.Info}); err == nil {
@@ -244,6 +264,15 @@ func testDiskFull(t *testing.T, tmpfsSize string, fillerSize int) {
 		t.Fatalf("same batch after freeing space = %+v, %v", r, err)
 	}
 	ss.ack(id, failed)
+	for agent, evs := range pending {
+		if agent == id {
+			continue
+		}
+		if r, err := st.Append(ctx, agent, evs); err != nil || r.Stored != len(evs) || r.Gap {
+			t.Fatalf("%s: batch refused on the full disk, after freeing space = %+v, %v", agent, r, err)
+		}
+		ss.ack(agent, evs)
+	}
 	if again, _ := st.TreeHash(ctx, size); again != root {
 		t.Fatal("tree hash at the size reached before the failure changed")
 	}
