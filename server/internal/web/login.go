@@ -22,6 +22,9 @@ func (u *UI) routes() *http.ServeMux {
 		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable") // content-hash URLs
 		fileServer.ServeHTTP(w, r)
 	})
+	// Browsers ask for /favicon.ico on their own; answer it without a
+	// session rather than send it to the login page.
+	mux.HandleFunc("GET /favicon.ico", http.NotFound)
 	mux.HandleFunc("GET /login", u.handleLoginPage)
 	mux.HandleFunc("POST /login", u.handleLogin)
 	mux.HandleFunc("GET /lang/{lang}", u.handleLang)
@@ -57,7 +60,16 @@ func (u *UI) routes() *http.ServeMux {
 type loginData struct{ Next string }
 
 func (u *UI) loginPage(w http.ResponseWriter, r *http.Request, status int, errKey string) {
-	tok := randomToken()
+	// Keep a login token the browser already holds: a second login page
+	// (another tab, or the browser's own /favicon.ico request redirected
+	// here) must not invalidate the form already shown.
+	tok := ""
+	if c, err := r.Cookie(cookieLogin); err == nil && len(c.Value) == len(randomToken()) {
+		tok = c.Value
+	}
+	if tok == "" {
+		tok = randomToken()
+	}
 	setCookie(w, cookieLogin, tok, 3600)
 	p := u.newPage(r, "", "login")
 	p.CSRF = tok
