@@ -294,9 +294,9 @@ func (u *UI) eventFilter(q url.Values) (api.Filter, url.Values, error) {
 }
 
 type eventsData struct {
-	Q                   map[string]string
-	Events              []api.Stored
-	Next, First, Export string
+	Q                                    map[string]string
+	Events                               []api.Stored
+	Next, First, ExportCSV, ExportBundle string
 }
 
 // eventsPerPage is the page size of the access log.
@@ -351,8 +351,13 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if f.Cursor != "" {
 		d.First = "/events?" + keep.Encode()
 	}
+	// Whole URLs: html/template would escape a bare query string's & and =
+	// inside href, and the export would drop the filters.
 	apiQ.Del("cursor")
-	d.Export = apiQ.Encode()
+	apiQ.Set("format", "csv")
+	d.ExportCSV = "/events/export?" + apiQ.Encode()
+	apiQ.Set("format", "bundle")
+	d.ExportBundle = "/events/export?" + apiQ.Encode()
 	u.render(w, r, http.StatusOK, "events", p)
 }
 
