@@ -56,9 +56,9 @@ type status struct {
 }
 
 // addHost enrols an agent record in state and stores its status events
-// (plus extra file events) through the event store the app uses, as the
+// (plus files file.modified events by user) through the event store the app uses, as the
 // agent plane would after chain checks.
-func addHost(tb testing.TB, srv *app.Server, hostname, dept string, sts []status, files int) string {
+func addHost(tb testing.TB, srv *app.Server, hostname, dept string, sts []status, files int, user string) string {
 	tb.Helper()
 	ctx := context.Background()
 	id := pki.NewAgentID()
@@ -81,7 +81,7 @@ func addHost(tb testing.TB, srv *app.Server, hostname, dept string, sts []status
 	}
 	for i := range files {
 		evs = append(evs, event.Event{Control: "fileaccess", Type: "file.modified", Severity: event.Info,
-			User: "yamada", Process: "EXCEL.EXE", Object: fmt.Sprintf(`D:\顧客\list-%03d.xlsx`, i)})
+			User: user, Process: "EXCEL.EXE", Object: fmt.Sprintf(`D:\顧客\list-%03d.xlsx`, i)})
 	}
 	prev := ""
 	for i := range evs {
