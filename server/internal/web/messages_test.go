@@ -1,0 +1,60 @@
+package web
+
+import (
+	"io/fs"
+	"regexp"
+	"testing"
+
+	"github.com/mamori/mamori/dashboards"
+	"github.com/mamori/mamori/server/internal/compliance"
+	"github.com/mamori/mamori/server/internal/register"
+	"github.com/mamori/mamori/server/internal/state"
+)
+
+// TestMessagesComplete: both languages have the same keys, and every key a
+// template or a handler looks up exists (a missing one renders as nothing).
+func TestMessagesComplete(t *testing.T) {
+	ja, en := messages["ja"], messages["en"]
+	for k := range ja {
+		if en[k] == "" {
+			t.Errorf("%q has no English text", k)
+		}
+	}
+	for k := range en {
+		if ja[k] == "" {
+			t.Errorf("%q has no Japanese text", k)
+		}
+	}
+	used := map[string]bool{"err_internal": true, "err_forbidden": true, "err_csrf": true, "err_not_found": true,
+		"err_invalid": true, "err_conflict": true, "err_login": true, "err_throttled": true, "saved": true,
+		"approved_msg": true, "denied_msg": true, "assigned_msg": true, "user_created": true, "user_changed": true}
+	keyRE := regexp.MustCompile(`\.L\.([a-z0-9_]+)`)
+	files, _ := fs.Glob(dashboards.Templates, "templates/*.html")
+	for _, f := range files {
+		b, _ := fs.ReadFile(dashboards.Templates, f)
+		for _, m := range keyRE.FindAllStringSubmatch(string(b), -1) {
+			used[m[1]] = true
+		}
+	}
+	for _, c := range compliance.Controls {
+		used["ctl_"+c] = true
+	}
+	for _, s := range []compliance.Status{compliance.Pass, compliance.Fail, compliance.Unknown, compliance.Off} {
+		used["st_"+string(s)] = true
+	}
+	for _, r := range []string{state.RoleAdmin, state.RoleAuditor, state.RoleManager} {
+		used["role_"+r] = true
+	}
+	for _, k := range register.Kinds {
+		used["reg_"+string(k)] = true
+	}
+	for _, s := range []string{register.StatusRequested, register.StatusApproved, register.StatusDenied, register.StatusReturned, register.StatusRetired} {
+		used["ap_"+s] = true
+	}
+	used["alert_"+compliance.KindViolation], used["alert_"+compliance.KindSilent] = true, true
+	for k := range used {
+		if ja[k] == "" {
+			t.Errorf("key %q is used but has no text", k)
+		}
+	}
+}
