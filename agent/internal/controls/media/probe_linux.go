@@ -10,8 +10,19 @@ import (
 	"github.com/mamori/mamori/agent/internal/controls"
 )
 
-func newProbe(controls.Env) probe {
-	p := newSysfsProbe("/")
+// EnvHostRoot names the directory holding the sys, run, proc and dev trees
+// the probe reads and writes (default "/"), as gopsutil honours HOST_SYS: a
+// hook for tests that run the real agent on a captured tree, and for an
+// agent in a container with the host's trees mounted elsewhere.
+const EnvHostRoot = "MAMORI_HOST_ROOT"
+
+func newProbe(env controls.Env) probe {
+	root := "/"
+	if r := os.Getenv(EnvHostRoot); r != "" {
+		root = r
+		env.Log.Info().Str("root", r).Msg("media: reading devices under " + EnvHostRoot)
+	}
+	p := newSysfsProbe(root)
 	p.setRO = setBlockReadOnly
 	return p
 }

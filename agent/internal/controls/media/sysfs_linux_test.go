@@ -134,3 +134,28 @@ func TestRealUeventWakes(t *testing.T) {
 		t.Skip("no uevent within 5 s: netlink uevents are not delivered in this sandbox")
 	}
 }
+
+// TestNewProbeHostRoot: MAMORI_HOST_ROOT moves every tree the Linux probe
+// reads and writes, so the real agent can run on a captured tree; the
+// SanDisk in the fixture is listed and blocked there, nothing on this host.
+func TestNewProbeHostRoot(t *testing.T) {
+	root := loadTree(t, "usb-sandisk-vfat.txt")
+	t.Setenv(EnvHostRoot, root)
+	p := newProbe(controls.Env{})
+	devs, err := p.list(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) != 1 || devs[0].Serial != "4C530001230512345678" {
+		t.Fatalf("list under %s: %+v", root, devs)
+	}
+	if _, err := p.enforce(context.Background(), devs[0], "block"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := readTrim(filepath.Join(root, "sys/bus/usb/devices/2-1/authorized")); v != "0" {
+		t.Fatalf("authorized under the root = %q, want 0", v)
+	}
+	if sp := p.(*sysfsProbe); sp.dev != filepath.Join(root, "dev") || sp.setRO == nil {
+		t.Fatalf("probe roots %+v", sp)
+	}
+}
