@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +27,8 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
+	"github.com/mamori/mamori/shared/wire"
 )
 
 var (
@@ -175,10 +178,20 @@ func startServer(t testing.TB, bin, dir string, port int) *server {
 // events returns every stored event of the agent, following cursors.
 func (s *server) events(t testing.TB, agent string) []event.Event {
 	t.Helper()
+	return s.query(t, url.Values{"agent": {agent}})
+}
+
+// query returns every event GET /api/v1/events finds for filter,
+// following cursors.
+func (s *server) query(t testing.TB, filter url.Values) []event.Event {
+	t.Helper()
 	var all []event.Event
 	cursor := ""
 	for {
-		q := url.Values{"agent": {agent}, "limit": {"1000"}}
+		q := url.Values{"limit": {"1000"}}
+		for k, v := range filter {
+			q[k] = v
+		}
 		if cursor != "" {
 			q.Set("cursor", cursor)
 		}
@@ -237,8 +250,14 @@ func enroll(t testing.TB, bin string, s *server) *agent {
 
 func (a *agent) start(t testing.TB, rate int) *proc {
 	t.Helper()
+	return a.startEnv(t, rate)
+}
+
+// startEnv starts the agent with extra environment (KEY=VALUE).
+func (a *agent) startEnv(t testing.TB, rate int, env ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(a.bin, "run", "--state-dir", a.dir)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("MAMORI_TEST_EMIT_RATE=%d", rate))
+	cmd.Env = append(append(os.Environ(), fmt.Sprintf("MAMORI_TEST_EMIT_RATE=%d", rate)), env...)
 	p := &proc{cmd: cmd, out: &syncBuf{}}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
@@ -260,6 +279,28 @@ func (a *agent) status(t testing.TB) map[string]any {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
 	return m
+}
+
+// appliedPolicy is the policy the agent applied and saved last (nil before
+// the first): policy.json is written only after every control took it.
+func (a *agent) appliedPolicy(t testing.TB) *policy.Policy {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(a.dir, "policy.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pr wire.PolicyResponse
+	if err := json.Unmarshal(b, &pr); err != nil {
+		t.Fatalf("policy.json: %v", err)
+	}
+	p, err := policy.ParseJSON(pr.Policy)
+	if err != nil {
+		t.Fatalf("policy.json: %v", err)
+	}
+	return p
 }
 
 // waitFor polls cond every 250ms until it holds or d passes.
