@@ -119,6 +119,9 @@ type Control struct {
 	poll   time.Duration
 	status *controls.StatusReporter
 	watch  writeWatcher // file-write watching on mounts; nil = none
+	// reapply wakes Run after a policy change: an approval retired or
+	// expired on the server must not leave a stick usable until the poll.
+	reapply chan struct{}
 
 	mu      sync.Mutex
 	pol     policy.Media
@@ -154,6 +157,7 @@ func newControl(env controls.Env, p probe) *Control {
 		status:  &controls.StatusReporter{Control: Name, Env: env, Interval: statusInterval},
 		seen:    map[string]*tracked{},
 		failing: map[string]bool{},
+		reapply: make(chan struct{}, 1),
 	}
 }
 
@@ -186,6 +190,10 @@ func (c *Control) Apply(ctx context.Context, p *policy.Policy) error {
 	c.pol = m
 	c.applied = true
 	c.mu.Unlock()
+	select { // re-decide the devices present under the new policy now
+	case c.reapply <- struct{}{}:
+	default:
+	}
 	if perr != nil {
 		_ = c.env.Emit.Emit(ctx, event.Event{
 			Time: c.env.Clock.Now(), Control: Name, Type: TypeEnforceFailed, Severity: event.Warning,
@@ -243,7 +251,7 @@ type waker interface {
 }
 
 // Run polls the probe until ctx is done, and right away when the probe
-// signals a device change.
+// signals a device change or a new policy is applied.
 func (c *Control) Run(ctx context.Context) error {
 	defer c.stopAll()
 	var wake <-chan struct{}
@@ -256,6 +264,7 @@ func (c *Control) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-wake:
+		case <-c.reapply:
 		case <-c.env.Clock.After(c.poll):
 		}
 	}

@@ -449,6 +449,47 @@ func TestRunPollsWithTheClock(t *testing.T) {
 	}
 }
 
+// TestRunRedecidesOnPolicyChange: an approval retired on the server reaches
+// the agent as a new policy; the stick still plugged in is blocked at once,
+// not at the next poll (the fake clock never advances here).
+func TestRunRedecidesOnPolicyChange(t *testing.T) {
+	fp := &fakeProbe{}
+	c, rec, _ := newTestControl(t, fp)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pol := policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock,
+		Approvals: []policy.Approval{{ID: "AP-1", Serial: serial, From: t0, To: t0.Add(time.Hour)}}}
+	if err := c.Apply(ctx, mediaPolicy(pol)); err != nil {
+		t.Fatal(err)
+	}
+	fp.set(stick)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	waitEvents := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for types(rec.Events()) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("events: %s, want %s", types(rec.Events()), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitEvents("media.inserted media.allowed")
+	pol.Approvals = nil
+	if err := c.Apply(ctx, mediaPolicy(pol)); err != nil {
+		t.Fatal(err)
+	}
+	waitEvents("media.inserted media.allowed media.blocked media.enforced")
+	if b := rec.OfType(TypeBlocked)[0]; b.Attrs["reason"] != ReasonDefault || b.Time != t0 {
+		t.Fatalf("blocked %v at %v", b.Attrs, b.Time)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestFileWrittenWithFswatch writes real files into a directory standing in
 // for a mounted stick and expects the carry-out record from the real watcher.
 func TestFileWrittenWithFswatch(t *testing.T) {
