@@ -26,13 +26,8 @@ const (
 	historyDir = "register-history/"
 )
 
-// DefaultMaxTxnOps is etcd's default --max-txn-ops; one import must fit in
-// one transaction (two operations per changed row: entry and history).
-const DefaultMaxTxnOps = 128
-
-// DefaultMaxTxnBytes stays below etcd's default --max-request-bytes
-// (1.5 MiB) with room for the request's framing.
-const DefaultMaxTxnBytes = 1536<<10 - 64<<10
+// txnFraming is room left in a transaction for the request's framing.
+const txnFraming = 64 << 10
 
 // Actions recorded in the history and in the server event stream.
 const (
@@ -61,10 +56,12 @@ type Config struct {
 	State *state.State
 	// Now is the clock (approval windows, dates, history); default time.Now.
 	Now func() time.Time
-	// MaxTxnOps is the etcd cluster's --max-txn-ops; default 128.
+	// MaxTxnOps is the etcd cluster's --max-txn-ops; default what State
+	// says (the embedded node's limit, or etcd's default 128).
 	MaxTxnOps int
-	// MaxTxnBytes bounds one transaction's keys and values; default
-	// DefaultMaxTxnBytes, for etcd's default --max-request-bytes.
+	// MaxTxnBytes bounds one transaction's keys and values; default from
+	// State's limit (etcd's default --max-request-bytes for an external
+	// cluster) less room for the request's framing.
 	MaxTxnBytes int
 }
 
@@ -93,11 +90,14 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	// One import is one transaction (two operations per changed row: entry
+	// and history), so the cluster's limits bound an import.
+	ops, bytes := cfg.State.TxnLimits()
 	if cfg.MaxTxnOps <= 0 {
-		cfg.MaxTxnOps = DefaultMaxTxnOps
+		cfg.MaxTxnOps = ops
 	}
 	if cfg.MaxTxnBytes <= 0 {
-		cfg.MaxTxnBytes = DefaultMaxTxnBytes
+		cfg.MaxTxnBytes = bytes - txnFraming
 	}
 	return &Service{st: cfg.State, cli: cfg.State.Client(), now: cfg.Now, maxOps: cfg.MaxTxnOps, maxBytes: cfg.MaxTxnBytes,
 		parsed: map[string]parsedPolicy{}}, nil

@@ -70,6 +70,10 @@ func (s *State) startEmbedded(ctx context.Context, dataDir string, forceTCP bool
 	cfg.AutoCompactionRetention = "1h"
 	cfg.EnablePprof = false
 	cfg.ListenMetricsUrls = nil
+	// A register import is one transaction (all rows or none): let a first
+	// import of a few thousand rows through instead of etcd's 128 ops.
+	cfg.MaxTxnOps = EmbeddedMaxTxnOps
+	cfg.MaxRequestBytes = EmbeddedMaxRequestBytes
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -99,6 +103,23 @@ func (s *State) startEmbedded(ctx context.Context, dataDir string, forceTCP bool
 	s.etcd = e
 	s.endpoint = clientURL.String()
 	return nil
+}
+
+// Limits of the embedded etcd, above etcd's defaults (128 operations, 1.5
+// MiB) so one register import of a few thousand rows fits one transaction.
+const (
+	EmbeddedMaxTxnOps       = 8192
+	EmbeddedMaxRequestBytes = 8 << 20
+)
+
+// TxnLimits returns the most operations and bytes one transaction may
+// carry: the embedded node's, or etcd's defaults for an external cluster
+// (whose flags Mamori cannot read).
+func (s *State) TxnLimits() (ops, bytes int) {
+	if s.etcd != nil {
+		return EmbeddedMaxTxnOps, EmbeddedMaxRequestBytes
+	}
+	return 128, 1536 << 10
 }
 
 // listenURLs returns the embedded node's client URL, advertised peer URL and

@@ -100,8 +100,10 @@ func Open(ctx context.Context, cfg Config) (*State, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
-		Context:     context.WithoutCancel(ctx),
-		Logger:      newZapLogger(cfg.Log, &s.closing),
+		// Room for the largest transaction the embedded node accepts.
+		MaxCallSendMsgSize: EmbeddedMaxRequestBytes + 1<<20,
+		Context:            context.WithoutCancel(ctx),
+		Logger:             newZapLogger(cfg.Log, &s.closing),
 	})
 	if err != nil {
 		s.stopEmbedded()
