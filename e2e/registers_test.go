@@ -29,25 +29,8 @@ func TestRegisterFolderReachesAgent(t *testing.T) {
 		_, err := os.Stat(policyFile)
 		return err == nil
 	})
-	host, err := os.Hostname()
-	if err != nil {
-		t.Fatal(err)
-	}
 	folder := t.TempDir()
-	entry := map[string]any{"id": "PI-E2E-1", "name": "顧客名簿", "purpose": "商品発送", "medium": "electronic",
-		"locations": []map[string]string{{"host": host, "folder": folder}}, "owner": "山田 太郎",
-		"department": "総務部", "retention": "5y", "disposal_method": "データ消去"}
-	body, _ := json.Marshal(entry)
-	req, _ := http.NewRequest("POST", s.url+"/api/v1/register", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+s.adminToken)
-	resp, err := s.admin.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("create register entry: %s", resp.Status)
-	}
+	createPIEntry(t, s, "PI-E2E-1", folder)
 	created := time.Now()
 	folderJSON, _ := json.Marshal(map[string]string{"path": folder, "register_id": "PI-E2E-1"})
 	waitFor(t, 10*time.Second, "agent policy with the register folder", func() bool {
@@ -55,4 +38,21 @@ func TestRegisterFolderReachesAgent(t *testing.T) {
 		return err == nil && bytes.Count(b, folderJSON[1:len(folderJSON)-1]) >= 2 // fileaccess and backup
 	})
 	t.Logf("register folder in the agent's saved policy %v after the entry was created", time.Since(created).Round(10*time.Millisecond))
+}
+
+// createPIEntry adds a 個人情報管理台帳 entry whose data lives in folder on
+// this host.
+func createPIEntry(t *testing.T, s *server, id, folder string) {
+	t.Helper()
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := map[string]any{"id": id, "name": "顧客名簿", "purpose": "商品発送", "medium": "electronic",
+		"locations": []map[string]string{{"host": host, "folder": folder}}, "owner": "山田 太郎",
+		"department": "総務部", "retention": "5y", "disposal_method": "データ消去"}
+	body, _ := json.Marshal(entry)
+	if st, b := s.adminDo(t, "POST", "/api/v1/register", body); st != http.StatusCreated {
+		t.Fatalf("create register entry: %d %s", st, b)
+	}
 }
