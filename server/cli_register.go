@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -44,7 +45,7 @@ func newAdminFlags(out io.Writer) *adminFlags {
 	f := &adminFlags{fs: flag.NewFlagSet("mamori-server", flag.ContinueOnError)}
 	f.fs.SetOutput(out)
 	f.fs.StringVar(&f.server, "server", "https://localhost"+app.DefaultListen, "server URL")
-	f.fs.StringVar(&f.dataDir, "data-dir", "mamori-data", "data directory holding admin-token and ca.pem (used when --token-file or --ca is not given)")
+	f.fs.StringVar(&f.dataDir, "data-dir", "", "data directory holding admin-token and ca.pem, used when --token-file or --ca is not given (default ./mamori-data, or "+defaultServiceDataDir()+" where ./mamori-data does not exist, as on an installed server)")
 	f.fs.StringVar(&f.tokenFile, "token-file", "", "file holding an admin API token (default DATA/admin-token)")
 	f.fs.StringVar(&f.caFile, "ca", "", "CA certificate to trust (default DATA/ca.pem)")
 	f.fs.StringVar(&f.lang, "lang", "ja", "export: header language, ja or en")
@@ -147,6 +148,12 @@ type adminClient struct {
 
 func (f *adminFlags) client() (*adminClient, error) {
 	tf, cf := f.tokenFile, f.caFile
+	if f.dataDir == "" {
+		f.dataDir = "mamori-data"
+		if _, err := os.Stat(f.dataDir); errors.Is(err, fs.ErrNotExist) {
+			f.dataDir = defaultServiceDataDir()
+		}
+	}
 	if tf == "" {
 		tf = filepath.Join(f.dataDir, app.FileAdminToken)
 	}

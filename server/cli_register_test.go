@@ -67,3 +67,20 @@ func TestRegisterAndPolicyCLI(t *testing.T) {
 		t.Fatalf("unknown subcommand: exit %d", code)
 	}
 }
+
+// Without --data-dir the admin commands read ./mamori-data, or the
+// installed service's data dir where there is none, and say which.
+func TestAdminCLIDefaultDataDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	var out, errb bytes.Buffer
+	if code := run([]string{"register", "export", "--server", "https://127.0.0.1:1"}, &out, &errb); code != 1 ||
+		!strings.Contains(errb.String(), filepath.Join(defaultServiceDataDir(), "admin-token")) {
+		t.Fatalf("no ./mamori-data: %d %q", code, errb.String())
+	}
+	os.Mkdir("mamori-data", 0o700)
+	errb.Reset()
+	if code := run([]string{"register", "export", "--server", "https://127.0.0.1:1"}, &out, &errb); code != 1 ||
+		!strings.Contains(errb.String(), filepath.Join("mamori-data", "admin-token")) {
+		t.Fatalf("./mamori-data: %d %q", code, errb.String())
+	}
+}
