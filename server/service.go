@@ -10,15 +10,24 @@ import (
 // serviceName is the Windows service and systemd unit name.
 const serviceName = "mamori-server"
 
+// serviceConfig is the config for the service manager kardianos chose on
+// this machine.
 func serviceConfig(args []string) *service.Config {
-	return &service.Config{
+	return serviceConfigFor(service.Platform(), args)
+}
+
+// serviceConfigFor builds the config for a kardianos platform name
+// ("windows-service", "linux-systemd", ...). Dependencies differ per
+// manager: systemd takes unit lines, but Windows passes the list to the SCM
+// as service names and OpenRC as depend() lines, so the systemd lines there
+// would name services that do not exist and the service would not start.
+func serviceConfigFor(platform string, args []string) *service.Config {
+	c := &service.Config{
 		Name:        serviceName,
 		DisplayName: "Mamori Server",
 		Description: "Mamori (守り) server: agent enrollment, tamper-evident event log, admin API.",
 		Arguments:   args,
-		// Start after the network; no DelayedAutoStart (it fails under Wine
-		// and is not needed for a server).
-		Dependencies: []string{"After=network-online.target", "Wants=network-online.target"},
+		// No DelayedAutoStart: it fails under Wine and a server needs none.
 		Option: service.KeyValue{
 			"StartType":              "automatic",
 			"OnFailure":              "restart", // Windows recovery actions need this option
@@ -28,6 +37,11 @@ func serviceConfig(args []string) *service.Config {
 			"LimitNOFILE":            65536,
 		},
 	}
+	if platform == "linux-systemd" {
+		// Start after the network is up (listen addresses may be specific IPs).
+		c.Dependencies = []string{"After=network-online.target", "Wants=network-online.target"}
+	}
+	return c
 }
 
 // cmdService installs, uninstalls, starts or stops the system service.
