@@ -1,6 +1,9 @@
 // Package e2e runs the real mamori-server and mamori-agent programs against
 // each other on loopback: enrollment, shipping, a server outage and an agent
-// killed with SIGKILL, checked through the admin API.
+// killed with SIGKILL, compliance, register folders watched and logged, and
+// removable media blocked or allowed by a carry-out window (the agent's
+// media probe on a fixture sysfs tree via MAMORI_HOST_ROOT), checked
+// through the admin API.
 package e2e
 
 import (
