@@ -1,0 +1,56 @@
+package securefs
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWriteSecretFileReplacesAtomically(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	if err := ProtectDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("ProtectDir did not create %s: %v", dir, err)
+	}
+	p := filepath.Join(dir, "log-key")
+	for _, v := range []string{"first", "second, longer"} {
+		if err := WriteSecretFile(p, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(p); err != nil || string(b) != v {
+			t.Fatalf("read back %q, %v; want %q", b, err, v)
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("dir holds %q, want only log-key (temp files left behind)", names)
+	}
+}
+
+func TestWriteSecretFileMissingDir(t *testing.T) {
+	err := WriteSecretFile(filepath.Join(t.TempDir(), "nope", "key"), []byte("x"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("err = %v, want one wrapping fs.ErrNotExist", err)
+	}
+}
+
+func TestProtectDirOnFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := ProtectDir(p); err == nil {
+		t.Fatal("ProtectDir on a regular file succeeded")
+	}
+}
