@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/mamori/mamori/shared/policy"
 )
@@ -59,3 +60,19 @@ func Get(name string) (*policy.Policy, error) {
 	}
 	return p, nil
 }
+
+// Clauses is the clause catalog of CONTROLS.md as the baseline pack states
+// it: for each control (and "agent"), the PPC / JIS Q 15001 references its
+// records prove. Reports and alerts carry them so every status can be
+// traced to the clause an auditor asks about. Callers must not modify it.
+var Clauses = sync.OnceValue(func() map[string][]string {
+	p, err := Get(Baseline)
+	if err != nil {
+		panic(err) // the embedded pack is checked by the package's tests
+	}
+	c := p.Controls
+	return map[string][]string{
+		"screenlock": c.Screenlock.Clauses, "media": c.Media.Clauses, "fileaccess": c.FileAccess.Clauses,
+		"backup": c.Backup.Clauses, "posture": c.Posture.Clauses, "agent": c.Agent.Clauses,
+	}
+})

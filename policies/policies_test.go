@@ -56,3 +56,16 @@ func TestBadPackNameAndBrokenDocument(t *testing.T) {
 		t.Fatalf("error %v does not name line and field", err)
 	}
 }
+
+// Every control of the catalog has its clause references.
+func TestClauses(t *testing.T) {
+	c := Clauses()
+	for _, n := range []string{"screenlock", "media", "fileaccess", "backup", "posture", "agent"} {
+		if len(c[n]) == 0 {
+			t.Errorf("%s: no clause references", n)
+		}
+	}
+	if got := c["fileaccess"]; !slices.Contains(got, "PPC 通則編 §10-3(2)") {
+		t.Errorf("fileaccess clauses %v", got)
+	}
+}

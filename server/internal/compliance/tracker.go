@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/mamori/mamori/policies"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/shared/event"
 )
@@ -339,7 +340,10 @@ func (t *Tracker) derive(ctx context.Context) ([]Host, time.Time, error) {
 
 // Report is the answer of GET /api/v1/compliance.
 type Report struct {
-	Time        time.Time                  `json:"time"`
+	Time time.Time `json:"time"`
+	// Clauses are the clause references (PPC 通則編, JIS Q 15001) each
+	// reported control proves, from the catalog of the built-in packs.
+	Clauses     map[string][]string        `json:"clauses"`
 	Hosts       []Host                     `json:"hosts"`
 	Fleet       map[string]Rate            `json:"fleet"`
 	Departments map[string]map[string]Rate `json:"departments"`
@@ -370,7 +374,11 @@ func (t *Tracker) Report(ctx context.Context, f Filter) (Report, error) {
 			sel = append(sel, h)
 		}
 	}
-	r := Report{Time: now.UTC(), Hosts: []Host{}, Fleet: Rates(sel, controls), Departments: map[string]map[string]Rate{}}
+	r := Report{Time: now.UTC(), Hosts: []Host{}, Fleet: Rates(sel, controls), Departments: map[string]map[string]Rate{},
+		Clauses: map[string][]string{}}
+	for _, c := range controls {
+		r.Clauses[c] = policies.Clauses()[c]
+	}
 	byDept := map[string][]Host{}
 	for _, h := range sel {
 		byDept[h.Department] = append(byDept[h.Department], h)
@@ -406,6 +414,9 @@ type Alert struct {
 	ReasonEN   string    `json:"reason_en"`
 	Since      time.Time `json:"since"`
 	Index      *int64    `json:"index,omitempty"` // the status event, violations only
+	// Clauses the failing control (or, for a silent agent, the agent's
+	// record keeping) proves.
+	Clauses []string `json:"clauses"`
 
 	key string // identifies the violation run or the silence
 }
@@ -418,7 +429,8 @@ func alertsOf(hosts []Host) []Alert {
 			c := h.anyControlState()
 			out = append(out, Alert{Kind: KindSilent, Agent: h.Agent, Hostname: h.Hostname, Department: h.Department,
 				Reason: ReasonSilent, ReasonJA: c.ReasonJA, ReasonEN: c.ReasonEN, Since: h.silentRef,
-				key: fmt.Sprintf("%s|%s|%d", KindSilent, h.Agent, h.silentRef.UnixNano())})
+				Clauses: policies.Clauses()["agent"],
+				key:     fmt.Sprintf("%s|%s|%d", KindSilent, h.Agent, h.silentRef.UnixNano())})
 			continue
 		}
 		for _, c := range Controls {
@@ -427,7 +439,7 @@ func alertsOf(hosts []Host) []Alert {
 				continue
 			}
 			a := Alert{Kind: KindViolation, Agent: h.Agent, Hostname: h.Hostname, Department: h.Department, Control: c,
-				Reason: cs.Reason, ReasonJA: cs.ReasonJA, ReasonEN: cs.ReasonEN, Index: cs.Index,
+				Reason: cs.Reason, ReasonJA: cs.ReasonJA, ReasonEN: cs.ReasonEN, Index: cs.Index, Clauses: policies.Clauses()[c],
 				key: fmt.Sprintf("%s|%s|%s|%d", KindViolation, h.Agent, c, h.failRuns[c])}
 			if cs.Since != nil {
 				a.Since = *cs.Since
@@ -498,7 +510,7 @@ func (t *Tracker) CheckAlerts(ctx context.Context) error {
 		}
 		attrs := event.Attrs{"key": a.key, "kind": a.Kind, "agent": a.Agent, "hostname": a.Hostname,
 			"department": a.Department, "reason": a.Reason, "reason_ja": a.ReasonJA, "reason_en": a.ReasonEN,
-			"since": a.Since.UTC().Format(time.RFC3339)}
+			"since": a.Since.UTC().Format(time.RFC3339), "clauses": clausesAttr(a.Clauses)}
 		sev := event.Warning
 		if a.Kind == KindViolation {
 			sev = event.Violation
@@ -519,4 +531,14 @@ func (t *Tracker) CheckAlerts(ctx context.Context) error {
 			Str("control", a.Control).Str("reason", a.Reason).Msg("compliance: alert raised")
 	}
 	return nil
+}
+
+// clausesAttr is clauses as an attrs value ([]any is what attrs decode to,
+// so the stored event re-encodes to the bytes that were hashed).
+func clausesAttr(cs []string) []any {
+	out := make([]any, len(cs))
+	for i, c := range cs {
+		out[i] = c
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/mamori/mamori/policies"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/shared/event"
 )
@@ -181,6 +183,13 @@ func TestTrackerLatestStatusAndAlertsOncePerTransition(t *testing.T) {
 	if len(open) != 2 || open[0].Kind != KindViolation {
 		t.Fatalf("open alerts = %+v", open)
 	}
+	// Each alert, and its event in the log, names the clauses at stake.
+	if !slices.Equal(open[0].Clauses, policies.Clauses()[open[0].Control]) || len(open[0].Clauses) == 0 {
+		t.Fatalf("alert clauses = %v", open[0].Clauses)
+	}
+	if ae := alertEvents(t, store); len(ae) == 0 || len(ae[0].Attrs["clauses"].([]any)) == 0 {
+		t.Fatalf("alert event without clauses: %+v", ae)
+	}
 
 	// Silence: once past silent_after (and the restarted tracker's grace),
 	// both hosts are silent, alerted once each.
@@ -240,6 +249,9 @@ func TestReportFilters(t *testing.T) {
 	}
 	if len(rep.Fleet) != 1 || rep.Fleet["posture"].Rate != 0.5 {
 		t.Fatalf("fleet = %+v", rep.Fleet)
+	}
+	if len(rep.Clauses) != 1 || !slices.Contains(rep.Clauses["posture"], "PPC 通則編 §10-6(c)") {
+		t.Fatalf("report clauses = %v", rep.Clauses)
 	}
 	rep, err = tr.Report(ctx, Filter{Department: "営業部"})
 	if err != nil {
