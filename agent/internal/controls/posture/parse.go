@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"path"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -160,23 +161,54 @@ func parseUfwStatus(b []byte) (on, known bool) {
 type encryptableVolume struct {
 	DriveLetter      string
 	ProtectionStatus uint32 // 0 off, 1 on, 2 unknown (locked)
+	VolumeType       uint32 // 0 OS, 1 fixed data, 2 removable data (Windows 8+; zero before)
 }
 
-// bitlockerFor decides for the system drive (e.g. "C:").
-func bitlockerFor(vols []encryptableVolume, systemDrive string) (diskFact, error) {
+// Win32_EncryptableVolume VolumeType of removable data volumes: USB sticks
+// and disks are the media control's business.
+const volumeRemovable = 2
+
+// bitlockerVolumes decides over every fixed volume with a drive letter
+// (personal data on an unencrypted D: is as exposed as on C:), naming the
+// unencrypted ones. systemDrive is always checked: BitLocker's namespace
+// lists every fixed volume, so a system drive missing from it is not
+// encrypted. Volumes without a letter (recovery, system reserved) hold no
+// user files and are skipped.
+func bitlockerVolumes(vols []encryptableVolume, systemDrive string) (diskFact, error) {
+	systemDrive = strings.ToUpper(systemDrive)
+	var checked, off, locked []string
+	seen := map[string]bool{}
+	sawSystem := false
 	for _, v := range vols {
-		if strings.EqualFold(v.DriveLetter, systemDrive) {
-			switch v.ProtectionStatus {
-			case 1:
-				return diskFact{Encrypted: true, Method: "bitlocker", Volume: systemDrive}, nil
-			case 0:
-				return diskFact{Encrypted: false, Method: "bitlocker", Volume: systemDrive}, nil
-			}
-			return diskFact{}, fmt.Errorf("bitlocker protection status %d for %s", v.ProtectionStatus, systemDrive)
+		letter := strings.ToUpper(strings.TrimSpace(v.DriveLetter))
+		if letter == "" || v.VolumeType == volumeRemovable || seen[letter] {
+			continue
+		}
+		seen[letter] = true
+		sawSystem = sawSystem || letter == systemDrive
+		checked = append(checked, letter)
+		switch v.ProtectionStatus {
+		case 1:
+		case 0:
+			off = append(off, letter)
+		default:
+			locked = append(locked, letter)
 		}
 	}
-	// BitLocker lists every fixed volume; a missing one means no BitLocker.
-	return diskFact{Encrypted: false, Volume: systemDrive}, nil
+	if !sawSystem {
+		checked = append(checked, systemDrive)
+		off = append(off, systemDrive)
+	}
+	sort.Strings(checked)
+	sort.Strings(off)
+	f := diskFact{Encrypted: len(off) == 0, Method: "bitlocker", Volume: strings.Join(checked, " "), Unencrypted: off}
+	if len(vols) == 0 {
+		f.Method = "" // no BitLocker volume at all
+	}
+	if len(off) == 0 && len(locked) > 0 {
+		return diskFact{}, fmt.Errorf("bitlocker protection status unknown (locked?) for %s", strings.Join(locked, " "))
+	}
+	return f, nil
 }
 
 // antiVirusProduct is a root\SecurityCenter2 AntiVirusProduct row.
@@ -265,17 +297,38 @@ func parseInstalledOn(s string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// firewallProfiles reads EnableFirewall per profile; on only if all are on.
-func firewallProfiles(enabled map[string]uint32) firewallFact {
-	on := len(enabled) > 0
+// Firewall profiles as the local policy names them, with the Group Policy
+// keys (under SOFTWARE\Policies\Microsoft\WindowsFirewall) that override
+// each, first found wins: Windows Firewall with Advanced Security GPOs
+// write PrivateProfile for the private profile, the older Windows Firewall
+// administrative template StandardProfile (MS-GPFAS 2.2).
+var firewallProfileNames = []struct {
+	local string
+	gpo   []string
+}{
+	{"DomainProfile", []string{"DomainProfile"}},
+	{"StandardProfile", []string{"PrivateProfile", "StandardProfile"}},
+	{"PublicProfile", []string{"PublicProfile"}},
+}
+
+// firewallEffective combines EnableFirewall of the local policy and of
+// Group Policy, both keyed by the local profile name: a GPO value, when
+// set, wins (the MS-FASP merge law for FW_PROFILE_CONFIG_ENABLE_FW). The
+// firewall is on only if every profile is on.
+func firewallEffective(local, gpo map[string]uint32) firewallFact {
+	on := len(local)+len(gpo) > 0
 	var parts []string
-	for _, p := range []string{"DomainProfile", "StandardProfile", "PublicProfile"} {
-		v, ok := enabled[p]
+	for _, p := range firewallProfileNames {
+		v, ok := local[p.local]
+		src := ""
+		if g, gok := gpo[p.local]; gok {
+			v, ok, src = g, true, "(GPO)"
+		}
 		state := "on"
 		if !ok || v == 0 {
 			state, on = "off", false
 		}
-		parts = append(parts, strings.TrimSuffix(p, "Profile")+"="+state)
+		parts = append(parts, strings.TrimSuffix(p.local, "Profile")+"="+state+src)
 	}
 	return firewallFact{On: on, Detail: strings.Join(parts, " ")}
 }

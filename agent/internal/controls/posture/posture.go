@@ -46,11 +46,13 @@ const (
 	CheckFirewall = "firewall"
 )
 
-// diskFact is what the probe found about the system volume.
+// diskFact is what the probe found about the volumes it checks (the system
+// volume; on Windows every fixed volume with a drive letter).
 type diskFact struct {
-	Encrypted bool
-	Method    string // bitlocker, luks1, luks2, filevault
-	Volume    string // C:, /, ...
+	Encrypted   bool
+	Method      string   // bitlocker, luks1, luks2, filevault
+	Volume      string   // C:, /, ... (space-separated when several)
+	Unencrypted []string // volumes found unencrypted when several are checked
 }
 
 // avFact describes the anti-virus product found (Product empty: none).
@@ -309,9 +311,15 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 		disk = unknownResult(CheckDisk, cfg.disk, f.diskErr)
 	} else {
 		disk.attrs = map[string]any{"encrypted": f.disk.Encrypted, "method": f.disk.Method, "volume": f.disk.Volume}
-		if f.disk.Encrypted {
+		switch {
+		case f.disk.Encrypted:
 			disk.state = controls.Pass
-		} else {
+		case len(f.disk.Unencrypted) > 0:
+			names := strings.Join(f.disk.Unencrypted, ", ")
+			disk.attrs["unencrypted"] = f.disk.Unencrypted
+			disk.state, disk.key = controls.Fail, "posture.disk_not_encrypted"
+			disk.ja, disk.en = "暗号化されていないドライブがあります("+names+")", "not encrypted: "+names
+		default:
 			disk.state, disk.key = controls.Fail, "posture.disk_not_encrypted"
 			disk.ja, disk.en = "システムドライブ("+f.disk.Volume+")が暗号化されていません", "system volume "+f.disk.Volume+" is not encrypted"
 		}

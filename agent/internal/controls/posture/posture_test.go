@@ -429,21 +429,44 @@ func TestParseWindowsFixtures(t *testing.T) {
 	if err != nil || len(vols) != 2 {
 		t.Fatalf("volumes %v %v", vols, err)
 	}
-	if f, err := bitlockerFor(vols, "C:"); err != nil || !f.Encrypted || f.Method != "bitlocker" {
-		t.Errorf("C: %+v %v", f, err)
-	}
-	if f, _ := bitlockerFor(vols, "D:"); f.Encrypted {
-		t.Error("D: is not protected")
+	// Old builds list no VolumeType: C: on, D: off, both fixed.
+	if f, err := bitlockerVolumes(vols, "C:"); err != nil || f.Encrypted || f.Method != "bitlocker" ||
+		f.Volume != "C: D:" || strings.Join(f.Unencrypted, ",") != "D:" {
+		t.Errorf("C: on, D: off: %+v %v", f, err)
 	}
 	off, _ := decodeCIMJSON[encryptableVolume](read(t, "encryptable_volume_off.json"))
-	if f, err := bitlockerFor(off, "c:"); err != nil || f.Encrypted || len(off) != 1 {
+	if f, err := bitlockerVolumes(off, "c:"); err != nil || f.Encrypted || len(off) != 1 || strings.Join(f.Unencrypted, ",") != "C:" {
 		t.Errorf("off: %+v %v", f, err)
 	}
-	if f, _ := bitlockerFor(nil, "C:"); f.Encrypted {
-		t.Error("no volumes: encrypted")
+	// Several volumes: the recovery partition (no letter) and the removable
+	// F: (the media control's) are not judged; D: is named.
+	multi, err := decodeCIMJSON[encryptableVolume](read(t, "encryptable_volume_multi.json"))
+	if err != nil || len(multi) != 5 || multi[4].VolumeType != volumeRemovable || multi[1].DriveLetter != "" {
+		t.Fatalf("multi: %+v %v", multi, err)
 	}
-	if _, err := bitlockerFor([]encryptableVolume{{"C:", 2}}, "C:"); err == nil {
+	if f, err := bitlockerVolumes(multi, "C:"); err != nil || f.Encrypted || f.Volume != "C: D: E:" || strings.Join(f.Unencrypted, ",") != "D:" {
+		t.Errorf("multi: %+v %v", f, err)
+	}
+	on, _ := decodeCIMJSON[encryptableVolume](read(t, "encryptable_volume_multi_on.json"))
+	if f, err := bitlockerVolumes(on, "C:"); err != nil || !f.Encrypted || f.Volume != "C: D:" || len(f.Unencrypted) != 0 {
+		t.Errorf("all fixed on: %+v %v", f, err)
+	}
+	// The system drive missing from BitLocker's list is not encrypted.
+	if f, err := bitlockerVolumes(on, "G:"); err != nil || f.Encrypted || strings.Join(f.Unencrypted, ",") != "G:" {
+		t.Errorf("system drive not listed: %+v %v", f, err)
+	}
+	if f, _ := bitlockerVolumes(nil, "C:"); f.Encrypted || f.Method != "" {
+		t.Errorf("no volumes: %+v", f)
+	}
+	if _, err := bitlockerVolumes([]encryptableVolume{{"C:", 2, 0}}, "C:"); err == nil {
 		t.Error("locked volume status 2 taken as known")
+	}
+	if _, err := bitlockerVolumes([]encryptableVolume{{"C:", 1, 0}, {"D:", 2, 1}}, "C:"); err == nil || !strings.Contains(err.Error(), "D:") {
+		t.Errorf("locked D: %v", err)
+	}
+	// An unencrypted volume fails even when another is locked.
+	if f, err := bitlockerVolumes([]encryptableVolume{{"C:", 0, 0}, {"D:", 2, 1}}, "C:"); err != nil || f.Encrypted {
+		t.Errorf("C: off, D: locked: %+v %v", f, err)
 	}
 
 	for _, c := range []struct {
@@ -498,14 +521,26 @@ func TestParseWindowsFixtures(t *testing.T) {
 		t.Error("garbage date accepted")
 	}
 
-	if f := firewallProfiles(map[string]uint32{"DomainProfile": 1, "StandardProfile": 1, "PublicProfile": 1}); !f.On {
+	all := map[string]uint32{"DomainProfile": 1, "StandardProfile": 1, "PublicProfile": 1}
+	if f := firewallEffective(all, nil); !f.On || f.Detail != "Domain=on Standard=on Public=on" {
 		t.Errorf("all on: %+v", f)
 	}
-	if f := firewallProfiles(map[string]uint32{"DomainProfile": 1, "StandardProfile": 1, "PublicProfile": 0}); f.On || !strings.Contains(f.Detail, "Public=off") {
+	if f := firewallEffective(map[string]uint32{"DomainProfile": 1, "StandardProfile": 1, "PublicProfile": 0}, nil); f.On || !strings.Contains(f.Detail, "Public=off") {
 		t.Errorf("public off: %+v", f)
 	}
-	if f := firewallProfiles(map[string]uint32{"DomainProfile": 1, "StandardProfile": 1}); f.On {
+	if f := firewallEffective(map[string]uint32{"DomainProfile": 1, "StandardProfile": 1}, nil); f.On {
 		t.Errorf("missing profile: %+v", f)
+	}
+	// Group Policy wins over the local value, both ways.
+	if f := firewallEffective(all, map[string]uint32{"DomainProfile": 0}); f.On || f.Detail != "Domain=off(GPO) Standard=on Public=on" {
+		t.Errorf("GPO turns domain off: %+v", f)
+	}
+	if f := firewallEffective(map[string]uint32{"PublicProfile": 0}, map[string]uint32{"DomainProfile": 1, "StandardProfile": 1, "PublicProfile": 1}); !f.On ||
+		f.Detail != "Domain=on(GPO) Standard=on(GPO) Public=on(GPO)" {
+		t.Errorf("GPO turns all on: %+v", f)
+	}
+	if f := firewallEffective(nil, nil); f.On {
+		t.Errorf("nothing configured: %+v", f)
 	}
 }
 
@@ -597,4 +632,25 @@ func tempDir(t *testing.T) string {
 		}
 	})
 	return dir
+}
+
+// A data drive left unencrypted fails the host and is named, in the reason
+// and in attrs, though the system drive is encrypted.
+func TestDecideNamesUnencryptedDrives(t *testing.T) {
+	cfg, _ := configFrom(policy.Posture{Mode: policy.Audit, DiskEncryption: policy.Required})
+	vols, err := decodeCIMJSON[encryptableVolume](read(t, "encryptable_volume_multi.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := goodFacts()
+	f.disk, f.diskErr = bitlockerVolumes(vols, "C:")
+	st, attrs := decide(cfg, f, t0)
+	if st.State != controls.Fail || st.Reason != "posture.disk_not_encrypted" ||
+		!strings.Contains(st.ReasonEN, "D:") || !strings.Contains(st.ReasonJA, "D:") || strings.Contains(st.ReasonEN, "C:") {
+		t.Fatalf("status %+v", st)
+	}
+	a := attrs[CheckDisk].(map[string]any)
+	if u, _ := a["unencrypted"].([]string); len(u) != 1 || u[0] != "D:" || a["volume"] != "C: D: E:" {
+		t.Fatalf("attrs %v", a)
+	}
 }

@@ -40,7 +40,8 @@ func (realWMI) query(ctx context.Context, q string, dst any, namespace string) e
 type windowsProbe struct {
 	wmi         wmiQuerier
 	fwKey       registry.Key // HKLM
-	fwPath      string
+	fwPath      string       // local firewall policy
+	fwGPOPath   string       // Group Policy firewall settings, which win
 	systemDrive string
 }
 
@@ -50,17 +51,24 @@ func newProbe(controls.Env) probe {
 		sd = "C:"
 	}
 	return &windowsProbe{wmi: realWMI{}, fwKey: registry.LOCAL_MACHINE,
-		fwPath: `SYSTEM\CurrentControlSet\Services\SharedAccess\Parameters\FirewallPolicy`, systemDrive: sd}
+		fwPath:    `SYSTEM\CurrentControlSet\Services\SharedAccess\Parameters\FirewallPolicy`,
+		fwGPOPath: `SOFTWARE\Policies\Microsoft\WindowsFirewall`, systemDrive: sd}
 }
 
 func (p *windowsProbe) diskEncryption(ctx context.Context) (diskFact, error) {
+	const ns = `root\CIMV2\Security\MicrosoftVolumeEncryption`
 	var vols []encryptableVolume
-	if err := p.wmi.query(ctx, "SELECT DriveLetter, ProtectionStatus FROM Win32_EncryptableVolume", &vols,
-		`root\CIMV2\Security\MicrosoftVolumeEncryption`); err != nil {
+	err := p.wmi.query(ctx, "SELECT DriveLetter, ProtectionStatus, VolumeType FROM Win32_EncryptableVolume", &vols, ns)
+	if err != nil && ctx.Err() == nil {
+		// VolumeType came with Windows 8: before it, a WQL error.
+		vols = nil
+		err = p.wmi.query(ctx, "SELECT DriveLetter, ProtectionStatus FROM Win32_EncryptableVolume", &vols, ns)
+	}
+	if err != nil {
 		// Home editions have no BitLocker namespace at all.
 		return diskFact{}, fmt.Errorf("posture: bitlocker wmi: %w", err)
 	}
-	return bitlockerFor(vols, p.systemDrive)
+	return bitlockerVolumes(vols, p.systemDrive)
 }
 
 func (p *windowsProbe) antivirus(ctx context.Context) (avFact, error) {
@@ -93,24 +101,52 @@ func (p *windowsProbe) lastUpdate(ctx context.Context) (updateFact, error) {
 	return updateFact{Last: t, Source: "Win32_QuickFixEngineering " + id}, nil
 }
 
+// firewall reads EnableFirewall per profile from the local policy and from
+// Group Policy; on domain PCs the GPO value is what Windows applies.
 func (p *windowsProbe) firewall(ctx context.Context) (firewallFact, error) {
-	enabled := map[string]uint32{}
-	for _, prof := range []string{"DomainProfile", "StandardProfile", "PublicProfile"} {
-		k, err := registry.OpenKey(p.fwKey, p.fwPath+`\`+prof, registry.QUERY_VALUE)
-		if errors.Is(err, registry.ErrNotExist) {
-			continue // profile never configured: off
-		}
+	local, gpo := map[string]uint32{}, map[string]uint32{}
+	for _, prof := range firewallProfileNames {
+		v, ok, err := dwordValue(p.fwKey, p.fwPath+`\`+prof.local, "EnableFirewall")
 		if err != nil {
-			return firewallFact{}, fmt.Errorf("posture: firewall %s: %w", prof, err)
+			return firewallFact{}, err
 		}
-		v, _, err := k.GetIntegerValue("EnableFirewall")
-		k.Close()
-		if err == nil {
-			enabled[prof] = uint32(v)
+		if ok {
+			local[prof.local] = v
+		}
+		if p.fwGPOPath == "" {
+			continue
+		}
+		for _, g := range prof.gpo {
+			v, ok, err := dwordValue(p.fwKey, p.fwGPOPath+`\`+g, "EnableFirewall")
+			if err != nil {
+				return firewallFact{}, err
+			}
+			if ok {
+				gpo[prof.local] = v
+				break
+			}
 		}
 	}
-	if len(enabled) == 0 {
+	if len(local) == 0 && len(gpo) == 0 {
 		return firewallFact{}, fmt.Errorf("posture: %w: no firewall policy in the registry", errors.ErrUnsupported)
 	}
-	return firewallProfiles(enabled), nil
+	return firewallEffective(local, gpo), nil
+}
+
+// dwordValue reads an integer value; a missing key or value is not an
+// error (profile never configured, no GPO), ok is false.
+func dwordValue(root registry.Key, path, name string) (v uint32, ok bool, err error) {
+	k, err := registry.OpenKey(root, path, registry.QUERY_VALUE)
+	if errors.Is(err, registry.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("posture: open %s: %w", path, err)
+	}
+	defer k.Close()
+	n, _, err := k.GetIntegerValue(name)
+	if err != nil {
+		return 0, false, nil // absent or not a DWORD: not configured
+	}
+	return uint32(n), true, nil
 }
