@@ -50,3 +50,20 @@ func sessionString(session uint32, class uint32) (string, error) {
 	defer windows.WTSFreeMemory(uintptr(unsafe.Pointer(buf)))
 	return windows.UTF16PtrToString(buf), nil
 }
+
+// SessionUser names the user of a Windows session as DOMAIN\user (user
+// alone when the domain is unknown); "" for a session without a user
+// (session 0, listeners). It fails when the session does not exist.
+func SessionUser(session uint32) (string, error) {
+	name, err := sessionString(session, wtsUserName)
+	if err != nil {
+		return "", fmt.Errorf("host: WTSQuerySessionInformation(%d): %w", session, err)
+	}
+	if name == "" {
+		return "", nil
+	}
+	if domain, _ := sessionString(session, wtsDomainName); domain != "" {
+		return domain + `\` + name, nil
+	}
+	return name, nil
+}

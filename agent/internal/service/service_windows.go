@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/windows/svc"
 	"golang.org/x/sys/windows/svc/mgr"
 
+	"github.com/mamori/mamori/agent/internal/host"
 	"github.com/mamori/mamori/agent/internal/session"
 )
 
@@ -72,7 +74,7 @@ func (h *handler) Execute(_ []string, req <-chan svc.ChangeRequest, st chan<- sv
 				h.err = <-done
 				return false, 0
 			case svc.SessionChange:
-				publishSession(c.EventType, c.EventData)
+				publishSession(session.Default, c.EventType, c.EventData, sessionUser)
 			}
 		}
 	}
@@ -86,16 +88,61 @@ var sessionKinds = map[uint32]session.Kind{
 	windows.WTS_SESSION_LOGOFF: session.Logoff,
 }
 
-// publishSession forwards a session change. x/sys/windows/svc hands over
-// EventData (a WTSSESSION_NOTIFICATION) after its callback has returned, so
-// the pointer may be gone: we do not read it and name the console session
-// instead, the one an office PC's lock and logon concern.
-func publishSession(code uint32, _ uintptr) {
+// sessionUser resolves a session's user; tests replace it (Wine has no WTS sessions).
+var sessionUser = host.SessionUser
+
+// publishSession forwards a session change with the session id from its
+// WTSSESSION_NOTIFICATION and that session's user, so an RDP or
+// fast-user-switching session is not taken for the console's. When the
+// notification cannot be read the console session is named, without a user
+// (the one an office PC's lock and logon concern most). A user that cannot
+// be resolved (a logoff can come after the session is gone) is left empty.
+func publishSession(bus *session.Bus, code uint32, data uintptr, lookup func(uint32) (string, error)) {
 	kind, ok := sessionKinds[code]
 	if !ok {
 		return
 	}
-	session.Default.Publish(session.Change{Kind: kind, SessionID: windows.WTSGetActiveConsoleSessionId(), Time: time.Now()})
+	now := time.Now()
+	c := session.Change{Kind: kind, Time: now}
+	b, err := readNotification(data) // first: the buffer is the SCM's, not ours
+	id, ok := decodeNotification(b)
+	if err != nil || !ok {
+		c.SessionID = windows.WTSGetActiveConsoleSessionId()
+	} else {
+		c.SessionID = id
+		c.User, _ = lookup(id)
+	}
+	bus.Publish(c)
+}
+
+// notificationSize is sizeof(WTSSESSION_NOTIFICATION): cbSize, dwSessionId.
+const notificationSize = 8
+
+// readNotification copies the WTSSESSION_NOTIFICATION at data. x/sys's svc
+// hands EventData over after its HandlerEx callback has returned
+// (golang/go#65832), when the SCM's buffer may already be freed:
+// ReadProcessMemory turns an unmapped address into an error instead of a
+// crash, and decodeNotification's cbSize check rejects a reused one.
+func readNotification(data uintptr) ([]byte, error) {
+	if data == 0 {
+		return nil, fmt.Errorf("service: session change without event data")
+	}
+	b := make([]byte, notificationSize)
+	var n uintptr
+	if err := windows.ReadProcessMemory(windows.CurrentProcess(), data, &b[0], uintptr(len(b)), &n); err != nil {
+		return nil, fmt.Errorf("service: read WTSSESSION_NOTIFICATION: %w", err)
+	}
+	return b[:n], nil
+}
+
+// decodeNotification returns dwSessionId of a WTSSESSION_NOTIFICATION
+// (little-endian DWORDs), ok only when cbSize is the structure's size.
+func decodeNotification(b []byte) (uint32, bool) {
+	if len(b) < notificationSize || binary.LittleEndian.Uint32(b) != notificationSize {
+		return 0, false
+	}
+	id := binary.LittleEndian.Uint32(b[4:])
+	return id, id != 0xFFFFFFFF // WTS's "no session"
 }
 
 // recoveryActions restart after 5 s, 30 s and 60 s; the count resets after

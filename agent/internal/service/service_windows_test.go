@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +122,8 @@ func queryConfig(s *mgr.Service) (mgr.Config, error) {
 // running with session changes accepted, forwards lock/unlock to the
 // session bus, and a stop cancels the agent's context.
 func TestServiceHandler(t *testing.T) {
+	defer func(f func(uint32) (string, error)) { sessionUser = f }(sessionUser)
+	sessionUser = func(id uint32) (string, error) { return fmt.Sprintf(`PC\user%d`, id), nil }
 	sub := session.Default.Subscribe()
 	defer session.Default.Unsubscribe(sub)
 	stopped := make(chan struct{})
@@ -138,15 +142,17 @@ func TestServiceHandler(t *testing.T) {
 		code uint32
 		kind session.Kind
 	}{{windows.WTS_SESSION_LOCK, session.Lock}, {windows.WTS_SESSION_UNLOCK, session.Unlock}, {windows.WTS_SESSION_LOGON, session.Logon}} {
-		req <- svc.ChangeRequest{Cmd: svc.SessionChange, EventType: c.code}
+		n := &windows.WTSSESSION_NOTIFICATION{Size: 8, SessionID: 2}
+		req <- svc.ChangeRequest{Cmd: svc.SessionChange, EventType: c.code, EventData: uintptr(unsafe.Pointer(n))}
 		select {
 		case got := <-sub:
-			if got.Kind != c.kind {
-				t.Fatalf("published %v, want %v", got.Kind, c.kind)
+			if got.Kind != c.kind || got.SessionID != 2 || got.User != `PC\user2` {
+				t.Fatalf("published %+v, want %v in session 2 by PC\\user2", got, c.kind)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%v not published", c.kind)
 		}
+		runtime.KeepAlive(n)
 	}
 	req <- svc.ChangeRequest{Cmd: svc.SessionChange, EventType: 0x1} // WTS_CONSOLE_CONNECT: not ours
 	req <- svc.ChangeRequest{Cmd: svc.Stop}
@@ -173,5 +179,78 @@ func TestServiceHandlerFailureExitCode(t *testing.T) {
 	st := make(chan svc.Status, 10)
 	if _, code := h.Execute(nil, req, st); code != 1 || h.err == nil {
 		t.Fatalf("exit code %d err %v", code, h.err)
+	}
+}
+
+func TestDecodeNotification(t *testing.T) {
+	for _, c := range []struct {
+		b  []byte
+		id uint32
+		ok bool
+	}{
+		{[]byte{8, 0, 0, 0, 3, 0, 0, 0}, 3, true},
+		{[]byte{8, 0, 0, 0, 0x2a, 0x01, 0, 0}, 298, true},
+		{[]byte{8, 0, 0, 0, 0, 0, 0, 0}, 0, true},              // session 0 is a real session
+		{[]byte{8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, 0, false}, // no session
+		{[]byte{0x10, 0, 0, 0, 3, 0, 0, 0}, 0, false},          // not a notification (reused buffer)
+		{[]byte{8, 0, 0, 0, 3}, 0, false},                      // short read
+		{nil, 0, false},
+	} {
+		id, ok := decodeNotification(c.b)
+		if ok != c.ok || ok && id != c.id {
+			t.Errorf("%x: %d %v, want %d %v", c.b, id, ok, c.id, c.ok)
+		}
+	}
+}
+
+// TestPublishSessionFromEventData: the session id comes from the
+// WTSSESSION_NOTIFICATION, the user from a lookup of that session (faked:
+// Wine has no WTS sessions to query); data that cannot be read names the
+// console session without a user, and never crashes.
+func TestPublishSessionFromEventData(t *testing.T) {
+	users := map[uint32]string{3: `PC\yamada`}
+	lookup := func(id uint32) (string, error) {
+		if u, ok := users[id]; ok {
+			return u, nil
+		}
+		return "", errors.New("no such session")
+	}
+	var bus session.Bus
+	sub := bus.Subscribe()
+	publish := func(code uint32, data uintptr) session.Change {
+		t.Helper()
+		publishSession(&bus, code, data, lookup)
+		select {
+		case c := <-sub:
+			return c
+		default:
+			t.Fatalf("code %d not published", code)
+			return session.Change{}
+		}
+	}
+	n := &windows.WTSSESSION_NOTIFICATION{Size: 8, SessionID: 3}
+	if c := publish(windows.WTS_SESSION_LOCK, uintptr(unsafe.Pointer(n))); c.Kind != session.Lock || c.SessionID != 3 || c.User != `PC\yamada` || c.Time.IsZero() {
+		t.Fatalf("lock: %+v", c)
+	}
+	n.SessionID = 7 // an RDP session whose user cannot be found (already logged off)
+	if c := publish(windows.WTS_SESSION_LOGOFF, uintptr(unsafe.Pointer(n))); c.Kind != session.Logoff || c.SessionID != 7 || c.User != "" {
+		t.Fatalf("logoff: %+v", c)
+	}
+	console := windows.WTSGetActiveConsoleSessionId()
+	n.Size = 0x55 // the buffer was reused: not a notification any more
+	if c := publish(windows.WTS_SESSION_UNLOCK, uintptr(unsafe.Pointer(n))); c.SessionID != console || c.User != "" {
+		t.Fatalf("bad cbSize: %+v, want console session %d", c, console)
+	}
+	runtime.KeepAlive(n)
+	for _, bad := range []uintptr{0, 0x10} { // no data; an address never mapped
+		if c := publish(windows.WTS_SESSION_LOGON, bad); c.Kind != session.Logon || c.SessionID != console || c.User != "" {
+			t.Fatalf("data %#x: %+v", bad, c)
+		}
+	}
+	publishSession(&bus, 0x1, uintptr(unsafe.Pointer(n)), lookup) // WTS_CONSOLE_CONNECT: not ours
+	select {
+	case c := <-sub:
+		t.Fatalf("console connect published: %+v", c)
+	default:
 	}
 }
