@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/mamori/mamori/shared/securefs"
 	"github.com/mamori/mamori/shared/wire"
 )
 
@@ -195,46 +196,19 @@ func saveEnrollment(dir string, st State, keyPEM, certPEM, caPEM []byte) error {
 // MakeStateDir creates dir readable only by root/SYSTEM (and Administrators
 // on Windows) and tightens it when it exists.
 func MakeStateDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := securefs.ProtectDir(dir); err != nil {
 		return fmt.Errorf("uplink: state dir: %w", err)
-	}
-	if err := protectDir(dir); err != nil {
-		return fmt.Errorf("uplink: protect state dir %s: %w", dir, err)
 	}
 	return nil
 }
 
-// WriteFileAtomic writes b to path with mode 0600 through a synced temp file
-// and a rename, so readers see the old or the new content, never a mix.
+// WriteFileAtomic writes b to path privately (0600; its own protected DACL
+// on Windows) through a synced temp file and a rename, so readers see the
+// old or the new content, never a mix.
 func WriteFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
+	if err := securefs.WriteSecretFile(path, b); err != nil {
 		return fmt.Errorf("uplink: %w", err)
 	}
-	name := tmp.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(name)
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
-		return fmt.Errorf("uplink: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		return fmt.Errorf("uplink: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("uplink: sync %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("uplink: %w", err)
-	}
-	if err := os.Rename(name, path); err != nil {
-		return fmt.Errorf("uplink: %w", err)
-	}
-	ok = true
 	return nil
 }
 
