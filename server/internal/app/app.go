@@ -36,6 +36,7 @@ import (
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/server/internal/web"
+	"github.com/mamori/mamori/shared/securefs"
 )
 
 // Files the first start creates in the data directory.
@@ -162,7 +163,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.teardown()
 		}
 	}()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Private on Windows too: %ProgramData% lets local Users read, and the
+	// dir holds the CA and log keys, tokens, etcd and the event store.
+	if err := securefs.ProtectDir(dir); err != nil {
 		return nil, fmt.Errorf("app: data dir: %w", err)
 	}
 

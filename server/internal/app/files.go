@@ -17,10 +17,11 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mamori/mamori/server/internal/state"
+	"github.com/mamori/mamori/shared/securefs"
 )
 
-// writeFileAtomic writes via a temp file and rename, so a crash never
-// leaves half a token behind.
+// writeFileAtomic writes a public file (certificate, verifier key) via a
+// temp file and rename; secrets go through securefs.WriteSecretFile.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -58,7 +59,7 @@ func writeIfMissing(path string, data []byte, perm os.FileMode) error {
 }
 
 // loadOrCreateSecret returns the secret in path, creating a random one
-// (mode 0600) when the file does not exist.
+// (private: securefs) when the file does not exist.
 func loadOrCreateSecret(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
@@ -75,8 +76,8 @@ func loadOrCreateSecret(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("app: %w", err)
 	}
-	if err := writeFileAtomic(path, []byte(v+"\n"), 0o600); err != nil {
-		return "", err
+	if err := securefs.WriteSecretFile(path, []byte(v+"\n")); err != nil {
+		return "", fmt.Errorf("app: %w", err)
 	}
 	return v, nil
 }
@@ -92,8 +93,8 @@ func loadOrCreateLogKey(dir, origin string) (skey, vkey string, err error) {
 		if err != nil {
 			return "", "", fmt.Errorf("app: log key: %w", err)
 		}
-		if err := writeFileAtomic(skPath, []byte(skey+"\n"), 0o600); err != nil {
-			return "", "", err
+		if err := securefs.WriteSecretFile(skPath, []byte(skey+"\n")); err != nil {
+			return "", "", fmt.Errorf("app: log key: %w", err)
 		}
 		if err := writeFileAtomic(vkPath, []byte(vkey+"\n"), 0o644); err != nil {
 			return "", "", err

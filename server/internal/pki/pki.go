@@ -2,7 +2,8 @@
 // server certificate in the data directory, signs agents' client certificates
 // from their CSRs, and gives the server's TLS 1.3 configuration. Agents pin the
 // CA by its SHA-256 fingerprint, as `kubeadm join --discovery-token-ca-cert-hash`
-// does. The package uses only the standard library, so the agent can link it.
+// does. The package uses only the standard library and shared/securefs (for
+// private key files), so the agent can link it.
 package pki
 
 import (
@@ -28,6 +29,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mamori/mamori/shared/securefs"
 )
 
 // File names in the data directory.
@@ -187,8 +190,8 @@ func (a *Authority) loadOrCreateCA(dir string) error {
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	// Key first: a crash in between leaves a key without a certificate, which
 	// the next start replaces.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
-		return err
+	if err := securefs.WriteSecretFile(keyPath, keyPEM); err != nil {
+		return fmt.Errorf("pki: %w", err)
 	}
 	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
 		return err
@@ -264,8 +267,8 @@ func (a *Authority) loadOrIssueServer(dir string, names []string, ips []net.IP) 
 	}
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
-		return err
+	if err := securefs.WriteSecretFile(keyPath, keyPEM); err != nil {
+		return fmt.Errorf("pki: %w", err)
 	}
 	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
 		return err
