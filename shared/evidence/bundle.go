@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -15,19 +16,24 @@ import (
 	"github.com/mamori/mamori/shared/event"
 )
 
-// Format names version 1 of the bundle: JSON Lines, a Header line then one
-// Entry line per log leaf, in ascending log index.
-const Format = "mamori-evidence/v1"
+// Format names version 2 of the bundle: JSON Lines, a Header line, one Entry
+// line per log leaf in ascending log index, then a Trailer line holding the
+// signed Manifest. Version 1 had no manifest and is refused (FormatV1).
+const Format = "mamori-evidence/v2"
 
-// Header is the bundle's first line.
+// FormatV1 is the format before the manifest: a bundle missing its first or
+// last entries still verified, so Verify refuses it.
+const FormatV1 = "mamori-evidence/v1"
+
+// Header is the bundle's first line. It is not signed itself: the manifest
+// repeats what verification relies on, and Verify compares the two.
 type Header struct {
 	Format     string    `json:"format"`
 	Origin     string    `json:"origin"`
 	PublicKey  string    `json:"public_key"` // note verifier key of the log
 	Checkpoint string    `json:"checkpoint"` // signed; every proof is against this tree
 	Created    time.Time `json:"created"`
-	// Query is the export's filter, for the reader; verification does not
-	// depend on it.
+	// Query is the export's filter, as the server received it.
 	Query map[string]string `json:"query,omitempty"`
 	// Older holds earlier signed checkpoints, each with a consistency proof to
 	// Checkpoint, so an auditor holding one of them can tell the log only grew.
@@ -50,6 +56,15 @@ type Entry struct {
 	Proof []tlog.Hash  `json:"proof"`
 }
 
+// Trailer is the bundle's last line: the Manifest as a signed note.
+type Trailer struct {
+	Manifest string `json:"manifest"`
+}
+
+// trailerPrefix starts the trailer line as Writer writes it; entries start
+// with "index", so the two cannot be confused.
+var trailerPrefix = []byte(`{"manifest":`)
+
 // Link is an event reduced to its place in its agent's chain.
 type Link struct {
 	Agent string `json:"agent"`
@@ -63,34 +78,86 @@ func LinkOf(e *event.Event) *Link {
 	return &Link{Agent: e.Agent, Seq: e.Seq, Prev: e.Prev, Hash: e.Hash}
 }
 
-// Writer writes a bundle.
+// Writer writes a bundle and, on Close, its signed manifest.
 type Writer struct {
-	bw  *bufio.Writer
-	enc *json.Encoder
+	bw     *bufio.Writer
+	enc    *json.Encoder
+	signer note.Signer
+	m      Manifest
+	digest *entryDigest
+	closed bool
 }
 
-// NewWriter writes h and returns a Writer for the entries.
-func NewWriter(w io.Writer, h Header) (*Writer, error) {
+// NewWriter writes h and returns a Writer for the entries; Close signs the
+// manifest with s, the log key that signed h.Checkpoint.
+func NewWriter(w io.Writer, h Header, s note.Signer) (*Writer, error) {
 	h.Format = Format
+	cp, err := checkpointOfNote(h.Checkpoint)
+	if err != nil {
+		return nil, fmt.Errorf("evidence: header: %w", err)
+	}
+	m := Manifest{Origin: h.Origin, Size: cp.Size, Root: cp.Root, Created: h.Created, Query: h.Query,
+		Agents: map[string]AgentRange{}}
+	for i, o := range h.Older {
+		oc, err := checkpointOfNote(o.Checkpoint)
+		if err != nil {
+			return nil, fmt.Errorf("evidence: header: older checkpoint %d: %w", i, err)
+		}
+		m.Older = append(m.Older, oc.Size)
+	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(&h); err != nil {
 		return nil, fmt.Errorf("evidence: write header: %w", err)
 	}
-	return &Writer{bw: bw, enc: enc}, nil
+	return &Writer{bw: bw, enc: enc, signer: s, m: m, digest: newEntryDigest()}, nil
 }
 
 // Add writes one entry.
 func (w *Writer) Add(e *Entry) error {
+	var l *Link
+	switch {
+	case e.Event != nil && e.Link == nil:
+		l = LinkOf(e.Event)
+		w.m.Events++
+	case e.Link != nil && e.Event == nil:
+		l = e.Link
+		w.m.Links++
+	default:
+		return fmt.Errorf("evidence: entry %d must hold exactly one of event, link", e.Index)
+	}
 	if err := w.enc.Encode(e); err != nil {
 		return fmt.Errorf("evidence: write entry %d: %w", e.Index, err)
 	}
+	w.digest.add(e.Index, e.Link != nil, l)
+	r, ok := w.m.Agents[l.Agent]
+	if !ok {
+		r.First = l.Seq
+	}
+	r.Last = l.Seq
+	r.Entries++
+	w.m.Agents[l.Agent] = r
 	return nil
 }
 
-// Flush writes out what is buffered.
-func (w *Writer) Flush() error { return w.bw.Flush() }
+// Close signs the manifest of what was added, writes it as the last line
+// and flushes. A bundle without it does not verify.
+func (w *Writer) Close() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	w.m.Digest = w.digest.sum()
+	msg, err := SignManifest(&w.m, w.signer)
+	if err != nil {
+		return err
+	}
+	if err := w.enc.Encode(Trailer{Manifest: string(msg)}); err != nil {
+		return fmt.Errorf("evidence: write manifest: %w", err)
+	}
+	return w.bw.Flush()
+}
 
 // Problem is one verification failure, located in the bundle.
 type Problem struct {
@@ -112,8 +179,9 @@ func (p Problem) String() string {
 // Report is the outcome of Verify.
 type Report struct {
 	Checkpoint Checkpoint
-	Events     int // full events verified
-	Links      int // link-only entries verified
+	Manifest   *Manifest // the server's signed statement; nil if absent or invalid
+	Events     int       // full events verified
+	Links      int       // link-only entries verified
 	Agents     map[string]*AgentRange
 	Problems   []Problem
 	Truncated  int // problems beyond MaxProblems, not listed
@@ -144,9 +212,10 @@ type VerifyOptions struct {
 // Verify checks a bundle offline against the log's public key: the
 // checkpoint's signature, each entry's content hash and inclusion proof,
 // each agent's seq and hash chain across the bundle, the consistency of
-// older checkpoints, and optionally that the log only grew since opt.Old.
-// The error is for a bundle that cannot be read at all; content failures are
-// Problems in the Report.
+// older checkpoints, the signed manifest against the header and every entry
+// (so no line can be dropped, added, reordered or re-typed), and optionally
+// that the log only grew since opt.Old. The error is for a bundle that cannot
+// be read at all; content failures are Problems in the Report.
 func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), MaxLine)
@@ -168,7 +237,11 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 	if err := strictDecode(sc.Bytes(), &h); err != nil {
 		return nil, fmt.Errorf("evidence: header (line 1): %w", err)
 	}
-	if h.Format != Format {
+	switch h.Format {
+	case Format:
+	case FormatV1:
+		return nil, fmt.Errorf("evidence: header (line 1): format %q has no signed manifest, so entries removed from its start or end cannot be detected; export the bundle again from a current server (format %q)", h.Format, Format)
+	default:
 		return nil, fmt.Errorf("evidence: header (line 1): format %q, want %q", h.Format, Format)
 	}
 	if hv, err := note.NewVerifier(h.PublicKey); err != nil || hv.Name() != v.Name() || hv.KeyHash() != v.KeyHash() {
@@ -182,12 +255,14 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 	rep.Checkpoint = cp
 
 	olderBySize := map[int64]tlog.Hash{}
+	var olderSizes []int64
 	for i, o := range h.Older {
 		oc, err := Open([]byte(o.Checkpoint), v)
 		if err != nil {
 			add(Problem{Line: 1, Msg: fmt.Sprintf("older checkpoint %d: %v", i, err)})
 			continue
 		}
+		olderSizes = append(olderSizes, oc.Size)
 		if oc.Size > cp.Size {
 			add(Problem{Line: 1, Msg: fmt.Sprintf("older checkpoint %d has size %d > %d", i, oc.Size, cp.Size)})
 			continue
@@ -224,9 +299,32 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		seq  uint64
 		hash string
 	}
-	heads := map[string]head{}
-	lastIndex := int64(-1)
-	for line := 2; sc.Scan(); line++ {
+	var (
+		heads         = map[string]head{}
+		lastIndex     = int64(-1)
+		digest        = newEntryDigest()
+		events, links int    // entries of each kind, valid or not, for the manifest
+		trailer       []byte // the manifest's note
+		trailerLine   int
+		line          = 1
+	)
+	for sc.Scan() {
+		line++
+		if bytes.HasPrefix(sc.Bytes(), trailerPrefix) {
+			var t Trailer
+			switch err := strictDecode(sc.Bytes(), &t); {
+			case err != nil:
+				add(Problem{Line: line, Msg: "unreadable manifest: " + err.Error()})
+			case trailer != nil:
+				add(Problem{Line: line, Msg: fmt.Sprintf("a second manifest (the first is on line %d): bundles were joined", trailerLine)})
+			default:
+				trailer, trailerLine = []byte(t.Manifest), line
+			}
+			continue
+		}
+		if trailer != nil {
+			add(Problem{Line: line, Msg: fmt.Sprintf("entry after the manifest (line %d): lines were appended", trailerLine)})
+		}
 		var en Entry
 		if err := strictDecode(sc.Bytes(), &en); err != nil {
 			add(Problem{Line: line, Msg: "unreadable entry: " + err.Error()})
@@ -236,18 +334,23 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		switch {
 		case en.Event != nil && en.Link == nil:
 			l = *LinkOf(en.Event)
+			events++
 			if err := en.Event.Validate(); err != nil {
+				// Its stated hash still places it in the log and the chain,
+				// so only this problem is reported for it.
 				add(Problem{Line: line, Index: en.Index, Agent: l.Agent, Seq: l.Seq, Msg: "event content: " + err.Error()})
-				continue
+			} else {
+				rep.Events++
 			}
-			rep.Events++
 		case en.Link != nil && en.Event == nil:
 			l = *en.Link
+			links++
 			rep.Links++
 		default:
 			add(Problem{Line: line, Index: en.Index, Msg: "entry must hold exactly one of event, link"})
 			continue
 		}
+		digest.add(en.Index, en.Link != nil, &l)
 		p := Problem{Line: line, Index: en.Index, Agent: l.Agent, Seq: l.Seq}
 		if en.Index <= lastIndex {
 			p.Msg = fmt.Sprintf("log index %d out of order (after %d): entries reordered or repeated", en.Index, lastIndex)
@@ -288,7 +391,93 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 	if err := sc.Err(); err != nil {
 		return rep, fmt.Errorf("evidence: read bundle: %w", err)
 	}
+	if trailer == nil {
+		add(Problem{Line: line + 1, Msg: "no signed manifest after the last entry: the bundle was cut short (its last lines removed), so nothing proves it is complete"})
+		return rep, nil
+	}
+	m, err := OpenManifest(trailer, v)
+	if err != nil {
+		add(Problem{Line: trailerLine, Msg: "manifest: " + err.Error() + ": it was changed after signing or signed by another key"})
+		return rep, nil
+	}
+	rep.Manifest = m
+	checkManifest(rep, m, &h, cp, olderSizes, events, links, digest.sum(), func(msg string) {
+		add(Problem{Line: trailerLine, Msg: msg})
+	})
 	return rep, nil
+}
+
+// checkManifest compares the signed manifest with the unsigned header and
+// with the entries read, reporting each difference by name.
+func checkManifest(rep *Report, m *Manifest, h *Header, cp Checkpoint, olderSizes []int64, events, links int, digest [32]byte, fail func(string)) {
+	found := false
+	failf := func(format string, a ...any) {
+		found = true
+		fail(fmt.Sprintf(format, a...))
+	}
+	if m.Size != cp.Size || m.Root != cp.Root {
+		failf("manifest is for the tree at size %d (root %s), the header's checkpoint is size %d (root %s): header and manifest come from different exports",
+			m.Size, m.Root, cp.Size, cp.Root)
+	}
+	if hq, mq := encodeQuery(h.Query), encodeQuery(m.Query); hq != mq {
+		failf("header query %q is not the signed manifest's %q: the export's filters were changed", hq, mq)
+	}
+	if !h.Created.Equal(m.Created) {
+		failf("header created %s is not the signed manifest's %s", h.Created.UTC().Format(time.RFC3339Nano), m.Created.UTC().Format(time.RFC3339Nano))
+	}
+	if fmt.Sprint(olderSizes) != fmt.Sprint(m.Older) {
+		failf("header holds older checkpoints of sizes %v, the signed manifest lists %v", olderSizes, m.Older)
+	}
+	if got := events + links; got != m.Entries() {
+		what := entries(m.Entries()-got) + " missing"
+		if got > m.Entries() {
+			what = entries(got-m.Entries()) + " added"
+		}
+		if got == 0 {
+			what = "every entry removed"
+		}
+		failf("the manifest lists %d entries (%d events, %d links), the bundle holds %d (%d events, %d links): %s",
+			m.Entries(), m.Events, m.Links, got, events, links, what)
+	} else if events != m.Events {
+		failf("the manifest lists %d events and %d links, the bundle holds %d events and %d links: entries were re-typed (an event turned into a link or back)",
+			m.Events, m.Links, events, links)
+	}
+	for _, a := range sortedAgents(m.Agents) {
+		want, got := m.Agents[a], rep.Agents[a]
+		switch {
+		case got == nil:
+			failf("agent %s: the manifest lists seq %d..%d (%d entries), the bundle holds none of them: removed", a, want.First, want.Last, want.Entries)
+		case *got != want:
+			var where []string
+			if got.First != want.First {
+				where = append(where, "at its start")
+			}
+			if got.Last != want.Last {
+				where = append(where, "at its end")
+			}
+			if len(where) == 0 {
+				where = append(where, "in between")
+			}
+			failf("agent %s: the manifest lists seq %d..%d (%d entries), the bundle holds seq %d..%d (%d entries): entries changed %s",
+				a, want.First, want.Last, want.Entries, got.First, got.Last, got.Entries, strings.Join(where, " and "))
+		}
+	}
+	for _, a := range sortedAgents(rep.Agents) {
+		if _, ok := m.Agents[a]; !ok {
+			got := rep.Agents[a]
+			failf("agent %s: not in the manifest, yet the bundle holds seq %d..%d (%d entries): added", a, got.First, got.Last, got.Entries)
+		}
+	}
+	if !found && digest != m.Digest {
+		failf("entries differ from those the server signed (SHA-256 %x, manifest %x): an entry was replaced, re-typed or its link changed", digest, m.Digest)
+	}
+}
+
+func entries(n int) string {
+	if n == 1 {
+		return "1 entry"
+	}
+	return fmt.Sprintf("%d entries", n)
 }
 
 func strictDecode(b []byte, v any) error {

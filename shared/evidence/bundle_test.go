@@ -106,8 +106,14 @@ func (f *fixture) sign(t testing.TB, n int64) []byte {
 // bundle exports every event of the log; with filter, non-matching events
 // become links, as the server's export does.
 func (f *fixture) bundle(t testing.TB, filter func(*event.Event) bool, older ...int64) []byte {
+	return f.bundleSigned(t, filter, f.signer, older...)
+}
+
+// bundleSigned is bundle with the manifest signed by s.
+func (f *fixture) bundleSigned(t testing.TB, filter func(*event.Event) bool, s note.Signer, older ...int64) []byte {
 	n := f.log.n
-	h := Header{Origin: "mamori/test-server", PublicKey: f.vkey, Checkpoint: string(f.cps[n]), Created: time.Now().UTC()}
+	h := Header{Origin: "mamori/test-server", PublicKey: f.vkey, Checkpoint: string(f.cps[n]), Created: time.Now().UTC(),
+		Query: map[string]string{"agent": "ag-2"}}
 	for _, o := range older {
 		p, err := tlog.ProveTree(n, o, f.log)
 		if err != nil {
@@ -116,7 +122,7 @@ func (f *fixture) bundle(t testing.TB, filter func(*event.Event) bool, older ...
 		h.Older = append(h.Older, Older{Checkpoint: string(f.cps[o]), Proof: p})
 	}
 	var buf bytes.Buffer
-	w, err := NewWriter(&buf, h)
+	w, err := NewWriter(&buf, h, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +141,7 @@ func (f *fixture) bundle(t testing.TB, filter func(*event.Event) bool, older ...
 			t.Fatal(err)
 		}
 	}
-	if err := w.Flush(); err != nil {
+	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

@@ -52,7 +52,9 @@ func (x *Exporter) max() int {
 // checkpoint signed now. Each agent's events between its first and last
 // match that do not match f go in as links, so the bundle proves the chain
 // has no holes. since > 0 adds a consistency proof from the checkpoint of
-// that size (one the auditor kept).
+// that size (one the auditor kept). The bundle ends with a manifest signed
+// with the log key (query, checkpoint, counts, per-agent ranges, a digest of
+// every entry), so no entry can be dropped or re-typed unnoticed.
 func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, since int64, query map[string]string) (Summary, error) {
 	cp, err := x.Checkpointer.SignNow(ctx)
 	if err != nil {
@@ -107,13 +109,13 @@ func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, s
 		}
 		h.Older = append(h.Older, evidence.Older{Checkpoint: old.Note, Proof: proof})
 	}
-	bw, err := evidence.NewWriter(w, h)
+	bw, err := evidence.NewWriter(w, h, x.Checkpointer.Signer)
 	if err != nil {
 		return Summary{}, err
 	}
 	sum := Summary{TreeSize: n}
 	if len(matched) == 0 {
-		return sum, bw.Flush()
+		return sum, bw.Close() // the signed manifest says "nothing matched"
 	}
 	// Pass 2: the matches in full, the rest of each span as links.
 	next := 0
@@ -149,9 +151,10 @@ func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, s
 		return nil
 	})
 	if err != nil {
+		// No manifest: a bundle cut short by an error does not verify.
 		return sum, err
 	}
-	return sum, bw.Flush()
+	return sum, bw.Close()
 }
 
 // csvHeaders in Japanese and English, for Excel readers.
