@@ -197,11 +197,28 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	// Evidence first: a store that no longer matches its signed log must not
-	// serve (or sign over) anything.
-	if err := audit.VerifyLog(ctx, s.store, verifier, cfg.Log); err != nil {
+	// serve (or sign over) anything. etcd's copy of the latest checkpoint
+	// lives apart from the store, so it also catches a store that lost its
+	// newest events with their checkpoints, or a deleted events.db.
+	etcdCP, err := s.state.LatestCheckpoint(ctx)
+	if errors.Is(err, state.ErrNotFound) {
+		etcdCP = nil // a new etcd: nothing to compare with yet
+	} else if err != nil {
+		return nil, fmt.Errorf("app: latest checkpoint from etcd: %w", err)
+	}
+	if err := audit.VerifyLogAgainst(ctx, s.store, verifier, etcdCP, cfg.Log); err != nil {
 		return nil, fmt.Errorf("app: refusing to start: %w", err)
 	}
 	s.cp = &audit.Checkpointer{Log: s.store, Signer: s.logKey, Mirror: s.state.PutCheckpoint, Logger: cfg.Log}
+	if etcdCP == nil {
+		// Give a new etcd the store's latest checkpoint now rather than when
+		// the log next grows, so the next start has it to check against.
+		if cp, err := s.store.LatestCheckpoint(ctx); err == nil {
+			if err := s.state.PutCheckpoint(ctx, []byte(cp.Note)); err != nil {
+				s.log.Warn().Err(err).Int64("size", cp.Size).Msg("checkpoint not mirrored to etcd")
+			}
+		}
+	}
 	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
 	s.cpStop, s.cpDone = cpStop, make(chan struct{})
 	retainer := &audit.Retainer{Log: s.store, Keep: cfg.Retention, Logger: cfg.Log}

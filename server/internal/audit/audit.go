@@ -1,7 +1,8 @@
 // Package audit turns the server's event store into evidence: it signs
-// checkpoints of the Merkle log, checks on start that the stored log still
-// matches the last signed checkpoint, and exports evidence bundles
-// (shared/evidence) and CSV files for auditors.
+// checkpoints of the Merkle log (kept in the store and mirrored to etcd),
+// checks on start that the stored log still matches its last signed
+// checkpoint and etcd's copy, and exports evidence bundles (shared/evidence,
+// each ending with a signed manifest) and CSV files for auditors.
 package audit
 
 import (

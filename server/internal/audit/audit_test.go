@@ -276,3 +276,69 @@ func TestRetainer(t *testing.T) {
 		t.Fatal("one-year retention accepted")
 	}
 }
+
+// A checkpoint kept outside the store (etcd's copy) catches what the
+// store's own checkpoints cannot: a store that lost its newest events
+// together with the checkpoints over them, or another store in its place.
+func TestVerifyLogAgainstExternal(t *testing.T) {
+	ctx := context.Background()
+	a := newRig(t)
+	a.fill(t, 3, 5)
+	ext, err := a.cp.SignNow(ctx)
+	if err != nil || ext.Size != 15 {
+		t.Fatal(ext.Size, err)
+	}
+	sameKey := func() *rig {
+		r := &rig{path: filepath.Join(t.TempDir(), "events.db"), vkey: a.vkey, skey: a.skey, verif: a.verif}
+		r.open(t)
+		return r
+	}
+
+	// The same store, grown since: it extends the external checkpoint.
+	a.fill(t, 3, 2)
+	if err := VerifyLogAgainst(ctx, a.log, a.verif, []byte(ext.Note), zerolog.Nop()); err != nil {
+		t.Fatalf("grown store: %v", err)
+	}
+
+	// A smaller store that agrees with itself (its own checkpoint at 9).
+	small := sameKey()
+	small.fill(t, 3, 3)
+	if _, err := small.cp.SignNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyLog(ctx, small.log, small.verif, zerolog.Nop()); err != nil {
+		t.Fatalf("the store alone should look intact: %v", err)
+	}
+	err = VerifyLogAgainst(ctx, small.log, small.verif, []byte(ext.Note), zerolog.Nop())
+	if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "the event store has 9 events, the latest signed checkpoint in etcd covers 15 (root "+ext.Root.String()+")") {
+		t.Fatalf("smaller store: %v", err)
+	}
+
+	// Another history of the same length and more, signed by the same key.
+	other := sameKey()
+	other.fill(t, 4, 5)
+	if _, err := other.cp.SignNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = VerifyLogAgainst(ctx, other.log, other.verif, []byte(ext.Note), zerolog.Nop())
+	if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "tree at size 15 has root ") ||
+		!strings.Contains(err.Error(), "the latest signed checkpoint in etcd says "+ext.Root.String()) {
+		t.Fatalf("other history: %v", err)
+	}
+
+	// A changed note is refused, and so is one signed by another key (the
+	// log key was replaced, say with the store deleted too).
+	forged := strings.Replace(ext.Note, "\n15\n", "\n3\n", 1)
+	if err := VerifyLogAgainst(ctx, small.log, small.verif, []byte(forged), zerolog.Nop()); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("forged etcd checkpoint: %v", err)
+	}
+	foreign := newRig(t)
+	foreign.fill(t, 1, 20)
+	fcp, err := foreign.cp.SignNow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyLogAgainst(ctx, small.log, small.verif, []byte(fcp.Note), zerolog.Nop()); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "restore the log-key file") {
+		t.Fatalf("another key's checkpoint: %v", err)
+	}
+}

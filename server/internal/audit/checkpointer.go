@@ -85,8 +85,9 @@ func (c *Checkpointer) signLocked(ctx context.Context) (eventlog.Checkpoint, err
 	}
 	c.last = cp
 	if c.Mirror != nil {
-		// The etcd copy lets an operator compare across servers; the store's
-		// copy is the one verification uses, so a failure here only warns.
+		// The etcd copy lives apart from the store, so start-up checks the
+		// store against it (VerifyLogAgainst). It may lag behind the store,
+		// which only weakens that check, so a failure here only warns.
 		if err := c.Mirror(ctx, msg); err != nil {
 			c.Logger.Warn().Err(err).Int64("size", n).Msg("checkpoint not mirrored to etcd")
 		}

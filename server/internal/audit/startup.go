@@ -15,14 +15,41 @@ import (
 )
 
 // ErrTampered is wrapped by VerifyLog when the stored log no longer matches
-// its content or its last signed checkpoint.
+// its content, its last signed checkpoint or the checkpoint kept outside it.
 var ErrTampered = errors.New("audit: event store does not match its signed log")
+
+// EtcdCheckpointKey is where state keeps the latest checkpoint, named in
+// start-up refusals so an admin can find it.
+const EtcdCheckpointKey = "/mamori/checkpoint"
+
+// anchor is a signed tree size and root the stored log must extend.
+type anchor struct {
+	size int64
+	root tlog.Hash
+	what string
+}
 
 // VerifyLog recomputes, from every stored event's content, its hash, its
 // Merkle leaf and the tree root, and checks them against the stored hashes
-// and the last signed checkpoint. The server runs it before serving and
-// refuses to start on ErrTampered; the message names the first mismatch.
+// and the last signed checkpoint in the store. It returns ErrTampered naming
+// the first mismatch.
 func VerifyLog(ctx context.Context, l Log, v note.Verifier, log zerolog.Logger) error {
+	return VerifyLogAgainst(ctx, l, v, nil, log)
+}
+
+// VerifyLogAgainst is VerifyLog that also checks the store against external:
+// the latest signed checkpoint kept outside the store (etcd's copy; nil when
+// there is none). The store's own checkpoints go with its events, so a
+// deleted or replaced events.db, or the newest rows deleted together with
+// the newer checkpoint rows, leaves a store that agrees with itself;
+// external does not go with them, so the store must reach its size and have
+// its root there. The server runs it before serving and refuses to start on
+// ErrTampered.
+func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []byte, log zerolog.Logger) error {
+	var (
+		anchors []anchor
+		extSize int64 = -1
+	)
 	cp, err := l.LatestCheckpoint(ctx)
 	switch {
 	case errors.Is(err, eventlog.ErrNoCheckpoint):
@@ -37,13 +64,30 @@ func VerifyLog(ctx context.Context, l Log, v note.Verifier, log zerolog.Logger) 
 		if signed.Size != cp.Size || signed.Root != cp.Root {
 			return fmt.Errorf("%w: checkpoint row (size %d) differs from its signed note (size %d)", ErrTampered, cp.Size, signed.Size)
 		}
+		anchors = append(anchors, anchor{cp.Size, cp.Root, "the store's last signed checkpoint"})
+	}
+	if external != nil {
+		// Signed by another key too: the log key was replaced, which the
+		// store's own checkpoints refuse as well.
+		ext, err := evidence.Open(external, v)
+		if err != nil {
+			return fmt.Errorf("%w: the latest checkpoint in etcd does not verify with this server's log key (%s): %v. "+
+				"If the log key was replaced, restore the log-key file from a backup", ErrTampered, v.Name(), err)
+		}
+		anchors = append(anchors, anchor{ext.Size, ext.Root, "the latest signed checkpoint in etcd"})
+		extSize = ext.Size
 	}
 	n, err := l.TreeSize(ctx)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	if n < cp.Size {
-		return fmt.Errorf("%w: log has %d events, the signed checkpoint covers %d: events were deleted", ErrTampered, n, cp.Size)
+	for _, a := range anchors {
+		if n < a.size {
+			return fmt.Errorf("%w: the event store has %d events, %s covers %d (root %s): events were deleted or the store was replaced. "+
+				"Restore the event store (events.db, or the PostgreSQL database) from a backup holding at least %d events, then start again; "+
+				"if those events are lost for good, record the loss and delete the etcd key %s to accept the store as it is",
+				ErrTampered, n, a.what, a.size, a.root, a.size, EtcdCheckpointKey)
+		}
 	}
 	start := time.Now()
 	var (
@@ -78,9 +122,14 @@ func VerifyLog(ctx context.Context, l Log, v note.Verifier, log zerolog.Logger) 
 			return fmt.Errorf("%w: %s: stored Merkle leaf does not match the event's hash", ErrTampered, where)
 		}
 		stack.push(leaf)
-		if cp.Size > 0 && s.Index+1 == cp.Size && stack.root() != cp.Root {
-			problem = fmt.Errorf("%w: events 0..%d hash to root %s, the signed checkpoint says %s: an event's hash was rewritten",
-				ErrTampered, cp.Size-1, stack.root(), cp.Root)
+		for _, a := range anchors {
+			if problem == nil && s.Index+1 == a.size && stack.root() != a.root {
+				// Reported after the scan, unless a row-level cause shows up.
+				problem = fmt.Errorf("%w: the event store's tree at size %d has root %s, %s says %s: "+
+					"stored events were rewritten or the store was replaced by another one. "+
+					"Restore the event store from a backup taken before the change, then start again",
+					ErrTampered, a.size, stack.root(), a.what, a.root)
+			}
 		}
 		return nil
 	}
@@ -118,7 +167,8 @@ func VerifyLog(ctx context.Context, l Log, v note.Verifier, log zerolog.Logger) 
 			return fmt.Errorf("%w: stored Merkle hashes give root %s, the events give %s", ErrTampered, root, stack.root())
 		}
 	}
-	log.Info().Int64("events", n).Int64("checkpoint", cp.Size).Dur("took", time.Since(start)).Msg("event log verified")
+	log.Info().Int64("events", n).Int64("checkpoint", cp.Size).Int64("etcd_checkpoint", extSize).
+		Dur("took", time.Since(start)).Msg("event log verified")
 	return nil
 }
 

@@ -1,0 +1,148 @@
+package app_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/audit"
+	"github.com/mamori/mamori/server/internal/eventlog"
+)
+
+func startErr(dir string) (*app.Server, error) {
+	return app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		Hostnames: []string{"127.0.0.1", "localhost"}, Log: zerolog.Nop()})
+}
+
+// The start-up check uses etcd's copy of the latest checkpoint, which lives
+// apart from the event store: an untouched restart starts; a store cut back
+// to an older checkpoint (newest events and checkpoint rows deleted, heads
+// fixed up, so it agrees with itself) or a deleted events.db is refused,
+// naming both sizes.
+func TestStartRefusesStoreBehindEtcd(t *testing.T) {
+	dir := t.TempDir()
+	srv := start(t, dir)
+	a := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-a")
+	if _, err := a.send(a.events(40)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil { // signs and mirrors a final checkpoint
+		t.Fatal(err)
+	}
+
+	// Untouched: starts, and the agent carries on.
+	srv = start(t, dir)
+	a.base = srv.URL()
+	if _, err := a.send(a.events(40)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Cut the store back to the checkpoint before the newest one.
+	db, err := sql.Open("sqlite", filepath.Join(dir, app.FileEvents))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var newest, keep int64
+	var root []byte
+	if err := db.QueryRow(`SELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1`).Scan(&newest, &root); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow(`SELECT max(size) FROM checkpoints WHERE size < ? AND size > 0`, newest).Scan(&keep); err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		`DELETE FROM events WHERE idx >= ?`,
+		`DELETE FROM checkpoints WHERE size > ?`,
+		`UPDATE heads SET seq = (SELECT max(seq) FROM events e WHERE e.agent = heads.agent),
+			hash = (SELECT hash FROM events e WHERE e.agent = heads.agent ORDER BY seq DESC LIMIT 1),
+			events = (SELECT count(*) FROM events e WHERE e.agent = heads.agent)`,
+		`DELETE FROM heads WHERE seq IS NULL`,
+	} {
+		if _, err := db.Exec(stmt, keep); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	db.Close()
+
+	// On its own the cut store looks intact: only etcd's copy shows the loss.
+	v, err := note.NewVerifier(strings.TrimSpace(string(readFile(t, filepath.Join(dir, app.FileLogKeyPub)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := eventlog.OpenSQLite(context.Background(), filepath.Join(dir, app.FileEvents), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.VerifyLog(context.Background(), st, v, zerolog.Nop()); err != nil {
+		t.Fatalf("the cut store should agree with itself: %v", err)
+	}
+	st.Close()
+
+	var etcdRoot tlog.Hash
+	copy(etcdRoot[:], root)
+	wantSizes := func(have int64) string {
+		return "the event store has " + strconv.FormatInt(have, 10) + " events, the latest signed checkpoint in etcd covers " +
+			strconv.FormatInt(newest, 10) + " (root " + etcdRoot.String() + ")"
+	}
+	_, err = startErr(dir)
+	if !errors.Is(err, audit.ErrTampered) || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), wantSizes(keep)) ||
+		!strings.Contains(err.Error(), "Restore the event store") {
+		t.Fatalf("restart over a cut store (kept %d of %d): %v", keep, newest, err)
+	}
+	t.Log(err)
+
+	// events.db deleted: a new empty store would start from nothing.
+	for _, f := range []string{"", "-wal", "-shm"} {
+		if err := os.Remove(filepath.Join(dir, app.FileEvents+f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	_, err = startErr(dir)
+	if !errors.Is(err, audit.ErrTampered) || !strings.Contains(err.Error(), wantSizes(0)) {
+		t.Fatalf("restart without events.db: %v", err)
+	}
+}
+
+// A data dir whose etcd has no checkpoint (a new etcd beside an existing
+// store) starts, and etcd gets the store's checkpoint at once, so deleting
+// events.db afterwards is caught on the next start.
+func TestStartSeedsNewEtcd(t *testing.T) {
+	dir := t.TempDir()
+	srv := start(t, dir)
+	a := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-a")
+	if _, err := a.send(a.events(10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "etcd")); err != nil {
+		t.Fatal(err)
+	}
+	srv = start(t, dir)
+	if cp, err := srv.State().LatestCheckpoint(context.Background()); err != nil || !strings.Contains(string(cp), "\n") {
+		t.Fatalf("etcd not seeded: %q %v", cp, err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, app.FileEvents)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := startErr(dir); !errors.Is(err, audit.ErrTampered) {
+		t.Fatalf("restart without events.db: %v", err)
+	}
+}
