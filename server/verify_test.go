@@ -20,7 +20,7 @@ import (
 )
 
 // The verify command on a real export: exit 0 for the intact bundle, 1 with
-// the place named for a changed one or another key, 2 for bad usage.
+// the place named for a changed or cut one or another key, 2 for bad usage.
 func TestVerifyCommand(t *testing.T) {
 	dir := t.TempDir()
 	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
@@ -50,14 +50,16 @@ func TestVerifyCommand(t *testing.T) {
 		call("POST", "/api/v1/tokens", `{"ttl":"1h","uses":1}`)
 	}
 	bundle := filepath.Join(dir, "bundle.jsonl")
-	os.WriteFile(bundle, call("GET", "/api/v1/export?format=bundle", ""), 0o600)
+	os.WriteFile(bundle, call("GET", "/api/v1/export?format=bundle&agent=server", ""), 0o600)
 	pub := filepath.Join(dir, app.FileLogKeyPub)
 
 	var out, errb bytes.Buffer
 	if code := run([]string{"verify", bundle, "--pubkey", pub}, &out, &errb); code != 0 || !strings.Contains(out.String(), "result:     OK") {
 		t.Fatalf("intact bundle: exit %d\n%s%s", code, out.String(), errb.String())
 	}
-	if !strings.Contains(out.String(), "agent:      server seq 1..3") {
+	t.Log("\n" + out.String())
+	if !strings.Contains(out.String(), "agent:      server seq 1..3") || !strings.Contains(out.String(), "query:      agent=server\n") ||
+		!strings.Contains(out.String(), "lists 3 events and 0 links") {
 		t.Fatalf("summary:\n%s", out.String())
 	}
 
@@ -67,6 +69,27 @@ func TestVerifyCommand(t *testing.T) {
 	out.Reset()
 	if code := run([]string{"verify", "--pubkey", pub, changed}, &out, &errb); code != 1 || !strings.Contains(out.String(), "FAIL: line 2 (log index 0, agent server, seq 1): event content") {
 		t.Fatalf("changed bundle: exit %d\n%s", code, out.String())
+	}
+
+	// The first or the last entry dropped: the signed manifest names it.
+	ls := bytes.SplitAfter(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+	if len(ls) != 5 {
+		t.Fatalf("bundle of %d lines, want header, 3 entries, manifest", len(ls))
+	}
+	for name, c := range map[string]struct {
+		lines [][]byte
+		want  string
+	}{
+		"first": {append([][]byte{ls[0]}, ls[2:]...), "FAIL: line 4: agent server: the manifest lists seq 1..3 (3 entries), the bundle holds seq 2..3 (2 entries): entries changed at its start"},
+		"last":  {append(append([][]byte{}, ls[:3]...), ls[4]), "FAIL: line 4: agent server: the manifest lists seq 1..3 (3 entries), the bundle holds seq 1..2 (2 entries): entries changed at its end"},
+		"all":   {[][]byte{ls[0], ls[4]}, "FAIL: line 2: the manifest lists 3 entries (3 events, 0 links), the bundle holds 0 (0 events, 0 links): every entry removed"},
+	} {
+		cut := filepath.Join(dir, "cut-"+name+".jsonl")
+		os.WriteFile(cut, bytes.Join(c.lines, nil), 0o600)
+		out.Reset()
+		if code := run([]string{"verify", cut, "--pubkey", pub}, &out, &errb); code != 1 || !strings.Contains(out.String(), c.want) {
+			t.Fatalf("%s entry dropped: exit %d\n%s", name, code, out.String())
+		}
 	}
 
 	_, otherPub, _ := note.GenerateKey(rand.Reader, "mamori/other")

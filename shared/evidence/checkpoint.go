@@ -7,6 +7,13 @@
 // server's Ed25519 log key. Each leaf of the log is tlog.RecordHash over the
 // 32 raw bytes of an event's hash, so a leaf stays provable after retention
 // has removed the event's payload.
+//
+// A bundle (format mamori-evidence/v2, JSON Lines) is a Header, one Entry
+// per leaf and a Trailer holding a Manifest signed with the same key: the
+// export's query, checkpoint, counts of events and links, each agent's seq
+// range and a SHA-256 over every entry. Proofs show each entry is in the
+// log; the manifest shows the bundle holds every entry the server exported,
+// in order and of the kind it exported. See README.md.
 package evidence
 
 import (
