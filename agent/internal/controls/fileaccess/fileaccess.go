@@ -69,6 +69,7 @@ type access struct {
 	Read    bool   // read-only access (Linux: closed without writing; Windows: ReadData only)
 	Write   bool
 	Delete  bool
+	Record  uint64 // OS record that reported it (Security-log record id), acked back; 0: none
 }
 
 // probe attributes accesses to users and processes.
@@ -83,6 +84,10 @@ type probe interface {
 	accesses() <-chan access
 	// joinDelay is how long a change waits for its access record.
 	joinDelay() time.Duration
+	// ack says that every access handed out so far with a Record up to rec
+	// is durable (its events emitted) or dropped: the probe may persist its
+	// log position past them, and only then.
+	ack(rec uint64)
 	close() error
 }
 
@@ -256,9 +261,11 @@ func (c *Control) Run(ctx context.Context) error {
 		if r.w != nil && r.attributing {
 			acc = c.probe.accesses()
 		}
+		r.ackDone()
 		select {
 		case <-ctx.Done():
 			r.flushAll(ctx)
+			r.ackDone()
 			return nil
 		case <-c.changed:
 			resync = true
@@ -297,6 +304,7 @@ type bulkWindow struct {
 	users      map[string]int
 	first      time.Time // of the first suppressed change
 	last       time.Time
+	recs       []uint64 // OS records behind suppressed events, released with the summary
 }
 
 type readKey struct{ path, user, process string }
@@ -305,6 +313,7 @@ type readAgg struct {
 	a     access
 	first time.Time
 	count int
+	recs  []uint64 // OS records merged in, released when the event is out
 }
 
 type held struct {
@@ -324,7 +333,15 @@ type runner struct {
 	reads       map[readKey]*readAgg
 	recent      map[string][]access
 	recentQ     []string // paths in arrival order, to prune recent
+	acks        recordAcks
 	pid         int
+}
+
+// ackDone tells the probe how far its records are durable.
+func (r *runner) ackDone() {
+	if rec, moved := r.acks.done(); moved {
+		r.c.probe.ack(rec)
+	}
 }
 
 func (r *runner) tick() time.Duration {
@@ -354,6 +371,7 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 	r.cfg = cfg
 	if !cfg.mode.Enabled() {
 		r.flushAll(ctx)
+		r.closeBulks(ctx)
 		r.roots = map[string]*rootState{}
 		_, _ = c.probe.setRoots(ctx, nil, false)
 		r.attributing = false
@@ -375,15 +393,17 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 			return
 		}
 		r.w = w
+		r.closeBulks(ctx)
 		r.roots = map[string]*rootState{}
 	}
 	want := map[string]folder{}
 	for _, f := range cfg.folders {
 		want[f.path] = f
 	}
-	for p := range r.roots {
+	for p, rs := range r.roots {
 		if _, ok := want[p]; !ok {
 			_ = r.w.Remove(p) // may never have been added
+			r.closeBulk(ctx, rs, c.env.Clock.Now())
 			delete(r.roots, p)
 		}
 	}
@@ -553,14 +573,16 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 }
 
 // countOrEmit applies the folder's bulk limit: the first threshold events of
-// a window go out one by one, the rest are counted into the summary.
-func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event) {
+// a window go out one by one, the rest are counted into the summary. recs,
+// the OS records behind e, are released once e (or its summary) is out.
+func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event, recs ...uint64) {
 	rs := r.roots[root]
 	if rs == nil {
 		rs = r.roots[r.rootFor(e.Object)]
 	}
 	if rs == nil {
 		r.emit(ctx, e)
+		r.acks.release(recs...)
 		return
 	}
 	now := r.c.env.Clock.Now()
@@ -572,8 +594,10 @@ func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event) {
 	b.n++
 	if b.n <= r.cfg.threshold {
 		r.emit(ctx, e)
+		r.acks.release(recs...)
 		return
 	}
+	b.recs = append(b.recs, recs...)
 	if b.suppressed == nil {
 		b.suppressed, b.procs, b.users = map[string]int{}, map[string]int{}, map[string]int{}
 		b.first = now
@@ -621,7 +645,16 @@ func (r *runner) closeBulk(ctx context.Context, rs *rootState, now time.Time) {
 			User: user, Process: proc, Attrs: a}
 		r.emit(ctx, e)
 	}
+	r.acks.release(b.recs...)
 	*b = bulkWindow{}
+}
+
+// closeBulks closes every folder's bulk window, before the folders are forgotten.
+func (r *runner) closeBulks(ctx context.Context) {
+	now := r.c.env.Clock.Now()
+	for _, rs := range r.roots {
+		r.closeBulk(ctx, rs, now)
+	}
 }
 
 func top(m map[string]int) string {
@@ -700,23 +733,35 @@ func within(p, dir string) bool {
 func (r *runner) access(ctx context.Context, a access) {
 	root := r.rootFor(a.Path)
 	if root == "" {
+		r.acks.hold(a.Record)
+		r.acks.release(a.Record)
 		return
 	}
+	r.acks.hold(a.Record) // released with its event, or when it ages out of recent
 	if a.Read && !a.Write && !a.Delete {
 		if r.excluded(a.Path) {
+			r.acks.release(a.Record)
 			return
 		}
 		k := readKey{a.Path, a.User, a.Process}
 		if g := r.reads[k]; g != nil {
 			g.count++
 			g.a.Mask |= a.Mask
+			g.recs = appendRec(g.recs, a.Record)
 			return
 		}
-		r.reads[k] = &readAgg{a: a, first: r.c.env.Clock.Now(), count: 1}
+		r.reads[k] = &readAgg{a: a, first: r.c.env.Clock.Now(), count: 1, recs: appendRec(nil, a.Record)}
 		return
 	}
 	r.recent[a.Path] = append(r.recent[a.Path], a)
 	r.recentQ = append(r.recentQ, a.Path)
+}
+
+func appendRec(recs []uint64, rec uint64) []uint64 {
+	if rec == 0 {
+		return recs
+	}
+	return append(recs, rec)
 }
 
 func (r *runner) excluded(p string) bool {
@@ -790,7 +835,7 @@ func (r *runner) housekeep(ctx context.Context, all bool) {
 		if fi, err := os.Stat(k.path); err == nil {
 			e.Attrs["size"] = fi.Size()
 		}
-		r.countOrEmit(ctx, r.rootFor(k.path), e)
+		r.countOrEmit(ctx, r.rootFor(k.path), e, g.recs...)
 	}
 	for _, rs := range r.roots {
 		if !rs.bulk.start.IsZero() && (all || now.Sub(rs.bulk.start) >= r.cfg.window) {
@@ -805,6 +850,9 @@ func (r *runner) housekeep(ctx context.Context, all bool) {
 			break
 		}
 		r.recentQ = r.recentQ[1:]
+		if len(l) > 0 {
+			r.acks.release(l[0].Record) // a write or delete record: its join window is over
+		}
 		if len(l) <= 1 {
 			delete(r.recent, p)
 		} else {

@@ -25,8 +25,11 @@ type fakeProbe struct {
 	delay time.Duration
 	err   error
 
-	mu    sync.Mutex
-	roots []string
+	mu     sync.Mutex
+	roots  []string
+	acked  uint64
+	onAck  func(rec uint64) // runs in the control's goroutine
+	cursor recordCursor     // what a real probe would persist
 }
 
 func (p *fakeProbe) setRoots(_ context.Context, roots []string, _ bool) (string, error) {
@@ -38,6 +41,32 @@ func (p *fakeProbe) setRoots(_ context.Context, roots []string, _ bool) (string,
 func (p *fakeProbe) accesses() <-chan access  { return p.out }
 func (p *fakeProbe) joinDelay() time.Duration { return p.delay }
 func (p *fakeProbe) close() error             { return nil }
+
+func (p *fakeProbe) ack(rec uint64) {
+	p.cursor.ack(rec)
+	p.mu.Lock()
+	if rec < p.acked {
+		panic(fmt.Sprintf("ack went back from %d to %d", p.acked, rec))
+	}
+	p.acked = rec
+	f := p.onAck
+	p.mu.Unlock()
+	if f != nil {
+		f(rec)
+	}
+}
+
+// send hands an access out as a Security-log probe does: noted in flight first.
+func (p *fakeProbe) send(a access) {
+	p.cursor.handOut(a.Record)
+	p.out <- a
+}
+
+func (p *fakeProbe) ackedUpTo() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.acked
+}
 
 type harness struct {
 	t    *testing.T
@@ -373,4 +402,103 @@ func TestRootDeletedFailsStatus(t *testing.T) {
 	os.RemoveAll(root)
 	h.waitEvent(TypeDeleted, root)
 	h.waitStatus(controls.Fail, "fileaccess.root_missing")
+}
+
+// TestAckFollowsEmit: the probe may persist its Security-log position past a
+// record only once the event that record caused is durable (emitted), so a
+// crash between reading and emitting repeats it instead of losing it. Reads
+// wait for their merged file.read event, reads counted into a bulk window
+// for the summary, write records for the end of their join window.
+func TestAckFollowsEmit(t *testing.T) {
+	root := t.TempDir()
+	fp := &fakeProbe{out: make(chan access, 16)}
+	fp.cursor.start(100)
+	var rec *controlstest.Recorder
+	var mu sync.Mutex
+	var acks []uint64
+	// Every record an ack covers must have its event recorded by then.
+	needs := map[uint64]func([]event.Event) bool{}
+	fp.onAck = func(upTo uint64) {
+		mu.Lock()
+		defer mu.Unlock()
+		acks = append(acks, upTo)
+		evs := rec.Events()
+		for r, ok := range needs {
+			if r <= upTo && !ok(evs) {
+				t.Errorf("ack %d before the event of record %d was emitted", upTo, r)
+			}
+		}
+	}
+	// The files exist before: no file.created takes the one event the bulk
+	// threshold lets through.
+	a, b := filepath.Join(root, "a.csv"), filepath.Join(root, "b.csv")
+	os.WriteFile(a, []byte("a"), 0o644)
+	os.WriteFile(b, []byte("b"), 0o644)
+	h := start(t, fp, pol(func(f *policy.FileAccess) {
+		f.Paths = []string{root}
+		f.BulkThreshold = 1
+		f.BulkWindow = policy.Duration(1500 * time.Millisecond)
+	}))
+	rec = h.rec
+	h.waitStatus(controls.Pass, "")
+	readOf := func(p string) func([]event.Event) bool {
+		return func(evs []event.Event) bool { return find(evs, TypeRead, p) != nil }
+	}
+	bulk := func(evs []event.Event) bool {
+		e := find(evs, TypeBulk, root)
+		return e != nil && num(e.Attrs["suppressed"]) >= 1
+	}
+	mu.Lock()
+	needs[101], needs[104] = readOf(a), bulk
+	mu.Unlock()
+	now := time.Now()
+	fp.send(access{Path: a, Time: now, User: `OFFICE\tanaka`, Read: true, Mask: maskReadData, Record: 101})
+	fp.send(access{Path: "/elsewhere/x", Time: now, Read: true, Record: 102})                                                   // not ours
+	fp.send(access{Path: filepath.Join(root, "~$a.csv"), Time: now, Read: true, Record: 103})                                   // excluded
+	fp.send(access{Path: b, Time: now, User: `OFFICE\tanaka`, Read: true, Mask: maskReadData, Record: 104})                     // over the bulk threshold
+	fp.send(access{Path: a, Time: now.Add(-time.Minute), User: `OFFICE\tanaka`, Write: true, Mask: maskWriteData, Record: 105}) // out of its join window at once
+
+	// 101's read goes out after the debounce; 104 is held by the bulk window.
+	h.waitEvent(TypeRead, a)
+	deadline := time.Now().Add(10 * time.Second)
+	for fp.ackedUpTo() < 103 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := fp.ackedUpTo(); got != 103 {
+		t.Fatalf("acked up to %d while the bulk window holds 104, want 103", got)
+	}
+	if pos := fp.cursor.position(); pos != 103 {
+		t.Fatalf("probe would persist %d, want 103", pos)
+	}
+	h.waitFor("bulk summary", bulk)
+	for fp.ackedUpTo() < 105 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, pos := fp.ackedUpTo(), fp.cursor.position(); got != 105 || pos != 105 {
+		t.Fatalf("after the summary: acked %d, position %d, want 105", got, pos)
+	}
+	mu.Lock()
+	t.Logf("acks %v", acks)
+	mu.Unlock()
+}
+
+// TestUnconsumedAccessIsNotAcked: an access still queued to the control when
+// it stops (the crash case) is never acked, so the probe keeps its position
+// before it and reads it again.
+func TestUnconsumedAccessIsNotAcked(t *testing.T) {
+	root := t.TempDir()
+	fp := &fakeProbe{out: make(chan access, 16)}
+	fp.cursor.start(200)
+	h := start(t, fp, pol(func(f *policy.FileAccess) { f.Paths = []string{root} }))
+	h.waitStatus(controls.Pass, "")
+	f := filepath.Join(root, "c.csv")
+	os.WriteFile(f, []byte("c"), 0o644)
+	fp.send(access{Path: f, Time: time.Now(), Read: true, Mask: maskReadData, Record: 201})
+	h.waitEvent(TypeRead, f)
+	h.stop()
+	h.stop = nil
+	fp.send(access{Path: f, Time: time.Now(), Read: true, Mask: maskReadData, Record: 202}) // nobody reads it
+	if got, pos := fp.ackedUpTo(), fp.cursor.position(); got != 201 || pos != 201 {
+		t.Fatalf("acked %d, position %d, want 201", got, pos)
+	}
 }

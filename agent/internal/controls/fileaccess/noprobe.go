@@ -20,4 +20,5 @@ func (noProbe) setRoots(_ context.Context, roots []string, _ bool) (string, erro
 }
 func (noProbe) accesses() <-chan access  { return nil }
 func (noProbe) joinDelay() time.Duration { return 0 }
+func (noProbe) ack(uint64)               {}
 func (noProbe) close() error             { return nil }

@@ -142,6 +142,7 @@ func parse4663(b []byte) (secEvent, error) {
 	mask := uint32(m)
 	ev.access = access{
 		Path: d["ObjectName"], Time: ev.Time, User: user, Process: d["ProcessName"], PID: int(pid), Mask: mask,
+		Record: ev.RecordID,
 		Write:  mask&maskAnyWrite != 0,
 		Delete: mask&maskDelete != 0,
 	}
@@ -182,4 +183,16 @@ func parseBookmark(b []byte) (uint64, error) {
 // query4663 is the XPath for 4663 events after a record id.
 func query4663(after uint64) string {
 	return fmt.Sprintf("*[System[(EventID=%d) and (EventRecordID>%d)]]", eventIDAccess, after)
+}
+
+// parseRecordID reads the EventRecordID of any rendered event.
+func parseRecordID(b []byte) (uint64, error) {
+	var x evXML
+	if err := xml.Unmarshal(b, &x); err != nil {
+		return 0, fmt.Errorf("fileaccess: event xml: %w", err)
+	}
+	if x.System.EventRecordID == 0 {
+		return 0, errors.New("fileaccess: event without EventRecordID")
+	}
+	return x.System.EventRecordID, nil
 }

@@ -43,7 +43,7 @@ func TestParse4663(t *testing.T) {
 				t.Fatal(err)
 			}
 			a := ev.access
-			if ev.RecordID != tc.record || a.User != tc.user || a.Process != tc.process || a.Path != tc.path ||
+			if ev.RecordID != tc.record || a.Record != tc.record || a.User != tc.user || a.Process != tc.process || a.Path != tc.path ||
 				a.Mask != tc.mask || a.PID != tc.pid || a.Read != tc.read || a.Write != tc.write || a.Delete != tc.del {
 				t.Fatalf("got %+v record %d", a, ev.RecordID)
 			}
@@ -136,5 +136,18 @@ func TestBookmarkRoundTrip(t *testing.T) {
 	}
 	if q := query4663(41); q != "*[System[(EventID=4663) and (EventRecordID>41)]]" {
 		t.Fatal(q)
+	}
+}
+
+func TestParseRecordID(t *testing.T) {
+	// Any event, not only 4663: the newest record of the log starts a first run.
+	if n, err := parseRecordID(fixture(t, "4656_not_4663.xml")); err != nil || n != 1048577 {
+		t.Fatalf("4656: %d %v", n, err)
+	}
+	if _, err := parseRecordID([]byte("<Event><System></System></Event>")); err == nil {
+		t.Fatal("event without a record id accepted")
+	}
+	if _, err := parseRecordID([]byte("<Event")); err == nil {
+		t.Fatal("broken xml accepted")
 	}
 }

@@ -50,6 +50,9 @@ func newProbe(env controls.Env) probe {
 func (p *fanotifyProbe) accesses() <-chan access  { return p.out }
 func (p *fanotifyProbe) joinDelay() time.Duration { return 0 }
 
+// ack: fanotify events are not kept by the kernel, there is no position to save.
+func (p *fanotifyProbe) ack(uint64) {}
+
 func (p *fanotifyProbe) setRoots(ctx context.Context, roots []string, enforce bool) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -21,10 +21,15 @@ import (
 // inherited by subfolders and files) is put on each watched folder. Security
 // event 4663 is then read through wevtapi every pollEvery, from the record
 // after the bookmark kept in the control's state dir, and joined to changes.
+// The bookmark passes a record only once the control has acked it (its
+// events are in the spool), so a crash repeats records instead of losing
+// them; with no bookmark yet, reading starts at the log's newest record, not
+// at the start of a Security log that may hold months of other events.
 
 const (
 	evtQueryChannelPath     = 0x1
 	evtQueryForwardDir      = 0x100
+	evtQueryReverseDir      = 0x200
 	evtRenderEventXml       = 1
 	pollEvery               = time.Second
 	errNoMoreItems          = windows.Errno(259) // ERROR_NO_MORE_ITEMS
@@ -57,9 +62,10 @@ type winProbe struct {
 	sacl    map[string]bool
 	cancel  context.CancelFunc
 	done    chan struct{}
-	last    uint64
-	haveBM  bool
+	started bool // cursor placed (bookmark or the log's end); poll goroutine only
 	lastErr error
+
+	cursor recordCursor
 }
 
 func newProbe(env controls.Env) probe {
@@ -67,6 +73,7 @@ func newProbe(env controls.Env) probe {
 }
 
 func (p *winProbe) accesses() <-chan access  { return p.out }
+func (p *winProbe) ack(rec uint64)           { p.cursor.ack(rec) } // persisted by the poll loop
 func (p *winProbe) joinDelay() time.Duration { return 2 * pollEvery }
 
 func (p *winProbe) setRoots(ctx context.Context, roots []string, enforce bool) (string, error) {
@@ -94,7 +101,6 @@ func (p *winProbe) setRoots(ctx context.Context, roots []string, enforce bool) (
 	}
 	p.mu.Lock()
 	if p.cancel == nil {
-		p.loadBookmark()
 		c, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		p.cancel, p.done = cancel, make(chan struct{})
 		go p.poll(c, p.done)
@@ -114,6 +120,7 @@ func (p *winProbe) close() error {
 	if cancel != nil {
 		cancel()
 		<-done
+		p.persist() // acks that came after the last poll
 	}
 	return nil
 }
@@ -282,37 +289,105 @@ func (p *winProbe) bookmarkPath() string {
 	return filepath.Join(p.env.StateDir, bookmarkFile)
 }
 
-func (p *winProbe) loadBookmark() {
+// loadBookmark reads the saved position; ok is false when there is none.
+func (p *winProbe) loadBookmark() (uint64, bool) {
 	path := p.bookmarkPath()
 	if path == "" {
-		return
+		return 0, false
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return
+		return 0, false
 	}
-	if n, err := parseBookmark(b); err == nil {
-		p.last, p.haveBM = n, true
-	} else {
+	n, err := parseBookmark(b)
+	if err != nil {
 		p.env.Log.Warn().Err(err).Msg("fileaccess: ignoring unreadable 4663 bookmark")
+		return 0, false
 	}
+	return n, true
 }
 
-func (p *winProbe) saveBookmark(n uint64) {
+func (p *winProbe) saveBookmark(n uint64) error {
 	path := p.bookmarkPath()
 	if path == "" {
-		return
+		return nil
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, bookmarkXML(n), 0o600); err == nil {
-		_ = os.Rename(tmp, path)
+	if err := os.WriteFile(tmp, bookmarkXML(n), 0o600); err != nil {
+		return fmt.Errorf("fileaccess: save 4663 bookmark: %w", err)
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("fileaccess: save 4663 bookmark: %w", err)
+	}
+	return nil
+}
+
+// persist saves the cursor's position when acks or passed records moved it.
+func (p *winProbe) persist() {
+	pos, dirty := p.cursor.unsaved()
+	if !dirty {
+		return
+	}
+	if err := p.saveBookmark(pos); err != nil {
+		p.env.Log.Warn().Err(err).Msg("fileaccess: 4663 bookmark")
+		return
+	}
+	p.cursor.markSaved(pos)
+}
+
+// place puts the cursor at the saved bookmark or, on a first run, at the
+// newest record of the Security log, and saves that at once so a restart
+// resumes there.
+func (p *winProbe) place() error {
+	if n, ok := p.loadBookmark(); ok {
+		p.cursor.start(n)
+		return nil
+	}
+	n, err := newestRecord()
+	if err != nil {
+		return err
+	}
+	p.cursor.start(n)
+	if err := p.saveBookmark(n); err != nil {
+		return err
+	}
+	p.env.Log.Info().Uint64("record", n).Msg("fileaccess: no 4663 bookmark, reading from the newest Security record")
+	return nil
+}
+
+// newestRecord is the record id of the newest event in the Security log (0
+// when it is empty).
+func newestRecord() (uint64, error) {
+	ch, _ := windows.UTF16PtrFromString(securityChannel)
+	q, _ := windows.UTF16PtrFromString("*")
+	h, err := evtQuery(0, ch, q, evtQueryChannelPath|evtQueryReverseDir)
+	if err != nil {
+		return 0, fmt.Errorf("fileaccess: EvtQuery(newest): %w", err)
+	}
+	defer evtClose(h)
+	var e windows.Handle
+	var n uint32
+	if err := evtNext(h, 1, &e, 0, 0, &n); err != nil {
+		if errors.Is(err, errNoMoreItems) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("fileaccess: EvtNext(newest): %w", err)
+	}
+	defer evtClose(e)
+	buf := make([]uint16, 4096)
+	x, err := renderXML(e, &buf)
+	if err != nil {
+		return 0, err
+	}
+	return parseRecordID([]byte(x))
 }
 
 func (p *winProbe) poll(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	for {
-		if err := p.readNew(ctx); err != nil {
+		err := p.readNew(ctx)
+		p.persist()
+		if err != nil {
 			p.mu.Lock()
 			first := p.lastErr == nil || p.lastErr.Error() != err.Error()
 			p.lastErr = err
@@ -329,15 +404,20 @@ func (p *winProbe) poll(ctx context.Context, done chan struct{}) {
 	}
 }
 
-// readNew reads the 4663 events after the bookmark and passes those under
-// the roots on; the bookmark then moves past them.
+// readNew reads the 4663 events after the cursor and hands those under the
+// roots on, each noted in flight first; the others move the cursor at once.
 func (p *winProbe) readNew(ctx context.Context) error {
+	if !p.started {
+		if err := p.place(); err != nil {
+			return err
+		}
+		p.started = true
+	}
 	p.mu.Lock()
-	after := p.last
 	roots := p.roots
 	p.mu.Unlock()
 	ch, _ := windows.UTF16PtrFromString(securityChannel)
-	q, _ := windows.UTF16PtrFromString(query4663(after))
+	q, _ := windows.UTF16PtrFromString(query4663(p.cursor.next()))
 	h, err := evtQuery(0, ch, q, evtQueryChannelPath|evtQueryForwardDir)
 	if err != nil {
 		return fmt.Errorf("fileaccess: EvtQuery: %w", err)
@@ -353,37 +433,51 @@ func (p *winProbe) readNew(ctx context.Context) error {
 			}
 			return fmt.Errorf("fileaccess: EvtNext: %w", err)
 		}
-		for _, e := range evs[:n] {
+		for i, e := range evs[:n] {
 			x, rerr := renderXML(e, &buf)
 			evtClose(e)
 			if rerr != nil {
+				for _, rest := range evs[i+1 : n] {
+					evtClose(rest)
+				}
 				return rerr
 			}
 			se, perr := parse4663([]byte(x))
 			if perr != nil {
+				if id, err := parseRecordID([]byte(x)); err == nil {
+					p.cursor.passed(id)
+				}
 				continue
 			}
-			if se.RecordID > after {
-				after = se.RecordID
+			a, ok := underRoot(se.access, roots)
+			if !ok {
+				p.cursor.passed(se.RecordID)
+				continue
 			}
-			for _, r := range roots {
-				if within(strings.ToLower(se.access.Path), strings.ToLower(r)) {
-					se.access.Path = r + se.access.Path[len(r):]
-					select {
-					case p.out <- se.access:
-					case <-ctx.Done():
-						return nil
-					}
-					break
+			p.cursor.handOut(se.RecordID)
+			select {
+			case p.out <- a:
+			case <-ctx.Done():
+				for _, rest := range evs[i+1 : n] {
+					evtClose(rest)
 				}
+				return nil // in flight, never acked: read again next time
 			}
 		}
-		p.mu.Lock()
-		p.last = after
-		p.mu.Unlock()
-		p.saveBookmark(after)
 	}
 	return nil
+}
+
+// underRoot returns a with its path spelled as the root it falls under
+// (4663 may report another case than the policy's).
+func underRoot(a access, roots []string) (access, bool) {
+	for _, r := range roots {
+		if within(strings.ToLower(a.Path), strings.ToLower(r)) {
+			a.Path = r + a.Path[len(r):]
+			return a, true
+		}
+	}
+	return a, false
 }
 
 func renderXML(e windows.Handle, buf *[]uint16) (string, error) {

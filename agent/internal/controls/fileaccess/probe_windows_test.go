@@ -62,21 +62,62 @@ func TestSetAuditSACLReadBack(t *testing.T) {
 	}
 }
 
-// TestWinProbeQueriesSecurityLog runs the probe's wevtapi path: under Wine
-// the query succeeds but there are no 4663 events; the bookmark stays put.
-func TestWinProbeQueriesSecurityLog(t *testing.T) {
+func readBookmark(t *testing.T, state string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, bookmarkFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := parseBookmark(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestWinProbeBookmarkFollowsAcks: the saved bookmark passes a record handed
+// to the control only after the control's ack, records not ours at once.
+func TestWinProbeBookmarkFollowsAcks(t *testing.T) {
 	state := t.TempDir()
 	os.WriteFile(filepath.Join(state, bookmarkFile), bookmarkXML(41), 0o600)
 	p := newProbe(controls.Env{Log: zerolog.Nop(), StateDir: state, Clock: controls.RealClock{}}).(*winProbe)
-	p.loadBookmark()
-	if p.last != 41 {
-		t.Fatalf("bookmark not loaded: %d", p.last)
+	if err := p.place(); err != nil || p.cursor.next() != 41 {
+		t.Fatalf("bookmark not loaded: %d %v", p.cursor.next(), err)
+	}
+	p.cursor.handOut(42) // queued to the control
+	p.cursor.passed(43)  // another folder's record
+	p.persist()
+	if n := readBookmark(t, state); n != 41 {
+		t.Fatalf("bookmark %d before the ack, want 41", n)
+	}
+	p.ack(42)
+	p.persist()
+	if n := readBookmark(t, state); n != 43 {
+		t.Fatalf("bookmark %d after the ack, want 43", n)
+	}
+}
+
+// TestWinProbeFirstRunStartsAtNewest: without a bookmark the probe starts at
+// the newest Security record and saves it, instead of reading the whole log.
+// Wine's wevtapi cannot query the Security channel: checked on Windows only.
+func TestWinProbeFirstRunStartsAtNewest(t *testing.T) {
+	state := t.TempDir()
+	p := newProbe(controls.Env{Log: zerolog.Nop(), StateDir: state, Clock: controls.RealClock{}}).(*winProbe)
+	newest, err := newestRecord()
+	if err != nil {
+		t.Skipf("Security log not readable here (Wine's EvtQuery refuses it; on Windows run elevated): %v", err)
+	}
+	if err := p.place(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBookmark(t, state); got < newest {
+		t.Fatalf("first run saved %d, newest record was %d", got, newest)
 	}
 	p.roots = []string{t.TempDir()}
 	if err := p.readNew(context.Background()); err != nil {
-		t.Skipf("Security log not readable here: %v", err)
+		t.Fatal(err)
 	}
-	if p.last < 41 {
-		t.Fatalf("bookmark moved back to %d", p.last)
+	if p.cursor.next() < newest {
+		t.Fatalf("cursor moved back to %d", p.cursor.next())
 	}
 }
