@@ -133,7 +133,13 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 		}
 		return nil
 	}
+	lastNote := start
 	err = scanPages(ctx, l, 0, n, func(page []eventlog.Stored) error {
+		if now := time.Now(); now.Sub(lastNote) >= 10*time.Second { // a large store takes minutes: say so
+			lastNote = now
+			log.Info().Int64("verified", expect).Int64("events", n).Dur("took", now.Sub(start)).
+				Msg("verifying the event log before serving")
+		}
 		idx := make([]int64, len(page))
 		for i := range page {
 			idx[i] = tlog.StoredHashIndex(0, page[i].Index)
