@@ -27,6 +27,7 @@ type serveFlags struct {
 	eventsDSN string
 	logLevel  string
 	retention time.Duration
+	lossOf    int64
 }
 
 func newFlags(out io.Writer) *serveFlags {
@@ -38,6 +39,7 @@ func newFlags(out io.Writer) *serveFlags {
 	f.fs.StringVar(&f.etcd, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd in the data dir)")
 	f.fs.StringVar(&f.eventsDSN, "events-dsn", "", "event store: SQLite file path (default DATA/events.db) or postgres://... URL")
 	f.fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.fs.Int64Var(&f.lossOf, "accept-event-loss", 0, "start on an event store behind etcd's latest checkpoint (a restored backup) when N is that checkpoint's size, as the refusal names it; the loss is recorded as a violation event. Use once")
 	f.fs.DurationVar(&f.retention, "retention", eventlog.DefaultRetention, "keep event payloads this long (at least 17520h = 2 years); older events keep only their hashes")
 	return f
 }
@@ -78,11 +80,15 @@ func (f *serveFlags) config(log zerolog.Logger) (app.Config, error) {
 	if err != nil {
 		return app.Config{}, fmt.Errorf("--data-dir: %w", err)
 	}
+	if f.lossOf < 0 {
+		return app.Config{}, usageError{fmt.Errorf("--accept-event-loss: %d is not a checkpoint size", f.lossOf)}
+	}
 	if err := audit.CheckRetention(f.retention); err != nil {
 		return app.Config{}, usageError{fmt.Errorf("--retention: %w", err)}
 	}
 	return app.Config{DataDir: abs, Listen: f.listen, Hostnames: splitList(f.hostnames),
-		EtcdEndpoints: splitList(f.etcd), EventsDSN: f.eventsDSN, Log: log, Retention: f.retention}, nil
+		EtcdEndpoints: splitList(f.etcd), EventsDSN: f.eventsDSN, Log: log, Retention: f.retention,
+		AcceptEventLoss: f.lossOf}, nil
 }
 
 // serviceArgs are the arguments the installed service runs with: serve

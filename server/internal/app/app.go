@@ -36,6 +36,8 @@ import (
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/server/internal/web"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/evidence"
 	"github.com/mamori/mamori/shared/securefs"
 )
 
@@ -89,6 +91,11 @@ type Config struct {
 	Now func() time.Time
 	// Location is the time zone the web UI shows times in; default JST.
 	Location *time.Location
+	// AcceptEventLoss, when it equals the size of etcd's latest checkpoint,
+	// lets a store that is behind it (a restored backup) start, provided the
+	// store is intact in itself; the loss becomes a violation event in the
+	// log. Any other value refuses as usual: the admin names the loss.
+	AcceptEventLoss int64
 }
 
 // rootHandler sends the agent plane, the admin API, /healthz and /metrics
@@ -206,10 +213,19 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("app: latest checkpoint from etcd: %w", err)
 	}
+	var lost *evidence.Checkpoint // what the admin accepted to lose, recorded below
 	if err := audit.VerifyLogAgainst(ctx, s.store, verifier, etcdCP, cfg.Log); err != nil {
-		return nil, fmt.Errorf("app: refusing to start: %w", err)
+		if lost, err = acceptLoss(ctx, s, verifier, etcdCP, cfg, err); err != nil {
+			return nil, fmt.Errorf("app: refusing to start: %w", err)
+		}
+		etcdCP = nil
 	}
 	s.cp = &audit.Checkpointer{Log: s.store, Signer: s.logKey, Mirror: s.state.PutCheckpoint, Logger: cfg.Log}
+	if lost != nil {
+		if err := recordLoss(ctx, s, *lost); err != nil {
+			return nil, err
+		}
+	}
 	if etcdCP == nil {
 		// Give a new etcd the store's latest checkpoint now rather than when
 		// the log next grows, so the next start has it to check against.
@@ -472,3 +488,49 @@ func (s *Server) Wait(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// acceptLoss decides whether a store that failed the start-up check against
+// etcd's checkpoint may start anyway: only when the admin named exactly the
+// size of that checkpoint and the store is intact in itself. It then drops
+// etcd's copy, which the store's own latest checkpoint replaces.
+func acceptLoss(ctx context.Context, s *Server, v note.Verifier, etcdCP []byte, cfg Config, verr error) (*evidence.Checkpoint, error) {
+	if !errors.Is(verr, audit.ErrTampered) || etcdCP == nil || cfg.AcceptEventLoss == 0 {
+		return nil, verr
+	}
+	ext, err := evidence.Open(etcdCP, v)
+	if err != nil {
+		return nil, verr
+	}
+	if ext.Size != cfg.AcceptEventLoss {
+		return nil, fmt.Errorf("%w (--accept-event-loss %d does not name etcd's checkpoint, which covers %d events)",
+			verr, cfg.AcceptEventLoss, ext.Size)
+	}
+	if err := audit.VerifyLogAgainst(ctx, s.store, v, nil, cfg.Log); err != nil {
+		return nil, fmt.Errorf("the store is not intact in itself, so its loss cannot be accepted: %w", err)
+	}
+	if err := s.state.DeleteCheckpoint(ctx); err != nil {
+		return nil, err
+	}
+	s.log.Error().Int64("etcd_checkpoint", ext.Size).Msg("event loss accepted by the admin: starting on the store as it is")
+	return &ext, nil
+}
+
+// recordLoss puts the accepted loss into the log as a server event, so the
+// gap is evidence rather than silence.
+func recordLoss(ctx context.Context, s *Server, lost evidence.Checkpoint) error {
+	n, err := s.store.TreeSize(ctx)
+	if err != nil {
+		return fmt.Errorf("app: %w", err)
+	}
+	e := event.Event{Control: "server", Type: TypeEventLossAccepted, Severity: event.Violation,
+		Attrs: event.Attrs{"store_events": n, "checkpoint_events": lost.Size, "checkpoint_root": lost.Root.String(),
+			"lost_events": lost.Size - n}}
+	if _, err := s.store.AppendServer(ctx, e); err != nil {
+		return fmt.Errorf("app: recording the accepted event loss: %w", err)
+	}
+	return nil
+}
+
+// TypeEventLossAccepted is the server event of an admin accepting, at
+// start, a store behind etcd's checkpoint.
+const TypeEventLossAccepted = "server.event_loss_accepted"

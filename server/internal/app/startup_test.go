@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +19,7 @@ import (
 	"github.com/mamori/mamori/server/internal/app"
 	"github.com/mamori/mamori/server/internal/audit"
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/event"
 )
 
 func startErr(dir string) (*app.Server, error) {
@@ -145,4 +148,63 @@ func TestStartSeedsNewEtcd(t *testing.T) {
 	if _, err := startErr(dir); !errors.Is(err, audit.ErrTampered) {
 		t.Fatalf("restart without events.db: %v", err)
 	}
+}
+
+// An admin who restored events.db from an old backup (here: lost it) can
+// start once by naming the size of etcd's checkpoint; any other number is
+// refused, the loss is a violation event in the log, and the next plain
+// start is clean.
+func TestAcceptEventLoss(t *testing.T) {
+	dir := t.TempDir()
+	srv := start(t, dir)
+	a := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-a")
+	if _, err := a.send(a.events(30)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var covered int64
+	{
+		db, err := sql.Open("sqlite", filepath.Join(dir, app.FileEvents))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRow(`SELECT max(size) FROM checkpoints`).Scan(&covered); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	}
+	for _, f := range []string{"", "-wal", "-shm"} {
+		os.Remove(filepath.Join(dir, app.FileEvents+f))
+	}
+	want := "--accept-event-loss " + strconv.FormatInt(covered, 10)
+	if _, err := startErr(dir); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("refusal does not name %q: %v", want, err)
+	}
+	cfg := app.Config{DataDir: dir, Listen: "127.0.0.1:0", Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop(),
+		AcceptEventLoss: covered + 1}
+	if _, err := app.Start(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "does not name") {
+		t.Fatalf("a wrong size was accepted: %v", err)
+	}
+	cfg.AcceptEventLoss = covered
+	srv, err := app.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("accepting the named loss: %v", err)
+	}
+	var q queried
+	if st := adminGet(t, srv.URL(), srv.AdminToken(), srv.CAPEM(), "/api/v1/events",
+		url.Values{"type": {app.TypeEventLossAccepted}}, &q); st != 200 || len(q.Events) != 1 {
+		t.Fatalf("loss event: %d %+v", st, q.Events)
+	}
+	if e := q.Events[0]; e.Severity != event.Violation || fmt.Sprint(e.Attrs["lost_events"]) != strconv.FormatInt(covered, 10) {
+		t.Fatalf("loss event %+v", e)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if srv, err = startErr(dir); err != nil {
+		t.Fatalf("plain start after the accepted loss: %v", err)
+	}
+	srv.Close()
 }

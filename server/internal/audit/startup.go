@@ -18,15 +18,12 @@ import (
 // its content, its last signed checkpoint or the checkpoint kept outside it.
 var ErrTampered = errors.New("audit: event store does not match its signed log")
 
-// EtcdCheckpointKey is where state keeps the latest checkpoint, named in
-// start-up refusals so an admin can find it.
-const EtcdCheckpointKey = "/mamori/checkpoint"
-
 // anchor is a signed tree size and root the stored log must extend.
 type anchor struct {
-	size int64
-	root tlog.Hash
-	what string
+	size     int64
+	root     tlog.Hash
+	what     string
+	external bool // etcd's copy, which --accept-event-loss may give up
 }
 
 // VerifyLog recomputes, from every stored event's content, its hash, its
@@ -64,7 +61,7 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 		if signed.Size != cp.Size || signed.Root != cp.Root {
 			return fmt.Errorf("%w: checkpoint row (size %d) differs from its signed note (size %d)", ErrTampered, cp.Size, signed.Size)
 		}
-		anchors = append(anchors, anchor{cp.Size, cp.Root, "the store's last signed checkpoint"})
+		anchors = append(anchors, anchor{cp.Size, cp.Root, "the store's last signed checkpoint", false})
 	}
 	if external != nil {
 		// Signed by another key too: the log key was replaced, which the
@@ -74,7 +71,7 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 			return fmt.Errorf("%w: the latest checkpoint in etcd does not verify with this server's log key (%s): %v. "+
 				"If the log key was replaced, restore the log-key file from a backup", ErrTampered, v.Name(), err)
 		}
-		anchors = append(anchors, anchor{ext.Size, ext.Root, "the latest signed checkpoint in etcd"})
+		anchors = append(anchors, anchor{ext.Size, ext.Root, "the latest signed checkpoint in etcd", true})
 		extSize = ext.Size
 	}
 	n, err := l.TreeSize(ctx)
@@ -85,8 +82,8 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 		if n < a.size {
 			return fmt.Errorf("%w: the event store has %d events, %s covers %d (root %s): events were deleted or the store was replaced. "+
 				"Restore the event store (events.db, or the PostgreSQL database) from a backup holding at least %d events, then start again; "+
-				"if those events are lost for good, record the loss and delete the etcd key %s to accept the store as it is",
-				ErrTampered, n, a.what, a.size, a.root, a.size, EtcdCheckpointKey)
+				"if those events are lost for good, start once with --accept-event-loss %d to accept the store as it is (the loss is recorded in the log)",
+				ErrTampered, n, a.what, a.size, a.root, a.size, a.size)
 		}
 	}
 	start := time.Now()
@@ -129,6 +126,10 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 					"stored events were rewritten or the store was replaced by another one. "+
 					"Restore the event store from a backup taken before the change, then start again",
 					ErrTampered, a.size, stack.root(), a.what, a.root)
+				if a.external {
+					problem = fmt.Errorf("%w; if the store is a restored backup and the events after it are lost for good, "+
+						"start once with --accept-event-loss %d (the loss is recorded in the log)", problem, a.size)
+				}
 			}
 		}
 		return nil

@@ -199,6 +199,16 @@ func (s *State) PutCheckpoint(ctx context.Context, b []byte) error {
 	return err
 }
 
+// DeleteCheckpoint forgets the latest checkpoint: the server does so only
+// when the admin accepts, on start, that the event store lost events it
+// covered (the loss itself is recorded in the log).
+func (s *State) DeleteCheckpoint(ctx context.Context) error {
+	if _, err := s.cli.Delete(ctx, key(checkpointKey)); err != nil {
+		return fmt.Errorf("state: delete checkpoint: %w", err)
+	}
+	return nil
+}
+
 // LatestCheckpoint returns the latest stored checkpoint, or an error wrapping
 // ErrNotFound before the first.
 func (s *State) LatestCheckpoint(ctx context.Context) ([]byte, error) {
