@@ -14,6 +14,10 @@ import (
 	"github.com/mamori/mamori/shared/event"
 )
 
+// EventStoreAPI is the API's (and the web UI's) view of an event store, for
+// tests and tools that build those handlers without a whole Server.
+func EventStoreAPI(s eventlog.Store) api.EventStore { return storeAdapter{s} }
+
 // storeAdapter gives the API its view of the event store. The struct types
 // have identical fields, so the conversions are free.
 type storeAdapter struct{ s eventlog.Store }

@@ -2,7 +2,6 @@ package web_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/server/internal/app"
 	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/register"
@@ -189,7 +189,7 @@ func openFixture(b *testing.B, dir string, total int) *fixture {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ui, err := web.New(web.Config{Events: benchStore{store}, State: st, Compliance: tracker, Registers: regs, Log: log})
+	ui, err := web.New(web.Config{Events: app.EventStoreAPI(store), State: st, Compliance: tracker, Registers: regs, Log: log})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -307,44 +307,3 @@ func (f *fixture) buildAgent(ctx context.Context, i, per, from, to int, prev str
 	}
 	return prev, nil
 }
-
-// benchStore gives the UI its view of the event store, as the app's
-// adapter does (the struct types have identical fields).
-type benchStore struct{ s eventlog.Store }
-
-func (a benchStore) Append(ctx context.Context, agent string, evs []event.Event) (api.AppendResult, error) {
-	r, err := a.s.Append(ctx, agent, evs)
-	return api.AppendResult(r), err
-}
-
-func (a benchStore) AppendServer(ctx context.Context, e event.Event) (event.Event, error) {
-	return a.s.AppendServer(ctx, e)
-}
-
-func (a benchStore) Query(ctx context.Context, f api.Filter) (api.Page, error) {
-	p, err := a.s.Query(ctx, eventlog.Filter(f))
-	switch {
-	case errors.Is(err, eventlog.ErrBadCursor):
-		return api.Page{}, fmt.Errorf("%w: %w", api.ErrBadCursor, err)
-	case errors.Is(err, eventlog.ErrBadFilter):
-		return api.Page{}, fmt.Errorf("%w: %w", api.ErrBadFilter, err)
-	case err != nil:
-		return api.Page{}, err
-	}
-	out := api.Page{Next: p.Next, Events: make([]api.Stored, len(p.Events))}
-	for i, e := range p.Events {
-		out.Events[i] = api.Stored(e)
-	}
-	return out, nil
-}
-
-func (a benchStore) Agents(ctx context.Context) ([]api.Head, error) {
-	hs, err := a.s.Agents(ctx)
-	out := make([]api.Head, len(hs))
-	for i, h := range hs {
-		out[i] = api.Head(h)
-	}
-	return out, err
-}
-
-func (a benchStore) TreeSize(ctx context.Context) (int64, error) { return a.s.TreeSize(ctx) }
