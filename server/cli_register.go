@@ -22,8 +22,9 @@ import (
 )
 
 const adminUsage = `usage:
-  mamori-server register import FILE [client flags]     import the 個人情報管理台帳 CSV (UTF-8/BOM or Shift_JIS; all rows or none)
-  mamori-server register export [--lang ja|en] [--encoding utf8|sjis] [--out FILE] [client flags]
+  mamori-server register import FILE [--kind K] [client flags]   import a register CSV (UTF-8/BOM or Shift_JIS; all rows or none)
+  mamori-server register export [--kind K] [--lang ja|en] [--encoding utf8|sjis] [--out FILE] [client flags]
+      K: pi (個人情報管理台帳, the default), media (媒体管理台帳), approvals (持出し承認), disposals (廃棄記録)
   mamori-server policy apply FILE [client flags]        validate a policy YAML and PUT it under its name
 
 client flags:
@@ -36,10 +37,14 @@ type adminFlags struct {
 	tokenFile string
 	caFile    string
 	dataDir   string
+	kind      string
 	lang      string
 	encoding  string
 	out       string
 }
+
+// registerAPIPaths maps --kind to the admin API's path for that register.
+var registerAPIPaths = map[string]string{"pi": "register", "media": "media", "approvals": "approvals", "disposals": "disposals"}
 
 func newAdminFlags(out io.Writer) *adminFlags {
 	f := &adminFlags{fs: flag.NewFlagSet("mamori-server", flag.ContinueOnError)}
@@ -48,6 +53,7 @@ func newAdminFlags(out io.Writer) *adminFlags {
 	f.fs.StringVar(&f.dataDir, "data-dir", "", "data directory holding admin-token and ca.pem, used when --token-file or --ca is not given (default ./mamori-data, or "+defaultServiceDataDir()+" where ./mamori-data does not exist, as on an installed server)")
 	f.fs.StringVar(&f.tokenFile, "token-file", "", "file holding an admin API token (default DATA/admin-token)")
 	f.fs.StringVar(&f.caFile, "ca", "", "CA certificate to trust (default DATA/ca.pem)")
+	f.fs.StringVar(&f.kind, "kind", "pi", "register: pi, media, approvals or disposals")
 	f.fs.StringVar(&f.lang, "lang", "ja", "export: header language, ja or en")
 	f.fs.StringVar(&f.encoding, "encoding", "utf8", "export: utf8 (with BOM) or sjis (CP932)")
 	f.fs.StringVar(&f.out, "out", "", "export: write to FILE instead of standard output")
@@ -91,6 +97,10 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 	if len(pos) != want {
 		return usageError{fmt.Errorf("%s %s: want %d file argument(s), got %d", cmd, sub, want, len(pos))}
 	}
+	apiPath, ok := registerAPIPaths[f.kind]
+	if !ok {
+		return usageError{fmt.Errorf("--kind: %q is not pi, media, approvals or disposals", f.kind)}
+	}
 	c, err := f.client()
 	if err != nil {
 		return err
@@ -105,14 +115,14 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 			Rows    int `json:"rows"`
 			Changed int `json:"changed"`
 		}
-		if err := c.call("POST", "/api/v1/register/import", "text/csv", b, &ans); err != nil {
+		if err := c.call("POST", "/api/v1/"+apiPath+"/import", "text/csv", b, &ans); err != nil {
 			return fmt.Errorf("register import: %w", err)
 		}
-		fmt.Fprintf(stdout, "imported %s: %d rows, %d changed\n", pos[0], ans.Rows, ans.Changed)
+		fmt.Fprintf(stdout, "imported %s into %s: %d rows, %d changed\n", pos[0], f.kind, ans.Rows, ans.Changed)
 	case "register export":
 		q := url.Values{"lang": {f.lang}, "encoding": {f.encoding}}
 		var buf bytes.Buffer
-		if err := c.call("GET", "/api/v1/register/export?"+q.Encode(), "", nil, &buf); err != nil {
+		if err := c.call("GET", "/api/v1/"+apiPath+"/export?"+q.Encode(), "", nil, &buf); err != nil {
 			return fmt.Errorf("register export: %w", err)
 		}
 		if f.out == "" {

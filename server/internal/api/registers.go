@@ -28,16 +28,16 @@ var registerPaths = map[string]register.Kind{
 // maxEntryBody bounds one register entry in a request.
 const maxEntryBody = 1 << 20
 
-// registerRoutes mounts the registers, CSV import/export and assignments.
+// registerRoutes mounts the registers, each with CSV import/export, and assignments.
 // Without Config.Registers the paths answer 404 through the catch-all.
 func (s *Server) registerRoutes(mux *http.ServeMux) {
 	if s.cfg.Registers == nil {
 		return
 	}
-	mux.HandleFunc("POST /api/v1/register/import", s.admin(write, s.handleImportRegister))
-	mux.HandleFunc("GET /api/v1/register/export", s.admin(readOnly, s.handleExportRegister))
 	for p, k := range registerPaths {
 		base := "/api/v1/" + p
+		mux.HandleFunc("POST "+base+"/import", s.admin(write, s.withKind(k, s.handleImportRegister)))
+		mux.HandleFunc("GET "+base+"/export", s.admin(readOnly, s.withKind(k, s.handleExportRegister)))
 		mux.HandleFunc("GET "+base, s.admin(readOnly, s.withKind(k, s.handleListEntries)))
 		mux.HandleFunc("POST "+base, s.admin(write, s.withKind(k, s.handleCreateEntry)))
 		mux.HandleFunc("GET "+base+"/{id}", s.admin(readOnly, s.withKind(k, s.handleGetEntry)))
@@ -277,12 +277,13 @@ func (s *Server) handleImportRegister(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, "reading body: "+err.Error())
 		return
 	}
-	rows, cellErrs, err := register.ParsePICSV(b)
+	k := kindFrom(r)
+	rows, cellErrs, err := register.ParseCSV(k, b)
 	if err != nil {
 		s.registerFail(w, r, "reading CSV", err)
 		return
 	}
-	cs, err := s.cfg.Registers.ImportPI(r.Context(), tokenFrom(r.Context()).Name, rows, cellErrs)
+	cs, err := s.cfg.Registers.Import(r.Context(), tokenFrom(r.Context()).Name, k, rows, cellErrs)
 	if err != nil {
 		s.registerFail(w, r, "importing CSV", err)
 		return
@@ -293,6 +294,11 @@ func (s *Server) handleImportRegister(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusOK, map[string]any{"rows": len(rows), "changed": len(cs), "changes": cs})
 }
 
+// csvFilenames are the export's file names, so an office can tell its
+// four registers apart in a downloads folder.
+var csvFilenames = map[register.Kind]string{register.KindPI: "pi-register.csv", register.KindMedia: "media-register.csv",
+	register.KindApprovals: "carry-out-approvals.csv", register.KindDisposals: "disposals.csv"}
+
 func (s *Server) handleExportRegister(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	lang, enc := q.Get("lang"), q.Get("encoding")
@@ -302,17 +308,14 @@ func (s *Server) handleExportRegister(w http.ResponseWriter, r *http.Request) {
 	if enc == "" {
 		enc = register.EncUTF8
 	}
-	es, err := s.cfg.Registers.List(r.Context(), register.KindPI, register.Filter{Status: q.Get("status")})
+	k := kindFrom(r)
+	es, err := s.cfg.Registers.List(r.Context(), k, register.Filter{Status: q.Get("status")})
 	if err != nil {
 		s.registerFail(w, r, "listing register", err)
 		return
 	}
-	pis := make([]*register.PIEntry, len(es))
-	for i, e := range es {
-		pis[i] = e.(*register.PIEntry)
-	}
 	var buf bytes.Buffer
-	if err := register.ExportPICSV(&buf, pis, lang, enc); err != nil {
+	if err := register.ExportCSV(&buf, k, es, lang, enc); err != nil {
 		s.registerFail(w, r, "exporting CSV", err)
 		return
 	}
@@ -322,7 +325,7 @@ func (s *Server) handleExportRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/csv; charset="+cs)
-	h.Set("Content-Disposition", `attachment; filename="pi-register.csv"`)
+	h.Set("Content-Disposition", `attachment; filename="`+csvFilenames[k]+`"`)
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf.Bytes())

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"golang.org/x/text/encoding/japanese"
@@ -29,108 +30,299 @@ const (
 	maxCells = 64
 )
 
-// piColumns are the CSV columns of the personal-information register, in
-// export order, with their English and Japanese headers.
-var piColumns = []struct{ en, ja string }{
-	{"id", "管理番号"},
-	{"status", "状態"},
-	{"name", "個人情報の名称"},
-	{"contents", "項目"},
-	{"purpose", "利用目的"},
-	{"record_count", "件数"},
-	{"sensitive", "要配慮個人情報"},
-	{"medium", "媒体"},
-	{"locations", "保管場所"},
-	{"owner", "管理責任者"},
-	{"department", "部署"},
-	{"access", "アクセス権者"},
-	{"acquisition", "取得方法"},
-	{"outsourcee", "委託先"},
-	{"retention", "保管期間"},
-	{"disposal_method", "廃棄方法"},
-	{"risk_notes", "リスク"},
-	{"last_reviewed", "最終見直し日"},
+// column is one CSV column of a register: its headers and how a cell is
+// written from an entry and read into one. set returns "" or what is wrong
+// with the cell; get's ja asks for Japanese enum and yes/no values.
+type column struct {
+	en, ja string
+	get    func(e Entry, ja bool) string
+	set    func(e Entry, cell string) string
 }
+
+// csvSchema is one register's CSV: its columns in export order and the
+// columns a file must have.
+type csvSchema struct {
+	cols     []column
+	required []string
+}
+
+// statusJA names every status in Japanese; the values do not collide
+// across registers, so one table serves all four.
+var statusJA = map[string]string{StatusActive: "有効", StatusRetired: "廃止", StatusLost: "紛失",
+	StatusDisposed: "廃棄済", StatusRequested: "申請中", StatusApproved: "承認", StatusDenied: "却下",
+	StatusReturned: "返却済"}
 
 var mediumJA = map[string]string{"paper": "紙", "electronic": "電子", "both": "紙・電子"}
-var statusJA = map[string]string{StatusActive: "有効", StatusRetired: "廃止"}
 
-func fromJA(m map[string]string, v string) string {
-	for en, ja := range m {
-		if v == ja {
-			return en
-		}
-	}
-	return v
+// Column constructors. Each takes an accessor for the field of entry type
+// T the column holds, so a register's CSV is a table, not code.
+
+func textCol[T Entry](en, ja string, f func(T) *string) column {
+	return column{en: en, ja: ja,
+		get: func(e Entry, _ bool) string { return *f(e.(T)) },
+		set: func(e Entry, s string) string { *f(e.(T)) = s; return "" }}
 }
 
-// ExportPICSV writes entries as CSV that Excel opens: CRLF line ends,
-// headers in lang (ja or en), UTF-8 with a BOM or CP932.
-func ExportPICSV(w io.Writer, entries []*PIEntry, lang, enc string) error {
+// enumCol holds a code (status, medium) written in Japanese as jaNames say;
+// an unknown value is kept as given for validation to name.
+func enumCol[T Entry](en, ja string, f func(T) *string, jaNames map[string]string) column {
+	return column{en: en, ja: ja,
+		get: func(e Entry, inJA bool) string {
+			v := *f(e.(T))
+			if j, ok := jaNames[v]; ok && inJA {
+				return j
+			}
+			return v
+		},
+		set: func(e Entry, s string) string {
+			for code, j := range jaNames {
+				if s == j {
+					s = code
+				}
+			}
+			*f(e.(T)) = s
+			return ""
+		}}
+}
+
+func statusCol() column {
+	return enumCol("status", "状態", func(e Entry) *string { return &e.meta().Status }, statusJA)
+}
+
+func idCol() column {
+	return textCol("id", "管理番号", func(e Entry) *string { return &e.meta().ID })
+}
+
+func yesNoCol[T Entry](en, ja string, f func(T) *bool) column {
+	return column{en: en, ja: ja,
+		get: func(e Entry, inJA bool) string {
+			v := *f(e.(T))
+			if inJA {
+				return map[bool]string{true: "有", false: "無"}[v]
+			}
+			return map[bool]string{true: "yes", false: "no"}[v]
+		},
+		set: func(e Entry, s string) string {
+			switch strings.ToLower(s) {
+			case "", "no", "false", "0", "無", "なし", "いいえ", "×":
+				*f(e.(T)) = false
+			case "yes", "true", "1", "有", "あり", "はい", "○":
+				*f(e.(T)) = true
+			default:
+				return fmt.Sprintf("%q is not yes/no (有/無)", s)
+			}
+			return ""
+		}}
+}
+
+// listCol holds one item per line of the cell.
+func listCol[T Entry](en, ja string, f func(T) *[]string) column {
+	return column{en: en, ja: ja,
+		get: func(e Entry, _ bool) string { return strings.Join(*f(e.(T)), listSep) },
+		set: func(e Entry, s string) string {
+			var out []string
+			for l := range strings.Lines(s) {
+				if l = strings.TrimSpace(l); l != "" {
+					out = append(out, l)
+				}
+			}
+			*f(e.(T)) = out
+			return ""
+		}}
+}
+
+// CSV time cells: RFC 3339 on export (Excel leaves it as text, so the
+// offset survives); on import also the forms Excel turns a recognised
+// date-time into, read in the server's time zone.
+var csvTimeLayouts = []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006/1/2 15:04:05", "2006/1/2 15:04"}
+
+func timeCol[T Entry](en, ja string, f func(T) *time.Time) column {
+	return column{en: en, ja: ja,
+		get: func(e Entry, _ bool) string {
+			if t := *f(e.(T)); !t.IsZero() {
+				return t.Format(time.RFC3339)
+			}
+			return ""
+		},
+		set: func(e Entry, s string) string {
+			if s == "" {
+				*f(e.(T)) = time.Time{}
+				return ""
+			}
+			if t, err := time.Parse(time.RFC3339, s); err == nil {
+				*f(e.(T)) = t
+				return ""
+			}
+			for _, l := range csvTimeLayouts {
+				if t, err := time.ParseInLocation(l, s, time.Local); err == nil {
+					*f(e.(T)) = t
+					return ""
+				}
+			}
+			return fmt.Sprintf("%q is not a time (2026-11-02T09:00:00+09:00 or 2026/11/2 9:00)", s)
+		}}
+}
+
+var schemas = map[Kind]*csvSchema{
+	KindPI: {required: []string{"id", "name"}, cols: []column{
+		idCol(),
+		statusCol(),
+		textCol("name", "個人情報の名称", func(e *PIEntry) *string { return &e.Name }),
+		textCol("contents", "項目", func(e *PIEntry) *string { return &e.Contents }),
+		textCol("purpose", "利用目的", func(e *PIEntry) *string { return &e.Purpose }),
+		{en: "record_count", ja: "件数",
+			get: func(e Entry, _ bool) string { return strconv.Itoa(e.(*PIEntry).RecordCount) },
+			set: func(e Entry, s string) string {
+				if s == "" {
+					return ""
+				}
+				n, err := strconv.Atoi(strings.ReplaceAll(s, ",", ""))
+				if err != nil {
+					return fmt.Sprintf("%q is not a whole number", s)
+				}
+				e.(*PIEntry).RecordCount = n
+				return ""
+			}},
+		yesNoCol("sensitive", "要配慮個人情報", func(e *PIEntry) *bool { return &e.Sensitive }),
+		enumCol("medium", "媒体", func(e *PIEntry) *string { return &e.Medium }, mediumJA),
+		{en: "locations", ja: "保管場所",
+			get: func(e Entry, _ bool) string {
+				ls := e.(*PIEntry).Locations
+				out := make([]string, len(ls))
+				for i, l := range ls {
+					out[i] = l.Host + hostSep + l.Folder
+				}
+				return strings.Join(out, listSep)
+			},
+			set: func(e Entry, s string) string {
+				p := e.(*PIEntry)
+				var bad []string
+				for l := range strings.Lines(s) {
+					if l = strings.TrimSpace(l); l == "" {
+						continue
+					}
+					h, f, ok := strings.Cut(l, hostSep)
+					if !ok {
+						bad = append(bad, fmt.Sprintf("%q is not HOST:FOLDER", l))
+						continue
+					}
+					p.Locations = append(p.Locations, Location{Host: strings.TrimSpace(h), Folder: strings.TrimSpace(f)})
+				}
+				return strings.Join(bad, "; ")
+			}},
+		textCol("owner", "管理責任者", func(e *PIEntry) *string { return &e.Owner }),
+		textCol("department", "部署", func(e *PIEntry) *string { return &e.Department }),
+		listCol("access", "アクセス権者", func(e *PIEntry) *[]string { return &e.Access }),
+		textCol("acquisition", "取得方法", func(e *PIEntry) *string { return &e.Acquisition }),
+		textCol("outsourcee", "委託先", func(e *PIEntry) *string { return &e.Outsourcee }),
+		textCol("retention", "保管期間", func(e *PIEntry) *string { return &e.Retention }),
+		textCol("disposal_method", "廃棄方法", func(e *PIEntry) *string { return &e.DisposalMethod }),
+		textCol("risk_notes", "リスク", func(e *PIEntry) *string { return &e.RiskNotes }),
+		textCol("last_reviewed", "最終見直し日", func(e *PIEntry) *string { return &e.LastReviewed }),
+	}},
+	KindMedia: {required: []string{"id", "serial"}, cols: []column{
+		idCol(),
+		statusCol(),
+		textCol("registered", "登録日", func(e *MediaEntry) *string { return &e.Registered }),
+		textCol("product", "製品名", func(e *MediaEntry) *string { return &e.Product }),
+		textCol("serial", "シリアル番号", func(e *MediaEntry) *string { return &e.Serial }),
+		textCol("vendor_id", "ベンダーID", func(e *MediaEntry) *string { return &e.VendorID }),
+		textCol("product_id", "製品ID", func(e *MediaEntry) *string { return &e.ProductID }),
+		textCol("owner", "管理責任者", func(e *MediaEntry) *string { return &e.Owner }),
+		yesNoCol("encrypted", "暗号化", func(e *MediaEntry) *bool { return &e.Encrypted }),
+	}},
+	KindApprovals: {required: []string{"id", "serial", "host", "from", "to"}, cols: []column{
+		idCol(),
+		statusCol(),
+		textCol("requester", "申請者", func(e *Approval) *string { return &e.Requester }),
+		textCol("serial", "媒体シリアル番号", func(e *Approval) *string { return &e.Serial }),
+		textCol("host", "端末", func(e *Approval) *string { return &e.Host }),
+		textCol("purpose", "持出し目的", func(e *Approval) *string { return &e.Purpose }),
+		listCol("register_ids", "対象台帳番号", func(e *Approval) *[]string { return &e.RegisterIDs }),
+		timeCol("from", "持出し開始", func(e *Approval) *time.Time { return &e.From }),
+		timeCol("to", "持出し終了", func(e *Approval) *time.Time { return &e.To }),
+		textCol("approver", "承認者", func(e *Approval) *string { return &e.Approver }),
+		timeCol("decided", "承認日時", func(e *Approval) *time.Time { return &e.Decided }),
+		textCol("result", "結果", func(e *Approval) *string { return &e.Result }),
+	}},
+	KindDisposals: {required: []string{"id", "item"}, cols: []column{
+		idCol(),
+		statusCol(),
+		textCol("date", "廃棄日", func(e *Disposal) *string { return &e.Date }),
+		textCol("item", "廃棄対象", func(e *Disposal) *string { return &e.Item }),
+		textCol("register_id", "台帳番号", func(e *Disposal) *string { return &e.RegisterID }),
+		textCol("method", "廃棄方法", func(e *Disposal) *string { return &e.Method }),
+		textCol("responsible", "廃棄責任者", func(e *Disposal) *string { return &e.Responsible }),
+		textCol("certificate", "廃棄証明書", func(e *Disposal) *string { return &e.Certificate }),
+	}},
+}
+
+func schemaOf(k Kind) (*csvSchema, error) {
+	sc, ok := schemas[k]
+	if !ok {
+		return nil, fmt.Errorf("register: unknown register %q: %w", k, ErrInvalid)
+	}
+	return sc, nil
+}
+
+// CSVHeaders returns register k's CSV headers in export order, in lang.
+func CSVHeaders(k Kind, lang string) ([]string, error) {
+	sc, err := schemaOf(k)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(sc.cols))
+	for i, c := range sc.cols {
+		out[i] = c.en
+		if lang == LangJA {
+			out[i] = c.ja
+		}
+	}
+	return out, nil
+}
+
+// ExportCSV writes entries of register k as CSV that Excel opens: CRLF
+// line ends, headers in lang (ja or en), UTF-8 with a BOM or CP932.
+func ExportCSV(w io.Writer, k Kind, entries []Entry, lang, enc string) error {
 	if lang != LangJA && lang != LangEN {
 		return fmt.Errorf("register: %w: lang %q is not ja or en", ErrInvalid, lang)
 	}
+	if enc != EncUTF8 && enc != EncSJIS {
+		return fmt.Errorf("register: %w: encoding %q is not utf8 or sjis", ErrInvalid, enc)
+	}
+	sc, err := schemaOf(k)
+	if err != nil {
+		return err
+	}
+	head, _ := CSVHeaders(k, lang)
 	var buf bytes.Buffer
 	cw := csv.NewWriter(&buf)
 	cw.UseCRLF = true
-	head := make([]string, len(piColumns))
-	for i, c := range piColumns {
-		head[i] = c.en
-		if lang == LangJA {
-			head[i] = c.ja
-		}
-	}
 	_ = cw.Write(head)
+	rec := make([]string, len(sc.cols))
 	for _, e := range entries {
-		locs := make([]string, len(e.Locations))
-		for i, l := range e.Locations {
-			locs[i] = l.Host + hostSep + l.Folder
+		if e.kind() != k {
+			return fmt.Errorf("register: export %s: entry %s is a %s entry: %w", k, e.meta().ID, e.kind(), ErrInvalid)
 		}
-		sens, medium, status := "no", e.Medium, e.Status
-		if e.Sensitive {
-			sens = "yes"
+		for i, c := range sc.cols {
+			rec[i] = c.get(e, lang == LangJA)
 		}
-		if lang == LangJA {
-			sens = map[bool]string{true: "有", false: "無"}[e.Sensitive]
-			medium = mapOr(mediumJA, e.Medium)
-			status = mapOr(statusJA, e.Status)
-		}
-		_ = cw.Write([]string{e.ID, status, e.Name, e.Contents, e.Purpose, strconv.Itoa(e.RecordCount), sens, medium,
-			strings.Join(locs, listSep), e.Owner, e.Department, strings.Join(e.Access, listSep), e.Acquisition,
-			e.Outsourcee, e.Retention, e.DisposalMethod, e.RiskNotes, e.LastReviewed})
+		_ = cw.Write(rec)
 	}
 	cw.Flush()
 	if err := cw.Error(); err != nil {
 		return fmt.Errorf("register: csv: %w", err)
 	}
-	switch enc {
-	case EncUTF8:
-		if _, err := io.WriteString(w, utf8BOM); err != nil {
-			return fmt.Errorf("register: csv: %w", err)
-		}
-		_, err := w.Write(buf.Bytes())
-		if err != nil {
-			return fmt.Errorf("register: csv: %w", err)
-		}
-		return nil
-	case EncSJIS:
-		b, _, err := transform.Bytes(japanese.ShiftJIS.NewEncoder(), buf.Bytes())
-		if err != nil {
+	out := append([]byte(utf8BOM), buf.Bytes()...)
+	if enc == EncSJIS {
+		if out, _, err = transform.Bytes(japanese.ShiftJIS.NewEncoder(), buf.Bytes()); err != nil {
 			return fmt.Errorf("register: csv: a character has no Shift_JIS (CP932) form, export as utf8: %w", err)
 		}
-		if _, err := w.Write(b); err != nil {
-			return fmt.Errorf("register: csv: %w", err)
-		}
-		return nil
 	}
-	return fmt.Errorf("register: %w: encoding %q is not utf8 or sjis", ErrInvalid, enc)
-}
-
-func mapOr(m map[string]string, k string) string {
-	if v, ok := m[k]; ok {
-		return v
+	if _, err := w.Write(out); err != nil {
+		return fmt.Errorf("register: csv: %w", err)
 	}
-	return k
+	return nil
 }
 
 // DecodeText turns an uploaded file into UTF-8: a UTF-8 BOM or valid UTF-8
@@ -153,11 +345,15 @@ func DecodeText(b []byte) ([]byte, error) {
 	return out, nil
 }
 
-// ParsePICSV reads a personal-information register CSV (UTF-8 with or
-// without BOM, or CP932; Japanese or English headers in any order). It
-// returns the rows and every cell it could not read, each with its
-// spreadsheet row; it does not validate the entries (ImportPI does).
-func ParsePICSV(b []byte) ([]ImportRow, ValidationError, error) {
+// ParseCSV reads a CSV of register k (UTF-8 with or without BOM, or CP932;
+// Japanese or English headers in any order). It returns the rows and every
+// cell it could not read, each with its spreadsheet row; it does not
+// validate the entries (Import does).
+func ParseCSV(k Kind, b []byte) ([]ImportRow, ValidationError, error) {
+	sc, err := schemaOf(k)
+	if err != nil {
+		return nil, nil, err
+	}
 	if len(b) > MaxCSVBytes {
 		return nil, nil, fmt.Errorf("register: %w: file is %d bytes, limit %d", ErrInvalid, len(b), MaxCSVBytes)
 	}
@@ -177,29 +373,36 @@ func ParsePICSV(b []byte) ([]ImportRow, ValidationError, error) {
 	if len(head) > maxCells {
 		return nil, nil, fmt.Errorf("register: %w: header has %d columns, at most %d", ErrInvalid, len(head), maxCells)
 	}
-	col := map[string]int{}
+	// at[i] is the schema column of file column i, -1 for an ignored one.
+	at := make([]int, len(head))
+	seen := map[int]bool{}
 	var errs ValidationError
 	for i, h := range head {
 		h = strings.TrimSpace(h)
-		found := ""
-		for _, c := range piColumns {
+		at[i] = -1
+		found := -1
+		for j, c := range sc.cols {
 			if strings.EqualFold(h, c.en) || h == c.ja {
-				found = c.en
+				found = j
 			}
 		}
 		switch {
-		case found == "" && h == "":
+		case found < 0 && h == "":
 			continue // trailing empty columns Excel sometimes adds
-		case found == "":
-			errs = append(errs, FieldError{Row: 1, Field: "header", Msg: fmt.Sprintf("column %d: unknown column %q", i+1, h)})
-		case col[found] != 0:
+		case found < 0:
+			errs = append(errs, FieldError{Row: 1, Field: "header", Msg: fmt.Sprintf("column %d: unknown column %q for the %s register", i+1, h, k)})
+		case seen[found]:
 			errs = append(errs, FieldError{Row: 1, Field: "header", Msg: fmt.Sprintf("column %q appears twice", h)})
 		default:
-			col[found] = i + 1 // 1-based so that 0 means absent
+			seen[found], at[i] = true, found
 		}
 	}
-	for _, need := range []string{"id", "name"} {
-		if col[need] == 0 {
+	for _, need := range sc.required {
+		ok := false
+		for j, c := range sc.cols {
+			ok = ok || c.en == need && seen[j]
+		}
+		if !ok {
 			errs = append(errs, FieldError{Row: 1, Field: "header", Msg: "missing column " + need})
 		}
 	}
@@ -218,49 +421,14 @@ func ParsePICSV(b []byte) ([]ImportRow, ValidationError, error) {
 		if blank(rec) {
 			continue
 		}
-		cell := func(name string) string {
-			if i := col[name]; i > 0 && i <= len(rec) {
-				return strings.TrimSpace(rec[i-1])
-			}
-			return ""
-		}
-		bad := func(field, format string, a ...any) {
-			errs = append(errs, FieldError{Row: rowNum, Field: field, Msg: fmt.Sprintf(format, a...)})
-		}
-		e := &PIEntry{Meta: Meta{ID: cell("id"), Status: fromJA(statusJA, cell("status"))},
-			Name: cell("name"), Contents: cell("contents"), Purpose: cell("purpose"),
-			Medium: fromJA(mediumJA, cell("medium")), Owner: cell("owner"), Department: cell("department"),
-			Acquisition: cell("acquisition"), Outsourcee: cell("outsourcee"), Retention: cell("retention"),
-			DisposalMethod: cell("disposal_method"), RiskNotes: cell("risk_notes"), LastReviewed: cell("last_reviewed")}
-		if s := cell("record_count"); s != "" {
-			n, err := strconv.Atoi(strings.ReplaceAll(s, ",", ""))
-			if err != nil {
-				bad("record_count", "%q is not a whole number", s)
-			}
-			e.RecordCount = n
-		}
-		switch s := strings.ToLower(cell("sensitive")); s {
-		case "", "no", "false", "0", "無", "なし", "いいえ", "×":
-		case "yes", "true", "1", "有", "あり", "はい", "○":
-			e.Sensitive = true
-		default:
-			bad("sensitive", "%q is not yes/no (有/無)", s)
-		}
-		for l := range strings.Lines(cell("locations")) {
-			l = strings.TrimSpace(l)
-			if l == "" {
+		e := NewEntry(k)
+		for i, cell := range rec {
+			if i >= len(at) || at[i] < 0 {
 				continue
 			}
-			h, f, ok := strings.Cut(l, hostSep)
-			if !ok {
-				bad("locations", "%q is not HOST:FOLDER", l)
-				continue
-			}
-			e.Locations = append(e.Locations, Location{Host: strings.TrimSpace(h), Folder: strings.TrimSpace(f)})
-		}
-		for a := range strings.Lines(cell("access")) {
-			if a = strings.TrimSpace(a); a != "" {
-				e.Access = append(e.Access, a)
+			c := sc.cols[at[i]]
+			if msg := c.set(e, strings.TrimSpace(cell)); msg != "" {
+				errs = append(errs, FieldError{Row: rowNum, Field: c.en, Msg: msg})
 			}
 		}
 		rows = append(rows, ImportRow{Row: rowNum, Entry: e})

@@ -227,27 +227,30 @@ func TestDisposalMustReferenceExistingEntry(t *testing.T) {
 
 func exportAll(t *testing.T, s *Service, lang, enc string) []byte {
 	t.Helper()
-	l, err := s.List(context.Background(), KindPI, Filter{})
+	return exportKind(t, s, KindPI, lang, enc)
+}
+
+func exportKind(t *testing.T, s *Service, k Kind, lang, enc string) []byte {
+	t.Helper()
+	l, err := s.List(context.Background(), k, Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pis := make([]*PIEntry, len(l))
-	for i, e := range l {
-		pis[i] = e.(*PIEntry)
-	}
 	var b bytes.Buffer
-	if err := ExportPICSV(&b, pis, lang, enc); err != nil {
+	if err := ExportCSV(&b, k, l, lang, enc); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
 }
 
-func importCSV(s *Service, b []byte) ([]Change, error) {
-	rows, cellErrs, err := ParsePICSV(b)
+func importCSV(s *Service, b []byte) ([]Change, error) { return importKind(s, KindPI, b) }
+
+func importKind(s *Service, k Kind, b []byte) ([]Change, error) {
+	rows, cellErrs, err := ParseCSV(k, b)
 	if err != nil {
 		return nil, err
 	}
-	return s.ImportPI(context.Background(), "admin", rows, cellErrs)
+	return s.Import(context.Background(), "admin", k, rows, cellErrs)
 }
 
 func TestCSVRoundTrip(t *testing.T) {
@@ -355,9 +358,9 @@ func TestCSVBadRowsImportNothing(t *testing.T) {
 	if l, _ := s.List(context.Background(), KindPI, Filter{}); len(l) != 0 {
 		t.Fatalf("bad import stored %d entries", len(l))
 	}
-	if _, _, err := ParsePICSV([]byte("id,name,colour\r\n")); err != nil {
+	if _, _, err := ParseCSV(KindPI, []byte("id,name,colour\r\n")); err != nil {
 		t.Fatal(err)
-	} else if _, ce, _ := ParsePICSV([]byte("id,name,colour\r\n")); len(ce) != 1 || ce[0].Field != "header" {
+	} else if _, ce, _ := ParseCSV(KindPI, []byte("id,name,colour\r\n")); len(ce) != 1 || ce[0].Field != "header" {
 		t.Fatalf("unknown column: %v", ce)
 	}
 }
@@ -369,7 +372,7 @@ func TestImportTooBigForOneTransaction(t *testing.T) {
 		rows = append(rows, ImportRow{Row: i + 2, Entry: samplePI("PI-"+strconv.Itoa(i+1), "PC-01", `D:\x`)})
 	}
 	// The embedded etcd takes a first import of a real register whole.
-	if _, err := s.ImportPI(context.Background(), "admin", rows, nil); err != nil {
+	if _, err := s.Import(context.Background(), "admin", KindPI, rows, nil); err != nil {
 		t.Fatalf("1,000-row import on the embedded etcd: %v", err)
 	}
 	if l, _ := s.List(context.Background(), KindPI, Filter{}); len(l) != 1000 {
@@ -381,7 +384,7 @@ func TestImportTooBigForOneTransaction(t *testing.T) {
 	s, _ = newService(t, nil)
 	s.maxOps = 128
 	rows = rows[:70]
-	if _, err := s.ImportPI(context.Background(), "admin", rows, nil); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Import(context.Background(), "admin", KindPI, rows, nil); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("oversize import: %v", err)
 	}
 	if l, _ := s.List(context.Background(), KindPI, Filter{}); len(l) != 0 {
@@ -391,9 +394,9 @@ func TestImportTooBigForOneTransaction(t *testing.T) {
 	s.maxBytes = 20 << 10
 	rows = rows[:40]
 	for _, r := range rows {
-		r.Entry.RiskNotes = strings.Repeat("リスク", 100)
+		r.Entry.(*PIEntry).RiskNotes = strings.Repeat("リスク", 100)
 	}
-	if _, err := s.ImportPI(context.Background(), "admin", rows, nil); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "bytes") {
+	if _, err := s.Import(context.Background(), "admin", KindPI, rows, nil); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "bytes") {
 		t.Fatalf("oversize import (bytes): %v", err)
 	}
 	if l, _ := s.List(context.Background(), KindPI, Filter{}); len(l) != 0 {

@@ -475,56 +475,113 @@ func (s *Service) Decide(ctx context.Context, who, id string, approve bool, rev 
 // ImportRow is one parsed row; Row is its spreadsheet row (the header is row 1).
 type ImportRow struct {
 	Row   int
-	Entry *PIEntry
+	Entry Entry
 }
 
-// ImportPI applies rows of the personal-information register in one
-// transaction: a row whose id exists updates it, a new id creates it, an
-// unchanged row is skipped. Any bad row fails the whole import with a
-// ValidationError naming every bad row and field (errs, from parsing the
-// cells, are reported with them); nothing is written.
-func (s *Service) ImportPI(ctx context.Context, who string, in []ImportRow, errs ValidationError) ([]Change, error) {
+// Import applies rows of register k in one transaction: a row whose id
+// exists updates it, a new id creates it, an unchanged row is skipped. Any
+// bad row fails the whole import with a ValidationError naming every bad
+// row and field (errs, from parsing the cells, are reported with them);
+// nothing is written.
+//
+// Imported carry-out approvals keep their status and approver (migrating a
+// paper 持出し記録), with two limits so that a file cannot stand in for an
+// approver's act in Mamori: an approved row whose window has not ended is
+// refused (import it as requested and approve it here), and a stored
+// approval's decision (status into or out of requested, approver, decided)
+// cannot be changed by import. A disposal's register_id must name a
+// personal-information entry that exists.
+func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow, errs ValidationError) ([]Change, error) {
+	if !validKind(k) {
+		return nil, fmt.Errorf("register: unknown register %q: %w", k, ErrInvalid)
+	}
 	now := s.now()
+	rowErr := func(row int, field, format string, a ...any) {
+		errs = append(errs, FieldError{Row: row, Field: field, Msg: fmt.Sprintf(format, a...)})
+	}
+	// A cell that could not be read is reported once, not again as empty.
+	type cell struct {
+		row   int
+		field string
+	}
+	unread := map[cell]bool{}
+	for _, fe := range errs {
+		unread[cell{fe.Row, fe.Field}] = true
+	}
 	seen := map[string]int{}
-	rows := make([]*PIEntry, len(in))
-	for i, ir := range in {
+	for _, ir := range in {
 		r := ir.Entry
-		rows[i] = r
-		if r.Status == "" {
-			r.Status = StatusActive
+		if r == nil || r.kind() != k {
+			return nil, fmt.Errorf("register: import %s: row %d is not a %s entry: %w", k, ir.Row, k, ErrInvalid)
+		}
+		m := r.meta()
+		if m.Status == "" {
+			m.Status = StatusActive
+			if k == KindApprovals {
+				m.Status = StatusRequested
+			}
 		}
 		if err := Validate(r, now); err != nil {
 			for _, fe := range err.(ValidationError) {
-				fe.Row = ir.Row
-				errs = append(errs, fe)
+				if fe.Row = ir.Row; !unread[cell{fe.Row, fe.Field}] {
+					errs = append(errs, fe)
+				}
 			}
 		}
-		if j, dup := seen[r.ID]; dup && r.ID != "" {
-			errs = append(errs, FieldError{Row: ir.Row, Field: "id", Msg: fmt.Sprintf("%s repeats row %d", r.ID, j)})
+		if j, dup := seen[m.ID]; dup && m.ID != "" {
+			rowErr(ir.Row, "id", "%s repeats row %d", m.ID, j)
 		}
-		seen[r.ID] = ir.Row
+		seen[m.ID] = ir.Row
+	}
+	cur, err := s.List(ctx, k, Filter{})
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]Entry{}
+	for _, e := range cur {
+		byID[e.meta().ID] = e
+	}
+	var piIDs map[string]bool
+	if k == KindDisposals {
+		pis, err := s.List(ctx, KindPI, Filter{})
+		if err != nil {
+			return nil, err
+		}
+		piIDs = map[string]bool{}
+		for _, e := range pis {
+			piIDs[e.meta().ID] = true
+		}
+	}
+	for _, ir := range in {
+		switch r := ir.Entry.(type) {
+		case *Approval:
+			var old *Approval
+			if o, ok := byID[r.ID]; ok {
+				old = o.(*Approval)
+			}
+			s.checkImportedApproval(ir.Row, r, old, now, rowErr)
+		case *Disposal:
+			if r.RegisterID != "" && !piIDs[r.RegisterID] {
+				rowErr(ir.Row, "register_id", "no register entry %s", r.RegisterID)
+			}
+		}
 	}
 	if len(errs) > 0 {
 		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Row < errs[j].Row })
 		return nil, errs
 	}
-	cur, err := s.List(ctx, KindPI, Filter{})
-	if err != nil {
-		return nil, err
-	}
-	byID := map[string]*PIEntry{}
-	for _, e := range cur {
-		byID[e.meta().ID] = e.(*PIEntry)
-	}
 	var ws []write
-	for _, r := range rows {
-		old, ok := byID[r.ID]
+	for _, ir := range in {
+		r := ir.Entry
+		m := r.meta()
+		old, ok := byID[m.ID]
 		if !ok {
 			ws = append(ws, write{e: r, action: ActionCreated})
 			continue
 		}
-		r.Meta.Version, r.Meta.Revision = old.Version, old.Revision
-		if samePI(old, r) {
+		om := old.meta()
+		m.Version, m.Revision = om.Version, om.Revision
+		if sameEntry(old, r) {
 			continue
 		}
 		before, err := encode(old)
@@ -532,10 +589,10 @@ func (s *Service) ImportPI(ctx context.Context, who string, in []ImportRow, errs
 			return nil, err
 		}
 		action := ActionUpdated
-		if r.Status == StatusRetired && old.Status != StatusRetired {
+		if m.Status == StatusRetired && om.Status != StatusRetired {
 			action = ActionRetired
 		}
-		ws = append(ws, write{e: r, rev: old.Revision, before: before, action: action})
+		ws = append(ws, write{e: r, rev: om.Revision, before: before, action: action})
 	}
 	if len(ws) == 0 {
 		return []Change{}, nil
@@ -543,12 +600,49 @@ func (s *Service) ImportPI(ctx context.Context, who string, in []ImportRow, errs
 	return s.commit(ctx, who, ws)
 }
 
-// samePI compares the register fields, not the bookkeeping.
-func samePI(a, b *PIEntry) bool {
-	x, y := *a, *b
-	x.Meta = Meta{ID: a.ID, Status: a.Status}
-	y.Meta = Meta{ID: b.ID, Status: b.Status}
-	xb, _ := json.Marshal(x)
-	yb, _ := json.Marshal(y)
-	return bytes.Equal(xb, yb)
+// checkImportedApproval applies Import's approval rules to row a (old is
+// the stored entry of that id, or nil).
+func (s *Service) checkImportedApproval(row int, a, old *Approval, now time.Time, bad func(int, string, string, ...any)) {
+	if old != nil {
+		// CSV times have whole seconds: the same second is the stored time.
+		for _, p := range []struct{ in, was *time.Time }{{&a.From, &old.From}, {&a.To, &old.To}, {&a.Decided, &old.Decided}} {
+			if !p.in.IsZero() && p.in.Equal(p.was.Truncate(time.Second)) {
+				*p.in = *p.was
+			}
+		}
+		switch {
+		// The rule Update applies: decisions are the approve/deny action's.
+		case a.Status != old.Status && (a.Status == StatusApproved || a.Status == StatusDenied || old.Status == StatusRequested):
+			bad(row, "status", "%s is %s; approve or deny a request with the approve/deny action, not by import", a.ID, old.Status)
+		case a.Approver != old.Approver:
+			bad(row, "approver", "%s was decided by %q; an import cannot change the approver", a.ID, old.Approver)
+		case !a.Decided.Equal(old.Decided):
+			bad(row, "decided", "%s was decided at %s; an import cannot change that", a.ID, old.Decided.Format(time.RFC3339))
+		}
+		return
+	}
+	switch a.Status {
+	case StatusApproved:
+		if a.To.After(now) {
+			bad(row, "status", "approved window until %s has not ended: an imported approval would open it on %s without an approver's act in Mamori; import it as %s (申請中) and approve it here",
+				a.To.Format(time.RFC3339), a.Host, StatusRequested)
+		}
+	case StatusRequested:
+		if a.Approver != "" || !a.Decided.IsZero() {
+			bad(row, "approver", "a requested approval has no approver or decision time yet")
+		}
+	}
+}
+
+// sameEntry compares the register fields, not the bookkeeping.
+func sameEntry(a, b Entry) bool {
+	strip := func(e Entry) []byte {
+		m := e.meta()
+		keep := *m
+		*m = Meta{ID: keep.ID, Status: keep.Status}
+		raw, _ := json.Marshal(e)
+		*m = keep
+		return raw
+	}
+	return bytes.Equal(strip(a), strip(b))
 }

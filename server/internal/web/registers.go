@@ -167,8 +167,8 @@ func (u *UI) handleRetire(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *UI) handleRegisterExport(w http.ResponseWriter, r *http.Request) {
-	if u.cfg.Registers == nil {
-		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
+	k, ok := u.kind(w, r)
+	if !ok {
 		return
 	}
 	lang := r.URL.Query().Get("lang")
@@ -179,30 +179,34 @@ func (u *UI) handleRegisterExport(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("enc") == register.EncSJIS {
 		enc = register.EncSJIS
 	}
-	es, err := u.cfg.Registers.List(r.Context(), register.KindPI, register.Filter{})
+	es, err := u.cfg.Registers.List(r.Context(), k, register.Filter{})
 	if err != nil {
 		u.registerFail(w, r, err)
 		return
 	}
-	pis := make([]*register.PIEntry, 0, len(es))
-	for _, e := range es {
-		pis = append(pis, e.(*register.PIEntry))
-	}
 	var buf bytes.Buffer
-	if err := register.ExportPICSV(&buf, pis, lang, enc); err != nil {
+	if err := register.ExportCSV(&buf, k, es, lang, enc); err != nil {
 		u.registerFail(w, r, err)
 		return
 	}
 	stamp := u.cfg.Now().In(u.cfg.Location).Format("20060102-150405")
+	name := "mamori-register-" // the PI register's historic name
+	if k != register.KindPI {
+		name = "mamori-" + string(k) + "-"
+	}
 	w.Header().Set("Content-Type", "text/csv")
-	w.Header().Set("Content-Disposition", `attachment; filename="mamori-register-`+stamp+`.csv"`)
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+stamp+`.csv"`)
 	_, _ = w.Write(buf.Bytes())
-	u.record(r, sessionFrom(r.Context()).Name, event.Event{Type: "export.made", Object: "register/pi",
-		Attrs: event.Attrs{"format": "csv", "entries": len(pis), "lang": lang, "encoding": enc}})
+	u.record(r, sessionFrom(r.Context()).Name, event.Event{Type: "export.made", Object: "register/" + string(k),
+		Attrs: event.Attrs{"format": "csv", "entries": len(es), "lang": lang, "encoding": enc}})
 }
 
 // handleRegisterImport applies an Excel CSV all-or-nothing.
 func (u *UI) handleRegisterImport(w http.ResponseWriter, r *http.Request) {
+	k, ok := u.kind(w, r)
+	if !ok {
+		return
+	}
 	f, _, err := r.FormFile("file")
 	if err != nil {
 		u.fail(w, r, http.StatusBadRequest, "err_invalid", "file")
@@ -214,18 +218,18 @@ func (u *UI) handleRegisterImport(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusBadRequest, "err_invalid", fmt.Sprintf("CSV over %d bytes", register.MaxCSVBytes))
 		return
 	}
-	rows, cellErrs, err := register.ParsePICSV(b)
+	rows, cellErrs, err := register.ParseCSV(k, b)
 	if err != nil {
 		u.registerFail(w, r, err)
 		return
 	}
-	cs, err := u.cfg.Registers.ImportPI(r.Context(), sessionFrom(r.Context()).Name, rows, cellErrs)
+	cs, err := u.cfg.Registers.Import(r.Context(), sessionFrom(r.Context()).Name, k, rows, cellErrs)
 	if err != nil {
 		u.registerFail(w, r, err)
 		return
 	}
 	u.changed(r, cs...)
-	back(w, r, "/registers/pi", "saved")
+	back(w, r, "/registers/"+string(k), "saved")
 }
 
 // changed records register changes like the API does and wakes policy

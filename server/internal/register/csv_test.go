@@ -1,0 +1,271 @@
+package register
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/text/encoding/japanese"
+	"golang.org/x/text/transform"
+
+	"github.com/mamori/mamori/server/internal/state"
+)
+
+// fillOtherRegisters gives s media, approvals (closed, returned, denied and
+// one open request) and disposals, through the same calls the API makes.
+func fillOtherRegisters(t *testing.T, s *Service, clk *fakeClock) {
+	t.Helper()
+	ctx := context.Background()
+	must := func(_ Change, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.Create(ctx, "admin", samplePI("PI-0007", "PC-SALES01", `D:\顧客`)))
+	must(s.Create(ctx, "admin", &MediaEntry{Meta: Meta{ID: "MD-0001"}, Registered: "2026-01-10", Product: "BUFFALO RUF3-K, 32GB \"黒\"",
+		Serial: "AA00123456", VendorID: "0411", ProductID: "01F0", Owner: "山田 太郎", Encrypted: true}))
+	lost := &MediaEntry{Meta: Meta{ID: "MD-0002"}, Registered: "2025-04-01", Product: "SanDisk", Serial: "4C530001", Owner: "総務部"}
+	must(s.Create(ctx, "admin", lost))
+	lost.Status = StatusLost
+	must(s.Update(ctx, "admin", lost, lost.Revision))
+
+	now := clk.Now()
+	mk := func(id, serial string, from, to time.Time) *Approval {
+		a := &Approval{Meta: Meta{ID: id}, Requester: "山田 太郎", Serial: serial, Host: "PC-SALES01",
+			Purpose: "展示会, \"東京\"", RegisterIDs: []string{"PI-0007", "PI-0008"}, From: from, To: to}
+		must(s.Create(ctx, "admin", a))
+		return a
+	}
+	closed := mk("AP-0001", "AA00123456", now.Add(-time.Hour), now.Add(2*time.Hour))
+	must(s.Decide(ctx, "部長 佐藤", closed.ID, true, 0))
+	returned := mk("AP-0002", "AA00123456", now.Add(-time.Hour), now.Add(3*time.Hour))
+	must(s.Decide(ctx, "部長 佐藤", returned.ID, true, 0))
+	r, _ := s.Get(ctx, KindApprovals, returned.ID)
+	ret := r.(*Approval)
+	ret.Status, ret.Result = StatusReturned, "返却確認済\n書込み 12 件"
+	must(s.Update(ctx, "admin", ret, ret.Revision))
+	denied := mk("AP-0003", "4C530001", now, now.Add(time.Hour))
+	must(s.Decide(ctx, "部長 佐藤", denied.ID, false, 0))
+	mk("AP-0004", "AA00123456", now.Add(48*time.Hour), now.Add(50*time.Hour)) // requested, window ahead
+	// AP-0001's window ends; the export holds no open approved window.
+	clk.Add(2*time.Hour + time.Minute)
+
+	must(s.Create(ctx, "admin", &Disposal{Meta: Meta{ID: "DS-0001"}, Date: "2026-10-01", Item: "顧客名簿(紙) 2019年度",
+		RegisterID: "PI-0007", Method: "溶解処理", Responsible: "総務部 鈴木", Certificate: "証明書 No.123"}))
+	must(s.Create(ctx, "admin", &Disposal{Meta: Meta{ID: "DS-0002"}, Date: "2026-10-02", Item: "旧PC HDD",
+		Method: "物理破壊", Responsible: "情報システム"}))
+	must(s.Retire(ctx, "admin", KindDisposals, "DS-0002", 0))
+}
+
+// Export, import into a fresh service, export again: identical bytes, for
+// each register, header language and encoding; re-importing changes nothing.
+func TestCSVRoundTripOtherRegisters(t *testing.T) {
+	// Nanoseconds on the clock: decisions are stored finer than a CSV cell.
+	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 123456789, time.UTC))
+	s1, _ := newService(t, clk)
+	fillOtherRegisters(t, s1, clk)
+	for _, tc := range []struct{ lang, enc string }{{LangJA, EncUTF8}, {LangEN, EncUTF8}, {LangJA, EncSJIS}} {
+		s2, _ := newService(t, clk)
+		// PI first: disposals refer to it.
+		if _, err := importKind(s2, KindPI, exportKind(t, s1, KindPI, tc.lang, tc.enc)); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []Kind{KindMedia, KindApprovals, KindDisposals} {
+			first := exportKind(t, s1, k, tc.lang, tc.enc)
+			if tc.enc == EncUTF8 && !bytes.HasPrefix(first, []byte(utf8BOM)) {
+				t.Fatalf("%s: UTF-8 export without BOM", k)
+			}
+			if tc.enc == EncSJIS && utf8.Valid(first) {
+				t.Fatalf("%s: sjis export is not CP932", k)
+			}
+			want := map[Kind]int{KindMedia: 2, KindApprovals: 4, KindDisposals: 2}[k]
+			cs, err := importKind(s2, k, first)
+			if err != nil || len(cs) != want {
+				t.Fatalf("%s %s/%s: %d changes, %v", k, tc.lang, tc.enc, len(cs), err)
+			}
+			second := exportKind(t, s2, k, tc.lang, tc.enc)
+			if !bytes.Equal(first, second) {
+				t.Fatalf("%s %s/%s round trip differs:\n%q\n%q", k, tc.lang, tc.enc, first, second)
+			}
+			if cs, err := importKind(s2, k, second); err != nil || len(cs) != 0 {
+				t.Fatalf("%s re-import: %d changes, %v", k, len(cs), err)
+			}
+			// The source's own export too: stored sub-second decision times
+			// are the same second as the cells.
+			if cs, err := importKind(s1, k, first); err != nil || len(cs) != 0 {
+				t.Fatalf("%s re-import at the source: %d changes, %v", k, len(cs), err)
+			}
+		}
+	}
+	// What the ja file says, so Excel users read their own words.
+	ja := string(exportKind(t, s1, KindApprovals, LangJA, EncUTF8))
+	for _, want := range []string{"管理番号,状態,申請者,媒体シリアル番号,端末", "返却済", "却下", "申請中", "部長 佐藤", "\"PI-0007\r\nPI-0008\""} {
+		if !strings.Contains(ja, want) {
+			t.Errorf("approvals ja export lacks %q:\n%s", want, ja)
+		}
+	}
+	got, _ := s1.Get(context.Background(), KindMedia, "MD-0002")
+	if got.meta().Status != StatusLost || !strings.Contains(string(exportKind(t, s1, KindMedia, LangJA, EncUTF8)), "紛失") {
+		t.Fatal("media status lost not exported as 紛失")
+	}
+}
+
+func agentOn(host string) state.Agent { return state.Agent{ID: "ag-1", Hostname: host} }
+
+func toSJIS(t *testing.T, s string) []byte {
+	t.Helper()
+	b, _, err := transform.Bytes(japanese.ShiftJIS.NewEncoder(), []byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// CP932 files as Japanese Excel saves them ("CSV (コンマ区切り)"),
+// generated with the x/text encoder, Japanese headers in another order,
+// and the date-time form Excel writes back for a cell it recognised.
+func TestCSVImportCP932OtherRegisters(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
+	s, _ := newService(t, clk)
+	if _, err := s.Create(ctx, "admin", samplePI("PI-0001", "PC-01", `D:\顧客`)); err != nil {
+		t.Fatal(err)
+	}
+	files := map[Kind]string{
+		KindMedia: "シリアル番号,管理番号,製品名,登録日,管理責任者,暗号化,状態\r\n" +
+			"AA00123456,MD-0100,ＵＳＢメモリ①,2026-01-10,高橋,有,有効\r\n" +
+			"BB00123456,MD-0101,外付けHDD,2025-12-01,高橋,無,廃棄済\r\n",
+		KindApprovals: "管理番号,状態,申請者,媒体シリアル番号,端末,持出し目的,持出し開始,持出し終了,承認者,承認日時,結果\r\n" +
+			"AP-0100,返却済,高橋,AA00123456,PC-01,顧客訪問,2026/10/1 9:00,2026/10/1 18:00,部長 佐藤,2026/9/30 17:00,返却確認済\r\n",
+		KindDisposals: "管理番号,廃棄日,廃棄対象,台帳番号,廃棄方法,廃棄責任者,廃棄証明書\r\n" +
+			"DS-0100,2026-10-01,顧客名簿（紙）,PI-0001,溶解,鈴木,№123\r\n",
+	}
+	for k, src := range files {
+		if cs, err := importKind(s, k, toSJIS(t, src)); err != nil || len(cs) == 0 {
+			t.Fatalf("%s: %d changes, %v", k, len(cs), err)
+		}
+	}
+	m, _ := s.Get(ctx, KindMedia, "MD-0100")
+	if me := m.(*MediaEntry); me.Product != "ＵＳＢメモリ①" || !me.Encrypted || me.Status != StatusActive {
+		t.Fatalf("media %+v", me)
+	}
+	if m, _ := s.Get(ctx, KindMedia, "MD-0101"); m.meta().Status != StatusDisposed {
+		t.Fatalf("media 廃棄済: %s", m.meta().Status)
+	}
+	a, _ := s.Get(ctx, KindApprovals, "AP-0100")
+	ap := a.(*Approval)
+	wantFrom := time.Date(2026, 10, 1, 9, 0, 0, 0, time.Local)
+	if ap.Status != StatusReturned || ap.Approver != "部長 佐藤" || !ap.From.Equal(wantFrom) || ap.Decided.IsZero() {
+		t.Fatalf("approval %+v", ap)
+	}
+	d, _ := s.Get(ctx, KindDisposals, "DS-0100")
+	if ds := d.(*Disposal); ds.Item != "顧客名簿（紙）" || ds.Certificate != "№123" || ds.RegisterID != "PI-0001" {
+		t.Fatalf("disposal %+v", ds)
+	}
+}
+
+// One bad row: nothing of the file is stored, and the error names the
+// row (spreadsheet numbering) and field.
+func TestCSVBadRowImportsNothingOtherRegisters(t *testing.T) {
+	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
+	s, _ := newService(t, clk)
+	for _, tc := range []struct {
+		k     Kind
+		csv   string
+		row   int
+		field string
+	}{
+		{KindMedia, "id,registered,product,serial,vendor_id,owner,encrypted\r\n" +
+			"MD-1,2026-01-10,USB,AA00123456,0411,山田,yes\r\n" +
+			"MD-2,2026-01-10,USB,AA00123457,04x1,山田,yes\r\n", 3, "vendor_id"},
+		{KindMedia, "id,registered,product,serial,owner,encrypted\r\n" +
+			"MD-1,2026-01-10,USB,AA00123456,山田,maybe\r\n", 2, "encrypted"},
+		{KindApprovals, "id,status,requester,serial,host,purpose,from,to,approver\r\n" +
+			"AP-1,returned,山田,AA00123456,PC-01,訪問,2026-10-01T09:00:00+09:00,2026-10-01T18:00:00+09:00,佐藤\r\n" +
+			"AP-2,returned,山田,AA00123456,PC-01,訪問,2026-10-02T18:00:00+09:00,2026-10-02T09:00:00+09:00,佐藤\r\n", 3, "to"},
+		{KindApprovals, "id,requester,serial,host,purpose,from,to\r\n" +
+			"AP-1,山田,AA00123456,PC-01,訪問,明日,2026-10-01T18:00:00+09:00\r\n", 2, "from"},
+		{KindDisposals, "id,date,item,register_id,method,responsible\r\n" +
+			"DS-1,2026-10-01,名簿,,溶解,鈴木\r\n" +
+			"DS-2,2026-10-01,名簿,PI-404,溶解,鈴木\r\n", 3, "register_id"},
+	} {
+		_, err := importKind(s, tc.k, []byte(tc.csv))
+		var ve ValidationError
+		if !errors.As(err, &ve) || len(ve) != 1 || ve[0].Row != tc.row || ve[0].Field != tc.field {
+			t.Errorf("%s: want one error at row %d %s, got %v", tc.k, tc.row, tc.field, err)
+		}
+		if l, _ := s.List(context.Background(), tc.k, Filter{}); len(l) != 0 {
+			t.Errorf("%s: bad import stored %d entries", tc.k, len(l))
+		}
+	}
+	// A PI file offered as media names the columns media does not have.
+	_, ce, err := ParseCSV(KindMedia, []byte("管理番号,個人情報の名称\r\nPI-1,名簿\r\n"))
+	if err != nil || len(ce) == 0 || ce[0].Row != 1 || !strings.Contains(ce[0].Msg, "個人情報の名称") {
+		t.Fatalf("PI file as media: %v %v", ce, err)
+	}
+}
+
+// Imported approvals: an approved window still open would let a file open
+// a device on a PC without an approver's act in Mamori, so it is refused;
+// as requested it imports and waits for approval. A stored decision cannot
+// be changed by import; an ordinary update (returned, result) can.
+func TestCSVImportedApprovalsCannotOpenWindows(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
+	s, st := newService(t, clk)
+	if err := st.PutAgent(ctx, agentOn("PC-01")); err != nil {
+		t.Fatal(err)
+	}
+	head := "id,status,requester,serial,host,purpose,from,to,approver,decided,result\r\n"
+	row := func(id, status, to, approver, decided, result string) string {
+		return id + "," + status + ",山田,AA00123456,PC-01,訪問,2026-11-01T09:00:00Z," + to + "," + approver + "," + decided + "," + result + "\r\n"
+	}
+	open := "2026-11-03T18:00:00Z" // ahead of the clock
+	ended := "2026-11-01T18:00:00Z"
+	_, err := importKind(s, KindApprovals, []byte(head+row("AP-1", "approved", ended, "佐藤", "2026-10-31T10:00:00Z", "")+
+		row("AP-2", "approved", open, "佐藤", "2026-10-31T10:00:00Z", "")))
+	if f := fieldsOf(err); len(f) != 1 || f["status"] != 3 || !strings.Contains(err.Error(), "has not ended") {
+		t.Fatalf("open approved window imported: %v", err)
+	}
+	if l, _ := s.List(ctx, KindApprovals, Filter{}); len(l) != 0 {
+		t.Fatalf("refused import stored %d", len(l))
+	}
+	if _, err := importKind(s, KindApprovals, []byte(head+row("AP-2", "requested", open, "佐藤", "", ""))); fieldsOf(err)["approver"] != 2 {
+		t.Fatalf("requested row with an approver: %v", err)
+	}
+	if cs, err := importKind(s, KindApprovals, []byte(head+row("AP-1", "approved", ended, "佐藤", "2026-10-31T10:00:00Z", "")+
+		row("AP-2", "requested", open, "", "", ""))); err != nil || len(cs) != 2 {
+		t.Fatalf("closed approval + open request: %d %v", len(cs), err)
+	}
+	c, err := s.Effective(ctx, "ag-1")
+	if err != nil || len(c.Policy.Controls.Media.Approvals) != 0 {
+		t.Fatalf("imported rows opened a window: %+v %v", c.Policy.Controls.Media.Approvals, err)
+	}
+	// The request is approved in Mamori by a manager: only then it opens.
+	if _, err := s.Decide(ctx, "部長", "AP-2", true, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Effective(ctx, "ag-1"); len(c.Policy.Controls.Media.Approvals) != 1 {
+		t.Fatal("approved request not in the policy")
+	}
+	// Stored decisions stay the approver's.
+	if _, err := importKind(s, KindApprovals, []byte(head+row("AP-2", "approved", open, "山田", "", ""))); fieldsOf(err)["approver"] != 2 {
+		t.Fatalf("approver rewritten by import: %v", err)
+	}
+	if _, err := importKind(s, KindApprovals, []byte(head+row("AP-2", "denied", open, "部長", "", ""))); fieldsOf(err)["status"] != 2 {
+		t.Fatalf("decision changed by import: %v", err)
+	}
+	a, _ := s.Get(ctx, KindApprovals, "AP-2")
+	dec := a.(*Approval).Decided.Format(time.RFC3339)
+	if cs, err := importKind(s, KindApprovals, []byte(head+row("AP-2", "returned", open, "部長", dec, "返却済"))); err != nil || len(cs) != 1 {
+		t.Fatalf("approved -> returned by import: %d %v", len(cs), err)
+	}
+	if c, _ := s.Effective(ctx, "ag-1"); len(c.Policy.Controls.Media.Approvals) != 0 {
+		t.Fatal("returned window still in the policy")
+	}
+}
