@@ -69,8 +69,21 @@ type access struct {
 	Read    bool   // read-only access (Linux: closed without writing; Windows: ReadData only)
 	Write   bool
 	Delete  bool
+	Create  bool   // the entry was created (Linux fanotify FID FAN_CREATE)
+	Rename  bool   // the entry was renamed, from or to Path (Linux FAN_RENAME / FAN_MOVED_*)
 	Record  uint64 // OS record that reported it (Security-log record id), acked back; 0: none
 }
+
+// Values of the attribution_source attr of an attributed change.
+const (
+	// sourceObserved: the OS reported this very operation by that process
+	// (a write for a create or change, a delete, a rename).
+	sourceObserved = "observed"
+	// sourceLastWriter: the OS reported no such operation; the change is
+	// joined to the latest other access of the path (fanotify without FID
+	// has no delete or rename events). A guess, not an observation.
+	sourceLastWriter = "last_writer"
+)
 
 // probe attributes accesses to users and processes.
 type probe interface {
@@ -562,6 +575,10 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 	}
 	if a, ok := r.attribute(ch); ok {
 		e.User, e.Process = a.User, a.Process
+		e.Attrs["attribution_source"] = sourceLastWriter
+		if observes(ch.Op, a) {
+			e.Attrs["attribution_source"] = sourceObserved
+		}
 		if a.PID > 0 {
 			e.Attrs["pid"] = a.PID
 		}
@@ -774,9 +791,25 @@ func (r *runner) excluded(p string) bool {
 	return false
 }
 
+// observes says whether a is an OS record of the operation op itself rather
+// than another access of the same path. A Windows rename needs DELETE on the
+// source, so a 4663 delete access observes a rename.
+func observes(op fswatch.Op, a access) bool {
+	switch op {
+	case fswatch.Deleted:
+		return a.Delete
+	case fswatch.Renamed:
+		return a.Rename || a.Delete
+	case fswatch.Created:
+		return a.Create || a.Write
+	}
+	return a.Write
+}
+
 // attribute finds the OS access behind a change: of those on the path (or
-// its old name), the latest of the matching kind (delete for a deletion,
-// write otherwise), with the access masks of the same user and process merged.
+// its old name), the latest one that observes the change (see observes),
+// else the latest of any kind, with the access masks of the same user and
+// process merged.
 func (r *runner) attribute(ch fswatch.Change) (access, bool) {
 	var cands []access
 	for _, p := range []string{ch.Path, ch.OldPath} {
@@ -787,12 +820,7 @@ func (r *runner) attribute(ch fswatch.Change) (access, bool) {
 	if len(cands) == 0 {
 		return access{}, false
 	}
-	pref := func(a access) bool {
-		if ch.Op == fswatch.Deleted {
-			return a.Delete
-		}
-		return a.Write
-	}
+	pref := func(a access) bool { return observes(ch.Op, a) }
 	best := 0
 	for i, a := range cands[1:] {
 		b := cands[best]

@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,11 @@ type fanotifyProbe struct {
 	dropped uint64
 	users   map[string]string // uid -> name
 	pids    map[int32]pidInfo
+
+	fidOff   bool            // tests: behave as a kernel without FID reporting
+	fid      *fidGroup       // nil: no FID group (yet)
+	fidErr   error           // why there is none, reported once
+	fidRoots map[string]bool // roots whose filesystem has the FID mark
 }
 
 type pidInfo struct {
@@ -44,7 +50,7 @@ const fanMask = unix.FAN_OPEN | unix.FAN_MODIFY | unix.FAN_CLOSE_WRITE | unix.FA
 
 func newProbe(env controls.Env) probe {
 	return &fanotifyProbe{env: env, proc: "/proc", self: os.Getpid(), out: make(chan access, 8192),
-		marked: map[string]bool{}, users: map[string]string{}, pids: map[int32]pidInfo{}}
+		marked: map[string]bool{}, fidRoots: map[string]bool{}, users: map[string]string{}, pids: map[int32]pidInfo{}}
 }
 
 func (p *fanotifyProbe) accesses() <-chan access  { return p.out }
@@ -85,7 +91,44 @@ func (p *fanotifyProbe) setRoots(ctx context.Context, roots []string, enforce bo
 		}
 		p.marked[r] = true
 	}
-	return "fanotify", nil
+	return p.setFIDRootsLocked(roots), nil
+}
+
+// setFIDRootsLocked adds the FID group's marks where the kernel and the
+// filesystem allow and returns the attribution method: "fanotify+fid" when
+// every root has them, "fanotify" (deletes and renames joined to the last
+// writer) when none has.
+func (p *fanotifyProbe) setFIDRootsLocked(roots []string) string {
+	if p.fid == nil && p.fidErr == nil {
+		if p.fidOff {
+			p.fidErr = errors.New("fileaccess: FID group turned off")
+		} else if p.fidErr = p.initFIDLocked(); p.fidErr != nil {
+			p.env.Log.Info().Err(p.fidErr).Msg("fileaccess: no fanotify FID group; deletes and renames are attributed to the last writer")
+		}
+	}
+	var without []string
+	for _, r := range roots {
+		if p.fid == nil {
+			without = append(without, r)
+			continue
+		}
+		if p.fidRoots[r] {
+			continue
+		}
+		if err := p.markFIDLocked(r); err != nil {
+			p.env.Log.Info().Err(err).Str("root", r).Msg("fileaccess: no fanotify FID mark; deletes and renames there are attributed to the last writer")
+			without = append(without, r)
+			continue
+		}
+		p.fidRoots[r] = true
+	}
+	switch {
+	case len(without) == 0:
+		return "fanotify+fid"
+	case len(without) == len(roots):
+		return "fanotify"
+	}
+	return "fanotify+fid (not on " + strings.Join(without, ", ") + ")"
 }
 
 func (p *fanotifyProbe) close() error {
@@ -97,6 +140,13 @@ func (p *fanotifyProbe) close() error {
 	err := p.f.Close()
 	p.f = nil
 	p.marked = map[string]bool{}
+	if p.fid != nil {
+		if ferr := p.fid.close(); err == nil {
+			err = ferr
+		}
+		p.fid, p.fidRoots = nil, map[string]bool{}
+	}
+	p.fidErr = nil
 	return err
 }
 
@@ -154,6 +204,12 @@ func (p *fanotifyProbe) handle(e fanEvent, now time.Time) {
 	if e.mask&unix.FAN_OPEN != 0 && !a.Write && !a.Read {
 		return // the close that follows says whether it was a read or a write
 	}
+	p.send(a)
+}
+
+// send hands an access to the control; when it is behind, the access is
+// dropped (counted) rather than stalling the kernel queue.
+func (p *fanotifyProbe) send(a access) {
 	select {
 	case p.out <- a:
 	default:

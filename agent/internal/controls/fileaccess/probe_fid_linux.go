@@ -1,0 +1,262 @@
+package fileaccess
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// fidGroup is the second fanotify group, in FID mode (FAN_REPORT_DFID_NAME,
+// Linux >= 5.9), with a filesystem mark on each watched root's filesystem:
+// it reports creates, deletes and renames with the PID of the process that
+// made them, which the fd-mode group cannot (it has no such events).
+type fidGroup struct {
+	f *os.File
+	// full: FAN_REPORT_TARGET_FID and FAN_RENAME (Linux >= 5.17): a rename
+	// is one event with both names, and a removed folder's own handle comes
+	// with its delete, so deletes inside it still resolve.
+	full   bool
+	mounts map[[2]int32]*os.File // fsid -> open root on that filesystem (open_by_handle_at's mount_fd)
+}
+
+const (
+	fidInitFull  = unix.FAN_REPORT_DFID_NAME | unix.FAN_REPORT_FID | unix.FAN_REPORT_TARGET_FID
+	fidMaskFull  = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_RENAME | unix.FAN_ONDIR
+	fidMaskBasic = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO | unix.FAN_ONDIR
+	dirCacheMax  = 16384
+)
+
+// initFIDLocked makes the FID group, with the richest reporting this kernel has.
+func (p *fanotifyProbe) initFIDLocked() error {
+	base := unix.FAN_CLASS_NOTIF | unix.FAN_CLOEXEC | unix.FAN_NONBLOCK
+	full := true
+	fd, err := unix.FanotifyInit(uint(base|fidInitFull), unix.O_RDONLY|unix.O_LARGEFILE)
+	if errors.Is(err, unix.EINVAL) { // before 5.17: no FAN_REPORT_TARGET_FID
+		full = false
+		fd, err = unix.FanotifyInit(uint(base|unix.FAN_REPORT_DFID_NAME), unix.O_RDONLY|unix.O_LARGEFILE)
+	}
+	if err != nil { // EINVAL before 5.9: no FAN_REPORT_DFID_NAME
+		return fmt.Errorf("fileaccess: fanotify_init FAN_REPORT_DFID_NAME: %w", err)
+	}
+	g := &fidGroup{f: os.NewFile(uintptr(fd), "fanotify-fid"), full: full, mounts: map[[2]int32]*os.File{}}
+	p.fid = g
+	go p.readFID(g)
+	return nil
+}
+
+// markFIDLocked puts a filesystem mark on root's filesystem (once per
+// filesystem). Filesystems without file handle support or with a zero fsid
+// refuse it (tmpfs before 5.13, some overlayfs and FUSE setups).
+func (p *fanotifyProbe) markFIDLocked(root string) error {
+	g := p.fid
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return fmt.Errorf("fileaccess: statfs %s: %w", root, err)
+	}
+	fsid := [2]int32{st.Fsid.Val[0], st.Fsid.Val[1]}
+	if g.mounts[fsid] != nil {
+		return nil
+	}
+	mask := uint64(fidMaskBasic)
+	if g.full {
+		mask = fidMaskFull
+	}
+	if err := unix.FanotifyMark(int(g.f.Fd()), unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, mask, unix.AT_FDCWD, root); err != nil {
+		return fmt.Errorf("fileaccess: fanotify_mark FAN_MARK_FILESYSTEM %s: %w", root, err)
+	}
+	m, err := os.OpenFile(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fileaccess: open %s: %w", root, err)
+	}
+	g.mounts[fsid] = m
+	return nil
+}
+
+func (g *fidGroup) close() error {
+	err := g.f.Close()
+	for _, m := range g.mounts {
+		m.Close()
+	}
+	return err
+}
+
+func (p *fanotifyProbe) readFID(g *fidGroup) {
+	buf := make([]byte, 64<<10)
+	dirs := map[string]string{} // directory handle -> last path seen, for folders removed before their events are read
+	var carried []fidEvent
+	var carriedAt time.Time
+	for {
+		n, err := g.f.Read(buf)
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				p.env.Log.Warn().Err(err).Msg("fileaccess: fanotify fid read stopped")
+			}
+			return
+		}
+		evs, perr := parseFanotifyFID(buf[:n])
+		now := p.env.Clock.Now()
+		carried, carriedAt = p.handleFID(g, dirs, carried, carriedAt, evs, now), now
+		if perr != nil {
+			p.env.Log.Warn().Err(perr).Msg("fileaccess: fanotify fid")
+		}
+	}
+}
+
+// fidResolver turns directory handles into paths for one read of events.
+type fidResolver struct {
+	p     *fanotifyProbe
+	g     *fidGroup
+	batch map[string]string // handle -> path ("" unresolvable) within this read
+	dirs  map[string]string // across reads
+}
+
+// dir resolves a directory handle: open_by_handle_at on the mount fd of its
+// filesystem, then the fd's path. A folder removed since is found in dirs.
+func (r *fidResolver) dir(rec fidRecord) string {
+	k := rec.key()
+	if d, ok := r.batch[k]; ok {
+		return d
+	}
+	d := ""
+	// Under the lock: close() must not free the mount fd while it is used.
+	r.p.mu.Lock()
+	if m := r.g.mounts[rec.fsid]; m != nil && r.p.fid == r.g {
+		fd, err := unix.OpenByHandleAt(int(m.Fd()), unix.NewFileHandle(rec.htype, rec.handle), unix.O_PATH|unix.O_CLOEXEC)
+		if err == nil {
+			d, _ = os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+			unix.Close(fd)
+			// A folder removed but still in the kernel's caches: the
+			// path it had, which is the one its entries were deleted under.
+			d = strings.TrimSuffix(d, " (deleted)")
+			if !filepath.IsAbs(d) {
+				d = ""
+			}
+		}
+	}
+	r.p.mu.Unlock()
+	if d == "" {
+		d = r.dirs[k]
+	} else {
+		r.remember(k, d)
+	}
+	r.batch[k] = d
+	return d
+}
+
+// remember keeps the paths of folders under the roots only, bounded.
+func (r *fidResolver) remember(k, d string) {
+	r.batch[k] = d
+	if !r.p.inRoots(d) {
+		return
+	}
+	if len(r.dirs) >= dirCacheMax {
+		clear(r.dirs)
+	}
+	r.dirs[k] = d
+}
+
+// path joins a *_NAME record's directory and name; "" when unresolvable.
+func (r *fidResolver) path(rec fidRecord) string {
+	d := r.dir(rec)
+	if d == "" || rec.name == "" || rec.name == "." {
+		return d
+	}
+	return filepath.Join(d, rec.name)
+}
+
+func (p *fanotifyProbe) inRoots(path string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.roots {
+		if within(path, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// handleFID turns one read of FID events into accesses. Deletes of folders
+// are looked at first, newest first (rm -r removes the deepest last): each
+// carries the folder's own handle, whose path is remembered so the deletes
+// inside it, reported before it but resolved now that it is gone, still
+// get a path. Events whose folder cannot be resolved are returned, to be
+// tried once more (as old, read at oldAt) with the next read: the folder's
+// own delete may be in that one.
+func (p *fanotifyProbe) handleFID(g *fidGroup, dirs map[string]string, old []fidEvent, oldAt time.Time, evs []fidEvent, now time.Time) (carry []fidEvent) {
+	r := &fidResolver{p: p, g: g, batch: map[string]string{}, dirs: dirs}
+	all := append(append([]fidEvent(nil), old...), evs...)
+	for i := len(all) - 1; i >= 0; i-- {
+		e := all[i]
+		if e.mask&fanOnDir == 0 || e.mask&fanDelete == 0 {
+			continue
+		}
+		self, ok1 := e.record(fanInfoFID)
+		parent, ok2 := e.record(fanInfoDFIDName)
+		if ok1 && ok2 {
+			if d := r.path(parent); d != "" {
+				r.remember(self.key(), d)
+			}
+		}
+	}
+	for i, e := range all {
+		at, retried := now, i < len(old)
+		if retried {
+			at = oldAt
+		}
+		if e.mask&fanOverflow != 0 {
+			p.env.Log.Warn().Msg("fileaccess: fanotify fid queue overflowed; some deletes and renames are attributed by last writer")
+			continue
+		}
+		if int(e.pid) == p.self {
+			continue
+		}
+		if !retried && !r.resolvable(e) {
+			p.mu.Lock()
+			p.pidLocked(e.pid, at) // now, while the process may still be there
+			p.mu.Unlock()
+			carry = append(carry, e)
+			continue
+		}
+		for _, rec := range e.recs {
+			a := access{Time: at, PID: int(e.pid), Mask: uint32(e.mask)}
+			switch rec.typ {
+			case fanInfoDFIDName:
+				a.Create = e.mask&fanCreate != 0
+				a.Delete = e.mask&fanDelete != 0
+				a.Rename = e.mask&(fanMovedFrom|fanMovedTo) != 0
+			case fanInfoOldDFIDName, fanInfoNewDFIDName:
+				a.Rename = true
+			default:
+				continue
+			}
+			if a.Path = r.path(rec); a.Path == "" || !p.inRoots(a.Path) {
+				continue
+			}
+			p.mu.Lock()
+			info := p.pidLocked(e.pid, at)
+			p.mu.Unlock()
+			a.User, a.Process = info.user, info.exe
+			p.send(a)
+		}
+	}
+	return carry
+}
+
+// resolvable says whether every name record of e has a directory path.
+func (r *fidResolver) resolvable(e fidEvent) bool {
+	for _, rec := range e.recs {
+		switch rec.typ {
+		case fanInfoDFIDName, fanInfoOldDFIDName, fanInfoNewDFIDName:
+			if r.dir(rec) == "" {
+				return false
+			}
+		}
+	}
+	return true
+}
