@@ -502,3 +502,57 @@ func TestUnconsumedAccessIsNotAcked(t *testing.T) {
 		t.Fatalf("acked %d, position %d, want 201", got, pos)
 	}
 }
+
+// TestAttributionSourceObservedOrGuessed: a delete or rename the OS
+// reported (fanotify FID, 4663 DELETE) is attributed to its process as
+// "observed"; one the OS did not report is joined to the path's last writer
+// and marked "last_writer", so an auditor can tell a guess from an observation.
+func TestAttributionSourceObservedOrGuessed(t *testing.T) {
+	root := t.TempDir()
+	fp := &fakeProbe{out: make(chan access, 16)}
+	h := start(t, fp, pol(func(f *policy.FileAccess) { f.Paths = []string{root} }))
+	h.waitStatus(controls.Pass, "")
+	writer := access{PID: 10, User: "tanaka", Process: "/usr/bin/libreoffice", Write: true, Mask: 0x8}
+	at := func(a access, path string) access { a.Path, a.Time = path, time.Now(); return a }
+
+	guessed, seen, old, renamed := filepath.Join(root, "guessed.csv"), filepath.Join(root, "seen.csv"),
+		filepath.Join(root, "old.csv"), filepath.Join(root, "new.csv")
+	for _, p := range []string{guessed, seen, old} {
+		fp.out <- at(writer, p)
+		os.WriteFile(p, []byte("x"), 0o644)
+	}
+	for _, p := range []string{guessed, seen, old} {
+		if e := h.waitEvent(TypeCreated, p); e.Attrs["attribution_source"] != sourceObserved || num(e.Attrs["pid"]) != 10 {
+			t.Fatalf("created %+v", e)
+		}
+	}
+	// Only the write is known: the delete goes to the writer, as a guess.
+	fp.out <- at(writer, guessed)
+	os.Remove(guessed)
+	if e := h.waitEvent(TypeDeleted, guessed); e.Attrs["attribution_source"] != sourceLastWriter || num(e.Attrs["pid"]) != 10 || e.User != "tanaka" {
+		t.Fatalf("guessed delete %+v", e)
+	}
+	// The OS reported the delete: that process, observed, though the writer came later.
+	fp.out <- at(access{PID: 20, User: "suzuki", Process: "/usr/bin/rm", Delete: true, Mask: fanDelete}, seen)
+	fp.out <- at(writer, seen)
+	os.Remove(seen)
+	if e := h.waitEvent(TypeDeleted, seen); e.Attrs["attribution_source"] != sourceObserved || num(e.Attrs["pid"]) != 20 ||
+		e.User != "suzuki" || e.Process != "/usr/bin/rm" || e.Attrs["access_mask"] != "0x200" {
+		t.Fatalf("observed delete %+v", e)
+	}
+	// A rename reported under both names.
+	mv := access{PID: 30, User: "sato", Process: "/usr/bin/mv", Rename: true, Mask: fanRename}
+	fp.out <- at(writer, old)
+	fp.out <- at(mv, old)
+	fp.out <- at(mv, renamed)
+	os.Rename(old, renamed)
+	if e := h.waitEvent(TypeRenamed, renamed); e.Attrs["attribution_source"] != sourceObserved || num(e.Attrs["pid"]) != 30 || e.Attrs["old_path"] != old {
+		t.Fatalf("rename %+v", e)
+	}
+	// No access at all: no user, no source.
+	bare := filepath.Join(root, "bare.csv")
+	os.WriteFile(bare, nil, 0o644)
+	if e := h.waitEvent(TypeCreated, bare); e.User != "" || e.Attrs["attribution_source"] != nil {
+		t.Fatalf("unattributed %+v", e)
+	}
+}
