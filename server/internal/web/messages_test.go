@@ -58,3 +58,18 @@ func TestMessagesComplete(t *testing.T) {
 		}
 	}
 }
+
+// A control no host runs shows a dash, not a 0% pass rate.
+func TestRateFunc(t *testing.T) {
+	rate := funcs["rate"].(func(compliance.Rate) string)
+	for r, want := range map[compliance.Rate]string{
+		{Off: 3}:                     "—",
+		{}:                           "—",
+		{Pass: 1, Fail: 1, Rate: .5}: "50.0%",
+		{Fail: 2, Off: 1}:            "0.0%",
+	} {
+		if got := rate(r); got != want {
+			t.Errorf("rate(%+v) = %q, want %q", r, got, want)
+		}
+	}
+}

@@ -102,6 +102,14 @@ func New(cfg Config) (*UI, error) {
 var funcs = template.FuncMap{
 	"pct":  func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
 	"pctw": func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
+	// rate is a control's pass rate, or a dash where no host runs it: 0%
+	// would read as every host failing.
+	"rate": func(r compliance.Rate) string {
+		if r.Pass+r.Fail+r.Unknown == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.1f%%", r.Rate*100)
+	},
 	"args": func(v ...any) []any { return v },
 }
 
