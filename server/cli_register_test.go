@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/text/encoding/japanese"
+	"golang.org/x/text/transform"
 
 	"github.com/mamori/mamori/server/internal/app"
 )
@@ -82,5 +84,75 @@ func TestAdminCLIDefaultDataDir(t *testing.T) {
 	if code := run([]string{"register", "export", "--server", "https://127.0.0.1:1"}, &out, &errb); code != 1 ||
 		!strings.Contains(errb.String(), filepath.Join("mamori-data", "admin-token")) {
 		t.Fatalf("./mamori-data: %d %q", code, errb.String())
+	}
+}
+
+// TestRegisterCLIOtherKinds: --kind media|approvals|disposals imports a
+// CP932 file, exports it again, and names the row and field of a bad file.
+func TestRegisterCLIOtherKinds(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(append(args, "--server", srv.URL(), "--data-dir", dir), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	work := t.TempDir()
+	write := func(name, text string, sjis bool) string {
+		b := []byte(text)
+		if sjis {
+			var err error
+			if b, _, err = transform.Bytes(japanese.ShiftJIS.NewEncoder(), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := filepath.Join(work, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pi := write("pi.csv", "\ufeff管理番号,個人情報の名称,利用目的,媒体,管理責任者,部署,保管期間,廃棄方法\r\n"+
+		"PI-0001,顧客名簿,商品発送,紙,山田,営業部,5y,シュレッダー\r\n", false)
+	if code, _, errs := cli("register", "import", pi); code != 0 {
+		t.Fatalf("PI import (default kind): %d %q", code, errs)
+	}
+	for _, tc := range []struct{ kind, good, bad, wantErr, wantJA string }{
+		{"media", "管理番号,登録日,製品名,シリアル番号,管理責任者,暗号化\r\nMD-0001,2026-01-10,USBメモリ,AA00123456,山田,有\r\n",
+			"id,registered,product,serial,owner\r\nMD-0002,2026-01-10,USB,x,山田\r\n", "row 2: serial", "USBメモリ"},
+		{"approvals", "管理番号,状態,申請者,媒体シリアル番号,端末,持出し目的,持出し開始,持出し終了,承認者,承認日時\r\n" +
+			"AP-0001,返却済,山田,AA00123456,PC-01,展示会,2026-10-01T09:00:00+09:00,2026-10-01T18:00:00+09:00,部長,2026-09-30T17:00:00+09:00\r\n",
+			"id,requester,serial,host,purpose,from,to\r\nAP-0002,山田,AA00123456,PC-01,展示会,2026-10-02T09:00:00Z,2026-10-01T09:00:00Z\r\n", "row 2: to", "返却済"},
+		{"disposals", "管理番号,廃棄日,廃棄対象,台帳番号,廃棄方法,廃棄責任者\r\nDS-0001,2026-10-01,顧客名簿(紙),PI-0001,溶解,鈴木\r\n",
+			"id,date,item,register_id,method,responsible\r\nDS-0002,2026-10-01,名簿,PI-9999,溶解,鈴木\r\n", "row 2: register_id", "溶解"},
+	} {
+		good := write(tc.kind+".csv", tc.good, true)
+		if code, out, errs := cli("register", "import", good, "--kind", tc.kind); code != 0 || !strings.Contains(out, "1 changed") {
+			t.Fatalf("%s import: %d %q %q", tc.kind, code, out, errs)
+		}
+		exp := filepath.Join(work, tc.kind+"-export.csv")
+		if code, _, errs := cli("register", "export", "--kind", tc.kind, "--out", exp); code != 0 {
+			t.Fatalf("%s export: %d %q", tc.kind, code, errs)
+		}
+		b, _ := os.ReadFile(exp)
+		if !bytes.HasPrefix(b, []byte("\ufeff管理番号,状態")) || !bytes.Contains(b, []byte(tc.wantJA)) {
+			t.Fatalf("%s export: %q", tc.kind, b)
+		}
+		// The export re-imports as is: nothing changes.
+		if code, out, errs := cli("register", "import", exp, "--kind", tc.kind); code != 0 || !strings.Contains(out, "0 changed") {
+			t.Fatalf("%s re-import: %d %q %q", tc.kind, code, out, errs)
+		}
+		bad := write(tc.kind+"-bad.csv", tc.bad, false)
+		if code, _, errs := cli("register", "import", bad, "--kind", tc.kind); code != 1 || !strings.Contains(errs, tc.wantErr) || !strings.Contains(errs, "nothing was changed") {
+			t.Fatalf("%s bad import: %d %q", tc.kind, code, errs)
+		}
+	}
+	if code, _, _ := cli("register", "export", "--kind", "shoes"); code != 2 {
+		t.Fatalf("unknown kind: exit %d", code)
 	}
 }

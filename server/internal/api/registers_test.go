@@ -388,3 +388,91 @@ func TestCSVRoundTripBetweenServers(t *testing.T) {
 		t.Fatalf("bad import stored rows: %+v", list.Entries)
 	}
 }
+
+// TestCSVOtherRegistersBetweenServers: media, carry-out approvals and
+// disposals export, import into a fresh server and export again
+// byte-identical (UTF-8 and CP932); one bad row imports nothing and the
+// answer names row and field; an approved window still open is refused.
+func TestCSVOtherRegistersBetweenServers(t *testing.T) {
+	a := realServer(t)
+	adm := newAdmin(t, a, a.AdminToken())
+	now := time.Now().UTC().Truncate(time.Second)
+	post := func(path string, body any) map[string]any {
+		t.Helper()
+		var out map[string]any
+		if st, _, raw := adm.do("POST", path, nil, body, &out); st != 201 && st != 200 {
+			t.Fatalf("POST %s: %d %s", path, st, raw)
+		}
+		return out
+	}
+	post("/api/v1/register", piEntry("PI-0001", "PC-SALES01", `D:\顧客`))
+	post("/api/v1/media", map[string]any{"id": "MD-0001", "registered": "2026-01-10", "product": "BUFFALO, 32GB",
+		"serial": "AA00123456", "vendor_id": "0411", "product_id": "01f0", "owner": "山田 太郎", "encrypted": true})
+	ap := func(id string, from, to time.Time) {
+		post("/api/v1/approvals", map[string]any{"id": id, "requester": "山田 太郎", "serial": "AA00123456", "host": "PC-SALES01",
+			"purpose": "展示会", "register_ids": []string{"PI-0001"}, "from": from.Format(time.RFC3339), "to": to.Format(time.RFC3339)})
+	}
+	ap("AP-0001", now.Add(-time.Hour), now.Add(time.Hour))
+	post("/api/v1/approvals/AP-0001/approve", nil)
+	var cur map[string]any
+	_, hdr, _ := adm.do("GET", "/api/v1/approvals/AP-0001", nil, nil, &cur)
+	cur["status"], cur["result"] = "returned", "返却確認済"
+	if st, _, raw := adm.do("PUT", "/api/v1/approvals/AP-0001", map[string]string{"If-Match": hdr.Get("ETag")}, cur, nil); st != 200 {
+		t.Fatalf("return: %d %s", st, raw)
+	}
+	ap("AP-0002", now.Add(24*time.Hour), now.Add(26*time.Hour)) // requested
+	post("/api/v1/disposals", map[string]any{"id": "DS-0001", "date": "2026-10-01", "item": "顧客名簿(紙)", "register_id": "PI-0001",
+		"method": "溶解", "responsible": "鈴木"})
+
+	for _, enc := range []string{"utf8", "sjis"} {
+		b := realServer(t)
+		bdm := newAdmin(t, b, b.AdminToken())
+		_, _, pi := adm.do("GET", "/api/v1/register/export?encoding="+enc, nil, nil, nil)
+		if st, _, raw := bdm.do("POST", "/api/v1/register/import", nil, pi, nil); st != 200 {
+			t.Fatalf("PI import: %d %s", st, raw)
+		}
+		for _, p := range []string{"media", "approvals", "disposals"} {
+			st, h, first := adm.do("GET", "/api/v1/"+p+"/export?lang=ja&encoding="+enc, nil, nil, nil)
+			if st != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/csv") || !strings.Contains(h.Get("Content-Disposition"), ".csv") {
+				t.Fatalf("%s export: %d %v", p, st, h)
+			}
+			var ans struct{ Rows, Changed int }
+			if st, _, raw := bdm.do("POST", "/api/v1/"+p+"/import", nil, first, &ans); st != 200 || ans.Changed == 0 {
+				t.Fatalf("%s %s import: %d %s", p, enc, st, raw)
+			}
+			_, _, second := bdm.do("GET", "/api/v1/"+p+"/export?lang=ja&encoding="+enc, nil, nil, nil)
+			if !bytes.Equal(first, second) {
+				t.Fatalf("%s %s round trip differs:\n%q\n%q", p, enc, first, second)
+			}
+		}
+	}
+
+	// One bad row per register: 400 naming row and field; nothing stored.
+	for _, tc := range []struct{ path, csv, field string }{
+		{"media", "\ufeff管理番号,登録日,製品名,シリアル番号,管理責任者\r\nMD-0100,2026-01-10,USB,BB00123456,高橋\r\nMD-0101,2026-02-30,USB,BB00123457,高橋\r\n", "registered"},
+		{"approvals", "\ufeffid,requester,serial,host,purpose,from,to\r\nAP-0100,高橋,BB00123456,PC-01,訪問,2026-10-01T09:00:00Z,2026-10-01T18:00:00Z\r\n" +
+			"AP-0101,高橋,BB00123456,PC 01,訪問,2026-10-01T09:00:00Z,2026-10-01T18:00:00Z\r\n", "host"},
+		{"disposals", "\ufeffid,date,item,method,responsible\r\nDS-0100,2026-10-01,名簿,溶解,鈴木\r\nDS-0101,2026-10-01,名簿,,鈴木\r\n", "method"},
+		{"approvals", "\ufeffid,status,requester,serial,host,purpose,from,to,approver\r\nAP-0100,requested,高橋,BB00123456,PC-01,訪問,2026-10-01T09:00:00Z,2026-10-01T18:00:00Z,\r\n" +
+			"AP-0101,approved,高橋,BB00123456,PC-01,訪問," + now.Format(time.RFC3339) + "," + now.Add(time.Hour).Format(time.RFC3339) + ",部長\r\n", "status"},
+	} {
+		var before struct{ Entries []any }
+		adm.do("GET", "/api/v1/"+tc.path, nil, nil, &before)
+		st, _, raw := adm.do("POST", "/api/v1/"+tc.path+"/import", nil, []byte(tc.csv), nil)
+		var ans struct {
+			Errors []struct {
+				Row   int
+				Field string
+			}
+		}
+		_ = json.Unmarshal(raw, &ans)
+		if st != 400 || len(ans.Errors) != 1 || ans.Errors[0].Row != 3 || ans.Errors[0].Field != tc.field {
+			t.Fatalf("%s bad import: %d %s", tc.path, st, raw)
+		}
+		var after struct{ Entries []any }
+		adm.do("GET", "/api/v1/"+tc.path, nil, nil, &after)
+		if len(after.Entries) != len(before.Entries) {
+			t.Fatalf("%s bad import stored rows: %d -> %d", tc.path, len(before.Entries), len(after.Entries))
+		}
+	}
+}
