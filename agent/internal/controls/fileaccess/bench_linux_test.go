@@ -63,6 +63,8 @@ func procStatus(field string) string {
 // in a fileaccess.bulk summary: the sum must be exact. Run with
 //
 //	MAMORI_BENCH=1 go test -run BurstLoad -v ./agent/internal/controls/fileaccess/
+//
+// (MAMORI_BENCH_NOFID=1: without the fanotify FID group, for comparison.)
 func TestBurstLoad(t *testing.T) {
 	if os.Getenv("MAMORI_BENCH") != "1" {
 		t.Skip("set MAMORI_BENCH=1 to run the 10,000 changes/s x 10 s load test")
@@ -74,7 +76,9 @@ func TestBurstLoad(t *testing.T) {
 	root := t.TempDir()
 	rec := &controlstest.Recorder{}
 	env := controls.Env{Emit: rec, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
-	c := newControl(env, newProbe(env)) // fanotify too, when root
+	pr := newProbe(env).(*fanotifyProbe)               // fanotify too, when root
+	pr.fidOff = os.Getenv("MAMORI_BENCH_NOFID") == "1" // to compare with the fd-only group
+	c := newControl(env, pr)
 	p := pol(func(f *policy.FileAccess) {
 		f.Paths = []string{root}
 		f.Debounce = policy.Duration(300 * time.Millisecond)

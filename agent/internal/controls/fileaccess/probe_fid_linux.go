@@ -216,6 +216,9 @@ func (p *fanotifyProbe) handleFID(g *fidGroup, dirs map[string]string, old []fid
 		if int(e.pid) == p.self {
 			continue
 		}
+		if e.mask&(fanDelete|fanMovedFrom|fanMovedTo|fanRename) == 0 && e.mask&fanOnDir == 0 {
+			continue // a file's create: the fd group sees the same process open and write it
+		}
 		if !retried && !r.resolvable(e) {
 			p.mu.Lock()
 			p.pidLocked(e.pid, at) // now, while the process may still be there
