@@ -1,6 +1,7 @@
 package register
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -59,6 +60,34 @@ func BenchmarkEffective(b *testing.B) {
 					b.Fatalf("%v %d %d", err, len(c.Policy.Controls.FileAccess.Folders), len(c.Policy.Controls.Media.Approvals))
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkCSV exports 1,000 approvals (the widest rows with times and
+// lists) and parses the file back, without etcd: the CSV cost of an import.
+func BenchmarkCSV(b *testing.B) {
+	from := time.Date(2026, 10, 1, 9, 0, 0, 0, time.FixedZone("JST", 9*3600))
+	es := make([]Entry, 1000)
+	for i := range es {
+		es[i] = &Approval{Meta: Meta{ID: fmt.Sprintf("AP-%04d", i), Status: StatusReturned}, Requester: "山田 太郎",
+			Serial: fmt.Sprintf("SN%08d", i), Host: "PC-0001", Purpose: "展示会, 東京", RegisterIDs: []string{"PI-0001", "PI-0002"},
+			From: from, To: from.Add(8 * time.Hour), Approver: "部長", Decided: from.Add(-time.Hour), Result: "返却確認済"}
+	}
+	for _, enc := range []string{EncUTF8, EncSJIS} {
+		b.Run(enc, func(b *testing.B) {
+			var buf bytes.Buffer
+			for b.Loop() {
+				buf.Reset()
+				if err := ExportCSV(&buf, KindApprovals, es, LangJA, enc); err != nil {
+					b.Fatal(err)
+				}
+				rows, ce, err := ParseCSV(KindApprovals, buf.Bytes())
+				if err != nil || len(ce) != 0 || len(rows) != len(es) {
+					b.Fatalf("%d rows, %v %v", len(rows), ce, err)
+				}
+			}
+			b.SetBytes(int64(buf.Len()))
 		})
 	}
 }

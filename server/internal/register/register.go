@@ -2,8 +2,8 @@
 // (2023: J.3.1.1) in etcd with a full change history: 個人情報管理台帳
 // (personal-information register), 媒体管理台帳 (media register), 持出し承認
 // (carry-out approvals) and 廃棄記録 (disposal records). It validates entries
-// with errors that name the field, imports and exports the personal-information
-// register as CSV that round-trips with Excel, and compiles each agent's
+// with errors that name the field, imports and exports every register as CSV
+// that round-trips with Excel, and compiles each agent's
 // effective policy from its policy pack and the registers.
 package register
 
@@ -248,8 +248,12 @@ var (
 func ValidID(s string) bool { return idRE.MatchString(s) }
 
 func (v *validator) common(m *Meta) {
-	if !idRE.MatchString(m.ID) {
+	switch {
+	case !idRE.MatchString(m.ID):
 		v.add("id", "%q is not a valid id (letters, digits, . _ @ -; at most 64)", m.ID)
+	case m.ID == "import" || m.ID == "export":
+		// Those are each register's CSV paths in the API and the web UI.
+		v.add("id", "%q is reserved for CSV import and export", m.ID)
 	}
 }
 
