@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/mamori/mamori/agent/internal/controls"
 	"github.com/mamori/mamori/agent/internal/controls/controlstest"
@@ -152,5 +154,70 @@ func TestBurstLoad(t *testing.T) {
 		procStatus("VmHWM"), procStatus("VmRSS"))
 	if ind+sum != want {
 		t.Fatalf("changes accounted %d, want exactly %d", ind+sum, want)
+	}
+}
+
+// BenchmarkFIDDeletes: parse and attribute one read of 500 delete events
+// (a 64 KiB read holds about that many) in one folder, with the folder's
+// handle resolved through open_by_handle_at as the kernel reports it. Root only:
+//
+//	go test -run '^$' -bench FIDDeletes -benchtime 2000x ./agent/internal/controls/fileaccess/
+func BenchmarkFIDDeletes(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("open_by_handle_at needs root (CAP_DAC_READ_SEARCH)")
+	}
+	root := b.TempDir()
+	dir := filepath.Join(root, "顧客")
+	os.Mkdir(dir, 0o755)
+	p := newProbe(controlsEnvForProbe()).(*fanotifyProbe)
+	p.roots = []string{root}
+	g := &fidGroup{mounts: map[[2]int32]*os.File{}}
+	p.fid = g
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		b.Fatal(err)
+	}
+	fsid := [2]int32{st.Fsid.Val[0], st.Fsid.Val[1]}
+	m, err := os.Open(root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	g.mounts[fsid] = m
+	fh, _, err := unix.NameToHandleAt(unix.AT_FDCWD, dir, 0)
+	if err != nil {
+		b.Skipf("no file handles here: %v", err)
+	}
+	const n = 500
+	var buf []byte
+	for i := 0; i < n; i++ {
+		buf = append(buf, fidEventBytes(fanDelete, int32(os.Getppid()),
+			fidInfoBytes(fanInfoDFIDName, fsid, fh.Type(), fh.Bytes(), fmt.Sprintf("f%06d.csv", i)))...)
+	}
+	var got atomic.Int64
+	go func() {
+		for range p.out {
+			got.Add(1)
+		}
+	}()
+	dirs := map[string]string{}
+	b.SetBytes(int64(len(buf)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		evs, err := parseFanotifyFID(buf)
+		if err != nil || len(evs) != n {
+			b.Fatal(len(evs), err)
+		}
+		if carry := p.handleFID(g, dirs, nil, time.Time{}, evs, time.Now()); len(carry) != 0 {
+			b.Fatalf("%d unresolved", len(carry))
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+	p.mu.Lock()
+	dropped := p.dropped
+	p.mu.Unlock()
+	if dropped+uint64(got.Load()) < uint64(b.N*n)*9/10 { // the reader may be a few behind
+		b.Fatalf("%d accesses, %d dropped, of %d events", got.Load(), dropped, b.N*n)
 	}
 }
