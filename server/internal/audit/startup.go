@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -80,90 +84,108 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 	}
 	for _, a := range anchors {
 		if n < a.size {
-			return fmt.Errorf("%w: the event store has %d events, %s covers %d (root %s): events were deleted or the store was replaced. "+
-				"Restore the event store (events.db, or the PostgreSQL database) from a backup holding at least %d events, then start again; "+
-				"if those events are lost for good, start once with --accept-event-loss %d to accept the store as it is (the loss is recorded in the log)",
-				ErrTampered, n, a.what, a.size, a.root, a.size, a.size)
+			err := fmt.Errorf("%w: the event store has %d events, %s covers %d (root %s): events were deleted or the store was replaced. "+
+				"Restore the event store (events.db, or the PostgreSQL database) from a backup holding at least %d events, then start again",
+				ErrTampered, n, a.what, a.size, a.root, a.size)
+			if a.external {
+				err = fmt.Errorf("%w; if those events are lost for good, start once with --accept-event-loss %d to accept the store as it is (the loss is recorded in the log)",
+					err, a.size)
+			}
+			return err
 		}
 	}
 	start := time.Now()
-	var (
-		expect  int64
-		heads   = map[string]eventlog.Stored{}
-		stack   rootStack
-		problem error
-	)
-	check := func(s *eventlog.Stored, storedLeaf tlog.Hash) error {
-		where := fmt.Sprintf("log index %d (agent %s, seq %d)", s.Index, s.Agent, s.Seq)
-		if s.Index != expect {
-			return fmt.Errorf("%w: log index %d missing: the row was deleted", ErrTampered, expect)
-		}
-		expect++
-		// A pruned event has no content left to hash; its hash still
-		// links the chain and is still the Merkle leaf checked below.
-		if !s.Pruned {
-			h, err := s.Event.ComputeHash()
-			if err != nil || h != s.Hash {
-				return fmt.Errorf("%w: %s: content changed after it was stored (hash %s, content hashes to %s)", ErrTampered, where, s.Hash, h)
+	var done atomic.Int64 // events checked, for the progress log
+	stopProgress := make(chan struct{})
+	defer close(stopProgress)
+	go func() { // a large store takes minutes: say so
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				log.Info().Int64("verified", done.Load()).Int64("events", n).Dur("took", time.Since(start)).
+					Msg("verifying the event log before serving")
 			}
 		}
-		if prev, ok := heads[s.Agent]; ok && s.Seq == prev.Seq+1 && s.Prev != prev.Hash {
-			return fmt.Errorf("%w: %s: prev does not match the hash of seq %d", ErrTampered, where, prev.Seq)
+	}()
+
+	// Segments of segmentSize events (a power of two, aligned) are checked
+	// in parallel: each full segment is one complete subtree of the log, so
+	// the segments' subtrees fold into the whole tree's root in order.
+	var at []int64
+	for _, a := range anchors {
+		at = append(at, a.size)
+	}
+	nseg := int((n + segmentSize - 1) / segmentSize)
+	segs := make([]segment, nseg)
+	next := make(chan int, nseg)
+	for k := range segs {
+		segs[k] = segment{from: int64(k) * segmentSize, to: min(n, int64(k+1)*segmentSize)}
+		next <- k
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(nseg, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range next {
+				segs[k].verify(ctx, l, at, &done)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+
+	// The earliest problem in log order: a row's, or a chain link across
+	// segments (each segment checks the links inside it).
+	var (
+		first    = problemAt{index: n + 1}
+		lastSeen = map[string]eventlog.Stored{}
+		stack    rootStack
+		problem  error
+	)
+	for k := range segs {
+		g := &segs[k]
+		first = first.earlier(g.problem)
+		for _, f := range g.first {
+			if prev, ok := lastSeen[f.Agent]; ok && f.Seq == prev.Seq+1 && f.Prev != prev.Hash {
+				first = first.earlier(problemAt{f.Index, fmt.Errorf("%w: log index %d (agent %s, seq %d): prev does not match the hash of seq %d",
+					ErrTampered, f.Index, f.Agent, f.Seq, prev.Seq)})
+			}
 		}
-		heads[s.Agent] = *s
-		leaf, err := evidence.LeafHash(s.Hash)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrTampered, where, err)
+		for a, e := range g.last {
+			lastSeen[a] = e
 		}
-		if storedLeaf != leaf {
-			return fmt.Errorf("%w: %s: stored Merkle leaf does not match the event's hash", ErrTampered, where)
-		}
-		stack.push(leaf)
 		for _, a := range anchors {
-			if problem == nil && s.Index+1 == a.size && stack.root() != a.root {
-				// Reported after the scan, unless a row-level cause shows up.
-				problem = fmt.Errorf("%w: the event store's tree at size %d has root %s, %s says %s: "+
-					"stored events were rewritten or the store was replaced by another one. "+
-					"Restore the event store from a backup taken before the change, then start again",
-					ErrTampered, a.size, stack.root(), a.what, a.root)
-				if a.external {
-					problem = fmt.Errorf("%w; if the store is a restored backup and the events after it are lost for good, "+
-						"start once with --accept-event-loss %d (the loss is recorded in the log)", problem, a.size)
+			if snap, ok := g.at[a.size]; ok && problem == nil {
+				pre := stack
+				pre.hashes, pre.sizes = slices.Clone(stack.hashes), slices.Clone(stack.sizes)
+				pre.append(snap)
+				if pre.root() != a.root {
+					problem = fmt.Errorf("%w: the event store's tree at size %d has root %s, %s says %s: "+
+						"stored events were rewritten or the store was replaced by another one. "+
+						"Restore the event store from a backup taken before the change, then start again",
+						ErrTampered, a.size, pre.root(), a.what, a.root)
+					if a.external {
+						problem = fmt.Errorf("%w; if the store is a restored backup and the events after it are lost for good, "+
+							"start once with --accept-event-loss %d (the loss is recorded in the log)", problem, a.size)
+					}
 				}
 			}
 		}
-		return nil
+		stack.append(g.stack)
 	}
-	lastNote := start
-	err = scanPages(ctx, l, 0, n, func(page []eventlog.Stored) error {
-		if now := time.Now(); now.Sub(lastNote) >= 10*time.Second { // a large store takes minutes: say so
-			lastNote = now
-			log.Info().Int64("verified", expect).Int64("events", n).Dur("took", now.Sub(start)).
-				Msg("verifying the event log before serving")
-		}
-		idx := make([]int64, len(page))
-		for i := range page {
-			idx[i] = tlog.StoredHashIndex(0, page[i].Index)
-		}
-		stored, err := l.ReadHashes(idx)
-		if err != nil {
-			return fmt.Errorf("audit: read leaves: %w", err)
-		}
-		for i := range page {
-			if err := check(&page[i], stored[i]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+	if first.err != nil {
+		return first.err
 	}
 	if problem != nil {
 		return problem
-	}
-	if expect != n {
-		return fmt.Errorf("%w: log index %d missing: the row was deleted", ErrTampered, expect)
 	}
 	if n > 0 {
 		root, err := l.TreeHash(ctx, n)
@@ -179,6 +201,104 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 	return nil
 }
 
+// segmentSize is how many events one worker checks at a time; a power of
+// two so that a full segment is one complete subtree (tests lower it).
+var segmentSize int64 = 1 << 20
+
+// problemAt is a tamper finding and the log index it is at.
+type problemAt struct {
+	index int64
+	err   error
+}
+
+func (p problemAt) earlier(q problemAt) problemAt {
+	if q.err != nil && (p.err == nil || q.index < p.index) {
+		return q
+	}
+	return p
+}
+
+// segment is the check of the stored events with index in [from, to).
+type segment struct {
+	from, to int64
+	// Results.
+	problem problemAt
+	stack   rootStack                  // the segment's subtrees, largest first
+	at      map[int64]rootStack        // the stack when the segment reached an anchor size
+	first   []eventlog.Stored          // each agent's first event in the segment, in log order
+	last    map[string]eventlog.Stored // each agent's last event in the segment
+}
+
+// verify checks each row's content hash, its stored Merkle leaf, that no
+// index is missing and each agent's chain inside the segment.
+func (g *segment) verify(ctx context.Context, l Log, anchors []int64, done *atomic.Int64) {
+	g.at, g.last = map[int64]rootStack{}, map[string]eventlog.Stored{}
+	expect := g.from
+	fail := func(index int64, err error) error {
+		g.problem = problemAt{index, err}
+		return err
+	}
+	check := func(s *eventlog.Stored, storedLeaf tlog.Hash) error {
+		where := fmt.Sprintf("log index %d (agent %s, seq %d)", s.Index, s.Agent, s.Seq)
+		if s.Index != expect {
+			return fail(expect, fmt.Errorf("%w: log index %d missing: the row was deleted", ErrTampered, expect))
+		}
+		expect++
+		// A pruned event has no content left to hash; its hash still
+		// links the chain and is still the Merkle leaf checked below.
+		if !s.Pruned {
+			h, err := s.Event.ComputeHash()
+			if err != nil || h != s.Hash {
+				return fail(s.Index, fmt.Errorf("%w: %s: content changed after it was stored (hash %s, content hashes to %s)", ErrTampered, where, s.Hash, h))
+			}
+		}
+		if prev, ok := g.last[s.Agent]; !ok {
+			g.first = append(g.first, *s)
+		} else if s.Seq == prev.Seq+1 && s.Prev != prev.Hash {
+			return fail(s.Index, fmt.Errorf("%w: %s: prev does not match the hash of seq %d", ErrTampered, where, prev.Seq))
+		}
+		g.last[s.Agent] = *s
+		leaf, err := evidence.LeafHash(s.Hash)
+		if err != nil {
+			return fail(s.Index, fmt.Errorf("%w: %s: %v", ErrTampered, where, err))
+		}
+		if storedLeaf != leaf {
+			return fail(s.Index, fmt.Errorf("%w: %s: stored Merkle leaf does not match the event's hash", ErrTampered, where))
+		}
+		g.stack.push(leaf)
+		for _, a := range anchors {
+			if s.Index+1 == a {
+				g.at[a] = rootStack{hashes: slices.Clone(g.stack.hashes), sizes: slices.Clone(g.stack.sizes)}
+			}
+		}
+		return nil
+	}
+	err := scanPages(ctx, l, g.from, g.to, func(page []eventlog.Stored) error {
+		idx := make([]int64, len(page))
+		for i := range page {
+			idx[i] = tlog.StoredHashIndex(0, page[i].Index)
+		}
+		stored, err := l.ReadHashes(idx)
+		if err != nil {
+			return fmt.Errorf("audit: read leaves: %w", err)
+		}
+		for i := range page {
+			if err := check(&page[i], stored[i]); err != nil {
+				return err
+			}
+		}
+		done.Add(int64(len(page)))
+		return nil
+	})
+	switch {
+	case g.problem.err != nil:
+	case err != nil:
+		g.problem = problemAt{g.from, err} // a read error: reported as it is
+	case expect != g.to:
+		g.problem = problemAt{expect, fmt.Errorf("%w: log index %d missing: the row was deleted", ErrTampered, expect)}
+	}
+}
+
 // rootStack computes an RFC 6962 root incrementally: it keeps the roots of
 // the complete power-of-two subtrees, largest first.
 type rootStack struct {
@@ -186,9 +306,20 @@ type rootStack struct {
 	sizes  []int64
 }
 
-func (r *rootStack) push(leaf tlog.Hash) {
-	r.hashes = append(r.hashes, leaf)
-	r.sizes = append(r.sizes, 1)
+func (r *rootStack) push(leaf tlog.Hash) { r.pushTree(leaf, 1) }
+
+// append pushes o's subtrees after r's: right when o covers the leaves
+// that follow r's, starting at a multiple of o's largest subtree.
+func (r *rootStack) append(o rootStack) {
+	for i := range o.hashes {
+		r.pushTree(o.hashes[i], o.sizes[i])
+	}
+}
+
+// pushTree adds a complete subtree of size leaves after the ones held.
+func (r *rootStack) pushTree(h tlog.Hash, size int64) {
+	r.hashes = append(r.hashes, h)
+	r.sizes = append(r.sizes, size)
 	for n := len(r.sizes); n >= 2 && r.sizes[n-1] == r.sizes[n-2]; n = len(r.sizes) {
 		r.hashes[n-2] = tlog.NodeHash(r.hashes[n-2], r.hashes[n-1])
 		r.sizes[n-2] *= 2
