@@ -32,6 +32,9 @@ type core struct {
 	now  func() time.Time
 	rdb  *sql.DB               // read pool
 	bind func(q string) string // rewrites the ? placeholders for the backend
+	// readTx begins a Query's read transaction: one snapshot for the plan
+	// and the page.
+	readTx *sql.TxOptions
 	// noNUL: the backend's text columns cannot hold U+0000 (PostgreSQL).
 	noNUL bool
 

@@ -23,7 +23,7 @@ func (s *SQLite) ExecRead(ctx context.Context, q string) error {
 }
 
 // QueryIndexes are the indexes only Query needs.
-var QueryIndexes = []string{"events_time", "events_control_type", "events_user", "events_object", "events_register_id"}
+var QueryIndexes = []string{"events_time", "events_control", "events_type", "events_user", "events_object", "events_register_id"}
 
 // DropIndexes drops the named indexes (all query indexes if none are named)
 // so a benchmark can measure what they cost on insert.

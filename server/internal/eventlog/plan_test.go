@@ -2,16 +2,20 @@ package eventlog
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/shared/event"
 )
 
-// TestQueryPlans checks that the filters the API offers are served by an
-// index, and that paging one agent's stream never sorts the whole stream.
+// TestQueryPlans checks that each plan reads through the index it names: a
+// walk never sorts, a sort reads its range index.
 func TestQueryPlans(t *testing.T) {
 	ctx := context.Background()
 	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "events.db"), zerolog.Nop())
@@ -20,25 +24,47 @@ func TestQueryPlans(t *testing.T) {
 	}
 	defer s.Close()
 	day := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	walk := func(q *query) plan {
+		if q.agent != "" {
+			return plan{agent: true}
+		}
+		if len(q.eqs) > 0 {
+			return plan{drive: &q.eqs[0]}
+		}
+		return plan{}
+	}
+	sortBy := func(obj bool) func(q *query) plan {
+		return func(q *query) plan {
+			if obj {
+				return plan{drive: q.object, sorted: true}
+			}
+			return plan{drive: q.time, sorted: true}
+		}
+	}
 	for _, c := range []struct {
 		f       Filter
+		plan    func(*query) plan
 		index   string
-		sorting bool // a temp B-tree for ORDER BY is acceptable
+		sorting bool
 	}{
-		{Filter{Cursor: "5"}, "INTEGER PRIMARY KEY", false},
-		{Filter{Agent: "pc-001", Cursor: "5"}, "events_agent_seq", false},
-		{Filter{Agent: "pc-001", Control: "media", Cursor: "5"}, "events_agent_seq", false},
-		{Filter{Control: "media", Type: "media.write"}, "events_control_type", false},
-		{Filter{User: "CORP\\tanaka"}, "events_user", false},
-		{Filter{RegisterID: "PI-001"}, "events_register_id", false},
-		{Filter{ObjectPrefix: `D:\顧客\`}, "events_object", true},
-		{Filter{From: day, To: day.Add(24 * time.Hour)}, "events_time", true},
+		{Filter{Cursor: "5"}, walk, "INTEGER PRIMARY KEY", false},
+		{Filter{Agent: "pc-001", Cursor: "5"}, walk, "events_agent_seq", false},
+		{Filter{Agent: "pc-001", Control: "media", ObjectPrefix: "D:", Cursor: "5"}, walk, "events_agent_seq", false},
+		{Filter{Control: "media", Type: "media.write"}, walk, "events_type", false},
+		{Filter{Control: "media"}, walk, "events_control", false},
+		{Filter{Type: "server.gap", Cursor: "9"}, walk, "events_type", false},
+		{Filter{User: "CORP\\tanaka", ObjectPrefix: `D:\`, From: day}, walk, "events_user", false},
+		{Filter{RegisterID: "PI-001", User: "u"}, walk, "events_register_id", false},
+		{Filter{ObjectPrefix: `D:\顧客\`, From: day, To: day.Add(time.Hour)}, walk, "INTEGER PRIMARY KEY", false},
+		{Filter{ObjectPrefix: `D:\顧客\`, User: "u", Cursor: "7"}, sortBy(true), "events_object", true},
+		{Filter{Control: "media", From: day, To: day.Add(time.Hour)}, sortBy(false), "events_time", true},
 	} {
-		q, args, _, err := buildQuery(c.f)
+		q, err := parseFilter(c.f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
+		sq, args := selectSQL(q, c.plan(q), q.after+1, 1<<40, q.limit+1)
+		rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+sq, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -56,8 +82,153 @@ func TestQueryPlans(t *testing.T) {
 		if !strings.Contains(plan[0], c.index) {
 			t.Errorf("%+v: plan %q does not use %s", c.f, all, c.index)
 		}
-		if !c.sorting && strings.Contains(all, "TEMP B-TREE") {
-			t.Errorf("%+v: plan %q sorts", c.f, all)
+		if sorts := strings.Contains(all, "TEMP B-TREE"); sorts != c.sorting {
+			t.Errorf("%+v: plan %q: sorting %v, want %v", c.f, all, sorts, c.sorting)
 		}
 	}
+}
+
+// TestPlanChoice builds a log where each plan is the right one for some
+// filter, checks which plan the planner picks, and that every plan a filter
+// can run returns the same pages as a filter over all events.
+func TestPlanChoice(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "events.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// 3 agents x 6,000 events over 10 days, time following log order, but
+	// agent "late" sends a backlog of old events at the end.
+	start := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	const per = 6000
+	prev := map[string]string{}
+	for r := range 6 {
+		for _, a := range []string{"pc-a", "pc-b", "late"} {
+			var evs []event.Event
+			for i := r * per / 6; i < (r+1)*per/6; i++ {
+				e := event.Event{Agent: a, Seq: uint64(i + 1), Control: "fileaccess", Type: "file.read",
+					Severity: event.Info, User: fmt.Sprintf("u%d", i%7), Object: fmt.Sprintf(`D:\dep%d\f%d`, i%10, i)}
+				e.Time = start.Add(time.Duration(r*per+i) * 10 * time.Second)
+				if a == "late" {
+					e.Time = start.Add(time.Duration(i) * time.Second)
+					if r < 5 {
+						continue
+					}
+				}
+				if i%1000 == 999 {
+					e.Control, e.Type, e.Object = "media", "media.inserted", "USB:"+fmt.Sprint(i)
+				}
+				if err := e.Seal(prev[a]); err != nil {
+					t.Fatal(err)
+				}
+				prev[a] = e.Hash
+				evs = append(evs, e)
+			}
+			if len(evs) > 0 {
+				if _, err := s.Append(ctx, a, evs); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	mid := start.Add(per * 30 * time.Second)
+	for _, c := range []struct {
+		f    Filter
+		want string // plan the planner should pick: walk, agent, sort-object, sort-time
+	}{
+		{Filter{}, "walk"},
+		{Filter{ObjectPrefix: `D:\dep3\`}, "walk"},
+		{Filter{ObjectPrefix: `D:\dep3\f1003`}, "sort-object"},
+		{Filter{ObjectPrefix: `D:\dep3\f1003`, Type: "file.read"}, "sort-object"},
+		{Filter{ObjectPrefix: `USB:`, Type: "media.inserted"}, "walk"},
+		{Filter{From: mid, To: mid.Add(time.Hour)}, "sort-time"}, // the late backlog widens every span
+		{Filter{From: mid, To: mid.Add(time.Hour), ObjectPrefix: `D:\`}, "sort-time"},
+		{Filter{From: start, To: mid.Add(24 * time.Hour)}, "walk"},
+		{Filter{From: mid}, "walk"},
+		{Filter{Agent: "late", From: mid}, "agent"},
+		{Filter{Agent: "pc-a", ObjectPrefix: `D:\dep3\f1003`}, "sort-object"},
+		{Filter{Agent: "pc-a", ObjectPrefix: `D:\dep3\`, User: "u3"}, "agent"},
+		{Filter{User: "u3", ObjectPrefix: `D:\dep`}, "walk"},
+		{Filter{Control: "media", From: start}, "walk"},
+		{Filter{To: start.Add(time.Hour)}, "sort-time"},
+	} {
+		f := c.f
+		f.Limit = 50
+		q, err := parseFilter(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Expected: the log indexes of the events matches accepts, read
+		// by a full scan (server gap events included).
+		var want []int64
+		full, err := s.rdb.QueryContext(ctx, `SELECT idx, agent, seq, time, received, control, type, severity,
+			"user", process, object, register_id, attrs, prev, hash FROM events ORDER BY idx`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for full.Next() {
+			st, err := scanStored(full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if matches(st.Event, f) {
+				want = append(want, st.Index)
+			}
+		}
+		full.Close()
+		tx, err := s.rdb.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, err := s.choosePlan(ctx, tx, q)
+		tx.Rollback()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := planName(pl); got != c.want {
+			t.Errorf("%+v: plan %s, want %s", c.f, got, c.want)
+		}
+		// Every page through Query, whatever plan each page takes.
+		var got []int64
+		for {
+			p, err := s.Query(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range p.Events {
+				got = append(got, e.Index)
+			}
+			if p.Next == "" {
+				break
+			}
+			f.Cursor = p.Next
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%+v: %d events %v..., want %d %v...", c.f, len(got), first5(got), len(want), first5(want))
+		}
+	}
+}
+
+func first5(x []int64) []int64 { return x[:min(len(x), 5)] }
+
+func planName(pl plan) string {
+	switch {
+	case pl.sorted && pl.drive.col == "object":
+		return "sort-object"
+	case pl.sorted:
+		return "sort-time"
+	case pl.agent:
+		return "agent"
+	}
+	return "walk"
+}
+
+// matches is Filter's meaning, written plainly.
+func matches(e event.Event, f Filter) bool {
+	return (f.Agent == "" || e.Agent == f.Agent) && (f.Control == "" || e.Control == f.Control) &&
+		(f.Type == "" || e.Type == f.Type) && (f.User == "" || e.User == f.User) &&
+		(f.RegisterID == "" || e.RegisterID == f.RegisterID) &&
+		(f.ObjectPrefix == "" || strings.HasPrefix(e.Object, f.ObjectPrefix)) &&
+		(f.From.IsZero() || !e.Time.Before(f.From)) && (f.To.IsZero() || e.Time.Before(f.To))
 }

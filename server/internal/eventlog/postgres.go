@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -81,6 +82,21 @@ var pgMigrations = []string{
 		note    TEXT   NOT NULL,
 		created BIGINT NOT NULL
 	);`,
+	// 2: event_spans (see migrations); equality indexes end in idx, so that
+	// the rows of one value come in log order and a page stops early.
+	`CREATE TABLE event_spans (
+		block    BIGINT PRIMARY KEY,
+		min_time BIGINT NOT NULL,
+		max_time BIGINT NOT NULL
+	);
+	INSERT INTO event_spans SELECT idx >> 12, min(time), max(time) FROM events GROUP BY idx >> 12;
+	DROP INDEX events_control_type;
+	DROP INDEX events_user;
+	DROP INDEX events_register_id;
+	CREATE INDEX events_control ON events(control, idx) WHERE control IS NOT NULL;
+	CREATE INDEX events_type ON events(type, idx) WHERE type IS NOT NULL;
+	CREATE INDEX events_user ON events("user", idx) WHERE "user" IS NOT NULL;
+	CREATE INDEX events_register_id ON events(register_id, idx) WHERE register_id IS NOT NULL;`,
 }
 
 // pgEventColumns is the COPY column order; row.vals holds agent to hash.
@@ -94,6 +110,10 @@ const (
 		last_seen = excluded.last_seen, events = excluded.events`
 	pgPutCheckpointSQL = `INSERT INTO checkpoints (size, root, note, created) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (size) DO UPDATE SET root = excluded.root, note = excluded.note, created = excluded.created`
+	pgUpsertSpansSQL = `INSERT INTO event_spans (block, min_time, max_time)
+		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
+		ON CONFLICT (block) DO UPDATE SET min_time = LEAST(event_spans.min_time, excluded.min_time),
+		max_time = GREATEST(event_spans.max_time, excluded.max_time)`
 	pgStoredHashesSQL = `SELECT seq, hash FROM events WHERE agent = $1 AND seq BETWEEN $2 AND $3`
 	// The lock is per database and schema, so stores in other schemas of
 	// the same database do not exclude each other.
@@ -110,6 +130,8 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 	}
 	s := &Postgres{core: newCore(log), cfg: cfg, lockKey: "mamori.eventlog."}
 	s.bind, s.noNUL = pgBind, true
+	// READ COMMITTED would give each statement its own snapshot.
+	s.readTx = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
 	w, err := s.connectWriter(ctx)
 	if err != nil {
 		return nil, err
@@ -292,6 +314,13 @@ func (w *pgWriter) write(ctx context.Context, first int64, t *txn) (err error) {
 		}
 		if n != int64(len(t.rows)) {
 			return fmt.Errorf("copy events: %d of %d rows", n, len(t.rows))
+		}
+		var blocks, mins, maxs []int64
+		for _, sp := range groupSpans(first, t.rows) {
+			blocks, mins, maxs = append(blocks, sp.block), append(mins, sp.min), append(maxs, sp.max)
+		}
+		if _, err := tx.Exec(ctx, pgUpsertSpansSQL, blocks, mins, maxs); err != nil {
+			return fmt.Errorf("update spans: %w", err)
 		}
 	}
 	if len(t.heads) > 0 {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -16,114 +15,117 @@ import (
 
 // Query implements Store. Results are in ascending log index order; the
 // cursor is the decimal log index of the last event returned, valid with the
-// filter that produced it.
+// filter that produced it. The plan and the page are read in one read
+// transaction, so a page is one snapshot of the log (plan.go).
 func (s *core) Query(ctx context.Context, f Filter) (Page, error) {
-	q, args, limit, err := buildQuery(f)
+	q, err := parseFilter(f)
 	if err != nil {
 		return Page{}, err
 	}
-	rows, err := s.rdb.QueryContext(ctx, s.bind(q), args...)
+	tx, err := s.rdb.BeginTx(ctx, s.readTx)
 	if err != nil {
 		return Page{}, fmt.Errorf("eventlog: query: %w", err)
 	}
-	defer rows.Close()
+	defer tx.Rollback()
+	pl, err := s.choosePlan(ctx, tx, q)
+	if err != nil {
+		return Page{}, err
+	}
+	ranges := pl.ranges
+	if ranges == nil {
+		ranges = [][2]int64{{q.after + 1, -1}}
+	}
 	var p Page
-	for rows.Next() {
-		st, err := scanStored(rows)
-		if err != nil {
+	for _, r := range ranges {
+		if err := s.readPage(ctx, tx, q, pl, r, &p); err != nil {
 			return Page{}, err
 		}
-		p.Events = append(p.Events, st)
+		if len(p.Events) > q.limit {
+			break
+		}
 	}
-	if err := rows.Err(); err != nil {
-		return Page{}, fmt.Errorf("eventlog: query: %w", err)
-	}
-	if len(p.Events) > limit {
-		p.Events = p.Events[:limit]
-		p.Next = strconv.FormatInt(p.Events[limit-1].Index, 10)
+	if len(p.Events) > q.limit {
+		p.Events = p.Events[:q.limit]
+		p.Next = strconv.FormatInt(p.Events[q.limit-1].Index, 10)
 	}
 	return p, nil
 }
 
-// buildQuery turns f into SQL, its arguments and the page size.
-func buildQuery(f Filter) (q string, args []any, limit int, err error) {
-	after := int64(-1)
+// readPage appends to p the events of pl in idx range r, up to limit+1 in all.
+func (s *core) readPage(ctx context.Context, tx *sql.Tx, q *query, pl plan, r [2]int64, p *Page) error {
+	sq, args := selectSQL(q, pl, r[0], r[1], q.limit+1-len(p.Events))
+	rows, err := tx.QueryContext(ctx, s.bind(sq), args...)
+	if err != nil {
+		return fmt.Errorf("eventlog: query: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		st, err := scanStored(rows)
+		if err != nil {
+			return err
+		}
+		p.Events = append(p.Events, st)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("eventlog: query: %w", err)
+	}
+	return nil
+}
+
+// parseFilter validates f.
+func parseFilter(f Filter) (*query, error) {
+	q := &query{after: -1, limit: f.Limit, agent: f.Agent}
 	if f.Cursor != "" {
 		c, err := strconv.ParseInt(f.Cursor, 10, 64)
 		if err != nil || c < 0 || strconv.FormatInt(c, 10) != f.Cursor {
-			return "", nil, 0, fmt.Errorf("%w: %q", ErrBadCursor, f.Cursor)
+			return nil, fmt.Errorf("%w: %q", ErrBadCursor, f.Cursor)
 		}
-		after = c
+		q.after = c
 	}
-	limit = f.Limit
 	switch {
-	case limit < 0:
-		return "", nil, 0, fmt.Errorf("%w: negative limit %d", ErrBadFilter, limit)
-	case limit == 0:
-		limit = DefaultLimit
-	case limit > MaxLimit:
-		limit = MaxLimit
+	case q.limit < 0:
+		return nil, fmt.Errorf("%w: negative limit %d", ErrBadFilter, q.limit)
+	case q.limit == 0:
+		q.limit = DefaultLimit
+	case q.limit > MaxLimit:
+		q.limit = MaxLimit
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
-		return "", nil, 0, fmt.Errorf("%w: from %s is not before to %s", ErrBadFilter, f.From.Format(time.RFC3339), f.To.Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: from %s is not before to %s", ErrBadFilter, f.From.Format(time.RFC3339), f.To.Format(time.RFC3339))
 	}
-
-	var (
-		where []string
-		order = "idx"
-	)
 	for _, v := range []string{f.Agent, f.Control, f.Type, f.User, f.RegisterID, f.ObjectPrefix} {
 		// Stored text is valid UTF-8 (event.Validate), and PostgreSQL
 		// refuses anything else as a parameter.
 		if !utf8.ValidString(v) {
-			return "", nil, 0, fmt.Errorf("%w: invalid UTF-8", ErrBadFilter)
+			return nil, fmt.Errorf("%w: invalid UTF-8", ErrBadFilter)
 		}
 	}
-	eq := func(col, v string) {
-		if v != "" {
-			where = append(where, col+" = ?")
-			args = append(args, v)
+	// Most selective kind first: the first one drives a walk.
+	for _, c := range []struct{ col, v string }{
+		{"register_id", f.RegisterID}, {`"user"`, f.User}, {"type", f.Type}, {"control", f.Control},
+	} {
+		if c.v != "" {
+			q.eqs = append(q.eqs, pred{col: c.col, text: true, eq: c.v})
 		}
 	}
-	if f.Agent == "" {
-		where, args = append(where, "idx > ?"), append(args, after)
-	} else {
-		// Within one stream log order is seq order, so the (agent, seq) index
-		// yields rows in order and no page has to sort the whole stream.
-		where, args = append(where, "agent = ?"), append(args, f.Agent)
-		order = "seq"
-		if after >= 0 {
-			where = append(where, "seq > (SELECT seq FROM events WHERE idx = ? AND agent = ?)")
-			args = append(args, after, f.Agent)
-		}
-	}
-	eq("control", f.Control)
-	eq("type", f.Type)
-	eq(`"user"`, f.User) // a reserved word in PostgreSQL
-	eq("register_id", f.RegisterID)
 	if p := f.ObjectPrefix; p != "" {
 		// A range over the index, not LIKE (which is case-insensitive and
 		// treats % and _ as wildcards).
-		where = append(where, "object >= ?")
-		args = append(args, p)
+		q.object = &pred{col: "object", text: true, lo: p}
 		if hi, ok := prefixEnd(p); ok {
-			where = append(where, "object < ?")
-			args = append(args, hi)
+			q.object.hi = hi
 		}
 	}
-	if !f.From.IsZero() {
-		where = append(where, "time >= ?")
-		args = append(args, clampNano(f.From))
+	if !f.From.IsZero() || !f.To.IsZero() {
+		q.time = &pred{col: "time"}
+		if !f.From.IsZero() {
+			q.time.lo = clampNano(f.From)
+		}
+		if !f.To.IsZero() {
+			q.time.hi = clampNano(f.To)
+		}
 	}
-	if !f.To.IsZero() {
-		where = append(where, "time < ?")
-		args = append(args, clampNano(f.To))
-	}
-	q = `SELECT idx, agent, seq, time, received, control, type, severity, "user", process, object,
-		register_id, attrs, prev, hash FROM events WHERE ` + strings.Join(where, " AND ") +
-		` ORDER BY ` + order + ` LIMIT ?`
-	args = append(args, limit+1)
-	return q, args, limit, nil
+	return q, nil
 }
 
 // prefixEnd returns the smallest string greater than every string with

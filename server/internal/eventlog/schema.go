@@ -50,6 +50,21 @@ var migrations = []string{
 		note    TEXT    NOT NULL, -- signed note text
 		created INTEGER NOT NULL  -- Unix ns
 	);`,
+	// 2: event_spans keeps, per block of 1<<spanShift log indexes, the
+	// range of event times in it (the writer widens it in the same
+	// transaction), so a time filter walks only the blocks that can match,
+	// in log order. events_control_type gives way to one index per column:
+	// an SQLite index ends in the rowid (idx), so the rows of one value come
+	// in log order and a page stops after limit rows instead of sorting them.
+	`CREATE TABLE event_spans (
+		block    INTEGER PRIMARY KEY, -- idx >> 12
+		min_time INTEGER NOT NULL,
+		max_time INTEGER NOT NULL
+	);
+	INSERT INTO event_spans SELECT idx >> 12, min(time), max(time) FROM events GROUP BY idx >> 12;
+	DROP INDEX events_control_type;
+	CREATE INDEX events_control ON events(control) WHERE control IS NOT NULL;
+	CREATE INDEX events_type ON events(type) WHERE type IS NOT NULL;`,
 }
 
 // migrate brings the schema to len(migrations) in one transaction; bind

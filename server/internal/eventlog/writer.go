@@ -32,6 +32,9 @@ const (
 		last_seen = excluded.last_seen, events = excluded.events`
 	storedHashesSQL  = `SELECT seq, hash FROM events WHERE agent = ? AND seq BETWEEN ? AND ?`
 	putCheckpointSQL = `INSERT OR REPLACE INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)`
+	upsertSpanSQL    = `INSERT INTO event_spans (block, min_time, max_time) VALUES (?, ?, ?)
+		ON CONFLICT (block) DO UPDATE SET min_time = min(min_time, excluded.min_time),
+		max_time = max(max_time, excluded.max_time)`
 )
 
 func insertSQL(rows int) string {
@@ -84,6 +87,7 @@ func nullable(s string) any {
 type wconn struct {
 	begin               driver.ConnBeginTx
 	insN, ins1, upd, cp driver.StmtExecContext
+	span                driver.StmtExecContext
 	stored              driver.StmtQueryContext // hashes of stored seqs, to check resends
 	stmts               []driver.Stmt
 }
@@ -110,7 +114,7 @@ func newWconn(ctx context.Context, dc any) (*wconn, error) {
 		dst *driver.StmtExecContext
 		sql string
 	}{
-		{&w.insN, insertSQL(rowsPerInsert)}, {&w.ins1, insertSQL(1)}, {&w.upd, upsertHeadSQL}, {&w.cp, putCheckpointSQL},
+		{&w.insN, insertSQL(rowsPerInsert)}, {&w.ins1, insertSQL(1)}, {&w.upd, upsertHeadSQL}, {&w.cp, putCheckpointSQL}, {&w.span, upsertSpanSQL},
 	} {
 		st, err := prep.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -303,6 +307,8 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 			tx.Rollback()
 		}
 	}()
+	// Before the loop below consumes t.rows.
+	spans := groupSpans(first, t.rows)
 	args := make([]driver.NamedValue, 0, rowsPerInsert*eventColumns)
 	idx := first
 	for len(t.rows) > 0 {
@@ -326,6 +332,11 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 			return fmt.Errorf("insert events: %w", err)
 		}
 		t.rows, t.merkle = t.rows[n:], t.merkle[n:]
+	}
+	for _, sp := range spans {
+		if _, err := w.span.ExecContext(ctx, named(sp.block, sp.min, sp.max)); err != nil {
+			return fmt.Errorf("update spans: %w", err)
+		}
 	}
 	for agent, h := range t.heads {
 		raw, _ := hex.DecodeString(h.hash)

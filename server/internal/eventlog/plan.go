@@ -1,0 +1,306 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// Query planning. A page must cost time in proportion to the page, not to
+// the number of matches. Two ways to read a page:
+//
+//   - walk: read rows in log order and stop after limit+1 matches, through
+//     the primary key or an equality index whose entries are in idx order
+//     (SQLite ends every index in the rowid; PostgreSQL's end in idx); a
+//     time filter narrows the walk to the blocks of event_spans whose time
+//     range meets it. Cost: the rows walked until the page is full.
+//   - sort: read every match through a range index (object prefix, time),
+//     sort by idx, keep limit+1. Cost: the number of matches.
+//
+// A walk is cheap when the filters are broad, a sort when a range is
+// narrow. The planner counts each range's index entries up to a cap (a cheap
+// covering-index read) and sorts only when a range is much smaller than
+// what a walk could have to read. The SQL names exactly one usable index:
+// the other predicates are written so no index serves them (col || '',
+// col + 0, in both SQLite and PostgreSQL), so neither engine can pick the
+// plan that reads every match of a broad filter to sort it.
+
+// spanShift sets the event_spans block: 1<<spanShift log indexes.
+const spanShift = 12
+
+// span is the event-time range of one block, as the writer widens it.
+type span struct{ block, min, max int64 }
+
+// groupSpans returns the time range of each block the rows, stored from log
+// index first on, fall in.
+func groupSpans(first int64, rows []*row) []span {
+	var out []span
+	for i, r := range rows {
+		b, t := (first+int64(i))>>spanShift, r.vals[2].(int64)
+		if n := len(out); n > 0 && out[n-1].block == b {
+			out[n-1].min, out[n-1].max = min(out[n-1].min, t), max(out[n-1].max, t)
+			continue
+		}
+		out = append(out, span{b, t, t})
+	}
+	return out
+}
+
+// pred is one filter predicate on a column.
+type pred struct {
+	col    string // as written in SQL
+	text   bool
+	eq     any // equality value, or
+	lo, hi any // a range [lo, hi); either may be nil
+}
+
+// sql writes p; indexed false writes it so that no index can serve it.
+func (p pred) sql(indexed bool, args *[]any) string {
+	col := p.col
+	if !indexed {
+		if p.text {
+			col = "(" + col + " || '')"
+		} else {
+			col = "(" + col + " + 0)"
+		}
+	}
+	if p.eq != nil {
+		*args = append(*args, p.eq)
+		return col + " = ?"
+	}
+	var parts []string
+	if p.lo != nil {
+		parts, *args = append(parts, col+" >= ?"), append(*args, p.lo)
+	}
+	if p.hi != nil {
+		parts, *args = append(parts, col+" < ?"), append(*args, p.hi)
+	}
+	return strings.Join(parts, " AND ")
+}
+
+// query is a validated Filter.
+type query struct {
+	after  int64 // cursor: idx of the last event returned, -1 for none
+	limit  int
+	agent  string
+	eqs    []pred // equality filters but agent, most selective kind first
+	object *pred  // object prefix range
+	time   *pred  // event time range
+}
+
+// plan is how to read one page.
+type plan struct {
+	drive  *pred // the filter whose index is read; nil with agent or the log
+	agent  bool  // walk the agent's (agent, seq) index
+	sorted bool  // drive is a range: read all its matches and sort
+	// ranges bound a walk: idx in [r[0], r[1]); nil means (after, end).
+	ranges [][2]int64
+}
+
+// walkFactor: a sort is chosen only when it reads this many times fewer
+// rows than a walk might, since a walk stops as soon as the page is full.
+const walkFactor = 4
+
+// probeCap is how many index entries a range is counted up to: about
+// sqrt(page x log size), where a walk through a range at least that broad
+// and a sort of a range that narrow cost the same order of rows.
+func probeCap(limit int, size int64) int64 {
+	c := int64(math.Sqrt(float64(limit+1) * float64(size)))
+	return min(max(c, 1024), 200_000)
+}
+
+// choosePlan picks the plan for q; every read goes through tx.
+func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, error) {
+	var pl plan
+	switch {
+	case q.agent != "":
+		pl.agent = true
+	case len(q.eqs) > 0:
+		pl.drive = &q.eqs[0]
+	}
+	if q.object == nil && q.time == nil {
+		return pl, nil
+	}
+	size := s.size.Load()
+	// What a walk may read: the rows after the cursor, or in the blocks a
+	// time filter leaves.
+	walk := max(size-q.after-1, 0)
+	if q.time != nil && !pl.agent {
+		r, n, err := s.spanRanges(ctx, tx, q.after, size, q.time)
+		if err != nil {
+			return plan{}, err
+		}
+		pl.ranges, walk = r, n
+		if n == 0 {
+			return pl, nil
+		}
+	}
+	cp := probeCap(q.limit, size)
+	var best *pred
+	bestN := min(cp, walk/walkFactor)
+	for _, r := range []*pred{q.object, q.time} {
+		if r == nil {
+			continue
+		}
+		n, err := s.count(ctx, tx, *r, -1, bestN)
+		if err != nil {
+			return plan{}, err
+		}
+		if n < bestN {
+			best, bestN = r, n
+		}
+	}
+	if best == nil {
+		return pl, nil
+	}
+	// A narrow range; but an equality filter with no more rows after the
+	// cursor is walked as cheaply, and stops early.
+	switch {
+	case pl.agent:
+		n, err := s.countAgent(ctx, tx, q.agent, q.after, bestN+1)
+		if err != nil {
+			return plan{}, err
+		}
+		if n <= bestN {
+			return pl, nil
+		}
+	case pl.drive != nil:
+		n, err := s.count(ctx, tx, *pl.drive, q.after, bestN+1)
+		if err != nil {
+			return plan{}, err
+		}
+		if n <= bestN {
+			return pl, nil
+		}
+	}
+	return plan{drive: best, sorted: true}, nil
+}
+
+// count returns how many rows p's index holds (after idx after, if >= 0),
+// counting up to limit.
+func (s *core) count(ctx context.Context, tx *sql.Tx, p pred, after, limit int64) (int64, error) {
+	var args []any
+	w := p.sql(true, &args)
+	if after >= 0 {
+		w += " AND idx > ?"
+		args = append(args, after)
+	}
+	args = append(args, limit)
+	var n int64
+	err := tx.QueryRowContext(ctx, s.bind(`SELECT count(*) FROM (SELECT idx FROM events WHERE `+w+` LIMIT ?) AS p`), args...).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("eventlog: query plan: %w", err)
+	}
+	return n, nil
+}
+
+// countAgent is count for the agent's stream after the cursor.
+func (s *core) countAgent(ctx context.Context, tx *sql.Tx, agent string, after, limit int64) (int64, error) {
+	w, args := agentWhere(agent, after)
+	args = append(args, limit)
+	var n int64
+	err := tx.QueryRowContext(ctx, s.bind(`SELECT count(*) FROM (SELECT idx FROM events WHERE `+w+` LIMIT ?) AS p`), args...).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("eventlog: query plan: %w", err)
+	}
+	return n, nil
+}
+
+// agentWhere selects the agent's events after the cursor through the
+// (agent, seq) index: within one stream log order is seq order.
+func agentWhere(agent string, after int64) (string, []any) {
+	if after < 0 {
+		return "agent = ?", []any{agent}
+	}
+	return "agent = ? AND seq > (SELECT seq FROM events WHERE idx = ? AND agent = ?)", []any{agent, after, agent}
+}
+
+// spanRanges returns the idx ranges after the cursor whose blocks may hold
+// events in t's time range, adjacent blocks merged, and how many rows they
+// span.
+func (s *core) spanRanges(ctx context.Context, tx *sql.Tx, after, size int64, t *pred) ([][2]int64, int64, error) {
+	q, args := `SELECT block FROM event_spans WHERE block >= ?`, []any{max(after+1, 0) >> spanShift}
+	if t.lo != nil {
+		q, args = q+" AND max_time >= ?", append(args, t.lo)
+	}
+	if t.hi != nil {
+		q, args = q+" AND min_time < ?", append(args, t.hi)
+	}
+	rows, err := tx.QueryContext(ctx, s.bind(q+" ORDER BY block"), args...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("eventlog: query spans: %w", err)
+	}
+	defer rows.Close()
+	out := [][2]int64{} // not nil: no block means no rows
+	var n int64
+	for rows.Next() {
+		var b int64
+		if err := rows.Scan(&b); err != nil {
+			return nil, 0, fmt.Errorf("eventlog: query spans: %w", err)
+		}
+		lo, hi := max(b<<spanShift, after+1), (b+1)<<spanShift
+		if k := len(out); k > 0 && out[k-1][1] == lo {
+			out[k-1][1] = hi
+		} else {
+			out = append(out, [2]int64{lo, hi})
+		}
+		n += min(hi, size) - lo
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("eventlog: query spans: %w", err)
+	}
+	if k := len(out); k > 0 {
+		out[k-1][1] = math.MaxInt64 // rows committed since the plan are after the cursor too
+	}
+	return out, max(n, 0), nil
+}
+
+// selectSQL reads pl's rows with idx in [lo, hi) (hi < 0: no bound), at most
+// n of them, in log order.
+func selectSQL(q *query, pl plan, lo, hi int64, n int) (string, []any) {
+	var (
+		where []string
+		args  []any
+		order = "idx"
+	)
+	add := func(p *pred, indexed bool) {
+		if p != nil {
+			where = append(where, p.sql(indexed, &args))
+		}
+	}
+	if pl.agent {
+		w, a := agentWhere(q.agent, q.after)
+		where, args, order = append(where, w), append(args, a...), "seq"
+	} else if q.agent != "" {
+		add(&pred{col: "agent", text: true, eq: q.agent}, false)
+	}
+	switch {
+	case pl.sorted:
+		add(pl.drive, true)
+		where, args, order = append(where, "(idx + 0) > ?"), append(args, q.after), "idx + 0"
+	case pl.agent:
+		// The cursor is in agentWhere; a walk of one stream has no ranges.
+	default:
+		add(pl.drive, true)
+		where, args = append(where, "idx >= ?"), append(args, lo)
+		if hi >= 0 {
+			where, args = append(where, "idx < ?"), append(args, hi)
+		}
+	}
+	for i := range q.eqs {
+		if p := &q.eqs[i]; p != pl.drive {
+			add(p, false)
+		}
+	}
+	for _, p := range []*pred{q.object, q.time} {
+		if p != pl.drive {
+			add(p, false)
+		}
+	}
+	args = append(args, n)
+	return `SELECT idx, agent, seq, time, received, control, type, severity, "user", process, object,
+		register_id, attrs, prev, hash FROM events WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY ` + order + ` LIMIT ?`, args
+}
