@@ -117,7 +117,8 @@ const (
 	pgStoredHashesSQL = `SELECT seq, hash FROM events WHERE agent = $1 AND seq BETWEEN $2 AND $3`
 	// The lock is per database and schema, so stores in other schemas of
 	// the same database do not exclude each other.
-	pgLockSQL = `SELECT pg_try_advisory_lock(hashtext($1 || current_database() || '.' || current_schema()))`
+	pgLockSQL   = `SELECT pg_try_advisory_lock(hashtext($1 || current_database() || '.' || current_schema()))`
+	pgUnlockSQL = `SELECT pg_advisory_unlock(hashtext($1 || current_database() || '.' || current_schema()))`
 )
 
 // OpenPostgres opens (creating and migrating if needed) the event store in the
@@ -161,6 +162,16 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 	go func() {
 		defer close(s.done)
 		s.loop(w)
+		// Release the writer lock before closing: the server frees a
+		// session's locks only when its backend exits, which can be after
+		// Close returns, and a store reopened at once would be refused.
+		if !w.conn.IsClosed() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if _, err := w.conn.Exec(ctx, pgUnlockSQL, s.lockKey); err != nil {
+				s.log.Warn().Err(err).Msg("release writer lock")
+			}
+			cancel()
+		}
 		if err := w.conn.Close(context.Background()); err != nil {
 			s.log.Warn().Err(err).Msg("close writer connection")
 		}
