@@ -149,7 +149,7 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 	}
 	// Migrations run under the writer's lock, so two servers starting at
 	// once cannot both migrate.
-	from, to, err := migrate(ctx, s.rdb, pgMigrations, pgBind)
+	from, to, err := migrate(ctx, s.rdb, pgMigrations, pgBind, s.log)
 	if err != nil {
 		return fail(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+
+	"github.com/rs/zerolog"
 )
 
 // migrations is the ordered SQLite schema history; entry i moves the schema
@@ -69,7 +71,7 @@ var migrations = []string{
 
 // migrate brings the schema to len(migrations) in one transaction; bind
 // rewrites placeholders for the backend.
-func migrate(ctx context.Context, db *sql.DB, migrations []string, bind func(string) string) (from, to int, err error) {
+func migrate(ctx context.Context, db *sql.DB, migrations []string, bind func(string) string, log zerolog.Logger) (from, to int, err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, 0, fmt.Errorf("eventlog: migrate: %w", err)
@@ -90,6 +92,11 @@ func migrate(ctx context.Context, db *sql.DB, migrations []string, bind func(str
 	}
 	if v > len(migrations) {
 		return v, v, fmt.Errorf("eventlog: database schema version %d is newer than this program (%d)", v, len(migrations))
+	}
+	if v < len(migrations) && v > 0 {
+		// Rebuilding indexes of a large store takes a while (about 45 s for
+		// 10 million events): say why start-up waits.
+		log.Info().Int("from", v).Int("to", len(migrations)).Msg("migrating the event store schema")
 	}
 	for i := v; i < len(migrations); i++ {
 		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {

@@ -51,7 +51,7 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 		wdb.Close()
 		return nil, err
 	}
-	from, to, err := migrate(ctx, wdb, migrations, sqliteBind)
+	from, to, err := migrate(ctx, wdb, migrations, sqliteBind, s.log)
 	if err != nil {
 		return fail(err)
 	}
