@@ -504,6 +504,11 @@ func (r *runner) statusAttrs() event.Attrs {
 		a["attribution"] = "unavailable: " + r.attrErr.Error()
 	} else if r.method != "" {
 		a["attribution"] = r.method
+		if m, ok := r.c.probe.(interface{ markScope() string }); ok {
+			if s := m.markScope(); s != "" {
+				a["fanotify_marks"] = s // what the kernel sees: the folders, or whole mounts
+			}
+		}
 	}
 	return a
 }

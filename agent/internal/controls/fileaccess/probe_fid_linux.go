@@ -13,7 +13,7 @@ import (
 )
 
 // fidGroup is the second fanotify group, in FID mode (FAN_REPORT_DFID_NAME,
-// Linux >= 5.9), with a filesystem mark on each watched root's filesystem:
+// Linux >= 5.9), with an inode mark on each watched folder (marks_linux.go):
 // it reports creates, deletes and renames with the PID of the process that
 // made them, which the fd-mode group cannot (it has no such events).
 type fidGroup struct {
@@ -50,29 +50,42 @@ func (p *fanotifyProbe) initFIDLocked() error {
 	return nil
 }
 
-// markFIDLocked puts a filesystem mark on root's filesystem (once per
-// filesystem). Filesystems without file handle support or with a zero fsid
-// refuse it (tmpfs before 5.13, some overlayfs and FUSE setups).
+func (g *fidGroup) mask() uint64 {
+	if g.full {
+		return fidMaskFull
+	}
+	return fidMaskBasic
+}
+
+// markFIDLocked checks that root's filesystem takes FID marks by putting the
+// FID group's inode mark on root itself (applyMarksLocked adds the rest).
+// Filesystems without file handle support or with a zero fsid refuse it
+// (tmpfs before 5.13, some overlayfs and FUSE setups).
 func (p *fanotifyProbe) markFIDLocked(root string) error {
+	if err := p.ensureMountLocked(root); err != nil {
+		return err
+	}
+	if err := unix.FanotifyMark(int(p.fid.f.Fd()), inodeMarkFlags, p.fid.mask(), unix.AT_FDCWD, root); err != nil {
+		return fmt.Errorf("fileaccess: fanotify_mark FID %s: %w", root, err)
+	}
+	return nil
+}
+
+// ensureMountLocked keeps an open folder of dir's filesystem (once per
+// filesystem), the mount_fd open_by_handle_at needs to resolve handles.
+func (p *fanotifyProbe) ensureMountLocked(dir string) error {
 	g := p.fid
 	var st unix.Statfs_t
-	if err := unix.Statfs(root, &st); err != nil {
-		return fmt.Errorf("fileaccess: statfs %s: %w", root, err)
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("fileaccess: statfs %s: %w", dir, err)
 	}
 	fsid := [2]int32{st.Fsid.Val[0], st.Fsid.Val[1]}
 	if g.mounts[fsid] != nil {
 		return nil
 	}
-	mask := uint64(fidMaskBasic)
-	if g.full {
-		mask = fidMaskFull
-	}
-	if err := unix.FanotifyMark(int(g.f.Fd()), unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, mask, unix.AT_FDCWD, root); err != nil {
-		return fmt.Errorf("fileaccess: fanotify_mark FAN_MARK_FILESYSTEM %s: %w", root, err)
-	}
-	m, err := os.OpenFile(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	m, err := os.OpenFile(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("fileaccess: open %s: %w", root, err)
+		return fmt.Errorf("fileaccess: open %s: %w", dir, err)
 	}
 	g.mounts[fsid] = m
 	return nil
@@ -211,7 +224,11 @@ func (p *fanotifyProbe) handleFID(g *fidGroup, dirs map[string]string, old []fid
 		}
 		if e.mask&fanOverflow != 0 {
 			p.env.Log.Warn().Msg("fileaccess: fanotify fid queue overflowed; some deletes and renames are attributed by last writer")
+			p.remark() // new folders may have gone unreported
 			continue
+		}
+		if e.mask&fanOnDir != 0 {
+			p.folderEvent(r, e) // whoever made it, the agent included
 		}
 		if int(e.pid) == p.self {
 			continue
@@ -262,4 +279,45 @@ func (r *fidResolver) resolvable(e fidEvent) bool {
 		}
 	}
 	return true
+}
+
+// folderEvent keeps the inode marks in step with a folder created, moved or
+// removed: created or moved into a root, it is marked; moved out, unmarked.
+func (p *fanotifyProbe) folderEvent(r *fidResolver, e fidEvent) {
+	var from, to string
+	for _, rec := range e.recs {
+		switch {
+		case rec.typ == fanInfoOldDFIDName || rec.typ == fanInfoDFIDName && e.mask&(fanMovedFrom|fanDelete) != 0:
+			from = r.path(rec)
+		case rec.typ == fanInfoNewDFIDName || rec.typ == fanInfoDFIDName && e.mask&(fanMovedTo|fanCreate) != 0:
+			to = r.path(rec)
+		}
+	}
+	if self, ok := e.record(fanInfoFID); ok && to == "" && e.mask&fanRename != 0 {
+		// Moved to a folder without a mark: the kernel leaves out the new
+		// name, the folder's own handle says where it went.
+		to = r.dir(self)
+	}
+	fromIn, toIn := from != "" && p.inRoots(from), to != "" && p.inRoots(to)
+	switch {
+	case fromIn && toIn: // its marks moved with it
+		p.folderLeft(from, "")
+	case fromIn:
+		p.folderLeft(from, to)
+	}
+	if toIn {
+		p.folderAppeared(to)
+	}
+}
+
+// remark walks the roots again after the FID queue overflowed.
+func (p *fanotifyProbe) remark() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.f == nil || len(p.roots) == 0 {
+		return
+	}
+	if err := p.applyMarksLocked(); err != nil {
+		p.env.Log.Warn().Err(err).Msg("fileaccess: marking folders after an overflow")
+	}
 }

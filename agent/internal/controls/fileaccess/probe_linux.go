@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +19,8 @@ import (
 )
 
 // fanotifyProbe attributes file accesses with fanotify (needs
-// CAP_SYS_ADMIN): mount marks for open, modify, close-write and
+// CAP_SYS_ADMIN): inode marks on the watched folders (mount marks as a
+// fallback, marks_linux.go) for open, modify, close-write and
 // close-nowrite; each event's fd is resolved to a path, filtered by the
 // watched roots, and its PID resolved at once to user and executable.
 type fanotifyProbe struct {
@@ -27,13 +29,19 @@ type fanotifyProbe struct {
 	self int
 	out  chan access
 
-	mu      sync.Mutex
-	f       *os.File
-	marked  map[string]bool
-	roots   []string
-	dropped uint64
-	users   map[string]string // uid -> name
-	pids    map[int32]pidInfo
+	mu       sync.Mutex
+	f        *os.File
+	roots    []string
+	method   string            // of the last setRoots, kept while the roots stay the same
+	budget   int               // folders that get inode marks; 0: from max_user_marks
+	dirs     map[devIno]string // inode-marked folders
+	dirPaths map[string]devIno
+	wide     map[string]bool // roots with mount (and FID filesystem) marks
+	wideAll  bool            // over the budget: every root has them
+	fsReady  map[uint64]bool // st_dev whose filesystem has a mount fd in fid.mounts
+	dropped  uint64
+	users    map[string]string // uid -> name
+	pids     map[int32]pidInfo
 
 	fidOff   bool            // tests: behave as a kernel without FID reporting
 	fid      *fidGroup       // nil: no FID group (yet)
@@ -50,7 +58,7 @@ const fanMask = unix.FAN_OPEN | unix.FAN_MODIFY | unix.FAN_CLOSE_WRITE | unix.FA
 
 func newProbe(env controls.Env) probe {
 	return &fanotifyProbe{env: env, proc: "/proc", self: os.Getpid(), out: make(chan access, 8192),
-		marked: map[string]bool{}, fidRoots: map[string]bool{}, users: map[string]string{}, pids: map[int32]pidInfo{}}
+		dirs: map[devIno]string{}, dirPaths: map[string]devIno{}, wide: map[string]bool{}, fsReady: map[uint64]bool{}, fidRoots: map[string]bool{}, users: map[string]string{}, pids: map[int32]pidInfo{}}
 }
 
 func (p *fanotifyProbe) accesses() <-chan access  { return p.out }
@@ -62,10 +70,15 @@ func (p *fanotifyProbe) ack(uint64) {}
 func (p *fanotifyProbe) setRoots(ctx context.Context, roots []string, enforce bool) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.roots = append([]string(nil), roots...)
 	if len(roots) == 0 {
+		p.roots, p.method = nil, ""
+		p.unmarkAllLocked()
 		return "", nil
 	}
+	if p.f != nil && p.method != "" && slices.Equal(roots, p.roots) {
+		return p.method, nil // new folders are marked as the FID group reports them
+	}
+	p.roots = append([]string(nil), roots...)
 	if os.Geteuid() != 0 {
 		return "", fmt.Errorf("fileaccess: fanotify needs root (CAP_SYS_ADMIN): %w", errors.ErrUnsupported)
 	}
@@ -80,22 +93,17 @@ func (p *fanotifyProbe) setRoots(ctx context.Context, roots []string, enforce bo
 		p.f = os.NewFile(uintptr(fd), "fanotify")
 		go p.read(p.f)
 	}
-	for _, r := range roots {
-		if p.marked[r] {
-			continue
-		}
-		// A mount mark sees the whole file system the root is on; events
-		// are filtered by root below.
-		if err := unix.FanotifyMark(int(p.f.Fd()), unix.FAN_MARK_ADD|unix.FAN_MARK_MOUNT, fanMask, unix.AT_FDCWD, r); err != nil {
-			return "", fmt.Errorf("fileaccess: fanotify_mark %s: %w", r, err)
-		}
-		p.marked[r] = true
+	method := p.setFIDRootsLocked(roots)
+	if err := p.applyMarksLocked(); err != nil {
+		p.method = ""
+		return "", err
 	}
-	return p.setFIDRootsLocked(roots), nil
+	p.method = method
+	return method, nil
 }
 
-// setFIDRootsLocked adds the FID group's marks where the kernel and the
-// filesystem allow and returns the attribution method: "fanotify+fid" when
+// setFIDRootsLocked finds the roots whose filesystem takes the FID group's
+// marks (p.fidRoots) and returns the attribution method: "fanotify+fid" when
 // every root has them, "fanotify" (deletes and renames joined to the last
 // writer) when none has.
 func (p *fanotifyProbe) setFIDRootsLocked(roots []string) string {
@@ -107,12 +115,15 @@ func (p *fanotifyProbe) setFIDRootsLocked(roots []string) string {
 		}
 	}
 	var without []string
+	had := p.fidRoots
+	p.fidRoots = map[string]bool{}
 	for _, r := range roots {
 		if p.fid == nil {
 			without = append(without, r)
 			continue
 		}
-		if p.fidRoots[r] {
+		if had[r] {
+			p.fidRoots[r] = true
 			continue
 		}
 		if err := p.markFIDLocked(r); err != nil {
@@ -139,7 +150,9 @@ func (p *fanotifyProbe) close() error {
 	}
 	err := p.f.Close()
 	p.f = nil
-	p.marked = map[string]bool{}
+	p.method = ""
+	p.wide, p.wideAll, p.fsReady = map[string]bool{}, false, map[uint64]bool{}
+	p.setDirsLocked(map[devIno]string{})
 	if p.fid != nil {
 		if ferr := p.fid.close(); err == nil {
 			err = ferr

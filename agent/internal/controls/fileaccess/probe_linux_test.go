@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/mamori/mamori/agent/internal/controls"
 	"github.com/mamori/mamori/agent/internal/controls/controlstest"
@@ -344,4 +345,96 @@ func TestFanotifyFallbackLastWriter(t *testing.T) {
 	if pidD == pidW {
 		t.Fatal("helpers share a pid")
 	}
+}
+
+// TestFanotifyNewFolderMarked: marks are on the watched folders only, so a
+// folder made after the watch started must be marked when the FID group
+// reports it; a helper's write in it is then attributed. A write outside
+// the root is not seen at all (the status says the marks are per folder).
+func TestFanotifyNewFolderMarked(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("fanotify needs root (CAP_SYS_ADMIN); run the tests as root to cover folder marks")
+	}
+	root := t.TempDir()
+	p := newProbe(controlsEnvForProbe()).(*fanotifyProbe)
+	h := start(t, p, pol(func(f *policy.FileAccess) { f.Paths = []string{root} }))
+	st := h.waitStatus(controls.Pass, "")
+	if st.Attrs["attribution"] != "fanotify+fid" {
+		t.Skipf("no fanotify FID here, new folders cannot be reported: attribution %v", st.Attrs["attribution"])
+	}
+	if st.Attrs["fanotify_marks"] != "folders" {
+		t.Fatalf("fanotify_marks %v, want folders", st.Attrs["fanotify_marks"])
+	}
+	sub := filepath.Join(root, "2027", "顧客") // mkdir -p: the inner folder may come before the outer's mark
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	marked := func() bool {
+		var s1 unix.Stat_t
+		if unix.Stat(sub, &s1) != nil {
+			return false
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		_, ok := p.dirs[devIno{uint64(s1.Dev), uint64(s1.Ino)}]
+		return ok
+	}
+	for deadline := time.Now().Add(5 * time.Second); !marked(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not marked 5 s after it was made", sub)
+		}
+	}
+	f := filepath.Join(sub, "名簿.csv")
+	pid, release := helper(t, "MAMORI_FA_WRITE="+f)
+	e := h.waitEvent(TypeCreated, f)
+	release()
+	wantBy(t, e, pid, sourceObserved)
+
+	// The folder moved out of the root loses its marks.
+	out := filepath.Join(t.TempDir(), "moved")
+	if err := os.Rename(filepath.Dir(sub), out); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		p.mu.Lock()
+		n := len(p.dirs)
+		p.mu.Unlock()
+		if n == 1 { // the root's own
+			break
+		}
+		if time.Now().After(deadline) {
+			p.mu.Lock()
+			t.Logf("dirs %v", p.dirs)
+			p.mu.Unlock()
+			t.Fatalf("%d folders marked after the move out, want 1", n)
+		}
+	}
+}
+
+// TestFanotifyMarkBudgetFallback: more folders than the mark budget fall
+// back to mount and filesystem marks, the status says so, and a write in a
+// subfolder is still attributed.
+func TestFanotifyMarkBudgetFallback(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("fanotify needs root (CAP_SYS_ADMIN); run the tests as root to cover the mark fallback")
+	}
+	root := t.TempDir()
+	for _, d := range []string{"a", "b"} {
+		os.Mkdir(filepath.Join(root, d), 0o755)
+	}
+	p := newProbe(controlsEnvForProbe()).(*fanotifyProbe)
+	p.budget = 2 // the root and two folders are one too many
+	h := start(t, p, pol(func(f *policy.FileAccess) { f.Paths = []string{root} }))
+	st := h.waitStatus(controls.Pass, "")
+	if m, _ := st.Attrs["attribution"].(string); !strings.HasPrefix(m, "fanotify") {
+		t.Skipf("fanotify unavailable here: %v", st.Attrs["attribution"])
+	}
+	if st.Attrs["fanotify_marks"] != "mount (more than 2 folders)" {
+		t.Fatalf("fanotify_marks %v, want the mount fallback", st.Attrs["fanotify_marks"])
+	}
+	f := filepath.Join(root, "b", "名簿.csv")
+	pid, release := helper(t, "MAMORI_FA_WRITE="+f)
+	e := h.waitEvent(TypeCreated, f)
+	release()
+	wantBy(t, e, pid, sourceObserved)
 }
