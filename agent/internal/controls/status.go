@@ -20,10 +20,15 @@ type StatusReporter struct {
 	reported time.Time
 }
 
-// Current returns the last status set.
+// Current returns the last status set; before the first, unknown with the
+// reason "<control>.starting", so a control always has a verdict to show.
 func (r *StatusReporter) Current() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.cur.State == "" {
+		return Status{State: Unknown, Reason: r.Control + ".starting",
+			ReasonJA: "最初の確認がまだ終わっていません", ReasonEN: "first check not done yet"}
+	}
 	return r.cur
 }
 

@@ -238,12 +238,7 @@ func (c *Control) Apply(ctx context.Context, p *policy.Policy) error {
 
 // Status is the current verdict.
 func (c *Control) Status() controls.Status {
-	st := c.reporter.Current()
-	if st.State == "" {
-		return controls.Status{State: controls.Unknown, Reason: "fileaccess.starting",
-			ReasonJA: "ファイルアクセス監視を開始しています", ReasonEN: "file access monitoring is starting"}
-	}
-	return st
+	return c.reporter.Current()
 }
 
 func (c *Control) config() config {

@@ -237,12 +237,7 @@ func (c *Control) Status() controls.Status {
 	if !on {
 		return controls.Status{State: controls.Off}
 	}
-	st := c.status.Current()
-	if st.State == "" {
-		return controls.Status{State: controls.Unknown, Reason: "media.starting",
-			ReasonJA: "媒体の確認を開始しています", ReasonEN: "first check not done yet"}
-	}
-	return st
+	return c.status.Current()
 }
 
 // waker is a probe that can say "look now" (Linux: kernel uevents).

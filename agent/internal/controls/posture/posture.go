@@ -181,12 +181,7 @@ func (c *Control) Apply(ctx context.Context, p *policy.Policy) error {
 
 // Status returns the last verdict.
 func (c *Control) Status() controls.Status {
-	st := c.reporter.Current()
-	if st.State == "" {
-		return controls.Status{State: controls.Unknown, Reason: "posture.not_started",
-			ReasonJA: "端末状態の確認を開始していません", ReasonEN: "posture has not been checked yet"}
-	}
-	return st
+	return c.reporter.Current()
 }
 
 // Run checks at once, then every check interval and on every policy change.

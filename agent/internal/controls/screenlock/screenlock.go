@@ -162,11 +162,7 @@ func (c *Control) Name() string { return Name }
 
 // Status is the current verdict.
 func (c *Control) Status() controls.Status {
-	st := c.rep.Current()
-	if st.State == "" {
-		return controls.Status{State: controls.Unknown, Reason: "screenlock.not_started"}
-	}
-	return st
+	return c.rep.Current()
 }
 
 // Apply validates and adopts the screenlock section.
