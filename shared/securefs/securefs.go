@@ -10,6 +10,7 @@
 package securefs
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,6 +43,27 @@ func WriteSecretFile(path string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("securefs: write %s: %w", path, err)
 	}
+	return replace(f, path, data)
+}
+
+// WriteFile replaces a public file (certificate, verifier key) the same
+// way, with mode perm on Unix; on Windows it takes its directory's ACL.
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("securefs: write %s: %w", path, err)
+	}
+	if err := f.Chmod(perm); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		f.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("securefs: write %s: %w", path, err)
+	}
+	return replace(f, path, data)
+}
+
+// replace writes data to the temporary file f, syncs it and renames it
+// over path; f is removed on any failure.
+func replace(f *os.File, path string, data []byte) error {
 	tmp := f.Name()
 	defer os.Remove(tmp) // fails harmlessly after the rename
 	if _, err := f.Write(data); err != nil {

@@ -54,3 +54,23 @@ func TestProtectDirOnFile(t *testing.T) {
 		t.Fatal("ProtectDir on a regular file succeeded")
 	}
 }
+
+// WriteFile replaces a public file the same way, leaving no temp file.
+func TestWriteFileReplacesAtomically(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "ca.pem")
+	for _, v := range []string{"first", "second, longer"} {
+		if err := WriteFile(p, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(p); err != nil || string(b) != v {
+			t.Fatalf("read back %q, %v; want %q", b, err, v)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("dir holds %d entries, want only ca.pem", len(ents))
+	}
+	if err := WriteFile(filepath.Join(dir, "missing", "x"), nil, 0o644); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing dir: %v", err)
+	}
+}

@@ -60,3 +60,16 @@ func TestModes(t *testing.T) {
 		t.Errorf("new file mode %o, want 600", m)
 	}
 }
+
+// A public file gets the mode asked for, whatever the umask.
+func TestWriteFileMode(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	p := filepath.Join(t.TempDir(), "log-key.pub")
+	if err := WriteFile(p, []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, p); m != 0o644 {
+		t.Errorf("mode %o, want 644", m)
+	}
+}

@@ -20,42 +20,13 @@ import (
 	"github.com/mamori/mamori/shared/securefs"
 )
 
-// writeFileAtomic writes a public file (certificate, verifier key) via a
-// temp file and rename; secrets go through securefs.WriteSecretFile.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("app: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil && !errors.Is(err, errors.ErrUnsupported) {
-		tmp.Close()
-		return fmt.Errorf("app: %w", err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("app: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("app: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("app: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("app: %w", err)
-	}
-	return nil
-}
-
 func writeIfMissing(path string, data []byte, perm os.FileMode) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("app: %w", err)
 	}
-	return writeFileAtomic(path, data, perm)
+	return securefs.WriteFile(path, data, perm)
 }
 
 // loadOrCreateSecret returns the secret in path, creating a random one
@@ -96,7 +67,7 @@ func loadOrCreateLogKey(dir, origin string) (skey, vkey string, err error) {
 		if err := securefs.WriteSecretFile(skPath, []byte(skey+"\n")); err != nil {
 			return "", "", fmt.Errorf("app: log key: %w", err)
 		}
-		if err := writeFileAtomic(vkPath, []byte(vkey+"\n"), 0o644); err != nil {
+		if err := securefs.WriteFile(vkPath, []byte(vkey+"\n"), 0o644); err != nil {
 			return "", "", err
 		}
 		return skey, vkey, nil

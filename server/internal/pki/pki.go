@@ -193,8 +193,8 @@ func (a *Authority) loadOrCreateCA(dir string) error {
 	if err := securefs.WriteSecretFile(keyPath, keyPEM); err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
-		return err
+	if err := securefs.WriteFile(certPath, certPEM, 0o644); err != nil {
+		return fmt.Errorf("pki: %w", err)
 	}
 	return a.setCA(certPEM, keyPEM)
 }
@@ -270,8 +270,8 @@ func (a *Authority) loadOrIssueServer(dir string, names []string, ips []net.IP) 
 	if err := securefs.WriteSecretFile(keyPath, keyPEM); err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
-		return err
+	if err := securefs.WriteFile(certPath, certPEM, 0o644); err != nil {
+		return fmt.Errorf("pki: %w", err)
 	}
 	pair, err := tls.X509KeyPair(append(certPEM, a.caPEM...), keyPEM)
 	if err != nil {
@@ -503,36 +503,6 @@ func tightenMode(path string) error {
 		if err := os.Chmod(path, 0o600); err != nil {
 			return fmt.Errorf("pki: make %s private: %w", path, err)
 		}
-	}
-	return nil
-}
-
-// writeFileAtomic writes b to path via a synced temporary file and a rename,
-// so a crash never leaves a half-written key or certificate.
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("pki: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("pki: write %s: %w", path, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("pki: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("pki: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("pki: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("pki: write %s: %w", path, err)
 	}
 	return nil
 }
