@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/mamori/mamori/shared/wire"
@@ -10,14 +9,7 @@ import (
 // writeJSON is the one response helper: it sets the headers, encodes v and
 // logs what it answered.
 func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	err := enc.Encode(v)
+	err := wire.WriteJSON(w, status, v)
 	ev := s.log.Debug()
 	if status >= 500 {
 		ev = s.log.Error()

@@ -1,7 +1,6 @@
 package compliance
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -105,14 +104,7 @@ func (t *Tracker) internal(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (t *Tracker) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	err := enc.Encode(v)
+	err := wire.WriteJSON(w, status, v)
 	var ev *zerolog.Event
 	switch {
 	case err != nil:
