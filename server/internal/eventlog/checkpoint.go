@@ -47,37 +47,23 @@ func (s *core) PutCheckpoint(ctx context.Context, c Checkpoint) error {
 
 // LatestCheckpoint returns the checkpoint with the largest size.
 func (s *core) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
-	var (
-		c       Checkpoint
-		root    []byte
-		created int64
-	)
-	err := s.rdb.QueryRowContext(ctx, `SELECT size, root, note, created FROM checkpoints ORDER BY size DESC LIMIT 1`).
-		Scan(&c.Size, &root, &c.Note, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Checkpoint{}, ErrNoCheckpoint
-	}
-	if err != nil {
-		return Checkpoint{}, fmt.Errorf("eventlog: checkpoint: %w", err)
-	}
-	if len(root) != tlog.HashSize {
-		return Checkpoint{}, fmt.Errorf("eventlog: checkpoint %d: root is %d bytes", c.Size, len(root))
-	}
-	copy(c.Root[:], root)
-	c.Created = time.Unix(0, created).UTC()
-	return c, nil
+	return s.checkpoint(ctx, `SELECT size, root, note, created FROM checkpoints ORDER BY size DESC LIMIT 1`)
 }
 
 // CheckpointAt returns the stored checkpoint of the given tree size, or
 // ErrNoCheckpoint.
 func (s *core) CheckpointAt(ctx context.Context, size int64) (Checkpoint, error) {
+	return s.checkpoint(ctx, s.bind(`SELECT size, root, note, created FROM checkpoints WHERE size = ?`), size)
+}
+
+// checkpoint reads the one checkpoint row q selects, or ErrNoCheckpoint.
+func (s *core) checkpoint(ctx context.Context, q string, args ...any) (Checkpoint, error) {
 	var (
 		c       Checkpoint
 		root    []byte
 		created int64
 	)
-	err := s.rdb.QueryRowContext(ctx, s.bind(`SELECT size, root, note, created FROM checkpoints WHERE size = ?`), size).
-		Scan(&c.Size, &root, &c.Note, &created)
+	err := s.rdb.QueryRowContext(ctx, q, args...).Scan(&c.Size, &root, &c.Note, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Checkpoint{}, ErrNoCheckpoint
 	}
