@@ -337,18 +337,18 @@ func (w *Watcher) Remove(dir string) error {
 	}
 	delete(w.roots, dir)
 	for d := range w.dirs {
-		if under(d, dir) && w.rootForLocked(d) == "" {
+		if Within(d, dir) && w.rootForLocked(d) == "" {
 			_ = w.fs.Remove(d) // may already be gone with the directory
 			delete(w.dirs, d)
 		}
 	}
 	for p := range w.snap {
-		if under(p, dir) && w.rootForLocked(p) == "" {
+		if Within(p, dir) && w.rootForLocked(p) == "" {
 			delete(w.snap, p)
 		}
 	}
 	for p := range w.pend {
-		if under(p, dir) && w.rootForLocked(p) == "" {
+		if Within(p, dir) && w.rootForLocked(p) == "" {
 			delete(w.pend, p)
 		}
 	}
@@ -360,7 +360,9 @@ func (w *Watcher) Remove(dir string) error {
 // control uses it after a volume is remounted.
 func (w *Watcher) Rescan() { w.reconcile(false) }
 
-func under(p, dir string) bool {
+// Within reports whether path p is dir or lies below it (by path, not by
+// following links); controls joining OS records to roots use it too.
+func Within(p, dir string) bool {
 	if p == dir {
 		return true
 	}
@@ -374,16 +376,20 @@ func under(p, dir string) bool {
 func (w *Watcher) rootForLocked(p string) string {
 	best := ""
 	for r := range w.roots {
-		if under(p, r) && len(r) > len(best) {
+		if Within(p, r) && len(r) > len(best) {
 			best = r
 		}
 	}
 	return best
 }
 
-func (w *Watcher) excluded(p string) bool {
+func (w *Watcher) excluded(p string) bool { return Excluded(w.opt.Exclude, p) }
+
+// Excluded reports whether p's base name matches one of the exclude
+// patterns (filepath.Match syntax, e.g. Office's "~$*").
+func Excluded(patterns []string, p string) bool {
 	base := filepath.Base(p)
-	for _, pat := range w.opt.Exclude {
+	for _, pat := range patterns {
 		if ok, _ := filepath.Match(pat, base); ok {
 			return true
 		}
@@ -723,7 +729,7 @@ func (w *Watcher) pairRenameLocked(p string, pd *pending, fi fs.FileInfo, now ti
 			// Move the children's snapshot entries with the directory so
 			// the scan of the new name does not report them as created.
 			for q, qe := range w.snap {
-				if under(q, from) && q != from {
+				if Within(q, from) && q != from {
 					delete(w.snap, q)
 					w.snap[p+q[len(from):]] = qe
 				}
@@ -823,7 +829,7 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 func (w *Watcher) dropTreeLocked(dir, top string, t time.Time) []Change {
 	var kids []string
 	for q := range w.snap {
-		if under(q, dir) && q != dir {
+		if Within(q, dir) && q != dir {
 			kids = append(kids, q)
 		}
 	}
@@ -847,7 +853,7 @@ func (w *Watcher) dropTreeLocked(dir, top string, t time.Time) []Change {
 // unwatchLocked removes the watches on dir and below.
 func (w *Watcher) unwatchLocked(dir string) {
 	for d := range w.dirs {
-		if under(d, dir) {
+		if Within(d, dir) {
 			_ = w.fs.Remove(d) // often gone already with the directory
 			delete(w.dirs, d)
 		}

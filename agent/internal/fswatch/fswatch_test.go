@@ -363,3 +363,25 @@ func TestReaderCallsDoNotBlockAndCloseFlushes(t *testing.T) {
 		t.Fatalf("pending change lost on Close: %v", d)
 	}
 }
+
+func TestWithinAndExcluded(t *testing.T) {
+	sep := string(filepath.Separator)
+	d := sep + filepath.Join("data", "顧客")
+	for _, c := range []struct {
+		p, dir string
+		want   bool
+	}{
+		{d, d, true}, {d + sep + "a.xlsx", d, true}, {d + "2" + sep + "a", d, false},
+		{sep + "data", d, false}, {d + sep + "x", d + sep, true}, {sep + "other", sep, true},
+	} {
+		if got := Within(c.p, c.dir); got != c.want {
+			t.Errorf("Within(%q, %q) = %v", c.p, c.dir, got)
+		}
+	}
+	pats := []string{"~$*", "*.tmp"}
+	for p, want := range map[string]bool{d + sep + "~$名簿.xlsx": true, d + sep + "x.tmp": true, d + sep + "名簿.xlsx": false} {
+		if Excluded(pats, p) != want {
+			t.Errorf("Excluded(%q) = %v", p, !want)
+		}
+	}
+}

@@ -720,7 +720,7 @@ func roundDur(d time.Duration) string {
 func (r *runner) rootFor(p string) string {
 	best := ""
 	for root := range r.roots {
-		if within(p, root) && len(root) > len(best) {
+		if fswatch.Within(p, root) && len(root) > len(best) {
 			best = root
 		}
 	}
@@ -731,18 +731,11 @@ func (r *runner) rootFor(p string) string {
 func (r *runner) registerFor(p string) string {
 	best, id := "", ""
 	for _, f := range r.cfg.folders {
-		if within(p, f.path) && len(f.path) > len(best) && f.registerID != "" {
+		if fswatch.Within(p, f.path) && len(f.path) > len(best) && f.registerID != "" {
 			best, id = f.path, f.registerID
 		}
 	}
 	return id
-}
-
-func within(p, dir string) bool {
-	if p == dir {
-		return true
-	}
-	return strings.HasPrefix(p, dir) && (strings.HasSuffix(dir, string(filepath.Separator)) || len(p) > len(dir) && p[len(dir)] == filepath.Separator)
 }
 
 // access records an attributed OS access: kept for joining to changes, and
@@ -781,15 +774,7 @@ func appendRec(recs []uint64, rec uint64) []uint64 {
 	return append(recs, rec)
 }
 
-func (r *runner) excluded(p string) bool {
-	base := filepath.Base(p)
-	for _, pat := range r.cfg.exclude {
-		if ok, _ := filepath.Match(pat, base); ok {
-			return true
-		}
-	}
-	return false
-}
+func (r *runner) excluded(p string) bool { return fswatch.Excluded(r.cfg.exclude, p) }
 
 // observes says whether a is an OS record of the operation op itself rather
 // than another access of the same path. A Windows rename needs DELETE on the

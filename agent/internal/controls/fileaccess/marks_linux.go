@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mamori/mamori/agent/internal/fswatch"
 )
 
 // Where the fanotify marks go. A mount or filesystem mark makes the kernel
@@ -137,7 +139,7 @@ func (p *fanotifyProbe) applyMarksLocked() error {
 	p.wideAll = false
 	rootOf := func(path string) string {
 		for _, r := range inodeRoots {
-			if within(path, r) {
+			if fswatch.Within(path, r) {
 				return r
 			}
 		}
@@ -260,7 +262,7 @@ func (p *fanotifyProbe) folderAppeared(path string) {
 	}
 	root := ""
 	for _, r := range p.roots {
-		if within(path, r) && p.fidRoots[r] && len(r) > len(root) {
+		if fswatch.Within(path, r) && p.fidRoots[r] && len(r) > len(root) {
 			root = r
 		}
 	}

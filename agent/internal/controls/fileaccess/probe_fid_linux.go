@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mamori/mamori/agent/internal/fswatch"
 )
 
 // fidGroup is the second fanotify group, in FID mode (FAN_REPORT_DFID_NAME,
@@ -187,7 +189,7 @@ func (p *fanotifyProbe) inRoots(path string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, r := range p.roots {
-		if within(path, r) {
+		if fswatch.Within(path, r) {
 			return true
 		}
 	}

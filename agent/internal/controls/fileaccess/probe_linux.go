@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/fswatch"
 )
 
 // fanotifyProbe attributes file accesses with fanotify (needs
@@ -199,7 +200,7 @@ func (p *fanotifyProbe) handle(e fanEvent, now time.Time) {
 	p.mu.Lock()
 	in := false
 	for _, r := range p.roots {
-		if within(path, r) {
+		if fswatch.Within(path, r) {
 			in = true
 			break
 		}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/windows"
 
 	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/fswatch"
 )
 
 // Windows attribution: in enforce mode the "File System" audit subcategory
@@ -472,7 +473,7 @@ func (p *winProbe) readNew(ctx context.Context) error {
 // (4663 may report another case than the policy's).
 func underRoot(a access, roots []string) (access, bool) {
 	for _, r := range roots {
-		if within(strings.ToLower(a.Path), strings.ToLower(r)) {
+		if fswatch.Within(strings.ToLower(a.Path), strings.ToLower(r)) {
 			a.Path = r + a.Path[len(r):]
 			return a, true
 		}
