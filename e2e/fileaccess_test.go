@@ -65,10 +65,11 @@ func TestRegisterFolderAccessLog(t *testing.T) {
 		typ, object string
 		do          func() error
 	}{
+		// The new folder first, on its own: the agent marks a new folder for
+		// attribution when it sees it appear, and a file written in the same
+		// millisecond may be recorded without a user (documented limit).
+		{"file.created", sub, func() error { return os.Mkdir(sub, 0o700) }},
 		{"file.created", f1, func() error {
-			if err := os.Mkdir(sub, 0o700); err != nil {
-				return err
-			}
 			return os.WriteFile(f1, []byte("氏名,住所\n山田 太郎,東京都\n"), 0o600)
 		}},
 		{"file.modified", f1, func() error {
@@ -102,7 +103,7 @@ func TestRegisterFolderAccessLog(t *testing.T) {
 	}
 	byPrefix := url.Values{"agent": {a.id}, "object_prefix": {folder}}
 	var evs []event.Event
-	waitFor(t, 30*time.Second, "the four file events on the server", func() bool {
+	waitFor(t, 30*time.Second, "the file events on the server", func() bool {
 		evs = s.query(t, byPrefix)
 		for _, st := range steps {
 			if find(evs, st.typ, st.object) == nil {
@@ -164,9 +165,9 @@ func TestRegisterFolderAccessLog(t *testing.T) {
 	// are joined to recent accesses of the same path, so the delete of a
 	// file renamed just before may stay unattributed (its accesses were
 	// under the old name): whatever is attributed must be this process.
-	for i, st := range steps {
+	for _, st := range steps {
 		e := find(evs, st.typ, st.object)
-		if (i < 2 || e.User != "" || attribution == "fanotify+fid") && (e.User != me.Username || e.Process != exe) {
+		if (st.object == f1 || e.User != "" || attribution == "fanotify+fid") && (e.User != me.Username || e.Process != exe) {
 			t.Errorf("%s attributed to %q %q, want %q %q", st.typ, e.User, e.Process, me.Username, exe)
 		}
 	}
