@@ -16,10 +16,17 @@ import (
 	"github.com/mamori/mamori/shared/event"
 )
 
-// Format names version 2 of the bundle: JSON Lines, a Header line, one Entry
+// Format names version 3 of the bundle: JSON Lines, a Header line, one Entry
 // line per log leaf in ascending log index, then a Trailer line holding the
-// signed Manifest. Version 1 had no manifest and is refused (FormatV1).
-const Format = "mamori-evidence/v2"
+// signed Manifest. Version 3 adds each entry's received time, which the
+// leaf commits to (LeafHashAt), and marks entries whose payload retention
+// cleared, so Verify can hold each to a signed retention record. Version 2
+// bundles (leaves of the event hash alone) still verify. Version 1 had no
+// manifest and is refused (FormatV1).
+const Format = "mamori-evidence/v3"
+
+// FormatV2 is the format before received times were signed.
+const FormatV2 = "mamori-evidence/v2"
 
 // FormatV1 is the format before the manifest: a bundle missing its first or
 // last entries still verified, so Verify refuses it.
@@ -53,7 +60,14 @@ type Entry struct {
 	Index int64        `json:"index"`
 	Event *event.Event `json:"event,omitempty"`
 	Link  *Link        `json:"link,omitempty"`
-	Proof []tlog.Hash  `json:"proof"`
+	// Received is when the server stored the event; the leaf commits to it
+	// (LeafHashAt). Absent for leaves written before format v3 (LeafHash).
+	Received *time.Time `json:"received,omitempty"`
+	// Pruned marks a link whose event's payload retention cleared: it must
+	// have been received before the cutoff of a retention record in the
+	// bundle (RetentionCutoff).
+	Pruned bool        `json:"pruned,omitempty"`
+	Proof  []tlog.Hash `json:"proof"`
 }
 
 // Trailer is the bundle's last line: the Manifest as a signed note.
@@ -130,7 +144,10 @@ func (w *Writer) Add(e *Entry) error {
 	if err := w.enc.Encode(e); err != nil {
 		return fmt.Errorf("evidence: write entry %d: %w", e.Index, err)
 	}
-	w.digest.add(e.Index, e.Link != nil, l)
+	if e.Pruned && e.Link == nil {
+		return fmt.Errorf("evidence: entry %d: a pruned entry must be a link", e.Index)
+	}
+	w.digest.add(e.Index, e.Link != nil, e.Pruned, l)
 	r, ok := w.m.Agents[l.Agent]
 	if !ok {
 		r.First = l.Seq
@@ -238,7 +255,7 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		return nil, fmt.Errorf("evidence: header (line 1): %w", err)
 	}
 	switch h.Format {
-	case Format:
+	case Format, FormatV2:
 	case FormatV1:
 		return nil, fmt.Errorf("evidence: header (line 1): format %q has no signed manifest, so entries removed from its start or end cannot be detected; export the bundle again from a current server (format %q)", h.Format, Format)
 	default:
@@ -307,6 +324,9 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		trailer       []byte // the manifest's note
 		trailerLine   int
 		line          = 1
+		pruned        []prunedEntry
+		cutoff        time.Time // latest retention cutoff in the bundle
+		haveCutoff    bool
 	)
 	for sc.Scan() {
 		line++
@@ -350,7 +370,7 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 			add(Problem{Line: line, Index: en.Index, Msg: "entry must hold exactly one of event, link"})
 			continue
 		}
-		digest.add(en.Index, en.Link != nil, &l)
+		digest.add(en.Index, en.Link != nil, en.Pruned, &l)
 		p := Problem{Line: line, Index: en.Index, Agent: l.Agent, Seq: l.Seq}
 		if en.Index <= lastIndex {
 			p.Msg = fmt.Sprintf("log index %d out of order (after %d): entries reordered or repeated", en.Index, lastIndex)
@@ -358,12 +378,26 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		}
 		lastIndex = max(lastIndex, en.Index)
 		leaf, err := LeafHash(l.Hash)
+		if en.Received != nil {
+			leaf, err = LeafHashAt(l.Hash, *en.Received)
+		}
 		if err == nil {
 			err = tlog.CheckRecord(en.Proof, cp.Size, cp.Root, en.Index, leaf)
 		}
 		if err != nil {
 			p.Msg = fmt.Sprintf("not in the signed log at index %d: %v", en.Index, err)
 			add(p)
+		}
+		switch {
+		case en.Pruned && (en.Link == nil || en.Received == nil):
+			p.Msg = "an entry marked pruned must be a link with its received time"
+			add(p)
+		case en.Pruned:
+			pruned = append(pruned, prunedEntry{p, *en.Received})
+		case en.Event != nil && p.Msg == "":
+			if c, ok := RetentionCutoff(en.Event); ok && en.Event.Validate() == nil && (!haveCutoff || c.After(cutoff)) {
+				cutoff, haveCutoff = c, true
+			}
 		}
 		hd, seen := heads[l.Agent]
 		if seen {
@@ -391,6 +425,19 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 	if err := sc.Err(); err != nil {
 		return rep, fmt.Errorf("evidence: read bundle: %w", err)
 	}
+	// Each cleared payload needs a signed retention record whose cutoff
+	// is after the event was received; else it was cleared by hand.
+	for _, pe := range pruned {
+		p := pe.p
+		if !haveCutoff {
+			p.Msg = "the event's content was cleared, but the bundle holds no retention record (retention.pruned) allowing it: cleared by hand"
+			add(p)
+		} else if !pe.received.Before(cutoff) {
+			p.Msg = fmt.Sprintf("the event's content was cleared, but it was received %s, after the latest retention cutoff %s: cleared by hand",
+				pe.received.UTC().Format(time.RFC3339Nano), cutoff.UTC().Format(time.RFC3339Nano))
+			add(p)
+		}
+	}
 	if trailer == nil {
 		add(Problem{Line: line + 1, Msg: "no signed manifest after the last entry: the bundle was cut short (its last lines removed), so nothing proves it is complete"})
 		return rep, nil
@@ -405,6 +452,12 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		add(Problem{Line: trailerLine, Msg: msg})
 	})
 	return rep, nil
+}
+
+// prunedEntry is a pruned entry waiting for the retention records after it.
+type prunedEntry struct {
+	p        Problem
+	received time.Time
 }
 
 // checkManifest compares the signed manifest with the unsigned header and

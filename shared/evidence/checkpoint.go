@@ -17,14 +17,18 @@
 package evidence
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mamori/mamori/shared/event"
 )
 
 // Checkpoint is the state of the log at one size.
@@ -93,4 +97,64 @@ func LeafHash(eventHash string) (tlog.Hash, error) {
 		return tlog.Hash{}, fmt.Errorf("evidence: event hash: %w", err)
 	}
 	return tlog.RecordHash(raw[:]), nil
+}
+
+// LeafHashAt is the Merkle record hash of an event with the given hex hash
+// stored at received: tlog.RecordHash over the 32 hash bytes followed by
+// received as 8 big-endian bytes of Unix nanoseconds. Servers since bundle
+// format v3 use it, so the server's received time, which retention goes by,
+// is signed with the checkpoint; the 40-byte record cannot be confused with
+// the 32-byte one of LeafHash.
+func LeafHashAt(eventHash string, received time.Time) (tlog.Hash, error) {
+	var raw [32]byte
+	if len(eventHash) != 64 {
+		return tlog.Hash{}, errors.New("evidence: event hash is not 64 hex digits")
+	}
+	if _, err := hex.Decode(raw[:], []byte(eventHash)); err != nil {
+		return tlog.Hash{}, fmt.Errorf("evidence: event hash: %w", err)
+	}
+	return RecordLeaf(raw[:], received.UnixNano()), nil
+}
+
+// RecordLeaf is LeafHashAt over the raw event hash and received Unix
+// nanoseconds, for the server's writer.
+func RecordLeaf(rawHash []byte, receivedNano int64) tlog.Hash {
+	var b [40]byte
+	copy(b[:32], rawHash)
+	binary.BigEndian.PutUint64(b[32:], uint64(receivedNano))
+	return tlog.RecordHash(b[:])
+}
+
+// MinRetention is the shortest retention a server may clear payloads after:
+// Privacy Mark renewal reviews the last two years of records.
+const MinRetention = 2 * 365 * 24 * time.Hour
+
+// Retention record vocabulary: the server appends this event (and has it
+// signed in a checkpoint) before it clears payloads received before cutoff.
+const (
+	RetentionControl = "server"
+	RetentionType    = "retention.pruned"
+)
+
+// RetentionCutoff returns the cutoff a retention.pruned server event
+// authorises: events received before it may have had their payload cleared.
+// ok is false unless e is such an event, whole (not itself pruned), whose
+// "keep" is at least MinRetention and whose "cutoff" is at least keep
+// before the event's own time. A pruned event no such record covers was
+// cleared by hand.
+func RetentionCutoff(e *event.Event) (cutoff time.Time, ok bool) {
+	if e.Agent != event.ServerStream || e.Type != RetentionType || e.Control != RetentionControl {
+		return time.Time{}, false
+	}
+	cs, _ := e.Attrs["cutoff"].(string)
+	ks, _ := e.Attrs["keep"].(string)
+	cutoff, err := time.Parse(time.RFC3339Nano, cs)
+	if err != nil {
+		return time.Time{}, false
+	}
+	keep, err := time.ParseDuration(ks)
+	if err != nil || keep < MinRetention || cutoff.After(e.Time.Add(-keep)) {
+		return time.Time{}, false
+	}
+	return cutoff, true
 }

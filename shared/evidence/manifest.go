@@ -208,7 +208,8 @@ func ParseManifest(text string) (*Manifest, error) {
 }
 
 // entryDigest accumulates the manifest's SHA-256 over entries: for each, in
-// bundle order, "index kind agent seq prev hash\n" (kind "event" or "link",
+// bundle order, "index kind agent seq prev hash\n" (kind "event", "link" or,
+// since format v3, "pruned",
 // agent URL-escaped). It binds each entry's place, kind and chain link,
 // including a link's agent, seq and prev, which no proof covers.
 type entryDigest struct {
@@ -218,11 +219,14 @@ type entryDigest struct {
 
 func newEntryDigest() *entryDigest { return &entryDigest{h: sha256.New()} }
 
-func (d *entryDigest) add(index int64, isLink bool, l *Link) {
+func (d *entryDigest) add(index int64, isLink, pruned bool, l *Link) {
 	b := strconv.AppendInt(d.buf[:0], index, 10)
-	if isLink {
+	switch {
+	case pruned:
+		b = append(b, " pruned "...)
+	case isLink:
 		b = append(b, " link "...)
-	} else {
+	default:
 		b = append(b, " event "...)
 	}
 	b = append(b, url.QueryEscape(l.Agent)...)

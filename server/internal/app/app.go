@@ -237,7 +237,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
 	s.cpStop, s.cpDone = cpStop, make(chan struct{})
-	retainer := &audit.Retainer{Log: s.store, Keep: cfg.Retention, Logger: cfg.Log}
+	retainer := &audit.Retainer{Log: s.store, Keep: cfg.Retention, Logger: cfg.Log,
+		Sign: func(ctx context.Context) error { _, err := s.cp.SignNow(ctx); return err }}
 	go func() {
 		done := make(chan struct{})
 		go func() { retainer.Run(cpCtx); close(done) }()
@@ -330,6 +331,7 @@ type eventStore interface {
 	eventlog.Store
 	audit.Log
 	Prune(ctx context.Context, cutoff time.Time) (int64, error)
+	Prunable(ctx context.Context, cutoff time.Time) (int64, error)
 }
 
 // openEvents opens the event store the DSN selects: PostgreSQL for

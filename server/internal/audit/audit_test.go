@@ -228,19 +228,21 @@ func TestCSV(t *testing.T) {
 // Retention clears payloads; the log, the chains, old checkpoints and new
 // exports all still verify.
 func TestRetentionKeepsProofs(t *testing.T) {
-	r := newRig(t)
+	r, ret, _ := retentionRig(t) // 20 events, the first 10 due
 	ctx := context.Background()
-	r.fill(t, 2, 10) // event times 2026-11-01 09:00:01 .. 09:00:10
 	old, err := r.cp.SignNow(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := r.log.Prune(ctx, time.Date(2026, 11, 1, 9, 0, 6, 0, time.UTC))
-	if err != nil || n != 10 {
+	if n, err := ret.RunOnce(ctx); err != nil || n != 10 {
 		t.Fatalf("pruned %d, %v", n, err)
 	}
-	if n, _ := r.log.Prune(ctx, time.Date(2026, 11, 1, 9, 0, 6, 0, time.UTC)); n != 0 {
+	if n, _ := ret.RunOnce(ctx); n != 0 {
 		t.Fatalf("pruned again: %d", n)
+	}
+	p, _ := r.log.Query(ctx, eventlog.Filter{Type: evidence.RetentionType})
+	if len(p.Events) != 1 || p.Events[0].Attrs["events"] == nil {
+		t.Fatalf("retention not recorded: %+v", p.Events)
 	}
 	if err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop()); err != nil {
 		t.Fatalf("log after retention: %v", err)
@@ -252,29 +254,52 @@ func TestRetentionKeepsProofs(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := r.verifyBundle(t, buf.Bytes(), []byte(old.Note))
-	if !rep.OK() || sum.Links != 10 || sum.Events != 14 || rep.Agents["ag-0"].Entries != 12 {
+	// 10 pruned links, 14 events and the retention record.
+	if !rep.OK() || sum.Links != 10 || sum.Events != 15 || rep.Agents["ag-0"].Entries != 12 {
 		t.Fatalf("sum %+v report %+v %v", sum, rep, rep.Problems)
 	}
-	p, _ := r.log.Query(ctx, eventlog.Filter{Agent: "ag-0", Limit: 1})
+	if !bytes.Contains(buf.Bytes(), []byte(`"pruned":true`)) {
+		t.Fatal("bundle does not mark pruned entries")
+	}
+	p, _ = r.log.Query(ctx, eventlog.Filter{Agent: "ag-0", Limit: 1})
 	if !p.Events[0].Pruned || p.Events[0].Object != "" || p.Events[0].Hash == "" {
 		t.Fatalf("pruned event reads back as %+v", p.Events[0])
 	}
+	if _, err := (&Retainer{Log: r.log, Keep: 365 * 24 * time.Hour}).RunOnce(ctx); err == nil {
+		t.Fatal("one-year retention accepted")
+	}
 }
 
-func TestRetainer(t *testing.T) {
-	r := newRig(t)
-	r.fill(t, 1, 5)
-	ret := &Retainer{Log: r.log, Keep: eventlog.MinRetention, Now: func() time.Time { return time.Date(2026, 11, 1, 9, 0, 4, 0, time.UTC).Add(eventlog.MinRetention) }}
-	n, err := ret.RunOnce(context.Background())
-	if err != nil || n != 3 {
-		t.Fatalf("pruned %d, %v", n, err)
-	}
-	p, _ := r.log.Query(context.Background(), eventlog.Filter{Type: "retention.pruned"})
-	if len(p.Events) != 1 || p.Events[0].Attrs["events"] == nil {
-		t.Fatalf("retention not recorded: %+v", p.Events)
-	}
-	if _, err := (&Retainer{Log: r.log, Keep: 365 * 24 * time.Hour}).RunOnce(context.Background()); err == nil {
-		t.Fatal("one-year retention accepted")
+// Hole 1 in bundles: a row cleared by hand under a running server is
+// exported as a pruned link, and verify names it.
+func TestBundleHandPrunedRefused(t *testing.T) {
+	ctx := context.Background()
+	clear := `UPDATE events SET control = NULL, type = NULL, severity = NULL, user = NULL, process = NULL,
+		object = NULL, register_id = NULL, attrs = NULL WHERE idx = 13`
+	for name, retain := range map[string]bool{"no retention record": false, "newer than the cutoff": true} {
+		t.Run(name, func(t *testing.T) {
+			r, ret, _ := retentionRig(t)
+			if retain {
+				if _, err := ret.RunOnce(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tamper(t, r.path, clear) // the server (store) is running
+			var buf bytes.Buffer
+			if _, err := r.x.Bundle(ctx, &buf, eventlog.Filter{Agent: "ag-1"}, 0, nil); err != nil {
+				t.Fatal(err)
+			}
+			rep := r.verifyBundle(t, buf.Bytes(), nil)
+			if rep.OK() || !strings.Contains(rep.Problems[0].String(), "agent ag-1, seq 7") || !strings.Contains(rep.Problems[0].Msg, "cleared by hand") {
+				t.Fatalf("problems %v", rep.Problems)
+			}
+			// Taking the "pruned" mark off to pass it as a plain link
+			// breaks the signed manifest.
+			b := bytes.Replace(buf.Bytes(), []byte(`,"pruned":true`), nil, 1)
+			if rep := r.verifyBundle(t, b, nil); rep.OK() {
+				t.Fatal("bundle with the pruned mark removed verifies")
+			}
+		})
 	}
 }
 

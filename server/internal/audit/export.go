@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/evidence"
 )
 
@@ -93,6 +95,25 @@ func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, s
 		f.Cursor = p.Next
 	}
 
+	// The latest signed retention record goes in whole, so each entry
+	// whose payload retention cleared can be checked against its cutoff.
+	if len(matched) > 0 {
+		ri, err := x.latestRetention(ctx, n)
+		if err != nil {
+			return Summary{}, err
+		}
+		if ri >= 0 {
+			if i, found := slices.BinarySearch(matched, ri); !found {
+				matched = slices.Insert(matched, i, ri)
+				if sp := spans[event.ServerStream]; sp == nil {
+					spans[event.ServerStream] = &span{ri, ri}
+				} else {
+					sp.first, sp.last = min(sp.first, ri), max(sp.last, ri)
+				}
+			}
+		}
+	}
+
 	h := evidence.Header{Origin: x.Checkpointer.Signer.Name(), PublicKey: x.PublicKey, Checkpoint: cp.Note,
 		Created: time.Now().UTC(), Query: query}
 	if since > 0 && since < n {
@@ -120,9 +141,22 @@ func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, s
 	// Pass 2: the matches in full, the rest of each span as links.
 	next := 0
 	err = scanPages(ctx, x.Log, matched[0], matched[len(matched)-1]+1, func(page []eventlog.Stored) error {
+		idx := make([]int64, len(page))
+		for i := range page {
+			idx[i] = tlog.StoredHashIndex(0, page[i].Index)
+		}
+		leaves, err := x.Log.ReadHashes(idx)
+		if err != nil {
+			return fmt.Errorf("audit: read leaves: %w", err)
+		}
 		for i := range page {
 			s := &page[i]
-			en := evidence.Entry{Index: s.Index}
+			en := evidence.Entry{Index: s.Index, Pruned: s.Pruned}
+			// Leaves written since format v3 commit to the received time.
+			if l, err := evidence.LeafHashAt(s.Hash, s.Received); err == nil && l == leaves[i] {
+				recv := s.Received
+				en.Received = &recv
+			}
 			switch sp := spans[s.Agent]; {
 			case next < len(matched) && matched[next] == s.Index && !s.Pruned:
 				next++
@@ -155,6 +189,31 @@ func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, s
 		return sum, err
 	}
 	return sum, bw.Close()
+}
+
+// latestRetention returns the log index of the latest valid retention
+// record below n, or -1.
+func (x *Exporter) latestRetention(ctx context.Context, n int64) (int64, error) {
+	f := eventlog.Filter{Agent: event.ServerStream, Type: evidence.RetentionType, Limit: eventlog.MaxLimit}
+	best := int64(-1)
+	for {
+		p, err := x.Log.Query(ctx, f)
+		if err != nil {
+			return -1, fmt.Errorf("audit: export: %w", err)
+		}
+		for _, s := range p.Events {
+			if s.Index >= n {
+				return best, nil
+			}
+			if _, ok := evidence.RetentionCutoff(&s.Event); ok && !s.Pruned {
+				best = s.Index
+			}
+		}
+		if p.Next == "" {
+			return best, nil
+		}
+		f.Cursor = p.Next
+	}
 }
 
 // csvHeaders in Japanese and English, for Excel readers.

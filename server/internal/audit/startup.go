@@ -187,6 +187,16 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 	if problem != nil {
 		return problem
 	}
+	if err := checkLeafKinds(segs); err != nil {
+		return err
+	}
+	var signed int64 // what a signed checkpoint covers
+	for _, a := range anchors {
+		signed = max(signed, a.size)
+	}
+	if err := checkPruned(segs, signed); err != nil {
+		return err
+	}
 	if n > 0 {
 		root, err := l.TreeHash(ctx, n)
 		if err != nil {
@@ -227,12 +237,24 @@ type segment struct {
 	at      map[int64]rootStack        // the stack when the segment reached an anchor size
 	first   []eventlog.Stored          // each agent's first event in the segment, in log order
 	last    map[string]eventlog.Stored // each agent's last event in the segment
+	// lastV1 is the last index whose leaf is of the hash alone (-1: none),
+	// firstV2 the first whose leaf covers the received time too.
+	lastV1, firstV2 int64
+	pruned          *eventlog.Stored  // the pruned event received last
+	retention       []retentionRecord // valid retention records, in log order
+}
+
+// retentionRecord is a retention.pruned event's place and cutoff.
+type retentionRecord struct {
+	index  int64
+	cutoff time.Time
 }
 
 // verify checks each row's content hash, its stored Merkle leaf, that no
 // index is missing and each agent's chain inside the segment.
 func (g *segment) verify(ctx context.Context, l Log, anchors []int64, done *atomic.Int64) {
 	g.at, g.last = map[int64]rootStack{}, map[string]eventlog.Stored{}
+	g.lastV1, g.firstV2 = -1, g.to
 	expect := g.from
 	fail := func(index int64, err error) error {
 		g.problem = problemAt{index, err}
@@ -258,12 +280,30 @@ func (g *segment) verify(ctx context.Context, l Log, anchors []int64, done *atom
 			return fail(s.Index, fmt.Errorf("%w: %s: prev does not match the hash of seq %d", ErrTampered, where, prev.Seq))
 		}
 		g.last[s.Agent] = *s
-		leaf, err := evidence.LeafHash(s.Hash)
+		// The leaf commits to the received time too (evidence.LeafHashAt);
+		// a store written before that has leaves of the hash alone, which
+		// may only precede the first leaf with a received time.
+		leaf, err := evidence.LeafHashAt(s.Hash, s.Received)
 		if err != nil {
 			return fail(s.Index, fmt.Errorf("%w: %s: %v", ErrTampered, where, err))
 		}
-		if storedLeaf != leaf {
-			return fail(s.Index, fmt.Errorf("%w: %s: stored Merkle leaf does not match the event's hash", ErrTampered, where))
+		if storedLeaf == leaf {
+			g.firstV2 = min(g.firstV2, s.Index)
+		} else {
+			old, _ := evidence.LeafHash(s.Hash)
+			if storedLeaf != old {
+				return fail(s.Index, fmt.Errorf("%w: %s: stored Merkle leaf does not match the event's hash and received time "+
+					"(received %s): the row was changed after it was stored", ErrTampered, where, s.Received.Format(time.RFC3339Nano)))
+			}
+			leaf = old
+			g.lastV1 = s.Index
+		}
+		if s.Pruned && (g.pruned == nil || s.Received.After(g.pruned.Received)) {
+			p := *s
+			g.pruned = &p
+		}
+		if cutoff, ok := evidence.RetentionCutoff(&s.Event); ok && !s.Pruned {
+			g.retention = append(g.retention, retentionRecord{s.Index, cutoff})
 		}
 		g.stack.push(leaf)
 		for _, a := range anchors {
@@ -337,4 +377,63 @@ func (r *rootStack) root() tlog.Hash {
 		h = tlog.NodeHash(r.hashes[i], h)
 	}
 	return h
+}
+
+// checkLeafKinds refuses a leaf of the hash alone after one that covers the
+// received time: only a store written before the change has them, at its
+// start, so such a row was written by hand.
+func checkLeafKinds(segs []segment) error {
+	firstV2 := int64(-1)
+	for k := range segs {
+		g := &segs[k]
+		if firstV2 >= 0 && g.lastV1 >= 0 {
+			return fmt.Errorf("%w: log index %d has a Merkle leaf without its received time, after index %d which has one: the row was written by hand",
+				ErrTampered, g.lastV1, firstV2)
+		}
+		if g.firstV2 < g.to {
+			if g.lastV1 > g.firstV2 {
+				return fmt.Errorf("%w: log index %d has a Merkle leaf without its received time, after index %d which has one: the row was written by hand",
+					ErrTampered, g.lastV1, g.firstV2)
+			}
+			if firstV2 < 0 {
+				firstV2 = g.firstV2
+			}
+		}
+	}
+	return nil
+}
+
+// checkPruned refuses a pruned event (payload cleared) that no retention
+// record covers: it must have been received before the cutoff of a whole,
+// valid retention.pruned server event (evidence.RetentionCutoff) inside the
+// signed part of the log (index < signed). Clearing a row by hand leaves
+// just such an event.
+func checkPruned(segs []segment, signed int64) error {
+	var (
+		newest *eventlog.Stored
+		cutoff time.Time
+		have   bool
+	)
+	for k := range segs {
+		g := &segs[k]
+		if g.pruned != nil && (newest == nil || g.pruned.Received.After(newest.Received)) {
+			newest = g.pruned
+		}
+		for _, r := range g.retention {
+			if r.index < signed && (!have || r.cutoff.After(cutoff)) {
+				cutoff, have = r.cutoff, true
+			}
+		}
+	}
+	if newest == nil || have && newest.Received.Before(cutoff) {
+		return nil
+	}
+	why := "no signed retention record (retention.pruned) is in the log"
+	if have {
+		why = fmt.Sprintf("it was received %s, after the latest signed retention cutoff %s",
+			newest.Received.Format(time.RFC3339Nano), cutoff.Format(time.RFC3339Nano))
+	}
+	return fmt.Errorf("%w: log index %d (agent %s, seq %d): the event's content was cleared, but %s: "+
+		"it was cleared by hand. Restore the event store from a backup taken before the change",
+		ErrTampered, newest.Index, newest.Agent, newest.Seq, why)
 }

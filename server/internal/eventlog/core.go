@@ -81,6 +81,10 @@ type head struct {
 	hash     string // hex
 	lastSeen int64
 	events   int64
+	// skewed: the stream's last event was stamped far from its received
+	// time and a server.clock_skew event said so (one per episode; memory
+	// only, so a restart may say it once more).
+	skewed bool
 }
 
 // request is one Append, AppendServer or PutCheckpoint waiting for the writer.

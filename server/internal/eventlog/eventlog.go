@@ -117,6 +117,19 @@ const (
 	GapType    = "server.gap"
 )
 
+// Clock skew: an agent event stamped more than MaxClockLead after, or more
+// than MaxClockLag before, the time the server received it starts an
+// episode, recorded as one ClockSkewType server event (attrs agent, seq,
+// time, received, skew) until the agent's events are on time again, so an
+// auditor sees that the agent's "time" is not to be trusted there.
+// Retention goes by received time either way. The lag bound is long because
+// a laptop offline for weeks sends its spool late, with true times.
+const (
+	ClockSkewType = "server.clock_skew"
+	MaxClockLead  = 10 * time.Minute
+	MaxClockLag   = 45 * 24 * time.Hour
+)
+
 // Errors; test with errors.Is.
 var (
 	ErrClosed     = errors.New("eventlog: store closed")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/tlog"
@@ -152,11 +153,20 @@ func TestPostgresPrune(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	evs := storetest.Chain("pc-001", 1, 20, "")
-	if _, err := s.Append(ctx, "pc-001", evs); err != nil {
+	// Retention goes by received time: events 1..10 arrive an hour before
+	// 11..20.
+	t0 := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
+	now := t0
+	s.SetClock(func() time.Time { return now })
+	if _, err := s.Append(ctx, "pc-001", evs[:10]); err != nil {
+		t.Fatal(err)
+	}
+	now = t0.Add(time.Hour)
+	if _, err := s.Append(ctx, "pc-001", evs[10:]); err != nil {
 		t.Fatal(err)
 	}
 	root, _ := s.TreeHash(ctx, 20)
-	cutoff := evs[10].Time // events 1..10 are older
+	cutoff := now
 	n, err := s.Prune(ctx, cutoff)
 	if err != nil || n != 10 {
 		t.Fatalf("Prune = %d, %v; want 10", n, err)

@@ -5,11 +5,14 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/evidence"
 )
 
 // MinRetention is the shortest retention the store accepts: Privacy Mark
 // renewal reviews the last two years of records.
-const MinRetention = 2 * 365 * 24 * time.Hour
+const MinRetention = evidence.MinRetention
 
 // DefaultRetention keeps payloads three years.
 const DefaultRetention = 3 * 365 * 24 * time.Hour
@@ -17,8 +20,12 @@ const DefaultRetention = 3 * 365 * 24 * time.Hour
 // pruneChunk bounds one pruning transaction so ingest is never held long.
 const pruneChunk = 5000
 
-// Prune clears the payload of events whose time is before cutoff: every
-// field but agent, seq, time, prev, hash and the Merkle hashes becomes NULL.
+// Prune clears the payload of events received before cutoff (the server's
+// commit time, signed in the Merkle leaf; never the agent's clock, which may
+// be years off): every field but agent, seq, time, prev, hash and the Merkle
+// hashes becomes NULL. Retention records (evidence.RetentionType server
+// events) are kept whole, since they are what authorises the clearing; the
+// caller appends one, and has it signed, before calling Prune.
 // The log, each agent's chain and every old checkpoint and proof stay
 // verifiable; the pruned events read back with Pruned set. It returns how
 // many events it pruned.
@@ -30,10 +37,11 @@ func (s *SQLite) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 func (c *core) prune(ctx context.Context, db *sql.DB, cutoff time.Time) (int64, error) {
 	q := c.bind(`UPDATE events SET control = NULL, type = NULL, severity = NULL,
 		"user" = NULL, process = NULL, object = NULL, register_id = NULL, attrs = NULL
-		WHERE idx IN (SELECT idx FROM events WHERE time < ? AND control IS NOT NULL LIMIT ?)`)
+		WHERE idx IN (SELECT idx FROM events WHERE received < ? AND control IS NOT NULL
+			AND NOT (agent = ? AND type = ?) LIMIT ?)`)
 	var total int64
 	for {
-		res, err := db.ExecContext(ctx, q, clampNano(cutoff), pruneChunk)
+		res, err := db.ExecContext(ctx, q, clampNano(cutoff), event.ServerStream, evidence.RetentionType, pruneChunk)
 		if err != nil {
 			return total, fmt.Errorf("eventlog: prune: %w", err)
 		}
@@ -44,3 +52,18 @@ func (c *core) prune(ctx context.Context, db *sql.DB, cutoff time.Time) (int64, 
 		}
 	}
 }
+
+// Prunable counts the events Prune(cutoff) would clear now.
+func (c *core) Prunable(ctx context.Context, cutoff time.Time) (int64, error) {
+	var n int64
+	err := c.rdb.QueryRowContext(ctx, c.bind(`SELECT COUNT(*) FROM events WHERE received < ? AND control IS NOT NULL
+		AND NOT (agent = ? AND type = ?)`), clampNano(cutoff), event.ServerStream, evidence.RetentionType).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("eventlog: prunable: %w", err)
+	}
+	return n, nil
+}
+
+// SetClock replaces the clock the store stamps received times with. It is
+// for tests and must be called before the first append.
+func (c *core) SetClock(now func() time.Time) { c.now = now }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/evidence"
 )
 
 // Insert statement shape. The writer talks to the driver directly (no
@@ -42,11 +43,13 @@ func insertSQL(rows int) string {
 	return insertPrefix + strings.TrimSuffix(strings.Repeat(one+",", rows), ",")
 }
 
-// row holds an event's column values from agent to hash, and its Merkle leaf
-// hash, computed in the caller's goroutine so the writer does not have to.
+// row holds an event's column values from agent to hash, computed in the
+// caller's goroutine so the writer does not have to, and the raw event hash
+// the writer makes the Merkle leaf of together with the commit's received
+// time (evidence.RecordLeaf), so that time is signed too.
 type row struct {
 	vals [eventColumns - 3]any
-	leaf tlog.Hash
+	raw  []byte
 }
 
 func (r *row) set(e *event.Event) error {
@@ -72,7 +75,7 @@ func (r *row) set(e *event.Event) error {
 	}
 	r.vals = [...]any{e.Agent, int64(e.Seq), e.Time.UnixNano(), e.Control, e.Type, string(e.Severity),
 		nullable(e.User), nullable(e.Process), nullable(e.Object), nullable(e.RegisterID), attrs, prev, hash}
-	r.leaf = tlog.RecordHash(hash)
+	r.raw = hash
 	return nil
 }
 
@@ -365,7 +368,7 @@ func named(vals ...any) []driver.NamedValue {
 
 // add appends a row to the plan as the next Merkle log record.
 func (s *core) add(t *txn, r *row) error {
-	hashes, err := s.front.append(r.leaf)
+	hashes, err := s.front.append(evidence.RecordLeaf(r.raw, t.received))
 	if err != nil {
 		return err
 	}
@@ -416,6 +419,7 @@ func (s *core) planBatch(ctx context.Context, b backend, t *txn, r *request) err
 	if first < 0 {
 		return nil // all duplicates
 	}
+	skewed := h.skewed
 	for i := first; i < len(r.evs); i++ {
 		if len(gaps) > 0 && gaps[0].before == i {
 			g := gaps[0]
@@ -430,6 +434,22 @@ func (s *core) planBatch(ctx context.Context, b backend, t *txn, r *request) err
 			s.log.Warn().Str("agent", r.agent).Uint64("from_seq", g.from).Uint64("to_seq", g.to).Msg("gap in agent's events")
 			r.res.Gap = true
 		}
+		if skew := time.Duration(t.received - r.evs[i].Time.UnixNano()); skew > MaxClockLag || skew < -MaxClockLead {
+			if !skewed {
+				skewed = true
+				ce := event.Event{
+					Time: time.Unix(0, t.received).UTC(), Control: GapControl, Type: ClockSkewType, Severity: event.Warning,
+					Attrs: event.Attrs{"agent": r.agent, "seq": r.evs[i].Seq, "time": r.evs[i].Time.UTC().Format(time.RFC3339Nano),
+						"received": time.Unix(0, t.received).UTC().Format(time.RFC3339Nano), "skew": skew.Round(time.Second).String()},
+				}
+				if err := s.planServer(t, &ce); err != nil {
+					return err
+				}
+				s.log.Warn().Str("agent", r.agent).Uint64("seq", r.evs[i].Seq).Dur("skew", skew).Msg("agent's clock is off")
+			}
+		} else {
+			skewed = false
+		}
 		if err := s.add(t, &r.rows[i]); err != nil {
 			return err
 		}
@@ -442,7 +462,7 @@ func (s *core) planBatch(ctx context.Context, b backend, t *txn, r *request) err
 		t.planned[r.agent][r.evs[i].Seq] = r.evs[i].Hash
 		r.res.Stored++
 	}
-	t.heads[r.agent] = &head{seq: last, hash: lastHash, lastSeen: t.received, events: h.events + int64(r.res.Stored)}
+	t.heads[r.agent] = &head{seq: last, hash: lastHash, lastSeen: t.received, events: h.events + int64(r.res.Stored), skewed: skewed}
 	r.res.AckedSeq = last
 	return nil
 }
