@@ -49,6 +49,8 @@ type core struct {
 	// Owned by the writer goroutine.
 	heads map[string]*head
 	front frontier
+	// rebuilt lists streams whose head checkHeads rebuilt, to record.
+	rebuilt []string
 }
 
 func newCore(log zerolog.Logger) core {
@@ -121,6 +123,10 @@ func (s *core) load(ctx context.Context, db *sql.DB) error {
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("eventlog: load heads: %w", err)
+	}
+	rows.Close()
+	if err := s.checkHeads(ctx, db); err != nil {
+		return err
 	}
 	var n int64
 	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(idx)+1, 0) FROM events`).Scan(&n); err != nil {

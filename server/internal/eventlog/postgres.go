@@ -176,6 +176,10 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 			s.log.Warn().Err(err).Msg("close writer connection")
 		}
 	}()
+	if err := s.recordRebuilt(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.log.Info().Str("host", cfg.Host).Str("database", cfg.Database).Int64("events", s.size.Load()).
 		Int64("streams", s.agents.Load()).Msg("event store open (postgres)")
 	return s, nil

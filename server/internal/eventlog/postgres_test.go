@@ -155,7 +155,7 @@ func TestPostgresPrune(t *testing.T) {
 	evs := storetest.Chain("pc-001", 1, 20, "")
 	// Retention goes by received time: events 1..10 arrive an hour before
 	// 11..20.
-	t0 := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
+	t0 := storetest.Base.Add(30 * time.Minute) // on time: no clock skew events
 	now := t0
 	s.SetClock(func() time.Time { return now })
 	if _, err := s.Append(ctx, "pc-001", evs[:10]); err != nil {

@@ -77,6 +77,10 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	if err := <-ready; err != nil {
 		return fail(err)
 	}
+	if err := s.recordRebuilt(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.log.Info().Str("path", abs).Int64("events", s.size.Load()).Int64("streams", s.agents.Load()).Msg("event store open")
 	return s, nil
 }

@@ -1,0 +1,100 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/mamori/mamori/shared/event"
+)
+
+// HeadsRebuiltType is the server event recorded when the heads table (each
+// stream's cached last seq and hash) disagreed with the log on open and was
+// rebuilt from it. attrs: "streams" (how many), "agents" (up to 20 ids).
+const HeadsRebuiltType = "server.heads_rebuilt"
+
+// checkHeads compares the heads just loaded with the log itself, through
+// db, and rebuilds each one that disagrees. The heads table is a cache the
+// chain checks trust: one edited to a higher seq would have an agent's next
+// events taken for duplicates, acknowledged and dropped; one with another
+// hash would refuse the agent's real chain. It costs two index lookups per
+// stream, not a scan of the log.
+func (s *core) checkHeads(ctx context.Context, db *sql.DB) error {
+	var (
+		agents []string
+		last   string
+	)
+	for {
+		var a string
+		err := db.QueryRowContext(ctx, s.bind(`SELECT agent FROM events WHERE agent > ? ORDER BY agent LIMIT 1`), last).Scan(&a)
+		if errors.Is(err, sql.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("eventlog: check heads: %w", err)
+		}
+		agents, last = append(agents, a), a
+	}
+	seen := make(map[string]bool, len(agents))
+	for _, a := range agents {
+		seen[a] = true
+		var (
+			seq, recv int64
+			hash      []byte
+		)
+		err := db.QueryRowContext(ctx, s.bind(`SELECT seq, hash, received FROM events WHERE agent = ? ORDER BY seq DESC LIMIT 1`), a).
+			Scan(&seq, &hash, &recv)
+		if err != nil {
+			return fmt.Errorf("eventlog: check head %q: %w", a, err)
+		}
+		if h := s.heads[a]; h != nil && h.seq == uint64(seq) && h.hash == hex.EncodeToString(hash) {
+			continue
+		}
+		var n int64
+		if err := db.QueryRowContext(ctx, s.bind(`SELECT COUNT(*) FROM events WHERE agent = ?`), a).Scan(&n); err != nil {
+			return fmt.Errorf("eventlog: rebuild head %q: %w", a, err)
+		}
+		if _, err := db.ExecContext(ctx, s.bind(`INSERT INTO heads (agent, seq, hash, last_seen, events) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+			last_seen = excluded.last_seen, events = excluded.events`), a, seq, hash, recv, n); err != nil {
+			return fmt.Errorf("eventlog: rebuild head %q: %w", a, err)
+		}
+		s.log.Error().Str("agent", a).Int64("seq", seq).Msg("stream head disagreed with the log: rebuilt from the log")
+		s.heads[a] = &head{seq: uint64(seq), hash: hex.EncodeToString(hash), lastSeen: recv, events: n}
+		s.rebuilt = append(s.rebuilt, a)
+	}
+	for a := range s.heads {
+		if seen[a] {
+			continue
+		}
+		if _, err := db.ExecContext(ctx, s.bind(`DELETE FROM heads WHERE agent = ?`), a); err != nil {
+			return fmt.Errorf("eventlog: drop head %q: %w", a, err)
+		}
+		s.log.Error().Str("agent", a).Msg("stream head without events in the log: dropped")
+		delete(s.heads, a)
+		s.rebuilt = append(s.rebuilt, a)
+	}
+	return nil
+}
+
+// recordRebuilt puts the heads checkHeads rebuilt on open into the log, so
+// the edit is evidence rather than only a log line.
+func (s *core) recordRebuilt(ctx context.Context) error {
+	if len(s.rebuilt) == 0 {
+		return nil
+	}
+	ids := s.rebuilt[:min(len(s.rebuilt), 20)]
+	list := make([]any, len(ids))
+	for i, a := range ids {
+		list[i] = a
+	}
+	_, err := s.AppendServer(ctx, event.Event{Control: GapControl, Type: HeadsRebuiltType, Severity: event.Violation,
+		Attrs: event.Attrs{"streams": len(s.rebuilt), "agents": list}})
+	if err != nil {
+		return fmt.Errorf("eventlog: record rebuilt heads: %w", err)
+	}
+	s.rebuilt = nil
+	return nil
+}
