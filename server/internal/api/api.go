@@ -164,6 +164,10 @@ type Config struct {
 	// effective policy from them; nil leaves both out (assigned-or-default
 	// policy only).
 	Registers *register.Service
+	// Health, when set, is asked by GET /healthz: an error (e.g. the event
+	// store stopped after finding its database rolled back) answers 503
+	// with the reason.
+	Health func() error
 }
 
 // ComplianceHandlers serves the compliance resources

@@ -220,7 +220,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		etcdCP = nil
 	}
-	s.cp = &audit.Checkpointer{Log: s.store, Signer: s.logKey, Mirror: s.state.PutCheckpoint, Logger: cfg.Log}
+	s.cp = &audit.Checkpointer{Log: s.store, Signer: s.logKey, Advance: s.state.AdvanceCheckpoint, Verifier: verifier, Logger: cfg.Log}
 	if lost != nil {
 		if err := recordLoss(ctx, s, *lost); err != nil {
 			return nil, err
@@ -266,7 +266,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.api, err = api.New(api.Config{Store: storeAdapter{s.store}, State: stateAdapter{s.state}, CA: s.ca,
 		Evidence: evidenceAdapter{exporter}, Compliance: s.tracker, Registers: regs,
-		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log}); err != nil {
+		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log, Health: s.store.Halted}); err != nil {
 		return nil, err
 	}
 
@@ -332,6 +332,7 @@ type eventStore interface {
 	audit.Log
 	Prune(ctx context.Context, cutoff time.Time) (int64, error)
 	Prunable(ctx context.Context, cutoff time.Time) (int64, error)
+	Halted() error
 }
 
 // openEvents opens the event store the DSN selects: PostgreSQL for

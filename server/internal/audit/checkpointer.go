@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/shared/evidence"
@@ -23,9 +24,15 @@ const (
 
 // Checkpointer signs checkpoints of the log.
 type Checkpointer struct {
-	Log       Log
-	Signer    note.Signer
-	Mirror    func(ctx context.Context, signed []byte) error // e.g. state.PutCheckpoint (etcd); may be nil
+	Log    Log
+	Signer note.Signer
+	Mirror func(ctx context.Context, signed []byte) error // e.g. state.PutCheckpoint (etcd); may be nil
+	// Advance, when set, replaces Mirror: it stores signed only if the
+	// extends check accepts the copy it holds (state.AdvanceCheckpoint,
+	// compare-and-swap), so the outside copy only moves forward. Verifier
+	// (the log's public key) opens that copy.
+	Advance   func(ctx context.Context, signed []byte, extends func(old []byte) error) error
+	Verifier  note.Verifier
 	Interval  time.Duration
 	MaxEvents int64
 	Logger    zerolog.Logger
@@ -84,7 +91,15 @@ func (c *Checkpointer) signLocked(ctx context.Context) (eventlog.Checkpoint, err
 		return eventlog.Checkpoint{}, fmt.Errorf("audit: store checkpoint: %w", err)
 	}
 	c.last = cp
-	if c.Mirror != nil {
+	if c.Advance != nil {
+		if err := c.Advance(ctx, msg, func(old []byte) error { return c.extends(ctx, old, cp) }); err != nil {
+			level := c.Logger.Warn()
+			if errors.Is(err, ErrNotExtension) {
+				level = c.Logger.Error() // the store is behind or forked from etcd's copy
+			}
+			level.Err(err).Int64("size", n).Msg("checkpoint not mirrored to etcd")
+		}
+	} else if c.Mirror != nil {
 		// The etcd copy lives apart from the store, so start-up checks the
 		// store against it (VerifyLogAgainst). It may lag behind the store,
 		// which only weakens that check, so a failure here only warns.
@@ -93,6 +108,49 @@ func (c *Checkpointer) signLocked(ctx context.Context) (eventlog.Checkpoint, err
 		}
 	}
 	return cp, nil
+}
+
+// ErrNotExtension is returned when a new checkpoint is not a consistent
+// extension of the one kept outside the store: the store was rolled back or
+// forked, and the outside copy is left as it is.
+var ErrNotExtension = errors.New("audit: checkpoint is not a consistent extension of the one kept outside the store")
+
+// extends checks that cp extends the signed checkpoint old (nil: none): at
+// least as large, and the tlog consistency proof from old to cp verifies.
+func (c *Checkpointer) extends(ctx context.Context, old []byte, cp eventlog.Checkpoint) error {
+	if old == nil {
+		return nil
+	}
+	if c.Verifier == nil {
+		return fmt.Errorf("%w: no verifier to open it", ErrNotExtension)
+	}
+	oc, err := evidence.Open(old, c.Verifier)
+	if err != nil {
+		return fmt.Errorf("%w: it does not verify: %v", ErrNotExtension, err)
+	}
+	return ConsistentExtension(ctx, c.Log, oc, cp.Size, cp.Root)
+}
+
+// ConsistentExtension checks that the stored tree of size n with root root
+// extends the signed checkpoint old, with a consistency proof from l.
+func ConsistentExtension(ctx context.Context, l Log, old evidence.Checkpoint, n int64, root tlog.Hash) error {
+	switch {
+	case old.Size > n:
+		return fmt.Errorf("%w: the outside copy covers %d events, this one %d: the store is behind it", ErrNotExtension, old.Size, n)
+	case old.Size == n:
+		if old.Root != root {
+			return fmt.Errorf("%w: both cover %d events with different roots (%s, %s): the log forked", ErrNotExtension, n, old.Root, root)
+		}
+		return nil
+	}
+	proof, err := tlog.ProveTree(n, old.Size, l)
+	if err != nil {
+		return fmt.Errorf("audit: consistency proof %d..%d: %w", old.Size, n, err)
+	}
+	if err := tlog.CheckTree(proof, n, root, old.Size, old.Root); err != nil {
+		return fmt.Errorf("%w: the log at %d does not extend the outside copy at %d: %v", ErrNotExtension, n, old.Size, err)
+	}
+	return nil
 }
 
 // Run signs checkpoints on the cadence until ctx ends.

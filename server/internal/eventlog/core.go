@@ -51,6 +51,8 @@ type core struct {
 	front frontier
 	// rebuilt lists streams whose head checkHeads rebuilt, to record.
 	rebuilt []string
+	tail    []byte       // stored Merkle hashes of the last committed record
+	halt    atomic.Value // error: set once the database was found rolled back
 }
 
 func newCore(log zerolog.Logger) core {
@@ -140,6 +142,9 @@ func (s *core) load(ctx context.Context, db *sql.DB) error {
 	s.front = frontier{n: n}
 	for i, level := range levels {
 		s.front.set(level, n>>uint(level)-1, hashes[i])
+	}
+	if err := s.loadTail(ctx, db, n); err != nil {
+		return err
 	}
 	s.size.Store(n)
 	s.agents.Store(int64(len(s.heads)))

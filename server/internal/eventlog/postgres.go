@@ -278,8 +278,14 @@ func (w *pgWriter) prepare(ctx context.Context) error {
 	s.rdb.SetMaxIdleConns(0)
 	s.rdb.SetMaxIdleConns(8)
 	s.heads = make(map[string]*head)
+	old := s.front
 	if err := s.load(ctx, s.rdb); err != nil {
 		w.conn.Close(ctx) // next group tries again
+		return err
+	}
+	// The database may have been restored or failed over to a replica
+	// that missed commits: it must hold the log this writer committed.
+	if err := s.checkReloaded(&old); err != nil {
 		return err
 	}
 	s.log.Warn().Int64("events", s.size.Load()).Msg("writer reconnected, state reloaded")
@@ -317,6 +323,20 @@ func (w *pgWriter) write(ctx context.Context, first int64, t *txn) (err error) {
 			tx.Rollback(ctx)
 		}
 	}()
+	// The database's end must be this writer's last commit: a restore
+	// under a live connection is caught before anything is appended.
+	var (
+		lastIdx int64 = -1
+		merkle  []byte
+	)
+	switch err := tx.QueryRow(ctx, `SELECT idx, merkle FROM events ORDER BY idx DESC LIMIT 1`).Scan(&lastIdx, &merkle); {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("read the last record: %w", err)
+	}
+	if err := w.s.checkTail(first, lastIdx, merkle); err != nil {
+		return err
+	}
 	if len(t.rows) > 0 {
 		src := pgx.CopyFromSlice(len(t.rows), func(i int) ([]any, error) {
 			w.vals = append(w.vals[:0], first+int64(i), t.received, t.merkle[i])

@@ -248,7 +248,16 @@ func (s *core) headOf(t *txn, agent string) head {
 // the whole group and leaves memory as it was.
 func (s *core) commit(b backend, group []*request) {
 	ctx := context.Background() // a commit, once started, is not abandoned
+	if err := s.Halted(); err != nil {
+		for _, r := range group {
+			r.err = err
+		}
+		return
+	}
 	if err := b.prepare(ctx); err != nil {
+		if errors.Is(err, ErrRolledBack) {
+			s.stop(err)
+		}
 		s.log.Error().Err(err).Int("batches", len(group)).Msg("group commit failed")
 		for _, r := range group {
 			r.err = fmt.Errorf("eventlog: batch not stored: %w", err)
@@ -259,6 +268,9 @@ func (s *core) commit(b backend, group []*request) {
 	t := &txn{received: s.now().UnixNano(), heads: make(map[string]*head)}
 	fail := func(err error) {
 		s.front = saved
+		if errors.Is(err, ErrRolledBack) {
+			s.stop(err)
+		}
 		s.log.Error().Err(err).Int("batches", len(group)).Msg("group commit failed")
 		for _, r := range group {
 			if r.err == nil {
@@ -288,9 +300,16 @@ func (s *core) commit(b backend, group []*request) {
 	if len(t.rows) == 0 && len(t.cps) == 0 {
 		return // only duplicates and refusals
 	}
+	var tail []byte
+	if len(t.merkle) > 0 {
+		tail = t.merkle[len(t.merkle)-1]
+	}
 	if err := b.write(ctx, s.front.n-int64(len(t.rows)), t); err != nil {
 		fail(err)
 		return
+	}
+	if tail != nil {
+		s.tail = tail
 	}
 	for agent, h := range t.heads {
 		s.heads[agent] = h
