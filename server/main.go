@@ -4,7 +4,8 @@
 //
 //	mamori-server serve [--data-dir DIR] [--listen ADDR] [--hostname NAMES] [--etcd-endpoints URLS] [--events-dsn DSN]
 //	mamori-server install|uninstall|start|stop [serve flags]
-//	mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD]
+//	mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD|WITNESS_DIR] [--lang en|ja]
+//	mamori-server witness --server URL --token T --pubkey FILE --state DIR [--once]
 //	mamori-server version
 package main
 
@@ -23,8 +24,10 @@ const usage = `usage:
   mamori-server serve [flags]      run in the foreground (or under the service manager)
   mamori-server install [flags]    install as a system service (Windows service / systemd unit) running "serve"
   mamori-server uninstall|start|stop
-  mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD]
-                                   check an evidence bundle offline (exit 0 only if intact)
+  mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD|WITNESS_DIR] [--lang en|ja]
+                                   check an evidence bundle offline (exit 0 intact, 1 not, 2 could not check)
+  mamori-server witness --server URL --token T --pubkey FILE --state DIR [--once]
+                                   keep the log's checkpoints elsewhere and alarm on a fork (exit 0/1/2)
   mamori-server version
 
 serve and install flags:
@@ -51,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdAdmin(cmd, rest, stdout, stderr)
 	case "verify":
 		err = cmdVerify(rest, stdout, stderr)
+	case "witness":
+		err = cmdWitness(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mamori-server", version)
 	case "help", "-h", "--help":
@@ -66,8 +71,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		var ue usageError
-		if errors.As(err, &ue) {
+		var (
+			ue usageError
+			cc cannotCheck
+		)
+		if errors.As(err, &ue) || errors.As(err, &cc) {
 			fmt.Fprintln(stderr, "mamori-server:", err)
 			return 2
 		}

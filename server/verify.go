@@ -2,33 +2,62 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mamori/mamori/server/internal/witness"
 	"github.com/mamori/mamori/shared/evidence"
 )
 
 // verifyHelp says what verify checks; it is the flag set's usage text.
-const verifyHelp = `usage: mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD]
+const verifyHelp = `usage: mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD|WITNESS_DIR] [--lang en|ja]
 
-Checks an evidence bundle (format ` + evidence.Format + `) offline, with no server: the signed
-checkpoint, each event's content hash and inclusion proof, each agent's seq and hash chain, and
-the manifest the server signed with the same key, which lists the export's query, the number
-of events and links, each agent's seq range and a SHA-256 over every entry, so a dropped first
-or last entry, an emptied bundle, an added, reordered or re-typed line, or edited filters fail.
+Checks an evidence bundle (format ` + evidence.Format + ` or ` + evidence.FormatV2 + `) offline, with no server: the
+signed checkpoint, each event's content hash and inclusion proof (which since v3 also covers the
+time the server received it), each agent's seq and hash chain, that every event whose content
+retention cleared is covered by a signed retention record, and the manifest the server signed
+with the same key, which lists the export's query, the number of events and links, each agent's
+seq range and a SHA-256 over every entry, so a dropped first or last entry, an emptied bundle,
+an added, reordered or re-typed line, or edited filters fail.
+--checkpoint takes a signed checkpoint kept from an earlier export, or the state directory of
+"mamori-server witness": the bundle must prove the log only grew since.
 Prints the query, the counts and each agent's range, then OK or every failure with its line.
-Exit 0 only if everything holds, 1 if not, 2 for bad usage. Bundles of format ` + evidence.FormatV1 + `
-(no manifest) are refused: export them again.
+Exit codes: 0 intact; 1 NOT intact; 2 could not check (bad flags, a file that cannot be read,
+a key that is not a log key). Bundles of format ` + evidence.FormatV1 + ` (no manifest) are refused:
+export them again.
 
 `
+
+// verifyText is the verify command's own wording, per --lang. Problems
+// found in a bundle are the evidence package's (English) text.
+var verifyText = map[string]map[string]string{
+	"en": {
+		"bundle": "bundle:     ", "log": "log:        %s, tree size %d, root %s\n", "query": "query:      ",
+		"every": "(none: every event)", "manifest": "manifest:   signed %s, lists %d events and %d links\n",
+		"entries": "entries:    %d events in full, %d chain links\n", "agent": "agent:      %s seq %d..%d (%d entries)\n",
+		"witness": "witness:    checked against the witness's checkpoint of size %d (%s)\n",
+		"ok":      "result:     OK — signatures, inclusion proofs, seq and hash chains, retention records and the manifest (nothing missing, added or re-typed) all hold",
+		"fail":    "FAIL: ", "more": "FAIL: ... and %d more problems\n", "notintact": "verify: %d problem(s): the bundle is NOT intact",
+	},
+	"ja": {
+		"bundle": "証跡ファイル: ", "log": "ログ:         %s、ツリーサイズ %d、ルート %s\n", "query": "抽出条件:     ",
+		"every": "(なし: 全イベント)", "manifest": "マニフェスト: %s 署名、イベント %d 件・リンク %d 件\n",
+		"entries": "エントリ:     イベント %d 件 (全内容)、チェーンリンク %d 件\n", "agent": "エージェント: %s seq %d..%d (%d 件)\n",
+		"witness": "ウィットネス: サイズ %d のチェックポイント (%s) と照合\n",
+		"ok":      "結果:         OK — 署名、包含証明、seq とハッシュチェーン、保存期間の記録、マニフェスト (欠落・追加・種別変更なし) はすべて正しい",
+		"fail":    "不正: ", "more": "不正: ... ほか %d 件\n", "notintact": "verify: %d 件の問題: 証跡は完全ではありません (改ざん・欠落の可能性)",
+	},
+}
 
 // cmdVerify checks an evidence bundle offline:
 //
@@ -44,7 +73,8 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	pubkey := fs.String("pubkey", "", "the log's public key file (log-key.pub from the server's data dir)")
-	old := fs.String("checkpoint", "", "a signed checkpoint kept from an earlier export: prove the log only grew since")
+	old := fs.String("checkpoint", "", "a signed checkpoint kept from an earlier export, or a witness state directory: prove the log only grew since")
+	lang := fs.String("lang", "en", "language of the report: en or ja")
 	// The bundle may come before or after the flags.
 	var bundle string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -59,45 +89,57 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("verify: unexpected arguments %q", fs.Args())}
 	}
 	if bundle == "" || *pubkey == "" {
-		return usageError{fmt.Errorf("verify: usage: mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD]")}
+		return usageError{fmt.Errorf("verify: usage: mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD|WITNESS_DIR] [--lang en|ja]")}
+	}
+	txt, ok := verifyText[*lang]
+	if !ok {
+		return usageError{fmt.Errorf("verify: --lang %q: want en or ja", *lang)}
 	}
 	kb, err := os.ReadFile(*pubkey)
 	if err != nil {
-		return fmt.Errorf("verify: %w", err)
+		return usageError{fmt.Errorf("verify: cannot check: %w", err)}
 	}
 	v, err := note.NewVerifier(strings.TrimSpace(string(kb)))
 	if err != nil {
-		return fmt.Errorf("verify: %s is not a log public key: %w", *pubkey, err)
-	}
-	var opt evidence.VerifyOptions
-	if *old != "" {
-		if opt.Old, err = os.ReadFile(*old); err != nil {
-			return fmt.Errorf("verify: %w", err)
-		}
+		return usageError{fmt.Errorf("verify: cannot check: %s is not a log public key: %w", *pubkey, err)}
 	}
 	f, err := os.Open(bundle)
 	if err != nil {
-		return fmt.Errorf("verify: %w", err)
+		return usageError{fmt.Errorf("verify: cannot check: %w", err)}
 	}
 	defer f.Close()
+	var (
+		opt     evidence.VerifyOptions
+		witness *witnessPick
+	)
+	if *old != "" {
+		if st, err := os.Stat(*old); err == nil && st.IsDir() {
+			if witness, err = pickWitnessCheckpoint(*old, bundle); err != nil {
+				return usageError{fmt.Errorf("verify: cannot check: %w", err)}
+			}
+			opt.Old = witness.note
+		} else if opt.Old, err = os.ReadFile(*old); err != nil {
+			return usageError{fmt.Errorf("verify: cannot check: %w", err)}
+		}
+	}
 	rep, err := evidence.Verify(bufio.NewReaderSize(f, 1<<20), v, opt)
 	if err != nil {
+		// Not a bundle, or cut inside a line: what was handed over is not
+		// intact evidence (exit 1), unless the file could not be read.
 		return fmt.Errorf("verify: %s: %w", bundle, err)
 	}
-	fmt.Fprintf(stdout, "bundle:     %s\nlog:        %s, tree size %d, root %s\n", bundle, rep.Checkpoint.Origin, rep.Checkpoint.Size, rep.Checkpoint.Root)
+	fmt.Fprintf(stdout, txt["bundle"]+"%s\n"+txt["log"], bundle, rep.Checkpoint.Origin, rep.Checkpoint.Size, rep.Checkpoint.Root)
 	if m := rep.Manifest; m != nil {
-		q := url.Values{}
-		for k, v := range m.Query {
-			q.Set(k, v)
-		}
-		query := q.Encode()
+		query := decodedQuery(m.Query)
 		if query == "" {
-			query = "(none: every event)"
+			query = txt["every"]
 		}
-		fmt.Fprintf(stdout, "query:      %s\nmanifest:   signed %s, lists %d events and %d links\n",
-			query, m.Created.UTC().Format(time.RFC3339), m.Events, m.Links)
+		fmt.Fprintf(stdout, txt["query"]+"%s\n"+txt["manifest"], query, m.Created.UTC().Format(time.RFC3339), m.Events, m.Links)
 	}
-	fmt.Fprintf(stdout, "entries:    %d events in full, %d chain links\n", rep.Events, rep.Links)
+	if witness != nil {
+		fmt.Fprintf(stdout, txt["witness"], witness.size, witness.path)
+	}
+	fmt.Fprintf(stdout, txt["entries"], rep.Events, rep.Links)
 	agents := make([]string, 0, len(rep.Agents))
 	for a := range rep.Agents {
 		agents = append(agents, a)
@@ -105,17 +147,77 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 	sort.Strings(agents)
 	for _, a := range agents {
 		r := rep.Agents[a]
-		fmt.Fprintf(stdout, "agent:      %s seq %d..%d (%d entries)\n", a, r.First, r.Last, r.Entries)
+		fmt.Fprintf(stdout, txt["agent"], a, r.First, r.Last, r.Entries)
 	}
 	if rep.OK() {
-		fmt.Fprintln(stdout, "result:     OK — signatures, inclusion proofs, seq and hash chains, and the manifest (nothing missing, added or re-typed) all hold")
+		fmt.Fprintln(stdout, txt["ok"])
 		return nil
 	}
 	for _, p := range rep.Problems {
-		fmt.Fprintln(stdout, "FAIL:", p.String())
+		fmt.Fprintln(stdout, txt["fail"]+p.String())
 	}
 	if rep.Truncated > 0 {
-		fmt.Fprintf(stdout, "FAIL: ... and %d more problems\n", rep.Truncated)
+		fmt.Fprintf(stdout, txt["more"], rep.Truncated)
 	}
-	return fmt.Errorf("verify: %d problem(s): the bundle is NOT intact", len(rep.Problems)+rep.Truncated)
+	return fmt.Errorf(txt["notintact"], len(rep.Problems)+rep.Truncated)
+}
+
+// decodedQuery shows the export's filters as key=value pairs, keys sorted,
+// values as they were given (not percent-encoded), quoted only when they
+// hold spaces, quotes or control characters.
+func decodedQuery(q map[string]string) string {
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		v := q[k]
+		if strings.ContainsFunc(v, func(r rune) bool { return r <= ' ' || r == '"' || r == 0x7f }) {
+			v = strconv.Quote(v)
+		}
+		parts[i] = k + "=" + v
+	}
+	return strings.Join(parts, " ")
+}
+
+// witnessPick is the witness checkpoint verify checks a bundle against.
+type witnessPick struct {
+	path string
+	size int64
+	note []byte
+}
+
+// pickWitnessCheckpoint reads the bundle's (not yet verified) tree size
+// from its header and picks the witness's kept checkpoint to hold it to.
+func pickWitnessCheckpoint(dir, bundle string) (*witnessPick, error) {
+	f, err := os.Open(bundle)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), evidence.MaxLine)
+	var n int64
+	if sc.Scan() {
+		var h evidence.Header
+		if json.Unmarshal(sc.Bytes(), &h) == nil {
+			if nn, err := note.Open([]byte(h.Checkpoint), note.VerifierList()); err != nil {
+				var unv *note.UnverifiedNoteError
+				if errors.As(err, &unv) {
+					if cp, err := evidence.ParseCheckpoint(unv.Note.Text); err == nil {
+						n = cp.Size
+					}
+				}
+			} else if cp, err := evidence.ParseCheckpoint(nn.Text); err == nil {
+				n = cp.Size
+			}
+		}
+	}
+	path, size, msg, err := witness.Pick(dir, n)
+	if err != nil {
+		return nil, err
+	}
+	return &witnessPick{path: path, size: size, note: msg}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,5 +102,34 @@ func TestVerifyCommand(t *testing.T) {
 	}
 	if code := run([]string{"verify", bundle}, &out, &errb); code != 2 {
 		t.Fatalf("no --pubkey: exit %d", code)
+	}
+	// Could not check: exit 2, not 1.
+	for name, args := range map[string][]string{
+		"missing bundle": {"verify", filepath.Join(dir, "missing.jsonl"), "--pubkey", pub},
+		"missing key":    {"verify", bundle, "--pubkey", filepath.Join(dir, "missing.pub")},
+		"not a key":      {"verify", bundle, "--pubkey", bundle},
+		"bad --lang":     {"verify", bundle, "--pubkey", pub, "--lang", "fr"},
+		"missing old":    {"verify", bundle, "--pubkey", pub, "--checkpoint", filepath.Join(dir, "missing.note")},
+	} {
+		if code := run(args, &out, &errb); code != 2 {
+			t.Fatalf("%s: exit %d", name, code)
+		}
+	}
+	// Japanese, and the query as given (not percent-encoded).
+	q := filepath.Join(dir, "q.jsonl")
+	os.WriteFile(q, call("GET", "/api/v1/export?format=bundle&agent=server&object_prefix="+url.QueryEscape(`D:\顧客 2026`), ""), 0o600)
+	out.Reset()
+	if code := run([]string{"verify", q, "--pubkey", pub, "--lang", "ja"}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "抽出条件:     agent=server object_prefix=\"D:\\\\顧客 2026\"\n") || !strings.Contains(out.String(), "結果:         OK") {
+		t.Fatalf("ja: exit %d\n%s", code, out.String())
+	}
+	out.Reset()
+	os.WriteFile(q, call("GET", "/api/v1/export?format=bundle&object_prefix="+url.QueryEscape(`D:\顧客`), ""), 0o600)
+	if code := run([]string{"verify", q, "--pubkey", pub}, &out, &errb); code != 0 || !strings.Contains(out.String(), "query:      object_prefix=D:\\顧客\n") {
+		t.Fatalf("decoded query: exit %d\n%s", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"verify", changed, "--pubkey", pub, "--lang", "ja"}, &out, &errb); code != 1 || !strings.Contains(out.String(), "不正: line 2") {
+		t.Fatalf("ja, changed: exit %d\n%s", code, out.String())
 	}
 }

@@ -20,6 +20,17 @@ type CheckpointView struct {
 	Note      string    `json:"checkpoint"` // the signed note text
 	Created   time.Time `json:"created"`
 	PublicKey string    `json:"public_key"` // note verifier key (log-key.pub)
+	// Since and Proof answer since=N: the tlog consistency proof (base64
+	// hashes) from the tree of size N to this one, for witnesses.
+	Since int64    `json:"since,omitempty"`
+	Proof []string `json:"proof,omitempty"`
+}
+
+// ConsistencyProver is the optional part of an Evidence that answers
+// GET /api/v1/checkpoint?since=N: the proof that the tree of size to
+// extends the tree of size from.
+type ConsistencyProver interface {
+	ConsistencyProof(ctx context.Context, from, to int64) ([]string, error)
 }
 
 // ExportSummary says what an export held.
@@ -51,10 +62,31 @@ func (s *Server) handleCheckpoint(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotImplemented, "checkpoints are not enabled on this server")
 		return
 	}
+	var since int64
+	if v := r.URL.Query().Get("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			s.fail(w, r, http.StatusBadRequest, "since: want the size of a checkpoint you kept, e.g. since=1234")
+			return
+		}
+		since = n
+	}
 	cp, err := s.cfg.Evidence.Checkpoint(r.Context())
 	if err != nil {
 		s.internal(w, r, "reading the checkpoint", err)
 		return
+	}
+	// A since beyond the checkpoint gets no proof: the caller's copy is
+	// newer than the log, which is its to report (a rollback).
+	if p, ok := s.cfg.Evidence.(ConsistencyProver); ok && since > 0 && since <= cp.Size {
+		if cp.Proof, err = p.ConsistencyProof(r.Context(), since, cp.Size); err != nil {
+			s.internal(w, r, "consistency proof", err)
+			return
+		}
+		cp.Since = since
+		if cp.Proof == nil {
+			cp.Proof = []string{}
+		}
 	}
 	s.writeJSON(w, r, http.StatusOK, cp)
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/audit"
 	"github.com/mamori/mamori/server/internal/eventlog"
@@ -149,6 +151,19 @@ func (a evidenceAdapter) Checkpoint(ctx context.Context) (api.CheckpointView, er
 		return api.CheckpointView{}, err
 	}
 	return api.CheckpointView{Size: cp.Size, Root: cp.Root.String(), Note: cp.Note, Created: cp.Created, PublicKey: a.x.PublicKey}, nil
+}
+
+// ConsistencyProof implements api.ConsistencyProver over the store.
+func (a evidenceAdapter) ConsistencyProof(ctx context.Context, from, to int64) ([]string, error) {
+	proof, err := tlog.ProveTree(to, from, a.x.Log)
+	if err != nil {
+		return nil, fmt.Errorf("app: consistency proof %d..%d: %w", from, to, err)
+	}
+	out := make([]string, len(proof))
+	for i, h := range proof {
+		out[i] = h.String()
+	}
+	return out, nil
 }
 
 func (a evidenceAdapter) Bundle(ctx context.Context, w io.Writer, f api.Filter, since int64, q map[string]string) (api.ExportSummary, error) {

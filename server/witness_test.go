@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+	_ "modernc.org/sqlite"
+
+	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/witness"
+)
+
+// The witness against a real server: ten rounds of growth are accepted;
+// then the server's store is restored from an older copy and started with
+// --accept-event-loss (as an insider would) and new events appended: the
+// next round reports the fork (exit 1), and keeps reporting it. verify
+// --checkpoint takes the witness's state directory.
+func TestWitnessDetectsFork(t *testing.T) {
+	dir, wdir := t.TempDir(), filepath.Join(t.TempDir(), "witness")
+	cfg := app.Config{DataDir: dir, Listen: "127.0.0.1:0", Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()}
+	srv, err := app.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Close() }()
+	pub, ca := filepath.Join(dir, app.FileLogKeyPub), filepath.Join(dir, app.FileCA)
+	call := func(method, path, body string) []byte {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(srv.CAPEM())
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		req, _ := http.NewRequest(method, srv.URL()+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 && resp.StatusCode != 201 {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return b
+	}
+	grow := func(n int) { // n admin actions (events), then a signed checkpoint (an export signs one)
+		for range n {
+			call("POST", "/api/v1/tokens", `{"ttl":"1h","uses":1}`)
+		}
+		call("GET", "/api/v1/export?format=bundle&agent=nobody", "")
+	}
+	round := func() (int, string) {
+		var out, errb bytes.Buffer
+		code := run([]string{"witness", "--server", srv.URL(), "--token", srv.AdminToken(), "--pubkey", pub, "--ca", ca,
+			"--state", wdir, "--once"}, &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	kept := func() int64 {
+		_, n, _, err := witness.Pick(wdir, 1<<62)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	backup := filepath.Join(t.TempDir(), "events-old.db")
+	var last int64
+	for i := range 10 {
+		grow(3)
+		if code, out := round(); code != 0 {
+			t.Fatalf("round %d: exit %d\n%s", i, code, out)
+		}
+		if k := kept(); k <= last {
+			t.Fatalf("round %d: kept size %d after %d", i, k, last)
+		} else {
+			last = k
+		}
+		if i == 4 { // an older copy of the store, taken live
+			db, err := sql.Open("sqlite", filepath.Join(dir, app.FileEvents))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(`VACUUM INTO '` + backup + `'`); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+		}
+	}
+	// A bundle proving growth from the witness's latest checkpoint verifies
+	// against the witness's state directory.
+	bundle := filepath.Join(t.TempDir(), "b.jsonl")
+	os.WriteFile(bundle, call("GET", "/api/v1/export?format=bundle&agent=server&since="+strconv.FormatInt(last, 10), ""), 0o600)
+	var out bytes.Buffer
+	if code := run([]string{"verify", bundle, "--pubkey", pub, "--checkpoint", wdir}, &out, &out); code != 0 ||
+		!strings.Contains(out.String(), "witness:    checked against the witness's checkpoint of size "+strconv.FormatInt(last, 10)) {
+		t.Fatalf("verify against the witness: exit %d\n%s", code, out.String())
+	}
+
+	// The fork: the store restored from the older copy, the loss accepted,
+	// new events appended past the witness's size.
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var covered int64
+	db, _ := sql.Open("sqlite", filepath.Join(dir, app.FileEvents))
+	if err := db.QueryRow(`SELECT max(size) FROM checkpoints`).Scan(&covered); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for _, f := range []string{"-wal", "-shm"} {
+		os.Remove(filepath.Join(dir, app.FileEvents+f))
+	}
+	b, _ := os.ReadFile(backup)
+	if err := os.WriteFile(filepath.Join(dir, app.FileEvents), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.AcceptEventLoss = covered
+	if srv, err = app.Start(context.Background(), cfg); err != nil {
+		t.Fatalf("forked server: %v", err)
+	}
+	grow(40)
+	code, msg := round()
+	if code != 1 || !strings.Contains(msg, "does not extend the checkpoint kept") {
+		t.Fatalf("fork round: exit %d\n%s", code, msg)
+	}
+	if _, err := os.Stat(filepath.Join(wdir, witness.FileAlarm)); err != nil {
+		t.Fatalf("no alarm file: %v", err)
+	}
+	if code, msg := round(); code != 1 || !strings.Contains(msg, "alarm raised") {
+		t.Fatalf("round after the fork: exit %d\n%s", code, msg)
+	}
+	// A bundle from the forked server cannot show it extends the witness's
+	// checkpoint.
+	os.WriteFile(bundle, call("GET", "/api/v1/export?format=bundle&agent=server", ""), 0o600)
+	out.Reset()
+	if code := run([]string{"verify", bundle, "--pubkey", pub, "--checkpoint", wdir}, &out, &out); code != 1 {
+		t.Fatalf("verify of the forked server's bundle against the witness: exit %d\n%s", code, out.String())
+	}
+	// Cannot check: exit 2.
+	srv.Close()
+	os.Remove(filepath.Join(wdir, witness.FileAlarm))
+	if code, msg := round(); code != 2 {
+		t.Fatalf("server down: exit %d\n%s", code, msg)
+	}
+}
