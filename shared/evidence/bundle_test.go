@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,6 +104,15 @@ func (f *fixture) sign(t testing.TB, n int64) []byte {
 	return msg
 }
 
+// created makes each bundle's creation time distinct: two bundles made
+// within one clock tick (15.6 ms on Windows) would otherwise share it, and
+// tests that swap parts between bundles rely on them differing.
+var created atomic.Int64
+
+func nextCreated() time.Time {
+	return time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC).Add(time.Duration(created.Add(1)) * time.Millisecond)
+}
+
 // bundle exports every event of the log; with filter, non-matching events
 // become links, as the server's export does.
 func (f *fixture) bundle(t testing.TB, filter func(*event.Event) bool, older ...int64) []byte {
@@ -112,7 +122,7 @@ func (f *fixture) bundle(t testing.TB, filter func(*event.Event) bool, older ...
 // bundleSigned is bundle with the manifest signed by s.
 func (f *fixture) bundleSigned(t testing.TB, filter func(*event.Event) bool, s note.Signer, older ...int64) []byte {
 	n := f.log.n
-	h := Header{Origin: "mamori/test-server", PublicKey: f.vkey, Checkpoint: string(f.cps[n]), Created: time.Now().UTC(),
+	h := Header{Origin: "mamori/test-server", PublicKey: f.vkey, Checkpoint: string(f.cps[n]), Created: nextCreated(),
 		Query: map[string]string{"agent": "ag-2"}}
 	for _, o := range older {
 		p, err := tlog.ProveTree(n, o, f.log)
