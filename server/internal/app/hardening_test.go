@@ -5,14 +5,18 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/tls"
+	"encoding/csv"
 	"fmt"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/mamori/mamori/server/internal/csvcell"
+	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/wire"
 )
 
@@ -155,5 +159,42 @@ func TestSlowBodiesDoNotStarveIngest(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("third slow body with one certificate was not refused")
+	}
+}
+
+// TestEventCSVFormulaCells: an agent (or a user naming files) controls
+// every text column of the event CSV. Control, type and register_id were
+// written raw, and a value starting with a tab or CR too; now no cell of
+// the export starts with = + - @ tab or CR.
+func TestEventCSVFormulaCells(t *testing.T) {
+	srv := start(t, t.TempDir())
+	defer srv.Close()
+	a := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-a")
+	evs := a.events(1)
+	e := evs[0]
+	e.Control, e.Type, e.RegisterID = `=cmd|' /C calc'!A0`, "+file.modified", "@SUM(1+1)*cmd|' /C calc'!A0"
+	e.User, e.Process, e.Object = "\t=1+2", "\r=HYPERLINK(\"http://evil.example\")", "-2+3"
+	e.Attrs = map[string]any{"x": "=1"}
+	if err := e.Seal(evs[0].Prev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.send([]event.Event{e}); err != nil {
+		t.Fatal(err)
+	}
+	st, body := adminDownload(t, srv, "/api/v1/export", url.Values{"format": {"csv"}, "agent": {a.id}, "lang": {"en"}})
+	if st != 200 {
+		t.Fatalf("export: %d %s", st, body)
+	}
+	recs, err := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(body, []byte("\ufeff")))).ReadAll()
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("csv: %d records, %v\n%s", len(recs), err, body)
+	}
+	for _, c := range recs[1] {
+		if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) {
+			t.Errorf("cell %q would run as a formula", c)
+		}
+	}
+	if got := csvcell.Unescape(recs[1][3]); got != e.Control {
+		t.Errorf("control reads back as %q", got)
 	}
 }
