@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/csv"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mamori/mamori/server/internal/app"
 	"github.com/mamori/mamori/server/internal/csvcell"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/wire"
@@ -196,5 +198,72 @@ func TestEventCSVFormulaCells(t *testing.T) {
 	}
 	if got := csvcell.Unescape(recs[1][3]); got != e.Control {
 		t.Errorf("control reads back as %q", got)
+	}
+}
+
+// adminDo sends one admin request with a raw (already escaped) path.
+func adminDo(t *testing.T, srv *app.Server, method, rawPath, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, srv.URL()+rawPath, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpsClient(srv.CAPEM(), nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestSmallRefusals: an id with ../ in a path segment gave 500 (and an
+// error log); a cursor of MaxInt64 overflowed and restarted at 0; an export
+// since= beyond the log was silently ignored. Each is now a 4xx.
+func TestSmallRefusals(t *testing.T) {
+	srv := start(t, t.TempDir())
+	defer srv.Close()
+	a := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-a")
+	if _, err := a.send(a.events(3)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/api/v1/agents/..%2F..%2Fx/policy", ""},
+		{"GET", "/api/v1/agents/..%2Fpolicies%2Fdefault/policy", ""},
+		{"PUT", "/api/v1/agents/..%2Fx/department", `{"department":"営業部"}`},
+		{"PUT", "/api/v1/assignments/agents/..%2Fx", `{"policy":"default"}`},
+		{"PUT", "/api/v1/assignments/departments/..%2Fx", `{"policy":"default"}`},
+		{"GET", "/api/v1/policies/..%2Fx", ""},
+		{"PUT", "/api/v1/policies/..%2Fx", "apiVersion: mamori/v1\nkind: Policy\nname: x\n"},
+		{"GET", "/api/v1/register/..%2Fx", ""},
+		{"GET", "/api/v1/media/..%2Fx", ""},
+		{"GET", "/api/v1/media/..%2Fx/history", ""},
+		{"PUT", "/api/v1/media/..%2Fx", `{}`},
+		{"DELETE", "/api/v1/media/..%2Fx", ""},
+		{"POST", "/api/v1/approvals/..%2Fx/approve", ""},
+		{"GET", "/api/v1/agents/%2e%2e/policy", ""},
+		{"GET", "/api/v1/agents/a%00b/policy", ""},
+	} {
+		st, body := adminDo(t, srv, tc.method, tc.path, tc.body)
+		if st != 400 && st != 404 && st != 409 {
+			t.Errorf("%s %s: %d %s, want 400 or 404", tc.method, tc.path, st, body)
+		}
+	}
+	var q queried
+	for _, c := range []string{"9223372036854775807", "9223372036854775808", "-1", "1e3", "+1", "01"} {
+		if st := adminGet(t, srv.URL(), srv.AdminToken(), srv.CAPEM(), "/api/v1/events", url.Values{"cursor": {c}}, &q); st != 400 {
+			t.Errorf("cursor=%s: %d (%d events), want 400", c, st, len(q.Events))
+		}
+	}
+	for _, since := range []string{"999999999999", "9223372036854775807", "-1", "x"} {
+		if st, body := adminDownload(t, srv, "/api/v1/export", url.Values{"since": {since}}); st != 400 {
+			t.Errorf("export since=%s: %d %.200s, want 400", since, st, body)
+		}
+	}
+	// A since= the log has reached still works.
+	if st, _ := adminDownload(t, srv, "/api/v1/export", url.Values{"since": {"0"}}); st != 200 {
+		t.Errorf("export since=0: %d", st)
 	}
 }
