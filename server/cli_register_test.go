@@ -42,7 +42,7 @@ func TestRegisterAndPolicyCLI(t *testing.T) {
 		t.Fatalf("export: %d %q", code, errs)
 	}
 	b, _ := os.ReadFile(sjisPath)
-	if !bytes.HasPrefix(b, []byte("id,status,name")) || bytes.Contains(b, []byte("顧客")) {
+	if !bytes.HasPrefix(b, []byte(`"id","status","name"`)) || bytes.Contains(b, []byte("顧客")) {
 		t.Fatalf("export is not English-headed Shift_JIS: %q", b)
 	}
 	// Re-importing the Shift_JIS export changes nothing.
@@ -140,7 +140,7 @@ func TestRegisterCLIOtherKinds(t *testing.T) {
 			t.Fatalf("%s export: %d %q", tc.kind, code, errs)
 		}
 		b, _ := os.ReadFile(exp)
-		if !bytes.HasPrefix(b, []byte("\ufeff管理番号,状態")) || !bytes.Contains(b, []byte(tc.wantJA)) {
+		if !bytes.HasPrefix(b, []byte("\ufeff\"管理番号\",\"状態\"")) || !bytes.Contains(b, []byte(tc.wantJA)) {
 			t.Fatalf("%s export: %q", tc.kind, b)
 		}
 		// The export re-imports as is: nothing changes.

@@ -154,6 +154,12 @@ type Config struct {
 	// MaxConcurrentBatches bounds batches decoded at once; 0 means
 	// 4 × GOMAXPROCS, at least 8.
 	MaxConcurrentBatches int
+	// BatchReadTimeout bounds the reading of one batch body; 0 means 30s.
+	BatchReadTimeout time.Duration
+	// BodyReadsPerAgent and BodyReadsPerSource bound the batch bodies being
+	// read at once per agent certificate and per source address (more are
+	// refused with 429); 0 means 2 and 32.
+	BodyReadsPerAgent, BodyReadsPerSource int
 	// Registerer receives the metrics besides the server's own registry;
 	// nil is fine.
 	Registerer prometheus.Registerer
@@ -193,6 +199,7 @@ type Server struct {
 	// ingestSlots bounds the batches being read and decoded at once, and so
 	// the memory they take (each up to wire.MaxBatchBody).
 	ingestSlots chan struct{}
+	readers     *bodyReaders
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -213,6 +220,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConcurrentBatches <= 0 {
 		cfg.MaxConcurrentBatches = max(8, 4*runtime.GOMAXPROCS(0))
 	}
+	if cfg.BatchReadTimeout <= 0 {
+		cfg.BatchReadTimeout = 30 * time.Second
+	}
+	if cfg.BodyReadsPerAgent <= 0 {
+		cfg.BodyReadsPerAgent = defaultBodyReadsPerAgent
+	}
+	if cfg.BodyReadsPerSource <= 0 {
+		cfg.BodyReadsPerSource = defaultBodyReadsPerSource
+	}
 	if cfg.MaxPolicyWait <= 0 {
 		cfg.MaxPolicyWait = 5 * time.Minute
 	}
@@ -222,6 +238,7 @@ func New(cfg Config) (*Server, error) {
 		known:       map[string]struct{}{},
 		policies:    newPolicyCache(),
 		ingestSlots: make(chan struct{}, cfg.MaxConcurrentBatches),
+		readers:     newBodyReaders(cfg.BodyReadsPerAgent, cfg.BodyReadsPerSource),
 		done:        make(chan struct{}),
 	}
 	m, err := newMetrics(cfg.Registerer, cfg.Store)

@@ -361,6 +361,18 @@ func TestIngestBadInput(t *testing.T) {
 	}
 	var gzBomb bytes.Buffer
 	zw := gzip.NewWriter(&gzBomb)
+	// Decoded size over the limit while every event stays under MaxEventJSON.
+	zw.Write([]byte(`{"events":[`))
+	for i := range 100 {
+		if i > 0 {
+			zw.Write([]byte(","))
+		}
+		zw.Write([]byte(`{"user":"` + strings.Repeat("a", 200<<10) + `"}`))
+	}
+	zw.Write([]byte(`]}`))
+	zw.Close()
+	var spaceBomb bytes.Buffer
+	zw = gzip.NewWriter(&spaceBomb)
 	zw.Write([]byte(`{"events":[` + strings.Repeat(" ", wire.MaxBatchBody) + `]}`))
 	zw.Close()
 	for _, tc := range []struct {
@@ -377,6 +389,7 @@ func TestIngestBadInput(t *testing.T) {
 		{"empty batch", []byte(`{"events":[]}`), nil, 400},
 		{"oversize body", append([]byte(`{"events":[`), bytes.Repeat([]byte(" "), wire.MaxBatchBody)...), nil, 413},
 		{"gzip bomb", gzBomb.Bytes(), http.Header{"Content-Encoding": {"gzip"}}, 413},
+		{"gzip bomb of space", spaceBomb.Bytes(), http.Header{"Content-Encoding": {"gzip"}}, 400},
 		{"bad gzip", []byte("not gzip"), http.Header{"Content-Encoding": {"gzip"}}, 400},
 		{"unknown encoding", marshal(good()), http.Header{"Content-Encoding": {"br"}}, 415},
 		{"batch over the limit", marshal(over), nil, 400},

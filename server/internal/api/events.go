@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -54,6 +55,13 @@ func ParseFilter(q url.Values) (Filter, error) {
 		case "register_id":
 			f.RegisterID = v
 		case "cursor":
+			// A cursor is the decimal log index of the last event of a
+			// page; the largest index cannot have a next page (and +1
+			// would overflow and restart at 0).
+			c, perr := strconv.ParseInt(v, 10, 64)
+			if perr != nil || c < 0 || c == math.MaxInt64 || strconv.FormatInt(c, 10) != v {
+				return Filter{}, errors.New("cursor: not a cursor this server issued")
+			}
 			f.Cursor = v
 		case "from":
 			f.From, err = time.Parse(time.RFC3339Nano, v)

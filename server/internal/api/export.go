@@ -128,6 +128,17 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, "since: want the size of a checkpoint you kept, e.g. since=1234")
 		return
 	}
+	if since > 0 {
+		size, err := s.cfg.Store.TreeSize(r.Context())
+		if err != nil {
+			s.internal(w, r, "reading the log size", err)
+			return
+		}
+		if since > size {
+			s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("since: the log holds %d entries; want the size of a checkpoint you kept", size))
+			return
+		}
+	}
 	loc := JST
 	if tz != "" {
 		if loc, err = time.LoadLocation(tz); err != nil {

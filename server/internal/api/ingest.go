@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -14,15 +15,18 @@ import (
 )
 
 // handleIngest stores one batch of the agent's events and acks it only
-// after the store says it is durable.
+// after the store says it is durable. The body is read first, under its own
+// deadline and outside the ingest slots, so slow senders hold neither a
+// slot nor more than a bounded number of connections per certificate and
+// per source address; only a fully received body waits for a slot.
 func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := agentFrom(r.Context())
-	select {
-	case s.ingestSlots <- struct{}{}:
-		defer func() { <-s.ingestSlots }()
-	case <-r.Context().Done():
-		s.fail(w, r, http.StatusServiceUnavailable, "server busy")
+	src, full := s.readers.acquire(id, r)
+	if full != "" {
+		s.metrics.rejected.WithLabelValues("429").Inc()
+		w.Header().Set("Retry-After", "5")
+		s.fail(w, r, http.StatusTooManyRequests, "too many batches being sent at once for this "+full)
 		return
 	}
 	buf := bufPool.Get().(*bytes.Buffer)
@@ -32,7 +36,30 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 			bufPool.Put(buf)
 		}
 	}()
-	ack, status, msg := s.ingest(w, r, id, buf)
+	// The deadline holds for this request only: net/http sets the
+	// connection's deadline again before reading the next one.
+	if err := http.NewResponseController(w).SetReadDeadline(start.Add(s.cfg.BatchReadTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		s.log.Warn().Err(err).Msg("api: setting the batch read deadline")
+	}
+	err := readRawBody(w, r, buf)
+	s.readers.release(id, src)
+	if err != nil {
+		status := batchErrStatus(err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			status = http.StatusRequestTimeout
+		}
+		s.metrics.rejected.WithLabelValues(strconv.Itoa(status)).Inc()
+		s.fail(w, r, status, err.Error())
+		return
+	}
+	select {
+	case s.ingestSlots <- struct{}{}:
+		defer func() { <-s.ingestSlots }()
+	case <-r.Context().Done():
+		s.fail(w, r, http.StatusServiceUnavailable, "server busy")
+		return
+	}
+	ack, status, msg := s.ingest(r, id, buf)
 	if status != http.StatusOK {
 		s.metrics.rejected.WithLabelValues(strconv.Itoa(status)).Inc()
 		s.fail(w, r, status, msg)
@@ -42,11 +69,8 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	s.metrics.ackLatency.Observe(time.Since(start).Seconds())
 }
 
-func (s *Server) ingest(w http.ResponseWriter, r *http.Request, id string, buf *bytes.Buffer) (wire.Ack, int, string) {
-	if err := readBatchBody(w, r, buf); err != nil {
-		return wire.Ack{}, batchErrStatus(err), err.Error()
-	}
-	evs, err := DecodeBatch(buf.Bytes())
+func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer) (wire.Ack, int, string) {
+	evs, err := decodeBody(r.Header.Get("Content-Encoding"), bytes.NewReader(buf.Bytes()))
 	if err != nil {
 		return wire.Ack{}, batchErrStatus(err), err.Error()
 	}

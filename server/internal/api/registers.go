@@ -355,11 +355,7 @@ func (s *Server) handleAssignAgent(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("policy: %q is not a policy name", b.Policy))
 		return
 	}
-	if _, err := s.cfg.State.GetAgent(r.Context(), id); errors.Is(err, ErrNotFound) {
-		s.fail(w, r, http.StatusNotFound, "no agent "+id)
-		return
-	} else if err != nil {
-		s.internal(w, r, "agent lookup", err)
+	if !s.agentExists(w, r, id) {
 		return
 	}
 	if err := s.cfg.Registers.AssignAgent(r.Context(), id, b.Policy); err != nil {
@@ -408,6 +404,10 @@ func (s *Server) handleSetDepartment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if !validID(id) {
+		s.fail(w, r, http.StatusNotFound, "no such agent")
+		return
+	}
 	if err := s.cfg.Registers.SetAgentDepartment(r.Context(), id, b.Department); err != nil {
 		s.registerFail(w, r, "setting department", err)
 		return
@@ -421,11 +421,7 @@ func (s *Server) handleSetDepartment(w http.ResponseWriter, r *http.Request) {
 // with the pack it came from, so admins and auditors can check what a PC watches.
 func (s *Server) handleAgentPolicy(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, err := s.cfg.State.GetAgent(r.Context(), id); errors.Is(err, ErrNotFound) {
-		s.fail(w, r, http.StatusNotFound, "no agent "+id)
-		return
-	} else if err != nil {
-		s.internal(w, r, "agent lookup", err)
+	if !s.agentExists(w, r, id) {
 		return
 	}
 	c, err := s.cfg.Registers.Effective(r.Context(), id)

@@ -217,7 +217,7 @@ func TestCSV(t *testing.T) {
 		t.Fatal(n, err)
 	}
 	s := buf.String()
-	if !strings.HasPrefix(s, "\ufeffログ番号,日時,") || !strings.Contains(s, "2026-11-01 18:00:01.000 JST") || !strings.Contains(s, `D:\顧客\0.xlsx`) {
+	if !strings.HasPrefix(s, "\ufeff\"ログ番号\",\"日時\",") || !strings.Contains(s, "2026-11-01 18:00:01.000 JST") || !strings.Contains(s, `D:\顧客\0.xlsx`) {
 		t.Fatalf("csv:\n%s", s)
 	}
 	if _, err := r.x.CSV(context.Background(), &buf, eventlog.Filter{}, "fr", time.UTC); err == nil {

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/mamori/mamori/server/internal/csvcell"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/evidence"
@@ -232,8 +232,7 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 	if _, err := io.WriteString(w, "\ufeff"); err != nil {
 		return 0, err
 	}
-	cw := csv.NewWriter(w)
-	cw.UseCRLF = true // Excel's line ending
+	cw := csvcell.NewWriter(w) // every cell defused and quoted
 	if err := cw.Write(hdr); err != nil {
 		return 0, err
 	}
@@ -257,7 +256,7 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 				attrs = string(b)
 			}
 			if err := cw.Write([]string{strconv.FormatInt(s.Index, 10), s.Time.In(loc).Format("2006-01-02 15:04:05.000 MST"),
-				s.Agent, s.Control, s.Type, string(s.Severity), csvSafe(s.User), csvSafe(s.Process), csvSafe(s.Object), s.RegisterID, attrs, s.Hash}); err != nil {
+				s.Agent, s.Control, s.Type, string(s.Severity), s.User, s.Process, s.Object, s.RegisterID, attrs, s.Hash}); err != nil {
 				return rows, err
 			}
 			rows++
@@ -267,15 +266,5 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 		}
 		f.Cursor = p.Next
 	}
-	cw.Flush()
-	return rows, cw.Error()
-}
-
-// csvSafe defuses cells Excel would run as formulas (CSV injection): file
-// names are chosen by users.
-func csvSafe(s string) string {
-	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@') {
-		return "'" + s
-	}
-	return s
+	return rows, cw.Flush()
 }

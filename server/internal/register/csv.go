@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/text/encoding/japanese"
 	"golang.org/x/text/transform"
+
+	"github.com/mamori/mamori/server/internal/csvcell"
 )
 
 // MaxCSVBytes bounds an imported file.
@@ -296,8 +298,7 @@ func ExportCSV(w io.Writer, k Kind, entries []Entry, lang, enc string) error {
 	}
 	head, _ := CSVHeaders(k, lang)
 	var buf bytes.Buffer
-	cw := csv.NewWriter(&buf)
-	cw.UseCRLF = true
+	cw := csvcell.NewWriter(&buf) // every cell defused and quoted
 	_ = cw.Write(head)
 	rec := make([]string, len(sc.cols))
 	for _, e := range entries {
@@ -309,8 +310,7 @@ func ExportCSV(w io.Writer, k Kind, entries []Entry, lang, enc string) error {
 		}
 		_ = cw.Write(rec)
 	}
-	cw.Flush()
-	if err := cw.Error(); err != nil {
+	if err := cw.Flush(); err != nil {
 		return fmt.Errorf("register: csv: %w", err)
 	}
 	out := append([]byte(utf8BOM), buf.Bytes()...)
@@ -427,7 +427,8 @@ func ParseCSV(k Kind, b []byte) ([]ImportRow, ValidationError, error) {
 				continue
 			}
 			c := sc.cols[at[i]]
-			if msg := c.set(e, strings.TrimSpace(cell)); msg != "" {
+			// Unescape: a cell our export defused reads back as its text.
+			if msg := c.set(e, csvcell.Unescape(strings.TrimSpace(cell))); msg != "" {
 				errs = append(errs, FieldError{Row: rowNum, Field: c.en, Msg: msg})
 			}
 		}

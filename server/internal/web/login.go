@@ -86,8 +86,11 @@ func (u *UI) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleLogin checks the login form's own CSRF token (double-submit
-// cookie), the rate limits per IP and per user name, then the password.
-// Success and failure are both recorded.
+// cookie), the rate limits per source address and per (user name, source),
+// then the password. A source that has not failed is never refused the
+// right password, so no one elsewhere can lock a user out. Success and
+// failure are recorded; refused attempts are summarised per source and
+// window (throttleLog), and the user name stored is bounded.
 func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	c, err := r.Cookie(cookieLogin)
@@ -96,11 +99,14 @@ func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := strings.TrimSpace(r.PostFormValue("username"))
+	shown := boundName(name)
 	ip := clientIP(r)
-	userKey := strings.ToLower(name)
-	if !u.ipLimit.allowed(ip) || !u.usrLimit.allowed(userKey) {
-		u.record(r, name, event.Event{Type: "ui.login_failed", Severity: event.Warning, Object: "user/" + name,
-			Attrs: event.Attrs{"ip": ip, "reason": "throttled"}})
+	pairKey := strings.ToLower(shown) + "\x00" + ip
+	if !u.ipLimit.allowed(ip) || !u.usrLimit.allowed(pairKey) {
+		if u.flood.add(ip, shown) {
+			u.record(r, shown, event.Event{Type: "ui.login_failed", Severity: event.Warning, Object: "user/" + shown,
+				Attrs: event.Attrs{"ip": ip, "reason": "throttled"}})
+		}
 		u.loginPage(w, r, http.StatusTooManyRequests, "err_throttled")
 		return
 	}
@@ -111,13 +117,13 @@ func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		u.ipLimit.fail(ip)
-		u.usrLimit.fail(userKey)
-		u.record(r, name, event.Event{Type: "ui.login_failed", Severity: event.Warning, Object: "user/" + name,
+		u.usrLimit.fail(pairKey)
+		u.record(r, shown, event.Event{Type: "ui.login_failed", Severity: event.Warning, Object: "user/" + shown,
 			Attrs: event.Attrs{"ip": ip, "reason": "bad credentials"}})
 		u.loginPage(w, r, http.StatusUnauthorized, "err_login")
 		return
 	}
-	u.usrLimit.reset(userKey)
+	u.usrLimit.reset(pairKey)
 	s := u.sessions.create(usr.Name, usr.Role)
 	setCookie(w, cookieSession, s.id, 0)
 	setCookie(w, cookieLogin, "", -1)

@@ -66,7 +66,7 @@ func TestRegisterPagesImportExportCSV(t *testing.T) {
 			t.Fatalf("%s import not listed:\n%.3000s", k, pg.body)
 		}
 		exp := adm.get("/registers/" + k + "/export?lang=ja")
-		if exp.status != 200 || !strings.HasPrefix(exp.body, "\ufeff管理番号,状態") ||
+		if exp.status != 200 || !strings.HasPrefix(exp.body, "\ufeff\"管理番号\",\"状態\"") ||
 			!strings.Contains(exp.header.Get("Content-Disposition"), ".csv") {
 			t.Fatalf("%s export: %d %v %q", k, exp.status, exp.header, exp.body)
 		}
@@ -109,7 +109,7 @@ func TestRegisterPagesImportExportCSV(t *testing.T) {
 	if !strings.Contains(pg.body, `href="/registers/disposals/export`) || strings.Contains(pg.body, `/registers/disposals/import`) {
 		t.Fatalf("auditor's page:\n%.3000s", pg.body)
 	}
-	if exp := aud.get("/registers/disposals/export?lang=en"); exp.status != 200 || !strings.HasPrefix(exp.body, "\ufeffid,status,date,item") {
+	if exp := aud.get("/registers/disposals/export?lang=en"); exp.status != 200 || !strings.HasPrefix(exp.body, "\ufeff\"id\",\"status\",\"date\",\"item\"") {
 		t.Fatalf("auditor export: %d %q", exp.status, exp.body)
 	}
 	if ans := aud.upload("/registers/disposals/import", csrf, []byte(files["disposals"])); ans.status != http.StatusForbidden {

@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Cookie names. __Host- makes browsers insist on Secure, Path=/ and no
@@ -176,17 +178,20 @@ func (u *UI) auth(n need, h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// limiter counts failures per key in a sliding window.
+// limiter counts failures per key in a sliding window. Up to max failures
+// in the window cost nothing; after that the key waits a backoff that
+// doubles with each further failure (base, 2×base, ... up to the window).
 type limiter struct {
 	mu     sync.Mutex
 	now    func() time.Time
 	max    int
+	base   time.Duration
 	window time.Duration
 	fails  map[string][]time.Time
 }
 
 func newLimiter(now func() time.Time, max int, window time.Duration) *limiter {
-	return &limiter{now: now, max: max, window: window, fails: map[string][]time.Time{}}
+	return &limiter{now: now, max: max, base: 30 * time.Second, window: window, fails: map[string][]time.Time{}}
 }
 
 func (l *limiter) prune(key string, now time.Time) []time.Time {
@@ -204,11 +209,26 @@ func (l *limiter) prune(key string, now time.Time) []time.Time {
 	return ts
 }
 
-// allowed reports whether key has failed fewer than max times in the window.
+// allowed reports whether key may try now: fewer than max failures in the
+// window, or the backoff since its last failure has passed.
 func (l *limiter) allowed(key string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.prune(key, l.now())) < l.max
+	now := l.now()
+	ts := l.prune(key, now)
+	if len(ts) < l.max {
+		return true
+	}
+	return now.Sub(ts[len(ts)-1]) >= l.backoff(len(ts))
+}
+
+// backoff is the wait after n failures (n >= max).
+func (l *limiter) backoff(n int) time.Duration {
+	d := l.base
+	for i := l.max; i < n && d < l.window; i++ {
+		d *= 2
+	}
+	return min(d, l.window)
 }
 
 func (l *limiter) fail(key string) {
@@ -220,7 +240,11 @@ func (l *limiter) fail(key string) {
 			l.prune(k, now)
 		}
 	}
-	l.fails[key] = append(l.prune(key, now), now)
+	ts := l.prune(key, now)
+	if len(ts) >= 4*l.max { // enough to keep the backoff at its cap
+		ts = ts[1:]
+	}
+	l.fails[key] = append(ts, now)
 }
 
 func (l *limiter) reset(key string) {
@@ -239,10 +263,41 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// localPath keeps a post-login redirect on this site.
+// localPath keeps a post-login redirect on this site: only a path of this
+// origin, with no control characters or backslashes (raw or
+// percent-encoded) and no second leading slash once cleaned, so that no
+// browser can read it as another host ("//evil", "/\\evil", "/\t/evil").
+// Anything else goes to "/".
 func localPath(p string) string {
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
+	if p == "" || len(p) > 2048 || badPathChars(p) || !strings.HasPrefix(p, "/") ||
+		strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
 		return "/"
 	}
-	return p
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" ||
+		!strings.HasPrefix(u.Path, "/") || badPathChars(u.Path) {
+		return "/"
+	}
+	clean := path.Clean(u.Path)
+	if strings.HasPrefix(clean, "//") {
+		return "/"
+	}
+	out := (&url.URL{Path: clean, RawQuery: u.RawQuery}).RequestURI()
+	if !strings.HasPrefix(out, "/") || strings.HasPrefix(out, "//") || badPathChars(out) {
+		return "/"
+	}
+	return out
+}
+
+// badPathChars reports control characters, backslashes and invalid UTF-8.
+func badPathChars(s string) bool {
+	if !utf8.ValidString(s) {
+		return true
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == '\\' || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
+			return true
+		}
+	}
+	return false
 }

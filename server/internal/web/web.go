@@ -61,6 +61,7 @@ type UI struct {
 	sessions *sessions
 	ipLimit  *limiter
 	usrLimit *limiter
+	flood    *throttleLog
 	trend    *trend
 }
 
@@ -86,6 +87,7 @@ func New(cfg Config) (*UI, error) {
 		usrLimit: newLimiter(cfg.Now, 5, 15*time.Minute),
 		trend:    &trend{st: cfg.State, now: cfg.Now, loc: cfg.Location},
 	}
+	u.flood = newThrottleLog(cfg.Now, u.recordThrottled)
 	if err := u.parse(); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,125 @@
+package web
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mamori/mamori/shared/event"
+)
+
+// Bounds on what unauthenticated login attempts put in the log.
+const (
+	// maxLoggedName bounds a user name taken from the login form.
+	maxLoggedName = 64
+	// throttleWindow is the period one summary of refused attempts covers.
+	throttleWindow = 5 * time.Minute
+	// maxThrottleSources bounds the sources summarised apart; the rest
+	// share one summary.
+	maxThrottleSources = 10000
+	// maxSummaryNames bounds the user names one summary lists.
+	maxSummaryNames = 8
+)
+
+// boundName makes a user name from the login form safe to store: at most
+// maxLoggedName bytes of valid UTF-8 without control characters.
+func boundName(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '\uFFFD'
+		}
+		return r
+	}, s)
+	if len(s) <= maxLoggedName {
+		return s
+	}
+	cut := maxLoggedName
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// throttleLog summarises refused (throttled) login attempts: the first of a
+// source in a window is recorded as it happens, the rest only counted, and
+// when the window ends one summary event says how many there were. One
+// client hammering the login page so adds two events per window, not one
+// per attempt (which once grew the log by 158 MiB in 15 s).
+type throttleLog struct {
+	mu        sync.Mutex
+	window    time.Duration
+	now       func() time.Time
+	afterFunc func(time.Duration, func())
+	emit      func(source string, s throttleSummary)
+	open      map[string]*throttleSummary
+}
+
+// throttleSummary is one source's refused attempts in one window.
+type throttleSummary struct {
+	From, To time.Time
+	Count    int // attempts after the first, which was recorded itself
+	Names    []string
+}
+
+func newThrottleLog(now func() time.Time, emit func(string, throttleSummary)) *throttleLog {
+	return &throttleLog{window: throttleWindow, now: now, emit: emit, open: map[string]*throttleSummary{},
+		afterFunc: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
+}
+
+// add counts a refused attempt from source for name; first says it opened
+// a window, so the caller records this attempt itself.
+func (t *throttleLog) add(source, name string) (first bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.open[source]; !ok && len(t.open) >= maxThrottleSources {
+		source = "other"
+	}
+	s, ok := t.open[source]
+	if !ok {
+		t.open[source] = &throttleSummary{From: t.now()}
+		t.afterFunc(t.window, func() { t.close(source) })
+		return true
+	}
+	s.Count++
+	s.To = t.now()
+	if len(s.Names) < maxSummaryNames && !contains(s.Names, name) {
+		s.Names = append(s.Names, name)
+	}
+	return false
+}
+
+// close ends source's window and emits its summary if more attempts came.
+func (t *throttleLog) close(source string) {
+	t.mu.Lock()
+	s := t.open[source]
+	delete(t.open, source)
+	t.mu.Unlock()
+	if s != nil && s.Count > 0 {
+		t.emit(source, *s)
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// recordThrottled stores a summary in the server stream.
+func (u *UI) recordThrottled(source string, s throttleSummary) {
+	e := event.Event{Agent: event.ServerStream, Control: "server", Type: "ui.login_throttled", Severity: event.Warning,
+		Time: u.cfg.Now().UTC(), Object: "source/" + source, Attrs: event.Attrs{
+			"ip": source, "attempts": s.Count, "from": s.From.UTC().Format(time.RFC3339),
+			"to": s.To.UTC().Format(time.RFC3339), "users": strings.Join(s.Names, ", "), "via": "web"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := u.cfg.Events.AppendServer(ctx, e); err != nil {
+		u.log.Error().Err(err).Str("type", e.Type).Msg("web: login throttling summary NOT recorded in the server stream")
+	}
+}
