@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -85,6 +86,16 @@ type Status struct {
 // Run starts the agent from an enrolled state dir and runs until ctx is done.
 func Run(ctx context.Context, opt Options) error {
 	id, err := uplink.LoadIdentity(opt.StateDir)
+	if errors.Is(err, uplink.ErrNotEnrolled) {
+		// Installed by an MSI or package: enroll now, never at install.
+		if err := enrollAtStart(ctx, opt.StateDir, opt.Log); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped before the server was reached
+			}
+			return err
+		}
+		id, err = uplink.LoadIdentity(opt.StateDir)
+	}
 	if err != nil {
 		return err
 	}
