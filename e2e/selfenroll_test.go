@@ -85,4 +85,15 @@ func TestSelfEnrollAfterServerOutage(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "config.json")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("config.json mode: %v %v", fi.Mode(), err)
 	}
+
+	// A service stop (as on uninstall) ships what is spooled before it
+	// exits, within a bounded time: agent.stopping is on the server with no
+	// restart of the agent.
+	p.stop(t, syscall.SIGTERM)
+	if n := countType(s.events(t, a.id), "agent.stopping"); n != 1 {
+		t.Fatalf("agent.stopping stored %d times after the stop, want 1; agent output:\n%s", n, p.out.String())
+	}
+	if !strings.Contains(p.out.String(), "every event shipped") {
+		t.Errorf("the agent did not say it shipped everything:\n%s", p.out.String())
+	}
 }

@@ -41,6 +41,7 @@ func cmdConfigure(args []string, stdout, stderr io.Writer) error {
 	caHash := fs.String("ca-hash", "", "sha256:<hex> fingerprint of the server's CA (required)")
 	dept := fs.String("department", "", "department recorded for this PC")
 	proxy := fs.String("proxy", "", "HTTP proxy URL (default: the system's)")
+	installer := fs.Bool("installer", false, "run by the MSI: an empty --server keeps the config (upgrade, repair); also sets the service's quoted path, recovery actions and delayed start")
 	envFile := fs.String("env-file", "", "read "+EnvServer+", "+EnvToken+", "+EnvCAHash+", "+EnvDepartment+", "+EnvProxy+" from FILE (flags win)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -70,6 +71,23 @@ func cmdConfigure(args []string, stdout, stderr io.Writer) error {
 	// An upgrade or a second run without a token keeps the one waiting.
 	if old, err := uplink.LoadConfig(*dir); err == nil && c.Token == "" {
 		c.Token = old.Token
+	}
+	if *installer {
+		// Best effort: Wine, for one, refuses delayed start; the agent
+		// tries again at each start.
+		defer func() {
+			if err := hardenService(); err != nil {
+				fmt.Fprintf(stderr, "mamori-agent configure: service settings not all applied (the service retries at start): %v\n", err)
+			}
+		}()
+		if len(c.Servers) == 0 {
+			if _, err := uplink.LoadConfig(*dir); err == nil {
+				fmt.Fprintf(stdout, "no SERVER given: kept the config in %s\n", *dir)
+			} else {
+				fmt.Fprintf(stdout, "no SERVER given: run mamori-agent configure --server URL --token T --ca-hash sha256:HEX, then start the service\n")
+			}
+			return nil
+		}
 	}
 	switch {
 	case len(c.Servers) == 0:

@@ -73,3 +73,40 @@ func TestVersionAndHelp(t *testing.T) {
 		}
 	}
 }
+
+func TestQuoteImagePath(t *testing.T) {
+	for in, want := range map[string]string{
+		`C:\Program Files\Mamori\mamori-agent.exe run`:      `"C:\Program Files\Mamori\mamori-agent.exe" run`,
+		`C:\Program Files\Mamori\mamori-agent.EXE`:          `"C:\Program Files\Mamori\mamori-agent.EXE"`,
+		`"C:\Program Files\Mamori\mamori-agent.exe" run`:    `"C:\Program Files\Mamori\mamori-agent.exe" run`,
+		`C:\Mamori\mamori-agent.exe run --state-dir C:\x y`: `C:\Mamori\mamori-agent.exe run --state-dir C:\x y`,
+		``: ``,
+	} {
+		if got := quoteImagePath(in); got != want {
+			t.Errorf("quoteImagePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The MSI runs configure -installer on every install: without SERVER (an
+// upgrade, a repair) it keeps the config and succeeds.
+func TestConfigureInstallerWithoutServerKeepsConfig(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	var out, errb bytes.Buffer
+	if code := Main([]string{"configure", "-installer", "-server", "", "-token", "", "-ca-hash", "", "-department", "", "-proxy", "", "--state-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, uplink.FileConfig)); err == nil {
+		t.Fatal("config written without SERVER")
+	}
+	hash := "sha256:" + strings.Repeat("cd", 32)
+	if code := Main([]string{"configure", "-installer", "-server", "https://a:1", "-token", "tok", "-ca-hash", hash, "-department", "", "-proxy", "", "--state-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if code := Main([]string{"configure", "-installer", "-server", "", "-token", "", "-ca-hash", "", "-department", "", "-proxy", "", "--state-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if c, err := uplink.LoadConfig(dir); err != nil || c.Token != "tok" || c.Servers[0] != "https://a:1" {
+		t.Fatalf("config after upgrade: %+v %v", c, err)
+	}
+}
