@@ -10,6 +10,10 @@ import (
 	"github.com/mamori/mamori/agent/internal/service"
 )
 
+// Set at build time: -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
+var version, commit, date string
+
 func main() {
+	service.Build = service.BuildInfo{Version: version, Commit: commit, Date: date}
 	os.Exit(service.Main(os.Args[1:], all.Factories, os.Stdout, os.Stderr))
 }

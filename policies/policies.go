@@ -2,7 +2,7 @@
 // pmark-baseline, the Privacy Mark baseline for office PCs that every agent
 // gets when no policy is assigned, and strict, for rooms that handle
 // sensitive (要配慮) personal data. Each control section carries the clause
-// references of ../../shared/CONTROLS.md that it proves.
+// references of docs/controls.md that it proves.
 package policies
 
 import (
@@ -61,7 +61,7 @@ func Get(name string) (*policy.Policy, error) {
 	return p, nil
 }
 
-// Clauses is the clause catalog of CONTROLS.md as the baseline pack states
+// Clauses is the clause catalog of docs/controls.md as the baseline pack states
 // it: for each control (and "agent"), the PPC / JIS Q 15001 references its
 // records prove. Reports and alerts carry them so every status can be
 // traced to the clause an auditor asks about. Callers must not modify it.

@@ -30,11 +30,23 @@ const (
 	exitUsage = 2
 )
 
-const usage = `usage:
-  mamori-agent enroll --server URL --token T --ca-hash sha256:HEX [--state-dir DIR] [--department D]
-  mamori-agent run [--state-dir DIR] [--log-level info]
-  mamori-agent install [--state-dir DIR] | uninstall | start | stop
-  mamori-agent status [--state-dir DIR]
+const usage = `usage: mamori-agent COMMAND [flags]      (mamori-agent COMMAND --help lists its flags)
+
+commands:
+  enroll     --server URL --token T --ca-hash sha256:HEX [--department D] [--proxy URL]
+             enroll this PC with the server now
+  configure  --server URL[,URL...] --ca-hash sha256:HEX [--token T] [--department D] [--proxy URL] [--env-file FILE]
+             write the installed config (what the MSI and packages do); the service enrolls itself at start
+  run        [--log-level info]   run the agent in the foreground (the service runs this)
+  install    install the MamoriAgent service (Windows service, systemd unit or launchd job)
+  uninstall  remove the service
+  start      start the service
+  stop       stop the service
+  status     print enrollment, server, running, spool, controls and the log file as JSON
+  version    print the version, commit and build date
+  help       print this
+
+Every command but version and help takes --state-dir DIR (default: ` + "%s" + `).
 `
 
 // DefaultStateDir is where the agent keeps its identity, spool and policy.
@@ -58,7 +70,7 @@ type usageError struct{ error }
 // Main runs the command line and returns the process exit code.
 func Main(args []string, factories []controls.Factory, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprintf(stderr, usage, DefaultStateDir())
 		return exitUsage
 	}
 	cmd, rest := args[0], args[1:]
@@ -66,14 +78,19 @@ func Main(args []string, factories []controls.Factory, stdout, stderr io.Writer)
 	switch cmd {
 	case "enroll":
 		err = cmdEnroll(rest, stdout, stderr)
+	case "configure":
+		err = cmdConfigure(rest, stdout, stderr)
 	case "run":
 		err = cmdRun(rest, factories, stderr)
 	case "status":
 		err = cmdStatus(rest, stdout, stderr)
 	case "install", "uninstall", "start", "stop":
 		err = cmdControl(cmd, rest, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "mamori-agent", Build.String())
+		return exitOK
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprintf(stdout, usage, DefaultStateDir())
 		return exitOK
 	default:
 		err = usageError{fmt.Errorf("unknown command %q", cmd)}
@@ -85,7 +102,7 @@ func Main(args []string, factories []controls.Factory, stdout, stderr io.Writer)
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "mamori-agent %s: %v\n%s", cmd, ue.error, usage)
+		fmt.Fprintf(stderr, "mamori-agent %s: %v\n"+usage, cmd, ue.error, DefaultStateDir())
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "mamori-agent %s: %v\n", cmd, err)
@@ -119,6 +136,7 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) error {
 	token := fs.String("token", "", "enrollment token (required)")
 	caHash := fs.String("ca-hash", "", "sha256:<hex> fingerprint of the server's CA (required)")
 	dept := fs.String("department", "", "department recorded for this PC")
+	proxy := fs.String("proxy", "", "HTTP proxy URL (default: the system's)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -136,10 +154,15 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) error {
 	if _, err := uplink.ParseCAHash(*caHash); err != nil {
 		return usageError{err}
 	}
+	if *proxy != "" {
+		if _, err := uplink.ParseProxy(*proxy); err != nil {
+			return usageError{err}
+		}
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	st, err := uplink.Enroll(ctx, uplink.EnrollOptions{Server: *server, Token: *token, CAHash: *caHash,
-		StateDir: *dir, Department: *dept})
+		StateDir: *dir, Department: *dept, Proxy: *proxy})
 	if err != nil {
 		return err
 	}

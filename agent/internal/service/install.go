@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 
 	kservice "github.com/kardianos/service"
 )
@@ -63,10 +64,28 @@ func cmdControl(cmd string, args []string, stdout, stderr io.Writer) error {
 	if cmd == "install" {
 		// kardianos sets one recovery action at most; ours restarts after
 		// 5 s, 30 s and 60 s, also after a clean exit with an error code.
-		if err := setRecovery(); err != nil {
-			return fmt.Errorf("service: installed, but recovery actions not set: %w", err)
+		if err := hardenService(); err != nil {
+			return fmt.Errorf("service: installed, but not all settings applied: %w", err)
 		}
 	}
 	fmt.Fprintf(stdout, "%s: %s done\n", ServiceName, cmd)
 	return nil
+}
+
+// quoteImagePath quotes the program part of a service command line that
+// has a space in it and no quotes ("C:\Program Files\Mamori\x.exe" run):
+// unquoted, Windows would try C:\Program.exe first (CWE-428).
+func quoteImagePath(p string) string {
+	if p == "" || strings.HasPrefix(p, `"`) {
+		return p
+	}
+	i := strings.Index(strings.ToLower(p), ".exe")
+	if i < 0 {
+		return p
+	}
+	exe := p[:i+len(".exe")]
+	if !strings.Contains(exe, " ") {
+		return p
+	}
+	return `"` + exe + `"` + p[len(exe):]
 }

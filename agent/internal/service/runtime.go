@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -85,6 +86,16 @@ type Status struct {
 // Run starts the agent from an enrolled state dir and runs until ctx is done.
 func Run(ctx context.Context, opt Options) error {
 	id, err := uplink.LoadIdentity(opt.StateDir)
+	if errors.Is(err, uplink.ErrNotEnrolled) {
+		// Installed by an MSI or package: enroll now, never at install.
+		if err := enrollAtStart(ctx, opt.StateDir, opt.Log); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped before the server was reached
+			}
+			return err
+		}
+		id, err = uplink.LoadIdentity(opt.StateDir)
+	}
 	if err != nil {
 		return err
 	}
@@ -184,10 +195,30 @@ func (r *Runtime) run(ctx context.Context) error {
 	stopControls()
 	ctlWG.Wait()
 	r.emit(context.Background(), "agent.stopping", event.Info, event.Attrs{"uptime_s": int64(time.Since(r.started).Seconds())})
+	r.finalShip(finalShipWait)
 	stopUplink()
 	upWG.Wait()
 	r.writeStatus(false)
 	return nil
+}
+
+// finalShipWait bounds how long a stopping agent (a service stop, an
+// uninstall) keeps shipping; Windows waits 20 s for a service to stop.
+const finalShipWait = 10 * time.Second
+
+// finalShip lets the shipper send what is spooled for up to max, unless the
+// server is unreachable already, and says what it leaves behind.
+func (r *Runtime) finalShip(max time.Duration) {
+	deadline := time.Now().Add(max)
+	for r.spool.Stats().Depth > 0 && time.Now().Before(deadline) && r.shipper.Failing() == "" {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d := r.spool.Stats().Depth; d > 0 {
+		r.opt.Log.Warn().Uint64("unshipped", d).Str("spool", filepath.Join(r.opt.StateDir, FileSpool)).
+			Msg("service: stopping with events not yet shipped; they stay in the spool and are sent after the next start")
+	} else {
+		r.opt.Log.Info().Msg("service: every event shipped")
+	}
 }
 
 // applyPolicy hands p to every control. If one refuses, those that took it

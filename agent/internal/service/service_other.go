@@ -12,6 +12,6 @@ import (
 // process and stop it with SIGTERM, which the foreground path handles.
 func runAsService(func(context.Context) error, zerolog.Logger) (bool, error) { return false, nil }
 
-// setRecovery: systemd (Restart=always) and launchd (KeepAlive) restart by
-// themselves.
-func setRecovery() error { return nil }
+// hardenService: systemd (Restart=always, the packages' unit) and launchd
+// (KeepAlive) restart by themselves and take no quoting.
+func hardenService() error { return nil }

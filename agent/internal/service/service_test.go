@@ -43,6 +43,12 @@ func TestFlagErrorsExit2AndChangeNothing(t *testing.T) {
 		{"run", "extra"},
 		{"status", "--state-dir"},
 		{"install", "now"},
+		{"configure"},
+		{"configure", "--server", "https://a:1"},
+		{"configure", "--server", "https://a:1,http://b:2", "--ca-hash", "sha256:" + strings.Repeat("a", 64)},
+		{"configure", "--server", "https://a:1", "--ca-hash", "sha256:" + strings.Repeat("a", 64), "--proxy", "socks://p"},
+		{"configure", "--server", "https://a:1", "--ca-hash", "sha256:zz", "--token", "t"},
+		{"configure", "--env-file", "/nonexistent/agent.env"},
 	}
 	for _, args := range cases {
 		dir := filepath.Join(t.TempDir(), "state")

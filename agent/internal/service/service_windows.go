@@ -3,9 +3,11 @@ package service
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/windows"
@@ -28,6 +30,11 @@ var isService = sync.OnceValue(func() bool {
 func runAsService(run func(context.Context) error, log zerolog.Logger) (bool, error) {
 	if !isService() {
 		return false, nil
+	}
+	// The MSI could not set these; the agent does at every start, so a
+	// repaired or upgraded install gets them back.
+	if err := hardenService(); err != nil {
+		log.Warn().Err(err).Msg("service: service settings not all applied")
 	}
 	h := &handler{run: run, log: log}
 	if err := svc.Run(ServiceName, h); err != nil {
@@ -155,7 +162,11 @@ var recoveryActions = []mgr.RecoveryAction{
 
 const recoveryReset = 24 * 60 * 60 // seconds
 
-func setRecovery() error {
+// hardenService sets what the MSI (wixl has no ServiceConfig) and
+// kardianos cannot: a quoted ImagePath, three restart actions also for
+// exits with an error code, and delayed auto start. Each step is tried;
+// the errors of those that failed are returned together.
+func hardenService() error {
 	m, err := mgr.Connect()
 	if err != nil {
 		return err
@@ -166,10 +177,27 @@ func setRecovery() error {
 		return err
 	}
 	defer s.Close()
-	if err := s.SetRecoveryActions(recoveryActions, recoveryReset); err != nil {
-		return err
+	var errs []error
+	if cfg, err := s.Config(); err != nil {
+		errs = append(errs, fmt.Errorf("read config: %w", err))
+	} else if q := quoteImagePath(cfg.BinaryPathName); q != cfg.BinaryPathName {
+		nc := uint32(windows.SERVICE_NO_CHANGE)
+		if err := windows.ChangeServiceConfig(s.Handle, nc, nc, nc, windows.StringToUTF16Ptr(q),
+			nil, nil, nil, nil, nil, nil); err != nil {
+			errs = append(errs, fmt.Errorf("quote ImagePath: %w", err))
+		}
 	}
-	// Without this, an exit with an error code (not a crash) is "stopped"
-	// and never restarted.
-	return s.SetRecoveryActionsOnNonCrashFailures(true)
+	if err := s.SetRecoveryActions(recoveryActions, recoveryReset); err != nil {
+		errs = append(errs, fmt.Errorf("recovery actions: %w", err))
+	} else if err := s.SetRecoveryActionsOnNonCrashFailures(true); err != nil {
+		// Without this, an exit with an error code (not a crash) is
+		// "stopped" and never restarted.
+		errs = append(errs, fmt.Errorf("recovery on non-crash failures: %w", err))
+	}
+	info := windows.SERVICE_DELAYED_AUTO_START_INFO{IsDelayedAutoStartUp: 1}
+	if err := windows.ChangeServiceConfig2(s.Handle, windows.SERVICE_CONFIG_DELAYED_AUTO_START_INFO,
+		(*byte)(unsafe.Pointer(&info))); err != nil {
+		errs = append(errs, fmt.Errorf("delayed auto start: %w", err))
+	}
+	return errors.Join(errs...)
 }

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -35,6 +34,7 @@ type EnrollOptions struct {
 	Department string
 	Hostname   string // default os.Hostname
 	OSVersion  string
+	Proxy      string // HTTP proxy URL; empty = the system's (ProxyFunc)
 }
 
 // CheckServerURL accepts only an https URL with a host and no path beyond "/".
@@ -47,36 +47,48 @@ func CheckServerURL(s string) (string, error) {
 }
 
 // FetchCA reads the server's certificate chain from a TLS handshake made
-// without verification and returns the certificate whose fingerprint is
-// caHash. Nothing from that connection is trusted until the hash matched;
-// from then on the CA is pinned.
-func FetchCA(ctx context.Context, server, caHash string) (*x509.Certificate, error) {
+// without verification (through the proxy, if any) and returns the
+// certificate whose fingerprint is caHash. Nothing from that connection is
+// trusted until the hash matched; from then on the CA is pinned.
+func FetchCA(ctx context.Context, server, caHash, proxy string) (*x509.Certificate, error) {
 	u, err := url.Parse(server)
 	if err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
 	}
-	host := u.Host
-	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "443")
+	var chain []*x509.Certificate
+	tr := &http.Transport{
+		Proxy: ProxyFunc(proxy),
+		TLSClientConfig: &tls.Config{
+			MinVersion:         tls.VersionTLS13,
+			InsecureSkipVerify: true, // only to read the chain; checked against caHash below
+			ServerName:         u.Hostname(),
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				chain = cs.PeerCertificates
+				return nil
+			},
+		},
+		TLSHandshakeTimeout: 10 * time.Second,
 	}
-	d := tls.Dialer{Config: &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		InsecureSkipVerify: true, // only to read the chain; checked against caHash below
-		ServerName:         u.Hostname(),
-	}}
+	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	c, err := d.DialContext(ctx, "tcp", host)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+u.Host+"/healthz", nil)
 	if err != nil {
-		return nil, fmt.Errorf("uplink: connect to %s: %w", host, err)
+		return nil, fmt.Errorf("uplink: %w", err)
 	}
-	defer c.Close()
-	for _, cert := range c.(*tls.Conn).ConnectionState().PeerCertificates {
+	resp, err := tr.RoundTrip(req)
+	if err != nil && chain == nil {
+		return nil, fmt.Errorf("uplink: connect to %s: %w", u.Host, err)
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
+	for _, cert := range chain {
 		if cert.IsCA && matchFingerprint(cert.Raw, caHash) {
 			return cert, nil
 		}
 	}
-	return nil, fmt.Errorf("uplink: no certificate from %s matches %s (wrong server, wrong hash, or a man in the middle)", host, caHash)
+	return nil, fmt.Errorf("uplink: no certificate from %s matches %s (wrong server, wrong hash, or a man in the middle)", u.Host, caHash)
 }
 
 // Enroll generates a key pair on this machine, has the server certify it
@@ -101,7 +113,7 @@ func Enroll(ctx context.Context, opt EnrollOptions) (State, error) {
 	if opt.Hostname == "" {
 		opt.Hostname, _ = os.Hostname()
 	}
-	ca, err := FetchCA(ctx, server, caHash)
+	ca, err := FetchCA(ctx, server, caHash, opt.Proxy)
 	if err != nil {
 		return State{}, err
 	}
@@ -129,6 +141,7 @@ func Enroll(ctx context.Context, opt EnrollOptions) (State, error) {
 	}
 	body, _ := json.Marshal(req)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		Proxy:           ProxyFunc(opt.Proxy),
 		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool},
 	}}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, server+wire.PathEnroll, bytes.NewReader(body))

@@ -93,6 +93,7 @@ type Identity struct {
 	State State
 	Cert  tls.Certificate
 	CAs   *x509.CertPool
+	Proxy string // from the installed config; empty = the system's
 }
 
 // LoadIdentity reads agent.json, key.pem, cert.pem and ca.pem from dir.
@@ -113,7 +114,13 @@ func LoadIdentity(dir string) (*Identity, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("uplink: %s holds no certificate", FileCA)
 	}
-	return &Identity{State: st, Cert: cert, CAs: pool}, nil
+	id := &Identity{State: st, Cert: cert, CAs: pool}
+	if c, err := LoadConfig(dir); err == nil {
+		id.Proxy = c.Proxy
+	} else if !errors.Is(err, ErrNoConfig) {
+		return nil, err
+	}
+	return id, nil
 }
 
 // TLSConfig is the agent's client side: TLS 1.3 only, its certificate, and
@@ -132,6 +139,7 @@ func (id *Identity) HTTPClient(timeout time.Duration) *http.Client {
 	return &http.Client{
 		Timeout: timeout,
 		Transport: &http.Transport{
+			Proxy:               ProxyFunc(id.Proxy),
 			TLSClientConfig:     id.TLSConfig(),
 			ForceAttemptHTTP2:   true,
 			MaxIdleConnsPerHost: 2,

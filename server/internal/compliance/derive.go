@@ -1,7 +1,7 @@
 // Package compliance derives each host's status per control (screen lock,
 // media, file access, backup, posture) from the latest "<control>.status"
 // events agents send, the fleet's pass rate per control and per department,
-// and alerts for violations and silent agents (DESIGN.md data flow step 6).
+// and alerts for violations and silent agents (docs/architecture.md, step 6).
 //
 // The derivation is a pure function of (now, hosts with their effective
 // policies, last-seen times, latest status per host and control); Tracker

@@ -1,0 +1,112 @@
+package service
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mamori/mamori/agent/internal/uplink"
+)
+
+// configure --env-file reads /etc/mamori/agent.env as the packages'
+// postinst passes it; flags win over the file; a later run without a token
+// (an upgrade) keeps the waiting token.
+func TestConfigureFromEnvFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	env := filepath.Join(t.TempDir(), "agent.env")
+	hash := "sha256:" + strings.Repeat("ab", 32)
+	os.WriteFile(env, []byte("# installed by the admin\n"+
+		"MAMORI_SERVER=\"https://a.example:8443,https://b.example:8443\"\n"+
+		"MAMORI_TOKEN=secret-token\n"+
+		"export MAMORI_CA_HASH='"+hash+"'\n"+
+		"MAMORI_DEPARTMENT=\"総務部\"\n\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := Main([]string{"configure", "--env-file", env, "--proxy", "http://proxy:3128", "--state-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if strings.Contains(out.String()+errb.String(), "secret-token") {
+		t.Fatal("configure printed the token")
+	}
+	c, err := uplink.LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.Servers, ",") != "https://a.example:8443,https://b.example:8443" || c.Token != "secret-token" ||
+		c.CAHash != hash || c.Department != "総務部" || c.Proxy != "http://proxy:3128" {
+		t.Fatalf("config %+v", c)
+	}
+	out.Reset()
+	if code := Main([]string{"configure", "--server", "https://c.example:8443", "--ca-hash", hash, "--state-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if c, _ = uplink.LoadConfig(dir); c.Token != "secret-token" || c.Servers[0] != "https://c.example:8443" {
+		t.Fatalf("after upgrade without token: %+v", c)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.env")
+	os.WriteFile(bad, []byte("MAMORI_SERVER\n"), 0o600)
+	if code := Main([]string{"configure", "--env-file", bad, "--state-dir", dir}, nil, &out, &errb); code != exitUsage ||
+		!strings.Contains(errb.String(), "line 1") {
+		t.Fatalf("bad env file: exit %d %s", code, errb.String())
+	}
+}
+
+// version names version, commit and build date; help names every command.
+func TestVersionAndHelp(t *testing.T) {
+	Build = BuildInfo{Version: "v9.9.9", Commit: "c0ffee", Date: "2026-12-03T00:00:00Z"}
+	defer func() { Build = BuildInfo{} }()
+	var out, errb bytes.Buffer
+	if code := Main([]string{"version"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, w := range []string{"mamori-agent v9.9.9", "commit c0ffee", "built 2026-12-03T00:00:00Z"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("version %q lacks %q", out.String(), w)
+		}
+	}
+	out.Reset()
+	Main([]string{"--help"}, nil, &out, &errb)
+	for _, cmd := range []string{"enroll", "configure", "run", "install", "uninstall", "start", "stop", "status", "version", "help"} {
+		if !strings.Contains(out.String(), "\n  "+cmd+" ") {
+			t.Errorf("--help does not name %s:\n%s", cmd, out.String())
+		}
+	}
+}
+
+func TestQuoteImagePath(t *testing.T) {
+	for in, want := range map[string]string{
+		`C:\Program Files\Mamori\mamori-agent.exe run`:      `"C:\Program Files\Mamori\mamori-agent.exe" run`,
+		`C:\Program Files\Mamori\mamori-agent.EXE`:          `"C:\Program Files\Mamori\mamori-agent.EXE"`,
+		`"C:\Program Files\Mamori\mamori-agent.exe" run`:    `"C:\Program Files\Mamori\mamori-agent.exe" run`,
+		`C:\Mamori\mamori-agent.exe run --state-dir C:\x y`: `C:\Mamori\mamori-agent.exe run --state-dir C:\x y`,
+		``: ``,
+	} {
+		if got := quoteImagePath(in); got != want {
+			t.Errorf("quoteImagePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The MSI runs configure -installer on every install: without SERVER (an
+// upgrade, a repair) it keeps the config and succeeds.
+func TestConfigureInstallerWithoutServerKeepsConfig(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	var out, errb bytes.Buffer
+	if code := Main([]string{"configure", "-installer", "-server", "", "-token", "", "-ca-hash", "", "-department", "", "-proxy", "", "--state-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, uplink.FileConfig)); err == nil {
+		t.Fatal("config written without SERVER")
+	}
+	hash := "sha256:" + strings.Repeat("cd", 32)
+	if code := Main([]string{"configure", "-installer", "-server", "https://a:1", "-token", "tok", "-ca-hash", hash, "-department", "", "-proxy", "", "--state-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if code := Main([]string{"configure", "-installer", "-server", "", "-token", "", "-ca-hash", "", "-department", "", "-proxy", "", "--state-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if c, err := uplink.LoadConfig(dir); err != nil || c.Token != "tok" || c.Servers[0] != "https://a:1" {
+		t.Fatalf("config after upgrade: %+v %v", c, err)
+	}
+}
