@@ -245,7 +245,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		<-done
 		close(s.cpDone)
 	}()
-	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey}
+	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey, HostNames: s.hostNames}
 
 	if s.tracker, err = compliance.New(compliance.Config{Events: s.store, Now: cfg.Now, Log: cfg.Log,
 		SnapshotPath: filepath.Join(dir, FileCompliance),

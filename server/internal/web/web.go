@@ -28,6 +28,7 @@ import (
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // Config is what New needs. Events, State and Compliance are required;
@@ -182,6 +183,10 @@ func (p *page) Reason(ja, en, code string) string {
 	}
 	return code
 }
+
+// T labels a code of a catalog set (control, type, severity, status,
+// register, role, verdict, field) in the page's language.
+func (p *page) T(set, code string) string { return labels.Of(labels.Set(set), p.Lang, code) }
 
 // HostName shows an agent id as its hostname where known.
 func (p *page) HostName(agent string) string {
