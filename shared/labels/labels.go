@@ -26,6 +26,7 @@ const (
 	Role      Set = "role"
 	Verdict   Set = "verdict" // compliance status of a control on a host
 	Field     Set = "field"   // event fields (CSV headers, detail view)
+	Attr      Set = "attr"    // common event attributes (detail view)
 )
 
 // label is one code's names.
@@ -165,6 +166,49 @@ var catalog = map[Set]map[string]label{
 		"seq":         {"連番", "Sequence"},
 		"prev":        {"直前のハッシュ", "Previous hash"},
 		"received":    {"受信日時", "Received"},
+	},
+	Attr: {
+		"status":       {"状態", "Status"},
+		"reason":       {"理由（コード）", "Reason (code)"},
+		"reason_ja":    {"理由", "Reason (Japanese)"},
+		"reason_en":    {"理由（英語）", "Reason"},
+		"since":        {"発生日時", "Since"},
+		"attribution":  {"ユーザー・プロセスの特定方法", "Attribution source"},
+		"approval_id":  {"持出し承認ID", "Carry-out approval"},
+		"register_id":  {"台帳ID", "Register ID"},
+		"serial":       {"シリアル番号", "Serial"},
+		"vendor_id":    {"ベンダーID", "Vendor ID"},
+		"product_id":   {"製品ID", "Product ID"},
+		"product":      {"製品名", "Product"},
+		"vendor":       {"メーカー", "Vendor"},
+		"encrypted":    {"暗号化", "Encrypted"},
+		"size":         {"サイズ", "Size"},
+		"count":        {"件数", "Count"},
+		"total":        {"合計", "Total"},
+		"threshold":    {"しきい値", "Threshold"},
+		"window":       {"集計期間", "Window"},
+		"action":       {"処置", "Action"},
+		"mode":         {"モード", "Mode"},
+		"error":        {"エラー", "Error"},
+		"destination":  {"バックアップ先", "Destination"},
+		"generation":   {"世代", "Generation"},
+		"max_age":      {"許容期間", "Maximum age"},
+		"volume":       {"ボリューム", "Volume"},
+		"watched_dirs": {"監視フォルダー数", "Watched folders"},
+		"processes":    {"プロセス", "Processes"},
+		"via":          {"操作経路", "Via"},
+		"format":       {"形式", "Format"},
+		"query":        {"検索条件", "Query"},
+		"events":       {"イベント数", "Events"},
+		"clauses":      {"根拠条項", "Clauses"},
+		"kind":         {"種類", "Kind"},
+		"version":      {"版", "Version"},
+		"revision":     {"リビジョン", "Revision"},
+		"comment":      {"コメント", "Comment"},
+		"policy":       {"ポリシー", "Policy"},
+		"host":         {"端末", "Host"},
+		"user":         {"ユーザー", "User"},
+		"state":        {"状態（詳細）", "State"},
 	},
 }
 

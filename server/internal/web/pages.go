@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -263,104 +262,6 @@ func (u *UI) handleHost(w http.ResponseWriter, r *http.Request) {
 	u.render(w, r, http.StatusOK, "host", p)
 }
 
-// uiTime is how datetime-local inputs send times (in the configured zone).
-const uiTime = "2006-01-02T15:04"
-
-// eventFilter reads the access-log filters of the UI: the API's names,
-// with from/to as datetime-local in the configured zone. It also returns
-// the filter in the API's form (for exports and the bundle's query).
-func (u *UI) eventFilter(q url.Values) (api.Filter, url.Values, error) {
-	apiQ := url.Values{}
-	for _, k := range []string{"agent", "control", "type", "user", "object_prefix", "register_id", "cursor"} {
-		if v := strings.TrimSpace(q.Get(k)); v != "" {
-			apiQ.Set(k, v)
-		}
-	}
-	for _, k := range []string{"from", "to"} {
-		v := strings.TrimSpace(q.Get(k))
-		if v == "" {
-			continue
-		}
-		t, err := time.ParseInLocation(uiTime, v, u.cfg.Location)
-		if err != nil {
-			if t, err = time.Parse(time.RFC3339Nano, v); err != nil {
-				return api.Filter{}, nil, fmt.Errorf("%s: want a date and time such as 2026-11-01T09:00", k)
-			}
-		}
-		apiQ.Set(k, t.UTC().Format(time.RFC3339Nano))
-	}
-	f, err := api.ParseFilter(apiQ)
-	return f, apiQ, err
-}
-
-type eventsData struct {
-	Q                                    map[string]string
-	Events                               []api.Stored
-	Next, First, ExportCSV, ExportBundle string
-}
-
-// eventsPerPage is the page size of the access log.
-const eventsPerPage = 100
-
-func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	f, apiQ, err := u.eventFilter(q)
-	p := u.newPage(r, "events", "nav_events")
-	d := eventsData{Q: map[string]string{}}
-	for k := range q {
-		d.Q[k] = q.Get(k)
-	}
-	p.Data = &d
-	if err != nil {
-		p.Err = p.L["err_invalid"] + ": " + err.Error()
-		u.render(w, r, http.StatusBadRequest, "events", p)
-		return
-	}
-	f.Limit = eventsPerPage
-	pg, err := u.cfg.Events.Query(r.Context(), f)
-	if errors.Is(err, api.ErrBadCursor) || errors.Is(err, api.ErrBadFilter) {
-		p.Err = p.L["err_invalid"] + ": " + err.Error()
-		u.render(w, r, http.StatusBadRequest, "events", p)
-		return
-	}
-	if err != nil {
-		u.internal(w, r, "querying events", err)
-		return
-	}
-	hosts, _, err := u.hostNames(r.Context())
-	if err != nil {
-		u.internal(w, r, "listing agents", err)
-		return
-	}
-	p.hosts = hosts
-	d.Events = pg.Events
-	keep := url.Values{}
-	for k, v := range q {
-		if k != "cursor" && k != "ok" {
-			keep[k] = v
-		}
-	}
-	if pg.Next != "" {
-		nq := url.Values{}
-		for k, v := range keep {
-			nq[k] = v
-		}
-		nq.Set("cursor", pg.Next)
-		d.Next = "/events?" + nq.Encode()
-	}
-	if f.Cursor != "" {
-		d.First = "/events?" + keep.Encode()
-	}
-	// Whole URLs: html/template would escape a bare query string's & and =
-	// inside href, and the export would drop the filters.
-	apiQ.Del("cursor")
-	apiQ.Set("format", "csv")
-	d.ExportCSV = "/events/export?" + apiQ.Encode()
-	apiQ.Set("format", "bundle")
-	d.ExportBundle = "/events/export?" + apiQ.Encode()
-	u.render(w, r, http.StatusOK, "events", p)
-}
-
 // handleExport streams the evidence bundle or CSV of the filtered events,
 // like GET /api/v1/export, and records who exported what.
 func (u *UI) handleExport(w http.ResponseWriter, r *http.Request) {
@@ -371,7 +272,12 @@ func (u *UI) handleExport(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	format := q.Get("format")
 	q.Del("format")
-	f, apiQ, err := u.eventFilter(q)
+	hosts, _, err := u.hostNames(r.Context())
+	if err != nil {
+		u.internal(w, r, "listing agents", err)
+		return
+	}
+	f, apiQ, err := u.eventFilter(q, hosts)
 	if err == nil && f.Cursor != "" {
 		err = errors.New("cursor: an export takes every matching event")
 	}

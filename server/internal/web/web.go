@@ -97,7 +97,13 @@ func New(cfg Config) (*UI, error) {
 	sum := sha256.Sum256(css)
 	u.css = "/static/app.css?v=" + hex.EncodeToString(sum[:6])
 	u.mux = u.routes()
+	u.moreRoutes(u.mux)
 	return u, nil
+}
+
+// moreRoutes adds the pages beyond the core table in login.go.
+func (u *UI) moreRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /events/{index}", u.auth(anyRole, u.handleEvent))
 }
 
 var funcs = template.FuncMap{
@@ -186,7 +192,14 @@ func (p *page) Reason(ja, en, code string) string {
 
 // T labels a code of a catalog set (control, type, severity, status,
 // register, role, verdict, field) in the page's language.
-func (p *page) T(set, code string) string { return labels.Of(labels.Set(set), p.Lang, code) }
+// code may be any string type (compliance.Status, event.Severity).
+func (p *page) T(set string, code any) string {
+	return labels.Of(labels.Set(set), p.Lang, fmt.Sprint(code))
+}
+
+// AttrName labels an event attribute key, keeping the key beside an
+// unknown one's.
+func (p *page) AttrName(k string) string { return labels.Of(labels.Attr, p.Lang, k) }
 
 // HostName shows an agent id as its hostname where known.
 func (p *page) HostName(agent string) string {
