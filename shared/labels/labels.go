@@ -27,6 +27,8 @@ const (
 	Verdict   Set = "verdict" // compliance status of a control on a host
 	Field     Set = "field"   // event fields (CSV headers, detail view)
 	Attr      Set = "attr"    // common event attributes (detail view)
+	YesNo     Set = "yesno"
+	Action    Set = "action" // register history actions
 )
 
 // label is one code's names.
@@ -166,6 +168,16 @@ var catalog = map[Set]map[string]label{
 		"seq":         {"連番", "Sequence"},
 		"prev":        {"直前のハッシュ", "Previous hash"},
 		"received":    {"受信日時", "Received"},
+	},
+	YesNo: {"yes": {"有", "Yes"}, "no": {"無", "No"}},
+	Action: {
+		"created":  {"登録", "Created"},
+		"updated":  {"更新", "Updated"},
+		"retired":  {"廃止", "Retired"},
+		"approved": {"承認", "Approved"},
+		"denied":   {"却下", "Denied"},
+		"returned": {"返却", "Returned"},
+		"imported": {"取り込み", "Imported"},
 	},
 	Attr: {
 		"status":       {"状態", "Status"},
