@@ -28,6 +28,7 @@ const (
 	Field     Set = "field"   // event fields (CSV headers, detail view)
 	Attr      Set = "attr"    // common event attributes (detail view)
 	YesNo     Set = "yesno"
+	Remedy    Set = "remedy" // what to do about a failing control (or "silent")
 	Action    Set = "action" // register history actions
 )
 
@@ -168,6 +169,15 @@ var catalog = map[Set]map[string]label{
 		"seq":         {"連番", "Sequence"},
 		"prev":        {"直前のハッシュ", "Previous hash"},
 		"received":    {"受信日時", "Received"},
+	},
+	Remedy: {
+		"screenlock": {"端末の画面ロック時間をポリシー以内にし、復帰時のパスワードを有効にしてください（ポリシーが enforce なら自動で直ります）。", "Set the idle lock within the policy and require a password on resume (enforce mode fixes it)."},
+		"media":      {"未登録の媒体を取り外し、使うなら媒体管理台帳に登録するか持出し承認を申請してください。", "Remove the unregistered device; register it in the media register or request a carry-out approval."},
+		"fileaccess": {"対象フォルダーの監視を確認し、大量コピーなら利用者に目的を確認して記録してください。", "Check the folder watch; for a bulk copy, ask the user why and record it."},
+		"backup":     {"バックアップ先の接続と容量を確認し、バックアップを実行し直してください。", "Check the backup destination and run the backup again."},
+		"posture":    {"ディスク暗号化・ウイルス対策・OS更新を確認し、不足していれば設定してください。", "Check disk encryption, anti-virus and OS updates; fix what is missing."},
+		"agent":      {"端末の電源とネットワーク、エージェントのサービスが動いているかを確認してください。", "Check the PC is on and online and the agent service runs."},
+		"silent":     {"端末の電源とネットワーク、エージェントのサービスが動いているかを確認してください。", "Check the PC is on and online and the agent service runs."},
 	},
 	YesNo: {"yes": {"有", "Yes"}, "no": {"無", "No"}},
 	Action: {

@@ -37,11 +37,14 @@ type rateRow struct {
 }
 
 type overviewData struct {
-	Total, Online, Silent, Violations, AlertsMore int
-	Overall                                       float64
-	Rates                                         []rateRow
-	Alerts                                        []compliance.Alert
-	Trend                                         template.HTML
+	Total, Online, Silent, Violations, SilentAlerts, AlertsMore int
+	Overall                                                     float64
+	Rates                                                       []rateRow
+	Alerts                                                      []compliance.Alert
+	Warnings                                                    []api.Stored
+	WarningsMore                                                int
+	WarnByControl                                               map[string]int
+	Trend                                                       template.HTML
 }
 
 // maxAlertRows bounds the violations table; the count above it is exact.
@@ -70,6 +73,8 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 	for _, a := range alerts {
 		if a.Kind == compliance.KindViolation {
 			d.Violations++
+		} else {
+			d.SilentAlerts++
 		}
 	}
 	slices.SortStableFunc(alerts, func(a, b compliance.Alert) int { return b.Since.Compare(a.Since) })
@@ -93,6 +98,16 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 		u.log.Warn().Err(err).Msg("web: trend not updated") // the page still shows
 	}
 	p := u.newPage(r, "overview", "nav_overview")
+	if err := u.warnings(ctx, &d); err != nil {
+		u.internal(w, r, "reading warnings", err)
+		return
+	}
+	hosts, _, err := u.hostNames(ctx)
+	if err != nil {
+		u.internal(w, r, "listing agents", err)
+		return
+	}
+	p.hosts = hosts
 	d.Trend = trendSVG(points, u.cfg.Now().In(u.cfg.Location), p.Lang)
 	p.Data = d
 	u.render(w, r, http.StatusOK, "overview", p)
