@@ -96,6 +96,9 @@ type Config struct {
 	// store is intact in itself; the loss becomes a violation event in the
 	// log. Any other value refuses as usual: the admin names the loss.
 	AcceptEventLoss int64
+	// VerifierDir holds the verifier builds the web UI offers for download;
+	// default the running program's folder (bin/ after `make build`).
+	VerifierDir string
 }
 
 // rootHandler sends the agent plane, the admin API, /healthz and /metrics
@@ -270,7 +273,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 
 	ui, err := web.New(web.Config{Events: storeAdapter{s.store}, Evidence: evidenceAdapter{exporter}, State: s.state,
-		Compliance: s.tracker, Registers: regs, PublicKey: vkey, Location: cfg.Location, Now: cfg.Now, Log: cfg.Log})
+		Compliance: s.tracker, Registers: regs, PublicKey: vkey, Location: cfg.Location, Now: cfg.Now, Log: cfg.Log,
+		Integrity: newIntegrity(s.store, verifier, s.state, cfg.Log, nil, lost), VerifierDir: verifierDir(cfg.VerifierDir)})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}

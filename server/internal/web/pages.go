@@ -357,28 +357,3 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
-
-type evidenceData struct {
-	PublicKey  string
-	Checkpoint *api.CheckpointView
-	Command    string
-}
-
-func (u *UI) handleEvidence(w http.ResponseWriter, r *http.Request) {
-	d := evidenceData{PublicKey: u.cfg.PublicKey,
-		Command: "mamori-server verify mamori-evidence-YYYYMMDD-HHMMSS.jsonl --pubkey log-key.pub"}
-	if u.cfg.Evidence != nil {
-		cp, err := u.cfg.Evidence.Checkpoint(r.Context())
-		if err != nil {
-			u.log.Warn().Err(err).Msg("web: no checkpoint to show")
-		} else if cp.Size > 0 {
-			d.Checkpoint = &cp
-			if d.PublicKey == "" {
-				d.PublicKey = cp.PublicKey
-			}
-		}
-	}
-	p := u.newPage(r, "evidence", "nav_evidence")
-	p.Data = d
-	u.render(w, r, http.StatusOK, "evidence", p)
-}

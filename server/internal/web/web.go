@@ -46,6 +46,14 @@ type Config struct {
 	Location *time.Location
 	// Now is the clock (sessions, rate limits, trend); default time.Now.
 	Now func() time.Time
+	// Integrity checks the evidence log for the 証跡 page; optional (the
+	// page then says it cannot tell).
+	Integrity IntegrityChecker
+	// VerifierDir holds the verifier builds the 証跡 page offers
+	// (mamori-server for Linux and Windows, as `make build` lays them out:
+	// DIR/mamori-server, DIR/windows-amd64/mamori-server.exe, or
+	// DIR/linux-amd64/mamori-server); optional.
+	VerifierDir string
 	// PolicyChanged is called after a UI change that may change agents'
 	// effective policies, to wake their long-polls; optional.
 	PolicyChanged func()
@@ -104,6 +112,9 @@ func New(cfg Config) (*UI, error) {
 // moreRoutes adds the pages beyond the core table in login.go.
 func (u *UI) moreRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /events/{index}", u.auth(anyRole, u.handleEvent))
+	mux.HandleFunc("GET /evidence/log-key.pub", u.auth(anyRole, u.handleLogKey))
+	mux.HandleFunc("GET /evidence/checkpoint", u.auth(anyRole, u.handleCheckpointFile))
+	mux.HandleFunc("GET /evidence/verifier/{os}", u.auth(anyRole, u.handleVerifier))
 }
 
 var funcs = template.FuncMap{
