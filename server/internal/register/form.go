@@ -210,7 +210,12 @@ func Diff(k Kind, before, after json.RawMessage) []FieldChange {
 	_ = json.Unmarshal(before, &b)
 	_ = json.Unmarshal(after, &a)
 	var out []FieldChange
-	for _, f := range FormFields(k) {
+	fields := FormFields(k)
+	if k == KindApprovals { // kept on the entry, not in the CSV
+		fields = append(fields, FormField{Name: "comment", LabelJA: "承認コメント", LabelEN: "comment"},
+			FormField{Name: "returned", LabelJA: "返却日時", LabelEN: "returned"})
+	}
+	for _, f := range fields {
 		bv, av := b[f.Name], a[f.Name]
 		if reflect.DeepEqual(bv, av) {
 			continue

@@ -112,6 +112,9 @@ func New(cfg Config) (*UI, error) {
 // moreRoutes adds the pages beyond the core table in login.go.
 func (u *UI) moreRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /events/{index}", u.auth(anyRole, u.handleEvent))
+	mux.HandleFunc("GET /approvals/new", u.auth(deciders, u.handleRequestForm))
+	mux.HandleFunc("POST /approvals/new", u.auth(deciders, u.handleRequest))
+	mux.HandleFunc("GET /approvals/{id}/confirm", u.auth(deciders, u.handleConfirm))
 	mux.HandleFunc("GET /evidence/log-key.pub", u.auth(anyRole, u.handleLogKey))
 	mux.HandleFunc("GET /evidence/checkpoint", u.auth(anyRole, u.handleCheckpointFile))
 	mux.HandleFunc("GET /evidence/verifier/{os}", u.auth(anyRole, u.handleVerifier))
