@@ -1,9 +1,12 @@
 package web
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/csv"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -16,6 +19,7 @@ import (
 	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // hostNames maps agent ids to hostnames for display.
@@ -114,38 +118,71 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 }
 
 type hostsData struct {
-	Q, Department, Control, Status string
-	SilentOnly                     bool
-	Departments, Controls          []string
-	Statuses                       []compliance.Status
-	Hosts                          []compliance.Host
-	Shown, Matched                 int
-	Next                           string
+	Q, Department, Control, Status, Sort string
+	SilentOnly                           bool
+	Departments, Controls                []string
+	Statuses                             []compliance.Status
+	Hosts                                []compliance.Host
+	Shown, Matched, Total                int
+	Next, Export                         string
+	SortLinks                            map[string]string
 }
 
 // hostsPerPage bounds one page of the hosts list.
 const hostsPerPage = 200
 
-func (u *UI) handleHosts(w http.ResponseWriter, r *http.Request) {
+// hostSorts are the hosts list's orders: by name, department, last
+// contact (oldest first finds silent PCs), most failing controls first.
+var hostSorts = map[string]func(a, b compliance.Host) int{
+	"name":  func(a, b compliance.Host) int { return cmp.Compare(a.Hostname, b.Hostname) },
+	"dept":  func(a, b compliance.Host) int { return cmp.Compare(a.Department, b.Department) },
+	"seen":  func(a, b compliance.Host) int { return compareSeen(a.LastSeen, b.LastSeen) },
+	"fails": func(a, b compliance.Host) int { return cmp.Compare(fails(b), fails(a)) },
+}
+
+func compareSeen(a, b *time.Time) int {
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return -1
+	case b == nil:
+		return 1
+	}
+	return a.Compare(*b)
+}
+
+func fails(h compliance.Host) int {
+	n := 0
+	for _, c := range h.Controls {
+		if c.Status == compliance.Fail {
+			n++
+		}
+	}
+	return n
+}
+
+// selectHosts applies the hosts list's filters and order; an error is the
+// user's (a bad filter value).
+func (u *UI) selectHosts(r *http.Request) (hostsData, []compliance.Host, error) {
 	q := r.URL.Query()
-	d := hostsData{Q: q.Get("q"), Department: q.Get("department"), Control: q.Get("control"),
-		Status: q.Get("status"), SilentOnly: q.Get("silent") == "1", Controls: compliance.Controls,
-		Statuses: []compliance.Status{compliance.Pass, compliance.Fail, compliance.Unknown, compliance.Off}}
+	d := hostsData{Q: q.Get("q"), Department: q.Get("department"), Control: labels.Code(labels.Control, q.Get("control")),
+		Status: labels.Code(labels.Verdict, q.Get("status")), SilentOnly: q.Get("silent") == "1", Controls: compliance.Controls,
+		Statuses: []compliance.Status{compliance.Pass, compliance.Fail, compliance.Unknown, compliance.Off}, Sort: cmp.Or(q.Get("sort"), "name")}
 	if d.Control != "" && !slices.Contains(compliance.Controls, d.Control) {
-		u.fail(w, r, http.StatusBadRequest, "err_invalid", "control")
-		return
+		return d, nil, errors.New("control")
 	}
 	if d.Status != "" && !slices.Contains(d.Statuses, compliance.Status(d.Status)) {
-		u.fail(w, r, http.StatusBadRequest, "err_invalid", "status")
-		return
+		return d, nil, errors.New("status")
 	}
-	offset, _ := strconv.Atoi(q.Get("offset"))
-	offset = max(offset, 0)
+	if _, ok := hostSorts[strings.TrimPrefix(d.Sort, "-")]; !ok {
+		return d, nil, errors.New("sort")
+	}
 	all, err := u.cfg.Compliance.Report(r.Context(), compliance.Filter{})
 	if err != nil {
-		u.internal(w, r, "compliance report", err)
-		return
+		return d, nil, fmt.Errorf("web: %w: %w", errInternal, err)
 	}
+	d.Total = len(all.Hosts)
 	depts := map[string]bool{}
 	for _, h := range all.Hosts {
 		if h.Department != "" {
@@ -176,10 +213,54 @@ func (u *UI) handleHosts(w http.ResponseWriter, r *http.Request) {
 		}
 		sel = append(sel, h)
 	}
+	by, desc := hostSorts[strings.TrimPrefix(d.Sort, "-")], strings.HasPrefix(d.Sort, "-")
 	slices.SortFunc(sel, func(a, b compliance.Host) int {
-		return cmp.Or(cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Agent, b.Agent))
+		c := by(a, b)
+		if desc {
+			c = -c
+		}
+		return cmp.Or(c, cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Agent, b.Agent))
 	})
 	d.Matched = len(sel)
+	keep := url.Values{}
+	for k, v := range q {
+		if k != "offset" && k != "ok" && k != "sort" {
+			keep[k] = v
+		}
+	}
+	d.SortLinks = map[string]string{}
+	for k := range hostSorts {
+		nq := url.Values{}
+		for kk, v := range keep {
+			nq[kk] = v
+		}
+		s := k
+		if d.Sort == k {
+			s = "-" + k
+		}
+		nq.Set("sort", s)
+		d.SortLinks[k] = "/hosts?" + nq.Encode()
+	}
+	keep.Set("sort", d.Sort)
+	d.Export = "/hosts/export?" + keep.Encode()
+	return d, sel, nil
+}
+
+var errInternal = errors.New("internal")
+
+func (u *UI) handleHosts(w http.ResponseWriter, r *http.Request) {
+	d, sel, err := u.selectHosts(r)
+	if errors.Is(err, errInternal) {
+		u.internal(w, r, "compliance report", err)
+		return
+	}
+	if err != nil {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
+		return
+	}
+	q := r.URL.Query()
+	offset, _ := strconv.Atoi(q.Get("offset"))
+	offset = max(offset, 0)
 	if offset < len(sel) {
 		sel = sel[offset:]
 	} else {
@@ -198,6 +279,54 @@ func (u *UI) handleHosts(w http.ResponseWriter, r *http.Request) {
 	p := u.newPage(r, "hosts", "nav_hosts")
 	p.Data = d
 	u.render(w, r, http.StatusOK, "hosts", p)
+}
+
+// handleHostsExport writes the filtered hosts list as Excel CSV (UTF-8 with
+// a BOM), labels in the UI's language, times in its zone.
+func (u *UI) handleHostsExport(w http.ResponseWriter, r *http.Request) {
+	d, sel, err := u.selectHosts(r)
+	if errors.Is(err, errInternal) {
+		u.internal(w, r, "compliance report", err)
+		return
+	}
+	if err != nil {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
+		return
+	}
+	lang := langOf(r)
+	L := messages[lang]
+	var buf bytes.Buffer
+	buf.WriteString("\ufeff")
+	cw := csv.NewWriter(&buf)
+	cw.UseCRLF = true
+	hdr := []string{L["host"], L["department"], L["last_seen"], L["silent"]}
+	for _, c := range d.Controls {
+		hdr = append(hdr, labels.Of(labels.Control, lang, c))
+	}
+	hdr = append(hdr, labels.Of(labels.Field, lang, "agent_id"))
+	_ = cw.Write(hdr)
+	for _, h := range sel {
+		seen := ""
+		if h.LastSeen != nil {
+			seen = h.LastSeen.In(u.cfg.Location).Format("2006-01-02 15:04:05")
+		}
+		row := []string{h.Hostname, h.Department, seen, labels.Of(labels.YesNo, lang, map[bool]string{true: "yes", false: "no"}[h.Silent])}
+		for _, c := range d.Controls {
+			if cs, ok := h.Controls[c]; ok {
+				row = append(row, labels.Of(labels.Verdict, lang, string(cs.Status)))
+			} else {
+				row = append(row, "")
+			}
+		}
+		_ = cw.Write(append(row, h.Agent))
+	}
+	cw.Flush()
+	stamp := u.cfg.Now().In(u.cfg.Location).Format("20060102-150405")
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="mamori-hosts-`+stamp+`.csv"`)
+	_, _ = w.Write(buf.Bytes())
+	u.record(r, sessionFrom(r.Context()).Name, event.Event{Type: "export.made", Object: "hosts",
+		Attrs: event.Attrs{"format": "csv", "hosts": len(sel), "query": r.URL.RawQuery}})
 }
 
 type controlRow struct {

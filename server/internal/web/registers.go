@@ -412,6 +412,8 @@ type policiesData struct {
 	Departments map[string]string
 	Agents      map[string]string
 	Shown, YAML string
+	PCs         []option
+	DeptNames   []string
 }
 
 func (u *UI) handlePolicies(w http.ResponseWriter, r *http.Request) {
@@ -444,10 +446,26 @@ func (u *UI) handlePolicies(w http.ResponseWriter, r *http.Request) {
 			u.internal(w, r, "assignments", err)
 			return
 		}
-		if p.hosts, _, err = u.hostNames(ctx); err != nil {
+		var agents []state.Agent
+		if p.hosts, agents, err = u.hostNames(ctx); err != nil {
 			u.internal(w, r, "listing agents", err)
 			return
 		}
+		d.PCs = hostOptions(p.hosts)
+		seen := map[string]bool{}
+		for _, a := range agents {
+			if a.Department != "" && !seen[a.Department] {
+				seen[a.Department] = true
+				d.DeptNames = append(d.DeptNames, a.Department)
+			}
+		}
+		for dep := range d.Departments {
+			if !seen[dep] {
+				seen[dep] = true
+				d.DeptNames = append(d.DeptNames, dep)
+			}
+		}
+		slices.Sort(d.DeptNames)
 	}
 	p.Data = d
 	u.render(w, r, http.StatusOK, "policies", p)
@@ -459,6 +477,19 @@ func (u *UI) handleAssign(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target, id, pol := r.PostFormValue("target"), strings.TrimSpace(r.PostFormValue("id")), r.PostFormValue("policy")
+	// The form sends a PC as its agent id (a choice) or a department name;
+	// a PC typed by name resolves too.
+	if target == "agent" {
+		if hosts, _, err := u.hostNames(r.Context()); err == nil {
+			id = agentByName(hosts, id)
+		}
+	}
+	if target == "pc" {
+		target, id = "agent", r.PostFormValue("pc")
+	}
+	if target == "dept" {
+		target, id = "department", r.PostFormValue("dept")
+	}
 	var err error
 	switch target {
 	case "department":

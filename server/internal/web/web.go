@@ -17,6 +17,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -112,6 +113,7 @@ func New(cfg Config) (*UI, error) {
 // moreRoutes adds the pages beyond the core table in login.go.
 func (u *UI) moreRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /events/{index}", u.auth(anyRole, u.handleEvent))
+	mux.HandleFunc("GET /hosts/export", u.auth(anyRole, u.handleHostsExport))
 	mux.HandleFunc("GET /approvals/new", u.auth(deciders, u.handleRequestForm))
 	mux.HandleFunc("POST /approvals/new", u.auth(deciders, u.handleRequest))
 	mux.HandleFunc("GET /approvals/{id}/confirm", u.auth(deciders, u.handleConfirm))
@@ -215,6 +217,9 @@ func (p *page) T(set string, code any) string {
 // unknown one's.
 func (p *page) AttrName(k string) string { return labels.Of(labels.Attr, p.Lang, k) }
 
+// Fails counts a host's failing controls.
+func (p *page) Fails(h compliance.Host) int { return fails(h) }
+
 // HostName shows an agent id as its hostname where known.
 func (p *page) HostName(agent string) string {
 	if n, ok := p.hosts[agent]; ok && n != "" {
@@ -274,7 +279,21 @@ func (u *UI) fail(w http.ResponseWriter, r *http.Request, status int, key, detai
 	if detail != "" {
 		p.Err += " " + detail
 	}
+	p.Data = backLink(r)
 	u.render(w, r, status, "error", p)
+}
+
+// backLink is where an error page's "back" goes: the page the user came
+// from on this server (its path only), else the overview.
+func backLink(r *http.Request) string {
+	ref, err := url.Parse(r.Referer())
+	if err != nil || ref.Host != r.Host || !strings.HasPrefix(ref.Path, "/") || strings.HasPrefix(ref.Path, "//") || ref.Path == r.URL.Path {
+		return "/"
+	}
+	if ref.RawQuery != "" {
+		return ref.Path + "?" + ref.RawQuery
+	}
+	return ref.Path
 }
 
 func (u *UI) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
