@@ -204,7 +204,7 @@ var messages = map[string]map[string]string{
 		"fail_count":        "違反数",
 		"assign_pc":         "端末にポリシーを割り当てる",
 		"assign_dept":       "部署にポリシーを割り当てる",
-		"err_hint": "前のページに戻るか、概要から操作をやり直してください。",
+		"err_hint":          "前のページに戻るか、概要から操作をやり直してください。",
 		"go_back":           "前のページに戻る",
 	},
 	"en": {
@@ -408,7 +408,7 @@ var messages = map[string]map[string]string{
 		"fail_count":        "Failing",
 		"assign_pc":         "Assign a policy to a PC",
 		"assign_dept":       "Assign a policy to a department",
-		"err_hint": "Go back, or start again from the overview.",
+		"err_hint":          "Go back, or start again from the overview.",
 		"go_back":           "Go back",
 	},
 }
