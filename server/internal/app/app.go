@@ -251,8 +251,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey, HostNames: s.hostNames}
 
 	if s.tracker, err = compliance.New(compliance.Config{Events: s.store, Now: cfg.Now, Log: cfg.Log,
-		SnapshotPath: filepath.Join(dir, FileCompliance),
-		Inventory:    compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault}}); err != nil {
+		SnapshotPath: filepath.Join(dir, FileCompliance), History: compliance.StateHistory{State: s.state}, Location: cfg.Location,
+		Inventory: compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault}}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	trkCtx, trkStop := context.WithCancel(context.WithoutCancel(ctx))
