@@ -185,3 +185,17 @@ func mapAuditErr(err error) error {
 	}
 	return err
 }
+
+// hostNames maps agent ids to the hostnames they reported, for exports
+// people read.
+func (s *Server) hostNames(ctx context.Context) (map[string]string, error) {
+	as, err := s.state.ListAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(as))
+	for _, a := range as {
+		m[a.ID] = a.Hostname
+	}
+	return m, nil
+}

@@ -96,6 +96,9 @@ type Config struct {
 	// store is intact in itself; the loss becomes a violation event in the
 	// log. Any other value refuses as usual: the admin names the loss.
 	AcceptEventLoss int64
+	// VerifierDir holds the verifier builds the web UI offers for download;
+	// default the running program's folder (bin/ after `make build`).
+	VerifierDir string
 }
 
 // rootHandler sends the agent plane, the admin API, /healthz and /metrics
@@ -246,11 +249,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		<-done
 		close(s.cpDone)
 	}()
-	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey}
+	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey, HostNames: s.hostNames}
 
 	if s.tracker, err = compliance.New(compliance.Config{Events: s.store, Now: cfg.Now, Log: cfg.Log,
-		SnapshotPath: filepath.Join(dir, FileCompliance),
-		Inventory:    compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault}}); err != nil {
+		SnapshotPath: filepath.Join(dir, FileCompliance), History: compliance.StateHistory{State: s.state}, Location: cfg.Location,
+		Inventory: compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault}}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	trkCtx, trkStop := context.WithCancel(context.WithoutCancel(ctx))
@@ -271,7 +274,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 
 	ui, err := web.New(web.Config{Events: storeAdapter{s.store}, Evidence: evidenceAdapter{exporter}, State: s.state,
-		Compliance: s.tracker, Registers: regs, PublicKey: vkey, Location: cfg.Location, Now: cfg.Now, Log: cfg.Log})
+		Compliance: s.tracker, Registers: regs, PublicKey: vkey, Location: cfg.Location, Now: cfg.Now, Log: cfg.Log,
+		Integrity: newIntegrity(s.store, verifier, s.state, cfg.Log, nil, lost), VerifierDir: verifierDir(cfg.VerifierDir)})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}

@@ -211,6 +211,7 @@ func TestCheckpointCadence(t *testing.T) {
 func TestCSV(t *testing.T) {
 	r := newRig(t)
 	r.fill(t, 1, 3)
+	r.x.HostNames = func(context.Context) (map[string]string, error) { return map[string]string{"ag-0": "PC-SOUMU-01"}, nil }
 	var buf bytes.Buffer
 	n, err := r.x.CSV(context.Background(), &buf, eventlog.Filter{}, "ja", time.FixedZone("JST", 9*3600))
 	if err != nil || n != 3 {
@@ -219,6 +220,10 @@ func TestCSV(t *testing.T) {
 	s := buf.String()
 	if !strings.HasPrefix(s, "\ufeff\"ログ番号\",\"日時\",") || !strings.Contains(s, "2026-11-01 18:00:01.000 JST") || !strings.Contains(s, `D:\顧客\0.xlsx`) {
 		t.Fatalf("csv:\n%s", s)
+	}
+	// PC names and Japanese labels, the agent id kept in the last column.
+	if !strings.Contains(s, ",PC-SOUMU-01,ファイルアクセス,") || !strings.Contains(s, ",外部媒体,") || !strings.Contains(s, ",ag-0\r\n") {
+		t.Fatalf("csv without PC names or labels:\n%s", s)
 	}
 	if _, err := r.x.CSV(context.Background(), &buf, eventlog.Filter{}, "fr", time.UTC); err == nil {
 		t.Fatal("unknown lang accepted")

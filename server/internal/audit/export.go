@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/evidence"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // DefaultMaxExport bounds the events in one export; a larger result asks for
@@ -34,6 +36,9 @@ type Exporter struct {
 	Checkpointer *Checkpointer
 	PublicKey    string // note verifier key of the log (DATA/log-key.pub)
 	MaxEvents    int    // default DefaultMaxExport
+	// HostNames maps agent ids to PC names for the CSV's agent column;
+	// optional (without it the column holds agent ids).
+	HostNames func(context.Context) (map[string]string, error)
 }
 
 // Summary says what an export holds.
@@ -218,16 +223,26 @@ func (x *Exporter) latestRetention(ctx context.Context, n int64) (int64, error) 
 
 // csvHeaders in Japanese and English, for Excel readers.
 var csvHeaders = map[string][]string{
-	"ja": {"ログ番号", "日時", "エージェント", "管理策", "種別", "重要度", "ユーザー", "プロセス", "対象", "台帳ID", "属性", "ハッシュ"},
-	"en": {"log index", "time", "agent", "control", "type", "severity", "user", "process", "object", "register id", "attributes", "hash"},
+	"ja": {"ログ番号", "日時", "エージェント", "管理策", "種別", "重要度", "ユーザー", "プロセス", "対象", "台帳ID", "属性", "ハッシュ", "エージェントID"},
+	"en": {"log index", "time", "agent", "control", "type", "severity", "user", "process", "object", "register id", "attributes", "hash", "agent id"},
 }
 
 // CSV writes the events matching f as UTF-8 CSV with a BOM (so Excel opens
-// it as UTF-8), headers in lang ("ja" or "en"), times in loc.
+// it as UTF-8), headers and codes (control, type, severity) in lang ("ja" or
+// "en") from the shared label catalog, the PC name in the agent column (the
+// id in the last), times in loc.
 func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang string, loc *time.Location) (int, error) {
 	hdr, ok := csvHeaders[lang]
 	if !ok {
 		return 0, fmt.Errorf("audit: lang %q: want ja or en", lang)
+	}
+	hosts := map[string]string{}
+	if x.HostNames != nil {
+		m, err := x.HostNames(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("audit: export: host names: %w", err)
+		}
+		hosts = m
 	}
 	if _, err := io.WriteString(w, "\ufeff"); err != nil {
 		return 0, err
@@ -256,7 +271,8 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 				attrs = string(b)
 			}
 			if err := cw.Write([]string{strconv.FormatInt(s.Index, 10), s.Time.In(loc).Format("2006-01-02 15:04:05.000 MST"),
-				s.Agent, s.Control, s.Type, string(s.Severity), s.User, s.Process, s.Object, s.RegisterID, attrs, s.Hash}); err != nil {
+				cmp.Or(hosts[s.Agent], s.Agent), labels.Of(labels.Control, lang, s.Control), labels.Of(labels.EventType, lang, s.Type),
+				labels.Of(labels.Severity, lang, string(s.Severity)), s.User, s.Process, s.Object, s.RegisterID, attrs, s.Hash, s.Agent}); err != nil {
 				return rows, err
 			}
 			rows++

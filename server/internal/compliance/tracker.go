@@ -63,6 +63,12 @@ type Config struct {
 	SnapshotPath string
 	// SaveEvery is the snapshot period; default 30s.
 	SaveEvery time.Duration
+	// History, if set, keeps one row of pass rates per day, recorded by
+	// Run every HistoryEvery (default 10 minutes), so trends do not depend
+	// on anyone opening a page. Location draws the day line; default JST.
+	History      HistoryStore
+	HistoryEvery time.Duration
+	Location     *time.Location
 }
 
 // Tracker keeps the latest status per (agent, control) by tailing the event
@@ -87,6 +93,8 @@ type Tracker struct {
 	invMu   sync.Mutex
 	inv     []HostInfo
 	invTime time.Time
+
+	hist *history // nil without Config.History
 }
 
 // New returns a tracker that has read nothing yet; CatchUp (or Run) reads
@@ -110,7 +118,18 @@ func New(cfg Config) (*Tracker, error) {
 	if cfg.SaveEvery <= 0 {
 		cfg.SaveEvery = 30 * time.Second
 	}
+	if cfg.HistoryEvery <= 0 {
+		cfg.HistoryEvery = 10 * time.Minute
+	}
+	if cfg.Location == nil {
+		cfg.Location = time.FixedZone("JST", 9*3600)
+	}
+	var hist *history
+	if cfg.History != nil {
+		hist = &history{store: cfg.History, loc: cfg.Location}
+	}
 	return &Tracker{
+		hist:         hist,
 		cfg:          cfg,
 		log:          cfg.Log.With().Str("component", "compliance").Logger(),
 		started:      cfg.Now(),
@@ -131,6 +150,13 @@ func (t *Tracker) Run(ctx context.Context, changes <-chan struct{}) error {
 	defer check.Stop()
 	save := time.NewTicker(t.cfg.SaveEvery)
 	defer save.Stop()
+	day := time.NewTicker(t.cfg.HistoryEvery)
+	defer day.Stop()
+	record := func() {
+		if err := t.RecordDay(ctx); err != nil && ctx.Err() == nil {
+			t.log.Warn().Err(err).Msg("compliance: daily history not recorded")
+		}
+	}
 	var saved uint64 // gen at the last snapshot
 	snap := func() {
 		t.mu.RLock()
@@ -167,10 +193,13 @@ func (t *Tracker) Run(ctx context.Context, changes <-chan struct{}) error {
 		}
 	}
 	step(true)
+	record()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-day.C:
+			record()
 		case <-poll.C:
 			step(false)
 		case <-check.C:

@@ -118,7 +118,9 @@ type Approval struct {
 	To          time.Time `json:"to"`
 	Approver    string    `json:"approver,omitempty"`
 	Decided     time.Time `json:"decided,omitzero"`
-	Result      string    `json:"result,omitempty"` // files written, returned, ...
+	Result      string    `json:"result,omitempty"`  // files written, returned, ...
+	Comment     string    `json:"comment,omitempty"` // the approver's, with the decision
+	Returned    time.Time `json:"returned,omitzero"`
 }
 
 // Disposal is one 廃棄記録.
@@ -347,6 +349,7 @@ func (e *Approval) validate(v *validator) {
 		v.add("approver", "required once %s", e.Status)
 	}
 	v.text("result", e.Result, false)
+	v.text("comment", e.Comment, false)
 }
 
 func (e *Disposal) validate(v *validator) {

@@ -36,6 +36,7 @@ const (
 	ActionRetired  = "retired"
 	ActionApproved = "approved"
 	ActionDenied   = "denied"
+	ActionReturned = "returned"
 )
 
 // Change is one recorded change of one entry.
@@ -442,6 +443,15 @@ func (s *Service) Retire(ctx context.Context, who string, k Kind, id string, rev
 // Decide approves or denies a requested carry-out approval; who becomes
 // the approver. rev 0 decides whatever revision is current.
 func (s *Service) Decide(ctx context.Context, who, id string, approve bool, rev int64) (Change, error) {
+	return s.DecideWithComment(ctx, who, id, approve, rev, "")
+}
+
+// DecideWithComment is Decide with the approver's comment kept on the
+// approval (and so in its history).
+func (s *Service) DecideWithComment(ctx context.Context, who, id string, approve bool, rev int64, comment string) (Change, error) {
+	if len(comment) > maxField {
+		return Change{}, ValidationError{{Field: "comment", Msg: fmt.Sprintf("longer than %d bytes", maxField)}}
+	}
 	e, err := s.Get(ctx, KindApprovals, id)
 	if err != nil {
 		return Change{}, err
@@ -460,7 +470,7 @@ func (s *Service) Decide(ctx context.Context, who, id string, approve bool, rev 
 	if err != nil {
 		return Change{}, err
 	}
-	a.Status, a.Approver, a.Decided = StatusDenied, who, s.now().UTC()
+	a.Status, a.Approver, a.Decided, a.Comment = StatusDenied, who, s.now().UTC(), comment
 	action := ActionDenied
 	if approve {
 		a.Status, action = StatusApproved, ActionApproved

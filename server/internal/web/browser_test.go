@@ -166,16 +166,19 @@ func TestBrowser(t *testing.T) {
 	t.Run("approve carry-out", func(t *testing.T) {
 		do(t, ctx, "approve",
 			chromedp.Navigate(base+"/approvals"),
-			chromedp.Click(chromedp.CSS(`#ap-`+apID+` button.approve`)),
+			chromedp.Click(chromedp.CSS(`#ap-`+apID+` a.approve`)),
+			chromedp.WaitVisible(chromedp.ID("comment")),
+			chromedp.SendKeys(chromedp.ID("comment"), "展示会のみ。返却時に消去を確認"),
+			chromedp.Click(chromedp.ID("confirm")),
 			chromedp.WaitVisible(chromedp.CSS(".flash.ok")),
 		)
 		if st := text(t, ctx, `#ap-`+apID+` .status`); st != "承認済み" {
 			t.Errorf("after approving: status %q", st)
 		}
 		var ap struct {
-			Status, Approver string
+			Status, Approver, Comment string
 		}
-		if code := apiDo(t, srv, "GET", "/api/v1/approvals/"+apID, nil, &ap); code != 200 || ap.Status != "approved" || ap.Approver != "manabu" {
+		if code := apiDo(t, srv, "GET", "/api/v1/approvals/"+apID, nil, &ap); code != 200 || ap.Status != "approved" || ap.Approver != "manabu" || ap.Comment != "展示会のみ。返却時に消去を確認" {
 			t.Errorf("stored approval: %d %+v", code, ap)
 		}
 	})

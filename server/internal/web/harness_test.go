@@ -31,10 +31,14 @@ import (
 
 const testPassword = "correct horse battery staple"
 
+func testConfig(tb testing.TB, dir, verifierDir string) app.Config {
+	return app.Config{DataDir: dir, Listen: "127.0.0.1:0", VerifierDir: verifierDir,
+		Hostnames: []string{"127.0.0.1", "localhost"}, Log: zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.ErrorLevel)}
+}
+
 func startServer(tb testing.TB, dir string) *app.Server {
 	tb.Helper()
-	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Hostnames: []string{"127.0.0.1", "localhost"}, Log: zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.ErrorLevel)})
+	srv, err := app.Start(context.Background(), testConfig(tb, dir, tb.TempDir()))
 	if err != nil {
 		tb.Fatal(err)
 	}

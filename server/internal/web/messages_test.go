@@ -9,6 +9,7 @@ import (
 	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/state"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // TestMessagesComplete: both languages have the same keys, and every key a
@@ -36,26 +37,38 @@ func TestMessagesComplete(t *testing.T) {
 			used[m[1]] = true
 		}
 	}
-	for _, c := range compliance.Controls {
-		used["ctl_"+c] = true
-	}
-	for _, s := range []compliance.Status{compliance.Pass, compliance.Fail, compliance.Unknown, compliance.Off} {
-		used["st_"+string(s)] = true
-	}
-	for _, r := range []string{state.RoleAdmin, state.RoleAuditor, state.RoleManager} {
-		used["role_"+r] = true
-	}
 	for _, k := range register.Kinds {
 		used["reg_"+string(k)] = true
 	}
-	for _, s := range []string{register.StatusRequested, register.StatusApproved, register.StatusDenied, register.StatusReturned, register.StatusRetired} {
-		used["ap_"+s] = true
+	// Codes are labelled by the shared catalog, not by this table.
+	for _, c := range compliance.Controls {
+		checkLabel(t, labels.Control, c)
+	}
+	for _, s := range []compliance.Status{compliance.Pass, compliance.Fail, compliance.Unknown, compliance.Off} {
+		checkLabel(t, labels.Verdict, string(s))
+	}
+	for _, r := range []string{state.RoleAdmin, state.RoleAuditor, state.RoleManager} {
+		checkLabel(t, labels.Role, r)
+	}
+	for _, k := range register.Kinds {
+		checkLabel(t, labels.Register, string(k))
+	}
+	for _, s := range []string{register.StatusActive, register.StatusLost, register.StatusDisposed, register.StatusRequested,
+		register.StatusApproved, register.StatusDenied, register.StatusReturned, register.StatusRetired} {
+		checkLabel(t, labels.Status, s)
 	}
 	used["alert_"+compliance.KindViolation], used["alert_"+compliance.KindSilent] = true, true
 	for k := range used {
 		if ja[k] == "" {
 			t.Errorf("key %q is used but has no text", k)
 		}
+	}
+}
+
+func checkLabel(t *testing.T, s labels.Set, code string) {
+	t.Helper()
+	if !labels.Known(s, code) {
+		t.Errorf("catalog %s has no label for %q", s, code)
 	}
 }
 

@@ -1,8 +1,10 @@
 package web
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"html/template"
@@ -17,6 +19,7 @@ import (
 	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // hostNames maps agent ids to hostnames for display.
@@ -38,11 +41,14 @@ type rateRow struct {
 }
 
 type overviewData struct {
-	Total, Online, Silent, Violations, AlertsMore int
-	Overall                                       float64
-	Rates                                         []rateRow
-	Alerts                                        []compliance.Alert
-	Trend                                         template.HTML
+	Total, Online, Silent, Violations, SilentAlerts, AlertsMore int
+	Overall                                                     float64
+	Rates                                                       []rateRow
+	Alerts                                                      []compliance.Alert
+	Warnings                                                    []api.Stored
+	WarningsMore                                                int
+	WarnByControl                                               map[string]int
+	Trend                                                       template.HTML
 }
 
 // maxAlertRows bounds the violations table; the count above it is exact.
@@ -71,6 +77,8 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 	for _, a := range alerts {
 		if a.Kind == compliance.KindViolation {
 			d.Violations++
+		} else {
+			d.SilentAlerts++
 		}
 	}
 	slices.SortStableFunc(alerts, func(a, b compliance.Alert) int { return b.Since.Compare(a.Since) })
@@ -94,44 +102,87 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 		u.log.Warn().Err(err).Msg("web: trend not updated") // the page still shows
 	}
 	p := u.newPage(r, "overview", "nav_overview")
+	if err := u.warnings(ctx, &d); err != nil {
+		u.internal(w, r, "reading warnings", err)
+		return
+	}
+	hosts, _, err := u.hostNames(ctx)
+	if err != nil {
+		u.internal(w, r, "listing agents", err)
+		return
+	}
+	p.hosts = hosts
 	d.Trend = trendSVG(points, u.cfg.Now().In(u.cfg.Location), p.Lang)
 	p.Data = d
 	u.render(w, r, http.StatusOK, "overview", p)
 }
 
 type hostsData struct {
-	Q, Department, Control, Status string
-	SilentOnly                     bool
-	Departments, Controls          []string
-	Statuses                       []compliance.Status
-	Hosts                          []compliance.Host
-	Shown, Matched                 int
-	Next                           string
+	Q, Department, Control, Status, Sort string
+	SilentOnly                           bool
+	Departments, Controls                []string
+	Statuses                             []compliance.Status
+	Hosts                                []compliance.Host
+	Shown, Matched, Total                int
+	Next, Export                         string
+	SortLinks                            map[string]string
 }
 
 // hostsPerPage bounds one page of the hosts list.
 const hostsPerPage = 200
 
-func (u *UI) handleHosts(w http.ResponseWriter, r *http.Request) {
+// hostSorts are the hosts list's orders: by name, department, last
+// contact (oldest first finds silent PCs), most failing controls first.
+var hostSorts = map[string]func(a, b compliance.Host) int{
+	"name":  func(a, b compliance.Host) int { return cmp.Compare(a.Hostname, b.Hostname) },
+	"dept":  func(a, b compliance.Host) int { return cmp.Compare(a.Department, b.Department) },
+	"seen":  func(a, b compliance.Host) int { return compareSeen(a.LastSeen, b.LastSeen) },
+	"fails": func(a, b compliance.Host) int { return cmp.Compare(fails(b), fails(a)) },
+}
+
+func compareSeen(a, b *time.Time) int {
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return -1
+	case b == nil:
+		return 1
+	}
+	return a.Compare(*b)
+}
+
+func fails(h compliance.Host) int {
+	n := 0
+	for _, c := range h.Controls {
+		if c.Status == compliance.Fail {
+			n++
+		}
+	}
+	return n
+}
+
+// selectHosts applies the hosts list's filters and order; an error is the
+// user's (a bad filter value).
+func (u *UI) selectHosts(r *http.Request) (hostsData, []compliance.Host, error) {
 	q := r.URL.Query()
-	d := hostsData{Q: q.Get("q"), Department: q.Get("department"), Control: q.Get("control"),
-		Status: q.Get("status"), SilentOnly: q.Get("silent") == "1", Controls: compliance.Controls,
-		Statuses: []compliance.Status{compliance.Pass, compliance.Fail, compliance.Unknown, compliance.Off}}
+	d := hostsData{Q: q.Get("q"), Department: q.Get("department"), Control: labels.Code(labels.Control, q.Get("control")),
+		Status: labels.Code(labels.Verdict, q.Get("status")), SilentOnly: q.Get("silent") == "1", Controls: compliance.Controls,
+		Statuses: []compliance.Status{compliance.Pass, compliance.Fail, compliance.Unknown, compliance.Off}, Sort: cmp.Or(q.Get("sort"), "name")}
 	if d.Control != "" && !slices.Contains(compliance.Controls, d.Control) {
-		u.fail(w, r, http.StatusBadRequest, "err_invalid", "control")
-		return
+		return d, nil, errors.New("control")
 	}
 	if d.Status != "" && !slices.Contains(d.Statuses, compliance.Status(d.Status)) {
-		u.fail(w, r, http.StatusBadRequest, "err_invalid", "status")
-		return
+		return d, nil, errors.New("status")
 	}
-	offset, _ := strconv.Atoi(q.Get("offset"))
-	offset = max(offset, 0)
+	if _, ok := hostSorts[strings.TrimPrefix(d.Sort, "-")]; !ok {
+		return d, nil, errors.New("sort")
+	}
 	all, err := u.cfg.Compliance.Report(r.Context(), compliance.Filter{})
 	if err != nil {
-		u.internal(w, r, "compliance report", err)
-		return
+		return d, nil, fmt.Errorf("web: %w: %w", errInternal, err)
 	}
+	d.Total = len(all.Hosts)
 	depts := map[string]bool{}
 	for _, h := range all.Hosts {
 		if h.Department != "" {
@@ -162,10 +213,54 @@ func (u *UI) handleHosts(w http.ResponseWriter, r *http.Request) {
 		}
 		sel = append(sel, h)
 	}
+	by, desc := hostSorts[strings.TrimPrefix(d.Sort, "-")], strings.HasPrefix(d.Sort, "-")
 	slices.SortFunc(sel, func(a, b compliance.Host) int {
-		return cmp.Or(cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Agent, b.Agent))
+		c := by(a, b)
+		if desc {
+			c = -c
+		}
+		return cmp.Or(c, cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Agent, b.Agent))
 	})
 	d.Matched = len(sel)
+	keep := url.Values{}
+	for k, v := range q {
+		if k != "offset" && k != "ok" && k != "sort" {
+			keep[k] = v
+		}
+	}
+	d.SortLinks = map[string]string{}
+	for k := range hostSorts {
+		nq := url.Values{}
+		for kk, v := range keep {
+			nq[kk] = v
+		}
+		s := k
+		if d.Sort == k {
+			s = "-" + k
+		}
+		nq.Set("sort", s)
+		d.SortLinks[k] = "/hosts?" + nq.Encode()
+	}
+	keep.Set("sort", d.Sort)
+	d.Export = "/hosts/export?" + keep.Encode()
+	return d, sel, nil
+}
+
+var errInternal = errors.New("internal")
+
+func (u *UI) handleHosts(w http.ResponseWriter, r *http.Request) {
+	d, sel, err := u.selectHosts(r)
+	if errors.Is(err, errInternal) {
+		u.internal(w, r, "compliance report", err)
+		return
+	}
+	if err != nil {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
+		return
+	}
+	q := r.URL.Query()
+	offset, _ := strconv.Atoi(q.Get("offset"))
+	offset = max(offset, 0)
 	if offset < len(sel) {
 		sel = sel[offset:]
 	} else {
@@ -184,6 +279,54 @@ func (u *UI) handleHosts(w http.ResponseWriter, r *http.Request) {
 	p := u.newPage(r, "hosts", "nav_hosts")
 	p.Data = d
 	u.render(w, r, http.StatusOK, "hosts", p)
+}
+
+// handleHostsExport writes the filtered hosts list as Excel CSV (UTF-8 with
+// a BOM), labels in the UI's language, times in its zone.
+func (u *UI) handleHostsExport(w http.ResponseWriter, r *http.Request) {
+	d, sel, err := u.selectHosts(r)
+	if errors.Is(err, errInternal) {
+		u.internal(w, r, "compliance report", err)
+		return
+	}
+	if err != nil {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
+		return
+	}
+	lang := langOf(r)
+	L := messages[lang]
+	var buf bytes.Buffer
+	buf.WriteString("\ufeff")
+	cw := csv.NewWriter(&buf)
+	cw.UseCRLF = true
+	hdr := []string{L["host"], L["department"], L["last_seen"], L["silent"]}
+	for _, c := range d.Controls {
+		hdr = append(hdr, labels.Of(labels.Control, lang, c))
+	}
+	hdr = append(hdr, labels.Of(labels.Field, lang, "agent_id"))
+	_ = cw.Write(hdr)
+	for _, h := range sel {
+		seen := ""
+		if h.LastSeen != nil {
+			seen = h.LastSeen.In(u.cfg.Location).Format("2006-01-02 15:04:05")
+		}
+		row := []string{h.Hostname, h.Department, seen, labels.Of(labels.YesNo, lang, map[bool]string{true: "yes", false: "no"}[h.Silent])}
+		for _, c := range d.Controls {
+			if cs, ok := h.Controls[c]; ok {
+				row = append(row, labels.Of(labels.Verdict, lang, string(cs.Status)))
+			} else {
+				row = append(row, "")
+			}
+		}
+		_ = cw.Write(append(row, h.Agent))
+	}
+	cw.Flush()
+	stamp := u.cfg.Now().In(u.cfg.Location).Format("20060102-150405")
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="mamori-hosts-`+stamp+`.csv"`)
+	_, _ = w.Write(buf.Bytes())
+	u.record(r, sessionFrom(r.Context()).Name, event.Event{Type: "export.made", Object: "hosts",
+		Attrs: event.Attrs{"format": "csv", "hosts": len(sel), "query": r.URL.RawQuery}})
 }
 
 type controlRow struct {
@@ -263,104 +406,6 @@ func (u *UI) handleHost(w http.ResponseWriter, r *http.Request) {
 	u.render(w, r, http.StatusOK, "host", p)
 }
 
-// uiTime is how datetime-local inputs send times (in the configured zone).
-const uiTime = "2006-01-02T15:04"
-
-// eventFilter reads the access-log filters of the UI: the API's names,
-// with from/to as datetime-local in the configured zone. It also returns
-// the filter in the API's form (for exports and the bundle's query).
-func (u *UI) eventFilter(q url.Values) (api.Filter, url.Values, error) {
-	apiQ := url.Values{}
-	for _, k := range []string{"agent", "control", "type", "user", "object_prefix", "register_id", "cursor"} {
-		if v := strings.TrimSpace(q.Get(k)); v != "" {
-			apiQ.Set(k, v)
-		}
-	}
-	for _, k := range []string{"from", "to"} {
-		v := strings.TrimSpace(q.Get(k))
-		if v == "" {
-			continue
-		}
-		t, err := time.ParseInLocation(uiTime, v, u.cfg.Location)
-		if err != nil {
-			if t, err = time.Parse(time.RFC3339Nano, v); err != nil {
-				return api.Filter{}, nil, fmt.Errorf("%s: want a date and time such as 2026-11-01T09:00", k)
-			}
-		}
-		apiQ.Set(k, t.UTC().Format(time.RFC3339Nano))
-	}
-	f, err := api.ParseFilter(apiQ)
-	return f, apiQ, err
-}
-
-type eventsData struct {
-	Q                                    map[string]string
-	Events                               []api.Stored
-	Next, First, ExportCSV, ExportBundle string
-}
-
-// eventsPerPage is the page size of the access log.
-const eventsPerPage = 100
-
-func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	f, apiQ, err := u.eventFilter(q)
-	p := u.newPage(r, "events", "nav_events")
-	d := eventsData{Q: map[string]string{}}
-	for k := range q {
-		d.Q[k] = q.Get(k)
-	}
-	p.Data = &d
-	if err != nil {
-		p.Err = p.L["err_invalid"] + ": " + err.Error()
-		u.render(w, r, http.StatusBadRequest, "events", p)
-		return
-	}
-	f.Limit = eventsPerPage
-	pg, err := u.cfg.Events.Query(r.Context(), f)
-	if errors.Is(err, api.ErrBadCursor) || errors.Is(err, api.ErrBadFilter) {
-		p.Err = p.L["err_invalid"] + ": " + err.Error()
-		u.render(w, r, http.StatusBadRequest, "events", p)
-		return
-	}
-	if err != nil {
-		u.internal(w, r, "querying events", err)
-		return
-	}
-	hosts, _, err := u.hostNames(r.Context())
-	if err != nil {
-		u.internal(w, r, "listing agents", err)
-		return
-	}
-	p.hosts = hosts
-	d.Events = pg.Events
-	keep := url.Values{}
-	for k, v := range q {
-		if k != "cursor" && k != "ok" {
-			keep[k] = v
-		}
-	}
-	if pg.Next != "" {
-		nq := url.Values{}
-		for k, v := range keep {
-			nq[k] = v
-		}
-		nq.Set("cursor", pg.Next)
-		d.Next = "/events?" + nq.Encode()
-	}
-	if f.Cursor != "" {
-		d.First = "/events?" + keep.Encode()
-	}
-	// Whole URLs: html/template would escape a bare query string's & and =
-	// inside href, and the export would drop the filters.
-	apiQ.Del("cursor")
-	apiQ.Set("format", "csv")
-	d.ExportCSV = "/events/export?" + apiQ.Encode()
-	apiQ.Set("format", "bundle")
-	d.ExportBundle = "/events/export?" + apiQ.Encode()
-	u.render(w, r, http.StatusOK, "events", p)
-}
-
 // handleExport streams the evidence bundle or CSV of the filtered events,
 // like GET /api/v1/export, and records who exported what.
 func (u *UI) handleExport(w http.ResponseWriter, r *http.Request) {
@@ -371,7 +416,12 @@ func (u *UI) handleExport(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	format := q.Get("format")
 	q.Del("format")
-	f, apiQ, err := u.eventFilter(q)
+	hosts, _, err := u.hostNames(r.Context())
+	if err != nil {
+		u.internal(w, r, "listing agents", err)
+		return
+	}
+	f, apiQ, err := u.eventFilter(q, hosts)
 	if err == nil && f.Cursor != "" {
 		err = errors.New("cursor: an export takes every matching event")
 	}
@@ -435,29 +485,4 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
-}
-
-type evidenceData struct {
-	PublicKey  string
-	Checkpoint *api.CheckpointView
-	Command    string
-}
-
-func (u *UI) handleEvidence(w http.ResponseWriter, r *http.Request) {
-	d := evidenceData{PublicKey: u.cfg.PublicKey,
-		Command: "mamori-server verify mamori-evidence-YYYYMMDD-HHMMSS.jsonl --pubkey log-key.pub"}
-	if u.cfg.Evidence != nil {
-		cp, err := u.cfg.Evidence.Checkpoint(r.Context())
-		if err != nil {
-			u.log.Warn().Err(err).Msg("web: no checkpoint to show")
-		} else if cp.Size > 0 {
-			d.Checkpoint = &cp
-			if d.PublicKey == "" {
-				d.PublicKey = cp.PublicKey
-			}
-		}
-	}
-	p := u.newPage(r, "evidence", "nav_evidence")
-	p.Data = d
-	u.render(w, r, http.StatusOK, "evidence", p)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 type registerRow struct {
@@ -23,9 +25,10 @@ type registerRow struct {
 }
 
 type registerData struct {
-	Kind, Q, Status string
-	Kinds           []register.Kind
-	Rows            []registerRow
+	Kind, Q, Status, Export string
+	Kinds                   []register.Kind
+	Statuses                []option
+	Rows                    []registerRow
 }
 
 func summary(e register.Entry) string {
@@ -57,7 +60,22 @@ func (u *UI) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	d := registerData{Kind: string(k), Kinds: register.Kinds, Q: q.Get("q"), Status: q.Get("status")}
+	lang := langOf(r)
+	// A status may come as its label (状態=有効), as people type it.
+	d := registerData{Kind: string(k), Kinds: register.Kinds, Q: q.Get("q"), Status: labels.Code(labels.Status, q.Get("status"))}
+	for _, f := range register.FormFields(k) {
+		if f.Name == "status" {
+			d.Statuses = codeOptions(labels.Status, lang, f.Choices)
+		}
+	}
+	ex := url.Values{"lang": {lang}}
+	if d.Q != "" {
+		ex.Set("q", d.Q)
+	}
+	if d.Status != "" {
+		ex.Set("status", d.Status)
+	}
+	d.Export = "/registers/" + string(k) + "/export?" + ex.Encode()
 	es, err := u.cfg.Registers.List(r.Context(), k, register.Filter{Q: d.Q, Status: d.Status})
 	if err != nil {
 		u.registerFail(w, r, err)
@@ -72,10 +90,72 @@ func (u *UI) handleRegister(w http.ResponseWriter, r *http.Request) {
 	u.render(w, r, http.StatusOK, "registers", p)
 }
 
+type formRow struct {
+	register.FormField
+	Label, Help, Value, Err string
+	Options                 []option
+}
+
+type histRow struct {
+	register.Change
+	Fields []register.FieldChange
+}
+
 type entryData struct {
-	Kind, ID, Status, JSON string
-	Revision               int64
-	History                []register.Change
+	Kind, ID, Status string
+	Revision         int64
+	Fields           []formRow
+	History          []histRow
+	Bad              bool
+}
+
+// formRows lays out register k's form with values and per-field errors,
+// in the page's language.
+func (u *UI) formRows(k register.Kind, lang string, vals map[string]string, errs register.ValidationError) []formRow {
+	byField := map[string][]string{}
+	for _, e := range errs {
+		msg := e.Msg
+		if lang == "ja" {
+			msg = register.MessageJA(msg)
+		}
+		f := register.FieldOf(e.Field)
+		if !slices.Contains(byField[f], msg) {
+			byField[f] = append(byField[f], msg)
+		}
+	}
+	var out []formRow
+	for _, f := range register.FormFields(k) {
+		r := formRow{FormField: f, Label: f.LabelJA, Help: f.HelpJA, Value: vals[f.Name], Err: strings.Join(byField[f.Name], " ")}
+		if lang == "en" {
+			r.Label, r.Help = f.LabelEN, f.HelpEN
+		}
+		switch f.Input {
+		case register.InputSelect:
+			for _, c := range f.Choices {
+				l := labels.Of(labels.Status, lang, c)
+				if f.Name == "medium" {
+					l = register.MediumLabel(c, lang)
+				}
+				r.Options = append(r.Options, option{Value: c, Label: l})
+			}
+		case register.InputYesNo:
+			r.Options = []option{{"no", labels.Of(labels.YesNo, lang, "no")}, {"yes", labels.Of(labels.YesNo, lang, "yes")}}
+			if r.Value == "" {
+				r.Value = "no"
+			}
+		case register.InputDateTime:
+			if t, err := time.Parse(time.RFC3339, r.Value); err == nil {
+				r.Value = t.In(u.cfg.Location).Format(uiTime)
+			}
+		}
+		delete(byField, f.Name)
+		out = append(out, r)
+	}
+	// Errors of fields the form has no row for (should not happen) still show.
+	for f, msgs := range byField {
+		out = append(out, formRow{FormField: register.FormField{Name: f, Input: "none"}, Label: f, Err: strings.Join(msgs, " ")})
+	}
+	return out
 }
 
 func (u *UI) handleEntry(w http.ResponseWriter, r *http.Request) {
@@ -88,6 +168,7 @@ func (u *UI) handleEntry(w http.ResponseWriter, r *http.Request) {
 	var e register.Entry
 	if id == "new" {
 		e = register.NewEntry(k)
+		register.MetaOf(e).Status = register.FormFields(k)[1].Choices[0]
 	} else {
 		var err error
 		if e, err = u.cfg.Registers.Get(r.Context(), k, id); err != nil {
@@ -96,42 +177,78 @@ func (u *UI) handleEntry(w http.ResponseWriter, r *http.Request) {
 		}
 		m := register.MetaOf(e)
 		d.ID, d.Status, d.Revision = m.ID, m.Status, m.Revision
-		if d.History, err = u.cfg.Registers.History(r.Context(), k, id); err != nil {
+		hist, err := u.cfg.Registers.History(r.Context(), k, id)
+		if err != nil {
 			u.registerFail(w, r, err)
 			return
 		}
-		slices.Reverse(d.History)
+		slices.Reverse(hist)
+		for _, c := range hist {
+			d.History = append(d.History, histRow{Change: c, Fields: register.Diff(k, c.Before, c.After)})
+		}
 	}
-	b, _ := json.MarshalIndent(e, "", "  ")
-	d.JSON = string(b)
 	p := u.newPage(r, "registers", "nav_registers")
+	vals := register.FormValues(e)
+	if k == register.KindApprovals && id == "new" {
+		vals["from"], vals["to"] = "", ""
+	}
+	d.Fields = u.formRows(k, p.Lang, vals, nil)
 	p.Data = d
 	u.render(w, r, http.StatusOK, "entry", p)
 }
 
-// handleSaveEntry creates ("new") or updates an entry from its JSON; the
-// revision the form was read at guards against lost updates.
+// entryFromRequest reads an entry from the form's fields, or from an
+// "entry" JSON field (what scripts and older forms post).
+func (u *UI) entryFromRequest(r *http.Request, k register.Kind) (register.Entry, map[string]string, register.ValidationError) {
+	if raw := r.PostFormValue("entry"); raw != "" {
+		e := register.NewEntry(k)
+		dec := json.NewDecoder(strings.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(e); err != nil {
+			return nil, nil, register.ValidationError{{Field: "entry", Msg: "JSON: " + err.Error()}}
+		}
+		return e, register.FormValues(e), nil
+	}
+	vals := map[string]string{}
+	for _, f := range register.FormFields(k) {
+		if _, ok := r.PostForm[f.Name]; !ok {
+			continue
+		}
+		v := r.PostFormValue(f.Name)
+		if f.Input == register.InputDateTime && v != "" {
+			// datetime-local is in the UI's zone; the entry keeps RFC 3339.
+			if t, err := time.ParseInLocation(uiTime, v, u.cfg.Location); err == nil {
+				v = t.Format(time.RFC3339)
+			}
+		}
+		vals[f.Name] = v
+	}
+	e, errs := register.FromForm(k, vals)
+	return e, vals, errs
+}
+
+// handleSaveEntry creates ("new") or updates an entry from the form; the
+// revision the form was read at guards against lost updates. On any error
+// the form comes back with what was typed and the messages by the fields.
 func (u *UI) handleSaveEntry(w http.ResponseWriter, r *http.Request) {
 	k, ok := u.kind(w, r)
 	if !ok {
 		return
 	}
 	id := r.PathValue("id")
-	e := register.NewEntry(k)
-	dec := json.NewDecoder(strings.NewReader(r.PostFormValue("entry")))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(e); err != nil {
-		u.fail(w, r, http.StatusBadRequest, "err_invalid", "JSON: "+err.Error())
-		return
-	}
+	e, vals, errs := u.entryFromRequest(r, k)
 	who := sessionFrom(r.Context()).Name
 	var c register.Change
 	var err error
-	if id == "new" {
-		register.MetaOf(e).ID = ""
+	var rev int64
+	switch {
+	case len(errs) > 0:
+		err = errs
+	case id == "new":
 		c, err = u.cfg.Registers.Create(r.Context(), who, e)
-	} else {
-		rev, perr := strconv.ParseInt(r.PostFormValue("revision"), 10, 64)
+	default:
+		var perr error
+		rev, perr = strconv.ParseInt(r.PostFormValue("revision"), 10, 64)
 		if perr != nil || rev <= 0 {
 			u.fail(w, r, http.StatusBadRequest, "err_invalid", "revision")
 			return
@@ -140,7 +257,33 @@ func (u *UI) handleSaveEntry(w http.ResponseWriter, r *http.Request) {
 		c, err = u.cfg.Registers.Update(r.Context(), who, e, rev)
 	}
 	if err != nil {
-		u.registerFail(w, r, err)
+		var ve register.ValidationError
+		p := u.newPage(r, "registers", "nav_registers")
+		d := entryData{Kind: string(k), Revision: rev, Bad: true}
+		if id != "new" {
+			d.ID = id
+		}
+		status := http.StatusBadRequest
+		switch {
+		case errors.As(err, &ve):
+			p.Err = p.L["err_form"]
+		case errors.Is(err, register.ErrConflict) && id == "new":
+			p.Err = p.L["err_exists"]
+			ve = register.ValidationError{{Field: "id", Msg: p.L["err_exists"]}}
+			status = http.StatusConflict
+		case errors.Is(err, register.ErrConflict):
+			p.Err = p.L["err_conflict_form"]
+			status = http.StatusConflict
+		case errors.Is(err, register.ErrNotFound):
+			u.registerFail(w, r, err)
+			return
+		default:
+			u.internal(w, r, "register", err)
+			return
+		}
+		d.Fields = u.formRows(k, p.Lang, vals, ve)
+		p.Data = d
+		u.render(w, r, status, "entry", p)
 		return
 	}
 	u.changed(r, c)
@@ -179,7 +322,9 @@ func (u *UI) handleRegisterExport(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("enc") == register.EncSJIS {
 		enc = register.EncSJIS
 	}
-	es, err := u.cfg.Registers.List(r.Context(), k, register.Filter{})
+	// The export holds what the list shows: the same search and status.
+	es, err := u.cfg.Registers.List(r.Context(), k, register.Filter{Q: r.URL.Query().Get("q"),
+		Status: labels.Code(labels.Status, r.URL.Query().Get("status"))})
 	if err != nil {
 		u.registerFail(w, r, err)
 		return
@@ -262,81 +407,13 @@ func (u *UI) registerFail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-type approvalsData struct {
-	Status    string
-	Statuses  []string
-	Rows      []*register.Approval
-	CanDecide bool
-}
-
-func (u *UI) handleApprovals(w http.ResponseWriter, r *http.Request) {
-	if u.cfg.Registers == nil {
-		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
-		return
-	}
-	d := approvalsData{Status: r.URL.Query().Get("status"), CanDecide: deciders.allows(sessionFrom(r.Context()).Role),
-		Statuses: []string{register.StatusRequested, register.StatusApproved, register.StatusDenied, register.StatusReturned, register.StatusRetired}}
-	es, err := u.cfg.Registers.List(r.Context(), register.KindApprovals, register.Filter{Status: d.Status})
-	if err != nil {
-		u.registerFail(w, r, err)
-		return
-	}
-	for _, e := range es {
-		d.Rows = append(d.Rows, e.(*register.Approval))
-	}
-	// Open requests first, then newest.
-	slices.SortStableFunc(d.Rows, func(a, b *register.Approval) int {
-		ar, br := a.Status == register.StatusRequested, b.Status == register.StatusRequested
-		if ar != br {
-			if ar {
-				return -1
-			}
-			return 1
-		}
-		return b.From.Compare(a.From)
-	})
-	p := u.newPage(r, "approvals", "nav_approvals")
-	p.Data = d
-	u.render(w, r, http.StatusOK, "approvals", p)
-}
-
-func (u *UI) handleDecide(w http.ResponseWriter, r *http.Request) {
-	if u.cfg.Registers == nil {
-		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
-		return
-	}
-	var approve bool
-	switch r.PathValue("decision") {
-	case "approve":
-		approve = true
-	case "deny":
-	default:
-		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
-		return
-	}
-	rev, err := strconv.ParseInt(r.PostFormValue("revision"), 10, 64)
-	if err != nil || rev < 0 {
-		u.fail(w, r, http.StatusBadRequest, "err_invalid", "revision")
-		return
-	}
-	c, err := u.cfg.Registers.Decide(r.Context(), sessionFrom(r.Context()).Name, r.PathValue("id"), approve, rev)
-	if err != nil {
-		u.registerFail(w, r, err)
-		return
-	}
-	u.changed(r, c)
-	msg := "denied_msg"
-	if approve {
-		msg = "approved_msg"
-	}
-	back(w, r, "/approvals", msg)
-}
-
 type policiesData struct {
 	Names       []string
 	Departments map[string]string
 	Agents      map[string]string
 	Shown, YAML string
+	PCs         []option
+	DeptNames   []string
 }
 
 func (u *UI) handlePolicies(w http.ResponseWriter, r *http.Request) {
@@ -369,10 +446,26 @@ func (u *UI) handlePolicies(w http.ResponseWriter, r *http.Request) {
 			u.internal(w, r, "assignments", err)
 			return
 		}
-		if p.hosts, _, err = u.hostNames(ctx); err != nil {
+		var agents []state.Agent
+		if p.hosts, agents, err = u.hostNames(ctx); err != nil {
 			u.internal(w, r, "listing agents", err)
 			return
 		}
+		d.PCs = hostOptions(p.hosts)
+		seen := map[string]bool{}
+		for _, a := range agents {
+			if a.Department != "" && !seen[a.Department] {
+				seen[a.Department] = true
+				d.DeptNames = append(d.DeptNames, a.Department)
+			}
+		}
+		for dep := range d.Departments {
+			if !seen[dep] {
+				seen[dep] = true
+				d.DeptNames = append(d.DeptNames, dep)
+			}
+		}
+		slices.Sort(d.DeptNames)
 	}
 	p.Data = d
 	u.render(w, r, http.StatusOK, "policies", p)
@@ -384,6 +477,19 @@ func (u *UI) handleAssign(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target, id, pol := r.PostFormValue("target"), strings.TrimSpace(r.PostFormValue("id")), r.PostFormValue("policy")
+	// The form sends a PC as its agent id (a choice) or a department name;
+	// a PC typed by name resolves too.
+	if target == "agent" {
+		if hosts, _, err := u.hostNames(r.Context()); err == nil {
+			id = agentByName(hosts, id)
+		}
+	}
+	if target == "pc" {
+		target, id = "agent", r.PostFormValue("pc")
+	}
+	if target == "dept" {
+		target, id = "department", r.PostFormValue("dept")
+	}
 	var err error
 	switch target {
 	case "department":

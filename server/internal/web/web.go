@@ -17,6 +17,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // Config is what New needs. Events, State and Compliance are required;
@@ -45,6 +47,14 @@ type Config struct {
 	Location *time.Location
 	// Now is the clock (sessions, rate limits, trend); default time.Now.
 	Now func() time.Time
+	// Integrity checks the evidence log for the 証跡 page; optional (the
+	// page then says it cannot tell).
+	Integrity IntegrityChecker
+	// VerifierDir holds the verifier builds the 証跡 page offers
+	// (mamori-server for Linux and Windows, as `make build` lays them out:
+	// DIR/mamori-server, DIR/windows-amd64/mamori-server.exe, or
+	// DIR/linux-amd64/mamori-server); optional.
+	VerifierDir string
 	// PolicyChanged is called after a UI change that may change agents'
 	// effective policies, to wake their long-polls; optional.
 	PolicyChanged func()
@@ -98,7 +108,20 @@ func New(cfg Config) (*UI, error) {
 	sum := sha256.Sum256(css)
 	u.css = "/static/app.css?v=" + hex.EncodeToString(sum[:6])
 	u.mux = u.routes()
+	u.moreRoutes(u.mux)
 	return u, nil
+}
+
+// moreRoutes adds the pages beyond the core table in login.go.
+func (u *UI) moreRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /events/{index}", u.auth(anyRole, u.handleEvent))
+	mux.HandleFunc("GET /hosts/export", u.auth(anyRole, u.handleHostsExport))
+	mux.HandleFunc("GET /approvals/new", u.auth(deciders, u.handleRequestForm))
+	mux.HandleFunc("POST /approvals/new", u.auth(deciders, u.handleRequest))
+	mux.HandleFunc("GET /approvals/{id}/confirm", u.auth(deciders, u.handleConfirm))
+	mux.HandleFunc("GET /evidence/log-key.pub", u.auth(anyRole, u.handleLogKey))
+	mux.HandleFunc("GET /evidence/checkpoint", u.auth(anyRole, u.handleCheckpointFile))
+	mux.HandleFunc("GET /evidence/verifier/{os}", u.auth(anyRole, u.handleVerifier))
 }
 
 var funcs = template.FuncMap{
@@ -185,6 +208,20 @@ func (p *page) Reason(ja, en, code string) string {
 	return code
 }
 
+// T labels a code of a catalog set (control, type, severity, status,
+// register, role, verdict, field) in the page's language.
+// code may be any string type (compliance.Status, event.Severity).
+func (p *page) T(set string, code any) string {
+	return labels.Of(labels.Set(set), p.Lang, fmt.Sprint(code))
+}
+
+// AttrName labels an event attribute key, keeping the key beside an
+// unknown one's.
+func (p *page) AttrName(k string) string { return labels.Of(labels.Attr, p.Lang, k) }
+
+// Fails counts a host's failing controls.
+func (p *page) Fails(h compliance.Host) int { return fails(h) }
+
 // HostName shows an agent id as its hostname where known.
 func (p *page) HostName(agent string) string {
 	if n, ok := p.hosts[agent]; ok && n != "" {
@@ -244,7 +281,21 @@ func (u *UI) fail(w http.ResponseWriter, r *http.Request, status int, key, detai
 	if detail != "" {
 		p.Err += " " + detail
 	}
+	p.Data = backLink(r)
 	u.render(w, r, status, "error", p)
+}
+
+// backLink is where an error page's "back" goes: the page the user came
+// from on this server (its path only), else the overview.
+func backLink(r *http.Request) string {
+	ref, err := url.Parse(r.Referer())
+	if err != nil || ref.Host != r.Host || !strings.HasPrefix(ref.Path, "/") || strings.HasPrefix(ref.Path, "//") || ref.Path == r.URL.Path {
+		return "/"
+	}
+	if ref.RawQuery != "" {
+		return ref.Path + "?" + ref.RawQuery
+	}
+	return ref.Path
 }
 
 func (u *UI) internal(w http.ResponseWriter, r *http.Request, what string, err error) {

@@ -335,12 +335,17 @@ func (c *Control) report(ctx context.Context, ts []Target, fs []Finding, w Want)
 	}
 	attrs["failing"] = list
 	f := fs[0]
-	who := f.Target.Scope
-	if f.Target.User != "" || f.Target.ID != "" {
-		who += " " + strings.TrimSpace(f.Target.User+" "+f.Target.ID)
+	who, whoJA := f.Target.Scope, "ユーザー"
+	if f.Target.Scope == ScopeMachine {
+		whoJA = "端末全体の設定"
 	}
+	if id := strings.TrimSpace(f.Target.User + " " + f.Target.ID); id != "" {
+		who += " " + id
+		whoJA += " " + id
+	}
+	// The Japanese reason is all Japanese: a manager reads it on 概要.
 	c.setStatus(ctx, controls.Status{State: controls.Fail, Reason: f.Key,
-		ReasonJA: f.JA + "（" + who + "）", ReasonEN: f.EN + " (" + who + ")"}, attrs)
+		ReasonJA: f.JA + "（" + whoJA + "）", ReasonEN: f.EN + " (" + who + ")"}, attrs)
 }
 
 func (c *Control) readFailed(ctx context.Context, err error) {

@@ -1,0 +1,246 @@
+package register
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// Field input kinds of a form.
+const (
+	InputText     = "text"
+	InputLong     = "textarea" // free text over several lines
+	InputLines    = "lines"    // a list, one item per line
+	InputSelect   = "select"   // a closed set of codes
+	InputYesNo    = "yesno"
+	InputDate     = "date"     // YYYY-MM-DD
+	InputDateTime = "datetime" // RFC 3339 in the entry; local time in a form
+	InputNumber   = "number"
+)
+
+// FormField describes one field of a register entry for an input form: its
+// name (the CSV's English header and the JSON name), labels, help, kind
+// and, for a closed set, the codes to choose from.
+type FormField struct {
+	Name, LabelJA, LabelEN string
+	HelpJA, HelpEN         string
+	Input                  string
+	Choices                []string
+	Required               bool
+}
+
+// choices of the closed value sets, per register and field.
+var formChoices = map[Kind]map[string][]string{
+	KindPI:        {"status": {StatusActive, StatusRetired}, "medium": {"electronic", "paper", "both"}},
+	KindMedia:     {"status": {StatusActive, StatusLost, StatusDisposed, StatusRetired}},
+	KindApprovals: {"status": {StatusRequested, StatusApproved, StatusDenied, StatusReturned, StatusRetired}},
+	KindDisposals: {"status": {StatusActive, StatusRetired}},
+}
+
+// MediumLabel names a PI entry's medium code in lang.
+func MediumLabel(code, lang string) string {
+	if lang == LangJA {
+		if j, ok := mediumJA[code]; ok {
+			return j
+		}
+	}
+	return code
+}
+
+type help struct{ ja, en string }
+
+// formHelp explains a field where its label alone may not be enough.
+var formHelp = map[string]help{
+	"id":              {"台帳の管理番号。英数字と . _ @ - で64文字以内（例: PI-001）。登録後は変更できません。", "Entry number: letters, digits, . _ @ -; at most 64 (e.g. PI-001). Fixed once saved."},
+	"contents":        {"氏名、住所、電話番号など、含まれる項目。", "Data items held: name, address, phone, ..."},
+	"record_count":    {"おおよその件数。", "Approximate number of records."},
+	"sensitive":       {"病歴・信条など要配慮個人情報を含むか。", "Whether it holds special-care data (health, creed, ...)."},
+	"locations":       {"1行に1か所、「端末名:フォルダー」の形で（例: PC-SOUMU-01:D:\\顧客）。登録するとその端末のエージェントがフォルダーの監視を始めます。", "One per line as HOST:FOLDER (e.g. PC-SOUMU-01:D:\\customers). The PC's agent starts watching the folder."},
+	"access":          {"1行に1人または1グループ。", "One person or group per line."},
+	"retention":       {"5y（5年）、18m（18か月）、indefinite（無期限）のいずれかの形で。", "A period such as 5y, 18m, or indefinite."},
+	"disposal_method": {"保管期間が有限のときは必須（例: シュレッダー、データ消去ソフト）。", "Required when retention is limited (e.g. shredder, wiping tool)."},
+	"last_reviewed":   {"最後に内容を見直した日。", "Date of the last review."},
+	"serial":          {"USBメモリなどのシリアル番号（英数字と . _ : - で4〜64文字）。", "The device's serial number (4..64 of letters, digits, . _ : -)."},
+	"vendor_id":       {"USB の idVendor（16進数4桁、任意）。", "USB idVendor (4 hex digits, optional)."},
+	"product_id":      {"USB の idProduct（16進数4桁、任意）。", "USB idProduct (4 hex digits, optional)."},
+	"host":            {"持ち出す媒体を使う端末名。", "The PC the device will be used on."},
+	"register_ids":    {"持ち出す個人情報の台帳番号。1行に1件。", "Register numbers of the personal data taken out, one per line."},
+	"register_id":     {"廃棄した個人情報の台帳番号（任意）。", "Register number of the disposed personal data (optional)."},
+	"certificate":     {"廃棄証明書の番号など（任意）。", "Disposal certificate reference (optional)."},
+}
+
+// required fields a form marks; validation decides, this only guides.
+var formRequired = map[Kind][]string{
+	KindPI:        {"id", "name", "purpose", "owner", "department", "retention"},
+	KindMedia:     {"id", "registered", "product", "serial", "owner"},
+	KindApprovals: {"id", "requester", "serial", "host", "purpose", "from", "to"},
+	KindDisposals: {"id", "date", "item", "method", "responsible"},
+}
+
+// FormFields lists register k's fields in display order.
+func FormFields(k Kind) []FormField {
+	sc, ok := schemas[k]
+	if !ok {
+		return nil
+	}
+	out := make([]FormField, 0, len(sc.cols))
+	for _, c := range sc.cols {
+		f := FormField{Name: c.en, LabelJA: c.ja, LabelEN: strings.ReplaceAll(c.en, "_", " "), Input: InputText,
+			HelpJA: formHelp[c.en].ja, HelpEN: formHelp[c.en].en, Required: slices.Contains(formRequired[k], c.en)}
+		switch c.en {
+		case "status", "medium":
+			f.Input, f.Choices = InputSelect, formChoices[k][c.en]
+		case "sensitive", "encrypted":
+			f.Input = InputYesNo
+		case "locations", "access", "register_ids":
+			f.Input = InputLines
+		case "purpose", "contents", "risk_notes", "result":
+			f.Input = InputLong
+		case "record_count":
+			f.Input = InputNumber
+		case "registered", "date", "last_reviewed":
+			f.Input = InputDate
+		case "from", "to", "decided":
+			f.Input = InputDateTime
+		}
+		if f.Input == InputSelect && len(f.Choices) == 0 {
+			f.Input = InputText
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// FormValues returns e's fields as form values (codes, not labels; times
+// in RFC 3339; lists one item per line).
+func FormValues(e Entry) map[string]string {
+	sc, ok := schemas[e.kind()]
+	if !ok {
+		return nil
+	}
+	out := make(map[string]string, len(sc.cols))
+	for _, c := range sc.cols {
+		out[c.en] = c.get(e, false)
+	}
+	return out
+}
+
+// FromForm builds an entry of kind k from form values (as FormValues gives
+// them); fields not in vals stay empty. Cells that cannot be read are
+// returned as field errors; validation of the whole entry is the caller's
+// (Create and Update run it).
+func FromForm(k Kind, vals map[string]string) (Entry, ValidationError) {
+	sc, ok := schemas[k]
+	if !ok {
+		return nil, ValidationError{{Field: "kind", Msg: fmt.Sprintf("unknown register %q", k)}}
+	}
+	e := NewEntry(k)
+	var errs ValidationError
+	for _, c := range sc.cols {
+		v, ok := vals[c.en]
+		if !ok {
+			continue
+		}
+		if msg := c.set(e, strings.TrimSpace(v)); msg != "" {
+			errs = append(errs, FieldError{Field: c.en, Msg: msg})
+		}
+	}
+	return e, errs
+}
+
+// FieldOf is the form field a validation error's field belongs to
+// ("locations[0].host" belongs to "locations").
+func FieldOf(field string) string {
+	if i := strings.IndexAny(field, "[."); i > 0 {
+		return field[:i]
+	}
+	return field
+}
+
+// MessageJA says a validation message in Japanese; a message this table
+// does not know is returned as it is.
+func MessageJA(msg string) string {
+	for _, m := range messagesJA {
+		if strings.Contains(msg, m.en) {
+			return m.ja
+		}
+	}
+	return msg
+}
+
+var messagesJA = []struct{ en, ja string }{
+	{"required for electronic data", "電子データの場合は保管場所（端末名:フォルダー）を1行以上入力してください。"},
+	{"required when retention is limited", "保管期間が有限のときは廃棄方法を入力してください。"},
+	{"required once", "承認・却下には承認者が必要です。"},
+	{"required", "入力してください。"},
+	{"longer than", "長すぎます（2,000バイト以内）。"},
+	{"is not one of", "選択肢から選んでください。"},
+	{"is not a date", "日付（YYYY-MM-DD）で入力してください。"},
+	{"is in the future", "未来の日付は入力できません。"},
+	{"reserved for CSV", "この番号は使えません（CSVの取り込み・書き出し用）。"},
+	{"is not a valid id", "英数字と . _ @ - で64文字以内の番号にしてください。"},
+	{"must not be negative", "0以上の数にしてください。"},
+	{"is not a hostname", "端末名（英数字と . _ -）で入力してください。"},
+	{"is not an absolute folder path", "フォルダーを絶対パス（例: D:\\顧客）で入力してください。"},
+	{"is not a period", "5y（5年）、18m（18か月）、indefinite（無期限）の形で入力してください。"},
+	{"is not a serial number", "シリアル番号は英数字と . _ : - で4〜64文字です。"},
+	{"is not 4 hex digits", "16進数4桁で入力してください（例: 0781）。"},
+	{"must be after from", "終了は開始より後の日時にしてください。"},
+	{"is not a register id", "台帳番号の形ではありません。"},
+	{"is not yes/no", "有 か 無 を選んでください。"},
+	{"is not a whole number", "整数で入力してください。"},
+	{"is not HOST:FOLDER", "「端末名:フォルダー」の形で入力してください。"},
+	{"is not a time", "日時で入力してください。"},
+	{"the window has ended", "持出し期間が終わっているため承認できません。"},
+	{"does not exist", "その台帳番号は登録されていません。"},
+}
+
+// FieldChange is one field's change in a history record.
+type FieldChange struct {
+	Field, LabelJA, LabelEN string
+	Before, After           string
+}
+
+// Diff lists the fields that differ between a change's before and after
+// (JSON of the entry), in form order, meta fields left out.
+func Diff(k Kind, before, after json.RawMessage) []FieldChange {
+	var b, a map[string]any
+	_ = json.Unmarshal(before, &b)
+	_ = json.Unmarshal(after, &a)
+	var out []FieldChange
+	fields := FormFields(k)
+	if k == KindApprovals { // kept on the entry, not in the CSV
+		fields = append(fields, FormField{Name: "comment", LabelJA: "承認コメント", LabelEN: "comment"},
+			FormField{Name: "returned", LabelJA: "返却日時", LabelEN: "returned"})
+	}
+	for _, f := range fields {
+		bv, av := b[f.Name], a[f.Name]
+		if reflect.DeepEqual(bv, av) {
+			continue
+		}
+		out = append(out, FieldChange{Field: f.Name, LabelJA: f.LabelJA, LabelEN: f.LabelEN, Before: show(bv), After: show(av)})
+	}
+	return out
+}
+
+func show(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case []any:
+		s := make([]string, len(x))
+		for i, e := range x {
+			if m, ok := e.(map[string]any); ok && m["host"] != nil {
+				s[i] = fmt.Sprintf("%v%s%v", m["host"], hostSep, m["folder"])
+				continue
+			}
+			s[i] = fmt.Sprint(e)
+		}
+		return strings.Join(s, "\n")
+	}
+	return fmt.Sprint(v)
+}

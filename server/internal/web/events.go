@@ -1,0 +1,269 @@
+package web
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/server/internal/compliance"
+	"github.com/mamori/mamori/server/internal/register"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
+)
+
+// uiTime is how datetime-local inputs send times (in the configured zone).
+const uiTime = "2006-01-02T15:04"
+
+// eventFilter reads the access-log filters of the UI: the API's names,
+// with from/to as datetime-local in the configured zone, the PC by agent
+// id or by its name, control and type by code or by label (so a link or a
+// typed 「ファイルアクセス」 works). It also returns the filter in the API's
+// form (for exports and the bundle's query).
+func (u *UI) eventFilter(q url.Values, hosts map[string]string) (api.Filter, url.Values, error) {
+	apiQ := url.Values{}
+	for _, k := range []string{"agent", "control", "type", "user", "object_prefix", "register_id", "cursor"} {
+		if v := strings.TrimSpace(q.Get(k)); v != "" {
+			apiQ.Set(k, v)
+		}
+	}
+	if a := apiQ.Get("agent"); a != "" {
+		apiQ.Set("agent", agentByName(hosts, a))
+	}
+	if c := apiQ.Get("control"); c != "" {
+		apiQ.Set("control", labels.Code(labels.Control, c))
+	}
+	if t := apiQ.Get("type"); t != "" {
+		apiQ.Set("type", labels.Code(labels.EventType, t))
+	}
+	for _, k := range []string{"from", "to"} {
+		v := strings.TrimSpace(q.Get(k))
+		if v == "" {
+			continue
+		}
+		t, err := time.ParseInLocation(uiTime, v, u.cfg.Location)
+		if err != nil {
+			if t, err = time.ParseInLocation(time.DateOnly, v, u.cfg.Location); err != nil {
+				if t, err = time.Parse(time.RFC3339Nano, v); err != nil {
+					return api.Filter{}, nil, fmt.Errorf("%s: want a date and time such as 2026-11-01T09:00", k)
+				}
+			}
+		}
+		apiQ.Set(k, t.UTC().Format(time.RFC3339Nano))
+	}
+	f, err := api.ParseFilter(apiQ)
+	return f, apiQ, err
+}
+
+// agentByName returns the agent id for a PC named v (case-insensitive), or
+// v itself when it is an id or no PC has that name.
+func agentByName(hosts map[string]string, v string) string {
+	if _, ok := hosts[v]; ok {
+		return v
+	}
+	var hit string
+	for id, n := range hosts {
+		if strings.EqualFold(n, v) && (hit == "" || id < hit) {
+			hit = id
+		}
+	}
+	return cmp.Or(hit, v)
+}
+
+// option is one choice of a filter's dropdown.
+type option struct{ Value, Label string }
+
+type eventsData struct {
+	Q                                          map[string]string
+	Events                                     []api.Stored
+	PCs, Controls, Types                       []option
+	Shown, Page                                int
+	Next, Prev, First, ExportCSV, ExportBundle string
+}
+
+// eventsPerPage is the page size of the access log.
+const eventsPerPage = 100
+
+// maxTrail bounds how many earlier pages "previous" can walk back through.
+const maxTrail = 50
+
+// hostOptions lists PCs for a dropdown, by name.
+func hostOptions(hosts map[string]string) []option {
+	out := make([]option, 0, len(hosts)+1)
+	for id, n := range hosts {
+		out = append(out, option{Value: id, Label: cmp.Or(n, id)})
+	}
+	slices.SortFunc(out, func(a, b option) int { return cmp.Or(cmp.Compare(a.Label, b.Label), cmp.Compare(a.Value, b.Value)) })
+	return out
+}
+
+// codeOptions lists a catalog set's codes, labelled, in the given order.
+func codeOptions(s labels.Set, lang string, codes []string) []option {
+	out := make([]option, len(codes))
+	for i, c := range codes {
+		out[i] = option{Value: c, Label: labels.Of(s, lang, c)}
+	}
+	return out
+}
+
+// eventControls are the controls the access log offers as a choice.
+var eventControls = append(slices.Clone(compliance.Controls), "agent", "register", "server")
+
+func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	p := u.newPage(r, "events", "nav_events")
+	hosts, _, err := u.hostNames(r.Context())
+	if err != nil {
+		u.internal(w, r, "listing agents", err)
+		return
+	}
+	hosts[event.ServerStream] = labels.Of(labels.Control, p.Lang, "server")
+	p.hosts = hosts
+	f, apiQ, err := u.eventFilter(q, hosts)
+	d := eventsData{Q: map[string]string{}, PCs: hostOptions(hosts),
+		Controls: codeOptions(labels.Control, p.Lang, eventControls),
+		Types:    codeOptions(labels.EventType, p.Lang, labels.Codes(labels.EventType))}
+	slices.SortStableFunc(d.Types, func(a, b option) int { return cmp.Compare(a.Value, b.Value) })
+	for k := range q {
+		d.Q[k] = q.Get(k)
+	}
+	// The dropdowns show the resolved codes (a PC typed by name selects it).
+	for _, k := range []string{"agent", "control", "type"} {
+		if v := apiQ.Get(k); v != "" {
+			d.Q[k] = v
+		}
+	}
+	p.Data = &d
+	if err != nil {
+		p.Err = p.L["err_invalid"] + ": " + err.Error()
+		u.render(w, r, http.StatusBadRequest, "events", p)
+		return
+	}
+	f.Limit = eventsPerPage
+	pg, err := u.cfg.Events.Query(r.Context(), f)
+	if errors.Is(err, api.ErrBadCursor) || errors.Is(err, api.ErrBadFilter) {
+		p.Err = p.L["err_invalid"] + ": " + err.Error()
+		u.render(w, r, http.StatusBadRequest, "events", p)
+		return
+	}
+	if err != nil {
+		u.internal(w, r, "querying events", err)
+		return
+	}
+	d.Events, d.Shown = pg.Events, len(pg.Events)
+	// Paging both ways: "trail" keeps the cursors of the pages before this
+	// one ("-" for the first), so "previous" needs no reverse query.
+	var trail []string
+	if t := q.Get("trail"); t != "" && f.Cursor != "" {
+		trail = strings.Split(t, ",")
+		if len(trail) > maxTrail {
+			trail = trail[len(trail)-maxTrail:]
+		}
+	}
+	d.Page = len(trail) + 1
+	keep := url.Values{}
+	for k, v := range q {
+		if k != "cursor" && k != "ok" && k != "trail" {
+			keep[k] = v
+		}
+	}
+	link := func(cursor string, tr []string) string {
+		nq := url.Values{}
+		for k, v := range keep {
+			nq[k] = v
+		}
+		if cursor != "" && cursor != "-" {
+			nq.Set("cursor", cursor)
+			if len(tr) > 0 {
+				nq.Set("trail", strings.Join(tr, ","))
+			}
+		}
+		return "/events?" + nq.Encode()
+	}
+	if pg.Next != "" {
+		d.Next = link(pg.Next, append(slices.Clone(trail), cmp.Or(f.Cursor, "-")))
+	}
+	if f.Cursor != "" {
+		d.First = link("", nil)
+		if len(trail) > 0 {
+			d.Prev = link(trail[len(trail)-1], trail[:len(trail)-1])
+		} else {
+			d.Prev = d.First
+		}
+	}
+	// Whole URLs: html/template would escape a bare query string's & and =
+	// inside href, and the export would drop the filters.
+	apiQ.Del("cursor")
+	apiQ.Set("format", "csv")
+	d.ExportCSV = "/events/export?" + apiQ.Encode()
+	apiQ.Set("format", "bundle")
+	d.ExportBundle = "/events/export?" + apiQ.Encode()
+	u.render(w, r, http.StatusOK, "events", p)
+}
+
+type attrRow struct{ Key, Value string }
+
+type eventData struct {
+	E              api.Stored
+	Attrs          []attrRow
+	RegisterKind   string
+	Around, Stream string
+}
+
+// handleEvent shows one stored event in full: every attribute, process,
+// where the agent's attribution came from, its place in the agent's hash
+// chain and in the server's log, and the register entry it belongs to.
+func (u *UI) handleEvent(w http.ResponseWriter, r *http.Request) {
+	idx, err := strconv.ParseInt(r.PathValue("index"), 10, 64)
+	if err != nil || idx < 0 {
+		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
+		return
+	}
+	f := api.Filter{Limit: 1}
+	if idx > 0 {
+		f.Cursor = strconv.FormatInt(idx-1, 10) // the cursor is the last index returned
+	}
+	pg, err := u.cfg.Events.Query(r.Context(), f)
+	if err != nil {
+		u.internal(w, r, "reading event", err)
+		return
+	}
+	if len(pg.Events) == 0 || pg.Events[0].Index != idx {
+		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
+		return
+	}
+	p := u.newPage(r, "events", "nav_events")
+	hosts, _, err := u.hostNames(r.Context())
+	if err != nil {
+		u.internal(w, r, "listing agents", err)
+		return
+	}
+	hosts[event.ServerStream] = labels.Of(labels.Control, p.Lang, "server")
+	p.hosts = hosts
+	d := eventData{E: pg.Events[0]}
+	for k, v := range d.E.Attrs {
+		d.Attrs = append(d.Attrs, attrRow{Key: k, Value: fmt.Sprint(v)})
+	}
+	slices.SortFunc(d.Attrs, func(a, b attrRow) int { return cmp.Compare(a.Key, b.Key) })
+	if id := d.E.RegisterID; id != "" && u.cfg.Registers != nil {
+		for _, k := range register.Kinds {
+			if _, err := u.cfg.Registers.Get(r.Context(), k, id); err == nil {
+				d.RegisterKind = string(k)
+				break
+			}
+		}
+	}
+	t := d.E.Time.In(u.cfg.Location)
+	aq := url.Values{"agent": {d.E.Agent}, "from": {t.Add(-10 * time.Minute).Format(uiTime)}, "to": {t.Add(10 * time.Minute).Format(uiTime)}}
+	d.Around = "/events?" + aq.Encode()
+	d.Stream = "/events?" + url.Values{"agent": {d.E.Agent}}.Encode()
+	p.Title = fmt.Sprintf("%s #%d", p.L["event_detail"], idx)
+	p.Data = d
+	u.render(w, r, http.StatusOK, "event", p)
+}

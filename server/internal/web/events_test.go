@@ -1,0 +1,62 @@
+package web_test
+
+import (
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var hrefRE = func(id string) *regexp.Regexp { return regexp.MustCompile(`id="` + id + `" href="([^"]+)"`) }
+
+func linkOf(t *testing.T, page, id string) string {
+	t.Helper()
+	m := hrefRE(id).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no link #%s on the page", id)
+	}
+	return strings.ReplaceAll(m[1], "&amp;", "&")
+}
+
+// The access log takes a PC by name and controls and types by their
+// Japanese labels (the filters people type or follow as links), labels every
+// code, pages both ways and shows one event in full.
+func TestEventsFiltersLabelsPagingDetail(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addUser(t, srv, "kansa", "auditor")
+	addHost(t, srv, "pc-soumu-01", "総務部", nil, 250, "sato")
+	addHost(t, srv, "PC-EIGYO-02", "営業部", nil, 3, "kato")
+	b := newBrowser(t, srv)
+	b.login("kansa", testPassword)
+
+	pg := b.get("/events?agent=pc-soumu-01&control=" + url.QueryEscape("ファイルアクセス"))
+	if pg.status != 200 {
+		t.Fatalf("search by PC name and label: %d\n%.2000s", pg.status, pg.body)
+	}
+	rows := strings.Count(pg.body, `<tr class="sev-`)
+	if rows != 100 || strings.Contains(pg.body, "kato") || !strings.Contains(pg.body, "ファイル変更") || strings.Contains(pg.body, ">file.modified<") {
+		t.Fatalf("search by PC name: %d rows (want 100), labels or other PC wrong:\n%.3000s", rows, pg.body)
+	}
+	if !strings.Contains(pg.body, `<option value="fileaccess" selected>ファイルアクセス</option>`) {
+		t.Errorf("control dropdown does not show the searched control")
+	}
+	p2 := b.get(linkOf(t, pg.body, "next"))
+	p3 := b.get(linkOf(t, p2.body, "next"))
+	if n := strings.Count(p3.body, `<tr class="sev-`); n != 50 || strings.Contains(p3.body, `id="next"`) {
+		t.Fatalf("third page: %d rows, want the last 50", n)
+	}
+	back := b.get(linkOf(t, p3.body, "prev"))
+	if back.status != 200 || !strings.Contains(back.body, "2 ページ目") || !strings.Contains(back.body, `list-100.xlsx`) || strings.Contains(back.body, `list-099.xlsx`) {
+		t.Fatalf("previous from page 3 is not page 2:\n%.3000s", back.body)
+	}
+	idx := regexp.MustCompile(`class="detail" href="/events/(\d+)"`).FindStringSubmatch(pg.body)[1]
+	d := b.get("/events/" + idx)
+	for _, want := range []string{"EXCEL.EXE", "pc-soumu-01", "ファイル変更", "記録の位置", `D:\顧客\list-000.xlsx`} {
+		if !strings.Contains(d.body, want) {
+			t.Errorf("event detail lacks %q:\n%.3000s", want, d.body)
+		}
+	}
+	if nf := b.get("/events/99999999"); nf.status != 404 || !strings.Contains(nf.body, "見つかりません") {
+		t.Errorf("missing event: %d", nf.status)
+	}
+}

@@ -1,0 +1,222 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// IntegrityChecker tells the 証跡 page whether the evidence log is intact.
+// The server's implementation reports the start-up verification, the
+// latest signed checkpoint, its consistency with the one checked before,
+// and a recomputation of the stored log; richer checks (a background
+// scrubber, witnesses) plug in by returning more Checks.
+type IntegrityChecker interface {
+	// Integrity reports; recheck asks for the slow checks to run again now
+	// rather than on their cadence.
+	Integrity(ctx context.Context, recheck bool) IntegrityReport
+}
+
+// Integrity states.
+const (
+	IntegrityIntact   = "intact"   // every check passed
+	IntegrityTampered = "tampered" // a check found the log changed
+	IntegrityUnknown  = "unknown"  // not checked (yet), or a check could not run
+)
+
+// IntegrityReport is the result of the checks, newest first.
+type IntegrityReport struct {
+	State    string
+	Checked  time.Time
+	TreeSize int64
+	Checks   []IntegrityCheck
+}
+
+// IntegrityCheck is one check: Name is a code the page labels
+// (startup, checkpoint, consistency, recompute, or the checker's own with
+// NameJA/NameEN), State as the report's, Detail what was found (the
+// checker's words, shown as they are).
+type IntegrityCheck struct {
+	Name, NameJA, NameEN string
+	State                string
+	Detail, DetailJA     string
+	At                   time.Time
+}
+
+// findingsJA says in Japanese what a check's (English) detail found, for
+// the details the server's checks give; the detail itself is shown too.
+var findingsJA = []struct{ en, ja string }{
+	{"content changed after it was stored", "保存後に内容が書き換えられたイベントがあります。"},
+	{"the row was deleted", "削除されたイベントがあります。"},
+	{"prev does not match", "端末の記録のつながり（ハッシュチェーン）が切れています。"},
+	{"stored Merkle leaf does not match", "イベントと署名済みログのハッシュが一致しません。"},
+	{"events were deleted or the store was replaced", "イベントが削除されたか、イベントストアが置き換えられています。"},
+	{"lost its newest events or was replaced", "最新のイベントが失われたか、イベントストアが置き換えられています。"},
+	{"stored events were rewritten", "保存されたイベントが書き換えられています。"},
+	{"does not verify with", "チェックポイントの署名がログ公開鍵で検証できません。"},
+	{"differs from its signed note", "チェックポイントが署名内容と一致しません。"},
+	{"rolled back", "ログが以前の状態に巻き戻されています。"},
+	{"forked", "同じ件数で内容の異なるチェックポイントがあります（ログの分岐）。"},
+	{"does not extend", "最新のチェックポイントが前回のものを引き継いでいません。"},
+	{"accepted the loss", "起動時に管理者がイベントの欠落を承認しました（ログに記録済み）。"},
+	{"verified every stored event", "起動時にすべてのイベントを検証し、問題はありませんでした。"},
+	{"recomputed", "保存されたすべてのイベントのハッシュ・チェーン・木を再計算し、一致しました。"},
+	{"extends size", "前回確認したチェックポイントを正しく引き継いでいます。"},
+	{"first checkpoint seen", "最初に確認したチェックポイントです。"},
+	{"no signed checkpoint yet", "まだ署名済みチェックポイントがありません。"},
+	{"size ", "署名・ルートハッシュともイベントストアと一致しています。"},
+}
+
+// FindingJA is the Japanese of a check's detail: DetailJA when the checker
+// gave one, else from findingsJA, else the detail.
+func (c IntegrityCheck) FindingJA() string {
+	if c.DetailJA != "" {
+		return c.DetailJA
+	}
+	for _, f := range findingsJA {
+		if strings.Contains(c.Detail, f.en) {
+			return f.ja
+		}
+	}
+	return c.Detail
+}
+
+type evidenceData struct {
+	PublicKey  string
+	Checkpoint *api.CheckpointView
+	Report     IntegrityReport
+	Verifiers  map[string]bool
+	Command    string
+	CommandWin string
+}
+
+func (u *UI) handleEvidence(w http.ResponseWriter, r *http.Request) {
+	d := evidenceData{PublicKey: u.cfg.PublicKey, Report: IntegrityReport{State: IntegrityUnknown},
+		Command:    "./mamori-server verify mamori-evidence-20261201-090000.jsonl --pubkey log-key.pub",
+		CommandWin: `mamori-server.exe verify mamori-evidence-20261201-090000.jsonl --pubkey log-key.pub`,
+		Verifiers:  map[string]bool{}}
+	if u.cfg.Evidence != nil {
+		cp, err := u.cfg.Evidence.Checkpoint(r.Context())
+		if err != nil {
+			u.log.Warn().Err(err).Msg("web: no checkpoint to show")
+		} else if cp.Size > 0 {
+			d.Checkpoint = &cp
+			if d.PublicKey == "" {
+				d.PublicKey = cp.PublicKey
+			}
+		}
+	}
+	if u.cfg.Integrity != nil {
+		d.Report = u.cfg.Integrity.Integrity(r.Context(), r.URL.Query().Get("recheck") == "1")
+	}
+	for _, o := range []string{"linux", "windows"} {
+		_, d.Verifiers[o] = u.verifierPath(o)
+	}
+	p := u.newPage(r, "evidence", "nav_evidence")
+	p.Data = d
+	u.render(w, r, http.StatusOK, "evidence", p)
+}
+
+func (u *UI) handleLogKey(w http.ResponseWriter, r *http.Request) {
+	key := u.cfg.PublicKey
+	if key == "" && u.cfg.Evidence != nil {
+		if cp, err := u.cfg.Evidence.Checkpoint(r.Context()); err == nil {
+			key = cp.PublicKey
+		}
+	}
+	if key == "" {
+		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
+		return
+	}
+	download(w, "log-key.pub", "text/plain; charset=utf-8", []byte(key+"\n"))
+}
+
+func (u *UI) handleCheckpointFile(w http.ResponseWriter, r *http.Request) {
+	if u.cfg.Evidence == nil {
+		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
+		return
+	}
+	cp, err := u.cfg.Evidence.Checkpoint(r.Context())
+	if err != nil || cp.Size == 0 {
+		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
+		return
+	}
+	download(w, "mamori-checkpoint.txt", "text/plain; charset=utf-8", []byte(cp.Note))
+}
+
+// verifierPath finds the verifier build for goos in VerifierDir, checking
+// the file really is one (ELF or PE), so a host build of another OS is not
+// handed out under the wrong name.
+func (u *UI) verifierPath(goos string) (string, bool) {
+	if u.cfg.VerifierDir == "" {
+		return "", false
+	}
+	var cands []string
+	var magic []byte
+	switch goos {
+	case "linux":
+		cands, magic = []string{"linux-amd64/mamori-server", "mamori-server"}, []byte("\x7fELF")
+	case "windows":
+		cands, magic = []string{"windows-amd64/mamori-server.exe", "mamori-server.exe"}, []byte("MZ")
+	default:
+		return "", false
+	}
+	for _, c := range cands {
+		p := filepath.Join(u.cfg.VerifierDir, filepath.FromSlash(c))
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		head := make([]byte, len(magic))
+		_, err = io.ReadFull(f, head)
+		f.Close()
+		if err == nil && bytes.Equal(head, magic) {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+func (u *UI) handleVerifier(w http.ResponseWriter, r *http.Request) {
+	goos := r.PathValue("os")
+	p, ok := u.verifierPath(goos)
+	if !ok {
+		u.fail(w, r, http.StatusNotFound, "err_no_verifier", "")
+		return
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		u.internal(w, r, "opening verifier", err)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		u.internal(w, r, "opening verifier", err)
+		return
+	}
+	name := "mamori-server"
+	if goos == "windows" {
+		name += ".exe"
+	}
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, name, st.ModTime(), f)
+	u.record(r, sessionFrom(r.Context()).Name, event.Event{Type: "export.made", Object: "verifier/" + goos,
+		Attrs: event.Attrs{"format": "verifier", "os": goos}})
+}
+
+func download(w http.ResponseWriter, name, ctype string, b []byte) {
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(b)
+}

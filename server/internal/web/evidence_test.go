@@ -1,0 +1,101 @@
+package web_test
+
+import (
+	"database/sql"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mamori/mamori/server/internal/app"
+)
+
+// tamper rewrites one stored event's object in the running server's SQLite
+// store, as someone with file access to the data dir could.
+func tamper(t *testing.T, dir string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", filepath.Join(dir, app.FileEvents))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`PRAGMA busy_timeout = 10000`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.Exec(`UPDATE events SET object = 'D:\顧客\差し替え.xlsx' WHERE idx = (SELECT min(idx) FROM events WHERE object LIKE 'D:%')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("tampered %d rows", n)
+	}
+}
+
+// 証跡 says in words that the log is intact, offers the key, the latest
+// checkpoint and the verifiers, and after someone rewrites a stored event
+// says what was found.
+func TestEvidencePageIntactThenTampered(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	addHost(t, srv, "PC-SOUMU-01", "総務部", nil, 20, "sato")
+	addUser(t, srv, "kansa", "auditor")
+	b := newBrowser(t, srv)
+	b.login("kansa", testPassword)
+
+	pg := b.get("/evidence?recheck=1")
+	if pg.status != 200 || !strings.Contains(pg.body, "改ざんは検出されていません") || strings.Contains(pg.body, "問題あり") {
+		t.Fatalf("intact store: %d\n%.4000s", pg.status, pg.body)
+	}
+	for _, want := range []string{"起動時にすべてのイベントを検証し", "保存されたすべてのイベントのハッシュ・チェーン・木を再計算し、一致しました", "mamori-server.exe verify"} {
+		if !strings.Contains(pg.body, want) {
+			t.Errorf("evidence page lacks %q", want)
+		}
+	}
+	if k := b.get("/evidence/log-key.pub"); k.status != 200 || !strings.HasPrefix(k.body, strings.TrimSpace(srv.LogVerifierKey())) ||
+		!strings.Contains(k.header.Get("Content-Disposition"), "log-key.pub") {
+		t.Errorf("log key download: %d %q", k.status, k.body)
+	}
+	if c := b.get("/evidence/checkpoint"); c.status != 200 || !strings.Contains(c.body, "\n\n—") {
+		t.Errorf("checkpoint download: %d %q", c.status, c.body)
+	}
+	if v := b.get("/evidence/verifier/windows"); v.status != http.StatusNotFound || !strings.Contains(v.body, "make build") {
+		t.Errorf("missing verifier: %d", v.status)
+	}
+
+	tamper(t, dir)
+	pg = b.get("/evidence?recheck=1")
+	if !strings.Contains(pg.body, "改ざんまたは欠落が検出されました") || !strings.Contains(pg.body, "保存後に内容が書き換えられたイベントがあります") {
+		t.Fatalf("tampered store: the page does not say what was found:\n%.5000s", pg.body)
+	}
+}
+
+// The verifier downloads serve real builds from VerifierDir only.
+func TestVerifierDownload(t *testing.T) {
+	dir := t.TempDir()
+	vdir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(vdir, "windows-amd64"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(vdir, "windows-amd64", "mamori-server.exe"), []byte("MZ fake pe"), 0o644)
+	os.WriteFile(filepath.Join(vdir, "mamori-server"), []byte("#!/bin/sh not elf"), 0o755)
+	srv, err := app.Start(t.Context(), testConfig(t, dir, vdir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	b := newBrowser(t, srv)
+	b.login("admin", srv.AdminPassword())
+	if v := b.get("/evidence/verifier/windows"); v.status != 200 || v.body != "MZ fake pe" || !strings.Contains(v.header.Get("Content-Disposition"), "mamori-server.exe") {
+		t.Errorf("windows verifier: %d %q", v.status, v.body)
+	}
+	if v := b.get("/evidence/verifier/linux"); v.status != http.StatusNotFound {
+		t.Errorf("a non-ELF file served as the Linux verifier: %d", v.status)
+	}
+	if v := b.get("/evidence/verifier/plan9"); v.status != http.StatusNotFound {
+		t.Errorf("unknown OS: %d", v.status)
+	}
+	if pg := b.get("/evidence"); !strings.Contains(pg.body, `id="dl-win"`) || strings.Contains(pg.body, `id="dl-linux"`) {
+		t.Errorf("evidence page offers the wrong verifiers")
+	}
+}

@@ -1,0 +1,62 @@
+package web_test
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// Hosts sort and export what is shown; a policy goes to a PC chosen by
+// name; an error page speaks the UI's language and leads back.
+func TestHostsSortExportAssignErrors(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addHost(t, srv, "PC-B", "営業部", []status{{"screenlock", "fail", "screenlock.idle_too_long", "長すぎます", "too long"}}, 1, "u")
+	a := addHost(t, srv, "PC-A", "総務部", []status{{"screenlock", "pass", "", "", ""}}, 1, "u")
+	addHost(t, srv, "PC-C", "総務部", nil, 1, "u")
+	b := newBrowser(t, srv)
+	csrf := b.login("admin", srv.AdminPassword())
+
+	pg := b.get("/hosts?sort=-name").body
+	if i, j := strings.Index(pg, ">PC-C<"), strings.Index(pg, ">PC-A<"); i < 0 || j < 0 || i > j {
+		t.Errorf("sort=-name does not put PC-C before PC-A")
+	}
+	if !strings.Contains(pg, "該当 3 台（全 3 台）のうち 3 台を表示") {
+		t.Errorf("hosts count not labelled")
+	}
+	pg = b.get("/hosts?sort=fails").body
+	if i, j := strings.Index(pg, ">PC-B<"), strings.Index(pg, ">PC-A<"); i > j {
+		t.Errorf("sort=fails does not put the failing PC first")
+	}
+	if x := b.get("/hosts?sort=bogus"); x.status != http.StatusBadRequest {
+		t.Errorf("bad sort: %d", x.status)
+	}
+	csv := b.get("/hosts/export?department=" + url.QueryEscape("総務部") + "&sort=name")
+	lines := strings.Split(strings.TrimSpace(csv.body), "\r\n")
+	if !strings.HasPrefix(csv.body, "\ufeff端末,部署,最終通信") || len(lines) != 3 || !strings.HasPrefix(lines[1], "PC-A,総務部,") || !strings.Contains(lines[1], ",準拠,") {
+		t.Errorf("hosts CSV:\n%s", csv.body)
+	}
+
+	pol := b.get("/policies").body
+	if !strings.Contains(pol, `<option value="`+a+`">PC-A</option>`) {
+		t.Fatalf("policy page does not offer PCs by name")
+	}
+	if x := b.post("/policies/assign", url.Values{"csrf": {csrf}, "target": {"pc"}, "pc": {a}, "policy": {"strict"}}); x.status != http.StatusSeeOther {
+		t.Fatalf("assign by PC: %d\n%.1500s", x.status, x.body)
+	}
+	if x := b.post("/policies/assign", url.Values{"csrf": {csrf}, "target": {"agent"}, "id": {"PC-B"}, "policy": {"strict"}}); x.status != http.StatusSeeOther {
+		t.Fatalf("assign by typed PC name: %d\n%.1500s", x.status, x.body)
+	}
+	if pol = b.get("/policies").body; !strings.Contains(pol, "端末: PC-A") || !strings.Contains(pol, "端末: PC-B") {
+		t.Errorf("assignments not shown by PC name")
+	}
+
+	e := b.do("GET", "/hosts/nope", nil, map[string]string{"Referer": srv.URL() + "/hosts?sort=dept"})
+	if e.status != http.StatusNotFound || !strings.Contains(e.body, "見つかりません") || !strings.Contains(e.body, `id="go-back" href="/hosts?sort=dept"`) {
+		t.Errorf("error page: %d\n%.2000s", e.status, e.body)
+	}
+	e = b.do("GET", "/hosts/nope", nil, map[string]string{"Referer": "https://evil.example/x"})
+	if !strings.Contains(e.body, `id="go-back" href="/"`) {
+		t.Errorf("error page leads back off-site")
+	}
+}

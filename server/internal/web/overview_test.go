@@ -1,0 +1,84 @@
+package web_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/pki"
+	"github.com/mamori/mamori/server/internal/state"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// addHostEvents enrols a PC and stores evs as its chain (times default to
+// now, in order).
+func addHostEvents(tb testing.TB, srv *app.Server, hostname, dept string, evs []event.Event) string {
+	tb.Helper()
+	ctx := context.Background()
+	id := pki.NewAgentID()
+	now := time.Now().UTC()
+	if err := srv.State().PutAgent(ctx, state.Agent{ID: id, Hostname: hostname, OS: "windows", Arch: "amd64",
+		OSVersion: "11 23H2", Department: dept, Enrolled: now.Add(-time.Hour)}); err != nil {
+		tb.Fatal(err)
+	}
+	prev := ""
+	for i := range evs {
+		evs[i].Agent, evs[i].Seq = id, uint64(i+1)
+		if evs[i].Time.IsZero() {
+			evs[i].Time = now.Add(time.Duration(i-len(evs)) * time.Second)
+		}
+		if evs[i].Severity == "" {
+			evs[i].Severity = event.Info
+		}
+		if err := evs[i].Seal(prev); err != nil {
+			tb.Fatal(err)
+		}
+		prev = evs[i].Hash
+	}
+	if _, err := srv.Store().Append(ctx, id, evs); err != nil {
+		tb.Fatal(err)
+	}
+	srv.Compliance().Invalidate()
+	return id
+}
+
+func statusEvent(control, st, reason, ja, en string) event.Event {
+	sev := event.Info
+	if st == "fail" {
+		sev = event.Violation
+	}
+	return event.Event{Control: control, Type: control + ".status", Severity: sev, Attrs: event.Attrs{"status": st,
+		"since": time.Now().Add(-10 * time.Minute).UTC().Format(time.RFC3339), "reason": reason, "reason_ja": ja, "reason_en": en}}
+}
+
+// 概要 shows the warnings that matter even while the control passes, says
+// what to do and which clause each failing row proves, and its counts agree.
+func TestOverviewWarningsActionsCounts(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addHostEvents(t, srv, "PC-SOUMU-01", "総務部", []event.Event{
+		statusEvent("media", "pass", "media.ok", "未登録の媒体はありません", "no unregistered media"),
+		statusEvent("screenlock", "fail", "screenlock.idle_too_long", "画面ロックまでの時間が長すぎます（端末全体の設定）", "idle too long (machine)"),
+		{Control: "fileaccess", Type: "fileaccess.bulk", Severity: event.Warning, User: "sato", Process: `C:\Windows\explorer.exe`,
+			Object: `D:\顧客`, Attrs: event.Attrs{"total": 231, "summary": "231 files changed in 40s by explorer.exe"}},
+		{Control: "media", Type: "media.file_written", Severity: event.Warning, User: "sato", Object: `E:\名簿.xlsx`,
+			Attrs: event.Attrs{"serial": "UNREG0001"}},
+	})
+	addHostEvents(t, srv, "PC-EIGYO-02", "営業部", []event.Event{statusEvent("posture", "fail", "posture.disk_unencrypted", "ディスクが暗号化されていません", "disk not encrypted")})
+	b := newBrowser(t, srv)
+	b.login("admin", srv.AdminPassword())
+	pg := b.get("/").body
+	for _, want := range []string{"大量コピー・大量操作", "231 件", "媒体への書き込み", `D:\顧客`, "PPC 通則編 §10-5(2)",
+		"端末の画面ロック時間をポリシー以内にし", "ディスク暗号化・ウイルス対策・OS更新を確認し", `id="violations">2<`, "要対応 (2)"} {
+		if !strings.Contains(pg, want) {
+			t.Errorf("概要 lacks %q", want)
+		}
+	}
+	if i := strings.Index(pg, `class="rate-media"`); i < 0 || !strings.Contains(pg[i:i+800], `href="/events?control=media">1</a>`) {
+		t.Errorf("外部媒体 row does not show its warning next to the pass rate")
+	}
+	if strings.Contains(pg, "machine") || strings.Contains(pg, "files changed") {
+		t.Errorf("English fragments on the Japanese 概要")
+	}
+}
