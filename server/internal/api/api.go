@@ -164,6 +164,9 @@ type Config struct {
 	// effective policy from them; nil leaves both out (assigned-or-default
 	// policy only).
 	Registers *register.Service
+	// AdminRoutes are admin-plane routes of other packages (notifications,
+	// incidents, reports), mounted behind the admin authentication.
+	AdminRoutes []AdminRoute
 }
 
 // ComplianceHandlers serves the compliance resources

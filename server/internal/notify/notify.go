@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sort"
 	"strconv"
@@ -73,6 +74,10 @@ type Config struct {
 	Log        zerolog.Logger
 	// Poll is how often the log is tailed and groups are flushed; default 1s.
 	Poll time.Duration
+	// Caller names who made an admin request (api.Caller); IsConflict
+	// says whether a KV error is a lost optimistic write.
+	Caller     func(*http.Request) string
+	IsConflict func(error) bool
 }
 
 // Notifier delivers alerts. Run drives it.

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/notify/mailtest"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
 )
@@ -133,12 +134,12 @@ func TestViolationsReachMailAndWebhookGrouped(t *testing.T) {
 		agents[fmt.Sprintf("a%02d", i)] = AgentInfo{Hostname: fmt.Sprintf("PC-%02d", i), Department: "営業部"}
 	}
 	r := newRig(t, agents)
-	ms := startMail(t, false, "mamori", "s3cret-pass")
+	ms := mailtest.Start(t, false, "mamori", "s3cret-pass")
 	h := newHook(t, 0)
 	delay := 1500 * time.Millisecond
 	set := Settings{
-		SMTP: &SMTP{Host: "127.0.0.1", Port: ms.addr.Port, Security: SecuritySTARTTLS, Username: "mamori", Password: "s3cret-pass",
-			From: "mamori@example.jp", Charset: CharsetISO2022JP, CAPEM: ms.caPEM},
+		SMTP: &SMTP{Host: "127.0.0.1", Port: ms.Addr.Port, Security: SecuritySTARTTLS, Username: "mamori", Password: "s3cret-pass",
+			From: "mamori@example.jp", Charset: CharsetISO2022JP, CAPEM: ms.CAPEM},
 		Webhooks: []Webhook{{Name: "soc", URL: h.srv.URL, Format: FormatGeneric}},
 		Rules:    []Rule{{Name: "違反", Kind: KindViolation, Recipients: []string{"kanri@example.jp"}, Webhooks: []string{"soc"}, Delay: Duration(delay)}},
 	}
@@ -152,25 +153,25 @@ func TestViolationsReachMailAndWebhookGrouped(t *testing.T) {
 		id := fmt.Sprintf("a%02d", i)
 		r.alert(t, id, agents[id].Hostname, "営業部", "screenlock", "screenlock.timeout_too_long", "画面ロックまでの時間が長すぎます")
 	}
-	var m received
+	var m mailtest.Received
 	select {
-	case m = <-ms.got:
+	case m = <-ms.Got:
 	case <-time.After(delay + 5*time.Second):
 		t.Fatal("no mail within the delay")
 	}
 	waitFor(t, 5*time.Second, "webhook", func() bool { return len(h.got()) == 1 })
-	if took := m.at.Sub(start); took < delay-100*time.Millisecond || took > delay+3*time.Second {
+	if took := m.At.Sub(start); took < delay-100*time.Millisecond || took > delay+3*time.Second {
 		t.Errorf("mail after %v, want about the %v delay", took, delay)
 	}
-	if m.auth != "mamori" || len(m.to) != 1 || m.to[0] != "kanri@example.jp" {
-		t.Errorf("mail auth %q to %v", m.auth, m.to)
+	if m.Auth != "mamori" || len(m.To) != 1 || m.To[0] != "kanri@example.jp" {
+		t.Errorf("mail auth %q to %v", m.Auth, m.To)
 	}
-	d := decodeMail(t, m.data)
-	if d.charset != "iso-2022-jp" || d.subject != "[Mamori] 管理策違反 30 件 (30 台)" {
-		t.Errorf("charset %q subject %q", d.charset, d.subject)
+	d := mailtest.Decode(t, m.Data)
+	if d.Charset != "iso-2022-jp" || d.Subject != "[Mamori] 管理策違反 30 件 (30 台)" {
+		t.Errorf("charset %q subject %q", d.Charset, d.Subject)
 	}
-	if !strings.Contains(d.body, "画面ロックまでの時間が長すぎます") || !strings.Contains(d.body, "PC-29 (営業部)") {
-		t.Errorf("body:\n%s", d.body)
+	if !strings.Contains(d.Body, "画面ロックまでの時間が長すぎます") || !strings.Contains(d.Body, "PC-29 (営業部)") {
+		t.Errorf("body:\n%s", d.Body)
 	}
 	var g Message
 	if err := json.Unmarshal(h.got()[0], &g); err != nil {
@@ -181,8 +182,8 @@ func TestViolationsReachMailAndWebhookGrouped(t *testing.T) {
 	}
 	// Grouped: nothing more comes.
 	time.Sleep(delay)
-	if len(ms.got) != 0 || len(h.got()) != 1 {
-		t.Errorf("more than one message: %d mails, %d posts", 1+len(ms.got), len(h.got()))
+	if len(ms.Got) != 0 || len(h.got()) != 1 {
+		t.Errorf("more than one message: %d mails, %d posts", 1+len(ms.Got), len(h.got()))
 	}
 	waitFor(t, 5*time.Second, "delivery log", func() bool { return len(deliveryLog(t, r.store)) == 2 })
 	for _, e := range deliveryLog(t, r.store) {
@@ -205,24 +206,24 @@ func TestMailEncodingsAndTLSModes(t *testing.T) {
 		{"utf-8 over implicit tls", CharsetUTF8, SecurityTLS, "=?UTF-8?"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ms := startMail(t, tc.security == SecurityTLS, "u", "p@ss-word-1")
-			cfg := SMTP{Host: "127.0.0.1", Port: ms.addr.Port, Security: tc.security, Username: "u", Password: "p@ss-word-1",
-				From: "mamori@example.jp", Charset: tc.charset, CAPEM: ms.caPEM}
+			ms := mailtest.Start(t, tc.security == SecurityTLS, "u", "p@ss-word-1")
+			cfg := SMTP{Host: "127.0.0.1", Port: ms.Addr.Port, Security: tc.security, Username: "u", Password: "p@ss-word-1",
+				From: "mamori@example.jp", Charset: tc.charset, CAPEM: ms.CAPEM}
 			if err := sendMail(context.Background(), cfg, []string{"a@example.jp", "b@example.jp"}, m); err != nil {
 				t.Fatal(err)
 			}
-			got := <-ms.got
-			if !strings.Contains(strings.ToUpper(string(got.data)), strings.ToUpper(tc.rawSubject)) {
-				t.Errorf("raw subject not %s:\n%s", tc.rawSubject, got.data)
+			got := <-ms.Got
+			if !strings.Contains(strings.ToUpper(string(got.Data)), strings.ToUpper(tc.rawSubject)) {
+				t.Errorf("raw subject not %s:\n%s", tc.rawSubject, got.Data)
 			}
-			for _, line := range strings.Split(string(got.data), "\r\n") {
+			for _, line := range strings.Split(string(got.Data), "\r\n") {
 				if len(line) > 998 {
 					t.Errorf("line of %d bytes", len(line))
 				}
 			}
-			d := decodeMail(t, got.data)
-			if d.subject != m.Subject || d.body != m.Text || d.charset != tc.charset || len(got.to) != 2 {
-				t.Errorf("got charset %q subject %q body %q to %v", d.charset, d.subject, d.body, got.to)
+			d := mailtest.Decode(t, got.Data)
+			if d.Subject != m.Subject || d.Body != m.Text || d.Charset != tc.charset || len(got.To) != 2 {
+				t.Errorf("got charset %q subject %q body %q to %v", d.Charset, d.Subject, d.Body, got.To)
 			}
 			// A wrong password is a failed delivery, not a silent one.
 			cfg.Password = "wrong-password"

@@ -1,4 +1,7 @@
-package notify
+// Package mailtest runs a real SMTP server (emersion/go-smtp) inside a test
+// process, with STARTTLS or implicit TLS and AUTH PLAIN, and decodes what
+// it receives (ISO-2022-JP or UTF-8) for assertions. Tests only.
+package mailtest
 
 import (
 	"bytes"
@@ -26,24 +29,28 @@ import (
 	"golang.org/x/text/encoding/japanese"
 )
 
-// mailServer is a real SMTP server (go-smtp) in the test process.
-type mailServer struct {
-	srv   *smtp.Server
-	addr  *net.TCPAddr
-	caPEM string
-	got   chan received
+// Server is a real SMTP server (go-smtp) in the test process.
+type Server struct {
+	srv *smtp.Server
+	// Addr is where it listens (127.0.0.1).
+	Addr *net.TCPAddr
+	// CAPEM is the certificate it presents, to trust in the client.
+	CAPEM string
+	// Got receives every accepted message.
+	Got chan Received
 }
 
-type received struct {
-	from string
-	to   []string
-	data []byte
-	auth string
-	at   time.Time
+// Received is one accepted message.
+type Received struct {
+	From string
+	To   []string
+	Data []byte
+	Auth string // the user that authenticated, if any
+	At   time.Time
 }
 
 // selfSigned makes a certificate for 127.0.0.1.
-func selfSigned(t *testing.T) (tls.Certificate, string) {
+func selfSigned(t testing.TB) (tls.Certificate, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -61,12 +68,12 @@ func selfSigned(t *testing.T) (tls.Certificate, string) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pemCert
 }
 
-// startMail starts a server; implicit selects TLS from the first byte
+// Start starts a server, closed when the test ends; implicit selects TLS from the first byte
 // (port 465 style), else STARTTLS is offered. AUTH PLAIN takes user/pass.
-func startMail(t *testing.T, implicit bool, user, pass string) *mailServer {
+func Start(t testing.TB, implicit bool, user, pass string) *Server {
 	t.Helper()
 	cert, caPEM := selfSigned(t)
-	ms := &mailServer{caPEM: caPEM, got: make(chan received, 1000)}
+	ms := &Server{CAPEM: caPEM, Got: make(chan Received, 1000)}
 	be := smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &session{ms: ms, user: user, pass: pass}, nil
 	})
@@ -85,14 +92,14 @@ func startMail(t *testing.T, implicit bool, user, pass string) *mailServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms.srv, ms.addr = s, ln.Addr().(*net.TCPAddr)
+	ms.srv, ms.Addr = s, ln.Addr().(*net.TCPAddr)
 	go func() { _ = s.Serve(ln) }()
 	t.Cleanup(func() { _ = s.Close() })
 	return ms
 }
 
 type session struct {
-	ms         *mailServer
+	ms         *Server
 	user, pass string
 	authed     string
 	mu         sync.Mutex
@@ -125,19 +132,20 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	s.ms.got <- received{from: s.from, to: s.to, data: b, auth: s.authed, at: time.Now()}
+	s.ms.Got <- Received{From: s.from, To: s.to, Data: b, Auth: s.authed, At: time.Now()}
 	return nil
 }
 func (s *session) Reset()        { s.from, s.to = "", nil }
 func (s *session) Logout() error { return nil }
 
-// decoded is a received mail with subject and body decoded to UTF-8.
-type decoded struct {
-	subject, body, charset string
-	header                 mail.Header
+// Decoded is a Received mail with subject and body Decoded to UTF-8.
+type Decoded struct {
+	Subject, Body, Charset string
+	Header                 mail.Header
 }
 
-func decodeMail(t *testing.T, raw []byte) decoded {
+// Decode parses a received mail and decodes subject and body to UTF-8.
+func Decode(t testing.TB, raw []byte) Decoded {
 	t.Helper()
 	msg, err := mail.ReadMessage(bytes.NewReader(raw))
 	if err != nil {
@@ -183,7 +191,7 @@ func decodeMail(t *testing.T, raw []byte) decoded {
 		}
 		text = u
 	}
-	return decoded{subject: subj, body: strings.ReplaceAll(text, "\r\n", "\n"), charset: strings.ToLower(params["charset"]), header: msg.Header}
+	return Decoded{Subject: subj, Body: strings.ReplaceAll(text, "\r\n", "\n"), Charset: strings.ToLower(params["charset"]), Header: msg.Header}
 }
 
 func base64Reader(b []byte) io.Reader {
