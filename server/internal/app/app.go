@@ -264,7 +264,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := regs.EnsureBuiltinPacks(ctx); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	adminRoutes, err := s.startAlerting(ctx)
+	adminRoutes, err := s.startAlerting(ctx, regs, exporter)
 	if err != nil {
 		return nil, err
 	}
