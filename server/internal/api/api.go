@@ -174,6 +174,9 @@ type Config struct {
 	// store stopped after finding its database rolled back) answers 503
 	// with the reason.
 	Health func() error
+	// AdminRoutes are admin-plane routes of other packages (notifications,
+	// incidents, reports), mounted behind the admin authentication.
+	AdminRoutes []AdminRoute
 }
 
 // ComplianceHandlers serves the compliance resources

@@ -32,6 +32,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /api/v1/checkpoint", s.admin(readOnly, s.handleCheckpoint))
 	mux.HandleFunc("GET /api/v1/export", s.admin(readOnly, s.handleExport))
 	s.registerRoutes(mux)
+	s.adminRoutes(mux)
 	mux.HandleFunc("/api/v1/", s.admin(readOnly, func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such resource")
 	}))

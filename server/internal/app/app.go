@@ -131,6 +131,7 @@ type Server struct {
 	tracker  *compliance.Tracker
 	trkStop  context.CancelFunc
 	trkDone  chan struct{} // closed when the tracker's loop has returned
+	alerting *alerting     // notifier (alerting.go)
 	served   chan struct{} // closed when Serve returns
 	serveErr error         // what Serve returned; read after served is closed
 	closeMu  sync.Mutex
@@ -267,8 +268,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := regs.EnsureBuiltinPacks(ctx); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
+	adminRoutes, err := s.startAlerting(ctx, regs, exporter)
+	if err != nil {
+		return nil, err
+	}
 	if s.api, err = api.New(api.Config{Store: storeAdapter{s.store}, State: stateAdapter{s.state}, CA: s.ca,
-		Evidence: evidenceAdapter{exporter}, Compliance: s.tracker, Registers: regs,
+		Evidence: evidenceAdapter{exporter}, Compliance: s.tracker, Registers: regs, AdminRoutes: adminRoutes,
 		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log, Health: s.store.Halted}); err != nil {
 		return nil, err
 	}
@@ -465,6 +470,7 @@ func (s *Server) teardown() error {
 		s.trkStop() // it appends alerts: stop it before the final checkpoint
 		<-s.trkDone
 	}
+	s.stopAlerting() // it records deliveries: before the final checkpoint
 	if s.cpStop != nil {
 		s.cpStop() // signs a final checkpoint over everything acked
 		<-s.cpDone

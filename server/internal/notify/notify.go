@@ -1,0 +1,707 @@
+// Package notify sends Mamori's alerts to people: it tails the event log
+// for compliance alerts and the events the rules name (blocked media, bulk
+// copies, out-of-hours access to registered folders, chain gaps, failed
+// logins, overdue incident reports), groups them per rule for a delay,
+// rate-limits each rule, and delivers mail (SMTP through go-mail) and
+// webhooks (generic JSON, Microsoft Teams, Slack) with retries and
+// exponential backoff. Every delivery outcome is an event in the server
+// stream (control "notify"), which is the delivery log.
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// Delivery log vocabulary (server stream).
+const (
+	Control           = "notify"
+	TypeSent          = "notify.sent"
+	TypeAttemptFailed = "notify.attempt_failed"
+	TypeFailed        = "notify.failed"
+	TypeSettings      = "notify.settings_changed"
+)
+
+// Keys below state.Prefix.
+const (
+	SettingsKey = "notifications/settings"
+	cursorsKey  = "notifications/cursors"
+)
+
+// maxItems bounds the alerts listed in one message; the count says the rest.
+const maxItems = 50
+
+// Events is the part of the event store the notifier uses.
+type Events interface {
+	Query(ctx context.Context, f eventlog.Filter) (eventlog.Page, error)
+	AppendServer(ctx context.Context, e event.Event) (event.Event, error)
+	TreeSize(ctx context.Context) (int64, error)
+}
+
+// KV is the control-plane store (state.State).
+type KV interface {
+	GetJSON(ctx context.Context, key string, v any) (int64, error)
+	PutJSON(ctx context.Context, key string, v any, ifRev int64) (int64, error)
+}
+
+// AgentInfo is what alerts say about an agent.
+type AgentInfo struct{ Hostname, Department string }
+
+// Config configures New.
+type Config struct {
+	Events Events
+	KV     KV
+	// Agents lists enrolled agents by id (for hostname and department).
+	Agents func(ctx context.Context) (map[string]AgentInfo, error)
+	// IsNotFound says whether a KV error means a missing key.
+	IsNotFound func(error) bool
+	Now        func() time.Time
+	Log        zerolog.Logger
+	// Poll is how often the log is tailed and groups are flushed; default 1s.
+	Poll time.Duration
+	// Caller names who made an admin request (api.Caller); IsConflict
+	// says whether a KV error is a lost optimistic write.
+	Caller     func(*http.Request) string
+	IsConflict func(error) bool
+}
+
+// Notifier delivers alerts. Run drives it.
+type Notifier struct {
+	cfg Config
+	log zerolog.Logger
+
+	mu       sync.Mutex
+	settings Settings
+	rev      int64 // etcd revision of settings; -1 never loaded
+	loadedAt time.Time
+	cursors  map[string]int64 // source -> last index read
+	saved    map[string]int64
+	groups   map[string]*group
+	limiters map[string]*rate.Limiter
+	inflight map[int]map[string]int64 // delivery id -> source -> smallest event index in it
+	nextID   int
+	agents   map[string]AgentInfo
+	agentsAt time.Time
+
+	wg sync.WaitGroup
+}
+
+// New returns a notifier; Run starts it.
+func New(cfg Config) (*Notifier, error) {
+	if cfg.Events == nil || cfg.KV == nil || cfg.Agents == nil || cfg.IsNotFound == nil {
+		return nil, errors.New("notify: Config.Events, KV, Agents and IsNotFound are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
+	}
+	return &Notifier{cfg: cfg, log: cfg.Log.With().Str("component", "notify").Logger(), rev: -1,
+		groups: map[string]*group{}, limiters: map[string]*rate.Limiter{}, inflight: map[int]map[string]int64{}}, nil
+}
+
+// source is one tailed (control, type) stream of the log.
+type source struct{ control, typ string }
+
+var sources = []source{
+	{"compliance", "compliance.alert"},
+	{"media", "media.blocked"},
+	{"media", "media.file_written"},
+	{"fileaccess", "fileaccess.bulk"},
+	{"fileaccess", "file.created"},
+	{"fileaccess", "file.modified"},
+	{"fileaccess", "file.deleted"},
+	{"fileaccess", "file.renamed"},
+	{"fileaccess", "file.read"},
+	{"backup", "backup.overdue"},
+	{eventlog.GapControl, eventlog.GapType},
+	{"server", "server.event_loss_accepted"},
+	{"server", "ui.login_failed"},
+	{"incident", "incident.overdue"},
+}
+
+func (s source) key() string { return s.control + "/" + s.typ }
+
+// Settings returns the current settings (defaults filled), reading etcd
+// when the cached copy is older than a few seconds.
+func (n *Notifier) Settings(ctx context.Context) (Settings, int64, error) {
+	n.mu.Lock()
+	if n.rev >= 0 && n.cfg.Now().Sub(n.loadedAt) < 5*time.Second {
+		s, rev := n.settings, n.rev
+		n.mu.Unlock()
+		return s, rev, nil
+	}
+	n.mu.Unlock()
+	var s Settings
+	rev, err := n.cfg.KV.GetJSON(ctx, SettingsKey, &s)
+	if err != nil && !n.cfg.IsNotFound(err) {
+		return Settings{}, 0, fmt.Errorf("notify: reading settings: %w", err)
+	}
+	if err != nil {
+		s, rev = Settings{}, 0
+	}
+	s.Defaults()
+	n.mu.Lock()
+	n.settings, n.rev, n.loadedAt = s, rev, n.cfg.Now()
+	n.mu.Unlock()
+	return s, rev, nil
+}
+
+// PutSettings validates and stores s; an empty SMTP password keeps the
+// stored one. ifRev as state.PutJSON (-1 unconditional).
+func (n *Notifier) PutSettings(ctx context.Context, s Settings, ifRev int64) (Settings, error) {
+	s.Defaults()
+	if err := s.Validate(); err != nil {
+		return Settings{}, err
+	}
+	if s.SMTP != nil && s.SMTP.Password == "" && s.SMTP.Username != "" {
+		var old Settings
+		if _, err := n.cfg.KV.GetJSON(ctx, SettingsKey, &old); err == nil && old.SMTP != nil && old.SMTP.Username == s.SMTP.Username {
+			s.SMTP.Password = old.SMTP.Password
+		}
+	}
+	if s.SMTP != nil {
+		s.SMTP.PasswordSet = false
+	}
+	rev, err := n.cfg.KV.PutJSON(ctx, SettingsKey, s, ifRev)
+	if err != nil {
+		return Settings{}, fmt.Errorf("notify: storing settings: %w", err)
+	}
+	n.mu.Lock()
+	n.settings, n.rev, n.loadedAt = s, rev, n.cfg.Now()
+	n.mu.Unlock()
+	return s, nil
+}
+
+// Run tails and delivers until ctx ends, then waits for deliveries in flight.
+func (n *Notifier) Run(ctx context.Context) {
+	defer n.wg.Wait()
+	if err := n.loadCursors(ctx); err != nil && ctx.Err() == nil {
+		n.log.Warn().Err(err).Msg("notify: cursors")
+	}
+	t := time.NewTicker(n.cfg.Poll)
+	defer t.Stop()
+	var failing bool
+	for {
+		err := n.Step(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			n.log.Warn().Err(err).Msg("notify: step failed; retrying")
+			failing = true
+		case err == nil && failing:
+			n.log.Info().Msg("notify: recovered")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// loadCursors reads the stored cursors; without them the notifier starts
+// at the end of the log (history is not re-sent).
+func (n *Notifier) loadCursors(ctx context.Context) error {
+	var cs map[string]int64
+	_, err := n.cfg.KV.GetJSON(ctx, cursorsKey, &cs)
+	if err != nil && !n.cfg.IsNotFound(err) {
+		return fmt.Errorf("notify: reading cursors: %w", err)
+	}
+	if err != nil || cs == nil {
+		size, err := n.cfg.Events.TreeSize(ctx)
+		if err != nil {
+			return fmt.Errorf("notify: tree size: %w", err)
+		}
+		cs = map[string]int64{}
+		for _, s := range sources {
+			cs[s.key()] = size - 1
+		}
+	}
+	n.mu.Lock()
+	n.cursors = cs
+	n.saved = maps(cs)
+	n.mu.Unlock()
+	return nil
+}
+
+func maps(m map[string]int64) map[string]int64 {
+	out := make(map[string]int64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// Step tails the log once, flushes due groups and saves the cursors.
+func (n *Notifier) Step(ctx context.Context) error {
+	n.mu.Lock()
+	if n.cursors == nil {
+		n.mu.Unlock()
+		if err := n.loadCursors(ctx); err != nil {
+			return err
+		}
+	} else {
+		n.mu.Unlock()
+	}
+	set, _, err := n.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	if err := n.tail(ctx, set); err != nil {
+		return err
+	}
+	n.flush(ctx, set)
+	return n.saveCursors(ctx)
+}
+
+// tail reads every source from its cursor and groups what rules match.
+func (n *Notifier) tail(ctx context.Context, set Settings) error {
+	agents, err := n.agentInfo(ctx)
+	if err != nil {
+		return err
+	}
+	for _, src := range sources {
+		n.mu.Lock()
+		after, ok := n.cursors[src.key()]
+		n.mu.Unlock()
+		if !ok {
+			after = -1
+		}
+		for {
+			p, err := n.cfg.Events.Query(ctx, eventlog.Filter{Control: src.control, Type: src.typ,
+				Cursor: eventlog.CursorAfter(after), Limit: eventlog.MaxLimit})
+			if err != nil {
+				return fmt.Errorf("notify: reading %s: %w", src.key(), err)
+			}
+			n.mu.Lock()
+			for i := range p.Events {
+				n.consider(set, agents, src.key(), &p.Events[i])
+				after = p.Events[i].Index
+			}
+			n.cursors[src.key()] = after
+			n.mu.Unlock()
+			if p.Next == "" || len(p.Events) == 0 {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (n *Notifier) agentInfo(ctx context.Context) (map[string]AgentInfo, error) {
+	n.mu.Lock()
+	if n.agents != nil && n.cfg.Now().Sub(n.agentsAt) < 15*time.Second {
+		a := n.agents
+		n.mu.Unlock()
+		return a, nil
+	}
+	n.mu.Unlock()
+	a, err := n.cfg.Agents(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("notify: agents: %w", err)
+	}
+	n.mu.Lock()
+	n.agents, n.agentsAt = a, n.cfg.Now()
+	n.mu.Unlock()
+	return a, nil
+}
+
+// classified is one event seen as one kind of alert.
+type classified struct {
+	kind string
+	item Item
+}
+
+// classify says which kinds of alert st is; n.mu is held.
+func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []classified {
+	str := func(k string) string { s, _ := st.Attrs[k].(string); return s }
+	it := Item{Index: st.Index, Time: st.Time, Agent: st.Agent, Type: st.Type, Control: st.Control,
+		Object: st.Object, User: st.User, Reason: str("reason"), RegisterID: st.RegisterID}
+	if a, ok := agents[st.Agent]; ok {
+		it.Hostname, it.Department = a.Hostname, a.Department
+	}
+	var kinds []string
+	switch st.Type {
+	case "compliance.alert":
+		it.Agent, it.Hostname, it.Department, it.Control = str("agent"), str("hostname"), str("department"), str("control")
+		if ja := str("reason_ja"); ja != "" {
+			it.Reason = ja
+		}
+		if str("kind") == "silent" {
+			kinds = []string{KindSilent}
+		} else {
+			kinds = []string{KindViolation}
+			if it.Control == "backup" {
+				kinds = append(kinds, KindBackup)
+			}
+		}
+	case "media.blocked":
+		kinds = []string{KindMedia}
+	case "media.file_written":
+		if st.Severity == event.Violation {
+			kinds = []string{KindMedia}
+		}
+	case "fileaccess.bulk":
+		kinds = []string{KindBulkCopy}
+	case "backup.overdue":
+		kinds = []string{KindBackup}
+	case eventlog.GapType, "server.event_loss_accepted":
+		kinds = []string{KindIntegrity}
+	case "ui.login_failed":
+		kinds = []string{KindLoginFailures}
+	case "incident.overdue":
+		kinds = []string{KindIncidentOverdue}
+	default:
+		if strings.HasPrefix(st.Type, "file.") && st.RegisterID != "" && OutOfHours(set.HoursOf(it.Department), st.Time) {
+			kinds = []string{KindOutOfHours}
+		}
+	}
+	out := make([]classified, 0, len(kinds))
+	for _, k := range kinds {
+		out = append(out, classified{k, it})
+	}
+	return out
+}
+
+// HoursOf returns the working hours of a department.
+func (s Settings) HoursOf(dept string) Hours {
+	if d, ok := s.Departments[dept]; ok && d.Hours != nil {
+		return *d.Hours
+	}
+	return s.Hours
+}
+
+// group collects the alerts of one rule (and department, when the rule
+// mails department recipients) until it is due.
+type group struct {
+	rule  Rule
+	dept  string
+	key   string // limiter key
+	due   time.Time
+	items []Item
+	seen  map[string]bool
+	count int
+	users map[string]int // login_failures: failures per user
+	first time.Time
+	last  time.Time
+	mins  map[string]int64 // source -> smallest event index held
+}
+
+// consider adds st to the groups of every rule it matches; n.mu is held.
+func (n *Notifier) consider(set Settings, agents map[string]AgentInfo, src string, st *eventlog.Stored) {
+	for _, c := range classify(set, agents, st) {
+		for _, r := range set.Rules {
+			if r.Disabled || r.Kind != c.kind {
+				continue
+			}
+			if len(r.Departments) > 0 && !slices.Contains(r.Departments, c.item.Department) {
+				continue
+			}
+			key := "rule/" + r.Name
+			dept := ""
+			if r.DepartmentRecipients {
+				dept = c.item.Department
+				key += "/" + dept
+			}
+			g := n.groups[key]
+			if g == nil {
+				g = &group{rule: r, dept: dept, key: key, due: n.cfg.Now().Add(time.Duration(r.Delay)),
+					seen: map[string]bool{}, users: map[string]int{}, first: c.item.Time, mins: map[string]int64{}}
+				n.groups[key] = g
+			}
+			if m, ok := g.mins[src]; !ok || st.Index < m {
+				g.mins[src] = st.Index
+			}
+			g.add(c.item)
+		}
+	}
+}
+
+func (g *group) add(it Item) {
+	g.count++
+	if it.Time.Before(g.first) {
+		g.first = it.Time
+	}
+	if it.Time.After(g.last) {
+		g.last = it.Time
+	}
+	if g.rule.Kind == KindLoginFailures {
+		g.users[it.Object]++
+	}
+	// Deduplicate: the same thing on the same PC is listed once.
+	k := it.Type + "|" + it.Agent + "|" + it.Control + "|" + it.Object + "|" + it.Reason
+	if g.seen[k] {
+		return
+	}
+	g.seen[k] = true
+	if len(g.items) < maxItems {
+		g.items = append(g.items, it)
+	}
+}
+
+// limiter returns the rate limiter of one rule (and department).
+func (n *Notifier) limiter(set Settings, key string) *rate.Limiter {
+	per := rate.Every(time.Hour / time.Duration(set.RateLimit))
+	l := n.limiters[key]
+	if l == nil || l.Limit() != per {
+		l = rate.NewLimiter(per, min(3, set.RateLimit))
+		n.limiters[key] = l
+	}
+	return l
+}
+
+// flush sends every due group whose rule may send now; a group held by
+// the rate limit stays and keeps collecting, so a flood becomes a few
+// messages with large counts.
+func (n *Notifier) flush(ctx context.Context, set Settings) {
+	now := n.cfg.Now()
+	n.mu.Lock()
+	var due []*group
+	for k, g := range n.groups {
+		if now.Before(g.due) {
+			continue
+		}
+		if g.rule.Kind == KindLoginFailures {
+			for u, c := range g.users {
+				if c < g.rule.Threshold {
+					delete(g.users, u)
+				}
+			}
+			if len(g.users) == 0 { // too few failures in the window
+				delete(n.groups, k)
+				continue
+			}
+		}
+		if !n.limiter(set, g.key).AllowN(now, 1) {
+			continue
+		}
+		delete(n.groups, k)
+		due = append(due, g)
+	}
+	n.mu.Unlock()
+	sort.Slice(due, func(i, j int) bool { return due[i].key < due[j].key })
+	for _, g := range due {
+		m := render(g)
+		for _, d := range destinations(set, g) {
+			n.mu.Lock()
+			id := n.nextID
+			n.nextID++
+			n.inflight[id] = g.mins
+			n.mu.Unlock()
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				n.deliver(ctx, set, d, m)
+				n.mu.Lock()
+				delete(n.inflight, id)
+				n.mu.Unlock()
+			}()
+		}
+	}
+}
+
+// destination is one place a message goes.
+type destination struct {
+	name   string // for the log: "mail:a@x,b@y" or "webhook:NAME" (never a URL: it may hold a secret)
+	mail   []string
+	smtp   SMTP
+	hook   Webhook
+	isHook bool
+}
+
+func destinations(set Settings, g *group) []destination {
+	var out []destination
+	rcpts := slices.Clone(g.rule.Recipients)
+	if g.rule.DepartmentRecipients {
+		rcpts = append(rcpts, set.Departments[g.dept].Recipients...)
+	}
+	slices.Sort(rcpts)
+	rcpts = slices.Compact(rcpts)
+	if len(rcpts) > 0 && set.SMTP != nil {
+		out = append(out, destination{name: "mail:" + strings.Join(rcpts, ","), mail: rcpts, smtp: *set.SMTP})
+	}
+	for _, name := range g.rule.Webhooks {
+		for _, w := range set.Webhooks {
+			if w.Name == name {
+				out = append(out, destination{name: "webhook:" + name, hook: w, isHook: true})
+			}
+		}
+	}
+	return out
+}
+
+// deliver sends m to d with retries and records the outcome.
+func (n *Notifier) deliver(ctx context.Context, set Settings, d destination, m Message) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = time.Duration(set.Retry.Initial)
+	b.MaxInterval = time.Duration(set.Retry.Max)
+	b.Multiplier = 2
+	b.RandomizationFactor = 0.1
+	attempt := 0
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		attempt++
+		actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		var err error
+		if d.isHook {
+			err = postWebhook(actx, d.hook, m)
+		} else {
+			err = sendMail(actx, d.smtp, d.mail, m)
+		}
+		if err != nil {
+			n.record(ctx, TypeAttemptFailed, event.Warning, d, m, attempt, err)
+		}
+		return struct{}{}, err
+	}, backoff.WithBackOff(b), backoff.WithMaxTries(uint(set.Retry.Attempts)), backoff.WithMaxElapsedTime(0))
+	if err != nil {
+		n.log.Error().Err(err).Str("destination", d.name).Str("rule", m.Rule).Int("attempts", attempt).Msg("notify: delivery failed")
+		n.record(ctx, TypeFailed, event.Violation, d, m, attempt, err)
+		return
+	}
+	n.record(ctx, TypeSent, event.Info, d, m, attempt, nil)
+}
+
+// record appends a delivery outcome to the server stream.
+func (n *Notifier) record(ctx context.Context, typ string, sev event.Severity, d destination, m Message, attempt int, err error) {
+	attrs := event.Attrs{"rule": m.Rule, "kind": m.Kind, "destination": d.name, "attempt": attempt,
+		"count": m.Count, "subject": m.Subject}
+	if err != nil {
+		msg := err.Error()
+		if len(msg) > 500 {
+			msg = msg[:500]
+		}
+		attrs["error"] = msg
+	}
+	e := event.Event{Agent: event.ServerStream, Control: Control, Type: typ, Severity: sev, Object: d.name,
+		Time: n.cfg.Now().UTC(), Attrs: attrs}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, err := n.cfg.Events.AppendServer(rctx, e); err != nil {
+		n.log.Error().Err(err).Str("type", typ).Msg("notify: delivery outcome NOT recorded")
+	}
+}
+
+// saveCursors stores, per source, the last index read but never past an
+// event still waiting in a group or in a delivery, so a restart re-reads
+// (at least once) what was not yet delivered.
+func (n *Notifier) saveCursors(ctx context.Context) error {
+	n.mu.Lock()
+	cs := maps(n.cursors)
+	hold := func(mins map[string]int64) {
+		for k, m := range mins {
+			if v, ok := cs[k]; ok && m-1 < v {
+				cs[k] = m - 1
+			}
+		}
+	}
+	for _, g := range n.groups {
+		hold(g.mins)
+	}
+	for _, m := range n.inflight {
+		hold(m)
+	}
+	same := len(cs) == len(n.saved)
+	for k, v := range cs {
+		if n.saved[k] != v {
+			same = false
+		}
+	}
+	n.mu.Unlock()
+	if same {
+		return nil
+	}
+	if _, err := n.cfg.KV.PutJSON(ctx, cursorsKey, cs, -1); err != nil {
+		return fmt.Errorf("notify: saving cursors: %w", err)
+	}
+	n.mu.Lock()
+	n.saved = cs
+	n.mu.Unlock()
+	return nil
+}
+
+// render writes the Japanese subject and body of a group.
+func render(g *group) Message {
+	m := Message{Rule: g.rule.Name, Kind: g.rule.Kind, Count: g.count, Items: g.items, First: g.first, Last: g.last}
+	hosts := map[string]bool{}
+	byReason := map[string]int{}
+	for _, it := range g.items {
+		hosts[it.Agent] = true
+		byReason[strings.TrimSpace(it.Control+" "+it.Reason)]++
+	}
+	m.Subject = fmt.Sprintf("[Mamori] %s %d 件", kindJA[g.rule.Kind], g.count)
+	if len(hosts) > 1 {
+		m.Subject += fmt.Sprintf(" (%d 台)", len(hosts))
+	}
+	if g.dept != "" {
+		m.Subject += " " + g.dept
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Mamori からの通知です。\n\nルール: %s\n種類: %s\n件数: %d 件", g.rule.Name, kindJA[g.rule.Kind], g.count)
+	if len(hosts) > 0 {
+		fmt.Fprintf(&b, " (%d 台)", len(hosts))
+	}
+	fmt.Fprintf(&b, "\n期間: %s から %s まで\n", jst(g.first), jst(g.last))
+	if g.rule.Kind == KindLoginFailures {
+		users := make([]string, 0, len(g.users))
+		for u := range g.users {
+			users = append(users, u)
+		}
+		sort.Strings(users)
+		b.WriteString("\n失敗の多い利用者:\n")
+		for _, u := range users {
+			fmt.Fprintf(&b, "- %s: %d 回\n", u, g.users[u])
+		}
+	}
+	reasons := make([]string, 0, len(byReason))
+	for r := range byReason {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	b.WriteString("\n内訳:\n")
+	for _, r := range reasons {
+		fmt.Fprintf(&b, "- %s: %d 台\n", r, byReason[r])
+	}
+	fmt.Fprintf(&b, "\n一覧 (最大 %d 件):\n", maxItems)
+	for _, it := range g.items {
+		host := it.Hostname
+		if host == "" {
+			host = it.Agent
+		}
+		fmt.Fprintf(&b, "- %s %s", jst(it.Time), host)
+		if it.Department != "" {
+			fmt.Fprintf(&b, " (%s)", it.Department)
+		}
+		fmt.Fprintf(&b, " %s", it.Type)
+		for _, s := range []string{it.Control, it.Reason, it.Object, it.User, it.RegisterID} {
+			if s != "" {
+				b.WriteString(" " + s)
+			}
+		}
+		fmt.Fprintf(&b, " [#%s]\n", strconv.FormatInt(it.Index, 10))
+	}
+	if rest := g.count - len(g.items); rest > 0 {
+		fmt.Fprintf(&b, "ほか %d 件 (同じ内容の繰り返しを含みます)\n", rest)
+	}
+	b.WriteString("\n詳細は Mamori の管理画面 (アラート) で確認してください。\n")
+	m.Text = b.String()
+	return m
+}
+
+func jst(t time.Time) string { return t.In(JST).Format("2006-01-02 15:04:05") + " JST" }

@@ -1,0 +1,396 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/notify/mailtest"
+	"github.com/mamori/mamori/server/internal/state"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// rig is a notifier over a real SQLite event store and a real embedded etcd.
+type rig struct {
+	store *eventlog.SQLite
+	st    *state.State
+	n     *Notifier
+	stop  func()
+}
+
+func newRig(t *testing.T, agents map[string]AgentInfo) *rig {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := eventlog.OpenSQLite(ctx, filepath.Join(dir, "events.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	st, err := state.Open(ctx, state.Config{DataDir: dir, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	n, err := New(Config{Events: store, KV: st, Poll: 50 * time.Millisecond, Log: zerolog.Nop(),
+		IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
+		Agents:     func(context.Context) (map[string]AgentInfo, error) { return agents, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rig{store: store, st: st, n: n}
+}
+
+func (r *rig) run(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.n.Run(ctx); close(done) }()
+	r.stop = func() { cancel(); <-done }
+	t.Cleanup(func() { r.stop() })
+}
+
+// alert appends a compliance alert the way compliance.Tracker raises one.
+func (r *rig) alert(t *testing.T, agent, host, dept, control, reason, reasonJA string) {
+	t.Helper()
+	_, err := r.store.AppendServer(context.Background(), event.Event{Control: "compliance", Type: "compliance.alert",
+		Severity: event.Violation, Object: agent, Attrs: event.Attrs{"key": "violation|" + agent + "|" + control, "kind": "violation",
+			"agent": agent, "hostname": host, "department": dept, "control": control, "reason": reason, "reason_ja": reasonJA}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hook is an httptest webhook receiver that fails its first failFirst posts.
+type hook struct {
+	srv       *httptest.Server
+	failFirst int32
+	calls     atomic.Int32
+	mu        sync.Mutex
+	bodies    [][]byte
+	at        []time.Time
+}
+
+func newHook(t *testing.T, failFirst int32) *hook {
+	h := &hook{failFirst: failFirst}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := h.calls.Add(1)
+		if n <= h.failFirst {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		h.mu.Lock()
+		h.bodies = append(h.bodies, b)
+		h.at = append(h.at, time.Now())
+		h.mu.Unlock()
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *hook) got() [][]byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([][]byte(nil), h.bodies...)
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// deliveryLog reads the notify events of the server stream.
+func deliveryLog(t *testing.T, store *eventlog.SQLite) []eventlog.Stored {
+	t.Helper()
+	p, err := store.Query(context.Background(), eventlog.Filter{Agent: event.ServerStream, Control: Control, Limit: eventlog.MaxLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Events
+}
+
+func TestViolationsReachMailAndWebhookGrouped(t *testing.T) {
+	agents := map[string]AgentInfo{}
+	for i := range 30 {
+		agents[fmt.Sprintf("a%02d", i)] = AgentInfo{Hostname: fmt.Sprintf("PC-%02d", i), Department: "営業部"}
+	}
+	r := newRig(t, agents)
+	ms := mailtest.Start(t, false, "mamori", "s3cret-pass")
+	h := newHook(t, 0)
+	delay := 1500 * time.Millisecond
+	set := Settings{
+		SMTP: &SMTP{Host: "127.0.0.1", Port: ms.Addr.Port, Security: SecuritySTARTTLS, Username: "mamori", Password: "s3cret-pass",
+			From: "mamori@example.jp", Charset: CharsetISO2022JP, CAPEM: ms.CAPEM},
+		Webhooks: []Webhook{{Name: "soc", URL: h.srv.URL, Format: FormatGeneric}},
+		Rules:    []Rule{{Name: "違反", Kind: KindViolation, Recipients: []string{"kanri@example.jp"}, Webhooks: []string{"soc"}, Delay: Duration(delay)}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	time.Sleep(200 * time.Millisecond) // the notifier has read its start position
+	start := time.Now()
+	for i := range 30 {
+		id := fmt.Sprintf("a%02d", i)
+		r.alert(t, id, agents[id].Hostname, "営業部", "screenlock", "screenlock.timeout_too_long", "画面ロックまでの時間が長すぎます")
+	}
+	var m mailtest.Received
+	select {
+	case m = <-ms.Got:
+	case <-time.After(delay + 5*time.Second):
+		t.Fatal("no mail within the delay")
+	}
+	waitFor(t, 5*time.Second, "webhook", func() bool { return len(h.got()) == 1 })
+	if took := m.At.Sub(start); took < delay-100*time.Millisecond || took > delay+3*time.Second {
+		t.Errorf("mail after %v, want about the %v delay", took, delay)
+	}
+	if m.Auth != "mamori" || len(m.To) != 1 || m.To[0] != "kanri@example.jp" {
+		t.Errorf("mail auth %q to %v", m.Auth, m.To)
+	}
+	d := mailtest.Decode(t, m.Data)
+	if d.Charset != "iso-2022-jp" || d.Subject != "[Mamori] 管理策違反 30 件 (30 台)" {
+		t.Errorf("charset %q subject %q", d.Charset, d.Subject)
+	}
+	if !strings.Contains(d.Body, "画面ロックまでの時間が長すぎます") || !strings.Contains(d.Body, "PC-29 (営業部)") {
+		t.Errorf("body:\n%s", d.Body)
+	}
+	var g Message
+	if err := json.Unmarshal(h.got()[0], &g); err != nil {
+		t.Fatal(err)
+	}
+	if g.Count != 30 || len(g.Items) != 30 || g.Rule != "違反" || g.Kind != KindViolation {
+		t.Errorf("webhook message: count %d items %d rule %q", g.Count, len(g.Items), g.Rule)
+	}
+	// Grouped: nothing more comes.
+	time.Sleep(delay)
+	if len(ms.Got) != 0 || len(h.got()) != 1 {
+		t.Errorf("more than one message: %d mails, %d posts", 1+len(ms.Got), len(h.got()))
+	}
+	waitFor(t, 5*time.Second, "delivery log", func() bool { return len(deliveryLog(t, r.store)) == 2 })
+	for _, e := range deliveryLog(t, r.store) {
+		if e.Type != TypeSent || e.Attrs["rule"] != "違反" {
+			t.Errorf("log event %s %v", e.Type, e.Attrs)
+		}
+		if strings.Contains(fmt.Sprint(e.Attrs), h.srv.URL) {
+			t.Error("the webhook URL is in the log")
+		}
+	}
+}
+
+func TestMailEncodingsAndTLSModes(t *testing.T) {
+	m := Message{Rule: "r", Kind: KindMedia, Subject: "[Mamori] 未登録・未承認の媒体 1 件 営業部の長い件名を折り返します",
+		Text: "Mamori からの通知です。\nE:\\顧客\\見積.xlsx を書き込みました。\n", Count: 1}
+	for _, tc := range []struct {
+		name, charset, security, rawSubject string
+	}{
+		{"iso-2022-jp over starttls", CharsetISO2022JP, SecuritySTARTTLS, "=?ISO-2022-JP?B?"},
+		{"utf-8 over implicit tls", CharsetUTF8, SecurityTLS, "=?UTF-8?"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ms := mailtest.Start(t, tc.security == SecurityTLS, "u", "p@ss-word-1")
+			cfg := SMTP{Host: "127.0.0.1", Port: ms.Addr.Port, Security: tc.security, Username: "u", Password: "p@ss-word-1",
+				From: "mamori@example.jp", Charset: tc.charset, CAPEM: ms.CAPEM}
+			if err := sendMail(context.Background(), cfg, []string{"a@example.jp", "b@example.jp"}, m); err != nil {
+				t.Fatal(err)
+			}
+			got := <-ms.Got
+			if !strings.Contains(strings.ToUpper(string(got.Data)), strings.ToUpper(tc.rawSubject)) {
+				t.Errorf("raw subject not %s:\n%s", tc.rawSubject, got.Data)
+			}
+			for _, line := range strings.Split(string(got.Data), "\r\n") {
+				if len(line) > 998 {
+					t.Errorf("line of %d bytes", len(line))
+				}
+			}
+			d := mailtest.Decode(t, got.Data)
+			if d.Subject != m.Subject || d.Body != m.Text || d.Charset != tc.charset || len(got.To) != 2 {
+				t.Errorf("got charset %q subject %q body %q to %v", d.Charset, d.Subject, d.Body, got.To)
+			}
+			// A wrong password is a failed delivery, not a silent one.
+			cfg.Password = "wrong-password"
+			if err := sendMail(context.Background(), cfg, []string{"a@example.jp"}, m); err == nil {
+				t.Error("wrong password accepted")
+			}
+			// A relay whose certificate we do not trust is refused.
+			cfg.Password, cfg.CAPEM = "p@ss-word-1", ""
+			if err := sendMail(context.Background(), cfg, []string{"a@example.jp"}, m); err == nil {
+				t.Error("untrusted relay certificate accepted")
+			}
+		})
+	}
+}
+
+func TestWebhookFailingThreeTimesGetsItOnTheFourth(t *testing.T) {
+	r := newRig(t, map[string]AgentInfo{})
+	h := newHook(t, 3)
+	set := Settings{
+		Webhooks: []Webhook{{Name: "teams", URL: h.srv.URL, Format: FormatTeams}},
+		Rules:    []Rule{{Name: "media", Kind: KindMedia, Webhooks: []string{"teams"}, Delay: Duration(100 * time.Millisecond)}},
+		Retry:    Retry{Attempts: 5, Initial: Duration(100 * time.Millisecond), Max: Duration(time.Second)},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	time.Sleep(200 * time.Millisecond)
+	seal(t, r.store, "pc1", event.Event{Control: "media", Type: "media.blocked", Severity: event.Violation,
+		Object: "usb:0781:5581:4C53000", Attrs: event.Attrs{"reason": "unregistered"}})
+	waitFor(t, 10*time.Second, "delivery on the 4th try", func() bool { return len(h.got()) == 1 })
+	if c := h.calls.Load(); c != 4 {
+		t.Errorf("%d calls, want 4", c)
+	}
+	var card struct {
+		Type        string `json:"type"`
+		Attachments []struct {
+			ContentType string `json:"contentType"`
+			Content     struct {
+				Type string `json:"type"`
+				Body []struct {
+					Text string `json:"text"`
+				} `json:"body"`
+			} `json:"content"`
+		} `json:"attachments"`
+	}
+	if err := json.Unmarshal(h.got()[0], &card); err != nil || len(card.Attachments) != 1 ||
+		card.Attachments[0].Content.Type != "AdaptiveCard" || card.Attachments[0].Content.Body[0].Text != "[Mamori] 未登録・未承認の媒体 1 件" {
+		t.Errorf("teams card %s (%v)", h.got()[0], err)
+	}
+	waitFor(t, 5*time.Second, "log", func() bool { return len(deliveryLog(t, r.store)) == 4 })
+	log := deliveryLog(t, r.store)
+	for i, e := range log {
+		want := TypeAttemptFailed
+		if i == 3 {
+			want = TypeSent
+		}
+		if e.Type != want || fmt.Sprint(e.Attrs["attempt"]) != fmt.Sprint(i+1) {
+			t.Errorf("log[%d] = %s attempt %v", i, e.Type, e.Attrs["attempt"])
+		}
+	}
+}
+
+// seal appends one agent event through the real chain checks.
+func seal(t *testing.T, store *eventlog.SQLite, agent string, e event.Event) {
+	t.Helper()
+	h, err := store.Head(context.Background(), agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Agent, e.Seq = agent, h.Seq+1
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	if err := e.Seal(h.Hash); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Append(context.Background(), agent, []event.Event{e}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFloodOfViolationsIsBounded(t *testing.T) {
+	r := newRig(t, map[string]AgentInfo{})
+	h := newHook(t, 0)
+	slack := newHook(t, 0)
+	set := Settings{
+		Webhooks:  []Webhook{{Name: "g", URL: h.srv.URL, Format: FormatGeneric}, {Name: "s", URL: slack.srv.URL, Format: FormatSlack}},
+		Rules:     []Rule{{Name: "flood", Kind: KindViolation, Webhooks: []string{"g", "s"}, Delay: Duration(200 * time.Millisecond)}},
+		RateLimit: 12,
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	time.Sleep(200 * time.Millisecond)
+	controls := []string{"screenlock", "media", "fileaccess", "backup", "posture"}
+	for i := range 1000 {
+		r.alert(t, fmt.Sprintf("a%03d", i%200), fmt.Sprintf("PC-%03d", i%200), "総務部", controls[i%5], controls[i%5]+".fail", "違反")
+		if i%100 == 99 {
+			time.Sleep(150 * time.Millisecond) // spread over several grouping windows
+		}
+	}
+	time.Sleep(1500 * time.Millisecond)
+	msgs := h.got()
+	// Burst of 3, then one per 5 minutes: in these few seconds at most 3.
+	if len(msgs) == 0 || len(msgs) > 3 {
+		t.Fatalf("%d messages for 1000 violations, want 1..3", len(msgs))
+	}
+	delivered := 0
+	for _, b := range msgs {
+		var m Message
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Items) > maxItems {
+			t.Errorf("%d items in one message", len(m.Items))
+		}
+		delivered += m.Count
+	}
+	if len(slack.got()) != len(msgs) {
+		t.Errorf("slack got %d, generic %d", len(slack.got()), len(msgs))
+	}
+	var sm struct{ Text string }
+	if err := json.Unmarshal(slack.got()[0], &sm); err != nil || !strings.HasPrefix(sm.Text, "*[Mamori] 管理策違反") {
+		t.Errorf("slack body %s", slack.got()[0])
+	}
+	// Nothing is lost: what was not sent waits, merged, for the limiter.
+	r.n.mu.Lock()
+	held := 0
+	for _, g := range r.n.groups {
+		held += g.count
+	}
+	r.n.mu.Unlock()
+	if delivered+held != 1000 {
+		t.Errorf("delivered %d + held %d != 1000", delivered, held)
+	}
+}
+
+func TestBadSettingsChangeNothing(t *testing.T) {
+	r := newRig(t, nil)
+	good := Settings{Webhooks: []Webhook{{Name: "g", URL: "https://chat.example.jp/hook", Format: FormatSlack}},
+		Rules: []Rule{{Name: "r", Kind: KindSilent, Webhooks: []string{"g"}}}}
+	if _, err := r.n.PutSettings(context.Background(), good, -1); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{
+		"unknown field":     `{"rules":[],"colour":"red"}`,
+		"unknown kind":      `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"slack"}],"rules":[{"name":"r","kind":"weather","webhooks":["g"]}]}`,
+		"no such webhook":   `{"rules":[{"name":"r","kind":"silent","webhooks":["nope"]}]}`,
+		"bad address":       `{"smtp":{"host":"mail","port":587,"security":"starttls","from":"m@example.jp"},"rules":[{"name":"r","kind":"silent","recipients":["not an address"]}]}`,
+		"mail without smtp": `{"rules":[{"name":"r","kind":"silent","recipients":["a@example.jp"]}]}`,
+		"bad hours":         `{"hours":{"start":"18:00","end":"09:00","days":[1]}}`,
+		"bad format":        `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"xml"}]}`,
+		"bad url":           `{"webhooks":[{"name":"g","url":"file:///etc/passwd","format":"generic"}]}`,
+		"bad duration":      `{"rules":[{"name":"r","kind":"silent","delay":"soon"}]}`,
+	} {
+		s, err := ParseSettings([]byte(body))
+		if err == nil {
+			_, err = r.n.PutSettings(context.Background(), s, -1)
+		}
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err %v", name, err)
+		}
+	}
+	var stored Settings
+	if _, err := r.st.GetJSON(context.Background(), SettingsKey, &stored); err != nil || len(stored.Rules) != 1 || stored.Rules[0].Name != "r" {
+		t.Errorf("stored settings changed: %+v %v", stored, err)
+	}
+}
