@@ -81,9 +81,28 @@ type Change struct {
 	Count      int       // raw notifications merged (Raw.Total())
 	Raw        RawCounts // per kind
 	Reconciled bool      // found by a rescan after an overflow
-	Time       time.Time // of the last raw notification
-	Err        error     // Error only
+	// Prior: found by comparing the disk with a snapshot saved earlier
+	// (AddFrom), so it happened while nothing watched; Reconciled too.
+	Prior bool
+	Time  time.Time // of the last raw notification
+	Err   error     // Error only
+	// Snap holds the edits this change made to the snapshot (nil: the path
+	// left it). A caller that persists the snapshot saves them with the
+	// change's record, so the saved snapshot matches what was recorded.
+	Snap map[string]*Entry
 }
+
+// Entry is what the snapshot knows of one path.
+type Entry struct {
+	Size  int64
+	MTime time.Time
+	Dir   bool
+	ID    uint64 // inode where the OS gives one, else 0
+}
+
+func (e entry) export() *Entry { return &Entry{Size: e.size, MTime: e.mtime, Dir: e.dir, ID: e.id} }
+
+func (e Entry) internal() entry { return entry{size: e.Size, mtime: e.MTime, dir: e.Dir, id: e.ID} }
 
 // Clock is the time source; controls.Clock and controlstest.FakeClock fit.
 type Clock interface {
@@ -282,7 +301,12 @@ func (w *Watcher) Roots() map[string]bool {
 // Add watches the tree at dir. The files found now form the baseline: no
 // Change is reported for them. Adding a root again re-walks it and reports
 // what changed against the snapshot (useful when a root reappears).
-func (w *Watcher) Add(dir string) error {
+func (w *Watcher) Add(dir string) error { return w.AddFrom(dir, nil) }
+
+// AddFrom is Add with prior, a snapshot of the tree saved earlier (paths
+// outside dir and excluded names are ignored): what differs from it on disk
+// is reported as Changes marked Prior and Reconciled. A nil prior is Add.
+func (w *Watcher) AddFrom(dir string, prior map[string]Entry) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return fmt.Errorf("fswatch: %w", err)
@@ -310,9 +334,22 @@ func (w *Watcher) Add(dir string) error {
 		return err
 	}
 	var out []Change
-	if known {
+	switch {
+	case known:
 		out = w.diffLocked(dir, found)
-	} else {
+	case prior != nil:
+		for p, e := range prior {
+			if Within(p, dir) && (p == dir || !w.excluded(p)) {
+				if _, other := w.snap[p]; !other || w.rootForLocked(p) == dir {
+					w.snap[p] = e.internal()
+				}
+			}
+		}
+		out = w.diffLocked(dir, found)
+		for i := range out {
+			out[i].Prior = true
+		}
+	default:
 		for p, e := range found {
 			w.snap[p] = e
 		}
@@ -321,6 +358,22 @@ func (w *Watcher) Add(dir string) error {
 	w.mu.Unlock()
 	w.enqueue(out, false)
 	return nil
+}
+
+// Snapshot returns what the snapshot holds under root (the files of a
+// root added with Add form its baseline; a caller persists it to AddFrom
+// it after a restart).
+func (w *Watcher) Snapshot(root string) map[string]Entry {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	root = filepath.Clean(root)
+	m := map[string]Entry{}
+	for p, e := range w.snap {
+		if Within(p, root) && w.rootForLocked(p) == root {
+			m[p] = *e.export()
+		}
+	}
+	return m
 }
 
 // Remove stops watching the tree at dir and forgets its snapshot.
@@ -482,7 +535,7 @@ func (w *Watcher) diffLocked(top string, found map[string]entry) []Change {
 		if _, ok := found[p]; !ok {
 			delete(w.snap, p)
 			out = append(out, Change{Op: Deleted, Path: p, Root: top, IsDir: old.dir, Size: old.size,
-				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now})
+				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now, Snap: map[string]*Entry{p: nil}})
 		}
 	}
 	for p, e := range found {
@@ -494,10 +547,10 @@ func (w *Watcher) diffLocked(top string, found map[string]entry) []Change {
 		switch {
 		case !ok:
 			out = append(out, Change{Op: Created, Path: p, Root: top, IsDir: e.dir, Size: e.size,
-				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now})
+				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now, Snap: map[string]*Entry{p: e.export()}})
 		case !e.dir && (old.size != e.size || !old.mtime.Equal(e.mtime) || old.dir != e.dir):
 			out = append(out, Change{Op: Modified, Path: p, Root: top, IsDir: e.dir, Size: e.size,
-				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now})
+				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now, Snap: map[string]*Entry{p: e.export()}})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
@@ -794,6 +847,7 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 		}
 		delete(w.snap, p)
 		c.Op, c.IsDir, c.Size = Deleted, old.dir, old.size
+		c.Snap = map[string]*Entry{p: nil, c.Path: nil}
 		out := []Change{c}
 		if p == top {
 			w.roots[top].watched = false
@@ -806,9 +860,20 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 	e := entryOf(fi)
 	w.snap[p] = e
 	c.IsDir, c.Size = e.dir, e.size
+	c.Snap = map[string]*Entry{p: e.export()}
 	switch {
 	case pd.oldEntry != nil:
 		c.Op, c.OldPath = Renamed, pd.oldPath
+		c.Snap[pd.oldPath] = nil
+		if e.dir {
+			// The children moved with the folder (pairRenameLocked).
+			for q, qe := range w.snap {
+				if Within(q, p) && q != p {
+					c.Snap[q] = qe.export()
+					c.Snap[pd.oldPath+q[len(p):]] = nil
+				}
+			}
+		}
 	case !had:
 		c.Op = Created
 	case old.size == e.size && old.mtime.Equal(e.mtime) && old.id == e.id && old.dir == e.dir:
@@ -844,7 +909,7 @@ func (w *Watcher) dropTreeLocked(dir, top string, t time.Time) []Change {
 			raw = qp.raw
 		}
 		out = append(out, Change{Op: Deleted, Path: q, Root: top, IsDir: qe.dir, Size: qe.size,
-			Raw: raw, Count: raw.Total(), Time: t})
+			Raw: raw, Count: raw.Total(), Time: t, Snap: map[string]*Entry{q: nil}})
 	}
 	w.unwatchLocked(dir)
 	return out
