@@ -144,7 +144,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	if err := r.applyPolicy(ctx, version, p, raw, false); err != nil {
 		log.Error().Err(err).Msg("service: saved policy failed to apply")
 	}
-	r.emit(ctx, "agent.started", event.Info, event.Attrs{"policy_version": version, "pid": os.Getpid()})
+	r.emit(ctx, "agent.started", event.Info, startedAttrs(version, r.spool.Previous()))
 	log.Info().Str("agent", r.id.State.AgentID).Str("server", r.id.State.Server).
 		Str("policy_version", version).Int("controls", len(r.controls)).Msg("mamori-agent running")
 
@@ -184,10 +184,50 @@ func (r *Runtime) run(ctx context.Context) error {
 	stopControls()
 	ctlWG.Wait()
 	r.emit(context.Background(), "agent.stopping", event.Info, event.Attrs{"uptime_s": int64(time.Since(r.started).Seconds())})
+	r.shipBeforeExit(stopShipWait)
 	stopUplink()
 	upWG.Wait()
 	r.writeStatus(false)
 	return nil
+}
+
+// stopShipWait bounds how long a stopping agent waits for the server to ack
+// its last events (agent.stopping among them), well inside the service
+// managers' stop timeouts (systemd 90 s, Windows SCM 20 s).
+const stopShipWait = 3 * time.Second
+
+// startedAttrs describe a start and the agent's last event before it, so
+// the server can record the outage between the two.
+func startedAttrs(version string, prev spool.Previous) event.Attrs {
+	a := event.Attrs{"policy_version": version, "pid": os.Getpid()}
+	if prev.Seq > 0 {
+		a["previous_seq"] = prev.Seq
+		a["previous_type"] = prev.Type
+		if !prev.Time.IsZero() {
+			a["previous_time"] = prev.Time.UTC().Format(time.RFC3339Nano)
+		}
+		a["clean_stop"] = prev.Type == "agent.stopping"
+	}
+	return a
+}
+
+// shipBeforeExit waits up to max for the shipper to have every stored event
+// acked, so the server learns of the stop now and not at the next start;
+// it gives up at once when the server is unreachable.
+func (r *Runtime) shipBeforeExit(max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		st := r.spool.Stats()
+		if st.AckedSeq >= st.LastSeq {
+			return
+		}
+		if r.shipper != nil && r.shipper.Failing() != "" {
+			r.opt.Log.Info().Str("uplink", r.shipper.Failing()).Msg("service: server unreachable; the last events ship at the next start")
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.opt.Log.Info().Msg("service: last events not acked in time; they ship at the next start")
 }
 
 // applyPolicy hands p to every control. If one refuses, those that took it

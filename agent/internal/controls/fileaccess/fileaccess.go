@@ -32,6 +32,7 @@ import (
 
 	"github.com/mamori/mamori/agent/internal/controls"
 	"github.com/mamori/mamori/agent/internal/fswatch"
+	"github.com/mamori/mamori/agent/internal/spool"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
 )
@@ -250,7 +251,11 @@ func (c *Control) config() config {
 // Run watches until ctx is done.
 func (c *Control) Run(ctx context.Context) error {
 	r := &runner{c: c, roots: map[string]*rootState{}, reads: map[readKey]*readAgg{},
-		recent: map[string][]access{}}
+		recent: map[string][]access{}, seen: map[string]bool{}, offline: map[string]window{}}
+	r.store, _ = c.env.Emit.(stateStore)
+	if r.store != nil {
+		r.prev = r.store.Previous()
+	}
 	defer r.stop()
 	check := c.env.Clock.After(checkInterval)
 	housekeeping := c.env.Clock.After(time.Second)
@@ -312,7 +317,8 @@ type bulkWindow struct {
 	users      map[string]int
 	first      time.Time // of the first suppressed change
 	last       time.Time
-	recs       []uint64 // OS records behind suppressed events, released with the summary
+	recs       []uint64                  // OS records behind suppressed events, released with the summary
+	snap       map[string]*fswatch.Entry // snapshot edits of suppressed events, saved with the summary
 }
 
 type readKey struct{ path, user, process string }
@@ -343,7 +349,16 @@ type runner struct {
 	recentQ     []string // paths in arrival order, to prune recent
 	acks        recordAcks
 	pid         int
+
+	store   stateStore        // nil: the snapshot is not saved (no spool)
+	prev    spool.Previous    // the spool's newest event before this start
+	seen    map[string]bool   // roots added since this start
+	offline map[string]window // roots compared with their saved snapshot at this start
 }
+
+// window is when a root went unwatched: from the agent's last event before
+// it stopped to the comparison at start.
+type window struct{ from, to time.Time }
 
 // ackDone tells the probe how far its records are durable.
 func (r *runner) ackDone() {
@@ -413,6 +428,15 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 			_ = r.w.Remove(p) // may never have been added
 			r.closeBulk(ctx, rs, c.env.Clock.Now())
 			delete(r.roots, p)
+			if r.store != nil {
+				var keep []string
+				for q := range want {
+					keep = append(keep, q)
+				}
+				if err := forgetRoot(r.store, p, keep); err != nil {
+					c.env.Log.Warn().Err(err).Str("folder", p).Msg("fileaccess: saved snapshot of a removed folder kept")
+				}
+			}
 		}
 	}
 	watchedNow := r.w.Roots()
@@ -428,7 +452,7 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 				continue
 			}
 		}
-		rs.err = r.w.Add(p)
+		rs.err = r.addRoot(ctx, p)
 		rs.watched = rs.err == nil
 	}
 	var roots []string
@@ -444,6 +468,43 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 		c.env.Log.Warn().Err(r.attrErr).Msg("fileaccess: attribution")
 	}
 	r.setStatus(ctx, r.verdict(), r.statusAttrs())
+}
+
+// addRoot watches root. With a saved snapshot of it, what differs on disk
+// is reported: at the first add since start, as changes made while the
+// agent was stopped; later (a new watcher after a settings change), as
+// reconciled. Without one, the walk is the baseline and is saved.
+func (r *runner) addRoot(ctx context.Context, root string) error {
+	if r.store == nil || r.w.Roots()[root] {
+		return r.w.Add(root)
+	}
+	log := r.c.env.Log
+	prior, err := loadPrior(r.store, root)
+	if err != nil {
+		log.Warn().Err(err).Str("folder", root).Msg("fileaccess: saved snapshot unusable; taking a new baseline")
+		prior = nil
+	}
+	first := !r.seen[root]
+	r.seen[root] = true
+	if prior == nil {
+		if err := r.w.Add(root); err != nil {
+			return err
+		}
+		var others []string
+		for p := range r.roots {
+			if p != root {
+				others = append(others, p)
+			}
+		}
+		if err := saveBaseline(r.store, root, others, r.w.Snapshot(root), r.c.env.Clock.Now()); err != nil {
+			log.Warn().Err(err).Str("folder", root).Msg("fileaccess: baseline not saved; changes while stopped will not be found")
+		}
+		return nil
+	}
+	if first {
+		r.offline[root] = window{from: r.prev.Time, to: r.c.env.Clock.Now()}
+	}
+	return r.w.AddFrom(root, prior)
 }
 
 func failStatus(key string, err error) controls.Status {
@@ -573,6 +634,15 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 	if ch.Reconciled {
 		e.Attrs["reconciled"] = true
 	}
+	if win, ok := r.offline[ch.Root]; ok && ch.Prior {
+		e.Attrs["attribution_source"] = sourceWhileStopped
+		if !win.from.IsZero() {
+			e.Attrs["window_from"] = win.from.UTC().Format(time.RFC3339Nano)
+		}
+		e.Attrs["window_to"] = win.to.UTC().Format(time.RFC3339Nano)
+		r.countOrEmit(ctx, ch.Root, e, ch.Snap)
+		return
+	}
 	if a, ok := r.attribute(ch); ok {
 		e.User, e.Process = a.User, a.Process
 		e.Attrs["attribution_source"] = sourceLastWriter
@@ -586,19 +656,20 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 			e.Attrs["access_mask"] = "0x" + strconv.FormatUint(uint64(a.Mask), 16)
 		}
 	}
-	r.countOrEmit(ctx, ch.Root, e)
+	r.countOrEmit(ctx, ch.Root, e, ch.Snap)
 }
 
 // countOrEmit applies the folder's bulk limit: the first threshold events of
 // a window go out one by one, the rest are counted into the summary. recs,
-// the OS records behind e, are released once e (or its summary) is out.
-func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event, recs ...uint64) {
+// the OS records behind e, are released once e (or its summary) is out;
+// snap, the snapshot edits e reflects, are saved with e (or its summary).
+func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event, snap map[string]*fswatch.Entry, recs ...uint64) {
 	rs := r.roots[root]
 	if rs == nil {
 		rs = r.roots[r.rootFor(e.Object)]
 	}
 	if rs == nil {
-		r.emit(ctx, e)
+		r.emitState(ctx, e, snap)
 		r.acks.release(recs...)
 		return
 	}
@@ -610,11 +681,19 @@ func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event, re
 	}
 	b.n++
 	if b.n <= r.cfg.threshold {
-		r.emit(ctx, e)
+		r.emitState(ctx, e, snap)
 		r.acks.release(recs...)
 		return
 	}
 	b.recs = append(b.recs, recs...)
+	if len(snap) > 0 {
+		if b.snap == nil {
+			b.snap = map[string]*fswatch.Entry{}
+		}
+		for p, se := range snap {
+			b.snap[p] = se
+		}
+	}
 	if b.suppressed == nil {
 		b.suppressed, b.procs, b.users = map[string]int{}, map[string]int{}, map[string]int{}
 		b.first = now
@@ -660,7 +739,7 @@ func (r *runner) closeBulk(ctx context.Context, rs *rootState, now time.Time) {
 		a["summary"] = summary
 		e := event.Event{Type: TypeBulk, Severity: event.Warning, Object: rs.path, RegisterID: rs.registerID,
 			User: user, Process: proc, Attrs: a}
-		r.emit(ctx, e)
+		r.emitState(ctx, e, b.snap)
 	}
 	r.acks.release(b.recs...)
 	*b = bulkWindow{}
@@ -848,7 +927,7 @@ func (r *runner) housekeep(ctx context.Context, all bool) {
 		if fi, err := os.Stat(k.path); err == nil {
 			e.Attrs["size"] = fi.Size()
 		}
-		r.countOrEmit(ctx, r.rootFor(k.path), e, g.recs...)
+		r.countOrEmit(ctx, r.rootFor(k.path), e, nil, g.recs...)
 	}
 	for _, rs := range r.roots {
 		if !rs.bulk.start.IsZero() && (all || now.Sub(rs.bulk.start) >= r.cfg.window) {
@@ -900,12 +979,23 @@ func (r *runner) flushAll(ctx context.Context) {
 	r.housekeep(ctx, true)
 }
 
-func (r *runner) emit(ctx context.Context, e event.Event) {
+func (r *runner) emit(ctx context.Context, e event.Event) { r.emitState(ctx, e, nil) }
+
+// emitState emits e and saves the snapshot edits it reflects in the same
+// commit (when the spool can); an event that is not stored leaves the saved
+// snapshot behind, so the change is found again at the next start.
+func (r *runner) emitState(ctx context.Context, e event.Event, snap map[string]*fswatch.Entry) {
 	e.Control = Name
 	if e.Time.IsZero() {
 		e.Time = r.c.env.Clock.Now()
 	}
-	if err := r.c.env.Emit.Emit(ctx, e); err != nil && ctx.Err() == nil {
+	var err error
+	if st := snapState(snap); st != nil && r.store != nil {
+		err = r.store.EmitState(ctx, e, st)
+	} else {
+		err = r.c.env.Emit.Emit(ctx, e)
+	}
+	if err != nil && ctx.Err() == nil {
 		r.c.env.Log.Error().Err(err).Str("type", e.Type).Msg("fileaccess: emit")
 	}
 }
