@@ -68,6 +68,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, id string, buf *
 		s.log.Info().Err(err).Str("agent", id).Msg("api: batch refused")
 		return wire.Ack{}, status, err.Error()
 	}
+	s.recordOutages(r.Context(), id, evs, res)
 	s.metrics.ingested.Add(float64(res.Stored))
 	s.metrics.duplicates.Add(float64(res.Duplicates))
 	if res.Gap {
