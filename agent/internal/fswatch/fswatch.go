@@ -81,6 +81,14 @@ type Change struct {
 	Count      int       // raw notifications merged (Raw.Total())
 	Raw        RawCounts // per kind
 	Reconciled bool      // found by a rescan after an overflow
+	// Names lists, oldest first, every name the file had within the
+	// debounce window when it was renamed in it (e.g. a file modified,
+	// renamed and deleted in one window: Deleted of the old name, Names
+	// [old, new]); nil otherwise.
+	Names []string
+	// Transient: the file appeared and was gone again within the window
+	// (Op is Deleted, Path the last name it had).
+	Transient bool
 	// Prior: found by comparing the disk with a snapshot saved earlier
 	// (AddFrom), so it happened while nothing watched; Reconciled too.
 	Prior bool
@@ -158,9 +166,10 @@ type pending struct {
 	raw      RawCounts
 	first    time.Time
 	last     time.Time
-	oldPath  string // set when paired with a rename
-	oldEntry *entry // what oldPath was
-	renamed  bool   // this path was renamed away (waiting for its new name)
+	oldPath  string   // set when paired with a rename
+	oldEntry *entry   // what oldPath was
+	renamed  bool     // this path was renamed away (waiting for its new name)
+	names    []string // names within the window, oldest first, when renamed in it
 }
 
 type root struct {
@@ -198,6 +207,7 @@ type Watcher struct {
 	pend     map[string]*pending
 	lastRen  string // most recent path renamed away, awaiting its new name
 	lastRenT time.Time
+	lastRenN uint64 // stats.Raw at that rename: the new name's create comes right after it
 	stats    Stats
 }
 
@@ -706,7 +716,7 @@ func (w *Watcher) raw(ev fsnotify.Event) []Change {
 	case ev.Has(fsnotify.Rename):
 		pd.raw.Rename++
 		pd.renamed = true
-		w.lastRen, w.lastRenT = p, now
+		w.lastRen, w.lastRenT, w.lastRenN = p, now, w.stats.Raw
 	case ev.Has(fsnotify.Chmod):
 		pd.raw.Chmod++
 	}
@@ -715,7 +725,13 @@ func (w *Watcher) raw(ev fsnotify.Event) []Change {
 	}
 	fi, err := os.Lstat(p)
 	if err != nil {
-		return nil // gone again already; the flush will see that
+		// Gone again already (renamed and deleted at once): the new name
+		// cannot be compared with the old file, but a create that is the
+		// very next notification after a rename is that rename's other half.
+		if w.lastRen != "" && w.stats.Raw == w.lastRenN+1 {
+			w.pairRenameLocked(p, pd, nil, now)
+		}
+		return nil
 	}
 	w.pairRenameLocked(p, pd, fi, now)
 	if !fi.IsDir() {
@@ -746,7 +762,8 @@ func (w *Watcher) raw(ev fsnotify.Event) []Change {
 }
 
 // pairRenameLocked joins a Create to the rename that came just before it
-// when it is the same file (inode where the OS gives one, else size and kind).
+// when it is the same file (inode where the OS gives one, else size and
+// kind; fi nil: the file is gone, the caller checked the order instead).
 func (w *Watcher) pairRenameLocked(p string, pd *pending, fi fs.FileInfo, now time.Time) {
 	from := w.lastRen
 	if from == "" || from == p || now.Sub(w.lastRenT) > w.opt.Debounce {
@@ -756,11 +773,13 @@ func (w *Watcher) pairRenameLocked(p string, pd *pending, fi fs.FileInfo, now ti
 	if fp == nil || !fp.renamed {
 		return
 	}
-	e := entryOf(fi)
 	old, had := w.snap[from]
-	if had && (old.dir != e.dir || (old.id != 0 && e.id != 0 && old.id != e.id) ||
-		(old.id == 0 && !e.dir && old.size != e.size)) {
-		return
+	if fi != nil {
+		e := entryOf(fi)
+		if had && (old.dir != e.dir || (old.id != 0 && e.id != 0 && old.id != e.id) ||
+			(old.id == 0 && !e.dir && old.size != e.size)) {
+			return
+		}
 	}
 	w.lastRen = ""
 	delete(w.pend, from)
@@ -776,6 +795,10 @@ func (w *Watcher) pairRenameLocked(p string, pd *pending, fi fs.FileInfo, now ti
 		oe = &old
 	}
 	pd.oldPath, pd.oldEntry = origin, oe
+	pd.names = append(append([]string(nil), fp.names...), p)
+	if len(fp.names) == 0 {
+		pd.names = []string{from, p}
+	}
 	if had {
 		delete(w.snap, from)
 		if old.dir {
@@ -834,16 +857,24 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 		return nil
 	}
 	old, had := w.snap[p]
-	c := Change{Path: p, Root: top, Raw: pd.raw, Count: pd.raw.Total(), Time: pd.last}
+	c := Change{Path: p, Root: top, Raw: pd.raw, Count: pd.raw.Total(), Time: pd.last, Names: pd.names}
 	fi, err := os.Lstat(p)
 	if err != nil {
 		switch {
 		case had:
 		case pd.oldEntry != nil: // renamed and then deleted within the window
 			c.Path, old = pd.oldPath, *pd.oldEntry
-		default:
+		case pd.raw.Create > 0 || pd.raw.Scan > 0:
+			// Created and gone again within the window: still a file that
+			// existed, with what was done to it (Raw, Names).
 			w.stats.Transient++
-			return nil
+			c.Op, c.Transient = Deleted, true
+			if len(pd.names) > 0 {
+				c.Snap = map[string]*Entry{pd.names[0]: nil, p: nil}
+			}
+			return []Change{c}
+		default:
+			return nil // a notification for a path never seen to exist
 		}
 		delete(w.snap, p)
 		c.Op, c.IsDir, c.Size = Deleted, old.dir, old.size

@@ -609,6 +609,39 @@ func (r *runner) change(ctx context.Context, ch fswatch.Change) {
 	r.record(ctx, ch)
 }
 
+// sequenceAttrs keeps what a coalesced change merged: every name the file
+// had (a rename's target survives a delete in the same window), whether it
+// was written to, whether it existed only within the window, and the raw
+// operations when they were of more than one kind.
+func sequenceAttrs(a event.Attrs, ch fswatch.Change) {
+	if len(ch.Names) > 1 {
+		names := make([]any, len(ch.Names))
+		for i, n := range ch.Names {
+			names[i] = n
+		}
+		a["names"] = names
+		if last := ch.Names[len(ch.Names)-1]; ch.Op == fswatch.Deleted && last != ch.Path {
+			a["deleted_as"] = last
+		}
+	}
+	if ch.Transient {
+		a["transient"] = true
+	}
+	if ch.Raw.Write > 0 && ch.Op != fswatch.Modified {
+		a["modified"] = true
+	}
+	ops := event.Attrs{}
+	for k, n := range map[string]int{"create": ch.Raw.Create, "write": ch.Raw.Write, "remove": ch.Raw.Remove,
+		"rename": ch.Raw.Rename, "chmod": ch.Raw.Chmod} {
+		if n > 0 {
+			ops[k] = n
+		}
+	}
+	if len(ops) > 1 {
+		a["ops"] = ops
+	}
+}
+
 func errString(err error) string {
 	if err == nil {
 		return ""
@@ -634,6 +667,7 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 	if ch.Reconciled {
 		e.Attrs["reconciled"] = true
 	}
+	sequenceAttrs(e.Attrs, ch)
 	if win, ok := r.offline[ch.Root]; ok && ch.Prior {
 		e.Attrs["attribution_source"] = sourceWhileStopped
 		if !win.from.IsZero() {
