@@ -72,6 +72,7 @@ type access struct {
 	Delete  bool
 	Create  bool   // the entry was created (Linux fanotify FID FAN_CREATE)
 	Rename  bool   // the entry was renamed, from or to Path (Linux FAN_RENAME / FAN_MOVED_*)
+	MovedTo string // renamed from Path: where it went, when the OS says (Linux FID)
 	Record  uint64 // OS record that reported it (Security-log record id), acked back; 0: none
 }
 
@@ -690,6 +691,11 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 			e.Attrs["access_mask"] = "0x" + strconv.FormatUint(uint64(a.Mask), 16)
 		}
 	}
+	if ch.Op == fswatch.Deleted {
+		if to := r.movedOut(ch); to != "" {
+			e.Attrs["moved_to"] = to
+		}
+	}
 	r.countOrEmit(ctx, ch.Root, e, ch.Snap)
 }
 
@@ -895,7 +901,7 @@ func (r *runner) excluded(p string) bool { return fswatch.Excluded(r.cfg.exclude
 func observes(op fswatch.Op, a access) bool {
 	switch op {
 	case fswatch.Deleted:
-		return a.Delete
+		return a.Delete || a.MovedTo != "" // deleted, or moved out of the folders
 	case fswatch.Renamed:
 		return a.Rename || a.Delete
 	case fswatch.Created:
@@ -933,6 +939,21 @@ func (r *runner) attribute(ch fswatch.Change) (access, bool) {
 		}
 	}
 	return b, true
+}
+
+// movedOut returns where a file reported deleted went, when the OS said it
+// was renamed to a place outside the watched folders.
+func (r *runner) movedOut(ch fswatch.Change) string {
+	names := append([]string{ch.Path}, ch.Names...)
+	for _, p := range names {
+		l := r.recent[p]
+		for i := len(l) - 1; i >= 0; i-- {
+			if to := l[i].MovedTo; to != "" && r.rootFor(to) == "" {
+				return to
+			}
+		}
+	}
+	return ""
 }
 
 // housekeep releases held changes that are due, emits merged reads, closes

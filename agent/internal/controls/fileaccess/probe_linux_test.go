@@ -438,3 +438,28 @@ func TestFanotifyMarkBudgetFallback(t *testing.T) {
 	release()
 	wantBy(t, e, pid, sourceObserved)
 }
+
+// TestFanotifyMovedOut: a helper moves a file out of the watched folder to
+// one nobody watches; the delete says where it went (moved_to, from the
+// FID rename event's own handle on Linux >= 5.17) and who moved it.
+func TestFanotifyMovedOut(t *testing.T) {
+	root, h, method := fidHarness(t, true)
+	if method != "fanotify+fid" {
+		t.Skipf("no fanotify FID here: attribution %q", method)
+	}
+	f := filepath.Join(root, "名簿.csv")
+	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.waitEvent(TypeCreated, f)
+	outside := filepath.Join(t.TempDir(), "持出し.csv")
+	pid, release := helper(t, "MAMORI_FA_RENAME="+f, "MAMORI_FA_TO="+outside)
+	e := h.waitEvent(TypeDeleted, f)
+	release()
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	if e.Attrs["moved_to"] != outside {
+		t.Fatalf("deleted %v, want moved_to %s (kernel %s)", e.Attrs, outside, unix.ByteSliceToString(uts.Release[:]))
+	}
+	wantBy(t, e, pid, sourceObserved)
+}
