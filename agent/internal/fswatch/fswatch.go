@@ -172,6 +172,11 @@ type pending struct {
 	names    []string // names within the window, oldest first, when renamed in it
 }
 
+type renamedAway struct {
+	path string
+	t    time.Time
+}
+
 type root struct {
 	path    string
 	watched bool
@@ -207,7 +212,8 @@ type Watcher struct {
 	pend     map[string]*pending
 	lastRen  string // most recent path renamed away, awaiting its new name
 	lastRenT time.Time
-	lastRenN uint64 // stats.Raw at that rename: the new name's create comes right after it
+	lastRenN uint64        // stats.Raw at that rename: the new name's create comes right after it
+	renAway  []renamedAway // paths renamed away within Debounce, oldest first (concurrent renames)
 	stats    Stats
 }
 
@@ -717,6 +723,10 @@ func (w *Watcher) raw(ev fsnotify.Event) []Change {
 		pd.raw.Rename++
 		pd.renamed = true
 		w.lastRen, w.lastRenT, w.lastRenN = p, now, w.stats.Raw
+		for len(w.renAway) > 0 && (now.Sub(w.renAway[0].t) > w.opt.Debounce || len(w.renAway) >= 256) {
+			w.renAway = w.renAway[1:]
+		}
+		w.renAway = append(w.renAway, renamedAway{p, now})
 	case ev.Has(fsnotify.Chmod):
 		pd.raw.Chmod++
 	}
@@ -765,23 +775,48 @@ func (w *Watcher) raw(ev fsnotify.Event) []Change {
 // when it is the same file (inode where the OS gives one, else size and
 // kind; fi nil: the file is gone, the caller checked the order instead).
 func (w *Watcher) pairRenameLocked(p string, pd *pending, fi fs.FileInfo, now time.Time) {
-	from := w.lastRen
-	if from == "" || from == p || now.Sub(w.lastRenT) > w.opt.Debounce {
-		return
+	from := ""
+	var fp *pending
+	// Newest first; with several renames at once (mv in many folders), the
+	// one whose inode matches, else the newest that fits.
+	for i := len(w.renAway) - 1; i >= 0 && from == ""; i-- {
+		r := w.renAway[i]
+		c := w.pend[r.path]
+		if r.path == p || now.Sub(r.t) > w.opt.Debounce || c == nil || !c.renamed {
+			continue
+		}
+		if fi == nil {
+			if r.path == w.lastRen {
+				from, fp = r.path, c
+			}
+			break
+		}
+		e := entryOf(fi)
+		old, had := w.snap[r.path]
+		switch {
+		case !had:
+		case old.id != 0 && e.id != 0:
+			if old.id != e.id {
+				continue
+			}
+		case old.dir != e.dir || (!e.dir && old.size != e.size):
+			continue
+		}
+		from, fp = r.path, c
 	}
-	fp := w.pend[from]
-	if fp == nil || !fp.renamed {
+	if from == "" {
 		return
 	}
 	old, had := w.snap[from]
-	if fi != nil {
-		e := entryOf(fi)
-		if had && (old.dir != e.dir || (old.id != 0 && e.id != 0 && old.id != e.id) ||
-			(old.id == 0 && !e.dir && old.size != e.size)) {
-			return
+	for i, r := range w.renAway {
+		if r.path == from {
+			w.renAway = append(w.renAway[:i], w.renAway[i+1:]...)
+			break
 		}
 	}
-	w.lastRen = ""
+	if w.lastRen == from {
+		w.lastRen = ""
+	}
 	delete(w.pend, from)
 	pd.raw.add(fp.raw)
 	if fp.first.Before(pd.first) {

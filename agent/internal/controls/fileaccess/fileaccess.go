@@ -566,6 +566,11 @@ func (r *runner) statusAttrs() event.Attrs {
 				a["fanotify_marks"] = s // what the kernel sees: the folders, or whole mounts
 			}
 		}
+		if m, ok := r.c.probe.(interface{ processEvents() string }); ok {
+			if s := m.processEvents(); s != "" {
+				a["processes"] = s // how a process that exits at once still gets its user
+			}
+		}
 	}
 	return a
 }
@@ -679,6 +684,7 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 		return
 	}
 	if a, ok := r.attribute(ch); ok {
+		r.identify(&a)
 		e.User, e.Process = a.User, a.Process
 		e.Attrs["attribution_source"] = sourceLastWriter
 		if observes(ch.Op, a) {
@@ -941,6 +947,27 @@ func (r *runner) attribute(ch fswatch.Change) (access, bool) {
 	return b, true
 }
 
+// identify completes a's user and program from the probe when the access
+// was read before they were known (a process that had exited already).
+func (r *runner) identify(a *access) {
+	if a.PID <= 0 || a.User != "" && a.Process != "" {
+		return
+	}
+	id, ok := r.c.probe.(interface {
+		identify(pid int) (string, string)
+	})
+	if !ok {
+		return
+	}
+	u, exe := id.identify(a.PID)
+	if a.User == "" {
+		a.User = u
+	}
+	if a.Process == "" {
+		a.Process = exe
+	}
+}
+
 // movedOut returns where a file reported deleted went, when the OS said it
 // was renamed to a place outside the watched folders.
 func (r *runner) movedOut(ch fswatch.Change) string {
@@ -971,7 +998,8 @@ func (r *runner) housekeep(ctx context.Context, all bool) {
 	for _, k := range keys {
 		g := r.reads[k]
 		delete(r.reads, k)
-		e := event.Event{Type: TypeRead, Severity: event.Info, Object: k.path, User: k.user, Process: k.process,
+		r.identify(&g.a)
+		e := event.Event{Type: TypeRead, Severity: event.Info, Object: k.path, User: g.a.User, Process: g.a.Process,
 			RegisterID: r.registerFor(k.path), Attrs: event.Attrs{"count": g.count}}
 		if g.a.PID > 0 {
 			e.Attrs["pid"] = g.a.PID
