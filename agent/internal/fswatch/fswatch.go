@@ -81,9 +81,36 @@ type Change struct {
 	Count      int       // raw notifications merged (Raw.Total())
 	Raw        RawCounts // per kind
 	Reconciled bool      // found by a rescan after an overflow
-	Time       time.Time // of the last raw notification
-	Err        error     // Error only
+	// Names lists, oldest first, every name the file had within the
+	// debounce window when it was renamed in it (e.g. a file modified,
+	// renamed and deleted in one window: Deleted of the old name, Names
+	// [old, new]); nil otherwise.
+	Names []string
+	// Transient: the file appeared and was gone again within the window
+	// (Op is Deleted, Path the last name it had).
+	Transient bool
+	// Prior: found by comparing the disk with a snapshot saved earlier
+	// (AddFrom), so it happened while nothing watched; Reconciled too.
+	Prior bool
+	Time  time.Time // of the last raw notification
+	Err   error     // Error only
+	// Snap holds the edits this change made to the snapshot (nil: the path
+	// left it). A caller that persists the snapshot saves them with the
+	// change's record, so the saved snapshot matches what was recorded.
+	Snap map[string]*Entry
 }
+
+// Entry is what the snapshot knows of one path.
+type Entry struct {
+	Size  int64
+	MTime time.Time
+	Dir   bool
+	ID    uint64 // inode where the OS gives one, else 0
+}
+
+func (e entry) export() *Entry { return &Entry{Size: e.size, MTime: e.mtime, Dir: e.dir, ID: e.id} }
+
+func (e Entry) internal() entry { return entry{size: e.Size, mtime: e.MTime, dir: e.Dir, id: e.ID} }
 
 // Clock is the time source; controls.Clock and controlstest.FakeClock fit.
 type Clock interface {
@@ -139,9 +166,15 @@ type pending struct {
 	raw      RawCounts
 	first    time.Time
 	last     time.Time
-	oldPath  string // set when paired with a rename
-	oldEntry *entry // what oldPath was
-	renamed  bool   // this path was renamed away (waiting for its new name)
+	oldPath  string   // set when paired with a rename
+	oldEntry *entry   // what oldPath was
+	renamed  bool     // this path was renamed away (waiting for its new name)
+	names    []string // names within the window, oldest first, when renamed in it
+}
+
+type renamedAway struct {
+	path string
+	t    time.Time
 }
 
 type root struct {
@@ -179,6 +212,8 @@ type Watcher struct {
 	pend     map[string]*pending
 	lastRen  string // most recent path renamed away, awaiting its new name
 	lastRenT time.Time
+	lastRenN uint64        // stats.Raw at that rename: the new name's create comes right after it
+	renAway  []renamedAway // paths renamed away within Debounce, oldest first (concurrent renames)
 	stats    Stats
 }
 
@@ -282,7 +317,12 @@ func (w *Watcher) Roots() map[string]bool {
 // Add watches the tree at dir. The files found now form the baseline: no
 // Change is reported for them. Adding a root again re-walks it and reports
 // what changed against the snapshot (useful when a root reappears).
-func (w *Watcher) Add(dir string) error {
+func (w *Watcher) Add(dir string) error { return w.AddFrom(dir, nil) }
+
+// AddFrom is Add with prior, a snapshot of the tree saved earlier (paths
+// outside dir and excluded names are ignored): what differs from it on disk
+// is reported as Changes marked Prior and Reconciled. A nil prior is Add.
+func (w *Watcher) AddFrom(dir string, prior map[string]Entry) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return fmt.Errorf("fswatch: %w", err)
@@ -310,9 +350,22 @@ func (w *Watcher) Add(dir string) error {
 		return err
 	}
 	var out []Change
-	if known {
+	switch {
+	case known:
 		out = w.diffLocked(dir, found)
-	} else {
+	case prior != nil:
+		for p, e := range prior {
+			if Within(p, dir) && (p == dir || !w.excluded(p)) {
+				if _, other := w.snap[p]; !other || w.rootForLocked(p) == dir {
+					w.snap[p] = e.internal()
+				}
+			}
+		}
+		out = w.diffLocked(dir, found)
+		for i := range out {
+			out[i].Prior = true
+		}
+	default:
 		for p, e := range found {
 			w.snap[p] = e
 		}
@@ -321,6 +374,22 @@ func (w *Watcher) Add(dir string) error {
 	w.mu.Unlock()
 	w.enqueue(out, false)
 	return nil
+}
+
+// Snapshot returns what the snapshot holds under root (the files of a
+// root added with Add form its baseline; a caller persists it to AddFrom
+// it after a restart).
+func (w *Watcher) Snapshot(root string) map[string]Entry {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	root = filepath.Clean(root)
+	m := map[string]Entry{}
+	for p, e := range w.snap {
+		if Within(p, root) && w.rootForLocked(p) == root {
+			m[p] = *e.export()
+		}
+	}
+	return m
 }
 
 // Remove stops watching the tree at dir and forgets its snapshot.
@@ -482,7 +551,7 @@ func (w *Watcher) diffLocked(top string, found map[string]entry) []Change {
 		if _, ok := found[p]; !ok {
 			delete(w.snap, p)
 			out = append(out, Change{Op: Deleted, Path: p, Root: top, IsDir: old.dir, Size: old.size,
-				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now})
+				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now, Snap: map[string]*Entry{p: nil}})
 		}
 	}
 	for p, e := range found {
@@ -494,10 +563,10 @@ func (w *Watcher) diffLocked(top string, found map[string]entry) []Change {
 		switch {
 		case !ok:
 			out = append(out, Change{Op: Created, Path: p, Root: top, IsDir: e.dir, Size: e.size,
-				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now})
+				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now, Snap: map[string]*Entry{p: e.export()}})
 		case !e.dir && (old.size != e.size || !old.mtime.Equal(e.mtime) || old.dir != e.dir):
 			out = append(out, Change{Op: Modified, Path: p, Root: top, IsDir: e.dir, Size: e.size,
-				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now})
+				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now, Snap: map[string]*Entry{p: e.export()}})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
@@ -653,7 +722,11 @@ func (w *Watcher) raw(ev fsnotify.Event) []Change {
 	case ev.Has(fsnotify.Rename):
 		pd.raw.Rename++
 		pd.renamed = true
-		w.lastRen, w.lastRenT = p, now
+		w.lastRen, w.lastRenT, w.lastRenN = p, now, w.stats.Raw
+		for len(w.renAway) > 0 && (now.Sub(w.renAway[0].t) > w.opt.Debounce || len(w.renAway) >= 256) {
+			w.renAway = w.renAway[1:]
+		}
+		w.renAway = append(w.renAway, renamedAway{p, now})
 	case ev.Has(fsnotify.Chmod):
 		pd.raw.Chmod++
 	}
@@ -662,7 +735,13 @@ func (w *Watcher) raw(ev fsnotify.Event) []Change {
 	}
 	fi, err := os.Lstat(p)
 	if err != nil {
-		return nil // gone again already; the flush will see that
+		// Gone again already (renamed and deleted at once): the new name
+		// cannot be compared with the old file, but a create that is the
+		// very next notification after a rename is that rename's other half.
+		if w.lastRen != "" && w.stats.Raw == w.lastRenN+1 {
+			w.pairRenameLocked(p, pd, nil, now)
+		}
+		return nil
 	}
 	w.pairRenameLocked(p, pd, fi, now)
 	if !fi.IsDir() {
@@ -693,23 +772,51 @@ func (w *Watcher) raw(ev fsnotify.Event) []Change {
 }
 
 // pairRenameLocked joins a Create to the rename that came just before it
-// when it is the same file (inode where the OS gives one, else size and kind).
+// when it is the same file (inode where the OS gives one, else size and
+// kind; fi nil: the file is gone, the caller checked the order instead).
 func (w *Watcher) pairRenameLocked(p string, pd *pending, fi fs.FileInfo, now time.Time) {
-	from := w.lastRen
-	if from == "" || from == p || now.Sub(w.lastRenT) > w.opt.Debounce {
+	from := ""
+	var fp *pending
+	// Newest first; with several renames at once (mv in many folders), the
+	// one whose inode matches, else the newest that fits.
+	for i := len(w.renAway) - 1; i >= 0 && from == ""; i-- {
+		r := w.renAway[i]
+		c := w.pend[r.path]
+		if r.path == p || now.Sub(r.t) > w.opt.Debounce || c == nil || !c.renamed {
+			continue
+		}
+		if fi == nil {
+			if r.path == w.lastRen {
+				from, fp = r.path, c
+			}
+			break
+		}
+		e := entryOf(fi)
+		old, had := w.snap[r.path]
+		switch {
+		case !had:
+		case old.id != 0 && e.id != 0:
+			if old.id != e.id {
+				continue
+			}
+		case old.dir != e.dir || (!e.dir && old.size != e.size):
+			continue
+		}
+		from, fp = r.path, c
+	}
+	if from == "" {
 		return
 	}
-	fp := w.pend[from]
-	if fp == nil || !fp.renamed {
-		return
-	}
-	e := entryOf(fi)
 	old, had := w.snap[from]
-	if had && (old.dir != e.dir || (old.id != 0 && e.id != 0 && old.id != e.id) ||
-		(old.id == 0 && !e.dir && old.size != e.size)) {
-		return
+	for i, r := range w.renAway {
+		if r.path == from {
+			w.renAway = append(w.renAway[:i], w.renAway[i+1:]...)
+			break
+		}
 	}
-	w.lastRen = ""
+	if w.lastRen == from {
+		w.lastRen = ""
+	}
 	delete(w.pend, from)
 	pd.raw.add(fp.raw)
 	if fp.first.Before(pd.first) {
@@ -723,6 +830,10 @@ func (w *Watcher) pairRenameLocked(p string, pd *pending, fi fs.FileInfo, now ti
 		oe = &old
 	}
 	pd.oldPath, pd.oldEntry = origin, oe
+	pd.names = append(append([]string(nil), fp.names...), p)
+	if len(fp.names) == 0 {
+		pd.names = []string{from, p}
+	}
 	if had {
 		delete(w.snap, from)
 		if old.dir {
@@ -781,19 +892,28 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 		return nil
 	}
 	old, had := w.snap[p]
-	c := Change{Path: p, Root: top, Raw: pd.raw, Count: pd.raw.Total(), Time: pd.last}
+	c := Change{Path: p, Root: top, Raw: pd.raw, Count: pd.raw.Total(), Time: pd.last, Names: pd.names}
 	fi, err := os.Lstat(p)
 	if err != nil {
 		switch {
 		case had:
 		case pd.oldEntry != nil: // renamed and then deleted within the window
 			c.Path, old = pd.oldPath, *pd.oldEntry
-		default:
+		case pd.raw.Create > 0 || pd.raw.Scan > 0:
+			// Created and gone again within the window: still a file that
+			// existed, with what was done to it (Raw, Names).
 			w.stats.Transient++
-			return nil
+			c.Op, c.Transient = Deleted, true
+			if len(pd.names) > 0 {
+				c.Snap = map[string]*Entry{pd.names[0]: nil, p: nil}
+			}
+			return []Change{c}
+		default:
+			return nil // a notification for a path never seen to exist
 		}
 		delete(w.snap, p)
 		c.Op, c.IsDir, c.Size = Deleted, old.dir, old.size
+		c.Snap = map[string]*Entry{p: nil, c.Path: nil}
 		out := []Change{c}
 		if p == top {
 			w.roots[top].watched = false
@@ -806,9 +926,20 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 	e := entryOf(fi)
 	w.snap[p] = e
 	c.IsDir, c.Size = e.dir, e.size
+	c.Snap = map[string]*Entry{p: e.export()}
 	switch {
 	case pd.oldEntry != nil:
 		c.Op, c.OldPath = Renamed, pd.oldPath
+		c.Snap[pd.oldPath] = nil
+		if e.dir {
+			// The children moved with the folder (pairRenameLocked).
+			for q, qe := range w.snap {
+				if Within(q, p) && q != p {
+					c.Snap[q] = qe.export()
+					c.Snap[pd.oldPath+q[len(p):]] = nil
+				}
+			}
+		}
 	case !had:
 		c.Op = Created
 	case old.size == e.size && old.mtime.Equal(e.mtime) && old.id == e.id && old.dir == e.dir:
@@ -844,7 +975,7 @@ func (w *Watcher) dropTreeLocked(dir, top string, t time.Time) []Change {
 			raw = qp.raw
 		}
 		out = append(out, Change{Op: Deleted, Path: q, Root: top, IsDir: qe.dir, Size: qe.size,
-			Raw: raw, Count: raw.Total(), Time: t})
+			Raw: raw, Count: raw.Total(), Time: t, Snap: map[string]*Entry{q: nil}})
 	}
 	w.unwatchLocked(dir)
 	return out

@@ -155,7 +155,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	if err := r.applyPolicy(ctx, version, p, raw, false); err != nil {
 		log.Error().Err(err).Msg("service: saved policy failed to apply")
 	}
-	r.emit(ctx, "agent.started", event.Info, event.Attrs{"policy_version": version, "pid": os.Getpid()})
+	r.emit(ctx, "agent.started", event.Info, startedAttrs(version, r.spool.Previous()))
 	log.Info().Str("agent", r.id.State.AgentID).Str("server", r.id.State.Server).
 		Str("policy_version", version).Int("controls", len(r.controls)).Msg("mamori-agent running")
 
@@ -210,7 +210,7 @@ const finalShipWait = 10 * time.Second
 // server is unreachable already, and says what it leaves behind.
 func (r *Runtime) finalShip(max time.Duration) {
 	deadline := time.Now().Add(max)
-	for r.spool.Stats().Depth > 0 && time.Now().Before(deadline) && r.shipper.Failing() == "" {
+	for r.spool.Stats().Depth > 0 && time.Now().Before(deadline) && r.shipper != nil && r.shipper.Failing() == "" {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if d := r.spool.Stats().Depth; d > 0 {
@@ -219,6 +219,21 @@ func (r *Runtime) finalShip(max time.Duration) {
 	} else {
 		r.opt.Log.Info().Msg("service: every event shipped")
 	}
+}
+
+// startedAttrs describe a start and the agent's last event before it, so
+// the server can record the outage between the two.
+func startedAttrs(version string, prev spool.Previous) event.Attrs {
+	a := event.Attrs{"policy_version": version, "pid": os.Getpid()}
+	if prev.Seq > 0 {
+		a["previous_seq"] = prev.Seq
+		a["previous_type"] = prev.Type
+		if !prev.Time.IsZero() {
+			a["previous_time"] = prev.Time.UTC().Format(time.RFC3339Nano)
+		}
+		a["clean_stop"] = prev.Type == "agent.stopping"
+	}
+	return a
 }
 
 // applyPolicy hands p to every control. If one refuses, those that took it

@@ -68,6 +68,10 @@ type Stats struct {
 var (
 	bucketEvents = []byte("events")
 	bucketMeta   = []byte("meta")
+	bucketState  = []byte("state") // one nested bucket per control's saved state
+
+	keyLastTime = []byte("last_time")
+	keyLastType = []byte("last_type")
 
 	keyLastSeq      = []byte("last_seq")
 	keyLastHash     = []byte("last_hash")
@@ -90,11 +94,31 @@ type state struct {
 	writeFailed  uint64 // of those, refused because a commit failed (disk full)
 	droppedSince time.Time
 	droppedUntil time.Time
+	lastTime     time.Time // of the newest event appended
+	lastType     string
+}
+
+// Previous describes the newest event stored before this Open: the agent's
+// last sign of life before it stopped (or was killed).
+type Previous struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	Type string    `json:"type"`
+}
+
+// State is a change to a control's saved state, committed in the same
+// transaction as the event it goes with (EmitState), so the saved state
+// never runs ahead of, or lags behind, the events that describe it. A nil
+// value deletes the key.
+type State struct {
+	Bucket string
+	Puts   map[string][]byte
 }
 
 type request struct {
-	e    event.Event
-	done chan error
+	e     event.Event
+	state *State
+	done  chan error
 }
 
 // Spool is a durable event queue. All methods are safe for concurrent use.
@@ -105,6 +129,8 @@ type Spool struct {
 	wake  chan struct{}
 	quit  chan struct{}
 	ended chan struct{}
+
+	prev Previous // newest event before Open
 
 	closeMu sync.RWMutex
 	writeMu sync.Mutex // serialises write transactions with the in-memory state they update
@@ -144,6 +170,9 @@ func Open(path string, opt Options) (*Spool, error) {
 		if _, err := tx.CreateBucketIfNotExists(bucketEvents); err != nil {
 			return err
 		}
+		if _, err := tx.CreateBucketIfNotExists(bucketState); err != nil {
+			return err
+		}
 		m, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
@@ -153,6 +182,7 @@ func Open(path string, opt Options) (*Spool, error) {
 		db.Close()
 		return nil, fmt.Errorf("spool: open %s: %w", path, err)
 	}
+	s.prev = Previous{Seq: s.st.lastSeq, Time: s.st.lastTime, Type: s.st.lastType}
 	go s.writer()
 	opt.Log.Debug().Uint64("last_seq", s.st.lastSeq).Uint64("acked_seq", s.st.acked).
 		Int64("bytes", s.st.bytes).Uint64("dropped", s.st.dropped).Msg("spool opened")
@@ -202,6 +232,10 @@ func (st *state) load(m *bolt.Bucket) error {
 		return err
 	}
 	st.lastHash = string(m.Get(keyLastHash))
+	if st.lastTime, err = t(keyLastTime); err != nil {
+		return err
+	}
+	st.lastType = string(m.Get(keyLastType))
 	if st.acked > st.lastSeq {
 		return fmt.Errorf("meta: acked seq %d beyond last seq %d", st.acked, st.lastSeq)
 	}
@@ -220,10 +254,13 @@ func (st *state) save(m *bolt.Bucket) error {
 	if err := m.Put(keyLastHash, []byte(st.lastHash)); err != nil {
 		return err
 	}
+	if err := m.Put(keyLastType, []byte(st.lastType)); err != nil {
+		return err
+	}
 	for _, kv := range []struct {
 		k []byte
 		v time.Time
-	}{{keyDroppedSince, st.droppedSince}, {keyDroppedUntil, st.droppedUntil}} {
+	}{{keyDroppedSince, st.droppedSince}, {keyDroppedUntil, st.droppedUntil}, {keyLastTime, st.lastTime}} {
 		var err error
 		if kv.v.IsZero() {
 			err = m.Delete(kv.k)
@@ -254,10 +291,20 @@ func u64(v uint64) []byte {
 // refuses the commit (full), Emit returns that error, the event takes no
 // seq, and it is counted as dropped too, so the server learns of it.
 func (s *Spool) Emit(ctx context.Context, e event.Event) error {
+	return s.EmitState(ctx, e, nil)
+}
+
+// EmitState is Emit that also commits st (may be nil) in the same
+// transaction as e: both are stored or neither is. A refused event
+// (ErrFull) leaves the state unchanged.
+func (s *Spool) EmitState(ctx context.Context, e event.Event, st *State) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("spool: emit: %w", err)
 	}
-	r := request{e: e, done: make(chan error, 1)}
+	if st != nil && st.Bucket == "" {
+		return errors.New("spool: emit: state without a bucket name")
+	}
+	r := request{e: e, state: st, done: make(chan error, 1)}
 	// closeMu held for reading while queueing: Close cannot slip between the
 	// check and the send, so every queued request is answered.
 	s.closeMu.RLock()
@@ -356,10 +403,12 @@ func (s *Spool) commit(batch []request) {
 		}
 		recs = append(recs, record{e, raw})
 		st.lastSeq, st.lastHash = e.Seq, e.Hash
+		st.lastTime, st.lastType = e.Time, e.Type
 		st.bytes += int64(len(raw))
 		return nil
 	}
 	refused := 0
+	var states []*State
 	for i, r := range batch {
 		if r.e.Severity == event.Info && s.full(&st) {
 			if st.dropped == 0 {
@@ -390,6 +439,9 @@ func (s *Spool) commit(batch []request) {
 			}
 		}
 		errs[i] = appendEvent(r.e)
+		if errs[i] == nil && r.state != nil {
+			states = append(states, r.state)
+		}
 	}
 	if len(recs) == 0 && refused == 0 {
 		for i, r := range batch {
@@ -401,6 +453,11 @@ func (s *Spool) commit(batch []request) {
 		b := tx.Bucket(bucketEvents)
 		for _, rec := range recs {
 			if err := b.Put(u64(rec.e.Seq), rec.raw); err != nil {
+				return err
+			}
+		}
+		for _, sv := range states {
+			if err := putState(tx, sv); err != nil {
 				return err
 			}
 		}
@@ -451,6 +508,64 @@ func (s *Spool) countFailed(n int, now time.Time) {
 	s.st = st
 	s.mu.Unlock()
 }
+
+func putState(tx *bolt.Tx, sv *State) error {
+	b, err := tx.Bucket(bucketState).CreateBucketIfNotExists([]byte(sv.Bucket))
+	if err != nil {
+		return err
+	}
+	for k, v := range sv.Puts {
+		if v == nil {
+			err = b.Delete([]byte(k))
+		} else {
+			err = b.Put([]byte(k), v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SaveState commits st without an event, for state no event describes
+// (a baseline taken when a folder is first watched, a folder forgotten).
+func (s *Spool) SaveState(st State) error {
+	if st.Bucket == "" {
+		return errors.New("spool: save state: no bucket name")
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return putState(tx, &st) }); err != nil {
+		return fmt.Errorf("spool: save state %s: %w", st.Bucket, err)
+	}
+	return nil
+}
+
+// LoadState calls fn for every key of the named state bucket in key order;
+// fn must copy what it keeps. A bucket never saved has no keys.
+func (s *Spool) LoadState(bucket string, fn func(k, v []byte) error) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketState).Bucket([]byte(bucket))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(fn)
+	})
+	if err != nil {
+		return fmt.Errorf("spool: load state %s: %w", bucket, err)
+	}
+	return nil
+}
+
+// Previous is the newest event stored before this Open (zero for a new
+// spool): when the agent was last known to run.
+func (s *Spool) Previous() Previous { return s.prev }
 
 // Peek returns up to max of the oldest unacked events, in seq order.
 func (s *Spool) Peek(max int) ([]event.Event, error) { return s.PeekAfter(0, max) }

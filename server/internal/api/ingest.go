@@ -92,6 +92,7 @@ func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer) (wire.Ack
 		s.log.Info().Err(err).Str("agent", id).Msg("api: batch refused")
 		return wire.Ack{}, status, err.Error()
 	}
+	s.recordOutages(r.Context(), id, evs, res)
 	s.metrics.ingested.Add(float64(res.Stored))
 	s.metrics.duplicates.Add(float64(res.Duplicates))
 	if res.Gap {

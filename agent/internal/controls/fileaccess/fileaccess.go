@@ -32,6 +32,7 @@ import (
 
 	"github.com/mamori/mamori/agent/internal/controls"
 	"github.com/mamori/mamori/agent/internal/fswatch"
+	"github.com/mamori/mamori/agent/internal/spool"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
 )
@@ -71,6 +72,7 @@ type access struct {
 	Delete  bool
 	Create  bool   // the entry was created (Linux fanotify FID FAN_CREATE)
 	Rename  bool   // the entry was renamed, from or to Path (Linux FAN_RENAME / FAN_MOVED_*)
+	MovedTo string // renamed from Path: where it went, when the OS says (Linux FID)
 	Record  uint64 // OS record that reported it (Security-log record id), acked back; 0: none
 }
 
@@ -250,7 +252,11 @@ func (c *Control) config() config {
 // Run watches until ctx is done.
 func (c *Control) Run(ctx context.Context) error {
 	r := &runner{c: c, roots: map[string]*rootState{}, reads: map[readKey]*readAgg{},
-		recent: map[string][]access{}}
+		recent: map[string][]access{}, seen: map[string]bool{}, offline: map[string]window{}}
+	r.store, _ = c.env.Emit.(stateStore)
+	if r.store != nil {
+		r.prev = r.store.Previous()
+	}
 	defer r.stop()
 	check := c.env.Clock.After(checkInterval)
 	housekeeping := c.env.Clock.After(time.Second)
@@ -312,7 +318,8 @@ type bulkWindow struct {
 	users      map[string]int
 	first      time.Time // of the first suppressed change
 	last       time.Time
-	recs       []uint64 // OS records behind suppressed events, released with the summary
+	recs       []uint64                  // OS records behind suppressed events, released with the summary
+	snap       map[string]*fswatch.Entry // snapshot edits of suppressed events, saved with the summary
 }
 
 type readKey struct{ path, user, process string }
@@ -343,7 +350,16 @@ type runner struct {
 	recentQ     []string // paths in arrival order, to prune recent
 	acks        recordAcks
 	pid         int
+
+	store   stateStore        // nil: the snapshot is not saved (no spool)
+	prev    spool.Previous    // the spool's newest event before this start
+	seen    map[string]bool   // roots added since this start
+	offline map[string]window // roots compared with their saved snapshot at this start
 }
+
+// window is when a root went unwatched: from the agent's last event before
+// it stopped to the comparison at start.
+type window struct{ from, to time.Time }
 
 // ackDone tells the probe how far its records are durable.
 func (r *runner) ackDone() {
@@ -413,6 +429,15 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 			_ = r.w.Remove(p) // may never have been added
 			r.closeBulk(ctx, rs, c.env.Clock.Now())
 			delete(r.roots, p)
+			if r.store != nil {
+				var keep []string
+				for q := range want {
+					keep = append(keep, q)
+				}
+				if err := forgetRoot(r.store, p, keep); err != nil {
+					c.env.Log.Warn().Err(err).Str("folder", p).Msg("fileaccess: saved snapshot of a removed folder kept")
+				}
+			}
 		}
 	}
 	watchedNow := r.w.Roots()
@@ -428,7 +453,7 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 				continue
 			}
 		}
-		rs.err = r.w.Add(p)
+		rs.err = r.addRoot(ctx, p)
 		rs.watched = rs.err == nil
 	}
 	var roots []string
@@ -444,6 +469,43 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 		c.env.Log.Warn().Err(r.attrErr).Msg("fileaccess: attribution")
 	}
 	r.setStatus(ctx, r.verdict(), r.statusAttrs())
+}
+
+// addRoot watches root. With a saved snapshot of it, what differs on disk
+// is reported: at the first add since start, as changes made while the
+// agent was stopped; later (a new watcher after a settings change), as
+// reconciled. Without one, the walk is the baseline and is saved.
+func (r *runner) addRoot(ctx context.Context, root string) error {
+	if r.store == nil || r.w.Roots()[root] {
+		return r.w.Add(root)
+	}
+	log := r.c.env.Log
+	prior, err := loadPrior(r.store, root)
+	if err != nil {
+		log.Warn().Err(err).Str("folder", root).Msg("fileaccess: saved snapshot unusable; taking a new baseline")
+		prior = nil
+	}
+	first := !r.seen[root]
+	r.seen[root] = true
+	if prior == nil {
+		if err := r.w.Add(root); err != nil {
+			return err
+		}
+		var others []string
+		for p := range r.roots {
+			if p != root {
+				others = append(others, p)
+			}
+		}
+		if err := saveBaseline(r.store, root, others, r.w.Snapshot(root), r.c.env.Clock.Now()); err != nil {
+			log.Warn().Err(err).Str("folder", root).Msg("fileaccess: baseline not saved; changes while stopped will not be found")
+		}
+		return nil
+	}
+	if first {
+		r.offline[root] = window{from: r.prev.Time, to: r.c.env.Clock.Now()}
+	}
+	return r.w.AddFrom(root, prior)
 }
 
 func failStatus(key string, err error) controls.Status {
@@ -504,6 +566,11 @@ func (r *runner) statusAttrs() event.Attrs {
 				a["fanotify_marks"] = s // what the kernel sees: the folders, or whole mounts
 			}
 		}
+		if m, ok := r.c.probe.(interface{ processEvents() string }); ok {
+			if s := m.processEvents(); s != "" {
+				a["processes"] = s // how a process that exits at once still gets its user
+			}
+		}
 	}
 	return a
 }
@@ -548,6 +615,39 @@ func (r *runner) change(ctx context.Context, ch fswatch.Change) {
 	r.record(ctx, ch)
 }
 
+// sequenceAttrs keeps what a coalesced change merged: every name the file
+// had (a rename's target survives a delete in the same window), whether it
+// was written to, whether it existed only within the window, and the raw
+// operations when they were of more than one kind.
+func sequenceAttrs(a event.Attrs, ch fswatch.Change) {
+	if len(ch.Names) > 1 {
+		names := make([]any, len(ch.Names))
+		for i, n := range ch.Names {
+			names[i] = n
+		}
+		a["names"] = names
+		if last := ch.Names[len(ch.Names)-1]; ch.Op == fswatch.Deleted && last != ch.Path {
+			a["deleted_as"] = last
+		}
+	}
+	if ch.Transient {
+		a["transient"] = true
+	}
+	if ch.Raw.Write > 0 && ch.Op != fswatch.Modified {
+		a["modified"] = true
+	}
+	ops := event.Attrs{}
+	for k, n := range map[string]int{"create": ch.Raw.Create, "write": ch.Raw.Write, "remove": ch.Raw.Remove,
+		"rename": ch.Raw.Rename, "chmod": ch.Raw.Chmod} {
+		if n > 0 {
+			ops[k] = n
+		}
+	}
+	if len(ops) > 1 {
+		a["ops"] = ops
+	}
+}
+
 func errString(err error) string {
 	if err == nil {
 		return ""
@@ -573,7 +673,18 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 	if ch.Reconciled {
 		e.Attrs["reconciled"] = true
 	}
+	sequenceAttrs(e.Attrs, ch)
+	if win, ok := r.offline[ch.Root]; ok && ch.Prior {
+		e.Attrs["attribution_source"] = sourceWhileStopped
+		if !win.from.IsZero() {
+			e.Attrs["window_from"] = win.from.UTC().Format(time.RFC3339Nano)
+		}
+		e.Attrs["window_to"] = win.to.UTC().Format(time.RFC3339Nano)
+		r.countOrEmit(ctx, ch.Root, e, ch.Snap)
+		return
+	}
 	if a, ok := r.attribute(ch); ok {
+		r.identify(&a)
 		e.User, e.Process = a.User, a.Process
 		e.Attrs["attribution_source"] = sourceLastWriter
 		if observes(ch.Op, a) {
@@ -586,19 +697,25 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 			e.Attrs["access_mask"] = "0x" + strconv.FormatUint(uint64(a.Mask), 16)
 		}
 	}
-	r.countOrEmit(ctx, ch.Root, e)
+	if ch.Op == fswatch.Deleted {
+		if to := r.movedOut(ch); to != "" {
+			e.Attrs["moved_to"] = to
+		}
+	}
+	r.countOrEmit(ctx, ch.Root, e, ch.Snap)
 }
 
 // countOrEmit applies the folder's bulk limit: the first threshold events of
 // a window go out one by one, the rest are counted into the summary. recs,
-// the OS records behind e, are released once e (or its summary) is out.
-func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event, recs ...uint64) {
+// the OS records behind e, are released once e (or its summary) is out;
+// snap, the snapshot edits e reflects, are saved with e (or its summary).
+func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event, snap map[string]*fswatch.Entry, recs ...uint64) {
 	rs := r.roots[root]
 	if rs == nil {
 		rs = r.roots[r.rootFor(e.Object)]
 	}
 	if rs == nil {
-		r.emit(ctx, e)
+		r.emitState(ctx, e, snap)
 		r.acks.release(recs...)
 		return
 	}
@@ -610,11 +727,19 @@ func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event, re
 	}
 	b.n++
 	if b.n <= r.cfg.threshold {
-		r.emit(ctx, e)
+		r.emitState(ctx, e, snap)
 		r.acks.release(recs...)
 		return
 	}
 	b.recs = append(b.recs, recs...)
+	if len(snap) > 0 {
+		if b.snap == nil {
+			b.snap = map[string]*fswatch.Entry{}
+		}
+		for p, se := range snap {
+			b.snap[p] = se
+		}
+	}
 	if b.suppressed == nil {
 		b.suppressed, b.procs, b.users = map[string]int{}, map[string]int{}, map[string]int{}
 		b.first = now
@@ -660,7 +785,7 @@ func (r *runner) closeBulk(ctx context.Context, rs *rootState, now time.Time) {
 		a["summary"] = summary
 		e := event.Event{Type: TypeBulk, Severity: event.Warning, Object: rs.path, RegisterID: rs.registerID,
 			User: user, Process: proc, Attrs: a}
-		r.emit(ctx, e)
+		r.emitState(ctx, e, b.snap)
 	}
 	r.acks.release(b.recs...)
 	*b = bulkWindow{}
@@ -782,7 +907,7 @@ func (r *runner) excluded(p string) bool { return fswatch.Excluded(r.cfg.exclude
 func observes(op fswatch.Op, a access) bool {
 	switch op {
 	case fswatch.Deleted:
-		return a.Delete
+		return a.Delete || a.MovedTo != "" // deleted, or moved out of the folders
 	case fswatch.Renamed:
 		return a.Rename || a.Delete
 	case fswatch.Created:
@@ -822,6 +947,42 @@ func (r *runner) attribute(ch fswatch.Change) (access, bool) {
 	return b, true
 }
 
+// identify completes a's user and program from the probe when the access
+// was read before they were known (a process that had exited already).
+func (r *runner) identify(a *access) {
+	if a.PID <= 0 || a.User != "" && a.Process != "" {
+		return
+	}
+	id, ok := r.c.probe.(interface {
+		identify(pid int) (string, string)
+	})
+	if !ok {
+		return
+	}
+	u, exe := id.identify(a.PID)
+	if a.User == "" {
+		a.User = u
+	}
+	if a.Process == "" {
+		a.Process = exe
+	}
+}
+
+// movedOut returns where a file reported deleted went, when the OS said it
+// was renamed to a place outside the watched folders.
+func (r *runner) movedOut(ch fswatch.Change) string {
+	names := append([]string{ch.Path}, ch.Names...)
+	for _, p := range names {
+		l := r.recent[p]
+		for i := len(l) - 1; i >= 0; i-- {
+			if to := l[i].MovedTo; to != "" && r.rootFor(to) == "" {
+				return to
+			}
+		}
+	}
+	return ""
+}
+
 // housekeep releases held changes that are due, emits merged reads, closes
 // expired bulk windows and forgets old access records.
 func (r *runner) housekeep(ctx context.Context, all bool) {
@@ -837,7 +998,8 @@ func (r *runner) housekeep(ctx context.Context, all bool) {
 	for _, k := range keys {
 		g := r.reads[k]
 		delete(r.reads, k)
-		e := event.Event{Type: TypeRead, Severity: event.Info, Object: k.path, User: k.user, Process: k.process,
+		r.identify(&g.a)
+		e := event.Event{Type: TypeRead, Severity: event.Info, Object: k.path, User: g.a.User, Process: g.a.Process,
 			RegisterID: r.registerFor(k.path), Attrs: event.Attrs{"count": g.count}}
 		if g.a.PID > 0 {
 			e.Attrs["pid"] = g.a.PID
@@ -848,7 +1010,7 @@ func (r *runner) housekeep(ctx context.Context, all bool) {
 		if fi, err := os.Stat(k.path); err == nil {
 			e.Attrs["size"] = fi.Size()
 		}
-		r.countOrEmit(ctx, r.rootFor(k.path), e, g.recs...)
+		r.countOrEmit(ctx, r.rootFor(k.path), e, nil, g.recs...)
 	}
 	for _, rs := range r.roots {
 		if !rs.bulk.start.IsZero() && (all || now.Sub(rs.bulk.start) >= r.cfg.window) {
@@ -900,12 +1062,23 @@ func (r *runner) flushAll(ctx context.Context) {
 	r.housekeep(ctx, true)
 }
 
-func (r *runner) emit(ctx context.Context, e event.Event) {
+func (r *runner) emit(ctx context.Context, e event.Event) { r.emitState(ctx, e, nil) }
+
+// emitState emits e and saves the snapshot edits it reflects in the same
+// commit (when the spool can); an event that is not stored leaves the saved
+// snapshot behind, so the change is found again at the next start.
+func (r *runner) emitState(ctx context.Context, e event.Event, snap map[string]*fswatch.Entry) {
 	e.Control = Name
 	if e.Time.IsZero() {
 		e.Time = r.c.env.Clock.Now()
 	}
-	if err := r.c.env.Emit.Emit(ctx, e); err != nil && ctx.Err() == nil {
+	var err error
+	if st := snapState(snap); st != nil && r.store != nil {
+		err = r.store.EmitState(ctx, e, st)
+	} else {
+		err = r.c.env.Emit.Emit(ctx, e)
+	}
+	if err != nil && ctx.Err() == nil {
 		r.c.env.Log.Error().Err(err).Str("type", e.Type).Msg("fileaccess: emit")
 	}
 }

@@ -245,6 +245,7 @@ func (p *fanotifyProbe) handleFID(g *fidGroup, dirs map[string]string, old []fid
 			carry = append(carry, e)
 			continue
 		}
+		movedTo := r.movedTo(e)
 		for _, rec := range e.recs {
 			a := access{Time: at, PID: int(e.pid), Mask: uint32(e.mask)}
 			switch rec.typ {
@@ -252,7 +253,12 @@ func (p *fanotifyProbe) handleFID(g *fidGroup, dirs map[string]string, old []fid
 				a.Create = e.mask&fanCreate != 0
 				a.Delete = e.mask&fanDelete != 0
 				a.Rename = e.mask&(fanMovedFrom|fanMovedTo) != 0
-			case fanInfoOldDFIDName, fanInfoNewDFIDName:
+				if e.mask&fanMovedFrom != 0 {
+					a.MovedTo = movedTo
+				}
+			case fanInfoOldDFIDName:
+				a.Rename, a.MovedTo = true, movedTo
+			case fanInfoNewDFIDName:
 				a.Rename = true
 			default:
 				continue
@@ -268,6 +274,27 @@ func (p *fanotifyProbe) handleFID(g *fidGroup, dirs map[string]string, old []fid
 		}
 	}
 	return carry
+}
+
+// movedTo is where a renamed entry went: the new folder and name when the
+// event has them, else (moved to a folder without a mark, FAN_RENAME with
+// the target's own handle, Linux >= 5.17) the entry's path now; "" when the
+// event is no rename or the kernel does not say.
+func (r *fidResolver) movedTo(e fidEvent) string {
+	if e.mask&(fanRename|fanMovedFrom) == 0 {
+		return ""
+	}
+	for _, rec := range e.recs {
+		if rec.typ == fanInfoNewDFIDName {
+			if p := r.path(rec); p != "" {
+				return p
+			}
+		}
+	}
+	if self, ok := e.record(fanInfoFID); ok {
+		return r.dir(self)
+	}
+	return ""
 }
 
 // resolvable says whether every name record of e has a directory path.

@@ -44,6 +44,10 @@ type fanotifyProbe struct {
 	users    map[string]string // uid -> name
 	pids     map[int32]pidInfo
 
+	procs    *procTable // identities from exec on (process events connector); nil: none
+	procsErr error
+	procsOff bool // tests: resolve from /proc only
+
 	fidOff   bool            // tests: behave as a kernel without FID reporting
 	fid      *fidGroup       // nil: no FID group (yet)
 	fidErr   error           // why there is none, reported once
@@ -93,6 +97,11 @@ func (p *fanotifyProbe) setRoots(ctx context.Context, roots []string, enforce bo
 		}
 		p.f = os.NewFile(uintptr(fd), "fanotify")
 		go p.read(p.f)
+	}
+	if p.procs == nil && !p.procsOff {
+		if p.procs, p.procsErr = startProcTable(p.proc, p.env.Log); p.procsErr != nil {
+			p.env.Log.Warn().Err(p.procsErr).Msg("fileaccess: no process events; processes that exit at once stay unattributed")
+		}
 	}
 	method := p.setFIDRootsLocked(roots)
 	if err := p.applyMarksLocked(); err != nil {
@@ -161,7 +170,25 @@ func (p *fanotifyProbe) close() error {
 		p.fid, p.fidRoots = nil, map[string]bool{}
 	}
 	p.fidErr = nil
+	if p.procs != nil {
+		p.procs.close()
+		p.procs = nil
+	}
 	return err
+}
+
+// processEvents says how processes are known for the status: from their
+// exec on (the connector), or from /proc when an event is read.
+func (p *fanotifyProbe) processEvents() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.procs != nil:
+		return "exec (process events connector)"
+	case p.procsErr != nil:
+		return "proc only: " + p.procsErr.Error()
+	}
+	return ""
 }
 
 func (p *fanotifyProbe) read(f *os.File) {
@@ -245,19 +272,68 @@ func (p *fanotifyProbe) pidLocked(pid int32, now time.Time) pidInfo {
 	dir := filepath.Join(p.proc, strconv.Itoa(int(pid)))
 	in := pidInfo{at: now}
 	in.exe, _ = os.Readlink(filepath.Join(dir, "exe"))
+	uid := ""
 	if b, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
-		if uid, err := parseStatusUID(b); err == nil {
-			name, ok := p.users[uid]
-			if !ok {
-				name = uid
-				if u, err := user.LookupId(uid); err == nil {
-					name = u.Username
-				}
-				p.users[uid] = name
+		uid, _ = parseStatusUID(b)
+	}
+	if (in.exe == "" || uid == "") && p.procs != nil {
+		// Gone already: what the process events said from its exec on (if
+		// they are read by now; identify asks again when the change is
+		// recorded).
+		if id, ok := p.procs.lookup(pid, 0); ok {
+			if uid == "" {
+				uid = id.uid
 			}
-			in.user = name
+			if in.exe == "" {
+				in.exe = id.exe
+			}
+			if in.exe == "" {
+				in.exe = id.comm // exited before its executable could be read: the command name
+			}
 		}
 	}
-	p.pids[pid] = in
+	in.user = p.userLocked(uid)
+	if in.exe != "" && in.user != "" {
+		p.pids[pid] = in // incomplete answers are not kept: identify may know more later
+	}
 	return in
 }
+
+func (p *fanotifyProbe) userLocked(uid string) string {
+	if uid == "" {
+		return ""
+	}
+	name, ok := p.users[uid]
+	if !ok {
+		name = uid
+		if u, err := user.LookupId(uid); err == nil {
+			name = u.Username
+		}
+		p.users[uid] = name
+	}
+	return name
+}
+
+// identify is asked when a change is recorded, a debounce after its
+// access was read, for a PID whose user or program was not known then: by
+// now the process events that came before the access have been read.
+func (p *fanotifyProbe) identify(pid int) (user, exe string) {
+	p.mu.Lock()
+	procs := p.procs
+	p.mu.Unlock()
+	if procs == nil || pid <= 0 {
+		return "", ""
+	}
+	id, _ := procs.lookup(int32(pid), procsWait) // incomplete by now: forked without exec, or unknown
+	exe = id.exe
+	if exe == "" {
+		exe = id.comm
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.userLocked(id.uid), exe
+}
+
+// procsWait bounds how long identify waits for process events still
+// unread (a loaded machine).
+const procsWait = 20 * time.Millisecond

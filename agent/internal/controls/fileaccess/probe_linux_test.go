@@ -438,3 +438,97 @@ func TestFanotifyMarkBudgetFallback(t *testing.T) {
 	release()
 	wantBy(t, e, pid, sourceObserved)
 }
+
+// TestFanotifyMovedOut: a helper moves a file out of the watched folder to
+// one nobody watches; the delete says where it went (moved_to, from the
+// FID rename event's own handle on Linux >= 5.17) and who moved it.
+func TestFanotifyMovedOut(t *testing.T) {
+	root, h, method := fidHarness(t, true)
+	if method != "fanotify+fid" {
+		t.Skipf("no fanotify FID here: attribution %q", method)
+	}
+	f := filepath.Join(root, "名簿.csv")
+	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.waitEvent(TypeCreated, f)
+	outside := filepath.Join(t.TempDir(), "持出し.csv")
+	pid, release := helper(t, "MAMORI_FA_RENAME="+f, "MAMORI_FA_TO="+outside)
+	e := h.waitEvent(TypeDeleted, f)
+	release()
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	if e.Attrs["moved_to"] != outside {
+		t.Fatalf("deleted %v, want moved_to %s (kernel %s)", e.Attrs, outside, unix.ByteSliceToString(uts.Release[:]))
+	}
+	wantBy(t, e, pid, sourceObserved)
+}
+
+// TestShortLivedProcessesAttributed (issue 18): mkdir, cp, mv, cat and rm
+// exit within a millisecond or two, before /proc/PID can be read when
+// their file event is; the process events connector has their identity
+// from exec on. 20 of each, on 20 files at once: every event carries the
+// user and the program (its path, or its command name when it exited
+// before even its exec event was read: see README).
+func TestShortLivedProcessesAttributed(t *testing.T) {
+	root, h, method := fidHarness(t, true)
+	if method != "fanotify+fid" {
+		t.Skipf("no fanotify FID here: attribution %q", method)
+	}
+	st := h.waitStatus(controls.Pass, "")
+	if st.Attrs["processes"] != "exec (process events connector)" {
+		t.Fatalf("status processes %v", st.Attrs["processes"])
+	}
+	me, _ := user.Current()
+	const n = 20
+	src := filepath.Join(t.TempDir(), "src.csv") // outside the folder: cp only writes inside
+	if err := os.WriteFile(src, []byte("氏名,住所\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, args func(i int) []string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if out, err := exec.Command(name, args(i)...).CombinedOutput(); err != nil {
+					t.Errorf("%s: %v %s", name, err, out)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	dir := func(i int) string { return filepath.Join(root, fmt.Sprintf("d%02d", i)) }
+	a := func(i int) string { return filepath.Join(dir(i), "a.csv") }
+	b := func(i int) string { return filepath.Join(dir(i), "b.csv") }
+	byComm := 0
+	check := func(prog, typ string, obj func(i int) string) {
+		t.Helper()
+		want, err := exec.LookPath(prog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ = filepath.EvalSymlinks(want)
+		for i := range n {
+			e := h.waitEvent(typ, obj(i))
+			if e.User != me.Username || (e.Process != want && e.Process != prog) {
+				t.Errorf("%s %s by %s: user %q process %q attrs %v", typ, e.Object, prog, e.User, e.Process, e.Attrs)
+			}
+			if e.Process == prog {
+				byComm++
+			}
+		}
+	}
+	run("mkdir", func(i int) []string { return []string{dir(i)} })
+	check("mkdir", TypeCreated, dir)
+	run("cp", func(i int) []string { return []string{src, a(i)} })
+	check("cp", TypeCreated, a)
+	run("mv", func(i int) []string { return []string{a(i), b(i)} })
+	check("mv", TypeRenamed, b)
+	run("cat", func(i int) []string { return []string{b(i)} })
+	check("cat", TypeRead, b)
+	run("rm", func(i int) []string { return []string{b(i)} })
+	check("rm", TypeDeleted, b)
+	t.Logf("%d events by short-lived processes, all with user and process (%d by command name only)", 5*n, byComm)
+}

@@ -1,0 +1,150 @@
+package fileaccess
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/spool"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
+)
+
+// runOnSpool runs the control on a real spool at path until the returned
+// stop is called; stop closes the spool and returns every stored event.
+func runOnSpool(t *testing.T, path string, pol *policy.Policy) (sp *spool.Spool, stop func() []event.Event) {
+	t.Helper()
+	sp, err := spool.Open(path, spool.Options{Agent: "agent-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := controls.Env{Emit: sp, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
+	c := newControl(env, &fakeProbe{err: fmt.Errorf("none: %w", errors.ErrUnsupported)})
+	if err := c.Apply(context.Background(), pol); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	return sp, func() []event.Event {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		evs, err := sp.Peek(1 << 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp.Close()
+		return evs
+	}
+}
+
+func waitSpool(t *testing.T, sp *spool.Spool, what string, ok func([]event.Event) bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		evs, err := sp.Peek(1 << 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(evs) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The folders' snapshot is saved with the events: what changes while the
+// control is not running is reported at the next start, once per change,
+// marked while_agent_stopped with the window from the last stored event to
+// the comparison; what was recorded before the stop is not reported again.
+func TestChangesWhileStoppedReportedAtStart(t *testing.T) {
+	root := t.TempDir()
+	dbPath := filepath.Join(t.TempDir(), "spool.db")
+	p := pol(func(f *policy.FileAccess) { f.Folders = []policy.Folder{{Path: root, RegisterID: "PI-1"}} })
+	keep, gone, mod := filepath.Join(root, "keep.csv"), filepath.Join(root, "gone.csv"), filepath.Join(root, "mod.csv")
+	for _, f := range []string{keep, gone, mod} {
+		if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sp, stop := runOnSpool(t, dbPath, p)
+	waitSpool(t, sp, "status", func(evs []event.Event) bool { return find(evs, "fileaccess.status", "") != nil })
+	live := filepath.Join(root, "live.csv")
+	os.WriteFile(live, []byte("live"), 0o644)
+	waitSpool(t, sp, "live create", func(evs []event.Event) bool { return find(evs, TypeCreated, live) != nil })
+	first := stop()
+	lastBefore := first[len(first)-1].Time
+
+	// Stopped: create (in a new folder too), modify, delete.
+	time.Sleep(20 * time.Millisecond)
+	sub := filepath.Join(root, "sub")
+	os.Mkdir(sub, 0o755)
+	made := filepath.Join(sub, "made.csv")
+	os.WriteFile(made, []byte("new"), 0o644)
+	os.WriteFile(mod, []byte("longer"), 0o644)
+	os.Remove(gone)
+
+	sp, stop = runOnSpool(t, dbPath, p)
+	if prev := sp.Previous(); !prev.Time.Equal(lastBefore) {
+		t.Fatalf("previous %+v, last event before the stop at %v", prev, lastBefore)
+	}
+	want := []string{TypeCreated + " " + sub, TypeCreated + " " + made, TypeModified + " " + mod, TypeDeleted + " " + gone}
+	sort.Strings(want)
+	var got []string
+	waitSpool(t, sp, "changes while stopped", func(evs []event.Event) bool {
+		got = got[:0]
+		for _, e := range evs[len(first):] {
+			if e.Control == Name && strings.HasPrefix(e.Type, "file.") {
+				got = append(got, e.Type+" "+e.Object)
+			}
+		}
+		sort.Strings(got)
+		return len(got) >= len(want)
+	})
+	time.Sleep(300 * time.Millisecond) // nothing else may follow
+	evs := stop()
+	got = got[:0]
+	for _, e := range evs[len(first):] {
+		if e.Control != Name || !strings.HasPrefix(e.Type, "file.") {
+			continue
+		}
+		got = append(got, e.Type+" "+e.Object)
+		if e.Attrs["attribution_source"] != sourceWhileStopped || e.Attrs["reconciled"] != true || e.User != "" {
+			t.Fatalf("not marked: %+v", e)
+		}
+		from, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(e.Attrs["window_from"]))
+		to, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(e.Attrs["window_to"]))
+		if !from.Equal(lastBefore) || !to.After(from) || e.RegisterID != "PI-1" {
+			t.Fatalf("window %v..%v (last before %v): %+v", from, to, lastBefore, e)
+		}
+	}
+	sort.Strings(got)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("after restart:\n got  %q\n want %q", got, want)
+	}
+
+	// A third start with nothing changed reports nothing.
+	n := len(evs)
+	sp, stop = runOnSpool(t, dbPath, p)
+	waitSpool(t, sp, "status", func(evs []event.Event) bool { return find(evs[n:], "fileaccess.status", "") != nil })
+	time.Sleep(300 * time.Millisecond)
+	for _, e := range stop()[n:] {
+		if strings.HasPrefix(e.Type, "file.") {
+			t.Fatalf("unchanged folder reported %+v", e)
+		}
+	}
+}
