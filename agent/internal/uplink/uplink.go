@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -93,6 +94,9 @@ type Identity struct {
 	State State
 	Cert  tls.Certificate
 	CAs   *x509.CertPool
+
+	transportOnce sync.Once
+	transport     *http.Transport
 }
 
 // LoadIdentity reads agent.json, key.pem, cert.pem and ca.pem from dir.
@@ -127,18 +131,21 @@ func (id *Identity) TLSConfig() *tls.Config {
 }
 
 // HTTPClient returns an mTLS client. timeout bounds each request; the policy
-// long-poll needs one longer than its wait.
+// long-poll needs one longer than its wait. Every client of one Identity
+// shares one transport, so over HTTP/2 the shipper's batches and the
+// policy long-poll travel on one connection (the server holds one per agent,
+// not two).
 func (id *Identity) HTTPClient(timeout time.Duration) *http.Client {
-	return &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{
+	id.transportOnce.Do(func() {
+		id.transport = &http.Transport{
 			TLSClientConfig:     id.TLSConfig(),
 			ForceAttemptHTTP2:   true,
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     90 * time.Second,
 			TLSHandshakeTimeout: 10 * time.Second,
-		},
-	}
+		}
+	})
+	return &http.Client{Timeout: timeout, Transport: id.transport}
 }
 
 func pemCert(der []byte) []byte {
