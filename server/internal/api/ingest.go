@@ -61,7 +61,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, id string, buf *
 	res, err := s.cfg.Store.Append(r.Context(), id, evs)
 	if err != nil {
 		status := appendErrStatus(err)
-		if status >= 500 {
+		if status >= 500 && r.Context().Err() == nil {
 			s.log.Error().Err(err).Str("agent", id).Msg("api: append failed")
 			return wire.Ack{}, status, "internal error: events not stored"
 		}
