@@ -140,7 +140,8 @@ func (a *admission) done(n, acked int) {
 }
 
 // rateLocked is events acked per busy second over the window, or 0 before
-// 100 ms of busy time has been seen.
+// a second of busy time has been seen (the first commits of a cold store
+// are slow: no ground to refuse on).
 func (a *admission) rateLocked(now time.Time) float64 {
 	cur := mark{busy: a.busy, acked: a.acked}
 	if a.inStore > 0 {
@@ -162,7 +163,7 @@ func (a *admission) rateLocked(now time.Time) float64 {
 	}
 	old := a.marks[(a.markAt+1)%n] // the oldest mark
 	db := cur.busy - old.busy
-	if db < 100*time.Millisecond {
+	if db < time.Second {
 		return 0
 	}
 	return float64(cur.acked-old.acked) / db.Seconds()

@@ -28,9 +28,9 @@ func TestAdmissionRefusesWhatCannotBeAckedInTime(t *testing.T) {
 	if tk == nil {
 		t.Fatal("refused with nothing measured")
 	}
-	tk.stored(1000)
-	now = now.Add(100 * time.Millisecond)
-	tk.release(1000) // 10,000 events/s while busy
+	tk.stored(10000)
+	now = now.Add(time.Second)
+	tk.release(10000) // 10,000 events/s while busy
 	// Idle time is not slowness: a light load measures the same rate.
 	now = now.Add(3 * time.Second)
 	var held []*ticket
@@ -107,9 +107,9 @@ func TestIngestAdmission(t *testing.T) {
 		st, _, hdr := postBatch(t, e, a, evs)
 		return st, hdr.Get("Retry-After"), time.Since(t0)
 	}
-	// Warm up: the store's rate is measured (0.25 s busy).
+	// Warm up: the store's rate is measured (1.25 s busy).
 	warm := e.enrollAgent("pc-warm")
-	for range 10 {
+	for range 50 {
 		if st, _, _ := send(warm, warm.events(500)); st != http.StatusOK {
 			t.Fatalf("warm-up batch: %d", st)
 		}
