@@ -16,6 +16,7 @@ help:
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/mamori-server ./server
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/mamori-agent ./agent
+	$(GO) build -trimpath -o $(BIN)/mamori-loadgen ./loadgen
 	GOOS=windows GOARCH=amd64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/windows-amd64/mamori-agent.exe ./agent
 	GOOS=windows GOARCH=amd64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/windows-amd64/mamori-server.exe ./server
 

@@ -134,8 +134,17 @@ type server struct {
 
 func startServer(t testing.TB, bin, dir string, port int) *server {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--data-dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--hostname", "127.0.0.1,localhost", "--log-level", "warn")
+	return startServerCmd(t, exec.Command(bin, serverArgs(dir, port)...), dir)
+}
+
+func serverArgs(dir string, port int) []string {
+	return []string{"serve", "--data-dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--hostname", "127.0.0.1,localhost", "--log-level", "warn"}
+}
+
+// startServerCmd starts the server with cmd (which runs serverArgs).
+func startServerCmd(t testing.TB, cmd *exec.Cmd, dir string) *server {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

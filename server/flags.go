@@ -28,6 +28,7 @@ type serveFlags struct {
 	logLevel  string
 	retention time.Duration
 	lossOf    int64
+	maxConns  int
 }
 
 func newFlags(out io.Writer) *serveFlags {
@@ -40,6 +41,7 @@ func newFlags(out io.Writer) *serveFlags {
 	f.fs.StringVar(&f.eventsDSN, "events-dsn", "", "event store: SQLite file path (default DATA/events.db) or postgres://... URL")
 	f.fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.fs.Int64Var(&f.lossOf, "accept-event-loss", 0, "start on an event store behind etcd's latest checkpoint (a restored backup) when N is that checkpoint's size, as the refusal names it; the loss is recorded as a violation event. Use once")
+	f.fs.IntVar(&f.maxConns, "max-conns", 0, fmt.Sprintf("cap on open connections, idle ones shed first (default %d, and always below the fd limit minus a reserve for etcd and the event store)", app.DefaultMaxConns))
 	f.fs.DurationVar(&f.retention, "retention", eventlog.DefaultRetention, "keep event payloads this long (at least 17520h = 2 years); older events keep only their hashes")
 	return f
 }
@@ -86,9 +88,12 @@ func (f *serveFlags) config(log zerolog.Logger) (app.Config, error) {
 	if err := audit.CheckRetention(f.retention); err != nil {
 		return app.Config{}, usageError{fmt.Errorf("--retention: %w", err)}
 	}
+	if f.maxConns < 0 {
+		return app.Config{}, usageError{fmt.Errorf("--max-conns: %d: want 0 (default) or more", f.maxConns)}
+	}
 	return app.Config{DataDir: abs, Listen: f.listen, Hostnames: splitList(f.hostnames),
 		EtcdEndpoints: splitList(f.etcd), EventsDSN: f.eventsDSN, Log: log, Retention: f.retention,
-		AcceptEventLoss: f.lossOf}, nil
+		AcceptEventLoss: f.lossOf, MaxConns: f.maxConns}, nil
 }
 
 // serviceArgs are the arguments the installed service runs with: serve

@@ -39,6 +39,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if service.Interactive() {
 		// A terminal, a container or a test: no service manager needed
 		// (kardianos refuses to build a service where it detects none).
+		stopProfile, err := startCPUProfile()
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
 		if err := prg.Start(nil); err != nil {
 			return err
 		}

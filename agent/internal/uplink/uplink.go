@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -94,6 +95,9 @@ type Identity struct {
 	Cert  tls.Certificate
 	CAs   *x509.CertPool
 	Proxy string // from the installed config; empty = the system's
+
+	transportOnce sync.Once
+	transport     *http.Transport
 }
 
 // LoadIdentity reads agent.json, key.pem, cert.pem and ca.pem from dir.
@@ -134,19 +138,22 @@ func (id *Identity) TLSConfig() *tls.Config {
 }
 
 // HTTPClient returns an mTLS client. timeout bounds each request; the policy
-// long-poll needs one longer than its wait.
+// long-poll needs one longer than its wait. Every client of one Identity
+// shares one transport, so over HTTP/2 the shipper's batches and the
+// policy long-poll travel on one connection (the server holds one per agent,
+// not two).
 func (id *Identity) HTTPClient(timeout time.Duration) *http.Client {
-	return &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{
+	id.transportOnce.Do(func() {
+		id.transport = &http.Transport{
 			Proxy:               ProxyFunc(id.Proxy),
 			TLSClientConfig:     id.TLSConfig(),
 			ForceAttemptHTTP2:   true,
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     90 * time.Second,
 			TLSHandshakeTimeout: 10 * time.Second,
-		},
-	}
+		}
+	})
+	return &http.Client{Timeout: timeout, Transport: id.transport}
 }
 
 func pemCert(der []byte) []byte {

@@ -197,6 +197,9 @@ func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) {
 	for {
 		changed := s.policies.wait() // before reading, so no change is missed
 		resp, until, err := s.compiledPolicy(r.Context(), id)
+		if err != nil && r.Context().Err() != nil {
+			return // the agent went away (or the server is closing): no one to answer, nothing failed
+		}
 		if err != nil {
 			s.internal(w, r, "effective policy", err)
 			return

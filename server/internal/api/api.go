@@ -151,6 +151,10 @@ type Config struct {
 	Log        zerolog.Logger
 	// MaxPolicyWait caps the wait= of the policy long-poll; 0 means 5m.
 	MaxPolicyWait time.Duration
+	// MaxAckWait is the longest wait for an ack a batch is admitted to;
+	// one that would wait longer is answered 503 with Retry-After at once.
+	// 0 means DefaultMaxAckWait.
+	MaxAckWait time.Duration
 	// MaxConcurrentBatches bounds batches decoded at once; 0 means
 	// 4 × GOMAXPROCS, at least 8.
 	MaxConcurrentBatches int
@@ -203,6 +207,7 @@ type Server struct {
 	// the memory they take (each up to wire.MaxBatchBody).
 	ingestSlots chan struct{}
 	readers     *bodyReaders
+	admission   *admission
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -232,6 +237,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BodyReadsPerSource <= 0 {
 		cfg.BodyReadsPerSource = defaultBodyReadsPerSource
 	}
+	if cfg.MaxAckWait <= 0 {
+		cfg.MaxAckWait = DefaultMaxAckWait
+	}
 	if cfg.MaxPolicyWait <= 0 {
 		cfg.MaxPolicyWait = 5 * time.Minute
 	}
@@ -242,6 +250,7 @@ func New(cfg Config) (*Server, error) {
 		policies:    newPolicyCache(),
 		ingestSlots: make(chan struct{}, cfg.MaxConcurrentBatches),
 		readers:     newBodyReaders(cfg.BodyReadsPerAgent, cfg.BodyReadsPerSource),
+		admission:   newAdmission(cfg.MaxAckWait, nil),
 		done:        make(chan struct{}),
 	}
 	m, err := newMetrics(cfg.Registerer, cfg.Store)

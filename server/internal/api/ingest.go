@@ -52,14 +52,26 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, status, err.Error())
 		return
 	}
+	// Admission after the body is in: a slow sender holds no ticket.
+	tk, retry := s.admission.admit()
+	if tk == nil {
+		s.busy(w, r, retry)
+		return
+	}
+	defer tk.release(0)
+	slot := time.NewTimer(s.admission.maxWait)
+	defer slot.Stop()
 	select {
 	case s.ingestSlots <- struct{}{}:
 		defer func() { <-s.ingestSlots }()
+	case <-slot.C:
+		s.busy(w, r, time.Second)
+		return
 	case <-r.Context().Done():
 		s.fail(w, r, http.StatusServiceUnavailable, "server busy")
 		return
 	}
-	ack, status, msg := s.ingest(r, id, buf)
+	ack, status, msg := s.ingest(r, id, buf, tk)
 	if status != http.StatusOK {
 		s.metrics.rejected.WithLabelValues(strconv.Itoa(status)).Inc()
 		s.fail(w, r, status, msg)
@@ -69,7 +81,7 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	s.metrics.ackLatency.Observe(time.Since(start).Seconds())
 }
 
-func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer) (wire.Ack, int, string) {
+func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer, tk *ticket) (wire.Ack, int, string) {
 	evs, err := decodeBody(r.Header.Get("Content-Encoding"), bytes.NewReader(buf.Bytes()))
 	if err != nil {
 		return wire.Ack{}, batchErrStatus(err), err.Error()
@@ -82,10 +94,14 @@ func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer) (wire.Ack
 				evs[i].Seq, evs[i].Agent, id)
 		}
 	}
+	tk.stored(len(evs))
 	res, err := s.cfg.Store.Append(r.Context(), id, evs)
+	if err == nil {
+		tk.release(res.Stored + res.Duplicates)
+	}
 	if err != nil {
 		status := appendErrStatus(err)
-		if status >= 500 {
+		if status >= 500 && r.Context().Err() == nil {
 			s.log.Error().Err(err).Str("agent", id).Msg("api: append failed")
 			return wire.Ack{}, status, "internal error: events not stored"
 		}
@@ -99,6 +115,21 @@ func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer) (wire.Ack
 		s.log.Warn().Str("agent", id).Uint64("acked_seq", res.AckedSeq).Msg("api: agent stream has a gap")
 	}
 	return wire.Ack{AckedSeq: res.AckedSeq}, http.StatusOK, ""
+}
+
+// busy answers 503 with Retry-After: the batch would not be acked within
+// the agent's timeout, so it is better sent again later than queued.
+// It is the designed answer to overload, so it is logged once in a while
+// (with the count) rather than as an error per batch.
+func (s *Server) busy(w http.ResponseWriter, r *http.Request, retry time.Duration) {
+	w.Header().Set("Retry-After", retryAfterHeader(retry))
+	s.metrics.rejected.WithLabelValues(strconv.Itoa(http.StatusServiceUnavailable)).Inc()
+	err := wire.WriteJSON(w, http.StatusServiceUnavailable,
+		wire.Error{Error: "server busy: the events queued ahead would not be acked in time; send again after Retry-After"})
+	if n, ok := s.admission.shouldWarn(); ok {
+		s.log.Warn().Err(err).Int64("refused_since_last", n).Str("retry_after", retryAfterHeader(retry)).
+			Msg("api: overloaded: batches answered 503 with Retry-After")
+	}
 }
 
 func batchErrStatus(err error) int {

@@ -11,6 +11,12 @@ import (
 func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	err := wire.WriteJSON(w, status, v)
 	ev := s.log.Debug()
+	if r.Context().Err() != nil {
+		// The client went away (its timeout, a dropped long-poll): what it
+		// was answered is not the server's failure.
+		ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).Msg("api: client gone")
+		return
+	}
 	if status >= 500 {
 		ev = s.log.Error()
 	} else if status >= 400 {

@@ -99,6 +99,10 @@ type Config struct {
 	// VerifierDir holds the verifier builds the web UI offers for download;
 	// default the running program's folder (bin/ after `make build`).
 	VerifierDir string
+	// MaxConns caps open connections (see connLimiter); 0 means
+	// DefaultMaxConns. Either way it stays below the fd limit minus a
+	// reserve, so load never takes the descriptors etcd and the store need.
+	MaxConns int
 }
 
 // rootHandler sends the agent plane, the admin API, /healthz and /metrics
@@ -122,6 +126,7 @@ type Server struct {
 	api      *api.Server
 	http     *http.Server
 	ln       net.Listener
+	conns    *connLimiter
 	secrets  secrets
 	logPub   string
 	logKey   note.Signer
@@ -174,6 +179,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.teardown()
 		}
 	}()
+	// Before etcd and the store open files: the fd limit decides the
+	// connection cap below.
+	fdLimit, fdErr := raiseFDLimit()
 	// Private on Windows too: %ProgramData% lets local Users read, and the
 	// dir holds the CA and log keys, tokens, etcd and the event store.
 	if err := securefs.ProtectDir(dir); err != nil {
@@ -290,10 +298,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("app: listen: %w", err)
 	}
 	tlsCfg := s.ca.ServerTLS()
-	s.ln = tls.NewListener(ln, tlsCfg)
+	// HTTP/2 lets an agent ship batches and hold its policy long-poll on one
+	// connection (HTTP/1.1 needs two).
+	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	maxConns := connCap(cfg.MaxConns, fdLimit, fdErr)
+	s.conns = newConnLimiter(ln, maxConns, s.log)
+	s.ln = tls.NewListener(s.conns, tlsCfg)
 	s.http = &http.Server{
 		Handler:           rootHandler(s.api.Handler(), ui),
 		TLSConfig:         tlsCfg,
+		ConnState:         s.conns.connState,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute,  // a 16 MiB batch on a slow office link
 		WriteTimeout:      10 * time.Minute, // policy long-polls are capped below this
@@ -305,7 +319,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.serveErr = s.http.Serve(s.ln)
 		close(s.served)
 	}()
-	s.log.Info().Str("addr", s.Addr()).Str("data_dir", dir).Msg("app: serving")
+	lg := s.log.Info().Str("addr", s.Addr()).Str("data_dir", dir).Int("max_conns", maxConns)
+	if fdErr == nil {
+		lg = lg.Uint64("fd_limit", fdLimit)
+	}
+	lg.Msg("app: serving")
 	return s, nil
 }
 

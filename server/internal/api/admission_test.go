@@ -1,0 +1,170 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/wire"
+)
+
+func TestAdmissionRefusesWhatCannotBeAckedInTime(t *testing.T) {
+	now := time.Unix(1000, 0)
+	a := newAdmission(time.Second, func() time.Time { return now })
+	// Nothing measured yet: admitted.
+	tk, _ := a.admit()
+	if tk == nil {
+		t.Fatal("refused with nothing measured")
+	}
+	tk.stored(10000)
+	now = now.Add(time.Second)
+	tk.release(10000) // 10,000 events/s while busy
+	// Idle time is not slowness: a light load measures the same rate.
+	now = now.Add(3 * time.Second)
+	var held []*ticket
+	for i := range 100 {
+		tk, retry := a.admit()
+		if tk == nil {
+			if a.queued < 9000 || a.queued > 10000 {
+				t.Fatalf("refused at %d queued events (1 s at 10,000/s is 10,000)", a.queued)
+			}
+			if retry < time.Second {
+				t.Fatalf("Retry-After %s", retry)
+			}
+			break
+		}
+		if i == 99 {
+			t.Fatal("never refused")
+		}
+		tk.stored(500)
+		held = append(held, tk)
+	}
+	// The queue drains: admitted again.
+	for _, tk := range held[:4] {
+		now = now.Add(50 * time.Millisecond)
+		tk.release(500)
+		tk.release(500) // a second release does nothing
+	}
+	if tk, _ := a.admit(); tk == nil {
+		t.Fatalf("refused after the queue drained to %d events", a.queued)
+	}
+	if retryAfterHeader(1500*time.Millisecond) != "2" {
+		t.Fatal("Retry-After not rounded up")
+	}
+}
+
+// slowStore acks at a fixed rate, one batch at a time, like a saturated
+// writer.
+type slowStore struct {
+	*memStore
+	mu   sync.Mutex
+	rate int // events/s
+}
+
+func (s *slowStore) Append(ctx context.Context, agent string, evs []event.Event) (AppendResult, error) {
+	s.mu.Lock()
+	time.Sleep(time.Duration(len(evs)) * time.Second / time.Duration(s.rate))
+	s.mu.Unlock()
+	return s.memStore.Append(ctx, agent, evs)
+}
+
+// TestIngestAdmission: with more batches offered than the store acks
+// within MaxAckWait, the excess is answered 503 with Retry-After at once
+// and what is admitted is acked in time (without admission every batch
+// queues and the last wait for all before them).
+func TestIngestAdmission(t *testing.T) {
+	const maxWait = 300 * time.Millisecond
+	e := &env{t: t, store: newMemStore(), state: newMemState(), ca: newTestCA("test CA")}
+	var err error
+	e.api, err = New(Config{Store: &slowStore{memStore: e.store, rate: 20000}, State: e.state, CA: e.ca,
+		AgentID: cnAgentID, NewAgentID: newTestAgentID, MaxAckWait: maxWait,
+		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = httptest.NewUnstartedServer(e.api.Handler())
+	e.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: e.ca.pool()}
+	e.srv.StartTLS()
+	defer func() { e.srv.Close(); e.api.Close() }()
+	e.roots = x509.NewCertPool()
+	e.roots.AddCert(e.srv.Certificate())
+	e.enroll, _, _ = e.state.CreateEnrollToken(context.Background(), time.Hour, 100, "admin")
+
+	send := func(a *testAgent, evs []event.Event) (int, string, time.Duration) {
+		t0 := time.Now()
+		st, _, hdr := postBatch(t, e, a, evs)
+		return st, hdr.Get("Retry-After"), time.Since(t0)
+	}
+	// Warm up: the store's rate is measured (1.25 s busy).
+	warm := e.enrollAgent("pc-warm")
+	for range 50 {
+		if st, _, _ := send(warm, warm.events(500)); st != http.StatusOK {
+			t.Fatalf("warm-up batch: %d", st)
+		}
+	}
+	// 40 agents at once, 500 events each: 1 s of work, 0.3 s admitted.
+	agents := make([]*testAgent, 40)
+	for i := range agents {
+		agents[i] = e.enrollAgent("pc-" + strconv.Itoa(i))
+	}
+	type result struct {
+		st    int
+		retry string
+		took  time.Duration
+	}
+	res := make([]result, len(agents))
+	var wg sync.WaitGroup
+	for i, a := range agents {
+		evs := a.events(500)
+		wg.Add(1)
+		go func() { defer wg.Done(); st, ra, took := send(a, evs); res[i] = result{st, ra, took} }()
+	}
+	wg.Wait()
+	ok, busy := 0, 0
+	for _, r := range res {
+		switch r.st {
+		case http.StatusOK:
+			ok++
+			if r.took > 4*maxWait {
+				t.Errorf("an admitted batch waited %s for its ack (limit %s)", r.took, maxWait)
+			}
+		case http.StatusServiceUnavailable:
+			busy++
+			if n, err := strconv.Atoi(r.retry); err != nil || n < 1 {
+				t.Errorf("503 with Retry-After %q", r.retry)
+			}
+		default:
+			t.Errorf("status %d", r.st)
+		}
+	}
+	if busy == 0 || ok == 0 {
+		t.Fatalf("%d acked, %d answered 503: want both", ok, busy)
+	}
+	t.Logf("%d acked, %d answered 503 at once", ok, busy)
+}
+
+// postBatch sends evs as the agent's shipper does (JSON) and returns the
+// status, body and headers.
+func postBatch(t *testing.T, e *env, a *testAgent, evs []event.Event) (int, []byte, http.Header) {
+	t.Helper()
+	body, _ := json.Marshal(wire.Batch{Events: evs})
+	resp, err := a.c.Post(e.srv.URL+wire.PathEvents, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, resp.Header
+}
