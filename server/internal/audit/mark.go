@@ -220,4 +220,3 @@ func checkPrunedIndexed(ctx context.Context, l Log, segs []segment, anchors []an
 	return fmt.Errorf("%w: %s: the event's content was cleared, but %s: it was cleared by hand. "+
 		"Restore the event store from a backup taken before the change", ErrTampered, where, why)
 }
-

@@ -29,7 +29,9 @@ func (m *memMarks) PutVerifiedMark(_ context.Context, b []byte) error {
 	m.b = b
 	return nil
 }
-func (m *memMarks) DropVerifiedMark(context.Context) error { return m.PutVerifiedMark(context.Background(), nil) }
+func (m *memMarks) DropVerifiedMark(context.Context) error {
+	return m.PutVerifiedMark(context.Background(), nil)
+}
 
 // Start-up from a verified mark checks only the newer part; a row edited
 // in the older part passes start-up but the scrubber finds it, records a
