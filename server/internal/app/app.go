@@ -123,6 +123,7 @@ type Server struct {
 	ca       *pki.Authority
 	state    *state.State
 	store    eventStore
+	scrub    *audit.Scrubber
 	api      *api.Server
 	http     *http.Server
 	ln       net.Listener
@@ -226,11 +227,21 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("app: latest checkpoint from etcd: %w", err)
 	}
 	var lost *evidence.Checkpoint // what the admin accepted to lose, recorded below
-	if err := audit.VerifyLogAgainst(ctx, s.store, verifier, etcdCP, cfg.Log); err != nil {
+	// From the signed "verified through N" mark only the newer part is
+	// checked in full; the scrubber below re-checks the rest.
+	mark, err := s.state.VerifiedMark(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("app: verified mark from etcd: %w", err)
+	}
+	if n, root, err := audit.VerifyFromMark(ctx, s.store, verifier, etcdCP, mark, cfg.Log); err != nil {
 		if lost, err = acceptLoss(ctx, s, verifier, etcdCP, cfg, err); err != nil {
 			return nil, fmt.Errorf("app: refusing to start: %w", err)
 		}
 		etcdCP = nil
+	} else if msg, err := audit.SignMark(audit.Mark{Size: n, Root: root, Time: time.Now().UTC()}, s.logKey); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	} else if err := s.state.PutVerifiedMark(ctx, msg); err != nil {
+		s.log.Warn().Err(err).Msg("verified mark not stored")
 	}
 	s.cp = &audit.Checkpointer{Log: s.store, Signer: s.logKey, Advance: s.state.AdvanceCheckpoint, Verifier: verifier, Logger: cfg.Log}
 	if lost != nil {
@@ -251,11 +262,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.cpStop, s.cpDone = cpStop, make(chan struct{})
 	retainer := &audit.Retainer{Log: s.store, Keep: cfg.Retention, Logger: cfg.Log,
 		Sign: func(ctx context.Context) error { _, err := s.cp.SignNow(ctx); return err }}
+	s.scrub = &audit.Scrubber{Log: s.store, Verifier: verifier, Signer: s.logKey, Marks: s.state, Logger: cfg.Log,
+		Record: func(ctx context.Context, e event.Event) error { _, err := s.store.AppendServer(ctx, e); return err }}
 	go func() {
 		done := make(chan struct{})
 		go func() { retainer.Run(cpCtx); close(done) }()
+		scrubDone := make(chan struct{})
+		go func() { s.scrub.Run(cpCtx); close(scrubDone) }()
 		s.cp.Run(cpCtx)
 		<-done
+		<-scrubDone
 		close(s.cpDone)
 	}()
 	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey, HostNames: s.hostNames}

@@ -47,6 +47,20 @@ func VerifyLog(ctx context.Context, l Log, v note.Verifier, log zerolog.Logger) 
 // its root there. The server runs it before serving and refuses to start on
 // ErrTampered.
 func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []byte, log zerolog.Logger) error {
+	_, _, err := verifyLog(ctx, l, v, external, nil, log)
+	return err
+}
+
+// verifyLog is VerifyLogAgainst; with base (a verified mark whose signature
+// was checked) it trusts the stored tree up to base.Size once the stored
+// hashes give base's root, and checks only the events after it from their
+// content. It returns the tree size checked and its root.
+func verifyLog(ctx context.Context, l Log, v note.Verifier, external []byte, base *Mark, log zerolog.Logger) (int64, tlog.Hash, error) {
+	n, root, err := verifyLogInner(ctx, l, v, external, base, log)
+	return n, root, err
+}
+
+func verifyLogInner(ctx context.Context, l Log, v note.Verifier, external []byte, base *Mark, log zerolog.Logger) (int64, tlog.Hash, error) {
 	var (
 		anchors []anchor
 		extSize int64 = -1
@@ -56,14 +70,14 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 	case errors.Is(err, eventlog.ErrNoCheckpoint):
 		cp = eventlog.Checkpoint{}
 	case err != nil:
-		return fmt.Errorf("audit: %w", err)
+		return 0, tlog.Hash{}, fmt.Errorf("audit: %w", err)
 	default:
 		signed, err := evidence.Open([]byte(cp.Note), v)
 		if err != nil {
-			return fmt.Errorf("%w: last checkpoint (size %d): %v", ErrTampered, cp.Size, err)
+			return 0, tlog.Hash{}, fmt.Errorf("%w: last checkpoint (size %d): %v", ErrTampered, cp.Size, err)
 		}
 		if signed.Size != cp.Size || signed.Root != cp.Root {
-			return fmt.Errorf("%w: checkpoint row (size %d) differs from its signed note (size %d)", ErrTampered, cp.Size, signed.Size)
+			return 0, tlog.Hash{}, fmt.Errorf("%w: checkpoint row (size %d) differs from its signed note (size %d)", ErrTampered, cp.Size, signed.Size)
 		}
 		anchors = append(anchors, anchor{cp.Size, cp.Root, "the store's last signed checkpoint", false})
 	}
@@ -72,7 +86,7 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 		// store's own checkpoints refuse as well.
 		ext, err := evidence.Open(external, v)
 		if err != nil {
-			return fmt.Errorf("%w: the latest checkpoint in etcd does not verify with this server's log key (%s): %v. "+
+			return 0, tlog.Hash{}, fmt.Errorf("%w: the latest checkpoint in etcd does not verify with this server's log key (%s): %v. "+
 				"If the log key was replaced, restore the log-key file from a backup", ErrTampered, v.Name(), err)
 		}
 		anchors = append(anchors, anchor{ext.Size, ext.Root, "the latest signed checkpoint in etcd", true})
@@ -80,7 +94,7 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 	}
 	n, err := l.TreeSize(ctx)
 	if err != nil {
-		return fmt.Errorf("audit: %w", err)
+		return 0, tlog.Hash{}, fmt.Errorf("audit: %w", err)
 	}
 	for _, a := range anchors {
 		if n < a.size {
@@ -91,10 +105,10 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 				err = fmt.Errorf("%w; if those events are lost for good, start once with --accept-event-loss %d to accept the store as it is (the loss is recorded in the log)",
 					err, a.size)
 			}
-			return err
+			return 0, tlog.Hash{}, err
 		}
 	}
-	start := time.Now()
+	began := time.Now()
 	var done atomic.Int64 // events checked, for the progress log
 	stopProgress := make(chan struct{})
 	defer close(stopProgress)
@@ -106,7 +120,7 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 			case <-stopProgress:
 				return
 			case <-t.C:
-				log.Info().Int64("verified", done.Load()).Int64("events", n).Dur("took", time.Since(start)).
+				log.Info().Int64("verified", done.Load()).Int64("events", n).Dur("took", time.Since(began)).
 					Msg("verifying the event log before serving")
 			}
 		}
@@ -119,11 +133,50 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 	for _, a := range anchors {
 		at = append(at, a.size)
 	}
-	nseg := int((n + segmentSize - 1) / segmentSize)
-	segs := make([]segment, nseg)
+	// From a mark, the stored tree up to it is trusted once its stored
+	// subtree hashes give the mark's signed root; the first segment starts
+	// from those subtrees.
+	var (
+		start  int64
+		prefix rootStack
+	)
+	if base != nil && base.Size > 0 {
+		var err error
+		if prefix, err = storedPrefix(l, base.Size); err != nil {
+			return 0, tlog.Hash{}, fmt.Errorf("audit: %w", err)
+		}
+		if prefix.root() != base.Root {
+			return 0, tlog.Hash{}, fmt.Errorf("%w: the stored Merkle hashes at size %d give root %s, the verified mark says %s: the store was changed",
+				ErrTampered, base.Size, prefix.root(), base.Root)
+		}
+		start = base.Size
+		// Anchors inside the trusted part: a consistency proof (from the
+		// stored hashes) between each and the mark, both signed.
+		for _, a := range anchors {
+			if a.size > base.Size {
+				continue
+			}
+			proof, err := tlog.ProveTree(base.Size, a.size, l)
+			if err == nil {
+				err = tlog.CheckTree(proof, base.Size, base.Root, a.size, a.root)
+			}
+			if err != nil {
+				return 0, tlog.Hash{}, fmt.Errorf("%w: %s (size %d) is not consistent with the verified mark at %d: %v", ErrTampered, a.what, a.size, base.Size, err)
+			}
+		}
+	}
+	var segs []segment
+	for from := start; from < n; {
+		to := min(n, (from/segmentSize+1)*segmentSize)
+		segs = append(segs, segment{from: from, to: to})
+		from = to
+	}
+	if len(segs) > 0 && start > 0 {
+		segs[0].base = &prefix
+	}
+	nseg := len(segs)
 	next := make(chan int, nseg)
 	for k := range segs {
-		segs[k] = segment{from: int64(k) * segmentSize, to: min(n, int64(k+1)*segmentSize)}
 		next <- k
 	}
 	close(next)
@@ -139,7 +192,7 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("audit: %w", err)
+		return 0, tlog.Hash{}, fmt.Errorf("audit: %w", err)
 	}
 
 	// The earliest problem in log order: a row's, or a chain link across
@@ -164,9 +217,12 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 		}
 		for _, a := range anchors {
 			if snap, ok := g.at[a.size]; ok && problem == nil {
-				pre := stack
-				pre.hashes, pre.sizes = slices.Clone(stack.hashes), slices.Clone(stack.sizes)
-				pre.append(snap)
+				pre := snap // a based segment's stack holds the prefix already
+				if g.base == nil {
+					pre = stack
+					pre.hashes, pre.sizes = slices.Clone(stack.hashes), slices.Clone(stack.sizes)
+					pre.append(snap)
+				}
 				if pre.root() != a.root {
 					problem = fmt.Errorf("%w: the event store's tree at size %d has root %s, %s says %s: "+
 						"stored events were rewritten or the store was replaced by another one. "+
@@ -179,36 +235,51 @@ func VerifyLogAgainst(ctx context.Context, l Log, v note.Verifier, external []by
 				}
 			}
 		}
-		stack.append(g.stack)
+		if g.base != nil {
+			stack = g.stack
+		} else {
+			stack.append(g.stack)
+		}
 	}
 	if first.err != nil {
-		return first.err
+		return 0, tlog.Hash{}, first.err
 	}
 	if problem != nil {
-		return problem
+		return 0, tlog.Hash{}, problem
 	}
 	if err := checkLeafKinds(segs); err != nil {
-		return err
+		return 0, tlog.Hash{}, err
 	}
 	var signed int64 // what a signed checkpoint covers
 	for _, a := range anchors {
 		signed = max(signed, a.size)
 	}
-	if err := checkPruned(segs, signed); err != nil {
-		return err
+	if base != nil {
+		if err := checkPrunedIndexed(ctx, l, segs, anchors, base); err != nil {
+			return 0, tlog.Hash{}, err
+		}
+	} else if err := checkPruned(segs, signed); err != nil {
+		return 0, tlog.Hash{}, err
+	}
+	if base != nil && n == base.Size {
+		stack = prefix
 	}
 	if n > 0 {
 		root, err := l.TreeHash(ctx, n)
 		if err != nil {
-			return fmt.Errorf("audit: %w", err)
+			return 0, tlog.Hash{}, fmt.Errorf("audit: %w", err)
 		}
 		if root != stack.root() {
-			return fmt.Errorf("%w: stored Merkle hashes give root %s, the events give %s", ErrTampered, root, stack.root())
+			return 0, tlog.Hash{}, fmt.Errorf("%w: stored Merkle hashes give root %s, the events give %s", ErrTampered, root, stack.root())
 		}
 	}
-	log.Info().Int64("events", n).Int64("checkpoint", cp.Size).Int64("etcd_checkpoint", extSize).
-		Dur("took", time.Since(start)).Msg("event log verified")
-	return nil
+	from := int64(0)
+	if base != nil {
+		from = base.Size
+	}
+	log.Info().Int64("events", n).Int64("checked_from", from).Int64("checkpoint", cp.Size).Int64("etcd_checkpoint", extSize).
+		Dur("took", time.Since(began)).Msg("event log verified")
+	return n, stack.root(), nil
 }
 
 // segmentSize is how many events one worker checks at a time; a power of
@@ -231,6 +302,7 @@ func (p problemAt) earlier(q problemAt) problemAt {
 // segment is the check of the stored events with index in [from, to).
 type segment struct {
 	from, to int64
+	base     *rootStack // the trusted tree before from (a verified mark), or nil
 	// Results.
 	problem problemAt
 	stack   rootStack                  // the segment's subtrees, largest first
@@ -255,6 +327,9 @@ type retentionRecord struct {
 func (g *segment) verify(ctx context.Context, l Log, anchors []int64, done *atomic.Int64) {
 	g.at, g.last = map[int64]rootStack{}, map[string]eventlog.Stored{}
 	g.lastV1, g.firstV2 = -1, g.to
+	if g.base != nil {
+		g.stack = rootStack{hashes: slices.Clone(g.base.hashes), sizes: slices.Clone(g.base.sizes)}
+	}
 	expect := g.from
 	fail := func(index int64, err error) error {
 		g.problem = problemAt{index, err}

@@ -97,6 +97,10 @@ var pgMigrations = []string{
 	CREATE INDEX events_type ON events(type, idx) WHERE type IS NOT NULL;
 	CREATE INDEX events_user ON events("user", idx) WHERE "user" IS NOT NULL;
 	CREATE INDEX events_register_id ON events(register_id, idx) WHERE register_id IS NOT NULL;`,
+	// 3: events_pruned holds only rows whose payload retention cleared
+	// (none until the first pruning; nothing for ingest to maintain), so
+	// start-up finds the newest one without reading the log.
+	`CREATE INDEX events_pruned ON events(received) WHERE control IS NULL;`,
 }
 
 // pgEventColumns is the COPY column order; row.vals holds agent to hash.

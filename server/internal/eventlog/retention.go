@@ -3,6 +3,8 @@ package eventlog
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,3 +69,23 @@ func (c *core) Prunable(ctx context.Context, cutoff time.Time) (int64, error) {
 // SetClock replaces the clock the store stamps received times with. It is
 // for tests and must be called before the first append.
 func (c *core) SetClock(now func() time.Time) { c.now = now }
+
+// NewestPruned returns the pruned event (payload cleared) received last,
+// with ok false when there is none. It reads the events_pruned index, not
+// the log.
+func (c *core) NewestPruned(ctx context.Context) (st Stored, ok bool, err error) {
+	var (
+		seq, recv int64
+		hash      []byte
+	)
+	err = c.rdb.QueryRowContext(ctx, `SELECT idx, agent, seq, received, hash FROM events WHERE control IS NULL
+		ORDER BY received DESC LIMIT 1`).Scan(&st.Index, &st.Agent, &seq, &recv, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Stored{}, false, nil
+	}
+	if err != nil {
+		return Stored{}, false, fmt.Errorf("eventlog: newest pruned: %w", err)
+	}
+	st.Seq, st.Received, st.Hash, st.Pruned = uint64(seq), time.Unix(0, recv).UTC(), hex.EncodeToString(hash), true
+	return st, true, nil
+}

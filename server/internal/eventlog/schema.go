@@ -67,6 +67,10 @@ var migrations = []string{
 	DROP INDEX events_control_type;
 	CREATE INDEX events_control ON events(control) WHERE control IS NOT NULL;
 	CREATE INDEX events_type ON events(type) WHERE type IS NOT NULL;`,
+	// 3: events_pruned holds only rows whose payload retention cleared
+	// (none until the first pruning; nothing for ingest to maintain), so
+	// start-up finds the newest one without reading the log.
+	`CREATE INDEX events_pruned ON events(received) WHERE control IS NULL;`,
 }
 
 // migrate brings the schema to len(migrations) in one transaction; bind

@@ -1,0 +1,132 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/shared/event"
+)
+
+// memMarks is a MarkStore in memory.
+type memMarks struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (m *memMarks) VerifiedMark(context.Context) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.b, nil
+}
+func (m *memMarks) PutVerifiedMark(_ context.Context, b []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.b = b
+	return nil
+}
+func (m *memMarks) DropVerifiedMark(context.Context) error {
+	return m.PutVerifiedMark(context.Background(), nil)
+}
+
+// Start-up from a verified mark checks only the newer part; a row edited
+// in the older part passes start-up but the scrubber finds it, records a
+// violation and drops the mark, and the next start (a full check) refuses.
+func TestMarkAndScrubber(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	r.fill(t, 3, 20)
+	if _, err := r.cp.SignNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, root, err := VerifyFromMark(ctx, r.log, r.verif, nil, nil, zerolog.Nop())
+	if err != nil || n != 60 {
+		t.Fatalf("full check: %d %v", n, err)
+	}
+	signer := r.cp.Signer
+	marks := &memMarks{}
+	msg, err := SignMark(Mark{Size: n, Root: root}, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marks.b = msg
+	if m, err := OpenMark(msg, r.verif); err != nil || m.Size != 60 || m.Root != root {
+		t.Fatalf("mark reads back as %+v, %v", m, err)
+	}
+	if _, err := OpenMark(append([]byte("x"), msg...), r.verif); err == nil {
+		t.Fatal("altered mark opens")
+	}
+	// Newer events, signed.
+	r.fill(t, 3, 5)
+	if _, err := r.cp.SignNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A row in the part the mark covers is edited while the server is down.
+	r.log.Close()
+	tamper(t, r.path, `UPDATE events SET object = 'D:\顧客\other.xlsx' WHERE idx = 7`)
+	r.open(t)
+	n, _, err = VerifyFromMark(ctx, r.log, r.verif, nil, marks.b, zerolog.Nop())
+	if err != nil || n != 75 {
+		t.Fatalf("start from the mark: %d %v", n, err)
+	}
+	// A row in the newer part is always caught at start.
+	r.log.Close()
+	tamper(t, r.path, `UPDATE events SET object = 'x' WHERE idx = 70`)
+	r.open(t)
+	if _, _, err := VerifyFromMark(ctx, r.log, r.verif, nil, marks.b, zerolog.Nop()); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "log index 70") {
+		t.Fatalf("newer part edited: %v", err)
+	}
+	r.log.Close()
+	tamper(t, r.path, `UPDATE events SET object = (SELECT object FROM events WHERE idx = 67) WHERE idx = 70`)
+	r.open(t)
+
+	var recorded []event.Event
+	sc := &Scrubber{Log: r.log, Verifier: r.verif, Signer: signer, Marks: marks, Budget: 1,
+		Record: func(ctx context.Context, e event.Event) error { recorded = append(recorded, e); return nil }}
+	if _, err := sc.Pass(ctx); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "log index 7 ") {
+		t.Fatalf("scrubber: %v", err)
+	}
+	if len(recorded) != 1 || recorded[0].Type != ScrubFailedType || recorded[0].Severity != event.Violation || marks.b != nil || sc.Problem() == nil {
+		t.Fatalf("recorded %+v, mark %q", recorded, marks.b)
+	}
+	sc.Pass(ctx) // recorded once, not every pass
+	if len(recorded) != 1 {
+		t.Fatalf("recorded again: %d", len(recorded))
+	}
+	if _, _, err := VerifyFromMark(ctx, r.log, r.verif, nil, marks.b, zerolog.Nop()); !errors.Is(err, ErrTampered) {
+		t.Fatalf("next start without the mark: %v", err)
+	}
+}
+
+// A clean scrubber pass signs a mark of the checkpoint it checked; a
+// hand-pruned row in the trusted part is found at start through the
+// pruned-rows index.
+func TestScrubberCleanAndPrunedFromMark(t *testing.T) {
+	ctx := context.Background()
+	r, ret, _ := retentionRig(t)
+	if _, err := ret.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	marks := &memMarks{}
+	sc := &Scrubber{Log: r.log, Verifier: r.verif, Signer: r.cp.Signer, Marks: marks, Budget: 1}
+	n, err := sc.Pass(ctx)
+	if err != nil || n != 21 || marks.b == nil {
+		t.Fatalf("clean pass: %d %v", n, err)
+	}
+	if _, _, err := VerifyFromMark(ctx, r.log, r.verif, nil, marks.b, zerolog.Nop()); err != nil {
+		t.Fatalf("start from the scrubber's mark: %v", err)
+	}
+	r.log.Close()
+	tamper(t, r.path, `UPDATE events SET control = NULL, type = NULL, severity = NULL, user = NULL, process = NULL,
+		object = NULL, register_id = NULL, attrs = NULL WHERE idx = 13`)
+	r.open(t)
+	_, _, err = VerifyFromMark(ctx, r.log, r.verif, nil, marks.b, zerolog.Nop())
+	if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "log index 13") || !strings.Contains(err.Error(), "cleared by hand") {
+		t.Fatalf("hand-pruned row under the mark: %v", err)
+	}
+}

@@ -1,0 +1,191 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// ScrubFailedType is the violation event the Scrubber appends when the
+// stored log no longer matches its content (attrs: "problem", "size").
+const ScrubFailedType = "server.scrub_failed"
+
+// Scrubber defaults.
+const (
+	DefaultScrubBudget = 0.1  // share of one core
+	scrubChunk         = 1024 // events per step: a power of two, so each step is one subtree
+	minPassGap         = time.Minute
+)
+
+// Scrubber re-checks the whole log in the background, from each event's
+// content (hash, Merkle leaf with received time, chains, pruned rows
+// against retention records) up to the latest signed checkpoint, whose root
+// the recomputed tree must give. It works in steps and sleeps between them
+// so that it uses about Budget of one core. A clean pass signs a new
+// verified mark; a problem is logged, recorded once as a ScrubFailedType
+// violation event, and drops the mark so the next start checks everything
+// (and refuses). A row edited in the part start-up trusts is found within
+// one pass: events × the per-event check cost / Budget.
+type Scrubber struct {
+	Log      Log
+	Verifier note.Verifier
+	Signer   note.Signer // signs the mark after a clean pass
+	Marks    MarkStore   // nil: no marks
+	Record   func(ctx context.Context, e event.Event) error
+	Budget   float64 // default DefaultScrubBudget
+	Logger   zerolog.Logger
+
+	mu       sync.Mutex
+	reported string
+	problem  atomic.Pointer[error] // of the last pass; nil when clean
+	passes   atomic.Int64
+}
+
+// Problem returns what the last pass found, or nil.
+func (s *Scrubber) Problem() error {
+	if e := s.problem.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// Passes returns how many passes finished.
+func (s *Scrubber) Passes() int64 { return s.passes.Load() }
+
+// Run scrubs until ctx ends, a pass after another (at least a minute
+// apart).
+func (s *Scrubber) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		began := time.Now()
+		if _, err := s.Pass(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, ErrTampered) {
+			s.Logger.Warn().Err(err).Msg("scrubber: pass not finished")
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(max(minPassGap-time.Since(began), time.Second)):
+		}
+	}
+}
+
+// Pass checks the log once, through the latest signed checkpoint, and
+// returns the size checked. A problem found is returned wrapping
+// ErrTampered (and recorded); other errors are failures to check.
+func (s *Scrubber) Pass(ctx context.Context) (int64, error) {
+	budget := s.Budget
+	if budget <= 0 || budget > 1 {
+		budget = DefaultScrubBudget
+	}
+	cp, err := s.Log.LatestCheckpoint(ctx)
+	if errors.Is(err, eventlog.ErrNoCheckpoint) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("audit: scrub: %w", err)
+	}
+	target := cp.Size
+	var (
+		stack    rootStack
+		lastSeen = map[string]eventlog.Stored{}
+		firstV2  = int64(-1)
+		segs     = make([]segment, 1) // one step's results, folded as we go
+		pruned   *eventlog.Stored
+		records  []retentionRecord
+		done     atomic.Int64
+		found    error
+	)
+	began := time.Now()
+	for from := int64(0); from < target && found == nil; from += scrubChunk {
+		step := time.Now()
+		g := &segs[0]
+		*g = segment{from: from, to: min(target, from+scrubChunk)}
+		g.verify(ctx, s.Log, nil, &done)
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("audit: scrub: %w", err)
+		}
+		if g.problem.err != nil {
+			if !errors.Is(g.problem.err, ErrTampered) {
+				return 0, fmt.Errorf("audit: scrub: %w", g.problem.err)
+			}
+			found = g.problem.err
+			break
+		}
+		for _, f := range g.first {
+			if prev, ok := lastSeen[f.Agent]; ok && f.Seq == prev.Seq+1 && f.Prev != prev.Hash {
+				found = fmt.Errorf("%w: log index %d (agent %s, seq %d): prev does not match the hash of seq %d", ErrTampered, f.Index, f.Agent, f.Seq, prev.Seq)
+			}
+		}
+		for a, e := range g.last {
+			lastSeen[a] = e
+		}
+		if firstV2 >= 0 && g.lastV1 >= 0 || g.firstV2 < g.to && g.lastV1 > g.firstV2 {
+			found = fmt.Errorf("%w: log index %d has a Merkle leaf without its received time after one with it: the row was written by hand", ErrTampered, g.lastV1)
+		}
+		if g.firstV2 < g.to && firstV2 < 0 {
+			firstV2 = g.firstV2
+		}
+		if g.pruned != nil && (pruned == nil || g.pruned.Received.After(pruned.Received)) {
+			pruned = g.pruned
+		}
+		records = append(records, g.retention...)
+		stack.append(g.stack)
+		// Sleep so this step's time is Budget of the step plus the sleep.
+		time.Sleep(time.Duration(float64(time.Since(step)) * (1 - budget) / budget))
+	}
+	if found == nil {
+		segs[0] = segment{pruned: pruned, retention: records, to: target}
+		found = checkPruned(segs, target)
+	}
+	if found == nil && stack.root() != cp.Root {
+		found = fmt.Errorf("%w: the events' content gives root %s at size %d, the signed checkpoint says %s: stored events were changed",
+			ErrTampered, stack.root(), target, cp.Root)
+	}
+	s.passes.Add(1)
+	if found != nil {
+		s.problem.Store(&found)
+		s.report(ctx, found, target)
+		return target, found
+	}
+	s.problem.Store(nil)
+	s.Logger.Info().Int64("events", target).Dur("took", time.Since(began)).Msg("scrubber: log re-checked from content")
+	if s.Marks != nil && s.Signer != nil {
+		msg, err := SignMark(Mark{Size: target, Root: cp.Root, Time: time.Now().UTC()}, s.Signer)
+		if err == nil {
+			err = s.Marks.PutVerifiedMark(ctx, msg)
+		}
+		if err != nil {
+			s.Logger.Warn().Err(err).Msg("scrubber: verified mark not stored")
+		}
+	}
+	return target, nil
+}
+
+// report logs a problem, drops the mark and records it once.
+func (s *Scrubber) report(ctx context.Context, found error, size int64) {
+	s.Logger.Error().Err(found).Int64("size", size).Msg("scrubber: the stored log does not match its content")
+	if s.Marks != nil {
+		if err := s.Marks.DropVerifiedMark(ctx); err != nil {
+			s.Logger.Error().Err(err).Msg("scrubber: drop the verified mark")
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reported == found.Error() || s.Record == nil {
+		return
+	}
+	err := s.Record(ctx, event.Event{Control: "server", Type: ScrubFailedType, Severity: event.Violation,
+		Attrs: event.Attrs{"problem": found.Error(), "size": size}})
+	if err != nil {
+		s.Logger.Error().Err(err).Msg("scrubber: record the problem")
+		return
+	}
+	s.reported = found.Error()
+}
