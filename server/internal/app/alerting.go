@@ -5,14 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"sync"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/audit"
+	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/incident"
 	"github.com/mamori/mamori/server/internal/notify"
 	"github.com/mamori/mamori/server/internal/register"
+	"github.com/mamori/mamori/server/internal/report"
 	"github.com/mamori/mamori/server/internal/state"
+	"github.com/mamori/mamori/shared/event"
 )
 
 // alerting runs what takes alerts to people: the notifier, and the
@@ -20,8 +27,9 @@ import (
 type alerting struct {
 	notifier  *notify.Notifier
 	incidents *incident.Service
+	reports   *report.Service
 	stop      context.CancelFunc
-	done      chan struct{}
+	wg        sync.WaitGroup
 }
 
 // startAlerting starts the notifier and the incident checks and returns
@@ -58,14 +66,30 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	s.alerting = &alerting{notifier: n, incidents: inc, stop: stop, done: make(chan struct{})}
-	go func() {
-		done := make(chan struct{})
-		go func() { inc.Run(runCtx, time.Minute); close(done) }()
-		n.Run(runCtx)
-		<-done
-		close(s.alerting.done)
-	}()
+	s.alerting = &alerting{notifier: n, incidents: inc, stop: stop}
+	s.regs = regs
+	rh, err := s.reportHandler(inc, x)
+	if err != nil {
+		return nil, err
+	}
+	monthly := &report.Monthly{S: rh.S, KV: s.state, IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
+		Recipients: func(ctx context.Context) ([]string, string, bool, error) {
+			set, _, err := n.Settings(ctx)
+			if err != nil || set.MonthlyReport == nil {
+				return nil, "", false, err
+			}
+			return set.MonthlyReport.Recipients, set.MonthlyReport.Department, true, nil
+		},
+		Mail: func(ctx context.Context, rcpts []string, subject, text string, html, csv []byte, name string) error {
+			return n.Mail(ctx, "monthly_report", rcpts, subject, text,
+				notify.Attachment{Name: name + ".html", ContentType: "text/html; charset=utf-8", Data: html},
+				notify.Attachment{Name: name + ".csv", ContentType: "text/csv; charset=utf-8", Data: csv})
+		}}
+	a := s.alerting
+	a.wg.Add(3)
+	go func() { defer a.wg.Done(); n.Run(runCtx) }()
+	go func() { defer a.wg.Done(); inc.Run(runCtx, time.Minute) }()
+	go func() { defer a.wg.Done(); monthly.Run(runCtx, time.Hour) }()
 	ih := incident.Handlers{S: inc, Caller: api.Caller,
 		Bundle: func(ctx context.Context, w io.Writer, idx []int64, q map[string]string) error {
 			_, err := x.BundleIndexes(ctx, w, idx, q)
@@ -77,6 +101,7 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 		{Pattern: "GET " + incident.Path + "/{id}", Handler: ih.Get},
 		{Pattern: "PUT " + incident.Path + "/{id}", Write: true, Handler: ih.Put},
 		{Pattern: "GET " + incident.Path + "/{id}/worksheet", Handler: ih.Worksheet},
+		{Pattern: "GET " + report.Path, Handler: rh.ServeHTTP},
 		{Pattern: "GET " + notify.PathSettings, Handler: n.ServeGetSettings},
 		{Pattern: "PUT " + notify.PathSettings, Write: true, Handler: n.ServePutSettings},
 		{Pattern: "GET " + notify.PathLog, Handler: n.ServeLog},
@@ -88,7 +113,7 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 func (s *Server) stopAlerting() {
 	if s.alerting != nil {
 		s.alerting.stop()
-		<-s.alerting.done
+		s.alerting.wg.Wait()
 	}
 }
 
@@ -106,4 +131,51 @@ func (s *Server) Incidents() *incident.Service {
 		return nil
 	}
 	return s.alerting.incidents
+}
+
+// reportHandler builds the audit report service and its route.
+func (s *Server) reportHandler(inc *incident.Service, x *audit.Exporter) (report.Handler, error) {
+	rs, ok := s.store.(report.Store)
+	if !ok {
+		return report.Handler{}, errors.New("app: the event store cannot aggregate for reports")
+	}
+	v, err := note.NewVerifier(s.logPub)
+	if err != nil {
+		return report.Handler{}, fmt.Errorf("app: log key: %w", err)
+	}
+	svc, err := report.New(report.Config{Store: rs, Registers: s.regs, Incidents: inc, Verifier: v, Log: s.cfg.Log,
+		Agents: func(ctx context.Context) ([]report.Agent, error) {
+			as, err := s.state.ListAgents(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]report.Agent, len(as))
+			for i, a := range as {
+				out[i] = report.Agent{ID: a.ID, Hostname: a.Hostname, Department: a.Department}
+			}
+			return out, nil
+		}})
+	if err != nil {
+		return report.Handler{}, fmt.Errorf("app: %w", err)
+	}
+	s.alerting.reports = svc
+	return report.Handler{S: svc,
+		Bundle: func(ctx context.Context, w io.Writer, from, to time.Time, q map[string]string) error {
+			_, err := x.Bundle(ctx, w, eventlog.Filter{From: from, To: to}, 0, q)
+			return err
+		},
+		TooLarge: func(err error) bool { return errors.Is(err, audit.ErrTooLarge) },
+		Record: func(r *http.Request, format string, attrs map[string]string) {
+			a := event.Attrs{"report": "audit", "format": format}
+			for k, v := range attrs {
+				a[k] = v
+			}
+			e := event.Event{Control: "server", Type: "export.made", Severity: event.Info, Object: "report/audit",
+				User: api.Caller(r), Attrs: a}
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+			defer cancel()
+			if _, err := s.store.AppendServer(ctx, e); err != nil {
+				s.log.Error().Err(err).Msg("app: report export NOT recorded")
+			}
+		}}, nil
 }

@@ -137,7 +137,8 @@ type Server struct {
 	tracker  *compliance.Tracker
 	trkStop  context.CancelFunc
 	trkDone  chan struct{} // closed when the tracker's loop has returned
-	alerting *alerting     // notifier (alerting.go)
+	alerting *alerting     // notifier, incidents, reports (alerting.go)
+	regs     *register.Service
 	served   chan struct{} // closed when Serve returns
 	serveErr error         // what Serve returned; read after served is closed
 	closeMu  sync.Mutex

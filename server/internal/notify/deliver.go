@@ -48,11 +48,22 @@ type Item struct {
 	RegisterID string    `json:"register_id,omitempty"`
 }
 
+// Attachment is a file attached to a mail.
+type Attachment struct {
+	Name, ContentType string
+	Data              []byte
+}
+
 // sendMail delivers m to rcpts through the relay.
-func sendMail(ctx context.Context, cfg SMTP, rcpts []string, m Message) error {
+func sendMail(ctx context.Context, cfg SMTP, rcpts []string, m Message, files ...Attachment) error {
 	msg, err := buildMail(cfg, rcpts, m)
 	if err != nil {
 		return err
+	}
+	for _, f := range files {
+		if err := msg.AttachReader(f.Name, bytes.NewReader(f.Data), gomail.WithFileContentType(gomail.ContentType(f.ContentType))); err != nil {
+			return fmt.Errorf("notify: attach %s: %w", f.Name, err)
+		}
 	}
 	opts := []gomail.Option{gomail.WithPort(cfg.Port), gomail.WithTimeout(30 * time.Second)}
 	tc := &tls.Config{ServerName: cfg.Host, MinVersion: tls.VersionTLS12}

@@ -705,3 +705,35 @@ func render(g *group) Message {
 }
 
 func jst(t time.Time) string { return t.In(JST).Format("2006-01-02 15:04:05") + " JST" }
+
+// Mail sends one message with attachments through the configured relay
+// with the configured retries (the monthly report), and records the
+// outcome in the delivery log.
+func (n *Notifier) Mail(ctx context.Context, rule string, rcpts []string, subject, text string, files ...Attachment) error {
+	set, _, err := n.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	if set.SMTP == nil {
+		return errors.New("notify: no smtp relay configured")
+	}
+	m := Message{Rule: rule, Kind: "report", Subject: subject, Text: text, Count: 1}
+	d := destination{name: "mail:" + strings.Join(rcpts, ","), mail: rcpts, smtp: *set.SMTP}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = time.Duration(set.Retry.Initial), time.Duration(set.Retry.Max)
+	attempt := 0
+	_, err = backoff.Retry(ctx, func() (struct{}, error) {
+		attempt++
+		err := sendMail(ctx, d.smtp, d.mail, m, files...)
+		if err != nil {
+			n.record(ctx, TypeAttemptFailed, event.Warning, d, m, attempt, err)
+		}
+		return struct{}{}, err
+	}, backoff.WithBackOff(b), backoff.WithMaxTries(uint(set.Retry.Attempts)), backoff.WithMaxElapsedTime(0))
+	if err != nil {
+		n.record(ctx, TypeFailed, event.Violation, d, m, attempt, err)
+		return err
+	}
+	n.record(ctx, TypeSent, event.Info, d, m, attempt, nil)
+	return nil
+}

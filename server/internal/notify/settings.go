@@ -96,6 +96,15 @@ type Settings struct {
 	// into the next message. Default 12.
 	RateLimit int   `json:"rate_limit_per_hour"`
 	Retry     Retry `json:"retry"`
+	// MonthlyReport, if set, mails last month's audit report (HTML and
+	// CSV attached) on the first day of each month.
+	MonthlyReport *MonthlyReport `json:"monthly_report,omitempty"`
+}
+
+// MonthlyReport says who gets the monthly audit report.
+type MonthlyReport struct {
+	Recipients []string `json:"recipients"`
+	Department string   `json:"department,omitempty"` // "" for all
 }
 
 // SMTP is the mail relay.
@@ -267,6 +276,14 @@ func (s *Settings) Validate() error {
 			if err := dep.Hours.validate("departments." + d + ".hours"); err != nil {
 				return err
 			}
+		}
+	}
+	if m := s.MonthlyReport; m != nil {
+		if s.SMTP == nil || len(m.Recipients) == 0 {
+			return invalid("monthly_report needs recipients and an smtp relay")
+		}
+		if err := checkAddrs("monthly_report.recipients", m.Recipients); err != nil {
+			return err
 		}
 	}
 	names := map[string]bool{}

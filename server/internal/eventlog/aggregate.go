@@ -1,0 +1,223 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// CountQuery selects events by event time and groups them for Count:
+// the aggregates of reports, computed by the database rather than by
+// reading every event.
+type CountQuery struct {
+	From, To    time.Time // event time in [From, To); both required
+	Agents      []string  // empty: every stream
+	Controls    []string  // empty: every control
+	Types       []string  // empty: every type
+	HasRegister bool      // only events with a register_id
+	// GroupBy names columns: agent, control, type, severity, register_id, user.
+	GroupBy []string
+	// Buckets, if set, are ascending time edges; each group then also has
+	// a bucket key: i for Buckets[i] <= time < Buckets[i+1] ("" outside).
+	Buckets []time.Time
+	// DistinctUsers also counts the distinct users of each group.
+	DistinctUsers bool
+}
+
+// Group is one row of Count.
+type Group struct {
+	Keys   []string // GroupBy values in order, then the bucket; NULL as ""
+	Events int64
+	Users  int64 // distinct users, when asked
+}
+
+var groupColumns = map[string]string{"agent": "agent", "control": "control", "type": "type",
+	"severity": "severity", "register_id": "register_id", "user": `"user"`}
+
+// maxIn bounds the values of one IN list.
+const maxIn = 10000
+
+// where builds the shared predicate of Count and Scan.
+func (q *CountQuery) where(args *[]any) (string, error) {
+	if q.From.IsZero() || q.To.IsZero() || !q.From.Before(q.To) {
+		return "", fmt.Errorf("%w: count needs From before To", ErrBadFilter)
+	}
+	conds := []string{"time >= ?", "time < ?"}
+	*args = append(*args, clampNano(q.From), clampNano(q.To))
+	in := func(col string, vs []string) error {
+		if len(vs) == 0 {
+			return nil
+		}
+		if len(vs) > maxIn {
+			return fmt.Errorf("%w: more than %d values for %s", ErrBadFilter, maxIn, col)
+		}
+		conds = append(conds, col+" IN ("+strings.TrimSuffix(strings.Repeat("?,", len(vs)), ",")+")")
+		for _, v := range vs {
+			*args = append(*args, v)
+		}
+		return nil
+	}
+	if err := in("agent", q.Agents); err != nil {
+		return "", err
+	}
+	if err := in("control", q.Controls); err != nil {
+		return "", err
+	}
+	if err := in("type", q.Types); err != nil {
+		return "", err
+	}
+	if q.HasRegister {
+		conds = append(conds, "register_id IS NOT NULL")
+	}
+	return strings.Join(conds, " AND "), nil
+}
+
+// Count returns the number of events per group, in no particular order.
+func (s *core) Count(ctx context.Context, q CountQuery) ([]Group, error) {
+	var args []any
+	var cols []string
+	for _, g := range q.GroupBy {
+		c, ok := groupColumns[g]
+		if !ok {
+			return nil, fmt.Errorf("%w: cannot group by %q", ErrBadFilter, g)
+		}
+		cols = append(cols, c)
+	}
+	if !slices.IsSortedFunc(q.Buckets, func(a, b time.Time) int { return a.Compare(b) }) || len(q.Buckets) > 1000 {
+		return nil, fmt.Errorf("%w: buckets must ascend (at most 1000)", ErrBadFilter)
+	}
+	if len(q.Buckets) > 1 {
+		var b strings.Builder
+		b.WriteString("CASE")
+		for i := 0; i+1 < len(q.Buckets); i++ {
+			fmt.Fprintf(&b, " WHEN time >= ? AND time < ? THEN %d", i)
+			args = append(args, clampNano(q.Buckets[i]), clampNano(q.Buckets[i+1]))
+		}
+		b.WriteString(" ELSE -1 END")
+		cols = append(cols, b.String())
+	}
+	sel := make([]string, 0, len(cols)+2)
+	group := make([]string, 0, len(cols))
+	for i, c := range cols {
+		sel = append(sel, c+" AS g"+strconv.Itoa(i))
+		group = append(group, "g"+strconv.Itoa(i))
+	}
+	sel = append(sel, "count(*)")
+	if q.DistinctUsers {
+		sel = append(sel, `count(DISTINCT "user")`)
+	}
+	w, err := q.where(&args)
+	if err != nil {
+		return nil, err
+	}
+	stmt := "SELECT " + strings.Join(sel, ", ") + " FROM events WHERE " + w
+	if len(group) > 0 {
+		stmt += " GROUP BY " + strings.Join(group, ", ")
+	}
+	tx, err := s.rdb.BeginTx(ctx, s.readTx)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: count: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, s.bind(stmt), args...)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: count: %w", err)
+	}
+	defer rows.Close()
+	var out []Group
+	for rows.Next() {
+		keys := make([]sql.NullString, len(cols))
+		dest := make([]any, 0, len(cols)+2)
+		for i := range keys {
+			dest = append(dest, &keys[i])
+		}
+		var g Group
+		dest = append(dest, &g.Events)
+		if q.DistinctUsers {
+			dest = append(dest, &g.Users)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("eventlog: count: %w", err)
+		}
+		g.Keys = make([]string, len(keys))
+		for i, k := range keys {
+			g.Keys[i] = k.String
+		}
+		if len(q.Buckets) > 1 && g.Keys[len(g.Keys)-1] == "-1" {
+			g.Keys[len(g.Keys)-1] = ""
+		}
+		out = append(out, g)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("eventlog: count: %w", err)
+	}
+	return out, nil
+}
+
+// ScanRow is a lean event for Scan: no payload but the attrs, and those
+// only where asked.
+type ScanRow struct {
+	Index                          int64
+	Time                           time.Time
+	Agent, Control, Type, Severity string
+	RegisterID, User, Object       string
+	Attrs                          []byte // raw JSON, when the row's severity is in AttrsFor
+}
+
+// Scan calls fn for every event q selects (GroupBy and Buckets unused),
+// in log order. attrsFor names the severities whose rows carry their
+// attrs (e.g. "violation" for the reasons of failures).
+func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn func(*ScanRow) error) error {
+	var args []any
+	attrs := "NULL"
+	if len(attrsFor) > 0 {
+		attrs = "CASE WHEN severity IN (" + strings.TrimSuffix(strings.Repeat("?,", len(attrsFor)), ",") + ") THEN attrs END"
+		for _, a := range attrsFor {
+			args = append(args, a)
+		}
+	}
+	w, err := q.where(&args)
+	if err != nil {
+		return err
+	}
+	tx, err := s.rdb.BeginTx(ctx, s.readTx)
+	if err != nil {
+		return fmt.Errorf("eventlog: scan: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, s.bind(`SELECT idx, time, agent, control, type, severity, register_id, "user", object, `+
+		attrs+` FROM events WHERE `+w+` ORDER BY idx`), args...)
+	if err != nil {
+		return fmt.Errorf("eventlog: scan: %w", err)
+	}
+	defer rows.Close()
+	var r ScanRow
+	for rows.Next() {
+		var ns int64
+		var control, typ, sev, reg, user, object sql.NullString
+		var at []byte
+		if err := rows.Scan(&r.Index, &ns, &r.Agent, &control, &typ, &sev, &reg, &user, &object, &at); err != nil {
+			return fmt.Errorf("eventlog: scan: %w", err)
+		}
+		r.Time = time.Unix(0, ns).UTC()
+		r.Control, r.Type, r.Severity, r.RegisterID, r.User, r.Object = control.String, typ.String, sev.String, reg.String, user.String, object.String
+		r.Attrs = at
+		if err := fn(&r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("eventlog: scan: %w", err)
+	}
+	return nil
+}
+
+// CheckpointBefore returns the largest stored checkpoint signed at or
+// before t, or ErrNoCheckpoint.
+func (s *core) CheckpointBefore(ctx context.Context, t time.Time) (Checkpoint, error) {
+	return s.checkpoint(ctx, s.bind(`SELECT size, root, note, created FROM checkpoints WHERE created <= ? ORDER BY size DESC LIMIT 1`), clampNano(t))
+}

@@ -1,0 +1,106 @@
+package report
+
+import (
+	_ "embed"
+	"encoding/csv"
+	"fmt"
+	"html/template"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/server/internal/incident"
+)
+
+//go:embed report.html
+var reportHTML string
+
+var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
+	"pct":  func(f float64) string { return strconv.FormatFloat(f*100, 'f', 1, 64) + "%" },
+	"join": func(s []string) string { return strings.Join(s, "、") },
+	"jst":  func(t time.Time) string { return t.In(JST).Format("2006-01-02 15:04") },
+	"jstp": func(t *time.Time) string { return t.In(JST).Format("2006-01-02 15:04") },
+}).Parse(reportHTML))
+
+// HTML writes the report as a printable A4 page in Japanese.
+func (r *Report) HTML(w io.Writer) error {
+	var months []string
+	if len(r.Controls) > 0 {
+		for _, m := range r.Controls[0].Months {
+			months = append(months, m.Month)
+		}
+	}
+	err := tmpl.Execute(w, map[string]any{"R": r, "Months": months, "Generated": r.Generated.In(JST).Format("2006-01-02 15:04")})
+	if err != nil {
+		return fmt.Errorf("report: html: %w", err)
+	}
+	return nil
+}
+
+// CSV writes the report as one table (区分 first) for Excel: UTF-8 with a
+// BOM, formulas defused.
+func (r *Report) CSV(w io.Writer) error {
+	rows := [][]string{{"区分", "項目", "値1", "値2", "値3", "値4", "値5"}}
+	add := func(cells ...string) { rows = append(rows, cells) }
+	add("概要", "対象期間", r.From, r.To)
+	add("概要", "対象範囲", r.Department)
+	add("概要", "イベント数", strconv.FormatInt(r.TotalEvents, 10))
+	ctrls := make([]string, 0, len(r.EventsByControl))
+	for c := range r.EventsByControl {
+		ctrls = append(ctrls, c)
+	}
+	sort.Strings(ctrls)
+	for _, c := range ctrls {
+		add("イベント数", c, strconv.FormatInt(r.EventsByControl[c], 10))
+	}
+	for _, c := range r.Controls {
+		add("遵守率", c.Control, strings.Join(c.Clauses, " / "), strconv.FormatFloat(c.Rate, 'f', 4, 64),
+			strconv.FormatInt(c.StatusEvents, 10), strconv.FormatInt(c.FailEvents, 10), strconv.Itoa(c.Exceptions))
+		for _, m := range c.Months {
+			add("月別遵守率", c.Control, m.Month, strconv.FormatFloat(m.Rate, 'f', 4, 64), strconv.Itoa(m.Hosts), strconv.Itoa(m.Failing))
+		}
+	}
+	for _, e := range r.Exceptions {
+		to := "継続中"
+		if e.To != nil {
+			to = e.To.In(JST).Format(time.DateTime)
+		}
+		add("例外", e.Hostname, e.Control, e.Reason, e.From.In(JST).Format(time.DateTime), to, strconv.FormatInt(e.Seconds, 10))
+	}
+	for _, v := range r.Reviews {
+		add("台帳見直し", v.ID, v.Name, v.Department, v.LastReviewed, strconv.FormatBool(v.Overdue))
+	}
+	for _, a := range r.CarryOuts {
+		add("持出し", a.ID, a.Requester, a.Serial, a.Host, a.Approver, a.Status)
+	}
+	for _, d := range r.Disposals {
+		add("廃棄", d.ID, d.Date, d.Item, d.Method, d.Responsible)
+	}
+	for _, in := range r.Incidents {
+		add("事故", in.ID, in.Title, in.DiscoveredAt.In(JST).Format(time.DateTime), strconv.Itoa(in.Persons), in.Status)
+	}
+	for _, a := range r.Access {
+		add("アクセス記録", a.RegisterID, a.Name, strconv.FormatInt(a.Events, 10), strconv.FormatInt(a.Users, 10))
+	}
+	in := r.Integrity
+	add("完全性", "開始", strconv.FormatInt(in.StartSize, 10), in.StartRoot)
+	add("完全性", "終了", strconv.FormatInt(in.EndSize, 10), in.EndRoot)
+	add("完全性", "検証", strconv.FormatBool(in.Verified), in.Statement)
+	if _, err := io.WriteString(w, "\ufeff"); err != nil {
+		return err
+	}
+	cw := csv.NewWriter(w)
+	cw.UseCRLF = true
+	for _, row := range rows {
+		for i := range row {
+			row[i] = incident.CSVSafe(row[i])
+		}
+		if err := cw.Write(row); err != nil {
+			return fmt.Errorf("report: csv: %w", err)
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
