@@ -160,6 +160,9 @@ type Config struct {
 	// read at once per agent certificate and per source address (more are
 	// refused with 429); 0 means 2 and 32.
 	BodyReadsPerAgent, BodyReadsPerSource int
+	// Role says this node's role for GET /readyz (writer or standby); nil
+	// means writer.
+	Role func() string
 	// Registerer receives the metrics besides the server's own registry;
 	// nil is fine.
 	Registerer prometheus.Registerer

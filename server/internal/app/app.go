@@ -103,7 +103,7 @@ type Config struct {
 func rootHandler(apiH, ui http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", ui)
-	for _, p := range []string{"/v1/", "/api/", "/healthz", "/metrics"} {
+	for _, p := range []string{"/v1/", "/api/", "/healthz", "/readyz", "/metrics"} {
 		mux.Handle(p, apiH)
 	}
 	return mux
