@@ -263,8 +263,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := regs.EnsureBuiltinPacks(ctx); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
+	// Revoked agent certificates, kept current from etcd for as long as
+	// the checkpointer runs (the server's life).
+	revoked := &pki.Revocations{}
+	if err := s.state.WatchRevoked(cpCtx, revoked.Replace); err != nil {
+		return nil, fmt.Errorf("app: revoked certificates: %w", err)
+	}
 	if s.api, err = api.New(api.Config{Store: storeAdapter{s.store}, State: stateAdapter{s.state}, CA: s.ca,
 		Evidence: evidenceAdapter{exporter}, Compliance: s.tracker, Registers: regs,
+		Revocation: stateAdapter{s.state}, Revoked: revoked.Revoked,
 		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log}); err != nil {
 		return nil, err
 	}
@@ -280,6 +287,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("app: listen: %w", err)
 	}
 	tlsCfg := s.ca.ServerTLS()
+	tlsCfg.VerifyConnection = revoked.VerifyConnection
 	s.ln = tls.NewListener(ln, tlsCfg)
 	s.http = &http.Server{
 		Handler:           rootHandler(s.api.Handler(), ui),

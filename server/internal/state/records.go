@@ -82,6 +82,9 @@ type Agent struct {
 	Department string    `json:"department,omitempty"`
 	CertSerial string    `json:"cert_serial"`
 	Enrolled   time.Time `json:"enrolled"`
+	// Disabled agents keep their record and evidence; their certificate
+	// is refused (SetAgentDisabled).
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // PutAgent creates or replaces an agent's record.
