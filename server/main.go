@@ -25,6 +25,8 @@ const usage = `usage:
   mamori-server uninstall|start|stop
   mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD]
                                    check an evidence bundle offline (exit 0 only if intact)
+  mamori-server tokens list|create|revoke, agents disable|enable
+                                   list and revoke credentials of a running server ("tokens" for help)
   mamori-server version
 
 serve and install flags:
@@ -49,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdService(cmd, rest, stdout, stderr)
 	case "register", "policy":
 		err = cmdAdmin(cmd, rest, stdout, stderr)
+	case "tokens", "agents":
+		err = cmdTokens(cmd, rest, stdout, stderr)
 	case "verify":
 		err = cmdVerify(rest, stdout, stderr)
 	case "version", "--version", "-version":
