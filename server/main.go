@@ -24,10 +24,17 @@ const usage = `usage:
   mamori-server serve [flags]      run in the foreground (or under the service manager)
   mamori-server install [flags]    install as a system service (Windows service / systemd unit) running "serve"
   mamori-server uninstall|start|stop
+<<<<<<< HEAD
   mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD|WITNESS_DIR] [--lang en|ja]
                                    check an evidence bundle offline (exit 0 intact, 1 not, 2 could not check)
   mamori-server witness --server URL --token T --pubkey FILE --state DIR [--once]
                                    keep the log's checkpoints elsewhere and alarm on a fork (exit 0/1/2)
+=======
+  mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD]
+                                   check an evidence bundle offline (exit 0 only if intact)
+  mamori-server tokens list|create|revoke, agents disable|enable
+                                   list and revoke credentials of a running server ("tokens" for help)
+>>>>>>> issue-13
   mamori-server version
 
 serve and install flags:
@@ -52,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdService(cmd, rest, stdout, stderr)
 	case "register", "policy":
 		err = cmdAdmin(cmd, rest, stdout, stderr)
+	case "tokens", "agents":
+		err = cmdTokens(cmd, rest, stdout, stderr)
 	case "verify":
 		err = cmdVerify(rest, stdout, stderr)
 	case "witness":

@@ -91,12 +91,15 @@ type EnrollToken struct {
 type APIToken struct {
 	ID, Name, Role string
 	Created        time.Time
+	Expires        time.Time // zero: does not expire (the bootstrap admin token)
+	CreatedBy      string
 }
 
 // Agent is an enrolled agent's static record.
 type Agent struct {
 	ID, Hostname, OS, Arch, OSVersion, Department, CertSerial string
 	Enrolled                                                  time.Time
+	Disabled                                                  bool
 }
 
 // ControlPlane is the part of the control-plane state (etcd) the API uses.
@@ -164,6 +167,17 @@ type Config struct {
 	// read at once per agent certificate and per source address (more are
 	// refused with 429); 0 means 2 and 32.
 	BodyReadsPerAgent, BodyReadsPerSource int
+	// Revocation lists and revokes tokens and disables agents; nil leaves
+	// GET /api/v1/tokens, DELETE /api/v1/tokens/{id} and the agent
+	// disable/enable routes out.
+	Revocation Revocation
+	// Revoked reports a revoked certificate serial (pki.Revocations); the
+	// agent plane refuses it on connections opened before the revocation.
+	// nil: none.
+	Revoked func(serial string) bool
+	// Role says this node's role for GET /readyz (writer or standby); nil
+	// means writer.
+	Role func() string
 	// Registerer receives the metrics besides the server's own registry;
 	// nil is fine.
 	Registerer prometheus.Registerer

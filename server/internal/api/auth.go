@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/mamori/mamori/server/internal/pki"
 )
 
 type ctxKey int
@@ -27,13 +29,17 @@ func (s *Server) agent(h http.HandlerFunc) http.HandlerFunc {
 			s.fail(w, r, http.StatusUnauthorized, "client certificate carries no agent id")
 			return
 		}
+		if s.cfg.Revoked != nil && len(r.TLS.PeerCertificates) > 0 && s.cfg.Revoked(pki.Serial(r.TLS.PeerCertificates[0])) {
+			s.fail(w, r, http.StatusForbidden, "client certificate revoked")
+			return
+		}
 		known, err := s.knownAgent(r.Context(), id)
 		if err != nil {
 			s.internal(w, r, "agent lookup", err)
 			return
 		}
 		if !known {
-			s.fail(w, r, http.StatusForbidden, "agent "+id+" is not enrolled")
+			s.fail(w, r, http.StatusForbidden, "agent "+id+" is not enrolled or is disabled")
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), agentKey, id)))
@@ -51,11 +57,15 @@ func (s *Server) knownAgent(ctx context.Context, id string) (bool, error) {
 	if ok {
 		return true, nil
 	}
-	if _, err := s.cfg.State.GetAgent(ctx, id); err != nil {
+	a, err := s.cfg.State.GetAgent(ctx, id)
+	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return false, nil
 		}
 		return false, err
+	}
+	if a.Disabled {
+		return false, nil
 	}
 	s.rememberAgent(id)
 	return true, nil
@@ -95,6 +105,9 @@ func (s *Server) admin(need access, h http.HandlerFunc) http.HandlerFunc {
 			}
 			s.internal(w, r, "token lookup", err)
 			return
+		}
+		if !t.Expires.IsZero() { // a person's token: every use is recorded, refused ones too
+			s.recordTokenUse(r, t)
 		}
 		switch t.Role {
 		case RoleAdmin:

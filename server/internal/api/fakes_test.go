@@ -73,7 +73,7 @@ func (m *memStore) Query(ctx context.Context, f Filter) (Page, error) {
 	defer m.mu.Unlock()
 	start := 0
 	if f.Cursor != "" {
-		if _, err := fmt.Sscanf(f.Cursor, "c%d", &start); err != nil {
+		if _, err := fmt.Sscanf(f.Cursor, "%d", &start); err != nil { // decimal, as the API checks
 			return Page{}, fmt.Errorf("memstore: %w", ErrBadCursor)
 		}
 	}
@@ -86,7 +86,7 @@ func (m *memStore) Query(ctx context.Context, f Filter) (Page, error) {
 			continue
 		}
 		if len(p.Events) == f.Limit {
-			p.Next = fmt.Sprintf("c%d", i)
+			p.Next = fmt.Sprintf("%d", i)
 			break
 		}
 		p.Events = append(p.Events, e)

@@ -10,6 +10,7 @@ import (
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.Handle("GET /metrics", s.metrics.handler())
 
 	// Agent plane: enrollment is open (the token authenticates), the rest
@@ -31,6 +32,12 @@ func (s *Server) routes() *http.ServeMux {
 	}
 	mux.HandleFunc("GET /api/v1/checkpoint", s.admin(readOnly, s.handleCheckpoint))
 	mux.HandleFunc("GET /api/v1/export", s.admin(readOnly, s.handleExport))
+	if s.cfg.Revocation != nil {
+		mux.HandleFunc("GET /api/v1/tokens", s.admin(readOnly, s.handleListTokens))
+		mux.HandleFunc("DELETE /api/v1/tokens/{id}", s.admin(write, s.handleRevokeToken))
+		mux.HandleFunc("POST /api/v1/agents/{id}/disable", s.admin(write, s.handleSetAgentDisabled(true)))
+		mux.HandleFunc("POST /api/v1/agents/{id}/enable", s.admin(write, s.handleSetAgentDisabled(false)))
+	}
 	s.registerRoutes(mux)
 	s.adminRoutes(mux)
 	mux.HandleFunc("/api/v1/", s.admin(readOnly, func(w http.ResponseWriter, r *http.Request) {

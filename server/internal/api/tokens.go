@@ -14,10 +14,7 @@ const (
 	MaxTokenUses = 100000
 )
 
-type tokenRequest struct {
-	TTL  string `json:"ttl"`
-	Uses int    `json:"uses"`
-}
+type tokenRequest = personTokenRequest
 
 type tokenResponse struct {
 	Token   string    `json:"token"`
@@ -26,12 +23,26 @@ type tokenResponse struct {
 	Uses    int       `json:"uses"`
 }
 
-// handleCreateToken mints an enrollment token. The plaintext is shown once,
+// handleCreateToken mints an enrollment token, or with "kind": "api" an
+// expiring API token for a person (createPersonToken). The plaintext is shown once,
 // here; the server stream records the token's id, never its secret.
 func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	var req tokenRequest
 	if err := decodeStrict(w, r, 4<<10, &req); err != nil {
 		s.fail(w, r, statusOf(err), err.Error())
+		return
+	}
+	switch req.Kind {
+	case "", "enroll":
+	case "api":
+		s.createPersonToken(w, r, req)
+		return
+	default:
+		s.fail(w, r, http.StatusBadRequest, "kind: want enroll (the default) or api")
+		return
+	}
+	if req.Name != "" || req.Role != "" {
+		s.fail(w, r, http.StatusBadRequest, "name and role are for kind api")
 		return
 	}
 	ttl, err := time.ParseDuration(req.TTL)

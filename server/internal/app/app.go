@@ -110,7 +110,7 @@ type Config struct {
 func rootHandler(apiH, ui http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", ui)
-	for _, p := range []string{"/v1/", "/api/", "/healthz", "/metrics"} {
+	for _, p := range []string{"/v1/", "/api/", "/healthz", "/readyz", "/metrics"} {
 		mux.Handle(p, apiH)
 	}
 	return mux
@@ -297,8 +297,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Revoked agent certificates, kept current from etcd for as long as
+	// the checkpointer runs (the server's life).
+	revoked := &pki.Revocations{}
+	if err := s.state.WatchRevoked(cpCtx, revoked.Replace); err != nil {
+		return nil, fmt.Errorf("app: revoked certificates: %w", err)
+	}
 	if s.api, err = api.New(api.Config{Store: storeAdapter{s.store}, State: stateAdapter{s.state}, CA: s.ca,
 		Evidence: evidenceAdapter{exporter}, Compliance: s.tracker, Registers: regs, AdminRoutes: adminRoutes,
+		Revocation: stateAdapter{s.state}, Revoked: revoked.Revoked,
 		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log, Health: s.store.Halted}); err != nil {
 		return nil, err
 	}
@@ -320,6 +327,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 	maxConns := connCap(cfg.MaxConns, fdLimit, fdErr)
 	s.conns = newConnLimiter(ln, maxConns, s.log)
+	tlsCfg.VerifyConnection = revoked.VerifyConnection
 	s.ln = tls.NewListener(s.conns, tlsCfg)
 	s.http = &http.Server{
 		Handler:           rootHandler(s.api.Handler(), ui),

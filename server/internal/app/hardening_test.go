@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"crypto/tls"
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -265,5 +266,36 @@ func TestSmallRefusals(t *testing.T) {
 	// A since= the log has reached still works.
 	if st, _ := adminDownload(t, srv, "/api/v1/export", url.Values{"since": {"0"}}); st != 200 {
 		t.Errorf("export since=0: %d", st)
+	}
+}
+
+// TestReadyz: /readyz says the store and etcd answer and the role; once
+// etcd is gone it answers 503 (quickly), while /healthz stays cheap.
+func TestReadyz(t *testing.T) {
+	srv := start(t, t.TempDir())
+	defer srv.Close()
+	var v struct {
+		Status string            `json:"status"`
+		Role   string            `json:"role"`
+		Checks map[string]string `json:"checks"`
+	}
+	get := func() int {
+		resp, err := httpsClient(srv.CAPEM(), nil).Get(srv.URL() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	if st := get(); st != 200 || v.Status != "ready" || v.Role != "writer" || v.Checks["store"] != "ok" || v.Checks["etcd"] != "ok" {
+		t.Fatalf("readyz: %d %+v", st, v)
+	}
+	srv.State().Client().Close() // etcd unreachable from this node
+	t0 := time.Now()
+	if st := get(); st != 503 || v.Checks["etcd"] == "ok" || time.Since(t0) > 5*time.Second {
+		t.Fatalf("readyz without etcd: %d %+v after %v", st, v, time.Since(t0))
 	}
 }

@@ -20,9 +20,6 @@ type User struct {
 	Disabled bool `json:"disabled,omitempty"`
 }
 
-// minPasswordLen is the shortest password EnsureUser accepts.
-const minPasswordLen = 12
-
 // dummyHash makes CheckPassword for an unknown user cost as much as for a known one.
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("mamori-no-such-user"), bcrypt.DefaultCost)
 
@@ -36,13 +33,9 @@ func (s *State) EnsureUser(ctx context.Context, name, role, password string) err
 	if err := checkRole(role); err != nil {
 		return err
 	}
-	// bcrypt reads at most 72 bytes; longer would silently be truncated.
-	if len(password) < minPasswordLen || len(password) > 72 {
-		return fmt.Errorf("state: %w: password must be %d..72 bytes", ErrInvalid, minPasswordLen)
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	hash, err := hashPassword(name, password)
 	if err != nil {
-		return fmt.Errorf("state: hash password: %w", err)
+		return err
 	}
 	b, err := json.Marshal(User{Name: name, Role: role, PasswordHash: hash, Created: s.now().UTC()})
 	if err != nil {
@@ -73,7 +66,7 @@ func (s *State) CheckPassword(ctx context.Context, name, password string) (User,
 	if err := json.Unmarshal(b, &u); err != nil {
 		return User{}, fmt.Errorf("state: decode user: %w", err)
 	}
-	if bcrypt.CompareHashAndPassword(u.PasswordHash, []byte(password)) != nil || u.Disabled {
+	if comparePassword(u.PasswordHash, password) != nil || u.Disabled {
 		return User{}, ErrBadCredentials
 	}
 	return u, nil
@@ -89,6 +82,9 @@ type Agent struct {
 	Department string    `json:"department,omitempty"`
 	CertSerial string    `json:"cert_serial"`
 	Enrolled   time.Time `json:"enrolled"`
+	// Disabled agents keep their record and evidence; their certificate
+	// is refused (SetAgentDisabled).
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // PutAgent creates or replaces an agent's record.

@@ -45,6 +45,10 @@ type APIToken struct {
 	Name    string    `json:"name"`
 	Role    string    `json:"role"`
 	Created time.Time `json:"created"`
+	// Expires is zero for the bootstrap admin token and set for tokens
+	// made for people (CreatePersonToken).
+	Expires   time.Time `json:"expires,omitzero"`
+	CreatedBy string    `json:"created_by,omitempty"`
 }
 
 // NewToken returns a fresh random URL-safe token (256 bits, 43 characters),
@@ -298,6 +302,9 @@ func (s *State) LookupAPIToken(ctx context.Context, plaintext string) (APIToken,
 	var t APIToken
 	if err := json.Unmarshal(b, &t); err != nil {
 		return APIToken{}, fmt.Errorf("state: decode api token: %w", err)
+	}
+	if !t.Expires.IsZero() && !s.now().Before(t.Expires) {
+		return APIToken{}, fmt.Errorf("state: api token %s expired: %w", t.ID, ErrNotFound)
 	}
 	return t, nil
 }

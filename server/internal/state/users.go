@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-
-	"golang.org/x/crypto/bcrypt"
 )
 
 // ListUsers returns every web UI user ordered by name (hashes included;
@@ -35,7 +33,7 @@ func (s *State) CreateUser(ctx context.Context, name, role, password string) err
 	if err := checkRole(role); err != nil {
 		return err
 	}
-	hash, err := hashPassword(password)
+	hash, err := hashPassword(name, password)
 	if err != nil {
 		return err
 	}
@@ -78,7 +76,7 @@ func (s *State) UpdateUser(ctx context.Context, name string, c UserChange) (User
 		u.Disabled = *c.Disabled
 	}
 	if c.Password != nil {
-		if u.PasswordHash, err = hashPassword(*c.Password); err != nil {
+		if u.PasswordHash, err = hashPassword(name, *c.Password); err != nil {
 			return User{}, err
 		}
 	}
@@ -90,16 +88,4 @@ func (s *State) UpdateUser(ctx context.Context, name string, c UserChange) (User
 		return User{}, err
 	}
 	return u, nil
-}
-
-func hashPassword(password string) ([]byte, error) {
-	// bcrypt reads at most 72 bytes; longer would silently be truncated.
-	if len(password) < minPasswordLen || len(password) > 72 {
-		return nil, fmt.Errorf("state: %w: password must be %d..72 bytes", ErrInvalid, minPasswordLen)
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
-	if err != nil {
-		return nil, fmt.Errorf("state: hash password: %w", err)
-	}
-	return hash, nil
 }

@@ -115,3 +115,11 @@ func TestLockoutPerSource(t *testing.T) {
 		t.Fatalf("admin from a clean source while the attack runs: %d, want 303", a.status)
 	}
 }
+
+// TestHSTS: the UI tells browsers to use HTTPS only.
+func TestHSTS(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	if h := newBrowser(t, srv).get("/login").header.Get("Strict-Transport-Security"); !strings.HasPrefix(h, "max-age=") {
+		t.Fatalf("Strict-Transport-Security: %q", h)
+	}
+}

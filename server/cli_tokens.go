@@ -1,0 +1,135 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"text/tabwriter"
+	"time"
+)
+
+const tokensUsage = `usage:
+  mamori-server tokens list [client flags]                       list enrollment and API tokens (never their secrets)
+  mamori-server tokens create [enroll] --ttl D --uses N [client flags]
+                                                                 a new enrollment token, printed once
+  mamori-server tokens create api --name WHO --role auditor|manager|admin --ttl D [client flags]
+                                                                 an expiring API token for a person, printed once
+  mamori-server tokens revoke ID [client flags]                  revoke a token at once
+  mamori-server agents disable|enable ID [client flags]          refuse (or accept again) an agent's certificate;
+                                                                 its record and evidence stay
+
+client flags:
+`
+
+// cmdTokens runs "tokens ..." and "agents ..." against a running server.
+func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
+	f := newAdminFlags(stderr)
+	ttl := f.fs.Duration("ttl", 24*time.Hour, "tokens create: how long the token is valid")
+	uses := f.fs.Int("uses", 1, "tokens create enroll: how many enrollments")
+	name := f.fs.String("name", "", "tokens create api: the person or script the token is for")
+	role := f.fs.String("role", "auditor", "tokens create api: auditor and manager read, admin also writes")
+	f.fs.Usage = func() { fmt.Fprint(stderr, tokensUsage); f.fs.PrintDefaults() }
+	if len(args) == 0 {
+		f.fs.Usage()
+		return usageError{fmt.Errorf("%s: subcommand required", cmd)}
+	}
+	sub, rest := args[0], args[1:]
+	var pos []string
+	for {
+		if err := f.fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return usageError{err}
+		}
+		if f.fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, f.fs.Arg(0))
+		rest = f.fs.Args()[1:]
+	}
+	want := map[string]int{"tokens list": 0, "tokens create": 0, "tokens revoke": 1, "agents disable": 1, "agents enable": 1}
+	n, ok := want[cmd+" "+sub]
+	if !ok {
+		f.fs.Usage()
+		return usageError{fmt.Errorf("unknown command %q", cmd+" "+sub)}
+	}
+	kind := "enroll"
+	if cmd+" "+sub == "tokens create" && len(pos) == 1 {
+		kind, pos = pos[0], nil
+		if kind != "enroll" && kind != "api" {
+			return usageError{fmt.Errorf("tokens create: %q is not enroll or api", kind)}
+		}
+	}
+	if len(pos) != n {
+		return usageError{fmt.Errorf("%s %s: want %d argument(s), got %d", cmd, sub, n, len(pos))}
+	}
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	switch cmd + " " + sub {
+	case "tokens list":
+		var ans struct {
+			Tokens []struct {
+				ID, Kind, Name, Role, CreatedBy string
+				Created                         time.Time
+				Expires                         *time.Time
+				UsesLeft                        *int `json:"uses_left"`
+				Expired                         bool
+			} `json:"tokens"`
+		}
+		if err := c.call("GET", "/api/v1/tokens", "", nil, &ans); err != nil {
+			return fmt.Errorf("tokens list: %w", err)
+		}
+		tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tKIND\tNAME\tROLE\tCREATED\tEXPIRES\tUSES LEFT\tSTATE")
+		for _, t := range ans.Tokens {
+			exp, left, st := "never", "-", "valid"
+			if t.Expires != nil {
+				exp = t.Expires.Format(time.RFC3339)
+			}
+			if t.UsesLeft != nil {
+				left = fmt.Sprint(*t.UsesLeft)
+			}
+			if t.Expired {
+				st = "expired"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Kind, t.Name, t.Role, t.Created.Format(time.RFC3339), exp, left, st)
+		}
+		return tw.Flush()
+	case "tokens create":
+		body := map[string]any{"kind": kind, "ttl": ttl.String()}
+		if kind == "api" {
+			body["name"], body["role"] = *name, *role
+		} else {
+			body["uses"] = *uses
+		}
+		var ans struct {
+			Token, ID string
+			Expires   time.Time
+		}
+		b, _ := json.Marshal(body)
+		if err := c.call("POST", "/api/v1/tokens", "application/json", b, &ans); err != nil {
+			return fmt.Errorf("tokens create: %w", err)
+		}
+		fmt.Fprintf(stdout, "%s\n", ans.Token)
+		fmt.Fprintf(stderr, "token %s (%s) valid until %s; it is shown only this once\n", ans.ID, kind, ans.Expires.Format(time.RFC3339))
+	case "tokens revoke":
+		var ans map[string]any
+		if err := c.call("DELETE", "/api/v1/tokens/"+url.PathEscape(pos[0]), "", nil, &ans); err != nil {
+			return fmt.Errorf("tokens revoke: %w", err)
+		}
+		fmt.Fprintf(stdout, "token %s revoked\n", pos[0])
+	case "agents disable", "agents enable":
+		var ans map[string]any
+		if err := c.call("POST", "/api/v1/agents/"+url.PathEscape(pos[0])+"/"+sub, "", nil, &ans); err != nil {
+			return fmt.Errorf("agents %s: %w", sub, err)
+		}
+		fmt.Fprintf(stdout, "agent %s %sd\n", pos[0], sub)
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/pki"
+	"github.com/mamori/mamori/server/internal/state"
+)
+
+// TestTokensCLI creates, lists and revokes tokens and disables an agent
+// through the CLI against a real server.
+func TestTokensCLI(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(append(args, "--server", srv.URL(), "--data-dir", dir), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	code, tok, errs := cli("tokens", "create", "api", "--name", "audit-script", "--role", "auditor", "--ttl", "720h")
+	if code != 0 || len(strings.TrimSpace(tok)) < 40 || !strings.Contains(errs, "shown only this once") {
+		t.Fatalf("create: %d %q %q", code, tok, errs)
+	}
+	code, list, errs := cli("tokens", "list")
+	if code != 0 || !strings.Contains(list, "audit-script") || !strings.Contains(list, "enroll") || strings.Contains(list, strings.TrimSpace(tok)) {
+		t.Fatalf("list: %d %q %q", code, list, errs)
+	}
+	var id string
+	for _, l := range strings.Split(list, "\n") {
+		if strings.Contains(l, "audit-script") {
+			id = strings.Fields(l)[0]
+		}
+	}
+	if code, out, errs := cli("tokens", "revoke", id); code != 0 || !strings.Contains(out, "revoked") {
+		t.Fatalf("revoke: %d %q %q", code, out, errs)
+	}
+	if code, _, _ := cli("tokens", "revoke", id); code == 0 {
+		t.Fatal("revoking twice succeeded")
+	}
+	if code, _, errs := cli("tokens", "frobnicate"); code != 2 {
+		t.Fatalf("unknown subcommand: %d %q", code, errs)
+	}
+	// agents disable/enable on an enrolled agent record.
+	id = pki.NewAgentID()
+	if err := srv.State().PutAgent(context.Background(), stateAgent(id)); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"disable", "enable"} {
+		if code, out, errs := cli("agents", sub, id); code != 0 || !strings.Contains(out, sub+"d") {
+			t.Fatalf("agents %s: %d %q %q", sub, code, out, errs)
+		}
+	}
+}
+
+func stateAgent(id string) state.Agent {
+	return state.Agent{ID: id, Hostname: "pc-1", OS: "linux", Arch: "amd64", CertSerial: "0a0b"}
+}

@@ -1,0 +1,52 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+)
+
+// readyTimeout bounds each readiness probe, so that a hung etcd or store
+// answers 503 quickly instead of hanging the load balancer's check.
+const readyTimeout = 2 * time.Second
+
+// readyView is the body of GET /readyz.
+type readyView struct {
+	Status string            `json:"status"` // ready | not ready
+	Role   string            `json:"role"`   // writer | standby
+	Checks map[string]string `json:"checks"` // "ok" or what failed
+}
+
+// handleReadyz says whether this node can serve its role: the event store
+// answers and etcd answers (a read of one key). /healthz stays a cheap
+// liveness answer that touches neither.
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	v := readyView{Status: "ready", Role: "writer", Checks: map[string]string{}}
+	if s.cfg.Role != nil {
+		v.Role = s.cfg.Role()
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	check := func(name string, err error) {
+		if err == nil {
+			v.Checks[name] = "ok"
+			return
+		}
+		v.Status = "not ready"
+		v.Checks[name] = "failed"
+		s.log.Warn().Err(err).Str("check", name).Msg("api: not ready")
+	}
+	_, err := s.cfg.Store.TreeSize(ctx)
+	check("store", err)
+	_, err = s.cfg.State.GetAgent(ctx, "readyz-probe")
+	if errors.Is(err, ErrNotFound) {
+		err = nil
+	}
+	check("etcd", err)
+	status := http.StatusOK
+	if v.Status != "ready" {
+		status = http.StatusServiceUnavailable
+	}
+	s.writeJSON(w, r, status, v)
+}

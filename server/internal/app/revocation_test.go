@@ -1,0 +1,161 @@
+package app_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/mamori/mamori/shared/wire"
+)
+
+// apiCall sends an admin request with a bearer token and decodes the answer.
+func apiCall(t *testing.T, srvURL string, caPEM []byte, token, method, path string, in, out any) int {
+	t.Helper()
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, srvURL+path, body)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpsClient(caPEM, nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %v in %s", method, path, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+type tokenList struct {
+	Tokens []struct {
+		ID, Kind, Name, Role string
+		Expired              bool
+	} `json:"tokens"`
+}
+
+// TestTokensListedAndRevoked: enrollment tokens and people's API tokens are
+// listed (never their secrets) and revoked; a revoked token stops working
+// at once; every use of a person's token is recorded.
+func TestTokensListedAndRevoked(t *testing.T) {
+	srv := start(t, t.TempDir())
+	defer srv.Close()
+	u, ca, admin := srv.URL(), srv.CAPEM(), srv.AdminToken()
+	var created struct{ Token, ID string }
+	if st := apiCall(t, u, ca, admin, "POST", "/api/v1/tokens", map[string]any{"ttl": "1h", "uses": 5}, &created); st != 201 {
+		t.Fatalf("create enroll token: %d", st)
+	}
+	var person struct{ Token, ID, Role string }
+	if st := apiCall(t, u, ca, admin, "POST", "/api/v1/tokens", map[string]any{"kind": "api", "name": "audit-script", "role": "auditor", "ttl": "720h"}, &person); st != 201 || person.Role != "auditor" {
+		t.Fatalf("create person token: %d %+v", st, person)
+	}
+	var l tokenList
+	if st := apiCall(t, u, ca, admin, "GET", "/api/v1/tokens", nil, &l); st != 200 {
+		t.Fatalf("list: %d", st)
+	}
+	kinds := map[string]string{}
+	for _, tk := range l.Tokens {
+		kinds[tk.ID] = tk.Kind
+	}
+	if kinds[created.ID] != "enroll" || kinds[person.ID] != "api" || len(l.Tokens) < 4 { // + bootstrap enroll and admin tokens
+		t.Fatalf("tokens listed: %+v", l.Tokens)
+	}
+	raw, _ := json.Marshal(l)
+	if strings.Contains(string(raw), created.Token) || strings.Contains(string(raw), person.Token) || strings.Contains(string(raw), admin) {
+		t.Fatal("a token secret is in the list")
+	}
+
+	// The auditor's token reads, cannot write, and each use is recorded.
+	if st := apiCall(t, u, ca, person.Token, "GET", "/api/v1/events?limit=1", nil, nil); st != 200 {
+		t.Fatalf("auditor token read: %d", st)
+	}
+	if st := apiCall(t, u, ca, person.Token, "DELETE", "/api/v1/tokens/"+created.ID, nil, nil); st != 403 {
+		t.Fatalf("auditor token revoking: %d, want 403", st)
+	}
+	var uses queried
+	adminGet(t, u, admin, ca, "/api/v1/events", url.Values{"type": {"api.token_used"}}, &uses)
+	if len(uses.Events) != 2 || uses.Events[0].User != "audit-script" {
+		t.Fatalf("token uses recorded: %+v", uses.Events)
+	}
+
+	// Revoke both: enrolling and reading stop at once.
+	for _, id := range []string{created.ID, person.ID} {
+		if st := apiCall(t, u, ca, admin, "DELETE", "/api/v1/tokens/"+id, nil, nil); st != 200 {
+			t.Fatalf("revoke %s: %d", id, st)
+		}
+	}
+	if st := apiCall(t, u, ca, person.Token, "GET", "/api/v1/events?limit=1", nil, nil); st != 401 {
+		t.Fatalf("revoked person token: %d, want 401", st)
+	}
+	req, _ := json.Marshal(wire.EnrollRequest{Token: created.Token, CSR: "x", Hostname: "pc", OS: "linux", Arch: "amd64"})
+	resp, err := httpsClient(ca, nil).Post(u+wire.PathEnroll, "application/json", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+		t.Fatalf("enroll with a revoked token: %d", resp.StatusCode)
+	}
+	for _, bad := range []string{"..%2Fx", "0123456789abcdef", "zz"} {
+		if st := apiCall(t, u, ca, admin, "DELETE", "/api/v1/tokens/"+bad, nil, nil); st != 404 {
+			t.Errorf("revoke %s: %d, want 404", bad, st)
+		}
+	}
+	var revoked queried
+	adminGet(t, u, admin, ca, "/api/v1/events", url.Values{"type": {"token.revoked"}}, &revoked)
+	if len(revoked.Events) != 2 {
+		t.Fatalf("token.revoked events: %d", len(revoked.Events))
+	}
+}
+
+// TestAgentDisabledAtTLS: a disabled agent keeps its record and evidence
+// but its certificate is refused in the handshake (and on a connection it
+// already had open); enabled again, it ships as before.
+func TestAgentDisabledAtTLS(t *testing.T) {
+	srv := start(t, t.TempDir())
+	defer srv.Close()
+	u, ca, admin := srv.URL(), srv.CAPEM(), srv.AdminToken()
+	a := enroll(t, u, srv.EnrollToken(), srv.CAFingerprint(), ca, "pc-stolen")
+	if _, err := a.send(a.events(2)); err != nil {
+		t.Fatal(err)
+	}
+	if st := apiCall(t, u, ca, admin, "POST", "/api/v1/agents/"+a.id+"/disable", nil, nil); st != 200 {
+		t.Fatalf("disable: %d", st)
+	}
+	// The connection the agent already had open: refused by the agent plane.
+	if st, body, err := a.post([]byte(`{"events":[]}`), nil); err == nil && st != 403 {
+		t.Fatalf("open connection after disable: %d %s", st, body)
+	}
+	// A new connection: refused in the TLS handshake.
+	fresh := httpsClient(ca, &agentTLS(a).Certificates[0])
+	_, err := fresh.Post(u+wire.PathEvents, "application/json", strings.NewReader(`{}`))
+	if err == nil || !strings.Contains(err.Error(), "revoked") && !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("new connection with a revoked certificate: %v", err)
+	}
+	// Evidence intact: its events are still there and listed.
+	if evs := allEvents(t, srv, a.id); len(evs) != 2 {
+		t.Fatalf("events after disable: %d", len(evs))
+	}
+	if st := apiCall(t, u, ca, admin, "POST", "/api/v1/agents/"+a.id+"/enable", nil, nil); st != 200 {
+		t.Fatalf("enable: %d", st)
+	}
+	a.c = httpsClient(ca, &agentTLS(a).Certificates[0])
+	if _, err := a.send(a.events(1)); err != nil {
+		t.Fatalf("after enable: %v", err)
+	}
+	for _, p := range []string{"..%2Fx", "no-such-agent"} {
+		if st := apiCall(t, u, ca, admin, "POST", "/api/v1/agents/"+p+"/disable", nil, nil); st != 404 {
+			t.Errorf("disable %s: %d, want 404", p, st)
+		}
+	}
+}
