@@ -14,21 +14,52 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 )
 
-// version is set at build time (-ldflags "-X main.version=...").
-var version = "dev"
+// Set at build time: -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
+var version, commit, date string
 
-const usage = `usage:
-  mamori-server serve [flags]      run in the foreground (or under the service manager)
-  mamori-server install [flags]    install as a system service (Windows service / systemd unit) running "serve"
-  mamori-server uninstall|start|stop
-  mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD]
+const usage = `usage: mamori-server COMMAND [flags]     (mamori-server COMMAND --help lists its flags)
+
+commands:
+  serve [flags]                    run in the foreground (or under the service manager)
+  install [flags]                  install as a system service (Windows service / systemd unit) running "serve"
+  uninstall                        remove that service
+  start                            start the service
+  stop                             stop the service
+  verify BUNDLE --pubkey FILE [--checkpoint OLD]
                                    check an evidence bundle offline (exit 0 only if intact)
-  mamori-server version
+  register import FILE | export    registers as Excel CSV, against a running server (admin token)
+  policy apply FILE                validate a policy YAML and apply it on a running server
+  version                          print the version, commit and build date
+  help                             print this
 
 serve and install flags:
 `
+
+// versionString is "VERSION (commit C, built D, goX os/arch)", falling back
+// to the toolchain's VCS stamp.
+func versionString() string {
+	v, c, d := version, commit, date
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			switch {
+			case s.Key == "vcs.revision" && c == "":
+				c = s.Value
+			case s.Key == "vcs.time" && d == "":
+				d = s.Value
+			}
+		}
+	}
+	for _, p := range []*string{&v, &c, &d} {
+		if *p == "" {
+			*p = "unknown"
+		}
+	}
+	return fmt.Sprintf("%s (commit %s, built %s, %s %s/%s)", v, c, d, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -38,7 +69,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		newFlags(io.Discard).fs.PrintDefaults()
+		f := newFlags(stderr)
+		f.fs.SetOutput(stderr)
+		f.fs.PrintDefaults()
 		return 2
 	}
 	var err error
@@ -52,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "verify":
 		err = cmdVerify(rest, stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "mamori-server", version)
+		fmt.Fprintln(stdout, "mamori-server", versionString())
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		f := newFlags(stdout)

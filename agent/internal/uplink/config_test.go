@@ -109,7 +109,7 @@ func TestEnrollFromConfigFailsOverInOrder(t *testing.T) {
 	// Every server down: each one's error is reported.
 	c.Servers = []string{closedURL(t), closedURL(t)}
 	_, err = EnrollFromConfig(context.Background(), t.TempDir(), c)
-	if err == nil || strings.Count(err.Error(), "connect to") != 2 {
+	if err == nil || strings.Count(err.Error(), "connect to") != 2 || !strings.Contains(err.Error(), "is mamori-server running there") {
 		t.Fatalf("all down: %v", err)
 	}
 }
