@@ -44,7 +44,7 @@ sign() { # sign FILE DESCRIPTION: in place, then verify
 	osslsigncode sign -certs "$SIGN_CERT" -key "$SIGN_KEY" "${pass[@]}" -h sha256 -n "$2" \
 		-i https://github.com/mamori/mamori "${ts[@]}" -in "$f" -out "$f.signed" >/dev/null
 	mv "$f.signed" "$f"
-	osslsigncode verify -CAfile "$SIGN_CERT" -in "$f" | grep -q "Signature verification: ok" ||
+	grep -q "Signature verification: ok" <<<"$(osslsigncode verify -CAfile "$SIGN_CERT" -in "$f" 2>&1)" ||
 		{ echo "dist: signature of $f does not verify" >&2; osslsigncode verify -CAfile "$SIGN_CERT" -in "$f" >&2; exit 1; }
 	echo "signed and verified: $f"
 }

@@ -29,7 +29,7 @@ openssl req -x509 -newkey rsa:3072 -nodes -days 2 -subj "/CN=Mamori CI test sign
 step "make dist (signed)"
 timeout 1200 make dist SIGN_CERT="$work/sign-cert.pem" SIGN_KEY="$work/sign-key.pem"
 for f in mamori-agent.msi mamori-server.msi mamori-agent.exe mamori-server.exe; do
-	osslsigncode verify -CAfile "$work/sign-cert.pem" -in "dist/$f" | grep -q "Signature verification: ok" ||
+	grep -q "Signature verification: ok" <<<"$(osslsigncode verify -CAfile "$work/sign-cert.pem" -in "dist/$f" 2>&1)" ||
 		fail "dist/$f: Authenticode signature does not verify"
 	echo "signature ok: dist/$f"
 done
@@ -43,14 +43,17 @@ done
 step "MSI tables (msiinfo)"
 msi=dist/mamori-agent.msi
 msiinfo tables "$msi" | sort | tr '\n' ' '; echo
-msiinfo export "$msi" ServiceInstall
-msiinfo export "$msi" CustomAction
-msiinfo export "$msi" Property
-msiinfo export "$msi" ServiceInstall | grep -q "MamoriAgent.*LocalSystem" || fail "ServiceInstall: no MamoriAgent as LocalSystem"
-msiinfo export "$msi" Property | grep -qP '^MsiHiddenProperties\tTOKEN\r?$' || fail "MsiHiddenProperties does not hide TOKEN"
-msiinfo export "$msi" CustomAction | grep -q 'configure -installer -server "\[SERVER\]" -token "\[TOKEN\]" -ca-hash "\[CAHASH\]"' ||
+# Captured first: grep -q closing a pipe early would fail it under pipefail.
+services=$(msiinfo export "$msi" ServiceInstall)
+actions=$(msiinfo export "$msi" CustomAction)
+props=$(msiinfo export "$msi" Property | tr -d '\r')
+printf '%s\n' "$services" "$actions" "$props"
+grep -q "MamoriAgent.*LocalSystem" <<<"$services" || fail "ServiceInstall: no MamoriAgent as LocalSystem"
+grep -qx $'MsiHiddenProperties\tTOKEN' <<<"$props" || fail "MsiHiddenProperties does not hide TOKEN"
+grep -q 'configure -installer -server "\[SERVER\]" -token "\[TOKEN\]" -ca-hash "\[CAHASH\]"' <<<"$actions" ||
 	fail "ConfigureAgent custom action missing"
-msiinfo export dist/mamori-server.msi ServiceInstall | grep -q "MamoriServer.*LocalSystem" || fail "server MSI: no MamoriServer service"
+srv=$(msiinfo export dist/mamori-server.msi ServiceInstall)
+grep -q "MamoriServer.*LocalSystem" <<<"$srv" || fail "server MSI: no MamoriServer service"
 
 step "MSI under Wine (own prefix)"
 export WINEPREFIX=$work/wine WINEDEBUG=-all
@@ -73,7 +76,7 @@ echo "$key"
 grep -q 'ImagePath.*REG_SZ *"C:\\Program Files\\Mamori\\mamori-agent.exe" run$' <<<"$key" || fail "ImagePath not quoted"
 grep -q 'ObjectName.*LocalSystem' <<<"$key" || fail "service not LocalSystem"
 grep -q 'Start.*0x2$' <<<"$key" || fail "service not automatic"
-w reg query 'HKLM\System\CurrentControlSet\Services\EventLog\Application\MamoriAgent' | tr -d '\r' | grep -q EventMessageFile ||
+grep -q EventMessageFile <<<"$(w reg query 'HKLM\System\CurrentControlSet\Services\EventLog\Application\MamoriAgent')" ||
 	fail "event log source not registered"
 cfg=$c/ProgramData/Mamori/config.json
 [ -f "$cfg" ] || fail "config.json not written"
@@ -84,7 +87,7 @@ assert c["servers"] == ["https://127.0.0.1:9", "https://127.0.0.1:10"], c
 assert c["token"] == sys.argv[2] and c["ca_hash"] == sys.argv[3] and c["department"] == "総務部", c
 PY
 echo "config.json: servers, token, ca hash and department from the properties"
-if tr -d '\0' < "$work/install1.log" | grep -q "$token"; then
+if grep -q "$token" <<<"$(tr -d '\0' < "$work/install1.log")"; then
 	echo "NOTE (Wine only, known): Wine's msiexec writes TOKEN into the /l*v log despite MsiHiddenProperties; check on Windows"
 fi
 
@@ -118,8 +121,9 @@ step "Linux packages"
 for r in dist/*.rpm; do
 	echo "$r:"; rpm -qlp "$r" 2>/dev/null
 done
-rpm -qlp dist/mamori-agent-*.x86_64.rpm 2>/dev/null | grep -qx /usr/bin/mamori-agent || fail "agent rpm lacks the binary"
-rpm -qlp dist/mamori-agent-*.x86_64.rpm 2>/dev/null | grep -qx /usr/lib/systemd/system/mamori-agent.service || fail "agent rpm lacks the unit"
+files=$(rpm -qlp dist/mamori-agent-*.x86_64.rpm 2>/dev/null)
+grep -qx /usr/bin/mamori-agent <<<"$files" || fail "agent rpm lacks the binary"
+grep -qx /usr/lib/systemd/system/mamori-agent.service <<<"$files" || fail "agent rpm lacks the unit"
 if [ "$(id -u)" != 0 ] || ! command -v dpkg >/dev/null; then
 	echo "SKIP dpkg -i: needs root on a Debian machine"
 	exit 0
