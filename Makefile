@@ -2,9 +2,11 @@
 GO      ?= go
 BIN     ?= bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(BUILD_DATE)
 
-.PHONY: help build test test-short test-windows bench demo clean
+.PHONY: help build test test-short test-windows bench demo clean dist test-installers
 
 help:
 	@echo "make demo          build both programs, start the server (embedded etcd + SQLite) and an agent enrolled to it"
@@ -12,6 +14,8 @@ help:
 	@echo "make test-windows  run the agent's tests as windows/amd64 binaries under Wine (.ci/wine/setup first)"
 	@echo "make build         build bin/mamori-server and bin/mamori-agent for this machine, and Windows binaries"
 	@echo "make bench         run the benchmarks once"
+	@echo "make dist          dist/: MSIs, .deb, .rpm, SBOMs, SHA256SUMS (SIGN_CERT=cert.pem SIGN_KEY=key.pem [SIGN_TS=URL] signs)"
+	@echo "make test-installers  make dist signed with a throwaway certificate, MSI tables, msiexec under Wine, dpkg/rpm"
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/mamori-server ./server
@@ -35,5 +39,12 @@ bench:
 demo:
 	./scripts/demo.sh
 
+# Release artefacts; see installers/dist.sh and docs/operations.md.
+dist:
+	VERSION=$(VERSION) COMMIT=$(COMMIT) BUILD_DATE=$(BUILD_DATE) SIGN_CERT=$(SIGN_CERT) SIGN_KEY=$(SIGN_KEY) SIGN_TS=$(SIGN_TS) installers/dist.sh
+
+test-installers:
+	installers/test.sh
+
 clean:
-	rm -rf $(BIN) .demo
+	rm -rf $(BIN) .demo dist

@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -39,5 +41,36 @@ func TestDemoFolderIgnored(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s is not ignored by git (git add -A would commit it): %v %s", p, err, strings.TrimSpace(string(out)))
 		}
+	}
+}
+
+// make demo on a port another program holds says so and names DEMO_PORT,
+// at once and without building or creating anything.
+func TestDemoPortTaken(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("bash not installed")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	root, _ := filepath.Abs("..")
+	if _, err := os.Stat(filepath.Join(root, ".demo")); err == nil {
+		t.Skip(".demo exists (a demo ran here); not touching it")
+	}
+	cmd := exec.Command("bash", filepath.Join(root, "scripts", "demo.sh"))
+	cmd.Env = append(os.Environ(), "DEMO_PORT="+strconv.Itoa(port))
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("demo started on a taken port:\n%s", out)
+	}
+	if !strings.Contains(string(out), "already in use") || !strings.Contains(string(out), "DEMO_PORT=") {
+		t.Fatalf("message does not say the port is taken or name DEMO_PORT:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(root, ".demo")); err == nil {
+		os.RemoveAll(filepath.Join(root, ".demo"))
+		t.Fatal("the refused demo created .demo")
 	}
 }

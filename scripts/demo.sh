@@ -8,6 +8,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${DEMO_PORT:-8443}
 top=$PWD/.demo
+# A taken port would make the server exit with only "Error 1" from make.
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+	what="another program"
+	curl -sk --max-time 2 "https://127.0.0.1:$port/healthz" >/dev/null 2>&1 && what="an HTTPS server (another Mamori demo?)"
+	echo "make demo: port $port on 127.0.0.1 is already in use by $what." >&2
+	echo "  Stop it, or pick another port: DEMO_PORT=$((port + 1)) make demo" >&2
+	exit 1
+fi
+
 mkdir -p "$top/server" "$top/agent" "$top/顧客データ/2026"
 [ -f "$top/顧客データ/2026/顧客名簿.csv" ] || printf '氏名,電話\n山田太郎,03-0000-0000\n' > "$top/顧客データ/2026/顧客名簿.csv"
 
@@ -23,7 +32,14 @@ trap cleanup EXIT INT TERM
 
 for _ in $(seq 1 100); do
 	curl -sk "https://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-	kill -0 "$server" 2>/dev/null || { echo "server failed to start:"; cat "$top/server.log"; exit 1; }
+	if ! kill -0 "$server" 2>/dev/null; then
+		echo "make demo: the server failed to start:" >&2
+		cat "$top/server.log" >&2
+		if grep -q "address already in use" "$top/server.log"; then
+			echo "  Port $port was taken meanwhile; pick another: DEMO_PORT=$((port + 1)) make demo" >&2
+		fi
+		exit 1
+	fi
 	sleep 0.2
 done
 url="https://127.0.0.1:$port"

@@ -208,7 +208,7 @@ func (a *adminClient) call(method, path, ctype string, body []byte, out any) err
 	}
 	resp, err := a.c.Do(req)
 	if err != nil {
-		return err
+		return fmt.Errorf("cannot reach the server at %s: %w\n  check that mamori-server serve runs there (systemctl status mamori-server, or sc query MamoriServer),\n  that --server names its address and port, and that no firewall blocks it", a.base, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)

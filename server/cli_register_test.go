@@ -3,10 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/text/encoding/japanese"
@@ -155,4 +164,36 @@ func TestRegisterCLIOtherKinds(t *testing.T) {
 	if code, _, _ := cli("register", "export", "--kind", "shoes"); code != 2 {
 		t.Fatalf("unknown kind: exit %d", code)
 	}
+}
+
+// policy apply against a server that is down says what to check.
+func TestAdminCLIServerDown(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "admin-token"), []byte("tok\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "ca.pem"), []byte(testCAPEM(t)), 0o600)
+	pol := filepath.Join(dir, "p.yaml")
+	os.WriteFile(pol, []byte("apiVersion: mamori/v1\nkind: Policy\nname: default\ncontrols: {}\n"), 0o600)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	var out, errb bytes.Buffer
+	code := run([]string{"policy", "apply", pol, "--server", "https://" + addr, "--data-dir", dir}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "cannot reach the server at https://"+addr) ||
+		!strings.Contains(errb.String(), "mamori-server serve runs") {
+		t.Fatalf("exit %d: %q", code, errb.String())
+	}
+}
+
+func testCAPEM(t *testing.T) string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }

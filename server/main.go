@@ -15,30 +15,56 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 )
 
-// version is set at build time (-ldflags "-X main.version=...").
-var version = "dev"
+// Set at build time: -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
+var version, commit, date string
 
-const usage = `usage:
-  mamori-server serve [flags]      run in the foreground (or under the service manager)
-  mamori-server install [flags]    install as a system service (Windows service / systemd unit) running "serve"
-  mamori-server uninstall|start|stop
-<<<<<<< HEAD
-  mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD|WITNESS_DIR] [--lang en|ja]
+const usage = `usage: mamori-server COMMAND [flags]     (mamori-server COMMAND --help lists its flags)
+
+commands:
+  serve [flags]                    run in the foreground (or under the service manager)
+  install [flags]                  install as a system service (Windows service / systemd unit) running "serve"
+  uninstall                        remove that service
+  start                            start the service
+  stop                             stop the service
+  verify BUNDLE --pubkey FILE [--checkpoint OLD|WITNESS_DIR] [--lang en|ja]
                                    check an evidence bundle offline (exit 0 intact, 1 not, 2 could not check)
-  mamori-server witness --server URL --token T --pubkey FILE --state DIR [--once]
+  witness --server URL --token T --pubkey FILE --state DIR [--once]
                                    keep the log's checkpoints elsewhere and alarm on a fork (exit 0/1/2)
-=======
-  mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD]
-                                   check an evidence bundle offline (exit 0 only if intact)
-  mamori-server tokens list|create|revoke, agents disable|enable
-                                   list and revoke credentials of a running server ("tokens" for help)
->>>>>>> issue-13
-  mamori-server version
+  register import FILE | export    registers as Excel CSV, against a running server (admin token)
+  policy apply FILE                validate a policy YAML and apply it on a running server
+  tokens list|create|revoke        enrollment and API tokens of a running server ("tokens" for help)
+  agents disable|enable ID         refuse or re-admit an agent's certificate on a running server
+  version                          print the version, commit and build date
+  help                             print this
 
 serve and install flags:
 `
+
+// versionString is "VERSION (commit C, built D, goX os/arch)", falling back
+// to the toolchain's VCS stamp.
+func versionString() string {
+	v, c, d := version, commit, date
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			switch {
+			case s.Key == "vcs.revision" && c == "":
+				c = s.Value
+			case s.Key == "vcs.time" && d == "":
+				d = s.Value
+			}
+		}
+	}
+	for _, p := range []*string{&v, &c, &d} {
+		if *p == "" {
+			*p = "unknown"
+		}
+	}
+	return fmt.Sprintf("%s (commit %s, built %s, %s %s/%s)", v, c, d, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -48,7 +74,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		newFlags(io.Discard).fs.PrintDefaults()
+		f := newFlags(stderr)
+		f.fs.SetOutput(stderr)
+		f.fs.PrintDefaults()
 		return 2
 	}
 	var err error
@@ -66,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "witness":
 		err = cmdWitness(rest, stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "mamori-server", version)
+		fmt.Fprintln(stdout, "mamori-server", versionString())
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		f := newFlags(stdout)

@@ -136,3 +136,28 @@ func TestServiceArgs(t *testing.T) {
 		t.Fatalf("service args %q", args)
 	}
 }
+
+// --help and a bare mamori-server name every command, and the bare form
+// lists the serve flags under their heading; version names commit and date.
+func TestHelpNamesEveryCommand(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, nil} {
+		var out, errb bytes.Buffer
+		run(args, &out, &errb)
+		text := out.String() + errb.String()
+		for _, cmd := range []string{"serve", "install", "uninstall", "start", "stop", "verify", "register import", "policy apply", "version", "help"} {
+			if !strings.Contains(text, "\n  "+cmd+" ") {
+				t.Errorf("%q does not name %q:\n%s", args, cmd, text)
+			}
+		}
+		if !strings.Contains(text, "flags:\n  -") {
+			t.Errorf("%q: empty flags heading:\n%s", args, text)
+		}
+	}
+	version, commit, date = "v1.0.0", "c0ffee", "2026-12-03T00:00:00Z"
+	defer func() { version, commit, date = "", "", "" }()
+	var out, errb bytes.Buffer
+	run([]string{"version"}, &out, &errb)
+	if !strings.Contains(out.String(), "mamori-server v1.0.0 (commit c0ffee, built 2026-12-03T00:00:00Z") {
+		t.Fatalf("version: %q", out.String())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -62,32 +63,47 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 
 // program adapts app.Server to kardianos/service.
 type program struct {
-	cfg app.Config
-	log zerolog.Logger
-	out io.Writer
-	srv *app.Server
+	cfg  app.Config
+	log  zerolog.Logger
+	out  io.Writer
+	srv  *app.Server
+	lock *dataDirLock
 }
 
 // Start starts the server and returns once it listens (the service manager
 // wants Start to return promptly).
 func (p *program) Start(s service.Service) error {
+	fresh := dirIsEmpty(p.cfg.DataDir)
+	lock, err := lockDataDir(p.cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	srv, err := app.Start(ctx, p.cfg)
 	if err != nil {
+		lock.Release()
+		if fresh {
+			// A first start that failed (the port taken, say) leaves no
+			// half-made data dir with a CA nobody enrolled against.
+			if rerr := os.RemoveAll(p.cfg.DataDir); rerr != nil {
+				p.log.Warn().Err(rerr).Str("data_dir", p.cfg.DataDir).Msg("could not remove the half-made data dir")
+			}
+		}
 		return err
 	}
-	p.srv = srv
+	p.srv, p.lock = srv, lock
 	fmt.Fprintf(p.out, `
 Mamori server is running / Mamori サーバーが起動しました
   dashboard:       %s
   data directory:  %s
+  admin login:     user admin, password in %s
   admin token:     %s (file)
   log verifier:    %s
 Enroll an agent / エージェントの登録:
   %s
 
-`, srv.DashboardURL(), p.cfg.DataDir, p.cfg.DataDir+string(os.PathSeparator)+app.FileAdminToken, srv.LogVerifierKey(), srv.EnrollCommand())
+`, srv.DashboardURL(), p.cfg.DataDir, filepath.Join(p.cfg.DataDir, app.FileAdminPassword), filepath.Join(p.cfg.DataDir, app.FileAdminToken), srv.LogVerifierKey(), srv.EnrollCommand())
 	go func() {
 		// Serving stopped without Stop (listener failure): exit non-zero so
 		// that the service manager restarts us.
@@ -107,6 +123,7 @@ func (p *program) Stop(s service.Service) error {
 		return nil
 	}
 	p.log.Info().Msg("shutting down")
+	defer p.lock.Release()
 	if err := p.srv.Close(); err != nil {
 		p.log.Error().Err(err).Msg("shutdown")
 		return err

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -192,8 +193,14 @@ type Posture struct {
 type Agent struct {
 	Heartbeat   Duration `json:"heartbeat,omitempty" yaml:"heartbeat,omitempty"`
 	SilentAfter Duration `json:"silent_after,omitempty" yaml:"silent_after,omitempty"`
-	Clauses     Clauses  `json:"clauses,omitempty" yaml:"clauses,omitempty"`
+	// Servers, when set, replaces the agents' server list: https URLs tried
+	// in order, with failover and a return to the first.
+	Servers []string `json:"servers,omitempty" yaml:"servers,omitempty"`
+	Clauses Clauses  `json:"clauses,omitempty" yaml:"clauses,omitempty"`
 }
+
+// MaxServers bounds controls.agent.servers.
+const MaxServers = 16
 
 // Defaults applied by Normalize where a field is left empty.
 const (
@@ -464,6 +471,15 @@ func (p *Policy) validate() Errors {
 	}
 	if c.Agent.SilentAfter != 0 && c.Agent.Heartbeat != 0 && c.Agent.SilentAfter <= c.Agent.Heartbeat {
 		add("controls.agent.silent_after", "must be longer than heartbeat")
+	}
+	if len(c.Agent.Servers) > MaxServers {
+		add("controls.agent.servers", "at most %d URLs", MaxServers)
+	}
+	for i, s := range c.Agent.Servers {
+		u, err := url.Parse(s)
+		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			add(fmt.Sprintf("controls.agent.servers[%d]", i), "%q is not https://host:port", s)
+		}
 	}
 	return errs
 }

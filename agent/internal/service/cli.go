@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -170,30 +171,32 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
-	lv, err := zerolog.ParseLevel(level)
-	if err != nil || level == "" {
-		return zerolog.Nop(), usageError{fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)}
-	}
-	return zerolog.New(w).Level(lv).With().Timestamp().Logger(), nil
-}
-
 func cmdRun(args []string, factories []controls.Factory, stderr io.Writer) error {
 	fs, dir := newFlags("run", stderr)
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *level)
-	if err != nil {
-		return err
-	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
 		return usageError{err}
 	}
+	if _, err := zerolog.ParseLevel(*level); err != nil || *level == "" {
+		return usageError{fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", *level)}
+	}
+	log, closeLogs, err := openLogs(stderr, abs, *level)
+	if err != nil {
+		return err
+	}
+	defer closeLogs()
 	opt := Options{StateDir: abs, Log: log, Factories: factories}
-	run := func(ctx context.Context) error { return Run(ctx, opt) }
+	run := func(ctx context.Context) error {
+		err := Run(ctx, opt)
+		if err != nil {
+			log.Error().Err(err).Msg("mamori-agent stopped with an error")
+		}
+		return err
+	}
 	// Under the Windows SCM the service loop owns the root context.
 	if handled, err := runAsService(run, log); handled {
 		return err
@@ -212,6 +215,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if s.Hint != "" {
+		fmt.Fprintln(stderr, "mamori-agent status:", s.Hint)
+	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(s)
@@ -223,7 +229,17 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 func ReadStatus(dir string) (Status, error) {
 	st, err := uplink.LoadState(dir)
 	if errors.Is(err, uplink.ErrNotEnrolled) {
-		return Status{Controls: map[string]controls.Status{}}, nil
+		s := Status{Controls: map[string]controls.Status{}, LogFile: LogPath(dir)}
+		switch c, cerr := uplink.LoadConfig(dir); {
+		case cerr == nil:
+			s.Hint = fmt.Sprintf("not enrolled yet; the installed config names %s: the service enrolls itself when it starts and retries until the server answers (its attempts are in %s)",
+				strings.Join(c.Servers, ", "), s.LogFile)
+		case errors.Is(cerr, uplink.ErrNoConfig):
+			s.Hint = "not enrolled: run mamori-agent enroll --server https://HOST:8443 --token T --ca-hash sha256:HEX (the server prints this command at start), then mamori-agent install"
+		default:
+			s.Hint = "not enrolled, and the installed config is unusable: " + cerr.Error()
+		}
+		return s, nil
 	}
 	if err != nil {
 		return Status{}, err
@@ -247,7 +263,7 @@ func ReadStatus(dir string) (Status, error) {
 			s.PolicyVersion = v
 		}
 	}
-	s.Enrolled, s.AgentID, s.Server = true, st.AgentID, st.Server
+	s.Enrolled, s.AgentID, s.Server, s.LogFile = true, st.AgentID, st.Server, LogPath(dir)
 	if s.Controls == nil {
 		s.Controls = map[string]controls.Status{}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -108,5 +109,46 @@ func TestConfigureInstallerWithoutServerKeepsConfig(t *testing.T) {
 	}
 	if c, err := uplink.LoadConfig(dir); err != nil || c.Token != "tok" || c.Servers[0] != "https://a:1" {
 		t.Fatalf("config after upgrade: %+v %v", c, err)
+	}
+}
+
+// status on an unenrolled PC says how to enroll, or that the service will
+// from its installed config, and names the log file.
+func TestStatusUnenrolledSaysWhatToDo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	var out, errb bytes.Buffer
+	if code := Main([]string{"status", "--state-dir", dir}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(errb.String(), "mamori-agent enroll --server") || !strings.Contains(out.String(), `"log_file"`) {
+		t.Fatalf("stderr %q stdout %s", errb.String(), out.String())
+	}
+	hash := "sha256:" + strings.Repeat("ab", 32)
+	if err := uplink.SaveConfig(dir, uplink.Config{Servers: []string{"https://mamori.example:8443"}, Token: "t", CAHash: hash}); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	Main([]string{"status", "--state-dir", dir}, nil, &out, &errb)
+	if !strings.Contains(errb.String(), "enrolls itself") || !strings.Contains(errb.String(), "https://mamori.example:8443") ||
+		!strings.Contains(errb.String(), LogPath(dir)) {
+		t.Fatalf("stderr %q", errb.String())
+	}
+}
+
+// run logs to the rotated file in the state dir too.
+func TestRunLogsToFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	var out, errb bytes.Buffer
+	// Not enrolled and no config: run fails at once, and says so in the file.
+	if code := Main([]string{"run", "--state-dir", dir}, nil, &out, &errb); code != exitError {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	b, err := os.ReadFile(LogPath(dir))
+	if err != nil || !strings.Contains(string(b), "no installed config") {
+		t.Fatalf("log file: %v %q", err, b)
+	}
+	if fi, err := os.Stat(LogPath(dir)); err != nil || (runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0) {
+		t.Fatalf("log file mode %v %v", fi.Mode(), err)
 	}
 }

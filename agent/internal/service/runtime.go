@@ -8,7 +8,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +59,7 @@ type Runtime struct {
 	spool    *spool.Spool
 	controls []controls.Control
 	shipper  *uplink.Shipper
+	servers  *uplink.ServerList
 	started  time.Time
 
 	mu         sync.Mutex // serialises policy application
@@ -81,6 +84,8 @@ type Status struct {
 	Uplink        string                     `json:"uplink,omitempty"` // failure kind, empty when fine
 	PolicyVersion string                     `json:"policy_version,omitempty"`
 	Controls      map[string]controls.Status `json:"controls"`
+	LogFile       string                     `json:"log_file,omitempty"` // where `run` logs
+	Hint          string                     `json:"hint,omitempty"`     // what to do when not enrolled
 }
 
 // Run starts the agent from an enrolled state dir and runs until ctx is done.
@@ -105,7 +110,13 @@ func Run(ctx context.Context, opt Options) error {
 		return err
 	}
 	defer sp.Close()
-	r := &Runtime{opt: opt, id: id, spool: sp, started: time.Now(), hbChanged: make(chan struct{}, 1)}
+	urls, err := uplink.ServersOf(opt.StateDir, id.State)
+	if err != nil {
+		opt.Log.Warn().Err(err).Msg("service: installed config unusable; using the enrolled server only")
+		urls = []string{id.State.Server}
+	}
+	r := &Runtime{opt: opt, id: id, spool: sp, started: time.Now(), hbChanged: make(chan struct{}, 1),
+		servers: uplink.NewServerList(urls)}
 	r.polVersion.Store("")
 	r.heartbeat.Store(int64(policy.DefaultHeartbeat))
 	if err := r.buildControls(); err != nil {
@@ -166,9 +177,9 @@ func (r *Runtime) run(ctx context.Context) error {
 		ctlWG.Add(1)
 		go func() { defer ctlWG.Done(); r.superviseControl(ctlCtx, c) }()
 	}
-	r.shipper = &uplink.Shipper{Client: r.id.HTTPClient(30 * time.Second), Server: r.id.State.Server,
+	r.shipper = &uplink.Shipper{Client: r.id.HTTPClient(30 * time.Second), Servers: r.servers,
 		Queue: r.spool, Log: log}
-	ps := &uplink.PolicySync{Client: r.id.HTTPClient(uplink.PolicyWait + 30*time.Second), Server: r.id.State.Server,
+	ps := &uplink.PolicySync{Client: r.id.HTTPClient(uplink.PolicyWait + 30*time.Second), Servers: r.servers,
 		Log: log, Version: version,
 		Apply: func(ctx context.Context, v string, p *policy.Policy, raw []byte) error {
 			return r.applyPolicy(ctx, v, p, raw, true)
@@ -266,6 +277,14 @@ func (r *Runtime) applyPolicy(ctx context.Context, version string, p *policy.Pol
 	}
 	r.policy = p
 	r.polVersion.Store(version)
+	if list, err := uplink.ParseServers(strings.Join(p.Controls.Agent.Servers, ",")); err == nil && r.servers != nil &&
+		!slices.Equal(list, r.servers.URLs()) {
+		r.servers.Set(list)
+		if err := uplink.SaveServers(r.opt.StateDir, list); err != nil {
+			r.opt.Log.Warn().Err(err).Msg("service: server list from the policy not saved; it applies until restart")
+		}
+		r.opt.Log.Info().Strs("servers", list).Msg("service: server list from the policy")
+	}
 	if hb := p.Controls.Agent.Heartbeat.D(); hb > 0 && int64(hb) != r.heartbeat.Load() {
 		r.heartbeat.Store(int64(hb))
 		select {

@@ -178,9 +178,9 @@ func hardenService() error {
 	}
 	defer s.Close()
 	var errs []error
-	if cfg, err := s.Config(); err != nil {
-		errs = append(errs, fmt.Errorf("read config: %w", err))
-	} else if q := quoteImagePath(cfg.BinaryPathName); q != cfg.BinaryPathName {
+	if path, err := binaryPath(s.Handle); err != nil {
+		errs = append(errs, fmt.Errorf("read ImagePath: %w", err))
+	} else if q := quoteImagePath(path); q != path {
 		nc := uint32(windows.SERVICE_NO_CHANGE)
 		if err := windows.ChangeServiceConfig(s.Handle, nc, nc, nc, windows.StringToUTF16Ptr(q),
 			nil, nil, nil, nil, nil, nil); err != nil {
@@ -200,4 +200,23 @@ func hardenService() error {
 		errs = append(errs, fmt.Errorf("delayed auto start: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// binaryPath reads the service's command line with QueryServiceConfig
+// alone: mgr's Config also asks QueryServiceConfig2 for the description,
+// which some SCMs (Wine's) refuse.
+func binaryPath(h windows.Handle) (string, error) {
+	var need uint32
+	buf := make([]byte, 1024)
+	for {
+		cfg := (*windows.QUERY_SERVICE_CONFIG)(unsafe.Pointer(&buf[0]))
+		err := windows.QueryServiceConfig(h, cfg, uint32(len(buf)), &need)
+		if err == nil {
+			return windows.UTF16PtrToString(cfg.BinaryPathName), nil
+		}
+		if err != windows.ERROR_INSUFFICIENT_BUFFER || need <= uint32(len(buf)) {
+			return "", err
+		}
+		buf = make([]byte, need)
+	}
 }

@@ -3,10 +3,12 @@ package uplink
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -153,5 +155,48 @@ func ForgetToken(dir string) error {
 		return err
 	}
 	c.Token = ""
+	return SaveConfig(dir, c)
+}
+
+// ServersOf is the server list of an enrolled agent: the installed config's,
+// in its order, with the enrolled server added last when the list lacks it;
+// just the enrolled server when there is no config.
+func ServersOf(dir string, st State) ([]string, error) {
+	c, err := LoadConfig(dir)
+	if errors.Is(err, ErrNoConfig) {
+		return []string{st.Server}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(c.Servers, st.Server) {
+		c.Servers = append(c.Servers, st.Server)
+	}
+	return c.Servers, nil
+}
+
+// SaveServers records a server list pushed by the policy in the installed
+// config (created with the pinned CA's hash when the PC was enrolled by
+// hand), so the list holds across restarts and offline boots.
+func SaveServers(dir string, servers []string) error {
+	c, err := LoadConfig(dir)
+	if errors.Is(err, ErrNoConfig) {
+		b, rerr := os.ReadFile(filepath.Join(dir, FileCA))
+		if rerr != nil {
+			return fmt.Errorf("uplink: %w", rerr)
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return fmt.Errorf("uplink: %s holds no certificate", FileCA)
+		}
+		c, err = Config{CAHash: Fingerprint(blk.Bytes)}, nil
+	}
+	if err != nil {
+		return err
+	}
+	if slices.Equal(c.Servers, servers) {
+		return nil
+	}
+	c.Servers = servers
 	return SaveConfig(dir, c)
 }

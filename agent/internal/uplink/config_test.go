@@ -109,7 +109,7 @@ func TestEnrollFromConfigFailsOverInOrder(t *testing.T) {
 	// Every server down: each one's error is reported.
 	c.Servers = []string{closedURL(t), closedURL(t)}
 	_, err = EnrollFromConfig(context.Background(), t.TempDir(), c)
-	if err == nil || strings.Count(err.Error(), "connect to") != 2 {
+	if err == nil || strings.Count(err.Error(), "connect to") != 2 || !strings.Contains(err.Error(), "is mamori-server running there") {
 		t.Fatalf("all down: %v", err)
 	}
 }
@@ -207,5 +207,86 @@ func TestParseWinHTTPProxy(t *testing.T) {
 				t.Errorf("%q %q for %s: got %q, want %q", c.proxy, c.bypass, x.u.Host, got, x.want)
 			}
 		}
+	}
+}
+
+func TestServerListFailoverAndReturn(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := NewServerList([]string{"https://a:1", "https://b:1", "https://c:1"})
+	l.now = func() time.Time { return now }
+	if l.Current() != "https://a:1" {
+		t.Fatal("does not start at the first")
+	}
+	l.Failed("https://a:1")
+	l.Failed("https://a:1") // a second caller's report of the same failure moves nothing
+	if got := l.Current(); got != "https://b:1" {
+		t.Fatalf("after a failure: %s", got)
+	}
+	now = now.Add(PrimaryRecheck - time.Second)
+	if got := l.Current(); got != "https://b:1" {
+		t.Fatalf("before the recheck: %s", got)
+	}
+	now = now.Add(time.Second)
+	if got := l.Current(); got != "https://a:1" {
+		t.Fatalf("after %s on b: %s, want the first again", PrimaryRecheck, got)
+	}
+	l.Failed("https://a:1")
+	l.Failed("https://b:1")
+	l.Failed("https://c:1")
+	if got := l.Current(); got != "https://a:1" {
+		t.Fatalf("wrap: %s", got)
+	}
+	l.Failed("https://a:1")
+	l.Set([]string{"https://d:1"})
+	if got := l.Current(); got != "https://d:1" {
+		t.Fatalf("after Set: %s", got)
+	}
+}
+
+// The shipper fails over from a server that is down to the next in its
+// list, and the events arrive there.
+func TestShipperFailsOver(t *testing.T) {
+	f := newFakeServer(t)
+	dir := enrollTest(t, f)
+	s, sp := newShipper(t, f, dir, 0, io.Discard)
+	s.Servers = NewServerList([]string{closedURL(t), f.srv.URL})
+	emitN(t, sp, 5, "info")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(f.storedEvents()) < 5 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if n := len(f.storedEvents()); n != 5 {
+		t.Fatalf("%d of 5 events arrived through the second server", n)
+	}
+	if s.Servers.Current() != f.srv.URL {
+		t.Fatalf("current server %s", s.Servers.Current())
+	}
+}
+
+// A list pushed by the policy is saved in the config, also on a PC enrolled
+// by hand (no config yet), and is the list after a restart.
+func TestSaveServersFromPolicy(t *testing.T) {
+	f := newFakeServer(t)
+	dir := enrollTest(t, f)
+	st, _ := LoadState(dir)
+	if got, _ := ServersOf(dir, st); len(got) != 1 || got[0] != f.srv.URL {
+		t.Fatalf("without config: %v", got)
+	}
+	list := []string{"https://b.example:8443", "https://c.example:8443"}
+	if err := SaveServers(dir, list); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ServersOf(dir, st)
+	if err != nil || strings.Join(got, ",") != strings.Join(append(list, f.srv.URL), ",") {
+		t.Fatalf("after SaveServers: %v %v (the enrolled server goes last)", got, err)
+	}
+	c, _ := LoadConfig(dir)
+	if c.CAHash != f.hash() {
+		t.Fatalf("config CA hash %s, want the pinned %s", c.CAHash, f.hash())
 	}
 }

@@ -78,7 +78,7 @@ func FetchCA(ctx context.Context, server, caHash, proxy string) (*x509.Certifica
 	}
 	resp, err := tr.RoundTrip(req)
 	if err != nil && chain == nil {
-		return nil, fmt.Errorf("uplink: connect to %s: %w", u.Host, err)
+		return nil, fmt.Errorf("uplink: connect to %s: %w (is mamori-server running there, are host and port right, does a firewall or proxy block it?)", u.Host, err)
 	}
 	if resp != nil {
 		resp.Body.Close()

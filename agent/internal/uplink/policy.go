@@ -24,7 +24,8 @@ const PolicyWait = 55 * time.Second
 // PolicySync long-polls GET /v1/policy and hands every new policy to Apply.
 type PolicySync struct {
 	Client  *http.Client // timeout longer than PolicyWait
-	Server  string
+	Server  string       // base URL, when Servers is nil
+	Servers *ServerList  // ordered servers with failover; wins over Server
 	Log     zerolog.Logger
 	Version string // version the agent runs now ("" when none)
 	// Apply adopts a policy that parsed; an error keeps the previous one.
@@ -35,6 +36,14 @@ type PolicySync struct {
 	Backoff  Backoff
 
 	health health
+}
+
+// base is the server to talk to now.
+func (ps *PolicySync) base() string {
+	if ps.Servers != nil {
+		return ps.Servers.Current()
+	}
+	return ps.Server
 }
 
 // Run polls until ctx is done.
@@ -50,7 +59,11 @@ func (ps *PolicySync) Run(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			ps.health.fail(kindOf(err), err)
+			kind := kindOf(err)
+			ps.health.fail(kind, err)
+			if ps.Servers != nil && failover(kind) {
+				ps.Servers.Failed(ps.base())
+			}
 			select {
 			case <-ctx.Done():
 				return nil
@@ -83,7 +96,7 @@ func (ps *PolicySync) Run(ctx context.Context) error {
 
 func (ps *PolicySync) poll(ctx context.Context) (*wire.PolicyResponse, error) {
 	q := url.Values{"version": {ps.Version}, "wait": {PolicyWait.String()}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ps.Server+wire.PathPolicy+"?"+q.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ps.base()+wire.PathPolicy+"?"+q.Encode(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
 	}

@@ -53,7 +53,8 @@ func (b Backoff) Delay(n int) time.Duration {
 // them from the spool only after the server acked them.
 type Shipper struct {
 	Client   *http.Client
-	Server   string // base URL
+	Server   string      // base URL, when Servers is nil
+	Servers  *ServerList // ordered servers with failover; wins over Server
 	Queue    Queue
 	Log      zerolog.Logger
 	MaxBatch int           // events per batch; default 500, at most wire.MaxBatchEvents
@@ -67,6 +68,14 @@ type Shipper struct {
 
 // AckedSeq is the highest seq the server acked in this run.
 func (s *Shipper) AckedSeq() uint64 { return s.acked.Load() }
+
+// base is the server to talk to now.
+func (s *Shipper) base() string {
+	if s.Servers != nil {
+		return s.Servers.Current()
+	}
+	return s.Server
+}
 
 // Failing is the current failure kind ("" when the last attempt worked).
 func (s *Shipper) Failing() string { return s.health.current() }
@@ -130,7 +139,11 @@ func (s *Shipper) Run(ctx context.Context) error {
 			if errors.As(err, &se) && se.code == http.StatusRequestEntityTooLarge && limit > 1 {
 				limit = max(1, limit/2) // a batch of large events: send fewer at a time
 			}
-			s.health.fail(kindOf(err), err)
+			kind := kindOf(err)
+			s.health.fail(kind, err)
+			if s.Servers != nil && failover(kind) {
+				s.Servers.Failed(s.base())
+			}
 			d := s.Backoff.Delay(failures)
 			failures++
 			select {
@@ -192,7 +205,7 @@ func (s *Shipper) send(ctx context.Context, evs []event.Event) (wire.Ack, error)
 	if err := zw.Close(); err != nil {
 		return wire.Ack{}, fmt.Errorf("uplink: gzip: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.Server+wire.PathEvents, &buf)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.base()+wire.PathEvents, &buf)
 	if err != nil {
 		return wire.Ack{}, fmt.Errorf("uplink: %w", err)
 	}
