@@ -49,6 +49,7 @@ type overviewData struct {
 	WarningsMore                                                int
 	WarnByControl                                               map[string]int
 	Trend                                                       template.HTML
+	Charts                                                      []chart
 }
 
 // maxAlertRows bounds the violations table; the count above it is exact.
@@ -112,7 +113,19 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.hosts = hosts
+	// The compliance tracker's daily history (recorded whether or not
+	// anyone looks) is the trend where the server keeps one.
+	if hist, err := u.cfg.Compliance.History(ctx); err == nil && len(hist) > 0 {
+		points = points[:0]
+		for _, h := range hist {
+			points = append(points, TrendPoint{Day: h.Day, Rate: h.Fleet})
+		}
+	}
 	d.Trend = trendSVG(points, u.cfg.Now().In(u.cfg.Location), p.Lang)
+	if d.Charts, err = u.overviewCharts(ctx, p, rep); err != nil {
+		u.internal(w, r, "charts", err)
+		return
+	}
 	p.Data = d
 	u.render(w, r, http.StatusOK, "overview", p)
 }
