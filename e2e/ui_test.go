@@ -46,7 +46,8 @@ func newUI(t *testing.T, base string) *ui {
 		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.UserDataDir(t.TempDir()),
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("lang", "ja-JP"), chromedp.Flag("ignore-certificate-errors", true), chromedp.WindowSize(1366, 900)}
+		chromedp.Flag("lang", "ja-JP"), chromedp.Flag("ignore-certificate-errors", true), chromedp.WindowSize(1366, 900),
+		chromedp.Env("LANG=ja_JP.UTF-8", "LANGUAGE=ja")}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelB(); cancelA() })

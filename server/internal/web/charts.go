@@ -95,8 +95,9 @@ func linesSVG(id string, ss []series, today time.Time, days int, lang string) te
 	if lang == "ja" {
 		layout = "1月2日"
 	}
-	for _, i := range []int{0, days / 3, 2 * days / 3, days - 1} {
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`, x(i), h-bottom+14, start.AddDate(0, 0, i).Format(layout))
+	for k, i := range []int{0, days / 3, 2 * days / 3, days - 1} {
+		anchor := [...]string{"start", "middle", "middle", "end"}[k] // the ends stay inside the chart
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="%s">%s</text>`, x(i), h-bottom+14, anchor, start.AddDate(0, 0, i).Format(layout))
 	}
 	for k, s := range ss {
 		col := cmp.Or(s.Color, palette[k%len(palette)])
