@@ -222,7 +222,7 @@ var catalog = map[Set]map[string]label{
 		"generation":         {"世代", "Generation"},
 		"max_age":            {"許容期間", "Maximum age"},
 		"volume":             {"ボリューム", "Volume"},
-		"watched_dirs":       {"監視フォルダー数", "Watched folders"},
+		"watched_dirs":       {"監視中のディレクトリ数", "Watched directories"},
 		"processes":          {"プロセス", "Processes"},
 		"via":                {"操作経路", "Via"},
 		"format":             {"形式", "Format"},
