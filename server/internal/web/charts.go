@@ -177,7 +177,7 @@ const chartDays = 30
 // and per department from the stored daily history, department pass rates
 // now, warnings per day by type and removable media use by device over the
 // last week (both bounded indexed queries by type).
-func (u *UI) overviewCharts(ctx context.Context, p *page, rep compliance.Report) ([]chart, error) {
+func (u *UI) overviewCharts(ctx context.Context, p *page, rep compliance.Report, week map[string][]api.Stored) ([]chart, error) {
 	lang := p.Lang
 	today := u.cfg.Now().In(u.cfg.Location)
 	hist, err := u.cfg.Compliance.History(ctx)
@@ -251,12 +251,8 @@ func (u *UI) overviewCharts(ctx context.Context, p *page, rep compliance.Report)
 	counts := map[string]map[string]int{}
 	var keys []string
 	for _, t := range warningTypes {
-		pg, err := u.cfg.Events.Query(ctx, api.Filter{Type: t, From: from, Limit: api.MaxQueryLimit})
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range pg.Events {
-			if e.Severity == "info" {
+		for _, e := range week[t] {
+			if e.Severity == "info" || e.Pruned {
 				continue
 			}
 			d := e.Time.In(u.cfg.Location).Format(time.DateOnly)
@@ -277,13 +273,9 @@ func (u *UI) overviewCharts(ctx context.Context, p *page, rep compliance.Report)
 	out = append(out, chart{ID: "chart-warnings", Title: p.L["chart_warnings"],
 		SVG: stackSVG("svg-warnings", days, keys, counts, func(k string) string { return labels.Of(labels.EventType, lang, k) }, dayLink, p.L["none"])})
 
-	pg, err := u.cfg.Events.Query(ctx, api.Filter{Type: "media.inserted", From: from, Limit: api.MaxQueryLimit})
-	if err != nil {
-		return nil, err
-	}
 	byDev := map[string]int{}
 	names := map[string]string{}
-	for _, e := range pg.Events {
+	for _, e := range week["media.inserted"] {
 		serial := fmt.Sprint(e.Attrs["serial"])
 		byDev[serial]++
 		names[serial] = strings.TrimSpace(fmt.Sprint(e.Attrs["product"]) + " " + serial)

@@ -50,6 +50,7 @@ type overviewData struct {
 	WarnByControl                                               map[string]int
 	Trend                                                       template.HTML
 	Charts                                                      []chart
+	week                                                        map[string][]api.Stored // warnings by type, last 7 days
 }
 
 // maxAlertRows bounds the violations table; the count above it is exact.
@@ -122,7 +123,7 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	d.Trend = trendSVG(points, u.cfg.Now().In(u.cfg.Location), p.Lang)
-	if d.Charts, err = u.overviewCharts(ctx, p, rep); err != nil {
+	if d.Charts, err = u.overviewCharts(ctx, p, rep, d.week); err != nil {
 		u.internal(w, r, "charts", err)
 		return
 	}
