@@ -108,12 +108,10 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 		u.internal(w, r, "reading warnings", err)
 		return
 	}
-	hosts, _, err := u.hostNames(ctx)
-	if err != nil {
-		u.internal(w, r, "listing agents", err)
-		return
+	p.hosts = make(map[string]string, len(rep.Hosts)) // the report has the names: no second etcd read
+	for _, h := range rep.Hosts {
+		p.hosts[h.Agent] = h.Hostname
 	}
-	p.hosts = hosts
 	// The compliance tracker's daily history (recorded whether or not
 	// anyone looks) is the trend where the server keeps one.
 	if hist, err := u.cfg.Compliance.History(ctx); err == nil && len(hist) > 0 {
