@@ -38,6 +38,7 @@ import (
 	"github.com/mamori/mamori/server/internal/web"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/evidence"
+	"github.com/mamori/mamori/shared/policy"
 	"github.com/mamori/mamori/shared/securefs"
 )
 
@@ -277,15 +278,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}()
 	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey, HostNames: s.hostNames}
 
-	if s.tracker, err = compliance.New(compliance.Config{Events: s.store, Now: cfg.Now, Log: cfg.Log,
-		SnapshotPath: filepath.Join(dir, FileCompliance), History: compliance.StateHistory{State: s.state}, Location: cfg.Location,
-		Inventory: compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault}}); err != nil {
-		return nil, fmt.Errorf("app: %w", err)
-	}
-	trkCtx, trkStop := context.WithCancel(context.WithoutCancel(ctx))
-	s.trkStop, s.trkDone = trkStop, make(chan struct{})
-	go func() { s.tracker.Run(trkCtx, s.state.WatchPolicies(trkCtx)); close(s.trkDone) }()
-
 	regs, err := register.New(register.Config{State: s.state})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
@@ -293,6 +285,21 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := regs.EnsureBuiltinPacks(ctx); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
+	// Compliance judges each host by the policy its agent really runs: the
+	// pack plus the registers' folders, media and approvals.
+	effective := func(ctx context.Context, id string) (*policy.Policy, error) {
+		c, err := regs.Effective(ctx, id)
+		return c.Policy, err
+	}
+	if s.tracker, err = compliance.New(compliance.Config{Events: s.store, Now: cfg.Now, Log: cfg.Log,
+		SnapshotPath: filepath.Join(dir, FileCompliance), History: compliance.StateHistory{State: s.state}, Location: cfg.Location,
+		Inventory: compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault, Effective: effective}}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	trkCtx, trkStop := context.WithCancel(context.WithoutCancel(ctx))
+	s.trkStop, s.trkDone = trkStop, make(chan struct{})
+	go func() { s.tracker.Run(trkCtx, s.state.WatchPolicies(trkCtx)); close(s.trkDone) }()
+
 	adminRoutes, err := s.startAlerting(ctx, regs, exporter)
 	if err != nil {
 		return nil, err

@@ -22,6 +22,10 @@ type StateInventory struct {
 	// built-in default, api.BuiltinDefault). Nil means policy defaults
 	// with every control off.
 	Fallback func() *policy.Policy
+	// Effective, if set, gives an agent's effective policy as the agent
+	// receives it (pack plus the registers' folders, media and approvals);
+	// without it, or when it fails, the assigned pack is used.
+	Effective func(ctx context.Context, agentID string) (*policy.Policy, error)
 }
 
 // Hosts implements Inventory.
@@ -53,6 +57,13 @@ func (s StateInventory) Hosts(ctx context.Context) ([]HostInfo, error) {
 	}
 	out := make([]HostInfo, 0, len(agents))
 	for _, a := range agents {
+		if s.Effective != nil {
+			if p, err := s.Effective(ctx, a.ID); err == nil && p != nil {
+				out = append(out, HostInfo{Agent: a.ID, Hostname: a.Hostname, Department: a.Department,
+					Enrolled: a.Enrolled, Policy: p})
+				continue
+			}
+		}
 		name, err := s.State.Assignment(ctx, a.ID)
 		if err != nil && !errors.Is(err, state.ErrNotFound) {
 			return nil, fmt.Errorf("compliance: assignment of %s: %w", a.ID, err)

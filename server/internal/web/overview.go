@@ -28,10 +28,17 @@ const maxWarningRows = 20
 // warningTypes, newest first, and counts them per control. Each type is
 // one indexed query, bounded to one page.
 func (u *UI) warnings(ctx context.Context, d *overviewData) error {
-	from := u.cfg.Now().Add(-warningWindow)
+	now := u.cfg.Now()
+	today := now.In(u.cfg.Location)
+	week := time.Date(today.Year(), today.Month(), today.Day(), 0, 0, 0, 0, today.Location()).AddDate(0, 0, -6)
+	from := now.Add(-warningWindow)
 	d.WarnByControl = map[string]int{}
+	d.week = map[string][]api.Stored{}
 	var all []api.Stored
 	for _, t := range warningTypes {
+		// The last day for the table (its own query, so a busy week does
+		// not crowd it out), the week for the chart; media.inserted's
+		// week also feeds the media chart, info events included.
 		pg, err := u.cfg.Events.Query(ctx, api.Filter{Type: t, From: from, Limit: api.MaxQueryLimit})
 		if err != nil {
 			return err
@@ -43,6 +50,11 @@ func (u *UI) warnings(ctx context.Context, d *overviewData) error {
 			d.WarnByControl[e.Control]++
 			all = append(all, e)
 		}
+		wk, err := u.cfg.Events.Query(ctx, api.Filter{Type: t, From: week, Limit: api.MaxQueryLimit})
+		if err != nil {
+			return err
+		}
+		d.week[t] = wk.Events
 	}
 	slices.SortFunc(all, func(a, b api.Stored) int { return b.Time.Compare(a.Time) })
 	if len(all) > maxWarningRows {

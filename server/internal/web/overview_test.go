@@ -82,3 +82,31 @@ func TestOverviewWarningsActionsCounts(t *testing.T) {
 		t.Errorf("English fragments on the Japanese 概要")
 	}
 }
+
+// The overview's charts come from stored data and link to the lists
+// behind them.
+func TestOverviewCharts(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addHostEvents(t, srv, "PC-SOUMU-01", "総務部", []event.Event{
+		statusEvent("screenlock", "fail", "screenlock.idle_too_long", "長すぎます", "too long"),
+		{Control: "fileaccess", Type: "fileaccess.bulk", Severity: event.Warning, User: "sato", Object: `D:\顧客`, Attrs: event.Attrs{"total": 231}},
+		{Control: "media", Type: "media.inserted", Severity: event.Info, Object: "E:", Attrs: event.Attrs{"serial": "AA00123456", "product": "USB DISK"}},
+	})
+	addHostEvents(t, srv, "PC-EIGYO-02", "営業部", []event.Event{statusEvent("screenlock", "pass", "screenlock.ok", "OK", "ok")})
+	if err := srv.Compliance().RecordDay(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, srv)
+	b.login("admin", srv.AdminPassword())
+	pg := b.get("/").body
+	for _, want := range []string{`id="svg-trend-control"`, `id="svg-trend-dept"`, `id="svg-dept"`, `id="svg-warnings"`, `id="svg-media"`,
+		`href="/hosts?status=fail&amp;control=screenlock"`, `href="/hosts?department=%E7%B7%8F%E5%8B%99%E9%83%A8&amp;sort=fails"`,
+		`href="/events?from=`, "USB DISK AA00123456", "大量コピー・大量操作"} {
+		if !strings.Contains(pg, want) {
+			t.Errorf("overview charts lack %q", want)
+		}
+	}
+	if strings.Contains(pg, "<script") {
+		t.Error("charts need script")
+	}
+}

@@ -49,6 +49,8 @@ type overviewData struct {
 	WarningsMore                                                int
 	WarnByControl                                               map[string]int
 	Trend                                                       template.HTML
+	Charts                                                      []chart
+	week                                                        map[string][]api.Stored // warnings by type, last 7 days
 }
 
 // maxAlertRows bounds the violations table; the count above it is exact.
@@ -106,13 +108,23 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 		u.internal(w, r, "reading warnings", err)
 		return
 	}
-	hosts, _, err := u.hostNames(ctx)
-	if err != nil {
-		u.internal(w, r, "listing agents", err)
+	p.hosts = make(map[string]string, len(rep.Hosts)) // the report has the names: no second etcd read
+	for _, h := range rep.Hosts {
+		p.hosts[h.Agent] = h.Hostname
+	}
+	// The compliance tracker's daily history (recorded whether or not
+	// anyone looks) is the trend where the server keeps one.
+	if hist, err := u.cfg.Compliance.History(ctx); err == nil && len(hist) > 0 {
+		points = points[:0]
+		for _, h := range hist {
+			points = append(points, TrendPoint{Day: h.Day, Rate: h.Fleet})
+		}
+	}
+	d.Trend = trendSVG(points, u.cfg.Now().In(u.cfg.Location), p.Lang)
+	if d.Charts, err = u.overviewCharts(ctx, p, rep, d.week); err != nil {
+		u.internal(w, r, "charts", err)
 		return
 	}
-	p.hosts = hosts
-	d.Trend = trendSVG(points, u.cfg.Now().In(u.cfg.Location), p.Lang)
 	p.Data = d
 	u.render(w, r, http.StatusOK, "overview", p)
 }

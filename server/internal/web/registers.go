@@ -189,8 +189,12 @@ func (u *UI) handleEntry(w http.ResponseWriter, r *http.Request) {
 	}
 	p := u.newPage(r, "registers", "nav_registers")
 	vals := register.FormValues(e)
-	if k == register.KindApprovals && id == "new" {
-		vals["from"], vals["to"] = "", ""
+	if id == "new" { // a new entry's zero values are no one's input
+		for _, k := range []string{"from", "to", "decided", "record_count"} {
+			if v := vals[k]; v == "0" || strings.HasPrefix(v, "0001-01-01") {
+				vals[k] = ""
+			}
+		}
 	}
 	d.Fields = u.formRows(k, p.Lang, vals, nil)
 	p.Data = d

@@ -105,9 +105,10 @@ func trendSVG(points []TrendPoint, today time.Time, lang string) template.HTML {
 	if lang == "ja" {
 		layout = "1月2日"
 	}
-	for _, i := range []int{0, 10, 20, trendDays - 1} {
+	for k, i := range []int{0, 10, 20, trendDays - 1} {
 		d := start.AddDate(0, 0, i)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`, left+pw*float64(i)/(trendDays-1), h-6, d.Format(layout))
+		anchor := [...]string{"start", "middle", "middle", "end"}[k]
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="%s">%s</text>`, left+pw*float64(i)/(trendDays-1), h-6, anchor, d.Format(layout))
 	}
 	var pts []string
 	for _, p := range points {

@@ -136,6 +136,14 @@ var funcs = template.FuncMap{
 		return fmt.Sprintf("%.1f%%", r.Rate*100)
 	},
 	"args": func(v ...any) []any { return v },
+	// base is a path's last element, for Windows and Unix paths alike (a
+	// process column shows the program, its title the full path).
+	"base": func(p string) string {
+		if i := strings.LastIndexAny(p, `/\`); i >= 0 && i < len(p)-1 {
+			return p[i+1:]
+		}
+		return p
+	},
 }
 
 // parse builds one template per page: layout + partials + the page.
