@@ -58,7 +58,9 @@ type spoolRecorder struct {
 	rec *controlstest.Recorder
 }
 
-func (s spoolRecorder) Emit(ctx context.Context, e event.Event) error { return s.EmitState(ctx, e, nil) }
+func (s spoolRecorder) Emit(ctx context.Context, e event.Event) error {
+	return s.EmitState(ctx, e, nil)
+}
 
 func (s spoolRecorder) EmitState(ctx context.Context, e event.Event, st *spool.State) error {
 	if err := s.Spool.EmitState(ctx, e, st); err != nil {
