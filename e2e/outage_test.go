@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -225,6 +226,11 @@ func TestFileAccessAgentKilled(t *testing.T) {
 		if e.Attrs["clean_stop"] != false || from.After(o.killed) || to.Before(o.restarted) || e.Severity != event.Warning {
 			t.Errorf("outage %d: %v..%v (%v), killed %v restarted %v", i, from, to, e.Attrs, o.killed, o.restarted)
 		}
+	}
+	// The agent list shows the OS version the agent sent at enrollment.
+	if st, b := s.adminDo(t, "GET", "/api/v1/agents", nil); st != 200 || !strings.Contains(string(b), `"os_version":"`) ||
+		strings.Contains(string(b), `"os_version":""`) {
+		t.Errorf("agents list without os_version: %d %s", st, b)
 	}
 	t.Logf("%d kills: %d files created (%d while down), %d creates + %d modified + %d deleted reported while_agent_stopped, %d outages on the server",
 		rounds, len(all), down, whileStopped, len(modified), len(deleted), len(got))

@@ -737,8 +737,10 @@ func (w *Watcher) raw(ev fsnotify.Event) []Change {
 	if err != nil {
 		// Gone again already (renamed and deleted at once): the new name
 		// cannot be compared with the old file, but a create that is the
-		// very next notification after a rename is that rename's other half.
-		if w.lastRen != "" && w.stats.Raw == w.lastRenN+1 {
+		// very next notification after a rename is that rename's other half
+		// (Windows may put a change of the same folder in between).
+		if n := w.stats.Raw - w.lastRenN; w.lastRen != "" &&
+			(n == 1 || n <= 4 && filepath.Dir(w.lastRen) == filepath.Dir(p)) {
 			w.pairRenameLocked(p, pd, nil, now)
 		}
 		return nil
@@ -799,8 +801,8 @@ func (w *Watcher) pairRenameLocked(p string, pd *pending, fi fs.FileInfo, now ti
 			if old.id != e.id {
 				continue
 			}
-		case old.dir != e.dir || (!e.dir && old.size != e.size):
-			continue
+		case old.dir != e.dir || (!e.dir && c.raw.Write == 0 && old.size != e.size):
+			continue // no inode: kind, and size unless it was written to before the rename
 		}
 		from, fp = r.path, c
 	}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -194,4 +195,23 @@ func Self(ctx context.Context) (SelfUsage, error) {
 	}
 	u.RSS = mi.RSS
 	return u, nil
+}
+
+// OSVersion names the operating system and its version in one line, as the
+// server's agent list shows it ("debian 12.7", "Microsoft Windows 11 Pro
+// 10.0.22631 Build 22631"); the kernel version when nothing better is known.
+func OSVersion(ctx context.Context) string {
+	hi, _ := gohost.InfoWithContext(ctx)
+	if hi == nil {
+		return ""
+	}
+	return osVersion(hi.Platform, hi.PlatformVersion, hi.KernelVersion)
+}
+
+func osVersion(platform, version, kernel string) string {
+	s := strings.TrimSpace(strings.TrimSpace(platform) + " " + strings.TrimSpace(version))
+	if s == "" {
+		s = strings.TrimSpace(kernel)
+	}
+	return s
 }

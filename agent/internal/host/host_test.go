@@ -104,3 +104,19 @@ func TestSelf(t *testing.T) {
 		t.Fatalf("cpu percent %v after a busy loop", second.CPUPercent)
 	}
 }
+
+func TestOSVersionLine(t *testing.T) {
+	for _, c := range [][4]string{
+		{"debian", "12.7", "6.1.0", "debian 12.7"},
+		{"Microsoft Windows 11 Pro", "10.0.22631 Build 22631", "", "Microsoft Windows 11 Pro 10.0.22631 Build 22631"},
+		{"", "", "6.18.4", "6.18.4"},
+		{"", "", "", ""},
+	} {
+		if got := osVersion(c[0], c[1], c[2]); got != c[3] {
+			t.Errorf("osVersion(%q, %q, %q) = %q, want %q", c[0], c[1], c[2], got, c[3])
+		}
+	}
+	if runtime.GOOS == "linux" && OSVersion(context.Background()) == "" {
+		t.Error("no OS version on this machine")
+	}
+}

@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"fmt"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/windows"
@@ -38,7 +39,65 @@ func loggedOnUsers(ctx context.Context) ([]User, error) {
 			Terminal: windows.UTF16PtrToString(s.WindowStationName),
 		})
 	}
+	if len(out) == 0 {
+		// No session names its user (Wine; a WTS service that is off): the
+		// owners of the desktop shells are the logged-on users.
+		return shellUsers(ctx)
+	}
 	return out, nil
+}
+
+// shellUsers lists the owners of explorer.exe processes, one per session.
+func shellUsers(ctx context.Context) ([]User, error) {
+	snap, err := windows.CreateToolhelp32Snapshot(windows.TH32CS_SNAPPROCESS, 0)
+	if err != nil {
+		return nil, fmt.Errorf("CreateToolhelp32Snapshot: %w", err)
+	}
+	defer windows.CloseHandle(snap)
+	out := []User{}
+	seen := map[string]bool{}
+	var pe windows.ProcessEntry32
+	pe.Size = uint32(unsafe.Sizeof(pe))
+	for err = windows.Process32First(snap, &pe); err == nil; err = windows.Process32Next(snap, &pe) {
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		if !strings.EqualFold(windows.UTF16ToString(pe.ExeFile[:]), "explorer.exe") {
+			continue
+		}
+		u, ok := processUser(pe.ProcessID)
+		if !ok || seen[u.Domain+`\`+u.Name+fmt.Sprint(u.Session)] {
+			continue
+		}
+		seen[u.Domain+`\`+u.Name+fmt.Sprint(u.Session)] = true
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// processUser is the account a process runs as, with its session.
+func processUser(pid uint32) (User, bool) {
+	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, pid)
+	if err != nil {
+		return User{}, false
+	}
+	defer windows.CloseHandle(h)
+	var tok windows.Token
+	if err := windows.OpenProcessToken(h, windows.TOKEN_QUERY, &tok); err != nil {
+		return User{}, false
+	}
+	defer tok.Close()
+	tu, err := tok.GetTokenUser()
+	if err != nil {
+		return User{}, false
+	}
+	name, domain, _, err := tu.User.Sid.LookupAccount("")
+	if err != nil || name == "" {
+		return User{}, false
+	}
+	var session uint32
+	_ = windows.ProcessIdToSessionId(pid, &session)
+	return User{Name: name, Domain: domain, Session: session, Terminal: "explorer.exe"}, true
 }
 
 func sessionString(session uint32, class uint32) (string, error) {

@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/mamori/mamori/agent/internal/host"
 	"github.com/mamori/mamori/shared/securefs"
 	"github.com/mamori/mamori/shared/wire"
 )
@@ -112,6 +113,9 @@ func Enroll(ctx context.Context, opt EnrollOptions) (State, error) {
 	}
 	if opt.Hostname == "" {
 		opt.Hostname, _ = os.Hostname()
+	}
+	if opt.OSVersion == "" {
+		opt.OSVersion = host.OSVersion(ctx) // shown in the server's agent list
 	}
 	ca, err := FetchCA(ctx, server, caHash, opt.Proxy)
 	if err != nil {

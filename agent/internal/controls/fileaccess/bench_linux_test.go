@@ -19,6 +19,7 @@ import (
 
 	"github.com/mamori/mamori/agent/internal/controls"
 	"github.com/mamori/mamori/agent/internal/controls/controlstest"
+	"github.com/mamori/mamori/agent/internal/spool"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
 )
@@ -50,6 +51,24 @@ func init() {
 	}
 }
 
+// spoolRecorder stores events in a real spool (with the snapshot) and
+// records them for the test to count.
+type spoolRecorder struct {
+	*spool.Spool
+	rec *controlstest.Recorder
+}
+
+func (s spoolRecorder) Emit(ctx context.Context, e event.Event) error {
+	return s.EmitState(ctx, e, nil)
+}
+
+func (s spoolRecorder) EmitState(ctx context.Context, e event.Event, st *spool.State) error {
+	if err := s.Spool.EmitState(ctx, e, st); err != nil {
+		return err
+	}
+	return s.rec.Emit(ctx, e)
+}
+
 func procStatus(field string) string {
 	b, _ := os.ReadFile("/proc/self/status")
 	for _, l := range strings.Split(string(b), "\n") {
@@ -66,7 +85,9 @@ func procStatus(field string) string {
 //
 //	MAMORI_BENCH=1 go test -run BurstLoad -v ./agent/internal/controls/fileaccess/
 //
-// (MAMORI_BENCH_NOFID=1: without the fanotify FID group, for comparison.)
+// (MAMORI_BENCH_NOFID=1: without the fanotify FID group, for comparison;
+// MAMORI_BENCH_SPOOL=1: events into a real spool, the folder's snapshot
+// saved with them, as in the agent.)
 func TestBurstLoad(t *testing.T) {
 	if os.Getenv("MAMORI_BENCH") != "1" {
 		t.Skip("set MAMORI_BENCH=1 to run the 10,000 changes/s x 10 s load test")
@@ -78,6 +99,14 @@ func TestBurstLoad(t *testing.T) {
 	root := t.TempDir()
 	rec := &controlstest.Recorder{}
 	env := controls.Env{Emit: rec, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
+	if os.Getenv("MAMORI_BENCH_SPOOL") == "1" {
+		sp, err := spool.Open(filepath.Join(t.TempDir(), "spool.db"), spool.Options{Agent: "bench"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sp.Close()
+		env.Emit = spoolRecorder{sp, rec}
+	}
 	pr := newProbe(env).(*fanotifyProbe)               // fanotify too, when root
 	pr.fidOff = os.Getenv("MAMORI_BENCH_NOFID") == "1" // to compare with the fd-only group
 	c := newControl(env, pr)

@@ -353,6 +353,7 @@ type runner struct {
 
 	store   stateStore        // nil: the snapshot is not saved (no spool)
 	prev    spool.Previous    // the spool's newest event before this start
+	problem string            // attribution problem last reported in the status
 	seen    map[string]bool   // roots added since this start
 	offline map[string]window // roots compared with their saved snapshot at this start
 }
@@ -548,8 +549,23 @@ func (r *runner) verdict() controls.Status {
 			ReasonJA: "OSの監査設定に失敗しました: " + r.attrErr.Error(),
 			ReasonEN: "turning on OS auditing failed: " + r.attrErr.Error()}
 	}
+	if _, problem := r.auditState(); problem != "" && r.attributing {
+		// Changes are still recorded, but without who made them: not a pass.
+		return controls.Status{State: controls.Unknown, Reason: "fileaccess.attribution_degraded",
+			ReasonJA: "フォルダは監視していますが、操作したユーザーを特定できません: " + problem,
+			ReasonEN: "folders are watched but users cannot be attributed: " + problem}
+	}
 	return controls.Status{State: controls.Pass, Reason: "fileaccess.watching",
 		ReasonJA: "すべての対象フォルダを監視しています", ReasonEN: "all folders are watched"}
+}
+
+// auditState asks probes that depend on the OS's own audit log (Windows)
+// for its policy and for what keeps attribution from working.
+func (r *runner) auditState() (policy, problem string) {
+	if a, ok := r.c.probe.(interface{ auditState() (string, string) }); ok {
+		return a.auditState()
+	}
+	return "", ""
 }
 
 func (r *runner) statusAttrs() event.Attrs {
@@ -564,6 +580,12 @@ func (r *runner) statusAttrs() event.Attrs {
 		if m, ok := r.c.probe.(interface{ markScope() string }); ok {
 			if s := m.markScope(); s != "" {
 				a["fanotify_marks"] = s // what the kernel sees: the folders, or whole mounts
+			}
+		}
+		if pol, problem := r.auditState(); pol != "" || problem != "" {
+			a["audit_policy"] = pol
+			if problem != "" {
+				a["attribution_problem"] = problem
 			}
 		}
 		if m, ok := r.c.probe.(interface{ processEvents() string }); ok {
@@ -987,6 +1009,11 @@ func (r *runner) movedOut(ch fswatch.Change) string {
 // expired bulk windows and forgets old access records.
 func (r *runner) housekeep(ctx context.Context, all bool) {
 	now := r.c.env.Clock.Now()
+	if _, problem := r.auditState(); r.attributing && problem != r.problem {
+		// The OS log broke (or works again) since the last status: say so now.
+		r.problem = problem
+		r.setStatus(ctx, r.verdict(), r.statusAttrs())
+	}
 	r.flushHeld(ctx, all)
 	var keys []readKey
 	for k, g := range r.reads {

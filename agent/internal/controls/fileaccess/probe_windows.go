@@ -63,14 +63,59 @@ type winProbe struct {
 	sacl    map[string]bool
 	cancel  context.CancelFunc
 	done    chan struct{}
-	started bool // cursor placed (bookmark or the log's end); poll goroutine only
-	lastErr error
+	started bool        // cursor placed (bookmark or the log's end); poll goroutine only
+	lastErr error       // of the last Security log read; nil once a read works
+	sys     auditSystem // the audit policy and SACLs (a fake in tests)
+	audit   auditReport // what applyAudit found at the last setRoots
 
 	cursor recordCursor
 }
 
 func newProbe(env controls.Env) probe {
-	return &winProbe{env: env, out: make(chan access, 8192), sacl: map[string]bool{}}
+	return &winProbe{env: env, out: make(chan access, 8192), sacl: map[string]bool{}, sys: winAudit{}}
+}
+
+// auditState reports the audit policy and, when attribution is not working
+// (the Security log cannot be read, the policy is off, a folder has no
+// audit SACL), what is wrong.
+func (p *winProbe) auditState() (policy, problem string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var probs []string
+	if p.lastErr != nil {
+		probs = append(probs, "reading the Security log failed: "+p.lastErr.Error())
+	}
+	if s := p.audit.problem(); s != "" {
+		probs = append(probs, s)
+	}
+	return p.audit.policy, strings.Join(probs, "; ")
+}
+
+// winAudit is the real audit configuration.
+type winAudit struct{}
+
+func (winAudit) enableFileSystemAudit() error { return enableFileSystemAudit() }
+func (winAudit) auditFolder(dir string) error { return setAuditSACL(dir) }
+
+func (winAudit) fileSystemAudit() (bool, error) {
+	var pol *auditPolicyInformation
+	if err := auditQuerySystemPolicy(&fileSystemSubcategory, 1, &pol); err != nil {
+		return false, fmt.Errorf("fileaccess: AuditQuerySystemPolicy(File System): %w", err)
+	}
+	defer auditFree(unsafe.Pointer(pol))
+	return pol.info&policyAuditEventSuccess != 0, nil
+}
+
+func (winAudit) folderAudited(dir string) (bool, error) {
+	aces, err := readSACL(dir)
+	if err != nil {
+		return false, err
+	}
+	everyone, err := windows.CreateWellKnownSid(windows.WinWorldSid)
+	if err != nil {
+		return false, fmt.Errorf("fileaccess: %w", err)
+	}
+	return countAuditACEs(aces, everyone.String()) > 0, nil
 }
 
 func (p *winProbe) accesses() <-chan access  { return p.out }
@@ -84,31 +129,17 @@ func (p *winProbe) setRoots(ctx context.Context, roots []string, enforce bool) (
 	if len(roots) == 0 {
 		return "", nil
 	}
-	var errs []error
-	if enforce {
-		if err := enableFileSystemAudit(); err != nil {
-			errs = append(errs, err)
-		}
-		for _, r := range roots {
-			if p.sacl[r] {
-				continue
-			}
-			if err := setAuditSACL(r); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			p.sacl[r] = true
-		}
-	}
+	rep := applyAudit(p.sys, roots, enforce, p.sacl)
 	p.mu.Lock()
+	p.audit = rep
 	if p.cancel == nil {
 		c, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		p.cancel, p.done = cancel, make(chan struct{})
 		go p.poll(c, p.done)
 	}
 	p.mu.Unlock()
-	if len(errs) > 0 {
-		return "security-4663", errors.Join(errs...)
+	if enforce && rep.err != nil {
+		return "security-4663", rep.err
 	}
 	return "security-4663", nil
 }
@@ -388,7 +419,11 @@ func (p *winProbe) poll(ctx context.Context, done chan struct{}) {
 	for {
 		err := p.readNew(ctx)
 		p.persist()
-		if err != nil {
+		if err == nil {
+			p.mu.Lock()
+			p.lastErr = nil
+			p.mu.Unlock()
+		} else {
 			p.mu.Lock()
 			first := p.lastErr == nil || p.lastErr.Error() != err.Error()
 			p.lastErr = err

@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/windows"
@@ -120,4 +122,31 @@ func TestWinProbeFirstRunStartsAtNewest(t *testing.T) {
 	if p.cursor.next() < newest {
 		t.Fatalf("cursor moved back to %d", p.cursor.next())
 	}
+}
+
+// TestSecurityLogFailureReported: with the audit configuration faked as
+// complete, a Security log that cannot be read (Wine: EvtQuery fails) makes
+// auditState name the failure, which turns the status from pass to
+// unknown (TestBrokenAttributionIsNotPass); on Windows the read works and
+// nothing is reported.
+func TestSecurityLogFailureReported(t *testing.T) {
+	dir := t.TempDir()
+	p := newProbe(controls.Env{Log: zerolog.Nop(), StateDir: t.TempDir()}).(*winProbe)
+	p.sys = &fakeAudit{on: true, sacl: map[string]bool{dir: true}, keepSACL: true}
+	if _, err := p.setRoots(context.Background(), []string{dir}, false); err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	deadline := time.Now().Add(3 * pollEvery)
+	for time.Now().Before(deadline) {
+		if pol, problem := p.auditState(); problem != "" {
+			if pol != "on" || !strings.Contains(problem, "Security log") {
+				t.Fatalf("policy %q problem %q", pol, problem)
+			}
+			t.Logf("reported: %s", problem)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Log("the Security log reads fine here (real Windows): nothing to report")
 }

@@ -70,6 +70,7 @@ type procTable struct {
 	exits   []int32 // exited, oldest first, to forget after procsKeep
 	exitAt  []time.Time
 	events  uint64 // events handled, for waiters
+	execs   uint64 // exec events seen
 	dropped uint64 // ENOBUFS: the socket overflowed
 	closed  bool
 }
@@ -157,6 +158,18 @@ func (t *procTable) readExec(f *os.File) {
 				continue // overflow: /proc at the exec event is the fallback
 			}
 			path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(e.fd)))
+			// A set-uid or set-gid program changes the uid at exec without a
+			// uid event: read it now, or take the file's owner.
+			setuid := ""
+			var st unix.Stat_t
+			if err == nil && unix.Fstat(int(e.fd), &st) == nil && st.Mode&unix.S_ISUID != 0 {
+				setuid = strconv.Itoa(int(st.Uid))
+				if b, err := os.ReadFile(filepath.Join(t.proc, strconv.Itoa(int(e.pid)), "status")); err == nil {
+					if uid, err := parseStatusUID(b); err == nil {
+						setuid = uid
+					}
+				}
+			}
 			unix.Close(int(e.fd))
 			if err != nil || e.pid == self || interpreter(path) {
 				continue
@@ -168,6 +181,9 @@ func (t *procTable) readExec(f *os.File) {
 				t.m[e.pid] = p
 			}
 			p.exe, p.inherited, p.comm = path, false, ""
+			if setuid != "" {
+				p.uid = setuid
+			}
 			t.events++
 			t.cond.Broadcast()
 			t.mu.Unlock()
@@ -298,7 +314,11 @@ func (t *procTable) event(ev []byte, now time.Time) {
 		if pid <= 0 {
 			return
 		}
-		p := t.readLocked(pid)
+		t.execs++
+		var p procID
+		if t.exec == nil {
+			p = t.readLocked(pid)
+		} // else: the program (and a set-uid program's uid) come from the exec group
 		old := t.m[pid]
 		if old == nil {
 			t.m[pid] = &p
@@ -311,6 +331,9 @@ func (t *procTable) event(ev []byte, now time.Time) {
 		// program from the exec group if it told.
 		if p.exe != "" || p.comm != "" {
 			old.exe, old.comm, old.inherited = p.exe, p.comm, false
+		}
+		if t.exec != nil && old.inherited {
+			old.exe, old.comm, old.inherited = "", "", false // exec'd: its program comes from the exec group
 		}
 	case procEventUID:
 		pid, euid := u32(1), u32(3)

@@ -8,3 +8,5 @@ package fileaccess
 //sys evtRender(context windows.Handle, fragment windows.Handle, flags uint32, bufferSize uint32, buffer *uint16, bufferUsed *uint32, propertyCount *uint32) (err error) = wevtapi.EvtRender
 //sys evtClose(h windows.Handle) (err error) = wevtapi.EvtClose
 //sys auditSetSystemPolicy(policy *auditPolicyInformation, count uint32) (err error) = advapi32.AuditSetSystemPolicy
+//sys auditQuerySystemPolicy(subCategoryGuids *windows.GUID, policyCount uint32, auditPolicy **auditPolicyInformation) (err error) = advapi32.AuditQuerySystemPolicy
+//sys auditFree(buffer unsafe.Pointer) = advapi32.AuditFree

@@ -41,12 +41,27 @@ var (
 	modadvapi32 = windows.NewLazySystemDLL("advapi32.dll")
 	modwevtapi  = windows.NewLazySystemDLL("wevtapi.dll")
 
-	procAuditSetSystemPolicy = modadvapi32.NewProc("AuditSetSystemPolicy")
-	procEvtClose             = modwevtapi.NewProc("EvtClose")
-	procEvtNext              = modwevtapi.NewProc("EvtNext")
-	procEvtQuery             = modwevtapi.NewProc("EvtQuery")
-	procEvtRender            = modwevtapi.NewProc("EvtRender")
+	procAuditFree              = modadvapi32.NewProc("AuditFree")
+	procAuditQuerySystemPolicy = modadvapi32.NewProc("AuditQuerySystemPolicy")
+	procAuditSetSystemPolicy   = modadvapi32.NewProc("AuditSetSystemPolicy")
+	procEvtClose               = modwevtapi.NewProc("EvtClose")
+	procEvtNext                = modwevtapi.NewProc("EvtNext")
+	procEvtQuery               = modwevtapi.NewProc("EvtQuery")
+	procEvtRender              = modwevtapi.NewProc("EvtRender")
 )
+
+func auditFree(buffer unsafe.Pointer) {
+	syscall.SyscallN(procAuditFree.Addr(), uintptr(buffer))
+	return
+}
+
+func auditQuerySystemPolicy(subCategoryGuids *windows.GUID, policyCount uint32, auditPolicy **auditPolicyInformation) (err error) {
+	r1, _, e1 := syscall.SyscallN(procAuditQuerySystemPolicy.Addr(), uintptr(unsafe.Pointer(subCategoryGuids)), uintptr(policyCount), uintptr(unsafe.Pointer(auditPolicy)))
+	if r1 == 0 {
+		err = errnoErr(e1)
+	}
+	return
+}
 
 func auditSetSystemPolicy(policy *auditPolicyInformation, count uint32) (err error) {
 	r1, _, e1 := syscall.SyscallN(procAuditSetSystemPolicy.Addr(), uintptr(unsafe.Pointer(policy)), uintptr(count))
