@@ -121,7 +121,7 @@ func (c *policyCache) putAgent(id string, gen uint64, resp wire.PolicyResponse, 
 }
 
 // agentPolicy is the agent's compiled policy, from the cache when this
-// generation has it, else compiled with at most cap(s.compileSlots) at once:
+// generation has it, else compiled holding one of s.stateSlots:
 // 10,000 long-polls woken by one change must not send 40,000 reads to etcd
 // at once (they time out, answer 500 and come back for more).
 // Only long-polls (cached) use the cache: a plain GET reads what was just
@@ -131,8 +131,8 @@ func (s *Server) agentPolicy(ctx context.Context, id string, gen uint64, cached 
 		return resp, until, nil
 	}
 	select {
-	case s.compileSlots <- struct{}{}:
-		defer func() { <-s.compileSlots }()
+	case s.stateSlots <- struct{}{}:
+		defer func() { <-s.stateSlots }()
 	case <-ctx.Done():
 		return wire.PolicyResponse{}, time.Time{}, ctx.Err()
 	}

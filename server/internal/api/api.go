@@ -194,8 +194,9 @@ type Server struct {
 	// the memory they take (each up to wire.MaxBatchBody).
 	ingestSlots chan struct{}
 	admission   *admission
-	// compileSlots bounds policies compiled at once (each reads etcd).
-	compileSlots chan struct{}
+	// stateSlots bounds the agent plane's etcd reads at once (agent
+	// lookups, policy compilations).
+	stateSlots chan struct{}
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -223,14 +224,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxPolicyWait = 5 * time.Minute
 	}
 	s := &Server{
-		cfg:          cfg,
-		log:          cfg.Log.With().Str("component", "api").Logger(),
-		known:        map[string]struct{}{},
-		policies:     newPolicyCache(),
-		ingestSlots:  make(chan struct{}, cfg.MaxConcurrentBatches),
-		admission:    newAdmission(cfg.MaxAckWait, nil),
-		compileSlots: make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
-		done:         make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Log.With().Str("component", "api").Logger(),
+		known:       map[string]struct{}{},
+		policies:    newPolicyCache(),
+		ingestSlots: make(chan struct{}, cfg.MaxConcurrentBatches),
+		admission:   newAdmission(cfg.MaxAckWait, nil),
+		stateSlots:  make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
+		done:        make(chan struct{}),
 	}
 	m, err := newMetrics(cfg.Registerer, cfg.Store)
 	if err != nil {

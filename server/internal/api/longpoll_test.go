@@ -145,8 +145,8 @@ func TestLongPollsCheapAtScale(t *testing.T) {
 			t.Errorf("long-polls coming back after 304: %d reads, want 0", reads)
 		}
 	}
-	if m := st.maxInFlight.Load(); m > int64(cap(s.compileSlots)) {
-		t.Errorf("%d compilations at once, bound %d", m, cap(s.compileSlots))
+	if m := st.maxInFlight.Load(); m > int64(cap(s.stateSlots)) {
+		t.Errorf("%d compilations at once, bound %d", m, cap(s.stateSlots))
 	}
 	// A change wakes every held long-poll with the new policy.
 	got := make(chan string, agents)
