@@ -11,7 +11,8 @@ import (
 // report is what a run measured.
 type report struct {
 	mu                   sync.Mutex
-	before, after        procSample
+	baseline             procSample // before any agent connected
+	before, after        procSample // the shipping window
 	beforeErr, afterErr  error
 	peakFDs, peakThreads int
 	peakRSS              int64
@@ -67,11 +68,11 @@ func (r *report) print(w io.Writer, cfg *config) {
 			fmt.Fprintf(w, ", %.1f µs per event", float64(cpu.Microseconds())/float64(ev))
 		}
 		fmt.Fprintln(w)
-		fmt.Fprintf(w, "server RSS   %s at start, %s at end, %s peak sampled (VmHWM %s)\n", mib(r.before.RSS), mib(r.after.RSS), mib(max(r.peakRSS, r.after.RSS)), mib(r.after.Peak))
-		fmt.Fprintf(w, "server fds   %d at start, %d at end, %d peak sampled; threads peak %d\n", r.before.FDs, r.after.FDs, max(r.peakFDs, r.after.FDs), max(r.peakThreads, r.after.Threads))
+		fmt.Fprintf(w, "server RSS   %s before agents connected, %s at start, %s at end, %s peak sampled (VmHWM %s)\n", mib(r.baseline.RSS), mib(r.before.RSS), mib(r.after.RSS), mib(max(r.peakRSS, r.after.RSS)), mib(r.after.Peak))
+		fmt.Fprintf(w, "server fds   %d before agents connected, %d at start, %d at end, %d peak sampled; threads peak %d\n", r.baseline.FDs, r.before.FDs, r.after.FDs, max(r.peakFDs, r.after.FDs), max(r.peakThreads, r.after.Threads))
 		if r.longPolls > 0 {
-			fmt.Fprintf(w, "per agent    %.1f KiB of server RSS (end minus start, %d agents holding a long-poll)\n",
-				float64(r.after.RSS-r.before.RSS)/1024/float64(r.longPolls), r.longPolls)
+			fmt.Fprintf(w, "per agent    %.1f KiB of server RSS (end minus before agents connected, %d agents holding a long-poll)\n",
+				float64(r.after.RSS-r.baseline.RSS)/1024/float64(r.longPolls), r.longPolls)
 		}
 	} else if cfg.pid > 0 {
 		fmt.Fprintf(w, "server       /proc not read: %v %v\n", r.beforeErr, r.afterErr)

@@ -91,6 +91,9 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// The baseline before any agent connects: what the connections cost is
+	// measured from here.
+	rep.baseline, _ = readProc(cfg.pid)
 	var bg sync.WaitGroup
 	// Long-polls first: the steady state of an office is every agent holding one.
 	var polled sync.WaitGroup

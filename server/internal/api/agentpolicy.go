@@ -44,6 +44,19 @@ type policyCache struct {
 	byName  map[string]compiled
 	changed chan struct{}
 	builtin wire.PolicyResponse
+	// gen counts changes; perAgent holds each agent's compiled policy of
+	// generation gen (older entries are stale), sharing one response per
+	// version, so a long-poll that comes back, or is woken by a change that
+	// does not concern it, costs no etcd reads.
+	gen       uint64
+	perAgent  map[string]agentPolicy
+	byVersion map[string]*wire.PolicyResponse
+}
+
+type agentPolicy struct {
+	gen   uint64
+	resp  *wire.PolicyResponse
+	until time.Time
 }
 
 func newPolicyCache() *policyCache {
@@ -53,24 +66,85 @@ func newPolicyCache() *policyCache {
 		panic(fmt.Sprintf("api: built-in default policy: %v", err)) // a programming error
 	}
 	return &policyCache{
-		byName:  map[string]compiled{},
-		changed: make(chan struct{}),
-		builtin: wire.PolicyResponse{Version: p.Version(), Policy: b},
+		byName:    map[string]compiled{},
+		changed:   make(chan struct{}),
+		builtin:   wire.PolicyResponse{Version: p.Version(), Policy: b},
+		perAgent:  map[string]agentPolicy{},
+		byVersion: map[string]*wire.PolicyResponse{},
 	}
 }
 
-// wait returns a channel closed at the next change.
-func (c *policyCache) wait() <-chan struct{} {
+// wait returns a channel closed at the next change, and the generation it
+// ends.
+func (c *policyCache) wait() (<-chan struct{}, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.changed
+	return c.changed, c.gen
 }
 
 func (c *policyCache) notify() {
 	c.mu.Lock()
 	close(c.changed)
 	c.changed = make(chan struct{})
+	c.gen++
+	clear(c.perAgent)
+	clear(c.byVersion)
 	c.mu.Unlock()
+}
+
+// agent returns the agent's policy compiled in generation gen, if still
+// valid at now.
+func (c *policyCache) agent(id string, gen uint64, now time.Time) (wire.PolicyResponse, time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.perAgent[id]
+	if !ok || a.gen != gen || !a.until.IsZero() && !now.Before(a.until) {
+		return wire.PolicyResponse{}, time.Time{}, false
+	}
+	return *a.resp, a.until, true
+}
+
+// putAgent keeps what was compiled in generation gen, unless a change came
+// since.
+func (c *policyCache) putAgent(id string, gen uint64, resp wire.PolicyResponse, until time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	shared, ok := c.byVersion[resp.Version]
+	if !ok {
+		shared = &resp
+		c.byVersion[resp.Version] = shared
+	}
+	c.perAgent[id] = agentPolicy{gen: gen, resp: shared, until: until}
+}
+
+// agentPolicy is the agent's compiled policy, from the cache when this
+// generation has it, else compiled holding one of s.stateSlots:
+// 10,000 long-polls woken by one change must not send 40,000 reads to etcd
+// at once (they time out, answer 500 and come back for more).
+// Only long-polls (cached) use the cache: a plain GET reads what was just
+// written even before the watch has reported it.
+func (s *Server) agentPolicy(ctx context.Context, id string, gen uint64, cached bool) (wire.PolicyResponse, time.Time, error) {
+	if resp, until, ok := s.policies.agent(id, gen, time.Now()); ok && cached {
+		return resp, until, nil
+	}
+	select {
+	case s.stateSlots <- struct{}{}:
+		defer func() { <-s.stateSlots }()
+	case <-ctx.Done():
+		return wire.PolicyResponse{}, time.Time{}, ctx.Err()
+	}
+	if resp, until, ok := s.policies.agent(id, gen, time.Now()); ok && cached {
+		return resp, until, nil // compiled by a request of the same agent meanwhile
+	}
+	resp, until, err := s.compiledPolicy(ctx, id)
+	if err != nil {
+		return resp, until, err
+	}
+	s.policies.putAgent(id, gen, resp, until)
+	return resp, until, nil
 }
 
 // watchPolicies turns the state watch into broadcasts until Close.
@@ -195,8 +269,8 @@ func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		changed := s.policies.wait() // before reading, so no change is missed
-		resp, until, err := s.compiledPolicy(r.Context(), id)
+		changed, gen := s.policies.wait() // before reading, so no change is missed
+		resp, until, err := s.agentPolicy(r.Context(), id, gen, wait > 0)
 		if err != nil && r.Context().Err() != nil {
 			return // the agent went away (or the server is closing): no one to answer, nothing failed
 		}

@@ -222,6 +222,9 @@ type Server struct {
 	ingestSlots chan struct{}
 	readers     *bodyReaders
 	admission   *admission
+	// stateSlots bounds the agent plane's etcd reads at once (agent
+	// lookups, policy compilations).
+	stateSlots chan struct{}
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -265,6 +268,7 @@ func New(cfg Config) (*Server, error) {
 		ingestSlots: make(chan struct{}, cfg.MaxConcurrentBatches),
 		readers:     newBodyReaders(cfg.BodyReadsPerAgent, cfg.BodyReadsPerSource),
 		admission:   newAdmission(cfg.MaxAckWait, nil),
+		stateSlots:  make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
 		done:        make(chan struct{}),
 	}
 	m, err := newMetrics(cfg.Registerer, cfg.Store)

@@ -34,6 +34,9 @@ func (s *Server) agent(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		known, err := s.knownAgent(r.Context(), id)
+		if err != nil && r.Context().Err() != nil {
+			return // the agent went away while waiting: nothing failed
+		}
 		if err != nil {
 			s.internal(w, r, "agent lookup", err)
 			return
@@ -56,6 +59,14 @@ func (s *Server) knownAgent(ctx context.Context, id string) (bool, error) {
 	s.agentsMu.RUnlock()
 	if ok {
 		return true, nil
+	}
+	// Bounded like policy compilation: 10,000 agents connecting at once
+	// must not send 10,000 reads to etcd at once.
+	select {
+	case s.stateSlots <- struct{}{}:
+		defer func() { <-s.stateSlots }()
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
 	a, err := s.cfg.State.GetAgent(ctx, id)
 	if err != nil {
