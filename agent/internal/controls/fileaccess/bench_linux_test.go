@@ -107,8 +107,9 @@ func TestBurstLoad(t *testing.T) {
 		defer sp.Close()
 		env.Emit = spoolRecorder{sp, rec}
 	}
-	pr := newProbe(env).(*fanotifyProbe)               // fanotify too, when root
-	pr.fidOff = os.Getenv("MAMORI_BENCH_NOFID") == "1" // to compare with the fd-only group
+	pr := newProbe(env).(*fanotifyProbe)                   // fanotify too, when root
+	pr.fidOff = os.Getenv("MAMORI_BENCH_NOFID") == "1"     // to compare with the fd-only group
+	pr.procsOff = os.Getenv("MAMORI_BENCH_NOPROCS") == "1" // to compare without process tracking
 	c := newControl(env, pr)
 	p := pol(func(f *policy.FileAccess) {
 		f.Paths = []string{root}

@@ -83,6 +83,9 @@ func startProcTable(proc string, log zerolog.Logger) (*procTable, error) {
 	}
 	// Room for bursts of thousands of processes a second.
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+	// Wake once a second so close() is seen even where shutdown(2) does
+	// not interrupt a netlink read.
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1})
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: cnIdxProc}); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("fileaccess: process events bind: %w", err)
