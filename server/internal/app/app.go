@@ -355,7 +355,6 @@ type eventStore interface {
 	audit.Log
 	Prune(ctx context.Context, cutoff time.Time) (int64, error)
 	Prunable(ctx context.Context, cutoff time.Time) (int64, error)
-	Halted() error
 }
 
 // openEvents opens the event store the DSN selects: PostgreSQL for
