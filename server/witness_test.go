@@ -6,8 +6,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -58,10 +60,19 @@ func TestWitnessDetectsFork(t *testing.T) {
 		}
 		call("GET", "/api/v1/export?format=bundle&agent=nobody", "")
 	}
+	// The auditor's alarm receiver, on loopback.
+	alarms := make(chan witness.Alarm, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a witness.Alarm
+		if err := json.NewDecoder(r.Body).Decode(&a); err == nil {
+			alarms <- a
+		}
+	}))
+	defer hook.Close()
 	round := func() (int, string) {
 		var out, errb bytes.Buffer
 		code := run([]string{"witness", "--server", srv.URL(), "--token", srv.AdminToken(), "--pubkey", pub, "--ca", ca,
-			"--state", wdir, "--once"}, &out, &errb)
+			"--state", wdir, "--once", "--webhook", hook.URL}, &out, &errb)
 		return code, out.String() + errb.String()
 	}
 	kept := func() int64 {
@@ -133,6 +144,14 @@ func TestWitnessDetectsFork(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(wdir, witness.FileAlarm)); err != nil {
 		t.Fatalf("no alarm file: %v", err)
+	}
+	select {
+	case a := <-alarms:
+		if !strings.Contains(a.Reason, "forked") || a.Kept == "" || a.Seen == "" {
+			t.Fatalf("webhook alarm %+v", a)
+		}
+	default:
+		t.Fatal("no webhook alarm")
 	}
 	if code, msg := round(); code != 1 || !strings.Contains(msg, "alarm raised") {
 		t.Fatalf("round after the fork: exit %d\n%s", code, msg)

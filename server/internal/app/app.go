@@ -274,6 +274,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.cp.Run(cpCtx)
 		<-done
 		<-scrubDone
+		// A mark of the final checkpoint: the next start checks only what
+		// comes after it (unless the scrubber found a problem).
+		mctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.scrub.MarkCurrent(mctx); err != nil {
+			s.log.Warn().Err(err).Msg("verified mark not stored")
+		}
+		cancel()
 		close(s.cpDone)
 	}()
 	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey, HostNames: s.hostNames}
@@ -391,7 +398,6 @@ type eventStore interface {
 	audit.Log
 	Prune(ctx context.Context, cutoff time.Time) (int64, error)
 	Prunable(ctx context.Context, cutoff time.Time) (int64, error)
-	Halted() error
 }
 
 // openEvents opens the event store the DSN selects: PostgreSQL for

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +115,25 @@ func TestPostgresRestoredUnderRunningServer(t *testing.T) {
 	cfg.Log = zerolog.Nop()
 	if _, err := app.Start(ctx, cfg); err == nil || !strings.Contains(err.Error(), "refusing to start") {
 		t.Fatalf("restart over the restored database: %v", err)
+	}
+	// The legitimate path: the admin accepts the loss etcd's checkpoint
+	// names; the server starts, records it, and the agent's next events
+	// are taken.
+	size, err := strconv.ParseInt(strings.Split(string(etcdBefore), "\n")[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AcceptEventLoss = size
+	if srv, err = app.Start(ctx, cfg); err != nil {
+		t.Fatalf("start accepting the loss of %d: %v", size, err)
+	}
+	defer srv.Close()
+	a.base = srv.URL()
+	if h := healthz(t, srv); h != "" {
+		t.Fatalf("healthz after the accepted loss: %s", h)
+	}
+	if _, err := a.send(a.events(5)); err != nil {
+		t.Fatalf("ingest after the accepted loss: %v", err)
 	}
 }
 

@@ -37,6 +37,8 @@ func (m *memMarks) DropVerifiedMark(context.Context) error {
 // in the older part passes start-up but the scrubber finds it, records a
 // violation and drops the mark, and the next start (a full check) refuses.
 func TestMarkAndScrubber(t *testing.T) {
+	defer func(n int64) { FullCheckBelow = n }(FullCheckBelow)
+	FullCheckBelow = 0
 	ctx := context.Background()
 	r := newRig(t)
 	r.fill(t, 3, 20)
@@ -107,6 +109,8 @@ func TestMarkAndScrubber(t *testing.T) {
 // hand-pruned row in the trusted part is found at start through the
 // pruned-rows index.
 func TestScrubberCleanAndPrunedFromMark(t *testing.T) {
+	defer func(n int64) { FullCheckBelow = n }(FullCheckBelow)
+	FullCheckBelow = 0
 	ctx := context.Background()
 	r, ret, _ := retentionRig(t)
 	if _, err := ret.RunOnce(ctx); err != nil {

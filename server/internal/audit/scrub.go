@@ -22,7 +22,7 @@ const ScrubFailedType = "server.scrub_failed"
 // Scrubber defaults.
 const (
 	DefaultScrubBudget = 0.1  // share of one core
-	scrubChunk         = 1024 // events per step: a power of two, so each step is one subtree
+	scrubChunk         = 8192 // events per step: a power of two, so each step is one subtree
 	minPassGap         = time.Minute
 )
 
@@ -48,7 +48,12 @@ type Scrubber struct {
 	reported string
 	problem  atomic.Pointer[error] // of the last pass; nil when clean
 	passes   atomic.Int64
+	at       atomic.Int64 // log index the current pass has checked up to
 }
+
+// Progress returns the log index the current (or last) pass has checked
+// up to.
+func (s *Scrubber) Progress() int64 { return s.at.Load() }
 
 // Problem returns what the last pass found, or nil.
 func (s *Scrubber) Problem() error {
@@ -61,9 +66,55 @@ func (s *Scrubber) Problem() error {
 // Passes returns how many passes finished.
 func (s *Scrubber) Passes() int64 { return s.passes.Load() }
 
+// MarkInterval is how often Run signs a mark of the latest checkpoint.
+const MarkInterval = 5 * time.Minute
+
+// MarkCurrent signs a verified mark of the latest signed checkpoint, unless
+// a pass of this process found a problem. Events this server appended were
+// checked as they came (content hash, chain), and the log before them at
+// start-up, so a restart need not read them again; edits made in the
+// database afterwards are the scrubber's to find. Run calls it every
+// MarkInterval; the server calls it after its final checkpoint.
+func (s *Scrubber) MarkCurrent(ctx context.Context) error {
+	if s.Marks == nil || s.Signer == nil || s.Problem() != nil {
+		return nil
+	}
+	cp, err := s.Log.LatestCheckpoint(ctx)
+	if errors.Is(err, eventlog.ErrNoCheckpoint) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("audit: mark: %w", err)
+	}
+	msg, err := SignMark(Mark{Size: cp.Size, Root: cp.Root, Time: time.Now().UTC()}, s.Signer)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock() // not while a problem is being reported
+	defer s.mu.Unlock()
+	if s.Problem() != nil {
+		return nil
+	}
+	return s.Marks.PutVerifiedMark(ctx, msg)
+}
+
 // Run scrubs until ctx ends, a pass after another (at least a minute
-// apart).
+// apart), and signs a mark every MarkInterval.
 func (s *Scrubber) Run(ctx context.Context) {
+	go func() {
+		t := time.NewTicker(MarkInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.MarkCurrent(ctx); err != nil && ctx.Err() == nil {
+					s.Logger.Warn().Err(err).Msg("scrubber: verified mark not stored")
+				}
+			}
+		}
+	}()
 	for ctx.Err() == nil {
 		began := time.Now()
 		if _, err := s.Pass(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, ErrTampered) {
@@ -137,6 +188,7 @@ func (s *Scrubber) Pass(ctx context.Context) (int64, error) {
 		}
 		records = append(records, g.retention...)
 		stack.append(g.stack)
+		s.at.Store(g.to)
 		// Sleep so this step's time is Budget of the step plus the sleep.
 		time.Sleep(time.Duration(float64(time.Since(step)) * (1 - budget) / budget))
 	}
@@ -150,7 +202,6 @@ func (s *Scrubber) Pass(ctx context.Context) (int64, error) {
 	}
 	s.passes.Add(1)
 	if found != nil {
-		s.problem.Store(&found)
 		s.report(ctx, found, target)
 		return target, found
 	}
@@ -170,14 +221,15 @@ func (s *Scrubber) Pass(ctx context.Context) (int64, error) {
 
 // report logs a problem, drops the mark and records it once.
 func (s *Scrubber) report(ctx context.Context, found error, size int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.problem.Store(&found)
 	s.Logger.Error().Err(found).Int64("size", size).Msg("scrubber: the stored log does not match its content")
 	if s.Marks != nil {
 		if err := s.Marks.DropVerifiedMark(ctx); err != nil {
 			s.Logger.Error().Err(err).Msg("scrubber: drop the verified mark")
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.reported == found.Error() || s.Record == nil {
 		return
 	}

@@ -44,7 +44,7 @@ func checkConsistent(t *testing.T, s *eventlog.SQLite) []eventlog.Stored {
 			t.Fatalf("index %d at position %d", st.Index, i)
 		}
 		raw, _ := hex.DecodeString(st.Hash)
-		hs, err := tlog.StoredHashes(int64(i), raw, reader)
+		hs, err := tlog.StoredHashes(int64(i), storetest.Record(raw, st.Received), reader)
 		if err != nil {
 			t.Fatal(err)
 		}

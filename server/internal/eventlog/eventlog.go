@@ -51,6 +51,10 @@ type Store interface {
 	ReadHashes(indexes []int64) ([]tlog.Hash, error)
 	// Stats returns figures for /metrics.
 	Stats(ctx context.Context) (Stats, error)
+	// Halted returns why the store stopped taking writes (wrapping
+	// ErrRolledBack: its database was found behind or unlike the log it
+	// committed), or nil; /healthz and /readyz report it.
+	Halted() error
 	// Close waits for in-flight commits and releases the store.
 	Close() error
 }

@@ -582,9 +582,9 @@ func mth(leaves [][]byte) [32]byte {
 	return sha256.Sum256(append(append([]byte{1}, l[:]...), r[:]...))
 }
 
-// record is a stored event's Merkle record: its hash and the received time,
+// Record is a stored event's Merkle record: its hash and the received time,
 // which the server signs with it (bundle format v3).
-func record(hash []byte, received time.Time) []byte {
+func Record(hash []byte, received time.Time) []byte {
 	var ns [8]byte
 	binary.BigEndian.PutUint64(ns[:], uint64(received.UnixNano()))
 	return append(hash, ns[:]...)
@@ -622,7 +622,7 @@ func testTreeHashes(t *testing.T, s eventlog.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		raw = record(raw, st.Received)
+		raw = Record(raw, st.Received)
 		leaves = append(leaves, raw)
 		hs, err := tlog.StoredHashes(int64(i), raw, reader)
 		if err != nil {
@@ -756,7 +756,7 @@ func testConcurrent(t *testing.T, s eventlog.Store) {
 		var leaves [][]byte
 		for _, st := range all {
 			raw, _ := hex.DecodeString(st.Hash)
-			leaves = append(leaves, record(raw, st.Received))
+			leaves = append(leaves, Record(raw, st.Received))
 		}
 		if got != tlog.Hash(mth(leaves)) {
 			t.Error("tree hash after concurrent appends differs from the recomputed one")
