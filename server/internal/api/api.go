@@ -209,6 +209,7 @@ type Server struct {
 	// ingestSlots bounds the batches being read and decoded at once, and so
 	// the memory they take (each up to wire.MaxBatchBody).
 	ingestSlots chan struct{}
+	smallSlots  chan struct{} // for raw bodies up to smallBatchBody
 	readers     *bodyReaders
 
 	cancel context.CancelFunc
@@ -248,6 +249,7 @@ func New(cfg Config) (*Server, error) {
 		known:       map[string]struct{}{},
 		policies:    newPolicyCache(),
 		ingestSlots: make(chan struct{}, cfg.MaxConcurrentBatches),
+		smallSlots:  make(chan struct{}, cfg.MaxConcurrentBatches),
 		readers:     newBodyReaders(cfg.BodyReadsPerAgent, cfg.BodyReadsPerSource),
 		done:        make(chan struct{}),
 	}

@@ -24,7 +24,7 @@ func FuzzDecodeGzipBody(f *testing.F) {
 		f.Add(b.Bytes()[:b.Len()/2])
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		evs, err := decodeBody("gzip", bytes.NewReader(body))
+		evs, err := decodeBody("gzip", bytes.NewReader(body), nil)
 		if err != nil {
 			if !errors.Is(err, errBadBatch) && !errors.Is(err, errTooLarge) {
 				t.Fatalf("error %v is neither a bad batch nor too large", err)

@@ -14,6 +14,9 @@ import (
 	"github.com/mamori/mamori/shared/wire"
 )
 
+// smallBatchBody is the largest raw body that takes a small-batch slot.
+const smallBatchBody = 256 << 10
+
 // handleIngest stores one batch of the agent's events and acks it only
 // after the store says it is durable. The body is read first, under its own
 // deadline and outside the ingest slots, so slow senders hold neither a
@@ -52,9 +55,15 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, status, err.Error())
 		return
 	}
+	// Small bodies (an agent's usual gzip batch) have their own slots, so
+	// they never queue behind maximum-size batches being decoded.
+	slots := s.ingestSlots
+	if buf.Len() <= smallBatchBody {
+		slots = s.smallSlots
+	}
 	select {
-	case s.ingestSlots <- struct{}{}:
-		defer func() { <-s.ingestSlots }()
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
 	case <-r.Context().Done():
 		s.fail(w, r, http.StatusServiceUnavailable, "server busy")
 		return
@@ -70,7 +79,19 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer) (wire.Ack, int, string) {
-	evs, err := decodeBody(r.Header.Get("Content-Encoding"), bytes.NewReader(buf.Bytes()))
+	// Each event is checked as it is decoded (identity from the
+	// certificate, fields and own hash), so a batch of garbage costs one
+	// event's work, not a thousand.
+	check := func(e *event.Event) error {
+		if e.Agent != id {
+			return fmt.Errorf("%w: seq %d names agent %q, certificate is for %q", event.ErrWrongAgent, e.Seq, e.Agent, id)
+		}
+		return e.Validate()
+	}
+	evs, err := decodeBody(r.Header.Get("Content-Encoding"), bytes.NewReader(buf.Bytes()), check)
+	if errors.Is(err, errEventRefused) {
+		return wire.Ack{}, appendErrStatus(err), err.Error()
+	}
 	if err != nil {
 		return wire.Ack{}, batchErrStatus(err), err.Error()
 	}
