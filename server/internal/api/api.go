@@ -220,6 +220,7 @@ type Server struct {
 	// ingestSlots bounds the batches being read and decoded at once, and so
 	// the memory they take (each up to wire.MaxBatchBody).
 	ingestSlots chan struct{}
+	smallSlots  chan struct{} // for raw bodies up to smallBatchBody
 	readers     *bodyReaders
 	admission   *admission
 	// stateSlots bounds the agent plane's etcd reads at once (agent
@@ -266,6 +267,7 @@ func New(cfg Config) (*Server, error) {
 		known:       map[string]struct{}{},
 		policies:    newPolicyCache(),
 		ingestSlots: make(chan struct{}, cfg.MaxConcurrentBatches),
+		smallSlots:  make(chan struct{}, cfg.MaxConcurrentBatches),
 		readers:     newBodyReaders(cfg.BodyReadsPerAgent, cfg.BodyReadsPerSource),
 		admission:   newAdmission(cfg.MaxAckWait, nil),
 		stateSlots:  make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),

@@ -361,15 +361,20 @@ func TestIngestBadInput(t *testing.T) {
 	}
 	var gzBomb bytes.Buffer
 	zw := gzip.NewWriter(&gzBomb)
-	// Decoded size over the limit while every event stays under MaxEventJSON.
-	zw.Write([]byte(`{"events":[`))
-	for i := range 100 {
-		if i > 0 {
-			zw.Write([]byte(","))
+	// Decoded size over the limit while every event is valid and under
+	// MaxEventJSON: 700 sealed events of about 27 KB.
+	bigEvs := make([]event.Event, 700)
+	prev := a.prev
+	for i := range bigEvs {
+		e := event.Event{Agent: a.id, Seq: a.seq + uint64(i) + 1, Time: time.Now().UTC(), Control: "fileaccess", Type: "file.modified",
+			Severity: event.Info, User: strings.Repeat("u", 4000), Process: strings.Repeat("p", 4000), Object: strings.Repeat("o", 4000),
+			Attrs: event.Attrs{"pad": strings.Repeat("a", 15000)}}
+		if err := e.Seal(prev); err != nil {
+			t.Fatal(err)
 		}
-		zw.Write([]byte(`{"user":"` + strings.Repeat("a", 200<<10) + `"}`))
+		prev, bigEvs[i] = e.Hash, e
 	}
-	zw.Write([]byte(`]}`))
+	zw.Write(marshal(bigEvs))
 	zw.Close()
 	var spaceBomb bytes.Buffer
 	zw = gzip.NewWriter(&spaceBomb)

@@ -26,6 +26,9 @@ var (
 	errTooLarge   = fmt.Errorf("api: batch body over %d bytes", wire.MaxBatchBody)
 	errBadBatch   = errors.New("api: bad batch")
 	errBadEncoder = errors.New("api: unsupported Content-Encoding")
+	// errEventRefused wraps what the caller's check said of one event; the
+	// rest of the batch is not decoded.
+	errEventRefused = errors.New("api: batch refused")
 )
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -45,18 +48,19 @@ func readRawBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) erro
 	return nil
 }
 
-// decodeBody decodes a raw batch body sent with Content-Encoding enc.
-func decodeBody(enc string, raw io.Reader) ([]event.Event, error) {
+// decodeBody decodes a raw batch body sent with Content-Encoding enc;
+// check (optional) refuses an event as soon as it is decoded.
+func decodeBody(enc string, raw io.Reader, check func(*event.Event) error) ([]event.Event, error) {
 	switch enc = strings.ToLower(strings.TrimSpace(enc)); enc {
 	case "", "identity":
-		return DecodeBatchFrom(raw)
+		return decodeBatchFrom(raw, check)
 	case "gzip":
 		zr, err := gzip.NewReader(raw)
 		if err != nil {
 			return nil, fmt.Errorf("%w: gzip: %v", errBadBatch, err)
 		}
 		defer zr.Close()
-		return DecodeBatchFrom(zr)
+		return decodeBatchFrom(zr, check)
 	default:
 		return nil, fmt.Errorf("%w %q", errBadEncoder, enc)
 	}
@@ -75,12 +79,16 @@ func DecodeBatch(body []byte) ([]event.Event, error) {
 // wire.MaxBatchBody decoded bytes, and within an event after MaxEventJSON
 // bytes, so a small gzip bomb costs neither memory nor time. It does not
 // check the events themselves; the store does (event.VerifyChain).
-func DecodeBatchFrom(body io.Reader) ([]event.Event, error) {
+func DecodeBatchFrom(body io.Reader) ([]event.Event, error) { return decodeBatchFrom(body, nil) }
+
+func decodeBatchFrom(body io.Reader, check func(*event.Event) error) ([]event.Event, error) {
 	lr := &limitedReader{r: body, total: wire.MaxBatchBody, window: MaxEventJSON, limit: MaxEventJSON}
 	d := json.NewDecoder(lr)
-	evs, err := decodeBatch(d, lr)
+	evs, err := decodeBatch(d, lr, check)
 	if err != nil {
 		switch {
+		case errors.Is(err, errEventRefused):
+			return nil, err
 		case errors.Is(err, errTooLarge):
 			return nil, errTooLarge
 		case errors.Is(err, errBadBatch):
@@ -91,7 +99,7 @@ func DecodeBatchFrom(body io.Reader) ([]event.Event, error) {
 	return evs, nil
 }
 
-func decodeBatch(d *json.Decoder, lr *limitedReader) ([]event.Event, error) {
+func decodeBatch(d *json.Decoder, lr *limitedReader, check func(*event.Event) error) ([]event.Event, error) {
 	if err := wantDelim(d, '{'); err != nil {
 		return nil, err
 	}
@@ -110,7 +118,7 @@ func decodeBatch(d *json.Decoder, lr *limitedReader) ([]event.Event, error) {
 			return nil, fmt.Errorf("%w: events given twice", errBadBatch)
 		}
 		seen = true
-		if evs, err = decodeEvents(d, lr); err != nil {
+		if evs, err = decodeEvents(d, lr, check); err != nil {
 			return nil, err
 		}
 	}
@@ -131,7 +139,7 @@ func decodeBatch(d *json.Decoder, lr *limitedReader) ([]event.Event, error) {
 }
 
 // decodeEvents reads the events array (or null) one event at a time.
-func decodeEvents(d *json.Decoder, lr *limitedReader) ([]event.Event, error) {
+func decodeEvents(d *json.Decoder, lr *limitedReader, check func(*event.Event) error) ([]event.Event, error) {
 	lr.mark(d.InputOffset())
 	t, err := d.Token()
 	if err != nil {
@@ -167,6 +175,11 @@ func decodeEvents(d *json.Decoder, lr *limitedReader) ([]event.Event, error) {
 		var e event.Event
 		if err := ed.Decode(&e); err != nil {
 			return nil, fmt.Errorf("%w: event %d: %v", errBadBatch, len(evs)+1, err)
+		}
+		if check != nil {
+			if err := check(&e); err != nil {
+				return nil, fmt.Errorf("%w: event %d: %w", errEventRefused, len(evs)+1, err)
+			}
 		}
 		evs = append(evs, e)
 	}

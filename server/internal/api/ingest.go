@@ -14,6 +14,9 @@ import (
 	"github.com/mamori/mamori/shared/wire"
 )
 
+// smallBatchBody is the largest raw body that takes a small-batch slot.
+const smallBatchBody = 256 << 10
+
 // handleIngest stores one batch of the agent's events and acks it only
 // after the store says it is durable. The body is read first, under its own
 // deadline and outside the ingest slots, so slow senders hold neither a
@@ -61,9 +64,15 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	defer tk.release(0)
 	slot := time.NewTimer(s.admission.maxWait)
 	defer slot.Stop()
+	// Small bodies (an agent's usual gzip batch) have their own slots, so
+	// they never queue behind maximum-size batches being decoded.
+	slots := s.ingestSlots
+	if buf.Len() <= smallBatchBody {
+		slots = s.smallSlots
+	}
 	select {
-	case s.ingestSlots <- struct{}{}:
-		defer func() { <-s.ingestSlots }()
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
 	case <-slot.C:
 		s.busy(w, r, time.Second)
 		return
@@ -82,17 +91,21 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer, tk *ticket) (wire.Ack, int, string) {
-	evs, err := decodeBody(r.Header.Get("Content-Encoding"), bytes.NewReader(buf.Bytes()))
+	// Each event is checked as it is decoded (identity from the
+	// certificate, fields and own hash), so a batch of garbage costs one
+	// event's work, not a thousand.
+	check := func(e *event.Event) error {
+		if e.Agent != id {
+			return fmt.Errorf("%w: seq %d names agent %q, certificate is for %q", event.ErrWrongAgent, e.Seq, e.Agent, id)
+		}
+		return e.Validate()
+	}
+	evs, err := decodeBody(r.Header.Get("Content-Encoding"), bytes.NewReader(buf.Bytes()), check)
+	if errors.Is(err, errEventRefused) {
+		return wire.Ack{}, appendErrStatus(err), err.Error()
+	}
 	if err != nil {
 		return wire.Ack{}, batchErrStatus(err), err.Error()
-	}
-	// Identity comes from the certificate only; a batch naming another
-	// agent is refused before it reaches the store.
-	for i := range evs {
-		if evs[i].Agent != id {
-			return wire.Ack{}, http.StatusForbidden, fmt.Sprintf("event seq %d names agent %q, certificate is for %q",
-				evs[i].Seq, evs[i].Agent, id)
-		}
 	}
 	tk.stored(len(evs))
 	res, err := s.cfg.Store.Append(r.Context(), id, evs)

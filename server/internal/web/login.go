@@ -50,6 +50,9 @@ func (u *UI) routes() *http.ServeMux {
 	mux.HandleFunc("GET /users", u.auth(adminsOnly, u.handleUsers))
 	mux.HandleFunc("POST /users", u.auth(adminsOnly, u.handleCreateUser))
 	mux.HandleFunc("POST /users/{name}", u.auth(adminsOnly, u.handleUpdateUser))
+	mux.HandleFunc("GET /tokens", u.auth(adminsOnly, u.handleTokens))
+	mux.HandleFunc("POST /tokens", u.auth(adminsOnly, u.handleCreateToken))
+	mux.HandleFunc("POST /tokens/{id}/revoke", u.auth(adminsOnly, u.handleRevokeToken))
 	// Anything else: logged-in users get a 404 page, others the login page.
 	mux.HandleFunc("/", u.auth(anyRole, func(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusNotFound, "err_not_found", "")

@@ -98,3 +98,22 @@ func TestBoundName(t *testing.T) {
 		t.Fatalf("%q", s)
 	}
 }
+
+// FuzzBoundName: whatever the login form sends as a user name, what is
+// stored is short valid UTF-8 without control characters.
+func FuzzBoundName(f *testing.F) {
+	for _, s := range []string{"admin", strings.Repeat("管理者", 100), "a\x00b", "\xff\xfe", "\u2028"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out := boundName(in)
+		if len(out) > maxLoggedName+len("…") || !utf8.ValidString(out) {
+			t.Fatalf("boundName(%q) = %q", in, out)
+		}
+		for _, r := range out {
+			if r < 0x20 || r == 0x7f {
+				t.Fatalf("boundName(%q) keeps a control character", in)
+			}
+		}
+	})
+}
