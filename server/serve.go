@@ -40,11 +40,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if service.Interactive() {
 		// A terminal, a container or a test: no service manager needed
 		// (kardianos refuses to build a service where it detects none).
+		// Signals first: a SIGTERM right after the banner must stop us
+		// cleanly, not kill us.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
 		if err := prg.Start(nil); err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
 		<-ctx.Done()
 		return prg.Stop(nil)
 	}
