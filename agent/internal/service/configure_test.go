@@ -120,7 +120,7 @@ func TestStatusUnenrolledSaysWhatToDo(t *testing.T) {
 	if code := Main([]string{"status", "--state-dir", dir}, nil, &out, &errb); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	if !strings.Contains(errb.String(), "mamori-agent enroll --server") || !strings.Contains(out.String(), `"log_file"`) {
+	if !strings.Contains(errb.String(), "mamori-agent enroll --server") || !strings.Contains(out.String(), `"log_file"`) || !strings.Contains(out.String(), `"system_log"`) {
 		t.Fatalf("stderr %q stdout %s", errb.String(), out.String())
 	}
 	hash := "sha256:" + strings.Repeat("ab", 32)
