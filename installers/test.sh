@@ -6,9 +6,11 @@
 #     CustomAction, Property (MsiHiddenProperties = TOKEN).
 #  3. under Wine, in a prefix of its own: msiexec /i with SERVER, TOKEN,
 #     CAHASH installs the files, the service key (quoted ImagePath,
-#     LocalSystem, automatic) and the protected config; a second install and
-#     an upgrade to a newer MSI keep agent.json; /x removes the service and
-#     the program files and keeps the state.
+#     LocalSystem, automatic) and the protected config; the installed agent,
+#     run as the service would, enrolls itself with a real server on loopback
+#     (failing over from a dead first URL); a second install and an upgrade to
+#     a newer MSI keep agent.json; /x removes the service and the program
+#     files and keeps the state.
 #  4. dpkg -i of the agent .deb with /etc/mamori/agent.env installs the unit,
 #     the binary and the config; dpkg -r removes them; rpm -qlp lists both rpms.
 # Needs root for dpkg (skipped with a message otherwise), wixl, msitools,
@@ -63,10 +65,19 @@ wine=/usr/lib/wine/wine64
 w() { timeout 180 "$wine" "$@"; }
 c=$WINEPREFIX/drive_c
 svc='HKLM\System\CurrentControlSet\Services\MamoriAgent'
-hash=sha256:$(printf 'ab%.0s' $(seq 32))
-token=msi-test-token-$RANDOM$RANDOM
+# A real server on loopback for the installed agent to enroll with.
+go build -o "$work/mamori-server" ./server
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$work/mamori-server" serve --data-dir "$work/srv" --listen "127.0.0.1:$port" --hostname 127.0.0.1 >"$work/srv.log" 2>&1 &
+srvpid=$!
+trap 'kill $srvpid 2>/dev/null; wait $srvpid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 180); do grep -q 'sha256:[0-9a-f]\{64\}' "$work/srv.log" && break; sleep 0.5; done
+hash=$(grep -o 'sha256:[0-9a-f]\{64\}' "$work/srv.log" | head -n1)
+[ -n "$hash" ] || { cat "$work/srv.log" >&2; fail "test server did not start"; }
+token=$(cat "$work/srv/enroll-token")
+servers=https://127.0.0.1:9,https://127.0.0.1:$port # the first never answers: failover
 install() { # install MSI LOG: with the deployment properties
-	w msiexec /i "$1" /qn /l*v "$2" SERVER=https://127.0.0.1:9,https://127.0.0.1:10 TOKEN="$token" CAHASH="$hash" DEPARTMENT=総務部 ||
+	w msiexec /i "$1" /qn /l*v "$2" SERVER="$servers" TOKEN="$token" CAHASH="$hash" DEPARTMENT=総務部 ||
 		{ tr -d '\0' < "$2" | tail -40 >&2; fail "msiexec /i $1: exit $?"; }
 }
 install "$msi" "$work/install1.log"
@@ -80,10 +91,10 @@ grep -q EventMessageFile <<<"$(w reg query 'HKLM\System\CurrentControlSet\Servic
 	fail "event log source not registered"
 cfg=$c/ProgramData/Mamori/config.json
 [ -f "$cfg" ] || fail "config.json not written"
-python3 - "$cfg" "$token" "$hash" <<'PY' || fail "config.json content"
+python3 - "$cfg" "$token" "$hash" "$servers" <<'PY' || fail "config.json content"
 import json, sys
 c = json.load(open(sys.argv[1], encoding="utf-8"))
-assert c["servers"] == ["https://127.0.0.1:9", "https://127.0.0.1:10"], c
+assert c["servers"] == sys.argv[4].split(","), c
 assert c["token"] == sys.argv[2] and c["ca_hash"] == sys.argv[3] and c["department"] == "総務部", c
 PY
 echo "config.json: servers, token, ca hash and department from the properties"
@@ -91,24 +102,38 @@ if grep -q "$token" <<<"$(tr -d '\0' < "$work/install1.log")"; then
 	echo "NOTE (Wine only, known): Wine's msiexec writes TOKEN into the /l*v log despite MsiHiddenProperties; check on Windows"
 fi
 
-# An enrolled PC: its identity must survive a reinstall and an upgrade.
-printf '{"agent_id":"pc-0001","server":"https://127.0.0.1:9","enrolled":"2026-12-01T00:00:00Z"}\n' > "$c/ProgramData/Mamori/agent.json"
-printf 'spool' > "$c/ProgramData/Mamori/spool.db"
-sum=$(sha256sum "$c/ProgramData/Mamori/agent.json" "$c/ProgramData/Mamori/spool.db")
+# Wine cannot start the service: run what it runs, "mamori-agent.exe run",
+# with the installed config and no enrollment. It enrolls itself through the
+# second URL of the list and ships its first events.
+timeout 180 "$wine" 'C:\Program Files\Mamori\mamori-agent.exe' run >"$work/agent-run.log" 2>&1 &
+apid=$!
+for _ in $(seq 1 240); do [ -f "$c/ProgramData/Mamori/agent.json" ] && break; sleep 0.5; done
+[ -f "$c/ProgramData/Mamori/agent.json" ] || { tail -20 "$work/agent-run.log" >&2; fail "the installed agent did not enroll itself"; }
+for _ in $(seq 1 60); do grep -q '"token"' "$cfg" || break; sleep 0.5; done
+! grep -q '"token"' "$cfg" || fail "the token stayed in config.json after enrollment"
+grep -q "https://127.0.0.1:$port" "$c/ProgramData/Mamori/agent.json" || fail "enrolled with the wrong server"
+[ -f "$c/ProgramData/Mamori/log/agent.log" ] || fail "no log file in ProgramData\\Mamori\\log"
+echo "installed agent run under Wine: enrolled itself through the second server, token dropped, log file written"
+kill $apid 2>/dev/null; wait $apid 2>/dev/null || true
+timeout 30 /usr/lib/wine/wineserver -k 2>/dev/null || true
+
+# The enrolled PC's identity must survive a reinstall and an upgrade.
+sum=$(sha256sum "$c/ProgramData/Mamori/agent.json" "$c/ProgramData/Mamori/key.pem")
 install "$msi" "$work/install2.log"
-sha256sum --quiet -c <<<"$sum" || fail "second install changed agent.json or the spool"
-echo "second install: agent.json and spool kept"
+sha256sum --quiet -c <<<"$sum" || fail "second install changed agent.json or the key"
+! grep -q '"token"' "$cfg" || fail "second install stored the token on an enrolled PC"
+echo "second install with the same properties: agent.json and key kept, token not stored again"
 
 # Upgrade: the same package built as a newer version (MajorUpgrade).
 mkdir -p "$work/v2"
 cp installers/windows/mamori-agent.wxs dist/mamori-agent.exe "$work/v2/"
 (cd "$work/v2" && wixl -a x64 -D Version=99.0.0 -o mamori-agent-v2.msi mamori-agent.wxs)
 w msiexec /i "$work/v2/mamori-agent-v2.msi" /qn /l*v "$work/upgrade.log" || fail "upgrade: exit $?"
-sha256sum --quiet -c <<<"$sum" || fail "upgrade changed agent.json or the spool"
+sha256sum --quiet -c <<<"$sum" || fail "upgrade changed agent.json or the key"
 [ -f "$cfg" ] || fail "upgrade without properties lost config.json"
 [ -f "$c/Program Files/Mamori/mamori-agent.exe" ] || fail "upgrade removed the program"
 w reg query "$svc" >/dev/null || fail "upgrade lost the service"
-echo "upgrade to 99.0.0 without properties: agent.json, spool and config kept, service present"
+echo "upgrade to 99.0.0 without properties: agent.json, key and config kept, service present"
 
 w msiexec /x "$work/v2/mamori-agent-v2.msi" /qn || fail "msiexec /x: exit $?"
 ! w reg query "$svc" >/dev/null 2>&1 || fail "/x left the service key"
@@ -128,14 +153,15 @@ if [ "$(id -u)" != 0 ] || ! command -v dpkg >/dev/null; then
 	echo "SKIP dpkg -i: needs root on a Debian machine"
 	exit 0
 fi
-if dpkg -s mamori-agent >/dev/null 2>&1 || [ -e /etc/mamori/agent.env ] || [ -e /var/lib/mamori-agent ]; then
+if [ "$(dpkg-query -W -f='${Status}' mamori-agent 2>/dev/null)" = "install ok installed" ] ||
+	[ -e /etc/mamori/agent.env ] || [ -e /var/lib/mamori-agent ]; then
 	echo "SKIP dpkg -i: this machine already has a mamori-agent installation; not touching it"
 	exit 0
 fi
 mkdir -p /etc/mamori
 printf 'MAMORI_SERVER=https://127.0.0.1:9\nMAMORI_TOKEN=%s\nMAMORI_CA_HASH=%s\nMAMORI_DEPARTMENT="総務部"\n' "$token" "$hash" > /etc/mamori/agent.env
-cleanup_deb() { dpkg -r mamori-agent >/dev/null 2>&1 || true; rm -rf /etc/mamori /var/lib/mamori-agent; }
-trap 'cleanup_deb; rm -rf "$work"' EXIT
+cleanup_deb() { dpkg -P mamori-agent >/dev/null 2>&1 || true; rm -rf /etc/mamori /var/lib/mamori-agent; }
+trap 'cleanup_deb; kill $srvpid 2>/dev/null; wait $srvpid 2>/dev/null; rm -rf "$work"' EXIT
 timeout 120 dpkg -i dist/mamori-agent_*_amd64.deb
 [ -x /usr/bin/mamori-agent ] || fail "deb: no /usr/bin/mamori-agent"
 [ -f /usr/lib/systemd/system/mamori-agent.service ] || fail "deb: no unit"

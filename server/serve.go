@@ -45,11 +45,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer stopProfile()
+		// Signals first: a SIGTERM right after the banner must stop us
+		// cleanly, not kill us.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
 		if err := prg.Start(nil); err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
 		<-ctx.Done()
 		return prg.Stop(nil)
 	}

@@ -229,7 +229,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 func ReadStatus(dir string) (Status, error) {
 	st, err := uplink.LoadState(dir)
 	if errors.Is(err, uplink.ErrNotEnrolled) {
-		s := Status{Controls: map[string]controls.Status{}, LogFile: LogPath(dir)}
+		s := Status{Controls: map[string]controls.Status{}, LogFile: LogPath(dir), SystemLog: systemLogName}
 		switch c, cerr := uplink.LoadConfig(dir); {
 		case cerr == nil:
 			s.Hint = fmt.Sprintf("not enrolled yet; the installed config names %s: the service enrolls itself when it starts and retries until the server answers (its attempts are in %s)",
@@ -263,7 +263,7 @@ func ReadStatus(dir string) (Status, error) {
 			s.PolicyVersion = v
 		}
 	}
-	s.Enrolled, s.AgentID, s.Server, s.LogFile = true, st.AgentID, st.Server, LogPath(dir)
+	s.Enrolled, s.AgentID, s.Server, s.LogFile, s.SystemLog = true, st.AgentID, st.Server, LogPath(dir), systemLogName
 	if s.Controls == nil {
 		s.Controls = map[string]controls.Status{}
 	}

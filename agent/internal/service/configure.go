@@ -98,12 +98,15 @@ func cmdConfigure(args []string, stdout, stderr io.Writer) error {
 	if err := c.Check(); err != nil {
 		return usageError{err}
 	}
-	if err := uplink.SaveConfig(*dir, c); err != nil {
-		return err
-	}
 	enrolled := "not enrolled yet: the service enrolls itself when it starts"
 	if st, err := uplink.LoadState(*dir); err == nil {
-		enrolled = "already enrolled as " + st.AgentID + " (identity kept)"
+		// A reinstall with the same TOKEN: the identity stays, and the
+		// token, a secret with a use count, is not kept.
+		c.Token = ""
+		enrolled = "already enrolled as " + st.AgentID + " (identity kept, token not stored)"
+	}
+	if err := uplink.SaveConfig(*dir, c); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "configured %s (servers %s); %s\n", *dir, strings.Join(c.Servers, ", "), enrolled)
 	return nil

@@ -120,7 +120,7 @@ func TestStatusUnenrolledSaysWhatToDo(t *testing.T) {
 	if code := Main([]string{"status", "--state-dir", dir}, nil, &out, &errb); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	if !strings.Contains(errb.String(), "mamori-agent enroll --server") || !strings.Contains(out.String(), `"log_file"`) {
+	if !strings.Contains(errb.String(), "mamori-agent enroll --server") || !strings.Contains(out.String(), `"log_file"`) || !strings.Contains(out.String(), `"system_log"`) {
 		t.Fatalf("stderr %q stdout %s", errb.String(), out.String())
 	}
 	hash := "sha256:" + strings.Repeat("ab", 32)
@@ -150,5 +150,39 @@ func TestRunLogsToFile(t *testing.T) {
 	}
 	if fi, err := os.Stat(LogPath(dir)); err != nil || (runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0) {
 		t.Fatalf("log file mode %v %v", fi.Mode(), err)
+	}
+}
+
+// install never registers the program where it happens to sit (Downloads,
+// a share): it copies it into the program folder, or uses it in place when
+// it is already in a trusted folder.
+func TestPlaceExecutable(t *testing.T) {
+	downloads := t.TempDir()
+	exe := filepath.Join(downloads, "mamori-agent")
+	os.WriteFile(exe, []byte("program v1"), 0o644)
+	progDir := filepath.Join(t.TempDir(), "Mamori")
+	got, copied, err := placeExecutable(exe, progDir, []string{progDir})
+	if err != nil || !copied || got != filepath.Join(progDir, "mamori-agent") {
+		t.Fatalf("placeExecutable = %q %v %v", got, copied, err)
+	}
+	if b, _ := os.ReadFile(got); string(b) != "program v1" {
+		t.Fatalf("copy holds %q", b)
+	}
+	if fi, _ := os.Stat(got); runtime.GOOS != "windows" && fi.Mode().Perm() != 0o755 {
+		t.Fatalf("copy mode %v", fi.Mode())
+	}
+	os.WriteFile(exe, []byte("program v2"), 0o644) // a newer download replaces the copy
+	if got, _, err = placeExecutable(exe, progDir, []string{progDir}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(got); string(b) != "program v2" {
+		t.Fatalf("copy holds %q after an update", b)
+	}
+	if again, copied, err := placeExecutable(got, progDir, []string{progDir}); err != nil || copied || again != got {
+		t.Fatalf("from the program folder: %q %v %v", again, copied, err)
+	}
+	entries, _ := os.ReadDir(progDir)
+	if len(entries) != 1 {
+		t.Fatalf("program folder holds %d entries (temp files left?)", len(entries))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -54,7 +55,22 @@ func cmdControl(cmd string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	s, err := kservice.New(controlOnly{}, serviceConfig(abs))
+	cfg := serviceConfig(abs)
+	if cmd == "install" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("service: %w", err)
+		}
+		placed, copied, err := placeExecutable(exe, ProgramDir(), trustedProgramDirs())
+		if err != nil {
+			return err
+		}
+		if copied {
+			fmt.Fprintf(stdout, "copied %s to %s; the service runs that copy\n", exe, placed)
+		}
+		cfg.Executable = placed
+	}
+	s, err := kservice.New(controlOnly{}, cfg)
 	if err != nil {
 		return fmt.Errorf("service: %w", err)
 	}

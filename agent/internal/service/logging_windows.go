@@ -7,6 +7,9 @@ import (
 	"golang.org/x/sys/windows/svc/eventlog"
 )
 
+// systemLogName is what status names as the OS log.
+const systemLogName = "Windows Application event log, source " + ServiceName + " (warnings and errors)"
+
 // eventLogWriter writes to the Application event log under the source the
 // MSI registers (ServiceName, EventCreate.exe as message file).
 type eventLogWriter struct{ l *eventlog.Log }

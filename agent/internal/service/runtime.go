@@ -84,8 +84,9 @@ type Status struct {
 	Uplink        string                     `json:"uplink,omitempty"` // failure kind, empty when fine
 	PolicyVersion string                     `json:"policy_version,omitempty"`
 	Controls      map[string]controls.Status `json:"controls"`
-	LogFile       string                     `json:"log_file,omitempty"` // where `run` logs
-	Hint          string                     `json:"hint,omitempty"`     // what to do when not enrolled
+	LogFile       string                     `json:"log_file,omitempty"`   // where `run` logs
+	SystemLog     string                     `json:"system_log,omitempty"` // the OS log that gets warnings and errors
+	Hint          string                     `json:"hint,omitempty"`       // what to do when not enrolled
 }
 
 // Run starts the agent from an enrolled state dir and runs until ctx is done.

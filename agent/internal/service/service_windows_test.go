@@ -32,7 +32,7 @@ func TestInstallUninstall(t *testing.T) {
 	code := Main([]string{"install", "--state-dir", dir}, nil, &out, &errb)
 	// Wine has no ChangeServiceConfig2 ("Invalid level"): the service is
 	// installed but the recovery actions cannot be set there.
-	wineNoRecovery := underWine() && code == 1 && strings.Contains(errb.String(), "recovery actions not set")
+	wineNoRecovery := underWine() && code == 1 && strings.Contains(errb.String(), "not all settings applied")
 	if code != 0 && !wineNoRecovery {
 		t.Fatalf("install: exit %d: %s", code, errb.String())
 	}
