@@ -217,6 +217,7 @@ var messages = map[string]map[string]string{
 		"newest_page":         "最新へ",
 		"newer_page":          "新しい方へ",
 		"older_page":          "古い方へ",
+		"warnings_short":      "警告",
 	},
 	"en": {
 		"nav_overview":          "Overview",
@@ -432,5 +433,6 @@ var messages = map[string]map[string]string{
 		"newest_page":         "Newest",
 		"newer_page":          "Newer",
 		"older_page":          "Older",
+		"warnings_short":      "Warn.",
 	},
 }
