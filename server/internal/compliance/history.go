@@ -127,6 +127,20 @@ func (t *Tracker) RecordDay(ctx context.Context) error {
 	return h.store.SaveHistory(ctx, h.days)
 }
 
+// missingToday reports whether today has no row yet (a new server, or
+// the first hosts just reported), so Run records one without waiting for
+// HistoryEvery.
+func (t *Tracker) missingToday() bool {
+	h := t.hist
+	if h == nil {
+		return false
+	}
+	today := t.cfg.Now().In(h.loc).Format(time.DateOnly)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.ok || len(h.days) == 0 || h.days[len(h.days)-1].Day != today
+}
+
 // History returns the stored daily rates, oldest first (nil without a
 // HistoryStore).
 func (t *Tracker) History(ctx context.Context) ([]Day, error) {

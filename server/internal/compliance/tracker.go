@@ -181,6 +181,9 @@ func (t *Tracker) Run(ctx context.Context, changes <-chan struct{}) error {
 			t.mu.RUnlock()
 			if alerts {
 				err = t.CheckAlerts(ctx)
+				if err == nil && t.missingToday() {
+					record()
+				}
 			}
 		}
 		switch {

@@ -2,6 +2,7 @@ package web
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -80,6 +81,8 @@ func agentByName(hosts map[string]string, v string) string {
 type option struct{ Value, Label string }
 
 type eventsData struct {
+	Asc                                        bool
+	Other                                      string // the same search in the other order
 	Q                                          map[string]string
 	Events                                     []api.Stored
 	PCs, Controls, Types                       []option
@@ -145,57 +148,71 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 		u.render(w, r, http.StatusBadRequest, "events", p)
 		return
 	}
-	f.Limit = eventsPerPage
-	pg, err := u.cfg.Events.Query(r.Context(), f)
-	if errors.Is(err, api.ErrBadCursor) || errors.Is(err, api.ErrBadFilter) {
-		p.Err = p.L["err_invalid"] + ": " + err.Error()
-		u.render(w, r, http.StatusBadRequest, "events", p)
-		return
-	}
-	if err != nil {
-		u.internal(w, r, "querying events", err)
-		return
-	}
-	d.Events, d.Shown = pg.Events, len(pg.Events)
-	// Paging both ways: "trail" keeps the cursors of the pages before this
-	// one ("-" for the first), so "previous" needs no reverse query.
-	var trail []string
-	if t := q.Get("trail"); t != "" && f.Cursor != "" {
-		trail = strings.Split(t, ",")
-		if len(trail) > maxTrail {
-			trail = trail[len(trail)-maxTrail:]
+	d.Asc = q.Get("order") == "asc"
+	if !d.Asc {
+		if err := u.newestPage(r, f, q, &d); err != nil {
+			if errors.Is(err, api.ErrBadCursor) || errors.Is(err, api.ErrBadFilter) || errors.Is(err, errBadPage) {
+				p.Err = p.L["err_invalid"] + ": " + err.Error()
+				u.render(w, r, http.StatusBadRequest, "events", p)
+				return
+			}
+			u.internal(w, r, "querying events", err)
+			return
 		}
-	}
-	d.Page = len(trail) + 1
-	keep := url.Values{}
-	for k, v := range q {
-		if k != "cursor" && k != "ok" && k != "trail" {
-			keep[k] = v
+	} else {
+		f.Limit = eventsPerPage
+		pg, err := u.cfg.Events.Query(r.Context(), f)
+		if errors.Is(err, api.ErrBadCursor) || errors.Is(err, api.ErrBadFilter) {
+			p.Err = p.L["err_invalid"] + ": " + err.Error()
+			u.render(w, r, http.StatusBadRequest, "events", p)
+			return
 		}
-	}
-	link := func(cursor string, tr []string) string {
-		nq := url.Values{}
-		for k, v := range keep {
-			nq[k] = v
+		if err != nil {
+			u.internal(w, r, "querying events", err)
+			return
 		}
-		if cursor != "" && cursor != "-" {
-			nq.Set("cursor", cursor)
-			if len(tr) > 0 {
-				nq.Set("trail", strings.Join(tr, ","))
+		d.Events, d.Shown = pg.Events, len(pg.Events)
+		// Paging both ways: "trail" keeps the cursors of the pages before this
+		// one ("-" for the first), so "previous" needs no reverse query.
+		var trail []string
+		if t := q.Get("trail"); t != "" && f.Cursor != "" {
+			trail = strings.Split(t, ",")
+			if len(trail) > maxTrail {
+				trail = trail[len(trail)-maxTrail:]
 			}
 		}
-		return "/events?" + nq.Encode()
-	}
-	if pg.Next != "" {
-		d.Next = link(pg.Next, append(slices.Clone(trail), cmp.Or(f.Cursor, "-")))
-	}
-	if f.Cursor != "" {
-		d.First = link("", nil)
-		if len(trail) > 0 {
-			d.Prev = link(trail[len(trail)-1], trail[:len(trail)-1])
-		} else {
-			d.Prev = d.First
+		d.Page = len(trail) + 1
+		keep := url.Values{}
+		for k, v := range q {
+			if k != "cursor" && k != "ok" && k != "trail" {
+				keep[k] = v
+			}
 		}
+		link := func(cursor string, tr []string) string {
+			nq := url.Values{}
+			for k, v := range keep {
+				nq[k] = v
+			}
+			if cursor != "" && cursor != "-" {
+				nq.Set("cursor", cursor)
+				if len(tr) > 0 {
+					nq.Set("trail", strings.Join(tr, ","))
+				}
+			}
+			return "/events?" + nq.Encode()
+		}
+		if pg.Next != "" {
+			d.Next = link(pg.Next, append(slices.Clone(trail), cmp.Or(f.Cursor, "-")))
+		}
+		if f.Cursor != "" {
+			d.First = link("", nil)
+			if len(trail) > 0 {
+				d.Prev = link(trail[len(trail)-1], trail[:len(trail)-1])
+			} else {
+				d.Prev = d.First
+			}
+		}
+
 	}
 	// Whole URLs: html/template would escape a bare query string's & and =
 	// inside href, and the export would drop the filters.
@@ -206,6 +223,55 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 	d.ExportBundle = "/events/export?" + apiQ.Encode()
 	u.render(w, r, http.StatusOK, "events", p)
 }
+
+// newestBefore returns up to n events matching f with log index below
+// before, newest first. The store pages forward only, so it reads the
+// matches after a cursor that steps back from before in doubling windows
+// until n are found (or the log's start): the work is bounded by about
+// twice the matches shown, however large the log.
+func (u *UI) newestBefore(ctx context.Context, f api.Filter, before int64, n int) ([]api.Stored, bool, error) {
+	var got []api.Stored
+	window := int64(2 * n)
+	for {
+		start := before - window // read indexes (start, before)
+		g := f
+		g.Limit, g.Cursor = api.MaxQueryLimit, ""
+		if start >= 0 {
+			g.Cursor = strconv.FormatInt(start, 10)
+		}
+		got = got[:0]
+	pages:
+		for range maxWindowPages {
+			pg, err := u.cfg.Events.Query(ctx, g)
+			if err != nil {
+				return nil, false, err
+			}
+			for _, e := range pg.Events {
+				if e.Index >= before {
+					break pages
+				}
+				got = append(got, e)
+			}
+			if pg.Next == "" {
+				break
+			}
+			g.Cursor = pg.Next
+		}
+		if len(got) >= n || start < 0 {
+			more := len(got) > n || start >= 0
+			if len(got) > n {
+				got = got[len(got)-n:]
+			}
+			slices.Reverse(got)
+			return got, more, nil
+		}
+		window *= 2
+	}
+}
+
+// maxWindowPages bounds one window's read (the window holds about n..2n
+// matches, a burst more).
+const maxWindowPages = 20
 
 type attrRow struct{ Key, Value string }
 
@@ -266,4 +332,91 @@ func (u *UI) handleEvent(w http.ResponseWriter, r *http.Request) {
 	p.Title = fmt.Sprintf("%s #%d", p.L["event_detail"], idx)
 	p.Data = d
 	u.render(w, r, http.StatusOK, "event", p)
+}
+
+var errBadPage = errors.New("before/after: want a log index")
+
+// newestPage fills d with the newest-first page the query names: the
+// newest matches (no before/after), those below a log index (before=, the
+// older page) or the ones right after one (after=, the newer page).
+func (u *UI) newestPage(r *http.Request, f api.Filter, q url.Values, d *eventsData) error {
+	ctx := r.Context()
+	f.Cursor = ""
+	idx := func(k string) (int64, bool, error) {
+		v := q.Get(k)
+		if v == "" {
+			return 0, false, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, false, errBadPage
+		}
+		return n, true, nil
+	}
+	before, hasBefore, err := idx("before")
+	if err != nil {
+		return err
+	}
+	after, hasAfter, err := idx("after")
+	if err != nil {
+		return err
+	}
+	var evs []api.Stored
+	older, newer := false, hasBefore
+	switch {
+	case hasAfter:
+		g := f
+		g.Cursor, g.Limit = strconv.FormatInt(after, 10), eventsPerPage
+		pg, err := u.cfg.Events.Query(ctx, g)
+		if err != nil {
+			return err
+		}
+		evs = pg.Events
+		slices.Reverse(evs)
+		older, newer = true, pg.Next != ""
+	default:
+		if !hasBefore {
+			if before, err = u.cfg.Events.TreeSize(ctx); err != nil {
+				return err
+			}
+		}
+		if evs, older, err = u.newestBefore(ctx, f, before, eventsPerPage); err != nil {
+			return err
+		}
+	}
+	d.Events, d.Shown = evs, len(evs)
+	keep := url.Values{}
+	for k, v := range q {
+		switch k {
+		case "cursor", "trail", "before", "after", "ok":
+		default:
+			keep[k] = v
+		}
+	}
+	link := func(k string, v int64) string {
+		nq := url.Values{}
+		for kk, vv := range keep {
+			nq[kk] = vv
+		}
+		if k != "" {
+			nq.Set(k, strconv.FormatInt(v, 10))
+		}
+		return "/events?" + nq.Encode()
+	}
+	if len(evs) > 0 && older {
+		d.Next = link("before", evs[len(evs)-1].Index)
+	}
+	if len(evs) > 0 && newer {
+		d.Prev = link("after", evs[0].Index)
+	}
+	if hasBefore || hasAfter {
+		d.First = link("", 0)
+	}
+	asc := url.Values{}
+	for k, v := range keep {
+		asc[k] = v
+	}
+	asc.Set("order", "asc")
+	d.Other = "/events?" + asc.Encode()
+	return nil
 }

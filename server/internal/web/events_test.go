@@ -29,7 +29,7 @@ func TestEventsFiltersLabelsPagingDetail(t *testing.T) {
 	b := newBrowser(t, srv)
 	b.login("kansa", testPassword)
 
-	pg := b.get("/events?agent=pc-soumu-01&control=" + url.QueryEscape("ファイルアクセス"))
+	pg := b.get("/events?order=asc&agent=pc-soumu-01&control=" + url.QueryEscape("ファイルアクセス"))
 	if pg.status != 200 {
 		t.Fatalf("search by PC name and label: %d\n%.2000s", pg.status, pg.body)
 	}
@@ -48,6 +48,26 @@ func TestEventsFiltersLabelsPagingDetail(t *testing.T) {
 	back := b.get(linkOf(t, p3.body, "prev"))
 	if back.status != 200 || !strings.Contains(back.body, "2 ページ目") || !strings.Contains(back.body, `list-100.xlsx`) || strings.Contains(back.body, `list-099.xlsx`) {
 		t.Fatalf("previous from page 3 is not page 2:\n%.3000s", back.body)
+	}
+	// Newest first by default, paging to older and back to newer.
+	nw := b.get("/events?agent=pc-soumu-01")
+	rowsOf := func(body string) []string {
+		return regexp.MustCompile(`list-(\d{3})\.xlsx`).FindAllString(body, -1)
+	}
+	if r := rowsOf(nw.body); len(r) != 100 || r[0] != "list-249.xlsx" || r[99] != "list-150.xlsx" || !strings.Contains(nw.body, "新しい順") {
+		t.Fatalf("newest first: %d rows %v", len(r), r)
+	}
+	older := b.get(linkOf(t, nw.body, "next"))
+	if r := rowsOf(older.body); len(r) != 100 || r[0] != "list-149.xlsx" {
+		t.Fatalf("older page: %v", r)
+	}
+	oldest := b.get(linkOf(t, older.body, "next"))
+	if r := rowsOf(oldest.body); len(r) != 50 || r[49] != "list-000.xlsx" {
+		t.Fatalf("oldest page: %d rows", len(r))
+	}
+	newer := b.get(linkOf(t, oldest.body, "prev"))
+	if r := rowsOf(newer.body); len(r) != 100 || r[0] != "list-149.xlsx" || r[99] != "list-050.xlsx" {
+		t.Fatalf("newer from the oldest page: %v", r)
 	}
 	idx := regexp.MustCompile(`class="detail" href="/events/(\d+)"`).FindStringSubmatch(pg.body)[1]
 	d := b.get("/events/" + idx)
