@@ -276,7 +276,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 
 	ui, err := web.New(web.Config{Events: storeAdapter{s.store}, Evidence: evidenceAdapter{exporter}, State: s.state,
-		Compliance: s.tracker, Registers: regs, PublicKey: vkey, Location: cfg.Location, Now: cfg.Now, Log: cfg.Log})
+		Compliance: s.tracker, Registers: regs, PublicKey: vkey, Location: cfg.Location, Now: cfg.Now, Log: cfg.Log,
+		Alerting: s.webAlerting()})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}

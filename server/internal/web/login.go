@@ -50,6 +50,7 @@ func (u *UI) routes() *http.ServeMux {
 	mux.HandleFunc("GET /users", u.auth(adminsOnly, u.handleUsers))
 	mux.HandleFunc("POST /users", u.auth(adminsOnly, u.handleCreateUser))
 	mux.HandleFunc("POST /users/{name}", u.auth(adminsOnly, u.handleUpdateUser))
+	u.alertingRoutes(mux)
 	// Anything else: logged-in users get a 404 page, others the login page.
 	mux.HandleFunc("/", u.auth(anyRole, func(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
