@@ -277,12 +277,30 @@ func (n *Notifier) tail(ctx context.Context, set Settings) error {
 	if err != nil {
 		return err
 	}
+	// File events are most of the log: without an out-of-hours rule they
+	// are skipped rather than read, the cursor moved to the end.
+	hours := false
+	for _, r := range set.Rules {
+		hours = hours || (!r.Disabled && r.Kind == KindOutOfHours)
+	}
+	size := int64(-1)
 	for _, src := range sources {
 		n.mu.Lock()
 		after, ok := n.cursors[src.key()]
 		n.mu.Unlock()
 		if !ok {
 			after = -1
+		}
+		if strings.HasPrefix(src.typ, "file.") && !hours {
+			if size < 0 {
+				if size, err = n.cfg.Events.TreeSize(ctx); err != nil {
+					return fmt.Errorf("notify: tree size: %w", err)
+				}
+			}
+			n.mu.Lock()
+			n.cursors[src.key()] = max(after, size-1)
+			n.mu.Unlock()
+			continue
 		}
 		for {
 			p, err := n.cfg.Events.Query(ctx, eventlog.Filter{Control: src.control, Type: src.typ,
