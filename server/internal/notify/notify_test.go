@@ -435,3 +435,60 @@ func TestOutOfHoursAccessAlerts(t *testing.T) {
 		t.Errorf("count %d objects %v", m.Count, objs)
 	}
 }
+
+// Five failed logins of one user within the window alert; two do not. A
+// gap in an agent's chain is a log-integrity alert.
+func TestLoginFailuresAndIntegrity(t *testing.T) {
+	r := newRig(t, nil)
+	h := newHook(t, 0)
+	set := Settings{
+		Webhooks: []Webhook{{Name: "g", URL: h.srv.URL, Format: FormatGeneric}},
+		Rules: []Rule{{Name: "ログイン", Kind: KindLoginFailures, Webhooks: []string{"g"}, Delay: Duration(300 * time.Millisecond), Threshold: 5},
+			{Name: "完全性", Kind: KindIntegrity, Webhooks: []string{"g"}, Delay: Duration(300 * time.Millisecond)}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	time.Sleep(200 * time.Millisecond)
+	fail := func(user string) {
+		if _, err := r.store.AppendServer(context.Background(), event.Event{Control: "server", Type: "ui.login_failed",
+			Severity: event.Warning, Object: "user/" + user, Attrs: event.Attrs{"ip": "192.0.2.7"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 6 {
+		fail("tanaka")
+	}
+	fail("sato")
+	fail("sato")
+	// An agent skipping seq 2..4: the store records server.gap.
+	seal(t, r.store, "pc9", event.Event{Control: "agent", Type: "agent.started", Severity: event.Info})
+	hd, _ := r.store.Head(context.Background(), "pc9")
+	e := event.Event{Agent: "pc9", Seq: 5, Time: time.Now().UTC(), Control: "agent", Type: "agent.started", Severity: event.Info}
+	if err := e.Seal(hd.Hash); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.store.Append(context.Background(), "pc9", []event.Event{e}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "two messages", func() bool { return len(h.got()) == 2 })
+	time.Sleep(500 * time.Millisecond)
+	if len(h.got()) != 2 {
+		t.Fatalf("%d messages", len(h.got()))
+	}
+	kinds := map[string]Message{}
+	for _, b := range h.got() {
+		var m Message
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		kinds[m.Kind] = m
+	}
+	if m := kinds[KindLoginFailures]; !strings.Contains(m.Text, "user/tanaka: 6 回") || strings.Contains(m.Text, "user/sato:") {
+		t.Errorf("login failures message:\n%s", m.Text)
+	}
+	if m := kinds[KindIntegrity]; m.Count != 1 || m.Items[0].Type != eventlog.GapType {
+		t.Errorf("integrity message: %+v", m)
+	}
+}
