@@ -19,6 +19,7 @@ import (
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/report"
 	"github.com/mamori/mamori/server/internal/state"
+	"github.com/mamori/mamori/server/internal/web"
 	"github.com/mamori/mamori/shared/event"
 )
 
@@ -178,4 +179,12 @@ func (s *Server) reportHandler(inc *incident.Service, x *audit.Exporter) (report
 				s.log.Error().Err(err).Msg("app: report export NOT recorded")
 			}
 		}}, nil
+}
+
+// webAlerting gives the web UI the notification, incident and report pages.
+func (s *Server) webAlerting() *web.Alerting {
+	if s.alerting == nil {
+		return nil
+	}
+	return &web.Alerting{Notifier: s.alerting.notifier, Incidents: s.alerting.incidents, Reports: s.alerting.reports}
 }

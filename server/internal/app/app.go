@@ -326,7 +326,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	ui, err := web.New(web.Config{Events: storeAdapter{s.store}, Evidence: evidenceAdapter{exporter}, State: s.state,
 		Compliance: s.tracker, Registers: regs, PublicKey: vkey, Location: cfg.Location, Now: cfg.Now, Log: cfg.Log,
-		Integrity: newIntegrity(s.store, verifier, s.state, cfg.Log, nil, lost), VerifierDir: verifierDir(cfg.VerifierDir)})
+		Integrity: newIntegrity(s.store, verifier, s.state, cfg.Log, nil, lost), VerifierDir: verifierDir(cfg.VerifierDir),
+		Alerting: s.webAlerting()})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -46,7 +45,14 @@ func (q *CountQuery) where(args *[]any) (string, error) {
 	if q.From.IsZero() || q.To.IsZero() || !q.From.Before(q.To) {
 		return "", fmt.Errorf("%w: count needs From before To", ErrBadFilter)
 	}
-	conds := []string{"time >= ?", "time < ?"}
+	// Over more than a few weeks, reading the table (or the control/type
+	// index) in order beats fetching each row through the time index:
+	// "+time" keeps SQLite (and PostgreSQL) off that index.
+	col := "time"
+	if q.To.Sub(q.From) > 40*24*time.Hour {
+		col = "+time"
+	}
+	conds := []string{col + " >= ?", col + " < ?"}
 	*args = append(*args, clampNano(q.From), clampNano(q.To))
 	in := func(col string, vs []string) error {
 		if len(vs) == 0 {
@@ -100,57 +106,78 @@ func (s *core) Count(ctx context.Context, q CountQuery) ([]Group, error) {
 		b.WriteString(" ELSE -1 END")
 		cols = append(cols, b.String())
 	}
-	sel := make([]string, 0, len(cols)+2)
-	group := make([]string, 0, len(cols))
-	for i, c := range cols {
-		sel = append(sel, c+" AS g"+strconv.Itoa(i))
-		group = append(group, "g"+strconv.Itoa(i))
-	}
-	sel = append(sel, "count(*)")
+	// The groups are counted here rather than by GROUP BY: SQLite sorts
+	// every row for a GROUP BY without an index, which costs more than
+	// reading the key columns (profiled on a year of 200 PCs).
+	sel := append([]string(nil), cols...)
 	if q.DistinctUsers {
-		sel = append(sel, `count(DISTINCT "user")`)
+		sel = append(sel, `"user"`)
+	}
+	if len(sel) == 0 {
+		sel = []string{"1"}
 	}
 	w, err := q.where(&args)
 	if err != nil {
 		return nil, err
 	}
 	stmt := "SELECT " + strings.Join(sel, ", ") + " FROM events WHERE " + w
-	if len(group) > 0 {
-		stmt += " GROUP BY " + strings.Join(group, ", ")
-	}
-	tx, err := s.rdb.BeginTx(ctx, s.readTx)
+	tx, done, err := s.aggTx(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: count: %w", err)
 	}
-	defer tx.Rollback()
+	defer done()
 	rows, err := tx.QueryContext(ctx, s.bind(stmt), args...)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: count: %w", err)
 	}
 	defer rows.Close()
-	var out []Group
+	type agg struct {
+		g     Group
+		users map[string]bool
+	}
+	groups := map[string]*agg{}
+	vals := make([]sql.RawBytes, len(sel))
+	dest := make([]any, len(sel))
+	for i := range vals {
+		dest[i] = &vals[i]
+	}
+	var kb []byte
 	for rows.Next() {
-		keys := make([]sql.NullString, len(cols))
-		dest := make([]any, 0, len(cols)+2)
-		for i := range keys {
-			dest = append(dest, &keys[i])
-		}
-		var g Group
-		dest = append(dest, &g.Events)
-		if q.DistinctUsers {
-			dest = append(dest, &g.Users)
-		}
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("eventlog: count: %w", err)
 		}
-		g.Keys = make([]string, len(keys))
-		for i, k := range keys {
-			g.Keys[i] = k.String
+		kb = kb[:0]
+		for i := range cols {
+			kb = append(kb, vals[i]...)
+			kb = append(kb, 0)
 		}
-		if len(q.Buckets) > 1 && g.Keys[len(g.Keys)-1] == "-1" {
-			g.Keys[len(g.Keys)-1] = ""
+		a := groups[string(kb)]
+		if a == nil {
+			a = &agg{g: Group{Keys: make([]string, len(cols))}}
+			for i := range cols {
+				a.g.Keys[i] = string(vals[i])
+			}
+			if q.DistinctUsers {
+				a.users = map[string]bool{}
+			}
+			groups[string(kb)] = a
 		}
-		out = append(out, g)
+		a.g.Events++
+		if q.DistinctUsers {
+			if u := vals[len(vals)-1]; u != nil {
+				if !a.users[string(u)] {
+					a.users[string(u)] = true
+				}
+			}
+		}
+	}
+	var out []Group
+	for _, a := range groups {
+		a.g.Users = int64(len(a.users))
+		if len(q.Buckets) > 1 && a.g.Keys[len(a.g.Keys)-1] == "-1" {
+			a.g.Keys[len(a.g.Keys)-1] = ""
+		}
+		out = append(out, a.g)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("eventlog: count: %w", err)
@@ -158,19 +185,18 @@ func (s *core) Count(ctx context.Context, q CountQuery) ([]Group, error) {
 	return out, nil
 }
 
-// ScanRow is a lean event for Scan: no payload but the attrs, and those
-// only where asked.
+// ScanRow is a lean event for Scan: the columns reports need to follow
+// status runs, and the attrs only where asked.
 type ScanRow struct {
-	Index                          int64
 	Time                           time.Time
 	Agent, Control, Type, Severity string
-	RegisterID, User, Object       string
-	Attrs                          []byte // raw JSON, when the row's severity is in AttrsFor
+	Attrs                          []byte // raw JSON, when the row's severity is in attrsFor
 }
 
 // Scan calls fn for every event q selects (GroupBy and Buckets unused),
-// in log order. attrsFor names the severities whose rows carry their
-// attrs (e.g. "violation" for the reasons of failures).
+// in no particular order: callers that need an order sort what they keep.
+// attrsFor names the severities whose rows carry their attrs (e.g.
+// "violation" for the reasons of failures).
 func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn func(*ScanRow) error) error {
 	var args []any
 	attrs := "NULL"
@@ -184,13 +210,12 @@ func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn fun
 	if err != nil {
 		return err
 	}
-	tx, err := s.rdb.BeginTx(ctx, s.readTx)
+	tx, done, err := s.aggTx(ctx)
 	if err != nil {
 		return fmt.Errorf("eventlog: scan: %w", err)
 	}
-	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, s.bind(`SELECT idx, time, agent, control, type, severity, register_id, "user", object, `+
-		attrs+` FROM events WHERE `+w+` ORDER BY idx`), args...)
+	defer done()
+	rows, err := tx.QueryContext(ctx, s.bind(`SELECT time, agent, control, type, severity, `+attrs+` FROM events WHERE `+w), args...)
 	if err != nil {
 		return fmt.Errorf("eventlog: scan: %w", err)
 	}
@@ -198,14 +223,13 @@ func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn fun
 	var r ScanRow
 	for rows.Next() {
 		var ns int64
-		var control, typ, sev, reg, user, object sql.NullString
+		var control, typ, sev sql.NullString
 		var at []byte
-		if err := rows.Scan(&r.Index, &ns, &r.Agent, &control, &typ, &sev, &reg, &user, &object, &at); err != nil {
+		if err := rows.Scan(&ns, &r.Agent, &control, &typ, &sev, &at); err != nil {
 			return fmt.Errorf("eventlog: scan: %w", err)
 		}
 		r.Time = time.Unix(0, ns).UTC()
-		r.Control, r.Type, r.Severity, r.RegisterID, r.User, r.Object = control.String, typ.String, sev.String, reg.String, user.String, object.String
-		r.Attrs = at
+		r.Control, r.Type, r.Severity, r.Attrs = control.String, typ.String, sev.String, at
 		if err := fn(&r); err != nil {
 			return err
 		}
@@ -214,6 +238,15 @@ func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn fun
 		return fmt.Errorf("eventlog: scan: %w", err)
 	}
 	return nil
+}
+
+// aggTx begins a read transaction for an aggregate.
+func (s *core) aggTx(ctx context.Context) (*sql.Tx, func(), error) {
+	tx, err := s.rdb.BeginTx(ctx, s.readTx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tx, func() { _ = tx.Rollback() }, nil
 }
 
 // CheckpointBefore returns the largest stored checkpoint signed at or

@@ -43,6 +43,10 @@ const (
 	cursorsKey  = "notifications/cursors"
 )
 
+// saveEvery spaces the cursor saves: a restart re-reads at most this much
+// (at least once), and etcd is not written every poll.
+const saveEvery = 10 * time.Second
+
 // maxItems bounds the alerts listed in one message; the count says the rest.
 const maxItems = 50
 
@@ -97,6 +101,7 @@ type Notifier struct {
 	nextID   int
 	agents   map[string]AgentInfo
 	agentsAt time.Time
+	savedAt  time.Time // last cursor save; saves are spaced by saveEvery
 
 	wg sync.WaitGroup
 }
@@ -277,12 +282,30 @@ func (n *Notifier) tail(ctx context.Context, set Settings) error {
 	if err != nil {
 		return err
 	}
+	// File events are most of the log: without an out-of-hours rule they
+	// are skipped rather than read, the cursor moved to the end.
+	hours := false
+	for _, r := range set.Rules {
+		hours = hours || (!r.Disabled && r.Kind == KindOutOfHours)
+	}
+	size := int64(-1)
 	for _, src := range sources {
 		n.mu.Lock()
 		after, ok := n.cursors[src.key()]
 		n.mu.Unlock()
 		if !ok {
 			after = -1
+		}
+		if strings.HasPrefix(src.typ, "file.") && !hours {
+			if size < 0 {
+				if size, err = n.cfg.Events.TreeSize(ctx); err != nil {
+					return fmt.Errorf("notify: tree size: %w", err)
+				}
+			}
+			n.mu.Lock()
+			n.cursors[src.key()] = max(after, size-1)
+			n.mu.Unlock()
+			continue
 		}
 		for {
 			p, err := n.cfg.Events.Query(ctx, eventlog.Filter{Control: src.control, Type: src.typ,
@@ -603,6 +626,10 @@ func (n *Notifier) record(ctx context.Context, typ string, sev event.Severity, d
 // (at least once) what was not yet delivered.
 func (n *Notifier) saveCursors(ctx context.Context) error {
 	n.mu.Lock()
+	if n.cfg.Now().Sub(n.savedAt) < saveEvery {
+		n.mu.Unlock()
+		return nil
+	}
 	cs := maps(n.cursors)
 	hold := func(mins map[string]int64) {
 		for k, m := range mins {
@@ -631,7 +658,7 @@ func (n *Notifier) saveCursors(ctx context.Context) error {
 		return fmt.Errorf("notify: saving cursors: %w", err)
 	}
 	n.mu.Lock()
-	n.saved = cs
+	n.saved, n.savedAt = cs, n.cfg.Now()
 	n.mu.Unlock()
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -392,5 +393,102 @@ func TestBadSettingsChangeNothing(t *testing.T) {
 	var stored Settings
 	if _, err := r.st.GetJSON(context.Background(), SettingsKey, &stored); err != nil || len(stored.Rules) != 1 || stored.Rules[0].Name != "r" {
 		t.Errorf("stored settings changed: %+v %v", stored, err)
+	}
+}
+
+// Access to a registered folder at night or on a public holiday alerts;
+// the same access in working hours, or outside a registered folder, does not.
+func TestOutOfHoursAccessAlerts(t *testing.T) {
+	r := newRig(t, map[string]AgentInfo{"pc1": {Hostname: "PC-1", Department: "経理部"}})
+	h := newHook(t, 0)
+	set := Settings{
+		Webhooks:    []Webhook{{Name: "g", URL: h.srv.URL, Format: FormatGeneric}},
+		Rules:       []Rule{{Name: "時間外", Kind: KindOutOfHours, Webhooks: []string{"g"}, Delay: Duration(200 * time.Millisecond)}},
+		Departments: map[string]Department{"経理部": {Hours: &Hours{Start: "08:00", End: "17:00", Days: []int{1, 2, 3, 4, 5}}}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	time.Sleep(200 * time.Millisecond)
+	at := func(s string) time.Time { v, _ := time.Parse(time.RFC3339, s); return v }
+	for _, e := range []event.Event{
+		{Time: at("2026-11-26T10:00:00+09:00"), Type: "file.modified", RegisterID: "PI-1", Object: `D:\経理\在勤.xlsx`}, // Thursday, working hours
+		{Time: at("2026-11-26T17:30:00+09:00"), Type: "file.read", RegisterID: "PI-1", Object: `D:\経理\夕方.xlsx`},     // after 17:00
+		{Time: at("2026-11-23T10:00:00+09:00"), Type: "file.modified", RegisterID: "PI-1", Object: `D:\経理\祝日.xlsx`}, // 勤労感謝の日
+		{Time: at("2026-11-24T03:00:00+09:00"), Type: "file.created", Object: `C:\tmp\登録外.txt`},                     // not registered
+	} {
+		e.Control, e.Severity, e.User = "fileaccess", event.Info, `OFFICE\suzuki`
+		seal(t, r.store, "pc1", e)
+	}
+	waitFor(t, 5*time.Second, "the out-of-hours alert", func() bool { return len(h.got()) == 1 })
+	var m Message
+	if err := json.Unmarshal(h.got()[0], &m); err != nil {
+		t.Fatal(err)
+	}
+	objs := []string{}
+	for _, it := range m.Items {
+		objs = append(objs, it.Object)
+	}
+	sort.Strings(objs)
+	if m.Count != 2 || fmt.Sprint(objs) != `[D:\経理\夕方.xlsx D:\経理\祝日.xlsx]` || m.Items[0].Department != "経理部" {
+		t.Errorf("count %d objects %v", m.Count, objs)
+	}
+}
+
+// Five failed logins of one user within the window alert; two do not. A
+// gap in an agent's chain is a log-integrity alert.
+func TestLoginFailuresAndIntegrity(t *testing.T) {
+	r := newRig(t, nil)
+	h := newHook(t, 0)
+	set := Settings{
+		Webhooks: []Webhook{{Name: "g", URL: h.srv.URL, Format: FormatGeneric}},
+		Rules: []Rule{{Name: "ログイン", Kind: KindLoginFailures, Webhooks: []string{"g"}, Delay: Duration(300 * time.Millisecond), Threshold: 5},
+			{Name: "完全性", Kind: KindIntegrity, Webhooks: []string{"g"}, Delay: Duration(300 * time.Millisecond)}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	time.Sleep(200 * time.Millisecond)
+	fail := func(user string) {
+		if _, err := r.store.AppendServer(context.Background(), event.Event{Control: "server", Type: "ui.login_failed",
+			Severity: event.Warning, Object: "user/" + user, Attrs: event.Attrs{"ip": "192.0.2.7"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 6 {
+		fail("tanaka")
+	}
+	fail("sato")
+	fail("sato")
+	// An agent skipping seq 2..4: the store records server.gap.
+	seal(t, r.store, "pc9", event.Event{Control: "agent", Type: "agent.started", Severity: event.Info})
+	hd, _ := r.store.Head(context.Background(), "pc9")
+	e := event.Event{Agent: "pc9", Seq: 5, Time: time.Now().UTC(), Control: "agent", Type: "agent.started", Severity: event.Info}
+	if err := e.Seal(hd.Hash); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.store.Append(context.Background(), "pc9", []event.Event{e}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "two messages", func() bool { return len(h.got()) == 2 })
+	time.Sleep(500 * time.Millisecond)
+	if len(h.got()) != 2 {
+		t.Fatalf("%d messages", len(h.got()))
+	}
+	kinds := map[string]Message{}
+	for _, b := range h.got() {
+		var m Message
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		kinds[m.Kind] = m
+	}
+	if m := kinds[KindLoginFailures]; !strings.Contains(m.Text, "user/tanaka: 6 回") || strings.Contains(m.Text, "user/sato:") {
+		t.Errorf("login failures message:\n%s", m.Text)
+	}
+	if m := kinds[KindIntegrity]; m.Count != 1 || m.Items[0].Type != eventlog.GapType {
+		t.Errorf("integrity message: %+v", m)
 	}
 }

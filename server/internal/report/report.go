@@ -14,6 +14,7 @@
 package report
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mamori/mamori/policies"
 	"github.com/mamori/mamori/server/internal/eventlog"
@@ -211,31 +213,19 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 	}
 	base := eventlog.CountQuery{From: from, To: end, Agents: scope}
 
-	// Totals per control.
-	q := base
-	q.GroupBy = []string{"control"}
-	gs, err := s.cfg.Store.Count(ctx, q)
-	if err != nil {
-		return nil, fmt.Errorf("report: %w", err)
-	}
-	for _, g := range gs {
-		r.EventsByControl[g.Keys[0]] += g.Events
-		r.TotalEvents += g.Events
-	}
-
-	if err := s.controls(ctx, r, base, byID); err != nil {
+	// Three passes over the period, run side by side (the read pool has a
+	// connection each): every event by control and type; the access log by
+	// register entry, type and user; the status events, for rates and
+	// exceptions.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.totals(gctx, r, base) })
+	g.Go(func() error { return s.access(gctx, r, base) })
+	g.Go(func() error { return s.controls(gctx, r, base, byID) })
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if err := s.access(ctx, r, base); err != nil {
+	if err := s.names(ctx, r); err != nil {
 		return nil, err
-	}
-	q = base
-	q.Controls, q.GroupBy = []string{"media"}, []string{"type"}
-	if gs, err = s.cfg.Store.Count(ctx, q); err != nil {
-		return nil, fmt.Errorf("report: %w", err)
-	}
-	for _, g := range gs {
-		r.MediaEvents[g.Keys[0]] = g.Events
 	}
 	if err := s.registers(ctx, r, from, end, p.Department); err != nil {
 		return nil, err
@@ -277,103 +267,113 @@ func statusTypes() []string {
 	return out
 }
 
-// controls fills the pass rates (per month, from the severity of status
-// events: violation = fail) and the exceptions (runs of failing status).
+// controls fills the pass rates per month (from the severity of status
+// events: violation = fail) and the exceptions (runs of failing status
+// per PC and control, within the period).
 func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQuery, byID map[string]Agent) error {
 	edges, names := months(base.From, base.To)
-	q := base
-	q.Types, q.GroupBy, q.Buckets = statusTypes(), []string{"control", "agent", "severity"}, edges
-	gs, err := s.cfg.Store.Count(ctx, q)
-	if err != nil {
-		return fmt.Errorf("report: status: %w", err)
+	type hm struct {
+		control, agent string
+		month          int
 	}
-	type hm struct{ control, bucket, agent string }
+	type status struct {
+		t     time.Time
+		fail  bool
+		attrs []byte
+	}
+	type key struct{ agent, control string }
 	reported, failing := map[hm]bool{}, map[hm]bool{}
+	runs := map[key][]status{}
 	rows := map[string]*ControlRow{}
 	for _, c := range Controls {
 		rows[c] = &ControlRow{Control: c, Name: controlJA[c], Clauses: policies.Clauses()[c]}
 	}
-	for _, g := range gs {
-		row := rows[g.Keys[0]]
-		if row == nil || g.Keys[3] == "" {
-			continue
+	q := base
+	q.Types = statusTypes()
+	err := s.cfg.Store.Scan(ctx, q, []string{"violation"}, func(row *eventlog.ScanRow) error {
+		cr := rows[row.Control]
+		if cr == nil {
+			return nil
 		}
-		k := hm{g.Keys[0], g.Keys[3], g.Keys[1]}
+		m := sort.Search(len(edges), func(i int) bool { return edges[i].After(row.Time) }) - 1
+		k := hm{row.Control, row.Agent, m}
 		reported[k] = true
-		row.StatusEvents += g.Events
-		if g.Keys[2] == "violation" {
+		cr.StatusEvents++
+		fail := row.Severity == "violation"
+		if fail {
 			failing[k] = true
-			row.FailEvents += g.Events
+			cr.FailEvents++
+		}
+		rk := key{row.Agent, row.Control}
+		runs[rk] = append(runs[rk], status{row.Time, fail, bytes.Clone(row.Attrs)})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("report: status: %w", err)
+	}
+	for _, c := range Controls {
+		row := rows[c]
+		row.Months = make([]Month, len(names))
+		for i, n := range names {
+			row.Months[i].Month = n
+		}
+	}
+	for k := range reported {
+		m := &rows[k.control].Months[k.month]
+		m.Hosts++
+		if failing[k] {
+			m.Failing++
 		}
 	}
 	for _, c := range Controls {
 		row := rows[c]
 		var hosts, fails int
-		for i, name := range names {
-			m := Month{Month: name}
-			b := fmt.Sprint(i)
-			for k := range reported {
-				if k.control == c && k.bucket == b {
-					m.Hosts++
-					if failing[k] {
-						m.Failing++
-					}
-				}
-			}
+		for i := range row.Months {
+			m := &row.Months[i]
 			if m.Hosts > 0 {
 				m.Rate = float64(m.Hosts-m.Failing) / float64(m.Hosts)
 			}
 			hosts, fails = hosts+m.Hosts, fails+m.Failing
-			row.Months = append(row.Months, m)
 		}
 		if hosts > 0 {
 			row.Rate = float64(hosts-fails) / float64(hosts)
 		}
 	}
 
-	// Exceptions: a run starts at a failing status after a non-failing
-	// one (or the first in the period) and ends at the next non-failing.
-	type key struct{ agent, control string }
-	open := map[key]*Exception{}
-	r.Exceptions = []Exception{}
-	q = base
-	q.Types = statusTypes()
-	err = s.cfg.Store.Scan(ctx, q, []string{"violation"}, func(row *eventlog.ScanRow) error {
-		k := key{row.Agent, row.Control}
-		ex := open[k]
-		if row.Severity == "violation" {
-			if ex == nil {
+	// A run starts at a failing status after a passing (or unknown) one,
+	// or at the first status of the period, and ends at the next status
+	// that is not failing.
+	exs := []Exception{}
+	for k, sts := range runs {
+		sort.Slice(sts, func(i, j int) bool { return sts[i].t.Before(sts[j].t) })
+		var cur *Exception
+		for _, st := range sts {
+			switch {
+			case st.fail && cur == nil:
 				var a struct {
 					ReasonJA string `json:"reason_ja"`
 					Reason   string `json:"reason"`
 				}
-				_ = json.Unmarshal(row.Attrs, &a)
+				_ = json.Unmarshal(st.attrs, &a)
 				reason := a.ReasonJA
 				if reason == "" {
 					reason = a.Reason
 				}
-				ag := byID[row.Agent]
-				open[k] = &Exception{Agent: row.Agent, Hostname: ag.Hostname, Department: ag.Department, Control: row.Control,
-					Reason: reason, From: row.Time}
+				ag := byID[k.agent]
+				cur = &Exception{Agent: k.agent, Hostname: ag.Hostname, Department: ag.Department, Control: k.control, Reason: reason, From: st.t}
+			case !st.fail && cur != nil:
+				t := st.t
+				cur.To = &t
+				exs = append(exs, *cur)
+				cur = nil
 			}
-			return nil
 		}
-		if ex != nil {
-			t := row.Time
-			ex.To = &t
-			r.Exceptions = append(r.Exceptions, *ex)
-			delete(open, k)
+		if cur != nil {
+			exs = append(exs, *cur)
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("report: exceptions: %w", err)
 	}
-	for _, ex := range open {
-		r.Exceptions = append(r.Exceptions, *ex)
-	}
-	for i := range r.Exceptions {
-		ex := &r.Exceptions[i]
+	for i := range exs {
+		ex := &exs[i]
 		until := base.To
 		if ex.To != nil {
 			until = *ex.To
@@ -383,13 +383,15 @@ func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQu
 		ex.Duration = durationJA(d, ex.To == nil)
 		rows[ex.Control].Exceptions++
 	}
-	sort.Slice(r.Exceptions, func(i, j int) bool {
-		a, b := r.Exceptions[i], r.Exceptions[j]
+	sort.Slice(exs, func(i, j int) bool {
+		a, b := exs[i], exs[j]
 		if !a.From.Equal(b.From) {
 			return a.From.Before(b.From)
 		}
 		return a.Agent+a.Control < b.Agent+b.Control
 	})
+	r.Exceptions = exs
+	r.Controls = nil
 	for _, c := range Controls {
 		r.Controls = append(r.Controls, *rows[c])
 	}
@@ -408,42 +410,74 @@ func durationJA(d time.Duration, ongoing bool) string {
 	return s
 }
 
-// access fills the access-log figures per 台帳 entry.
+// totals counts the period's events per control and type.
+func (s *Service) totals(ctx context.Context, r *Report, base eventlog.CountQuery) error {
+	q := base
+	q.GroupBy = []string{"control", "type"}
+	gs, err := s.cfg.Store.Count(ctx, q)
+	if err != nil {
+		return fmt.Errorf("report: totals: %w", err)
+	}
+	for _, g := range gs {
+		r.EventsByControl[g.Keys[0]] += g.Events
+		r.TotalEvents += g.Events
+		if g.Keys[0] == "media" {
+			r.MediaEvents[g.Keys[1]] += g.Events
+		}
+	}
+	return nil
+}
+
+// access counts the access log per 台帳 entry: events per type and
+// distinct users.
 func (s *Service) access(ctx context.Context, r *Report, base eventlog.CountQuery) error {
 	q := base
-	q.Controls, q.HasRegister, q.GroupBy, q.DistinctUsers = []string{"fileaccess"}, true, []string{"register_id"}, true
+	q.Controls, q.HasRegister, q.GroupBy = []string{"fileaccess"}, true, []string{"register_id", "type", "user"}
 	gs, err := s.cfg.Store.Count(ctx, q)
 	if err != nil {
 		return fmt.Errorf("report: access: %w", err)
 	}
 	by := map[string]*Access{}
 	for _, g := range gs {
-		by[g.Keys[0]] = &Access{RegisterID: g.Keys[0], Events: g.Events, Users: g.Users, ByType: map[string]int64{}}
+		a := by[g.Keys[0]]
+		if a == nil {
+			a = &Access{RegisterID: g.Keys[0], ByType: map[string]int64{}}
+			by[g.Keys[0]] = a
+		}
+		a.Events += g.Events
+		a.ByType[g.Keys[1]] += g.Events
 	}
-	q.GroupBy, q.DistinctUsers = []string{"register_id", "type"}, false
-	if gs, err = s.cfg.Store.Count(ctx, q); err != nil {
-		return fmt.Errorf("report: access: %w", err)
-	}
+	users := map[[2]string]bool{}
 	for _, g := range gs {
-		if a := by[g.Keys[0]]; a != nil {
-			a.ByType[g.Keys[1]] = g.Events
+		if g.Keys[2] != "" {
+			users[[2]string{g.Keys[0], g.Keys[2]}] = true
 		}
 	}
-	pis, err := s.cfg.Registers.List(ctx, register.KindPI, register.Filter{})
-	if err != nil {
-		return fmt.Errorf("report: register: %w", err)
+	for k := range users {
+		by[k[0]].Users++
 	}
-	for _, e := range pis {
-		p := e.(*register.PIEntry)
-		if a := by[p.ID]; a != nil {
-			a.Name = p.Name
-		}
-	}
-	r.Access = []Access{}
+	r.Access = make([]Access, 0, len(by))
 	for _, a := range by {
 		r.Access = append(r.Access, *a)
 	}
 	sort.Slice(r.Access, func(i, j int) bool { return r.Access[i].RegisterID < r.Access[j].RegisterID })
+	return nil
+}
+
+// names puts the 台帳 names on the access rows.
+func (s *Service) names(ctx context.Context, r *Report) error {
+	pis, err := s.cfg.Registers.List(ctx, register.KindPI, register.Filter{})
+	if err != nil {
+		return fmt.Errorf("report: register: %w", err)
+	}
+	name := map[string]string{}
+	for _, e := range pis {
+		p := e.(*register.PIEntry)
+		name[p.ID] = p.Name
+	}
+	for i := range r.Access {
+		r.Access[i].Name = name[r.Access[i].RegisterID]
+	}
 	return nil
 }
 

@@ -53,6 +53,7 @@ func (u *UI) routes() *http.ServeMux {
 	mux.HandleFunc("GET /tokens", u.auth(adminsOnly, u.handleTokens))
 	mux.HandleFunc("POST /tokens", u.auth(adminsOnly, u.handleCreateToken))
 	mux.HandleFunc("POST /tokens/{id}/revoke", u.auth(adminsOnly, u.handleRevokeToken))
+	u.alertingRoutes(mux)
 	// Anything else: logged-in users get a 404 page, others the login page.
 	mux.HandleFunc("/", u.auth(anyRole, func(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusNotFound, "err_not_found", "")

@@ -59,6 +59,9 @@ type Config struct {
 	// effective policies, to wake their long-polls; optional.
 	PolicyChanged func()
 	Log           zerolog.Logger
+	// Alerting serves the notification, incident and report pages; nil
+	// leaves them out.
+	Alerting *Alerting
 }
 
 // UI serves the web UI. It is an http.Handler, safe for concurrent use.

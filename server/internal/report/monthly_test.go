@@ -1,0 +1,100 @@
+package report
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/incident"
+	"github.com/mamori/mamori/server/internal/notify"
+	"github.com/mamori/mamori/server/internal/notify/mailtest"
+	"github.com/mamori/mamori/server/internal/register"
+	"github.com/mamori/mamori/server/internal/state"
+)
+
+// The monthly report reaches a real SMTP server once per month, with the
+// HTML and CSV attached.
+func TestMonthlyReportMailedOnce(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := eventlog.OpenSQLite(ctx, filepath.Join(dir, "events.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	st, err := state.Open(ctx, state.Config{DataDir: dir, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	regs, _ := register.New(register.Config{State: st})
+	notFound := func(err error) bool { return errors.Is(err, state.ErrNotFound) }
+	incs, _ := incident.New(incident.Config{KV: st, Events: store, Registers: regs, IsNotFound: notFound,
+		IsConflict: func(err error) bool { return errors.Is(err, state.ErrConflict) }})
+	_, vkey, _ := note.GenerateKey(rand.Reader, "mamori/test")
+	v, _ := note.NewVerifier(vkey)
+	svc, err := New(Config{Store: store, Registers: regs, Incidents: incs, Verifier: v,
+		Agents: func(context.Context) ([]Agent, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := mailtest.Start(t, true, "", "")
+	n, err := notify.New(notify.Config{Events: store, KV: st, IsNotFound: notFound,
+		Agents: func(context.Context) (map[string]notify.AgentInfo, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := notify.Settings{SMTP: &notify.SMTP{Host: "127.0.0.1", Port: ms.Addr.Port, Security: notify.SecurityTLS, From: "mamori@example.jp",
+		CAPEM: ms.CAPEM}, MonthlyReport: &notify.MonthlyReport{Recipients: []string{"kanri@example.jp"}}}
+	if _, err := n.PutSettings(ctx, set, -1); err != nil {
+		t.Fatal(err)
+	}
+	m := &Monthly{S: svc, KV: st, IsNotFound: notFound,
+		Recipients: func(ctx context.Context) ([]string, string, bool, error) {
+			s, _, err := n.Settings(ctx)
+			if err != nil || s.MonthlyReport == nil {
+				return nil, "", false, err
+			}
+			return s.MonthlyReport.Recipients, s.MonthlyReport.Department, true, nil
+		},
+		Mail: func(ctx context.Context, rcpts []string, subject, text string, html, csv []byte, name string) error {
+			return n.Mail(ctx, "monthly_report", rcpts, subject, text,
+				notify.Attachment{Name: name + ".html", ContentType: "text/html", Data: html},
+				notify.Attachment{Name: name + ".csv", ContentType: "text/csv", Data: csv})
+		}}
+	dec3 := time.Date(2026, 12, 3, 9, 0, 0, 0, JST)
+	for range 2 {
+		if err := m.Step(ctx, dec3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ms.Got) != 1 {
+		t.Fatalf("%d mails for November, want 1", len(ms.Got))
+	}
+	got := <-ms.Got
+	raw := string(got.Data)
+	if !strings.Contains(raw, `filename="mamori-audit-2026-11.html"`) || !strings.Contains(raw, `filename="mamori-audit-2026-11.csv"`) {
+		t.Errorf("attachments missing:\n%.2000s", raw)
+	}
+	if !strings.Contains(raw, "=?ISO-2022-JP?B?") || got.To[0] != "kanri@example.jp" {
+		t.Errorf("subject not ISO-2022-JP or wrong recipient %v", got.To)
+	}
+	// Late on the last day of December: still nothing new; on Jan 1: December.
+	if err := m.Step(ctx, time.Date(2026, 12, 31, 23, 59, 0, 0, JST)); err != nil || len(ms.Got) != 0 {
+		t.Fatalf("Dec 31: %v, %d mails", err, len(ms.Got))
+	}
+	if err := m.Step(ctx, time.Date(2027, 1, 1, 0, 5, 0, 0, JST)); err != nil || len(ms.Got) != 1 {
+		t.Fatalf("Jan 1: %v, %d mails", err, len(ms.Got))
+	}
+	if !strings.Contains(string((<-ms.Got).Data), "mamori-audit-2026-12.html") {
+		t.Error("January mail is not December's report")
+	}
+}

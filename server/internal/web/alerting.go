@@ -1,0 +1,165 @@
+package web
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/mamori/mamori/server/internal/incident"
+	"github.com/mamori/mamori/server/internal/notify"
+	"github.com/mamori/mamori/server/internal/report"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// Alerting holds the services behind the notification, incident and
+// report pages; any may be nil, and its pages then answer 404.
+type Alerting struct {
+	Notifier  *notify.Notifier
+	Incidents *incident.Service
+	Reports   *report.Service
+}
+
+// alertingRoutes mounts the pages; reading them takes any role (their
+// changes go through the admin API, which records each as an event).
+func (u *UI) alertingRoutes(mux *http.ServeMux) {
+	a := u.cfg.Alerting
+	if a == nil {
+		return
+	}
+	if a.Notifier != nil {
+		mux.HandleFunc("GET /notifications", u.auth(anyRole, u.handleNotifications))
+	}
+	if a.Incidents != nil {
+		mux.HandleFunc("GET /incidents", u.auth(anyRole, u.handleIncidents))
+		mux.HandleFunc("GET /incidents/{id}/worksheet", u.auth(anyRole, u.handleWorksheet))
+	}
+	if a.Reports != nil {
+		mux.HandleFunc("GET /reports", u.auth(anyRole, u.handleReports))
+	}
+}
+
+func (u *UI) titled(r *http.Request, nav, ja, en string) *page {
+	p := u.newPage(r, nav, "")
+	p.Title = ja
+	if p.Lang == "en" {
+		p.Title = en
+	}
+	return p
+}
+
+func (u *UI) handleNotifications(w http.ResponseWriter, r *http.Request) {
+	n := u.cfg.Alerting.Notifier
+	set, _, err := n.Settings(r.Context())
+	if err != nil {
+		u.internal(w, r, "notification settings", err)
+		return
+	}
+	log, err := n.Log(r.Context(), u.cfg.Now().AddDate(0, 0, -30), 500)
+	if err != nil {
+		u.internal(w, r, "delivery log", err)
+		return
+	}
+	p := u.titled(r, "notifications", "通知", "Notifications")
+	p.Data = map[string]any{"Settings": set.Redacted(), "Log": log}
+	u.render(w, r, http.StatusOK, "notifications", p)
+}
+
+func (u *UI) handleIncidents(w http.ResponseWriter, r *http.Request) {
+	all, err := u.cfg.Alerting.Incidents.List(r.Context())
+	if err != nil {
+		u.internal(w, r, "incidents", err)
+		return
+	}
+	p := u.titled(r, "incidents", "事故・漏えい等", "Incidents")
+	p.Data = all
+	u.render(w, r, http.StatusOK, "incidents", p)
+}
+
+func (u *UI) handleWorksheet(w http.ResponseWriter, r *http.Request) {
+	s := u.cfg.Alerting.Incidents
+	in, err := s.Get(r.Context(), r.PathValue("id"))
+	if errors.Is(err, incident.ErrNotFound) {
+		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
+		return
+	}
+	if err != nil {
+		u.internal(w, r, "incident", err)
+		return
+	}
+	var buf bytes.Buffer
+	switch r.URL.Query().Get("format") {
+	case "", "html":
+		err = s.WorksheetHTML(r.Context(), &buf, in)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	case "csv":
+		err = s.WorksheetCSV(r.Context(), &buf, in)
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="mamori-`+in.ID+`-worksheet.csv"`)
+	default:
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", "format: html, csv")
+		return
+	}
+	if err != nil {
+		w.Header().Del("Content-Disposition")
+		u.internal(w, r, "worksheet", err)
+		return
+	}
+	_, _ = w.Write(buf.Bytes())
+}
+
+// handleReports shows the report form; with from and to it answers the
+// report itself (html or csv), recorded as an export.
+func (u *UI) handleReports(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("from") == "" && q.Get("to") == "" {
+		p := u.titled(r, "reports", "監査報告書", "Audit reports")
+		now := u.cfg.Now().In(u.cfg.Location)
+		first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, u.cfg.Location)
+		p.Data = map[string]string{"From": first.AddDate(0, -1, 0).Format(time.DateOnly), "To": first.AddDate(0, 0, -1).Format(time.DateOnly)}
+		u.render(w, r, http.StatusOK, "reports", p)
+		return
+	}
+	from, to, err := report.ParseDates(q.Get("from"), q.Get("to"))
+	if err != nil {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
+		return
+	}
+	rep, err := u.cfg.Alerting.Reports.Build(r.Context(), report.Params{From: from, To: to, Department: q.Get("department")})
+	if errors.Is(err, report.ErrInvalid) {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
+		return
+	}
+	if err != nil {
+		u.internal(w, r, "report", err)
+		return
+	}
+	var buf bytes.Buffer
+	format := q.Get("format")
+	switch format {
+	case "", "html":
+		format = "html"
+		err = rep.HTML(&buf)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	case "csv":
+		err = rep.CSV(&buf)
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="mamori-audit-`+q.Get("from")+`-`+q.Get("to")+`.csv"`)
+	default:
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", "format: html, csv")
+		return
+	}
+	if err != nil {
+		w.Header().Del("Content-Disposition")
+		u.internal(w, r, "report", err)
+		return
+	}
+	u.record(r, sessionFrom(r.Context()).Name, eventExport("report/audit", format, q.Get("from"), q.Get("to"), q.Get("department")))
+	_, _ = w.Write(buf.Bytes())
+}
+
+// eventExport is the record of a report downloaded from the UI.
+func eventExport(object, format, from, to, dept string) event.Event {
+	return event.Event{Type: "export.made", Object: object,
+		Attrs: event.Attrs{"format": format, "from": from, "to": to, "department": dept}}
+}

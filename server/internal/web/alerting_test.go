@@ -1,0 +1,48 @@
+package web_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// The notification, incident and report pages render for a logged-in
+// auditor; a report download is recorded as an export.
+func TestAlertingPages(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addUser(t, srv, "kansa", "auditor")
+	addHost(t, srv, "pc-01", "総務部", []status{{"screenlock", "fail", "screenlock.timeout_too_long", "画面ロックまでの時間が長すぎます", "too long"}}, 3, `OFFICE\sato`)
+	var in struct{ ID string }
+	if st := apiDo(t, srv, "POST", "/api/v1/incidents", map[string]any{"title": "書類の誤送付", "discovered_at": time.Now().Add(-time.Hour)}, &in); st != 201 {
+		t.Fatalf("open incident: %d", st)
+	}
+	b := newBrowser(t, srv)
+	b.login("kansa", testPassword)
+	for path, want := range map[string]string{
+		"/notifications":                         "配信ログ",
+		"/incidents":                             "書類の誤送付",
+		"/incidents/" + in.ID + "/worksheet":     "漏えい等の報告 作成用ワークシート",
+		"/reports":                               "監査報告書",
+		"/reports?from=2026-01-01&to=2027-12-31": "社外秘",
+	} {
+		a := b.get(path)
+		if a.status != 200 || !strings.Contains(a.body, want) {
+			t.Errorf("%s: %d, lacks %q", path, a.status, want)
+		}
+	}
+	if a := b.get("/reports?from=2026-13-01&to=2026-12-31"); a.status != 400 {
+		t.Errorf("bad date: %d", a.status)
+	}
+	if a := b.get("/"); !strings.Contains(a.body, `href="/incidents"`) {
+		t.Error("no nav entry for incidents")
+	}
+	found := false
+	for _, e := range serverEvents(t, srv, "export.made") {
+		if e.Object == "report/audit" && e.User == "kansa" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("report download not recorded")
+	}
+}
