@@ -47,6 +47,7 @@ type stats struct {
 	lastErr         atomic.Value // string
 
 	polls, pollErrs atomic.Int64
+	lastPollErr     atomic.Value // string
 	woken           atomic.Int64
 	wakeLast        atomic.Int64 // unix nanos of the last long-poll that got the changed policy
 
@@ -340,6 +341,7 @@ func (a *simAgent) longPoll(ctx context.Context, cfg *config, st *stats, first *
 		if err != nil {
 			if ctx.Err() == nil {
 				st.pollErrs.Add(1)
+				st.lastPollErr.Store(err.Error())
 				sleepUntil(ctx, time.Now().Add(time.Second))
 			}
 			continue
@@ -362,6 +364,7 @@ func (a *simAgent) longPoll(ctx context.Context, cfg *config, st *stats, first *
 			version = pr.Version
 		default:
 			st.pollErrs.Add(1)
+			st.lastPollErr.Store(fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(b)))
 			sleepUntil(ctx, time.Now().Add(time.Second))
 		}
 	}
