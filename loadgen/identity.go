@@ -32,6 +32,11 @@ type identity struct {
 	Cert string `json:"cert"` // PEM
 	Seq  uint64 `json:"seq"`
 	Prev string `json:"prev"`
+	// Pending is the gzip'd batch not acked when the last run ended (Seq
+	// and Prev are after it); the next run sends it first.
+	Pending     []byte `json:"pending,omitempty"`
+	PendingN    int    `json:"pending_n,omitempty"`
+	PendingLast uint64 `json:"pending_last,omitempty"`
 }
 
 // enrollOne does what `mamori-agent enroll` does: a fresh P-256 key, a CSR,

@@ -83,6 +83,9 @@ func (r *report) print(w io.Writer, cfg *config) {
 			fmt.Fprintf(w, "; policy change reached %d of %d in %s", st.woken.Load(), r.longPolls, r.wake.Round(time.Millisecond))
 		}
 		fmt.Fprintln(w)
+		if e, ok := st.lastPollErr.Load().(string); ok {
+			fmt.Fprintf(w, "poll error   %s\n", e)
+		}
 	}
 	if cfg.raw > 0 {
 		fmt.Fprintf(w, "raw conns    %d opened (%d failed); at the end %d shed by the server, %d still open\n",

@@ -30,7 +30,6 @@ type simAgent struct {
 	src      *eventSource
 	ship     *http.Client
 	poll     *http.Client
-	clean    bool // the last batch was acked: the cached chain head is right
 	transprt *http.Transport
 }
 
@@ -47,6 +46,7 @@ type stats struct {
 	lastErr         atomic.Value // string
 
 	polls, pollErrs atomic.Int64
+	lastPollErr     atomic.Value // string
 	woken           atomic.Int64
 	wakeLast        atomic.Int64 // unix nanos of the last long-poll that got the changed policy
 
@@ -171,14 +171,12 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	for _, a := range agents {
 		a.transprt.CloseIdleConnections()
 	}
-	// Only identities whose last batch was acked keep their place in the
-	// cache: another's chain head on the server is not known.
-	var keep []identity
-	for _, a := range agents {
-		if a.clean {
-			a.id.Seq, a.id.Prev = a.src.seq, a.src.prev
-			keep = append(keep, a.id)
-		}
+	// The chain heads (and any batch still pending) go back to the cache,
+	// so the next run continues every chain.
+	keep := make([]identity, len(agents))
+	for i, a := range agents {
+		a.id.Seq, a.id.Prev = a.src.seq, a.src.prev
+		keep[i] = a.id
 	}
 	if err := saveIdentities(cfg.idsFile, keep); err != nil {
 		return nil, err
@@ -197,9 +195,16 @@ func waitOrCtx(ctx context.Context, wg *sync.WaitGroup) {
 
 // shipLoop sends batches until the deadline: paced every interval, or back
 // to back when interval is 0. A batch not acked is sent again (after
-// Retry-After, or a second), as the agent's shipper does.
+// Retry-After, or a second), as the agent's shipper does; one still not
+// acked at the end stays pending in the identity cache and is sent first
+// by the next run, as the agent's spool would.
 func (a *simAgent) shipLoop(ctx context.Context, cfg *config, st *stats, due time.Time, interval time.Duration, deadline time.Time) {
-	a.clean = true
+	if p := a.id.Pending; len(p) > 0 {
+		if !a.sendUntilAcked(ctx, st, p, a.id.PendingN, a.id.PendingLast, deadline) {
+			return
+		}
+		a.id.Pending, a.id.PendingN, a.id.PendingLast = nil, 0, 0
+	}
 	for {
 		if interval > 0 {
 			if due.After(deadline) {
@@ -223,18 +228,23 @@ func (a *simAgent) shipLoop(ctx context.Context, cfg *config, st *stats, due tim
 			st.fail(err)
 			return
 		}
-		a.clean = false
-		for !a.clean {
-			retry := a.post(ctx, body, len(evs), evs[len(evs)-1].Seq, st)
-			if retry == 0 {
-				a.clean = true
-				break
-			}
-			if time.Now().Add(retry).After(deadline) || !sleepUntil(ctx, time.Now().Add(retry)) {
-				// Unacked at the end: whether the server stored it is not
-				// known, so this identity is not cached (a.clean false).
-				return
-			}
+		last := evs[len(evs)-1].Seq
+		if !a.sendUntilAcked(ctx, st, body, len(evs), last, deadline) {
+			a.id.Pending, a.id.PendingN, a.id.PendingLast = body, len(evs), last
+			return
+		}
+	}
+}
+
+// sendUntilAcked posts body until it is acked (true) or the deadline comes.
+func (a *simAgent) sendUntilAcked(ctx context.Context, st *stats, body []byte, n int, last uint64, deadline time.Time) bool {
+	for {
+		retry := a.post(ctx, body, n, last, st)
+		if retry == 0 {
+			return true
+		}
+		if time.Now().Add(retry).After(deadline) || !sleepUntil(ctx, time.Now().Add(retry)) {
+			return false
 		}
 	}
 }
@@ -340,6 +350,7 @@ func (a *simAgent) longPoll(ctx context.Context, cfg *config, st *stats, first *
 		if err != nil {
 			if ctx.Err() == nil {
 				st.pollErrs.Add(1)
+				st.lastPollErr.Store(err.Error())
 				sleepUntil(ctx, time.Now().Add(time.Second))
 			}
 			continue
@@ -362,6 +373,7 @@ func (a *simAgent) longPoll(ctx context.Context, cfg *config, st *stats, first *
 			version = pr.Version
 		default:
 			st.pollErrs.Add(1)
+			st.lastPollErr.Store(fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(b)))
 			sleepUntil(ctx, time.Now().Add(time.Second))
 		}
 	}
