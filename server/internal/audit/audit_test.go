@@ -222,7 +222,7 @@ func TestCSV(t *testing.T) {
 		t.Fatalf("csv:\n%s", s)
 	}
 	// PC names and Japanese labels, the agent id kept in the last column.
-	if !strings.Contains(s, ",PC-SOUMU-01,ファイルアクセス,") || !strings.Contains(s, ",外部媒体,") || !strings.Contains(s, ",ag-0\r\n") {
+	if !strings.Contains(s, `,"PC-SOUMU-01","ファイルアクセス",`) || !strings.Contains(s, `,"外部媒体",`) || !strings.Contains(s, ",\"ag-0\"\r\n") {
 		t.Fatalf("csv without PC names or labels:\n%s", s)
 	}
 	if _, err := r.x.CSV(context.Background(), &buf, eventlog.Filter{}, "fr", time.UTC); err == nil {
