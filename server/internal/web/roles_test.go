@@ -126,7 +126,7 @@ func TestRoles(t *testing.T) {
 		}
 	})
 
-	t.Run("manager cannot manage users", func(t *testing.T) {
+	t.Run("manager cannot manage users or policies", func(t *testing.T) {
 		b := newBrowser(t, srv)
 		csrf := b.login("manabu", testPassword)
 		before := snapshot(t, srv)
@@ -134,7 +134,7 @@ func TestRoles(t *testing.T) {
 			t.Errorf("manager GET /users: %d", a.status)
 		}
 		for _, rt := range routes {
-			if !strings.HasPrefix(rt.path, "/users") && !strings.HasPrefix(rt.path, "/registers") && rt.path != "/policies/assign" {
+			if !strings.HasPrefix(rt.path, "/users") && rt.path != "/policies/assign" {
 				continue
 			}
 			if a := b.post(rt.path, with(rt.form, "csrf", csrf)); a.status != http.StatusForbidden {
@@ -232,6 +232,27 @@ func TestRoles(t *testing.T) {
 		// The new user can log in with their role.
 		if newBrowser(t, srv).tryLogin("mallory", testPassword).status != http.StatusSeeOther {
 			t.Error("created user cannot log in")
+		}
+	})
+
+	// The 個人情報保護管理者 keeps the registers (JIS Q 15001 A.3.3.1).
+	t.Run("manager keeps the registers", func(t *testing.T) {
+		b := newBrowser(t, srv)
+		csrf := b.login("manabu", testPassword)
+		var cur struct {
+			Revision int64 `json:"revision"`
+		}
+		if st := apiDo(t, srv, "GET", "/api/v1/register/"+pi.ID, nil, &cur); st != 200 {
+			t.Fatalf("get entry: %d", st)
+		}
+		if a := b.post("/registers/pi/"+pi.ID+"/retire", url.Values{"csrf": {csrf}, "revision": {itoa(cur.Revision)}}); a.status != http.StatusSeeOther {
+			t.Fatalf("manager retire: %d\n%.600s", a.status, a.body)
+		}
+		var after struct {
+			Status string `json:"status"`
+		}
+		if apiDo(t, srv, "GET", "/api/v1/register/"+pi.ID, nil, &after); after.Status != "retired" {
+			t.Errorf("entry after the manager retired it: %q", after.Status)
 		}
 	})
 }

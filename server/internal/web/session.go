@@ -121,7 +121,7 @@ type need int
 
 const (
 	anyRole    need = iota // any logged-in user (reads)
-	deciders               // managers and admins: carry-out decisions
+	deciders               // managers and admins: carry-out decisions, the registers
 	adminsOnly             // changes to registers, policies, users
 )
 
