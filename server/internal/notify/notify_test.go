@@ -492,3 +492,58 @@ func TestLoginFailuresAndIntegrity(t *testing.T) {
 		t.Errorf("integrity message: %+v", m)
 	}
 }
+
+// Alerts still waiting in a group when the server stops are read again
+// and delivered after the restart: the saved cursors never pass them.
+func TestPendingAlertsSurviveARestart(t *testing.T) {
+	r := newRig(t, map[string]AgentInfo{})
+	h := newHook(t, 0)
+	set := Settings{
+		Webhooks: []Webhook{{Name: "g", URL: h.srv.URL, Format: FormatGeneric}},
+		Rules:    []Rule{{Name: "r", Kind: KindViolation, Webhooks: []string{"g"}, Delay: Duration(time.Hour)}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	// Something already delivered before: its cursor is saved past it.
+	r.run(t)
+	time.Sleep(200 * time.Millisecond)
+	for i := range 3 {
+		r.alert(t, fmt.Sprintf("a%d", i), "PC", "総務部", "backup", "backup.overdue", "古い")
+	}
+	waitFor(t, 5*time.Second, "the group", func() bool {
+		r.n.mu.Lock()
+		defer r.n.mu.Unlock()
+		return len(r.n.groups) == 1 && r.n.groups["rule/r"].count == 3
+	})
+	r.n.mu.Lock()
+	r.n.savedAt = time.Time{} // save now rather than in 10 s
+	r.n.mu.Unlock()
+	if err := r.n.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	if len(h.got()) != 0 {
+		t.Fatal("delivered before the delay")
+	}
+	// A new notifier on the same etcd and log, with a short delay now.
+	n2, err := New(Config{Events: r.store, KV: r.st, Poll: 50 * time.Millisecond, Log: zerolog.Nop(),
+		IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
+		Agents:     func(context.Context) (map[string]AgentInfo, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set.Rules[0].Delay = Duration(100 * time.Millisecond)
+	if _, err := n2.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { n2.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, 5*time.Second, "delivery after the restart", func() bool { return len(h.got()) == 1 })
+	var m Message
+	if err := json.Unmarshal(h.got()[0], &m); err != nil || m.Count != 3 {
+		t.Errorf("after restart: %v count %d", err, m.Count)
+	}
+}

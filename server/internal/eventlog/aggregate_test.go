@@ -1,0 +1,170 @@
+package eventlog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/eventlog/pgtest"
+	"github.com/mamori/mamori/server/internal/eventlog/storetest"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// aggStore is what Count, Scan and CheckpointBefore are tested on.
+type aggStore interface {
+	eventlog.Store
+	Count(ctx context.Context, q eventlog.CountQuery) ([]eventlog.Group, error)
+	Scan(ctx context.Context, q eventlog.CountQuery, attrsFor []string, fn func(*eventlog.ScanRow) error) error
+	CheckpointBefore(ctx context.Context, t time.Time) (eventlog.Checkpoint, error)
+}
+
+func TestAggregatesSQLite(t *testing.T) {
+	s, err := eventlog.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "e.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	testAggregates(t, s)
+}
+
+func TestAggregatesPostgres(t *testing.T) {
+	srv := pgtest.Start(t)
+	testAggregates(t, openPG(t, srv.Schema(t)))
+}
+
+func testAggregates(t *testing.T, s aggStore) {
+	ctx := context.Background()
+	var all []event.Event
+	for _, a := range []string{"pc-001", "pc-002"} {
+		evs := storetest.Chain(a, 1, 400, "")
+		if _, err := s.Append(ctx, a, evs); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, evs...)
+	}
+	// Minutes apart from storetest.Base: 400 events span under a week, so
+	// a 100-day window takes the table-scan path and a 2-day one the index.
+	for _, w := range []struct {
+		name     string
+		from, to time.Time
+	}{
+		{"long window", storetest.Base.Add(-50 * 24 * time.Hour), storetest.Base.Add(50 * 24 * time.Hour)},
+		{"short window", storetest.Base.Add(2 * time.Hour), storetest.Base.Add(5 * time.Hour)},
+	} {
+		in := func(e event.Event) bool { return !e.Time.Before(w.from) && e.Time.Before(w.to) }
+		want := map[string]int64{}
+		users := map[string]map[string]bool{}
+		var n int64
+		for _, e := range all {
+			if !in(e) {
+				continue
+			}
+			n++
+			want[e.Control+"|"+e.Type]++
+			if e.RegisterID != "" {
+				if users[e.RegisterID] == nil {
+					users[e.RegisterID] = map[string]bool{}
+				}
+				if e.User != "" {
+					users[e.RegisterID][e.User] = true
+				}
+			}
+		}
+		gs, err := s.Count(ctx, eventlog.CountQuery{From: w.from, To: w.to, GroupBy: []string{"control", "type"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int64{}
+		var total int64
+		for _, g := range gs {
+			got[g.Keys[0]+"|"+g.Keys[1]] = g.Events
+			total += g.Events
+		}
+		if total != n || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: total %d want %d; %v want %v", w.name, total, n, got, want)
+		}
+		gs, err = s.Count(ctx, eventlog.CountQuery{From: w.from, To: w.to, HasRegister: true, GroupBy: []string{"register_id"}, DistinctUsers: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gs) != len(users) {
+			t.Errorf("%s: %d register groups, want %d", w.name, len(gs), len(users))
+		}
+		for _, g := range gs {
+			if g.Users != int64(len(users[g.Keys[0]])) {
+				t.Errorf("%s: %s has %d users, want %d", w.name, g.Keys[0], g.Users, len(users[g.Keys[0]]))
+			}
+		}
+		// Buckets and an agent filter.
+		mid := w.from.Add(w.to.Sub(w.from) / 2)
+		gs, err = s.Count(ctx, eventlog.CountQuery{From: w.from, To: w.to, Agents: []string{"pc-002"}, Buckets: []time.Time{w.from, mid, w.to}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b0, b1 int64
+		for _, e := range all {
+			if in(e) && e.Agent == "pc-002" {
+				if e.Time.Before(mid) {
+					b0++
+				} else {
+					b1++
+				}
+			}
+		}
+		bs := map[string]int64{}
+		for _, g := range gs {
+			bs[g.Keys[0]] = g.Events
+		}
+		if bs["0"] != b0 || bs["1"] != b1 {
+			t.Errorf("%s: buckets %v, want 0:%d 1:%d", w.name, bs, b0, b1)
+		}
+		// Scan: the status events with attrs only for violations.
+		var seen []string
+		violAttrs := 0
+		err = s.Scan(ctx, eventlog.CountQuery{From: w.from, To: w.to, Types: []string{"screenlock.status"}}, []string{"violation"},
+			func(r *eventlog.ScanRow) error {
+				if r.Severity == "violation" && r.Attrs != nil {
+					violAttrs++
+				}
+				if r.Severity != "violation" && r.Attrs != nil {
+					return errors.New("attrs on a non-violation")
+				}
+				seen = append(seen, fmt.Sprintf("%s|%d", r.Agent, r.Time.UnixNano()))
+				return nil
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ws []string
+		wantAttrs := 0
+		for _, e := range all {
+			if in(e) && e.Type == "screenlock.status" {
+				ws = append(ws, fmt.Sprintf("%s|%d", e.Agent, e.Time.UnixNano()))
+				if e.Severity == event.Violation && len(e.Attrs) > 0 {
+					wantAttrs++
+				}
+			}
+		}
+		if violAttrs != wantAttrs {
+			t.Errorf("%s: %d violations with attrs, want %d", w.name, violAttrs, wantAttrs)
+		}
+		sort.Strings(seen)
+		sort.Strings(ws)
+		if fmt.Sprint(seen) != fmt.Sprint(ws) {
+			t.Errorf("%s: scan saw %d rows, want %d", w.name, len(seen), len(ws))
+		}
+	}
+	if _, err := s.Count(ctx, eventlog.CountQuery{From: storetest.Base, To: storetest.Base, GroupBy: []string{"attrs"}}); !errors.Is(err, eventlog.ErrBadFilter) {
+		t.Errorf("bad query: %v", err)
+	}
+	if _, err := s.CheckpointBefore(ctx, time.Now()); !errors.Is(err, eventlog.ErrNoCheckpoint) {
+		t.Errorf("no checkpoint yet: %v", err)
+	}
+}
