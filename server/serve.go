@@ -44,11 +44,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer stopProfile()
+		// Before Start prints the enroll command: a SIGTERM sent as soon as
+		// it appears must stop the server cleanly, not kill it.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
 		if err := prg.Start(nil); err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
 		<-ctx.Done()
 		return prg.Stop(nil)
 	}
