@@ -194,8 +194,10 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 		t.Errorf("role names: %s", users)
 	}
 	u.shot("12-users")
+	u.logout()
+	u.login("hogo", userPW)
 
-	// A 台帳 entry through the form: a wrong retention first, kept input
+	// The manager (個人情報保護管理者) keeps the 台帳: an entry through the form: a wrong retention first, kept input
 	// and a Japanese message by the field, then right.
 	u.do("new PI entry",
 		chromedp.Navigate(s.url+"/registers/pi/new"),
@@ -236,10 +238,8 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 		}
 		return false
 	})
-	u.logout()
 
 	// The manager sees the folder watched on the PC's page.
-	u.login("hogo", userPW)
 	var reason string
 	defer func() {
 		if t.Failed() {
