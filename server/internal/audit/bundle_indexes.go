@@ -5,12 +5,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"time"
-
-	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
-	"github.com/mamori/mamori/shared/evidence"
 )
 
 // BundleIndexes writes the events at the given log indexes (an incident's
@@ -29,7 +25,6 @@ func (x *Exporter) BundleIndexes(ctx context.Context, w io.Writer, indexes []int
 	if len(matched) > x.max() {
 		return Summary{}, fmt.Errorf("%w (more than %d events)", ErrTooLarge, x.max())
 	}
-	type span struct{ first, last int64 }
 	spans := map[string]*span{}
 	for _, i := range matched {
 		if i < 0 || i >= n {
@@ -49,49 +44,5 @@ func (x *Exporter) BundleIndexes(ctx context.Context, w io.Writer, indexes []int
 			sp.last = i
 		}
 	}
-	h := evidence.Header{Origin: x.Checkpointer.Signer.Name(), PublicKey: x.PublicKey, Checkpoint: cp.Note,
-		Created: time.Now().UTC(), Query: query}
-	bw, err := evidence.NewWriter(w, h, x.Checkpointer.Signer)
-	if err != nil {
-		return Summary{}, err
-	}
-	sum := Summary{TreeSize: n}
-	if len(matched) == 0 {
-		return sum, bw.Close()
-	}
-	next := 0
-	err = scanPages(ctx, x.Log, matched[0], matched[len(matched)-1]+1, func(page []eventlog.Stored) error {
-		for i := range page {
-			s := &page[i]
-			en := evidence.Entry{Index: s.Index}
-			switch sp := spans[s.Agent]; {
-			case next < len(matched) && matched[next] == s.Index && !s.Pruned:
-				next++
-				en.Event = &s.Event
-				sum.Events++
-			case next < len(matched) && matched[next] == s.Index:
-				next++
-				en.Link = evidence.LinkOf(&s.Event)
-				sum.Links++
-			case sp != nil && sp.first < s.Index && s.Index < sp.last:
-				en.Link = evidence.LinkOf(&s.Event)
-				sum.Links++
-			default:
-				continue
-			}
-			proof, err := tlog.ProveRecord(n, s.Index, x.Log)
-			if err != nil {
-				return fmt.Errorf("audit: inclusion proof %d: %w", s.Index, err)
-			}
-			en.Proof = proof
-			if err := bw.Add(&en); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return sum, err
-	}
-	return sum, bw.Close()
+	return x.writeBundle(ctx, w, cp, matched, spans, 0, query)
 }

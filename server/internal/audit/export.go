@@ -69,7 +69,6 @@ func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, s
 	}
 	n := cp.Size
 	// Pass 1: what matches, and each agent's span.
-	type span struct{ first, last int64 }
 	var matched []int64
 	spans := map[string]*span{}
 	f.Cursor, f.Limit = "", eventlog.MaxLimit
@@ -100,6 +99,19 @@ func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, s
 		f.Cursor = p.Next
 	}
 
+	return x.writeBundle(ctx, w, cp, matched, spans, since, query)
+}
+
+// span is one agent's first and last matched log index: the entries between
+// them go in as links, so the agent's chain is provably whole.
+type span struct{ first, last int64 }
+
+// writeBundle writes matched (sorted log indexes below cp.Size) as an
+// evidence bundle against cp: the matches in full, the rest of each agent's
+// span as links, the latest signed retention record, inclusion proofs and
+// the signed manifest. Bundle and BundleIndexes differ only in what matches.
+func (x *Exporter) writeBundle(ctx context.Context, w io.Writer, cp eventlog.Checkpoint, matched []int64, spans map[string]*span, since int64, query map[string]string) (Summary, error) {
+	n := cp.Size
 	// The latest signed retention record goes in whole, so each entry
 	// whose payload retention cleared can be checked against its cutoff.
 	if len(matched) > 0 {
