@@ -203,8 +203,8 @@ func TestIncidentFromBlockedMediaAlert(t *testing.T) {
 		}
 	}
 	st, csvb := c.do("GET", incident.Path+"/"+in.ID+"/worksheet?format=csv", nil, nil)
-	if st != 200 || !bytes.HasPrefix(csvb, []byte("\ufeff項目,内容\r\n")) || !strings.Contains(string(csvb), "(3) 本人の数,320") ||
-		!strings.Contains(string(csvb), "確報の期限,2026-03-30") {
+	if st != 200 || !bytes.HasPrefix(csvb, []byte("\ufeff\"項目\",\"内容\"\r\n")) || !strings.Contains(string(csvb), `"(3) 本人の数","320"`) ||
+		!strings.Contains(string(csvb), `"確報の期限","2026-03-30`) {
 		t.Errorf("worksheet CSV %d:\n%s", st, csvb)
 	}
 	if st, _ := c.do("GET", incident.Path+"/"+in.ID+"/worksheet?format=pdf", nil, nil); st != 400 {

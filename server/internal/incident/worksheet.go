@@ -3,7 +3,6 @@ package incident
 import (
 	"context"
 	_ "embed"
-	"encoding/csv"
 	"fmt"
 	"html/template"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mamori/mamori/server/internal/csvcell"
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/shared/event"
 )
@@ -156,24 +156,11 @@ func (s *Service) WorksheetCSV(ctx context.Context, w io.Writer, in Incident) er
 	if _, err := io.WriteString(w, "\ufeff"); err != nil {
 		return err
 	}
-	cw := csv.NewWriter(w)
-	cw.UseCRLF = true
+	cw := csvcell.NewWriter(w) // every cell defused and quoted
 	for _, r := range rows {
-		for i := range r {
-			r[i] = CSVSafe(r[i])
-		}
 		if err := cw.Write(r); err != nil {
 			return fmt.Errorf("incident: csv: %w", err)
 		}
 	}
-	cw.Flush()
-	return cw.Error()
-}
-
-// CSVSafe defuses a cell Excel would run as a formula (CSV injection).
-func CSVSafe(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
+	return cw.Flush()
 }

@@ -2,7 +2,6 @@ package report
 
 import (
 	_ "embed"
-	"encoding/csv"
 	"fmt"
 	"html/template"
 	"io"
@@ -11,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mamori/mamori/server/internal/incident"
+	"github.com/mamori/mamori/server/internal/csvcell"
 )
 
 //go:embed report.html
@@ -91,16 +90,11 @@ func (r *Report) CSV(w io.Writer) error {
 	if _, err := io.WriteString(w, "\ufeff"); err != nil {
 		return err
 	}
-	cw := csv.NewWriter(w)
-	cw.UseCRLF = true
+	cw := csvcell.NewWriter(w) // every cell defused and quoted
 	for _, row := range rows {
-		for i := range row {
-			row[i] = incident.CSVSafe(row[i])
-		}
 		if err := cw.Write(row); err != nil {
 			return fmt.Errorf("report: csv: %w", err)
 		}
 	}
-	cw.Flush()
-	return cw.Error()
+	return cw.Flush()
 }

@@ -349,7 +349,7 @@ func TestAuditReportOverAYear(t *testing.T) {
 			t.Errorf("HTML lacks %q", want)
 		}
 	}
-	if !bytes.HasPrefix(csvb.Bytes(), []byte("\ufeff区分,項目")) || !strings.Contains(csvb.String(), fmt.Sprintf("概要,イベント数,%d", tl.total)) {
+	if !bytes.HasPrefix(csvb.Bytes(), []byte("\ufeff\"区分\",\"項目\"")) || !strings.Contains(csvb.String(), fmt.Sprintf(`"概要","イベント数","%d"`, tl.total)) {
 		t.Errorf("CSV head: %.300s", csvb.String())
 	}
 
