@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -68,11 +71,20 @@ type program struct {
 func (p *program) Start(s service.Service) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// The enroll command carries the bootstrap enroll token: print it on
+	// the first start only (when this start creates the token), not into
+	// every later start's log.
+	_, statErr := os.Stat(filepath.Join(p.cfg.DataDir, app.FileEnrollToken))
+	first := errors.Is(statErr, fs.ErrNotExist)
 	srv, err := app.Start(ctx, p.cfg)
 	if err != nil {
 		return err
 	}
 	p.srv = srv
+	enroll := srv.EnrollCommand()
+	if !first {
+		enroll = "mamori-server tokens create --ttl 24h --uses 10   (the bootstrap token was shown on the first start only)"
+	}
 	fmt.Fprintf(p.out, `
 Mamori server is running / Mamori サーバーが起動しました
   dashboard:       %s
@@ -82,7 +94,7 @@ Mamori server is running / Mamori サーバーが起動しました
 Enroll an agent / エージェントの登録:
   %s
 
-`, srv.DashboardURL(), p.cfg.DataDir, p.cfg.DataDir+string(os.PathSeparator)+app.FileAdminToken, srv.LogVerifierKey(), srv.EnrollCommand())
+`, srv.DashboardURL(), p.cfg.DataDir, p.cfg.DataDir+string(os.PathSeparator)+app.FileAdminToken, srv.LogVerifierKey(), enroll)
 	go func() {
 		// Serving stopped without Stop (listener failure): exit non-zero so
 		// that the service manager restarts us.
