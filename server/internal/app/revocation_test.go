@@ -159,3 +159,47 @@ func TestAgentDisabledAtTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestReenrolledHostShownAsDuplicate: a re-installed PC that enrolls again
+// gets a new agent id; the agents list names the two as the same host, and
+// the old one can be disabled while its evidence stays.
+func TestReenrolledHostShownAsDuplicate(t *testing.T) {
+	srv := start(t, t.TempDir())
+	defer srv.Close()
+	old := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "PC-SALES01")
+	if _, err := old.send(old.events(2)); err != nil {
+		t.Fatal(err)
+	}
+	again := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-sales01")
+	other := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "PC-SALES02")
+	var l struct {
+		Agents []struct {
+			ID       string   `json:"id"`
+			SameHost []string `json:"same_host"`
+			Disabled bool     `json:"disabled"`
+			Events   int64    `json:"events"`
+		} `json:"agents"`
+	}
+	list := func() {
+		if st := adminGet(t, srv.URL(), srv.AdminToken(), srv.CAPEM(), "/api/v1/agents", nil, &l); st != 200 {
+			t.Fatalf("agents: %d", st)
+		}
+	}
+	list()
+	same := map[string][]string{}
+	for _, a := range l.Agents {
+		same[a.ID] = a.SameHost
+	}
+	if len(same[old.id]) != 1 || same[old.id][0] != again.id || len(same[again.id]) != 1 || same[again.id][0] != old.id || len(same[other.id]) != 0 {
+		t.Fatalf("same_host: %+v", same)
+	}
+	if st := apiCall(t, srv.URL(), srv.CAPEM(), srv.AdminToken(), "POST", "/api/v1/agents/"+old.id+"/disable", nil, nil); st != 200 {
+		t.Fatalf("disable the old id: %d", st)
+	}
+	list()
+	for _, a := range l.Agents {
+		if a.ID == old.id && (!a.Disabled || a.Events != 2) {
+			t.Fatalf("old agent after disable: %+v", a)
+		}
+	}
+}
