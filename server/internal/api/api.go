@@ -100,6 +100,7 @@ type Agent struct {
 	ID, Hostname, OS, Arch, OSVersion, Department, CertSerial string
 	Enrolled                                                  time.Time
 	Disabled                                                  bool
+	PreviousSerial                                            string
 }
 
 // ControlPlane is the part of the control-plane state (etcd) the API uses.
@@ -211,6 +212,7 @@ type Server struct {
 	ingestSlots chan struct{}
 	smallSlots  chan struct{} // for raw bodies up to smallBatchBody
 	readers     *bodyReaders
+	renewed     renewals
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -251,6 +253,7 @@ func New(cfg Config) (*Server, error) {
 		ingestSlots: make(chan struct{}, cfg.MaxConcurrentBatches),
 		smallSlots:  make(chan struct{}, cfg.MaxConcurrentBatches),
 		readers:     newBodyReaders(cfg.BodyReadsPerAgent, cfg.BodyReadsPerSource),
+		renewed:     renewals{prev: map[string]string{}},
 		done:        make(chan struct{}),
 	}
 	m, err := newMetrics(cfg.Registerer, cfg.Store)
