@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -82,6 +84,11 @@ func (p *program) Start(s service.Service) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// The enroll command carries the bootstrap enroll token: print it on
+	// the first start only (when this start creates the token), not into
+	// every later start's log.
+	_, statErr := os.Stat(filepath.Join(p.cfg.DataDir, app.FileEnrollToken))
+	first := errors.Is(statErr, fs.ErrNotExist)
 	srv, err := app.Start(ctx, p.cfg)
 	if err != nil {
 		lock.Release()
@@ -95,6 +102,10 @@ func (p *program) Start(s service.Service) error {
 		return err
 	}
 	p.srv, p.lock = srv, lock
+	enroll := srv.EnrollCommand()
+	if !first {
+		enroll = "mamori-server tokens create --ttl 24h --uses 10   (the bootstrap token was shown on the first start only)"
+	}
 	fmt.Fprintf(p.out, `
 Mamori server is running / Mamori サーバーが起動しました
   dashboard:       %s
@@ -105,7 +116,7 @@ Mamori server is running / Mamori サーバーが起動しました
 Enroll an agent / エージェントの登録:
   %s
 
-`, srv.DashboardURL(), p.cfg.DataDir, filepath.Join(p.cfg.DataDir, app.FileAdminPassword), filepath.Join(p.cfg.DataDir, app.FileAdminToken), srv.LogVerifierKey(), srv.EnrollCommand())
+`, srv.DashboardURL(), p.cfg.DataDir, filepath.Join(p.cfg.DataDir, app.FileAdminPassword), filepath.Join(p.cfg.DataDir, app.FileAdminToken), srv.LogVerifierKey(), enroll)
 	go func() {
 		// Serving stopped without Stop (listener failure): exit non-zero so
 		// that the service manager restarts us.

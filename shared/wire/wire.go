@@ -14,7 +14,17 @@ const (
 	PathEnroll = "/v1/enroll"
 	PathEvents = "/v1/events"
 	PathPolicy = "/v1/policy"
+	// PathRenew takes a RenewRequest with the agent's current client
+	// certificate and answers an EnrollResponse with a new certificate for
+	// the same agent id. The old certificate is revoked once the agent has
+	// used the new one.
+	PathRenew = "/v1/renew"
 )
+
+// RenewRequest asks for a certificate for a new key (CSR, PEM).
+type RenewRequest struct {
+	CSR string `json:"csr"`
+}
 
 // Limits. The server refuses anything larger with 413 or 400.
 const (

@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -19,6 +20,10 @@ type agentView struct {
 	LastSeen   *time.Time `json:"last_seen"` // null before the first batch
 	LastSeq    uint64     `json:"last_seq"`
 	Events     int64      `json:"events"`
+	Disabled   bool       `json:"disabled"`
+	// SameHost lists the other agents enrolled with this hostname, as when
+	// a re-installed PC enrolled again: its evidence stays under the old id.
+	SameHost []string `json:"same_host,omitempty"`
 }
 
 func (s *Server) handleListAgents(w http.ResponseWriter, r *http.Request) {
@@ -36,10 +41,20 @@ func (s *Server) handleListAgents(w http.ResponseWriter, r *http.Request) {
 	for _, h := range heads {
 		byID[h.Agent] = h
 	}
+	byHost := map[string][]string{}
+	for _, a := range agents {
+		h := strings.ToLower(a.Hostname)
+		byHost[h] = append(byHost[h], a.ID)
+	}
 	out := make([]agentView, 0, len(agents))
 	for _, a := range agents {
 		v := agentView{ID: a.ID, Hostname: a.Hostname, OS: a.OS, Arch: a.Arch, OSVersion: a.OSVersion,
-			Department: a.Department, Enrolled: a.Enrolled.UTC()}
+			Department: a.Department, Enrolled: a.Enrolled.UTC(), Disabled: a.Disabled}
+		for _, other := range byHost[strings.ToLower(a.Hostname)] {
+			if other != a.ID {
+				v.SameHost = append(v.SameHost, other)
+			}
+		}
 		if h, ok := byID[a.ID]; ok {
 			t := h.LastSeen.UTC()
 			v.LastSeen, v.LastSeq, v.Events = &t, h.Seq, h.Events

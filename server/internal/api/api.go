@@ -100,6 +100,7 @@ type Agent struct {
 	ID, Hostname, OS, Arch, OSVersion, Department, CertSerial string
 	Enrolled                                                  time.Time
 	Disabled                                                  bool
+	PreviousSerial                                            string
 }
 
 // ControlPlane is the part of the control-plane state (etcd) the API uses.
@@ -226,6 +227,7 @@ type Server struct {
 	// stateSlots bounds the agent plane's etcd reads at once (agent
 	// lookups, policy compilations).
 	stateSlots chan struct{}
+	renewed     renewals
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -271,6 +273,7 @@ func New(cfg Config) (*Server, error) {
 		readers:     newBodyReaders(cfg.BodyReadsPerAgent, cfg.BodyReadsPerSource),
 		admission:   newAdmission(cfg.MaxAckWait, nil),
 		stateSlots:  make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
+		renewed:     renewals{prev: map[string]string{}},
 		done:        make(chan struct{}),
 	}
 	m, err := newMetrics(cfg.Registerer, cfg.Store)

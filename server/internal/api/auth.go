@@ -45,6 +45,9 @@ func (s *Server) agent(h http.HandlerFunc) http.HandlerFunc {
 			s.fail(w, r, http.StatusForbidden, "agent "+id+" is not enrolled or is disabled")
 			return
 		}
+		if s.cfg.Revocation != nil {
+			s.afterRenewal(r, id)
+		}
 		h(w, r.WithContext(context.WithValue(r.Context(), agentKey, id)))
 	}
 }
@@ -77,6 +80,11 @@ func (s *Server) knownAgent(ctx context.Context, id string) (bool, error) {
 	}
 	if a.Disabled {
 		return false, nil
+	}
+	if a.PreviousSerial != "" { // a renewal before this server (re)started
+		s.renewed.mu.Lock()
+		s.renewed.prev[id] = a.PreviousSerial
+		s.renewed.mu.Unlock()
 	}
 	s.rememberAgent(id)
 	return true, nil

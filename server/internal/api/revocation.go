@@ -23,6 +23,10 @@ type Revocation interface {
 	// SetAgentDisabled disables or enables an agent and puts its
 	// certificate on or off the revoked list.
 	SetAgentDisabled(ctx context.Context, id string, disabled bool, why string) (Agent, error)
+	// RenewAgentCert records a renewed certificate's serial, keeping the
+	// old one as PreviousSerial; RevokePrevious revokes that one.
+	RenewAgentCert(ctx context.Context, id, serial string) (Agent, error)
+	RevokePrevious(ctx context.Context, id, prev string) error
 }
 
 // ErrInvalid is what a Revocation wraps for bad input.

@@ -37,6 +37,7 @@ func (s *Server) routes() *http.ServeMux {
 		mux.HandleFunc("DELETE /api/v1/tokens/{id}", s.admin(write, s.handleRevokeToken))
 		mux.HandleFunc("POST /api/v1/agents/{id}/disable", s.admin(write, s.handleSetAgentDisabled(true)))
 		mux.HandleFunc("POST /api/v1/agents/{id}/enable", s.admin(write, s.handleSetAgentDisabled(false)))
+		mux.HandleFunc("POST "+wire.PathRenew, s.agent(s.handleRenew))
 	}
 	s.registerRoutes(mux)
 	s.adminRoutes(mux)

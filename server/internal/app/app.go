@@ -212,9 +212,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.state, err = state.Open(ctx, state.Config{DataDir: dir, Endpoints: cfg.EtcdEndpoints, Log: cfg.Log}); err != nil {
 		return nil, fmt.Errorf("app: state: %w", err)
 	}
-	if err := s.bootstrap(ctx); err != nil {
-		return nil, err
-	}
 	if s.store, err = openEvents(ctx, cfg.EventsDSN, dir, cfg.Log); err != nil {
 		return nil, err
 	}
@@ -309,6 +306,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	adminRoutes, err := s.startAlerting(ctx, regs, exporter)
 	if err != nil {
+		return nil, err
+	}
+	// Secrets only once every check passed: a refused start must leave no
+	// working token behind (in the data dir or in a shared etcd).
+	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
 	// Revoked agent certificates, kept current from etcd for as long as

@@ -54,3 +54,12 @@ func (a stateAdapter) SetAgentDisabled(ctx context.Context, id string, disabled 
 	ag, err := a.s.SetAgentDisabled(ctx, id, disabled, why)
 	return api.Agent(ag), mapRevErr(err)
 }
+
+func (a stateAdapter) RenewAgentCert(ctx context.Context, id, serial string) (api.Agent, error) {
+	ag, err := a.s.RenewAgentCert(ctx, id, serial)
+	return api.Agent(ag), mapRevErr(err)
+}
+
+func (a stateAdapter) RevokePrevious(ctx context.Context, id, prev string) error {
+	return mapRevErr(a.s.RevokePrevious(ctx, id, prev))
+}

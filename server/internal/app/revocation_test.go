@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mamori/mamori/server/internal/pki"
 	"github.com/mamori/mamori/shared/wire"
 )
 
@@ -157,5 +159,107 @@ func TestAgentDisabledAtTLS(t *testing.T) {
 		if st := apiCall(t, u, ca, admin, "POST", "/api/v1/agents/"+p+"/disable", nil, nil); st != 404 {
 			t.Errorf("disable %s: %d, want 404", p, st)
 		}
+	}
+}
+
+// TestReenrolledHostShownAsDuplicate: a re-installed PC that enrolls again
+// gets a new agent id; the agents list names the two as the same host, and
+// the old one can be disabled while its evidence stays.
+func TestReenrolledHostShownAsDuplicate(t *testing.T) {
+	srv := start(t, t.TempDir())
+	defer srv.Close()
+	old := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "PC-SALES01")
+	if _, err := old.send(old.events(2)); err != nil {
+		t.Fatal(err)
+	}
+	again := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-sales01")
+	other := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "PC-SALES02")
+	var l struct {
+		Agents []struct {
+			ID       string   `json:"id"`
+			SameHost []string `json:"same_host"`
+			Disabled bool     `json:"disabled"`
+			Events   int64    `json:"events"`
+		} `json:"agents"`
+	}
+	list := func() {
+		if st := adminGet(t, srv.URL(), srv.AdminToken(), srv.CAPEM(), "/api/v1/agents", nil, &l); st != 200 {
+			t.Fatalf("agents: %d", st)
+		}
+	}
+	list()
+	same := map[string][]string{}
+	for _, a := range l.Agents {
+		same[a.ID] = a.SameHost
+	}
+	if len(same[old.id]) != 1 || same[old.id][0] != again.id || len(same[again.id]) != 1 || same[again.id][0] != old.id || len(same[other.id]) != 0 {
+		t.Fatalf("same_host: %+v", same)
+	}
+	if st := apiCall(t, srv.URL(), srv.CAPEM(), srv.AdminToken(), "POST", "/api/v1/agents/"+old.id+"/disable", nil, nil); st != 200 {
+		t.Fatalf("disable the old id: %d", st)
+	}
+	list()
+	for _, a := range l.Agents {
+		if a.ID == old.id && (!a.Disabled || a.Events != 2) {
+			t.Fatalf("old agent after disable: %+v", a)
+		}
+	}
+}
+
+// TestAgentCertRenewal: an agent gets a certificate for a new key with its
+// current one (same agent id); the old certificate keeps working until the
+// new one is used, then it is refused in the handshake.
+func TestAgentCertRenewal(t *testing.T) {
+	srv := start(t, t.TempDir())
+	defer srv.Close()
+	a := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-renew")
+	if _, err := a.send(a.events(1)); err != nil {
+		t.Fatal(err)
+	}
+	oldCert := agentTLS(a).Certificates[0]
+	keyPEM, csrPEM, err := pki.NewKeyAndCSR("pc-renew")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(wire.RenewRequest{CSR: string(csrPEM)})
+	resp, err := a.c.Post(srv.URL()+wire.PathRenew, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var er wire.EnrollResponse
+	json.NewDecoder(resp.Body).Decode(&er)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || er.AgentID != a.id {
+		t.Fatalf("renew: %d %+v", resp.StatusCode, er)
+	}
+	newCert, err := tls.X509KeyPair([]byte(er.Certificate), keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The old certificate still works (the answer could have been lost).
+	if _, err := a.send(a.events(1)); err != nil {
+		t.Fatalf("old certificate before the new one is used: %v", err)
+	}
+	// The new one is used: same agent, same chain.
+	a.c = httpsClient(srv.CAPEM(), &newCert)
+	if _, err := a.send(a.events(1)); err != nil {
+		t.Fatalf("new certificate: %v", err)
+	}
+	// Now the old one is refused in the handshake.
+	old := httpsClient(srv.CAPEM(), &oldCert)
+	if _, err := old.Post(srv.URL()+wire.PathEvents, "application/json", strings.NewReader(`{}`)); err == nil {
+		t.Fatal("the replaced certificate still connects")
+	}
+	if evs := allEvents(t, srv, a.id); len(evs) != 3 {
+		t.Fatalf("events: %d", len(evs))
+	}
+	// A CSR that is not one: 400, nothing changes.
+	resp, err = a.c.Post(srv.URL()+wire.PathRenew, "application/json", strings.NewReader(`{"csr":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("bad CSR: %d", resp.StatusCode)
 	}
 }

@@ -18,6 +18,9 @@ type User struct {
 	Created      time.Time `json:"created"`
 	// Disabled users cannot log in; they are kept for the record.
 	Disabled bool `json:"disabled,omitempty"`
+	// PreviousSerial is the serial a renewal replaced, revoked once the
+	// agent has used its new certificate.
+	PreviousSerial string `json:"previous_serial,omitempty"`
 }
 
 // dummyHash makes CheckPassword for an unknown user cost as much as for a known one.
@@ -85,6 +88,9 @@ type Agent struct {
 	// Disabled agents keep their record and evidence; their certificate
 	// is refused (SetAgentDisabled).
 	Disabled bool `json:"disabled,omitempty"`
+	// PreviousSerial is the serial a renewal replaced, revoked once the
+	// agent has used its new certificate.
+	PreviousSerial string `json:"previous_serial,omitempty"`
 }
 
 // PutAgent creates or replaces an agent's record.

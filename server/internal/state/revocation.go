@@ -189,3 +189,53 @@ func (s *State) WatchRevoked(ctx context.Context, set func(map[string]bool)) err
 	}()
 	return nil
 }
+
+// RenewAgentCert records an agent's new certificate serial and keeps the
+// old one as PreviousSerial until RevokePrevious (the agent has used the
+// new one), so a lost answer never locks the agent out.
+func (s *State) RenewAgentCert(ctx context.Context, id, serial string) (Agent, error) {
+	return s.updateAgent(ctx, id, func(a *Agent) {
+		if a.CertSerial != "" && a.CertSerial != serial {
+			a.PreviousSerial = a.CertSerial
+		}
+		a.CertSerial = serial
+	})
+}
+
+// RevokePrevious revokes an agent's previous certificate serial (if it is
+// still prev) and forgets it.
+func (s *State) RevokePrevious(ctx context.Context, id, prev string) error {
+	if err := s.RevokeSerial(ctx, prev, "replaced by a renewed certificate of agent "+id); err != nil {
+		return err
+	}
+	_, err := s.updateAgent(ctx, id, func(a *Agent) {
+		if a.PreviousSerial == prev {
+			a.PreviousSerial = ""
+		}
+	})
+	return err
+}
+
+// updateAgent changes an agent's record with a compare-and-swap.
+func (s *State) updateAgent(ctx context.Context, id string, f func(*Agent)) (Agent, error) {
+	if err := checkName("agent id", id); err != nil {
+		return Agent{}, err
+	}
+	b, rev, err := s.get(ctx, agentsDir+id)
+	if err != nil {
+		return Agent{}, err
+	}
+	var a Agent
+	if err := json.Unmarshal(b, &a); err != nil {
+		return Agent{}, fmt.Errorf("state: decode agent %s: %w", id, err)
+	}
+	f(&a)
+	nb, err := json.Marshal(a)
+	if err != nil {
+		return Agent{}, fmt.Errorf("state: encode agent: %w", err)
+	}
+	if _, err := s.putIf(ctx, agentsDir+id, nb, rev); err != nil {
+		return Agent{}, err
+	}
+	return a, nil
+}

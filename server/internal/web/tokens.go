@@ -18,7 +18,7 @@ var tokenMessages = map[string]map[string]string{
 		"tok_name": "利用者・スクリプト", "tok_expires": "有効期限", "tok_uses": "残り回数", "tok_never": "無期限",
 		"tok_expired": "期限切れ", "tok_valid": "有効", "tok_revoke": "失効", "tok_new_api": "API トークンを発行（人・スクリプト用）",
 		"tok_days": "有効日数", "tok_created_once": "このトークンは一度だけ表示されます。今すぐ安全な場所に保存してください。",
-		"tok_hint":      "監査担当・管理者用のトークンは読み取り専用です。トークンを使った操作はすべてサーバーのイベントとして記録されます。",
+		"tok_hint":      "監査担当・管理責任者用のトークンは読み取り専用です。トークンを使った操作はすべてサーバーのイベントとして記録されます。",
 		"token_revoked": "トークンを失効させました。"},
 	"en": {"nav_tokens": "Tokens", "tok_kind": "Kind", "tok_kind_enroll": "Enrollment", "tok_kind_api": "API",
 		"tok_name": "Person or script", "tok_expires": "Expires", "tok_uses": "Uses left", "tok_never": "never",
