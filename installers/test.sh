@@ -142,6 +142,17 @@ w msiexec /x "$work/v2/mamori-agent-v2.msi" /qn || fail "msiexec /x: exit $?"
 echo "/x: service and program files removed; state in ProgramData\\Mamori kept for a reinstall"
 timeout 30 /usr/lib/wine/wineserver -k 2>/dev/null || true
 
+w msiexec /i dist/mamori-server.msi /qn || fail "server msiexec /i: exit $?"
+skey=$(w reg query 'HKLM\System\CurrentControlSet\Services\MamoriServer' | tr -d '\r')
+echo "$skey"
+grep -q 'ImagePath.*mamori-server.exe.* serve --data-dir "C:\\ProgramData\\Mamori\\server" --listen :8443' <<<"$skey" ||
+	fail "server service command line"
+[ -f "$c/Program Files/Mamori/mamori-server.exe" ] || fail "mamori-server.exe not installed"
+w msiexec /x dist/mamori-server.msi /qn || fail "server msiexec /x: exit $?"
+! w reg query 'HKLM\System\CurrentControlSet\Services\MamoriServer' >/dev/null 2>&1 || fail "server /x left the service"
+echo "server MSI: service MamoriServer serving from ProgramData\\Mamori\\server installed and removed"
+timeout 30 /usr/lib/wine/wineserver -k 2>/dev/null || true
+
 step "Linux packages"
 for r in dist/*.rpm; do
 	echo "$r:"; rpm -qlp "$r" 2>/dev/null
