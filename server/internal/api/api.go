@@ -227,7 +227,7 @@ type Server struct {
 	// stateSlots bounds the agent plane's etcd reads at once (agent
 	// lookups, policy compilations).
 	stateSlots chan struct{}
-	renewed     renewals
+	renewed    renewals
 
 	cancel context.CancelFunc
 	done   chan struct{}
