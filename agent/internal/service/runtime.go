@@ -193,6 +193,7 @@ func (r *Runtime) run(ctx context.Context) error {
 		func(ctx context.Context) { _ = r.shipper.Run(ctx) },
 		func(ctx context.Context) { _ = ps.Run(ctx) },
 		r.statusLoop,
+		r.renewLoop,
 	} {
 		upWG.Add(1)
 		go func() { defer upWG.Done(); f(upCtx) }()

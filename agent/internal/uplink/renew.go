@@ -11,9 +11,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -28,12 +30,16 @@ func RenewDue(cert *x509.Certificate, now time.Time) bool {
 	return cert.NotAfter.Sub(now) < life/3
 }
 
-// Renew asks the server for a certificate for a new key with the agent's
-// current certificate (same agent id), checks it, and saves key.pem and
-// cert.pem. The server revokes the old certificate once the agent uses the
-// new one, so a lost answer leaves the old one working for a retry. It
-// returns the new identity; callers build new clients from it.
-func Renew(ctx context.Context, dir string, id *Identity) (*Identity, error) {
+// Renew asks the server at base (empty: the enrolled server) for a
+// certificate for a new key with the agent's current certificate (same agent
+// id), checks it, saves key.pem and cert.pem crash-safely, and makes id
+// present it on every later request (SetCertificate). The server revokes the
+// old certificate once the agent uses the new one, so a lost answer leaves
+// the old one working for a retry. It returns the new certificate.
+func Renew(ctx context.Context, dir, base string, id *Identity) (*x509.Certificate, error) {
+	if base == "" {
+		base = id.State.Server
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("uplink: renew: generate key: %w", err)
@@ -48,7 +54,7 @@ func Renew(ctx context.Context, dir string, id *Identity) (*Identity, error) {
 		return nil, fmt.Errorf("uplink: renew: create CSR: %w", err)
 	}
 	body, _ := json.Marshal(wire.RenewRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, id.State.Server+wire.PathRenew, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+wire.PathRenew, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("uplink: renew: %w", err)
 	}
@@ -87,16 +93,77 @@ func Renew(ctx context.Context, dir string, id *Identity) (*Identity, error) {
 	if leaf.Subject.CommonName != id.State.AgentID || er.AgentID != id.State.AgentID {
 		return nil, fmt.Errorf("uplink: renew: certificate is for %q, not this agent %q", leaf.Subject.CommonName, id.State.AgentID)
 	}
-	// Each file is replaced atomically; a crash between the two renames
-	// leaves a key that does not match cert.pem (the agent must then enroll
-	// again). The old certificate stays valid on the server until the new
-	// one is used, so any failure before here is retried safely.
-	if err := WriteFileAtomic(filepath.Join(dir, FileKey), keyPEM); err != nil {
-		return nil, err
-	}
-	if err := WriteFileAtomic(filepath.Join(dir, FileCert), certPEM); err != nil {
+	if err := saveRenewed(dir, keyPEM, certPEM); err != nil {
 		return nil, err
 	}
 	pair.Leaf = leaf
-	return &Identity{State: id.State, Cert: pair, CAs: id.CAs}, nil
+	id.SetCertificate(pair)
+	return leaf, nil
+}
+
+// Names of a renewed pair before it replaces key.pem and cert.pem.
+const (
+	fileKeyNew  = FileKey + ".new"
+	fileCertNew = FileCert + ".new"
+)
+
+// renewStep is called after each step of saveRenewed; tests make it fail
+// to stop there as a crash would.
+var renewStep = func(step int) error { return nil }
+
+// saveRenewed replaces key.pem and cert.pem so that a crash at any point
+// leaves a state recoverRenewal turns into a matching pair: both new files
+// are written whole first (each through a synced temp file), then key.pem
+// is replaced, then cert.pem. key.pem.new present means the swap has not
+// begun; cert.pem.new alone means key.pem is new already.
+func saveRenewed(dir string, keyPEM, certPEM []byte) error {
+	steps := []func() error{
+		func() error { return WriteFileAtomic(filepath.Join(dir, fileKeyNew), keyPEM) },
+		func() error { return WriteFileAtomic(filepath.Join(dir, fileCertNew), certPEM) },
+		func() error { return rename(dir, fileKeyNew, FileKey) },
+		func() error { return rename(dir, fileCertNew, FileCert) },
+	}
+	for i, step := range steps {
+		if err := step(); err != nil {
+			return fmt.Errorf("uplink: renew: save: %w", err)
+		}
+		if err := renewStep(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recoverRenewal finishes or undoes a saveRenewed a crash interrupted.
+func recoverRenewal(dir string) error {
+	keyNew, certNew := exists(dir, fileKeyNew), exists(dir, fileCertNew)
+	switch {
+	case keyNew && certNew: // both written, nothing replaced: finish if they pair
+		if _, err := tls.LoadX509KeyPair(filepath.Join(dir, fileCertNew), filepath.Join(dir, fileKeyNew)); err != nil {
+			return errors.Join(os.Remove(filepath.Join(dir, fileKeyNew)), os.Remove(filepath.Join(dir, fileCertNew)))
+		}
+		if err := rename(dir, fileKeyNew, FileKey); err != nil {
+			return err
+		}
+		return rename(dir, fileCertNew, FileCert)
+	case certNew: // key.pem is the new key already
+		return rename(dir, fileCertNew, FileCert)
+	case keyNew: // the certificate was never saved: the old pair stands
+		if err := os.Remove(filepath.Join(dir, fileKeyNew)); err != nil {
+			return fmt.Errorf("uplink: renew: recover: %w", err)
+		}
+	}
+	return nil
+}
+
+func rename(dir, from, to string) error {
+	if err := os.Rename(filepath.Join(dir, from), filepath.Join(dir, to)); err != nil {
+		return fmt.Errorf("uplink: renew: %w", err)
+	}
+	return nil
+}
+
+func exists(dir, name string) bool {
+	_, err := os.Stat(filepath.Join(dir, name))
+	return err == nil
 }

@@ -2,12 +2,18 @@ package uplink
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,7 +58,7 @@ func TestRenewNewKeySameIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	id.State.Server = renewServer(t, f, "agent-1").URL
-	nid, err := Renew(context.Background(), dir, id)
+	nleaf, err := Renew(context.Background(), dir, "", id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +69,7 @@ func TestRenewNewKeySameIdentity(t *testing.T) {
 	oldLeaf, _ := x509.ParseCertificate(id.Cert.Certificate[0])
 	newLeaf, _ := x509.ParseCertificate(again.Cert.Certificate[0])
 	if newLeaf.Subject.CommonName != "agent-1" || newLeaf.SerialNumber.Cmp(oldLeaf.SerialNumber) == 0 ||
-		string(again.Cert.Certificate[0]) != string(nid.Cert.Certificate[0]) {
+		string(again.Cert.Certificate[0]) != string(nleaf.Raw) || string(id.Certificate().Certificate[0]) != string(nleaf.Raw) {
 		t.Fatal("renewed certificate not saved or not new")
 	}
 	if string(mustKeyDER(t, again)) == string(mustKeyDER(t, id)) {
@@ -83,11 +89,12 @@ func TestRenewRefusesAnotherIdentity(t *testing.T) {
 	dir := enrollTest(t, f)
 	id, _ := LoadIdentity(dir)
 	id.State.Server = renewServer(t, f, "agent-2").URL
-	if _, err := Renew(context.Background(), dir, id); err == nil {
+	if _, err := Renew(context.Background(), dir, "", id); err == nil {
 		t.Fatal("a certificate for another agent was accepted")
 	}
 	after, err := LoadIdentity(dir)
-	if err != nil || string(after.Cert.Certificate[0]) != string(id.Cert.Certificate[0]) {
+	if err != nil || string(after.Cert.Certificate[0]) != string(id.Cert.Certificate[0]) ||
+		id.Certificate() != &id.Cert {
 		t.Fatalf("identity changed after a refused renewal: %v", err)
 	}
 }
@@ -98,4 +105,119 @@ func mustKeyDER(t *testing.T, id *Identity) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestRenewCrashAtEachStep stops the save after each of its steps, as a
+// crash would, and loads the identity as the next start does: it is always
+// a matching pair, the new one as soon as both new files were written, and
+// no temporary file is left.
+func TestRenewCrashAtEachStep(t *testing.T) {
+	for crashAt := range 4 {
+		f := newFakeServer(t)
+		dir := enrollTest(t, f)
+		id, err := LoadIdentity(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := renewServer(t, f, "agent-1")
+		renewStep = func(step int) error {
+			if step == crashAt {
+				return errors.New("crash")
+			}
+			return nil
+		}
+		_, err = Renew(context.Background(), dir, srv.URL, id)
+		renewStep = func(int) error { return nil }
+		if err == nil {
+			t.Fatalf("step %d: the simulated crash did not stop the save", crashAt)
+		}
+		again, err := LoadIdentity(dir)
+		if err != nil {
+			t.Fatalf("crash after step %d: identity does not load: %v", crashAt, err)
+		}
+		isNew := string(again.Cert.Certificate[0]) != string(id.Cert.Certificate[0])
+		if want := crashAt >= 1; isNew != want {
+			t.Fatalf("crash after step %d: new pair in use = %v, want %v", crashAt, isNew, want)
+		}
+		for _, n := range []string{fileKeyNew, fileCertNew} {
+			if exists(dir, n) {
+				t.Fatalf("crash after step %d: %s left behind", crashAt, n)
+			}
+		}
+		// The recovered identity still talks to the server.
+		if _, err := Renew(context.Background(), dir, srv.URL, again); err != nil {
+			t.Fatalf("crash after step %d: renewing with the recovered pair: %v", crashAt, err)
+		}
+	}
+}
+
+// TestRenewedCertOnNextRequest: after SetCertificate, the next request of
+// any client of the identity presents the new certificate (no restart),
+// while a long-poll already held on the old connection is not cut.
+func TestRenewedCertOnNextRequest(t *testing.T) {
+	ca := newCA(t, "Mamori CA")
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	held, pollDone := make(chan struct{}), make(chan error, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+		close(held)
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Second):
+		}
+		io.WriteString(w, r.TLS.PeerCertificates[0].SerialNumber.String())
+	})
+	mux.HandleFunc("POST /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.TLS.PeerCertificates[0].SerialNumber.String())
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool,
+		Certificates: []tls.Certificate{ca.serverCert(t)}}
+	srv.StartTLS()
+	defer srv.Close()
+
+	pair := func() (tls.Certificate, string) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der := ca.issue(t, key.Public(), "ag-0000000000000001", false)
+		leaf, _ := x509.ParseCertificate(der)
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, leaf.SerialNumber.String()
+	}
+	oldCert, oldSerial := pair()
+	newCert, newSerial := pair()
+	id := &Identity{State: State{AgentID: "ag-0000000000000001", Server: srv.URL}, CAs: pool, Cert: oldCert}
+	poll, ship := id.HTTPClient(time.Minute), id.HTTPClient(5*time.Second)
+	post := func() string {
+		t.Helper()
+		resp, err := ship.Post(srv.URL+"/v1/events", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := post(); got != oldSerial {
+		t.Fatalf("before renewal the server saw %s, want %s", got, oldSerial)
+	}
+	go func() {
+		resp, err := poll.Get(srv.URL + "/v1/policy")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != oldSerial {
+				err = errors.New("long-poll answered on another connection: " + string(b))
+			}
+		}
+		pollDone <- err
+	}()
+	<-held
+	id.SetCertificate(newCert)
+	if got := post(); got != newSerial {
+		t.Fatalf("after renewal the server saw %s, want the new certificate %s", got, newSerial)
+	}
+	if err := <-pollDone; err != nil {
+		t.Fatalf("held long-poll across the renewal: %v", err)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -92,18 +93,23 @@ func matchFingerprint(der []byte, want string) bool {
 // Identity is what the mTLS client needs, loaded from the state dir.
 type Identity struct {
 	State State
-	Cert  tls.Certificate
+	Cert  tls.Certificate // as loaded; after a renewal Certificate returns the current one
 	CAs   *x509.CertPool
 	Proxy string // from the installed config; empty = the system's
 
-	transportOnce sync.Once
-	transport     *http.Transport
+	cur  atomic.Pointer[tls.Certificate] // set by SetCertificate; nil = Cert
+	rtMu sync.Mutex
+	rt   *rotatingTransport // made by the first HTTPClient
 }
 
-// LoadIdentity reads agent.json, key.pem, cert.pem and ca.pem from dir.
+// LoadIdentity reads agent.json, key.pem, cert.pem and ca.pem from dir,
+// first finishing or undoing a renewal a crash interrupted.
 func LoadIdentity(dir string) (*Identity, error) {
 	st, err := LoadState(dir)
 	if err != nil {
+		return nil, err
+	}
+	if err := recoverRenewal(dir); err != nil {
 		return nil, err
 	}
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, FileCert), filepath.Join(dir, FileKey))
@@ -127,13 +133,55 @@ func LoadIdentity(dir string) (*Identity, error) {
 	return id, nil
 }
 
-// TLSConfig is the agent's client side: TLS 1.3 only, its certificate, and
-// the Mamori CA as the only root.
+// Certificate is the client certificate the agent presents now: the loaded
+// one, or the latest renewal's.
+func (id *Identity) Certificate() *tls.Certificate {
+	if c := id.cur.Load(); c != nil {
+		return c
+	}
+	return &id.Cert
+}
+
+// Leaf parses the current certificate.
+func (id *Identity) Leaf() (*x509.Certificate, error) {
+	c := id.Certificate()
+	if c.Leaf != nil {
+		return c.Leaf, nil
+	}
+	if len(c.Certificate) == 0 {
+		return nil, errors.New("uplink: identity holds no certificate")
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("uplink: certificate: %w", err)
+	}
+	return leaf, nil
+}
+
+// SetCertificate makes c the certificate every new connection presents,
+// without a restart. Requests already under way (a held policy long-poll)
+// finish on their connection; every later request of every client of id
+// goes over a new connection with c, so the server sees c at once.
+func (id *Identity) SetCertificate(c tls.Certificate) {
+	id.cur.Store(&c)
+	id.rtMu.Lock()
+	rt := id.rt
+	id.rtMu.Unlock()
+	if rt != nil {
+		rt.rotate(id.makeTransport())
+	}
+}
+
+// TLSConfig is the agent's client side: TLS 1.3 only, the current
+// certificate (read at each handshake, so a renewal applies to the next
+// connection), and the Mamori CA as the only root.
 func (id *Identity) TLSConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{id.Cert},
-		RootCAs:      id.CAs,
+		MinVersion: tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return id.Certificate(), nil
+		},
+		RootCAs: id.CAs,
 	}
 }
 
@@ -143,17 +191,45 @@ func (id *Identity) TLSConfig() *tls.Config {
 // policy long-poll travel on one connection (the server holds one per agent,
 // not two).
 func (id *Identity) HTTPClient(timeout time.Duration) *http.Client {
-	id.transportOnce.Do(func() {
-		id.transport = &http.Transport{
-			Proxy:               ProxyFunc(id.Proxy),
-			TLSClientConfig:     id.TLSConfig(),
-			ForceAttemptHTTP2:   true,
-			MaxIdleConnsPerHost: 2,
-			IdleConnTimeout:     90 * time.Second,
-			TLSHandshakeTimeout: 10 * time.Second,
-		}
-	})
-	return &http.Client{Timeout: timeout, Transport: id.transport}
+	id.rtMu.Lock()
+	defer id.rtMu.Unlock()
+	if id.rt == nil {
+		id.rt = &rotatingTransport{}
+		id.rt.cur.Store(id.makeTransport())
+	}
+	return &http.Client{Timeout: timeout, Transport: id.rt}
+}
+
+func (id *Identity) makeTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:               ProxyFunc(id.Proxy),
+		TLSClientConfig:     id.TLSConfig(),
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}
+}
+
+// rotatingTransport sends each request through the current transport. A
+// renewal puts in a new one: connections made with the old certificate take
+// no new requests, and close once idle.
+type rotatingTransport struct {
+	cur atomic.Pointer[http.Transport]
+}
+
+func (t *rotatingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.cur.Load().RoundTrip(r)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// current transport.
+func (t *rotatingTransport) CloseIdleConnections() { t.cur.Load().CloseIdleConnections() }
+
+func (t *rotatingTransport) rotate(next *http.Transport) {
+	// Idle connections go now; one busy with a held long-poll finishes it
+	// and then goes idle, and IdleConnTimeout closes it.
+	t.cur.Swap(next).CloseIdleConnections()
 }
 
 func pemCert(der []byte) []byte {
