@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mamori/mamori/policies"
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/audit"
 	"github.com/mamori/mamori/server/internal/eventlog"
@@ -49,7 +51,8 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 				out[a.ID] = notify.AgentInfo{Hostname: a.Hostname, Department: a.Department}
 			}
 			return out, nil
-		}})
+		},
+		Packs: s.builtinPacksInUse})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
@@ -187,4 +190,30 @@ func (s *Server) webAlerting() *web.Alerting {
 		return nil
 	}
 	return &web.Alerting{Notifier: s.alerting.notifier, Incidents: s.alerting.incidents, Reports: s.alerting.reports}
+}
+
+// builtinPacksInUse lists the built-in packs assigned to some agent, for
+// the notifier's default rules (the baseline is always among them).
+func (s *Server) builtinPacksInUse(ctx context.Context) ([]string, error) {
+	as, err := s.state.ListAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	in := map[string]bool{policies.Baseline: true}
+	builtin := policies.Names()
+	for _, a := range as {
+		name, err := s.state.Assignment(ctx, a.ID)
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
+			return nil, err
+		}
+		if slices.Contains(builtin, name) {
+			in[name] = true
+		}
+	}
+	out := make([]string, 0, len(in))
+	for n := range in {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
 }
