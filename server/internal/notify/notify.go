@@ -194,6 +194,9 @@ func (n *Notifier) PutSettings(ctx context.Context, s Settings, ifRev int64) (Se
 		s.SMTP.PasswordSet = false
 	}
 	rev, err := n.cfg.KV.PutJSON(ctx, SettingsKey, s, ifRev)
+	if err != nil && n.cfg.IsConflict != nil && n.cfg.IsConflict(err) {
+		return Settings{}, fmt.Errorf("notify: storing settings: %w: %w", ErrConflict, err)
+	}
 	if err != nil {
 		return Settings{}, fmt.Errorf("notify: storing settings: %w", err)
 	}
@@ -611,7 +614,7 @@ func (n *Notifier) deliver(ctx context.Context, set Settings, d destination, m M
 	}, backoff.WithBackOff(b), backoff.WithMaxTries(uint(set.Retry.Attempts)), backoff.WithMaxElapsedTime(0))
 	if err != nil {
 		n.log.Error().Err(err).Str("destination", d.name).Str("rule", m.Rule).Int("attempts", attempt).Msg("notify: delivery failed")
-		n.record(ctx, TypeFailed, event.Violation, d, m, attempt, err)
+		n.record(ctx, TypeFailed, event.Warning, d, m, attempt, err)
 		return
 	}
 	n.record(ctx, TypeSent, event.Info, d, m, attempt, nil)
@@ -774,7 +777,7 @@ func (n *Notifier) Mail(ctx context.Context, rule string, rcpts []string, subjec
 		return struct{}{}, err
 	}, backoff.WithBackOff(b), backoff.WithMaxTries(uint(set.Retry.Attempts)), backoff.WithMaxElapsedTime(0))
 	if err != nil {
-		n.record(ctx, TypeFailed, event.Violation, d, m, attempt, err)
+		n.record(ctx, TypeFailed, event.Warning, d, m, attempt, err)
 		return err
 	}
 	n.record(ctx, TypeSent, event.Info, d, m, attempt, nil)

@@ -219,6 +219,10 @@ func (s *Settings) Defaults() {
 	}
 }
 
+// ErrConflict is wrapped by PutSettings when the settings changed since
+// the revision given.
+var ErrConflict = errors.New("notify: settings changed since that revision")
+
 // ErrInvalid is wrapped by every validation error.
 var ErrInvalid = errors.New("notify: invalid settings")
 

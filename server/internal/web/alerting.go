@@ -20,8 +20,9 @@ type Alerting struct {
 	Reports   *report.Service
 }
 
-// alertingRoutes mounts the pages; reading them takes any role (their
-// changes go through the admin API, which records each as an event).
+// alertingRoutes mounts the pages; reading them takes any role. Admins
+// edit notification rules and channels, managers and admins acknowledge
+// and resolve alerts; each change is an event (notifyform.go).
 func (u *UI) alertingRoutes(mux *http.ServeMux) {
 	a := u.cfg.Alerting
 	if a == nil {
@@ -29,6 +30,10 @@ func (u *UI) alertingRoutes(mux *http.ServeMux) {
 	}
 	if a.Notifier != nil {
 		mux.HandleFunc("GET /notifications", u.auth(anyRole, u.handleNotifications))
+		mux.HandleFunc("POST /notifications/rules", u.auth(adminsOnly, u.handleRuleForm))
+		mux.HandleFunc("POST /notifications/smtp", u.auth(adminsOnly, u.handleSMTPForm))
+		mux.HandleFunc("POST /notifications/webhooks", u.auth(adminsOnly, u.handleWebhookForm))
+		mux.HandleFunc("POST /alerts/{index}/{action}", u.auth(deciders, u.handleAlertForm))
 	}
 	if a.Incidents != nil {
 		mux.HandleFunc("GET /incidents", u.auth(anyRole, u.handleIncidents))
@@ -46,23 +51,6 @@ func (u *UI) titled(r *http.Request, nav, ja, en string) *page {
 		p.Title = en
 	}
 	return p
-}
-
-func (u *UI) handleNotifications(w http.ResponseWriter, r *http.Request) {
-	n := u.cfg.Alerting.Notifier
-	set, _, err := n.Settings(r.Context())
-	if err != nil {
-		u.internal(w, r, "notification settings", err)
-		return
-	}
-	log, err := n.Log(r.Context(), u.cfg.Now().AddDate(0, 0, -30), 500)
-	if err != nil {
-		u.internal(w, r, "delivery log", err)
-		return
-	}
-	p := u.titled(r, "notifications", "通知", "Notifications")
-	p.Data = map[string]any{"Settings": set.Redacted(), "Log": log}
-	u.render(w, r, http.StatusOK, "notifications", p)
 }
 
 func (u *UI) handleIncidents(w http.ResponseWriter, r *http.Request) {
