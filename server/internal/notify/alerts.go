@@ -86,6 +86,7 @@ type AlertRow struct {
 	Type       string // compliance.alert | notify.failed
 	Severity   event.Severity
 	Kind       string // violation | silent | the rule kind of a failed delivery
+	Agent      string // compliance alerts: the agent id
 	Host       string
 	Department string
 	Control    string
@@ -129,7 +130,7 @@ func (n *Notifier) Alerts(ctx context.Context, from time.Time, limit int) ([]Ale
 					r.Reason += " (" + msg + ")"
 				}
 			} else {
-				r.Kind, r.Host, r.Department, r.Control = str("kind"), str("hostname"), str("department"), str("control")
+				r.Kind, r.Agent, r.Host, r.Department, r.Control = str("kind"), str("agent"), str("hostname"), str("department"), str("control")
 				r.Reason = str("reason_ja")
 				if r.Reason == "" {
 					r.Reason = str("reason")

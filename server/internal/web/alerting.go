@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -150,4 +151,26 @@ func (u *UI) handleReports(w http.ResponseWriter, r *http.Request) {
 func eventExport(object, format, from, to, dept string) event.Event {
 	return event.Event{Type: "export.made", Object: object,
 		Attrs: event.Attrs{"format": format, "from": from, "to": to, "department": dept}}
+}
+
+// alertActs maps each open 概要 alert (kind|agent|control) to the latest
+// alert event raised for it, so 概要 links to its 確認/解決 on 通知. A
+// failure only loses the links: it is logged, not shown as an error.
+func (u *UI) alertActs(ctx context.Context) map[string]notify.AlertRow {
+	if u.cfg.Alerting == nil || u.cfg.Alerting.Notifier == nil {
+		return nil
+	}
+	rows, err := u.cfg.Alerting.Notifier.Alerts(ctx, u.cfg.Now().AddDate(0, 0, -30), 1000)
+	if err != nil {
+		u.log.Warn().Err(err).Msg("web: alert states for 概要")
+		return nil
+	}
+	out := map[string]notify.AlertRow{}
+	for _, r := range rows { // newest first: keep the first of each
+		k := r.Kind + "|" + r.Agent + "|" + r.Control
+		if _, ok := out[k]; !ok && r.Type != notify.TypeFailed {
+			out[k] = r
+		}
+	}
+	return out
 }

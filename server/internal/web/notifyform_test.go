@@ -50,11 +50,11 @@ func pageRevision(t *testing.T, body string) string {
 	return m[1]
 }
 
-func appendAlert(t *testing.T, srv *app.Server, host string) int64 {
+func appendAlert(t *testing.T, srv *app.Server, agent, host string) int64 {
 	t.Helper()
 	_, err := srv.Store().AppendServer(context.Background(), event.Event{Agent: event.ServerStream, Control: "compliance",
-		Type: "compliance.alert", Severity: event.Violation, Object: host, Time: time.Now().UTC(),
-		Attrs: event.Attrs{"key": "violation|" + host + "|media", "kind": "violation", "agent": host, "hostname": host,
+		Type: "compliance.alert", Severity: event.Violation, Object: agent, Time: time.Now().UTC(),
+		Attrs: event.Attrs{"key": "violation|" + agent + "|media", "kind": "violation", "agent": agent, "hostname": host,
 			"department": "総務部", "control": "media", "reason": "media.unregistered", "reason_ja": "未登録の USB メモリ"}})
 	if err != nil {
 		t.Fatal(err)
@@ -167,8 +167,12 @@ func TestNotificationFormsAndAlertActions(t *testing.T) {
 		}
 	})
 
-	idx := appendAlert(t, srv, "pc-soumu")
+	agent := addHost(t, srv, "pc-soumu", "総務部", []status{{"media", "fail", "media.unregistered", "未登録の USB メモリ", "unregistered stick"}}, 0, "")
+	idx := appendAlert(t, srv, agent, "pc-soumu")
 	path := "/alerts/" + itoa(idx)
+	if pg := admin.get("/"); !strings.Contains(pg.body, `href="/notifications#alert-`+itoa(idx)+`"`) {
+		t.Errorf("概要 does not link its alert to 確認/解決:\n%.3000s", pg.body)
+	}
 
 	t.Run("auditor reads only", func(t *testing.T) {
 		b := newBrowser(t, srv)
