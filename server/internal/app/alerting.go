@@ -52,7 +52,7 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 			}
 			return out, nil
 		},
-		Packs: s.builtinPacksInUse})
+		Packs: builtinPacksInUse(regs)})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
@@ -192,28 +192,33 @@ func (s *Server) webAlerting() *web.Alerting {
 	return &web.Alerting{Notifier: s.alerting.notifier, Incidents: s.alerting.incidents, Reports: s.alerting.reports}
 }
 
-// builtinPacksInUse lists the built-in packs assigned to some agent, for
-// the notifier's default rules (the baseline is always among them).
-func (s *Server) builtinPacksInUse(ctx context.Context) ([]string, error) {
-	as, err := s.state.ListAgents(ctx)
-	if err != nil {
-		return nil, err
-	}
-	in := map[string]bool{policies.Baseline: true}
-	builtin := policies.Names()
-	for _, a := range as {
-		name, err := s.state.Assignment(ctx, a.ID)
-		if err != nil && !errors.Is(err, state.ErrNotFound) {
+// builtinPacksInUse lists the built-in packs assigned to an agent or a
+// department, for the notifier's default rules (the baseline is always
+// among them: every agent without an assignment gets it).
+func builtinPacksInUse(regs *register.Service) func(ctx context.Context) ([]string, error) {
+	return func(ctx context.Context) ([]string, error) {
+		deps, err := regs.DepartmentAssignments(ctx)
+		if err != nil {
 			return nil, err
 		}
-		if slices.Contains(builtin, name) {
-			in[name] = true
+		agents, err := regs.AgentAssignments(ctx)
+		if err != nil {
+			return nil, err
 		}
+		in := map[string]bool{policies.Baseline: true}
+		builtin := policies.Names()
+		for _, m := range []map[string]string{deps, agents} {
+			for _, name := range m {
+				if slices.Contains(builtin, name) {
+					in[name] = true
+				}
+			}
+		}
+		out := make([]string, 0, len(in))
+		for n := range in {
+			out = append(out, n)
+		}
+		slices.Sort(out)
+		return out, nil
 	}
-	out := make([]string, 0, len(in))
-	for n := range in {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out, nil
 }

@@ -12,10 +12,6 @@ const (
 	PackStrict   = "strict"
 )
 
-// packsTTL is how long the list of packs in use is kept: it is read from
-// every agent's assignment, too much to read on each settings load.
-const packsTTL = time.Minute
-
 // DefaultRules returns the alert rules the given built-in packs imply, in
 // force while no notification settings are stored. They have no
 // recipients (Mamori cannot know them): an admin adds them, and until then
@@ -48,18 +44,13 @@ func DefaultRules(packs []string) []Rule {
 	return rules
 }
 
-// packs returns the built-in packs in use (Config.Packs), cached.
+// packs returns the built-in packs in use (Config.Packs). It is read with
+// the settings (every few seconds, and only while none are stored), so an
+// assignment of strict shows in the rules within seconds.
 func (n *Notifier) packs(ctx context.Context) []string {
 	if n.cfg.Packs == nil {
 		return []string{PackBaseline}
 	}
-	n.mu.Lock()
-	if n.packsList != nil && n.cfg.Now().Sub(n.packsAt) < packsTTL {
-		p := n.packsList
-		n.mu.Unlock()
-		return p
-	}
-	n.mu.Unlock()
 	p, err := n.cfg.Packs(ctx)
 	if err != nil {
 		// The baseline rules still hold; a stricter set waits for the next read.
@@ -69,8 +60,5 @@ func (n *Notifier) packs(ctx context.Context) []string {
 	if !slices.Contains(p, PackBaseline) {
 		p = append([]string{PackBaseline}, p...)
 	}
-	n.mu.Lock()
-	n.packsList, n.packsAt = p, n.cfg.Now()
-	n.mu.Unlock()
 	return p
 }

@@ -59,10 +59,10 @@ func TestDefaultRulesPerPackInForceUntilAdminSetsThem(t *testing.T) {
 		t.Error("baseline implies an out-of-hours rule")
 	}
 
-	// An agent assigned strict: its rules join once the cache expires.
+	// An agent assigned strict: its rules join at the next settings read.
 	packs = []string{PackBaseline, PackStrict}
 	r.n.mu.Lock()
-	r.n.packsList, r.n.loadedAt, r.n.rev = nil, time.Time{}, -1
+	r.n.loadedAt, r.n.rev = time.Time{}, -1
 	r.n.mu.Unlock()
 	strict := getSettings(t, r.n)
 	if ru, ok := ruleOf(strict, KindOutOfHours); !ok || !ru.Default {

@@ -107,9 +107,6 @@ type Notifier struct {
 	agentsAt time.Time
 	savedAt  time.Time // last cursor save; saves are spaced by saveEvery
 
-	packsList []string // built-in packs in use, read at packsAt
-	packsAt   time.Time
-
 	wg sync.WaitGroup
 }
 

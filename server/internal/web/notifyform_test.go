@@ -285,3 +285,34 @@ func TestFailedDeliveryIsAnAlert(t *testing.T) {
 		t.Fatalf("acknowledge the failed delivery: %d", a.status)
 	}
 }
+
+// The server's default rules follow the packs assigned: a department
+// assigned strict adds the out-of-hours rule within a settings reload.
+func TestDefaultRulesFollowAssignedPacks(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	hasOutOfHours := func() bool {
+		s := getNotify(t, srv)
+		if !s.AreDefaults {
+			t.Fatal("defaults not marked")
+		}
+		for _, r := range s.Rules {
+			if r.Kind == "out_of_hours" {
+				return r.Default && len(r.Recipients) == 0
+			}
+		}
+		return false
+	}
+	if hasOutOfHours() {
+		t.Fatal("the baseline alone implies an out-of-hours rule")
+	}
+	if st := apiDo(t, srv, "PUT", "/api/v1/assignments/departments/総務部", map[string]string{"policy": "strict"}, nil); st != 200 {
+		t.Fatalf("assign strict: %d", st)
+	}
+	deadline := time.Now().Add(8 * time.Second)
+	for !hasOutOfHours() {
+		if time.Now().After(deadline) {
+			t.Fatal("strict's default rules not in force 8s after the assignment")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
