@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mamori/mamori/policies"
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/audit"
 	"github.com/mamori/mamori/server/internal/eventlog"
@@ -49,7 +51,8 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 				out[a.ID] = notify.AgentInfo{Hostname: a.Hostname, Department: a.Department}
 			}
 			return out, nil
-		}})
+		},
+		Packs: builtinPacksInUse(regs)})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
@@ -187,4 +190,35 @@ func (s *Server) webAlerting() *web.Alerting {
 		return nil
 	}
 	return &web.Alerting{Notifier: s.alerting.notifier, Incidents: s.alerting.incidents, Reports: s.alerting.reports}
+}
+
+// builtinPacksInUse lists the built-in packs assigned to an agent or a
+// department, for the notifier's default rules (the baseline is always
+// among them: every agent without an assignment gets it).
+func builtinPacksInUse(regs *register.Service) func(ctx context.Context) ([]string, error) {
+	return func(ctx context.Context) ([]string, error) {
+		deps, err := regs.DepartmentAssignments(ctx)
+		if err != nil {
+			return nil, err
+		}
+		agents, err := regs.AgentAssignments(ctx)
+		if err != nil {
+			return nil, err
+		}
+		in := map[string]bool{policies.Baseline: true}
+		builtin := policies.Names()
+		for _, m := range []map[string]string{deps, agents} {
+			for _, name := range m {
+				if slices.Contains(builtin, name) {
+					in[name] = true
+				}
+			}
+		}
+		out := make([]string, 0, len(in))
+		for n := range in {
+			out = append(out, n)
+		}
+		slices.Sort(out)
+		return out, nil
+	}
 }

@@ -216,10 +216,11 @@ func (n *Notifier) ServeLog(w http.ResponseWriter, r *http.Request) {
 
 // ServeAlertAction answers POST /api/v1/alerts/{index}/{action} with
 // {"comment": "..."}: action acknowledge or resolve; index is the log
-// index of the compliance.alert event. The change is an event.
+// index of the compliance.alert (or notify.failed) event. The change is an
+// event (AlertAction).
 func (n *Notifier) ServeAlertAction(w http.ResponseWriter, r *http.Request) {
-	typ := map[string]string{"acknowledge": TypeAcknowledged, "resolve": TypeResolved}[r.PathValue("action")]
-	if typ == "" {
+	action := r.PathValue("action")
+	if action != ActionAcknowledge && action != ActionResolve {
 		n.fail(w, r, http.StatusNotFound, "action must be acknowledge or resolve")
 		return
 	}
@@ -237,33 +238,18 @@ func (n *Notifier) ServeAlertAction(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, r, http.StatusBadRequest, "body must be {\"comment\": \"...\"}: "+err.Error())
 		return
 	}
-	body.Comment = strings.TrimSpace(body.Comment)
-	if body.Comment == "" || len(body.Comment) > 2000 {
-		n.fail(w, r, http.StatusBadRequest, "comment is required (at most 2000 bytes)")
+	err = n.AlertAction(r.Context(), n.caller(r), "", idx, action, body.Comment)
+	switch {
+	case errors.Is(err, ErrInvalid):
+		n.fail(w, r, http.StatusBadRequest, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
 		return
-	}
-	// No Agent in the filter: with one, the store reads the cursor as a
-	// position in that agent's stream, and idx-1 may belong to another.
-	p, err := n.cfg.Events.Query(r.Context(), eventlog.Filter{Control: "compliance",
-		Type: "compliance.alert", Cursor: eventlog.CursorAfter(idx - 1), Limit: 1})
-	if err != nil {
-		n.log.Error().Err(err).Msg("notify: reading alert")
-		n.fail(w, r, http.StatusInternalServerError, "internal error: reading the alert")
-		return
-	}
-	if len(p.Events) == 0 || p.Events[0].Index != idx || p.Events[0].Agent != event.ServerStream {
+	case errors.Is(err, ErrNoAlert):
 		n.fail(w, r, http.StatusNotFound, fmt.Sprintf("no alert at index %d", idx))
 		return
-	}
-	a := p.Events[0]
-	key, _ := a.Attrs["key"].(string)
-	e := event.Event{Control: "compliance", Type: typ, Object: a.Object,
-		Attrs: event.Attrs{"alert_index": idx, "key": key, "comment": body.Comment}}
-	if err := n.recordAdmin(r, e); err != nil {
-		// The record is the action: without it nothing happened.
+	case err != nil:
 		n.log.Error().Err(err).Msg("notify: alert action")
 		n.fail(w, r, http.StatusInternalServerError, "internal error: recording the action")
 		return
 	}
-	n.reply(w, r, http.StatusOK, map[string]any{"index": idx, "state": strings.TrimPrefix(typ, "alert."), "comment": body.Comment})
+	n.reply(w, r, http.StatusOK, map[string]any{"index": idx, "state": action + "d", "comment": strings.TrimSpace(body.Comment)})
 }

@@ -82,6 +82,10 @@ type Config struct {
 	// says whether a KV error is a lost optimistic write.
 	Caller     func(*http.Request) string
 	IsConflict func(error) bool
+	// Packs lists the built-in policy packs assigned to agents; their
+	// DefaultRules are in force while no settings are stored. Nil means
+	// the baseline only.
+	Packs func(ctx context.Context) ([]string, error)
 }
 
 // Notifier delivers alerts. Run drives it.
@@ -137,6 +141,7 @@ var sources = []source{
 	{"backup", "backup.overdue"},
 	{eventlog.GapControl, eventlog.GapType},
 	{"server", "server.event_loss_accepted"},
+	{"server", "server.scrub_failed"}, // audit.ScrubFailedType: the stored log no longer matches
 	{"server", "ui.login_failed"},
 	{"incident", "incident.overdue"},
 }
@@ -159,7 +164,7 @@ func (n *Notifier) Settings(ctx context.Context) (Settings, int64, error) {
 		return Settings{}, 0, fmt.Errorf("notify: reading settings: %w", err)
 	}
 	if err != nil {
-		s, rev = Settings{}, 0
+		s, rev = Settings{AreDefaults: true, Rules: DefaultRules(n.packs(ctx))}, 0
 	}
 	s.Defaults()
 	n.mu.Lock()
@@ -172,6 +177,7 @@ func (n *Notifier) Settings(ctx context.Context) (Settings, int64, error) {
 // stored one. ifRev as state.PutJSON (-1 unconditional).
 func (n *Notifier) PutSettings(ctx context.Context, s Settings, ifRev int64) (Settings, error) {
 	s.Defaults()
+	s.AreDefaults = false
 	if err := s.Validate(); err != nil {
 		return Settings{}, err
 	}
@@ -185,6 +191,9 @@ func (n *Notifier) PutSettings(ctx context.Context, s Settings, ifRev int64) (Se
 		s.SMTP.PasswordSet = false
 	}
 	rev, err := n.cfg.KV.PutJSON(ctx, SettingsKey, s, ifRev)
+	if err != nil && n.cfg.IsConflict != nil && n.cfg.IsConflict(err) {
+		return Settings{}, fmt.Errorf("notify: storing settings: %w: %w", ErrConflict, err)
+	}
 	if err != nil {
 		return Settings{}, fmt.Errorf("notify: storing settings: %w", err)
 	}
@@ -294,7 +303,14 @@ func (n *Notifier) tail(ctx context.Context, set Settings) error {
 		after, ok := n.cursors[src.key()]
 		n.mu.Unlock()
 		if !ok {
-			after = -1
+			// A source added since the cursors were stored starts at
+			// the end: its history is not news.
+			if size < 0 {
+				if size, err = n.cfg.Events.TreeSize(ctx); err != nil {
+					return fmt.Errorf("notify: tree size: %w", err)
+				}
+			}
+			after = size - 1
 		}
 		if strings.HasPrefix(src.typ, "file.") && !hours {
 			if size < 0 {
@@ -385,7 +401,7 @@ func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []
 		kinds = []string{KindBulkCopy}
 	case "backup.overdue":
 		kinds = []string{KindBackup}
-	case eventlog.GapType, "server.event_loss_accepted":
+	case eventlog.GapType, "server.event_loss_accepted", "server.scrub_failed":
 		kinds = []string{KindIntegrity}
 	case "ui.login_failed":
 		kinds = []string{KindLoginFailures}
@@ -595,7 +611,7 @@ func (n *Notifier) deliver(ctx context.Context, set Settings, d destination, m M
 	}, backoff.WithBackOff(b), backoff.WithMaxTries(uint(set.Retry.Attempts)), backoff.WithMaxElapsedTime(0))
 	if err != nil {
 		n.log.Error().Err(err).Str("destination", d.name).Str("rule", m.Rule).Int("attempts", attempt).Msg("notify: delivery failed")
-		n.record(ctx, TypeFailed, event.Violation, d, m, attempt, err)
+		n.record(ctx, TypeFailed, event.Warning, d, m, attempt, err)
 		return
 	}
 	n.record(ctx, TypeSent, event.Info, d, m, attempt, nil)
@@ -758,7 +774,7 @@ func (n *Notifier) Mail(ctx context.Context, rule string, rcpts []string, subjec
 		return struct{}{}, err
 	}, backoff.WithBackOff(b), backoff.WithMaxTries(uint(set.Retry.Attempts)), backoff.WithMaxElapsedTime(0))
 	if err != nil {
-		n.record(ctx, TypeFailed, event.Violation, d, m, attempt, err)
+		n.record(ctx, TypeFailed, event.Warning, d, m, attempt, err)
 		return err
 	}
 	n.record(ctx, TypeSent, event.Info, d, m, attempt, nil)

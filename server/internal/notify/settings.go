@@ -84,9 +84,12 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // Settings is the whole notification configuration, kept in etcd.
 type Settings struct {
-	SMTP     *SMTP     `json:"smtp,omitempty"`
-	Webhooks []Webhook `json:"webhooks"`
-	Rules    []Rule    `json:"rules"`
+	// Defaults is true in an answer when no settings are stored and the
+	// rules are the defaults of the built-in packs in use; ignored on PUT.
+	AreDefaults bool      `json:"defaults,omitempty"`
+	SMTP        *SMTP     `json:"smtp,omitempty"`
+	Webhooks    []Webhook `json:"webhooks"`
+	Rules       []Rule    `json:"rules"`
 	// Departments holds per-department recipients and working hours.
 	Departments map[string]Department `json:"departments"`
 	// Hours are the working hours of departments without their own.
@@ -135,6 +138,9 @@ type Rule struct {
 	Name     string `json:"name"`
 	Kind     string `json:"kind"`
 	Disabled bool   `json:"disabled,omitempty"`
+	// Default marks a rule a built-in pack implies (DefaultRules); it may
+	// have no recipients yet, and then only the pages show its alerts.
+	Default bool `json:"default,omitempty"`
 	// Departments limits the rule to these departments; empty means all.
 	Departments []string `json:"departments,omitempty"`
 	Recipients  []string `json:"recipients,omitempty"` // mail addresses
@@ -212,6 +218,10 @@ func (s *Settings) Defaults() {
 		}
 	}
 }
+
+// ErrConflict is wrapped by PutSettings when the settings changed since
+// the revision given.
+var ErrConflict = errors.New("notify: settings changed since that revision")
 
 // ErrInvalid is wrapped by every validation error.
 var ErrInvalid = errors.New("notify: invalid settings")
@@ -309,7 +319,7 @@ func (s *Settings) Validate() error {
 				return invalid("%s.webhooks: no webhook named %q", where, h)
 			}
 		}
-		if len(r.Recipients) == 0 && len(r.Webhooks) == 0 && !r.DepartmentRecipients {
+		if len(r.Recipients) == 0 && len(r.Webhooks) == 0 && !r.DepartmentRecipients && !r.Default {
 			return invalid("%s has no recipients, webhooks or department recipients", where)
 		}
 		if r.Delay < 0 || r.Delay > Duration(24*time.Hour) {

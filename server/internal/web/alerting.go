@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -20,8 +21,9 @@ type Alerting struct {
 	Reports   *report.Service
 }
 
-// alertingRoutes mounts the pages; reading them takes any role (their
-// changes go through the admin API, which records each as an event).
+// alertingRoutes mounts the pages; reading them takes any role. Admins
+// edit notification rules and channels, managers and admins acknowledge
+// and resolve alerts; each change is an event (notifyform.go).
 func (u *UI) alertingRoutes(mux *http.ServeMux) {
 	a := u.cfg.Alerting
 	if a == nil {
@@ -29,6 +31,10 @@ func (u *UI) alertingRoutes(mux *http.ServeMux) {
 	}
 	if a.Notifier != nil {
 		mux.HandleFunc("GET /notifications", u.auth(anyRole, u.handleNotifications))
+		mux.HandleFunc("POST /notifications/rules", u.auth(adminsOnly, u.handleRuleForm))
+		mux.HandleFunc("POST /notifications/smtp", u.auth(adminsOnly, u.handleSMTPForm))
+		mux.HandleFunc("POST /notifications/webhooks", u.auth(adminsOnly, u.handleWebhookForm))
+		mux.HandleFunc("POST /alerts/{index}/{action}", u.auth(deciders, u.handleAlertForm))
 	}
 	if a.Incidents != nil {
 		mux.HandleFunc("GET /incidents", u.auth(anyRole, u.handleIncidents))
@@ -46,23 +52,6 @@ func (u *UI) titled(r *http.Request, nav, ja, en string) *page {
 		p.Title = en
 	}
 	return p
-}
-
-func (u *UI) handleNotifications(w http.ResponseWriter, r *http.Request) {
-	n := u.cfg.Alerting.Notifier
-	set, _, err := n.Settings(r.Context())
-	if err != nil {
-		u.internal(w, r, "notification settings", err)
-		return
-	}
-	log, err := n.Log(r.Context(), u.cfg.Now().AddDate(0, 0, -30), 500)
-	if err != nil {
-		u.internal(w, r, "delivery log", err)
-		return
-	}
-	p := u.titled(r, "notifications", "通知", "Notifications")
-	p.Data = map[string]any{"Settings": set.Redacted(), "Log": log}
-	u.render(w, r, http.StatusOK, "notifications", p)
 }
 
 func (u *UI) handleIncidents(w http.ResponseWriter, r *http.Request) {
@@ -162,4 +151,26 @@ func (u *UI) handleReports(w http.ResponseWriter, r *http.Request) {
 func eventExport(object, format, from, to, dept string) event.Event {
 	return event.Event{Type: "export.made", Object: object,
 		Attrs: event.Attrs{"format": format, "from": from, "to": to, "department": dept}}
+}
+
+// alertActs maps each open 概要 alert (kind|agent|control) to the latest
+// alert event raised for it, so 概要 links to its 確認/解決 on 通知. A
+// failure only loses the links: it is logged, not shown as an error.
+func (u *UI) alertActs(ctx context.Context) map[string]notify.AlertRow {
+	if u.cfg.Alerting == nil || u.cfg.Alerting.Notifier == nil {
+		return nil
+	}
+	rows, err := u.cfg.Alerting.Notifier.Alerts(ctx, u.cfg.Now().AddDate(0, 0, -30), 1000)
+	if err != nil {
+		u.log.Warn().Err(err).Msg("web: alert states for 概要")
+		return nil
+	}
+	out := map[string]notify.AlertRow{}
+	for _, r := range rows { // newest first: keep the first of each
+		k := r.Kind + "|" + r.Agent + "|" + r.Control
+		if _, ok := out[k]; !ok && r.Type != notify.TypeFailed {
+			out[k] = r
+		}
+	}
+	return out
 }

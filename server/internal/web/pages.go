@@ -17,6 +17,7 @@ import (
 
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/compliance"
+	"github.com/mamori/mamori/server/internal/notify"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/labels"
@@ -48,6 +49,7 @@ type overviewData struct {
 	Warnings                                                    []api.Stored
 	WarningsMore                                                int
 	WarnByControl                                               map[string]int
+	Acts                                                        map[string]notify.AlertRow // alert states (alertActs)
 	Trend                                                       template.HTML
 	Charts                                                      []chart
 	week                                                        map[string][]api.Stored // warnings by type, last 7 days
@@ -89,6 +91,7 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 		alerts = alerts[:maxAlertRows]
 	}
 	d.Alerts = alerts
+	d.Acts = u.alertActs(ctx)
 	var pass, runs int
 	for _, c := range compliance.Controls {
 		rt := rep.Fleet[c]

@@ -1,0 +1,171 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/event"
+)
+
+// ErrNoAlert is returned by AlertAction when no alert has that index.
+var ErrNoAlert = errors.New("notify: no such alert")
+
+// Alert actions (POST /api/v1/alerts/{index}/{action} and the 通知 page).
+const (
+	ActionAcknowledge = "acknowledge"
+	ActionResolve     = "resolve"
+)
+
+// alertTypes are the events a person can acknowledge or resolve: the
+// compliance tracker's alerts and failed deliveries (a lost alert is an
+// alert itself).
+var alertTypes = []source{{"compliance", "compliance.alert"}, {Control, TypeFailed}}
+
+// AlertAction records that user acknowledged or resolved the alert event
+// at idx with comment; via ("web", or "" for the API) goes in the record.
+// Bad input wraps ErrInvalid, an unknown index ErrNoAlert; the event is
+// the action, so without it nothing happened.
+func (n *Notifier) AlertAction(ctx context.Context, user, via string, idx int64, action, comment string) error {
+	typ := map[string]string{ActionAcknowledge: TypeAcknowledged, ActionResolve: TypeResolved}[action]
+	if typ == "" {
+		return invalid("action must be acknowledge or resolve")
+	}
+	comment = strings.TrimSpace(comment)
+	if comment == "" || len(comment) > 2000 {
+		return invalid("comment is required (at most 2000 bytes)")
+	}
+	a, err := n.alertAt(ctx, idx)
+	if err != nil {
+		return err
+	}
+	key, _ := a.Attrs["key"].(string)
+	attrs := event.Attrs{"alert_index": idx, "alert_type": a.Type, "key": key, "comment": comment}
+	if via != "" {
+		attrs["via"] = via
+	}
+	e := event.Event{Agent: event.ServerStream, Control: "compliance", Type: typ, Severity: event.Info,
+		Object: a.Object, User: user, Time: n.cfg.Now().UTC(), Attrs: attrs}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, err := n.cfg.Events.AppendServer(rctx, e); err != nil {
+		return fmt.Errorf("notify: recording %s: %w", typ, err)
+	}
+	return nil
+}
+
+// alertAt reads the alert event at idx from the server stream.
+func (n *Notifier) alertAt(ctx context.Context, idx int64) (eventlog.Stored, error) {
+	if idx < 0 {
+		return eventlog.Stored{}, fmt.Errorf("%w at index %d", ErrNoAlert, idx)
+	}
+	for _, src := range alertTypes {
+		// No Agent in the filter: with one, the store reads the cursor as
+		// a position in that agent's stream, and idx-1 may belong to another.
+		p, err := n.cfg.Events.Query(ctx, eventlog.Filter{Control: src.control, Type: src.typ,
+			Cursor: eventlog.CursorAfter(idx - 1), Limit: 1})
+		if err != nil {
+			return eventlog.Stored{}, fmt.Errorf("notify: reading alert %d: %w", idx, err)
+		}
+		if len(p.Events) == 1 && p.Events[0].Index == idx && p.Events[0].Agent == event.ServerStream {
+			return p.Events[0], nil
+		}
+	}
+	return eventlog.Stored{}, fmt.Errorf("%w at index %d", ErrNoAlert, idx)
+}
+
+// AlertRow is one alert as the 通知 page lists it, with its latest state.
+type AlertRow struct {
+	Index      int64
+	Time       time.Time
+	Type       string // compliance.alert | notify.failed
+	Severity   event.Severity
+	Kind       string // violation | silent | the rule kind of a failed delivery
+	Agent      string // compliance alerts: the agent id
+	Host       string
+	Department string
+	Control    string
+	Reason     string
+	State      string // open | acknowledged | resolved
+	By         string
+	Comment    string
+	At         time.Time
+}
+
+// Alerts lists the alerts raised since from, newest first, at most limit,
+// each with the last acknowledge or resolve recorded for it.
+func (n *Notifier) Alerts(ctx context.Context, from time.Time, limit int) ([]AlertRow, error) {
+	read := func(control, typ string, each func(*eventlog.Stored)) error {
+		f := eventlog.Filter{Control: control, Type: typ, From: from, Limit: eventlog.MaxLimit}
+		for {
+			p, err := n.cfg.Events.Query(ctx, f)
+			if err != nil {
+				return fmt.Errorf("notify: reading %s: %w", typ, err)
+			}
+			for i := range p.Events {
+				if p.Events[i].Agent == event.ServerStream {
+					each(&p.Events[i])
+				}
+			}
+			if p.Next == "" || len(p.Events) == 0 {
+				return nil
+			}
+			f.Cursor = p.Next
+		}
+	}
+	var rows []AlertRow
+	for _, src := range alertTypes {
+		err := read(src.control, src.typ, func(e *eventlog.Stored) {
+			str := func(k string) string { s, _ := e.Attrs[k].(string); return s }
+			r := AlertRow{Index: e.Index, Time: e.Time, Type: e.Type, Severity: e.Severity, State: "open"}
+			if e.Type == TypeFailed {
+				r.Kind, r.Control, r.Host = str("kind"), Control, str("destination")
+				r.Reason = "配信失敗: " + str("subject")
+				if msg := str("error"); msg != "" {
+					r.Reason += " (" + msg + ")"
+				}
+			} else {
+				r.Kind, r.Agent, r.Host, r.Department, r.Control = str("kind"), str("agent"), str("hostname"), str("department"), str("control")
+				r.Reason = str("reason_ja")
+				if r.Reason == "" {
+					r.Reason = str("reason")
+				}
+				if r.Host == "" {
+					r.Host = str("agent")
+				}
+			}
+			rows = append(rows, r)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	at := make(map[int64]int, len(rows))
+	for i, r := range rows {
+		at[r.Index] = i
+	}
+	for _, typ := range []string{TypeAcknowledged, TypeResolved} {
+		err := read("compliance", typ, func(e *eventlog.Stored) {
+			idx, err := strconv.ParseInt(fmt.Sprint(e.Attrs["alert_index"]), 10, 64)
+			i, ok := at[idx]
+			if err != nil || !ok || e.Time.Before(rows[i].At) {
+				return
+			}
+			c, _ := e.Attrs["comment"].(string)
+			rows[i].State, rows[i].By, rows[i].Comment, rows[i].At = strings.TrimPrefix(typ, "alert."), e.User, c, e.Time
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(rows, func(a, b AlertRow) int { return int(b.Index - a.Index) })
+	if len(rows) > limit {
+		rows = rows[:limit]
+	}
+	return rows, nil
+}
