@@ -209,12 +209,18 @@ func (s *core) countAgent(ctx context.Context, tx *sql.Tx, agent string, after, 
 }
 
 // agentWhere selects the agent's events after the cursor through the
-// (agent, seq) index: within one stream log order is seq order.
+// (agent, seq) index: within one stream log order is seq order, so they are
+// those past the seq of the agent's last event at or before the cursor. The
+// cursor may be any log index (the UI steps back through the log and
+// merges several PCs' pages); the subquery walks the agent's index down
+// from its newest event, so it costs the agent's events after the cursor,
+// one step when the cursor is the agent's own.
 func agentWhere(agent string, after int64) (string, []any) {
 	if after < 0 {
 		return "agent = ?", []any{agent}
 	}
-	return "agent = ? AND seq > (SELECT seq FROM events WHERE idx = ? AND agent = ?)", []any{agent, after, agent}
+	return "agent = ? AND seq > COALESCE((SELECT seq FROM events WHERE agent = ? AND idx <= ? ORDER BY seq DESC LIMIT 1), -1)",
+		[]any{agent, agent, after}
 }
 
 // spanRanges returns the idx ranges after the cursor whose blocks may hold

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -517,6 +518,30 @@ func testPaging(t *testing.T, s eventlog.Store) {
 		}
 		if min := (len(want) + f.Limit - 1) / f.Limit; pages < min || pages > min+1 {
 			t.Errorf("paged %+v in %d pages for %d events", f, pages, len(want))
+		}
+	}
+	// The cursor is a log index: any index, not only one of the agent's
+	// own events, pages the agent's stream from there (the web UI steps
+	// back through the log and merges several PCs' pages).
+	for _, agent := range []string{"pc-001", "pc-002"} {
+		for c := int64(0); c < int64(len(all)); c += 7 {
+			f := eventlog.Filter{Agent: agent, Cursor: strconv.FormatInt(c, 10), Limit: 5}
+			p, err := s.Query(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got, want []int64
+			for _, st := range p.Events {
+				got = append(got, st.Index)
+			}
+			for _, st := range all {
+				if st.Agent == agent && st.Index > c && len(want) < 5 {
+					want = append(want, st.Index)
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("agent %s after index %d: %v, want %v", agent, c, got, want)
+			}
 		}
 	}
 	for _, c := range []string{"x", "-1", "1.5", "01", " 5", "99999999999999999999999"} {
