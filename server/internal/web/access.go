@@ -236,8 +236,15 @@ func (u *UI) unionQuery(agents []string) queryFunc {
 const countCap = 1000
 
 // countMatches counts the events f selects (of agents, when given), up to
-// countCap: exact is false when there are more.
+// countCap: exact is false when there are more. With no filter it is the
+// log's size.
 func (u *UI) countMatches(ctx context.Context, f api.Filter, agents []string) (n int, exact bool, err error) {
+	if f.Agent == "" && f.Control == "" && f.Type == "" && f.User == "" && f.ObjectPrefix == "" && f.RegisterID == "" &&
+		f.From.IsZero() && f.To.IsZero() && agents == nil {
+		// The whole log: its size, exact and cheap.
+		size, err := u.cfg.Events.TreeSize(ctx)
+		return int(size), true, err
+	}
 	if agents == nil {
 		agents = []string{f.Agent}
 	}

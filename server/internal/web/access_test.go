@@ -1,6 +1,8 @@
 package web_test
 
 import (
+	"context"
+	"fmt"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -29,6 +31,13 @@ func TestEventsCountDepartmentUsers(t *testing.T) {
 	}
 	if pg := b.get("/events?agent=pc-big"); !strings.Contains(pg.body, "該当 1000 件以上") {
 		t.Errorf("count over the cap: want 該当 1000 件以上")
+	}
+	size, err := srv.Store().TreeSize(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pg := b.get("/events"); !strings.Contains(pg.body, fmt.Sprintf("該当 %d 件<", size)) {
+		t.Errorf("unfiltered count: want the log's size, 該当 %d 件", size)
 	}
 	if pg := b.get("/events?agent=pc-big&user=nobody"); !strings.Contains(pg.body, "該当 0 件<") {
 		t.Errorf("count of nothing: want 該当 0 件")
