@@ -26,10 +26,13 @@ type counter interface {
 // Access volume: events of the fileaccess control per user and per folder,
 // counted by the store one day at a time. A finished day never changes
 // (events only arrive late by minutes), so it is counted once and kept;
-// today is counted again at most every volumeTTL. A page thus costs at
-// most one day's count, the first of the day up to 30.
+// today is counted again at most every volumeTTL. The counting runs in the
+// background: a page waits for it at most volumeWait and otherwise shows
+// what is counted so far (saying so), so a large log's first count of the
+// day (a day of 1,000 busy PCs is some 300,000 rows) never holds a page.
 const (
 	volumeTTL     = 5 * time.Minute
+	volumeWait    = 150 * time.Millisecond
 	maxVolumeKeys = 500 // per day and kind: the busiest are kept
 	maxVolumeDays = 31
 )
@@ -43,6 +46,9 @@ type volumeDay struct {
 type volumes struct {
 	mu   sync.Mutex
 	days map[string]*volumeDay // YYYY-MM-DD in the UI's zone
+	want int                   // the longest span asked for
+	busy bool                  // a refresh is running
+	done chan struct{}         // closed when it ends
 }
 
 // folderOf is the folder of a file path (Windows or POSIX separators),
@@ -75,58 +81,129 @@ func topN(m map[string]int64, n int) map[string]int64 {
 	return out
 }
 
-// accessVolume returns the per-user and per-folder fileaccess counts of the
-// last days days (today included), or ok false when the store cannot count.
-func (u *UI) accessVolume(ctx context.Context, days int) (users, folders map[string]int64, ok bool, err error) {
-	c, ok := u.cfg.Events.(counter)
-	if !ok {
-		return nil, nil, false, nil
-	}
-	now := u.cfg.Now()
+// volumeSpan is one day of a span: its key and bounds.
+type volumeSpan struct {
+	key      string
+	from, to time.Time
+}
+
+// volumeDays lists the last days days, today first.
+func (u *UI) volumeDays(now time.Time, days int) []volumeSpan {
 	today := now.In(u.cfg.Location)
 	start := time.Date(today.Year(), today.Month(), today.Day(), 0, 0, 0, 0, today.Location())
+	out := make([]volumeSpan, days)
+	for i := range out {
+		from := start.AddDate(0, 0, -i)
+		out[i] = volumeSpan{key: from.Format(time.DateOnly), from: from, to: from.AddDate(0, 0, 1)}
+	}
+	return out
+}
+
+// staleLocked reports whether a day needs counting (u.vol.mu held).
+func (u *UI) staleLocked(d volumeSpan, now time.Time) bool {
+	v := u.vol.days[d.key]
+	return v == nil || (!v.complete && now.Sub(v.at) > volumeTTL)
+}
+
+// refreshVolumes counts the stale days of the longest span asked for,
+// newest first, until none is left; one runs at a time.
+func (u *UI) refreshVolumes(c counter) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 	u.vol.mu.Lock()
-	defer u.vol.mu.Unlock() // one count at a time: concurrent pages share it
+	done := u.vol.done
+	defer func() {
+		u.vol.busy = false
+		close(done)
+		u.vol.mu.Unlock()
+	}()
+	for {
+		now := u.cfg.Now()
+		var next *volumeSpan
+		for _, d := range u.volumeDays(now, u.vol.want) {
+			if u.staleLocked(d, now) {
+				next = &d
+				break
+			}
+		}
+		if next == nil {
+			return
+		}
+		u.vol.mu.Unlock() // count without holding pages up
+		gs, err := c.Count(ctx, eventlog.CountQuery{From: next.from, To: next.to, Controls: []string{"fileaccess"}, GroupBy: []string{"user", "object"}})
+		u.vol.mu.Lock()
+		if err != nil {
+			u.log.Error().Err(err).Str("day", next.key).Msg("web: counting access volume")
+			return
+		}
+		d := &volumeDay{users: map[string]int64{}, folders: map[string]int64{}, at: now, complete: !now.Before(next.to)}
+		for _, g := range gs {
+			if g.Keys[0] != "" {
+				d.users[g.Keys[0]] += g.Events
+			}
+			if g.Keys[1] != "" {
+				d.folders[folderOf(g.Keys[1])] += g.Events
+			}
+		}
+		d.users, d.folders = topN(d.users, maxVolumeKeys), topN(d.folders, maxVolumeKeys)
+		u.vol.days[next.key] = d
+		oldest := u.volumeDays(now, maxVolumeDays)[maxVolumeDays-1].key
+		for k := range u.vol.days {
+			if k < oldest {
+				delete(u.vol.days, k)
+			}
+		}
+	}
+}
+
+// accessVolume returns the per-user and per-folder fileaccess counts of the
+// last days days (today included) as far as they are counted (partial when
+// some day is not yet), or ok false when the store cannot count.
+func (u *UI) accessVolume(ctx context.Context, days int) (users, folders map[string]int64, partial, ok bool) {
+	c, ok := u.cfg.Events.(counter)
+	if !ok {
+		return nil, nil, false, false
+	}
+	now := u.cfg.Now()
+	span := u.volumeDays(now, days)
+	u.vol.mu.Lock()
 	if u.vol.days == nil {
 		u.vol.days = map[string]*volumeDay{}
 	}
+	u.vol.want = max(u.vol.want, days)
+	stale := slices.ContainsFunc(span, func(d volumeSpan) bool { return u.staleLocked(d, now) })
+	if stale && !u.vol.busy {
+		u.vol.busy, u.vol.done = true, make(chan struct{})
+		go u.refreshVolumes(c)
+	}
+	done := u.vol.done
+	u.vol.mu.Unlock()
+	if stale {
+		t := time.NewTimer(volumeWait)
+		select {
+		case <-done:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	users, folders = map[string]int64{}, map[string]int64{}
-	for i := range days {
-		from := start.AddDate(0, 0, -i)
-		to := from.AddDate(0, 0, 1)
-		key := from.Format(time.DateOnly)
-		d := u.vol.days[key]
-		if d == nil || (!d.complete && now.Sub(d.at) > volumeTTL) {
-			gs, err := c.Count(ctx, eventlog.CountQuery{From: from, To: to, Controls: []string{"fileaccess"}, GroupBy: []string{"user", "object"}})
-			if err != nil {
-				return nil, nil, true, fmt.Errorf("web: access volume: %w", err)
-			}
-			d = &volumeDay{users: map[string]int64{}, folders: map[string]int64{}, at: now, complete: !now.Before(to)}
-			for _, g := range gs {
-				if g.Keys[0] != "" {
-					d.users[g.Keys[0]] += g.Events
-				}
-				if g.Keys[1] != "" {
-					d.folders[folderOf(g.Keys[1])] += g.Events
-				}
-			}
-			d.users, d.folders = topN(d.users, maxVolumeKeys), topN(d.folders, maxVolumeKeys)
-			u.vol.days[key] = d
+	u.vol.mu.Lock()
+	defer u.vol.mu.Unlock()
+	for _, d := range span {
+		v := u.vol.days[d.key]
+		if v == nil {
+			partial = true
+			continue
 		}
-		for k, v := range d.users {
-			users[k] += v
+		for k, n := range v.users {
+			users[k] += n
 		}
-		for k, v := range d.folders {
-			folders[k] += v
+		for k, n := range v.folders {
+			folders[k] += n
 		}
 	}
-	oldest := start.AddDate(0, 0, -maxVolumeDays).Format(time.DateOnly)
-	for k := range u.vol.days {
-		if k < oldest {
-			delete(u.vol.days, k)
-		}
-	}
-	return users, folders, true, nil
+	return users, folders, partial, true
 }
 
 // volumeBars turns counts into the top bars, each linking to its events.
@@ -147,9 +224,9 @@ func volumeBars(m map[string]int64, link func(string) string) ([]bar, float64) {
 // volumeCharts are 概要's top users and folders by access volume over the
 // last 7 or 30 days (volume=30), with a switch between the two.
 func (u *UI) volumeCharts(ctx context.Context, p *page, span int) ([]chart, error) {
-	users, folders, ok, err := u.accessVolume(ctx, span)
-	if err != nil || !ok {
-		return nil, err
+	users, folders, partial, ok := u.accessVolume(ctx, span)
+	if !ok {
+		return nil, nil
 	}
 	today := u.cfg.Now().In(u.cfg.Location)
 	from := time.Date(today.Year(), today.Month(), today.Day(), 0, 0, 0, 0, today.Location()).AddDate(0, 0, -span+1).Format(uiTime)
@@ -157,7 +234,11 @@ func (u *UI) volumeCharts(ctx context.Context, p *page, span int) ([]chart, erro
 	if span == 30 {
 		other, otherLabel = 7, p.L["span_7"]
 	}
-	sw := fmt.Sprintf(`<p class="muted"><a id="volume-span" href="/?volume=%d">%s</a></p>`, other, esc(otherLabel))
+	note := ""
+	if partial {
+		note = ` <span id="volume-partial">` + esc(p.L["volume_partial"]) + `</span>`
+	}
+	sw := fmt.Sprintf(`<p class="muted"><a id="volume-span" href="/?volume=%d">%s</a>%s</p>`, other, esc(otherLabel), note)
 	ub, utop := volumeBars(users, func(k string) string {
 		return "/events?" + url.Values{"control": {"fileaccess"}, "user": {k}, "from": {from}}.Encode()
 	})
@@ -178,9 +259,9 @@ const maxUserChoices = 200
 // userChoices are the users seen in the last week's file access, busiest
 // first (from the same daily counts as the chart).
 func (u *UI) userChoices(ctx context.Context) ([]string, error) {
-	users, _, ok, err := u.accessVolume(ctx, 7)
-	if err != nil || !ok {
-		return nil, err
+	users, _, _, ok := u.accessVolume(ctx, 7)
+	if !ok {
+		return nil, nil
 	}
 	out := make([]string, 0, len(users))
 	for k := range users {
