@@ -63,7 +63,7 @@ func TestAccessVolumeBackgroundAndCache(t *testing.T) {
 		t.Errorf("a counted span was counted again: %d counts", sc.calls())
 	}
 	clock.Lock()
-	now = now.Add(volumeTTL + time.Minute)
+	now = now.Add(volumeTTL + time.Second)
 	clock.Unlock()
 	u.accessVolume(context.Background(), 7) // today is stale: recounted, alone
 	if sc.calls() != 8 || !sc.asked[7].Equal(time.Date(2026, 12, 3, 0, 0, 0, 0, api.JST)) {
