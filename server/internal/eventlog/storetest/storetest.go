@@ -552,6 +552,22 @@ func testPaging(t *testing.T, s eventlog.Store) {
 	if p, err := s.Query(ctx, eventlog.Filter{Limit: 5000}); err != nil || len(p.Events) != 180 || p.Next != "" {
 		t.Errorf("limit above max: %d events, next %q, %v", len(p.Events), p.Next, err)
 	}
+	// A sparse stream: its event before the cursor lies further back than
+	// a short walk through the log reaches.
+	sparse := Chain("pc-sparse", 1, 2, "")
+	mustAppend(t, s, "pc-sparse", sparse[:1])
+	mustAppend(t, s, "pc-busy", Chain("pc-busy", 1, 5000, ""))
+	mustAppend(t, s, "pc-sparse", sparse[1:])
+	size := treeSize(t, s)
+	for _, c := range []int64{size - 2, size - 5, size - 4900} {
+		p, err := s.Query(ctx, eventlog.Filter{Agent: "pc-sparse", Cursor: strconv.FormatInt(c, 10)})
+		if err != nil || len(p.Events) != 1 || p.Events[0].Seq != 2 {
+			t.Errorf("sparse agent after index %d: %+v, %v; want its second event", c, p.Events, err)
+		}
+	}
+	if p, err := s.Query(ctx, eventlog.Filter{Agent: "pc-sparse", Cursor: strconv.FormatInt(size-1, 10)}); err != nil || len(p.Events) != 0 {
+		t.Errorf("sparse agent after its last event: %d events, %v", len(p.Events), err)
+	}
 }
 
 func testHeads(t *testing.T, s eventlog.Store) {
