@@ -37,7 +37,7 @@ const (
 	// so a day of 1,000 busy PCs (300,000 events) costs about 0.4 s per
 	// 15 s, a few percent of a core, and only while someone looks.
 	volumeTTL     = 15 * time.Second
-	volumeWait    = 150 * time.Millisecond
+	volumeWait    = 50 * time.Millisecond
 	maxVolumeKeys = 500 // per day and kind: the busiest are kept
 	maxVolumeDays = 31
 )
