@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mamori/mamori/shared/labels"
+
 	"github.com/mamori/mamori/server/internal/witness"
 	"github.com/mamori/mamori/shared/evidence"
 )
@@ -130,7 +132,7 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, txt["bundle"]+"%s\n"+txt["log"], bundle, rep.Checkpoint.Origin, rep.Checkpoint.Size, rep.Checkpoint.Root)
 	if m := rep.Manifest; m != nil {
-		query := decodedQuery(m.Query)
+		query := decodedQuery(m.Query, *lang)
 		if query == "" {
 			query = txt["every"]
 		}
@@ -164,8 +166,10 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 
 // decodedQuery shows the export's filters as key=value pairs, keys sorted,
 // values as they were given (not percent-encoded), quoted only when they
-// hold spaces, quotes or control characters.
-func decodedQuery(q map[string]string) string {
+// hold spaces, quotes or control characters. In Japanese a control or
+// event type also shows its label from the catalog the UI and the CSV
+// use, after the code (the code is what the export was asked for).
+func decodedQuery(q map[string]string, lang string) string {
 	keys := make([]string, 0, len(q))
 	for k := range q {
 		keys = append(keys, k)
@@ -178,9 +182,15 @@ func decodedQuery(q map[string]string) string {
 			v = strconv.Quote(v)
 		}
 		parts[i] = k + "=" + v
+		if set, ok := queryLabels[k]; ok && lang == labels.JA && labels.Known(set, q[k]) {
+			parts[i] += "（" + labels.Of(set, lang, q[k]) + "）"
+		}
 	}
 	return strings.Join(parts, " ")
 }
+
+// queryLabels are the query keys whose values the catalog labels.
+var queryLabels = map[string]labels.Set{"control": labels.Control, "type": labels.EventType}
 
 // witnessPick is the witness checkpoint verify checks a bundle against.
 type witnessPick struct {

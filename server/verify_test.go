@@ -123,6 +123,13 @@ func TestVerifyCommand(t *testing.T) {
 		!strings.Contains(out.String(), "抽出条件:     agent=server object_prefix=\"D:\\\\顧客 2026\"\n") || !strings.Contains(out.String(), "結果:         OK") {
 		t.Fatalf("ja: exit %d\n%s", code, out.String())
 	}
+	// Japanese labels for controls and types, from shared/labels, after the code.
+	out.Reset()
+	os.WriteFile(q, call("GET", "/api/v1/export?format=bundle&control=fileaccess&type=file.read", ""), 0o600)
+	if code := run([]string{"verify", q, "--pubkey", pub, "--lang", "ja"}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "抽出条件:     control=fileaccess（ファイルアクセス） type=file.read（ファイル閲覧）\n") {
+		t.Fatalf("ja labels: exit %d\n%s", code, out.String())
+	}
 	out.Reset()
 	os.WriteFile(q, call("GET", "/api/v1/export?format=bundle&object_prefix="+url.QueryEscape(`D:\顧客`), ""), 0o600)
 	if code := run([]string{"verify", q, "--pubkey", pub}, &out, &errb); code != 0 || !strings.Contains(out.String(), "query:      object_prefix=D:\\顧客\n") {

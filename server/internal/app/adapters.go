@@ -199,3 +199,15 @@ func (s *Server) hostNames(ctx context.Context) (map[string]string, error) {
 	}
 	return m, nil
 }
+
+// Count gives the web UI the store's aggregate (its access-volume chart);
+// both stores (SQLite, PostgreSQL) have it.
+func (a storeAdapter) Count(ctx context.Context, q eventlog.CountQuery) ([]eventlog.Group, error) {
+	c, ok := a.s.(interface {
+		Count(context.Context, eventlog.CountQuery) ([]eventlog.Group, error)
+	})
+	if !ok {
+		return nil, fmt.Errorf("app: count: %w", errors.ErrUnsupported)
+	}
+	return c.Count(ctx, q)
+}

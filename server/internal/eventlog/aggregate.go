@@ -18,7 +18,8 @@ type CountQuery struct {
 	Controls    []string  // empty: every control
 	Types       []string  // empty: every type
 	HasRegister bool      // only events with a register_id
-	// GroupBy names columns: agent, control, type, severity, register_id, user.
+	// GroupBy names columns: agent, control, type, severity, register_id,
+	// user, object.
 	GroupBy []string
 	// Buckets, if set, are ascending time edges; each group then also has
 	// a bucket key: i for Buckets[i] <= time < Buckets[i+1] ("" outside).
@@ -35,7 +36,7 @@ type Group struct {
 }
 
 var groupColumns = map[string]string{"agent": "agent", "control": "control", "type": "type",
-	"severity": "severity", "register_id": "register_id", "user": `"user"`}
+	"severity": "severity", "register_id": "register_id", "user": `"user"`, "object": "object"}
 
 // maxIn bounds the values of one IN list.
 const maxIn = 10000

@@ -102,6 +102,24 @@ func testAggregates(t *testing.T, s aggStore) {
 				t.Errorf("%s: %s has %d users, want %d", w.name, g.Keys[0], g.Users, len(users[g.Keys[0]]))
 			}
 		}
+		// Grouped by user and object (the access-volume chart).
+		gs, err = s.Count(ctx, eventlog.CountQuery{From: w.from, To: w.to, GroupBy: []string{"user", "object"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		byUO := map[string]int64{}
+		for _, e := range all {
+			if in(e) {
+				byUO[e.User+"|"+e.Object]++
+			}
+		}
+		gotUO := map[string]int64{}
+		for _, g := range gs {
+			gotUO[g.Keys[0]+"|"+g.Keys[1]] = g.Events
+		}
+		if fmt.Sprint(gotUO) != fmt.Sprint(byUO) {
+			t.Errorf("%s: by user and object %v, want %v", w.name, gotUO, byUO)
+		}
 		// Buckets and an agent filter.
 		mid := w.from.Add(w.to.Sub(w.from) / 2)
 		gs, err = s.Count(ctx, eventlog.CountQuery{From: w.from, To: w.to, Agents: []string{"pc-002"}, Buckets: []time.Time{w.from, mid, w.to}})

@@ -15,6 +15,7 @@ import (
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/register"
+	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/labels"
 )
@@ -85,8 +86,11 @@ type eventsData struct {
 	Other                                      string // the same search in the other order
 	Q                                          map[string]string
 	Events                                     []api.Stored
-	PCs, Controls, Types                       []option
+	PCs, Controls, Types, Depts                []option
+	Users                                      []string
 	Shown, Page                                int
+	Count                                      int
+	CountExact                                 bool
 	Next, Prev, First, ExportCSV, ExportBundle string
 }
 
@@ -106,6 +110,18 @@ func hostOptions(hosts map[string]string) []option {
 	return out
 }
 
+// deptOptions lists the departments of the enrolled PCs.
+func deptOptions(agents []state.Agent) []option {
+	var out []option
+	for _, a := range agents {
+		if a.Department != "" && !slices.ContainsFunc(out, func(o option) bool { return o.Value == a.Department }) {
+			out = append(out, option{Value: a.Department, Label: a.Department})
+		}
+	}
+	slices.SortFunc(out, func(a, b option) int { return cmp.Compare(a.Value, b.Value) })
+	return out
+}
+
 // codeOptions lists a catalog set's codes, labelled, in the given order.
 func codeOptions(s labels.Set, lang string, codes []string) []option {
 	out := make([]option, len(codes))
@@ -121,7 +137,7 @@ var eventControls = append(slices.Clone(compliance.Controls), "agent", "register
 func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	p := u.newPage(r, "events", "nav_events")
-	hosts, _, err := u.hostNames(r.Context())
+	hosts, agents, err := u.hostNames(r.Context())
 	if err != nil {
 		u.internal(w, r, "listing agents", err)
 		return
@@ -129,7 +145,31 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 	hosts[event.ServerStream] = labels.Of(labels.Control, p.Lang, "server")
 	p.hosts = hosts
 	f, apiQ, err := u.eventFilter(q, hosts)
-	d := eventsData{Q: map[string]string{}, PCs: hostOptions(hosts),
+	// A department with no PC chosen searches its PCs' streams together.
+	query := queryFunc(u.cfg.Events.Query)
+	var deptAgents []string
+	if dep := strings.TrimSpace(q.Get("department")); dep != "" && err == nil && f.Agent == "" {
+		for _, a := range agents {
+			if a.Department == dep {
+				deptAgents = append(deptAgents, a.ID)
+			}
+		}
+		switch {
+		case len(deptAgents) == 0:
+			err = fmt.Errorf("department %q: no PC in it", dep)
+		case len(deptAgents) > maxDeptAgents:
+			err = fmt.Errorf("department %q has %d PCs; choose a PC (at most %d at once)", dep, len(deptAgents), maxDeptAgents)
+		default:
+			slices.Sort(deptAgents)
+			query = u.unionQuery(deptAgents)
+		}
+	}
+	users, uerr := u.userChoices(r.Context())
+	if uerr != nil {
+		u.internal(w, r, "listing users", uerr)
+		return
+	}
+	d := eventsData{Q: map[string]string{}, PCs: hostOptions(hosts), Depts: deptOptions(agents), Users: users,
 		Controls: codeOptions(labels.Control, p.Lang, eventControls),
 		Types:    codeOptions(labels.EventType, p.Lang, labels.Codes(labels.EventType))}
 	slices.SortStableFunc(d.Types, func(a, b option) int { return cmp.Compare(a.Value, b.Value) })
@@ -150,7 +190,7 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	d.Asc = q.Get("order") == "asc"
 	if !d.Asc {
-		if err := u.newestPage(r, f, q, &d); err != nil {
+		if err := u.newestPage(r, query, f, q, &d); err != nil {
 			if errors.Is(err, api.ErrBadCursor) || errors.Is(err, api.ErrBadFilter) || errors.Is(err, errBadPage) {
 				p.Err = p.L["err_invalid"] + ": " + err.Error()
 				u.render(w, r, http.StatusBadRequest, "events", p)
@@ -161,7 +201,7 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		f.Limit = eventsPerPage
-		pg, err := u.cfg.Events.Query(r.Context(), f)
+		pg, err := query(r.Context(), f)
 		if errors.Is(err, api.ErrBadCursor) || errors.Is(err, api.ErrBadFilter) {
 			p.Err = p.L["err_invalid"] + ": " + err.Error()
 			u.render(w, r, http.StatusBadRequest, "events", p)
@@ -214,13 +254,19 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 
 	}
+	if d.Count, d.CountExact, err = u.countMatches(r.Context(), f, deptAgents); err != nil {
+		u.internal(w, r, "counting events", err)
+		return
+	}
 	// Whole URLs: html/template would escape a bare query string's & and =
 	// inside href, and the export would drop the filters.
-	apiQ.Del("cursor")
-	apiQ.Set("format", "csv")
-	d.ExportCSV = "/events/export?" + apiQ.Encode()
-	apiQ.Set("format", "bundle")
-	d.ExportBundle = "/events/export?" + apiQ.Encode()
+	if deptAgents == nil { // the export takes one PC at most: the page says to choose one
+		apiQ.Del("cursor")
+		apiQ.Set("format", "csv")
+		d.ExportCSV = "/events/export?" + apiQ.Encode()
+		apiQ.Set("format", "bundle")
+		d.ExportBundle = "/events/export?" + apiQ.Encode()
+	}
 	u.render(w, r, http.StatusOK, "events", p)
 }
 
@@ -229,7 +275,7 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 // matches after a cursor that steps back from before in doubling windows
 // until n are found (or the log's start): the work is bounded by about
 // twice the matches shown, however large the log.
-func (u *UI) newestBefore(ctx context.Context, f api.Filter, before int64, n int) ([]api.Stored, bool, error) {
+func (u *UI) newestBefore(ctx context.Context, query queryFunc, f api.Filter, before int64, n int) ([]api.Stored, bool, error) {
 	var got []api.Stored
 	window := int64(2 * n)
 	for {
@@ -242,7 +288,7 @@ func (u *UI) newestBefore(ctx context.Context, f api.Filter, before int64, n int
 		got = got[:0]
 	pages:
 		for range maxWindowPages {
-			pg, err := u.cfg.Events.Query(ctx, g)
+			pg, err := query(ctx, g)
 			if err != nil {
 				return nil, false, err
 			}
@@ -339,7 +385,7 @@ var errBadPage = errors.New("before/after: want a log index")
 // newestPage fills d with the newest-first page the query names: the
 // newest matches (no before/after), those below a log index (before=, the
 // older page) or the ones right after one (after=, the newer page).
-func (u *UI) newestPage(r *http.Request, f api.Filter, q url.Values, d *eventsData) error {
+func (u *UI) newestPage(r *http.Request, query queryFunc, f api.Filter, q url.Values, d *eventsData) error {
 	ctx := r.Context()
 	f.Cursor = ""
 	idx := func(k string) (int64, bool, error) {
@@ -367,7 +413,7 @@ func (u *UI) newestPage(r *http.Request, f api.Filter, q url.Values, d *eventsDa
 	case hasAfter:
 		g := f
 		g.Cursor, g.Limit = strconv.FormatInt(after, 10), eventsPerPage
-		pg, err := u.cfg.Events.Query(ctx, g)
+		pg, err := query(ctx, g)
 		if err != nil {
 			return err
 		}
@@ -380,7 +426,7 @@ func (u *UI) newestPage(r *http.Request, f api.Filter, q url.Values, d *eventsDa
 				return err
 			}
 		}
-		if evs, older, err = u.newestBefore(ctx, f, before, eventsPerPage); err != nil {
+		if evs, older, err = u.newestBefore(ctx, query, f, before, eventsPerPage); err != nil {
 			return err
 		}
 	}

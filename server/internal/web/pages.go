@@ -128,6 +128,16 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request) {
 		u.internal(w, r, "charts", err)
 		return
 	}
+	span := 7
+	if r.URL.Query().Get("volume") == "30" {
+		span = 30
+	}
+	vc, err := u.volumeCharts(ctx, p, span)
+	if err != nil {
+		u.internal(w, r, "charts", err)
+		return
+	}
+	d.Charts = append(d.Charts, vc...)
 	p.Data = d
 	u.render(w, r, http.StatusOK, "overview", p)
 }

@@ -76,6 +76,7 @@ type UI struct {
 	usrLimit *limiter
 	flood    *throttleLog
 	trend    *trend
+	vol      volumes
 }
 
 // New parses the templates and builds the route table.

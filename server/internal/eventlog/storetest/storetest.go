@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -519,6 +520,30 @@ func testPaging(t *testing.T, s eventlog.Store) {
 			t.Errorf("paged %+v in %d pages for %d events", f, pages, len(want))
 		}
 	}
+	// The cursor is a log index: any index, not only one of the agent's
+	// own events, pages the agent's stream from there (the web UI steps
+	// back through the log and merges several PCs' pages).
+	for _, agent := range []string{"pc-001", "pc-002"} {
+		for c := int64(0); c < int64(len(all)); c += 7 {
+			f := eventlog.Filter{Agent: agent, Cursor: strconv.FormatInt(c, 10), Limit: 5}
+			p, err := s.Query(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got, want []int64
+			for _, st := range p.Events {
+				got = append(got, st.Index)
+			}
+			for _, st := range all {
+				if st.Agent == agent && st.Index > c && len(want) < 5 {
+					want = append(want, st.Index)
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("agent %s after index %d: %v, want %v", agent, c, got, want)
+			}
+		}
+	}
 	for _, c := range []string{"x", "-1", "1.5", "01", " 5", "99999999999999999999999"} {
 		if _, err := s.Query(ctx, eventlog.Filter{Cursor: c}); !errors.Is(err, eventlog.ErrBadCursor) {
 			t.Errorf("cursor %q: err = %v, want ErrBadCursor", c, err)
@@ -526,6 +551,22 @@ func testPaging(t *testing.T, s eventlog.Store) {
 	}
 	if p, err := s.Query(ctx, eventlog.Filter{Limit: 5000}); err != nil || len(p.Events) != 180 || p.Next != "" {
 		t.Errorf("limit above max: %d events, next %q, %v", len(p.Events), p.Next, err)
+	}
+	// A sparse stream: its event before the cursor lies further back than
+	// a short walk through the log reaches.
+	sparse := Chain("pc-sparse", 1, 2, "")
+	mustAppend(t, s, "pc-sparse", sparse[:1])
+	mustAppend(t, s, "pc-busy", Chain("pc-busy", 1, 5000, ""))
+	mustAppend(t, s, "pc-sparse", sparse[1:])
+	size := treeSize(t, s)
+	for _, c := range []int64{size - 2, size - 5, size - 4900} {
+		p, err := s.Query(ctx, eventlog.Filter{Agent: "pc-sparse", Cursor: strconv.FormatInt(c, 10)})
+		if err != nil || len(p.Events) != 1 || p.Events[0].Seq != 2 {
+			t.Errorf("sparse agent after index %d: %+v, %v; want its second event", c, p.Events, err)
+		}
+	}
+	if p, err := s.Query(ctx, eventlog.Filter{Agent: "pc-sparse", Cursor: strconv.FormatInt(size-1, 10)}); err != nil || len(p.Events) != 0 {
+		t.Errorf("sparse agent after its last event: %d events, %v", len(p.Events), err)
 	}
 }
 
