@@ -9,9 +9,12 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -122,6 +125,9 @@ func (p *proc) stop(t testing.TB, sig syscall.Signal) {
 	}
 }
 
+// dashboardRE finds the URL in the start banner.
+var dashboardRE = regexp.MustCompile(`dashboard:\s+(https://\S+)`)
+
 var enrollRE = regexp.MustCompile(`mamori-agent enroll --server (https://\S+) --token (\S+) --ca-hash (sha256:[0-9a-f]{64})`)
 
 // server is a mamori-server process with what it printed.
@@ -158,10 +164,16 @@ func startServerCmd(t testing.TB, cmd *exec.Cmd, dir string) *server {
 	found := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
+		dashboard := ""
 		for sc.Scan() {
 			p.out.Write(append(sc.Bytes(), '\n'))
+			if m := dashboardRE.FindStringSubmatch(sc.Text()); m != nil {
+				dashboard = m[1]
+			}
 			if m := enrollRE.FindStringSubmatch(sc.Text()); m != nil {
 				found <- m
+			} else if strings.Contains(sc.Text(), "shown on the first start only") {
+				found <- []string{"", dashboard, "", ""} // a restart: read them from the data dir
 			}
 		}
 	}()
@@ -171,11 +183,25 @@ func startServerCmd(t testing.TB, cmd *exec.Cmd, dir string) *server {
 	case <-time.After(90 * time.Second):
 		t.Fatalf("server printed no enroll command; output:\n%s", p.out.String())
 	}
-	s := &server{proc: p, dir: dir, url: m[1], token: m[2], caHash: m[3]}
 	ca, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if m[2] == "" {
+		// The bootstrap token is printed on the first start only; later
+		// starts leave it in its file.
+		tok, err := os.ReadFile(filepath.Join(dir, "enroll-token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(ca)
+		if blk == nil {
+			t.Fatal("ca.pem holds no certificate")
+		}
+		sum := sha256.Sum256(blk.Bytes)
+		m[2], m[3] = strings.TrimSpace(string(tok)), "sha256:"+hex.EncodeToString(sum[:])
+	}
+	s := &server{proc: p, dir: dir, url: strings.TrimSuffix(m[1], "/"), token: m[2], caHash: m[3]}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
 	s.admin = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}

@@ -135,6 +135,8 @@ func (c *Checkpointer) extends(ctx context.Context, old []byte, cp eventlog.Chec
 // extends the signed checkpoint old, with a consistency proof from l.
 func ConsistentExtension(ctx context.Context, l Log, old evidence.Checkpoint, n int64, root tlog.Hash) error {
 	switch {
+	case old.Size == 0:
+		return nil // every log extends the empty one (and tlog proves no tree from size 0)
 	case old.Size > n:
 		return fmt.Errorf("%w: the outside copy covers %d events, this one %d: the store is behind it", ErrNotExtension, old.Size, n)
 	case old.Size == n:

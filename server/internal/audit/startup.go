@@ -153,8 +153,8 @@ func verifyLogInner(ctx context.Context, l Log, v note.Verifier, external []byte
 		// Anchors inside the trusted part: a consistency proof (from the
 		// stored hashes) between each and the mark, both signed.
 		for _, a := range anchors {
-			if a.size > base.Size {
-				continue
+			if a.size > base.Size || a.size == 0 {
+				continue // the empty log is a prefix of every log
 			}
 			proof, err := tlog.ProveTree(base.Size, a.size, l)
 			if err == nil {
