@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
@@ -64,8 +65,16 @@ func TestEvidenceExportAndTamper(t *testing.T) {
 		Size       int64  `json:"size"`
 		Checkpoint string `json:"checkpoint"`
 	}
-	if st := adminGet(t, srv.URL(), srv.AdminToken(), srv.CAPEM(), "/api/v1/checkpoint", nil, &cp); st != 200 || cp.Size < 300 {
-		t.Fatalf("checkpoint: %d %+v", st, cp)
+	// Checkpoints are signed on a cadence; a busy machine may not have
+	// signed the last batches yet.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		st := adminGet(t, srv.URL(), srv.AdminToken(), srv.CAPEM(), "/api/v1/checkpoint", nil, &cp)
+		if st == 200 && cp.Size >= 300 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("checkpoint: %d %+v", st, cp)
+		}
 	}
 	st, bundle := adminDownload(t, srv, "/api/v1/export", url.Values{"format": {"bundle"}, "agent": {a.id}})
 	if st != 200 {

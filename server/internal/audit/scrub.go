@@ -190,7 +190,12 @@ func (s *Scrubber) Pass(ctx context.Context) (int64, error) {
 		stack.append(g.stack)
 		s.at.Store(g.to)
 		// Sleep so this step's time is Budget of the step plus the sleep.
-		time.Sleep(time.Duration(float64(time.Since(step)) * (1 - budget) / budget))
+		// (Watching ctx: a stopping server must not wait out a long pause.)
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("audit: scrub: %w", ctx.Err())
+		case <-time.After(time.Duration(float64(time.Since(step)) * (1 - budget) / budget)):
+		}
 	}
 	if found == nil {
 		segs[0] = segment{pruned: pruned, retention: records, to: target}
