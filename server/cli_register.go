@@ -70,19 +70,9 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 	}
 	sub, rest := args[0], args[1:]
 	// Flags may come before or after FILE.
-	var pos []string
-	for {
-		if err := f.fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return usageError{err}
-		}
-		if f.fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, f.fs.Arg(0))
-		rest = f.fs.Args()[1:]
+	pos, err := parseInterleaved(f.fs, rest)
+	if err != nil {
+		return err
 	}
 	want := 1
 	if cmd+" "+sub == "register export" {
@@ -249,4 +239,23 @@ func (a *adminClient) call(method, path, ctype string, body []byte, out any) err
 		return fmt.Errorf("reading answer: %w", err)
 	}
 	return nil
+}
+
+// parseInterleaved parses args with flags before, between or after the
+// positional arguments, and returns the positional ones in order.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err}
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -37,19 +35,9 @@ func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("%s: subcommand required", cmd)}
 	}
 	sub, rest := args[0], args[1:]
-	var pos []string
-	for {
-		if err := f.fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return usageError{err}
-		}
-		if f.fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, f.fs.Arg(0))
-		rest = f.fs.Args()[1:]
+	pos, err := parseInterleaved(f.fs, rest)
+	if err != nil {
+		return err
 	}
 	want := map[string]int{"tokens list": 0, "tokens create": 0, "tokens revoke": 1, "agents disable": 1, "agents enable": 1}
 	n, ok := want[cmd+" "+sub]
