@@ -72,6 +72,12 @@ func BenchmarkPages(b *testing.B) {
 		{"events-object", "/events?object_prefix=" + url.QueryEscape(`D:\顧客\部署3\`)},
 		{"events-dept", "/events?department=" + url.QueryEscape("部署3")},
 		{"overview-30d", "/?volume=30"},
+		{"event", fmt.Sprintf("/events/%d", total/2)},
+		{"evidence", "/evidence"},
+		{"register-pi", "/registers/pi"},
+		{"register-media", "/registers/media"},
+		{"approvals", "/approvals"},
+		{"policies", "/policies"},
 	}
 	for _, p := range pages {
 		b.Run(p.name, func(b *testing.B) {
