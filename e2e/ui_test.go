@@ -40,14 +40,17 @@ func newUI(t *testing.T, base string) *ui {
 		}
 	}
 	if exe == "" {
-		t.Skip("chromium not installed (Debian: apt-get install chromium fonts-noto-cjk; .ci/run installs them)")
+		t.Skip("chromium not installed (Debian: apt-get install chromium chromium-l10n fonts-noto-cjk; .ci/run installs them)")
 	}
 	opts := []chromedp.ExecAllocatorOption{chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.UserDataDir(t.TempDir()),
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("lang", "ja-JP"), chromedp.Flag("ignore-certificate-errors", true), chromedp.WindowSize(1366, 900),
-		chromedp.Env("LANG=ja_JP.UTF-8", "LANGUAGE=ja")}
+		chromedp.Flag("lang", "ja"), chromedp.Flag("accept-lang", "ja-JP"),
+		chromedp.Flag("ignore-certificate-errors", true), chromedp.WindowSize(1366, 900),
+		// Date inputs follow the browser's locale, which Chromium takes only
+		// from a locale pack it has (Debian: chromium-l10n), else en-US.
+		chromedp.Env("LANG=ja_JP.UTF-8", "LANGUAGE=ja", "LC_ALL=ja_JP.UTF-8")}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelB(); cancelA() })

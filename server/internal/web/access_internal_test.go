@@ -70,3 +70,22 @@ func TestAccessVolumeBackgroundAndCache(t *testing.T) {
 		t.Errorf("after the TTL: %d counts (last %v), want today's alone", sc.calls(), sc.asked[len(sc.asked)-1])
 	}
 }
+
+// Long bar labels (folder paths) keep their end and fit left of the bars
+// instead of running off the chart's edge.
+func TestFitLabel(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		px   float64
+		want string
+	}{
+		{"root", 138, "root"},
+		{"総務部", 138, "総務部"},
+		{`/tmp/TestWebUIManagerAndAuditor3449591881/003/コピー/`, 138, "…/003/コピー/"},
+		{`D:\顧客\部署3\営業一課\見積書\`, 138, `…\営業一課\見積書\`},
+	} {
+		if got := fitLabel(tc.in, tc.px); got != tc.want {
+			t.Errorf("fitLabel(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -56,11 +56,45 @@ func barsSVG(id string, bars []bar, max float64, empty string) template.HTML {
 		fmt.Fprintf(&b, `<a href="%s"><text x="%.1f" y="%.1f" text-anchor="end" style="font-size:12px;fill:#1f2933">%s</text>`+
 			`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" rx="3" fill="%s"><title>%s: %s</title></rect>`+
 			`<text x="%.1f" y="%.1f" style="font-size:12px;fill:#334e68">%s</text></a>`,
-			esc(br.Link), left-8, y+15, esc(br.Label), left, y+3, max0(bw, 1), row-8, cmp.Or(br.Color, palette[0]), esc(br.Label), esc(br.Text),
+			esc(br.Link), left-8, y+15, esc(fitLabel(br.Label, left-12)), left, y+3, max0(bw, 1), row-8, cmp.Or(br.Color, palette[0]), esc(br.Label), esc(br.Text),
 			left+bw+6, y+15, esc(br.Text))
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // every text escaped above
+}
+
+// fitLabel shortens s to about px pixels at 12px (CJK characters a full
+// em, others about 0.6), keeping the end, which for a folder path is the
+// part that tells folders apart; the bar's tooltip keeps the whole text.
+func fitLabel(s string, px float64) string {
+	width := func(r rune) float64 {
+		if r >= 0x1100 {
+			return 12
+		}
+		return 7
+	}
+	total := 0.0
+	for _, r := range s {
+		total += width(r)
+	}
+	if total <= px {
+		return s
+	}
+	rs := []rune(s)
+	w := width('…')
+	i := len(rs)
+	for i > 0 && w+width(rs[i-1]) <= px {
+		i--
+		w += width(rs[i])
+	}
+	// Start at a path separator when one is near, not mid-name.
+	for j := i; j < i+(len(rs)-i)/2; j++ {
+		if rs[j] == '/' || rs[j] == '\\' {
+			i = j
+			break
+		}
+	}
+	return "…" + string(rs[i:])
 }
 
 func max0(a, b float64) float64 {
