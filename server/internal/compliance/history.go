@@ -64,8 +64,8 @@ type history struct {
 	ok    bool // days loaded
 }
 
-// dayOf computes a Day from a report.
-func dayOf(r Report, day string) (Day, bool) {
+// DayOf computes a Day from a report (false when no host runs a control).
+func DayOf(r Report, day string) (Day, bool) {
 	d := Day{Day: day, Controls: map[string]float64{}, Departments: map[string]float64{}}
 	var pass, runs int
 	for c, rt := range r.Fleet {
@@ -104,7 +104,7 @@ func (t *Tracker) RecordDay(ctx context.Context) error {
 		return err
 	}
 	now := t.cfg.Now().In(h.loc)
-	d, ok := dayOf(r, now.Format(time.DateOnly))
+	d, ok := DayOf(r, now.Format(time.DateOnly))
 	if !ok {
 		return nil
 	}

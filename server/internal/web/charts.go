@@ -218,6 +218,13 @@ func (u *UI) overviewCharts(ctx context.Context, p *page, rep compliance.Report,
 	if err != nil {
 		return nil, err
 	}
+	// Today's point comes from the live report until the day is recorded,
+	// so a new install's trend charts are not empty beside its overall one.
+	if day := today.Format(time.DateOnly); len(hist) == 0 || hist[len(hist)-1].Day != day {
+		if d, ok := compliance.DayOf(rep, day); ok {
+			hist = append(hist, d)
+		}
+	}
 	var ctl, dep []series
 	deps := map[string]bool{}
 	for _, d := range hist {
