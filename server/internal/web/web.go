@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -77,6 +78,8 @@ type UI struct {
 	flood    *throttleLog
 	trend    *trend
 	vol      volumes
+	firstMu  sync.Mutex
+	first    map[int64]string // time -> cursor before its first event (firstAt)
 }
 
 // New parses the templates and builds the route table.
@@ -96,6 +99,7 @@ func New(cfg Config) (*UI, error) {
 		cfg.Now = time.Now
 	}
 	u := &UI{cfg: cfg, log: cfg.Log.With().Str("component", "web").Logger(),
+		first:    map[int64]string{},
 		sessions: newSessions(cfg.Now),
 		ipLimit:  newLimiter(cfg.Now, 20, 15*time.Minute),
 		usrLimit: newLimiter(cfg.Now, 5, 15*time.Minute),
