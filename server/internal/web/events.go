@@ -148,6 +148,7 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 	// A department with no PC chosen searches its PCs' streams together.
 	query := queryFunc(u.cfg.Events.Query)
 	var deptAgents []string
+	share := 1.0 // about the part of the log the query's agents hold
 	if dep := strings.TrimSpace(q.Get("department")); dep != "" && err == nil && f.Agent == "" {
 		for _, a := range agents {
 			if a.Department == dep {
@@ -162,6 +163,7 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 		default:
 			slices.Sort(deptAgents)
 			query = u.unionQuery(deptAgents)
+			share = float64(len(deptAgents)) / float64(len(agents))
 		}
 	}
 	users, uerr := u.userChoices(r.Context())
@@ -190,7 +192,7 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	d.Asc = q.Get("order") == "asc"
 	if !d.Asc {
-		if err := u.newestPage(r, query, f, q, &d); err != nil {
+		if err := u.newestPage(r, query, share, f, q, &d); err != nil {
 			if errors.Is(err, api.ErrBadCursor) || errors.Is(err, api.ErrBadFilter) || errors.Is(err, errBadPage) {
 				p.Err = p.L["err_invalid"] + ": " + err.Error()
 				u.render(w, r, http.StatusBadRequest, "events", p)
@@ -274,10 +276,15 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 // before, newest first. The store pages forward only, so it reads the
 // matches after a cursor that steps back from before in doubling windows
 // until n are found (or the log's start): the work is bounded by about
-// twice the matches shown, however large the log.
-func (u *UI) newestBefore(ctx context.Context, query queryFunc, f api.Filter, before int64, n int) ([]api.Stored, bool, error) {
+// twice the matches shown, however large the log. The first window is
+// widened by 1/share, the part of the log the query's PCs are expected to
+// hold (a department's union costs one query per PC and window).
+func (u *UI) newestBefore(ctx context.Context, query queryFunc, f api.Filter, before int64, n int, share float64) ([]api.Stored, bool, error) {
 	var got []api.Stored
 	window := int64(2 * n)
+	if share > 0 && share < 1 {
+		window = int64(float64(window) / share)
+	}
 	for {
 		start := before - window // read indexes (start, before)
 		g := f
@@ -385,7 +392,7 @@ var errBadPage = errors.New("before/after: want a log index")
 // newestPage fills d with the newest-first page the query names: the
 // newest matches (no before/after), those below a log index (before=, the
 // older page) or the ones right after one (after=, the newer page).
-func (u *UI) newestPage(r *http.Request, query queryFunc, f api.Filter, q url.Values, d *eventsData) error {
+func (u *UI) newestPage(r *http.Request, query queryFunc, share float64, f api.Filter, q url.Values, d *eventsData) error {
 	ctx := r.Context()
 	f.Cursor = ""
 	idx := func(k string) (int64, bool, error) {
@@ -426,7 +433,7 @@ func (u *UI) newestPage(r *http.Request, query queryFunc, f api.Filter, q url.Va
 				return err
 			}
 		}
-		if evs, older, err = u.newestBefore(ctx, query, f, before, eventsPerPage); err != nil {
+		if evs, older, err = u.newestBefore(ctx, query, f, before, eventsPerPage, share); err != nil {
 			return err
 		}
 	}
