@@ -107,8 +107,12 @@ func splitList(s string) []string {
 	return out
 }
 
-// config turns the flags into an app.Config.
+// config turns the flags and the environment into an app.Config.
 func (f *serveFlags) config(log zerolog.Logger) (app.Config, error) {
+	return f.configEnv(log, os.Getenv)
+}
+
+func (f *serveFlags) configEnv(log zerolog.Logger, getenv func(string) string) (app.Config, error) {
 	dir := f.dataDir
 	if dir == "" {
 		dir = "mamori-data"
@@ -129,7 +133,7 @@ func (f *serveFlags) config(log zerolog.Logger) (app.Config, error) {
 	cfg := app.Config{DataDir: abs, Listen: f.listen, Hostnames: splitList(f.hostnames),
 		EtcdEndpoints: splitList(f.etcd), EventsDSN: f.eventsDSN, Log: log, Retention: f.retention,
 		AcceptEventLoss: f.lossOf, MaxConns: f.maxConns}
-	if err := f.cluster.apply(&cfg, os.Getenv); err != nil {
+	if err := f.cluster.apply(&cfg, getenv); err != nil {
 		return app.Config{}, err
 	}
 	return cfg, nil
@@ -210,9 +214,13 @@ func (f *serveFlags) serviceArgs() ([]string, error) {
 				err2 = fmt.Errorf("--%s: %w", fl.Name, err)
 			}
 		}
-		if fl.Name != "data-dir" {
-			// name=value: a bool flag (--join) takes no separate value.
+		switch b, _ := fl.Value.(interface{ IsBoolFlag() bool }); {
+		case fl.Name == "data-dir":
+		case b != nil && b.IsBoolFlag():
+			// A bool flag (--join) takes no separate value.
 			args = append(args, "--"+fl.Name+"="+v)
+		default:
+			args = append(args, "--"+fl.Name, v)
 		}
 	})
 	return args, err2
