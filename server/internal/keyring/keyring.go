@@ -134,6 +134,7 @@ func Open(ctx context.Context, cfg Config) (*Keys, error) {
 			}
 		}
 	}
+	log.Info().Str("kek_id", cfg.KEK.ID()).Str("service_name", svc).Msg("the cluster's keys are open")
 	if cfg.ServiceName != "" && cfg.ServiceName != svc {
 		return nil, fmt.Errorf("keyring: --service-name %q differs from the cluster's %q recorded in etcd", cfg.ServiceName, svc)
 	}

@@ -3,8 +3,13 @@ package state
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"os"
+	"time"
 )
 
 // ClientTLS builds the TLS client configuration for an external etcd
@@ -35,4 +40,39 @@ func ClientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
+}
+
+// tlsProbe finds why etcd over TLS did not answer, which gRPC reports only
+// as a deadline: a handshake error, or the alert a server requiring client
+// certificates sends after it (TLS 1.3). nil when it finds nothing.
+func tlsProbe(endpoints []string, cfg *tls.Config) error {
+	if cfg == nil {
+		return nil
+	}
+	for _, ep := range endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || u.Scheme != "https" {
+			continue
+		}
+		c := cfg.Clone()
+		if c.ServerName == "" {
+			c.ServerName = u.Hostname()
+		}
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", u.Host, c)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, io.EOF) {
+			return err
+		}
+	}
+	return nil
 }

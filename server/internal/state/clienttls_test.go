@@ -135,9 +135,13 @@ func TestExternalEtcdClientCertificate(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if bad, err := Open(ctx, Config{Endpoints: []string{ep}, TLS: noCert, Log: testLog(t)}); err == nil {
+	bad, err := Open(ctx, Config{Endpoints: []string{ep}, TLS: noCert, Log: testLog(t)})
+	if err == nil {
 		bad.Close()
 		t.Fatal("opened without a client certificate")
+	}
+	if !strings.Contains(err.Error(), "certificate required") {
+		t.Errorf("refusal does not say why: %v", err)
 	}
 	if after := count(); after != before {
 		t.Errorf("etcd revision %d -> %d after a refused open", before, after)

@@ -132,6 +132,9 @@ func Open(ctx context.Context, cfg Config) (*State, error) {
 	defer cancel()
 	if _, err := cli.Get(pctx, Prefix+checkpointKey, clientv3.WithCountOnly()); err != nil {
 		_ = s.Close()
+		if why := tlsProbe(endpoints, cfg.TLS); why != nil {
+			return nil, fmt.Errorf("state: etcd %v refused this server: %w", endpoints, why)
+		}
 		return nil, fmt.Errorf("state: etcd %v not answering: %w", endpoints, err)
 	}
 	return s, nil
