@@ -101,6 +101,17 @@ func Open(ctx context.Context, cfg Config) (*Keys, error) {
 		if cfg.Join {
 			return nil, errors.New("keyring: joining a cluster needs the site's key-encryption key (--kek-file or " + EnvKEK + ")")
 		}
+		// A server of a site that forgot its KEK must not make a CA of its
+		// own next to the site's.
+		if cfg.Etcd != nil {
+			resp, err := cfg.Etcd.Get(ctx, EtcdKey, clientv3.WithCountOnly())
+			if err != nil {
+				return nil, fmt.Errorf("keyring: read %s from etcd: %w", EtcdKey, err)
+			}
+			if resp.Count > 0 {
+				return nil, fmt.Errorf("keyring: this etcd holds a site's keys, sealed with its key-encryption key: give this server that key (--kek-file or %s)", EnvKEK)
+			}
+		}
 		return openDisk(cfg, names)
 	}
 	if cfg.Etcd == nil {

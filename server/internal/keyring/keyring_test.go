@@ -178,6 +178,26 @@ func TestJoinWithoutClusterRefusedAndWritesNothing(t *testing.T) {
 	}
 }
 
+// A server started without the KEK on a site's etcd is refused rather than
+// making a CA of its own in its data dir.
+func TestNoKEKOnASiteRefused(t *testing.T) {
+	cli := etcd(t)
+	if _, err := keyring.Open(context.Background(), cfg(cli, newKEK(t), t.TempDir(), "node1")); err != nil {
+		t.Fatal(err)
+	}
+	rev, _ := revision(t, cli)
+	dir := t.TempDir()
+	if _, err := keyring.Open(context.Background(), cfg(cli, nil, dir, "node2")); err == nil || !strings.Contains(err.Error(), "give this server that key") {
+		t.Fatalf("err %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("data dir got %d entries", len(ents))
+	}
+	if r2, _ := revision(t, cli); r2 != rev {
+		t.Error("etcd changed")
+	}
+}
+
 // Two first servers starting at once publish one CA: the losers adopt it.
 func TestConcurrentFirstServersAgreeOnOneCA(t *testing.T) {
 	cli, kek := etcd(t), newKEK(t)
