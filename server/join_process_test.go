@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,9 +33,10 @@ func child(args ...string) *exec.Cmd {
 var serviceURLRE = regexp.MustCompile(`dashboard:\s+https://localhost:(\d+)/`)
 
 // Processes: a first server with a KEK and its embedded etcd, then a
-// `serve --join` with another KEK against that etcd. The join exits non-zero
-// with the clear message, leaves no data dir, and etcd is as it was.
-func TestJoinProcessWithWrongKEK(t *testing.T) {
+// `serve --join` with another KEK against that etcd, which exits non-zero
+// with the clear message, leaves no data dir, and leaves etcd as it was;
+// then one with the right KEK, which serves under the first one's CA.
+func TestJoinProcesses(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("sends SIGTERM")
 	}
@@ -121,10 +125,67 @@ func TestJoinProcessWithWrongKEK(t *testing.T) {
 		t.Errorf("etcd changed:\nbefore %q\nafter  %q", before, after)
 	}
 
-	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
+	// With the site's KEK the join starts, names the service, and answers
+	// under the first server's CA. (No events flow here; a site's servers
+	// share a PostgreSQL store, stood in for by a file of its own.)
+	ok := child("serve", "--join", "--data-dir", dir2, "--listen", "127.0.0.1:0", "--hostname", "127.0.0.1", "--etcd-endpoints", ep,
+		"--kek-file", kek1, "--events-dsn", "sqlite:"+filepath.Join(base, "events.db"), "--log-level", "warn")
+	okOut, err := ok.StdoutPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := first.Wait(); err != nil {
-		t.Fatalf("first server's exit: %v; stderr: %s", err, stderr.String())
+	var okErr bytes.Buffer
+	ok.Stderr = &okErr
+	if err := ok.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer ok.Process.Kill()
+	banner := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(okOut)
+		var text strings.Builder
+		for sc.Scan() {
+			text.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "log verifier:") {
+				banner <- text.String()
+			}
+		}
+		io.Copy(io.Discard, okOut)
+	}()
+	var b string
+	select {
+	case b = <-banner:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the joined server did not start; stderr: %s", okErr.String())
+	}
+	m := serviceURLRE.FindStringSubmatch(b)
+	if m == nil || !strings.Contains(b, "joined the site") || strings.Contains(b, "--token") {
+		t.Fatalf("joined server's banner:\n%s", b)
+	}
+	ca, err := os.ReadFile(filepath.Join(dir1, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := c.Get("https://localhost:" + m[1] + "/healthz")
+	if err != nil {
+		t.Fatalf("the joined server under the first one's CA and the service name: %v", err)
+	}
+	resp.Body.Close()
+	for _, f := range []string{"ca-key.pem", "log-key", "enroll-token", "admin-token"} {
+		if _, err := os.Stat(filepath.Join(dir2, f)); err == nil {
+			t.Errorf("the joined server's data dir has %s", f)
+		}
+	}
+
+	for _, p := range []*exec.Cmd{ok, first} {
+		if err := p.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Wait(); err != nil {
+			t.Fatalf("exit after SIGTERM: %v; stderr: %s%s", err, stderr.String(), okErr.String())
+		}
 	}
 }
