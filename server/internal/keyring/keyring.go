@@ -130,6 +130,10 @@ func Open(ctx context.Context, cfg Config) (*Keys, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Refusals before the write: a start that stops here publishes nothing.
+		if err := matchDataDir(cfg.DataDir, mine); err != nil {
+			return nil, err
+		}
 		won, err := publish(ctx, cfg, mine)
 		if err != nil {
 			return nil, err
@@ -149,8 +153,14 @@ func Open(ctx context.Context, cfg Config) (*Keys, error) {
 	if cfg.ServiceName != "" && cfg.ServiceName != svc {
 		return nil, fmt.Errorf("keyring: --service-name %q differs from the cluster's %q recorded in etcd", cfg.ServiceName, svc)
 	}
-	if err := matchDataDir(cfg.DataDir, sh, log); err != nil {
+	if err := matchDataDir(cfg.DataDir, sh); err != nil {
 		return nil, err
+	}
+	_, caKeyErr := os.Stat(filepath.Join(cfg.DataDir, pki.CAKeyFile))
+	_, logKeyErr := os.Stat(filepath.Join(cfg.DataDir, FileLogKey))
+	if caKeyErr == nil || logKeyErr == nil {
+		log.Warn().Str("data_dir", cfg.DataDir).Msg("the data dir still holds the CA key or the log key in the clear; etcd has them sealed: remove " +
+			pki.CAKeyFile + " and " + FileLogKey + " once they are backed up")
 	}
 	names = nodeNames(svc, cfg.Hostnames)
 	vkey, err := VerifierKey(sh.LogKey)
@@ -339,10 +349,11 @@ func localOrNew(dir, firstName string) (*shared, string, error) {
 	return &shared{CACert: string(caCert), CAKey: string(caKey), LogKey: skey}, "new", nil
 }
 
-// matchDataDir refuses a data dir whose own CA or log key is not the
-// cluster's: a node keeps one identity, and files of another cluster left
-// there would otherwise be served or signed with.
-func matchDataDir(dir string, sh *shared, log zerolog.Logger) error {
+// matchDataDir refuses a data dir whose own CA or log key (or their
+// public copies) are not the cluster's: a node keeps one identity, and files
+// of another site left there would otherwise be served, signed with, or
+// handed to auditors.
+func matchDataDir(dir string, sh *shared) error {
 	want, err := pki.Fingerprint([]byte(sh.CACert))
 	if err != nil {
 		return fmt.Errorf("keyring: %w", err)
@@ -365,11 +376,16 @@ func matchDataDir(dir string, sh *shared, log zerolog.Logger) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	_, caKeyErr := os.Stat(filepath.Join(dir, pki.CAKeyFile))
-	_, logKeyErr := os.Stat(filepath.Join(dir, FileLogKey))
-	if caKeyErr == nil || logKeyErr == nil {
-		log.Warn().Str("data_dir", dir).Msg("the data dir still holds the CA key or the log key in the clear; etcd has them sealed: remove " +
-			pki.CAKeyFile + " and " + FileLogKey + " once they are backed up")
+	vkey, err := VerifierKey(sh.LogKey)
+	if err != nil {
+		return fmt.Errorf("keyring: log key: %w", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, FileLogKeyPub)); err == nil {
+		if strings.TrimSpace(string(b)) != vkey {
+			return fmt.Errorf("keyring: the data dir %s has a %s of another log key than the cluster's: give this node a new data dir", dir, FileLogKeyPub)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("keyring: %w", err)
 	}
 	return nil
 }

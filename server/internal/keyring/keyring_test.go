@@ -265,6 +265,28 @@ func TestKEKAddedLaterPublishesTheDataDirKeys(t *testing.T) {
 	}
 }
 
+// A first server whose data dir keeps another site's public log key is
+// refused before it publishes anything: auditors would get the wrong key.
+func TestStaleLogKeyPubRefusedBeforePublishing(t *testing.T) {
+	cli := etcd(t)
+	dir := t.TempDir()
+	stale := t.TempDir()
+	old, err := keyring.Open(context.Background(), cfg(nil, nil, stale, "old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, keyring.FileLogKeyPub), []byte(old.LogVerifier+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rev, _ := revision(t, cli)
+	if _, err := keyring.Open(context.Background(), cfg(cli, newKEK(t), dir, "node1")); err == nil || !strings.Contains(err.Error(), keyring.FileLogKeyPub) {
+		t.Fatalf("err %v", err)
+	}
+	if r2, _ := revision(t, cli); r2 != rev {
+		t.Error("a refused first start published keys")
+	}
+}
+
 // A changed value in etcd is an error naming damage, never a garbled key.
 func TestAlteredValueRefused(t *testing.T) {
 	ctx := context.Background()
