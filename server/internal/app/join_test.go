@@ -21,6 +21,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/eventlog/pgtest"
 	"github.com/mamori/mamori/server/internal/keyring"
 	"github.com/mamori/mamori/server/internal/pki"
 	"github.com/mamori/mamori/server/internal/state"
@@ -47,9 +48,9 @@ func testKEK(t *testing.T) *keyring.KEK {
 	return k
 }
 
-func nodeConfig(t *testing.T, dir, ep, events, host string, kek *keyring.KEK) app.Config {
+func nodeConfig(t *testing.T, dir, ep, eventsDSN, host string, kek *keyring.KEK) app.Config {
 	return app.Config{DataDir: dir, Listen: "127.0.0.1:0", Hostnames: []string{host, "127.0.0.1"},
-		EtcdEndpoints: []string{ep}, KEK: kek, EventsDSN: "sqlite:" + events,
+		EtcdEndpoints: []string{ep}, KEK: kek, EventsDSN: eventsDSN,
 		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
 }
 
@@ -76,12 +77,17 @@ func waitCheckpoint(t *testing.T, base, token string, caPEM []byte, size int64) 
 // A second server added with --join and the KEK, with nothing copied from
 // the first one's data dir, serves the first one's agents (same CA) and
 // signs checkpoints that the first one's log key verifies, extending the
-// same log. The two run one after the other on the shared store: running
-// both at once needs the writer election.
+// same log. The two run one after the other on the shared store (a SQLite
+// file, and PostgreSQL where the harness has one): running both at once
+// needs the writer election.
 func TestJoinedServerSharesKeys(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { joinedServerSharesKeys(t, "sqlite:"+filepath.Join(t.TempDir(), "events.db")) })
+	t.Run("postgres", func(t *testing.T) { joinedServerSharesKeys(t, pgtest.Start(t).Schema(t)) })
+}
+
+func joinedServerSharesKeys(t *testing.T, events string) {
 	ep, _ := siteEtcd(t)
 	kek := testKEK(t)
-	events := filepath.Join(t.TempDir(), "events.db")
 	dir1, dir2 := t.TempDir(), t.TempDir()
 
 	c1 := nodeConfig(t, dir1, ep, events, "node1.test", kek)
@@ -168,7 +174,7 @@ func TestJoinedServerSharesKeys(t *testing.T) {
 func TestJoinRefusalsWriteNothing(t *testing.T) {
 	ep, cli := siteEtcd(t)
 	kek := testKEK(t)
-	events := filepath.Join(t.TempDir(), "events.db")
+	events := "sqlite:" + filepath.Join(t.TempDir(), "events.db")
 	n1, err := app.Start(context.Background(), nodeConfig(t, t.TempDir(), ep, events, "node1.test", kek))
 	if err != nil {
 		t.Fatal(err)
