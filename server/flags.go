@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,6 +16,9 @@ import (
 	"github.com/mamori/mamori/server/internal/app"
 	"github.com/mamori/mamori/server/internal/audit"
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/keyring"
+	"github.com/mamori/mamori/server/internal/pki"
+	"github.com/mamori/mamori/server/internal/state"
 )
 
 // serveFlags are the flags of serve (and install, which passes them on).
@@ -29,7 +33,29 @@ type serveFlags struct {
 	retention time.Duration
 	lossOf    int64
 	maxConns  int
+	cluster   clusterFlags
 }
+
+// clusterFlags are serve's flags for several servers on one etcd: the
+// key-encryption key, joining, and the etcd client's credentials.
+type clusterFlags struct {
+	join         bool
+	kekFile      string
+	serviceName  string
+	etcdCert     string
+	etcdKey      string
+	etcdCA       string
+	etcdUser     string
+	etcdPassFile string
+}
+
+// EnvEtcdPassword carries the etcd user's password when no file does: a
+// flag value would show in the process list.
+const EnvEtcdPassword = "MAMORI_ETCD_PASSWORD"
+
+// fileFlags name files; install makes them absolute, as a service does
+// not run in the installer's working directory.
+var fileFlags = map[string]bool{"kek-file": true, "etcd-cert": true, "etcd-key": true, "etcd-ca": true, "etcd-password-file": true}
 
 func newFlags(out io.Writer) *serveFlags {
 	f := &serveFlags{fs: flag.NewFlagSet("mamori-server", flag.ContinueOnError)}
@@ -42,6 +68,15 @@ func newFlags(out io.Writer) *serveFlags {
 	f.fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.fs.Int64Var(&f.lossOf, "accept-event-loss", 0, "start on an event store behind etcd's latest checkpoint (a restored backup) when N is that checkpoint's size, as the refusal names it; the loss is recorded as a violation event. Use once")
 	f.fs.IntVar(&f.maxConns, "max-conns", 0, fmt.Sprintf("cap on open connections, idle ones shed first (default %d, and always below the fd limit minus a reserve for etcd and the event store)", app.DefaultMaxConns))
+	c := &f.cluster
+	f.fs.BoolVar(&c.join, "join", false, "add this server to a site whose first server put the shared keys into etcd (needs --etcd-endpoints, the KEK and the shared event store)")
+	f.fs.StringVar(&c.kekFile, "kek-file", "", "file (mode 0600) with the site's key-encryption key, which seals the shared CA and log keys in etcd (or set "+keyring.EnvKEK+"; make one with: mamori-server kek new)")
+	f.fs.StringVar(&c.serviceName, "service-name", "", "the site's shared name (load balancer or DNS name) on every server's certificate and in the enroll command; the first server records it in etcd")
+	f.fs.StringVar(&c.etcdCert, "etcd-cert", "", "client certificate (PEM) for an etcd cluster with client certificate auth")
+	f.fs.StringVar(&c.etcdKey, "etcd-key", "", "private key (PEM) of --etcd-cert")
+	f.fs.StringVar(&c.etcdCA, "etcd-ca", "", "CA certificate (PEM) that signed the etcd servers' certificates (default: the system's roots)")
+	f.fs.StringVar(&c.etcdUser, "etcd-user", "", "etcd user name (password from --etcd-password-file or "+EnvEtcdPassword+")")
+	f.fs.StringVar(&c.etcdPassFile, "etcd-password-file", "", "file with the password of --etcd-user")
 	f.fs.DurationVar(&f.retention, "retention", eventlog.DefaultRetention, "keep event payloads this long (at least 17520h = 2 years); older events keep only their hashes")
 	return f
 }
@@ -72,8 +107,12 @@ func splitList(s string) []string {
 	return out
 }
 
-// config turns the flags into an app.Config.
+// config turns the flags and the environment into an app.Config.
 func (f *serveFlags) config(log zerolog.Logger) (app.Config, error) {
+	return f.configEnv(log, os.Getenv)
+}
+
+func (f *serveFlags) configEnv(log zerolog.Logger, getenv func(string) string) (app.Config, error) {
 	dir := f.dataDir
 	if dir == "" {
 		dir = "mamori-data"
@@ -91,9 +130,68 @@ func (f *serveFlags) config(log zerolog.Logger) (app.Config, error) {
 	if f.maxConns < 0 {
 		return app.Config{}, usageError{fmt.Errorf("--max-conns: %d: want 0 (default) or more", f.maxConns)}
 	}
-	return app.Config{DataDir: abs, Listen: f.listen, Hostnames: splitList(f.hostnames),
+	cfg := app.Config{DataDir: abs, Listen: f.listen, Hostnames: splitList(f.hostnames),
 		EtcdEndpoints: splitList(f.etcd), EventsDSN: f.eventsDSN, Log: log, Retention: f.retention,
-		AcceptEventLoss: f.lossOf, MaxConns: f.maxConns}, nil
+		AcceptEventLoss: f.lossOf, MaxConns: f.maxConns}
+	if err := f.cluster.apply(&cfg, getenv); err != nil {
+		return app.Config{}, err
+	}
+	return cfg, nil
+}
+
+// apply checks the cluster flags and reads the files and variables they
+// name into cfg.
+func (c *clusterFlags) apply(cfg *app.Config, getenv func(string) string) error {
+	external := len(cfg.EtcdEndpoints) > 0
+	if (c.etcdCert != "" || c.etcdKey != "" || c.etcdCA != "" || c.etcdUser != "" || c.etcdPassFile != "") && !external {
+		return usageError{errors.New("--etcd-cert, --etcd-key, --etcd-ca, --etcd-user and --etcd-password-file are for an external etcd: give --etcd-endpoints")}
+	}
+	if c.etcdCert != "" || c.etcdKey != "" || c.etcdCA != "" {
+		tc, err := state.ClientTLS(c.etcdCert, c.etcdKey, c.etcdCA)
+		if err != nil {
+			return usageError{fmt.Errorf("--etcd-cert/--etcd-key/--etcd-ca: %w", err)}
+		}
+		cfg.EtcdTLS = tc
+	}
+	if c.etcdUser != "" {
+		pw := getenv(EnvEtcdPassword)
+		if c.etcdPassFile != "" {
+			b, err := os.ReadFile(c.etcdPassFile)
+			if err != nil {
+				return usageError{fmt.Errorf("--etcd-password-file: %w", err)}
+			}
+			pw = strings.TrimRight(string(b), "\r\n")
+		}
+		if pw == "" {
+			return usageError{fmt.Errorf("--etcd-user %s: no password (--etcd-password-file or %s)", c.etcdUser, EnvEtcdPassword)}
+		}
+		cfg.EtcdUser, cfg.EtcdPassword = c.etcdUser, pw
+	} else if c.etcdPassFile != "" {
+		return usageError{errors.New("--etcd-password-file without --etcd-user")}
+	}
+	kek, err := keyring.LoadKEK(c.kekFile, getenv(keyring.EnvKEK))
+	if err != nil {
+		return usageError{err}
+	}
+	if c.join {
+		switch {
+		case !external:
+			return usageError{errors.New("--join: give --etcd-endpoints of the site's etcd (a joining server has no etcd of its own)")}
+		case kek == nil:
+			return usageError{fmt.Errorf("--join: give the site's key-encryption key with --kek-file or %s", keyring.EnvKEK)}
+		case cfg.EventsDSN == "":
+			// Its own events.db would be a second log signed with the
+			// site's log key: a fork.
+			return usageError{errors.New("--join: give the site's shared event store with --events-dsn postgres://... (a joining server's own events.db would fork the log)")}
+		}
+	}
+	if c.serviceName != "" {
+		if err := pki.CheckNames([]string{c.serviceName}); err != nil {
+			return usageError{fmt.Errorf("--service-name: %w", err)}
+		}
+	}
+	cfg.KEK, cfg.Join, cfg.ServiceName = kek, c.join, c.serviceName
+	return nil
 }
 
 // serviceArgs are the arguments the installed service runs with: serve
@@ -108,12 +206,24 @@ func (f *serveFlags) serviceArgs() ([]string, error) {
 		return nil, fmt.Errorf("--data-dir: %w", err)
 	}
 	args := []string{"serve", "--data-dir", abs}
+	var err2 error
 	f.fs.Visit(func(fl *flag.Flag) {
-		if fl.Name != "data-dir" {
-			args = append(args, "--"+fl.Name, fl.Value.String())
+		v := fl.Value.String()
+		if fileFlags[fl.Name] && v != "" {
+			if v, err = filepath.Abs(v); err != nil {
+				err2 = fmt.Errorf("--%s: %w", fl.Name, err)
+			}
+		}
+		switch b, _ := fl.Value.(interface{ IsBoolFlag() bool }); {
+		case fl.Name == "data-dir":
+		case b != nil && b.IsBoolFlag():
+			// A bool flag (--join) takes no separate value.
+			args = append(args, "--"+fl.Name+"="+v)
+		default:
+			args = append(args, "--"+fl.Name, v)
 		}
 	})
-	return args, nil
+	return args, err2
 }
 
 // defaultServiceDataDir is where an installed server keeps its data.

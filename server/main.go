@@ -38,6 +38,7 @@ commands:
   policy apply FILE                validate a policy YAML and apply it on a running server
   tokens list|create|revoke        enrollment and API tokens of a running server ("tokens" for help)
   agents disable|enable ID         refuse or re-admit an agent's certificate on a running server
+  kek new FILE                     write a new key-encryption key for a site of several servers (mode 0600; never overwrites)
   version                          print the version, commit and build date
   help                             print this
 
@@ -93,6 +94,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdVerify(rest, stdout, stderr)
 	case "witness":
 		err = cmdWitness(rest, stdout, stderr)
+	case "kek":
+		err = cmdKEK(rest, stdout)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mamori-server", versionString())
 	case "help", "-h", "--help":

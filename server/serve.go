@@ -102,21 +102,19 @@ func (p *program) Start(s service.Service) error {
 		return err
 	}
 	p.srv, p.lock = srv, lock
-	enroll := srv.EnrollCommand()
-	if !first {
-		enroll = "mamori-server tokens create --ttl 24h --uses 10   (the bootstrap token was shown on the first start only)"
-	}
-	fmt.Fprintf(p.out, `
-Mamori server is running / Mamori サーバーが起動しました
+	if p.cfg.Join {
+		// A joined server made no secrets: the site's first server has them.
+		fmt.Fprintf(p.out, `
+Mamori server joined the site / サイトに参加しました
   dashboard:       %s
   data directory:  %s
-  admin login:     user admin, password in %s
-  admin token:     %s (file)
   log verifier:    %s
-Enroll an agent / エージェントの登録:
-  %s
+  admin login, tokens, enroll command: the site's first server's
 
-`, srv.DashboardURL(), p.cfg.DataDir, filepath.Join(p.cfg.DataDir, app.FileAdminPassword), filepath.Join(p.cfg.DataDir, app.FileAdminToken), srv.LogVerifierKey(), enroll)
+`, srv.DashboardURL(), p.cfg.DataDir, srv.LogVerifierKey())
+	} else {
+		p.printBanner(srv, first)
+	}
 	go func() {
 		// Serving stopped without Stop (listener failure): exit non-zero so
 		// that the service manager restarts us.
@@ -143,4 +141,24 @@ func (p *program) Stop(s service.Service) error {
 	}
 	p.log.Info().Msg("stopped")
 	return nil
+}
+
+// printBanner tells the admin where things are; the enroll command with the
+// bootstrap token only on the first start.
+func (p *program) printBanner(srv *app.Server, first bool) {
+	enroll := srv.EnrollCommand()
+	if !first {
+		enroll = "mamori-server tokens create --ttl 24h --uses 10   (the bootstrap token was shown on the first start only)"
+	}
+	fmt.Fprintf(p.out, `
+Mamori server is running / Mamori サーバーが起動しました
+  dashboard:       %s
+  data directory:  %s
+  admin login:     user admin, password in %s
+  admin token:     %s (file)
+  log verifier:    %s
+Enroll an agent / エージェントの登録:
+  %s
+
+`, srv.DashboardURL(), p.cfg.DataDir, filepath.Join(p.cfg.DataDir, app.FileAdminPassword), filepath.Join(p.cfg.DataDir, app.FileAdminToken), srv.LogVerifierKey(), enroll)
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/mamori/mamori/server/internal/audit"
 	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/keyring"
 	"github.com/mamori/mamori/server/internal/pki"
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/state"
@@ -48,8 +49,8 @@ const (
 	FileEnrollToken   = "enroll-token"           // secret, 0600
 	FileAdminToken    = "admin-token"            // secret, 0600
 	FileAdminPassword = "initial-admin-password" // secret, 0600
-	FileLogKey        = "log-key"                // note signer key, secret, 0600
-	FileLogKeyPub     = "log-key.pub"            // note verifier key
+	FileLogKey        = keyring.FileLogKey       // note signer key, secret, 0600; none with a KEK
+	FileLogKeyPub     = keyring.FileLogKeyPub    // note verifier key
 	FileEvents        = "events.db"
 	FileCompliance    = "compliance.json" // cache of the compliance tracker; safe to delete
 )
@@ -76,6 +77,19 @@ type Config struct {
 	// EtcdEndpoints of an external etcd cluster; empty runs an embedded one
 	// in DataDir/etcd.
 	EtcdEndpoints []string
+	// EtcdTLS, EtcdUser and EtcdPassword authenticate to an external etcd
+	// (state.ClientTLS builds the first from PEM files).
+	EtcdTLS                *tls.Config
+	EtcdUser, EtcdPassword string
+	// KEK seals the keys the servers of a site share in etcd (see package
+	// keyring); nil keeps them in DataDir, as a single server does.
+	KEK *keyring.KEK
+	// Join adds this server to a site whose first server published the
+	// keys; it creates no keys and no bootstrap secrets.
+	Join bool
+	// ServiceName is the site's shared name (load balancer or DNS name):
+	// first on the certificate and in the printed URL.
+	ServiceName string
 	// EventsDSN selects the event store: a SQLite file path, optionally as
 	// "sqlite:PATH", or a postgres:// URL (one server writes; see
 	// eventlog.Postgres). Default DataDir/events.db.
@@ -191,26 +205,23 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("app: data dir: %w", err)
 	}
 
-	if s.ca, err = pki.LoadOrCreate(dir, cfg.Hostnames); err != nil {
-		return nil, fmt.Errorf("app: CA: %w", err)
+	if s.state, err = state.Open(ctx, state.Config{DataDir: dir, Endpoints: cfg.EtcdEndpoints, Log: cfg.Log,
+		TLS: cfg.EtcdTLS, Username: cfg.EtcdUser, Password: cfg.EtcdPassword}); err != nil {
+		return nil, fmt.Errorf("app: state: %w", err)
 	}
-	if err := writeIfMissing(filepath.Join(dir, FileCA), s.ca.CertPEM(), 0o644); err != nil {
-		return nil, err
-	}
-	skey, vkey, err := loadOrCreateLogKey(dir, "mamori/"+cfg.Hostnames[0])
+	keys, err := keyring.Open(ctx, keyring.Config{DataDir: dir, Hostnames: cfg.Hostnames, ServiceName: cfg.ServiceName,
+		KEK: cfg.KEK, Join: cfg.Join, Etcd: s.state.Client(), Log: cfg.Log})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("app: keys: %w", err)
 	}
-	s.logPub = vkey
-	if s.logKey, err = note.NewSigner(skey); err != nil {
+	s.ca, s.cfg.Hostnames, s.logPub = keys.CA, keys.Names, keys.LogVerifier
+	vkey := keys.LogVerifier
+	if s.logKey, err = note.NewSigner(keys.LogSigner); err != nil {
 		return nil, fmt.Errorf("app: log key: %w", err)
 	}
 	verifier, err := note.NewVerifier(vkey)
 	if err != nil {
 		return nil, fmt.Errorf("app: log key: %w", err)
-	}
-	if s.state, err = state.Open(ctx, state.Config{DataDir: dir, Endpoints: cfg.EtcdEndpoints, Log: cfg.Log}); err != nil {
-		return nil, fmt.Errorf("app: state: %w", err)
 	}
 	if s.store, err = openEvents(ctx, cfg.EventsDSN, dir, cfg.Log); err != nil {
 		return nil, err
@@ -310,8 +321,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	// Secrets only once every check passed: a refused start must leave no
 	// working token behind (in the data dir or in a shared etcd).
-	if err := s.bootstrap(ctx); err != nil {
-		return nil, err
+	// A joining server adds no tokens: the site has its first server's.
+	if !cfg.Join {
+		if err := s.bootstrap(ctx); err != nil {
+			return nil, err
+		}
 	}
 	// Revoked agent certificates, kept current from etcd for as long as
 	// the checkpointer runs (the server's life).

@@ -96,6 +96,18 @@ func loadOrCreate(dataDir string, hostnames []string, now func() time.Time) (*Au
 	return a, nil
 }
 
+// CheckNames reports whether each name is a DNS name or an IP address a
+// server certificate can carry.
+func CheckNames(hostnames []string) error {
+	for _, h := range hostnames {
+		if strings.TrimSpace(h) == "" {
+			return errors.New("pki: empty host name")
+		}
+	}
+	_, _, err := splitNames(hostnames)
+	return err
+}
+
 // splitNames normalises hostnames into sorted, de-duplicated DNS names and IPs.
 func splitNames(hostnames []string) ([]string, []net.IP, error) {
 	if len(hostnames) == 0 {
@@ -163,31 +175,10 @@ func (a *Authority) loadOrCreateCA(dir string) error {
 	}
 	// No certificate: nobody can have pinned this CA yet, so (re)create it,
 	// overwriting a key left over from an interrupted first start.
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := newCA(a.now())
 	if err != nil {
-		return fmt.Errorf("pki: generate CA key: %w", err)
+		return err
 	}
-	now := a.now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: "Mamori CA", Organization: []string{"Mamori"}},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(caValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return fmt.Errorf("pki: create CA: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return fmt.Errorf("pki: encode CA key: %w", err)
-	}
-	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	// Key first: a crash in between leaves a key without a certificate, which
 	// the next start replaces.
 	if err := securefs.WriteSecretFile(keyPath, keyPEM); err != nil {
@@ -220,6 +211,93 @@ func (a *Authority) setCA(certPEM, keyPEM []byte) error {
 	a.pool = x509.NewCertPool()
 	a.pool.AddCert(cert)
 	return nil
+}
+
+// GenerateCA makes a new CA (ECDSA P-256, 10 years, "Mamori CA") in memory
+// and returns its certificate and PKCS#8 key in PEM, for a cluster whose keys
+// are kept elsewhere than in a data dir (server/internal/keyring).
+func GenerateCA() (certPEM, keyPEM []byte, err error) { return newCA(time.Now()) }
+
+func newCA(now time.Time) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: generate CA key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          randomSerial(),
+		Subject:               pkix.Name{CommonName: "Mamori CA", Organization: []string{"Mamori"}},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(caValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: create CA: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: encode CA key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// ReadCA returns the CA pair kept in dataDir (ca.pem, ca-key.pem). It
+// returns an error wrapping fs.ErrNotExist when the key file is not there
+// (a data dir that never had a CA, or one whose CA is kept elsewhere).
+func ReadCA(dataDir string) (certPEM, keyPEM []byte, err error) {
+	keyPath := filepath.Join(dataDir, CAKeyFile)
+	if keyPEM, err = os.ReadFile(keyPath); err != nil {
+		return nil, nil, fmt.Errorf("pki: read CA key: %w", err)
+	}
+	if certPEM, err = os.ReadFile(filepath.Join(dataDir, CAFile)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			// A key without a certificate is an interrupted first start.
+			return nil, nil, fmt.Errorf("pki: %s without its certificate: %w", keyPath, err)
+		}
+		return nil, nil, fmt.Errorf("pki: read CA: %w", err)
+	}
+	a := &Authority{}
+	if err := a.setCA(certPEM, keyPEM); err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}
+
+// CheckCA reports whether a PEM certificate and key form a usable CA pair.
+func CheckCA(certPEM, keyPEM []byte) error { return (&Authority{}).setCA(certPEM, keyPEM) }
+
+// Fingerprint returns "sha256:<hex>" of the PEM certificate, as agents pin it.
+func Fingerprint(certPEM []byte) (string, error) {
+	c, err := parseCertPEM(certPEM)
+	if err != nil {
+		return "", fmt.Errorf("pki: %w", err)
+	}
+	return fingerprint(c.Raw), nil
+}
+
+// Open is LoadOrCreate for a CA given in memory (PEM certificate and key,
+// as GenerateCA makes them): it writes no CA file, and loads or issues this
+// node's server certificate in dataDir for hostnames as LoadOrCreate does.
+func Open(dataDir string, hostnames []string, caCertPEM, caKeyPEM []byte) (*Authority, error) {
+	names, ips, err := splitNames(hostnames)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("pki: data dir: %w", err)
+	}
+	a := &Authority{now: time.Now}
+	if err := a.setCA(caCertPEM, caKeyPEM); err != nil {
+		return nil, err
+	}
+	if err := a.loadOrIssueServer(dataDir, names, ips); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // loadOrIssueServer keeps the server certificate if it still fits, else issues one.

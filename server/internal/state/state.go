@@ -7,6 +7,7 @@ package state
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,13 @@ type Config struct {
 	// Endpoints of an external etcd cluster (e.g. "https://10.0.0.5:2379",
 	// "unix:///run/etcd.sock"). Empty means embedded single node.
 	Endpoints []string
+	// TLS, when set, is the client side of TLS to an external cluster: the
+	// CA that signed etcd's certificates and, for client certificate auth,
+	// this server's certificate (see ClientTLS).
+	TLS *tls.Config
+	// Username and Password log in to an external cluster with etcd's
+	// user/password auth.
+	Username, Password string
 	// Log receives the store's and etcd's warnings and errors.
 	Log zerolog.Logger
 
@@ -88,6 +96,12 @@ type State struct {
 func Open(ctx context.Context, cfg Config) (*State, error) {
 	s := &State{log: cfg.Log.With().Str("component", "state").Logger(), baseLog: cfg.Log, now: time.Now}
 	endpoints := cfg.Endpoints
+	if len(endpoints) == 0 && (cfg.TLS != nil || cfg.Username != "" || cfg.Password != "") {
+		return nil, fmt.Errorf("state: %w: etcd TLS and user options are for an external cluster: give its endpoints", ErrInvalid)
+	}
+	if (cfg.Username == "") != (cfg.Password == "") {
+		return nil, fmt.Errorf("state: %w: etcd user and password go together", ErrInvalid)
+	}
 	if len(endpoints) == 0 {
 		if cfg.DataDir == "" {
 			return nil, fmt.Errorf("state: %w: no data dir and no etcd endpoints", ErrInvalid)
@@ -104,6 +118,9 @@ func Open(ctx context.Context, cfg Config) (*State, error) {
 		MaxCallSendMsgSize: EmbeddedMaxRequestBytes + 1<<20,
 		Context:            context.WithoutCancel(ctx),
 		Logger:             newZapLogger(cfg.Log, &s.closing),
+		TLS:                cfg.TLS,
+		Username:           cfg.Username,
+		Password:           cfg.Password,
 	})
 	if err != nil {
 		s.stopEmbedded()
@@ -115,6 +132,9 @@ func Open(ctx context.Context, cfg Config) (*State, error) {
 	defer cancel()
 	if _, err := cli.Get(pctx, Prefix+checkpointKey, clientv3.WithCountOnly()); err != nil {
 		_ = s.Close()
+		if why := tlsProbe(endpoints, cfg.TLS); why != nil {
+			return nil, fmt.Errorf("state: etcd %v refused this server: %w", endpoints, why)
+		}
 		return nil, fmt.Errorf("state: etcd %v not answering: %w", endpoints, err)
 	}
 	return s, nil
