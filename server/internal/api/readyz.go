@@ -19,8 +19,10 @@ type readyView struct {
 }
 
 // handleReadyz says whether this node can serve its role: the event store
-// answers and etcd answers (a read of one key). /healthz stays a cheap
-// liveness answer that touches neither.
+// answers and etcd answers (a read of one key), and a standby knows a
+// writer to send batches to. With ?role=writer it is ready only as the
+// writer: the check a load balancer that sends agents to the writer alone
+// uses. /healthz stays a cheap liveness answer that touches neither.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	v := readyView{Status: "ready", Role: "writer", Checks: map[string]string{}}
 	if s.cfg.Role != nil {
@@ -36,6 +38,22 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		v.Status = "not ready"
 		v.Checks[name] = "failed"
 		s.log.Warn().Err(err).Str("check", name).Msg("api: not ready")
+	}
+	if s.cfg.Writer != nil {
+		self, url := s.cfg.Writer()
+		switch {
+		case self:
+			v.Role = "writer"
+			v.Checks["writer"] = "ok"
+		case r.URL.Query().Get("role") == "writer":
+			v.Role, v.Status, v.Checks["writer"] = "standby", "not ready", "standby"
+		case url == "":
+			v.Role = "standby"
+			check("writer", errors.New("no writer elected"))
+		default:
+			v.Role = "standby"
+			v.Checks["writer"] = "ok"
+		}
 	}
 	_, err := s.cfg.Store.TreeSize(ctx)
 	check("store", err)

@@ -92,8 +92,8 @@ type wconn struct {
 	begin               driver.ConnBeginTx
 	insN, ins1, upd, cp driver.StmtExecContext
 	span                driver.StmtExecContext
-	fence               driver.StmtExecContext // writer_epoch update (fence.go)
-	epoch               *atomic.Int64          // the store's writer epoch
+	fence               driver.StmtExecContext  // writer_epoch update (fence.go)
+	epoch               *atomic.Int64           // the store's writer epoch
 	stored              driver.StmtQueryContext // hashes of stored seqs, to check resends
 	stmts               []driver.Stmt
 }
