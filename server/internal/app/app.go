@@ -123,14 +123,14 @@ func rootHandler(apiH, ui http.Handler) http.Handler {
 
 // Server is a running Mamori server. All methods are safe for concurrent use.
 type Server struct {
-	cfg      Config
-	log      zerolog.Logger
-	ca       *pki.Authority
-	state    *state.State
-	store    eventStore
-	scrub    *audit.Scrubber
-	api      *api.Server
-	ln       net.Listener
+	cfg   Config
+	log   zerolog.Logger
+	ca    *pki.Authority
+	state *state.State
+	store eventStore
+	scrub *audit.Scrubber
+	api   *api.Server
+	ln    net.Listener
 	// Serving: the real listener's connections go to the current
 	// generation of http.Server (writer.go).
 	httpMu     sync.Mutex
@@ -151,21 +151,21 @@ type Server struct {
 	jobsDone  chan struct{}
 	lost      *evidence.Checkpoint // an accepted event loss, recorded once writer
 	lifeStop  context.CancelFunc
-	conns    *connLimiter
-	secrets  secrets
-	logPub   string
-	logKey   note.Signer
-	cp       *audit.Checkpointer
-	tracker  *compliance.Tracker
-	trkStop  context.CancelFunc
-	trkDone  chan struct{} // closed when the tracker's loop has returned
-	alerting *alerting     // notifier, incidents, reports (alerting.go)
-	regs     *register.Service
-	served   chan struct{} // closed when Serve returns
-	serveErr error         // what Serve returned; read after served is closed
-	closeMu  sync.Mutex
-	closed   bool
-	closeErr error
+	conns     *connLimiter
+	secrets   secrets
+	logPub    string
+	logKey    note.Signer
+	cp        *audit.Checkpointer
+	tracker   *compliance.Tracker
+	trkStop   context.CancelFunc
+	trkDone   chan struct{} // closed when the tracker's loop has returned
+	alerting  *alerting     // notifier, incidents, reports (alerting.go)
+	regs      *register.Service
+	served    chan struct{} // closed when Serve returns
+	serveErr  error         // what Serve returned; read after served is closed
+	closeMu   sync.Mutex
+	closed    bool
+	closeErr  error
 }
 
 type secrets struct{ enroll, admin, password string }
@@ -546,7 +546,7 @@ func (s *Server) teardown() error {
 		s.trkStop() // it appends alerts: stop it before the final checkpoint
 		<-s.trkDone
 	}
-	s.stopAlerting() // it records deliveries: before the final checkpoint
+	s.stopAlerting()   // it records deliveries: before the final checkpoint
 	s.stopWriterJobs() // signs a final checkpoint over everything acked
 	if s.lifeStop != nil {
 		s.lifeStop()
