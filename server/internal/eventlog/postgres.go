@@ -46,9 +46,12 @@ type Postgres struct {
 
 // Session settings of the writer connection: a transaction it leaves idle
 // (the process froze mid-commit) or a statement that hangs is ended by the
-// server, releasing the locks a new writer would wait on.
+// server, releasing the locks a new writer would wait on. The writer sends
+// a commit's statements back to back, so the idle bound can be short: below
+// the election's lease (election.DefaultTTL), so that it does not add to a
+// takeover (a 10 s bound measured 10.0 s from SIGSTOP to the new writer).
 const (
-	pgWriterIdleTimeout      = "10s"
+	pgWriterIdleTimeout      = "4s"
 	pgWriterStatementTimeout = "60s"
 )
 
