@@ -92,28 +92,12 @@ func shareKeys(t *testing.T, from, to string) {
 	}
 }
 
-// readyz returns GET /readyz?role=writer's status and role.
-func readyz(caPEM []byte, base string) (int, string) {
-	c := httpsClient(caPEM, nil)
-	c.Timeout = 3 * time.Second
-	resp, err := c.Get(base + "/readyz?role=writer")
-	if err != nil {
-		return 0, ""
-	}
-	defer resp.Body.Close()
-	var v struct {
-		Role string `json:"role"`
-	}
-	json.NewDecoder(resp.Body).Decode(&v)
-	return resp.StatusCode, v.Role
-}
-
 // waitWriter polls the nodes until one answers as writer.
 func waitWriter(t *testing.T, caPEM []byte, within time.Duration, nodes ...*node) *node {
 	t.Helper()
 	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		for _, n := range nodes {
-			if st, role := readyz(caPEM, n.url); st == 200 && role == "writer" {
+			if st, role := readyzWriter(caPEM, n.url); st == 200 && role == "writer" {
 				return n
 			}
 		}
@@ -182,7 +166,7 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("writer is %s, want n1", w.name)
 	}
 	for _, n := range []*node{n2, n3} {
-		if st, role := readyz(caPEM, n.url); st != http.StatusServiceUnavailable || role != "standby" {
+		if st, role := readyzWriter(caPEM, n.url); st != http.StatusServiceUnavailable || role != "standby" {
 			t.Fatalf("%s: /readyz?role=writer %d %q", n.name, st, role)
 		}
 	}
@@ -274,7 +258,7 @@ func TestFailover(t *testing.T) {
 	}
 	// Resumed, it finds its lease gone: standby, not ready as writer.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if st, role := readyz(caPEM, w2.url); st == http.StatusServiceUnavailable && role == "standby" {
+		if st, role := readyzWriter(caPEM, w2.url); st == http.StatusServiceUnavailable && role == "standby" {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("resumed %s: /readyz?role=writer %d %q", w2.name, st, role)
