@@ -7,12 +7,14 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptrace"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/mamori/mamori/server/internal/app"
 	"github.com/mamori/mamori/server/internal/election"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/shared/event"
@@ -168,4 +170,43 @@ func readyzWriter(caPEM []byte, base string) (int, string) {
 	}
 	json.NewDecoder(resp.Body).Decode(&v)
 	return resp.StatusCode, v.Role
+}
+
+// A store claimed with an epoch this etcd cannot have given (a new etcd
+// beside an existing store: revisions start again from 1) is taken over
+// once by raising the epoch base, and the server writes as before.
+func TestNewEtcdBesideClaimedStore(t *testing.T) {
+	dir := t.TempDir()
+	srv := start(t, dir)
+	a := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-base")
+	if _, err := a.send(a.events(10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := eventlog.OpenSQLite(ctx, filepath.Join(dir, app.FileEvents), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const old = 1_000_000 // as a writer of a long-lived etcd left it
+	if err := st.ClaimEpoch(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	srv = start(t, dir)
+	defer srv.Close()
+	if srv.Role() != "writer" {
+		t.Fatalf("role %q", srv.Role())
+	}
+	a.base = srv.URL()
+	if n, err := a.send(a.events(10)); err != nil || n != 20 {
+		t.Fatalf("batch after the base was raised: %d, %v", n, err)
+	}
+	var base int64
+	if _, err := srv.State().GetJSON(ctx, "writer-epoch-base", &base); err != nil || base != old {
+		t.Fatalf("epoch base %d, %v; want %d", base, err, old)
+	}
 }

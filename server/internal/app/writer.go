@@ -59,7 +59,8 @@ func (s *Server) Role() string {
 }
 
 // startElection campaigns for the writer role for the server's life and
-// returns once this node is the writer or knows another one is.
+// returns once this node is the writer or knows another one is, or with
+// the error that kept it from taking over the store when first elected.
 func (s *Server) startElection(ctx context.Context) error {
 	cand, err := election.New(election.Config{Client: s.state.Client(), URL: s.URL(), TTL: s.cfg.LeaseTTL, Log: s.cfg.Log})
 	if err != nil {
@@ -68,15 +69,15 @@ func (s *Server) startElection(ctx context.Context) error {
 	ectx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.electStop, s.electDone = stop, make(chan struct{})
 	var once sync.Once
-	decided := make(chan struct{})
-	decide := func() { once.Do(func() { close(decided) }) }
+	decided := make(chan error, 1)
+	decide := func(err error) { once.Do(func() { decided <- err }) }
 	observed := make(chan struct{})
 	go func() {
 		defer close(observed)
 		cand.Observe(ectx, func(w election.Writer) {
 			s.role.writer.Store(&w.URL)
 			if w.URL != "" && w.URL != s.URL() {
-				decide()
+				decide(nil)
 			}
 		})
 	}()
@@ -86,8 +87,8 @@ func (s *Server) startElection(ctx context.Context) error {
 		<-observed
 	}()
 	select {
-	case <-decided:
-		return nil
+	case err := <-decided:
+		return err
 	case <-ctx.Done():
 		return fmt.Errorf("app: writer election: %w", ctx.Err())
 	}
@@ -96,7 +97,7 @@ func (s *Server) startElection(ctx context.Context) error {
 // campaign is the role loop: campaign, serve as writer until the lease is
 // lost, step down, campaign again; until ctx ends (Close), when a writer
 // keeps its term for teardown to resign after the final checkpoint.
-func (s *Server) campaign(ctx context.Context, cand *election.Candidate, decided func()) {
+func (s *Server) campaign(ctx context.Context, cand *election.Candidate, decided func(error)) {
 	for ctx.Err() == nil {
 		term, err := cand.Campaign(ctx)
 		if err != nil {
@@ -107,6 +108,7 @@ func (s *Server) campaign(ctx context.Context, cand *election.Candidate, decided
 			continue
 		}
 		if err := s.becomeWriter(ctx, term); err != nil {
+			decided(err) // at start: refuse to start, saying why
 			s.log.Error().Err(err).Int64("epoch", term.Epoch).Msg("elected, but could not take over the event store: resigning")
 			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			term.Resign(rctx)
@@ -114,7 +116,7 @@ func (s *Server) campaign(ctx context.Context, cand *election.Candidate, decided
 			sleep(ctx, 2*time.Second)
 			continue
 		}
-		decided()
+		decided(nil)
 		select {
 		case <-term.Lost():
 			s.stepDown("the writer lease ended (this process was cut off from etcd or paused longer than the lease)")
