@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,8 +41,9 @@ import (
 // a day does not need it.
 type Postgres struct {
 	core
-	cfg *pgx.ConnConfig
-	w   *pgWriter
+	cfg       *pgx.ConnConfig
+	w         *pgWriter
+	writerPID atomic.Uint32 // backend of the writer connection, spared by ClaimEpoch
 }
 
 // Session settings of the writer connection: a transaction it leaves idle
@@ -141,6 +143,12 @@ const (
 	// migrating.
 	pgMigrateLockSQL   = `SELECT pg_advisory_lock(hashtext('mamori.eventlog.migrate.' || current_database() || '.' || current_schema()))`
 	pgMigrateUnlockSQL = `SELECT pg_advisory_unlock(hashtext('mamori.eventlog.migrate.' || current_database() || '.' || current_schema()))`
+	// Writer connections are named per database and schema, so that a new
+	// writer can end those of the others (ClaimEpoch).
+	pgWriterName    = `'mamori-writer:' || current_database() || '.' || current_schema()`
+	pgNameWriterSQL = `SELECT set_config('application_name', ` + pgWriterName + `, false)`
+	pgEndWritersSQL = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = ` + pgWriterName + ` AND pid <> pg_backend_pid() AND pid <> $1`
 )
 
 // OpenPostgres opens (creating and migrating if needed) the event store in the
@@ -199,13 +207,17 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 // connectWriter opens the writer connection.
 func (s *Postgres) connectWriter(ctx context.Context) (*pgWriter, error) {
 	cfg := s.cfg.Copy()
-	cfg.RuntimeParams["application_name"] = "mamori-writer"
 	cfg.RuntimeParams["idle_in_transaction_session_timeout"] = pgWriterIdleTimeout
 	cfg.RuntimeParams["statement_timeout"] = pgWriterStatementTimeout
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: postgres connect: %w", err)
 	}
+	if _, err := conn.Exec(ctx, pgNameWriterSQL); err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("eventlog: postgres writer connection: %w", err)
+	}
+	s.writerPID.Store(conn.PgConn().PID())
 	return &pgWriter{s: s, conn: conn}, nil
 }
 
@@ -231,7 +243,25 @@ func (s *Postgres) migrate(ctx context.Context) (from, to int, err error) {
 // with, unless the database holds a newer one (then it fails with ErrFenced
 // and changes nothing), and reloads the log head from the database. Call it
 // once elected, before appending.
+//
+// First it ends the other stores' writer sessions on this schema: a writer
+// that froze in the middle of a commit holds locks the claim would wait for
+// until PostgreSQL's timeouts ended its statement (up to
+// pgWriterStatementTimeout). Their transactions roll back; what they had
+// not committed was not acked. A store whose session ended reconnects
+// before its next commit, which the epoch then refuses.
 func (s *Postgres) ClaimEpoch(ctx context.Context, epoch int64) error {
+	// A stale claimant ends nobody's session (a read waits for no lock).
+	if stored, err := s.StoredEpoch(ctx); err == nil && stored > epoch {
+		return fmt.Errorf("%w: claiming epoch %d, the store holds %d", ErrFenced, epoch, stored)
+	}
+	var ended int64
+	if err := s.rdb.QueryRowContext(ctx, pgEndWritersSQL, int64(s.writerPID.Load())).Scan(&ended); err != nil {
+		// Without the right to end them, the timeouts still do.
+		s.log.Warn().Err(err).Msg("could not end other writers' sessions")
+	} else if ended > 0 {
+		s.log.Warn().Int64("sessions", ended).Msg("ended other writers' database sessions before claiming the store")
+	}
 	return s.claimEpoch(ctx, s.rdb, epoch)
 }
 
