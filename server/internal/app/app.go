@@ -138,7 +138,8 @@ type Server struct {
 	httpClosed bool
 	handler    http.Handler
 	tlsCfg     *tls.Config
-	accepted   chan net.Conn
+	genMu      sync.RWMutex
+	gen        *genListener // the generation the pump hands connections to
 	pumpStop   chan struct{}
 	// Roles (writer.go).
 	role      roleState
@@ -349,7 +350,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	tlsCfg.VerifyConnection = revoked.VerifyConnection
 	s.ln = tls.NewListener(s.conns, tlsCfg)
 	s.handler, s.tlsCfg = rootHandler(s.api.Handler(), ui), tlsCfg
-	s.accepted, s.pumpStop = make(chan net.Conn), make(chan struct{})
+	s.pumpStop = make(chan struct{})
 	s.httpMu.Lock()
 	s.serveGeneration()
 	s.httpMu.Unlock()

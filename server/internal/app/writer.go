@@ -35,8 +35,12 @@ type roleState struct {
 const epochBaseKey = "writer-epoch-base"
 
 // goawayGrace is how long a connection of the old role may finish what is
-// in flight (a long-poll is cut after it) once GOAWAY is sent.
-const goawayGrace = 10 * time.Second
+// in flight (a long-poll is cut after it) once GOAWAY is sent; goawayPause
+// comes before it (see goaway).
+const (
+	goawayGrace = 10 * time.Second
+	goawayPause = time.Second
+)
 
 // writerInfo implements api.Config.Writer.
 func (s *Server) writerInfo() (bool, string) {
@@ -291,20 +295,16 @@ func (s *Server) resign() {
 // closes idle HTTP/1.1 ones): agents reconnect, through their server list
 // or the load balancer, to a node that serves them as the new roles say.
 
-// genListener is one generation's view of the real listener.
+// genListener is one generation's view of the real listener: it gets the
+// connections the pump hands it while it is the current generation.
 type genListener struct {
-	conns <-chan net.Conn
+	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
 	addr  net.Addr
 }
 
 func (l *genListener) Accept() (net.Conn, error) {
-	select {
-	case <-l.done:
-		return nil, net.ErrClosed
-	default:
-	}
 	select {
 	case c := <-l.conns:
 		return c, nil
@@ -317,36 +317,51 @@ func (l *genListener) Close() error { l.once.Do(func() { close(l.done) }); retur
 
 func (l *genListener) Addr() net.Addr { return l.addr }
 
-// pump accepts from the real listener until it fails or is closed.
+// pump accepts from the real listener until it fails or is closed, and
+// hands each connection to the current generation. It holds genMu (shared)
+// while handing over, so once goaway has switched generations no
+// connection reaches the old one.
 func (s *Server) pump() error {
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
 			return err
 		}
+		s.genMu.RLock()
+		g := s.gen
 		select {
-		case s.accepted <- c:
+		case g.conns <- c:
+		case <-g.done: // the last generation, shut down by Close
+			c.Close()
 		case <-s.pumpStop:
 			c.Close()
+			s.genMu.RUnlock()
 			return http.ErrServerClosed
 		}
+		s.genMu.RUnlock()
 	}
 }
 
-// serveGeneration starts a new http.Server on the handed-off connections;
-// the caller holds httpMu.
+// serveGeneration starts a new http.Server and makes it the one the pump
+// hands connections to; the caller holds httpMu.
 func (s *Server) serveGeneration() {
 	srv := s.newHTTPServer()
-	l := &genListener{conns: s.accepted, done: make(chan struct{}), addr: s.ln.Addr()}
-	s.http = srv
+	l := &genListener{conns: make(chan net.Conn), done: make(chan struct{}), addr: s.ln.Addr()}
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error().Err(err).Msg("serve")
 		}
 	}()
+	s.genMu.Lock()
+	s.gen = l
+	s.genMu.Unlock()
+	s.http = srv
 }
 
-// goaway moves serving to a new generation and shuts the old one down.
+// goaway moves serving to a new generation and then shuts the old one
+// down. The pause first lets a connection the old one accepted just before
+// the switch send its first request: http.Server drops a request it reads
+// after Shutdown began (the client sees EOF).
 func (s *Server) goaway() {
 	s.httpMu.Lock()
 	if s.httpClosed || s.http == nil {
@@ -357,6 +372,7 @@ func (s *Server) goaway() {
 	s.serveGeneration()
 	s.httpMu.Unlock()
 	go func() {
+		time.Sleep(goawayPause)
 		ctx, cancel := context.WithTimeout(context.Background(), goawayGrace)
 		defer cancel()
 		if err := old.Shutdown(ctx); err != nil {
