@@ -159,9 +159,10 @@ func (s *Server) busy(w http.ResponseWriter, r *http.Request, retry time.Duratio
 // The body is not read: a standby never decides anything about a batch.
 func (s *Server) toWriter(w http.ResponseWriter, r *http.Request, url string) {
 	if url == "" {
+		// Every agent hits this during an election: counted, not logged.
 		w.Header().Set("Retry-After", "2")
 		s.metrics.rejected.WithLabelValues(strconv.Itoa(http.StatusServiceUnavailable)).Inc()
-		s.fail(w, r, http.StatusServiceUnavailable, "no writer elected yet: send again after Retry-After")
+		wire.WriteJSON(w, http.StatusServiceUnavailable, wire.Error{Error: "no writer elected yet: send again after Retry-After"})
 		return
 	}
 	w.Header().Set("Location", strings.TrimSuffix(url, "/")+r.URL.RequestURI())

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"time"
+
+	"github.com/mamori/mamori/shared/wire"
 )
 
 // readyTimeout bounds each readiness probe, so that a hung etcd or store
@@ -65,6 +67,12 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusOK
 	if v.Status != "ready" {
 		status = http.StatusServiceUnavailable
+	}
+	if v.Checks["writer"] == "standby" {
+		// The designed answer to a load balancer probing each standby
+		// every second: not an error to log.
+		wire.WriteJSON(w, status, v)
+		return
 	}
 	s.writeJSON(w, r, status, v)
 }
