@@ -105,9 +105,6 @@ type Config struct {
 	// DefaultMaxConns. Either way it stays below the fd limit minus a
 	// reserve, so load never takes the descriptors etcd and the store need.
 	MaxConns int
-	// LeaseTTL is the writer election's lease (election.DefaultTTL when
-	// 0): how long a frozen or cut-off writer keeps the role.
-	LeaseTTL time.Duration
 }
 
 // rootHandler sends the agent plane, the admin API, /healthz and /metrics

@@ -66,7 +66,7 @@ func (s *Server) Role() string {
 // returns once this node is the writer or knows another one is, or with
 // the error that kept it from taking over the store when first elected.
 func (s *Server) startElection(ctx context.Context) error {
-	cand, err := election.New(election.Config{Client: s.state.Client(), URL: s.URL(), TTL: s.cfg.LeaseTTL, Log: s.cfg.Log})
+	cand, err := election.New(election.Config{Client: s.state.Client(), URL: s.URL(), Log: s.cfg.Log})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
 	}
