@@ -134,6 +134,9 @@ var (
 	ErrTokenInvalid = errors.New("api: enrollment token invalid, expired or used up")
 	ErrBadCursor    = errors.New("api: bad cursor")
 	ErrBadFilter    = errors.New("api: bad filter")
+	// ErrNotWriter is wrapped by store errors that mean this node has
+	// stopped being the writer (fenced by a newer one): answered 503.
+	ErrNotWriter = errors.New("api: this server is no longer the writer")
 )
 
 // Roles of API tokens. Auditors and managers read; admins also write.
@@ -179,6 +182,11 @@ type Config struct {
 	// Role says this node's role for GET /readyz (writer or standby); nil
 	// means writer.
 	Role func() string
+	// Writer, when set, says whether this node is the elected writer and,
+	// when it is not, the writer's URL ("" while none is known). A standby
+	// redirects agents' batches to the writer (see ingest.go); GET /readyz
+	// reports the role.
+	Writer func() (self bool, url string)
 	// Registerer receives the metrics besides the server's own registry;
 	// nil is fine.
 	Registerer prometheus.Registerer

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mamori/mamori/shared/event"
@@ -23,6 +24,12 @@ const smallBatchBody = 256 << 10
 // slot nor more than a bounded number of connections per certificate and
 // per source address; only a fully received body waits for a slot.
 func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Writer != nil {
+		if self, url := s.cfg.Writer(); !self {
+			s.toWriter(w, r, url)
+			return
+		}
+	}
 	start := time.Now()
 	id := agentFrom(r.Context())
 	src, full := s.readers.acquire(id, r)
@@ -145,6 +152,24 @@ func (s *Server) busy(w http.ResponseWriter, r *http.Request, retry time.Duratio
 	}
 }
 
+// toWriter answers a batch sent to a standby: 307 to the same path on the
+// writer, which the agent's HTTP client follows with the same body and
+// client certificate, so the writer checks the agent's identity itself; or
+// 503 with Retry-After while no writer is known (an election is under way).
+// The body is not read: a standby never decides anything about a batch.
+func (s *Server) toWriter(w http.ResponseWriter, r *http.Request, url string) {
+	if url == "" {
+		// Every agent hits this during an election: counted, not logged.
+		w.Header().Set("Retry-After", "2")
+		s.metrics.rejected.WithLabelValues(strconv.Itoa(http.StatusServiceUnavailable)).Inc()
+		wire.WriteJSON(w, http.StatusServiceUnavailable, wire.Error{Error: "no writer elected yet: send again after Retry-After"})
+		return
+	}
+	w.Header().Set("Location", strings.TrimSuffix(url, "/")+r.URL.RequestURI())
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusTemporaryRedirect)
+}
+
 func batchErrStatus(err error) int {
 	switch {
 	case errors.Is(err, errTooLarge):
@@ -166,7 +191,7 @@ func appendErrStatus(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, event.ErrInvalid), errors.Is(err, event.ErrHash):
 		return http.StatusBadRequest
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrNotWriter), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"time"
+
+	"github.com/mamori/mamori/shared/wire"
 )
 
 // readyTimeout bounds each readiness probe, so that a hung etcd or store
@@ -19,8 +21,10 @@ type readyView struct {
 }
 
 // handleReadyz says whether this node can serve its role: the event store
-// answers and etcd answers (a read of one key). /healthz stays a cheap
-// liveness answer that touches neither.
+// answers and etcd answers (a read of one key), and a standby knows a
+// writer to send batches to. With ?role=writer it is ready only as the
+// writer: the check a load balancer that sends agents to the writer alone
+// uses. /healthz stays a cheap liveness answer that touches neither.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	v := readyView{Status: "ready", Role: "writer", Checks: map[string]string{}}
 	if s.cfg.Role != nil {
@@ -37,6 +41,22 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		v.Checks[name] = "failed"
 		s.log.Warn().Err(err).Str("check", name).Msg("api: not ready")
 	}
+	if s.cfg.Writer != nil {
+		self, url := s.cfg.Writer()
+		switch {
+		case self:
+			v.Role = "writer"
+			v.Checks["writer"] = "ok"
+		case r.URL.Query().Get("role") == "writer":
+			v.Role, v.Status, v.Checks["writer"] = "standby", "not ready", "standby"
+		case url == "":
+			v.Role = "standby"
+			check("writer", errors.New("no writer elected"))
+		default:
+			v.Role = "standby"
+			v.Checks["writer"] = "ok"
+		}
+	}
 	_, err := s.cfg.Store.TreeSize(ctx)
 	check("store", err)
 	_, err = s.cfg.State.GetAgent(ctx, "readyz-probe")
@@ -47,6 +67,12 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusOK
 	if v.Status != "ready" {
 		status = http.StatusServiceUnavailable
+	}
+	if v.Checks["writer"] == "standby" {
+		// The designed answer to a load balancer probing each standby
+		// every second: not an error to log.
+		wire.WriteJSON(w, status, v)
+		return
 	}
 	s.writeJSON(w, r, status, v)
 }

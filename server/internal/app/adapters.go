@@ -26,11 +26,21 @@ type storeAdapter struct{ s eventlog.Store }
 
 func (a storeAdapter) Append(ctx context.Context, agent string, evs []event.Event) (api.AppendResult, error) {
 	r, err := a.s.Append(ctx, agent, evs)
-	return api.AppendResult(r), err
+	return api.AppendResult(r), notWriter(err)
 }
 
 func (a storeAdapter) AppendServer(ctx context.Context, e event.Event) (event.Event, error) {
-	return a.s.AppendServer(ctx, e)
+	e, err := a.s.AppendServer(ctx, e)
+	return e, notWriter(err)
+}
+
+// notWriter marks a commit refused by the writer epoch (this node was
+// deposed, or a newer writer claimed the store) for the API's 503.
+func notWriter(err error) error {
+	if errors.Is(err, eventlog.ErrFenced) {
+		return fmt.Errorf("%w: %w", api.ErrNotWriter, err)
+	}
+	return err
 }
 
 func (a storeAdapter) Query(ctx context.Context, f api.Filter) (api.Page, error) {

@@ -31,6 +31,7 @@ import (
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/audit"
 	"github.com/mamori/mamori/server/internal/compliance"
+	"github.com/mamori/mamori/server/internal/election"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/keyring"
 	"github.com/mamori/mamori/server/internal/pki"
@@ -133,32 +134,50 @@ func rootHandler(apiH, ui http.Handler) http.Handler {
 
 // Server is a running Mamori server. All methods are safe for concurrent use.
 type Server struct {
-	cfg      Config
-	log      zerolog.Logger
-	ca       *pki.Authority
-	state    *state.State
-	store    eventStore
-	scrub    *audit.Scrubber
-	api      *api.Server
-	http     *http.Server
-	ln       net.Listener
-	conns    *connLimiter
-	secrets  secrets
-	logPub   string
-	logKey   note.Signer
-	cp       *audit.Checkpointer
-	cpStop   context.CancelFunc
-	cpDone   chan struct{}
-	tracker  *compliance.Tracker
-	trkStop  context.CancelFunc
-	trkDone  chan struct{} // closed when the tracker's loop has returned
-	alerting *alerting     // notifier, incidents, reports (alerting.go)
-	regs     *register.Service
-	served   chan struct{} // closed when Serve returns
-	serveErr error         // what Serve returned; read after served is closed
-	closeMu  sync.Mutex
-	closed   bool
-	closeErr error
+	cfg   Config
+	log   zerolog.Logger
+	ca    *pki.Authority
+	state *state.State
+	store eventStore
+	scrub *audit.Scrubber
+	api   *api.Server
+	ln    net.Listener
+	// Serving: the real listener's connections go to the current
+	// generation of http.Server (writer.go).
+	httpMu     sync.Mutex
+	http       *http.Server
+	httpClosed bool
+	handler    http.Handler
+	tlsCfg     *tls.Config
+	genMu      sync.RWMutex
+	gen        *genListener // the generation the pump hands connections to
+	pumpStop   chan struct{}
+	// Roles (writer.go).
+	role      roleState
+	electStop context.CancelFunc
+	electDone chan struct{}
+	termMu    sync.Mutex
+	term      *election.Term // kept at Close, to resign after the final checkpoint
+	jobsMu    sync.Mutex
+	jobsStop  context.CancelFunc
+	jobsDone  chan struct{}
+	lost      *evidence.Checkpoint // an accepted event loss, recorded once writer
+	lifeStop  context.CancelFunc
+	conns     *connLimiter
+	secrets   secrets
+	logPub    string
+	logKey    note.Signer
+	cp        *audit.Checkpointer
+	tracker   *compliance.Tracker
+	trkStop   context.CancelFunc
+	trkDone   chan struct{} // closed when the tracker's loop has returned
+	alerting  *alerting     // notifier, incidents, reports (alerting.go)
+	regs      *register.Service
+	served    chan struct{} // closed when Serve returns
+	serveErr  error         // what Serve returned; read after served is closed
+	closeMu   sync.Mutex
+	closed    bool
+	closeErr  error
 }
 
 type secrets struct{ enroll, admin, password string }
@@ -226,6 +245,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.store, err = openEvents(ctx, cfg.EventsDSN, dir, cfg.Log); err != nil {
 		return nil, err
 	}
+	// A standby until elected (startElection, at the end): nothing commits.
+	s.store.Depose()
 	// Evidence first: a store that no longer matches its signed log must not
 	// serve (or sign over) anything. etcd's copy of the latest checkpoint
 	// lives apart from the store, so it also catches a store that lost its
@@ -254,11 +275,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.log.Warn().Err(err).Msg("verified mark not stored")
 	}
 	s.cp = &audit.Checkpointer{Log: s.store, Signer: s.logKey, Advance: s.state.AdvanceCheckpoint, Verifier: verifier, Logger: cfg.Log}
-	if lost != nil {
-		if err := recordLoss(ctx, s, *lost); err != nil {
-			return nil, err
-		}
-	}
+	s.lost = lost // recorded in the log by the writer (becomeWriter)
 	if etcdCP == nil {
 		// Give a new etcd the store's latest checkpoint now rather than when
 		// the log next grows, so the next start has it to check against.
@@ -268,29 +285,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			}
 		}
 	}
-	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
-	s.cpStop, s.cpDone = cpStop, make(chan struct{})
-	retainer := &audit.Retainer{Log: s.store, Keep: cfg.Retention, Logger: cfg.Log,
-		Sign: func(ctx context.Context) error { _, err := s.cp.SignNow(ctx); return err }}
+	lifeCtx, lifeStop := context.WithCancel(context.WithoutCancel(ctx))
+	s.lifeStop = lifeStop
+	// Checkpoints, retention and the scrubber run on the writer only
+	// (startWriterJobs).
 	s.scrub = &audit.Scrubber{Log: s.store, Verifier: verifier, Signer: s.logKey, Marks: s.state, Logger: cfg.Log,
 		Record: func(ctx context.Context, e event.Event) error { _, err := s.store.AppendServer(ctx, e); return err }}
-	go func() {
-		done := make(chan struct{})
-		go func() { retainer.Run(cpCtx); close(done) }()
-		scrubDone := make(chan struct{})
-		go func() { s.scrub.Run(cpCtx); close(scrubDone) }()
-		s.cp.Run(cpCtx)
-		<-done
-		<-scrubDone
-		// A mark of the final checkpoint: the next start checks only what
-		// comes after it (unless the scrubber found a problem).
-		mctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := s.scrub.MarkCurrent(mctx); err != nil {
-			s.log.Warn().Err(err).Msg("verified mark not stored")
-		}
-		cancel()
-		close(s.cpDone)
-	}()
 	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey, HostNames: s.hostNames}
 
 	regs, err := register.New(register.Config{State: s.state})
@@ -327,16 +327,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
-	// Revoked agent certificates, kept current from etcd for as long as
-	// the checkpointer runs (the server's life).
+	// Revoked agent certificates, kept current from etcd for the server's
+	// life.
 	revoked := &pki.Revocations{}
-	if err := s.state.WatchRevoked(cpCtx, revoked.Replace); err != nil {
+	if err := s.state.WatchRevoked(lifeCtx, revoked.Replace); err != nil {
 		return nil, fmt.Errorf("app: revoked certificates: %w", err)
 	}
 	if s.api, err = api.New(api.Config{Store: storeAdapter{s.store}, State: stateAdapter{s.state}, CA: s.ca,
 		Evidence: evidenceAdapter{exporter}, Compliance: s.tracker, Registers: regs, AdminRoutes: adminRoutes,
 		Revocation: stateAdapter{s.state}, Revoked: revoked.Revoked,
-		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log, Health: s.store.Halted}); err != nil {
+		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log, Health: s.store.Halted, Writer: s.writerInfo}); err != nil {
 		return nil, err
 	}
 
@@ -360,22 +360,19 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.conns = newConnLimiter(ln, maxConns, s.log)
 	tlsCfg.VerifyConnection = revoked.VerifyConnection
 	s.ln = tls.NewListener(s.conns, tlsCfg)
-	s.http = &http.Server{
-		Handler:           rootHandler(s.api.Handler(), ui),
-		TLSConfig:         tlsCfg,
-		ConnState:         s.conns.connState,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       2 * time.Minute,  // a 16 MiB batch on a slow office link
-		WriteTimeout:      10 * time.Minute, // policy long-polls are capped below this
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          newStdLog(cfg.Log),
-	}
+	s.handler, s.tlsCfg = rootHandler(s.api.Handler(), ui), tlsCfg
+	s.pumpStop = make(chan struct{})
+	s.httpMu.Lock()
+	s.serveGeneration()
+	s.httpMu.Unlock()
 	go func() {
-		s.serveErr = s.http.Serve(s.ln)
+		s.serveErr = s.pump()
 		close(s.served)
 	}()
-	lg := s.log.Info().Str("addr", s.Addr()).Str("data_dir", dir).Int("max_conns", maxConns)
+	if err := s.startElection(ctx); err != nil {
+		return nil, err
+	}
+	lg := s.log.Info().Str("addr", s.Addr()).Str("data_dir", dir).Int("max_conns", maxConns).Str("role", s.Role())
 	if fdErr == nil {
 		lg = lg.Uint64("fd_limit", fdLimit)
 	}
@@ -415,6 +412,11 @@ type eventStore interface {
 	audit.Log
 	Prune(ctx context.Context, cutoff time.Time) (int64, error)
 	Prunable(ctx context.Context, cutoff time.Time) (int64, error)
+	// Fencing (eventlog/fence.go): the writer claims the store with its
+	// epoch; a node that is not the writer is deposed.
+	ClaimEpoch(ctx context.Context, epoch int64) error
+	StoredEpoch(ctx context.Context) (int64, error)
+	Depose()
 }
 
 // openEvents opens the event store the DSN selects: PostgreSQL for
@@ -523,36 +525,50 @@ func (s *Server) Close() error {
 
 func (s *Server) teardown() error {
 	var errs []error
-	if s.http != nil {
+	if s.electStop != nil {
+		s.electStop() // no role change from here on; a writer keeps its term
+		<-s.electDone
+	}
+	s.httpMu.Lock()
+	srv := s.http
+	s.httpClosed = true
+	s.httpMu.Unlock()
+	if srv != nil {
 		// Wake long-polls first so that Shutdown does not wait for them.
 		s.api.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-		if err := s.http.Shutdown(ctx); err != nil {
+		if err := srv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("app: http shutdown: %w", err))
-			s.http.Close()
+			srv.Close()
 		}
 		cancel()
+		close(s.pumpStop)
+		s.ln.Close()
 		<-s.served
-		if err := s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, fmt.Errorf("app: serve: %w", err))
 		}
 	} else if s.api != nil {
 		s.api.Close()
 	}
+	if s.ln != nil && srv == nil {
+		s.ln.Close()
+	}
 	if s.trkStop != nil {
 		s.trkStop() // it appends alerts: stop it before the final checkpoint
 		<-s.trkDone
 	}
-	s.stopAlerting() // it records deliveries: before the final checkpoint
-	if s.cpStop != nil {
-		s.cpStop() // signs a final checkpoint over everything acked
-		<-s.cpDone
+	s.stopAlerting()   // it records deliveries: before the final checkpoint
+	s.stopWriterJobs() // signs a final checkpoint over everything acked
+	if s.lifeStop != nil {
+		s.lifeStop()
 	}
 	if s.store != nil {
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("app: event store: %w", err))
 		}
 	}
+	s.resign() // after the final checkpoint: a standby takes over at once
 	if s.state != nil {
 		if err := s.state.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("app: state: %w", err))
@@ -566,7 +582,7 @@ func (s *Server) teardown() error {
 func (s *Server) Wait(ctx context.Context) error {
 	select {
 	case <-s.served:
-		if errors.Is(s.serveErr, http.ErrServerClosed) {
+		if errors.Is(s.serveErr, http.ErrServerClosed) || errors.Is(s.serveErr, net.ErrClosed) {
 			return nil
 		}
 		return s.serveErr
@@ -620,3 +636,18 @@ func recordLoss(ctx context.Context, s *Server, lost evidence.Checkpoint) error 
 // TypeEventLossAccepted is the server event of an admin accepting, at
 // start, a store behind etcd's checkpoint.
 const TypeEventLossAccepted = "server.event_loss_accepted"
+
+// newHTTPServer is one generation's http.Server (see writer.go).
+func (s *Server) newHTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         s.tlsCfg.Clone(),
+		ConnState:         s.conns.connState,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,  // a 16 MiB batch on a slow office link
+		WriteTimeout:      10 * time.Minute, // policy long-polls are capped below this
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          newStdLog(s.cfg.Log),
+	}
+}

@@ -19,14 +19,23 @@ import (
 	"github.com/mamori/mamori/server/internal/app"
 )
 
-const childEnv = "MAMORI_APP_TEST_CHILD_DIR"
+const (
+	childEnv     = "MAMORI_APP_TEST_CHILD_DIR"
+	childEtcdEnv = "MAMORI_APP_TEST_CHILD_ETCD" // etcd endpoints, comma-separated (failover test)
+	childDSNEnv  = "MAMORI_APP_TEST_CHILD_DSN"  // events DSN (failover test)
+)
 
-// TestMain doubles as the server child process of the kill test: with
-// childEnv set, it serves that data dir until killed.
+// TestMain doubles as the server child process of the kill and failover
+// tests: with childEnv set, it serves that data dir until killed.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(childEnv); dir != "" {
+		var etcd []string
+		if e := os.Getenv(childEtcdEnv); e != "" {
+			etcd = strings.Split(e, ",")
+		}
 		srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
-			Hostnames: []string{"127.0.0.1"}, Log: zerolog.New(os.Stderr).Level(zerolog.WarnLevel)})
+			Hostnames: []string{"127.0.0.1"}, Log: zerolog.New(os.Stderr).Level(zerolog.WarnLevel),
+			EtcdEndpoints: etcd, EventsDSN: os.Getenv(childDSNEnv)})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)

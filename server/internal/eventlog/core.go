@@ -53,6 +53,10 @@ type core struct {
 	rebuilt []string
 	tail    []byte       // stored Merkle hashes of the last committed record
 	halt    atomic.Value // error: set once the database was found rolled back
+	// epoch is written with every commit (fence.go); reload has the writer
+	// reload its state before the next group, after a claim.
+	epoch  atomic.Int64
+	reload atomic.Bool
 }
 
 func newCore(log zerolog.Logger) core {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,13 +22,17 @@ import (
 // one transaction that COPYs the rows with their Merkle hashes and upserts
 // the heads; reads go through a database/sql pool.
 //
-// One process writes. The writer keeps the stream heads and the Merkle
-// frontier in memory, so a second writer would fork the log: OpenPostgres
-// takes a session advisory lock on its writer connection (per database and
-// schema) and fails if another store holds it. Electing which server runs
-// ingest is etcd's job. After the writer connection is lost, the store
-// reconnects, takes the lock again and reloads heads and frontier before
-// the next group, since a commit whose reply was lost may have committed.
+// Several servers may open the store; one writes. The writer keeps the
+// stream heads and the Merkle frontier in memory, so a second writer would
+// fork the log: etcd elects the writer, which claims the store with its
+// epoch (ClaimEpoch), and every commit is fenced by it (fence.go). There is
+// no session lock: a frozen writer would hold it as long as its connection
+// lives and block the takeover. The writer connection ends a transaction
+// left idle (a writer frozen mid-commit) after pgWriterIdleTimeout, so its
+// row locks do not hold up the next writer either. After the writer
+// connection is lost, the store reconnects and reloads heads and frontier
+// before the next group, since a commit whose reply was lost may have
+// committed.
 //
 // Retention clears payloads in place (Prune), as in SQLite, and needs no
 // time partitions: the rows and their hashes stay for ever, and dropping a
@@ -36,10 +41,21 @@ import (
 // a day does not need it.
 type Postgres struct {
 	core
-	cfg     *pgx.ConnConfig
-	lockKey string
-	w       *pgWriter
+	cfg       *pgx.ConnConfig
+	w         *pgWriter
+	writerPID atomic.Uint32 // backend of the writer connection, spared by ClaimEpoch
 }
+
+// Session settings of the writer connection: a transaction it leaves idle
+// (the process froze mid-commit) or a statement that hangs is ended by the
+// server, releasing the locks a new writer would wait on. The writer sends
+// a commit's statements back to back, so the idle bound can be short: below
+// the election's lease (election.DefaultTTL), so that it does not add to a
+// takeover (a 10 s bound measured 10.0 s from SIGSTOP to the new writer).
+const (
+	pgWriterIdleTimeout      = "4s"
+	pgWriterStatementTimeout = "60s"
+)
 
 // pgMigrations is the ordered PostgreSQL schema history (see migrations).
 // Text that is compared or sorted uses the "C" collation: byte order, as in
@@ -101,6 +117,9 @@ var pgMigrations = []string{
 	// (none until the first pruning; nothing for ingest to maintain), so
 	// start-up finds the newest one without reading the log.
 	`CREATE INDEX events_pruned ON events(received) WHERE control IS NULL;`,
+	// 4: writer_epoch fences out older writers (fence.go).
+	`CREATE TABLE writer_epoch (epoch BIGINT NOT NULL);
+	INSERT INTO writer_epoch (epoch) VALUES (0);`,
 }
 
 // pgEventColumns is the COPY column order; row.vals holds agent to hash.
@@ -119,21 +138,29 @@ const (
 		ON CONFLICT (block) DO UPDATE SET min_time = LEAST(event_spans.min_time, excluded.min_time),
 		max_time = GREATEST(event_spans.max_time, excluded.max_time)`
 	pgStoredHashesSQL = `SELECT seq, hash FROM events WHERE agent = $1 AND seq BETWEEN $2 AND $3`
-	// The lock is per database and schema, so stores in other schemas of
-	// the same database do not exclude each other.
-	pgLockSQL   = `SELECT pg_try_advisory_lock(hashtext($1 || current_database() || '.' || current_schema()))`
-	pgUnlockSQL = `SELECT pg_advisory_unlock(hashtext($1 || current_database() || '.' || current_schema()))`
+	// Migrations take this lock (per database and schema) so that servers
+	// starting together migrate one after the other; it is held only while
+	// migrating.
+	pgMigrateLockSQL   = `SELECT pg_advisory_lock(hashtext('mamori.eventlog.migrate.' || current_database() || '.' || current_schema()))`
+	pgMigrateUnlockSQL = `SELECT pg_advisory_unlock(hashtext('mamori.eventlog.migrate.' || current_database() || '.' || current_schema()))`
+	// Writer connections are named per database and schema, so that a new
+	// writer can end those of the others (ClaimEpoch).
+	pgWriterName    = `'mamori-writer:' || current_database() || '.' || current_schema()`
+	pgNameWriterSQL = `SELECT set_config('application_name', ` + pgWriterName + `, false)`
+	pgEndWritersSQL = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = ` + pgWriterName + ` AND pid <> pg_backend_pid() AND pid <> $1`
 )
 
 // OpenPostgres opens (creating and migrating if needed) the event store in the
 // database dsn names (postgres://... or key=value; a search_path parameter
-// selects the schema). It fails if another store is writing to it.
+// selects the schema). Other servers may have it open too: only the one
+// that claims it with the newest epoch (ClaimEpoch) can commit.
 func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgres, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: postgres DSN: %w", err)
 	}
-	s := &Postgres{core: newCore(log), cfg: cfg, lockKey: "mamori.eventlog."}
+	s := &Postgres{core: newCore(log), cfg: cfg}
 	s.bind, s.noNUL = pgBind, true
 	// READ COMMITTED would give each statement its own snapshot.
 	s.readTx = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
@@ -151,9 +178,7 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 		w.conn.Close(context.Background())
 		return nil, err
 	}
-	// Migrations run under the writer's lock, so two servers starting at
-	// once cannot both migrate.
-	from, to, err := migrate(ctx, s.rdb, pgMigrations, pgBind, s.log)
+	from, to, err := s.migrate(ctx)
 	if err != nil {
 		return fail(err)
 	}
@@ -165,17 +190,7 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 	}
 	go func() {
 		defer close(s.done)
-		s.loop(w)
-		// Release the writer lock before closing: the server frees a
-		// session's locks only when its backend exits, which can be after
-		// Close returns, and a store reopened at once would be refused.
-		if !w.conn.IsClosed() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if _, err := w.conn.Exec(ctx, pgUnlockSQL, s.lockKey); err != nil {
-				s.log.Warn().Err(err).Msg("release writer lock")
-			}
-			cancel()
-		}
+		s.loop(claimed{w, &s.core})
 		if err := w.conn.Close(context.Background()); err != nil {
 			s.log.Warn().Err(err).Msg("close writer connection")
 		}
@@ -189,22 +204,65 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 	return s, nil
 }
 
-// connectWriter opens the writer connection and takes the writer lock.
+// connectWriter opens the writer connection.
 func (s *Postgres) connectWriter(ctx context.Context) (*pgWriter, error) {
-	conn, err := pgx.ConnectConfig(ctx, s.cfg)
+	cfg := s.cfg.Copy()
+	cfg.RuntimeParams["idle_in_transaction_session_timeout"] = pgWriterIdleTimeout
+	cfg.RuntimeParams["statement_timeout"] = pgWriterStatementTimeout
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: postgres connect: %w", err)
 	}
-	var ok bool
-	if err := conn.QueryRow(ctx, pgLockSQL, s.lockKey).Scan(&ok); err != nil {
+	if _, err := conn.Exec(ctx, pgNameWriterSQL); err != nil {
 		conn.Close(ctx)
-		return nil, fmt.Errorf("eventlog: postgres writer lock: %w", err)
+		return nil, fmt.Errorf("eventlog: postgres writer connection: %w", err)
 	}
-	if !ok {
-		conn.Close(ctx)
-		return nil, errors.New("eventlog: postgres: another server process is writing to this event store (advisory lock held)")
-	}
+	s.writerPID.Store(conn.PgConn().PID())
 	return &pgWriter{s: s, conn: conn}, nil
+}
+
+// migrate brings the schema up to date while holding the migration lock
+// on a connection of its own.
+func (s *Postgres) migrate(ctx context.Context) (from, to int, err error) {
+	conn, err := pgx.ConnectConfig(ctx, s.cfg)
+	if err != nil {
+		return 0, 0, fmt.Errorf("eventlog: postgres connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, pgMigrateLockSQL); err != nil {
+		return 0, 0, fmt.Errorf("eventlog: postgres migration lock: %w", err)
+	}
+	from, to, err = migrate(ctx, s.rdb, pgMigrations, pgBind, s.log)
+	if _, uerr := conn.Exec(context.WithoutCancel(ctx), pgMigrateUnlockSQL); uerr != nil && err == nil {
+		s.log.Warn().Err(uerr).Msg("release migration lock")
+	}
+	return from, to, err
+}
+
+// ClaimEpoch makes epoch the writer epoch every later commit is fenced
+// with, unless the database holds a newer one (then it fails with ErrFenced
+// and changes nothing), and reloads the log head from the database. Call it
+// once elected, before appending.
+//
+// First it ends the other stores' writer sessions on this schema: a writer
+// that froze in the middle of a commit holds locks the claim would wait for
+// until PostgreSQL's timeouts ended its statement (up to
+// pgWriterStatementTimeout). Their transactions roll back; what they had
+// not committed was not acked. A store whose session ended reconnects
+// before its next commit, which the epoch then refuses.
+func (s *Postgres) ClaimEpoch(ctx context.Context, epoch int64) error {
+	// A stale claimant ends nobody's session (a read waits for no lock).
+	if stored, err := s.StoredEpoch(ctx); err == nil && stored > epoch {
+		return fmt.Errorf("%w: claiming epoch %d, the store holds %d", ErrFenced, epoch, stored)
+	}
+	var ended int64
+	if err := s.rdb.QueryRowContext(ctx, pgEndWritersSQL, int64(s.writerPID.Load())).Scan(&ended); err != nil {
+		// Without the right to end them, the timeouts still do.
+		s.log.Warn().Err(err).Msg("could not end other writers' sessions")
+	} else if ended > 0 {
+		s.log.Warn().Int64("sessions", ended).Msg("ended other writers' database sessions before claiming the store")
+	}
+	return s.claimEpoch(ctx, s.rdb, epoch)
 }
 
 // pgBind rewrites ? placeholders as $1, $2, ... (the shared SQL has no ?
@@ -226,7 +284,7 @@ func pgBind(q string) string {
 }
 
 // Close implements Store: queued batches are committed (or answered with an
-// error), then the connections are closed and the writer lock released.
+// error), then the connections are closed.
 func (s *Postgres) Close() error {
 	if err := s.closeQueue(); err != nil {
 		return err
@@ -264,9 +322,9 @@ type pgWriter struct {
 	vals []any // one COPY row, reused: pgx encodes each row before the next
 }
 
-// prepare implements backend: after a lost connection it reconnects, takes
-// the writer lock again and reloads heads and frontier, which a commit whose
-// outcome was unknown (or another writer in between) may have moved.
+// prepare implements backend: after a lost connection it reconnects and
+// reloads heads and frontier, which a commit whose outcome was unknown may
+// have moved.
 func (w *pgWriter) prepare(ctx context.Context) error {
 	if !w.conn.IsClosed() {
 		return nil
@@ -327,6 +385,16 @@ func (w *pgWriter) write(ctx context.Context, first int64, t *txn) (err error) {
 			tx.Rollback(ctx)
 		}
 	}()
+	// First: a fenced writer writes nothing, and the row lock orders this
+	// commit against a claim (fence.go).
+	e := w.s.epoch.Load()
+	tag, err := tx.Exec(ctx, pgBind(fenceSQL), e, e)
+	if err != nil {
+		return fmt.Errorf("writer epoch: %w", err)
+	}
+	if err := fenceResult(e, tag.RowsAffected()); err != nil {
+		return err
+	}
 	// The database's end must be this writer's last commit: a restore
 	// under a live connection is caught before anything is appended.
 	var (

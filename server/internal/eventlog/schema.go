@@ -71,6 +71,10 @@ var migrations = []string{
 	// (none until the first pruning; nothing for ingest to maintain), so
 	// start-up finds the newest one without reading the log.
 	`CREATE INDEX events_pruned ON events(received) WHERE control IS NULL;`,
+	// 4: writer_epoch holds the epoch of the last writer that committed,
+	// which fences out older writers (fence.go).
+	`CREATE TABLE writer_epoch (epoch INTEGER NOT NULL);
+	INSERT INTO writer_epoch (epoch) VALUES (0);`,
 }
 
 // migrate brings the schema to len(migrations) in one transaction; bind

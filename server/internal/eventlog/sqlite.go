@@ -127,3 +127,11 @@ func (s *SQLite) Stats(ctx context.Context) (Stats, error) {
 }
 
 var _ Store = (*SQLite)(nil)
+
+// ClaimEpoch makes epoch the writer epoch every later commit is fenced
+// with, unless the database holds a newer one (then it fails with ErrFenced
+// and changes nothing), and reloads the log head from the database. Call it
+// once elected, before appending.
+func (s *SQLite) ClaimEpoch(ctx context.Context, epoch int64) error {
+	return s.claimEpoch(ctx, s.wdb, epoch)
+}

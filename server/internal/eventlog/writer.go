@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -91,6 +92,8 @@ type wconn struct {
 	begin               driver.ConnBeginTx
 	insN, ins1, upd, cp driver.StmtExecContext
 	span                driver.StmtExecContext
+	fence               driver.StmtExecContext  // writer_epoch update (fence.go)
+	epoch               *atomic.Int64           // the store's writer epoch
 	stored              driver.StmtQueryContext // hashes of stored seqs, to check resends
 	stmts               []driver.Stmt
 }
@@ -118,6 +121,7 @@ func newWconn(ctx context.Context, dc any) (*wconn, error) {
 		sql string
 	}{
 		{&w.insN, insertSQL(rowsPerInsert)}, {&w.ins1, insertSQL(1)}, {&w.upd, upsertHeadSQL}, {&w.cp, putCheckpointSQL}, {&w.span, upsertSpanSQL},
+		{&w.fence, fenceSQL},
 	} {
 		st, err := prep.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -176,9 +180,10 @@ func (s *SQLite) writer(conn *sql.Conn, ready chan<- error) {
 		if err != nil {
 			return err
 		}
+		w.epoch = &s.epoch
 		ready <- nil
 		ready = nil
-		s.loop(w)
+		s.loop(claimed{w, &s.core})
 		return w.close()
 	})
 	if ready != nil {
@@ -329,6 +334,19 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 			tx.Rollback()
 		}
 	}()
+	// First, so that a fenced writer writes nothing (fence.go).
+	e := w.epoch.Load()
+	res, err := w.fence.ExecContext(ctx, named(e, e))
+	if err != nil {
+		return fmt.Errorf("writer epoch: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("writer epoch: %w", err)
+	}
+	if err := fenceResult(e, n); err != nil {
+		return err
+	}
 	// Before the loop below consumes t.rows.
 	spans := groupSpans(first, t.rows)
 	args := make([]driver.NamedValue, 0, rowsPerInsert*eventColumns)
