@@ -134,14 +134,15 @@ func rootHandler(apiH, ui http.Handler) http.Handler {
 
 // Server is a running Mamori server. All methods are safe for concurrent use.
 type Server struct {
-	cfg   Config
-	log   zerolog.Logger
-	ca    *pki.Authority
-	state *state.State
-	store eventStore
-	scrub *audit.Scrubber
-	api   *api.Server
-	ln    net.Listener
+	cfg     Config
+	ownHost string // this node's own first hostname (NodeURL)
+	log     zerolog.Logger
+	ca      *pki.Authority
+	state   *state.State
+	store   eventStore
+	scrub   *audit.Scrubber
+	api     *api.Server
+	ln      net.Listener
 	// Serving: the real listener's connections go to the current
 	// generation of http.Server (writer.go).
 	httpMu     sync.Mutex
@@ -233,6 +234,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: keys: %w", err)
 	}
+	// The node's own name is what the election advertises: a standby must
+	// redirect to this node, not to the shared name, which may lead back to
+	// a standby.
+	s.ownHost = cfg.Hostnames[0]
 	s.ca, s.cfg.Hostnames, s.logPub = keys.CA, keys.Names, keys.LogVerifier
 	vkey := keys.LogVerifier
 	if s.logKey, err = note.NewSigner(keys.LogSigner); err != nil {
@@ -470,6 +475,13 @@ func (s *Server) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
 // URL is https://<first hostname>:<port>, the base URL agents enroll with.
 func (s *Server) URL() string {
 	return "https://" + net.JoinHostPort(s.cfg.Hostnames[0], strconv.Itoa(s.Port()))
+}
+
+// NodeURL is https://<this node's own first hostname>:<port>: the writer
+// advertises it for standbys to redirect agents to. It equals URL unless a
+// service name (the site's shared name) is set.
+func (s *Server) NodeURL() string {
+	return "https://" + net.JoinHostPort(s.ownHost, strconv.Itoa(s.Port()))
 }
 
 // DashboardURL is where an admin points a browser.

@@ -26,7 +26,7 @@ import (
 	"github.com/mamori/mamori/server/internal/app"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/eventlog/pgtest"
-	"github.com/mamori/mamori/server/internal/pki"
+	"github.com/mamori/mamori/server/internal/keyring"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/evidence"
 	"github.com/mamori/mamori/shared/wire"
@@ -41,14 +41,17 @@ type node struct {
 
 // startNode starts a server process on dir with the shared etcd and
 // PostgreSQL store, and waits until it serves (as writer or standby).
-func startNode(t *testing.T, name, dir, etcd, dsn string) *node {
+func startNode(t *testing.T, name, dir, etcd, dsn, kek string, join bool) *node {
 	t.Helper()
 	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir, childEtcdEnv+"="+etcd, childDSNEnv+"="+dsn)
+	cmd.Env = append(os.Environ(), childEnv+"="+dir, childEtcdEnv+"="+etcd, childDSNEnv+"="+dsn, childKEKEnv+"="+kek)
+	if join {
+		cmd.Env = append(cmd.Env, childJoinEnv+"=1")
+	}
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -74,22 +77,6 @@ func startNode(t *testing.T, name, dir, etcd, dsn string) *node {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return n
-}
-
-// shareKeys gives a new node the first node's CA and log keys. This is the
-// test's stand-in for `serve --join` (keys shared through etcd): switch it
-// there once that exists.
-func shareKeys(t *testing.T, from, to string) {
-	t.Helper()
-	if err := os.MkdirAll(to, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{pki.CAFile, pki.CAKeyFile, app.FileLogKey, app.FileLogKeyPub} {
-		b := readFile(t, filepath.Join(from, f))
-		if err := os.WriteFile(filepath.Join(to, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // waitWriter polls the nodes until one answers as writer.
@@ -150,11 +137,12 @@ func TestFailover(t *testing.T) {
 	defer etcd.Close()
 
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	n1 := startNode(t, "n1", dirs[0], etcd.Endpoint(), dsn)
-	shareKeys(t, dirs[0], dirs[1])
-	shareKeys(t, dirs[0], dirs[2])
-	n2 := startNode(t, "n2", dirs[1], etcd.Endpoint(), dsn)
-	n3 := startNode(t, "n3", dirs[2], etcd.Endpoint(), dsn)
+	// The first server publishes the site's keys sealed with the KEK; the
+	// others join with it, nothing copied between data dirs.
+	kek := keyring.NewKEKText()
+	n1 := startNode(t, "n1", dirs[0], etcd.Endpoint(), dsn, kek, false)
+	n2 := startNode(t, "n2", dirs[1], etcd.Endpoint(), dsn, kek, true)
+	n3 := startNode(t, "n3", dirs[2], etcd.Endpoint(), dsn, kek, true)
 	caPEM := readFile(t, filepath.Join(dirs[0], app.FileCA))
 	token := strings.TrimSpace(string(readFile(t, filepath.Join(dirs[0], app.FileEnrollToken))))
 	admin := strings.TrimSpace(string(readFile(t, filepath.Join(dirs[0], app.FileAdminToken))))

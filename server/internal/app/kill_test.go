@@ -17,12 +17,15 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/keyring"
 )
 
 const (
 	childEnv     = "MAMORI_APP_TEST_CHILD_DIR"
 	childEtcdEnv = "MAMORI_APP_TEST_CHILD_ETCD" // etcd endpoints, comma-separated (failover test)
 	childDSNEnv  = "MAMORI_APP_TEST_CHILD_DSN"  // events DSN (failover test)
+	childKEKEnv  = "MAMORI_APP_TEST_CHILD_KEK"  // the site's KEK text (failover test)
+	childJoinEnv = "MAMORI_APP_TEST_CHILD_JOIN" // "1": join the site (failover test)
 )
 
 // TestMain doubles as the server child process of the kill and failover
@@ -33,9 +36,18 @@ func TestMain(m *testing.M) {
 		if e := os.Getenv(childEtcdEnv); e != "" {
 			etcd = strings.Split(e, ",")
 		}
-		srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		cfg := app.Config{DataDir: dir, Listen: "127.0.0.1:0",
 			Hostnames: []string{"127.0.0.1"}, Log: zerolog.New(os.Stderr).Level(zerolog.WarnLevel),
-			EtcdEndpoints: etcd, EventsDSN: os.Getenv(childDSNEnv)})
+			EtcdEndpoints: etcd, EventsDSN: os.Getenv(childDSNEnv), Join: os.Getenv(childJoinEnv) == "1"}
+		if k := os.Getenv(childKEKEnv); k != "" {
+			kek, err := keyring.ParseKEK(k)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(2)
+			}
+			cfg.KEK = kek
+		}
+		srv, err := app.Start(context.Background(), cfg)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)

@@ -45,10 +45,10 @@ const (
 // writerInfo implements api.Config.Writer.
 func (s *Server) writerInfo() (bool, string) {
 	if s.role.self.Load() {
-		return true, s.URL()
+		return true, s.NodeURL()
 	}
 	url := ""
-	if p := s.role.writer.Load(); p != nil && *p != s.URL() {
+	if p := s.role.writer.Load(); p != nil && *p != s.NodeURL() {
 		url = *p // never our own key of a previous life: no redirect to ourselves
 	}
 	return false, url
@@ -66,7 +66,7 @@ func (s *Server) Role() string {
 // returns once this node is the writer or knows another one is, or with
 // the error that kept it from taking over the store when first elected.
 func (s *Server) startElection(ctx context.Context) error {
-	cand, err := election.New(election.Config{Client: s.state.Client(), URL: s.URL(), Log: s.cfg.Log})
+	cand, err := election.New(election.Config{Client: s.state.Client(), URL: s.NodeURL(), Log: s.cfg.Log})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
 	}
@@ -80,7 +80,7 @@ func (s *Server) startElection(ctx context.Context) error {
 		defer close(observed)
 		cand.Observe(ectx, func(w election.Writer) {
 			s.role.writer.Store(&w.URL)
-			if w.URL != "" && w.URL != s.URL() {
+			if w.URL != "" && w.URL != s.NodeURL() {
 				decide(nil)
 			}
 		})
