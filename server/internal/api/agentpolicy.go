@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/shared/policy"
 	"github.com/mamori/mamori/shared/wire"
 )
@@ -139,7 +140,19 @@ func (s *Server) agentPolicy(ctx context.Context, id string, gen uint64, cached 
 	if resp, until, ok := s.policies.agent(id, gen, time.Now()); ok && cached {
 		return resp, until, nil // compiled by a request of the same agent meanwhile
 	}
-	resp, until, err := s.compiledPolicy(ctx, id)
+	var (
+		resp  wire.PolicyResponse
+		until time.Time
+		err   error
+	)
+	if cached && s.cfg.Registers != nil {
+		// Compiled once per change for every agent with the same inputs.
+		var sp register.SharedPolicy
+		sp, err = s.cfg.Registers.Shared(ctx, id)
+		resp, until = wire.PolicyResponse{Version: sp.Version, Policy: sp.JSON}, sp.Until
+	} else {
+		resp, until, err = s.compiledPolicy(ctx, id)
+	}
 	if err != nil {
 		return resp, until, err
 	}
@@ -151,6 +164,11 @@ func (s *Server) agentPolicy(ctx context.Context, id string, gen uint64, cached 
 func (s *Server) watchPolicies(ctx context.Context) {
 	defer close(s.done)
 	defer s.policies.notify() // wake long-polls on shutdown
+	if s.cfg.Registers != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { s.cfg.Registers.WatchAgents(ctx, s.policies.notify) })
+	}
 	for {
 		ch := s.cfg.State.WatchPolicies(ctx)
 		for range ch {
