@@ -356,7 +356,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          newStdLog(cfg.Log),
-		HTTP2:             agentHTTP2(),
 	}
 	go func() {
 		s.serveErr = s.http.Serve(s.ln)
@@ -607,20 +606,3 @@ func recordLoss(ctx context.Context, s *Server, lost evidence.Checkpoint) error 
 // TypeEventLossAccepted is the server event of an admin accepting, at
 // start, a store behind etcd's checkpoint.
 const TypeEventLossAccepted = "server.event_loss_accepted"
-
-// agentHTTP2 sizes HTTP/2 for many mostly idle agent connections. Each
-// connection keeps a read buffer as large as the largest frame it has
-// received: at the default 1 MiB frame size one 500-event batch pinned
-// 50-150 KiB per agent for the connection's life, so frames are capped at
-// the protocol's minimum, 16 KiB. The receive windows bound what a
-// connection can make the server buffer before its handler reads (256 KiB
-// still fills an office link). An agent uses three streams at most
-// (long-poll, batch, inventory); a browser on the web UI a few more.
-func agentHTTP2() *http.HTTP2Config {
-	return &http.HTTP2Config{
-		MaxConcurrentStreams:          32,
-		MaxReadFrameSize:              16 << 10,
-		MaxReceiveBufferPerConnection: 256 << 10,
-		MaxReceiveBufferPerStream:     256 << 10,
-	}
-}
