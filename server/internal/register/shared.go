@@ -227,27 +227,36 @@ func foldKey(s string) string {
 // agentRecord is the agent's hostname and department, read once. A
 // missing record compiles as no host and no department, as Effective does.
 func (s *Service) agentRecord(ctx context.Context, agentID string) (agentRec, error) {
-	s.agentsMu.Lock()
-	rec, ok := s.agents[agentID]
-	gen := s.agentsGen
-	s.agentsMu.Unlock()
-	if ok {
-		return rec, nil
+	// A record is kept whenever it is served, so that WatchAgents can tell
+	// when what was served changed. A read that a change overtook (the
+	// generation moved) is read again; after a few tries, in a storm of
+	// renewals, it is kept anyway: the next change of the record corrects it.
+	for try := 0; ; try++ {
+		s.agentsMu.Lock()
+		rec, ok := s.agents[agentID]
+		gen := s.agentsGen
+		s.agentsMu.Unlock()
+		if ok {
+			return rec, nil
+		}
+		ag, err := s.st.GetAgent(ctx, agentID)
+		if errors.Is(err, state.ErrNotFound) {
+			return agentRec{}, nil
+		}
+		if err != nil {
+			return agentRec{}, fmt.Errorf("register: agent %s: %w", agentID, err)
+		}
+		rec = agentRec{host: ag.Hostname, dept: ag.Department}
+		s.agentsMu.Lock()
+		kept := s.agentsGen == gen || try >= 3
+		if kept {
+			s.agents[agentID] = rec
+		}
+		s.agentsMu.Unlock()
+		if kept {
+			return rec, nil
+		}
 	}
-	ag, err := s.st.GetAgent(ctx, agentID)
-	if errors.Is(err, state.ErrNotFound) {
-		return agentRec{}, nil
-	}
-	if err != nil {
-		return agentRec{}, fmt.Errorf("register: agent %s: %w", agentID, err)
-	}
-	rec = agentRec{host: ag.Hostname, dept: ag.Department}
-	s.agentsMu.Lock()
-	if s.agentsGen == gen { // no record was forgotten while reading
-		s.agents[agentID] = rec
-	}
-	s.agentsMu.Unlock()
-	return rec, nil
 }
 
 // forgetAgent drops the kept record of an agent whose record changed.

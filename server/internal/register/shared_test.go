@@ -144,13 +144,21 @@ func TestSharedFollowsDepartmentChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	drain(woken)
-	if err := other.SetAgentDepartment(ctx, "ag-1", ""); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-woken:
-	case <-time.After(30 * time.Second):
-		t.Fatal("a department set by another server woke nothing")
+	// Set again until woken: the watch may not have been established yet
+	// when the first change was made.
+	for deadline := time.Now().Add(time.Minute); ; {
+		if err := other.SetAgentDepartment(ctx, "ag-1", ""); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-woken:
+		case <-time.After(time.Second):
+			if time.Now().After(deadline) {
+				t.Fatal("a department set by another server woke nothing")
+			}
+			continue
+		}
+		break
 	}
 	if sp, err := s.Shared(ctx, "ag-1"); err != nil || sp.Source != "pmark-baseline" {
 		t.Fatalf("after another server's change: %+v %v", sp, err)
