@@ -18,7 +18,8 @@ const (
 	KindRefused     = "connection_refused" // nothing listening
 	KindNetwork     = "network"            // timeouts, resets, DNS
 	KindServerError = "http_5xx"
-	KindRefusedReq  = "http_4xx" // the server refused the request: bad batch, chain conflict
+	KindBusy        = "server_busy" // 503 or 429 with Retry-After: the server is up and says when to come back
+	KindRefusedReq  = "http_4xx"    // the server refused the request: bad batch, chain conflict
 	KindGarbage     = "garbage_answer"
 )
 

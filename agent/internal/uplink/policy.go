@@ -113,7 +113,7 @@ func (ps *PolicySync) poll(ctx context.Context) (*wire.PolicyResponse, error) {
 	case resp.StatusCode == http.StatusNotModified:
 		return nil, nil
 	case resp.StatusCode != http.StatusOK:
-		return nil, &statusError{resp.StatusCode, errorText(body)}
+		return nil, &statusError{code: resp.StatusCode, msg: errorText(body)}
 	case len(body) > wire.MaxPolicyBody:
 		return nil, fmt.Errorf("%w: policy answer over %d bytes", errGarbage, wire.MaxPolicyBody)
 	}

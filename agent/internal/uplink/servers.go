@@ -74,5 +74,5 @@ func (l *ServerList) Set(urls []string) {
 // failover reports whether an error of kind means "try another server":
 // the server is unreachable or failing, not refusing this request.
 func failover(kind string) bool {
-	return kind != KindRefusedReq && kind != KindGarbage
+	return kind != KindRefusedReq && kind != KindGarbage && kind != KindBusy
 }

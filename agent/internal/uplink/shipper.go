@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -86,6 +87,38 @@ var errGarbage = errors.New("uplink: garbage answer")
 type statusError struct {
 	code int
 	msg  string
+	// retryAfter is the server's Retry-After on 503 and 429 (it is busy
+	// and says when to come back); 0 when it gave none.
+	retryAfter time.Duration
+}
+
+// parseRetryAfter reads a Retry-After value, delay-seconds or an HTTP
+// date; 0 when absent, unreadable or past.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, int64(24*time.Hour/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// retryAfterDelay is the wait the server asked for, capped at max, plus a
+// random part of up to half of it, so agents told the same do not all
+// come back in the same second.
+func retryAfterDelay(ra, max time.Duration) time.Duration {
+	d := min(ra, max)
+	if half := int64(d / 2); half > 0 {
+		d += time.Duration(rand.Int64N(half))
+	}
+	return d
 }
 
 func (e *statusError) Error() string {
@@ -145,6 +178,9 @@ func (s *Shipper) Run(ctx context.Context) error {
 				s.Servers.Failed(s.base())
 			}
 			d := s.Backoff.Delay(failures)
+			if errors.As(err, &se) && se.retryAfter > 0 {
+				d = retryAfterDelay(se.retryAfter, s.Backoff.Max)
+			}
 			failures++
 			select {
 			case <-ctx.Done():
@@ -184,6 +220,8 @@ func (s *Shipper) fill(ctx context.Context, evs []event.Event, limit int) ([]eve
 func kindOf(err error) string {
 	var se *statusError
 	switch {
+	case errors.As(err, &se) && se.retryAfter > 0:
+		return KindBusy
 	case errors.As(err, &se) && se.code >= 500:
 		return KindServerError
 	case errors.As(err, &se):
@@ -221,7 +259,11 @@ func (s *Shipper) send(ctx context.Context, evs []event.Event) (wire.Ack, error)
 		return wire.Ack{}, fmt.Errorf("uplink: read ack: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return wire.Ack{}, &statusError{resp.StatusCode, errorText(body)}
+		se := &statusError{code: resp.StatusCode, msg: errorText(body)}
+		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests {
+			se.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		}
+		return wire.Ack{}, se
 	}
 	var ack wire.Ack
 	d := json.NewDecoder(bytes.NewReader(body))
@@ -242,7 +284,7 @@ func (s *Shipper) ack(a wire.Ack, evs []event.Event) error {
 	if a.AckedSeq < evs[0].Seq {
 		// Nothing of this batch stored: the server wants an earlier seq we
 		// no longer have, or refused silently. Retry with backoff.
-		return &statusError{http.StatusConflict, fmt.Sprintf("acked_seq %d before the batch's first seq %d", a.AckedSeq, evs[0].Seq)}
+		return &statusError{code: http.StatusConflict, msg: fmt.Sprintf("acked_seq %d before the batch's first seq %d", a.AckedSeq, evs[0].Seq)}
 	}
 	if err := s.Queue.Ack(a.AckedSeq); err != nil {
 		return fmt.Errorf("uplink: %w", err)

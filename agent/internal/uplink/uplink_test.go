@@ -86,6 +86,7 @@ type fakeServer struct {
 	hits     atomic.Int64
 	mu       sync.Mutex
 	stored   []event.Event
+	hitTimes []time.Time // of every POST of a batch
 	policy   wire.PolicyResponse
 	polReady chan struct{}
 }
@@ -144,7 +145,15 @@ func (f *fakeServer) enroll(w http.ResponseWriter, r *http.Request) {
 
 func (f *fakeServer) events(w http.ResponseWriter, r *http.Request) {
 	f.hits.Add(1)
+	f.mu.Lock()
+	f.hitTimes = append(f.hitTimes, time.Now())
+	f.mu.Unlock()
 	switch f.mode.Load() {
+	case "busy": // the real server's admission control
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":"server busy"}`)
+		return
 	case "500":
 		w.WriteHeader(http.StatusInternalServerError)
 		io.WriteString(w, `{"error":"internal error: events not stored"}`)

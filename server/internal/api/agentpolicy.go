@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/shared/policy"
 	"github.com/mamori/mamori/shared/wire"
 )
@@ -124,8 +125,10 @@ func (c *policyCache) putAgent(id string, gen uint64, resp wire.PolicyResponse, 
 // generation has it, else compiled holding one of s.stateSlots:
 // 10,000 long-polls woken by one change must not send 40,000 reads to etcd
 // at once (they time out, answer 500 and come back for more).
-// Only long-polls (cached) use the cache: a plain GET reads what was just
-// written even before the watch has reported it.
+// Only long-polls (cached) use the per-agent cache. With the registers,
+// every request compiles from their per-change view (register.Shared):
+// writes through this server invalidate it at once (policyWritten), those
+// of another server when the watch reports them.
 func (s *Server) agentPolicy(ctx context.Context, id string, gen uint64, cached bool) (wire.PolicyResponse, time.Time, error) {
 	if resp, until, ok := s.policies.agent(id, gen, time.Now()); ok && cached {
 		return resp, until, nil
@@ -139,7 +142,19 @@ func (s *Server) agentPolicy(ctx context.Context, id string, gen uint64, cached 
 	if resp, until, ok := s.policies.agent(id, gen, time.Now()); ok && cached {
 		return resp, until, nil // compiled by a request of the same agent meanwhile
 	}
-	resp, until, err := s.compiledPolicy(ctx, id)
+	var (
+		resp  wire.PolicyResponse
+		until time.Time
+		err   error
+	)
+	if s.cfg.Registers != nil {
+		// Compiled once per change for every agent with the same inputs.
+		var sp register.SharedPolicy
+		sp, err = s.cfg.Registers.Shared(ctx, id)
+		resp, until = wire.PolicyResponse{Version: sp.Version, Policy: sp.JSON}, sp.Until
+	} else {
+		resp, err = s.effectivePolicy(ctx, id)
+	}
 	if err != nil {
 		return resp, until, err
 	}
@@ -151,6 +166,11 @@ func (s *Server) agentPolicy(ctx context.Context, id string, gen uint64, cached 
 func (s *Server) watchPolicies(ctx context.Context) {
 	defer close(s.done)
 	defer s.policies.notify() // wake long-polls on shutdown
+	if s.cfg.Registers != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { s.cfg.Registers.WatchAgents(ctx, s.policies.notify) })
+	}
 	for {
 		ch := s.cfg.State.WatchPolicies(ctx)
 		for range ch {
@@ -172,30 +192,19 @@ func (s *Server) watchPolicies(ctx context.Context) {
 	}
 }
 
+// policyWritten wakes this server's long-polls at once after a write that
+// can change effective policies, without waiting for the watch.
+func (s *Server) policyWritten() {
+	s.invalidateRegisters()
+	s.policies.notify()
+}
+
 // invalidateRegisters drops the compiler's cached registers (another
 // server, or etcd directly, may have changed them).
 func (s *Server) invalidateRegisters() {
 	if s.cfg.Registers != nil {
 		s.cfg.Registers.Invalidate()
 	}
-}
-
-// compiledPolicy is the agent's policy compiled with the registers; until
-// is when it changes by time alone (an approval window ends), else zero.
-func (s *Server) compiledPolicy(ctx context.Context, agentID string) (wire.PolicyResponse, time.Time, error) {
-	if s.cfg.Registers == nil {
-		resp, err := s.effectivePolicy(ctx, agentID)
-		return resp, time.Time{}, err
-	}
-	c, err := s.cfg.Registers.Effective(ctx, agentID)
-	if err != nil {
-		return wire.PolicyResponse{}, time.Time{}, err
-	}
-	b, err := json.Marshal(c.Policy)
-	if err != nil {
-		return wire.PolicyResponse{}, time.Time{}, fmt.Errorf("api: policy for %s: %w", agentID, err)
-	}
-	return wire.PolicyResponse{Version: c.Policy.Version(), Policy: b}, c.Until, nil
 }
 
 // effectivePolicy is the agent's assigned policy, else "default", else the

@@ -42,7 +42,7 @@ func (s *Server) handlePutPolicy(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, r, "storing policy", err)
 		return
 	}
-	s.policies.notify() // do not wait for the watch to wake this server's polls
+	s.policyWritten()
 	s.record(r, event.Event{Type: "policy.changed", Object: "policy/" + name, Attrs: event.Attrs{
 		"name": name, "version": p.Version(),
 	}})

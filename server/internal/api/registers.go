@@ -103,7 +103,7 @@ func (s *Server) changed(r *http.Request, cs ...register.Change) {
 	for _, c := range cs {
 		s.recordChange(r, c)
 	}
-	s.policies.notify()
+	s.policyWritten()
 }
 
 func (s *Server) handleListEntries(w http.ResponseWriter, r *http.Request) {
@@ -362,7 +362,7 @@ func (s *Server) handleAssignAgent(w http.ResponseWriter, r *http.Request) {
 		s.registerFail(w, r, "assigning policy", err)
 		return
 	}
-	s.policies.notify()
+	s.policyWritten()
 	s.record(r, event.Event{Type: "policy.assigned", Object: "agent/" + id, Attrs: event.Attrs{"policy": b.Policy}})
 	s.writeJSON(w, r, http.StatusOK, map[string]string{"agent": id, "policy": b.Policy})
 }
@@ -377,7 +377,7 @@ func (s *Server) handleAssignDepartment(w http.ResponseWriter, r *http.Request) 
 		s.registerFail(w, r, "assigning policy", err)
 		return
 	}
-	s.policies.notify()
+	s.policyWritten()
 	s.record(r, event.Event{Type: "policy.assigned", Object: "department/" + dept, Attrs: event.Attrs{"policy": b.Policy}})
 	s.writeJSON(w, r, http.StatusOK, map[string]string{"department": dept, "policy": b.Policy})
 }
@@ -412,7 +412,7 @@ func (s *Server) handleSetDepartment(w http.ResponseWriter, r *http.Request) {
 		s.registerFail(w, r, "setting department", err)
 		return
 	}
-	s.policies.notify()
+	s.policyWritten()
 	s.record(r, event.Event{Type: "agent.department", Object: "agent/" + id, Attrs: event.Attrs{"department": b.Department}})
 	s.writeJSON(w, r, http.StatusOK, map[string]string{"agent": id, "department": b.Department})
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mamori/mamori/policies"
@@ -42,6 +43,7 @@ func (s *Service) Invalidate() {
 	s.snapMu.Lock()
 	s.snapGen++
 	s.snap = nil
+	s.view = nil
 	s.snapMu.Unlock()
 }
 
@@ -60,8 +62,22 @@ func (s *Service) snapshot(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register: read registers: %w", err)
 	}
+	sn, err := parseSnapshot(resp.Kvs)
+	if err != nil {
+		return nil, err
+	}
+	s.snapMu.Lock()
+	if s.snapGen == gen { // no change arrived while reading
+		s.snap = sn
+	}
+	s.snapMu.Unlock()
+	return sn, nil
+}
+
+// parseSnapshot decodes the register entries under entriesDir.
+func parseSnapshot(kvs []*mvccpb.KeyValue) (*snapshot, error) {
 	sn := &snapshot{}
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		rest := strings.TrimPrefix(string(kv.Key), state.Prefix+entriesDir)
 		k, _, _ := strings.Cut(rest, "/")
 		switch Kind(k) {
@@ -82,11 +98,6 @@ func (s *Service) snapshot(ctx context.Context) (*snapshot, error) {
 			sn.approvals = append(sn.approvals, e)
 		}
 	}
-	s.snapMu.Lock()
-	if s.snapGen == gen { // no change arrived while reading
-		s.snap = sn
-	}
-	s.snapMu.Unlock()
 	return sn, nil
 }
 
@@ -328,6 +339,7 @@ func (s *Service) SetAgentDepartment(ctx context.Context, agentID, dept string) 
 		} else if err != nil {
 			return fmt.Errorf("register: %w", err)
 		}
+		s.forgetAgent(agentID)
 		return nil
 	}
 	return fmt.Errorf("register: agent %s keeps changing: %w", agentID, ErrConflict)

@@ -78,6 +78,13 @@ type Service struct {
 	snapMu  sync.Mutex
 	snapGen uint64
 	snap    *snapshot // nil: read again
+	view    *view     // nil: read again (see Shared)
+	// viewLoading is closed when the view being read is in.
+	viewLoading chan struct{}
+
+	agentsMu  sync.Mutex
+	agents    map[string]agentRec // what compiling needs of each agent's record
+	agentsGen uint64              // counts forgotten records, so a read racing one is not kept
 
 	parsedMu sync.Mutex
 	parsed   map[string]parsedPolicy // stored policy name -> last parse
@@ -101,7 +108,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.MaxTxnBytes = bytes - txnFraming
 	}
 	return &Service{st: cfg.State, cli: cfg.State.Client(), now: cfg.Now, maxOps: cfg.MaxTxnOps, maxBytes: cfg.MaxTxnBytes,
-		parsed: map[string]parsedPolicy{}}, nil
+		parsed: map[string]parsedPolicy{}, agents: map[string]agentRec{}}, nil
 }
 
 // Now is the service's clock.
