@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/rs/zerolog"
 	_ "modernc.org/sqlite" // registers driver "sqlite"
@@ -21,6 +22,13 @@ type SQLite struct {
 	core
 	path string
 	wdb  *sql.DB // write pool: one connection owned by the writer goroutine
+	// wmu is the write lock: held by the writer around each transaction and
+	// by whatever else writes on its own connection (checkpointer), so they
+	// queue on it instead of in SQLite's busy handler, which sleeps.
+	wmu      sync.Mutex
+	pageSize int64
+	stop     chan struct{} // closed by Close: background goroutines return
+	bg       sync.WaitGroup
 }
 
 // OpenSQLite opens (creating and migrating if needed) the event store at path.
@@ -33,17 +41,18 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 		return nil, fmt.Errorf("eventlog: %w", err)
 	}
 	base := sqliteURI(abs)
-	wdb, err := sql.Open("sqlite", base+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)")
+	wdb, err := sql.Open("sqlite", base+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)"+
+		fmt.Sprintf("&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)", walLarge))
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open %s: %w", abs, err)
 	}
-	// The writer goroutine holds one connection for the store's lifetime; the
-	// other serves reads at open. Nothing else writes.
-	wdb.SetMaxOpenConns(2)
-	wdb.SetMaxIdleConns(2)
+	// The writer goroutine and the checkpointer hold one connection each for
+	// the store's lifetime; the others serve reads at open and Prune.
+	wdb.SetMaxOpenConns(4)
+	wdb.SetMaxIdleConns(4)
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
-	s := &SQLite{core: newCore(log), path: abs, wdb: wdb}
+	s := &SQLite{core: newCore(log), path: abs, wdb: wdb, stop: make(chan struct{})}
 	fail := func(err error) (*SQLite, error) {
 		if s.rdb != nil {
 			s.rdb.Close()
@@ -68,15 +77,32 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	if err := s.load(ctx, wdb); err != nil {
 		return fail(err)
 	}
+	if err := wdb.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&s.pageSize); err != nil {
+		return fail(fmt.Errorf("eventlog: %w", err))
+	}
+	cconn, err := wdb.Conn(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("eventlog: %w", err))
+	}
+	// A TRUNCATE checkpoint holds the write lock while it waits for readers:
+	// give up soon and try again later rather than stall ingest.
+	if _, err := cconn.ExecContext(ctx, `PRAGMA busy_timeout = 200`); err != nil {
+		cconn.Close()
+		return fail(fmt.Errorf("eventlog: %w", err))
+	}
 	conn, err := wdb.Conn(ctx)
 	if err != nil {
+		cconn.Close()
 		return fail(fmt.Errorf("eventlog: %w", err))
 	}
 	ready := make(chan error, 1)
 	go s.writer(conn, ready)
 	if err := <-ready; err != nil {
+		cconn.Close()
 		return fail(err)
 	}
+	s.bg.Add(1)
+	go s.checkpointer(cconn)
 	if err := s.recordRebuilt(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -101,6 +127,8 @@ func (s *SQLite) Close() error {
 	if err := s.closeQueue(); err != nil {
 		return err
 	}
+	close(s.stop)
+	s.bg.Wait()
 	err := errors.Join(s.rdb.Close(), s.wdb.Close())
 	if err != nil {
 		return fmt.Errorf("eventlog: close: %w", err)

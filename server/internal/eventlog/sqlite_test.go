@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -41,6 +42,7 @@ func TestPools(t *testing.T) {
 		{true, "synchronous", "2"}, // FULL
 		{true, "foreign_keys", "1"},
 		{true, "busy_timeout", "10000"},
+		{true, "wal_autocheckpoint", "0"}, // checkpoints run off the commit path
 		{false, "journal_mode", "wal"},
 		{false, "query_only", "1"},
 	} {
@@ -51,6 +53,40 @@ func TestPools(t *testing.T) {
 	}
 	if err := s.ExecRead(ctx, `DELETE FROM events`); err == nil {
 		t.Error("read pool accepted a write")
+	}
+}
+
+// TestCheckpointOffCommitPath checks that committed pages reach the
+// database file while the store is open although no commit checkpoints: a
+// few hundred events stay far below SQLite's automatic checkpoint (1,000
+// pages), so only the background checkpointer moves them.
+func TestCheckpointOffCommitPath(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fi.Size()
+	if _, err := s.Append(ctx, "pc-001", storetest.Chain("pc-001", 1, 300, "")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > before+64<<10 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("database file still %d bytes (%d at open): the WAL was never checkpointed", fi.Size(), before)
+		}
 	}
 }
 
