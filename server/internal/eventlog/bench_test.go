@@ -61,8 +61,8 @@ func realisticChain(b *testing.B, agent string, n int, seed uint64) []event.Even
 	for i := range evs {
 		e := event.Event{Agent: agent, Seq: uint64(i + 1), Time: t0.Add(time.Duration(i) * time.Microsecond),
 			Control: "fileaccess", Type: types[rng.IntN(len(types))], Severity: event.Info, User: user,
-			Process: `C:\Program Files\Microsoft Office\root\Office16\EXCEL.EXE`,
-			Object: fmt.Sprintf(`%s\%s\%s_%04d.xlsx`, roots[rng.IntN(len(roots))], words[rng.IntN(len(words))], words[rng.IntN(len(words))], rng.IntN(10000)),
+			Process:    `C:\Program Files\Microsoft Office\root\Office16\EXCEL.EXE`,
+			Object:     fmt.Sprintf(`%s\%s\%s_%04d.xlsx`, roots[rng.IntN(len(roots))], words[rng.IntN(len(words))], words[rng.IntN(len(words))], rng.IntN(10000)),
 			RegisterID: fmt.Sprintf("PI-%03d", rng.IntN(60))}
 		if err := e.Attrs.UnmarshalJSON([]byte(fmt.Sprintf(`{"size":%d,"ext":"xlsx"}`, rng.IntN(1<<20)))); err != nil {
 			b.Fatal(err)
