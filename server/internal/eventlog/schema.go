@@ -71,7 +71,50 @@ var migrations = []string{
 	// (none until the first pruning; nothing for ingest to maintain), so
 	// start-up finds the newest one without reading the log.
 	`CREATE INDEX events_pruned ON events(received) WHERE control IS NULL;`,
+	// 4: the query indexes leave the commit path (docs/ingest.md). Their
+	// keys live in event_keys, which the indexer (indexer.go) fills in log
+	// order behind the writer; index_state.watermark is the first log index
+	// not yet in it, written in the same transaction as the keys. Readers use
+	// event_keys below the watermark and scan the log above it, and re-check
+	// every key against the row (retention clears values, not keys).
+	`CREATE TABLE event_keys (
+		kind INTEGER NOT NULL, -- keyKinds: 1 time, 2 control, 3 type, 4 user, 5 object, 6 register_id
+		val           NOT NULL, -- the column's value (Unix ns for time)
+		pos  INTEGER NOT NULL, -- events.idx
+		PRIMARY KEY (kind, val, pos)
+	) WITHOUT ROWID;
+	CREATE TABLE index_state (watermark INTEGER NOT NULL);
+	INSERT INTO event_keys SELECT kind, val, pos FROM (
+		SELECT 1 AS kind, time AS val, idx AS pos FROM events
+		UNION ALL SELECT 2, control, idx FROM events WHERE control IS NOT NULL
+		UNION ALL SELECT 3, type, idx FROM events WHERE type IS NOT NULL
+		UNION ALL SELECT 4, "user", idx FROM events WHERE "user" IS NOT NULL
+		UNION ALL SELECT 5, object, idx FROM events WHERE object IS NOT NULL
+		UNION ALL SELECT 6, register_id, idx FROM events WHERE register_id IS NOT NULL
+	) ORDER BY kind, val, pos;
+	INSERT INTO index_state SELECT COALESCE(MAX(idx) + 1, 0) FROM events;
+	DROP INDEX events_time;
+	DROP INDEX events_control;
+	DROP INDEX events_type;
+	DROP INDEX events_user;
+	DROP INDEX events_object;
+	DROP INDEX events_register_id;`,
 }
+
+// indexKeysSQL adds the keys of the events with idx in [?1, ?2) to
+// event_keys, sorted so that the insert walks the key B-tree in order (as
+// migration 4 does for every event).
+const indexKeysSQL = `INSERT INTO event_keys SELECT kind, val, pos FROM (
+		SELECT 1 AS kind, time AS val, idx AS pos FROM events WHERE idx >= ?1 AND idx < ?2
+		UNION ALL SELECT 2, control, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND control IS NOT NULL
+		UNION ALL SELECT 3, type, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND type IS NOT NULL
+		UNION ALL SELECT 4, "user", idx FROM events WHERE idx >= ?1 AND idx < ?2 AND "user" IS NOT NULL
+		UNION ALL SELECT 5, object, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND object IS NOT NULL
+		UNION ALL SELECT 6, register_id, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND register_id IS NOT NULL
+	) ORDER BY kind, val, pos`
+
+// keyKinds maps a query column, as written in SQL, to its event_keys kind.
+var keyKinds = map[string]int{"time": 1, "control": 2, "type": 3, `"user"`: 4, "object": 5, "register_id": 6}
 
 // migrate brings the schema to len(migrations) in one transaction; bind
 // rewrites placeholders for the backend.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 	_ "modernc.org/sqlite" // registers driver "sqlite"
@@ -25,10 +26,13 @@ type SQLite struct {
 	// wmu is the write lock: held by the writer around each transaction and
 	// by whatever else writes on its own connection (checkpointer), so they
 	// queue on it instead of in SQLite's busy handler, which sleeps.
-	wmu      sync.Mutex
-	pageSize int64
-	stop     chan struct{} // closed by Close: background goroutines return
-	bg       sync.WaitGroup
+	wmu       sync.Mutex
+	pageSize  int64
+	watermark atomic.Int64 // events below it have their keys in event_keys (indexer.go)
+	// indexPaused holds the indexer, for tests that place the watermark.
+	indexPaused atomic.Bool
+	stop        chan struct{} // closed by Close: background goroutines return
+	bg          sync.WaitGroup
 }
 
 // OpenSQLite opens (creating and migrating if needed) the event store at path.
@@ -46,10 +50,11 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open %s: %w", abs, err)
 	}
-	// The writer goroutine and the checkpointer hold one connection each for
-	// the store's lifetime; the others serve reads at open and Prune.
-	wdb.SetMaxOpenConns(4)
-	wdb.SetMaxIdleConns(4)
+	// The writer goroutine, the checkpointer and the indexer hold one
+	// connection each for the store's lifetime; the others serve reads at
+	// open and Prune.
+	wdb.SetMaxOpenConns(5)
+	wdb.SetMaxIdleConns(5)
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
 	s := &SQLite{core: newCore(log), path: abs, wdb: wdb, stop: make(chan struct{})}
@@ -71,38 +76,50 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	if err != nil {
 		return fail(fmt.Errorf("eventlog: open %s read-only: %w", abs, err))
 	}
-	s.rdb, s.bind = rdb, sqliteBind
+	s.rdb, s.bind, s.keys = rdb, sqliteBind, true
 	rdb.SetMaxOpenConns(8)
 	rdb.SetMaxIdleConns(8)
 	if err := s.load(ctx, wdb); err != nil {
 		return fail(err)
 	}
+	if err := s.loadWatermark(ctx); err != nil {
+		return fail(err)
+	}
 	if err := wdb.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&s.pageSize); err != nil {
+		return fail(fmt.Errorf("eventlog: %w", err))
+	}
+	iconn, err := wdb.Conn(ctx)
+	if err != nil {
 		return fail(fmt.Errorf("eventlog: %w", err))
 	}
 	cconn, err := wdb.Conn(ctx)
 	if err != nil {
+		iconn.Close()
 		return fail(fmt.Errorf("eventlog: %w", err))
 	}
 	// A TRUNCATE checkpoint holds the write lock while it waits for readers:
 	// give up soon and try again later rather than stall ingest.
 	if _, err := cconn.ExecContext(ctx, `PRAGMA busy_timeout = 200`); err != nil {
 		cconn.Close()
+		iconn.Close()
 		return fail(fmt.Errorf("eventlog: %w", err))
 	}
 	conn, err := wdb.Conn(ctx)
 	if err != nil {
 		cconn.Close()
+		iconn.Close()
 		return fail(fmt.Errorf("eventlog: %w", err))
 	}
 	ready := make(chan error, 1)
 	go s.writer(conn, ready)
 	if err := <-ready; err != nil {
 		cconn.Close()
+		iconn.Close()
 		return fail(err)
 	}
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go s.checkpointer(cconn)
+	go s.indexer(iconn)
 	if err := s.recordRebuilt(ctx); err != nil {
 		s.Close()
 		return nil, err

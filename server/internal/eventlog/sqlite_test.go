@@ -56,11 +56,11 @@ func TestPools(t *testing.T) {
 	}
 }
 
-// TestCheckpointOffCommitPath checks that committed pages reach the
-// database file while the store is open although no commit checkpoints: a
-// few hundred events stay far below SQLite's automatic checkpoint (1,000
-// pages), so only the background checkpointer moves them.
-func TestCheckpointOffCommitPath(t *testing.T) {
+// TestCheckpointInBackground checks that committed pages reach the
+// database file while the store is open although no commit checkpoints
+// (wal_autocheckpoint is 0, TestPools): the checkpointer moves them once
+// the WAL has passed 4 MiB.
+func TestCheckpointInBackground(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "events.db")
 	s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
@@ -73,8 +73,14 @@ func TestCheckpointOffCommitPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := fi.Size()
-	if _, err := s.Append(ctx, "pc-001", storetest.Chain("pc-001", 1, 300, "")); err != nil {
-		t.Fatal(err)
+	evs := storetest.Chain("pc-001", 1, 8000, "")
+	for i := 0; i < len(evs); i += 500 {
+		if _, err := s.Append(ctx, "pc-001", evs[i:i+500]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() < 4<<20 {
+		t.Fatalf("WAL: %v, %v; the test needs more than 4 MiB", fi, err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		fi, err := os.Stat(path)
@@ -87,6 +93,109 @@ func TestCheckpointOffCommitPath(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("database file still %d bytes (%d at open): the WAL was never checkpointed", fi.Size(), before)
 		}
+	}
+}
+
+// TestMigrateKeys moves a store of schema 3 (query indexes on events) to
+// event_keys: every event's keys are there, the watermark is the log's end,
+// and queries read the same pages.
+func TestMigrateKeys(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"pc-001", "pc-002"} {
+		if _, err := s.Append(ctx, a, storetest.Chain(a, 1, 300, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := eventlog.Filter{Control: "fileaccess", Limit: 1000}
+	want, err := s.Query(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DROP TABLE event_keys; DROP TABLE index_state;
+		CREATE INDEX events_time ON events(time);
+		CREATE INDEX events_control ON events(control) WHERE control IS NOT NULL;
+		CREATE INDEX events_type ON events(type) WHERE type IS NOT NULL;
+		CREATE INDEX events_user ON events(user) WHERE user IS NOT NULL;
+		CREATE INDEX events_object ON events(object) WHERE object IS NOT NULL;
+		CREATE INDEX events_register_id ON events(register_id) WHERE register_id IS NOT NULL;
+		UPDATE schema_version SET version = 3`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err = eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	size, _ := s.TreeSize(ctx)
+	if got := s.Indexed(); got != size {
+		t.Errorf("watermark after migration %d, want %d", got, size)
+	}
+	var keys, times int64
+	if err := s.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE kind = 1) FROM event_keys`, &keys, &times); err != nil {
+		t.Fatal(err)
+	}
+	if times != size || keys <= 3*size {
+		t.Errorf("event_keys: %d keys, %d times, for %d events", keys, times, size)
+	}
+	got, err := s.Query(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Events) != len(want.Events) || len(got.Events) == 0 {
+		t.Fatalf("after migration %d events, before %d", len(got.Events), len(want.Events))
+	}
+	for i := range got.Events {
+		if got.Events[i].Index != want.Events[i].Index {
+			t.Fatalf("event %d: index %d, before %d", i, got.Events[i].Index, want.Events[i].Index)
+		}
+	}
+}
+
+// TestIndexerResumes closes a store whose indexer stopped mid-log and
+// checks that the reopened store's indexer completes the keys from the
+// watermark on, each event's once.
+func TestIndexerResumes(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "pc-001", storetest.Chain("pc-001", 1, 500, "")); err != nil {
+		t.Fatal(err)
+	}
+	size, _ := s.TreeSize(ctx)
+	if err := s.SetWatermark(ctx, size/3); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for deadline := time.Now().Add(30 * time.Second); s.Indexed() < size; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("watermark %d, want %d", s.Indexed(), size)
+		}
+	}
+	var times, distinct int64
+	if err := s.QueryRow(ctx, `SELECT count(*), count(DISTINCT pos) FROM event_keys WHERE kind = 1`, &times, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if times != size || distinct != size {
+		t.Errorf("%d time keys for %d distinct events, want %d", times, distinct, size)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -17,6 +18,11 @@ import (
 // the writer waits on a Go mutex, not in SQLite's busy handler.
 const (
 	checkpointEvery = 500 * time.Millisecond
+	// walCheckpointAt: a WAL file smaller than this is left alone, as
+	// SQLite's automatic checkpoint (1,000 pages) would: copying a few pages
+	// at a time costs a database fsync each, and on a nearly full disk the
+	// copy would take the room a commit needs.
+	walCheckpointAt = 4 << 20
 	// walLarge bounds the WAL: past it the checkpointer truncates it. The
 	// writer's connection also has journal_size_limit at walLarge, so a WAL
 	// that SQLite restarts from the beginning is cut back to it.
@@ -36,11 +42,14 @@ func (s *SQLite) checkpointer(conn *sql.Conn) {
 			return
 		case <-t.C:
 		}
-		if n := s.size.Load(); n == last {
+		n := s.size.Load()
+		if n == last {
 			continue // nothing committed since the last checkpoint
-		} else {
-			last = n
 		}
+		if fi, err := os.Stat(s.path + "-wal"); err != nil || fi.Size() < walCheckpointAt {
+			continue
+		}
+		last = n
 		if err := s.checkpointWAL(context.Background(), conn); err != nil {
 			s.log.Warn().Err(err).Msg("WAL checkpoint")
 		}

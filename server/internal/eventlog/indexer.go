@@ -1,0 +1,121 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// The indexer keeps event_keys (the query indexes, schema.go migration 4)
+// behind the log, so that a commit inserts each event into the log's B-tree
+// and the (agent, seq) index only: random keys (object paths above all) in
+// six secondary B-trees were most of the writer's time (docs/ingest.md).
+// It adds the keys of committed events in batches, sorted, and moves
+// index_state.watermark in the same transaction, so a crash at any point
+// leaves keys and watermark agreeing and the indexer resumes from it.
+const (
+	indexBatch = 4096
+	// indexMaxLag is how far the indexer lets the log run ahead while
+	// ingest is queued: readers scan at most about this many rows of tail.
+	// Beyond it the indexer no longer gives way to the writer.
+	indexMaxLag = 32 << 10
+	indexPoll   = 50 * time.Millisecond
+)
+
+// indexer runs until the store closes.
+func (s *SQLite) indexer(conn *sql.Conn) {
+	defer s.bg.Done()
+	defer conn.Close()
+	ctx := context.Background()
+	t := time.NewTicker(indexPoll)
+	defer t.Stop()
+	var retry time.Time // after a failure (a full disk, say), wait a second
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		for time.Now().After(retry) {
+			wm, size := s.watermark.Load(), s.size.Load()
+			if wm >= size {
+				break
+			}
+			if s.indexPaused.Load() || size-wm < indexMaxLag && len(s.reqs) > 0 {
+				break // ingest first; the next tick looks again
+			}
+			if err := s.indexRange(ctx, conn, wm, min(size, wm+indexBatch)); err != nil {
+				s.log.Error().Err(err).Int64("watermark", wm).Msg("indexing events")
+				retry = time.Now().Add(time.Second)
+				break
+			}
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// indexRange adds the keys of the events in [lo, hi) and moves the
+// watermark to hi, in one transaction under the write lock.
+func (s *SQLite) indexRange(ctx context.Context, conn *sql.Conn, lo, hi int64) (err error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.indexPaused.Load() || s.watermark.Load() != lo {
+		return nil // a test holds the indexer or moved the watermark
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("eventlog: index: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if _, err := tx.ExecContext(ctx, indexKeysSQL, lo, hi); err != nil {
+		return fmt.Errorf("eventlog: index [%d, %d): %w", lo, hi, err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?`, hi); err != nil {
+		return fmt.Errorf("eventlog: index watermark: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("eventlog: index: %w", err)
+	}
+	s.watermark.Store(hi)
+	return nil
+}
+
+// loadWatermark reads the watermark at open. One above the log (a database
+// file restored without its WAL tail, say) would leave the events appended
+// below it unindexed: the keys above the log are dropped and the watermark
+// set to the log's end.
+func (s *SQLite) loadWatermark(ctx context.Context) error {
+	var wm int64
+	if err := s.wdb.QueryRowContext(ctx, `SELECT watermark FROM index_state`).Scan(&wm); err != nil {
+		return fmt.Errorf("eventlog: read index watermark: %w", err)
+	}
+	if n := s.size.Load(); wm > n {
+		s.log.Warn().Int64("watermark", wm).Int64("events", n).Msg("index watermark above the log: reset")
+		tx, err := s.wdb.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("eventlog: reset index watermark: %w", err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, `DELETE FROM event_keys WHERE pos >= ?`, n); err != nil {
+			return fmt.Errorf("eventlog: reset index watermark: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?`, n); err != nil {
+			return fmt.Errorf("eventlog: reset index watermark: %w", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("eventlog: reset index watermark: %w", err)
+		}
+		wm = n
+	}
+	s.watermark.Store(wm)
+	return nil
+}
