@@ -15,11 +15,11 @@ import (
 // index_state.watermark in the same transaction, so a crash at any point
 // leaves keys and watermark agreeing and the indexer resumes from it.
 const (
-	indexBatch = 4096
+	indexBatch = 16384
 	// indexMaxLag is how far the indexer lets the log run ahead while
 	// ingest is queued: readers scan at most about this many rows of tail.
 	// Beyond it the indexer no longer gives way to the writer.
-	indexMaxLag = 32 << 10
+	indexMaxLag = 64 << 10
 	indexPoll   = 50 * time.Millisecond
 )
 

@@ -103,8 +103,10 @@ var migrations = []string{
 
 // indexKeysSQL adds the keys of the events with idx in [?1, ?2) to
 // event_keys, sorted so that the insert walks the key B-tree in order (as
-// migration 4 does for every event).
-const indexKeysSQL = `INSERT INTO event_keys SELECT kind, val, pos FROM (
+// migration 4 does for every event). OR FAIL, not the default ABORT, so
+// SQLite keeps no statement journal (a copy of every page the statement
+// changes); a failure rolls back the whole transaction anyway.
+const indexKeysSQL = `INSERT OR FAIL INTO event_keys SELECT kind, val, pos FROM (
 		SELECT 1 AS kind, time AS val, idx AS pos FROM events WHERE idx >= ?1 AND idx < ?2
 		UNION ALL SELECT 2, control, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND control IS NOT NULL
 		UNION ALL SELECT 3, type, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND type IS NOT NULL

@@ -92,6 +92,11 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	if err != nil {
 		return fail(fmt.Errorf("eventlog: %w", err))
 	}
+	// The indexer sorts each batch's keys: in memory, not in temp files.
+	if _, err := iconn.ExecContext(ctx, `PRAGMA temp_store = MEMORY`); err != nil {
+		iconn.Close()
+		return fail(fmt.Errorf("eventlog: %w", err))
+	}
 	cconn, err := wdb.Conn(ctx)
 	if err != nil {
 		iconn.Close()
