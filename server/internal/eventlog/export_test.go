@@ -32,8 +32,8 @@ func (s *SQLite) ExecRead(ctx context.Context, q string) error {
 // any split of keys and tail.
 func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 	s.indexPaused.Store(true)
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	s.imu.Lock()
+	defer s.imu.Unlock()
 	if n := s.size.Load(); wm > n {
 		return fmt.Errorf("watermark %d above tree size %d", wm, n)
 	}
@@ -45,7 +45,7 @@ func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 		{indexKeysSQL, []any{0, wm}},
 		{`UPDATE index_state SET watermark = ?`, []any{wm}},
 	} {
-		if _, err := s.wdb.ExecContext(ctx, st.q, st.args...); err != nil {
+		if _, err := s.kdb.ExecContext(ctx, st.q, st.args...); err != nil {
 			return err
 		}
 	}

@@ -7,20 +7,18 @@ import (
 	"time"
 )
 
-// The indexer keeps event_keys (the query indexes, schema.go migration 4)
-// behind the log, so that a commit inserts each event into the log's B-tree
-// and the (agent, seq) index only: random keys (object paths above all) in
-// six secondary B-trees were most of the writer's time (docs/ingest.md).
+// The indexer keeps event_keys (the query indexes, keysSchema) behind the
+// log, so that a commit inserts each event into the log's B-tree and the
+// (agent, seq) index only: random keys (object paths above all) in six
+// secondary B-trees were most of the writer's time (docs/ingest.md). The
+// keys live in their own file (events.db-keys) with its own write lock, so
+// on two cores the indexer runs beside the writer instead of taking turns.
 // It adds the keys of committed events in batches, sorted, and moves
 // index_state.watermark in the same transaction, so a crash at any point
 // leaves keys and watermark agreeing and the indexer resumes from it.
 const (
 	indexBatch = 16384
-	// indexMaxLag is how far the indexer lets the log run ahead while
-	// ingest is queued: readers scan at most about this many rows of tail.
-	// Beyond it the indexer no longer gives way to the writer.
-	indexMaxLag = 64 << 10
-	indexPoll   = 50 * time.Millisecond
+	indexPoll  = 20 * time.Millisecond
 )
 
 // indexer runs until the store closes.
@@ -42,8 +40,8 @@ func (s *SQLite) indexer(conn *sql.Conn) {
 			if wm >= size {
 				break
 			}
-			if s.indexPaused.Load() || size-wm < indexMaxLag && len(s.reqs) > 0 {
-				break // ingest first; the next tick looks again
+			if s.indexPaused.Load() {
+				break
 			}
 			if err := s.indexRange(ctx, conn, wm, min(size, wm+indexBatch)); err != nil {
 				s.log.Error().Err(err).Int64("watermark", wm).Msg("indexing events")
@@ -60,10 +58,10 @@ func (s *SQLite) indexer(conn *sql.Conn) {
 }
 
 // indexRange adds the keys of the events in [lo, hi) and moves the
-// watermark to hi, in one transaction under the write lock.
+// watermark to hi, in one transaction.
 func (s *SQLite) indexRange(ctx context.Context, conn *sql.Conn, lo, hi int64) (err error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	s.imu.Lock()
+	defer s.imu.Unlock()
 	if s.indexPaused.Load() || s.watermark.Load() != lo {
 		return nil // a test holds the indexer or moved the watermark
 	}
@@ -95,12 +93,12 @@ func (s *SQLite) indexRange(ctx context.Context, conn *sql.Conn, lo, hi int64) (
 // set to the log's end.
 func (s *SQLite) loadWatermark(ctx context.Context) error {
 	var wm int64
-	if err := s.wdb.QueryRowContext(ctx, `SELECT watermark FROM index_state`).Scan(&wm); err != nil {
+	if err := s.kdb.QueryRowContext(ctx, `SELECT watermark FROM index_state`).Scan(&wm); err != nil {
 		return fmt.Errorf("eventlog: read index watermark: %w", err)
 	}
 	if n := s.size.Load(); wm > n {
 		s.log.Warn().Int64("watermark", wm).Int64("events", n).Msg("index watermark above the log: reset")
-		tx, err := s.wdb.BeginTx(ctx, nil)
+		tx, err := s.kdb.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("eventlog: reset index watermark: %w", err)
 		}
@@ -117,5 +115,26 @@ func (s *SQLite) loadWatermark(ctx context.Context) error {
 		wm = n
 	}
 	s.watermark.Store(wm)
+	return nil
+}
+
+// catchUp indexes, before the store serves, what the indexer has not: the
+// whole log after the migration to the keys file or with the file deleted
+// (about a minute for 10 million events), a few batches after a restart.
+func (s *SQLite) catchUp(ctx context.Context) error {
+	n := s.size.Load()
+	if wm := s.watermark.Load(); n-wm > indexBatch {
+		s.log.Info().Int64("from", wm).Int64("to", n).Msg("building the query indexes")
+	}
+	conn, err := s.kdb.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("eventlog: index: %w", err)
+	}
+	defer conn.Close()
+	for wm := s.watermark.Load(); wm < n; wm = s.watermark.Load() {
+		if err := s.indexRange(ctx, conn, wm, min(n, wm+8*indexBatch)); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -71,29 +71,11 @@ var migrations = []string{
 	// (none until the first pruning; nothing for ingest to maintain), so
 	// start-up finds the newest one without reading the log.
 	`CREATE INDEX events_pruned ON events(received) WHERE control IS NULL;`,
-	// 4: the query indexes leave the commit path (docs/ingest.md). Their
-	// keys live in event_keys, which the indexer (indexer.go) fills in log
-	// order behind the writer; index_state.watermark is the first log index
-	// not yet in it, written in the same transaction as the keys. Readers use
-	// event_keys below the watermark and scan the log above it, and re-check
-	// every key against the row (retention clears values, not keys).
-	`CREATE TABLE event_keys (
-		kind INTEGER NOT NULL, -- keyKinds: 1 time, 2 control, 3 type, 4 user, 5 object, 6 register_id
-		val           NOT NULL, -- the column's value (Unix ns for time)
-		pos  INTEGER NOT NULL, -- events.idx
-		PRIMARY KEY (kind, val, pos)
-	) WITHOUT ROWID;
-	CREATE TABLE index_state (watermark INTEGER NOT NULL);
-	INSERT INTO event_keys SELECT kind, val, pos FROM (
-		SELECT 1 AS kind, time AS val, idx AS pos FROM events
-		UNION ALL SELECT 2, control, idx FROM events WHERE control IS NOT NULL
-		UNION ALL SELECT 3, type, idx FROM events WHERE type IS NOT NULL
-		UNION ALL SELECT 4, "user", idx FROM events WHERE "user" IS NOT NULL
-		UNION ALL SELECT 5, object, idx FROM events WHERE object IS NOT NULL
-		UNION ALL SELECT 6, register_id, idx FROM events WHERE register_id IS NOT NULL
-	) ORDER BY kind, val, pos;
-	INSERT INTO index_state SELECT COALESCE(MAX(idx) + 1, 0) FROM events;
-	DROP INDEX events_time;
+	// 4: the query indexes leave the commit path (docs/ingest.md): the
+	// indexer keeps them in the keys file behind a watermark (keysSchema,
+	// indexer.go). A store migrated from 3 has no keys file; the open builds
+	// it before serving (indexer.go, catchUp).
+	`DROP INDEX events_time;
 	DROP INDEX events_control;
 	DROP INDEX events_type;
 	DROP INDEX events_user;
@@ -101,11 +83,27 @@ var migrations = []string{
 	DROP INDEX events_register_id;`,
 }
 
+// keysSchema is the keys file's: event_keys holds the query indexes'
+// entries, which the indexer (indexer.go) adds in log order behind the writer;
+// index_state.watermark is the first log index not yet in it, written in the
+// same transaction as the keys. Readers use event_keys below the watermark
+// and scan the log above it, and re-check every key against the row
+// (retention clears values, not keys). The file is derived from the log: it
+// can be deleted while the server is stopped and is rebuilt at open.
+const keysSchema = `CREATE TABLE IF NOT EXISTS event_keys (
+		kind INTEGER NOT NULL, -- keyKinds: 1 time, 2 control, 3 type, 4 user, 5 object, 6 register_id
+		val           NOT NULL, -- the column's value (Unix ns for time)
+		pos  INTEGER NOT NULL, -- events.idx
+		PRIMARY KEY (kind, val, pos)
+	) WITHOUT ROWID;
+	CREATE TABLE IF NOT EXISTS index_state (watermark INTEGER NOT NULL);
+	INSERT INTO index_state SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM index_state);`
+
 // indexKeysSQL adds the keys of the events with idx in [?1, ?2) to
-// event_keys, sorted so that the insert walks the key B-tree in order (as
-// migration 4 does for every event). OR FAIL, not the default ABORT, so
-// SQLite keeps no statement journal (a copy of every page the statement
-// changes); a failure rolls back the whole transaction anyway.
+// event_keys, sorted so that the insert walks the key B-tree in order.
+// OR FAIL, not the default ABORT, so SQLite keeps no statement journal (a
+// copy of every page the statement changes); a failure rolls back the whole
+// transaction anyway.
 const indexKeysSQL = `INSERT OR FAIL INTO event_keys SELECT kind, val, pos FROM (
 		SELECT 1 AS kind, time AS val, idx AS pos FROM events WHERE idx >= ?1 AND idx < ?2
 		UNION ALL SELECT 2, control, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND control IS NOT NULL

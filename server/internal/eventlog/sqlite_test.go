@@ -73,7 +73,7 @@ func TestCheckpointInBackground(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := fi.Size()
-	evs := storetest.Chain("pc-001", 1, 8000, "")
+	evs := storetest.Chain("pc-001", 1, 12000, "")
 	for i := 0; i < len(evs); i += 500 {
 		if _, err := s.Append(ctx, "pc-001", evs[i:i+500]); err != nil {
 			t.Fatal(err)
@@ -96,9 +96,9 @@ func TestCheckpointInBackground(t *testing.T) {
 	}
 }
 
-// TestMigrateKeys moves a store of schema 3 (query indexes on events) to
-// event_keys: every event's keys are there, the watermark is the log's end,
-// and queries read the same pages.
+// TestMigrateKeys moves a store of schema 3 (query indexes on events, no
+// keys file) to event_keys: the open builds every event's keys, the
+// watermark is the log's end, and queries read the same pages.
 func TestMigrateKeys(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "events.db")
@@ -121,8 +121,7 @@ func TestMigrateKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`DROP TABLE event_keys; DROP TABLE index_state;
-		CREATE INDEX events_time ON events(time);
+	if _, err := db.Exec(`CREATE INDEX events_time ON events(time);
 		CREATE INDEX events_control ON events(control) WHERE control IS NOT NULL;
 		CREATE INDEX events_type ON events(type) WHERE type IS NOT NULL;
 		CREATE INDEX events_user ON events(user) WHERE user IS NOT NULL;
@@ -132,6 +131,11 @@ func TestMigrateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
+	for _, f := range []string{"-keys", "-keys-wal", "-keys-shm"} {
+		if err := os.Remove(path + f); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
 	s, err = eventlog.OpenSQLite(ctx, path, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
