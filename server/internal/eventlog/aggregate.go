@@ -41,9 +41,8 @@ var groupColumns = map[string]string{"agent": "agent", "control": "control", "ty
 // maxIn bounds the values of one IN list.
 const maxIn = 10000
 
-// where builds the shared predicate of Count and Scan; keys: the time index
-// is event_keys behind a watermark (SQLite, indexer.go).
-func (q *CountQuery) where(args *[]any, keys bool) (string, error) {
+// where builds the shared predicate of Count and Scan.
+func (q *CountQuery) where(args *[]any) (string, error) {
 	if q.From.IsZero() || q.To.IsZero() || !q.From.Before(q.To) {
 		return "", fmt.Errorf("%w: count needs From before To", ErrBadFilter)
 	}
@@ -54,16 +53,7 @@ func (q *CountQuery) where(args *[]any, keys bool) (string, error) {
 	if q.To.Sub(q.From) > 40*24*time.Hour {
 		col = "+time"
 	}
-	var conds []string
-	if keys && col == "time" {
-		// The rows the time keys name below the watermark, and the tail
-		// above it; both are checked against the range on the row.
-		conds = append(conds, `idx IN (SELECT pos FROM event_keys WHERE kind = ? AND val >= ? AND val < ?
-			UNION ALL SELECT idx FROM events WHERE idx >= (SELECT watermark FROM index_state))`)
-		*args = append(*args, keyKinds["time"], clampNano(q.From), clampNano(q.To))
-		col = "+time"
-	}
-	conds = append(conds, col+" >= ?", col+" < ?")
+	conds := []string{col + " >= ?", col + " < ?"}
 	*args = append(*args, clampNano(q.From), clampNano(q.To))
 	in := func(col string, vs []string) error {
 		if len(vs) == 0 {
@@ -127,7 +117,7 @@ func (s *core) Count(ctx context.Context, q CountQuery) ([]Group, error) {
 	if len(sel) == 0 {
 		sel = []string{"1"}
 	}
-	w, err := q.where(&args, s.keys)
+	w, err := q.where(&args)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +207,7 @@ func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn fun
 			args = append(args, a)
 		}
 	}
-	w, err := q.where(&args, s.keys)
+	w, err := q.where(&args)
 	if err != nil {
 		return err
 	}

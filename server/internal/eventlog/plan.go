@@ -80,6 +80,9 @@ func (p pred) sql(indexed bool, args *[]any) string {
 	return strings.Join(parts, " AND ")
 }
 
+// keyed reports whether p's column is indexed in event_keys.
+func (p *pred) keyed() bool { _, ok := keyKinds[p.col]; return ok }
+
 // keySQL writes p over event_keys (the SQLite query indexes, indexer.go).
 func (p pred) keySQL(args *[]any) string {
 	*args = append(*args, keyKinds[p.col])
@@ -208,7 +211,7 @@ func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, erro
 func (s *core) count(ctx context.Context, tx *sql.Tx, p pred, after, limit int64) (int64, error) {
 	var args []any
 	w, from, col := p.sql(true, &args), "events", "idx"
-	if s.keys {
+	if s.keys && p.keyed() {
 		args = args[:0]
 		w, from, col = p.keySQL(&args), "event_keys", "pos"
 	}
@@ -318,7 +321,7 @@ type part struct {
 // above it from the log itself. Both are in log order and the first ends
 // where the second begins, so the page is their concatenation.
 func parts(q *query, pl plan, r [2]int64) []part {
-	if q.keysBelow < 0 || pl.drive == nil {
+	if q.keysBelow < 0 || pl.drive == nil || !pl.drive.keyed() {
 		return []part{{r[0], r[1], fromEvents}}
 	}
 	wm, lo, hi := q.keysBelow, r[0], r[1]

@@ -15,8 +15,8 @@ import (
 )
 
 // TestQueryPlans checks that each plan reads through the index it names: a
-// walk never sorts, a sort reads its range index (event_keys for every
-// query index, below the watermark).
+// walk never sorts, a sort reads its range index (event_keys, below the
+// watermark, for user, object and register id).
 func TestQueryPlans(t *testing.T) {
 	ctx := context.Background()
 	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "events.db"), zerolog.Nop())
@@ -51,21 +51,21 @@ func TestQueryPlans(t *testing.T) {
 		{Filter{Cursor: "5"}, walk, "INTEGER PRIMARY KEY", false},
 		{Filter{Agent: "pc-001", Cursor: "5"}, walk, "events_agent_seq", false},
 		{Filter{Agent: "pc-001", Control: "media", ObjectPrefix: "D:", Cursor: "5"}, walk, "events_agent_seq", false},
-		{Filter{Control: "media", Type: "media.write"}, walk, "event_keys", false},
-		{Filter{Control: "media"}, walk, "event_keys", false},
-		{Filter{Type: "server.gap", Cursor: "9"}, walk, "event_keys", false},
+		{Filter{Control: "media", Type: "media.write"}, walk, "events_type", false},
+		{Filter{Control: "media"}, walk, "events_control", false},
+		{Filter{Type: "server.gap", Cursor: "9"}, walk, "events_type", false},
 		{Filter{User: "CORP\\tanaka", ObjectPrefix: `D:\`, From: day}, walk, "event_keys", false},
 		{Filter{RegisterID: "PI-001", User: "u"}, walk, "event_keys", false},
 		{Filter{ObjectPrefix: `D:\顧客\`, From: day, To: day.Add(time.Hour)}, walk, "INTEGER PRIMARY KEY", false},
 		{Filter{ObjectPrefix: `D:\顧客\`, User: "u", Cursor: "7"}, sortBy(true), "event_keys", true},
-		{Filter{Control: "media", From: day, To: day.Add(time.Hour)}, sortBy(false), "event_keys", true},
+		{Filter{Control: "media", From: day, To: day.Add(time.Hour)}, sortBy(false), "events_time", true},
 	} {
 		q, err := parseFilter(c.f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		pl, src := c.plan(q), fromEvents
-		if pl.drive != nil {
+		if pl.drive != nil && pl.drive.keyed() {
 			src = fromKeys
 		}
 		sq, args := selectSQL(q, pl, q.after+1, 1<<40, q.limit+1, src)

@@ -71,14 +71,14 @@ var migrations = []string{
 	// (none until the first pruning; nothing for ingest to maintain), so
 	// start-up finds the newest one without reading the log.
 	`CREATE INDEX events_pruned ON events(received) WHERE control IS NULL;`,
-	// 4: the query indexes leave the commit path (docs/ingest.md): the
-	// indexer keeps them in the keys file behind a watermark (keysSchema,
-	// indexer.go). A store migrated from 3 has no keys file; the open builds
-	// it before serving (indexer.go, catchUp).
-	`DROP INDEX events_time;
-	DROP INDEX events_control;
-	DROP INDEX events_type;
-	DROP INDEX events_user;
+	// 4: the indexes of the columns with many distinct values (user, object
+	// path, register id) leave the commit path (docs/ingest.md): random keys
+	// there cost a B-tree page per event at commit. The indexer keeps them in
+	// the keys file behind a watermark (keysSchema, indexer.go); a store
+	// migrated from 3 has no keys file, and the open builds it. Time, control
+	// and type stay: their inserts land on a few pages at the end of each
+	// value's range, and the alert and compliance tails follow them.
+	`DROP INDEX events_user;
 	DROP INDEX events_object;
 	DROP INDEX events_register_id;`,
 }
@@ -91,7 +91,7 @@ var migrations = []string{
 // (retention clears values, not keys). The file is derived from the log: it
 // can be deleted while the server is stopped and is rebuilt at open.
 const keysSchema = `CREATE TABLE IF NOT EXISTS event_keys (
-		kind INTEGER NOT NULL, -- keyKinds: 1 time, 2 control, 3 type, 4 user, 5 object, 6 register_id
+		kind INTEGER NOT NULL, -- keyKinds: 4 user, 5 object, 6 register_id
 		val           NOT NULL, -- the column's value (Unix ns for time)
 		pos  INTEGER NOT NULL, -- events.idx
 		PRIMARY KEY (kind, val, pos)
@@ -105,16 +105,14 @@ const keysSchema = `CREATE TABLE IF NOT EXISTS event_keys (
 // copy of every page the statement changes); a failure rolls back the whole
 // transaction anyway.
 const indexKeysSQL = `INSERT OR FAIL INTO event_keys SELECT kind, val, pos FROM (
-		SELECT 1 AS kind, time AS val, idx AS pos FROM events WHERE idx >= ?1 AND idx < ?2
-		UNION ALL SELECT 2, control, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND control IS NOT NULL
-		UNION ALL SELECT 3, type, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND type IS NOT NULL
-		UNION ALL SELECT 4, "user", idx FROM events WHERE idx >= ?1 AND idx < ?2 AND "user" IS NOT NULL
+		SELECT 4 AS kind, "user" AS val, idx AS pos FROM events WHERE idx >= ?1 AND idx < ?2 AND "user" IS NOT NULL
 		UNION ALL SELECT 5, object, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND object IS NOT NULL
 		UNION ALL SELECT 6, register_id, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND register_id IS NOT NULL
 	) ORDER BY kind, val, pos`
 
-// keyKinds maps a query column, as written in SQL, to its event_keys kind.
-var keyKinds = map[string]int{"time": 1, "control": 2, "type": 3, `"user"`: 4, "object": 5, "register_id": 6}
+// keyKinds maps a query column, as written in SQL, to its event_keys kind;
+// the other query columns are indexed on events.
+var keyKinds = map[string]int{`"user"`: 4, "object": 5, "register_id": 6}
 
 // migrate brings the schema to len(migrations) in one transaction; bind
 // rewrites placeholders for the backend.
