@@ -43,7 +43,7 @@ func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 	}{
 		{`DELETE FROM event_keys`, nil},
 		{indexKeysSQL, []any{0, wm}},
-		{`UPDATE index_state SET watermark = ?`, []any{wm}},
+		{`UPDATE index_state SET watermark = ?1, last = (SELECT hash FROM events WHERE idx = ?1 - 1)`, []any{wm}},
 	} {
 		if _, err := s.kdb.ExecContext(ctx, st.q, st.args...); err != nil {
 			return err

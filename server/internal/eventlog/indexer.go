@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -77,7 +78,7 @@ func (s *SQLite) indexRange(ctx context.Context, conn *sql.Conn, lo, hi int64) (
 	if _, err := tx.ExecContext(ctx, indexKeysSQL, lo, hi); err != nil {
 		return fmt.Errorf("eventlog: index [%d, %d): %w", lo, hi, err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?`, hi); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?1, last = (SELECT hash FROM events WHERE idx = ?1 - 1)`, hi); err != nil {
 		return fmt.Errorf("eventlog: index watermark: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -87,32 +88,41 @@ func (s *SQLite) indexRange(ctx context.Context, conn *sql.Conn, lo, hi int64) (
 	return nil
 }
 
-// loadWatermark reads the watermark at open. One above the log (a database
-// file restored without its WAL tail, say) would leave the events appended
-// below it unindexed: the keys above the log are dropped and the watermark
-// set to the log's end.
+// loadWatermark reads the watermark at open. Keys that do not belong to
+// this log (a watermark above its end, or the event below it not the one
+// indexed: events.db restored from a backup or replaced) are dropped and
+// rebuilt from the start; keys of a log this one extends are kept.
 func (s *SQLite) loadWatermark(ctx context.Context) error {
-	var wm int64
-	if err := s.kdb.QueryRowContext(ctx, `SELECT watermark FROM index_state`).Scan(&wm); err != nil {
+	var (
+		wm         int64
+		last, have []byte
+	)
+	if err := s.kdb.QueryRowContext(ctx, `SELECT watermark, last FROM index_state`).Scan(&wm, &last); err != nil {
 		return fmt.Errorf("eventlog: read index watermark: %w", err)
 	}
-	if n := s.size.Load(); wm > n {
-		s.log.Warn().Int64("watermark", wm).Int64("events", n).Msg("index watermark above the log: reset")
+	n := s.size.Load()
+	if wm > 0 && wm <= n {
+		if err := s.kdb.QueryRowContext(ctx, `SELECT hash FROM events WHERE idx = ?`, wm-1).Scan(&have); err != nil {
+			return fmt.Errorf("eventlog: read index watermark: %w", err)
+		}
+	}
+	if wm > n || !bytes.Equal(last, have) {
+		s.log.Warn().Int64("watermark", wm).Int64("events", n).Msg("query indexes are not this log's: rebuilding them")
 		tx, err := s.kdb.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("eventlog: reset index watermark: %w", err)
 		}
 		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, `DELETE FROM event_keys WHERE pos >= ?`, n); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM event_keys`); err != nil {
 			return fmt.Errorf("eventlog: reset index watermark: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?`, n); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = 0, last = NULL`); err != nil {
 			return fmt.Errorf("eventlog: reset index watermark: %w", err)
 		}
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("eventlog: reset index watermark: %w", err)
 		}
-		wm = n
+		wm = 0
 	}
 	s.watermark.Store(wm)
 	return nil

@@ -96,8 +96,11 @@ const keysSchema = `CREATE TABLE IF NOT EXISTS event_keys (
 		pos  INTEGER NOT NULL, -- events.idx
 		PRIMARY KEY (kind, val, pos)
 	) WITHOUT ROWID;
-	CREATE TABLE IF NOT EXISTS index_state (watermark INTEGER NOT NULL);
-	INSERT INTO index_state SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM index_state);`
+	-- last: the hash of the event below the watermark, so keys built from
+	-- another log (events.db restored from a backup that is not a prefix
+	-- of this one) are noticed at open and rebuilt.
+	CREATE TABLE IF NOT EXISTS index_state (watermark INTEGER NOT NULL, last BLOB);
+	INSERT INTO index_state (watermark) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM index_state);`
 
 // indexKeysSQL adds the keys of the events with idx in [?1, ?2) to
 // event_keys, sorted so that the insert walks the key B-tree in order.

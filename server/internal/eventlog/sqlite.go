@@ -197,10 +197,14 @@ func (s *SQLite) Close() error {
 	}
 	close(s.stop)
 	s.bg.Wait()
-	err := errors.Join(s.rdb.Close(), s.wdb.Close())
+	// The write pool closes last: SQLite checkpoints the WAL into the
+	// database file and removes it only when the last connection to the
+	// file closes, and the keys file's connections attach it.
+	var err error
 	if s.kdb != nil {
-		err = errors.Join(err, s.kdb.Close())
+		err = s.kdb.Close()
 	}
+	err = errors.Join(err, s.rdb.Close(), s.wdb.Close())
 	if err != nil {
 		return fmt.Errorf("eventlog: close: %w", err)
 	}

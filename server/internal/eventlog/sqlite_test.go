@@ -202,6 +202,68 @@ func TestIndexerResumes(t *testing.T) {
 	}
 }
 
+// TestKeysOfAnotherLog replaces events.db by another store's (a restored
+// backup that is not this log's prefix) and keeps the keys file: the open
+// must notice the keys are not this log's and rebuild them, or a user
+// filter would miss the rows whose keys it lacks.
+func TestKeysOfAnotherLog(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	for _, c := range []struct {
+		path string
+		from uint64
+		n    int
+	}{{a, 1, 300}, {b, 3, 400}} { // b starts at seq 3 after a gap event: users move by a row
+		s, err := eventlog.OpenSQLite(ctx, c.path, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Append(ctx, "pc-001", storetest.Chain("pc-001", c.from, c.n, "")); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if n, _ := s.TreeSize(ctx); s.Indexed() == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("indexer did not catch up")
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{a, b} { // Close leaves the database file alone
+		if _, err := os.Stat(f + "-wal"); !os.IsNotExist(err) {
+			t.Fatalf("%s-wal after Close: %v", f, err)
+		}
+	}
+	raw, err := os.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(a, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := eventlog.OpenSQLite(ctx, a, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var want int
+	if err := s.QueryRow(ctx, `SELECT count(*) FROM events WHERE "user" = 'CORP\tanaka'`, &want); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Query(ctx, eventlog.Filter{User: `CORP\tanaka`, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Events) != want || want == 0 {
+		t.Errorf("user filter: %d events, the log has %d", len(p.Events), want)
+	}
+}
+
 // TestOpenErrors checks that odd paths (spaces, non-ASCII, URI characters) work and that bad places and a newer
 // schema give clear errors.
 func TestOpenErrors(t *testing.T) {
