@@ -197,14 +197,15 @@ func (s *SQLite) Close() error {
 	}
 	close(s.stop)
 	s.bg.Wait()
-	// The write pool closes last: SQLite checkpoints the WAL into the
-	// database file and removes it only when the last connection to the
-	// file closes, and the keys file's connections attach it.
-	var err error
+	// SQLite checkpoints a WAL into its database file and removes it only
+	// when the last connection to the file closes: the readers attach the
+	// keys file and the keys file's connections attach the log, so the
+	// readers go first, the write pool last.
+	err := s.rdb.Close()
 	if s.kdb != nil {
-		err = s.kdb.Close()
+		err = errors.Join(err, s.kdb.Close())
 	}
-	err = errors.Join(err, s.rdb.Close(), s.wdb.Close())
+	err = errors.Join(err, s.wdb.Close())
 	if err != nil {
 		return fmt.Errorf("eventlog: close: %w", err)
 	}

@@ -234,9 +234,11 @@ func TestKeysOfAnotherLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{a, b} { // Close leaves the database file alone
-		if _, err := os.Stat(f + "-wal"); !os.IsNotExist(err) {
-			t.Fatalf("%s-wal after Close: %v", f, err)
+	for _, f := range []string{a, b} { // Close leaves the database files alone
+		for _, wal := range []string{f + "-wal", f + "-keys-wal"} {
+			if _, err := os.Stat(wal); !os.IsNotExist(err) {
+				t.Fatalf("%s after Close: %v", wal, err)
+			}
 		}
 	}
 	raw, err := os.ReadFile(b)
