@@ -230,6 +230,9 @@ func TestKeysOfAnotherLog(t *testing.T) {
 				t.Fatal("indexer did not catch up")
 			}
 		}
+		if _, err := s.Query(ctx, eventlog.Filter{User: "u"}); err != nil { // a reader attaches the keys file
+			t.Fatal(err)
+		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
