@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -93,6 +94,7 @@ type wconn struct {
 	span                driver.StmtExecContext
 	stored              driver.StmtQueryContext // hashes of stored seqs, to check resends
 	stmts               []driver.Stmt
+	lock                *sync.Mutex // the store's write lock, held around each transaction
 }
 
 func newWconn(ctx context.Context, dc any) (*wconn, error) {
@@ -176,6 +178,7 @@ func (s *SQLite) writer(conn *sql.Conn, ready chan<- error) {
 		if err != nil {
 			return err
 		}
+		w.lock = &s.wmu
 		ready <- nil
 		ready = nil
 		s.loop(w)
@@ -320,6 +323,8 @@ func (s *core) commit(b backend, group []*request) {
 
 // write implements backend.
 func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
+	w.lock.Lock()
+	defer w.lock.Unlock()
 	tx, err := w.begin.BeginTx(ctx, driver.TxOptions{})
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
