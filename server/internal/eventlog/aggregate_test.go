@@ -25,21 +25,41 @@ type aggStore interface {
 	CheckpointBefore(ctx context.Context, t time.Time) (eventlog.Checkpoint, error)
 }
 
+// TestAggregatesSQLite runs the aggregates with every key in event_keys,
+// with none (the whole log is the tail above the watermark) and split.
 func TestAggregatesSQLite(t *testing.T) {
-	s, err := eventlog.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "e.db"), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		name string
+		wm   func(size int64) int64
+	}{
+		{"indexed", func(n int64) int64 { return n }},
+		{"tail", func(int64) int64 { return 0 }},
+		{"split", func(n int64) int64 { return n / 2 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			s, err := eventlog.OpenSQLite(ctx, filepath.Join(t.TempDir(), "e.db"), zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			testAggregates(t, s, func() {
+				n, _ := s.TreeSize(ctx)
+				if err := s.SetWatermark(ctx, c.wm(n)); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
 	}
-	defer s.Close()
-	testAggregates(t, s)
 }
 
 func TestAggregatesPostgres(t *testing.T) {
 	srv := pgtest.Start(t)
-	testAggregates(t, openPG(t, srv.Schema(t)))
+	testAggregates(t, openPG(t, srv.Schema(t)), func() {})
 }
 
-func testAggregates(t *testing.T, s aggStore) {
+// testAggregates appends events, calls placed, then checks the aggregates.
+func testAggregates(t *testing.T, s aggStore, placed func()) {
 	ctx := context.Background()
 	var all []event.Event
 	for _, a := range []string{"pc-001", "pc-002"} {
@@ -49,6 +69,7 @@ func testAggregates(t *testing.T, s aggStore) {
 		}
 		all = append(all, evs...)
 	}
+	placed()
 	// Minutes apart from storetest.Base: 400 events span under a week, so
 	// a 100-day window takes the table-scan path and a 2-day one the index.
 	for _, w := range []struct {

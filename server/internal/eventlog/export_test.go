@@ -16,25 +16,42 @@ func (s *SQLite) Pragma(ctx context.Context, write bool, name string) (string, e
 	return v, err
 }
 
+// QueryRow reads one row on the read pool, for tests.
+func (s *SQLite) QueryRow(ctx context.Context, q string, dest ...any) error {
+	return s.rdb.QueryRowContext(ctx, q, dest...).Scan(dest...)
+}
+
 // ExecRead runs a statement on the read pool, for tests that it refuses writes.
 func (s *SQLite) ExecRead(ctx context.Context, q string) error {
 	_, err := s.rdb.ExecContext(ctx, q)
 	return err
 }
 
-// QueryIndexes are the indexes only Query needs.
-var QueryIndexes = []string{"events_time", "events_control", "events_type", "events_user", "events_object", "events_register_id"}
-
-// DropIndexes drops the named indexes (all query indexes if none are named)
-// so a benchmark can measure what they cost on insert.
-func (s *SQLite) DropIndexes(ctx context.Context, names ...string) error {
-	if len(names) == 0 {
-		names = QueryIndexes
+// SetWatermark holds the indexer and puts the watermark at wm (at most
+// the tree size), with exactly the keys below it, so tests can read through
+// any split of keys and tail.
+func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
+	s.indexPaused.Store(true)
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	if n := s.size.Load(); wm > n {
+		return fmt.Errorf("watermark %d above tree size %d", wm, n)
 	}
-	for _, ix := range names {
-		if _, err := s.wdb.ExecContext(ctx, "DROP INDEX "+ix); err != nil {
-			return fmt.Errorf("drop %s: %w", ix, err)
+	for _, st := range []struct {
+		q    string
+		args []any
+	}{
+		{`DELETE FROM event_keys`, nil},
+		{indexKeysSQL, []any{0, wm}},
+		{`UPDATE index_state SET watermark = ?1, last = (SELECT hash FROM events WHERE idx = ?1 - 1)`, []any{wm}},
+	} {
+		if _, err := s.kdb.ExecContext(ctx, st.q, st.args...); err != nil {
+			return err
 		}
 	}
+	s.watermark.Store(wm)
 	return nil
 }
+
+// Indexed reports the watermark: the events below it are in event_keys.
+func (s *SQLite) Indexed() int64 { return s.watermark.Load() }

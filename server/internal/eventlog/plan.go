@@ -80,6 +80,26 @@ func (p pred) sql(indexed bool, args *[]any) string {
 	return strings.Join(parts, " AND ")
 }
 
+// keyed reports whether p's column is indexed in event_keys.
+func (p *pred) keyed() bool { _, ok := keyKinds[p.col]; return ok }
+
+// keySQL writes p over event_keys (the SQLite query indexes, indexer.go).
+func (p pred) keySQL(args *[]any) string {
+	*args = append(*args, keyKinds[p.col])
+	w := "kind = ?"
+	if p.eq != nil {
+		*args = append(*args, p.eq)
+		return w + " AND val = ?"
+	}
+	if p.lo != nil {
+		w, *args = w+" AND val >= ?", append(*args, p.lo)
+	}
+	if p.hi != nil {
+		w, *args = w+" AND val < ?", append(*args, p.hi)
+	}
+	return w
+}
+
 // query is a validated Filter.
 type query struct {
 	after  int64 // cursor: idx of the last event returned, -1 for none
@@ -88,6 +108,10 @@ type query struct {
 	eqs    []pred // equality filters but agent, most selective kind first
 	object *pred  // object prefix range
 	time   *pred  // event time range
+	// keysBelow: event_keys holds the keys of the events below it (the
+	// watermark in the query's snapshot); -1 when the backend indexes
+	// events directly.
+	keysBelow int64
 }
 
 // plan is how to read one page.
@@ -180,16 +204,24 @@ func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, erro
 
 // count returns how many rows p's index holds (after idx after, if >= 0),
 // counting up to limit.
+//
+// With event_keys the count leaves out the tail above the watermark, which
+// the indexer keeps short: it is an estimate for the plan, and every plan
+// reads the tail (see parts).
 func (s *core) count(ctx context.Context, tx *sql.Tx, p pred, after, limit int64) (int64, error) {
 	var args []any
-	w := p.sql(true, &args)
+	w, from, col := p.sql(true, &args), "events", "idx"
+	if s.keys && p.keyed() {
+		args = args[:0]
+		w, from, col = p.keySQL(&args), "event_keys", "pos"
+	}
 	if after >= 0 {
-		w += " AND idx > ?"
+		w += " AND " + col + " > ?"
 		args = append(args, after)
 	}
 	args = append(args, limit)
 	var n int64
-	err := tx.QueryRowContext(ctx, s.bind(`SELECT count(*) FROM (SELECT idx FROM events WHERE `+w+` LIMIT ?) AS p`), args...).Scan(&n)
+	err := tx.QueryRowContext(ctx, s.bind(`SELECT count(*) FROM (SELECT `+col+` FROM `+from+` WHERE `+w+` LIMIT ?) AS p`), args...).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("eventlog: query plan: %w", err)
 	}
@@ -269,14 +301,79 @@ func (s *core) spanRanges(ctx context.Context, tx *sql.Tx, after, size int64, t 
 	return out, max(n, 0), nil
 }
 
-// selectSQL reads pl's rows with idx in [lo, hi) (hi < 0: no bound), at most
-// n of them, in log order.
-func selectSQL(q *query, pl plan, lo, hi int64, n int) (string, []any) {
+// source is where a part of a page is read from.
+type source int
+
+const (
+	fromEvents source = iota // events through its own indexes
+	fromKeys                 // the drive's event_keys entries joined to events
+	fromTail                 // events by log index, every filter checked on the row
+)
+
+// part is an idx range [lo, hi) of a page's read (hi < 0: no bound).
+type part struct {
+	lo, hi int64
+	src    source
+}
+
+// parts splits the idx range r of pl's read: with event_keys, a plan that
+// drives through an index reads the keys below the watermark, then the tail
+// above it from the log itself. Both are in log order and the first ends
+// where the second begins, so the page is their concatenation.
+func parts(q *query, pl plan, r [2]int64) []part {
+	if q.keysBelow < 0 || pl.drive == nil || !pl.drive.keyed() {
+		return []part{{r[0], r[1], fromEvents}}
+	}
+	wm, lo, hi := q.keysBelow, r[0], r[1]
+	var out []part
+	if lo < wm {
+		h := wm
+		if hi >= 0 {
+			h = min(hi, wm)
+		}
+		out = append(out, part{lo, h, fromKeys})
+	}
+	if t := max(lo, wm); hi < 0 || t < hi {
+		out = append(out, part{t, hi, fromTail})
+	}
+	return out
+}
+
+// selectSQL reads pl's rows with idx in [lo, hi) (hi < 0: no bound) from
+// src, at most n of them, in log order.
+func selectSQL(q *query, pl plan, lo, hi int64, n int, src source) (string, []any) {
 	var (
 		where []string
 		args  []any
 		order = "idx"
+		from  = "events"
 	)
+	switch src {
+	case fromTail:
+		pl = plan{} // a walk of the log; the drive is checked as any filter
+	case fromKeys:
+		// The keys of the drive in log order, each joined to its row, where
+		// every filter (the drive's too: retention clears values, not keys)
+		// is checked. CROSS JOIN keeps SQLite reading event_keys first.
+		from, order = "event_keys CROSS JOIN events ON events.idx = event_keys.pos", "pos"
+		where = append(where, pl.drive.keySQL(&args), "pos >= ?")
+		args = append(args, lo)
+		if hi >= 0 {
+			where, args = append(where, "pos < ?"), append(args, hi)
+		}
+		if q.agent != "" {
+			where = append(where, (&pred{col: "agent", text: true, eq: q.agent}).sql(false, &args))
+		}
+		for _, p := range append(ptrs(q.eqs), q.object, q.time) {
+			if p != nil {
+				where = append(where, p.sql(false, &args))
+			}
+		}
+		args = append(args, n)
+		return `SELECT idx, agent, seq, time, received, control, type, severity, "user", process, object,
+		register_id, attrs, prev, hash FROM ` + from + ` WHERE ` + strings.Join(where, " AND ") +
+			` ORDER BY ` + order + ` LIMIT ?`, args
+	}
 	add := func(p *pred, indexed bool) {
 		if p != nil {
 			where = append(where, p.sql(indexed, &args))
@@ -313,6 +410,14 @@ func selectSQL(q *query, pl plan, lo, hi int64, n int) (string, []any) {
 	}
 	args = append(args, n)
 	return `SELECT idx, agent, seq, time, received, control, type, severity, "user", process, object,
-		register_id, attrs, prev, hash FROM events WHERE ` + strings.Join(where, " AND ") +
+		register_id, attrs, prev, hash FROM ` + from + ` WHERE ` + strings.Join(where, " AND ") +
 		` ORDER BY ` + order + ` LIMIT ?`, args
+}
+
+func ptrs(ps []pred) []*pred {
+	out := make([]*pred, len(ps))
+	for i := range ps {
+		out[i] = &ps[i]
+	}
+	return out
 }

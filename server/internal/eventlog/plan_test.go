@@ -15,7 +15,8 @@ import (
 )
 
 // TestQueryPlans checks that each plan reads through the index it names: a
-// walk never sorts, a sort reads its range index.
+// walk never sorts, a sort reads its range index (event_keys, below the
+// watermark, for user, object and register id).
 func TestQueryPlans(t *testing.T) {
 	ctx := context.Background()
 	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "events.db"), zerolog.Nop())
@@ -53,17 +54,21 @@ func TestQueryPlans(t *testing.T) {
 		{Filter{Control: "media", Type: "media.write"}, walk, "events_type", false},
 		{Filter{Control: "media"}, walk, "events_control", false},
 		{Filter{Type: "server.gap", Cursor: "9"}, walk, "events_type", false},
-		{Filter{User: "CORP\\tanaka", ObjectPrefix: `D:\`, From: day}, walk, "events_user", false},
-		{Filter{RegisterID: "PI-001", User: "u"}, walk, "events_register_id", false},
+		{Filter{User: "CORP\\tanaka", ObjectPrefix: `D:\`, From: day}, walk, "event_keys", false},
+		{Filter{RegisterID: "PI-001", User: "u"}, walk, "event_keys", false},
 		{Filter{ObjectPrefix: `D:\顧客\`, From: day, To: day.Add(time.Hour)}, walk, "INTEGER PRIMARY KEY", false},
-		{Filter{ObjectPrefix: `D:\顧客\`, User: "u", Cursor: "7"}, sortBy(true), "events_object", true},
+		{Filter{ObjectPrefix: `D:\顧客\`, User: "u", Cursor: "7"}, sortBy(true), "event_keys", true},
 		{Filter{Control: "media", From: day, To: day.Add(time.Hour)}, sortBy(false), "events_time", true},
 	} {
 		q, err := parseFilter(c.f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sq, args := selectSQL(q, c.plan(q), q.after+1, 1<<40, q.limit+1)
+		pl, src := c.plan(q), fromEvents
+		if pl.drive != nil && pl.drive.keyed() {
+			src = fromKeys
+		}
+		sq, args := selectSQL(q, pl, q.after+1, 1<<40, q.limit+1, src)
 		rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+sq, args...)
 		if err != nil {
 			t.Fatal(err)
@@ -133,6 +138,19 @@ func TestPlanChoice(t *testing.T) {
 		}
 	}
 	mid := start.Add(per * 30 * time.Second)
+	size := s.size.Load()
+	// Every watermark gives the same pages: all keys indexed (where the
+	// plans are checked), none (all tail), and the tail starting mid-log.
+	for _, wm := range []int64{size, 0, size / 3, size - 7} {
+		if err := s.SetWatermark(ctx, wm); err != nil {
+			t.Fatal(err)
+		}
+		checkPlans(t, s, wm == size, start, mid)
+	}
+}
+
+func checkPlans(t *testing.T, s *SQLite, checkPlan bool, start, mid time.Time) {
+	ctx := context.Background()
 	for _, c := range []struct {
 		f    Filter
 		want string // plan the planner should pick: walk, agent, sort-object, sort-time
@@ -186,7 +204,7 @@ func TestPlanChoice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := planName(pl); got != c.want {
+		if got := planName(pl); checkPlan && got != c.want {
 			t.Errorf("%+v: plan %s, want %s", c.f, got, c.want)
 		}
 		// Every page through Query, whatever plan each page takes.
@@ -205,7 +223,7 @@ func TestPlanChoice(t *testing.T) {
 			f.Cursor = p.Next
 		}
 		if !slices.Equal(got, want) {
-			t.Errorf("%+v: %d events %v..., want %d %v...", c.f, len(got), first5(got), len(want), first5(want))
+			t.Errorf("%+v (watermark %d): %d events %v..., want %d %v...", c.f, s.watermark.Load(), len(got), first5(got), len(want), first5(want))
 		}
 	}
 }

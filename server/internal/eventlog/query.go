@@ -27,6 +27,12 @@ func (s *core) Query(ctx context.Context, f Filter) (Page, error) {
 		return Page{}, fmt.Errorf("eventlog: query: %w", err)
 	}
 	defer tx.Rollback()
+	q.keysBelow = -1
+	if s.keys {
+		if err := tx.QueryRowContext(ctx, `SELECT watermark FROM index_state`).Scan(&q.keysBelow); err != nil {
+			return Page{}, fmt.Errorf("eventlog: query: %w", err)
+		}
+	}
 	pl, err := s.choosePlan(ctx, tx, q)
 	if err != nil {
 		return Page{}, err
@@ -36,12 +42,15 @@ func (s *core) Query(ctx context.Context, f Filter) (Page, error) {
 		ranges = [][2]int64{{q.after + 1, -1}}
 	}
 	var p Page
+read:
 	for _, r := range ranges {
-		if err := s.readPage(ctx, tx, q, pl, r, &p); err != nil {
-			return Page{}, err
-		}
-		if len(p.Events) > q.limit {
-			break
+		for _, pt := range parts(q, pl, r) {
+			if err := s.readPage(ctx, tx, q, pl, pt, &p); err != nil {
+				return Page{}, err
+			}
+			if len(p.Events) > q.limit {
+				break read
+			}
 		}
 	}
 	if len(p.Events) > q.limit {
@@ -51,9 +60,9 @@ func (s *core) Query(ctx context.Context, f Filter) (Page, error) {
 	return p, nil
 }
 
-// readPage appends to p the events of pl in idx range r, up to limit+1 in all.
-func (s *core) readPage(ctx context.Context, tx *sql.Tx, q *query, pl plan, r [2]int64, p *Page) error {
-	sq, args := selectSQL(q, pl, r[0], r[1], q.limit+1-len(p.Events))
+// readPage appends to p the events of pl in part pt, up to limit+1 in all.
+func (s *core) readPage(ctx context.Context, tx *sql.Tx, q *query, pl plan, pt part, p *Page) error {
+	sq, args := selectSQL(q, pl, pt.lo, pt.hi, q.limit+1-len(p.Events), pt.src)
 	rows, err := tx.QueryContext(ctx, s.bind(sq), args...)
 	if err != nil {
 		return fmt.Errorf("eventlog: query: %w", err)

@@ -71,11 +71,55 @@ var migrations = []string{
 	// (none until the first pruning; nothing for ingest to maintain), so
 	// start-up finds the newest one without reading the log.
 	`CREATE INDEX events_pruned ON events(received) WHERE control IS NULL;`,
-	// 4: writer_epoch holds the epoch of the last writer that committed,
+	// 4: the indexes of the columns with many distinct values (user, object
+	// path, register id) leave the commit path (docs/ingest.md): random keys
+	// there cost a B-tree page per event at commit. The indexer keeps them in
+	// the keys file behind a watermark (keysSchema, indexer.go); a store
+	// migrated from 3 has no keys file, and the open builds it. Time, control
+	// and type stay: their inserts land on a few pages at the end of each
+	// value's range, and the alert and compliance tails follow them.
+	`DROP INDEX events_user;
+	DROP INDEX events_object;
+	DROP INDEX events_register_id;`,
+	// 5: writer_epoch holds the epoch of the last writer that committed,
 	// which fences out older writers (fence.go).
 	`CREATE TABLE writer_epoch (epoch INTEGER NOT NULL);
 	INSERT INTO writer_epoch (epoch) VALUES (0);`,
 }
+
+// keysSchema is the keys file's: event_keys holds the query indexes'
+// entries, which the indexer (indexer.go) adds in log order behind the writer;
+// index_state.watermark is the first log index not yet in it, written in the
+// same transaction as the keys. Readers use event_keys below the watermark
+// and scan the log above it, and re-check every key against the row
+// (retention clears values, not keys). The file is derived from the log: it
+// can be deleted while the server is stopped and is rebuilt at open.
+const keysSchema = `CREATE TABLE IF NOT EXISTS event_keys (
+		kind INTEGER NOT NULL, -- keyKinds: 4 user, 5 object, 6 register_id
+		val           NOT NULL, -- the column's value (Unix ns for time)
+		pos  INTEGER NOT NULL, -- events.idx
+		PRIMARY KEY (kind, val, pos)
+	) WITHOUT ROWID;
+	-- last: the hash of the event below the watermark, so keys built from
+	-- another log (events.db restored from a backup that is not a prefix
+	-- of this one) are noticed at open and rebuilt.
+	CREATE TABLE IF NOT EXISTS index_state (watermark INTEGER NOT NULL, last BLOB);
+	INSERT INTO index_state (watermark) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM index_state);`
+
+// indexKeysSQL adds the keys of the events with idx in [?1, ?2) to
+// event_keys, sorted so that the insert walks the key B-tree in order.
+// OR FAIL, not the default ABORT, so SQLite keeps no statement journal (a
+// copy of every page the statement changes); a failure rolls back the whole
+// transaction anyway.
+const indexKeysSQL = `INSERT OR FAIL INTO event_keys SELECT kind, val, pos FROM (
+		SELECT 4 AS kind, "user" AS val, idx AS pos FROM events WHERE idx >= ?1 AND idx < ?2 AND "user" IS NOT NULL
+		UNION ALL SELECT 5, object, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND object IS NOT NULL
+		UNION ALL SELECT 6, register_id, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND register_id IS NOT NULL
+	) ORDER BY kind, val, pos`
+
+// keyKinds maps a query column, as written in SQL, to its event_keys kind;
+// the other query columns are indexed on events.
+var keyKinds = map[string]int{`"user"`: 4, "object": 5, "register_id": 6}
 
 // migrate brings the schema to len(migrations) in one transaction; bind
 // rewrites placeholders for the backend.

@@ -3,15 +3,18 @@ package eventlog
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
-	_ "modernc.org/sqlite" // registers driver "sqlite"
+	"modernc.org/sqlite" // also registers driver "sqlite"
 )
 
 // SQLite is the SQLite (modernc.org/sqlite) Store. One writer goroutine owns
@@ -21,6 +24,22 @@ type SQLite struct {
 	core
 	path string
 	wdb  *sql.DB // write pool: one connection owned by the writer goroutine
+	// wmu is the write lock: held by the writer around each transaction and
+	// by whatever else writes on its own connection (checkpointer), so they
+	// queue on it instead of in SQLite's busy handler, which sleeps.
+	wmu      sync.Mutex
+	pageSize int64
+	// kdb is the keys file (indexer.go) with the log attached read-only:
+	// the indexer's own database, so its transactions never wait for the
+	// writer's nor the writer's for its.
+	kdb       *sql.DB
+	watermark atomic.Int64 // events below it have their keys in event_keys
+	// imu is held around each indexer transaction; indexPaused holds the
+	// indexer, for tests that place the watermark.
+	imu         sync.Mutex
+	indexPaused atomic.Bool
+	stop        chan struct{} // closed by Close: background goroutines return
+	bg          sync.WaitGroup
 }
 
 // OpenSQLite opens (creating and migrating if needed) the event store at path.
@@ -33,20 +52,24 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 		return nil, fmt.Errorf("eventlog: %w", err)
 	}
 	base := sqliteURI(abs)
-	wdb, err := sql.Open("sqlite", base+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)")
+	wdb, err := sql.Open("sqlite", base+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)"+
+		fmt.Sprintf("&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)", walLarge))
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open %s: %w", abs, err)
 	}
-	// The writer goroutine holds one connection for the store's lifetime; the
-	// other serves reads at open. Nothing else writes.
-	wdb.SetMaxOpenConns(2)
-	wdb.SetMaxIdleConns(2)
+	// The writer goroutine and the checkpointer hold one connection each
+	// for the store's lifetime; the others serve reads at open and Prune.
+	wdb.SetMaxOpenConns(4)
+	wdb.SetMaxIdleConns(4)
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
-	s := &SQLite{core: newCore(log), path: abs, wdb: wdb}
+	s := &SQLite{core: newCore(log), path: abs, wdb: wdb, stop: make(chan struct{})}
 	fail := func(err error) (*SQLite, error) {
 		if s.rdb != nil {
 			s.rdb.Close()
+		}
+		if s.kdb != nil {
+			s.kdb.Close()
 		}
 		wdb.Close()
 		return nil, err
@@ -58,24 +81,76 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	if from != to {
 		s.log.Info().Int("from", from).Int("to", to).Msg("schema migrated")
 	}
-	rdb, err := sql.Open("sqlite", base+"?mode=ro&_pragma=busy_timeout(10000)&_pragma=query_only(1)")
-	if err != nil {
+	// The keys file is derived data, rebuilt from its watermark: a commit
+	// there need not reach the disk before the next (synchronous NORMAL).
+	keys := sqliteURI(abs + "-keys")
+	s.kdb = openAttached(keys+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)",
+		base+"?mode=ro", "log")
+	s.kdb.SetMaxOpenConns(2)
+	if _, err := s.kdb.ExecContext(ctx, keysSchema); err != nil {
+		// Never a reason not to serve the log (a full disk cannot take the
+		// keys file's WAL, say): without it queries scan the log, exactly.
+		s.log.Error().Err(err).Msg("query indexes unavailable until a restart: queries scan the log")
+		s.kdb.Close()
+		s.kdb = nil
+	}
+	ro := base + "?mode=ro&_pragma=busy_timeout(10000)&_pragma=query_only(1)"
+	var rdb *sql.DB
+	if s.kdb != nil {
+		rdb = openAttached(ro, keys+"?mode=ro", "keys")
+	} else if rdb, err = sql.Open("sqlite", ro); err != nil {
 		return fail(fmt.Errorf("eventlog: open %s read-only: %w", abs, err))
 	}
-	s.rdb, s.bind = rdb, sqliteBind
+	s.rdb, s.bind, s.keys = rdb, sqliteBind, s.kdb != nil
 	rdb.SetMaxOpenConns(8)
 	rdb.SetMaxIdleConns(8)
 	if err := s.load(ctx, wdb); err != nil {
 		return fail(err)
 	}
+	if s.kdb != nil {
+		if err := s.loadWatermark(ctx); err != nil {
+			return fail(err)
+		}
+		if err := s.catchUp(ctx); err != nil {
+			// Queries stay exact over the longer tail (a full disk, say);
+			// the indexer tries again.
+			s.log.Error().Err(err).Msg("building the query indexes")
+		}
+	}
+	if err := wdb.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&s.pageSize); err != nil {
+		return fail(fmt.Errorf("eventlog: %w", err))
+	}
+	cconn, err := wdb.Conn(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("eventlog: %w", err))
+	}
+	// A TRUNCATE checkpoint holds the write lock while it waits for readers:
+	// give up soon and try again later rather than stall ingest.
+	if _, err := cconn.ExecContext(ctx, `PRAGMA busy_timeout = 200`); err != nil {
+		cconn.Close()
+		return fail(fmt.Errorf("eventlog: %w", err))
+	}
 	conn, err := wdb.Conn(ctx)
 	if err != nil {
+		cconn.Close()
 		return fail(fmt.Errorf("eventlog: %w", err))
 	}
 	ready := make(chan error, 1)
 	go s.writer(conn, ready)
 	if err := <-ready; err != nil {
+		cconn.Close()
 		return fail(err)
+	}
+	s.bg.Add(1)
+	go s.checkpointer(cconn)
+	if s.kdb != nil {
+		iconn, err := s.kdb.Conn(ctx)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("eventlog: %w", err)
+		}
+		s.bg.Add(1)
+		go s.indexer(iconn)
 	}
 	if err := s.recordRebuilt(ctx); err != nil {
 		s.Close()
@@ -95,13 +170,42 @@ func sqliteURI(abs string) string {
 	return "file://" + (&url.URL{Path: p}).EscapedPath()
 }
 
+// openAttached opens the SQLite database dsn with the database at the URI
+// other attached to every connection as schema as.
+func openAttached(dsn, other, as string) *sql.DB {
+	d := &sqlite.Driver{}
+	d.RegisterConnectionHook(func(c sqlite.ExecQuerierContext, _ string) error {
+		_, err := c.ExecContext(context.Background(), "ATTACH DATABASE ? AS "+as, []driver.NamedValue{{Ordinal: 1, Value: other}})
+		return err
+	})
+	return sql.OpenDB(connector{d, dsn})
+}
+
+type connector struct {
+	d   *sqlite.Driver
+	dsn string
+}
+
+func (c connector) Connect(context.Context) (driver.Conn, error) { return c.d.Open(c.dsn) }
+func (c connector) Driver() driver.Driver                        { return c.d }
+
 // Close implements Store: queued batches are committed (or answered with an
 // error), then the databases are closed.
 func (s *SQLite) Close() error {
 	if err := s.closeQueue(); err != nil {
 		return err
 	}
-	err := errors.Join(s.rdb.Close(), s.wdb.Close())
+	close(s.stop)
+	s.bg.Wait()
+	// SQLite checkpoints a WAL into its database file and removes it only
+	// when the last connection to the file closes: the readers attach the
+	// keys file and the keys file's connections attach the log, so the
+	// readers go first, the write pool last.
+	err := s.rdb.Close()
+	if s.kdb != nil {
+		err = errors.Join(err, s.kdb.Close())
+	}
+	err = errors.Join(err, s.wdb.Close())
 	if err != nil {
 		return fmt.Errorf("eventlog: close: %w", err)
 	}
@@ -118,7 +222,7 @@ func (s *SQLite) Stats(ctx context.Context) (Stats, error) {
 		return Stats{}, fmt.Errorf("eventlog: %w", err)
 	}
 	st := Stats{Events: s.size.Load(), Agents: s.agents.Load()}
-	for _, suffix := range []string{"", "-wal", "-shm"} {
+	for _, suffix := range []string{"", "-wal", "-shm", "-keys", "-keys-wal", "-keys-shm"} {
 		if fi, err := os.Stat(s.path + suffix); err == nil {
 			st.BytesOnDisk += fi.Size()
 		}

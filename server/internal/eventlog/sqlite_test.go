@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -41,6 +42,7 @@ func TestPools(t *testing.T) {
 		{true, "synchronous", "2"}, // FULL
 		{true, "foreign_keys", "1"},
 		{true, "busy_timeout", "10000"},
+		{true, "wal_autocheckpoint", "0"}, // checkpoints run off the commit path
 		{false, "journal_mode", "wal"},
 		{false, "query_only", "1"},
 	} {
@@ -51,6 +53,219 @@ func TestPools(t *testing.T) {
 	}
 	if err := s.ExecRead(ctx, `DELETE FROM events`); err == nil {
 		t.Error("read pool accepted a write")
+	}
+}
+
+// TestCheckpointInBackground checks that committed pages reach the
+// database file while the store is open although no commit checkpoints
+// (wal_autocheckpoint is 0, TestPools): the checkpointer moves them once
+// the WAL has passed 4 MiB.
+func TestCheckpointInBackground(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fi.Size()
+	evs := storetest.Chain("pc-001", 1, 12000, "")
+	for i := 0; i < len(evs); i += 500 {
+		if _, err := s.Append(ctx, "pc-001", evs[i:i+500]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() < 4<<20 {
+		t.Fatalf("WAL: %v, %v; the test needs more than 4 MiB", fi, err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > before+64<<10 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("database file still %d bytes (%d at open): the WAL was never checkpointed", fi.Size(), before)
+		}
+	}
+}
+
+// TestMigrateKeys moves a store of schema 3 (query indexes on events, no
+// keys file) to event_keys: the open builds every event's keys, the
+// watermark is the log's end, and queries read the same pages.
+func TestMigrateKeys(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"pc-001", "pc-002"} {
+		if _, err := s.Append(ctx, a, storetest.Chain(a, 1, 300, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := eventlog.Filter{Control: "fileaccess", Limit: 1000}
+	want, err := s.Query(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE INDEX events_user ON events(user) WHERE user IS NOT NULL;
+		CREATE INDEX events_object ON events(object) WHERE object IS NOT NULL;
+		CREATE INDEX events_register_id ON events(register_id) WHERE register_id IS NOT NULL;
+		UPDATE schema_version SET version = 3`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for _, f := range []string{"-keys", "-keys-wal", "-keys-shm"} {
+		if err := os.Remove(path + f); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	s, err = eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	size, _ := s.TreeSize(ctx)
+	if got := s.Indexed(); got != size {
+		t.Errorf("watermark after migration %d, want %d", got, size)
+	}
+	var keys, objects int64
+	if err := s.QueryRow(ctx, `SELECT (SELECT count(*) FROM event_keys WHERE kind = 5),
+		(SELECT count(*) FROM events WHERE object IS NOT NULL)`, &keys, &objects); err != nil {
+		t.Fatal(err)
+	}
+	if keys != objects || keys == 0 {
+		t.Errorf("event_keys: %d object keys for %d events with an object", keys, objects)
+	}
+	got, err := s.Query(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Events) != len(want.Events) || len(got.Events) == 0 {
+		t.Fatalf("after migration %d events, before %d", len(got.Events), len(want.Events))
+	}
+	for i := range got.Events {
+		if got.Events[i].Index != want.Events[i].Index {
+			t.Fatalf("event %d: index %d, before %d", i, got.Events[i].Index, want.Events[i].Index)
+		}
+	}
+}
+
+// TestIndexerResumes closes a store whose indexer stopped mid-log and
+// checks that the reopened store's indexer completes the keys from the
+// watermark on, each event's once.
+func TestIndexerResumes(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "pc-001", storetest.Chain("pc-001", 1, 500, "")); err != nil {
+		t.Fatal(err)
+	}
+	size, _ := s.TreeSize(ctx)
+	if err := s.SetWatermark(ctx, size/3); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for deadline := time.Now().Add(30 * time.Second); s.Indexed() < size; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("watermark %d, want %d", s.Indexed(), size)
+		}
+	}
+	var keys, distinct, objects int64
+	if err := s.QueryRow(ctx, `SELECT count(*), count(DISTINCT pos), (SELECT count(*) FROM events WHERE object IS NOT NULL)
+		FROM event_keys WHERE kind = 5`, &keys, &distinct, &objects); err != nil {
+		t.Fatal(err)
+	}
+	if keys != objects || distinct != objects || keys == 0 {
+		t.Errorf("%d object keys for %d distinct events, want %d", keys, distinct, objects)
+	}
+}
+
+// TestKeysOfAnotherLog replaces events.db by another store's (a restored
+// backup that is not this log's prefix) and keeps the keys file: the open
+// must notice the keys are not this log's and rebuild them, or a user
+// filter would miss the rows whose keys it lacks.
+func TestKeysOfAnotherLog(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	for _, c := range []struct {
+		path string
+		from uint64
+		n    int
+	}{{a, 1, 300}, {b, 3, 400}} { // b starts at seq 3 after a gap event: users move by a row
+		s, err := eventlog.OpenSQLite(ctx, c.path, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Append(ctx, "pc-001", storetest.Chain("pc-001", c.from, c.n, "")); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if n, _ := s.TreeSize(ctx); s.Indexed() == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("indexer did not catch up")
+			}
+		}
+		if _, err := s.Query(ctx, eventlog.Filter{User: "u"}); err != nil { // a reader attaches the keys file
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{a, b} { // Close leaves the database files alone
+		for _, wal := range []string{f + "-wal", f + "-keys-wal"} {
+			if _, err := os.Stat(wal); !os.IsNotExist(err) {
+				t.Fatalf("%s after Close: %v", wal, err)
+			}
+		}
+	}
+	raw, err := os.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(a, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := eventlog.OpenSQLite(ctx, a, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var want int
+	if err := s.QueryRow(ctx, `SELECT count(*) FROM events WHERE "user" = 'CORP\tanaka'`, &want); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Query(ctx, eventlog.Filter{User: `CORP\tanaka`, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Events) != want || want == 0 {
+		t.Errorf("user filter: %d events, the log has %d", len(p.Events), want)
 	}
 }
 

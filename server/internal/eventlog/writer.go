@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -96,6 +97,7 @@ type wconn struct {
 	epoch               *atomic.Int64           // the store's writer epoch
 	stored              driver.StmtQueryContext // hashes of stored seqs, to check resends
 	stmts               []driver.Stmt
+	lock                *sync.Mutex // the store's write lock, held around each transaction
 }
 
 func newWconn(ctx context.Context, dc any) (*wconn, error) {
@@ -181,6 +183,7 @@ func (s *SQLite) writer(conn *sql.Conn, ready chan<- error) {
 			return err
 		}
 		w.epoch = &s.epoch
+		w.lock = &s.wmu
 		ready <- nil
 		ready = nil
 		s.loop(claimed{w, &s.core})
@@ -325,6 +328,8 @@ func (s *core) commit(b backend, group []*request) {
 
 // write implements backend.
 func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
+	w.lock.Lock()
+	defer w.lock.Unlock()
 	tx, err := w.begin.BeginTx(ctx, driver.TxOptions{})
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
