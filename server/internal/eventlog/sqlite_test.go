@@ -124,6 +124,7 @@ func TestMigrateKeys(t *testing.T) {
 	if _, err := db.Exec(`CREATE INDEX events_user ON events(user) WHERE user IS NOT NULL;
 		CREATE INDEX events_object ON events(object) WHERE object IS NOT NULL;
 		CREATE INDEX events_register_id ON events(register_id) WHERE register_id IS NOT NULL;
+		DROP TABLE writer_epoch;
 		UPDATE schema_version SET version = 3`); err != nil {
 		t.Fatal(err)
 	}
