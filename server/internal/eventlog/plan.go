@@ -148,6 +148,25 @@ func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, erro
 		return pl, nil
 	}
 	size := s.size.Load()
+	// An agent or equality filter with few rows after the cursor is walked
+	// at once: its walk is cheaper than weighing a range against it, which
+	// reads up to probeCap index entries (~100k at 10M events; the access
+	// log's newest-first windows of one PC over a day paid that per page).
+	if few := int64(walkFactor * (q.limit + 1)); pl.agent || pl.drive != nil {
+		var n int64
+		var err error
+		if pl.agent {
+			n, err = s.countAgent(ctx, tx, q.agent, q.after, few)
+		} else {
+			n, err = s.count(ctx, tx, *pl.drive, q.after, few)
+		}
+		if err != nil {
+			return plan{}, err
+		}
+		if n < few {
+			return pl, nil
+		}
+	}
 	// What a walk may read: the rows after the cursor, or in the blocks a
 	// time filter leaves.
 	walk := max(size-q.after-1, 0)
