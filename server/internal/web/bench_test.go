@@ -38,10 +38,12 @@ import (
 //
 // Each sub-benchmark reports the p50 and p95 of one page's full answer
 // (HTTPS on loopback, session check, queries, template), the target being
-// p95 under 300 ms. Measured on a shared 2-core EPYC with 10M events
-// (fixture built in 8 min, 4 GB): p95 8-19 ms for every page but the broad
-// object-prefix search (~10% of the log matches), 292 ms: SQLite reads
-// that prefix's range of events_object and sorts it by log index.
+// p95 under 300 ms. Measured on a shared 2-core EPYC at load average 3 with
+// 10M events (fixture built in 26 min under load, 4.3 GB; a fixture of an
+// older schema migrates at open, ~2 min): p95 115 ms for 概要 with every
+// chart (245 ms over 30 days), 93-163 ms for the access log's searches (all,
+// user, PC+day, folder, department), 23-41 ms for the hosts pages, under
+// 35 ms for the rest.
 func BenchmarkPages(b *testing.B) {
 	total := 200_000
 	if v := os.Getenv("MAMORI_BENCH_EVENTS"); v != "" {
