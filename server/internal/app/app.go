@@ -201,6 +201,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if len(cfg.Hostnames) == 0 {
 		cfg.Hostnames = DefaultHostnames()
 	}
+	if cfg.ServiceName != "" && strings.EqualFold(cfg.Hostnames[0], cfg.ServiceName) {
+		// The first hostname is the node's own: the writer advertises it for
+		// redirects, and a restarted node recognises its past life by it.
+		return nil, fmt.Errorf("app: the first --hostname (%s) is the service name; list this server's own name first", cfg.Hostnames[0])
+	}
 	if cfg.Retention == 0 {
 		cfg.Retention = eventlog.DefaultRetention
 	}
@@ -238,6 +243,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// redirect to this node, not to the shared name, which may lead back to
 	// a standby.
 	s.ownHost = cfg.Hostnames[0]
+	if keys.ServiceName != "" && strings.EqualFold(s.ownHost, keys.ServiceName) {
+		return nil, fmt.Errorf("app: the first --hostname (%s) is the site's service name; list this server's own name first", s.ownHost)
+	}
 	s.ca, s.cfg.Hostnames, s.logPub = keys.CA, keys.Names, keys.LogVerifier
 	vkey := keys.LogVerifier
 	if s.logKey, err = note.NewSigner(keys.LogSigner); err != nil {

@@ -37,6 +37,9 @@ const epochBaseKey = "writer-epoch-base"
 // goawayGrace is how long a connection of the old role may finish what is
 // in flight (a long-poll is cut after it) once GOAWAY is sent; goawayPause
 // comes before it (see goaway).
+// EmbeddedLeaseTTL is the writer lease on the embedded etcd.
+const EmbeddedLeaseTTL = 30 * time.Second
+
 const (
 	goawayGrace = 10 * time.Second
 	goawayPause = time.Second
@@ -66,7 +69,15 @@ func (s *Server) Role() string {
 // returns once this node is the writer or knows another one is, or with
 // the error that kept it from taking over the store when first elected.
 func (s *Server) startElection(ctx context.Context) error {
-	cand, err := election.New(election.Config{Client: s.state.Client(), URL: s.NodeURL(), Log: s.cfg.Log})
+	// On the embedded etcd the lease is long: a machine busy enough to starve
+	// one process for the 5 s of a cluster's lease (a CI run under -race
+	// with a browser beside it did) would otherwise depose the only writer.
+	// Servers that share a site use an external cluster and its short lease.
+	ttl := election.DefaultTTL
+	if len(s.cfg.EtcdEndpoints) == 0 {
+		ttl = EmbeddedLeaseTTL
+	}
+	cand, err := election.New(election.Config{Client: s.state.Client(), URL: s.NodeURL(), TTL: ttl, Log: s.cfg.Log})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
 	}

@@ -92,6 +92,7 @@ func (t *Term) Resign(ctx context.Context) error {
 // Campaign blocks until this node is the writer or ctx ends. Each term has
 // a session of its own: a lease that ended cannot be renewed.
 func (c *Candidate) Campaign(ctx context.Context) (*Term, error) {
+	c.revokePastLives(ctx)
 	ttl := int((c.cfg.TTL + time.Second - 1) / time.Second)
 	s, err := concurrency.NewSession(c.cfg.Client, concurrency.WithTTL(ttl), concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
@@ -111,6 +112,26 @@ func (c *Candidate) Campaign(ctx context.Context) (*Term, error) {
 	}
 	c.log.Info().Int64("epoch", e.Rev()).Str("url", c.cfg.URL).Msg("elected writer")
 	return &Term{Epoch: e.Rev(), session: s, elect: e}, nil
+}
+
+// revokePastLives ends the leases of keys that carry this node's own URL:
+// they belong to a previous process of this node (killed, or restarted by
+// its service manager), since two live processes cannot serve one URL. A
+// restarted writer is then elected at once instead of after the old lease
+// runs out. Errors are left to the campaign, which meets them again.
+func (c *Candidate) revokePastLives(ctx context.Context) {
+	resp, err := c.cfg.Client.Get(ctx, c.cfg.Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return
+	}
+	for _, kv := range resp.Kvs {
+		if string(kv.Value) != c.cfg.URL || kv.Lease == 0 {
+			continue
+		}
+		if _, err := c.cfg.Client.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err == nil {
+			c.log.Info().Str("url", c.cfg.URL).Int64("epoch", kv.CreateRevision).Msg("ended the lease of a previous process of this node")
+		}
+	}
 }
 
 // Writer is the current writer as etcd knows it.

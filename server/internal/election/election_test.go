@@ -192,3 +192,42 @@ func TestObserve(t *testing.T) {
 	}
 	waitFor("https://b:8443")
 }
+
+// A restarted node (same URL) is elected at once: the key its killed
+// process left, with a lease far from running out, is its own past life.
+// Another node's key is left alone.
+func TestRestartedNodeEndsItsPastLife(t *testing.T) {
+	cli := etcd(t)
+	ctx := context.Background()
+	long := func(url string) *Candidate {
+		c, err := New(Config{Client: cli, URL: url, TTL: time.Hour, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	old, err := long("https://a:8443").Campaign(ctx) // never resigned: killed
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	term, err := long("https://a:8443").Campaign(cctx)
+	if err != nil {
+		t.Fatalf("restarted node not elected: %v", err)
+	}
+	if term.Epoch <= old.Epoch {
+		t.Fatalf("epoch %d after %d", term.Epoch, old.Epoch)
+	}
+	t.Logf("restarted node elected in %v", time.Since(t0).Round(time.Millisecond))
+	// Another node waits: its campaign does not end the writer's lease.
+	bctx, bcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer bcancel()
+	if _, err := long("https://b:8443").Campaign(bctx); err == nil {
+		t.Fatal("another node took over a live writer")
+	}
+	if w, err := long("https://c:8443").Current(ctx); err != nil || w.URL != "https://a:8443" || w.Epoch != term.Epoch {
+		t.Fatalf("current writer %+v %v", w, err)
+	}
+}
