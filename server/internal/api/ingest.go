@@ -127,14 +127,17 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 // once the events are decoded and checked, before they are stored; the
 // function it returns is called when the store has answered.
 func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer, tk *ticket, decoded func(context.Context) (func(), error)) (wire.Ack, int, string) {
-	// Each event is checked as it is decoded (identity from the
-	// certificate, fields and own hash), so a batch of garbage costs one
-	// event's work, not a thousand.
+	// Each event's identity is checked against the certificate as it is
+	// decoded. Its fields and own hash are checked once, by the store
+	// (event.Validate, which stops at the first bad event): checking them
+	// here too cost a second canonical encoding and SHA-256 per event, 6%
+	// of the server's CPU at saturation, while a batch of garbage now
+	// costs its decoding (a few µs an event) and one event's validation.
 	check := func(e *event.Event) error {
 		if e.Agent != id {
 			return fmt.Errorf("%w: seq %d names agent %q, certificate is for %q", event.ErrWrongAgent, e.Seq, e.Agent, id)
 		}
-		return e.Validate()
+		return nil
 	}
 	evs, err := decodeBody(r.Header.Get("Content-Encoding"), bytes.NewReader(buf.Bytes()), check)
 	if errors.Is(err, errEventRefused) {
