@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 )
 
 // EnvCPUProfile names a file to write a CPU profile of the whole run of
@@ -11,20 +12,44 @@ import (
 // mamori-loadgen: go tool pprof -top bin/mamori-server FILE.
 const EnvCPUProfile = "MAMORI_CPU_PROFILE"
 
-// startCPUProfile starts the profile EnvCPUProfile asks for; the returned
-// function stops and writes it.
+// EnvTrace names a file to write an execution trace of the whole run of
+// `serve` to (foreground only): where goroutines wait rather than where the
+// CPU goes (go tool trace FILE; go tool trace -pprof=sync FILE > sync.prof).
+// Keep such runs short: a trace grows by megabytes a second under load.
+const EnvTrace = "MAMORI_TRACE"
+
+// startCPUProfile starts the profile EnvCPUProfile and the trace EnvTrace
+// ask for; the returned function stops and writes them.
 func startCPUProfile() (func(), error) {
-	path := os.Getenv(EnvCPUProfile)
-	if path == "" {
-		return func() {}, nil
+	var stops []func()
+	stop := func() {
+		for _, f := range stops {
+			f()
+		}
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", EnvCPUProfile, err)
+	if path := os.Getenv(EnvCPUProfile); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", EnvCPUProfile, err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", EnvCPUProfile, err)
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w", EnvCPUProfile, err)
+	if path := os.Getenv(EnvTrace); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			if err = trace.Start(f); err != nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("%s: %w", EnvTrace, err)
+		}
+		stops = append(stops, func() { trace.Stop(); f.Close() })
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return stop, nil
 }

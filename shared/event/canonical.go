@@ -58,6 +58,14 @@ func appendCanonicalAttrs(b []byte, e *Event) (_ []byte, attrsLen int, _ error) 
 	return append(b, '}'), attrsLen, nil
 }
 
+// AppendAttrs appends a's canonical JSON encoding, as the hash covers it
+// (keys sorted, numbers as written, no HTML escaping): the server stores
+// these bytes, which decode to the same Attrs, without encoding/json's
+// reflection.
+func AppendAttrs(b []byte, a Attrs) ([]byte, error) {
+	return appendValue(b, map[string]any(a))
+}
+
 func appendValue(b []byte, v any) ([]byte, error) {
 	switch t := v.(type) {
 	case nil:

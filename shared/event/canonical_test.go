@@ -3,6 +3,7 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -82,5 +83,34 @@ func BenchmarkValidateDecoded(b *testing.B) {
 		if err := e.Validate(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestAppendAttrsDecodesAsMarshal: the bytes the server stores for attrs
+// (AppendAttrs) decode to the same Attrs as encoding/json's encoding did.
+func TestAppendAttrsDecodesAsMarshal(t *testing.T) {
+	var a Attrs
+	if err := a.UnmarshalJSON([]byte(`{"z":1.50,"big":123456789012345678901,"html":"<a&b>","ls":"\u2028","nul":"\u0000",` +
+		`"nested":{"b":[1,"x",null,true,{}],"a":[]},"e":-1e-7,"s":"顧客\\名簿"}`)); err != nil {
+		t.Fatal(err)
+	}
+	a["int"], a["float"], a["strs"] = 42, 0.25, []string{"p", "<q>"}
+	mine, err := AppendAttrs(nil, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x, y Attrs
+	if err := x.UnmarshalJSON(mine); err != nil {
+		t.Fatalf("%s: %v", mine, err)
+	}
+	if err := y.UnmarshalJSON(theirs); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(x, y) {
+		t.Fatalf("AppendAttrs %s\njson.Marshal %s", mine, theirs)
 	}
 }

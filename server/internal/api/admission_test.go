@@ -178,3 +178,66 @@ func postBatch(t *testing.T, e *env, a *testAgent, evs []event.Event) (int, []by
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, resp.Header
 }
+
+// gateStore holds every Append until release is closed and counts the
+// Appends waiting.
+type gateStore struct {
+	*memStore
+	release chan struct{}
+	waiting chan struct{} // one send per Append that reached the store
+}
+
+func (g *gateStore) Append(ctx context.Context, agent string, evs []event.Event) (AppendResult, error) {
+	g.waiting <- struct{}{}
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return AppendResult{}, ctx.Err()
+	}
+	return g.memStore.Append(ctx, agent, evs)
+}
+
+// TestDecodingOverlapsCommit: a batch waiting for its commit does not hold
+// a decoding slot, so with one slot the next agent's batch is decoded and
+// reaches the store meanwhile (the writer gets its next group while it
+// commits). It used to hold the slot until acked: with 8 slots, the
+// server decoded nothing while the 8 batches in the store waited for their
+// fsync, and used under one core of two at saturation.
+func TestDecodingOverlapsCommit(t *testing.T) {
+	e := &env{t: t, store: newMemStore(), state: newMemState(), ca: newTestCA("test CA")}
+	g := &gateStore{memStore: e.store, release: make(chan struct{}), waiting: make(chan struct{}, 16)}
+	var err error
+	e.api, err = New(Config{Store: g, State: e.state, CA: e.ca, AgentID: cnAgentID, NewAgentID: newTestAgentID,
+		MaxConcurrentBatches: 1, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = httptest.NewUnstartedServer(e.api.Handler())
+	e.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: e.ca.pool()}
+	e.srv.StartTLS()
+	defer func() { e.srv.Close(); e.api.Close() }()
+	e.roots = x509.NewCertPool()
+	e.roots.AddCert(e.srv.Certificate())
+	e.enroll, _, _ = e.state.CreateEnrollToken(context.Background(), time.Hour, 100, "admin")
+
+	agents := []*testAgent{e.enrollAgent("pc-1"), e.enrollAgent("pc-2"), e.enrollAgent("pc-3")}
+	status := make(chan int, len(agents))
+	for _, a := range agents {
+		evs := a.events(10)
+		go func() { st, _, _ := postBatch(t, e, a, evs); status <- st }()
+	}
+	deadline := time.After(30 * time.Second)
+	for i := range agents {
+		select {
+		case <-g.waiting:
+		case <-deadline:
+			t.Fatalf("%d of %d batches reached the store while the first waited for its commit", i, len(agents))
+		}
+	}
+	close(g.release)
+	for range agents {
+		if st := <-status; st != http.StatusOK {
+			t.Fatalf("status %d", st)
+		}
+	}
+}

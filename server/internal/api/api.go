@@ -230,8 +230,12 @@ type Server struct {
 	// the memory they take (each up to wire.MaxBatchBody).
 	ingestSlots chan struct{}
 	smallSlots  chan struct{} // for raw bodies up to smallBatchBody
-	readers     *bodyReaders
-	admission   *admission
+	// storeSlots bounds the small batches decoded and waiting for their
+	// commit (4 x MaxConcurrentBatches: enough to fill two of the writer's
+	// groups while the next batches decode).
+	storeSlots chan struct{}
+	readers    *bodyReaders
+	admission  *admission
 	// stateSlots bounds the agent plane's etcd reads at once (agent
 	// lookups, policy compilations).
 	stateSlots chan struct{}
@@ -278,6 +282,7 @@ func New(cfg Config) (*Server, error) {
 		policies:    newPolicyCache(),
 		ingestSlots: make(chan struct{}, cfg.MaxConcurrentBatches),
 		smallSlots:  make(chan struct{}, cfg.MaxConcurrentBatches),
+		storeSlots:  make(chan struct{}, 4*cfg.MaxConcurrentBatches),
 		readers:     newBodyReaders(cfg.BodyReadsPerAgent, cfg.BodyReadsPerSource),
 		admission:   newAdmission(cfg.MaxAckWait, nil),
 		stateSlots:  make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -82,16 +83,18 @@ func DecodeBatch(body []byte) ([]event.Event, error) {
 func DecodeBatchFrom(body io.Reader) ([]event.Event, error) { return decodeBatchFrom(body, nil) }
 
 func decodeBatchFrom(body io.Reader, check func(*event.Event) error) ([]event.Event, error) {
-	lr := &limitedReader{r: body, total: wire.MaxBatchBody, window: MaxEventJSON, limit: MaxEventJSON}
-	d := json.NewDecoder(lr)
-	evs, err := decodeBatch(d, lr, check)
+	sc := batchScanner{r: body, buf: scanBufs.Get().(*[]byte)}
+	defer func() {
+		if cap(*sc.buf) <= 2*scanChunk+MaxEventJSON {
+			*sc.buf = (*sc.buf)[:0]
+			scanBufs.Put(sc.buf)
+		}
+	}()
+	*sc.buf = (*sc.buf)[:0]
+	evs, err := sc.batch(check)
 	if err != nil {
 		switch {
-		case errors.Is(err, errEventRefused):
-			return nil, err
-		case errors.Is(err, errTooLarge):
-			return nil, errTooLarge
-		case errors.Is(err, errBadBatch):
+		case errors.Is(err, errEventRefused), errors.Is(err, errTooLarge), errors.Is(err, errBadBatch):
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w: %v", errBadBatch, err)
@@ -99,34 +102,317 @@ func decodeBatchFrom(body io.Reader, check func(*event.Event) error) ([]event.Ev
 	return evs, nil
 }
 
-func decodeBatch(d *json.Decoder, lr *limitedReader, check func(*event.Event) error) ([]event.Event, error) {
-	if err := wantDelim(d, '{'); err != nil {
+// scanChunk is how much the batch scanner reads at a time.
+const scanChunk = 32 << 10
+
+var scanBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2*scanChunk); return &b }}
+
+// batchScanner reads the batch object from r through a buffer that holds
+// the current event and at most scanChunk bytes more: an event is found
+// whole (its extent scanned, strings and nesting followed), then decoded
+// by parseEvent, or by encoding/json where parseEvent is not sure.
+type batchScanner struct {
+	r    io.Reader
+	buf  *[]byte
+	pos  int   // next unread byte in *buf
+	mark int   // start of the current event's window in *buf
+	read int64 // bytes read from r
+	eof  bool
+}
+
+var errUnexpectedEnd = fmt.Errorf("%w: unexpected end of JSON input", errBadBatch)
+
+// fill reads more input; false at its end. Bytes before mark are dropped
+// first, and reading stops MaxEventJSON bytes past mark (errEventTooLarge)
+// and past wire.MaxBatchBody bytes in all (errTooLarge).
+func (s *batchScanner) fill() (bool, error) {
+	if s.eof {
+		return false, nil
+	}
+	b := *s.buf
+	if len(b)-s.mark >= MaxEventJSON {
+		return false, errEventTooLarge
+	}
+	if s.mark > 0 && s.mark >= len(b)/2 {
+		n := copy(b, b[s.mark:])
+		b = b[:n]
+		s.pos -= s.mark
+		s.mark = 0
+	}
+	if cap(b)-len(b) < scanChunk {
+		b = slices.Grow(b, scanChunk)
+	}
+	room := min(int64(cap(b)-len(b)), wire.MaxBatchBody+1-s.read, int64(MaxEventJSON-(len(b)-s.mark)))
+	for {
+		n, err := s.r.Read(b[len(b) : len(b)+int(room)])
+		b = b[:len(b)+n]
+		s.read += int64(n)
+		*s.buf = b
+		if s.read > wire.MaxBatchBody {
+			return false, errTooLarge
+		}
+		if err == io.EOF {
+			s.eof = true
+			return n > 0, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if n > 0 {
+			return true, nil
+		}
+	}
+}
+
+// peek skips JSON space and returns the next byte; ok false at the end.
+func (s *batchScanner) peek() (byte, bool, error) {
+	for {
+		b := *s.buf
+		for s.pos < len(b) {
+			switch c := b[s.pos]; c {
+			case ' ', '\t', '\n', '\r':
+				s.pos++
+			default:
+				return c, true, nil
+			}
+		}
+		more, err := s.fill()
+		if err != nil || !more {
+			return 0, false, err
+		}
+	}
+}
+
+// want consumes the next byte, which must be c.
+func (s *batchScanner) want(c byte, what string) error {
+	got, ok, err := s.peek()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errUnexpectedEnd
+	}
+	if got != c {
+		return fmt.Errorf("%w: want %q, got %q at %s", errBadBatch, c, got, what)
+	}
+	s.pos++
+	return nil
+}
+
+// value returns the extent of the next JSON value (without checking its
+// syntax inside: the decoders do), reading until it is whole.
+func (s *batchScanner) value() ([]byte, error) {
+	c, ok, err := s.peek()
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errUnexpectedEnd
+	}
+	start, i := s.pos, s.pos
+	if c != '{' && c != '[' && c != '"' {
+		return s.scalar()
+	}
+	depth, inStr, esc := 0, false, false
+	for {
+		b := *s.buf
+		for ; i < len(b); i++ {
+			c = b[i]
+			switch {
+			case inStr:
+				switch {
+				case esc:
+					esc = false
+				case c == '\\':
+					esc = true
+				case c == '"':
+					inStr = false
+					if depth == 0 {
+						s.pos = i + 1
+						return b[start:s.pos], nil
+					}
+				}
+			case c == '"':
+				inStr = true
+			case c == '{' || c == '[':
+				depth++
+			case c == '}' || c == ']':
+				if depth--; depth == 0 {
+					s.pos = i + 1
+					return b[start:s.pos], nil
+				}
+			}
+		}
+		// fill may move the bytes: keep offsets, not slices.
+		off := start - s.mark
+		i -= start
+		more, err := s.fill()
+		if err != nil {
+			return nil, err
+		}
+		start = s.mark + off
+		i += start
+		if !more {
+			return nil, errUnexpectedEnd
+		}
+	}
+}
+
+// scalar returns the extent of a number or literal, ending where its
+// grammar does, as encoding/json's scanner ends it.
+func (s *batchScanner) scalar() ([]byte, error) {
+	off := s.pos - s.mark // fill may move the bytes: keep an offset
+	// at returns byte k of the scalar, reading more as needed.
+	at := func(k int) (byte, bool, error) {
+		for {
+			if i := s.mark + off + k; i < len(*s.buf) {
+				return (*s.buf)[i], true, nil
+			}
+			more, err := s.fill()
+			if err != nil || !more {
+				return 0, false, err
+			}
+		}
+	}
+	bad := func(c byte) error { return fmt.Errorf("%w: invalid character %q in a value", errBadBatch, c) }
+	c, _, _ := at(0)
+	k := 0
+	if lit := map[byte]string{'t': "true", 'f': "false", 'n': "null"}[c]; lit != "" {
+		for ; k < len(lit); k++ {
+			c, ok, err := at(k)
+			switch {
+			case err != nil:
+				return nil, err
+			case !ok:
+				return nil, errUnexpectedEnd
+			case c != lit[k]:
+				return nil, bad(c)
+			}
+		}
+	} else {
+		// digits reads a run of digits; want says at least one must be there.
+		digits := func(want bool) error {
+			for n := 0; ; n++ {
+				c, ok, err := at(k)
+				switch {
+				case err != nil:
+					return err
+				case ok && '0' <= c && c <= '9':
+					k++
+				case n > 0 || !want:
+					return nil
+				case !ok:
+					return errUnexpectedEnd
+				default:
+					return bad(c)
+				}
+			}
+		}
+		if c == '-' {
+			k++
+		}
+		c, ok, err := at(k)
+		switch {
+		case err != nil:
+			return nil, err
+		case !ok:
+			return nil, errUnexpectedEnd
+		case c == '0':
+			k++
+		case '1' <= c && c <= '9':
+			if err := digits(true); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, bad(c)
+		}
+		if c, ok, err := at(k); err != nil {
+			return nil, err
+		} else if ok && c == '.' {
+			k++
+			if err := digits(true); err != nil {
+				return nil, err
+			}
+		}
+		if c, ok, err := at(k); err != nil {
+			return nil, err
+		} else if ok && (c == 'e' || c == 'E') {
+			k++
+			if c, ok, err := at(k); err != nil {
+				return nil, err
+			} else if ok && (c == '+' || c == '-') {
+				k++
+			}
+			if err := digits(true); err != nil {
+				return nil, err
+			}
+		}
+	}
+	start := s.mark + off
+	s.pos = start + k
+	return (*s.buf)[start:s.pos], nil
+}
+
+// key reads an object key of the batch object.
+func (s *batchScanner) key() (string, error) {
+	v, err := s.value()
+	if err != nil {
+		return "", err
+	}
+	var k string
+	if len(v) == 0 || v[0] != '"' {
+		return "", fmt.Errorf("%w: want a key, got %s", errBadBatch, truncate(string(v), 64))
+	}
+	if err := json.Unmarshal(v, &k); err != nil {
+		return "", fmt.Errorf("%w: %v", errBadBatch, err)
+	}
+	return k, nil
+}
+
+func (s *batchScanner) batch(check func(*event.Event) error) ([]event.Event, error) {
+	if err := s.want('{', "the start of the batch"); err != nil {
 		return nil, err
 	}
 	var evs []event.Event
 	seen := false
-	for d.More() {
-		lr.mark(d.InputOffset())
-		t, err := d.Token()
+	for first := true; ; first = false {
+		s.mark = s.pos
+		c, ok, err := s.peek()
 		if err != nil {
 			return nil, err
 		}
-		if k, _ := t.(string); k != "events" {
-			return nil, fmt.Errorf("%w: json: unknown field %q", errBadBatch, truncate(fmt.Sprint(t), 64))
+		if !ok {
+			return nil, errUnexpectedEnd
+		}
+		if c == '}' {
+			s.pos++
+			break
+		}
+		if !first {
+			if err := s.want(',', "the batch object"); err != nil {
+				return nil, err
+			}
+		}
+		k, err := s.key()
+		if err != nil {
+			return nil, err
+		}
+		if k != "events" {
+			return nil, fmt.Errorf("%w: json: unknown field %q", errBadBatch, truncate(k, 64))
 		}
 		if seen {
 			return nil, fmt.Errorf("%w: events given twice", errBadBatch)
 		}
 		seen = true
-		if evs, err = decodeEvents(d, lr, check); err != nil {
+		if err := s.want(':', "the batch object"); err != nil {
+			return nil, err
+		}
+		if evs, err = s.events(check); err != nil {
 			return nil, err
 		}
 	}
-	if err := wantDelim(d, '}'); err != nil {
-		return nil, err
-	}
-	lr.mark(d.InputOffset())
-	if _, err := d.Token(); err != io.EOF {
+	s.mark = s.pos
+	if _, ok, err := s.peek(); err != nil || ok {
 		if errors.Is(err, errTooLarge) {
 			return nil, err
 		}
@@ -138,43 +424,61 @@ func decodeBatch(d *json.Decoder, lr *limitedReader, check func(*event.Event) er
 	return evs, nil
 }
 
-// decodeEvents reads the events array (or null) one event at a time.
-func decodeEvents(d *json.Decoder, lr *limitedReader, check func(*event.Event) error) ([]event.Event, error) {
-	lr.mark(d.InputOffset())
-	t, err := d.Token()
+// events reads the events array (or null) one event at a time: each is
+// counted before it is read, and checked as soon as it is decoded.
+func (s *batchScanner) events(check func(*event.Event) error) ([]event.Event, error) {
+	s.mark = s.pos
+	c, ok, err := s.peek()
 	if err != nil {
 		return nil, err
 	}
-	if t == nil {
+	if !ok {
+		return nil, errUnexpectedEnd
+	}
+	if c == 'n' {
+		v, err := s.value()
+		if err != nil {
+			return nil, err
+		}
+		if string(v) != "null" {
+			return nil, fmt.Errorf("%w: events is not an array", errBadBatch)
+		}
 		return nil, nil
 	}
-	if t != json.Delim('[') {
+	if c != '[' {
 		return nil, fmt.Errorf("%w: events is not an array", errBadBatch)
 	}
+	s.pos++
 	evs := make([]event.Event, 0, 16)
-	var raw json.RawMessage
 	for {
-		lr.mark(d.InputOffset())
-		if !d.More() {
-			break
+		s.mark = s.pos
+		c, ok, err := s.peek()
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, errUnexpectedEnd
+		}
+		if c == ']' {
+			s.pos++
+			return evs, nil
+		}
+		if len(evs) > 0 {
+			if c != ',' {
+				return nil, fmt.Errorf("%w: want ',' or ']' after event %d, got %q", errBadBatch, len(evs), c)
+			}
+			s.pos++
 		}
 		if len(evs) == wire.MaxBatchEvents {
 			return nil, fmt.Errorf("%w: more than %d events, limit %d", errBadBatch, wire.MaxBatchEvents, wire.MaxBatchEvents)
 		}
-		raw = raw[:0]
-		if err := d.Decode(&raw); err != nil {
+		raw, err := s.value()
+		if err != nil {
 			return nil, err
 		}
-		// encoding/json would replace invalid UTF-8 with U+FFFD and so
-		// change what the agent hashed; refuse it instead.
-		if !utf8.Valid(raw) {
-			return nil, fmt.Errorf("%w: event %d is not valid UTF-8", errBadBatch, len(evs)+1)
-		}
-		ed := json.NewDecoder(bytes.NewReader(raw))
-		ed.DisallowUnknownFields()
-		var e event.Event
-		if err := ed.Decode(&e); err != nil {
-			return nil, fmt.Errorf("%w: event %d: %v", errBadBatch, len(evs)+1, err)
+		e, err := decodeEvent(raw, len(evs)+1)
+		if err != nil {
+			return nil, err
 		}
 		if check != nil {
 			if err := check(&e); err != nil {
@@ -183,18 +487,29 @@ func decodeEvents(d *json.Decoder, lr *limitedReader, check func(*event.Event) e
 		}
 		evs = append(evs, e)
 	}
-	return evs, wantDelim(d, ']')
 }
 
-func wantDelim(d *json.Decoder, want json.Delim) error {
-	t, err := d.Token()
-	if err != nil {
-		return err
+// decodeEvent decodes the n-th event of a batch from its JSON text.
+func decodeEvent(raw []byte, n int) (event.Event, error) {
+	// encoding/json would replace invalid UTF-8 with U+FFFD and so change
+	// what the agent hashed; refuse it instead.
+	if !utf8.Valid(raw) {
+		return event.Event{}, fmt.Errorf("%w: event %d is not valid UTF-8", errBadBatch, n)
 	}
-	if t != want {
-		return fmt.Errorf("%w: want %q, got %v", errBadBatch, want, truncate(fmt.Sprint(t), 64))
+	var e event.Event
+	if parseEvent(string(raw), &e) {
+		return e, nil
 	}
-	return nil
+	e = event.Event{}
+	ed := json.NewDecoder(bytes.NewReader(raw))
+	ed.DisallowUnknownFields()
+	if err := ed.Decode(&e); err != nil {
+		return event.Event{}, fmt.Errorf("%w: event %d: %v", errBadBatch, n, err)
+	}
+	if ed.More() || ed.InputOffset() != int64(len(raw)) {
+		return event.Event{}, fmt.Errorf("%w: event %d: invalid JSON after the value", errBadBatch, n)
+	}
+	return e, nil
 }
 
 func truncate(s string, n int) string {
@@ -204,36 +519,4 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// limitedReader refuses to read past total bytes in all (errTooLarge) and
-// past window bytes after the last mark (an event or a run of space that
-// is too long), so the JSON decoder's buffer never grows beyond them.
-type limitedReader struct {
-	r             io.Reader
-	n, total      int64
-	window, limit int64
-}
-
 var errEventTooLarge = fmt.Errorf("%w: an event (or the space before it) is over %d bytes", errBadBatch, MaxEventJSON)
-
-// mark starts a new window at input offset off.
-func (l *limitedReader) mark(off int64) { l.limit = off + l.window }
-
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.n > l.total {
-		return 0, errTooLarge
-	}
-	if l.n >= l.limit {
-		return 0, errEventTooLarge
-	}
-	room := l.total + 1 - l.n // one byte past total tells "too large" from "exactly total"
-	room = min(room, l.limit-l.n)
-	if int64(len(p)) > room {
-		p = p[:room]
-	}
-	n, err := l.r.Read(p)
-	l.n += int64(n)
-	if l.n > l.total {
-		return n, errTooLarge
-	}
-	return n, err
-}

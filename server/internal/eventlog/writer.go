@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -69,7 +68,7 @@ func (r *row) set(e *event.Event) error {
 	}
 	var attrs any
 	if len(e.Attrs) > 0 {
-		b, err := json.Marshal(e.Attrs)
+		b, err := event.AppendAttrs(nil, e.Attrs)
 		if err != nil {
 			return fmt.Errorf("eventlog: seq %d attrs: %w", e.Seq, err)
 		}
