@@ -45,12 +45,16 @@ func (s *State) DeletePolicy(ctx context.Context, name string) error {
 	if err := checkName("policy name", name); err != nil {
 		return err
 	}
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return err
+	}
 	defer cancel()
+	defer s.avail.forget(policiesDir + name)
 	for {
 		asg, err := s.cli.Get(ctx, key(assignmentsDir), clientv3.WithPrefix())
 		if err != nil {
-			return fmt.Errorf("state: delete policy %s: %w", name, err)
+			return fmt.Errorf("state: delete policy %s: %w", name, s.etcdErr(err))
 		}
 		for _, kv := range asg.Kvs {
 			if string(kv.Value) == name {
@@ -64,7 +68,7 @@ func (s *State) DeletePolicy(ctx context.Context, name string) error {
 			Then(clientv3.OpDelete(key(policiesDir + name))).
 			Commit()
 		if err != nil {
-			return fmt.Errorf("state: delete policy %s: %w", name, err)
+			return fmt.Errorf("state: delete policy %s: %w", name, s.etcdErr(err))
 		}
 		if !resp.Succeeded {
 			continue // assignments changed meanwhile: look again
@@ -83,12 +87,16 @@ func (s *State) Assign(ctx context.Context, agentID, policyName string) error {
 	if err := checkName("agent id", agentID); err != nil {
 		return err
 	}
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return err
+	}
 	defer cancel()
+	defer s.avail.forget(assignmentsDir + agentID)
 	ak := key(assignmentsDir + agentID)
 	if policyName == "" {
 		if _, err := s.cli.Delete(ctx, ak); err != nil {
-			return fmt.Errorf("state: unassign %s: %w", agentID, err)
+			return fmt.Errorf("state: unassign %s: %w", agentID, s.etcdErr(err))
 		}
 		return nil
 	}
@@ -101,7 +109,7 @@ func (s *State) Assign(ctx context.Context, agentID, policyName string) error {
 		Then(clientv3.OpPut(ak, policyName)).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("state: assign %s: %w", agentID, err)
+		return fmt.Errorf("state: assign %s: %w", agentID, s.etcdErr(err))
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("state: assign %s: policy %s: %w", agentID, policyName, ErrNotFound)
@@ -203,8 +211,14 @@ func (s *State) PutCheckpoint(ctx context.Context, b []byte) error {
 // when the admin accepts, on start, that the event store lost events it
 // covered (the loss itself is recorded in the log).
 func (s *State) DeleteCheckpoint(ctx context.Context) error {
+	ctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer s.avail.forget(checkpointKey)
 	if _, err := s.cli.Delete(ctx, key(checkpointKey)); err != nil {
-		return fmt.Errorf("state: delete checkpoint: %w", err)
+		return fmt.Errorf("state: delete checkpoint: %w", s.etcdErr(err))
 	}
 	return nil
 }
