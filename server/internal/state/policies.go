@@ -172,13 +172,17 @@ func (s *State) watchDir(ctx context.Context, dir string, notify func()) {
 			opts = append(opts, clientv3.WithRev(next))
 		}
 		wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), key(dir), opts...)
+		var broken error
 		for resp := range wch {
 			if err := resp.Err(); err != nil {
 				if resp.CompactRevision > 0 || errors.Is(err, rpctypes.ErrCompacted) {
 					next = 0 // history gone: restart from now, and say something changed
 					notify()
 				}
-				s.log.Warn().Err(err).Str("dir", dir).Msg("policy watch broken, re-watching")
+				broken = err
+				if s.Available() {
+					s.log.Warn().Err(err).Str("dir", dir).Msg("policy watch broken, re-watching")
+				}
 				break
 			}
 			if n := len(resp.Events); n > 0 {
@@ -189,7 +193,18 @@ func (s *State) watchDir(ctx context.Context, dir string, notify func()) {
 		if ctx.Err() != nil || s.closing.Load() {
 			return
 		}
-		// The watch ended without ctx ending (client closing or leader lost).
+		// The watch ended without ctx ending (client closing or leader
+		// lost). Through an outage, wait for etcd rather than re-watch and
+		// wake every long-poll twice a second: nothing can change meanwhile.
+		if unavailable(broken) {
+			s.markDown(broken)
+		}
+		for !s.Available() && ctx.Err() == nil && !s.closing.Load() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(probeEvery):
+			}
+		}
 		notify()
 		select {
 		case <-ctx.Done():
