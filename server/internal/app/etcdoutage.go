@@ -24,12 +24,17 @@ import (
 const outageCheckEvery = time.Second
 
 // rideOutage is called when term's lease has ended. It returns the term to
-// go on with (the same lease resumed, or a new election won), or nil: step
-// down. It returns at once with nil when etcd answers (the lease truly
-// ended, another node may be elected), and nil when ctx ends.
-func (s *Server) rideOutage(ctx context.Context, cand *election.Candidate, term *election.Term) *election.Term {
+// go on with (the same lease resumed, or a new election won), or nil and
+// why to step down: at once when etcd answers (the lease truly ended,
+// another node may be elected), and when ctx ends.
+func (s *Server) rideOutage(ctx context.Context, cand *election.Candidate, term *election.Term) (*election.Term, string) {
+	const (
+		lapsed = "the writer lease ended while etcd answers (this process was paused longer than the lease, or another node was elected)"
+		fenced = "a newer writer claimed the event store while etcd was unavailable to this node"
+		lost   = "etcd answers again, and another node holds or awaits the writer role"
+	)
 	if err := s.state.Reachable(ctx); !errors.Is(err, state.ErrUnavailable) {
-		return nil
+		return nil, lapsed
 	}
 	mine := s.storeEpoch()
 	s.log.Warn().Int64("epoch", mine).Msg("writer lease lost while etcd is unavailable: writing on under the same epoch " +
@@ -41,14 +46,14 @@ func (s *Server) rideOutage(ctx context.Context, cand *election.Candidate, term 
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return nil, ""
 		case <-tick.C:
 		}
 		// A newer writer claimed the store (this node was the one cut off):
 		// its commits already fail; stop.
 		if stored, err := s.store.StoredEpoch(ctx); err == nil && stored > mine {
 			s.log.Warn().Int64("epoch", mine).Int64("store", stored).Msg("a newer writer claimed the event store during the etcd outage")
-			return nil
+			return nil, fenced
 		}
 		if s.state.Reachable(ctx) != nil {
 			continue
@@ -56,13 +61,16 @@ func (s *Server) rideOutage(ctx context.Context, cand *election.Candidate, term 
 		next, err := cand.Resume(ctx, term)
 		if err == nil {
 			s.log.Warn().Int64("epoch", next.Epoch).Msg("etcd answers again: still the writer (its lease outlived the outage)")
-			return next
+			return next, ""
 		}
 		if !errors.Is(err, election.ErrTermOver) {
 			s.log.Debug().Err(err).Msg("resuming the writer term")
 			continue
 		}
-		return s.reelect(ctx, cand)
+		if next := s.reelect(ctx, cand); next != nil {
+			return next, ""
+		}
+		return nil, lost
 	}
 }
 

@@ -122,32 +122,37 @@ func (s *Server) campaign(ctx context.Context, cand *election.Candidate, decided
 			continue
 		}
 		decided(nil)
-		if !s.holdTerm(ctx, cand, term) {
+		why := s.holdTerm(ctx, cand, term)
+		if why == "" {
 			return
 		}
-		s.stepDown("the writer lease ended (this process was paused longer than the lease, or another node was elected)")
+		s.stepDown(why)
 	}
 }
 
-// holdTerm serves as writer until the term is lost for good (true: step
-// down) or ctx ends (false: the term is kept for teardown to resign). A
+// holdTerm serves as writer until the term is lost for good (it returns
+// why, to step down) or ctx ends ("": the term is kept for teardown to
+// resign). A
 // lease lost only because etcd is unavailable does not end the term: the
 // writer rides out the outage (etcdoutage.go) and goes on with the term it
 // gets back.
-func (s *Server) holdTerm(ctx context.Context, cand *election.Candidate, term *election.Term) bool {
+func (s *Server) holdTerm(ctx context.Context, cand *election.Candidate, term *election.Term) string {
 	for {
 		select {
 		case <-term.Lost():
-			next := s.rideOutage(ctx, cand, term)
+			next, why := s.rideOutage(ctx, cand, term)
 			if next == nil {
-				return ctx.Err() == nil
+				if ctx.Err() != nil {
+					return ""
+				}
+				return why
 			}
 			term = next
 		case <-ctx.Done():
 			s.termMu.Lock()
 			s.term = term
 			s.termMu.Unlock()
-			return false
+			return ""
 		}
 	}
 }
