@@ -37,7 +37,7 @@ func (s *State) DropVerifiedMark(ctx context.Context) error {
 	defer cancel()
 	defer s.avail.forget(verifiedMarkKey)
 	if _, err := s.cli.Delete(ctx, key(verifiedMarkKey)); err != nil {
-		return fmt.Errorf("state: delete mark: %w", s.etcdErr(err))
+		return fmt.Errorf("state: delete mark: %w", s.etcdErr(ctx, err))
 	}
 	return nil
 }

@@ -22,6 +22,9 @@ import (
 // agents, policies, tokens and users, admins' tokens and agents go on
 // authenticating. Nothing is served from the cache while etcd answers.
 
+// errRequestTimeout is the cause of opCtx's own deadline.
+var errRequestTimeout = errors.New("state: etcd did not answer within the request timeout")
+
 // ErrUnavailable is wrapped by errors of operations that failed because etcd
 // could not be reached or had no quorum (no leader, timed out); nothing was
 // written. Try again when the cluster is back.
@@ -75,10 +78,12 @@ func unavailable(err error) bool {
 	return false
 }
 
-// etcdErr wraps err with ErrUnavailable when it means an outage, and notes
-// the outage so reads go to the cache until a probe succeeds.
-func (s *State) etcdErr(err error) error {
-	if !unavailable(err) {
+// etcdErr wraps err, which a request under ctx (from opCtx or writeCtx)
+// returned, with ErrUnavailable when it means an outage, and notes the
+// outage so reads go to the cache until a probe succeeds. The caller's own
+// deadline or cancellation is not an outage: only ours (opCtx's) is.
+func (s *State) etcdErr(ctx context.Context, err error) error {
+	if !unavailable(err) || ctx.Err() != nil && !errors.Is(context.Cause(ctx), errRequestTimeout) {
 		return err
 	}
 	s.markDown(err)

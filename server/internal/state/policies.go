@@ -54,7 +54,7 @@ func (s *State) DeletePolicy(ctx context.Context, name string) error {
 	for {
 		asg, err := s.cli.Get(ctx, key(assignmentsDir), clientv3.WithPrefix())
 		if err != nil {
-			return fmt.Errorf("state: delete policy %s: %w", name, s.etcdErr(err))
+			return fmt.Errorf("state: delete policy %s: %w", name, s.etcdErr(ctx, err))
 		}
 		for _, kv := range asg.Kvs {
 			if string(kv.Value) == name {
@@ -68,7 +68,7 @@ func (s *State) DeletePolicy(ctx context.Context, name string) error {
 			Then(clientv3.OpDelete(key(policiesDir + name))).
 			Commit()
 		if err != nil {
-			return fmt.Errorf("state: delete policy %s: %w", name, s.etcdErr(err))
+			return fmt.Errorf("state: delete policy %s: %w", name, s.etcdErr(ctx, err))
 		}
 		if !resp.Succeeded {
 			continue // assignments changed meanwhile: look again
@@ -96,7 +96,7 @@ func (s *State) Assign(ctx context.Context, agentID, policyName string) error {
 	ak := key(assignmentsDir + agentID)
 	if policyName == "" {
 		if _, err := s.cli.Delete(ctx, ak); err != nil {
-			return fmt.Errorf("state: unassign %s: %w", agentID, s.etcdErr(err))
+			return fmt.Errorf("state: unassign %s: %w", agentID, s.etcdErr(ctx, err))
 		}
 		return nil
 	}
@@ -109,7 +109,7 @@ func (s *State) Assign(ctx context.Context, agentID, policyName string) error {
 		Then(clientv3.OpPut(ak, policyName)).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("state: assign %s: %w", agentID, s.etcdErr(err))
+		return fmt.Errorf("state: assign %s: %w", agentID, s.etcdErr(ctx, err))
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("state: assign %s: policy %s: %w", agentID, policyName, ErrNotFound)
@@ -233,7 +233,7 @@ func (s *State) DeleteCheckpoint(ctx context.Context) error {
 	defer cancel()
 	defer s.avail.forget(checkpointKey)
 	if _, err := s.cli.Delete(ctx, key(checkpointKey)); err != nil {
-		return fmt.Errorf("state: delete checkpoint: %w", s.etcdErr(err))
+		return fmt.Errorf("state: delete checkpoint: %w", s.etcdErr(ctx, err))
 	}
 	return nil
 }

@@ -85,7 +85,7 @@ func (s *State) deleteByID(ctx context.Context, dir, id string) error {
 	defer s.avail.forget(dir)
 	resp, err := s.cli.Delete(ctx, key(dir+id), clientv3.WithPrefix())
 	if err != nil {
-		return fmt.Errorf("state: revoke token %s: %w", id, s.etcdErr(err))
+		return fmt.Errorf("state: revoke token %s: %w", id, s.etcdErr(ctx, err))
 	}
 	if resp.Deleted == 0 {
 		return fmt.Errorf("state: token %s: %w", id, ErrNotFound)
@@ -131,7 +131,7 @@ func (s *State) SetAgentDisabled(ctx context.Context, id string, disabled bool, 
 	defer s.avail.forget(revokedDir)
 	resp, err := s.cli.Txn(cctx).If(clientv3.Compare(clientv3.ModRevision(key(agentsDir+id)), "=", rev)).Then(ops...).Commit()
 	if err != nil {
-		return Agent{}, fmt.Errorf("state: disable agent %s: %w", id, s.etcdErr(err))
+		return Agent{}, fmt.Errorf("state: disable agent %s: %w", id, s.etcdErr(cctx, err))
 	}
 	if !resp.Succeeded {
 		return Agent{}, fmt.Errorf("state: agent %s changed meanwhile: %w", id, ErrConflict)

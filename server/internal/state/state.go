@@ -165,7 +165,7 @@ func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return ctx, func() {}
 	}
-	return context.WithTimeout(ctx, requestTimeout)
+	return context.WithTimeoutCause(ctx, requestTimeout, errRequestTimeout)
 }
 
 // checkName validates one key segment (policy name, agent id, user name).
@@ -248,7 +248,7 @@ func (s *State) get(ctx context.Context, rel string) ([]byte, int64, error) {
 	defer cancel()
 	resp, err := s.cli.Get(clientv3.WithRequireLeader(ctx), key(rel))
 	if err != nil {
-		err = s.etcdErr(err)
+		err = s.etcdErr(ctx, err)
 		if c, ok := s.avail.load(ck); ok && errors.Is(err, ErrUnavailable) {
 			return c.vals[0], c.rev, nil
 		}
@@ -278,7 +278,7 @@ func (s *State) putIf(ctx context.Context, rel string, b []byte, ifRev int64) (i
 	if ifRev == -1 {
 		resp, err := s.cli.Put(ctx, k, string(b))
 		if err != nil {
-			return 0, fmt.Errorf("state: put %s: %w", rel, s.etcdErr(err))
+			return 0, fmt.Errorf("state: put %s: %w", rel, s.etcdErr(ctx, err))
 		}
 		return resp.Header.Revision, nil
 	}
@@ -290,7 +290,7 @@ func (s *State) putIf(ctx context.Context, rel string, b []byte, ifRev int64) (i
 	}
 	resp, err := s.cli.Txn(ctx).If(cmp).Then(put).Commit()
 	if err != nil {
-		return 0, fmt.Errorf("state: put %s: %w", rel, s.etcdErr(err))
+		return 0, fmt.Errorf("state: put %s: %w", rel, s.etcdErr(ctx, err))
 	}
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("state: put %s at revision %d: %w", rel, ifRev, ErrConflict)
@@ -316,7 +316,7 @@ func (s *State) list(ctx context.Context, dir string, keysOnly bool) ([]string, 
 	}
 	resp, err := s.cli.Get(clientv3.WithRequireLeader(ctx), key(dir), opts...)
 	if err != nil {
-		err = s.etcdErr(err)
+		err = s.etcdErr(ctx, err)
 		if c, ok := s.avail.load(ck); ok && errors.Is(err, ErrUnavailable) {
 			return c.names, c.vals, nil
 		}

@@ -229,7 +229,7 @@ func (s *State) RevokeEnrollToken(ctx context.Context, id string) error {
 	// The id is a prefix of the hash, so the key is found by prefix.
 	resp, err := s.cli.Delete(ctx, key(enrollTokensDir+id), clientv3.WithPrefix())
 	if err != nil {
-		return fmt.Errorf("state: revoke token %s: %w", id, s.etcdErr(err))
+		return fmt.Errorf("state: revoke token %s: %w", id, s.etcdErr(ctx, err))
 	}
 	if resp.Deleted == 0 {
 		return fmt.Errorf("state: token %s: %w", id, ErrNotFound)
