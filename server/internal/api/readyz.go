@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/wire"
 )
 
@@ -60,10 +61,16 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	_, err := s.cfg.Store.TreeSize(ctx)
 	check("store", err)
 	_, err = s.cfg.State.GetAgent(ctx, "readyz-probe")
-	if errors.Is(err, ErrNotFound) {
-		err = nil
+	switch {
+	case errors.Is(err, ErrNotFound):
+		check("etcd", nil)
+	case errors.Is(err, state.ErrUnavailable):
+		// Both roles go on without etcd: the writer acks batches under its
+		// epoch, reads come from the cache; only changes wait for it.
+		v.Checks["etcd"] = "unavailable: reads from cache, changes refused"
+	default:
+		check("etcd", err)
 	}
-	check("etcd", err)
 	status := http.StatusOK
 	if v.Status != "ready" {
 		status = http.StatusServiceUnavailable

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 
+	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/wire"
 )
 
@@ -34,8 +36,23 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, msg st
 	s.writeJSON(w, r, status, wire.Error{Error: msg})
 }
 
-// internal logs err and answers 500 without details.
+// internal logs err and answers 500 without details; or 503 when etcd is
+// unavailable (lost quorum, cut off): the one place that distinction is
+// made for the admin API and the agent plane.
 func (s *Server) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if errors.Is(err, state.ErrUnavailable) {
+		s.log.Warn().Err(err).Str("path", r.URL.Path).Msg("api: " + what)
+		w.Header().Set("Retry-After", "5")
+		s.fail(w, r, http.StatusServiceUnavailable, EtcdUnavailableMessage(what))
+		return
+	}
 	s.log.Error().Err(err).Str("path", r.URL.Path).Msg("api: " + what)
 	s.fail(w, r, http.StatusInternalServerError, "internal error: "+what)
+}
+
+// EtcdUnavailableMessage is the error answered while etcd cannot be
+// written or read (see state.ErrUnavailable).
+func EtcdUnavailableMessage(what string) string {
+	return "etcd is unavailable: " + what + " needs the control plane, which has no quorum or cannot be reached; " +
+		"reads are served from this server's cache, try again when the cluster has quorum"
 }

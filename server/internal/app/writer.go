@@ -27,6 +27,7 @@ import (
 type roleState struct {
 	self   atomic.Bool            // this node is the writer
 	writer atomic.Pointer[string] // the writer's URL as etcd last said
+	outage atomic.Bool            // the writer writes on without a lease: etcd is unavailable (etcdoutage.go)
 }
 
 // epochBaseKey (below state.Prefix) holds what is added to the election's
@@ -132,14 +133,37 @@ func (s *Server) campaign(ctx context.Context, cand *election.Candidate, decided
 			continue
 		}
 		decided(nil)
+		why := s.holdTerm(ctx, cand, term)
+		if why == "" {
+			return
+		}
+		s.stepDown(why)
+	}
+}
+
+// holdTerm serves as writer until the term is lost for good (it returns
+// why, to step down) or ctx ends ("": the term is kept for teardown to
+// resign). A
+// lease lost only because etcd is unavailable does not end the term: the
+// writer rides out the outage (etcdoutage.go) and goes on with the term it
+// gets back.
+func (s *Server) holdTerm(ctx context.Context, cand *election.Candidate, term *election.Term) string {
+	for {
 		select {
 		case <-term.Lost():
-			s.stepDown("the writer lease ended (this process was cut off from etcd or paused longer than the lease)")
+			next, why := s.rideOutage(ctx, cand, term)
+			if next == nil {
+				if ctx.Err() != nil {
+					return ""
+				}
+				return why
+			}
+			term = next
 		case <-ctx.Done():
 			s.termMu.Lock()
 			s.term = term
 			s.termMu.Unlock()
-			return
+			return ""
 		}
 	}
 }

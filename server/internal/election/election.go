@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -78,6 +79,45 @@ type Term struct {
 // the client closed): the node is no longer the writer and must stop.
 func (t *Term) Lost() <-chan struct{} { return t.session.Done() }
 
+// ErrTermOver is returned by Resume when the term's lease no longer
+// exists in etcd: it expired or was revoked, and another node may have
+// been elected since.
+var ErrTermOver = errors.New("election: the term's lease has ended in etcd")
+
+// Resume takes up a term whose Lost fired because this process could not
+// reach etcd (no quorum, cut off), if etcd still holds its lease: then its
+// leader key still exists, no other node can have been elected meanwhile,
+// and the term goes on with the same Epoch under a new session of the same
+// lease. (etcd does not expire leases while it has no leader and extends
+// them when a leader is elected again.) A lease that ended in etcd gives
+// ErrTermOver; other errors mean etcd did not answer, try again.
+func (c *Candidate) Resume(ctx context.Context, t *Term) (*Term, error) {
+	id := t.session.Lease()
+	if _, err := c.cfg.Client.KeepAliveOnce(ctx, id); err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return nil, ErrTermOver
+		}
+		return nil, fmt.Errorf("election: resume: %w", err)
+	}
+	ttl := int((c.cfg.TTL + time.Second - 1) / time.Second)
+	s, err := concurrency.NewSession(c.cfg.Client, concurrency.WithLease(id), concurrency.WithTTL(ttl),
+		concurrency.WithContext(context.WithoutCancel(ctx)))
+	if err != nil {
+		return nil, fmt.Errorf("election: resume: %w", err)
+	}
+	w, err := c.Current(ctx)
+	if err != nil || w.Epoch != t.Epoch {
+		s.Orphan() // not Close: that would revoke a lease that may still be the leader's
+		if err == nil || errors.Is(err, ErrNoWriter) {
+			return nil, ErrTermOver
+		}
+		return nil, fmt.Errorf("election: resume: %w", err)
+	}
+	e := concurrency.ResumeElection(s, c.cfg.Prefix, t.elect.Key(), t.Epoch)
+	c.log.Info().Int64("epoch", t.Epoch).Msg("writer term resumed: etcd kept the lease")
+	return &Term{Epoch: t.Epoch, session: s, elect: e}, nil
+}
+
 // Resign gives the role up at once (a standby may take over without
 // waiting out the TTL) and ends the session.
 func (t *Term) Resign(ctx context.Context) error {
@@ -94,7 +134,14 @@ func (t *Term) Resign(ctx context.Context) error {
 func (c *Candidate) Campaign(ctx context.Context) (*Term, error) {
 	c.revokePastLives(ctx)
 	ttl := int((c.cfg.TTL + time.Second - 1) / time.Second)
-	s, err := concurrency.NewSession(c.cfg.Client, concurrency.WithTTL(ttl), concurrency.WithContext(context.WithoutCancel(ctx)))
+	// The lease is granted under ctx, so that a campaign started while etcd
+	// has no quorum ends with ctx (Close); the session outlives it.
+	lease, err := c.cfg.Client.Grant(ctx, int64(ttl))
+	if err != nil {
+		return nil, fmt.Errorf("election: session: %w", err)
+	}
+	s, err := concurrency.NewSession(c.cfg.Client, concurrency.WithLease(lease.ID), concurrency.WithTTL(ttl),
+		concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
 		return nil, fmt.Errorf("election: session: %w", err)
 	}

@@ -30,8 +30,14 @@ func (s *State) PutVerifiedMark(ctx context.Context, b []byte) error {
 // DropVerifiedMark forgets the mark, so the next start checks the whole
 // log: the scrubber does so when it finds the log changed.
 func (s *State) DropVerifiedMark(ctx context.Context) error {
+	ctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer s.avail.forget(verifiedMarkKey)
 	if _, err := s.cli.Delete(ctx, key(verifiedMarkKey)); err != nil {
-		return fmt.Errorf("state: delete mark: %w", err)
+		return fmt.Errorf("state: delete mark: %w", s.etcdErr(ctx, err))
 	}
 	return nil
 }

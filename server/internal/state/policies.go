@@ -45,12 +45,16 @@ func (s *State) DeletePolicy(ctx context.Context, name string) error {
 	if err := checkName("policy name", name); err != nil {
 		return err
 	}
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return err
+	}
 	defer cancel()
+	defer s.avail.forget(policiesDir + name)
 	for {
 		asg, err := s.cli.Get(ctx, key(assignmentsDir), clientv3.WithPrefix())
 		if err != nil {
-			return fmt.Errorf("state: delete policy %s: %w", name, err)
+			return fmt.Errorf("state: delete policy %s: %w", name, s.etcdErr(ctx, err))
 		}
 		for _, kv := range asg.Kvs {
 			if string(kv.Value) == name {
@@ -64,7 +68,7 @@ func (s *State) DeletePolicy(ctx context.Context, name string) error {
 			Then(clientv3.OpDelete(key(policiesDir + name))).
 			Commit()
 		if err != nil {
-			return fmt.Errorf("state: delete policy %s: %w", name, err)
+			return fmt.Errorf("state: delete policy %s: %w", name, s.etcdErr(ctx, err))
 		}
 		if !resp.Succeeded {
 			continue // assignments changed meanwhile: look again
@@ -83,12 +87,16 @@ func (s *State) Assign(ctx context.Context, agentID, policyName string) error {
 	if err := checkName("agent id", agentID); err != nil {
 		return err
 	}
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return err
+	}
 	defer cancel()
+	defer s.avail.forget(assignmentsDir + agentID)
 	ak := key(assignmentsDir + agentID)
 	if policyName == "" {
 		if _, err := s.cli.Delete(ctx, ak); err != nil {
-			return fmt.Errorf("state: unassign %s: %w", agentID, err)
+			return fmt.Errorf("state: unassign %s: %w", agentID, s.etcdErr(ctx, err))
 		}
 		return nil
 	}
@@ -101,7 +109,7 @@ func (s *State) Assign(ctx context.Context, agentID, policyName string) error {
 		Then(clientv3.OpPut(ak, policyName)).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("state: assign %s: %w", agentID, err)
+		return fmt.Errorf("state: assign %s: %w", agentID, s.etcdErr(ctx, err))
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("state: assign %s: policy %s: %w", agentID, policyName, ErrNotFound)
@@ -164,13 +172,17 @@ func (s *State) watchDir(ctx context.Context, dir string, notify func()) {
 			opts = append(opts, clientv3.WithRev(next))
 		}
 		wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), key(dir), opts...)
+		var broken error
 		for resp := range wch {
 			if err := resp.Err(); err != nil {
 				if resp.CompactRevision > 0 || errors.Is(err, rpctypes.ErrCompacted) {
 					next = 0 // history gone: restart from now, and say something changed
 					notify()
 				}
-				s.log.Warn().Err(err).Str("dir", dir).Msg("policy watch broken, re-watching")
+				broken = err
+				if s.Available() {
+					s.log.Warn().Err(err).Str("dir", dir).Msg("policy watch broken, re-watching")
+				}
 				break
 			}
 			if n := len(resp.Events); n > 0 {
@@ -181,7 +193,18 @@ func (s *State) watchDir(ctx context.Context, dir string, notify func()) {
 		if ctx.Err() != nil || s.closing.Load() {
 			return
 		}
-		// The watch ended without ctx ending (client closing or leader lost).
+		// The watch ended without ctx ending (client closing or leader
+		// lost). Through an outage, wait for etcd rather than re-watch and
+		// wake every long-poll twice a second: nothing can change meanwhile.
+		if unavailable(broken) {
+			s.markDown(broken)
+		}
+		for !s.Available() && ctx.Err() == nil && !s.closing.Load() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(probeEvery):
+			}
+		}
 		notify()
 		select {
 		case <-ctx.Done():
@@ -203,8 +226,14 @@ func (s *State) PutCheckpoint(ctx context.Context, b []byte) error {
 // when the admin accepts, on start, that the event store lost events it
 // covered (the loss itself is recorded in the log).
 func (s *State) DeleteCheckpoint(ctx context.Context) error {
+	ctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer s.avail.forget(checkpointKey)
 	if _, err := s.cli.Delete(ctx, key(checkpointKey)); err != nil {
-		return fmt.Errorf("state: delete checkpoint: %w", err)
+		return fmt.Errorf("state: delete checkpoint: %w", s.etcdErr(ctx, err))
 	}
 	return nil
 }

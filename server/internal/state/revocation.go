@@ -77,11 +77,15 @@ func (s *State) deleteByID(ctx context.Context, dir, id string) error {
 	if _, err := hex.DecodeString(id); err != nil {
 		return fmt.Errorf("state: %w: token id must be 16 hex digits", ErrInvalid)
 	}
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return err
+	}
 	defer cancel()
+	defer s.avail.forget(dir)
 	resp, err := s.cli.Delete(ctx, key(dir+id), clientv3.WithPrefix())
 	if err != nil {
-		return fmt.Errorf("state: revoke token %s: %w", id, err)
+		return fmt.Errorf("state: revoke token %s: %w", id, s.etcdErr(ctx, err))
 	}
 	if resp.Deleted == 0 {
 		return fmt.Errorf("state: token %s: %w", id, ErrNotFound)
@@ -118,11 +122,16 @@ func (s *State) SetAgentDisabled(ctx context.Context, id string, disabled bool, 
 			ops = append(ops, clientv3.OpDelete(key(revokedDir+serial)))
 		}
 	}
-	cctx, cancel := opCtx(ctx)
+	cctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return Agent{}, err
+	}
 	defer cancel()
+	defer s.avail.forget(agentsDir + id)
+	defer s.avail.forget(revokedDir)
 	resp, err := s.cli.Txn(cctx).If(clientv3.Compare(clientv3.ModRevision(key(agentsDir+id)), "=", rev)).Then(ops...).Commit()
 	if err != nil {
-		return Agent{}, fmt.Errorf("state: disable agent %s: %w", id, err)
+		return Agent{}, fmt.Errorf("state: disable agent %s: %w", id, s.etcdErr(cctx, err))
 	}
 	if !resp.Succeeded {
 		return Agent{}, fmt.Errorf("state: agent %s changed meanwhile: %w", id, ErrConflict)

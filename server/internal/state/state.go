@@ -89,6 +89,7 @@ type State struct {
 	closing  atomic.Bool // set when Close starts, to quiet etcd's shutdown chatter
 	now      func() time.Time
 	endpoint string // client endpoint of the embedded etcd
+	avail    availability
 }
 
 // Open starts the embedded etcd (or connects to cfg.Endpoints) and returns a
@@ -164,7 +165,7 @@ func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return ctx, func() {}
 	}
-	return context.WithTimeout(ctx, requestTimeout)
+	return context.WithTimeoutCause(ctx, requestTimeout, errRequestTimeout)
 }
 
 // checkName validates one key segment (policy name, agent id, user name).
@@ -233,17 +234,31 @@ func (s *State) PutJSON(ctx context.Context, key string, v any, ifRev int64) (in
 	return s.putIf(ctx, key, b, ifRev)
 }
 
-// get reads one key below Prefix.
+// get reads one key below Prefix; while etcd is unavailable, from the
+// cache (see outage.go).
 func (s *State) get(ctx context.Context, rel string) ([]byte, int64, error) {
+	ck := getKey(rel)
+	if s.avail.down.Load() {
+		if c, ok := s.avail.load(ck); ok {
+			return c.vals[0], c.rev, nil
+		}
+		return nil, 0, fmt.Errorf("state: get %s: %w", rel, ErrUnavailable)
+	}
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, key(rel))
+	resp, err := s.cli.Get(clientv3.WithRequireLeader(ctx), key(rel))
 	if err != nil {
+		err = s.etcdErr(ctx, err)
+		if c, ok := s.avail.load(ck); ok && errors.Is(err, ErrUnavailable) {
+			return c.vals[0], c.rev, nil
+		}
 		return nil, 0, fmt.Errorf("state: get %s: %w", rel, err)
 	}
 	if len(resp.Kvs) == 0 {
+		s.avail.forget(rel)
 		return nil, 0, fmt.Errorf("state: %s: %w", rel, ErrNotFound)
 	}
+	s.avail.store(ck, cached{vals: [][]byte{resp.Kvs[0].Value}, rev: resp.Kvs[0].ModRevision})
 	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision, nil
 }
 
@@ -252,14 +267,18 @@ func (s *State) putIf(ctx context.Context, rel string, b []byte, ifRev int64) (i
 	if len(b) > maxValueBytes {
 		return 0, fmt.Errorf("state: %w: value for %s is %d bytes, limit %d", ErrInvalid, rel, len(b), maxValueBytes)
 	}
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return 0, err
+	}
 	defer cancel()
+	defer s.avail.forget(rel)
 	k := key(rel)
 	put := clientv3.OpPut(k, string(b))
 	if ifRev == -1 {
 		resp, err := s.cli.Put(ctx, k, string(b))
 		if err != nil {
-			return 0, fmt.Errorf("state: put %s: %w", rel, err)
+			return 0, fmt.Errorf("state: put %s: %w", rel, s.etcdErr(ctx, err))
 		}
 		return resp.Header.Revision, nil
 	}
@@ -271,7 +290,7 @@ func (s *State) putIf(ctx context.Context, rel string, b []byte, ifRev int64) (i
 	}
 	resp, err := s.cli.Txn(ctx).If(cmp).Then(put).Commit()
 	if err != nil {
-		return 0, fmt.Errorf("state: put %s: %w", rel, err)
+		return 0, fmt.Errorf("state: put %s: %w", rel, s.etcdErr(ctx, err))
 	}
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("state: put %s at revision %d: %w", rel, ifRev, ErrConflict)
@@ -279,16 +298,28 @@ func (s *State) putIf(ctx context.Context, rel string, b []byte, ifRev int64) (i
 	return resp.Header.Revision, nil
 }
 
-// list returns the values under a directory below Prefix, sorted by key.
+// list returns the values under a directory below Prefix, sorted by key;
+// while etcd is unavailable, from the cache (see outage.go).
 func (s *State) list(ctx context.Context, dir string, keysOnly bool) ([]string, [][]byte, error) {
+	ck := listKey(dir, keysOnly)
+	if s.avail.down.Load() {
+		if c, ok := s.avail.load(ck); ok {
+			return c.names, c.vals, nil
+		}
+		return nil, nil, fmt.Errorf("state: list %s: %w", dir, ErrUnavailable)
+	}
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
 	if keysOnly {
 		opts = append(opts, clientv3.WithKeysOnly())
 	}
-	resp, err := s.cli.Get(ctx, key(dir), opts...)
+	resp, err := s.cli.Get(clientv3.WithRequireLeader(ctx), key(dir), opts...)
 	if err != nil {
+		err = s.etcdErr(ctx, err)
+		if c, ok := s.avail.load(ck); ok && errors.Is(err, ErrUnavailable) {
+			return c.names, c.vals, nil
+		}
 		return nil, nil, fmt.Errorf("state: list %s: %w", dir, err)
 	}
 	names := make([]string, 0, len(resp.Kvs))
@@ -297,6 +328,7 @@ func (s *State) list(ctx context.Context, dir string, keysOnly bool) ([]string, 
 		names = append(names, strings.TrimPrefix(string(kv.Key), key(dir)))
 		vals = append(vals, kv.Value)
 	}
+	s.avail.store(ck, cached{names: names, vals: vals})
 	return names, vals, nil
 }
 

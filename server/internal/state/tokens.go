@@ -220,12 +220,16 @@ func (s *State) RevokeEnrollToken(ctx context.Context, id string) error {
 	if _, err := hex.DecodeString(id); err != nil {
 		return fmt.Errorf("state: %w: token id must be 16 hex digits", ErrInvalid)
 	}
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel, err := s.writeCtx(ctx)
+	if err != nil {
+		return err
+	}
 	defer cancel()
+	defer s.avail.forget(enrollTokensDir)
 	// The id is a prefix of the hash, so the key is found by prefix.
 	resp, err := s.cli.Delete(ctx, key(enrollTokensDir+id), clientv3.WithPrefix())
 	if err != nil {
-		return fmt.Errorf("state: revoke token %s: %w", id, err)
+		return fmt.Errorf("state: revoke token %s: %w", id, s.etcdErr(ctx, err))
 	}
 	if resp.Deleted == 0 {
 		return fmt.Errorf("state: token %s: %w", id, ErrNotFound)

@@ -26,7 +26,7 @@ func TestMessagesComplete(t *testing.T) {
 			t.Errorf("%q has no Japanese text", k)
 		}
 	}
-	used := map[string]bool{"err_internal": true, "err_forbidden": true, "err_csrf": true, "err_not_found": true,
+	used := map[string]bool{"err_internal": true, "err_etcd_unavailable": true, "err_forbidden": true, "err_csrf": true, "err_not_found": true,
 		"err_invalid": true, "err_conflict": true, "err_login": true, "err_throttled": true, "saved": true,
 		"approved_msg": true, "denied_msg": true, "assigned_msg": true, "user_created": true, "user_changed": true}
 	keyRE := regexp.MustCompile(`\.L\.([a-z0-9_]+)`)

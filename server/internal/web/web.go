@@ -315,7 +315,16 @@ func backLink(r *http.Request) string {
 	return ref.Path
 }
 
+// internal logs err and renders 500; or 503 with the reason when etcd is
+// unavailable (lost quorum, cut off): what needs it cannot be done now,
+// pages read from the cache still work.
 func (u *UI) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if errors.Is(err, state.ErrUnavailable) {
+		u.log.Warn().Err(err).Str("path", r.URL.Path).Msg("web: " + what)
+		w.Header().Set("Retry-After", "5")
+		u.fail(w, r, http.StatusServiceUnavailable, "err_etcd_unavailable", "")
+		return
+	}
 	u.log.Error().Err(err).Str("path", r.URL.Path).Msg("web: " + what)
 	u.fail(w, r, http.StatusInternalServerError, "err_internal", "")
 }
