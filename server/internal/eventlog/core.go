@@ -60,6 +60,8 @@ type core struct {
 	// reload its state before the next group, after a claim.
 	epoch  atomic.Int64
 	reload atomic.Bool
+	// follow is the read side's view of a deposed store (follow.go).
+	follow follower
 }
 
 func newCore(log zerolog.Logger) core {
@@ -311,17 +313,25 @@ func (s *core) TreeSize(ctx context.Context) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("eventlog: %w", err)
 	}
-	return s.size.Load(), nil
+	return s.readSize(ctx)
 }
 
 // ReadHashes implements Store and tlog.HashReader over committed hashes.
 func (s *core) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
-	return s.readHashes(context.Background(), s.rdb, s.size.Load(), indexes)
+	ctx := context.Background()
+	size, err := s.readSize(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.readHashes(ctx, s.rdb, size, indexes)
 }
 
 // TreeHash returns the Merkle root of the first n stored events.
 func (s *core) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
-	size := s.size.Load()
+	size, err := s.readSize(ctx)
+	if err != nil {
+		return tlog.Hash{}, err
+	}
 	if n < 0 || n > size {
 		return tlog.Hash{}, fmt.Errorf("%w: tree size %d, have %d", ErrOutOfRange, n, size)
 	}

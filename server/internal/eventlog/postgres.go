@@ -299,8 +299,15 @@ func (s *Postgres) Close() error {
 // Stats implements Store; BytesOnDisk is the tables' size with their
 // indexes and TOAST.
 func (s *Postgres) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{Events: s.size.Load(), Agents: s.agents.Load()}
-	err := s.rdb.QueryRowContext(ctx, `SELECT pg_total_relation_size('events') +
+	var st Stats
+	var err error
+	if st.Events, err = s.readSize(ctx); err != nil {
+		return Stats{}, err
+	}
+	if st.Agents, err = s.readAgents(ctx); err != nil {
+		return Stats{}, err
+	}
+	err = s.rdb.QueryRowContext(ctx, `SELECT pg_total_relation_size('events') +
 		pg_total_relation_size('heads') + pg_total_relation_size('checkpoints')`).Scan(&st.BytesOnDisk)
 	if err != nil {
 		return Stats{}, fmt.Errorf("eventlog: stats: %w", err)
