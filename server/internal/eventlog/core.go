@@ -113,7 +113,7 @@ type request struct {
 }
 
 // load reads, through db, the heads, the tree size and the Merkle frontier.
-func (s *core) load(ctx context.Context, db *sql.DB) error {
+func (s *core) load(ctx context.Context, db dbtx) error {
 	rows, err := db.QueryContext(ctx, `SELECT agent, seq, hash, last_seen, events FROM heads`)
 	if err != nil {
 		return fmt.Errorf("eventlog: load heads: %w", err)
@@ -341,7 +341,7 @@ func (s *core) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
 }
 
 // readHashes reads stored hashes from the merkle column of a tree of size n.
-func (s *core) readHashes(ctx context.Context, db *sql.DB, n int64, indexes []int64) ([]tlog.Hash, error) {
+func (s *core) readHashes(ctx context.Context, db dbtx, n int64, indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	records := make(map[int64][]int, len(indexes)) // record -> positions in indexes
 	var recs []int64
@@ -380,7 +380,7 @@ func (s *core) readHashes(ctx context.Context, db *sql.DB, n int64, indexes []in
 	return out, nil
 }
 
-func readMerkle(ctx context.Context, db *sql.DB, q string, args []any, indexes []int64, records map[int64][]int, out []tlog.Hash) (int, error) {
+func readMerkle(ctx context.Context, db dbtx, q string, args []any, indexes []int64, records map[int64][]int, out []tlog.Hash) (int, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return 0, fmt.Errorf("eventlog: read hashes: %w", err)

@@ -185,7 +185,7 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 	if from != to {
 		s.log.Info().Int("from", from).Int("to", to).Msg("schema migrated")
 	}
-	if err := s.load(ctx, s.rdb); err != nil {
+	if err := s.loadSnapshot(ctx); err != nil {
 		return fail(err)
 	}
 	go func() {
@@ -195,7 +195,11 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 			s.log.Warn().Err(err).Msg("close writer connection")
 		}
 	}()
-	if err := s.recordRebuilt(ctx); err != nil {
+	if err := s.recordRebuilt(ctx); errors.Is(err, ErrFenced) {
+		// Another server writes this store: the claim, if this one is ever
+		// elected, checks the heads again and records what it rebuilt.
+		s.log.Warn().Err(err).Msg("rebuilt stream heads not recorded: this server is not the writer")
+	} else if err != nil {
 		s.Close()
 		return nil, err
 	}
