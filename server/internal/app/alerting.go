@@ -25,14 +25,15 @@ import (
 	"github.com/mamori/mamori/shared/event"
 )
 
-// alerting runs what takes alerts to people: the notifier, and the
-// incident record with its overdue-report checks.
+// alerting holds what takes alerts to people: the notifier, the incident
+// record with its overdue-report checks, and the monthly report. Their
+// routes serve on every server; their loops, which append to the log and
+// send mail, run on the writer only (writerAlerting).
 type alerting struct {
 	notifier  *notify.Notifier
 	incidents *incident.Service
 	reports   *report.Service
-	stop      context.CancelFunc
-	wg        sync.WaitGroup
+	monthly   *report.Monthly
 }
 
 // startAlerting starts the notifier and the incident checks and returns
@@ -69,8 +70,7 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	s.alerting = &alerting{notifier: n, incidents: inc, stop: stop}
+	s.alerting = &alerting{notifier: n, incidents: inc}
 	s.regs = regs
 	rh, err := s.reportHandler(inc, x)
 	if err != nil {
@@ -89,11 +89,7 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 				notify.Attachment{Name: name + ".html", ContentType: "text/html; charset=utf-8", Data: html},
 				notify.Attachment{Name: name + ".csv", ContentType: "text/csv; charset=utf-8", Data: csv})
 		}}
-	a := s.alerting
-	a.wg.Add(3)
-	go func() { defer a.wg.Done(); n.Run(runCtx) }()
-	go func() { defer a.wg.Done(); inc.Run(runCtx, time.Minute) }()
-	go func() { defer a.wg.Done(); monthly.Run(runCtx, time.Hour) }()
+	s.alerting.monthly = monthly
 	ih := incident.Handlers{S: inc, Caller: api.Caller,
 		Bundle: func(ctx context.Context, w io.Writer, idx []int64, q map[string]string) error {
 			_, err := x.BundleIndexes(ctx, w, idx, q)
@@ -113,12 +109,23 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 	}, nil
 }
 
-// stopAlerting stops the notifier; deliveries in flight end with it.
-func (s *Server) stopAlerting() {
-	if s.alerting != nil {
-		s.alerting.stop()
-		s.alerting.wg.Wait()
+// writerAlerting runs, until ctx ends, the jobs that raise alerts and take
+// them to people: the compliance tracker's alerts and daily history, the
+// notifier, the overdue-incident checks and the monthly report. They append
+// to the log or send mail, so only the writer runs them (startWriterJobs):
+// a standby's appends would fail by the epoch check, and three servers
+// would send three mails. The notifier resumes from the cursors the last
+// writer saved in etcd.
+func (s *Server) writerAlerting(ctx context.Context) {
+	var wg sync.WaitGroup
+	run := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+	run(func() { s.tracker.RunAlerts(ctx) })
+	if a := s.alerting; a != nil {
+		run(func() { a.notifier.Run(ctx) })
+		run(func() { a.incidents.Run(ctx, time.Minute) })
+		run(func() { a.monthly.Run(ctx, time.Hour) })
 	}
+	wg.Wait()
 }
 
 // Notifier is the alert notifier, for in-process users such as the web UI.

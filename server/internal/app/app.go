@@ -287,7 +287,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	} else if err := s.state.PutVerifiedMark(ctx, msg); err != nil {
 		s.log.Warn().Err(err).Msg("verified mark not stored")
 	}
-	s.cp = &audit.Checkpointer{Log: s.store, Signer: s.logKey, Advance: s.state.AdvanceCheckpoint, Verifier: verifier, Logger: cfg.Log}
+	s.cp = &audit.Checkpointer{Log: s.store, Signer: s.logKey, Advance: s.state.AdvanceCheckpoint, Verifier: verifier, Logger: cfg.Log,
+		Signing: s.role.self.Load} // a standby serves the writer's checkpoints
 	s.lost = lost // recorded in the log by the writer (becomeWriter)
 	if etcdCP == nil {
 		// Give a new etcd the store's latest checkpoint now rather than when
@@ -575,11 +576,10 @@ func (s *Server) teardown() error {
 		s.ln.Close()
 	}
 	if s.trkStop != nil {
-		s.trkStop() // it appends alerts: stop it before the final checkpoint
+		s.trkStop()
 		<-s.trkDone
 	}
-	s.stopAlerting()   // it records deliveries: before the final checkpoint
-	s.stopWriterJobs() // signs a final checkpoint over everything acked
+	s.stopWriterJobs() // alerting first, then a final checkpoint over everything acked
 	if s.lifeStop != nil {
 		s.lifeStop()
 	}

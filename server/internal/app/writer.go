@@ -265,10 +265,13 @@ func (s *Server) stepDown(why string) {
 	s.stopWriterJobs()
 }
 
-// startWriterJobs runs the checkpointer, retention and the scrubber until
-// stopWriterJobs.
+// startWriterJobs runs the checkpointer, retention, the scrubber and
+// whatever raises or delivers alerts (writerAlerting) until
+// stopWriterJobs. Those stop first, so the final checkpoint covers what
+// they recorded.
 func (s *Server) startWriterJobs() {
 	ctx, stop := context.WithCancel(context.Background())
+	cpCtx, cpStop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	s.jobsMu.Lock()
 	s.jobsStop, s.jobsDone = stop, done
@@ -277,10 +280,11 @@ func (s *Server) startWriterJobs() {
 		Sign: func(ctx context.Context) error { _, err := s.cp.SignNow(ctx); return err }}
 	go func() {
 		var wg sync.WaitGroup
-		wg.Add(2)
+		wg.Add(3)
 		go func() { defer wg.Done(); retainer.Run(ctx) }()
 		go func() { defer wg.Done(); s.scrub.Run(ctx) }()
-		s.cp.Run(ctx)
+		go func() { defer wg.Done(); s.writerAlerting(ctx); cpStop() }()
+		s.cp.Run(cpCtx)
 		wg.Wait()
 		// A mark of the final checkpoint, by a writer that still is one: the
 		// next start checks only what comes after it.

@@ -36,6 +36,10 @@ type Checkpointer struct {
 	Interval  time.Duration
 	MaxEvents int64
 	Logger    zerolog.Logger
+	// Signing, when set, says whether this server signs (the writer). When
+	// it says no (a standby), Latest and SignNow return the newest
+	// checkpoint in the store, which the writer signed, and sign nothing.
+	Signing func() bool
 
 	mu   sync.Mutex
 	last eventlog.Checkpoint
@@ -43,6 +47,9 @@ type Checkpointer struct {
 
 // Latest returns the newest checkpoint signed or loaded.
 func (c *Checkpointer) Latest(ctx context.Context) (eventlog.Checkpoint, error) {
+	if c.following() {
+		return c.Log.LatestCheckpoint(ctx)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.last.Note == "" {
@@ -56,8 +63,12 @@ func (c *Checkpointer) Latest(ctx context.Context) (eventlog.Checkpoint, error) 
 }
 
 // SignNow signs a checkpoint of the whole log now, unless the newest one
-// already covers it, and returns it.
+// already covers it, and returns it. A server that does not sign returns
+// the newest one stored.
 func (c *Checkpointer) SignNow(ctx context.Context) (eventlog.Checkpoint, error) {
+	if c.following() {
+		return c.Log.LatestCheckpoint(ctx)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.signLocked(ctx)
@@ -109,6 +120,10 @@ func (c *Checkpointer) signLocked(ctx context.Context) (eventlog.Checkpoint, err
 	}
 	return cp, nil
 }
+
+// following reports whether this server reads the writer's checkpoints
+// rather than signing its own (Signing).
+func (c *Checkpointer) following() bool { return c.Signing != nil && !c.Signing() }
 
 // ErrNotExtension is returned when a new checkpoint is not a consistent
 // extension of the one kept outside the store: the store was rolled back or

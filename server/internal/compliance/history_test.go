@@ -57,7 +57,9 @@ func TestRunRecordsDailyHistory(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = tr.Run(ctx, nil) }()
-	defer func() { cancel(); <-done }()
+	alerting := make(chan struct{})
+	go func() { defer close(alerting); tr.RunAlerts(ctx) }()
+	defer func() { cancel(); <-done; <-alerting }()
 	wait := func(cond func([]Day) bool) []Day {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {

@@ -140,23 +140,16 @@ func New(cfg Config) (*Tracker, error) {
 	}, nil
 }
 
-// Run tails the event log every Poll and checks alerts every AlertEvery
-// (and at once after a new fail status) until ctx ends. changes, if not
-// nil, signals policy or assignment changes that invalidate the inventory.
+// Run tails the event log every Poll, keeps the snapshot and drops the
+// inventory on changes (a policy or assignment changed, signalled on
+// changes, which may be nil) until ctx ends. It appends nothing, so every
+// server runs it: a standby's reports stay current. RunAlerts, on the
+// writer only, raises the alerts and records the daily history.
 func (t *Tracker) Run(ctx context.Context, changes <-chan struct{}) error {
 	poll := time.NewTicker(t.cfg.Poll)
 	defer poll.Stop()
-	check := time.NewTicker(t.cfg.AlertEvery)
-	defer check.Stop()
 	save := time.NewTicker(t.cfg.SaveEvery)
 	defer save.Stop()
-	day := time.NewTicker(t.cfg.HistoryEvery)
-	defer day.Stop()
-	record := func() {
-		if err := t.RecordDay(ctx); err != nil && ctx.Err() == nil {
-			t.log.Warn().Err(err).Msg("compliance: daily history not recorded")
-		}
-	}
 	var saved uint64 // gen at the last snapshot
 	snap := func() {
 		t.mu.RLock()
@@ -173,40 +166,24 @@ func (t *Tracker) Run(ctx context.Context, changes <-chan struct{}) error {
 	}
 	defer snap()
 	var failing bool // log a persistent failure once, not every tick
-	step := func(alerts bool) {
+	step := func() {
 		err := t.CatchUp(ctx)
-		if err == nil {
-			t.mu.RLock()
-			alerts = alerts || t.dirty
-			t.mu.RUnlock()
-			if alerts {
-				err = t.CheckAlerts(ctx)
-				if err == nil && t.missingToday() {
-					record()
-				}
-			}
-		}
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:
-			t.log.Warn().Err(err).Msg("compliance: tailing or alerting failed; retrying")
+			t.log.Warn().Err(err).Msg("compliance: tailing failed; retrying")
 			failing = true
 		case err == nil && failing:
 			t.log.Info().Msg("compliance: tailing recovered")
 			failing = false
 		}
 	}
-	step(true)
-	record()
+	step()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-day.C:
-			record()
 		case <-poll.C:
-			step(false)
-		case <-check.C:
-			step(true)
+			step()
 		case <-save.C:
 			snap()
 		case _, ok := <-changes:
@@ -215,6 +192,62 @@ func (t *Tracker) Run(ctx context.Context, changes <-chan struct{}) error {
 				continue
 			}
 			t.Invalidate()
+		}
+	}
+}
+
+// RunAlerts raises alerts every AlertEvery, and within a Poll of a new fail
+// status (which Run or a request read), and records the daily history
+// every HistoryEvery, until ctx ends. Both write (alerts into the log,
+// history into etcd), so only the writer runs it: a server runs it while
+// it holds the writer role.
+func (t *Tracker) RunAlerts(ctx context.Context) {
+	poll := time.NewTicker(t.cfg.Poll)
+	defer poll.Stop()
+	check := time.NewTicker(t.cfg.AlertEvery)
+	defer check.Stop()
+	day := time.NewTicker(t.cfg.HistoryEvery)
+	defer day.Stop()
+	record := func() {
+		if err := t.RecordDay(ctx); err != nil && ctx.Err() == nil {
+			t.log.Warn().Err(err).Msg("compliance: daily history not recorded")
+		}
+	}
+	var failing bool // log a persistent failure once, not every tick
+	step := func(all bool) {
+		if !all {
+			t.mu.RLock()
+			all = t.dirty
+			t.mu.RUnlock()
+			if !all {
+				return
+			}
+		}
+		err := t.CheckAlerts(ctx) // catches up first
+		if err == nil && t.missingToday() {
+			record()
+		}
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			t.log.Warn().Err(err).Msg("compliance: alerting failed; retrying")
+			failing = true
+		case err == nil && failing:
+			t.log.Info().Msg("compliance: alerting recovered")
+			failing = false
+		}
+	}
+	step(true)
+	record()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-day.C:
+			record()
+		case <-poll.C:
+			step(false)
+		case <-check.C:
+			step(true)
 		}
 	}
 }

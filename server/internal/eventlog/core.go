@@ -60,6 +60,8 @@ type core struct {
 	// reload its state before the next group, after a claim.
 	epoch  atomic.Int64
 	reload atomic.Bool
+	// follow is the read side's view of a deposed store (follow.go).
+	follow follower
 }
 
 func newCore(log zerolog.Logger) core {
@@ -111,7 +113,7 @@ type request struct {
 }
 
 // load reads, through db, the heads, the tree size and the Merkle frontier.
-func (s *core) load(ctx context.Context, db *sql.DB) error {
+func (s *core) load(ctx context.Context, db dbtx) error {
 	rows, err := db.QueryContext(ctx, `SELECT agent, seq, hash, last_seen, events FROM heads`)
 	if err != nil {
 		return fmt.Errorf("eventlog: load heads: %w", err)
@@ -311,17 +313,25 @@ func (s *core) TreeSize(ctx context.Context) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("eventlog: %w", err)
 	}
-	return s.size.Load(), nil
+	return s.readSize(ctx)
 }
 
 // ReadHashes implements Store and tlog.HashReader over committed hashes.
 func (s *core) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
-	return s.readHashes(context.Background(), s.rdb, s.size.Load(), indexes)
+	ctx := context.Background()
+	size, err := s.readSize(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.readHashes(ctx, s.rdb, size, indexes)
 }
 
 // TreeHash returns the Merkle root of the first n stored events.
 func (s *core) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
-	size := s.size.Load()
+	size, err := s.readSize(ctx)
+	if err != nil {
+		return tlog.Hash{}, err
+	}
 	if n < 0 || n > size {
 		return tlog.Hash{}, fmt.Errorf("%w: tree size %d, have %d", ErrOutOfRange, n, size)
 	}
@@ -331,7 +341,7 @@ func (s *core) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
 }
 
 // readHashes reads stored hashes from the merkle column of a tree of size n.
-func (s *core) readHashes(ctx context.Context, db *sql.DB, n int64, indexes []int64) ([]tlog.Hash, error) {
+func (s *core) readHashes(ctx context.Context, db dbtx, n int64, indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	records := make(map[int64][]int, len(indexes)) // record -> positions in indexes
 	var recs []int64
@@ -370,7 +380,7 @@ func (s *core) readHashes(ctx context.Context, db *sql.DB, n int64, indexes []in
 	return out, nil
 }
 
-func readMerkle(ctx context.Context, db *sql.DB, q string, args []any, indexes []int64, records map[int64][]int, out []tlog.Hash) (int, error) {
+func readMerkle(ctx context.Context, db dbtx, q string, args []any, indexes []int64, records map[int64][]int, out []tlog.Hash) (int, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return 0, fmt.Errorf("eventlog: read hashes: %w", err)

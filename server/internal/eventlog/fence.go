@@ -91,6 +91,9 @@ func (s *core) claimEpoch(ctx context.Context, db *sql.DB, epoch int64) error {
 		return fmt.Errorf("eventlog: claim writer epoch %d: %w", epoch, err)
 	}
 	s.log.Info().Int64("epoch", epoch).Int64("events", s.size.Load()).Msg("writer epoch claimed, log head reloaded")
+	if err := s.recordRebuilt(ctx); err != nil {
+		return fmt.Errorf("eventlog: claim writer epoch %d: %w", epoch, err)
+	}
 	return nil
 }
 

@@ -21,7 +21,7 @@ const HeadsRebuiltType = "server.heads_rebuilt"
 // events taken for duplicates, acknowledged and dropped; one with another
 // hash would refuse the agent's real chain. It costs two index lookups per
 // stream, not a scan of the log.
-func (s *core) checkHeads(ctx context.Context, db *sql.DB) error {
+func (s *core) checkHeads(ctx context.Context, db dbtx) error {
 	var (
 		agents []string
 		last   string

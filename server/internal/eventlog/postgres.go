@@ -185,7 +185,7 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 	if from != to {
 		s.log.Info().Int("from", from).Int("to", to).Msg("schema migrated")
 	}
-	if err := s.load(ctx, s.rdb); err != nil {
+	if err := s.loadSnapshot(ctx); err != nil {
 		return fail(err)
 	}
 	go func() {
@@ -195,7 +195,11 @@ func OpenPostgres(ctx context.Context, dsn string, log zerolog.Logger) (*Postgre
 			s.log.Warn().Err(err).Msg("close writer connection")
 		}
 	}()
-	if err := s.recordRebuilt(ctx); err != nil {
+	if err := s.recordRebuilt(ctx); errors.Is(err, ErrFenced) {
+		// Another server writes this store: the claim, if this one is ever
+		// elected, checks the heads again and records what it rebuilt.
+		s.log.Warn().Err(err).Msg("rebuilt stream heads not recorded: this server is not the writer")
+	} else if err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -299,8 +303,15 @@ func (s *Postgres) Close() error {
 // Stats implements Store; BytesOnDisk is the tables' size with their
 // indexes and TOAST.
 func (s *Postgres) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{Events: s.size.Load(), Agents: s.agents.Load()}
-	err := s.rdb.QueryRowContext(ctx, `SELECT pg_total_relation_size('events') +
+	var st Stats
+	var err error
+	if st.Events, err = s.readSize(ctx); err != nil {
+		return Stats{}, err
+	}
+	if st.Agents, err = s.readAgents(ctx); err != nil {
+		return Stats{}, err
+	}
+	err = s.rdb.QueryRowContext(ctx, `SELECT pg_total_relation_size('events') +
 		pg_total_relation_size('heads') + pg_total_relation_size('checkpoints')`).Scan(&st.BytesOnDisk)
 	if err != nil {
 		return Stats{}, fmt.Errorf("eventlog: stats: %w", err)

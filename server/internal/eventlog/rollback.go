@@ -2,7 +2,6 @@ package eventlog
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 
@@ -34,7 +33,7 @@ func (s *core) stop(err error) {
 }
 
 // loadTail reads the stored Merkle hashes of the last record of a tree of n.
-func (s *core) loadTail(ctx context.Context, db *sql.DB, n int64) error {
+func (s *core) loadTail(ctx context.Context, db dbtx, n int64) error {
 	s.tail = nil
 	if n == 0 {
 		return nil

@@ -221,7 +221,14 @@ func (s *SQLite) Stats(ctx context.Context) (Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return Stats{}, fmt.Errorf("eventlog: %w", err)
 	}
-	st := Stats{Events: s.size.Load(), Agents: s.agents.Load()}
+	var st Stats
+	var err error
+	if st.Events, err = s.readSize(ctx); err != nil {
+		return Stats{}, err
+	}
+	if st.Agents, err = s.readAgents(ctx); err != nil {
+		return Stats{}, err
+	}
 	for _, suffix := range []string{"", "-wal", "-shm", "-keys", "-keys-wal", "-keys-shm"} {
 		if fi, err := os.Stat(s.path + suffix); err == nil {
 			st.BytesOnDisk += fi.Size()

@@ -206,6 +206,11 @@ func (n *Notifier) PutSettings(ctx context.Context, s Settings, ifRev int64) (Se
 // Run tails and delivers until ctx ends, then waits for deliveries in flight.
 func (n *Notifier) Run(ctx context.Context) {
 	defer n.wg.Wait()
+	// A server runs this once per term as the writer: what an earlier term
+	// read but had not delivered is read again from the saved cursors.
+	n.mu.Lock()
+	n.cursors, n.groups = nil, map[string]*group{}
+	n.mu.Unlock()
 	if err := n.loadCursors(ctx); err != nil && ctx.Err() == nil {
 		n.log.Warn().Err(err).Msg("notify: cursors")
 	}
