@@ -168,8 +168,14 @@ func (n *Notifier) Settings(ctx context.Context) (Settings, int64, error) {
 	}
 	s.Defaults()
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	if rev < n.rev {
+		// A PutSettings landed while this read was out: keep the newer
+		// (a notifier starting with the writer role read the defaults
+		// just before an admin's change and hid it for 5 s).
+		return n.settings, n.rev, nil
+	}
 	n.settings, n.rev, n.loadedAt = s, rev, n.cfg.Now()
-	n.mu.Unlock()
 	return s, rev, nil
 }
 
