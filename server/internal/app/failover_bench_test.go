@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,7 +48,6 @@ func TestFailoverBench(t *testing.T) {
 	}
 	caPEM := readFile(t, filepath.Join(dirs[0], app.FileCA))
 	token := strings.TrimSpace(string(readFile(t, filepath.Join(dirs[0], app.FileEnrollToken))))
-	fp := startFingerprint(t, caPEM)
 	w := waitWriter(t, caPEM, 10*time.Second, nodes...)
 
 	var urlMu sync.Mutex
@@ -62,50 +60,8 @@ func TestFailoverBench(t *testing.T) {
 		}
 		return out
 	}
-	const agents = 4
-	clients := make([]*agentClient, agents)
-	acked := make([]atomic.Uint64, agents)
-	for i := range clients {
-		clients[i] = enroll(t, w.url, token, fp, caPEM, fmt.Sprintf("pc-%02d", i))
-		clients[i].c.Timeout = 15 * time.Second
-	}
-	var total atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pending, at := c.events(50), i
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				us := urls()
-				c.base = us[at%len(us)]
-				n, err := c.send(pending)
-				if err != nil {
-					at++ // fail over in order
-					time.Sleep(100 * time.Millisecond)
-					continue
-				}
-				acked[i].Store(n)
-				total.Add(int64(len(pending)))
-				pending = c.events(50)
-			}
-		}()
-	}
-	progress := func() {
-		t.Helper()
-		from := total.Load()
-		for deadline := time.Now().Add(60 * time.Second); total.Load() < from+400; time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no ingest progress (%d acked)", total.Load())
-			}
-		}
-	}
+	fl := ship(t, 4, w.url, token, caPEM, urls)
+	progress := func() { t.Helper(); fl.progress(t, "") }
 	progress()
 	var took []time.Duration
 	for k := 0; k < kills; k++ {
@@ -129,25 +85,24 @@ func TestFailoverBench(t *testing.T) {
 		nodes[i] = r
 		urlMu.Unlock()
 	}
-	close(stop)
-	wg.Wait()
+	fl.halt()
 	store, err := eventlog.OpenPostgres(ctx, dsn, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	for i, c := range clients {
+	for i, c := range fl.clients {
 		h, err := store.Head(ctx, c.id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h.Seq < acked[i].Load() {
-			t.Errorf("agent %d: acked %d, stored head %d", i, acked[i].Load(), h.Seq)
+		if h.Seq < fl.acked[i].Load() {
+			t.Errorf("agent %d: acked %d, stored head %d", i, fl.acked[i].Load(), h.Seq)
 		}
 	}
 	sorted := slices.Clone(took)
 	slices.Sort(sorted)
 	median := (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
 	t.Logf("failover over %d SIGKILLs of the writer: median %.2fs, worst %.2fs, best %.2fs; %d events acked, none lost",
-		kills, median.Seconds(), sorted[len(sorted)-1].Seconds(), sorted[0].Seconds(), total.Load())
+		kills, median.Seconds(), sorted[len(sorted)-1].Seconds(), sorted[0].Seconds(), fl.total.Load())
 }

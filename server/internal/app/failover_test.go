@@ -92,6 +92,77 @@ func waitWriter(t *testing.T, caPEM []byte, within time.Duration, nodes ...*node
 	return nil
 }
 
+// fleet is agents shipping 50-event batches through a list of server URLs
+// until halted, failing over in order as the real agent does (a standby
+// answers with a redirect to the writer, a dead node sends them on).
+type fleet struct {
+	clients []*agentClient
+	acked   []atomic.Uint64 // per agent: the seq the servers acked
+	total   atomic.Int64    // events acked in all
+	stop    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+// ship enrolls n agents with enrollURL and starts them shipping through
+// urls (read again at every batch: restarted nodes change it).
+func ship(t *testing.T, n int, enrollURL, token string, caPEM []byte, urls func() []string) *fleet {
+	t.Helper()
+	fp := startFingerprint(t, caPEM)
+	f := &fleet{clients: make([]*agentClient, n), acked: make([]atomic.Uint64, n), stop: make(chan struct{})}
+	for i := range f.clients {
+		f.clients[i] = enroll(t, enrollURL, token, fp, caPEM, fmt.Sprintf("pc-%02d", i))
+		f.clients[i].c.Timeout = 15 * time.Second
+	}
+	for i, c := range f.clients {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			pending, at := c.events(50), i
+			for {
+				select {
+				case <-f.stop:
+					return
+				default:
+				}
+				us := urls()
+				c.base = us[at%len(us)]
+				n, err := c.send(pending)
+				if err != nil {
+					at++ // fail over in order
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				if n != pending[len(pending)-1].Seq {
+					t.Errorf("agent %d: acked %d, sent up to %d", i, n, pending[len(pending)-1].Seq)
+				}
+				f.acked[i].Store(n)
+				f.total.Add(int64(len(pending)))
+				pending = c.events(50)
+			}
+		}()
+	}
+	t.Cleanup(f.halt)
+	return f
+}
+
+// progress waits until 400 more events are acked.
+func (f *fleet) progress(t *testing.T, what string) {
+	t.Helper()
+	from := f.total.Load()
+	for deadline := time.Now().Add(60 * time.Second); f.total.Load() < from+400; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no ingest progress %s (%d acked)", what, f.total.Load())
+		}
+	}
+}
+
+// halt stops the agents and waits for their last batches.
+func (f *fleet) halt() {
+	f.once.Do(func() { close(f.stop) })
+	f.wg.Wait()
+}
+
 // TestFailover runs three server processes on one etcd and one PostgreSQL
 // store while agents ship through their list of server URLs: SIGKILL of the
 // writer puts a standby in its place within 10 s; SIGSTOP of the next
@@ -138,61 +209,9 @@ func TestFailover(t *testing.T) {
 	// Agents enroll with the writer and ship through their list of URLs:
 	// a standby redirects them to the writer, a dead node sends them on.
 	urls := []string{n1.url, n2.url, n3.url}
-	fp := startFingerprint(t, caPEM)
-	const agents = 4
-	clients := make([]*agentClient, agents)
-	acked := make([]atomic.Uint64, agents)
-	for i := range clients {
-		clients[i] = enroll(t, n1.url, token, fp, caPEM, fmt.Sprintf("pc-%02d", i))
-		clients[i].c.Timeout = 15 * time.Second
-	}
-	var total atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pending, at := c.events(50), i%len(urls)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c.base = urls[at]
-				n, err := c.send(pending)
-				if err != nil {
-					at = (at + 1) % len(urls) // fail over in order
-					time.Sleep(100 * time.Millisecond)
-					continue
-				}
-				if n != pending[len(pending)-1].Seq {
-					t.Errorf("agent %d: acked %d, sent up to %d", i, n, pending[len(pending)-1].Seq)
-				}
-				acked[i].Store(n)
-				total.Add(int64(len(pending)))
-				pending = c.events(50)
-			}
-		}()
-	}
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}()
-	progress := func(what string) {
-		t.Helper()
-		from := total.Load()
-		for deadline := time.Now().Add(60 * time.Second); total.Load() < from+400; time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no ingest progress %s (%d acked)", what, total.Load())
-			}
-		}
-	}
+	fl := ship(t, 4, n1.url, token, caPEM, func() []string { return urls })
+	clients, acked := fl.clients, fl.acked
+	progress := func(what string) { t.Helper(); fl.progress(t, what) }
 	progress("before the kill")
 	before := signedCheckpoint(t, n1.url, admin, caPEM, verifier, 1)
 
@@ -242,8 +261,7 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("resumed %s answered a batch %d (Location %q)", w2.name, resp.StatusCode, resp.Header.Get("Location"))
 	}
 	progress("after the stopped writer resumed")
-	close(stop)
-	wg.Wait()
+	fl.halt()
 
 	// Nothing acked is lost, each chain is contiguous, the log is one log.
 	store, err := eventlog.OpenPostgres(ctx, dsn, zerolog.Nop())
@@ -288,5 +306,5 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("checkpoint %d -> %d across two failovers: %v", before.Size, after.Size, err)
 	}
 	t.Logf("%d events acked across a SIGKILL and a SIGSTOP of the writer; checkpoint %d -> %d consistent",
-		total.Load(), before.Size, after.Size)
+		fl.total.Load(), before.Size, after.Size)
 }
