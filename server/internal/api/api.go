@@ -201,6 +201,10 @@ type Config struct {
 	// store stopped after finding its database rolled back) answers 503
 	// with the reason.
 	Health func() error
+	// PeerServer names another server of the site from its peer
+	// certificate (pki.PeerServer); set, POST PathPeerRecords takes the
+	// records a standby forwards to this node while it is the writer.
+	PeerServer func(cs *tls.ConnectionState) (string, bool)
 	// AdminRoutes are admin-plane routes of other packages (notifications,
 	// incidents, reports), mounted behind the admin authentication.
 	AdminRoutes []AdminRoute
@@ -238,8 +242,9 @@ type Server struct {
 	admission  *admission
 	// stateSlots bounds the agent plane's etcd reads at once (agent
 	// lookups, policy compilations).
-	stateSlots chan struct{}
-	renewed    renewals
+	stateSlots  chan struct{}
+	renewed     renewals
+	peerRecords peerRecords
 
 	cancel context.CancelFunc
 	done   chan struct{}

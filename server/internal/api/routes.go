@@ -19,6 +19,10 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST "+wire.PathEvents, s.agent(s.handleIngest))
 	mux.HandleFunc("GET "+wire.PathPolicy, s.agent(s.handlePolicy))
 
+	if s.cfg.PeerServer != nil {
+		mux.HandleFunc("POST "+PathPeerRecords, s.handlePeerRecord)
+	}
+
 	// Admin plane.
 	mux.HandleFunc("GET /api/v1/events", s.admin(readOnly, s.handleListEvents))
 	mux.HandleFunc("GET /api/v1/agents", s.admin(readOnly, s.handleListAgents))

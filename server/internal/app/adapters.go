@@ -18,11 +18,16 @@ import (
 
 // EventStoreAPI is the API's (and the web UI's) view of an event store, for
 // tests and tools that build those handlers without a whole Server.
-func EventStoreAPI(s eventlog.Store) api.EventStore { return storeAdapter{s} }
+func EventStoreAPI(s eventlog.Store) api.EventStore { return storeAdapter{s: s} }
 
 // storeAdapter gives the API its view of the event store. The struct types
 // have identical fields, so the conversions are free.
-type storeAdapter struct{ s eventlog.Store }
+type storeAdapter struct {
+	s eventlog.Store
+	// records, when set, takes AppendServer: on a standby it sends the
+	// record to the writer (records.go).
+	records eventlog.Store
+}
 
 func (a storeAdapter) Append(ctx context.Context, agent string, evs []event.Event) (api.AppendResult, error) {
 	r, err := a.s.Append(ctx, agent, evs)
@@ -30,6 +35,9 @@ func (a storeAdapter) Append(ctx context.Context, agent string, evs []event.Even
 }
 
 func (a storeAdapter) AppendServer(ctx context.Context, e event.Event) (event.Event, error) {
+	if a.records != nil {
+		return a.records.AppendServer(ctx, e) // errors already mapped
+	}
 	e, err := a.s.AppendServer(ctx, e)
 	return e, notWriter(err)
 }

@@ -39,7 +39,7 @@ type alerting struct {
 // startAlerting starts the notifier and the incident checks and returns
 // their admin routes.
 func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *audit.Exporter) ([]api.AdminRoute, error) {
-	n, err := notify.New(notify.Config{Events: s.store, KV: s.state, Log: s.cfg.Log, Caller: api.Caller,
+	n, err := notify.New(notify.Config{Events: s.records, KV: s.state, Log: s.cfg.Log, Caller: api.Caller,
 		IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
 		IsConflict: func(err error) bool { return errors.Is(err, state.ErrConflict) },
 		Agents: func(ctx context.Context) (map[string]notify.AgentInfo, error) {
@@ -57,7 +57,7 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	inc, err := incident.New(incident.Config{KV: s.state, Events: s.store, Registers: regs, Log: s.cfg.Log,
+	inc, err := incident.New(incident.Config{KV: s.state, Events: s.records, Registers: regs, Log: s.cfg.Log,
 		IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
 		IsConflict: func(err error) bool { return errors.Is(err, state.ErrConflict) },
 		Hostname: func(ctx context.Context, agent string) string {
@@ -185,7 +185,7 @@ func (s *Server) reportHandler(inc *incident.Service, x *audit.Exporter) (report
 				User: api.Caller(r), Attrs: a}
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
 			defer cancel()
-			if _, err := s.store.AppendServer(ctx, e); err != nil {
+			if _, err := s.records.AppendServer(ctx, e); err != nil {
 				s.log.Error().Err(err).Msg("app: report export NOT recorded")
 			}
 		}}, nil

@@ -140,6 +140,8 @@ type Server struct {
 	ca      *pki.Authority
 	state   *state.State
 	store   eventStore
+	records recordStore // the admin plane's store: records go to the writer (records.go)
+	peer    peerClient
 	scrub   *audit.Scrubber
 	api     *api.Server
 	ln      net.Listener
@@ -329,6 +331,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.trkStop, s.trkDone = trkStop, make(chan struct{})
 	go func() { s.tracker.Run(trkCtx, s.state.WatchPolicies(trkCtx)); close(s.trkDone) }()
 
+	s.records = recordStore{eventStore: s.store, s: s}
 	adminRoutes, err := s.startAlerting(ctx, regs, exporter)
 	if err != nil {
 		return nil, err
@@ -347,14 +350,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.state.WatchRevoked(lifeCtx, revoked.Replace); err != nil {
 		return nil, fmt.Errorf("app: revoked certificates: %w", err)
 	}
-	if s.api, err = api.New(api.Config{Store: storeAdapter{s.store}, State: stateAdapter{s.state}, CA: s.ca,
+	if s.api, err = api.New(api.Config{Store: storeAdapter{s: s.store, records: s.records}, State: stateAdapter{s.state}, CA: s.ca,
 		Evidence: evidenceAdapter{exporter}, Compliance: s.tracker, Registers: regs, AdminRoutes: adminRoutes,
 		Revocation: stateAdapter{s.state}, Revoked: revoked.Revoked,
-		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, Log: cfg.Log, Health: s.store.Halted, Writer: s.writerInfo}); err != nil {
+		AgentID: pki.AgentID, NewAgentID: pki.NewAgentID, PeerServer: pki.PeerServer, Log: cfg.Log, Health: s.store.Halted, Writer: s.writerInfo}); err != nil {
 		return nil, err
 	}
 
-	ui, err := web.New(web.Config{Events: storeAdapter{s.store}, Evidence: evidenceAdapter{exporter}, State: s.state,
+	ui, err := web.New(web.Config{Events: storeAdapter{s: s.store, records: s.records}, Evidence: evidenceAdapter{exporter}, State: s.state,
 		Compliance: s.tracker, Registers: regs, PublicKey: vkey, Location: cfg.Location, Now: cfg.Now, Log: cfg.Log,
 		Integrity: newIntegrity(s.store, verifier, s.state, cfg.Log, nil, lost), VerifierDir: verifierDir(cfg.VerifierDir),
 		Alerting: s.webAlerting()})

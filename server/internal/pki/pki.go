@@ -54,6 +54,11 @@ const (
 // AgentURIPrefix starts the URI SAN that names an agent: "mamori://agent/<id>".
 const AgentURIPrefix = "mamori://agent/"
 
+// PeerURIPrefix marks a server's peer certificate (PeerCert): a standby
+// presents it to the writer to have its admin records appended. Only a
+// holder of the CA key can issue one; enrollment issues agent names only.
+const PeerURIPrefix = "mamori://server/"
+
 // maxCSRBytes bounds the CSR PEM accepted by SignAgent.
 const maxCSRBytes = 16 << 10
 
@@ -497,6 +502,60 @@ func AgentID(cs *tls.ConnectionState) (string, bool) {
 	for _, u := range leaf.URIs {
 		if u.String() == AgentURIPrefix+id {
 			return id, true
+		}
+	}
+	return "", false
+}
+
+// PeerCert issues this server's client certificate for talking to the other
+// servers of the site: CN and URI SAN mamori://server/<node>, client auth
+// only. It lives in memory and is issued afresh at each start.
+func (a *Authority) PeerCert(node string) (tls.Certificate, error) {
+	if node == "" || len(node) > 255 || strings.ContainsAny(node, "/?# ") {
+		return tls.Certificate{}, fmt.Errorf("pki: peer name %q must be a host[:port]", node)
+	}
+	u, err := url.Parse(PeerURIPrefix + node)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("pki: peer URI: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("pki: generate peer key: %w", err)
+	}
+	now := a.now()
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{CommonName: node, Organization: []string{"Mamori"}},
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     now.Add(serverValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{u},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.caCert, key.Public(), a.caKey)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("pki: issue peer certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("pki: peer certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der, a.caCert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// PeerServer returns the node name of another server of the site from a
+// client certificate the TLS stack verified against the CA, or "", false.
+func PeerServer(cs *tls.ConnectionState) (string, bool) {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return "", false
+	}
+	leaf := cs.VerifiedChains[0][0]
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return "", false
+	}
+	for _, u := range leaf.URIs {
+		if node, ok := strings.CutPrefix(u.String(), PeerURIPrefix); ok && node == leaf.Subject.CommonName && node != "" {
+			return node, true
 		}
 	}
 	return "", false

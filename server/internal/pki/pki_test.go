@@ -44,6 +44,8 @@ type handshake struct {
 	err     error
 	agentID string
 	ok      bool
+	peer    string // PeerServer's answer
+	peerOK  bool
 }
 
 // serve runs a TLS server with a.ServerTLS() on loopback and reports each
@@ -72,7 +74,8 @@ func serve(t *testing.T, a *Authority) (string, <-chan handshake) {
 				}
 				cs := tc.ConnectionState()
 				id, ok := AgentID(&cs)
-				results <- handshake{agentID: id, ok: ok}
+				peer, peerOK := PeerServer(&cs)
+				results <- handshake{agentID: id, ok: ok, peer: peer, peerOK: peerOK}
 				_, _ = io.WriteString(tc, "hello "+id+"\n")
 			}()
 		}
@@ -485,4 +488,45 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// A server's peer certificate names the server and is no agent's; an agent's
+// certificate is no server's; another site's peer certificate is refused.
+func TestPeerCertificate(t *testing.T) {
+	a, _ := newAuthority(t)
+	addr, results := serve(t, a)
+	peer, err := a.PeerCert("srv-b.example:8443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dial(addr, a, &tls.Config{Certificates: []tls.Certificate{peer}}); err != nil {
+		t.Fatal(err)
+	}
+	if h := wait(t, results); h.err != nil || !h.peerOK || h.peer != "srv-b.example:8443" || h.ok {
+		t.Fatalf("peer certificate seen as %+v", h)
+	}
+
+	if _, err := dial(addr, a, &tls.Config{Certificates: []tls.Certificate{enroll(t, a, NewAgentID())}}); err != nil {
+		t.Fatal(err)
+	}
+	if h := wait(t, results); h.err != nil || h.peerOK || !h.ok {
+		t.Fatalf("agent certificate seen as %+v", h)
+	}
+
+	other, _ := newAuthority(t)
+	foreign, err := other.PeerCert("srv-b.example:8443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dial(addr, a, &tls.Config{Certificates: []tls.Certificate{foreign}}); err == nil {
+		t.Fatal("another site's peer certificate got through")
+	}
+	if h := wait(t, results); h.err == nil {
+		t.Fatalf("foreign peer handshake: %+v", h)
+	}
+	for _, bad := range []string{"", "a/b", "x y", strings.Repeat("a", 256)} {
+		if _, err := a.PeerCert(bad); err == nil {
+			t.Errorf("PeerCert(%q) issued", bad)
+		}
+	}
 }

@@ -90,6 +90,8 @@ type State struct {
 	now      func() time.Time
 	endpoint string // client endpoint of the embedded etcd
 	avail    availability
+	// failLeases is the lease of this window's login-failure counts.
+	failLeases windowLease
 }
 
 // Open starts the embedded etcd (or connects to cfg.Endpoints) and returns a

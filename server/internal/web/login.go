@@ -106,7 +106,7 @@ func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 	shown := boundName(name)
 	ip := clientIP(r)
 	pairKey := strings.ToLower(shown) + "\x00" + ip
-	if !u.ipLimit.allowed(ip) || !u.usrLimit.allowed(pairKey) {
+	if !u.ipLimit.allowed(r.Context(), ip) || !u.usrLimit.allowed(r.Context(), pairKey) {
 		if u.flood.add(ip, shown) {
 			u.record(r, shown, event.Event{Type: "ui.login_failed", Severity: event.Warning, Object: "user/" + shown,
 				Attrs: event.Attrs{"ip": ip, "reason": "throttled"}})
@@ -120,15 +120,19 @@ func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 			u.internal(w, r, "checking password", err)
 			return
 		}
-		u.ipLimit.fail(ip)
-		u.usrLimit.fail(pairKey)
+		u.ipLimit.fail(r.Context(), ip)
+		u.usrLimit.fail(r.Context(), pairKey)
 		u.record(r, shown, event.Event{Type: "ui.login_failed", Severity: event.Warning, Object: "user/" + shown,
 			Attrs: event.Attrs{"ip": ip, "reason": "bad credentials"}})
 		u.loginPage(w, r, http.StatusUnauthorized, "err_login")
 		return
 	}
-	u.usrLimit.reset(pairKey)
-	s := u.sessions.create(usr.Name, usr.Role)
+	u.usrLimit.reset(r.Context(), pairKey)
+	s, err := u.sessions.create(r.Context(), usr.Name, usr.Role)
+	if err != nil {
+		u.internal(w, r, "creating the session", err)
+		return
+	}
 	setCookie(w, cookieSession, s.id, 0)
 	setCookie(w, cookieLogin, "", -1)
 	u.record(r, usr.Name, event.Event{Type: "ui.login", Object: "user/" + usr.Name, Attrs: event.Attrs{"ip": ip, "role": usr.Role}})
@@ -138,7 +142,7 @@ func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 func (u *UI) handleLogout(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r.Context())
 	if c, err := r.Cookie(cookieSession); err == nil {
-		u.sessions.drop(c.Value)
+		u.sessions.drop(r.Context(), c.Value)
 	}
 	setCookie(w, cookieSession, "", -1)
 	u.record(r, s.Name, event.Event{Type: "ui.logout", Object: "user/" + s.Name})

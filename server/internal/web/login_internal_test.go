@@ -1,6 +1,8 @@
 package web
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -63,29 +65,30 @@ func TestThrottleLogSummarises(t *testing.T) {
 func TestLimiterBackoff(t *testing.T) {
 	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
 	l := newLimiter(func() time.Time { return now }, 5, 15*time.Minute)
+	ctx := context.Background()
 	for range 5 {
-		if !l.allowed("k") {
+		if !l.allowed(ctx, "k") {
 			t.Fatal("refused under the limit")
 		}
-		l.fail("k")
+		l.fail(ctx, "k")
 	}
-	if l.allowed("k") {
+	if l.allowed(ctx, "k") {
 		t.Fatal("allowed right after the fifth failure")
 	}
 	now = now.Add(31 * time.Second)
-	if !l.allowed("k") {
+	if !l.allowed(ctx, "k") {
 		t.Fatal("not allowed after the first backoff")
 	}
-	l.fail("k")
+	l.fail(ctx, "k")
 	now = now.Add(31 * time.Second)
-	if l.allowed("k") {
+	if l.allowed(ctx, "k") {
 		t.Fatal("backoff did not double")
 	}
 	now = now.Add(30 * time.Second)
-	if !l.allowed("k") {
+	if !l.allowed(ctx, "k") {
 		t.Fatal("not allowed after the doubled backoff")
 	}
-	if !l.allowed("other") {
+	if !l.allowed(ctx, "other") {
 		t.Fatal("another key is refused")
 	}
 }
@@ -116,4 +119,67 @@ func FuzzBoundName(f *testing.F) {
 			}
 		}
 	})
+}
+
+// sharedFails is the site's count as etcd keeps it (state.AddLoginFailure).
+type sharedFails struct {
+	m    map[string][]time.Time
+	down bool
+}
+
+func (f *sharedFails) LoginFailures(_ context.Context, k string) ([]time.Time, error) {
+	if f.down {
+		return nil, errors.New("etcd is unavailable")
+	}
+	return f.m[k], nil
+}
+
+func (f *sharedFails) AddLoginFailure(_ context.Context, k string, t time.Time, _ time.Duration, _ int) error {
+	if f.down {
+		return errors.New("etcd is unavailable")
+	}
+	f.m[k] = append(f.m[k], t)
+	return nil
+}
+
+func (f *sharedFails) ResetLoginFailures(_ context.Context, k string) error {
+	delete(f.m, k)
+	return nil
+}
+
+// Failures on one server count on the others: five wrong passwords spread
+// over two servers lock the key on both; with the shared count unavailable,
+// each server's own count still limits.
+func TestLimiterSharedAcrossServers(t *testing.T) {
+	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	shared := &sharedFails{m: map[string][]time.Time{}}
+	a, b := newLimiter(clock, 5, 15*time.Minute), newLimiter(clock, 5, 15*time.Minute)
+	a.kind, a.shared = "user\x00", shared
+	b.kind, b.shared = "user\x00", shared
+	ctx := context.Background()
+	for i := range 5 {
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		if !l.allowed(ctx, "k") {
+			t.Fatalf("attempt %d refused under the limit", i)
+		}
+		l.fail(ctx, "k")
+	}
+	if a.allowed(ctx, "k") || b.allowed(ctx, "k") {
+		t.Fatal("five failures over two servers did not lock the key on both")
+	}
+	b.reset(ctx, "k")
+	if !b.allowed(ctx, "k") || len(shared.m) != 0 {
+		t.Fatal("a success did not reset the shared count")
+	}
+	shared.down = true
+	for range 5 {
+		a.fail(ctx, "j")
+	}
+	if a.allowed(ctx, "j") {
+		t.Fatal("with etcd down, this server's own count did not limit")
+	}
 }

@@ -579,7 +579,9 @@ func (u *UI) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		u.userFail(w, r, err)
 		return
 	}
-	u.sessions.dropUser(name)
+	if err := u.sessions.dropUser(r.Context(), name); err != nil {
+		u.log.Error().Err(err).Str("user", name).Msg("web: sessions of a changed user not ended in etcd (they end within 30 minutes idle)")
+	}
 	u.record(r, me.Name, event.Event{Type: "user.changed", Object: "user/" + name,
 		Attrs: event.Attrs{"role": role, "disabled": disabled, "password_reset": pw != ""}})
 	back(w, r, "/users", "user_changed")

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,6 +14,10 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/server/internal/state"
 )
 
 // Cookie names. __Host- makes browsers insist on Secure, Path=/ and no
@@ -23,29 +28,51 @@ const (
 	cookieLang    = "mamori-lang"
 )
 
-// Session lifetimes: idle and absolute.
+// Session lifetimes: idle and absolute. sessionRecheck is how long a
+// server trusts its copy of a session before asking etcd again (a logout or
+// role change on another server reaches it that late); sessionTouch is how
+// often a session in use renews its idle time in etcd.
 const (
-	sessionIdle = 30 * time.Minute
-	sessionMax  = 12 * time.Hour
+	sessionIdle    = 30 * time.Minute
+	sessionMax     = 12 * time.Hour
+	sessionRecheck = time.Second
+	sessionTouch   = time.Minute
 )
 
-// session is a logged-in user. Sessions live in memory: a restart logs
-// everyone out, which is fine for a handful of office users.
+// session is a logged-in user. Sessions live in etcd (state.Session, under
+// a hash of the id), so every server of a site knows them and a server's
+// restart or failure logs no one out; each server keeps a copy it trusts
+// for sessionRecheck, and while etcd is unavailable, for as long as the
+// session would live.
 type session struct {
 	id, CSRF   string
 	Name, Role string
 	created    time.Time
 	seen       time.Time
+	lease      int64     // etcd lease that ends the session when idle
+	fetched    time.Time // when etcd last confirmed it
+	touched    time.Time // when its lease was last renewed
+}
+
+// sessionStore is where sessions live (state.State).
+type sessionStore interface {
+	CreateSession(ctx context.Context, id string, s state.Session, idle time.Duration) error
+	SessionByID(ctx context.Context, id string) (state.Session, int64, error)
+	TouchSession(ctx context.Context, lease int64) error
+	DeleteSession(ctx context.Context, id string) error
+	DeleteUserSessions(ctx context.Context, name string) error
 }
 
 type sessions struct {
 	mu  sync.Mutex
 	m   map[string]*session
 	now func() time.Time
+	st  sessionStore
+	log zerolog.Logger
 }
 
-func newSessions(now func() time.Time) *sessions {
-	return &sessions{m: map[string]*session{}, now: now}
+func newSessions(now func() time.Time, st sessionStore, log zerolog.Logger) *sessions {
+	return &sessions{m: map[string]*session{}, now: now, st: st, log: log}
 }
 
 func randomToken() string {
@@ -54,57 +81,102 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func (ss *sessions) create(name, role string) *session {
+func (ss *sessions) create(ctx context.Context, name, role string) (*session, error) {
 	now := ss.now()
-	s := &session{id: randomToken(), CSRF: randomToken(), Name: name, Role: role, created: now, seen: now}
+	s := &session{id: randomToken(), CSRF: randomToken(), Name: name, Role: role, created: now, seen: now, fetched: now, touched: now}
+	if err := ss.st.CreateSession(ctx, s.id, state.Session{Name: name, Role: role, CSRF: s.CSRF, Created: now}, sessionIdle); err != nil {
+		return nil, err
+	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	for id, o := range ss.m { // sweep expired ones while we are here
+	for id, o := range ss.m { // sweep expired copies while we are here
 		if ss.expired(o, now) {
 			delete(ss.m, id)
 		}
 	}
 	ss.m[s.id] = s
-	return s
+	c := *s
+	return &c, nil
 }
 
 func (ss *sessions) expired(s *session, now time.Time) bool {
 	return now.Sub(s.seen) > sessionIdle || now.Sub(s.created) > sessionMax
 }
 
-func (ss *sessions) get(id string) *session {
+// get returns the live session of id, or nil.
+func (ss *sessions) get(ctx context.Context, id string) *session {
 	now := ss.now()
 	ss.mu.Lock()
-	defer ss.mu.Unlock()
 	s, ok := ss.m[id]
-	if !ok {
-		return nil
+	fresh := ok && now.Sub(s.fetched) < sessionRecheck
+	ss.mu.Unlock()
+	if !fresh {
+		stored, lease, err := ss.st.SessionByID(ctx, id)
+		switch {
+		case errors.Is(err, state.ErrNotFound):
+			ss.forget(id)
+			return nil
+		case err != nil:
+			// etcd unavailable: a session this server knows goes on.
+			if !ok {
+				return nil
+			}
+			ss.log.Debug().Err(err).Msg("web: session checked against this server's copy")
+		default:
+			ns := &session{id: id, CSRF: stored.CSRF, Name: stored.Name, Role: stored.Role, created: stored.Created,
+				seen: now, lease: lease, fetched: now, touched: now}
+			if ok {
+				ns.touched = s.touched
+			} else {
+				ns.touched = time.Time{} // first seen here: renew its idle time now
+			}
+			s = ns
+		}
 	}
 	if ss.expired(s, now) {
-		delete(ss.m, id)
+		ss.drop(ctx, id)
 		return nil
 	}
 	s.seen = now
+	if now.Sub(s.touched) > sessionTouch && s.lease != 0 {
+		if err := ss.st.TouchSession(ctx, s.lease); err != nil {
+			ss.log.Debug().Err(err).Msg("web: session idle time not renewed")
+		} else {
+			s.touched = now
+		}
+	}
+	ss.mu.Lock()
+	ss.m[id] = s
+	ss.mu.Unlock()
 	c := *s
 	return &c
 }
 
-func (ss *sessions) drop(id string) {
+func (ss *sessions) forget(id string) {
 	ss.mu.Lock()
 	delete(ss.m, id)
 	ss.mu.Unlock()
 }
 
+// drop ends a session on every server (logout).
+func (ss *sessions) drop(ctx context.Context, id string) {
+	ss.forget(id)
+	if err := ss.st.DeleteSession(ctx, id); err != nil {
+		ss.log.Error().Err(err).Msg("web: session not ended in etcd: it ends when idle")
+	}
+}
+
 // dropUser logs a user out everywhere (after a role change, disable or
 // password reset).
-func (ss *sessions) dropUser(name string) {
+func (ss *sessions) dropUser(ctx context.Context, name string) error {
 	ss.mu.Lock()
-	defer ss.mu.Unlock()
 	for id, s := range ss.m {
 		if s.Name == name {
 			delete(ss.m, id)
 		}
 	}
+	ss.mu.Unlock()
+	return ss.st.DeleteUserSessions(ctx, name)
 }
 
 func setCookie(w http.ResponseWriter, name, value string, maxAge int) {
@@ -146,7 +218,7 @@ func (u *UI) auth(n need, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var s *session
 		if c, err := r.Cookie(cookieSession); err == nil {
-			s = u.sessions.get(c.Value)
+			s = u.sessions.get(r.Context(), c.Value)
 		}
 		if s == nil {
 			if r.Method == http.MethodGet || r.Method == http.MethodHead {
@@ -181,6 +253,9 @@ func (u *UI) auth(n need, h http.HandlerFunc) http.HandlerFunc {
 // limiter counts failures per key in a sliding window. Up to max failures
 // in the window cost nothing; after that the key waits a backoff that
 // doubles with each further failure (base, 2×base, ... up to the window).
+// Failures are counted here and in etcd (shared by every server of the
+// site, so spreading attempts over the servers gains nothing); while etcd
+// is unavailable this server's own count still limits.
 type limiter struct {
 	mu     sync.Mutex
 	now    func() time.Time
@@ -188,6 +263,16 @@ type limiter struct {
 	base   time.Duration
 	window time.Duration
 	fails  map[string][]time.Time
+	kind   string     // the key's namespace in the shared count
+	shared failCounts // nil: this server's count only
+	log    zerolog.Logger
+}
+
+// failCounts is the site's shared count of failed logins (state.State).
+type failCounts interface {
+	LoginFailures(ctx context.Context, key string) ([]time.Time, error)
+	AddLoginFailure(ctx context.Context, key string, t time.Time, window time.Duration, keep int) error
+	ResetLoginFailures(ctx context.Context, key string) error
 }
 
 func newLimiter(now func() time.Time, max int, window time.Duration) *limiter {
@@ -210,12 +295,30 @@ func (l *limiter) prune(key string, now time.Time) []time.Time {
 }
 
 // allowed reports whether key may try now: fewer than max failures in the
-// window, or the backoff since its last failure has passed.
-func (l *limiter) allowed(key string) bool {
+// window, or the backoff since its last failure has passed; counted here
+// and across the site.
+func (l *limiter) allowed(ctx context.Context, key string) bool {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	now := l.now()
-	ts := l.prune(key, now)
+	ok := l.allows(l.prune(key, now), now)
+	l.mu.Unlock()
+	if !ok || l.shared == nil {
+		return ok
+	}
+	ts, err := l.shared.LoginFailures(ctx, l.kind+key)
+	if err != nil {
+		l.log.Debug().Err(err).Msg("web: shared login failure count unavailable: this server's count limits")
+		return true
+	}
+	i := 0
+	for i < len(ts) && now.Sub(ts[i]) > l.window {
+		i++
+	}
+	return l.allows(ts[i:], now)
+}
+
+// allows applies the rule to the failures of the window (oldest first).
+func (l *limiter) allows(ts []time.Time, now time.Time) bool {
 	if len(ts) < l.max {
 		return true
 	}
@@ -231,9 +334,8 @@ func (l *limiter) backoff(n int) time.Duration {
 	return min(d, l.window)
 }
 
-func (l *limiter) fail(key string) {
+func (l *limiter) fail(ctx context.Context, key string) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	now := l.now()
 	if len(l.fails) > 100000 { // bound memory under a spray of keys
 		for k := range l.fails {
@@ -245,12 +347,23 @@ func (l *limiter) fail(key string) {
 		ts = ts[1:]
 	}
 	l.fails[key] = append(ts, now)
+	l.mu.Unlock()
+	if l.shared != nil {
+		if err := l.shared.AddLoginFailure(ctx, l.kind+key, now, l.window, 4*l.max); err != nil {
+			l.log.Warn().Err(err).Msg("web: failed login not counted across the site (counted on this server)")
+		}
+	}
 }
 
-func (l *limiter) reset(key string) {
+func (l *limiter) reset(ctx context.Context, key string) {
 	l.mu.Lock()
 	delete(l.fails, key)
 	l.mu.Unlock()
+	if l.shared != nil {
+		if err := l.shared.ResetLoginFailures(ctx, l.kind+key); err != nil {
+			l.log.Warn().Err(err).Msg("web: shared login failure count not reset")
+		}
+	}
 }
 
 // clientIP is the peer address; the UI is served directly, not behind a

@@ -100,11 +100,13 @@ func New(cfg Config) (*UI, error) {
 	}
 	u := &UI{cfg: cfg, log: cfg.Log.With().Str("component", "web").Logger(),
 		first:    map[int64]string{},
-		sessions: newSessions(cfg.Now),
 		ipLimit:  newLimiter(cfg.Now, 20, 15*time.Minute),
 		usrLimit: newLimiter(cfg.Now, 5, 15*time.Minute),
 		trend:    &trend{st: cfg.State, now: cfg.Now, loc: cfg.Location},
 	}
+	u.sessions = newSessions(cfg.Now, cfg.State, u.log)
+	u.ipLimit.kind, u.ipLimit.shared, u.ipLimit.log = "ip\x00", cfg.State, u.log
+	u.usrLimit.kind, u.usrLimit.shared, u.usrLimit.log = "user\x00", cfg.State, u.log
 	u.flood = newThrottleLog(cfg.Now, u.recordThrottled)
 	if err := u.parse(); err != nil {
 		return nil, err
