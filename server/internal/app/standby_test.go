@@ -94,7 +94,8 @@ func TestStandbyFollowsTheLogAndRunsNoWriterJobs(t *testing.T) {
 	ctx := context.Background()
 
 	c1 := nodeConfig(t, t.TempDir(), ep, events, "node1.test", kek)
-	c1.ServiceName = "localhost" // URL() names it; resolvable in a test
+	c1.Hostnames = []string{"127.0.0.1"} // the node URL a standby sends records to
+	c1.ServiceName = "localhost"         // URL() names it; resolvable in a test
 	n1, err := app.Start(ctx, c1)
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +121,7 @@ func TestStandbyFollowsTheLogAndRunsNoWriterJobs(t *testing.T) {
 
 	var logs lockedBuffer
 	c2 := nodeConfig(t, t.TempDir(), ep, events, "node2.test", kek)
+	c2.Hostnames = []string{"127.0.0.1"}
 	c2.Join = true
 	c2.Log = zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), &logs)).Level(zerolog.WarnLevel)
 	n2, err := app.Start(ctx, c2)
@@ -196,8 +198,7 @@ func TestStandbyFollowsTheLogAndRunsNoWriterJobs(t *testing.T) {
 	}
 	bundle, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	// (Recording the export fails on a standby: a request's own record
-	// is written by the writer only.)
+	// (The export's own record is sent to the writer: TestStandbyAdminPlane.)
 	if resp.StatusCode != 200 || !strings.Contains(string(bundle), `"type":"`+compliance.AlertType+`"`) {
 		t.Fatalf("export on the standby: %d, no alert in %.400s", resp.StatusCode, bundle)
 	}
