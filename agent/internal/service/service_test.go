@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -171,7 +172,8 @@ func mustPolicy(t *testing.T, name string) (*policy.Policy, []byte) {
 
 // TestRuntimeOffline runs the agent against an unreachable server: the saved
 // policy is applied at boot, a failing control is restarted and reported,
-// a refused policy keeps the previous one, and status.json is written.
+// a refused policy keeps the previous one, status.json is written, and the
+// stop names the events it leaves in the spool.
 func TestRuntimeOffline(t *testing.T) {
 	dir := writeIdentity(t)
 	saved, raw := mustPolicy(t, "saved")
@@ -186,7 +188,8 @@ func TestRuntimeOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt = &Runtime{opt: Options{StateDir: dir, Log: zerolog.Nop(), Factories: []controls.Factory{factory}},
+	var logs syncWriter
+	rt = &Runtime{opt: Options{StateDir: dir, Log: zerolog.New(&logs), Factories: []controls.Factory{factory}},
 		id: id, spool: sp, started: time.Now(), hbChanged: make(chan struct{}, 1)}
 	rt.polVersion.Store("")
 	rt.heartbeat.Store(int64(time.Hour))
@@ -257,6 +260,11 @@ func TestRuntimeOffline(t *testing.T) {
 	}
 	if _, err := event.VerifyChain("agent-t", 0, "", evs); err != nil {
 		t.Fatal(err)
+	}
+	// The stop (a service stop, an uninstall) says what it leaves behind.
+	if want := fmt.Sprintf(`"unshipped":%d`, len(evs)); !strings.Contains(logs.String(), want) ||
+		!strings.Contains(logs.String(), "they stay in the spool") {
+		t.Errorf("stop with %d events unshipped did not say so (want %s):\n%s", len(evs), want, logs.String())
 	}
 	if s, _ := ReadStatus(dir); s.Running {
 		t.Error("status says running after stop")
