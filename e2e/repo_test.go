@@ -74,3 +74,54 @@ func TestDemoPortTaken(t *testing.T) {
 		t.Fatal("the refused demo created .demo")
 	}
 }
+
+// TestDocsLinksStayInRepo keeps README and docs/ self-contained for a user
+// who clones the repository: every relative link names a file or folder
+// inside it, and no tracked file points at the team's notes next to the
+// repository (../shared), which a clone does not have.
+func TestDocsLinksStayInRepo(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages, _ := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	pages = append(pages, filepath.Join(root, "README.md"))
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	checked := 0
+	for _, page := range pages {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllSubmatch(b, -1) {
+			target := string(m[1])
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") || strings.HasPrefix(target, "#") {
+				continue
+			}
+			target, _, _ = strings.Cut(target, "#")
+			abs := filepath.Clean(filepath.Join(filepath.Dir(page), filepath.FromSlash(target)))
+			rel, err := filepath.Rel(root, abs)
+			if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+				t.Errorf("%s links %s, outside the repository", page, m[1])
+				continue
+			}
+			if _, err := os.Stat(abs); err != nil {
+				t.Errorf("%s links %s: %v", page, m[1], err)
+			}
+			checked++
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("only %d relative links found in README.md and docs/: is the link pattern still right?", checked)
+	}
+	if _, err := exec.LookPath("git"); err != nil {
+		return
+	}
+	out, err := exec.Command("git", "-C", root, "grep", "-n", "-I", "-F", "-e", "../shared/", "-e", "/work/shared",
+		"--", ".", ":!e2e/repo_test.go").CombinedOutput()
+	if err == nil {
+		t.Errorf("tracked files point outside the repository:\n%s", out)
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Logf("git grep not run (%v): %s", err, out) // not a checkout
+	}
+}

@@ -21,6 +21,7 @@ else
 fi
 need() { command -v "$1" >/dev/null || { echo "dist: $1 not found (Debian package: $2)" >&2; exit 1; }; }
 need wixl wixl
+need msibuild msitools
 if [ -n "${SIGN_CERT:-}${SIGN_KEY:-}" ]; then
 	[ -f "${SIGN_CERT:-}" ] && [ -f "${SIGN_KEY:-}" ] || { echo "dist: SIGN_CERT and SIGN_KEY must both name PEM files" >&2; exit 1; }
 	need osslsigncode osslsigncode
@@ -51,10 +52,23 @@ sign() { # sign FILE DESCRIPTION: in place, then verify
 sign "$build/windows-amd64/mamori-agent.exe" "Mamori Agent"
 sign "$build/windows-amd64/mamori-server.exe" "Mamori Server"
 
+# wixl drops HideTarget="yes": set the flag (0x2000) in the CustomAction
+# table of each action the .wxs marks, so Windows Installer keeps their
+# command lines (ConfigureAgent's holds TOKEN) out of the MSI log.
+hide_targets() { # hide_targets MSI (its .wxs next to it)
+	local a t
+	for a in $(grep -o '<CustomAction Id="[A-Za-z]*"[^>]*HideTarget="yes"' "${1%.msi}.wxs" | sed 's/.*Id="\([A-Za-z]*\)".*/\1/'); do
+		t=$(msiinfo export "$1" CustomAction | awk -F'\t' -v a="$a" '$1 == a { print $2 }')
+		[ -n "$t" ] || { echo "dist: $1: no custom action $a" >&2; exit 1; }
+		msibuild "$1" -q "UPDATE \`CustomAction\` SET \`Type\` = $((t | 0x2000)) WHERE \`Action\` = '$a'"
+	done
+}
+
 # wixl refuses absolute Source paths: build next to the exe.
 for prog in agent server; do
 	cp "installers/windows/mamori-$prog.wxs" "$build/windows-amd64/"
 	(cd "$build/windows-amd64" && wixl -a x64 -D Version="$num" -o "mamori-$prog.msi" "mamori-$prog.wxs")
+	hide_targets "$build/windows-amd64/mamori-$prog.msi"
 	mv "$build/windows-amd64/mamori-$prog.msi" "$out/"
 	sign "$out/mamori-$prog.msi" "Mamori ${prog^}"
 done

@@ -2,6 +2,8 @@ package service
 
 import (
 	"bytes"
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -184,5 +186,34 @@ func TestPlaceExecutable(t *testing.T) {
 	entries, _ := os.ReadDir(progDir)
 	if len(entries) != 1 {
 		t.Fatalf("program folder holds %d entries (temp files left?)", len(entries))
+	}
+}
+
+// enroll against a server that is down says what to check and leaves no
+// state dir behind.
+func TestEnrollServerDownSaysWhatToCheck(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := filepath.Join(t.TempDir(), "state")
+	var out, errb bytes.Buffer
+	code := Main([]string{"enroll", "--server", "https://" + addr, "--token", "s3cret-t0ken",
+		"--ca-hash", "sha256:" + strings.Repeat("ab", 32), "--state-dir", dir}, nil, &out, &errb)
+	if code != exitError {
+		t.Fatalf("exit %d, want %d: %s", code, exitError, errb.String())
+	}
+	for _, w := range []string{addr, "is mamori-server running there", "host and port", "firewall or proxy"} {
+		if !strings.Contains(errb.String(), w) {
+			t.Errorf("message lacks %q: %s", w, errb.String())
+		}
+	}
+	if strings.Contains(errb.String(), "s3cret-t0ken") {
+		t.Errorf("message shows the token: %s", errb.String())
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed enroll left %s: %v", dir, err)
 	}
 }

@@ -45,7 +45,7 @@ func openLogs(stderr io.Writer, dir, level string) (log zerolog.Logger, close fu
 		writers = append(writers, lj)
 		closers = append(closers, func() { lj.Close() })
 	}
-	if w, err := openSystemLog(); err != nil {
+	if w, err := systemLog(); err != nil {
 		problems = append(problems, err)
 	} else if w != nil {
 		writers = append(writers, warnAndAbove{w})
@@ -61,6 +61,9 @@ func openLogs(stderr io.Writer, dir, level string) (log zerolog.Logger, close fu
 		}
 	}, nil
 }
+
+// systemLog opens the OS log sink; tests replace it to see what reaches it.
+var systemLog = openSystemLog
 
 // levelWriteCloser is an OS log taking whole zerolog lines by level.
 type levelWriteCloser interface {

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -171,7 +172,8 @@ func mustPolicy(t *testing.T, name string) (*policy.Policy, []byte) {
 
 // TestRuntimeOffline runs the agent against an unreachable server: the saved
 // policy is applied at boot, a failing control is restarted and reported,
-// a refused policy keeps the previous one, and status.json is written.
+// a refused policy keeps the previous one, status.json is written, and the
+// stop names the events it leaves in the spool.
 func TestRuntimeOffline(t *testing.T) {
 	dir := writeIdentity(t)
 	saved, raw := mustPolicy(t, "saved")
@@ -186,7 +188,8 @@ func TestRuntimeOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt = &Runtime{opt: Options{StateDir: dir, Log: zerolog.Nop(), Factories: []controls.Factory{factory}},
+	var logs syncWriter
+	rt = &Runtime{opt: Options{StateDir: dir, Log: zerolog.New(&logs), Factories: []controls.Factory{factory}},
 		id: id, spool: sp, started: time.Now(), hbChanged: make(chan struct{}, 1)}
 	rt.polVersion.Store("")
 	rt.heartbeat.Store(int64(time.Hour))
@@ -258,7 +261,59 @@ func TestRuntimeOffline(t *testing.T) {
 	if _, err := event.VerifyChain("agent-t", 0, "", evs); err != nil {
 		t.Fatal(err)
 	}
+	// The stop (a service stop, an uninstall) says what it leaves behind.
+	if want := fmt.Sprintf(`"unshipped":%d`, len(evs)); !strings.Contains(logs.String(), want) ||
+		!strings.Contains(logs.String(), "they stay in the spool") {
+		t.Errorf("stop with %d events unshipped did not say so (want %s):\n%s", len(evs), want, logs.String())
+	}
 	if s, _ := ReadStatus(dir); s.Running {
 		t.Error("status says running after stop")
+	}
+}
+
+// A policy with controls.agent.servers replaces the running agent's server
+// list at once (the shipper and policy sync share it) and is saved, so it
+// is the list after a restart; a policy without servers leaves it alone.
+func TestPolicyServerListReachesRuntime(t *testing.T) {
+	dir := writeIdentity(t)
+	id, err := uplink.LoadIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(filepath.Join(dir, FileSpool), spool.Options{Agent: id.State.AgentID, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	r := &Runtime{opt: Options{StateDir: dir, Log: zerolog.Nop()}, id: id, spool: sp, started: time.Now(),
+		hbChanged: make(chan struct{}, 1), servers: uplink.NewServerList([]string{id.State.Server})}
+	r.polVersion.Store("")
+	r.heartbeat.Store(int64(time.Hour))
+	ctx := context.Background()
+
+	list := []string{"https://b.example:8443", "https://c.example:8443"}
+	p, err := policy.Parse([]byte("apiVersion: mamori/v1\nkind: Policy\nname: ha\ncontrols:\n  agent:\n    servers: [" +
+		strings.Join(list, ", ") + "]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(p)
+	if err := r.applyPolicy(ctx, p.Version(), p, raw, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.servers.URLs(); strings.Join(got, ",") != strings.Join(list, ",") || r.servers.Current() != list[0] {
+		t.Fatalf("running list %v (current %s), want %v", got, r.servers.Current(), list)
+	}
+	saved, err := uplink.ServersOf(dir, id.State)
+	if err != nil || strings.Join(saved, ",") != strings.Join(append(list, id.State.Server), ",") {
+		t.Fatalf("list after a restart %v %v, want %v then the enrolled server", saved, err, list)
+	}
+
+	other, otherRaw := mustPolicy(t, "other") // no servers in it
+	if err := r.applyPolicy(ctx, other.Version(), other, otherRaw, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.servers.URLs(); strings.Join(got, ",") != strings.Join(list, ",") {
+		t.Fatalf("a policy without servers changed the list to %v", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/svc"
 	"golang.org/x/sys/windows/svc/mgr"
@@ -252,5 +253,22 @@ func TestPublishSessionFromEventData(t *testing.T) {
 	case c := <-sub:
 		t.Fatalf("console connect published: %+v", c)
 	default:
+	}
+}
+
+// The Application event log sink opens under the service's source and takes
+// a warning and an error (Wine accepts the calls but keeps no log to read
+// back; on Windows they show in Event Viewer under source MamoriAgent).
+func TestEventLogWriter(t *testing.T) {
+	w, err := openSystemLog()
+	if err != nil {
+		t.Fatalf("open the Application event log as %s: %v", ServiceName, err)
+	}
+	defer w.Close()
+	for _, l := range []zerolog.Level{zerolog.WarnLevel, zerolog.ErrorLevel} {
+		line := []byte(`{"level":"` + l.String() + `","message":"mamori-agent test: event log sink"}` + "\n")
+		if n, err := w.WriteLevel(l, line); err != nil || n != len(line) {
+			t.Fatalf("%s line: wrote %d of %d: %v", l, n, len(line), err)
+		}
 	}
 }
