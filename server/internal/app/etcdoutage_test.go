@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"golang.org/x/mod/sumdb/note"
@@ -22,20 +25,39 @@ import (
 	"github.com/mamori/mamori/shared/wire"
 )
 
+// testEtcdEnv names an etcd binary (Debian's etcd-server, 3.4): the
+// 3-member clusters of these tests then run it as processes instead of
+// embedded members (.ci/run does both).
+const testEtcdEnv = "MAMORI_TEST_ETCD"
+
 // etcdMember is one member of a test cluster on loopback TCP; it can be
 // stopped and started again on the same ports and data.
 type etcdMember struct {
 	cfg *embed.Config
-	e   *embed.Etcd
+	e   *embed.Etcd // embedded member, while running
+	bin string      // etcd binary: run as a process instead
+	cmd *exec.Cmd   // the process, while running
 }
 
 func (m *etcdMember) start(t *testing.T) {
 	t.Helper()
-	e, err := embed.StartEtcd(m.cfg)
-	if err != nil {
-		t.Fatalf("etcd %s: %v", m.cfg.Name, err)
+	if m.bin == "" {
+		e, err := embed.StartEtcd(m.cfg)
+		if err != nil {
+			t.Fatalf("etcd %s: %v", m.cfg.Name, err)
+		}
+		m.e = e
+		return
 	}
-	m.e = e
+	c := m.cfg
+	m.cmd = exec.Command(m.bin, "--name", c.Name, "--data-dir", c.Dir,
+		"--listen-client-urls", c.ListenClientUrls[0].String(), "--advertise-client-urls", c.AdvertiseClientUrls[0].String(),
+		"--listen-peer-urls", c.ListenPeerUrls[0].String(), "--initial-advertise-peer-urls", c.AdvertisePeerUrls[0].String(),
+		"--initial-cluster", c.InitialCluster, "--initial-cluster-token", c.InitialClusterToken,
+		"--initial-cluster-state", "new", "--log-level", "error")
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("etcd %s (%s): %v", c.Name, m.bin, err)
+	}
 }
 
 func (m *etcdMember) stop() {
@@ -43,6 +65,24 @@ func (m *etcdMember) stop() {
 		m.e.Close()
 		m.e = nil
 	}
+	if m.cmd != nil {
+		_ = m.cmd.Process.Kill()
+		_ = m.cmd.Wait()
+		m.cmd = nil
+	}
+}
+
+// status asks the member itself for its view (leader, member id).
+func (m *etcdMember) status(ctx context.Context) (*clientv3.StatusResponse, error) {
+	ep := m.cfg.AdvertiseClientUrls[0].String()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return cli.Status(ctx, ep)
 }
 
 func loopbackURL(t *testing.T) url.URL {
@@ -55,7 +95,8 @@ func loopbackURL(t *testing.T) url.URL {
 	return url.URL{Scheme: "http", Host: l.Addr().String()}
 }
 
-// etcdCluster starts three embedded members and waits until they serve.
+// etcdCluster starts three members (embedded, or processes of the binary
+// MAMORI_TEST_ETCD names) and waits until they serve.
 func etcdCluster(t *testing.T) ([]*etcdMember, []string) {
 	t.Helper()
 	var (
@@ -63,6 +104,10 @@ func etcdCluster(t *testing.T) ([]*etcdMember, []string) {
 		initial   []string
 		endpoints []string
 	)
+	bin := os.Getenv(testEtcdEnv)
+	if bin != "" {
+		t.Logf("etcd cluster: 3 processes of %s", bin)
+	}
 	for i := range 3 {
 		cfg := embed.NewConfig()
 		cfg.Name = fmt.Sprintf("m%d", i)
@@ -73,7 +118,7 @@ func etcdCluster(t *testing.T) ([]*etcdMember, []string) {
 		cfg.InitialClusterToken = "mamori-outage-test"
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop()) // members stopping on purpose
 		cfg.ListenMetricsUrls = nil
-		ms = append(ms, &etcdMember{cfg: cfg})
+		ms = append(ms, &etcdMember{cfg: cfg, bin: bin})
 		initial = append(initial, cfg.Name+"="+p.String())
 		endpoints = append(endpoints, c.String())
 	}
@@ -87,10 +132,13 @@ func etcdCluster(t *testing.T) ([]*etcdMember, []string) {
 		}
 	})
 	for _, m := range ms {
-		select {
-		case <-m.e.Server.ReadyNotify():
-		case <-time.After(60 * time.Second):
-			t.Fatal("etcd cluster not ready")
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if st, err := m.status(context.Background()); err == nil && st.Leader != 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("etcd cluster not ready")
+			}
 		}
 	}
 	return ms, endpoints
@@ -227,7 +275,10 @@ func leaderOf(t *testing.T, ms []*etcdMember) int {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		for i, m := range ms {
-			if m.e != nil && m.e.Server.Leader() == m.e.Server.MemberID() {
+			if m.e == nil && m.cmd == nil {
+				continue
+			}
+			if st, err := m.status(context.Background()); err == nil && st.Leader != 0 && st.Leader == st.Header.MemberId {
 				return i
 			}
 		}

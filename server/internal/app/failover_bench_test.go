@@ -19,7 +19,6 @@ import (
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/eventlog/pgtest"
 	"github.com/mamori/mamori/server/internal/keyring"
-	"github.com/mamori/mamori/server/internal/state"
 )
 
 // TestFailoverBench measures failover time for the note in
@@ -35,16 +34,13 @@ func TestFailoverBench(t *testing.T) {
 	const kills = 10
 	dsn := pgtest.Start(t).Schema(t)
 	ctx := context.Background()
-	etcd, err := state.Open(ctx, state.Config{DataDir: t.TempDir(), Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Close()
+	_, members := etcdCluster(t) // 3 members, as a site runs it
+	etcd := strings.Join(members, ",")
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	kek := keyring.NewKEKText()
-	nodes := []*node{startNode(t, "n1", dirs[0], etcd.Endpoint(), dsn, kek, false)}
+	nodes := []*node{startNode(t, "n1", dirs[0], etcd, dsn, kek, false)}
 	for i := 1; i < 3; i++ {
-		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i+1), dirs[i], etcd.Endpoint(), dsn, kek, true))
+		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i+1), dirs[i], etcd, dsn, kek, true))
 	}
 	caPEM := readFile(t, filepath.Join(dirs[0], app.FileCA))
 	token := strings.TrimSpace(string(readFile(t, filepath.Join(dirs[0], app.FileEnrollToken))))
@@ -80,7 +76,7 @@ func TestFailoverBench(t *testing.T) {
 		// list follows).
 		os.Remove(filepath.Join(w.dir, "url"))
 		i := slices.Index(nodes, w)
-		r := startNode(t, w.name, w.dir, etcd.Endpoint(), dsn, kek, i > 0)
+		r := startNode(t, w.name, w.dir, etcd, dsn, kek, i > 0)
 		urlMu.Lock()
 		nodes[i] = r
 		urlMu.Unlock()

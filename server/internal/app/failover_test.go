@@ -27,7 +27,6 @@ import (
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/eventlog/pgtest"
 	"github.com/mamori/mamori/server/internal/keyring"
-	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/wire"
 )
 
@@ -177,19 +176,16 @@ func TestFailover(t *testing.T) {
 	}
 	dsn := pgtest.Start(t).Schema(t)
 	ctx := context.Background()
-	etcd, err := state.Open(ctx, state.Config{DataDir: t.TempDir(), Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Close()
+	_, members := etcdCluster(t) // 3 members, as a site runs it
+	etcd := strings.Join(members, ",")
 
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	// The first server publishes the site's keys sealed with the KEK; the
 	// others join with it, nothing copied between data dirs.
 	kek := keyring.NewKEKText()
-	n1 := startNode(t, "n1", dirs[0], etcd.Endpoint(), dsn, kek, false)
-	n2 := startNode(t, "n2", dirs[1], etcd.Endpoint(), dsn, kek, true)
-	n3 := startNode(t, "n3", dirs[2], etcd.Endpoint(), dsn, kek, true)
+	n1 := startNode(t, "n1", dirs[0], etcd, dsn, kek, false)
+	n2 := startNode(t, "n2", dirs[1], etcd, dsn, kek, true)
+	n3 := startNode(t, "n3", dirs[2], etcd, dsn, kek, true)
 	caPEM := readFile(t, filepath.Join(dirs[0], app.FileCA))
 	token := strings.TrimSpace(string(readFile(t, filepath.Join(dirs[0], app.FileEnrollToken))))
 	admin := strings.TrimSpace(string(readFile(t, filepath.Join(dirs[0], app.FileAdminToken))))
