@@ -210,6 +210,7 @@ func TestFailover(t *testing.T) {
 	progress := func(what string) { t.Helper(); fl.progress(t, what) }
 	progress("before the kill")
 	before := signedCheckpoint(t, n1.url, admin, caPEM, verifier, 1)
+	beforeNote := waitCheckpoint(t, n1.url, admin, caPEM, before.Size) // for the bundle's consistency proof
 
 	// kill -9 the writer during ingest.
 	if err := n1.cmd.Process.Kill(); err != nil {
@@ -301,6 +302,17 @@ func TestFailover(t *testing.T) {
 	if err := tlog.CheckTree(proof, after.Size, after.Root, before.Size, before.Root); err != nil {
 		t.Fatalf("checkpoint %d -> %d across two failovers: %v", before.Size, after.Size, err)
 	}
-	t.Logf("%d events acked across a SIGKILL and a SIGSTOP of the writer; checkpoint %d -> %d consistent",
-		fl.total.Load(), before.Size, after.Size)
+	// An evidence bundle from the third writer, of an agent's events from
+	// its first (written by the first writer), verifies offline with the
+	// site's log key and proves it extends the checkpoint from before.
+	st, bundle := adminDownloadAt(t, w3.url, admin, caPEM, clients[0].id, beforeNote.Size)
+	if st != 200 {
+		t.Fatalf("export across the failovers: %d %.300s", st, bundle)
+	}
+	rep := verifyBundle(t, dirs[0], bundle, []byte(beforeNote.Checkpoint))
+	if r := rep.Agents[clients[0].id]; !rep.OK() || r == nil || r.First != 1 || r.Last < acked[0].Load() {
+		t.Fatalf("bundle across the failovers: ok %v, range %+v (acked %d), problems %v", rep.OK(), r, acked[0].Load(), rep.Problems)
+	}
+	t.Logf("%d events acked across a SIGKILL and a SIGSTOP of the writer; checkpoint %d -> %d consistent; a bundle of %d events verifies",
+		fl.total.Load(), before.Size, after.Size, rep.Events)
 }
