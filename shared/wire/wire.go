@@ -5,6 +5,7 @@ package wire
 
 import (
 	"encoding/json"
+	"strings"
 
 	"github.com/mamori/mamori/shared/event"
 )
@@ -34,6 +35,7 @@ const (
 	MaxPolicyBody  = 4 << 20  // policy response
 	MaxErrorBody   = 16 << 10 // error response read by clients
 	MaxHostnameLen = 255
+	MaxOSVersion   = 256 // EnrollRequest.OSVersion, and the one taken from an agent.inventory
 )
 
 // EnrollRequest is POSTed to PathEnroll without a client certificate.
@@ -79,4 +81,16 @@ type Error struct {
 type PolicyResponse struct {
 	Version string          `json:"version"` // opaque; changes whenever Policy does
 	Policy  json.RawMessage `json:"policy"`  // JSON form of policy.Policy
+}
+
+// OSVersionLine names an operating system and its version in one line, as
+// the server's agent list shows it ("debian 12.7", "Microsoft Windows 11 Pro
+// 10.0.22631 Build 22631"), from an inventory's platform, platform_version
+// and kernel_version; the kernel version when nothing better is known.
+func OSVersionLine(platform, version, kernel string) string {
+	s := strings.TrimSpace(strings.TrimSpace(platform) + " " + strings.TrimSpace(version))
+	if s == "" {
+		s = strings.TrimSpace(kernel)
+	}
+	return s
 }

@@ -18,7 +18,6 @@ import (
 	"os"
 	"runtime"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +26,8 @@ import (
 	"github.com/shirou/gopsutil/v3/mem"
 	gonet "github.com/shirou/gopsutil/v3/net"
 	"github.com/shirou/gopsutil/v3/process"
+
+	"github.com/mamori/mamori/shared/wire"
 )
 
 // Inventory describes the machine. Fields gopsutil cannot fill on a system
@@ -197,21 +198,12 @@ func Self(ctx context.Context) (SelfUsage, error) {
 	return u, nil
 }
 
-// OSVersion names the operating system and its version in one line, as the
-// server's agent list shows it ("debian 12.7", "Microsoft Windows 11 Pro
-// 10.0.22631 Build 22631"); the kernel version when nothing better is known.
+// OSVersion names the operating system and its version in one line
+// (wire.OSVersionLine), as the server's agent list shows it.
 func OSVersion(ctx context.Context) string {
 	hi, _ := gohost.InfoWithContext(ctx)
 	if hi == nil {
 		return ""
 	}
-	return osVersion(hi.Platform, hi.PlatformVersion, hi.KernelVersion)
-}
-
-func osVersion(platform, version, kernel string) string {
-	s := strings.TrimSpace(strings.TrimSpace(platform) + " " + strings.TrimSpace(version))
-	if s == "" {
-		s = strings.TrimSpace(kernel)
-	}
-	return s
+	return wire.OSVersionLine(hi.Platform, hi.PlatformVersion, hi.KernelVersion)
 }

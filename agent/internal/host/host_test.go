@@ -10,6 +10,8 @@ import (
 	"time"
 
 	gonet "github.com/shirou/gopsutil/v3/net"
+
+	"github.com/mamori/mamori/shared/wire"
 )
 
 func TestCollect(t *testing.T) {
@@ -112,8 +114,8 @@ func TestOSVersionLine(t *testing.T) {
 		{"", "", "6.18.4", "6.18.4"},
 		{"", "", "", ""},
 	} {
-		if got := osVersion(c[0], c[1], c[2]); got != c[3] {
-			t.Errorf("osVersion(%q, %q, %q) = %q, want %q", c[0], c[1], c[2], got, c[3])
+		if got := wire.OSVersionLine(c[0], c[1], c[2]); got != c[3] {
+			t.Errorf("OSVersionLine(%q, %q, %q) = %q, want %q", c[0], c[1], c[2], got, c[3])
 		}
 	}
 	if runtime.GOOS == "linux" && OSVersion(context.Background()) == "" {

@@ -112,6 +112,9 @@ type ControlPlane interface {
 	LookupAPIToken(ctx context.Context, plaintext string) (APIToken, error)
 	PutAgent(ctx context.Context, a Agent) error
 	GetAgent(ctx context.Context, id string) (Agent, error)
+	// SetAgentOSVersion changes only the agent's OS version (from its
+	// inventory), leaving a concurrent change of the record in place.
+	SetAgentOSVersion(ctx context.Context, id, v string) error
 	ListAgents(ctx context.Context) ([]Agent, error)
 	PutPolicy(ctx context.Context, name string, yaml []byte) error
 	GetPolicy(ctx context.Context, name string) ([]byte, int64, error)

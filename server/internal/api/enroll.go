@@ -77,7 +77,7 @@ func validateEnroll(req *wire.EnrollRequest) error {
 		{"hostname", req.Hostname, wire.MaxHostnameLen, true},
 		{"os", req.OS, 32, true},
 		{"arch", req.Arch, 32, true},
-		{"os_version", req.OSVersion, 256, false},
+		{"os_version", req.OSVersion, wire.MaxOSVersion, false},
 		{"department", req.Department, event.MaxIDLen, false},
 	} {
 		if f.req && strings.TrimSpace(f.v) == "" {

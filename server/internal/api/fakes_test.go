@@ -189,6 +189,18 @@ func (m *memState) GetAgent(ctx context.Context, id string) (Agent, error) {
 	return a, nil
 }
 
+func (m *memState) SetAgentOSVersion(ctx context.Context, id, v string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.agents[id]
+	if !ok {
+		return ErrNotFound
+	}
+	a.OSVersion = v
+	m.agents[id] = a
+	return nil
+}
+
 func (m *memState) ListAgents(ctx context.Context) ([]Agent, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -168,6 +168,7 @@ func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer, tk *ticke
 		return wire.Ack{}, status, err.Error()
 	}
 	s.recordOutages(r.Context(), id, evs, res)
+	s.followInventory(r.Context(), id, evs, res)
 	s.metrics.ingested.Add(float64(res.Stored))
 	s.metrics.duplicates.Add(float64(res.Duplicates))
 	if res.Gap {

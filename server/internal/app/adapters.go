@@ -122,6 +122,10 @@ func (a stateAdapter) GetAgent(ctx context.Context, id string) (api.Agent, error
 	return api.Agent(ag), mapStateErr(err)
 }
 
+func (a stateAdapter) SetAgentOSVersion(ctx context.Context, id, v string) error {
+	return mapStateErr(a.s.SetAgentOSVersion(ctx, id, v))
+}
+
 func (a stateAdapter) ListAgents(ctx context.Context) ([]api.Agent, error) {
 	as, err := a.s.ListAgents(ctx)
 	if err != nil {

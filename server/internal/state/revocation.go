@@ -248,3 +248,15 @@ func (s *State) updateAgent(ctx context.Context, id string, f func(*Agent)) (Age
 	}
 	return a, nil
 }
+
+// SetAgentOSVersion records the OS version an agent's inventory reports,
+// by compare-and-swap so a concurrent disable or renewal is never undone;
+// nothing is written when the record already says v.
+func (s *State) SetAgentOSVersion(ctx context.Context, id, v string) error {
+	a, err := s.GetAgent(ctx, id)
+	if err != nil || a.OSVersion == v {
+		return err
+	}
+	_, err = s.updateAgent(ctx, id, func(a *Agent) { a.OSVersion = v })
+	return err
+}

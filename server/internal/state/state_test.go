@@ -386,6 +386,20 @@ func TestAgents(t *testing.T) {
 	if err := s.PutAgent(ctx, Agent{ID: "../x"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad id: %v", err)
 	}
+	// The inventory's OS version replaces only the version: a disable stays.
+	if _, err := s.SetAgentDisabled(ctx, "ag-b", true, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetAgentOSVersion(ctx, "ag-b", "Microsoft Windows 11 Pro 10.0.22631"); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.GetAgent(ctx, "ag-b"); err != nil || a.OSVersion != "Microsoft Windows 11 Pro 10.0.22631" ||
+		!a.Disabled || a.CertSerial != "01ab" {
+		t.Fatalf("after SetAgentOSVersion: %+v %v", a, err)
+	}
+	if err := s.SetAgentOSVersion(ctx, "ag-zz", "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("OS version of a missing agent: %v", err)
+	}
 }
 
 func TestPoliciesAssignmentsCheckpoint(t *testing.T) {

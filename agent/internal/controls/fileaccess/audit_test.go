@@ -13,6 +13,7 @@ import (
 
 // fakeAudit is an OS audit configuration held in memory.
 type fakeAudit struct {
+	mu               sync.Mutex // the Windows probe re-checks from its poll loop
 	on               bool
 	policyErr        error
 	setErr           error
@@ -21,8 +22,14 @@ type fakeAudit struct {
 	sets, folderSets int
 }
 
-func (f *fakeAudit) fileSystemAudit() (bool, error) { return f.on, f.policyErr }
+func (f *fakeAudit) fileSystemAudit() (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.on, f.policyErr
+}
 func (f *fakeAudit) enableFileSystemAudit() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.sets++
 	if f.setErr != nil {
 		return f.setErr
@@ -30,8 +37,14 @@ func (f *fakeAudit) enableFileSystemAudit() error {
 	f.on, f.policyErr = true, nil
 	return nil
 }
-func (f *fakeAudit) folderAudited(dir string) (bool, error) { return f.sacl[dir], nil }
+func (f *fakeAudit) folderAudited(dir string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sacl[dir], nil
+}
 func (f *fakeAudit) auditFolder(dir string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.folderSets++
 	if f.keepSACL {
 		f.sacl[dir] = true

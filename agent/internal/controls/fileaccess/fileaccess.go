@@ -481,13 +481,23 @@ func (r *runner) addRoot(ctx context.Context, root string) error {
 		return r.w.Add(root)
 	}
 	log := r.c.env.Log
-	prior, err := loadPrior(r.store, root)
-	if err != nil {
-		log.Warn().Err(err).Str("folder", root).Msg("fileaccess: saved snapshot unusable; taking a new baseline")
-		prior = nil
-	}
 	first := !r.seen[root]
 	r.seen[root] = true
+	prior, err := loadPrior(r.store, root)
+	if err != nil {
+		// Comparing with it would invent changes; a new baseline is taken,
+		// and the log says what cannot be known, not only the local log.
+		log.Warn().Err(err).Str("folder", root).Msg("fileaccess: saved snapshot unusable; taking a new baseline")
+		prior = nil
+		attrs := event.Attrs{"error": "saved snapshot unusable, changes made while the agent was stopped cannot be reported: " +
+			errString(err)}
+		if first && !r.prev.Time.IsZero() {
+			attrs["window_from"] = r.prev.Time.UTC().Format(time.RFC3339Nano)
+			attrs["window_to"] = r.c.env.Clock.Now().UTC().Format(time.RFC3339Nano)
+		}
+		r.emit(ctx, event.Event{Type: TypeError, Severity: event.Warning, Object: root,
+			RegisterID: r.registerFor(root), Attrs: attrs})
+	}
 	if prior == nil {
 		if err := r.w.Add(root); err != nil {
 			return err

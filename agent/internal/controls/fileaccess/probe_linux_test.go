@@ -532,3 +532,38 @@ func TestShortLivedProcessesAttributed(t *testing.T) {
 	check("rm", TypeDeleted, b)
 	t.Logf("%d events by short-lived processes, all with user and process (%d by command name only)", 5*n, byComm)
 }
+
+// TestFastSequenceWithFanotify: the fast sequence of
+// TestFastSequenceKeepsNamesAndModification with the real probe (root:
+// fanotify with the FID group, whose rename and delete records are joined
+// to the same window) keeps both names and the modification.
+func TestFastSequenceWithFanotify(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("fanotify needs root (CAP_SYS_ADMIN)")
+	}
+	root := t.TempDir()
+	old := filepath.Join(root, "list.csv")
+	if err := os.WriteFile(old, []byte("氏名\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, newProbe(controlsEnvForProbe()), pol(func(f *policy.FileAccess) {
+		f.Paths = []string{root}
+		f.Debounce = policy.Duration(300 * time.Millisecond)
+	}))
+	st := h.waitStatus(controls.Pass, "")
+	if st.Attrs["attribution"] != "fanotify+fid" {
+		t.Skipf("no fanotify FID here: attribution %v", st.Attrs["attribution"])
+	}
+	renamed := filepath.Join(root, "list2.csv")
+	fastSequence(t, old, renamed, false)
+	checkSequence(t, h.waitEvent(TypeDeleted, old), old, old, renamed, false)
+
+	a, b := filepath.Join(root, "new.csv"), filepath.Join(root, "new2.csv")
+	fastSequence(t, a, b, true)
+	checkSequence(t, h.waitEvent(TypeDeleted, b), b, a, b, true)
+	for _, e := range h.rec.Events() {
+		if e.Type == TypeRenamed || e.Type == TypeCreated {
+			t.Fatalf("unexpected %s %s %v", e.Type, e.Object, e.Attrs)
+		}
+	}
+}

@@ -39,6 +39,10 @@ const (
 	bookmarkFile            = "security-4663.bookmark"
 )
 
+// auditRecheck is how often the audit policy and the folders' SACLs are
+// read again while the probe runs.
+var auditRecheck = 5 * time.Minute
+
 // fileSystemSubcategory is the "File System" audit subcategory
 // {0CCE921D-69AE-11D9-BED3-505054503030}.
 var fileSystemSubcategory = windows.GUID{Data1: 0x0CCE921D, Data2: 0x69AE, Data3: 0x11D9,
@@ -58,8 +62,11 @@ type winProbe struct {
 	env controls.Env
 	out chan access
 
+	auditMu sync.Mutex // held across applyAudit and storing its report, taken before mu
+
 	mu      sync.Mutex
 	roots   []string
+	enforce bool // the mode of the last setRoots: a recheck sets what is missing again
 	sacl    map[string]bool
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -123,8 +130,10 @@ func (p *winProbe) ack(rec uint64)           { p.cursor.ack(rec) } // persisted 
 func (p *winProbe) joinDelay() time.Duration { return 2 * pollEvery }
 
 func (p *winProbe) setRoots(ctx context.Context, roots []string, enforce bool) (string, error) {
+	p.auditMu.Lock()
+	defer p.auditMu.Unlock()
 	p.mu.Lock()
-	p.roots = append([]string(nil), roots...)
+	p.roots, p.enforce = append([]string(nil), roots...), enforce
 	p.mu.Unlock()
 	if len(roots) == 0 {
 		return "", nil
@@ -142,6 +151,30 @@ func (p *winProbe) setRoots(ctx context.Context, roots []string, enforce bool) (
 		return "security-4663", rep.err
 	}
 	return "security-4663", nil
+}
+
+// recheckAudit reads the audit policy and every folder's SACL again (and in
+// enforce mode sets what is missing again), so auditing turned off after the
+// policy was applied (auditpol, a GPO, someone covering their tracks) makes
+// the status say so instead of staying pass.
+func (p *winProbe) recheckAudit() {
+	p.auditMu.Lock()
+	defer p.auditMu.Unlock()
+	p.mu.Lock()
+	roots, enforce := append([]string(nil), p.roots...), p.enforce
+	p.mu.Unlock()
+	if len(roots) == 0 {
+		return
+	}
+	rep := applyAudit(p.sys, roots, enforce, map[string]bool{})
+	p.mu.Lock()
+	before := p.audit
+	p.audit = rep
+	p.mu.Unlock()
+	if rep.policy != before.policy || rep.problem() != before.problem() {
+		p.env.Log.Warn().Err(rep.err).Str("audit_policy", rep.policy).Str("missing", rep.problem()).
+			Msg("fileaccess: the audit configuration changed since it was last checked")
+	}
 }
 
 func (p *winProbe) close() error {
@@ -416,7 +449,12 @@ func newestRecord() (uint64, error) {
 
 func (p *winProbe) poll(ctx context.Context, done chan struct{}) {
 	defer close(done)
+	checked := time.Now() // setRoots has just checked
 	for {
+		if time.Since(checked) >= auditRecheck {
+			p.recheckAudit()
+			checked = time.Now()
+		}
 		err := p.readNew(ctx)
 		p.persist()
 		if err == nil {
@@ -435,7 +473,7 @@ func (p *winProbe) poll(ctx context.Context, done chan struct{}) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(pollEvery):
+		case <-time.After(min(pollEvery, auditRecheck)):
 		}
 	}
 }

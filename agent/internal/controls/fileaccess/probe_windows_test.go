@@ -2,6 +2,7 @@ package fileaccess
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"golang.org/x/sys/windows"
 
 	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
 )
 
 func hasAuditACE(t *testing.T, aces []auditACE) bool {
@@ -149,4 +152,97 @@ func TestSecurityLogFailureReported(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Log("the Security log reads fine here (real Windows): nothing to report")
+}
+
+// waitAudit polls the probe's audit state until ok holds.
+func waitAudit(t *testing.T, p *winProbe, what string, ok func(policy, problem string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pol, problem := p.auditState()
+		if ok(pol, problem) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: policy %q problem %q", what, pol, problem)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAuditTurnedOffLaterIsReported: the audit policy and the folders'
+// SACLs are checked again while the probe runs, not only when the policy is
+// applied. In audit mode a policy turned off or a SACL removed later
+// (auditpol /clear, a GPO, a careful insider) is reported and nothing is
+// changed; in enforce mode both are set again.
+func TestAuditTurnedOffLaterIsReported(t *testing.T) {
+	defer func(d time.Duration) { auditRecheck = d }(auditRecheck)
+	auditRecheck = 50 * time.Millisecond
+	dir := t.TempDir()
+	f := &fakeAudit{on: true, sacl: map[string]bool{dir: true}, keepSACL: true}
+	p := newProbe(controls.Env{Log: zerolog.Nop(), StateDir: t.TempDir()}).(*winProbe)
+	p.sys = f
+	if _, err := p.setRoots(context.Background(), []string{dir}, false); err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	if pol, problem := p.auditState(); pol != "on" || strings.Contains(problem, "audit") {
+		t.Fatalf("at start: policy %q problem %q", pol, problem)
+	}
+	f.mu.Lock()
+	f.on = false
+	delete(f.sacl, dir)
+	f.mu.Unlock()
+	waitAudit(t, p, "audit mode: the policy off and the SACL gone reported", func(pol, problem string) bool {
+		return pol == "off" && strings.Contains(problem, "policy is off") && strings.Contains(problem, "no audit SACL on "+dir)
+	})
+	f.mu.Lock()
+	sets, folderSets := f.sets, f.folderSets
+	f.mu.Unlock()
+	if sets != 0 || folderSets != 0 {
+		t.Fatalf("audit mode changed the audit configuration: %d policy sets, %d SACL sets", sets, folderSets)
+	}
+
+	if _, err := p.setRoots(context.Background(), []string{dir}, true); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	sets, folderSets = f.sets, f.folderSets
+	f.on = false
+	delete(f.sacl, dir)
+	f.mu.Unlock()
+	waitAudit(t, p, "enforce mode: the policy and the SACL set again", func(pol, problem string) bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.sets > sets && f.folderSets > folderSets && f.on && f.sacl[dir] &&
+			pol == "on" && !strings.Contains(problem, "audit")
+	})
+}
+
+// TestStatusNotPassWhenSecurityLogUnreadable: the real Windows probe in the
+// control, where the Security log cannot be read (Wine): the status is
+// unknown with the reason, not pass with attribution security-4663.
+func TestStatusNotPassWhenSecurityLogUnreadable(t *testing.T) {
+	if _, err := newestRecord(); err == nil {
+		t.Skip("the Security log reads fine here (real Windows, elevated): nothing broken to report")
+	}
+	root := t.TempDir()
+	h := start(t, newProbe(controls.Env{Log: zerolog.Nop(), StateDir: t.TempDir()}),
+		pol(func(f *policy.FileAccess) { f.Paths = []string{root} }))
+	// The audit configuration is checked at once, the log at the first read.
+	evs := h.waitFor("status naming the Security log", func(evs []event.Event) bool {
+		var st *event.Event
+		for i := range evs {
+			if evs[i].Type == "fileaccess.status" {
+				st = &evs[i]
+			}
+		}
+		return st != nil && strings.Contains(fmt.Sprint(st.Attrs["attribution_problem"]), "reading the Security log failed")
+	})
+	for _, e := range evs {
+		if e.Type == "fileaccess.status" && (e.Attrs["status"] != string(controls.Unknown) ||
+			e.Attrs["reason"] != "fileaccess.attribution_degraded" || e.Attrs["attribution"] != "security-4663") {
+			t.Fatalf("status %v", e.Attrs)
+		}
+	}
 }

@@ -148,3 +148,57 @@ func TestChangesWhileStoppedReportedAtStart(t *testing.T) {
 		}
 	}
 }
+
+// A saved snapshot that cannot be read (a damaged or edited entry) is not
+// compared with the disk, since that would invent changes; but the log says
+// that changes made while the agent was stopped cannot be reported for that
+// folder, with the window, instead of only the agent's local log. The new
+// baseline then works as before.
+func TestUnusableSnapshotIsReported(t *testing.T) {
+	root := t.TempDir()
+	dbPath := filepath.Join(t.TempDir(), "spool.db")
+	p := pol(func(f *policy.FileAccess) { f.Folders = []policy.Folder{{Path: root, RegisterID: "PI-2"}} })
+	f := filepath.Join(root, "名簿.csv")
+	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sp, stop := runOnSpool(t, dbPath, p)
+	waitSpool(t, sp, "status", func(evs []event.Event) bool { return find(evs, "fileaccess.status", "") != nil })
+	first := stop()
+	lastBefore := first[len(first)-1].Time
+
+	sp, err := spool.Open(dbPath, spool.Options{Agent: "agent-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.SaveState(spool.State{Bucket: bucketSnapshot, Puts: map[string][]byte{f: []byte("damaged")}}); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+	os.WriteFile(f, []byte("changed while stopped"), 0o644)
+
+	sp, stop = runOnSpool(t, dbPath, p)
+	waitSpool(t, sp, "the unusable snapshot reported", func(evs []event.Event) bool {
+		return find(evs[len(first):], TypeError, root) != nil
+	})
+	time.Sleep(300 * time.Millisecond) // nothing invented may follow
+	evs := stop()
+	n := len(evs)
+	e := find(evs[len(first):], TypeError, root)
+	from, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(e.Attrs["window_from"]))
+	if e.Severity != event.Warning || e.RegisterID != "PI-2" || !from.Equal(lastBefore) ||
+		!strings.Contains(fmt.Sprint(e.Attrs["error"]), "saved snapshot") || e.Attrs["window_to"] == nil {
+		t.Fatalf("error event %+v (last event before the stop %v)", e, lastBefore)
+	}
+	for _, e := range evs[len(first):] {
+		if strings.HasPrefix(e.Type, "file.") {
+			t.Fatalf("reported from an unusable snapshot: %+v", e)
+		}
+	}
+
+	// The new baseline is saved: the next stop's changes are found.
+	os.Remove(f)
+	sp, stop = runOnSpool(t, dbPath, p)
+	waitSpool(t, sp, "delete while stopped", func(evs []event.Event) bool { return find(evs[n:], TypeDeleted, f) != nil })
+	stop()
+}
