@@ -547,3 +547,51 @@ func TestPendingAlertsSurviveARestart(t *testing.T) {
 		t.Errorf("after restart: %v count %d", err, m.Count)
 	}
 }
+
+// An event from a PC enrolled after the notifier read the agent list names
+// the PC and its department at once: a rule that mails the department's
+// recipients would otherwise group it under no department, and no mail
+// would go (the list was cached for 15 s).
+func TestNewlyEnrolledAgentKnownAtOnce(t *testing.T) {
+	var mu sync.Mutex
+	agents := map[string]AgentInfo{"pc0": {Hostname: "PC-0", Department: "経理部"}}
+	r := newRig(t, nil)
+	r.n.cfg.Agents = func(context.Context) (map[string]AgentInfo, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string]AgentInfo{}
+		for k, v := range agents {
+			out[k] = v
+		}
+		return out, nil
+	}
+	set := Settings{
+		SMTP:        &SMTP{Host: "127.0.0.1", Port: 25, Security: SecurityNone, From: "mamori@example.jp", Charset: CharsetISO2022JP},
+		Rules:       []Rule{{Name: "媒体", Kind: KindMedia, DepartmentRecipients: true, Delay: Duration(time.Hour)}},
+		Departments: map[string]Department{"総務部": {Recipients: []string{"somu@example.jp"}}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := r.n.Step(ctx); err != nil { // reads the agent list: pc0 only
+		t.Fatal(err)
+	}
+	mu.Lock()
+	agents["pc1"] = AgentInfo{Hostname: "PC-1", Department: "総務部"}
+	mu.Unlock()
+	seal(t, r.store, "pc1", event.Event{Control: "media", Type: "media.blocked", Severity: event.Violation,
+		Object: "usb:0781:5581:4C53000", Attrs: event.Attrs{"reason": "default"}})
+	if err := r.n.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.n.mu.Lock()
+	g := r.n.groups["rule/媒体/総務部"]
+	r.n.mu.Unlock()
+	if g == nil || g.count != 1 || g.items[0].Hostname != "PC-1" {
+		t.Fatalf("groups %v, want the block under 総務部 named PC-1", r.n.groups)
+	}
+	if d := destinations(set, g); len(d) != 1 || d[0].name != "mail:somu@example.jp" {
+		t.Errorf("destinations %+v", d)
+	}
+}
