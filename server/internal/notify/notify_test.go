@@ -372,15 +372,16 @@ func TestBadSettingsChangeNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, body := range map[string]string{
-		"unknown field":     `{"rules":[],"colour":"red"}`,
-		"unknown kind":      `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"slack"}],"rules":[{"name":"r","kind":"weather","webhooks":["g"]}]}`,
-		"no such webhook":   `{"rules":[{"name":"r","kind":"silent","webhooks":["nope"]}]}`,
-		"bad address":       `{"smtp":{"host":"mail","port":587,"security":"starttls","from":"m@example.jp"},"rules":[{"name":"r","kind":"silent","recipients":["not an address"]}]}`,
-		"mail without smtp": `{"rules":[{"name":"r","kind":"silent","recipients":["a@example.jp"]}]}`,
-		"bad hours":         `{"hours":{"start":"18:00","end":"09:00","days":[1]}}`,
-		"bad format":        `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"xml"}]}`,
-		"bad url":           `{"webhooks":[{"name":"g","url":"file:///etc/passwd","format":"generic"}]}`,
-		"bad duration":      `{"rules":[{"name":"r","kind":"silent","delay":"soon"}]}`,
+		"unknown field":              `{"rules":[],"colour":"red"}`,
+		"unknown kind":               `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"slack"}],"rules":[{"name":"r","kind":"weather","webhooks":["g"]}]}`,
+		"no such webhook":            `{"rules":[{"name":"r","kind":"silent","webhooks":["nope"]}]}`,
+		"bad address":                `{"smtp":{"host":"mail","port":587,"security":"starttls","from":"m@example.jp"},"rules":[{"name":"r","kind":"silent","recipients":["not an address"]}]}`,
+		"mail without smtp":          `{"rules":[{"name":"r","kind":"silent","recipients":["a@example.jp"]}]}`,
+		"bad hours":                  `{"hours":{"start":"18:00","end":"09:00","days":[1]}}`,
+		"bad format":                 `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"xml"}]}`,
+		"bad url":                    `{"webhooks":[{"name":"g","url":"file:///etc/passwd","format":"generic"}]}`,
+		"bad duration":               `{"rules":[{"name":"r","kind":"silent","delay":"soon"}]}`,
+		"plain smtp to another host": `{"smtp":{"host":"mail.example.jp","port":25,"security":"none","username":"u","password":"p","from":"m@example.jp"}}`,
 	} {
 		s, err := ParseSettings([]byte(body))
 		if err == nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/mail"
 	"net/url"
 	"strconv"
@@ -256,6 +257,9 @@ func (s *Settings) Validate() error {
 			return invalid("smtp.charset must be iso-2022-jp or utf-8")
 		case m.Password != "" && m.Username == "":
 			return invalid("smtp.password without smtp.username")
+		case m.Security == SecurityNone && !IsLoopback(m.Host):
+			// Alerts name PCs and people, and a password would go in clear.
+			return invalid("smtp.security none is only for a relay on this machine (127.0.0.1, ::1, localhost); use starttls or tls")
 		}
 		if _, err := mail.ParseAddress(m.From); err != nil {
 			return invalid("smtp.from %q is not a mail address", m.From)
@@ -411,4 +415,13 @@ func (s Settings) Redacted() Settings {
 		s.SMTP = &m
 	}
 	return s
+}
+
+// IsLoopback says whether host names this machine (security none is only for such a relay).
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
