@@ -19,7 +19,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -197,11 +199,13 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 		return nil, fmt.Errorf("report: agents: %w", err)
 	}
 	byID := map[string]Agent{}
-	var scope []string // nil: every stream (the server's own too)
+	var scope []string         // nil: every stream (the server's own too)
+	hosts := map[string]bool{} // the department's PCs by hostname (lower case)
 	for _, a := range agents {
 		byID[a.ID] = a
 		if p.Department != "" && a.Department == p.Department {
 			scope = append(scope, a.ID)
+			hosts[strings.ToLower(a.Hostname)] = true
 		}
 	}
 	r.Hosts = len(scope)
@@ -227,7 +231,8 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 	if err := s.names(ctx, r); err != nil {
 		return nil, err
 	}
-	if err := s.registers(ctx, r, from, end, p.Department); err != nil {
+	sc := deptScope{dept: p.Department, hosts: hosts}
+	if err := s.registers(ctx, r, from, end, &sc); err != nil {
 		return nil, err
 	}
 	incs, err := s.cfg.Incidents.List(ctx)
@@ -236,7 +241,7 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 	}
 	r.Incidents = []incident.Incident{}
 	for _, in := range incs {
-		if !in.DiscoveredAt.Before(from) && in.DiscoveredAt.Before(end) {
+		if !in.DiscoveredAt.Before(from) && in.DiscoveredAt.Before(end) && sc.incident(in) {
 			r.Incidents = append(r.Incidents, in)
 		}
 	}
@@ -481,11 +486,41 @@ func (s *Service) names(ctx context.Context, r *Report) error {
 	return nil
 }
 
+// deptScope says what of the registers and incidents belongs to a
+// department's report: what happened on its PCs or concerns its 台帳
+// entries. An empty dept takes everything.
+type deptScope struct {
+	dept    string
+	hosts   map[string]bool   // its PCs' hostnames, lower case
+	entries map[string]string // 個人情報管理台帳 id -> department
+}
+
+func (d *deptScope) host(h string) bool { return d.hosts[strings.ToLower(h)] }
+
+func (d *deptScope) entry(id string) bool { return id != "" && d.entries[id] == d.dept }
+
+func (d *deptScope) approval(a *register.Approval) bool {
+	return d.dept == "" || d.host(a.Host) || slices.ContainsFunc(a.RegisterIDs, d.entry)
+}
+
+func (d *deptScope) disposal(x *register.Disposal) bool { return d.dept == "" || d.entry(x.RegisterID) }
+
+func (d *deptScope) incident(in incident.Incident) bool {
+	return d.dept == "" || slices.ContainsFunc(in.Hosts, d.host) ||
+		slices.ContainsFunc(in.Affected, func(a incident.Affected) bool { return a.Kind == register.KindPI && d.entry(a.ID) })
+}
+
 // registers fills review status, carry-outs and disposals.
-func (s *Service) registers(ctx context.Context, r *Report, from, end time.Time, dept string) error {
+func (s *Service) registers(ctx context.Context, r *Report, from, end time.Time, sc *deptScope) error {
 	pis, err := s.cfg.Registers.List(ctx, register.KindPI, register.Filter{})
 	if err != nil {
 		return fmt.Errorf("report: register: %w", err)
+	}
+	dept := sc.dept
+	sc.entries = make(map[string]string, len(pis))
+	for _, e := range pis {
+		p := e.(*register.PIEntry)
+		sc.entries[p.ID] = p.Department
 	}
 	limit := end.AddDate(-1, 0, 0).In(JST).Format(time.DateOnly)
 	r.Reviews = []Review{}
@@ -504,7 +539,7 @@ func (s *Service) registers(ctx context.Context, r *Report, from, end time.Time,
 	r.CarryOuts = []register.Approval{}
 	for _, e := range aps {
 		a := e.(*register.Approval)
-		if a.From.Before(end) && !a.To.Before(from) {
+		if a.From.Before(end) && !a.To.Before(from) && sc.approval(a) {
 			r.CarryOuts = append(r.CarryOuts, *a)
 		}
 	}
@@ -516,7 +551,7 @@ func (s *Service) registers(ctx context.Context, r *Report, from, end time.Time,
 	f, t := from.In(JST).Format(time.DateOnly), end.In(JST).Format(time.DateOnly)
 	for _, e := range ds {
 		d := e.(*register.Disposal)
-		if d.Date >= f && d.Date < t {
+		if d.Date >= f && d.Date < t && sc.disposal(d) {
 			r.Disposals = append(r.Disposals, *d)
 		}
 	}
