@@ -156,8 +156,25 @@ type Integrity struct {
 	StartNote   string    `json:"start_note,omitempty"`
 	EndNote     string    `json:"end_note,omitempty"`
 	Proof       []string  `json:"proof"`
-	Verified    bool      `json:"verified"`
-	Statement   string    `json:"statement"` // Japanese
+	// Problems counts the integrity events the server recorded in the
+	// period, by type (see integrityTypes).
+	Problems  map[string]int64 `json:"problems"`
+	Verified  bool             `json:"verified"`
+	Statement string           `json:"statement"` // Japanese
+}
+
+// integrityTypes are the server's own records of integrity problems, in
+// the order the statement names them: the stored log no longer matching
+// its tree (the scrubber), acked events lost to a restored backup, and
+// events an agent never delivered (a gap in its chain). The first two
+// mean the period's records are not intact.
+var integrityTypes = []struct {
+	typ, ja string
+	broken  bool
+}{
+	{"server.scrub_failed", "ログの再検証で不一致", true},
+	{"server.event_loss_accepted", "受け入れたイベントの欠損 (バックアップからの復元)", true},
+	{eventlog.GapType, "エージェントの記録の連番の欠落", false},
 }
 
 // Report is the audit report.
@@ -558,10 +575,45 @@ func (s *Service) registers(ctx context.Context, r *Report, from, end time.Time,
 	return nil
 }
 
-// integrity states what the signed log proves about the period.
+// integrity states what the signed log proves about the period, and what
+// integrity problems the server recorded in it.
 func (s *Service) integrity(ctx context.Context, r *Report, from, end time.Time) error {
 	in := &r.Integrity
 	in.Proof = []string{}
+	in.Problems = map[string]int64{}
+	q := eventlog.CountQuery{From: from, To: end, GroupBy: []string{"type"}} // read through the type index: these are rare
+	for _, it := range integrityTypes {
+		q.Types = append(q.Types, it.typ)
+	}
+	gs, err := s.cfg.Store.Count(ctx, q)
+	if err != nil {
+		return fmt.Errorf("report: integrity events: %w", err)
+	}
+	for _, g := range gs {
+		in.Problems[g.Keys[0]] += g.Events
+	}
+	if err := s.proveIntegrity(ctx, in, from, end); err != nil {
+		return err
+	}
+	var found []string
+	for _, it := range integrityTypes {
+		if n := in.Problems[it.typ]; n > 0 {
+			found = append(found, fmt.Sprintf("%s %d 件 (%s)", it.ja, n, it.typ))
+			if it.broken && in.Verified {
+				in.Verified = false
+				in.Statement = fmt.Sprintf("期間開始時と期間末のチェックポイント (%d 件、%d 件) の署名と整合性証明は有効ですが、"+
+					"期間中にサーバーがログの問題を記録しているため、期間中の記録がすべて残っているとは言えません。", in.StartSize, in.EndSize)
+			}
+		}
+	}
+	if len(found) > 0 {
+		in.Statement += " 期間中に記録された完全性の問題: " + strings.Join(found, "、") + "。"
+	}
+	return nil
+}
+
+// proveIntegrity checks the checkpoints at the start and end of the period.
+func (s *Service) proveIntegrity(ctx context.Context, in *Integrity, from, end time.Time) error {
 	start, err := s.cfg.Store.CheckpointBefore(ctx, from)
 	switch {
 	case errors.Is(err, eventlog.ErrNoCheckpoint):
