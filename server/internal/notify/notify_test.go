@@ -55,12 +55,22 @@ func newRig(t *testing.T, agents map[string]AgentInfo) *rig {
 	return &rig{store: store, st: st, n: n}
 }
 
+// run starts the notifier and returns once it has placed its cursors
+// (events appended before that would be history to it, never news).
 func (r *rig) run(t *testing.T) {
+	r.n.mu.Lock()
+	r.n.cursors = nil // Run loads them again; wait for that load
+	r.n.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.n.Run(ctx); close(done) }()
 	r.stop = func() { cancel(); <-done }
 	t.Cleanup(func() { r.stop() })
+	waitFor(t, 30*time.Second, "the notifier's start position", func() bool {
+		r.n.mu.Lock()
+		defer r.n.mu.Unlock()
+		return r.n.cursors != nil
+	})
 }
 
 // alert appends a compliance alert the way compliance.Tracker raises one.
@@ -148,7 +158,6 @@ func TestViolationsReachMailAndWebhookGrouped(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.run(t)
-	time.Sleep(200 * time.Millisecond) // the notifier has read its start position
 	start := time.Now()
 	for i := range 30 {
 		id := fmt.Sprintf("a%02d", i)
@@ -252,7 +261,6 @@ func TestWebhookFailingThreeTimesGetsItOnTheFourth(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.run(t)
-	time.Sleep(200 * time.Millisecond)
 	seal(t, r.store, "pc1", event.Event{Control: "media", Type: "media.blocked", Severity: event.Violation,
 		Object: "usb:0781:5581:4C53000", Attrs: event.Attrs{"reason": "unregistered"}})
 	waitFor(t, 10*time.Second, "delivery on the 4th try", func() bool { return len(h.got()) == 1 })
@@ -320,7 +328,6 @@ func TestFloodOfViolationsIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.run(t)
-	time.Sleep(200 * time.Millisecond)
 	controls := []string{"screenlock", "media", "fileaccess", "backup", "posture"}
 	for i := range 1000 {
 		r.alert(t, fmt.Sprintf("a%03d", i%200), fmt.Sprintf("PC-%03d", i%200), "総務部", controls[i%5], controls[i%5]+".fail", "違反")
@@ -411,7 +418,6 @@ func TestOutOfHoursAccessAlerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.run(t)
-	time.Sleep(200 * time.Millisecond)
 	at := func(s string) time.Time { v, _ := time.Parse(time.RFC3339, s); return v }
 	for _, e := range []event.Event{
 		{Time: at("2026-11-26T10:00:00+09:00"), Type: "file.modified", RegisterID: "PI-1", Object: `D:\経理\在勤.xlsx`}, // Thursday, working hours
@@ -451,7 +457,6 @@ func TestLoginFailuresAndIntegrity(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.run(t)
-	time.Sleep(200 * time.Millisecond)
 	fail := func(user string) {
 		if _, err := r.store.AppendServer(context.Background(), event.Event{Control: "server", Type: "ui.login_failed",
 			Severity: event.Warning, Object: "user/" + user, Attrs: event.Attrs{"ip": "192.0.2.7"}}); err != nil {
@@ -508,7 +513,6 @@ func TestPendingAlertsSurviveARestart(t *testing.T) {
 	}
 	// Something already delivered before: its cursor is saved past it.
 	r.run(t)
-	time.Sleep(200 * time.Millisecond)
 	for i := range 3 {
 		r.alert(t, fmt.Sprintf("a%d", i), "PC", "総務部", "backup", "backup.overdue", "古い")
 	}
