@@ -385,6 +385,8 @@ func TestBadSettingsChangeNothing(t *testing.T) {
 		"bad address":                `{"smtp":{"host":"mail","port":587,"security":"starttls","from":"m@example.jp"},"rules":[{"name":"r","kind":"silent","recipients":["not an address"]}]}`,
 		"mail without smtp":          `{"rules":[{"name":"r","kind":"silent","recipients":["a@example.jp"]}]}`,
 		"bad hours":                  `{"hours":{"start":"18:00","end":"09:00","days":[1]}}`,
+		"bad day off":                `{"departments":{"経理部":{"hours":{"start":"09:00","end":"18:00","days":[1],"days_off":["02-30"]}}}}`,
+		"day off not a date":         `{"hours":{"start":"09:00","end":"18:00","days":[1],"days_off":["年末"]}}`,
 		"bad format":                 `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"xml"}]}`,
 		"bad url":                    `{"webhooks":[{"name":"g","url":"file:///etc/passwd","format":"generic"}]}`,
 		"bad duration":               `{"rules":[{"name":"r","kind":"silent","delay":"soon"}]}`,

@@ -171,6 +171,9 @@ type Hours struct {
 	End            string `json:"end"`   // "18:00"
 	Days           []int  `json:"days"`
 	WorkOnHolidays bool   `json:"work_on_holidays,omitempty"`
+	// DaysOff are the office's own days off: "MM-DD" every year (年末年始
+	// "12-29" ... "01-03"), "YYYY-MM-DD" that day only.
+	DaysOff []string `json:"days_off,omitempty"`
 }
 
 // Retry bounds the delivery attempts of one message.
@@ -352,7 +355,25 @@ func (h Hours) validate(where string) error {
 			return invalid("%s.days: %d is not a weekday 0..6", where, d)
 		}
 	}
+	if len(h.DaysOff) > 366 {
+		return invalid("%s.days_off: at most 366 days", where)
+	}
+	for _, d := range h.DaysOff {
+		if !validDayOff(d) {
+			return invalid("%s.days_off: %q is not a date MM-DD (every year) or YYYY-MM-DD", where, d)
+		}
+	}
 	return nil
+}
+
+// validDayOff accepts "MM-DD" (a day that exists in a leap year) and
+// "YYYY-MM-DD".
+func validDayOff(d string) bool {
+	if len(d) == 5 {
+		d = "2024-" + d // a leap year: 02-29 is a day off in the years that have it
+	}
+	t, err := time.Parse(time.DateOnly, d)
+	return err == nil && t.Format(time.DateOnly) == d
 }
 
 // clock parses "HH:MM" into minutes after midnight; "24:00" is allowed.
