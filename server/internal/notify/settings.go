@@ -95,9 +95,9 @@ type Settings struct {
 	Departments map[string]Department `json:"departments"`
 	// Hours are the working hours of departments without their own.
 	Hours Hours `json:"hours"`
-	// RateLimit is the most messages one destination (a mail recipient
-	// list or a webhook) gets per hour; further alerts wait and are merged
-	// into the next message. Default 12.
+	// RateLimit is the most messages one rule (per department, with
+	// department recipients) sends per hour, in bursts of 3; further
+	// alerts wait and are merged into the next message. Default 12.
 	RateLimit int   `json:"rate_limit_per_hour"`
 	Retry     Retry `json:"retry"`
 	// MonthlyReport, if set, mails last month's audit report (HTML and
