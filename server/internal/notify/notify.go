@@ -577,7 +577,18 @@ func (n *Notifier) flush(ctx context.Context, set Settings) {
 	sort.Slice(due, func(i, j int) bool { return due[i].key < due[j].key })
 	for _, g := range due {
 		m := render(g)
-		for _, d := range destinations(set, g) {
+		ds := destinations(set, g)
+		if len(ds) == 0 && !g.rule.Default {
+			// The admin meant these alerts to reach someone (a default
+			// rule without recipients shows its alerts on the pages only).
+			why := "the rule has no recipients or webhooks"
+			if g.rule.DepartmentRecipients {
+				why = fmt.Sprintf("department %q has no recipients", g.dept)
+			}
+			n.record(ctx, TypeFailed, event.Warning, destination{name: "none"}, m, 0, errors.New("notify: nowhere to send: "+why))
+			continue
+		}
+		for _, d := range ds {
 			n.mu.Lock()
 			id := n.nextID
 			n.nextID++

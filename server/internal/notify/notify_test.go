@@ -602,3 +602,26 @@ func TestNewlyEnrolledAgentKnownAtOnce(t *testing.T) {
 		t.Errorf("destinations %+v", d)
 	}
 }
+
+// A rule that mails department recipients, for an alert of a department
+// with none (or a PC enrolled without one), has nowhere to send it: that
+// is a failed delivery, visible like any other, not a silent drop.
+func TestAlertWithNowhereToGoIsAFailedDelivery(t *testing.T) {
+	r := newRig(t, map[string]AgentInfo{"pc1": {Hostname: "PC-1", Department: "経理部"}})
+	set := Settings{
+		SMTP:        &SMTP{Host: "127.0.0.1", Port: 25, Security: SecurityNone, From: "mamori@example.jp", Charset: CharsetISO2022JP},
+		Rules:       []Rule{{Name: "媒体", Kind: KindMedia, DepartmentRecipients: true, Delay: Duration(50 * time.Millisecond)}},
+		Departments: map[string]Department{"総務部": {Recipients: []string{"somu@example.jp"}}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	seal(t, r.store, "pc1", event.Event{Control: "media", Type: "media.blocked", Severity: event.Violation, Object: "E:"})
+	waitFor(t, 10*time.Second, "the failed delivery", func() bool { return len(deliveryLog(t, r.store)) > 0 })
+	log := deliveryLog(t, r.store)
+	if len(log) != 1 || log[0].Type != TypeFailed || log[0].Severity != event.Warning || log[0].Attrs["destination"] != "none" ||
+		!strings.Contains(fmt.Sprint(log[0].Attrs["error"]), "経理部") {
+		t.Fatalf("delivery log %+v", log)
+	}
+}
