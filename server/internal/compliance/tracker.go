@@ -361,11 +361,14 @@ func parseStatus(st *eventlog.Stored) Latest {
 	return l
 }
 
-// hosts returns the inventory, cached for InventoryTTL.
+// hosts returns the inventory, cached for InventoryTTL. A cached list
+// that lacks an agent whose status the tracker holds is read again (at
+// most once per Poll): a PC enrolled since, whose first statuses fail,
+// is alerted at once rather than when the cache expires.
 func (t *Tracker) hosts(ctx context.Context) ([]HostInfo, error) {
 	t.invMu.Lock()
 	defer t.invMu.Unlock()
-	if t.inv != nil && time.Since(t.invTime) < t.cfg.InventoryTTL {
+	if t.inv != nil && time.Since(t.invTime) < t.cfg.InventoryTTL && (time.Since(t.invTime) < t.cfg.Poll || !t.unknownAgent(t.inv)) {
 		return t.inv, nil
 	}
 	inv, err := t.cfg.Inventory.Hosts(ctx)
@@ -377,6 +380,25 @@ func (t *Tracker) hosts(ctx context.Context) ([]HostInfo, error) {
 	}
 	t.inv, t.invTime = inv, time.Now()
 	return inv, nil
+}
+
+// unknownAgent says whether an agent with statuses is not in inv.
+func (t *Tracker) unknownAgent(inv []HostInfo) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if len(t.latest) <= len(inv) {
+		known := make(map[string]bool, len(inv))
+		for _, h := range inv {
+			known[h.Agent] = true
+		}
+		for a := range t.latest {
+			if !known[a] {
+				return true
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // derive catches up and derives every host's state now.

@@ -419,3 +419,64 @@ func TestSnapshotSparesTheReplay(t *testing.T) {
 		t.Fatalf("a mismatched snapshot leaked %d agents' statuses", n)
 	}
 }
+
+// growingInventory is an Inventory that PCs join while the tracker runs,
+// counting its reads.
+type growingInventory struct {
+	mu    sync.Mutex
+	hosts []HostInfo
+	reads int
+}
+
+func (g *growingInventory) Hosts(context.Context) ([]HostInfo, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reads++
+	return slices.Clone(g.hosts), nil
+}
+
+func (g *growingInventory) add(h HostInfo) {
+	g.mu.Lock()
+	g.hosts = append(g.hosts, h)
+	g.mu.Unlock()
+}
+
+// A PC enrolled after the inventory was cached, whose first status fails
+// (a new install reports its statuses at once), is alerted at the next
+// check, not once the cache expires: the alert, and the mail behind it,
+// would otherwise come up to InventoryTTL+AlertEvery late.
+func TestNewlyEnrolledAgentAlertedWithoutWaitingForTheInventoryCache(t *testing.T) {
+	ctx := context.Background()
+	store := openStore(t, t.TempDir())
+	defer store.Close()
+	now := time.Now()
+	inv := &growingInventory{hosts: []HostInfo{{Agent: "a1", Hostname: "pc-01", Enrolled: now, Policy: pol(time.Hour, allAudit())}}}
+	tr, err := New(Config{Events: store, Inventory: inv, InventoryTTL: time.Hour, Poll: time.Millisecond, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.CheckAlerts(ctx); err != nil { // caches the inventory without a2
+		t.Fatal(err)
+	}
+	inv.add(HostInfo{Agent: "a2", Hostname: "pc-02", Department: "営業部", Enrolled: now, Policy: pol(time.Hour, allAudit())})
+	a2 := &agentStream{id: "a2"}
+	appendAll(t, store, "a2", a2.status(t, "screenlock", Fail, "screenlock.timeout_too_long", now))
+	time.Sleep(5 * time.Millisecond) // older than one Poll: the tracker may read the inventory again
+	if err := tr.CheckAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alerts := alertEvents(t, store)
+	if len(alerts) != 1 || alerts[0].Attrs["agent"] != "a2" || alerts[0].Attrs["hostname"] != "pc-02" {
+		t.Fatalf("alerts after the new PC's failing status: %+v", alerts)
+	}
+	// Known agents do not make it read the inventory again.
+	reads := inv.reads
+	time.Sleep(5 * time.Millisecond)
+	appendAll(t, store, "a2", a2.status(t, "backup", Fail, "backup.overdue", now))
+	if err := tr.CheckAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if inv.reads != reads || len(alertEvents(t, store)) != 2 {
+		t.Errorf("inventory read %d more times, %d alerts", inv.reads-reads, len(alertEvents(t, store)))
+	}
+}

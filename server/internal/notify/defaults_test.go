@@ -116,7 +116,6 @@ func TestDefaultRulesPerPackInForceUntilAdminSetsThem(t *testing.T) {
 	r.n.groups = map[string]*group{} // the group of the old rule set
 	r.n.mu.Unlock()
 	r.run(t)
-	time.Sleep(100 * time.Millisecond)
 	scrub()
 	waitFor(t, 5*time.Second, "the scrub alert", func() bool { return len(h.got()) == 1 })
 	var m Message

@@ -104,6 +104,9 @@ func OutOfHours(h Hours, t time.Time) bool {
 	if !h.WorkOnHolidays && Holiday(t) != "" {
 		return true
 	}
+	if day := t.Format(time.DateOnly); slices.Contains(h.DaysOff, day) || slices.Contains(h.DaysOff, day[5:]) {
+		return true
+	}
 	start, err1 := clock(h.Start)
 	end, err2 := clock(h.End)
 	if err1 != nil || err2 != nil {

@@ -53,4 +53,20 @@ func TestOutOfHours(t *testing.T) {
 	if at, _ := time.Parse(time.RFC3339, "2026-11-23T10:00:00+09:00"); OutOfHours(h, at) {
 		t.Error("holiday work allowed but still out of hours")
 	}
+	// The office's own days off: 年末年始 every year, one summer day once.
+	h.DaysOff = []string{"12-29", "12-30", "12-31", "01-02", "01-03", "2026-08-13"}
+	for at, want := range map[string]bool{
+		"2026-12-29T10:00:00+09:00": true,  // a Tuesday in 年末年始
+		"2027-01-02T10:00:00+09:00": true,  // a Saturday anyway
+		"2027-12-30T10:00:00+09:00": true,  // a Thursday, next year's 年末年始
+		"2027-01-04T10:00:00+09:00": false, // back to work on Monday
+		"2026-08-13T10:00:00+09:00": true,  // that summer day
+		"2027-08-13T10:00:00+09:00": false, // a date with a year is that day only
+		"2026-12-28T15:00:00Z":      true,  // 00:00 JST on the 29th
+	} {
+		tm, _ := time.Parse(time.RFC3339, at)
+		if got := OutOfHours(h, tm); got != want {
+			t.Errorf("days off, %s: got %v", at, got)
+		}
+	}
 }

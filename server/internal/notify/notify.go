@@ -309,6 +309,7 @@ func (n *Notifier) tail(ctx context.Context, set Settings) error {
 		hours = hours || (!r.Disabled && r.Kind == KindOutOfHours)
 	}
 	size := int64(-1)
+	refreshed := false
 	for _, src := range sources {
 		n.mu.Lock()
 		after, ok := n.cursors[src.key()]
@@ -340,6 +341,15 @@ func (n *Notifier) tail(ctx context.Context, set Settings) error {
 			if err != nil {
 				return fmt.Errorf("notify: reading %s: %w", src.key(), err)
 			}
+			if !refreshed && unknownAgent(agents, p.Events) {
+				// A PC enrolled since the list was read: without its
+				// name and department its alerts would miss the
+				// department's recipients.
+				if agents, err = n.readAgents(ctx); err != nil {
+					return err
+				}
+				refreshed = true
+			}
 			n.mu.Lock()
 			for i := range p.Events {
 				n.consider(set, agents, src.key(), &p.Events[i])
@@ -363,6 +373,11 @@ func (n *Notifier) agentInfo(ctx context.Context) (map[string]AgentInfo, error) 
 		return a, nil
 	}
 	n.mu.Unlock()
+	return n.readAgents(ctx)
+}
+
+// readAgents reads the agent list anew and caches it.
+func (n *Notifier) readAgents(ctx context.Context) (map[string]AgentInfo, error) {
 	a, err := n.cfg.Agents(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("notify: agents: %w", err)
@@ -371,6 +386,19 @@ func (n *Notifier) agentInfo(ctx context.Context) (map[string]AgentInfo, error) 
 	n.agents, n.agentsAt = a, n.cfg.Now()
 	n.mu.Unlock()
 	return a, nil
+}
+
+// unknownAgent says whether an agent's event in evs is from an agent not
+// in agents (compliance alerts name their PC themselves).
+func unknownAgent(agents map[string]AgentInfo, evs []eventlog.Stored) bool {
+	for i := range evs {
+		if a := evs[i].Agent; a != event.ServerStream {
+			if _, ok := agents[a]; !ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // classified is one event seen as one kind of alert.
@@ -549,7 +577,18 @@ func (n *Notifier) flush(ctx context.Context, set Settings) {
 	sort.Slice(due, func(i, j int) bool { return due[i].key < due[j].key })
 	for _, g := range due {
 		m := render(g)
-		for _, d := range destinations(set, g) {
+		ds := destinations(set, g)
+		if len(ds) == 0 && !g.rule.Default {
+			// The admin meant these alerts to reach someone (a default
+			// rule without recipients shows its alerts on the pages only).
+			why := "the rule has no recipients or webhooks"
+			if g.rule.DepartmentRecipients {
+				why = fmt.Sprintf("department %q has no recipients", g.dept)
+			}
+			n.record(ctx, TypeFailed, event.Warning, destination{name: "none"}, m, 0, errors.New("notify: nowhere to send: "+why))
+			continue
+		}
+		for _, d := range ds {
 			n.mu.Lock()
 			id := n.nextID
 			n.nextID++

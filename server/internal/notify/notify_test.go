@@ -55,12 +55,22 @@ func newRig(t *testing.T, agents map[string]AgentInfo) *rig {
 	return &rig{store: store, st: st, n: n}
 }
 
+// run starts the notifier and returns once it has placed its cursors
+// (events appended before that would be history to it, never news).
 func (r *rig) run(t *testing.T) {
+	r.n.mu.Lock()
+	r.n.cursors = nil // Run loads them again; wait for that load
+	r.n.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.n.Run(ctx); close(done) }()
 	r.stop = func() { cancel(); <-done }
 	t.Cleanup(func() { r.stop() })
+	waitFor(t, 30*time.Second, "the notifier's start position", func() bool {
+		r.n.mu.Lock()
+		defer r.n.mu.Unlock()
+		return r.n.cursors != nil
+	})
 }
 
 // alert appends a compliance alert the way compliance.Tracker raises one.
@@ -148,7 +158,6 @@ func TestViolationsReachMailAndWebhookGrouped(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.run(t)
-	time.Sleep(200 * time.Millisecond) // the notifier has read its start position
 	start := time.Now()
 	for i := range 30 {
 		id := fmt.Sprintf("a%02d", i)
@@ -252,7 +261,6 @@ func TestWebhookFailingThreeTimesGetsItOnTheFourth(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.run(t)
-	time.Sleep(200 * time.Millisecond)
 	seal(t, r.store, "pc1", event.Event{Control: "media", Type: "media.blocked", Severity: event.Violation,
 		Object: "usb:0781:5581:4C53000", Attrs: event.Attrs{"reason": "unregistered"}})
 	waitFor(t, 10*time.Second, "delivery on the 4th try", func() bool { return len(h.got()) == 1 })
@@ -320,7 +328,6 @@ func TestFloodOfViolationsIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.run(t)
-	time.Sleep(200 * time.Millisecond)
 	controls := []string{"screenlock", "media", "fileaccess", "backup", "posture"}
 	for i := range 1000 {
 		r.alert(t, fmt.Sprintf("a%03d", i%200), fmt.Sprintf("PC-%03d", i%200), "総務部", controls[i%5], controls[i%5]+".fail", "違反")
@@ -372,15 +379,18 @@ func TestBadSettingsChangeNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, body := range map[string]string{
-		"unknown field":     `{"rules":[],"colour":"red"}`,
-		"unknown kind":      `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"slack"}],"rules":[{"name":"r","kind":"weather","webhooks":["g"]}]}`,
-		"no such webhook":   `{"rules":[{"name":"r","kind":"silent","webhooks":["nope"]}]}`,
-		"bad address":       `{"smtp":{"host":"mail","port":587,"security":"starttls","from":"m@example.jp"},"rules":[{"name":"r","kind":"silent","recipients":["not an address"]}]}`,
-		"mail without smtp": `{"rules":[{"name":"r","kind":"silent","recipients":["a@example.jp"]}]}`,
-		"bad hours":         `{"hours":{"start":"18:00","end":"09:00","days":[1]}}`,
-		"bad format":        `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"xml"}]}`,
-		"bad url":           `{"webhooks":[{"name":"g","url":"file:///etc/passwd","format":"generic"}]}`,
-		"bad duration":      `{"rules":[{"name":"r","kind":"silent","delay":"soon"}]}`,
+		"unknown field":              `{"rules":[],"colour":"red"}`,
+		"unknown kind":               `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"slack"}],"rules":[{"name":"r","kind":"weather","webhooks":["g"]}]}`,
+		"no such webhook":            `{"rules":[{"name":"r","kind":"silent","webhooks":["nope"]}]}`,
+		"bad address":                `{"smtp":{"host":"mail","port":587,"security":"starttls","from":"m@example.jp"},"rules":[{"name":"r","kind":"silent","recipients":["not an address"]}]}`,
+		"mail without smtp":          `{"rules":[{"name":"r","kind":"silent","recipients":["a@example.jp"]}]}`,
+		"bad hours":                  `{"hours":{"start":"18:00","end":"09:00","days":[1]}}`,
+		"bad day off":                `{"departments":{"経理部":{"hours":{"start":"09:00","end":"18:00","days":[1],"days_off":["02-30"]}}}}`,
+		"day off not a date":         `{"hours":{"start":"09:00","end":"18:00","days":[1],"days_off":["年末"]}}`,
+		"bad format":                 `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"xml"}]}`,
+		"bad url":                    `{"webhooks":[{"name":"g","url":"file:///etc/passwd","format":"generic"}]}`,
+		"bad duration":               `{"rules":[{"name":"r","kind":"silent","delay":"soon"}]}`,
+		"plain smtp to another host": `{"smtp":{"host":"mail.example.jp","port":25,"security":"none","username":"u","password":"p","from":"m@example.jp"}}`,
 	} {
 		s, err := ParseSettings([]byte(body))
 		if err == nil {
@@ -410,7 +420,6 @@ func TestOutOfHoursAccessAlerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.run(t)
-	time.Sleep(200 * time.Millisecond)
 	at := func(s string) time.Time { v, _ := time.Parse(time.RFC3339, s); return v }
 	for _, e := range []event.Event{
 		{Time: at("2026-11-26T10:00:00+09:00"), Type: "file.modified", RegisterID: "PI-1", Object: `D:\経理\在勤.xlsx`}, // Thursday, working hours
@@ -450,7 +459,6 @@ func TestLoginFailuresAndIntegrity(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.run(t)
-	time.Sleep(200 * time.Millisecond)
 	fail := func(user string) {
 		if _, err := r.store.AppendServer(context.Background(), event.Event{Control: "server", Type: "ui.login_failed",
 			Severity: event.Warning, Object: "user/" + user, Attrs: event.Attrs{"ip": "192.0.2.7"}}); err != nil {
@@ -507,7 +515,6 @@ func TestPendingAlertsSurviveARestart(t *testing.T) {
 	}
 	// Something already delivered before: its cursor is saved past it.
 	r.run(t)
-	time.Sleep(200 * time.Millisecond)
 	for i := range 3 {
 		r.alert(t, fmt.Sprintf("a%d", i), "PC", "総務部", "backup", "backup.overdue", "古い")
 	}
@@ -545,5 +552,76 @@ func TestPendingAlertsSurviveARestart(t *testing.T) {
 	var m Message
 	if err := json.Unmarshal(h.got()[0], &m); err != nil || m.Count != 3 {
 		t.Errorf("after restart: %v count %d", err, m.Count)
+	}
+}
+
+// An event from a PC enrolled after the notifier read the agent list names
+// the PC and its department at once: a rule that mails the department's
+// recipients would otherwise group it under no department, and no mail
+// would go (the list was cached for 15 s).
+func TestNewlyEnrolledAgentKnownAtOnce(t *testing.T) {
+	var mu sync.Mutex
+	agents := map[string]AgentInfo{"pc0": {Hostname: "PC-0", Department: "経理部"}}
+	r := newRig(t, nil)
+	r.n.cfg.Agents = func(context.Context) (map[string]AgentInfo, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string]AgentInfo{}
+		for k, v := range agents {
+			out[k] = v
+		}
+		return out, nil
+	}
+	set := Settings{
+		SMTP:        &SMTP{Host: "127.0.0.1", Port: 25, Security: SecurityNone, From: "mamori@example.jp", Charset: CharsetISO2022JP},
+		Rules:       []Rule{{Name: "媒体", Kind: KindMedia, DepartmentRecipients: true, Delay: Duration(time.Hour)}},
+		Departments: map[string]Department{"総務部": {Recipients: []string{"somu@example.jp"}}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := r.n.Step(ctx); err != nil { // reads the agent list: pc0 only
+		t.Fatal(err)
+	}
+	mu.Lock()
+	agents["pc1"] = AgentInfo{Hostname: "PC-1", Department: "総務部"}
+	mu.Unlock()
+	seal(t, r.store, "pc1", event.Event{Control: "media", Type: "media.blocked", Severity: event.Violation,
+		Object: "usb:0781:5581:4C53000", Attrs: event.Attrs{"reason": "default"}})
+	if err := r.n.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.n.mu.Lock()
+	g := r.n.groups["rule/媒体/総務部"]
+	r.n.mu.Unlock()
+	if g == nil || g.count != 1 || g.items[0].Hostname != "PC-1" {
+		t.Fatalf("groups %v, want the block under 総務部 named PC-1", r.n.groups)
+	}
+	if d := destinations(set, g); len(d) != 1 || d[0].name != "mail:somu@example.jp" {
+		t.Errorf("destinations %+v", d)
+	}
+}
+
+// A rule that mails department recipients, for an alert of a department
+// with none (or a PC enrolled without one), has nowhere to send it: that
+// is a failed delivery, visible like any other, not a silent drop.
+func TestAlertWithNowhereToGoIsAFailedDelivery(t *testing.T) {
+	r := newRig(t, map[string]AgentInfo{"pc1": {Hostname: "PC-1", Department: "経理部"}})
+	set := Settings{
+		SMTP:        &SMTP{Host: "127.0.0.1", Port: 25, Security: SecurityNone, From: "mamori@example.jp", Charset: CharsetISO2022JP},
+		Rules:       []Rule{{Name: "媒体", Kind: KindMedia, DepartmentRecipients: true, Delay: Duration(50 * time.Millisecond)}},
+		Departments: map[string]Department{"総務部": {Recipients: []string{"somu@example.jp"}}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	seal(t, r.store, "pc1", event.Event{Control: "media", Type: "media.blocked", Severity: event.Violation, Object: "E:"})
+	waitFor(t, 10*time.Second, "the failed delivery", func() bool { return len(deliveryLog(t, r.store)) > 0 })
+	log := deliveryLog(t, r.store)
+	if len(log) != 1 || log[0].Type != TypeFailed || log[0].Severity != event.Warning || log[0].Attrs["destination"] != "none" ||
+		!strings.Contains(fmt.Sprint(log[0].Attrs["error"]), "経理部") {
+		t.Fatalf("delivery log %+v", log)
 	}
 }

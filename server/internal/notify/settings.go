@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/mail"
 	"net/url"
 	"strconv"
@@ -94,9 +95,9 @@ type Settings struct {
 	Departments map[string]Department `json:"departments"`
 	// Hours are the working hours of departments without their own.
 	Hours Hours `json:"hours"`
-	// RateLimit is the most messages one destination (a mail recipient
-	// list or a webhook) gets per hour; further alerts wait and are merged
-	// into the next message. Default 12.
+	// RateLimit is the most messages one rule (per department, with
+	// department recipients) sends per hour, in bursts of 3; further
+	// alerts wait and are merged into the next message. Default 12.
 	RateLimit int   `json:"rate_limit_per_hour"`
 	Retry     Retry `json:"retry"`
 	// MonthlyReport, if set, mails last month's audit report (HTML and
@@ -170,6 +171,9 @@ type Hours struct {
 	End            string `json:"end"`   // "18:00"
 	Days           []int  `json:"days"`
 	WorkOnHolidays bool   `json:"work_on_holidays,omitempty"`
+	// DaysOff are the office's own days off: "MM-DD" every year (年末年始
+	// "12-29" ... "01-03"), "YYYY-MM-DD" that day only.
+	DaysOff []string `json:"days_off,omitempty"`
 }
 
 // Retry bounds the delivery attempts of one message.
@@ -256,6 +260,9 @@ func (s *Settings) Validate() error {
 			return invalid("smtp.charset must be iso-2022-jp or utf-8")
 		case m.Password != "" && m.Username == "":
 			return invalid("smtp.password without smtp.username")
+		case m.Security == SecurityNone && !IsLoopback(m.Host):
+			// Alerts name PCs and people, and a password would go in clear.
+			return invalid("smtp.security none is only for a relay on this machine (127.0.0.1, ::1, localhost); use starttls or tls")
 		}
 		if _, err := mail.ParseAddress(m.From); err != nil {
 			return invalid("smtp.from %q is not a mail address", m.From)
@@ -348,7 +355,25 @@ func (h Hours) validate(where string) error {
 			return invalid("%s.days: %d is not a weekday 0..6", where, d)
 		}
 	}
+	if len(h.DaysOff) > 366 {
+		return invalid("%s.days_off: at most 366 days", where)
+	}
+	for _, d := range h.DaysOff {
+		if !validDayOff(d) {
+			return invalid("%s.days_off: %q is not a date MM-DD (every year) or YYYY-MM-DD", where, d)
+		}
+	}
 	return nil
+}
+
+// validDayOff accepts "MM-DD" (a day that exists in a leap year) and
+// "YYYY-MM-DD".
+func validDayOff(d string) bool {
+	if len(d) == 5 {
+		d = "2024-" + d // a leap year: 02-29 is a day off in the years that have it
+	}
+	t, err := time.Parse(time.DateOnly, d)
+	return err == nil && t.Format(time.DateOnly) == d
 }
 
 // clock parses "HH:MM" into minutes after midnight; "24:00" is allowed.
@@ -411,4 +436,13 @@ func (s Settings) Redacted() Settings {
 		s.SMTP = &m
 	}
 	return s
+}
+
+// IsLoopback says whether host names this machine (security none is only for such a relay).
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }

@@ -87,6 +87,11 @@ func (r *Report) CSV(w io.Writer) error {
 	add("完全性", "開始", strconv.FormatInt(in.StartSize, 10), in.StartRoot)
 	add("完全性", "終了", strconv.FormatInt(in.EndSize, 10), in.EndRoot)
 	add("完全性", "検証", strconv.FormatBool(in.Verified), in.Statement)
+	for _, it := range integrityTypes {
+		if n := in.Problems[it.typ]; n > 0 {
+			add("完全性", "問題", it.typ, it.ja, strconv.FormatInt(n, 10))
+		}
+	}
 	if _, err := io.WriteString(w, "\ufeff"); err != nil {
 		return err
 	}

@@ -19,7 +19,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -154,8 +156,25 @@ type Integrity struct {
 	StartNote   string    `json:"start_note,omitempty"`
 	EndNote     string    `json:"end_note,omitempty"`
 	Proof       []string  `json:"proof"`
-	Verified    bool      `json:"verified"`
-	Statement   string    `json:"statement"` // Japanese
+	// Problems counts the integrity events the server recorded in the
+	// period, by type (see integrityTypes).
+	Problems  map[string]int64 `json:"problems"`
+	Verified  bool             `json:"verified"`
+	Statement string           `json:"statement"` // Japanese
+}
+
+// integrityTypes are the server's own records of integrity problems, in
+// the order the statement names them: the stored log no longer matching
+// its tree (the scrubber), acked events lost to a restored backup, and
+// events an agent never delivered (a gap in its chain). The first two
+// mean the period's records are not intact.
+var integrityTypes = []struct {
+	typ, ja string
+	broken  bool
+}{
+	{"server.scrub_failed", "ログの再検証で不一致", true},
+	{"server.event_loss_accepted", "受け入れたイベントの欠損 (バックアップからの復元)", true},
+	{eventlog.GapType, "エージェントの記録の連番の欠落", false},
 }
 
 // Report is the audit report.
@@ -197,11 +216,13 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 		return nil, fmt.Errorf("report: agents: %w", err)
 	}
 	byID := map[string]Agent{}
-	var scope []string // nil: every stream (the server's own too)
+	var scope []string         // nil: every stream (the server's own too)
+	hosts := map[string]bool{} // the department's PCs by hostname (lower case)
 	for _, a := range agents {
 		byID[a.ID] = a
 		if p.Department != "" && a.Department == p.Department {
 			scope = append(scope, a.ID)
+			hosts[strings.ToLower(a.Hostname)] = true
 		}
 	}
 	r.Hosts = len(scope)
@@ -227,7 +248,8 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 	if err := s.names(ctx, r); err != nil {
 		return nil, err
 	}
-	if err := s.registers(ctx, r, from, end, p.Department); err != nil {
+	sc := deptScope{dept: p.Department, hosts: hosts}
+	if err := s.registers(ctx, r, from, end, &sc); err != nil {
 		return nil, err
 	}
 	incs, err := s.cfg.Incidents.List(ctx)
@@ -236,7 +258,7 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 	}
 	r.Incidents = []incident.Incident{}
 	for _, in := range incs {
-		if !in.DiscoveredAt.Before(from) && in.DiscoveredAt.Before(end) {
+		if !in.DiscoveredAt.Before(from) && in.DiscoveredAt.Before(end) && sc.incident(in) {
 			r.Incidents = append(r.Incidents, in)
 		}
 	}
@@ -481,11 +503,41 @@ func (s *Service) names(ctx context.Context, r *Report) error {
 	return nil
 }
 
+// deptScope says what of the registers and incidents belongs to a
+// department's report: what happened on its PCs or concerns its 台帳
+// entries. An empty dept takes everything.
+type deptScope struct {
+	dept    string
+	hosts   map[string]bool   // its PCs' hostnames, lower case
+	entries map[string]string // 個人情報管理台帳 id -> department
+}
+
+func (d *deptScope) host(h string) bool { return d.hosts[strings.ToLower(h)] }
+
+func (d *deptScope) entry(id string) bool { return id != "" && d.entries[id] == d.dept }
+
+func (d *deptScope) approval(a *register.Approval) bool {
+	return d.dept == "" || d.host(a.Host) || slices.ContainsFunc(a.RegisterIDs, d.entry)
+}
+
+func (d *deptScope) disposal(x *register.Disposal) bool { return d.dept == "" || d.entry(x.RegisterID) }
+
+func (d *deptScope) incident(in incident.Incident) bool {
+	return d.dept == "" || slices.ContainsFunc(in.Hosts, d.host) ||
+		slices.ContainsFunc(in.Affected, func(a incident.Affected) bool { return a.Kind == register.KindPI && d.entry(a.ID) })
+}
+
 // registers fills review status, carry-outs and disposals.
-func (s *Service) registers(ctx context.Context, r *Report, from, end time.Time, dept string) error {
+func (s *Service) registers(ctx context.Context, r *Report, from, end time.Time, sc *deptScope) error {
 	pis, err := s.cfg.Registers.List(ctx, register.KindPI, register.Filter{})
 	if err != nil {
 		return fmt.Errorf("report: register: %w", err)
+	}
+	dept := sc.dept
+	sc.entries = make(map[string]string, len(pis))
+	for _, e := range pis {
+		p := e.(*register.PIEntry)
+		sc.entries[p.ID] = p.Department
 	}
 	limit := end.AddDate(-1, 0, 0).In(JST).Format(time.DateOnly)
 	r.Reviews = []Review{}
@@ -504,7 +556,7 @@ func (s *Service) registers(ctx context.Context, r *Report, from, end time.Time,
 	r.CarryOuts = []register.Approval{}
 	for _, e := range aps {
 		a := e.(*register.Approval)
-		if a.From.Before(end) && !a.To.Before(from) {
+		if a.From.Before(end) && !a.To.Before(from) && sc.approval(a) {
 			r.CarryOuts = append(r.CarryOuts, *a)
 		}
 	}
@@ -516,17 +568,52 @@ func (s *Service) registers(ctx context.Context, r *Report, from, end time.Time,
 	f, t := from.In(JST).Format(time.DateOnly), end.In(JST).Format(time.DateOnly)
 	for _, e := range ds {
 		d := e.(*register.Disposal)
-		if d.Date >= f && d.Date < t {
+		if d.Date >= f && d.Date < t && sc.disposal(d) {
 			r.Disposals = append(r.Disposals, *d)
 		}
 	}
 	return nil
 }
 
-// integrity states what the signed log proves about the period.
+// integrity states what the signed log proves about the period, and what
+// integrity problems the server recorded in it.
 func (s *Service) integrity(ctx context.Context, r *Report, from, end time.Time) error {
 	in := &r.Integrity
 	in.Proof = []string{}
+	in.Problems = map[string]int64{}
+	q := eventlog.CountQuery{From: from, To: end, GroupBy: []string{"type"}} // read through the type index: these are rare
+	for _, it := range integrityTypes {
+		q.Types = append(q.Types, it.typ)
+	}
+	gs, err := s.cfg.Store.Count(ctx, q)
+	if err != nil {
+		return fmt.Errorf("report: integrity events: %w", err)
+	}
+	for _, g := range gs {
+		in.Problems[g.Keys[0]] += g.Events
+	}
+	if err := s.proveIntegrity(ctx, in, from, end); err != nil {
+		return err
+	}
+	var found []string
+	for _, it := range integrityTypes {
+		if n := in.Problems[it.typ]; n > 0 {
+			found = append(found, fmt.Sprintf("%s %d 件 (%s)", it.ja, n, it.typ))
+			if it.broken && in.Verified {
+				in.Verified = false
+				in.Statement = fmt.Sprintf("期間開始時と期間末のチェックポイント (%d 件、%d 件) の署名と整合性証明は有効ですが、"+
+					"期間中にサーバーがログの問題を記録しているため、期間中の記録がすべて残っているとは言えません。", in.StartSize, in.EndSize)
+			}
+		}
+	}
+	if len(found) > 0 {
+		in.Statement += " 期間中に記録された完全性の問題: " + strings.Join(found, "、") + "。"
+	}
+	return nil
+}
+
+// proveIntegrity checks the checkpoints at the start and end of the period.
+func (s *Service) proveIntegrity(ctx context.Context, in *Integrity, from, end time.Time) error {
 	start, err := s.cfg.Store.CheckpointBefore(ctx, from)
 	switch {
 	case errors.Is(err, eventlog.ErrNoCheckpoint):

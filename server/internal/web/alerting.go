@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mamori/mamori/server/internal/incident"
@@ -38,6 +40,7 @@ func (u *UI) alertingRoutes(mux *http.ServeMux) {
 	}
 	if a.Incidents != nil {
 		mux.HandleFunc("GET /incidents", u.auth(anyRole, u.handleIncidents))
+		mux.HandleFunc("POST /incidents", u.auth(deciders, u.handleIncidentOpen))
 		mux.HandleFunc("GET /incidents/{id}/worksheet", u.auth(anyRole, u.handleWorksheet))
 	}
 	if a.Reports != nil {
@@ -54,15 +57,90 @@ func (u *UI) titled(r *http.Request, nav, ja, en string) *page {
 	return p
 }
 
+// incidentsView is the 事故 page: the list and the form to open one by
+// hand (kept, with its problem, when refused).
+type incidentsView struct {
+	List []incident.Incident
+	Form incidentForm
+}
+
+type incidentForm struct {
+	Title, DiscoveredAt, Summary string
+	Err                          string
+}
+
 func (u *UI) handleIncidents(w http.ResponseWriter, r *http.Request) {
+	u.incidentsPage(w, r, http.StatusOK, incidentForm{})
+}
+
+func (u *UI) incidentsPage(w http.ResponseWriter, r *http.Request, status int, f incidentForm) {
 	all, err := u.cfg.Alerting.Incidents.List(r.Context())
 	if err != nil {
 		u.internal(w, r, "incidents", err)
 		return
 	}
 	p := u.titled(r, "incidents", "事故・漏えい等", "Incidents")
-	p.Data = all
-	u.render(w, r, http.StatusOK, "incidents", p)
+	p.Data = incidentsView{List: all, Form: f}
+	u.render(w, r, status, "incidents", p)
+}
+
+// handleIncidentOpen opens an incident from an alert (the 通知 page's
+// button: alert=INDEX) or by hand (title); discovered_at is a Japan time
+// (YYYY-MM-DDTHH:MM), now when empty. The incident service records it.
+func (u *UI) handleIncidentOpen(w http.ResponseWriter, r *http.Request) {
+	f := incidentForm{Title: strings.TrimSpace(r.PostFormValue("title")), DiscoveredAt: strings.TrimSpace(r.PostFormValue("discovered_at")),
+		Summary: r.PostFormValue("summary")}
+	refuse := func(msg string) {
+		f.Err = msg
+		u.incidentsPage(w, r, http.StatusBadRequest, f)
+	}
+	req := incident.OpenRequest{Title: f.Title, Summary: f.Summary}
+	if a := r.PostFormValue("alert"); a != "" {
+		idx, err := strconv.ParseInt(a, 10, 64)
+		if err != nil || idx < 0 {
+			refuse("アラートの番号が正しくありません。")
+			return
+		}
+		req.Alert = &idx
+	}
+	if f.DiscoveredAt != "" {
+		t, err := time.ParseInLocation("2006-01-02T15:04", f.DiscoveredAt, u.cfg.Location)
+		if err != nil {
+			refuse("発覚日時は 2026-12-03T09:30 の形で入力してください。")
+			return
+		}
+		req.DiscoveredAt = t
+	}
+	_, err := u.cfg.Alerting.Incidents.Open(r.Context(), sessionFrom(r.Context()).Name, req)
+	switch {
+	case errors.Is(err, incident.ErrNotFound):
+		refuse("そのアラートは見つかりません。")
+		return
+	case errors.Is(err, incident.ErrInvalid):
+		refuse(incidentProblem(err))
+		return
+	case err != nil:
+		u.internal(w, r, "open incident", err)
+		return
+	}
+	back(w, r, "/incidents", "saved")
+}
+
+// incidentProblem says in Japanese what was wrong with an incident form.
+func incidentProblem(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "title is required"):
+		return "件名を入力してください (アラートから記録するときは不要です)。"
+	case strings.Contains(msg, "in the future"):
+		return "発覚日時が未来になっています。"
+	case strings.Contains(msg, "occurred_at is after discovered_at"):
+		return "発覚日時がアラートの発生より前になっています。"
+	case strings.Contains(msg, "not an alert"):
+		return "このイベントはアラートではありません。"
+	default:
+		return "入力を確認してください: " + msg
+	}
 }
 
 func (u *UI) handleWorksheet(w http.ResponseWriter, r *http.Request) {

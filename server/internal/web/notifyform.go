@@ -351,6 +351,8 @@ func (u *UI) handleSMTPForm(w http.ResponseWriter, r *http.Request) {
 		m.Port = port
 		if !slices.Contains([]string{notify.SecuritySTARTTLS, notify.SecurityTLS, notify.SecurityNone}, m.Security) {
 			f.Errs["security"] = "暗号化の方式を選んでください。"
+		} else if m.Security == notify.SecurityNone && !notify.IsLoopback(m.Host) {
+			f.Errs["security"] = "暗号化なしは同じマシン上の中継 (127.0.0.1、localhost) だけに使えます。STARTTLS か TLS を選んでください。"
 		}
 		if !slices.Contains([]string{notify.CharsetISO2022JP, notify.CharsetUTF8}, m.Charset) {
 			f.Errs["charset"] = "文字コードを選んでください。"

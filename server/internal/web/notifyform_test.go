@@ -113,6 +113,11 @@ func TestNotificationFormsAndAlertActions(t *testing.T) {
 			!strings.Contains(a.body, `value="mail.example.jp"`) {
 			t.Errorf("bad smtp: %d", a.status)
 		}
+		a = admin.post("/notifications/smtp", url.Values{"csrf": {csrf}, "revision": {rev}, "host": {"mail.example.jp"},
+			"port": {"25"}, "security": {"none"}, "from": {"mamori@example.jp"}, "charset": {"utf-8"}, "action": {"save"}})
+		if a.status != http.StatusBadRequest || !strings.Contains(a.body, "暗号化なしは同じマシン上の中継") {
+			t.Errorf("plain smtp to another host: %d", a.status)
+		}
 		after := getNotify(t, srv)
 		if !after.AreDefaults || len(after.Rules) != len(before.Rules) || len(serverEvents(t, srv, "notify.settings_changed")) != nEvents {
 			t.Fatal("bad input changed the settings")
