@@ -161,8 +161,9 @@ timeout 30 /usr/lib/wine/wineserver -k 2>/dev/null || true
 w msiexec /i dist/mamori-server.msi /qn || fail "server msiexec /i: exit $?"
 skey=$(w reg query 'HKLM\System\CurrentControlSet\Services\MamoriServer' | tr -d '\r')
 echo "$skey"
-grep -q 'ImagePath.*mamori-server.exe.* serve --data-dir "C:\\ProgramData\\Mamori\\server" --listen :8443' <<<"$skey" ||
-	fail "server service command line"
+# Quoted like the agent's: unquoted, Windows would try C:\Program.exe first (CWE-428).
+grep -q 'ImagePath.*REG_SZ *"C:\\Program Files\\Mamori\\mamori-server.exe" serve --data-dir "C:\\ProgramData\\Mamori\\server" --listen :8443$' <<<"$skey" ||
+	fail "server service command line (quoted ImagePath)"
 [ -f "$c/Program Files/Mamori/mamori-server.exe" ] || fail "mamori-server.exe not installed"
 w msiexec /x dist/mamori-server.msi /qn || fail "server msiexec /x: exit $?"
 ! w reg query 'HKLM\System\CurrentControlSet\Services\MamoriServer' >/dev/null 2>&1 || fail "server /x left the service"
