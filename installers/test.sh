@@ -3,7 +3,8 @@
 #  1. make dist, signed with a throwaway self-made code-signing certificate,
 #     and every signature verified; SHA256SUMS checked; SBOMs parsed.
 #  2. the MSI tables an admin relies on, listed with msiinfo: ServiceInstall,
-#     CustomAction, Property (MsiHiddenProperties = TOKEN).
+#     CustomAction, Property (MsiHiddenProperties = TOKEN); the server MSI's
+#     HardenServer action.
 #  3. under Wine, in a prefix of its own: msiexec /i with SERVER, TOKEN,
 #     CAHASH installs the files, the service key (quoted ImagePath,
 #     LocalSystem, automatic) and the protected config; the installed agent,
@@ -62,6 +63,16 @@ catype=$(awk -F'\t' '$1 == "ConfigureAgent" { print $2 }' <<<"$actions")
 echo "ConfigureAgent Type $catype: deferred, no impersonation, HideTarget"
 srv=$(msiinfo export dist/mamori-server.msi ServiceInstall)
 grep -q "MamoriServer.*LocalSystem" <<<"$srv" || fail "server MSI: no MamoriServer service"
+# wixl has no ServiceConfig: the server sets its service's quoted path and
+# recovery actions itself, from a deferred action run as LocalSystem.
+sactions=$(msiinfo export dist/mamori-server.msi CustomAction)
+echo "$sactions"
+satype=$(awk -F'\t' '$1 == "HardenServer" { print $2 }' <<<"$sactions")
+[ -n "$satype" ] && (( satype & 0x400 )) && (( satype & 0x800 )) ||
+	fail "server MSI: no deferred, no-impersonate HardenServer action (Type $satype)"
+grep -q $'^HardenServer\t[0-9]*\tServerExe\tharden-service MamoriServer' <<<"$sactions" ||
+	fail "server MSI: HardenServer does not run harden-service MamoriServer"
+echo "HardenServer Type $satype: deferred, no impersonation"
 
 step "MSI under Wine (own prefix)"
 export WINEPREFIX=$work/wine WINEDEBUG=-all
@@ -161,8 +172,9 @@ timeout 30 /usr/lib/wine/wineserver -k 2>/dev/null || true
 w msiexec /i dist/mamori-server.msi /qn || fail "server msiexec /i: exit $?"
 skey=$(w reg query 'HKLM\System\CurrentControlSet\Services\MamoriServer' | tr -d '\r')
 echo "$skey"
-grep -q 'ImagePath.*mamori-server.exe.* serve --data-dir "C:\\ProgramData\\Mamori\\server" --listen :8443' <<<"$skey" ||
-	fail "server service command line"
+# Quoted like the agent's: unquoted, Windows would try C:\Program.exe first (CWE-428).
+grep -q 'ImagePath.*REG_SZ *"C:\\Program Files\\Mamori\\mamori-server.exe" serve --data-dir "C:\\ProgramData\\Mamori\\server" --listen :8443$' <<<"$skey" ||
+	fail "server service command line (quoted ImagePath)"
 [ -f "$c/Program Files/Mamori/mamori-server.exe" ] || fail "mamori-server.exe not installed"
 w msiexec /x dist/mamori-server.msi /qn || fail "server msiexec /x: exit $?"
 ! w reg query 'HKLM\System\CurrentControlSet\Services\MamoriServer' >/dev/null 2>&1 || fail "server /x left the service"

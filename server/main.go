@@ -4,6 +4,7 @@
 //
 //	mamori-server serve [--data-dir DIR] [--listen ADDR] [--hostname NAMES] [--etcd-endpoints URLS] [--events-dsn DSN]
 //	mamori-server install|uninstall|start|stop [serve flags]
+//	mamori-server harden-service [NAME]
 //	mamori-server verify BUNDLE --pubkey FILE [--checkpoint OLD|WITNESS_DIR] [--lang en|ja]
 //	mamori-server witness --server URL --token T --pubkey FILE --state DIR [--once]
 //	mamori-server version
@@ -30,6 +31,8 @@ commands:
   uninstall                        remove that service
   start                            start the service
   stop                             stop the service
+  harden-service [NAME]            Windows: quote the service's path, restart it on any failure
+                                   (default NAME MamoriServer; the MSI runs it, install and each start do it too)
   verify BUNDLE --pubkey FILE [--checkpoint OLD|WITNESS_DIR] [--lang en|ja]
                                    check an evidence bundle offline (exit 0 intact, 1 not, 2 could not check)
   witness --server URL --token T --pubkey FILE --state DIR [--once]
@@ -86,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdServe(rest, stdout, stderr)
 	case "install", "uninstall", "start", "stop":
 		err = cmdService(cmd, rest, stdout, stderr)
+	case "harden-service":
+		err = cmdHardenService(rest, stdout)
 	case "register", "policy":
 		err = cmdAdmin(cmd, rest, stdout, stderr)
 	case "tokens", "agents":

@@ -156,7 +156,7 @@ func TestHelpNamesEveryCommand(t *testing.T) {
 		var out, errb bytes.Buffer
 		run(args, &out, &errb)
 		text := out.String() + errb.String()
-		for _, cmd := range []string{"serve", "install", "uninstall", "start", "stop", "verify", "register import", "policy apply", "version", "help"} {
+		for _, cmd := range []string{"serve", "install", "uninstall", "start", "stop", "harden-service", "verify", "register import", "policy apply", "version", "help"} {
 			if !strings.Contains(text, "\n  "+cmd+" ") {
 				t.Errorf("%q does not name %q:\n%s", args, cmd, text)
 			}

@@ -57,6 +57,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		<-ctx.Done()
 		return prg.Stop(nil)
 	}
+	hardenAtStart(log)
 	svc, err := service.New(prg, serviceConfig(nil))
 	if err != nil {
 		return fmt.Errorf("service: %w", err)

@@ -1,10 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"strings"
 
 	"github.com/kardianos/service"
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/shared/winservice"
 )
 
 // serviceName is the Windows service and systemd unit name.
@@ -27,14 +33,11 @@ func serviceConfigFor(platform string, args []string) *service.Config {
 		DisplayName: "Mamori Server",
 		Description: "Mamori (守り) server: agent enrollment, tamper-evident event log, admin API.",
 		Arguments:   args,
-		// No DelayedAutoStart: it fails under Wine and a server needs none.
+		// Windows recovery actions: winservice.Harden after install.
 		Option: service.KeyValue{
-			"StartType":              "automatic",
-			"OnFailure":              "restart", // Windows recovery actions need this option
-			"OnFailureDelayDuration": "10s",
-			"OnFailureResetPeriod":   86400,
-			"Restart":                "always", // systemd
-			"LimitNOFILE":            65536,
+			"StartType":   "automatic",
+			"Restart":     "always", // systemd
+			"LimitNOFILE": 65536,
 		},
 	}
 	if platform == "linux-systemd" {
@@ -66,8 +69,60 @@ func cmdService(cmd string, args []string, stdout, stderr io.Writer) error {
 	}
 	if cmd == "install" {
 		fmt.Fprintf(stdout, "installed service %s: %s\n", serviceName, svcArgs)
+		if runtime.GOOS == "windows" {
+			if err := hardenService(serviceName); err != nil {
+				return fmt.Errorf("service %s installed, but not all settings applied: %w", serviceName, err)
+			}
+		}
 	} else {
 		fmt.Fprintf(stdout, "service %s: %s done\n", serviceName, cmd)
 	}
 	return nil
+}
+
+// msiServiceName is the service mamori-server.msi installs.
+const msiServiceName = "MamoriServer"
+
+// hardenService sets what neither the MSI (wixl has no ServiceConfig) nor
+// kardianos does: the quoted path (unquoted, Windows would try
+// C:\Program.exe first) and restarts also after an exit with an error code.
+// No delayed auto start: agents wait for a server, not the reverse.
+func hardenService(name string) error { return winservice.Harden(name, false) }
+
+// cmdHardenService is "harden-service [NAME]", run by the MSI after it
+// installed the service (default NAME: the MSI's).
+func cmdHardenService(args []string, stdout io.Writer) error {
+	name := msiServiceName
+	switch {
+	case len(args) > 1:
+		return usageError{fmt.Errorf("harden-service takes one service name at most, got %q", args)}
+	case len(args) == 1 && (args[0] == "" || strings.HasPrefix(args[0], "-")):
+		return usageError{fmt.Errorf("harden-service: %q is not a service name", args[0])}
+	case len(args) == 1:
+		name = args[0]
+	}
+	if err := hardenService(name); err != nil {
+		if errors.Is(err, winservice.ErrUnsupported) {
+			return usageError{fmt.Errorf("harden-service is for the Windows service: %w", err)}
+		}
+		return fmt.Errorf("service %s: not all settings applied (the service retries at each start): %w", name, err)
+	}
+	fmt.Fprintf(stdout, "service %s: quoted path and recovery actions set\n", name)
+	return nil
+}
+
+// hardenAtStart repeats hardenService for the service we run as, so that a
+// repaired or upgraded install (or an MSI action that could not do it) gets
+// the settings back.
+func hardenAtStart(log zerolog.Logger) {
+	if runtime.GOOS != "windows" {
+		return
+	}
+	name, err := winservice.Self()
+	if err == nil {
+		err = hardenService(name)
+	}
+	if err != nil {
+		log.Warn().Err(err).Msg("service: service settings not all applied")
+	}
 }

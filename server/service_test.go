@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -30,5 +32,30 @@ func TestServiceConfigDependencies(t *testing.T) {
 		if !strings.Contains(d, "=") {
 			t.Errorf("linux-systemd: %q is not a unit line", d)
 		}
+	}
+}
+
+// harden-service takes one service name at most, and off Windows says it
+// is for the Windows service instead of pretending to do something.
+func TestHardenServiceUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"harden-service", "MamoriServer", "extra"},
+		{"harden-service", "--name"},
+		{"harden-service", ""},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), "harden-service") {
+			t.Errorf("%q: exit %d, want 2 naming harden-service: %s", args, code, errb.String())
+		}
+	}
+	if runtime.GOOS == "windows" {
+		return // the Windows run is installers/test.sh's, on the installed service
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"harden-service"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "Windows services only") {
+		t.Errorf("harden-service on %s: exit %d: %s", runtime.GOOS, code, errb.String())
+	}
+	if out.Len() != 0 {
+		t.Errorf("harden-service on %s claims success: %s", runtime.GOOS, out.String())
 	}
 }

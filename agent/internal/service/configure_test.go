@@ -77,20 +77,6 @@ func TestVersionAndHelp(t *testing.T) {
 	}
 }
 
-func TestQuoteImagePath(t *testing.T) {
-	for in, want := range map[string]string{
-		`C:\Program Files\Mamori\mamori-agent.exe run`:      `"C:\Program Files\Mamori\mamori-agent.exe" run`,
-		`C:\Program Files\Mamori\mamori-agent.EXE`:          `"C:\Program Files\Mamori\mamori-agent.EXE"`,
-		`"C:\Program Files\Mamori\mamori-agent.exe" run`:    `"C:\Program Files\Mamori\mamori-agent.exe" run`,
-		`C:\Mamori\mamori-agent.exe run --state-dir C:\x y`: `C:\Mamori\mamori-agent.exe run --state-dir C:\x y`,
-		``: ``,
-	} {
-		if got := quoteImagePath(in); got != want {
-			t.Errorf("quoteImagePath(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // The MSI runs configure -installer on every install: without SERVER (an
 // upgrade, a repair) it keeps the config and succeeds.
 func TestConfigureInstallerWithoutServerKeepsConfig(t *testing.T) {

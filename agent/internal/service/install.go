@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	kservice "github.com/kardianos/service"
 )
@@ -86,22 +85,4 @@ func cmdControl(cmd string, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: %s done\n", ServiceName, cmd)
 	return nil
-}
-
-// quoteImagePath quotes the program part of a service command line that
-// has a space in it and no quotes ("C:\Program Files\Mamori\x.exe" run):
-// unquoted, Windows would try C:\Program.exe first (CWE-428).
-func quoteImagePath(p string) string {
-	if p == "" || strings.HasPrefix(p, `"`) {
-		return p
-	}
-	i := strings.Index(strings.ToLower(p), ".exe")
-	if i < 0 {
-		return p
-	}
-	exe := p[:i+len(".exe")]
-	if !strings.Contains(exe, " ") {
-		return p
-	}
-	return `"` + exe + `"` + p[len(exe):]
 }

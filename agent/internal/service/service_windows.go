@@ -3,19 +3,17 @@ package service
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/svc"
-	"golang.org/x/sys/windows/svc/mgr"
 
 	"github.com/mamori/mamori/agent/internal/host"
 	"github.com/mamori/mamori/agent/internal/session"
+	"github.com/mamori/mamori/shared/winservice"
 )
 
 // isService is decided once: the answer does not change while we run.
@@ -152,71 +150,6 @@ func decodeNotification(b []byte) (uint32, bool) {
 	return id, id != 0xFFFFFFFF // WTS's "no session"
 }
 
-// recoveryActions restart after 5 s, 30 s and 60 s; the count resets after
-// a day without failure.
-var recoveryActions = []mgr.RecoveryAction{
-	{Type: mgr.ServiceRestart, Delay: 5 * time.Second},
-	{Type: mgr.ServiceRestart, Delay: 30 * time.Second},
-	{Type: mgr.ServiceRestart, Delay: 60 * time.Second},
-}
-
-const recoveryReset = 24 * 60 * 60 // seconds
-
-// hardenService sets what the MSI (wixl has no ServiceConfig) and
-// kardianos cannot: a quoted ImagePath, three restart actions also for
-// exits with an error code, and delayed auto start. Each step is tried;
-// the errors of those that failed are returned together.
-func hardenService() error {
-	m, err := mgr.Connect()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := m.OpenService(ServiceName)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	var errs []error
-	if path, err := binaryPath(s.Handle); err != nil {
-		errs = append(errs, fmt.Errorf("read ImagePath: %w", err))
-	} else if q := quoteImagePath(path); q != path {
-		nc := uint32(windows.SERVICE_NO_CHANGE)
-		if err := windows.ChangeServiceConfig(s.Handle, nc, nc, nc, windows.StringToUTF16Ptr(q),
-			nil, nil, nil, nil, nil, nil); err != nil {
-			errs = append(errs, fmt.Errorf("quote ImagePath: %w", err))
-		}
-	}
-	if err := s.SetRecoveryActions(recoveryActions, recoveryReset); err != nil {
-		errs = append(errs, fmt.Errorf("recovery actions: %w", err))
-	} else if err := s.SetRecoveryActionsOnNonCrashFailures(true); err != nil {
-		// Without this, an exit with an error code (not a crash) is
-		// "stopped" and never restarted.
-		errs = append(errs, fmt.Errorf("recovery on non-crash failures: %w", err))
-	}
-	info := windows.SERVICE_DELAYED_AUTO_START_INFO{IsDelayedAutoStartUp: 1}
-	if err := windows.ChangeServiceConfig2(s.Handle, windows.SERVICE_CONFIG_DELAYED_AUTO_START_INFO,
-		(*byte)(unsafe.Pointer(&info))); err != nil {
-		errs = append(errs, fmt.Errorf("delayed auto start: %w", err))
-	}
-	return errors.Join(errs...)
-}
-
-// binaryPath reads the service's command line with QueryServiceConfig
-// alone: mgr's Config also asks QueryServiceConfig2 for the description,
-// which some SCMs (Wine's) refuse.
-func binaryPath(h windows.Handle) (string, error) {
-	var need uint32
-	buf := make([]byte, 1024)
-	for {
-		cfg := (*windows.QUERY_SERVICE_CONFIG)(unsafe.Pointer(&buf[0]))
-		err := windows.QueryServiceConfig(h, cfg, uint32(len(buf)), &need)
-		if err == nil {
-			return windows.UTF16PtrToString(cfg.BinaryPathName), nil
-		}
-		if err != windows.ERROR_INSUFFICIENT_BUFFER || need <= uint32(len(buf)) {
-			return "", err
-		}
-		buf = make([]byte, need)
-	}
-}
+// hardenService: the agent starts late (delayed auto start) so that the
+// PC's boot is not slowed by it.
+func hardenService() error { return winservice.Harden(ServiceName, true) }
