@@ -284,7 +284,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("app: refusing to start: %w", err)
 		}
 		etcdCP = nil
-	} else if msg, err := audit.SignMark(audit.Mark{Size: n, Root: root, Time: time.Now().UTC()}, s.logKey); err != nil {
+	} else if msg, err := audit.StartMark(mark, verifier, n, root, s.logKey); err != nil { // keeps the scrubber's place
 		return nil, fmt.Errorf("app: %w", err)
 	} else if err := s.state.PutVerifiedMark(ctx, msg); err != nil {
 		s.log.Warn().Err(err).Msg("verified mark not stored")
