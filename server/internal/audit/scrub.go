@@ -74,8 +74,10 @@ func (s *Scrubber) Problem() error {
 // Passes returns how many passes finished.
 func (s *Scrubber) Passes() int64 { return s.passes.Load() }
 
-// MarkInterval is how often Run signs a mark of the latest checkpoint.
-const MarkInterval = 5 * time.Minute
+// MarkInterval is how often Run signs a mark of the latest checkpoint (and
+// keeps the scrubber's place): after a kill, start-up re-reads at most this
+// much ingest (at 5,000 events/s about 7 s on a 2-core machine).
+const MarkInterval = time.Minute
 
 // MarkCurrent signs a verified mark of the latest signed checkpoint, unless
 // a pass of this process found a problem. Events this server appended were
