@@ -69,9 +69,14 @@ func TestWitnessDetectsFork(t *testing.T) {
 		}
 	}))
 	defer hook.Close()
+	// The auditor's read-only API token.
+	var tok struct{ Token string }
+	if err := json.Unmarshal(call("POST", "/api/v1/tokens", `{"kind":"api","name":"witness","role":"auditor","ttl":"720h"}`), &tok); err != nil || tok.Token == "" {
+		t.Fatalf("auditor token: %v", err)
+	}
 	round := func() (int, string) {
 		var out, errb bytes.Buffer
-		code := run([]string{"witness", "--server", srv.URL(), "--token", srv.AdminToken(), "--pubkey", pub, "--ca", ca,
+		code := run([]string{"witness", "--server", srv.URL(), "--token", tok.Token, "--pubkey", pub, "--ca", ca,
 			"--state", wdir, "--once", "--webhook", hook.URL}, &out, &errb)
 		return code, out.String() + errb.String()
 	}
