@@ -239,6 +239,11 @@ func TestScrubberResumedPassKeepsRetention(t *testing.T) {
 	if m, err := OpenMark(msg, r.verif); err != nil || m.Scrubbed != 24 {
 		t.Fatalf("mark with a place: %+v, %v", m, err)
 	}
+	if bad, _ := SignMark(Mark{Size: 31, Root: mustRoot(t, r, 31), Scrubbed: 32}, r.cp.Signer); bad != nil {
+		if _, err := OpenMark(bad, r.verif); err == nil {
+			t.Fatal("a mark whose scrubber place is past its size opens")
+		}
+	}
 	marks := &memMarks{b: msg}
 	sc := &Scrubber{Log: r.log, Verifier: r.verif, Signer: r.cp.Signer, Marks: marks, Budget: 1}
 	if n, err := sc.Pass(ctx); err != nil || n != 31 {
