@@ -3,10 +3,12 @@ package web_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +76,8 @@ func TestLoginOpenRedirect(t *testing.T) {
 // refused attempt of a window is recorded and the rest are only counted,
 // and the user name stored is bounded.
 func TestLoginFloodSummarised(t *testing.T) {
-	srv := startServer(t, t.TempDir())
+	dir := t.TempDir()
+	srv := startServer(t, dir)
 	b := newBrowser(t, srv)
 	long := strings.Repeat("管理者", 300) // 2,700 bytes of user name, under the event field limit
 	for i := range 20 {
@@ -97,6 +100,19 @@ func TestLoginFloodSummarised(t *testing.T) {
 		if len(e.User) > 80 || len(e.Object) > 100 {
 			t.Fatalf("%s stores a %d-byte user and %d-byte object from the login form", e.Type, len(e.User), len(e.Object))
 		}
+	}
+	// The window's count is recorded when the server stops before the
+	// window ends, not lost with it.
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv = startServer(t, dir)
+	sum := serverEvents(t, srv, "ui.login_throttled")
+	if len(sum) != 1 {
+		t.Fatalf("%d throttling summaries after a stop mid-window, want 1", len(sum))
+	}
+	if n, _ := strconv.Atoi(fmt.Sprint(sum[0].Attrs["attempts"])); n < 299 {
+		t.Fatalf("summary counts %v refused attempts, want at least 299: %+v", sum[0].Attrs["attempts"], sum[0].Attrs)
 	}
 }
 

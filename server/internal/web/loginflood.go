@@ -102,6 +102,20 @@ func (t *throttleLog) close(source string) {
 	}
 }
 
+// flush ends every open window now, emitting their summaries: the server
+// is stopping, and a window's count would go with it.
+func (t *throttleLog) flush() {
+	t.mu.Lock()
+	sources := make([]string, 0, len(t.open))
+	for src := range t.open {
+		sources = append(sources, src)
+	}
+	t.mu.Unlock()
+	for _, src := range sources {
+		t.close(src)
+	}
+}
+
 func contains(ss []string, s string) bool {
 	for _, x := range ss {
 		if x == s {
@@ -110,6 +124,11 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
+
+// Close records what the UI still holds in memory: the summaries of
+// refused logins whose windows are open. Call it once no more requests
+// come and before the event store closes.
+func (u *UI) Close() { u.flood.flush() }
 
 // recordThrottled stores a summary in the server stream.
 func (u *UI) recordThrottled(source string, s throttleSummary) {
