@@ -116,6 +116,44 @@ func TestLoginFloodSummarised(t *testing.T) {
 	}
 }
 
+// TestLoginFailuresFromManySources: every source under its own limit, many
+// sources (addresses on the LAN): failed logins are recorded one by one up
+// to a server-wide rate, the rest only counted into a summary, so adding
+// addresses does not grow the log without bound. Nothing goes uncounted.
+func TestLoginFailuresFromManySources(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	const sources, each = 7, 18 // under the 20 failures a source may make
+	began := time.Now()
+	for s := range sources {
+		b := newBrowserFrom(t, srv, "127.0.0."+strconv.Itoa(10+s))
+		for i := range each {
+			if a := b.tryLogin("guess-"+strconv.Itoa(s)+"-"+strconv.Itoa(i), "x"); a.status != http.StatusUnauthorized {
+				t.Fatalf("source %d attempt %d: %d, want 401", s, i, a.status)
+			}
+		}
+	}
+	took := time.Since(began)
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv = startServer(t, dir)
+	failed := len(serverEvents(t, srv, "ui.login_failed"))
+	counted := 0
+	for _, e := range serverEvents(t, srv, "ui.login_throttled") {
+		n, _ := strconv.Atoi(fmt.Sprint(e.Attrs["attempts"]))
+		counted += n
+	}
+	if failed+counted != sources*each {
+		t.Fatalf("%d failed logins recorded and %d counted, want %d in all", failed, counted, sources*each)
+	}
+	const perMinute = 60 // the UI's maxFailedLoginsPerMinute
+	if took < time.Minute && failed > perMinute+1 {
+		t.Fatalf("%d failed logins recorded one by one in %s, want at most %d", failed, took.Round(time.Second), perMinute+1)
+	}
+	t.Logf("%d attempts in %s: %d recorded, %d counted", sources*each, took.Round(time.Second), failed, counted)
+}
+
 // TestLockoutPerSource: failures from one address must not lock the user
 // out from another: the right password from a clean source always works.
 func TestLockoutPerSource(t *testing.T) {
