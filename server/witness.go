@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -57,6 +58,9 @@ func cmdWitness(args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 || *server == "" || *token == "" || *pubkey == "" || *stateDir == "" {
 		return usageError{errors.New("witness: usage: mamori-server witness --server URL --token T --pubkey FILE --state DIR [--once]")}
+	}
+	if u, err := url.Parse(*server); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return usageError{fmt.Errorf("witness: --server %q: want https://host:port", *server)}
 	}
 	if *interval < time.Second {
 		return usageError{fmt.Errorf("witness: --interval %s: at least 1s", *interval)}

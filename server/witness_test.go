@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
@@ -17,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
 	_ "modernc.org/sqlite"
 
 	"github.com/mamori/mamori/server/internal/app"
@@ -69,9 +71,14 @@ func TestWitnessDetectsFork(t *testing.T) {
 		}
 	}))
 	defer hook.Close()
+	// The auditor's read-only API token.
+	var tok struct{ Token string }
+	if err := json.Unmarshal(call("POST", "/api/v1/tokens", `{"kind":"api","name":"witness","role":"auditor","ttl":"720h"}`), &tok); err != nil || tok.Token == "" {
+		t.Fatalf("auditor token: %v", err)
+	}
 	round := func() (int, string) {
 		var out, errb bytes.Buffer
-		code := run([]string{"witness", "--server", srv.URL(), "--token", srv.AdminToken(), "--pubkey", pub, "--ca", ca,
+		code := run([]string{"witness", "--server", srv.URL(), "--token", tok.Token, "--pubkey", pub, "--ca", ca,
 			"--state", wdir, "--once", "--webhook", hook.URL}, &out, &errb)
 		return code, out.String() + errb.String()
 	}
@@ -169,4 +176,53 @@ func TestWitnessDetectsFork(t *testing.T) {
 	if code, msg := round(); code != 2 {
 		t.Fatalf("server down: exit %d\n%s", code, msg)
 	}
+}
+
+// Bad input to the witness is exit 2 with a message, and leaves no state.
+func TestWitnessBadInput(t *testing.T) {
+	dir := t.TempDir()
+	notKey := filepath.Join(dir, "not-a-key")
+	os.WriteFile(notKey, []byte("hello\n"), 0o600)
+	const state = "STATE" // a new directory per case
+	for name, c := range map[string]struct {
+		args []string
+		want string
+	}{
+		"no --state":       {[]string{"--server", "https://127.0.0.1:1", "--token", "t", "--pubkey", notKey}, "usage"},
+		"short interval":   {[]string{"--server", "https://127.0.0.1:1", "--token", "t", "--pubkey", notKey, "--state", state, "--interval", "10ms"}, "at least 1s"},
+		"missing pubkey":   {[]string{"--server", "https://127.0.0.1:1", "--token", "t", "--pubkey", filepath.Join(dir, "none"), "--state", state}, "none"},
+		"not a log key":    {[]string{"--server", "https://127.0.0.1:1", "--token", "t", "--pubkey", notKey, "--state", state}, "not a log public key"},
+		"unknown flag":     {[]string{"--server", "https://127.0.0.1:1", "--frobnicate"}, "frobnicate"},
+		"server not https": {[]string{"--server", "ftp://127.0.0.1:1", "--token", "t", "--pubkey", pubFile(t, dir), "--state", state, "--once"}, "want https://host:port"},
+		"stray argument":   {[]string{"--server", "https://127.0.0.1:1", "--token", "t", "--pubkey", notKey, "--state", state, "extra"}, "usage"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state")
+			args := []string{"witness"}
+			for _, a := range c.args {
+				args = append(args, strings.Replace(a, "STATE", state, 1))
+			}
+			var out, errb bytes.Buffer
+			if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
+				t.Fatalf("exit %d, want 2 and %q\n%s%s", code, c.want, out.String(), errb.String())
+			}
+			if _, err := os.Stat(state); !os.IsNotExist(err) {
+				t.Fatalf("state directory made on bad input: %v", err)
+			}
+		})
+	}
+}
+
+// pubFile writes a log public key into dir and returns its path.
+func pubFile(t *testing.T, dir string) string {
+	t.Helper()
+	_, vkey, err := note.GenerateKey(rand.Reader, "mamori/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "log-key.pub")
+	if err := os.WriteFile(p, []byte(vkey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

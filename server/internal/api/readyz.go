@@ -60,6 +60,14 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	}
 	_, err := s.cfg.Store.TreeSize(ctx)
 	check("store", err)
+	if s.cfg.Health != nil && err == nil {
+		// A store that stopped taking writes (rolled back under the
+		// writer) still answers reads: name why it is not ready.
+		if err := s.cfg.Health(); err != nil {
+			check("store", err)
+			v.Checks["store"] = "stopped: " + err.Error()
+		}
+	}
 	_, err = s.cfg.State.GetAgent(ctx, "readyz-probe")
 	switch {
 	case errors.Is(err, ErrNotFound):

@@ -143,6 +143,7 @@ type Server struct {
 	records recordStore // the admin plane's store: records go to the writer (records.go)
 	peer    peerClient
 	scrub   *audit.Scrubber
+	ui      *web.UI
 	api     *api.Server
 	ln      net.Listener
 	// Serving: the real listener's connections go to the current
@@ -284,7 +285,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("app: refusing to start: %w", err)
 		}
 		etcdCP = nil
-	} else if msg, err := audit.SignMark(audit.Mark{Size: n, Root: root, Time: time.Now().UTC()}, s.logKey); err != nil {
+	} else if msg, err := audit.StartMark(mark, verifier, n, root, s.logKey); err != nil { // keeps the scrubber's place
 		return nil, fmt.Errorf("app: %w", err)
 	} else if err := s.state.PutVerifiedMark(ctx, msg); err != nil {
 		s.log.Warn().Err(err).Msg("verified mark not stored")
@@ -364,6 +365,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
+	s.ui = ui
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -577,6 +579,9 @@ func (s *Server) teardown() error {
 	}
 	if s.ln != nil && srv == nil {
 		s.ln.Close()
+	}
+	if s.ui != nil {
+		s.ui.Close() // no more requests: record the open login-throttling windows
 	}
 	if s.trkStop != nil {
 		s.trkStop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -101,6 +102,10 @@ func TestPostgresRestoredUnderRunningServer(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// /readyz, which load balancers probe, says so too.
+	if st, body := readyz(t, srv); st != http.StatusServiceUnavailable || !strings.Contains(body, "behind the log this server committed") {
+		t.Fatalf("/readyz on a rolled-back writer: %d %s", st, body)
+	}
 	// A checkpoint now (the checkpointer also ticks) changes nothing in etcd.
 	if st, _ := adminDownload(t, srv, "/api/v1/export", url.Values{"format": {"bundle"}, "agent": {a.id}}); st == 200 {
 		t.Log("export on a halted store answered 200")
@@ -152,4 +157,16 @@ func healthz(t *testing.T, srv *app.Server) string {
 	var v struct{ Status, Reason string }
 	json.Unmarshal(b, &v)
 	return v.Status + ": " + v.Reason
+}
+
+// readyz returns /readyz's status and body.
+func readyz(t *testing.T, srv *app.Server) (int, string) {
+	t.Helper()
+	resp, err := httpsClient(srv.CAPEM(), nil).Get(srv.URL() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

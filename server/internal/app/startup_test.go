@@ -208,3 +208,40 @@ func TestAcceptEventLoss(t *testing.T) {
 	}
 	srv.Close()
 }
+
+// Hole 1 as an insider does it: stop the server, clear a recent event's
+// payload with SQL so it reads as pruned, start. Start-up refuses, naming
+// the event, both when it checks every event and when it starts from the
+// verified mark (the pruned-rows index).
+func TestStartRefusesHandPrunedRow(t *testing.T) {
+	for name, full := range map[string]int64{"full check": audit.FullCheckBelow, "from the verified mark": 0} {
+		t.Run(name, func(t *testing.T) {
+			defer func(n int64) { audit.FullCheckBelow = n }(audit.FullCheckBelow)
+			audit.FullCheckBelow = full
+			dir := t.TempDir()
+			srv := start(t, dir)
+			a := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-a")
+			if _, err := a.send(a.events(30)); err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.Close(); err != nil {
+				t.Fatal(err)
+			}
+			db, err := sql.Open("sqlite", filepath.Join(dir, app.FileEvents))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := db.Exec(`UPDATE events SET control = NULL, type = NULL, severity = NULL, user = NULL, process = NULL,
+				object = NULL, register_id = NULL, attrs = NULL WHERE agent = ? AND seq = 7`, a.id)
+			if n, _ := res.RowsAffected(); err != nil || n != 1 {
+				t.Fatalf("clear: %v %d", err, n)
+			}
+			db.Close()
+			_, err = startErr(dir)
+			if err == nil || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), "seq 7") ||
+				!strings.Contains(err.Error(), "cleared by hand") {
+				t.Fatalf("start over a hand-pruned row: %v", err)
+			}
+		})
+	}
+}

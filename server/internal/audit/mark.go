@@ -29,10 +29,19 @@ type Mark struct {
 	Size   int64
 	Root   tlog.Hash
 	Time   time.Time
+	// Scrubbed is where the Scrubber's current pass had got to (it has
+	// re-checked [0, Scrubbed)): the next run resumes there, so restarts
+	// more frequent than a pass do not keep the end of the log unchecked.
+	// Written only when not 0, so marks from before it still open.
+	Scrubbed int64
 }
 
 func (m Mark) text() string {
-	return fmt.Sprintf("%s\norigin %s\nsize %d\nroot %s\ntime %s\n", MarkFormat, m.Origin, m.Size, m.Root, m.Time.UTC().Format(time.RFC3339Nano))
+	t := fmt.Sprintf("%s\norigin %s\nsize %d\nroot %s\ntime %s\n", MarkFormat, m.Origin, m.Size, m.Root, m.Time.UTC().Format(time.RFC3339Nano))
+	if m.Scrubbed != 0 {
+		t += fmt.Sprintf("scrubbed %d\n", m.Scrubbed)
+	}
+	return t
 }
 
 // SignMark returns the signed note of m; the origin is the signer's name.
@@ -56,8 +65,12 @@ func OpenMark(b []byte, v note.Verifier) (Mark, error) {
 		root string
 		ts   string
 	)
-	if _, err := fmt.Sscanf(n.Text, MarkFormat+"\norigin %s\nsize %d\nroot %s\ntime %s\n", &m.Origin, &m.Size, &root, &ts); err != nil {
-		return Mark{}, fmt.Errorf("audit: malformed mark: %w", err)
+	const form = MarkFormat + "\norigin %s\nsize %d\nroot %s\ntime %s\n"
+	if _, err := fmt.Sscanf(n.Text, form+"scrubbed %d\n", &m.Origin, &m.Size, &root, &ts, &m.Scrubbed); err != nil {
+		m.Scrubbed = 0
+		if _, err := fmt.Sscanf(n.Text, form, &m.Origin, &m.Size, &root, &ts); err != nil {
+			return Mark{}, fmt.Errorf("audit: malformed mark: %w", err)
+		}
 	}
 	if m.Root, err = tlog.ParseHash(root); err != nil {
 		return Mark{}, fmt.Errorf("audit: malformed mark root: %w", err)
@@ -65,10 +78,21 @@ func OpenMark(b []byte, v note.Verifier) (Mark, error) {
 	if m.Time, err = time.Parse(time.RFC3339Nano, ts); err != nil {
 		return Mark{}, fmt.Errorf("audit: malformed mark time: %w", err)
 	}
-	if m.text() != n.Text || m.Origin != v.Name() || m.Size < 0 {
+	if m.text() != n.Text || m.Origin != v.Name() || m.Size < 0 || m.Scrubbed < 0 || m.Scrubbed > m.Size {
 		return Mark{}, errors.New("audit: malformed mark: not in canonical form or not this log's")
 	}
 	return m, nil
+}
+
+// StartMark signs the mark a start-up check of size n with root gives,
+// keeping the scrubber's place from the previous mark (prev, nil when
+// none) when it lies inside the log checked.
+func StartMark(prev []byte, v note.Verifier, n int64, root tlog.Hash, s note.Signer) ([]byte, error) {
+	m := Mark{Size: n, Root: root, Time: time.Now().UTC()}
+	if p, err := OpenMark(prev, v); err == nil && p.Scrubbed <= n {
+		m.Scrubbed = p.Scrubbed
+	}
+	return SignMark(m, s)
 }
 
 // MarkStore keeps the latest verified mark outside the event store (etcd:

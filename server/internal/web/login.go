@@ -108,8 +108,7 @@ func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 	pairKey := strings.ToLower(shown) + "\x00" + ip
 	if !u.ipLimit.allowed(r.Context(), ip) || !u.usrLimit.allowed(r.Context(), pairKey) {
 		if u.flood.add(ip, shown) {
-			u.record(r, shown, event.Event{Type: "ui.login_failed", Severity: event.Warning, Object: "user/" + shown,
-				Attrs: event.Attrs{"ip": ip, "reason": "throttled"}})
+			u.recordFailed(r, shown, ip, "throttled")
 		}
 		u.loginPage(w, r, http.StatusTooManyRequests, "err_throttled")
 		return
@@ -122,8 +121,7 @@ func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		u.ipLimit.fail(r.Context(), ip)
 		u.usrLimit.fail(r.Context(), pairKey)
-		u.record(r, shown, event.Event{Type: "ui.login_failed", Severity: event.Warning, Object: "user/" + shown,
-			Attrs: event.Attrs{"ip": ip, "reason": "bad credentials"}})
+		u.recordFailed(r, shown, ip, "bad credentials")
 		u.loginPage(w, r, http.StatusUnauthorized, "err_login")
 		return
 	}

@@ -60,6 +60,14 @@ func TestThrottleLogSummarises(t *testing.T) {
 	if !tl.add("10.0.0.1", "admin") {
 		t.Fatal("no new window after the summary")
 	}
+	// Stopping mid-window emits the window's summary once, not again when
+	// its timer fires.
+	tl.add("10.0.0.1", "admin")
+	tl.flush()
+	timers[len(timers)-1]()
+	if len(got) != 2 || got[1].Count != 1 {
+		t.Fatalf("summaries after flush %+v", got)
+	}
 }
 
 func TestLimiterBackoff(t *testing.T) {

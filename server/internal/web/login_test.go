@@ -3,10 +3,12 @@ package web_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +76,8 @@ func TestLoginOpenRedirect(t *testing.T) {
 // refused attempt of a window is recorded and the rest are only counted,
 // and the user name stored is bounded.
 func TestLoginFloodSummarised(t *testing.T) {
-	srv := startServer(t, t.TempDir())
+	dir := t.TempDir()
+	srv := startServer(t, dir)
 	b := newBrowser(t, srv)
 	long := strings.Repeat("管理者", 300) // 2,700 bytes of user name, under the event field limit
 	for i := range 20 {
@@ -98,6 +101,57 @@ func TestLoginFloodSummarised(t *testing.T) {
 			t.Fatalf("%s stores a %d-byte user and %d-byte object from the login form", e.Type, len(e.User), len(e.Object))
 		}
 	}
+	// The window's count is recorded when the server stops before the
+	// window ends, not lost with it.
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv = startServer(t, dir)
+	sum := serverEvents(t, srv, "ui.login_throttled")
+	if len(sum) != 1 {
+		t.Fatalf("%d throttling summaries after a stop mid-window, want 1", len(sum))
+	}
+	if n, _ := strconv.Atoi(fmt.Sprint(sum[0].Attrs["attempts"])); n < 299 {
+		t.Fatalf("summary counts %v refused attempts, want at least 299: %+v", sum[0].Attrs["attempts"], sum[0].Attrs)
+	}
+}
+
+// TestLoginFailuresFromManySources: every source under its own limit, many
+// sources (addresses on the LAN): failed logins are recorded one by one up
+// to a server-wide rate, the rest only counted into a summary, so adding
+// addresses does not grow the log without bound. Nothing goes uncounted.
+func TestLoginFailuresFromManySources(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	const sources, each = 7, 18 // under the 20 failures a source may make
+	began := time.Now()
+	for s := range sources {
+		b := newBrowserFrom(t, srv, "127.0.0."+strconv.Itoa(10+s))
+		for i := range each {
+			if a := b.tryLogin("guess-"+strconv.Itoa(s)+"-"+strconv.Itoa(i), "x"); a.status != http.StatusUnauthorized {
+				t.Fatalf("source %d attempt %d: %d, want 401", s, i, a.status)
+			}
+		}
+	}
+	took := time.Since(began)
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv = startServer(t, dir)
+	failed := len(serverEvents(t, srv, "ui.login_failed"))
+	counted := 0
+	for _, e := range serverEvents(t, srv, "ui.login_throttled") {
+		n, _ := strconv.Atoi(fmt.Sprint(e.Attrs["attempts"]))
+		counted += n
+	}
+	if failed+counted != sources*each {
+		t.Fatalf("%d failed logins recorded and %d counted, want %d in all", failed, counted, sources*each)
+	}
+	const perMinute = 60 // the UI's maxFailedLoginsPerMinute
+	if took < time.Minute && failed > perMinute+1 {
+		t.Fatalf("%d failed logins recorded one by one in %s, want at most %d", failed, took.Round(time.Second), perMinute+1)
+	}
+	t.Logf("%d attempts in %s: %d recorded, %d counted", sources*each, took.Round(time.Second), failed, counted)
 }
 
 // TestLockoutPerSource: failures from one address must not lock the user

@@ -2,6 +2,8 @@ package web
 
 import (
 	"context"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,7 +23,51 @@ const (
 	maxThrottleSources = 10000
 	// maxSummaryNames bounds the user names one summary lists.
 	maxSummaryNames = 8
+	// maxFailedLoginsPerMinute bounds the failed logins recorded one by
+	// one, server-wide: past it they are counted under allSources, so
+	// attempts from many addresses, each under its own limit, cannot grow
+	// the log without bound either.
+	maxFailedLoginsPerMinute = 60
+	// allSources is the throttleLog source of failed logins past that rate.
+	allSources = "*"
 )
+
+// rateBudget allows n takes per minute (fixed windows).
+type rateBudget struct {
+	mu    sync.Mutex
+	now   func() time.Time
+	n     int
+	start time.Time
+	used  int
+}
+
+func (b *rateBudget) take() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t := b.now(); t.Sub(b.start) >= time.Minute || t.Before(b.start) {
+		b.start, b.used = t, 0
+	}
+	if b.used >= b.n {
+		return false
+	}
+	b.used++
+	return true
+}
+
+// recordFailed records a failed login (reason: throttled or bad
+// credentials) one by one within the server-wide rate; past it, the first
+// of a window is recorded saying so and the rest are counted into that
+// window's ui.login_throttled summary (source "*").
+func (u *UI) recordFailed(r *http.Request, name, ip, reason string) {
+	if !u.failed.take() {
+		if !u.flood.add(allSources, name) {
+			return
+		}
+		reason = "over " + strconv.Itoa(maxFailedLoginsPerMinute) + " failed logins a minute (" + reason + "): the rest of this window is counted in ui.login_throttled"
+	}
+	u.record(r, name, event.Event{Type: "ui.login_failed", Severity: event.Warning, Object: "user/" + name,
+		Attrs: event.Attrs{"ip": ip, "reason": reason}})
+}
 
 // boundName makes a user name from the login form safe to store: at most
 // maxLoggedName bytes of valid UTF-8 without control characters.
@@ -102,6 +148,20 @@ func (t *throttleLog) close(source string) {
 	}
 }
 
+// flush ends every open window now, emitting their summaries: the server
+// is stopping, and a window's count would go with it.
+func (t *throttleLog) flush() {
+	t.mu.Lock()
+	sources := make([]string, 0, len(t.open))
+	for src := range t.open {
+		sources = append(sources, src)
+	}
+	t.mu.Unlock()
+	for _, src := range sources {
+		t.close(src)
+	}
+}
+
 func contains(ss []string, s string) bool {
 	for _, x := range ss {
 		if x == s {
@@ -110,6 +170,11 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
+
+// Close records what the UI still holds in memory: the summaries of
+// refused logins whose windows are open. Call it once no more requests
+// come and before the event store closes.
+func (u *UI) Close() { u.flood.flush() }
 
 // recordThrottled stores a summary in the server stream.
 func (u *UI) recordThrottled(source string, s throttleSummary) {

@@ -76,6 +76,7 @@ type UI struct {
 	ipLimit  *limiter
 	usrLimit *limiter
 	flood    *throttleLog
+	failed   *rateBudget // failed logins recorded one by one
 	trend    *trend
 	vol      volumes
 	firstMu  sync.Mutex
@@ -108,6 +109,7 @@ func New(cfg Config) (*UI, error) {
 	u.ipLimit.kind, u.ipLimit.shared, u.ipLimit.log = "ip\x00", cfg.State, u.log
 	u.usrLimit.kind, u.usrLimit.shared, u.usrLimit.log = "user\x00", cfg.State, u.log
 	u.flood = newThrottleLog(cfg.Now, u.recordThrottled)
+	u.failed = &rateBudget{now: cfg.Now, n: maxFailedLoginsPerMinute}
 	if err := u.parse(); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,140 @@
+package witness
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mamori/mamori/shared/evidence"
+)
+
+// memLog is a signed Merkle log in memory that a test can roll back or
+// fork, served as GET /api/v1/checkpoint is.
+type memLog struct {
+	mu     sync.Mutex
+	hashes []tlog.Hash
+	n      int64
+	signer note.Signer
+}
+
+func (m *memLog) ReadHashes(idx []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(idx))
+	for i, x := range idx {
+		if x >= int64(len(m.hashes)) {
+			return nil, fmt.Errorf("no hash %d", x)
+		}
+		out[i] = m.hashes[x]
+	}
+	return out, nil
+}
+
+func (m *memLog) add(t *testing.T, k int, tag string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for range k {
+		hs, err := tlog.StoredHashes(m.n, []byte(tag+strconv.FormatInt(m.n, 10)), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.hashes = append(m.hashes, hs...)
+		m.n++
+	}
+}
+
+// truncate rolls the log back to n records.
+func (m *memLog) truncate(n int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hashes, m.n = m.hashes[:tlog.StoredHashCount(n)], n
+}
+
+func (m *memLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	root, err := tlog.TreeHash(m.n, m)
+	if err != nil {
+		http.Error(w, err.Error(), 500)
+		return
+	}
+	cp, _ := evidence.Sign(evidence.Checkpoint{Origin: m.signer.Name(), Size: m.n, Root: root}, m.signer)
+	ans := checkpointAnswer{Checkpoint: string(cp)}
+	if since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64); since > 0 && since <= m.n {
+		p, err := tlog.ProveTree(m.n, since, m)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		ans.Since = since
+		for _, h := range p {
+			ans.Proof = append(ans.Proof, h.String())
+		}
+	}
+	json.NewEncoder(w).Encode(ans)
+}
+
+// The witness against a log rolled back (smaller, or the same size with
+// another root, or rewritten and grown past the size kept): each is
+// reported as ErrFork, recorded in alarm.json and kept failing; growth
+// before it is accepted.
+func TestWitnessRollbackAndFork(t *testing.T) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, "mamori/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := note.NewSigner(skey)
+	verifier, _ := note.NewVerifier(vkey)
+	for name, c := range map[string]struct {
+		attack func(m *memLog)
+		want   string
+	}{
+		"rolled back":           {func(m *memLog) { m.truncate(20) }, "rolled back"},
+		"same size, other root": {func(m *memLog) { m.truncate(20); m.add(t, 10, "other") }, "different roots"},
+		"rewritten and grown":   {func(m *memLog) { m.truncate(20); m.add(t, 40, "other") }, "does not extend"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := &memLog{signer: signer}
+			srv := httptest.NewServer(m)
+			defer srv.Close()
+			w := &Witness{Server: srv.URL, Token: "t", Verifier: verifier, StateDir: t.TempDir(), Log: zerolog.Nop()}
+			ctx := context.Background()
+			for i := range 3 {
+				m.add(t, 10, "real")
+				res, err := w.Check(ctx)
+				if err != nil || !res.Grown || res.Seen != int64(10*(i+1)) {
+					t.Fatalf("round %d: %+v, %v", i, res, err)
+				}
+			}
+			c.attack(m)
+			_, err := w.Check(ctx)
+			if !errors.Is(err, ErrFork) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("after the attack: %v", err)
+			}
+			b, err := os.ReadFile(filepath.Join(w.StateDir, FileAlarm))
+			if err != nil || !strings.Contains(string(b), c.want) {
+				t.Fatalf("alarm.json: %s, %v", b, err)
+			}
+			// The kept checkpoint is not replaced by the server's.
+			if _, n, _, err := Pick(w.StateDir, 1<<62); err != nil || n != 30 {
+				t.Fatalf("kept %d, %v", n, err)
+			}
+			m.add(t, 50, "more")
+			if _, err := w.Check(ctx); !errors.Is(err, ErrFork) || !strings.Contains(err.Error(), "not cleared") {
+				t.Fatalf("next round: %v", err)
+			}
+		})
+	}
+}
