@@ -3,19 +3,13 @@ package report
 import (
 	"context"
 	"crypto/rand"
-	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
-	"github.com/mamori/mamori/server/internal/incident"
-	"github.com/mamori/mamori/server/internal/register"
-	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/evidence"
 )
@@ -26,21 +20,8 @@ import (
 // events were lost (an old backup restored); agent-side gaps are listed.
 func TestIntegrityStatementNamesProblemsOfThePeriod(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := eventlog.OpenSQLite(ctx, filepath.Join(dir, "events.db"), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	st, err := state.Open(ctx, state.Config{DataDir: dir, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	regs, _ := register.New(register.Config{State: st})
-	incs, _ := incident.New(incident.Config{KV: st, Events: store, Registers: regs,
-		IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
-		IsConflict: func(err error) bool { return errors.Is(err, state.ErrConflict) }})
+	d := newDeps(t)
+	store, regs, incs := d.store, d.regs, d.incs
 	skey, vkey, _ := note.GenerateKey(rand.Reader, "mamori/test")
 	signer, _ := note.NewSigner(skey)
 	v, _ := note.NewVerifier(vkey)

@@ -3,42 +3,22 @@ package report
 import (
 	"context"
 	"crypto/rand"
-	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/mamori/mamori/server/internal/eventlog"
-	"github.com/mamori/mamori/server/internal/incident"
 	"github.com/mamori/mamori/server/internal/notify"
 	"github.com/mamori/mamori/server/internal/notify/mailtest"
-	"github.com/mamori/mamori/server/internal/register"
-	"github.com/mamori/mamori/server/internal/state"
 )
 
 // The monthly report reaches a real SMTP server once per month, with the
 // HTML and CSV attached.
 func TestMonthlyReportMailedOnce(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := eventlog.OpenSQLite(ctx, filepath.Join(dir, "events.db"), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	st, err := state.Open(ctx, state.Config{DataDir: dir, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	regs, _ := register.New(register.Config{State: st})
-	notFound := func(err error) bool { return errors.Is(err, state.ErrNotFound) }
-	incs, _ := incident.New(incident.Config{KV: st, Events: store, Registers: regs, IsNotFound: notFound,
-		IsConflict: func(err error) bool { return errors.Is(err, state.ErrConflict) }})
+	d := newDeps(t)
+	store, st, regs, incs := d.store, d.st, d.regs, d.incs
 	_, vkey, _ := note.GenerateKey(rand.Reader, "mamori/test")
 	v, _ := note.NewVerifier(vkey)
 	svc, err := New(Config{Store: store, Registers: regs, Incidents: incs, Verifier: v,

@@ -6,19 +6,16 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/incident"
 	"github.com/mamori/mamori/server/internal/register"
-	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/evidence"
 )
@@ -185,21 +182,8 @@ func TestAuditReportOverAYear(t *testing.T) {
 		defer func() { genAgents = 200 }()
 	}
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := eventlog.OpenSQLite(ctx, filepath.Join(dir, "events.db"), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	st, err := state.Open(ctx, state.Config{DataDir: dir, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	regs, err := register.New(register.Config{State: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newDeps(t)
+	store, regs, incs := d.store, d.regs, d.incs
 	skey, vkey, err := note.GenerateKey(rand.Reader, "mamori/test")
 	if err != nil {
 		t.Fatal(err)
@@ -230,12 +214,6 @@ func TestAuditReportOverAYear(t *testing.T) {
 		if _, err := regs.Create(ctx, "admin", e); err != nil {
 			t.Fatal(err)
 		}
-	}
-	incs, err := incident.New(incident.Config{KV: st, Events: store, Registers: regs,
-		IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
-		IsConflict: func(err error) bool { return errors.Is(err, state.ErrConflict) }})
-	if err != nil {
-		t.Fatal(err)
 	}
 	if _, err := incs.Open(ctx, "admin", incident.OpenRequest{Title: "USB メモリの紛失", DiscoveredAt: from.AddDate(0, 3, 0)}); err != nil {
 		t.Fatal(err)

@@ -3,20 +3,15 @@ package report
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/incident"
 	"github.com/mamori/mamori/server/internal/register"
-	"github.com/mamori/mamori/server/internal/state"
 )
 
 // Carry-outs, disposals and incidents of the period are in the report,
@@ -25,21 +20,8 @@ import (
 // or touching its entries.
 func TestCarryOutsDisposalsAndIncidentsByPeriodAndDepartment(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := eventlog.OpenSQLite(ctx, filepath.Join(dir, "events.db"), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	st, err := state.Open(ctx, state.Config{DataDir: dir, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	regs, err := register.New(register.Config{State: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newDeps(t)
+	store, regs, incs := d.store, d.regs, d.incs
 	create := func(e register.Entry) {
 		t.Helper()
 		if _, err := regs.Create(ctx, "admin", e); err != nil {
@@ -71,12 +53,6 @@ func TestCarryOutsDisposalsAndIncidentsByPeriodAndDepartment(t *testing.T) {
 	} {
 		create(&register.Disposal{Meta: register.Meta{ID: d.id, Status: register.StatusActive}, Date: d.date, Item: "紙の名簿",
 			RegisterID: d.reg, Method: "シュレッダー", Responsible: "山田"})
-	}
-	incs, err := incident.New(incident.Config{KV: st, Events: store, Registers: regs,
-		IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
-		IsConflict: func(err error) bool { return errors.Is(err, state.ErrConflict) }})
-	if err != nil {
-		t.Fatal(err)
 	}
 	for _, p := range []struct{ title, entry string }{{"営業部の誤送付", "PI-0001"}, {"総務部の紛失", "PI-0002"}} {
 		in, err := incs.Open(ctx, "admin", incident.OpenRequest{Title: p.title, DiscoveredAt: from.AddDate(0, 0, 7)})
