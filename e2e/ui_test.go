@@ -352,6 +352,20 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 		t.Errorf("証跡 on an intact store: %q", v)
 	}
 	u.shot("15-evidence")
+	// The alerting pages: 通知 (rules and deliveries), 事故 (incidents and
+	// the form to open one), 監査報告.
+	u.open("/notifications", "h1")
+	u.shot("18-notifications")
+	u.open("/incidents", "h1")
+	u.shot("19-incidents")
+	u.open("/reports", "h1")
+	u.shot("20-reports")
+	today := time.Now().In(time.FixedZone("JST", 9*3600)).Format("2006-01-02")
+	u.open("/reports?format=html&from="+today+"&to="+today, "h1")
+	if h := u.text("h1"); !strings.Contains(h, "監査報告書") {
+		t.Errorf("the audit report's heading: %q", h)
+	}
+	u.shot("21-report")
 
 	// Someone rewrites a stored event in the server's SQLite file.
 	db, err := sql.Open("sqlite", filepath.Join(dir, "events.db"))

@@ -28,8 +28,9 @@ const (
 	Field     Set = "field"   // event fields (CSV headers, detail view)
 	Attr      Set = "attr"    // common event attributes (detail view)
 	YesNo     Set = "yesno"
-	Remedy    Set = "remedy" // what to do about a failing control (or "silent")
-	Action    Set = "action" // register history actions
+	Remedy    Set = "remedy"    // what to do about a failing control (or "silent")
+	Action    Set = "action"    // register history actions
+	AlertKind Set = "alertkind" // kinds of alert and notification rule
 )
 
 // label is one code's names.
@@ -37,6 +38,17 @@ type label struct{ ja, en string }
 
 // catalog holds every label; a code missing from a set is shown as is.
 var catalog = map[Set]map[string]label{
+	AlertKind: {
+		"violation":          {"管理策違反", "Control violation"},
+		"silent":             {"エージェント応答なし", "Agent silent"},
+		"bulk_copy":          {"登録フォルダからの大量コピー", "Bulk copy from a registered folder"},
+		"unregistered_media": {"未登録・未承認の媒体", "Unregistered or unapproved media"},
+		"out_of_hours":       {"業務時間外のアクセス", "Access out of hours"},
+		"backup_overdue":     {"バックアップ期限超過", "Backup overdue"},
+		"log_integrity":      {"ログの完全性", "Log integrity"},
+		"login_failures":     {"ログイン失敗の繰り返し", "Repeated login failures"},
+		"incident_overdue":   {"漏えい等報告の期限超過", "Breach report overdue"},
+	},
 	Control: {
 		"screenlock": {"画面ロック", "Screen lock"},
 		"media":      {"外部媒体", "Removable media"},
@@ -50,6 +62,10 @@ var catalog = map[Set]map[string]label{
 		"session":    {"ログオン", "Session"},
 	},
 	EventType: {
+		"notify.sent":                {"通知の送信", "Notification sent"},
+		"notify.attempt_failed":      {"通知の送信失敗 (再試行)", "Notification attempt failed (retrying)"},
+		"notify.failed":              {"通知の配信失敗", "Notification failed"},
+		"notify.settings_changed":    {"通知設定の変更", "Notification settings changed"},
 		"file.created":               {"ファイル作成", "File created"},
 		"file.modified":              {"ファイル変更", "File modified"},
 		"file.deleted":               {"ファイル削除", "File deleted"},
@@ -133,6 +149,11 @@ var catalog = map[Set]map[string]label{
 		"denied":    {"却下", "Denied"},
 		"returned":  {"返却済み", "Returned"},
 		"expired":   {"期限切れ", "Expired"},
+		// incidents (事故・漏えい等)
+		"open":                 {"対応中", "Open"},
+		"preliminary_reported": {"速報済み", "Preliminary report made"},
+		"final_reported":       {"確報済み", "Final report made"},
+		"closed":               {"完了", "Closed"},
 	},
 	Register: {
 		"pi":        {"個人情報管理台帳", "Personal information register"},

@@ -126,3 +126,13 @@ func TestDefaultRulesPerPackInForceUntilAdminSetsThem(t *testing.T) {
 		t.Fatalf("message: %+v", m)
 	}
 }
+
+// A rule's delay reads as people write it on the pages.
+func TestDurationString(t *testing.T) {
+	for d, want := range map[time.Duration]string{5 * time.Minute: "5m", time.Hour: "1h", 90 * time.Minute: "1h30m",
+		90 * time.Second: "1m30s", 45 * time.Second: "45s", 0: "0s"} {
+		if got := Duration(d).String(); got != want {
+			t.Errorf("%v: %q, want %q", d, got, want)
+		}
+	}
+}

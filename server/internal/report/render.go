@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mamori/mamori/server/internal/csvcell"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 //go:embed report.html
@@ -21,6 +24,17 @@ var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"join": func(s []string) string { return strings.Join(s, "、") },
 	"jst":  func(t time.Time) string { return t.In(JST).Format("2006-01-02 15:04") },
 	"jstp": func(t *time.Time) string { return t.In(JST).Format("2006-01-02 15:04") },
+	// Codes read as words: the report is for people, not for Mamori.
+	"control": func(c string) string { return labels.Of(labels.Control, "ja", c) },
+	"status":  func(c string) string { return labels.Of(labels.Status, "ja", c) },
+	"counts": func(m map[string]int64) string { // event types and their counts
+		keys := slices.Sorted(maps.Keys(m))
+		out := make([]string, len(keys))
+		for i, k := range keys {
+			out[i] = labels.Of(labels.EventType, "ja", k) + " " + strconv.FormatInt(m[k], 10) + " 件"
+		}
+		return strings.Join(out, "、")
+	},
 }).Parse(reportHTML))
 
 // HTML writes the report as a printable A4 page in Japanese.

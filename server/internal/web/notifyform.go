@@ -14,6 +14,7 @@ import (
 
 	"github.com/mamori/mamori/server/internal/notify"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // The 通知 page's forms: admins edit rules and channels (each save is a
@@ -65,23 +66,10 @@ type notifyView struct {
 // kindOpt is one choice of the kind select.
 type kindOpt struct{ Value, Label string }
 
-// kindLabel names a rule kind in Japanese for the form's select.
-var kindLabel = map[string]string{
-	notify.KindViolation:       "管理策違反",
-	notify.KindSilent:          "エージェント応答なし",
-	notify.KindBulkCopy:        "登録フォルダからの大量コピー",
-	notify.KindMedia:           "未登録・未承認の媒体",
-	notify.KindOutOfHours:      "業務時間外のアクセス",
-	notify.KindBackup:          "バックアップ期限超過",
-	notify.KindIntegrity:       "ログの完全性",
-	notify.KindLoginFailures:   "ログイン失敗の繰り返し",
-	notify.KindIncidentOverdue: "漏えい等報告の期限超過",
-}
-
 func kindOpts() []kindOpt {
 	out := make([]kindOpt, 0, len(notify.Kinds))
 	for _, k := range notify.Kinds {
-		out = append(out, kindOpt{k, kindLabel[k]})
+		out = append(out, kindOpt{k, labels.Of(labels.AlertKind, "ja", k)}) // the form is in Japanese
 	}
 	return out
 }
