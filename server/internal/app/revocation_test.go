@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mamori/mamori/server/internal/pki"
 	"github.com/mamori/mamori/shared/wire"
@@ -151,9 +152,18 @@ func TestAgentDisabledAtTLS(t *testing.T) {
 	if st := apiCall(t, u, ca, admin, "POST", "/api/v1/agents/"+a.id+"/enable", nil, nil); st != 200 {
 		t.Fatalf("enable: %d", st)
 	}
-	a.c = httpsClient(ca, &agentTLS(a).Certificates[0])
-	if _, err := a.send(a.events(1)); err != nil {
-		t.Fatalf("after enable: %v", err)
+	// The serials refused in the handshake follow etcd by a watch: the
+	// enable reaches it within moments, not with the API's answer.
+	batch := a.events(1)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		a.c = httpsClient(ca, &agentTLS(a).Certificates[0])
+		_, err := a.send(batch)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after enable: %v", err)
+		}
 	}
 	for _, p := range []string{"..%2Fx", "no-such-agent"} {
 		if st := apiCall(t, u, ca, admin, "POST", "/api/v1/agents/"+p+"/disable", nil, nil); st != 404 {
