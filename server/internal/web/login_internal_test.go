@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/server/internal/state"
 )
 
 func TestLocalPath(t *testing.T) {
@@ -189,5 +194,85 @@ func TestLimiterSharedAcrossServers(t *testing.T) {
 	}
 	if a.allowed(ctx, "j") {
 		t.Fatal("with etcd down, this server's own count did not limit")
+	}
+}
+
+// memSessions is etcd's side of sessions, in memory.
+type memSessions struct {
+	mu sync.Mutex
+	m  map[string]state.Session
+}
+
+func (f *memSessions) CreateSession(_ context.Context, id string, s state.Session, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.m[id] = s
+	return nil
+}
+
+func (f *memSessions) SessionByID(_ context.Context, id string) (state.Session, int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.m[id]
+	if !ok {
+		return state.Session{}, 0, state.ErrNotFound
+	}
+	return s, 1, nil
+}
+
+func (f *memSessions) TouchSession(context.Context, int64) error { return nil }
+
+func (f *memSessions) DeleteSession(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, id)
+	return nil
+}
+
+func (f *memSessions) DeleteUserSessions(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, s := range f.m {
+		if s.Name == name {
+			delete(f.m, id)
+		}
+	}
+	return nil
+}
+
+// A browser's parallel requests read one session at once (run with -race);
+// a session ended elsewhere is gone here once the copy is older than
+// sessionRecheck.
+func TestSessionsConcurrentAndEndedElsewhere(t *testing.T) {
+	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	var clock sync.Mutex
+	at := func() time.Time { clock.Lock(); defer clock.Unlock(); return now }
+	st := &memSessions{m: map[string]state.Session{}}
+	here, there := newSessions(at, st, zerolog.Nop()), newSessions(at, st, zerolog.Nop())
+	ctx := context.Background()
+	s, err := here.create(ctx, "alice", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				if got := there.get(ctx, s.id); got == nil || got.Name != "alice" || got.CSRF != s.CSRF {
+					t.Error("a live session was not found on the other server")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	here.drop(ctx, s.id)
+	clock.Lock()
+	now = now.Add(sessionRecheck)
+	clock.Unlock()
+	if there.get(ctx, s.id) != nil {
+		t.Fatal("a session logged out on one server lives on on another past sessionRecheck")
 	}
 }

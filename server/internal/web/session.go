@@ -106,11 +106,14 @@ func (ss *sessions) expired(s *session, now time.Time) bool {
 // get returns the live session of id, or nil.
 func (ss *sessions) get(ctx context.Context, id string) *session {
 	now := ss.now()
+	var s session // a copy: requests of one session run at once
 	ss.mu.Lock()
-	s, ok := ss.m[id]
-	fresh := ok && now.Sub(s.fetched) < sessionRecheck
+	cached, ok := ss.m[id]
+	if ok {
+		s = *cached
+	}
 	ss.mu.Unlock()
-	if !fresh {
+	if !ok || now.Sub(s.fetched) >= sessionRecheck {
 		stored, lease, err := ss.st.SessionByID(ctx, id)
 		switch {
 		case errors.Is(err, state.ErrNotFound):
@@ -123,17 +126,12 @@ func (ss *sessions) get(ctx context.Context, id string) *session {
 			}
 			ss.log.Debug().Err(err).Msg("web: session checked against this server's copy")
 		default:
-			ns := &session{id: id, CSRF: stored.CSRF, Name: stored.Name, Role: stored.Role, created: stored.Created,
-				seen: now, lease: lease, fetched: now, touched: now}
-			if ok {
-				ns.touched = s.touched
-			} else {
-				ns.touched = time.Time{} // first seen here: renew its idle time now
-			}
-			s = ns
+			touched := s.touched // zero when first seen here: renew its idle time now
+			s = session{id: id, CSRF: stored.CSRF, Name: stored.Name, Role: stored.Role, created: stored.Created,
+				seen: now, lease: lease, fetched: now, touched: touched}
 		}
 	}
-	if ss.expired(s, now) {
+	if ss.expired(&s, now) {
 		ss.drop(ctx, id)
 		return nil
 	}
@@ -145,11 +143,11 @@ func (ss *sessions) get(ctx context.Context, id string) *session {
 			s.touched = now
 		}
 	}
+	c := s
 	ss.mu.Lock()
-	ss.m[id] = s
+	ss.m[id] = &c
 	ss.mu.Unlock()
-	c := *s
-	return &c
+	return &s
 }
 
 func (ss *sessions) forget(id string) {
