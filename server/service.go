@@ -13,8 +13,15 @@ import (
 	"github.com/mamori/mamori/shared/winservice"
 )
 
-// serviceName is the Windows service and systemd unit name.
-const serviceName = "mamori-server"
+// serviceName is the service's name: on Windows the one the MSI installs
+// (so install, start, stop and uninstall reach the same service), elsewhere
+// the systemd unit's.
+var serviceName = func() string {
+	if runtime.GOOS == "windows" {
+		return "MamoriServer"
+	}
+	return "mamori-server"
+}()
 
 // serviceConfig is the config for the service manager kardianos chose on
 // this machine.
@@ -80,9 +87,6 @@ func cmdService(cmd string, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// msiServiceName is the service mamori-server.msi installs.
-const msiServiceName = "MamoriServer"
-
 // hardenService sets what neither the MSI (wixl has no ServiceConfig) nor
 // kardianos does: the quoted path (unquoted, Windows would try
 // C:\Program.exe first) and restarts also after an exit with an error code.
@@ -90,9 +94,9 @@ const msiServiceName = "MamoriServer"
 func hardenService(name string) error { return winservice.Harden(name, false) }
 
 // cmdHardenService is "harden-service [NAME]", run by the MSI after it
-// installed the service (default NAME: the MSI's).
+// installed the service (default NAME: the MSI's, serviceName).
 func cmdHardenService(args []string, stdout io.Writer) error {
-	name := msiServiceName
+	name := serviceName
 	switch {
 	case len(args) > 1:
 		return usageError{fmt.Errorf("harden-service takes one service name at most, got %q", args)}
