@@ -323,12 +323,20 @@ func (s *core) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.readHashes(ctx, s.rdb, size, indexes)
+	hs, err := s.readHashes(ctx, s.rdb, size, indexes)
+	if errors.Is(err, ErrOutOfRange) && s.epoch.Load() == deposedEpoch {
+		// A standby asked for hashes of the writer's newer checkpoint.
+		if size, err = s.readSizeAtLeast(ctx, size+1); err != nil {
+			return nil, err
+		}
+		return s.readHashes(ctx, s.rdb, size, indexes)
+	}
+	return hs, err
 }
 
 // TreeHash returns the Merkle root of the first n stored events.
 func (s *core) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
-	size, err := s.readSize(ctx)
+	size, err := s.readSizeAtLeast(ctx, n)
 	if err != nil {
 		return tlog.Hash{}, err
 	}

@@ -46,6 +46,21 @@ func (s *core) readSize(ctx context.Context) (int64, error) {
 	return max(n, f.size), nil
 }
 
+// readSizeAtLeast is readSize, read from the database at once when a
+// deposed store's followed size is below need: a reader may hold the
+// writer's newer checkpoint (a standby serves it) and must not be told its
+// size is out of range until the next followEvery.
+func (s *core) readSizeAtLeast(ctx context.Context, need int64) (int64, error) {
+	n, err := s.readSize(ctx)
+	if err != nil || n >= need || s.epoch.Load() != deposedEpoch {
+		return n, err
+	}
+	s.follow.mu.Lock()
+	s.follow.at = time.Time{}
+	s.follow.mu.Unlock()
+	return s.readSize(ctx)
+}
+
 // readAgents is the number of streams for /metrics, followed as readSize.
 // Counting the heads reads one row per agent, so it is only done for
 // Stats, which a scraper asks every few seconds at most.

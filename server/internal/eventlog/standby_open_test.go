@@ -3,12 +3,14 @@ package eventlog_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/eventlog/pgtest"
@@ -94,5 +96,53 @@ func TestOpenBesideRunningWriterPostgres(t *testing.T) {
 	}
 	if len(p.Events) != 0 {
 		t.Fatalf("heads rebuilt by opens beside the writer: %+v", p.Events)
+	}
+}
+
+// A deposed store asked for the hashes of a checkpoint the writer signed
+// after its last look at the committed size (a standby serving the
+// writer's checkpoint) reads the size again at once instead of answering
+// out of range for up to half a second.
+func TestDeposedStoreReadsNewerCheckpointAtOnce(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	w, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.ClaimEpoch(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Depose()
+	for round := 0; round < 5; round++ {
+		before, err := s.TreeSize(ctx) // the followed size, now fresh
+		if err != nil {
+			t.Fatal(err)
+		}
+		agent := fmt.Sprintf("pc-%02d", round)
+		if _, err := w.Append(ctx, agent, storetest.Chain(agent, 1, 3, "")); err != nil {
+			t.Fatal(err)
+		}
+		n, _ := w.TreeSize(ctx)
+		if n <= before {
+			t.Fatalf("the writer's size %d after appending to %d", n, before)
+		}
+		want, err := w.TreeHash(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.TreeHash(ctx, n)
+		if err != nil || got != want {
+			t.Fatalf("round %d: the deposed store's tree hash at the writer's size %d (it had seen %d): %v", round, n, before, err)
+		}
+		if _, err := s.ReadHashes([]int64{tlog.StoredHashIndex(0, n-1)}); err != nil {
+			t.Fatalf("round %d: the newest leaf on the deposed store: %v", round, err)
+		}
 	}
 }
