@@ -4,6 +4,7 @@ package audit
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"strconv"
@@ -12,7 +13,9 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/eventlog/storetest"
 )
 
@@ -108,4 +111,53 @@ func TestRestartFigures(t *testing.T) {
 		"a full pass over 10M events takes %s, over 100M %s", DefaultScrubBudget*100,
 		wall.Round(time.Millisecond), cpu.Round(time.Millisecond), 100*float64(cpu)/float64(wall), sc.Progress(), rate,
 		time.Duration(1e7/rate*float64(time.Second)).Round(time.Minute), time.Duration(1e8/rate*float64(time.Second)).Round(time.Minute))
+}
+
+// TestRestartFiguresOnStore measures a restart's store work on an existing
+// large SQLite store (MAMORI_RESTART_STORE=path/events.db, e.g. the page
+// benchmark's 10M-event fixture; skipped when unset): open, then the check
+// from a verified mark at its end. It writes no event and no checkpoint.
+//
+//	MAMORI_RESTART_STORE=/tmp/mamori-web-bench-10000000/events.db go test ./server/internal/audit -run TestRestartFiguresOnStore -v
+func TestRestartFiguresOnStore(t *testing.T) {
+	path := os.Getenv("MAMORI_RESTART_STORE")
+	if path == "" {
+		t.Skip("set MAMORI_RESTART_STORE to a large store's events.db to measure")
+	}
+	defer func(n int64) { FullCheckBelow = n }(FullCheckBelow)
+	FullCheckBelow = 0
+	ctx := context.Background()
+	skey, vkey, _ := note.GenerateKey(rand.Reader, "mamori/restart")
+	signer, _ := note.NewSigner(skey)
+	verif, _ := note.NewVerifier(vkey)
+	open := func() (*eventlog.SQLite, time.Duration) {
+		w0 := time.Now()
+		l, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l, time.Since(w0)
+	}
+	l, first := open()
+	n, _ := l.TreeSize(ctx)
+	root, err := l.TreeHash(ctx, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark, err := SignMark(Mark{Size: n, Root: root}, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l, again := open()
+	defer l.Close()
+	c0, w0 := processCPU(), time.Now()
+	size, got, err := VerifyFromMark(ctx, l, verif, nil, mark, zerolog.Nop())
+	wall, cpu := time.Since(w0), processCPU()-c0
+	if err != nil || size != n || got != root {
+		t.Fatalf("from the mark: %d %v", size, err)
+	}
+	t.Logf("%d events: open %s (first, cold) and %s (again); check from a mark at the end: wall %s, cpu %s; restart work %s",
+		n, first.Round(time.Millisecond), again.Round(time.Millisecond), wall.Round(time.Millisecond), cpu.Round(time.Millisecond),
+		(again + wall).Round(time.Millisecond))
 }
