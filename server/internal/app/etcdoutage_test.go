@@ -144,6 +144,21 @@ func etcdCluster(t *testing.T) ([]*etcdMember, []string) {
 	return ms, endpoints
 }
 
+// serverOnCluster starts a 3-member etcd cluster and one server on it.
+func serverOnCluster(t *testing.T) ([]*etcdMember, string, *app.Server) {
+	t.Helper()
+	ms, endpoints := etcdCluster(t)
+	dir := t.TempDir()
+	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		Hostnames: []string{"127.0.0.1"}, EtcdEndpoints: endpoints,
+		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return ms, dir, srv
+}
+
 // TestEtcdOutage: a server on a 3-member etcd cluster. One member stopped:
 // ingest and admin reads go on. A second stopped (no quorum): the writer's
 // lease ends but it stays the writer and acks an enrolled agent's batches,
@@ -155,15 +170,7 @@ func TestEtcdOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 3-member etcd cluster")
 	}
-	ms, endpoints := etcdCluster(t)
-	dir := t.TempDir()
-	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Hostnames: []string{"127.0.0.1"}, EtcdEndpoints: endpoints,
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	ms, dir, srv := serverOnCluster(t)
 	verifier, err := note.NewVerifier(strings.TrimSpace(string(readFile(t, filepath.Join(dir, app.FileLogKeyPub)))))
 	if err != nil {
 		t.Fatal(err)
@@ -295,15 +302,7 @@ func TestEtcdOutageFencedWriter(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 3-member etcd cluster")
 	}
-	ms, endpoints := etcdCluster(t)
-	dir := t.TempDir()
-	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Hostnames: []string{"127.0.0.1"}, EtcdEndpoints: endpoints,
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	ms, dir, srv := serverOnCluster(t)
 	a := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-fenced")
 	if _, err := a.send(a.events(5)); err != nil {
 		t.Fatal(err)
