@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/wire"
 )
@@ -218,20 +218,32 @@ func (s *batchScanner) value() ([]byte, error) {
 		b := *s.buf
 		for ; i < len(b); i++ {
 			c = b[i]
-			switch {
-			case inStr:
-				switch {
-				case esc:
+			if inStr {
+				if esc {
 					esc = false
-				case c == '\\':
-					esc = true
-				case c == '"':
-					inStr = false
-					if depth == 0 {
-						s.pos = i + 1
-						return b[start:s.pos], nil
-					}
+					continue
 				}
+				if c != '"' && c != '\\' {
+					// Skip the run of plain bytes at once: strings are
+					// most of a batch (paths, hashes).
+					i += 1 + quoteOrEscape(b[i+1:])
+					if i >= len(b) {
+						break // read more; still in the string
+					}
+					c = b[i]
+				}
+				if c == '\\' {
+					esc = true
+					continue
+				}
+				inStr = false
+				if depth == 0 {
+					s.pos = i + 1
+					return b[start:s.pos], nil
+				}
+				continue
+			}
+			switch {
 			case c == '"':
 				inStr = true
 			case c == '{' || c == '[':
@@ -256,6 +268,19 @@ func (s *batchScanner) value() ([]byte, error) {
 			return nil, errUnexpectedEnd
 		}
 	}
+}
+
+// quoteOrEscape returns the index of the first '"' or '\\' in b, or
+// len(b): IndexByte is vectorised where a byte loop is not.
+func quoteOrEscape(b []byte) int {
+	q := bytes.IndexByte(b, '"')
+	if q < 0 {
+		q = len(b)
+	}
+	if k := bytes.IndexByte(b[:q], '\\'); k >= 0 {
+		return k
+	}
+	return q
 }
 
 // scalar returns the extent of a number or literal, ending where its

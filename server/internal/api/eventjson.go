@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -162,18 +163,21 @@ func (p *eventParser) stringValue() (string, bool) {
 		return "", false
 	}
 	start := p.i + 1
-	for j := start; j < len(p.s); j++ {
-		switch c := p.s[j]; {
-		case c == '"':
-			p.i = j + 1
-			return p.s[start:j], true
-		case c == '\\':
-			return p.escaped(start, j)
-		case c < 0x20:
+	j := start + quoteOrEscapeString(p.s[start:])
+	for _, c := range []byte(p.s[start:j]) {
+		if c < 0x20 {
 			return "", false
 		}
 	}
-	return "", false
+	switch {
+	case j >= len(p.s):
+		return "", false
+	case p.s[j] == '"':
+		p.i = j + 1
+		return p.s[start:j], true
+	default:
+		return p.escaped(start, j)
+	}
 }
 
 // escaped finishes a string that has an escape at j.
@@ -189,8 +193,16 @@ func (p *eventParser) escaped(start, j int) (string, bool) {
 		case c < 0x20:
 			return "", false
 		case c != '\\':
-			b = append(b, c)
-			j++
+			// Copy the run up to the next quote or escape at once,
+			// refusing control characters in it as the loop would.
+			k := j + 1 + quoteOrEscapeString(p.s[j+1:])
+			for _, r := range []byte(p.s[j:k]) {
+				if r < 0x20 {
+					return "", false
+				}
+			}
+			b = append(b, p.s[j:k]...)
+			j = k
 			continue
 		}
 		if j+1 >= len(p.s) {
@@ -226,6 +238,18 @@ func (p *eventParser) escaped(start, j int) (string, bool) {
 		j += 2
 	}
 	return "", false
+}
+
+// quoteOrEscapeString is quoteOrEscape for a string.
+func quoteOrEscapeString(s string) int {
+	q := strings.IndexByte(s, '"')
+	if q < 0 {
+		q = len(s)
+	}
+	if k := strings.IndexByte(s[:q], '\\'); k >= 0 {
+		return k
+	}
+	return q
 }
 
 func isHex4(s string) bool {
