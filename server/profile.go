@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"runtime/trace"
+	"time"
 )
 
 // EnvCPUProfile names a file to write a CPU profile of the whole run of
@@ -17,6 +18,11 @@ const EnvCPUProfile = "MAMORI_CPU_PROFILE"
 // CPU goes (go tool trace FILE; go tool trace -pprof=sync FILE > sync.prof).
 // Keep such runs short: a trace grows by megabytes a second under load.
 const EnvTrace = "MAMORI_TRACE"
+
+// EnvHeapProfile names a file that a foreground `serve` rewrites with a heap
+// profile every 10 s, so the memory of a load in progress (agents holding
+// connections) can be read: go tool pprof -sample_index=inuse_space FILE.
+const EnvHeapProfile = "MAMORI_HEAP_PROFILE"
 
 // startCPUProfile starts the profile EnvCPUProfile and the trace EnvTrace
 // ask for; the returned function stops and writes them.
@@ -51,5 +57,30 @@ func startCPUProfile() (func(), error) {
 		}
 		stops = append(stops, func() { trace.Stop(); f.Close() })
 	}
+	if path := os.Getenv(EnvHeapProfile); path != "" {
+		done := make(chan struct{})
+		go writeHeapProfiles(path, done)
+		stops = append(stops, func() { close(done) })
+	}
 	return stop, nil
+}
+
+func writeHeapProfiles(path string, done <-chan struct{}) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		f, err := os.Create(path + ".tmp")
+		if err != nil {
+			continue
+		}
+		err = pprof.Lookup("heap").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil && cerr == nil {
+			_ = os.Rename(path+".tmp", path)
+		}
+	}
 }

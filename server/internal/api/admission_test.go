@@ -6,11 +6,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -239,5 +241,63 @@ func TestDecodingOverlapsCommit(t *testing.T) {
 		if st := <-status; st != http.StatusOK {
 			t.Fatalf("status %d", st)
 		}
+	}
+}
+
+// TestDecodedBatchesBoundedByStoreSlots: while the store is slow, batches
+// waiting for it wait gzip'd, not decoded. Every admitted batch used to be
+// decoded at once and wait decoded for a store slot: with 2,000 agents at
+// saturation, 300 MB of decoded events (a heap profile of mamori-loadgen's
+// run), growing with the store's rate, not with any slot.
+func TestDecodedBatchesBoundedByStoreSlots(t *testing.T) {
+	e := &env{t: t, store: newMemStore(), state: newMemState(), ca: newTestCA("test CA")}
+	g := &gateStore{memStore: e.store, release: make(chan struct{}), waiting: make(chan struct{}, 64)}
+	var err error
+	e.api, err = New(Config{Store: g, State: e.state, CA: e.ca, AgentID: cnAgentID, NewAgentID: newTestAgentID,
+		MaxConcurrentBatches: 1, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded atomic.Int64
+	testHookDecoded = func() { decoded.Add(1) }
+	defer func() { testHookDecoded = nil }()
+	e.srv = httptest.NewUnstartedServer(e.api.Handler())
+	e.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: e.ca.pool()}
+	e.srv.StartTLS()
+	defer func() { e.srv.Close(); e.api.Close() }()
+	e.roots = x509.NewCertPool()
+	e.roots.AddCert(e.srv.Certificate())
+	e.enroll, _, _ = e.state.CreateEnrollToken(context.Background(), time.Hour, 100, "admin")
+
+	unblock := sync.OnceFunc(func() { close(g.release) })
+	defer unblock()        // before the server closes, if the test fails
+	const n, slots = 12, 4 // store slots: 4 x MaxConcurrentBatches
+	status := make(chan int, n)
+	for i := range n {
+		a := e.enrollAgent(fmt.Sprintf("pc-%d", i))
+		evs := a.events(10)
+		go func() { st, _, _ := postBatch(t, e, a, evs); status <- st }()
+	}
+	for i := range slots {
+		select {
+		case <-g.waiting:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d batches reached the store", i)
+		}
+	}
+	// The others have arrived and wait; none of them may be decoded.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if d := decoded.Load(); d > slots {
+			t.Fatalf("%d batches decoded while %d store slots were taken", d, slots)
+		}
+	}
+	unblock()
+	for range n {
+		if st := <-status; st != http.StatusOK {
+			t.Fatalf("status %d", st)
+		}
+	}
+	if d := decoded.Load(); d != n {
+		t.Fatalf("%d of %d batches decoded", d, n)
 	}
 }

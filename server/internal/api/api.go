@@ -237,9 +237,10 @@ type Server struct {
 	// the memory they take (each up to wire.MaxBatchBody).
 	ingestSlots chan struct{}
 	smallSlots  chan struct{} // for raw bodies up to smallBatchBody
-	// storeSlots bounds the small batches decoded and waiting for their
-	// commit (4 x MaxConcurrentBatches: enough to fill two of the writer's
-	// groups while the next batches decode).
+	// storeSlots bounds the small batches being decoded or decoded and
+	// waiting for their commit, and so their events in memory
+	// (4 x MaxConcurrentBatches: enough to fill two of the writer's groups
+	// while the next batches decode).
 	storeSlots chan struct{}
 	readers    *bodyReaders
 	admission  *admission

@@ -677,5 +677,9 @@ func (s *Server) newHTTPServer() *http.Server {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          newStdLog(s.cfg.Log),
+		// Go's HTTP/2 framer keeps a read buffer as large as the largest
+		// frame a connection sent: at the 1 MiB default, a whole gzip'd
+		// batch per agent (101 MB of 644 MB live with 2,000 agents).
+		HTTP2: &http.HTTP2Config{MaxReadFrameSize: 16 << 10},
 	}
 }
