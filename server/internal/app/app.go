@@ -318,9 +318,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	// Compliance judges each host by the policy its agent really runs: the
-	// pack plus the registers' folders, media and approvals.
+	// pack plus the registers' folders, media and approvals, as the
+	// long-polls serve it (Shared: a few etcd reads per change whatever the
+	// number of agents; Effective read 3-4 keys per agent, 40,000 reads per
+	// inventory of 10,000 PCs).
 	effective := func(ctx context.Context, id string) (*policy.Policy, error) {
-		c, err := regs.Effective(ctx, id)
+		c, err := regs.Shared(ctx, id)
 		return c.Policy, err
 	}
 	if s.tracker, err = compliance.New(compliance.Config{Events: s.store, Now: cfg.Now, Log: cfg.Log,

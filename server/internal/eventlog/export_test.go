@@ -55,3 +55,6 @@ func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 
 // Indexed reports the watermark: the events below it are in event_keys.
 func (s *SQLite) Indexed() int64 { return s.watermark.Load() }
+
+// IndexRuns is how many transactions the indexer has committed.
+func (s *SQLite) IndexRuns() int64 { return s.indexRuns.Load() }

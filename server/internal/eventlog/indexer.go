@@ -20,6 +20,13 @@ import (
 const (
 	indexBatch = 16384
 	indexPoll  = 20 * time.Millisecond
+	// A short backlog waits up to indexLinger for more, so that light
+	// ingest (an office's usual) is indexed in a few transactions a second
+	// rather than one per poll: each costs a commit of the keys file, which
+	// at 2,000 events/s made the indexer 100 µs of CPU an event. Queries
+	// scan what waits (at most indexLinger of events, or indexEager).
+	indexLinger = 250 * time.Millisecond
+	indexEager  = 4096
 )
 
 // indexer runs until the store closes.
@@ -29,7 +36,10 @@ func (s *SQLite) indexer(conn *sql.Conn) {
 	ctx := context.Background()
 	t := time.NewTicker(indexPoll)
 	defer t.Stop()
-	var retry time.Time // after a failure (a full disk, say), wait a second
+	var (
+		retry   time.Time // after a failure (a full disk, say), wait a second
+		waiting time.Time // since when a backlog has waited
+	)
 	for {
 		select {
 		case <-s.stop:
@@ -39,8 +49,16 @@ func (s *SQLite) indexer(conn *sql.Conn) {
 		for time.Now().After(retry) {
 			wm, size := s.watermark.Load(), s.size.Load()
 			if wm >= size {
+				waiting = time.Time{}
 				break
 			}
+			if waiting.IsZero() {
+				waiting = time.Now()
+			}
+			if size-wm < indexEager && time.Since(waiting) < indexLinger {
+				break
+			}
+			waiting = time.Time{}
 			if s.indexPaused.Load() {
 				break
 			}
@@ -85,6 +103,7 @@ func (s *SQLite) indexRange(ctx context.Context, conn *sql.Conn, lo, hi int64) (
 		return fmt.Errorf("eventlog: index: %w", err)
 	}
 	s.watermark.Store(hi)
+	s.indexRuns.Add(1)
 	return nil
 }
 

@@ -38,6 +38,7 @@ type SQLite struct {
 	// indexer, for tests that place the watermark.
 	imu         sync.Mutex
 	indexPaused atomic.Bool
+	indexRuns   atomic.Int64  // indexer transactions, for tests
 	stop        chan struct{} // closed by Close: background goroutines return
 	bg          sync.WaitGroup
 }

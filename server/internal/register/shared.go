@@ -22,6 +22,7 @@ import (
 type SharedPolicy struct {
 	Version string
 	JSON    []byte
+	Policy  *policy.Policy // JSON before encoding; shared too: read only
 	Source  string
 	Until   time.Time // when it changes by time alone (an approval window ends); zero if never
 }
@@ -92,7 +93,7 @@ func (s *Service) Shared(ctx context.Context, agentID string) (SharedPolicy, err
 	if err != nil {
 		return SharedPolicy{}, fmt.Errorf("register: policy for %s: %w", agentID, err)
 	}
-	out := SharedPolicy{Version: p.Version(), JSON: b, Source: src, Until: until}
+	out := SharedPolicy{Version: p.Version(), JSON: b, Policy: p, Source: src, Until: until}
 	s.snapMu.Lock()
 	v.out[k] = out
 	s.snapMu.Unlock()

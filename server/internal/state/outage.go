@@ -179,6 +179,13 @@ func (a *availability) forget(rel string) {
 	}
 }
 
+// drop removes the cache entry k.
+func (a *availability) drop(k string) {
+	a.mu.Lock()
+	delete(a.cache, k)
+	a.mu.Unlock()
+}
+
 func getKey(rel string) string { return "g" + rel }
 
 func listKey(dir string, keysOnly bool) string {

@@ -257,7 +257,10 @@ func (s *State) get(ctx context.Context, rel string) ([]byte, int64, error) {
 		return nil, 0, fmt.Errorf("state: get %s: %w", rel, err)
 	}
 	if len(resp.Kvs) == 0 {
-		s.avail.forget(rel)
+		// Gone (deleted elsewhere): an outage must not bring back a copy.
+		// Only this key's: forget scans the whole cache, and absent keys
+		// are read often (assignments of agents without one).
+		s.avail.drop(ck)
 		return nil, 0, fmt.Errorf("state: %s: %w", rel, ErrNotFound)
 	}
 	s.avail.store(ck, cached{vals: [][]byte{resp.Kvs[0].Value}, rev: resp.Kvs[0].ModRevision})
