@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/mamori/mamori/shared/event"
 )
@@ -189,7 +190,9 @@ func (p *eventParser) escaped(start, j int) (string, bool) {
 		switch {
 		case c == '"':
 			p.i = j + 1
-			return string(b), true
+			// b is not touched again: the string shares its bytes
+			// rather than copying them (as strings.Builder does).
+			return unsafe.String(unsafe.SliceData(b), len(b)), true
 		case c < 0x20:
 			return "", false
 		case c != '\\':
