@@ -199,15 +199,12 @@ func (g *gateStore) Append(ctx context.Context, agent string, evs []event.Event)
 	return g.memStore.Append(ctx, agent, evs)
 }
 
-// TestDecodingOverlapsCommit: a batch waiting for its commit does not hold
-// a decoding slot, so with one slot the next agent's batch is decoded and
-// reaches the store meanwhile (the writer gets its next group while it
-// commits). It used to hold the slot until acked: with 8 slots, the
-// server decoded nothing while the 8 batches in the store waited for their
-// fsync, and used under one core of two at saturation.
-func TestDecodingOverlapsCommit(t *testing.T) {
+// gatedEnv is an API server with one decoding slot (so 4 store slots) on a
+// store that holds every Append until unblock; the test's cleanup
+// unblocks it before closing the server, also when the test fails.
+func gatedEnv(t *testing.T) (*env, *gateStore, func()) {
 	e := &env{t: t, store: newMemStore(), state: newMemState(), ca: newTestCA("test CA")}
-	g := &gateStore{memStore: e.store, release: make(chan struct{}), waiting: make(chan struct{}, 16)}
+	g := &gateStore{memStore: e.store, release: make(chan struct{}), waiting: make(chan struct{}, 64)}
 	var err error
 	e.api, err = New(Config{Store: g, State: e.state, CA: e.ca, AgentID: cnAgentID, NewAgentID: newTestAgentID,
 		MaxConcurrentBatches: 1, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
@@ -217,11 +214,23 @@ func TestDecodingOverlapsCommit(t *testing.T) {
 	e.srv = httptest.NewUnstartedServer(e.api.Handler())
 	e.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: e.ca.pool()}
 	e.srv.StartTLS()
-	defer func() { e.srv.Close(); e.api.Close() }()
+	t.Cleanup(func() { e.srv.Close(); e.api.Close() })
+	unblock := sync.OnceFunc(func() { close(g.release) })
+	t.Cleanup(unblock) // runs first: the server's Close waits for the held batches
 	e.roots = x509.NewCertPool()
 	e.roots.AddCert(e.srv.Certificate())
 	e.enroll, _, _ = e.state.CreateEnrollToken(context.Background(), time.Hour, 100, "admin")
+	return e, g, unblock
+}
 
+// TestDecodingOverlapsCommit: a batch waiting for its commit does not hold
+// a decoding slot, so with one slot the next agent's batch is decoded and
+// reaches the store meanwhile (the writer gets its next group while it
+// commits). It used to hold the slot until acked: with 8 slots, the
+// server decoded nothing while the 8 batches in the store waited for their
+// fsync, and used under one core of two at saturation.
+func TestDecodingOverlapsCommit(t *testing.T) {
+	e, g, unblock := gatedEnv(t)
 	agents := []*testAgent{e.enrollAgent("pc-1"), e.enrollAgent("pc-2"), e.enrollAgent("pc-3")}
 	status := make(chan int, len(agents))
 	for _, a := range agents {
@@ -236,7 +245,7 @@ func TestDecodingOverlapsCommit(t *testing.T) {
 			t.Fatalf("%d of %d batches reached the store while the first waited for its commit", i, len(agents))
 		}
 	}
-	close(g.release)
+	unblock()
 	for range agents {
 		if st := <-status; st != http.StatusOK {
 			t.Fatalf("status %d", st)
@@ -250,27 +259,10 @@ func TestDecodingOverlapsCommit(t *testing.T) {
 // saturation, 300 MB of decoded events (a heap profile of mamori-loadgen's
 // run), growing with the store's rate, not with any slot.
 func TestDecodedBatchesBoundedByStoreSlots(t *testing.T) {
-	e := &env{t: t, store: newMemStore(), state: newMemState(), ca: newTestCA("test CA")}
-	g := &gateStore{memStore: e.store, release: make(chan struct{}), waiting: make(chan struct{}, 64)}
-	var err error
-	e.api, err = New(Config{Store: g, State: e.state, CA: e.ca, AgentID: cnAgentID, NewAgentID: newTestAgentID,
-		MaxConcurrentBatches: 1, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var decoded atomic.Int64
 	testHookDecoded = func() { decoded.Add(1) }
 	defer func() { testHookDecoded = nil }()
-	e.srv = httptest.NewUnstartedServer(e.api.Handler())
-	e.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: e.ca.pool()}
-	e.srv.StartTLS()
-	defer func() { e.srv.Close(); e.api.Close() }()
-	e.roots = x509.NewCertPool()
-	e.roots.AddCert(e.srv.Certificate())
-	e.enroll, _, _ = e.state.CreateEnrollToken(context.Background(), time.Hour, 100, "admin")
-
-	unblock := sync.OnceFunc(func() { close(g.release) })
-	defer unblock()        // before the server closes, if the test fails
+	e, g, unblock := gatedEnv(t)
 	const n, slots = 12, 4 // store slots: 4 x MaxConcurrentBatches
 	status := make(chan int, n)
 	for i := range n {
