@@ -119,14 +119,13 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer release()
-	var decoded func(context.Context) (func(), error)
+	var decoded func()
 	if small {
-		decoded = func(context.Context) (func(), error) {
+		decoded = func() {
 			release()
 			if testHookDecoded != nil {
 				testHookDecoded()
 			}
-			return func() {}, nil
 		}
 	}
 	ack, status, msg := s.ingest(r, id, buf, tk, decoded)
@@ -140,9 +139,8 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 }
 
 // ingest decodes and stores the batch in buf. decoded (optional) is called
-// once the events are decoded and checked, before they are stored; the
-// function it returns is called when the store has answered.
-func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer, tk *ticket, decoded func(context.Context) (func(), error)) (wire.Ack, int, string) {
+// once the events are decoded and checked, before they are stored.
+func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer, tk *ticket, decoded func()) (wire.Ack, int, string) {
 	// Each event's identity is checked against the certificate as it is
 	// decoded. Its fields and own hash are checked once, by the store
 	// (event.Validate, which stops at the first bad event): checking them
@@ -163,11 +161,7 @@ func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer, tk *ticke
 		return wire.Ack{}, batchErrStatus(err), err.Error()
 	}
 	if decoded != nil {
-		done, err := decoded(r.Context())
-		if err != nil {
-			return wire.Ack{}, http.StatusServiceUnavailable, "server busy"
-		}
-		defer done()
+		decoded()
 	}
 	tk.stored(len(evs))
 	res, err := s.cfg.Store.Append(r.Context(), id, evs)
