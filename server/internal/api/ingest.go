@@ -74,6 +74,18 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	defer tk.release(0)
 	slot := time.NewTimer(s.admission.maxWait)
 	defer slot.Stop()
+	// take waits for a place in ch, answering 503 if none comes in time.
+	take := func(ch chan struct{}) bool {
+		select {
+		case ch <- struct{}{}:
+			return true
+		case <-slot.C:
+			s.busy(w, r, time.Second)
+		case <-r.Context().Done():
+			s.fail(w, r, http.StatusServiceUnavailable, "server busy")
+		}
+		return false
+	}
 	// Small bodies (an agent's usual gzip batch) have their own slots, so
 	// they never queue behind maximum-size batches being decoded.
 	slots, small := s.ingestSlots, buf.Len() <= smallBatchBody
@@ -84,24 +96,12 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 		// an event against 0.1 KiB gzip'd). Taken after decoding, every
 		// admitted batch was decoded at once and waited decoded: 300 MB of
 		// events with 2,000 agents at saturation.
-		select {
-		case s.storeSlots <- struct{}{}:
-			defer func() { <-s.storeSlots }()
-		case <-slot.C:
-			s.busy(w, r, time.Second)
-			return
-		case <-r.Context().Done():
-			s.fail(w, r, http.StatusServiceUnavailable, "server busy")
+		if !take(s.storeSlots) {
 			return
 		}
+		defer func() { <-s.storeSlots }()
 	}
-	select {
-	case slots <- struct{}{}:
-	case <-slot.C:
-		s.busy(w, r, time.Second)
-		return
-	case <-r.Context().Done():
-		s.fail(w, r, http.StatusServiceUnavailable, "server busy")
+	if !take(slots) {
 		return
 	}
 	// A small batch gives its decoding slot back once decoded and waits
