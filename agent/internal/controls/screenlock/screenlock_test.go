@@ -391,7 +391,9 @@ func TestRunSessionEvents(t *testing.T) {
 		if clock.Waiters() > 0 {
 			clock.Advance(DefaultPollInterval)
 		}
-		return c.Status().State == controls.Fail
+		// The status is visible a moment before its event is emitted
+		// (StatusReporter.Set): wait for both.
+		return c.Status().State == controls.Fail && len(rec.OfType(TypeStatus)) > checks
 	}, "poll after drift")
 	if len(rec.OfType(TypeStatus)) != checks+1 {
 		t.Fatalf("status events %d, want %d", len(rec.OfType(TypeStatus)), checks+1)
