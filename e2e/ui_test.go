@@ -110,9 +110,19 @@ func (u *ui) eval(js string) string {
 // shot writes a full-page screenshot of the current page.
 func (u *ui) shot(name string) {
 	u.t.Helper()
-	ctx, cancel := context.WithTimeout(u.ctx, 30*time.Second)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	// Headless Chromium now and then never answers a capture (CI: once,
+	// after the page had rendered and its assertions passed); one more try
+	// gets it.
+	var png []byte
+	var err error
+	for try := 0; try < 2; try++ {
+		ctx, cancel := context.WithTimeout(u.ctx, 30*time.Second)
+		png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		cancel()
+		if err == nil {
+			break
+		}
+	}
 	if err != nil {
 		u.t.Fatalf("screenshot %s: %v", name, err)
 	}
