@@ -79,6 +79,8 @@ func TestFlagsRefuseBadInput(t *testing.T) {
 		{"--ca", "x", "--token", "t", "--duration", "11m"},
 		{"--ca", "x", "--token", "t", "--server", "http://127.0.0.1:8443"},
 		{"--ca", "x", "--token", "t", "--policy-change", "5s"},
+		{"--ca", "x", "--token", "t", "--connect-over", "5s"},
+		{"--ca", "x", "--token", "t", "--long-poll", "--connect-over", "-1s"},
 		{"--token", "t"},
 		{"--ca", "x"},
 	} {

@@ -44,6 +44,7 @@ type config struct {
 	duration       time.Duration
 	timeout        time.Duration
 	policyChange   time.Duration
+	connectOver    time.Duration
 	longPoll       bool
 	h1             bool
 	pid            int
@@ -76,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "per-batch timeout (the agent's is 30s)")
 	fs.DurationVar(&c.policyChange, "policy-change", 0, "after this long, change the default policy and time how long until every long-poll has it (needs --long-poll and an admin token)")
 	fs.BoolVar(&c.longPoll, "long-poll", false, "each agent holds the policy long-poll, on its shipping connection")
+	fs.DurationVar(&c.connectOver, "connect-over", 0, "agents open their long-polls spread evenly over this long, as an office's PCs come up, instead of all at once as after a server restart (needs --long-poll)")
 	fs.BoolVar(&c.h1, "h1", false, "HTTP/1.1 only (two connections per agent, as before HTTP/2)")
 	fs.IntVar(&c.pid, "pid", 0, "the server's process id, for CPU, RSS and fds from /proc")
 	if err := fs.Parse(args); err != nil {
@@ -103,6 +105,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("loadgen: --policy-change %s: want 0 (off) or less than --duration", c.policyChange)
 	case c.policyChange > 0 && !c.longPoll:
 		return nil, errors.New("loadgen: --policy-change needs --long-poll")
+	case c.connectOver < 0 || c.connectOver > maxDuration:
+		return nil, fmt.Errorf("loadgen: --connect-over %s: want 0 (all at once) to %s", c.connectOver, maxDuration)
+	case c.connectOver > 0 && !c.longPoll:
+		return nil, errors.New("loadgen: --connect-over needs --long-poll")
 	}
 	c.server = strings.TrimRight(c.server, "/")
 	if c.dataDir != "" {

@@ -99,9 +99,18 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	var polled sync.WaitGroup
 	if cfg.longPoll {
 		polled.Add(len(agents))
-		for _, a := range agents {
+		t0 := time.Now()
+		for i, a := range agents {
 			bg.Add(1)
-			go func() { defer bg.Done(); a.longPoll(runCtx, cfg, st, &polled) }()
+			go func() {
+				defer bg.Done()
+				at := t0.Add(cfg.connectOver * time.Duration(i) / time.Duration(len(agents)))
+				if !sleepUntil(runCtx, at) {
+					polled.Done()
+					return
+				}
+				a.longPoll(runCtx, cfg, st, &polled)
+			}()
 		}
 		waitOrCtx(runCtx, &polled)
 	}

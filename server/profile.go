@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"time"
@@ -22,6 +23,9 @@ const EnvTrace = "MAMORI_TRACE"
 // EnvHeapProfile names a file that a foreground `serve` rewrites with a heap
 // profile every 10 s, so the memory of a load in progress (agents holding
 // connections) can be read: go tool pprof -sample_index=inuse_space FILE.
+// FILE.mem gets a line of the runtime's memory figures at the same times:
+// what the profile does not show (stacks, garbage awaiting collection,
+// memory the runtime keeps from the OS).
 const EnvHeapProfile = "MAMORI_HEAP_PROFILE"
 
 // startCPUProfile starts the profile EnvCPUProfile and the trace EnvTrace
@@ -82,5 +86,20 @@ func writeHeapProfiles(path string, done <-chan struct{}) {
 		if cerr := f.Close(); err == nil && cerr == nil {
 			_ = os.Rename(path+".tmp", path)
 		}
+		appendMemStats(path + ".mem")
 	}
+}
+
+func appendMemStats(path string) {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return
+	}
+	const mib = 1 << 20
+	fmt.Fprintf(f, "%s goroutines=%d heap_alloc=%dMiB heap_inuse=%dMiB heap_idle=%dMiB heap_released=%dMiB stack_inuse=%dMiB next_gc=%dMiB sys=%dMiB gc=%d\n",
+		time.Now().Format(time.RFC3339), runtime.NumGoroutine(), m.HeapAlloc/mib, m.HeapInuse/mib, m.HeapIdle/mib,
+		m.HeapReleased/mib, m.StackInuse/mib, m.NextGC/mib, m.Sys/mib, m.NumGC)
+	f.Close()
 }
