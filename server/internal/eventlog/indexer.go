@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -121,7 +122,10 @@ func (s *SQLite) loadWatermark(ctx context.Context) error {
 	}
 	n := s.size.Load()
 	if wm > 0 && wm <= n {
-		if err := s.kdb.QueryRowContext(ctx, `SELECT hash FROM events WHERE idx = ?`, wm-1).Scan(&have); err != nil {
+		// A row missing there (deleted by hand) leaves have nil: the keys
+		// are rebuilt and the open goes on, so the audit can report the gap.
+		err := s.kdb.QueryRowContext(ctx, `SELECT hash FROM events WHERE idx = ?`, wm-1).Scan(&have)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("eventlog: read index watermark: %w", err)
 		}
 	}

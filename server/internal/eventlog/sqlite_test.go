@@ -345,3 +345,50 @@ func TestIndexerBatchesLightIngest(t *testing.T) {
 		t.Errorf("%d indexer transactions for 100 batches over %v, want at most %d", runs, took.Round(time.Millisecond), most)
 	}
 }
+
+// TestOpenWithRowDeletedBelowWatermark deletes, with the store closed, the
+// row just below the index watermark (an insider removing an event). The
+// store must still open, rebuilding the keys, so that the audit can report
+// the missing index instead of the server refusing to start; CI once saw
+// the open fail with "no rows" when the indexer happened to stop there.
+func TestOpenWithRowDeletedBelowWatermark(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "pc-001", storetest.Chain("pc-001", 1, 100, "")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetWatermark(ctx, 78); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM events WHERE idx = 77`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err = eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("open after a row below the watermark was deleted: %v", err)
+	}
+	defer s.Close()
+	p, err := s.Query(ctx, eventlog.Filter{User: `CORP\tanaka`, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int
+	if err := s.QueryRow(ctx, `SELECT count(*) FROM events WHERE "user" = 'CORP\tanaka'`, &want); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Events) != want {
+		t.Errorf("user filter after the rebuild: %d events, the log has %d", len(p.Events), want)
+	}
+}
