@@ -36,6 +36,7 @@ func BenchmarkAppendRealistic(b *testing.B) {
 		chains[w] = realisticChain(b, fmt.Sprintf("pc-%05d", w), per, uint64(w))
 	}
 	t0 := time.Now()
+	cpu0, cpuOK := processCPU()
 	benchChains(b, s, chains, batch)
 	// The indexer's catch-up is part of the cost: report the rate to the
 	// point where every event is in the query indexes too.
@@ -44,6 +45,9 @@ func BenchmarkAppendRealistic(b *testing.B) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	b.ReportMetric(float64(writers*per)/time.Since(t0).Seconds(), "indexed-events/s")
+	if cpu1, ok := processCPU(); ok && cpuOK {
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(writers*per), "cpu-ns/indexed-event")
+	}
 }
 
 // realisticChain seals n file-access events of agent with random paths.
