@@ -37,8 +37,8 @@ type core struct {
 	readTx *sql.TxOptions
 	// noNUL: the backend's text columns cannot hold U+0000 (PostgreSQL).
 	noNUL bool
-	// keys: the query indexes are event_keys behind a watermark (SQLite,
-	// indexer.go), not indexes on events.
+	// keys: the query indexes are key runs behind a watermark (SQLite,
+	// indexer.go, keyruns.go), not indexes on events.
 	keys bool
 
 	mu     sync.RWMutex // held shared while sending on reqs, exclusively to close it

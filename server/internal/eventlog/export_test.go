@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"fmt"
+	"strings"
 )
 
 // Pragma reads a pragma on the write (w) or read (r) pool, for tests.
@@ -28,8 +29,8 @@ func (s *SQLite) ExecRead(ctx context.Context, q string) error {
 }
 
 // SetWatermark holds the indexer and puts the watermark at wm (at most
-// the tree size), with exactly the keys below it, so tests can read through
-// any split of keys and tail.
+// the tree size), with exactly the keys below it in three runs (fewer when
+// wm < 3), so tests can read through any split of runs and tail.
 func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 	s.indexPaused.Store(true)
 	s.imu.Lock()
@@ -37,20 +38,67 @@ func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 	if n := s.size.Load(); wm > n {
 		return fmt.Errorf("watermark %d above tree size %d", wm, n)
 	}
-	for _, st := range []struct {
-		q    string
-		args []any
-	}{
-		{`DELETE FROM event_keys`, nil},
-		{indexKeysSQL, []any{0, wm}},
-		{`UPDATE index_state SET watermark = ?1, last = (SELECT hash FROM events WHERE idx = ?1 - 1)`, []any{wm}},
-	} {
-		if _, err := s.kdb.ExecContext(ctx, st.q, st.args...); err != nil {
-			return err
-		}
+	tx, err := s.kdb.BeginTx(ctx, nil)
+	if err != nil {
+		return err
 	}
+	defer tx.Rollback()
+	if err := dropRuns(ctx, tx); err != nil {
+		return err
+	}
+	var runs []keyRun
+	for i, lo := int64(0), int64(0); i < 3; i++ {
+		hi := wm * (i + 1) / 3
+		if hi == lo {
+			continue
+		}
+		r := keyRun{runName(lo, hi), lo, hi}
+		for _, st := range []struct {
+			q    string
+			args []any
+		}{
+			{fmt.Sprintf(runSchema, r.name), nil},
+			{fmt.Sprintf(indexKeysSQL, r.name), []any{lo, hi}},
+			{`INSERT INTO key_runs (name, lo, hi) VALUES (?, ?, ?)`, []any{r.name, lo, hi}},
+		} {
+			if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
+				return err
+			}
+		}
+		runs, lo = append(runs, r), hi
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?1, last = (SELECT hash FROM events WHERE idx = ?1 - 1)`, wm); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.runs = runs
 	s.watermark.Store(wm)
 	return nil
+}
+
+// AllKeys is a subquery of every key in the runs, for tests.
+func (s *SQLite) AllKeys() string {
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	sel := []string{"SELECT kind, val, pos FROM event_keys WHERE 0"}
+	for _, r := range s.runs {
+		sel = append(sel, "SELECT kind, val, pos FROM "+r.name)
+	}
+	return "(" + strings.Join(sel, " UNION ALL ") + ")"
+}
+
+// Runs reports the key runs' ranges in log order, and how many merges
+// there have been.
+func (s *SQLite) Runs() ([][2]int64, int64) {
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	var out [][2]int64
+	for _, r := range s.runs {
+		out = append(out, [2]int64{r.lo, r.hi})
+	}
+	return out, s.merges.Load()
 }
 
 // Indexed reports the watermark: the events below it are in event_keys.

@@ -9,15 +9,16 @@ import (
 	"time"
 )
 
-// The indexer keeps event_keys (the query indexes, keysSchema) behind the
-// log, so that a commit inserts each event into the log's B-tree and the
-// (agent, seq) index only: random keys (object paths above all) in six
-// secondary B-trees were most of the writer's time (docs/ingest.md). The
-// keys live in their own file (events.db-keys) with its own write lock, so
-// on two cores the indexer runs beside the writer instead of taking turns.
-// It adds the keys of committed events in batches, sorted, and moves
-// index_state.watermark in the same transaction, so a crash at any point
-// leaves keys and watermark agreeing and the indexer resumes from it.
+// The indexer keeps the query indexes (the key runs, keysSchema and
+// keyruns.go) behind the log, so that a commit inserts each event into the
+// log's B-tree and the (agent, seq) index only: random keys (object paths
+// above all) in six secondary B-trees were most of the writer's time
+// (docs/ingest.md). The keys live in their own file (events.db-keys) with
+// its own write lock, so on two cores the indexer runs beside the writer
+// instead of taking turns. It adds the keys of committed events as a run,
+// sorted, and moves index_state.watermark in the same transaction, so a
+// crash at any point leaves keys and watermark agreeing and the indexer
+// resumes from it.
 const (
 	indexBatch = 16384
 	indexPoll  = 20 * time.Millisecond
@@ -68,6 +69,11 @@ func (s *SQLite) indexer(conn *sql.Conn) {
 				retry = time.Now().Add(time.Second)
 				break
 			}
+			if err := s.compactLocked(ctx, conn); err != nil {
+				s.log.Error().Err(err).Msg("merging query index runs")
+				retry = time.Now().Add(time.Second)
+				break
+			}
 			select {
 			case <-s.stop:
 				return
@@ -77,14 +83,29 @@ func (s *SQLite) indexer(conn *sql.Conn) {
 	}
 }
 
-// indexRange adds the keys of the events in [lo, hi) and moves the
-// watermark to hi, in one transaction.
+// compactLocked is compact under imu.
+func (s *SQLite) compactLocked(ctx context.Context, conn *sql.Conn) error {
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	if s.indexPaused.Load() {
+		return nil // a test holds the indexer
+	}
+	return s.compact(ctx, conn)
+}
+
+// indexRange adds the keys of the events in [lo, hi) as a new run and moves
+// the watermark to hi, in one transaction.
 func (s *SQLite) indexRange(ctx context.Context, conn *sql.Conn, lo, hi int64) (err error) {
 	s.imu.Lock()
 	defer s.imu.Unlock()
 	if s.indexPaused.Load() || s.watermark.Load() != lo {
 		return nil // a test holds the indexer or moved the watermark
 	}
+	return s.addRun(ctx, conn, lo, hi)
+}
+
+// addRun is indexRange's work. The caller holds imu.
+func (s *SQLite) addRun(ctx context.Context, conn *sql.Conn, lo, hi int64) (err error) {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("eventlog: index: %w", err)
@@ -94,7 +115,15 @@ func (s *SQLite) indexRange(ctx context.Context, conn *sql.Conn, lo, hi int64) (
 			_ = tx.Rollback()
 		}
 	}()
-	if _, err := tx.ExecContext(ctx, indexKeysSQL, lo, hi); err != nil {
+	// The new run takes in the smaller runs before it (absorbFrom): their
+	// keys are read again from the log with its own.
+	a := absorbFrom(s.runs, lo, hi)
+	r := keyRun{lo: lo, hi: hi}
+	if a < len(s.runs) {
+		r.lo = s.runs[a].lo
+	}
+	r.name = runName(r.lo, r.hi)
+	if err := replaceRuns(ctx, tx, s.runs[a:], r, fmt.Sprintf(indexKeysSQL, r.name), r.lo, r.hi); err != nil {
 		return fmt.Errorf("eventlog: index [%d, %d): %w", lo, hi, err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?1, last = (SELECT hash FROM events WHERE idx = ?1 - 1)`, hi); err != nil {
@@ -103,6 +132,7 @@ func (s *SQLite) indexRange(ctx context.Context, conn *sql.Conn, lo, hi int64) (
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("eventlog: index: %w", err)
 	}
+	s.runs = append(s.runs[:a:a], r)
 	s.watermark.Store(hi)
 	s.indexRuns.Add(1)
 	return nil
@@ -129,15 +159,23 @@ func (s *SQLite) loadWatermark(ctx context.Context) error {
 			return fmt.Errorf("eventlog: read index watermark: %w", err)
 		}
 	}
-	if wm > n || !bytes.Equal(last, have) {
+	runs, err := loadRuns(ctx, s.kdb)
+	if err != nil {
+		return err
+	}
+	intact, err := s.runsIntact(ctx, runs, wm)
+	if err != nil {
+		return err
+	}
+	if wm > n || !bytes.Equal(last, have) || !intact {
 		s.log.Warn().Int64("watermark", wm).Int64("events", n).Msg("query indexes are not this log's: rebuilding them")
 		tx, err := s.kdb.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("eventlog: reset index watermark: %w", err)
 		}
 		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, `DELETE FROM event_keys`); err != nil {
-			return fmt.Errorf("eventlog: reset index watermark: %w", err)
+		if err := dropRuns(ctx, tx); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = 0, last = NULL`); err != nil {
 			return fmt.Errorf("eventlog: reset index watermark: %w", err)
@@ -145,10 +183,31 @@ func (s *SQLite) loadWatermark(ctx context.Context) error {
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("eventlog: reset index watermark: %w", err)
 		}
-		wm = 0
+		wm, runs = 0, nil
 	}
+	s.runs = runs
 	s.watermark.Store(wm)
 	return nil
+}
+
+// runsIntact reports whether runs, in log order, cover [0, wm) exactly and
+// each has its table.
+func (s *SQLite) runsIntact(ctx context.Context, runs []keyRun, wm int64) (bool, error) {
+	at := int64(0)
+	for _, r := range runs {
+		if r.lo != at || r.hi <= r.lo {
+			return false, nil
+		}
+		at = r.hi
+		var n int
+		if err := s.kdb.QueryRowContext(ctx, `SELECT count(*) FROM main.sqlite_schema WHERE type = 'table' AND name = ?`, r.name).Scan(&n); err != nil {
+			return false, fmt.Errorf("eventlog: read key runs: %w", err)
+		}
+		if n != 1 {
+			return false, nil
+		}
+	}
+	return at == wm, nil
 }
 
 // catchUp indexes, before the store serves, what the indexer has not: the
@@ -167,6 +226,9 @@ func (s *SQLite) catchUp(ctx context.Context) error {
 	defer conn.Close()
 	for wm := s.watermark.Load(); wm < n; wm = s.watermark.Load() {
 		if err := s.indexRange(ctx, conn, wm, min(n, wm+8*indexBatch)); err != nil {
+			return err
+		}
+		if err := s.compactLocked(ctx, conn); err != nil {
 			return err
 		}
 	}

@@ -108,10 +108,11 @@ type query struct {
 	eqs    []pred // equality filters but agent, most selective kind first
 	object *pred  // object prefix range
 	time   *pred  // event time range
-	// keysBelow: event_keys holds the keys of the events below it (the
+	// keysBelow: the key runs hold the keys of the events below it (the
 	// watermark in the query's snapshot); -1 when the backend indexes
 	// events directly.
 	keysBelow int64
+	runs      []keyRun // the key runs in the query's snapshot, in log order
 }
 
 // plan is how to read one page.
@@ -135,8 +136,19 @@ func probeCap(limit int, size int64) int64 {
 	return min(max(c, 1024), 200_000)
 }
 
-// choosePlan picks the plan for q; every read goes through tx.
+// choosePlan picks the plan for q; every read goes through tx. It first
+// reads the watermark and key runs of tx's snapshot into q.
 func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, error) {
+	q.keysBelow = -1
+	if s.keys {
+		if err := tx.QueryRowContext(ctx, `SELECT watermark FROM index_state`).Scan(&q.keysBelow); err != nil {
+			return plan{}, fmt.Errorf("eventlog: query: %w", err)
+		}
+		var err error
+		if q.runs, err = loadRuns(ctx, tx); err != nil {
+			return plan{}, err
+		}
+	}
 	var pl plan
 	switch {
 	case q.agent != "":
@@ -158,7 +170,7 @@ func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, erro
 		if pl.agent {
 			n, err = s.countAgent(ctx, tx, q.agent, q.after, few)
 		} else {
-			n, err = s.count(ctx, tx, *pl.drive, q.after, few)
+			n, err = s.count(ctx, tx, q, *pl.drive, q.after, few)
 		}
 		if err != nil {
 			return plan{}, err
@@ -187,7 +199,7 @@ func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, erro
 		if r == nil {
 			continue
 		}
-		n, err := s.count(ctx, tx, *r, -1, bestN)
+		n, err := s.count(ctx, tx, q, *r, -1, bestN)
 		if err != nil {
 			return plan{}, err
 		}
@@ -210,7 +222,7 @@ func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, erro
 			return pl, nil
 		}
 	case pl.drive != nil:
-		n, err := s.count(ctx, tx, *pl.drive, q.after, bestN+1)
+		n, err := s.count(ctx, tx, q, *pl.drive, q.after, bestN+1)
 		if err != nil {
 			return plan{}, err
 		}
@@ -224,15 +236,33 @@ func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, erro
 // count returns how many rows p's index holds (after idx after, if >= 0),
 // counting up to limit.
 //
-// With event_keys the count leaves out the tail above the watermark, which
+// With key runs the count leaves out the tail above the watermark, which
 // the indexer keeps short: it is an estimate for the plan, and every plan
 // reads the tail (see parts).
-func (s *core) count(ctx context.Context, tx *sql.Tx, p pred, after, limit int64) (int64, error) {
+func (s *core) count(ctx context.Context, tx *sql.Tx, q *query, p pred, after, limit int64) (int64, error) {
+	if !s.keys || !p.keyed() {
+		return s.countIn(ctx, tx, p, "events", after, limit)
+	}
+	var n int64
+	for _, r := range q.runs {
+		if r.hi <= after+1 {
+			continue
+		}
+		c, err := s.countIn(ctx, tx, p, r.name, after, limit-n)
+		if n += c; err != nil || n >= limit {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// countIn is count over events or one key run.
+func (s *core) countIn(ctx context.Context, tx *sql.Tx, p pred, from string, after, limit int64) (int64, error) {
 	var args []any
-	w, from, col := p.sql(true, &args), "events", "idx"
-	if s.keys && p.keyed() {
+	w, col := p.sql(true, &args), "idx"
+	if from != "events" {
 		args = args[:0]
-		w, from, col = p.keySQL(&args), "event_keys", "pos"
+		w, col = p.keySQL(&args), "pos"
 	}
 	if after >= 0 {
 		w += " AND " + col + " > ?"
@@ -325,7 +355,7 @@ type source int
 
 const (
 	fromEvents source = iota // events through its own indexes
-	fromKeys                 // the drive's event_keys entries joined to events
+	fromKeys                 // the drive's entries in a key run joined to events
 	fromTail                 // events by log index, every filter checked on the row
 )
 
@@ -333,48 +363,58 @@ const (
 type part struct {
 	lo, hi int64
 	src    source
+	run    string // the key run's table, with fromKeys
 }
 
-// parts splits the idx range r of pl's read: with event_keys, a plan that
-// drives through an index reads the keys below the watermark, then the tail
-// above it from the log itself. Both are in log order and the first ends
-// where the second begins, so the page is their concatenation.
+// parts splits the idx range r of pl's read: with key runs, a plan that
+// drives through an index reads each run's keys below the watermark, then
+// the tail above it from the log itself. All are in log order and each
+// ends where the next begins, so the page is their concatenation. (A range
+// no run holds is read as tail: exact, if slower.)
 func parts(q *query, pl plan, r [2]int64) []part {
 	if q.keysBelow < 0 || pl.drive == nil || !pl.drive.keyed() {
-		return []part{{r[0], r[1], fromEvents}}
+		return []part{{r[0], r[1], fromEvents, ""}}
 	}
 	wm, lo, hi := q.keysBelow, r[0], r[1]
-	var out []part
-	if lo < wm {
-		h := wm
-		if hi >= 0 {
-			h = min(hi, wm)
-		}
-		out = append(out, part{lo, h, fromKeys})
+	if hi < 0 {
+		hi = math.MaxInt64
 	}
-	if t := max(lo, wm); hi < 0 || t < hi {
-		out = append(out, part{t, hi, fromTail})
+	var out []part
+	at := lo
+	for _, k := range q.runs {
+		a, b := max(at, k.lo), min(hi, k.hi, wm)
+		if a >= b {
+			continue
+		}
+		if at < a {
+			out = append(out, part{at, a, fromTail, ""})
+		}
+		out, at = append(out, part{a, b, fromKeys, k.name}), b
+	}
+	if at < hi {
+		out = append(out, part{at, r[1], fromTail, ""})
 	}
 	return out
 }
 
-// selectSQL reads pl's rows with idx in [lo, hi) (hi < 0: no bound) from
-// src, at most n of them, in log order.
-func selectSQL(q *query, pl plan, lo, hi int64, n int, src source) (string, []any) {
+// selectSQL reads pl's rows with idx in [pt.lo, pt.hi) (pt.hi < 0: no
+// bound) from pt.src, at most n of them, in log order.
+func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 	var (
-		where []string
-		args  []any
-		order = "idx"
-		from  = "events"
+		where  []string
+		args   []any
+		order  = "idx"
+		from   = "events"
+		lo, hi = pt.lo, pt.hi
 	)
-	switch src {
+	switch pt.src {
 	case fromTail:
 		pl = plan{} // a walk of the log; the drive is checked as any filter
 	case fromKeys:
 		// The keys of the drive in log order, each joined to its row, where
 		// every filter (the drive's too: retention clears values, not keys)
 		// is checked. CROSS JOIN keeps SQLite reading event_keys first.
-		from, order = "event_keys CROSS JOIN events ON events.idx = event_keys.pos", "pos"
+		from, order = pt.run+" CROSS JOIN events ON events.idx = "+pt.run+".pos", "pos"
 		where = append(where, pl.drive.keySQL(&args), "pos >= ?")
 		args = append(args, lo)
 		if hi >= 0 {

@@ -68,7 +68,7 @@ func TestQueryPlans(t *testing.T) {
 		if pl.drive != nil && pl.drive.keyed() {
 			src = fromKeys
 		}
-		sq, args := selectSQL(q, pl, q.after+1, 1<<40, q.limit+1, src)
+		sq, args := selectSQL(q, pl, part{q.after + 1, 1 << 40, src, "event_keys"}, q.limit+1)
 		rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+sq, args...)
 		if err != nil {
 			t.Fatal(err)
@@ -103,9 +103,24 @@ func TestPlanChoice(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	// 3 agents x 6,000 events over 10 days, time following log order, but
-	// agent "late" sends a backlog of old events at the end.
-	start := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	start, mid := fillPlanLog(t, s)
+	size := s.size.Load()
+	// Every watermark gives the same pages: all keys indexed (where the
+	// plans are checked), none (all tail), and the tail starting mid-log.
+	for _, wm := range []int64{size, 0, size / 3, size - 7} {
+		if err := s.SetWatermark(ctx, wm); err != nil {
+			t.Fatal(err)
+		}
+		checkPlans(t, s, wm == size, start, mid)
+	}
+}
+
+// fillPlanLog appends 3 agents x 6,000 events over 10 days, time following
+// log order, but agent "late" sends a backlog of old events at the end. It
+// returns the first event's time and one in the middle.
+func fillPlanLog(t *testing.T, s *SQLite) (start, mid time.Time) {
+	ctx := context.Background()
+	start = time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
 	const per = 6000
 	prev := map[string]string{}
 	for r := range 6 {
@@ -137,20 +152,27 @@ func TestPlanChoice(t *testing.T) {
 			}
 		}
 	}
-	mid := start.Add(per * 30 * time.Second)
-	size := s.size.Load()
-	// Every watermark gives the same pages: all keys indexed (where the
-	// plans are checked), none (all tail), and the tail starting mid-log.
-	for _, wm := range []int64{size, 0, size / 3, size - 7} {
-		if err := s.SetWatermark(ctx, wm); err != nil {
-			t.Fatal(err)
-		}
-		checkPlans(t, s, wm == size, start, mid)
-	}
+	return start, start.Add(per * 30 * time.Second)
 }
 
 func checkPlans(t *testing.T, s *SQLite, checkPlan bool, start, mid time.Time) {
 	ctx := context.Background()
+	// Expected pages come from every row, read once by a full scan (server
+	// gap events included).
+	var all []Stored
+	full, err := s.rdb.QueryContext(ctx, `SELECT idx, agent, seq, time, received, control, type, severity,
+		"user", process, object, register_id, attrs, prev, hash FROM events ORDER BY idx`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for full.Next() {
+		st, err := scanStored(full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, st)
+	}
+	full.Close()
 	for _, c := range []struct {
 		f    Filter
 		want string // plan the planner should pick: walk, agent, sort-object, sort-time
@@ -177,24 +199,13 @@ func checkPlans(t *testing.T, s *SQLite, checkPlan bool, start, mid time.Time) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Expected: the log indexes of the events matches accepts, read
-		// by a full scan (server gap events included).
+		// Expected: the log indexes of the events matches accepts.
 		var want []int64
-		full, err := s.rdb.QueryContext(ctx, `SELECT idx, agent, seq, time, received, control, type, severity,
-			"user", process, object, register_id, attrs, prev, hash FROM events ORDER BY idx`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for full.Next() {
-			st, err := scanStored(full)
-			if err != nil {
-				t.Fatal(err)
-			}
+		for _, st := range all {
 			if matches(st.Event, f) {
 				want = append(want, st.Index)
 			}
 		}
-		full.Close()
 		tx, err := s.rdb.BeginTx(ctx, nil)
 		if err != nil {
 			t.Fatal(err)

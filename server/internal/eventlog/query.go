@@ -27,12 +27,6 @@ func (s *core) Query(ctx context.Context, f Filter) (Page, error) {
 		return Page{}, fmt.Errorf("eventlog: query: %w", err)
 	}
 	defer tx.Rollback()
-	q.keysBelow = -1
-	if s.keys {
-		if err := tx.QueryRowContext(ctx, `SELECT watermark FROM index_state`).Scan(&q.keysBelow); err != nil {
-			return Page{}, fmt.Errorf("eventlog: query: %w", err)
-		}
-	}
 	pl, err := s.choosePlan(ctx, tx, q)
 	if err != nil {
 		return Page{}, err
@@ -62,7 +56,7 @@ read:
 
 // readPage appends to p the events of pl in part pt, up to limit+1 in all.
 func (s *core) readPage(ctx context.Context, tx *sql.Tx, q *query, pl plan, pt part, p *Page) error {
-	sq, args := selectSQL(q, pl, pt.lo, pt.hi, q.limit+1-len(p.Events), pt.src)
+	sq, args := selectSQL(q, pl, pt, q.limit+1-len(p.Events))
 	rows, err := tx.QueryContext(ctx, s.bind(sq), args...)
 	if err != nil {
 		return fmt.Errorf("eventlog: query: %w", err)

@@ -87,16 +87,21 @@ var migrations = []string{
 	INSERT INTO writer_epoch (epoch) VALUES (0);`,
 }
 
-// keysSchema is the keys file's: event_keys holds the query indexes'
-// entries, which the indexer (indexer.go) adds in log order behind the writer;
-// index_state.watermark is the first log index not yet in it, written in the
-// same transaction as the keys. Readers use event_keys below the watermark
-// and scan the log above it, and re-check every key against the row
-// (retention clears values, not keys). The file is derived from the log: it
-// can be deleted while the server is stopped and is rebuilt at open.
+// keysSchema is the keys file's. The query indexes' entries (kind, val,
+// pos) live in runs: key_runs names each run's table and the log indexes
+// [lo, hi) whose keys it holds; the runs cover [0, index_state.watermark)
+// without overlap. The indexer (indexer.go) adds the keys of new events as a
+// new run, sorted, and moves the watermark in the same transaction; it
+// merges runs of like size into one. Readers use the runs below the
+// watermark and scan the log above it, and re-check every key against the
+// row (retention clears values, not keys). The file is derived from the
+// log: it can be deleted while the server is stopped and is rebuilt at open.
+//
+// event_keys is the one table of keys files from before runs: the first
+// open registers it as the run [0, watermark).
 const keysSchema = `CREATE TABLE IF NOT EXISTS event_keys (
 		kind INTEGER NOT NULL, -- keyKinds: 4 user, 5 object, 6 register_id
-		val           NOT NULL, -- the column's value (Unix ns for time)
+		val           NOT NULL, -- the column's value
 		pos  INTEGER NOT NULL, -- events.idx
 		PRIMARY KEY (kind, val, pos)
 	) WITHOUT ROWID;
@@ -104,20 +109,27 @@ const keysSchema = `CREATE TABLE IF NOT EXISTS event_keys (
 	-- another log (events.db restored from a backup that is not a prefix
 	-- of this one) are noticed at open and rebuilt.
 	CREATE TABLE IF NOT EXISTS index_state (watermark INTEGER NOT NULL, last BLOB);
-	INSERT INTO index_state (watermark) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM index_state);`
+	INSERT INTO index_state (watermark) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM index_state);
+	CREATE TABLE IF NOT EXISTS key_runs (name TEXT PRIMARY KEY, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
+	INSERT INTO key_runs (name, lo, hi) SELECT 'event_keys', 0, watermark FROM index_state
+		WHERE watermark > 0 AND NOT EXISTS (SELECT 1 FROM key_runs);`
 
-// indexKeysSQL adds the keys of the events with idx in [?1, ?2) to
-// event_keys, sorted so that the insert walks the key B-tree in order.
+// runSchema creates a run's table (%s: its name), as event_keys.
+const runSchema = `CREATE TABLE %s (kind INTEGER NOT NULL, val NOT NULL, pos INTEGER NOT NULL,
+	PRIMARY KEY (kind, val, pos)) WITHOUT ROWID`
+
+// indexKeysSQL adds the keys of the events with idx in [?1, ?2) to the run
+// %s, sorted, so that the insert appends to its new B-tree.
 // OR FAIL, not the default ABORT, so SQLite keeps no statement journal (a
 // copy of every page the statement changes); a failure rolls back the whole
 // transaction anyway.
-const indexKeysSQL = `INSERT OR FAIL INTO event_keys SELECT kind, val, pos FROM (
+const indexKeysSQL = `INSERT OR FAIL INTO %s SELECT kind, val, pos FROM (
 		SELECT 4 AS kind, "user" AS val, idx AS pos FROM events WHERE idx >= ?1 AND idx < ?2 AND "user" IS NOT NULL
 		UNION ALL SELECT 5, object, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND object IS NOT NULL
 		UNION ALL SELECT 6, register_id, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND register_id IS NOT NULL
 	) ORDER BY kind, val, pos`
 
-// keyKinds maps a query column, as written in SQL, to its event_keys kind;
+// keyKinds maps a query column, as written in SQL, to its key kind;
 // the other query columns are indexed on events.
 var keyKinds = map[string]int{`"user"`: 4, "object": 5, "register_id": 6}
 

@@ -33,12 +33,14 @@ type SQLite struct {
 	// the indexer's own database, so its transactions never wait for the
 	// writer's nor the writer's for its.
 	kdb       *sql.DB
-	watermark atomic.Int64 // events below it have their keys in event_keys
+	watermark atomic.Int64 // events below it have their keys in the runs
 	// imu is held around each indexer transaction; indexPaused holds the
 	// indexer, for tests that place the watermark.
 	imu         sync.Mutex
+	runs        []keyRun // the key runs in log order, under imu
 	indexPaused atomic.Bool
 	indexRuns   atomic.Int64  // indexer transactions, for tests
+	merges      atomic.Int64  // key run merges, for tests
 	stop        chan struct{} // closed by Close: background goroutines return
 	bg          sync.WaitGroup
 }

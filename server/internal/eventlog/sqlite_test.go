@@ -144,12 +144,12 @@ func TestMigrateKeys(t *testing.T) {
 		t.Errorf("watermark after migration %d, want %d", got, size)
 	}
 	var keys, objects int64
-	if err := s.QueryRow(ctx, `SELECT (SELECT count(*) FROM event_keys WHERE kind = 5),
+	if err := s.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+s.AllKeys()+` WHERE kind = 5),
 		(SELECT count(*) FROM events WHERE object IS NOT NULL)`, &keys, &objects); err != nil {
 		t.Fatal(err)
 	}
 	if keys != objects || keys == 0 {
-		t.Errorf("event_keys: %d object keys for %d events with an object", keys, objects)
+		t.Errorf("key runs: %d object keys for %d events with an object", keys, objects)
 	}
 	got, err := s.Query(ctx, f)
 	if err != nil {
@@ -195,7 +195,7 @@ func TestIndexerResumes(t *testing.T) {
 	}
 	var keys, distinct, objects int64
 	if err := s.QueryRow(ctx, `SELECT count(*), count(DISTINCT pos), (SELECT count(*) FROM events WHERE object IS NOT NULL)
-		FROM event_keys WHERE kind = 5`, &keys, &distinct, &objects); err != nil {
+		FROM `+s.AllKeys()+` WHERE kind = 5`, &keys, &distinct, &objects); err != nil {
 		t.Fatal(err)
 	}
 	if keys != objects || distinct != objects || keys == 0 {

@@ -1,0 +1,171 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+)
+
+// TestMergePolicy appends runs of random sizes as the indexer would (small
+// at light ingest, up to a batch at saturation, large at catch-up) and
+// checks after each that tiers never increase along the log and that the
+// runs below the final tier stay few.
+func TestMergePolicy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var runs []keyRun
+	at, merges := int64(0), 0
+	for i := 0; i < 20000; i++ {
+		n := int64(1 + rng.IntN(600))
+		switch rng.IntN(10) {
+		case 0:
+			n = indexBatch
+		case 1:
+			n = 8 * indexBatch
+		}
+		a := absorbFrom(runs, at, at+n)
+		r := keyRun{lo: at, hi: at + n}
+		if a < len(runs) {
+			r.lo = runs[a].lo
+		}
+		runs = append(runs[:a:a], r)
+		at += n
+		for j := mergeDue(runs); j >= 0; j = mergeDue(runs) {
+			m := keyRun{lo: runs[j].lo, hi: runs[j+runFanIn-1].hi}
+			runs = append(append(runs[:j:j], m), runs[j+runFanIn:]...)
+			merges++
+		}
+		small := 0
+		for k, r := range runs {
+			if k > 0 && tier(r.hi-r.lo) > tier(runs[k-1].hi-runs[k-1].lo) && tier(runs[k-1].hi-runs[k-1].lo) < runFinal {
+				t.Fatalf("after %d runs: tier rises at run %d: %v", i+1, k, runs)
+			}
+			if tier(r.hi-r.lo) < runFinal {
+				small++
+			}
+		}
+		if small > (runFanIn-1)*runFinal+runFanIn {
+			t.Fatalf("after %d runs: %d runs below the final tier", i+1, small)
+		}
+		if !covered(runs, at) {
+			t.Fatalf("runs do not cover [0, %d): %v", at, runs)
+		}
+	}
+	t.Logf("%d events in %d runs after %d merges", at, len(runs), merges)
+}
+
+func covered(runs []keyRun, n int64) bool {
+	at := int64(0)
+	for _, r := range runs {
+		if r.lo != at {
+			return false
+		}
+		at = r.hi
+	}
+	return at == n
+}
+
+// TestKeyRuns indexes a log as many small runs, which merge, and checks
+// every page against a scan; then that the runs survive a restart without
+// a rebuild, that a keys file from before runs (one event_keys table) is
+// taken as it is, and that a run's table gone makes the open rebuild.
+func TestKeyRuns(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	s, err := OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, mid := fillPlanLog(t, s)
+	size := s.size.Load()
+	if err := s.SetWatermark(ctx, 0); err != nil { // holds the indexer
+		t.Fatal(err)
+	}
+	conn, err := s.kdb.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.imu.Lock()
+	for lo := int64(0); lo < size; lo += 300 {
+		hi := min(lo+300, size)
+		if err := s.addRun(ctx, conn, lo, hi); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.compact(ctx, conn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.imu.Unlock()
+	conn.Close()
+	runs, merges := s.Runs()
+	if merges == 0 || !covered(s.runs, size) || s.Indexed() != size {
+		t.Fatalf("%d events: runs %v after %d merges, watermark %d", size, runs, merges, s.Indexed())
+	}
+	t.Logf("%d events in runs %v after %d merges", size, runs, merges)
+	checkPlans(t, s, false, start, mid)
+
+	reopen := func(what string) {
+		t.Helper()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if s, err = OpenSQLite(ctx, path, zerolog.Nop()); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !covered(s.runs, size) || s.Indexed() != size {
+			t.Fatalf("%s: runs %v, watermark %d", what, s.runs, s.Indexed())
+		}
+		checkPlans(t, s, false, start, mid)
+	}
+	keysFile := func(stmts ...string) {
+		t.Helper()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, err := sql.Open("sqlite", path+"-keys")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		for _, st := range stmts {
+			if _, err := db.Exec(st); err != nil {
+				t.Fatalf("%s: %v", st, err)
+			}
+		}
+		if s, err = OpenSQLite(ctx, path, zerolog.Nop()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	reopen("restart")
+	if s.IndexRuns() != 0 {
+		t.Errorf("restart rebuilt %d runs", s.IndexRuns())
+	}
+
+	// A keys file from before runs: every key in event_keys.
+	var sel, drop []string
+	for _, r := range s.runs {
+		sel = append(sel, "SELECT * FROM "+r.name)
+		drop = append(drop, "DROP TABLE "+r.name)
+	}
+	keysFile(append(append([]string{"INSERT INTO event_keys " + strings.Join(sel, " UNION ALL ")}, drop...), "DROP TABLE key_runs")...)
+	if len(s.runs) != 1 || s.runs[0].name != "event_keys" || s.IndexRuns() != 0 {
+		t.Fatalf("keys file from before runs: runs %v, %d indexed at open", s.runs, s.IndexRuns())
+	}
+	checkPlans(t, s, false, start, mid)
+
+	// A run's table gone: the open rebuilds the keys.
+	if err := s.SetWatermark(ctx, size); err != nil { // three runs
+		t.Fatal(err)
+	}
+	keysFile("DROP TABLE " + s.runs[1].name)
+	defer s.Close()
+	if !covered(s.runs, size) || s.Indexed() != size || s.IndexRuns() == 0 {
+		t.Fatalf("a run's table gone: runs %v, watermark %d, %d runs built", s.runs, s.Indexed(), s.IndexRuns())
+	}
+	checkPlans(t, s, false, start, mid)
+}
