@@ -241,7 +241,7 @@ func TestEnrollIngestQuery(t *testing.T) {
 	// metrics reflect the ingest.
 	_, mb, _ := e.do(e.client(nil), "GET", "/metrics", "", nil, nil)
 	for _, want := range []string{"mamori_events_ingested_total 5", "mamori_events_duplicate_total 1", "mamori_enrollments_total 1",
-		"mamori_store_tree_size 6", "mamori_batch_ack_seconds_count 3"} {
+		"mamori_store_tree_size 6", "mamori_batch_ack_seconds_count 3", "mamori_store_index_lag_events 7", "mamori_store_index_runs 3"} {
 		if !strings.Contains(string(mb), want) {
 			t.Errorf("metrics lack %q", want)
 		}

@@ -10,6 +10,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// indexLagger is a store whose query indexes trail the log (SQLite's).
+type indexLagger interface {
+	IndexLag() (events int64, runs int)
+}
+
 type metrics struct {
 	reg         *prometheus.Registry
 	ingested    prometheus.Counter
@@ -53,15 +58,25 @@ func newMetrics(extra prometheus.Registerer, store EventStore) (*metrics, error)
 		}
 		return float64(n)
 	})
-	cs := []prometheus.Collector{m.ingested, m.duplicates, m.rejected, m.ackLatency, m.enrollments, size,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	cs := []prometheus.Collector{m.ingested, m.duplicates, m.rejected, m.ackLatency, m.enrollments, size}
+	if il, ok := store.(indexLagger); ok {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mamori_store_index_lag_events",
+			Help: "Stored events not yet in the query indexes: queries scan them. Growing means the indexer cannot keep up.",
+		}, func() float64 { n, _ := il.IndexLag(); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "mamori_store_index_runs", Help: "Tables holding the query indexes (merged as they grow); each query on a key reads each.",
+			}, func() float64 { _, r := il.IndexLag(); return float64(r) }))
+	}
+	own := len(cs)
+	cs = append(cs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range cs {
 		if err := m.reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	if extra != nil {
-		for _, c := range cs[:6] {
+		for _, c := range cs[:own] {
 			if err := extra.Register(c); err != nil {
 				return nil, err
 			}

@@ -82,6 +82,14 @@ func (a storeAdapter) Agents(ctx context.Context) ([]api.Head, error) {
 
 func (a storeAdapter) TreeSize(ctx context.Context) (int64, error) { return a.s.TreeSize(ctx) }
 
+// IndexLag is the SQLite store's; PostgreSQL indexes at commit: no lag.
+func (a storeAdapter) IndexLag() (int64, int) {
+	if il, ok := a.s.(interface{ IndexLag() (int64, int) }); ok {
+		return il.IndexLag()
+	}
+	return 0, 0
+}
+
 // stateAdapter gives the API its view of the control plane and maps
 // state's sentinel errors to the API's.
 type stateAdapter struct{ s *state.State }

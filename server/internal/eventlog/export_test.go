@@ -73,7 +73,7 @@ func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	s.runs = runs
+	s.setRuns(runs)
 	s.watermark.Store(wm)
 	return nil
 }

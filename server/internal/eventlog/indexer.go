@@ -132,7 +132,7 @@ func (s *SQLite) addRun(ctx context.Context, conn *sql.Conn, lo, hi int64) (err 
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("eventlog: index: %w", err)
 	}
-	s.runs = append(s.runs[:a:a], r)
+	s.setRuns(append(s.runs[:a:a], r))
 	s.watermark.Store(hi)
 	s.indexRuns.Add(1)
 	return nil
@@ -185,7 +185,7 @@ func (s *SQLite) loadWatermark(ctx context.Context) error {
 		}
 		wm, runs = 0, nil
 	}
-	s.runs = runs
+	s.setRuns(runs)
 	s.watermark.Store(wm)
 	return nil
 }

@@ -37,7 +37,8 @@ type SQLite struct {
 	// imu is held around each indexer transaction; indexPaused holds the
 	// indexer, for tests that place the watermark.
 	imu         sync.Mutex
-	runs        []keyRun // the key runs in log order, under imu
+	runs        []keyRun     // the key runs in log order, under imu
+	nruns       atomic.Int64 // len(runs), for IndexLag without imu (held through merges)
 	indexPaused atomic.Bool
 	indexRuns   atomic.Int64  // indexer transactions, for tests
 	merges      atomic.Int64  // key run merges, for tests
