@@ -110,21 +110,7 @@ func TestKeyRuns(t *testing.T) {
 		t.Errorf("IndexLag %d events, %d runs; want 0, %d", lag, n, len(runs))
 	}
 	checkPlans(t, s, false, start, mid)
-	var plan []string
-	rows, err := s.kdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+mergeSelect(s.runs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	rows.Close()
-	if all := strings.Join(plan, "; "); strings.Contains(all, "TEMP B-TREE") || !strings.Contains(all, "MERGE") {
+	if all := strings.Join(explain(t, s.kdb, mergeSelect(s.runs)), "; "); strings.Contains(all, "TEMP B-TREE") || !strings.Contains(all, "MERGE") {
 		t.Errorf("a merge of runs sorts: %s", all)
 	}
 

@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -69,20 +70,7 @@ func TestQueryPlans(t *testing.T) {
 			src = fromKeys
 		}
 		sq, args := selectSQL(q, pl, part{q.after + 1, 1 << 40, src, "event_keys"}, q.limit+1)
-		rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+sq, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := explain(t, s.rdb, sq, args...)
 		all := strings.Join(plan, "; ")
 		if !strings.Contains(plan[0], c.index) {
 			t.Errorf("%+v: plan %q does not use %s", c.f, all, c.index)
@@ -91,6 +79,26 @@ func TestQueryPlans(t *testing.T) {
 			t.Errorf("%+v: plan %q: sorting %v, want %v", c.f, all, sorts, c.sorting)
 		}
 	}
+}
+
+// explain returns the details of SQLite's plan for q, one per step.
+func explain(t *testing.T, db *sql.DB, q string, args ...any) []string {
+	t.Helper()
+	rows, err := db.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	return plan
 }
 
 // TestPlanChoice builds a log where each plan is the right one for some
