@@ -16,14 +16,14 @@ import (
 // — FuzzCanonicalMatchesJSON holds it to that — at a fraction of the cost, so
 // verifying a chain is bound by SHA-256, not by reflection.
 func appendCanonical(b []byte, e *Event) ([]byte, error) {
-	b, _, err := appendCanonicalAttrs(b, e)
+	b, _, _, err := appendCanonicalAttrs(b, e)
 	return b, err
 }
 
-// appendCanonicalAttrs is appendCanonical that also says how many bytes
-// the attrs took, so Validate checks the attrs limit without encoding
-// them a second time.
-func appendCanonicalAttrs(b []byte, e *Event) (_ []byte, attrsLen int, _ error) {
+// appendCanonicalAttrs is appendCanonical that also says where the attrs'
+// bytes are, b[attrsAt:attrsAt+attrsLen], so Validate checks the attrs limit
+// and hands the attrs to a store without encoding them a second time.
+func appendCanonicalAttrs(b []byte, e *Event) (_ []byte, attrsAt, attrsLen int, _ error) {
 	b = append(b, `{"agent":`...)
 	b = appendString(b, e.Agent)
 	b = append(b, `,"seq":`...)
@@ -46,24 +46,16 @@ func appendCanonicalAttrs(b []byte, e *Event) (_ []byte, attrsLen int, _ error) 
 	}
 	if len(e.Attrs) > 0 {
 		b = append(b, `,"attrs":`...)
-		n := len(b)
+		attrsAt = len(b)
 		var err error
 		if b, err = appendValue(b, map[string]any(e.Attrs)); err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
-		attrsLen = len(b) - n
+		attrsLen = len(b) - attrsAt
 	}
 	b = append(b, `,"prev":`...)
 	b = appendString(b, e.Prev)
-	return append(b, '}'), attrsLen, nil
-}
-
-// AppendAttrs appends a's canonical JSON encoding, as the hash covers it
-// (keys sorted, numbers as written, no HTML escaping): the server stores
-// these bytes, which decode to the same Attrs, without encoding/json's
-// reflection.
-func AppendAttrs(b []byte, a Attrs) ([]byte, error) {
-	return appendValue(b, map[string]any(a))
+	return append(b, '}'), attrsAt, attrsLen, nil
 }
 
 func appendValue(b []byte, v any) ([]byte, error) {

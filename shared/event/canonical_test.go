@@ -3,6 +3,7 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"testing"
 	"time"
@@ -86,18 +87,35 @@ func BenchmarkValidateDecoded(b *testing.B) {
 	}
 }
 
-// TestAppendAttrsDecodesAsMarshal: the bytes the server stores for attrs
-// (AppendAttrs) decode to the same Attrs as encoding/json's encoding did.
-func TestAppendAttrsDecodesAsMarshal(t *testing.T) {
+// TestValidateAttrsDecodesAsMarshal: the bytes the server stores for attrs
+// (ValidateAttrs) are those the hash covers, and decode to the same Attrs
+// as encoding/json's encoding did.
+func TestValidateAttrsDecodesAsMarshal(t *testing.T) {
 	var a Attrs
 	if err := a.UnmarshalJSON([]byte(`{"z":1.50,"big":123456789012345678901,"html":"<a&b>","ls":"\u2028","nul":"\u0000",` +
 		`"nested":{"b":[1,"x",null,true,{}],"a":[]},"e":-1e-7,"s":"顧客\\名簿"}`)); err != nil {
 		t.Fatal(err)
 	}
 	a["int"], a["float"], a["strs"] = 42, 0.25, []string{"p", "<q>"}
-	mine, err := AppendAttrs(nil, a)
+	e := Event{Agent: "pc-1", Seq: 1, Time: time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC), Control: "fileaccess",
+		Type: "file.read", Severity: Info, Attrs: a}
+	if err := e.Seal(""); err != nil {
+		t.Fatal(err)
+	}
+	mine, err := e.ValidateAttrs()
 	if err != nil {
 		t.Fatal(err)
+	}
+	canon, err := e.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(canon, append([]byte(`,"attrs":`), append(mine, `,"prev":`...)...)) {
+		t.Fatalf("ValidateAttrs %s is not what the hash covers: %s", mine, canon)
+	}
+	e.Attrs = nil
+	if none, err := e.ValidateAttrs(); none != nil || !errors.Is(err, ErrHash) {
+		t.Fatalf("attrs dropped after sealing: ValidateAttrs = %q, %v; want nil, ErrHash", none, err)
 	}
 	theirs, err := json.Marshal(a)
 	if err != nil {
@@ -111,6 +129,6 @@ func TestAppendAttrsDecodesAsMarshal(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(x, y) {
-		t.Fatalf("AppendAttrs %s\njson.Marshal %s", mine, theirs)
+		t.Fatalf("ValidateAttrs %s\njson.Marshal %s", mine, theirs)
 	}
 }

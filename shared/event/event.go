@@ -149,14 +149,26 @@ func invalid(format string, args ...any) error {
 // Validate checks field presence, sizes, UTF-8 and the event's own hash. It
 // does not look at the chain; see VerifyChain.
 func (e *Event) Validate() error {
+	_, err := e.validate(false)
+	return err
+}
+
+// ValidateAttrs is Validate that also returns the attrs' canonical encoding
+// as the hash covered it (nil when the event has none): the bytes a store
+// keeps, without encoding them a second time.
+func (e *Event) ValidateAttrs() ([]byte, error) {
+	return e.validate(true)
+}
+
+func (e *Event) validate(keepAttrs bool) ([]byte, error) {
 	if err := checkStr("agent", e.Agent, MaxIDLen, true); err != nil {
-		return err
+		return nil, err
 	}
 	if e.Seq == 0 {
-		return invalid("seq must be >= 1")
+		return nil, invalid("seq must be >= 1")
 	}
 	if e.Time.IsZero() {
-		return invalid("seq %d: time missing", e.Seq)
+		return nil, invalid("seq %d: time missing", e.Seq)
 	}
 	for _, f := range []struct {
 		name, v string
@@ -171,43 +183,46 @@ func (e *Event) Validate() error {
 		{"register_id", e.RegisterID, MaxIDLen, false},
 	} {
 		if err := checkStr(f.name, f.v, f.max, f.req); err != nil {
-			return fmt.Errorf("seq %d: %w", e.Seq, err)
+			return nil, fmt.Errorf("seq %d: %w", e.Seq, err)
 		}
 	}
 	if !e.Severity.Valid() {
-		return invalid("seq %d: severity %q not one of info, warning, violation", e.Seq, e.Severity)
+		return nil, invalid("seq %d: severity %q not one of info, warning, violation", e.Seq, e.Severity)
 	}
 	if e.Prev != "" && !isHex(e.Prev) {
-		return invalid("seq %d: prev is not a hex SHA-256", e.Seq)
+		return nil, invalid("seq %d: prev is not a hex SHA-256", e.Seq)
 	}
 	if e.Attrs != nil {
 		if err := checkAttrsUTF8(e.Attrs); err != nil {
-			return fmt.Errorf("seq %d: %w", e.Seq, err)
+			return nil, fmt.Errorf("seq %d: %w", e.Seq, err)
 		}
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	b, attrsLen, err := appendCanonicalAttrs((*bp)[:0], e)
+	b, attrsAt, attrsLen, err := appendCanonicalAttrs((*bp)[:0], e)
 	if err != nil {
-		return invalid("seq %d: attrs: %v", e.Seq, err)
+		return nil, invalid("seq %d: attrs: %v", e.Seq, err)
 	}
 	*bp = b
 	if attrsLen > MaxAttrsLen {
-		return invalid("seq %d: attrs is %d bytes, limit %d", e.Seq, attrsLen, MaxAttrsLen)
+		return nil, invalid("seq %d: attrs is %d bytes, limit %d", e.Seq, attrsLen, MaxAttrsLen)
 	}
 	if len(b) > MaxEventSize {
-		return invalid("seq %d: event is %d bytes, limit %d", e.Seq, len(b), MaxEventSize)
+		return nil, invalid("seq %d: event is %d bytes, limit %d", e.Seq, len(b), MaxEventSize)
 	}
 	sum := sha256.Sum256(b)
 	var got [HashLen]byte
 	hex.Encode(got[:], sum[:])
 	if string(got[:]) != e.Hash { // equal means Hash is well-formed too
 		if !isHex(e.Hash) {
-			return invalid("seq %d: hash is not a hex SHA-256", e.Seq)
+			return nil, invalid("seq %d: hash is not a hex SHA-256", e.Seq)
 		}
-		return fmt.Errorf("seq %d: %w", e.Seq, ErrHash)
+		return nil, fmt.Errorf("seq %d: %w", e.Seq, ErrHash)
 	}
-	return nil
+	if keepAttrs && attrsLen > 0 {
+		return bytes.Clone(b[attrsAt : attrsAt+attrsLen]), nil
+	}
+	return nil, nil
 }
 
 // checkAttrsUTF8 refuses invalid UTF-8 in attrs keys and strings, which

@@ -171,13 +171,14 @@ func (s *core) Append(ctx context.Context, agent string, evs []event.Event) (Res
 		if e.Agent != agent {
 			return Result{}, fmt.Errorf("eventlog: seq %d: %w: %q, batch is for %q", e.Seq, event.ErrWrongAgent, e.Agent, agent)
 		}
-		if err := s.checkStorable(e); err != nil {
+		attrs, err := s.checkStorable(e)
+		if err != nil {
 			return Result{}, err
 		}
 		if i > 0 && e.Seq <= evs[i-1].Seq {
 			return Result{}, fmt.Errorf("eventlog: seq %d after %d: %w: seqs must ascend within a batch", e.Seq, evs[i-1].Seq, event.ErrSeq)
 		}
-		if err := rows[i].set(e); err != nil {
+		if err := rows[i].set(e, attrs); err != nil {
 			return Result{}, err
 		}
 	}
@@ -194,24 +195,26 @@ func (s *core) Append(ctx context.Context, agent string, evs []event.Event) (Res
 
 // checkStorable validates e and the few things the backends cannot
 // represent, so that such an event is refused alone and never fails a group.
-func (s *core) checkStorable(e *event.Event) error {
-	if err := e.Validate(); err != nil {
-		return fmt.Errorf("eventlog: %w", err)
+// It returns the attrs' canonical encoding, which the row stores.
+func (s *core) checkStorable(e *event.Event) ([]byte, error) {
+	attrs, err := e.ValidateAttrs()
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: %w", err)
 	}
 	if e.Seq > math.MaxInt64 {
-		return fmt.Errorf("eventlog: seq %d: %w: seq above 2^63-1", e.Seq, event.ErrInvalid)
+		return nil, fmt.Errorf("eventlog: seq %d: %w: seq above 2^63-1", e.Seq, event.ErrInvalid)
 	}
 	if ns := e.Time.UnixNano(); !time.Unix(0, ns).Equal(e.Time) {
-		return fmt.Errorf("eventlog: seq %d: %w: time %s outside years 1678-2262", e.Seq, event.ErrInvalid, e.Time.Format(time.RFC3339))
+		return nil, fmt.Errorf("eventlog: seq %d: %w: time %s outside years 1678-2262", e.Seq, event.ErrInvalid, e.Time.Format(time.RFC3339))
 	}
 	if s.noNUL {
 		for _, v := range [...]string{e.Control, e.Type, e.User, e.Process, e.Object, e.RegisterID} {
 			if strings.IndexByte(v, 0) >= 0 {
-				return fmt.Errorf("eventlog: seq %d: %w: NUL character in a text field", e.Seq, event.ErrInvalid)
+				return nil, fmt.Errorf("eventlog: seq %d: %w: NUL character in a text field", e.Seq, event.ErrInvalid)
 			}
 		}
 	}
-	return nil
+	return attrs, nil
 }
 
 // AppendServer implements Store.

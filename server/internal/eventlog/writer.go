@@ -53,7 +53,8 @@ type row struct {
 	raw  []byte
 }
 
-func (r *row) set(e *event.Event) error {
+// set fills r from e and attrs, e's attrs as checkStorable encoded them.
+func (r *row) set(e *event.Event, attrs []byte) error {
 	hash, err := hex.DecodeString(e.Hash)
 	if err != nil {
 		return fmt.Errorf("eventlog: seq %d hash: %w", e.Seq, err)
@@ -66,16 +67,12 @@ func (r *row) set(e *event.Event) error {
 		}
 		prev = b
 	}
-	var attrs any
-	if len(e.Attrs) > 0 {
-		b, err := event.AppendAttrs(nil, e.Attrs)
-		if err != nil {
-			return fmt.Errorf("eventlog: seq %d attrs: %w", e.Seq, err)
-		}
-		attrs = string(b)
+	var a any
+	if attrs != nil {
+		a = string(attrs)
 	}
 	r.vals = [...]any{e.Agent, int64(e.Seq), e.Time.UnixNano(), e.Control, e.Type, string(e.Severity),
-		nullable(e.User), nullable(e.Process), nullable(e.Object), nullable(e.RegisterID), attrs, prev, hash}
+		nullable(e.User), nullable(e.Process), nullable(e.Object), nullable(e.RegisterID), a, prev, hash}
 	r.raw = hash
 	return nil
 }
@@ -550,11 +547,12 @@ func (s *core) planServer(t *txn, e *event.Event) error {
 	if err := e.Seal(h.hash); err != nil {
 		return fmt.Errorf("eventlog: server event: %w: %v", event.ErrInvalid, err)
 	}
-	if err := s.checkStorable(e); err != nil {
+	attrs, err := s.checkStorable(e)
+	if err != nil {
 		return err
 	}
 	r := new(row)
-	if err := r.set(e); err != nil {
+	if err := r.set(e, attrs); err != nil {
 		return err
 	}
 	if err := s.add(t, r); err != nil {
