@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -113,6 +114,12 @@ func TestKeyRuns(t *testing.T) {
 	if all := strings.Join(explain(t, s.kdb, mergeSelect(s.runs)), "; "); strings.Contains(all, "TEMP B-TREE") || !strings.Contains(all, "MERGE") {
 		t.Errorf("a merge of runs sorts: %s", all)
 	}
+	// A new run reads each event's row once, for all three kinds of key.
+	fill := strings.Join(explain(t, s.kdb, fmt.Sprintf(indexKeysSQL, "event_keys"), 0, size), "; ")
+	if n := strings.Count(fill, "USING INTEGER PRIMARY KEY"); n != 1 || strings.Contains(fill, "SCAN e") {
+		t.Errorf("the keys of a run read the log %d times: %s", n, fill)
+	}
+	t.Logf("plan of a new run: %s", fill)
 
 	reopen := func(what string) {
 		t.Helper()

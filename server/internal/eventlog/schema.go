@@ -124,10 +124,10 @@ const runSchema = `CREATE TABLE %s (kind INTEGER NOT NULL, val NOT NULL, pos INT
 // copy of every page the statement changes); a failure rolls back the whole
 // transaction anyway.
 const indexKeysSQL = `INSERT OR FAIL INTO %s SELECT kind, val, pos FROM (
-		SELECT 4 AS kind, "user" AS val, idx AS pos FROM events WHERE idx >= ?1 AND idx < ?2 AND "user" IS NOT NULL
-		UNION ALL SELECT 5, object, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND object IS NOT NULL
-		UNION ALL SELECT 6, register_id, idx FROM events WHERE idx >= ?1 AND idx < ?2 AND register_id IS NOT NULL
-	) ORDER BY kind, val, pos`
+		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
+		FROM events AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
+		WHERE e.idx >= ?1 AND e.idx < ?2
+	) WHERE val IS NOT NULL ORDER BY kind, val, pos`
 
 // keyKinds maps a query column, as written in SQL, to its key kind;
 // the other query columns are indexed on events.
