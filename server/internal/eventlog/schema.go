@@ -119,7 +119,8 @@ const runSchema = `CREATE TABLE %s (kind INTEGER NOT NULL, val NOT NULL, pos INT
 	PRIMARY KEY (kind, val, pos)) WITHOUT ROWID`
 
 // indexKeysSQL adds the keys of the events with idx in [?1, ?2) to the run
-// %s, sorted, so that the insert appends to its new B-tree.
+// %s, sorted, so that the insert appends to its new B-tree. The CROSS JOIN
+// keeps events the outer loop: each row is read once for its three keys.
 // OR FAIL, not the default ABORT, so SQLite keeps no statement journal (a
 // copy of every page the statement changes); a failure rolls back the whole
 // transaction anyway.
