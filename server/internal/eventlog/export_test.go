@@ -106,3 +106,11 @@ func (s *SQLite) Indexed() int64 { return s.watermark.Load() }
 
 // IndexRuns is how many transactions the indexer has committed.
 func (s *SQLite) IndexRuns() int64 { return s.indexRuns.Load() }
+
+// SetWALLarge sets the WAL size past which the checkpointer has the WAL
+// restarted, for stores opened until the returned func restores it.
+func SetWALLarge(n int64) (restore func()) {
+	old := walLarge
+	walLarge = n
+	return func() { walLarge = old }
+}
