@@ -26,7 +26,9 @@ const (
 	// walCheckpointAt: a WAL file smaller than this is left alone, as
 	// SQLite's automatic checkpoint (1,000 pages) would: copying a few pages
 	// at a time costs a database fsync each, and on a nearly full disk the
-	// copy would take the room a commit needs.
+	// copy would take the room a commit needs. It reads the file's size,
+	// which a restart keeps: once the file has grown this large, every tick
+	// with new commits checkpoints, and the commits reuse the file's room.
 	walCheckpointAt = 4 << 20
 )
 
