@@ -101,9 +101,9 @@ func TestCheckpointInBackground(t *testing.T) {
 // TestWALRestartedInPlace: once the WAL has passed walLarge, the
 // checkpointer has the writer start it again from its beginning in the same
 // file, under ingest. It used to TRUNCATE the file instead, under the write
-// lock: at 20,000 events/s that held the writer 85-214 ms every 4 s (the
-// file system's journal commit for the truncation, then a file that grew
-// again on every commit), the bulk of the paced ack latency's tail.
+// lock: at 20,000 events/s that held the writer 85-214 ms every 4 s (most
+// likely the file system's journal commit for the truncation; then the file
+// grew again on every commit), the bulk of the paced ack latency's tail.
 func TestWALRestartedInPlace(t *testing.T) {
 	const large = 8 << 20
 	defer eventlog.SetWALLarge(large)()
