@@ -55,6 +55,11 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 		return nil, fmt.Errorf("eventlog: %w", err)
 	}
+	reserve := abs + "-reserve"
+	released, err := releaseReserve(reserve)
+	if err != nil {
+		return nil, err
+	}
 	base := sqliteURI(abs)
 	wdb, err := sql.Open("sqlite", base+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)"+
 		fmt.Sprintf("&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)", walLarge))
@@ -162,7 +167,10 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 		s.Close()
 		return nil, err
 	}
-	s.log.Info().Str("path", abs).Int64("events", s.size.Load()).Int64("streams", s.agents.Load()).Msg("event store open")
+	if err := makeReserve(reserve); err != nil {
+		s.log.Warn().Err(err).Msg("no room for the reserve that lets the store open on a full disk; it is made at the next start with room")
+	}
+	s.log.Info().Str("path", abs).Int64("events", s.size.Load()).Int64("streams", s.agents.Load()).Bool("reserve_released", released).Msg("event store open")
 	return s, nil
 }
 
@@ -235,7 +243,7 @@ func (s *SQLite) Stats(ctx context.Context) (Stats, error) {
 	if st.Agents, err = s.readAgents(ctx); err != nil {
 		return Stats{}, err
 	}
-	for _, suffix := range []string{"", "-wal", "-shm", "-keys", "-keys-wal", "-keys-shm"} {
+	for _, suffix := range []string{"", "-wal", "-shm", "-keys", "-keys-wal", "-keys-shm", "-reserve"} {
 		if fi, err := os.Stat(s.path + suffix); err == nil {
 			st.BytesOnDisk += fi.Size()
 		}
