@@ -31,6 +31,12 @@ const (
 	indexEager  = 4096
 )
 
+// keysFormat follows the hash in index_state.last once a run may hold range
+// keys (freshkeys.go). A server from before them compares last with the
+// hash alone, finds the keys not this log's and rebuilds them, rather than
+// read a range key as its first event only and miss rows.
+const keysFormat = 1
+
 // indexer runs until the store closes.
 func (s *SQLite) indexer(conn *sql.Conn) {
 	defer s.bg.Done()
@@ -123,10 +129,27 @@ func (s *SQLite) addRun(ctx context.Context, conn *sql.Conn, lo, hi int64) (err 
 		r.lo = s.runs[a].lo
 	}
 	r.name = runName(r.lo, r.hi)
-	if err := replaceRuns(ctx, tx, s.runs[a:], r, fmt.Sprintf(indexKeysSQL, r.name), r.lo, r.hi); err != nil {
+	fill := func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, fmt.Sprintf(indexKeysSQL, r.name), r.lo, r.hi)
+		return err
+	}
+	if vals := s.fresh.take(r.lo, r.hi); vals != nil {
+		fill = func(tx *sql.Tx) error { return insertKeys(ctx, tx, r.name, freshKeys(r.lo, vals)) }
+		s.freshRuns.Add(1)
+	}
+	if err := replaceRuns(ctx, tx, s.runs[a:], r, fill); err != nil {
 		return fmt.Errorf("eventlog: index [%d, %d): %w", lo, hi, err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?1, last = (SELECT hash FROM events WHERE idx = ?1 - 1)`, hi); err != nil {
+	// NULL for a row deleted by hand: the run still lands, and the audit
+	// reports the gap.
+	var last []byte
+	if err := tx.QueryRowContext(ctx, `SELECT (SELECT hash FROM events WHERE idx = ?)`, hi-1).Scan(&last); err != nil {
+		return fmt.Errorf("eventlog: index watermark: %w", err)
+	}
+	if last != nil {
+		last = append(last, keysFormat)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?, last = ?`, hi, last); err != nil {
 		return fmt.Errorf("eventlog: index watermark: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -167,7 +190,7 @@ func (s *SQLite) loadWatermark(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if wm > n || !bytes.Equal(last, have) || !intact {
+	if wm > n || !(bytes.Equal(last, have) || bytes.Equal(last, append(have, keysFormat))) || !intact {
 		s.log.Warn().Int64("watermark", wm).Int64("events", n).Msg("query indexes are not this log's: rebuilding them")
 		tx, err := s.kdb.BeginTx(ctx, nil)
 		if err != nil {

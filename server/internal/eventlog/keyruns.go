@@ -163,7 +163,10 @@ func (s *SQLite) mergeRuns(ctx context.Context, conn *sql.Conn, from []keyRun, m
 			_ = tx.Rollback()
 		}
 	}()
-	fill := "INSERT OR FAIL INTO " + m.name + " " + mergeSelect(from)
+	fill := func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT OR FAIL INTO "+m.name+" "+mergeSelect(from))
+		return err
+	}
 	if err := replaceRuns(ctx, tx, from, m, fill); err != nil {
 		return fmt.Errorf("eventlog: merge key runs [%d, %d): %w", m.lo, m.hi, err)
 	}
@@ -178,18 +181,18 @@ func (s *SQLite) mergeRuns(ctx context.Context, conn *sql.Conn, from []keyRun, m
 func mergeSelect(runs []keyRun) string {
 	sel := make([]string, len(runs))
 	for i, r := range runs {
-		sel[i] = "SELECT kind, val, pos FROM " + r.name
+		sel[i] = "SELECT kind, val, pos, upto FROM " + r.name
 	}
 	return strings.Join(sel, " UNION ALL ") + " ORDER BY kind, val, pos"
 }
 
-// replaceRuns creates the run r, fills it with the statement fill (args),
-// and drops the runs old, in tx.
-func replaceRuns(ctx context.Context, tx *sql.Tx, old []keyRun, r keyRun, fill string, args ...any) error {
+// replaceRuns creates the run r, fills it with fill, and drops the runs
+// old, in tx.
+func replaceRuns(ctx context.Context, tx *sql.Tx, old []keyRun, r keyRun, fill func(*sql.Tx) error) error {
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf(runSchema, r.name)); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, fill, args...); err != nil {
+	if err := fill(tx); err != nil {
 		return err
 	}
 	for _, o := range old {

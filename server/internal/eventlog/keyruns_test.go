@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -86,22 +87,7 @@ func TestKeyRuns(t *testing.T) {
 	if err := s.SetWatermark(ctx, 0); err != nil { // holds the indexer
 		t.Fatal(err)
 	}
-	conn, err := s.kdb.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.imu.Lock()
-	for lo := int64(0); lo < size; lo += 300 {
-		hi := min(lo+300, size)
-		if err := s.addRun(ctx, conn, lo, hi); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.compact(ctx, conn); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.imu.Unlock()
-	conn.Close()
+	indexBy(t, s, size, 300, nil)
 	runs, merges := s.Runs()
 	if merges == 0 || !covered(s.runs, size) || s.Indexed() != size {
 		t.Fatalf("%d events: runs %v after %d merges, watermark %d", size, runs, merges, s.Indexed())
@@ -181,4 +167,121 @@ func TestKeyRuns(t *testing.T) {
 		t.Fatalf("a run's table gone: runs %v, watermark %d, %d runs built", s.runs, s.Indexed(), s.IndexRuns())
 	}
 	checkPlans(t, s, false, start, mid)
+}
+
+// TestFreshKeys builds runs from the writer's values (freshkeys.go): user
+// keys that cover a batch's rows, interleaved with runs read from the log,
+// merged together; every page is checked against a scan, then again after
+// a restart, and a key file from before range keys gets its column.
+func TestFreshKeys(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	s, err := OpenSQLite(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.indexPaused.Store(true) // the buffer keeps every commit
+	start, mid := fillPlanLog(t, s)
+	size := s.size.Load()
+	n := 0
+	indexBy(t, s, size, 700, func(lo, hi int64) {
+		if n++; n%3 == 0 {
+			s.fresh.take(hi, hi) // drop [lo, hi): this run reads the log
+		}
+	})
+	if want := int64(n - n/3); s.freshRuns.Load() != want || !covered(s.runs, size) || s.Indexed() != size {
+		t.Fatalf("%d runs from the buffer, want %d; runs %v, watermark %d", s.freshRuns.Load(), want, s.runs, s.Indexed())
+	}
+	// fillPlanLog's users take turns within each batch: one key covers many rows.
+	var ranges, users int
+	for _, r := range s.runs {
+		if err := s.kdb.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(upto IS NOT NULL), 0) FROM `+r.name+` WHERE kind = 4`).Scan(&users, &ranges); err != nil {
+			t.Fatal(err)
+		}
+		if ranges == 0 {
+			t.Errorf("run %v: %d user keys, none a range", r, users)
+		}
+	}
+	checkPlans(t, s, false, start, mid)
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = OpenSQLite(ctx, path, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if !covered(s.runs, size) || s.IndexRuns() != 0 {
+		t.Fatalf("restart: runs %v, %d built", s.runs, s.IndexRuns())
+	}
+	checkPlans(t, s, false, start, mid)
+
+	// A server from before range keys finds last unlike the hash it wants,
+	// and rebuilds rather than misread them.
+	var last, hash []byte
+	if err := s.kdb.QueryRowContext(ctx, `SELECT last, (SELECT hash FROM events WHERE idx = watermark - 1) FROM index_state`).Scan(&last, &hash); err != nil {
+		t.Fatal(err)
+	}
+	if len(hash) != 32 || !bytes.Equal(last, append(hash, keysFormat)) {
+		t.Errorf("index_state.last %x for hash %x", last, hash)
+	}
+
+	// A keys file from before range keys (runs read from the log, no upto
+	// column, last the hash alone) gets the column at the open and serves.
+	if err := s.SetWatermark(ctx, size); err != nil {
+		t.Fatal(err)
+	}
+	var stmts []string
+	for _, r := range s.runs {
+		stmts = append(stmts, "ALTER TABLE "+r.name+" DROP COLUMN upto")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path+"-keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range append(stmts, "ALTER TABLE event_keys DROP COLUMN upto") {
+		if _, err := db.Exec(st); err != nil {
+			t.Fatalf("%s: %v", st, err)
+		}
+	}
+	db.Close()
+	if s, err = OpenSQLite(ctx, path, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !covered(s.runs, size) || s.IndexRuns() != 0 {
+		t.Fatalf("old keys file: runs %v, %d built", s.runs, s.IndexRuns())
+	}
+	if _, err := s.kdb.ExecContext(ctx, `SELECT upto FROM `+s.runs[0].name+` LIMIT 1`); err != nil {
+		t.Fatalf("old run without upto after the open: %v", err)
+	}
+	checkPlans(t, s, false, start, mid)
+}
+
+// indexBy adds runs of step events up to size, as the indexer does, merging
+// after each; before, if not nil, runs before each run is added.
+func indexBy(t *testing.T, s *SQLite, size, step int64, before func(lo, hi int64)) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := s.kdb.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	for lo := int64(0); lo < size; lo += step {
+		hi := min(lo+step, size)
+		if before != nil {
+			before(lo, hi)
+		}
+		if err := s.addRun(ctx, conn, lo, hi); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.compact(ctx, conn); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -75,7 +75,9 @@ func TestQueryPlans(t *testing.T) {
 		if !strings.Contains(plan[0], c.index) {
 			t.Errorf("%+v: plan %q does not use %s", c.f, all, c.index)
 		}
-		if sorts := strings.Contains(all, "TEMP B-TREE"); sorts != c.sorting {
+		// A keyed walk sorts each key's rows (at most keySpan), never the page.
+		sorts := strings.Contains(strings.ReplaceAll(all, "TEMP B-TREE FOR LAST TERM OF ORDER BY", ""), "TEMP B-TREE")
+		if sorts != c.sorting {
 			t.Errorf("%+v: plan %q: sorting %v, want %v", c.f, all, sorts, c.sorting)
 		}
 	}

@@ -114,9 +114,47 @@ const keysSchema = `CREATE TABLE IF NOT EXISTS event_keys (
 	INSERT INTO key_runs (name, lo, hi) SELECT 'event_keys', 0, watermark FROM index_state
 		WHERE watermark > 0 AND NOT EXISTS (SELECT 1 FROM key_runs);`
 
-// runSchema creates a run's table (%s: its name), as event_keys.
-const runSchema = `CREATE TABLE %s (kind INTEGER NOT NULL, val NOT NULL, pos INTEGER NOT NULL,
+// runSchema creates a run's table (%s: its name), as event_keys with
+// upto (keysUpto).
+const runSchema = `CREATE TABLE %s (kind INTEGER NOT NULL, val NOT NULL, pos INTEGER NOT NULL, upto INTEGER,
 	PRIMARY KEY (kind, val, pos)) WITHOUT ROWID`
+
+// keysUpto gives the runs of a keys file written by a server from before
+// range keys their upto column, empty (each key covers its pos alone, as it
+// did), in one transaction. A run's key (kind, val, pos, upto) says the
+// event at pos has val and events below upto may have it too
+// (freshkeys.go); upto NULL covers pos alone.
+func keysUpto(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT m.name FROM main.sqlite_schema AS m WHERE m.type = 'table'
+		AND (m.name = 'event_keys' OR m.name LIKE 'keys\_%' ESCAPE '\')
+		AND NOT EXISTS (SELECT 1 FROM pragma_table_info(m.name) AS c WHERE c.name = 'upto')`)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		names = append(names, n)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE `+n+` ADD COLUMN upto INTEGER`); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
 
 // indexKeysSQL adds the keys of the events with idx in [?1, ?2) to the run
 // %s, sorted, so that the insert appends to its new B-tree. The CROSS JOIN
@@ -124,7 +162,7 @@ const runSchema = `CREATE TABLE %s (kind INTEGER NOT NULL, val NOT NULL, pos INT
 // OR FAIL, not the default ABORT, so SQLite keeps no statement journal (a
 // copy of every page the statement changes); a failure rolls back the whole
 // transaction anyway.
-const indexKeysSQL = `INSERT OR FAIL INTO %s SELECT kind, val, pos FROM (
+const indexKeysSQL = `INSERT OR FAIL INTO %s (kind, val, pos) SELECT kind, val, pos FROM (
 		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
 		FROM events AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
 		WHERE e.idx >= ?1 AND e.idx < ?2

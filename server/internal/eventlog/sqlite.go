@@ -41,6 +41,8 @@ type SQLite struct {
 	nruns       atomic.Int64 // len(runs), for IndexLag without imu (held through merges)
 	indexPaused atomic.Bool
 	indexRuns   atomic.Int64  // indexer transactions, for tests
+	freshRuns   atomic.Int64  // runs built from the writer's values, for tests
+	fresh       fresh         // the writer's values for the indexer (freshkeys.go)
 	merges      atomic.Int64  // key run merges, for tests
 	stop        chan struct{} // closed by Close: background goroutines return
 	bg          sync.WaitGroup
@@ -96,7 +98,11 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	s.kdb = openAttached(keys+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)",
 		base+"?mode=ro", "log")
 	s.kdb.SetMaxOpenConns(2)
-	if _, err := s.kdb.ExecContext(ctx, keysSchema); err != nil {
+	_, err = s.kdb.ExecContext(ctx, keysSchema)
+	if err == nil {
+		err = keysUpto(ctx, s.kdb)
+	}
+	if err != nil {
 		// Never a reason not to serve the log (a full disk cannot take the
 		// keys file's WAL, say): without it queries scan the log, exactly.
 		s.log.Error().Err(err).Msg("query indexes unavailable until a restart: queries scan the log")
@@ -145,6 +151,9 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	if err != nil {
 		cconn.Close()
 		return fail(fmt.Errorf("eventlog: %w", err))
+	}
+	if s.kdb != nil {
+		s.committed = s.fresh.add
 	}
 	ready := make(chan error, 1)
 	go s.writer(conn, ready)

@@ -1,0 +1,191 @@
+package eventlog
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Keys from the writer. Reading a new run's keys back from the log cost the
+// indexer 7.4-8.5 µs an event, three keys each; the writer has the values in
+// memory already. It hands the indexer each committed row's agent, user,
+// object and register id (fresh); the indexer builds a run from them when
+// they cover its range, one key per user and register id and run of the
+// same agent's rows (a batch) rather than one per event: 2.7-2.9 µs an
+// event and about a third of the keys to merge (docs/ingest.md, "A smaller
+// first step"). Otherwise (after a restart, behind the buffer, absorbing
+// smaller runs) it reads the log as before; both kinds of key read the same.
+//
+// A range key (kind, val, pos, upto) says the event at pos has val and the
+// events in (pos, upto) may have it: the same agent's, with no more than
+// keyGap events between two that have it, and upto-pos at most keySpan.
+// Readers check every row's values anyway (retention clears values, not
+// keys). Keys of one value never overlap, so reading them in pos order and
+// each key's rows in idx order reads in log order.
+const (
+	keyGap  = 64
+	keySpan = 1024
+	// freshMax bounds the buffer (some 4 MB, and the strings it holds):
+	// beyond it the oldest values go, and the indexer reads their rows.
+	// It takes up to indexBatch events at once, so this leaves it three
+	// runs' time for merges at saturation.
+	freshMax = 4 * indexBatch
+)
+
+// freshVals are one row's values that keys are made of ("" for none).
+type freshVals struct{ agent, user, object, reg string }
+
+// fresh holds freshVals of the rows [lo, lo+len(vals)).
+type fresh struct {
+	mu   sync.Mutex
+	lo   int64
+	vals []freshVals
+}
+
+// add appends the committed rows from first; rows that do not follow the
+// buffer start it again, and the oldest values go past freshMax. Values
+// are only appended, never overwritten, so a range taken out stays as it
+// was. The strings are copied into one per call: the rows' share the
+// request body they were decoded from, which the buffer would otherwise
+// keep alive (some 200 MB more RSS at saturation).
+func (f *fresh) add(first int64, rows []*row) {
+	str := func(v any) string { s, _ := v.(string); return s }
+	n := 0
+	for _, r := range rows {
+		n += len(str(r.vals[0])) + len(str(r.vals[6])) + len(str(r.vals[8])) + len(str(r.vals[9]))
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, r := range rows {
+		for _, i := range [...]int{0, 6, 8, 9} {
+			b.WriteString(str(r.vals[i]))
+		}
+	}
+	arena, at := b.String(), 0
+	next := func(v any) string {
+		s := arena[at : at+len(str(v))]
+		at += len(s)
+		return s
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if first != f.lo+int64(len(f.vals)) {
+		f.lo, f.vals = first, nil
+	}
+	if over := len(f.vals) + len(rows) - freshMax; over > 0 {
+		over = min(over, len(f.vals))
+		f.lo, f.vals = f.lo+int64(over), f.vals[over:]
+	}
+	for _, r := range rows {
+		f.vals = append(f.vals, freshVals{next(r.vals[0]), next(r.vals[6]), next(r.vals[8]), next(r.vals[9])})
+	}
+}
+
+// take returns the values of [lo, hi), or nil if the buffer does not hold
+// them all, and drops what is below lo.
+func (f *fresh) take(lo, hi int64) []freshVals {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if lo < f.lo || hi > f.lo+int64(len(f.vals)) {
+		return nil
+	}
+	f.vals, f.lo = f.vals[lo-f.lo:], lo
+	return f.vals[: hi-lo : hi-lo]
+}
+
+// runKey is one key of a run; upto 0 stores NULL (pos alone).
+type runKey struct {
+	kind     int
+	val      string
+	pos      int64
+	upto     int64
+	lastSeen int64 // pos of the value's last occurrence, while building
+}
+
+// freshKeys makes the keys of the rows from lo, sorted as the run's
+// primary key.
+func freshKeys(lo int64, vals []freshVals) []runKey {
+	type open struct {
+		kind int
+		val  string
+	}
+	keys := make([]runKey, 0, len(vals)+len(vals)/4)
+	cur := map[open]int{} // the key of each value in this agent's rows
+	var agent string
+	for i, v := range vals {
+		pos := lo + int64(i)
+		if v.agent != agent {
+			clear(cur)
+			agent = v.agent
+		}
+		for _, kv := range [...]struct {
+			kind int
+			val  string
+		}{{4, v.user}, {6, v.reg}} {
+			if kv.val == "" {
+				continue
+			}
+			o := open{kv.kind, kv.val}
+			if j, ok := cur[o]; ok {
+				if k := &keys[j]; pos-k.lastSeen <= keyGap && pos+1-k.pos <= keySpan {
+					k.upto, k.lastSeen = pos+1, pos
+					continue
+				}
+			}
+			cur[o] = len(keys)
+			keys = append(keys, runKey{kind: kv.kind, val: kv.val, pos: pos, lastSeen: pos})
+		}
+		if v.object != "" {
+			keys = append(keys, runKey{kind: 5, val: v.object, pos: pos, lastSeen: pos})
+		}
+	}
+	slices.SortFunc(keys, func(a, b runKey) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), strings.Compare(a.val, b.val), cmp.Compare(a.pos, b.pos))
+	})
+	return keys
+}
+
+// keysPerInsert is how many keys one INSERT statement writes.
+const keysPerInsert = 128
+
+// insertKeys writes keys into the run table name, in tx.
+func insertKeys(ctx context.Context, tx *sql.Tx, name string, keys []runKey) error {
+	stmt := func(n int) (*sql.Stmt, error) {
+		return tx.PrepareContext(ctx, "INSERT OR FAIL INTO "+name+" (kind, val, pos, upto) VALUES "+
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", n), ","))
+	}
+	many, err := stmt(keysPerInsert)
+	if err != nil {
+		return err
+	}
+	defer many.Close()
+	one, err := stmt(1)
+	if err != nil {
+		return err
+	}
+	defer one.Close()
+	args := make([]any, 0, 4*keysPerInsert)
+	for len(keys) > 0 {
+		n, st := keysPerInsert, many
+		if len(keys) < keysPerInsert {
+			n, st = 1, one
+		}
+		args = args[:0]
+		for _, k := range keys[:n] {
+			var upto any
+			if k.upto != 0 {
+				upto = k.upto
+			}
+			args = append(args, k.kind, k.val, k.pos, upto)
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("insert keys: %w", err)
+		}
+		keys = keys[n:]
+	}
+	return nil
+}
