@@ -208,6 +208,11 @@ func TestReopenOnFullDisk(t *testing.T) {
 		t.Fatalf("reopened with %d events, %d were acked", n, size)
 	}
 	ss.checkAcked(t, st)
+	// The disk had no room for a new reserve: a partial one would hold
+	// back the store's last bytes.
+	if fi, err := os.Stat(path + "-reserve"); err == nil {
+		t.Errorf("a reserve of %d bytes on the full disk", fi.Size())
+	}
 }
 
 // fillUp writes path until the disk is full.
