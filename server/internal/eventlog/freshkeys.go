@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"sync"
@@ -39,19 +40,28 @@ const (
 // freshVals are one row's values that keys are made of ("" for none).
 type freshVals struct{ agent, user, object, reg string }
 
-// fresh holds freshVals of the rows [lo, lo+len(vals)).
+// fresh holds freshVals of consecutive rows, one chunk per commit: a chunk
+// is allocated once at its size and never changed, so a range taken out
+// stays as it was, and the buffer never regrows (one slice grown by append
+// allocated some 290 bytes an event).
 type fresh struct {
-	mu   sync.Mutex
+	mu     sync.Mutex
+	chunks []freshChunk
+	n      int // values in chunks
+}
+
+type freshChunk struct {
 	lo   int64
 	vals []freshVals
 }
 
+func (c freshChunk) hi() int64 { return c.lo + int64(len(c.vals)) }
+
 // add appends the committed rows from first; rows that do not follow the
-// buffer start it again, and the oldest values go past freshMax. Values
-// are only appended, never overwritten, so a range taken out stays as it
-// was. The strings are copied into one per call: the rows' share the
-// request body they were decoded from, which the buffer would otherwise
-// keep alive (some 200 MB more RSS at saturation).
+// buffer start it again, and the oldest chunks go past freshMax. The
+// strings are copied into one per call: the rows' share the request body
+// they were decoded from, which the buffer would otherwise keep alive (some
+// 200 MB more RSS at saturation).
 func (f *fresh) add(first int64, rows []*row) {
 	str := func(v any) string { s, _ := v.(string); return s }
 	n := 0
@@ -71,30 +81,43 @@ func (f *fresh) add(first int64, rows []*row) {
 		at += len(s)
 		return s
 	}
+	c := freshChunk{lo: first, vals: make([]freshVals, len(rows))}
+	for i, r := range rows {
+		c.vals[i] = freshVals{next(r.vals[0]), next(r.vals[6]), next(r.vals[8]), next(r.vals[9])}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if first != f.lo+int64(len(f.vals)) {
-		f.lo, f.vals = first, nil
+	if k := len(f.chunks); k > 0 && f.chunks[k-1].hi() != first {
+		f.chunks, f.n = nil, 0
 	}
-	if over := len(f.vals) + len(rows) - freshMax; over > 0 {
-		over = min(over, len(f.vals))
-		f.lo, f.vals = f.lo+int64(over), f.vals[over:]
-	}
-	for _, r := range rows {
-		f.vals = append(f.vals, freshVals{next(r.vals[0]), next(r.vals[6]), next(r.vals[8]), next(r.vals[9])})
+	f.chunks, f.n = append(f.chunks, c), f.n+len(c.vals)
+	for len(f.chunks) > 1 && f.n > freshMax {
+		f.n -= len(f.chunks[0].vals)
+		f.chunks = f.chunks[1:]
 	}
 }
 
-// take returns the values of [lo, hi), or nil if the buffer does not hold
-// them all, and drops what is below lo.
-func (f *fresh) take(lo, hi int64) []freshVals {
+// take returns the values of [lo, hi) in parts, or nil if the buffer does
+// not hold them all, and drops the chunks below lo.
+func (f *fresh) take(lo, hi int64) [][]freshVals {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if lo < f.lo || hi > f.lo+int64(len(f.vals)) {
+	for len(f.chunks) > 0 && f.chunks[0].hi() <= lo {
+		f.n -= len(f.chunks[0].vals)
+		f.chunks = f.chunks[1:]
+	}
+	if len(f.chunks) == 0 || lo < f.chunks[0].lo || hi > f.chunks[len(f.chunks)-1].hi() {
 		return nil
 	}
-	f.vals, f.lo = f.vals[lo-f.lo:], lo
-	return f.vals[: hi-lo : hi-lo]
+	var parts [][]freshVals
+	for _, c := range f.chunks {
+		if c.lo >= hi {
+			break
+		}
+		from, to := max(lo, c.lo)-c.lo, min(hi, c.hi())-c.lo
+		parts = append(parts, c.vals[from:to:to])
+	}
+	return parts
 }
 
 // runKey is one key of a run; upto 0 stores NULL (pos alone).
@@ -106,18 +129,23 @@ type runKey struct {
 	lastSeen int64 // pos of the value's last occurrence, while building
 }
 
-// freshKeys makes the keys of the rows from lo, sorted as the run's
-// primary key.
-func freshKeys(lo int64, vals []freshVals) []runKey {
+// freshKeys makes the keys of the rows from lo, given in parts, sorted as
+// the run's primary key.
+func freshKeys(lo int64, parts [][]freshVals) []runKey {
 	type open struct {
 		kind int
 		val  string
 	}
-	keys := make([]runKey, 0, len(vals)+len(vals)/4)
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	keys := make([]runKey, 0, n+n/4)
 	cur := map[open]int{} // the key of each value in this agent's rows
 	var agent string
-	for i, v := range vals {
-		pos := lo + int64(i)
+	pos := lo - 1
+	for v := range chunkVals(parts) {
+		pos++
 		if v.agent != agent {
 			clear(cur)
 			agent = v.agent
@@ -147,6 +175,19 @@ func freshKeys(lo int64, vals []freshVals) []runKey {
 		return cmp.Or(cmp.Compare(a.kind, b.kind), strings.Compare(a.val, b.val), cmp.Compare(a.pos, b.pos))
 	})
 	return keys
+}
+
+// chunkVals yields the values of parts in order.
+func chunkVals(parts [][]freshVals) iter.Seq[freshVals] {
+	return func(yield func(freshVals) bool) {
+		for _, p := range parts {
+			for _, v := range p {
+				if !yield(v) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // keysPerInsert is how many keys one INSERT statement writes.

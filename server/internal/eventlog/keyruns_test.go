@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -283,5 +284,48 @@ func indexBy(t *testing.T, s *SQLite, size, step int64, before func(lo, hi int64
 		if err := s.compact(ctx, conn); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestFreshChunks: the buffer hands out any covered range across the
+// commits' chunks, in order, drops what is below it, and starts again on a
+// commit that does not follow.
+func TestFreshChunks(t *testing.T) {
+	rows := func(from, n int) []*row {
+		var out []*row
+		for i := range n {
+			r := &row{}
+			r.vals[0], r.vals[8] = "pc", fmt.Sprintf("obj-%d", from+i)
+			out = append(out, r)
+		}
+		return out
+	}
+	objs := func(parts [][]freshVals) []string {
+		var out []string
+		for v := range chunkVals(parts) {
+			out = append(out, v.object)
+		}
+		return out
+	}
+	var f fresh
+	f.add(10, rows(10, 3))
+	f.add(13, rows(13, 2))
+	f.add(15, rows(15, 4))
+	if got := objs(f.take(11, 17)); !slices.Equal(got, []string{"obj-11", "obj-12", "obj-13", "obj-14", "obj-15", "obj-16"}) {
+		t.Fatalf("take(11, 17) = %v", got)
+	}
+	if f.take(11, 20) != nil || f.take(9, 12) != nil {
+		t.Fatal("a range the buffer does not hold all of was handed out")
+	}
+	f.take(15, 15) // drops the chunks below 15
+	if f.take(13, 15) != nil {
+		t.Fatal("dropped values handed out")
+	}
+	if got := objs(f.take(15, 19)); len(got) != 4 || got[3] != "obj-18" {
+		t.Fatalf("take(15, 19) = %v", got)
+	}
+	f.add(30, rows(30, 2)) // not after 19: starts again
+	if f.take(15, 19) != nil || objs(f.take(30, 32))[1] != "obj-31" {
+		t.Fatal("a commit that does not follow did not start the buffer again")
 	}
 }
