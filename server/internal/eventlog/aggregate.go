@@ -41,42 +41,52 @@ var groupColumns = map[string]string{"agent": "agent", "control": "control", "ty
 // maxIn bounds the values of one IN list.
 const maxIn = 10000
 
-// where builds the shared predicate of Count and Scan.
-func (q *CountQuery) where(args *[]any) (string, error) {
+// check validates q's time range and the size of its IN lists.
+func (q *CountQuery) check() error {
 	if q.From.IsZero() || q.To.IsZero() || !q.From.Before(q.To) {
-		return "", fmt.Errorf("%w: count needs From before To", ErrBadFilter)
+		return fmt.Errorf("%w: count needs From before To", ErrBadFilter)
+	}
+	for _, f := range []struct {
+		col string
+		vs  []string
+	}{{"agent", q.Agents}, {"control", q.Controls}, {"type", q.Types}} {
+		if len(f.vs) > maxIn {
+			return fmt.Errorf("%w: more than %d values for %s", ErrBadFilter, maxIn, f.col)
+		}
+	}
+	return nil
+}
+
+// where builds the shared predicate of Count and Scan; byKeys: the rows
+// come from aggFrom's keys, so no index of events may drive.
+func (q *CountQuery) where(args *[]any, byKeys bool) (string, error) {
+	if err := q.check(); err != nil {
+		return "", err
 	}
 	// Over more than a few weeks, reading the table (or the control/type
 	// index) in order beats fetching each row through the time index:
 	// "+time" keeps SQLite (and PostgreSQL) off that index.
 	col := "time"
-	if q.To.Sub(q.From) > 40*24*time.Hour {
+	if byKeys || q.To.Sub(q.From) > 40*24*time.Hour {
 		col = "+time"
 	}
 	conds := []string{col + " >= ?", col + " < ?"}
 	*args = append(*args, clampNano(q.From), clampNano(q.To))
-	in := func(col string, vs []string) error {
+	in := func(col string, vs []string) {
 		if len(vs) == 0 {
-			return nil
+			return
 		}
-		if len(vs) > maxIn {
-			return fmt.Errorf("%w: more than %d values for %s", ErrBadFilter, maxIn, col)
+		if byKeys {
+			col = "+" + col // the keys' rows by idx, never the agent's index
 		}
 		conds = append(conds, col+" IN ("+strings.TrimSuffix(strings.Repeat("?,", len(vs)), ",")+")")
 		for _, v := range vs {
 			*args = append(*args, v)
 		}
-		return nil
 	}
-	if err := in("agent", q.Agents); err != nil {
-		return "", err
-	}
-	if err := in("control", q.Controls); err != nil {
-		return "", err
-	}
-	if err := in("type", q.Types); err != nil {
-		return "", err
-	}
+	in("agent", q.Agents)
+	in("control", q.Controls)
+	in("type", q.Types)
 	if q.HasRegister {
 		conds = append(conds, "register_id IS NOT NULL")
 	}
@@ -117,16 +127,23 @@ func (s *core) Count(ctx context.Context, q CountQuery) ([]Group, error) {
 	if len(sel) == 0 {
 		sel = []string{"1"}
 	}
-	w, err := q.where(&args)
-	if err != nil {
+	if err := q.check(); err != nil {
 		return nil, err
 	}
-	stmt := "SELECT " + strings.Join(sel, ", ") + " FROM events WHERE " + w
 	tx, done, err := s.aggTx(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: count: %w", err)
 	}
 	defer done()
+	from, byKeys, err := s.aggFrom(ctx, tx, &q, &args)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: count: %w", err)
+	}
+	w, err := q.where(&args, byKeys)
+	if err != nil {
+		return nil, err
+	}
+	stmt := "SELECT " + strings.Join(sel, ", ") + " FROM " + from + " WHERE " + w
 	rows, err := tx.QueryContext(ctx, s.bind(stmt), args...)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: count: %w", err)
@@ -207,8 +224,7 @@ func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn fun
 			args = append(args, a)
 		}
 	}
-	w, err := q.where(&args)
-	if err != nil {
+	if err := q.check(); err != nil {
 		return err
 	}
 	tx, done, err := s.aggTx(ctx)
@@ -216,7 +232,15 @@ func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn fun
 		return fmt.Errorf("eventlog: scan: %w", err)
 	}
 	defer done()
-	rows, err := tx.QueryContext(ctx, s.bind(`SELECT time, agent, control, type, severity, `+attrs+` FROM events WHERE `+w), args...)
+	from, byKeys, err := s.aggFrom(ctx, tx, &q, &args)
+	if err != nil {
+		return fmt.Errorf("eventlog: scan: %w", err)
+	}
+	w, err := q.where(&args, byKeys)
+	if err != nil {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, s.bind(`SELECT time, agent, control, type, severity, `+attrs+` FROM `+from+` WHERE `+w), args...)
 	if err != nil {
 		return fmt.Errorf("eventlog: scan: %w", err)
 	}
@@ -239,6 +263,47 @@ func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn fun
 		return fmt.Errorf("eventlog: scan: %w", err)
 	}
 	return nil
+}
+
+// aggFrom returns what Count and Scan read, adding its arguments: events;
+// or, on a store whose control and type keys are event_ranges, the keys of
+// the types asked (else the controls) joined to the rows they cover, when
+// those are far fewer than the time range holds (the rare types of a year's
+// integrity section, say), as the type index was read before. Keys of one
+// value never overlap and a row is joined only through a key of its own
+// value, so no row is read twice.
+func (s *core) aggFrom(ctx context.Context, tx *sql.Tx, q *CountQuery, args *[]any) (string, bool, error) {
+	col, vals := "type", q.Types
+	if len(vals) == 0 {
+		col, vals = "control", q.Controls
+	}
+	if !s.ranges || len(vals) == 0 {
+		return "events", false, nil
+	}
+	var blocks int64
+	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM event_spans WHERE max_time >= ? AND min_time < ?`,
+		clampNano(q.From), clampNano(q.To)).Scan(&blocks)
+	if err != nil {
+		return "", false, err
+	}
+	limit := min(blocks<<spanShift/walkFactor, 200_000)
+	kargs := []any{rangeKinds[col]}
+	for _, v := range vals {
+		kargs = append(kargs, v)
+	}
+	in := strings.TrimSuffix(strings.Repeat("?,", len(vals)), ",")
+	var keys, rows int64
+	err = tx.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(n), 0) FROM (SELECT coalesce(upto, pos + 1) - pos AS n
+		FROM event_ranges WHERE kind = ? AND val IN (`+in+`) LIMIT ?)`, append(kargs, limit+1)...).Scan(&keys, &rows)
+	if err != nil {
+		return "", false, err
+	}
+	if keys > limit || rows >= limit {
+		return "events", false, nil
+	}
+	*args = append(*args, kargs...)
+	return `event_ranges AS r CROSS JOIN events ON idx >= r.pos AND idx < coalesce(r.upto, r.pos + 1) AND ` + col +
+		` = r.val AND r.kind = ? AND r.val IN (` + in + `)`, true, nil
 }
 
 // aggTx begins a read transaction for an aggregate.

@@ -40,6 +40,9 @@ type core struct {
 	// keys: the query indexes are key runs behind a watermark (SQLite,
 	// indexer.go, keyruns.go), not indexes on events.
 	keys bool
+	// ranges: control and type are indexed by range keys the writer
+	// commits (event_ranges, SQLite), not by indexes on events.
+	ranges bool
 
 	mu     sync.RWMutex // held shared while sending on reqs, exclusively to close it
 	closed bool

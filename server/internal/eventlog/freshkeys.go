@@ -132,49 +132,70 @@ type runKey struct {
 // freshKeys makes the keys of the rows from lo, given in parts, sorted as
 // the run's primary key.
 func freshKeys(lo int64, parts [][]freshVals) []runKey {
-	type open struct {
-		kind int
-		val  string
-	}
 	n := 0
 	for _, p := range parts {
 		n += len(p)
 	}
-	keys := make([]runKey, 0, n+n/4)
-	cur := map[open]int{} // the key of each value in this agent's rows
-	var agent string
+	g := ranger{keys: make([]runKey, 0, n+n/4)}
 	pos := lo - 1
 	for v := range chunkVals(parts) {
 		pos++
-		if v.agent != agent {
-			clear(cur)
-			agent = v.agent
-		}
-		for _, kv := range [...]struct {
-			kind int
-			val  string
-		}{{4, v.user}, {6, v.reg}} {
-			if kv.val == "" {
-				continue
-			}
-			o := open{kv.kind, kv.val}
-			if j, ok := cur[o]; ok {
-				if k := &keys[j]; pos-k.lastSeen <= keyGap && pos+1-k.pos <= keySpan {
-					k.upto, k.lastSeen = pos+1, pos
-					continue
-				}
-			}
-			cur[o] = len(keys)
-			keys = append(keys, runKey{kind: kv.kind, val: kv.val, pos: pos, lastSeen: pos})
-		}
+		g.row(v.agent)
+		g.add(4, v.user, pos)
+		g.add(6, v.reg, pos)
 		if v.object != "" {
-			keys = append(keys, runKey{kind: 5, val: v.object, pos: pos, lastSeen: pos})
+			g.keys = append(g.keys, runKey{kind: 5, val: v.object, pos: pos, lastSeen: pos})
 		}
 	}
-	slices.SortFunc(keys, func(a, b runKey) int {
+	return g.sorted()
+}
+
+// ranger makes range keys of rows given in log order: one key per value
+// and run of one agent's consecutive rows, split at keyGap and keySpan.
+type ranger struct {
+	keys  []runKey
+	cur   map[rangeOf]int // the open key of each value in this agent's rows
+	agent string
+}
+
+type rangeOf struct {
+	kind int
+	val  string
+}
+
+// row starts the next row, of agent's.
+func (g *ranger) row(agent string) {
+	if g.cur == nil {
+		g.cur = map[rangeOf]int{}
+	}
+	if agent != g.agent {
+		clear(g.cur)
+		g.agent = agent
+	}
+}
+
+// add says the row at pos has val ("" for none).
+func (g *ranger) add(kind int, val string, pos int64) {
+	if val == "" {
+		return
+	}
+	o := rangeOf{kind, val}
+	if j, ok := g.cur[o]; ok {
+		if k := &g.keys[j]; pos-k.lastSeen <= keyGap && pos+1-k.pos <= keySpan {
+			k.upto, k.lastSeen = pos+1, pos
+			return
+		}
+	}
+	g.cur[o] = len(g.keys)
+	g.keys = append(g.keys, runKey{kind: kind, val: val, pos: pos, lastSeen: pos})
+}
+
+// sorted returns the keys in primary key order.
+func (g *ranger) sorted() []runKey {
+	slices.SortFunc(g.keys, func(a, b runKey) int {
 		return cmp.Or(cmp.Compare(a.kind, b.kind), strings.Compare(a.val, b.val), cmp.Compare(a.pos, b.pos))
 	})
-	return keys
+	return g.keys
 }
 
 // chunkVals yields the values of parts in order.

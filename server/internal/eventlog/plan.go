@@ -83,9 +83,20 @@ func (p pred) sql(indexed bool, args *[]any) string {
 // keyed reports whether p's column is indexed in event_keys.
 func (p *pred) keyed() bool { _, ok := keyKinds[p.col]; return ok }
 
-// keySQL writes p over event_keys (the SQLite query indexes, indexer.go).
+// ranged reports whether p's column is indexed in event_ranges.
+func (p *pred) ranged() bool { _, ok := rangeKinds[p.col]; return ok }
+
+// rangesTable holds the range keys the writer commits (rangeKinds).
+const rangesTable = "event_ranges"
+
+// keySQL writes p over a key run or event_ranges (the SQLite query
+// indexes, indexer.go and freshkeys.go).
 func (p pred) keySQL(args *[]any) string {
-	*args = append(*args, keyKinds[p.col])
+	k, ok := keyKinds[p.col]
+	if !ok {
+		k = rangeKinds[p.col]
+	}
+	*args = append(*args, k)
 	w := "kind = ?"
 	if p.eq != nil {
 		*args = append(*args, p.eq)
@@ -113,6 +124,7 @@ type query struct {
 	// events directly.
 	keysBelow int64
 	runs      []keyRun // the key runs in the query's snapshot, in log order
+	ranges    bool     // control and type are read through event_ranges
 }
 
 // plan is how to read one page.
@@ -139,7 +151,7 @@ func probeCap(limit int, size int64) int64 {
 // choosePlan picks the plan for q; every read goes through tx. It first
 // reads the watermark and key runs of tx's snapshot into q.
 func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, error) {
-	q.keysBelow = -1
+	q.keysBelow, q.ranges = -1, s.ranges
 	if s.keys {
 		if err := tx.QueryRowContext(ctx, `SELECT watermark FROM index_state`).Scan(&q.keysBelow); err != nil {
 			return plan{}, fmt.Errorf("eventlog: query: %w", err)
@@ -240,6 +252,9 @@ func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, erro
 // the indexer keeps short: it is an estimate for the plan, and every plan
 // reads the tail (see parts).
 func (s *core) count(ctx context.Context, tx *sql.Tx, q *query, p pred, after, limit int64) (int64, error) {
+	if s.ranges && p.ranged() {
+		return s.countIn(ctx, tx, p, rangesTable, after, limit)
+	}
 	if !s.keys || !p.keyed() {
 		return s.countIn(ctx, tx, p, "events", after, limit)
 	}
@@ -264,7 +279,7 @@ func (s *core) countIn(ctx context.Context, tx *sql.Tx, p pred, from string, aft
 		args = args[:0]
 		w, col, sel = p.keySQL(&args), "pos", "pos"
 		if p.col != "object" {
-			// A user or register id key stands for the rows it covers,
+			// A range key stands for the rows it covers,
 			// which a plan reads. (Object keys are one per event: summing
 			// their spans doubled the time of a broad prefix's page.)
 			sel, rows = "coalesce(upto, pos + 1) - pos AS n", "coalesce(sum(n), 0)"
@@ -378,6 +393,10 @@ type part struct {
 // ends where the next begins, so the page is their concatenation. (A range
 // no run holds is read as tail: exact, if slower.)
 func parts(q *query, pl plan, r [2]int64) []part {
+	if q.ranges && pl.drive != nil && pl.drive.ranged() {
+		// Committed with the rows: no watermark, no tail.
+		return []part{{r[0], r[1], fromKeys, rangesTable}}
+	}
 	if q.keysBelow < 0 || pl.drive == nil || !pl.drive.keyed() {
 		return []part{{r[0], r[1], fromEvents, ""}}
 	}
@@ -430,8 +449,8 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 				where, args = append(where, "pos < ?"), append(args, hi)
 			}
 		} else {
-			// A user or register id key may cover rows after pos too
-			// (freshkeys.go), and one from before lo rows from lo on: the
+			// A range key (user, register id, control, type) may cover rows
+			// after pos too (freshkeys.go), and one from before lo rows from lo on: the
 			// seek starts keySpan earlier. The page's bounds on idx are
 			// written +idx so that SQLite seeks each key's rows by the key's
 			// own bounds (given idx >= ?, it read from lo for every key:

@@ -17,7 +17,8 @@ import (
 
 // TestQueryPlans checks that each plan reads through the index it names: a
 // walk never sorts, a sort reads its range index (event_keys, below the
-// watermark, for user, object and register id).
+// watermark, for user, object and register id; event_ranges for control
+// and type).
 func TestQueryPlans(t *testing.T) {
 	ctx := context.Background()
 	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "events.db"), zerolog.Nop())
@@ -52,9 +53,9 @@ func TestQueryPlans(t *testing.T) {
 		{Filter{Cursor: "5"}, walk, "INTEGER PRIMARY KEY", false},
 		{Filter{Agent: "pc-001", Cursor: "5"}, walk, "events_agent_seq", false},
 		{Filter{Agent: "pc-001", Control: "media", ObjectPrefix: "D:", Cursor: "5"}, walk, "events_agent_seq", false},
-		{Filter{Control: "media", Type: "media.write"}, walk, "events_type", false},
-		{Filter{Control: "media"}, walk, "events_control", false},
-		{Filter{Type: "server.gap", Cursor: "9"}, walk, "events_type", false},
+		{Filter{Control: "media", Type: "media.write"}, walk, "event_ranges", false},
+		{Filter{Control: "media"}, walk, "event_ranges", false},
+		{Filter{Type: "server.gap", Cursor: "9"}, walk, "event_ranges", false},
 		{Filter{User: "CORP\\tanaka", ObjectPrefix: `D:\`, From: day}, walk, "event_keys", false},
 		{Filter{RegisterID: "PI-001", User: "u"}, walk, "event_keys", false},
 		{Filter{ObjectPrefix: `D:\顧客\`, From: day, To: day.Add(time.Hour)}, walk, "INTEGER PRIMARY KEY", false},
@@ -65,11 +66,14 @@ func TestQueryPlans(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pl, src := c.plan(q), fromEvents
-		if pl.drive != nil && pl.drive.keyed() {
-			src = fromKeys
+		pl, pt := c.plan(q), part{q.after + 1, 1 << 40, fromEvents, ""}
+		switch {
+		case pl.drive != nil && pl.drive.keyed():
+			pt.src, pt.run = fromKeys, "event_keys"
+		case pl.drive != nil && pl.drive.ranged():
+			pt.src, pt.run = fromKeys, rangesTable
 		}
-		sq, args := selectSQL(q, pl, part{q.after + 1, 1 << 40, src, "event_keys"}, q.limit+1)
+		sq, args := selectSQL(q, pl, pt, q.limit+1)
 		plan := explain(t, s.rdb, sq, args...)
 		all := strings.Join(plan, "; ")
 		if !strings.Contains(plan[0], c.index) {

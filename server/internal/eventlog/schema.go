@@ -85,6 +85,25 @@ var migrations = []string{
 	// which fences out older writers (fence.go).
 	`CREATE TABLE writer_epoch (epoch INTEGER NOT NULL);
 	INSERT INTO writer_epoch (epoch) VALUES (0);`,
+	// 6: the control and type indexes leave the commit path too: two index
+	// entries per event cost the commit some 2 µs an event (docs/ingest.md,
+	// "Control and type as range keys"). The writer writes range keys
+	// (freshkeys.go) in the same transaction instead, a few per batch, since
+	// an agent's batch repeats a handful of controls and types; rows from
+	// before get one key each, read in index order so the inserts append.
+	`CREATE TABLE event_ranges (
+		kind INTEGER NOT NULL, -- rangeKinds: 2 control, 3 type
+		val  TEXT    NOT NULL,
+		pos  INTEGER NOT NULL, -- events.idx of the first row with val
+		upto INTEGER,          -- the same agent's rows below it may have val; NULL: pos alone
+		PRIMARY KEY (kind, val, pos)
+	) WITHOUT ROWID;
+	INSERT INTO event_ranges (kind, val, pos) SELECT 2, control, idx FROM events INDEXED BY events_control
+		WHERE control IS NOT NULL ORDER BY control, idx;
+	INSERT INTO event_ranges (kind, val, pos) SELECT 3, type, idx FROM events INDEXED BY events_type
+		WHERE type IS NOT NULL ORDER BY type, idx;
+	DROP INDEX events_control;
+	DROP INDEX events_type;`,
 }
 
 // keysSchema is the keys file's. The query indexes' entries (kind, val,
@@ -168,9 +187,13 @@ const indexKeysSQL = `INSERT OR FAIL INTO %s (kind, val, pos) SELECT kind, val, 
 		WHERE e.idx >= ?1 AND e.idx < ?2
 	) WHERE val IS NOT NULL ORDER BY kind, val, pos`
 
-// keyKinds maps a query column, as written in SQL, to its key kind;
-// the other query columns are indexed on events.
-var keyKinds = map[string]int{`"user"`: 4, "object": 5, "register_id": 6}
+// keyKinds maps a query column, as written in SQL, to its key kind in the
+// keys file; rangeKinds those whose range keys the writer commits with the
+// rows, in event_ranges. The other query columns are indexed on events.
+var (
+	keyKinds   = map[string]int{`"user"`: 4, "object": 5, "register_id": 6}
+	rangeKinds = map[string]int{"control": 2, "type": 3}
+)
 
 // migrate brings the schema to len(migrations) in one transaction; bind
 // rewrites placeholders for the backend.

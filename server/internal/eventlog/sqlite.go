@@ -116,7 +116,7 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	} else if rdb, err = sql.Open("sqlite", ro); err != nil {
 		return fail(fmt.Errorf("eventlog: open %s read-only: %w", abs, err))
 	}
-	s.rdb, s.bind, s.keys = rdb, sqliteBind, s.kdb != nil
+	s.rdb, s.bind, s.keys, s.ranges = rdb, sqliteBind, s.kdb != nil, true
 	rdb.SetMaxOpenConns(8)
 	rdb.SetMaxIdleConns(8)
 	if err := s.load(ctx, wdb); err != nil {

@@ -189,6 +189,9 @@ func TestMigrateKeys(t *testing.T) {
 		CREATE INDEX events_object ON events(object) WHERE object IS NOT NULL;
 		CREATE INDEX events_register_id ON events(register_id) WHERE register_id IS NOT NULL;
 		DROP TABLE writer_epoch;
+		DROP TABLE event_ranges;
+		CREATE INDEX events_control ON events(control) WHERE control IS NOT NULL;
+		CREATE INDEX events_type ON events(type) WHERE type IS NOT NULL;
 		UPDATE schema_version SET version = 3`); err != nil {
 		t.Fatal(err)
 	}

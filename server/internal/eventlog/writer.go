@@ -34,10 +34,33 @@ const (
 		last_seen = excluded.last_seen, events = excluded.events`
 	storedHashesSQL  = `SELECT seq, hash FROM events WHERE agent = ? AND seq BETWEEN ? AND ?`
 	putCheckpointSQL = `INSERT OR REPLACE INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)`
+	rangesPerInsert  = 32
 	upsertSpanSQL    = `INSERT INTO event_spans (block, min_time, max_time) VALUES (?, ?, ?)
 		ON CONFLICT (block) DO UPDATE SET min_time = min(min_time, excluded.min_time),
 		max_time = max(max_time, excluded.max_time)`
 )
+
+func insertRangesSQL(keys int) string {
+	return "INSERT OR FAIL INTO " + rangesTable + " (kind, val, pos, upto) VALUES " +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", keys), ",")
+}
+
+// rangeKeys makes the control and type range keys of rows stored from
+// first: a few per batch, where indexes on events took two entries an
+// event.
+func rangeKeys(first int64, rows []*row) []runKey {
+	var g ranger
+	for i, r := range rows {
+		pos := first + int64(i)
+		agent, _ := r.vals[0].(string)
+		control, _ := r.vals[3].(string)
+		typ, _ := r.vals[4].(string)
+		g.row(agent)
+		g.add(rangeKinds["control"], control, pos)
+		g.add(rangeKinds["type"], typ, pos)
+	}
+	return g.sorted()
+}
 
 func insertSQL(rows int) string {
 	one := "(" + strings.TrimSuffix(strings.Repeat("?,", eventColumns), ",") + ")"
@@ -89,6 +112,7 @@ type wconn struct {
 	begin               driver.ConnBeginTx
 	insN, ins1, upd, cp driver.StmtExecContext
 	span                driver.StmtExecContext
+	rngN, rng1          driver.StmtExecContext  // event_ranges inserts
 	fence               driver.StmtExecContext  // writer_epoch update (fence.go)
 	epoch               *atomic.Int64           // the store's writer epoch
 	stored              driver.StmtQueryContext // hashes of stored seqs, to check resends
@@ -119,7 +143,7 @@ func newWconn(ctx context.Context, dc any) (*wconn, error) {
 		sql string
 	}{
 		{&w.insN, insertSQL(rowsPerInsert)}, {&w.ins1, insertSQL(1)}, {&w.upd, upsertHeadSQL}, {&w.cp, putCheckpointSQL}, {&w.span, upsertSpanSQL},
-		{&w.fence, fenceSQL},
+		{&w.fence, fenceSQL}, {&w.rngN, insertRangesSQL(rangesPerInsert)}, {&w.rng1, insertRangesSQL(1)},
 	} {
 		st, err := prep.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -353,7 +377,7 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 		return err
 	}
 	// Before the loop below consumes t.rows.
-	spans := groupSpans(first, t.rows)
+	spans, ranges := groupSpans(first, t.rows), rangeKeys(first, t.rows)
 	args := make([]driver.NamedValue, 0, rowsPerInsert*eventColumns)
 	idx := first
 	for len(t.rows) > 0 {
@@ -377,6 +401,28 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 			return fmt.Errorf("insert events: %w", err)
 		}
 		t.rows, t.merkle = t.rows[n:], t.merkle[n:]
+	}
+	for len(ranges) > 0 {
+		n, st := rangesPerInsert, w.rngN
+		if len(ranges) < rangesPerInsert {
+			n, st = 1, w.rng1
+		}
+		args = args[:0]
+		for _, k := range ranges[:n] {
+			var upto driver.Value
+			if k.upto != 0 {
+				upto = k.upto
+			}
+			args = append(args, driver.NamedValue{Value: int64(k.kind)}, driver.NamedValue{Value: k.val},
+				driver.NamedValue{Value: k.pos}, driver.NamedValue{Value: upto})
+		}
+		for i := range args {
+			args[i].Ordinal = i + 1
+		}
+		if _, err := st.ExecContext(ctx, args); err != nil {
+			return fmt.Errorf("insert ranges: %w", err)
+		}
+		ranges = ranges[n:]
 	}
 	for _, sp := range spans {
 		if _, err := w.span.ExecContext(ctx, named(sp.block, sp.min, sp.max)); err != nil {
