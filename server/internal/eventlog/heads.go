@@ -20,15 +20,27 @@ const HeadsRebuiltType = "server.heads_rebuilt"
 // chain checks trust: one edited to a higher seq would have an agent's next
 // events taken for duplicates, acknowledged and dropped; one with another
 // hash would refuse the agent's real chain. It costs two index lookups per
-// stream, not a scan of the log.
+// stream, not a scan of the log: through the (agent, seq) index, or on
+// SQLite through agent_runs, whose last run of a stream ends at its last
+// event.
 func (s *core) checkHeads(ctx context.Context, db dbtx) error {
+	nextSQL := `SELECT agent FROM events WHERE agent > ? ORDER BY agent LIMIT 1`
+	lastSQL := `SELECT seq, hash, received FROM events WHERE agent = ? ORDER BY seq DESC LIMIT 1`
+	countSQL := `SELECT COUNT(*) FROM events WHERE agent = ?`
+	if s.ranges {
+		nextSQL = `SELECT stream FROM agent_runs WHERE stream > ? ORDER BY stream LIMIT 1`
+		lastSQL = `SELECT seq, hash, received FROM agent_runs CROSS JOIN events ON idx = pos + n - 1
+			WHERE stream = ? ORDER BY seq_lo DESC LIMIT 1`
+		countSQL = `SELECT COUNT(*) FROM agent_runs CROSS JOIN events ON idx >= pos AND idx < pos + n
+			WHERE stream = ?1 AND +agent = ?1`
+	}
 	var (
 		agents []string
 		last   string
 	)
 	for {
 		var a string
-		err := db.QueryRowContext(ctx, s.bind(`SELECT agent FROM events WHERE agent > ? ORDER BY agent LIMIT 1`), last).Scan(&a)
+		err := db.QueryRowContext(ctx, s.bind(nextSQL), last).Scan(&a)
 		if errors.Is(err, sql.ErrNoRows) {
 			break
 		}
@@ -44,8 +56,7 @@ func (s *core) checkHeads(ctx context.Context, db dbtx) error {
 			seq, recv int64
 			hash      []byte
 		)
-		err := db.QueryRowContext(ctx, s.bind(`SELECT seq, hash, received FROM events WHERE agent = ? ORDER BY seq DESC LIMIT 1`), a).
-			Scan(&seq, &hash, &recv)
+		err := db.QueryRowContext(ctx, s.bind(lastSQL), a).Scan(&seq, &hash, &recv)
 		if err != nil {
 			return fmt.Errorf("eventlog: check head %q: %w", a, err)
 		}
@@ -53,7 +64,7 @@ func (s *core) checkHeads(ctx context.Context, db dbtx) error {
 			continue
 		}
 		var n int64
-		if err := db.QueryRowContext(ctx, s.bind(`SELECT COUNT(*) FROM events WHERE agent = ?`), a).Scan(&n); err != nil {
+		if err := db.QueryRowContext(ctx, s.bind(countSQL), a).Scan(&n); err != nil {
 			return fmt.Errorf("eventlog: rebuild head %q: %w", a, err)
 		}
 		if _, err := db.ExecContext(ctx, s.bind(`INSERT INTO heads (agent, seq, hash, last_seen, events) VALUES (?, ?, ?, ?, ?)

@@ -299,11 +299,19 @@ func (s *core) countIn(ctx context.Context, tx *sql.Tx, p pred, from string, aft
 }
 
 // countAgent is count for the agent's stream after the cursor.
+//
+// On SQLite it counts the events of the agent's runs from runMax before the
+// cursor on: an estimate, as count's.
 func (s *core) countAgent(ctx context.Context, tx *sql.Tx, agent string, after, limit int64) (int64, error) {
+	q := `SELECT count(*) FROM (SELECT idx FROM events WHERE %s LIMIT ?) AS p`
 	w, args := agentWhere(agent, after)
+	if s.ranges {
+		q = `SELECT coalesce(sum(n), 0) FROM (SELECT n FROM agent_runs WHERE %s LIMIT ?) AS p`
+		w, args = "stream = ? AND pos > ?", []any{agent, after - runMax}
+	}
 	args = append(args, limit)
 	var n int64
-	err := tx.QueryRowContext(ctx, s.bind(`SELECT count(*) FROM (SELECT idx FROM events WHERE `+w+` LIMIT ?) AS p`), args...).Scan(&n)
+	err := tx.QueryRowContext(ctx, s.bind(fmt.Sprintf(q, w)), args...).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("eventlog: query plan: %w", err)
 	}
@@ -482,7 +490,14 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 			where = append(where, p.sql(indexed, &args))
 		}
 	}
-	if pl.agent {
+	if pl.agent && q.ranges {
+		// The agent's runs from the cursor on (one may start up to runMax
+		// before it), each joined to its rows, every row's agent checked;
+		// +idx as for range keys above.
+		from, order = "agent_runs CROSS JOIN events ON idx >= pos AND idx < pos + n", "pos, idx"
+		where, args = append(where, "stream = ?", "pos > ?", "+idx > ?"), append(args, q.agent, q.after-runMax, q.after)
+		add(&pred{col: "agent", text: true, eq: q.agent}, false)
+	} else if pl.agent {
 		w, a := agentWhere(q.agent, q.after)
 		where, args, order = append(where, w), append(args, a...), "seq"
 	} else if q.agent != "" {

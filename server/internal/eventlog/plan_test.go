@@ -51,8 +51,8 @@ func TestQueryPlans(t *testing.T) {
 		sorting bool
 	}{
 		{Filter{Cursor: "5"}, walk, "INTEGER PRIMARY KEY", false},
-		{Filter{Agent: "pc-001", Cursor: "5"}, walk, "events_agent_seq", false},
-		{Filter{Agent: "pc-001", Control: "media", ObjectPrefix: "D:", Cursor: "5"}, walk, "events_agent_seq", false},
+		{Filter{Agent: "pc-001", Cursor: "5"}, walk, "agent_runs_pos", false},
+		{Filter{Agent: "pc-001", Control: "media", ObjectPrefix: "D:", Cursor: "5"}, walk, "agent_runs_pos", false},
 		{Filter{Control: "media", Type: "media.write"}, walk, "event_ranges", false},
 		{Filter{Control: "media"}, walk, "event_ranges", false},
 		{Filter{Type: "server.gap", Cursor: "9"}, walk, "event_ranges", false},
@@ -66,6 +66,7 @@ func TestQueryPlans(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		q.ranges = s.ranges
 		pl, pt := c.plan(q), part{q.after + 1, 1 << 40, fromEvents, ""}
 		switch {
 		case pl.drive != nil && pl.drive.keyed():

@@ -84,6 +84,8 @@ func TestRangeKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(`DROP TABLE event_ranges;
+		DROP TABLE agent_runs;
+		CREATE UNIQUE INDEX events_agent_seq ON events(agent, seq);
 		CREATE INDEX events_control ON events(control) WHERE control IS NOT NULL;
 		CREATE INDEX events_type ON events(type) WHERE type IS NOT NULL;
 		UPDATE schema_version SET version = 5`); err != nil {

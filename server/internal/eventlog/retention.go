@@ -35,19 +35,34 @@ func (s *SQLite) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	return s.prune(ctx, s.wdb, cutoff) // SQLite has one writer connection
 }
 
-// prune clears payloads in chunks of pruneChunk rows through db.
+// prune clears payloads in chunks of pruneChunk rows through db, in log
+// order from where the last chunk ended, so the whole prune reads the log
+// once (no index serves "not yet cleared" on SQLite since control left the
+// commit path: restarting each chunk from the start read the cleared rows
+// again every time).
 func (c *core) prune(ctx context.Context, db *sql.DB, cutoff time.Time) (int64, error) {
 	q := c.bind(`UPDATE events SET control = NULL, type = NULL, severity = NULL,
 		"user" = NULL, process = NULL, object = NULL, register_id = NULL, attrs = NULL
-		WHERE idx IN (SELECT idx FROM events WHERE received < ? AND control IS NOT NULL
-			AND NOT (agent = ? AND type = ?) LIMIT ?)`)
-	var total int64
+		WHERE idx IN (SELECT idx FROM events WHERE idx >= ? AND received < ? AND control IS NOT NULL
+			AND NOT (agent = ? AND type = ?) ORDER BY idx LIMIT ?) RETURNING idx`)
+	var total, from int64
 	for {
-		res, err := db.ExecContext(ctx, q, clampNano(cutoff), event.ServerStream, evidence.RetentionType, pruneChunk)
+		rows, err := db.QueryContext(ctx, q, from, clampNano(cutoff), event.ServerStream, evidence.RetentionType, pruneChunk)
 		if err != nil {
 			return total, fmt.Errorf("eventlog: prune: %w", err)
 		}
-		n, _ := res.RowsAffected()
+		var n int64
+		for rows.Next() {
+			var idx int64
+			if err := rows.Scan(&idx); err != nil {
+				rows.Close()
+				return total, fmt.Errorf("eventlog: prune: %w", err)
+			}
+			n, from = n+1, max(from, idx+1)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return total, fmt.Errorf("eventlog: prune: %w", err)
+		}
 		total += n
 		if n < pruneChunk {
 			return total, nil

@@ -190,6 +190,8 @@ func TestMigrateKeys(t *testing.T) {
 		CREATE INDEX events_register_id ON events(register_id) WHERE register_id IS NOT NULL;
 		DROP TABLE writer_epoch;
 		DROP TABLE event_ranges;
+		DROP TABLE agent_runs;
+		CREATE UNIQUE INDEX events_agent_seq ON events(agent, seq);
 		CREATE INDEX events_control ON events(control) WHERE control IS NOT NULL;
 		CREATE INDEX events_type ON events(type) WHERE type IS NOT NULL;
 		UPDATE schema_version SET version = 3`); err != nil {

@@ -32,7 +32,12 @@ const (
 	upsertHeadSQL = `INSERT INTO heads (agent, seq, hash, last_seen, events) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
 		last_seen = excluded.last_seen, events = excluded.events`
-	storedHashesSQL  = `SELECT seq, hash FROM events WHERE agent = ? AND seq BETWEEN ? AND ?`
+	// storedHashesSQL reads an agent's stored seqs in [?2, ?3] through its
+	// runs (at most runMax seqs each, so the run holding ?2 starts after
+	// ?2 - runMax), checking each row's agent and seq.
+	storedHashesSQL = `SELECT seq, hash FROM agent_runs CROSS JOIN events ON idx >= pos AND idx < pos + n
+		WHERE stream = ?1 AND seq_lo > ?2 - 1024 AND seq_lo <= ?3 AND +agent = ?1 AND +seq BETWEEN ?2 AND ?3`
+	insertRunSQL     = `INSERT OR FAIL INTO agent_runs (stream, seq_lo, pos, n) VALUES (?, ?, ?, ?)`
 	putCheckpointSQL = `INSERT OR REPLACE INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)`
 	rangesPerInsert  = 32
 	upsertSpanSQL    = `INSERT INTO event_spans (block, min_time, max_time) VALUES (?, ?, ?)
@@ -43,6 +48,33 @@ const (
 func insertRangesSQL(keys int) string {
 	return "INSERT OR FAIL INTO " + rangesTable + " (kind, val, pos, upto) VALUES " +
 		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", keys), ",")
+}
+
+// runMax bounds an agent run (agent_runs): readers seek a seq or log index
+// from runMax before it. Migration 7 groups old rows by seq >> 10.
+const runMax = 1 << 10
+
+// agentRun is a row of agent_runs.
+type agentRun struct {
+	stream string
+	seqLo  int64
+	pos, n int64
+}
+
+// agentRuns returns the runs of rows stored from first: a new run where
+// the agent changes, its seq does not follow, or the run is full.
+func agentRuns(first int64, rows []*row) []agentRun {
+	var out []agentRun
+	for i, r := range rows {
+		agent, _ := r.vals[0].(string)
+		seq, _ := r.vals[1].(int64)
+		if k := len(out) - 1; k >= 0 && out[k].stream == agent && out[k].seqLo+out[k].n == seq && out[k].n < runMax {
+			out[k].n++
+			continue
+		}
+		out = append(out, agentRun{agent, seq, first + int64(i), 1})
+	}
+	return out
 }
 
 // rangeKeys makes the control and type range keys of rows stored from
@@ -113,6 +145,7 @@ type wconn struct {
 	insN, ins1, upd, cp driver.StmtExecContext
 	span                driver.StmtExecContext
 	rngN, rng1          driver.StmtExecContext  // event_ranges inserts
+	run                 driver.StmtExecContext  // agent_runs insert
 	fence               driver.StmtExecContext  // writer_epoch update (fence.go)
 	epoch               *atomic.Int64           // the store's writer epoch
 	stored              driver.StmtQueryContext // hashes of stored seqs, to check resends
@@ -144,6 +177,7 @@ func newWconn(ctx context.Context, dc any) (*wconn, error) {
 	}{
 		{&w.insN, insertSQL(rowsPerInsert)}, {&w.ins1, insertSQL(1)}, {&w.upd, upsertHeadSQL}, {&w.cp, putCheckpointSQL}, {&w.span, upsertSpanSQL},
 		{&w.fence, fenceSQL}, {&w.rngN, insertRangesSQL(rangesPerInsert)}, {&w.rng1, insertRangesSQL(1)},
+		{&w.run, insertRunSQL},
 	} {
 		st, err := prep.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -377,7 +411,7 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 		return err
 	}
 	// Before the loop below consumes t.rows.
-	spans, ranges := groupSpans(first, t.rows), rangeKeys(first, t.rows)
+	spans, ranges, runs := groupSpans(first, t.rows), rangeKeys(first, t.rows), agentRuns(first, t.rows)
 	args := make([]driver.NamedValue, 0, rowsPerInsert*eventColumns)
 	idx := first
 	for len(t.rows) > 0 {
@@ -423,6 +457,11 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 			return fmt.Errorf("insert ranges: %w", err)
 		}
 		ranges = ranges[n:]
+	}
+	for _, r := range runs {
+		if _, err := w.run.ExecContext(ctx, named(r.stream, r.seqLo, r.pos, r.n)); err != nil {
+			return fmt.Errorf("insert agent runs: %w", err)
+		}
 	}
 	for _, sp := range spans {
 		if _, err := w.span.ExecContext(ctx, named(sp.block, sp.min, sp.max)); err != nil {
