@@ -329,3 +329,45 @@ func TestFreshChunks(t *testing.T) {
 		t.Fatal("a commit that does not follow did not start the buffer again")
 	}
 }
+
+// TestFreshAbsorb: a run that absorbs smaller runs whose events the buffer
+// no longer holds takes their keys from their runs and its own events'
+// from the buffer, and reads the same as runs built from the log.
+func TestFreshAbsorb(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "events.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.indexPaused.Store(true) // the buffer keeps every commit
+	start, mid := fillPlanLog(t, s)
+	size := s.size.Load()
+	conn, err := s.kdb.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s.imu.Lock()
+	for _, r := range [][2]int64{{0, 300}, {300, 1000}} {
+		if err := s.addRun(ctx, conn, r[0], r[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.fresh.take(1000, 1000) // the indexer fell behind: the buffer starts at 1000
+	if vals := s.fresh.take(0, 1000); vals != nil {
+		t.Fatal("the buffer still holds the first runs' events")
+	}
+	if err := s.addRun(ctx, conn, 1000, size); err != nil {
+		t.Fatal(err)
+	}
+	s.imu.Unlock()
+	if len(s.runs) != 1 || s.runs[0].lo != 0 || s.runs[0].hi != size || s.freshRuns.Load() != 3 {
+		t.Fatalf("runs %v, %d from the buffer; want one run of [0, %d), 3", s.runs, s.freshRuns.Load(), size)
+	}
+	var n int
+	if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE name LIKE '%fresh%'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d tables left of the merge, %v", n, err)
+	}
+	checkPlans(t, s, false, start, mid)
+}
