@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -136,27 +135,6 @@ func (s *SQLite) addRun(ctx context.Context, conn *sql.Conn, lo, hi int64) (err 
 	}
 	if vals := s.fresh.take(r.lo, r.hi); vals != nil {
 		fill = func(tx *sql.Tx) error { return insertKeys(ctx, tx, r.name, freshKeys(r.lo, vals)) }
-		s.freshRuns.Add(1)
-	} else if vals := s.fresh.take(lo, hi); vals != nil {
-		// The buffer no longer holds the absorbed runs' events (an indexer
-		// behind at saturation: 7% of the server's CPU went to reading them
-		// back from the log). Their keys are in their runs: the new events'
-		// keys go into a run of their own first, then all are merged.
-		own := keyRun{name: runName(lo, hi) + "_fresh", lo: lo, hi: hi}
-		absorbed := slices.Clone(s.runs[a:])
-		fill = func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf(runSchema, own.name)); err != nil {
-				return err
-			}
-			if err := insertKeys(ctx, tx, own.name, freshKeys(lo, vals)); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, "INSERT OR FAIL INTO "+r.name+" "+mergeSelect(append(absorbed, own))); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, "DROP TABLE "+own.name)
-			return err
-		}
 		s.freshRuns.Add(1)
 	}
 	if err := replaceRuns(ctx, tx, s.runs[a:], r, fill); err != nil {
