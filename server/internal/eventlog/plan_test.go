@@ -174,20 +174,7 @@ func checkPlans(t *testing.T, s *SQLite, checkPlan bool, start, mid time.Time) {
 	ctx := context.Background()
 	// Expected pages come from every row, read once by a full scan (server
 	// gap events included).
-	var all []Stored
-	full, err := s.rdb.QueryContext(ctx, `SELECT idx, agent, seq, time, received, control, type, severity,
-		"user", process, object, register_id, attrs, prev, hash FROM events ORDER BY idx`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for full.Next() {
-		st, err := scanStored(full)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, st)
-	}
-	full.Close()
+	all := scanLog(t, s)
 	for _, c := range []struct {
 		f    Filter
 		want string // plan the planner should pick: walk, agent, sort-object, sort-time
@@ -234,20 +221,7 @@ func checkPlans(t *testing.T, s *SQLite, checkPlan bool, start, mid time.Time) {
 			t.Errorf("%+v: plan %s, want %s", c.f, got, c.want)
 		}
 		// Every page through Query, whatever plan each page takes.
-		var got []int64
-		for {
-			p, err := s.Query(ctx, f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range p.Events {
-				got = append(got, e.Index)
-			}
-			if p.Next == "" {
-				break
-			}
-			f.Cursor = p.Next
-		}
+		got := pageIndexes(t, s, f)
 		if !slices.Equal(got, want) {
 			t.Errorf("%+v (watermark %d): %d events %v..., want %d %v...", c.f, s.watermark.Load(), len(got), first5(got), len(want), first5(want))
 		}
@@ -255,6 +229,46 @@ func checkPlans(t *testing.T, s *SQLite, checkPlan bool, start, mid time.Time) {
 }
 
 func first5(x []int64) []int64 { return x[:min(len(x), 5)] }
+
+// scanLog reads every row of the log by a full scan, server events too.
+func scanLog(t *testing.T, s *SQLite) []Stored {
+	t.Helper()
+	full, err := s.rdb.QueryContext(context.Background(), `SELECT idx, agent, seq, time, received, control, type,
+		severity, "user", process, object, register_id, attrs, prev, hash FROM events ORDER BY idx`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	var all []Stored
+	for full.Next() {
+		st, err := scanStored(full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, st)
+	}
+	return all
+}
+
+// pageIndexes reads every page of f through Query, from f's cursor on,
+// and returns the events' log indexes.
+func pageIndexes(t *testing.T, s *SQLite, f Filter) []int64 {
+	t.Helper()
+	var got []int64
+	for {
+		p, err := s.Query(context.Background(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range p.Events {
+			got = append(got, e.Index)
+		}
+		if p.Next == "" {
+			return got
+		}
+		f.Cursor = p.Next
+	}
+}
 
 func planName(pl plan) string {
 	switch {

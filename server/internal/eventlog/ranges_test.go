@@ -28,7 +28,7 @@ func TestRangeKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
-	prev, seqs := map[string]string{}, map[string]uint64{}
+	c := newChains(start)
 	// fill appends rounds of one batch per agent: mostly reads, a write
 	// every 10th event, a delete now and then (gaps over keyGap split its
 	// keys), media events in runs, and batches longer than keySpan.
@@ -37,28 +37,26 @@ func TestRangeKeys(t *testing.T) {
 		for r := range rounds {
 			for ai, a := range []string{"pc-a", "pc-b", "pc-c"} {
 				n := 300 + 500*ai // pc-c's batches pass keySpan
+				mk := func(off int) func(int, *event.Event) {
+					return func(i int, e *event.Event) {
+						i += off
+						e.User, e.Object = fmt.Sprintf("u%d", i%3), fmt.Sprintf(`D:\f%d`, i)
+						e.Time = start.Add(time.Duration(r*10000+i) * time.Second)
+						switch {
+						case i%10 == 3:
+							e.Type = "file.write"
+						case i == 5 || i == 200 || i == 201 || i%400 == 105: // inside a media.write key
+							e.Type = "file.delete"
+						case i%400 >= 100 && i%400 < 110:
+							e.Control, e.Type = "media", "media.write"
+						}
+					}
+				}
 				var evs []event.Event
-				for i := range n {
-					seqs[a]++
-					if a == "pc-b" && i == 17 {
-						seqs[a] += 3 // a gap: the server stream gets a server.gap event
-					}
-					e := event.Event{Agent: a, Seq: seqs[a], Control: "fileaccess", Type: "file.read",
-						Severity: event.Info, User: fmt.Sprintf("u%d", i%3), Object: fmt.Sprintf(`D:\f%d`, i),
-						Time: start.Add(time.Duration(r*10000+i) * time.Second)}
-					switch {
-					case i%10 == 3:
-						e.Type = "file.write"
-					case i == 5 || i == 200 || i == 201 || i%400 == 105: // inside a media.write key
-						e.Type = "file.delete"
-					case i%400 >= 100 && i%400 < 110:
-						e.Control, e.Type = "media", "media.write"
-					}
-					if err := e.Seal(prev[a]); err != nil {
-						t.Fatal(err)
-					}
-					prev[a] = e.Hash
-					evs = append(evs, e)
+				if a == "pc-b" { // a gap after 17 events: the server stream gets a server.gap event
+					evs = append(c.next(t, a, 17, 0, mk(0)), c.next(t, a, n-17, 3, mk(17))...)
+				} else {
+					evs = c.next(t, a, n, 0, mk(0))
 				}
 				if _, err := s.Append(ctx, a, evs); err != nil {
 					t.Fatal(err)
@@ -118,20 +116,7 @@ func TestRangeKeys(t *testing.T) {
 func checkRangeCounts(t *testing.T, s *SQLite, start time.Time) {
 	t.Helper()
 	ctx := context.Background()
-	var all []Stored
-	full, err := s.rdb.QueryContext(ctx, `SELECT idx, agent, seq, time, received, control, type, severity,
-		"user", process, object, register_id, attrs, prev, hash FROM events ORDER BY idx`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for full.Next() {
-		st, err := scanStored(full)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, st)
-	}
-	full.Close()
+	all := scanLog(t, s)
 	long := [2]time.Time{start.Add(-time.Hour), start.Add(100 * 24 * time.Hour)}
 	short := [2]time.Time{start.Add(10000 * time.Second), start.Add(10400 * time.Second)}
 	for _, c := range []struct {
@@ -273,21 +258,7 @@ func checkRanges(t *testing.T, s *SQLite) int64 {
 // with others, small pages so that keys are cut mid-range, against a scan.
 func checkRangePages(t *testing.T, s *SQLite, start time.Time) {
 	t.Helper()
-	ctx := context.Background()
-	var all []Stored
-	full, err := s.rdb.QueryContext(ctx, `SELECT idx, agent, seq, time, received, control, type, severity,
-		"user", process, object, register_id, attrs, prev, hash FROM events ORDER BY idx`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for full.Next() {
-		st, err := scanStored(full)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, st)
-	}
-	full.Close()
+	all := scanLog(t, s)
 	for _, f := range []Filter{
 		{Control: "fileaccess", Limit: 500},
 		{Control: "media", Limit: 7},
@@ -308,22 +279,8 @@ func checkRangePages(t *testing.T, s *SQLite, start time.Time) {
 				want = append(want, st.Index)
 			}
 		}
-		var got []int64
-		for {
-			p, err := s.Query(ctx, f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range p.Events {
-				got = append(got, e.Index)
-			}
-			if p.Next == "" {
-				break
-			}
-			f.Cursor = p.Next
-		}
+		got := pageIndexes(t, s, f)
 		if !slices.Equal(got, want) {
-			f.Cursor = ""
 			t.Errorf("%+v: %d events %v..., want %d %v...", f, len(got), first5(got), len(want), first5(want))
 		}
 	}

@@ -28,23 +28,8 @@ func TestAgentRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
-	prev, seqs := map[string]string{}, map[string]uint64{}
-	chain := func(a string, n int, skip uint64) []event.Event {
-		t.Helper()
-		var evs []event.Event
-		seqs[a] += skip
-		for i := range n {
-			seqs[a]++
-			e := event.Event{Agent: a, Seq: seqs[a], Control: "fileaccess", Type: "file.read", Severity: event.Info,
-				User: fmt.Sprintf("u%d", i%3), Object: fmt.Sprintf(`D:\f%d`, i), Time: start.Add(time.Duration(seqs[a]) * time.Second)}
-			if err := e.Seal(prev[a]); err != nil {
-				t.Fatal(err)
-			}
-			prev[a] = e.Hash
-			evs = append(evs, e)
-		}
-		return evs
-	}
+	c := newChains(start)
+	chain := func(a string, n int, skip uint64) []event.Event { return c.next(t, a, n, skip, nil) }
 	appendAll := func(a string, evs []event.Event, dups int) {
 		t.Helper()
 		res, err := s.Append(ctx, a, evs)
@@ -218,21 +203,7 @@ func checkRuns(t *testing.T, s *SQLite, exact bool) {
 // a scan.
 func checkAgentPages(t *testing.T, s *SQLite) {
 	t.Helper()
-	ctx := context.Background()
-	var all []Stored
-	full, err := s.rdb.QueryContext(ctx, `SELECT idx, agent, seq, time, received, control, type, severity,
-		"user", process, object, register_id, attrs, prev, hash FROM events ORDER BY idx`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for full.Next() {
-		st, err := scanStored(full)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, st)
-	}
-	full.Close()
+	all := scanLog(t, s)
 	for _, f := range []Filter{
 		{Agent: "pc-a", Limit: 4},
 		{Agent: "pc-a", Cursor: "10", Limit: 3}, // pc-b's row inside pc-a's migrated run
@@ -254,22 +225,43 @@ func checkAgentPages(t *testing.T, s *SQLite) {
 				want = append(want, st.Index)
 			}
 		}
-		var got []int64
-		for {
-			p, err := s.Query(ctx, f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range p.Events {
-				got = append(got, e.Index)
-			}
-			if p.Next == "" {
-				break
-			}
-			f.Cursor = p.Next
-		}
+		got := pageIndexes(t, s, f)
 		if !slices.Equal(got, want) {
 			t.Errorf("%+v: %d events %v..., want %d %v...", f, len(got), first5(got), len(want), first5(want))
 		}
 	}
+}
+
+// chains makes sealed events of several agents, each continuing its own
+// chain: file reads by three users, one second apart by seq.
+type chains struct {
+	start time.Time
+	prev  map[string]string
+	seqs  map[string]uint64
+}
+
+func newChains(start time.Time) *chains {
+	return &chains{start: start, prev: map[string]string{}, seqs: map[string]uint64{}}
+}
+
+// next returns a's next n events after skip lost seqs; mk, if set, changes
+// event i before it is sealed.
+func (c *chains) next(t *testing.T, a string, n int, skip uint64, mk func(i int, e *event.Event)) []event.Event {
+	t.Helper()
+	evs := make([]event.Event, 0, n)
+	c.seqs[a] += skip
+	for i := range n {
+		c.seqs[a]++
+		e := event.Event{Agent: a, Seq: c.seqs[a], Control: "fileaccess", Type: "file.read", Severity: event.Info,
+			User: fmt.Sprintf("u%d", i%3), Object: fmt.Sprintf(`D:\f%d`, i), Time: c.start.Add(time.Duration(c.seqs[a]) * time.Second)}
+		if mk != nil {
+			mk(i, &e)
+		}
+		if err := e.Seal(c.prev[a]); err != nil {
+			t.Fatal(err)
+		}
+		c.prev[a] = e.Hash
+		evs = append(evs, e)
+	}
+	return evs
 }
