@@ -114,3 +114,11 @@ func SetWALLarge(n int64) (restore func()) {
 	walLarge = n
 	return func() { walLarge = old }
 }
+
+// SetWALCheckpointAt sets the WAL size below which the checkpointer leaves
+// the WAL alone, for stores opened until the returned func restores it.
+func SetWALCheckpointAt(n int64) (restore func()) {
+	old := walCheckpointAt
+	walCheckpointAt = n
+	return func() { walCheckpointAt = old }
+}

@@ -21,20 +21,21 @@ import (
 // file-system journal commit under the write lock and a file that grew again
 // on every commit: 85-214 ms stalls every 4 s at 20,000 events/s, where a
 // RESTART holds the lock some 4 ms.
-const (
-	// checkpointEvery: small copies often. Paced at 20,000 events/s, ack
-	// p99 was 54-74 ms with 200 ms here against 68-186 with 500 (six
-	// alternating pairs), and 124-194 with 2 s: a copy into the database
-	// file holds back the writer's fsync, the longer the larger it is.
-	checkpointEvery = 200 * time.Millisecond
-	// walCheckpointAt: a WAL file smaller than this is left alone, as
-	// SQLite's automatic checkpoint (1,000 pages) would: copying a few pages
-	// at a time costs a database fsync each, and on a nearly full disk the
-	// copy would take the room a commit needs. It reads the file's size,
-	// which a restart keeps: once the file has grown this large, every tick
-	// with new commits checkpoints, and the commits reuse the file's room.
-	walCheckpointAt = 4 << 20
-)
+//
+// checkpointEvery: small copies often. Paced at 20,000 events/s, ack p99 was
+// 54-74 ms with 200 ms here against 68-186 with 500 (six alternating pairs),
+// and 124-194 with 2 s: a copy into the database file holds back the
+// writer's fsync, the longer the larger it is.
+const checkpointEvery = 200 * time.Millisecond
+
+// walCheckpointAt: a WAL file smaller than this is left alone, as SQLite's
+// automatic checkpoint (1,000 pages) would: copying a few pages at a time
+// costs a database fsync each, and on a nearly full disk the copy would take
+// the room a commit needs. It reads the file's size, which a restart keeps:
+// once the file has grown this large, every tick with new commits
+// checkpoints, and the commits reuse the file's room. A variable for tests
+// (export_test.go).
+var walCheckpointAt int64 = 4 << 20
 
 // walLarge bounds the WAL: past it the checkpointer restarts it. The
 // writer's connection also has journal_size_limit at walLarge, so a WAL
