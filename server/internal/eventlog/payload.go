@@ -173,42 +173,56 @@ func (p payload) body(i int) []byte {
 	return p.bodies[binary.LittleEndian.Uint32(p.offs[4*i:]):end]
 }
 
-// event decodes event i of the record of agent.
-func (p payload) event(i int, agent string) (event.Event, error) {
+// rawEvent is one event of a payload with its fields as stored: strings
+// and attrs as bytes of the payload, prev and hash 32 bytes (prev nil for
+// none).
+type rawEvent struct {
+	seq        uint64
+	time       int64 // Unix ns
+	str        [payloadStrings][]byte
+	prev, hash []byte
+}
+
+// Indexes into rawEvent.str.
+const (
+	fControl = iota
+	fType
+	fSeverity
+	fUser
+	fProcess
+	fObject
+	fRegisterID
+	fAttrs
+)
+
+// raw decodes event i's fields without copying them.
+func (p payload) raw(i int) (rawEvent, error) {
+	var r rawEvent
 	if i < 0 || i >= p.len() {
-		return event.Event{}, fmt.Errorf("eventlog: payload has no event %d", i)
+		return r, fmt.Errorf("eventlog: payload has no event %d", i)
 	}
 	b := p.body(i)
-	bad := func(what string) (event.Event, error) {
-		return event.Event{}, fmt.Errorf("%w: event %d: %s", errPayload, i, what)
+	bad := func(what string) (rawEvent, error) {
+		return rawEvent{}, fmt.Errorf("%w: event %d: %s", errPayload, i, what)
 	}
-	e := event.Event{Agent: agent}
 	d, k := binary.Uvarint(b)
 	if k <= 0 || d > math.MaxUint64-p.seq0 || (i > 0 && d == 0) {
 		return bad("seq")
 	}
-	e.Seq, b = p.seq0+d, b[k:]
+	r.seq, b = p.seq0+d, b[k:]
 	dt, k := binary.Varint(b)
 	if k <= 0 || (dt > 0 && p.t0 > math.MaxInt64-dt) || (dt < 0 && p.t0 < math.MinInt64-dt) {
 		return bad("time")
 	}
-	e.Time, b = time.Unix(0, p.t0+dt).UTC(), b[k:]
-	var s [payloadStrings][]byte
-	for f := range s {
+	r.time, b = p.t0+dt, b[k:]
+	for f := range r.str {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {
 			return bad("field length")
 		}
-		s[f], b = b[k:k+int(n)], b[k+int(n):]
-		if f < payloadStrings-1 && !utf8.Valid(s[f]) {
+		r.str[f], b = b[k:k+int(n)], b[k+int(n):]
+		if f != fAttrs && !utf8.Valid(r.str[f]) {
 			return bad("field not UTF-8")
-		}
-	}
-	e.Control, e.Type, e.Severity = string(s[0]), string(s[1]), event.Severity(s[2])
-	e.User, e.Process, e.Object, e.RegisterID = string(s[3]), string(s[4]), string(s[5]), string(s[6])
-	if len(s[7]) > 0 {
-		if err := json.Unmarshal(s[7], &e.Attrs); err != nil {
-			return bad("attrs: " + err.Error())
 		}
 	}
 	if len(b) == 0 {
@@ -218,12 +232,34 @@ func (p payload) event(i int, agent string) (event.Event, error) {
 	case tag == prevNone && len(b) == 33:
 	case tag == prevChained && i > 0 && len(b) == 33:
 		prev := p.body(i - 1)
-		e.Prev = hex.EncodeToString(prev[len(prev)-32:])
+		r.prev = prev[len(prev)-32:]
 	case tag == prevRaw && len(b) == 65:
-		e.Prev = hex.EncodeToString(b[1:33])
+		r.prev = b[1:33]
 	default:
 		return bad("prev and hash")
 	}
-	e.Hash = hex.EncodeToString(b[len(b)-32:])
+	r.hash = b[len(b)-32:]
+	return r, nil
+}
+
+// event decodes event i of the record of agent.
+func (p payload) event(i int, agent string) (event.Event, error) {
+	r, err := p.raw(i)
+	if err != nil {
+		return event.Event{}, err
+	}
+	s := &r.str
+	e := event.Event{Agent: agent, Seq: r.seq, Time: time.Unix(0, r.time).UTC(),
+		Control: string(s[fControl]), Type: string(s[fType]), Severity: event.Severity(s[fSeverity]),
+		User: string(s[fUser]), Process: string(s[fProcess]), Object: string(s[fObject]), RegisterID: string(s[fRegisterID]),
+		Hash: hex.EncodeToString(r.hash)}
+	if len(s[fAttrs]) > 0 {
+		if err := json.Unmarshal(s[fAttrs], &e.Attrs); err != nil {
+			return event.Event{}, fmt.Errorf("%w: event %d: attrs: %w", errPayload, i, err)
+		}
+	}
+	if r.prev != nil {
+		e.Prev = hex.EncodeToString(r.prev)
+	}
 	return e, nil
 }

@@ -1,0 +1,210 @@
+package eventlog
+
+import (
+	"database/sql/driver"
+	"fmt"
+	"sync"
+
+	"modernc.org/sqlite/vtab"
+)
+
+// record_events is a table-valued function that reads a record's payload
+// as rows, so that SQL written for the events table reads records too:
+//
+//	SELECT r.lo + e.i, r.agent, e.seq, e.type FROM records r, record_events(r.payload) e
+//
+// SQLite searches records by their keys as for rows and decodes only the
+// fields a query reads (docs/record-store.md, "Reads"). Columns are those
+// of events, with the same types and NULLs: i (the event's place in the
+// record), seq, time (Unix ns), control, type, severity, user, process,
+// object, register_id, attrs (canonical JSON), prev and hash (32 bytes), and
+// the hidden payload. Integer bounds on i seek in the offset table, and
+// rows come in i order, so ORDER BY r.lo, e.i needs no sort.
+const recordEventsName = "record_events"
+
+const recordEventsSchema = `CREATE TABLE x (i INTEGER, seq INTEGER, time INTEGER, control TEXT, type TEXT,
+	severity TEXT, user TEXT, process TEXT, object TEXT, register_id TEXT, attrs TEXT, prev BLOB, hash BLOB,
+	payload HIDDEN)`
+
+// Columns of record_events.
+const (
+	reI = iota
+	reSeq
+	reTime
+	reControl // reControl..reAttrs are rawEvent.str in order
+	reType
+	reSeverity
+	reUser
+	reProcess
+	reObject
+	reRegisterID
+	reAttrs
+	rePrev
+	reHash
+	rePayload
+)
+
+var registerRecordEvents = sync.OnceValue(func() error {
+	return vtab.RegisterModule(nil, recordEventsName, recordEventsModule{})
+})
+
+// recordEventsSQL makes record_events usable on one connection. A
+// connection-local (temp) table: the database file names no Go module, so
+// any SQLite tool, and an older server, still opens it.
+const recordEventsSQL = `CREATE VIRTUAL TABLE IF NOT EXISTS temp.` + recordEventsName + ` USING ` + recordEventsName
+
+type recordEventsModule struct{}
+
+func (recordEventsModule) Create(ctx vtab.Context, _ []string) (vtab.Table, error) {
+	return recordEventsTable{}, ctx.Declare(recordEventsSchema)
+}
+
+func (recordEventsModule) Connect(ctx vtab.Context, _ []string) (vtab.Table, error) {
+	return recordEventsTable{}, ctx.Declare(recordEventsSchema)
+}
+
+type recordEventsTable struct{}
+
+// iOps are the constraints on i that the cursor applies itself; IdxStr
+// lists the ones chosen, in argument order after the payload.
+var iOps = map[vtab.ConstraintOp]byte{vtab.OpEQ: '=', vtab.OpGT: '>', vtab.OpGE: 'g', vtab.OpLT: '<', vtab.OpLE: 'l'}
+
+// BestIndex takes the payload (required: without it there are no rows to
+// read) and any bounds on i.
+func (recordEventsTable) BestIndex(info *vtab.IndexInfo) error {
+	payload := -1
+	for k, c := range info.Constraints {
+		if c.Usable && c.Column == rePayload && c.Op == vtab.OpEQ {
+			payload = k
+		}
+	}
+	if payload < 0 {
+		// Not a plan: SQLite picks another join order or reports that
+		// the function lacks its argument.
+		info.EstimatedCost = 1e300
+		return nil
+	}
+	info.Constraints[payload].ArgIndex, info.Constraints[payload].Omit = 0, true
+	var ops []byte
+	for k := range info.Constraints {
+		c := &info.Constraints[k]
+		op, ok := iOps[c.Op]
+		if !c.Usable || c.Column != reI || !ok {
+			continue
+		}
+		// Not omitted: SQLite checks the bound again on each row, so a
+		// bound that is not an integer (which Filter leaves out) keeps
+		// SQLite's own comparison rules.
+		c.ArgIndex = 1 + len(ops)
+		ops = append(ops, op)
+	}
+	info.IdxNum, info.IdxStr = 1, string(ops)
+	info.EstimatedRows, info.EstimatedCost = 500, 500
+	if len(ops) > 0 {
+		info.EstimatedRows, info.EstimatedCost = 10, 10
+	}
+	info.OrderByConsumed = len(info.OrderBy) == 1 && info.OrderBy[0].Column == reI && !info.OrderBy[0].Desc
+	return nil
+}
+
+func (recordEventsTable) Open() (vtab.Cursor, error) { return &recordEventsCursor{}, nil }
+func (recordEventsTable) Disconnect() error          { return nil }
+func (recordEventsTable) Destroy() error             { return nil }
+
+type recordEventsCursor struct {
+	buf    []byte // the payload, copied: SQLite's bytes do not outlive Filter
+	p      payload
+	i, end int
+	ev     rawEvent
+	have   bool // ev is event i
+}
+
+func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value) error {
+	if idxNum != 1 || len(vals) != 1+len(idxStr) {
+		return fmt.Errorf("eventlog: %s needs a record's payload", recordEventsName)
+	}
+	b, ok := vals[0].([]byte)
+	if !ok {
+		return fmt.Errorf("eventlog: %s: payload is %T, not a blob", recordEventsName, vals[0])
+	}
+	c.buf = append(c.buf[:0], b...)
+	p, err := parsePayload(c.buf)
+	if err != nil {
+		return err
+	}
+	c.p, c.i, c.end, c.have = p, 0, p.len(), false
+	for k, op := range []byte(idxStr) {
+		v, ok := vals[1+k].(int64)
+		if !ok {
+			continue // SQLite compares NULL, text and floats itself
+		}
+		switch op {
+		case '=':
+			c.i, c.end = max(c.i, clampInt(v)), min(c.end, clampInt(v)+1)
+		case '>':
+			c.i = max(c.i, clampInt(v)+1)
+		case 'g':
+			c.i = max(c.i, clampInt(v))
+		case '<':
+			c.end = min(c.end, clampInt(v))
+		case 'l':
+			c.end = min(c.end, clampInt(v)+1)
+		}
+	}
+	return nil
+}
+
+// clampInt bounds an SQL integer to the payload's index range and beyond
+// by one either side, so that v+1 cannot overflow.
+func clampInt(v int64) int {
+	return int(max(-1, min(v, 1<<32)))
+}
+
+func (c *recordEventsCursor) Next() error { c.i++; c.have = false; return nil }
+func (c *recordEventsCursor) Eof() bool   { return c.i >= c.end }
+func (c *recordEventsCursor) Rowid() (int64, error) {
+	return int64(c.i), nil
+}
+func (c *recordEventsCursor) Close() error { return nil }
+
+func (c *recordEventsCursor) Column(col int) (vtab.Value, error) {
+	if col == reI {
+		return int64(c.i), nil
+	}
+	if !c.have {
+		ev, err := c.p.raw(c.i)
+		if err != nil {
+			return nil, err
+		}
+		c.ev, c.have = ev, true
+	}
+	switch col {
+	case reSeq:
+		return int64(c.ev.seq), nil
+	case reTime:
+		return c.ev.time, nil
+	case rePrev:
+		return blobOrNull(c.ev.prev), nil
+	case reHash:
+		return c.ev.hash, nil
+	case rePayload:
+		return nil, nil
+	}
+	if col < reControl || col > reAttrs {
+		return nil, fmt.Errorf("eventlog: %s has no column %d", recordEventsName, col)
+	}
+	// Empty optional fields are NULL, as in events; control, type and
+	// severity are never empty in a stored event.
+	s := c.ev.str[col-reControl]
+	if len(s) == 0 {
+		return nil, nil
+	}
+	return string(s), nil
+}
+
+func blobOrNull(b []byte) driver.Value {
+	if b == nil {
+		return nil
+	}
+	return b
+}

@@ -1,0 +1,254 @@
+package eventlog
+
+import (
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mamori/mamori/shared/event"
+)
+
+// recordsDB opens a database on one connection with record_events and a
+// records table holding the payloads of batches, one record each, with
+// their first log index.
+func recordsDB(t *testing.T, batches ...[]event.Event) (*sql.DB, []int64) {
+	t.Helper()
+	if err := registerRecordEvents(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "records.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{recordEventsSQL, `CREATE TABLE records (lo INTEGER PRIMARY KEY, agent TEXT NOT NULL, payload BLOB NOT NULL)`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	var los []int64
+	lo := int64(100)
+	for _, evs := range batches {
+		attrs := make([][]byte, len(evs))
+		for i := range evs {
+			a, err := evs[i].ValidateAttrs()
+			if err != nil {
+				t.Fatal(err)
+			}
+			attrs[i] = a
+		}
+		b, err := appendPayload(nil, evs, attrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`INSERT INTO records VALUES (?, ?, ?)`, lo, evs[0].Agent, b); err != nil {
+			t.Fatal(err)
+		}
+		los = append(los, lo)
+		lo += int64(len(evs)) + 3 // records need not be adjacent here
+	}
+	return db, los
+}
+
+// sealedChain returns n chained events of agent, with users, objects and
+// register ids that differ from event to event.
+func sealedChain(t testing.TB, agent string, n int) []event.Event {
+	t.Helper()
+	evs := make([]event.Event, n)
+	prev := ""
+	for i := range evs {
+		e := event.Event{Agent: agent, Seq: uint64(i + 1), Time: time.Date(2026, 12, 6, 10, 0, i, 0, time.UTC),
+			Control: "media", Type: []string{"media.mount", "media.write", "media.eject"}[i%3], Severity: event.Warning,
+			User: fmt.Sprintf(`OFFICE\user%02d`, i%4), Object: fmt.Sprintf(`E:\持出し\%03d.csv`, i), RegisterID: "MB-0001"}
+		if i%5 == 0 {
+			e.Attrs = event.Attrs{"serial": fmt.Sprint("SN", i)}
+		}
+		if err := e.Seal(prev); err != nil {
+			t.Fatal(err)
+		}
+		prev, evs[i] = e.Hash, e
+	}
+	return evs
+}
+
+const recordEventsSelect = `SELECT r.lo + e.i, r.agent, e.seq, e.time, e.control, e.type, e.severity, e.user, e.process, e.object,
+	e.register_id, e.attrs, e.prev, e.hash FROM records r, record_events(r.payload) e`
+
+// scanRecordEvents reads recordEventsSelect's rows as scanStored reads rows
+// of events.
+func scanRecordEvents(t *testing.T, db *sql.DB, where string, args ...any) []Stored {
+	t.Helper()
+	rows, err := db.Query(recordEventsSelect+" "+where, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	defer rows.Close()
+	var out []Stored
+	for rows.Next() {
+		var (
+			st                                      Stored
+			seq, tm                                 int64
+			control, typ, sev, user, proc, obj, reg sql.NullString
+			attrs                                   sql.NullString
+			prev, hash                              []byte
+		)
+		if err := rows.Scan(&st.Index, &st.Agent, &seq, &tm, &control, &typ, &sev, &user, &proc, &obj, &reg, &attrs, &prev, &hash); err != nil {
+			t.Fatal(err)
+		}
+		st.Seq, st.Time = uint64(seq), time.Unix(0, tm).UTC()
+		st.Control, st.Type, st.Severity = control.String, typ.String, event.Severity(sev.String)
+		st.User, st.Process, st.Object, st.RegisterID = user.String, proc.String, obj.String, reg.String
+		if attrs.Valid {
+			if err := json.Unmarshal([]byte(attrs.String), &st.Attrs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if prev != nil {
+			st.Prev = hex.EncodeToString(prev)
+		}
+		st.Hash = hex.EncodeToString(hash)
+		out = append(out, st)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	return out
+}
+
+// TestRecordEvents: SQL over records through record_events returns each
+// event as stored, with its log index, NULL for empty fields, in log order
+// without a sort, and bounds on i select what SQLite's own comparison
+// would.
+func TestRecordEvents(t *testing.T) {
+	a, _ := payloadEvents(t)
+	b := sealedChain(t, "pc-002", 40)
+	db, los := recordsDB(t, a, b)
+	want := func(lo int64, evs []event.Event, is ...int) []Stored {
+		var out []Stored
+		for _, i := range is {
+			out = append(out, Stored{Event: evs[i], Index: lo + int64(i)})
+		}
+		return out
+	}
+	span := func(n int) []int {
+		var is []int
+		for i := range n {
+			is = append(is, i)
+		}
+		return is
+	}
+	same := func(name string, got, want []Stored) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d events, want %d", name, len(got), len(want))
+		}
+		for k := range got {
+			if got[k].Index != want[k].Index || got[k].Agent != want[k].Agent {
+				t.Fatalf("%s: event %d is %s/%d, want %s/%d", name, k, got[k].Agent, got[k].Index, want[k].Agent, want[k].Index)
+			}
+			samePayloadEvent(t, k, got[k].Event, want[k].Event)
+		}
+	}
+	all := append(want(los[0], a, span(len(a))...), want(los[1], b, span(len(b))...)...)
+	same("all", scanRecordEvents(t, db, "ORDER BY r.lo, e.i"), all)
+	same("a range", scanRecordEvents(t, db, "WHERE r.lo + e.i BETWEEN ? AND ? ORDER BY r.lo, e.i", los[0]+5, los[1]+2),
+		append(want(los[0], a, 5, 6), want(los[1], b, 0, 1, 2)...))
+	same("empty user is NULL", scanRecordEvents(t, db, "WHERE e.user IS NULL"), want(los[0], a, 1))
+	same("a value", scanRecordEvents(t, db, "WHERE e.type = 'media.eject' AND e.i < 9 ORDER BY r.lo, e.i"), want(los[1], b, 2, 5, 8))
+
+	// Bounds on i, integers (the cursor seeks) and not (SQLite compares:
+	// every integer is less than any text, NULL matches nothing).
+	for _, c := range []struct {
+		where string
+		args  []any
+		is    []int
+	}{
+		{"e.i = ?", []any{3}, []int{3}},
+		{"e.i >= ?", []any{37}, []int{37, 38, 39}},
+		{"e.i > ? AND e.i <= ?", []any{10, 12}, []int{11, 12}},
+		{"e.i < ?", []any{2}, []int{0, 1}},
+		{"e.i = ?", []any{-1}, nil},
+		{"e.i = ?", []any{int64(1) << 40}, nil},
+		{"e.i > ?", []any{int64(-1) << 62}, span(40)},
+		{"e.i < ?", []any{int64(1) << 62}, span(40)},
+		{"e.i >= ? AND e.i < ?", []any{2.5, 5}, []int{3, 4}},
+		{"e.i < ?", []any{"x"}, span(40)},
+		{"e.i = ?", []any{nil}, nil},
+		{"e.i IN (1, 4, 39)", nil, []int{1, 4, 39}},
+	} {
+		got := scanRecordEvents(t, db, "WHERE r.lo = ? AND "+c.where+" ORDER BY e.i", append([]any{los[1]}, c.args...)...)
+		same(fmt.Sprint(c.where, c.args), got, want(los[1], b, c.is...))
+	}
+
+	// Log order comes from the records' key; SQLite tells a table-valued
+	// function the order wanted only when it reads it alone, so in a join
+	// it sorts each record's rows (a record at a time, as for a key's rows
+	// in TestQueryPlans), never the whole result.
+	plan := strings.Join(explain(t, db, recordEventsSelect+" WHERE r.lo >= ? ORDER BY r.lo, e.i", los[0]), "\n")
+	if !strings.Contains(plan, "SEARCH r USING INTEGER PRIMARY KEY") || strings.Contains(strings.ReplaceAll(plan, "USE TEMP B-TREE FOR LAST TERM OF ORDER BY", ""), "TEMP B-TREE") {
+		t.Errorf("plan:\n%s", plan)
+	}
+	for _, order := range []string{"i", "i DESC", "seq DESC"} {
+		rows, err := db.Query(`SELECT i FROM record_events((SELECT payload FROM records WHERE lo = ?)) ORDER BY `+order, los[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var is []int
+		for rows.Next() {
+			var i int
+			rows.Scan(&i)
+			is = append(is, i)
+		}
+		rows.Close()
+		if want := span(len(b)); order != "i" {
+			slices.Reverse(want)
+			if !slices.Equal(is, want) {
+				t.Errorf("ORDER BY %s: %v", order, is)
+			}
+		} else if !slices.Equal(is, want) {
+			t.Errorf("ORDER BY %s: %v", order, is)
+		}
+	}
+	plan = strings.Join(explain(t, db, `SELECT i, seq FROM record_events((SELECT payload FROM records WHERE lo = ?)) ORDER BY i`, los[1]), "\n")
+	if strings.Contains(plan, "TEMP B-TREE") {
+		t.Errorf("one record's events sorted again:\n%s", plan)
+	}
+}
+
+// TestRecordEventsRefused: a damaged payload or a missing argument is an
+// error from the query, never a panic or rows made up.
+func TestRecordEventsRefused(t *testing.T) {
+	db, los := recordsDB(t, sealedChain(t, "pc-003", 5))
+	var p []byte
+	if err := db.QueryRow(`SELECT payload FROM records`).Scan(&p); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`SELECT count(*) FROM record_events`, `SELECT count(*) FROM record_events(1)`} {
+		var n int
+		if err := db.QueryRow(q).Scan(&n); err == nil {
+			t.Errorf("%s = %d, want an error", q, n)
+		}
+	}
+	for _, bad := range [][]byte{p[:len(p)-1], append([]byte{9}, p[1:]...), {}} {
+		if _, err := db.Exec(`UPDATE records SET payload = ? WHERE lo = ?`, bad, los[0]); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := db.Query(recordEventsSelect)
+		if err == nil {
+			for rows.Next() {
+			}
+			err = rows.Err()
+			rows.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "record") {
+			t.Errorf("payload of %d bytes: %v, want an error", len(bad), err)
+		}
+	}
+}
