@@ -50,15 +50,39 @@ func payloadEvents(t testing.TB) ([]event.Event, [][]byte) {
 		seq++
 		evs = append(evs, e)
 	}
+	attrs, err := validAttrs(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs, attrs
+}
+
+// encodeParse encodes evs and parses the payload again.
+func encodeParse(t testing.TB, evs []event.Event, attrs [][]byte) ([]byte, payload) {
+	t.Helper()
+	b, err := appendPayload(nil, evs, attrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := parsePayload(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, p
+}
+
+// validAttrs validates evs as the writer's callers do and returns their
+// attrs' canonical encodings, what appendPayload takes.
+func validAttrs(evs []event.Event) ([][]byte, error) {
 	attrs := make([][]byte, len(evs))
 	for i := range evs {
 		a, err := evs[i].ValidateAttrs()
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		attrs[i] = a
 	}
-	return evs, attrs
+	return attrs, nil
 }
 
 // samePayloadEvent fails t unless got is want as a store must return it:
@@ -77,14 +101,7 @@ func samePayloadEvent(t testing.TB, i int, got, want event.Event) {
 
 func TestPayloadRoundTrip(t *testing.T) {
 	evs, attrs := payloadEvents(t)
-	b, err := appendPayload(nil, evs, attrs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := parsePayload(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, p := encodeParse(t, evs, attrs)
 	if p.len() != len(evs) {
 		t.Fatalf("%d events, want %d", p.len(), len(evs))
 	}
@@ -217,22 +234,11 @@ func FuzzPayload(f *testing.F) {
 			prev = e.Hash
 			evs = append(evs, e)
 		}
-		attrs := make([][]byte, len(evs))
-		for i := range evs {
-			a, err := evs[i].ValidateAttrs()
-			if err != nil {
-				return // not a valid event: a store never gets it
-			}
-			attrs[i] = a
-		}
-		b, err := appendPayload(nil, evs, attrs)
+		attrs, err := validAttrs(evs)
 		if err != nil {
-			t.Fatal(err)
+			return // not a valid event: a store never gets it
 		}
-		p, err := parsePayload(b)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, p := encodeParse(t, evs, attrs)
 		for i := range evs {
 			got, err := p.event(i, "pc-9")
 			if err != nil {

@@ -36,13 +36,9 @@ func recordsDB(t *testing.T, batches ...[]event.Event) (*sql.DB, []int64) {
 	var los []int64
 	lo := int64(100)
 	for _, evs := range batches {
-		attrs := make([][]byte, len(evs))
-		for i := range evs {
-			a, err := evs[i].ValidateAttrs()
-			if err != nil {
-				t.Fatal(err)
-			}
-			attrs[i] = a
+		attrs, err := validAttrs(evs)
+		if err != nil {
+			t.Fatal(err)
 		}
 		b, err := appendPayload(nil, evs, attrs)
 		if err != nil {
