@@ -122,3 +122,6 @@ func SetWALCheckpointAt(n int64) (restore func()) {
 	walCheckpointAt = n
 	return func() { walCheckpointAt = old }
 }
+
+// OfficeChain is officeChain, for the benchmarks outside the package.
+var OfficeChain = officeChain

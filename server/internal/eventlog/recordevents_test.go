@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -245,6 +247,117 @@ func TestRecordEventsRefused(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), "record") {
 			t.Errorf("payload of %d bytes: %v, want an error", len(bad), err)
+		}
+	}
+}
+
+// BenchmarkRecordEvents reads the same office events as rows of a table
+// and as records through record_events, in one SQLite file (the figures in
+// docs/record-store.md, "Reads"): MAMORI_BENCH_EVENTS events (default
+// 128,000) from 32 agents in records of 500.
+//
+//	go test -run '^$' -bench RecordEvents -benchtime 5x ./server/internal/eventlog/
+func BenchmarkRecordEvents(b *testing.B) {
+	n := 128000
+	if v := os.Getenv("MAMORI_BENCH_EVENTS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 16000 {
+			b.Fatalf("MAMORI_BENCH_EVENTS=%q: want a number >= 16000", v)
+		}
+	}
+	const agents, batch = 32, 500
+	if err := registerRecordEvents(); err != nil {
+		b.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{`PRAGMA journal_mode=WAL`, recordEventsSQL,
+		`CREATE TABLE records (lo INTEGER PRIMARY KEY, agent TEXT NOT NULL, payload BLOB NOT NULL)`,
+		`CREATE TABLE events (idx INTEGER PRIMARY KEY, agent TEXT, seq INTEGER, time INTEGER, control TEXT, type TEXT,
+			severity TEXT, user TEXT, process TEXT, object TEXT, register_id TEXT, attrs TEXT, prev BLOB, hash BLOB)`} {
+		if _, err := db.Exec(q); err != nil {
+			b.Fatal(q, err)
+		}
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var idx int64
+	chains := make([][]event.Event, agents)
+	for a := range chains {
+		chains[a] = officeChain(b, fmt.Sprintf("pc-%05d", a), n/agents, uint64(a))
+	}
+	for off := 0; off < n/agents; off += batch {
+		for _, ch := range chains {
+			evs := ch[off:min(off+batch, len(ch))]
+			attrs, err := validAttrs(evs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := appendPayload(nil, evs, attrs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := tx.Exec(`INSERT INTO records VALUES (?, ?, ?)`, idx, evs[0].Agent, p); err != nil {
+				b.Fatal(err)
+			}
+			for i, e := range evs {
+				var r row
+				if err := r.set(&e, attrs[i]); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := tx.Exec(`INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+					append([]any{idx + int64(i)}, r.vals[:]...)...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			idx += int64(len(evs))
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	mid, last := idx/2, chains[agents-1][0].Agent
+	for _, c := range []struct{ name, rows, records string }{
+		{"count-by-type", `SELECT type, count(*) FROM events GROUP BY type`,
+			`SELECT e.type, count(*) FROM records r, record_events(r.payload) e GROUP BY e.type`},
+		// One PC's deletions, with no index on either: a scan of the log
+		// until the page is full.
+		{"scan-for-page", fmt.Sprintf(`SELECT idx, object FROM events WHERE type = 'file.deleted' AND agent = '%s' ORDER BY idx LIMIT 100`, last),
+			fmt.Sprintf(`SELECT r.lo + e.i, e.object FROM records r, record_events(r.payload) e WHERE e.type = 'file.deleted' AND r.agent = '%s' ORDER BY r.lo, e.i LIMIT 100`, last)},
+		{"page-from-index", fmt.Sprintf(`SELECT idx, object FROM events WHERE idx >= %d ORDER BY idx LIMIT 100`, mid),
+			fmt.Sprintf(`SELECT r.lo + e.i, e.object FROM records r, record_events(r.payload) e WHERE r.lo > %d - %d AND e.i >= %d - r.lo ORDER BY r.lo, e.i LIMIT 100`, mid, batch, mid)},
+		{"one-event", fmt.Sprintf(`SELECT idx, object FROM events WHERE idx = %d`, mid+123),
+			fmt.Sprintf(`SELECT r.lo + e.i, e.object FROM records r, record_events(r.payload) e WHERE r.lo > %d - %d AND r.lo <= %d AND e.i = %d - r.lo`, mid+123, batch, mid+123, mid+123)},
+	} {
+		var want int
+		for _, form := range []struct{ name, q string }{{"rows", c.rows}, {"records", c.records}} {
+			b.Run(c.name+"/"+form.name, func(b *testing.B) {
+				for range b.N {
+					rows, err := db.Query(form.q)
+					if err != nil {
+						b.Fatal(err)
+					}
+					got := 0
+					for rows.Next() {
+						got++
+					}
+					if err := rows.Err(); err != nil {
+						b.Fatal(err)
+					}
+					rows.Close()
+					if form.name == "rows" {
+						want = got
+					} else if got != want || got == 0 {
+						b.Fatalf("%d rows as records, %d as rows", got, want)
+					}
+				}
+			})
 		}
 	}
 }
