@@ -4,10 +4,12 @@
 # .demo/server, enrolls an agent on this machine into .demo/agent, applies a
 # demo policy that watches .demo/顧客データ (with a sample file), and runs the
 # agent in the foreground. Ctrl-C stops both. Needs only Go (and curl).
+# Run again, it reuses .demo (DEMO_DIR=... puts it elsewhere).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${DEMO_PORT:-8443}
 top=$PWD/.demo
+top=${DEMO_DIR:-$top}
 # A taken port would make the server exit with only "Error 1" from make.
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 	what="another program"
@@ -43,9 +45,13 @@ for _ in $(seq 1 100); do
 	sleep 0.2
 done
 url="https://127.0.0.1:$port"
-cahash=$(grep -o 'sha256:[0-9a-f]\{64\}' "$top/server.log" | head -n1)
 admin=$(cat "$top/server/admin-token")
 if ! [ -f "$top/agent/agent.json" ]; then
+	# The CA's fingerprint: SHA-256 of its certificate (DER). Computed from
+	# ca.pem, since the server prints it only on its first start and a
+	# demo may be run again before the agent ever enrolled.
+	if command -v sha256sum >/dev/null; then sum=(sha256sum); else sum=(shasum -a 256); fi
+	cahash=sha256:$(sed '/-----/d' "$top/server/ca.pem" | base64 -d | "${sum[@]}" | cut -d' ' -f1)
 	bin/mamori-agent enroll --server "$url" --token "$(cat "$top/server/enroll-token")" --ca-hash "$cahash" \
 		--state-dir "$top/agent"
 fi
