@@ -38,21 +38,31 @@ func recordsDB(t *testing.T, batches ...[]event.Event) (*sql.DB, []int64) {
 	var los []int64
 	lo := int64(100)
 	for _, evs := range batches {
-		attrs, err := validAttrs(evs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := appendPayload(nil, evs, attrs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec(`INSERT INTO records VALUES (?, ?, ?)`, lo, evs[0].Agent, b); err != nil {
-			t.Fatal(err)
-		}
+		insertRecord(t, db, lo, evs)
 		los = append(los, lo)
 		lo += int64(len(evs)) + 3 // records need not be adjacent here
 	}
 	return db, los
+}
+
+// insertRecord stores evs as the record at lo of a test's records table
+// and returns their attrs' canonical encodings.
+func insertRecord(tb testing.TB, db interface {
+	Exec(string, ...any) (sql.Result, error)
+}, lo int64, evs []event.Event) [][]byte {
+	tb.Helper()
+	attrs, err := validAttrs(evs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := appendPayload(nil, evs, attrs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO records VALUES (?, ?, ?)`, lo, evs[0].Agent, p); err != nil {
+		tb.Fatal(err)
+	}
+	return attrs
 }
 
 // sealedChain returns n chained events of agent, with users, objects and
@@ -295,17 +305,7 @@ func BenchmarkRecordEvents(b *testing.B) {
 	for off := 0; off < n/agents; off += batch {
 		for _, ch := range chains {
 			evs := ch[off:min(off+batch, len(ch))]
-			attrs, err := validAttrs(evs)
-			if err != nil {
-				b.Fatal(err)
-			}
-			p, err := appendPayload(nil, evs, attrs)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := tx.Exec(`INSERT INTO records VALUES (?, ?, ?)`, idx, evs[0].Agent, p); err != nil {
-				b.Fatal(err)
-			}
+			attrs := insertRecord(b, tx, idx, evs)
 			for i, e := range evs {
 				var r row
 				if err := r.set(&e, attrs[i]); err != nil {
