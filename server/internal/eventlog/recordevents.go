@@ -3,6 +3,7 @@ package eventlog
 import (
 	"database/sql/driver"
 	"fmt"
+	"math"
 	"sync"
 
 	"modernc.org/sqlite/vtab"
@@ -22,13 +23,14 @@ import (
 // rows come in i order, so ORDER BY r.lo, e.i needs no sort.
 const recordEventsName = "record_events"
 
-const recordEventsSchema = `CREATE TABLE x (i INTEGER, seq INTEGER, time INTEGER, control TEXT, type TEXT,
+const recordEventsSchema = `CREATE TABLE x (i INTEGER, idx INTEGER, seq INTEGER, time INTEGER, control TEXT, type TEXT,
 	severity TEXT, user TEXT, process TEXT, object TEXT, register_id TEXT, attrs TEXT, prev BLOB, hash BLOB,
-	payload HIDDEN)`
+	payload HIDDEN, base HIDDEN)`
 
 // Columns of record_events.
 const (
 	reI = iota
+	reIdx
 	reSeq
 	reTime
 	reControl // reControl..reAttrs are rawEvent.str in order
@@ -42,6 +44,7 @@ const (
 	rePrev
 	reHash
 	rePayload
+	reBase
 )
 
 var registerRecordEvents = sync.OnceValue(func() error {
@@ -65,17 +68,30 @@ func (recordEventsModule) Connect(ctx vtab.Context, _ []string) (vtab.Table, err
 
 type recordEventsTable struct{}
 
-// iOps are the constraints on i that the cursor applies itself; IdxStr
-// lists the ones chosen, in argument order after the payload.
-var iOps = map[vtab.ConstraintOp]byte{vtab.OpEQ: '=', vtab.OpGT: '>', vtab.OpGE: 'g', vtab.OpLT: '<', vtab.OpLE: 'l'}
+// boundOps are the constraints on i (and on idx, given a base) that the
+// cursor applies itself. IdxStr lists the ones chosen, two bytes each (the
+// column, 'i' or 'x', and the operator), in argument order after the
+// payload and base.
+var boundOps = map[vtab.ConstraintOp]byte{vtab.OpEQ: '=', vtab.OpGT: '>', vtab.OpGE: 'g', vtab.OpLT: '<', vtab.OpLE: 'l'}
+
+// Plans (IdxNum): the payload alone, or with the base.
+const (
+	planPayload = 1
+	planBase    = 2
+)
 
 // BestIndex takes the payload (required: without it there are no rows to
-// read) and any bounds on i.
+// read), the base if given, and any bounds on i, and on idx with a base.
 func (recordEventsTable) BestIndex(info *vtab.IndexInfo) error {
-	payload := -1
+	payload, base := -1, -1
 	for k, c := range info.Constraints {
-		if c.Usable && c.Column == rePayload && c.Op == vtab.OpEQ {
-			payload = k
+		if c.Usable && c.Op == vtab.OpEQ {
+			switch c.Column {
+			case rePayload:
+				payload = k
+			case reBase:
+				base = k
+			}
 		}
 	}
 	if payload < 0 {
@@ -85,25 +101,38 @@ func (recordEventsTable) BestIndex(info *vtab.IndexInfo) error {
 		return nil
 	}
 	info.Constraints[payload].ArgIndex, info.Constraints[payload].Omit = 0, true
+	info.IdxNum = planPayload
+	args := 1
+	if base >= 0 {
+		info.Constraints[base].ArgIndex, info.Constraints[base].Omit = 1, true
+		info.IdxNum, args = planBase, 2
+	}
 	var ops []byte
 	for k := range info.Constraints {
 		c := &info.Constraints[k]
-		op, ok := iOps[c.Op]
-		if !c.Usable || c.Column != reI || !ok {
+		op, ok := boundOps[c.Op]
+		col := byte('i')
+		if c.Column == reIdx {
+			col = 'x'
+		}
+		if !c.Usable || !ok || (c.Column != reI && (c.Column != reIdx || base < 0)) {
 			continue
 		}
 		// Not omitted: SQLite checks the bound again on each row, so a
 		// bound that is not an integer (which Filter leaves out) keeps
 		// SQLite's own comparison rules.
-		c.ArgIndex = 1 + len(ops)
-		ops = append(ops, op)
+		c.ArgIndex = args + len(ops)/2
+		ops = append(ops, col, op)
 	}
-	info.IdxNum, info.IdxStr = 1, string(ops)
+	info.IdxStr = string(ops)
 	info.EstimatedRows, info.EstimatedCost = 500, 500
 	if len(ops) > 0 {
 		info.EstimatedRows, info.EstimatedCost = 10, 10
 	}
-	info.OrderByConsumed = len(info.OrderBy) == 1 && info.OrderBy[0].Column == reI && !info.OrderBy[0].Desc
+	if len(info.OrderBy) == 1 && !info.OrderBy[0].Desc {
+		c := info.OrderBy[0].Column
+		info.OrderByConsumed = c == reI || (c == reIdx && base >= 0)
+	}
 	return nil
 }
 
@@ -116,11 +145,13 @@ type recordEventsCursor struct {
 	p      payload
 	i, end int
 	ev     rawEvent
-	have   bool // ev is event i
+	have   bool   // ev is event i
+	base   *int64 // the record's first log index, if given as an integer
 }
 
 func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value) error {
-	if idxNum != 1 || len(vals) != 1+len(idxStr) {
+	args := idxNum
+	if (idxNum != planPayload && idxNum != planBase) || len(vals) != args+len(idxStr)/2 {
 		return fmt.Errorf("eventlog: %s needs a record's payload", recordEventsName)
 	}
 	b, ok := vals[0].([]byte)
@@ -132,13 +163,27 @@ func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value
 	if err != nil {
 		return err
 	}
-	c.p, c.i, c.end, c.have = p, 0, p.len(), false
-	for k, op := range []byte(idxStr) {
-		v, ok := vals[1+k].(int64)
+	c.p, c.i, c.end, c.have, c.base = p, 0, p.len(), false, nil
+	if idxNum == planBase {
+		if base, ok := vals[1].(int64); ok {
+			c.base = &base
+		}
+	}
+	for k := 0; k+1 < len(idxStr); k += 2 {
+		v, ok := vals[args+k/2].(int64)
 		if !ok {
 			continue // SQLite compares NULL, text and floats itself
 		}
-		switch op {
+		if idxStr[k] == 'x' {
+			if c.base == nil {
+				continue // idx is NULL: SQLite's check selects no row
+			}
+			if b := *c.base; (b > 0 && v < math.MinInt64+b) || (b < 0 && v > math.MaxInt64+b) {
+				continue // v - base overflows; SQLite's check still applies
+			}
+			v -= *c.base
+		}
+		switch idxStr[k+1] {
 		case '=':
 			c.i, c.end = max(c.i, clampInt(v)), min(c.end, clampInt(v)+1)
 		case '>':
@@ -168,8 +213,19 @@ func (c *recordEventsCursor) Rowid() (int64, error) {
 func (c *recordEventsCursor) Close() error { return nil }
 
 func (c *recordEventsCursor) Column(col int) (vtab.Value, error) {
-	if col == reI {
+	switch col {
+	case reI:
 		return int64(c.i), nil
+	case reIdx:
+		if c.base == nil {
+			return nil, nil
+		}
+		return *c.base + int64(c.i), nil
+	case reBase:
+		if c.base == nil {
+			return nil, nil
+		}
+		return *c.base, nil
 	}
 	if !c.have {
 		ev, err := c.p.raw(c.i)

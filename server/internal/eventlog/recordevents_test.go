@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -195,11 +196,55 @@ func TestRecordEvents(t *testing.T) {
 		same(fmt.Sprint(c.where, c.args), got, want(los[1], b, c.is...))
 	}
 
+	// With the record's first index as base, idx is the log index and
+	// bounds on it seek as bounds on i do; without a base idx is NULL.
+	byIdx := `SELECT e.idx FROM records r CROSS JOIN record_events(r.payload, r.lo) AS e WHERE r.lo = ? AND `
+	lo := los[1]
+	for _, c := range []struct {
+		where string
+		args  []any
+		is    []int
+	}{
+		{"e.idx = ?", []any{lo + 3}, []int{3}},
+		{"e.idx >= ? AND e.idx < ?", []any{lo + 37, lo + 100}, []int{37, 38, 39}},
+		{"e.idx > ? AND e.i <= ?", []any{lo + 10, 12}, []int{11, 12}},
+		{"e.idx < ?", []any{lo}, nil},
+		{"e.idx > ?", []any{int64(math.MinInt64)}, span(40)},
+		{"e.idx < ?", []any{int64(math.MaxInt64)}, span(40)},
+		{"e.idx >= ? AND e.idx < ?", []any{float64(lo) + 2.5, lo + 5}, []int{3, 4}},
+		{"e.idx = ?", []any{nil}, nil},
+	} {
+		rows, err := db.Query(byIdx+c.where+" ORDER BY e.idx", append([]any{lo}, c.args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var is []int
+		for rows.Next() {
+			var x int64
+			if err := rows.Scan(&x); err != nil {
+				t.Fatal(err)
+			}
+			is = append(is, int(x-lo))
+		}
+		rows.Close()
+		if !slices.Equal(is, c.is) {
+			t.Errorf("%s %v: %v, want %v", c.where, c.args, is, c.is)
+		}
+	}
+	var nulls int
+	if err := db.QueryRow(`SELECT count(*) FROM records r, record_events(r.payload) e WHERE e.idx IS NULL`).Scan(&nulls); err != nil || nulls != len(a)+len(b) {
+		t.Errorf("idx without a base: %d NULL of %d, %v", nulls, len(a)+len(b), err)
+	}
+	plan := strings.Join(explain(t, db, byIdx+"e.idx >= ? ORDER BY e.idx", lo, lo+3), "\n")
+	if !strings.Contains(plan, "VIRTUAL TABLE INDEX 2:xg") {
+		t.Errorf("a bound on idx does not seek:\n%s", plan)
+	}
+
 	// Log order comes from the records' key; SQLite tells a table-valued
 	// function the order wanted only when it reads it alone, so in a join
 	// it sorts each record's rows (a record at a time, as for a key's rows
 	// in TestQueryPlans), never the whole result.
-	plan := strings.Join(explain(t, db, recordEventsSelect+" WHERE r.lo >= ? ORDER BY r.lo, e.i", los[0]), "\n")
+	plan = strings.Join(explain(t, db, recordEventsSelect+" WHERE r.lo >= ? ORDER BY r.lo, e.i", los[0]), "\n")
 	if !strings.Contains(plan, "SEARCH r USING INTEGER PRIMARY KEY") || strings.Contains(strings.ReplaceAll(plan, "USE TEMP B-TREE FOR LAST TERM OF ORDER BY", ""), "TEMP B-TREE") {
 		t.Errorf("plan:\n%s", plan)
 	}
