@@ -144,6 +144,11 @@ func (s *core) Count(ctx context.Context, q CountQuery) ([]Group, error) {
 		return nil, err
 	}
 	stmt := "SELECT " + strings.Join(sel, ", ") + " FROM " + from + " WHERE " + w
+	if recs, err := s.recordsFromTx(ctx, tx); err != nil {
+		return nil, err
+	} else if recs != noRecords {
+		stmt, args = unionRecords(stmt, from, args)
+	}
 	rows, err := tx.QueryContext(ctx, s.bind(stmt), args...)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: count: %w", err)
@@ -240,7 +245,13 @@ func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn fun
 	if err != nil {
 		return err
 	}
-	rows, err := tx.QueryContext(ctx, s.bind(`SELECT time, agent, control, type, severity, `+attrs+` FROM `+from+` WHERE `+w), args...)
+	stmt := `SELECT time, agent, control, type, severity, ` + attrs + ` FROM ` + from + ` WHERE ` + w
+	if recs, err := s.recordsFromTx(ctx, tx); err != nil {
+		return err
+	} else if recs != noRecords {
+		stmt, args = unionRecords(stmt, from, args)
+	}
+	rows, err := tx.QueryContext(ctx, s.bind(stmt), args...)
 	if err != nil {
 		return fmt.Errorf("eventlog: scan: %w", err)
 	}

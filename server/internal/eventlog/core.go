@@ -43,6 +43,10 @@ type core struct {
 	// ranges: control and type are indexed by range keys the writer
 	// commits (event_ranges, SQLite), not by indexes on events.
 	ranges bool
+	// records: the log may hold records (records.go, SQLite); recFrom is
+	// the first record's log index, noRecords before one.
+	records bool
+	recFrom atomic.Int64
 
 	mu     sync.RWMutex // held shared while sending on reqs, exclusively to close it
 	closed bool
@@ -142,11 +146,16 @@ func (s *core) load(ctx context.Context, db dbtx) error {
 		return fmt.Errorf("eventlog: load heads: %w", err)
 	}
 	rows.Close()
+	if s.records {
+		if err := s.loadRecordsFrom(ctx, db); err != nil {
+			return err
+		}
+	}
 	if err := s.checkHeads(ctx, db); err != nil {
 		return err
 	}
 	var n int64
-	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(idx)+1, 0) FROM events`).Scan(&n); err != nil {
+	if err := db.QueryRowContext(ctx, s.sizeSQL()).Scan(&n); err != nil {
 		return fmt.Errorf("eventlog: load tree size: %w", err)
 	}
 	levels, indexes := frontierIndexes(n)
@@ -376,6 +385,40 @@ func (s *core) readHashes(ctx context.Context, db dbtx, n int64, indexes []int64
 		records[rec] = append(records[rec], i)
 	}
 	found := 0
+	// The boundary as db sees it: a deposed store follows another writer's.
+	from := noRecords
+	if s.records {
+		var lo sql.NullInt64
+		if err := db.QueryRowContext(ctx, `SELECT min(lo) FROM records`).Scan(&lo); err != nil {
+			return nil, fmt.Errorf("eventlog: read hashes: %w", err)
+		}
+		if lo.Valid {
+			from = lo.Int64
+		}
+	}
+	if from != noRecords {
+		// Records' hashes, one lookup each: a proof needs a few dozen.
+		var rows []int64
+		for _, rec := range recs {
+			if rec < from {
+				rows = append(rows, rec)
+				continue
+			}
+			merkle, err := recordMerkle(ctx, db, rec)
+			if err != nil {
+				return nil, fmt.Errorf("eventlog: read hashes: %w", err)
+			}
+			for _, i := range records[rec] {
+				_, level := hashLocation(indexes[i])
+				if len(merkle) < (level+1)*tlog.HashSize {
+					return nil, fmt.Errorf("eventlog: record %d has %d merkle bytes, need level %d", rec, len(merkle), level)
+				}
+				copy(out[i][:], merkle[level*tlog.HashSize:])
+				found++
+			}
+		}
+		recs = rows
+	}
 	const chunk = 500 // well under SQLite's (and PostgreSQL's) bound on parameters
 	for len(recs) > 0 {
 		part := recs[:min(chunk, len(recs))]

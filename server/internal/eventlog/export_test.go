@@ -125,3 +125,19 @@ func SetWALCheckpointAt(n int64) (restore func()) {
 
 // OfficeChain is officeChain, for the benchmarks outside the package.
 var OfficeChain = officeChain
+
+// WriteRecords makes the stores that t opens write records (records.go)
+// until t ends; tests of one package run one at a time unless parallel.
+func WriteRecords(t interface{ Cleanup(func()) }) {
+	old := writeRecordsDefault
+	writeRecordsDefault = true
+	t.Cleanup(func() { writeRecordsDefault = old })
+}
+
+// RecordsFrom is the log index from which s holds records, -1 for none.
+func (s *SQLite) RecordsFrom() int64 {
+	if r := s.recordsFrom(); r != noRecords {
+		return r
+	}
+	return -1
+}

@@ -38,7 +38,7 @@ func (s *core) readSize(ctx context.Context) (int64, error) {
 	defer f.mu.Unlock()
 	if time.Since(f.at) >= followEvery {
 		var m int64
-		if err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(idx)+1, 0) FROM events`).Scan(&m); err != nil {
+		if err := s.rdb.QueryRowContext(ctx, s.sizeSQL()).Scan(&m); err != nil {
 			return 0, fmt.Errorf("eventlog: committed tree size: %w", err)
 		}
 		f.size, f.at = max(f.size, m), time.Now()

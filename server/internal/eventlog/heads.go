@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/mamori/mamori/shared/event"
 )
@@ -33,6 +34,14 @@ func (s *core) checkHeads(ctx context.Context, db dbtx) error {
 			WHERE stream = ? ORDER BY seq_lo DESC LIMIT 1`
 		countSQL = `SELECT COUNT(*) FROM agent_runs CROSS JOIN events ON idx >= pos AND idx < pos + n
 			WHERE stream = ?1 AND +agent = ?1`
+	}
+	if s.records {
+		// The last run is rows or a record; a record is an exact run.
+		last := `WITH last AS (SELECT pos, n FROM agent_runs WHERE stream = ?1 ORDER BY seq_lo DESC LIMIT 1)
+			SELECT seq, hash, received FROM last CROSS JOIN events ON idx = pos + n - 1`
+		lastSQL = last + ` UNION ALL ` + runsOverRecords(last[strings.Index(last, "SELECT seq"):])
+		countSQL = `SELECT (SELECT COUNT(*) FROM agent_runs CROSS JOIN events ON idx >= pos AND idx < pos + n
+			WHERE stream = ?1 AND pos < ?2 AND +agent = ?1) + (SELECT coalesce(sum(n), 0) FROM agent_runs WHERE stream = ?1 AND pos >= ?2)`
 	}
 	var (
 		agents []string
@@ -64,7 +73,11 @@ func (s *core) checkHeads(ctx context.Context, db dbtx) error {
 			continue
 		}
 		var n int64
-		if err := db.QueryRowContext(ctx, s.bind(countSQL), a).Scan(&n); err != nil {
+		args := []any{a}
+		if s.records {
+			args = append(args, s.recordsFrom())
+		}
+		if err := db.QueryRowContext(ctx, s.bind(countSQL), args...).Scan(&n); err != nil {
 			return fmt.Errorf("eventlog: rebuild head %q: %w", a, err)
 		}
 		if _, err := db.ExecContext(ctx, s.bind(`INSERT INTO heads (agent, seq, hash, last_seen, events) VALUES (?, ?, ?, ?, ?)

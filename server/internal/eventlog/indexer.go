@@ -143,7 +143,7 @@ func (s *SQLite) addRun(ctx context.Context, conn *sql.Conn, lo, hi int64) (err 
 	// NULL for a row deleted by hand: the run still lands, and the audit
 	// reports the gap.
 	var last []byte
-	if err := tx.QueryRowContext(ctx, `SELECT (SELECT hash FROM events WHERE idx = ?)`, hi-1).Scan(&last); err != nil {
+	if err := tx.QueryRowContext(ctx, hashAtSQL, hi-1).Scan(&last); err != nil {
 		return fmt.Errorf("eventlog: index watermark: %w", err)
 	}
 	if last != nil {
@@ -177,7 +177,7 @@ func (s *SQLite) loadWatermark(ctx context.Context) error {
 	if wm > 0 && wm <= n {
 		// A row missing there (deleted by hand) leaves have nil: the keys
 		// are rebuilt and the open goes on, so the audit can report the gap.
-		err := s.kdb.QueryRowContext(ctx, `SELECT hash FROM events WHERE idx = ?`, wm-1).Scan(&have)
+		err := s.kdb.QueryRowContext(ctx, hashAtSQL, wm-1).Scan(&have)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("eventlog: read index watermark: %w", err)
 		}

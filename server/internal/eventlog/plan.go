@@ -393,6 +393,30 @@ type part struct {
 	lo, hi int64
 	src    source
 	run    string // the key run's table, with fromKeys
+	rec    bool   // read from records (the range is at or past recordsFrom)
+}
+
+// splitAt splits each part at the log index from which the log is records.
+func splitAt(pts []part, from int64) []part {
+	if from == noRecords {
+		return pts
+	}
+	var out []part
+	for _, pt := range pts {
+		if pt.lo < from {
+			rows := pt
+			if rows.hi < 0 || rows.hi > from {
+				rows.hi = from
+			}
+			out = append(out, rows)
+		}
+		if pt.hi < 0 || pt.hi > from {
+			recs := pt
+			recs.lo, recs.rec = max(pt.lo, from), true
+			out = append(out, recs)
+		}
+	}
+	return out
 }
 
 // parts splits the idx range r of pl's read: with key runs, a plan that
@@ -403,10 +427,10 @@ type part struct {
 func parts(q *query, pl plan, r [2]int64) []part {
 	if q.ranges && pl.drive != nil && pl.drive.ranged() {
 		// Committed with the rows: no watermark, no tail.
-		return []part{{r[0], r[1], fromKeys, rangesTable}}
+		return []part{{r[0], r[1], fromKeys, rangesTable, false}}
 	}
 	if q.keysBelow < 0 || pl.drive == nil || !pl.drive.keyed() {
-		return []part{{r[0], r[1], fromEvents, ""}}
+		return []part{{r[0], r[1], fromEvents, "", false}}
 	}
 	wm, lo, hi := q.keysBelow, r[0], r[1]
 	if hi < 0 {
@@ -420,12 +444,12 @@ func parts(q *query, pl plan, r [2]int64) []part {
 			continue
 		}
 		if at < a {
-			out = append(out, part{at, a, fromTail, ""})
+			out = append(out, part{at, a, fromTail, "", false})
 		}
-		out, at = append(out, part{a, b, fromKeys, k.name}), b
+		out, at = append(out, part{a, b, fromKeys, k.name, false}), b
 	}
 	if at < hi {
-		out = append(out, part{at, r[1], fromTail, ""})
+		out = append(out, part{at, r[1], fromTail, "", false})
 	}
 	return out
 }
@@ -440,6 +464,11 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 		from   = "events"
 		lo, hi = pt.lo, pt.hi
 	)
+	if pt.rec && pt.src != fromKeys && !(pl.agent && q.ranges) {
+		// Records are walked (they have no time index); the drive is
+		// checked as any filter.
+		pl = plan{}
+	}
 	switch pt.src {
 	case fromTail:
 		pl = plan{} // a walk of the log; the drive is checked as any filter
@@ -452,6 +481,9 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 		if pl.drive.col == "object" {
 			// One key per event: its row.
 			from, order = pt.run+" CROSS JOIN events ON events.idx = "+pt.run+".pos", "pos"
+			if pt.rec {
+				from = pt.run + " CROSS JOIN " + recordsJoin("lo > pos - 1024 AND lo <= pos", "events.idx = "+pt.run+".pos")
+			}
 			where, args = append(where, "pos >= ?"), append(args, lo)
 			if hi >= 0 {
 				where, args = append(where, "pos < ?"), append(args, hi)
@@ -467,6 +499,12 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 			// ORDER BY): at most keySpan rows, already in order, and a page
 			// still stops at the key that fills it.
 			from, order = pt.run+" CROSS JOIN events ON idx >= pos AND idx < coalesce(upto, pos + 1)", "pos, idx"
+			if pt.rec {
+				// The records that hold the key's rows: each starts less
+				// than runMax before pos.
+				from = pt.run + " CROSS JOIN " + recordsJoin("lo > pos - 1024 AND lo < coalesce(upto, pos + 1)", "idx >= pos AND idx < coalesce(upto, pos + 1)")
+				order = "pos, lo, idx"
+			}
 			where, args = append(where, "pos >= ?", "+idx >= ?"), append(args, lo-keySpan, lo)
 			if hi >= 0 {
 				where, args = append(where, "pos < ?", "+idx < ?"), append(args, hi, hi)
@@ -495,6 +533,9 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 		// before it), each joined to its rows, every row's agent checked;
 		// +idx as for range keys above.
 		from, order = "agent_runs CROSS JOIN events ON idx >= pos AND idx < pos + n", "pos, idx"
+		if pt.rec {
+			from = "agent_runs CROSS JOIN " + recordsJoin("lo = pos", "idx >= pos AND idx < pos + n")
+		}
 		where, args = append(where, "stream = ?", "pos > ?", "+idx > ?"), append(args, q.agent, q.after-runMax, q.after)
 		add(&pred{col: "agent", text: true, eq: q.agent}, false)
 	} else if pl.agent {
@@ -511,6 +552,11 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 		// The cursor is in agentWhere; a walk of one stream has no ranges.
 	default:
 		add(pl.drive, true)
+		if pt.rec {
+			var w []string
+			from, w = recordsFromSQL(lo, hi, &args)
+			where, order = append(where, w...), "lo, idx"
+		}
 		where, args = append(where, "idx >= ?"), append(args, lo)
 		if hi >= 0 {
 			where, args = append(where, "idx < ?"), append(args, hi)

@@ -67,7 +67,7 @@ func TestQueryPlans(t *testing.T) {
 			t.Fatal(err)
 		}
 		q.ranges = s.ranges
-		pl, pt := c.plan(q), part{q.after + 1, 1 << 40, fromEvents, ""}
+		pl, pt := c.plan(q), part{lo: q.after + 1, hi: 1 << 40, src: fromEvents}
 		switch {
 		case pl.drive != nil && pl.drive.keyed():
 			pt.src, pt.run = fromKeys, "event_keys"

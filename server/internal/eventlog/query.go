@@ -35,10 +35,14 @@ func (s *core) Query(ctx context.Context, f Filter) (Page, error) {
 	if ranges == nil {
 		ranges = [][2]int64{{q.after + 1, -1}}
 	}
+	recs, err := s.recordsFromTx(ctx, tx)
+	if err != nil {
+		return Page{}, err
+	}
 	var p Page
 read:
 	for _, r := range ranges {
-		for _, pt := range parts(q, pl, r) {
+		for _, pt := range splitAt(parts(q, pl, r), recs) {
 			if err := s.readPage(ctx, tx, q, pl, pt, &p); err != nil {
 				return Page{}, err
 			}

@@ -86,6 +86,7 @@ func TestRangeKeys(t *testing.T) {
 		CREATE UNIQUE INDEX events_agent_seq ON events(agent, seq);
 		CREATE INDEX events_control ON events(control) WHERE control IS NOT NULL;
 		CREATE INDEX events_type ON events(type) WHERE type IS NOT NULL;
+		DROP TABLE records;
 		UPDATE schema_version SET version = 5`); err != nil {
 		t.Fatal(err)
 	}

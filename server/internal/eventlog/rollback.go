@@ -38,6 +38,14 @@ func (s *core) loadTail(ctx context.Context, db dbtx, n int64) error {
 	if n == 0 {
 		return nil
 	}
+	if n-1 >= s.recordsFrom() {
+		tail, err := recordMerkle(ctx, db, n-1)
+		if err != nil {
+			return fmt.Errorf("eventlog: load last record: %w", err)
+		}
+		s.tail = tail
+		return nil
+	}
 	if err := db.QueryRowContext(ctx, s.bind(`SELECT merkle FROM events WHERE idx = ?`), n-1).Scan(&s.tail); err != nil {
 		return fmt.Errorf("eventlog: load last record: %w", err)
 	}

@@ -81,6 +81,7 @@ func TestAgentRuns(t *testing.T) {
 	}
 	if _, err := db.Exec(`DROP TABLE agent_runs;
 		CREATE UNIQUE INDEX events_agent_seq ON events(agent, seq);
+		DROP TABLE records;
 		UPDATE schema_version SET version = 6`); err != nil {
 		t.Fatal(err)
 	}

@@ -123,6 +123,18 @@ var migrations = []string{
 	INSERT INTO agent_runs (stream, seq_lo, pos, n)
 		SELECT agent, min(seq), min(idx), max(seq) - min(seq) + 1 FROM events GROUP BY agent, idx - seq, seq >> 10;
 	DROP INDEX events_agent_seq;`,
+	// 8: records, one row per agent run (agent_runs) holding its events in
+	// the payload encoding (payload.go, docs/record-store.md): the log is
+	// events below the first record's lo and records from it. Readers read
+	// a record's events through record_events, as rows.
+	`CREATE TABLE records (
+		lo       INTEGER PRIMARY KEY, -- log index of the first event
+		hi       INTEGER NOT NULL,    -- the record holds [lo, hi), at most runMax
+		agent    TEXT    NOT NULL,
+		received INTEGER NOT NULL,
+		merkle   BLOB    NOT NULL,    -- the events' stored Merkle hashes, in order
+		payload  BLOB    NOT NULL
+	);`,
 }
 
 // keysSchema is the keys file's. The query indexes' entries (kind, val,
@@ -200,11 +212,21 @@ func keysUpto(ctx context.Context, db *sql.DB) error {
 // OR FAIL, not the default ABORT, so SQLite keeps no statement journal (a
 // copy of every page the statement changes); a failure rolls back the whole
 // transaction anyway.
+// The events are rows or records (records.go); each form finds only its own.
 const indexKeysSQL = `INSERT OR FAIL INTO %s (kind, val, pos) SELECT kind, val, pos FROM (
 		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
 		FROM events AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
 		WHERE e.idx >= ?1 AND e.idx < ?2
+		UNION ALL
+		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
+		FROM records CROSS JOIN record_events(records.payload, records.lo) AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
+		WHERE records.lo > ?1 - 1024 AND records.lo < ?2 AND e.idx >= ?1 AND e.idx < ?2
 	) WHERE val IS NOT NULL ORDER BY kind, val, pos`
+
+// hashAtSQL reads the hash of the event at log index ?1, a row or in a
+// record; NULL if there is none.
+const hashAtSQL = `SELECT coalesce((SELECT hash FROM events WHERE idx = ?1), (SELECT e.hash FROM records
+	CROSS JOIN record_events(records.payload, records.lo) AS e WHERE records.lo > ?1 - 1024 AND records.lo <= ?1 AND e.idx = ?1))`
 
 // keyKinds maps a query column, as written in SQL, to its key kind in the
 // keys file; rangeKinds those whose range keys the writer commits with the

@@ -63,11 +63,11 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 		return nil, err
 	}
 	base := sqliteURI(abs)
-	wdb, err := sql.Open("sqlite", base+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)"+
-		fmt.Sprintf("&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)", walLarge))
-	if err != nil {
-		return nil, fmt.Errorf("eventlog: open %s: %w", abs, err)
+	if err := registerRecordEvents(); err != nil {
+		return nil, fmt.Errorf("eventlog: %w", err)
 	}
+	wdb := openDB(base+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)"+
+		fmt.Sprintf("&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)", walLarge), "", "", "")
 	// The writer goroutine and the checkpointer hold one connection each
 	// for the store's lifetime; the others serve reads at open and Prune.
 	wdb.SetMaxOpenConns(4)
@@ -95,8 +95,8 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	// The keys file is derived data, rebuilt from its watermark: a commit
 	// there need not reach the disk before the next (synchronous NORMAL).
 	keys := sqliteURI(abs + "-keys")
-	s.kdb = openAttached(keys+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)",
-		base+"?mode=ro", "log")
+	s.kdb = openDB(keys+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)",
+		base+"?mode=ro", "log", "")
 	s.kdb.SetMaxOpenConns(2)
 	_, err = s.kdb.ExecContext(ctx, keysSchema)
 	if err == nil {
@@ -109,16 +109,15 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 		s.kdb.Close()
 		s.kdb = nil
 	}
-	ro := base + "?mode=ro&_pragma=busy_timeout(10000)&_pragma=query_only(1)"
-	var rdb *sql.DB
+	ro, roKeys := base+"?mode=ro&_pragma=busy_timeout(10000)", ""
 	if s.kdb != nil {
-		rdb = openAttached(ro, keys+"?mode=ro", "keys")
-	} else if rdb, err = sql.Open("sqlite", ro); err != nil {
-		return fail(fmt.Errorf("eventlog: open %s read-only: %w", abs, err))
+		roKeys = keys + "?mode=ro"
 	}
+	rdb := openDB(ro, roKeys, "keys", "PRAGMA query_only = 1")
 	s.rdb, s.bind, s.keys, s.ranges = rdb, sqliteBind, s.kdb != nil, true
 	rdb.SetMaxOpenConns(8)
 	rdb.SetMaxIdleConns(8)
+	s.records = true
 	if err := s.load(ctx, wdb); err != nil {
 		return fail(err)
 	}
@@ -193,24 +192,51 @@ func sqliteURI(abs string) string {
 	return "file://" + (&url.URL{Path: p}).EscapedPath()
 }
 
-// openAttached opens the SQLite database dsn with the database at the URI
-// other attached to every connection as schema as.
-func openAttached(dsn, other, as string) *sql.DB {
-	d := &sqlite.Driver{}
-	d.RegisterConnectionHook(func(c sqlite.ExecQuerierContext, _ string) error {
-		_, err := c.ExecContext(context.Background(), "ATTACH DATABASE ? AS "+as, []driver.NamedValue{{Ordinal: 1, Value: other}})
-		return err
-	})
-	return sql.OpenDB(connector{d, dsn})
+// openDB opens the SQLite database dsn. Every connection has
+// record_events, and the database at the URI other attached as schema as
+// (if other is set); after runs last, so that a query_only connection
+// still creates its temp table.
+func openDB(dsn, other, as, after string) *sql.DB {
+	return sql.OpenDB(connector{&sqlite.Driver{}, dsn, other, as, after})
 }
 
 type connector struct {
-	d   *sqlite.Driver
-	dsn string
+	d                     *sqlite.Driver
+	dsn, other, as, after string
 }
 
-func (c connector) Connect(context.Context) (driver.Conn, error) { return c.d.Open(c.dsn) }
-func (c connector) Driver() driver.Driver                        { return c.d }
+func (c connector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.d.Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	ex, ok := conn.(driver.ExecerContext)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("eventlog: driver connection %T lacks ExecContext", conn)
+	}
+	var steps []func() error
+	if c.other != "" {
+		steps = append(steps, func() error {
+			_, err := ex.ExecContext(ctx, "ATTACH DATABASE ? AS "+c.as, []driver.NamedValue{{Ordinal: 1, Value: c.other}})
+			return err
+		})
+	}
+	for _, q := range []string{recordEventsSQL, c.after} {
+		if q != "" {
+			steps = append(steps, func() error { _, err := ex.ExecContext(ctx, q, nil); return err })
+		}
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("eventlog: connection setup: %w", err)
+		}
+	}
+	return conn, nil
+}
+
+func (c connector) Driver() driver.Driver { return c.d }
 
 // Close implements Store: queued batches are committed (or answered with an
 // error), then the databases are closed.

@@ -38,6 +38,7 @@ const (
 	storedHashesSQL = `SELECT seq, hash FROM agent_runs CROSS JOIN events ON idx >= pos AND idx < pos + n
 		WHERE stream = ?1 AND seq_lo > ?2 - 1024 AND seq_lo <= ?3 AND +agent = ?1 AND +seq BETWEEN ?2 AND ?3`
 	insertRunSQL     = `INSERT OR FAIL INTO agent_runs (stream, seq_lo, pos, n) VALUES (?, ?, ?, ?)`
+	insertRecordSQL  = `INSERT OR FAIL INTO records (lo, hi, agent, received, merkle, payload) VALUES (?, ?, ?, ?, ?, ?)`
 	putCheckpointSQL = `INSERT OR REPLACE INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)`
 	rangesPerInsert  = 32
 	upsertSpanSQL    = `INSERT INTO event_spans (block, min_time, max_time) VALUES (?, ?, ?)
@@ -104,8 +105,10 @@ func insertSQL(rows int) string {
 // the writer makes the Merkle leaf of together with the commit's received
 // time (evidence.RecordLeaf), so that time is signed too.
 type row struct {
-	vals [eventColumns - 3]any
-	raw  []byte
+	vals  [eventColumns - 3]any
+	raw   []byte
+	ev    *event.Event // for a record's payload
+	attrs []byte
 }
 
 // set fills r from e and attrs, e's attrs as checkStorable encoded them.
@@ -128,7 +131,7 @@ func (r *row) set(e *event.Event, attrs []byte) error {
 	}
 	r.vals = [...]any{e.Agent, int64(e.Seq), e.Time.UnixNano(), e.Control, e.Type, string(e.Severity),
 		nullable(e.User), nullable(e.Process), nullable(e.Object), nullable(e.RegisterID), a, prev, hash}
-	r.raw = hash
+	r.raw, r.ev, r.attrs = hash, e, attrs
 	return nil
 }
 
@@ -146,6 +149,9 @@ type wconn struct {
 	span                driver.StmtExecContext
 	rngN, rng1          driver.StmtExecContext  // event_ranges inserts
 	run                 driver.StmtExecContext  // agent_runs insert
+	rec                 driver.StmtExecContext  // records insert
+	records             bool                    // write records, not rows of events
+	recFrom             *atomic.Int64           // the store's first record index (records.go)
 	fence               driver.StmtExecContext  // writer_epoch update (fence.go)
 	epoch               *atomic.Int64           // the store's writer epoch
 	stored              driver.StmtQueryContext // hashes of stored seqs, to check resends
@@ -160,7 +166,8 @@ func newWconn(ctx context.Context, dc any) (*wconn, error) {
 		return nil, fmt.Errorf("eventlog: driver connection %T lacks BeginTx/PrepareContext", dc)
 	}
 	w := &wconn{begin: begin}
-	st, err := prep.PrepareContext(ctx, storedHashesSQL)
+	// A run is rows or a record; each form finds nothing of the other.
+	st, err := prep.PrepareContext(ctx, storedHashesSQL+" UNION ALL "+runsOverRecords(storedHashesSQL))
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: prepare: %w", err)
 	}
@@ -177,7 +184,7 @@ func newWconn(ctx context.Context, dc any) (*wconn, error) {
 	}{
 		{&w.insN, insertSQL(rowsPerInsert)}, {&w.ins1, insertSQL(1)}, {&w.upd, upsertHeadSQL}, {&w.cp, putCheckpointSQL}, {&w.span, upsertSpanSQL},
 		{&w.fence, fenceSQL}, {&w.rngN, insertRangesSQL(rangesPerInsert)}, {&w.rng1, insertRangesSQL(1)},
-		{&w.run, insertRunSQL},
+		{&w.run, insertRunSQL}, {&w.rec, insertRecordSQL},
 	} {
 		st, err := prep.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -238,6 +245,7 @@ func (s *SQLite) writer(conn *sql.Conn, ready chan<- error) {
 		}
 		w.epoch = &s.epoch
 		w.lock = &s.wmu
+		w.records, w.recFrom = writeRecordsDefault || s.recFrom.Load() != noRecords, &s.recFrom
 		ready <- nil
 		ready = nil
 		s.loop(claimed{w, &s.core})
@@ -413,6 +421,14 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 	// Before the loop below consumes t.rows.
 	spans, ranges, runs := groupSpans(first, t.rows), rangeKeys(first, t.rows), agentRuns(first, t.rows)
 	args := make([]driver.NamedValue, 0, rowsPerInsert*eventColumns)
+	if w.records {
+		if len(runs) > 0 && w.recFrom.Load() == noRecords {
+			w.recFrom.Store(first) // before the commit: see records.go
+		}
+		if err := w.writeRecords(ctx, t, runs); err != nil {
+			return err
+		}
+	}
 	idx := first
 	for len(t.rows) > 0 {
 		n, st := rowsPerInsert, w.insN
@@ -481,6 +497,33 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// writeRecords stores t's rows as records, one an agent run, and consumes
+// them.
+func (w *wconn) writeRecords(ctx context.Context, t *txn, runs []agentRun) error {
+	var (
+		evs     []event.Event
+		attrs   [][]byte
+		merkle  []byte
+		payload []byte
+		err     error
+	)
+	for _, r := range runs {
+		n := int(r.n)
+		evs, attrs, merkle = evs[:0], attrs[:0], merkle[:0]
+		for i, row := range t.rows[:n] {
+			evs, attrs, merkle = append(evs, *row.ev), append(attrs, row.attrs), append(merkle, t.merkle[i]...)
+		}
+		if payload, err = appendPayload(payload[:0], evs, attrs); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		if _, err := w.rec.ExecContext(ctx, named(r.pos, r.pos+r.n, r.stream, t.received, merkle, payload)); err != nil {
+			return fmt.Errorf("insert records: %w", err)
+		}
+		t.rows, t.merkle = t.rows[n:], t.merkle[n:]
 	}
 	return nil
 }
