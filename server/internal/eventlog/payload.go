@@ -263,3 +263,36 @@ func (p payload) event(i int, agent string) (event.Event, error) {
 	}
 	return e, nil
 }
+
+// prunedPayload returns p with the payload fields of its events cleared
+// (retention.go), but those keep names and those already cleared, and how
+// many it cleared. Seq, time, prev and hash stay, so chains and the
+// Merkle log still verify.
+func prunedPayload(p payload, keep func(*rawEvent) bool) ([]byte, int, error) {
+	n := p.len()
+	evs, attrs := make([]event.Event, n), make([][]byte, n)
+	cleared := 0
+	for i := range n {
+		r, err := p.raw(i)
+		if err != nil {
+			return nil, 0, err
+		}
+		e := &evs[i]
+		e.Seq, e.Time, e.Hash = r.seq, time.Unix(0, r.time), hex.EncodeToString(r.hash)
+		if r.prev != nil {
+			e.Prev = hex.EncodeToString(r.prev)
+		}
+		if len(r.str[fControl]) > 0 && !keep(&r) {
+			cleared++
+			continue
+		}
+		s := &r.str
+		e.Control, e.Type, e.Severity = string(s[fControl]), string(s[fType]), event.Severity(s[fSeverity])
+		e.User, e.Process, e.Object, e.RegisterID = string(s[fUser]), string(s[fProcess]), string(s[fObject]), string(s[fRegisterID])
+		if len(s[fAttrs]) > 0 {
+			attrs[i] = s[fAttrs]
+		}
+	}
+	b, err := appendPayload(nil, evs, attrs)
+	return b, cleared, err
+}

@@ -32,7 +32,99 @@ const pruneChunk = 5000
 // verifiable; the pruned events read back with Pruned set. It returns how
 // many events it pruned.
 func (s *SQLite) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
-	return s.prune(ctx, s.wdb, cutoff) // SQLite has one writer connection
+	n, err := s.prune(ctx, s.wdb, cutoff) // SQLite has one writer connection
+	if err != nil {
+		return n, err
+	}
+	m, err := s.pruneRecords(ctx, cutoff)
+	return n + m, err
+}
+
+// pruneRecordsChunk bounds the records one transaction rewrites (each at
+// most runMax events).
+const pruneRecordsChunk = 8
+
+// pruneRecords is prune for records: each record received before cutoff
+// and not yet looked at is rewritten with its events' payload fields
+// cleared, retention records kept, in log order, a chunk a transaction.
+func (s *SQLite) pruneRecords(ctx context.Context, cutoff time.Time) (int64, error) {
+	var total, from int64
+	keep := func(r *rawEvent) bool { return string(r.str[fType]) == evidence.RetentionType }
+	for {
+		n, next, err := s.pruneRecordChunk(ctx, from, clampNano(cutoff), keep)
+		if total += n; err != nil {
+			return total, fmt.Errorf("eventlog: prune records: %w", err)
+		}
+		if next < 0 {
+			return total, nil
+		}
+		from = next
+	}
+}
+
+// pruneRecordChunk rewrites up to pruneRecordsChunk records from log index
+// from on and returns the events it cleared and where the next chunk
+// starts (-1: none left).
+func (s *SQLite) pruneRecordChunk(ctx context.Context, from, cutoff int64, keep func(*rawEvent) bool) (int64, int64, error) {
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT lo, agent, payload FROM records WHERE lo >= ? AND received < ? AND pruned IS NULL
+		ORDER BY lo LIMIT ?`, from, cutoff, pruneRecordsChunk)
+	if err != nil {
+		return 0, 0, err
+	}
+	type rewrite struct {
+		lo      int64
+		payload []byte
+		cleared int
+	}
+	var todo []rewrite
+	for rows.Next() {
+		var (
+			lo    int64
+			agent string
+			b     []byte
+		)
+		if err := rows.Scan(&lo, &agent, &b); err != nil {
+			rows.Close()
+			return 0, 0, err
+		}
+		p, err := parsePayload(b)
+		if err != nil {
+			rows.Close()
+			return 0, 0, fmt.Errorf("record %d: %w", lo, err)
+		}
+		k := func(*rawEvent) bool { return false }
+		if agent == event.ServerStream {
+			k = keep
+		}
+		out, cleared, err := prunedPayload(p, k)
+		if err != nil {
+			rows.Close()
+			return 0, 0, fmt.Errorf("record %d: %w", lo, err)
+		}
+		todo = append(todo, rewrite{lo, out, cleared})
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, 0, err
+	}
+	var n int64
+	for _, r := range todo {
+		if _, err := tx.ExecContext(ctx, `UPDATE records SET payload = ?, pruned = ? WHERE lo = ?`, r.payload, r.cleared, r.lo); err != nil {
+			return 0, 0, err
+		}
+		n += int64(r.cleared)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, 0, err
+	}
+	if len(todo) < pruneRecordsChunk {
+		return n, -1, nil
+	}
+	return n, todo[len(todo)-1].lo + 1, nil
 }
 
 // prune clears payloads in chunks of pruneChunk rows through db, in log
@@ -78,6 +170,16 @@ func (c *core) Prunable(ctx context.Context, cutoff time.Time) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("eventlog: prunable: %w", err)
 	}
+	if c.records {
+		var m int64
+		err := c.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM records CROSS JOIN record_events(records.payload, records.lo) AS e
+			WHERE received < ? AND pruned IS NULL AND NOT (agent = ? AND e.type = ?)`,
+			clampNano(cutoff), event.ServerStream, evidence.RetentionType).Scan(&m)
+		if err != nil {
+			return 0, fmt.Errorf("eventlog: prunable: %w", err)
+		}
+		n += m
+	}
 	return n, nil
 }
 
@@ -93,8 +195,15 @@ func (c *core) NewestPruned(ctx context.Context) (st Stored, ok bool, err error)
 		seq, recv int64
 		hash      []byte
 	)
-	err = c.rdb.QueryRowContext(ctx, `SELECT idx, agent, seq, received, hash FROM events WHERE control IS NULL
-		ORDER BY received DESC LIMIT 1`).Scan(&st.Index, &st.Agent, &seq, &recv, &hash)
+	q := `SELECT idx, agent, seq, received, hash FROM events WHERE control IS NULL ORDER BY received DESC LIMIT 1`
+	if c.records {
+		// The last cleared event of the record pruned last, or the row.
+		q = `SELECT * FROM (` + q + `) UNION ALL SELECT * FROM (SELECT events.idx, agent, events.seq, received, events.hash
+			FROM (SELECT lo, agent, received, payload FROM records WHERE pruned > 0 ORDER BY received DESC LIMIT 1) AS records
+			CROSS JOIN record_events(records.payload, records.lo) AS events WHERE events.control IS NULL ORDER BY events.idx DESC LIMIT 1)
+			ORDER BY received DESC, idx DESC LIMIT 1`
+	}
+	err = c.rdb.QueryRowContext(ctx, q).Scan(&st.Index, &st.Agent, &seq, &recv, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Stored{}, false, nil
 	}

@@ -127,14 +127,17 @@ var migrations = []string{
 	// the payload encoding (payload.go, docs/record-store.md): the log is
 	// events below the first record's lo and records from it. Readers read
 	// a record's events through record_events, as rows.
+	// Small columns first: a walk of records reads no payload it skips.
 	`CREATE TABLE records (
 		lo       INTEGER PRIMARY KEY, -- log index of the first event
 		hi       INTEGER NOT NULL,    -- the record holds [lo, hi), at most runMax
 		agent    TEXT    NOT NULL,
 		received INTEGER NOT NULL,
+		pruned   INTEGER,             -- events retention cleared; NULL before it looked
 		merkle   BLOB    NOT NULL,    -- the events' stored Merkle hashes, in order
 		payload  BLOB    NOT NULL
-	);`,
+	);
+	CREATE INDEX records_pruned ON records(received) WHERE pruned > 0;`,
 }
 
 // keysSchema is the keys file's. The query indexes' entries (kind, val,
