@@ -139,6 +139,7 @@ func (s *core) Count(ctx context.Context, q CountQuery) ([]Group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: count: %w", err)
 	}
+	pre := len(args)
 	w, err := q.where(&args, byKeys)
 	if err != nil {
 		return nil, err
@@ -147,7 +148,7 @@ func (s *core) Count(ctx context.Context, q CountQuery) ([]Group, error) {
 	if recs, err := s.recordsFromTx(ctx, tx); err != nil {
 		return nil, err
 	} else if recs != noRecords {
-		stmt, args = unionRecords(stmt, from, args)
+		stmt, args = unionRecords(stmt, from, args, pre, clampNano(q.From), clampNano(q.To))
 	}
 	rows, err := tx.QueryContext(ctx, s.bind(stmt), args...)
 	if err != nil {
@@ -241,6 +242,7 @@ func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn fun
 	if err != nil {
 		return fmt.Errorf("eventlog: scan: %w", err)
 	}
+	pre := len(args)
 	w, err := q.where(&args, byKeys)
 	if err != nil {
 		return err
@@ -249,7 +251,7 @@ func (s *core) Scan(ctx context.Context, q CountQuery, attrsFor []string, fn fun
 	if recs, err := s.recordsFromTx(ctx, tx); err != nil {
 		return err
 	} else if recs != noRecords {
-		stmt, args = unionRecords(stmt, from, args)
+		stmt, args = unionRecords(stmt, from, args, pre, clampNano(q.From), clampNano(q.To))
 	}
 	rows, err := tx.QueryContext(ctx, s.bind(stmt), args...)
 	if err != nil {

@@ -518,6 +518,7 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 				where = append(where, p.sql(false, &args))
 			}
 		}
+		where = recordTimes(q, pt, where, &args)
 		args = append(args, n)
 		return `SELECT idx, agent, seq, time, received, control, type, severity, "user", process, object,
 		register_id, attrs, prev, hash FROM ` + from + ` WHERE ` + strings.Join(where, " AND ") +
@@ -572,10 +573,26 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 			add(p, false)
 		}
 	}
+	where = recordTimes(q, pt, where, &args)
 	args = append(args, n)
 	return `SELECT idx, agent, seq, time, received, control, type, severity, "user", process, object,
 		register_id, attrs, prev, hash FROM ` + from + ` WHERE ` + strings.Join(where, " AND ") +
 		` ORDER BY ` + order + ` LIMIT ?`, args
+}
+
+// recordTimes adds, for a part read from records, q's time range on the
+// records' own tmin and tmax, so a record outside it is not decoded.
+func recordTimes(q *query, pt part, where []string, args *[]any) []string {
+	if !pt.rec || q.time == nil {
+		return where
+	}
+	if q.time.lo != nil {
+		where, *args = append(where, "tmax >= ?"), append(*args, q.time.lo)
+	}
+	if q.time.hi != nil {
+		where, *args = append(where, "tmin < ?"), append(*args, q.time.hi)
+	}
+	return where
 }
 
 func ptrs(ps []pred) []*pred {

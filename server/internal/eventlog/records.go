@@ -90,21 +90,25 @@ func recordsFromSQL(lo, hi int64, args *[]any) (from string, where []string) {
 // recordsEvents reads every record as the events table.
 const recordsEvents = `records CROSS JOIN record_events(records.payload, records.lo) AS events`
 
-// unionRecords returns stmt, a SELECT over events whose FROM is from, with
-// the same SELECT over records after it, and args for both. A plan of
+// unionRecords returns stmt, a SELECT over events whose FROM is from and
+// whose WHERE's arguments start at args[pre], with the same SELECT over
+// records after it, and args for both; the records' arm skips records
+// outside the event-time range [lo, hi) without decoding them. A plan of
 // either form finds only its own events, so the union holds each once.
-func unionRecords(stmt, from string, args []any) (string, []any) {
+func unionRecords(stmt, from string, args []any, pre int, lo, hi int64) (string, []any) {
 	rf := recordsEvents
 	if from != "events" {
 		// event_ranges AS r CROSS JOIN events ON ... (aggFrom)
 		rf = strings.Replace(from, "CROSS JOIN events ON ", "CROSS JOIN "+recordsJoin("lo > r.pos - 1024 AND lo < coalesce(r.upto, r.pos + 1)", ""), 1)
 	}
-	i := strings.Index(stmt, " FROM "+from+" ")
+	i := strings.Index(stmt, " FROM "+from+" WHERE ")
 	if i < 0 {
-		panic("eventlog: no FROM " + from + " in " + stmt)
+		panic("eventlog: no FROM " + from + " WHERE in " + stmt)
 	}
-	rs := stmt[:i] + " FROM " + rf + stmt[i+len(" FROM "+from):]
-	return stmt + " UNION ALL " + rs, append(append([]any(nil), args...), args...)
+	rs := stmt[:i] + " FROM " + rf + " WHERE tmax >= ? AND tmin < ? AND " + stmt[i+len(" FROM "+from+" WHERE "):]
+	out := append(append([]any(nil), args...), args[:pre]...)
+	out = append(append(out, lo, hi), args[pre:]...)
+	return stmt + " UNION ALL " + rs, out
 }
 
 // recordMerkle returns the stored Merkle hashes of the event at log index

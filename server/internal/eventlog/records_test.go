@@ -105,6 +105,9 @@ func TestRecordsAfterRows(t *testing.T) {
 		{Agent: "pc-3", Control: "fileaccess", Limit: 4},
 		{From: storetest.Base.Add(30 * 60e9), To: storetest.Base.Add(70 * 60e9), Limit: 9},
 		{Agent: "pc-1", From: storetest.Base.Add(40 * 60e9), ObjectPrefix: `D:\`, Limit: 3},
+		// Bounds inside records (seqs 46-60 and 61-75 are one each).
+		{From: storetest.Base.Add(50 * 60e9), To: storetest.Base.Add(65 * 60e9), Limit: 4},
+		{From: storetest.Base.Add(50 * 60e9), To: storetest.Base.Add(65 * 60e9), Type: "file.read", Limit: 4},
 	} {
 		got := storetest.All(t, s, f)
 		var exp []int64
@@ -127,7 +130,7 @@ func TestRecordsAfterRows(t *testing.T) {
 				recs++
 			}
 		}
-		if rows == 0 || recs == 0 {
+		if (rows == 0 && f.From.Before(storetest.Base.Add(45*60e9))) || recs == 0 {
 			t.Errorf("%+v: %d from rows, %d from records: the filter does not test the boundary", f, rows, recs)
 		}
 	}
@@ -149,6 +152,35 @@ func TestRecordsAfterRows(t *testing.T) {
 	}
 	if fmt.Sprint(counted) != fmt.Sprint(exp) {
 		t.Errorf("count: %v, want %v", counted, exp)
+	}
+
+	// A window that starts and ends inside records, with and without the
+	// type keys, and a scan of it.
+	from, to := storetest.Base.Add(50*60e9), storetest.Base.Add(65*60e9)
+	for _, types := range [][]string{nil, {"file.read"}} {
+		groups, err := s.Count(ctx, eventlog.CountQuery{From: from, To: to, GroupBy: []string{"type"}, Types: types})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, exp := map[string]int64{}, map[string]int64{}
+		for _, g := range groups {
+			got[g.Keys[0]] = g.Events
+		}
+		for _, e := range all {
+			if !e.Time.Before(from) && e.Time.Before(to) && (types == nil || e.Type == types[0]) {
+				exp[e.Type]++
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(exp) {
+			t.Errorf("count %v in [%s, %s): %v, want %v", types, from, to, got, exp)
+		}
+	}
+	var scanned int
+	if err := s.Scan(ctx, eventlog.CountQuery{From: from, To: to}, nil, func(*eventlog.ScanRow) error { scanned++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := len(storetest.All(t, s, eventlog.Filter{From: from, To: to})); scanned != want {
+		t.Errorf("scan: %d events, want %d", scanned, want)
 	}
 
 	// The tree: the rows' root is kept, inclusion proofs on both sides.

@@ -133,6 +133,8 @@ var migrations = []string{
 		hi       INTEGER NOT NULL,    -- the record holds [lo, hi), at most runMax
 		agent    TEXT    NOT NULL,
 		received INTEGER NOT NULL,
+		tmin     INTEGER NOT NULL,    -- the events' time range (Unix ns), so a time
+		tmax     INTEGER NOT NULL,    -- filter skips a record without decoding it
 		pruned   INTEGER,             -- events retention cleared; NULL before it looked
 		merkle   BLOB    NOT NULL,    -- the events' stored Merkle hashes, in order
 		payload  BLOB    NOT NULL

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,7 +39,7 @@ const (
 	storedHashesSQL = `SELECT seq, hash FROM agent_runs CROSS JOIN events ON idx >= pos AND idx < pos + n
 		WHERE stream = ?1 AND seq_lo > ?2 - 1024 AND seq_lo <= ?3 AND +agent = ?1 AND +seq BETWEEN ?2 AND ?3`
 	insertRunSQL     = `INSERT OR FAIL INTO agent_runs (stream, seq_lo, pos, n) VALUES (?, ?, ?, ?)`
-	insertRecordSQL  = `INSERT OR FAIL INTO records (lo, hi, agent, received, merkle, payload) VALUES (?, ?, ?, ?, ?, ?)`
+	insertRecordSQL  = `INSERT OR FAIL INTO records (lo, hi, agent, received, tmin, tmax, merkle, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
 	putCheckpointSQL = `INSERT OR REPLACE INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)`
 	rangesPerInsert  = 32
 	upsertSpanSQL    = `INSERT INTO event_spans (block, min_time, max_time) VALUES (?, ?, ?)
@@ -514,13 +515,16 @@ func (w *wconn) writeRecords(ctx context.Context, t *txn, runs []agentRun) error
 	for _, r := range runs {
 		n := int(r.n)
 		evs, attrs, merkle = evs[:0], attrs[:0], merkle[:0]
+		tmin, tmax := int64(math.MaxInt64), int64(math.MinInt64)
 		for i, row := range t.rows[:n] {
 			evs, attrs, merkle = append(evs, *row.ev), append(attrs, row.attrs), append(merkle, t.merkle[i]...)
+			tm := row.vals[2].(int64)
+			tmin, tmax = min(tmin, tm), max(tmax, tm)
 		}
 		if payload, err = appendPayload(payload[:0], evs, attrs); err != nil {
 			return fmt.Errorf("record: %w", err)
 		}
-		if _, err := w.rec.ExecContext(ctx, named(r.pos, r.pos+r.n, r.stream, t.received, merkle, payload)); err != nil {
+		if _, err := w.rec.ExecContext(ctx, named(r.pos, r.pos+r.n, r.stream, t.received, tmin, tmax, merkle, payload)); err != nil {
 			return fmt.Errorf("insert records: %w", err)
 		}
 		t.rows, t.merkle = t.rows[n:], t.merkle[n:]
