@@ -19,7 +19,7 @@ func (s *SQLite) Pragma(ctx context.Context, write bool, name string) (string, e
 
 // QueryRow reads one row on the read pool, for tests.
 func (s *SQLite) QueryRow(ctx context.Context, q string, dest ...any) error {
-	return s.rdb.QueryRowContext(ctx, q, dest...).Scan(dest...)
+	return s.rdb.QueryRowContext(ctx, q).Scan(dest...)
 }
 
 // ExecRead runs a statement on the read pool, for tests that it refuses writes.
@@ -67,7 +67,7 @@ func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 		}
 		runs, lo = append(runs, r), hi
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?1, last = (SELECT hash FROM events WHERE idx = ?1 - 1)`, wm); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE index_state SET watermark = ?1, last = (SELECT hash FROM `+logEvents+` WHERE idx = ?1 - 1)`, wm); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -141,3 +141,13 @@ func (s *SQLite) RecordsFrom() int64 {
 	}
 	return -1
 }
+
+// logEvents is a FROM for tests that read the log by hand: its events,
+// rows and records alike, with the columns of events.
+const logEvents = `(SELECT idx, agent, seq, time, received, control, type, severity, "user", process, object,
+	register_id, attrs, prev, hash FROM events UNION ALL SELECT events.idx, agent, events.seq, events.time, received,
+	events.control, events.type, events.severity, events."user", events.process, events.object, events.register_id,
+	events.attrs, events.prev, events.hash FROM records CROSS JOIN record_events(records.payload, records.lo) AS events) AS events`
+
+// LogEvents is logEvents for the package's external tests.
+const LogEvents = logEvents

@@ -221,7 +221,7 @@ func TestFreshKeys(t *testing.T) {
 	// A server from before range keys finds last unlike the hash it wants,
 	// and rebuilds rather than misread them.
 	var last, hash []byte
-	if err := s.kdb.QueryRowContext(ctx, `SELECT last, (SELECT hash FROM events WHERE idx = watermark - 1) FROM index_state`).Scan(&last, &hash); err != nil {
+	if err := s.kdb.QueryRowContext(ctx, `SELECT last, (SELECT hash FROM `+logEvents+` WHERE idx = watermark - 1) FROM index_state`).Scan(&last, &hash); err != nil {
 		t.Fatal(err)
 	}
 	if len(hash) != 32 || !bytes.Equal(last, append(hash, keysFormat)) {

@@ -125,6 +125,7 @@ type query struct {
 	keysBelow int64
 	runs      []keyRun // the key runs in the query's snapshot, in log order
 	ranges    bool     // control and type are read through event_ranges
+	recFrom   int64    // the log is records from this index (noRecords: none)
 }
 
 // plan is how to read one page.
@@ -152,6 +153,11 @@ func probeCap(limit int, size int64) int64 {
 // reads the watermark and key runs of tx's snapshot into q.
 func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, error) {
 	q.keysBelow, q.ranges = -1, s.ranges
+	// First, in the snapshot the plan's other reads see too.
+	var err error
+	if q.recFrom, err = s.recordsFromTx(ctx, tx); err != nil {
+		return plan{}, err
+	}
 	if s.keys {
 		if err := tx.QueryRowContext(ctx, `SELECT watermark FROM index_state`).Scan(&q.keysBelow); err != nil {
 			return plan{}, fmt.Errorf("eventlog: query: %w", err)
@@ -208,7 +214,9 @@ func (s *core) choosePlan(ctx context.Context, tx *sql.Tx, q *query) (plan, erro
 	var best *pred
 	bestN := min(cp, walk/walkFactor)
 	for _, r := range []*pred{q.object, q.time} {
-		if r == nil {
+		// Records have no time index: their tmin and tmax make a walk of
+		// the spans cheap instead (records.go).
+		if r == nil || (r == q.time && q.recFrom != noRecords) {
 			continue
 		}
 		n, err := s.count(ctx, tx, q, *r, -1, bestN)

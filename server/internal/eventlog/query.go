@@ -35,10 +35,7 @@ func (s *core) Query(ctx context.Context, f Filter) (Page, error) {
 	if ranges == nil {
 		ranges = [][2]int64{{q.after + 1, -1}}
 	}
-	recs, err := s.recordsFromTx(ctx, tx)
-	if err != nil {
-		return Page{}, err
-	}
+	recs := q.recFrom
 	var p Page
 read:
 	for _, r := range ranges {

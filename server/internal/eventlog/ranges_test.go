@@ -225,7 +225,7 @@ func checkRanges(t *testing.T, s *SQLite) int64 {
 		cover[k] = append(cover[k], [2]int64{lo, hi})
 	}
 	rows.Close()
-	ev, err := s.rdb.QueryContext(ctx, `SELECT idx, control, type FROM events ORDER BY idx`)
+	ev, err := s.rdb.QueryContext(ctx, `SELECT idx, control, type FROM `+logEvents+` ORDER BY idx`)
 	if err != nil {
 		t.Fatal(err)
 	}

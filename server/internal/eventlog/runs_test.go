@@ -147,7 +147,7 @@ func checkRuns(t *testing.T, s *SQLite, exact bool) {
 		seq   int64
 	}
 	var log []ev
-	rows, err := s.rdb.QueryContext(ctx, `SELECT agent, seq FROM events ORDER BY idx`)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT agent, seq FROM `+logEvents+` ORDER BY idx`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -233,7 +233,7 @@ func TestMigrateKeys(t *testing.T) {
 	}
 	var keys, objects int64
 	if err := s.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+s.AllKeys()+` WHERE kind = 5),
-		(SELECT count(*) FROM events WHERE object IS NOT NULL)`, &keys, &objects); err != nil {
+		(SELECT count(*) FROM `+eventlog.LogEvents+` WHERE object IS NOT NULL)`, &keys, &objects); err != nil {
 		t.Fatal(err)
 	}
 	if keys != objects || keys == 0 {
@@ -282,7 +282,7 @@ func TestIndexerResumes(t *testing.T) {
 		}
 	}
 	var keys, distinct, objects int64
-	if err := s.QueryRow(ctx, `SELECT count(*), count(DISTINCT pos), (SELECT count(*) FROM events WHERE object IS NOT NULL)
+	if err := s.QueryRow(ctx, `SELECT count(*), count(DISTINCT pos), (SELECT count(*) FROM `+eventlog.LogEvents+` WHERE object IS NOT NULL)
 		FROM `+s.AllKeys()+` WHERE kind = 5`, &keys, &distinct, &objects); err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +346,7 @@ func TestKeysOfAnotherLog(t *testing.T) {
 	}
 	defer s.Close()
 	var want int
-	if err := s.QueryRow(ctx, `SELECT count(*) FROM events WHERE "user" = 'CORP\tanaka'`, &want); err != nil {
+	if err := s.QueryRow(ctx, `SELECT count(*) FROM `+eventlog.LogEvents+` WHERE "user" = 'CORP\tanaka'`, &want); err != nil {
 		t.Fatal(err)
 	}
 	p, err := s.Query(ctx, eventlog.Filter{User: `CORP\tanaka`, Limit: 1000})
@@ -473,7 +473,7 @@ func TestOpenWithRowDeletedBelowWatermark(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want int
-	if err := s.QueryRow(ctx, `SELECT count(*) FROM events WHERE "user" = 'CORP\tanaka'`, &want); err != nil {
+	if err := s.QueryRow(ctx, `SELECT count(*) FROM `+eventlog.LogEvents+` WHERE "user" = 'CORP\tanaka'`, &want); err != nil {
 		t.Fatal(err)
 	}
 	if len(p.Events) != want {
