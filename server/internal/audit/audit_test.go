@@ -461,3 +461,62 @@ func TestVerifyLogSegments(t *testing.T) {
 		})
 	}
 }
+
+// tamperRecord rewrites the payload of the record at log index lo of the
+// store at path with edit, as an insider with the database file could.
+func tamperRecord(t *testing.T, path string, lo int64, edit func([]byte) []byte) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var p []byte
+	if err := db.QueryRow(`SELECT payload FROM records WHERE lo = ?`, lo).Scan(&p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE records SET payload = ? WHERE lo = ?`, edit(p), lo); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTamperedRecordIsCaught is TestTamperedRowIsCaught on a store of
+// records (one event each here, as fill appends them one by one): the
+// audit names the event whose record was altered, deleted or destroyed.
+func TestTamperedRecordIsCaught(t *testing.T) {
+	for name, c := range map[string]struct {
+		tamper func(t *testing.T, path string)
+		want   string
+	}{
+		"content": {func(t *testing.T, path string) {
+			tamperRecord(t, path, 7, func(p []byte) []byte { return bytes.Replace(p, []byte(`\2.xlsx`), []byte(`\9.xlsx`), 1) })
+		}, "log index 7 (agent ag-1, seq 3): content changed"},
+		"deleted": {func(t *testing.T, path string) { tamper(t, path, `DELETE FROM records WHERE lo = 4`) }, "log index 4 missing"},
+		"hash": {func(t *testing.T, path string) {
+			tamperRecord(t, path, 2, func(p []byte) []byte { return append(p[:len(p)-32], make([]byte, 32)...) })
+		}, "log index 2"},
+		"destroyed": {func(t *testing.T, path string) {
+			tamperRecord(t, path, 5, func(p []byte) []byte { return p[:len(p)/2] })
+		}, "log index 5"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Cleanup(eventlog.SetWriteRecords(true))
+			r := newRig(t)
+			ctx := context.Background()
+			r.fill(t, 3, 5)
+			if _, err := r.cp.SignNow(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop()); err != nil {
+				t.Fatalf("intact log: %v", err)
+			}
+			r.log.Close()
+			c.tamper(t, r.path)
+			r.open(t)
+			err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop())
+			if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want %q", err, c.want)
+			}
+		})
+	}
+}

@@ -129,9 +129,7 @@ var OfficeChain = officeChain
 // WriteRecords makes the stores that t opens write records (records.go)
 // until t ends; tests of one package run one at a time unless parallel.
 func WriteRecords(t interface{ Cleanup(func()) }) {
-	old := writeRecordsDefault
-	writeRecordsDefault = true
-	t.Cleanup(func() { writeRecordsDefault = old })
+	t.Cleanup(SetWriteRecords(true))
 }
 
 // RecordsFrom is the log index from which s holds records, -1 for none.
@@ -147,7 +145,7 @@ func (s *SQLite) RecordsFrom() int64 {
 const logEvents = `(SELECT idx, agent, seq, time, received, control, type, severity, "user", process, object,
 	register_id, attrs, prev, hash FROM events UNION ALL SELECT events.idx, agent, events.seq, events.time, received,
 	events.control, events.type, events.severity, events."user", events.process, events.object, events.register_id,
-	events.attrs, events.prev, events.hash FROM records CROSS JOIN record_events(records.payload, records.lo) AS events) AS events`
+	events.attrs, events.prev, events.hash FROM records CROSS JOIN record_events(records.payload, records.lo, records.hi) AS events) AS events`
 
 // LogEvents is logEvents for the package's external tests.
 const LogEvents = logEvents

@@ -171,7 +171,8 @@ const (
 func scanStored(rows *sql.Rows) (Stored, error) {
 	var (
 		st                                      Stored
-		seq, tm, recv                           int64
+		seq, tm                                 sql.NullInt64 // NULL in a damaged record (recordevents.go)
+		recv                                    int64
 		control, typ, sev, user, proc, obj, reg sql.NullString
 		attrs                                   sql.NullString
 		prev, hash                              []byte
@@ -180,8 +181,8 @@ func scanStored(rows *sql.Rows) (Stored, error) {
 		&reg, &attrs, &prev, &hash); err != nil {
 		return Stored{}, fmt.Errorf("eventlog: query: %w", err)
 	}
-	st.Seq = uint64(seq)
-	st.Time = time.Unix(0, tm).UTC()
+	st.Seq = uint64(seq.Int64)
+	st.Time = time.Unix(0, tm.Int64).UTC()
 	st.Received = time.Unix(0, recv).UTC()
 	st.Pruned = !control.Valid // control is required, so NULL means retention cleared the payload
 	st.Control, st.Type, st.Severity = control.String, typ.String, event.Severity(sev.String)

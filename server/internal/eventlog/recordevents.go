@@ -25,7 +25,7 @@ const recordEventsName = "record_events"
 
 const recordEventsSchema = `CREATE TABLE x (i INTEGER, idx INTEGER, seq INTEGER, time INTEGER, control TEXT, type TEXT,
 	severity TEXT, user TEXT, process TEXT, object TEXT, register_id TEXT, attrs TEXT, prev BLOB, hash BLOB,
-	payload HIDDEN, base HIDDEN)`
+	payload HIDDEN, base HIDDEN, rhi HIDDEN)`
 
 // Columns of record_events.
 const (
@@ -45,6 +45,7 @@ const (
 	reHash
 	rePayload
 	reBase
+	reHi
 )
 
 var registerRecordEvents = sync.OnceValue(func() error {
@@ -78,12 +79,13 @@ var boundOps = map[vtab.ConstraintOp]byte{vtab.OpEQ: '=', vtab.OpGT: '>', vtab.O
 const (
 	planPayload = 1
 	planBase    = 2
+	planBaseHi  = 3 // and the record's end: a damaged record reads as damaged events
 )
 
 // BestIndex takes the payload (required: without it there are no rows to
 // read), the base if given, and any bounds on i, and on idx with a base.
 func (recordEventsTable) BestIndex(info *vtab.IndexInfo) error {
-	payload, base := -1, -1
+	payload, base, hi := -1, -1, -1
 	for k, c := range info.Constraints {
 		if c.Usable && c.Op == vtab.OpEQ {
 			switch c.Column {
@@ -91,6 +93,8 @@ func (recordEventsTable) BestIndex(info *vtab.IndexInfo) error {
 				payload = k
 			case reBase:
 				base = k
+			case reHi:
+				hi = k
 			}
 		}
 	}
@@ -106,6 +110,10 @@ func (recordEventsTable) BestIndex(info *vtab.IndexInfo) error {
 	if base >= 0 {
 		info.Constraints[base].ArgIndex, info.Constraints[base].Omit = 1, true
 		info.IdxNum, args = planBase, 2
+		if hi >= 0 {
+			info.Constraints[hi].ArgIndex, info.Constraints[hi].Omit = 2, true
+			info.IdxNum, args = planBaseHi, 3
+		}
 	}
 	var ops []byte
 	for k := range info.Constraints {
@@ -147,11 +155,16 @@ type recordEventsCursor struct {
 	ev     rawEvent
 	have   bool   // ev is event i
 	base   *int64 // the record's first log index, if given as an integer
+	// damaged: the payload does not hold the record's events (planBaseHi);
+	// every column but i and idx is NULL, as it is for one event that does
+	// not decode.
+	damaged bool
+	sized   bool // the record's size was given: an event that does not decode is NULL, not an error
 }
 
 func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value) error {
 	args := idxNum
-	if (idxNum != planPayload && idxNum != planBase) || len(vals) != args+len(idxStr)/2 {
+	if idxNum < planPayload || idxNum > planBaseHi || len(vals) != args+len(idxStr)/2 {
 		return fmt.Errorf("eventlog: %s needs a record's payload", recordEventsName)
 	}
 	b, ok := vals[0].([]byte)
@@ -159,16 +172,30 @@ func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value
 		return fmt.Errorf("eventlog: %s: payload is %T, not a blob", recordEventsName, vals[0])
 	}
 	c.buf = append(c.buf[:0], b...)
-	p, err := parsePayload(c.buf)
-	if err != nil {
-		return err
-	}
-	c.p, c.i, c.end, c.have, c.base = p, 0, p.len(), false, nil
-	if idxNum == planBase {
+	c.i, c.have, c.base, c.damaged, c.sized = 0, false, nil, false, false
+	if idxNum >= planBase {
 		if base, ok := vals[1].(int64); ok {
 			c.base = &base
 		}
 	}
+	p, err := parsePayload(c.buf)
+	n := p.len()
+	if idxNum == planBaseHi && c.base != nil {
+		// The record says how many events it holds: a payload that does
+		// not read as that many is damaged, and its events read back as
+		// such (NULL but for i and idx), so an audit names each one
+		// instead of failing on the record.
+		if hi, ok := vals[2].(int64); ok && hi-*c.base >= 0 && hi-*c.base <= runMax {
+			c.sized = true
+			if err != nil || int64(n) != hi-*c.base {
+				err, n, c.damaged = nil, int(hi-*c.base), true
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	c.p, c.end = p, n
 	for k := 0; k+1 < len(idxStr); k += 2 {
 		v, ok := vals[args+k/2].(int64)
 		if !ok {
@@ -226,11 +253,19 @@ func (c *recordEventsCursor) Column(col int) (vtab.Value, error) {
 			return nil, nil
 		}
 		return *c.base, nil
+	case reHi:
+		return nil, nil
+	}
+	if c.damaged {
+		return nil, nil
 	}
 	if !c.have {
 		ev, err := c.p.raw(c.i)
 		if err != nil {
-			return nil, err
+			if !c.sized {
+				return nil, err
+			}
+			return nil, nil // a damaged event of a record whose size is known
 		}
 		c.ev, c.have = ev, true
 	}

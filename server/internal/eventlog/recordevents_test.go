@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -302,6 +303,32 @@ func TestRecordEventsRefused(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), "record") {
 			t.Errorf("payload of %d bytes: %v, want an error", len(bad), err)
+		}
+		// Given the record's end as well, as the store reads records, the
+		// damaged record reads as its five events, each that does not
+		// decode (here at least the last) with nothing but its place: the
+		// audit names them instead of failing.
+		rows, err = db.Query(`SELECT e.idx, e.seq, e.hash, e.type FROM records r CROSS JOIN record_events(r.payload, r.lo, r.lo + 5) AS e`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var idxs []int64
+		for rows.Next() {
+			var (
+				idx       int64
+				seq, hash any
+				typ       any
+			)
+			if err := rows.Scan(&idx, &seq, &hash, &typ); err != nil {
+				t.Fatal(err)
+			}
+			if idx == los[0]+4 && (seq != nil || hash != nil || typ != nil) {
+				t.Errorf("damaged event %d: seq %v hash %v type %v, want NULL", idx, seq, hash, typ)
+			}
+			idxs = append(idxs, idx)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil || !slices.Equal(idxs, []int64{los[0], los[0] + 1, los[0] + 2, los[0] + 3, los[0] + 4}) {
+			t.Errorf("payload of %d bytes with the record's end: %v %v", len(bad), idxs, err)
 		}
 	}
 }

@@ -24,6 +24,16 @@ const noRecords int64 = math.MaxInt64
 // holds records writes records whatever it says.
 var writeRecordsDefault = false
 
+// SetWriteRecords makes the SQLite stores opened from now on write records
+// (or not), and returns what restores the setting. It is for tests of
+// other packages until records are the default; not safe for concurrent
+// opens.
+func SetWriteRecords(on bool) (restore func()) {
+	old := writeRecordsDefault
+	writeRecordsDefault = on
+	return func() { writeRecordsDefault = old }
+}
+
 // recordsFrom returns the log index from which the log is records.
 func (s *core) recordsFrom() int64 {
 	if !s.records {
@@ -73,7 +83,7 @@ func (s *core) sizeSQL() string {
 // records.lo): "CROSS JOIN " + recordsJoin(seek, cond) stands where
 // "CROSS JOIN events ON " + cond did.
 func recordsJoin(seek, cond string) string {
-	return `records ON ` + seek + ` CROSS JOIN record_events(records.payload, records.lo) AS events ON ` + cond
+	return `records ON ` + seek + ` CROSS JOIN record_events(records.payload, records.lo, records.hi) AS events ON ` + cond
 }
 
 // recordsFromSQL is FROM records read as the events table, for a WHERE that
@@ -88,7 +98,7 @@ func recordsFromSQL(lo, hi int64, args *[]any) (from string, where []string) {
 }
 
 // recordsEvents reads every record as the events table.
-const recordsEvents = `records CROSS JOIN record_events(records.payload, records.lo) AS events`
+const recordsEvents = `records CROSS JOIN record_events(records.payload, records.lo, records.hi) AS events`
 
 // unionRecords returns stmt, a SELECT over events whose FROM is from and
 // whose WHERE's arguments start at args[pre], with the same SELECT over

@@ -172,7 +172,7 @@ func (c *core) Prunable(ctx context.Context, cutoff time.Time) (int64, error) {
 	}
 	if c.records {
 		var m int64
-		err := c.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM records CROSS JOIN record_events(records.payload, records.lo) AS e
+		err := c.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM records CROSS JOIN record_events(records.payload, records.lo, records.hi) AS e
 			WHERE received < ? AND pruned IS NULL AND NOT (agent = ? AND e.type = ?)`,
 			clampNano(cutoff), event.ServerStream, evidence.RetentionType).Scan(&m)
 		if err != nil {
@@ -199,8 +199,8 @@ func (c *core) NewestPruned(ctx context.Context) (st Stored, ok bool, err error)
 	if c.records {
 		// The last cleared event of the record pruned last, or the row.
 		q = `SELECT * FROM (` + q + `) UNION ALL SELECT * FROM (SELECT events.idx, agent, events.seq, received, events.hash
-			FROM (SELECT lo, agent, received, payload FROM records WHERE pruned > 0 ORDER BY received DESC LIMIT 1) AS records
-			CROSS JOIN record_events(records.payload, records.lo) AS events WHERE events.control IS NULL ORDER BY events.idx DESC LIMIT 1)
+			FROM (SELECT lo, hi, agent, received, payload FROM records WHERE pruned > 0 ORDER BY received DESC LIMIT 1) AS records
+			CROSS JOIN record_events(records.payload, records.lo, records.hi) AS events WHERE events.control IS NULL ORDER BY events.idx DESC LIMIT 1)
 			ORDER BY received DESC, idx DESC LIMIT 1`
 	}
 	err = c.rdb.QueryRowContext(ctx, q).Scan(&st.Index, &st.Agent, &seq, &recv, &hash)
