@@ -3,7 +3,6 @@ package app_test
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"io"
 	"net/http"
 	"net/url"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/shared/evidence"
 )
 
@@ -93,15 +93,11 @@ func TestEvidenceExportAndTamper(t *testing.T) {
 	}
 
 	// Someone edits a stored event in the SQLite file.
-	db, err := sql.Open("sqlite", filepath.Join(dir, app.FileEvents))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := db.Exec(`UPDATE events SET object = 'D:\改ざん' WHERE agent = ? AND seq = 7`, a.id)
-	if n, _ := res.RowsAffected(); err != nil || n != 1 {
+	n, err := eventlog.TamperSQL(context.Background(), filepath.Join(dir, app.FileEvents),
+		`UPDATE events SET object = 'D:\改ざん' WHERE agent = ? AND seq = 7`, a.id)
+	if err != nil || n != 1 {
 		t.Fatalf("tamper: %v %d", err, n)
 	}
-	db.Close()
 	st, bundle = adminDownload(t, srv, "/api/v1/export", url.Values{"format": {"bundle"}, "agent": {a.id}})
 	if st != 200 {
 		t.Fatalf("export: %d", st)

@@ -66,6 +66,7 @@ func TestStartRefusesStoreBehindEtcd(t *testing.T) {
 	if err := db.QueryRow(`SELECT max(size) FROM checkpoints WHERE size < ? AND size > 0`, newest).Scan(&keep); err != nil {
 		t.Fatal(err)
 	}
+	db.Close()
 	for _, stmt := range []string{
 		`DELETE FROM events WHERE idx >= ?`,
 		`DELETE FROM checkpoints WHERE size > ?`,
@@ -74,11 +75,10 @@ func TestStartRefusesStoreBehindEtcd(t *testing.T) {
 			events = (SELECT count(*) FROM events e WHERE e.agent = heads.agent)`,
 		`DELETE FROM heads WHERE seq IS NULL`,
 	} {
-		if _, err := db.Exec(stmt, keep); err != nil {
+		if _, err := eventlog.TamperSQL(context.Background(), filepath.Join(dir, app.FileEvents), stmt, keep); err != nil {
 			t.Fatalf("%s: %v", stmt, err)
 		}
 	}
-	db.Close()
 
 	// On its own the cut store looks intact: only etcd's copy shows the loss.
 	v, err := note.NewVerifier(strings.TrimSpace(string(readFile(t, filepath.Join(dir, app.FileLogKeyPub)))))
@@ -227,16 +227,12 @@ func TestStartRefusesHandPrunedRow(t *testing.T) {
 			if err := srv.Close(); err != nil {
 				t.Fatal(err)
 			}
-			db, err := sql.Open("sqlite", filepath.Join(dir, app.FileEvents))
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := db.Exec(`UPDATE events SET control = NULL, type = NULL, severity = NULL, user = NULL, process = NULL,
+			n, err := eventlog.TamperSQL(context.Background(), filepath.Join(dir, app.FileEvents),
+				`UPDATE events SET control = NULL, type = NULL, severity = NULL, user = NULL, process = NULL,
 				object = NULL, register_id = NULL, attrs = NULL WHERE agent = ? AND seq = 7`, a.id)
-			if n, _ := res.RowsAffected(); err != nil || n != 1 {
+			if err != nil || n != 1 {
 				t.Fatalf("clear: %v %d", err, n)
 			}
-			db.Close()
 			_, err = startErr(dir)
 			if err == nil || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), "seq 7") ||
 				!strings.Contains(err.Error(), "cleared by hand") {

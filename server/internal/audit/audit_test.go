@@ -127,18 +127,15 @@ func TestExportVerifies(t *testing.T) {
 	}
 }
 
-func tamper(t *testing.T, path, stmt string) {
+// tamper runs stmt, written against the events table, on the store at
+// path, whether it holds rows or records (eventlog.TamperSQL).
+func tamper(t *testing.T, path, stmt string, args ...any) {
 	t.Helper()
-	db, err := sql.Open("sqlite", path)
+	n, err := eventlog.TamperSQL(context.Background(), path, stmt, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	res, err := db.Exec(stmt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	if n != 1 {
 		t.Fatalf("%s: %d rows", stmt, n)
 	}
 }
@@ -440,15 +437,8 @@ func TestVerifyLogSegments(t *testing.T) {
 				prev, _ := hex.DecodeString(relinked.Prev)
 				h, _ := hex.DecodeString(relinked.Hash)
 				leaf, _ := evidence.LeafHash(relinked.Hash)
-				db, err := sql.Open("sqlite", r.path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := db.Exec(`UPDATE events SET prev = ?, hash = ?, merkle = ? || substr(merkle, 33) WHERE idx = 64`,
-					prev, h, leaf[:]); err != nil {
-					t.Fatal(err)
-				}
-				db.Close()
+				tamper(t, r.path, `UPDATE events SET prev = ?, hash = ?, merkle = ? || substr(merkle, 33) WHERE idx = 64`,
+					prev, h, leaf[:])
 			}
 			r.open(t)
 			for _, s := range sizes {
@@ -491,7 +481,18 @@ func TestTamperedRecordIsCaught(t *testing.T) {
 		"content": {func(t *testing.T, path string) {
 			tamperRecord(t, path, 7, func(p []byte) []byte { return bytes.Replace(p, []byte(`\2.xlsx`), []byte(`\9.xlsx`), 1) })
 		}, "log index 7 (agent ag-1, seq 3): content changed"},
-		"deleted": {func(t *testing.T, path string) { tamper(t, path, `DELETE FROM records WHERE lo = 4`) }, "log index 4 missing"},
+		"deleted": {func(t *testing.T, path string) {
+			db, err := sql.Open("sqlite", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if res, err := db.Exec(`DELETE FROM records WHERE lo = 4`); err != nil {
+				t.Fatal(err)
+			} else if n, _ := res.RowsAffected(); n != 1 {
+				t.Fatalf("%d records deleted", n)
+			}
+		}, "log index 4 missing"},
 		"hash": {func(t *testing.T, path string) {
 			tamperRecord(t, path, 2, func(p []byte) []byte { return append(p[:len(p)-32], make([]byte, 32)...) })
 		}, "log index 2"},

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/mamori/mamori/shared/event"
 )
@@ -36,10 +35,13 @@ func (s *core) checkHeads(ctx context.Context, db dbtx) error {
 			WHERE stream = ?1 AND +agent = ?1`
 	}
 	if s.records {
-		// The last run is rows or a record; a record is an exact run.
-		last := `WITH last AS (SELECT pos, n FROM agent_runs WHERE stream = ?1 ORDER BY seq_lo DESC LIMIT 1)
-			SELECT seq, hash, received FROM last CROSS JOIN events ON idx = pos + n - 1`
-		lastSQL = last + ` UNION ALL ` + runsOverRecords(last[strings.Index(last, "SELECT seq"):])
+		// The last run that still has its last event, as rows or as a
+		// record (an exact run): a run whose rows were cut by hand is
+		// passed over, as the log says, not the runs.
+		last := `SELECT seq, hash, received, seq_lo FROM agent_runs CROSS JOIN events ON idx = pos + n - 1
+			WHERE stream = ?1 ORDER BY seq_lo DESC LIMIT 1`
+		lastSQL = `SELECT seq, hash, received FROM (SELECT * FROM (` + last + `) UNION ALL SELECT * FROM (` +
+			runsOverRecords(last) + `)) ORDER BY seq_lo DESC LIMIT 1`
 		countSQL = `SELECT (SELECT COUNT(*) FROM agent_runs CROSS JOIN events ON idx >= pos AND idx < pos + n
 			WHERE stream = ?1 AND pos < ?2 AND +agent = ?1) + (SELECT coalesce(sum(n), 0) FROM agent_runs WHERE stream = ?1 AND pos >= ?2)`
 	}

@@ -1,7 +1,7 @@
 package web_test
 
 import (
-	"database/sql"
+	"context"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -9,25 +9,19 @@ import (
 	"testing"
 
 	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/eventlog"
 )
 
 // tamper rewrites one stored event's object in the running server's SQLite
 // store, as someone with file access to the data dir could.
 func tamper(t *testing.T, dir string) {
 	t.Helper()
-	db, err := sql.Open("sqlite", filepath.Join(dir, app.FileEvents))
+	n, err := eventlog.TamperSQL(context.Background(), filepath.Join(dir, app.FileEvents),
+		`UPDATE events SET object = 'D:\顧客\差し替え.xlsx' WHERE idx = (SELECT min(idx) FROM events WHERE object LIKE 'D:%')`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	if _, err := db.Exec(`PRAGMA busy_timeout = 10000`); err != nil {
-		t.Fatal(err)
-	}
-	res, err := db.Exec(`UPDATE events SET object = 'D:\顧客\差し替え.xlsx' WHERE idx = (SELECT min(idx) FROM events WHERE object LIKE 'D:%')`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	if n != 1 {
 		t.Fatalf("tampered %d rows", n)
 	}
 }
