@@ -173,6 +173,19 @@ func (p payload) body(i int) []byte {
 	return p.bodies[binary.LittleEndian.Uint32(p.offs[4*i:]):end]
 }
 
+// timeAt decodes only event i's time; false if that fails (raw reports
+// why).
+func (p payload) timeAt(i int) (int64, bool) {
+	b := p.body(i)
+	if _, k := binary.Uvarint(b); k > 0 {
+		dt, m := binary.Varint(b[k:])
+		if m > 0 && !((dt > 0 && p.t0 > math.MaxInt64-dt) || (dt < 0 && p.t0 < math.MinInt64-dt)) {
+			return p.t0 + dt, true
+		}
+	}
+	return 0, false
+}
+
 // rawEvent is one event of a payload with its fields as stored: strings
 // and attrs as bytes of the payload, prev and hash 32 bytes (prev nil for
 // none).

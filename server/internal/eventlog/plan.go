@@ -523,7 +523,7 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 		}
 		for _, p := range append(ptrs(q.eqs), q.object, q.time) {
 			if p != nil {
-				where = append(where, p.sql(false, &args))
+				where = append(where, p.sql(pt.rec && p == q.time, &args))
 			}
 		}
 		where = recordTimes(q, pt, where, &args)
@@ -578,7 +578,9 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 	}
 	for _, p := range []*pred{q.object, q.time} {
 		if p != pl.drive {
-			add(p, false)
+			// On records, time as a column: record_events skips the
+			// events outside it undecoded.
+			add(p, pt.rec && p == q.time)
 		}
 	}
 	where = recordTimes(q, pt, where, &args)

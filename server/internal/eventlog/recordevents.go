@@ -120,10 +120,13 @@ func (recordEventsTable) BestIndex(info *vtab.IndexInfo) error {
 		c := &info.Constraints[k]
 		op, ok := boundOps[c.Op]
 		col := byte('i')
-		if c.Column == reIdx {
+		switch c.Column {
+		case reIdx:
 			col = 'x'
+		case reTime:
+			col = 't' // skipped by decoding two varints, not the event
 		}
-		if !c.Usable || !ok || (c.Column != reI && (c.Column != reIdx || base < 0)) {
+		if !c.Usable || !ok || (c.Column != reI && c.Column != reTime && (c.Column != reIdx || base < 0)) {
 			continue
 		}
 		// Not omitted: SQLite checks the bound again on each row, so a
@@ -160,6 +163,9 @@ type recordEventsCursor struct {
 	// not decode.
 	damaged bool
 	sized   bool // the record's size was given: an event that does not decode is NULL, not an error
+	// tlo, thi: integer bounds on time, [tlo, thi); events outside are
+	// skipped undecoded.
+	tlo, thi int64
 }
 
 func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value) error {
@@ -196,10 +202,27 @@ func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value
 		return err
 	}
 	c.p, c.end = p, n
+	c.tlo, c.thi = math.MinInt64, math.MaxInt64
 	for k := 0; k+1 < len(idxStr); k += 2 {
 		v, ok := vals[args+k/2].(int64)
 		if !ok {
 			continue // SQLite compares NULL, text and floats itself
+		}
+		if idxStr[k] == 't' {
+			// Bounds as [tlo, thi), v+1 saturating: SQLite checks again.
+			switch inc := min(v, math.MaxInt64-1) + 1; idxStr[k+1] {
+			case '=':
+				c.tlo, c.thi = max(c.tlo, v), min(c.thi, inc)
+			case '>':
+				c.tlo = max(c.tlo, inc)
+			case 'g':
+				c.tlo = max(c.tlo, v)
+			case '<':
+				c.thi = min(c.thi, v)
+			case 'l':
+				c.thi = min(c.thi, inc)
+			}
+			continue
 		}
 		if idxStr[k] == 'x' {
 			if c.base == nil {
@@ -223,6 +246,7 @@ func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value
 			c.end = min(c.end, clampInt(v)+1)
 		}
 	}
+	c.skipTimes()
 	return nil
 }
 
@@ -232,8 +256,23 @@ func clampInt(v int64) int {
 	return int(max(-1, min(v, 1<<32)))
 }
 
-func (c *recordEventsCursor) Next() error { c.i++; c.have = false; return nil }
-func (c *recordEventsCursor) Eof() bool   { return c.i >= c.end }
+func (c *recordEventsCursor) Next() error { c.i++; c.have = false; c.skipTimes(); return nil }
+
+// skipTimes moves past events whose time is outside [tlo, thi), reading
+// only their seq and time. An event that does not decode is not skipped:
+// Column reports it.
+func (c *recordEventsCursor) skipTimes() {
+	if c.damaged || (c.tlo == math.MinInt64 && c.thi == math.MaxInt64) {
+		return
+	}
+	for ; c.i < c.end; c.i++ {
+		t, ok := c.p.timeAt(c.i)
+		if !ok || (t >= c.tlo && t < c.thi) {
+			return
+		}
+	}
+}
+func (c *recordEventsCursor) Eof() bool { return c.i >= c.end }
 func (c *recordEventsCursor) Rowid() (int64, error) {
 	return int64(c.i), nil
 }

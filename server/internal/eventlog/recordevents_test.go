@@ -232,6 +232,45 @@ func TestRecordEvents(t *testing.T) {
 			t.Errorf("%s %v: %v, want %v", c.where, c.args, is, c.is)
 		}
 	}
+	// Bounds on time skip events undecoded; SQLite still checks each.
+	// sealedChain's events are a second apart.
+	t0 := b[0].Time.UnixNano()
+	sec := int64(time.Second)
+	for _, c := range []struct {
+		where string
+		args  []any
+		is    []int
+	}{
+		{"e.time >= ? AND e.time < ?", []any{t0 + 5*sec, t0 + 8*sec}, []int{5, 6, 7}},
+		{"e.time > ? AND e.time <= ?", []any{t0 + 5*sec, t0 + 8*sec}, []int{6, 7, 8}},
+		{"e.time = ?", []any{t0 + 39*sec}, []int{39}},
+		{"e.time > ?", []any{int64(math.MaxInt64)}, nil},
+		{"e.time <= ?", []any{int64(math.MinInt64)}, nil},
+		{"e.time >= ? AND e.time < ?", []any{float64(t0) + 2.5*float64(sec), t0 + 4*sec}, []int{3}},
+		{"e.time < ?", []any{"x"}, span(40)},
+		{"e.time = ?", []any{nil}, nil},
+		{"e.time >= ? AND e.i < ?", []any{t0 + 30*sec, 32}, []int{30, 31}},
+	} {
+		rows, err := db.Query(byIdx+c.where+" ORDER BY e.idx", append([]any{lo}, c.args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var is []int
+		for rows.Next() {
+			var x int64
+			if err := rows.Scan(&x); err != nil {
+				t.Fatal(err)
+			}
+			is = append(is, int(x-lo))
+		}
+		rows.Close()
+		if !slices.Equal(is, c.is) {
+			t.Errorf("%s %v: %v, want %v", c.where, c.args, is, c.is)
+		}
+	}
+	if plan := strings.Join(explain(t, db, byIdx+"e.time >= ?", lo, t0), "\n"); !strings.Contains(plan, ":tg") {
+		t.Errorf("a bound on time is not the function's:\n%s", plan)
+	}
 	var nulls int
 	if err := db.QueryRow(`SELECT count(*) FROM records r, record_events(r.payload) e WHERE e.idx IS NULL`).Scan(&nulls); err != nil || nulls != len(a)+len(b) {
 		t.Errorf("idx without a base: %d NULL of %d, %v", nulls, len(a)+len(b), err)

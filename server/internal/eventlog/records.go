@@ -115,7 +115,9 @@ func unionRecords(stmt, from string, args []any, pre int, lo, hi int64) (string,
 	if i < 0 {
 		panic("eventlog: no FROM " + from + " WHERE in " + stmt)
 	}
-	rs := stmt[:i] + " FROM " + rf + " WHERE tmax >= ? AND tmin < ? AND " + stmt[i+len(" FROM "+from+" WHERE "):]
+	// time, not +time, so that record_events skips the events outside it.
+	rs := stmt[:i] + " FROM " + rf + " WHERE tmax >= ? AND tmin < ? AND " +
+		strings.Replace(stmt[i+len(" FROM "+from+" WHERE "):], "+time ", "time ", 2)
 	out := append(append([]any(nil), args...), args[:pre]...)
 	out = append(append(out, lo, hi), args[pre:]...)
 	return stmt + " UNION ALL " + rs, out
