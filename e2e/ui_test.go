@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -386,12 +387,21 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 	if _, err := db.Exec(`PRAGMA busy_timeout = 10000`); err != nil {
 		t.Fatal(err)
 	}
-	res, err := db.Exec(`UPDATE events SET user = 'someone-else' WHERE idx = (SELECT min(idx) FROM events WHERE type = 'file.created')`)
+	// The store keeps each batch as one record: the bytes of one event's
+	// type are rewritten inside it.
+	var (
+		lo      int64
+		payload []byte
+	)
+	err = db.QueryRow(`SELECT lo, payload FROM records WHERE instr(payload, CAST('file.created' AS BLOB)) > 0 ORDER BY lo LIMIT 1`).Scan(&lo, &payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		t.Fatalf("tampered %d rows", n)
+	payload = bytes.Replace(payload, []byte("file.created"), []byte("file.deleted"), 1)
+	if res, err := db.Exec(`UPDATE records SET payload = ? WHERE lo = ?`, payload, lo); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("tampered %d records", n)
 	}
 	u.open("/evidence?recheck=1", "#verdict")
 	if v, found := u.text("#verdict"), u.text("#checks"); !strings.Contains(v, "改ざんまたは欠落が検出されました") || !strings.Contains(found, "保存後に内容が書き換えられたイベントがあります") {

@@ -67,6 +67,7 @@ func TestPruneChunks(t *testing.T) {
 // retention record whole, leaves the tree as it was, reports the newest
 // cleared event, and a second run clears nothing.
 func TestPruneRecords(t *testing.T) {
+	t.Cleanup(eventlog.SetWriteRecords(false)) // the store starts as rows
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "events.db")
 	t0 := storetest.Base.Add(30 * time.Minute)

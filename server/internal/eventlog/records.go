@@ -20,14 +20,14 @@ import (
 // noRecords is the boundary of a log without records.
 const noRecords int64 = math.MaxInt64
 
-// writeRecordsDefault makes a new SQLite store write records. A store that
-// holds records writes records whatever it says.
-var writeRecordsDefault = false
+// writeRecordsDefault makes a SQLite store write records: a new one, and
+// one of rows, which goes on as records from its end. A store that holds
+// records writes records whatever it says.
+var writeRecordsDefault = true
 
 // SetWriteRecords makes the SQLite stores opened from now on write records
-// (or not), and returns what restores the setting. It is for tests of
-// other packages until records are the default; not safe for concurrent
-// opens.
+// (or, for tests of the rows still read, not), and returns what restores
+// the setting. Not safe for concurrent opens.
 func SetWriteRecords(on bool) (restore func()) {
 	old := writeRecordsDefault
 	writeRecordsDefault = on

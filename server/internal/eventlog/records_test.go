@@ -21,6 +21,7 @@ import (
 // a row into a record, resends checked against both, the heads, and the
 // Merkle tree (inclusion of events on both sides, the size consistent).
 func TestRecordsAfterRows(t *testing.T) {
+	t.Cleanup(eventlog.SetWriteRecords(false)) // the store starts as rows
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "events.db")
 	open := func() *eventlog.SQLite {
