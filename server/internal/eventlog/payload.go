@@ -186,6 +186,29 @@ func (p payload) timeAt(i int) (int64, bool) {
 	return 0, false
 }
 
+// field returns event i's string field f (fControl..fAttrs) without
+// decoding or checking the others; false if that fails (raw reports why).
+func (p payload) field(i, f int) ([]byte, bool) {
+	b := p.body(i)
+	for k := 0; k < 2; k++ { // seq and time deltas
+		_, n := binary.Varint(b) // a uvarint has a varint's extent
+		if n <= 0 {
+			return nil, false
+		}
+		b = b[n:]
+	}
+	for ; ; f-- {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil, false
+		}
+		if f == 0 {
+			return b[k : k+int(n)], true
+		}
+		b = b[k+int(n):]
+	}
+}
+
 // rawEvent is one event of a payload with its fields as stored: strings
 // and attrs as bytes of the payload, prev and hash 32 bytes (prev nil for
 // none).

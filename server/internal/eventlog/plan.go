@@ -523,7 +523,7 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 		}
 		for _, p := range append(ptrs(q.eqs), q.object, q.time) {
 			if p != nil {
-				where = append(where, p.sql(pt.rec && p == q.time, &args))
+				where = append(where, p.sql(pt.rec, &args))
 			}
 		}
 		where = recordTimes(q, pt, where, &args)
@@ -571,16 +571,16 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 			where, args = append(where, "idx < ?"), append(args, hi)
 		}
 	}
+	// On records, each filter as a column: record_events skips the events
+	// outside it reading only that field (there is no index to avoid).
 	for i := range q.eqs {
 		if p := &q.eqs[i]; p != pl.drive {
-			add(p, false)
+			add(p, pt.rec)
 		}
 	}
 	for _, p := range []*pred{q.object, q.time} {
 		if p != pl.drive {
-			// On records, time as a column: record_events skips the
-			// events outside it undecoded.
-			add(p, pt.rec && p == q.time)
+			add(p, pt.rec)
 		}
 	}
 	where = recordTimes(q, pt, where, &args)

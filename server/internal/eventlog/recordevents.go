@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"database/sql/driver"
 	"fmt"
 	"math"
@@ -120,13 +121,16 @@ func (recordEventsTable) BestIndex(info *vtab.IndexInfo) error {
 		c := &info.Constraints[k]
 		op, ok := boundOps[c.Op]
 		col := byte('i')
-		switch c.Column {
-		case reIdx:
+		text := c.Column >= reControl && c.Column <= reRegisterID
+		switch {
+		case c.Column == reIdx:
 			col = 'x'
-		case reTime:
+		case c.Column == reTime:
 			col = 't' // skipped by decoding two varints, not the event
+		case text:
+			col = byte('A' + c.Column - reControl) // skipped by reading one field
 		}
-		if !c.Usable || !ok || (c.Column != reI && c.Column != reTime && (c.Column != reIdx || base < 0)) {
+		if !c.Usable || !ok || (c.Column != reI && c.Column != reTime && !text && (c.Column != reIdx || base < 0)) {
 			continue
 		}
 		// Not omitted: SQLite checks the bound again on each row, so a
@@ -163,9 +167,10 @@ type recordEventsCursor struct {
 	// not decode.
 	damaged bool
 	sized   bool // the record's size was given: an event that does not decode is NULL, not an error
-	// tlo, thi: integer bounds on time, [tlo, thi); events outside are
-	// skipped undecoded.
+	// tlo, thi: integer bounds on time, [tlo, thi); texts: bounds on text
+	// columns. Events outside them are skipped undecoded.
 	tlo, thi int64
+	texts    []textBound
 }
 
 func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value) error {
@@ -202,8 +207,16 @@ func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value
 		return err
 	}
 	c.p, c.end = p, n
-	c.tlo, c.thi = math.MinInt64, math.MaxInt64
+	c.tlo, c.thi, c.texts = math.MinInt64, math.MaxInt64, c.texts[:0]
 	for k := 0; k+1 < len(idxStr); k += 2 {
+		if col := idxStr[k]; col >= 'A' && col <= 'A'+reRegisterID-reControl {
+			// A text bound: BINARY collation is byte order. Any other
+			// value SQLite compares itself.
+			if v, ok := vals[args+k/2].(string); ok {
+				c.texts = append(c.texts, textBound{int(col - 'A'), idxStr[k+1], v})
+			}
+			continue
+		}
 		v, ok := vals[args+k/2].(int64)
 		if !ok {
 			continue // SQLite compares NULL, text and floats itself
@@ -246,7 +259,7 @@ func (c *recordEventsCursor) Filter(idxNum int, idxStr string, vals []vtab.Value
 			c.end = min(c.end, clampInt(v)+1)
 		}
 	}
-	c.skipTimes()
+	c.skip()
 	return nil
 }
 
@@ -256,22 +269,52 @@ func clampInt(v int64) int {
 	return int(max(-1, min(v, 1<<32)))
 }
 
-func (c *recordEventsCursor) Next() error { c.i++; c.have = false; c.skipTimes(); return nil }
+func (c *recordEventsCursor) Next() error { c.i++; c.have = false; c.skip(); return nil }
 
-// skipTimes moves past events whose time is outside [tlo, thi), reading
-// only their seq and time. An event that does not decode is not skipped:
-// Column reports it.
-func (c *recordEventsCursor) skipTimes() {
-	if c.damaged || (c.tlo == math.MinInt64 && c.thi == math.MaxInt64) {
+// textBound is a bound on a text column: field (an index into
+// rawEvent.str), operator (boundOps) and value.
+type textBound struct {
+	field int
+	op    byte
+	v     string
+}
+
+// skip moves past events that the bounds on time and text columns rule
+// out, reading only the fields they name. An event that does not decode is
+// not skipped: Column reports it. SQLite checks every bound again.
+func (c *recordEventsCursor) skip() {
+	if c.damaged || (c.tlo == math.MinInt64 && c.thi == math.MaxInt64 && len(c.texts) == 0) {
 		return
 	}
+next:
 	for ; c.i < c.end; c.i++ {
-		t, ok := c.p.timeAt(c.i)
-		if !ok || (t >= c.tlo && t < c.thi) {
-			return
+		if c.tlo != math.MinInt64 || c.thi != math.MaxInt64 {
+			t, ok := c.p.timeAt(c.i)
+			if !ok {
+				return
+			}
+			if t < c.tlo || t >= c.thi {
+				continue
+			}
 		}
+		for _, b := range c.texts {
+			f, ok := c.p.field(c.i, b.field)
+			if !ok {
+				return
+			}
+			if len(f) == 0 {
+				continue next // NULL: no comparison holds
+			}
+			cmp := bytes.Compare(f, []byte(b.v))
+			if !(b.op == '=' && cmp == 0 || b.op == '>' && cmp > 0 || b.op == 'g' && cmp >= 0 ||
+				b.op == '<' && cmp < 0 || b.op == 'l' && cmp <= 0) {
+				continue next
+			}
+		}
+		return
 	}
 }
+
 func (c *recordEventsCursor) Eof() bool { return c.i >= c.end }
 func (c *recordEventsCursor) Rowid() (int64, error) {
 	return int64(c.i), nil

@@ -115,9 +115,11 @@ func unionRecords(stmt, from string, args []any, pre int, lo, hi int64) (string,
 	if i < 0 {
 		panic("eventlog: no FROM " + from + " WHERE in " + stmt)
 	}
-	// time, not +time, so that record_events skips the events outside it.
-	rs := stmt[:i] + " FROM " + rf + " WHERE tmax >= ? AND tmin < ? AND " +
-		strings.Replace(stmt[i+len(" FROM "+from+" WHERE "):], "+time ", "time ", 2)
+	// time, not +time, so that record_events skips the events outside it;
+	// an IN list kept from it, which SQLite would run as one call an item.
+	w := strings.Replace(stmt[i+len(" FROM "+from+" WHERE "):], "+time ", "time ", 2)
+	w = strings.NewReplacer("control IN (", "+control IN (", "type IN (", "+type IN (").Replace(w)
+	rs := stmt[:i] + " FROM " + rf + " WHERE tmax >= ? AND tmin < ? AND " + w
 	out := append(append([]any(nil), args...), args[:pre]...)
 	out = append(append(out, lo, hi), args[pre:]...)
 	return stmt + " UNION ALL " + rs, out
