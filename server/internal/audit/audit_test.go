@@ -140,6 +140,8 @@ func tamper(t *testing.T, path, stmt string, args ...any) {
 	}
 }
 
+// TestTamperedRowIsCaught: a store of rows altered by hand; the audit
+// names the event, and the next export does not verify either.
 func TestTamperedRowIsCaught(t *testing.T) {
 	for name, c := range map[string]struct{ stmt, want string }{
 		"content": {`UPDATE events SET object = 'D:\顧客\other.xlsx' WHERE idx = 7`, "log index 7 (agent ag-1, seq 3): content changed"},
@@ -147,28 +149,13 @@ func TestTamperedRowIsCaught(t *testing.T) {
 		"hash":    {`UPDATE events SET hash = zeroblob(32) WHERE idx = 2`, "log index 2"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r := newRig(t)
-			ctx := context.Background()
-			r.fill(t, 3, 5)
-			if _, err := r.cp.SignNow(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop()); err != nil {
-				t.Fatalf("intact log: %v", err)
-			}
-			r.log.Close()
-			tamper(t, r.path, c.stmt)
-			r.open(t)
-			err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop())
-			if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("got %v, want %q", err, c.want)
-			}
+			t.Cleanup(eventlog.SetWriteRecords(false))
+			r := checkCaught(t, func(t *testing.T, path string) { tamper(t, path, c.stmt) }, c.want)
 			if name != "content" {
 				return
 			}
-			// The next export does not verify either, and names the event.
 			var buf bytes.Buffer
-			if _, err := r.x.Bundle(ctx, &buf, eventlog.Filter{}, 0, nil); err != nil {
+			if _, err := r.x.Bundle(context.Background(), &buf, eventlog.Filter{}, 0, nil); err != nil {
 				t.Fatal(err)
 			}
 			rep := r.verifyBundle(t, buf.Bytes(), nil)
@@ -177,6 +164,29 @@ func TestTamperedRowIsCaught(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkCaught fills a store, signs it, alters it with tamper while it is
+// closed, and checks that the audit then fails naming want.
+func checkCaught(t *testing.T, tamper func(t *testing.T, path string), want string) *rig {
+	t.Helper()
+	r := newRig(t)
+	ctx := context.Background()
+	r.fill(t, 3, 5)
+	if _, err := r.cp.SignNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop()); err != nil {
+		t.Fatalf("intact log: %v", err)
+	}
+	r.log.Close()
+	tamper(t, r.path)
+	r.open(t)
+	err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop())
+	if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+	return r
 }
 
 func TestCheckpointCadence(t *testing.T) {
@@ -471,8 +481,9 @@ func tamperRecord(t *testing.T, path string, lo int64, edit func([]byte) []byte)
 }
 
 // TestTamperedRecordIsCaught is TestTamperedRowIsCaught on a store of
-// records (one event each here, as fill appends them one by one): the
-// audit names the event whose record was altered, deleted or destroyed.
+// records (one event each here, as fill appends them one by one), altered
+// in its records' bytes: the audit names the event whose record was
+// altered, deleted or destroyed.
 func TestTamperedRecordIsCaught(t *testing.T) {
 	for name, c := range map[string]struct {
 		tamper func(t *testing.T, path string)
@@ -502,22 +513,7 @@ func TestTamperedRecordIsCaught(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Cleanup(eventlog.SetWriteRecords(true))
-			r := newRig(t)
-			ctx := context.Background()
-			r.fill(t, 3, 5)
-			if _, err := r.cp.SignNow(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop()); err != nil {
-				t.Fatalf("intact log: %v", err)
-			}
-			r.log.Close()
-			c.tamper(t, r.path)
-			r.open(t)
-			err := VerifyLog(ctx, r.log, r.verif, zerolog.Nop())
-			if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("got %v, want %q", err, c.want)
-			}
+			checkCaught(t, c.tamper, c.want)
 		})
 	}
 }
