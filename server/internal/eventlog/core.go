@@ -388,12 +388,9 @@ func (s *core) readHashes(ctx context.Context, db dbtx, n int64, indexes []int64
 	// The boundary as db sees it: a deposed store follows another writer's.
 	from := noRecords
 	if s.records {
-		var lo sql.NullInt64
-		if err := db.QueryRowContext(ctx, `SELECT min(lo) FROM records`).Scan(&lo); err != nil {
-			return nil, fmt.Errorf("eventlog: read hashes: %w", err)
-		}
-		if lo.Valid {
-			from = lo.Int64
+		var err error
+		if from, err = readRecordsFrom(ctx, db); err != nil {
+			return nil, err
 		}
 	}
 	if from != noRecords {

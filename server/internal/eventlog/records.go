@@ -47,27 +47,30 @@ func (s *core) recordsFromTx(ctx context.Context, tx *sql.Tx) (int64, error) {
 	if !s.records {
 		return noRecords, nil
 	}
+	return readRecordsFrom(ctx, tx)
+}
+
+// loadRecordsFrom reads the boundary through db into the store.
+func (s *core) loadRecordsFrom(ctx context.Context, db dbtx) error {
+	lo, err := readRecordsFrom(ctx, db)
+	if err != nil {
+		return err
+	}
+	s.recFrom.Store(lo)
+	return nil
+}
+
+// readRecordsFrom reads the first record's log index through db, or
+// noRecords.
+func readRecordsFrom(ctx context.Context, db dbtx) (int64, error) {
 	var lo sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT min(lo) FROM records`).Scan(&lo); err != nil {
-		return 0, fmt.Errorf("eventlog: query records: %w", err)
+	if err := db.QueryRowContext(ctx, `SELECT min(lo) FROM records`).Scan(&lo); err != nil {
+		return 0, fmt.Errorf("eventlog: read records: %w", err)
 	}
 	if !lo.Valid {
 		return noRecords, nil
 	}
 	return lo.Int64, nil
-}
-
-// loadRecordsFrom reads the boundary through db.
-func (s *core) loadRecordsFrom(ctx context.Context, db dbtx) error {
-	var lo sql.NullInt64
-	if err := db.QueryRowContext(ctx, `SELECT min(lo) FROM records`).Scan(&lo); err != nil {
-		return fmt.Errorf("eventlog: load records: %w", err)
-	}
-	s.recFrom.Store(noRecords)
-	if lo.Valid {
-		s.recFrom.Store(lo.Int64)
-	}
-	return nil
 }
 
 // sizeSQL reads the tree size.
