@@ -520,6 +520,8 @@ func (w *wconn) writeRecords(ctx context.Context, t *txn, runs []agentRun) error
 			evs, attrs, merkle = append(evs, *row.ev), append(attrs, row.attrs), append(merkle, t.merkle[i]...)
 			tm := row.vals[2].(int64)
 			tmin, tmax = min(tmin, tm), max(tmax, tm)
+			// The indexer keeps the row's values a while; not the event.
+			row.ev, row.attrs = nil, nil
 		}
 		if payload, err = appendPayload(payload[:0], evs, attrs); err != nil {
 			return fmt.Errorf("record: %w", err)
