@@ -148,16 +148,22 @@ type wconn struct {
 	begin               driver.ConnBeginTx
 	insN, ins1, upd, cp driver.StmtExecContext
 	span                driver.StmtExecContext
-	rngN, rng1          driver.StmtExecContext  // event_ranges inserts
-	run                 driver.StmtExecContext  // agent_runs insert
-	rec                 driver.StmtExecContext  // records insert
-	records             bool                    // write records, not rows of events
-	recFrom             *atomic.Int64           // the store's first record index (records.go)
-	fence               driver.StmtExecContext  // writer_epoch update (fence.go)
-	epoch               *atomic.Int64           // the store's writer epoch
-	stored              driver.StmtQueryContext // hashes of stored seqs, to check resends
-	stmts               []driver.Stmt
-	lock                *sync.Mutex // the store's write lock, held around each transaction
+	rngN, rng1          driver.StmtExecContext // event_ranges inserts
+	run                 driver.StmtExecContext // agent_runs insert
+	rec                 driver.StmtExecContext // records insert
+	recBuf              struct {               // writeRecords' buffers
+		evs     []event.Event
+		attrs   [][]byte
+		merkle  []byte
+		payload []byte
+	}
+	records bool                    // write records, not rows of events
+	recFrom *atomic.Int64           // the store's first record index (records.go)
+	fence   driver.StmtExecContext  // writer_epoch update (fence.go)
+	epoch   *atomic.Int64           // the store's writer epoch
+	stored  driver.StmtQueryContext // hashes of stored seqs, to check resends
+	stmts   []driver.Stmt
+	lock    *sync.Mutex // the store's write lock, held around each transaction
 }
 
 func newWconn(ctx context.Context, dc any) (*wconn, error) {
@@ -505,13 +511,16 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 // writeRecords stores t's rows as records, one an agent run, and consumes
 // them.
 func (w *wconn) writeRecords(ctx context.Context, t *txn, runs []agentRun) error {
-	var (
-		evs     []event.Event
-		attrs   [][]byte
-		merkle  []byte
-		payload []byte
-		err     error
-	)
+	// The buffers last from commit to commit: growing them anew each time
+	// was most of the encoding's cost. The driver copies what it binds.
+	b := &w.recBuf
+	evs, attrs, merkle, payload := b.evs, b.attrs, b.merkle, b.payload
+	defer func() {
+		clear(evs[:cap(evs)]) // no event or attrs outlives its commit here
+		clear(attrs[:cap(attrs)])
+		b.evs, b.attrs, b.merkle, b.payload = evs[:0], attrs[:0], merkle[:0], payload[:0]
+	}()
+	var err error
 	for _, r := range runs {
 		n := int(r.n)
 		evs, attrs, merkle = evs[:0], attrs[:0], merkle[:0]
