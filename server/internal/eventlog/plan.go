@@ -490,7 +490,7 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 			// One key per event: its row.
 			from, order = pt.run+" CROSS JOIN events ON events.idx = "+pt.run+".pos", "pos"
 			if pt.rec {
-				from = pt.run + " CROSS JOIN " + recordsJoin("lo > pos - 1024 AND lo <= pos", "events.idx = "+pt.run+".pos")
+				from = pt.run + " CROSS JOIN " + recordsJoin("lo = "+recordAt(pt.run+".pos"), "events.idx = "+pt.run+".pos")
 			}
 			where, args = append(where, "pos >= ?"), append(args, lo)
 			if hi >= 0 {
@@ -508,9 +508,9 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 			// still stops at the key that fills it.
 			from, order = pt.run+" CROSS JOIN events ON idx >= pos AND idx < coalesce(upto, pos + 1)", "pos, idx"
 			if pt.rec {
-				// The records that hold the key's rows: each starts less
-				// than runMax before pos.
-				from = pt.run + " CROSS JOIN " + recordsJoin("lo > pos - 1024 AND lo < coalesce(upto, pos + 1)", "idx >= pos AND idx < coalesce(upto, pos + 1)")
+				// The records that hold the key's rows: from the one
+				// that holds pos.
+				from = pt.run + " CROSS JOIN " + recordsJoin("lo >= "+recordAt("pos")+" AND lo < coalesce(upto, pos + 1)", "idx >= pos AND idx < coalesce(upto, pos + 1)")
 				order = "pos, lo, idx"
 			}
 			where, args = append(where, "pos >= ?", "+idx >= ?"), append(args, lo-keySpan, lo)

@@ -89,11 +89,20 @@ func recordsJoin(seek, cond string) string {
 	return `records ON ` + seek + ` CROSS JOIN record_events(records.payload, records.lo, records.hi) AS events ON ` + cond
 }
 
+// recordAt is SQL for the first log index of the record that holds the
+// event at x (an SQL expression), or x if none starts at or before it: a
+// seek for "the records from the one holding x" that costs one lookup
+// however small records are. (A bound of x - runMax read up to a thousand
+// records of one event each before every key of a follower's page.)
+func recordAt(x string) string {
+	return "coalesce((SELECT rr.lo FROM records AS rr WHERE rr.lo <= " + x + " ORDER BY rr.lo DESC LIMIT 1), " + x + ")"
+}
+
 // recordsFromSQL is FROM records read as the events table, for a WHERE that
 // bounds idx to [lo, hi) (hi < 0: no bound) through args.
 func recordsFromSQL(lo, hi int64, args *[]any) (from string, where []string) {
-	where = []string{"lo > ?"}
-	*args = append(*args, lo-runMax)
+	where = []string{"lo >= " + recordAt("?")}
+	*args = append(*args, lo, lo)
 	if hi >= 0 {
 		where, *args = append(where, "lo < ?"), append(*args, hi)
 	}
@@ -112,7 +121,7 @@ func unionRecords(stmt, from string, args []any, pre int, lo, hi int64) (string,
 	rf := recordsEvents
 	if from != "events" {
 		// event_ranges AS r CROSS JOIN events ON ... (aggFrom)
-		rf = strings.Replace(from, "CROSS JOIN events ON ", "CROSS JOIN "+recordsJoin("lo > r.pos - 1024 AND lo < coalesce(r.upto, r.pos + 1)", ""), 1)
+		rf = strings.Replace(from, "CROSS JOIN events ON ", "CROSS JOIN "+recordsJoin("lo >= "+recordAt("r.pos")+" AND lo < coalesce(r.upto, r.pos + 1)", ""), 1)
 	}
 	i := strings.Index(stmt, " FROM "+from+" WHERE ")
 	if i < 0 {

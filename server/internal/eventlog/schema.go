@@ -225,13 +225,14 @@ const indexKeysSQL = `INSERT OR FAIL INTO %s (kind, val, pos) SELECT kind, val, 
 		UNION ALL
 		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
 		FROM records CROSS JOIN record_events(records.payload, records.lo, records.hi) AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
-		WHERE records.lo > ?1 - 1024 AND records.lo < ?2 AND e.idx >= ?1 AND e.idx < ?2
+		WHERE records.lo >= coalesce((SELECT rr.lo FROM records AS rr WHERE rr.lo <= ?1 ORDER BY rr.lo DESC LIMIT 1), ?1)
+			AND records.lo < ?2 AND e.idx >= ?1 AND e.idx < ?2
 	) WHERE val IS NOT NULL ORDER BY kind, val, pos`
 
 // hashAtSQL reads the hash of the event at log index ?1, a row or in a
 // record; NULL if there is none.
 const hashAtSQL = `SELECT coalesce((SELECT hash FROM events WHERE idx = ?1), (SELECT e.hash FROM records
-	CROSS JOIN record_events(records.payload, records.lo, records.hi) AS e WHERE records.lo > ?1 - 1024 AND records.lo <= ?1 AND e.idx = ?1))`
+	CROSS JOIN record_events(records.payload, records.lo, records.hi) AS e WHERE records.lo = (SELECT rr.lo FROM records AS rr WHERE rr.lo <= ?1 ORDER BY rr.lo DESC LIMIT 1) AND e.idx = ?1))`
 
 // keyKinds maps a query column, as written in SQL, to its key kind in the
 // keys file; rangeKinds those whose range keys the writer commits with the
