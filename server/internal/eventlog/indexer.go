@@ -130,8 +130,11 @@ func (s *SQLite) addRun(ctx context.Context, conn *sql.Conn, lo, hi int64) (err 
 	}
 	r.name = runName(r.lo, r.hi)
 	fill := func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, fmt.Sprintf(indexKeysSQL, r.name), r.lo, r.hi)
-		return err
+		vals, err := logVals(ctx, tx, r.lo, r.hi)
+		if err != nil {
+			return err
+		}
+		return insertKeys(ctx, tx, r.name, freshKeys(r.lo, [][]freshVals{vals}))
 	}
 	if vals := s.fresh.take(r.lo, r.hi); vals != nil {
 		fill = func(tx *sql.Tx) error { return insertKeys(ctx, tx, r.name, freshKeys(r.lo, vals)) }
@@ -156,6 +159,7 @@ func (s *SQLite) addRun(ctx context.Context, conn *sql.Conn, lo, hi int64) (err 
 		return fmt.Errorf("eventlog: index: %w", err)
 	}
 	s.setRuns(append(s.runs[:a:a], r))
+	s.fresh.drop(absorbable(s.runs, hi))
 	s.watermark.Store(hi)
 	s.indexRuns.Add(1)
 	return nil

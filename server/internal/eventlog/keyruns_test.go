@@ -10,6 +10,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mamori/mamori/shared/event"
 
 	"github.com/rs/zerolog"
 )
@@ -189,7 +192,7 @@ func TestFreshKeys(t *testing.T) {
 	n := 0
 	indexBy(t, s, size, 700, func(lo, hi int64) {
 		if n++; n%3 == 0 {
-			s.fresh.take(hi, hi) // drop [lo, hi): this run reads the log
+			s.fresh.drop(hi) // drop [lo, hi): this run reads the log
 		}
 	})
 	if want := int64(n - n/3); s.freshRuns.Load() != want || !covered(s.runs, size) || s.Indexed() != size {
@@ -263,6 +266,124 @@ func TestFreshKeys(t *testing.T) {
 	checkPlans(t, s, false, start, mid)
 }
 
+// TestFreshKeysAbsorb: a run that takes in the smaller runs before it
+// (absorbFrom), as after a merge at 50,000 events/s, is built from the
+// writer's values, not from the log; once a run of the final tier holds
+// them, the buffer lets them go.
+func TestFreshKeysAbsorb(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "events.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.indexPaused.Store(true)
+	start, mid := fillPlanLog(t, s)
+	conn, err := s.kdb.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s.imu.Lock()
+	for _, hi := range []int64{700, 1400, 2100, 2100 + runUnit} {
+		if err := s.addRun(ctx, conn, s.Indexed(), hi); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.imu.Unlock()
+	if len(s.runs) != 1 || s.runs[0].lo != 0 || s.freshRuns.Load() != 4 {
+		t.Fatalf("runs %v, %d of 4 built from the buffer", s.runs, s.freshRuns.Load())
+	}
+	if s.fresh.take(0, 1) == nil {
+		t.Fatal("the buffer let go of values a later run may take in")
+	}
+	checkPlans(t, s, false, start, mid)
+
+	final := int64(runUnit) << (2 * (runFinal - 1))
+	if tier(final) != runFinal || absorbable([]keyRun{{lo: 0, hi: final}, {lo: final, hi: final + 10}}, final+10) != final ||
+		absorbable([]keyRun{{lo: 0, hi: final}}, final) != final {
+		t.Fatal("values of a run of the final tier kept")
+	}
+}
+
+// TestLogVals: the values the indexer reads back from the log are the
+// ones the writer handed over, from rows and from records, over windows
+// that start and end inside a record, empty fields and all.
+func TestLogVals(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	var want []freshVals // by log index
+	prev, seqs := map[string]string{}, map[string]uint64{}
+	appendSome := func(s *SQLite, n int) {
+		t.Helper()
+		for b := 0; b < n; b++ {
+			a := fmt.Sprintf("pc-%d", b%3)
+			var evs []event.Event
+			for i := range 7 + b%5 {
+				seqs[a]++
+				seq := seqs[a]
+				e := event.Event{Agent: a, Seq: seq, Time: time.Now().UTC(), Control: "fileaccess",
+					Type: "file.read", Severity: event.Info, User: fmt.Sprintf("u%d", i%3), Object: fmt.Sprintf(`D:\個人情報\顧客%d.xlsx`, seq)}
+				switch i % 4 {
+				case 1:
+					e.User = ""
+				case 2:
+					e.RegisterID = "R-" + fmt.Sprint(seq%5)
+				case 3:
+					e.Object = ""
+				}
+				if err := e.Seal(prev[a]); err != nil {
+					t.Fatal(err)
+				}
+				prev[a] = e.Hash
+				evs = append(evs, e)
+			}
+			if _, err := s.Append(ctx, a, evs); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range evs {
+				want = append(want, freshVals{e.Agent, e.User, e.Object, e.RegisterID})
+			}
+		}
+	}
+	for _, records := range []bool{false, true} {
+		restore := SetWriteRecords(records)
+		s, err := OpenSQLite(ctx, path, zerolog.Nop())
+		restore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.indexPaused.Store(true)
+		appendSome(s, 12)
+		if s.size.Load() != int64(len(want)) {
+			t.Fatalf("log of %d events, %d appended", s.size.Load(), len(want))
+		}
+		conn, err := s.kdb.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := int64(len(want))
+		for _, w := range [][2]int64{{0, n}, {3, n - 2}, {n / 2, n/2 + 1}, {n - 1, n}} {
+			got, err := logVals(ctx, tx, w[0], w[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want[w[0]:w[1]]) {
+				t.Errorf("records %v: [%d, %d):\n got %v\nwant %v", records, w[0], w[1], got, want[w[0]:w[1]])
+			}
+		}
+		tx.Rollback()
+		conn.Close()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // indexBy adds runs of step events up to size, as the indexer does, merging
 // after each; before, if not nil, runs before each run is added.
 func indexBy(t *testing.T, s *SQLite, size, step int64, before func(lo, hi int64)) {
@@ -319,7 +440,7 @@ func TestFreshChunks(t *testing.T) {
 	if f.take(11, 20) != nil || f.take(9, 12) != nil {
 		t.Fatal("a range the buffer does not hold all of was handed out")
 	}
-	f.take(15, 15) // drops the chunks below 15
+	f.drop(15) // drops the chunks below 15
 	if f.take(13, 15) != nil {
 		t.Fatal("dropped values handed out")
 	}
