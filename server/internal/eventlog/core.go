@@ -69,9 +69,6 @@ type core struct {
 	reload atomic.Bool
 	// follow is the read side's view of a deposed store (follow.go).
 	follow follower
-	// committed, if set, is called on the writer goroutine after each
-	// group commit with the log index of its first row and its rows.
-	committed func(first int64, rows []*row)
 }
 
 func newCore(log zerolog.Logger) core {

@@ -149,3 +149,18 @@ const logEvents = `(SELECT idx, agent, seq, time, received, control, type, sever
 
 // LogEvents is logEvents for the package's external tests.
 const LogEvents = logEvents
+
+// indexKeysSQL adds the keys of the events with idx in [?1, ?2) to the run
+// %s as servers before range keys wrote them: a key an event, sorted by
+// SQLite. Tests build keys files of that form with it. The events are rows
+// or records (records.go); each form finds only its own.
+const indexKeysSQL = `INSERT OR FAIL INTO %s (kind, val, pos) SELECT kind, val, pos FROM (
+		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
+		FROM events AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
+		WHERE e.idx >= ?1 AND e.idx < ?2
+		UNION ALL
+		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
+		FROM records CROSS JOIN record_events(records.payload, records.lo, records.hi) AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
+		WHERE records.lo >= coalesce((SELECT rr.lo FROM records AS rr WHERE rr.lo <= ?1 ORDER BY rr.lo DESC LIMIT 1), ?1)
+			AND records.lo < ?2 AND e.idx >= ?1 AND e.idx < ?2
+	) WHERE val IS NOT NULL ORDER BY kind, val, pos`

@@ -32,7 +32,7 @@ const (
 )
 
 // keysFormat follows the hash in index_state.last once a run may hold range
-// keys (freshkeys.go). A server from before them compares last with the
+// keys (runkeys.go). A server from before them compares last with the
 // hash alone, finds the keys not this log's and rebuilds them, rather than
 // read a range key as its first event only and miss rows.
 const keysFormat = 1
@@ -134,11 +134,7 @@ func (s *SQLite) addRun(ctx context.Context, conn *sql.Conn, lo, hi int64) (err 
 		if err != nil {
 			return err
 		}
-		return insertKeys(ctx, tx, r.name, freshKeys(r.lo, [][]freshVals{vals}))
-	}
-	if vals := s.fresh.take(r.lo, r.hi); vals != nil {
-		fill = func(tx *sql.Tx) error { return insertKeys(ctx, tx, r.name, freshKeys(r.lo, vals)) }
-		s.freshRuns.Add(1)
+		return insertKeys(ctx, tx, r.name, runKeys(r.lo, vals))
 	}
 	if err := replaceRuns(ctx, tx, s.runs[a:], r, fill); err != nil {
 		return fmt.Errorf("eventlog: index [%d, %d): %w", lo, hi, err)
@@ -159,7 +155,6 @@ func (s *SQLite) addRun(ctx context.Context, conn *sql.Conn, lo, hi int64) (err 
 		return fmt.Errorf("eventlog: index: %w", err)
 	}
 	s.setRuns(append(s.runs[:a:a], r))
-	s.fresh.drop(absorbable(s.runs, hi))
 	s.watermark.Store(hi)
 	s.indexRuns.Add(1)
 	return nil

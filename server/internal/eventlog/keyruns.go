@@ -86,20 +86,6 @@ func absorbFrom(runs []keyRun, lo, hi int64) int {
 	return a
 }
 
-// absorbable returns where the runs that a later run may take in begin:
-// the last run of runFinal's tier ends before it (end when the runs stop
-// there).
-func absorbable(runs []keyRun, end int64) int64 {
-	a := len(runs)
-	for a > 0 && tier(runs[a-1].hi-runs[a-1].lo) < runFinal {
-		a--
-	}
-	if a == len(runs) {
-		return end
-	}
-	return runs[a].lo
-}
-
 // setRuns replaces the runs. The caller holds imu (or is the open).
 func (s *SQLite) setRuns(runs []keyRun) {
 	s.runs = runs

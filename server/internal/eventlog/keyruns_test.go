@@ -104,14 +104,12 @@ func TestKeyRuns(t *testing.T) {
 	if all := strings.Join(explain(t, s.kdb, mergeSelect(s.runs)), "; "); strings.Contains(all, "TEMP B-TREE") || !strings.Contains(all, "MERGE") {
 		t.Errorf("a merge of runs sorts: %s", all)
 	}
-	// A new run reads each event's row, or its record, once, for all three
-	// kinds of key.
-	fill := strings.Join(explain(t, s.kdb, fmt.Sprintf(indexKeysSQL, "event_keys"), 0, size), "; ")
-	if n := strings.Count(fill, "SEARCH e USING INTEGER PRIMARY KEY"); n != 1 || strings.Count(fill, "SEARCH records USING INTEGER PRIMARY KEY") != 1 ||
-		strings.Contains(fill, "SCAN e;") || strings.Contains(fill, "SCAN records") {
-		t.Errorf("the keys of a run read the log %d times: %s", n, fill)
+	// A new run read from the log seeks each form of it by primary key.
+	for _, q := range []string{logValsRows, logValsRecords} {
+		if plan := strings.Join(explain(t, s.kdb, q, 0, size), "; "); !strings.Contains(plan, "USING INTEGER PRIMARY KEY") || strings.Contains(plan, "SCAN") {
+			t.Errorf("a run's values are read by %s", plan)
+		}
 	}
-	t.Logf("plan of a new run: %s", fill)
 
 	reopen := func(what string) {
 		t.Helper()
@@ -175,28 +173,22 @@ func TestKeyRuns(t *testing.T) {
 	checkPlans(t, s, false, start, mid)
 }
 
-// TestFreshKeys builds runs from the writer's values (freshkeys.go): user
-// keys that cover a batch's rows, interleaved with runs read from the log,
-// merged together; every page is checked against a scan, then again after
-// a restart, and a key file from before range keys gets its column.
-func TestFreshKeys(t *testing.T) {
+// TestRunsOfRangeKeys: runs hold range keys (runkeys.go), each read from the
+// log; every page is checked against a scan, then again after a restart,
+// and a key file from before range keys gets its column.
+func TestRunsOfRangeKeys(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "events.db")
 	s, err := OpenSQLite(ctx, path, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.indexPaused.Store(true) // the buffer keeps every commit
+	s.indexPaused.Store(true)
 	start, mid := fillPlanLog(t, s)
 	size := s.size.Load()
-	n := 0
-	indexBy(t, s, size, 700, func(lo, hi int64) {
-		if n++; n%3 == 0 {
-			s.fresh.drop(hi) // drop [lo, hi): this run reads the log
-		}
-	})
-	if want := int64(n - n/3); s.freshRuns.Load() != want || !covered(s.runs, size) || s.Indexed() != size {
-		t.Fatalf("%d runs from the buffer, want %d; runs %v, watermark %d", s.freshRuns.Load(), want, s.runs, s.Indexed())
+	indexBy(t, s, size, 700, nil)
+	if !covered(s.runs, size) || s.Indexed() != size {
+		t.Fatalf("runs %v, watermark %d", s.runs, s.Indexed())
 	}
 	// fillPlanLog's users take turns within each batch: one key covers many rows.
 	var ranges, users int
@@ -266,11 +258,10 @@ func TestFreshKeys(t *testing.T) {
 	checkPlans(t, s, false, start, mid)
 }
 
-// TestFreshKeysAbsorb: a run that takes in the smaller runs before it
-// (absorbFrom), as after a merge at 50,000 events/s, is built from the
-// writer's values, not from the log; once a run of the final tier holds
-// them, the buffer lets them go.
-func TestFreshKeysAbsorb(t *testing.T) {
+// TestAbsorbedRuns: a run that takes in the smaller runs before it
+// (absorbFrom), as after a merge at 50,000 events/s, replaces them with
+// their keys and its own.
+func TestAbsorbedRuns(t *testing.T) {
 	ctx := context.Background()
 	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "events.db"), zerolog.Nop())
 	if err != nil {
@@ -287,23 +278,15 @@ func TestFreshKeysAbsorb(t *testing.T) {
 	s.imu.Lock()
 	for _, hi := range []int64{700, 1400, 2100, 2100 + runUnit} {
 		if err := s.addRun(ctx, conn, s.Indexed(), hi); err != nil {
+			s.imu.Unlock()
 			t.Fatal(err)
 		}
 	}
 	s.imu.Unlock()
-	if len(s.runs) != 1 || s.runs[0].lo != 0 || s.freshRuns.Load() != 4 {
-		t.Fatalf("runs %v, %d of 4 built from the buffer", s.runs, s.freshRuns.Load())
-	}
-	if s.fresh.take(0, 1) == nil {
-		t.Fatal("the buffer let go of values a later run may take in")
+	if len(s.runs) != 1 || s.runs[0].lo != 0 || s.runs[0].hi != 2100+runUnit {
+		t.Fatalf("runs %v, want one from 0", s.runs)
 	}
 	checkPlans(t, s, false, start, mid)
-
-	final := int64(runUnit) << (2 * (runFinal - 1))
-	if tier(final) != runFinal || absorbable([]keyRun{{lo: 0, hi: final}, {lo: final, hi: final + 10}}, final+10) != final ||
-		absorbable([]keyRun{{lo: 0, hi: final}}, final) != final {
-		t.Fatal("values of a run of the final tier kept")
-	}
 }
 
 // TestLogVals: the values the indexer reads back from the log are the
@@ -312,7 +295,7 @@ func TestFreshKeysAbsorb(t *testing.T) {
 func TestLogVals(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "events.db")
-	var want []freshVals // by log index
+	var want []keyVals // by log index
 	prev, seqs := map[string]string{}, map[string]uint64{}
 	appendSome := func(s *SQLite, n int) {
 		t.Helper()
@@ -342,7 +325,7 @@ func TestLogVals(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, e := range evs {
-				want = append(want, freshVals{e.Agent, e.User, e.Object, e.RegisterID})
+				want = append(want, keyVals{e.Agent, e.User, e.Object, e.RegisterID})
 			}
 		}
 	}
@@ -410,45 +393,3 @@ func indexBy(t *testing.T, s *SQLite, size, step int64, before func(lo, hi int64
 	}
 }
 
-// TestFreshChunks: the buffer hands out any covered range across the
-// commits' chunks, in order, drops what is below it, and starts again on a
-// commit that does not follow.
-func TestFreshChunks(t *testing.T) {
-	rows := func(from, n int) []*row {
-		var out []*row
-		for i := range n {
-			r := &row{}
-			r.vals[0], r.vals[8] = "pc", fmt.Sprintf("obj-%d", from+i)
-			out = append(out, r)
-		}
-		return out
-	}
-	objs := func(parts [][]freshVals) []string {
-		var out []string
-		for v := range chunkVals(parts) {
-			out = append(out, v.object)
-		}
-		return out
-	}
-	var f fresh
-	f.add(10, rows(10, 3))
-	f.add(13, rows(13, 2))
-	f.add(15, rows(15, 4))
-	if got := objs(f.take(11, 17)); !slices.Equal(got, []string{"obj-11", "obj-12", "obj-13", "obj-14", "obj-15", "obj-16"}) {
-		t.Fatalf("take(11, 17) = %v", got)
-	}
-	if f.take(11, 20) != nil || f.take(9, 12) != nil {
-		t.Fatal("a range the buffer does not hold all of was handed out")
-	}
-	f.drop(15) // drops the chunks below 15
-	if f.take(13, 15) != nil {
-		t.Fatal("dropped values handed out")
-	}
-	if got := objs(f.take(15, 19)); len(got) != 4 || got[3] != "obj-18" {
-		t.Fatalf("take(15, 19) = %v", got)
-	}
-	f.add(30, rows(30, 2)) // not after 19: starts again
-	if f.take(15, 19) != nil || objs(f.take(30, 32))[1] != "obj-31" {
-		t.Fatal("a commit that does not follow did not start the buffer again")
-	}
-}

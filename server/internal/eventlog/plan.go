@@ -90,7 +90,7 @@ func (p *pred) ranged() bool { _, ok := rangeKinds[p.col]; return ok }
 const rangesTable = "event_ranges"
 
 // keySQL writes p over a key run or event_ranges (the SQLite query
-// indexes, indexer.go and freshkeys.go).
+// indexes, indexer.go and runkeys.go).
 func (p pred) keySQL(args *[]any) string {
 	k, ok := keyKinds[p.col]
 	if !ok {
@@ -498,7 +498,7 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 			}
 		} else {
 			// A range key (user, register id, control, type) may cover rows
-			// after pos too (freshkeys.go), and one from before lo rows from lo on: the
+			// after pos too (runkeys.go), and one from before lo rows from lo on: the
 			// seek starts keySpan earlier. The page's bounds on idx are
 			// written +idx so that SQLite seeks each key's rows by the key's
 			// own bounds (given idx >= ?, it read from lo for every key:

@@ -88,7 +88,7 @@ var migrations = []string{
 	// 6: the control and type indexes leave the commit path too: two index
 	// entries per event cost the commit some 2 µs an event (docs/ingest.md,
 	// "Control and type as range keys"). The writer writes range keys
-	// (freshkeys.go) in the same transaction instead, a few per batch, since
+	// (runkeys.go) in the same transaction instead, a few per batch, since
 	// an agent's batch repeats a handful of controls and types; rows from
 	// before get one key each, read in index order so the inserts append.
 	`CREATE TABLE event_ranges (
@@ -178,7 +178,7 @@ const runSchema = `CREATE TABLE %s (kind INTEGER NOT NULL, val NOT NULL, pos INT
 // range keys their upto column, empty (each key covers its pos alone, as it
 // did), in one transaction. A run's key (kind, val, pos, upto) says the
 // event at pos has val and events below upto may have it too
-// (freshkeys.go); upto NULL covers pos alone.
+// (runkeys.go); upto NULL covers pos alone.
 func keysUpto(ctx context.Context, db *sql.DB) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -210,24 +210,6 @@ func keysUpto(ctx context.Context, db *sql.DB) error {
 	}
 	return tx.Commit()
 }
-
-// indexKeysSQL adds the keys of the events with idx in [?1, ?2) to the run
-// %s, sorted, so that the insert appends to its new B-tree. The CROSS JOIN
-// keeps events the outer loop: each row is read once for its three keys.
-// OR FAIL, not the default ABORT, so SQLite keeps no statement journal (a
-// copy of every page the statement changes); a failure rolls back the whole
-// transaction anyway.
-// The events are rows or records (records.go); each form finds only its own.
-const indexKeysSQL = `INSERT OR FAIL INTO %s (kind, val, pos) SELECT kind, val, pos FROM (
-		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
-		FROM events AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
-		WHERE e.idx >= ?1 AND e.idx < ?2
-		UNION ALL
-		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
-		FROM records CROSS JOIN record_events(records.payload, records.lo, records.hi) AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
-		WHERE records.lo >= coalesce((SELECT rr.lo FROM records AS rr WHERE rr.lo <= ?1 ORDER BY rr.lo DESC LIMIT 1), ?1)
-			AND records.lo < ?2 AND e.idx >= ?1 AND e.idx < ?2
-	) WHERE val IS NOT NULL ORDER BY kind, val, pos`
 
 // hashAtSQL reads the hash of the event at log index ?1, a row or in a
 // record; NULL if there is none.

@@ -41,8 +41,6 @@ type SQLite struct {
 	nruns       atomic.Int64 // len(runs), for IndexLag without imu (held through merges)
 	indexPaused atomic.Bool
 	indexRuns   atomic.Int64  // indexer transactions, for tests
-	freshRuns   atomic.Int64  // runs built from the writer's values, for tests
-	fresh       fresh         // the writer's values for the indexer (freshkeys.go)
 	merges      atomic.Int64  // key run merges, for tests
 	stop        chan struct{} // closed by Close: background goroutines return
 	bg          sync.WaitGroup
@@ -150,9 +148,6 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	if err != nil {
 		cconn.Close()
 		return fail(fmt.Errorf("eventlog: %w", err))
-	}
-	if s.kdb != nil {
-		s.committed = s.fresh.add
 	}
 	ready := make(chan error, 1)
 	go s.writer(conn, ready)

@@ -381,13 +381,9 @@ func (s *core) commit(b backend, group []*request) {
 	if len(t.merkle) > 0 {
 		tail = t.merkle[len(t.merkle)-1]
 	}
-	first, rows := s.front.n-int64(len(t.rows)), t.rows
-	if err := b.write(ctx, first, t); err != nil {
+	if err := b.write(ctx, s.front.n-int64(len(t.rows)), t); err != nil {
 		fail(err)
 		return
-	}
-	if s.committed != nil {
-		s.committed(first, rows)
 	}
 	if tail != nil {
 		s.tail = tail
