@@ -67,11 +67,12 @@ func logVals(ctx context.Context, tx *sql.Tx, lo, hi int64) ([]keyVals, error) {
 		return nil, fmt.Errorf("read keys: %w", err)
 	}
 	defer recs.Close()
+	var fields [][3][]byte // of one record's events in [lo, hi)
 	for recs.Next() {
 		var (
 			at    int64
 			agent string
-			b     []byte
+			b     sql.RawBytes // the driver's copy, valid until Next
 		)
 		if err := recs.Scan(&at, &agent, &b); err != nil {
 			return nil, fmt.Errorf("read keys: %w", err)
@@ -80,22 +81,33 @@ func logVals(ctx context.Context, tx *sql.Tx, lo, hi int64) ([]keyVals, error) {
 		if err != nil {
 			continue
 		}
-		// The values share one string of the payload rather than one each:
-		// f is a slice of b (payload never limits a slice's capacity), so
-		// its place in b is how much shorter its capacity is.
-		str := string(b)
-		sub := func(f []byte) string {
-			if i := cap(b) - cap(f); len(f) > 0 && i >= 0 && i+len(f) <= len(str) {
-				return str[i : i+len(f)]
+		// The values of a record share one string, of those fields alone.
+		from, to := max(lo-at, 0), min(int64(p.len()), hi-at)
+		fields, n := fields[:0], 0
+		for i := from; i < to; i++ {
+			var f [3][]byte
+			if e, err := p.raw(int(i)); err == nil {
+				f = [3][]byte{e.str[fUser], e.str[fObject], e.str[fRegisterID]}
 			}
-			return string(f)
+			fields, n = append(fields, f), n+len(f[0])+len(f[1])+len(f[2])
 		}
-		for i := max(lo-at, 0); i < min(int64(p.len()), hi-at); i++ {
-			e, err := p.raw(int(i))
-			if err != nil {
-				continue
+		var sb strings.Builder
+		sb.Grow(n)
+		for _, f := range fields {
+			sb.Write(f[0])
+			sb.Write(f[1])
+			sb.Write(f[2])
+		}
+		arena := sb.String()
+		next := func(f []byte) string {
+			v := arena[:len(f)]
+			arena = arena[len(f):]
+			return v
+		}
+		for k, f := range fields {
+			if f[0] != nil || f[1] != nil || f[2] != nil {
+				vals[at+from+int64(k)-lo] = keyVals{agent, next(f[0]), next(f[1]), next(f[2])}
 			}
-			vals[at+i-lo] = keyVals{agent, sub(e.str[fUser]), sub(e.str[fObject]), sub(e.str[fRegisterID])}
 		}
 	}
 	if err := recs.Err(); err != nil {
