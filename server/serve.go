@@ -73,6 +73,7 @@ type program struct {
 	out  io.Writer
 	srv  *app.Server
 	lock *dataDirLock
+	gc   chan struct{} // stops tuneGC
 }
 
 // Start starts the server and returns once it listens (the service manager
@@ -102,7 +103,8 @@ func (p *program) Start(s service.Service) error {
 		}
 		return err
 	}
-	p.srv, p.lock = srv, lock
+	p.srv, p.lock, p.gc = srv, lock, make(chan struct{})
+	go tuneGC(p.gc)
 	if p.cfg.Join {
 		// A joined server made no secrets: the site's first server has them.
 		fmt.Fprintf(p.out, `
@@ -135,6 +137,7 @@ func (p *program) Stop(s service.Service) error {
 		return nil
 	}
 	p.log.Info().Msg("shutting down")
+	close(p.gc)
 	defer p.lock.Release()
 	if err := p.srv.Close(); err != nil {
 		p.log.Error().Err(err).Msg("shutdown")
