@@ -392,4 +392,3 @@ func indexBy(t *testing.T, s *SQLite, size, step int64, before func(lo, hi int64
 		}
 	}
 }
-
