@@ -83,7 +83,8 @@ func logVals(ctx context.Context, tx *sql.Tx, lo, hi int64) ([]keyVals, error) {
 		}
 		// The values of a record share one string, of those fields alone.
 		from, to := max(lo-at, 0), min(int64(p.len()), hi-at)
-		fields, n := fields[:0], 0
+		fields = fields[:0]
+		n := 0
 		for i := from; i < to; i++ {
 			var f [3][]byte
 			if e, err := p.raw(int(i)); err == nil {
