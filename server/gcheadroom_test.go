@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"os"
+	"runtime/debug"
+	"testing"
+	"time"
+)
 
 func TestGCPercent(t *testing.T) {
 	for _, c := range []struct {
@@ -18,5 +23,43 @@ func TestGCPercent(t *testing.T) {
 		if got := gcPercent(c.live); got != c.want {
 			t.Errorf("gcPercent(%d MiB) = %d, want %d", c.live>>20, got, c.want)
 		}
+	}
+}
+
+// TestTuneGC: the tuner sets the GOGC of the live heap at once, stops when
+// told, and leaves a GOGC from the environment alone.
+func TestTuneGC(t *testing.T) {
+	gogc := func() int { p := debug.SetGCPercent(100); debug.SetGCPercent(p); return p }
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+
+	t.Setenv("GOGC", "100")
+	done := make(chan struct{})
+	go func() { tuneGC(nil); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("tuneGC ran with GOGC set in the environment")
+	}
+	if p := gogc(); p != 100 {
+		t.Fatalf("GOGC %d with GOGC=100 in the environment", p)
+	}
+
+	os.Unsetenv("GOGC")
+	stop := make(chan struct{})
+	done = make(chan struct{})
+	go func() { tuneGC(stop); close(done) }()
+	// A test binary's live heap is a few MB: the most headroom there is.
+	deadline := time.Now().Add(5 * time.Second)
+	for gogc() != maxGCPercent {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC %d, want %d for a small live heap", gogc(), maxGCPercent)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("tuneGC did not stop")
 	}
 }
