@@ -63,6 +63,29 @@ func TestLoadgenMeasuresARealServer(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^server CPU\s+[0-9.]+ s = \d+% of one core, [0-9.]+ µs per event`).MatchString(report) {
 		t.Error("report lacks the server's CPU per event (read from /proc with --pid)")
 	}
+	if !regexp.MustCompile(`(?m)^indexed\s+[0-9.]+ s of server CPU until the query indexes caught up, .* after the window: [0-9.]+ µs per event`).MatchString(report) {
+		t.Error("report lacks the server's CPU per event until the indexes caught up (read from /metrics)")
+	}
+	if !regexp.MustCompile(`(?m)^batches\s+\d+ built before the clock \(.*\), 0 built while shipping`).MatchString(report) {
+		t.Error("report lacks the batches built before the clock")
+	}
+
+	// A second run continues every chain where the first left it, though
+	// the first built batches it never sent.
+	out, err = exec.Command(lg, "--server", fmt.Sprintf("https://127.0.0.1:%d", port), "--data-dir", dir,
+		"--ids", ids, "--agents", strconv.Itoa(agents), "--batch", "10", "--rate", "40", "--duration", "2s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mamori-loadgen, second run: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "not acked    503 busy 0, refused 0, timeouts 0, errors 0") {
+		t.Errorf("second run:\n%s", out)
+	}
+	m2 := regexp.MustCompile(`(?m)^acked\s+(\d+) events`).FindStringSubmatch(string(out))
+	if m2 == nil {
+		t.Fatalf("second run has no acked line:\n%s", out)
+	}
+	more, _ := strconv.Atoi(m2[1])
+	acked += more
 
 	// Every acked event is in the server's log, in each agent's chain.
 	f, err := os.Open(ids)

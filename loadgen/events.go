@@ -74,6 +74,30 @@ func (s *eventSource) next(n int) ([]event.Event, error) {
 	return out, nil
 }
 
+// batch is one gzip'd batch ready to send, with the chain head before it:
+// where the chain continues if it is never sent.
+type batch struct {
+	body  []byte
+	n     int
+	last  uint64 // seq of its last event, which the ack must name
+	seq0  uint64
+	prev0 string
+}
+
+// nextBatch seals the next n events of the chain and gzips them.
+func (s *eventSource) nextBatch(n int) (batch, error) {
+	b := batch{n: n, seq0: s.seq, prev0: s.prev}
+	evs, err := s.next(n)
+	if err != nil {
+		return batch{}, err
+	}
+	if b.body, err = gzipBatch(evs); err != nil {
+		return batch{}, err
+	}
+	b.last = evs[n-1].Seq
+	return b, nil
+}
+
 // gzipBatch encodes a batch as the agent's shipper does: JSON of wire.Batch,
 // gzip at BestSpeed.
 func gzipBatch(evs []event.Event) ([]byte, error) {

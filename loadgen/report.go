@@ -18,6 +18,9 @@ type report struct {
 	peakRSS              int64
 	elapsed              time.Duration
 	selfCPU              time.Duration
+	indexed              procSample    // once the indexer caught up after the window
+	indexedIn            time.Duration // how long after the window that was
+	indexedErr           error
 	wake                 time.Duration
 	longPolls            int
 	rawHeldAtEnd         int64
@@ -50,6 +53,9 @@ func (r *report) print(w io.Writer, cfg *config) {
 	ev := st.events.Load()
 	secs := r.elapsed.Seconds()
 	fmt.Fprintf(w, "run          %d agents x %d events/batch, %s, %s, %s\n", cfg.agents, cfg.batch, mode, proto, r.elapsed.Round(time.Millisecond))
+	if st.prebuilt > 0 {
+		fmt.Fprintf(w, "batches      %d built before the clock (%s), %d built while shipping\n", st.prebuilt, st.prebuild.Round(time.Millisecond), st.builtLate.Load())
+	}
 	fmt.Fprintf(w, "acked        %d events in %d batches: %.0f events/s\n", ev, st.batches.Load(), float64(ev)/secs)
 	fmt.Fprintf(w, "not acked    503 busy %d, refused %d, timeouts %d, errors %d\n", st.busy.Load(), st.refused.Load(), st.timeouts.Load(), st.errs.Load())
 	if s, ok := st.lastErr.Load().(string); ok && s != "" {
@@ -68,6 +74,13 @@ func (r *report) print(w io.Writer, cfg *config) {
 			fmt.Fprintf(w, ", %.1f µs per event", float64(cpu.Microseconds())/float64(ev))
 		}
 		fmt.Fprintln(w)
+		if r.indexedErr == nil && r.indexed.CPUTicks > 0 && ev > 0 {
+			all := time.Duration(r.indexed.CPUTicks-r.before.CPUTicks) * time.Second / ticksPerSecond
+			fmt.Fprintf(w, "indexed      %.2f s of server CPU until the query indexes caught up, %s after the window: %.1f µs per event\n",
+				all.Seconds(), r.indexedIn.Round(time.Millisecond), float64(all.Microseconds())/float64(ev))
+		} else if r.indexedErr != nil {
+			fmt.Fprintf(w, "indexed      not measured: %v\n", r.indexedErr)
+		}
 		fmt.Fprintf(w, "server RSS   %s before agents connected, %s at start, %s at end, %s peak sampled (VmHWM %s)\n", mib(r.baseline.RSS), mib(r.before.RSS), mib(r.after.RSS), mib(max(r.peakRSS, r.after.RSS)), mib(r.after.Peak))
 		fmt.Fprintf(w, "server fds   %d before agents connected, %d at start, %d at end, %d peak sampled; threads peak %d\n", r.baseline.FDs, r.before.FDs, r.after.FDs, max(r.peakFDs, r.after.FDs), max(r.peakThreads, r.after.Threads))
 		if r.longPolls > 0 {

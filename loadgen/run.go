@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +34,8 @@ type simAgent struct {
 	ship     *http.Client
 	poll     *http.Client
 	transprt *http.Transport
+	// ready are batches built before the clock started, sent in order.
+	ready []batch
 }
 
 // stats are the run's counters, shared by every goroutine.
@@ -51,6 +56,10 @@ type stats struct {
 	wakeLast        atomic.Int64 // unix nanos of the last long-poll that got the changed policy
 
 	proto atomic.Value // string: the protocol the server answered batches with
+
+	prebuilt  int           // batches built before the clock
+	prebuild  time.Duration // how long that took
+	builtLate atomic.Int64  // batches built while shipping, past the prebuilt
 
 	rawOpened, rawFailed, rawShed, rawHeld atomic.Int64
 
@@ -90,6 +99,9 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	rep := &report{}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if err := prebuild(runCtx, cfg, agents, st); err != nil {
+		return nil, err
+	}
 
 	// The baseline before any agent connects: what the connections cost is
 	// measured from here.
@@ -165,6 +177,13 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	selfAfter, _ := readProc(0)
 	rep.elapsed = time.Since(start)
 	ships.Wait() // in-flight batches finish (bounded by --timeout)
+	if cfg.pid > 0 && st.events.Load() > 0 {
+		// What the server does behind the ack (the query indexes) is part
+		// of an event's cost: wait for it, then read the CPU again.
+		if rep.indexedIn, rep.indexedErr = waitIndexed(ctx, roots); rep.indexedErr == nil {
+			rep.indexed, rep.indexedErr = readProc(cfg.pid)
+		}
+	}
 	cancel()
 	bg.Wait()
 	rep.rawHeldAtEnd = countHeld(rawConns, st)
@@ -182,12 +201,7 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	}
 	// The chain heads (and any batch still pending) go back to the cache,
 	// so the next run continues every chain.
-	keep := make([]identity, len(agents))
-	for i, a := range agents {
-		a.id.Seq, a.id.Prev = a.src.seq, a.src.prev
-		keep[i] = a.id
-	}
-	if err := saveIdentities(cfg.idsFile, keep); err != nil {
+	if err := saveIdentities(cfg.idsFile, keepHeads(agents)); err != nil {
 		return nil, err
 	}
 	return rep, nil
@@ -227,22 +241,116 @@ func (a *simAgent) shipLoop(ctx context.Context, cfg *config, st *stats, due tim
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return
 		}
-		evs, err := a.src.next(cfg.batch)
-		if err != nil {
-			st.fail(err)
-			return
+		var b batch
+		if len(a.ready) > 0 {
+			b, a.ready = a.ready[0], a.ready[1:]
+		} else {
+			var err error
+			if b, err = a.src.nextBatch(cfg.batch); err != nil {
+				st.fail(err)
+				return
+			}
+			st.builtLate.Add(1)
 		}
-		body, err := gzipBatch(evs)
-		if err != nil {
-			st.fail(err)
-			return
-		}
-		last := evs[len(evs)-1].Seq
-		if !a.sendUntilAcked(ctx, st, body, len(evs), last, deadline) {
-			a.id.Pending, a.id.PendingN, a.id.PendingLast = body, len(evs), last
+		if !a.sendUntilAcked(ctx, st, b.body, b.n, b.last, deadline) {
+			a.id.Pending, a.id.PendingN, a.id.PendingLast = b.body, b.n, b.last
 			return
 		}
 	}
+}
+
+// keepHeads returns the agents' identities with their chain heads as the
+// run left them. Batches built and never sent are dropped: the chain
+// continues before them.
+func keepHeads(agents []*simAgent) []identity {
+	keep := make([]identity, len(agents))
+	for i, a := range agents {
+		a.id.Seq, a.id.Prev = a.src.seq, a.src.prev
+		if len(a.ready) > 0 {
+			a.id.Seq, a.id.Prev = a.ready[0].seq0, a.ready[0].prev0
+		}
+		keep[i] = a.id
+	}
+	return keep
+}
+
+// Batches are built before the clock starts, so that sealing, JSON and
+// gzip (about 13 µs of CPU an event) do not take the server's cores while
+// it is measured: real agents build theirs on their own PCs.
+const (
+	// prebuildMax bounds the events built ahead (about 150 bytes each once
+	// gzip'd); a longer run builds the rest while it ships, and says so.
+	prebuildMax = 3_000_000
+	// saturateAhead: a saturating run gets batches for this many events/s,
+	// above what the server has been measured to take.
+	saturateAhead = 150_000
+)
+
+// batchesAhead is how many batches each agent builds before the clock:
+// every one a paced run will send, or saturateAhead's worth.
+func batchesAhead(cfg *config, agents int) int {
+	if agents == 0 {
+		return 0
+	}
+	var n int
+	if cfg.rate > 0 {
+		interval := time.Duration(float64(time.Second) * float64(agents*cfg.batch) / float64(cfg.rate))
+		n = int(cfg.duration/max(interval, 1)) + 1
+	} else {
+		n = int(math.Ceil(saturateAhead * cfg.duration.Seconds() / float64(agents*cfg.batch)))
+	}
+	return max(1, min(n, prebuildMax/(agents*cfg.batch)))
+}
+
+// prebuild fills every agent's ready batches, on all cores.
+func prebuild(ctx context.Context, cfg *config, agents []*simAgent, st *stats) error {
+	per := batchesAhead(cfg, len(agents))
+	t0 := time.Now()
+	next := make(chan *simAgent)
+	errs := make(chan error, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for a := range next {
+				a.ready = make([]batch, 0, per)
+				for range per {
+					b, err := a.src.nextBatch(cfg.batch)
+					if err != nil {
+						errs <- err
+						return
+					}
+					a.ready = append(a.ready, b)
+				}
+			}
+		}()
+	}
+	var err error
+feed:
+	for _, a := range agents {
+		select {
+		case next <- a:
+		case err = <-errs:
+			break feed
+		case <-ctx.Done():
+			err = ctx.Err()
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("loadgen: building batches: %w", err)
+	}
+	st.prebuilt, st.prebuild = per*len(agents), time.Since(t0)
+	return nil
 }
 
 // sendUntilAcked posts body until it is acked (true) or the deadline comes.
@@ -499,6 +607,67 @@ func countHeld(conns []net.Conn, st *stats) int64 {
 
 // sample reads the server's /proc every second (peak fds and RSS) and
 // checks that /healthz answers on a fresh connection.
+// indexWait bounds how long a run waits for the indexer to catch up.
+const indexWait = 5 * time.Minute
+
+// waitIndexed polls the server's /metrics until mamori_store_index_lag_events
+// is 0 and returns how long that took.
+func waitIndexed(ctx context.Context, roots *tlsRoots) (time.Duration, error) {
+	t0 := time.Now()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: roots.transport(nil, true)}
+	defer hc.CloseIdleConnections()
+	for {
+		lag, err := indexLag(ctx, hc)
+		switch {
+		case err != nil:
+			return 0, err
+		case lag == 0:
+			return time.Since(t0), nil
+		case time.Since(t0) > indexWait:
+			return 0, fmt.Errorf("loadgen: %d events still not indexed after %s", lag, indexWait)
+		}
+		if !sleepUntil(ctx, time.Now().Add(100*time.Millisecond)) {
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// indexLag reads mamori_store_index_lag_events from /metrics.
+func indexLag(ctx context.Context, hc *http.Client) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, serverURL+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("loadgen: metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("loadgen: metrics: %s", resp.Status)
+	}
+	return parseIndexLag(resp.Body)
+}
+
+// parseIndexLag finds the index lag gauge in Prometheus text.
+func parseIndexLag(r io.Reader) (int64, error) {
+	const name = "mamori_store_index_lag_events "
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("loadgen: metrics: %s%q: %w", name, v, err)
+			}
+			return int64(f), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("loadgen: metrics: %w", err)
+	}
+	return 0, errors.New("loadgen: metrics: no " + strings.TrimSpace(name) + " (a store without query indexes)")
+}
+
 func sample(ctx context.Context, cfg *config, roots *tlsRoots, st *stats, rep *report) {
 	tk := time.NewTicker(time.Second)
 	defer tk.Stop()
