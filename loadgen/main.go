@@ -6,7 +6,9 @@
 // the same connection. It can pace or saturate, open raw unauthenticated
 // connections, and change the policy to time the wake of every long-poll.
 // It prints events/s, ack p50/p99, and the server's CPU per event, RSS and
-// file descriptors read from /proc/PID.
+// file descriptors read from /proc/PID. It builds its batches before the
+// clock starts, so that its own work does not take the cores of a server
+// it shares a machine with.
 //
 //	mamori-loadgen --data-dir DATA --pid PID --agents 32 --batch 500 --duration 30s
 //
