@@ -112,6 +112,7 @@ func TestBatchesAhead(t *testing.T) {
 		{32, 500, 0, 2 * time.Second, 19},       // saturating: 150,000/s for 2 s
 		{10000, 10, 200, 40 * time.Second, 1},   // each agent sends once in 500 s
 		{0, 500, 0, 20 * time.Second, 0},
+		{10000, 1000, 0, 30 * time.Second, 0}, // one batch each is over prebuildMax: all built while shipping
 	} {
 		cfg := &config{batch: c.batch, rate: c.rate, duration: c.dur}
 		if got := batchesAhead(cfg, c.agents); got != c.want {

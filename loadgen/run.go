@@ -299,7 +299,7 @@ func batchesAhead(cfg *config, agents int) int {
 	} else {
 		n = int(math.Ceil(saturateAhead * cfg.duration.Seconds() / float64(agents*cfg.batch)))
 	}
-	return max(1, min(n, prebuildMax/(agents*cfg.batch)))
+	return min(max(n, 1), prebuildMax/(agents*cfg.batch))
 }
 
 // prebuild fills every agent's ready batches, on all cores.
