@@ -53,7 +53,7 @@ func (r *report) print(w io.Writer, cfg *config) {
 	ev := st.events.Load()
 	secs := r.elapsed.Seconds()
 	fmt.Fprintf(w, "run          %d agents x %d events/batch, %s, %s, %s\n", cfg.agents, cfg.batch, mode, proto, r.elapsed.Round(time.Millisecond))
-	if st.prebuilt > 0 {
+	if st.prebuilt > 0 || st.builtLate.Load() > 0 {
 		fmt.Fprintf(w, "batches      %d built before the clock (%s), %d built while shipping\n", st.prebuilt, st.prebuild.Round(time.Millisecond), st.builtLate.Load())
 	}
 	fmt.Fprintf(w, "acked        %d events in %d batches: %.0f events/s\n", ev, st.batches.Load(), float64(ev)/secs)
