@@ -156,10 +156,7 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	}
 	var ships sync.WaitGroup
 	if cfg.rate > 0 || len(agents) > 0 {
-		var interval time.Duration
-		if cfg.rate > 0 {
-			interval = time.Duration(float64(time.Second) * float64(len(agents)*cfg.batch) / float64(cfg.rate))
-		}
+		interval := shipInterval(cfg, len(agents))
 		for i, a := range agents {
 			ships.Add(1)
 			go func() {
@@ -214,6 +211,15 @@ func waitOrCtx(ctx context.Context, wg *sync.WaitGroup) {
 	case <-done:
 	case <-ctx.Done():
 	}
+}
+
+// shipInterval is how often each of agents sends a batch to offer
+// cfg.rate events/s together; 0 when the run saturates.
+func shipInterval(cfg *config, agents int) time.Duration {
+	if cfg.rate <= 0 {
+		return 0
+	}
+	return max(time.Duration(float64(time.Second)*float64(agents*cfg.batch)/float64(cfg.rate)), 1)
 }
 
 // shipLoop sends batches until the deadline: paced every interval, or back
@@ -293,9 +299,8 @@ func batchesAhead(cfg *config, agents int) int {
 		return 0
 	}
 	var n int
-	if cfg.rate > 0 {
-		interval := time.Duration(float64(time.Second) * float64(agents*cfg.batch) / float64(cfg.rate))
-		n = int(cfg.duration/max(interval, 1)) + 1
+	if interval := shipInterval(cfg, agents); interval > 0 {
+		n = int(cfg.duration/interval) + 1
 	} else {
 		n = int(math.Ceil(saturateAhead * cfg.duration.Seconds() / float64(agents*cfg.batch)))
 	}
