@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,5 +206,88 @@ func testAggregates(t *testing.T, s aggStore, placed func()) {
 	}
 	if _, err := s.CheckpointBefore(ctx, time.Now()); !errors.Is(err, eventlog.ErrNoCheckpoint) {
 		t.Errorf("no checkpoint yet: %v", err)
+	}
+}
+
+// TestRecordAggregatesMatchSQL: Count and Scan read records in Go
+// (recordEvents) with the results the same queries give through
+// record_events: every group column, buckets with edges on event times,
+// repeated and past the events, agent, control and type filters, register
+// ids, distinct users, and the attrs of the severities asked.
+func TestRecordAggregatesMatchSQL(t *testing.T) {
+	ctx := context.Background()
+	s, err := eventlog.OpenSQLite(ctx, filepath.Join(t.TempDir(), "e.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var all []event.Event
+	for _, a := range []string{"pc-001", "pc-002", "pc-003"} {
+		for from := uint64(1); from <= 300; from += 100 { // several records an agent
+			prev := ""
+			if n := len(all); from > 1 {
+				prev = all[n-1].Hash
+			}
+			evs := storetest.Chain(a, from, 100, prev)
+			if _, err := s.Append(ctx, a, evs); err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, evs...)
+		}
+	}
+	if s.RecordsFrom() != 0 {
+		t.Fatalf("records from %d, want every event in records", s.RecordsFrom())
+	}
+	first, last := all[0].Time, all[len(all)-1].Time
+	mid := all[150].Time // an event's own time
+	from, to := first.Add(-time.Hour), last.Add(time.Hour)
+	var qs []eventlog.CountQuery
+	for _, g := range [][]string{nil, {"agent"}, {"control", "type"}, {"severity"}, {"register_id"}, {"user", "object"}, {"agent", "user"}} {
+		qs = append(qs,
+			eventlog.CountQuery{From: from, To: to, GroupBy: g},
+			eventlog.CountQuery{From: mid, To: to, GroupBy: g, DistinctUsers: true, Buckets: []time.Time{first, mid.Add(time.Hour)}},
+			eventlog.CountQuery{From: from, To: to, GroupBy: g, Buckets: []time.Time{first, mid, mid, last, to.Add(time.Hour)}},
+			eventlog.CountQuery{From: from, To: mid, GroupBy: g, Agents: []string{"pc-002", "pc-003"}, HasRegister: true, DistinctUsers: true},
+			eventlog.CountQuery{From: from, To: to, GroupBy: g, Controls: []string{"media", "screenlock"}},
+			eventlog.CountQuery{From: from, To: to, GroupBy: g, Types: []string{"file.read"}, Buckets: []time.Time{mid, last}},
+		)
+	}
+	run := func(q eventlog.CountQuery) (string, string) {
+		gs, err := s.Count(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var groups []string
+		for _, g := range gs {
+			groups = append(groups, fmt.Sprintf("%q %d %d", g.Keys, g.Events, g.Users))
+		}
+		var rows []string
+		err = s.Scan(ctx, q, []string{"violation"}, func(r *eventlog.ScanRow) error {
+			rows = append(rows, fmt.Sprintf("%d %s %s %s %s %q", r.Time.UnixNano(), r.Agent, r.Control, r.Type, r.Severity, r.Attrs))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(groups)
+		sort.Strings(rows)
+		return strings.Join(groups, "\n"), strings.Join(rows, "\n")
+	}
+	inGo := make([][2]string, len(qs))
+	for i, q := range qs {
+		inGo[i][0], inGo[i][1] = run(q)
+		if inGo[i][1] == "" {
+			t.Errorf("query %d (%+v) selected no events", i, q)
+		}
+	}
+	eventlog.AggregateRecordsInSQL(t)
+	for i, q := range qs {
+		groups, rows := run(q)
+		if groups != inGo[i][0] {
+			t.Errorf("query %d (%+v): groups in Go\n%s\nthrough record_events\n%s", i, q, inGo[i][0], groups)
+		}
+		if rows != inGo[i][1] {
+			t.Errorf("query %d (%+v): scan in Go and through record_events differ", i, q)
+		}
 	}
 }

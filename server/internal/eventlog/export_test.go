@@ -164,3 +164,10 @@ const indexKeysSQL = `INSERT OR FAIL INTO %s (kind, val, pos) SELECT kind, val, 
 		WHERE records.lo >= coalesce((SELECT rr.lo FROM records AS rr WHERE rr.lo <= ?1 ORDER BY rr.lo DESC LIMIT 1), ?1)
 			AND records.lo < ?2 AND e.idx >= ?1 AND e.idx < ?2
 	) WHERE val IS NOT NULL ORDER BY kind, val, pos`
+
+// AggregateRecordsInSQL makes Count and Scan read records through
+// record_events, as SQL, until t ends.
+func AggregateRecordsInSQL(t interface{ Cleanup(func()) }) {
+	recordsInGo = false
+	t.Cleanup(func() { recordsInGo = true })
+}

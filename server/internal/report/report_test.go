@@ -228,6 +228,8 @@ func TestAuditReportOverAYear(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	lag, _ := store.IndexLag()
+	t.Logf("index lag before the report: %d events", lag)
 	t0 := time.Now()
 	cpu0, cpuOK := processCPU()
 	r, err := svc.Build(ctx, Params{From: from, To: last})
