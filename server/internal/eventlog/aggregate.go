@@ -212,13 +212,21 @@ func (s *core) Count(ctx context.Context, q CountQuery) ([]Group, error) {
 		for i, t := range q.Buckets {
 			edges[i] = clampNano(t)
 		}
+		fields := make([]int, len(q.GroupBy))
+		for i, g := range q.GroupBy {
+			fields[i] = groupFields[g] // g is one of groupColumns, checked above
+		}
 		var bucket, agentB []byte
 		err := recordEvents(ctx, tx, &q, func(agent string, e *rawEvent) {
 			if string(agentB) != agent {
 				agentB = append(agentB[:0], agent...)
 			}
-			for i, g := range q.GroupBy {
-				vals[i] = e.column(g, agentB)
+			for i, f := range fields {
+				if f < 0 {
+					vals[i] = agentB
+				} else {
+					vals[i] = e.str[f]
+				}
 			}
 			k := len(q.GroupBy)
 			if len(edges) > 1 {
@@ -405,26 +413,10 @@ func (q *CountQuery) holds(e *rawEvent) bool {
 	return in(q.Controls, e.str[fControl]) && in(q.Types, e.str[fType]) && (!q.HasRegister || len(e.str[fRegisterID]) > 0)
 }
 
-// column is e's value of a GroupBy column; empty for NULL.
-func (e *rawEvent) column(name string, agent []byte) []byte {
-	switch name {
-	case "agent":
-		return agent
-	case "control":
-		return e.str[fControl]
-	case "type":
-		return e.str[fType]
-	case "severity":
-		return e.str[fSeverity]
-	case "register_id":
-		return e.str[fRegisterID]
-	case "user":
-		return e.str[fUser]
-	case "object":
-		return e.str[fObject]
-	}
-	return nil
-}
+// groupFields are the GroupBy columns' fields of a record's event
+// (rawEvent.str); the agent is the record's.
+var groupFields = map[string]int{"agent": -1, "control": fControl, "type": fType, "severity": fSeverity,
+	"register_id": fRegisterID, "user": fUser, "object": fObject}
 
 // aggFrom returns what Count and Scan read, adding its arguments: events;
 // or, on a store whose control and type keys are event_ranges, the keys of
