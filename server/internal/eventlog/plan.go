@@ -38,7 +38,7 @@ type span struct{ block, min, max int64 }
 func groupSpans(first int64, rows []*row) []span {
 	var out []span
 	for i, r := range rows {
-		b, t := (first+int64(i))>>spanShift, r.vals[2].(int64)
+		b, t := (first+int64(i))>>spanShift, r.time
 		if n := len(out); n > 0 && out[n-1].block == b {
 			out[n-1].min, out[n-1].max = min(out[n-1].min, t), max(out[n-1].max, t)
 			continue

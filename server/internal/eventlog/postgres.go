@@ -422,8 +422,12 @@ func (w *pgWriter) write(ctx context.Context, first int64, t *txn) (err error) {
 	}
 	if len(t.rows) > 0 {
 		src := pgx.CopyFromSlice(len(t.rows), func(i int) ([]any, error) {
+			vals, err := t.rows[i].vals()
+			if err != nil {
+				return nil, err
+			}
 			w.vals = append(w.vals[:0], first+int64(i), t.received, t.merkle[i])
-			w.vals = append(w.vals, t.rows[i].vals[:]...)
+			w.vals = append(w.vals, vals[:]...)
 			return w.vals, nil
 		})
 		n, err := tx.CopyFrom(ctx, pgx.Identifier{"events"}, pgEventColumns, src)

@@ -413,8 +413,12 @@ func BenchmarkRecordEvents(b *testing.B) {
 				if err := r.set(&e, attrs[i]); err != nil {
 					b.Fatal(err)
 				}
+				vals, err := r.vals()
+				if err != nil {
+					b.Fatal(err)
+				}
 				if _, err := tx.Exec(`INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-					append([]any{idx + int64(i)}, r.vals[:]...)...); err != nil {
+					append([]any{idx + int64(i)}, vals[:]...)...); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -68,8 +68,7 @@ type agentRun struct {
 func agentRuns(first int64, rows []*row) []agentRun {
 	var out []agentRun
 	for i, r := range rows {
-		agent, _ := r.vals[0].(string)
-		seq, _ := r.vals[1].(int64)
+		agent, seq := r.agent, r.seq
 		if k := len(out) - 1; k >= 0 && out[k].stream == agent && out[k].seqLo+out[k].n == seq && out[k].n < runMax {
 			out[k].n++
 			continue
@@ -86,12 +85,9 @@ func rangeKeys(first int64, rows []*row) []runKey {
 	var g ranger
 	for i, r := range rows {
 		pos := first + int64(i)
-		agent, _ := r.vals[0].(string)
-		control, _ := r.vals[3].(string)
-		typ, _ := r.vals[4].(string)
-		g.row(agent)
-		g.add(rangeKinds["control"], control, pos)
-		g.add(rangeKinds["type"], typ, pos)
+		g.row(r.agent)
+		g.add(rangeKinds["control"], r.control, pos)
+		g.add(rangeKinds["type"], r.typ, pos)
 	}
 	return g.sorted()
 }
@@ -101,15 +97,19 @@ func insertSQL(rows int) string {
 	return insertPrefix + strings.TrimSuffix(strings.Repeat(one+",", rows), ",")
 }
 
-// row holds an event's column values from agent to hash, computed in the
-// caller's goroutine so the writer does not have to, and the raw event hash
-// the writer makes the Merkle leaf of together with the commit's received
-// time (evidence.RecordLeaf), so that time is signed too.
+// row holds what the writer needs of an event, computed in the caller's
+// goroutine so the writer does not have to: the columns it groups by, the
+// raw event hash it makes the Merkle leaf of together with the commit's
+// received time (evidence.RecordLeaf, so that time is signed too), and the
+// event and its canonical attrs for the record's payload. The boxed values
+// of a row of events are built only where rows are written (vals): a record
+// store paid some eight allocations an event for values it never read.
 type row struct {
-	vals  [eventColumns - 3]any
-	raw   []byte
-	ev    *event.Event // for a record's payload
-	attrs []byte
+	agent, control, typ string
+	seq, time           int64
+	raw                 []byte
+	ev                  *event.Event
+	attrs               []byte
 }
 
 // set fills r from e and attrs, e's attrs as checkStorable encoded them.
@@ -118,22 +118,28 @@ func (r *row) set(e *event.Event, attrs []byte) error {
 	if err != nil {
 		return fmt.Errorf("eventlog: seq %d hash: %w", e.Seq, err)
 	}
+	*r = row{agent: e.Agent, control: e.Control, typ: e.Type, seq: int64(e.Seq), time: e.Time.UnixNano(),
+		raw: hash, ev: e, attrs: attrs}
+	return nil
+}
+
+// vals returns the row's column values from agent to hash.
+func (r *row) vals() ([eventColumns - 3]any, error) {
+	e := r.ev
 	var prev any
 	if e.Prev != "" {
 		b, err := hex.DecodeString(e.Prev)
 		if err != nil {
-			return fmt.Errorf("eventlog: seq %d prev: %w", e.Seq, err)
+			return [eventColumns - 3]any{}, fmt.Errorf("eventlog: seq %d prev: %w", e.Seq, err)
 		}
 		prev = b
 	}
 	var a any
-	if attrs != nil {
-		a = string(attrs)
+	if r.attrs != nil {
+		a = string(r.attrs)
 	}
-	r.vals = [...]any{e.Agent, int64(e.Seq), e.Time.UnixNano(), e.Control, e.Type, string(e.Severity),
-		nullable(e.User), nullable(e.Process), nullable(e.Object), nullable(e.RegisterID), a, prev, hash}
-	r.raw, r.ev, r.attrs = hash, e, attrs
-	return nil
+	return [...]any{r.agent, r.seq, r.time, r.control, r.typ, string(e.Severity),
+		nullable(e.User), nullable(e.Process), nullable(e.Object), nullable(e.RegisterID), a, prev, r.raw}, nil
 }
 
 func nullable(s string) any {
@@ -442,7 +448,11 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 		for i, r := range t.rows[:n] {
 			args = append(args, driver.NamedValue{Value: idx}, driver.NamedValue{Value: t.received},
 				driver.NamedValue{Value: t.merkle[i]})
-			for _, v := range r.vals {
+			vals, err := r.vals()
+			if err != nil {
+				return err
+			}
+			for _, v := range vals {
 				args = append(args, driver.NamedValue{Value: v})
 			}
 			idx++
@@ -523,8 +533,7 @@ func (w *wconn) writeRecords(ctx context.Context, t *txn, runs []agentRun) error
 		tmin, tmax := int64(math.MaxInt64), int64(math.MinInt64)
 		for i, row := range t.rows[:n] {
 			evs, attrs, merkle = append(evs, *row.ev), append(attrs, row.attrs), append(merkle, t.merkle[i]...)
-			tm := row.vals[2].(int64)
-			tmin, tmax = min(tmin, tm), max(tmax, tm)
+			tmin, tmax = min(tmin, row.time), max(tmax, row.time)
 			// The indexer keeps the row's values a while; not the event.
 			row.ev, row.attrs = nil, nil
 		}
