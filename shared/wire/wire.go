@@ -58,11 +58,17 @@ type EnrollResponse struct {
 }
 
 // Batch is POSTed to PathEvents with the agent's client certificate, as JSON,
-// optionally with Content-Encoding: gzip. Events are sealed (seq, prev,
-// hash) by the agent and ordered by seq.
+// optionally with Content-Encoding: gzip or zstd. Events are sealed (seq,
+// prev, hash) by the agent and ordered by seq.
 type Batch struct {
 	Events []event.Event `json:"events"`
 }
+
+// AcceptEncoding is what a server that decodes zstd batches says in the
+// Accept-Encoding header of its every answer to PathEvents (RFC 9110,
+// 12.5.3). An agent sends zstd only after an answer said so, so that it
+// keeps working with servers from before zstd, which answer it 415.
+const AcceptEncoding = "zstd, gzip"
 
 // Ack answers a stored batch: every event with seq <= AckedSeq is durable on
 // the server and may be dropped by the agent.

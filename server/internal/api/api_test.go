@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/shared/event"
@@ -246,6 +247,23 @@ func TestEnrollIngestQuery(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	// zstd as agents send it once told, and every answer tells them.
+	zw2, err := zstd.NewWriter(nil, zstd.WithWindowSize(256<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zb := zw2.EncodeAll(mustJSON(t, wire.Batch{Events: a.events(1)}), nil)
+	req, _ := http.NewRequest("POST", e.srv.URL+wire.PathEvents, bytes.NewReader(zb))
+	req.Header.Set("Content-Encoding", "zstd")
+	resp, err := a.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zbody, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(zbody), `"acked_seq":6`) || resp.Header.Get("Accept-Encoding") != wire.AcceptEncoding {
+		t.Fatalf("zstd ingest: %d %s, Accept-Encoding %q", resp.StatusCode, zbody, resp.Header.Get("Accept-Encoding"))
+	}
 }
 
 func TestEnrollRefusals(t *testing.T) {
@@ -376,6 +394,24 @@ func TestIngestBadInput(t *testing.T) {
 	}
 	zw.Write(marshal(bigEvs))
 	zw.Close()
+	zenc, err := zstd.NewWriter(nil, zstd.WithWindowSize(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zstdBomb := zenc.EncodeAll(marshal(bigEvs), nil)
+	zstdSpace := zenc.EncodeAll([]byte(`{"events":[`+strings.Repeat(" ", wire.MaxBatchBody)+`]}`), nil)
+	// A frame that asks for a 32 MiB window: refused before the decoder
+	// allocates it. Its window descriptor (the byte after the frame header
+	// descriptor, when not single-segment) says 2^(10+15) bytes.
+	wideEnc, err := zstd.NewWriter(nil, zstd.WithWindowSize(1<<20), zstd.WithSingleSegment(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zstdWide := wideEnc.EncodeAll(marshal(good()), nil)
+	if zstdWide[4]&0x20 != 0 {
+		t.Fatalf("frame header % x: want a window descriptor", zstdWide[:6])
+	}
+	zstdWide[5] = 15 << 3
 	var spaceBomb bytes.Buffer
 	zw = gzip.NewWriter(&spaceBomb)
 	zw.Write([]byte(`{"events":[` + strings.Repeat(" ", wire.MaxBatchBody) + `]}`))
@@ -397,6 +433,10 @@ func TestIngestBadInput(t *testing.T) {
 		{"gzip bomb of space", spaceBomb.Bytes(), http.Header{"Content-Encoding": {"gzip"}}, 400},
 		{"bad gzip", []byte("not gzip"), http.Header{"Content-Encoding": {"gzip"}}, 400},
 		{"unknown encoding", marshal(good()), http.Header{"Content-Encoding": {"br"}}, 415},
+		{"zstd bomb", zstdBomb, http.Header{"Content-Encoding": {"zstd"}}, 413},
+		{"zstd bomb of space", zstdSpace, http.Header{"Content-Encoding": {"zstd"}}, 400},
+		{"bad zstd", []byte("not zstd"), http.Header{"Content-Encoding": {"zstd"}}, 400},
+		{"zstd window over 8 MiB", zstdWide, http.Header{"Content-Encoding": {"zstd"}}, 400},
 		{"batch over the limit", marshal(over), nil, 400},
 		{"wrong seq", resealed(func(e *event.Event) { e.Seq += 5 }), nil, 409},
 		{"wrong prev hash", resealed(func(e *event.Event) { e.Prev = strings.Repeat("0", 64) }), nil, 409},
@@ -574,4 +614,13 @@ func TestHealthz(t *testing.T) {
 	if st := e.doJSON(e.client(nil), "GET", "/healthz", "", nil, &out); st != 200 || out["status"] != "ok" {
 		t.Fatalf("healthz: %d %v", st, out)
 	}
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

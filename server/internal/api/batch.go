@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/wire"
 )
@@ -62,9 +63,48 @@ func decodeBody(enc string, raw io.Reader, check func(*event.Event) error) ([]ev
 		}
 		defer zr.Close()
 		return decodeBatchFrom(zr, check)
+	case "zstd":
+		zr := zstdReaders.Get().(*zstd.Decoder)
+		defer func() {
+			_ = zr.Reset(nil) // drop raw; the decoder's buffers stay for the next batch
+			zstdReaders.Put(zr)
+		}()
+		if err := zr.Reset(raw); err != nil {
+			return nil, fmt.Errorf("%w: zstd: %v", errBadBatch, err)
+		}
+		return decodeBatchFrom(zstdErrs{zr}, check)
 	default:
 		return nil, fmt.Errorf("%w %q", errBadEncoder, enc)
 	}
+}
+
+// zstdWindow bounds the window a zstd batch may ask the decoder for, so a
+// small body cannot make the server allocate more: agents use 1 MiB.
+const zstdWindow = 8 << 20
+
+// zstdReaders are streaming decoders (one goroutine each: concurrency 1
+// decodes in the caller), kept between batches with their buffers: a new
+// one allocates its tables. Input of any size is streamed through the batch
+// scanner, which stops after wire.MaxBatchBody decoded bytes.
+var zstdReaders = sync.Pool{New: func() any {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(zstdWindow), zstd.WithDecodeBuffersBelow(0))
+	if err != nil {
+		panic(fmt.Sprintf("api: zstd decoder options: %v", err)) // constant options: a programming error
+	}
+	return d
+}}
+
+// zstdErrs marks the decoder's errors as the batch's: a corrupt or
+// oversized frame answers 400 like bad gzip.
+type zstdErrs struct{ r io.Reader }
+
+func (z zstdErrs) Read(p []byte) (int, error) {
+	n, err := z.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: zstd: %v", errBadBatch, err)
+	}
+	return n, err
 }
 
 // DecodeBatch parses a decoded /v1/events body; see DecodeBatchFrom.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/shared/wire"
 )
@@ -25,6 +27,32 @@ func FuzzDecodeGzipBody(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		evs, err := decodeBody("gzip", bytes.NewReader(body), nil)
+		if err != nil {
+			if !errors.Is(err, errBadBatch) && !errors.Is(err, errTooLarge) {
+				t.Fatalf("error %v is neither a bad batch nor too large", err)
+			}
+			return
+		}
+		if len(evs) == 0 || len(evs) > wire.MaxBatchEvents {
+			t.Fatalf("accepted %d events", len(evs))
+		}
+	})
+}
+
+// FuzzDecodeZstdBody feeds arbitrary bytes as a zstd batch body: every
+// answer is a bounded refusal or a valid batch, never a panic.
+func FuzzDecodeZstdBody(f *testing.F) {
+	zw, err := zstd.NewWriter(nil, zstd.WithWindowSize(256<<10))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{`{"events":[{}]}`, `{"events":[` + string(bytes.Repeat([]byte("{},"), 2000)) + `{}]}`, "", "x"} {
+		b := zw.EncodeAll([]byte(s), nil)
+		f.Add(b)
+		f.Add(b[:len(b)/2])
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		evs, err := decodeBody("zstd", bytes.NewReader(body), nil)
 		if err != nil {
 			if !errors.Is(err, errBadBatch) && !errors.Is(err, errTooLarge) {
 				t.Fatalf("error %v is neither a bad batch nor too large", err)

@@ -27,6 +27,7 @@ var testHookDecoded func()
 // slot nor more than a bounded number of connections per certificate and
 // per source address; only a fully received body waits for a slot.
 func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Accept-Encoding", wire.AcceptEncoding)
 	if s.cfg.Writer != nil {
 		if self, url := s.cfg.Writer(); !self {
 			s.toWriter(w, r, url)
