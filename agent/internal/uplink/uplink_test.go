@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/agent/internal/spool"
@@ -89,6 +90,10 @@ type fakeServer struct {
 	hitTimes []time.Time // of every POST of a batch
 	policy   wire.PolicyResponse
 	polReady chan struct{}
+	// zstd makes it a server that takes zstd and says so; encs is the
+	// Content-Encoding of every batch POSTed.
+	zstd atomic.Bool
+	encs []string
 }
 
 func newFakeServer(t testing.TB) *fakeServer {
@@ -166,10 +171,34 @@ func (f *fakeServer) events(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	zr, err := gzip.NewReader(r.Body)
-	if err != nil {
-		w.WriteHeader(http.StatusBadRequest)
+	enc := r.Header.Get("Content-Encoding")
+	f.mu.Lock()
+	f.encs = append(f.encs, enc)
+	f.mu.Unlock()
+	var zr io.Reader
+	switch {
+	case enc == "gzip":
+		gz, err := gzip.NewReader(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		zr = gz
+	case enc == "zstd" && f.zstd.Load():
+		zd, err := zstd.NewReader(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		defer zd.Close()
+		zr = zd
+	default: // as servers from before zstd answer it
+		w.WriteHeader(http.StatusUnsupportedMediaType)
+		io.WriteString(w, `{"error":"api: unsupported Content-Encoding"}`)
 		return
+	}
+	if f.zstd.Load() {
+		w.Header().Set("Accept-Encoding", wire.AcceptEncoding)
 	}
 	var b wire.Batch
 	if err := json.NewDecoder(zr).Decode(&b); err != nil {
@@ -452,6 +481,91 @@ func TestShipperConnectionRefusedThenUp(t *testing.T) {
 	defer cancel2()
 	go sh2.Run(ctx2)
 	waitUntil(t, 5*time.Second, "delivery", func() bool { return len(f.storedEvents()) == 10 })
+}
+
+// TestShipperZstdOnlyWhereSaid: against a server from before zstd every
+// batch is gzip; once a server says it takes zstd the batches after that
+// answer are zstd; a server that refuses zstd again (a rollback) gets the
+// same batch as gzip at once, without a retry's wait, and gzip after it.
+// Every event arrives once, in order, through all three.
+func TestShipperZstdOnlyWhereSaid(t *testing.T) {
+	f := newFakeServer(t)
+	dir := enrollTest(t, f)
+	sh, sp := newShipper(t, f, dir, 0, io.Discard)
+	sh.MaxBatch = 10
+	sh.Backoff = Backoff{Base: 10 * time.Second, Max: 10 * time.Second} // a retry would time the test out
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sh.Run(ctx) }()
+	encs := func() []string {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return append([]string(nil), f.encs...)
+	}
+	ship := func(n int) []string {
+		t.Helper()
+		before, sent := len(f.storedEvents()), len(encs())
+		emitN(t, sp, n, event.Info)
+		waitUntil(t, 5*time.Second, "delivery", func() bool { return len(f.storedEvents()) == before+n })
+		return encs()[sent:]
+	}
+	for _, e := range ship(30) {
+		if e != "gzip" {
+			t.Fatalf("sent %q to a server that never said it takes zstd", e)
+		}
+	}
+	f.zstd.Store(true)
+	got := ship(30)
+	if got[0] != "gzip" || got[len(got)-1] != "zstd" {
+		t.Fatalf("encodings after the server said zstd: %v, want gzip first, zstd from the next batch", got)
+	}
+	for i, e := range got[1:] {
+		if e != "zstd" {
+			t.Fatalf("batch %d after the server said zstd was %q: %v", i+2, e, got)
+		}
+	}
+	f.zstd.Store(false)
+	got = ship(30)
+	if len(got) < 2 || got[0] != "zstd" || got[1] != "gzip" {
+		t.Fatalf("encodings after the server stopped taking zstd: %v, want one zstd refused, then gzip", got)
+	}
+	for _, e := range got[1:] {
+		if e != "gzip" {
+			t.Fatalf("zstd sent again to a server that refused it: %v", got)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	stored := f.storedEvents()
+	for i, e := range stored {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("stored[%d].seq = %d", i, e.Seq)
+		}
+	}
+	if len(stored) != 90 {
+		t.Fatalf("stored %d events, want 90", len(stored))
+	}
+}
+
+func TestAcceptsZstd(t *testing.T) {
+	for _, c := range []struct {
+		vals []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"gzip"}, false},
+		{[]string{wire.AcceptEncoding}, true},
+		{[]string{"gzip", "ZSTD"}, true},
+		{[]string{"zstd;q=0"}, false},
+		{[]string{"zstd; q=0.5, gzip"}, true},
+		{[]string{"zstdx, gzip"}, false},
+	} {
+		if got := acceptsZstd(c.vals); got != c.want {
+			t.Errorf("acceptsZstd(%q) = %v, want %v", c.vals, got, c.want)
+		}
+	}
 }
 
 // TestSpoolBoundShipperSide: with the server failing the spool fills, info
