@@ -32,7 +32,7 @@ type identity struct {
 	Cert string `json:"cert"` // PEM
 	Seq  uint64 `json:"seq"`
 	Prev string `json:"prev"`
-	// Pending is the gzip'd batch not acked when the last run ended (Seq
+	// Pending is the compressed batch not acked when the last run ended (Seq
 	// and Prev are after it); the next run sends it first.
 	Pending     []byte `json:"pending,omitempty"`
 	PendingN    int    `json:"pending_n,omitempty"`

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/wire"
@@ -46,13 +47,20 @@ func TestEventsRealistic(t *testing.T) {
 	if len(paths) < 490 {
 		t.Errorf("%d distinct paths in 500 events", len(paths))
 	}
-	body, err := gzipBatch(evs)
-	if err != nil {
-		t.Fatal(err)
+	for _, enc := range []string{"gzip", "zstd"} {
+		batchEncoding = enc
+		body, err := compressBatch(evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := encodingOf(body); got != enc {
+			t.Errorf("%s batch sniffed as %s", enc, got)
+		}
+		if per := len(body) / len(evs); per < 60 || per > 250 {
+			t.Errorf("%d %s bytes per event on the wire, want about 100-200", per, enc)
+		}
 	}
-	if per := len(body) / len(evs); per < 60 || per > 250 {
-		t.Errorf("%d gzip bytes per event on the wire, want about 100-200", per)
-	}
+	batchEncoding = "zstd"
 	// The next batch continues the chain.
 	more, _ := src.next(2)
 	if more[0].Seq != 501 || more[0].Prev != evs[499].Hash {
@@ -144,12 +152,14 @@ func TestPrebuiltBatches(t *testing.T) {
 			if b.seq0 != seq || b.prev0 != prev {
 				t.Fatalf("%s: batch starts after seq %d, want %d", a.id.ID, b.seq0, seq)
 			}
-			zr, err := gzip.NewReader(bytes.NewReader(b.body))
+			zr, err := zstd.NewReader(bytes.NewReader(b.body))
 			if err != nil {
 				t.Fatal(err)
 			}
 			var wb wire.Batch
-			if err := json.NewDecoder(zr).Decode(&wb); err != nil {
+			err = json.NewDecoder(zr).Decode(&wb)
+			zr.Close()
+			if err != nil {
 				t.Fatal(err)
 			}
 			if len(wb.Events) != b.n || wb.Events[b.n-1].Seq != b.last {

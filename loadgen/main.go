@@ -1,6 +1,6 @@
 // Command mamori-loadgen measures a running mamori-server from outside, as
 // its own process, speaking the agent's protocol exactly: each simulated
-// agent enrolls with its own key and certificate, ships gzip'd JSON batches
+// agent enrolls with its own key and certificate, ships zstd (or gzip) JSON batches
 // of sealed, hash-chained, realistic file-access events (Japanese paths,
 // user, process, register id) over HTTP/2 and holds the policy long-poll on
 // the same connection. It can pace or saturate, open raw unauthenticated
@@ -50,6 +50,7 @@ type config struct {
 	longPoll       bool
 	h1             bool
 	pid            int
+	encoding       string
 }
 
 // Bounds that keep a run from becoming something else than a measurement.
@@ -82,6 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.connectOver, "connect-over", 0, "agents open their long-polls spread evenly over this long, as an office's PCs come up, instead of all at once as after a server restart (needs --long-poll)")
 	fs.BoolVar(&c.h1, "h1", false, "HTTP/1.1 only (two connections per agent, as before HTTP/2)")
 	fs.IntVar(&c.pid, "pid", 0, "the server's process id, for CPU, RSS and fds from /proc")
+	fs.StringVar(&c.encoding, "encoding", "zstd", "batch Content-Encoding: zstd (what agents send a server that takes it) or gzip (agents from before, or servers)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -111,6 +113,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("loadgen: --connect-over %s: want 0 (all at once) to %s", c.connectOver, maxDuration)
 	case c.connectOver > 0 && !c.longPoll:
 		return nil, errors.New("loadgen: --connect-over needs --long-poll")
+	case c.encoding != "zstd" && c.encoding != "gzip":
+		return nil, fmt.Errorf("loadgen: --encoding %q: want zstd or gzip", c.encoding)
 	}
 	c.server = strings.TrimRight(c.server, "/")
 	if c.dataDir != "" {

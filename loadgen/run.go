@@ -73,7 +73,7 @@ func (s *stats) fail(err error) {
 }
 
 func run(ctx context.Context, cfg *config) (*report, error) {
-	serverURL = cfg.server
+	serverURL, batchEncoding = cfg.server, cfg.encoding
 	roots, err := loadRoots(cfg.caFile)
 	if err != nil {
 		return nil, err
@@ -380,7 +380,7 @@ func (a *simAgent) post(ctx context.Context, body []byte, n int, last uint64, st
 		return time.Second
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Content-Encoding", "gzip")
+	req.Header.Set("Content-Encoding", encodingOf(body))
 	t0 := time.Now()
 	resp, err := a.ship.Do(req)
 	if err != nil {
