@@ -213,6 +213,21 @@ func startServerCmd(t testing.TB, cmd *exec.Cmd, dir string) *server {
 	return s
 }
 
+// metrics returns the server's /metrics page.
+func (s *server) metrics(t testing.TB) []byte {
+	t.Helper()
+	resp, err := s.admin.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("metrics: %d %v", resp.StatusCode, err)
+	}
+	return b
+}
+
 // events returns every stored event of the agent, following cursors.
 func (s *server) events(t testing.TB, agent string) []event.Event {
 	t.Helper()
@@ -427,6 +442,11 @@ func TestEnrollRunEventsArrive(t *testing.T) {
 		})
 	}
 	checkContiguous(t, s.events(t, a.id))
+	// The first batch is gzip; once the server has said it takes zstd, the
+	// agent's batches are zstd.
+	waitFor(t, 30*time.Second, "a zstd batch acked", func() bool {
+		return regexp.MustCompile(`(?m)^mamori_batches_acked_total\{encoding="zstd"\} [1-9]`).Match(s.metrics(t))
+	})
 	var st map[string]any
 	waitFor(t, 10*time.Second, "status with a policy version", func() bool {
 		st = a.status(t)

@@ -242,7 +242,8 @@ func TestEnrollIngestQuery(t *testing.T) {
 	// metrics reflect the ingest.
 	_, mb, _ := e.do(e.client(nil), "GET", "/metrics", "", nil, nil)
 	for _, want := range []string{"mamori_events_ingested_total 5", "mamori_events_duplicate_total 1", "mamori_enrollments_total 1",
-		"mamori_store_tree_size 6", "mamori_batch_ack_seconds_count 3", "mamori_store_index_lag_events 7", "mamori_store_index_runs 3"} {
+		"mamori_store_tree_size 6", "mamori_batch_ack_seconds_count 3",
+		`mamori_batches_acked_total{encoding="gzip"} 1`, `mamori_batches_acked_total{encoding="identity"} 2`, "mamori_store_index_lag_events 7", "mamori_store_index_runs 3"} {
 		if !strings.Contains(string(mb), want) {
 			t.Errorf("metrics lack %q", want)
 		}
@@ -263,6 +264,9 @@ func TestEnrollIngestQuery(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(zbody), `"acked_seq":6`) || resp.Header.Get("Accept-Encoding") != wire.AcceptEncoding {
 		t.Fatalf("zstd ingest: %d %s, Accept-Encoding %q", resp.StatusCode, zbody, resp.Header.Get("Accept-Encoding"))
+	}
+	if _, mb, _ := e.do(e.client(nil), "GET", "/metrics", "", nil, nil); !strings.Contains(string(mb), `mamori_batches_acked_total{encoding="zstd"} 1`) {
+		t.Error("metrics lack the zstd batch acked")
 	}
 }
 

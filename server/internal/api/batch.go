@@ -50,11 +50,21 @@ func readRawBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) erro
 	return nil
 }
 
+// encodingName is the Content-Encoding decodeBody reads enc as.
+func encodingName(enc string) string {
+	switch enc = strings.ToLower(strings.TrimSpace(enc)); enc {
+	case "":
+		return "identity"
+	default:
+		return enc
+	}
+}
+
 // decodeBody decodes a raw batch body sent with Content-Encoding enc;
 // check (optional) refuses an event as soon as it is decoded.
 func decodeBody(enc string, raw io.Reader, check func(*event.Event) error) ([]event.Event, error) {
-	switch enc = strings.ToLower(strings.TrimSpace(enc)); enc {
-	case "", "identity":
+	switch enc = encodingName(enc); enc {
+	case "identity":
 		return decodeBatchFrom(raw, check)
 	case "gzip":
 		zr, err := gzip.NewReader(raw)

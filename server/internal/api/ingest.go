@@ -182,6 +182,7 @@ func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer, tk *ticke
 	s.followInventory(r.Context(), id, evs, res)
 	s.metrics.ingested.Add(float64(res.Stored))
 	s.metrics.duplicates.Add(float64(res.Duplicates))
+	s.metrics.acked.WithLabelValues(encodingName(r.Header.Get("Content-Encoding"))).Inc()
 	if res.Gap {
 		s.log.Warn().Str("agent", id).Uint64("acked_seq", res.AckedSeq).Msg("api: agent stream has a gap")
 	}

@@ -20,6 +20,7 @@ type metrics struct {
 	ingested    prometheus.Counter
 	duplicates  prometheus.Counter
 	rejected    *prometheus.CounterVec
+	acked       *prometheus.CounterVec
 	ackLatency  prometheus.Histogram
 	enrollments prometheus.Counter
 }
@@ -38,6 +39,10 @@ func newMetrics(extra prometheus.Registerer, store EventStore) (*metrics, error)
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mamori_batches_rejected_total", Help: "Agent batches refused, by HTTP status.",
 		}, []string{"code"}),
+		acked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mamori_batches_acked_total",
+			Help: "Agent batches acked, by Content-Encoding: gzip is agents from before zstd, or behind something that strips Accept-Encoding.",
+		}, []string{"encoding"}),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "mamori_batch_ack_seconds",
 			Help:    "Time from receiving a batch request to acking it (decode, checks, durable commit).",
@@ -58,7 +63,7 @@ func newMetrics(extra prometheus.Registerer, store EventStore) (*metrics, error)
 		}
 		return float64(n)
 	})
-	cs := []prometheus.Collector{m.ingested, m.duplicates, m.rejected, m.ackLatency, m.enrollments, size}
+	cs := []prometheus.Collector{m.ingested, m.duplicates, m.rejected, m.acked, m.ackLatency, m.enrollments, size}
 	if il, ok := store.(indexLagger); ok {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mamori_store_index_lag_events",
