@@ -2,15 +2,11 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"sync"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/wire"
@@ -105,41 +101,20 @@ func (s *eventSource) nextBatch(n int) (batch, error) {
 // batchEncoding is the Content-Encoding of the batches a run builds.
 var batchEncoding = "zstd"
 
-// compressBatch encodes a batch as the agent's shipper does: JSON of
-// wire.Batch, then zstd at its fastest level with a 256 KiB window once the
-// server has said it takes zstd, or gzip at BestSpeed.
+// compressBatch encodes a batch as the agent's shipper does
+// (wire.BatchEncoder), in batchEncoding.
 func compressBatch(evs []event.Event) ([]byte, error) {
-	var buf bytes.Buffer
-	var zw interface {
-		io.Writer
-		Close() error
+	e := batchEncoders.Get().(*wire.BatchEncoder)
+	defer batchEncoders.Put(e)
+	b, err := e.Encode(evs, batchEncoding)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
 	}
-	if batchEncoding == "gzip" {
-		zw, _ = gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	} else {
-		z := zstdWriters.Get().(*zstd.Encoder)
-		defer zstdWriters.Put(z)
-		z.Reset(&buf)
-		zw = z
-	}
-	if err := json.NewEncoder(zw).Encode(wire.Batch{Events: evs}); err != nil {
-		return nil, fmt.Errorf("loadgen: encode batch: %w", err)
-	}
-	if err := zw.Close(); err != nil {
-		return nil, fmt.Errorf("loadgen: %s: %w", batchEncoding, err)
-	}
-	return buf.Bytes(), nil
+	return b, nil
 }
 
-// zstdWriters have the agent's settings (agent/internal/uplink).
-var zstdWriters = sync.Pool{New: func() any {
-	z, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(256<<10), zstd.WithLowerEncoderMem(true))
-	if err != nil {
-		panic(fmt.Sprintf("loadgen: zstd options: %v", err)) // constant options
-	}
-	return z
-}}
+// batchEncoders serve the goroutines that build batches ahead.
+var batchEncoders = sync.Pool{New: func() any { return new(wire.BatchEncoder) }}
 
 // encodingOf names a compressed batch's encoding from its magic number,
 // so a batch left pending by a run of the other encoding goes as it is.

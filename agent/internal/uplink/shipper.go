@@ -2,7 +2,6 @@ package uplink
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/shared/event"
@@ -72,8 +70,8 @@ type Shipper struct {
 	lastSent atomic.Int64 // unix nanos of the last ack
 
 	// Used by send, which only Run calls.
-	zstdAt string        // the server that last said it takes zstd
-	zw     *zstd.Encoder // reused from batch to batch
+	zstdAt string            // the server that last said it takes zstd
+	enc    wire.BatchEncoder // keeps its zstd encoder from batch to batch
 }
 
 // AckedSeq is the highest seq the server acked in this run.
@@ -259,9 +257,13 @@ func (s *Shipper) send(ctx context.Context, evs []event.Event) (wire.Ack, error)
 
 // post sends evs to base, zstd or gzip, and reads the answer.
 func (s *Shipper) post(ctx context.Context, base string, evs []event.Event, useZstd bool) (wire.Ack, error) {
-	body, enc, err := s.encode(evs, useZstd)
+	enc := "gzip"
+	if useZstd {
+		enc = "zstd"
+	}
+	body, err := s.enc.Encode(evs, enc)
 	if err != nil {
-		return wire.Ack{}, err
+		return wire.Ack{}, fmt.Errorf("uplink: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+wire.PathEvents, bytes.NewReader(body))
 	if err != nil {
@@ -295,42 +297,6 @@ func (s *Shipper) post(ctx context.Context, base string, evs []event.Event, useZ
 		return wire.Ack{}, fmt.Errorf("%w: %v", errGarbage, err)
 	}
 	return ack, nil
-}
-
-// zstdWindow is the window of the agent's zstd frames: a batch's events
-// repeat their paths and names within far less, and the server refuses
-// windows over 8 MiB.
-const zstdWindow = 256 << 10
-
-// encode returns the batch's JSON, compressed, and its Content-Encoding.
-func (s *Shipper) encode(evs []event.Event, useZstd bool) ([]byte, string, error) {
-	var buf bytes.Buffer
-	if useZstd {
-		if s.zw == nil {
-			zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
-				zstd.WithWindowSize(zstdWindow), zstd.WithLowerEncoderMem(true))
-			if err != nil {
-				return nil, "", fmt.Errorf("uplink: zstd: %w", err)
-			}
-			s.zw = zw
-		}
-		s.zw.Reset(&buf)
-		if err := json.NewEncoder(s.zw).Encode(wire.Batch{Events: evs}); err != nil {
-			return nil, "", fmt.Errorf("uplink: encode batch: %w", err)
-		}
-		if err := s.zw.Close(); err != nil {
-			return nil, "", fmt.Errorf("uplink: zstd: %w", err)
-		}
-		return buf.Bytes(), "zstd", nil
-	}
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	if err := json.NewEncoder(zw).Encode(wire.Batch{Events: evs}); err != nil {
-		return nil, "", fmt.Errorf("uplink: encode batch: %w", err)
-	}
-	if err := zw.Close(); err != nil {
-		return nil, "", fmt.Errorf("uplink: gzip: %w", err)
-	}
-	return buf.Bytes(), "gzip", nil
 }
 
 // acceptsZstd reports whether Accept-Encoding values list zstd (with a

@@ -52,12 +52,10 @@ func readRawBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) erro
 
 // encodingName is the Content-Encoding decodeBody reads enc as.
 func encodingName(enc string) string {
-	switch enc = strings.ToLower(strings.TrimSpace(enc)); enc {
-	case "":
+	if enc = strings.ToLower(strings.TrimSpace(enc)); enc == "" {
 		return "identity"
-	default:
-		return enc
 	}
+	return enc
 }
 
 // decodeBody decodes a raw batch body sent with Content-Encoding enc;
