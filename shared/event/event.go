@@ -76,7 +76,22 @@ type Event struct {
 	Attrs      Attrs     `json:"attrs,omitempty"`
 	Prev       string    `json:"prev"`
 	Hash       string    `json:"hash"`
+
+	// head is the event's canonical encoding without its closing brace,
+	// and attrs the attrs' part of it, when the decoder that made the event
+	// found its text already canonical (SetCanonical): Validate then hashes
+	// that text instead of encoding the event again.
+	head, attrs string
 }
+
+// SetCanonical records that head+"}" is e's canonical encoding and attrs
+// (empty without attrs) the attrs' part of it, both text e was decoded
+// from, valid UTF-8, and so is every string of e. A decoder that proves
+// this while decoding saves Validate the encoding, most of its cost. Set
+// nothing when unsure: Validate then encodes e itself. SetCanonical("", "")
+// forgets the text; so does Seal. Changing e afterwards without forgetting
+// it makes Validate check the old text.
+func (e *Event) SetCanonical(head, attrs string) { e.head, e.attrs = head, attrs }
 
 // canonical is Event without Hash, in canonical field order. Time is a string
 // so that its form is fixed: RFC 3339 in UTC with nanoseconds trimmed.
@@ -123,6 +138,7 @@ func (e *Event) ComputeHash() (string, error) {
 // Seal sets Prev and Hash: the event becomes the next link after prev.
 // Time is truncated to the canonical (UTC) form first.
 func (e *Event) Seal(prev string) error {
+	e.SetCanonical("", "")
 	e.Time = e.Time.UTC()
 	e.Prev = prev
 	h, err := e.ComputeHash()
@@ -161,7 +177,9 @@ func (e *Event) ValidateAttrs() ([]byte, error) {
 }
 
 func (e *Event) validate(keepAttrs bool) ([]byte, error) {
-	if err := checkStr("agent", e.Agent, MaxIDLen, true); err != nil {
+	// With the decoder's canonical text, its strings are known valid UTF-8.
+	known := e.head != ""
+	if err := checkStr("agent", e.Agent, MaxIDLen, true, known); err != nil {
 		return nil, err
 	}
 	if e.Seq == 0 {
@@ -182,7 +200,7 @@ func (e *Event) validate(keepAttrs bool) ([]byte, error) {
 		{"object", e.Object, MaxFieldLen, false},
 		{"register_id", e.RegisterID, MaxIDLen, false},
 	} {
-		if err := checkStr(f.name, f.v, f.max, f.req); err != nil {
+		if err := checkStr(f.name, f.v, f.max, f.req, known); err != nil {
 			return nil, fmt.Errorf("seq %d: %w", e.Seq, err)
 		}
 	}
@@ -192,16 +210,25 @@ func (e *Event) validate(keepAttrs bool) ([]byte, error) {
 	if e.Prev != "" && !isHex(e.Prev) {
 		return nil, invalid("seq %d: prev is not a hex SHA-256", e.Seq)
 	}
-	if e.Attrs != nil {
+	if e.Attrs != nil && !known {
 		if err := checkAttrsUTF8(e.Attrs); err != nil {
 			return nil, fmt.Errorf("seq %d: %w", e.Seq, err)
 		}
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	b, attrsAt, attrsLen, err := appendCanonicalAttrs((*bp)[:0], e)
-	if err != nil {
-		return nil, invalid("seq %d: attrs: %v", e.Seq, err)
+	var (
+		b                 []byte
+		attrsAt, attrsLen int
+	)
+	if known {
+		b = append(append((*bp)[:0], e.head...), '}')
+		attrsLen = len(e.attrs)
+	} else {
+		var err error
+		if b, attrsAt, attrsLen, err = appendCanonicalAttrs((*bp)[:0], e); err != nil {
+			return nil, invalid("seq %d: attrs: %v", e.Seq, err)
+		}
 	}
 	*bp = b
 	if attrsLen > MaxAttrsLen {
@@ -219,10 +246,13 @@ func (e *Event) validate(keepAttrs bool) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("seq %d: %w", e.Seq, ErrHash)
 	}
-	if keepAttrs && attrsLen > 0 {
-		return bytes.Clone(b[attrsAt : attrsAt+attrsLen]), nil
+	switch {
+	case !keepAttrs || attrsLen == 0:
+		return nil, nil
+	case known:
+		return []byte(e.attrs), nil
 	}
-	return nil, nil
+	return bytes.Clone(b[attrsAt : attrsAt+attrsLen]), nil
 }
 
 // checkAttrsUTF8 refuses invalid UTF-8 in attrs keys and strings, which
@@ -258,14 +288,15 @@ func checkAttrsUTF8(a Attrs) error {
 	return walk(map[string]any(a))
 }
 
-func checkStr(name, v string, max int, required bool) error {
+// checkStr checks a string field; utf8OK skips its UTF-8 check.
+func checkStr(name, v string, max int, required, utf8OK bool) error {
 	if required && v == "" {
 		return invalid("%s missing", name)
 	}
 	if len(v) > max {
 		return invalid("%s is %d bytes, limit %d", name, len(v), max)
 	}
-	if !utf8.ValidString(v) {
+	if !utf8OK && !utf8.ValidString(v) {
 		return invalid("%s: invalid UTF-8", name)
 	}
 	return nil

@@ -133,3 +133,47 @@ func BenchmarkVerifyChain(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(evs))/b.Elapsed().Seconds(), "events/s")
 }
+
+// TestSetCanonical: with a decoder's canonical text Validate hashes that
+// text and keeps its attrs as they are; the checks on the fields stay, and
+// Seal forgets the text.
+func TestSetCanonical(t *testing.T) {
+	e := chain(t, 1)[0]
+	c, err := e.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := e.ValidateAttrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := string(c[:len(c)-1])
+	e.SetCanonical(head, string(want))
+	got, err := e.ValidateAttrs()
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("with the text: attrs %s, %v; want %s", got, err, want)
+	}
+	// The text is what is hashed: another text fails the hash.
+	e.SetCanonical(strings.Replace(head, "田中", "佐藤", 1), string(want))
+	if err := e.Validate(); !errors.Is(err, ErrHash) {
+		t.Fatalf("another text: %v, want ErrHash", err)
+	}
+	// Limits and fields are checked as without the text.
+	e.SetCanonical(head, strings.Repeat("x", MaxAttrsLen+1))
+	if err := e.Validate(); err == nil || !strings.Contains(err.Error(), "attrs is") {
+		t.Fatalf("oversized attrs: %v", err)
+	}
+	e.SetCanonical(head, string(want))
+	e.Severity = "loud"
+	if err := e.Validate(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad severity: %v", err)
+	}
+	e.Severity = Info
+	if err := e.Seal(e.Prev); err != nil {
+		t.Fatal(err)
+	}
+	e.User = "佐藤"
+	if err := e.Validate(); !errors.Is(err, ErrHash) {
+		t.Fatalf("changed after Seal: %v, want ErrHash (Seal forgets the text)", err)
+	}
+}

@@ -45,7 +45,11 @@ func (e *BatchEncoder) Encode(evs []event.Event, enc string) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("wire: batch encoding %q: want zstd or gzip", enc)
 	}
-	if err := json.NewEncoder(zw).Encode(Batch{Events: evs}); err != nil {
+	// Without HTML escapes each event's text is its canonical encoding and
+	// hash, which the server hashes as it is rather than encoding it again.
+	je := json.NewEncoder(zw)
+	je.SetEscapeHTML(false)
+	if err := je.Encode(Batch{Events: evs}); err != nil {
 		return nil, fmt.Errorf("wire: encode batch: %w", err)
 	}
 	if err := zw.Close(); err != nil {

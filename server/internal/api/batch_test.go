@@ -129,15 +129,10 @@ func TestDecodeBatchStopsAtLimit(t *testing.T) {
 	}
 }
 
-// BenchmarkDecodeBody is the handler's part of ingest on an office's
-// events as the agent ships them: a gzip'd 500-event batch of file
-// accesses with random Japanese paths (as mamori-loadgen makes them),
-// gunzipped and decoded, without the chain check (the store's). One op is
-// one batch; events/s is per core.
-//
-//	go test -run '^$' -bench DecodeBody -benchmem ./server/internal/api/
-func BenchmarkDecodeBody(b *testing.B) {
-	const n = 500
+// realisticEvents is n sealed file events of one agent on a file server:
+// Japanese folder names, Windows and UNC paths, register ids.
+func realisticEvents(tb testing.TB, n int) []event.Event {
+	tb.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
 	words := []string{"2024年度", "見積書", "契約書", "顧客名簿", "申込書", "株式会社山田商事", "有限会社佐藤工業", "名古屋営業所"}
 	evs := make([]event.Event, n)
@@ -151,10 +146,23 @@ func BenchmarkDecodeBody(b *testing.B) {
 			RegisterID: fmt.Sprintf("PI-%04d", 1+rng.IntN(60)),
 			Attrs:      event.Attrs{"size": json.Number(fmt.Sprint(1024 + rng.IntN(4<<20))), "count": json.Number("1"), "root": `\\fileserver\営業部\顧客管理`}}
 		if err := evs[i].Seal(prev); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		prev = evs[i].Hash
 	}
+	return evs
+}
+
+// BenchmarkDecodeBody is the handler's part of ingest on an office's
+// events as the agent ships them: a gzip'd 500-event batch of file
+// accesses with random Japanese paths (as mamori-loadgen makes them),
+// gunzipped and decoded, without the chain check (the store's). One op is
+// one batch; events/s is per core.
+//
+//	go test -run '^$' -bench DecodeBody -benchmem ./server/internal/api/
+func BenchmarkDecodeBody(b *testing.B) {
+	const n = 500
+	evs := realisticEvents(b, n)
 	raw, err := json.Marshal(wire.Batch{Events: evs})
 	if err != nil {
 		b.Fatal(err)
@@ -172,4 +180,39 @@ func BenchmarkDecodeBody(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkDecodeValidate is decoding an agent's batch and the store's
+// check of each event (event.ValidateAttrs), with the parser's canonical
+// text and without it (encoding each event again, as before the parser
+// told events their text):
+//
+//	go test -run '^$' -bench DecodeValidate -benchmem ./server/internal/api/
+func BenchmarkDecodeValidate(b *testing.B) {
+	evs := realisticEvents(b, 500)
+	var enc wire.BatchEncoder
+	body, err := enc.Encode(evs, "zstd")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, claim := range []bool{true, false} {
+		b.Run(fmt.Sprintf("canonical-text=%v", claim), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				got, err := decodeBody("zstd", bytes.NewReader(body), nil)
+				if err != nil || len(got) != len(evs) {
+					b.Fatal(len(got), err)
+				}
+				if !claim {
+					forgetClaims(got)
+				}
+				for i := range got {
+					if _, err := got[i].ValidateAttrs(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(evs))/1000, "µs/event")
+		})
+	}
 }

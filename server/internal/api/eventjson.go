@@ -21,18 +21,39 @@ import (
 // fast path never changes what is accepted (TestParseEventMatchesJSON,
 // FuzzParseEventMatchesJSON). Strings without escapes are slices of src:
 // one allocation for the event's text instead of one per field.
+//
+// Where src is already the event's canonical encoding followed by its hash
+// (what agents send), it tells e so (event.SetCanonical) and the store
+// hashes src as it is instead of encoding the event again
+// (FuzzCanonicalClaim holds every such claim to event.Canonical).
 func parseEvent(src string, e *event.Event) bool {
-	p := eventParser{s: src}
+	p, ok := parse(src, e)
+	if ok && !p.odd {
+		e.SetCanonical(src[:p.hashAt], src[p.attrsAt:p.attrsEnd])
+	}
+	return ok
+}
+
+// parse is parseEvent without telling e; p says what it found.
+func parse(src string, e *event.Event) (p eventParser, ok bool) {
+	p.s = src
 	if !p.object(e) {
-		return false
+		return p, false
 	}
 	p.ws()
-	return p.i == len(p.s)
+	return p, p.i == len(p.s)
 }
 
 type eventParser struct {
 	s string
 	i int
+
+	// odd is set at the first byte the canonical encoding would not have
+	// written as it is: space, another key order, an escape it writes
+	// otherwise, a field it leaves out. Until then the text is canonical;
+	// hashAt is where its hash field starts and attrsAt:attrsEnd its attrs.
+	odd                       bool
+	hashAt, attrsAt, attrsEnd int
 }
 
 func (p *eventParser) ws() {
@@ -40,6 +61,7 @@ func (p *eventParser) ws() {
 		switch p.s[p.i] {
 		case ' ', '\t', '\n', '\r':
 			p.i++
+			p.odd = true
 		default:
 			return
 		}
@@ -78,17 +100,20 @@ func (p *eventParser) object(e *event.Event) bool {
 		return false
 	}
 	if p.next('}') {
+		p.odd = true // canonical writes some fields always
 		return true
 	}
 	seen := 0
 	for {
 		p.ws()
+		keyAt := p.i
 		key, ok := p.plainKey()
 		if !ok || !p.next(':') {
 			return false
 		}
 		p.ws()
 		var bit int
+		valAt := p.i
 		switch key {
 		case "agent":
 			bit, ok = fAgent, p.str(&e.Agent)
@@ -114,23 +139,44 @@ func (p *eventParser) object(e *event.Event) bool {
 			bit, ok = fRegisterID, p.str(&e.RegisterID)
 		case "attrs":
 			bit, ok = fAttrs, p.attrs(&e.Attrs)
+			p.attrsAt, p.attrsEnd = valAt, p.i
+			if len(e.Attrs) == 0 {
+				p.odd = true // canonical leaves out null and empty attrs
+			}
 		case "prev":
 			bit, ok = fPrev, p.str(&e.Prev)
 		case "hash":
 			bit, ok = fHash, p.str(&e.Hash)
+			p.hashAt = keyAt - 1 // its comma
 		default:
 			return false // unknown, or a case-folded match: encoding/json decides
 		}
 		if !ok || seen&bit != 0 {
 			return false
 		}
+		if bit&fOptional != 0 && p.i == valAt+2 {
+			p.odd = true // "": canonical leaves it out
+		}
+		if seen >= bit {
+			p.odd = true // canonical writes the fields in the order of their bits
+		}
 		seen |= bit
 		if p.next(',') {
 			continue
 		}
+		if seen&fCanonical != fCanonical {
+			p.odd = true // canonical writes these, and the hash comes last
+		}
 		return p.next('}')
 	}
 }
+
+const (
+	// fOptional are the fields canonical leaves out when empty.
+	fOptional = fUser | fProcess | fObject | fRegisterID
+	// fCanonical are the fields canonical always writes, and the hash.
+	fCanonical = fAgent | fSeq | fTime | fControl | fType | fSeverity | fPrev | fHash
+)
 
 // plainKey reads a key without escapes.
 func (p *eventParser) plainKey() (string, bool) {
@@ -170,14 +216,36 @@ func (p *eventParser) stringValue() (string, bool) {
 			return "", false
 		}
 	}
+	var v string
 	switch {
 	case j >= len(p.s):
 		return "", false
 	case p.s[j] == '"':
 		p.i = j + 1
-		return p.s[start:j], true
+		v = p.s[start:j]
 	default:
-		return p.escaped(start, j)
+		var ok bool
+		if v, ok = p.escaped(start, j); !ok {
+			return "", false
+		}
+	}
+	if !p.odd && hasLineSep(p.s[start:p.i-1]) {
+		p.odd = true // canonical escapes U+2028 and U+2029
+	}
+	return v, true
+}
+
+// hasLineSep reports whether s holds U+2028 or U+2029 unescaped.
+func hasLineSep(s string) bool {
+	for {
+		k := strings.IndexByte(s, 0xe2)
+		if k < 0 || k+2 >= len(s) {
+			return false
+		}
+		if s[k+1] == 0x80 && (s[k+2] == 0xa8 || s[k+2] == 0xa9) {
+			return true
+		}
+		s = s[k+1:]
 	}
 }
 
@@ -212,8 +280,11 @@ func (p *eventParser) escaped(start, j int) (string, bool) {
 			return "", false
 		}
 		switch c := p.s[j+1]; c {
-		case '"', '\\', '/':
+		case '"', '\\':
 			b = append(b, c)
+		case '/':
+			b = append(b, c)
+			p.odd = true
 		case 'b':
 			b = append(b, '\b')
 		case 'f':
@@ -231,6 +302,9 @@ func (p *eventParser) escaped(start, j int) (string, bool) {
 			r, err := strconv.ParseUint(p.s[j+2:j+6], 16, 32)
 			if err != nil || (r >= 0xd800 && r < 0xe000) || !isHex4(p.s[j+2:j+6]) {
 				return "", false // surrogates: encoding/json's pairing rules decide
+			}
+			if !canonicalEscape(rune(r), p.s[j+2:j+6]) {
+				p.odd = true
 			}
 			b = utf8.AppendRune(b, rune(r))
 			j += 6
@@ -253,6 +327,20 @@ func quoteOrEscapeString(s string) int {
 		return k
 	}
 	return q
+}
+
+// canonicalEscape reports whether \u followed by hex4 is how the canonical
+// encoding writes r: control characters without a short escape, as
+// lowercase hex, and U+2028 and U+2029.
+func canonicalEscape(r rune, hex4 string) bool {
+	switch r {
+	case '\b', '\f', '\n', '\r', '\t':
+		return false
+	case '\u2028', '\u2029':
+		return true
+	}
+	const digits = "0123456789abcdef"
+	return r < 0x20 && hex4 == string([]byte{'0', '0', digits[r>>4], digits[r&0xf]})
 }
 
 func isHex4(s string) bool {
@@ -311,6 +399,9 @@ func (p *eventParser) time(v *time.Time) bool {
 		if err := t.UnmarshalJSON([]byte(p.s[p.i : end+1])); err != nil {
 			return false
 		}
+		p.odd = true
+	} else if ts := p.s[p.i+1 : end]; len(ts) > len("2006-01-02T15:04:05Z") && ts[len(ts)-2] == '0' {
+		p.odd = true // a fraction's trailing zero: canonical trims it
 	}
 	*v, p.i = t, end+1
 	return true
@@ -395,12 +486,17 @@ func (p *eventParser) mapValue(depth int) (map[string]any, bool) {
 	if p.next('}') {
 		return m, true
 	}
-	for {
+	prev := ""
+	for first := true; ; first = false {
 		p.ws()
 		k, ok := p.stringValue()
 		if !ok || !p.next(':') {
 			return nil, false
 		}
+		if !first && k <= prev {
+			p.odd = true // canonical sorts the keys (and has each once)
+		}
+		prev = k
 		p.ws()
 		x, ok := p.value(depth + 1)
 		if !ok {
