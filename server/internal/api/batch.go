@@ -545,13 +545,18 @@ func (s *batchScanner) events(check func(*event.Event) error) ([]event.Event, er
 		if len(evs) == wire.MaxBatchEvents {
 			return nil, fmt.Errorf("%w: more than %d events, limit %d", errBadBatch, wire.MaxBatchEvents, wire.MaxBatchEvents)
 		}
-		raw, err := s.value()
+		e, ok, err := s.quickEvent()
 		if err != nil {
 			return nil, err
 		}
-		e, err := decodeEvent(raw, len(evs)+1)
-		if err != nil {
-			return nil, err
+		if !ok {
+			raw, err := s.value()
+			if err != nil {
+				return nil, err
+			}
+			if e, err = decodeEvent(raw, len(evs)+1); err != nil {
+				return nil, err
+			}
 		}
 		if check != nil {
 			if err := check(&e); err != nil {
@@ -560,6 +565,44 @@ func (s *batchScanner) events(check func(*event.Event) error) ([]event.Event, er
 		}
 		evs = append(evs, e)
 	}
+}
+
+// hashField is how the text of every event an agent sends ends: its hash,
+// the last field, then the object's end.
+const hashField = `,"hash":"`
+
+// quickWindow is how far quickEvent looks for an event's end: most events
+// are well under 2 KiB; a larger one takes the scanner's way. It bounds
+// the search of a batch of events without a hash to 4 MiB.
+const quickWindow = 4 << 10
+
+// quickEvent decodes the next event, if it is buffered whole and ends as
+// an agent's do, without the scanner finding its extent first (a second
+// pass over its text, 6% of the server's CPU): it takes the text up to the
+// first hash field and its value, and only if parseEvent finds exactly one
+// object there (its end is then where the scanner would find it) does it
+// consume the text. Otherwise it reports false and consumes nothing, and
+// the caller goes the scanner's way, which gives the event or the error.
+func (s *batchScanner) quickEvent() (event.Event, bool, error) {
+	if c, ok, err := s.peek(); err != nil || !ok || c != '{' {
+		return event.Event{}, false, err
+	}
+	b := (*s.buf)[s.pos:]
+	k := bytes.Index(b[:min(len(b), quickWindow)], []byte(hashField))
+	if k < 0 {
+		return event.Event{}, false, nil
+	}
+	end := k + len(hashField) + event.HashLen + len(`"}`)
+	if end > len(b) || b[end-2] != '"' || b[end-1] != '}' {
+		return event.Event{}, false, nil
+	}
+	raw := b[:end]
+	var e event.Event
+	if !utf8.Valid(raw) || !parseEvent(string(raw), &e) {
+		return event.Event{}, false, nil
+	}
+	s.pos += end
+	return e, true, nil
 }
 
 // decodeEvent decodes the n-th event of a batch from its JSON text.

@@ -190,6 +190,14 @@ func decoderCorpus(t testing.TB) [][]byte {
 		`{"events":[{"time":"2026-11-01t09:00:00z"}]}`, `{"events":[{"time":"2026-11-01T09:00:00,5Z"}]}`,
 		`{"events":[{"time":"2026-11-01T09:00:00.Z"}]}`, `{"events":[{"time":"\u0032026-11-01T09:00:00Z"}]}`,
 		`{"events":[{"time":5}]}`, `{"events":[{"type":"x","x":1}]}`, `{"events":[{"ſeq":1}]}`,
+		// A hash field inside attrs, and events whose hash is not last or
+		// not 64 characters: the quick path's guess of the end is wrong.
+		`{"events":[{"attrs":{"a":1,"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}]}`,
+		`{"events":[{"attrs":{"a":{"b":2,"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}},"seq":1,"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},{"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}]}`,
+		`{"events":[{"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","seq":1},{"seq":2,"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}]}`,
+		`{"events":[{"seq":1,"hash":"abc"},{"seq":2,"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}]}`,
+		`{"events":[{"seq":1,"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"} , {"seq":2,"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}]}`,
+		`{"events":[{"seq":1,"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}{"seq":2,"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}]}`,
 	} {
 		out = append(out, []byte(s))
 	}

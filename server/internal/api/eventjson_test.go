@@ -226,3 +226,34 @@ func FuzzCanonicalClaim(f *testing.F) {
 		}
 	})
 }
+
+// TestQuickEvent: an agent's events are decoded without the scanner's pass
+// over their text; where the first hash field is not the event's end,
+// nothing is consumed and the scanner's way decodes it.
+func TestQuickEvent(t *testing.T) {
+	texts := agentEvents(t, officeEvents(t))
+	buf := make([]byte, 0, 2*scanChunk)
+	s := batchScanner{r: strings.NewReader(texts[0] + " ,\n" + texts[1]), buf: &buf}
+	e, ok, err := s.quickEvent()
+	if err != nil || !ok || s.pos != len(texts[0]) || e.Object != officeEvents(t)[0].Object {
+		t.Fatalf("first event: ok %v, %v, pos %d of %d", ok, err, s.pos, len(texts[0]))
+	}
+	if err := s.want(',', "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.quickEvent(); err != nil || !ok || s.pos != len(*s.buf) {
+		t.Fatalf("second event after space: ok %v, %v, pos %d of %d", ok, err, s.pos, len(*s.buf))
+	}
+
+	h := strings.Repeat("0123456789abcdef", 4)
+	trap := `{"attrs":{"a":1,"hash":"` + h + `"},"hash":"` + h + `"}`
+	buf = buf[:0]
+	s = batchScanner{r: strings.NewReader(trap), buf: &buf}
+	if _, ok, err := s.quickEvent(); err != nil || ok || s.pos != 0 {
+		t.Fatalf("hash inside attrs: ok %v, %v, pos %d", ok, err, s.pos)
+	}
+	evs, err := DecodeBatch([]byte(`{"events":[` + trap + `]}`))
+	if err != nil || len(evs) != 1 || evs[0].Attrs["hash"] != h || evs[0].Hash != h {
+		t.Fatalf("decoded the scanner's way: %+v, %v", evs, err)
+	}
+}
