@@ -210,29 +210,48 @@ func (p *eventParser) stringValue() (string, bool) {
 		return "", false
 	}
 	start := p.i + 1
-	j := start + quoteOrEscapeString(p.s[start:])
-	for _, c := range []byte(p.s[start:j]) {
-		if c < 0x20 {
-			return "", false
-		}
-	}
-	var v string
-	switch {
-	case j >= len(p.s):
+	q := strings.IndexByte(p.s[start:], '"')
+	if q < 0 {
 		return "", false
-	case p.s[j] == '"':
-		p.i = j + 1
-		v = p.s[start:j]
-	default:
+	}
+	q += start
+	var v string
+	if k := strings.IndexByte(p.s[start:q], '\\'); k >= 0 {
 		var ok bool
-		if v, ok = p.escaped(start, j); !ok {
+		if v, ok = p.escaped(start, start+k, q); !ok {
 			return "", false
 		}
+	} else {
+		if hasCtl(p.s[start:q]) {
+			return "", false
+		}
+		p.i = q + 1
+		v = p.s[start:q]
 	}
 	if !p.odd && hasLineSep(p.s[start:p.i-1]) {
 		p.odd = true // canonical escapes U+2028 and U+2029
 	}
 	return v, true
+}
+
+// hasCtl reports whether s holds a byte below 0x20, eight bytes at a time
+// (a byte below n makes x - n*0x01.. borrow into its top bit, for n <= 128).
+func hasCtl(s string) bool {
+	const ones, tops = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if (x-0x20*ones)&^x&tops != 0 {
+			return true
+		}
+	}
+	for ; i < len(s); i++ {
+		if s[i] < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 // hasLineSep reports whether s holds U+2028 or U+2029 unescaped.
@@ -249,9 +268,13 @@ func hasLineSep(s string) bool {
 	}
 }
 
-// escaped finishes a string that has an escape at j.
-func (p *eventParser) escaped(start, j int) (string, bool) {
-	b := make([]byte, 0, j-start+32)
+// escaped finishes a string that starts at start and has an escape at j;
+// q is the first '"' after start (the string's end unless escaped).
+func (p *eventParser) escaped(start, j, q int) (string, bool) {
+	if hasCtl(p.s[start:j]) {
+		return "", false
+	}
+	b := make([]byte, 0, q-start+8) // unescaping never lengthens
 	b = append(b, p.s[start:j]...)
 	for j < len(p.s) {
 		c := p.s[j]
@@ -266,11 +289,18 @@ func (p *eventParser) escaped(start, j int) (string, bool) {
 		case c != '\\':
 			// Copy the run up to the next quote or escape at once,
 			// refusing control characters in it as the loop would.
-			k := j + 1 + quoteOrEscapeString(p.s[j+1:])
-			for _, r := range []byte(p.s[j:k]) {
-				if r < 0x20 {
+			if q < j {
+				if q = strings.IndexByte(p.s[j:], '"'); q < 0 {
 					return "", false
 				}
+				q += j
+			}
+			k := q
+			if e := strings.IndexByte(p.s[j:q], '\\'); e >= 0 {
+				k = j + e
+			}
+			if hasCtl(p.s[j:k]) {
+				return "", false
 			}
 			b = append(b, p.s[j:k]...)
 			j = k
@@ -315,18 +345,6 @@ func (p *eventParser) escaped(start, j int) (string, bool) {
 		j += 2
 	}
 	return "", false
-}
-
-// quoteOrEscapeString is quoteOrEscape for a string.
-func quoteOrEscapeString(s string) int {
-	q := strings.IndexByte(s, '"')
-	if q < 0 {
-		q = len(s)
-	}
-	if k := strings.IndexByte(s[:q], '\\'); k >= 0 {
-		return k
-	}
-	return q
 }
 
 // canonicalEscape reports whether \u followed by hex4 is how the canonical
