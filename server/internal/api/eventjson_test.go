@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -255,5 +256,45 @@ func TestQuickEvent(t *testing.T) {
 	evs, err := DecodeBatch([]byte(`{"events":[` + trap + `]}`))
 	if err != nil || len(evs) != 1 || evs[0].Attrs["hash"] != h || evs[0].Hash != h {
 		t.Fatalf("decoded the scanner's way: %+v, %v", evs, err)
+	}
+}
+
+// TestHasCtl: the eight-bytes-at-a-time check says what a byte loop says,
+// for every byte value at every position of a word and the tail.
+func TestHasCtl(t *testing.T) {
+	naive := func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			if s[i] < 0x20 {
+				return true
+			}
+		}
+		return false
+	}
+	base := []byte(strings.Repeat("a", 11))
+	for _, fill := range []byte{'a', 0x20, 0x7f, 0x80, 0xff} {
+		for i := range base {
+			base[i] = fill
+		}
+		for pos := range base {
+			for c := 0; c < 256; c++ {
+				b := bytes.Clone(base)
+				b[pos] = byte(c)
+				if got, want := hasCtl(string(b)), naive(string(b)); got != want {
+					t.Fatalf("hasCtl(%q) = %v, want %v", b, got, want)
+				}
+			}
+		}
+	}
+	// Mixed words, from the bytes where a borrow could go wrong.
+	edge := []byte{0x00, 0x01, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0x9f, 0xa0, 0xff}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 200000 {
+		b := make([]byte, rng.IntN(20))
+		for i := range b {
+			b[i] = edge[rng.IntN(len(edge))]
+		}
+		if got, want := hasCtl(string(b)), naive(string(b)); got != want {
+			t.Fatalf("hasCtl(%q) = %v, want %v", b, got, want)
+		}
 	}
 }
