@@ -1,8 +1,10 @@
 package eventlog
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -53,17 +55,31 @@ func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 			continue
 		}
 		r := keyRun{runName(lo, hi), lo, hi}
-		for _, st := range []struct {
-			q    string
-			args []any
-		}{
-			{fmt.Sprintf(runSchema, r.name), nil},
-			{fmt.Sprintf(indexKeysSQL, r.name), []any{lo, hi}},
-			{`INSERT INTO key_runs (name, lo, hi) VALUES (?, ?, ?)`, []any{r.name, lo, hi}},
-		} {
-			if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
-				return err
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(runSchema, r.name)); err != nil {
+			return err
+		}
+		// A key an event, as servers before range keys wrote them, so that
+		// readers of those are tested too.
+		vals, err := logVals(ctx, tx, lo, hi)
+		if err != nil {
+			return err
+		}
+		var keys []runKey
+		for i, v := range vals {
+			for kind, val := range map[int]string{4: v.user, 5: v.object, 6: v.reg} {
+				if val != "" {
+					keys = append(keys, runKey{kind: kind, val: val, pos: lo + int64(i)})
+				}
 			}
+		}
+		slices.SortFunc(keys, func(a, b runKey) int {
+			return cmp.Or(cmp.Compare(a.kind, b.kind), strings.Compare(a.val, b.val), cmp.Compare(a.pos, b.pos))
+		})
+		if err := writeKeys(ctx, tx, r.name, keys); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO key_runs (name, lo, hi) VALUES (?, ?, ?)`, r.name, lo, hi); err != nil {
+			return err
 		}
 		runs, lo = append(runs, r), hi
 	}
@@ -78,15 +94,47 @@ func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 	return nil
 }
 
-// AllKeys is a subquery of every key in the runs, for tests.
-func (s *SQLite) AllKeys() string {
+// ObjectKeys counts the object keys in the runs, and the events they
+// name, for tests.
+func (s *SQLite) ObjectKeys(ctx context.Context) (keys, distinct int64, err error) {
 	s.imu.Lock()
 	defer s.imu.Unlock()
-	sel := []string{"SELECT kind, val, pos FROM event_keys WHERE 0"}
+	seen := map[int64]bool{}
 	for _, r := range s.runs {
-		sel = append(sel, "SELECT kind, val, pos FROM "+r.name)
+		ks, err := s.runKeysOf(ctx, r.name)
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, k := range ks {
+			if k.kind == 5 {
+				keys++
+				seen[k.pos] = true
+			}
+		}
 	}
-	return "(" + strings.Join(sel, " UNION ALL ") + ")"
+	return keys, int64(len(seen)), nil
+}
+
+// runKeysOf reads every key of a run, in order.
+func (s *SQLite) runKeysOf(ctx context.Context, run string) ([]runKey, error) {
+	tx, err := s.kdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	bs, err := readBlocks(ctx, tx, run)
+	if err != nil {
+		return nil, err
+	}
+	c := &runCursor{blocks: bs}
+	var out []runKey
+	for {
+		ok, err := c.next()
+		if err != nil || !ok {
+			return out, err
+		}
+		out = append(out, runKey{kind: c.d.kind, val: string(c.d.val), pos: c.d.pos, upto: c.d.upto})
+	}
 }
 
 // Runs reports the key runs' ranges in log order, and how many merges
@@ -149,21 +197,6 @@ const logEvents = `(SELECT idx, agent, seq, time, received, control, type, sever
 
 // LogEvents is logEvents for the package's external tests.
 const LogEvents = logEvents
-
-// indexKeysSQL adds the keys of the events with idx in [?1, ?2) to the run
-// %s as servers before range keys wrote them: a key an event, sorted by
-// SQLite. Tests build keys files of that form with it. The events are rows
-// or records (records.go); each form finds only its own.
-const indexKeysSQL = `INSERT OR FAIL INTO %s (kind, val, pos) SELECT kind, val, pos FROM (
-		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
-		FROM events AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
-		WHERE e.idx >= ?1 AND e.idx < ?2
-		UNION ALL
-		SELECT k.kind AS kind, CASE k.kind WHEN 4 THEN e."user" WHEN 5 THEN e.object ELSE e.register_id END AS val, e.idx AS pos
-		FROM records CROSS JOIN record_events(records.payload, records.lo, records.hi) AS e CROSS JOIN (SELECT 4 AS kind UNION ALL SELECT 5 UNION ALL SELECT 6) AS k
-		WHERE records.lo >= coalesce((SELECT rr.lo FROM records AS rr WHERE rr.lo <= ?1 ORDER BY rr.lo DESC LIMIT 1), ?1)
-			AND records.lo < ?2 AND e.idx >= ?1 AND e.idx < ?2
-	) WHERE val IS NOT NULL ORDER BY kind, val, pos`
 
 // AggregateRecordsInSQL makes Count and Scan read records through
 // record_events, as SQL, until t ends.

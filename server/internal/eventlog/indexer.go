@@ -31,11 +31,12 @@ const (
 	indexEager  = 4096
 )
 
-// keysFormat follows the hash in index_state.last once a run may hold range
-// keys (runkeys.go). A server from before them compares last with the
-// hash alone, finds the keys not this log's and rebuilds them, rather than
-// read a range key as its first event only and miss rows.
-const keysFormat = 1
+// keysFormat follows the hash in index_state.last: 1 once a run may hold
+// range keys (runkeys.go), 2 once runs are key blocks (keyblocks.go). A
+// server of another format finds the keys not this log's and rebuilds
+// them, rather than misread them (a range key as its first event only, a
+// run of key rows as blocks).
+const keysFormat = 2
 
 // indexer runs until the store closes.
 func (s *SQLite) indexer(conn *sql.Conn) {
@@ -134,7 +135,7 @@ func (s *SQLite) addRun(ctx context.Context, conn *sql.Conn, lo, hi int64) (err 
 		if err != nil {
 			return err
 		}
-		return insertKeys(ctx, tx, r.name, runKeys(r.lo, vals))
+		return writeKeys(ctx, tx, r.name, runKeys(r.lo, vals))
 	}
 	if err := replaceRuns(ctx, tx, s.runs[a:], r, fill); err != nil {
 		return fmt.Errorf("eventlog: index [%d, %d): %w", lo, hi, err)
@@ -217,7 +218,8 @@ func (s *SQLite) loadWatermark(ctx context.Context) error {
 func (s *SQLite) runsIntact(ctx context.Context, runs []keyRun, wm int64) (bool, error) {
 	at := int64(0)
 	for _, r := range runs {
-		if r.lo != at || r.hi <= r.lo {
+		// event_keys is a table of key rows, from before runs.
+		if r.lo != at || r.hi <= r.lo || r.name == "event_keys" {
 			return false, nil
 		}
 		at = r.hi

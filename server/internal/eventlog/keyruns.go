@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -151,8 +150,7 @@ func (s *SQLite) compact(ctx context.Context, conn *sql.Conn) error {
 }
 
 // mergeRuns writes the keys of from into the new run m and drops from, in
-// one transaction. The union's ORDER BY is a merge of the runs' own key
-// order (no sort), and the insert appends.
+// one transaction (mergeKeys).
 func (s *SQLite) mergeRuns(ctx context.Context, conn *sql.Conn, from []keyRun, m keyRun) (err error) {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
@@ -163,10 +161,7 @@ func (s *SQLite) mergeRuns(ctx context.Context, conn *sql.Conn, from []keyRun, m
 			_ = tx.Rollback()
 		}
 	}()
-	fill := func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "INSERT OR FAIL INTO "+m.name+" "+mergeSelect(from))
-		return err
-	}
+	fill := func(tx *sql.Tx) error { return mergeKeys(ctx, tx, from, m.name) }
 	if err := replaceRuns(ctx, tx, from, m, fill); err != nil {
 		return fmt.Errorf("eventlog: merge key runs [%d, %d): %w", m.lo, m.hi, err)
 	}
@@ -174,16 +169,6 @@ func (s *SQLite) mergeRuns(ctx context.Context, conn *sql.Conn, from []keyRun, m
 		return fmt.Errorf("eventlog: merge key runs: %w", err)
 	}
 	return nil
-}
-
-// mergeSelect reads the keys of runs in key order: SQLite plans it as a
-// merge of each run's own order, without a sort (TestKeyRuns).
-func mergeSelect(runs []keyRun) string {
-	sel := make([]string, len(runs))
-	for i, r := range runs {
-		sel[i] = "SELECT kind, val, pos, upto FROM " + r.name
-	}
-	return strings.Join(sel, " UNION ALL ") + " ORDER BY kind, val, pos"
 }
 
 // replaceRuns creates the run r, fills it with fill, and drops the runs

@@ -77,8 +77,8 @@ func covered(runs []keyRun, n int64) bool {
 
 // TestKeyRuns indexes a log as many small runs, which merge, and checks
 // every page against a scan; then that the runs survive a restart without
-// a rebuild, that a keys file from before runs (one event_keys table) is
-// taken as it is, and that a run's table gone makes the open rebuild.
+// a rebuild, and that a keys file from before runs (one event_keys table)
+// or a run's table gone makes the open rebuild.
 func TestKeyRuns(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "events.db")
@@ -101,9 +101,6 @@ func TestKeyRuns(t *testing.T) {
 		t.Errorf("IndexLag %d events, %d runs; want 0, %d", lag, n, len(runs))
 	}
 	checkPlans(t, s, false, start, mid)
-	if all := strings.Join(explain(t, s.kdb, mergeSelect(s.runs)), "; "); strings.Contains(all, "TEMP B-TREE") || !strings.Contains(all, "MERGE") {
-		t.Errorf("a merge of runs sorts: %s", all)
-	}
 	// A new run read from the log seeks each form of it by primary key.
 	for _, q := range []string{logValsRows, logValsRecords} {
 		if plan := strings.Join(explain(t, s.kdb, q, 0, size), "; "); !strings.Contains(plan, "USING INTEGER PRIMARY KEY") || strings.Contains(plan, "SCAN") {
@@ -149,14 +146,15 @@ func TestKeyRuns(t *testing.T) {
 		t.Errorf("restart rebuilt %d runs", s.IndexRuns())
 	}
 
-	// A keys file from before runs: every key in event_keys.
-	var sel, drop []string
+	// A keys file from before runs (every key in event_keys, no key_runs):
+	// the open registers event_keys as the one run, finds it not a run of
+	// key blocks and rebuilds.
+	var drop []string
 	for _, r := range s.runs {
-		sel = append(sel, "SELECT * FROM "+r.name)
 		drop = append(drop, "DROP TABLE "+r.name)
 	}
-	keysFile(append(append([]string{"INSERT INTO event_keys " + strings.Join(sel, " UNION ALL ")}, drop...), "DROP TABLE key_runs")...)
-	if len(s.runs) != 1 || s.runs[0].name != "event_keys" || s.IndexRuns() != 0 {
+	keysFile(append(drop, "DROP TABLE key_runs", "INSERT INTO event_keys (kind, val, pos) VALUES (5, 'x', 0)")...)
+	if !covered(s.runs, size) || s.runs[0].name == "event_keys" || s.IndexRuns() == 0 {
 		t.Fatalf("keys file from before runs: runs %v, %d indexed at open", s.runs, s.IndexRuns())
 	}
 	checkPlans(t, s, false, start, mid)
@@ -175,7 +173,7 @@ func TestKeyRuns(t *testing.T) {
 
 // TestRunsOfRangeKeys: runs hold range keys (runkeys.go), each read from the
 // log; every page is checked against a scan, then again after a restart,
-// and a key file from before range keys gets its column.
+// and a keys file of the format before is rebuilt.
 func TestRunsOfRangeKeys(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "events.db")
@@ -191,10 +189,19 @@ func TestRunsOfRangeKeys(t *testing.T) {
 		t.Fatalf("runs %v, watermark %d", s.runs, s.Indexed())
 	}
 	// fillPlanLog's users take turns within each batch: one key covers many rows.
-	var ranges, users int
 	for _, r := range s.runs {
-		if err := s.kdb.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(upto IS NOT NULL), 0) FROM `+r.name+` WHERE kind = 4`).Scan(&users, &ranges); err != nil {
+		keys, err := s.runKeysOf(ctx, r.name)
+		if err != nil {
 			t.Fatal(err)
+		}
+		var ranges, users int
+		for _, k := range keys {
+			if k.kind == 4 {
+				users++
+				if k.upto != 0 {
+					ranges++
+				}
+			}
 		}
 		if ranges == 0 {
 			t.Errorf("run %v: %d user keys, none a range", r, users)
@@ -223,15 +230,8 @@ func TestRunsOfRangeKeys(t *testing.T) {
 		t.Errorf("index_state.last %x for hash %x", last, hash)
 	}
 
-	// A keys file from before range keys (runs read from the log, no upto
-	// column, last the hash alone) gets the column at the open and serves.
-	if err := s.SetWatermark(ctx, size); err != nil {
-		t.Fatal(err)
-	}
-	var stmts []string
-	for _, r := range s.runs {
-		stmts = append(stmts, "ALTER TABLE "+r.name+" DROP COLUMN upto")
-	}
+	// A keys file of the format before (runs of key rows, last the hash
+	// and 1) is rebuilt at the open.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -239,21 +239,16 @@ func TestRunsOfRangeKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, st := range append(stmts, "ALTER TABLE event_keys DROP COLUMN upto") {
-		if _, err := db.Exec(st); err != nil {
-			t.Fatalf("%s: %v", st, err)
-		}
+	if _, err := db.Exec(`UPDATE index_state SET last = ?`, append(hash, 1)); err != nil {
+		t.Fatal(err)
 	}
 	db.Close()
 	if s, err = OpenSQLite(ctx, path, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if !covered(s.runs, size) || s.IndexRuns() != 0 {
-		t.Fatalf("old keys file: runs %v, %d built", s.runs, s.IndexRuns())
-	}
-	if _, err := s.kdb.ExecContext(ctx, `SELECT upto FROM `+s.runs[0].name+` LIMIT 1`); err != nil {
-		t.Fatalf("old run without upto after the open: %v", err)
+	if !covered(s.runs, size) || s.IndexRuns() == 0 {
+		t.Fatalf("keys file of format 1: runs %v, %d built", s.runs, s.IndexRuns())
 	}
 	checkPlans(t, s, false, start, mid)
 }

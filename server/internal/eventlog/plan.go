@@ -271,27 +271,33 @@ func (s *core) count(ctx context.Context, tx *sql.Tx, q *query, p pred, after, l
 		if r.hi <= after+1 {
 			continue
 		}
-		c, err := s.countIn(ctx, tx, p, r.name, after, limit-n)
-		if n += c; err != nil || n >= limit {
+		// A range key stands for the rows it covers, which a plan reads.
+		// (Object keys are one per event: summing their spans doubled the
+		// time of a broad prefix's page.)
+		object := p.col == "object"
+		err := scanRun(ctx, tx, r.name, seekOf(p, after+1), func(pos, upto int64) bool {
+			if object || upto == 0 {
+				n++
+			} else {
+				n += upto - pos
+			}
+			return n < limit
+		})
+		if err != nil || n >= limit {
 			return n, err
 		}
 	}
 	return n, nil
 }
 
-// countIn is count over events or one key run.
+// countIn is count over events or event_ranges.
 func (s *core) countIn(ctx context.Context, tx *sql.Tx, p pred, from string, after, limit int64) (int64, error) {
 	var args []any
 	w, col, sel, rows := p.sql(true, &args), "idx", "idx", "count(*)"
 	if from != "events" {
+		// A range key stands for the rows it covers.
 		args = args[:0]
-		w, col, sel = p.keySQL(&args), "pos", "pos"
-		if p.col != "object" {
-			// A range key stands for the rows it covers,
-			// which a plan reads. (Object keys are one per event: summing
-			// their spans doubled the time of a broad prefix's page.)
-			sel, rows = "coalesce(upto, pos + 1) - pos AS n", "coalesce(sum(n), 0)"
-		}
+		w, col, sel, rows = p.keySQL(&args), "pos", "coalesce(upto, pos + 1) - pos AS n", "coalesce(sum(n), 0)"
 	}
 	if after >= 0 {
 		w += " AND " + col + " > ?"
@@ -463,8 +469,9 @@ func parts(q *query, pl plan, r [2]int64) []part {
 }
 
 // selectSQL reads pl's rows with idx in [pt.lo, pt.hi) (pt.hi < 0: no
-// bound) from pt.src, at most n of them, in log order.
-func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
+// bound) from pt.src, at most n of them, in log order; from keys, those
+// of the key_positions list.
+func selectSQL(q *query, pl plan, pt part, n int, list []byte) (string, []any) {
 	var (
 		where  []string
 		args   []any
@@ -481,24 +488,12 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 	case fromTail:
 		pl = plan{} // a walk of the log; the drive is checked as any filter
 	case fromKeys:
-		// The keys of the drive in log order, each joined to the rows it
-		// stands for, where every filter (the drive's too: retention clears
-		// values, not keys) is checked. CROSS JOIN keeps SQLite reading the
-		// run first.
-		where = append(where, pl.drive.keySQL(&args))
-		if pl.drive.col == "object" {
-			// One key per event: its row.
-			from, order = pt.run+" CROSS JOIN events ON events.idx = "+pt.run+".pos", "pos"
-			if pt.rec {
-				from = pt.run + " CROSS JOIN " + recordsJoin("lo = "+recordAt(pt.run+".pos"), "events.idx = "+pt.run+".pos")
-			}
-			where, args = append(where, "pos >= ?"), append(args, lo)
-			if hi >= 0 {
-				where, args = append(where, "pos < ?"), append(args, hi)
-			}
-		} else {
-			// A range key (user, register id, control, type) may cover rows
-			// after pos too (runkeys.go), and one from before lo rows from lo on: the
+		if list == nil {
+			// event_ranges: the drive's range keys (control, type) in log
+			// order, each joined to the rows it stands for, where every
+			// filter (the drive's too) is checked. CROSS JOIN keeps SQLite
+			// reading the keys first. A key may cover rows after pos too
+			// (runkeys.go), and one from before lo rows from lo on: the
 			// seek starts keySpan earlier. The page's bounds on idx are
 			// written +idx so that SQLite seeks each key's rows by the key's
 			// own bounds (given idx >= ?, it read from lo for every key:
@@ -506,6 +501,7 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 			// sorts each key's rows by idx (USE TEMP B-TREE FOR LAST TERM OF
 			// ORDER BY): at most keySpan rows, already in order, and a page
 			// still stops at the key that fills it.
+			where = append(where, pl.drive.keySQL(&args))
 			from, order = pt.run+" CROSS JOIN events ON idx >= pos AND idx < coalesce(upto, pos + 1)", "pos, idx"
 			if pt.rec {
 				// The records that hold the key's rows: from the one
@@ -516,6 +512,24 @@ func selectSQL(q *query, pl plan, pt part, n int) (string, []any) {
 			where, args = append(where, "pos >= ?", "+idx >= ?"), append(args, lo-keySpan, lo)
 			if hi >= 0 {
 				where, args = append(where, "pos < ?", "+idx < ?"), append(args, hi, hi)
+			}
+		} else {
+			// A key run: the drive's keys in the part, as a key_positions
+			// list in log order (readKeys), each joined to the rows it
+			// stands for, every filter checked as above. ORDER BY kp.pos
+			// is the list's own order, and each key's rows come in idx
+			// order from the log's primary key (readKeys checks).
+			args = append(args, list)
+			from, order = "key_positions(?) AS kp CROSS JOIN events ON events.idx >= kp.pos AND events.idx < kp.upto", "kp.pos"
+			if pt.rec {
+				from = "key_positions(?) AS kp CROSS JOIN " + recordsJoin("lo >= "+recordAt("kp.pos")+" AND lo < kp.upto", "events.idx >= kp.pos AND events.idx < kp.upto")
+			}
+			if pl.drive.col == "object" {
+				// One key per event: its row.
+				from = "key_positions(?) AS kp CROSS JOIN events ON events.idx = kp.pos"
+				if pt.rec {
+					from = "key_positions(?) AS kp CROSS JOIN " + recordsJoin("lo = "+recordAt("kp.pos"), "events.idx = kp.pos")
+				}
 			}
 		}
 		if q.agent != "" {

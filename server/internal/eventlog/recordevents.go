@@ -49,8 +49,12 @@ const (
 	reHi
 )
 
+// registerRecordEvents registers record_events and key_positions.
 var registerRecordEvents = sync.OnceValue(func() error {
-	return vtab.RegisterModule(nil, recordEventsName, recordEventsModule{})
+	if err := vtab.RegisterModule(nil, recordEventsName, recordEventsModule{}); err != nil {
+		return err
+	}
+	return vtab.RegisterModule(nil, keyPositionsName, keyPositionsModule{})
 })
 
 // recordEventsSQL makes record_events usable on one connection. A

@@ -143,7 +143,8 @@ var migrations = []string{
 }
 
 // keysSchema is the keys file's. The query indexes' entries (kind, val,
-// pos) live in runs: key_runs names each run's table and the log indexes
+// pos, upto) live in runs: key_runs names each run's table (of key blocks,
+// keyblocks.go) and the log indexes
 // [lo, hi) whose keys it holds; the runs cover [0, index_state.watermark)
 // without overlap. The indexer (indexer.go) adds the keys of new events as a
 // new run, sorted, and moves the watermark in the same transaction; it
@@ -153,7 +154,8 @@ var migrations = []string{
 // log: it can be deleted while the server is stopped and is rebuilt at open.
 //
 // event_keys is the one table of keys files from before runs: the first
-// open registers it as the run [0, watermark).
+// open registers it as the run [0, watermark), and finds it of another
+// format (keysFormat) and rebuilds the keys.
 const keysSchema = `CREATE TABLE IF NOT EXISTS event_keys (
 		kind INTEGER NOT NULL, -- keyKinds: 4 user, 5 object, 6 register_id
 		val           NOT NULL, -- the column's value
@@ -168,48 +170,6 @@ const keysSchema = `CREATE TABLE IF NOT EXISTS event_keys (
 	CREATE TABLE IF NOT EXISTS key_runs (name TEXT PRIMARY KEY, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
 	INSERT INTO key_runs (name, lo, hi) SELECT 'event_keys', 0, watermark FROM index_state
 		WHERE watermark > 0 AND NOT EXISTS (SELECT 1 FROM key_runs);`
-
-// runSchema creates a run's table (%s: its name), as event_keys with
-// upto (keysUpto).
-const runSchema = `CREATE TABLE %s (kind INTEGER NOT NULL, val NOT NULL, pos INTEGER NOT NULL, upto INTEGER,
-	PRIMARY KEY (kind, val, pos)) WITHOUT ROWID`
-
-// keysUpto gives the runs of a keys file written by a server from before
-// range keys their upto column, empty (each key covers its pos alone, as it
-// did), in one transaction. A run's key (kind, val, pos, upto) says the
-// event at pos has val and events below upto may have it too
-// (runkeys.go); upto NULL covers pos alone.
-func keysUpto(ctx context.Context, db *sql.DB) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT m.name FROM main.sqlite_schema AS m WHERE m.type = 'table'
-		AND (m.name = 'event_keys' OR m.name LIKE 'keys\_%' ESCAPE '\')
-		AND NOT EXISTS (SELECT 1 FROM pragma_table_info(m.name) AS c WHERE c.name = 'upto')`)
-	if err != nil {
-		return err
-	}
-	var names []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return err
-		}
-		names = append(names, n)
-	}
-	if err := rows.Close(); err != nil {
-		return err
-	}
-	for _, n := range names {
-		if _, err := tx.ExecContext(ctx, `ALTER TABLE `+n+` ADD COLUMN upto INTEGER`); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
-}
 
 // hashAtSQL reads the hash of the event at log index ?1, a row or in a
 // record; NULL if there is none.

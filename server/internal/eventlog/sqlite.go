@@ -96,11 +96,7 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	s.kdb = openDB(keys+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)",
 		base+"?mode=ro", "log", "")
 	s.kdb.SetMaxOpenConns(2)
-	_, err = s.kdb.ExecContext(ctx, keysSchema)
-	if err == nil {
-		err = keysUpto(ctx, s.kdb)
-	}
-	if err != nil {
+	if _, err = s.kdb.ExecContext(ctx, keysSchema); err != nil {
 		// Never a reason not to serve the log (a full disk cannot take the
 		// keys file's WAL, say): without it queries scan the log, exactly.
 		s.log.Error().Err(err).Msg("query indexes unavailable until a restart: queries scan the log")
@@ -217,7 +213,7 @@ func (c connector) Connect(ctx context.Context) (driver.Conn, error) {
 			return err
 		})
 	}
-	for _, q := range []string{recordEventsSQL, c.after} {
+	for _, q := range []string{recordEventsSQL, keyPositionsSQL, c.after} {
 		if q != "" {
 			steps = append(steps, func() error { _, err := ex.ExecContext(ctx, q, nil); return err })
 		}
