@@ -165,7 +165,13 @@ func (d *blockKeys) next() (bool, error) {
 
 // compareKeys orders keys as the runs do: kind, val, pos.
 func compareKeys(ak int, av []byte, ap int64, bk int, bv []byte, bp int64) int {
-	return cmp.Or(cmp.Compare(ak, bk), bytes.Compare(av, bv), cmp.Compare(ap, bp))
+	if ak != bk {
+		return cmp.Compare(ak, bk)
+	}
+	if c := bytes.Compare(av, bv); c != 0 {
+		return c
+	}
+	return cmp.Compare(ap, bp)
 }
 
 // writeKeys writes keys, sorted as the run's order, into the run's table.

@@ -186,7 +186,14 @@ func (g *ranger) add(kind int, val string, pos int64) {
 // sorted returns the keys in primary key order.
 func (g *ranger) sorted() []runKey {
 	slices.SortFunc(g.keys, func(a, b runKey) int {
-		return cmp.Or(cmp.Compare(a.kind, b.kind), strings.Compare(a.val, b.val), cmp.Compare(a.pos, b.pos))
+		// Not cmp.Or, which compares the values of keys of two kinds too.
+		if a.kind != b.kind {
+			return cmp.Compare(a.kind, b.kind)
+		}
+		if c := strings.Compare(a.val, b.val); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.pos, b.pos)
 	})
 	return g.keys
 }
