@@ -209,6 +209,37 @@ func (p payload) field(i, f int) ([]byte, bool) {
 	}
 }
 
+// keyFields returns event i's user, object and register id without
+// decoding or checking the other fields (raw's UTF-8 checks of every field
+// were half of the indexer's reading of the log); false if they do not
+// read. Keys are hints that readers check against the event.
+func (p payload) keyFields(i int) (f [3][]byte, ok bool) {
+	b := p.body(i)
+	for k := 0; k < 2; k++ { // seq and time deltas
+		_, n := binary.Varint(b)
+		if n <= 0 {
+			return f, false
+		}
+		b = b[n:]
+	}
+	for fld := 0; fld <= fRegisterID; fld++ {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return f, false
+		}
+		switch v := b[k : k+int(n)]; fld {
+		case fUser:
+			f[0] = v
+		case fObject:
+			f[1] = v
+		case fRegisterID:
+			f[2] = v
+		}
+		b = b[k+int(n):]
+	}
+	return f, true
+}
+
 // rawEvent is one event of a payload with its fields as stored: strings
 // and attrs as bytes of the payload, prev and hash 32 bytes (prev nil for
 // none).

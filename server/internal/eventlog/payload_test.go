@@ -112,6 +112,11 @@ func TestPayloadRoundTrip(t *testing.T) {
 			t.Fatalf("event %d: %v", i, err)
 		}
 		samePayloadEvent(t, i, got, evs[i])
+		// The indexer's read of the three fields keys are made of.
+		f, ok := p.keyFields(i)
+		if !ok || string(f[0]) != evs[i].User || string(f[1]) != evs[i].Object || string(f[2]) != evs[i].RegisterID {
+			t.Fatalf("event %d: keyFields %q %v, want %q %q %q", i, f, ok, evs[i].User, evs[i].Object, evs[i].RegisterID)
+		}
 	}
 	// The chained prev is one byte: the batch costs little more than its
 	// canonical encodings without the prevs.

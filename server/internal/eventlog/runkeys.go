@@ -40,8 +40,8 @@ var (
 )
 
 // logVals reads, in tx, the values of the events in [lo, hi), rows and
-// records alike. An event that is not there (cut by hand) or does not
-// decode (a damaged record) has none; the audit names it.
+// records alike. An event that is not there (cut by hand) or whose fields
+// do not read (a damaged record) has none; the audit names it.
 func logVals(ctx context.Context, tx *sql.Tx, lo, hi int64) ([]keyVals, error) {
 	vals := make([]keyVals, hi-lo)
 	rows, err := tx.QueryContext(ctx, logValsRows, lo, hi)
@@ -86,9 +86,9 @@ func logVals(ctx context.Context, tx *sql.Tx, lo, hi int64) ([]keyVals, error) {
 		fields = fields[:0]
 		n := 0
 		for i := from; i < to; i++ {
-			var f [3][]byte
-			if e, err := p.raw(int(i)); err == nil {
-				f = [3][]byte{e.str[fUser], e.str[fObject], e.str[fRegisterID]}
+			f, ok := p.keyFields(int(i))
+			if !ok {
+				f = [3][]byte{}
 			}
 			fields, n = append(fields, f), n+len(f[0])+len(f[1])+len(f[2])
 		}
