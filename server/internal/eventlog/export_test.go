@@ -1,11 +1,10 @@
 package eventlog
 
 import (
-	"cmp"
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
-	"strings"
 )
 
 // Pragma reads a pragma on the write (w) or read (r) pool, for tests.
@@ -72,9 +71,7 @@ func (s *SQLite) SetWatermark(ctx context.Context, wm int64) error {
 				}
 			}
 		}
-		slices.SortFunc(keys, func(a, b runKey) int {
-			return cmp.Or(cmp.Compare(a.kind, b.kind), strings.Compare(a.val, b.val), cmp.Compare(a.pos, b.pos))
-		})
+		slices.SortFunc(keys, runKey.compare)
 		if err := writeKeys(ctx, tx, r.name, keys); err != nil {
 			return err
 		}
@@ -122,6 +119,11 @@ func (s *SQLite) runKeysOf(ctx context.Context, run string) ([]runKey, error) {
 		return nil, err
 	}
 	defer tx.Rollback()
+	return readRunKeys(ctx, tx, run)
+}
+
+// readRunKeys reads every key of a run in tx, in order.
+func readRunKeys(ctx context.Context, tx *sql.Tx, run string) ([]runKey, error) {
 	bs, err := readBlocks(ctx, tx, run)
 	if err != nil {
 		return nil, err

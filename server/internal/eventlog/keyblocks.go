@@ -315,31 +315,31 @@ func (k keySeek) bounds() (lo, hi []byte) {
 	return lo, hi
 }
 
-// match says where a key stands to the seek: -1 before it, 0 in it, 1 past
-// its end (no later key is in it).
-func (k keySeek) match(kind int, val []byte, pos int64) int {
-	if c := cmp.Compare(kind, k.kind); c != 0 {
-		return c
-	}
-	if k.hasEq {
-		if c := bytes.Compare(val, []byte(k.eq)); c != 0 {
+// matcher returns where a key stands to the seek: -1 before it, 0 in it,
+// 1 past its end (no later key is in it).
+func (k keySeek) matcher() func(kind int, val []byte, pos int64) int {
+	eq, lo, hi := []byte(k.eq), []byte(k.lo), []byte(k.hi) // converted once, not per key
+	return func(kind int, val []byte, pos int64) int {
+		if c := cmp.Compare(kind, k.kind); c != 0 {
 			return c
 		}
+		if k.hasEq {
+			if c := bytes.Compare(val, eq); c != 0 {
+				return c
+			}
+		} else {
+			if bytes.Compare(val, lo) < 0 {
+				return -1
+			}
+			if k.hasHi && bytes.Compare(val, hi) >= 0 {
+				return 1
+			}
+		}
 		if pos < k.from {
-			return -1
+			return -1 // a later key of the value, or of another in the range, may be in it
 		}
 		return 0
 	}
-	if bytes.Compare(val, []byte(k.lo)) < 0 {
-		return -1
-	}
-	if k.hasHi && bytes.Compare(val, []byte(k.hi)) >= 0 {
-		return 1
-	}
-	if pos < k.from {
-		return -1 // another val of the range may still come
-	}
-	return 0
 }
 
 // scanRun calls fn with each key of run in the seek, in key order, until
@@ -347,6 +347,7 @@ func (k keySeek) match(kind int, val []byte, pos int64) int {
 // first key and those named below its end.
 func scanRun(ctx context.Context, tx *sql.Tx, run string, k keySeek, fn func(pos, upto int64) bool) error {
 	lo, hi := k.bounds()
+	match := k.matcher()
 	rows, err := tx.QueryContext(ctx, `SELECT b FROM `+run+` WHERE k >= coalesce((SELECT k FROM `+run+
 		` WHERE k <= ?1 ORDER BY k DESC LIMIT 1), x'') AND k < ?2 ORDER BY k`, lo, hi)
 	if err != nil {
@@ -370,7 +371,7 @@ func scanRun(ctx context.Context, tx *sql.Tx, run string, k keySeek, fn func(pos
 			if !ok {
 				break
 			}
-			switch k.match(d.kind, d.val, d.pos) {
+			switch match(d.kind, d.val, d.pos) {
 			case 1:
 				return nil
 			case 0:

@@ -2,7 +2,6 @@ package eventlog
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -122,30 +121,15 @@ func TestKeyBlocks(t *testing.T) {
 	}
 }
 
-func sortKeys(keys []runKey) {
-	slices.SortFunc(keys, func(a, b runKey) int {
-		return cmp.Or(cmp.Compare(a.kind, b.kind), strings.Compare(a.val, b.val), cmp.Compare(a.pos, b.pos))
-	})
-}
+func sortKeys(keys []runKey) { slices.SortFunc(keys, runKey.compare) }
 
 func readRun(t *testing.T, tx *sql.Tx, run string) []runKey {
 	t.Helper()
-	bs, err := readBlocks(context.Background(), tx, run)
+	keys, err := readRunKeys(context.Background(), tx, run)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &runCursor{blocks: bs}
-	var out []runKey
-	for {
-		ok, err := c.next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			return out
-		}
-		out = append(out, runKey{kind: c.d.kind, val: string(c.d.val), pos: c.d.pos, upto: c.d.upto})
-	}
+	return keys
 }
 
 // TestOrderKey: the names of blocks order as their keys do, 0 bytes and

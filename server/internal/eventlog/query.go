@@ -63,31 +63,28 @@ func (s *core) readPage(ctx context.Context, tx *sql.Tx, q *query, pl plan, pt p
 	if pt.src == fromKeys && pt.run != rangesTable {
 		return s.readKeys(ctx, tx, q, pl, pt, p)
 	}
-	_, err := s.readRows(ctx, tx, q, pl, pt, nil, p)
-	return err
+	return s.readRows(ctx, tx, q, pl, pt, nil, p)
 }
 
 // readRows appends to p the rows of selectSQL.
-func (s *core) readRows(ctx context.Context, tx *sql.Tx, q *query, pl plan, pt part, list []byte, p *Page) (int, error) {
+func (s *core) readRows(ctx context.Context, tx *sql.Tx, q *query, pl plan, pt part, list []byte, p *Page) error {
 	sq, args := selectSQL(q, pl, pt, q.limit+1-len(p.Events), list)
 	rows, err := tx.QueryContext(ctx, s.bind(sq), args...)
 	if err != nil {
-		return 0, fmt.Errorf("eventlog: query: %w", err)
+		return fmt.Errorf("eventlog: query: %w", err)
 	}
 	defer rows.Close()
-	n := 0
 	for rows.Next() {
 		st, err := scanStored(rows)
 		if err != nil {
-			return n, err
+			return err
 		}
 		p.Events = append(p.Events, st)
-		n++
 	}
 	if err := rows.Err(); err != nil {
-		return n, fmt.Errorf("eventlog: query: %w", err)
+		return fmt.Errorf("eventlog: query: %w", err)
 	}
-	return n, nil
+	return nil
 }
 
 // readKeys reads the part pt through the drive's keys in the run pt.run:
@@ -154,7 +151,7 @@ func (s *core) readKeys(ctx context.Context, tx *sql.Tx, q *query, pl plan, pt p
 			return nil
 		}
 		at := len(p.Events)
-		if _, err := s.readRows(ctx, tx, q, pl, pt, list, p); err != nil {
+		if err := s.readRows(ctx, tx, q, pl, pt, list, p); err != nil {
 			return err
 		}
 		// Each key's rows are in idx order from the log's primary key,

@@ -126,6 +126,18 @@ type runKey struct {
 	lastSeen int64 // pos of the value's last occurrence, while building
 }
 
+// compare orders keys as a run holds them: kind, val, pos.
+func (a runKey) compare(b runKey) int {
+	// Not cmp.Or, which compares the values of keys of two kinds too.
+	if a.kind != b.kind {
+		return cmp.Compare(a.kind, b.kind)
+	}
+	if c := strings.Compare(a.val, b.val); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.pos, b.pos)
+}
+
 // runKeys makes the keys of the events from lo, sorted as the run's
 // primary key.
 func runKeys(lo int64, vals []keyVals) []runKey {
@@ -185,15 +197,6 @@ func (g *ranger) add(kind int, val string, pos int64) {
 
 // sorted returns the keys in primary key order.
 func (g *ranger) sorted() []runKey {
-	slices.SortFunc(g.keys, func(a, b runKey) int {
-		// Not cmp.Or, which compares the values of keys of two kinds too.
-		if a.kind != b.kind {
-			return cmp.Compare(a.kind, b.kind)
-		}
-		if c := strings.Compare(a.val, b.val); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.pos, b.pos)
-	})
+	slices.SortFunc(g.keys, runKey.compare)
 	return g.keys
 }
