@@ -14,7 +14,7 @@ import (
 // A run's keys are stored in blocks: rows of a few KiB, each holding keys in
 // order, named by its first key. SQLite inserted and merged key rows at
 // 1.3-1.8 µs a key (each a cell in a B-tree of long keys), two thirds of
-// the indexer's CPU; a block is one cell for some 100 keys, and merges are
+// the indexer's CPU; a block is one cell for hundreds of keys, and merges are
 // made in Go over decoded blocks (docs/ingest.md, "Runs of key blocks").
 // Readers seek a run by its blocks' first keys and decode the blocks a
 // read needs (scanRun).
