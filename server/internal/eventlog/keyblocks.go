@@ -58,7 +58,6 @@ type blockWriter struct {
 	first []byte // its name
 	prev  []byte // the value of the last key written
 	n     int    // keys in buf
-	keys  int    // keys written
 }
 
 func newBlockWriter(ctx context.Context, tx *sql.Tx, run string) (*blockWriter, error) {
@@ -91,7 +90,6 @@ func addKey[S ~string | ~[]byte](w *blockWriter, kind int, val S, pos, upto int6
 	w.buf = binary.AppendUvarint(w.buf, span)
 	w.prev = append(w.prev[:shared], val[shared:]...)
 	w.n++
-	w.keys++
 	if len(w.buf) >= blockBytes {
 		return w.flush()
 	}
