@@ -75,6 +75,7 @@ func TestPools(t *testing.T) {
 		{true, "foreign_keys", "1"},
 		{true, "busy_timeout", "10000"},
 		{true, "wal_autocheckpoint", "0"}, // checkpoints run off the commit path
+		{true, "page_size", "16384"},      // a record's pages, TestPageSizeKept
 		{false, "journal_mode", "wal"},
 		{false, "query_only", "1"},
 	} {
@@ -85,6 +86,44 @@ func TestPools(t *testing.T) {
 	}
 	if err := s.ExecRead(ctx, `DELETE FROM events`); err == nil {
 		t.Error("read pool accepted a write")
+	}
+}
+
+// TestPageSizeKept: a store file an older server made with 4 KiB pages
+// keeps them (SQLite cannot change a WAL file's page size in place) and
+// works as before; only new files get 16 KiB pages (TestPools).
+func TestPageSizeKept(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	old, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`PRAGMA page_size = 4096`, `PRAGMA journal_mode = WAL`} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+	evs := storetest.Chain("pc-001", 1, 1200, "")
+	for round := range 2 {
+		s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Pragma(ctx, true, "page_size"); err != nil || got != "4096" {
+			t.Errorf("round %d: page_size %q, %v; want the file's 4096", round, got, err)
+		}
+		if _, err := s.Append(ctx, "pc-001", evs[600*round:600*(round+1)]); err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.TreeSize(ctx)
+		if err != nil || n != int64(600*(round+1)) {
+			t.Errorf("round %d: %d events, %v; want %d", round, n, err, 600*(round+1))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
