@@ -2,8 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"math/bits"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -54,6 +54,8 @@ type eventParser struct {
 	// hashAt is where its hash field starts and attrsAt:attrsEnd its attrs.
 	odd                       bool
 	hashAt, attrsAt, attrsEnd int
+
+	text []byte // the escaped strings' text (escaped)
 }
 
 func (p *eventParser) ws() {
@@ -210,101 +212,88 @@ func (p *eventParser) stringValue() (string, bool) {
 		return "", false
 	}
 	start := p.i + 1
-	q := strings.IndexByte(p.s[start:], '"')
-	if q < 0 {
-		return "", false
-	}
-	q += start
-	var v string
-	if k := strings.IndexByte(p.s[start:q], '\\'); k >= 0 {
-		var ok bool
-		if v, ok = p.escaped(start, start+k, q); !ok {
+	for j := start; ; j++ {
+		j += special(p.s[j:])
+		if j >= len(p.s) {
 			return "", false
 		}
-	} else {
-		if hasCtl(p.s[start:q]) {
-			return "", false
+		switch c := p.s[j]; c {
+		case '"':
+			p.i = j + 1
+			return p.s[start:j], true
+		case '\\':
+			return p.escaped(start, j)
+		case 0xe2:
+			p.lineSep(j)
+		default:
+			return "", false // a control character
 		}
-		p.i = q + 1
-		v = p.s[start:q]
 	}
-	if !p.odd && hasLineSep(p.s[start:p.i-1]) {
-		p.odd = true // canonical escapes U+2028 and U+2029
-	}
-	return v, true
 }
 
-// hasCtl reports whether s holds a byte below 0x20, eight bytes at a time
-// (a byte below n makes x - n*0x01.. borrow into its top bit, for n <= 128).
-func hasCtl(s string) bool {
+// special returns the index of s's first byte that ends a run of plain
+// string text: '"', '\\', a control character, or 0xe2 (which starts U+2028
+// and U+2029); len(s) if none. It reads eight bytes at a time: a byte below
+// n makes x - n*0x01.. borrow into its top bit (for n <= 128), and so does a
+// zero byte of x^c*0x01.. with n = 1; a borrow reaches only the bytes after
+// it, so the lowest flagged byte is the first match.
+func special(s string) int {
 	const ones, tops = 0x0101010101010101, 0x8080808080808080
 	i := 0
 	for ; i+8 <= len(s); i += 8 {
 		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
 			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
-		if (x-0x20*ones)&^x&tops != 0 {
-			return true
+		q, b, e := x^('"'*ones), x^('\\'*ones), x^(0xe2*ones)
+		if m := ((x-0x20*ones)&^x | (q-ones)&^q | (b-ones)&^b | (e-ones)&^e) & tops; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
 		}
 	}
 	for ; i < len(s); i++ {
-		if s[i] < 0x20 {
-			return true
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == 0xe2 {
+			return i
 		}
 	}
-	return false
+	return len(s)
 }
 
-// hasLineSep reports whether s holds U+2028 or U+2029 unescaped.
-func hasLineSep(s string) bool {
+// lineSep notes U+2028 or U+2029 written unescaped at j, which the
+// canonical encoding escapes.
+func (p *eventParser) lineSep(j int) {
+	if j+2 < len(p.s) && p.s[j+1] == 0x80 && (p.s[j+2] == 0xa8 || p.s[j+2] == 0xa9) {
+		p.odd = true
+	}
+}
+
+// escaped finishes a string that starts at start and has an escape at j.
+// Its text goes into p.text, one buffer for the event's escaped strings (an
+// office event has three or four: Windows paths, DOMAIN\user). A string
+// is never written again once made, so a buffer that grows leaves the
+// earlier strings in the old one.
+func (p *eventParser) escaped(start, j int) (string, bool) {
+	if p.text == nil {
+		p.text = make([]byte, 0, 256)
+	}
+	at := len(p.text)
+	b := append(p.text, p.s[start:j]...)
 	for {
-		k := strings.IndexByte(s, 0xe2)
-		if k < 0 || k+2 >= len(s) {
-			return false
-		}
-		if s[k+1] == 0x80 && (s[k+2] == 0xa8 || s[k+2] == 0xa9) {
-			return true
-		}
-		s = s[k+1:]
-	}
-}
-
-// escaped finishes a string that starts at start and has an escape at j;
-// q is the first '"' after start (the string's end unless escaped).
-func (p *eventParser) escaped(start, j, q int) (string, bool) {
-	if hasCtl(p.s[start:j]) {
-		return "", false
-	}
-	b := make([]byte, 0, q-start+8) // unescaping never lengthens
-	b = append(b, p.s[start:j]...)
-	for j < len(p.s) {
-		c := p.s[j]
-		switch {
-		case c == '"':
-			p.i = j + 1
-			// b is not touched again: the string shares its bytes
-			// rather than copying them (as strings.Builder does).
-			return unsafe.String(unsafe.SliceData(b), len(b)), true
-		case c < 0x20:
+		k := j + special(p.s[j:])
+		if k >= len(p.s) {
 			return "", false
-		case c != '\\':
-			// Copy the run up to the next quote or escape at once,
-			// refusing control characters in it as the loop would.
-			if q < j {
-				if q = strings.IndexByte(p.s[j:], '"'); q < 0 {
-					return "", false
-				}
-				q += j
-			}
-			k := q
-			if e := strings.IndexByte(p.s[j:q], '\\'); e >= 0 {
-				k = j + e
-			}
-			if hasCtl(p.s[j:k]) {
-				return "", false
-			}
-			b = append(b, p.s[j:k]...)
-			j = k
+		}
+		b = append(b, p.s[j:k]...)
+		j = k
+		switch c := p.s[j]; c {
+		case '"':
+			p.i, p.text = j+1, b
+			return unsafe.String(unsafe.SliceData(b[at:]), len(b)-at), true
+		case 0xe2:
+			p.lineSep(j)
+			b = append(b, c)
+			j++
 			continue
+		case '\\':
+		default:
+			return "", false // a control character
 		}
 		if j+1 >= len(p.s) {
 			return "", false
@@ -344,7 +333,6 @@ func (p *eventParser) escaped(start, j, q int) (string, bool) {
 		}
 		j += 2
 	}
-	return "", false
 }
 
 // canonicalEscape reports whether \u followed by hex4 is how the canonical

@@ -259,19 +259,20 @@ func TestQuickEvent(t *testing.T) {
 	}
 }
 
-// TestHasCtl: the eight-bytes-at-a-time check says what a byte loop says,
-// for every byte value at every position of a word and the tail.
-func TestHasCtl(t *testing.T) {
-	naive := func(s string) bool {
+// TestSpecial: the eight-bytes-at-a-time scan finds what a byte loop
+// finds, for every byte value at every position of a word and the tail,
+// and in words that mix the bytes where a borrow could go wrong.
+func TestSpecial(t *testing.T) {
+	naive := func(s string) int {
 		for i := 0; i < len(s); i++ {
-			if s[i] < 0x20 {
-				return true
+			if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == 0xe2 {
+				return i
 			}
 		}
-		return false
+		return len(s)
 	}
 	base := []byte(strings.Repeat("a", 11))
-	for _, fill := range []byte{'a', 0x20, 0x7f, 0x80, 0xff} {
+	for _, fill := range []byte{'a', 0x20, 0x7f, 0x80, 0xe3, 0xff} {
 		for i := range base {
 			base[i] = fill
 		}
@@ -279,22 +280,21 @@ func TestHasCtl(t *testing.T) {
 			for c := 0; c < 256; c++ {
 				b := bytes.Clone(base)
 				b[pos] = byte(c)
-				if got, want := hasCtl(string(b)), naive(string(b)); got != want {
-					t.Fatalf("hasCtl(%q) = %v, want %v", b, got, want)
+				if got, want := special(string(b)), naive(string(b)); got != want {
+					t.Fatalf("special(%q) = %d, want %d", b, got, want)
 				}
 			}
 		}
 	}
-	// Mixed words, from the bytes where a borrow could go wrong.
-	edge := []byte{0x00, 0x01, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0x9f, 0xa0, 0xff}
+	edge := []byte{0x00, 0x01, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c, 0x5d, 0x7f, 0x80, 0x9f, 0xa0, 0xe1, 0xe2, 0xe3, 0xff}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 200000 {
 		b := make([]byte, rng.IntN(20))
 		for i := range b {
 			b[i] = edge[rng.IntN(len(edge))]
 		}
-		if got, want := hasCtl(string(b)), naive(string(b)); got != want {
-			t.Fatalf("hasCtl(%q) = %v, want %v", b, got, want)
+		if got, want := special(string(b)), naive(string(b)); got != want {
+			t.Fatalf("special(%q) = %d, want %d", b, got, want)
 		}
 	}
 }
