@@ -145,3 +145,41 @@ func TestOrderKey(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedPrefix: the eight-bytes-at-a-time prefix is a byte loop's, for
+// strings and byte slices, at every length around a word and a difference
+// at every position.
+func TestSharedPrefix(t *testing.T) {
+	naive := func(a, b []byte) int {
+		i := 0
+		for i < len(a) && i < len(b) && a[i] == b[i] {
+			i++
+		}
+		return i
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for la := range 20 {
+		for lb := range 20 {
+			for range 50 {
+				a := make([]byte, la)
+				for i := range a {
+					a[i] = byte(rng.IntN(3)) // few values: long shared runs
+				}
+				b := append([]byte(nil), a[:min(la, lb)]...)
+				for len(b) < lb {
+					b = append(b, byte(rng.IntN(3)))
+				}
+				if len(b) > 0 && rng.IntN(2) == 0 {
+					b[rng.IntN(len(b))] ^= byte(1 + rng.IntN(255))
+				}
+				want := naive(a, b)
+				if got := sharedPrefix(a, b); got != want {
+					t.Fatalf("sharedPrefix(%x, %x) = %d, want %d", a, b, got, want)
+				}
+				if got := sharedPrefix(string(a), b); got != want {
+					t.Fatalf("sharedPrefix(string %x, %x) = %d, want %d", a, b, got, want)
+				}
+			}
+		}
+	}
+}
