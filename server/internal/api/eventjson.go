@@ -55,7 +55,7 @@ type eventParser struct {
 	odd                       bool
 	hashAt, attrsAt, attrsEnd int
 
-	text []byte // the escaped strings' text (escaped)
+	text []byte // the unescaped text of the event's escaped strings (escaped)
 }
 
 func (p *eventParser) ws() {

@@ -47,7 +47,7 @@ type SQLite struct {
 }
 
 // recordPageSize is the page size of a new events.db. A record is one
-// agent's batch, some 150 KB for 500 office events, stored in overflow
+// agent's batch, some 160 KB for 500 office events, stored in overflow
 // pages, and the WAL writes each page as two system calls (frame header and
 // page), which the checkpoint then reads and writes again: with 4 KiB pages
 // those calls were 3.5 µs of a paced event's 21 µs of server CPU. 16 KiB
@@ -76,8 +76,9 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	// A new file gets pages of recordPageSize: the driver runs the _pragma
 	// list before _journal_mode, and a page size holds once the WAL exists.
 	// A file from an older server keeps its pages (the pragma does nothing).
-	wdb := openDB(base+fmt.Sprintf("?_pragma=busy_timeout(10000)&_pragma=page_size(%d)&_journal_mode=WAL&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)", recordPageSize)+
-		fmt.Sprintf("&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)", walLarge), "", "", "")
+	wdb := openDB(base+fmt.Sprintf("?_pragma=busy_timeout(10000)&_pragma=page_size(%d)&_journal_mode=WAL&_pragma=synchronous(FULL)"+
+		"&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)",
+		recordPageSize, walLarge), "", "", "")
 	// The writer goroutine and the checkpointer hold one connection each
 	// for the store's lifetime; the others serve reads at open and Prune.
 	wdb.SetMaxOpenConns(4)
