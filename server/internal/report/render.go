@@ -69,10 +69,10 @@ func (r *Report) CSV(w io.Writer) error {
 		add("イベント数", c, strconv.FormatInt(r.EventsByControl[c], 10))
 	}
 	for _, c := range r.Controls {
-		add("遵守率", c.Control, strings.Join(c.Clauses, " / "), strconv.FormatFloat(c.Rate, 'f', 4, 64),
+		add("遵守率", c.Control, strings.Join(c.Clauses, " / "), rate(c.Rate, c.Hosts),
 			strconv.FormatInt(c.StatusEvents, 10), strconv.FormatInt(c.FailEvents, 10), strconv.Itoa(c.Exceptions))
 		for _, m := range c.Months {
-			add("月別遵守率", c.Control, m.Month, strconv.FormatFloat(m.Rate, 'f', 4, 64), strconv.Itoa(m.Hosts), strconv.Itoa(m.Failing))
+			add("月別遵守率", c.Control, m.Month, rate(m.Rate, m.Hosts), strconv.Itoa(m.Hosts), strconv.Itoa(m.Failing), strconv.Itoa(m.Unknown))
 		}
 	}
 	for _, e := range r.Exceptions {
@@ -116,4 +116,13 @@ func (r *Report) CSV(w io.Writer) error {
 		}
 	}
 	return cw.Flush()
+}
+
+// rate is a pass rate for the CSV: empty where the control ran on no PC, so
+// that no one reads a control nobody ran as 0% compliant.
+func rate(r float64, hosts int) string {
+	if hosts == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(r, 'f', 4, 64)
 }

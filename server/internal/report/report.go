@@ -100,9 +100,10 @@ type Params struct {
 // Month is the pass rate of one control in one month.
 type Month struct {
 	Month   string  `json:"month"`   // YYYY-MM
-	Hosts   int     `json:"hosts"`   // PCs that reported a status
+	Hosts   int     `json:"hosts"`   // PCs where the control ran: a pass, fail or unknown status
 	Failing int     `json:"failing"` // of those, PCs with at least one failing status
-	Rate    float64 `json:"rate"`    // (Hosts-Failing)/Hosts, 0..1; 0 without hosts
+	Unknown int     `json:"unknown"` // PCs that neither failed nor passed: the control could not tell
+	Rate    float64 `json:"rate"`    // (Hosts-Failing-Unknown)/Hosts, 0..1; 0 without hosts
 }
 
 // ControlRow is one control's figures.
@@ -113,7 +114,8 @@ type ControlRow struct {
 	StatusEvents int64    `json:"status_events"`
 	FailEvents   int64    `json:"fail_events"`
 	Months       []Month  `json:"months"`
-	Rate         float64  `json:"rate"` // over the whole period, host-months
+	Hosts        int      `json:"hosts"` // host-months where the control ran; Rate means nothing without
+	Rate         float64  `json:"rate"`  // over the whole period, host-months
 	Exceptions   int      `json:"exceptions"`
 }
 
@@ -304,7 +306,12 @@ func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQu
 		attrs []byte
 	}
 	type key struct{ agent, control string }
-	reported, failing := map[hm]bool{}, map[hm]bool{}
+	// A host-month counts where the control ran: a status of pass, fail or
+	// unknown. An agent says "off" in an info status when its policy turns
+	// the control off; counted as passing, it made a control nobody ran
+	// 100% compliant. A month passes with a pass and no fail; one of only
+	// unknowns does not (the dashboard counts unknown as not passing too).
+	reported, failing, passed := map[hm]bool{}, map[hm]bool{}, map[hm]bool{}
 	runs := map[key][]status{}
 	rows := map[string]*ControlRow{}
 	for _, c := range Controls {
@@ -312,22 +319,37 @@ func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQu
 	}
 	q := base
 	q.Types = statusTypes()
-	err := s.cfg.Store.Scan(ctx, q, []string{"violation"}, func(row *eventlog.ScanRow) error {
+	err := s.cfg.Store.Scan(ctx, q, []string{"info", "violation"}, func(row *eventlog.ScanRow) error {
 		cr := rows[row.Control]
 		if cr == nil {
 			return nil
 		}
 		m := sort.Search(len(edges), func(i int) bool { return edges[i].After(row.Time) }) - 1
 		k := hm{row.Control, row.Agent, m}
-		reported[k] = true
 		cr.StatusEvents++
 		fail := row.Severity == "violation"
-		if fail {
+		switch {
+		case fail:
 			failing[k] = true
 			cr.FailEvents++
+		case row.Severity == "info":
+			switch statusOf(row.Attrs) {
+			case "off":
+				// Ends a run of failures (below), counts for nothing else.
+				rk := key{row.Agent, row.Control}
+				runs[rk] = append(runs[rk], status{t: row.Time})
+				return nil
+			case "pass":
+				passed[k] = true
+			}
 		}
+		reported[k] = true
 		rk := key{row.Agent, row.Control}
-		runs[rk] = append(runs[rk], status{row.Time, fail, bytes.Clone(row.Attrs)})
+		var attrs []byte
+		if fail {
+			attrs = bytes.Clone(row.Attrs)
+		}
+		runs[rk] = append(runs[rk], status{row.Time, fail, attrs})
 		return nil
 	})
 	if err != nil {
@@ -343,22 +365,25 @@ func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQu
 	for k := range reported {
 		m := &rows[k.control].Months[k.month]
 		m.Hosts++
-		if failing[k] {
+		switch {
+		case failing[k]:
 			m.Failing++
+		case !passed[k]:
+			m.Unknown++
 		}
 	}
 	for _, c := range Controls {
 		row := rows[c]
-		var hosts, fails int
+		var fails, unknown int
 		for i := range row.Months {
 			m := &row.Months[i]
 			if m.Hosts > 0 {
-				m.Rate = float64(m.Hosts-m.Failing) / float64(m.Hosts)
+				m.Rate = float64(m.Hosts-m.Failing-m.Unknown) / float64(m.Hosts)
 			}
-			hosts, fails = hosts+m.Hosts, fails+m.Failing
+			row.Hosts, fails, unknown = row.Hosts+m.Hosts, fails+m.Failing, unknown+m.Unknown
 		}
-		if hosts > 0 {
-			row.Rate = float64(hosts-fails) / float64(hosts)
+		if row.Hosts > 0 {
+			row.Rate = float64(row.Hosts-fails-unknown) / float64(row.Hosts)
 		}
 	}
 
@@ -394,15 +419,21 @@ func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQu
 			exs = append(exs, *cur)
 		}
 	}
+	// An open run lasts to the period's end, or to the report's making when
+	// that comes first: a report made today does not count hours to come.
+	open, openTo := "期間末時点で継続中", base.To
+	if r.Generated.Before(base.To) {
+		open, openTo = "作成時点で継続中", r.Generated
+	}
 	for i := range exs {
 		ex := &exs[i]
-		until := base.To
+		until, note := openTo, open
 		if ex.To != nil {
-			until = *ex.To
+			until, note = *ex.To, ""
 		}
-		d := until.Sub(ex.From)
+		d := max(until.Sub(ex.From), 0)
 		ex.Seconds = int64(d / time.Second)
-		ex.Duration = durationJA(d, ex.To == nil)
+		ex.Duration = durationJA(d, note)
 		rows[ex.Control].Exceptions++
 	}
 	sort.Slice(exs, func(i, j int) bool {
@@ -421,15 +452,27 @@ func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQu
 }
 
 // durationJA writes a duration as 日・時間・分.
-func durationJA(d time.Duration, ongoing bool) string {
+// note, if any, follows in brackets.
+func durationJA(d time.Duration, note string) string {
 	days := int(d / (24 * time.Hour))
 	h := int(d % (24 * time.Hour) / time.Hour)
 	m := int(d % time.Hour / time.Minute)
 	s := fmt.Sprintf("%d日 %d時間 %d分", days, h, m)
-	if ongoing {
-		s += " (期間末時点で継続中)"
+	if note != "" {
+		s += " (" + note + ")"
 	}
 	return s
+}
+
+// statusOf reads a status event's "status" attribute; "" if it has none.
+func statusOf(attrs []byte) string {
+	var a struct {
+		Status string `json:"status"`
+	}
+	if json.Unmarshal(attrs, &a) != nil {
+		return ""
+	}
+	return a.Status
 }
 
 // totals counts the period's events per control and type.
