@@ -108,9 +108,31 @@ func (u *ui) eval(js string) string {
 	return s
 }
 
-// shot writes a full-page screenshot of the current page.
+// clippedJS lists what the page hides sideways: a box whose content is
+// wider than it and scrolls or is cut (a printed page loses it, and a
+// button there is found only by scrolling), and the page itself wider than
+// the window. Form fields scroll their text by nature.
+const clippedJS = `(() => {
+	const out = [];
+	for (const e of document.querySelectorAll('body *:not(input):not(textarea):not(select)')) {
+		const x = getComputedStyle(e).overflowX;
+		if (x !== 'visible' && e.scrollWidth > e.clientWidth + 1) {
+			out.push(e.tagName.toLowerCase() + ': ' + e.textContent.trim().slice(0, 60));
+		}
+	}
+	if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+		out.push('page: ' + document.documentElement.scrollWidth + 'px wide in a ' + window.innerWidth + 'px window');
+	}
+	return out.join('\n');
+})()`
+
+// shot writes a full-page screenshot of the current page, after checking
+// that the page shows all it holds at this width.
 func (u *ui) shot(name string) {
 	u.t.Helper()
+	if c := u.eval(clippedJS); c != "" {
+		u.t.Errorf("%s: content hidden sideways:\n%s", name, c)
+	}
 	// Headless Chromium now and then never answers a capture (CI: once,
 	// after the page had rendered and its assertions passed); one more try
 	// gets it.
