@@ -400,6 +400,18 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 	}
 	u.shot("21-report")
 
+	// The same pages in English, whose words are longer: nothing hides
+	// sideways there either.
+	u.do("to English", chromedp.Navigate(u.base+"/lang/en"), chromedp.WaitVisible(chromedp.ID("lang-ja")))
+	for _, p := range []string{"/", "/hosts", "/hosts/" + a.id, "/events?agent=" + a.id, "/registers/pi", "/approvals",
+		"/policies", "/evidence", "/notifications", "/incidents", "/reports"} {
+		u.open(p, "#lang-ja")
+		if c := u.eval(clippedJS); c != "" {
+			t.Errorf("%s in English: content hidden sideways:\n%s", p, c)
+		}
+	}
+	u.do("back to Japanese", chromedp.Navigate(u.base+"/lang/ja"), chromedp.WaitVisible(chromedp.ID("lang-en")))
+
 	// Someone rewrites a stored event in the server's SQLite file.
 	db, err := sql.Open("sqlite", filepath.Join(dir, "events.db"))
 	if err != nil {
