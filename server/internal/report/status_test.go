@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/shared/event"
 )
 
@@ -17,7 +18,8 @@ import (
 // compliant PC, and one whose control could not tell (unknown) is not one
 // either. And a report made before its period ends does not count a
 // violation still open as lasting to the period's end, which has not
-// come.
+// come. A 台帳 entry with no review on record says so, rather than "over
+// 12 months" (it may have been registered last week).
 func TestReportCountsOnlyControlsThatRanUntilMade(t *testing.T) {
 	ctx := context.Background()
 	d := newDeps(t)
@@ -57,6 +59,15 @@ func TestReportCountsOnlyControlsThatRanUntilMade(t *testing.T) {
 	emit("b", "posture", "off", day(3))
 	emit("b", "posture", "pass", day(4)) // turned on during the month
 
+	// 台帳 entries: one never reviewed (not "over 12 months": it may be new),
+	// one reviewed two years before.
+	for _, e := range []struct{ id, reviewed string }{{"PI-0001", ""}, {"PI-0002", "2024-10-01"}} {
+		if _, err := d.regs.Create(ctx, "admin", &register.PIEntry{Meta: register.Meta{ID: e.id}, Name: "名簿 " + e.id, Purpose: "業務",
+			RecordCount: 10, Medium: "electronic", Owner: "山田", Locations: []register.Location{{Host: "PC-A", Folder: `D:\名簿`}},
+			Department: "総務部", Retention: "5y", DisposalMethod: "データ消去", LastReviewed: e.reviewed}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	_, vkey, _ := note.GenerateKey(rand.Reader, "mamori/test")
 	v, _ := note.NewVerifier(vkey)
 	svc, err := New(Config{Store: d.store, Registers: d.regs, Incidents: d.incs, Verifier: v, Now: func() time.Time { return made },
@@ -127,7 +138,8 @@ func TestReportCountsOnlyControlsThatRanUntilMade(t *testing.T) {
 	}
 	page := html.String()
 	// No checkpoint signed yet: nothing verified, so no proof is "not needed".
-	for _, want := range []string{"0.0% (0/1, 不明 1)", "50.0% (1/2)", "<tr><th>整合性証明</th><td>-</td></tr>"} {
+	for _, want := range []string{"0.0% (0/1, 不明 1)", "50.0% (1/2)", "<tr><th>整合性証明</th><td>-</td></tr>",
+		"<td></td><td><span class=\"ng\">見直しの記録なし</span></td>", "<td>2024-10-01</td><td><span class=\"ng\">12か月以上未見直し</span></td>"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("report page lacks %q", want)
 		}
