@@ -3,8 +3,10 @@ package web
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -328,6 +330,47 @@ const maxWindowPages = 20
 
 type attrRow struct{ Key, Value string }
 
+// attrText writes an attribute's value for people: a list as its items, an
+// object as "key: value" in key order, one level deep (what agents send);
+// anything deeper as JSON. fmt.Sprint showed Go's map[create:1 write:2].
+func attrText(v any) string {
+	switch x := v.(type) {
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = attrScalar(e)
+		}
+		return strings.Join(parts, ", ")
+	case event.Attrs:
+		return attrText(map[string]any(x))
+	case map[string]any:
+		parts := make([]string, 0, len(x))
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			parts = append(parts, k+": "+attrScalar(x[k]))
+		}
+		return strings.Join(parts, ", ")
+	}
+	return attrScalar(v)
+}
+
+// attrScalar writes a string, number or boolean as itself, and anything
+// else as JSON.
+func attrScalar(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case json.Number:
+		return x.String()
+	case bool, int, int64, uint64, float64:
+		return fmt.Sprint(x)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
 type eventData struct {
 	E              api.Stored
 	Attrs          []attrRow
@@ -367,7 +410,7 @@ func (u *UI) handleEvent(w http.ResponseWriter, r *http.Request) {
 	p.hosts = hosts
 	d := eventData{E: pg.Events[0]}
 	for k, v := range d.E.Attrs {
-		d.Attrs = append(d.Attrs, attrRow{Key: k, Value: fmt.Sprint(v)})
+		d.Attrs = append(d.Attrs, attrRow{Key: k, Value: attrText(v)})
 	}
 	slices.SortFunc(d.Attrs, func(a, b attrRow) int { return cmp.Compare(a.Key, b.Key) })
 	if id := d.E.RegisterID; id != "" && u.cfg.Registers != nil {

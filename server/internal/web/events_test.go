@@ -1,10 +1,13 @@
 package web_test
 
 import (
+	"encoding/json"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/mamori/mamori/shared/event"
 )
 
 var hrefRE = func(id string) *regexp.Regexp { return regexp.MustCompile(`id="` + id + `" href="([^"]+)"`) }
@@ -78,5 +81,39 @@ func TestEventsFiltersLabelsPagingDetail(t *testing.T) {
 	}
 	if nf := b.get("/events/99999999"); nf.status != 404 || !strings.Contains(nf.body, "見つかりません") {
 		t.Errorf("missing event: %d", nf.status)
+	}
+}
+
+// An event's attributes read as values, not as Go's printing of them: the
+// operations a coalesced file change merged show as "create: 1, ...", not
+// map[create:1 ...], and every attribute the agent sends has a label.
+func TestEventDetailAttrsReadable(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addUser(t, srv, "kansa", "auditor")
+	addHostEvents(t, srv, "PC-SOUMU-01", "総務部", []event.Event{{Control: "fileaccess", Type: "file.deleted",
+		Object: `D:\顧客\一時.xlsx`, Attrs: event.Attrs{"ops": event.Attrs{"create": 1, "write": 2, "remove": 1},
+			"names": []any{`D:\顧客\一時.tmp`, `D:\顧客\一時.xlsx`}, "deleted_as": `D:\顧客\一時.xlsx`,
+			"modified": true, "transient": true, "size": json.Number("2048")}}})
+	b := newBrowser(t, srv)
+	b.login("kansa", testPassword)
+	attrsOf := func(query string) string {
+		t.Helper()
+		pg := b.get("/events?" + query)
+		idx := regexp.MustCompile(`class="detail" href="/events/(\d+)"`).FindStringSubmatch(pg.body)[1]
+		return regexp.MustCompile(`(?s)<table id="ev-attrs">.*?</table>`).FindString(b.get("/events/" + idx).body)
+	}
+	// The server's record of the login: who, from where, in what role.
+	if login := attrsOf("type=ui.login"); strings.Contains(login, ">ip<") || strings.Contains(login, ">role<") {
+		t.Errorf("login attributes unlabelled:\n%s", login)
+	}
+	attrs := attrsOf("agent=PC-SOUMU-01")
+	for _, want := range []string{"create: 1, remove: 1, write: 2", `D:\顧客\一時.tmp, D:\顧客\一時.xlsx`, "<td class=\"mono\">2048</td>",
+		"操作の内訳", "名前の変遷", "削除時の名前", "書き込みあり", "一時ファイル"} {
+		if !strings.Contains(attrs, want) {
+			t.Errorf("attributes lack %s:\n%s", want, attrs)
+		}
+	}
+	if strings.Contains(attrs, "map[") || strings.Contains(attrs, ">ops<") || strings.Contains(attrs, ">modified<") {
+		t.Errorf("attributes in Go's printing or unlabelled:\n%s", attrs)
 	}
 }
