@@ -1,6 +1,15 @@
 package labels
 
-import "testing"
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
 
 func TestOf(t *testing.T) {
 	for _, c := range []struct {
@@ -50,5 +59,75 @@ func TestLabelsUnique(t *testing.T) {
 				seen[v] = c
 			}
 		}
+	}
+}
+
+// Every attribute key the programs put in an event has a label, so that an
+// event's page never shows a bare code such as "from_seq". It reads the
+// repository's Go sources: event.Attrs literals, and keys set on a map
+// named a or attrs (the convention where attributes are built up).
+func TestEveryAttrHasLabel(t *testing.T) {
+	root := filepath.Join("..", "..")
+	fset := token.NewFileSet()
+	missing := map[string]string{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case ".git", "testdata", "loadgen", "storetest", "node_modules":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		need := func(lit ast.Expr) {
+			b, ok := lit.(*ast.BasicLit)
+			if !ok || b.Kind != token.STRING {
+				return
+			}
+			k, err := strconv.Unquote(b.Value)
+			if err != nil || Of(Attr, JA, k) != k {
+				return
+			}
+			missing[k] = fset.Position(b.Pos()).String()
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch x := n.(type) {
+			case *ast.CompositeLit:
+				if sel, ok := x.Type.(*ast.SelectorExpr); ok && sel.Sel.Name == "Attrs" {
+					if id, ok := sel.X.(*ast.Ident); ok && id.Name == "event" {
+						for _, el := range x.Elts {
+							if kv, ok := el.(*ast.KeyValueExpr); ok {
+								need(kv.Key)
+							}
+						}
+					}
+				}
+			case *ast.AssignStmt:
+				for _, l := range x.Lhs {
+					if ix, ok := l.(*ast.IndexExpr); ok {
+						if id, ok := ix.X.(*ast.Ident); ok && (id.Name == "a" || id.Name == "attrs") {
+							need(ix.Index)
+						}
+					}
+				}
+			}
+			return true
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, at := range missing {
+		t.Errorf("attribute %q (%s) has no label in the %s set", k, at, Attr)
 	}
 }

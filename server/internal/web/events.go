@@ -333,35 +333,37 @@ type attrRow struct{ Key, Value string }
 // attrText writes an attribute's value for people: a list as its items, an
 // object as "key: value" in key order, one level deep (what agents send);
 // anything deeper as JSON. fmt.Sprint showed Go's map[create:1 write:2].
-func attrText(v any) string {
+func attrText(v any, lang string) string {
 	switch x := v.(type) {
 	case []any:
 		parts := make([]string, len(x))
 		for i, e := range x {
-			parts[i] = attrScalar(e)
+			parts[i] = attrScalar(e, lang)
 		}
 		return strings.Join(parts, ", ")
 	case event.Attrs:
-		return attrText(map[string]any(x))
+		return attrText(map[string]any(x), lang)
 	case map[string]any:
 		parts := make([]string, 0, len(x))
 		for _, k := range slices.Sorted(maps.Keys(x)) {
-			parts = append(parts, k+": "+attrScalar(x[k]))
+			parts = append(parts, k+": "+attrScalar(x[k], lang))
 		}
 		return strings.Join(parts, ", ")
 	}
-	return attrScalar(v)
+	return attrScalar(v, lang)
 }
 
-// attrScalar writes a string, number or boolean as itself, and anything
-// else as JSON.
-func attrScalar(v any) string {
+// attrScalar writes a string or number as itself, a boolean as yes or no
+// in lang, and anything else as JSON.
+func attrScalar(v any, lang string) string {
 	switch x := v.(type) {
 	case string:
 		return x
 	case json.Number:
 		return x.String()
-	case bool, int, int64, uint64, float64:
+	case bool:
+		return labels.Of(labels.YesNo, lang, map[bool]string{true: "yes", false: "no"}[x])
+	case int, int64, uint64, float64:
 		return fmt.Sprint(x)
 	}
 	b, err := json.Marshal(v)
@@ -410,7 +412,7 @@ func (u *UI) handleEvent(w http.ResponseWriter, r *http.Request) {
 	p.hosts = hosts
 	d := eventData{E: pg.Events[0]}
 	for k, v := range d.E.Attrs {
-		d.Attrs = append(d.Attrs, attrRow{Key: k, Value: attrText(v)})
+		d.Attrs = append(d.Attrs, attrRow{Key: k, Value: attrText(v, p.Lang)})
 	}
 	slices.SortFunc(d.Attrs, func(a, b attrRow) int { return cmp.Compare(a.Key, b.Key) })
 	if id := d.E.RegisterID; id != "" && u.cfg.Registers != nil {

@@ -108,7 +108,7 @@ func TestEventDetailAttrsReadable(t *testing.T) {
 	}
 	attrs := attrsOf("agent=PC-SOUMU-01")
 	for _, want := range []string{"create: 1, remove: 1, write: 2", `D:\顧客\一時.tmp, D:\顧客\一時.xlsx`, "<td class=\"mono\">2048</td>",
-		"操作の内訳", "名前の変遷", "削除時の名前", "書き込みあり", "一時ファイル"} {
+		"操作の内訳", "名前の変遷", "削除時の名前", "書き込みあり</th><td class=\"mono\">有</td>", "一時ファイル"} {
 		if !strings.Contains(attrs, want) {
 			t.Errorf("attributes lack %s:\n%s", want, attrs)
 		}
