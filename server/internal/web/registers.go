@@ -158,6 +158,34 @@ func (u *UI) formRows(k register.Kind, lang string, vals map[string]string, errs
 	return out
 }
 
+// fieldText shows a stored value of register k's field as the form does:
+// a status or medium by its label, yes/no in words, a time in local time.
+func (u *UI) fieldText(k register.Kind, field, v, lang string) string {
+	if v == "" {
+		return v
+	}
+	for _, f := range register.FormFields(k) {
+		if f.Name != field {
+			continue
+		}
+		switch f.Input {
+		case register.InputSelect:
+			if f.Name == "medium" {
+				return register.MediumLabel(v, lang)
+			}
+			return labels.Of(labels.Status, lang, v)
+		case register.InputYesNo:
+			if b, err := strconv.ParseBool(v); err == nil {
+				return labels.Of(labels.YesNo, lang, map[bool]string{true: "yes", false: "no"}[b])
+			}
+		}
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t.In(u.cfg.Location).Format("2006-01-02 15:04")
+	}
+	return v
+}
+
 func (u *UI) handleEntry(w http.ResponseWriter, r *http.Request) {
 	k, ok := u.kind(w, r)
 	if !ok {
@@ -165,6 +193,7 @@ func (u *UI) handleEntry(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	d := entryData{Kind: string(k)}
+	p := u.newPage(r, "registers", "nav_registers")
 	var e register.Entry
 	if id == "new" {
 		e = register.NewEntry(k)
@@ -184,10 +213,13 @@ func (u *UI) handleEntry(w http.ResponseWriter, r *http.Request) {
 		}
 		slices.Reverse(hist)
 		for _, c := range hist {
-			d.History = append(d.History, histRow{Change: c, Fields: register.Diff(k, c.Before, c.After)})
+			fs := register.Diff(k, c.Before, c.After)
+			for i := range fs {
+				fs[i].Before, fs[i].After = u.fieldText(k, fs[i].Field, fs[i].Before, p.Lang), u.fieldText(k, fs[i].Field, fs[i].After, p.Lang)
+			}
+			d.History = append(d.History, histRow{Change: c, Fields: fs})
 		}
 	}
-	p := u.newPage(r, "registers", "nav_registers")
 	vals := register.FormValues(e)
 	if id == "new" { // a new entry's zero values are no one's input
 		for _, k := range []string{"from", "to", "decided", "record_count"} {

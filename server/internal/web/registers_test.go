@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -114,5 +115,43 @@ func TestRegisterPagesImportExportCSV(t *testing.T) {
 	}
 	if ans := aud.upload("/registers/disposals/import", csrf, []byte(files["disposals"])); ans.status != http.StatusForbidden {
 		t.Fatalf("auditor import: %d", ans.status)
+	}
+}
+
+// An entry's change history reads as the form does: statuses, media and
+// yes/no fields by their labels, times in Japan time, not the stored codes
+// (active, electronic, false, RFC 3339).
+func TestRegisterHistoryReadsAsLabels(t *testing.T) {
+	a := startServer(t, t.TempDir())
+	addUser(t, a, "kanri", "admin")
+	adm := newBrowser(t, a)
+	adm.login("kanri", testPassword)
+	for _, c := range []struct{ kind, csv, id string }{
+		{"pi", "\ufeff管理番号,個人情報の名称,利用目的,媒体,管理責任者,部署,保管期間,廃棄方法,要配慮個人情報,保管場所\r\n" +
+			"PI-0001,顧客名簿,商品発送,電子,山田,営業部,5y,データ消去,無,PC-01:D:\\顧客\r\n", "PI-0001"},
+		{"media", "\ufeff管理番号,登録日,製品名,シリアル番号,管理責任者,暗号化\r\nMD-0001,2026-01-10,USBメモリ,AA00123456,山田,有\r\n", "MD-0001"},
+		{"approvals", "\ufeff管理番号,状態,申請者,媒体シリアル番号,端末,持出し目的,持出し開始,持出し終了,承認者,承認日時\r\n" +
+			"AP-0001,返却済,山田,AA00123456,PC-01,展示会,2026-10-01T09:00:00+09:00,2026-10-01T18:00:00+09:00,部長,2026-09-30T17:00:00+09:00\r\n", "AP-0001"},
+	} {
+		pg := adm.get("/registers/" + c.kind)
+		if ans := adm.upload("/registers/"+c.kind+"/import", csrfOf(t, pg.body), []byte(c.csv)); ans.status != http.StatusSeeOther {
+			t.Fatalf("%s import: %d\n%.2000s", c.kind, ans.status, ans.body)
+		}
+		hist := regexp.MustCompile(`(?s)<table id="history">.*</table>`).FindString(adm.get("/registers/" + c.kind + "/" + c.id).body)
+		want := map[string][]string{
+			"pi":        {">有効<", ">電子<", ">無<"},
+			"media":     {">有効<", ">有<"},
+			"approvals": {">返却済み<", ">2026-10-01 09:00<", ">2026-09-30 17:00<"},
+		}[c.kind]
+		for _, w := range want {
+			if !strings.Contains(hist, w) {
+				t.Errorf("%s history lacks %s:\n%s", c.kind, w, hist)
+			}
+		}
+		for _, code := range []string{">active<", ">returned<", ">electronic<", ">true<", ">false<", "T09:00:00"} {
+			if strings.Contains(hist, code) {
+				t.Errorf("%s history shows the code %s:\n%s", c.kind, code, hist)
+			}
+		}
 	}
 }
