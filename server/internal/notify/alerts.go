@@ -90,11 +90,13 @@ type AlertRow struct {
 	Host       string
 	Department string
 	Control    string
-	Reason     string
-	State      string // open | acknowledged | resolved
-	By         string
-	Comment    string
-	At         time.Time
+	// The reason in Japanese and English, and its code; a failed delivery
+	// has its subject and error in both.
+	ReasonJA, ReasonEN, Reason string
+	State                      string // open | acknowledged | resolved
+	By                         string
+	Comment                    string
+	At                         time.Time
 }
 
 // Alerts lists the alerts raised since from, newest first, at most limit,
@@ -125,16 +127,14 @@ func (n *Notifier) Alerts(ctx context.Context, from time.Time, limit int) ([]Ale
 			r := AlertRow{Index: e.Index, Time: e.Time, Type: e.Type, Severity: e.Severity, State: "open"}
 			if e.Type == TypeFailed {
 				r.Kind, r.Control, r.Host = str("kind"), Control, str("destination")
-				r.Reason = "配信失敗: " + str("subject")
+				r.ReasonJA = str("subject")
 				if msg := str("error"); msg != "" {
-					r.Reason += " (" + msg + ")"
+					r.ReasonJA += " (" + msg + ")"
 				}
+				r.ReasonEN = r.ReasonJA
 			} else {
 				r.Kind, r.Agent, r.Host, r.Department, r.Control = str("kind"), str("agent"), str("hostname"), str("department"), str("control")
-				r.Reason = str("reason_ja")
-				if r.Reason == "" {
-					r.Reason = str("reason")
-				}
+				r.ReasonJA, r.ReasonEN, r.Reason = str("reason_ja"), str("reason_en"), str("reason")
 				if r.Host == "" {
 					r.Host = str("agent")
 				}

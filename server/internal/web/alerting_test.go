@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,22 @@ func TestAlertingPages(t *testing.T) {
 			t.Errorf("%s: %d, lacks %q", path, a.status, want)
 		}
 	}
+	// An alert's reason in the page's language (the agent sends both).
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(b.get("/notifications").body, `<tr id="alert-`) {
+		if time.Now().After(deadline) {
+			t.Fatal("no alert on 通知 for the failing screen lock within 30 s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if ja := b.get("/notifications").body; !strings.Contains(ja, "画面ロックまでの時間が長すぎます") {
+		t.Errorf("通知 lacks the Japanese reason")
+	}
+	b.get("/lang/en")
+	if en := b.get("/notifications").body; !strings.Contains(en, "<td>too long</td>") || strings.Contains(en, "画面ロックまでの時間が長すぎます") {
+		t.Errorf("Notifications in English shows the reason in Japanese, or none:\n%s", regexp.MustCompile(`(?s)<tr id="alert-.*?</tr>`).FindString(en))
+	}
+	b.get("/lang/ja")
 	if a := b.get("/reports?from=2026-13-01&to=2026-12-31"); a.status != 400 {
 		t.Errorf("bad date: %d", a.status)
 	}
