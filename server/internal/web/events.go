@@ -362,7 +362,7 @@ func attrScalar(v any, lang string) string {
 	case json.Number:
 		return x.String()
 	case bool:
-		return labels.Of(labels.YesNo, lang, map[bool]string{true: "yes", false: "no"}[x])
+		return yesNo(lang, x)
 	case int, int64, uint64, float64:
 		return fmt.Sprint(x)
 	}

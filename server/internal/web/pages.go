@@ -335,7 +335,7 @@ func (u *UI) handleHostsExport(w http.ResponseWriter, r *http.Request) {
 		if h.LastSeen != nil {
 			seen = h.LastSeen.In(u.cfg.Location).Format("2006-01-02 15:04:05")
 		}
-		row := []string{h.Hostname, h.Department, seen, labels.Of(labels.YesNo, lang, map[bool]string{true: "yes", false: "no"}[h.Silent])}
+		row := []string{h.Hostname, h.Department, seen, yesNo(lang, h.Silent)}
 		for _, c := range d.Controls {
 			if cs, ok := h.Controls[c]; ok {
 				row = append(row, labels.Of(labels.Verdict, lang, string(cs.Status)))

@@ -176,7 +176,7 @@ func (u *UI) fieldText(k register.Kind, field, v, lang string) string {
 			return labels.Of(labels.Status, lang, v)
 		case register.InputYesNo:
 			if b, err := strconv.ParseBool(v); err == nil {
-				return labels.Of(labels.YesNo, lang, map[bool]string{true: "yes", false: "no"}[b])
+				return yesNo(lang, b)
 			}
 		}
 	}

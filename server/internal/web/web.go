@@ -218,6 +218,14 @@ func (p *page) Time(v any) string {
 	return t.In(p.loc).Format("2006-01-02 15:04:05")
 }
 
+// yesNo says b in lang (有/無, Yes/No).
+func yesNo(lang string, b bool) string {
+	if b {
+		return labels.Of(labels.YesNo, lang, "yes")
+	}
+	return labels.Of(labels.YesNo, lang, "no")
+}
+
 // Reason picks the reason text in the page's language.
 func (p *page) Reason(ja, en, code string) string {
 	if p.Lang == "ja" && ja != "" {
