@@ -40,8 +40,9 @@ export them again.
 
 `
 
-// verifyText is the verify command's own wording, per --lang. Problems
-// found in a bundle are the evidence package's (English) text.
+// verifyText is the verify command's own wording, per --lang. A problem
+// found in a bundle is worded by its kind (problemJA) with the evidence
+// package's English detail.
 var verifyText = map[string]map[string]string{
 	"en": {
 		"bundle": "bundle:     ", "log": "log:        %s, tree size %d, root %s\n", "query": "query:      ",
@@ -59,6 +60,48 @@ var verifyText = map[string]map[string]string{
 		"ok":      "結果:         OK — 署名、包含証明、seq とハッシュチェーン、保存期間の記録、マニフェスト (欠落・追加・種別変更なし) はすべて正しい",
 		"fail":    "不正: ", "more": "不正: ... ほか %d 件\n", "notintact": "verify: %d 件の問題: 証跡は完全ではありません (改ざん・欠落の可能性)",
 	},
+}
+
+// problemJA says in Japanese what each kind of problem means for the
+// evidence; the evidence package's English detail follows it.
+var problemJA = map[evidence.ProblemKind]string{
+	evidence.ProblemKey:              "証跡が、指定された公開鍵とは別の鍵を名乗っています",
+	evidence.ProblemCheckpoint:       "チェックポイントの署名を指定の公開鍵で検証できません (別のログの証跡か、改ざん)",
+	evidence.ProblemOlderCheckpoint:  "証跡に含まれる過去のチェックポイントが正しくありません",
+	evidence.ProblemYourCheckpoint:   "手元のチェックポイントを照合に使えません",
+	evidence.ProblemNoProof:          "手元のチェックポイントからの整合性証明が証跡にありません (since を付けてエクスポートし直してください)",
+	evidence.ProblemRewritten:        "ログが書き換えられています: 手元のチェックポイントと矛盾します",
+	evidence.ProblemUnreadable:       "読めない行があります",
+	evidence.ProblemJoined:           "マニフェストが 2 つあります: 証跡が連結されています",
+	evidence.ProblemAppended:         "マニフェストの後に行が追加されています",
+	evidence.ProblemContent:          "イベントの内容がハッシュと一致しないか、形式が不正です (内容の改ざん)",
+	evidence.ProblemEntryShape:       "エントリの形式が不正です (イベントかリンクのどちらか一方を持つはずです)",
+	evidence.ProblemOrder:            "順序が乱れています: エントリの並べ替えまたは重複",
+	evidence.ProblemNotInLog:         "署名済みのログに含まれていません (包含証明が合いません)",
+	evidence.ProblemPrunedShape:      "保存期間切れと記されたエントリの形式が不正です",
+	evidence.ProblemMissing:          "seq が飛んでいます: イベントが証跡から抜けています",
+	evidence.ProblemChain:            "ハッシュチェーンが切れています: 直前のイベントのハッシュと一致しません",
+	evidence.ProblemClearedByHand:    "保存期間の記録なしに内容が消されています (手作業による消去)",
+	evidence.ProblemCutShort:         "最後に署名付きマニフェストがありません: 末尾の行が削除され、証跡が完全である証明がありません",
+	evidence.ProblemManifestSigned:   "マニフェストの署名が合いません: 署名の後に変更されたか、別の鍵で署名されています",
+	evidence.ProblemManifestMismatch: "証跡がサーバーの署名したマニフェストと一致しません: エントリの欠落・追加・種別の変更、または抽出条件の変更",
+}
+
+// problemText is a problem in Japanese: its place, what it means, and
+// the exact detail on a line of its own.
+func problemText(p evidence.Problem) string {
+	place := "手元のチェックポイント"
+	if p.Line > 0 {
+		place = fmt.Sprintf("%d 行目", p.Line)
+	}
+	if p.Agent != "" {
+		place += fmt.Sprintf(" (ログ位置 %d、エージェント %s、seq %d)", p.Index, p.Agent, p.Seq)
+	}
+	what := problemJA[p.Kind]
+	if what == "" {
+		what = "検証に失敗しました"
+	}
+	return place + ": " + what + "\n      詳細: " + p.Msg
 }
 
 // cmdVerify checks an evidence bundle offline:
@@ -156,7 +199,11 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	for _, p := range rep.Problems {
-		fmt.Fprintln(stdout, txt["fail"]+p.String())
+		if *lang == labels.JA {
+			fmt.Fprintln(stdout, txt["fail"]+problemText(p))
+		} else {
+			fmt.Fprintln(stdout, txt["fail"]+p.String())
+		}
 	}
 	if rep.Truncated > 0 {
 		fmt.Fprintf(stdout, txt["more"], rep.Truncated)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/shared/evidence"
 )
 
 // The verify command on a real export: exit 0 for the intact bundle, 1 with
@@ -136,7 +137,27 @@ func TestVerifyCommand(t *testing.T) {
 		t.Fatalf("decoded query: exit %d\n%s", code, out.String())
 	}
 	out.Reset()
-	if code := run([]string{"verify", changed, "--pubkey", pub, "--lang", "ja"}, &out, &errb); code != 1 || !strings.Contains(out.String(), "不正: line 2") {
+	// In Japanese the place and what was found are Japanese; the exact
+	// detail stays as the evidence package words it.
+	if code := run([]string{"verify", changed, "--pubkey", pub, "--lang", "ja"}, &out, &errb); code != 1 ||
+		!strings.Contains(out.String(), "不正: 2 行目 (ログ位置 0、エージェント server、seq 1): イベントの内容がハッシュと一致しないか、形式が不正です (内容の改ざん)\n      詳細: event content: seq 1: hash does not match content\n") {
 		t.Fatalf("ja, changed: exit %d\n%s", code, out.String())
+	}
+	out.Reset()
+	cut := filepath.Join(dir, "cut-ja.jsonl")
+	os.WriteFile(cut, bytes.Join([][]byte{ls[0], ls[1], ls[3], ls[4]}, nil), 0o600)
+	if code := run([]string{"verify", cut, "--pubkey", pub, "--lang", "ja"}, &out, &errb); code != 1 ||
+		!strings.Contains(out.String(), "不正: 3 行目 (ログ位置 2、エージェント server、seq 3): seq が飛んでいます: イベントが証跡から抜けています") {
+		t.Fatalf("ja, dropped: exit %d\n%s", code, out.String())
+	}
+}
+
+// Every kind of problem the evidence package reports has its Japanese
+// wording in verify.
+func TestVerifyWordsEveryProblemInJapanese(t *testing.T) {
+	for _, k := range evidence.ProblemKinds {
+		if problemJA[k] == "" {
+			t.Errorf("no Japanese for problem kind %q", k)
+		}
 	}
 }

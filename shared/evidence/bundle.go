@@ -178,19 +178,58 @@ func (w *Writer) Close() error {
 
 // Problem is one verification failure, located in the bundle.
 type Problem struct {
-	Line  int    `json:"line"` // 1-based line of the bundle
-	Index int64  `json:"index,omitempty"`
-	Agent string `json:"agent,omitempty"`
-	Seq   uint64 `json:"seq,omitempty"`
-	Msg   string `json:"msg"`
+	Line  int         `json:"line"` // 1-based line of the bundle; 0 for the auditor's own checkpoint
+	Index int64       `json:"index,omitempty"`
+	Agent string      `json:"agent,omitempty"`
+	Seq   uint64      `json:"seq,omitempty"`
+	Kind  ProblemKind `json:"kind"`
+	Msg   string      `json:"msg"` // English detail
 }
 
 func (p Problem) String() string {
+	if p.Line == 0 { // the auditor's own checkpoint, which Msg names
+		return p.Msg
+	}
 	s := fmt.Sprintf("line %d", p.Line)
 	if p.Agent != "" {
 		s += fmt.Sprintf(" (log index %d, agent %s, seq %d)", p.Index, p.Agent, p.Seq)
 	}
 	return s + ": " + p.Msg
+}
+
+// ProblemKind names what a Problem found, so a report can say it in the
+// reader's language while Msg keeps the exact English detail.
+type ProblemKind string
+
+const (
+	ProblemKey              ProblemKind = "key"                // the header names another public key
+	ProblemCheckpoint       ProblemKind = "checkpoint"         // the checkpoint's signature does not hold
+	ProblemOlderCheckpoint  ProblemKind = "older-checkpoint"   // an older checkpoint in the header does not hold
+	ProblemYourCheckpoint   ProblemKind = "your-checkpoint"    // the auditor's checkpoint cannot be read or is newer
+	ProblemNoProof          ProblemKind = "no-proof"           // no consistency proof from the auditor's checkpoint
+	ProblemRewritten        ProblemKind = "log-rewritten"      // the log does not extend the auditor's checkpoint
+	ProblemUnreadable       ProblemKind = "unreadable"         // a line is not an entry or manifest
+	ProblemJoined           ProblemKind = "joined"             // a second manifest
+	ProblemAppended         ProblemKind = "appended"           // lines after the manifest
+	ProblemContent          ProblemKind = "content"            // an event's content does not match its hash
+	ProblemEntryShape       ProblemKind = "entry-shape"        // an entry that is neither an event nor a link
+	ProblemOrder            ProblemKind = "order"              // log indexes or seqs out of order or repeated
+	ProblemNotInLog         ProblemKind = "not-in-log"         // the inclusion proof does not hold
+	ProblemPrunedShape      ProblemKind = "pruned-shape"       // a pruned entry without link or received time
+	ProblemMissing          ProblemKind = "missing"            // a seq gap: events left out
+	ProblemChain            ProblemKind = "chain"              // prev is not the hash before it
+	ProblemClearedByHand    ProblemKind = "cleared-by-hand"    // content cleared without a retention record
+	ProblemCutShort         ProblemKind = "cut-short"          // no manifest at the end
+	ProblemManifestSigned   ProblemKind = "manifest-signature" // the manifest's signature does not hold
+	ProblemManifestMismatch ProblemKind = "manifest-mismatch"  // header or entries differ from the signed manifest
+)
+
+// ProblemKinds lists every kind Verify reports.
+var ProblemKinds = []ProblemKind{
+	ProblemKey, ProblemCheckpoint, ProblemOlderCheckpoint, ProblemYourCheckpoint, ProblemNoProof,
+	ProblemRewritten, ProblemUnreadable, ProblemJoined, ProblemAppended, ProblemContent,
+	ProblemEntryShape, ProblemOrder, ProblemNotInLog, ProblemPrunedShape, ProblemMissing, ProblemChain,
+	ProblemClearedByHand, ProblemCutShort, ProblemManifestSigned, ProblemManifestMismatch,
 }
 
 // Report is the outcome of Verify.
@@ -262,11 +301,11 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		return nil, fmt.Errorf("evidence: header (line 1): format %q, want %q", h.Format, Format)
 	}
 	if hv, err := note.NewVerifier(h.PublicKey); err != nil || hv.Name() != v.Name() || hv.KeyHash() != v.KeyHash() {
-		add(Problem{Line: 1, Msg: fmt.Sprintf("bundle names public key %q, which is not the key given (%s)", h.PublicKey, v.Name())})
+		add(Problem{Line: 1, Kind: ProblemKey, Msg: fmt.Sprintf("bundle names public key %q, which is not the key given (%s)", h.PublicKey, v.Name())})
 	}
 	cp, err := Open([]byte(h.Checkpoint), v)
 	if err != nil {
-		add(Problem{Line: 1, Msg: "checkpoint: " + err.Error()})
+		add(Problem{Line: 1, Kind: ProblemCheckpoint, Msg: "checkpoint: " + err.Error()})
 		return rep, nil // nothing below can be trusted without it
 	}
 	rep.Checkpoint = cp
@@ -276,16 +315,16 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 	for i, o := range h.Older {
 		oc, err := Open([]byte(o.Checkpoint), v)
 		if err != nil {
-			add(Problem{Line: 1, Msg: fmt.Sprintf("older checkpoint %d: %v", i, err)})
+			add(Problem{Line: 1, Kind: ProblemOlderCheckpoint, Msg: fmt.Sprintf("older checkpoint %d: %v", i, err)})
 			continue
 		}
 		olderSizes = append(olderSizes, oc.Size)
 		if oc.Size > cp.Size {
-			add(Problem{Line: 1, Msg: fmt.Sprintf("older checkpoint %d has size %d > %d", i, oc.Size, cp.Size)})
+			add(Problem{Line: 1, Kind: ProblemOlderCheckpoint, Msg: fmt.Sprintf("older checkpoint %d has size %d > %d", i, oc.Size, cp.Size)})
 			continue
 		}
 		if err := tlog.CheckTree(o.Proof, cp.Size, cp.Root, oc.Size, oc.Root); err != nil {
-			add(Problem{Line: 1, Msg: fmt.Sprintf("older checkpoint at size %d: log is not an extension of it: %v", oc.Size, err)})
+			add(Problem{Line: 1, Kind: ProblemOlderCheckpoint, Msg: fmt.Sprintf("older checkpoint at size %d: log is not an extension of it: %v", oc.Size, err)})
 			continue
 		}
 		olderBySize[oc.Size] = oc.Root
@@ -294,20 +333,20 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		oc, err := Open(opt.Old, v)
 		switch {
 		case err != nil:
-			add(Problem{Msg: "your checkpoint: " + err.Error()})
+			add(Problem{Kind: ProblemYourCheckpoint, Msg: "your checkpoint: " + err.Error()})
 		case oc.Size > cp.Size:
-			add(Problem{Msg: fmt.Sprintf("your checkpoint (size %d) is newer than the bundle's (size %d)", oc.Size, cp.Size)})
+			add(Problem{Kind: ProblemYourCheckpoint, Msg: fmt.Sprintf("your checkpoint (size %d) is newer than the bundle's (size %d)", oc.Size, cp.Size)})
 		case oc.Size == cp.Size:
 			if oc.Root != cp.Root {
-				add(Problem{Msg: fmt.Sprintf("log rewritten: your checkpoint at size %d has root %s, the bundle's has %s", oc.Size, oc.Root, cp.Root)})
+				add(Problem{Kind: ProblemRewritten, Msg: fmt.Sprintf("log rewritten: your checkpoint at size %d has root %s, the bundle's has %s", oc.Size, oc.Root, cp.Root)})
 			}
 		default:
 			root, ok := olderBySize[oc.Size]
 			switch {
 			case !ok:
-				add(Problem{Msg: fmt.Sprintf("bundle holds no consistency proof from size %d (export again with since=%d)", oc.Size, oc.Size)})
+				add(Problem{Kind: ProblemNoProof, Msg: fmt.Sprintf("bundle holds no consistency proof from size %d (export again with since=%d)", oc.Size, oc.Size)})
 			case root != oc.Root:
-				add(Problem{Msg: fmt.Sprintf("log rewritten: your checkpoint at size %d has root %s, the server now proves root %s", oc.Size, oc.Root, root)})
+				add(Problem{Kind: ProblemRewritten, Msg: fmt.Sprintf("log rewritten: your checkpoint at size %d has root %s, the server now proves root %s", oc.Size, oc.Root, root)})
 			}
 		}
 	}
@@ -334,20 +373,20 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 			var t Trailer
 			switch err := strictDecode(sc.Bytes(), &t); {
 			case err != nil:
-				add(Problem{Line: line, Msg: "unreadable manifest: " + err.Error()})
+				add(Problem{Line: line, Kind: ProblemUnreadable, Msg: "unreadable manifest: " + err.Error()})
 			case trailer != nil:
-				add(Problem{Line: line, Msg: fmt.Sprintf("a second manifest (the first is on line %d): bundles were joined", trailerLine)})
+				add(Problem{Line: line, Kind: ProblemJoined, Msg: fmt.Sprintf("a second manifest (the first is on line %d): bundles were joined", trailerLine)})
 			default:
 				trailer, trailerLine = []byte(t.Manifest), line
 			}
 			continue
 		}
 		if trailer != nil {
-			add(Problem{Line: line, Msg: fmt.Sprintf("entry after the manifest (line %d): lines were appended", trailerLine)})
+			add(Problem{Line: line, Kind: ProblemAppended, Msg: fmt.Sprintf("entry after the manifest (line %d): lines were appended", trailerLine)})
 		}
 		var en Entry
 		if err := strictDecode(sc.Bytes(), &en); err != nil {
-			add(Problem{Line: line, Msg: "unreadable entry: " + err.Error()})
+			add(Problem{Line: line, Kind: ProblemUnreadable, Msg: "unreadable entry: " + err.Error()})
 			continue
 		}
 		var l Link
@@ -358,7 +397,7 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 			if err := en.Event.Validate(); err != nil {
 				// Its stated hash still places it in the log and the chain,
 				// so only this problem is reported for it.
-				add(Problem{Line: line, Index: en.Index, Agent: l.Agent, Seq: l.Seq, Msg: "event content: " + err.Error()})
+				add(Problem{Line: line, Index: en.Index, Agent: l.Agent, Seq: l.Seq, Kind: ProblemContent, Msg: "event content: " + err.Error()})
 			} else {
 				rep.Events++
 			}
@@ -367,13 +406,13 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 			links++
 			rep.Links++
 		default:
-			add(Problem{Line: line, Index: en.Index, Msg: "entry must hold exactly one of event, link"})
+			add(Problem{Line: line, Index: en.Index, Kind: ProblemEntryShape, Msg: "entry must hold exactly one of event, link"})
 			continue
 		}
 		digest.add(en.Index, en.Link != nil, en.Pruned, &l)
 		p := Problem{Line: line, Index: en.Index, Agent: l.Agent, Seq: l.Seq}
 		if en.Index <= lastIndex {
-			p.Msg = fmt.Sprintf("log index %d out of order (after %d): entries reordered or repeated", en.Index, lastIndex)
+			p.Kind, p.Msg = ProblemOrder, fmt.Sprintf("log index %d out of order (after %d): entries reordered or repeated", en.Index, lastIndex)
 			add(p)
 		}
 		lastIndex = max(lastIndex, en.Index)
@@ -385,12 +424,12 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 			err = tlog.CheckRecord(en.Proof, cp.Size, cp.Root, en.Index, leaf)
 		}
 		if err != nil {
-			p.Msg = fmt.Sprintf("not in the signed log at index %d: %v", en.Index, err)
+			p.Kind, p.Msg = ProblemNotInLog, fmt.Sprintf("not in the signed log at index %d: %v", en.Index, err)
 			add(p)
 		}
 		switch {
 		case en.Pruned && (en.Link == nil || en.Received == nil):
-			p.Msg = "an entry marked pruned must be a link with its received time"
+			p.Kind, p.Msg = ProblemPrunedShape, "an entry marked pruned must be a link with its received time"
 			add(p)
 		case en.Pruned:
 			pruned = append(pruned, prunedEntry{p, *en.Received})
@@ -403,13 +442,13 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		if seen {
 			switch {
 			case l.Seq <= hd.seq:
-				p.Msg = fmt.Sprintf("seq %d after %d: events reordered or repeated", l.Seq, hd.seq)
+				p.Kind, p.Msg = ProblemOrder, fmt.Sprintf("seq %d after %d: events reordered or repeated", l.Seq, hd.seq)
 				add(p)
 			case l.Seq != hd.seq+1:
-				p.Msg = fmt.Sprintf("seq jumps from %d to %d: %d event(s) missing from the bundle", hd.seq, l.Seq, l.Seq-hd.seq-1)
+				p.Kind, p.Msg = ProblemMissing, fmt.Sprintf("seq jumps from %d to %d: %d event(s) missing from the bundle", hd.seq, l.Seq, l.Seq-hd.seq-1)
 				add(p)
 			case l.Prev != hd.hash:
-				p.Msg = fmt.Sprintf("prev does not match the hash of seq %d: chain broken", hd.seq)
+				p.Kind, p.Msg = ProblemChain, fmt.Sprintf("prev does not match the hash of seq %d: chain broken", hd.seq)
 				add(p)
 			}
 		}
@@ -430,26 +469,26 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 	for _, pe := range pruned {
 		p := pe.p
 		if !haveCutoff {
-			p.Msg = "the event's content was cleared, but the bundle holds no retention record (retention.pruned) allowing it: cleared by hand"
+			p.Kind, p.Msg = ProblemClearedByHand, "the event's content was cleared, but the bundle holds no retention record (retention.pruned) allowing it: cleared by hand"
 			add(p)
 		} else if !pe.received.Before(cutoff) {
-			p.Msg = fmt.Sprintf("the event's content was cleared, but it was received %s, after the latest retention cutoff %s: cleared by hand",
+			p.Kind, p.Msg = ProblemClearedByHand, fmt.Sprintf("the event's content was cleared, but it was received %s, after the latest retention cutoff %s: cleared by hand",
 				pe.received.UTC().Format(time.RFC3339Nano), cutoff.UTC().Format(time.RFC3339Nano))
 			add(p)
 		}
 	}
 	if trailer == nil {
-		add(Problem{Line: line + 1, Msg: "no signed manifest after the last entry: the bundle was cut short (its last lines removed), so nothing proves it is complete"})
+		add(Problem{Line: line + 1, Kind: ProblemCutShort, Msg: "no signed manifest after the last entry: the bundle was cut short (its last lines removed), so nothing proves it is complete"})
 		return rep, nil
 	}
 	m, err := OpenManifest(trailer, v)
 	if err != nil {
-		add(Problem{Line: trailerLine, Msg: "manifest: " + err.Error() + ": it was changed after signing or signed by another key"})
+		add(Problem{Line: trailerLine, Kind: ProblemManifestSigned, Msg: "manifest: " + err.Error() + ": it was changed after signing or signed by another key"})
 		return rep, nil
 	}
 	rep.Manifest = m
 	checkManifest(rep, m, &h, cp, olderSizes, events, links, digest.sum(), func(msg string) {
-		add(Problem{Line: trailerLine, Msg: msg})
+		add(Problem{Line: trailerLine, Kind: ProblemManifestMismatch, Msg: msg})
 	})
 	return rep, nil
 }

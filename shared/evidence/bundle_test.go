@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -162,6 +163,13 @@ func verify(t *testing.T, f *fixture, b []byte, opt VerifyOptions) *Report {
 	rep, err := Verify(bytes.NewReader(b), f.verif, opt)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Every problem says what kind it is, so a report can be read in
+	// another language than the detail's.
+	for _, p := range rep.Problems {
+		if !slices.Contains(ProblemKinds, p.Kind) {
+			t.Errorf("problem of unlisted kind %q: %s", p.Kind, p)
+		}
 	}
 	return rep
 }
