@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/text/encoding/japanese"
 	"golang.org/x/text/transform"
+	"golang.org/x/text/width"
 
 	"github.com/mamori/mamori/server/internal/csvcell"
 )
@@ -63,6 +64,62 @@ func textCol[T Entry](en, ja string, f func(T) *string) column {
 	return column{en: en, ja: ja,
 		get: func(e Entry, _ bool) string { return *f(e.(T)) },
 		set: func(e Entry, s string) string { *f(e.(T)) = s; return "" }}
+}
+
+// dateCol holds a YYYY-MM-DD date. It also reads what Japanese Excel
+// writes back for a date cell (2026/4/1) and the usual typed form
+// (2026年4月1日), in full-width digits too; anything else is kept as given
+// for validation to name.
+func dateCol[T Entry](en, ja string, f func(T) *string) column {
+	return column{en: en, ja: ja,
+		get: func(e Entry, _ bool) string { return *f(e.(T)) },
+		set: func(e Entry, s string) string {
+			n := width.Fold.String(s)
+			for _, l := range csvDateLayouts {
+				if d, err := time.Parse(l, n); err == nil {
+					s = d.Format(time.DateOnly)
+					break
+				}
+			}
+			*f(e.(T)) = s
+			return ""
+		}}
+}
+
+var csvDateLayouts = []string{time.DateOnly, "2006/1/2", "2006-1-2", "2006年1月2日"}
+
+// periodCol holds a retention period (5y, 18m, indefinite). It also reads
+// the Japanese an office writes: 5年, 18か月 (ヶ月, カ月, ケ月, ヵ月, 箇月),
+// 無期限, 永年, 永久.
+func periodCol[T Entry](en, ja string, f func(T) *string) column {
+	return column{en: en, ja: ja,
+		get: func(e Entry, _ bool) string { return *f(e.(T)) },
+		set: func(e Entry, s string) string {
+			n := strings.ReplaceAll(width.Fold.String(s), " ", "")
+			switch {
+			case n == "無期限" || n == "永年" || n == "永久":
+				s = "indefinite"
+			case strings.HasSuffix(n, "年") && allDigits(strings.TrimSuffix(n, "年")):
+				s = strings.TrimSuffix(n, "年") + "y"
+			default:
+				for _, m := range []string{"か月", "ヶ月", "カ月", "ケ月", "ヵ月", "箇月"} {
+					if num, ok := strings.CutSuffix(n, m); ok && allDigits(num) {
+						s = num + "m"
+					}
+				}
+			}
+			*f(e.(T)) = s
+			return ""
+		}}
+}
+
+func allDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // enumCol holds a code (status, medium) written in Japanese as jaNames say;
@@ -178,7 +235,7 @@ var schemas = map[Kind]*csvSchema{
 				if s == "" {
 					return ""
 				}
-				n, err := strconv.Atoi(strings.ReplaceAll(s, ",", ""))
+				n, err := strconv.Atoi(strings.TrimSuffix(strings.ReplaceAll(width.Fold.String(s), ",", ""), "件"))
 				if err != nil {
 					return fmt.Sprintf("%q is not a whole number", s)
 				}
@@ -217,15 +274,15 @@ var schemas = map[Kind]*csvSchema{
 		listCol("access", "アクセス権者", func(e *PIEntry) *[]string { return &e.Access }),
 		textCol("acquisition", "取得方法", func(e *PIEntry) *string { return &e.Acquisition }),
 		textCol("outsourcee", "委託先", func(e *PIEntry) *string { return &e.Outsourcee }),
-		textCol("retention", "保管期間", func(e *PIEntry) *string { return &e.Retention }),
+		periodCol("retention", "保管期間", func(e *PIEntry) *string { return &e.Retention }),
 		textCol("disposal_method", "廃棄方法", func(e *PIEntry) *string { return &e.DisposalMethod }),
 		textCol("risk_notes", "リスク", func(e *PIEntry) *string { return &e.RiskNotes }),
-		textCol("last_reviewed", "最終見直し日", func(e *PIEntry) *string { return &e.LastReviewed }),
+		dateCol("last_reviewed", "最終見直し日", func(e *PIEntry) *string { return &e.LastReviewed }),
 	}},
 	KindMedia: {required: []string{"id", "serial"}, cols: []column{
 		idCol(),
 		statusCol(),
-		textCol("registered", "登録日", func(e *MediaEntry) *string { return &e.Registered }),
+		dateCol("registered", "登録日", func(e *MediaEntry) *string { return &e.Registered }),
 		textCol("product", "製品名", func(e *MediaEntry) *string { return &e.Product }),
 		textCol("serial", "シリアル番号", func(e *MediaEntry) *string { return &e.Serial }),
 		textCol("vendor_id", "ベンダーID", func(e *MediaEntry) *string { return &e.VendorID }),
@@ -250,7 +307,7 @@ var schemas = map[Kind]*csvSchema{
 	KindDisposals: {required: []string{"id", "item"}, cols: []column{
 		idCol(),
 		statusCol(),
-		textCol("date", "廃棄日", func(e *Disposal) *string { return &e.Date }),
+		dateCol("date", "廃棄日", func(e *Disposal) *string { return &e.Date }),
 		textCol("item", "廃棄対象", func(e *Disposal) *string { return &e.Item }),
 		textCol("register_id", "台帳番号", func(e *Disposal) *string { return &e.RegisterID }),
 		textCol("method", "廃棄方法", func(e *Disposal) *string { return &e.Method }),

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -270,5 +271,59 @@ func TestCSVImportedApprovalsCannotOpenWindows(t *testing.T) {
 	}
 	if c, _ := s.Effective(ctx, "ag-1"); len(c.Policy.Controls.Media.Approvals) != 0 {
 		t.Fatal("returned window still in the policy")
+	}
+}
+
+// A register as a Japanese office's Excel writes it: dates re-saved as
+// 2026/4/1 (what Excel does to an exported 2026-04-01 cell) or typed as
+// 2026年4月1日, periods in Japanese, full-width digits, counts with 件.
+// Each is stored in the form the export writes, and a second import of the
+// same file changes nothing.
+func TestCSVImportReadsExcelJapanese(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
+	s, _ := newService(t, clk)
+	pi := "管理番号,個人情報の名称,利用目的,件数,媒体,保管場所,管理責任者,部署,保管期間,廃棄方法,最終見直し日\r\n" +
+		`PI-001,顧客名簿,発送,"1,200件",電子,PC-01:D:\顧客,山田,営業部,5年,シュレッダー,2026/4/1` + "\r\n" +
+		`PI-002,従業員名簿,給与,５０,電子,PC-01:D:\人事,佐藤,総務部,１８ヶ月,溶解,２０２６年４月１日` + "\r\n" +
+		`PI-003,株主名簿,株主総会,10,電子,PC-01:D:\株主,佐藤,総務部,無期限,,2026-04-01` + "\r\n" +
+		`PI-004,応募者,採用,3,電子,PC-01:D:\採用,佐藤,総務部,6カ月,削除,2026/04/01` + "\r\n"
+	media := "管理番号,登録日,製品名,シリアル番号,管理責任者\r\nMD-001,2026/1/10,USB,AA00123456,高橋\r\n"
+	disposals := "管理番号,廃棄日,廃棄対象,廃棄方法,廃棄責任者\r\nDS-001,2026年10月1日,旧名簿,溶解,鈴木\r\n"
+	for k, src := range map[Kind]string{KindPI: pi, KindMedia: media, KindDisposals: disposals} {
+		if cs, err := importKind(s, k, toSJIS(t, src)); err != nil || len(cs) == 0 {
+			t.Fatalf("%s: %d changes, %v", k, len(cs), err)
+		}
+		if cs, err := importKind(s, k, toSJIS(t, src)); err != nil || len(cs) != 0 {
+			t.Fatalf("%s again: %d changes, %v", k, len(cs), err)
+		}
+	}
+	want := map[string][3]string{ // record count, retention, last reviewed
+		"PI-001": {"1200", "5y", "2026-04-01"},
+		"PI-002": {"50", "18m", "2026-04-01"},
+		"PI-003": {"10", "indefinite", "2026-04-01"},
+		"PI-004": {"3", "6m", "2026-04-01"},
+	}
+	for id, w := range want {
+		e, err := s.Get(ctx, KindPI, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := e.(*PIEntry)
+		if got := [3]string{strconv.Itoa(p.RecordCount), p.Retention, p.LastReviewed}; got != w {
+			t.Errorf("%s: %v, want %v", id, got, w)
+		}
+	}
+	if m, _ := s.Get(ctx, KindMedia, "MD-001"); m.(*MediaEntry).Registered != "2026-01-10" {
+		t.Errorf("media registered %q", m.(*MediaEntry).Registered)
+	}
+	if d, _ := s.Get(ctx, KindDisposals, "DS-001"); d.(*Disposal).Date != "2026-10-01" {
+		t.Errorf("disposal date %q", d.(*Disposal).Date)
+	}
+	// What is still not a date or a period is named, not guessed.
+	_, err := importKind(s, KindPI, toSJIS(t, "管理番号,個人情報の名称,利用目的,媒体,保管場所,管理責任者,部署,保管期間,廃棄方法,最終見直し日\r\n"+
+		`PI-005,名簿,発送,電子,PC-01:D:\x,山田,営業部,しばらく,溶解,4月1日`+"\r\n"))
+	if err == nil || !strings.Contains(err.Error(), `"しばらく" is not a period`) || !strings.Contains(err.Error(), `"4月1日" is not a date`) {
+		t.Fatalf("bad cells: %v", err)
 	}
 }

@@ -230,7 +230,7 @@ func (v *validator) date(field, s string, required bool) {
 	}
 	d, err := time.Parse(time.DateOnly, s)
 	if err != nil {
-		v.add(field, "%q is not a date (YYYY-MM-DD)", s)
+		v.add(field, "%q is not a date (YYYY-MM-DD, or 2026/4/1 and 2026年4月1日 in a CSV or form)", s)
 		return
 	}
 	if d.After(v.now) {
@@ -293,7 +293,7 @@ func (e *PIEntry) validate(v *validator) {
 		v.add("retention", "required (e.g. 5y, 18m or indefinite)")
 	case e.Retention == "indefinite":
 	case !retentionRE.MatchString(e.Retention):
-		v.add("retention", "%q is not a period such as 5y, 18m or indefinite", e.Retention)
+		v.add("retention", "%q is not a period such as 5y, 18m or indefinite (5年, 18か月 or 無期限 in a CSV or form)", e.Retention)
 	}
 	// Data kept for a limited time must say how it is disposed of.
 	if e.Retention != "indefinite" && e.Retention != "" && strings.TrimSpace(e.DisposalMethod) == "" {

@@ -18,14 +18,14 @@ func TestRegisterForm(t *testing.T) {
 	csrf := b.login("admin", srv.AdminPassword())
 
 	form := b.get("/registers/pi/new")
-	for _, want := range []string{"個人情報の名称", "保管場所", `<option value="electronic"`, ">電子<", ">有効<", "5y（5年）"} {
+	for _, want := range []string{"個人情報の名称", "保管場所", `<option value="electronic"`, ">電子<", ">有効<", "5年、18か月、無期限"} {
 		if !strings.Contains(form.body, want) {
 			t.Errorf("new PI form lacks %q", want)
 		}
 	}
 	good := url.Values{"csrf": {csrf}, "id": {"PI-001"}, "status": {"active"}, "name": {"顧客名簿"}, "purpose": {"商品発送"},
 		"record_count": {"1200"}, "sensitive": {"no"}, "medium": {"electronic"}, "locations": {`PC-SOUMU-01:D:\顧客`},
-		"owner": {"山田 太郎"}, "department": {"総務部"}, "access": {"総務部\n営業部"}, "retention": {"5y"}, "disposal_method": {""}}
+		"owner": {"山田 太郎"}, "department": {"総務部"}, "access": {"総務部\n営業部"}, "retention": {"5年"}, "disposal_method": {""}}
 	bad := b.post("/registers/pi/new", good)
 	if bad.status != http.StatusBadRequest || !strings.Contains(bad.body, `id="err-disposal_method"`) ||
 		!strings.Contains(bad.body, "保管期間が有限のときは廃棄方法を入力してください。") || !strings.Contains(bad.body, `value="顧客名簿"`) ||
@@ -47,6 +47,9 @@ func TestRegisterForm(t *testing.T) {
 	upd := url.Values{}
 	for k, v := range good {
 		upd[k] = v
+	}
+	if !strings.Contains(pg.body, `value="5y"`) { // the form's 5年 stored as the export writes it
+		t.Errorf("retention typed as 5年 not stored as 5y")
 	}
 	upd.Set("revision", rev)
 	upd.Set("record_count", "1500")
