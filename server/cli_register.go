@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/shared/policy"
 )
 
@@ -58,6 +59,36 @@ func newAdminFlags(out io.Writer) *adminFlags {
 	f.fs.StringVar(&f.encoding, "encoding", "utf8", "export: utf8 (with BOM) or sjis (CP932)")
 	f.fs.StringVar(&f.out, "out", "", "export: write to FILE instead of standard output")
 	return f
+}
+
+// fieldErrors is a 400 that names each bad field (and row).
+type fieldErrors struct {
+	status string
+	errs   register.ValidationError
+}
+
+func (e *fieldErrors) Error() string {
+	return fmt.Sprintf("server answered %s; nothing was changed:\n  %s", e.status, strings.Join(e.errs.Lines("", register.LangEN), "\n  "))
+}
+
+// japaneseHeaders reports whether a CSV's header row is in Japanese, so
+// its problems are told in the file's language.
+func japaneseHeaders(b []byte) bool {
+	text, err := register.DecodeText(b)
+	if err != nil {
+		return false
+	}
+	head, _, _ := bytes.Cut(bytes.TrimPrefix(text, []byte("\ufeff")), []byte("\n"))
+	return !isASCII(head)
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // cmdAdmin runs "register ..." and "policy ..." against a running server.
@@ -106,6 +137,10 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 			Changed int `json:"changed"`
 		}
 		if err := c.call("POST", "/api/v1/"+apiPath+"/import", "text/csv", b, &ans); err != nil {
+			if fe, ok := errors.AsType[*fieldErrors](err); ok && japaneseHeaders(b) {
+				return fmt.Errorf("register import: サーバーが %s を返しました。何も変更していません:\n  %s",
+					fe.status, strings.Join(fe.errs.Lines(register.Kind(f.kind), register.LangJA), "\n  "))
+			}
 			return fmt.Errorf("register import: %w", err)
 		}
 		fmt.Fprintf(stdout, "imported %s into %s: %d rows, %d changed\n", pos[0], f.kind, ans.Rows, ans.Changed)
@@ -220,16 +255,11 @@ func (a *adminClient) call(method, path, ctype string, body []byte, out any) err
 		if len(e.Errors) == 0 {
 			return fmt.Errorf("server answered %s: %s", resp.Status, e.Error)
 		}
-		var sb strings.Builder
-		fmt.Fprintf(&sb, "server answered %s; nothing was changed:", resp.Status)
-		for _, fe := range e.Errors {
-			if fe.Row > 0 {
-				fmt.Fprintf(&sb, "\n  row %d: %s: %s", fe.Row, fe.Field, fe.Message)
-			} else {
-				fmt.Fprintf(&sb, "\n  %s: %s", fe.Field, fe.Message)
-			}
+		fe := &fieldErrors{status: resp.Status}
+		for _, x := range e.Errors {
+			fe.errs = append(fe.errs, register.FieldError{Row: x.Row, Field: x.Field, Msg: x.Message})
 		}
-		return errors.New(sb.String())
+		return fe
 	}
 	if buf, ok := out.(*bytes.Buffer); ok {
 		buf.Write(raw)

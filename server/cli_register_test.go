@@ -64,6 +64,16 @@ func TestRegisterAndPolicyCLI(t *testing.T) {
 	if code, _, errs := cli("register", "import", badPath); code != 1 || !strings.Contains(errs, "row 2: retention") {
 		t.Fatalf("bad import: %d %q", code, errs)
 	}
+	// A file with Japanese headers is answered in Japanese, each column by
+	// its header, with the exact detail.
+	os.WriteFile(badPath, []byte("管理番号,個人情報の名称,利用目的,媒体,保管場所,管理責任者,部署,保管期間\r\n"+
+		"PI-0002,社員名簿,人事,紙,キャビネットA,鈴木,総務部,ずっと\r\n"), 0o644)
+	if code, _, errs := cli("register", "import", badPath); code != 1 ||
+		!strings.Contains(errs, "何も変更していません") ||
+		!strings.Contains(errs, "2 行目「保管場所」: 「端末名:フォルダー」の形で入力してください。書庫やキャビネットなど紙の保管場所は「紙の保管場所」に入力してください。（\"キャビネットA\" is not HOST:FOLDER") ||
+		!strings.Contains(errs, "2 行目「保管期間」: 5年（5y）") {
+		t.Fatalf("bad import, Japanese headers: %d %q", code, errs)
+	}
 
 	polPath := filepath.Join(work, "default.yaml")
 	os.WriteFile(polPath, []byte("apiVersion: mamori/v1\nkind: Policy\nname: default\ncontrols:\n  screenlock: {mode: audit, max_idle: 5m}\n"), 0o644)

@@ -260,15 +260,22 @@ var schemas = map[Kind]*csvSchema{
 					if l = strings.TrimSpace(l); l == "" {
 						continue
 					}
+					if strings.HasPrefix(l, `\\`) || strings.HasPrefix(l, "//") {
+						// The agent on the server that holds the share
+						// watches it, by its own local path.
+						bad = append(bad, fmt.Sprintf(`"%s" is a network share: name the server that holds it and its folder there (FS01:D:\共有\顧客データ)`, l))
+						continue
+					}
 					h, f, ok := strings.Cut(l, hostSep)
 					if !ok {
-						bad = append(bad, fmt.Sprintf("%q is not HOST:FOLDER", l))
+						bad = append(bad, fmt.Sprintf("\"%s\" is not HOST:FOLDER (a paper record's place goes in paper_locations)", l))
 						continue
 					}
 					p.Locations = append(p.Locations, Location{Host: strings.TrimSpace(h), Folder: strings.TrimSpace(f)})
 				}
 				return strings.Join(bad, "; ")
 			}},
+		listCol("paper_locations", "紙の保管場所", func(e *PIEntry) *[]string { return &e.PaperLocations }),
 		textCol("owner", "管理責任者", func(e *PIEntry) *string { return &e.Owner }),
 		textCol("department", "部署", func(e *PIEntry) *string { return &e.Department }),
 		listCol("access", "アクセス権者", func(e *PIEntry) *[]string { return &e.Access }),

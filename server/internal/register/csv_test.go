@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -325,5 +326,37 @@ func TestCSVImportReadsExcelJapanese(t *testing.T) {
 		`PI-005,名簿,発送,電子,PC-01:D:\x,山田,営業部,しばらく,溶解,4月1日`+"\r\n"))
 	if err == nil || !strings.Contains(err.Error(), `"しばらく" is not a period`) || !strings.Contains(err.Error(), `"4月1日" is not a date`) {
 		t.Fatalf("bad cells: %v", err)
+	}
+}
+
+// A paper record's place (a cabinet, a store room) has its own column; put
+// in 保管場所, which agents watch, it is refused with where it goes. A
+// network share is refused with what to write instead.
+func TestCSVPaperPlacesAndShares(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
+	s, _ := newService(t, clk)
+	head := "管理番号,個人情報の名称,利用目的,媒体,保管場所,紙の保管場所,管理責任者,部署,保管期間,廃棄方法\r\n"
+	good := head + "PI-001,従業員名簿,給与,紙・電子,PC-01:D:\\人事,\"本社2F 書庫\r\nキャビネットA\",佐藤,総務部,7年,溶解\r\n"
+	if _, err := importKind(s, KindPI, toSJIS(t, good)); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.Get(ctx, KindPI, "PI-001")
+	if p := e.(*PIEntry); !slices.Equal(p.PaperLocations, []string{"本社2F 書庫", "キャビネットA"}) || len(p.Locations) != 1 {
+		t.Fatalf("stored %+v", p)
+	}
+	var out bytes.Buffer
+	if err := ExportCSV(&out, KindPI, []Entry{e}, LangJA, EncUTF8); err != nil || !strings.Contains(out.String(), "\"本社2F 書庫\r\nキャビネットA\"") {
+		t.Fatalf("export: %v\n%s", err, out.String())
+	}
+	bad := head + "PI-002,顧客名簿,発送,紙,キャビネットB,,山田,営業部,5年,溶解\r\n" +
+		"PI-003,顧客名簿,発送,電子,\\\\fs01\\顧客データ,,山田,営業部,5年,溶解\r\n"
+	_, err := importKind(s, KindPI, toSJIS(t, bad))
+	if err == nil || !strings.Contains(err.Error(), `"キャビネットB" is not HOST:FOLDER (a paper record's place goes in paper_locations)`) ||
+		!strings.Contains(err.Error(), `"\\fs01\顧客データ" is a network share: name the server that holds it and its folder there (FS01:D:\共有\顧客データ)`) {
+		t.Fatalf("bad places: %v", err)
+	}
+	if MessageJA(`"キャビネットB" is not HOST:FOLDER (a paper record's place goes in paper_locations)`) == MessageJA(`"x" is not HOST:FOLDER`) {
+		t.Error("the Japanese message does not say where a paper place goes")
 	}
 }

@@ -55,6 +55,7 @@ type help struct{ ja, en string }
 var formHelp = map[string]help{
 	"id":              {"台帳の管理番号。英数字と . _ @ - で64文字以内（例: PI-001）。登録後は変更できません。", "Entry number: letters, digits, . _ @ -; at most 64 (e.g. PI-001). Fixed once saved."},
 	"contents":        {"氏名、住所、電話番号など、含まれる項目。", "Data items held: name, address, phone, ..."},
+	"paper_locations": {"紙の書類を置く場所。1行に1か所（例: 本社2F 書庫 キャビネットA）。", "Where the paper records are kept, one per line (e.g. 2F store room, cabinet A)."},
 	"record_count":    {"おおよその件数。", "Approximate number of records."},
 	"sensitive":       {"病歴・信条など要配慮個人情報を含むか。", "Whether it holds special-care data (health, creed, ...)."},
 	"locations":       {"1行に1か所、「端末名:フォルダー」の形で（例: PC-SOUMU-01:D:\\顧客）。登録するとその端末のエージェントがフォルダーの監視を始めます。", "One per line as HOST:FOLDER (e.g. PC-SOUMU-01:D:\\customers). The PC's agent starts watching the folder."},
@@ -94,7 +95,7 @@ func FormFields(k Kind) []FormField {
 			f.Input, f.Choices = InputSelect, formChoices[k][c.en]
 		case "sensitive", "encrypted":
 			f.Input = InputYesNo
-		case "locations", "access", "register_ids":
+		case "locations", "paper_locations", "access", "register_ids":
 			f.Input = InputLines
 		case "purpose", "contents", "risk_notes", "result":
 			f.Input = InputLong
@@ -159,6 +160,40 @@ func FieldOf(field string) string {
 	return field
 }
 
+// Lines says each error on a line of its own in lang (LangJA or LangEN):
+// the row in spreadsheet numbering, the field by its column header in
+// Japanese, and in Japanese the message's Japanese with the exact English
+// detail after it, which names the value.
+func (es ValidationError) Lines(k Kind, lang string) []string {
+	if lang != LangJA {
+		out := make([]string, len(es))
+		for i, e := range es {
+			out[i] = e.Error()
+		}
+		return out
+	}
+	header := map[string]string{}
+	for _, f := range FormFields(k) {
+		header[f.Name] = f.LabelJA
+	}
+	out := make([]string, len(es))
+	for i, e := range es {
+		where := e.Field
+		if h, ok := header[FieldOf(e.Field)]; ok {
+			where = "「" + h + "」"
+		}
+		if e.Row > 0 {
+			where = fmt.Sprintf("%d 行目", e.Row) + where
+		}
+		msg := MessageJA(e.Msg)
+		if msg != e.Msg {
+			msg += "（" + e.Msg + "）"
+		}
+		out[i] = where + ": " + msg
+	}
+	return out
+}
+
 // MessageJA says a validation message in Japanese; a message this table
 // does not know is returned as it is.
 func MessageJA(msg string) string {
@@ -191,7 +226,9 @@ var messagesJA = []struct{ en, ja string }{
 	{"is not a register id", "台帳番号の形ではありません。"},
 	{"is not yes/no", "有 か 無 を選んでください。"},
 	{"is not a whole number", "整数で入力してください。"},
+	{"a paper record's place goes in", "「端末名:フォルダー」の形で入力してください。書庫やキャビネットなど紙の保管場所は「紙の保管場所」に入力してください。"},
 	{"is not HOST:FOLDER", "「端末名:フォルダー」の形で入力してください。"},
+	{"is a network share", "共有フォルダー（\\\\サーバー\\共有）ではなく、それを置くサーバーの端末名とそのフォルダーを入力してください（例: FS01:D:\\共有\\顧客データ）。"},
 	{"is not a time", "日時で入力してください。"},
 	{"the window has ended", "持出し期間が終わっているため承認できません。"},
 	{"does not exist", "その台帳番号は登録されていません。"},

@@ -76,19 +76,20 @@ type Location struct {
 // PIEntry is one row of the 個人情報管理台帳.
 type PIEntry struct {
 	Meta
-	Name           string     `json:"name"`                  // 個人情報の名称
-	Contents       string     `json:"contents,omitempty"`    // 項目 (data items)
-	Purpose        string     `json:"purpose"`               // 利用目的
-	RecordCount    int        `json:"record_count"`          // 件数
-	Sensitive      bool       `json:"sensitive"`             // 要配慮個人情報
-	Medium         string     `json:"medium"`                // paper | electronic | both
-	Locations      []Location `json:"locations,omitempty"`   // 保管場所
-	Owner          string     `json:"owner"`                 // 管理責任者
-	Department     string     `json:"department"`            // 部署
-	Access         []string   `json:"access,omitempty"`      // アクセス権者
-	Acquisition    string     `json:"acquisition,omitempty"` // 取得方法
-	Outsourcee     string     `json:"outsourcee,omitempty"`  // 委託先
-	Retention      string     `json:"retention"`             // 保管期間: "5y", "18m" or "indefinite"
+	Name           string     `json:"name"`                      // 個人情報の名称
+	Contents       string     `json:"contents,omitempty"`        // 項目 (data items)
+	Purpose        string     `json:"purpose"`                   // 利用目的
+	RecordCount    int        `json:"record_count"`              // 件数
+	Sensitive      bool       `json:"sensitive"`                 // 要配慮個人情報
+	Medium         string     `json:"medium"`                    // paper | electronic | both
+	Locations      []Location `json:"locations,omitempty"`       // 保管場所: folders the agents watch
+	PaperLocations []string   `json:"paper_locations,omitempty"` // 紙の保管場所: a store room, a cabinet
+	Owner          string     `json:"owner"`                     // 管理責任者
+	Department     string     `json:"department"`                // 部署
+	Access         []string   `json:"access,omitempty"`          // アクセス権者
+	Acquisition    string     `json:"acquisition,omitempty"`     // 取得方法
+	Outsourcee     string     `json:"outsourcee,omitempty"`      // 委託先
+	Retention      string     `json:"retention"`                 // 保管期間: "5y", "18m" or "indefinite"
 	DisposalMethod string     `json:"disposal_method,omitempty"`
 	RiskNotes      string     `json:"risk_notes,omitempty"`
 	LastReviewed   string     `json:"last_reviewed,omitempty"` // YYYY-MM-DD
@@ -280,6 +281,9 @@ func (e *PIEntry) validate(v *validator) {
 		if !isAbs(l.Folder) {
 			v.add(f+".folder", "%q is not an absolute folder path", l.Folder)
 		}
+	}
+	for i, l := range e.PaperLocations {
+		v.text(fmt.Sprintf("paper_locations[%d]", i), l, true)
 	}
 	v.text("owner", e.Owner, true)
 	v.text("department", e.Department, true)

@@ -400,17 +400,20 @@ func (u *UI) handleRegisterImport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rows, cellErrs, err := register.ParseCSV(k, b)
-	if err != nil {
-		u.registerFail(w, r, err)
+	if err == nil {
+		var cs []register.Change
+		if cs, err = u.cfg.Registers.Import(r.Context(), sessionFrom(r.Context()).Name, k, rows, cellErrs); err == nil {
+			u.changed(r, cs...)
+			back(w, r, "/registers/"+string(k), "saved")
+			return
+		}
+	}
+	// Each bad cell on a line of its own, in the page's language.
+	if ve, ok := errors.AsType[register.ValidationError](err); ok {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", "\n"+strings.Join(ve.Lines(k, langOf(r)), "\n"))
 		return
 	}
-	cs, err := u.cfg.Registers.Import(r.Context(), sessionFrom(r.Context()).Name, k, rows, cellErrs)
-	if err != nil {
-		u.registerFail(w, r, err)
-		return
-	}
-	u.changed(r, cs...)
-	back(w, r, "/registers/"+string(k), "saved")
+	u.registerFail(w, r, err)
 }
 
 // changed records register changes like the API does and wakes policy

@@ -96,11 +96,20 @@ func TestRegisterPagesImportExportCSV(t *testing.T) {
 	pg := adm.get("/registers/media")
 	bad := "\ufeffid,registered,product,serial,owner\r\nMD-0002,2026-01-10,USB,BB00123456,高橋\r\nMD-0003,2026-01-10,USB,BB00123457,\r\n"
 	ans := adm.upload("/registers/media/import", csrfOf(t, pg.body), []byte(bad))
-	if ans.status != http.StatusBadRequest || !strings.Contains(html.UnescapeString(ans.body), "row 3: owner") {
+	if ans.status != http.StatusBadRequest || !strings.Contains(html.UnescapeString(ans.body), "3 行目「管理責任者」: 入力してください。") {
 		t.Fatalf("bad import: %d\n%.2000s", ans.status, ans.body)
 	}
 	if pg := adm.get("/registers/media"); strings.Contains(pg.body, "MD-0002") {
 		t.Fatal("bad import stored its good row")
+	}
+	// On the Japanese page each problem is a line of its own, in Japanese,
+	// the column named by its header.
+	bad = "\ufeff管理番号,登録日,製品名,シリアル番号,管理責任者\r\nMD-0002,2026/1/10,USB,BB00123456,\r\nMD-0003,いつか,USB,x,高橋\r\n"
+	ans = adm.upload("/registers/media/import", csrfOf(t, pg.body), []byte(bad))
+	if body := html.UnescapeString(ans.body); ans.status != http.StatusBadRequest ||
+		!strings.Contains(body, "\n2 行目「管理責任者」: 入力してください。（required）\n") ||
+		!strings.Contains(body, "3 行目「登録日」: 日付（") || !strings.Contains(body, "3 行目「シリアル番号」: ") {
+		t.Fatalf("bad import in Japanese: %d\n%.2000s", ans.status, ans.body)
 	}
 
 	// An auditor exports but has no import form, and a forged import fails.
