@@ -51,6 +51,10 @@ var verifyText = map[string]map[string]string{
 		"witness": "witness:    checked against the witness's checkpoint of size %d (%s)\n",
 		"ok":      "result:     OK — signatures, inclusion proofs, seq and hash chains, retention records and the manifest (nothing missing, added or re-typed) all hold",
 		"fail":    "FAIL: ", "more": "FAIL: ... and %d more problems\n", "notintact": "verify: %d problem(s): the bundle is NOT intact",
+		"witnessolder": "witness:    the bundle (made %s) is older than the first checkpoint the witness kept (size %d, kept %s, %s): " +
+			"it cannot be held to the witness; export it again, and the new bundle's checkpoint proves it extends the witness's\n",
+		"notwitnessed": "verify: the bundle is intact in itself, but it could not be checked against your checkpoint (see above)",
+		"noproof":      "checkpoint: not checked: %s\n",
 	},
 	"ja": {
 		"bundle": "証跡ファイル: ", "log": "ログ:         %s、ツリーサイズ %d、ルート %s\n", "query": "抽出条件:     ",
@@ -59,6 +63,10 @@ var verifyText = map[string]map[string]string{
 		"witness": "ウィットネス: サイズ %d のチェックポイント (%s) と照合\n",
 		"ok":      "結果:         OK — 署名、包含証明、seq とハッシュチェーン、保存期間の記録、マニフェスト (欠落・追加・種別変更なし) はすべて正しい",
 		"fail":    "不正: ", "more": "不正: ... ほか %d 件\n", "notintact": "verify: %d 件の問題: 証跡は完全ではありません (改ざん・欠落の可能性)",
+		"witnessolder": "ウィットネス: この証跡 (作成 %s) は、ウィットネスが最初に保存したチェックポイント (サイズ %d、保存 %s、%s) より古く、" +
+			"照合できません。エクスポートし直すと、新しい証跡のチェックポイントでウィットネスと照合できます\n",
+		"notwitnessed": "verify: 証跡自体は完全ですが、手元のチェックポイントとは照合できませんでした (上記)",
+		"noproof":      "照合:         できません: 手元のチェックポイントからの整合性証明が証跡にありません。since を付けてエクスポートし直してください (%s)\n",
 	},
 }
 
@@ -85,6 +93,7 @@ var problemJA = map[evidence.ProblemKind]string{
 	evidence.ProblemCutShort:         "最後に署名付きマニフェストがありません: 末尾の行が削除され、証跡が完全である証明がありません",
 	evidence.ProblemManifestSigned:   "マニフェストの署名が合いません: 署名の後に変更されたか、別の鍵で署名されています",
 	evidence.ProblemManifestMismatch: "証跡がサーバーの署名したマニフェストと一致しません: エントリの欠落・追加・種別の変更、または抽出条件の変更",
+	evidence.ProblemRolledBack:       "ログが巻き戻されています: ウィットネスは、この証跡が作られる前に、より大きいログを見ています",
 }
 
 // problemText is a problem in Japanese: its place, what it means, and
@@ -155,14 +164,19 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 	defer f.Close()
 	var (
 		opt     evidence.VerifyOptions
-		witness *witnessPick
+		kept    witness.Kept
+		useKept bool // a witness dir was given
 	)
 	if *old != "" {
 		if st, err := os.Stat(*old); err == nil && st.IsDir() {
-			if witness, err = pickWitnessCheckpoint(*old, bundle); err != nil {
+			n, proven := bundleSizes(bundle)
+			if kept, err = witness.Pick(*old, n, proven); err != nil {
 				return usageError{fmt.Errorf("verify: cannot check: %w", err)}
 			}
-			opt.Old = witness.note
+			useKept, opt.Old = true, kept.Note
+			if kept.Size > n {
+				opt.Old = nil // the bundle cannot prove it extends a larger log; decided below
+			}
 		} else if opt.Old, err = os.ReadFile(*old); err != nil {
 			return usageError{fmt.Errorf("verify: cannot check: %w", err)}
 		}
@@ -181,8 +195,22 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, txt["query"]+"%s\n"+txt["manifest"], query, m.Created.UTC().Format(time.RFC3339), m.Events, m.Links)
 	}
-	if witness != nil {
-		fmt.Fprintf(stdout, txt["witness"], witness.size, witness.path)
+	// Every checkpoint the witness kept is larger than the bundle's: a
+	// bundle made before the witness first saw that log cannot be held to
+	// it; one made after shows a log smaller than one already signed.
+	witnessOlder := false
+	switch {
+	case !useKept:
+	case opt.Old != nil:
+		fmt.Fprintf(stdout, txt["witness"], kept.Size, kept.Path)
+	case rep.Manifest == nil: // the bundle's own problems say why
+	case rep.Manifest.Created.Before(kept.Seen):
+		witnessOlder = true
+		fmt.Fprintf(stdout, txt["witnessolder"], rep.Manifest.Created.UTC().Format(time.RFC3339), kept.Size, kept.Seen.UTC().Format(time.RFC3339), kept.Path)
+	default:
+		rep.Problems = append(rep.Problems, evidence.Problem{Line: 1, Kind: evidence.ProblemRolledBack,
+			Msg: fmt.Sprintf("the bundle, made %s, shows a log of %d entries; the witness kept one of %d at %s (%s): the log was rolled back",
+				rep.Manifest.Created.UTC().Format(time.RFC3339), rep.Checkpoint.Size, kept.Size, kept.Seen.UTC().Format(time.RFC3339), kept.Path)})
 	}
 	fmt.Fprintf(stdout, txt["entries"], rep.Events, rep.Links)
 	agents := make([]string, 0, len(rep.Agents))
@@ -194,8 +222,19 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		r := rep.Agents[a]
 		fmt.Fprintf(stdout, txt["agent"], a, r.First, r.Last, r.Entries)
 	}
+	// A bundle whose only problem is that it carries no proof from the
+	// auditor's checkpoint could not be held to it: export again, nothing
+	// found wrong.
+	if len(rep.Problems) == 1 && rep.Problems[0].Kind == evidence.ProblemNoProof && rep.Truncated == 0 {
+		witnessOlder = true
+		fmt.Fprintf(stdout, txt["noproof"], rep.Problems[0].Msg)
+		rep.Problems = nil
+	}
 	if rep.OK() {
 		fmt.Fprintln(stdout, txt["ok"])
+		if witnessOlder {
+			return usageError{errors.New(txt["notwitnessed"])}
+		}
 		return nil
 	}
 	for _, p := range rep.Problems {
@@ -239,42 +278,40 @@ func decodedQuery(q map[string]string, lang string) string {
 // queryLabels are the query keys whose values the catalog labels.
 var queryLabels = map[string]labels.Set{"control": labels.Control, "type": labels.EventType}
 
-// witnessPick is the witness checkpoint verify checks a bundle against.
-type witnessPick struct {
-	path string
-	size int64
-	note []byte
-}
-
-// pickWitnessCheckpoint reads the bundle's (not yet verified) tree size
-// from its header and picks the witness's kept checkpoint to hold it to.
-func pickWitnessCheckpoint(dir, bundle string) (*witnessPick, error) {
+// bundleSizes reads from a bundle's header, not yet verified, its tree
+// size and the sizes of the older checkpoints it proves growth from, to
+// pick the witness's checkpoint to hold it to; 0 if unreadable. Verify
+// then checks what was picked by.
+func bundleSizes(bundle string) (n int64, older []int64) {
 	f, err := os.Open(bundle)
 	if err != nil {
-		return nil, err
+		return 0, nil
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), evidence.MaxLine)
-	var n int64
-	if sc.Scan() {
-		var h evidence.Header
-		if json.Unmarshal(sc.Bytes(), &h) == nil {
-			if nn, err := note.Open([]byte(h.Checkpoint), note.VerifierList()); err != nil {
-				var unv *note.UnverifiedNoteError
-				if errors.As(err, &unv) {
-					if cp, err := evidence.ParseCheckpoint(unv.Note.Text); err == nil {
-						n = cp.Size
-					}
-				}
-			} else if cp, err := evidence.ParseCheckpoint(nn.Text); err == nil {
-				n = cp.Size
-			}
-		}
+	var h evidence.Header
+	if !sc.Scan() || json.Unmarshal(sc.Bytes(), &h) != nil {
+		return 0, nil
 	}
-	path, size, msg, err := witness.Pick(dir, n)
+	for _, o := range h.Older {
+		older = append(older, unverifiedSize(o.Checkpoint))
+	}
+	return unverifiedSize(h.Checkpoint), older
+}
+
+func unverifiedSize(msg string) int64 {
+	nn, err := note.Open([]byte(msg), note.VerifierList())
 	if err != nil {
-		return nil, err
+		var unv *note.UnverifiedNoteError
+		if !errors.As(err, &unv) {
+			return 0
+		}
+		nn = unv.Note
 	}
-	return &witnessPick{path: path, size: size, note: msg}, nil
+	cp, err := evidence.ParseCheckpoint(nn.Text)
+	if err != nil {
+		return 0
+	}
+	return cp.Size
 }

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
@@ -39,7 +40,7 @@ func TestWitnessDetectsFork(t *testing.T) {
 	}
 	defer func() { srv.Close() }()
 	pub, ca := filepath.Join(dir, app.FileLogKeyPub), filepath.Join(dir, app.FileCA)
-	call := func(method, path, body string) []byte {
+	do := func(method, path, body string) (int, []byte) {
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(srv.CAPEM())
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
@@ -51,8 +52,12 @@ func TestWitnessDetectsFork(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 && resp.StatusCode != 201 {
-			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		return resp.StatusCode, b
+	}
+	call := func(method, path, body string) []byte {
+		st, b := do(method, path, body)
+		if st != 200 && st != 201 {
+			t.Fatalf("%s %s: %d %s", method, path, st, b)
 		}
 		return b
 	}
@@ -83,13 +88,16 @@ func TestWitnessDetectsFork(t *testing.T) {
 		return code, out.String() + errb.String()
 	}
 	kept := func() int64 {
-		_, n, _, err := witness.Pick(wdir, 1<<62)
+		k, err := witness.Pick(wdir, 1<<62, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return n
+		return k.Size
 	}
 	backup := filepath.Join(t.TempDir(), "events-old.db")
+	// A bundle made before the witness first ran.
+	early := filepath.Join(t.TempDir(), "early.jsonl")
+	os.WriteFile(early, call("GET", "/api/v1/export?format=bundle&agent=server", ""), 0o600)
 	var last int64
 	for i := range 10 {
 		grow(3)
@@ -120,6 +128,56 @@ func TestWitnessDetectsFork(t *testing.T) {
 	if code := run([]string{"verify", bundle, "--pubkey", pub, "--checkpoint", wdir}, &out, &out); code != 0 ||
 		!strings.Contains(out.String(), "witness:    checked against the witness's checkpoint of size "+strconv.FormatInt(last, 10)) {
 		t.Fatalf("verify against the witness: exit %d\n%s", code, out.String())
+	}
+
+	// A bundle older than every checkpoint the witness kept cannot be held
+	// to them: it is checked by itself and verify says the witness could not
+	// be used (exit 2), not that the bundle was tampered with.
+	out.Reset()
+	if code := run([]string{"verify", early, "--pubkey", pub, "--checkpoint", wdir}, &out, &out); code != 2 ||
+		!strings.Contains(out.String(), "result:     OK") ||
+		!strings.Contains(out.String(), "is older than the first checkpoint the witness kept") ||
+		!strings.Contains(out.String(), "export it again") {
+		t.Fatalf("verify of a bundle older than the witness: exit %d\n%s", code, out.String())
+	}
+	// Had the server made that bundle after showing the witness a larger
+	// log, its smaller log is a rollback: exit 1.
+	ents, _ := os.ReadDir(filepath.Join(wdir, witness.DirKept))
+	for _, e := range ents {
+		then := time.Now().Add(-24 * time.Hour)
+		os.Chtimes(filepath.Join(wdir, witness.DirKept, e.Name()), then, then)
+	}
+	out.Reset()
+	if code := run([]string{"verify", early, "--pubkey", pub, "--checkpoint", wdir, "--lang", "ja"}, &out, &out); code != 1 ||
+		!strings.Contains(out.String(), "ログが巻き戻されています") {
+		t.Fatalf("verify of a smaller bundle made after the witness saw more: exit %d\n%s", code, out.String())
+	}
+
+	// A bundle exported without since= carries no proof from the witness's
+	// checkpoint: verify cannot hold it to the witness and says how to
+	// export (exit 2), not that it was tampered with.
+	plain := filepath.Join(t.TempDir(), "plain.jsonl")
+	grow(1)
+	os.WriteFile(plain, call("GET", "/api/v1/export?format=bundle&agent=server", ""), 0o600)
+	out.Reset()
+	if code := run([]string{"verify", plain, "--pubkey", pub, "--checkpoint", wdir}, &out, &out); code != 2 ||
+		!strings.Contains(out.String(), "since="+strconv.FormatInt(last, 10)) || strings.Contains(out.String(), "NOT intact") {
+		t.Fatalf("verify of a bundle without since= against the witness: exit %d\n%s", code, out.String())
+	}
+	// A bundle that proves growth from a checkpoint the witness kept before
+	// its latest is held to that one.
+	if code, out := round(); code != 0 {
+		t.Fatalf("round: exit %d\n%s", code, out)
+	}
+	if k := kept(); k <= last {
+		t.Fatalf("kept %d after %d", k, last)
+	}
+	grow(2)
+	os.WriteFile(bundle, call("GET", "/api/v1/export?format=bundle&agent=server&since="+strconv.FormatInt(last, 10), ""), 0o600)
+	out.Reset()
+	if code := run([]string{"verify", bundle, "--pubkey", pub, "--checkpoint", wdir}, &out, &out); code != 0 ||
+		!strings.Contains(out.String(), "witness:    checked against the witness's checkpoint of size "+strconv.FormatInt(last, 10)) {
+		t.Fatalf("verify against an earlier kept checkpoint: exit %d\n%s", code, out.String())
 	}
 
 	// The fork: the store restored from the older copy, the loss accepted,
@@ -164,11 +222,18 @@ func TestWitnessDetectsFork(t *testing.T) {
 		t.Fatalf("round after the fork: exit %d\n%s", code, msg)
 	}
 	// A bundle from the forked server cannot show it extends the witness's
-	// checkpoint.
+	// checkpoint: without since= it is not checked against it (exit 2, as
+	// for any bundle), with since= the proof fails (exit 1).
 	os.WriteFile(bundle, call("GET", "/api/v1/export?format=bundle&agent=server", ""), 0o600)
 	out.Reset()
-	if code := run([]string{"verify", bundle, "--pubkey", pub, "--checkpoint", wdir}, &out, &out); code != 1 {
-		t.Fatalf("verify of the forked server's bundle against the witness: exit %d\n%s", code, out.String())
+	if code := run([]string{"verify", bundle, "--pubkey", pub, "--checkpoint", wdir}, &out, &out); code != 2 {
+		t.Fatalf("verify of the forked server's bundle against the witness, no since=: exit %d\n%s", code, out.String())
+	}
+	// Asked for the proof verify names, the forked server has no checkpoint
+	// of the witness's size to prove from, and says what that means.
+	if st, body := do("GET", "/api/v1/export?format=bundle&agent=server&since="+strconv.FormatInt(kept(), 10), ""); st != http.StatusBadRequest ||
+		!strings.Contains(string(body), "rolled back or replaced") {
+		t.Fatalf("export from the forked server with since=: %d %s", st, body)
 	}
 	// Cannot check: exit 2.
 	srv.Close()

@@ -222,14 +222,17 @@ const (
 	ProblemCutShort         ProblemKind = "cut-short"          // no manifest at the end
 	ProblemManifestSigned   ProblemKind = "manifest-signature" // the manifest's signature does not hold
 	ProblemManifestMismatch ProblemKind = "manifest-mismatch"  // header or entries differ from the signed manifest
+	// ProblemRolledBack is the caller's to report: a witness kept a larger
+	// log before the bundle was made.
+	ProblemRolledBack ProblemKind = "rolled-back"
 )
 
-// ProblemKinds lists every kind Verify reports.
+// ProblemKinds lists every kind of problem.
 var ProblemKinds = []ProblemKind{
 	ProblemKey, ProblemCheckpoint, ProblemOlderCheckpoint, ProblemYourCheckpoint, ProblemNoProof,
 	ProblemRewritten, ProblemUnreadable, ProblemJoined, ProblemAppended, ProblemContent,
 	ProblemEntryShape, ProblemOrder, ProblemNotInLog, ProblemPrunedShape, ProblemMissing, ProblemChain,
-	ProblemClearedByHand, ProblemCutShort, ProblemManifestSigned, ProblemManifestMismatch,
+	ProblemClearedByHand, ProblemCutShort, ProblemManifestSigned, ProblemManifestMismatch, ProblemRolledBack,
 }
 
 // Report is the outcome of Verify.

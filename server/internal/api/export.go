@@ -187,7 +187,8 @@ func (s *Server) exportFailed(w http.ResponseWriter, r *http.Request, err error,
 	case errors.Is(err, ErrExportTooLarge):
 		s.fail(w, r, http.StatusRequestEntityTooLarge, err.Error())
 	case errors.Is(err, ErrNoSuchCheckpoint):
-		s.fail(w, r, http.StatusBadRequest, "since: "+err.Error())
+		s.fail(w, r, http.StatusBadRequest, "since: "+err.Error()+
+			"; a checkpoint of that size signed with this log's key (a witness's, an earlier bundle's) shows the log was rolled back or replaced since: keep it as evidence")
 	default:
 		s.internal(w, r, "exporting", err)
 	}

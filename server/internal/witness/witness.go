@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -265,21 +266,38 @@ func (w *Witness) alarm(ctx context.Context, a Alarm) {
 	}
 }
 
+// Kept is a checkpoint a witness kept.
+type Kept struct {
+	Path string
+	Size int64
+	Note []byte
+	// Seen is when the witness first saw the log at Size: the file's time
+	// (each size is written once). A copy of the directory that does not
+	// keep file times shows later times, never earlier ones.
+	Seen time.Time
+}
+
 // Pick returns, from a witness state directory, the kept checkpoint to
-// check a bundle of tree size n against: the largest kept of size <= n
-// (the bundle must prove it extends it), or, if all are larger, the
-// smallest (which the bundle then cannot satisfy: the server showed the
-// witness a larger log than the bundle's).
-func Pick(stateDir string, n int64) (path string, size int64, msg []byte, err error) {
+// check a bundle of tree size n against: the largest kept of size n or of
+// a size in proven (those the bundle carries consistency proofs from);
+// else the largest kept of size <= n (which the bundle then cannot prove
+// it extends: it needs exporting again with since=); else, all being
+// larger, the smallest (which the bundle cannot be held to: it is older
+// than the witness, or the server showed the witness a larger log before
+// it).
+func Pick(stateDir string, n int64, proven []int64) (Kept, error) {
 	ents, err := os.ReadDir(filepath.Join(stateDir, DirKept))
 	if err != nil {
-		return "", 0, nil, fmt.Errorf("witness: %s is not a witness state directory: %w", stateDir, err)
+		return Kept{}, fmt.Errorf("witness: %s is not a witness state directory: %w", stateDir, err)
 	}
-	best, smallest := int64(-1), int64(-1)
+	best, provable, smallest := int64(-1), int64(-1), int64(-1)
 	for _, e := range ents {
 		var s int64
 		if _, err := fmt.Sscanf(e.Name(), "%d.note", &s); err != nil {
 			continue
+		}
+		if (s == n || slices.Contains(proven, s)) && s > provable {
+			provable = s
 		}
 		if s <= n && s > best {
 			best = s
@@ -288,16 +306,23 @@ func Pick(stateDir string, n int64) (path string, size int64, msg []byte, err er
 			smallest = s
 		}
 	}
+	if provable >= 0 {
+		best = provable
+	}
 	if best < 0 {
 		best = smallest
 	}
 	if best < 0 {
-		return "", 0, nil, fmt.Errorf("witness: %s holds no checkpoint yet", stateDir)
+		return Kept{}, fmt.Errorf("witness: %s holds no checkpoint yet", stateDir)
 	}
-	path = filepath.Join(stateDir, DirKept, fmt.Sprintf("%020d.note", best))
-	msg, err = os.ReadFile(path)
+	k := Kept{Path: filepath.Join(stateDir, DirKept, fmt.Sprintf("%020d.note", best)), Size: best}
+	st, err := os.Stat(k.Path)
 	if err != nil {
-		return "", 0, nil, fmt.Errorf("witness: %w", err)
+		return Kept{}, fmt.Errorf("witness: %w", err)
 	}
-	return path, best, msg, nil
+	k.Seen = st.ModTime()
+	if k.Note, err = os.ReadFile(k.Path); err != nil {
+		return Kept{}, fmt.Errorf("witness: %w", err)
+	}
+	return k, nil
 }

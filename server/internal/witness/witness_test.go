@@ -128,8 +128,8 @@ func TestWitnessRollbackAndFork(t *testing.T) {
 				t.Fatalf("alarm.json: %s, %v", b, err)
 			}
 			// The kept checkpoint is not replaced by the server's.
-			if _, n, _, err := Pick(w.StateDir, 1<<62); err != nil || n != 30 {
-				t.Fatalf("kept %d, %v", n, err)
+			if k, err := Pick(w.StateDir, 1<<62, nil); err != nil || k.Size != 30 {
+				t.Fatalf("kept %+v, %v", k, err)
 			}
 			m.add(t, 50, "more")
 			if _, err := w.Check(ctx); !errors.Is(err, ErrFork) || !strings.Contains(err.Error(), "not cleared") {
