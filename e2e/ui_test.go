@@ -247,7 +247,7 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("f-locations"), host+":"+folder),
 		chromedp.SendKeys(chromedp.ID("f-owner"), "山田 太郎"),
 		chromedp.SendKeys(chromedp.ID("f-department"), "総務部"),
-		chromedp.SendKeys(chromedp.ID("f-retention"), "5年"),
+		chromedp.SendKeys(chromedp.ID("f-retention"), "しばらく"),
 		chromedp.Click(chromedp.ID("save")),
 		chromedp.WaitVisible(chromedp.ID("err-retention")),
 	)
@@ -256,7 +256,7 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 	}
 	u.shot("06-register-form-error")
 	u.do("fix and save",
-		setValue("#f-retention", "5y"),
+		setValue("#f-retention", "5年"),
 		chromedp.SendKeys(chromedp.ID("f-disposal_method"), "データ消去ソフトで消去"),
 		chromedp.Click(chromedp.ID("save")),
 		chromedp.WaitVisible(chromedp.CSS(".flash.ok")),
@@ -371,7 +371,8 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 	if !strings.HasPrefix(csv, "\ufeff\"ログ番号\",\"日時\",\"エージェント\"") || !strings.Contains(csv, `,"`+host+`","ファイルアクセス","ファイル作成",`) {
 		t.Errorf("CSV without PC names or Japanese labels:\n%.800s", csv)
 	}
-	bundle := u.eval(`fetch(document.getElementById("export-bundle").href).then(r => r.ok ? r.text() : Promise.reject("HTTP " + r.status))`)
+	bundle := u.eval(`fetch("/events/export?" + new URLSearchParams(new FormData(document.getElementById("bundle-form")))).
+		then(r => r.ok ? r.text() : Promise.reject("HTTP " + r.status))`)
 	if lines := strings.Count(bundle, "\n"); lines < 10 || !strings.Contains(bundle, "checkpoint") {
 		t.Errorf("bundle: %d lines\n%.300s", lines, bundle)
 	}

@@ -54,6 +54,10 @@ var (
 	ErrNoSuchCheckpoint = errors.New("api: no signed checkpoint of that size")
 )
 
+// NoSuchCheckpointMeaning says what ErrNoSuchCheckpoint means to an
+// auditor who holds a checkpoint of that size.
+const NoSuchCheckpointMeaning = "a checkpoint of that size signed with this log's key (a witness's, an earlier bundle's) shows the log was rolled back or replaced since: keep it as evidence"
+
 // JST is the default time zone of CSV exports: the readers are in Japan.
 var JST = time.FixedZone("JST", 9*3600)
 
@@ -187,8 +191,7 @@ func (s *Server) exportFailed(w http.ResponseWriter, r *http.Request, err error,
 	case errors.Is(err, ErrExportTooLarge):
 		s.fail(w, r, http.StatusRequestEntityTooLarge, err.Error())
 	case errors.Is(err, ErrNoSuchCheckpoint):
-		s.fail(w, r, http.StatusBadRequest, "since: "+err.Error()+
-			"; a checkpoint of that size signed with this log's key (a witness's, an earlier bundle's) shows the log was rolled back or replaced since: keep it as evidence")
+		s.fail(w, r, http.StatusBadRequest, "since: "+err.Error()+"; "+NoSuchCheckpointMeaning)
 	default:
 		s.internal(w, r, "exporting", err)
 	}

@@ -84,17 +84,20 @@ func agentByName(hosts map[string]string, v string) string {
 type option struct{ Value, Label string }
 
 type eventsData struct {
-	Asc                                        bool
-	Other                                      string // the same search in the other order
-	Q                                          map[string]string
-	Events                                     []api.Stored
-	PCs, Controls, Types, Depts                []option
-	Users                                      []string
-	Shown, Page                                int
-	Count                                      int
-	CountExact                                 bool
-	Next, Prev, First, ExportCSV, ExportBundle string
+	Asc                          bool
+	Other                        string // the same search in the other order
+	Q                            map[string]string
+	Events                       []api.Stored
+	PCs, Controls, Types, Depts  []option
+	Users                        []string
+	Shown, Page                  int
+	Count                        int
+	CountExact                   bool
+	Next, Prev, First, ExportCSV string
+	BundleQuery                  []queryField // the bundle export form's hidden fields
 }
+
+type queryField struct{ Name, Value string }
 
 // eventsPerPage is the page size of the access log.
 const eventsPerPage = 100
@@ -269,7 +272,9 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 		apiQ.Set("format", "csv")
 		d.ExportCSV = "/events/export?" + apiQ.Encode()
 		apiQ.Set("format", "bundle")
-		d.ExportBundle = "/events/export?" + apiQ.Encode()
+		for _, k := range slices.Sorted(maps.Keys(apiQ)) {
+			d.BundleQuery = append(d.BundleQuery, queryField{k, apiQ.Get(k)})
+		}
 	}
 	u.render(w, r, http.StatusOK, "events", p)
 }

@@ -5,11 +5,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/mamori/mamori/server/internal/app"
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/evidence"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // tamper rewrites one stored event's object in the running server's SQLite
@@ -91,5 +94,45 @@ func TestVerifierDownload(t *testing.T) {
 	}
 	if pg := b.get("/evidence"); !strings.Contains(pg.body, `id="dl-win"`) || strings.Contains(pg.body, `id="dl-linux"`) {
 		t.Errorf("evidence page offers the wrong verifiers")
+	}
+}
+
+// An auditor who kept a checkpoint (the download on 証跡, or a witness's)
+// exports from アクセスログ a bundle that proves the log only grew since,
+// and verify holds it to that checkpoint. A size never signed is refused
+// with what that means.
+func TestExportBundleSinceKeptCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	addHost(t, srv, "PC-SOUMU-01", "総務部", nil, 5, "sato")
+	addUser(t, srv, "kansa", "auditor")
+	b := newBrowser(t, srv)
+	b.login("kansa", testPassword)
+	kept := b.get("/evidence/checkpoint").body
+	cp, err := evidence.ParseCheckpoint(kept[:strings.Index(kept, "\n\n")+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	addHost(t, srv, "PC-EIGYO-01", "営業部", nil, 5, "tanaka")
+	pg := b.get("/events")
+	if !strings.Contains(pg.body, `name="since"`) {
+		t.Fatalf("アクセスログ offers no field for a kept checkpoint:\n%.3000s", pg.body)
+	}
+	bundle := b.get("/events/export?format=bundle&since=" + strconv.FormatInt(cp.Size, 10))
+	if bundle.status != 200 {
+		t.Fatalf("bundle since %d: %d %s", cp.Size, bundle.status, bundle.body)
+	}
+	v, err := note.NewVerifier(strings.TrimSpace(srv.LogVerifierKey()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := evidence.Verify(strings.NewReader(bundle.body), v, evidence.VerifyOptions{Old: []byte(kept)})
+	if err != nil || !rep.OK() {
+		t.Fatalf("bundle held to the kept checkpoint: %v %v", err, rep.Problems)
+	}
+	for since, want := range map[string]string{"x": "since", "-1": "since", "1": "rolled back or replaced"} {
+		if a := b.get("/events/export?format=bundle&since=" + since); a.status != http.StatusBadRequest || !strings.Contains(a.body, want) {
+			t.Errorf("since=%s: %d, want 400 naming %q:\n%.2000s", since, a.status, want, a.body)
+		}
 	}
 }

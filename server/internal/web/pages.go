@@ -441,6 +441,17 @@ func (u *UI) handleExport(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	format := q.Get("format")
 	q.Del("format")
+	// since: a checkpoint size the auditor kept, for the bundle's proof.
+	var since int64
+	if v := q.Get("since"); v != "" && format == "bundle" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			u.fail(w, r, http.StatusBadRequest, "err_invalid", fmt.Sprintf("since: %q is not a tree size (a whole number, 0 or more)", v))
+			return
+		}
+		since = n
+	}
+	q.Del("since")
 	hosts, _, err := u.hostNames(r.Context())
 	if err != nil {
 		u.internal(w, r, "listing agents", err)
@@ -477,12 +488,15 @@ func (u *UI) handleExport(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.Header().Set("Content-Disposition", `attachment; filename="mamori-evidence-`+stamp+`.jsonl"`)
-		sum, err := u.cfg.Evidence.Bundle(r.Context(), cw, f, 0, query)
+		sum, err := u.cfg.Evidence.Bundle(r.Context(), cw, f, since, query)
 		if err != nil {
 			u.exportFailed(w, r, err, cw.n > 0)
 			return
 		}
 		attrs["events"], attrs["links"], attrs["tree_size"] = sum.Events, sum.Links, sum.TreeSize
+		if since > 0 {
+			attrs["since"] = since
+		}
 	default:
 		u.fail(w, r, http.StatusBadRequest, "err_invalid", "format: csv | bundle")
 		return
@@ -496,6 +510,8 @@ func (u *UI) exportFailed(w http.ResponseWriter, r *http.Request, err error, sta
 		u.log.Error().Err(err).Msg("web: export broke off after it started")
 	case errors.Is(err, api.ErrExportTooLarge):
 		u.fail(w, r, http.StatusRequestEntityTooLarge, "err_invalid", err.Error())
+	case errors.Is(err, api.ErrNoSuchCheckpoint):
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", "since: "+err.Error()+"; "+api.NoSuchCheckpointMeaning)
 	default:
 		u.internal(w, r, "exporting", err)
 	}
