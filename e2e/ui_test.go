@@ -230,6 +230,8 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 		t.Errorf("role names: %s", users)
 	}
 	u.shot("12-users")
+	u.open("/account", "#password-form") // every user's own password
+	u.shot("22-account")
 	u.logout()
 	u.login("hogo", userPW)
 

@@ -47,6 +47,8 @@ func (u *UI) routes() *http.ServeMux {
 	mux.HandleFunc("POST /registers/{kind}/{id}/retire", u.auth(deciders, u.handleRetire))
 	mux.HandleFunc("GET /approvals", u.auth(anyRole, u.handleApprovals))
 	mux.HandleFunc("POST /approvals/{id}/{decision}", u.auth(deciders, u.handleDecide))
+	mux.HandleFunc("GET /account", u.auth(anyRole, u.handleAccount))
+	mux.HandleFunc("POST /account/password", u.auth(anyRole, u.handleChangePassword))
 	mux.HandleFunc("GET /users", u.auth(adminsOnly, u.handleUsers))
 	mux.HandleFunc("POST /users", u.auth(adminsOnly, u.handleCreateUser))
 	mux.HandleFunc("POST /users/{name}", u.auth(adminsOnly, u.handleUpdateUser))
