@@ -148,6 +148,10 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 		q := url.Values{"lang": {f.lang}, "encoding": {f.encoding}}
 		var buf bytes.Buffer
 		if err := c.call("GET", "/api/v1/"+apiPath+"/export?"+q.Encode(), "", nil, &buf); err != nil {
+			if fe, ok := errors.AsType[*fieldErrors](err); ok && f.lang == register.LangJA {
+				return fmt.Errorf("register export: サーバーが %s を返しました。何も書き出していません:\n  %s",
+					fe.status, strings.Join(fe.errs.Lines(register.Kind(f.kind), register.LangJA), "\n  "))
+			}
 			return fmt.Errorf("register export: %w", err)
 		}
 		if f.out == "" {

@@ -75,6 +75,23 @@ func TestRegisterAndPolicyCLI(t *testing.T) {
 		t.Fatalf("bad import, Japanese headers: %d %q", code, errs)
 	}
 
+	// A character Shift_JIS lacks: the export says which and where, and
+	// writes nothing.
+	os.WriteFile(badPath, []byte("管理番号,個人情報の名称,利用目的,媒体,管理責任者,部署,保管期間,廃棄方法\r\n"+
+		"PI-0003,𠮷野様 顧客,発送,紙,鈴木,総務部,5年,溶解\r\n"), 0o644)
+	if code, _, errs := cli("register", "import", badPath); code != 0 {
+		t.Fatalf("import of 𠮷: %d %q", code, errs)
+	}
+	outPath := filepath.Join(work, "out.csv")
+	if code, _, errs := cli("register", "export", "--encoding", "sjis", "--out", outPath); code != 1 ||
+		!strings.Contains(errs, "何も書き出していません") || !strings.Contains(errs, "「個人情報の名称」: Shift_JIS（CP932）にない文字です") ||
+		!strings.Contains(errs, `"𠮷" (PI-0003)`) {
+		t.Fatalf("sjis export of 𠮷: %d %q", code, errs)
+	}
+	if _, err := os.Stat(outPath); err == nil {
+		t.Error("a refused export wrote its file")
+	}
+
 	polPath := filepath.Join(work, "default.yaml")
 	os.WriteFile(polPath, []byte("apiVersion: mamori/v1\nkind: Policy\nname: default\ncontrols:\n  screenlock: {mode: audit, max_idle: 5m}\n"), 0o644)
 	if code, out, errs := cli("policy", "apply", polPath); code != 0 || !strings.Contains(out, "policy default applied") {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -365,14 +366,24 @@ func ExportCSV(w io.Writer, k Kind, entries []Entry, lang, enc string) error {
 	cw := csvcell.NewWriter(&buf) // every cell defused and quoted
 	_ = cw.Write(head)
 	rec := make([]string, len(sc.cols))
-	for _, e := range entries {
+	var unwritable ValidationError
+	for row, e := range entries {
 		if e.kind() != k {
 			return fmt.Errorf("register: export %s: entry %s is a %s entry: %w", k, e.meta().ID, e.kind(), ErrInvalid)
 		}
 		for i, c := range sc.cols {
 			rec[i] = c.get(e, lang == LangJA)
+			if enc == EncSJIS {
+				for _, r := range notInCP932(rec[i]) {
+					unwritable = append(unwritable, FieldError{Row: row + 2, Field: c.en,
+						Msg: fmt.Sprintf("%q (%s) has no Shift_JIS (CP932) form: export as utf8, which Excel opens too", r, e.meta().ID)})
+				}
+			}
 		}
 		_ = cw.Write(rec)
+	}
+	if len(unwritable) > 0 { // a register is evidence: nothing is dropped or replaced
+		return unwritable
 	}
 	if err := cw.Flush(); err != nil {
 		return fmt.Errorf("register: csv: %w", err)
@@ -387,6 +398,23 @@ func ExportCSV(w io.Writer, k Kind, entries []Entry, lang, enc string) error {
 		return fmt.Errorf("register: csv: %w", err)
 	}
 	return nil
+}
+
+// notInCP932 lists the characters of s that CP932 cannot hold, once each.
+func notInCP932(s string) []string {
+	if _, _, err := transform.String(japanese.ShiftJIS.NewEncoder(), s); err == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range s {
+		if r < 0x80 {
+			continue
+		}
+		if _, _, err := transform.String(japanese.ShiftJIS.NewEncoder(), string(r)); err != nil && !slices.Contains(out, string(r)) {
+			out = append(out, string(r))
+		}
+	}
+	return out
 }
 
 // DecodeText turns an uploaded file into UTF-8: a UTF-8 BOM or valid UTF-8

@@ -360,3 +360,26 @@ func TestCSVPaperPlacesAndShares(t *testing.T) {
 		t.Error("the Japanese message does not say where a paper place goes")
 	}
 }
+
+// A Shift_JIS export of a register holding a character CP932 lacks (𠮷, an
+// emoji) is refused naming the row, the column and the character, and
+// saying to export as UTF-8: not a server error, and nothing dropped.
+func TestCSVExportSJISNamesWhatItCannotWrite(t *testing.T) {
+	e := samplePI("PI-010", "PC-01", `D:\顧客`)
+	e.Name, e.Owner = "𠮷野様 顧客", "髙橋 😀"
+	var out bytes.Buffer
+	err := ExportCSV(&out, KindPI, []Entry{samplePI("PI-009", "PC-01", `D:\x`), e}, LangJA, EncSJIS)
+	var ve ValidationError
+	if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) || out.Len() != 0 {
+		t.Fatalf("export: %v, %d bytes written", err, out.Len())
+	}
+	got := strings.Join(ve.Lines(KindPI, LangJA), "\n")
+	for _, want := range []string{`3 行目「個人情報の名称」: Shift_JIS`, `"𠮷" (PI-010)`, `3 行目「管理責任者」`, `"😀" (PI-010)`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("refusal lacks %q:\n%s", want, got)
+		}
+	}
+	if err := ExportCSV(&out, KindPI, []Entry{e}, LangJA, EncUTF8); err != nil || !strings.Contains(out.String(), "𠮷野様") {
+		t.Fatalf("utf8 export: %v", err)
+	}
+}

@@ -230,6 +230,7 @@ var messagesJA = []struct{ en, ja string }{
 	{"is not HOST:FOLDER", "「端末名:フォルダー」の形で入力してください。"},
 	{"is a network share", "共有フォルダー（\\\\サーバー\\共有）ではなく、それを置くサーバーの端末名とそのフォルダーを入力してください（例: FS01:D:\\共有\\顧客データ）。"},
 	{"is not a time", "日時で入力してください。"},
+	{"has no Shift_JIS", "Shift_JIS（CP932）にない文字です。UTF-8 で書き出してください（Excel でも開けます）。"},
 	{"the window has ended", "持出し期間が終わっているため承認できません。"},
 	{"does not exist", "その台帳番号は登録されていません。"},
 }

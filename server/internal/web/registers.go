@@ -367,7 +367,7 @@ func (u *UI) handleRegisterExport(w http.ResponseWriter, r *http.Request) {
 	}
 	var buf bytes.Buffer
 	if err := register.ExportCSV(&buf, k, es, lang, enc); err != nil {
-		u.registerFail(w, r, err)
+		u.registerRowsFail(w, r, k, err)
 		return
 	}
 	stamp := u.cfg.Now().In(u.cfg.Location).Format("20060102-150405")
@@ -408,7 +408,12 @@ func (u *UI) handleRegisterImport(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// Each bad cell on a line of its own, in the page's language.
+	u.registerRowsFail(w, r, k, err)
+}
+
+// registerRowsFail is registerFail for a CSV of register k: each bad cell
+// on a line of its own, in the page's language.
+func (u *UI) registerRowsFail(w http.ResponseWriter, r *http.Request, k register.Kind, err error) {
 	if ve, ok := errors.AsType[register.ValidationError](err); ok {
 		u.fail(w, r, http.StatusBadRequest, "err_invalid", "\n"+strings.Join(ve.Lines(k, langOf(r)), "\n"))
 		return
