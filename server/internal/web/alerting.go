@@ -41,6 +41,8 @@ func (u *UI) alertingRoutes(mux *http.ServeMux) {
 	if a.Incidents != nil {
 		mux.HandleFunc("GET /incidents", u.auth(anyRole, u.handleIncidents))
 		mux.HandleFunc("POST /incidents", u.auth(deciders, u.handleIncidentOpen))
+		mux.HandleFunc("GET /incidents/{id}", u.auth(anyRole, u.handleIncident))
+		mux.HandleFunc("POST /incidents/{id}", u.auth(deciders, u.handleIncidentSave))
 		mux.HandleFunc("GET /incidents/{id}/worksheet", u.auth(anyRole, u.handleWorksheet))
 	}
 	if a.Reports != nil {
@@ -135,7 +137,15 @@ func incidentProblem(err error) string {
 	case strings.Contains(msg, "in the future"):
 		return "発覚日時が未来になっています。"
 	case strings.Contains(msg, "occurred_at is after discovered_at"):
-		return "発覚日時がアラートの発生より前になっています。"
+		return "発生日時が発覚日時より後になっています (アラートから記録するときは、発覚日時がアラートの発生より前になっています)。"
+	case strings.Contains(msg, "add_entries"):
+		return "追加する台帳番号が個人情報管理台帳にありません: " + msg[strings.LastIndex(msg, " ")+1:]
+	case strings.Contains(msg, "status must be"):
+		return "状態を選択肢から選んでください。"
+	case strings.Contains(msg, "persons must be"):
+		return "本人の数は 0 以上にしてください。"
+	case strings.Contains(msg, "longer than"):
+		return "長すぎる項目があります: " + msg
 	case strings.Contains(msg, "not an alert"):
 		return "このイベントはアラートではありません。"
 	default:

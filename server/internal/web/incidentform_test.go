@@ -3,6 +3,7 @@ package web_test
 import (
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,5 +78,96 @@ func TestIncidentOpenedFromAlertAndByHand(t *testing.T) {
 	}
 	if r := a.post("/incidents", url.Values{"csrf": {acsrf}, "title": {"監査人"}}); r.status != http.StatusForbidden {
 		t.Errorf("auditor opened an incident: %d", r.status)
+	}
+}
+
+// An incident's details (the items of the report to the PPC) are kept on
+// its own page, not through the API: a manager fills them in as they become
+// known; bad input is answered on the page with the input kept and changes
+// nothing; a stale form is refused; an auditor reads the same page.
+func TestIncidentEditedOnItsPage(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addUser(t, srv, "manabu", "manager")
+	addUser(t, srv, "kansa", "auditor")
+	m := newBrowser(t, srv)
+	csrf := m.login("manabu", testPassword)
+	jst := time.FixedZone("JST", 9*3600)
+	disc := time.Now().In(jst).Add(-2 * time.Hour).Truncate(time.Minute)
+	if a := m.post("/incidents", url.Values{"csrf": {csrf}, "title": {"顧客名簿の誤送信"}, "discovered_at": {disc.Format("2006-01-02T15:04")}}); a.status != http.StatusSeeOther {
+		t.Fatalf("open: %d\n%.2000s", a.status, a.body)
+	}
+	var l struct{ Incidents []struct{ ID string } }
+	apiDo(t, srv, "GET", "/api/v1/incidents", nil, &l)
+	if len(l.Incidents) != 1 {
+		t.Fatalf("%d incidents", len(l.Incidents))
+	}
+	id := l.Incidents[0].ID
+	if list := m.get("/incidents"); !strings.Contains(list.body, `href="/incidents/`+id+`"`) {
+		t.Fatalf("the list does not link the incident's page:\n%.3000s", list.body)
+	}
+	pg := m.get("/incidents/" + id)
+	if pg.status != 200 || !strings.Contains(pg.body, `name="measures"`) || !strings.Contains(pg.body, "再発防止のための措置") {
+		t.Fatalf("incident page: %d\n%.3000s", pg.status, pg.body)
+	}
+	rev := regexp.MustCompile(`name="revision" value="(\d+)"`).FindStringSubmatch(pg.body)
+	if rev == nil {
+		t.Fatal("no revision on the form")
+	}
+	form := func() url.Values {
+		return url.Values{"csrf": {csrf}, "revision": {rev[1]}, "status": {"preliminary_reported"}, "title": {"顧客名簿の誤送信"},
+			"discovered_at": {disc.Format("2006-01-02T15:04")}, "occurred_at": {disc.Add(-time.Hour).Format("2006-01-02T15:04")},
+			"summary": {"顧客名簿を取引先に誤って送信"}, "data_items": {"氏名、住所、電話番号"}, "persons": {"120"},
+			"sensitive": {"1"}, "cause": {"宛先の確認漏れ"}, "measures": {"送信先に削除を依頼し、削除を確認"},
+			"recurrence": {"送信前の二重確認"}, "preliminary_reported_at": {disc.Add(time.Hour).Format("2006-01-02T15:04")}}
+	}
+	for name, c := range map[string]struct {
+		set  map[string]string
+		want string
+	}{
+		"occurred after discovered": {map[string]string{"occurred_at": disc.Add(time.Hour).Format("2006-01-02T15:04")}, "発生日時が発覚日時より後"},
+		"a bad time":                {map[string]string{"final_reported_at": "来週"}, "2026-12-03T09:30 の形"},
+		"persons not a number":      {map[string]string{"persons": "百人"}, "本人の数"},
+		"no title":                  {map[string]string{"title": " "}, "件名を入力してください"},
+		"no such register entry":    {map[string]string{"add_entries": "PI-999"}, "PI-999"},
+	} {
+		f := form()
+		for k, v := range c.set {
+			f.Set(k, v)
+		}
+		a := m.post("/incidents/"+id, f)
+		if a.status != http.StatusBadRequest || !strings.Contains(a.body, c.want) || !strings.Contains(a.body, "送信前の二重確認") {
+			t.Errorf("%s: %d, want 400 naming %q with the input kept:\n%.2000s", name, a.status, c.want, a.body)
+		}
+	}
+	var got struct {
+		Status, Cause string
+		Persons       int
+	}
+	apiDo(t, srv, "GET", "/api/v1/incidents/"+id, nil, &got)
+	if got.Status != "open" || got.Cause != "" {
+		t.Fatalf("a refused form changed the incident: %+v", got)
+	}
+	if a := m.post("/incidents/"+id, form()); a.status != http.StatusSeeOther {
+		t.Fatalf("save: %d\n%.3000s", a.status, a.body)
+	}
+	apiDo(t, srv, "GET", "/api/v1/incidents/"+id, nil, &got)
+	if got.Status != "preliminary_reported" || got.Cause != "宛先の確認漏れ" || got.Persons != 120 {
+		t.Fatalf("saved: %+v", got)
+	}
+	if a := m.post("/incidents/"+id, form()); a.status != http.StatusConflict || !strings.Contains(a.body, "送信前の二重確認") {
+		t.Errorf("a stale form: %d, want 409 with the input kept", a.status)
+	}
+	if n := len(serverEvents(t, srv, "incident.updated")); n != 1 {
+		t.Errorf("%d incident.updated events, want 1", n)
+	}
+	k := newBrowser(t, srv)
+	kcsrf := k.login("kansa", testPassword)
+	if pg := k.get("/incidents/" + id); pg.status != 200 || !strings.Contains(pg.body, "宛先の確認漏れ") || strings.Contains(pg.body, `name="measures"`) {
+		t.Errorf("auditor's view: %d\n%.2000s", pg.status, pg.body)
+	}
+	f := form()
+	f.Set("csrf", kcsrf)
+	if a := k.post("/incidents/"+id, f); a.status != http.StatusForbidden {
+		t.Errorf("auditor's edit: %d", a.status)
 	}
 }
