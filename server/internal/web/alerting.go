@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/incident"
 	"github.com/mamori/mamori/server/internal/notify"
 	"github.com/mamori/mamori/server/internal/report"
@@ -202,6 +203,10 @@ func (u *UI) handleReports(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
 		return
 	}
+	if q.Get("format") == "bundle" {
+		u.reportBundle(w, r, from, to)
+		return
+	}
 	rep, err := u.cfg.Alerting.Reports.Build(r.Context(), report.Params{From: from, To: to, Department: q.Get("department")})
 	if errors.Is(err, report.ErrInvalid) {
 		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
@@ -233,6 +238,33 @@ func (u *UI) handleReports(w http.ResponseWriter, r *http.Request) {
 	}
 	u.record(r, sessionFrom(r.Context()).Name, eventExport("report/audit", format, q.Get("from"), q.Get("to"), q.Get("department")))
 	_, _ = w.Write(buf.Bytes())
+}
+
+// reportBundle writes the evidence bundle behind a report: every event
+// of the period (as the API's format=bundle), for mamori-server verify.
+func (u *UI) reportBundle(w http.ResponseWriter, r *http.Request, from, to time.Time) {
+	q := r.URL.Query()
+	if u.cfg.Evidence == nil {
+		u.fail(w, r, http.StatusNotImplemented, "err_invalid", "export is not enabled on this server")
+		return
+	}
+	if q.Get("department") != "" {
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", "department: the bundle holds every event of the period (leave the department empty); the report's figures for a department are a subset of it")
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Content-Disposition", `attachment; filename="mamori-audit-`+q.Get("from")+`-`+q.Get("to")+`.jsonl"`)
+	cw := &countingWriter{w: w}
+	sum, err := u.cfg.Evidence.Bundle(r.Context(), cw, api.Filter{From: from, To: to.AddDate(0, 0, 1)}, 0,
+		map[string]string{"report": "audit", "from": q.Get("from"), "to": q.Get("to")})
+	if err != nil {
+		w.Header().Del("Content-Disposition")
+		u.exportFailed(w, r, err, cw.n > 0)
+		return
+	}
+	e := eventExport("report/audit", "bundle", q.Get("from"), q.Get("to"), "")
+	e.Attrs["events"], e.Attrs["tree_size"] = sum.Events, sum.TreeSize
+	u.record(r, sessionFrom(r.Context()).Name, e)
 }
 
 // eventExport is the record of a report downloaded from the UI.

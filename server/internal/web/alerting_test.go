@@ -50,6 +50,20 @@ func TestAlertingPages(t *testing.T) {
 	if a := b.get("/reports?from=2026-13-01&to=2026-12-31"); a.status != 400 {
 		t.Errorf("bad date: %d", a.status)
 	}
+	// The evidence behind the report's figures, from the page: every event
+	// of the period, verifiable offline.
+	if pg := b.get("/reports"); !strings.Contains(pg.body, `<option value="bundle">`) || strings.Contains(pg.body, "/api/v1/reports") {
+		t.Errorf("監査報告 offers no evidence bundle, or sends users to the API:\n%.2000s", pg.body)
+	}
+	today := time.Now().In(time.FixedZone("JST", 9*3600)).Format(time.DateOnly)
+	bundle := b.get("/reports?format=bundle&from=" + today + "&to=" + today)
+	if bundle.status != 200 || !strings.Contains(bundle.header.Get("Content-Disposition"), ".jsonl") || !strings.Contains(bundle.body, `"report":"audit"`) ||
+		!strings.Contains(bundle.body, `"manifest"`) {
+		t.Errorf("report bundle: %d %q\n%.500s", bundle.status, bundle.header.Get("Content-Disposition"), bundle.body)
+	}
+	if a := b.get("/reports?format=bundle&department=総務部&from=" + today + "&to=" + today); a.status != 400 {
+		t.Errorf("a department's bundle: %d, want 400 saying the bundle holds the whole period", a.status)
+	}
 	if a := b.get("/"); !strings.Contains(a.body, `href="/incidents"`) {
 		t.Error("no nav entry for incidents")
 	}
