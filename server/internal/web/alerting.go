@@ -93,15 +93,18 @@ func (u *UI) incidentsPage(w http.ResponseWriter, r *http.Request, status int, f
 func (u *UI) handleIncidentOpen(w http.ResponseWriter, r *http.Request) {
 	f := incidentForm{Title: strings.TrimSpace(r.PostFormValue("title")), DiscoveredAt: strings.TrimSpace(r.PostFormValue("discovered_at")),
 		Summary: r.PostFormValue("summary")}
-	refuse := func(msg string) {
-		f.Err = msg
+	en := langOf(r) == "en"
+	refuse := func(ja, enMsg string) {
+		if f.Err = ja; en {
+			f.Err = enMsg
+		}
 		u.incidentsPage(w, r, http.StatusBadRequest, f)
 	}
 	req := incident.OpenRequest{Title: f.Title, Summary: f.Summary}
 	if a := r.PostFormValue("alert"); a != "" {
 		idx, err := strconv.ParseInt(a, 10, 64)
 		if err != nil || idx < 0 {
-			refuse("アラートの番号が正しくありません。")
+			refuse("アラートの番号が正しくありません。", "The alert number is not valid.")
 			return
 		}
 		req.Alert = &idx
@@ -109,7 +112,7 @@ func (u *UI) handleIncidentOpen(w http.ResponseWriter, r *http.Request) {
 	if f.DiscoveredAt != "" {
 		t, err := time.ParseInLocation("2006-01-02T15:04", f.DiscoveredAt, u.cfg.Location)
 		if err != nil {
-			refuse("発覚日時は 2026-12-03T09:30 の形で入力してください。")
+			refuse("発覚日時は 2026-12-03T09:30 の形で入力してください。", "Give the discovery time as 2026-12-03T09:30.")
 			return
 		}
 		req.DiscoveredAt = t
@@ -117,16 +120,25 @@ func (u *UI) handleIncidentOpen(w http.ResponseWriter, r *http.Request) {
 	_, err := u.cfg.Alerting.Incidents.Open(r.Context(), sessionFrom(r.Context()).Name, req)
 	switch {
 	case errors.Is(err, incident.ErrNotFound):
-		refuse("そのアラートは見つかりません。")
+		refuse("そのアラートは見つかりません。", "No such alert.")
 		return
 	case errors.Is(err, incident.ErrInvalid):
-		refuse(incidentProblem(err))
+		refuse(incidentProblem(err), incidentProblemEN(err))
 		return
 	case err != nil:
 		u.internal(w, r, "open incident", err)
 		return
 	}
 	back(w, r, "/incidents", "saved")
+}
+
+// incidentProblemEN is the incident service's own (English) words.
+func incidentProblemEN(err error) string {
+	msg := err.Error()
+	if _, after, ok := strings.Cut(msg, "invalid: "); ok {
+		msg = after
+	}
+	return "Check the input: " + msg + "."
 }
 
 // incidentProblem says in Japanese what was wrong with an incident form.

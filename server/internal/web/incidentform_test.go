@@ -160,12 +160,18 @@ func TestIncidentEditedOnItsPage(t *testing.T) {
 	if n := len(serverEvents(t, srv, "incident.updated")); n != 1 {
 		t.Errorf("%d incident.updated events, want 1", n)
 	}
+	m.get("/lang/en") // in English, the refusal is English
+	f := form()
+	f.Set("final_reported_at", "next week")
+	if a := m.post("/incidents/"+id, f); a.status != http.StatusBadRequest || !strings.Contains(a.body, "as 2026-12-03T09:30") {
+		t.Errorf("English refusal: %d\n%.2000s", a.status, a.body)
+	}
 	k := newBrowser(t, srv)
 	kcsrf := k.login("kansa", testPassword)
 	if pg := k.get("/incidents/" + id); pg.status != 200 || !strings.Contains(pg.body, "宛先の確認漏れ") || strings.Contains(pg.body, `name="measures"`) {
 		t.Errorf("auditor's view: %d\n%.2000s", pg.status, pg.body)
 	}
-	f := form()
+	f = form()
 	f.Set("csrf", kcsrf)
 	if a := k.post("/incidents/"+id, f); a.status != http.StatusForbidden {
 		t.Errorf("auditor's edit: %d", a.status)

@@ -137,14 +137,20 @@ func (u *UI) handleIncidentSave(w http.ResponseWriter, r *http.Request) {
 		"preliminary_reported_at", "final_reported_at", "add_entries"}, incidentTexts...), incidentFlags...) {
 		form[k] = r.PostFormValue(k)
 	}
-	refuse := func(status int, msg string) { u.incidentPage(w, r, status, in, form, msg) }
+	en := langOf(r) == "en"
+	refuse := func(status int, ja, enMsg string) {
+		if en {
+			ja = enMsg
+		}
+		u.incidentPage(w, r, status, in, form, ja)
+	}
 	up := incident.Update{Status: form["status"], Title: form["title"], Summary: form["summary"], DataItems: form["data_items"],
 		Cause: form["cause"], SecondaryDamage: form["secondary_damage"], Measures: form["measures"],
 		PeopleInformed: form["people_informed"], Publication: form["publication"], Recurrence: form["recurrence"], Notes: form["notes"],
 		Sensitive: form["sensitive"] == "1", MyNumber: form["my_number"] == "1", PropertyDamage: form["property_damage"] == "1",
 		Intent: form["intent"] == "1", EncryptedKeySafe: form["encrypted_key_safe"] == "1"}
 	if up.Revision, err = strconv.ParseInt(form["revision"], 10, 64); err != nil {
-		refuse(http.StatusBadRequest, "フォームが古いか壊れています。開き直してください。")
+		refuse(http.StatusBadRequest, "フォームが古いか壊れています。開き直してください。", "The form is stale or damaged: open it again.")
 		return
 	}
 	times := map[string]**time.Time{"occurred_at": &up.OccurredAt, "preliminary_reported_at": &up.PreliminaryReportedAt,
@@ -153,14 +159,14 @@ func (u *UI) handleIncidentSave(w http.ResponseWriter, r *http.Request) {
 		v := strings.TrimSpace(form[k])
 		if v == "" {
 			if k == "discovered_at" {
-				refuse(http.StatusBadRequest, "発覚日時を入力してください。")
+				refuse(http.StatusBadRequest, "発覚日時を入力してください。", "Give the discovery time.")
 				return
 			}
 			continue
 		}
 		t, err := time.ParseInLocation(formTime, v, u.cfg.Location)
 		if err != nil {
-			refuse(http.StatusBadRequest, incidentFieldJA[k]+"は 2026-12-03T09:30 の形で入力してください。")
+			refuse(http.StatusBadRequest, incidentFieldJA[k]+"は 2026-12-03T09:30 の形で入力してください。", "Give "+k+" as 2026-12-03T09:30.")
 			return
 		}
 		if k == "discovered_at" {
@@ -172,7 +178,7 @@ func (u *UI) handleIncidentSave(w http.ResponseWriter, r *http.Request) {
 	if v := strings.TrimSpace(width.Fold.String(form["persons"])); v != "" {
 		n, err := strconv.Atoi(strings.ReplaceAll(v, ",", ""))
 		if err != nil {
-			refuse(http.StatusBadRequest, "本人の数は整数で入力してください（空欄なら台帳の件数から数えます）。")
+			refuse(http.StatusBadRequest, "本人の数は整数で入力してください（空欄なら台帳の件数から数えます）。", "Persons is a whole number (empty: counted from the register entries).")
 			return
 		}
 		up.Persons = &n
@@ -185,10 +191,11 @@ func (u *UI) handleIncidentSave(w http.ResponseWriter, r *http.Request) {
 	_, err = svc.Update(r.Context(), sessionFrom(r.Context()).Name, in.ID, up)
 	switch {
 	case errors.Is(err, incident.ErrConflict):
-		refuse(http.StatusConflict, "ほかの人が先にこの事故の記録を変更したため保存しませんでした。開き直して、入力をやり直してください。")
+		refuse(http.StatusConflict, "ほかの人が先にこの事故の記録を変更したため保存しませんでした。開き直して、入力をやり直してください。",
+			"Someone saved this incident first, so nothing was saved: open it again and redo the changes.")
 		return
 	case errors.Is(err, incident.ErrInvalid):
-		refuse(http.StatusBadRequest, incidentProblem(err))
+		refuse(http.StatusBadRequest, incidentProblem(err), incidentProblemEN(err))
 		return
 	case err != nil:
 		u.internal(w, r, "update incident", err)
