@@ -407,7 +407,7 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 	// sideways there either.
 	u.do("to English", chromedp.Navigate(u.base+"/lang/en"), chromedp.WaitVisible(chromedp.ID("lang-ja")))
 	for _, p := range []string{"/", "/hosts", "/hosts/" + a.id, "/events?agent=" + a.id, "/registers/pi", "/approvals",
-		"/policies", "/evidence", "/notifications", "/incidents", "/reports"} {
+		"/policies", "/evidence", "/notifications", "/incidents", "/reports", "/registers/pi/PI-001", "/account"} {
 		u.open(p, "#lang-ja")
 		if c := u.eval(clippedJS); c != "" {
 			t.Errorf("%s in English: content hidden sideways:\n%s", p, c)
