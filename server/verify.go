@@ -198,14 +198,14 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 	// Every checkpoint the witness kept is larger than the bundle's: a
 	// bundle made before the witness first saw that log cannot be held to
 	// it; one made after shows a log smaller than one already signed.
-	witnessOlder := false
+	notHeld := false // the bundle holds by itself but could not be held to the checkpoint given
 	switch {
 	case !useKept:
 	case opt.Old != nil:
 		fmt.Fprintf(stdout, txt["witness"], kept.Size, kept.Path)
 	case rep.Manifest == nil: // the bundle's own problems say why
 	case rep.Manifest.Created.Before(kept.Seen):
-		witnessOlder = true
+		notHeld = true
 		fmt.Fprintf(stdout, txt["witnessolder"], rep.Manifest.Created.UTC().Format(time.RFC3339), kept.Size, kept.Seen.UTC().Format(time.RFC3339), kept.Path)
 	default:
 		rep.Problems = append(rep.Problems, evidence.Problem{Line: 1, Kind: evidence.ProblemRolledBack,
@@ -226,13 +226,13 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 	// auditor's checkpoint could not be held to it: export again, nothing
 	// found wrong.
 	if len(rep.Problems) == 1 && rep.Problems[0].Kind == evidence.ProblemNoProof && rep.Truncated == 0 {
-		witnessOlder = true
+		notHeld = true
 		fmt.Fprintf(stdout, txt["noproof"], rep.Problems[0].Msg)
 		rep.Problems = nil
 	}
 	if rep.OK() {
 		fmt.Fprintln(stdout, txt["ok"])
-		if witnessOlder {
+		if notHeld {
 			return usageError{errors.New(txt["notwitnessed"])}
 		}
 		return nil
