@@ -38,6 +38,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	cfg.Version = versionString()
 	prg := &program{cfg: cfg, log: log, out: stdout}
 	if service.Interactive() {
 		// A terminal, a container or a test: no service manager needed

@@ -48,7 +48,9 @@ func TestVerifyCommand(t *testing.T) {
 		}
 		return b
 	}
-	for i := 0; i < 3; i++ { // admin actions are events of the server stream
+	// The server's record of its start, then three admin actions: events of
+	// the server stream.
+	for i := 0; i < 3; i++ {
 		call("POST", "/api/v1/tokens", `{"ttl":"1h","uses":1}`)
 	}
 	bundle := filepath.Join(dir, "bundle.jsonl")
@@ -60,8 +62,8 @@ func TestVerifyCommand(t *testing.T) {
 		t.Fatalf("intact bundle: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 	t.Log("\n" + out.String())
-	if !strings.Contains(out.String(), "agent:      server seq 1..3") || !strings.Contains(out.String(), "query:      agent=server\n") ||
-		!strings.Contains(out.String(), "lists 3 events and 0 links") {
+	if !strings.Contains(out.String(), "agent:      server seq 1..4") || !strings.Contains(out.String(), "query:      agent=server\n") ||
+		!strings.Contains(out.String(), "lists 4 events and 0 links") {
 		t.Fatalf("summary:\n%s", out.String())
 	}
 
@@ -69,22 +71,22 @@ func TestVerifyCommand(t *testing.T) {
 	changed := filepath.Join(dir, "changed.jsonl")
 	os.WriteFile(changed, bytes.Replace(b, []byte(`"uses":1`), []byte(`"uses":9`), 1), 0o600)
 	out.Reset()
-	if code := run([]string{"verify", "--pubkey", pub, changed}, &out, &errb); code != 1 || !strings.Contains(out.String(), "FAIL: line 2 (log index 0, agent server, seq 1): event content") {
+	if code := run([]string{"verify", "--pubkey", pub, changed}, &out, &errb); code != 1 || !strings.Contains(out.String(), "FAIL: line 3 (log index 1, agent server, seq 2): event content") {
 		t.Fatalf("changed bundle: exit %d\n%s", code, out.String())
 	}
 
 	// The first or the last entry dropped: the signed manifest names it.
 	ls := bytes.SplitAfter(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
-	if len(ls) != 5 {
-		t.Fatalf("bundle of %d lines, want header, 3 entries, manifest", len(ls))
+	if len(ls) != 6 {
+		t.Fatalf("bundle of %d lines, want header, 4 entries, manifest", len(ls))
 	}
 	for name, c := range map[string]struct {
 		lines [][]byte
 		want  string
 	}{
-		"first": {append([][]byte{ls[0]}, ls[2:]...), "FAIL: line 4: agent server: the manifest lists seq 1..3 (3 entries), the bundle holds seq 2..3 (2 entries): entries changed at its start"},
-		"last":  {append(append([][]byte{}, ls[:3]...), ls[4]), "FAIL: line 4: agent server: the manifest lists seq 1..3 (3 entries), the bundle holds seq 1..2 (2 entries): entries changed at its end"},
-		"all":   {[][]byte{ls[0], ls[4]}, "FAIL: line 2: the manifest lists 3 entries (3 events, 0 links), the bundle holds 0 (0 events, 0 links): every entry removed"},
+		"first": {append([][]byte{ls[0]}, ls[2:]...), "FAIL: line 5: agent server: the manifest lists seq 1..4 (4 entries), the bundle holds seq 2..4 (3 entries): entries changed at its start"},
+		"last":  {append(append([][]byte{}, ls[:4]...), ls[5]), "FAIL: line 5: agent server: the manifest lists seq 1..4 (4 entries), the bundle holds seq 1..3 (3 entries): entries changed at its end"},
+		"all":   {[][]byte{ls[0], ls[5]}, "FAIL: line 2: the manifest lists 4 entries (4 events, 0 links), the bundle holds 0 (0 events, 0 links): every entry removed"},
 	} {
 		cut := filepath.Join(dir, "cut-"+name+".jsonl")
 		os.WriteFile(cut, bytes.Join(c.lines, nil), 0o600)
@@ -140,12 +142,12 @@ func TestVerifyCommand(t *testing.T) {
 	// In Japanese the place and what was found are Japanese; the exact
 	// detail stays as the evidence package words it.
 	if code := run([]string{"verify", changed, "--pubkey", pub, "--lang", "ja"}, &out, &errb); code != 1 ||
-		!strings.Contains(out.String(), "不正: 2 行目 (ログ位置 0、エージェント server、seq 1): イベントの内容がハッシュと一致しないか、形式が不正です (内容の改ざん)\n      詳細: event content: seq 1: hash does not match content\n") {
+		!strings.Contains(out.String(), "不正: 3 行目 (ログ位置 1、エージェント server、seq 2): イベントの内容がハッシュと一致しないか、形式が不正です (内容の改ざん)\n      詳細: event content: seq 2: hash does not match content\n") {
 		t.Fatalf("ja, changed: exit %d\n%s", code, out.String())
 	}
 	out.Reset()
 	cut := filepath.Join(dir, "cut-ja.jsonl")
-	os.WriteFile(cut, bytes.Join([][]byte{ls[0], ls[1], ls[3], ls[4]}, nil), 0o600)
+	os.WriteFile(cut, bytes.Join([][]byte{ls[0], ls[1], ls[3], ls[4], ls[5]}, nil), 0o600)
 	if code := run([]string{"verify", cut, "--pubkey", pub, "--lang", "ja"}, &out, &errb); code != 1 ||
 		!strings.Contains(out.String(), "不正: 3 行目 (ログ位置 2、エージェント server、seq 3): seq が飛んでいます: イベントが証跡から抜けています") {
 		t.Fatalf("ja, dropped: exit %d\n%s", code, out.String())

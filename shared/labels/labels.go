@@ -135,6 +135,9 @@ var catalog = map[Set]map[string]label{
 		"retention.pruned":            {"保存期間切れの削除", "Retention pruned"},
 		"server.gap":                  {"記録の欠落", "Gap in agent log"},
 		"server.event_loss_accepted":  {"欠落の承認", "Event loss accepted"},
+		"server.writer_started":       {"記録の開始 (サーバー)", "Server started recording"},
+		"server.writer_stopped":       {"記録の停止 (サーバー)", "Server stopped recording"},
+		"server.unclean_stop":         {"サーバーの異常停止", "Server stopped unrecorded"},
 	},
 	Severity: {
 		"info":      {"情報", "Info"},

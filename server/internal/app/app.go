@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,6 +120,9 @@ type Config struct {
 	// DefaultMaxConns. Either way it stays below the fd limit minus a
 	// reserve, so load never takes the descriptors etcd and the store need.
 	MaxConns int
+	// Version names the build in the log's record of each start as writer
+	// (TypeWriterStarted); default the module version Go stamped.
+	Version string
 }
 
 // rootHandler sends the agent plane, the admin API, /healthz and /metrics
@@ -217,6 +221,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.Version == "" {
+		cfg.Version = "unknown"
+		if info, ok := debug.ReadBuildInfo(); ok {
+			cfg.Version = info.Main.Version
+		}
 	}
 	s := &Server{cfg: cfg, log: cfg.Log.With().Str("component", "app").Logger(), served: make(chan struct{})}
 	defer func() {

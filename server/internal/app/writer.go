@@ -201,7 +201,12 @@ func (s *Server) becomeWriter(ctx context.Context, term *election.Term) error {
 		}
 		s.lost = nil
 	}
-	s.startWriterJobs()
+	if err := s.recordStart(ctx, epoch); err != nil {
+		// The term goes on: refusing it would stop ingest, and the next
+		// start names the missing record (an unclean stop) anyway.
+		s.log.Error().Err(err).Msg("the log has no record of this start")
+	}
+	s.startWriterJobs(epoch)
 	s.role.self.Store(true)
 	s.log.Info().Int64("epoch", epoch).Msg("writer: taking batches")
 	return nil
@@ -269,7 +274,7 @@ func (s *Server) stepDown(why string) {
 // whatever raises or delivers alerts (writerAlerting) until
 // stopWriterJobs. Those stop first, so the final checkpoint covers what
 // they recorded.
-func (s *Server) startWriterJobs() {
+func (s *Server) startWriterJobs(epoch int64) {
 	ctx, stop := context.WithCancel(context.Background())
 	cpCtx, cpStop := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -283,9 +288,24 @@ func (s *Server) startWriterJobs() {
 		wg.Add(3)
 		go func() { defer wg.Done(); retainer.Run(ctx) }()
 		go func() { defer wg.Done(); s.scrub.Run(ctx) }()
-		go func() { defer wg.Done(); s.writerAlerting(ctx); cpStop() }()
+		go func() { defer wg.Done(); s.writerAlerting(ctx) }()
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			wg.Wait()
+			// The term's last record, under the final checkpoint, by a
+			// writer stopping as it should (stepDown has deposed it first).
+			if s.role.self.Load() {
+				rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if err := s.recordStop(rctx, epoch); err != nil {
+					s.log.Warn().Err(err).Msg("the log has no record of this stop")
+				}
+				cancel()
+			}
+			cpStop()
+		}()
 		s.cp.Run(cpCtx)
-		wg.Wait()
+		<-stopped
 		// A mark of the final checkpoint, by a writer that still is one: the
 		// next start checks only what comes after it.
 		if s.role.self.Load() {

@@ -168,8 +168,10 @@ type Integrity struct {
 // integrityTypes are the server's own records of integrity problems, in
 // the order the statement names them: the stored log no longer matching
 // its tree (the scrubber), acked events lost to a restored backup, and
-// events an agent never delivered (a gap in its chain). The first two
-// mean the period's records are not intact.
+// events an agent never delivered (a gap in its chain), and a server that
+// stopped without recording it (its agents' events of the time arrive
+// later from their spools). The first two mean the period's records are
+// not intact.
 var integrityTypes = []struct {
 	typ, ja string
 	broken  bool
@@ -177,6 +179,7 @@ var integrityTypes = []struct {
 	{"server.scrub_failed", "ログの再検証で不一致", true},
 	{"server.event_loss_accepted", "受け入れたイベントの欠損 (バックアップからの復元)", true},
 	{eventlog.GapType, "エージェントの記録の連番の欠落", false},
+	{"server.unclean_stop", "停止の記録がないサーバーの停止 (強制終了・電源断など)", false},
 }
 
 // Report is the audit report.
