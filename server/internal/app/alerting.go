@@ -39,7 +39,7 @@ type alerting struct {
 // startAlerting starts the notifier and the incident checks and returns
 // their admin routes.
 func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *audit.Exporter) ([]api.AdminRoute, error) {
-	n, err := notify.New(notify.Config{Events: s.records, KV: s.state, Log: s.cfg.Log, Caller: api.Caller,
+	n, err := notify.New(notify.Config{Events: s.records, KV: s.state, Log: s.cfg.Log, Caller: api.Caller, DashboardURL: s.DashboardURL,
 		IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
 		IsConflict: func(err error) bool { return errors.Is(err, state.ErrConflict) },
 		Agents: func(ctx context.Context) (map[string]notify.AgentInfo, error) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -46,6 +47,10 @@ type Item struct {
 	User       string    `json:"user,omitempty"`
 	Reason     string    `json:"reason,omitempty"`
 	RegisterID string    `json:"register_id,omitempty"`
+	// Detail is what the alert is about in words, where its type has more
+	// to say than its reason: a bulk copy's file count and program, an
+	// overdue incident's title.
+	Detail string `json:"detail,omitempty"`
 }
 
 // Attachment is a file attached to a mail.
@@ -186,13 +191,13 @@ func postWebhook(ctx context.Context, w Webhook, m Message) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("notify: webhook %s: %w", w.Name, err)
+		return fmt.Errorf("notify: webhook %s: %w", w.Name, withoutURL(err))
 	}
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	req.Header.Set("User-Agent", "mamori-server")
 	resp, err := webhookClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("notify: webhook %s: %w", w.Name, err)
+		return fmt.Errorf("notify: webhook %s: %w", w.Name, withoutURL(err))
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -200,4 +205,15 @@ func postWebhook(ctx context.Context, w Webhook, m Message) error {
 		return fmt.Errorf("notify: webhook %s answered %s", w.Name, resp.Status)
 	}
 	return nil
+}
+
+// withoutURL drops the URL Go's HTTP client puts in its errors: a Teams or
+// Slack webhook URL is a credential, and the error goes into the log and
+// the hash-chained delivery events. The host stays in dial errors.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s to its URL: %w", ue.Op, ue.Err)
+	}
+	return err
 }

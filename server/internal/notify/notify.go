@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // Delivery log vocabulary (server stream).
@@ -86,6 +89,9 @@ type Config struct {
 	// DefaultRules are in force while no settings are stored. Nil means
 	// the baseline only.
 	Packs func(ctx context.Context) ([]string, error)
+	// DashboardURL ("https://host:port/") is where messages send people to
+	// look; nil or empty, they name the page only.
+	DashboardURL func() string
 }
 
 // Notifier delivers alerts. Run drives it.
@@ -142,6 +148,7 @@ var sources = []source{
 	{eventlog.GapControl, eventlog.GapType},
 	{"server", "server.event_loss_accepted"},
 	{"server", "server.scrub_failed"}, // audit.ScrubFailedType: the stored log no longer matches
+	{"server", "server.unclean_stop"}, // app.TypeUncleanStop: the last writer stopped without recording it
 	{"server", "ui.login_failed"},
 	{"incident", "incident.overdue"},
 }
@@ -415,6 +422,7 @@ func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []
 	if a, ok := agents[st.Agent]; ok {
 		it.Hostname, it.Department = a.Hostname, a.Department
 	}
+	it.Detail = detailOf(st)
 	var kinds []string
 	switch st.Type {
 	case "compliance.alert":
@@ -440,7 +448,7 @@ func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []
 		kinds = []string{KindBulkCopy}
 	case "backup.overdue":
 		kinds = []string{KindBackup}
-	case eventlog.GapType, "server.event_loss_accepted", "server.scrub_failed":
+	case eventlog.GapType, "server.event_loss_accepted", "server.scrub_failed", "server.unclean_stop":
 		kinds = []string{KindIntegrity}
 	case "ui.login_failed":
 		kinds = []string{KindLoginFailures}
@@ -576,7 +584,11 @@ func (n *Notifier) flush(ctx context.Context, set Settings) {
 	n.mu.Unlock()
 	sort.Slice(due, func(i, j int) bool { return due[i].key < due[j].key })
 	for _, g := range due {
-		m := render(g)
+		dashboard := ""
+		if n.cfg.DashboardURL != nil {
+			dashboard = n.cfg.DashboardURL()
+		}
+		m := render(g, dashboard)
 		ds := destinations(set, g)
 		if len(ds) == 0 && !g.rule.Default {
 			// The admin meant these alerts to reach someone (a default
@@ -729,14 +741,17 @@ func (n *Notifier) saveCursors(ctx context.Context) error {
 	return nil
 }
 
-// render writes the Japanese subject and body of a group.
-func render(g *group) Message {
+// render writes the Japanese subject and body of a group; dashboard is
+// Config.DashboardURL.
+func render(g *group, dashboard string) Message {
 	m := Message{Rule: g.rule.Name, Kind: g.rule.Kind, Count: g.count, Items: g.items, First: g.first, Last: g.last}
 	hosts := map[string]bool{}
 	byReason := map[string]int{}
 	for _, it := range g.items {
-		hosts[it.Agent] = true
-		byReason[strings.TrimSpace(it.Control+" "+it.Reason)]++
+		if it.Agent != "" && it.Agent != event.ServerStream {
+			hosts[it.Agent] = true
+		}
+		byReason[strings.TrimSpace(what(it)+" "+it.Reason)]++
 	}
 	m.Subject = fmt.Sprintf("[Mamori] %s %d 件", kindJA[g.rule.Kind], g.count)
 	if len(hosts) > 1 {
@@ -748,7 +763,7 @@ func render(g *group) Message {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Mamori からの通知です。\n\nルール: %s\n種類: %s\n件数: %d 件", g.rule.Name, kindJA[g.rule.Kind], g.count)
 	if len(hosts) > 0 {
-		fmt.Fprintf(&b, " (%d 台)", len(hosts))
+		fmt.Fprintf(&b, " (端末 %d 台)", len(hosts))
 	}
 	fmt.Fprintf(&b, "\n期間: %s から %s まで\n", jst(g.first), jst(g.last))
 	if g.rule.Kind == KindLoginFailures {
@@ -767,22 +782,25 @@ func render(g *group) Message {
 		reasons = append(reasons, r)
 	}
 	sort.Strings(reasons)
-	b.WriteString("\n内訳:\n")
+	fmt.Fprintf(&b, "\n内訳 (一覧の %d 件):\n", len(g.items))
 	for _, r := range reasons {
-		fmt.Fprintf(&b, "- %s: %d 台\n", r, byReason[r])
+		fmt.Fprintf(&b, "- %s: %d 件\n", r, byReason[r])
 	}
 	fmt.Fprintf(&b, "\n一覧 (最大 %d 件):\n", maxItems)
 	for _, it := range g.items {
 		host := it.Hostname
-		if host == "" {
+		if host == "" && it.Agent != event.ServerStream {
 			host = it.Agent
 		}
-		fmt.Fprintf(&b, "- %s %s", jst(it.Time), host)
+		fmt.Fprintf(&b, "- %s", jst(it.Time))
+		if host != "" {
+			b.WriteString(" " + host)
+		}
 		if it.Department != "" {
 			fmt.Fprintf(&b, " (%s)", it.Department)
 		}
-		fmt.Fprintf(&b, " %s", it.Type)
-		for _, s := range []string{it.Control, it.Reason, it.Object, it.User, it.RegisterID} {
+		b.WriteString(" " + what(it))
+		for _, s := range []string{it.Reason, it.Detail, it.Object, it.User, it.RegisterID} {
 			if s != "" {
 				b.WriteString(" " + s)
 			}
@@ -792,9 +810,46 @@ func render(g *group) Message {
 	if rest := g.count - len(g.items); rest > 0 {
 		fmt.Fprintf(&b, "ほか %d 件 (同じ内容の繰り返しを含みます)\n", rest)
 	}
-	b.WriteString("\n詳細は Mamori の管理画面 (アラート) で確認してください。\n")
+	page, path := "通知", "notifications"
+	if g.rule.Kind == KindIncidentOverdue {
+		page, path = "事故", "incidents"
+		if len(g.items) == 1 && g.items[0].Object != "" {
+			path += "/" + url.PathEscape(g.items[0].Object)
+		}
+	}
+	if dashboard != "" {
+		fmt.Fprintf(&b, "\n詳細は Mamori の管理画面の「%s」で確認してください: %s%s\n", page, dashboard, path)
+	} else {
+		fmt.Fprintf(&b, "\n詳細は Mamori の管理画面の「%s」で確認してください。\n", page)
+	}
 	m.Text = b.String()
 	return m
+}
+
+// what names an item's event in Japanese: its type, and for a compliance
+// alert the control that failed ("[#index]" keeps the exact codes a click
+// away).
+func what(it Item) string {
+	if it.Type == "compliance.alert" && it.Control != "" {
+		return labels.Of(labels.Control, labels.JA, it.Control)
+	}
+	return labels.Of(labels.EventType, labels.JA, it.Type)
+}
+
+// detailOf is Item.Detail.
+func detailOf(st *eventlog.Stored) string {
+	switch st.Type {
+	case "fileaccess.bulk":
+		d := fmt.Sprintf("%v 件のファイル変更", st.Attrs["total"])
+		if st.Process != "" {
+			d += " (" + path.Base(strings.ReplaceAll(st.Process, `\`, "/")) + ")"
+		}
+		return d
+	case "incident.overdue":
+		s, _ := st.Attrs["title"].(string)
+		return s
+	}
+	return ""
 }
 
 func jst(t time.Time) string { return t.In(JST).Format("2006-01-02 15:04:05") + " JST" }

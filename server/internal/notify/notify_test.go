@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -46,7 +47,7 @@ func newRig(t *testing.T, agents map[string]AgentInfo) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	n, err := New(Config{Events: store, KV: st, Poll: 50 * time.Millisecond, Log: zerolog.Nop(),
+	n, err := New(Config{Events: store, KV: st, Poll: 50 * time.Millisecond, Log: zerolog.Nop(), DashboardURL: func() string { return "https://mamori.example.jp:8443/" },
 		IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
 		Agents:     func(context.Context) (map[string]AgentInfo, error) { return agents, nil }})
 	if err != nil {
@@ -183,6 +184,16 @@ func TestViolationsReachMailAndWebhookGrouped(t *testing.T) {
 	if !strings.Contains(d.Body, "画面ロックまでの時間が長すぎます") || !strings.Contains(d.Body, "PC-29 (営業部)") {
 		t.Errorf("body:\n%s", d.Body)
 	}
+	// Counted in the units they are, in the words of the UI, with where to look.
+	for _, want := range []string{"件数: 30 件 (端末 30 台)", "- 画面ロック 画面ロックまでの時間が長すぎます: 30 件\n",
+		"PC-29 (営業部) 画面ロック 画面ロックまでの時間が長すぎます", "「通知」で確認してください: https://mamori.example.jp:8443/notifications"} {
+		if !strings.Contains(d.Body, want) {
+			t.Errorf("body lacks %q:\n%s", want, d.Body)
+		}
+	}
+	if strings.Contains(d.Body, "compliance.alert") || strings.Contains(d.Body, "screenlock") {
+		t.Errorf("body shows codes where the UI shows words:\n%s", d.Body)
+	}
 	var g Message
 	if err := json.Unmarshal(h.got()[0], &g); err != nil {
 		t.Fatal(err)
@@ -294,6 +305,69 @@ func TestWebhookFailingThreeTimesGetsItOnTheFourth(t *testing.T) {
 			t.Errorf("log[%d] = %s attempt %v", i, e.Type, e.Attrs["attempt"])
 		}
 	}
+}
+
+// TestWebhookURLNeverInLogOrEvents: a Teams or Slack webhook URL is a
+// credential; a failed delivery names the webhook, never its URL, in the
+// hash-chained events (kept for years) and the server's log.
+func TestWebhookURLNeverInLogOrEvents(t *testing.T) {
+	r := newRig(t, map[string]AgentInfo{})
+	var logBuf safeBuffer
+	r.n.log = zerolog.New(&logBuf)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close() // nothing listens: the POST fails with the URL in Go's error
+	set := Settings{
+		Webhooks: []Webhook{{Name: "teams-soumu", URL: "http://" + closed + "/webhookb2/SECRETPATH/IncomingWebhook/x?sig=SECRETSIG", Format: FormatTeams}},
+		Rules:    []Rule{{Name: "media", Kind: KindMedia, Webhooks: []string{"teams-soumu"}, Delay: Duration(50 * time.Millisecond)}},
+		Retry:    Retry{Attempts: 1, Initial: Duration(50 * time.Millisecond), Max: Duration(100 * time.Millisecond)},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	seal(t, r.store, "pc1", event.Event{Control: "media", Type: "media.blocked", Severity: event.Violation,
+		Object: "usb:0781:5581:4C53000", Attrs: event.Attrs{"reason": "unregistered"}})
+	waitFor(t, 10*time.Second, "the failed delivery", func() bool {
+		for _, e := range deliveryLog(t, r.store) {
+			if e.Type == TypeFailed {
+				return true
+			}
+		}
+		return false
+	})
+	for _, e := range deliveryLog(t, r.store) {
+		b, _ := json.Marshal(e.Attrs)
+		if strings.Contains(string(b), "SECRET") {
+			t.Errorf("%s event carries the webhook URL: %s", e.Type, b)
+		}
+		if e.Type == TypeFailed && !strings.Contains(string(b), "teams-soumu") {
+			t.Errorf("%s event does not name the webhook: %s", e.Type, b)
+		}
+	}
+	if strings.Contains(logBuf.String(), "SECRET") {
+		t.Errorf("server log carries the webhook URL:\n%s", logBuf.String())
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // seal appends one agent event through the real chain checks.

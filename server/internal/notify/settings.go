@@ -21,7 +21,7 @@ const (
 	KindMedia           = "unregistered_media" // unregistered or unapproved media blocked or written to
 	KindOutOfHours      = "out_of_hours"       // a registered folder touched outside working hours
 	KindBackup          = "backup_overdue"     // backup older than the policy allows
-	KindIntegrity       = "log_integrity"      // gaps in an agent's chain, accepted event loss
+	KindIntegrity       = "log_integrity"      // gaps in an agent's chain, accepted event loss, a server stopped unrecorded
 	KindLoginFailures   = "login_failures"     // repeated failed logins to the web UI
 	KindIncidentOverdue = "incident_overdue"   // a 速報/確報 deadline passed
 )
