@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/shared/event"
@@ -37,12 +38,23 @@ func (n *Notifier) AlertAction(ctx context.Context, user, via string, idx int64,
 		return invalid("action must be acknowledge or resolve")
 	}
 	comment = strings.TrimSpace(comment)
-	if comment == "" || len(comment) > 2000 {
-		return invalid("comment is required (at most 2000 bytes)")
+	switch c := utf8.RuneCountInString(comment); {
+	case c == 0:
+		return invalid("comment is required: say what was checked or done")
+	case c > MaxComment:
+		return invalid("comment is %d characters; at most %d characters", c, MaxComment)
 	}
 	a, err := n.alertAt(ctx, idx)
 	if err != nil {
 		return err
+	}
+	if action == ActionAcknowledge {
+		// A stale tab must not set a resolved alert back to acknowledged.
+		if r, ok, err := n.resolution(ctx, a); err != nil {
+			return err
+		} else if ok {
+			return &ResolvedError{By: r.User, At: r.Time}
+		}
 	}
 	key, _ := a.Attrs["key"].(string)
 	attrs := event.Attrs{"alert_index": idx, "alert_type": a.Type, "key": key, "comment": comment}
@@ -57,6 +69,46 @@ func (n *Notifier) AlertAction(ctx context.Context, user, via string, idx int64,
 		return fmt.Errorf("notify: recording %s: %w", typ, err)
 	}
 	return nil
+}
+
+// MaxComment bounds an acknowledge or resolve comment, in characters (the
+// form's maxlength).
+const MaxComment = 2000
+
+// ErrResolved refuses acknowledging an alert already resolved; the error
+// is a *ResolvedError.
+var ErrResolved = errors.New("the alert is already resolved")
+
+// ResolvedError says who resolved the alert, and when.
+type ResolvedError struct {
+	By string
+	At time.Time
+}
+
+func (e *ResolvedError) Error() string {
+	return fmt.Sprintf("%v by %s at %s", ErrResolved, e.By, e.At.UTC().Format(time.RFC3339))
+}
+
+func (e *ResolvedError) Is(target error) bool { return target == ErrResolved }
+
+// resolution finds the resolve recorded for alert a, if any.
+func (n *Notifier) resolution(ctx context.Context, a eventlog.Stored) (eventlog.Stored, bool, error) {
+	f := eventlog.Filter{Control: "compliance", Type: TypeResolved, From: a.Time, Limit: eventlog.MaxLimit}
+	for {
+		p, err := n.cfg.Events.Query(ctx, f)
+		if err != nil {
+			return eventlog.Stored{}, false, fmt.Errorf("notify: reading resolutions: %w", err)
+		}
+		for _, e := range p.Events {
+			if e.Agent == event.ServerStream && fmt.Sprint(e.Attrs["alert_index"]) == strconv.FormatInt(a.Index, 10) {
+				return e, true, nil
+			}
+		}
+		if p.Next == "" || len(p.Events) == 0 {
+			return eventlog.Stored{}, false, nil
+		}
+		f.Cursor = p.Next
+	}
 }
 
 // alertAt reads the alert event at idx from the server stream.
@@ -153,7 +205,9 @@ func (n *Notifier) Alerts(ctx context.Context, from time.Time, limit int) ([]Ale
 		err := read("compliance", typ, func(e *eventlog.Stored) {
 			idx, err := strconv.ParseInt(fmt.Sprint(e.Attrs["alert_index"]), 10, 64)
 			i, ok := at[idx]
-			if err != nil || !ok || e.Time.Before(rows[i].At) {
+			// Resolved is final: an acknowledge recorded after it (before
+			// acknowledging a resolved alert was refused) does not reopen it.
+			if err != nil || !ok || (e.Time.Before(rows[i].At) && !(typ == TypeResolved && rows[i].State != "resolved")) {
 				return
 			}
 			c, _ := e.Attrs["comment"].(string)

@@ -246,6 +246,9 @@ func (n *Notifier) ServeAlertAction(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrNoAlert):
 		n.fail(w, r, http.StatusNotFound, fmt.Sprintf("no alert at index %d", idx))
 		return
+	case errors.Is(err, ErrResolved):
+		n.fail(w, r, http.StatusConflict, err.Error())
+		return
 	case err != nil:
 		n.log.Error().Err(err).Msg("notify: alert action")
 		n.fail(w, r, http.StatusInternalServerError, "internal error: recording the action")

@@ -256,4 +256,25 @@ func TestViolationOverRealIngestReachesMailAndWebhook(t *testing.T) {
 		page.Events[0].Attrs["comment"] != "担当者が確認中" || page.Events[0].User != "admin" {
 		t.Errorf("ack event: %d %+v", st, page.Events)
 	}
+	// The form's limit is 2,000 characters: 700 kanji (2,100 bytes) fit;
+	// 2,001 characters are refused saying so.
+	var ans map[string]any
+	if st := call(t, srv, "POST", fmt.Sprintf("/api/v1/alerts/%d/acknowledge", idx), map[string]string{"comment": strings.Repeat("確", 700)}, &ans); st != 200 {
+		t.Errorf("700-character comment: %d %v", st, ans)
+	}
+	ans = nil
+	if st := call(t, srv, "POST", fmt.Sprintf("/api/v1/alerts/%d/acknowledge", idx), map[string]string{"comment": strings.Repeat("a", 2001)}, &ans); st != 400 {
+		t.Errorf("2,001-character comment: %d %v", st, ans)
+	}
+	// Resolved is the end: a stale tab's acknowledge must not set it back.
+	if st := call(t, srv, "POST", fmt.Sprintf("/api/v1/alerts/%d/resolve", idx), map[string]string{"comment": "BitLocker有効化を確認"}, nil); st != 200 {
+		t.Fatalf("resolve: %d", st)
+	}
+	ans = nil
+	if st := call(t, srv, "POST", fmt.Sprintf("/api/v1/alerts/%d/acknowledge", idx), map[string]string{"comment": "再確認"}, &ans); st != 409 {
+		t.Errorf("acknowledge after resolve: %d %v", st, ans)
+	}
+	if st := call(t, srv, "GET", "/api/v1/events?type=alert.acknowledged", nil, &page); st != 200 || len(page.Events) != 2 {
+		t.Errorf("acknowledgements recorded: %d, want 2", len(page.Events))
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mamori/mamori/server/internal/notify"
 	"github.com/mamori/mamori/shared/event"
@@ -471,8 +472,24 @@ func (u *UI) handleAlertForm(w http.ResponseWriter, r *http.Request) {
 	err = u.cfg.Alerting.Notifier.AlertAction(r.Context(), sessionFrom(r.Context()).Name, "web", idx, action, comment)
 	switch {
 	case errors.Is(err, notify.ErrInvalid):
+		msg := "コメントを入力してください (確認・対応した内容)。"
+		if n := utf8.RuneCountInString(strings.TrimSpace(comment)); n > notify.MaxComment {
+			msg = fmt.Sprintf("コメントは %d 文字以内にしてください (%d 文字あります)。", notify.MaxComment, n)
+		}
 		u.refuse(w, r, http.StatusBadRequest, func(v *notifyView) {
-			v.AlertErr[idx] = "コメントを入力してください (2000 バイト以内)。"
+			v.AlertErr[idx] = msg
+			v.AlertComment[idx] = comment
+		})
+		return
+	case errors.Is(err, notify.ErrResolved):
+		u.refuse(w, r, http.StatusConflict, func(v *notifyView) {
+			msg := "この警告はすでに解決済みです。確認済みに戻すことはできません。"
+			var re *notify.ResolvedError
+			if errors.As(err, &re) {
+				msg = fmt.Sprintf("この警告は %s に %s が解決済みにしました。確認済みに戻すことはできません。",
+					re.At.In(u.cfg.Location).Format("2006-01-02 15:04"), re.By)
+			}
+			v.AlertErr[idx] = msg
 			v.AlertComment[idx] = comment
 		})
 		return

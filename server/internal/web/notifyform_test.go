@@ -255,6 +255,22 @@ func TestNotificationFormsAndAlertActions(t *testing.T) {
 		if !strings.Contains(pg.body, "解決済み") || !strings.Contains(pg.body, "USB メモリを回収しました") {
 			t.Error("the list does not show the resolved state")
 		}
+		// A stale tab's 確認 after 解決 is refused, saying who resolved it.
+		a = b.post(path+"/acknowledge", url.Values{"csrf": {tok}, "comment": {"再確認"}})
+		if a.status != http.StatusConflict || !strings.Contains(a.body, "manabu が解決済みにしました") {
+			t.Errorf("acknowledge after resolve: %d", a.status)
+		}
+		// The limit is the form's 2,000 characters, not bytes.
+		a = b.post(path+"/resolve", url.Values{"csrf": {tok}, "comment": {strings.Repeat("確", 2001)}})
+		if a.status != http.StatusBadRequest || !strings.Contains(a.body, "コメントは 2000 文字以内にしてください (2001 文字あります)") {
+			t.Errorf("2,001-character comment: %d", a.status)
+		}
+		if a := b.post(path+"/resolve", url.Values{"csrf": {tok}, "comment": {strings.Repeat("確", 700)}}); a.status != http.StatusSeeOther {
+			t.Errorf("700-character comment: %d", a.status)
+		}
+		if ack := serverEvents(t, srv, "alert.acknowledged"); len(ack) != 1 {
+			t.Errorf("%d acknowledgements recorded, want 1", len(ack))
+		}
 	})
 }
 
