@@ -113,13 +113,13 @@ func buildMail(cfg SMTP, rcpts []string, m Message) (*gomail.Msg, error) {
 		msg.SetBodyString(gomail.TypeTextPlain, crlf(m.Text))
 	} else {
 		msg = gomail.NewMsg(gomail.WithCharset(gomail.CharsetISO2022JP), gomail.WithEncoding(gomail.EncodingB64))
-		subj, err := iso2022Words(m.Subject)
+		subj, err := iso2022Words(jisX0208Only(m.Subject))
 		if err != nil {
 			return nil, err
 		}
 		msg.SetGenHeaderPreformatted(gomail.HeaderSubject, subj)
-		// Paths may hold characters outside JIS X 0208: "?" rather than no mail.
-		body, err := encoding.ReplaceUnsupported(japanese.ISO2022JP.NewEncoder()).String(crlf(m.Text))
+		// Paths may hold characters outside JIS X 0208: "?" or 〓 rather than no mail.
+		body, err := encoding.ReplaceUnsupported(japanese.ISO2022JP.NewEncoder()).String(crlf(jisX0208Only(m.Text)))
 		if err != nil {
 			return nil, fmt.Errorf("notify: body not representable in ISO-2022-JP: %w", err)
 		}
@@ -216,4 +216,33 @@ func withoutURL(err error) error {
 		return fmt.Errorf("%s to its URL: %w", ue.Op, ue.Err)
 	}
 	return err
+}
+
+// jisX0208Only replaces the characters x/text's ISO-2022-JP encoder would
+// write from the NEC and IBM extensions (①, ㈱, 髙: rows 13 and 89-92) with
+// 〓, the mark Japanese mail uses for a character it cannot carry: strict
+// readers (iconv, mail filters) refuse a whole body for one of them.
+func jisX0208Only(s string) string {
+	ok := func(r rune) bool {
+		if r < 0x80 {
+			return true
+		}
+		b, err := japanese.ISO2022JP.NewEncoder().String(string(r))
+		// ESC $ B, two bytes, ESC ( B; anything else (half-width kana,
+		// unsupported) is the encoder's own business.
+		if err != nil || len(b) != 8 || b[1] != '$' {
+			return true
+		}
+		row := int(b[3]) - 0x20
+		return (row >= 1 && row <= 8) || (row >= 16 && row <= 84)
+	}
+	if strings.IndexFunc(s, func(r rune) bool { return !ok(r) }) < 0 {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if ok(r) {
+			return r
+		}
+		return '〓'
+	}, s)
 }

@@ -699,3 +699,48 @@ func TestAlertWithNowhereToGoIsAFailedDelivery(t *testing.T) {
 		t.Fatalf("delivery log %+v", log)
 	}
 }
+
+// TestISO2022JPMailHasOnlyJISX0208: strict ISO-2022-JP readers (iconv,
+// Python, mail filters) refuse a whole body for one NEC or IBM extension
+// character (①, ㈱, 髙), which x/text's encoder writes; those become 〓, the
+// mark Japanese mail has always used for a character it cannot carry.
+func TestISO2022JPMailHasOnlyJISX0208(t *testing.T) {
+	m := Message{Subject: "[Mamori] 髙橋①の件", Text: "対象: D:\\顧客\\髙橋①㈱～.csv\n"}
+	msg, err := buildMail(SMTP{From: "mamori@example.jp", Charset: CharsetISO2022JP}, []string{"kanri@example.jp"}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw strings.Builder
+	if _, err := msg.WriteTo(&raw); err != nil {
+		t.Fatal(err)
+	}
+	d := mailtest.Decode(t, []byte(raw.String()))
+	for name, jis := range map[string][]byte{"subject": d.SubjectRaw, "body": d.BodyRaw} {
+		if bad := nonJISX0208(jis); bad != "" {
+			t.Errorf("%s holds %s outside JIS X 0208", name, bad)
+		}
+	}
+	if !strings.Contains(d.Body, "対象: D:\\顧客\\〓橋〓〓～.csv") || !strings.Contains(d.Subject, "〓橋〓の件") {
+		t.Errorf("subject %q body %q", d.Subject, d.Body)
+	}
+}
+
+// nonJISX0208 names the first two-byte code in an ISO-2022-JP text whose
+// row is not one of JIS X 0208's (1-8, 16-84), or "".
+func nonJISX0208(b []byte) string {
+	twoByte := false
+	for i := 0; i < len(b); i++ {
+		if b[i] == 0x1b && i+2 < len(b) {
+			twoByte = b[i+1] == '$'
+			i += 2
+			continue
+		}
+		if twoByte && i+1 < len(b) {
+			if row := int(b[i]) - 0x20; row < 1 || (row > 8 && row < 16) || row > 84 {
+				return fmt.Sprintf("row %d (0x%02x%02x)", row, b[i], b[i+1])
+			}
+			i++
+		}
+	}
+	return ""
+}

@@ -142,6 +142,8 @@ func (s *session) Logout() error { return nil }
 type Decoded struct {
 	Subject, Body, Charset string
 	Header                 mail.Header
+	// SubjectRaw and BodyRaw are the same before the charset's decoding.
+	SubjectRaw, BodyRaw []byte
 }
 
 // Decode parses a received mail and decodes subject and body to UTF-8.
@@ -151,9 +153,15 @@ func Decode(t testing.TB, raw []byte) Decoded {
 	if err != nil {
 		t.Fatalf("mail: %v\n%s", err, raw)
 	}
+	var subjRaw []byte
 	dec := &mime.WordDecoder{CharsetReader: func(cs string, in io.Reader) (io.Reader, error) {
 		if strings.EqualFold(cs, "iso-2022-jp") {
-			return japanese.ISO2022JP.NewDecoder().Reader(in), nil
+			b, err := io.ReadAll(in)
+			if err != nil {
+				return nil, err
+			}
+			subjRaw = append(subjRaw, b...)
+			return japanese.ISO2022JP.NewDecoder().Reader(bytes.NewReader(b)), nil
 		}
 		return nil, errors.New("unexpected charset " + cs)
 	}}
@@ -184,6 +192,7 @@ func Decode(t testing.TB, raw []byte) Decoded {
 	default:
 		t.Fatalf("unexpected transfer encoding %q", cte)
 	}
+	bodyRaw := []byte(text)
 	if strings.EqualFold(params["charset"], "iso-2022-jp") {
 		u, err := japanese.ISO2022JP.NewDecoder().String(text)
 		if err != nil {
@@ -191,7 +200,8 @@ func Decode(t testing.TB, raw []byte) Decoded {
 		}
 		text = u
 	}
-	return Decoded{Subject: subj, Body: strings.ReplaceAll(text, "\r\n", "\n"), Charset: strings.ToLower(params["charset"]), Header: msg.Header}
+	return Decoded{Subject: subj, Body: strings.ReplaceAll(text, "\r\n", "\n"), Charset: strings.ToLower(params["charset"]), Header: msg.Header,
+		SubjectRaw: subjRaw, BodyRaw: bodyRaw}
 }
 
 func base64Reader(b []byte) io.Reader {
