@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/incident"
 	"github.com/mamori/mamori/server/internal/notify"
+	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/report"
 	"github.com/mamori/mamori/shared/event"
 )
@@ -202,26 +205,59 @@ func (u *UI) handleWorksheet(w http.ResponseWriter, r *http.Request) {
 // report itself (html or csv), recorded as an export.
 func (u *UI) handleReports(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if q.Get("from") == "" && q.Get("to") == "" {
+	depts, err := u.reportDepartments(r.Context())
+	if err != nil {
+		u.internal(w, r, "report departments", err)
+		return
+	}
+	// form shows the form with the values given, and a refusal in the
+	// page's language (the exact detail after it).
+	form := func(status int, ja, en, detail string) {
 		p := u.titled(r, "reports", "監査報告書", "Audit reports")
+		p.Data = reportForm{From: q.Get("from"), To: q.Get("to"), Department: q.Get("department"), Format: q.Get("format"), Departments: depts}
+		if ja != "" {
+			p.Err = ja
+			if p.Lang == "en" {
+				p.Err = en
+			}
+			if detail != "" {
+				p.Err += " (" + detail + ")"
+			}
+		}
+		u.render(w, r, status, "reports", p)
+	}
+	if q.Get("from") == "" && q.Get("to") == "" {
 		now := u.cfg.Now().In(u.cfg.Location)
 		first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, u.cfg.Location)
-		p.Data = map[string]string{"From": first.AddDate(0, -1, 0).Format(time.DateOnly), "To": first.AddDate(0, 0, -1).Format(time.DateOnly)}
-		u.render(w, r, http.StatusOK, "reports", p)
+		q.Set("from", first.AddDate(0, -1, 0).Format(time.DateOnly))
+		q.Set("to", first.AddDate(0, 0, -1).Format(time.DateOnly))
+		form(http.StatusOK, "", "", "")
 		return
 	}
 	from, to, err := report.ParseDates(q.Get("from"), q.Get("to"))
 	if err != nil {
-		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
+		form(http.StatusBadRequest, "開始日と終了日を YYYY-MM-DD で、開始日が終了日より後にならないように指定してください。",
+			"Give the start and end as YYYY-MM-DD, the start not after the end.", strings.TrimPrefix(err.Error(), report.ErrInvalid.Error()+": "))
+		return
+	}
+	if d := q.Get("department"); d != "" && !slices.Contains(depts, d) {
+		form(http.StatusBadRequest, "部署「"+d+"」の端末も台帳もありません。部署名を一覧から選んでください (空欄で全部署)。",
+			"No PC and no register entry has the department \""+d+"\". Pick one from the list (empty: all).", "")
 		return
 	}
 	if q.Get("format") == "bundle" {
+		if q.Get("department") != "" {
+			form(http.StatusBadRequest, "証跡バンドルは期間の全イベントです。部署は空欄にしてください (部署ごとの数字はその一部です)。",
+				"The evidence bundle holds every event of the period: leave the department empty (a department's figures are a subset of it).", "")
+			return
+		}
 		u.reportBundle(w, r, from, to)
 		return
 	}
 	rep, err := u.cfg.Alerting.Reports.Build(r.Context(), report.Params{From: from, To: to, Department: q.Get("department")})
 	if errors.Is(err, report.ErrInvalid) {
-		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
+		form(http.StatusBadRequest, "報告書を作成できません。期間は 3 年以内にしてください。", "The report cannot be made: at most three years.",
+			strings.TrimPrefix(err.Error(), report.ErrInvalid.Error()+": "))
 		return
 	}
 	if err != nil {
@@ -252,16 +288,51 @@ func (u *UI) handleReports(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(buf.Bytes())
 }
 
+// reportForm is the 監査報告 form's data.
+type reportForm struct {
+	From, To, Department, Format string
+	Departments                  []string // of PCs and register entries, sorted
+}
+
+// reportDepartments lists the departments a report can be made for: those
+// of enrolled PCs and of register entries.
+func (u *UI) reportDepartments(ctx context.Context) ([]string, error) {
+	seen := map[string]bool{}
+	if u.cfg.Compliance != nil {
+		all, err := u.cfg.Compliance.Report(ctx, compliance.Filter{})
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range all.Hosts {
+			seen[h.Department] = true
+		}
+	}
+	if u.cfg.Registers != nil {
+		es, err := u.cfg.Registers.List(ctx, register.KindPI, register.Filter{})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range es {
+			if pi, ok := e.(*register.PIEntry); ok {
+				seen[pi.Department] = true
+			}
+		}
+	}
+	delete(seen, "")
+	out := make([]string, 0, len(seen))
+	for d := range seen {
+		out = append(out, d)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // reportBundle writes the evidence bundle behind a report: every event
 // of the period (as the API's format=bundle), for mamori-server verify.
 func (u *UI) reportBundle(w http.ResponseWriter, r *http.Request, from, to time.Time) {
 	q := r.URL.Query()
 	if u.cfg.Evidence == nil {
 		u.fail(w, r, http.StatusNotImplemented, "err_invalid", "export is not enabled on this server")
-		return
-	}
-	if q.Get("department") != "" {
-		u.fail(w, r, http.StatusBadRequest, "err_invalid", "department: the bundle holds every event of the period (leave the department empty); the report's figures for a department are a subset of it")
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")

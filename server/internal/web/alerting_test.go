@@ -47,8 +47,26 @@ func TestAlertingPages(t *testing.T) {
 		t.Errorf("Notifications in English shows the reason in Japanese, or none:\n%s", regexp.MustCompile(`(?s)<tr id="alert-.*?</tr>`).FindString(en))
 	}
 	b.get("/lang/ja")
-	if a := b.get("/reports?from=2026-13-01&to=2026-12-31"); a.status != 400 {
-		t.Errorf("bad date: %d", a.status)
+	// Refusals in the page's words, on the form with what was typed.
+	for q, want := range map[string]string{
+		"from=2026-13-01&to=2026-12-31":                              "開始日と終了日を YYYY-MM-DD で",
+		"from=2026-12-31&to=2026-12-01":                              "開始日が終了日より後にならないように",
+		"from=2026-12-01&to=2026-12-31&department=総務":                "部署「総務」の端末も台帳もありません",
+		"from=2026-12-01&to=2026-12-31&department=総務部&format=bundle": "部署は空欄にしてください",
+	} {
+		a := b.get("/reports?" + q)
+		if a.status != 400 || !strings.Contains(a.body, want) || !strings.Contains(a.body, `name="from" value="2026-`) {
+			t.Errorf("%s: %d, lacks %q or the form:\n%.3000s", q, a.status, want, a.body)
+		}
+		if strings.Contains(a.body, "report: invalid") || strings.Contains(a.body, "the bundle holds") {
+			t.Errorf("%s: English detail as the message", q)
+		}
+	}
+	if pg := b.get("/reports"); !strings.Contains(pg.body, `<option value="総務部">`) {
+		t.Error("監査報告 does not offer the departments")
+	}
+	if a := b.get("/reports?from=2026-12-01&to=2026-12-31&department=総務部"); a.status != 200 {
+		t.Errorf("a known department's report: %d", a.status)
 	}
 	// The evidence behind the report's figures, from the page: every event
 	// of the period, verifiable offline.
