@@ -55,9 +55,18 @@ func (r *Report) HTML(w io.Writer) error {
 // CSV writes the report as one table (区分 first) for Excel: UTF-8 with a
 // BOM, formulas defused.
 func (r *Report) CSV(w io.Writer) error {
-	rows := [][]string{{"区分", "項目", "値1", "値2", "値3", "値4", "値5"}}
+	// One sheet of sections; each section opens with a row naming its
+	// columns, in the words of the HTML report.
+	rows := [][]string{{"区分", "項目", "内容"}}
 	add := func(cells ...string) { rows = append(rows, cells) }
-	add("概要", "対象期間", r.From, r.To)
+	ctl := func(c string) string { return labels.Of(labels.Control, labels.JA, c) }
+	yes := func(b bool) string {
+		if b {
+			return "はい"
+		}
+		return "いいえ"
+	}
+	add("概要", "対象期間", r.From+" 〜 "+r.To)
 	add("概要", "対象範囲", r.Department)
 	add("概要", "イベント数", strconv.FormatInt(r.TotalEvents, 10))
 	ctrls := make([]string, 0, len(r.EventsByControl))
@@ -65,45 +74,57 @@ func (r *Report) CSV(w io.Writer) error {
 		ctrls = append(ctrls, c)
 	}
 	sort.Strings(ctrls)
+	add("イベント数", "管理策", "件数")
 	for _, c := range ctrls {
-		add("イベント数", c, strconv.FormatInt(r.EventsByControl[c], 10))
+		add("イベント数", ctl(c), strconv.FormatInt(r.EventsByControl[c], 10))
 	}
+	add("遵守率", "管理策", "根拠条項", "遵守率", "状態の記録数", "違反の記録数", "例外の数")
 	for _, c := range r.Controls {
-		add("遵守率", c.Control, strings.Join(c.Clauses, " / "), rate(c.Rate, c.Hosts),
+		add("遵守率", ctl(c.Control), strings.Join(c.Clauses, " / "), rate(c.Rate, c.Hosts),
 			strconv.FormatInt(c.StatusEvents, 10), strconv.FormatInt(c.FailEvents, 10), strconv.Itoa(c.Exceptions))
+	}
+	add("月別遵守率", "管理策", "月", "遵守率", "対象端末数", "違反端末数", "不明端末数")
+	for _, c := range r.Controls {
 		for _, m := range c.Months {
-			add("月別遵守率", c.Control, m.Month, rate(m.Rate, m.Hosts), strconv.Itoa(m.Hosts), strconv.Itoa(m.Failing), strconv.Itoa(m.Unknown))
+			add("月別遵守率", ctl(c.Control), m.Month, rate(m.Rate, m.Hosts), strconv.Itoa(m.Hosts), strconv.Itoa(m.Failing), strconv.Itoa(m.Unknown))
 		}
 	}
+	add("例外", "端末", "管理策", "理由", "開始", "終了", "秒数")
 	for _, e := range r.Exceptions {
 		to := "継続中"
 		if e.To != nil {
 			to = e.To.In(JST).Format(time.DateTime)
 		}
-		add("例外", e.Hostname, e.Control, e.Reason, e.From.In(JST).Format(time.DateTime), to, strconv.FormatInt(e.Seconds, 10))
+		add("例外", e.Hostname, ctl(e.Control), e.Reason, e.From.In(JST).Format(time.DateTime), to, strconv.FormatInt(e.Seconds, 10))
 	}
+	add("台帳見直し", "台帳番号", "名称", "部署", "最終見直し日", "12か月以上未見直し")
 	for _, v := range r.Reviews {
-		add("台帳見直し", v.ID, v.Name, v.Department, v.LastReviewed, strconv.FormatBool(v.Overdue))
+		add("台帳見直し", v.ID, v.Name, v.Department, v.LastReviewed, yes(v.Overdue || v.LastReviewed == ""))
 	}
+	add("持出し", "番号", "申請者", "媒体のシリアル", "端末", "承認者", "状態")
 	for _, a := range r.CarryOuts {
-		add("持出し", a.ID, a.Requester, a.Serial, a.Host, a.Approver, a.Status)
+		add("持出し", a.ID, a.Requester, a.Serial, a.Host, a.Approver, labels.Of(labels.Status, labels.JA, a.Status))
 	}
+	add("廃棄", "番号", "日付", "対象", "方法", "責任者")
 	for _, d := range r.Disposals {
 		add("廃棄", d.ID, d.Date, d.Item, d.Method, d.Responsible)
 	}
+	add("事故", "番号", "件名", "発見日時", "本人の数", "状態")
 	for _, in := range r.Incidents {
-		add("事故", in.ID, in.Title, in.DiscoveredAt.In(JST).Format(time.DateTime), strconv.Itoa(in.Persons), in.Status)
+		add("事故", in.ID, in.Title, in.DiscoveredAt.In(JST).Format(time.DateTime), strconv.Itoa(in.Persons), labels.Of(labels.Status, labels.JA, in.Status))
 	}
+	add("アクセス記録", "台帳番号", "名称", "イベント数", "利用者数")
 	for _, a := range r.Access {
 		add("アクセス記録", a.RegisterID, a.Name, strconv.FormatInt(a.Events, 10), strconv.FormatInt(a.Users, 10))
 	}
 	in := r.Integrity
-	add("完全性", "開始", strconv.FormatInt(in.StartSize, 10), in.StartRoot)
-	add("完全性", "終了", strconv.FormatInt(in.EndSize, 10), in.EndRoot)
-	add("完全性", "検証", strconv.FormatBool(in.Verified), in.Statement)
+	add("完全性", "項目", "ログの件数", "ルートハッシュ")
+	add("完全性", "期間開始時のチェックポイント", strconv.FormatInt(in.StartSize, 10), in.StartRoot)
+	add("完全性", "期間末のチェックポイント", strconv.FormatInt(in.EndSize, 10), in.EndRoot)
+	add("完全性", "検証済み", yes(in.Verified), in.Statement)
 	for _, it := range integrityTypes {
 		if n := in.Problems[it.typ]; n > 0 {
-			add("完全性", "問題", it.typ, it.ja, strconv.FormatInt(n, 10))
+			add("完全性", "記録された問題", it.ja, strconv.FormatInt(n, 10), it.typ)
 		}
 	}
 	if _, err := io.WriteString(w, "\ufeff"); err != nil {
@@ -124,5 +145,5 @@ func rate(r float64, hosts int) string {
 	if hosts == 0 {
 		return ""
 	}
-	return strconv.FormatFloat(r, 'f', 4, 64)
+	return strconv.FormatFloat(r*100, 'f', 1, 64) + "%"
 }

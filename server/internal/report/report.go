@@ -134,8 +134,11 @@ type Exception struct {
 
 // Review is the review status of one 個人情報管理台帳 entry.
 type Review struct {
-	ID, Name, Department, LastReviewed string
-	Overdue                            bool // not reviewed in the 12 months before the period's end
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Department   string `json:"department"`
+	LastReviewed string `json:"last_reviewed"`
+	Overdue      bool   `json:"overdue"` // not reviewed in the 12 months before the period's end
 }
 
 // Access is the access-log figures of one 台帳 entry.

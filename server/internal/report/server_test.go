@@ -101,7 +101,7 @@ func TestAuditReportRoute(t *testing.T) {
 	if st, b := get(period + "&format=html"); st != 200 || !strings.Contains(string(b), "社外秘") || !strings.Contains(string(b), "画面ロックまでの時間が長すぎます") {
 		t.Errorf("html: %d", st)
 	}
-	if st, b := get(period + "&format=csv&department=総務部"); st != 200 || !bytes.HasPrefix(b, []byte("\ufeff")) || !strings.Contains(string(b), `"イベント数","fileaccess","29"`) {
+	if st, b := get(period + "&format=csv&department=総務部"); st != 200 || !bytes.HasPrefix(b, []byte("\ufeff")) || !strings.Contains(string(b), `"イベント数","ファイルアクセス","29"`) {
 		t.Errorf("csv: %d %s", st, b)
 	}
 	st, b = get(period + "&format=bundle")
