@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -306,6 +307,7 @@ type rootState struct {
 	folder
 	watched bool
 	err     error
+	missing bool // did not exist when last tried: what it holds when it appears is new
 	bulk    bulkWindow
 }
 
@@ -454,8 +456,9 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 				continue
 			}
 		}
-		rs.err = r.addRoot(ctx, p)
+		rs.err = r.addRoot(ctx, p, rs.missing)
 		rs.watched = rs.err == nil
+		rs.missing = rs.err != nil && (rs.missing || errors.Is(rs.err, fs.ErrNotExist))
 	}
 	var roots []string
 	for p, rs := range r.roots {
@@ -475,10 +478,21 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 // addRoot watches root. With a saved snapshot of it, what differs on disk
 // is reported: at the first add since start, as changes made while the
 // agent was stopped; later (a new watcher after a settings change), as
-// reconciled. Without one, the walk is the baseline and is saved.
-func (r *runner) addRoot(ctx context.Context, root string) error {
-	if r.store == nil || r.w.Roots()[root] {
+// reconciled. Without one, the walk is the baseline and is saved; but a
+// root that was missing (appeared) was empty when it was first watched for,
+// so what it holds now is reported as created (reconciled), as when a
+// watched folder is deleted and made again.
+func (r *runner) addRoot(ctx context.Context, root string, appeared bool) error {
+	if r.w.Roots()[root] {
 		return r.w.Add(root)
+	}
+	var empty map[string]fswatch.Entry // nil: take a baseline
+	if appeared {
+		empty = map[string]fswatch.Entry{}
+		delete(r.offline, root) // made while watched for, not while stopped
+	}
+	if r.store == nil {
+		return r.w.AddFrom(root, empty)
 	}
 	log := r.c.env.Log
 	first := !r.seen[root]
@@ -499,7 +513,7 @@ func (r *runner) addRoot(ctx context.Context, root string) error {
 			RegisterID: r.registerFor(root), Attrs: attrs})
 	}
 	if prior == nil {
-		if err := r.w.Add(root); err != nil {
+		if err := r.w.AddFrom(root, empty); err != nil {
 			return err
 		}
 		var others []string
@@ -508,7 +522,11 @@ func (r *runner) addRoot(ctx context.Context, root string) error {
 				others = append(others, p)
 			}
 		}
-		if err := saveBaseline(r.store, root, others, r.w.Snapshot(root), r.c.env.Clock.Now()); err != nil {
+		base := r.w.Snapshot(root)
+		if appeared {
+			base = nil // each file is saved with its file.created, which is not stored yet
+		}
+		if err := saveBaseline(r.store, root, others, base, r.c.env.Clock.Now()); err != nil {
 			log.Warn().Err(err).Str("folder", root).Msg("fileaccess: baseline not saved; changes while stopped will not be found")
 		}
 		return nil
@@ -634,6 +652,7 @@ func (r *runner) change(ctx context.Context, ch fswatch.Change) {
 			}})
 		return
 	}
+	ch = replacedName(ch)
 	if ch.Path == ch.Root && ch.Op == fswatch.Deleted {
 		if rs := r.roots[ch.Root]; rs != nil {
 			rs.watched, rs.err = false, fs.ErrNotExist
@@ -645,6 +664,38 @@ func (r *runner) change(ctx context.Context, ch fswatch.Change) {
 		return
 	}
 	r.record(ctx, ch)
+}
+
+// replacedName fixes the deletion of a file renamed within the window whose
+// earlier names hold a file again, as after a save via rename (Office and
+// most editors: the original renamed to a backup name, the new content
+// renamed onto the original name, the backup deleted). The watcher reports
+// it under the first name, which would make file.deleted the last event of
+// a path that exists and drop that path from the saved snapshot: it is the
+// deletion of the last name (names kept), and the new file's own change
+// sets the snapshot entry of the name it took.
+func replacedName(ch fswatch.Change) fswatch.Change {
+	if ch.Op != fswatch.Deleted || len(ch.Names) < 2 {
+		return ch
+	}
+	first, last := ch.Path, ch.Names[len(ch.Names)-1]
+	var snap map[string]*fswatch.Entry
+	for _, n := range ch.Names[:len(ch.Names)-1] {
+		if _, err := os.Lstat(n); n == last || err != nil {
+			continue
+		}
+		if snap == nil {
+			snap = maps.Clone(ch.Snap)
+		}
+		delete(snap, n)
+		if n == first {
+			ch.Path = last
+		}
+	}
+	if snap != nil {
+		ch.Snap = snap
+	}
+	return ch
 }
 
 // sequenceAttrs keeps what a coalesced change merged: every name the file

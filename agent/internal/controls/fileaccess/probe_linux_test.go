@@ -567,3 +567,38 @@ func TestFastSequenceWithFanotify(t *testing.T) {
 		}
 	}
 }
+
+// TestSaveViaRenameWithFanotify: the save via rename of
+// TestSaveViaRenameEndsWithNewContent done by the shell commands an editor's
+// save amounts to, with the real probe (root: fanotify with the FID group):
+// the saved path's last event is its new content, and the deletion, under
+// the backup name, is rm's.
+func TestSaveViaRenameWithFanotify(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("fanotify needs root (CAP_SYS_ADMIN)")
+	}
+	root := t.TempDir()
+	saved, backup := filepath.Join(root, "文書1.xlsx"), filepath.Join(root, "文書1~RF.TMP")
+	if err := os.WriteFile(saved, []byte("v1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, newProbe(controlsEnvForProbe()), pol(func(f *policy.FileAccess) {
+		f.Paths = []string{root}
+		f.Debounce = policy.Duration(300 * time.Millisecond)
+	}))
+	st := h.waitStatus(controls.Pass, "")
+	if st.Attrs["attribution"] != "fanotify+fid" {
+		t.Skipf("no fanotify FID here: attribution %v", st.Attrs["attribution"])
+	}
+	cmd := exec.Command("/bin/sh", "-ec", `cd "$1"; echo v2 > T1.tmp; mv 文書1.xlsx 文書1~RF.TMP; mv T1.tmp 文書1.xlsx; rm 文書1~RF.TMP`, "sh", root)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	h.waitFor("the deletion", func(evs []event.Event) bool { return find(evs, TypeDeleted, "") != nil })
+	time.Sleep(time.Second) // the rest of the window and the join delay
+	checkSaveViaRename(t, h.rec.Events(), saved, backup)
+	del := *find(h.rec.Events(), TypeDeleted, backup)
+	if filepath.Base(del.Process) != "rm" || del.Attrs["attribution_source"] != sourceObserved {
+		t.Fatalf("deletion attributed to %q (%v), want rm observed: %+v", del.Process, del.Attrs["attribution_source"], del)
+	}
+}

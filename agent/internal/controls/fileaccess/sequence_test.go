@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/fswatch"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
 )
@@ -88,5 +90,116 @@ func TestFastSequenceKeepsNamesAndModification(t *testing.T) {
 		if e.Type == TypeRenamed || e.Type == TypeCreated {
 			t.Fatalf("unexpected %s %s", e.Type, e.Object)
 		}
+	}
+}
+
+// saveViaRename saves dir/name the way Office and most editors do: the new
+// content written to a temp file, the original renamed to a backup name,
+// the temp file renamed onto the original name, the backup deleted.
+func saveViaRename(t *testing.T, dir, name, backup string) {
+	t.Helper()
+	tmp := filepath.Join(dir, "T1.tmp")
+	if err := os.WriteFile(tmp, []byte("v2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, backup)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, backup)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkSaveViaRename asserts the events of saveViaRename (in stored order):
+// the old content's deletion is reported under the backup name it was
+// deleted as, naming both names, and the last event of the saved path is
+// the new content's (created or modified), never file.deleted.
+func checkSaveViaRename(t *testing.T, evs []event.Event, saved, backup string) {
+	t.Helper()
+	var last, del *event.Event
+	var list []string
+	for i, e := range evs {
+		if e.Control != Name || !strings.HasPrefix(e.Type, "file.") {
+			continue
+		}
+		list = append(list, fmt.Sprintf("%s %s %v", e.Type, e.Object, e.Attrs))
+		if e.Object == saved {
+			last = &evs[i]
+		}
+		if names, _ := e.Attrs["names"].([]any); e.Type == TypeDeleted && len(names) == 2 && names[1] == backup {
+			del = &evs[i]
+		}
+	}
+	switch {
+	case last == nil || last.Type != TypeCreated && last.Type != TypeModified:
+		t.Fatalf("last event of %s is not its new content; events:\n%s", saved, strings.Join(list, "\n"))
+	case del == nil || del.Object != backup || del.Attrs["names"].([]any)[0] != saved:
+		t.Fatalf("want file.deleted of %s with names [%s %s]; events:\n%s", backup, saved, backup, strings.Join(list, "\n"))
+	}
+	if err := del.Validate(); err != nil {
+		t.Fatalf("event does not validate: %v", err)
+	}
+}
+
+// TestSaveViaRenameEndsWithNewContent: a save via rename within one
+// debounce window ends, for the saved path, with its new content, not with
+// file.deleted of a path that exists; the saved snapshot keeps the file, so
+// a restart reports nothing for it.
+func TestSaveViaRenameEndsWithNewContent(t *testing.T) {
+	root := t.TempDir()
+	saved, backup := filepath.Join(root, "文書1.xlsx"), filepath.Join(root, "文書1~RF.TMP")
+	if err := os.WriteFile(saved, []byte("v1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spoolPath := filepath.Join(t.TempDir(), "spool.db")
+	p := pol(func(f *policy.FileAccess) {
+		f.Paths = []string{root}
+		f.Debounce = policy.Duration(300 * time.Millisecond)
+	})
+	sp, stop := runOnSpool(t, spoolPath, p)
+	waitSpool(t, sp, "status", func(evs []event.Event) bool { return find(evs, "fileaccess.status", "") != nil })
+	saveViaRename(t, root, "文書1.xlsx", "文書1~RF.TMP")
+	waitSpool(t, sp, "the deletion", func(evs []event.Event) bool { return find(evs, TypeDeleted, "") != nil })
+	time.Sleep(700 * time.Millisecond) // the rest of the window, however it is ordered
+	evs := stop()
+	checkSaveViaRename(t, evs, saved, backup)
+
+	// The saved snapshot still holds the saved file: a restart reports nothing.
+	n := len(evs)
+	sp, stop = runOnSpool(t, spoolPath, p)
+	waitSpool(t, sp, "status", func(evs []event.Event) bool { return find(evs[n:], "fileaccess.status", "") != nil })
+	time.Sleep(300 * time.Millisecond)
+	for _, e := range stop()[n:] {
+		if strings.HasPrefix(e.Type, "file.") {
+			t.Fatalf("after a restart: %s %s %v", e.Type, e.Object, e.Attrs)
+		}
+	}
+}
+
+// TestReplacedName: the deletion of a file renamed within the window moves
+// to its last name only when an earlier name holds a file again, and then
+// leaves that name's snapshot entry to the new file's own change (also for
+// a file created and gone within the window).
+func TestReplacedName(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.xlsx"), filepath.Join(dir, "a~RF.TMP")
+	del := fswatch.Change{Op: fswatch.Deleted, Path: a, Names: []string{a, b},
+		Snap: map[string]*fswatch.Entry{a: nil, b: nil}}
+	if got := replacedName(del); got.Path != a || len(got.Snap) != 2 {
+		t.Fatalf("first name gone: %+v; want unchanged", got)
+	}
+	if err := os.WriteFile(a, []byte("v2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := replacedName(del); got.Path != b || len(got.Snap) != 1 || got.Snap[b] != nil || len(del.Snap) != 2 {
+		t.Fatalf("first name replaced: %+v (from %+v); want the deletion of %s, snapshot edit of %s only", got, del, b, b)
+	}
+	tr := fswatch.Change{Op: fswatch.Deleted, Path: b, Transient: true, Names: []string{a, b},
+		Snap: map[string]*fswatch.Entry{a: nil, b: nil}}
+	if got := replacedName(tr); got.Path != b || len(got.Snap) != 1 {
+		t.Fatalf("transient, first name replaced: %+v; want %s, snapshot edit of %s only", got, b, b)
 	}
 }

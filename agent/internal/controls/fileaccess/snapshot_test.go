@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/controls/controlstest"
 	"github.com/mamori/mamori/agent/internal/spool"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
@@ -201,4 +202,100 @@ func TestUnusableSnapshotIsReported(t *testing.T) {
 	sp, stop = runOnSpool(t, dbPath, p)
 	waitSpool(t, sp, "delete while stopped", func(evs []event.Event) bool { return find(evs[n:], TypeDeleted, f) != nil })
 	stop()
+}
+
+// TestRootAppearingLaterReportsItsFiles: a watched folder that does not
+// exist when the policy arrives and is made later holds nothing known, so
+// the files written into it before the control notices it (the 30 s check;
+// here a policy applied again) are reported as file.created, reconciled,
+// not taken silently as the baseline. With a spool each file's entry is
+// saved with its event: a restart reports nothing.
+func TestRootAppearingLaterReportsItsFiles(t *testing.T) {
+	for _, spooled := range []bool{false, true} {
+		t.Run(fmt.Sprintf("spool=%v", spooled), func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "data")
+			dbPath := filepath.Join(t.TempDir(), "spool.db")
+			p := pol(func(f *policy.FileAccess) { f.Paths = []string{root} })
+			rec := &controlstest.Recorder{}
+			var emit controls.Emitter = rec
+			var sp *spool.Spool
+			if spooled {
+				var err error
+				if sp, err = spool.Open(dbPath, spool.Options{Agent: "agent-1"}); err != nil {
+					t.Fatal(err)
+				}
+				emit = sp
+			}
+			events := func() []event.Event {
+				if sp == nil {
+					return rec.Events()
+				}
+				evs, err := sp.Peek(1 << 20)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return evs
+			}
+			wait := func(what string, ok func([]event.Event) bool) []event.Event {
+				t.Helper()
+				for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					if evs := events(); ok(evs) {
+						return evs
+					} else if time.Now().After(deadline) {
+						t.Fatalf("timed out waiting for %s: %v", what, evs)
+					}
+				}
+			}
+			env := controls.Env{Emit: emit, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
+			c := newControl(env, &fakeProbe{err: fmt.Errorf("none: %w", errors.ErrUnsupported)})
+			if err := c.Apply(context.Background(), p); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			wait("root_missing", func(evs []event.Event) bool {
+				e := find(evs, "fileaccess.status", "")
+				return e != nil && e.Attrs["reason"] == "fileaccess.root_missing"
+			})
+
+			sub := filepath.Join(root, "2026")
+			early := filepath.Join(sub, "名簿.csv")
+			if err := os.MkdirAll(sub, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(early, []byte("氏名\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Apply(context.Background(), p); err != nil { // as the periodic check would
+				t.Fatal(err)
+			}
+			evs := wait("created", func(evs []event.Event) bool {
+				return find(evs, TypeCreated, early) != nil && find(evs, TypeCreated, sub) != nil
+			})
+			if e := find(evs, TypeCreated, early); e.Attrs["reconciled"] != true || e.Attrs["attribution_source"] != nil {
+				t.Fatalf("created %+v; want reconciled, not while_agent_stopped", e)
+			}
+			late := filepath.Join(root, "late.csv")
+			os.WriteFile(late, []byte("x"), 0o644)
+			wait("late", func(evs []event.Event) bool { return find(evs, TypeCreated, late) != nil })
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if sp == nil {
+				return
+			}
+			n := len(events())
+			sp.Close()
+			sp, stop := runOnSpool(t, dbPath, p)
+			waitSpool(t, sp, "status", func(evs []event.Event) bool { return find(evs[n:], "fileaccess.status", "") != nil })
+			time.Sleep(300 * time.Millisecond)
+			for _, e := range stop()[n:] {
+				if strings.HasPrefix(e.Type, "file.") {
+					t.Fatalf("after a restart: %s %s %v", e.Type, e.Object, e.Attrs)
+				}
+			}
+		})
+	}
 }
