@@ -397,6 +397,13 @@ var catalog = map[Set]map[string]label{
 		"host":           {"端末", "Host"},
 		"user":           {"ユーザー", "User"},
 		"state":          {"状態（詳細）", "State"},
+		// server.writer_started, server.writer_stopped, server.unclean_stop
+		"node":             {"サーバー", "Server"},
+		"epoch":            {"記録者の世代 (epoch)", "Writer epoch"},
+		"previous_stop":    {"前回の停止", "Previous stop"},
+		"log_events":       {"ログの件数", "Events in the log"},
+		"last_record_seq":  {"最後の記録の番号", "Last record's seq"},
+		"last_record_time": {"最後の記録の日時", "Last record's time"},
 	},
 }
 
