@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -145,8 +146,8 @@ type Approval struct {
 type FileAccess struct {
 	Mode          Mode     `json:"mode" yaml:"mode"`
 	Paths         []string `json:"paths,omitempty" yaml:"paths,omitempty"`
-	Folders       []Folder `json:"folders,omitempty" yaml:"folders,omitempty"` // compiled from the register
-	Exclude       []string `json:"exclude,omitempty" yaml:"exclude,omitempty"`
+	Folders       []Folder `json:"folders,omitempty" yaml:"folders,omitempty"`               // compiled from the register
+	Exclude       []string `json:"exclude" yaml:"exclude,omitempty"`                         // [] (exclude nothing) must reach agents
 	BulkThreshold int      `json:"bulk_threshold,omitempty" yaml:"bulk_threshold,omitempty"` // changes per folder per bulk_window
 	BulkWindow    Duration `json:"bulk_window,omitempty" yaml:"bulk_window,omitempty"`
 	Debounce      Duration `json:"debounce,omitempty" yaml:"debounce,omitempty"`
@@ -214,6 +215,20 @@ const (
 	DefaultGenerations   = 7
 )
 
+// Bounds of settings a policy writes; a key left out takes its default.
+// The agent controls rely on them (screenlock, backup) or cannot honour less
+// (fileaccess's housekeeping tick is never under 100ms).
+const (
+	MinMaxIdle      = time.Minute
+	MaxMaxIdle      = 24 * time.Hour
+	MinHeartbeat    = 10 * time.Second
+	MinBulkWindow   = time.Second
+	MinDebounce     = 100 * time.Millisecond
+	MaxDebounce     = time.Minute
+	MinBackupMaxAge = time.Hour
+	MinSchedule     = time.Minute
+)
+
 // DefaultExclude are the file patterns fileaccess ignores unless the policy
 // says otherwise: Office lock files and temp files.
 var DefaultExclude = []string{"~$*", "*.tmp"}
@@ -252,9 +267,19 @@ func ValidName(s string) bool { return nameRE.MatchString(s) }
 // MaxDocumentSize bounds a policy document.
 const MaxDocumentSize = 1 << 20
 
-// Parse decodes and validates a YAML (or JSON, which is YAML) policy.
-// Unknown fields are errors. The result is normalized.
-func Parse(doc []byte) (*Policy, error) {
+// Parse decodes and validates a YAML (or JSON, which is YAML) policy, as
+// an admin writes it: every check an agent's control makes is made here, so
+// a policy the server takes is one agents apply. Unknown fields are errors.
+// The result is normalized.
+func Parse(doc []byte) (*Policy, error) { return parse(doc, true) }
+
+// ParseStored reads a policy the server stored, with the checks of the
+// server that stored it (Parse's before the agents' checks joined them): a
+// policy stored before an upgrade made a check stricter keeps working, and
+// each agent control still refuses what it cannot apply.
+func ParseStored(doc []byte) (*Policy, error) { return parse(doc, false) }
+
+func parse(doc []byte, strict bool) (*Policy, error) {
 	if len(doc) > MaxDocumentSize {
 		return nil, fmt.Errorf("policy: document is %d bytes, limit %d", len(doc), MaxDocumentSize)
 	}
@@ -271,9 +296,15 @@ func Parse(doc []byte) (*Policy, error) {
 	if err := dec.Decode(&p); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	lines := map[string]int{}
-	indexLines(root.Content[0], "", lines)
-	if errs := p.validate(); len(errs) > 0 {
+	lines, nulls := map[string]int{}, map[string]bool{}
+	indexLines(root.Content[0], "", lines, nulls)
+	// Only YAML can tell a key written as 0 from one left out (null counts
+	// as left out); JSON from the server is normalized, so has no zeros.
+	written := func(field string) bool { _, ok := lines[field]; return ok && !nulls[field] }
+	if !strict {
+		written = nil
+	}
+	if errs := p.validate(written); len(errs) > 0 {
 		for _, e := range errs {
 			e.Line = lineOf(lines, e.Field)
 		}
@@ -291,7 +322,7 @@ func ParseJSON(b []byte) (*Policy, error) {
 	if err := d.Decode(&p); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	if errs := p.validate(); len(errs) > 0 {
+	if errs := p.validate(nil); len(errs) > 0 {
 		return nil, errs
 	}
 	p.Normalize()
@@ -300,7 +331,7 @@ func ParseJSON(b []byte) (*Policy, error) {
 
 // Validate checks the policy's fields; the error is an Errors.
 func (p *Policy) Validate() error {
-	if errs := p.validate(); len(errs) > 0 {
+	if errs := p.validate(nil); len(errs) > 0 {
 		return errs
 	}
 	return nil
@@ -365,11 +396,19 @@ func (p *Policy) Normalize() {
 	}
 }
 
-func (p *Policy) validate() Errors {
+// validate checks the fields. written, given when parsing the admin's YAML,
+// tells a key written as 0 from one left out, and turns on the authoring
+// rules: explicit zeros the defaults would silently replace, the ranges the
+// agents need, and the checks each agent control would otherwise make on
+// its own (refusing the whole policy there). Without it (ParseJSON on the
+// agents) only the older checks run, so a policy an older server sends is
+// not refused as a whole: each control still checks its own section.
+func (p *Policy) validate(written func(field string) bool) Errors {
 	var errs Errors
 	add := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
+	strict := written != nil
 	if p.APIVersion != APIVersion {
 		add("apiVersion", "must be %q, got %q", APIVersion, p.APIVersion)
 	}
@@ -392,10 +431,44 @@ func (p *Policy) validate() Errors {
 			add(field, "must not be negative")
 		}
 	}
+	// zero refuses a key written as 0 (Normalize would replace it with the
+	// default without a word) and reports whether the value is to be
+	// range-checked: set, and not already refused.
+	zero := func(field string, isZero bool, lo, def string) bool {
+		if !isZero {
+			return strict
+		}
+		if strict && written(field) {
+			add(field, "0 is not allowed: the minimum is %s; leave %s out for the default %s", lo, key(field), def)
+		}
+		return false
+	}
+	// durIn checks a set duration against lo..hi (hi 0: no upper bound).
+	durIn := func(field string, d Duration, lo, hi time.Duration, def string) {
+		switch {
+		case !zero(field, d == 0, short(lo), def):
+		case hi > 0 && (d.D() < lo || d.D() > hi):
+			add(field, "%s is out of range: use %s to %s", short(d.D()), short(lo), short(hi))
+		case d.D() < lo:
+			add(field, "%s is too short: must be at least %s", short(d.D()), short(lo))
+		}
+	}
+	// atLeast is durIn for counts; without strict, only negatives are refused.
+	atLeast := func(field string, n, lo int, def string) {
+		if !strict && n < 0 || zero(field, n == 0, fmt.Sprint(lo), def) && n < lo {
+			add(field, "%d is too small: must be at least %d", n, lo)
+		}
+	}
 	mode("controls.screenlock.mode", c.Screenlock.Mode)
-	nonNeg("controls.screenlock.max_idle", c.Screenlock.MaxIdle)
-	if c.Screenlock.MaxIdle > 0 && c.Screenlock.MaxIdle.D() < 30*time.Second {
-		add("controls.screenlock.max_idle", "must be at least 30s")
+	if f := "controls.screenlock.max_idle"; zero(f, c.Screenlock.MaxIdle == 0, short(MinMaxIdle), short(DefaultMaxIdle)) {
+		if err := CheckMaxIdle(c.Screenlock.MaxIdle.D()); err != nil {
+			add(f, "%v", err)
+		}
+	} else if !strict {
+		nonNeg(f, c.Screenlock.MaxIdle)
+		if c.Screenlock.MaxIdle > 0 && c.Screenlock.MaxIdle.D() < 30*time.Second {
+			add(f, "must be at least 30s")
+		}
 	}
 	mode("controls.media.mode", c.Media.Mode)
 	switch c.Media.Default {
@@ -428,30 +501,61 @@ func (p *Policy) validate() Errors {
 			add(fmt.Sprintf("controls.fileaccess.exclude[%d]", i), "bad pattern %q", pat)
 		}
 	}
-	if c.FileAccess.BulkThreshold < 0 {
-		add("controls.fileaccess.bulk_threshold", "must not be negative")
+	atLeast("controls.fileaccess.bulk_threshold", c.FileAccess.BulkThreshold, 1, fmt.Sprint(DefaultBulkThreshold))
+	if strict {
+		durIn("controls.fileaccess.bulk_window", c.FileAccess.BulkWindow, MinBulkWindow, 0, short(DefaultBulkWindow))
+		// Under 100ms the agent cannot honour it; over a minute, changes
+		// reach the log long after they happened.
+		durIn("controls.fileaccess.debounce", c.FileAccess.Debounce, MinDebounce, MaxDebounce, short(DefaultDebounce))
+	} else {
+		nonNeg("controls.fileaccess.bulk_window", c.FileAccess.BulkWindow)
+		nonNeg("controls.fileaccess.debounce", c.FileAccess.Debounce)
 	}
-	nonNeg("controls.fileaccess.bulk_window", c.FileAccess.BulkWindow)
-	nonNeg("controls.fileaccess.debounce", c.FileAccess.Debounce)
-	mode("controls.backup.mode", c.Backup.Mode)
-	switch c.Backup.Method {
+	b := &c.Backup
+	mode("controls.backup.mode", b.Mode)
+	switch b.Method {
 	case "", "copy", "observe":
 	default:
-		add("controls.backup.method", "%q is not one of copy, observe", c.Backup.Method)
+		add("controls.backup.method", "%q is not one of copy, observe", b.Method)
 	}
-	if c.Backup.Mode.Enabled() && c.Backup.Destination == "" {
+	if b.Mode.Enabled() && b.Destination == "" {
 		add("controls.backup.destination", "required when backup is on")
 	}
-	for i, s := range c.Backup.Sources {
-		if !isAbs(s) {
-			add(fmt.Sprintf("controls.backup.sources[%d]", i), "%q is not an absolute path", s)
+	destOK := b.Destination != "" && isAbs(b.Destination)
+	if strict && b.Destination != "" && !destOK {
+		add("controls.backup.destination", "%q is not an absolute path (a local folder or mounted share)", b.Destination)
+	}
+	// The agent refuses a source and destination that hold one another: a
+	// copy would back up its own generations, or overwrite the source.
+	overlap := func(field, src string) {
+		if strict && destOK && b.Method != "observe" && isAbs(src) && Overlap(src, b.Destination) {
+			add(field, "%q and destination %q overlap", src, b.Destination)
 		}
 	}
-	nonNeg("controls.backup.max_age", c.Backup.MaxAge)
-	nonNeg("controls.backup.schedule", c.Backup.Schedule)
-	if c.Backup.Generations < 0 {
-		add("controls.backup.generations", "must not be negative")
+	for i, s := range b.Sources {
+		f := fmt.Sprintf("controls.backup.sources[%d]", i)
+		if !isAbs(s) {
+			add(f, "%q is not an absolute path", s)
+		}
+		overlap(f, s)
 	}
+	for i, fo := range b.Folders {
+		overlap(fmt.Sprintf("controls.backup.folders[%d].path", i), fo.Path)
+	}
+	if strict {
+		durIn("controls.backup.max_age", b.MaxAge, MinBackupMaxAge, 0, short(DefaultBackupMaxAge))
+		// Runs further apart than max_age leave every backup overdue
+		// before the next; the agent refuses runs under a minute apart.
+		maxAge := DefaultBackupMaxAge
+		if b.MaxAge > 0 {
+			maxAge = b.MaxAge.D()
+		}
+		durIn("controls.backup.schedule", b.Schedule, MinSchedule, max(maxAge, MinSchedule), "of half of max_age")
+	} else {
+		nonNeg("controls.backup.max_age", b.MaxAge)
+		nonNeg("controls.backup.schedule", b.Schedule)
+	}
+	atLeast("controls.backup.generations", b.Generations, 1, fmt.Sprint(DefaultGenerations))
 	mode("controls.posture.mode", c.Posture.Mode)
 	for f, v := range map[string]string{
 		"controls.posture.disk_encryption": c.Posture.DiskEncryption,
@@ -464,24 +568,137 @@ func (p *Policy) validate() Errors {
 			add(f, "%q is not one of required, optional", v)
 		}
 	}
+	// 0 is meaningful here: the check is not made.
 	nonNeg("controls.posture.os_update_max_age", c.Posture.OSUpdateMaxAge)
 	nonNeg("controls.posture.signature_max_age", c.Posture.SignatureMaxAge)
-	if c.Agent.Heartbeat != 0 && c.Agent.Heartbeat.D() < 10*time.Second {
-		add("controls.agent.heartbeat", "must be at least 10s")
+	ag := &c.Agent
+	zero("controls.agent.heartbeat", ag.Heartbeat == 0, short(MinHeartbeat), short(DefaultHeartbeat))
+	if ag.Heartbeat != 0 && ag.Heartbeat.D() < MinHeartbeat {
+		add("controls.agent.heartbeat", "must be at least %s", short(MinHeartbeat))
 	}
-	if c.Agent.SilentAfter != 0 && c.Agent.Heartbeat != 0 && c.Agent.SilentAfter <= c.Agent.Heartbeat {
-		add("controls.agent.silent_after", "must be longer than heartbeat")
+	if f := "controls.agent.silent_after"; !strict {
+		if ag.SilentAfter != 0 && ag.Heartbeat != 0 && ag.SilentAfter <= ag.Heartbeat {
+			add(f, "must be longer than heartbeat")
+		}
+	} else {
+		// Compared with the heartbeat agents will use, written or default:
+		// otherwise every agent looks silent between two heartbeats.
+		hb := DefaultHeartbeat
+		if ag.Heartbeat > 0 {
+			hb = ag.Heartbeat.D()
+		}
+		switch {
+		case ag.SilentAfter == 0 && written(f):
+			add(f, "0 is not allowed: must be longer than heartbeat (%s); leave silent_after out for the default %s", short(hb), short(DefaultSilentAfter))
+		case ag.SilentAfter != 0 && ag.SilentAfter.D() <= hb:
+			add(f, "%s must be longer than heartbeat (%s)", short(ag.SilentAfter.D()), short(hb))
+		case ag.SilentAfter == 0 && DefaultSilentAfter <= hb:
+			add(f, "the default %s is not longer than heartbeat (%s): set silent_after", short(DefaultSilentAfter), short(hb))
+		}
 	}
-	if len(c.Agent.Servers) > MaxServers {
+	if len(ag.Servers) > MaxServers {
 		add("controls.agent.servers", "at most %d URLs", MaxServers)
 	}
-	for i, s := range c.Agent.Servers {
+	for i, s := range ag.Servers {
 		u, err := url.Parse(s)
 		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
 			add(fmt.Sprintf("controls.agent.servers[%d]", i), "%q is not https://host:port", s)
 		}
 	}
 	return errs
+}
+
+// CheckMaxIdle is the range of screenlock.max_idle the screenlock control
+// applies on every OS: whole seconds from 1m to 24h.
+func CheckMaxIdle(d time.Duration) error {
+	if d < MinMaxIdle || d > MaxMaxIdle || d%time.Second != 0 {
+		return fmt.Errorf("%s is out of range: use whole seconds from %s to %s", short(d), short(MinMaxIdle), short(MaxMaxIdle))
+	}
+	return nil
+}
+
+// key is the last name of a dotted field path.
+func key(field string) string { return field[strings.LastIndexByte(field, '.')+1:] }
+
+// short writes d without the zero units time.Duration adds: 26h, 1m, 100ms.
+func short(d time.Duration) string {
+	s := d.String()
+	s, _ = strings.CutSuffix(s, "m0s")
+	if s != d.String() {
+		s += "m"
+	}
+	if t, ok := strings.CutSuffix(s, "h0m"); ok {
+		s = t + "h"
+	}
+	return s
+}
+
+// Overlap reports whether two absolute paths are one folder or one holds
+// the other. The server checks policies for agents on every OS, so it reads
+// both kinds wherever it runs: Windows paths (C:\..., \\server\share\...)
+// with either separator and without regard to case, as NTFS compares names;
+// POSIX paths exactly. A pair that is absolute on more than one OS overlaps
+// if it does on any of them.
+func Overlap(a, b string) bool {
+	if strings.HasPrefix(a, "/") && strings.HasPrefix(b, "/") &&
+		holds(strings.FieldsFunc(path.Clean(a), isSlash), strings.FieldsFunc(path.Clean(b), isSlash), false) {
+		return true
+	}
+	return winAbs(a) && winAbs(b) && holds(winParts(a), winParts(b), true)
+}
+
+func isSlash(r rune) bool { return r == '/' }
+
+// holds reports whether the shorter of two cleaned paths starts the other.
+func holds(x, y []string, fold bool) bool {
+	if len(x) > len(y) {
+		x, y = y, x
+	}
+	for i := range x {
+		if x[i] != y[i] && !(fold && strings.EqualFold(x[i], y[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+func isWinSep(r rune) bool { return r == '\\' || r == '/' }
+
+// winAbs: a drive path (C:\ or C:/) or a UNC path (\\server\share).
+func winAbs(p string) bool {
+	if len(p) >= 2 && isWinSep(rune(p[0])) && isWinSep(rune(p[1])) {
+		return true
+	}
+	return len(p) >= 3 && p[1] == ':' && isWinSep(rune(p[2])) && ('A' <= p[0] && p[0] <= 'Z' || 'a' <= p[0] && p[0] <= 'z')
+}
+
+// winParts cleans a Windows path into its root (the drive, or \\ server
+// share) and names, resolving . and .. as Windows does: never above the root.
+func winParts(p string) []string {
+	var out []string
+	if p[1] == ':' {
+		out, p = []string{p[:2]}, p[2:]
+	} else {
+		out = []string{`\\`}
+		f := strings.FieldsFunc(p, isWinSep)
+		for len(f) > 0 && len(out) < 3 {
+			out, f = append(out, f[0]), f[1:]
+		}
+		p = strings.Join(f, `\`)
+	}
+	root := len(out)
+	for _, n := range strings.FieldsFunc(p, isWinSep) {
+		switch {
+		case n == ".":
+		case n == "..":
+			if len(out) > root {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // isAbs accepts absolute paths of any OS the agent runs on: policies are
@@ -495,8 +712,8 @@ func isAbs(p string) bool {
 }
 
 // indexLines records the line of every mapping key and sequence item by
-// dotted path (seq items as name[i]).
-func indexLines(n *yaml.Node, path string, out map[string]int) {
+// dotted path (seq items as name[i]), and which keys have a null value.
+func indexLines(n *yaml.Node, path string, out map[string]int, nulls map[string]bool) {
 	switch n.Kind {
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -506,13 +723,16 @@ func indexLines(n *yaml.Node, path string, out map[string]int) {
 				p = path + "." + k.Value
 			}
 			out[p] = k.Line
-			indexLines(v, p, out)
+			if v.Tag == "!!null" {
+				nulls[p] = true
+			}
+			indexLines(v, p, out, nulls)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			out[p] = c.Line
-			indexLines(c, p, out)
+			indexLines(c, p, out, nulls)
 		}
 	}
 }

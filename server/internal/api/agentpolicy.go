@@ -243,7 +243,7 @@ func (s *Server) namedPolicy(ctx context.Context, name string) (wire.PolicyRespo
 	if ok && hit.rev == rev {
 		return hit.resp, true, nil
 	}
-	p, err := policy.Parse(doc)
+	p, err := policy.ParseStored(doc)
 	if err != nil {
 		// PUT validates, so this is a document written around the API.
 		return wire.PolicyResponse{}, false, fmt.Errorf("api: stored policy %q: %w", name, err)

@@ -47,7 +47,7 @@ func (s StateInventory) Hosts(ctx context.Context) ([]HostInfo, error) {
 		case err != nil:
 			return nil, fmt.Errorf("compliance: policy %q: %w", name, err)
 		}
-		p, err := policy.Parse(doc)
+		p, err := policy.ParseStored(doc)
 		if err != nil {
 			// PUT validates, so this is a document written around the API.
 			return nil, fmt.Errorf("compliance: stored policy %q: %w", name, err)

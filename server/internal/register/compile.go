@@ -223,7 +223,7 @@ func (s *Service) parseCached(name string, doc []byte, rev int64) (*policy.Polic
 	hit, ok := s.parsed[name]
 	s.parsedMu.Unlock()
 	if !ok || hit.rev != rev {
-		p, err := policy.Parse(doc)
+		p, err := policy.ParseStored(doc)
 		if err != nil {
 			return nil, fmt.Errorf("register: stored policy %q: %w", name, err)
 		}

@@ -179,8 +179,8 @@ func (c *Control) Apply(ctx context.Context, p *policy.Policy) error {
 	if idle == 0 {
 		idle = policy.DefaultMaxIdle
 	}
-	if mode.Enabled() && (idle < time.Minute || idle > 24*time.Hour || idle%time.Second != 0) {
-		return fmt.Errorf("screenlock: max_idle %v must be whole seconds between 1m and 24h", s.MaxIdle.D())
+	if err := policy.CheckMaxIdle(idle); mode.Enabled() && err != nil {
+		return fmt.Errorf("screenlock: max_idle: %w", err)
 	}
 	c.mu.Lock()
 	c.mode, c.want = mode, Want{MaxIdle: idle, RequirePassword: s.RequirePassword}
