@@ -6,8 +6,9 @@
 // A run makes a generation directory destination/<hostname>/<UTC time>/,
 // copies each file through a temp file (hashing what it reads), fsyncs,
 // renames and reads it back to compare hashes; files unchanged since the
-// previous good generation (size and mtime) are hard-linked, or copied where
-// links are impossible, so every generation is complete. manifest.json,
+// previous good generation (size and mtime) are hard-linked if that copy
+// still matches its manifest hash, else copied (as where links are
+// impossible), so every generation is complete and no damage is inherited. manifest.json,
 // written last, makes a generation good; its SHA-256 is the manifest hash
 // reported in backup.completed. A failed run (disk full, say) removes its
 // partial generation and is reported as backup.failed, never as good.
@@ -24,6 +25,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -79,8 +82,9 @@ type Control struct {
 	rep  *controls.StatusReporter
 	wake chan struct{}
 
-	mu  sync.Mutex
-	cfg config
+	mu      sync.Mutex
+	cfg     config
+	changed bool // cfg changed since the last cycle
 
 	// Owned by Run.
 	manifests   map[string]string // generation -> manifest hash, as written
@@ -133,7 +137,9 @@ func (c *Control) Apply(ctx context.Context, p *policy.Policy) error {
 		return err
 	}
 	c.mu.Lock()
-	c.cfg = cfg
+	if !reflect.DeepEqual(c.cfg, cfg) { // the same policy again keeps the retry wait
+		c.cfg, c.changed = cfg, true
+	}
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -191,7 +197,7 @@ func parseConfig(b policy.Backup) (config, error) {
 			return fmt.Errorf("backup: source %q must be an absolute path", p)
 		}
 		p = filepath.Clean(p)
-		if within(cfg.destination, p) || within(p, cfg.destination) {
+		if policy.Overlap(p, cfg.destination) {
 			return fmt.Errorf("backup: source %q and destination %q overlap", p, cfg.destination)
 		}
 		if i, ok := byPath[p]; ok {
@@ -220,16 +226,19 @@ func parseConfig(b policy.Backup) (config, error) {
 	return cfg, nil
 }
 
-// within reports whether p is dir or below it.
-func within(p, dir string) bool {
-	rel, err := filepath.Rel(dir, p)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
-}
-
 func (c *Control) config() config {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.cfg
+}
+
+// takeChanged reports whether Apply changed the settings since it was last called.
+func (c *Control) takeChanged() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := c.changed
+	c.changed = false
+	return ch
 }
 
 // Run schedules backups (or observations) until ctx is done.
@@ -255,10 +264,15 @@ func (c *Control) Run(ctx context.Context) error {
 
 // cycle does what is due now and returns how long to sleep.
 func (c *Control) cycle(ctx context.Context, cfg config) time.Duration {
+	if c.takeChanged() {
+		// The old policy's failure says nothing about the new one: run and
+		// verify under it now rather than after the retry wait.
+		c.lastErr, c.lastVerify = nil, time.Time{}
+	}
 	if cfg.method == MethodObserve {
 		return c.observe(ctx, cfg)
 	}
-	eng := &engine{hostDir: filepath.Join(cfg.destination, c.host), host: c.host, now: c.env.Clock.Now}
+	eng := &engine{hostDir: filepath.Join(cfg.destination, c.host), host: c.host, now: c.env.Clock.Now, manifests: c.manifests}
 	now := c.env.Clock.Now()
 	newest, err := newestGood(eng)
 	if err != nil {
@@ -269,10 +283,15 @@ func (c *Control) cycle(ctx context.Context, cfg config) time.Duration {
 	due := newest.IsZero() || now.Sub(newest) >= cfg.schedule
 	if cfg.mode == policy.Enforce && due && (c.lastErr == nil || now.Sub(c.lastRun) >= retryAfter) {
 		c.lastRun = now
-		if res, err := c.runOnce(ctx, cfg, eng); err == nil {
+		res, err := c.runOnce(ctx, cfg, eng)
+		if err == nil {
 			newest = res.Generation
 		}
-		c.verifyAll(ctx, eng)
+		// Prune after a good run, on what this verify found: the newest
+		// intact generation is kept even when it is beyond the count.
+		if c.verifyAll(ctx, eng) && err == nil {
+			c.prune(ctx, cfg, eng)
+		}
 	} else if c.lastVerify.IsZero() || now.Sub(c.lastVerify) >= cfg.schedule {
 		c.verifyAll(ctx, eng)
 	}
@@ -336,26 +355,37 @@ func (c *Control) runOnce(ctx context.Context, cfg config, eng *engine) (struct{
 		e.RegisterID = res.RegisterIDs[0]
 	}
 	c.emit(ctx, e)
-	gone, err := eng.prune(cfg.generations)
-	for _, g := range gone {
-		delete(c.manifests, g)
-		c.emit(ctx, event.Event{Type: TypePruned, Severity: event.Info, Object: filepath.Join(eng.hostDir, g),
-			Attrs: event.Attrs{"generation": g, "keep": cfg.generations}})
-	}
-	if err != nil {
-		c.env.Log.Warn().Err(err).Msg("backup prune")
-	}
 	c.saveManifests()
 	out.Generation, _ = time.Parse(genLayout, res.Generation)
 	return out, nil
 }
 
-func (c *Control) verifyAll(ctx context.Context, eng *engine) {
+// prune deletes generations beyond cfg.generations, never the newest one
+// the last verify found intact, and forgets the corruption of those deleted.
+func (c *Control) prune(ctx context.Context, cfg config, eng *engine) {
+	gone, err := eng.prune(cfg.generations, c.corrupt)
+	for _, g := range gone {
+		delete(c.manifests, g)
+		c.emit(ctx, event.Event{Type: TypePruned, Severity: event.Info, Object: filepath.Join(eng.hostDir, g),
+			Attrs: event.Attrs{"generation": g, "keep": cfg.generations}})
+	}
+	c.corrupt = slices.DeleteFunc(c.corrupt, func(b Corruption) bool { return slices.Contains(gone, b.Generation) })
+	if err != nil {
+		c.env.Log.Warn().Err(err).Msg("backup prune")
+	}
+	if len(gone) > 0 {
+		c.saveManifests()
+	}
+}
+
+// verifyAll checks every generation and reports corruption. It returns
+// false if the pass did not finish (c.corrupt is then unchanged).
+func (c *Control) verifyAll(ctx context.Context, eng *engine) bool {
 	c.lastVerify = c.env.Clock.Now()
 	bad, checked, err := eng.verify(ctx, c.manifests)
 	if err != nil {
 		c.env.Log.Warn().Err(err).Msg("backup verify")
-		return
+		return false
 	}
 	c.corrupt = bad
 	for _, b := range bad {
@@ -372,6 +402,7 @@ func (c *Control) verifyAll(ctx context.Context, eng *engine) {
 		c.emit(ctx, event.Event{Type: TypeCorrupt, Severity: event.Violation, Object: filepath.Join(eng.hostDir, b.Generation),
 			Attrs: event.Attrs{"generation": b.Generation, "paths": paths, "count": len(b.Paths), "checked": checked}})
 	}
+	return true
 }
 
 // observe checks an external backup's age.

@@ -463,3 +463,249 @@ func TestObserve(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// flip changes one byte of p in place, keeping its size.
+func flip(t *testing.T, p string) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x01
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDamagedCopyIsNotLinked: a byte flipped in the newest generation (the
+// source untouched) must not be hard-linked into the next one. The next run
+// copies that file from the source again and its generation verifies.
+func TestDamagedCopyIsNotLinked(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	old := t0.Add(-48 * time.Hour)
+	const ledger = "id,name\n1,山田\n"
+	write(t, filepath.Join(r.src, "台帳.csv"), ledger, old)
+	write(t, filepath.Join(r.src, "same.txt"), "unchanged", old)
+	r.enforce(t, 7)
+	r.cycle()
+	gens := generations(t, r)
+	if len(gens) != 1 {
+		t.Fatalf("generations %v", gens)
+	}
+	base := sourceDir(r.src)
+	at := func(g Generation, p string) string { return filepath.Join(g.Dir, filepath.FromSlash(base+"/"+p)) }
+	flip(t, at(gens[0], "台帳.csv"))
+
+	r.clock.Advance(time.Hour)
+	r.cycle()
+	done := r.rec.OfType(TypeCompleted)
+	if len(done) != 2 {
+		t.Fatalf("completed %d: %+v", len(done), r.rec.Events())
+	}
+	if e := done[1]; attrInt(t, e, "copied") != 1 || attrInt(t, e, "linked") != 1 {
+		t.Fatalf("run after damage: copied %v linked %v, want the damaged file copied from the source",
+			e.Attrs["copied"], e.Attrs["linked"])
+	}
+	gens = generations(t, r)
+	if len(gens) != 2 {
+		t.Fatalf("generations %v", gens)
+	}
+	if got, _ := os.ReadFile(at(gens[1], "台帳.csv")); string(got) != ledger {
+		t.Fatalf("new generation holds %q, want the source's %q", got, ledger)
+	}
+	a, _ := os.Stat(at(gens[0], "台帳.csv"))
+	b, _ := os.Stat(at(gens[1], "台帳.csv"))
+	if os.SameFile(a, b) {
+		t.Fatal("damaged copy hard-linked into the new generation")
+	}
+	a, _ = os.Stat(at(gens[0], "same.txt"))
+	b, _ = os.Stat(at(gens[1], "same.txt"))
+	if !os.SameFile(a, b) {
+		t.Fatal("intact unchanged file copied, not linked")
+	}
+	for _, e := range r.rec.OfType(TypeCorrupt) {
+		if e.Attrs["generation"] != gens[0].Name {
+			t.Fatalf("corrupt event for %v, only %s is damaged", e.Attrs["generation"], gens[0].Name)
+		}
+	}
+	bad, _, err := (&engine{hostDir: filepath.Join(r.dest, "pc-01")}).verify(context.Background(), r.c.manifests)
+	if err != nil || len(bad) != 1 || bad[0].Generation != gens[0].Name {
+		t.Fatalf("verify %+v %v, want only %s corrupt", bad, err, gens[0].Name)
+	}
+
+	// The next run links from the intact new generation again.
+	r.clock.Advance(time.Hour)
+	r.cycle()
+	if e := r.rec.OfType(TypeCompleted)[2]; attrInt(t, e, "copied") != 0 || attrInt(t, e, "linked") != 2 {
+		t.Fatalf("third run %+v", e.Attrs)
+	}
+}
+
+// TestCorruptionDoesNotCostTheIntactCopy replays the field report with
+// generations 2: a file copied into the newest generation is damaged while
+// the older generation stays intact. Later runs and pruning must always
+// leave an intact generation holding the source's content, and once the
+// damaged generation is pruned the status is good again.
+func TestCorruptionDoesNotCostTheIntactCopy(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	old := t0.Add(-48 * time.Hour)
+	write(t, filepath.Join(r.src, "x.txt"), "version 1", old)
+	write(t, filepath.Join(r.src, "y.txt"), "y", old)
+	r.enforce(t, 2)
+	r.cycle()
+	write(t, filepath.Join(r.src, "x.txt"), "version 2", t0)
+	r.clock.Advance(time.Hour)
+	r.cycle()
+	gens := generations(t, r)
+	if len(gens) != 2 {
+		t.Fatalf("generations %v", gens)
+	}
+	base := sourceDir(r.src)
+	flip(t, filepath.Join(gens[1].Dir, filepath.FromSlash(base+"/x.txt"))) // gens[0] keeps its own x.txt
+
+	eng := &engine{hostDir: filepath.Join(r.dest, "pc-01")}
+	for run := 3; run <= 4; run++ {
+		r.clock.Advance(time.Hour)
+		r.cycle()
+		if n := len(r.rec.OfType(TypeCompleted)); n != run {
+			t.Fatalf("run %d: completed %d", run, n)
+		}
+		gens = generations(t, r)
+		bad, _, err := eng.verify(context.Background(), r.c.manifests)
+		if err != nil {
+			t.Fatal(err)
+		}
+		corrupt := map[string]bool{}
+		for _, c := range bad {
+			corrupt[c.Generation] = true
+		}
+		newest := gens[len(gens)-1]
+		if corrupt[newest.Name] {
+			t.Fatalf("run %d: newest generation %s is corrupt: %+v", run, newest.Name, bad)
+		}
+		if got, _ := os.ReadFile(filepath.Join(newest.Dir, filepath.FromSlash(base+"/x.txt"))); string(got) != "version 2" {
+			t.Fatalf("run %d: newest generation holds %q", run, got)
+		}
+	}
+	if gens = generations(t, r); len(gens) != 2 {
+		t.Fatalf("generations %v", gens)
+	}
+	if st := r.c.Status(); st.State != controls.Pass || st.Reason != "backup.ok" {
+		t.Fatalf("status after the damaged generation was pruned: %+v", st)
+	}
+}
+
+// TestPolicyFixRunsAtOnce: after a run failed (a source that does not
+// exist), a corrected policy runs at once and clears the old error; the
+// same policy applied again keeps the retry wait.
+func TestPolicyFixRunsAtOnce(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	write(t, filepath.Join(r.src, "f.txt"), "f", t0)
+	missing := filepath.Join(t.TempDir(), "gone")
+	broken := policy.Backup{Mode: policy.Enforce, Destination: r.dest, Sources: []string{r.src, missing},
+		MaxAge: policy.Duration(26 * time.Hour), Schedule: policy.Duration(time.Hour)}
+	r.apply(t, broken)
+	r.cycle()
+	if n := len(r.rec.OfType(TypeFailed)); n != 1 {
+		t.Fatalf("failed events %d: %+v", n, r.rec.Events())
+	}
+	r.apply(t, broken) // unchanged: still waits for the retry
+	r.clock.Advance(time.Minute)
+	r.cycle()
+	if n := len(r.rec.OfType(TypeFailed)); n != 1 {
+		t.Fatalf("same policy retried before %v: %d failed", retryAfter, n)
+	}
+	if st := r.c.Status(); st.Reason != "backup.last_run_failed" {
+		t.Fatalf("status %+v", st)
+	}
+	fixed := broken
+	fixed.Sources = []string{r.src}
+	r.apply(t, fixed)
+	r.clock.Advance(time.Minute)
+	r.cycle()
+	if n := len(r.rec.OfType(TypeCompleted)); n != 1 {
+		t.Fatalf("corrected policy did not run: %d completed", n)
+	}
+	if st := r.c.Status(); st.State != controls.Pass || st.Reason != "backup.ok" {
+		t.Fatalf("status after the corrected policy: %+v", st)
+	}
+}
+
+// TestPruneKeepsNewestIntact: with the two newest generations corrupt (one
+// damaged file, hard-linked into both), pruning to one generation keeps the
+// older intact one as well.
+func TestPruneKeepsNewestIntact(t *testing.T) {
+	src, dest := t.TempDir(), t.TempDir()
+	now := t0
+	eng := &engine{hostDir: dest, host: "pc-01", now: func() time.Time { now = now.Add(time.Second); return now }}
+	run := func() Generation {
+		t.Helper()
+		res, err := eng.run(context.Background(), []Source{{Path: src}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Generation{Name: res.Generation, Dir: res.Dir}
+	}
+	write(t, filepath.Join(src, "x.txt"), "version 1", t0)
+	g1 := run()
+	write(t, filepath.Join(src, "x.txt"), "version 2", t0.Add(time.Hour))
+	g2 := run()
+	g3 := run() // links x.txt from g2
+	flip(t, filepath.Join(g3.Dir, filepath.FromSlash(sourceDir(src)+"/x.txt")))
+	bad, _, err := eng.verify(context.Background(), nil)
+	if err != nil || len(bad) != 2 {
+		t.Fatalf("verify %+v %v, want g2 and g3 corrupt", bad, err)
+	}
+	gone, err := eng.prune(1, bad)
+	if err != nil || len(gone) != 1 || gone[0] != g2.Name {
+		t.Fatalf("pruned %v %v, want only %s", gone, err, g2.Name)
+	}
+	gens, _ := eng.goodGenerations()
+	if len(gens) != 2 || gens[0].Name != g1.Name || gens[1].Name != g3.Name {
+		t.Fatalf("generations %v, want %s (intact) and %s (newest)", gens, g1.Name, g3.Name)
+	}
+	// Without corruption, keep means keep.
+	if gone, err := eng.prune(1, nil); err != nil || len(gone) != 1 || gone[0] != g1.Name {
+		t.Fatalf("pruned %v %v", gone, err)
+	}
+}
+
+// TestRewrittenManifestIsNotLinkedFrom: a generation whose manifest is not
+// the one written cannot vouch for its copies; the run links from the
+// generation before it.
+func TestRewrittenManifestIsNotLinkedFrom(t *testing.T) {
+	src, dest := t.TempDir(), t.TempDir()
+	now := t0
+	eng := &engine{hostDir: dest, host: "pc-01", now: func() time.Time { now = now.Add(time.Second); return now },
+		manifests: map[string]string{}}
+	write(t, filepath.Join(src, "x.txt"), "x", t0)
+	var dirs []string
+	for i := 0; i < 2; i++ {
+		res, err := eng.run(context.Background(), []Source{{Path: src}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eng.manifests[res.Generation] = res.ManifestHash
+		dirs = append(dirs, res.Dir)
+	}
+	// Rewrite the newest manifest (content and hash together) and the copy to match.
+	x := filepath.Join(dirs[1], filepath.FromSlash(sourceDir(src)+"/x.txt"))
+	os.Remove(x)
+	write(t, x, "y", t0)
+	mp := filepath.Join(dirs[1], ManifestName)
+	b, _ := os.ReadFile(mp)
+	forged, _ := hashFile(x)
+	want, _ := hashFile(filepath.Join(src, "x.txt"))
+	if err := os.WriteFile(mp, bytes.Replace(b, []byte(want), []byte(forged), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := eng.run(context.Background(), []Source{{Path: src}})
+	if err != nil || res.Linked != 1 {
+		t.Fatalf("run %+v %v", res, err)
+	}
+	a, _ := os.Stat(filepath.Join(dirs[0], filepath.FromSlash(sourceDir(src)+"/x.txt")))
+	n, _ := os.Stat(filepath.Join(res.Dir, filepath.FromSlash(sourceDir(src)+"/x.txt")))
+	if !os.SameFile(a, n) {
+		t.Fatal("linked from the generation with the rewritten manifest")
+	}
+}

@@ -52,7 +52,7 @@ func BenchmarkIncrementalBackup(b *testing.B) {
 		if err != nil || res.Linked != 1000 {
 			b.Fatal(res, err)
 		}
-		if _, err := eng.prune(2); err != nil {
+		if _, err := eng.prune(2, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

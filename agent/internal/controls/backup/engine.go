@@ -76,9 +76,10 @@ type Generation struct {
 
 // engine runs backups of sources into hostDir (destination/<hostname>).
 type engine struct {
-	hostDir string
-	host    string
-	now     func() time.Time
+	hostDir   string
+	host      string
+	now       func() time.Time
+	manifests map[string]string // generation -> manifest hash, as written
 }
 
 // sourceDir maps an absolute source path to its directory inside a
@@ -173,6 +174,32 @@ func readManifest(dir string) (*Manifest, string, error) {
 	return &m, hex.EncodeToString(sum[:]), nil
 }
 
+// previous returns the files of the newest generation whose manifest is
+// the one written (as verify checks it), to link unchanged files from. A
+// rewritten or unreadable manifest cannot vouch for its copies: the next
+// older generation is used, or none, which only costs a full copy.
+func (g *engine) previous() (map[string]File, string, error) {
+	gens, err := g.goodGenerations()
+	if err != nil {
+		return nil, "", err
+	}
+	for i := len(gens) - 1; i >= 0; i-- {
+		m, sum, err := readManifest(gens[i].Dir)
+		if err != nil {
+			continue
+		}
+		if want, ok := g.manifests[gens[i].Name]; ok && want != sum {
+			continue
+		}
+		prev := make(map[string]File, len(m.Files))
+		for _, f := range m.Files {
+			prev[f.Path] = f
+		}
+		return prev, gens[i].Dir, nil
+	}
+	return nil, "", nil
+}
+
 // run makes one new generation. On any error the partial generation is
 // removed and nothing is reported good.
 func (g *engine) run(ctx context.Context, sources []Source) (res Result, err error) {
@@ -183,18 +210,9 @@ func (g *engine) run(ctx context.Context, sources []Source) (res Result, err err
 	if err := g.removePartial(); err != nil {
 		return res, err
 	}
-	prev := map[string]File{}
-	var prevDir string
-	if gens, err := g.goodGenerations(); err != nil {
+	prev, prevDir, err := g.previous()
+	if err != nil {
 		return res, err
-	} else if n := len(gens); n > 0 {
-		m, _, err := readManifest(gens[n-1].Dir)
-		if err == nil { // an unreadable manifest only costs a full copy
-			prevDir = gens[n-1].Dir
-			for _, f := range m.Files {
-				prev[f.Path] = f
-			}
-		}
 	}
 	var name, dir string
 	for t := start.UTC(); ; t = t.Add(time.Nanosecond) { // two runs in one clock tick get distinct names
@@ -299,17 +317,23 @@ func (g *engine) run(ctx context.Context, sources []Source) (res Result, err err
 }
 
 // copyOne puts src at dst: a hard link to the previous generation's copy
-// when size and mtime match it, else a verified copy.
+// when size and mtime match it and the copy still hashes to its manifest
+// entry, else a verified copy. The re-hash reads one generation, as verify
+// does for each: linking a damaged copy would carry the damage into every
+// later generation while the intact source is never read again.
 func (g *engine) copyOne(src, dst string, old File, prevDir, mpath string) (File, bool, error) {
 	st, err := os.Stat(src)
 	if err != nil {
 		return File{}, false, err
 	}
 	if prevDir != "" && old.SHA256 != "" && old.Size == st.Size() && old.MTime.Equal(st.ModTime()) {
-		if err := os.Link(filepath.Join(prevDir, filepath.FromSlash(mpath)), dst); err == nil {
-			return old, true, nil
+		p := filepath.Join(prevDir, filepath.FromSlash(mpath))
+		if sum, err := hashFile(p); err == nil && sum == old.SHA256 {
+			if err := os.Link(p, dst); err == nil {
+				return old, true, nil
+			}
+			// No hard links here (FAT, some shares): copy, so the generation is complete.
 		}
-		// No hard links here (FAT, some shares): copy, so the generation is complete.
 	}
 	f, err := copyVerified(src, dst)
 	if err != nil {
@@ -398,15 +422,30 @@ func writeFileSync(p string, b []byte) error {
 	return os.Rename(tmp.Name(), p)
 }
 
-// prune deletes the oldest good generations beyond keep. The caller runs it
-// only after a new good generation exists.
-func (g *engine) prune(keep int) ([]string, error) {
+// prune deletes the oldest good generations beyond keep, except the newest
+// one not in bad, the corruption found by a verify pass just made: when the
+// newer generations are corrupt it is the last intact copy. The caller runs
+// it only after a new good generation exists.
+func (g *engine) prune(keep int, bad []Corruption) ([]string, error) {
 	gens, err := g.goodGenerations()
 	if err != nil {
 		return nil, err
 	}
+	corrupt := map[string]bool{}
+	for _, c := range bad {
+		corrupt[c.Generation] = true
+	}
+	intact := -1
+	for i := len(gens) - 1; i >= 0 && intact < 0; i-- {
+		if !corrupt[gens[i].Name] {
+			intact = i
+		}
+	}
 	var gone []string
 	for i := 0; i < len(gens)-keep; i++ {
+		if i == intact {
+			continue
+		}
 		// Remove the manifest first: a half-deleted generation is then not "good".
 		if err := os.Remove(filepath.Join(gens[i].Dir, ManifestName)); err != nil {
 			return gone, fmt.Errorf("backup: prune %s: %w", gens[i].Name, err)
