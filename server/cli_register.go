@@ -22,14 +22,21 @@ import (
 	"github.com/mamori/mamori/shared/policy"
 )
 
-const adminUsage = `usage:
+// adminUsage is each admin command's usage, by command.
+var adminUsage = map[string]string{
+	"register": `usage:
   mamori-server register import FILE [--kind K] [client flags]   import a register CSV (UTF-8/BOM or Shift_JIS; all rows or none)
   mamori-server register export [--kind K] [--lang ja|en] [--encoding utf8|sjis] [--out FILE] [client flags]
       K: pi (個人情報管理台帳, the default), media (媒体管理台帳), approvals (持出し承認), disposals (廃棄記録)
+
+flags:
+`,
+	"policy": `usage:
   mamori-server policy apply FILE [client flags]        validate a policy YAML and PUT it under its name
 
 client flags:
-`
+`,
+}
 
 // adminFlags reach a running server with the admin token.
 type adminFlags struct {
@@ -47,6 +54,8 @@ type adminFlags struct {
 // registerAPIPaths maps --kind to the admin API's path for that register.
 var registerAPIPaths = map[string]string{"pi": "register", "media": "media", "approvals": "approvals", "disposals": "disposals"}
 
+// newAdminFlags has the client flags every admin command takes; each
+// command adds its own, so that its --help lists only those.
 func newAdminFlags(out io.Writer) *adminFlags {
 	f := &adminFlags{fs: flag.NewFlagSet("mamori-server", flag.ContinueOnError)}
 	f.fs.SetOutput(out)
@@ -54,11 +63,15 @@ func newAdminFlags(out io.Writer) *adminFlags {
 	f.fs.StringVar(&f.dataDir, "data-dir", "", "data directory holding admin-token and ca.pem, used when --token-file or --ca is not given (default ./mamori-data, or "+defaultServiceDataDir()+" where ./mamori-data does not exist, as on an installed server)")
 	f.fs.StringVar(&f.tokenFile, "token-file", "", "file holding an admin API token (default DATA/admin-token)")
 	f.fs.StringVar(&f.caFile, "ca", "", "CA certificate to trust (default DATA/ca.pem)")
+	return f
+}
+
+// registerFlags adds the flags of register import and export.
+func (f *adminFlags) registerFlags() {
 	f.fs.StringVar(&f.kind, "kind", "pi", "register: pi, media, approvals or disposals")
 	f.fs.StringVar(&f.lang, "lang", "ja", "export: header language, ja or en")
 	f.fs.StringVar(&f.encoding, "encoding", "utf8", "export: utf8 (with BOM) or sjis (CP932)")
 	f.fs.StringVar(&f.out, "out", "", "export: write to FILE instead of standard output")
-	return f
 }
 
 // fieldErrors is a 400 that names each bad field (and row).
@@ -94,17 +107,21 @@ func isASCII(b []byte) bool {
 // cmdAdmin runs "register ..." and "policy ..." against a running server.
 func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 	f := newAdminFlags(stderr)
-	f.fs.Usage = func() { fmt.Fprint(stderr, adminUsage); f.fs.PrintDefaults() }
-	if len(args) == 0 {
-		f.fs.Usage()
-		return usageError{fmt.Errorf("%s: subcommand required", cmd)}
+	if cmd == "register" {
+		f.registerFlags()
 	}
-	sub, rest := args[0], args[1:]
-	// Flags may come before or after FILE.
-	pos, err := parseInterleaved(f.fs, rest)
+	f.fs.Usage = func() { fmt.Fprint(stderr, adminUsage[cmd]); f.fs.PrintDefaults() }
+	// Flags may come before or after the subcommand and FILE ("policy
+	// --help" among them).
+	pos, err := parseInterleaved(f.fs, args)
 	if err != nil {
 		return err
 	}
+	if len(pos) == 0 {
+		f.fs.Usage()
+		return usageError{fmt.Errorf("%s: subcommand required", cmd)}
+	}
+	sub, pos := pos[0], pos[1:]
 	want := 1
 	if cmd+" "+sub == "register export" {
 		want = 0
@@ -119,7 +136,7 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("%s %s: want %d file argument(s), got %d", cmd, sub, want, len(pos))}
 	}
 	apiPath, ok := registerAPIPaths[f.kind]
-	if !ok {
+	if cmd == "register" && !ok {
 		return usageError{fmt.Errorf("--kind: %q is not pi, media, approvals or disposals", f.kind)}
 	}
 	c, err := f.client()

@@ -5,40 +5,53 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
 
-const tokensUsage = `usage:
+// tokensUsage is the usage of tokens and of agents, by command.
+var tokensUsage = map[string]string{
+	"tokens": `usage:
   mamori-server tokens list [client flags]                       list enrollment and API tokens (never their secrets)
   mamori-server tokens create [enroll] --ttl D --uses N [client flags]
                                                                  a new enrollment token, printed once
   mamori-server tokens create api --name WHO --role auditor|manager|admin --ttl D [client flags]
                                                                  an expiring API token for a person, printed once
   mamori-server tokens revoke ID [client flags]                  revoke a token at once
+
+flags:
+`,
+	"agents": `usage:
   mamori-server agents disable|enable ID [client flags]          refuse (or accept again) an agent's certificate;
                                                                  its record and evidence stay
 
 client flags:
-`
+`,
+}
 
 // cmdTokens runs "tokens ..." and "agents ..." against a running server.
 func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
 	f := newAdminFlags(stderr)
-	ttl := f.fs.Duration("ttl", 24*time.Hour, "tokens create: how long the token is valid")
-	uses := f.fs.Int("uses", 1, "tokens create enroll: how many enrollments")
-	name := f.fs.String("name", "", "tokens create api: the person or script the token is for")
-	role := f.fs.String("role", "auditor", "tokens create api: auditor and manager read, admin also writes")
-	f.fs.Usage = func() { fmt.Fprint(stderr, tokensUsage); f.fs.PrintDefaults() }
-	if len(args) == 0 {
-		f.fs.Usage()
-		return usageError{fmt.Errorf("%s: subcommand required", cmd)}
+	// Only tokens has these flags: agents --help lists the client flags alone.
+	ttl, uses, name, role := new(time.Duration), new(int), new(string), new(string)
+	if cmd == "tokens" {
+		f.fs.DurationVar(ttl, "ttl", 24*time.Hour, "tokens create: how long the token is valid")
+		f.fs.IntVar(uses, "uses", 1, "tokens create enroll: how many enrollments")
+		f.fs.StringVar(name, "name", "", "tokens create api: the person or script the token is for")
+		f.fs.StringVar(role, "role", "auditor", "tokens create api: auditor and manager read, admin also writes")
 	}
-	sub, rest := args[0], args[1:]
-	pos, err := parseInterleaved(f.fs, rest)
+	f.fs.Usage = func() { fmt.Fprint(stderr, tokensUsage[cmd]); f.fs.PrintDefaults() }
+	// Flags may come before or after the subcommand ("tokens --help").
+	pos, err := parseInterleaved(f.fs, args)
 	if err != nil {
 		return err
 	}
+	if len(pos) == 0 {
+		f.fs.Usage()
+		return usageError{fmt.Errorf("%s: subcommand required", cmd)}
+	}
+	sub, pos := pos[0], pos[1:]
 	want := map[string]int{"tokens list": 0, "tokens create": 0, "tokens revoke": 1, "agents disable": 1, "agents enable": 1}
 	n, ok := want[cmd+" "+sub]
 	if !ok {
@@ -68,6 +81,7 @@ func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
 				Expires                         *time.Time
 				UsesLeft                        *int `json:"uses_left"`
 				Expired                         bool
+				State                           string
 			} `json:"tokens"`
 		}
 		if err := c.call("GET", "/api/v1/tokens", "", nil, &ans); err != nil {
@@ -83,8 +97,11 @@ func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
 			if t.UsesLeft != nil {
 				left = fmt.Sprint(*t.UsesLeft)
 			}
-			if t.Expired {
-				st = "expired"
+			switch {
+			case t.State != "":
+				st = strings.ReplaceAll(t.State, "_", " ") // used_up: used up
+			case t.Expired:
+				st = "expired" // a server from before "state"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Kind, t.Name, t.Role, t.Created.Format(time.RFC3339), exp, left, st)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -65,4 +66,38 @@ func TestTokensCLI(t *testing.T) {
 
 func stateAgent(id string) state.Agent {
 	return state.Agent{ID: id, Hostname: "pc-1", OS: "linux", Arch: "amd64", CertSerial: "0a0b"}
+}
+
+// TestTokensListUsedUp: a token whose uses are spent but whose expiry is
+// ahead is "used up", not "expired": the admin needs more uses, not a
+// longer life.
+func TestTokensListUsedUp(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	plain, tok, err := srv.State().CreateEnrollToken(ctx, time.Hour, 1, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.State().ConsumeEnrollToken(ctx, plain); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"tokens", "list", "--server", srv.URL(), "--data-dir", dir}, &out, &errb); code != 0 {
+		t.Fatalf("list: %d %q", code, errb.String())
+	}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(l, tok.ID) {
+			if !strings.HasSuffix(strings.TrimSpace(l), "used up") {
+				t.Fatalf("spent token with an hour to live:\n%s", out.String())
+			}
+			return
+		}
+	}
+	t.Fatalf("token %s not listed:\n%s", tok.ID, out.String())
 }

@@ -19,7 +19,7 @@ func writeKEK(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "kek")
 	var out bytes.Buffer
-	if err := cmdKEK([]string{"new", p}, &out); err != nil {
+	if err := cmdKEK([]string{"new", p}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "id ") {
@@ -36,7 +36,7 @@ func TestKEKNewWritesAPrivateFileOnce(t *testing.T) {
 		}
 	}
 	before, _ := os.ReadFile(p)
-	if err := cmdKEK([]string{"new", p}, io.Discard); err == nil {
+	if err := cmdKEK([]string{"new", p}, io.Discard, io.Discard); err == nil {
 		t.Fatal("overwrote an existing key")
 	}
 	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {

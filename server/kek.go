@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -10,11 +11,17 @@ import (
 	"github.com/mamori/mamori/shared/securefs"
 )
 
+const kekUsage = "usage: mamori-server kek new FILE"
+
 // cmdKEK runs "kek new FILE": a site's key-encryption key, written to a
 // new private file rather than printed, so it lands in no terminal log.
-func cmdKEK(args []string, stdout io.Writer) error {
+func cmdKEK(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprintln(stderr, kekUsage)
+		return flag.ErrHelp
+	}
 	if len(args) != 2 || args[0] != "new" {
-		return usageError{errors.New("usage: mamori-server kek new FILE")}
+		return usageError{errors.New(kekUsage)}
 	}
 	path := args[1]
 	if _, err := os.Lstat(path); err == nil {

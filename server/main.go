@@ -90,7 +90,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "install", "uninstall", "start", "stop":
 		err = cmdService(cmd, rest, stdout, stderr)
 	case "harden-service":
-		err = cmdHardenService(rest, stdout)
+		err = cmdHardenService(rest, stdout, stderr)
 	case "register", "policy":
 		err = cmdAdmin(cmd, rest, stdout, stderr)
 	case "tokens", "agents":
@@ -100,7 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "witness":
 		err = cmdWitness(rest, stdout, stderr)
 	case "kek":
-		err = cmdKEK(rest, stdout)
+		err = cmdKEK(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mamori-server", versionString())
 	case "help", "-h", "--help":
@@ -132,3 +132,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // usageError marks bad command-line input (exit code 2).
 type usageError struct{ error }
+
+// Unwrap lets run see a flag.ErrHelp inside: --help is no error.
+func (e usageError) Unwrap() error { return e.error }
+
+// isHelp reports whether arg asks for a command's usage, as the flag
+// package takes it.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "--h", "-help", "--help":
+		return true
+	}
+	return false
+}

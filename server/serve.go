@@ -30,6 +30,10 @@ func newLogger(w io.Writer, level string) zerolog.Logger {
 // stop), then shuts down gracefully.
 func cmdServe(args []string, stdout, stderr io.Writer) error {
 	f := newFlags(stderr)
+	f.fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: mamori-server serve [flags]\n\nRuns the server in the foreground (or under the service manager).\n\nflags:\n")
+		f.fs.PrintDefaults()
+	}
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -106,19 +110,7 @@ func (p *program) Start(s service.Service) error {
 	}
 	p.srv, p.lock, p.gc = srv, lock, make(chan struct{})
 	go tuneGC(p.gc)
-	if p.cfg.Join {
-		// A joined server made no secrets: the site's first server has them.
-		fmt.Fprintf(p.out, `
-Mamori server joined the site / サイトに参加しました
-  dashboard:       %s
-  data directory:  %s
-  log verifier:    %s
-  admin login, tokens, enroll command: the site's first server's
-
-`, srv.DashboardURL(), p.cfg.DataDir, srv.LogVerifierKey())
-	} else {
-		p.printBanner(srv, first)
-	}
+	p.printBanner(srv, first)
 	go func() {
 		// Serving stopped without Stop (listener failure): exit non-zero so
 		// that the service manager restarts us.
@@ -149,8 +141,22 @@ func (p *program) Stop(s service.Service) error {
 }
 
 // printBanner tells the admin where things are; the enroll command with the
-// bootstrap token only on the first start.
+// bootstrap token only on the first start. The CA hash is public and is what
+// agents' --ca-hash and the MSI's CAHASH need, so every start shows it.
 func (p *program) printBanner(srv *app.Server, first bool) {
+	if p.cfg.Join {
+		// A joined server made no secrets: the site's first server has them.
+		fmt.Fprintf(p.out, `
+Mamori server joined the site / サイトに参加しました
+  dashboard:       %s
+  data directory:  %s
+  CA hash:         %s
+  log verifier:    %s
+  admin login, tokens, enroll command: the site's first server's
+
+`, srv.DashboardURL(), p.cfg.DataDir, srv.CAFingerprint(), srv.LogVerifierKey())
+		return
+	}
 	enroll := srv.EnrollCommand()
 	if !first {
 		enroll = "mamori-server tokens create --ttl 24h --uses 10   (the bootstrap token was shown on the first start only)"
@@ -161,9 +167,11 @@ Mamori server is running / Mamori サーバーが起動しました
   data directory:  %s
   admin login:     user admin, password in %s
   admin token:     %s (file)
+  CA hash:         %s
   log verifier:    %s
 Enroll an agent / エージェントの登録:
   %s
 
-`, srv.DashboardURL(), p.cfg.DataDir, filepath.Join(p.cfg.DataDir, app.FileAdminPassword), filepath.Join(p.cfg.DataDir, app.FileAdminToken), srv.LogVerifierKey(), enroll)
+`, srv.DashboardURL(), p.cfg.DataDir, filepath.Join(p.cfg.DataDir, app.FileAdminPassword), filepath.Join(p.cfg.DataDir, app.FileAdminToken),
+		srv.CAFingerprint(), srv.LogVerifierKey(), enroll)
 }

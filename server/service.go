@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"runtime"
@@ -54,14 +55,25 @@ func serviceConfigFor(platform string, args []string) *service.Config {
 	return c
 }
 
+// serviceUsage is the usage of the service commands; install's flags follow.
+var serviceUsage = map[string]string{
+	"install":   "usage: mamori-server install [flags]\n\nInstalls the system service " + serviceName + ", which runs \"serve\" with these flags:\n",
+	"uninstall": "usage: mamori-server uninstall\n\nRemoves the system service " + serviceName + " (its data dir stays). Takes no flags.\n",
+	"start":     "usage: mamori-server start\n\nStarts the system service " + serviceName + ". Takes no flags.\n",
+	"stop":      "usage: mamori-server stop\n\nStops the system service " + serviceName + ". Takes no flags.\n",
+}
+
 // cmdService installs, uninstalls, starts or stops the system service.
 func cmdService(cmd string, args []string, stdout, stderr io.Writer) error {
 	f := newFlags(stderr)
+	if cmd != "install" {
+		// Only install takes the serve flags: the others' --help lists none.
+		f.fs = flag.NewFlagSet("mamori-server", flag.ContinueOnError)
+		f.fs.SetOutput(stderr)
+	}
+	f.fs.Usage = func() { fmt.Fprint(stderr, serviceUsage[cmd]); f.fs.PrintDefaults() }
 	if err := f.parse(args); err != nil {
 		return err
-	}
-	if cmd != "install" && f.fs.NFlag() > 0 {
-		return usageError{fmt.Errorf("%s takes no flags", cmd)}
 	}
 	svcArgs, err := f.serviceArgs()
 	if err != nil {
@@ -93,11 +105,20 @@ func cmdService(cmd string, args []string, stdout, stderr io.Writer) error {
 // No delayed auto start: agents wait for a server, not the reverse.
 func hardenService(name string) error { return winservice.Harden(name, false) }
 
+const hardenUsage = `usage: mamori-server harden-service [NAME]
+
+Windows: quotes the path of the service NAME (default MamoriServer) and makes it restart after
+any failure. The MSI runs it; install and each start of the service do it too.
+`
+
 // cmdHardenService is "harden-service [NAME]", run by the MSI after it
 // installed the service (default NAME: the MSI's, serviceName).
-func cmdHardenService(args []string, stdout io.Writer) error {
+func cmdHardenService(args []string, stdout, stderr io.Writer) error {
 	name := serviceName
 	switch {
+	case len(args) == 1 && isHelp(args[0]):
+		fmt.Fprint(stderr, hardenUsage)
+		return flag.ErrHelp
 	case len(args) > 1:
 		return usageError{fmt.Errorf("harden-service takes one service name at most, got %q", args)}
 	case len(args) == 1 && (args[0] == "" || strings.HasPrefix(args[0], "-")):

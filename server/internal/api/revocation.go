@@ -45,7 +45,30 @@ type tokenView struct {
 	CreatedBy string     `json:"created_by,omitempty"`
 	Expires   *time.Time `json:"expires"` // null: does not expire
 	UsesLeft  *int       `json:"uses_left,omitempty"`
-	Expired   bool       `json:"expired"`
+	// Expired is true for every token that no longer works, used up ones
+	// too, as before State existed; State says why.
+	Expired bool   `json:"expired"`
+	State   string `json:"state"` // valid | expired | used_up
+}
+
+// Token states in tokenView.State. A used-up enrollment token wants more
+// uses, not a longer life, so it is not called expired.
+const (
+	tokenValid   = "valid"
+	tokenExpired = "expired"
+	tokenUsedUp  = "used_up"
+)
+
+// tokenState is a token's state at now; expires zero: it does not expire,
+// uses nil: it has no use count.
+func tokenState(now, expires time.Time, uses *int) string {
+	switch {
+	case !expires.IsZero() && !now.Before(expires):
+		return tokenExpired
+	case uses != nil && *uses <= 0:
+		return tokenUsedUp
+	}
+	return tokenValid
 }
 
 func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) {
@@ -64,14 +87,17 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) {
 	out := make([]tokenView, 0, len(et)+len(at))
 	for _, t := range et {
 		exp, uses := t.Expires.UTC(), t.UsesLeft
+		st := tokenState(now, t.Expires, &uses)
 		out = append(out, tokenView{ID: t.ID, Kind: "enroll", Created: t.Created.UTC(), CreatedBy: t.CreatedBy,
-			Expires: &exp, UsesLeft: &uses, Expired: !now.Before(t.Expires) || t.UsesLeft <= 0})
+			Expires: &exp, UsesLeft: &uses, Expired: st != tokenValid, State: st})
 	}
 	for _, t := range at {
-		v := tokenView{ID: t.ID, Kind: "api", Name: t.Name, Role: t.Role, Created: t.Created.UTC(), CreatedBy: t.CreatedBy}
+		st := tokenState(now, t.Expires, nil)
+		v := tokenView{ID: t.ID, Kind: "api", Name: t.Name, Role: t.Role, Created: t.Created.UTC(), CreatedBy: t.CreatedBy,
+			Expired: st != tokenValid, State: st}
 		if !t.Expires.IsZero() {
 			exp := t.Expires.UTC()
-			v.Expires, v.Expired = &exp, !now.Before(t.Expires)
+			v.Expires = &exp
 		}
 		out = append(out, v)
 	}

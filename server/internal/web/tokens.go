@@ -16,13 +16,13 @@ import (
 var tokenMessages = map[string]map[string]string{
 	"ja": {"nav_tokens": "トークン", "tok_kind": "種類", "tok_kind_enroll": "登録用", "tok_kind_api": "API",
 		"tok_name": "利用者・スクリプト", "tok_expires": "有効期限", "tok_uses": "残り回数", "tok_never": "無期限",
-		"tok_expired": "期限切れ", "tok_valid": "有効", "tok_revoke": "失効", "tok_new_api": "API トークンを発行（人・スクリプト用）",
+		"tok_expired": "期限切れ", "tok_used_up": "使用回数切れ", "tok_valid": "有効", "tok_revoke": "失効", "tok_new_api": "API トークンを発行（人・スクリプト用）",
 		"tok_days": "有効日数", "tok_created_once": "このトークンは一度だけ表示されます。今すぐ安全な場所に保存してください。",
 		"tok_hint":      "監査担当・管理責任者用のトークンは読み取り専用です。トークンを使った操作はすべてサーバーのイベントとして記録されます。",
 		"token_revoked": "トークンを失効させました。"},
 	"en": {"nav_tokens": "Tokens", "tok_kind": "Kind", "tok_kind_enroll": "Enrollment", "tok_kind_api": "API",
 		"tok_name": "Person or script", "tok_expires": "Expires", "tok_uses": "Uses left", "tok_never": "never",
-		"tok_expired": "expired", "tok_valid": "valid", "tok_revoke": "Revoke", "tok_new_api": "New API token (for a person or script)",
+		"tok_expired": "expired", "tok_used_up": "used up", "tok_valid": "valid", "tok_revoke": "Revoke", "tok_new_api": "New API token (for a person or script)",
 		"tok_days": "Valid for (days)", "tok_created_once": "This token is shown only this once: store it safely now.",
 		"tok_hint":      "Auditor and manager tokens are read-only. Every use of a token is recorded as a server event.",
 		"token_revoked": "Token revoked."},
@@ -43,6 +43,7 @@ type tokenRow struct {
 	Expires                         *time.Time
 	UsesLeft                        *int
 	Expired                         bool
+	UsedUp                          bool // every use spent before it expired: mint more uses, not a longer life
 }
 
 type tokensData struct {
@@ -68,7 +69,7 @@ func (u *UI) tokensPage(w http.ResponseWriter, r *http.Request, status int, d to
 	for _, t := range et {
 		exp, left := t.Expires, t.UsesLeft
 		d.Tokens = append(d.Tokens, tokenRow{ID: t.ID, Kind: "enroll", CreatedBy: t.CreatedBy, Created: t.Created,
-			Expires: &exp, UsesLeft: &left, Expired: !now.Before(t.Expires) || t.UsesLeft <= 0})
+			Expires: &exp, UsesLeft: &left, Expired: !now.Before(t.Expires), UsedUp: now.Before(t.Expires) && t.UsesLeft <= 0})
 	}
 	for _, t := range at {
 		row := tokenRow{ID: t.ID, Kind: "api", Name: t.Name, Role: t.Role, CreatedBy: t.CreatedBy, Created: t.Created}

@@ -1,11 +1,13 @@
 package web_test
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestTokensPage: an admin lists tokens, makes an expiring read-only API
@@ -55,5 +57,23 @@ func TestTokensPage(t *testing.T) {
 	}
 	if n := len(serverEvents(t, srv, "token.revoked")); n != 1 {
 		t.Fatalf("token.revoked events: %d", n)
+	}
+	// A token whose uses are spent within its life is "used up", not
+	// "expired": the admin needs more uses, not a longer life.
+	plain, et, err := srv.State().CreateEnrollToken(context.Background(), time.Hour, 1, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.State().ConsumeEnrollToken(context.Background(), plain); err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for _, r := range strings.Split(adm.get("/tokens").body, "<tr") {
+		if strings.Contains(r, et.ID) {
+			row = r
+		}
+	}
+	if !strings.Contains(row, "使用回数切れ") || strings.Contains(row, "期限切れ") {
+		t.Errorf("spent token's row: %s", row)
 	}
 }
