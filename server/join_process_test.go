@@ -126,10 +126,11 @@ func TestJoinProcesses(t *testing.T) {
 	}
 
 	// With the site's KEK the join starts, names the service, and answers
-	// under the first server's CA. (No events flow here; a site's servers
-	// share a PostgreSQL store, stood in for by a file of its own.)
+	// under the first server's CA. A site's servers share one store (here
+	// the first server's SQLite file, standing in for PostgreSQL): the log
+	// holds the first server's record of its start, under a checkpoint.
 	ok := child("serve", "--join", "--data-dir", dir2, "--listen", "127.0.0.1:0", "--hostname", "127.0.0.1", "--etcd-endpoints", ep,
-		"--kek-file", kek1, "--events-dsn", "sqlite:"+filepath.Join(base, "events.db"), "--log-level", "warn")
+		"--kek-file", kek1, "--events-dsn", "sqlite:"+filepath.Join(dir1, "events.db"), "--log-level", "warn")
 	okOut, err := ok.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
