@@ -59,6 +59,13 @@ func (m *Monthly) Step(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
+	if r.TotalEvents == 0 && r.Integrity.EndSize == 0 {
+		// Nothing recorded and no checkpoint signed by the month's end: the
+		// server was not keeping the log then (installed since). A report
+		// of it would read as an unverifiable empty month.
+		m.S.cfg.Log.Info().Str("month", month).Msg("report: no monthly report for a month before the log began")
+		return m.markSent(ctx, month)
+	}
 	var html, csv bytes.Buffer
 	if err := r.HTML(&html); err != nil {
 		return err
@@ -76,6 +83,10 @@ func (m *Monthly) Step(ctx context.Context, now time.Time) error {
 	if err := m.Mail(ctx, rcpts, subject, text, html.Bytes(), csv.Bytes(), "mamori-audit-"+month); err != nil {
 		return err
 	}
+	return m.markSent(ctx, month)
+}
+
+func (m *Monthly) markSent(ctx context.Context, month string) error {
 	if _, err := m.KV.PutJSON(ctx, monthlyKey, map[string]string{"month": month}, -1); err != nil {
 		return fmt.Errorf("report: storing %s: %w", monthlyKey, err)
 	}

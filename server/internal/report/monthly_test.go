@@ -11,6 +11,7 @@ import (
 
 	"github.com/mamori/mamori/server/internal/notify"
 	"github.com/mamori/mamori/server/internal/notify/mailtest"
+	"github.com/mamori/mamori/shared/event"
 )
 
 // The monthly report reaches a real SMTP server once per month, with the
@@ -51,6 +52,18 @@ func TestMonthlyReportMailedOnce(t *testing.T) {
 				notify.Attachment{Name: name + ".csv", ContentType: "text/csv", Data: csv})
 		}}
 	dec3 := time.Date(2026, 12, 3, 9, 0, 0, 0, JST)
+	// A log that began after November: nothing of November to report. The
+	// first report is the first month the server recorded.
+	if err := m.Step(ctx, dec3); err != nil || len(ms.Got) != 0 {
+		t.Fatalf("a month before the log began: %v, %d mails", err, len(ms.Got))
+	}
+	if _, err := st.PutJSON(ctx, monthlyKey, map[string]string{"month": "2026-10"}, -1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.AppendServer(ctx, event.Event{Control: "server", Type: "policy.changed", Severity: event.Info, Object: "policy/default",
+		Time: time.Date(2026, 11, 15, 10, 0, 0, 0, JST).UTC()}); err != nil {
+		t.Fatal(err)
+	}
 	for range 2 {
 		if err := m.Step(ctx, dec3); err != nil {
 			t.Fatal(err)
@@ -66,6 +79,10 @@ func TestMonthlyReportMailedOnce(t *testing.T) {
 	}
 	if !strings.Contains(raw, "=?ISO-2022-JP?B?") || got.To[0] != "kanri@example.jp" {
 		t.Errorf("subject not ISO-2022-JP or wrong recipient %v", got.To)
+	}
+	if _, err := store.AppendServer(ctx, event.Event{Control: "server", Type: "policy.changed", Severity: event.Info, Object: "policy/default",
+		Time: time.Date(2026, 12, 15, 10, 0, 0, 0, JST).UTC()}); err != nil {
+		t.Fatal(err)
 	}
 	// Late on the last day of December: still nothing new; on Jan 1: December.
 	if err := m.Step(ctx, time.Date(2026, 12, 31, 23, 59, 0, 0, JST)); err != nil || len(ms.Got) != 0 {
