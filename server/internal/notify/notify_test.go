@@ -465,6 +465,7 @@ func TestBadSettingsChangeNothing(t *testing.T) {
 		"bad url":                    `{"webhooks":[{"name":"g","url":"file:///etc/passwd","format":"generic"}]}`,
 		"bad duration":               `{"rules":[{"name":"r","kind":"silent","delay":"soon"}]}`,
 		"plain smtp to another host": `{"smtp":{"host":"mail.example.jp","port":25,"security":"none","username":"u","password":"p","from":"m@example.jp"}}`,
+		"url with a space":           `{"webhooks":[{"name":"g","url":"https://outlook.office.com/webhook/ abc","format":"teams"}]}`,
 	} {
 		s, err := ParseSettings([]byte(body))
 		if err == nil {
@@ -472,6 +473,20 @@ func TestBadSettingsChangeNothing(t *testing.T) {
 		}
 		if !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: err %v", name, err)
+		}
+	}
+	// What the admin reads: the value as typed, not Go's escaped bytes.
+	if _, err := ParseSettings([]byte(`{"rules":[{"name":"r","kind":"silent","delay":"2ふん"}]}`)); err == nil ||
+		!strings.Contains(err.Error(), `"2ふん" is not a duration`) {
+		t.Errorf("bad Japanese duration: %v", err)
+	}
+	if _, err := ParseSettings([]byte(`{"hours":{"start":"18:00","end":"09:00","days":[1]}}`)); err == nil || !strings.Contains(err.Error(), "across midnight") {
+		t.Errorf("overnight hours: %v", err)
+	}
+	// Japanese units read as Go's.
+	for in, want := range map[string]time.Duration{"2分": 2 * time.Minute, "１時間30分": 90 * time.Minute, "45秒": 45 * time.Second, "90s": 90 * time.Second} {
+		if d, err := ParseDuration(in); err != nil || d != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, d, err, want)
 		}
 	}
 	var stored Settings

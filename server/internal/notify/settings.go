@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+
+	"golang.org/x/text/width"
 )
 
 // Rule kinds: what a rule reacts to.
@@ -87,12 +90,26 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("duration must be a string such as \"10m\": %w", err)
 	}
-	v, err := time.ParseDuration(s)
+	v, err := ParseDuration(s)
 	if err != nil {
 		return err
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// jaUnits are the Japanese spellings of duration units people type.
+var jaUnits = strings.NewReplacer("時間", "h", "分間", "m", "分", "m", "秒間", "s", "秒", "s", "ミリ秒", "ms")
+
+// ParseDuration reads a Go duration ("90s", "2m", "1h30m"), also as a
+// Japanese admin writes it ("2分", "１時間30分", "45秒").
+func ParseDuration(s string) (time.Duration, error) {
+	t := strings.ReplaceAll(jaUnits.Replace(width.Fold.String(strings.TrimSpace(s))), " ", "")
+	v, err := time.ParseDuration(t)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration: write it as \"90s\", \"2m\", \"1h\" or \"2分\"", s)
+	}
+	return v, nil
 }
 
 // Settings is the whole notification configuration, kept in etcd.
@@ -290,6 +307,10 @@ func (s *Settings) Validate() error {
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return invalid("webhooks[%d].url must be an http(s) URL", i)
 		}
+		if strings.ContainsFunc(w.URL, unicode.IsSpace) {
+			// A URL pasted with a line break or space posts somewhere else.
+			return invalid("webhooks[%d].url has a space or line break in it: paste the URL again as one piece", i)
+		}
 		if w.Format != FormatGeneric && w.Format != FormatTeams && w.Format != FormatSlack {
 			return invalid("webhooks[%d].format must be generic, teams or slack", i)
 		}
@@ -360,7 +381,7 @@ func (h Hours) validate(where string) error {
 		return invalid("%s.end: %v", where, err)
 	}
 	if start, _ := clock(h.Start); end <= start {
-		return invalid("%s: end must be after start", where)
+		return invalid("%s: end %s must be after start %s on the same day (working hours across midnight are not supported: give the day's hours, e.g. 09:00-18:00)", where, h.End, h.Start)
 	}
 	for _, d := range h.Days {
 		if d < 0 || d > 6 {

@@ -289,9 +289,9 @@ func parseRule(f *ruleForm, set notify.Settings, rules []notify.Rule, at int) (n
 		}
 	}
 	if f.Delay != "" {
-		d, err := time.ParseDuration(f.Delay)
+		d, err := notify.ParseDuration(f.Delay)
 		if err != nil || d < 0 || d > 24*time.Hour {
-			f.Errs["delay"] = "「30s」「5m」「1h」のように 24h 以内で入力してください。"
+			f.Errs["delay"] = "「30s」「5m」「1h」「2分」のように 24 時間以内で入力してください。"
 		}
 		ru.Delay = notify.Duration(d)
 	}
