@@ -142,3 +142,19 @@ func TestAffectedEntriesFromTheEvents(t *testing.T) {
 		t.Errorf("after refused updates: %v revision %d events %v", err, got.Revision, got.Events)
 	}
 }
+
+// An incident opened from an alert is titled in the words of the UI, not
+// with the control's code.
+func TestTitleOfAlertInJapanese(t *testing.T) {
+	e := eventlog.Stored{}
+	e.Type = "compliance.alert"
+	e.Attrs = map[string]any{"hostname": "PC-07", "control": "posture", "reason_ja": "システムドライブ(C:)が暗号化されていません"}
+	if got, want := titleOf(e), "PC-07 の端末の状態: システムドライブ(C:)が暗号化されていません"; got != want {
+		t.Errorf("title %q, want %q", got, want)
+	}
+	e = eventlog.Stored{}
+	e.Type, e.Object = "fileaccess.bulk", `D:\顧客`
+	if got := titleOf(e); got != `大量コピー・大量操作 D:\顧客` {
+		t.Errorf("title %q", got)
+	}
+}

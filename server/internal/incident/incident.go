@@ -26,6 +26,7 @@ import (
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // Event vocabulary (server stream, control "incident").
@@ -274,11 +275,11 @@ func titleOf(e eventlog.Stored) string {
 	str := func(k string) string { s, _ := e.Attrs[k].(string); return s }
 	switch {
 	case e.Type == "compliance.alert":
-		return fmt.Sprintf("%s の %s: %s", str("hostname"), str("control"), str("reason_ja"))
+		return fmt.Sprintf("%s の%s: %s", str("hostname"), labels.Of(labels.Control, labels.JA, str("control")), str("reason_ja"))
 	case strings.HasPrefix(e.Type, "media."):
 		return fmt.Sprintf("未登録・未承認の媒体 (%s %s)", str("vendor"), str("product"))
 	default:
-		return e.Type + " " + e.Object
+		return labels.Of(labels.EventType, labels.JA, e.Type) + " " + e.Object
 	}
 }
 
