@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -254,7 +255,7 @@ func (a *adminClient) call(method, path, ctype string, body []byte, out any) err
 	}
 	resp, err := a.c.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the server at %s: %w\n  check that mamori-server serve runs there (systemctl status mamori-server, or sc query MamoriServer),\n  that --server names its address and port, and that no firewall blocks it", a.base, err)
+		return a.unreachable(err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
@@ -309,4 +310,36 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// unreachable says what to do about a failed request: a server that
+// answered with a certificate for other names, or from another CA, is
+// running and reachable, and the fix is the URL or --ca, not the firewall.
+func (a *adminClient) unreachable(err error) error {
+	var host x509.HostnameError
+	if errors.As(err, &host) {
+		names := append(append([]string{}, host.Certificate.DNSNames...), ipStrings(host.Certificate.IPAddresses)...)
+		return fmt.Errorf("the server at %s answered, but its certificate is for %s, not %q: give --server with one of those names (e.g. https://%s:PORT),\n  or add %q to the server's --hostname and restart it", a.base,
+			strings.Join(names, ", "), host.Host, firstOr(names, "NAME"), host.Host)
+	}
+	var ca x509.UnknownAuthorityError
+	if errors.As(err, &ca) {
+		return fmt.Errorf("the server at %s answered, but its certificate is not from the CA in --ca (default DATA/ca.pem): %w\n  give --ca the ca.pem of that server's data directory, or --server the server you meant", a.base, err)
+	}
+	return fmt.Errorf("cannot reach the server at %s: %w\n  check that mamori-server serve runs there (systemctl status mamori-server, or sc query MamoriServer),\n  that --server names its address and port, and that no firewall blocks it", a.base, err)
+}
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
+}
+
+func firstOr(s []string, def string) string {
+	if len(s) == 0 {
+		return def
+	}
+	return s[0]
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,4 +101,23 @@ func TestTokensListUsedUp(t *testing.T) {
 		}
 	}
 	t.Fatalf("token %s not listed:\n%s", tok.ID, out.String())
+}
+
+// A server reached by a name its certificate lacks is running: the CLI
+// says which names it has, not to check the firewall.
+func TestAdminCLIWrongName(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var out, errb bytes.Buffer
+	base := "https://localhost:" + strconv.Itoa(srv.Port())
+	code := run([]string{"tokens", "list", "--server", base, "--data-dir", dir}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "its certificate is for 127.0.0.1, not \"localhost\"") ||
+		!strings.Contains(errb.String(), "https://127.0.0.1:PORT") || strings.Contains(errb.String(), "firewall") {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
 }
