@@ -165,7 +165,7 @@ func TestBlockedStickReachesMailAndWebhook(t *testing.T) {
 	if len(m.to) != 1 || m.to[0] != "somu-kanri@example.jp" || !strings.HasPrefix(subj, "[Mamori] 未登録・未承認の媒体 1 件") {
 		t.Errorf("mail to %v subject %q", m.to, subj)
 	}
-	if !strings.Contains(text, "media.blocked") || !strings.Contains(text, host+" (総務部)") {
+	if !strings.Contains(text, "媒体のブロック") || !strings.Contains(text, host+" (総務部)") || strings.Contains(text, "media.blocked") {
 		t.Errorf("mail body:\n%s", text)
 	}
 	waitFor(t, 10*time.Second, "the webhook post", func() bool { return nposts() == 1 })
