@@ -173,7 +173,7 @@ w msiexec /i dist/mamori-server.msi /qn || fail "server msiexec /i: exit $?"
 skey=$(w reg query 'HKLM\System\CurrentControlSet\Services\MamoriServer' | tr -d '\r')
 echo "$skey"
 # Quoted like the agent's: unquoted, Windows would try C:\Program.exe first (CWE-428).
-grep -q 'ImagePath.*REG_SZ *"C:\\Program Files\\Mamori\\mamori-server.exe" serve --data-dir "C:\\ProgramData\\Mamori\\server" --listen :8443$' <<<"$skey" ||
+grep -q 'ImagePath.*REG_SZ *"C:\\Program Files\\Mamori\\mamori-server.exe" serve --data-dir "C:\\ProgramData\\Mamori\\server" --listen :8443 --hostname ""$' <<<"$skey" ||
 	fail "server service command line (quoted ImagePath)"
 [ -f "$c/Program Files/Mamori/mamori-server.exe" ] || fail "mamori-server.exe not installed"
 w msiexec /x dist/mamori-server.msi /qn || fail "server msiexec /x: exit $?"
