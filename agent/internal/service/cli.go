@@ -215,12 +215,23 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(s); err != nil {
+		return err
+	}
+	// Not enrolled and nothing to enroll from: an error (exit 1), so scripts
+	// see it. With an installed config the service is enrolling: the hint
+	// (and its last error) say how it goes.
+	if !s.Enrolled {
+		if _, err := uplink.LoadConfig(*dir); err != nil {
+			return errors.New(s.Hint)
+		}
+	}
 	if s.Hint != "" {
 		fmt.Fprintln(stderr, "mamori-agent status:", s.Hint)
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(s)
+	return nil
 }
 
 // ReadStatus combines agent.json with the status.json the running agent
@@ -234,6 +245,13 @@ func ReadStatus(dir string) (Status, error) {
 		case cerr == nil:
 			s.Hint = fmt.Sprintf("not enrolled yet; the installed config names %s: the service enrolls itself when it starts and retries until the server answers (its attempts are in %s)",
 				strings.Join(c.Servers, ", "), s.LogFile)
+			// The enrolling service records its last failure in status.json.
+			var last Status
+			if b, err := os.ReadFile(filepath.Join(dir, FileStatus)); err == nil && json.Unmarshal(b, &last) == nil && last.LastEnrollError != nil {
+				e := last.LastEnrollError
+				s.LastEnrollError = e
+				s.Hint += fmt.Sprintf("; attempt %d at %s failed: %s", e.Attempt, e.At.Local().Format(time.RFC3339), e.Error)
+			}
 		case errors.Is(cerr, uplink.ErrNoConfig):
 			s.Hint = "not enrolled: run mamori-agent enroll --server https://HOST:8443 --token T --ca-hash sha256:HEX (the server prints this command at start), then mamori-agent install"
 		default:
@@ -263,9 +281,27 @@ func ReadStatus(dir string) (Status, error) {
 			s.PolicyVersion = v
 		}
 	}
-	s.Enrolled, s.AgentID, s.Server, s.LogFile, s.SystemLog = true, st.AgentID, st.Server, LogPath(dir), systemLogName
+	// A running agent says which server it uses now; otherwise show the
+	// list the service starts with (a configure since may have changed it).
+	if !s.Running || s.Server == "" {
+		if urls, err := uplink.ServersOf(dir, st); err == nil {
+			s.Server, s.Servers = urls[0], urls
+		} else {
+			s.Server, s.Servers = st.Server, nil
+		}
+	}
+	s.Enrolled, s.AgentID, s.LogFile, s.SystemLog = true, st.AgentID, LogPath(dir), systemLogName
+	s.LastEnrollError = nil // from before the enrollment
 	if s.Controls == nil {
 		s.Controls = map[string]controls.Status{}
+	}
+	if f := s.PolicyFailed; f != nil {
+		inForce := s.PolicyVersion
+		if inForce == "" {
+			inForce = "none"
+		}
+		s.Hint = fmt.Sprintf("policy %s was refused at %s, so the controls keep policy %s: %s",
+			f.Version, f.At.Local().Format(time.RFC3339), inForce, f.Error)
 	}
 	return s, nil
 }

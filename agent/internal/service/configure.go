@@ -4,16 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/mamori/mamori/agent/internal/controls"
 	"github.com/mamori/mamori/agent/internal/uplink"
 )
 
@@ -37,7 +40,7 @@ const maxEnvFile = 64 << 10
 func cmdConfigure(args []string, stdout, stderr io.Writer) error {
 	fs, dir := newFlags("configure", stderr)
 	server := fs.String("server", "", "server URL, or a comma-separated list tried in order (required)")
-	token := fs.String("token", "", "enrollment token (kept until enrolled, then removed)")
+	token := fs.String("token", "", "enrollment token, required until this PC is enrolled (kept until enrolled, then removed)")
 	caHash := fs.String("ca-hash", "", "sha256:<hex> fingerprint of the server's CA (required)")
 	dept := fs.String("department", "", "department recorded for this PC")
 	proxy := fs.String("proxy", "", "HTTP proxy URL (default: the system's)")
@@ -99,11 +102,15 @@ func cmdConfigure(args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	enrolled := "not enrolled yet: the service enrolls itself when it starts"
-	if st, err := uplink.LoadState(*dir); err == nil {
+	switch st, err := uplink.LoadState(*dir); {
+	case err == nil:
 		// A reinstall with the same TOKEN: the identity stays, and the
 		// token, a secret with a use count, is not kept.
 		c.Token = ""
 		enrolled = "already enrolled as " + st.AgentID + " (identity kept, token not stored)"
+	case errors.Is(err, uplink.ErrNotEnrolled) && c.Token == "":
+		// The service could never enroll from this config.
+		return usageError{errors.New("no enrollment token and this PC is not enrolled: give --token T (TOKEN for the MSI, " + EnvToken + " in --env-file)")}
 	}
 	if err := uplink.SaveConfig(*dir, c); err != nil {
 		return err
@@ -185,11 +192,24 @@ func enrollAtStart(ctx context.Context, dir string, log zerolog.Logger) error {
 			return ctx.Err()
 		}
 		wait := enrollBackoff.Delay(n)
-		log.Warn().Err(err).Int("attempt", n+1).Dur("retry_in", wait).Msg("service: enrollment failed; retrying (check the server URL, that it runs and is reachable, the token's uses and expiry)")
+		writeEnrollFailure(dir, EnrollFailure{Error: err.Error(), At: time.Now().UTC(), Attempt: n + 1,
+			RetryAt: time.Now().Add(wait).UTC()}, log)
+		log.Warn().Err(err).Int("attempt", n+1).Str("retry_in", wait.Round(time.Millisecond).String()).Msg("service: enrollment failed; retrying (check the server URL, that it runs and is reachable, the token's uses and expiry)")
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(wait):
 		}
+	}
+}
+
+// writeEnrollFailure records a failed attempt in status.json, so `status`
+// shows it (the log may be long or elsewhere). The running agent's status
+// replaces it once enrolled.
+func writeEnrollFailure(dir string, f EnrollFailure, log zerolog.Logger) {
+	b, _ := json.MarshalIndent(Status{PID: os.Getpid(), UpdatedAt: f.At, LastEnrollError: &f,
+		Controls: map[string]controls.Status{}}, "", "  ")
+	if err := uplink.WriteFileAtomic(filepath.Join(dir, FileStatus), append(b, '\n')); err != nil {
+		log.Warn().Err(err).Msg("service: status file")
 	}
 }

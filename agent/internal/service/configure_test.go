@@ -105,8 +105,8 @@ func TestConfigureInstallerWithoutServerKeepsConfig(t *testing.T) {
 func TestStatusUnenrolledSaysWhatToDo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	var out, errb bytes.Buffer
-	if code := Main([]string{"status", "--state-dir", dir}, nil, &out, &errb); code != 0 {
-		t.Fatalf("exit %d", code)
+	if code := Main([]string{"status", "--state-dir", dir}, nil, &out, &errb); code != exitError {
+		t.Fatalf("exit %d, want %d", code, exitError)
 	}
 	if !strings.Contains(errb.String(), "mamori-agent enroll --server") || !strings.Contains(out.String(), `"log_file"`) || !strings.Contains(out.String(), `"system_log"`) {
 		t.Fatalf("stderr %q stdout %s", errb.String(), out.String())

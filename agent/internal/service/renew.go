@@ -35,7 +35,7 @@ func (r *Runtime) renewLoop(ctx context.Context) {
 		skew = d
 	}
 	if every != renewCheck || skew != 0 {
-		r.opt.Log.Warn().Dur("every", every).Dur("skew", skew).Msg("service: test certificate renewal timing on")
+		r.opt.Log.Warn().Str("every", every.String()).Str("skew", skew.String()).Msg("service: test certificate renewal timing on")
 	}
 	for {
 		r.renewIfDue(ctx, time.Now().Add(skew))

@@ -64,8 +64,9 @@ type Runtime struct {
 
 	mu         sync.Mutex // serialises policy application
 	policy     *policy.Policy
-	polVersion atomic.Value // string
-	heartbeat  atomic.Int64 // nanoseconds
+	polVersion atomic.Value                  // string
+	polFailed  atomic.Pointer[PolicyFailure] // latest policy refused; nil once one applies
+	heartbeat  atomic.Int64                  // nanoseconds
 	hbChanged  chan struct{}
 }
 
@@ -74,19 +75,41 @@ type Runtime struct {
 type Status struct {
 	Enrolled      bool                       `json:"enrolled"`
 	AgentID       string                     `json:"agent_id,omitempty"`
-	Server        string                     `json:"server,omitempty"`
+	Server        string                     `json:"server,omitempty"`  // in use now (failover moves it), not the enrollment's
+	Servers       []string                   `json:"servers,omitempty"` // the list, in the order tried
 	Running       bool                       `json:"running"`
 	PID           int                        `json:"pid,omitempty"`
 	UpdatedAt     time.Time                  `json:"updated_at,omitzero"`
 	SpoolDepth    uint64                     `json:"spool_depth"`
 	LastSeq       uint64                     `json:"last_seq"`
 	LastAckedSeq  uint64                     `json:"last_acked_seq"`
-	Uplink        string                     `json:"uplink,omitempty"` // failure kind, empty when fine
-	PolicyVersion string                     `json:"policy_version,omitempty"`
+	Uplink        string                     `json:"uplink,omitempty"`         // failure kind, empty when fine
+	PolicyVersion string                     `json:"policy_version,omitempty"` // the policy in force
+	PolicyFailed  *PolicyFailure             `json:"policy_failed,omitempty"`  // a later policy refused
 	Controls      map[string]controls.Status `json:"controls"`
 	LogFile       string                     `json:"log_file,omitempty"`   // where `run` logs
 	SystemLog     string                     `json:"system_log,omitempty"` // the OS log that gets warnings and errors
-	Hint          string                     `json:"hint,omitempty"`       // what to do when not enrolled
+	// LastEnrollError is the service's last failed enrollment attempt, while
+	// it is not enrolled.
+	LastEnrollError *EnrollFailure `json:"last_enroll_error,omitempty"`
+	Hint            string         `json:"hint,omitempty"` // what needs the admin: not enrolled, a refused policy
+}
+
+// PolicyFailure is the latest policy the agent refused: the controls keep
+// the previous one until a policy applies.
+type PolicyFailure struct {
+	Version string    `json:"version"`
+	Name    string    `json:"name,omitempty"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+}
+
+// EnrollFailure is a failed enrollment attempt of the service.
+type EnrollFailure struct {
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+	Attempt int       `json:"attempt"`
+	RetryAt time.Time `json:"retry_at,omitzero"`
 }
 
 // Run starts the agent from an enrolled state dir and runs until ctx is done.
@@ -168,7 +191,8 @@ func (r *Runtime) run(ctx context.Context) error {
 		log.Error().Err(err).Msg("service: saved policy failed to apply")
 	}
 	r.emit(ctx, "agent.started", event.Info, startedAttrs(version, r.spool.Previous()))
-	log.Info().Str("agent", r.id.State.AgentID).Str("server", r.id.State.Server).
+	server, servers := r.serverInUse()
+	log.Info().Str("agent", r.id.State.AgentID).Str("server", server).Strs("servers", servers).
 		Str("policy_version", version).Int("controls", len(r.controls)).Msg("mamori-agent running")
 
 	ctlCtx, stopControls := context.WithCancel(context.Background())
@@ -185,10 +209,7 @@ func (r *Runtime) run(ctx context.Context) error {
 		Apply: func(ctx context.Context, v string, p *policy.Policy, raw []byte) error {
 			return r.applyPolicy(ctx, v, p, raw, true)
 		},
-		Rejected: func(ctx context.Context, v string, err error) {
-			log.Error().Err(err).Str("version", v).Msg("service: policy from server rejected")
-			r.emit(ctx, "agent.policy_failed", event.Warning, event.Attrs{"version": v, "error": err.Error()})
-		}}
+		Rejected: r.policyRejected}
 	for _, f := range []func(context.Context){
 		func(ctx context.Context) { _ = r.shipper.Run(ctx) },
 		func(ctx context.Context) { _ = ps.Run(ctx) },
@@ -271,14 +292,17 @@ func (r *Runtime) applyPolicy(ctx context.Context, version string, p *policy.Pol
 				}
 			}
 		}
+		r.polFailed.Store(&PolicyFailure{Version: version, Name: p.Name, Error: failed.Error(), At: time.Now().UTC()})
 		if report {
 			r.opt.Log.Error().Err(failed).Str("version", version).Msg("service: policy failed; previous kept")
 			r.emit(ctx, "agent.policy_failed", event.Warning, event.Attrs{"version": version, "name": p.Name, "error": failed.Error()})
+			r.writeStatus(true) // status shows the refusal at once
 		}
 		return failed
 	}
 	r.policy = p
 	r.polVersion.Store(version)
+	r.polFailed.Store(nil)
 	if list, err := uplink.ParseServers(strings.Join(p.Controls.Agent.Servers, ",")); err == nil && r.servers != nil &&
 		!slices.Equal(list, r.servers.URLs()) {
 		r.servers.Set(list)
@@ -306,6 +330,24 @@ func (r *Runtime) applyPolicy(ctx context.Context, version string, p *policy.Pol
 	r.opt.Log.Info().Str("version", version).Str("name", p.Name).Msg("service: policy applied")
 	r.emit(ctx, "agent.policy_applied", event.Info, event.Attrs{"version": version, "name": p.Name})
 	return nil
+}
+
+// policyRejected reports a policy from the server that does not parse; the
+// controls keep the previous one.
+func (r *Runtime) policyRejected(ctx context.Context, version string, err error) {
+	r.opt.Log.Error().Err(err).Str("version", version).Msg("service: policy from server rejected")
+	r.emit(ctx, "agent.policy_failed", event.Warning, event.Attrs{"version": version, "error": err.Error()})
+	r.polFailed.Store(&PolicyFailure{Version: version, Error: err.Error(), At: time.Now().UTC()})
+	r.writeStatus(true)
+}
+
+// serverInUse is the server the shipper and policy sync use now and the
+// list they fail over in; tests may run without a list.
+func (r *Runtime) serverInUse() (string, []string) {
+	if r.servers == nil {
+		return r.id.State.Server, nil
+	}
+	return r.servers.Current(), r.servers.URLs()
 }
 
 // superviseControl runs a control and restarts it with backoff when Run
@@ -442,9 +484,10 @@ func (r *Runtime) statusLoop(ctx context.Context) {
 
 func (r *Runtime) writeStatus(running bool) {
 	st := r.spool.Stats()
-	s := Status{Enrolled: true, AgentID: r.id.State.AgentID, Server: r.id.State.Server, Running: running,
+	server, servers := r.serverInUse()
+	s := Status{Enrolled: true, AgentID: r.id.State.AgentID, Server: server, Servers: servers, Running: running,
 		PID: os.Getpid(), UpdatedAt: time.Now().UTC(), SpoolDepth: st.Depth, LastSeq: st.LastSeq,
-		LastAckedSeq: st.AckedSeq, PolicyVersion: r.polVersion.Load().(string),
+		LastAckedSeq: st.AckedSeq, PolicyVersion: r.polVersion.Load().(string), PolicyFailed: r.polFailed.Load(),
 		Controls: map[string]controls.Status{}}
 	if r.shipper != nil {
 		s.Uplink = r.shipper.Failing()

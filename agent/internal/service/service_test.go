@@ -70,10 +70,13 @@ func TestFlagErrorsExit2AndChangeNothing(t *testing.T) {
 	}
 }
 
+// status on a dir that was never enrolled (and has no installed config to
+// enroll from) exits 1 with a message saying so, still printing its JSON.
 func TestStatusNotEnrolled(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := Main([]string{"status", "--state-dir", t.TempDir()}, nil, &out, &errb); code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
+	if code := Main([]string{"status", "--state-dir", t.TempDir()}, nil, &out, &errb); code != exitError ||
+		!strings.Contains(errb.String(), "not enrolled") {
+		t.Fatalf("exit %d, want %d: %s", code, exitError, errb.String())
 	}
 	var s Status
 	if err := json.Unmarshal(out.Bytes(), &s); err != nil || s.Enrolled {

@@ -160,7 +160,10 @@ func ForgetToken(dir string) error {
 
 // ServersOf is the server list of an enrolled agent: the installed config's,
 // in its order, with the enrolled server added last when the list lacks it;
-// just the enrolled server when there is no config.
+// just the enrolled server when there is no config. The enrolled server is
+// the last resort, tried only after every configured one failed: a mistyped
+// configure or policy list then still reaches a server that can push a
+// corrected list, and the pinned CA stops a reused host name.
 func ServersOf(dir string, st State) ([]string, error) {
 	c, err := LoadConfig(dir)
 	if errors.Is(err, ErrNoConfig) {
