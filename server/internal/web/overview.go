@@ -16,7 +16,7 @@ import (
 var warningTypes = []string{
 	"fileaccess.bulk", "fileaccess.overflow", "media.blocked", "media.file_written", "media.inserted",
 	"media.enforce_failed", "screenlock.drift", "screenlock.enforce_failed", "backup.failed", "backup.corrupt",
-	"agent.dropped", "server.gap", "server.unclean_stop", "notify.failed",
+	"agent.dropped", "server.gap", "server.unclean_stop", "notify.failed", "incident.overdue",
 }
 
 // warningWindow is how far back 概要 looks for warnings.

@@ -66,10 +66,15 @@ func TestOverviewWarningsActionsCounts(t *testing.T) {
 			Attrs: event.Attrs{"serial": "UNREG0001"}},
 	})
 	addHostEvents(t, srv, "PC-EIGYO-02", "営業部", []event.Event{statusEvent("posture", "fail", "posture.disk_unencrypted", "ディスクが暗号化されていません", "disk not encrypted")})
+	// An overdue breach report is the manager's to see here too.
+	if _, err := srv.Store().AppendServer(context.Background(), event.Event{Control: "incident", Type: "incident.overdue", Severity: event.Violation,
+		Object: "INC-20261201-a37761", Attrs: event.Attrs{"report": "preliminary", "reason": "速報の期限 2026-12-04 を過ぎています", "title": "USBメモリ紛失"}}); err != nil {
+		t.Fatal(err)
+	}
 	b := newBrowser(t, srv)
 	b.login("admin", srv.AdminPassword())
 	pg := b.get("/").body
-	for _, want := range []string{"大量コピー・大量操作", "231 件", "媒体への書き込み", `D:\顧客`, "PPC 通則編 §10-5(2)",
+	for _, want := range []string{"大量コピー・大量操作", "231 件", "媒体への書き込み", `D:\顧客`, "PPC 通則編 §10-5(2)", "漏えい等報告の期限超過", "INC-20261201-a37761",
 		"端末の画面ロック時間をポリシー以内にし", "ディスク暗号化・ウイルス対策・OS更新を確認し", `id="violations">2<`, "要対応 (2)"} {
 		if !strings.Contains(pg, want) {
 			t.Errorf("概要 lacks %q", want)
