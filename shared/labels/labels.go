@@ -135,6 +135,9 @@ var catalog = map[Set]map[string]label{
 		"retention.pruned":            {"保存期間切れの削除", "Retention pruned"},
 		"server.gap":                  {"記録の欠落", "Gap in agent log"},
 		"server.event_loss_accepted":  {"欠落の承認", "Event loss accepted"},
+		"incident.opened":             {"事故の記録", "Incident opened"},
+		"incident.updated":            {"事故の更新", "Incident updated"},
+		"incident.overdue":            {"漏えい等報告の期限超過", "Breach report overdue"},
 		"server.writer_started":       {"記録の開始 (サーバー)", "Server started recording"},
 		"server.writer_stopped":       {"記録の停止 (サーバー)", "Server stopped recording"},
 		"server.unclean_stop":         {"サーバーの異常停止", "Server stopped unrecorded"},
@@ -288,6 +291,7 @@ var catalog = map[Set]map[string]label{
 		"to":                  {"終了", "To"},
 		"summary":             {"概要", "Summary"},
 		"reconciled":          {"再走査で見つかった変更", "Found by rescanning"},
+		"path_encoding":       {"パスの表記（escaped: UTF-8 でないバイトを \\xNN で表記）", "Path encoding (escaped: bytes that are not UTF-8 as \\xNN)"},
 		"note_ja":             {"説明", "Note (Japanese)"},
 		"note_en":             {"説明（英語）", "Note"},
 		// Media.
