@@ -28,6 +28,8 @@ if [ -n "${SIGN_CERT:-}${SIGN_KEY:-}" ]; then
 fi
 
 rm -rf "$out"
+mkdir -p "$out"
+out=$(cd "$out" && pwd) # DIST may be anywhere: the packaging steps below run in other folders
 build=$out/build
 mkdir -p "$build/linux-amd64" "$build/windows-amd64"
 ldflags="-s -w -X main.version=$version -X main.commit=$commit -X main.date=$date"
@@ -73,13 +75,15 @@ for prog in agent server; do
 	sign "$out/mamori-$prog.msi" "Mamori ${prog^}"
 done
 
+# go tool finds nfpm through this module's go.mod; the staging folder is outside it.
+nfpm=$(go tool -n nfpm)
 for prog in agent server; do
 	stage=$build/nfpm-$prog
 	mkdir -p "$stage"
 	cp "$build/linux-amd64/mamori-$prog" installers/linux/mamori-$prog.service "installers/linux/$prog.env.example" \
 		installers/linux/$prog-postinst.sh installers/linux/$prog-prerm.sh installers/linux/nfpm-$prog.yaml "$stage/"
 	for pk in deb rpm; do
-		(cd "$stage" && NFPM_ARCH=amd64 NFPM_VERSION=$num go tool nfpm package --config nfpm-$prog.yaml --packager $pk --target "$OLDPWD/$out/" >/dev/null)
+		(cd "$stage" && NFPM_ARCH=amd64 NFPM_VERSION=$num "$nfpm" package --config nfpm-$prog.yaml --packager $pk --target "$out/" >/dev/null)
 	done
 done
 
