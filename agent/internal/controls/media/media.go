@@ -240,6 +240,12 @@ func (c *Control) Status() controls.Status {
 	return c.status.Current()
 }
 
+// blind is a probe that can tell it cannot see removable storage on this
+// host (Linux: no USB bus in sysfs); it returns what is missing, or "".
+type blind interface {
+	unobservable() string
+}
+
 // waker is a probe that can say "look now" (Linux: kernel uevents).
 type waker interface {
 	wakeups(ctx context.Context) <-chan struct{}
@@ -359,7 +365,7 @@ func (c *Control) tick(ctx context.Context) {
 		delete(c.failing, t.dev.Key)
 		c.mu.Unlock()
 	}
-	c.setStatus(ctx, len(devs))
+	c.setStatus(ctx, len(devs), pol.Mode)
 }
 
 // act records the decision for t and, in enforce mode, enforces it. The
@@ -454,19 +460,41 @@ func (c *Control) reportListError(ctx context.Context, err error) {
 	}, nil)
 }
 
-func (c *Control) setStatus(ctx context.Context, n int) {
+// setStatus reports the verdict after a tick that saw n devices. A pass
+// always says why: evidence must read on its own.
+func (c *Control) setStatus(ctx context.Context, n int, mode policy.Mode) {
 	c.mu.Lock()
 	failing := len(c.failing)
 	c.mu.Unlock()
 	attrs := event.Attrs{"devices": n}
+	var st controls.Status
 	if failing > 0 {
-		_ = c.status.Set(ctx, controls.Status{
-			State: controls.Fail, Reason: "media.enforce_failed",
-			ReasonJA: "媒体の制限を適用できませんでした", ReasonEN: "could not enforce the media policy on " + strconv.Itoa(failing) + " device(s)",
-		}, attrs)
-		return
+		st = controls.Status{State: controls.Fail, Reason: "media.enforce_failed",
+			ReasonJA: "媒体の制限を適用できませんでした", ReasonEN: "could not enforce the media policy on " + strconv.Itoa(failing) + " device(s)"}
+	} else if b, ok := c.probe.(blind); ok && n == 0 {
+		// "0 devices" where none could ever be seen proves nothing.
+		if missing := b.unobservable(); missing != "" {
+			st = controls.Status{State: controls.Unknown, Reason: "media.unobservable",
+				ReasonJA: "この端末では外部媒体を検出・制限できません（" + missing + " がありません）",
+				ReasonEN: "removable storage cannot be observed or blocked on this host: " + missing + " missing"}
+		}
 	}
-	_ = c.status.Set(ctx, controls.Status{State: controls.Pass}, attrs)
+	if st.State == "" {
+		switch {
+		case n == 0:
+			st = controls.Status{State: controls.Pass, Reason: "media.none_attached",
+				ReasonJA: "接続中の外部媒体はありません", ReasonEN: "no removable storage attached"}
+		case mode == policy.Enforce:
+			st = controls.Status{State: controls.Pass, Reason: "media.policy_applied",
+				ReasonJA: "接続中の外部媒体 " + strconv.Itoa(n) + " 台にポリシーを適用しています（許可・読み取り専用・ブロック）",
+				ReasonEN: "the media policy is applied to the " + strconv.Itoa(n) + " attached device(s) (allowed, read-only or blocked)"}
+		default:
+			st = controls.Status{State: controls.Pass, Reason: "media.recorded",
+				ReasonJA: "接続中の外部媒体 " + strconv.Itoa(n) + " 台を記録しています（監査モードのため制限はしません）",
+				ReasonEN: strconv.Itoa(n) + " attached device(s) recorded (audit mode: nothing is restricted)"}
+		}
+	}
+	_ = c.status.Set(ctx, st, attrs)
 }
 
 // forgetAll drops tracking when the control is off; no events, the control

@@ -538,3 +538,53 @@ func TestFileWrittenWithFswatch(t *testing.T) {
 		t.Fatalf("events: %s", got)
 	}
 }
+
+// TestUnobservableHostIsUnknown: on the captured sandbox (no USB bus in
+// /sys/bus/usb/devices, no /run/udev) no stick could ever be seen or
+// blocked, so the control says so instead of passing with "devices: 0".
+func TestUnobservableHostIsUnknown(t *testing.T) {
+	c, rec, _ := newTestControl(t, newSysfsProbe(loadTree(t, "captured-virtio.txt")))
+	ctx := context.Background()
+	if err := c.Apply(ctx, mediaPolicy(policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock})); err != nil {
+		t.Fatal(err)
+	}
+	c.tick(ctx)
+	st := c.Status()
+	if st.State != controls.Unknown || st.Reason != "media.unobservable" || st.ReasonJA == "" ||
+		!strings.Contains(st.ReasonEN, "bus/usb/devices") || !strings.Contains(st.ReasonEN, "run/udev") {
+		t.Fatalf("status %+v", st)
+	}
+	evs := rec.OfType("media.status")
+	if len(evs) != 1 || evs[0].Attrs["status"] != "unknown" || evs[0].Attrs["reason"] != "media.unobservable" {
+		t.Fatalf("status events %+v", evs)
+	}
+}
+
+// TestPassCarriesReason: a pass says why (nothing attached, or what was
+// done with what is attached), so the evidence reads on its own.
+func TestPassCarriesReason(t *testing.T) {
+	fp := &fakeProbe{}
+	c, _, _ := newTestControl(t, fp)
+	ctx := context.Background()
+	m := policy.Media{Mode: policy.Enforce, Default: policy.MediaBlock, AllowRegistered: true,
+		Registered: []policy.RegisteredMed{{RegisterID: "MED-1", Serial: "SER-1"}}}
+	if err := c.Apply(ctx, mediaPolicy(m)); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what, reason string) {
+		t.Helper()
+		c.tick(ctx)
+		st := c.Status()
+		if st.State != controls.Pass || st.Reason != reason || st.ReasonJA == "" || st.ReasonEN == "" {
+			t.Fatalf("%s: status %+v, want pass %s with texts", what, st, reason)
+		}
+	}
+	check("nothing attached", "media.none_attached")
+	fp.set(Device{Key: "sdb", Path: "/dev/sdb", Serial: "SER-1"}, Device{Key: "sdc", Path: "/dev/sdc", Serial: "OTHER"})
+	check("registered and blocked", "media.policy_applied")
+	m.Mode = policy.Audit
+	if err := c.Apply(ctx, mediaPolicy(m)); err != nil {
+		t.Fatal(err)
+	}
+	check("audit", "media.recorded")
+}

@@ -75,6 +75,23 @@ func (p *sysfsProbe) list(ctx context.Context) ([]Device, error) {
 	return out, nil
 }
 
+// unobservable names what this host lacks for removable storage to be seen
+// and blocked at all, "" when nothing. Without a USB bus in sysfs no stick
+// can appear (and block, authorized=0, has nothing to write to): a
+// container or a VM without USB. The udev database is named when missing
+// too, as what an admin should look for, though ids come from sysfs alone.
+func (p *sysfsProbe) unobservable() string {
+	usb := filepath.Join(p.sys, "bus", "usb", "devices")
+	if _, err := os.Stat(usb); err == nil {
+		return ""
+	}
+	missing := usb
+	if _, err := os.Stat(filepath.Join(p.run, "udev")); err != nil {
+		missing += ", " + filepath.Join(p.run, "udev")
+	}
+	return missing
+}
+
 // readBlock reads one /sys/block entry. ok is false for devices that are
 // neither removable nor on USB (unless all) and for empty card readers.
 func (p *sysfsProbe) readBlock(name string, ms []mountEntry, all bool) (Device, bool, error) {

@@ -152,3 +152,23 @@ func TestSysfsBlockMissingAuthorizedFails(t *testing.T) {
 		t.Fatal("deauthorizing a vanished device succeeded")
 	}
 }
+
+// TestSysfsUnobservable: a host without a USB bus in sysfs names what is
+// missing; one with a USB bus (even with no stick in) does not.
+func TestSysfsUnobservable(t *testing.T) {
+	for tree, want := range map[string][]string{
+		"captured-virtio.txt":   {"sys/bus/usb/devices", "run/udev"},
+		"usb-sandisk-vfat.txt":  nil,
+		"usb-kingston-luks.txt": nil,
+	} {
+		got := newSysfsProbe(loadTree(t, tree)).unobservable()
+		if (got == "") != (want == nil) {
+			t.Errorf("%s: unobservable() = %q", tree, got)
+		}
+		for _, w := range want {
+			if !strings.Contains(got, filepath.FromSlash(w)) {
+				t.Errorf("%s: %q does not name %s", tree, got, w)
+			}
+		}
+	}
+}
