@@ -297,7 +297,8 @@ var checkJA = map[string]string{
 // decide turns facts into a verdict. Only required checks (and OS updates
 // when os_update_max_age is set) decide; optional ones are still reported
 // in attrs. A failed required check makes the host fail; otherwise an
-// unknown required check makes it unknown.
+// unknown required check makes it unknown; with no required check at all
+// it is unknown (posture.nothing_to_check), never pass.
 func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 	var rs []result
 
@@ -385,7 +386,7 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 	rs = append(rs, fw)
 
 	attrs := event.Attrs{}
-	var failed, unknown []result
+	var failed, unknown, passed []result
 	for _, r := range rs {
 		a := map[string]any{"state": string(r.state), "required": r.required}
 		for k, v := range r.attrs {
@@ -403,6 +404,8 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 			failed = append(failed, r)
 		case controls.Unknown:
 			unknown = append(unknown, r)
+		default:
+			passed = append(passed, r)
 		}
 	}
 	switch {
@@ -410,8 +413,22 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 		return verdict(controls.Fail, failed), attrs
 	case len(unknown) > 0:
 		return verdict(controls.Unknown, unknown), attrs
+	case len(passed) == 0:
+		// Nothing required: a pass would be compliance evidence for checks
+		// nobody asked for (and that may well fail). As screenlock with no
+		// settings to check; the server only takes pass, fail and unknown.
+		return controls.Status{State: controls.Unknown, Reason: "posture.nothing_to_check",
+			ReasonJA: "必須の確認項目がありません（ディスク暗号化・ウイルス対策・ファイアウォールがすべて任意で、OS更新の期限もありません）",
+			ReasonEN: "no check is required (disk encryption, anti-virus and firewall optional, no OS update age)"}, attrs
 	}
-	return controls.Status{State: controls.Pass}, attrs
+	ja := make([]string, len(passed))
+	en := make([]string, len(passed))
+	for i, r := range passed {
+		ja[i], en[i] = checkJA[r.name], r.name
+	}
+	return controls.Status{State: controls.Pass, Reason: "posture.ok",
+		ReasonJA: "必須の確認項目を満たしています（" + strings.Join(ja, "・") + "）",
+		ReasonEN: "required checks pass: " + strings.Join(en, ", ")}, attrs
 }
 
 // verdict names every deciding check; the reason key is the first one's

@@ -84,8 +84,12 @@ func TestDecideRequiredOptional(t *testing.T) {
 				if st.ReasonJA == "" {
 					t.Fatalf("%s: no Japanese reason", name)
 				}
-			} else if st.State != controls.Pass {
-				t.Fatalf("%s: got %+v, want pass", name, st)
+			} else if mask == 0 {
+				if st.State != controls.Unknown || st.Reason != "posture.nothing_to_check" {
+					t.Fatalf("%s: got %+v, want unknown posture.nothing_to_check", name, st)
+				}
+			} else if st.State != controls.Pass || st.Reason != "posture.ok" || st.ReasonJA == "" || st.ReasonEN == "" {
+				t.Fatalf("%s: got %+v, want pass posture.ok with texts", name, st)
 			}
 			for i, b := range breaks {
 				a := attrs[b.name].(map[string]any)
@@ -114,10 +118,10 @@ func TestDecideAgesAtTheEdge(t *testing.T) {
 		state  controls.State
 		reason string
 	}{
-		{"both fresh", time.Hour, time.Hour, controls.Pass, ""},
-		{"signatures exactly at max", 72 * time.Hour, time.Hour, controls.Pass, ""},
+		{"both fresh", time.Hour, time.Hour, controls.Pass, "posture.ok"},
+		{"signatures exactly at max", 72 * time.Hour, time.Hour, controls.Pass, "posture.ok"},
 		{"signatures 1s over", 72*time.Hour + time.Second, time.Hour, controls.Fail, "posture.signatures_outdated"},
-		{"update exactly at max", time.Hour, 720 * time.Hour, controls.Pass, ""},
+		{"update exactly at max", time.Hour, 720 * time.Hour, controls.Pass, "posture.ok"},
 		{"update 1s over", time.Hour, 720*time.Hour + time.Second, controls.Fail, "posture.os_update_old"},
 		{"both over: first named first", 100 * time.Hour, 800 * time.Hour, controls.Fail, "posture.signatures_outdated"},
 	}
@@ -576,7 +580,7 @@ func TestParseDarwinFixtures(t *testing.T) {
 }
 
 // The real probe of this OS runs: whatever it finds, the status is
-// well-formed and anything but pass carries a reason.
+// well-formed and carries a reason, pass included.
 func TestRealProbe(t *testing.T) {
 	rec := &controlstest.Recorder{}
 	c := newControl(controls.Env{Emit: rec, Clock: controls.RealClock{}, Log: zerolog.Nop()}, newProbe(controls.Env{}))
@@ -616,7 +620,7 @@ func TestRealProbe(t *testing.T) {
 			t.Errorf("%s state %v", k, a["state"])
 		}
 	}
-	if st.State != controls.Pass && (st.Reason == "" || st.ReasonJA == "" || st.ReasonEN == "") {
+	if st.Reason == "" || st.ReasonJA == "" || st.ReasonEN == "" {
 		t.Fatalf("verdict without reason: %+v", st)
 	}
 }
@@ -655,5 +659,39 @@ func TestDecideNamesUnencryptedDrives(t *testing.T) {
 	a := attrs[CheckDisk].(map[string]any)
 	if u, _ := a["unencrypted"].([]string); len(u) != 1 || u[0] != "D:" || a["volume"] != "C: D: E:" {
 		t.Fatalf("attrs %v", a)
+	}
+}
+
+// TestNothingRequiredIsNotPass: with every check optional (and no update
+// age) nothing decides, so the host is not a compliant pass whatever the
+// facts: unknown posture.nothing_to_check, as screenlock reports it.
+func TestNothingRequiredIsNotPass(t *testing.T) {
+	cfg, err := configFrom(policy.Posture{Mode: policy.Enforce, DiskEncryption: policy.Optional,
+		Antivirus: policy.Optional, Firewall: policy.Optional})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsupported := fmt.Errorf("probe: %w", errors.ErrUnsupported)
+	bad := goodFacts()
+	bad.disk = diskFact{Volume: "/"}
+	bad.avErr, bad.fwErr = errNotDetected, unsupported
+	for name, f := range map[string]facts{"as found by the tester": bad, "all fine": goodFacts()} {
+		st, attrs := decide(cfg, f, t0)
+		if st.State != controls.Unknown || st.Reason != "posture.nothing_to_check" || st.ReasonJA == "" || st.ReasonEN == "" {
+			t.Errorf("%s: %+v", name, st)
+		}
+		if attrs[CheckDisk] == nil {
+			t.Errorf("%s: the optional checks are still reported: %v", name, attrs)
+		}
+	}
+}
+
+// TestPassCarriesReason: a pass names what was checked.
+func TestPassCarriesReason(t *testing.T) {
+	cfg, _ := configFrom(policy.Posture{Mode: policy.Audit, DiskEncryption: policy.Required, Firewall: policy.Required})
+	st, _ := decide(cfg, goodFacts(), t0)
+	if st.State != controls.Pass || st.Reason != "posture.ok" || !strings.Contains(st.ReasonEN, CheckDisk) ||
+		!strings.Contains(st.ReasonEN, CheckFirewall) || strings.Contains(st.ReasonEN, CheckAV) || !strings.Contains(st.ReasonJA, "ファイアウォール") {
+		t.Fatalf("%+v", st)
 	}
 }
