@@ -30,6 +30,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mamori/mamori/agent/internal/controls"
 	"github.com/mamori/mamori/shared/event"
@@ -332,7 +333,7 @@ func (c *Control) runOnce(ctx context.Context, cfg config, eng *engine) (struct{
 	res, err := eng.run(ctx, cfg.sources)
 	if err != nil {
 		c.lastErr = err
-		a := event.Attrs{"error": err.Error(), "disk_full": isDiskFull(err), "destination": cfg.destination}
+		a := event.Attrs{"error": errText(err), "disk_full": isDiskFull(err), "destination": cfg.destination}
 		if isDiskFull(err) {
 			a["reason"] = "disk_full"
 		}
@@ -389,18 +390,28 @@ func (c *Control) verifyAll(ctx context.Context, eng *engine) bool {
 	}
 	c.corrupt = bad
 	for _, b := range bad {
+		// A name that is not UTF-8 would make the spool refuse the event:
+		// then every path is escaped (as in the manifest) and an attr says so.
+		escape := slices.ContainsFunc(b.Paths, func(p string) bool { return !utf8.ValidString(p) })
+		a := event.Attrs{"generation": b.Generation, "count": len(b.Paths), "checked": checked}
+		if escape {
+			a["path_encoding"] = event.PathEncodingEscaped
+		}
 		// Bounded by count and bytes so the event stays under event.MaxAttrsLen.
 		var paths []any
 		size := 0
 		for _, p := range b.Paths {
+			if escape {
+				p = event.EscapeBytes(p)
+			}
 			if len(paths) == maxEventPaths || size+len(p) > maxEventPathBytes {
 				break
 			}
 			paths = append(paths, p)
 			size += len(p) + 4
 		}
-		c.emit(ctx, event.Event{Type: TypeCorrupt, Severity: event.Violation, Object: filepath.Join(eng.hostDir, b.Generation),
-			Attrs: event.Attrs{"generation": b.Generation, "paths": paths, "count": len(b.Paths), "checked": checked}})
+		a["paths"] = paths
+		c.emit(ctx, event.Event{Type: TypeCorrupt, Severity: event.Violation, Object: filepath.Join(eng.hostDir, b.Generation), Attrs: a})
 	}
 	return true
 }
@@ -452,12 +463,12 @@ func (c *Control) report(ctx context.Context, cfg config, newest time.Time, read
 	switch {
 	case readErr != nil:
 		r, state = rUnreachable, controls.Fail
-		attrs["error"] = readErr.Error()
+		attrs["error"] = errText(readErr)
 	case len(c.corrupt) > 0:
 		r, state = rCorrupt, controls.Fail
 	case c.lastErr != nil:
 		r, state = rFailed, controls.Fail
-		attrs["error"] = c.lastErr.Error()
+		attrs["error"] = errText(c.lastErr)
 	case newest.IsZero():
 		r, state = rNone, controls.Fail
 	case overdue:
@@ -467,6 +478,16 @@ func (c *Control) report(ctx context.Context, cfg config, newest time.Time, read
 	if err := c.rep.Set(ctx, st, attrs); err != nil {
 		c.env.Log.Error().Err(err).Msg("backup status not recorded")
 	}
+}
+
+// errText is err's text as an event takes it: a file name in it that is
+// not UTF-8 is escaped, or the spool would refuse the event.
+func errText(err error) string {
+	s := err.Error()
+	if !utf8.ValidString(s) {
+		return event.EscapeBytes(s)
+	}
+	return s
 }
 
 func (c *Control) emit(ctx context.Context, e event.Event) {

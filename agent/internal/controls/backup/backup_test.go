@@ -709,3 +709,67 @@ func TestRewrittenManifestIsNotLinkedFrom(t *testing.T) {
 		t.Fatal("linked from the generation with the rewritten manifest")
 	}
 }
+
+// TestNonUTF8NameBacksUpAndVerifies: a file named in Shift_JIS bytes (not
+// UTF-8) is copied, kept exactly in the manifest, verified as intact,
+// linked by the next run, and named readably when its copy is damaged.
+func TestNonUTF8NameBacksUpAndVerifies(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("file names that are not UTF-8 exist on Linux only")
+	}
+	r := newRig(t, t.TempDir())
+	old := t0.Add(-48 * time.Hour)
+	const name = "\x8c\xda\x8b\x71.csv" // 名簿.csv in Shift_JIS
+	write(t, filepath.Join(r.src, name), "id,name\n", old)
+	write(t, filepath.Join(r.src, "other.txt"), "x", old)
+	r.enforce(t, 7)
+	r.cycle()
+	if bad := r.rec.OfType(TypeCorrupt); len(bad) != 0 {
+		t.Fatalf("fresh backup reported corrupt: %+v", bad[0].Attrs)
+	}
+	if st := r.c.Status(); st.State != controls.Pass || st.Reason != "backup.ok" {
+		t.Fatalf("status %+v", st)
+	}
+	gens := generations(t, r)
+	m, _, err := readManifest(gens[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := sourceDir(r.src)
+	var found bool
+	for _, f := range m.Files {
+		if f.Path == base+"/"+name && f.Source == filepath.Join(r.src, name) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("manifest lost the name's bytes: %+v", m.Files)
+	}
+
+	r.clock.Advance(time.Hour)
+	r.cycle()
+	if e := r.rec.OfType(TypeCompleted)[1]; attrInt(t, e, "linked") != 2 {
+		t.Fatalf("second run: %v, want both files linked", e.Attrs)
+	}
+	gens = generations(t, r)
+	flip(t, filepath.Join(gens[1].Dir, filepath.FromSlash(base+"/"+name)))
+	r.clock.Advance(time.Minute)
+	r.c.verifyAll(context.Background(), &engine{hostDir: filepath.Join(r.dest, "pc-01")})
+	bad := r.rec.OfType(TypeCorrupt)
+	if len(bad) != 2 { // the copy is hard-linked into both generations
+		t.Fatalf("corrupt events %d", len(bad))
+	}
+	paths, _ := bad[0].Attrs["paths"].([]any)
+	if len(paths) != 1 || paths[0] != base+`/\x8c`+"\u068bq.csv" || bad[0].Attrs["path_encoding"] != "escaped" {
+		t.Fatalf("corrupt event %v", bad[0].Attrs)
+	}
+	for _, e := range r.rec.Events() {
+		if err := e.Validate(); err != nil {
+			t.Fatalf("%s: %v", e.Type, err)
+		}
+	}
+	// An error naming such a file (backup.failed, status) is escaped too.
+	if got := errText(&os.PathError{Op: "open", Path: "/s/" + name, Err: os.ErrPermission}); got != `open /s/\x8c`+"\u068bq.csv: permission denied" {
+		t.Fatalf("errText = %q", got)
+	}
+}

@@ -14,6 +14,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/mamori/mamori/shared/event"
 )
 
 // ManifestName is the file, written last, that makes a generation good.
@@ -45,6 +48,46 @@ type File struct {
 	SHA256     string    `json:"sha256"`
 	CopiedAt   time.Time `json:"copied_at"`
 	RegisterID string    `json:"register_id,omitempty"`
+}
+
+// fileJSON is File as the manifest stores it. A name on disk is bytes
+// (Linux) and need not be UTF-8; JSON would turn such bytes into U+FFFD and
+// the copy could never be found again by verify. Such a file's path and
+// source are stored escaped (event.EscapeBytes) with "escaped": true.
+type fileJSON struct {
+	fileFields
+	Escaped bool `json:"escaped,omitempty"`
+}
+
+// fileFields is File without its JSON methods.
+type fileFields File
+
+// MarshalJSON escapes a path or source that is not UTF-8.
+func (f File) MarshalJSON() ([]byte, error) {
+	j := fileJSON{fileFields: fileFields(f)}
+	if !utf8.ValidString(f.Path) || !utf8.ValidString(f.Source) {
+		j.Path, j.Source, j.Escaped = event.EscapeBytes(f.Path), event.EscapeBytes(f.Source), true
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads back the exact bytes of an escaped path and source.
+func (f *File) UnmarshalJSON(b []byte) error {
+	var j fileJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	if j.Escaped {
+		var err error
+		if j.Path, err = event.UnescapeBytes(j.Path); err != nil {
+			return fmt.Errorf("path: %w", err)
+		}
+		if j.Source, err = event.UnescapeBytes(j.Source); err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+	}
+	*f = File(j.fileFields)
+	return nil
 }
 
 // Source is one tree to back up.

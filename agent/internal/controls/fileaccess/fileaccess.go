@@ -1160,6 +1160,7 @@ func (r *runner) emitState(ctx context.Context, e event.Event, snap map[string]*
 	if e.Time.IsZero() {
 		e.Time = r.c.env.Clock.Now()
 	}
+	escapeNames(&e)
 	var err error
 	if st := snapState(snap); st != nil && r.store != nil {
 		err = r.store.EmitState(ctx, e, st)
