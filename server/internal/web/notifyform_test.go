@@ -91,7 +91,7 @@ func TestNotificationFormsAndAlertActions(t *testing.T) {
 		if a.status != http.StatusBadRequest {
 			t.Fatalf("bad rule: %d", a.status)
 		}
-		for _, want := range []string{"メールアドレスではありません: not-an-address", "「30s」「5m」「1h」のように", "0 から 10000 までの数",
+		for _, want := range []string{"メールアドレスではありません: not-an-address", "「30s」「5m」「1h」「2分」のように", "0 から 10000 までの数",
 			`value="総務部の違反"`, `value="kanri@example.jp, not-an-address"`, `value="5 minutes"`} {
 			if !strings.Contains(a.body, want) {
 				t.Errorf("answer lacks %q", want)
