@@ -64,6 +64,26 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// startChild serves dir from a child process (TestMain) until killed, and
+// returns it with its URL once it answers.
+func startChild(t *testing.T, dir string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(filepath.Join(dir, "url")); err == nil && len(b) > 0 {
+			return cmd, string(b)
+		} else if time.Now().After(deadline) {
+			t.Fatal("child server did not start")
+		}
+	}
+}
+
 // TestKillDurability kills a server child process (SIGKILL) while agents
 // ingest, restarts on the same data dir and checks that every acked event
 // is there.
@@ -72,22 +92,7 @@ func TestKillDurability(t *testing.T) {
 		t.Skip("starts a child process")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	var base string
-	for deadline := time.Now().Add(30 * time.Second); base == ""; {
-		if b, err := os.ReadFile(filepath.Join(dir, "url")); err == nil && len(b) > 0 {
-			base = string(b)
-		} else if time.Now().After(deadline) {
-			t.Fatal("child server did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	cmd, base := startChild(t, dir)
 	caPEM := readFile(t, filepath.Join(dir, app.FileCA))
 	token := strings.TrimSpace(string(readFile(t, filepath.Join(dir, app.FileEnrollToken))))
 	srvFP := startFingerprint(t, caPEM) // as an admin copies it from the enroll command
