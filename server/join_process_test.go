@@ -92,6 +92,11 @@ func TestJoinProcesses(t *testing.T) {
 		}
 		var ks []string
 		for _, kv := range resp.Kvs {
+			// The running first server signs checkpoints over its own
+			// records (its start) on its own schedule: not the join's doing.
+			if k := string(kv.Key); k == "/mamori/checkpoint" || k == "/mamori/verified-mark" {
+				continue
+			}
 			ks = append(ks, string(kv.Key)+"@"+strconv.FormatInt(kv.ModRevision, 10))
 		}
 		return ks
