@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,23 +16,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/text/encoding/japanese"
 	"golang.org/x/text/transform"
-
-	"github.com/mamori/mamori/server/internal/app"
 )
 
 // TestRegisterAndPolicyCLI drives register import/export and policy apply
 // against a real server, reading the token and CA from its data dir.
 func TestRegisterAndPolicyCLI(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := startServer(t, dir)
 	cli := func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
 		code := run(append(args, "--server", srv.URL(), "--data-dir", dir), &out, &errb)
@@ -127,12 +118,7 @@ func TestAdminCLIDefaultDataDir(t *testing.T) {
 // CP932 file, exports it again, and names the row and field of a bad file.
 func TestRegisterCLIOtherKinds(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := startServer(t, dir)
 	cli := func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
 		code := run(append(args, "--server", srv.URL(), "--data-dir", dir), &out, &errb)

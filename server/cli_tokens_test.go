@@ -19,12 +19,7 @@ import (
 // through the CLI against a real server.
 func TestTokensCLI(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := startServer(t, dir)
 	cli := func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
 		code := run(append(args, "--server", srv.URL(), "--data-dir", dir), &out, &errb)
@@ -74,12 +69,7 @@ func stateAgent(id string) state.Agent {
 // longer life.
 func TestTokensListUsedUp(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := startServer(t, dir)
 	ctx := context.Background()
 	plain, tok, err := srv.State().CreateEnrollToken(ctx, time.Hour, 1, "test")
 	if err != nil {
@@ -107,12 +97,7 @@ func TestTokensListUsedUp(t *testing.T) {
 // says which names it has, not to check the firewall.
 func TestAdminCLIWrongName(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := startServer(t, dir)
 	var out, errb bytes.Buffer
 	base := "https://localhost:" + strconv.Itoa(srv.Port())
 	code := run([]string{"tokens", "list", "--server", base, "--data-dir", dir}, &out, &errb)
@@ -120,4 +105,16 @@ func TestAdminCLIWrongName(t *testing.T) {
 		!strings.Contains(errb.String(), "https://127.0.0.1:PORT") || strings.Contains(errb.String(), "firewall") {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
+}
+
+// startServer serves dir in process, on loopback, for the CLI's tests.
+func startServer(t *testing.T, dir string) *app.Server {
+	t.Helper()
+	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
 }

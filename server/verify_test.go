@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mamori/mamori/server/internal/app"
@@ -25,12 +23,7 @@ import (
 // the place named for a changed or cut one or another key, 2 for bad usage.
 func TestVerifyCommand(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := app.Start(context.Background(), app.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Hostnames: []string{"127.0.0.1"}, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := startServer(t, dir)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(srv.CAPEM())
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
