@@ -537,6 +537,21 @@ func TestShortLivedProcessesAttributed(t *testing.T) {
 // TestFastSequenceKeepsNamesAndModification with the real probe (root:
 // fanotify with the FID group, whose rename and delete records are joined
 // to the same window) keeps both names and the modification.
+// startFID watches root with the real probe and a short debounce, or skips
+// where fanotify has no FID group.
+func startFID(t *testing.T, root string) *harness {
+	t.Helper()
+	h := start(t, newProbe(controlsEnvForProbe()), pol(func(f *policy.FileAccess) {
+		f.Paths = []string{root}
+		f.Debounce = policy.Duration(300 * time.Millisecond)
+	}))
+	st := h.waitStatus(controls.Pass, "")
+	if st.Attrs["attribution"] != "fanotify+fid" {
+		t.Skipf("no fanotify FID here: attribution %v", st.Attrs["attribution"])
+	}
+	return h
+}
+
 func TestFastSequenceWithFanotify(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("fanotify needs root (CAP_SYS_ADMIN)")
@@ -546,14 +561,7 @@ func TestFastSequenceWithFanotify(t *testing.T) {
 	if err := os.WriteFile(old, []byte("氏名\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h := start(t, newProbe(controlsEnvForProbe()), pol(func(f *policy.FileAccess) {
-		f.Paths = []string{root}
-		f.Debounce = policy.Duration(300 * time.Millisecond)
-	}))
-	st := h.waitStatus(controls.Pass, "")
-	if st.Attrs["attribution"] != "fanotify+fid" {
-		t.Skipf("no fanotify FID here: attribution %v", st.Attrs["attribution"])
-	}
+	h := startFID(t, root)
 	renamed := filepath.Join(root, "list2.csv")
 	fastSequence(t, old, renamed, false)
 	checkSequence(t, h.waitEvent(TypeDeleted, old), old, old, renamed, false)
@@ -582,14 +590,7 @@ func TestSaveViaRenameWithFanotify(t *testing.T) {
 	if err := os.WriteFile(saved, []byte("v1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h := start(t, newProbe(controlsEnvForProbe()), pol(func(f *policy.FileAccess) {
-		f.Paths = []string{root}
-		f.Debounce = policy.Duration(300 * time.Millisecond)
-	}))
-	st := h.waitStatus(controls.Pass, "")
-	if st.Attrs["attribution"] != "fanotify+fid" {
-		t.Skipf("no fanotify FID here: attribution %v", st.Attrs["attribution"])
-	}
+	h := startFID(t, root)
 	cmd := exec.Command("/bin/sh", "-ec", `cd "$1"; echo v2 > T1.tmp; mv 文書1.xlsx 文書1~RF.TMP; mv T1.tmp 文書1.xlsx; rm 文書1~RF.TMP`, "sh", root)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
