@@ -1,6 +1,8 @@
 package web_test
 
 import (
+	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -93,5 +95,47 @@ func TestAlertingPages(t *testing.T) {
 	}
 	if !found {
 		t.Error("report download not recorded")
+	}
+}
+
+// A rule for a department no PC and no register entry has never fires, so
+// a mistyped department must not be saved without a word: the rules table
+// names the departments and warns of the unknown one; the form offers the
+// known ones.
+func TestRuleWithUnknownDepartmentWarns(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addHost(t, srv, "pc-01", "総務部", nil, 1, `OFFICE\sato`)
+	admin := newBrowser(t, srv)
+	csrf := admin.login("admin", srv.AdminPassword())
+	save := func(name, depts string) {
+		t.Helper()
+		f := url.Values{"csrf": {csrf}, "revision": {pageRevision(t, admin.get("/notifications").body)}, "name": {name},
+			"kind": {"violation"}, "default": {"1"}, "departments": {depts}, "action": {"save"}}
+		if a := admin.post("/notifications/rules", f); a.status != http.StatusSeeOther {
+			t.Fatalf("save %s: %d\n%.2000s", name, a.status, a.body)
+		}
+	}
+	save("総務の違反", "総務部")
+	save("経理の違反", "総務部, 経理")
+	pg := admin.get("/notifications").body
+	if !strings.Contains(pg, `<datalist id="notify-depts"><option value="総務部">`) || !strings.Contains(pg, `list="notify-depts"`) {
+		t.Error("the rule form does not offer the known departments")
+	}
+	rows := regexp.MustCompile(`(?s)<tr id="rule-[^"]*">.*?</tr>`).FindAllString(pg, -1)
+	seen := 0
+	for _, row := range rows {
+		if strings.Contains(row, "総務の違反") || strings.Contains(row, "経理の違反") {
+			seen++
+		}
+		unknown := strings.Contains(row, "部署「経理」の PC も台帳の項目もありません")
+		switch {
+		case strings.Contains(row, "総務の違反") && (unknown || !strings.Contains(row, "総務部")):
+			t.Errorf("the rule for a known department: %s", row)
+		case strings.Contains(row, "経理の違反") && !unknown:
+			t.Errorf("the rule for an unknown department is not warned of: %s", row)
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("rules table: %d rows for the two rules, want 2\n%.4000s", seen, pg)
 	}
 }

@@ -62,6 +62,12 @@ type notifyView struct {
 	// AlertErr and AlertComment keep a refused action's problem and text.
 	AlertErr     map[int64]string
 	AlertComment map[int64]string
+	// Departments are those of PCs and register entries, offered by the
+	// rule form; Unknown names, by rule, the departments outside them: a
+	// mistyped department makes a rule that never fires, yet refusing it
+	// would stop rules being set before a department's PCs enroll.
+	Departments []string
+	Unknown     map[string][]string
 }
 
 // kindOpt is one choice of the kind select.
@@ -123,8 +129,17 @@ func (u *UI) notifyView(ctx context.Context) (*notifyView, error) {
 	}
 	v := &notifyView{Settings: set.Redacted(), Revision: rev, Kinds: kindOpts(), Log: log, Alerts: alerts,
 		SMTP: formOfSMTP(set.SMTP), AlertErr: map[int64]string{}, AlertComment: map[int64]string{}}
+	if v.Departments, err = u.reportDepartments(ctx); err != nil {
+		return nil, err
+	}
+	v.Unknown = map[string][]string{}
 	for _, r := range set.Rules {
 		v.Rules = append(v.Rules, formOfRule(r))
+		for _, d := range r.Departments {
+			if !slices.Contains(v.Departments, d) {
+				v.Unknown[r.Name] = append(v.Unknown[r.Name], d)
+			}
+		}
 	}
 	v.Rules = append(v.Rules, ruleForm{Kind: notify.KindViolation})
 	for _, h := range set.Webhooks {
