@@ -116,7 +116,7 @@ func TestRuleWithUnknownDepartmentWarns(t *testing.T) {
 		}
 	}
 	save("総務の違反", "総務部")
-	save("経理の違反", "総務部, 経理")
+	save("経理の違反", "総務部, 経理, 人時")
 	pg := admin.get("/notifications").body
 	if !strings.Contains(pg, `<datalist id="notify-depts"><option value="総務部">`) || !strings.Contains(pg, `list="notify-depts"`) {
 		t.Error("the rule form does not offer the known departments")
@@ -127,7 +127,7 @@ func TestRuleWithUnknownDepartmentWarns(t *testing.T) {
 		if strings.Contains(row, "総務の違反") || strings.Contains(row, "経理の違反") {
 			seen++
 		}
-		unknown := strings.Contains(row, "部署「経理」の PC も台帳の項目もありません")
+		unknown := strings.Contains(row, "部署「経理」「人時」の PC も台帳の項目もありません")
 		switch {
 		case strings.Contains(row, "総務の違反") && (unknown || !strings.Contains(row, "総務部")):
 			t.Errorf("the rule for a known department: %s", row)
