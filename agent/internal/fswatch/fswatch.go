@@ -84,7 +84,11 @@ type Change struct {
 	// Names lists, oldest first, every name the file had within the
 	// debounce window when it was renamed in it (e.g. a file modified,
 	// renamed and deleted in one window: Deleted of the old name, Names
-	// [old, new]); nil otherwise.
+	// [old, new]); nil otherwise. When the old name holds another file
+	// again by then (a save via rename: original renamed to a backup name,
+	// new content renamed or written onto its name, backup deleted), that
+	// path is Modified, and after it comes the backup's Deleted (or
+	// Renamed) under its own name, Names [original, backup].
 	Names []string
 	// Transient: the file appeared and was gone again within the window
 	// (Op is Deleted, Path the last name it had).
@@ -215,6 +219,12 @@ type Watcher struct {
 	lastRenN uint64        // stats.Raw at that rename: the new name's create comes right after it
 	renAway  []renamedAway // paths renamed away within Debounce, oldest first (concurrent renames)
 	stats    Stats
+
+	// vacated holds what the snapshot had for a name whose file was renamed
+	// away within the window, until the change of that file or of a new
+	// file at the name is out: a file there again existed all along as a
+	// path (a save via rename), so it is Modified, not Created.
+	vacated map[string]entry
 }
 
 // New starts a watcher with no roots.
@@ -419,6 +429,11 @@ func (w *Watcher) Remove(dir string) error {
 	for p := range w.pend {
 		if Within(p, dir) && w.rootForLocked(p) == "" {
 			delete(w.pend, p)
+		}
+	}
+	for p := range w.vacated {
+		if Within(p, dir) && w.rootForLocked(p) == "" {
+			delete(w.vacated, p)
 		}
 	}
 	return nil
@@ -838,6 +853,10 @@ func (w *Watcher) pairRenameLocked(p string, pd *pending, fi fs.FileInfo, now ti
 	}
 	if had {
 		delete(w.snap, from)
+		if w.vacated == nil {
+			w.vacated = map[string]entry{}
+		}
+		w.vacated[from] = old
 		if old.dir {
 			// Move the children's snapshot entries with the directory so
 			// the scan of the new name does not report them as created.
@@ -871,17 +890,39 @@ func (w *Watcher) flush(force bool) []Change {
 		}
 	}
 	sort.Strings(ready)
-	var out []Change
+	isReady := make(map[string]bool, len(ready))
 	for _, p := range ready {
+		isReady[p] = true
+	}
+	var out []Change
+	var take func(p string)
+	take = func(p string) {
 		pd := w.pend[p]
 		if pd == nil {
-			continue // consumed as the children of a deleted directory
+			return // consumed as the children of a deleted directory, or taken already
+		}
+		// The name this file was renamed from may hold another file again
+		// (a save via rename): that file's change goes first, so the new
+		// content of a path precedes the deletion of its old content's
+		// backup name, whatever the names' order.
+		again := pd.oldPath != p && w.pend[pd.oldPath] != nil
+		if again && !isReady[pd.oldPath] {
+			return // wait for it (at most MaxDelay)
 		}
 		delete(w.pend, p)
 		if w.lastRen == p {
 			w.lastRen = ""
 		}
+		if again {
+			take(pd.oldPath)
+		}
 		out = append(out, w.resolveLocked(p, pd)...)
+	}
+	for _, p := range ready {
+		take(p)
+	}
+	if len(w.pend) == 0 {
+		w.vacated = nil // nothing left that could refer to them
 	}
 	return out
 }
@@ -894,20 +935,39 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 		return nil
 	}
 	old, had := w.snap[p]
+	before, vacated := w.vacated[p]
+	delete(w.vacated, p)
+	if pd.oldPath != "" && pd.oldPath != p && w.pend[pd.oldPath] == nil {
+		delete(w.vacated, pd.oldPath) // no new file there: nothing else will use it
+	}
+	// A name that holds a file again (its own change went first, see flush)
+	// is not this file's: its deletion is under its last name, and the
+	// snapshot edit of that name is the new file's.
+	_, again := w.snap[pd.oldPath]
+	again = again || w.pend[pd.oldPath] != nil
 	c := Change{Path: p, Root: top, Raw: pd.raw, Count: pd.raw.Total(), Time: pd.last, Names: pd.names}
+	gone := func(q string) {
+		if _, ok := w.snap[q]; !ok {
+			c.Snap[q] = nil
+		}
+	}
 	fi, err := os.Lstat(p)
 	if err != nil {
 		switch {
 		case had:
 		case pd.oldEntry != nil: // renamed and then deleted within the window
-			c.Path, old = pd.oldPath, *pd.oldEntry
+			old = *pd.oldEntry
+			if !again {
+				c.Path = pd.oldPath
+			}
 		case pd.raw.Create > 0 || pd.raw.Scan > 0:
 			// Created and gone again within the window: still a file that
 			// existed, with what was done to it (Raw, Names).
 			w.stats.Transient++
 			c.Op, c.Transient = Deleted, true
 			if len(pd.names) > 0 {
-				c.Snap = map[string]*Entry{pd.names[0]: nil, p: nil}
+				c.Snap = map[string]*Entry{p: nil}
+				gone(pd.names[0])
 			}
 			return []Change{c}
 		default:
@@ -915,7 +975,10 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 		}
 		delete(w.snap, p)
 		c.Op, c.IsDir, c.Size = Deleted, old.dir, old.size
-		c.Snap = map[string]*Entry{p: nil, c.Path: nil}
+		c.Snap = map[string]*Entry{p: nil}
+		if pd.oldEntry != nil {
+			gone(pd.oldPath)
+		}
 		out := []Change{c}
 		if p == top {
 			w.roots[top].watched = false
@@ -930,15 +993,23 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 	c.IsDir, c.Size = e.dir, e.size
 	c.Snap = map[string]*Entry{p: e.export()}
 	switch {
-	case pd.oldEntry != nil:
+	case pd.oldEntry != nil && pd.oldPath == p:
+		old, had = *pd.oldEntry, true // renamed away and back: not a rename
+	case !had && vacated && !before.dir && !e.dir:
+		// Another file at the name of one renamed away in the window (a
+		// save via rename): the path existed before and has new content.
+		old, had = before, true
+	}
+	switch {
+	case pd.oldEntry != nil && pd.oldPath != p:
 		c.Op, c.OldPath = Renamed, pd.oldPath
-		c.Snap[pd.oldPath] = nil
+		gone(pd.oldPath)
 		if e.dir {
 			// The children moved with the folder (pairRenameLocked).
 			for q, qe := range w.snap {
 				if Within(q, p) && q != p {
 					c.Snap[q] = qe.export()
-					c.Snap[pd.oldPath+q[len(p):]] = nil
+					gone(pd.oldPath + q[len(p):])
 				}
 			}
 		}
@@ -951,7 +1022,7 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 	case e.dir:
 		return nil // a directory's own notifications say only that its content changed
 	default:
-		c.Op = Modified // includes a file saved over by an editor's temp-file rename
+		c.Op = Modified // includes a file saved by an editor's temp-file rename
 	}
 	return []Change{c}
 }
@@ -974,6 +1045,8 @@ func (w *Watcher) dropTreeLocked(dir, top string, t time.Time) []Change {
 		raw := RawCounts{Scan: 1}
 		if qp := w.pend[q]; qp != nil {
 			delete(w.pend, q)
+			delete(w.vacated, q)
+			delete(w.vacated, qp.oldPath)
 			raw = qp.raw
 		}
 		out = append(out, Change{Op: Deleted, Path: q, Root: top, IsDir: qe.dir, Size: qe.size,

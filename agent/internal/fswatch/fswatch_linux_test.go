@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const maxQueued = "/proc/sys/fs/inotify/max_queued_events"
@@ -73,5 +74,39 @@ func TestRealInotifyOverflow(t *testing.T) {
 	}
 	if s := w.Stats(); s.Overflows == 0 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestRealSaveViaRename: an Office-style save (temp written, original to a
+// backup name, temp onto the original name, backup deleted) seen through
+// real inotify, with the backup name sorting before and after the
+// original: the saved file is modified, then the backup name deleted.
+func TestRealSaveViaRename(t *testing.T) {
+	for _, bak := range []string{"~$文書.tmp", "文書.xlsx~"} {
+		t.Run(bak, func(t *testing.T) {
+			root := t.TempDir()
+			doc, tmp := filepath.Join(root, "文書.xlsx"), filepath.Join(root, "~wrl0001.tmp")
+			write(t, doc, "v1")
+			// A long window: the four calls below fall in one on a busy machine.
+			w := newTestWatcher(t, Options{Debounce: time.Second})
+			if err := w.Add(root); err != nil {
+				t.Fatal(err)
+			}
+			write(t, tmp, "v2, the new content")
+			for _, err := range []error{os.Rename(doc, filepath.Join(root, bak)), os.Rename(tmp, doc),
+				os.Remove(filepath.Join(root, bak))} {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []string
+			for _, c := range collect(t, w, 3*time.Second) {
+				got = append(got, string(c.Op)+" "+filepath.Base(c.Path))
+			}
+			want := []string{"modified 文書.xlsx", "deleted " + bak}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("changes:\n got  %q\n want %q", got, want)
+			}
+		})
 	}
 }
