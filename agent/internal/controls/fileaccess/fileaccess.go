@@ -73,6 +73,7 @@ type access struct {
 	Delete  bool
 	Create  bool   // the entry was created (Linux fanotify FID FAN_CREATE)
 	Rename  bool   // the entry was renamed, from or to Path (Linux FAN_RENAME / FAN_MOVED_*)
+	NewName bool   // Rename: Path is the name it got (renamed or moved to it), not the one it left
 	MovedTo string // renamed from Path: where it went, when the OS says (Linux FID)
 	Record  uint64 // OS record that reported it (Security-log record id), acked back; 0: none
 }
@@ -322,6 +323,10 @@ type bulkWindow struct {
 	last       time.Time
 	recs       []uint64                  // OS records behind suppressed events, released with the summary
 	snap       map[string]*fswatch.Entry // snapshot edits of suppressed events, saved with the summary
+	// stopped: the window counts changes found at start (while_agent_stopped)
+	// and nothing else; outage holds their window_from and window_to.
+	stopped bool
+	outage  event.Attrs
 }
 
 type readKey struct{ path, user, process string }
@@ -361,7 +366,7 @@ type runner struct {
 }
 
 // window is when a root went unwatched: from the agent's last event before
-// it stopped to the comparison at start.
+// it stopped (or the root's baseline, if later) to the comparison at start.
 type window struct{ from, to time.Time }
 
 // ackDone tells the probe how far its records are durable.
@@ -497,7 +502,7 @@ func (r *runner) addRoot(ctx context.Context, root string, appeared bool) error 
 	log := r.c.env.Log
 	first := !r.seen[root]
 	r.seen[root] = true
-	prior, err := loadPrior(r.store, root)
+	prior, since, err := loadPrior(r.store, root)
 	if err != nil {
 		// Comparing with it would invent changes; a new baseline is taken,
 		// and the log says what cannot be known, not only the local log.
@@ -532,7 +537,13 @@ func (r *runner) addRoot(ctx context.Context, root string, appeared bool) error 
 		return nil
 	}
 	if first {
-		r.offline[root] = window{from: r.prev.Time, to: r.c.env.Clock.Now()}
+		// Seen until the last stored event; with none since its baseline
+		// (killed right after taking it), since then.
+		from := r.prev.Time
+		if since.After(from) {
+			from = since
+		}
+		r.offline[root] = window{from: from, to: r.c.env.Clock.Now()}
 	}
 	return r.w.AddFrom(root, prior)
 }
@@ -652,7 +663,6 @@ func (r *runner) change(ctx context.Context, ch fswatch.Change) {
 			}})
 		return
 	}
-	ch = replacedName(ch)
 	if ch.Path == ch.Root && ch.Op == fswatch.Deleted {
 		if rs := r.roots[ch.Root]; rs != nil {
 			rs.watched, rs.err = false, fs.ErrNotExist
@@ -664,38 +674,6 @@ func (r *runner) change(ctx context.Context, ch fswatch.Change) {
 		return
 	}
 	r.record(ctx, ch)
-}
-
-// replacedName fixes the deletion of a file renamed within the window whose
-// earlier names hold a file again, as after a save via rename (Office and
-// most editors: the original renamed to a backup name, the new content
-// renamed onto the original name, the backup deleted). The watcher reports
-// it under the first name, which would make file.deleted the last event of
-// a path that exists and drop that path from the saved snapshot: it is the
-// deletion of the last name (names kept), and the new file's own change
-// sets the snapshot entry of the name it took.
-func replacedName(ch fswatch.Change) fswatch.Change {
-	if ch.Op != fswatch.Deleted || len(ch.Names) < 2 {
-		return ch
-	}
-	first, last := ch.Path, ch.Names[len(ch.Names)-1]
-	var snap map[string]*fswatch.Entry
-	for _, n := range ch.Names[:len(ch.Names)-1] {
-		if _, err := os.Lstat(n); n == last || err != nil {
-			continue
-		}
-		if snap == nil {
-			snap = maps.Clone(ch.Snap)
-		}
-		delete(snap, n)
-		if n == first {
-			ch.Path = last
-		}
-	}
-	if snap != nil {
-		ch.Snap = snap
-	}
-	return ch
 }
 
 // sequenceAttrs keeps what a coalesced change merged: every name the file
@@ -804,9 +782,20 @@ func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event, sn
 	}
 	now := r.c.env.Clock.Now()
 	b := &rs.bulk
-	if b.start.IsZero() || now.Sub(b.start) >= r.cfg.window {
+	// Changes found at start and live ones are summarised apart: the outage
+	// window must cover exactly the changes the agent did not see happen.
+	stopped := e.Attrs["attribution_source"] == sourceWhileStopped
+	if b.start.IsZero() || now.Sub(b.start) >= r.cfg.window || b.stopped != stopped {
 		r.closeBulk(ctx, rs, now)
-		b.start = now
+		b.start, b.stopped = now, stopped
+		if stopped {
+			b.outage = event.Attrs{}
+			for _, k := range []string{"window_from", "window_to"} {
+				if v, ok := e.Attrs[k]; ok {
+					b.outage[k] = v
+				}
+			}
+		}
 	}
 	b.n++
 	if b.n <= r.cfg.threshold {
@@ -862,6 +851,12 @@ func (r *runner) closeBulk(ctx context.Context, rs *rootState, now time.Time) {
 			a["processes"] = topN(b.procs, 5)
 		}
 		summary := fmt.Sprintf("%s files changed in %s", group(total+r.cfg.threshold), roundDur(b.last.Sub(b.start)))
+		if b.stopped {
+			// from and to are when they were found; when they happened is the outage.
+			a["attribution_source"] = sourceWhileStopped
+			maps.Copy(a, b.outage)
+			summary = fmt.Sprintf("%s files changed while the agent was stopped", group(total+r.cfg.threshold))
+		}
 		if proc != "" {
 			summary += " by " + filepath.Base(proc)
 		}
@@ -986,17 +981,20 @@ func (r *runner) excluded(p string) bool { return fswatch.Excluded(r.cfg.exclude
 
 // observes says whether a is an OS record of the operation op itself rather
 // than another access of the same path. A Windows rename needs DELETE on the
-// source, so a 4663 delete access observes a rename.
+// source, so a 4663 delete access observes a rename. A file moved in from
+// outside the folders (created, or modified when it replaced a file of that
+// name) is made by the move: the rename under its new name observes it.
 func observes(op fswatch.Op, a access) bool {
+	movedIn := a.Rename && a.NewName
 	switch op {
 	case fswatch.Deleted:
 		return a.Delete || a.MovedTo != "" // deleted, or moved out of the folders
 	case fswatch.Renamed:
 		return a.Rename || a.Delete
 	case fswatch.Created:
-		return a.Create || a.Write
+		return a.Create || a.Write || movedIn
 	}
-	return a.Write
+	return a.Write || movedIn
 }
 
 // attribute finds the OS access behind a change: of those on the path (or

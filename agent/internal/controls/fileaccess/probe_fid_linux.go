@@ -253,13 +253,14 @@ func (p *fanotifyProbe) handleFID(g *fidGroup, dirs map[string]string, old []fid
 				a.Create = e.mask&fanCreate != 0
 				a.Delete = e.mask&fanDelete != 0
 				a.Rename = e.mask&(fanMovedFrom|fanMovedTo) != 0
+				a.NewName = e.mask&fanMovedTo != 0
 				if e.mask&fanMovedFrom != 0 {
 					a.MovedTo = movedTo
 				}
 			case fanInfoOldDFIDName:
 				a.Rename, a.MovedTo = true, movedTo
 			case fanInfoNewDFIDName:
-				a.Rename = true
+				a.Rename, a.NewName = true, true
 			default:
 				continue
 			}

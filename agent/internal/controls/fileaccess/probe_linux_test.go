@@ -104,6 +104,7 @@ func TestFanotifyAttribution(t *testing.T) {
 
 	f := filepath.Join(root, "sub", "名簿.csv")
 	os.Mkdir(filepath.Dir(f), 0o755)
+	waitMarked(t, h, filepath.Dir(f))
 	pid, release := helper(t, "MAMORI_FA_WRITE="+f)
 	e := h.waitEvent(TypeCreated, f)
 	release()
@@ -260,6 +261,37 @@ func wantBy(t *testing.T, e event.Event, pid int, source string) {
 	}
 }
 
+// waitMarked waits until the probe has marked each of dirs, folders made
+// after the watch started. A file written in a folder before its mark lands
+// is not attributed (a documented limit, README): the mark follows the FID
+// group's create event, which a loaded machine reads tens of ms late.
+// Folders under mount marks (no FID group) need none.
+func waitMarked(t *testing.T, h *harness, dirs ...string) {
+	t.Helper()
+	p := h.c.probe.(*fanotifyProbe)
+	for _, d := range dirs {
+		var st unix.Stat_t
+		if err := unix.Stat(d, &st); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			p.mu.Lock()
+			_, ok := p.dirs[devIno{uint64(st.Dev), uint64(st.Ino)}]
+			ok = ok || p.wideAll
+			for r := range p.wide {
+				ok = ok || fswatch.Within(d, r)
+			}
+			p.mu.Unlock()
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not marked 20 s after it was made", d)
+			}
+		}
+	}
+}
+
 // TestFanotifyFIDDeleteRename: one helper process creates a file, another
 // renames it, a third deletes it under its new name, a fourth makes a
 // folder and a fifth removes a folder tree. Each change is attributed to
@@ -276,6 +308,7 @@ func TestFanotifyFIDDeleteRename(t *testing.T) {
 	if err := os.Mkdir(sub, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	waitMarked(t, h, sub) // else under load the helper may write before the mark (unattributed)
 	f := filepath.Join(sub, "名簿.csv")
 	pidW, release := helper(t, "MAMORI_FA_WRITE="+f)
 	e := h.waitEvent(TypeCreated, f)
@@ -317,6 +350,7 @@ func TestFanotifyFIDDeleteRename(t *testing.T) {
 		}
 	}
 	h.waitEvent(TypeCreated, files[len(files)-1])
+	waitMarked(t, h, d, filepath.Join(d, "a"), deep) // their deletes are reported on them
 	pidT, release := helper(t, "MAMORI_FA_REMOVE="+d)
 	for _, p := range append(files, deep, d) {
 		wantBy(t, h.waitEvent(TypeDeleted, p), pidT, sourceObserved)
@@ -522,6 +556,9 @@ func TestShortLivedProcessesAttributed(t *testing.T) {
 	}
 	run("mkdir", func(i int) []string { return []string{dir(i)} })
 	check("mkdir", TypeCreated, dir)
+	for i := range n {
+		waitMarked(t, h, dir(i))
+	}
 	run("cp", func(i int) []string { return []string{src, a(i)} })
 	check("cp", TypeCreated, a)
 	run("mv", func(i int) []string { return []string{a(i), b(i)} })
@@ -579,19 +616,25 @@ func TestFastSequenceWithFanotify(t *testing.T) {
 // TestSaveViaRenameWithFanotify: the save via rename of
 // TestSaveViaRenameEndsWithNewContent done by the shell commands an editor's
 // save amounts to, with the real probe (root: fanotify with the FID group):
-// the saved path's last event is its new content, and the deletion, under
-// the backup name, is rm's.
+// the saved path is file.modified, then the deletion, under the backup name
+// (sorting after or before the saved name), is rm's.
 func TestSaveViaRenameWithFanotify(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("fanotify needs root (CAP_SYS_ADMIN)")
 	}
+	for _, bak := range []string{"文書1~RF.TMP", "#文書1.xlsx#"} {
+		t.Run(bak, func(t *testing.T) { testSaveViaRenameWithFanotify(t, bak) })
+	}
+}
+
+func testSaveViaRenameWithFanotify(t *testing.T, bak string) {
 	root := t.TempDir()
-	saved, backup := filepath.Join(root, "文書1.xlsx"), filepath.Join(root, "文書1~RF.TMP")
+	saved, backup := filepath.Join(root, "文書1.xlsx"), filepath.Join(root, bak)
 	if err := os.WriteFile(saved, []byte("v1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h := startFID(t, root)
-	cmd := exec.Command("/bin/sh", "-ec", `cd "$1"; echo v2 > T1.tmp; mv 文書1.xlsx 文書1~RF.TMP; mv T1.tmp 文書1.xlsx; rm 文書1~RF.TMP`, "sh", root)
+	cmd := exec.Command("/bin/sh", "-ec", `cd "$1"; echo v2 > T1.tmp; mv 文書1.xlsx "$2"; mv T1.tmp 文書1.xlsx; rm "$2"`, "sh", root, bak)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/agent/internal/controls"
-	"github.com/mamori/mamori/agent/internal/fswatch"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
 )
@@ -114,28 +113,28 @@ func saveViaRename(t *testing.T, dir, name, backup string) {
 }
 
 // checkSaveViaRename asserts the events of saveViaRename (in stored order):
-// the old content's deletion is reported under the backup name it was
-// deleted as, naming both names, and the last event of the saved path is
-// the new content's (created or modified), never file.deleted.
+// the saved path's one event is file.modified (it existed before the save),
+// then the old content's deletion under the backup name it was deleted as,
+// naming both names.
 func checkSaveViaRename(t *testing.T, evs []event.Event, saved, backup string) {
 	t.Helper()
-	var last, del *event.Event
-	var list []string
+	var del *event.Event
+	var list, ofSaved []string
 	for i, e := range evs {
 		if e.Control != Name || !strings.HasPrefix(e.Type, "file.") {
 			continue
 		}
 		list = append(list, fmt.Sprintf("%s %s %v", e.Type, e.Object, e.Attrs))
-		if e.Object == saved {
-			last = &evs[i]
+		if e.Object == saved && del == nil {
+			ofSaved = append(ofSaved, e.Type)
 		}
 		if names, _ := e.Attrs["names"].([]any); e.Type == TypeDeleted && len(names) == 2 && names[1] == backup {
 			del = &evs[i]
 		}
 	}
 	switch {
-	case last == nil || last.Type != TypeCreated && last.Type != TypeModified:
-		t.Fatalf("last event of %s is not its new content; events:\n%s", saved, strings.Join(list, "\n"))
+	case len(ofSaved) != 1 || ofSaved[0] != TypeModified:
+		t.Fatalf("want one file.modified of %s before the deletion; events:\n%s", saved, strings.Join(list, "\n"))
 	case del == nil || del.Object != backup || del.Attrs["names"].([]any)[0] != saved:
 		t.Fatalf("want file.deleted of %s with names [%s %s]; events:\n%s", backup, saved, backup, strings.Join(list, "\n"))
 	}
@@ -145,12 +144,19 @@ func checkSaveViaRename(t *testing.T, evs []event.Event, saved, backup string) {
 }
 
 // TestSaveViaRenameEndsWithNewContent: a save via rename within one
-// debounce window ends, for the saved path, with its new content, not with
-// file.deleted of a path that exists; the saved snapshot keeps the file, so
-// a restart reports nothing for it.
+// debounce window is file.modified of the saved path, then file.deleted of
+// the backup name (sorting after or before the saved name), never
+// file.created or file.deleted of the path that existed all along; the
+// saved snapshot keeps the file, so a restart reports nothing for it.
 func TestSaveViaRenameEndsWithNewContent(t *testing.T) {
+	for _, bak := range []string{"文書1~RF.TMP", "#文書1.xlsx#"} {
+		t.Run(bak, func(t *testing.T) { testSaveViaRename(t, bak) })
+	}
+}
+
+func testSaveViaRename(t *testing.T, bak string) {
 	root := t.TempDir()
-	saved, backup := filepath.Join(root, "文書1.xlsx"), filepath.Join(root, "文書1~RF.TMP")
+	saved, backup := filepath.Join(root, "文書1.xlsx"), filepath.Join(root, bak)
 	if err := os.WriteFile(saved, []byte("v1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +167,7 @@ func TestSaveViaRenameEndsWithNewContent(t *testing.T) {
 	})
 	sp, stop := runOnSpool(t, spoolPath, p)
 	waitSpool(t, sp, "status", func(evs []event.Event) bool { return find(evs, "fileaccess.status", "") != nil })
-	saveViaRename(t, root, "文書1.xlsx", "文書1~RF.TMP")
+	saveViaRename(t, root, "文書1.xlsx", bak)
 	waitSpool(t, sp, "the deletion", func(evs []event.Event) bool { return find(evs, TypeDeleted, "") != nil })
 	time.Sleep(700 * time.Millisecond) // the rest of the window, however it is ordered
 	evs := stop()
@@ -176,30 +182,5 @@ func TestSaveViaRenameEndsWithNewContent(t *testing.T) {
 		if strings.HasPrefix(e.Type, "file.") {
 			t.Fatalf("after a restart: %s %s %v", e.Type, e.Object, e.Attrs)
 		}
-	}
-}
-
-// TestReplacedName: the deletion of a file renamed within the window moves
-// to its last name only when an earlier name holds a file again, and then
-// leaves that name's snapshot entry to the new file's own change (also for
-// a file created and gone within the window).
-func TestReplacedName(t *testing.T) {
-	dir := t.TempDir()
-	a, b := filepath.Join(dir, "a.xlsx"), filepath.Join(dir, "a~RF.TMP")
-	del := fswatch.Change{Op: fswatch.Deleted, Path: a, Names: []string{a, b},
-		Snap: map[string]*fswatch.Entry{a: nil, b: nil}}
-	if got := replacedName(del); got.Path != a || len(got.Snap) != 2 {
-		t.Fatalf("first name gone: %+v; want unchanged", got)
-	}
-	if err := os.WriteFile(a, []byte("v2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if got := replacedName(del); got.Path != b || len(got.Snap) != 1 || got.Snap[b] != nil || len(del.Snap) != 2 {
-		t.Fatalf("first name replaced: %+v (from %+v); want the deletion of %s, snapshot edit of %s only", got, del, b, b)
-	}
-	tr := fswatch.Change{Op: fswatch.Deleted, Path: b, Transient: true, Names: []string{a, b},
-		Snap: map[string]*fswatch.Entry{a: nil, b: nil}}
-	if got := replacedName(tr); got.Path != b || len(got.Snap) != 1 {
-		t.Fatalf("transient, first name replaced: %+v; want %s, snapshot edit of %s only", got, b, b)
 	}
 }

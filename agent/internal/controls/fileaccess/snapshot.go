@@ -23,8 +23,9 @@ const (
 
 // sourceWhileStopped marks a change found at start by comparing the saved
 // snapshot with the disk: it happened while no agent watched, between
-// window_from (the agent's last event before it stopped) and window_to
-// (the comparison), by an unknown user and process.
+// window_from (the agent's last event before it stopped, or the folder's
+// baseline if later) and window_to (the comparison), by an unknown user and
+// process. A fileaccess.bulk summarising such changes carries the same.
 const sourceWhileStopped = "while_agent_stopped"
 
 // stateStore is what the spool offers for saving the snapshot with events.
@@ -74,18 +75,23 @@ func snapState(edits map[string]*fswatch.Entry) *spool.State {
 }
 
 // loadPrior returns the saved snapshot of root, or nil when root has no
-// saved baseline (first watched now). An unreadable entry makes the whole
-// saved snapshot unusable: better a new baseline than invented changes.
-func loadPrior(st stateStore, root string) (map[string]fswatch.Entry, error) {
+// saved baseline (first watched now), and when that baseline was taken
+// (zero if unreadable). An unreadable entry makes the whole saved snapshot
+// unusable: better a new baseline than invented changes.
+func loadPrior(st stateStore, root string) (map[string]fswatch.Entry, time.Time, error) {
 	known := false
-	if err := st.LoadState(bucketRoots, func(k, _ []byte) error {
-		known = known || string(k) == root
+	var since time.Time
+	if err := st.LoadState(bucketRoots, func(k, v []byte) error {
+		if string(k) == root {
+			known = true
+			since, _ = time.Parse(time.RFC3339Nano, string(v))
+		}
 		return nil
 	}); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if !known {
-		return nil, nil
+		return nil, time.Time{}, nil
 	}
 	prior := map[string]fswatch.Entry{}
 	err := st.LoadState(bucketSnapshot, func(k, v []byte) error {
@@ -101,9 +107,9 @@ func loadPrior(st stateStore, root string) (map[string]fswatch.Entry, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	return prior, nil
+	return prior, since, nil
 }
 
 // saveBaseline replaces the saved snapshot of root with snap (a root just
