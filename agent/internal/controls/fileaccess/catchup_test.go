@@ -2,6 +2,7 @@ package fileaccess
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -157,5 +158,58 @@ func TestOutageFromBaseline(t *testing.T) {
 	e := find(stop(), TypeCreated, f)
 	if e.Attrs["attribution_source"] != sourceWhileStopped || e.Attrs["window_from"] != base.Format(time.RFC3339Nano) {
 		t.Fatalf("created %v; want while_agent_stopped from the baseline %v", e.Attrs, base)
+	}
+}
+
+// TestLaterWatcherIsNotWhileStopped: the outage window belongs to the
+// comparison made at start. A later watcher (a policy that changes the
+// exclusions or the debounce, or a watcher that failed) also compares
+// with the saved snapshot, but what it finds happened while the agent ran:
+// reconciled, without the start's window.
+func TestLaterWatcherIsNotWhileStopped(t *testing.T) {
+	root := t.TempDir()
+	dbPath := filepath.Join(t.TempDir(), "spool.db")
+	p1 := pol(func(f *policy.FileAccess) { f.Paths, f.Exclude = []string{root}, []string{"*.tmp"} })
+	_, stop := runOnSpool(t, dbPath, p1)
+	stop() // the baseline
+
+	sp, err := spool.Open(dbPath, spool.Options{Agent: "agent-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := controls.Env{Emit: sp, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
+	c := newControl(env, &fakeProbe{err: fmt.Errorf("none: %w", errors.ErrUnsupported)})
+	if err := c.Apply(context.Background(), p1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		sp.Close()
+	}()
+	ready := filepath.Join(root, "ready.csv")
+	if err := os.WriteFile(ready, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitSpool(t, sp, "the second start watching", func(evs []event.Event) bool { return find(evs, TypeCreated, ready) != nil })
+	f := filepath.Join(root, "作業中.tmp") // excluded: no event, not in the saved snapshot
+	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p2 := pol(func(fa *policy.FileAccess) { fa.Paths, fa.Exclude = []string{root}, []string{} })
+	if err := c.Apply(context.Background(), p2); err != nil {
+		t.Fatal(err)
+	}
+	waitSpool(t, sp, "the file the new watcher finds", func(evs []event.Event) bool { return find(evs, TypeCreated, f) != nil })
+	evs, err := sp.Peek(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := find(evs, TypeCreated, f)
+	if e.Attrs["attribution_source"] == sourceWhileStopped || e.Attrs["window_from"] != nil || e.Attrs["reconciled"] != true {
+		t.Fatalf("created %v; want reconciled, not while the agent was stopped", e.Attrs)
 	}
 }

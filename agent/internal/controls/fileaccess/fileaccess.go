@@ -500,8 +500,7 @@ func (r *runner) addRoot(ctx context.Context, root string, appeared bool) error 
 		return r.w.AddFrom(root, empty)
 	}
 	log := r.c.env.Log
-	first := !r.seen[root]
-	r.seen[root] = true
+	first := !r.seen[root] // seen once added: a failed add is retried as the start's
 	prior, since, err := loadPrior(r.store, root)
 	if err != nil {
 		// Comparing with it would invent changes; a new baseline is taken,
@@ -527,6 +526,7 @@ func (r *runner) addRoot(ctx context.Context, root string, appeared bool) error 
 				others = append(others, p)
 			}
 		}
+		r.seen[root] = true
 		base := r.w.Snapshot(root)
 		if appeared {
 			base = nil // each file is saved with its file.created, which is not stored yet
@@ -536,7 +536,7 @@ func (r *runner) addRoot(ctx context.Context, root string, appeared bool) error 
 		}
 		return nil
 	}
-	if first {
+	if first && !appeared {
 		// Seen until the last stored event; with none since its baseline
 		// (killed right after taking it), since then.
 		from := r.prev.Time
@@ -544,8 +544,17 @@ func (r *runner) addRoot(ctx context.Context, root string, appeared bool) error 
 			from = since
 		}
 		r.offline[root] = window{from: from, to: r.c.env.Clock.Now()}
+	} else {
+		// A later watcher's comparison, or a folder that appeared while
+		// the agent ran: what it finds happened while the agent ran
+		// (excluded then, missed by a failed watcher, or made since).
+		delete(r.offline, root)
 	}
-	return r.w.AddFrom(root, prior)
+	if err := r.w.AddFrom(root, prior); err != nil {
+		return err
+	}
+	r.seen[root] = true
+	return nil
 }
 
 func failStatus(key string, err error) controls.Status {
