@@ -65,7 +65,8 @@ func TestLabelsUnique(t *testing.T) {
 // Every attribute key the programs put in an event has a label, so that an
 // event's page never shows a bare code such as "from_seq". It reads the
 // repository's Go sources: event.Attrs literals, and keys set on a map
-// named a or attrs (the convention where attributes are built up).
+// named a or attrs (the convention where attributes are built up) or on
+// an event's Attrs field.
 func TestEveryAttrHasLabel(t *testing.T) {
 	root := filepath.Join("..", "..")
 	fset := token.NewFileSet()
@@ -114,8 +115,15 @@ func TestEveryAttrHasLabel(t *testing.T) {
 			case *ast.AssignStmt:
 				for _, l := range x.Lhs {
 					if ix, ok := l.(*ast.IndexExpr); ok {
-						if id, ok := ix.X.(*ast.Ident); ok && (id.Name == "a" || id.Name == "attrs") {
-							need(ix.Index)
+						switch x := ix.X.(type) {
+						case *ast.Ident:
+							if x.Name == "a" || x.Name == "attrs" {
+								need(ix.Index)
+							}
+						case *ast.SelectorExpr: // e.Attrs["old_path"] = ...
+							if x.Sel.Name == "Attrs" {
+								need(ix.Index)
+							}
 						}
 					}
 				}
