@@ -68,3 +68,52 @@ func TestEveryKindFromItsEvents(t *testing.T) {
 		}
 	}
 }
+
+// A bulk summary of changes found when the agent started again says so and
+// when they could have happened: its own time is only when they were found.
+func TestBulkDetailSaysWhileAgentStopped(t *testing.T) {
+	st := &eventlog.Stored{Event: event.Event{Type: "fileaccess.bulk", Process: `C:\Windows\explorer.exe`,
+		Attrs: event.Attrs{"total": 6}}}
+	if d := detailOf(st); d != "6 件のファイル変更 (explorer.exe)" {
+		t.Errorf("live bulk: %q", d)
+	}
+	st = &eventlog.Stored{Event: event.Event{Type: "fileaccess.bulk", Attrs: event.Attrs{"total": 6,
+		"attribution_source": "while_agent_stopped", "window_from": "2026-12-04T10:00:00Z", "window_to": "2026-12-06T23:30:00.5Z"}}}
+	if d, want := detailOf(st), "6 件のファイル変更 (エージェント停止中: 2026-12-04 19:00:00 JST から 2026-12-07 08:30:00 JST まで)"; d != want {
+		t.Errorf("catch-up bulk: %q, want %q", d, want)
+	}
+}
+
+// A change found when the agent started again happened at an unknown time
+// within the agent's outage, not when it was found: it is out of hours only
+// if the whole outage was (a weekend), else the Monday-morning start of
+// every PC would report the week's changes as made at 07:55.
+func TestFoundAtStartOutOfHoursOnlyIfTheWholeOutageWas(t *testing.T) {
+	set := Settings{Hours: Hours{Start: "09:00", End: "18:00", Days: []int{1, 2, 3, 4, 5}}}
+	monday := time.Date(2026, 11, 30, 7, 55, 0, 0, JST)
+	found := func(from time.Time) *eventlog.Stored {
+		return &eventlog.Stored{Event: event.Event{Agent: "a1", Control: "fileaccess", Type: "file.modified", Time: monday,
+			RegisterID: "PI-1", Attrs: event.Attrs{"attribution_source": "while_agent_stopped",
+				"window_from": from.UTC().Format(time.RFC3339Nano), "window_to": monday.UTC().Format(time.RFC3339Nano)}}}
+	}
+	for _, tc := range []struct {
+		name string
+		st   *eventlog.Stored
+		want bool
+	}{
+		{"seen live at 07:55", &eventlog.Stored{Event: event.Event{Agent: "a1", Control: "fileaccess", Type: "file.modified",
+			Time: monday, RegisterID: "PI-1"}}, true},
+		{"stopped from Friday 20:00", found(time.Date(2026, 11, 27, 20, 0, 0, 0, JST)), true},
+		{"stopped from Friday 17:00", found(time.Date(2026, 11, 27, 17, 0, 0, 0, JST)), false},
+		{"stopped for 40 days", found(monday.AddDate(0, 0, -40)), false},
+		{"stopped from Friday 17:59", found(time.Date(2026, 11, 27, 17, 59, 0, 0, JST)), false},
+		{"stopped from Friday 18:00", found(time.Date(2026, 11, 27, 18, 0, 0, 0, JST)), true},
+		{"stopped from Sunday 08:00", found(time.Date(2026, 11, 29, 8, 0, 0, 0, JST)), true},
+		{"stopped from Thursday 23:00", found(time.Date(2026, 11, 26, 23, 0, 0, 0, JST)), false},
+	} {
+		got := len(classify(set, nil, tc.st)) == 1
+		if got != tc.want {
+			t.Errorf("%s: out of hours %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -455,7 +455,7 @@ func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []
 	case "incident.overdue":
 		kinds = []string{KindIncidentOverdue}
 	default:
-		if strings.HasPrefix(st.Type, "file.") && st.RegisterID != "" && OutOfHours(set.HoursOf(it.Department), st.Time) {
+		if strings.HasPrefix(st.Type, "file.") && st.RegisterID != "" && changedOutOfHours(set.HoursOf(it.Department), st) {
 			kinds = []string{KindOutOfHours}
 		}
 	}
@@ -464,6 +464,38 @@ func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []
 		out = append(out, classified{k, it})
 	}
 	return out
+}
+
+// changedOutOfHours says whether a file event happened out of hours. One
+// found when the agent started again happened at an unknown time in the
+// agent's outage (window_from..window_to), so it is out of hours only if
+// every moment of that outage was; past a month it is not judged.
+func changedOutOfHours(h Hours, st *eventlog.Stored) bool {
+	if st.Attrs["attribution_source"] != "while_agent_stopped" {
+		return OutOfHours(h, st.Time)
+	}
+	from, err1 := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs["window_from"]))
+	to, err2 := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs["window_to"]))
+	if err1 != nil || err2 != nil || to.Before(from) || to.Sub(from) > 31*24*time.Hour {
+		return false
+	}
+	start, err := clock(h.Start)
+	if err != nil {
+		return false
+	}
+	// A day's working hours are one span from Start: the outage's first
+	// moment in it, if any, is the later of the outage's start and Start.
+	f := from.In(JST)
+	for d := time.Date(f.Year(), f.Month(), f.Day(), 0, 0, 0, 0, JST); !d.After(to); d = d.AddDate(0, 0, 1) {
+		c := d.Add(time.Duration(start) * time.Minute)
+		if c.Before(from) {
+			c = from
+		}
+		if !c.After(to) && !OutOfHours(h, c) {
+			return false
+		}
+	}
+	return true
 }
 
 // HoursOf returns the working hours of a department.
@@ -841,6 +873,16 @@ func detailOf(st *eventlog.Stored) string {
 	switch st.Type {
 	case "fileaccess.bulk":
 		d := fmt.Sprintf("%v 件のファイル変更", st.Attrs["total"])
+		if st.Attrs["attribution_source"] == "while_agent_stopped" {
+			// Found when the agent started again: its time is not when.
+			d += " (エージェント停止中"
+			from, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs["window_from"]))
+			to, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs["window_to"]))
+			if !from.IsZero() && !to.IsZero() {
+				d += ": " + jst(from) + " から " + jst(to) + " まで"
+			}
+			return d + ")"
+		}
 		if st.Process != "" {
 			d += " (" + path.Base(strings.ReplaceAll(st.Process, `\`, "/")) + ")"
 		}
