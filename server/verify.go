@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -180,6 +183,15 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		} else if opt.Old, err = os.ReadFile(*old); err != nil {
 			return usageError{fmt.Errorf("verify: cannot check: %w", err)}
 		}
+		// The auditor's own file: line ends and blank lines added by an
+		// editor or a mail are not the log's doing, and a file that is not
+		// a checkpoint of this log cannot be used (exit 2), not tampering.
+		if opt.Old != nil {
+			opt.Old = noteText(opt.Old)
+			if _, err := note.Open(opt.Old, note.VerifierList(v)); err != nil {
+				return usageError{fmt.Errorf("verify: cannot check: %s is not a checkpoint signed by the key in %s: %w", *old, *pubkey, err)}
+			}
+		}
 	}
 	rep, err := evidence.Verify(bufio.NewReaderSize(f, 1<<20), v, opt)
 	if err != nil {
@@ -195,12 +207,24 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, txt["query"]+"%s\n"+txt["manifest"], query, m.Created.UTC().Format(time.RFC3339), m.Events, m.Links)
 	}
-	// Every checkpoint the witness kept is larger than the bundle's: a
-	// bundle made before the witness first saw that log cannot be held to
-	// it; one made after shows a log smaller than one already signed.
+	// A bundle made after the witness kept a larger checkpoint of the same
+	// log shows a log smaller than one already signed: rolled back, even if
+	// it proves growth from a smaller checkpoint the witness kept before.
+	// Every checkpoint the witness kept being larger, a bundle made before
+	// the witness first saw that log cannot be held to it.
+	var latest witness.Kept
+	if useKept {
+		latest, _ = witness.Pick(*old, math.MaxInt64, nil)
+	}
 	notHeld := false // the bundle holds by itself but could not be held to the checkpoint given
 	switch {
 	case !useKept:
+	case rep.Manifest != nil && latest.Size > rep.Checkpoint.Size && !rep.Manifest.Created.Before(latest.Seen) &&
+		sameLog(latest.Note, v, rep.Checkpoint.Origin):
+		rep.Problems = slices.DeleteFunc(rep.Problems, func(p evidence.Problem) bool { return p.Kind == evidence.ProblemNoProof })
+		rep.Problems = append(rep.Problems, evidence.Problem{Line: 1, Kind: evidence.ProblemRolledBack,
+			Msg: fmt.Sprintf("the bundle, made %s, shows a log of %d entries; the witness kept one of %d at %s (%s): the log was rolled back",
+				rep.Manifest.Created.UTC().Format(time.RFC3339), rep.Checkpoint.Size, latest.Size, latest.Seen.UTC().Format(time.RFC3339), latest.Path)})
 	case opt.Old != nil:
 		fmt.Fprintf(stdout, txt["witness"], kept.Size, kept.Path)
 	case rep.Manifest == nil: // the bundle's own problems say why
@@ -298,6 +322,24 @@ func bundleSizes(bundle string) (n int64, older []int64) {
 		older = append(older, unverifiedSize(o.Checkpoint))
 	}
 	return unverifiedSize(h.Checkpoint), older
+}
+
+// noteText undoes what editors and mail do to a signed note kept as a
+// file: CRLF line ends, and blank lines or spaces after its last line.
+func noteText(b []byte) []byte {
+	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+	return append(bytes.TrimRight(b, " \t\r\n"), '\n')
+}
+
+// sameLog says whether a kept checkpoint is signed by the log key and is
+// of the log named origin.
+func sameLog(kept []byte, v note.Verifier, origin string) bool {
+	nn, err := note.Open(kept, note.VerifierList(v))
+	if err != nil {
+		return false
+	}
+	cp, err := evidence.ParseCheckpoint(nn.Text)
+	return err == nil && cp.Origin == origin
 }
 
 func unverifiedSize(msg string) int64 {

@@ -129,6 +129,22 @@ func TestWitnessDetectsFork(t *testing.T) {
 		!strings.Contains(out.String(), "witness:    checked against the witness's checkpoint of size "+strconv.FormatInt(last, 10)) {
 		t.Fatalf("verify against the witness: exit %d\n%s", code, out.String())
 	}
+	// The same checkpoint as a file that went through Notepad or a mail
+	// (CRLF, a blank line more) is the same checkpoint, not tampering; one
+	// that is not a checkpoint of this log cannot be used (exit 2).
+	k, _ := witness.Pick(wdir, last, nil)
+	crlf := filepath.Join(t.TempDir(), "kept.note")
+	os.WriteFile(crlf, append(bytes.ReplaceAll(k.Note, []byte("\n"), []byte("\r\n")), "\r\n"...), 0o600)
+	out.Reset()
+	if code := run([]string{"verify", bundle, "--pubkey", pub, "--checkpoint", crlf}, &out, &out); code != 0 {
+		t.Fatalf("verify against the kept checkpoint with CRLF: exit %d\n%s", code, out.String())
+	}
+	os.WriteFile(crlf, []byte("not a checkpoint\n"), 0o600)
+	out.Reset()
+	if code := run([]string{"verify", bundle, "--pubkey", pub, "--checkpoint", crlf}, &out, &out); code != 2 ||
+		strings.Contains(out.String(), "NOT intact") {
+		t.Fatalf("verify against a file that is not a checkpoint: exit %d\n%s", code, out.String())
+	}
 
 	// A bundle older than every checkpoint the witness kept cannot be held
 	// to them: it is checked by itself and verify says the witness could not
@@ -201,6 +217,24 @@ func TestWitnessDetectsFork(t *testing.T) {
 	cfg.AcceptEventLoss = covered
 	if srv, err = app.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("forked server: %v", err)
+	}
+	// The rolled-back log is smaller than the witness's latest checkpoint
+	// and larger than one it kept before: a bundle made now is a rollback,
+	// whether or not it proves growth from that earlier one (which it can).
+	rolled := filepath.Join(t.TempDir(), "rolled.jsonl")
+	os.WriteFile(rolled, call("GET", "/api/v1/export?format=bundle&agent=server", ""), 0o600)
+	n, _ := bundleSizes(rolled)
+	earlier, err := witness.Pick(wdir, n, nil)
+	if err != nil || earlier.Size > n || n >= kept() {
+		t.Fatalf("rolled-back log of %d entries, kept %d and %d: %v", n, earlier.Size, kept(), err)
+	}
+	for _, since := range []string{"", "&since=" + strconv.FormatInt(earlier.Size, 10)} {
+		os.WriteFile(rolled, call("GET", "/api/v1/export?format=bundle&agent=server"+since, ""), 0o600)
+		out.Reset()
+		if code := run([]string{"verify", rolled, "--pubkey", pub, "--checkpoint", wdir, "--lang", "ja"}, &out, &out); code != 1 ||
+			!strings.Contains(out.String(), "ログが巻き戻されています") {
+			t.Fatalf("verify of a rolled-back log (%q) against the witness: exit %d\n%s", since, code, out.String())
+		}
 	}
 	grow(40)
 	code, msg := round()
