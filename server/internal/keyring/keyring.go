@@ -438,6 +438,13 @@ func loadOrCreateLogKey(dir, origin string) (skey, vkey string, err error) {
 	skPath, vkPath := filepath.Join(dir, FileLogKey), filepath.Join(dir, FileLogKeyPub)
 	skey, err = readLogKey(dir)
 	if errors.Is(err, fs.ErrNotExist) {
+		// log-key.pub without log-key: the log was signed with a key that
+		// is lost here. A new one would overwrite the public key auditors
+		// check with, and could not sign on from the checkpoints made.
+		if _, perr := os.Stat(vkPath); perr == nil {
+			return "", "", fmt.Errorf("keyring: %s is missing but %s is here: the log's checkpoints are signed with that key; restore %s from the data dir's backup (a new key cannot continue the log)",
+				skPath, FileLogKeyPub, FileLogKey)
+		}
 		skey, vkey, err = note.GenerateKey(rand.Reader, origin)
 		if err != nil {
 			return "", "", fmt.Errorf("keyring: log key: %w", err)

@@ -384,3 +384,28 @@ func TestKEKInput(t *testing.T) {
 		t.Errorf("none: %v %v", k, err)
 	}
 }
+
+// A data dir whose log key was lost keeps its public key: checkpoints and
+// auditors' copies were signed with it. A new key would overwrite
+// log-key.pub with one nothing was signed with, so the start is refused,
+// naming the file to restore, and writes nothing.
+func TestLostLogKeyRefused(t *testing.T) {
+	dir := t.TempDir()
+	k, err := keyring.Open(context.Background(), cfg(nil, nil, dir, "node1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, keyring.FileLogKey)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = keyring.Open(context.Background(), cfg(nil, nil, dir, "node1"))
+	if err == nil || !strings.Contains(err.Error(), keyring.FileLogKey+" is missing") {
+		t.Fatalf("start without the log key: %v", err)
+	}
+	if pub, _ := os.ReadFile(filepath.Join(dir, keyring.FileLogKeyPub)); strings.TrimSpace(string(pub)) != k.LogVerifier {
+		t.Errorf("log-key.pub changed to %q", pub)
+	}
+	if _, err := os.Stat(filepath.Join(dir, keyring.FileLogKey)); err == nil {
+		t.Error("a new log key was written")
+	}
+}
