@@ -175,7 +175,12 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 		s.bg.Add(1)
 		go s.indexer(iconn)
 	}
-	if err := s.recordRebuilt(ctx); err != nil {
+	if err := s.recordRebuilt(ctx); errors.Is(err, ErrFenced) {
+		// The store is written under an election's epochs: the claim
+		// records what was rebuilt (the heads are not checked again, they
+		// agree with the log now).
+		s.log.Warn().Int("streams", len(s.rebuilt)).Msg("rebuilt stream heads are recorded once this server claims the writer epoch")
+	} else if err != nil {
 		s.Close()
 		return nil, err
 	}
