@@ -99,16 +99,29 @@ func (w *Witness) Check(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{Kept: kept.Size}, err
 	}
-	seen, err := evidence.Open([]byte(ans.Checkpoint), w.Verifier)
-	if err != nil {
-		return Result{Kept: kept.Size}, fmt.Errorf("witness: the server's checkpoint does not verify with the log key: %w", err)
-	}
-	res := Result{Kept: kept.Size, Seen: seen.Size}
+	res := Result{Kept: kept.Size}
 	fork := func(format string, a ...any) (Result, error) {
 		reason := fmt.Sprintf(format, a...)
 		w.alarm(ctx, Alarm{Time: time.Now().UTC(), Server: w.Server, Reason: reason, Kept: string(keptNote), Seen: ans.Checkpoint})
 		return res, fmt.Errorf("%w: %s", ErrFork, reason)
 	}
+	seen, err := evidence.Open([]byte(ans.Checkpoint), w.Verifier)
+	var other *note.UnverifiedNoteError
+	switch {
+	case err != nil && keptNote != nil && errors.As(err, &other):
+		// The server that signed what was kept now signs with another key:
+		// its log key or the server itself was replaced, and nothing it
+		// signs can be held to what was kept.
+		var keys []string
+		for _, sg := range other.Note.UnverifiedSigs {
+			keys = append(keys, fmt.Sprintf("%s+%08x", sg.Name, sg.Hash))
+		}
+		return fork("the server's checkpoint is signed by another key (%v), not the log key %s+%08x that signed the checkpoint kept at %d: the server's log key or the server was replaced",
+			keys, w.Verifier.Name(), w.Verifier.KeyHash(), kept.Size)
+	case err != nil:
+		return res, fmt.Errorf("witness: the server's checkpoint does not verify with the log key: %w", err)
+	}
+	res.Seen = seen.Size
 	switch {
 	case keptNote == nil:
 	case seen.Size < kept.Size:

@@ -104,6 +104,13 @@ func TestWitnessRollbackAndFork(t *testing.T) {
 		"rolled back":           {func(m *memLog) { m.truncate(20) }, "rolled back"},
 		"same size, other root": {func(m *memLog) { m.truncate(20); m.add(t, 10, "other") }, "different roots"},
 		"rewritten and grown":   {func(m *memLog) { m.truncate(20); m.add(t, 40, "other") }, "does not extend"},
+		// A server whose log key was replaced (a new data dir, a new
+		// server): nothing it signs can be held to what was kept.
+		"another log key": {func(m *memLog) {
+			k, _, _ := note.GenerateKey(rand.Reader, "mamori/test")
+			m.signer, _ = note.NewSigner(k)
+			m.add(t, 10, "real")
+		}, "another key"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			m := &memLog{signer: signer}
