@@ -135,6 +135,8 @@ var catalog = map[Set]map[string]label{
 		"retention.pruned":            {"保存期間切れの削除", "Retention pruned"},
 		"server.gap":                  {"記録の欠落", "Gap in agent log"},
 		"server.event_loss_accepted":  {"欠落の承認", "Event loss accepted"},
+		"server.scrub_failed":         {"ログの再検証で不一致", "Log re-check mismatch"},
+		"server.heads_rebuilt":        {"記録の先頭情報の再構築", "Stream heads rebuilt"},
 		"incident.opened":             {"事故の記録", "Incident opened"},
 		"incident.updated":            {"事故の更新", "Incident updated"},
 		"incident.overdue":            {"漏えい等報告の期限超過", "Breach report overdue"},

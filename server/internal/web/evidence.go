@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,7 +31,20 @@ const (
 	IntegrityIntact   = "intact"   // every check passed
 	IntegrityTampered = "tampered" // a check found the log changed
 	IntegrityUnknown  = "unknown"  // not checked (yet), or a check could not run
+	// IntegrityLossAccepted is the page's own state, never a checker's:
+	// the checks pass, but the log records that an admin accepted the loss
+	// of events (lossAcceptedType), so what remains is not the whole record.
+	IntegrityLossAccepted = "loss_accepted"
 )
+
+// lossAcceptedType is the server event of an admin accepting, at start,
+// a store behind the last checkpoint (app.TypeEventLossAccepted; attrs
+// lost_events, checkpoint_events, store_events, checkpoint_root).
+const lossAcceptedType = "server.event_loss_accepted"
+
+// maxLossPages bounds the walk for accepted losses (each an admin's start
+// with --accept-event-loss, so rare).
+const maxLossPages = 10
 
 // IntegrityReport is the result of the checks, newest first.
 type IntegrityReport struct {
@@ -93,6 +107,7 @@ type evidenceData struct {
 	PublicKey  string
 	Checkpoint *api.CheckpointView
 	Report     IntegrityReport
+	Losses     []api.Stored // accepted losses of events, ever, oldest first
 	Verifiers  map[string]bool
 	Command    string
 	CommandWin string
@@ -117,12 +132,53 @@ func (u *UI) handleEvidence(w http.ResponseWriter, r *http.Request) {
 	if u.cfg.Integrity != nil {
 		d.Report = u.cfg.Integrity.Integrity(r.Context(), r.URL.Query().Get("recheck") == "1")
 	}
+	losses, err := u.acceptedLosses(r.Context())
+	if err != nil {
+		// Not knowing whether events were lost is not "intact".
+		u.log.Warn().Err(err).Msg("web: reading accepted event losses")
+		if d.Report.State == IntegrityIntact {
+			d.Report.State = IntegrityUnknown
+		}
+	}
+	d.Losses = losses
+	if len(losses) > 0 {
+		if d.Report.State == IntegrityIntact {
+			d.Report.State = IntegrityLossAccepted
+		}
+		checks := slices.Clone(d.Report.Checks)
+		for i, c := range checks {
+			if c.State == IntegrityIntact && strings.Contains(c.Detail, "accepted the loss") {
+				checks[i].State = IntegrityLossAccepted
+			}
+		}
+		d.Report.Checks = checks
+	}
 	for _, o := range []string{"linux", "windows"} {
 		_, d.Verifiers[o] = u.verifierPath(o)
 	}
 	p := u.newPage(r, "evidence", "nav_evidence")
 	p.Data = d
 	u.render(w, r, http.StatusOK, "evidence", p)
+}
+
+// acceptedLosses reads every accepted loss of events the log records (on
+// the server's own stream: an agent cannot forge one), whenever it was:
+// the loss stays in the record for good, not only since this start.
+func (u *UI) acceptedLosses(ctx context.Context) ([]api.Stored, error) {
+	var out []api.Stored
+	f := api.Filter{Agent: event.ServerStream, Type: lossAcceptedType, Limit: api.MaxQueryLimit}
+	for range maxLossPages {
+		pg, err := u.cfg.Events.Query(ctx, f)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, pg.Events...)
+		if pg.Next == "" {
+			break
+		}
+		f.Cursor = pg.Next
+	}
+	return out, nil
 }
 
 func (u *UI) handleLogKey(w http.ResponseWriter, r *http.Request) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mamori/mamori/server/internal/app"
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/evidence"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -134,5 +135,45 @@ func TestExportBundleSinceKeptCheckpoint(t *testing.T) {
 		if a := b.get("/events/export?format=bundle&since=" + since); a.status != http.StatusBadRequest || !strings.Contains(a.body, want) {
 			t.Errorf("since=%s: %d, want 400 naming %q:\n%.2000s", since, a.status, want, a.body)
 		}
+	}
+}
+
+// After an admin accepted an event loss (server.event_loss_accepted in the
+// log), 証跡 never says nothing was detected: it says events were lost and
+// the loss was accepted, when and how many, in Japanese and English.
+func TestEvidencePageShowsAcceptedLoss(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addHost(t, srv, "PC-SOUMU-01", "総務部", nil, 5, "sato")
+	if _, err := srv.Store().AppendServer(context.Background(), event.Event{Control: "server", Type: app.TypeEventLossAccepted,
+		Severity: event.Violation, Attrs: event.Attrs{"store_events": 90, "checkpoint_events": 102,
+			"checkpoint_root": "abc", "lost_events": 12}}); err != nil {
+		t.Fatal(err)
+	}
+	addUser(t, srv, "kansa", "auditor")
+	b := newBrowser(t, srv)
+	b.login("kansa", testPassword)
+	pg := b.get("/evidence?recheck=1")
+	if pg.status != 200 || strings.Contains(pg.body, "改ざんは検出されていません") || strings.Contains(pg.body, `class="verdict ok"`) {
+		t.Fatalf("an accepted loss shows as intact: %d\n%.4000s", pg.status, pg.body)
+	}
+	for _, want := range []string{"管理者がイベントの欠落を承認", `class="verdict unk"`, "欠落を承認"} {
+		if !strings.Contains(pg.body, want) {
+			t.Errorf("evidence page lacks %q", want)
+		}
+	}
+	i := strings.Index(pg.body, `id="losses"`)
+	if i < 0 {
+		t.Fatalf("evidence page lists no accepted losses:\n%.4000s", pg.body)
+	}
+	losses := pg.body[i : i+strings.Index(pg.body[i:], "</table>")]
+	for _, want := range []string{"<td>12</td>", "<td>102</td>", "<td>90</td>", "管理者"} {
+		if !strings.Contains(losses, want) {
+			t.Errorf("accepted losses lack %q:\n%s", want, losses)
+		}
+	}
+	b.get("/lang/en")
+	pg = b.get("/evidence")
+	if strings.Contains(pg.body, "No tampering detected") || !strings.Contains(pg.body, "accepted the loss") || !strings.Contains(pg.body, `id="losses"`) {
+		t.Errorf("English evidence page does not say the loss was accepted:\n%.4000s", pg.body)
 	}
 }

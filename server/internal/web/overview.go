@@ -12,11 +12,14 @@ import (
 
 // warningTypes are the event types whose warnings and violations a manager
 // must see on 概要 even while the control's status still says pass: a bulk
-// copy, a write to an unregistered stick, a gap in a PC's record.
+// copy, a write to an unregistered stick, a gap in a PC's record, an
+// accepted loss of events or a mismatch found in the stored log.
 var warningTypes = []string{
 	"fileaccess.bulk", "fileaccess.overflow", "media.blocked", "media.file_written", "media.inserted",
 	"media.enforce_failed", "screenlock.drift", "screenlock.enforce_failed", "backup.failed", "backup.corrupt",
 	"agent.dropped", "server.gap", "server.unclean_stop", "notify.failed", "incident.overdue",
+	// Integrity findings about the log itself.
+	"server.event_loss_accepted", "server.scrub_failed", "server.heads_rebuilt",
 }
 
 // warningWindow is how far back 概要 looks for warnings.

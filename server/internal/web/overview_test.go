@@ -124,3 +124,43 @@ func TestOverviewCharts(t *testing.T) {
 		t.Error("charts need script")
 	}
 }
+
+// Integrity findings of the server stream (an accepted event loss, a
+// scrubber mismatch, rebuilt stream heads) are warnings on 概要 like a gap
+// or an unclean stop.
+func TestOverviewWarnsOfIntegrityEvents(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	for _, e := range []event.Event{
+		{Control: "server", Type: "server.event_loss_accepted", Severity: event.Violation,
+			Attrs: event.Attrs{"store_events": 90, "checkpoint_events": 102, "lost_events": 12}},
+		{Control: "server", Type: "server.scrub_failed", Severity: event.Violation,
+			Attrs: event.Attrs{"problem": "event 7: content changed after it was stored", "size": 100}},
+		{Control: "agent", Type: "server.heads_rebuilt", Severity: event.Violation,
+			Attrs: event.Attrs{"streams": 1, "agents": []any{"PC-SOUMU-01"}}},
+	} {
+		if _, err := srv.Store().AppendServer(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := newBrowser(t, srv)
+	b.login("admin", srv.AdminPassword())
+	pg := b.get("/").body
+	i := strings.Index(pg, `id="warnings"`)
+	if i < 0 {
+		t.Fatalf("概要 has no warnings table:\n%.3000s", pg)
+	}
+	table := pg[i:]
+	if j := strings.Index(table, "</table>"); j >= 0 {
+		table = table[:j]
+	}
+	for _, want := range []string{"欠落の承認", "ログの再検証で不一致", "記録の先頭情報の再構築"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("概要's warnings lack %q", want)
+		}
+	}
+	for _, raw := range []string{"server.event_loss_accepted", "server.scrub_failed", "server.heads_rebuilt"} {
+		if strings.Contains(table, raw) {
+			t.Errorf("概要 shows the raw type %s, not its label", raw)
+		}
+	}
+}
