@@ -170,22 +170,24 @@ type Server struct {
 	jobsStop  context.CancelFunc
 	jobsDone  chan struct{}
 	lost      *evidence.Checkpoint // an accepted event loss, recorded once writer
-	lifeStop  context.CancelFunc
-	conns     *connLimiter
-	secrets   secrets
-	logPub    string
-	logKey    note.Signer
-	cp        *audit.Checkpointer
-	tracker   *compliance.Tracker
-	trkStop   context.CancelFunc
-	trkDone   chan struct{} // closed when the tracker's loop has returned
-	alerting  *alerting     // notifier, incidents, reports (alerting.go)
-	regs      *register.Service
-	served    chan struct{} // closed when Serve returns
-	serveErr  error         // what Serve returned; read after served is closed
-	closeMu   sync.Mutex
-	closed    bool
-	closeErr  error
+	// checkedFrom is where start-up verified every event from (0: all).
+	checkedFrom int64
+	lifeStop    context.CancelFunc
+	conns       *connLimiter
+	secrets     secrets
+	logPub      string
+	logKey      note.Signer
+	cp          *audit.Checkpointer
+	tracker     *compliance.Tracker
+	trkStop     context.CancelFunc
+	trkDone     chan struct{} // closed when the tracker's loop has returned
+	alerting    *alerting     // notifier, incidents, reports (alerting.go)
+	regs        *register.Service
+	served      chan struct{} // closed when Serve returns
+	serveErr    error         // what Serve returned; read after served is closed
+	closeMu     sync.Mutex
+	closed      bool
+	closeErr    error
 }
 
 type secrets struct{ enroll, admin, password string }
@@ -290,6 +292,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: verified mark from etcd: %w", err)
 	}
+	s.checkedFrom = audit.CheckedFrom(ctx, s.store, verifier, mark)
 	if n, root, err := audit.VerifyFromMark(ctx, s.store, verifier, etcdCP, mark, cfg.Log); err != nil {
 		if lost, err = acceptLoss(ctx, s, verifier, etcdCP, cfg, err); err != nil {
 			return nil, fmt.Errorf("app: refusing to start: %w", err)
@@ -373,7 +376,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	ui, err := web.New(web.Config{Events: storeAdapter{s: s.store, records: s.records}, Evidence: evidenceAdapter{exporter}, State: s.state,
 		Compliance: s.tracker, Registers: regs, PublicKey: vkey, Location: cfg.Location, Now: cfg.Now, Log: cfg.Log,
-		Integrity: newIntegrity(s.store, verifier, s.state, cfg.Log, nil, lost), VerifierDir: verifierDir(cfg.VerifierDir),
+		Integrity: newIntegrity(s.store, verifier, s.state, cfg.Log, nil, lost, s.checkedFrom), VerifierDir: verifierDir(cfg.VerifierDir),
 		Alerting: s.webAlerting()})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)

@@ -49,23 +49,36 @@ type integrity struct {
 	lastStart time.Time
 }
 
-func newIntegrity(store audit.Log, v note.Verifier, st *state.State, log zerolog.Logger, now func() time.Time, lost *evidence.Checkpoint) *integrity {
+func newIntegrity(store audit.Log, v note.Verifier, st *state.State, log zerolog.Logger, now func() time.Time, lost *evidence.Checkpoint, from int64) *integrity {
 	if now == nil {
 		now = time.Now
 	}
 	i := &integrity{store: store, v: v, state: st, log: log, now: now,
 		full: web.IntegrityCheck{Name: "recompute", State: web.IntegrityUnknown}}
-	i.booted = web.IntegrityCheck{Name: "startup", State: web.IntegrityIntact, At: now(),
-		Detail: "verified every stored event before serving"}
-	if lost != nil {
-		i.booted.Detail = fmt.Sprintf("the administrator accepted the loss of events after checkpoint size %d at start-up (recorded in the log)", lost.Size)
-	}
+	i.booted = startupCheck(now(), lost, from)
 	if cp, err := store.LatestCheckpoint(context.Background()); err == nil {
 		if c, err := evidence.Open([]byte(cp.Note), v); err == nil {
 			i.prev = &c
 		}
 	}
 	return i
+}
+
+// startupCheck says what the start-up verification did: every event, or,
+// from a signed mark of an earlier full check, the events after it in
+// full and the ones before it only as far as the mark's root (the scrubber
+// re-reads those); or that the admin accepted a loss.
+func startupCheck(at time.Time, lost *evidence.Checkpoint, from int64) web.IntegrityCheck {
+	c := web.IntegrityCheck{Name: "startup", State: web.IntegrityIntact, At: at,
+		Detail: "verified every stored event before serving"}
+	switch {
+	case lost != nil:
+		c.Detail = fmt.Sprintf("the administrator accepted the loss of events after checkpoint size %d at start-up (recorded in the log)", lost.Size)
+	case from > 0:
+		c.Detail = fmt.Sprintf("verified in full the events from log index %d on (after the signed mark of an earlier full check) and that the %d before them still give the mark's root; the background re-check reads those again", from, from)
+		c.DetailJA = fmt.Sprintf("起動時に、以前の全件検証の署名済みマークより後のイベント (ログ番号 %d 以降) をすべて検証し、それより前の %d 件が署名済みのルートと一致することを確認しました。それより前のイベントの内容は、バックグラウンドの再検証が順に読み直します。", from, from)
+	}
+	return c
 }
 
 // Integrity implements web.IntegrityChecker.

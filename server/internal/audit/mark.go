@@ -112,6 +112,21 @@ type MarkStore interface {
 // what is wrong). It returns the size checked and its root, for the next
 // mark.
 func VerifyFromMark(ctx context.Context, l Log, v note.Verifier, external, mark []byte, log zerolog.Logger) (int64, tlog.Hash, error) {
+	return verifyLog(ctx, l, v, external, markBase(ctx, l, v, mark, log), log)
+}
+
+// CheckedFrom is the log index from which VerifyFromMark checks every
+// event in full with this mark: 0 when it checks the whole log. What the
+// start says it checked must say so.
+func CheckedFrom(ctx context.Context, l Log, v note.Verifier, mark []byte) int64 {
+	if b := markBase(ctx, l, v, mark, zerolog.Nop()); b != nil {
+		return b.Size
+	}
+	return 0
+}
+
+// markBase is the mark VerifyFromMark starts from; nil for none.
+func markBase(ctx context.Context, l Log, v note.Verifier, mark []byte, log zerolog.Logger) *Mark {
 	var base *Mark
 	if mark != nil {
 		m, err := OpenMark(mark, v)
@@ -127,7 +142,7 @@ func VerifyFromMark(ctx context.Context, l Log, v note.Verifier, external, mark 
 			base = &m
 		}
 	}
-	return verifyLog(ctx, l, v, external, base, log)
+	return base
 }
 
 // FullCheckBelow is the store size under which start-up checks every

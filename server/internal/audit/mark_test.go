@@ -76,6 +76,9 @@ func TestMarkAndScrubber(t *testing.T) {
 	r.log.Close()
 	tamper(t, r.path, `UPDATE events SET object = 'D:\顧客\other.xlsx' WHERE idx = 7`)
 	r.open(t)
+	if a, b := CheckedFrom(ctx, r.log, r.verif, nil), CheckedFrom(ctx, r.log, r.verif, marks.b); a != 0 || b != 60 {
+		t.Fatalf("checked from %d without the mark, %d with it; want 0 and 60", a, b)
+	}
 	n, _, err = VerifyFromMark(ctx, r.log, r.verif, nil, marks.b, zerolog.Nop())
 	if err != nil || n != 75 {
 		t.Fatalf("start from the mark: %d %v", n, err)
