@@ -99,6 +99,10 @@ func (s *Server) handleCheckpoint(w http.ResponseWriter, r *http.Request) {
 // CSV file (format=csv, lang=ja|en, tz=IANA name or "UTC"; JST by default)
 // of the events the filters select. since=N adds a consistency proof from
 // the checkpoint of size N.
+// exportWriteTimeout bounds writing one export (the server's own write
+// timeout is ten minutes).
+const exportWriteTimeout = 2 * time.Hour
+
 func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Evidence == nil {
 		s.fail(w, r, http.StatusNotImplemented, "export is not enabled on this server")
@@ -151,6 +155,11 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	stamp := time.Now().In(loc).Format("20060102-150405")
+	// An export of a million events takes minutes, past the server's write
+	// timeout, which cut such bundles short (no manifest: they fail verify).
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		s.log.Warn().Err(err).Msg("export: write deadline not extended")
+	}
 	cw := &countingWriter{w: w}
 	switch format {
 	case "bundle":

@@ -157,6 +157,7 @@ func (x *Exporter) writeBundle(ctx context.Context, w io.Writer, cp eventlog.Che
 	}
 	// Pass 2: the matches in full, the rest of each span as links.
 	next := 0
+	proofs := &hashCache{r: x.Log, m: map[int64]tlog.Hash{}}
 	err = scanPages(ctx, x.Log, matched[0], matched[len(matched)-1]+1, func(page []eventlog.Stored) error {
 		idx := make([]int64, len(page))
 		for i := range page {
@@ -190,7 +191,7 @@ func (x *Exporter) writeBundle(ctx context.Context, w io.Writer, cp eventlog.Che
 			default:
 				continue
 			}
-			proof, err := tlog.ProveRecord(n, s.Index, x.Log)
+			proof, err := tlog.ProveRecord(n, s.Index, proofs)
 			if err != nil {
 				return fmt.Errorf("audit: inclusion proof %d: %w", s.Index, err)
 			}
@@ -295,4 +296,45 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 		f.Cursor = p.Next
 	}
 	return rows, cw.Flush()
+}
+
+// hashCache keeps the stored hashes the inclusion proofs of an export have
+// read. Proofs of neighbouring events share all but their lowest hashes,
+// and each store read is a query: a full export of 295,000 events took
+// 218 s, 94% of it in those reads, two thirds of that parsing SQL.
+type hashCache struct {
+	r tlog.HashReader
+	m map[int64]tlog.Hash
+}
+
+// hashCacheMax bounds the cache (about 5 MiB); emptied when full, it
+// refills with the few hashes the next proofs share.
+const hashCacheMax = 1 << 16
+
+func (c *hashCache) ReadHashes(idx []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(idx))
+	var miss []int64
+	var at []int // positions in idx of miss
+	for i, x := range idx {
+		if h, ok := c.m[x]; ok {
+			out[i] = h
+		} else {
+			miss, at = append(miss, x), append(at, i)
+		}
+	}
+	if len(miss) == 0 {
+		return out, nil
+	}
+	got, err := c.r.ReadHashes(miss)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.m)+len(miss) > hashCacheMax {
+		clear(c.m)
+	}
+	for j, x := range miss {
+		out[at[j]] = got[j]
+		c.m[x] = got[j]
+	}
+	return out, nil
 }
