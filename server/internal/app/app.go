@@ -172,22 +172,25 @@ type Server struct {
 	lost      *evidence.Checkpoint // an accepted event loss, recorded once writer
 	// checkedFrom is where start-up verified every event from (0: all).
 	checkedFrom int64
-	lifeStop    context.CancelFunc
-	conns       *connLimiter
-	secrets     secrets
-	logPub      string
-	logKey      note.Signer
-	cp          *audit.Checkpointer
-	tracker     *compliance.Tracker
-	trkStop     context.CancelFunc
-	trkDone     chan struct{} // closed when the tracker's loop has returned
-	alerting    *alerting     // notifier, incidents, reports (alerting.go)
-	regs        *register.Service
-	served      chan struct{} // closed when Serve returns
-	serveErr    error         // what Serve returned; read after served is closed
-	closeMu     sync.Mutex
-	closed      bool
-	closeErr    error
+	// noCopy is the size of the store's latest checkpoint when etcd held
+	// no copy of it at start, recorded by the writer (0: none).
+	noCopy   int64
+	lifeStop context.CancelFunc
+	conns    *connLimiter
+	secrets  secrets
+	logPub   string
+	logKey   note.Signer
+	cp       *audit.Checkpointer
+	tracker  *compliance.Tracker
+	trkStop  context.CancelFunc
+	trkDone  chan struct{} // closed when the tracker's loop has returned
+	alerting *alerting     // notifier, incidents, reports (alerting.go)
+	regs     *register.Service
+	served   chan struct{} // closed when Serve returns
+	serveErr error         // what Serve returned; read after served is closed
+	closeMu  sync.Mutex
+	closed   bool
+	closeErr error
 }
 
 type secrets struct{ enroll, admin, password string }
@@ -282,6 +285,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	etcdCP, err := s.state.LatestCheckpoint(ctx)
 	if errors.Is(err, state.ErrNotFound) {
 		etcdCP = nil // a new etcd: nothing to compare with yet
+		// A store that has signed checkpoints had its copy in etcd: the
+		// check that it was not cut back cannot run, and the log says so.
+		if cp, err := s.store.LatestCheckpoint(ctx); err == nil && cp.Size > 0 {
+			s.noCopy = cp.Size
+		}
 	} else if err != nil {
 		return nil, fmt.Errorf("app: latest checkpoint from etcd: %w", err)
 	}
@@ -680,6 +688,21 @@ func recordLoss(ctx context.Context, s *Server, lost evidence.Checkpoint) error 
 // TypeEventLossAccepted is the server event of an admin accepting, at
 // start, a store behind etcd's checkpoint.
 const TypeEventLossAccepted = "server.event_loss_accepted"
+
+// TypeCheckpointCopyMissing is the server event of a start whose etcd held
+// no copy of the store's latest checkpoint (a new or wiped etcd): the store
+// could not be checked for having been cut back. attrs: checkpoint_events.
+const TypeCheckpointCopyMissing = "server.checkpoint_copy_missing"
+
+// recordNoCopy puts a start without etcd's checkpoint copy into the log.
+func recordNoCopy(ctx context.Context, s *Server, size int64) error {
+	e := event.Event{Control: "server", Type: TypeCheckpointCopyMissing, Severity: event.Warning,
+		Attrs: event.Attrs{"checkpoint_events": size}}
+	if _, err := s.store.AppendServer(ctx, e); err != nil {
+		return fmt.Errorf("app: recording the missing checkpoint copy: %w", err)
+	}
+	return nil
+}
 
 // newHTTPServer is one generation's http.Server (see writer.go).
 func (s *Server) newHTTPServer() *http.Server {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
@@ -239,5 +240,53 @@ func TestStartRefusesHandPrunedRow(t *testing.T) {
 				t.Fatalf("start over a hand-pruned row: %v", err)
 			}
 		})
+	}
+}
+
+// A new etcd beside a store with signed checkpoints (etcd's directory
+// wiped, or a store carried to a new server) leaves start-up nothing to
+// hold the store to: a store cut back along with it starts as if whole.
+// That the check could not run is recorded, for the log, 概要 and alerts.
+func TestStartWithoutEtcdsCheckpointCopyIsRecorded(t *testing.T) {
+	dir := t.TempDir()
+	srv := start(t, dir)
+	a := enroll(t, srv.URL(), srv.EnrollToken(), srv.CAFingerprint(), srv.CAPEM(), "pc-a")
+	if _, err := a.send(a.events(5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "etcd")); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := startErr(dir)
+	if err != nil {
+		t.Fatalf("start with a new etcd: %v", err)
+	}
+	defer srv.Close()
+	var q queried
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st := adminGet(t, srv.URL(), srv.AdminToken(), srv.CAPEM(), "/api/v1/events",
+			url.Values{"type": {app.TypeCheckpointCopyMissing}}, &q); st == 200 && len(q.Events) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event: %+v", app.TypeCheckpointCopyMissing, q.Events)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if e := q.Events[0]; e.Severity != event.Warning || fmt.Sprint(e.Attrs["checkpoint_events"]) == "0" {
+		t.Fatalf("event %+v", e)
+	}
+	// The next start has etcd's copy again: nothing more is recorded.
+	srv.Close()
+	if srv, err = startErr(dir); err != nil {
+		t.Fatal(err)
+	}
+	if adminGet(t, srv.URL(), srv.AdminToken(), srv.CAPEM(), "/api/v1/events",
+		url.Values{"type": {app.TypeCheckpointCopyMissing}}, &q); len(q.Events) != 1 {
+		t.Errorf("%d events after a normal start, want still 1", len(q.Events))
 	}
 }

@@ -201,6 +201,13 @@ func (s *Server) becomeWriter(ctx context.Context, term *election.Term) error {
 		}
 		s.lost = nil
 	}
+	if s.noCopy > 0 {
+		if err := recordNoCopy(ctx, s, s.noCopy); err != nil {
+			s.store.Depose()
+			return err
+		}
+		s.noCopy = 0
+	}
 	if err := s.recordStart(ctx, epoch); err != nil {
 		// The term goes on: refusing it would stop ingest, and the next
 		// start names the missing record (an unclean stop) anyway.

@@ -147,8 +147,9 @@ var sources = []source{
 	{"backup", "backup.overdue"},
 	{eventlog.GapControl, eventlog.GapType},
 	{"server", "server.event_loss_accepted"},
-	{"server", "server.scrub_failed"}, // audit.ScrubFailedType: the stored log no longer matches
-	{"server", "server.unclean_stop"}, // app.TypeUncleanStop: the last writer stopped without recording it
+	{"server", "server.scrub_failed"},            // audit.ScrubFailedType: the stored log no longer matches
+	{"server", "server.unclean_stop"},            // app.TypeUncleanStop: the last writer stopped without recording it
+	{"server", "server.checkpoint_copy_missing"}, // app.TypeCheckpointCopyMissing: etcd had no copy to check the store against
 	{"server", "ui.login_failed"},
 	{"incident", "incident.overdue"},
 }
@@ -448,7 +449,7 @@ func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []
 		kinds = []string{KindBulkCopy}
 	case "backup.overdue":
 		kinds = []string{KindBackup}
-	case eventlog.GapType, "server.event_loss_accepted", "server.scrub_failed", "server.unclean_stop":
+	case eventlog.GapType, "server.event_loss_accepted", "server.scrub_failed", "server.unclean_stop", "server.checkpoint_copy_missing":
 		kinds = []string{KindIntegrity}
 	case "ui.login_failed":
 		kinds = []string{KindLoginFailures}

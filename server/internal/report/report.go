@@ -183,6 +183,7 @@ var integrityTypes = []struct {
 	{"server.event_loss_accepted", "受け入れたイベントの欠損 (バックアップからの復元)", true},
 	{eventlog.GapType, "エージェントの記録の連番の欠落", false},
 	{"server.unclean_stop", "停止の記録がないサーバーの停止 (強制終了・電源断など)", false},
+	{"server.checkpoint_copy_missing", "etcd にチェックポイントの控えがない起動 (巻き戻しを照合できず)", false},
 }
 
 // Report is the audit report.

@@ -17,7 +17,7 @@ import (
 var warningTypes = []string{
 	"fileaccess.bulk", "fileaccess.overflow", "media.blocked", "media.file_written", "media.inserted",
 	"media.enforce_failed", "screenlock.drift", "screenlock.enforce_failed", "backup.failed", "backup.corrupt",
-	"agent.dropped", "server.gap", "server.unclean_stop", "notify.failed", "incident.overdue",
+	"agent.dropped", "server.gap", "server.unclean_stop", "server.checkpoint_copy_missing", "notify.failed", "incident.overdue",
 	// Integrity findings about the log itself.
 	"server.event_loss_accepted", "server.scrub_failed", "server.heads_rebuilt",
 }
