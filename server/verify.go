@@ -79,7 +79,7 @@ var problemJA = map[evidence.ProblemKind]string{
 	evidence.ProblemKey:              "証跡が、指定された公開鍵とは別の鍵を名乗っています",
 	evidence.ProblemCheckpoint:       "チェックポイントの署名を指定の公開鍵で検証できません (別のログの証跡か、改ざん)",
 	evidence.ProblemOlderCheckpoint:  "証跡に含まれる過去のチェックポイントが正しくありません",
-	evidence.ProblemYourCheckpoint:   "手元のチェックポイントを照合に使えません",
+	evidence.ProblemYourCheckpoint:   "手元のチェックポイントと照合できません。手元の方が大きい場合は、保存した後にログが巻き戻されています (証跡がそれより前に作られたものでなければ)",
 	evidence.ProblemNoProof:          "手元のチェックポイントからの整合性証明が証跡にありません (since を付けてエクスポートし直してください)",
 	evidence.ProblemRewritten:        "ログが書き換えられています: 手元のチェックポイントと矛盾します",
 	evidence.ProblemUnreadable:       "読めない行があります",

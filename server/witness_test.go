@@ -156,6 +156,13 @@ func TestWitnessDetectsFork(t *testing.T) {
 		!strings.Contains(out.String(), "export it again") {
 		t.Fatalf("verify of a bundle older than the witness: exit %d\n%s", code, out.String())
 	}
+	// Held to one kept checkpoint file (no time with it), a smaller log is
+	// named for what it may be: rolled back, unless the bundle is older.
+	out.Reset()
+	if code := run([]string{"verify", early, "--pubkey", pub, "--checkpoint", filepath.Join(wdir, witness.FileLatest), "--lang", "ja"}, &out, &out); code != 1 ||
+		!strings.Contains(out.String(), "ログが巻き戻されています") || !strings.Contains(out.String(), "rolled back after you kept it") {
+		t.Fatalf("verify of a smaller bundle against one kept checkpoint: exit %d\n%s", code, out.String())
+	}
 	// Had the server made that bundle after showing the witness a larger
 	// log, its smaller log is a rollback: exit 1.
 	ents, _ := os.ReadDir(filepath.Join(wdir, witness.DirKept))

@@ -338,7 +338,7 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		case err != nil:
 			add(Problem{Kind: ProblemYourCheckpoint, Msg: "your checkpoint: " + err.Error()})
 		case oc.Size > cp.Size:
-			add(Problem{Kind: ProblemYourCheckpoint, Msg: fmt.Sprintf("your checkpoint (size %d) is newer than the bundle's (size %d)", oc.Size, cp.Size)})
+			add(Problem{Kind: ProblemYourCheckpoint, Msg: fmt.Sprintf("your checkpoint (size %d) is larger than the bundle's log (size %d): the log was rolled back after you kept it, unless the bundle was made before (compare its manifest's time with when you kept the checkpoint)", oc.Size, cp.Size)})
 		case oc.Size == cp.Size:
 			if oc.Root != cp.Root {
 				add(Problem{Kind: ProblemRewritten, Msg: fmt.Sprintf("log rewritten: your checkpoint at size %d has root %s, the bundle's has %s", oc.Size, oc.Root, cp.Root)})
