@@ -3,6 +3,8 @@ package report
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
+	"html"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +69,22 @@ func TestIntegrityStatementNamesProblemsOfThePeriod(t *testing.T) {
 	}
 	if in := build(); !in.Verified || len(in.Problems) != 0 || !strings.Contains(in.Statement, "削除・改ざんされていません") {
 		t.Fatalf("clean period: %+v", in)
+	}
+	// The printed report names the key that signed its checkpoints and
+	// carries the signed note of the period's end, for the auditor to keep
+	// and hold later bundles to (verify --checkpoint).
+	r, err := svc.Build(ctx, Params{From: from, To: from.AddDate(0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page strings.Builder
+	if err := r.HTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	key := fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())
+	text := html.UnescapeString(page.String())
+	if r.Integrity.Key != key || !strings.Contains(text, key) || !strings.Contains(text, r.Integrity.EndNote) {
+		t.Errorf("report lacks the key %q or the end checkpoint's note:\n%s", key, page.String()[strings.Index(page.String(), "8. ログの完全性"):])
 	}
 	appendAt(eventlog.GapType, from.Add(3*time.Hour))
 	if in := build(); !in.Verified || in.Problems[eventlog.GapType] != 1 || !strings.Contains(in.Statement, "連番の欠落 1 件") {

@@ -160,7 +160,10 @@ type Integrity struct {
 	EndSigned   time.Time `json:"end_signed,omitzero"`
 	StartNote   string    `json:"start_note,omitempty"`
 	EndNote     string    `json:"end_note,omitempty"`
-	Proof       []string  `json:"proof"`
+	// Key is the log key the checkpoints were verified with (name+hash),
+	// to compare with the one the auditor was handed.
+	Key   string   `json:"key,omitempty"`
+	Proof []string `json:"proof"`
 	// Problems counts the integrity events the server recorded in the
 	// period, by type (see integrityTypes).
 	Problems  map[string]int64 `json:"problems"`
@@ -681,6 +684,9 @@ func (s *Service) proveIntegrity(ctx context.Context, in *Integrity, from, end t
 	}
 	in.StartSize, in.StartRoot, in.StartSigned, in.StartNote = start.Size, start.Root.String(), start.Created, start.Note
 	in.EndSize, in.EndRoot, in.EndSigned, in.EndNote = last.Size, last.Root.String(), last.Created, last.Note
+	if s.cfg.Verifier != nil {
+		in.Key = fmt.Sprintf("%s+%08x", s.cfg.Verifier.Name(), s.cfg.Verifier.KeyHash())
+	}
 	for _, c := range []eventlog.Checkpoint{start, last} {
 		if c.Note == "" {
 			continue
