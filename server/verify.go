@@ -49,7 +49,7 @@ export them again.
 var verifyText = map[string]map[string]string{
 	"en": {
 		"bundle": "bundle:     ", "log": "log:        %s, tree size %d, root %s\n", "query": "query:      ",
-		"key":    "key:        %s+%08x (%s): the log key you were given out of band\n",
+		"key":   "key:        %s+%08x (%s): the log key you were given out of band\n",
 		"every": "(none: every event)", "manifest": "manifest:   signed %s, lists %d events and %d links\n",
 		"entries": "entries:    %d events in full, %d chain links\n", "agent": "agent:      %s seq %d..%d (%d entries)\n",
 		"witness": "witness:    checked against the witness's checkpoint of size %d (%s)\n",
@@ -62,7 +62,7 @@ var verifyText = map[string]map[string]string{
 	},
 	"ja": {
 		"bundle": "証跡ファイル: ", "log": "ログ:         %s、ツリーサイズ %d、ルート %s\n", "query": "抽出条件:     ",
-		"key":    "公開鍵:       %s+%08x (%s): 別経路で受け取ったログ公開鍵\n",
+		"key":   "公開鍵:       %s+%08x (%s): 別経路で受け取ったログ公開鍵\n",
 		"every": "(なし: 全イベント)", "manifest": "マニフェスト: %s 署名、イベント %d 件・リンク %d 件\n",
 		"entries": "エントリ:     イベント %d 件 (全内容)、チェーンリンク %d 件\n", "agent": "エージェント: %s seq %d..%d (%d 件)\n",
 		"witness": "ウィットネス: サイズ %d のチェックポイント (%s) と照合\n",
