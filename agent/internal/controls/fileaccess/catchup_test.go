@@ -2,7 +2,6 @@ package fileaccess
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -173,23 +172,8 @@ func TestLaterWatcherIsNotWhileStopped(t *testing.T) {
 	_, stop := runOnSpool(t, dbPath, p1)
 	stop() // the baseline
 
-	sp, err := spool.Open(dbPath, spool.Options{Agent: "agent-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := controls.Env{Emit: sp, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
-	c := newControl(env, &fakeProbe{err: fmt.Errorf("none: %w", errors.ErrUnsupported)})
-	if err := c.Apply(context.Background(), p1); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		sp.Close()
-	}()
+	sp, c, stop := runControlOnSpool(t, dbPath, p1)
+	defer stop()
 	ready := filepath.Join(root, "ready.csv")
 	if err := os.WriteFile(ready, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)

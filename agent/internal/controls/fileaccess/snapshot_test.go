@@ -24,19 +24,27 @@ import (
 // stop is called; stop closes the spool and returns every stored event.
 func runOnSpool(t *testing.T, path string, pol *policy.Policy) (sp *spool.Spool, stop func() []event.Event) {
 	t.Helper()
+	sp, _, stop = runControlOnSpool(t, path, pol)
+	return sp, stop
+}
+
+// runControlOnSpool is runOnSpool that also gives the control, for a test
+// that applies another policy while it runs.
+func runControlOnSpool(t *testing.T, path string, pol *policy.Policy) (sp *spool.Spool, c *Control, stop func() []event.Event) {
+	t.Helper()
 	sp, err := spool.Open(path, spool.Options{Agent: "agent-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := controls.Env{Emit: sp, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
-	c := newControl(env, &fakeProbe{err: fmt.Errorf("none: %w", errors.ErrUnsupported)})
+	c = newControl(env, &fakeProbe{err: fmt.Errorf("none: %w", errors.ErrUnsupported)})
 	if err := c.Apply(context.Background(), pol); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	return sp, func() []event.Event {
+	return sp, c, func() []event.Event {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
