@@ -49,21 +49,7 @@ func TestFIDNewNameAccess(t *testing.T) {
 		t.Skip("open_by_handle_at needs root (CAP_DAC_READ_SEARCH)")
 	}
 	root := t.TempDir()
-	p := newProbe(controlsEnvForProbe()).(*fanotifyProbe)
-	p.roots = []string{root}
-	g := &fidGroup{mounts: map[[2]int32]*os.File{}}
-	p.fid = g
-	var st unix.Statfs_t
-	if err := unix.Statfs(root, &st); err != nil {
-		t.Fatal(err)
-	}
-	fsid := [2]int32{st.Fsid.Val[0], st.Fsid.Val[1]}
-	m, err := os.Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	g.mounts[fsid] = m
+	p, fsid := fidProbeOn(t, root)
 	fh, _, err := unix.NameToHandleAt(unix.AT_FDCWD, root, 0)
 	if err != nil {
 		t.Skipf("no file handles here: %v", err)
@@ -86,7 +72,7 @@ func TestFIDNewNameAccess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if carry := p.handleFID(g, map[string]string{}, nil, time.Time{}, evs, time.Now()); len(carry) != 0 {
+		if carry := p.handleFID(p.fid, map[string]string{}, nil, time.Time{}, evs, time.Now()); len(carry) != 0 {
 			t.Fatalf("%s: %d unresolved", c.name, len(carry))
 		}
 		got := map[string]bool{}
