@@ -28,8 +28,10 @@ const witnessHelp = `usage: mamori-server witness --server URL --token T --pubke
 Run by an auditor on another machine: fetches the server's signed checkpoint on a schedule,
 checks that it is a consistent extension (tlog consistency proof) of the last one kept in DIR,
 keeps it, and raises an alarm (log line, DIR/alarm.json, optional webhook POST) on any fork or
-rollback; the alarm stays until removed by hand. "verify --checkpoint DIR" checks bundles
-against the checkpoints kept here.
+rollback; the alarm stays until removed by hand. When every check has failed for 30 minutes
+(or 5 intervals, if longer) it logs an error and POSTs a "cannot_check" notice to the webhook, and
+"checking_again" once a check succeeds. "verify --checkpoint DIR" checks bundles against the
+checkpoints kept here.
 Exit codes: 0 every new checkpoint extends the kept ones; 1 fork or rollback; 2 could not check.
 
 `
@@ -52,7 +54,7 @@ func cmdWitness(args []string, stdout, stderr io.Writer) error {
 	once := fs.Bool("once", false, "check once and exit")
 	interval := fs.Duration("interval", time.Minute, "time between checks")
 	caFile := fs.String("ca", "", "CA certificate (ca.pem) the server's TLS certificate chains to; default: the system's roots")
-	webhook := fs.String("webhook", "", "URL to POST a JSON alarm to on a fork or rollback")
+	webhook := fs.String("webhook", "", "URL to POST a JSON alarm to on a fork or rollback, or when checks keep failing")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -93,25 +95,24 @@ func cmdWitness(args []string, stdout, stderr io.Writer) error {
 		Log:    zerolog.New(stderr).With().Timestamp().Logger()}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	for {
-		res, err := w.Check(ctx)
-		switch {
-		case errors.Is(err, witness.ErrFork):
-			return err
-		case err != nil && *once:
-			return cannotCheck{err}
-		case err != nil:
+	report := func(res witness.Result, err error) {
+		if err != nil {
 			w.Log.Warn().Err(err).Msg("witness: could not check; trying again")
-		default:
-			fmt.Fprintf(stdout, "%s consistent: kept %d, server %d\n", time.Now().UTC().Format(time.RFC3339), res.Kept, res.Seen)
+			return
 		}
-		if *once {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(*interval):
-		}
+		fmt.Fprintf(stdout, "%s consistent: kept %d, server %d\n", time.Now().UTC().Format(time.RFC3339), res.Kept, res.Seen)
 	}
+	if !*once {
+		w.SilentAfter = max(30*time.Minute, 5**interval)
+		return w.Watch(ctx, *interval, report)
+	}
+	res, err := w.Check(ctx)
+	switch {
+	case errors.Is(err, witness.ErrFork):
+		return err
+	case err != nil:
+		return cannotCheck{err}
+	}
+	report(res, nil)
+	return nil
 }

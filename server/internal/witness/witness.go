@@ -56,6 +56,9 @@ type Witness struct {
 	Client   *http.Client // nil: http.DefaultClient
 	Webhook  string       // POSTed a JSON alarm on a fork; "" for none
 	Log      zerolog.Logger
+	// SilentAfter is how long Watch's checks may fail in a row before it
+	// reports the witness silenced (log line and webhook); 0: 30 minutes.
+	SilentAfter time.Duration
 }
 
 // Result says what one check saw.
@@ -64,8 +67,16 @@ type Result struct {
 	Grown      bool  // a new checkpoint was verified and kept
 }
 
+// Kinds of Alarm.
+const (
+	KindFork          = "fork"           // rolled back, forked or re-keyed: alarm.json, exit 1
+	KindCannotCheck   = "cannot_check"   // every check failed for SilentAfter
+	KindCheckingAgain = "checking_again" // a check succeeded after KindCannotCheck
+)
+
 // Alarm is what alarm.json and the webhook hold.
 type Alarm struct {
+	Kind   string    `json:"kind"`
 	Time   time.Time `json:"time"`
 	Server string    `json:"server"`
 	Reason string    `json:"reason"`
@@ -102,7 +113,7 @@ func (w *Witness) Check(ctx context.Context) (Result, error) {
 	res := Result{Kept: kept.Size}
 	fork := func(format string, a ...any) (Result, error) {
 		reason := fmt.Sprintf(format, a...)
-		w.alarm(ctx, Alarm{Time: time.Now().UTC(), Server: w.Server, Reason: reason, Kept: string(keptNote), Seen: ans.Checkpoint})
+		w.alarm(ctx, Alarm{Kind: KindFork, Time: time.Now().UTC(), Server: w.Server, Reason: reason, Kept: string(keptNote), Seen: ans.Checkpoint})
 		return res, fmt.Errorf("%w: %s", ErrFork, reason)
 	}
 	seen, err := evidence.Open([]byte(ans.Checkpoint), w.Verifier)
@@ -233,6 +244,13 @@ func (w *Witness) fetch(ctx context.Context, since int64) (checkpointAnswer, err
 	if err != nil {
 		return checkpointAnswer{}, fmt.Errorf("witness: fetch checkpoint: %w", err)
 	}
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		if _, kept, _ := w.latest(); kept != nil {
+			// The server accepted this token before: it was revoked, or the
+			// server's etcd (which holds the tokens) was replaced.
+			return checkpointAnswer{}, fmt.Errorf("witness: fetch checkpoint: %s: %s: the server refuses the token it accepted before: revoked, or the server's configuration store was replaced", resp.Status, bytes.TrimSpace(b))
+		}
+	}
 	if resp.StatusCode != http.StatusOK {
 		return checkpointAnswer{}, fmt.Errorf("witness: fetch checkpoint: %s: %s", resp.Status, bytes.TrimSpace(b))
 	}
@@ -241,6 +259,57 @@ func (w *Witness) fetch(ctx context.Context, since int64) (checkpointAnswer, err
 		return checkpointAnswer{}, fmt.Errorf("witness: checkpoint answer: %w", err)
 	}
 	return ans, nil
+}
+
+// Watch checks every interval until ctx ends (nil) or a fork is found (the
+// error wrapping ErrFork), calling each with every check's outcome. Checks
+// that keep failing are reported once they have failed for SilentAfter, and
+// again when one succeeds: an insider who stops the witness from checking
+// (revokes its token, replaces the etcd that holds it, blocks its address)
+// would otherwise silence it with no more than a warning in its log.
+func (w *Witness) Watch(ctx context.Context, interval time.Duration, each func(Result, error)) error {
+	silentAfter := w.SilentAfter
+	if silentAfter <= 0 {
+		silentAfter = 30 * time.Minute
+	}
+	var (
+		failingSince time.Time
+		reported     bool
+		attempts     int
+	)
+	for {
+		res, err := w.Check(ctx)
+		if errors.Is(err, ErrFork) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		each(res, err)
+		switch {
+		case err == nil && reported:
+			w.notify(ctx, Alarm{Kind: KindCheckingAgain, Time: time.Now().UTC(), Server: w.Server,
+				Reason: fmt.Sprintf("checking again after failing from %s (%d checks)", failingSince.Format(time.RFC3339), attempts)})
+			fallthrough
+		case err == nil:
+			failingSince, reported, attempts = time.Time{}, false, 0
+		default:
+			if failingSince.IsZero() {
+				failingSince = time.Now().UTC()
+			}
+			attempts++
+			if !reported && time.Since(failingSince) >= silentAfter {
+				reported = true
+				w.notify(ctx, Alarm{Kind: KindCannotCheck, Time: time.Now().UTC(), Server: w.Server,
+					Reason: fmt.Sprintf("no check has succeeded since %s (%d checks): %v", failingSince.Format(time.RFC3339), attempts, err)})
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
 }
 
 // alarm records a fork: alarm.json (sticky), an error log line and the
@@ -253,6 +322,23 @@ func (w *Witness) alarm(ctx context.Context, a Alarm) {
 			w.Log.Error().Err(err).Msg("witness: record the alarm")
 		}
 	}
+	w.post(ctx, b)
+}
+
+// notify reports that the witness stopped or started checking again: a log
+// line and the webhook, nothing sticky.
+func (w *Witness) notify(ctx context.Context, a Alarm) {
+	if a.Kind == KindCannotCheck {
+		w.Log.Error().Str("server", a.Server).Str("reason", a.Reason).Msg("witness: CANNOT CHECK the evidence log")
+	} else {
+		w.Log.Info().Str("server", a.Server).Str("reason", a.Reason).Msg("witness: checking again")
+	}
+	b, _ := json.MarshalIndent(a, "", "  ")
+	w.post(ctx, b)
+}
+
+// post sends b to the webhook if set.
+func (w *Witness) post(ctx context.Context, b []byte) {
 	if w.Webhook == "" {
 		return
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
@@ -143,5 +144,101 @@ func TestWitnessRollbackAndFork(t *testing.T) {
 				t.Fatalf("next round: %v", err)
 			}
 		})
+	}
+}
+
+// A witness the server stops answering (its token revoked, or the server's
+// etcd, which holds the tokens, replaced) is reported once checks have
+// failed for SilentAfter, and again when it checks again; before Watch, the
+// witness logged a warning each minute and nobody heard of it.
+func TestWitnessSilencedIsReported(t *testing.T) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, "mamori/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := note.NewSigner(skey)
+	verifier, _ := note.NewVerifier(vkey)
+	m := &memLog{signer: signer}
+	m.add(t, 10, "real")
+	var refuse sync.Mutex // held: the server answers 401
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !refuse.TryLock() {
+			http.Error(w, `{"error":"unknown or revoked token"}`, http.StatusUnauthorized)
+			return
+		}
+		refuse.Unlock()
+		m.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	posts := make(chan Alarm, 10)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a Alarm
+		if err := json.NewDecoder(r.Body).Decode(&a); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		posts <- a
+	}))
+	defer hook.Close()
+	w := &Witness{Server: srv.URL, Token: "t", Verifier: verifier, StateDir: t.TempDir(), Webhook: hook.URL,
+		Log: zerolog.Nop(), SilentAfter: 200 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var mu sync.Mutex
+	var failures int
+	go func() {
+		done <- w.Watch(ctx, 20*time.Millisecond, func(_ Result, err error) {
+			if err != nil {
+				mu.Lock()
+				failures++
+				mu.Unlock()
+			}
+		})
+	}()
+	waitKept := func() {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if k, err := Pick(w.StateDir, 1<<62, nil); err == nil && k.Size == m.n {
+				return
+			}
+		}
+		t.Fatalf("the witness did not keep a checkpoint of size %d", m.n)
+	}
+	waitKept()
+	refuse.Lock()
+	select {
+	case a := <-posts:
+		if a.Kind != KindCannotCheck || !strings.Contains(a.Reason, "401") || !strings.Contains(a.Reason, "accepted before") {
+			t.Fatalf("first notice: %+v", a)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no cannot_check notice after the server refused the witness's token")
+	}
+	mu.Lock()
+	if failures < 2 {
+		t.Errorf("reported after %d failed checks, want several over SilentAfter", failures)
+	}
+	mu.Unlock()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case a := <-posts:
+		t.Fatalf("a second notice while still failing: %+v", a)
+	default:
+	}
+	m.add(t, 5, "real")
+	refuse.Unlock()
+	select {
+	case a := <-posts:
+		if a.Kind != KindCheckingAgain {
+			t.Fatalf("second notice: %+v", a)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no checking_again notice once the server answered")
+	}
+	waitKept()
+	if _, err := os.Stat(filepath.Join(w.StateDir, FileAlarm)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failure to check raised the sticky fork alarm: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Watch: %v", err)
 	}
 }
