@@ -196,6 +196,9 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep, err := evidence.Verify(bufio.NewReaderSize(f, 1<<20), v, opt)
+	if errors.Is(err, evidence.ErrNotBundle) {
+		return usageError{fmt.Errorf("verify: cannot check %s: %w", bundle, err)}
+	}
 	if err != nil {
 		// Not a bundle, or cut inside a line: what was handed over is not
 		// intact evidence (exit 1), unless the file could not be read.

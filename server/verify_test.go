@@ -111,6 +111,22 @@ func TestVerifyCommand(t *testing.T) {
 			t.Fatalf("%s: exit %d", name, code)
 		}
 	}
+	// What curl saves when the export was refused, or a page saved in its
+	// place, is not a bundle: nothing to check (exit 2, saying what it is),
+	// not tampering (exit 1) in words about JSON fields.
+	for name, c := range map[string]struct{ body, want string }{
+		"server's refusal": {`{"error":"unauthorized: missing or invalid token"}` + "\n", "the server's error reply"},
+		"web page":         {"<!doctype html>\n<html><title>ログイン</title></html>\n", "a web page"},
+		"empty":            {"", "empty"},
+	} {
+		f := filepath.Join(dir, "not-a-bundle.jsonl")
+		os.WriteFile(f, []byte(c.body), 0o600)
+		errb.Reset()
+		if code := run([]string{"verify", f, "--pubkey", pub}, &out, &errb); code != 2 ||
+			!strings.Contains(errb.String(), "not an evidence bundle") || !strings.Contains(errb.String(), c.want) {
+			t.Fatalf("%s: exit %d: %s", name, code, errb.String())
+		}
+	}
 	// Japanese, and the query as given (not percent-encoded).
 	q := filepath.Join(dir, "q.jsonl")
 	os.WriteFile(q, call("GET", "/api/v1/export?format=bundle&agent=server&object_prefix="+url.QueryEscape(`D:\顧客 2026`), ""), 0o600)

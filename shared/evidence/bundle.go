@@ -268,6 +268,28 @@ type VerifyOptions struct {
 	Old []byte
 }
 
+// ErrNotBundle is Verify's error for a file that is no bundle at all:
+// empty, the server's error reply saved in its place, a web page. There is
+// nothing to check, which is not the same as evidence that fails checking.
+var ErrNotBundle = errors.New("evidence: not an evidence bundle")
+
+// notBundle says what a first line that is not a header is, when it is
+// plainly something else.
+func notBundle(line []byte) string {
+	line = bytes.TrimSpace(bytes.TrimPrefix(line, []byte("\xef\xbb\xbf")))
+	if bytes.HasPrefix(line, []byte("<")) {
+		return "it is a web page (HTML), not the export's answer; export again with an API token"
+	}
+	var reply struct {
+		Error  *string         `json:"error"`
+		Format json.RawMessage `json:"format"`
+	}
+	if json.Unmarshal(line, &reply) == nil && reply.Error != nil && reply.Format == nil {
+		return fmt.Sprintf("it holds the server's error reply %q; export again once that is fixed", *reply.Error)
+	}
+	return ""
+}
+
 // Verify checks a bundle offline against the log's public key: the
 // checkpoint's signature, each entry's content hash and inclusion proof,
 // each agent's seq and hash chain across the bundle, the consistency of
@@ -290,10 +312,13 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		if err := sc.Err(); err != nil {
 			return nil, fmt.Errorf("evidence: read header: %w", err)
 		}
-		return nil, errors.New("evidence: empty bundle")
+		return nil, fmt.Errorf("%w: the file is empty", ErrNotBundle)
 	}
 	var h Header
 	if err := strictDecode(sc.Bytes(), &h); err != nil {
+		if what := notBundle(sc.Bytes()); what != "" {
+			return nil, fmt.Errorf("%w: %s", ErrNotBundle, what)
+		}
 		return nil, fmt.Errorf("evidence: header (line 1): %w", err)
 	}
 	switch h.Format {
