@@ -61,6 +61,11 @@ type core struct {
 	front frontier
 	// rebuilt lists streams whose head checkHeads rebuilt, to record.
 	rebuilt []string
+	// dirty: streams whose head checkHeads rebuilt in memory only. The next
+	// commit writes them (a stream no longer in heads: deletes its row),
+	// which is the commit of the rebuild's record, so the table is never
+	// fixed without the record of it.
+	dirty map[string]bool
 	tail    []byte       // stored Merkle hashes of the last committed record
 	halt    atomic.Value // error: set once the database was found rolled back
 	// epoch is written with every commit (fence.go); reload has the writer

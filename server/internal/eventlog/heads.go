@@ -45,6 +45,7 @@ func (s *core) checkHeads(ctx context.Context, db dbtx) error {
 		countSQL = `SELECT (SELECT COUNT(*) FROM agent_runs CROSS JOIN events ON idx >= pos AND idx < pos + n
 			WHERE stream = ?1 AND pos < ?2 AND +agent = ?1) + (SELECT coalesce(sum(n), 0) FROM agent_runs WHERE stream = ?1 AND pos >= ?2)`
 	}
+	s.rebuilt, s.dirty = nil, map[string]bool{}
 	var (
 		agents []string
 		last   string
@@ -82,31 +83,41 @@ func (s *core) checkHeads(ctx context.Context, db dbtx) error {
 		if err := db.QueryRowContext(ctx, s.bind(countSQL), args...).Scan(&n); err != nil {
 			return fmt.Errorf("eventlog: rebuild head %q: %w", a, err)
 		}
-		if _, err := db.ExecContext(ctx, s.bind(`INSERT INTO heads (agent, seq, hash, last_seen, events) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
-			last_seen = excluded.last_seen, events = excluded.events`), a, seq, hash, recv, n); err != nil {
-			return fmt.Errorf("eventlog: rebuild head %q: %w", a, err)
-		}
 		s.log.Error().Str("agent", a).Int64("seq", seq).Msg("stream head disagreed with the log: rebuilt from the log")
 		s.heads[a] = &head{seq: uint64(seq), hash: hex.EncodeToString(hash), lastSeen: recv, events: n}
-		s.rebuilt = append(s.rebuilt, a)
+		s.rebuilt, s.dirty[a] = append(s.rebuilt, a), true
 	}
 	for a := range s.heads {
 		if seen[a] {
 			continue
 		}
-		if _, err := db.ExecContext(ctx, s.bind(`DELETE FROM heads WHERE agent = ?`), a); err != nil {
-			return fmt.Errorf("eventlog: drop head %q: %w", a, err)
-		}
 		s.log.Error().Str("agent", a).Msg("stream head without events in the log: dropped")
 		delete(s.heads, a)
-		s.rebuilt = append(s.rebuilt, a)
+		s.rebuilt, s.dirty[a] = append(s.rebuilt, a), true
 	}
 	return nil
 }
 
+// writeDirty adds to t the heads checkHeads rebuilt: their values, or
+// their rows to delete.
+func (s *core) writeDirty(t *txn) {
+	for a := range s.dirty {
+		if _, ok := t.heads[a]; ok {
+			continue
+		}
+		if h, ok := s.heads[a]; ok {
+			c := *h
+			t.heads[a] = &c
+		} else {
+			t.drop = append(t.drop, a)
+		}
+	}
+}
+
 // recordRebuilt puts the heads checkHeads rebuilt on open into the log, so
-// the edit is evidence rather than only a log line.
+// the edit is evidence rather than only a log line. The record's commit
+// writes the rebuilt heads (writeDirty): until it lands, every open finds
+// the table disagreeing again.
 func (s *core) recordRebuilt(ctx context.Context) error {
 	if len(s.rebuilt) == 0 {
 		return nil

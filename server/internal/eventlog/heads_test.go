@@ -25,13 +25,18 @@ func TestHeadsEditedByHandRebuilt(t *testing.T) {
 		"hash changed": `UPDATE heads SET hash = zeroblob(32) WHERE agent = 'pc-001'`,
 		"row deleted":  `DELETE FROM heads WHERE agent = 'pc-001'`,
 	} {
-		for _, elected := range []bool{false, true} {
+		for _, c := range []struct{ elected, killedBeforeClaim bool }{{false, false}, {true, false}, {true, true}} {
+			elected := c.elected
 			// elected: a server that writes under the writer epochs of an
 			// election (every server since round 2): the store opens at epoch
 			// 0 and the claim after it records the rebuild; recording it at
 			// open was fenced, failed the start, and the second start found
 			// the heads already rebuilt and recorded nothing.
-			t.Run(fmt.Sprintf("%s elected=%v", name, elected), func(t *testing.T) {
+			// killedBeforeClaim: the server stopped (killed) after the open
+			// rebuilt the heads and before its claim recorded that: the
+			// rebuild had been written at open, so the next start found the
+			// heads agreeing with the log and the edit went unrecorded.
+			t.Run(fmt.Sprintf("%s elected=%v killed before claim=%v", name, elected, c.killedBeforeClaim), func(t *testing.T) {
 				path := filepath.Join(t.TempDir(), "events.db")
 				s, err := eventlog.OpenSQLite(ctx, path, zerolog.Nop())
 				if err != nil {
@@ -57,6 +62,13 @@ func TestHeadsEditedByHandRebuilt(t *testing.T) {
 					t.Fatalf("%s: %d rows", stmt, n)
 				}
 				db.Close()
+				if c.killedBeforeClaim {
+					s, err = eventlog.OpenSQLite(ctx, path, zerolog.Nop())
+					if err != nil {
+						t.Fatal(err)
+					}
+					s.Close()
+				}
 				s, err = eventlog.OpenSQLite(ctx, path, zerolog.Nop())
 				if err != nil {
 					t.Fatal(err)

@@ -464,6 +464,11 @@ func (w *pgWriter) write(ctx context.Context, first int64, t *txn) (err error) {
 			return fmt.Errorf("update heads: %w", err)
 		}
 	}
+	if len(t.drop) > 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM heads WHERE agent = ANY($1)`, t.drop); err != nil {
+			return fmt.Errorf("drop heads: %w", err)
+		}
+	}
 	for _, c := range t.cps {
 		if _, err := tx.Exec(ctx, pgPutCheckpointSQL, c.Size, c.Root[:], c.Note, c.Created.UnixNano()); err != nil {
 			return fmt.Errorf("store checkpoint: %w", err)

@@ -177,8 +177,8 @@ func OpenSQLite(ctx context.Context, path string, log zerolog.Logger) (*SQLite, 
 	}
 	if err := s.recordRebuilt(ctx); errors.Is(err, ErrFenced) {
 		// The store is written under an election's epochs: the claim
-		// records what was rebuilt (the heads are not checked again, they
-		// agree with the log now).
+		// checks the heads again (the table is fixed only by the record's
+		// commit) and records what it rebuilt.
 		s.log.Warn().Int("streams", len(s.rebuilt)).Msg("rebuilt stream heads are recorded once this server claims the writer epoch")
 	} else if err != nil {
 		s.Close()

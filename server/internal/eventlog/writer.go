@@ -163,13 +163,14 @@ type wconn struct {
 		merkle  []byte
 		payload []byte
 	}
-	records bool                    // write records, not rows of events
-	recFrom *atomic.Int64           // the store's first record index (records.go)
-	fence   driver.StmtExecContext  // writer_epoch update (fence.go)
-	epoch   *atomic.Int64           // the store's writer epoch
-	stored  driver.StmtQueryContext // hashes of stored seqs, to check resends
-	stmts   []driver.Stmt
-	lock    *sync.Mutex // the store's write lock, held around each transaction
+	records  bool                    // write records, not rows of events
+	recFrom  *atomic.Int64           // the store's first record index (records.go)
+	fence    driver.StmtExecContext  // writer_epoch update (fence.go)
+	dropHead driver.StmtExecContext  // a heads row deleted (writeDirty)
+	epoch    *atomic.Int64           // the store's writer epoch
+	stored   driver.StmtQueryContext // hashes of stored seqs, to check resends
+	stmts    []driver.Stmt
+	lock     *sync.Mutex // the store's write lock, held around each transaction
 }
 
 func newWconn(ctx context.Context, dc any) (*wconn, error) {
@@ -197,7 +198,7 @@ func newWconn(ctx context.Context, dc any) (*wconn, error) {
 	}{
 		{&w.insN, insertSQL(rowsPerInsert)}, {&w.ins1, insertSQL(1)}, {&w.upd, upsertHeadSQL}, {&w.cp, putCheckpointSQL}, {&w.span, upsertSpanSQL},
 		{&w.fence, fenceSQL}, {&w.rngN, insertRangesSQL(rangesPerInsert)}, {&w.rng1, insertRangesSQL(1)},
-		{&w.run, insertRunSQL}, {&w.rec, insertRecordSQL},
+		{&w.run, insertRunSQL}, {&w.rec, insertRecordSQL}, {&w.dropHead, `DELETE FROM heads WHERE agent = ?`},
 	} {
 		st, err := prep.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -308,6 +309,7 @@ func (s *core) loop(b backend) {
 type txn struct {
 	received int64
 	heads    map[string]*head // streams touched, new values
+	drop     []string         // streams whose heads row is deleted (writeDirty)
 	rows     []*row           // to insert, in log order
 	merkle   [][]byte         // their stored Merkle hashes
 	cps      []*Checkpoint
@@ -383,6 +385,7 @@ func (s *core) commit(b backend, group []*request) {
 	if len(t.rows) == 0 && len(t.cps) == 0 {
 		return // only duplicates and refusals
 	}
+	s.writeDirty(t)
 	var tail []byte
 	if len(t.merkle) > 0 {
 		tail = t.merkle[len(t.merkle)-1]
@@ -397,6 +400,7 @@ func (s *core) commit(b backend, group []*request) {
 	for agent, h := range t.heads {
 		s.heads[agent] = h
 	}
+	clear(s.dirty)
 	s.size.Store(s.front.n)
 	s.agents.Store(int64(len(s.heads)))
 }
@@ -501,6 +505,11 @@ func (w *wconn) write(ctx context.Context, first int64, t *txn) (err error) {
 		raw, _ := hex.DecodeString(h.hash)
 		if _, err := w.upd.ExecContext(ctx, named(agent, int64(h.seq), raw, h.lastSeen, h.events)); err != nil {
 			return fmt.Errorf("update head: %w", err)
+		}
+	}
+	for _, agent := range t.drop {
+		if _, err := w.dropHead.ExecContext(ctx, named(agent)); err != nil {
+			return fmt.Errorf("drop head: %w", err)
 		}
 	}
 	for _, c := range t.cps {
