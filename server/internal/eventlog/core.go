@@ -66,8 +66,8 @@ type core struct {
 	// which is the commit of the rebuild's record, so the table is never
 	// fixed without the record of it.
 	dirty map[string]bool
-	tail    []byte       // stored Merkle hashes of the last committed record
-	halt    atomic.Value // error: set once the database was found rolled back
+	tail  []byte       // stored Merkle hashes of the last committed record
+	halt  atomic.Value // error: set once the database was found rolled back
 	// epoch is written with every commit (fence.go); reload has the writer
 	// reload its state before the next group, after a claim.
 	epoch  atomic.Int64
