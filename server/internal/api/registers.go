@@ -90,7 +90,7 @@ func (s *Server) registerFail(w http.ResponseWriter, r *http.Request, what strin
 func (s *Server) recordChange(r *http.Request, c register.Change) {
 	e := event.Event{Agent: event.ServerStream, Control: "register", Type: "register." + c.Action,
 		Severity: event.Info, Time: c.At, User: tokenFrom(r.Context()).Name, Object: string(c.Kind) + "/" + c.ID,
-		RegisterID: c.ID, Attrs: event.Attrs{"kind": string(c.Kind), "version": c.Version, "revision": c.Revision}}
+		RegisterID: c.ID, Attrs: register.ChangeAttrs(c)}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
 	defer cancel()
 	if _, err := s.cfg.Store.AppendServer(ctx, e); err != nil {
@@ -329,6 +329,10 @@ func (s *Server) handleExportRegister(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf.Bytes())
+	// The registers name folders of personal data and who keeps them: who
+	// took a copy is evidence, as for the web's export.
+	s.record(r, event.Event{Type: "export.made", Object: "register/" + string(k),
+		Attrs: event.Attrs{"format": "csv", "entries": len(es), "lang": lang, "encoding": enc}})
 }
 
 type assignBody struct {

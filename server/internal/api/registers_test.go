@@ -476,3 +476,56 @@ func TestCSVOtherRegistersBetweenServers(t *testing.T) {
 		}
 	}
 }
+
+// A register change's event holds what changed, field by field, and the
+// hash of the entry after it: the hash-chained log is the evidence, and
+// etcd's history, which an insider can rewrite, is not. An export of a
+// register through the API (the CLI's path) is recorded as the web's is.
+func TestRegisterChangeEventSaysWhatChanged(t *testing.T) {
+	srv := realServer(t)
+	admin := newAdmin(t, srv, srv.AdminToken())
+	if st, _, raw := admin.do("POST", "/api/v1/media", nil, map[string]any{"id": "MD-0001", "registered": "2026-01-10",
+		"product": "BUFFALO RUF3-K16GA", "serial": "AA00123456", "owner": "総務部"}, nil); st != 201 {
+		t.Fatalf("create: %d %s", st, raw)
+	}
+	_, h, _ := admin.do("GET", "/api/v1/media/MD-0001", nil, nil, nil)
+	if st, _, raw := admin.do("PUT", "/api/v1/media/MD-0001", map[string]string{"If-Match": h.Get("ETag")}, map[string]any{
+		"registered": "2026-01-10", "product": "BUFFALO RUF3-K16GA", "serial": "AA00123456", "owner": "経理部 佐藤"}, nil); st != 200 {
+		t.Fatalf("update: %d %s", st, raw)
+	}
+	var q struct {
+		Events []struct {
+			Type  string
+			Attrs map[string]any
+		} `json:"events"`
+	}
+	if st, _, raw := admin.do("GET", "/api/v1/events?agent=server&register_id=MD-0001", nil, nil, &q); st != 200 {
+		t.Fatalf("events: %d %s", st, raw)
+	}
+	var upd map[string]any
+	for _, e := range q.Events {
+		if e.Type == "register.updated" {
+			upd = e.Attrs
+		}
+	}
+	if upd == nil {
+		t.Fatalf("no register.updated: %+v", q.Events)
+	}
+	if fmt.Sprint(upd["changed"]) != "[owner]" || fmt.Sprint(upd["before"]) != "map[owner:総務部]" || fmt.Sprint(upd["after"]) != "map[owner:経理部 佐藤]" {
+		t.Fatalf("what changed: %v", upd)
+	}
+	if s, _ := upd["entry_sha256"].(string); len(s) != 64 {
+		t.Fatalf("entry_sha256: %v", upd)
+	}
+
+	if st, _, raw := admin.do("GET", "/api/v1/media/export?lang=ja", nil, nil, nil); st != 200 {
+		t.Fatalf("export: %d %s", st, raw)
+	}
+	q.Events = nil
+	if st, _, raw := admin.do("GET", "/api/v1/events?agent=server&type=export.made", nil, nil, &q); st != 200 {
+		t.Fatalf("events: %d %s", st, raw)
+	}
+	if len(q.Events) != 1 || fmt.Sprint(q.Events[0].Attrs["entries"]) != "1" || q.Events[0].Attrs["lang"] != "ja" {
+		t.Fatalf("export not recorded: %+v", q.Events)
+	}
+}

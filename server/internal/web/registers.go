@@ -428,7 +428,7 @@ func (u *UI) changed(r *http.Request, cs ...register.Change) {
 	for _, c := range cs {
 		u.record(r, who, event.Event{Control: "register", Type: "register." + c.Action, Time: c.At,
 			Object: string(c.Kind) + "/" + c.ID, RegisterID: c.ID,
-			Attrs: event.Attrs{"kind": string(c.Kind), "version": c.Version, "revision": c.Revision}})
+			Attrs: register.ChangeAttrs(c)})
 	}
 	if u.cfg.PolicyChanged != nil {
 		u.cfg.PolicyChanged()
