@@ -278,7 +278,7 @@ func (s *Server) handleImportRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	k := kindFrom(r)
-	rows, cellErrs, err := register.ParseCSV(k, b)
+	rows, cellErrs, err := s.cfg.Registers.ParseCSV(k, b)
 	if err != nil {
 		s.registerFail(w, r, "reading CSV", err)
 		return
@@ -315,7 +315,7 @@ func (s *Server) handleExportRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var buf bytes.Buffer
-	if err := register.ExportCSV(&buf, k, es, lang, enc); err != nil {
+	if err := s.cfg.Registers.ExportCSV(&buf, k, es, lang, enc); err != nil {
 		s.registerFail(w, r, "exporting CSV", err)
 		return
 	}

@@ -331,7 +331,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Record: func(ctx context.Context, e event.Event) error { _, err := s.store.AppendServer(ctx, e); return err }}
 	exporter := &audit.Exporter{Log: s.store, Checkpointer: s.cp, PublicKey: vkey, HostNames: s.hostNames}
 
-	regs, err := register.New(register.Config{State: s.state})
+	regs, err := register.New(register.Config{State: s.state, Location: cfg.Location})
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}

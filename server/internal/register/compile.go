@@ -156,8 +156,13 @@ func compileInto(p *policy.Policy, sn *snapshot, host string, now time.Time) tim
 	c := &p.Controls
 	c.FileAccess.Folders = append(c.FileAccess.Folders, folders...)
 	c.Backup.Folders = append(c.Backup.Folders, folders...)
+	// Folded serials, as the agent compares them: known to the register,
+	// and of an active medium.
+	known, active := map[string]bool{}, map[string]bool{}
 	for _, m := range sn.media {
+		known[foldKey(m.Serial)] = true
 		if m.Status == StatusActive {
+			active[foldKey(m.Serial)] = true
 			c.Media.Registered = append(c.Media.Registered, policy.RegisteredMed{RegisterID: m.ID, Serial: m.Serial,
 				VendorID: strings.ToLower(m.VendorID), ProductID: strings.ToLower(m.ProductID)})
 		}
@@ -166,6 +171,12 @@ func compileInto(p *policy.Policy, sn *snapshot, host string, now time.Time) tim
 	var until time.Time
 	for _, a := range sn.approvals {
 		if a.Status != StatusApproved || host == "" || !strings.EqualFold(a.Host, host) || !a.To.After(now) {
+			continue
+		}
+		// A stick lost or disposed after its approval stops working. One
+		// the register does not know (a visitor's, a new one) is what a
+		// window is for.
+		if k := foldKey(a.Serial); known[k] && !active[k] {
 			continue
 		}
 		c.Media.Approvals = append(c.Media.Approvals, policy.Approval{ID: a.ID, Serial: a.Serial, From: a.From.UTC(), To: a.To.UTC()})
@@ -372,7 +383,7 @@ func (s *Service) AssignAgent(ctx context.Context, agentID, policyName string) e
 	case errors.Is(err, state.ErrNotFound):
 		return ValidationError{{Field: "policy", Msg: fmt.Sprintf("no policy named %s", policyName)}}
 	case errors.Is(err, state.ErrInvalid):
-		return fmt.Errorf("register: %w: %w", ErrInvalid, err)
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	case err != nil:
 		return fmt.Errorf("register: %w", err)
 	}

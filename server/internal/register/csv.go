@@ -2,7 +2,9 @@ package register
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/csv"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +43,20 @@ type column struct {
 	en, ja string
 	get    func(e Entry, ja bool) string
 	set    func(e Entry, cell string) string
+	// tm is a time column's field: a CSV cell holds it in the service's
+	// location (csvTime, readCSVTime), a form in RFC 3339 (get, set).
+	tm func(e Entry) *time.Time
+}
+
+// keep copies c's field from src into dst, for a column a file does not
+// have. The cell codec round-trips (export, import: same entry), so any
+// column copies through it; a time's cell is coarser, so it copies itself.
+func (c column) keep(dst, src Entry) {
+	if c.tm != nil {
+		*c.tm(dst) = *c.tm(src)
+		return
+	}
+	_ = c.set(dst, c.get(src, false))
 }
 
 // csvSchema is one register's CSV: its columns in export order and the
@@ -191,36 +207,99 @@ func listCol[T Entry](en, ja string, f func(T) *[]string) column {
 		}}
 }
 
-// CSV time cells: RFC 3339 on export (Excel leaves it as text, so the
-// offset survives); on import also the forms Excel turns a recognised
-// date-time into, read in the server's time zone.
+// DefaultLocation is where CSV times without a zone are read and where
+// exported times are written, unless Config.Location says otherwise: the
+// office's time (the web UI's default), not the server's, which is often
+// UTC in a container.
+var DefaultLocation = time.FixedZone("JST", 9*3600)
+
+// csvTimeLayout is how an exported time cell reads: what Excel shows and
+// keeps for a date-time, in the office's time, to the minute.
+const csvTimeLayout = "2006/01/02 15:04"
+
+// CSV time cells: on import RFC 3339, and in the location the forms Excel
+// writes back for a recognised date-time and the form export writes.
 var csvTimeLayouts = []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006/1/2 15:04:05", "2006/1/2 15:04"}
 
+func csvTime(t time.Time, loc *time.Location) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.In(loc).Format(csvTimeLayout)
+}
+
+// readCSVTime sets *f from cell s, a time in loc unless it names its zone.
+func readCSVTime(f *time.Time, s string, loc *time.Location) string {
+	if s == "" {
+		*f = time.Time{}
+		return ""
+	}
+	n := width.Fold.String(s)
+	if t, err := time.Parse(time.RFC3339, n); err == nil {
+		*f = t
+		return ""
+	}
+	for _, l := range csvTimeLayouts {
+		if t, err := time.ParseInLocation(l, n, loc); err == nil {
+			*f = t
+			return ""
+		}
+	}
+	return fmt.Sprintf("%q is not a time (2026/11/02 09:00 or 2026-11-02T09:00:00+09:00)", s)
+}
+
+// timeCol holds a time: RFC 3339 in a form (the web UI converts to its
+// zone), the office's time in a CSV.
 func timeCol[T Entry](en, ja string, f func(T) *time.Time) column {
 	return column{en: en, ja: ja,
+		tm: func(e Entry) *time.Time { return f(e.(T)) },
 		get: func(e Entry, _ bool) string {
 			if t := *f(e.(T)); !t.IsZero() {
 				return t.Format(time.RFC3339)
 			}
 			return ""
 		},
-		set: func(e Entry, s string) string {
-			if s == "" {
-				*f(e.(T)) = time.Time{}
-				return ""
-			}
-			if t, err := time.Parse(time.RFC3339, s); err == nil {
-				*f(e.(T)) = t
-				return ""
-			}
-			for _, l := range csvTimeLayouts {
-				if t, err := time.ParseInLocation(l, s, time.Local); err == nil {
-					*f(e.(T)) = t
-					return ""
-				}
-			}
-			return fmt.Sprintf("%q is not a time (2026-11-02T09:00:00+09:00 or 2026/11/2 9:00)", s)
-		}}
+		set: func(e Entry, s string) string { return readCSVTime(f(e.(T)), s, DefaultLocation) }}
+}
+
+// csvGet and csvSet are a column's CSV cell, times in loc.
+func (c column) csvGet(e Entry, ja bool, loc *time.Location) string {
+	if c.tm != nil {
+		return csvTime(*c.tm(e), loc)
+	}
+	return c.get(e, ja)
+}
+
+func (c column) csvSet(e Entry, cell string, loc *time.Location) string {
+	if c.tm != nil {
+		return readCSVTime(c.tm(e), cell, loc)
+	}
+	return c.set(e, cell)
+}
+
+// The 改訂 (revision) column: not a field, so not in the schemas (nor the
+// forms). It names the entry as exported, by a hash of its cells (times
+// in UTC, to the minute, as a cell names them), so that an import of an
+// older export can tell a row whose entry has changed since; a hash of the
+// cells rather than etcd's revision is the same on every server a register
+// is exported from and imported into, so exports still round-trip.
+const (
+	revisionEN = "revision"
+	revisionJA = "改訂"
+)
+
+func rowRevision(sc *csvSchema, e Entry) string {
+	h := sha256.New()
+	for _, c := range sc.cols {
+		v := c.get(e, false)
+		if c.tm != nil {
+			v = csvTime(*c.tm(e), time.UTC)
+		}
+		_, _ = io.WriteString(h, v)
+		_, _ = h.Write([]byte{0})
+	}
+	// A letter first: Excel would read all-digit hex as a number.
+	return "r" + hex.EncodeToString(h.Sum(nil)[:6])
 }
 
 var schemas = map[Kind]*csvSchema{
@@ -338,24 +417,37 @@ func CSVHeaders(k Kind, lang string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]string, len(sc.cols))
+	out := make([]string, len(sc.cols), len(sc.cols)+1)
 	for i, c := range sc.cols {
 		out[i] = c.en
 		if lang == LangJA {
 			out[i] = c.ja
 		}
 	}
-	return out, nil
+	if lang == LangJA {
+		return append(out, revisionJA), nil
+	}
+	return append(out, revisionEN), nil
 }
 
 // ExportCSV writes entries of register k as CSV that Excel opens: CRLF
-// line ends, headers in lang (ja or en), UTF-8 with a BOM or CP932.
+// line ends, headers in lang (ja or en), UTF-8 with a BOM or CP932, times
+// in DefaultLocation; the last column is each row's 改訂 (revision).
 func ExportCSV(w io.Writer, k Kind, entries []Entry, lang, enc string) error {
+	return exportCSV(w, k, entries, lang, enc, DefaultLocation)
+}
+
+// ExportCSV is ExportCSV writing times in the service's location.
+func (s *Service) ExportCSV(w io.Writer, k Kind, entries []Entry, lang, enc string) error {
+	return exportCSV(w, k, entries, lang, enc, s.loc)
+}
+
+func exportCSV(w io.Writer, k Kind, entries []Entry, lang, enc string, loc *time.Location) error {
 	if lang != LangJA && lang != LangEN {
-		return fmt.Errorf("register: %w: lang %q is not ja or en", ErrInvalid, lang)
+		return fmt.Errorf("%w: lang %q is not ja or en", ErrInvalid, lang) // ErrInvalid says "register: "
 	}
 	if enc != EncUTF8 && enc != EncSJIS {
-		return fmt.Errorf("register: %w: encoding %q is not utf8 or sjis", ErrInvalid, enc)
+		return fmt.Errorf("%w: encoding %q is not utf8 or sjis", ErrInvalid, enc)
 	}
 	sc, err := schemaOf(k)
 	if err != nil {
@@ -365,14 +457,14 @@ func ExportCSV(w io.Writer, k Kind, entries []Entry, lang, enc string) error {
 	var buf bytes.Buffer
 	cw := csvcell.NewWriter(&buf) // every cell defused and quoted
 	_ = cw.Write(head)
-	rec := make([]string, len(sc.cols))
+	rec := make([]string, len(sc.cols)+1)
 	var unwritable ValidationError
 	for row, e := range entries {
 		if e.kind() != k {
 			return fmt.Errorf("register: export %s: entry %s is a %s entry: %w", k, e.meta().ID, e.kind(), ErrInvalid)
 		}
 		for i, c := range sc.cols {
-			rec[i] = c.get(e, lang == LangJA)
+			rec[i] = c.csvGet(e, lang == LangJA, loc)
 			if enc == EncSJIS {
 				for _, r := range notInCP932(rec[i]) {
 					unwritable = append(unwritable, FieldError{Row: row + 2, Field: c.en,
@@ -380,6 +472,7 @@ func ExportCSV(w io.Writer, k Kind, entries []Entry, lang, enc string) error {
 				}
 			}
 		}
+		rec[len(sc.cols)] = rowRevision(sc, e)
 		_ = cw.Write(rec)
 	}
 	if len(unwritable) > 0 { // a register is evidence: nothing is dropped or replaced
@@ -423,7 +516,7 @@ func notInCP932(s string) []string {
 func DecodeText(b []byte) ([]byte, error) {
 	if rest, ok := bytes.CutPrefix(b, []byte(utf8BOM)); ok {
 		if !utf8.Valid(rest) {
-			return nil, fmt.Errorf("register: %w: file starts with a UTF-8 BOM but is not UTF-8", ErrInvalid)
+			return nil, ValidationError{{Field: "file", Msg: "file starts with a UTF-8 BOM but is not UTF-8"}}
 		}
 		return rest, nil
 	}
@@ -432,22 +525,53 @@ func DecodeText(b []byte) ([]byte, error) {
 	}
 	out, _, err := transform.Bytes(japanese.ShiftJIS.NewDecoder(), b)
 	if err != nil {
-		return nil, fmt.Errorf("register: %w: file is neither UTF-8 nor Shift_JIS (CP932): %w", ErrInvalid, err)
+		return nil, ValidationError{{Field: "file", Msg: "file is neither UTF-8 nor Shift_JIS (CP932): " + err.Error()}}
 	}
 	return out, nil
 }
 
+// registerJA names each register in Japanese, for messages.
+var registerJA = map[Kind]string{KindPI: "個人情報管理台帳", KindMedia: "媒体管理台帳", KindApprovals: "持出し記録", KindDisposals: "廃棄記録"}
+
 // ParseCSV reads a CSV of register k (UTF-8 with or without BOM, or CP932;
-// Japanese or English headers in any order). It returns the rows and every
-// cell it could not read, each with its spreadsheet row; it does not
-// validate the entries (Import does).
+// Japanese or English headers in any order), times without a zone in
+// DefaultLocation. It returns the rows and every cell it could not read,
+// each with its spreadsheet row; it does not validate the entries (Import
+// does). A file that cannot be read at all is a ValidationError too.
+// Messages about the headers are in the file's language and name columns
+// by the headers it used.
 func ParseCSV(k Kind, b []byte) ([]ImportRow, ValidationError, error) {
+	return parseCSV(k, b, DefaultLocation)
+}
+
+// ParseCSV is ParseCSV reading times without a zone in the service's location.
+func (s *Service) ParseCSV(k Kind, b []byte) ([]ImportRow, ValidationError, error) {
+	return parseCSV(k, b, s.loc)
+}
+
+// csvReadError names a CSV syntax error of spreadsheet row row.
+func csvReadError(row int, err error) error {
+	msg := err.Error()
+	if pe, ok := errors.AsType[*csv.ParseError](err); ok {
+		switch {
+		case errors.Is(pe.Err, csv.ErrBareQuote):
+			msg = `a quote (") inside a cell that is not quoted`
+		case errors.Is(pe.Err, csv.ErrQuote):
+			msg = `a quoted cell is not closed (or a quote (") inside it is not doubled)`
+		default:
+			msg = pe.Err.Error()
+		}
+	}
+	return ValidationError{{Row: row, Field: "file", Msg: msg}}
+}
+
+func parseCSV(k Kind, b []byte, loc *time.Location) ([]ImportRow, ValidationError, error) {
 	sc, err := schemaOf(k)
 	if err != nil {
 		return nil, nil, err
 	}
 	if len(b) > MaxCSVBytes {
-		return nil, nil, fmt.Errorf("register: %w: file is %d bytes, limit %d", ErrInvalid, len(b), MaxCSVBytes)
+		return nil, nil, ValidationError{{Field: "file", Msg: fmt.Sprintf("file is %d bytes, larger than the limit of %d", len(b), MaxCSVBytes)}}
 	}
 	text, err := DecodeText(b)
 	if err != nil {
@@ -457,17 +581,31 @@ func ParseCSV(k Kind, b []byte) ([]ImportRow, ValidationError, error) {
 	cr.FieldsPerRecord = -1
 	head, err := cr.Read()
 	if errors.Is(err, io.EOF) {
-		return nil, nil, fmt.Errorf("register: %w: empty file", ErrInvalid)
+		return nil, nil, ValidationError{{Field: "file", Msg: "empty file: no header row"}}
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("register: %w: header row: %w", ErrInvalid, err)
+		return nil, nil, csvReadError(1, err)
+	}
+	// English headers are ASCII: any other character means the file is
+	// Japanese, and so are the messages about its headers.
+	ja := false
+	for _, h := range head {
+		ja = ja || strings.ContainsFunc(h, func(r rune) bool { return r >= utf8.RuneSelf })
+	}
+	say := func(en, jaMsg string) string {
+		if ja {
+			return jaMsg
+		}
+		return en
 	}
 	if len(head) > maxCells {
-		return nil, nil, fmt.Errorf("register: %w: header has %d columns, at most %d", ErrInvalid, len(head), maxCells)
+		return nil, nil, ValidationError{{Row: 1, Field: "header", Msg: say(fmt.Sprintf("header has %d columns, at most %d", len(head), maxCells),
+			fmt.Sprintf("見出しが %d 列あります。%d 列までにしてください。", len(head), maxCells))}}
 	}
 	// at[i] is the schema column of file column i, -1 for an ignored one.
 	at := make([]int, len(head))
 	seen := map[int]bool{}
+	revAt := -1
 	var errs ValidationError
 	for i, h := range head {
 		h = strings.TrimSpace(h)
@@ -479,27 +617,36 @@ func ParseCSV(k Kind, b []byte) ([]ImportRow, ValidationError, error) {
 			}
 		}
 		switch {
+		case found < 0 && (strings.EqualFold(h, revisionEN) || h == revisionJA) && revAt < 0:
+			revAt = i
 		case found < 0 && h == "":
 			continue // trailing empty columns Excel sometimes adds
 		case found < 0:
-			errs = append(errs, FieldError{Row: 1, Field: "header", Msg: fmt.Sprintf("column %d: unknown column %q for the %s register", i+1, h, k)})
+			errs = append(errs, FieldError{Row: 1, Field: "header", Msg: say(fmt.Sprintf("column %d: unknown column %q for the %s register", i+1, h, k),
+				fmt.Sprintf("%d 列目「%s」は%sの列ではありません。見出しを直すか、その列を削除してください。", i+1, h, registerJA[k]))})
 		case seen[found]:
-			errs = append(errs, FieldError{Row: 1, Field: "header", Msg: fmt.Sprintf("column %q appears twice", h)})
+			errs = append(errs, FieldError{Row: 1, Field: "header", Msg: say(fmt.Sprintf("column %q appears twice", h),
+				fmt.Sprintf("%d 列目「%s」の列が2つあります。", i+1, h))})
 		default:
 			seen[found], at[i] = true, found
 		}
 	}
 	for _, need := range sc.required {
-		ok := false
 		for j, c := range sc.cols {
-			ok = ok || c.en == need && seen[j]
-		}
-		if !ok {
-			errs = append(errs, FieldError{Row: 1, Field: "header", Msg: "missing column " + need})
+			if c.en == need && !seen[j] {
+				errs = append(errs, FieldError{Row: 1, Field: "header", Msg: say("missing column "+c.en,
+					fmt.Sprintf("必須の列「%s」がありません。", c.ja))})
+			}
 		}
 	}
 	if len(errs) > 0 {
 		return nil, errs, nil
+	}
+	var absent []int
+	for j := range sc.cols {
+		if !seen[j] {
+			absent = append(absent, j)
+		}
 	}
 	var rows []ImportRow
 	for rowNum := 2; ; rowNum++ {
@@ -508,23 +655,34 @@ func ParseCSV(k Kind, b []byte) ([]ImportRow, ValidationError, error) {
 			break
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("register: %w: row %d: %w", ErrInvalid, rowNum, err)
+			return nil, nil, csvReadError(rowNum, err)
 		}
 		if blank(rec) {
 			continue
 		}
 		e := NewEntry(k)
+		ir := ImportRow{Row: rowNum, Entry: e, absent: absent}
 		for i, cell := range rec {
+			if i == revAt {
+				ir.revision = strings.TrimSpace(cell)
+				continue
+			}
 			if i >= len(at) || at[i] < 0 {
+				// A value with no header is a column out of place: refuse
+				// it rather than drop it. Excel leaves empty cells there.
+				if v := strings.TrimSpace(cell); v != "" {
+					errs = append(errs, FieldError{Row: rowNum, Field: "columns", Msg: say(fmt.Sprintf("column %d has %q but no header: add its header or clear the cell", i+1, v),
+						fmt.Sprintf("%d 列目に値「%s」がありますが、その列に見出しがありません。見出しを付けるか、セルを空にしてください。", i+1, v))})
+				}
 				continue
 			}
 			c := sc.cols[at[i]]
 			// Unescape: a cell our export defused reads back as its text.
-			if msg := c.set(e, csvcell.Unescape(strings.TrimSpace(cell))); msg != "" {
+			if msg := c.csvSet(e, csvcell.Unescape(strings.TrimSpace(cell)), loc); msg != "" {
 				errs = append(errs, FieldError{Row: rowNum, Field: c.en, Msg: msg})
 			}
 		}
-		rows = append(rows, ImportRow{Row: rowNum, Entry: e})
+		rows = append(rows, ir)
 	}
 	return rows, errs, nil
 }

@@ -29,12 +29,11 @@ func fillOtherRegisters(t *testing.T, s *Service, clk *fakeClock) {
 		}
 	}
 	must(s.Create(ctx, "admin", samplePI("PI-0007", "PC-SALES01", `D:\顧客`)))
+	must(s.Create(ctx, "admin", samplePI("PI-0008", "PC-SALES01", `D:\見積`)))
 	must(s.Create(ctx, "admin", &MediaEntry{Meta: Meta{ID: "MD-0001"}, Registered: "2026-01-10", Product: "BUFFALO RUF3-K, 32GB \"黒\"",
 		Serial: "AA00123456", VendorID: "0411", ProductID: "01F0", Owner: "山田 太郎", Encrypted: true}))
 	lost := &MediaEntry{Meta: Meta{ID: "MD-0002"}, Registered: "2025-04-01", Product: "SanDisk", Serial: "4C530001", Owner: "総務部"}
 	must(s.Create(ctx, "admin", lost))
-	lost.Status = StatusLost
-	must(s.Update(ctx, "admin", lost, lost.Revision))
 
 	now := clk.Now()
 	mk := func(id, serial string, from, to time.Time) *Approval {
@@ -53,6 +52,9 @@ func fillOtherRegisters(t *testing.T, s *Service, clk *fakeClock) {
 	must(s.Update(ctx, "admin", ret, ret.Revision))
 	denied := mk("AP-0003", "4C530001", now, now.Add(time.Hour))
 	must(s.Decide(ctx, "部長 佐藤", denied.ID, false, 0))
+	// Lost after its (denied) request: a closed record of it still imports.
+	lost.Status = StatusLost
+	must(s.Update(ctx, "admin", lost, lost.Revision))
 	mk("AP-0004", "AA00123456", now.Add(48*time.Hour), now.Add(50*time.Hour)) // requested, window ahead
 	// AP-0001's window ends; the export holds no open approved window.
 	clk.Add(2*time.Hour + time.Minute)
@@ -161,7 +163,7 @@ func TestCSVImportCP932OtherRegisters(t *testing.T) {
 	}
 	a, _ := s.Get(ctx, KindApprovals, "AP-0100")
 	ap := a.(*Approval)
-	wantFrom := time.Date(2026, 10, 1, 9, 0, 0, 0, time.Local)
+	wantFrom := time.Date(2026, 10, 1, 9, 0, 0, 0, DefaultLocation) // the office's time, not the server's
 	if ap.Status != StatusReturned || ap.Approver != "部長 佐藤" || !ap.From.Equal(wantFrom) || ap.Decided.IsZero() {
 		t.Fatalf("approval %+v", ap)
 	}
@@ -196,6 +198,14 @@ func TestCSVBadRowImportsNothingOtherRegisters(t *testing.T) {
 			"DS-1,2026-10-01,名簿,,溶解,鈴木\r\n" +
 			"DS-2,2026-10-01,名簿,PI-404,溶解,鈴木\r\n", 3, "register_id"},
 	} {
+		if tc.k == KindApprovals {
+			// Requests name a registered medium; media cases before store none.
+			if _, err := s.Get(context.Background(), KindMedia, "MD-AA"); errors.Is(err, ErrNotFound) {
+				if _, err := s.Create(context.Background(), "admin", medium("MD-AA", "AA00123456")); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 		_, err := importKind(s, tc.k, []byte(tc.csv))
 		var ve ValidationError
 		if !errors.As(err, &ve) || len(ve) != 1 || ve[0].Row != tc.row || ve[0].Field != tc.field {
@@ -224,6 +234,9 @@ func TestCSVImportedApprovalsCannotOpenWindows(t *testing.T) {
 	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
 	s, st := newService(t, clk)
 	if err := st.PutAgent(ctx, agentOn("PC-01")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, "admin", medium("MD-1", "AA00123456")); err != nil {
 		t.Fatal(err)
 	}
 	head := "id,status,requester,serial,host,purpose,from,to,approver,decided,result\r\n"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -172,26 +173,54 @@ func (es ValidationError) Lines(k Kind, lang string) []string {
 		}
 		return out
 	}
-	header := map[string]string{}
+	header := map[string]string{revisionEN: revisionJA}
 	for _, f := range FormFields(k) {
 		header[f.Name] = f.LabelJA
 	}
 	out := make([]string, len(es))
 	for i, e := range es {
 		where := e.Field
-		if h, ok := header[FieldOf(e.Field)]; ok {
+		switch h, ok := header[FieldOf(e.Field)]; {
+		case ok:
 			where = "「" + h + "」"
+		case e.Field == "header":
+			where = "（見出し）"
+		case e.Field == "file" || e.Field == "columns": // the message says where
+			where = ""
 		}
 		if e.Row > 0 {
 			where = fmt.Sprintf("%d 行目", e.Row) + where
 		}
 		msg := MessageJA(e.Msg)
-		if msg != e.Msg {
+		if choices := choicesJA(k, FieldOf(e.Field)); choices != "" && strings.Contains(e.Msg, "is not one of") {
+			// The codes the English detail lists are not what a Japanese
+			// file or form says.
+			msg = choices + "のいずれかを入力してください。"
+			if v, err := strconv.QuotedPrefix(e.Msg); err == nil {
+				msg += "（" + v + "）"
+			}
+		} else if msg != e.Msg {
 			msg += "（" + e.Msg + "）"
+		}
+		if where == "" {
+			out[i] = msg
+			continue
 		}
 		out[i] = where + ": " + msg
 	}
 	return out
+}
+
+// choicesJA lists field's closed set of register k in Japanese: 「紙」「電子」.
+func choicesJA(k Kind, field string) string {
+	names := map[string]map[string]string{"status": statusJA, "medium": mediumJA}[field]
+	var b strings.Builder
+	for _, c := range formChoices[k][field] {
+		if j, ok := names[c]; ok {
+			b.WriteString("「" + j + "」")
+		}
+	}
+	return b.String()
 }
 
 // MessageJA says a validation message in Japanese; a message this table
@@ -233,6 +262,24 @@ var messagesJA = []struct{ en, ja string }{
 	{"has no Shift_JIS", "Shift_JIS（CP932）にない文字です。UTF-8 で書き出してください（Excel でも開けます）。"},
 	{"the window has ended", "持出し期間が終わっているため承認できません。"},
 	{"does not exist", "その台帳番号は登録されていません。"},
+	{"no register entry", "個人情報管理台帳にその台帳番号はありません。"},
+	{"only an active medium can be carried out", "持ち出せるのは媒体管理台帳に「有効」として登録された媒体だけです（廃棄済・紛失・未登録の媒体は持ち出せません）。"},
+	{"is registered already as", "このシリアル番号の媒体は既に「有効」で登録されています。同じ媒体を2件登録することはできません。"},
+	{"with the approve/deny action", "申請の承認・却下は、承認者が「承認」「却下」の操作で行ってください。"},
+	{"approval cannot become", "この状態には変更できません（申請中→承認・却下は承認者の操作で、承認→返却済のみ）。"},
+	{"fixed once the approval is", "承認・却下後の持出し承認は内容を変更できません。変更が必要なら新しく申請してください。"},
+	{"an import cannot change", "承認者と承認日時は取り込みで変更できません。"},
+	{"has not ended: an imported approval", "持出し期間が終わっていない「承認」は取り込めません。「申請中」として取り込み、承認者が承認してください。"},
+	{"has not begun, so the medium cannot have been returned", "持出し開始前のため「返却済」にはできません。"},
+	{"a requested approval has no approver", "「申請中」の行に承認者・承認日時は入力できません。"},
+	{"changed since this file was exported", "このファイルを書き出した後に台帳で変更された行です。取り込むとその変更が元に戻るため、取り込みを中止しました。もう一度書き出して、新しいファイルに編集をやり直してください。"},
+	{"repeats row", "同じ管理番号の行が2つあります。"},
+	{"empty file", "ファイルが空です（1行目に見出しが必要です）。"},
+	{"inside a cell that is not quoted", "セルの途中に引用符（\"）があります。セル全体を \"…\" で囲み、中の \" は \"\" と2つ重ねてください。"},
+	{"quoted cell is not closed", "引用符（\"）で始まるセルが閉じていません。"},
+	{"but is not UTF-8", "UTF-8 の BOM で始まりますが UTF-8 ではありません。"},
+	{"neither UTF-8 nor Shift_JIS", "UTF-8 でも Shift_JIS（CP932）でもありません。Excel で「CSV UTF-8」または「CSV（コンマ区切り）」で保存してください。"},
+	{"larger than the limit", "ファイルが大きすぎます（8MB まで）。分けて取り込んでください。"},
 }
 
 // FieldChange is one field's change in a history record.

@@ -349,7 +349,7 @@ func (e *Approval) validate(v *validator) {
 	case !e.To.After(e.From):
 		v.add("to", "must be after from")
 	}
-	if (e.Status == StatusApproved || e.Status == StatusDenied) && e.Approver == "" {
+	if (e.Status == StatusApproved || e.Status == StatusDenied || e.Status == StatusReturned) && e.Approver == "" {
 		v.add("approver", "required once %s", e.Status)
 	}
 	v.text("result", e.Result, false)

@@ -434,7 +434,7 @@ func TestEffectivePolicy(t *testing.T) {
 	if _, err := s.Create(ctx, "admin", ap); err == nil {
 		t.Fatal("2-character serial accepted")
 	}
-	ap.Serial = "BB99887766"
+	ap.Serial = "aa00123456" // a registered medium, matched case-insensitively
 	if _, err := s.Create(ctx, "admin", ap); err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +456,7 @@ func TestEffectivePolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ = s.Effective(ctx, "ag-x")
-	if a := c.Policy.Controls.Media.Approvals; len(a) != 1 || a[0].Serial != "BB99887766" || !c.Until.Equal(ap.To) {
+	if a := c.Policy.Controls.Media.Approvals; len(a) != 1 || a[0].Serial != "aa00123456" || !c.Until.Equal(ap.To) {
 		t.Fatalf("approved window: %+v until %v", a, c.Until)
 	}
 	if err := c.Policy.Validate(); err != nil {

@@ -64,6 +64,10 @@ type Config struct {
 	// State's limit (etcd's default --max-request-bytes for an external
 	// cluster) less room for the request's framing.
 	MaxTxnBytes int
+	// Location is where CSV times without a zone are read and exported
+	// times written (Service.ParseCSV, Service.ExportCSV): the web UI's
+	// zone. Default DefaultLocation (JST).
+	Location *time.Location
 }
 
 // Service reads and writes the registers and compiles effective policies.
@@ -72,6 +76,7 @@ type Service struct {
 	st       *state.State
 	cli      *clientv3.Client
 	now      func() time.Time
+	loc      *time.Location
 	maxOps   int
 	maxBytes int
 
@@ -107,7 +112,10 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxTxnBytes <= 0 {
 		cfg.MaxTxnBytes = bytes - txnFraming
 	}
-	return &Service{st: cfg.State, cli: cfg.State.Client(), now: cfg.Now, maxOps: cfg.MaxTxnOps, maxBytes: cfg.MaxTxnBytes,
+	if cfg.Location == nil {
+		cfg.Location = DefaultLocation
+	}
+	return &Service{st: cfg.State, cli: cfg.State.Client(), now: cfg.Now, loc: cfg.Location, maxOps: cfg.MaxTxnOps, maxBytes: cfg.MaxTxnBytes,
 		parsed: map[string]parsedPolicy{}, agents: map[string]agentRec{}}, nil
 }
 
@@ -269,9 +277,12 @@ type write struct {
 
 // commit applies writes in one etcd transaction: all or nothing.
 func (s *Service) commit(ctx context.Context, who string, ws []write) ([]Change, error) {
+	// Said in Japanese: an office meets this importing its register.
 	if 2*len(ws) > s.maxOps {
-		return nil, fmt.Errorf("register: %w: %d changes in one write, at most %d fit in one etcd transaction (--max-txn-ops %d)",
-			ErrInvalid, len(ws), s.maxOps/2, s.maxOps)
+		return nil, ValidationError{{Field: "file", Msg: fmt.Sprintf(
+			"%d 行の変更は1回の取り込み（etcd の1トランザクション）に収まりません。1ファイル %d 行以下に分けて、順に取り込んでください（変更のない行は数えません）。"+
+				"(%d changes in one write, at most %d fit in one etcd transaction: --max-txn-ops %d)",
+			len(ws), s.maxOps/2, len(ws), s.maxOps/2, s.maxOps)}}
 	}
 	now := s.now().UTC()
 	var cmps []clientv3.Cmp
@@ -305,8 +316,11 @@ func (s *Service) commit(ctx context.Context, who string, ws []write) ([]Change,
 		size += len(k) + len(after) + len(hk) + len(hb)
 	}
 	if size > s.maxBytes {
-		return nil, fmt.Errorf("register: %w: %d changes take %d bytes, more than one etcd transaction holds (%d); import in parts",
-			ErrInvalid, len(ws), size, s.maxBytes)
+		fit := max(1, len(ws)*s.maxBytes/size*9/10) // rows are not all the same size
+		return nil, ValidationError{{Field: "file", Msg: fmt.Sprintf(
+			"%d 行の変更は1回の取り込み（etcd の1トランザクション）に収まりません。1ファイル約 %d 行以下に分けて、順に取り込んでください（変更のない行は数えません）。"+
+				"(%d changes take %d bytes, more than one etcd transaction holds: %d)",
+			len(ws), fit, len(ws), size, s.maxBytes)}}
 	}
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
@@ -369,14 +383,146 @@ func (s *Service) check(ctx context.Context, e Entry) error {
 	if err := Validate(e, s.now()); err != nil {
 		return err
 	}
-	if d, ok := e.(*Disposal); ok && d.RegisterID != "" {
-		if _, err := s.Get(ctx, KindPI, d.RegisterID); errors.Is(err, ErrNotFound) {
-			return ValidationError{{Field: "register_id", Msg: fmt.Sprintf("no register entry %s", d.RegisterID)}}
-		} else if err != nil {
-			return err
+	var errs ValidationError
+	switch e := e.(type) {
+	case *Disposal:
+		if e.RegisterID != "" {
+			if _, err := s.Get(ctx, KindPI, e.RegisterID); errors.Is(err, ErrNotFound) {
+				errs = append(errs, FieldError{Field: "register_id", Msg: fmt.Sprintf("no register entry %s", e.RegisterID)})
+			} else if err != nil {
+				return err
+			}
+		}
+	case *MediaEntry:
+		if e.Status == StatusActive {
+			media, err := s.List(ctx, KindMedia, Filter{})
+			if err != nil {
+				return err
+			}
+			for _, m := range media {
+				if fe, dup := sameSerial(e, m.(*MediaEntry)); dup {
+					errs = append(errs, fe)
+				}
+			}
+		}
+	case *Approval:
+		if openApproval(e) {
+			refs, err := s.approvalRefs(ctx)
+			if err != nil {
+				return err
+			}
+			errs = append(errs, refs.check(e)...)
 		}
 	}
+	if len(errs) > 0 {
+		return errs
+	}
 	return nil
+}
+
+// sameSerial reports whether active medium e would be a second active
+// entry for other's device: the agent matches serials case-insensitively,
+// so two entries would be one stick under two numbers.
+func sameSerial(e, other *MediaEntry) (FieldError, bool) {
+	if other.ID == e.ID || other.Status != StatusActive || e.Status != StatusActive || foldKey(other.Serial) != foldKey(e.Serial) {
+		return FieldError{}, false
+	}
+	return FieldError{Field: "serial", Msg: fmt.Sprintf("serial %s is registered already as %s (active, serial %s)", e.Serial, other.ID, other.Serial)}, true
+}
+
+// openApproval says whether a's media and register entries must exist as
+// it names them: a request may be approved and an approved window is what
+// the compiler opens on the PC. A closed record (denied, returned, retired)
+// is history: its stick may be disposed since and a migrated paper record
+// may name register numbers Mamori never had.
+func openApproval(a *Approval) bool { return a.Status == StatusRequested || a.Status == StatusApproved }
+
+// approvalRefs is what an open approval may name: the media register by
+// serial (folded, as the agent compares them) and the PI register's ids.
+type approvalRefs struct {
+	active map[string]bool        // folded serial of an active medium
+	any    map[string]*MediaEntry // folded serial -> a medium of it, for the message
+	pi     map[string]bool
+}
+
+func (s *Service) approvalRefs(ctx context.Context) (approvalRefs, error) {
+	r := approvalRefs{active: map[string]bool{}, any: map[string]*MediaEntry{}, pi: map[string]bool{}}
+	media, err := s.List(ctx, KindMedia, Filter{})
+	if err != nil {
+		return r, err
+	}
+	for _, e := range media {
+		m := e.(*MediaEntry)
+		k := foldKey(m.Serial)
+		r.active[k] = r.active[k] || m.Status == StatusActive
+		r.any[k] = m
+	}
+	pis, err := s.List(ctx, KindPI, Filter{})
+	if err != nil {
+		return r, err
+	}
+	for _, e := range pis {
+		r.pi[e.meta().ID] = true
+	}
+	return r, nil
+}
+
+// check lists what a names that cannot be: a medium the media register
+// has as lost or disposed (and none active of that serial), register ids
+// that do not exist. A serial the register does not know is allowed: a
+// window that lets in a stick the office has not registered (a visitor's,
+// one just bought) is what a carry-out approval is for where registered
+// media are allowed anyway (allow_registered).
+func (r approvalRefs) check(a *Approval) ValidationError {
+	var errs ValidationError
+	if k := foldKey(a.Serial); !r.active[k] && r.any[k] != nil {
+		m := r.any[k]
+		errs = append(errs, FieldError{Field: "serial", Msg: fmt.Sprintf("medium %s (serial %s) is %s: only an active medium can be carried out", m.ID, m.Serial, m.Status)})
+	}
+	for i, id := range a.RegisterIDs {
+		if !r.pi[id] {
+			errs = append(errs, FieldError{Field: fmt.Sprintf("register_ids[%d]", i), Msg: fmt.Sprintf("no register entry %s", id)})
+		}
+	}
+	return errs
+}
+
+// approvalChange lists what is wrong with changing stored approval c into
+// a by an update or import. The status only moves requested ->
+// approved/denied (the approve/deny action), approved -> returned, or to
+// retired; once decided, the terms are what the approver approved. Times
+// in the same minute as the stored ones are the stored ones (a form or a
+// CSV cell names whole minutes) and are set to them.
+func approvalChange(c, a *Approval) ValidationError {
+	for _, p := range []struct{ in, was *time.Time }{{&a.From, &c.From}, {&a.To, &c.To}, {&a.Decided, &c.Decided}} {
+		if !p.in.IsZero() && (p.in.Equal(p.was.Truncate(time.Second)) || p.in.Second() == 0 && p.in.Equal(p.was.Truncate(time.Minute))) {
+			*p.in = *p.was
+		}
+	}
+	var errs ValidationError
+	switch {
+	case a.Status == c.Status, a.Status == StatusRetired, c.Status == StatusApproved && a.Status == StatusReturned:
+	case c.Status == StatusRequested && (a.Status == StatusApproved || a.Status == StatusDenied):
+		errs = append(errs, FieldError{Field: "status", Msg: fmt.Sprintf("%s is requested: approve or deny a request with the approve/deny action", a.ID)})
+	default:
+		errs = append(errs, FieldError{Field: "status", Msg: fmt.Sprintf("a %s approval cannot become %s (requested -> approved or denied by the approve/deny action, approved -> returned)", c.Status, a.Status)})
+	}
+	if c.Status == StatusRequested {
+		return errs
+	}
+	fixed := func(field string, same bool) {
+		if !same {
+			errs = append(errs, FieldError{Field: field, Msg: fmt.Sprintf("fixed once the approval is %s (by %s): ask for a new approval instead", c.Status, c.Approver)})
+		}
+	}
+	fixed("requester", a.Requester == c.Requester)
+	fixed("serial", a.Serial == c.Serial)
+	fixed("host", a.Host == c.Host)
+	fixed("purpose", a.Purpose == c.Purpose)
+	fixed("register_ids", slices.Equal(a.RegisterIDs, c.RegisterIDs))
+	fixed("from", a.From.Equal(c.From))
+	fixed("to", a.To.Equal(c.To))
+	return errs
 }
 
 // Update replaces entry e.ID if it is still at revision rev (else
@@ -399,8 +545,8 @@ func (s *Service) Update(ctx context.Context, who string, e Entry, rev int64) (C
 	}
 	if a, ok := e.(*Approval); ok {
 		c := cur.(*Approval)
-		if a.Status != c.Status && (a.Status == StatusApproved || a.Status == StatusDenied || c.Status == StatusRequested) {
-			return Change{}, ValidationError{{Field: "status", Msg: "approve or deny a requested approval with the approve/deny action"}}
+		if errs := approvalChange(c, a); len(errs) > 0 {
+			return Change{}, errs
 		}
 		a.Approver, a.Decided = c.Approver, c.Decided
 	}
@@ -473,6 +619,16 @@ func (s *Service) DecideWithComment(ctx context.Context, who, id string, approve
 	if !a.To.After(s.now()) && approve {
 		return Change{}, ValidationError{{Field: "to", Msg: "the window has ended already"}}
 	}
+	if approve {
+		// The medium may have been lost or disposed since the request.
+		refs, err := s.approvalRefs(ctx)
+		if err != nil {
+			return Change{}, err
+		}
+		if errs := refs.check(a); len(errs) > 0 {
+			return Change{}, errs
+		}
+	}
 	before, err := encode(a)
 	if err != nil {
 		return Change{}, err
@@ -493,6 +649,12 @@ func (s *Service) DecideWithComment(ctx context.Context, who, id string, approve
 type ImportRow struct {
 	Row   int
 	Entry Entry
+	// absent lists the schema columns the file did not have (ParseCSV):
+	// an existing entry keeps its stored values of those.
+	absent []int
+	// revision is the row's 改訂 cell (rowRevision of the entry as
+	// exported), "" when the file has no such column.
+	revision string
 }
 
 // Import applies rows of register k in one transaction: a row whose id
@@ -501,16 +663,28 @@ type ImportRow struct {
 // row and field (errs, from parsing the cells, are reported with them);
 // nothing is written.
 //
+// Columns the file does not have keep an existing entry's stored values
+// (a file of a few columns updates those), new entries get the defaults.
+// A row carrying the 改訂 of an export whose entry has changed since
+// would undo that change: the import is refused, naming those rows.
+//
 // Imported carry-out approvals keep their status and approver (migrating a
-// paper 持出し記録), with two limits so that a file cannot stand in for an
+// paper 持出し記録), with limits so that a file cannot stand in for an
 // approver's act in Mamori: an approved row whose window has not ended is
-// refused (import it as requested and approve it here), and a stored
-// approval's decision (status into or out of requested, approver, decided)
-// cannot be changed by import. A disposal's register_id must name a
-// personal-information entry that exists.
+// refused (import it as requested and approve it here), a returned one
+// needs an approver and a window that has begun, a decision time cannot
+// lie ahead, and a stored approval's decision and, once decided, its terms
+// cannot be changed by import (the rules of Update). Requested and approved
+// rows must name an active medium and existing register entries. A
+// disposal's register_id must name a personal-information entry that
+// exists; an active medium's serial may be registered once.
 func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow, errs ValidationError) ([]Change, error) {
 	if !validKind(k) {
 		return nil, fmt.Errorf("register: unknown register %q: %w", k, ErrInvalid)
+	}
+	sc, err := schemaOf(k)
+	if err != nil {
+		return nil, err
 	}
 	now := s.now()
 	rowErr := func(row int, field, format string, a ...any) {
@@ -525,6 +699,14 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 	for _, fe := range errs {
 		unread[cell{fe.Row, fe.Field}] = true
 	}
+	cur, err := s.List(ctx, k, Filter{})
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]Entry{}
+	for _, e := range cur {
+		byID[e.meta().ID] = e
+	}
 	seen := map[string]int{}
 	for _, ir := range in {
 		r := ir.Entry
@@ -532,6 +714,11 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 			return nil, fmt.Errorf("register: import %s: row %d is not a %s entry: %w", k, ir.Row, k, ErrInvalid)
 		}
 		m := r.meta()
+		if old, ok := byID[m.ID]; ok {
+			for _, i := range ir.absent {
+				sc.cols[i].keep(r, old)
+			}
+		}
 		if m.Status == "" {
 			m.Status = StatusActive
 			if k == KindApprovals {
@@ -550,14 +737,6 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 		}
 		seen[m.ID] = ir.Row
 	}
-	cur, err := s.List(ctx, k, Filter{})
-	if err != nil {
-		return nil, err
-	}
-	byID := map[string]Entry{}
-	for _, e := range cur {
-		byID[e.meta().ID] = e
-	}
 	var piIDs map[string]bool
 	if k == KindDisposals {
 		pis, err := s.List(ctx, KindPI, Filter{})
@@ -569,17 +748,64 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 			piIDs[e.meta().ID] = true
 		}
 	}
+	var refs approvalRefs
+	if k == KindApprovals {
+		if refs, err = s.approvalRefs(ctx); err != nil {
+			return nil, err
+		}
+	}
+	// The active media as they would stand after the import, by folded
+	// serial, so a file can dispose of a stick and register its
+	// replacement together.
+	activeAfter := map[string][]*MediaEntry{}
+	if k == KindMedia {
+		after := map[string]*MediaEntry{}
+		for id, e := range byID {
+			after[id] = e.(*MediaEntry)
+		}
+		for _, ir := range in {
+			after[ir.Entry.meta().ID] = ir.Entry.(*MediaEntry)
+		}
+		for _, m := range after {
+			if m.Status == StatusActive {
+				activeAfter[foldKey(m.Serial)] = append(activeAfter[foldKey(m.Serial)], m)
+			}
+		}
+		for _, ms := range activeAfter {
+			sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
+		}
+	}
 	for _, ir := range in {
+		old := byID[ir.Entry.meta().ID]
 		switch r := ir.Entry.(type) {
 		case *Approval:
-			var old *Approval
-			if o, ok := byID[r.ID]; ok {
-				old = o.(*Approval)
+			var oa *Approval
+			if old != nil {
+				oa = old.(*Approval)
 			}
-			s.checkImportedApproval(ir.Row, r, old, now, rowErr)
+			s.checkImportedApproval(ir.Row, r, oa, now, rowErr)
+			// An unchanged row is not a new act: a stick disposed since
+			// does not stop a re-import of the register.
+			if openApproval(r) && (oa == nil || !sameEntry(oa, r)) {
+				for _, fe := range refs.check(r) {
+					rowErr(ir.Row, fe.Field, "%s", fe.Msg)
+				}
+			}
 		case *Disposal:
 			if r.RegisterID != "" && !piIDs[r.RegisterID] {
 				rowErr(ir.Row, "register_id", "no register entry %s", r.RegisterID)
+			}
+		case *MediaEntry:
+			for _, m := range activeAfter[foldKey(r.Serial)] {
+				if fe, dup := sameSerial(r, m); dup {
+					rowErr(ir.Row, fe.Field, "%s", fe.Msg)
+				}
+			}
+		}
+		if old != nil && ir.revision != "" && !sameEntry(old, ir.Entry) {
+			if now := rowRevision(sc, old); now != ir.revision {
+				rowErr(ir.Row, "revision", "%s changed since this file was exported (revision %s, now %s); importing the row would undo that change: export again and make your edits in the new file",
+					old.meta().ID, ir.revision, now)
 			}
 		}
 	}
@@ -620,17 +846,14 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 // checkImportedApproval applies Import's approval rules to row a (old is
 // the stored entry of that id, or nil).
 func (s *Service) checkImportedApproval(row int, a, old *Approval, now time.Time, bad func(int, string, string, ...any)) {
+	if !a.Decided.IsZero() && a.Decided.After(now) {
+		bad(row, "decided", "%s is in the future", a.Decided.Format(time.RFC3339))
+	}
 	if old != nil {
-		// CSV times have whole seconds: the same second is the stored time.
-		for _, p := range []struct{ in, was *time.Time }{{&a.From, &old.From}, {&a.To, &old.To}, {&a.Decided, &old.Decided}} {
-			if !p.in.IsZero() && p.in.Equal(p.was.Truncate(time.Second)) {
-				*p.in = *p.was
-			}
+		for _, fe := range approvalChange(old, a) {
+			bad(row, fe.Field, "%s", fe.Msg)
 		}
 		switch {
-		// The rule Update applies: decisions are the approve/deny action's.
-		case a.Status != old.Status && (a.Status == StatusApproved || a.Status == StatusDenied || old.Status == StatusRequested):
-			bad(row, "status", "%s is %s; approve or deny a request with the approve/deny action, not by import", a.ID, old.Status)
 		case a.Approver != old.Approver:
 			bad(row, "approver", "%s was decided by %q; an import cannot change the approver", a.ID, old.Approver)
 		case !a.Decided.Equal(old.Decided):
@@ -643,6 +866,11 @@ func (s *Service) checkImportedApproval(row int, a, old *Approval, now time.Time
 		if a.To.After(now) {
 			bad(row, "status", "approved window until %s has not ended: an imported approval would open it on %s without an approver's act in Mamori; import it as %s (申請中) and approve it here",
 				a.To.Format(time.RFC3339), a.Host, StatusRequested)
+		}
+	case StatusReturned:
+		// Returned means approved, taken out and brought back.
+		if !a.From.IsZero() && !a.From.Before(now) {
+			bad(row, "from", "the window starting %s has not begun, so the medium cannot have been returned", a.From.Format(time.RFC3339))
 		}
 	case StatusRequested:
 		if a.Approver != "" || !a.Decided.IsZero() {

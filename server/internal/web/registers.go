@@ -366,7 +366,7 @@ func (u *UI) handleRegisterExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var buf bytes.Buffer
-	if err := register.ExportCSV(&buf, k, es, lang, enc); err != nil {
+	if err := u.cfg.Registers.ExportCSV(&buf, k, es, lang, enc); err != nil {
 		u.registerRowsFail(w, r, k, err)
 		return
 	}
@@ -399,7 +399,7 @@ func (u *UI) handleRegisterImport(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusBadRequest, "err_invalid", fmt.Sprintf("CSV over %d bytes", register.MaxCSVBytes))
 		return
 	}
-	rows, cellErrs, err := register.ParseCSV(k, b)
+	rows, cellErrs, err := u.cfg.Registers.ParseCSV(k, b)
 	if err == nil {
 		var cs []register.Change
 		if cs, err = u.cfg.Registers.Import(r.Context(), sessionFrom(r.Context()).Name, k, rows, cellErrs); err == nil {
