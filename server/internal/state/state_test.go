@@ -649,3 +649,51 @@ func TestLoopbackTCPFallback(t *testing.T) {
 		t.Fatalf("%q %v", y, err)
 	}
 }
+
+// A bootstrap token revoked by an admin (after a leak: it was printed at
+// first start) stays revoked: each start ensured it again, and a deleted
+// record counted as missing, so a restart brought it back with fresh uses.
+// Also for a site whose tokens were made before the marker existed.
+func TestRevokedBootstrapTokensStayRevoked(t *testing.T) {
+	ctx := ctxT(t)
+	for _, old := range []bool{false, true} {
+		s := openTest(t)
+		enroll, _ := NewToken()
+		admin, _ := NewToken()
+		if old { // as a server before the marker stored them
+			if _, err := s.putEnrollToken(ctx, enroll, time.Hour, 5, "bootstrap"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.putAPIToken(ctx, admin, "admin", RoleAdmin); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 2 { // each start
+			if err := s.EnsureEnrollToken(ctx, enroll, time.Hour, 5); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.EnsureAPIToken(ctx, admin, "admin", RoleAdmin); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.RevokeEnrollToken(ctx, tokenHash(enroll)[:16]); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RevokeAPIToken(ctx, tokenHash(admin)[:16]); err != nil {
+			t.Fatal(err)
+		}
+		// The next start.
+		if err := s.EnsureEnrollToken(ctx, enroll, time.Hour, 5); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EnsureAPIToken(ctx, admin, "admin", RoleAdmin); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ConsumeEnrollToken(ctx, enroll); !errors.Is(err, ErrTokenInvalid) {
+			t.Errorf("old=%v: revoked enroll token valid again after a restart: %v", old, err)
+		}
+		if _, err := s.LookupAPIToken(ctx, admin); !errors.Is(err, ErrNotFound) {
+			t.Errorf("old=%v: revoked admin token valid again after a restart: %v", old, err)
+		}
+	}
+}

@@ -116,9 +116,9 @@ func (s *State) CreateEnrollToken(ctx context.Context, ttl time.Duration, uses i
 	return plain, t, nil
 }
 
-// EnsureEnrollToken stores the given plaintext as an enrollment token unless a
-// token with the same hash exists already, which it leaves as it is (uses and
-// expiry are not reset on restart).
+// EnsureEnrollToken stores the given plaintext as an enrollment token once
+// per site: a token with the same hash is left as it is (uses and expiry are
+// not reset on restart), and one revoked since is not made again.
 func (s *State) EnsureEnrollToken(ctx context.Context, plaintext string, ttl time.Duration, uses int) error {
 	if err := checkTokenText(plaintext); err != nil {
 		return err
@@ -126,11 +126,33 @@ func (s *State) EnsureEnrollToken(ctx context.Context, plaintext string, ttl tim
 	if err := checkEnrollParams(ttl, uses); err != nil {
 		return err
 	}
-	_, err := s.putEnrollToken(ctx, plaintext, ttl, uses, "bootstrap")
-	if errors.Is(err, ErrConflict) {
+	return s.ensureOnce(ctx, enrollTokensDir+tokenHash(plaintext), func() error {
+		_, err := s.putEnrollToken(ctx, plaintext, ttl, uses, "bootstrap")
+		return err
+	})
+}
+
+// bootstrapDir marks the bootstrap secrets made once (ensureOnce).
+const bootstrapDir = "bootstrapped/"
+
+// ensureOnce runs create (ErrConflict: made already) unless marker was set,
+// then sets it. The bootstrap tokens, whose plaintext sits in the data dir
+// and was printed at first start, are ensured at every start: without the
+// marker a token an admin revoked after a leak, its record deleted, came
+// back with fresh uses at the next restart.
+func (s *State) ensureOnce(ctx context.Context, marker string, create func() error) error {
+	if _, _, err := s.get(ctx, bootstrapDir+marker); err == nil {
 		return nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
 	}
-	return err
+	if err := create(); err != nil && !errors.Is(err, ErrConflict) {
+		return err
+	}
+	if _, err := s.putIf(ctx, bootstrapDir+marker, []byte("{}"), 0); err != nil && !errors.Is(err, ErrConflict) {
+		return err
+	}
+	return nil
 }
 
 // putEnrollToken creates the record; ErrConflict if the hash exists.
@@ -254,8 +276,9 @@ func (s *State) CreateAPIToken(ctx context.Context, name, role string) (string, 
 	return plain, t, nil
 }
 
-// EnsureAPIToken stores the given plaintext as an API token unless one with
-// the same hash exists already (then it is left as it is).
+// EnsureAPIToken stores the given plaintext as an API token once per site:
+// one with the same hash is left as it is, and one revoked since is not made
+// again (ensureOnce).
 func (s *State) EnsureAPIToken(ctx context.Context, plaintext, name, role string) error {
 	if err := checkTokenText(plaintext); err != nil {
 		return err
@@ -263,11 +286,10 @@ func (s *State) EnsureAPIToken(ctx context.Context, plaintext, name, role string
 	if err := checkAPIParams(name, role); err != nil {
 		return err
 	}
-	_, err := s.putAPIToken(ctx, plaintext, name, role)
-	if errors.Is(err, ErrConflict) {
-		return nil
-	}
-	return err
+	return s.ensureOnce(ctx, apiTokensDir+tokenHash(plaintext), func() error {
+		_, err := s.putAPIToken(ctx, plaintext, name, role)
+		return err
+	})
 }
 
 func checkAPIParams(name, role string) error {
