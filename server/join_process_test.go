@@ -129,6 +129,20 @@ func TestJoinProcesses(t *testing.T) {
 	if after := keys(); !slices.Equal(before, after) {
 		t.Errorf("etcd changed:\nbefore %q\nafter  %q", before, after)
 	}
+	// A store of its own (a new SQLite file, the operator's slip) would be
+	// a second log signed with the site's key once elected: refused before
+	// anything is opened.
+	fresh := child("serve", "--join", "--data-dir", dir2, "--listen", "127.0.0.1:0", "--etcd-endpoints", ep,
+		"--kek-file", kek1, "--events-dsn", filepath.Join(base, "n2-events.db"), "--log-level", "warn")
+	if out, err := fresh.CombinedOutput(); err == nil || !strings.Contains(string(out), "holds no log") {
+		t.Errorf("serve --join with a store of its own: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(base, "n2-events.db")); err == nil {
+		t.Error("the refused join made its own event store")
+	}
+	if after := keys(); !slices.Equal(before, after) {
+		t.Errorf("etcd changed by the refused join:\nbefore %q\nafter  %q", before, after)
+	}
 
 	// With the site's KEK the join starts, names the service, and answers
 	// under the first server's CA. A site's servers share one store (here

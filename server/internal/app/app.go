@@ -273,6 +273,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: log key: %w", err)
 	}
+	if err := joinedStore(cfg); err != nil {
+		return nil, err
+	}
 	if s.store, err = openEvents(ctx, cfg.EventsDSN, dir, cfg.Log); err != nil {
 		return nil, err
 	}
@@ -481,6 +484,26 @@ func openEvents(ctx context.Context, dsn, dir string, log zerolog.Logger) (event
 		return nil, fmt.Errorf("app: event store: %w", err)
 	}
 	return s, nil
+}
+
+// joinedStore refuses a joining server an SQLite store that does not hold
+// a log yet: the site's log is elsewhere (its PostgreSQL, or an SQLite file
+// the site's servers share on one machine), and a new file of this
+// server's own would become a second log signed with the site's key, a
+// fork, once this server is elected.
+func joinedStore(cfg Config) error {
+	dsn := cfg.EventsDSN
+	if !cfg.Join || strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return nil
+	}
+	path, err := sqlitePath(dsn, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		return fmt.Errorf("app: --join: the event store %s holds no log: a joining server shares the site's event store (--events-dsn postgres://...); a store of its own would be a second log signed with the site's key, a fork", path)
+	}
+	return nil
 }
 
 // sqlitePath reads a SQLite events DSN: a path, optionally as sqlite:PATH.
