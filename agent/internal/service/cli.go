@@ -39,7 +39,7 @@ commands:
   configure  --server URL[,URL...] --ca-hash sha256:HEX [--token T] [--department D] [--proxy URL] [--env-file FILE]
              write the installed config (what the MSI and packages do); the service enrolls itself at start
   run        [--log-level info]   run the agent in the foreground (the service runs this)
-  install    install the MamoriAgent service (Windows service, systemd unit or launchd job)
+  install    install the service: MamoriAgent (Windows service), mamori-agent (systemd unit, launchd job)
   uninstall  remove the service
   start      start the service
   stop       stop the service
@@ -141,6 +141,7 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	trimFlags(server, token, caHash, dept, proxy)
 	switch {
 	case *server == "":
 		return usageError{errors.New("--server is required")}
@@ -168,7 +169,20 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "enrolled as %s with %s; state in %s\n", st.AgentID, st.Server, *dir)
+	// A token an earlier configure stored is a secret with a use count the
+	// enrolled PC no longer needs.
+	if err := uplink.ForgetToken(*dir); err != nil {
+		fmt.Fprintf(stderr, "mamori-agent enroll: enrolled, but the token could not be removed from %s: %v\n", uplink.FileConfig, err)
+	}
 	return nil
+}
+
+// trimFlags drops the white space around pasted values (a Windows file's
+// "\r", spaces): a token with it would be refused with 401.
+func trimFlags(vals ...*string) {
+	for _, v := range vals {
+		*v = strings.TrimSpace(*v)
+	}
 }
 
 func cmdRun(args []string, factories []controls.Factory, stderr io.Writer) error {
@@ -234,6 +248,19 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// stillRunning says whether a status that said running still holds: its
+// process is alive where the OS tells (so a kill -9 shows at once), else its
+// last write (at) is recent, at most a few status intervals old.
+func stillRunning(running bool, pid int, at time.Time) bool {
+	if !running {
+		return false
+	}
+	if alive, known := processAlive(pid); known && !alive {
+		return false
+	}
+	return time.Since(at) <= 5*statusEvery
+}
+
 // ReadStatus combines agent.json with the status.json the running agent
 // writes (the spool itself is locked by the running agent). An agent whose
 // status is older than a few intervals is reported as not running.
@@ -250,6 +277,12 @@ func ReadStatus(dir string) (Status, error) {
 			if b, err := os.ReadFile(filepath.Join(dir, FileStatus)); err == nil && json.Unmarshal(b, &last) == nil && last.LastEnrollError != nil {
 				e := last.LastEnrollError
 				s.LastEnrollError = e
+				// It writes only at each attempt, minutes apart, so its age
+				// says little: the pid does; where the OS cannot tell, an
+				// attempt not long overdue.
+				alive, known := processAlive(last.PID)
+				s.Running = last.Running && (alive || !known && time.Since(e.RetryAt) < 2*time.Minute)
+				s.PID = last.PID
 				s.Hint += fmt.Sprintf("; attempt %d at %s failed: %s", e.Attempt, e.At.Local().Format(time.RFC3339), e.Error)
 			}
 		case errors.Is(cerr, uplink.ErrNoConfig):
@@ -273,9 +306,7 @@ func ReadStatus(dir string) (Status, error) {
 			return Status{}, fmt.Errorf("service: %s: %w", FileStatus, err)
 		}
 	}
-	if s.Running && time.Since(s.UpdatedAt) > 5*statusEvery {
-		s.Running = false
-	}
+	s.Running = stillRunning(s.Running, s.PID, s.UpdatedAt)
 	if s.PolicyVersion == "" {
 		if v, _, _, err := uplink.LoadPolicy(dir); err == nil {
 			s.PolicyVersion = v

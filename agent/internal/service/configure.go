@@ -49,6 +49,7 @@ func cmdConfigure(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	trimFlags(server, token, caHash, dept, proxy, envFile)
 	c := uplink.Config{Token: *token, CAHash: *caHash, Department: *dept, Proxy: *proxy}
 	if *server != "" {
 		c.Servers = []string{*server}
@@ -60,11 +61,11 @@ func cmdConfigure(args []string, stdout, stderr io.Writer) error {
 		}
 		set := func(dst *string, key string) {
 			if *dst == "" {
-				*dst = env[key]
+				*dst = strings.TrimSpace(env[key])
 			}
 		}
-		if len(c.Servers) == 0 && env[EnvServer] != "" {
-			c.Servers = []string{env[EnvServer]}
+		if v := strings.TrimSpace(env[EnvServer]); len(c.Servers) == 0 && v != "" {
+			c.Servers = []string{v}
 		}
 		set(&c.Token, EnvToken)
 		set(&c.CAHash, EnvCAHash)
@@ -205,9 +206,9 @@ func enrollAtStart(ctx context.Context, dir string, log zerolog.Logger) error {
 
 // writeEnrollFailure records a failed attempt in status.json, so `status`
 // shows it (the log may be long or elsewhere). The running agent's status
-// replaces it once enrolled.
+// replaces it once enrolled. The process retrying is running.
 func writeEnrollFailure(dir string, f EnrollFailure, log zerolog.Logger) {
-	b, _ := json.MarshalIndent(Status{PID: os.Getpid(), UpdatedAt: f.At, LastEnrollError: &f,
+	b, _ := json.MarshalIndent(Status{Running: true, PID: os.Getpid(), UpdatedAt: f.At, LastEnrollError: &f,
 		Controls: map[string]controls.Status{}}, "", "  ")
 	if err := uplink.WriteFileAtomic(filepath.Join(dir, FileStatus), append(b, '\n')); err != nil {
 		log.Warn().Err(err).Msg("service: status file")

@@ -6,13 +6,25 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	kservice "github.com/kardianos/service"
 )
 
+// ServiceName is the service's name: on Windows the one the MSI installs,
+// elsewhere the .deb/.rpm unit's (mamori-agent.service), so install, start,
+// stop and uninstall reach the service the package installed.
+var ServiceName = serviceNameFor(runtime.GOOS)
+
+func serviceNameFor(goos string) string {
+	if goos == "windows" {
+		return "MamoriAgent"
+	}
+	return "mamori-agent"
+}
+
 // Service identity on every OS.
 const (
-	ServiceName        = "MamoriAgent"
 	ServiceDisplayName = "Mamori Agent (守り)"
 	serviceDescription = "Mamori endpoint agent: checks and enforces safety controls and ships evidence to the Mamori server."
 )
@@ -74,7 +86,7 @@ func cmdControl(cmd string, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("service: %w", err)
 	}
 	if err := kservice.Control(s, cmd); err != nil {
-		return fmt.Errorf("service: %w", err)
+		return fmt.Errorf("service: %w (%s)", err, controlHint(cmd, abs))
 	}
 	if cmd == "install" {
 		// kardianos sets one recovery action at most; ours restarts after
@@ -85,4 +97,17 @@ func cmdControl(cmd string, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: %s done\n", ServiceName, cmd)
 	return nil
+}
+
+// controlHint says what to check when the service manager refused cmd:
+// its own message is often just "exit status 1".
+func controlHint(cmd, dir string) string {
+	switch runtime.GOOS {
+	case "windows":
+		return fmt.Sprintf("check that this runs as Administrator and that the service %s exists: sc qc %s; the agent's log is %s", ServiceName, ServiceName, LogPath(dir))
+	case "darwin":
+		return fmt.Sprintf("check that this runs as root (sudo mamori-agent %s) and that the launchd job %s exists: launchctl print system/%s", cmd, ServiceName, ServiceName)
+	default:
+		return fmt.Sprintf("check that this runs as root (sudo mamori-agent %s) and that the unit %s.service exists: systemctl status %s; journalctl -u %s", cmd, ServiceName, ServiceName, ServiceName)
+	}
 }

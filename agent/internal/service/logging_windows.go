@@ -8,7 +8,7 @@ import (
 )
 
 // systemLogName is what status names as the OS log.
-const systemLogName = "Windows Application event log, source " + ServiceName + " (warnings and errors)"
+var systemLogName = "Windows Application event log, source " + ServiceName + " (warnings and errors)"
 
 // eventLogWriter writes to the Application event log under the source the
 // MSI registers (ServiceName, EventCreate.exe as message file).

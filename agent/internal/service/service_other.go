@@ -4,6 +4,8 @@ package service
 
 import (
 	"context"
+	"errors"
+	"syscall"
 
 	"github.com/rs/zerolog"
 )
@@ -15,3 +17,19 @@ func runAsService(func(context.Context) error, zerolog.Logger) (bool, error) { r
 // hardenService: systemd (Restart=always, the packages' unit) and launchd
 // (KeepAlive) restart by themselves and take no quoting.
 func hardenService() error { return nil }
+
+// processAlive says whether pid runs, by signal 0: ESRCH means gone, EPERM
+// alive under another user. known is false when it cannot tell.
+func processAlive(pid int) (alive, known bool) {
+	if pid <= 0 {
+		return false, false
+	}
+	switch err := syscall.Kill(pid, 0); {
+	case err == nil, errors.Is(err, syscall.EPERM):
+		return true, true
+	case errors.Is(err, syscall.ESRCH):
+		return false, true
+	default:
+		return false, false
+	}
+}

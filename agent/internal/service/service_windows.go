@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -153,3 +154,26 @@ func decodeNotification(b []byte) (uint32, bool) {
 // hardenService: the agent starts late (delayed auto start) so that the
 // PC's boot is not slowed by it.
 func hardenService() error { return winservice.Harden(ServiceName, true) }
+
+// processAlive says whether pid runs: a process that exited has an exit
+// code other than STILL_ACTIVE, or no longer opens (invalid parameter).
+// known is false when it cannot tell (access denied).
+func processAlive(pid int) (alive, known bool) {
+	if pid <= 0 {
+		return false, false
+	}
+	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
+	if err != nil {
+		if errors.Is(err, windows.ERROR_INVALID_PARAMETER) {
+			return false, true
+		}
+		return false, false
+	}
+	defer windows.CloseHandle(h)
+	var code uint32
+	if err := windows.GetExitCodeProcess(h, &code); err != nil {
+		return false, false
+	}
+	const stillActive = 259 // STILL_ACTIVE
+	return code == stillActive, true
+}

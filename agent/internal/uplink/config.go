@@ -75,7 +75,10 @@ func (c *Config) Check() error {
 		return err
 	}
 	c.CAHash = h
+	// Pasted values carry spaces and a Windows file's "\r".
 	c.Token = strings.TrimSpace(c.Token)
+	c.Department = strings.TrimSpace(c.Department)
+	c.Proxy = strings.TrimSpace(c.Proxy)
 	if strings.ContainsAny(c.Token, " \t\r\n") {
 		return errors.New("uplink: token contains white space")
 	}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/mamori/mamori/agent/internal/host"
@@ -96,7 +97,12 @@ func FetchCA(ctx context.Context, server, caHash, proxy string) (*x509.Certifica
 // with the enrollment token, and saves the identity in the state dir. An
 // existing enrollment in the dir is an error: re-enrolling would fork the
 // agent's event chain.
-func Enroll(ctx context.Context, opt EnrollOptions) (State, error) {
+func Enroll(ctx context.Context, opt EnrollOptions) (_ State, err error) {
+	// Pasted values carry spaces and a Windows file's "\r": a token with
+	// them would be refused with 401.
+	for _, p := range []*string{&opt.Server, &opt.Token, &opt.CAHash, &opt.Department, &opt.Proxy} {
+		*p = strings.TrimSpace(*p)
+	}
 	server, err := CheckServerURL(opt.Server)
 	if err != nil {
 		return State{}, err
@@ -108,8 +114,27 @@ func Enroll(ctx context.Context, opt EnrollOptions) (State, error) {
 	if opt.Token == "" {
 		return State{}, errors.New("uplink: enrollment token missing")
 	}
+	if strings.ContainsAny(opt.Token, " \t\r\n") {
+		return State{}, errors.New("uplink: token contains white space")
+	}
 	if _, err := LoadState(opt.StateDir); err == nil {
 		return State{}, fmt.Errorf("uplink: %s is already enrolled; remove it to enroll again", opt.StateDir)
+	}
+	// Prove the state dir writable before the server is asked: once it
+	// answers, it has created the agent and used a use of the token, and a
+	// failure to save would leave that agent orphaned.
+	made, err := probeStateDir(opt.StateDir)
+	if err != nil {
+		return State{}, err
+	}
+	if made {
+		// A refused enrollment leaves no dir behind (os.Remove only takes
+		// it while empty, so a saved identity is never touched).
+		defer func() {
+			if err != nil {
+				os.Remove(opt.StateDir)
+			}
+		}()
 	}
 	if opt.Hostname == "" {
 		opt.Hostname, _ = os.Hostname()
@@ -190,6 +215,32 @@ func Enroll(ctx context.Context, opt EnrollOptions) (State, error) {
 		return State{}, err
 	}
 	return st, nil
+}
+
+// probeSize is about what saveEnrollment writes (key, certificate, CA,
+// agent.json), so a nearly full disk fails the probe too.
+const probeSize = 8 << 10
+
+// probeStateDir makes the state dir and writes and removes a file of
+// probeSize in it with the helpers saveEnrollment uses. made says the dir
+// did not exist before.
+func probeStateDir(dir string) (made bool, err error) {
+	if _, serr := os.Lstat(dir); errors.Is(serr, os.ErrNotExist) {
+		made = true
+	}
+	if err := MakeStateDir(dir); err != nil {
+		return false, err
+	}
+	probe := filepath.Join(dir, ".enroll-probe")
+	werr := WriteFileAtomic(probe, make([]byte, probeSize))
+	os.Remove(probe)
+	if werr != nil {
+		if made {
+			os.Remove(dir)
+		}
+		return false, fmt.Errorf("uplink: state dir %s is not writable: %w", dir, werr)
+	}
+	return made, nil
 }
 
 // saveEnrollment writes the identity; agent.json goes last so a crash half

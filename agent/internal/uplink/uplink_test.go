@@ -85,6 +85,7 @@ type fakeServer struct {
 	srv      *httptest.Server
 	mode     atomic.Value // "good", "500", "garbage", "wrongca"
 	hits     atomic.Int64
+	enrolls  atomic.Int64 // POSTs to the enroll path
 	mu       sync.Mutex
 	stored   []event.Event
 	hitTimes []time.Time // of every POST of a batch
@@ -131,6 +132,7 @@ func newFakeServer(t testing.TB) *fakeServer {
 func (f *fakeServer) hash() string { return Fingerprint(f.ca.cert.Raw) }
 
 func (f *fakeServer) enroll(w http.ResponseWriter, r *http.Request) {
+	f.enrolls.Add(1)
 	var req wire.EnrollRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Token != "tok" {
 		w.WriteHeader(http.StatusUnauthorized)
@@ -335,6 +337,36 @@ func TestEnrollRefusals(t *testing.T) {
 	if _, err := Enroll(context.Background(), EnrollOptions{Server: f.srv.URL, Token: "tok", CAHash: f.hash(),
 		StateDir: filepath.Join(t.TempDir(), "s")}); err == nil {
 		t.Fatal("enrolled with a server of another CA")
+	}
+}
+
+// A state dir that cannot be written (a regular file, a path through one)
+// fails the enrollment before the server is asked: the server would create
+// an orphan agent and use up a use of the token.
+func TestEnrollUnwritableStateDirAsksNoServer(t *testing.T) {
+	f := newFakeServer(t)
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{file, filepath.Join(file, "state")} {
+		_, err := Enroll(context.Background(), EnrollOptions{Server: f.srv.URL, Token: "tok", CAHash: f.hash(), StateDir: dir})
+		if err == nil || !strings.Contains(err.Error(), "state dir") {
+			t.Fatalf("%s: err %v, want a state dir error", dir, err)
+		}
+	}
+	if n := f.enrolls.Load(); n != 0 {
+		t.Fatalf("the server was asked to enroll %d times", n)
+	}
+	// A writable dir: the probe leaves nothing behind but the enrollment.
+	dir := enrollTest(t, f)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		switch e.Name() {
+		case FileKey, FileCert, FileCA, FileAgent:
+		default:
+			t.Errorf("enrollment left %s in the state dir", e.Name())
+		}
 	}
 }
 
