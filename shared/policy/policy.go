@@ -11,12 +11,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -283,12 +285,28 @@ func parse(doc []byte, strict bool) (*Policy, error) {
 	if len(doc) > MaxDocumentSize {
 		return nil, fmt.Errorf("policy: document is %d bytes, limit %d", len(doc), MaxDocumentSize)
 	}
+	if n := notUTF8(doc); n > 0 {
+		return nil, fmt.Errorf("policy: line %d: the file is not UTF-8 (Shift_JIS or another encoding?): save it as UTF-8", n)
+	}
 	var root yaml.Node
-	if err := yaml.Unmarshal(doc, &root); err != nil {
+	docs := yaml.NewDecoder(bytes.NewReader(doc))
+	if err := docs.Decode(&root); err != nil && err != io.EOF {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	if len(root.Content) == 0 {
 		return nil, errors.New("policy: empty document")
+	}
+	// Only the first document would be applied; the rest dropped without a
+	// word. A stored policy is read as the server that took it read it.
+	if strict {
+		var next yaml.Node
+		switch err := docs.Decode(&next); {
+		case err == io.EOF:
+		case err != nil:
+			return nil, fmt.Errorf("policy: a second YAML document follows the first (%v): a policy file holds one document", err)
+		default:
+			return nil, fmt.Errorf("policy: line %d: a second YAML document starts here: a policy file holds one document (remove this \"---\" and what follows, or make it a file of its own)", next.Line)
+		}
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(doc))
 	dec.KnownFields(true)
@@ -491,10 +509,22 @@ func (p *Policy) validate(written func(field string) bool) Errors {
 		}
 	}
 	mode("controls.fileaccess.mode", c.FileAccess.Mode)
-	for i, pth := range c.FileAccess.Paths {
-		if !isAbs(pth) {
-			add(fmt.Sprintf("controls.fileaccess.paths[%d]", i), "%q is not an absolute path", pth)
+	// The agent cannot read all of a filesystem or drive (it reports
+	// fileaccess.root_unreadable), and would log the whole machine.
+	rootRefused := func(field, pth string) {
+		if strict && isRoot(pth) {
+			add(field, "%q is the root of a filesystem or drive: watch the folders that hold the personal data", pth)
 		}
+	}
+	for i, pth := range c.FileAccess.Paths {
+		f := fmt.Sprintf("controls.fileaccess.paths[%d]", i)
+		if !isAbs(pth) {
+			add(f, "%q is not an absolute path", pth)
+		}
+		rootRefused(f, pth)
+	}
+	for i, fo := range c.FileAccess.Folders {
+		rootRefused(fmt.Sprintf("controls.fileaccess.folders[%d].path", i), fo.Path)
 	}
 	for i, pat := range c.FileAccess.Exclude {
 		if _, err := filepath.Match(pat, "x"); err != nil {
@@ -526,21 +556,29 @@ func (p *Policy) validate(written func(field string) bool) Errors {
 		add("controls.backup.destination", "%q is not an absolute path (a local folder or mounted share)", b.Destination)
 	}
 	// The agent refuses a source and destination that hold one another: a
-	// copy would back up its own generations, or overwrite the source.
-	overlap := func(field, src string) {
+	// copy would back up its own generations, or overwrite the source. A
+	// destination in or around a watched folder puts the agent's own copies
+	// in the access log. observe writes nothing to its destination.
+	overlap := func(field, what, src string) {
 		if strict && destOK && b.Method != "observe" && isAbs(src) && Overlap(src, b.Destination) {
-			add(field, "%q and destination %q overlap", src, b.Destination)
+			add(field, "%q and destination %q overlap: the backup destination must neither hold nor lie inside a %s", src, b.Destination, what)
 		}
+	}
+	for i, pth := range c.FileAccess.Paths {
+		overlap(fmt.Sprintf("controls.fileaccess.paths[%d]", i), "watched folder", pth)
+	}
+	for i, fo := range c.FileAccess.Folders {
+		overlap(fmt.Sprintf("controls.fileaccess.folders[%d].path", i), "watched folder", fo.Path)
 	}
 	for i, s := range b.Sources {
 		f := fmt.Sprintf("controls.backup.sources[%d]", i)
 		if !isAbs(s) {
 			add(f, "%q is not an absolute path", s)
 		}
-		overlap(f, s)
+		overlap(f, "source", s)
 	}
 	for i, fo := range b.Folders {
-		overlap(fmt.Sprintf("controls.backup.folders[%d].path", i), fo.Path)
+		overlap(fmt.Sprintf("controls.backup.folders[%d].path", i), "source", fo.Path)
 	}
 	if strict {
 		durIn("controls.backup.max_age", b.MaxAge, MinBackupMaxAge, 0, short(DefaultBackupMaxAge))
@@ -647,6 +685,20 @@ func Overlap(a, b string) bool {
 	return winAbs(a) && winAbs(b) && holds(winParts(a), winParts(b), true)
 }
 
+// isRoot reports whether an absolute path, cleaned as Overlap cleans it,
+// is a filesystem root (/) or a drive root (C:\). A UNC share (\\server\share)
+// is a folder on the server, not a root of the PC.
+func isRoot(p string) bool {
+	if strings.HasPrefix(p, "/") && path.Clean(p) == "/" {
+		return true
+	}
+	if !winAbs(p) {
+		return false
+	}
+	parts := winParts(p)
+	return len(parts) == 1 && parts[0] != `\\`
+}
+
 func isSlash(r rune) bool { return r == '/' }
 
 // holds reports whether the shorter of two cleaned paths starts the other.
@@ -699,6 +751,23 @@ func winParts(p string) []string {
 		}
 	}
 	return out
+}
+
+// notUTF8 returns the line of the first byte that is not UTF-8, or 0 if
+// the document is UTF-8 (or UTF-16 with its byte order mark, which the YAML
+// reader decodes itself).
+func notUTF8(doc []byte) int {
+	if bytes.HasPrefix(doc, []byte{0xfe, 0xff}) || bytes.HasPrefix(doc, []byte{0xff, 0xfe}) || utf8.Valid(doc) {
+		return 0
+	}
+	for i := 0; i < len(doc); {
+		r, n := utf8.DecodeRune(doc[i:])
+		if r == utf8.RuneError && n == 1 {
+			return 1 + bytes.Count(doc[:i], []byte("\n"))
+		}
+		i += n
+	}
+	return 0
 }
 
 // isAbs accepts absolute paths of any OS the agent runs on: policies are

@@ -225,3 +225,66 @@ func TestStoredPolicyOutlivesStricterChecks(t *testing.T) {
 		t.Errorf("stored policy not normalized: %+v", p.Controls.Screenlock)
 	}
 }
+
+// The destination must neither hold nor lie inside a watched folder either:
+// the agent's copies would land in the access log as changes to personal
+// data (docs/controls.md, backup.destination).
+func TestBackupDestinationOverlapsWatchedFolder(t *testing.T) {
+	for _, tc := range []struct{ watched, dst string }{
+		{"/tmp/w", "/tmp/w/bk"},                 // destination inside the watched folder
+		{"/tmp/w/顧客", "/tmp/w"},                 // destination holds the watched folder
+		{"/tmp/w/", "/tmp/x/../w/./bk"},         // after cleaning
+		{`C:\Data`, `c:\DATA\bk`},               // Windows: case-insensitive
+		{`\\nas\share\顧客\bk`, `\\NAS\Share\顧客`}, // UNC
+	} {
+		body := "  fileaccess: {mode: audit, paths: [" + q(tc.watched) + "]}\n" +
+			"  backup: {mode: enforce, sources: [/src], destination: " + q(tc.dst) + "}\n"
+		wantFieldError(t, body, "controls.fileaccess.paths[0]", 5, "overlap", "watched folder", "neither hold nor lie inside")
+	}
+	// Register folders written into the document are watched folders too.
+	wantFieldError(t, "  fileaccess: {mode: audit, folders: [{path: /srv/a, register_id: r1}]}\n  backup: {mode: enforce, sources: [/src], destination: /srv}\n",
+		"controls.fileaccess.folders[0].path", 5, "overlap")
+	// Block style: the error points at the watched folder's own line.
+	wantFieldError(t, "  fileaccess:\n    mode: audit\n    paths:\n      - /home\n      - /tmp/w\n  backup: {mode: enforce, sources: [/src], destination: /tmp/w/bk}\n",
+		"controls.fileaccess.paths[1]", 9, "overlap", `"/tmp/w/bk"`)
+	// The source message says the same rule.
+	wantFieldError(t, "  backup: {mode: enforce, sources: [/srv/a], destination: /srv}\n",
+		"controls.backup.sources[0]", 5, "neither hold nor lie inside")
+	for _, body := range []string{
+		"  fileaccess: {mode: audit, paths: [/tmp/w]}\n  backup: {mode: enforce, sources: [/src], destination: /tmp/w2}\n",
+		"  fileaccess: {mode: audit, paths: [\"C:\\\\Data\"]}\n  backup: {mode: enforce, sources: [/src], destination: \"D:\\\\Data\\\\bk\"}\n",
+		"  fileaccess: {mode: audit, paths: [/Data]}\n  backup: {mode: enforce, sources: [/src], destination: /data/bk}\n",
+		// observe writes nothing into its destination.
+		"  fileaccess: {mode: audit, paths: [/tmp/w]}\n  backup: {mode: audit, method: observe, destination: /tmp/w/bk}\n",
+	} {
+		if _, err := Parse(doc(body)); err != nil {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+	// A stored policy keeps working (the agent's own checks decide there).
+	if _, err := ParseStored(doc("  fileaccess: {mode: audit, paths: [/tmp/w]}\n  backup: {mode: enforce, sources: [/src], destination: /tmp/w/bk}\n")); err != nil {
+		t.Error(err)
+	}
+}
+
+// Backup with no sources is taken: the register's folders on each host are
+// compiled into backup.folders when an agent fetches its policy.
+func TestBackupWithoutSourcesWaitsForRegister(t *testing.T) {
+	if _, err := Parse(doc("  backup: {mode: enforce, destination: /srv/bk}\n")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Watching a filesystem or drive root is refused: the agent cannot read all
+// of it (fileaccess.root_unreadable) and would log the whole machine.
+func TestWatchingRootRefused(t *testing.T) {
+	for _, p := range []string{"/", "//", "/tmp/..", `C:\`, "c:/", `D:\Windows\..`} {
+		wantFieldError(t, "  fileaccess: {mode: audit, paths: ["+q(p)+"]}\n", "controls.fileaccess.paths[0]", 5, "root", "folder")
+	}
+	wantFieldError(t, "  fileaccess: {mode: audit, folders: [{path: /, register_id: r1}]}\n", "controls.fileaccess.folders[0].path", 5, "root")
+	for _, p := range []string{"/tmp", `C:\Data`, `\\nas\share`, `\\nas\share\顧客`} {
+		if _, err := Parse(doc("  fileaccess: {mode: audit, paths: [" + q(p) + "]}\n")); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+}
