@@ -122,7 +122,7 @@ func (c claimed) prepare(ctx context.Context) error {
 	}
 	old := s.heads
 	s.heads = make(map[string]*head)
-	if err := s.load(ctx, s.rdb); err != nil {
+	if err := s.loadConsistent(ctx); err != nil {
 		s.heads = old
 		return err // reload stays set: the next group tries again
 	}

@@ -139,3 +139,30 @@ func refused(t *testing.T, what string, f func() error) {
 		t.Fatalf("%s: %v, want ErrFenced", what, err)
 	}
 }
+
+// A standby elected after another server's claim ended its idle writer
+// session (every claim ends the other stores' writer sessions) commits its
+// first record at once: it was lost with "terminating connection due to
+// administrator command", and with it the server.writer_started of most
+// failovers. Three stores, as three servers of a site.
+func TestClaimAfterSessionEndedCommitsFirstRecord(t *testing.T) {
+	dsn := pgtest.Start(t).Schema(t)
+	ctx := context.Background()
+	open := func() *eventlog.Postgres {
+		s, err := eventlog.OpenPostgres(ctx, dsn, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	n1, n2, n3 := open(), open(), open()
+	for i, s := range []*eventlog.Postgres{n1, n2, n3, n1} {
+		if err := s.ClaimEpoch(ctx, int64(i+1)); err != nil {
+			t.Fatalf("claim %d: %v", i+1, err)
+		}
+		if _, err := s.AppendServer(ctx, event.Event{Control: "server", Type: "server.writer_started", Severity: event.Info}); err != nil {
+			t.Fatalf("first record after claim %d: %v", i+1, err)
+		}
+	}
+}

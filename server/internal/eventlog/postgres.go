@@ -337,6 +337,14 @@ type pgWriter struct {
 // reloads heads and frontier, which a commit whose outcome was unknown may
 // have moved.
 func (w *pgWriter) prepare(ctx context.Context) error {
+	if w.s.reload.Load() && !w.conn.IsClosed() {
+		// Just claimed: another server's claim may have ended this idle
+		// session (ClaimEpoch ends every other writer's), which pgx learns
+		// only by failing the first commit, the record of this start.
+		if err := w.conn.Ping(ctx); err != nil {
+			w.conn.Close(ctx)
+		}
+	}
 	if !w.conn.IsClosed() {
 		return nil
 	}
@@ -352,7 +360,7 @@ func (w *pgWriter) prepare(ctx context.Context) error {
 	s.rdb.SetMaxIdleConns(8)
 	s.heads = make(map[string]*head)
 	old := s.front
-	if err := s.load(ctx, s.rdb); err != nil {
+	if err := s.loadConsistent(ctx); err != nil {
 		w.conn.Close(ctx) // next group tries again
 		return err
 	}

@@ -34,3 +34,16 @@ func (s *Postgres) loadSnapshot(ctx context.Context) error {
 	}
 	return nil
 }
+
+// loadConsistent is load in one read transaction (readTx): heads and log
+// from one moment. Loaded statement by statement while another writer
+// commits, heads read before its commit and the log after it disagreed, and
+// checkHeads recorded a hand edit that never was (server.heads_rebuilt).
+func (s *core) loadConsistent(ctx context.Context) error {
+	tx, err := s.rdb.BeginTx(ctx, s.readTx)
+	if err != nil {
+		return fmt.Errorf("eventlog: load: %w", err)
+	}
+	defer tx.Rollback()
+	return s.load(ctx, tx)
+}
