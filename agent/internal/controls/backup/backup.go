@@ -21,7 +21,6 @@ package backup
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -221,9 +220,9 @@ func parseConfig(b policy.Backup) (config, error) {
 			return config{}, err
 		}
 	}
-	if len(cfg.sources) == 0 {
-		return config{}, errors.New("backup: method copy needs sources or register folders")
-	}
+	// No sources and no register folders is not an error: the server adds
+	// the register's folders per host, and a PC with none must not fail
+	// its whole policy. The cycle reports backup.no_sources instead.
 	return cfg, nil
 }
 
@@ -272,6 +271,12 @@ func (c *Control) cycle(ctx context.Context, cfg config) time.Duration {
 	}
 	if cfg.method == MethodObserve {
 		return c.observe(ctx, cfg)
+	}
+	if len(cfg.sources) == 0 {
+		// Nothing to back up on this PC: no run, no verify, no overdue
+		// violation, until a policy names sources or register folders.
+		c.reportNoSources(ctx, cfg)
+		return statusInterval
 	}
 	eng := &engine{hostDir: filepath.Join(cfg.destination, c.host), host: c.host, now: c.env.Clock.Now, manifests: c.manifests}
 	now := c.env.Clock.Now()
@@ -436,7 +441,22 @@ var (
 	rFailed      = reason{"backup.last_run_failed", "直近のバックアップが失敗しました", "the last backup run failed"}
 	rCorrupt     = reason{"backup.corrupt", "バックアップ先のファイルがマニフェストと一致しません（破損）", "files at the destination no longer match their manifest (corrupt)"}
 	rUnreachable = reason{"backup.destination_unreachable", "バックアップ先を読めません", "the backup destination cannot be read"}
+	rNoSources   = reason{"backup.no_sources", "バックアップ対象がありません: ポリシーに対象フォルダーがなく、台帳にもこの PC のフォルダーがありません",
+		"nothing to back up: the policy names no sources and the register has no folders on this PC"}
 )
+
+// reportNoSources sets the status for method copy with nothing to back up:
+// unknown (not a pass, since nothing is proved backed up; not a fail, since
+// nothing on this PC is known to need it).
+func (c *Control) reportNoSources(ctx context.Context, cfg config) {
+	attrs := event.Attrs{"method": cfg.method, "mode": string(cfg.mode), "destination": cfg.destination,
+		"max_age": cfg.maxAge.String()}
+	r := rNoSources
+	st := controls.Status{State: controls.Unknown, Reason: r.key, ReasonJA: r.ja, ReasonEN: r.en}
+	if err := c.rep.Set(ctx, st, attrs); err != nil {
+		c.env.Log.Error().Err(err).Msg("backup status not recorded")
+	}
+}
 
 // report decides the verdict, emits backup.overdue once per stale backup,
 // and sets the status.

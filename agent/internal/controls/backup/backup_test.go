@@ -354,7 +354,9 @@ func TestParseConfig(t *testing.T) {
 		{"bad method", policy.Backup{Mode: policy.Audit, Method: "rsync", Destination: dst}, "method"},
 		{"no destination", policy.Backup{Mode: policy.Audit, Sources: []string{src}}, "destination"},
 		{"relative destination", policy.Backup{Mode: policy.Audit, Sources: []string{src}, Destination: "backup"}, "destination"},
-		{"no sources", policy.Backup{Mode: policy.Enforce, Destination: dst}, "sources"},
+		// Accepted: the register's folders are added per host, and a PC
+		// with none must not fail its whole policy (see TestNoSources).
+		{"no sources", policy.Backup{Mode: policy.Enforce, Destination: dst}, ""},
 		{"relative source", policy.Backup{Mode: policy.Enforce, Sources: []string{"docs"}, Destination: dst}, "absolute"},
 		{"dest inside source", policy.Backup{Mode: policy.Enforce, Sources: []string{abs}, Destination: dst}, "overlap"},
 		{"negative generations", policy.Backup{Mode: policy.Enforce, Sources: []string{src}, Destination: dst, Generations: -1}, "generations"},
@@ -369,6 +371,9 @@ func TestParseConfig(t *testing.T) {
 				if cfg.mode.Enabled() && (cfg.schedule != cfg.maxAge/2 || cfg.generations != policy.DefaultGenerations) {
 					t.Fatalf("defaults not applied: %+v", cfg)
 				}
+				if tc.name == "no sources" && (cfg.method != MethodCopy || len(cfg.sources) != 0 || cfg.destination != dst) {
+					t.Fatalf("no sources: %+v", cfg)
+				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "backup: ") {
@@ -382,6 +387,84 @@ func TestParseConfig(t *testing.T) {
 	bad := &policy.Policy{Controls: policy.Controls{Backup: policy.Backup{Mode: policy.Enforce}}}
 	if err := r.c.Apply(context.Background(), bad); err == nil || r.c.config().generations != 3 {
 		t.Fatalf("bad policy adopted: %v %+v", err, r.c.config())
+	}
+}
+
+// TestNoSources: method copy with no sources and no register folders on
+// this PC is accepted; the control runs no backup, verifies nothing, raises
+// no overdue violation and reports unknown with backup.no_sources until a
+// later policy names folders, which then back up as usual.
+func TestNoSources(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	write(t, filepath.Join(r.src, "f.txt"), "f", t0)
+	none := policy.Backup{Mode: policy.Enforce, Destination: r.dest,
+		MaxAge: policy.Duration(26 * time.Hour), Schedule: policy.Duration(time.Hour)}
+	r.apply(t, none) // r.apply fails the test if Apply refuses the policy
+	check := func(when string) {
+		t.Helper()
+		for _, typ := range []string{TypeCompleted, TypeFailed, TypeOverdue, TypeCorrupt, TypePruned} {
+			if n := len(r.rec.OfType(typ)); n != 0 {
+				t.Fatalf("%s: %d %s events: %+v", when, n, typ, r.rec.Events())
+			}
+		}
+		st := r.c.Status()
+		if st.State != controls.Unknown || st.Reason != "backup.no_sources" ||
+			!strings.Contains(st.ReasonEN, "nothing to back up") || !strings.Contains(st.ReasonJA, "バックアップ対象がありません") {
+			t.Fatalf("%s: status %+v", when, st)
+		}
+		if ents, err := os.ReadDir(r.dest); err != nil || len(ents) != 0 {
+			t.Fatalf("%s: destination touched: %v %v", when, ents, err)
+		}
+	}
+
+	if wait := r.c.cycle(context.Background(), r.c.config()); wait != statusInterval {
+		t.Fatalf("wait %v, want the status interval %v", wait, statusInterval)
+	}
+	check("first cycle")
+	sts := r.rec.OfType(TypeStatus)
+	if len(sts) != 1 || sts[0].Attrs["status"] != "unknown" || sts[0].Attrs["reason"] != "backup.no_sources" ||
+		sts[0].Severity != event.Warning || sts[0].Attrs["destination"] != r.dest {
+		t.Fatalf("status events %+v", sts)
+	}
+	// Days later: still nothing to back up, still no overdue violation.
+	r.clock.Advance(30 * time.Hour)
+	r.cycle()
+	check("after max_age")
+
+	// Audit mode with nothing named says the same.
+	audit := none
+	audit.Mode = policy.Audit
+	r.apply(t, audit)
+	r.cycle()
+	check("audit")
+
+	// Run drives the same cycle and then sleeps on the clock.
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- r.c.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.clock.Waiters() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not wait on the clock")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	check("Run")
+
+	// A later policy with register folders backs up at once.
+	with := none
+	with.Folders = []policy.Folder{{Path: r.src, RegisterID: "REG-001"}}
+	r.apply(t, with)
+	r.cycle()
+	if n := len(r.rec.OfType(TypeCompleted)); n != 1 {
+		t.Fatalf("folders added: %d completed: %+v", n, r.rec.Events())
+	}
+	if st := r.c.Status(); st.State != controls.Pass || st.Reason != "backup.ok" {
+		t.Fatalf("status after folders added: %+v", st)
 	}
 }
 
