@@ -118,6 +118,7 @@ func TestVerifyCommand(t *testing.T) {
 		"server's refusal": {`{"error":"unauthorized: missing or invalid token"}` + "\n", "the server's error reply"},
 		"web page":         {"<!doctype html>\n<html><title>ログイン</title></html>\n", "a web page"},
 		"empty":            {"", "empty"},
+		"CSV export":       {"\ufeffindex,received,agent,seq\r\n0,2026-12-07T12:00:00Z,server,1\r\n", "CSV"},
 	} {
 		f := filepath.Join(dir, "not-a-bundle.jsonl")
 		os.WriteFile(f, []byte(c.body), 0o600)

@@ -280,6 +280,11 @@ func notBundle(line []byte) string {
 	if bytes.HasPrefix(line, []byte("<")) {
 		return "it is a web page (HTML), not the export's answer; export again with an API token"
 	}
+	if !bytes.HasPrefix(line, []byte("{")) {
+		// A bundle's first line is its JSON header; a CSV export (format=csv,
+		// or a register's) is for reading, not verifying.
+		return "its first line is not a bundle's JSON header (a CSV export?); export with format=bundle"
+	}
 	var reply struct {
 		Error  *string         `json:"error"`
 		Format json.RawMessage `json:"format"`
