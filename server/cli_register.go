@@ -130,8 +130,7 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 	switch cmd + " " + sub {
 	case "register import", "register export", "policy apply":
 	default:
-		f.fs.Usage()
-		return usageError{fmt.Errorf("unknown command %q", cmd+" "+sub)}
+		return unknownSubcommand(stderr, cmd, sub, f.fs.Usage)
 	}
 	if len(pos) != want {
 		return usageError{fmt.Errorf("%s %s: want %d file argument(s), got %d", cmd, sub, want, len(pos))}
@@ -140,24 +139,36 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 	if cmd == "register" && !ok {
 		return usageError{fmt.Errorf("--kind: %q is not pi, media, approvals or disposals", f.kind)}
 	}
+	// The file first: a missing or invalid file is the thing to fix, not
+	// the admin token or the server.
+	var (
+		b []byte
+		p *policy.Policy
+	)
+	if sub == "import" || sub == "apply" {
+		if b, err = os.ReadFile(pos[0]); err != nil {
+			return fmt.Errorf("%s %s: %w", cmd, sub, err)
+		}
+	}
+	if sub == "apply" {
+		if p, err = policy.Parse(b); err != nil { // the same check the server makes, with line and field
+			return usageError{fmt.Errorf("policy apply: %s: %w", pos[0], err)}
+		}
+	}
 	c, err := f.client()
 	if err != nil {
 		return err
 	}
 	switch cmd + " " + sub {
 	case "register import":
-		b, err := os.ReadFile(pos[0])
-		if err != nil {
-			return fmt.Errorf("register import: %w", err)
-		}
 		var ans struct {
 			Rows    int `json:"rows"`
 			Changed int `json:"changed"`
 		}
 		if err := c.call("POST", "/api/v1/"+apiPath+"/import", "text/csv", b, &ans); err != nil {
 			if fe, ok := errors.AsType[*fieldErrors](err); ok && japaneseHeaders(b) {
-				return fmt.Errorf("register import: サーバーが %s を返しました。何も変更していません:\n  %s",
-					fe.status, strings.Join(fe.errs.Lines(register.Kind(f.kind), register.LangJA), "\n  "))
+				return likeErr(err, fmt.Errorf("register import: サーバーが %s を返しました。何も変更していません:\n  %s",
+					fe.status, strings.Join(fe.errs.Lines(register.Kind(f.kind), register.LangJA), "\n  ")))
 			}
 			return fmt.Errorf("register import: %w", err)
 		}
@@ -167,8 +178,8 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 		var buf bytes.Buffer
 		if err := c.call("GET", "/api/v1/"+apiPath+"/export?"+q.Encode(), "", nil, &buf); err != nil {
 			if fe, ok := errors.AsType[*fieldErrors](err); ok && f.lang == register.LangJA {
-				return fmt.Errorf("register export: サーバーが %s を返しました。何も書き出していません:\n  %s",
-					fe.status, strings.Join(fe.errs.Lines(register.Kind(f.kind), register.LangJA), "\n  "))
+				return likeErr(err, fmt.Errorf("register export: サーバーが %s を返しました。何も書き出していません:\n  %s",
+					fe.status, strings.Join(fe.errs.Lines(register.Kind(f.kind), register.LangJA), "\n  ")))
 			}
 			return fmt.Errorf("register export: %w", err)
 		}
@@ -180,14 +191,6 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("register export: %w", err)
 		}
 	case "policy apply":
-		b, err := os.ReadFile(pos[0])
-		if err != nil {
-			return fmt.Errorf("policy apply: %w", err)
-		}
-		p, err := policy.Parse(b) // the same check the server makes, with line and field
-		if err != nil {
-			return fmt.Errorf("policy apply: %s: %w", pos[0], err)
-		}
 		var ans struct{ Name, Version string }
 		if err := c.call("PUT", "/api/v1/policies/"+url.PathEscape(p.Name), "application/yaml", b, &ans); err != nil {
 			return fmt.Errorf("policy apply: %w", err)
@@ -197,6 +200,16 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// likeErr is msg, a usage error where the server's answer err was one (a
+// 400), so that a message told anew keeps its exit code.
+func likeErr(err, msg error) error {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return usageError{msg}
+	}
+	return msg
+}
+
 // adminClient is an HTTPS client with the admin token.
 type adminClient struct {
 	base, token string
@@ -204,6 +217,14 @@ type adminClient struct {
 }
 
 func (f *adminFlags) client() (*adminClient, error) {
+	// The URL first: a bad one is a usage error, whatever the files hold.
+	u, err := url.Parse(f.server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, usageError{fmt.Errorf("--server: %q is not an https URL", f.server)}
+	}
+	if u.User != nil {
+		return nil, usageError{fmt.Errorf("--server: %q carries a user name or password, which the server does not take: give https://HOST:PORT and the admin token (--token-file or --data-dir)", u.Redacted())}
+	}
 	tf, cf := f.tokenFile, f.caFile
 	if f.dataDir == "" {
 		f.dataDir = "mamori-data"
@@ -228,10 +249,6 @@ func (f *adminFlags) client() (*adminClient, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("CA: %s holds no PEM certificate", cf)
-	}
-	u, err := url.Parse(f.server)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, usageError{fmt.Errorf("--server: %q is not an https URL", f.server)}
 	}
 	return &adminClient{base: strings.TrimRight(f.server, "/"), token: strings.TrimSpace(string(tok)),
 		c: &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
@@ -263,25 +280,13 @@ func (a *adminClient) call(method, path, ctype string, body []byte, out any) err
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Error  string `json:"error"`
-			Errors []struct {
-				Row     int    `json:"row"`
-				Field   string `json:"field"`
-				Message string `json:"message"`
-			} `json:"errors"`
+		err := answerError(resp.Status, raw)
+		if resp.StatusCode == http.StatusBadRequest {
+			// The server refused the input: a usage error, as if the CLI
+			// had caught it.
+			return usageError{err}
 		}
-		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
-			return fmt.Errorf("server answered %s", resp.Status)
-		}
-		if len(e.Errors) == 0 {
-			return fmt.Errorf("server answered %s: %s", resp.Status, e.Error)
-		}
-		fe := &fieldErrors{status: resp.Status}
-		for _, x := range e.Errors {
-			fe.errs = append(fe.errs, register.FieldError{Row: x.Row, Field: x.Field, Msg: x.Message})
-		}
-		return fe
+		return err
 	}
 	if buf, ok := out.(*bytes.Buffer); ok {
 		buf.Write(raw)
@@ -291,6 +296,30 @@ func (a *adminClient) call(method, path, ctype string, body []byte, out any) err
 		return fmt.Errorf("reading answer: %w", err)
 	}
 	return nil
+}
+
+// answerError is the error of a server's error answer: its message, or
+// each field error.
+func answerError(status string, raw []byte) error {
+	var e struct {
+		Error  string `json:"error"`
+		Errors []struct {
+			Row     int    `json:"row"`
+			Field   string `json:"field"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+		return fmt.Errorf("server answered %s", status)
+	}
+	if len(e.Errors) == 0 {
+		return fmt.Errorf("server answered %s: %s", status, e.Error)
+	}
+	fe := &fieldErrors{status: status}
+	for _, x := range e.Errors {
+		fe.errs = append(fe.errs, register.FieldError{Row: x.Row, Field: x.Field, Msg: x.Message})
+	}
+	return fe
 }
 
 // parseInterleaved parses args with flags before, between or after the
@@ -316,17 +345,28 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 // answered with a certificate for other names, or from another CA, is
 // running and reachable, and the fix is the URL or --ca, not the firewall.
 func (a *adminClient) unreachable(err error) error {
-	var host x509.HostnameError
-	if errors.As(err, &host) {
-		names := append(append([]string{}, host.Certificate.DNSNames...), ipStrings(host.Certificate.IPAddresses)...)
-		return fmt.Errorf("the server at %s answered, but its certificate is for %s, not %q: give --server with one of those names (e.g. https://%s:PORT),\n  or add %q to the server's --hostname and restart it", a.base,
-			strings.Join(names, ", "), host.Host, firstOr(names, "NAME"), host.Host)
+	if herr, ok := hostnameHint(a.base, err); ok {
+		return herr
 	}
 	var ca x509.UnknownAuthorityError
 	if errors.As(err, &ca) {
 		return fmt.Errorf("the server at %s answered, but its certificate is not from the CA in --ca (default DATA/ca.pem): %w\n  give --ca the ca.pem of that server's data directory, or --server the server you meant", a.base, err)
 	}
 	return fmt.Errorf("cannot reach the server at %s: %w\n  check that mamori-server serve runs there (systemctl status mamori-server, or sc query MamoriServer),\n  that --server names its address and port, and that no firewall blocks it", a.base, err)
+}
+
+// hostnameHint turns a TLS host name mismatch (x509.HostnameError) into
+// what to do about it: the server answered with a certificate issued for
+// other names (its --hostname list), so --server should use one of them.
+// It reports whether err was such a mismatch.
+func hostnameHint(base string, err error) (error, bool) {
+	var host x509.HostnameError
+	if !errors.As(err, &host) || host.Certificate == nil {
+		return err, false
+	}
+	names := append(append([]string{}, host.Certificate.DNSNames...), ipStrings(host.Certificate.IPAddresses)...)
+	return fmt.Errorf("the server at %s answered, but its certificate is for %s, not %q: give --server with the host name the certificate was issued for (the server's --hostname list, e.g. https://%s:PORT),\n  or add %q to the server's --hostname and restart it (%w)", base,
+		strings.Join(names, ", "), host.Host, firstOr(names, "NAME"), host.Host, err), true
 }
 
 func ipStrings(ips []net.IP) []string {

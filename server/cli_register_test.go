@@ -52,14 +52,15 @@ func TestRegisterAndPolicyCLI(t *testing.T) {
 	badPath := filepath.Join(work, "bad.csv")
 	os.WriteFile(badPath, []byte("id,name,purpose,medium,locations,owner,department,retention\r\n"+
 		"PI-0002,社員名簿,人事,electronic,PC-01:D:\\人事,鈴木,総務部,forever\r\n"), 0o644)
-	if code, _, errs := cli("register", "import", badPath); code != 1 || !strings.Contains(errs, "row 2: retention") {
+	// A 400 (bad rows) is bad input: exit 2.
+	if code, _, errs := cli("register", "import", badPath); code != 2 || !strings.Contains(errs, "row 2: retention") {
 		t.Fatalf("bad import: %d %q", code, errs)
 	}
 	// A file with Japanese headers is answered in Japanese, each column by
 	// its header, with the exact detail.
 	os.WriteFile(badPath, []byte("管理番号,個人情報の名称,利用目的,媒体,保管場所,管理責任者,部署,保管期間\r\n"+
 		"PI-0002,社員名簿,人事,紙,キャビネットA,鈴木,総務部,ずっと\r\n"), 0o644)
-	if code, _, errs := cli("register", "import", badPath); code != 1 ||
+	if code, _, errs := cli("register", "import", badPath); code != 2 ||
 		!strings.Contains(errs, "何も変更していません") ||
 		!strings.Contains(errs, "2 行目「保管場所」: 「端末名:フォルダー」の形で入力してください。書庫やキャビネットなど紙の保管場所は「紙の保管場所」に入力してください。（\"キャビネットA\" is not HOST:FOLDER") ||
 		!strings.Contains(errs, "2 行目「保管期間」: 5年（5y）") {
@@ -74,7 +75,7 @@ func TestRegisterAndPolicyCLI(t *testing.T) {
 		t.Fatalf("import of 𠮷: %d %q", code, errs)
 	}
 	outPath := filepath.Join(work, "out.csv")
-	if code, _, errs := cli("register", "export", "--encoding", "sjis", "--out", outPath); code != 1 ||
+	if code, _, errs := cli("register", "export", "--encoding", "sjis", "--out", outPath); code != 2 ||
 		!strings.Contains(errs, "何も書き出していません") || !strings.Contains(errs, "「個人情報の名称」: Shift_JIS（CP932）にない文字です") ||
 		!strings.Contains(errs, `"𠮷" (PI-0003)`) {
 		t.Fatalf("sjis export of 𠮷: %d %q", code, errs)
@@ -89,7 +90,7 @@ func TestRegisterAndPolicyCLI(t *testing.T) {
 		t.Fatalf("policy apply: %d %q %q", code, out, errs)
 	}
 	os.WriteFile(polPath, []byte("apiVersion: mamori/v1\nkind: Policy\nname: default\ncontrols:\n  screenlock: {mode: sometimes}\n"), 0o644)
-	if code, _, errs := cli("policy", "apply", polPath); code != 1 || !strings.Contains(errs, "line 5: controls.screenlock.mode") {
+	if code, _, errs := cli("policy", "apply", polPath); code != 2 || !strings.Contains(errs, "line 5: controls.screenlock.mode") {
 		t.Fatalf("bad policy: %d %q", code, errs)
 	}
 	if code, _, _ := cli("register", "frobnicate"); code != 2 {
@@ -170,7 +171,7 @@ func TestRegisterCLIOtherKinds(t *testing.T) {
 			t.Fatalf("%s re-import: %d %q %q", tc.kind, code, out, errs)
 		}
 		bad := write(tc.kind+"-bad.csv", tc.bad, false)
-		if code, _, errs := cli("register", "import", bad, "--kind", tc.kind); code != 1 || !strings.Contains(errs, tc.wantErr) || !strings.Contains(errs, "nothing was changed") {
+		if code, _, errs := cli("register", "import", bad, "--kind", tc.kind); code != 2 || !strings.Contains(errs, tc.wantErr) || !strings.Contains(errs, "nothing was changed") {
 			t.Fatalf("%s bad import: %d %q", tc.kind, code, errs)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/mamori/mamori/server/internal/api"
 )
 
 // tokensUsage is the usage of tokens and of agents, by command.
@@ -55,8 +57,7 @@ func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
 	want := map[string]int{"tokens list": 0, "tokens create": 0, "tokens revoke": 1, "agents disable": 1, "agents enable": 1}
 	n, ok := want[cmd+" "+sub]
 	if !ok {
-		f.fs.Usage()
-		return usageError{fmt.Errorf("unknown command %q", cmd+" "+sub)}
+		return unknownSubcommand(stderr, cmd, sub, f.fs.Usage)
 	}
 	kind := "enroll"
 	if cmd+" "+sub == "tokens create" && len(pos) == 1 {
@@ -67,6 +68,11 @@ func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
 	}
 	if len(pos) != n {
 		return usageError{fmt.Errorf("%s %s: want %d argument(s), got %d", cmd, sub, n, len(pos))}
+	}
+	if cmd+" "+sub == "tokens create" {
+		if err := checkTokenCreate(kind, *ttl, *uses, *name, *role); err != nil {
+			return usageError{fmt.Errorf("tokens create: %w", err)}
+		}
 	}
 	c, err := f.client()
 	if err != nil {
@@ -137,4 +143,45 @@ func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "agent %s %sd\n", pos[0], sub)
 	}
 	return nil
+}
+
+// checkTokenCreate refuses what the server would refuse with 400, before
+// the request: the same bounds as POST /api/v1/tokens.
+func checkTokenCreate(kind string, ttl time.Duration, uses int, name, role string) error {
+	maxTTL := api.MaxTokenTTL
+	if kind == "api" {
+		maxTTL = api.MaxPersonTokenTTL
+	}
+	if ttl <= 0 || ttl > maxTTL {
+		return fmt.Errorf("--ttl %s: want from 1s to %s for an %s token", ttl, maxTTL, kind)
+	}
+	if kind == "enroll" {
+		if uses < 1 || uses > api.MaxTokenUses {
+			return fmt.Errorf("--uses %d: want 1 to %d", uses, api.MaxTokenUses)
+		}
+		return nil
+	}
+	switch role {
+	case api.RoleAuditor, api.RoleManager, api.RoleAdmin:
+	default:
+		return fmt.Errorf("--role %q: want auditor, manager or admin", role)
+	}
+	if !validTokenName(name) {
+		return fmt.Errorf("--name %q: want 1 to 64 letters, digits and - _ . @ (the person or script the token is for)", name)
+	}
+	return nil
+}
+
+// validTokenName is the server's rule for an API token's name.
+func validTokenName(s string) bool {
+	if s == "" || len(s) > 64 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '@') {
+			return false
+		}
+	}
+	return true
 }

@@ -5,9 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,7 +80,8 @@ func newFlags(out io.Writer) *serveFlags {
 	f.fs.StringVar(&c.etcdCA, "etcd-ca", "", "CA certificate (PEM) that signed the etcd servers' certificates (default: the system's roots)")
 	f.fs.StringVar(&c.etcdUser, "etcd-user", "", "etcd user name (password from --etcd-password-file or "+EnvEtcdPassword+")")
 	f.fs.StringVar(&c.etcdPassFile, "etcd-password-file", "", "file with the password of --etcd-user")
-	f.fs.DurationVar(&f.retention, "retention", eventlog.DefaultRetention, "keep event payloads this long (at least 17520h = 2 years); older events keep only their hashes")
+	f.retention = eventlog.DefaultRetention
+	f.fs.Var((*retentionValue)(&f.retention), "retention", "keep event payloads this long: years (3y), days (1095d) or a Go duration (26280h); at least 2y; older events keep only their hashes")
 	return f
 }
 
@@ -90,6 +94,9 @@ func (f *serveFlags) parse(args []string) error {
 	}
 	if f.fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", f.fs.Arg(0))}
+	}
+	if err := checkListen(f.listen); err != nil {
+		return usageError{fmt.Errorf("--listen: %w", err)}
 	}
 	if _, err := zerolog.ParseLevel(f.logLevel); err != nil || f.logLevel == "" {
 		return usageError{fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", f.logLevel)}
@@ -240,4 +247,68 @@ func defaultServiceDataDir() string {
 	default:
 		return "/var/lib/mamori-server"
 	}
+}
+
+// checkListen refuses a listen address the server could not listen on,
+// before it opens its data: HOST:PORT or :PORT with a port number 0-65535.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want HOST:PORT or :PORT, such as %s", addr, app.DefaultListen)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	return nil
+}
+
+// retentionValue is --retention: years (3y), days (1095d) or a Go
+// duration (26280h). A year is 365 days, as eventlog.DefaultRetention.
+type retentionValue time.Duration
+
+const retentionForms = "want years (3y), days (1095d) or a Go duration (26280h)"
+
+// String is the shortest form Set takes back: 3y, 1000d or 26281h0m0s.
+func (r *retentionValue) String() string {
+	const day, year = 24 * time.Hour, 365 * 24 * time.Hour
+	switch d := time.Duration(*r); {
+	case d > 0 && d%year == 0:
+		return fmt.Sprintf("%dy", d/year)
+	case d > 0 && d%day == 0:
+		return fmt.Sprintf("%dd", d/day)
+	default:
+		return d.String()
+	}
+}
+
+func (r *retentionValue) Set(s string) error {
+	d, err := parseRetention(s)
+	if err != nil {
+		return err
+	}
+	*r = retentionValue(d)
+	return nil
+}
+
+func parseRetention(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	for _, u := range []struct {
+		suffix string
+		unit   time.Duration
+	}{{"y", 365 * 24 * time.Hour}, {"d", 24 * time.Hour}} {
+		num, ok := strings.CutSuffix(s, u.suffix)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(num, 10, 64)
+		if err != nil || n < 0 || n > int64(math.MaxInt64/u.unit) {
+			return 0, fmt.Errorf("%q: %s", s, retentionForms)
+		}
+		return time.Duration(n) * u.unit, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q: %s", s, retentionForms)
+	}
+	return d, nil
 }

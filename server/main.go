@@ -18,6 +18,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 )
 
 // Set at build time: -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
@@ -43,7 +44,7 @@ commands:
   agents disable|enable ID         refuse or re-admit an agent's certificate on a running server
   kek new FILE                     write a new key-encryption key for a site of several servers (mode 0600; never overwrites)
   version                          print the version, commit and build date
-  help                             print this
+  help [COMMAND]                   print this, or COMMAND's usage and flags
 
 serve and install flags:
 `
@@ -102,8 +103,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "kek":
 		err = cmdKEK(rest, stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "mamori-server", versionString())
+		err = cmdVersion(rest, stdout, stderr)
 	case "help", "-h", "--help":
+		if len(rest) > 0 {
+			return helpTopic(rest, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		f := newFlags(stdout)
 		f.fs.SetOutput(stdout)
@@ -112,6 +116,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mamori-server: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
+	return exitCode(err, stderr)
+}
+
+// exitCode prints err and returns the exit code for it: 0 for none (or
+// --help), 2 for bad input, 1 for a failure.
+func exitCode(err error, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -119,7 +129,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var (
 			ue usageError
 			cc cannotCheck
+			us usageShown
 		)
+		if errors.As(err, &us) {
+			return 2 // the command printed its message and usage
+		}
 		if errors.As(err, &ue) || errors.As(err, &cc) {
 			fmt.Fprintln(stderr, "mamori-server:", err)
 			return 2
@@ -135,6 +149,63 @@ type usageError struct{ error }
 
 // Unwrap lets run see a flag.ErrHelp inside: --help is no error.
 func (e usageError) Unwrap() error { return e.error }
+
+// usageShown is a usage error (exit code 2) whose message the command has
+// printed already, with its usage after it.
+type usageShown struct{ error }
+
+// helpTopics are the commands "help TOPIC" knows: each prints its usage
+// for COMMAND --help.
+var helpTopics = []string{"serve", "install", "uninstall", "start", "stop", "harden-service", "verify", "witness",
+	"register", "policy", "tokens", "agents", "kek", "version", "help"}
+
+// helpTopic runs "help TOPIC": the usage of that command, on stdout, exit 0.
+func helpTopic(args []string, stdout, stderr io.Writer) int {
+	topic := args[0]
+	if len(args) > 1 {
+		fmt.Fprintf(stderr, "mamori-server help: want one topic, got %d: %q\n", len(args), args)
+		return 2
+	}
+	if topic == "help" || isHelp(topic) {
+		return run([]string{"help"}, stdout, stderr)
+	}
+	for _, t := range helpTopics {
+		if t == topic {
+			// The commands print their usage on their error stream.
+			return run([]string{topic, "--help"}, stdout, stdout)
+		}
+	}
+	fmt.Fprintf(stderr, "mamori-server help: unknown help topic %q: want one of %s\n", topic, strings.Join(helpTopics, ", "))
+	return 2
+}
+
+// unknownSubcommand prints that sub is no subcommand of cmd, then cmd's
+// usage, and returns the usage error for it.
+func unknownSubcommand(stderr io.Writer, cmd, sub string, usage func()) error {
+	fmt.Fprintf(stderr, "mamori-server %s: unknown subcommand %q\n\n", cmd, sub)
+	usage()
+	return usageShown{fmt.Errorf("%s: unknown subcommand %q", cmd, sub)}
+}
+
+// cmdVersion prints the version; it takes no flags or arguments.
+func cmdVersion(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mamori-server version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: mamori-server version\n\nprints the version, commit and build date\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageShown{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("version: unexpected argument %q", fs.Arg(0))}
+	}
+	fmt.Fprintln(stdout, "mamori-server", versionString())
+	return nil
+}
 
 // isHelp reports whether arg asks for a command's usage, as the flag
 // package takes it.

@@ -64,6 +64,9 @@ func cmdWitness(args []string, stdout, stderr io.Writer) error {
 	if u, err := url.Parse(*server); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return usageError{fmt.Errorf("witness: --server %q: want https://host:port", *server)}
 	}
+	if u, _ := url.Parse(*server); u.User != nil {
+		return usageError{fmt.Errorf("witness: --server %q carries a user name or password, which the server does not take: give https://host:port and --token", u.Redacted())}
+	}
 	if *interval < time.Second {
 		return usageError{fmt.Errorf("witness: --interval %s: at least 1s", *interval)}
 	}
@@ -97,6 +100,7 @@ func cmdWitness(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	report := func(res witness.Result, err error) {
 		if err != nil {
+			err, _ = hostnameHint(*server, err)
 			w.Log.Warn().Err(err).Msg("witness: could not check; trying again")
 			return
 		}
@@ -111,6 +115,9 @@ func cmdWitness(args []string, stdout, stderr io.Writer) error {
 	case errors.Is(err, witness.ErrFork):
 		return err
 	case err != nil:
+		if herr, ok := hostnameHint(*server, err); ok {
+			err = fmt.Errorf("witness: %w", herr)
+		}
 		return cannotCheck{err}
 	}
 	report(res, nil)

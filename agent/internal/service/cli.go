@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -88,8 +89,11 @@ func Main(args []string, factories []controls.Factory, stdout, stderr io.Writer)
 	case "install", "uninstall", "start", "stop":
 		err = cmdControl(cmd, rest, stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "mamori-agent", Build.String())
-		return exitOK
+		fs := flag.NewFlagSet("mamori-agent version", flag.ContinueOnError)
+		if err = parse(fs, rest); err == nil {
+			fmt.Fprintln(stdout, "mamori-agent", Build.String())
+			return exitOK
+		}
 	case "help", "-h", "--help":
 		fmt.Fprintf(stdout, usage, DefaultStateDir())
 		return exitOK
@@ -118,15 +122,43 @@ func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 	return fs, dir
 }
 
+// parse parses a command's flags. The flag package stays quiet: --help
+// prints the command's flags here, and any other error is a usageError,
+// which Main prints once with the usage (not the flag package's usage too).
+// A --server flag is checked here for every command that has one.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(out, "usage: %s [flags]\n\nflags:\n", fs.Name())
+			fs.PrintDefaults()
 			return err
 		}
 		return usageError{err}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if f := fs.Lookup("server"); f != nil {
+		if err := checkNoUserInfo(f.Value.String()); err != nil {
+			return usageError{err}
+		}
+	}
+	return nil
+}
+
+// checkNoUserInfo refuses server URLs with a user name or password
+// (https://user:pw@host): the agent authenticates with its token and
+// certificate, and would otherwise drop them without a word.
+func checkNoUserInfo(servers string) error {
+	for _, s := range strings.Split(servers, ",") {
+		s = strings.TrimSpace(s)
+		if u, err := url.Parse(s); err == nil && u.User != nil {
+			return fmt.Errorf("--server: %q carries a user name or password: give https://host:port alone (the agent authenticates with its token and certificate)", u.Redacted())
+		}
 	}
 	return nil
 }

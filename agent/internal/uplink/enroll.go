@@ -42,6 +42,11 @@ type EnrollOptions struct {
 // CheckServerURL accepts only an https URL with a host and no path beyond "/".
 func CheckServerURL(s string) (string, error) {
 	u, err := url.Parse(s)
+	if err == nil && u.User != nil {
+		// Not echoed: it may hold a password. The agent authenticates with
+		// its certificate, so a user name would be dropped silently.
+		return "", errors.New("uplink: the server URL holds a user name or password: give https://host:port")
+	}
 	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		return "", fmt.Errorf("uplink: server %q: want https://host:port", s)
 	}

@@ -720,3 +720,16 @@ func TestBackoffFullJitter(t *testing.T) {
 		}
 	}
 }
+
+// A server URL with user info (from --env-file or a saved config, past the
+// CLI's own check) is refused without echoing it: it may hold a password.
+func TestServerURLWithUserInfoRefused(t *testing.T) {
+	for _, s := range []string{"https://user:secret@mamori.example.jp:8443", "https://user@mamori.example.jp"} {
+		if _, err := CheckServerURL(s); err == nil || strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: %v", s, err)
+		}
+	}
+	if u, err := CheckServerURL("https://mamori.example.jp:8443/"); err != nil || u != "https://mamori.example.jp:8443" {
+		t.Errorf("plain URL: %q %v", u, err)
+	}
+}
