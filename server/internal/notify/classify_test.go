@@ -82,6 +82,18 @@ func TestBulkDetailSaysWhileAgentStopped(t *testing.T) {
 	if d, want := detailOf(st), "6 件のファイル変更 (エージェント停止中: 2026-12-04 19:00:00 JST から 2026-12-07 08:30:00 JST まで)"; d != want {
 		t.Errorf("catch-up bulk: %q, want %q", d, want)
 	}
+	// Seen while the agent's spool refused events (a full disk), found
+	// once it could record again.
+	st.Attrs["attribution_source"] = "not_recorded"
+	if d, want := detailOf(st), "6 件のファイル変更 (記録できなかった間: 2026-12-04 19:00:00 JST から 2026-12-07 08:30:00 JST まで)"; d != want {
+		t.Errorf("not recorded bulk: %q, want %q", d, want)
+	}
+	// Its time (here 0001-01-01, a Monday at midnight) is when it was
+	// found: the window is what is judged.
+	st.Attrs["window_from"], st.Attrs["window_to"] = "2026-12-03T00:00:00Z", "2026-12-04T03:00:00Z"
+	if changedOutOfHours(Hours{Start: "09:00", End: "18:00", Days: []int{1, 2, 3, 4, 5}}, st) {
+		t.Error("a not-recorded window over working hours judged out of hours by its finding time")
+	}
 }
 
 // A change found when the agent started again happened at an unknown time

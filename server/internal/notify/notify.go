@@ -472,7 +472,9 @@ func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []
 // agent's outage (window_from..window_to), so it is out of hours only if
 // every moment of that outage was; past a month it is not judged.
 func changedOutOfHours(h Hours, st *eventlog.Stored) bool {
-	if st.Attrs["attribution_source"] != "while_agent_stopped" {
+	// not_recorded: seen while the agent's spool refused events (a full
+	// disk), found again later; its time too is a window.
+	if s := st.Attrs["attribution_source"]; s != "while_agent_stopped" && s != "not_recorded" {
 		return OutOfHours(h, st.Time)
 	}
 	from, err1 := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs["window_from"]))
@@ -874,9 +876,14 @@ func detailOf(st *eventlog.Stored) string {
 	switch st.Type {
 	case "fileaccess.bulk":
 		d := fmt.Sprintf("%v 件のファイル変更", st.Attrs["total"])
-		if st.Attrs["attribution_source"] == "while_agent_stopped" {
-			// Found when the agent started again: its time is not when.
-			d += " (エージェント停止中"
+		if src := st.Attrs["attribution_source"]; src == "while_agent_stopped" || src == "not_recorded" {
+			// Found when the agent started again, or could record again:
+			// its time is not when.
+			if src == "not_recorded" {
+				d += " (記録できなかった間"
+			} else {
+				d += " (エージェント停止中"
+			}
 			from, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs["window_from"]))
 			to, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs["window_to"]))
 			if !from.IsZero() && !to.IsZero() {

@@ -25,6 +25,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -254,7 +255,8 @@ func (c *Control) config() config {
 // Run watches until ctx is done.
 func (c *Control) Run(ctx context.Context) error {
 	r := &runner{c: c, roots: map[string]*rootState{}, reads: map[readKey]*readAgg{},
-		recent: map[string][]access{}, seen: map[string]bool{}, offline: map[string]window{}}
+		recent: map[string][]access{}, seen: map[string]bool{}, offline: map[string]window{},
+		behind: map[string]time.Time{}, unrecorded: map[string]window{}}
 	r.store, _ = c.env.Emit.(stateStore)
 	if r.store != nil {
 		r.prev = r.store.Previous()
@@ -299,6 +301,7 @@ func (c *Control) Run(ctx context.Context) error {
 			r.access(ctx, a)
 		case <-housekeeping:
 			r.housekeep(ctx, false)
+			r.resync(ctx)
 			housekeeping = c.env.Clock.After(r.tick())
 		}
 	}
@@ -323,10 +326,12 @@ type bulkWindow struct {
 	last       time.Time
 	recs       []uint64                  // OS records behind suppressed events, released with the summary
 	snap       map[string]*fswatch.Entry // snapshot edits of suppressed events, saved with the summary
-	// stopped: the window counts changes found at start (while_agent_stopped)
-	// and nothing else; outage holds their window_from and window_to.
-	stopped bool
-	outage  event.Attrs
+	// source: the window counts changes found by comparing the saved
+	// snapshot with the disk (sourceWhileStopped at start, sourceNotRecorded
+	// after refused events) and nothing else; outage holds their
+	// window_from and window_to. "": live changes.
+	source string
+	outage event.Attrs
 }
 
 type readKey struct{ path, user, process string }
@@ -363,6 +368,14 @@ type runner struct {
 	problem string            // attribution problem last reported in the status
 	seen    map[string]bool   // roots added since this start
 	offline map[string]window // roots compared with their saved snapshot at this start
+
+	// behind: roots whose saved snapshot lags what the watcher saw, because
+	// the spool refused an event carrying its edits (disk full), with the
+	// earliest time a change in a refused event can have been made.
+	behind     map[string]time.Time
+	accepted   bool              // the spool stored an event since the last refusal
+	resyncTry  time.Time         // last refusal or resync attempted while no event was stored
+	unrecorded map[string]window // roots compared with their saved snapshot after refused events
 }
 
 // window is when a root went unwatched: from the agent's last event before
@@ -437,6 +450,8 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 			_ = r.w.Remove(p) // may never have been added
 			r.closeBulk(ctx, rs, c.env.Clock.Now())
 			delete(r.roots, p)
+			delete(r.behind, p)
+			delete(r.unrecorded, p)
 			if r.store != nil {
 				var keep []string
 				for q := range want {
@@ -495,6 +510,7 @@ func (r *runner) addRoot(ctx context.Context, root string, appeared bool) error 
 	if appeared {
 		empty = map[string]fswatch.Entry{}
 		delete(r.offline, root) // made while watched for, not while stopped
+		delete(r.unrecorded, root)
 	}
 	if r.store == nil {
 		return r.w.AddFrom(root, empty)
@@ -544,11 +560,18 @@ func (r *runner) addRoot(ctx context.Context, root string, appeared bool) error 
 			from = since
 		}
 		r.offline[root] = window{from: from, to: r.c.env.Clock.Now()}
+		delete(r.unrecorded, root)
 	} else {
 		// A later watcher's comparison, or a folder that appeared while
 		// the agent ran: what it finds happened while the agent ran
 		// (excluded then, missed by a failed watcher, or made since).
 		delete(r.offline, root)
+		delete(r.unrecorded, root)
+		if since, ok := r.behind[root]; ok {
+			// Events of the folder were refused: this comparison is its resync.
+			r.setUnrecorded(root, window{from: since, to: r.c.env.Clock.Now()})
+			delete(r.behind, root)
+		}
 	}
 	if err := r.w.AddFrom(root, prior); err != nil {
 		return err
@@ -744,8 +767,14 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 		e.Attrs["reconciled"] = true
 	}
 	sequenceAttrs(e.Attrs, ch)
-	if win, ok := r.offline[ch.Root]; ok && ch.Prior {
-		e.Attrs["attribution_source"] = sourceWhileStopped
+	win, found := r.unrecorded[ch.Root]
+	source := sourceNotRecorded
+	if !found {
+		win, found = r.offline[ch.Root]
+		source = sourceWhileStopped
+	}
+	if found && ch.Prior {
+		e.Attrs["attribution_source"] = source
 		if !win.from.IsZero() {
 			e.Attrs["window_from"] = win.from.UTC().Format(time.RFC3339Nano)
 		}
@@ -791,13 +820,17 @@ func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event, sn
 	}
 	now := r.c.env.Clock.Now()
 	b := &rs.bulk
-	// Changes found at start and live ones are summarised apart: the outage
-	// window must cover exactly the changes the agent did not see happen.
-	stopped := e.Attrs["attribution_source"] == sourceWhileStopped
-	if b.start.IsZero() || now.Sub(b.start) >= r.cfg.window || b.stopped != stopped {
+	// Changes found by comparing the saved snapshot (at start, or after
+	// refused events) and live ones are summarised apart: the window must
+	// cover exactly the changes the agent did not see happen or record.
+	source, _ := e.Attrs["attribution_source"].(string)
+	if source != sourceWhileStopped && source != sourceNotRecorded {
+		source = ""
+	}
+	if b.start.IsZero() || now.Sub(b.start) >= r.cfg.window || b.source != source {
 		r.closeBulk(ctx, rs, now)
-		b.start, b.stopped = now, stopped
-		if stopped {
+		b.start, b.source = now, source
+		if source != "" {
 			b.outage = event.Attrs{}
 			for _, k := range []string{"window_from", "window_to"} {
 				if v, ok := e.Attrs[k]; ok {
@@ -860,11 +893,14 @@ func (r *runner) closeBulk(ctx context.Context, rs *rootState, now time.Time) {
 			a["processes"] = topN(b.procs, 5)
 		}
 		summary := fmt.Sprintf("%s files changed in %s", group(total+r.cfg.threshold), roundDur(b.last.Sub(b.start)))
-		if b.stopped {
-			// from and to are when they were found; when they happened is the outage.
-			a["attribution_source"] = sourceWhileStopped
+		if b.source != "" {
+			// from and to are when they were found; when they happened is the window.
+			a["attribution_source"] = b.source
 			maps.Copy(a, b.outage)
 			summary = fmt.Sprintf("%s files changed while the agent was stopped", group(total+r.cfg.threshold))
+			if b.source == sourceNotRecorded {
+				summary = fmt.Sprintf("%s files changed while the agent could not record events", group(total+r.cfg.threshold))
+			}
 		}
 		if proc != "" {
 			summary += " by " + filepath.Base(proc)
@@ -1161,7 +1197,10 @@ func (r *runner) emit(ctx context.Context, e event.Event) { r.emitState(ctx, e, 
 
 // emitState emits e and saves the snapshot edits it reflects in the same
 // commit (when the spool can); an event that is not stored leaves the saved
-// snapshot behind, so the change is found again at the next start.
+// snapshot behind: its folder is marked behind, and once the spool stores
+// events again resync compares the saved snapshot with the disk and
+// reports the change as not_recorded (or, if the agent stops first, the
+// next start finds it).
 func (r *runner) emitState(ctx context.Context, e event.Event, snap map[string]*fswatch.Entry) {
 	e.Control = Name
 	if e.Time.IsZero() {
@@ -1174,7 +1213,132 @@ func (r *runner) emitState(ctx context.Context, e event.Event, snap map[string]*
 	} else {
 		err = r.c.env.Emit.Emit(ctx, e)
 	}
-	if err != nil && ctx.Err() == nil {
+	if err == nil {
+		r.accepted = true
+		return
+	}
+	if ctx.Err() == nil {
 		r.c.env.Log.Error().Err(err).Str("type", e.Type).Msg("fileaccess: emit")
+	}
+	r.refused(e, snap)
+}
+
+// refused marks the folders whose snapshot edits e carried as behind.
+func (r *runner) refused(e event.Event, snap map[string]*fswatch.Entry) {
+	if r.store == nil || len(snap) == 0 {
+		return // nothing saved, or nothing of the snapshot lost
+	}
+	// Still refused: a resync is not tried before events are stored again,
+	// or checkInterval passed without any (an idle folder).
+	r.accepted, r.resyncTry = false, r.c.env.Clock.Now()
+	since := r.earliestChange(e)
+	for p := range snap {
+		root := r.rootFor(p)
+		if root == "" {
+			continue
+		}
+		if r.behind == nil {
+			r.behind = map[string]time.Time{}
+		}
+		if t, ok := r.behind[root]; !ok || since.Before(t) {
+			r.behind[root] = since
+		}
+	}
+}
+
+// earliestChange is the earliest time a change reported by e can have been
+// made: its time, a summary's from, a found change's window_from, less how
+// long the watcher may hold a busy path (fswatch's default MaxDelay, 20 x
+// debounce) and the wait for its attribution.
+func (r *runner) earliestChange(e event.Event) time.Time {
+	t := e.Time
+	for _, k := range []string{"from", "window_from"} {
+		if s, ok := e.Attrs[k].(string); ok {
+			if v, err := time.Parse(time.RFC3339Nano, s); err == nil && v.Before(t) {
+				t = v
+			}
+		}
+	}
+	if e.Attrs["attribution_source"] == sourceWhileStopped || e.Attrs["attribution_source"] == sourceNotRecorded {
+		return t // window_from already bounds it
+	}
+	return t.Add(-20*r.cfg.debounce - r.c.probe.joinDelay())
+}
+
+func (r *runner) setUnrecorded(root string, w window) {
+	if r.unrecorded == nil {
+		r.unrecorded = map[string]window{}
+	}
+	r.unrecorded[root] = w
+}
+
+// resync runs, for each folder whose saved snapshot is behind, the
+// comparison start-up runs (the saved snapshot against the disk), once the
+// spool stores events again (or every checkInterval, to find out): what
+// it finds is reported as changes made while the agent could not record
+// them, attribution_source not_recorded, window_from the earliest refused
+// change, window_to now. Their events bring the saved snapshot up to date,
+// so a later start finds nothing more.
+func (r *runner) resync(ctx context.Context) {
+	if len(r.behind) == 0 || r.w == nil || ctx.Err() != nil {
+		return
+	}
+	if r.store == nil {
+		clear(r.behind)
+		return
+	}
+	now := r.c.env.Clock.Now()
+	if !r.accepted && now.Sub(r.resyncTry) < checkInterval {
+		return
+	}
+	r.resyncTry = now
+	// Record what the watcher has handed over and what waits for its
+	// attribution, and close the bulk windows: their edits are saved with
+	// their events, so the comparison does not report them again.
+	r.drain(ctx)
+	r.flushHeld(ctx, true)
+	for _, root := range slices.Sorted(maps.Keys(r.behind)) {
+		rs := r.roots[root]
+		if rs == nil {
+			delete(r.behind, root)
+			continue
+		}
+		if !rs.watched || r.w == nil {
+			continue // compared when it is added again (addRoot)
+		}
+		r.closeBulk(ctx, rs, now)
+		since := r.behind[root]
+		prior, _, err := loadPrior(r.store, root)
+		if err != nil || prior == nil {
+			r.c.env.Log.Warn().Err(err).Str("folder", root).Msg("fileaccess: no saved snapshot to resync; changes not recorded are lost")
+			delete(r.behind, root)
+			continue
+		}
+		_ = r.w.Remove(root)
+		delete(r.offline, root)
+		r.setUnrecorded(root, window{from: since, to: now})
+		delete(r.behind, root)
+		if err := r.w.AddFrom(root, prior); err != nil {
+			// Added again by the next sync, whose comparison is the resync.
+			r.behind[root] = since
+			delete(r.unrecorded, root)
+			rs.watched, rs.err = false, err
+			r.setStatus(ctx, r.verdict(), r.statusAttrs())
+		}
+	}
+}
+
+// drain records the changes the watcher has ready now, without waiting.
+func (r *runner) drain(ctx context.Context) {
+	for r.w != nil {
+		select {
+		case ch, ok := <-r.w.Changes():
+			if !ok {
+				return // Run sees it closed
+			}
+			r.change(ctx, ch)
+		default:
+			return
+		}
 	}
 }

@@ -28,6 +28,12 @@ const (
 // process. A fileaccess.bulk summarising such changes carries the same.
 const sourceWhileStopped = "while_agent_stopped"
 
+// sourceNotRecorded marks a change found by the same comparison while the
+// agent ran, after the spool refused the events that recorded it (disk
+// full): the agent saw it but could not store it. window_from is the
+// earliest change in the first refused event, window_to the comparison.
+const sourceNotRecorded = "not_recorded"
+
 // stateStore is what the spool offers for saving the snapshot with events.
 type stateStore interface {
 	EmitState(ctx context.Context, e event.Event, st *spool.State) error
