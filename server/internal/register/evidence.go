@@ -23,14 +23,22 @@ func ChangeAttrs(c Change) event.Attrs {
 		fields        []any
 		before, after = map[string]any{}, map[string]any{}
 	)
+	created := len(c.Before) == 0
 	for _, f := range Diff(c.Kind, c.Before, c.After) {
+		if created && f.After == "" {
+			continue
+		}
 		fields = append(fields, f.Field)
 		before[f.Field], after[f.Field] = clip(f.Before), clip(f.After)
 	}
 	// Two flat maps rather than one of pairs: the event page shows each as
-	// "field: value", which people read without knowing JSON.
+	// "field: value", which people read without knowing JSON. A new entry
+	// has no before.
 	if len(fields) > 0 {
-		a["changed"], a["before"], a["after"] = fields, before, after
+		a["changed"], a["after"] = fields, after
+		if !created {
+			a["before"] = before
+		}
 	}
 	sum := sha256.Sum256(c.After)
 	a["entry_sha256"] = hex.EncodeToString(sum[:])
@@ -47,4 +55,30 @@ func clip(s string) string {
 		n--
 	}
 	return s[:n] + "…(truncated)"
+}
+
+// FieldLabel names field of register k in lang ("owner" is 管理責任者), for
+// pages that show a change's before and after; an unknown field is itself.
+func FieldLabel(k Kind, field, lang string) string {
+	for _, f := range FormFields(k) {
+		if f.Name == field {
+			if lang == LangJA {
+				return f.LabelJA
+			}
+			return f.LabelEN
+		}
+	}
+	return field
+}
+
+// ValueLabel says a closed-set value (status, medium) in lang: "lost" is
+// 紛失; any other value is itself.
+func ValueLabel(field, v, lang string) string {
+	if lang != LangJA {
+		return v
+	}
+	if j, ok := map[string]map[string]string{"status": statusJA, "medium": mediumJA}[field][v]; ok {
+		return j
+	}
+	return v
 }

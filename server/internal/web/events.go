@@ -358,6 +358,44 @@ func attrText(v any, lang string) string {
 	return attrScalar(v, lang)
 }
 
+// registerWords says a register change's fields (before, after, changed)
+// in the register's own words, 管理責任者 and 紛失 rather than owner and lost.
+func registerWords(e api.Stored, key string, v any, lang string) any {
+	k, _ := e.Attrs["kind"].(string)
+	if e.Control != "register" || k == "" {
+		return v
+	}
+	kind := register.Kind(k)
+	switch x := v.(type) {
+	case map[string]any:
+		if key != "before" && key != "after" {
+			return v
+		}
+		out := make(map[string]any, len(x))
+		for f, val := range x {
+			if s, ok := val.(string); ok {
+				val = register.ValueLabel(f, s, lang)
+			}
+			out[register.FieldLabel(kind, f, lang)] = val
+		}
+		return out
+	case []any:
+		if key != "changed" {
+			return v
+		}
+		out := make([]any, len(x))
+		for i, f := range x {
+			if s, ok := f.(string); ok {
+				out[i] = register.FieldLabel(kind, s, lang)
+			} else {
+				out[i] = f
+			}
+		}
+		return out
+	}
+	return v
+}
+
 // attrScalar writes a string or number as itself, a boolean as yes or no
 // in lang, and anything else as JSON.
 func attrScalar(v any, lang string) string {
@@ -417,7 +455,7 @@ func (u *UI) handleEvent(w http.ResponseWriter, r *http.Request) {
 	p.hosts = hosts
 	d := eventData{E: pg.Events[0]}
 	for k, v := range d.E.Attrs {
-		d.Attrs = append(d.Attrs, attrRow{Key: k, Value: attrText(v, p.Lang)})
+		d.Attrs = append(d.Attrs, attrRow{Key: k, Value: attrText(registerWords(d.E, k, v, p.Lang), p.Lang)})
 	}
 	slices.SortFunc(d.Attrs, func(a, b attrRow) int { return cmp.Compare(a.Key, b.Key) })
 	if id := d.E.RegisterID; id != "" && u.cfg.Registers != nil {

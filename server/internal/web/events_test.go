@@ -117,3 +117,32 @@ func TestEventDetailAttrsReadable(t *testing.T) {
 		t.Errorf("attributes in Go's printing or unlabelled:\n%s", attrs)
 	}
 }
+
+// A register change's event page says what changed in the register's own
+// words: 管理責任者, 紛失, not owner and lost.
+func TestRegisterChangeEventInRegisterWords(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	b := newBrowser(t, srv)
+	b.login("admin", srv.AdminPassword())
+	if st := apiDo(t, srv, "POST", "/api/v1/media", map[string]any{"id": "MD-0001", "registered": "2026-01-10",
+		"product": "USB", "serial": "AA00123456", "owner": "総務部 山田"}, nil); st != 201 {
+		t.Fatalf("create: %d", st)
+	}
+	var cur map[string]any
+	apiDo(t, srv, "GET", "/api/v1/media/MD-0001", nil, &cur)
+	cur["status"], cur["owner"] = "lost", "経理部 佐藤"
+	if st := apiDo(t, srv, "PUT", "/api/v1/media/MD-0001", cur, nil); st != 200 {
+		t.Fatalf("update: %d", st)
+	}
+	pg := b.get("/events?type=register.updated")
+	idx := regexp.MustCompile(`class="detail" href="/events/(\d+)"`).FindStringSubmatch(pg.body)
+	if idx == nil {
+		t.Fatalf("no register.updated listed:\n%.2000s", pg.body)
+	}
+	attrs := regexp.MustCompile(`(?s)<table id="ev-attrs">.*?</table>`).FindString(b.get("/events/" + idx[1]).body)
+	for _, want := range []string{"管理責任者: 総務部 山田", "管理責任者: 経理部 佐藤", "状態: 紛失", "状態: 有効"} {
+		if !strings.Contains(attrs, want) {
+			t.Errorf("event attrs lack %q:\n%s", want, attrs)
+		}
+	}
+}
