@@ -117,6 +117,13 @@ func Open(ctx context.Context, cfg Config) (*State, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
+		// A member that hangs (a frozen VM, a dropped route) keeps its TCP
+		// connection open: without keepalive pings the client waited on it
+		// until the writer's lease ran out, though the other two members
+		// had quorum. 5 s is etcd's default --grpc-keepalive-min-time.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		PermitWithoutStream:  true,
 		// Room for the largest transaction the embedded node accepts.
 		MaxCallSendMsgSize: EmbeddedMaxRequestBytes + 1<<20,
 		Context:            context.WithoutCancel(ctx),
