@@ -239,7 +239,7 @@ var messagesJA = []struct{ en, ja string }{
 	{"required when retention is limited", "保管期間が有限のときは廃棄方法を入力してください。"},
 	{"required once", "承認・却下には承認者が必要です。"},
 	{"required", "入力してください。"},
-	{"longer than", "長すぎます（2,000バイト以内）。"},
+	{"longer than", "長すぎます（半角2,000文字、全角およそ660文字まで）。"},
 	{"is not one of", "選択肢から選んでください。"},
 	{"is not a date", "日付（2026-04-01、2026/4/1 または 2026年4月1日）で入力してください。"},
 	{"is in the future", "未来の日付は入力できません。"},
