@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -109,6 +110,11 @@ func cmdConfigure(args []string, stdout, stderr io.Writer) error {
 		// token, a secret with a use count, is not kept.
 		c.Token = ""
 		enrolled = "already enrolled as " + st.AgentID + " (identity kept, token not stored)"
+		if pinned := enrolledCA(*dir); pinned != "" && !strings.EqualFold(pinned, c.CAHash) {
+			fmt.Fprintf(stderr, "mamori-agent configure: warning: this PC is enrolled under another CA (%s) than --ca-hash %s: "+
+				"those servers will refuse its certificate. To move it to their site, stop the service, remove %s and enroll again.\n",
+				pinned, c.CAHash, *dir)
+		}
 	case errors.Is(err, uplink.ErrNotEnrolled) && c.Token == "":
 		// The service could never enroll from this config.
 		return usageError{errors.New("no enrollment token and this PC is not enrolled: give --token T (TOKEN for the MSI, " + EnvToken + " in --env-file)")}
@@ -118,6 +124,20 @@ func cmdConfigure(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "configured %s (servers %s); %s\n", *dir, strings.Join(c.Servers, ", "), enrolled)
 	return nil
+}
+
+// enrolledCA is the fingerprint of the CA the PC enrolled under, "" when
+// it cannot be read.
+func enrolledCA(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, uplink.FileCA))
+	if err != nil {
+		return ""
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return ""
+	}
+	return uplink.Fingerprint(blk.Bytes)
 }
 
 // readEnvFile parses KEY=VALUE lines (systemd EnvironmentFile style:

@@ -293,3 +293,24 @@ func TestStatusDeadProcessNotRunning(t *testing.T) {
 		}
 	}
 }
+
+// configure on a PC enrolled under another CA (a reinstall with another
+// site's parameters) warns that those servers will refuse this PC, rather
+// than printing "configured" and leaving the agent to log tls_wrong_ca.
+func TestConfigureWarnsOfAnotherCA(t *testing.T) {
+	e, other := newEnrollServer(t), newEnrollServer(t)
+	dir := filepath.Join(t.TempDir(), "state")
+	var out, errb bytes.Buffer
+	if code := Main([]string{"enroll", "--server", e.srv.URL, "--token", "tok", "--ca-hash", e.hash,
+		"--state-dir", dir}, nil, &out, &errb); code != exitOK {
+		t.Fatalf("enroll: exit %d: %s", code, errb.String())
+	}
+	errb.Reset()
+	if code := Main([]string{"configure", "--server", e.srv.URL, "--ca-hash", e.hash, "--state-dir", dir}, nil, &out, &errb); code != exitOK || errb.Len() != 0 {
+		t.Fatalf("configure with the same CA: exit %d: %s", code, errb.String())
+	}
+	if code := Main([]string{"configure", "--server", other.srv.URL, "--ca-hash", other.hash, "--state-dir", dir}, nil, &out, &errb); code != exitOK ||
+		!strings.Contains(errb.String(), "another CA") || !strings.Contains(errb.String(), "enroll again") {
+		t.Fatalf("configure with another site's CA: exit %d: %q", code, errb.String())
+	}
+}
