@@ -91,16 +91,22 @@ func TestDefaultStateDir(t *testing.T) {
 	}
 }
 
-// writeIdentity makes an enrolled state dir by hand (a CA, a client cert)
-// pointing at a server that is not there: the agent runs offline.
-func writeIdentity(t *testing.T) string {
-	dir := filepath.Join(t.TempDir(), "state")
+// testCA is a self-signed CA valid for an hour around now.
+func testCA() (*x509.Certificate, []byte, *ecdsa.PrivateKey) {
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ca"}, IsCA: true,
 		BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageCertSign}
 	caDER, _ := x509.CreateCertificate(rand.Reader, caT, caT, caKey.Public(), caKey)
 	ca, _ := x509.ParseCertificate(caDER)
+	return ca, caDER, caKey
+}
+
+// writeIdentity makes an enrolled state dir by hand (a CA, a client cert)
+// pointing at a server that is not there: the agent runs offline.
+func writeIdentity(t *testing.T) string {
+	dir := filepath.Join(t.TempDir(), "state")
+	ca, caDER, caKey := testCA()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	leafT := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "agent-t"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
