@@ -661,7 +661,7 @@ func parseCSV(k Kind, b []byte, loc *time.Location) ([]ImportRow, ValidationErro
 			continue
 		}
 		e := NewEntry(k)
-		ir := ImportRow{Row: rowNum, Entry: e, absent: absent}
+		ir := ImportRow{Row: rowNum, Entry: e, absent: absent, hasRevision: revAt >= 0}
 		for i, cell := range rec {
 			if i == revAt {
 				ir.revision = strings.TrimSpace(cell)

@@ -263,7 +263,7 @@ var messagesJA = []struct{ en, ja string }{
 	{"the window has ended", "持出し期間が終わっているため承認できません。"},
 	{"does not exist", "その台帳番号は登録されていません。"},
 	{"no register entry", "個人情報管理台帳にその台帳番号はありません。"},
-	{"only an active medium can be carried out", "持ち出せるのは媒体管理台帳に「有効」として登録された媒体だけです（廃棄済・紛失・未登録の媒体は持ち出せません）。"},
+	{"only an active medium can be carried out", "媒体管理台帳で廃棄済・紛失となっている媒体は持ち出せません（台帳にない媒体は承認の期間だけ使えます）。"},
 	{"is registered already as", "このシリアル番号の媒体は既に「有効」で登録されています。同じ媒体を2件登録することはできません。"},
 	{"with the approve/deny action", "申請の承認・却下は、承認者が「承認」「却下」の操作で行ってください。"},
 	{"approval cannot become", "この状態には変更できません（申請中→承認・却下は承認者の操作で、承認→返却済のみ）。"},

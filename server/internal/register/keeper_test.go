@@ -3,6 +3,7 @@ package register
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -116,14 +117,16 @@ func TestApprovalNeedsActiveMediumAndExistingEntries(t *testing.T) {
 		t.Fatalf("window for an unregistered stick: %+v", c.Policy.Controls.Media.Approvals)
 	}
 
-	// Import: an open request for a disposed medium is refused; a closed
-	// record of one (returned, denied) is history and imports.
+	// Import: a request for a disposed medium imports (a register as the
+	// API let it become, moved to another server) and cannot be approved;
+	// a closed record of one (returned, denied) is history and imports.
 	head := "id,status,requester,serial,host,purpose,register_ids,from,to,approver,decided\r\n"
-	_, err := importKind(s, KindApprovals, []byte(head+
-		"AP-10,requested,山田,DISPOSED01,PC-01,訪問,PI-0007,2026-11-05T09:00:00Z,2026-11-05T18:00:00Z,,\r\n"+
-		"AP-11,requested,山田,OPEN000001,PC-01,訪問,PI-9999,2026-11-05T09:00:00Z,2026-11-05T18:00:00Z,,\r\n"))
-	if f := fieldsOf(err); f["serial"] != 2 || f["register_ids[0]"] != 3 {
-		t.Fatalf("import of requests for disposed media / missing entries: %v", err)
+	if _, err := importKind(s, KindApprovals, []byte(head+
+		"AP-10,requested,山田,DISPOSED01,PC-01,訪問,PI-0007,2026-11-05T09:00:00Z,2026-11-05T18:00:00Z,,\r\n")); err != nil {
+		t.Fatalf("import of a request for a disposed medium: %v", err)
+	}
+	if _, err := s.Decide(ctx, "部長", "AP-10", true, 0); fieldsOf(err)["serial"] != 0 || err == nil {
+		t.Fatalf("an imported request for a disposed medium approved: %v", err)
 	}
 	if cs, err := importKind(s, KindApprovals, []byte(head+
 		"AP-20,returned,山田,DISPOSED01,PC-01,訪問,PI-0404,2026-10-05T09:00:00Z,2026-10-05T18:00:00Z,佐藤,2026-10-04T10:00:00Z\r\n"+
@@ -214,8 +217,9 @@ func TestDecidedApprovalCannotBeEdited(t *testing.T) {
 	}
 }
 
-// A returned carry-out was approved and started: an import cannot record
-// one with no approver, or one whose window has not started.
+// A returned carry-out was approved: an import cannot record one with no
+// approver. One returned before its window began imports, as the API and
+// the web let an approver record it (a trip called off).
 func TestImportedReturnedApprovalNeedsApproverAndPast(t *testing.T) {
 	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
 	s, _ := newService(t, clk)
@@ -223,7 +227,6 @@ func TestImportedReturnedApprovalNeedsApproverAndPast(t *testing.T) {
 	head := "id,status,requester,serial,host,purpose,from,to,approver,decided\r\n"
 	for _, tc := range []struct{ row, field string }{
 		{"AP-1,returned,山田,ACTIVE0001,PC-01,訪問,2026-12-01T09:00:00Z,2026-12-01T18:00:00Z,,", "approver"},
-		{"AP-1,returned,山田,ACTIVE0001,PC-01,訪問,2026-12-01T09:00:00Z,2026-12-01T18:00:00Z,佐藤,2026-10-01T09:00:00Z", "from"},
 		{"AP-1,approved,山田,ACTIVE0001,PC-01,訪問,2026-10-01T09:00:00Z,2026-10-01T18:00:00Z,佐藤,2026-12-01T09:00:00Z", "decided"},
 		{"AP-1,denied,山田,ACTIVE0001,PC-01,訪問,2026-10-01T09:00:00Z,2026-10-01T18:00:00Z,,", "approver"},
 	} {
@@ -452,5 +455,80 @@ func TestCSVMessagesJapanese(t *testing.T) {
 		t.Errorf("register id: %v", err)
 	} else if m := ja(KindDisposals, ve); !strings.Contains(m, "ありません") && !strings.Contains(m, "登録されていません") {
 		t.Errorf("register id: %s", m)
+	}
+}
+
+// A re-test of the fixes above found three more:
+//   - the approver's comment (not a CSV column nor a form field) was wiped
+//     by re-importing an unchanged export and by saving the entry form;
+//   - records the API accepts (returned before the window began, a request
+//     whose stick was lost since, an ended approval of a stick lost since)
+//     could not be imported on another server;
+//   - an emptied 改訂 cell of an existing entry skipped the stale check.
+func TestRetestOfKeeperFixes(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock(time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC))
+	s, st := newService(t, clk)
+	if err := st.PutAgent(ctx, agentOn("PC-01")); err != nil {
+		t.Fatal(err)
+	}
+	must := mustDo(t)
+	must(s.Create(ctx, "admin", samplePI("PI-0007", "PC-01", `D:\顧客`)))
+	must(s.Create(ctx, "admin", medium("MD-1", "ACTIVE0001")))
+	must(s.Create(ctx, "admin", medium("MD-2", "LATERLOST1")))
+	mk := func(serial string, from time.Time) *Approval {
+		return &Approval{Requester: "山田", Serial: serial, Host: "PC-01", Purpose: "展示会", RegisterIDs: []string{"PI-0007"},
+			From: from, To: from.Add(2 * time.Hour)}
+	}
+	denied := mk("ACTIVE0001", clk.Now().Add(time.Hour))
+	must(s.Create(ctx, "admin", denied))
+	must(s.DecideWithComment(ctx, "部長", denied.ID, false, 0, "私用目的のため却下"))
+	early := mk("ACTIVE0001", clk.Now().Add(24*time.Hour)) // returned before its window began
+	must(s.Create(ctx, "admin", early))
+	must(s.Decide(ctx, "部長", early.ID, true, 0))
+	must(s.Return(ctx, "admin", early.ID, 0, "中止・返却"))
+	pending := mk("LATERLOST1", clk.Now().Add(time.Hour))
+	must(s.Create(ctx, "admin", pending))
+	setMediaStatus(t, s, "MD-2", StatusLost)
+
+	out := exportKind(t, s, KindApprovals, LangJA, EncUTF8)
+	if cs, err := importKind(s, KindApprovals, out); err != nil || len(cs) != 0 {
+		t.Fatalf("unchanged export re-imported: %d changes, %v", len(cs), err)
+	}
+	if e, _ := s.Get(ctx, KindApprovals, denied.ID); e.(*Approval).Comment != "私用目的のため却下" {
+		t.Fatalf("the approver's comment after a re-import: %q", e.(*Approval).Comment)
+	}
+	// The form posts what it shows, which has no comment.
+	cur, _ := s.Get(ctx, KindApprovals, denied.ID)
+	form := *cur.(*Approval)
+	form.Comment, form.Result = "", "記録のみ"
+	must(s.Update(ctx, "admin", &form, cur.meta().Revision))
+	if e, _ := s.Get(ctx, KindApprovals, denied.ID); e.(*Approval).Comment != "私用目的のため却下" {
+		t.Fatalf("the approver's comment after the form: %q", e.(*Approval).Comment)
+	}
+
+	// Another server takes the whole register as this one holds it.
+	other, _ := newService(t, clk)
+	for _, k := range []Kind{KindPI, KindMedia} {
+		if _, err := importKind(other, k, exportKind(t, s, k, LangJA, EncUTF8)); err != nil {
+			t.Fatalf("%s to another server: %v", k, err)
+		}
+	}
+	if _, err := importKind(other, KindApprovals, exportKind(t, s, KindApprovals, LangJA, EncUTF8)); err != nil {
+		t.Fatalf("approvals the API accepted, to another server: %v", err)
+	}
+
+	// An emptied 改訂 cell of an entry changed since the export.
+	old := exportKind(t, s, KindPI, LangJA, EncUTF8)
+	p, _ := s.Get(ctx, KindPI, "PI-0007")
+	pe := *p.(*PIEntry)
+	pe.Purpose = "営業・請求"
+	must(s.Update(ctx, "admin", &pe, p.meta().Revision))
+	emptied := regexp.MustCompile(`,"r[0-9a-f]+"\r\n`).ReplaceAllString(string(old), ",\"\"\r\n")
+	if emptied == string(old) {
+		t.Fatalf("no 改訂 cell found:\n%s", old)
+	}
+	if _, err := importKind(s, KindPI, []byte(emptied)); fieldsOf(err)["revision"] != 2 {
+		t.Fatalf("an emptied 改訂 cell let a stale row in: %v", err)
 	}
 }

@@ -487,6 +487,17 @@ func (r approvalRefs) check(a *Approval) ValidationError {
 	return errs
 }
 
+// keepDecision carries into a, an update of stored approval c, what only
+// the approve, deny and return actions set: the approver, the decision time
+// and comment, and the return time (set now when an update returns it).
+// A form or file does not hold them, and must not clear them.
+func keepDecision(a, c *Approval, now time.Time) {
+	a.Approver, a.Decided, a.Comment, a.Returned = c.Approver, c.Decided, c.Comment, c.Returned
+	if a.Status == StatusReturned && a.Returned.IsZero() {
+		a.Returned = now.UTC()
+	}
+}
+
 // approvalChange lists what is wrong with changing stored approval c into
 // a by an update or import. The status only moves requested ->
 // approved/denied (the approve/deny action), approved -> returned, or to
@@ -548,7 +559,7 @@ func (s *Service) Update(ctx context.Context, who string, e Entry, rev int64) (C
 		if errs := approvalChange(c, a); len(errs) > 0 {
 			return Change{}, errs
 		}
-		a.Approver, a.Decided = c.Approver, c.Decided
+		keepDecision(a, c, s.now())
 	}
 	if err := s.check(ctx, e); err != nil {
 		return Change{}, err
@@ -653,8 +664,10 @@ type ImportRow struct {
 	// an existing entry keeps its stored values of those.
 	absent []int
 	// revision is the row's 改訂 cell (rowRevision of the entry as
-	// exported), "" when the file has no such column.
-	revision string
+	// exported); hasRevision says the file has that column, so that an
+	// emptied cell of an existing entry is a mismatch, not a hand-typed row.
+	revision    string
+	hasRevision bool
 }
 
 // Import applies rows of register k in one transaction: a row whose id
@@ -718,6 +731,10 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 			for _, i := range ir.absent {
 				sc.cols[i].keep(r, old)
 			}
+			if a, ok := r.(*Approval); ok {
+				// Not columns: the comment and return time stay as stored.
+				a.Comment, a.Returned = old.(*Approval).Comment, old.(*Approval).Returned
+			}
 		}
 		if m.Status == "" {
 			m.Status = StatusActive
@@ -746,12 +763,6 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 		piIDs = map[string]bool{}
 		for _, e := range pis {
 			piIDs[e.meta().ID] = true
-		}
-	}
-	var refs approvalRefs
-	if k == KindApprovals {
-		if refs, err = s.approvalRefs(ctx); err != nil {
-			return nil, err
 		}
 	}
 	// The active media as they would stand after the import, by folded
@@ -784,13 +795,11 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 				oa = old.(*Approval)
 			}
 			s.checkImportedApproval(ir.Row, r, oa, now, rowErr)
-			// An unchanged row is not a new act: a stick disposed since
-			// does not stop a re-import of the register.
-			if openApproval(r) && (oa == nil || !sameEntry(oa, r)) {
-				for _, fe := range refs.check(r) {
-					rowErr(ir.Row, fe.Field, "%s", fe.Msg)
-				}
-			}
+			// The media and register ids are not checked here: an open
+			// window cannot be imported (checkImportedApproval), an ended
+			// one is history, and a request is checked when approved. A
+			// register as the API let it become (a request whose stick was
+			// lost since) must import on another server.
 		case *Disposal:
 			if r.RegisterID != "" && !piIDs[r.RegisterID] {
 				rowErr(ir.Row, "register_id", "no register entry %s", r.RegisterID)
@@ -802,7 +811,7 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 				}
 			}
 		}
-		if old != nil && ir.revision != "" && !sameEntry(old, ir.Entry) {
+		if old != nil && ir.hasRevision && !sameEntry(old, ir.Entry) {
 			if now := rowRevision(sc, old); now != ir.revision {
 				rowErr(ir.Row, "revision", "%s changed since this file was exported (revision %s, now %s); importing the row would undo that change: export again and make your edits in the new file",
 					old.meta().ID, ir.revision, now)
@@ -866,11 +875,6 @@ func (s *Service) checkImportedApproval(row int, a, old *Approval, now time.Time
 		if a.To.After(now) {
 			bad(row, "status", "approved window until %s has not ended: an imported approval would open it on %s without an approver's act in Mamori; import it as %s (申請中) and approve it here",
 				a.To.Format(time.RFC3339), a.Host, StatusRequested)
-		}
-	case StatusReturned:
-		// Returned means approved, taken out and brought back.
-		if !a.From.IsZero() && !a.From.Before(now) {
-			bad(row, "from", "the window starting %s has not begun, so the medium cannot have been returned", a.From.Format(time.RFC3339))
 		}
 	case StatusRequested:
 		if a.Approver != "" || !a.Decided.IsZero() {
