@@ -263,6 +263,7 @@ var messagesJA = []struct{ en, ja string }{
 	{"the window has ended", "持出し期間が終わっているため承認できません。"},
 	{"does not exist", "その台帳番号は登録されていません。"},
 	{"no register entry", "個人情報管理台帳にその台帳番号はありません。"},
+	{"is retired", "その台帳番号は廃止されています（廃止した個人情報は持ち出せません）。"},
 	{"only an active medium can be carried out", "媒体管理台帳で廃棄済・紛失となっている媒体は持ち出せません（台帳にない媒体は承認の期間だけ使えます）。"},
 	{"is registered already as", "このシリアル番号の媒体は既に「有効」で登録されています。同じ媒体を2件登録することはできません。"},
 	{"with the approve/deny action", "申請の承認・却下は、承認者が「承認」「却下」の操作で行ってください。"},

@@ -532,3 +532,19 @@ func TestRetestOfKeeperFixes(t *testing.T) {
 		t.Fatalf("an emptied 改訂 cell let a stale row in: %v", err)
 	}
 }
+
+// A carry-out cannot name a retired (廃止) PI entry: its data is no longer
+// held, so nothing of it can be taken out.
+func TestApprovalCannotNameRetiredEntry(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
+	s, _ := newService(t, clk)
+	must := mustDo(t)
+	must(s.Create(ctx, "admin", samplePI("PI-R", "PC-01", `D:\旧`)))
+	must(s.Retire(ctx, "admin", KindPI, "PI-R", 0))
+	a := &Approval{Requester: "山田", Serial: "NEWSTICK", Host: "PC-01", Purpose: "訪問", RegisterIDs: []string{"PI-R"},
+		From: clk.Now().Add(time.Hour), To: clk.Now().Add(3 * time.Hour)}
+	if _, err := s.Create(ctx, "admin", a); fieldsOf(err)["register_ids[0]"] != 0 || err == nil {
+		t.Fatalf("a request naming a retired entry: %v", err)
+	}
+}

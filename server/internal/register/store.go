@@ -462,7 +462,9 @@ func (s *Service) approvalRefs(ctx context.Context) (approvalRefs, error) {
 		return r, err
 	}
 	for _, e := range pis {
-		r.pi[e.meta().ID] = true
+		// A retired entry's data is no longer held: nothing of it can be
+		// carried out.
+		r.pi[e.meta().ID] = e.meta().Status != StatusRetired
 	}
 	return r, nil
 }
@@ -480,8 +482,12 @@ func (r approvalRefs) check(a *Approval) ValidationError {
 		errs = append(errs, FieldError{Field: "serial", Msg: fmt.Sprintf("medium %s (serial %s) is %s: only an active medium can be carried out", m.ID, m.Serial, m.Status)})
 	}
 	for i, id := range a.RegisterIDs {
-		if !r.pi[id] {
+		active, ok := r.pi[id]
+		switch {
+		case !ok:
 			errs = append(errs, FieldError{Field: fmt.Sprintf("register_ids[%d]", i), Msg: fmt.Sprintf("no register entry %s", id)})
+		case !active:
+			errs = append(errs, FieldError{Field: fmt.Sprintf("register_ids[%d]", i), Msg: fmt.Sprintf("register entry %s is retired", id)})
 		}
 	}
 	return errs
