@@ -98,12 +98,19 @@ func (s *Server) recordChange(r *http.Request, c register.Change) {
 	}
 }
 
-// changed wakes this server's policy long-polls at once after a write.
+// changed records each change and wakes this server's policy long-polls
+// at once after a write. A save that changed nothing is no event.
 func (s *Server) changed(r *http.Request, cs ...register.Change) {
+	wrote := false
 	for _, c := range cs {
-		s.recordChange(r, c)
+		if c.Action != register.ActionUnchanged {
+			s.recordChange(r, c)
+			wrote = true
+		}
 	}
-	s.policyWritten()
+	if wrote {
+		s.policyWritten()
+	}
 }
 
 func (s *Server) handleListEntries(w http.ResponseWriter, r *http.Request) {

@@ -518,6 +518,21 @@ func TestRegisterChangeEventSaysWhatChanged(t *testing.T) {
 		t.Fatalf("entry_sha256: %v", upd)
 	}
 
+	// Saving it again as it is changes nothing and records nothing.
+	_, h, _ = admin.do("GET", "/api/v1/media/MD-0001", nil, nil, nil)
+	st, h2, raw := admin.do("PUT", "/api/v1/media/MD-0001", map[string]string{"If-Match": h.Get("ETag")}, map[string]any{
+		"registered": "2026-01-10", "product": "BUFFALO RUF3-K16GA", "serial": "AA00123456", "owner": "経理部 佐藤"}, nil)
+	if st != 200 || h2.Get("ETag") != h.Get("ETag") || !strings.Contains(string(raw), `"version":2`) {
+		t.Fatalf("unchanged update: %d ETag %s -> %s %s", st, h.Get("ETag"), h2.Get("ETag"), raw)
+	}
+	q.Events = nil
+	if st, _, raw := admin.do("GET", "/api/v1/events?agent=server&register_id=MD-0001", nil, nil, &q); st != 200 {
+		t.Fatalf("events: %d %s", st, raw)
+	}
+	if len(q.Events) != 2 {
+		t.Fatalf("an update that changed nothing was recorded: %+v", q.Events)
+	}
+
 	if st, _, raw := admin.do("GET", "/api/v1/media/export?lang=ja", nil, nil, nil); st != 200 {
 		t.Fatalf("export: %d %s", st, raw)
 	}

@@ -499,3 +499,41 @@ func TestEffectivePolicy(t *testing.T) {
 		t.Fatalf("admin-set department: %s", c.Source)
 	}
 }
+
+// Saving a form or PUTting an entry as read changes nothing: no new
+// version, no history entry, so the register's history (audit evidence)
+// lists only real changes.
+func TestUpdateThatChangesNothingWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newService(t, nil)
+	e := samplePI("PI-0009", "PC-01", `D:\顧客`)
+	if _, err := s.Create(ctx, "admin", e); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Get(ctx, KindPI, "PI-0009")
+	same := *got.(*PIEntry)
+	c, err := s.Update(ctx, "yamada", &same, got.meta().Revision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Action != ActionUnchanged || c.Revision != got.meta().Revision || c.Version != 1 {
+		t.Fatalf("unchanged update reported %+v", c)
+	}
+	if same.Revision != got.meta().Revision || same.Version != 1 || same.UpdatedBy != got.meta().UpdatedBy {
+		t.Fatalf("unchanged entry's meta %+v, stored %+v", same.Meta, *got.meta())
+	}
+	h, _ := s.History(ctx, KindPI, "PI-0009")
+	again, _ := s.Get(ctx, KindPI, "PI-0009")
+	if len(h) != 1 || again.meta().Revision != got.meta().Revision {
+		t.Fatalf("history %d entries, revision %d -> %d", len(h), got.meta().Revision, again.meta().Revision)
+	}
+	// A stale revision is still a conflict, changed or not.
+	upd := *got.(*PIEntry)
+	upd.RecordCount++
+	if _, err := s.Update(ctx, "yamada", &upd, got.meta().Revision); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, "late", &same, got.meta().Revision); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale no-op update: %v", err)
+	}
+}

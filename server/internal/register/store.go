@@ -37,6 +37,9 @@ const (
 	ActionApproved = "approved"
 	ActionDenied   = "denied"
 	ActionReturned = "returned"
+	// ActionUnchanged is Update's answer to an entry saved as stored:
+	// nothing is written and nothing is to be recorded.
+	ActionUnchanged = "unchanged"
 )
 
 // Change is one recorded change of one entry.
@@ -543,7 +546,9 @@ func approvalChange(c, a *Approval) ValidationError {
 }
 
 // Update replaces entry e.ID if it is still at revision rev (else
-// ErrConflict, nothing written). Approval decisions go through Decide.
+// ErrConflict, nothing written). An entry equal to the stored one writes
+// nothing and answers ActionUnchanged: the history lists real changes only.
+// Approval decisions go through Decide.
 func (s *Service) Update(ctx context.Context, who string, e Entry, rev int64) (Change, error) {
 	if rev <= 0 {
 		return Change{}, ValidationError{{Field: "revision", Msg: "required (the entry's revision as read, or If-Match)"}}
@@ -569,6 +574,9 @@ func (s *Service) Update(ctx context.Context, who string, e Entry, rev int64) (C
 	}
 	if err := s.check(ctx, e); err != nil {
 		return Change{}, err
+	}
+	if sameEntry(cur, e) {
+		return Change{Kind: e.kind(), ID: m.ID, Version: cm.Version, Action: ActionUnchanged, By: cm.UpdatedBy, At: cm.Updated, Revision: rev}, nil
 	}
 	before, err := encode(cur)
 	if err != nil {

@@ -61,7 +61,23 @@ func TestRegisterForm(t *testing.T) {
 	if stale.status != http.StatusConflict || !strings.Contains(stale.body, "ほかの人が先にこの項目を変更したため保存しませんでした") || !strings.Contains(stale.body, `value="9999"`) {
 		t.Fatalf("stale update: %d, want 409 in Japanese with the input kept:\n%.3000s", stale.status, stale.body)
 	}
+	// The form saved again as it stands changes nothing: no version, no event.
+	pg = b.get("/registers/pi/PI-001")
+	upd.Set("revision", regexp.MustCompile(`name="revision" value="(\d+)"`).FindStringSubmatch(pg.body)[1])
+	upd.Set("record_count", "1500")
+	if a := b.post("/registers/pi/PI-001", upd); a.status != http.StatusSeeOther || !strings.HasSuffix(a.header.Get("Location"), "ok=unchanged") {
+		t.Fatalf("unchanged save: %d %s", a.status, a.header.Get("Location"))
+	}
+	if a := b.get("/registers/pi/PI-001?ok=unchanged"); !strings.Contains(a.body, "変更がないため、保存していません") {
+		t.Errorf("unchanged save not said")
+	}
+	if ev := b.get("/events?type=register.unchanged"); strings.Contains(ev.body, `class="detail"`) {
+		t.Errorf("an unchanged save was recorded as an event")
+	}
 	hist := b.get("/registers/pi/PI-001").body
+	if n := strings.Count(hist, ">更新<"); n != 1 {
+		t.Errorf("history has %d updates, want 1 (the unchanged save made a version)", n)
+	}
 	if !strings.Contains(hist, "件数") || !strings.Contains(hist, ">1200<") || !strings.Contains(hist, ">1500<") || !strings.Contains(hist, ">更新<") {
 		t.Errorf("history does not say which field changed from what to what:\n%.5000s", hist)
 	}

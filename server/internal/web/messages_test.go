@@ -27,7 +27,7 @@ func TestMessagesComplete(t *testing.T) {
 		}
 	}
 	used := map[string]bool{"err_internal": true, "err_etcd_unavailable": true, "err_forbidden": true, "err_csrf": true, "err_not_found": true,
-		"err_invalid": true, "err_conflict": true, "err_login": true, "err_throttled": true, "saved": true,
+		"err_invalid": true, "err_conflict": true, "err_login": true, "err_throttled": true, "saved": true, "unchanged": true,
 		"approved_msg": true, "denied_msg": true, "assigned_msg": true, "user_created": true, "user_changed": true}
 	keyRE := regexp.MustCompile(`\.L\.([a-z0-9_]+)`)
 	files, _ := fs.Glob(dashboards.Templates, "templates/*.html")

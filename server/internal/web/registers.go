@@ -322,6 +322,10 @@ func (u *UI) handleSaveEntry(w http.ResponseWriter, r *http.Request) {
 		u.render(w, r, status, "entry", p)
 		return
 	}
+	if c.Action == register.ActionUnchanged {
+		back(w, r, "/registers/"+string(k)+"/"+c.ID, "unchanged")
+		return
+	}
 	u.changed(r, c)
 	back(w, r, "/registers/"+string(k)+"/"+c.ID, "saved")
 }

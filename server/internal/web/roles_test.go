@@ -59,7 +59,7 @@ func writeRoutes(piID string, piRev int64, apID string, apRev int64) []struct {
 	}{
 		{"/policies/assign", url.Values{"target": {"department"}, "id": {"営業部"}, "policy": {"strict"}}},
 		{"/registers/pi/new", url.Values{"entry": {entry}}},
-		{"/registers/pi/" + piID, url.Values{"entry": {entry}, "revision": rev(piRev)}},
+		{"/registers/pi/" + piID, url.Values{"entry": {strings.Replace(entry, "顧客名簿", "顧客名簿（2026年度）", 1)}, "revision": rev(piRev)}},
 		{"/registers/pi/" + piID + "/retire", url.Values{"revision": rev(piRev)}},
 		{"/registers/pi/import", url.Values{}},
 		{"/approvals/" + apID + "/approve", url.Values{"revision": rev(apRev)}},
