@@ -40,7 +40,9 @@ func (s *Server) recordStart(ctx context.Context, epoch int64) error {
 	if prev.kind == stopUnclean {
 		e := event.Event{Control: "server", Type: TypeUncleanStop, Severity: event.Warning, Object: "server",
 			Attrs: event.Attrs{"last_record_seq": prev.head.Seq,
-				"last_record_time": prev.head.LastSeen.UTC().Format(time.RFC3339Nano)}}
+				"last_record_time": prev.head.LastSeen.UTC().Format(time.RFC3339Nano),
+				// The term that ended unrecorded: which server to look at.
+				"node": prev.term["node"], "epoch": prev.term["epoch"]}}
 		if _, err := s.store.AppendServer(ctx, e); err != nil {
 			return fmt.Errorf("app: recording the unclean stop: %w", err)
 		}
@@ -71,6 +73,7 @@ func (s *Server) recordStop(ctx context.Context, epoch int64) error {
 type previousStop struct {
 	kind string
 	head eventlog.Head // the server stream's last record
+	term event.Attrs   // the last TypeWriterStarted's: its node and epoch
 }
 
 // previousStop says how the last term ended, from the server stream's last
@@ -84,17 +87,29 @@ func (s *Server) previousStop(ctx context.Context) (previousStop, error) {
 	if head.Seq == 0 {
 		return p, nil
 	}
-	started, err := s.store.Query(ctx, eventlog.Filter{Agent: event.ServerStream, Type: TypeWriterStarted, Limit: 1})
-	if err != nil {
-		return previousStop{}, fmt.Errorf("app: %w", err)
+	// The last term's start names its node and epoch. Starts are few (one
+	// a restart or failover), so paging through them is cheap.
+	f := eventlog.Filter{Agent: event.ServerStream, Type: TypeWriterStarted, Limit: eventlog.MaxLimit}
+	for {
+		page, err := s.store.Query(ctx, f)
+		if err != nil {
+			return previousStop{}, fmt.Errorf("app: %w", err)
+		}
+		if n := len(page.Events); n > 0 {
+			p.term = page.Events[n-1].Attrs
+		}
+		if page.Next == "" {
+			break
+		}
+		f.Cursor = page.Next
 	}
-	if len(started.Events) == 0 {
+	if p.term == nil {
 		p.kind = stopUnrecorded
 		return p, nil
 	}
 	// A stop is the store's own append, timed at its commit: within the
 	// window before the head's commit time if it is the last record.
-	f := eventlog.Filter{Agent: event.ServerStream, Type: TypeWriterStopped,
+	f = eventlog.Filter{Agent: event.ServerStream, Type: TypeWriterStopped,
 		From: head.LastSeen.Add(-time.Minute), Limit: eventlog.MaxLimit}
 	for {
 		page, err := s.store.Query(ctx, f)

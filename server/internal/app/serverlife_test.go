@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"testing"
 
@@ -73,6 +74,9 @@ func TestLogRecordsServerStartsAndStops(t *testing.T) {
 	}
 	if got[1].Attrs["last_record_seq"] == nil || got[1].Attrs["last_record_time"] == nil {
 		t.Errorf("unclean stop does not say what the last record before it was: %v", got[1].Attrs)
+	}
+	if fmt.Sprint(got[1].Attrs["node"]) != fmt.Sprint(got[0].Attrs["node"]) || fmt.Sprint(got[1].Attrs["epoch"]) != fmt.Sprint(got[0].Attrs["epoch"]) || got[1].Attrs["node"] == nil {
+		t.Errorf("unclean stop %v does not name the term that ended unrecorded %v", got[1].Attrs, got[0].Attrs)
 	}
 	if p := got[2].Attrs["previous_stop"]; p != "unclean" {
 		t.Errorf("start after a kill: previous_stop %v, want unclean", p)
