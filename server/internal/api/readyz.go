@@ -42,6 +42,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		v.Checks[name] = "failed"
 		s.log.Warn().Err(err).Str("check", name).Msg("api: not ready")
 	}
+	var lastWriter string // a standby's writer, as etcd last said
 	if s.cfg.Writer != nil {
 		self, url := s.cfg.Writer()
 		switch {
@@ -56,6 +57,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		default:
 			v.Role = "standby"
 			v.Checks["writer"] = "ok"
+			lastWriter = url
 		}
 	}
 	_, err := s.cfg.Store.TreeSize(ctx)
@@ -76,6 +78,11 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		// Both roles go on without etcd: the writer acks batches under its
 		// epoch, reads come from the cache; only changes wait for it.
 		v.Checks["etcd"] = "unavailable: reads from cache, changes refused"
+		if lastWriter != "" {
+			// The writer may be the node whose loss took the quorum: only
+			// etcd can say it lives.
+			v.Checks["writer"] = "unconfirmed: etcd unavailable, last known " + lastWriter
+		}
 	default:
 		check("etcd", err)
 	}
