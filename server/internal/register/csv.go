@@ -389,7 +389,12 @@ var schemas = map[Kind]*csvSchema{
 		timeCol("to", "持出し終了", func(e *Approval) *time.Time { return &e.To }),
 		textCol("approver", "承認者", func(e *Approval) *string { return &e.Approver }),
 		timeCol("decided", "承認日時", func(e *Approval) *time.Time { return &e.Decided }),
+		// The approver's comment and the return time are the actions'
+		// (approve/deny, return): exported for the auditor, and on import
+		// checked against what is stored (Service.Import).
+		textCol("comment", "承認コメント", func(e *Approval) *string { return &e.Comment }),
 		textCol("result", "結果", func(e *Approval) *string { return &e.Result }),
+		timeCol("returned", "返却日時", func(e *Approval) *time.Time { return &e.Returned }),
 	}},
 	KindDisposals: {required: []string{"id", "item"}, cols: []column{
 		idCol(),
@@ -510,13 +515,17 @@ func notInCP932(s string) []string {
 	return out
 }
 
+// saveAgain is what to do with a file that is not text Excel writes.
+const saveAgain = "Excel で「CSV UTF-8」または「CSV（コンマ区切り）」の形式で保存し直してください。"
+
 // DecodeText turns an uploaded file into UTF-8: a UTF-8 BOM or valid UTF-8
 // is taken as UTF-8, anything else is read as CP932 (Shift_JIS as Excel
-// writes it).
+// writes it). Its refusals are in Japanese: the file's language is not
+// known yet.
 func DecodeText(b []byte) ([]byte, error) {
 	if rest, ok := bytes.CutPrefix(b, []byte(utf8BOM)); ok {
 		if !utf8.Valid(rest) {
-			return nil, ValidationError{{Field: "file", Msg: "file starts with a UTF-8 BOM but is not UTF-8"}}
+			return nil, ValidationError{{Field: "file", Msg: "ファイルは UTF-8 の BOM で始まりますが、UTF-8 として読めません。" + saveAgain}}
 		}
 		return rest, nil
 	}
@@ -525,7 +534,7 @@ func DecodeText(b []byte) ([]byte, error) {
 	}
 	out, _, err := transform.Bytes(japanese.ShiftJIS.NewDecoder(), b)
 	if err != nil {
-		return nil, ValidationError{{Field: "file", Msg: "file is neither UTF-8 nor Shift_JIS (CP932): " + err.Error()}}
+		return nil, ValidationError{{Field: "file", Msg: "ファイルを UTF-8 としても Shift_JIS（CP932）としても読めません。" + saveAgain}}
 	}
 	return out, nil
 }
@@ -538,8 +547,10 @@ var registerJA = map[Kind]string{KindPI: "個人情報管理台帳", KindMedia: 
 // DefaultLocation. It returns the rows and every cell it could not read,
 // each with its spreadsheet row; it does not validate the entries (Import
 // does). A file that cannot be read at all is a ValidationError too.
-// Messages about the headers are in the file's language and name columns
-// by the headers it used.
+// Messages about the headers and the rows' CSV syntax are in the file's
+// language and name columns by the headers it used; those about the file
+// as a whole (empty, too large, not text, a broken header row) are in
+// Japanese.
 func ParseCSV(k Kind, b []byte) ([]ImportRow, ValidationError, error) {
 	return parseCSV(k, b, DefaultLocation)
 }
@@ -549,18 +560,27 @@ func (s *Service) ParseCSV(k Kind, b []byte) ([]ImportRow, ValidationError, erro
 	return parseCSV(k, b, s.loc)
 }
 
-// csvReadError names a CSV syntax error of spreadsheet row row.
-func csvReadError(row int, err error) error {
-	msg := err.Error()
+// csvReadError names a CSV syntax error of spreadsheet row row, in
+// Japanese unless en.
+func csvReadError(row int, err error, en bool) error {
+	cause := err
 	if pe, ok := errors.AsType[*csv.ParseError](err); ok {
-		switch {
-		case errors.Is(pe.Err, csv.ErrBareQuote):
-			msg = `a quote (") inside a cell that is not quoted`
-		case errors.Is(pe.Err, csv.ErrQuote):
-			msg = `a quoted cell is not closed (or a quote (") inside it is not doubled)`
-		default:
-			msg = pe.Err.Error()
-		}
+		cause = pe.Err
+	}
+	var msg string
+	switch {
+	case errors.Is(cause, csv.ErrBareQuote) && en:
+		msg = `a quote (") inside a cell that is not quoted`
+	case errors.Is(cause, csv.ErrBareQuote):
+		msg = `セルの途中に引用符（"）があります。セル全体を "…" で囲み、中の " は "" と2つ重ねてください。`
+	case errors.Is(cause, csv.ErrQuote) && en:
+		msg = `a quoted cell is not closed (or a quote (") inside it is not doubled)`
+	case errors.Is(cause, csv.ErrQuote):
+		msg = `引用符（"）で始まるセルが閉じていません（またはセルの中の " が "" と2つ重ねられていません）。`
+	case en:
+		msg = cause.Error()
+	default:
+		msg = fmt.Sprintf("CSV として読めません（%v）。", cause)
 	}
 	return ValidationError{{Row: row, Field: "file", Msg: msg}}
 }
@@ -571,7 +591,7 @@ func parseCSV(k Kind, b []byte, loc *time.Location) ([]ImportRow, ValidationErro
 		return nil, nil, err
 	}
 	if len(b) > MaxCSVBytes {
-		return nil, nil, ValidationError{{Field: "file", Msg: fmt.Sprintf("file is %d bytes, larger than the limit of %d", len(b), MaxCSVBytes)}}
+		return nil, nil, ValidationError{{Field: "file", Msg: fmt.Sprintf("ファイルが大きすぎます（%d バイト。%d MB まで）。ファイルを分けて取り込んでください。", len(b), MaxCSVBytes>>20)}}
 	}
 	text, err := DecodeText(b)
 	if err != nil {
@@ -581,10 +601,10 @@ func parseCSV(k Kind, b []byte, loc *time.Location) ([]ImportRow, ValidationErro
 	cr.FieldsPerRecord = -1
 	head, err := cr.Read()
 	if errors.Is(err, io.EOF) {
-		return nil, nil, ValidationError{{Field: "file", Msg: "empty file: no header row"}}
+		return nil, nil, ValidationError{{Field: "file", Msg: "ファイルが空です（1行目に見出しの行が必要です）。"}}
 	}
 	if err != nil {
-		return nil, nil, csvReadError(1, err)
+		return nil, nil, csvReadError(1, err, false)
 	}
 	// English headers are ASCII: any other character means the file is
 	// Japanese, and so are the messages about its headers.
@@ -655,7 +675,7 @@ func parseCSV(k Kind, b []byte, loc *time.Location) ([]ImportRow, ValidationErro
 			break
 		}
 		if err != nil {
-			return nil, nil, csvReadError(rowNum, err)
+			return nil, nil, csvReadError(rowNum, err, !ja)
 		}
 		if blank(rec) {
 			continue

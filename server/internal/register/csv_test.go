@@ -396,3 +396,272 @@ func TestCSVExportSJISNamesWhatItCannotWrite(t *testing.T) {
 		t.Fatalf("utf8 export: %v", err)
 	}
 }
+
+// An auditor's export of the 持出し記録 shows when each stick came back
+// (返却日時, set by the return action) and what the approver said
+// (承認コメント, set by approve/deny); the export re-imports unchanged, here
+// and on another server.
+func TestApprovalsCSVExportsReturnAndComment(t *testing.T) {
+	ctx := context.Background()
+	// Nanoseconds on the clock: the actions store times finer than a cell.
+	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 123456789, time.UTC))
+	s, _ := newService(t, clk)
+	must := mustDo(t)
+	must(s.Create(ctx, "admin", samplePI("PI-0007", "PC-01", `D:\顧客`)))
+	must(s.Create(ctx, "admin", medium("MD-1", "ACTIVE0001")))
+	mk := func(id string) {
+		must(s.Create(ctx, "admin", &Approval{Meta: Meta{ID: id}, Requester: "山田", Serial: "ACTIVE0001", Host: "PC-01",
+			Purpose: "展示会", RegisterIDs: []string{"PI-0007"}, From: clk.Now().Add(time.Hour), To: clk.Now().Add(3 * time.Hour)}))
+	}
+	mk("AP-1")
+	must(s.DecideWithComment(ctx, "部長 佐藤", "AP-1", true, 0, "暗号化USBのみ可。\n返却時に消去を確認"))
+	mk("AP-2")
+	must(s.DecideWithComment(ctx, "部長 佐藤", "AP-2", false, 0, "私用のため却下"))
+	clk.Add(90*time.Minute + 17*time.Second)
+	must(s.Return(ctx, "admin", "AP-1", 0, "消去確認済"))
+	e, _ := s.Get(ctx, KindApprovals, "AP-1")
+	ap1 := e.(*Approval)
+
+	ja := string(exportKind(t, s, KindApprovals, LangJA, EncUTF8))
+	head, _, _ := strings.Cut(ja, "\r\n")
+	for _, want := range []string{`"承認コメント"`, `"返却日時"`} {
+		if !strings.Contains(head, want) {
+			t.Errorf("ja header lacks %s: %s", want, head)
+		}
+	}
+	for _, want := range []string{`"暗号化USBのみ可。` + "\r\n" + `返却時に消去を確認"`, `"私用のため却下"`,
+		`"` + ap1.Returned.In(DefaultLocation).Format(csvTimeLayout) + `"`} {
+		if !strings.Contains(ja, want) {
+			t.Errorf("ja export lacks %s:\n%s", want, ja)
+		}
+	}
+	if en := string(exportKind(t, s, KindApprovals, LangEN, EncUTF8)); !strings.Contains(en, `"comment"`) || !strings.Contains(en, `"returned"`) {
+		t.Errorf("en header lacks comment/returned:\n%s", en)
+	}
+	// Re-imported as exported: nothing changes, nothing is lost.
+	for _, lang := range []string{LangJA, LangEN} {
+		if cs, err := importKind(s, KindApprovals, exportKind(t, s, KindApprovals, lang, EncUTF8)); err != nil || len(cs) != 0 {
+			t.Fatalf("%s export re-imported: %d changes, %v", lang, len(cs), err)
+		}
+	}
+	e, _ = s.Get(ctx, KindApprovals, "AP-1")
+	if a := e.(*Approval); a.Comment != ap1.Comment || !a.Returned.Equal(ap1.Returned) || a.Revision != ap1.Revision {
+		t.Fatalf("after re-import: comment %q returned %v rev %d, was %q %v %d", a.Comment, a.Returned, a.Revision, ap1.Comment, ap1.Returned, ap1.Revision)
+	}
+	// Another server takes the register and exports the same bytes.
+	other, _ := newService(t, clk)
+	for _, k := range []Kind{KindPI, KindMedia, KindApprovals} {
+		if _, err := importKind(other, k, exportKind(t, s, k, LangJA, EncUTF8)); err != nil {
+			t.Fatalf("%s to another server: %v", k, err)
+		}
+	}
+	if again := string(exportKind(t, other, KindApprovals, LangJA, EncUTF8)); again != ja {
+		t.Fatalf("another server's export differs:\n%s\n%s", ja, again)
+	}
+	if cs, err := importKind(other, KindApprovals, []byte(ja)); err != nil || len(cs) != 0 {
+		t.Fatalf("re-import on another server: %d %v", len(cs), err)
+	}
+
+	// The form and the history have each field once, the time as a time.
+	n := map[string]int{}
+	for _, f := range FormFields(KindApprovals) {
+		n[f.Name]++
+		if f.Name == "returned" && f.Input != InputDateTime || f.Name == "comment" && f.Input != InputLong {
+			t.Errorf("form field %s is %s", f.Name, f.Input)
+		}
+	}
+	if n["returned"] != 1 || n["comment"] != 1 {
+		t.Errorf("form fields %v", n)
+	}
+	h, _ := s.History(ctx, KindApprovals, "AP-1")
+	n = map[string]int{}
+	for _, fc := range Diff(KindApprovals, h[len(h)-1].Before, h[len(h)-1].After) {
+		n[fc.Field]++
+	}
+	if n["returned"] != 1 || n["status"] != 1 {
+		t.Errorf("return's history fields %v", n)
+	}
+}
+
+// What only the approve/deny/return actions set cannot come from a file:
+// a stored approval's comment and return time stay as recorded (an empty
+// cell keeps them, another value is refused); a migrated paper record may
+// carry them where its status says they happened.
+func TestApprovalsCSVImportReturnAndCommentRules(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
+	s, _ := newService(t, clk)
+	must := mustDo(t)
+	must(s.Create(ctx, "admin", medium("MD-1", "ACTIVE0001")))
+	for _, id := range []string{"AP-1", "AP-2"} {
+		must(s.Create(ctx, "admin", &Approval{Meta: Meta{ID: id}, Requester: "山田", Serial: "ACTIVE0001", Host: "PC-01",
+			Purpose: "訪問", From: clk.Now().Add(time.Hour), To: clk.Now().Add(3 * time.Hour)}))
+		must(s.DecideWithComment(ctx, "部長", id, true, 0, "可"))
+	}
+	clk.Add(time.Hour)
+	must(s.Return(ctx, "admin", "AP-1", 0, "返却"))
+	clk.Add(time.Hour)
+	get := func(id string) *Approval {
+		e, err := s.Get(ctx, KindApprovals, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.(*Approval)
+	}
+	head := "id,status,requester,serial,host,purpose,from,to,approver,decided,result,comment,returned\r\n"
+	rfc := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.Format(time.RFC3339)
+	}
+	stored := func(a *Approval, status, comment, returned string) string {
+		return strings.Join([]string{a.ID, status, a.Requester, a.Serial, a.Host, a.Purpose, rfc(a.From), rfc(a.To),
+			a.Approver, rfc(a.Decided), a.Result, comment, returned}, ",") + "\r\n"
+	}
+	ja := func(err error) string {
+		ve, _ := errors.AsType[ValidationError](err)
+		return strings.Join(ve.Lines(KindApprovals, LangJA), "\n")
+	}
+	ap1, ap2 := get("AP-1"), get("AP-2")
+	retCell := ap1.Returned.In(DefaultLocation).Format(csvTimeLayout)
+
+	// Stored approvals: as recorded (to the minute) or empty is unchanged.
+	for name, row := range map[string]string{
+		"as recorded": stored(ap1, "returned", "可", retCell) + stored(ap2, "approved", "可", ""),
+		"emptied":     stored(ap1, "returned", "", "") + stored(ap2, "approved", "", ""),
+	} {
+		if cs, err := importKind(s, KindApprovals, []byte(head+row)); err != nil || len(cs) != 0 {
+			t.Errorf("%s: %d changes, %v", name, len(cs), err)
+		}
+	}
+	if a := get("AP-1"); a.Comment != "可" || !a.Returned.Equal(ap1.Returned) || a.Revision != ap1.Revision {
+		t.Fatalf("stored AP-1 after unchanged imports: %+v", a)
+	}
+	for _, tc := range []struct{ name, row, field, ja string }{
+		{"comment changed", stored(ap1, "returned", "不可", retCell), "comment", "承認コメントは承認・却下の操作で記録されます"},
+		{"comment added", stored(ap2, "approved", "可。追記", ""), "comment", "承認コメントは承認・却下の操作で記録されます"},
+		{"return time moved", stored(ap1, "returned", "可", ap1.Returned.Add(-time.Hour).Format(time.RFC3339)), "returned", "返却日時は返却の操作で記録されます"},
+		{"return time of an approved one", stored(ap2, "approved", "", rfc(clk.Now().Add(-time.Minute))), "returned", "返却日時は返却の操作で記録されます"},
+	} {
+		_, err := importKind(s, KindApprovals, []byte(head+tc.row))
+		if f := fieldsOf(err); len(f) != 1 || f[tc.field] != 2 {
+			t.Errorf("%s: want one error on row 2 %s, got %v", tc.name, tc.field, err)
+		} else if msg := ja(err); !strings.Contains(msg, "2 行目") || !strings.Contains(msg, tc.ja) {
+			t.Errorf("%s: Japanese message %q", tc.name, msg)
+		}
+	}
+	if a := get("AP-1"); a.Comment != "可" || !a.Returned.Equal(ap1.Returned) || a.Revision != ap1.Revision {
+		t.Fatalf("refused imports changed AP-1: %+v", a)
+	}
+	// Returning by import, as an update does, records the time of it.
+	if cs, err := importKind(s, KindApprovals, []byte(head+stored(ap2, "returned", "", ""))); err != nil || len(cs) != 1 {
+		t.Fatalf("approved -> returned by import: %d %v", len(cs), err)
+	}
+	if a := get("AP-2"); !a.Returned.Equal(clk.Now()) || a.Comment != "可" {
+		t.Fatalf("returned by import: returned %v comment %q", a.Returned, a.Comment)
+	}
+
+	// New rows, a paper record migrated: times in Japan, the window ended.
+	row := func(id, status, approver, comment, returned string) string {
+		decided := ""
+		if approver != "" {
+			decided = "2026/9/30 17:00"
+		}
+		return id + "," + status + ",山田,ACTIVE0001,PC-01,訪問,2026/10/1 9:00,2026/10/1 18:00," + approver + "," + decided + ",," + comment + "," + returned + "\r\n"
+	}
+	for _, tc := range []struct{ name, row, field string }{
+		{"return time of a denied one", row("AP-10", "denied", "佐藤", "", "2026/10/1 17:30"), "returned"},
+		{"return time of an approved one", row("AP-10", "approved", "佐藤", "", "2026/10/1 17:30"), "returned"},
+		{"return time of a request", row("AP-10", "requested", "", "", "2026/10/1 17:30"), "returned"},
+		{"return time ahead", row("AP-10", "returned", "佐藤", "", "2026/11/3 9:00"), "returned"},
+		{"returned before the decision", row("AP-10", "returned", "佐藤", "", "2026/9/30 16:59"), "returned"},
+		{"comment on a request", row("AP-10", "requested", "", "よろしく", ""), "comment"},
+		{"comment too long", row("AP-10", "denied", "佐藤", strings.Repeat("却", 700), ""), "comment"},
+	} {
+		_, err := importKind(s, KindApprovals, []byte(head+tc.row))
+		if f := fieldsOf(err); len(f) != 1 || f[tc.field] != 2 {
+			t.Errorf("%s: want one error on row 2 %s, got %v", tc.name, tc.field, err)
+		} else if msg := err.(ValidationError)[0].Msg; MessageJA(msg) == msg || !strings.Contains(ja(err), "2 行目「") {
+			t.Errorf("%s: Japanese message %q", tc.name, msg)
+		}
+	}
+	if _, err := s.Get(ctx, KindApprovals, "AP-10"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refused row was stored: %v", err)
+	}
+	// Returned before the window began is a trip called off: the return
+	// action records it so, and another server must take it.
+	if cs, err := importKind(s, KindApprovals, []byte(head+row("AP-11", "returned", "佐藤", "消去確認", "2026/10/1 17:30")+
+		row("AP-12", "denied", "佐藤", "私用のため", "")+row("AP-13", "returned", "佐藤", "", "2026/9/30 18:00"))); err != nil || len(cs) != 3 {
+		t.Fatalf("paper records: %d %v", len(cs), err)
+	}
+	if a := get("AP-11"); a.Comment != "消去確認" || !a.Returned.Equal(time.Date(2026, 10, 1, 17, 30, 0, 0, DefaultLocation)) {
+		t.Fatalf("migrated AP-11: %q %v", a.Comment, a.Returned)
+	}
+	if a := get("AP-12"); a.Comment != "私用のため" || !a.Returned.IsZero() {
+		t.Fatalf("migrated AP-12: %q %v", a.Comment, a.Returned)
+	}
+	// A paper record returned at a time nobody wrote down stays so: the
+	// register re-imports, and its form saves, unchanged.
+	if cs, err := importKind(s, KindApprovals, []byte(head+row("AP-14", "returned", "佐藤", "", ""))); err != nil || len(cs) != 1 {
+		t.Fatalf("returned record without a return time: %d %v", len(cs), err)
+	}
+	if cs, err := importKind(s, KindApprovals, exportKind(t, s, KindApprovals, LangJA, EncUTF8)); err != nil || len(cs) != 0 {
+		t.Fatalf("register re-imported: %d changes, %v", len(cs), err)
+	}
+	if a := get("AP-14"); !a.Returned.IsZero() {
+		t.Fatalf("AP-14 got a return time %v", a.Returned)
+	} else if c, err := s.Update(ctx, "admin", a, a.Revision); err != nil || c.Action != ActionUnchanged {
+		t.Fatalf("AP-14 saved as read: %s %v", c.Action, err)
+	}
+
+	// A new request, by form or API, has no decision yet.
+	req := &Approval{Requester: "山田", Serial: "ACTIVE0001", Host: "PC-01", Purpose: "訪問", From: clk.Now().Add(time.Hour),
+		To: clk.Now().Add(2 * time.Hour), Comment: "承認済みのはず", Returned: clk.Now()}
+	must(s.Create(ctx, "admin", req))
+	if a := get(req.ID); a.Comment != "" || !a.Returned.IsZero() {
+		t.Fatalf("a new request carries %q %v", a.Comment, a.Returned)
+	}
+}
+
+// Every message about the file as a whole (empty, too large, not text,
+// broken quoting) is Japanese, as the header messages of a Japanese file
+// are; nothing in English is left for a Japanese office to read.
+func TestParseCSVFileMessagesJapanese(t *testing.T) {
+	japanese := func(s string) bool { return strings.ContainsFunc(s, func(r rune) bool { return r >= 0x3000 }) }
+	for name, b := range map[string][]byte{
+		"empty":                 nil,
+		"blank":                 []byte("\ufeff"),
+		"too large":             bytes.Repeat([]byte("a"), MaxCSVBytes+1),
+		"BOM but not UTF-8":     []byte("\ufeff\xff\xfe管理番号"),
+		"quote in the header":   []byte("管理番号,製\"品名\r\n"),
+		"unclosed quote":        []byte("管理番号,製品名,シリアル番号\r\nMD-1,\"USB,SERIAL0001\r\n"),
+		"quote inside a cell":   []byte("管理番号,製品名,シリアル番号\r\nMD-1,US\"B,SERIAL0001\r\n"),
+		"quote, English header": []byte("id,product,serial\r\nMD-1,US\"B,SERIAL0001\r\n"),
+	} {
+		_, _, err := ParseCSV(KindMedia, b)
+		ve, ok := errors.AsType[ValidationError](err)
+		if !ok || len(ve) != 1 || ve[0].Field != "file" {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		msg := ve[0].Msg
+		if name == "quote, English header" { // an English file is answered in English
+			if japanese(msg) || MessageJA(msg) == msg {
+				t.Errorf("%s: %q", name, msg)
+			}
+			continue
+		}
+		if !japanese(msg) || strings.Contains(msg, "empty file") || strings.Contains(msg, "larger than") || strings.Contains(msg, "quote") {
+			t.Errorf("%s: message %q is not Japanese", name, msg)
+		}
+		// Said once: Lines does not add an English detail to it.
+		if l := ve.Lines(KindMedia, LangJA)[0]; !strings.HasSuffix(l, msg) || strings.Count(l, "。") != strings.Count(msg, "。") {
+			t.Errorf("%s: Lines %q", name, l)
+		}
+	}
+	_, _, err := ParseCSV(KindPI, nil)
+	if ve, _ := errors.AsType[ValidationError](err); len(ve) != 1 || ve[0].Msg != "ファイルが空です（1行目に見出しの行が必要です）。" {
+		t.Errorf("empty file: %v", err)
+	}
+}

@@ -30,7 +30,13 @@ type FormField struct {
 	Input                  string
 	Choices                []string
 	Required               bool
+	// Recorded fields are set by actions (approve, deny, return), not by
+	// the form: shown read-only on an entry, absent from a new one.
+	Recorded bool
 }
+
+// recorded lists, per register, the fields only actions set.
+var recorded = map[Kind][]string{KindApprovals: {"approver", "decided", "comment", "returned"}}
 
 // choices of the closed value sets, per register and field.
 var formChoices = map[Kind]map[string][]string{
@@ -71,6 +77,10 @@ var formHelp = map[string]help{
 	"register_ids":    {"持ち出す個人情報の台帳番号。1行に1件。", "Register numbers of the personal data taken out, one per line."},
 	"register_id":     {"廃棄した個人情報の台帳番号（任意）。", "Register number of the disposed personal data (optional)."},
 	"certificate":     {"廃棄証明書の番号など（任意）。", "Disposal certificate reference (optional)."},
+	"approver":        {"承認・却下の操作をした人。ここでは変更できません。", "Who approved or denied, recorded by the action; not changed here."},
+	"decided":         {"承認・却下の操作の日時。ここでは変更できません。", "When it was approved or denied, recorded by the action; not changed here."},
+	"comment":         {"承認・却下の操作で承認者が付けたコメント。ここでは変更できません。", "The approver's, recorded by approve/deny; not changed here."},
+	"returned":        {"返却の操作で記録された日時。ここでは変更できません。", "Recorded by the return action; not changed here."},
 }
 
 // required fields a form marks; validation decides, this only guides.
@@ -90,7 +100,8 @@ func FormFields(k Kind) []FormField {
 	out := make([]FormField, 0, len(sc.cols))
 	for _, c := range sc.cols {
 		f := FormField{Name: c.en, LabelJA: c.ja, LabelEN: strings.ReplaceAll(c.en, "_", " "), Input: InputText,
-			HelpJA: formHelp[c.en].ja, HelpEN: formHelp[c.en].en, Required: slices.Contains(formRequired[k], c.en)}
+			HelpJA: formHelp[c.en].ja, HelpEN: formHelp[c.en].en, Required: slices.Contains(formRequired[k], c.en),
+			Recorded: slices.Contains(recorded[k], c.en)}
 		switch c.en {
 		case "status", "medium":
 			f.Input, f.Choices = InputSelect, formChoices[k][c.en]
@@ -98,13 +109,13 @@ func FormFields(k Kind) []FormField {
 			f.Input = InputYesNo
 		case "locations", "paper_locations", "access", "register_ids":
 			f.Input = InputLines
-		case "purpose", "contents", "risk_notes", "result":
+		case "purpose", "contents", "risk_notes", "result", "comment":
 			f.Input = InputLong
 		case "record_count":
 			f.Input = InputNumber
 		case "registered", "date", "last_reviewed":
 			f.Input = InputDate
-		case "from", "to", "decided":
+		case "from", "to", "decided", "returned":
 			f.Input = InputDateTime
 		}
 		if f.Input == InputSelect && len(f.Choices) == 0 {
@@ -273,14 +284,15 @@ var messagesJA = []struct{ en, ja string }{
 	{"has not ended: an imported approval", "持出し期間が終わっていない「承認」は取り込めません。「申請中」として取り込み、承認者が承認してください。"},
 	{"has not begun, so the medium cannot have been returned", "持出し開始前のため「返却済」にはできません。"},
 	{"a requested approval has no approver", "「申請中」の行に承認者・承認日時は入力できません。"},
+	{"a requested approval has no comment", "「申請中」の行に承認コメントは入力できません（承認者が承認・却下のときに付けます）。"},
+	{"the approver's comment is recorded by", "承認コメントは承認・却下の操作で記録されます。ファイルでは変更できません。記録どおりにするか、空欄にしてください。"},
+	{"the return time is recorded by", "返却日時は返却の操作で記録されます。ファイルでは変更できません。記録どおりにするか、空欄にしてください。"},
+	{"only a returned approval has a return time", "返却日時は「返却済」の行にだけ入力できます。"},
+	{"before the decision at", "返却日時が承認日時より前です。"},
 	{"changed since this file was exported", "このファイルを書き出した後に台帳で変更された行です。取り込むとその変更が元に戻るため、取り込みを中止しました。もう一度書き出して、新しいファイルに編集をやり直してください。"},
 	{"repeats row", "同じ管理番号の行が2つあります。"},
-	{"empty file", "ファイルが空です（1行目に見出しが必要です）。"},
 	{"inside a cell that is not quoted", "セルの途中に引用符（\"）があります。セル全体を \"…\" で囲み、中の \" は \"\" と2つ重ねてください。"},
-	{"quoted cell is not closed", "引用符（\"）で始まるセルが閉じていません。"},
-	{"but is not UTF-8", "UTF-8 の BOM で始まりますが UTF-8 ではありません。"},
-	{"neither UTF-8 nor Shift_JIS", "UTF-8 でも Shift_JIS（CP932）でもありません。Excel で「CSV UTF-8」または「CSV（コンマ区切り）」で保存してください。"},
-	{"larger than the limit", "ファイルが大きすぎます（8MB まで）。分けて取り込んでください。"},
+	{"quoted cell is not closed", "引用符（\"）で始まるセルが閉じていません（またはセルの中の \" が \"\" と2つ重ねられていません）。"},
 }
 
 // FieldChange is one field's change in a history record.
@@ -296,12 +308,7 @@ func Diff(k Kind, before, after json.RawMessage) []FieldChange {
 	_ = json.Unmarshal(before, &b)
 	_ = json.Unmarshal(after, &a)
 	var out []FieldChange
-	fields := FormFields(k)
-	if k == KindApprovals { // kept on the entry, not in the CSV
-		fields = append(fields, FormField{Name: "comment", LabelJA: "承認コメント", LabelEN: "comment"},
-			FormField{Name: "returned", LabelJA: "返却日時", LabelEN: "returned"})
-	}
-	for _, f := range fields {
+	for _, f := range FormFields(k) {
 		bv, av := b[f.Name], a[f.Name]
 		if reflect.DeepEqual(bv, av) {
 			continue

@@ -364,7 +364,7 @@ func (s *Service) Create(ctx context.Context, who string, e Entry) (Change, erro
 		if a.Status != "" && a.Status != StatusRequested {
 			return Change{}, ValidationError{{Field: "status", Msg: "a new approval is requested; approve or deny it afterwards"}}
 		}
-		a.Status, a.Approver, a.Decided = StatusRequested, "", time.Time{}
+		a.Status, a.Approver, a.Decided, a.Comment, a.Returned = StatusRequested, "", time.Time{}, "", time.Time{}
 	} else if m.Status == "" {
 		m.Status = StatusActive
 	}
@@ -499,10 +499,13 @@ func (r approvalRefs) check(a *Approval) ValidationError {
 // keepDecision carries into a, an update of stored approval c, what only
 // the approve, deny and return actions set: the approver, the decision time
 // and comment, and the return time (set now when an update returns it).
-// A form or file does not hold them, and must not clear them.
+// A form shows them but cannot change or clear them (Import refuses a file
+// that would).
 func keepDecision(a, c *Approval, now time.Time) {
 	a.Approver, a.Decided, a.Comment, a.Returned = c.Approver, c.Decided, c.Comment, c.Returned
-	if a.Status == StatusReturned && a.Returned.IsZero() {
+	// Only a return records now: a returned record without a return time
+	// (a migrated one) is saved as it is.
+	if a.Status == StatusReturned && c.Status != StatusReturned && a.Returned.IsZero() {
 		a.Returned = now.UTC()
 	}
 }
@@ -514,7 +517,7 @@ func keepDecision(a, c *Approval, now time.Time) {
 // in the same minute as the stored ones are the stored ones (a form or a
 // CSV cell names whole minutes) and are set to them.
 func approvalChange(c, a *Approval) ValidationError {
-	for _, p := range []struct{ in, was *time.Time }{{&a.From, &c.From}, {&a.To, &c.To}, {&a.Decided, &c.Decided}} {
+	for _, p := range []struct{ in, was *time.Time }{{&a.From, &c.From}, {&a.To, &c.To}, {&a.Decided, &c.Decided}, {&a.Returned, &c.Returned}} {
 		if !p.in.IsZero() && (p.in.Equal(p.was.Truncate(time.Second)) || p.in.Second() == 0 && p.in.Equal(p.was.Truncate(time.Minute))) {
 			*p.in = *p.was
 		}
@@ -699,10 +702,12 @@ type ImportRow struct {
 // paper 持出し記録), with limits so that a file cannot stand in for an
 // approver's act in Mamori: an approved row whose window has not ended is
 // refused (import it as requested and approve it here), a returned one
-// needs an approver and a window that has begun, a decision time cannot
-// lie ahead, and a stored approval's decision and, once decided, its terms
-// cannot be changed by import (the rules of Update). Requested and approved
-// rows must name an active medium and existing register entries. A
+// needs an approver, a decision time cannot lie ahead, and a stored
+// approval's decision and, once decided, its terms cannot be changed by
+// import (the rules of Update). A stored approval's comment and return time
+// are the actions': a cell must say what is stored or be empty (kept). A
+// new row's return time needs a returned (or retired) status, not ahead
+// and not before the decision; its comment a decided one. A
 // disposal's register_id must name a personal-information entry that
 // exists; an active medium's serial may be registered once.
 func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow, errs ValidationError) ([]Change, error) {
@@ -746,8 +751,15 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 				sc.cols[i].keep(r, old)
 			}
 			if a, ok := r.(*Approval); ok {
-				// Not columns: the comment and return time stay as stored.
-				a.Comment, a.Returned = old.(*Approval).Comment, old.(*Approval).Returned
+				// An empty cell keeps what the actions recorded; another
+				// value is refused (checkImportedApproval).
+				oa := old.(*Approval)
+				if a.Comment == "" {
+					a.Comment = oa.Comment
+				}
+				if a.Returned.IsZero() {
+					a.Returned = oa.Returned
+				}
 			}
 		}
 		if m.Status == "" {
@@ -847,6 +859,9 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 		}
 		om := old.meta()
 		m.Version, m.Revision = om.Version, om.Revision
+		if a, ok := r.(*Approval); ok {
+			keepDecision(a, old.(*Approval), now) // as an update: returning records when
+		}
 		if sameEntry(old, r) {
 			continue
 		}
@@ -882,7 +897,35 @@ func (s *Service) checkImportedApproval(row int, a, old *Approval, now time.Time
 		case !a.Decided.Equal(old.Decided):
 			bad(row, "decided", "%s was decided at %s; an import cannot change that", a.ID, old.Decided.Format(time.RFC3339))
 		}
+		// Import put the stored values in empty cells: a difference is a
+		// value the file gives.
+		if a.Comment != old.Comment {
+			bad(row, "comment", "%s: the approver's comment is recorded by the approve/deny action; a file cannot set or change it (stored: %q)", a.ID, old.Comment)
+		}
+		if !a.Returned.Equal(old.Returned) {
+			was := "none"
+			if !old.Returned.IsZero() {
+				was = old.Returned.Format(time.RFC3339)
+			}
+			bad(row, "returned", "%s: the return time is recorded by the return action; a file cannot set or change it (stored: %s)", a.ID, was)
+		}
 		return
+	}
+	// A migrated record. Returned before its window began is allowed: the
+	// return action records a trip called off so, and its export must
+	// import on another server.
+	if !a.Returned.IsZero() {
+		switch {
+		case a.Status != StatusReturned && a.Status != StatusRetired:
+			bad(row, "returned", "only a returned approval has a return time (this row is %s)", a.Status)
+		case a.Returned.After(now):
+			bad(row, "returned", "%s is in the future", a.Returned.Format(time.RFC3339))
+		case !a.Decided.IsZero() && a.Returned.Before(a.Decided):
+			bad(row, "returned", "returned at %s, before the decision at %s", a.Returned.Format(time.RFC3339), a.Decided.Format(time.RFC3339))
+		}
+	}
+	if a.Comment != "" && a.Status == StatusRequested {
+		bad(row, "comment", "a requested approval has no comment yet: the approver gives it with the decision")
 	}
 	switch a.Status {
 	case StatusApproved:
