@@ -346,6 +346,12 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 		t.Errorf("after approving: %q", st)
 	}
 	u.shot("08-approvals")
+	// The approved entry: the decision shows, read-only, beside the terms.
+	u.open(u.eval(`document.querySelector("#approvals td a[href^='/registers/approvals/']").getAttribute("href")`), "#f-comment")
+	if ro := u.eval(`String(document.querySelector("#f-comment").readOnly)`); ro != "true" || !strings.Contains(u.eval(`document.querySelector("#f-comment").value`), "暗号化USBのみ") {
+		t.Errorf("the approver's comment on the entry: read-only %s", ro)
+	}
+	u.shot("23-approval-entry")
 	u.open("/policies", "#assign-pc, .panel")
 	u.shot("11-policies")
 	u.logout()

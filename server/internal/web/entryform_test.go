@@ -94,3 +94,35 @@ func TestRegisterForm(t *testing.T) {
 		t.Errorf("register export with q= lost the match")
 	}
 }
+
+// An approval's approver, decision time, comment and return time are set
+// by the approve, deny and return actions: the form shows them but offers
+// no input that a save would silently ignore, and a new request has none.
+func TestApprovalFormRecordedFieldsReadOnly(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	b := newBrowser(t, srv)
+	csrf := b.login("admin", srv.AdminPassword())
+	id, rev := newApproval(t, srv, "山田", "PC-SALES01")
+	if a := b.post("/approvals/"+id+"/approve", url.Values{"csrf": {csrf}, "revision": {itoa(rev)}, "comment": {"展示会のみ可"}}); a.status != http.StatusSeeOther {
+		t.Fatalf("approve: %d", a.status)
+	}
+	pg := b.get("/registers/approvals/" + id).body
+	for _, f := range []string{"approver", "decided", "comment", "returned"} {
+		tag := regexp.MustCompile(`<(input|textarea)[^>]*id="f-` + f + `"[^>]*>`).FindString(pg)
+		if tag == "" || !strings.Contains(tag, "readonly") {
+			t.Errorf("%s on the approval's form: %q, want a read-only field", f, tag)
+		}
+	}
+	if !strings.Contains(pg, "展示会のみ可") || !strings.Contains(pg, `value="admin"`) {
+		t.Errorf("the recorded decision is not shown")
+	}
+	if tag := regexp.MustCompile(`<textarea[^>]*id="f-purpose"[^>]*>`).FindString(pg); tag == "" || strings.Contains(tag, "readonly") {
+		t.Errorf("purpose is not an ordinary field: %q", tag)
+	}
+	nf := b.get("/registers/approvals/new").body
+	for _, f := range []string{"approver", "decided", "comment", "returned"} {
+		if strings.Contains(nf, `id="f-`+f+`"`) {
+			t.Errorf("the new request form offers %s", f)
+		}
+	}
+}
