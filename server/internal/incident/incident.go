@@ -648,6 +648,9 @@ func (s *Service) Update(ctx context.Context, who, id string, u Update) (Inciden
 	if len(u.AddEvents) == 0 && len(u.AddEntries) == 0 {
 		in.Sensitive = sensitive // an explicit edit of the flag stands
 	}
+	if err := s.checkClose(in); err != nil {
+		return Incident{}, err
+	}
 	in.Updated, in.UpdatedBy = now, who
 	rev, err := s.cfg.KV.PutJSON(ctx, dir+id, in, old.Revision)
 	if err != nil {
@@ -660,6 +663,28 @@ func (s *Service) Update(ctx context.Context, who, id string, u Update) (Inciden
 	s.record(ctx, who, TypeUpdated, in, event.Attrs{"changed": changed(old, in)})
 	s.fill(&in)
 	return in, nil
+}
+
+// checkClose refuses to close a reportable incident before both reports
+// to the PPC are recorded: the law asks for them, and a closed incident
+// raises no overdue alert. One found not reportable after all is closed
+// once the facts that made it so (persons, flags) are corrected.
+func (s *Service) checkClose(in Incident) error {
+	if in.Status != StatusClosed {
+		return nil
+	}
+	s.fill(&in)
+	var missing []string
+	if in.Reportable && in.PreliminaryReportedAt == nil {
+		missing = append(missing, "preliminary_reported_at")
+	}
+	if in.Reportable && in.FinalReportedAt == nil {
+		missing = append(missing, "final_reported_at")
+	}
+	if len(missing) > 0 {
+		return invalid("a reportable incident is closed once its reports are recorded: give %s (%s)", strings.Join(missing, " and "), in.ReportableReason)
+	}
+	return nil
 }
 
 // changed names the fields that differ, for the event.

@@ -243,4 +243,21 @@ func TestIncidentFromBlockedMediaAlert(t *testing.T) {
 	if fmt.Sprint(types) != "[incident.opened incident.updated incident.overdue incident.overdue]" {
 		t.Errorf("incident events: %v", types)
 	}
+
+	// A reportable incident is not closed before both reports to the PPC
+	// are recorded: closing it would also silence the overdue alerts.
+	c.do("GET", incident.Path+"/"+in.ID, nil, &got)
+	cl := map[string]any{"revision": got.Revision, "status": "closed", "title": got.Title, "discovered_at": got.DiscoveredAt,
+		"occurred_at": got.OccurredAt, "summary": got.Summary, "intent": true, "persons": 320, "cause": got.Cause,
+		"preliminary_reported_at": "2026-02-02T10:00:00+09:00"}
+	if st, b := c.do("PUT", incident.Path+"/"+in.ID, cl, nil); st != 400 || !strings.Contains(string(b), "final_reported_at") {
+		t.Errorf("closing a reportable incident without its 確報: %d %s", st, b)
+	}
+	if c.do("GET", incident.Path+"/"+in.ID, nil, &got); got.Status != incident.StatusOpen {
+		t.Fatalf("a refused close changed the status to %s", got.Status)
+	}
+	cl["final_reported_at"] = "2026-03-20T10:00:00+09:00"
+	if st, b := c.do("PUT", incident.Path+"/"+in.ID, cl, &got); st != 200 || got.Status != incident.StatusClosed {
+		t.Errorf("closing with both reports: %d %s", st, b)
+	}
 }

@@ -162,6 +162,8 @@ func incidentProblem(err error) string {
 		return "本人の数は 0 以上にしてください。"
 	case strings.Contains(msg, "longer than"):
 		return "長すぎる項目があります: " + msg
+	case strings.Contains(msg, "a reportable incident is closed once"):
+		return "報告対象の事故は、速報と確報の報告日時を記録するまで「完了」にできません。報告対象でないと判断した場合は、その根拠（本人の数、要配慮・暗号化などの項目）を直してから完了にしてください。"
 	case strings.Contains(msg, "not an alert"):
 		return "このイベントはアラートではありません。"
 	default:

@@ -129,6 +129,7 @@ func TestIncidentEditedOnItsPage(t *testing.T) {
 		"persons not a number":      {map[string]string{"persons": "百人"}, "本人の数"},
 		"no title":                  {map[string]string{"title": " "}, "件名を入力してください"},
 		"no such register entry":    {map[string]string{"add_entries": "PI-999"}, "PI-999"},
+		"closed before its 確報":      {map[string]string{"status": "closed"}, "速報と確報の報告日時を記録するまで「完了」にできません"},
 	} {
 		f := form()
 		for k, v := range c.set {
