@@ -354,6 +354,22 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 	u.shot("23-approval-entry")
 	u.open("/policies", "#assign-pc, .panel")
 	u.shot("11-policies")
+	// A manager records an incident and fills in its page.
+	u.open("/incidents", "#incident-form")
+	u.do("open an incident",
+		setValue("#i-title", "顧客名簿のUSBメモリ紛失"),
+		chromedp.SendKeys(chromedp.ID("i-sum"), "営業部で顧客名簿を保存したUSBメモリを紛失"),
+		chromedp.Click(chromedp.CSS(`#incident-form button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`a[href^="/incidents/INC-"]`)))
+	u.open(u.eval(`document.querySelector("a[href^='/incidents/INC-']").getAttribute("href")`), "#incident-edit")
+	u.do("edit the incident",
+		chromedp.SendKeys(chromedp.ID("e-cause"), "外出先での置き忘れ"),
+		setValue("#e-persons", "320"),
+		chromedp.Click(chromedp.ID("save-incident")),
+		chromedp.WaitVisible(chromedp.CSS(".flash.ok")))
+	if h := u.text("#incident-history"); !strings.Contains(h, "外出先での置き忘れ") || !strings.Contains(h, "本人の数") {
+		t.Errorf("the incident's history: %q", h)
+	}
 	u.logout()
 
 	// The auditor finds who touched the folder today, by PC name, folder
@@ -400,6 +416,12 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 	u.shot("18-notifications")
 	u.open("/incidents", "h1")
 	u.shot("19-incidents")
+	// The auditor reads the incident's page: no form, its history.
+	u.open(u.eval(`document.querySelector("a[href^='/incidents/INC-']").getAttribute("href")`), "#incident-history")
+	if h := u.text("#incident-history"); !strings.Contains(h, "外出先での置き忘れ") || !strings.Contains(h, "本人の数") {
+		t.Errorf("the incident's history: %q", h)
+	}
+	u.shot("24-incident")
 	u.open("/reports", "h1")
 	u.shot("20-reports")
 	today := time.Now().In(time.FixedZone("JST", 9*3600)).Format("2006-01-02")

@@ -614,6 +614,20 @@ func (s *Service) Update(ctx context.Context, who, id string, u Update) (Inciden
 	in.Measures, in.PeopleInformed, in.Publication, in.Recurrence, in.Notes = u.Measures, u.PeopleInformed, u.Publication, u.Recurrence, u.Notes
 	in.Sensitive, in.MyNumber, in.PropertyDamage, in.Intent, in.EncryptedKeySafe = u.Sensitive, u.MyNumber, u.PropertyDamage, u.Intent, u.EncryptedKeySafe
 	in.PreliminaryReportedAt, in.FinalReportedAt = u.PreliminaryReportedAt, u.FinalReportedAt
+	// A form names whole minutes: a time in the stored one's minute is it,
+	// not a change of a few seconds in the history.
+	if u.DiscoveredAt.Second() == 0 && u.DiscoveredAt.Equal(old.DiscoveredAt.Truncate(time.Minute)) {
+		in.DiscoveredAt = old.DiscoveredAt
+	}
+	for _, p := range []struct {
+		in  *(*time.Time)
+		was *time.Time
+	}{{&in.OccurredAt, old.OccurredAt},
+		{&in.PreliminaryReportedAt, old.PreliminaryReportedAt}, {&in.FinalReportedAt, old.FinalReportedAt}} {
+		if *p.in != nil && p.was != nil && (*p.in).Second() == 0 && (*p.in).Equal(p.was.Truncate(time.Minute)) {
+			*p.in = p.was
+		}
+	}
 	if u.Persons != nil {
 		in.Persons, in.PersonsEdited = *u.Persons, true
 	} else {
@@ -660,7 +674,7 @@ func (s *Service) Update(ctx context.Context, who, id string, u Update) (Inciden
 		return Incident{}, fmt.Errorf("incident: storing %s: %w", id, err)
 	}
 	in.Revision = rev
-	s.record(ctx, who, TypeUpdated, in, event.Attrs{"changed": changed(old, in)})
+	s.record(ctx, who, TypeUpdated, in, changes(old, in))
 	s.fill(&in)
 	return in, nil
 }
@@ -687,30 +701,72 @@ func (s *Service) checkClose(in Incident) error {
 	return nil
 }
 
-// changed names the fields that differ, for the event.
-func changed(a, b Incident) []any {
+// changes names the fields that differ and their values before and after,
+// for the event: the incident's history is read from its events. Long
+// texts are cut; the record itself keeps them whole.
+func changes(a, b Incident) event.Attrs {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	var ma, mb map[string]any
 	_ = json.Unmarshal(ja, &ma)
 	_ = json.Unmarshal(jb, &mb)
-	var out []any
 	keys := make([]string, 0, len(mb))
 	for k := range mb {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	names := []any{}
+	before, after := map[string]any{}, map[string]any{}
 	for _, k := range keys {
-		if k == "revision" || k == "updated" || k == "updated_by" || k == "deadlines" || k == "reportable" || k == "reportable_reason" {
+		switch k {
+		case "revision", "updated", "updated_by", "deadlines", "reportable", "reportable_reason", "overdue_raised":
 			continue
 		}
 		x, _ := json.Marshal(ma[k])
 		y, _ := json.Marshal(mb[k])
-		if string(x) != string(y) {
-			out = append(out, k)
+		if string(x) == string(y) {
+			continue
+		}
+		names = append(names, k)
+		if v := historyValue(ma[k]); v != nil {
+			before[k] = v
+		}
+		if v := historyValue(mb[k]); v != nil {
+			after[k] = v
 		}
 	}
-	return out
+	return event.Attrs{"changed": names, "before": before, "after": after}
+}
+
+// historyValue is v as an incident's history shows it: a text cut at 200
+// characters, the register entries it touches by id; nil for nothing.
+func historyValue(v any) any {
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case string:
+		if x == "" {
+			return nil
+		}
+		if r := []rune(x); len(r) > 200 {
+			return string(r[:200]) + "…"
+		}
+		return x
+	case []any:
+		if len(x) == 0 {
+			return nil
+		}
+		ids := make([]any, 0, len(x))
+		for _, e := range x {
+			if m, ok := e.(map[string]any); ok {
+				ids = append(ids, m["id"])
+			} else {
+				ids = append(ids, e)
+			}
+		}
+		return ids
+	}
+	return v
 }
 
 // record appends an incident change to the server stream.

@@ -243,6 +243,15 @@ func TestIncidentFromBlockedMediaAlert(t *testing.T) {
 	if fmt.Sprint(types) != "[incident.opened incident.updated incident.overdue incident.overdue]" {
 		t.Errorf("incident events: %v", types)
 	}
+	// The update's event says what changed from what to what: the
+	// incident's history.
+	upd := hist.Events[1].Attrs
+	before, _ := upd["before"].(map[string]any)
+	after, _ := upd["after"].(map[string]any)
+	if fmt.Sprint(before["persons"]) != "1250" || fmt.Sprint(after["persons"]) != "320" || after["cause"] != "従業員による持ち出しの試み" ||
+		before["cause"] != nil || fmt.Sprint(after["affected"]) != "[PI-0001 PI-0002]" {
+		t.Errorf("incident.updated attrs: %v", upd)
+	}
 
 	// A reportable incident is not closed before both reports to the PPC
 	// are recorded: closing it would also silence the overdue alerts.
@@ -259,5 +268,19 @@ func TestIncidentFromBlockedMediaAlert(t *testing.T) {
 	cl["final_reported_at"] = "2026-03-20T10:00:00+09:00"
 	if st, b := c.do("PUT", incident.Path+"/"+in.ID, cl, &got); st != 200 || got.Status != incident.StatusClosed {
 		t.Errorf("closing with both reports: %d %s", st, b)
+	}
+
+	// A form names whole minutes: saving one back is no change of seconds.
+	var byHand incident.Incident
+	if st, b := c.do("POST", incident.Path, map[string]any{"title": "誤送信", "discovered_at": "2026-01-30T09:15:31+09:00"}, &byHand); st != 201 {
+		t.Fatalf("open by hand: %d %s", st, b)
+	}
+	if st, b := c.do("PUT", incident.Path+"/"+byHand.ID, map[string]any{"revision": byHand.Revision, "status": "open", "title": "誤送信",
+		"discovered_at": "2026-01-30T09:15:00+09:00", "cause": "宛先の確認漏れ"}, &got); st != 200 || got.DiscoveredAt.Second() != 31 {
+		t.Fatalf("update by minute: %d %s", st, b)
+	}
+	c.do("GET", "/api/v1/events?type=incident.updated", nil, &hist)
+	if last := hist.Events[len(hist.Events)-1]; fmt.Sprint(last.Attrs["changed"]) != "[cause]" {
+		t.Errorf("a form's minute made a change: %v", last.Attrs)
 	}
 }

@@ -155,6 +155,13 @@ func TestIncidentEditedOnItsPage(t *testing.T) {
 	if got.Status != "preliminary_reported" || got.Cause != "宛先の確認漏れ" || got.Persons != 120 {
 		t.Fatalf("saved: %+v", got)
 	}
+	// The page's history says who changed what from what to what.
+	hist := regexp.MustCompile(`(?s)<table id="incident-history">.*?</table>\s*</div>`).FindString(m.get("/incidents/" + id).body)
+	for _, want := range []string{"事故の更新", "事故の記録", "manabu", "発生原因", "宛先の確認漏れ", "本人の数", ">120<", "要配慮個人情報を含む", ">有<", ">無<"} {
+		if !strings.Contains(hist, want) {
+			t.Errorf("incident history lacks %q:\n%s", want, hist)
+		}
+	}
 	if a := m.post("/incidents/"+id, form()); a.status != http.StatusConflict || !strings.Contains(a.body, "送信前の二重確認") {
 		t.Errorf("a stale form: %d, want 409 with the input kept", a.status)
 	}

@@ -1,7 +1,9 @@
 package web
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -10,7 +12,10 @@ import (
 
 	"golang.org/x/text/width"
 
+	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/incident"
+	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // An incident's own page: what the report to the Personal Information
@@ -27,7 +32,20 @@ type incidentView struct {
 	Err     string
 	Status  []string
 	Details []detailRow // what an auditor reads instead of the form
+	History []incidentChange
 }
+
+// incidentChange is one event of an incident's history: who changed which
+// fields from what to what.
+type incidentChange struct {
+	Index  int64
+	At     time.Time
+	By     string
+	Type   string
+	Fields []detailChange
+}
+
+type detailChange struct{ Label, Before, After string }
 
 type detailRow struct{ Label, Value string }
 
@@ -64,6 +82,92 @@ func (u *UI) handleIncident(w http.ResponseWriter, r *http.Request) {
 	u.incidentPage(w, r, http.StatusOK, in, u.incidentValues(in), "")
 }
 
+// incidentHistory reads an incident's events from the server stream, newest
+// first, with each update's changed fields in the page's words.
+func (u *UI) incidentHistory(ctx context.Context, id, lang string) ([]incidentChange, error) {
+	f := api.Filter{Agent: event.ServerStream, Control: incident.Control, ObjectPrefix: id, Limit: 1000}
+	var out []incidentChange
+	for {
+		pg, err := u.cfg.Events.Query(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range pg.Events {
+			if e.Object != id {
+				continue
+			}
+			c := incidentChange{Index: e.Index, At: e.Time, By: e.User, Type: e.Type}
+			before, _ := e.Attrs["before"].(map[string]any)
+			after, _ := e.Attrs["after"].(map[string]any)
+			names, _ := e.Attrs["changed"].([]any)
+			for _, n := range names {
+				k := fmt.Sprint(n)
+				c.Fields = append(c.Fields, detailChange{Label: incidentFieldLabel(k, lang),
+					Before: incidentHistoryValue(k, before[k], lang, u.cfg.Location), After: incidentHistoryValue(k, after[k], lang, u.cfg.Location)})
+			}
+			out = append(out, c)
+		}
+		if pg.Next == "" {
+			break
+		}
+		f.Cursor = pg.Next
+	}
+	slices.Reverse(out)
+	return out, nil
+}
+
+// incidentFieldLabel names an incident's field in lang; the key where the
+// form has no label for it.
+func incidentFieldLabel(k, lang string) string {
+	extra := map[string][2]string{"status": {"状態", "Status"}, "persons": {"本人の数", "Persons"},
+		"persons_edited": {"本人の数 (手入力)", "Persons set by hand"}, "affected": {"関係する台帳", "Register entries"},
+		"events": {"関係するイベント", "Events"}, "hosts": {"関係する PC", "PCs"}}
+	for _, l := range incidentLabels {
+		if l.key == k {
+			if lang == "en" {
+				return l.en
+			}
+			return l.ja
+		}
+	}
+	if l, ok := extra[k]; ok {
+		if lang == "en" {
+			return l[1]
+		}
+		return l[0]
+	}
+	return k
+}
+
+// incidentHistoryValue shows a value of an incident's history: a status by
+// its label, yes/no in words, a time in the office's zone, a list joined.
+func incidentHistoryValue(k string, v any, lang string, loc *time.Location) string {
+	switch x := v.(type) {
+	case nil:
+		if slices.Contains(incidentFlags, k) || k == "persons_edited" {
+			return yesNo(lang, false)
+		}
+		return ""
+	case bool:
+		return yesNo(lang, x)
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = fmt.Sprint(e)
+		}
+		return strings.Join(parts, ", ")
+	case string:
+		if k == "status" {
+			return labels.Of(labels.Status, lang, x)
+		}
+		if t, err := time.Parse(time.RFC3339Nano, x); err == nil {
+			return t.In(loc).Format("2006-01-02 15:04")
+		}
+		return x
+	}
+	return fmt.Sprint(v)
+}
+
 func (u *UI) incidentFail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, incident.ErrNotFound) {
 		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
@@ -93,6 +197,12 @@ func (u *UI) incidentPage(w http.ResponseWriter, r *http.Request, status int, in
 		}
 		v.Details = append(v.Details, d)
 	}
+	hist, err := u.incidentHistory(r.Context(), in.ID, p.Lang)
+	if err != nil {
+		u.internal(w, r, "incident history", err)
+		return
+	}
+	v.History = hist
 	p.Data = v
 	u.render(w, r, status, "incident", p)
 }
