@@ -60,6 +60,9 @@ var catalog = map[Set]map[string]label{
 		"register":   {"台帳", "Registers"},
 		"compliance": {"準拠状況", "Compliance"},
 		"session":    {"ログオン", "Session"},
+		"incident":   {"事故・漏えい等", "Incidents"},
+		"notify":     {"通知", "Notifications"},
+		"admin":      {"管理操作", "Administration"},
 	},
 	EventType: {
 		"notify.sent":                    {"通知の送信", "Notification sent"},

@@ -62,3 +62,34 @@ func TestCSVReadsWithoutTheCodebook(t *testing.T) {
 		t.Errorf("review JSON %s", j)
 	}
 }
+
+// The CSV says what the HTML says: the scope with its PC count, the
+// server's own controls (事故, 通知) in Japanese, and times with their
+// zone, as the pages label them (日本時間).
+func TestCSVSaysWhatTheHTMLSays(t *testing.T) {
+	r := &Report{From: "2026-11-01", To: "2026-11-30", Hosts: 8, Generated: time.Date(2026, 12, 1, 0, 5, 0, 0, time.UTC),
+		EventsByControl: map[string]int64{"incident": 4, "notify": 19, "fileaccess": 3},
+		Exceptions:      []Exception{{Hostname: "PC-A", Control: "screenlock", From: time.Date(2026, 11, 2, 9, 0, 0, 0, JST)}},
+		Incidents:       []incident.Incident{{ID: "INC-1", Title: "USB紛失", DiscoveredAt: time.Date(2026, 11, 2, 9, 0, 0, 0, JST), Status: "open"}},
+		Integrity:       Integrity{Problems: map[string]int64{}},
+	}
+	var b, h bytes.Buffer
+	if err := r.CSV(&b); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.HTML(&h); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"概要","対象範囲","全部署 (PC 8 台)"`, `"イベント数","事故・漏えい等","4"`, `"イベント数","通知","19"`,
+		`"イベント数","ファイルアクセス","3"`, `"概要","作成日時（日本時間）","2026-12-01 09:05"`,
+		`"例外","端末","管理策","理由","開始（日本時間）","終了（日本時間）","秒数"`, `"事故","番号","件名","発見日時（日本時間）"`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("CSV lacks %s:\n%s", want, b.String())
+		}
+	}
+	for _, want := range []string{"全部署 (PC 8 台)", "2026-12-01 09:05（日本時間）", "<th>開始（日本時間）</th>", "<th>発覚日時（日本時間）</th>", "事故・漏えい等 4 件"} {
+		if !strings.Contains(h.String(), want) {
+			t.Errorf("HTML lacks %s", want)
+		}
+	}
+}

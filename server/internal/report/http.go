@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/mamori/mamori/shared/wire"
@@ -51,6 +52,19 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fail(w, http.StatusBadRequest, err.Error())
 		return
+	}
+	if d := q.Get("department"); d != "" {
+		// The 監査報告 page's rule: a department of a PC or a 台帳 entry.
+		depts, err := h.S.Departments(r.Context())
+		if err != nil {
+			h.S.log(err)
+			h.fail(w, http.StatusInternalServerError, "internal error: departments")
+			return
+		}
+		if !slices.Contains(depts, d) {
+			h.fail(w, http.StatusBadRequest, "department: no PC and no register entry has the department \""+d+"\" (部署「"+d+"」の端末も台帳もありません)")
+			return
+		}
 	}
 	format := q.Get("format")
 	if format == "" {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -25,17 +24,67 @@ var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"jst":  func(t time.Time) string { return t.In(JST).Format("2006-01-02 15:04") },
 	"jstp": func(t *time.Time) string { return t.In(JST).Format("2006-01-02 15:04") },
 	// Codes read as words: the report is for people, not for Mamori.
-	"control": func(c string) string { return labels.Of(labels.Control, "ja", c) },
+	"control": controlJAOf,
 	"status":  func(c string) string { return labels.Of(labels.Status, "ja", c) },
-	"counts": func(m map[string]int64) string { // event types and their counts
-		keys := slices.Sorted(maps.Keys(m))
-		out := make([]string, len(keys))
-		for i, k := range keys {
-			out[i] = labels.Of(labels.EventType, "ja", k) + " " + strconv.FormatInt(m[k], 10) + " 件"
+	"counts":  counts,
+	"controls": func(m map[string]int64) string {
+		out := make([]string, 0, len(m))
+		for _, c := range slices.Sorted(maps.Keys(m)) {
+			out = append(out, controlJAOf(c)+" "+strconv.FormatInt(m[c], 10)+" 件")
 		}
 		return strings.Join(out, "、")
 	},
 }).Parse(reportHTML))
+
+// zoneJA follows the times the report shows, as the pages label them
+// (messages "jst"): every time is Japan time.
+const zoneJA = "（日本時間）"
+
+// controlJAOf is a control's Japanese name.
+func controlJAOf(c string) string { return labels.Of(labels.Control, labels.JA, c) }
+
+// counts lists event types and their counts, by code.
+func counts(m map[string]int64) string {
+	keys := slices.Sorted(maps.Keys(m))
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = labels.Of(labels.EventType, labels.JA, k) + " " + strconv.FormatInt(m[k], 10) + " 件"
+	}
+	return strings.Join(out, "、")
+}
+
+// Breakdown is an access row's events by type, with those folded into
+// bulk summaries whose types the summary did not say, so it adds up to
+// Events.
+func (a Access) Breakdown() string {
+	s := counts(a.ByType)
+	if a.Untyped > 0 {
+		if s != "" {
+			s += "、"
+		}
+		s += "一括操作として要約された件数 " + strconv.FormatInt(a.Untyped, 10) + " 件（内訳は要約イベントを参照）"
+	}
+	return s
+}
+
+// Scope is the report's scope as printed: the department (or all) and
+// its PCs.
+func (r *Report) Scope() string {
+	d := r.Department
+	if d == "" {
+		d = "全部署"
+	}
+	return fmt.Sprintf("%s (PC %d 台)", d, r.Hosts)
+}
+
+// ProvisionalNote says, for a period not ended when the report was made,
+// up to when its figures go; "" otherwise.
+func (r *Report) ProvisionalNote() string {
+	if !r.Provisional {
+		return ""
+	}
+	return "暫定（作成時点 " + r.AsOf.In(JST).Format("2006-01-02 15:04") + " まで）"
+}
 
 // HTML writes the report as a printable A4 page in Japanese.
 func (r *Report) HTML(w io.Writer) error {
@@ -59,23 +108,24 @@ func (r *Report) CSV(w io.Writer) error {
 	// columns, in the words of the HTML report.
 	rows := [][]string{{"区分", "項目", "内容"}}
 	add := func(cells ...string) { rows = append(rows, cells) }
-	ctl := func(c string) string { return labels.Of(labels.Control, labels.JA, c) }
+	ctl := controlJAOf
 	yes := func(b bool) string {
 		if b {
 			return "はい"
 		}
 		return "いいえ"
 	}
-	add("概要", "対象期間", r.From+" 〜 "+r.To)
-	add("概要", "対象範囲", r.Department)
-	add("概要", "イベント数", strconv.FormatInt(r.TotalEvents, 10))
-	ctrls := make([]string, 0, len(r.EventsByControl))
-	for c := range r.EventsByControl {
-		ctrls = append(ctrls, c)
+	period := r.From + " 〜 " + r.To
+	if note := r.ProvisionalNote(); note != "" {
+		period += " " + note
 	}
-	sort.Strings(ctrls)
+	add("概要", "対象期間", period)
+	add("概要", "対象範囲", r.Scope())
+	add("概要", "作成日時"+zoneJA, r.Generated.In(JST).Format("2006-01-02 15:04"))
+	add("概要", "イベント数", strconv.FormatInt(r.TotalEvents, 10))
+	add("概要", "一括操作として要約されたファイル操作", strconv.FormatInt(r.Summarised, 10), "要約イベント "+strconv.FormatInt(r.Summaries, 10)+" 件 (イベント数には含みません)")
 	add("イベント数", "管理策", "件数")
-	for _, c := range ctrls {
+	for _, c := range slices.Sorted(maps.Keys(r.EventsByControl)) {
 		add("イベント数", ctl(c), strconv.FormatInt(r.EventsByControl[c], 10))
 	}
 	add("遵守率", "管理策", "根拠条項", "遵守率", "状態の記録数", "違反の記録数", "例外の数")
@@ -89,7 +139,7 @@ func (r *Report) CSV(w io.Writer) error {
 			add("月別遵守率", ctl(c.Control), m.Month, rate(m.Rate, m.Hosts), strconv.Itoa(m.Hosts), strconv.Itoa(m.Failing), strconv.Itoa(m.Unknown))
 		}
 	}
-	add("例外", "端末", "管理策", "理由", "開始", "終了", "秒数")
+	add("例外", "端末", "管理策", "理由", "開始"+zoneJA, "終了"+zoneJA, "秒数")
 	for _, e := range r.Exceptions {
 		to := "継続中"
 		if e.To != nil {
@@ -109,13 +159,13 @@ func (r *Report) CSV(w io.Writer) error {
 	for _, d := range r.Disposals {
 		add("廃棄", d.ID, d.Date, d.Item, d.Method, d.Responsible)
 	}
-	add("事故", "番号", "件名", "発見日時", "本人の数", "状態")
+	add("事故", "番号", "件名", "発見日時"+zoneJA, "本人の数", "状態")
 	for _, in := range r.Incidents {
 		add("事故", in.ID, in.Title, in.DiscoveredAt.In(JST).Format(time.DateTime), strconv.Itoa(in.Persons), labels.Of(labels.Status, labels.JA, in.Status))
 	}
-	add("アクセス記録", "台帳番号", "名称", "イベント数", "利用者数")
+	add("アクセス記録", "台帳番号", "名称", "イベント数", "利用者数", "内訳")
 	for _, a := range r.Access {
-		add("アクセス記録", a.RegisterID, a.Name, strconv.FormatInt(a.Events, 10), strconv.FormatInt(a.Users, 10))
+		add("アクセス記録", a.RegisterID, a.Name, strconv.FormatInt(a.Events, 10), strconv.FormatInt(a.Users, 10), a.Breakdown())
 	}
 	in := r.Integrity
 	add("完全性", "項目", "ログの件数", "ルートハッシュ")

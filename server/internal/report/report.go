@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -48,12 +49,18 @@ var controlJA = map[string]string{"screenlock": "離席時の画面ロック", "
 // ErrInvalid is wrapped by errors for bad parameters.
 var ErrInvalid = errors.New("report: invalid")
 
+// ErrFuture is ErrInvalid for a period that starts in the future: nothing
+// of it has happened, and a report would certify an empty log.
+var ErrFuture = fmt.Errorf("%w: the period starts in the future (期間の開始日が未来です)", ErrInvalid)
+
 // Store is the part of the event store the report reads.
 type Store interface {
 	Count(ctx context.Context, q eventlog.CountQuery) ([]eventlog.Group, error)
 	Scan(ctx context.Context, q eventlog.CountQuery, attrsFor []string, fn func(*eventlog.ScanRow) error) error
 	CheckpointBefore(ctx context.Context, t time.Time) (eventlog.Checkpoint, error)
 	ReadHashes(indexes []int64) ([]tlog.Hash, error)
+	// Query reads the bulk summaries, whose attrs say what they fold in.
+	Query(ctx context.Context, f eventlog.Filter) (eventlog.Page, error)
 }
 
 // Agent is an enrolled PC.
@@ -148,6 +155,14 @@ type Access struct {
 	Events     int64            `json:"events"`
 	Users      int64            `json:"users"`
 	ByType     map[string]int64 `json:"by_type"`
+	// Summarised counts the file events the agent folded into bulk
+	// summaries (fileaccess.bulk) instead of sending them one by one; they
+	// are in Events, and in ByType under their types where the summary
+	// says them. Untyped are those whose summary does not (older agents).
+	// Summaries counts the summary events themselves.
+	Summarised int64 `json:"summarised,omitempty"`
+	Untyped    int64 `json:"summarised_untyped,omitempty"`
+	Summaries  int64 `json:"summaries,omitempty"`
 }
 
 // Integrity is the log-integrity statement.
@@ -191,12 +206,20 @@ var integrityTypes = []struct {
 
 // Report is the audit report.
 type Report struct {
-	From, To    string    `json:"-"`
-	Period      string    `json:"period"`
-	Department  string    `json:"department"`
-	Generated   time.Time `json:"generated"`
+	From, To   string    `json:"-"`
+	Period     string    `json:"period"`
+	Department string    `json:"department"`
+	Generated  time.Time `json:"generated"`
+	// Provisional: the period had not ended when the report was made;
+	// its figures are those up to AsOf.
+	Provisional bool      `json:"provisional"`
+	AsOf        time.Time `json:"as_of,omitzero"`
 	Hosts       int       `json:"hosts"`
 	TotalEvents int64     `json:"total_events"`
+	// Summarised counts the file events folded into Summaries bulk
+	// summaries: not in TotalEvents, which counts the log's records.
+	Summarised int64 `json:"summarised"`
+	Summaries  int64 `json:"summaries"`
 	// EventsByControl counts every event of the period per control.
 	EventsByControl map[string]int64    `json:"events_by_control"`
 	Controls        []ControlRow        `json:"controls"`
@@ -218,28 +241,39 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 	if p.To.Sub(p.From) > 3*366*24*time.Hour {
 		return nil, fmt.Errorf("%w: at most three years in one report", ErrInvalid)
 	}
+	now := s.cfg.Now()
+	if p.From.After(now) {
+		return nil, ErrFuture
+	}
 	from, end := p.From, p.To.AddDate(0, 0, 1) // [from, end)
 	r := &Report{From: from.In(JST).Format(time.DateOnly), To: p.To.In(JST).Format(time.DateOnly), Department: p.Department,
-		Generated: s.cfg.Now().UTC(), EventsByControl: map[string]int64{}, MediaEvents: map[string]int64{}}
+		Generated: now.UTC(), EventsByControl: map[string]int64{}, MediaEvents: map[string]int64{}}
 	r.Period = r.From + " から " + r.To + " まで"
+	if end.After(now) {
+		r.Provisional, r.AsOf = true, r.Generated
+	}
 
 	agents, err := s.cfg.Agents(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("report: agents: %w", err)
+	}
+	later, err := s.enrolledAfter(ctx, end)
+	if err != nil {
+		return nil, err
 	}
 	byID := map[string]Agent{}
 	var scope []string         // nil: every stream (the server's own too)
 	hosts := map[string]bool{} // the department's PCs by hostname (lower case)
 	for _, a := range agents {
 		byID[a.ID] = a
-		if p.Department != "" && a.Department == p.Department {
+		inScope := p.Department == "" || a.Department == p.Department
+		if p.Department != "" && inScope {
 			scope = append(scope, a.ID)
 			hosts[strings.ToLower(a.Hostname)] = true
 		}
-	}
-	r.Hosts = len(scope)
-	if p.Department == "" {
-		r.Hosts = len(agents)
+		if inScope && !later[a.ID] {
+			r.Hosts++
+		}
 	}
 	if p.Department != "" && len(scope) == 0 {
 		scope = []string{"\x00none"} // no PC in the department: nothing matches
@@ -278,6 +312,53 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// enrolledAfter returns the PCs whose enrollment the log records after
+// end: they did not exist in the period, so the scope does not count them.
+// A PC without such a record (enrolled before the event was kept) counts.
+func (s *Service) enrolledAfter(ctx context.Context, end time.Time) (map[string]bool, error) {
+	until := s.cfg.Now().Add(time.Hour) // past any enrollment recorded yet
+	out := map[string]bool{}
+	if !end.Before(until) {
+		return out, nil
+	}
+	gs, err := s.cfg.Store.Count(ctx, eventlog.CountQuery{From: end, To: until, Types: []string{enrolledType}, GroupBy: []string{"object"}})
+	if err != nil {
+		return nil, fmt.Errorf("report: enrollments: %w", err)
+	}
+	for _, g := range gs {
+		out[g.Keys[0]] = true
+	}
+	return out, nil
+}
+
+// enrolledType is the server's record of an enrollment (object: the agent id).
+const enrolledType = "agent.enrolled"
+
+// Departments lists the departments a report can be made for: those of
+// enrolled PCs and of 個人情報管理台帳 entries, sorted. Another names
+// nothing, and its report would be empty yet say the log is intact.
+func (s *Service) Departments(ctx context.Context) ([]string, error) {
+	agents, err := s.cfg.Agents(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("report: agents: %w", err)
+	}
+	pis, err := s.cfg.Registers.List(ctx, register.KindPI, register.Filter{})
+	if err != nil {
+		return nil, fmt.Errorf("report: register: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, a := range agents {
+		seen[a.Department] = true
+	}
+	for _, e := range pis {
+		if p, ok := e.(*register.PIEntry); ok {
+			seen[p.Department] = true
+		}
+	}
+	delete(seen, "")
+	return slices.Sorted(maps.Keys(seen)), nil
 }
 
 // months returns the month edges covering [from, end) in Japan time.
@@ -513,14 +594,24 @@ func (s *Service) access(ctx context.Context, r *Report, base eventlog.CountQuer
 		return fmt.Errorf("report: access: %w", err)
 	}
 	by := map[string]*Access{}
-	for _, g := range gs {
-		a := by[g.Keys[0]]
+	row := func(id string) *Access {
+		a := by[id]
 		if a == nil {
-			a = &Access{RegisterID: g.Keys[0], ByType: map[string]int64{}}
-			by[g.Keys[0]] = a
+			a = &Access{RegisterID: id, ByType: map[string]int64{}}
+			by[id] = a
+		}
+		return a
+	}
+	for _, g := range gs {
+		a := row(g.Keys[0])
+		if g.Keys[1] == bulkType {
+			continue // counted below as the file events it stands for
 		}
 		a.Events += g.Events
 		a.ByType[g.Keys[1]] += g.Events
+	}
+	if err := s.bulk(ctx, r, base, row); err != nil {
+		return err
 	}
 	users := map[[2]string]bool{}
 	for _, g := range gs {
@@ -537,6 +628,65 @@ func (s *Service) access(ctx context.Context, r *Report, base eventlog.CountQuer
 	}
 	sort.Slice(r.Access, func(i, j int) bool { return r.Access[i].RegisterID < r.Access[j].RegisterID })
 	return nil
+}
+
+// bulkType is the agent's summary of a burst of file events in a folder:
+// the first "individually" were sent one by one, the "suppressed" rest
+// only counted, per type ("created", ...) in "counts".
+const bulkType = "fileaccess.bulk"
+
+// bulk adds the file events folded into bulk summaries to the report's
+// figures (Summarised) and, for a 台帳 entry's folder, to its access row,
+// under their types where the summary gives them. Summaries are a few per
+// burst, so reading them one by one is cheap.
+func (s *Service) bulk(ctx context.Context, r *Report, base eventlog.CountQuery, row func(id string) *Access) error {
+	inScope := func(string) bool { return true }
+	if base.Agents != nil {
+		in := map[string]bool{}
+		for _, a := range base.Agents {
+			in[a] = true
+		}
+		inScope = func(a string) bool { return in[a] }
+	}
+	f := eventlog.Filter{Type: bulkType, From: base.From, To: base.To, Limit: eventlog.MaxLimit}
+	for {
+		page, err := s.cfg.Store.Query(ctx, f)
+		if err != nil {
+			return fmt.Errorf("report: bulk summaries: %w", err)
+		}
+		for _, e := range page.Events {
+			if e.Pruned || !inScope(e.Agent) {
+				continue
+			}
+			var a struct {
+				Suppressed int64            `json:"suppressed"`
+				Counts     map[string]int64 `json:"counts"`
+			}
+			b, _ := json.Marshal(e.Attrs)
+			if err := json.Unmarshal(b, &a); err != nil {
+				return fmt.Errorf("report: bulk summary %d: %w", e.Index, err)
+			}
+			r.Summaries++
+			r.Summarised += a.Suppressed
+			if e.RegisterID == "" {
+				continue
+			}
+			acc := row(e.RegisterID)
+			acc.Summaries++
+			acc.Summarised += a.Suppressed
+			acc.Events += a.Suppressed
+			typed := int64(0)
+			for k, n := range a.Counts {
+				acc.ByType["file."+k] += n
+				typed += n
+			}
+			acc.Untyped += max(a.Suppressed-typed, 0)
+		}
+		if page.Next == "" {
+			return nil
+		}
+		f.Cursor = page.Next
+	}
 }
 
 // names puts the 台帳 names on the access rows.
@@ -648,13 +798,17 @@ func (s *Service) integrity(ctx context.Context, r *Report, from, end time.Time)
 	if err := s.proveIntegrity(ctx, in, from, end); err != nil {
 		return err
 	}
+	if note := r.ProvisionalNote(); note != "" {
+		// The end checkpoint is the latest one: it says nothing of the rest.
+		defer func() { in.Statement = note + ": " + in.Statement }()
+	}
 	var found []string
 	for _, it := range integrityTypes {
 		if n := in.Problems[it.typ]; n > 0 {
 			found = append(found, fmt.Sprintf("%s %d 件 (%s)", it.ja, n, it.typ))
 			if it.broken && in.Verified {
 				in.Verified = false
-				in.Statement = fmt.Sprintf("期間開始時と期間末のチェックポイント (%d 件、%d 件) の署名と整合性証明は有効ですが、"+
+				in.Statement = fmt.Sprintf("期間開始時と期間末のチェックポイント (%d 件、%d 件) の検証は通りましたが、"+
 					"期間中にサーバーがログの問題を記録しているため、期間中の記録がすべて残っているとは言えません。", in.StartSize, in.EndSize)
 			}
 		}
@@ -697,6 +851,10 @@ func (s *Service) proveIntegrity(ctx context.Context, in *Integrity, from, end t
 			return nil
 		}
 	}
+	if start.Size == last.Size && start.Root != last.Root {
+		in.Statement = "期間の開始時と終了時のチェックポイントは同じ件数で根が異なります (ログが書き換えられた可能性があります)。"
+		return nil
+	}
 	if start.Size > 0 && start.Size < last.Size {
 		proof, err := tlog.ProveTree(last.Size, start.Size, s.cfg.Store)
 		if err != nil {
@@ -711,8 +869,19 @@ func (s *Service) proveIntegrity(ctx context.Context, in *Integrity, from, end t
 		}
 	}
 	in.Verified = true
-	in.Statement = fmt.Sprintf("期間開始時のチェックポイント (%d 件) と期間末のチェックポイント (%d 件) はいずれもログ鍵の署名が有効で、"+
-		"後者は前者の追記のみによる拡張であることを整合性証明で確認しました。期間中の記録は削除・改ざんされていません。", start.Size, last.Size)
+	// Say what was checked: a proof exists only between two non-empty,
+	// different logs (the HTML's 整合性証明 row tells the same cases).
+	switch {
+	case start.Size == 0:
+		in.Statement = fmt.Sprintf("期間開始時のログは空で (署名済みチェックポイントなし)、どのログもその拡張のため整合性証明は不要です。"+
+			"期間末のチェックポイント (%d 件) はログ鍵の署名が有効です。", last.Size)
+	case start.Size == last.Size:
+		in.Statement = fmt.Sprintf("期間開始時と期間末のチェックポイント (%d 件) はいずれもログ鍵の署名が有効で、期間中にログは増えていません (整合性証明は不要)。", last.Size)
+	default:
+		in.Statement = fmt.Sprintf("期間開始時のチェックポイント (%d 件) と期間末のチェックポイント (%d 件) はいずれもログ鍵の署名が有効で、"+
+			"後者は前者の追記のみによる拡張であることを整合性証明で確認しました。", start.Size, last.Size)
+	}
+	in.Statement += "期間中の記録は削除・改ざんされていません。"
 	return nil
 }
 

@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/server/internal/api"
-	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/incident"
 	"github.com/mamori/mamori/server/internal/notify"
-	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/server/internal/report"
 	"github.com/mamori/mamori/shared/event"
 )
@@ -207,7 +205,7 @@ func (u *UI) handleWorksheet(w http.ResponseWriter, r *http.Request) {
 // report itself (html or csv), recorded as an export.
 func (u *UI) handleReports(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	depts, err := u.reportDepartments(r.Context())
+	depts, err := u.departments(r.Context())
 	if err != nil {
 		u.internal(w, r, "report departments", err)
 		return
@@ -258,8 +256,11 @@ func (u *UI) handleReports(w http.ResponseWriter, r *http.Request) {
 	}
 	rep, err := u.cfg.Alerting.Reports.Build(r.Context(), report.Params{From: from, To: to, Department: q.Get("department")})
 	if errors.Is(err, report.ErrInvalid) {
-		form(http.StatusBadRequest, "報告書を作成できません。期間は 3 年以内にしてください。", "The report cannot be made: at most three years.",
-			strings.TrimPrefix(err.Error(), report.ErrInvalid.Error()+": "))
+		ja, en := "報告書を作成できません。期間は 3 年以内にしてください。", "The report cannot be made: at most three years."
+		if errors.Is(err, report.ErrFuture) {
+			ja, en = "報告書を作成できません。期間の開始日が未来です（まだ起きていない期間の記録は証明できません）。", "The report cannot be made: the period starts in the future."
+		}
+		form(http.StatusBadRequest, ja, en, "")
 		return
 	}
 	if err != nil {
@@ -290,44 +291,21 @@ func (u *UI) handleReports(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(buf.Bytes())
 }
 
+// departments lists the departments a report or a rule can name
+// (report.Service.Departments: the one rule for both pages and the API).
+func (u *UI) departments(ctx context.Context) ([]string, error) {
+	if u.cfg.Alerting == nil || u.cfg.Alerting.Reports == nil {
+		return nil, nil
+	}
+	return u.cfg.Alerting.Reports.Departments(ctx)
+}
+
 // reportForm is the 監査報告 form's data.
 type reportForm struct {
 	From, To, Department, Format string
 	Departments                  []string // of PCs and register entries, sorted
 }
 
-// reportDepartments lists the departments a report can be made for: those
-// of enrolled PCs and of register entries.
-func (u *UI) reportDepartments(ctx context.Context) ([]string, error) {
-	seen := map[string]bool{}
-	if u.cfg.Compliance != nil {
-		all, err := u.cfg.Compliance.Report(ctx, compliance.Filter{})
-		if err != nil {
-			return nil, err
-		}
-		for _, h := range all.Hosts {
-			seen[h.Department] = true
-		}
-	}
-	if u.cfg.Registers != nil {
-		es, err := u.cfg.Registers.List(ctx, register.KindPI, register.Filter{})
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range es {
-			if pi, ok := e.(*register.PIEntry); ok {
-				seen[pi.Department] = true
-			}
-		}
-	}
-	delete(seen, "")
-	out := make([]string, 0, len(seen))
-	for d := range seen {
-		out = append(out, d)
-	}
-	slices.Sort(out)
-	return out, nil
-}
 
 // reportBundle writes the evidence bundle behind a report: every event
 // of the period (as the API's format=bundle), for mamori-server verify.

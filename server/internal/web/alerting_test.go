@@ -55,9 +55,10 @@ func TestAlertingPages(t *testing.T) {
 		"from=2026-12-31&to=2026-12-01":                              "開始日が終了日より後にならないように",
 		"from=2026-12-01&to=2026-12-31&department=総務":                "部署「総務」の端末も台帳もありません",
 		"from=2026-12-01&to=2026-12-31&department=総務部&format=bundle": "部署は空欄にしてください",
+		"from=2099-12-01&to=2099-12-31":                              "期間の開始日が未来です",
 	} {
 		a := b.get("/reports?" + q)
-		if a.status != 400 || !strings.Contains(a.body, want) || !strings.Contains(a.body, `name="from" value="2026-`) {
+		if a.status != 400 || !strings.Contains(a.body, want) || !strings.Contains(a.body, `name="from" value="20`) {
 			t.Errorf("%s: %d, lacks %q or the form:\n%.3000s", q, a.status, want, a.body)
 		}
 		if strings.Contains(a.body, "report: invalid") || strings.Contains(a.body, "the bundle holds") {

@@ -129,7 +129,7 @@ func (u *UI) notifyView(ctx context.Context) (*notifyView, error) {
 	}
 	v := &notifyView{Settings: set.Redacted(), Revision: rev, Kinds: kindOpts(), Log: log, Alerts: alerts,
 		SMTP: formOfSMTP(set.SMTP), AlertErr: map[int64]string{}, AlertComment: map[int64]string{}}
-	if v.Departments, err = u.reportDepartments(ctx); err != nil {
+	if v.Departments, err = u.departments(ctx); err != nil {
 		return nil, err
 	}
 	v.Unknown = map[string][]string{}
