@@ -31,6 +31,9 @@ const (
 	Remedy    Set = "remedy"    // what to do about a failing control (or "silent")
 	Action    Set = "action"    // register history actions
 	AlertKind Set = "alertkind" // kinds of alert and notification rule
+	// Attribution says how a file change's user and process were found
+	// (the attribution_source attribute).
+	Attribution Set = "attribution"
 )
 
 // label is one code's names.
@@ -38,6 +41,12 @@ type label struct{ ja, en string }
 
 // catalog holds every label; a code missing from a set is shown as is.
 var catalog = map[Set]map[string]label{
+	Attribution: {
+		"observed":            {"OS が記録した操作", "Observed by the OS"},
+		"last_writer":         {"直前にアクセスしたプロセス (推定)", "Last process to access it (inferred)"},
+		"while_agent_stopped": {"エージェント停止中の変更 (ユーザー・プロセス不明)", "Changed while the agent was stopped (user and process unknown)"},
+		"not_recorded":        {"記録できなかった間の変更 (ユーザー・プロセス不明)", "Changed while events could not be stored (user and process unknown)"},
+	},
 	AlertKind: {
 		"violation":          {"管理策違反", "Control violation"},
 		"silent":             {"エージェント応答なし", "Agent silent"},

@@ -306,7 +306,6 @@ type reportForm struct {
 	Departments                  []string // of PCs and register entries, sorted
 }
 
-
 // reportBundle writes the evidence bundle behind a report: every event
 // of the period (as the API's format=bundle), for mamori-server verify.
 func (u *UI) reportBundle(w http.ResponseWriter, r *http.Request, from, to time.Time) {

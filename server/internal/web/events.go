@@ -51,18 +51,46 @@ func (u *UI) eventFilter(q url.Values, hosts map[string]string) (api.Filter, url
 		if v == "" {
 			continue
 		}
-		t, err := time.ParseInLocation(uiTime, v, u.cfg.Location)
-		if err != nil {
-			if t, err = time.ParseInLocation(time.DateOnly, v, u.cfg.Location); err != nil {
-				if t, err = time.Parse(time.RFC3339Nano, v); err != nil {
-					return api.Filter{}, nil, fmt.Errorf("%s: want a date and time such as 2026-11-01T09:00", k)
-				}
-			}
+		t, ok := parseUITime(v, u.cfg.Location)
+		if !ok {
+			name := map[string]string{"from": "開始", "to": "終了"}[k]
+			return api.Filter{}, nil, uiError{ja: name + "日時は 2026-11-01 09:00 (秒まで書くなら 09:00:30) の形で入力してください。",
+				en: k + ": give a date and time such as 2026-11-01 09:00 (or 09:00:30)"}
 		}
 		apiQ.Set(k, t.UTC().Format(time.RFC3339Nano))
 	}
 	f, err := api.ParseFilter(apiQ)
 	return f, apiQ, err
+}
+
+// uiTimeLayouts are what people type or paste into a time filter: the
+// browser's datetime-local (with seconds where they were given), a space
+// instead of the T, Excel's slashes, a date alone.
+var uiTimeLayouts = []string{uiTime, "2006-01-02T15:04:05", "2006-01-02T15:04:05.999999999", "2006-01-02 15:04",
+	"2006-01-02 15:04:05", "2006-01-02 15:04:05.999999999", "2006/1/2 15:04", "2006/1/2 15:04:05", time.DateOnly, "2006/1/2"}
+
+// parseUITime reads a time filter in loc; RFC 3339 keeps its own offset.
+func parseUITime(v string, loc *time.Location) (time.Time, bool) {
+	for _, l := range uiTimeLayouts {
+		if t, err := time.ParseInLocation(l, v, loc); err == nil {
+			return t, true
+		}
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	return t, err == nil
+}
+
+// uiError is a refusal of the page's input, said in both languages.
+type uiError struct{ ja, en string }
+
+func (e uiError) Error() string { return e.en }
+
+// in says e in lang; other errors as they are.
+func errIn(err error, lang string) string {
+	if e, ok := errors.AsType[uiError](err); ok && lang != "en" {
+		return e.ja
+	}
+	return err.Error()
 }
 
 // agentByName returns the agent id for a PC named v (case-insensitive), or
@@ -162,9 +190,10 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		switch {
 		case len(deptAgents) == 0:
-			err = fmt.Errorf("department %q: no PC in it", dep)
+			err = uiError{ja: fmt.Sprintf("部署「%s」の PC がありません。", dep), en: fmt.Sprintf("department %q: no PC in it", dep)}
 		case len(deptAgents) > maxDeptAgents:
-			err = fmt.Errorf("department %q has %d PCs; choose a PC (at most %d at once)", dep, len(deptAgents), maxDeptAgents)
+			err = uiError{ja: fmt.Sprintf("部署「%s」には PC が %d 台あります。PC を選んでください (一度に %d 台まで)。", dep, len(deptAgents), maxDeptAgents),
+				en: fmt.Sprintf("department %q has %d PCs; choose a PC (at most %d at once)", dep, len(deptAgents), maxDeptAgents)}
 		default:
 			slices.Sort(deptAgents)
 			query = u.unionQuery(deptAgents)
@@ -191,7 +220,7 @@ func (u *UI) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Data = &d
 	if err != nil {
-		p.Err = p.L["err_invalid"] + ": " + err.Error()
+		p.Err = p.L["err_invalid"] + ": " + errIn(err, p.Lang)
 		u.render(w, r, http.StatusBadRequest, "events", p)
 		return
 	}
@@ -338,24 +367,24 @@ type attrRow struct{ Key, Value string }
 // attrText writes an attribute's value for people: a list as its items, an
 // object as "key: value" in key order, one level deep (what agents send);
 // anything deeper as JSON. fmt.Sprint showed Go's map[create:1 write:2].
-func attrText(v any, lang string) string {
+func attrText(v any, lang string, loc *time.Location) string {
 	switch x := v.(type) {
 	case []any:
 		parts := make([]string, len(x))
 		for i, e := range x {
-			parts[i] = attrScalar(e, lang)
+			parts[i] = attrScalar(e, lang, loc)
 		}
 		return strings.Join(parts, ", ")
 	case event.Attrs:
-		return attrText(map[string]any(x), lang)
+		return attrText(map[string]any(x), lang, loc)
 	case map[string]any:
 		parts := make([]string, 0, len(x))
 		for _, k := range slices.Sorted(maps.Keys(x)) {
-			parts = append(parts, k+": "+attrScalar(x[k], lang))
+			parts = append(parts, k+": "+attrScalar(x[k], lang, loc))
 		}
 		return strings.Join(parts, ", ")
 	}
-	return attrScalar(v, lang)
+	return attrScalar(v, lang, loc)
 }
 
 // registerWords says a register change's fields (before, after, changed)
@@ -397,10 +426,16 @@ func registerWords(e api.Stored, key string, v any, lang string) any {
 }
 
 // attrScalar writes a string or number as itself, a boolean as yes or no
-// in lang, and anything else as JSON.
-func attrScalar(v any, lang string) string {
+// in lang, a time (RFC 3339, as agents send window_from and the like) in
+// the page's zone as the page's times are, and anything else as JSON.
+func attrScalar(v any, lang string, loc *time.Location) string {
 	switch x := v.(type) {
 	case string:
+		if len(x) >= 20 && x[10] == 'T' {
+			if t, err := time.Parse(time.RFC3339Nano, x); err == nil {
+				return t.In(loc).Format("2006-01-02 15:04:05.000")
+			}
+		}
 		return x
 	case json.Number:
 		return x.String()
@@ -455,7 +490,10 @@ func (u *UI) handleEvent(w http.ResponseWriter, r *http.Request) {
 	p.hosts = hosts
 	d := eventData{E: pg.Events[0]}
 	for k, v := range d.E.Attrs {
-		d.Attrs = append(d.Attrs, attrRow{Key: k, Value: attrText(registerWords(d.E, k, v, p.Lang), p.Lang)})
+		if src, ok := v.(string); ok && k == "attribution_source" {
+			v = labels.Of(labels.Attribution, p.Lang, src)
+		}
+		d.Attrs = append(d.Attrs, attrRow{Key: k, Value: attrText(registerWords(d.E, k, v, p.Lang), p.Lang, p.loc)})
 	}
 	slices.SortFunc(d.Attrs, func(a, b attrRow) int { return cmp.Compare(a.Key, b.Key) })
 	if id := d.E.RegisterID; id != "" && u.cfg.Registers != nil {

@@ -146,3 +146,49 @@ func TestRegisterChangeEventInRegisterWords(t *testing.T) {
 		}
 	}
 }
+
+// A change found later by comparing the disk with the agent's snapshot
+// (made while the agent was stopped) says so in the list, and its detail
+// names how it was attributed and its window in the office's time.
+func TestChangeFoundLaterIsMarked(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addUser(t, srv, "kansa", "auditor")
+	addHostEvents(t, srv, "PC-SOUMU-01", "総務部", []event.Event{{Control: "fileaccess", Type: "file.created",
+		Object: `D:\顧客\停止中.xlsx`, Attrs: event.Attrs{"attribution_source": "while_agent_stopped",
+			"window_from": "2026-12-07T13:32:38.385Z", "window_to": "2026-12-07T13:35:01Z"}}})
+	b := newBrowser(t, srv)
+	b.login("kansa", testPassword)
+	pg := b.get("/events?agent=PC-SOUMU-01")
+	row := regexp.MustCompile(`(?s)<tr class="sev-[a-z]+">.*?停止中\.xlsx.*?</tr>`).FindString(pg.body)
+	if !strings.Contains(row, "後から検出") || !strings.Contains(row, "エージェント停止中の変更") {
+		t.Errorf("the list does not mark a change found later:\n%s", row)
+	}
+	idx := regexp.MustCompile(`class="detail" href="/events/(\d+)"`).FindStringSubmatch(pg.body)[1]
+	attrs := regexp.MustCompile(`(?s)<table id="ev-attrs">.*?</table>`).FindString(b.get("/events/" + idx).body)
+	for _, want := range []string{"エージェント停止中の変更 (ユーザー・プロセス不明)", "2026-12-07 22:32:38.385", "2026-12-07 22:35:01.000"} {
+		if !strings.Contains(attrs, want) {
+			t.Errorf("event detail lacks %q:\n%s", want, attrs)
+		}
+	}
+	if strings.Contains(attrs, "while_agent_stopped") || strings.Contains(attrs, "13:32:38") {
+		t.Errorf("event detail shows a code or UTC:\n%s", attrs)
+	}
+}
+
+// A time filter takes seconds and a space as well as what the browser's
+// picker writes; a bad one is refused in the page's language.
+func TestEventTimeFilterForms(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	addUser(t, srv, "kansa", "auditor")
+	b := newBrowser(t, srv)
+	b.login("kansa", testPassword)
+	for _, v := range []string{"2026-12-07T09:00", "2026-12-07T09:00:30", "2026-12-07 09:00:30", "2026/12/7 9:00", "2026-12-07"} {
+		if pg := b.get("/events?from=" + url.QueryEscape(v)); pg.status != 200 {
+			t.Errorf("from=%s: %d", v, pg.status)
+		}
+	}
+	pg := b.get("/events?from=" + url.QueryEscape("昨日の朝"))
+	if pg.status != 400 || !strings.Contains(pg.body, "開始日時は 2026-11-01 09:00") || strings.Contains(pg.body, "give a date") {
+		t.Errorf("a bad time: %d\n%.2000s", pg.status, pg.body)
+	}
+}

@@ -462,7 +462,7 @@ func (u *UI) handleExport(w http.ResponseWriter, r *http.Request) {
 		err = errors.New("cursor: an export takes every matching event")
 	}
 	if err != nil {
-		u.fail(w, r, http.StatusBadRequest, "err_invalid", err.Error())
+		u.fail(w, r, http.StatusBadRequest, "err_invalid", errIn(err, langOf(r)))
 		return
 	}
 	f.Limit = 0

@@ -251,6 +251,18 @@ func (p *page) AttrName(k string) string { return labels.Of(labels.Attr, p.Lang,
 // Fails counts a host's failing controls.
 func (p *page) Fails(h compliance.Host) int { return fails(h) }
 
+// Unrecorded returns the attribution_source of a change that was found
+// later, by comparing the disk with the agent's snapshot (no user or
+// process known), or "": the list marks those rows, since their time is
+// when the change was found, not made.
+func (p *page) Unrecorded(e event.Event) string {
+	switch src, _ := e.Attrs["attribution_source"].(string); src {
+	case "while_agent_stopped", "not_recorded":
+		return src
+	}
+	return ""
+}
+
 // HostName shows an agent id as its hostname where known.
 func (p *page) HostName(agent string) string {
 	if n, ok := p.hosts[agent]; ok && n != "" {
