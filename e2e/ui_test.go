@@ -392,7 +392,7 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 	u.shot("13-events")
 	csv := u.eval(`fetch(document.getElementById("export-csv").href).then(r => r.ok ? r.arrayBuffer() : Promise.reject("HTTP " + r.status)).
 		then(b => new TextDecoder("utf-8", {ignoreBOM: true}).decode(b))`)
-	if !strings.HasPrefix(csv, "\ufeff\"ログ番号\",\"日時\",\"エージェント\"") || !strings.Contains(csv, `,"`+host+`","ファイルアクセス","ファイル作成",`) {
+	if !strings.HasPrefix(csv, "\ufeff\"ログ番号\",\"日時 (JST)\",\"エージェント\"") || !strings.Contains(csv, `,"`+host+`","ファイルアクセス","ファイル作成",`) {
 		t.Errorf("CSV without PC names or Japanese labels:\n%.800s", csv)
 	}
 	bundle := u.eval(`fetch("/events/export?" + new URLSearchParams(new FormData(document.getElementById("bundle-form")))).

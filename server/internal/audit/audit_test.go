@@ -225,7 +225,7 @@ func TestCSV(t *testing.T) {
 		t.Fatal(n, err)
 	}
 	s := buf.String()
-	if !strings.HasPrefix(s, "\ufeff\"ログ番号\",\"日時\",") || !strings.Contains(s, "2026-11-01 18:00:01.000 JST") || !strings.Contains(s, `D:\顧客\0.xlsx`) {
+	if !strings.HasPrefix(s, "\ufeff\"ログ番号\",\"日時 (JST)\",") || !strings.Contains(s, `"2026-11-01 18:00:01.000"`) || !strings.Contains(s, `D:\顧客\0.xlsx`) {
 		t.Fatalf("csv:\n%s", s)
 	}
 	// PC names and Japanese labels, the agent id kept in the last column.

@@ -249,6 +249,10 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 	if !ok {
 		return 0, fmt.Errorf("audit: lang %q: want ja or en", lang)
 	}
+	// The zone goes in the header, not in each cell: "… 18:00:01.000 JST"
+	// is text to Excel, which can sort and filter a bare date-time.
+	hdr = slices.Clone(hdr)
+	hdr[1] += " (" + time.Now().In(loc).Format("MST") + ")"
 	hosts := map[string]string{}
 	if x.HostNames != nil {
 		m, err := x.HostNames(ctx)
@@ -283,7 +287,7 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 				b, _ := json.Marshal(s.Attrs)
 				attrs = string(b)
 			}
-			if err := cw.Write([]string{strconv.FormatInt(s.Index, 10), s.Time.In(loc).Format("2006-01-02 15:04:05.000 MST"),
+			if err := cw.Write([]string{strconv.FormatInt(s.Index, 10), s.Time.In(loc).Format("2006-01-02 15:04:05.000"),
 				cmp.Or(hosts[s.Agent], s.Agent), labels.Of(labels.Control, lang, s.Control), labels.Of(labels.EventType, lang, s.Type),
 				labels.Of(labels.Severity, lang, string(s.Severity)), s.User, s.Process, s.Object, s.RegisterID, attrs, s.Hash, s.Agent}); err != nil {
 				return rows, err

@@ -96,7 +96,7 @@ func TestEventsCountDepartmentUsers(t *testing.T) {
 	if pg := b.get(dep + "&agent=pc-soumu-02"); !strings.Contains(pg.body, "該当 70 件<") {
 		t.Errorf("department and PC: want the PC's 70 events")
 	}
-	if pg := b.get("/events?department=" + url.QueryEscape("経理部")); pg.status != 400 || !strings.Contains(pg.body, "no PC") {
+	if pg := b.get("/events?department=" + url.QueryEscape("経理部")); pg.status != 400 || !strings.Contains(pg.body, "部署「経理部」の PC がありません") {
 		t.Errorf("unknown department: %d, want 400 saying so", pg.status)
 	}
 
