@@ -111,6 +111,7 @@ var catalog = map[Set]map[string]label{
 		"backup.corrupt":                 {"バックアップ破損", "Backup corrupt"},
 		"backup.pruned":                  {"古い世代の削除", "Old backups pruned"},
 		"backup.status":                  {"バックアップの状態", "Backup status"},
+		"backup.generations_missing":     {"バックアップ世代の消失", "Backup generations missing"},
 		"posture.status":                 {"端末の状態", "Posture status"},
 		"agent.started":                  {"エージェント起動", "Agent started"},
 		"agent.stopping":                 {"エージェント停止", "Agent stopping"},
@@ -251,6 +252,9 @@ var catalog = map[Set]map[string]label{
 		"write_failed":       {"ディスクが書き込みを拒否した件数", "Refused by the disk"},
 		"modified":           {"書き込みあり", "Written to"},
 		"transient":          {"一時ファイル（作成から削除まで集計期間内）", "Transient (created and deleted within the window)"},
+		"times_restored":     {"書き込み後に日時が元に戻された", "Written, then its times put back"},
+		"ctime_only":         {"変更日時 (ctime) だけが変わった", "Only its change time (ctime) moved"},
+		"unlinked":           {"読み取り中に置き換え・削除されたファイル", "Replaced or deleted while open"},
 		"ops":                {"操作の内訳（回数）", "Operations (count)"},
 		"ip":                 {"IPアドレス", "IP address"},
 		"role":               {"役割", "Role"},
@@ -331,6 +335,9 @@ var catalog = map[Set]map[string]label{
 		"set":        {"設定した値", "Set"},
 		"found":      {"設定前の値", "Found"},
 		"session_id": {"セッションID", "Session ID"},
+		// Screen lock: settings written but not in effect, why nothing was judged.
+		"written": {"書き込んだ値（未反映）", "Written (not in effect)"},
+		"detail":  {"詳細", "Detail"},
 		// Backup.
 		"files":           {"ファイル数", "Files"},
 		"bytes":           {"バイト数", "Bytes"},
@@ -346,6 +353,14 @@ var catalog = map[Set]map[string]label{
 		"age_seconds":     {"経過時間（秒）", "Age (s)"},
 		"method":          {"方式", "Method"},
 		"disk_full":       {"ディスクの空き不足", "Disk full"},
+		// Backup: how unchanged files were linked, the destination, generations gone.
+		"linked_unverified":   {"大きさと更新日時だけで引き継いだファイル数", "Linked on size and mtime only"},
+		"compared":            {"内容を照合したファイル数", "Compared by content"},
+		"generations":         {"世代（一覧）", "Generations"},
+		"remaining":           {"残っている世代数", "Generations remaining"},
+		"first_written":       {"初回の書き込み", "First written"},
+		"same_device":         {"対象と同じディスク", "On the same disk as a source"},
+		"same_device_sources": {"同じディスク上の対象フォルダー", "Sources on the same disk"},
 		// Administration, alerts and incidents.
 		"expires":        {"有効期限", "Expires"},
 		"uses":           {"使用回数", "Uses"},

@@ -2,7 +2,7 @@
 // which has no public recursive watch. It walks each root and watches every
 // directory, watches and scans directories as they appear (so files created
 // before their directory's watch was added are not missed), keeps a snapshot
-// (path -> size, mtime, is-dir) per root, debounces bursts per path into one
+// (path -> size, mtime, is-dir, inode, change time) per root, debounces bursts per path into one
 // Change with counts, pairs renames where the OS gives both names, and on a
 // queue overflow rescans and reconciles the tree against the snapshot.
 //
@@ -42,6 +42,14 @@ const (
 	// Error reports a directory that could not be watched (Err says why,
 	// e.g. ErrWatchLimit); changes below it are missed until the next rescan.
 	Error Op = "error"
+	// Attrib is nothing to report: only the snapshot changed. Either a
+	// file's inode metadata changed without a write (chmod, chown, links,
+	// xattrs: the change time moved, size and mtime did not, and the OS
+	// reported no write), or a comparison with a prior snapshot saved
+	// without change times learnt them (Path is then the root, Snap holds
+	// every such entry). A caller persisting the snapshot saves Snap, else
+	// its next AddFrom would take the moved change time for an edit.
+	Attrib Op = "attrib"
 )
 
 // ErrWatchLimit is wrapped when the OS refuses another watch (Linux: ENOSPC
@@ -96,8 +104,17 @@ type Change struct {
 	// Prior: found by comparing the disk with a snapshot saved earlier
 	// (AddFrom), so it happened while nothing watched; Reconciled too.
 	Prior bool
-	Time  time.Time // of the last raw notification
-	Err   error     // Error only
+	// TimesRestored (Modified): the file was written in the window, yet
+	// its size and mtime are as before; only its change time moved. The
+	// mtime was put back (touch -r, utimes) to hide the edit.
+	TimesRestored bool
+	// CTimeOnly (Modified, found by a comparison: Prior or Reconciled):
+	// size and mtime are as in the snapshot but the change time moved. A
+	// comparison cannot tell an edit with the mtime put back from a
+	// chmod, chown or link made meanwhile.
+	CTimeOnly bool
+	Time      time.Time // of the last raw notification
+	Err       error     // Error only
 	// Snap holds the edits this change made to the snapshot (nil: the path
 	// left it). A caller that persists the snapshot saves them with the
 	// change's record, so the saved snapshot matches what was recorded.
@@ -110,11 +127,19 @@ type Entry struct {
 	MTime time.Time
 	Dir   bool
 	ID    uint64 // inode where the OS gives one, else 0
+	// CTime is the inode change time (Unix), which no user can set back,
+	// unlike MTime; zero where unknown (Windows, snapshots saved before it
+	// was kept), and a zero on either side compares equal.
+	CTime time.Time
 }
 
-func (e entry) export() *Entry { return &Entry{Size: e.size, MTime: e.mtime, Dir: e.dir, ID: e.id} }
+func (e entry) export() *Entry {
+	return &Entry{Size: e.size, MTime: e.mtime, Dir: e.dir, ID: e.id, CTime: e.ctime}
+}
 
-func (e Entry) internal() entry { return entry{size: e.Size, mtime: e.MTime, dir: e.Dir, id: e.ID} }
+func (e Entry) internal() entry {
+	return entry{size: e.Size, mtime: e.MTime, dir: e.Dir, id: e.ID, ctime: e.CTime}
+}
 
 // Clock is the time source; controls.Clock and controlstest.FakeClock fit.
 type Clock interface {
@@ -153,7 +178,7 @@ type Options struct {
 // Stats are counters since New.
 type Stats struct {
 	Raw        uint64 // raw notifications read
-	Changes    uint64 // Changes delivered (not counting Overflow and Error)
+	Changes    uint64 // Changes delivered (not counting Overflow, Error and Attrib)
 	Overflows  uint64
 	Transient  uint64 // paths created and gone again within one debounce window
 	WatchedDir int    // directories watched now
@@ -163,7 +188,8 @@ type entry struct {
 	size  int64
 	mtime time.Time
 	dir   bool
-	id    uint64 // inode where the OS gives one, else 0
+	id    uint64    // inode where the OS gives one, else 0
+	ctime time.Time // inode change time where the OS gives one, else zero
 }
 
 type pending struct {
@@ -547,7 +573,7 @@ func (w *Watcher) walkLocked(top string, strict bool) (map[string]entry, error) 
 }
 
 func entryOf(fi fs.FileInfo) entry {
-	e := entry{mtime: fi.ModTime(), dir: fi.IsDir(), id: fileID(fi)}
+	e := entry{mtime: fi.ModTime(), dir: fi.IsDir(), id: fileID(fi), ctime: changeTime(fi)}
 	if !e.dir {
 		e.size = fi.Size()
 	}
@@ -559,6 +585,7 @@ func entryOf(fi fs.FileInfo) entry {
 func (w *Watcher) diffLocked(top string, found map[string]entry) []Change {
 	now := w.opt.Clock.Now()
 	var out []Change
+	var learnt map[string]*Entry
 	for p, old := range w.snap {
 		if w.rootForLocked(p) != top {
 			continue
@@ -582,10 +609,32 @@ func (w *Watcher) diffLocked(top string, found map[string]entry) []Change {
 		case !e.dir && (old.size != e.size || !old.mtime.Equal(e.mtime) || old.dir != e.dir):
 			out = append(out, Change{Op: Modified, Path: p, Root: top, IsDir: e.dir, Size: e.size,
 				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now, Snap: map[string]*Entry{p: e.export()}})
+		case !e.dir && ctimeMoved(old, e):
+			// Reported, not taken for a chmod: nothing says which it was,
+			// and an edit with its mtime put back must not go unseen.
+			out = append(out, Change{Op: Modified, Path: p, Root: top, Size: e.size, CTimeOnly: true,
+				Count: 1, Raw: RawCounts{Scan: 1}, Reconciled: true, Time: now, Snap: map[string]*Entry{p: e.export()}})
+		case old.ctime.IsZero() && !e.ctime.IsZero():
+			// Saved before change times were kept: learnt now, so that the
+			// next comparison can use them.
+			if learnt == nil {
+				learnt = map[string]*Entry{}
+			}
+			learnt[p] = e.export()
 		}
+	}
+	if learnt != nil {
+		out = append(out, Change{Op: Attrib, Path: top, Root: top, Reconciled: true, Time: now, Snap: learnt})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out
+}
+
+// ctimeMoved reports whether both change times are known and differ; an
+// unknown one (zero: Windows, a snapshot saved before they were kept)
+// compares equal, else an upgrade would report every file as modified.
+func ctimeMoved(a, b entry) bool {
+	return !a.ctime.IsZero() && !b.ctime.IsZero() && !a.ctime.Equal(b.ctime)
 }
 
 // enqueue queues changes for the reader; with wait (the event loop only) it
@@ -596,7 +645,7 @@ func (w *Watcher) enqueue(cs []Change, wait bool) {
 	}
 	n := uint64(0)
 	for _, c := range cs {
-		if c.Op != Overflow && c.Op != Error {
+		if c.Op != Overflow && c.Op != Error && c.Op != Attrib {
 			n++
 		}
 	}
@@ -703,7 +752,13 @@ func (w *Watcher) reconcile(wait bool) {
 		if err != nil {
 			out = append(out, Change{Op: Error, Root: top, Path: top, Err: err, Time: now})
 		}
-		out = append(out, Change{Op: Overflow, Root: top, Path: top, Count: len(diff), Time: now})
+		n := 0
+		for _, c := range diff {
+			if c.Op != Attrib {
+				n++
+			}
+		}
+		out = append(out, Change{Op: Overflow, Root: top, Path: top, Count: n, Time: now})
 	}
 	w.mu.Unlock()
 	w.enqueue(out, wait)
@@ -1016,9 +1071,21 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 	case !had:
 		c.Op = Created
 	case old.size == e.size && old.mtime.Equal(e.mtime) && old.id == e.id && old.dir == e.dir:
-		// Unchanged since the snapshot: attributes only, or notifications
-		// that a reconciliation already accounted for.
-		return nil
+		// Unchanged since the snapshot (notifications a reconciliation
+		// already accounted for), or only the change time moved: written
+		// in the window, the mtime was put back to hide the edit; else a
+		// chmod, chown or link, which would be noise in an access log:
+		// Attrib, so the snapshot keeps its change time and a later
+		// comparison (which, lacking notifications, reports any moved
+		// change time: diffLocked) does not take it for an edit.
+		if e.dir || !ctimeMoved(old, e) {
+			return nil
+		}
+		if pd.raw.Write == 0 {
+			c.Op = Attrib
+			return []Change{c}
+		}
+		c.Op, c.TimesRestored = Modified, true
 	case e.dir:
 		return nil // a directory's own notifications say only that its content changed
 	default:

@@ -170,6 +170,9 @@ func TestSaveViaRenameIsModified(t *testing.T) {
 				cs := w.flush(false)
 				var got []string
 				for _, ch := range cs {
+					if ch.Op == Attrib {
+						continue // a rename moves the change time; Snap only (applied below)
+					}
 					d := fmt.Sprintf("%s %s", ch.Op, filepath.Base(ch.Path))
 					if ch.OldPath != "" {
 						d += " from " + filepath.Base(ch.OldPath)
@@ -183,7 +186,7 @@ func TestSaveViaRenameIsModified(t *testing.T) {
 				if strings.Join(got, "\n") != strings.Join(c.want, "\n") {
 					t.Fatalf("changes:\n got  %q\n want %q", got, c.want)
 				}
-				if len(cs) > 0 && c.pre == "" && cs[0].Size != int64(len("v2, the new content")) {
+				if len(cs) > 0 && c.pre == "" && cs[0].Op != Attrib && cs[0].Size != int64(len("v2, the new content")) {
 					t.Fatalf("size %d", cs[0].Size)
 				}
 				applySnap(before, cs)

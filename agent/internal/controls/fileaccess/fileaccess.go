@@ -77,6 +77,10 @@ type access struct {
 	NewName bool   // Rename: Path is the name it got (renamed or moved to it), not the one it left
 	MovedTo string // renamed from Path: where it went, when the OS says (Linux FID)
 	Record  uint64 // OS record that reported it (Security-log record id), acked back; 0: none
+	// Unlinked: the file accessed was no longer linked when the OS event
+	// was read (replaced, e.g. by sed -i, or deleted); Path is the name it
+	// last had (Linux: the /proc/self/fd link without " (deleted)").
+	Unlinked bool
 }
 
 // Values of the attribution_source attr of an attributed change.
@@ -334,7 +338,10 @@ type bulkWindow struct {
 	outage event.Attrs
 }
 
-type readKey struct{ path, user, process string }
+type readKey struct {
+	path, user, process string
+	unlinked            bool // read from a file no longer at path: its own event
+}
 
 type readAgg struct {
 	a     access
@@ -695,6 +702,12 @@ func (r *runner) change(ctx context.Context, ch fswatch.Change) {
 			}})
 		return
 	}
+	if ch.Op == fswatch.Attrib {
+		// Never on Windows (no change time), so nothing held for
+		// attribution can be saved after it.
+		r.saveQuiet(ch)
+		return
+	}
 	if ch.Path == ch.Root && ch.Op == fswatch.Deleted {
 		if rs := r.roots[ch.Root]; rs != nil {
 			rs.watched, rs.err = false, fs.ErrNotExist
@@ -766,6 +779,22 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 	if ch.Reconciled {
 		e.Attrs["reconciled"] = true
 	}
+	switch {
+	case ch.TimesRestored:
+		// Proof of an edit hidden by putting the mtime back: flagged.
+		e.Severity = event.Warning
+		e.Attrs["times_restored"] = true
+		e.Attrs["note_en"] = "written, yet size and modification time are as before: the modification time was put back (e.g. touch -r)"
+		e.Attrs["note_ja"] = "書き込まれましたが、サイズと更新日時が元のままです。更新日時が戻されています (touch -r など)"
+	case ch.CTimeOnly:
+		// Found by a comparison, which cannot tell a hidden edit from a
+		// chmod: reported, saying so.
+		e.Attrs["ctime_only"] = true
+		e.Attrs["note_en"] = "size and modification time are as before but the inode change time moved: " +
+			"the content was edited and its modification time put back, or permissions, owner or links changed"
+		e.Attrs["note_ja"] = "サイズと更新日時は元のままですが、inode変更時刻 (ctime) が変わっています。" +
+			"内容が編集されて更新日時が戻されたか、権限・所有者・リンクが変更されました"
+	}
 	sequenceAttrs(e.Attrs, ch)
 	win, found := r.unrecorded[ch.Root]
 	source := sourceNotRecorded
@@ -794,6 +823,9 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 		}
 		if a.Mask != 0 {
 			e.Attrs["access_mask"] = "0x" + strconv.FormatUint(uint64(a.Mask), 16)
+		}
+		if a.Unlinked {
+			e.Attrs["unlinked"] = true // the access was to a file no longer at the path when read
 		}
 	}
 	if ch.Op == fswatch.Deleted {
@@ -1001,7 +1033,7 @@ func (r *runner) access(ctx context.Context, a access) {
 			r.acks.release(a.Record)
 			return
 		}
-		k := readKey{a.Path, a.User, a.Process}
+		k := readKey{a.Path, a.User, a.Process, a.Unlinked}
 		if g := r.reads[k]; g != nil {
 			g.count++
 			g.a.Mask |= a.Mask
@@ -1138,7 +1170,9 @@ func (r *runner) housekeep(ctx context.Context, all bool) {
 		if g.a.Mask != 0 {
 			e.Attrs["access_mask"] = "0x" + strconv.FormatUint(uint64(g.a.Mask), 16)
 		}
-		if fi, err := os.Stat(k.path); err == nil {
+		if k.unlinked {
+			e.Attrs["unlinked"] = true // what was read is not what the path holds now
+		} else if fi, err := os.Stat(k.path); err == nil {
 			e.Attrs["size"] = fi.Size()
 		}
 		r.countOrEmit(ctx, r.rootFor(k.path), e, nil, g.recs...)
@@ -1194,6 +1228,24 @@ func (r *runner) flushAll(ctx context.Context) {
 }
 
 func (r *runner) emit(ctx context.Context, e event.Event) { r.emitState(ctx, e, nil) }
+
+// saveQuiet saves snapshot edits no event reports (fswatch.Attrib: a chmod,
+// change times learnt from an old snapshot), so the next comparison does
+// not take them for edits. While the folder's bulk window holds edits they
+// go with its summary, else that older state would be saved after them.
+func (r *runner) saveQuiet(ch fswatch.Change) {
+	if r.store == nil || len(ch.Snap) == 0 {
+		return
+	}
+	if rs := r.roots[ch.Root]; rs != nil && rs.bulk.snap != nil {
+		maps.Copy(rs.bulk.snap, ch.Snap)
+		return
+	}
+	if err := r.store.SaveState(*snapState(ch.Snap)); err != nil {
+		r.c.env.Log.Error().Err(err).Str("path", ch.Path).Msg("fileaccess: save snapshot")
+		r.refused(event.Event{Time: r.c.env.Clock.Now()}, ch.Snap)
+	}
+}
 
 // emitState emits e and saves the snapshot edits it reflects in the same
 // commit (when the spool can); an event that is not stored leaves the saved

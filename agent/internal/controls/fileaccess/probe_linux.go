@@ -59,6 +59,9 @@ type pidInfo struct {
 	at        time.Time
 }
 
+// deletedSuffix is what Linux appends to /proc/self/fd links of unlinked files.
+const deletedSuffix = " (deleted)"
+
 const fanMask = unix.FAN_OPEN | unix.FAN_MODIFY | unix.FAN_CLOSE_WRITE | unix.FAN_CLOSE_NOWRITE
 
 func newProbe(env controls.Env) probe {
@@ -220,6 +223,16 @@ func (p *fanotifyProbe) handle(e fanEvent, now time.Time) {
 		return
 	}
 	path, err := os.Readlink(filepath.Join(p.proc, "self", "fd", strconv.Itoa(int(e.fd))))
+	unlinked := false
+	if err == nil && strings.HasSuffix(path, deletedSuffix) {
+		// Linux appends " (deleted)" to the link of a file unlinked since
+		// (sed -i closes the original after renaming its output over it).
+		// Only a link count of 0 says so: a file may be named that.
+		var st unix.Stat_t
+		if unix.Fstat(int(e.fd), &st) == nil && st.Nlink == 0 {
+			path, unlinked = strings.TrimSuffix(path, deletedSuffix), true
+		}
+	}
 	unix.Close(int(e.fd))
 	if err != nil || int(e.pid) == p.self {
 		return
@@ -238,7 +251,7 @@ func (p *fanotifyProbe) handle(e fanEvent, now time.Time) {
 	}
 	info := p.pidLocked(e.pid, now)
 	p.mu.Unlock()
-	a := access{Path: path, Time: now, PID: int(e.pid), User: info.user, Process: info.exe, Mask: uint32(e.mask),
+	a := access{Path: path, Time: now, PID: int(e.pid), User: info.user, Process: info.exe, Mask: uint32(e.mask), Unlinked: unlinked,
 		Write:  e.mask&(unix.FAN_MODIFY|unix.FAN_CLOSE_WRITE) != 0,
 		Read:   e.mask&unix.FAN_CLOSE_NOWRITE != 0 && e.mask&(unix.FAN_MODIFY|unix.FAN_CLOSE_WRITE) == 0,
 		Delete: false}

@@ -41,6 +41,22 @@ func TestMain(m *testing.M) {
 		io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	}
+	if p := os.Getenv("MAMORI_FA_READHOLD"); p != "" {
+		// Read the file, say so, keep it open until told (the file is
+		// replaced meanwhile), then close it: the close-nowrite event's fd
+		// is of a file no longer linked anywhere.
+		f, err := os.Open(p)
+		if err == nil {
+			io.ReadAll(f)
+		}
+		os.Stdout.WriteString("read\n")
+		os.Stdin.Read(make([]byte, 1))
+		if f != nil {
+			f.Close()
+		}
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}
 	if p := os.Getenv("MAMORI_FA_RENAME"); p != "" {
 		os.Rename(p, os.Getenv("MAMORI_FA_TO"))
 		io.Copy(io.Discard, os.Stdin)

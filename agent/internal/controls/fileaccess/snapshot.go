@@ -12,7 +12,7 @@ import (
 )
 
 // Saved state of the watched folders, in the spool's database: the snapshot
-// (path -> size, mtime, kind, inode) is committed in the same transaction
+// (path -> size, mtime, kind, inode, change time) is committed in the same transaction
 // as the event that reflects each change, so after a crash the saved
 // snapshot is exactly what the stored events describe, and diffing it
 // against the disk at the next start finds every change no event recorded.
@@ -42,30 +42,48 @@ type stateStore interface {
 	Previous() spool.Previous
 }
 
+// An entry is size, mtime (Unix ns), inode, dir flag (25 bytes, as the
+// previous version saved it), then the change time (Unix ns, 0: unknown).
+// A 25-byte entry still decodes, with the change time unknown, so an
+// upgrade neither discards the saved snapshot nor reports every file.
+const (
+	entryLenV1 = 25
+	entryLen   = 33
+)
+
 func encodeEntry(e *fswatch.Entry) []byte {
 	if e == nil {
 		return nil
 	}
-	b := make([]byte, 25)
+	b := make([]byte, entryLen)
 	binary.BigEndian.PutUint64(b[0:], uint64(e.Size))
 	binary.BigEndian.PutUint64(b[8:], uint64(e.MTime.UnixNano()))
 	binary.BigEndian.PutUint64(b[16:], e.ID)
 	if e.Dir {
 		b[24] = 1
 	}
+	if !e.CTime.IsZero() {
+		binary.BigEndian.PutUint64(b[25:], uint64(e.CTime.UnixNano()))
+	}
 	return b
 }
 
 func decodeEntry(b []byte) (fswatch.Entry, error) {
-	if len(b) != 25 || b[24] > 1 {
+	if len(b) != entryLen && len(b) != entryLenV1 || b[24] > 1 {
 		return fswatch.Entry{}, fmt.Errorf("fileaccess: saved snapshot entry of %d bytes", len(b))
 	}
-	return fswatch.Entry{
+	e := fswatch.Entry{
 		Size:  int64(binary.BigEndian.Uint64(b[0:])),
 		MTime: time.Unix(0, int64(binary.BigEndian.Uint64(b[8:]))),
 		ID:    binary.BigEndian.Uint64(b[16:]),
 		Dir:   b[24] == 1,
-	}, nil
+	}
+	if len(b) == entryLen {
+		if ns := int64(binary.BigEndian.Uint64(b[25:])); ns != 0 {
+			e.CTime = time.Unix(0, ns)
+		}
+	}
+	return e, nil
 }
 
 // snapState turns a change's snapshot edits into a spool state change.
