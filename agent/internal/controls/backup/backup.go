@@ -6,7 +6,8 @@
 // A run makes a generation directory destination/<hostname>/<UTC time>/,
 // copies each file through a temp file (hashing what it reads), fsyncs,
 // renames and reads it back to compare hashes; files unchanged since the
-// previous good generation (size and mtime) are hard-linked if that copy
+// previous good generation (size, mtime and, on Unix, inode change time;
+// else compared by content) are hard-linked if that copy
 // still matches its manifest hash, else copied (as where links are
 // impossible), so every generation is complete and no damage is inherited. manifest.json,
 // written last, makes a generation good; its SHA-256 is the manifest hash
@@ -15,13 +16,17 @@
 //
 // The control is portable: the only per-OS pieces are in fs_windows.go and
 // fs_other.go, which must define syncDir(dir string) error and
-// isDiskFull(error) bool.
+// isDiskFull(error) bool, and in ctime_{linux,darwin,windows,other}.go,
+// which must define changeTimeOf(os.FileInfo) (time.Time, bool),
+// deviceID(path string) (string, bool) and the constant linkOnSizeAndMTime.
 package backup
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -47,6 +52,10 @@ const (
 	TypeCorrupt   = "backup.corrupt"
 	TypePruned    = "backup.pruned"
 	TypeStatus    = "backup.status"
+	// TypeGenerationsMissing: generations the agent had seen at the
+	// destination are gone, and not by its own pruning (someone deleted or
+	// moved them). Reported once, when noticed.
+	TypeGenerationsMissing = "backup.generations_missing"
 )
 
 // Methods.
@@ -62,7 +71,17 @@ const (
 	maxEventPaths     = 100 // paths listed in one backup.corrupt event
 	maxEventPathBytes = 8 << 10
 	stateFile         = "backup-manifests.json"
+	destStateFile     = "backup-destinations.json"
 )
+
+// destState is what the agent remembers of one destination (the policy's
+// destination path): that it has written a generation there, which makes
+// the destination missing later a failure rather than a first backup, and
+// the good generations it last saw in its host folder.
+type destState struct {
+	Written     time.Time `json:"written,omitzero"` // first good generation written (or found) there
+	Generations []string  `json:"generations"`
+}
 
 type config struct {
 	mode        policy.Mode
@@ -93,6 +112,13 @@ type Control struct {
 	corrupt     []Corruption
 	lastVerify  time.Time
 	overdueSeen string // newest-backup key already reported overdue
+	dests       map[string]*destState
+	destMissing bool // the destination root, written to before, is gone
+	// legacyWritten: upgraded from a version without the destinations
+	// record, with backups written before. Until the record has an entry,
+	// the policy's destination counts as written to.
+	legacyWritten bool
+	sameDevice    []string // sources on the destination's filesystem (a note, not a failure)
 }
 
 // New makes the backup control.
@@ -115,10 +141,11 @@ func newControl(env controls.Env, host string) *Control {
 		return r
 	}, host)
 	return &Control{
-		env:  env,
-		host: host,
-		rep:  &controls.StatusReporter{Control: Name, Env: env, Interval: statusInterval},
-		wake: make(chan struct{}, 1),
+		env:   env,
+		host:  host,
+		rep:   &controls.StatusReporter{Control: Name, Env: env, Interval: statusInterval},
+		wake:  make(chan struct{}, 1),
+		dests: map[string]*destState{},
 	}
 }
 
@@ -280,11 +307,20 @@ func (c *Control) cycle(ctx context.Context, cfg config) time.Duration {
 	}
 	eng := &engine{hostDir: filepath.Join(cfg.destination, c.host), host: c.host, now: c.env.Clock.Now, manifests: c.manifests}
 	now := c.env.Clock.Now()
-	newest, err := newestGood(eng)
+	if c.checkDestination(ctx, cfg) {
+		return retryAfter
+	}
+	c.sameDevice, _ = sameDeviceSources(cfg.sources, cfg.destination)
+	gens, err := eng.goodGenerations()
 	if err != nil {
 		c.lastErr = err
 		c.report(ctx, cfg, time.Time{}, err)
 		return retryAfter
+	}
+	c.trackGenerations(ctx, cfg, eng, gens)
+	var newest time.Time
+	if len(gens) > 0 {
+		newest = gens[len(gens)-1].Time
 	}
 	due := newest.IsZero() || now.Sub(newest) >= cfg.schedule
 	if cfg.mode == policy.Enforce && due && (c.lastErr == nil || now.Sub(c.lastRun) >= retryAfter) {
@@ -305,12 +341,86 @@ func (c *Control) cycle(ctx context.Context, cfg config) time.Duration {
 	return c.nextWait(cfg, newest)
 }
 
-func newestGood(eng *engine) (time.Time, error) {
-	gens, err := eng.goodGenerations()
-	if err != nil || len(gens) == 0 {
-		return time.Time{}, err
+// checkDestination reports whether the policy's destination itself is
+// missing although this agent has written a generation there before (an
+// unmounted share, a folder moved away). Then nothing is written: creating
+// it afresh would put the backup on the local disk while the status said
+// it was on the share. It sets the status and, in enforce mode, records
+// backup.failed once per outage. A destination never written to may be
+// created by the first backup; one that cannot be stat'ed for another
+// reason is left to the listing, which reports it unreachable.
+func (c *Control) checkDestination(ctx context.Context, cfg config) bool {
+	_, err := os.Stat(cfg.destination)
+	d := c.dests[cfg.destination]
+	written := d != nil && !d.Written.IsZero()
+	if !written && c.legacyWritten && len(c.dests) == 0 {
+		written, d = true, &destState{}
 	}
-	return gens[len(gens)-1].Time, nil
+	if !errors.Is(err, fs.ErrNotExist) || !written {
+		c.destMissing = false
+		return false
+	}
+	if !c.destMissing && cfg.mode == policy.Enforce {
+		r := rDestMissing
+		c.emit(ctx, event.Event{Type: TypeFailed, Severity: event.Warning, Object: cfg.destination, Attrs: event.Attrs{
+			"error": errText(err), "disk_full": false, "destination": cfg.destination, "reason": "destination_missing",
+			"reason_ja": r.ja, "reason_en": r.en, "first_written": firstWritten(d)}})
+		c.env.Log.Warn().Str("destination", cfg.destination).Msg("backup destination missing; not recreated")
+	}
+	c.destMissing = true
+	c.report(ctx, cfg, time.Time{}, nil)
+	return true
+}
+
+func firstWritten(d *destState) string {
+	if d.Written.IsZero() {
+		return "unknown (before the destinations record)"
+	}
+	return d.Written.UTC().Format(time.RFC3339)
+}
+
+// trackGenerations compares the good generations listed now with those
+// last seen at this destination and records backup.generations_missing,
+// once, for any that are gone. The agent's own pruning removes names from
+// the record before this runs, so it is never reported as missing.
+func (c *Control) trackGenerations(ctx context.Context, cfg config, eng *engine, gens []Generation) {
+	d := c.dests[cfg.destination]
+	if d == nil {
+		if len(gens) == 0 {
+			return
+		}
+		// Generations already there (an agent upgraded from a version
+		// without this record): the destination counts as written to.
+		d = &destState{Written: gens[0].Time}
+		c.dests[cfg.destination] = d
+	}
+	present := make(map[string]bool, len(gens))
+	names := make([]string, 0, len(gens))
+	for _, g := range gens {
+		present[g.Name] = true
+		names = append(names, g.Name)
+	}
+	var gone []any
+	for _, n := range d.Generations {
+		if !present[n] {
+			gone = append(gone, n)
+		}
+	}
+	changed := !slices.Equal(d.Generations, names)
+	d.Generations = names
+	if len(gone) > 0 {
+		list := gone
+		if len(list) > maxEventPaths {
+			list = list[len(list)-maxEventPaths:]
+		}
+		c.emit(ctx, event.Event{Type: TypeGenerationsMissing, Severity: event.Warning, Object: eng.hostDir, Attrs: event.Attrs{
+			"generations": list, "count": len(gone), "remaining": len(gens), "destination": cfg.destination}})
+		c.env.Log.Warn().Int("count", len(gone)).Str("destination", cfg.destination).Msg("backup generations missing")
+		c.corrupt = slices.DeleteFunc(c.corrupt, func(b Corruption) bool { return !present[b.Generation] })
+	}
+	if changed {
+		c.saveDests()
+	}
 }
 
 // nextWait is the time until the next scheduled run, a retry, the moment
@@ -348,13 +458,23 @@ func (c *Control) runOnce(ctx context.Context, cfg config, eng *engine) (struct{
 	}
 	c.lastErr = nil
 	c.manifests[res.Generation] = res.ManifestHash
+	d := c.dests[cfg.destination]
+	if d == nil {
+		d = &destState{}
+		c.dests[cfg.destination] = d
+	}
+	if d.Written.IsZero() {
+		d.Written = c.env.Clock.Now().UTC()
+	}
+	d.Generations = append(d.Generations, res.Generation)
+	c.saveDests()
 	regs := make([]any, len(res.RegisterIDs))
 	for i, r := range res.RegisterIDs {
 		regs[i] = r
 	}
 	e := event.Event{Type: TypeCompleted, Severity: event.Info, Object: res.Dir, Attrs: event.Attrs{
 		"generation": res.Generation, "files": res.Files, "bytes": res.Bytes, "copied": res.Copied,
-		"linked": res.Linked, "vanished": res.Vanished, "manifest_sha256": res.ManifestHash, "duration_ms": res.Duration.Milliseconds(),
+		"linked": res.Linked, "linked_unverified": res.LinkedUnverified, "compared": res.Compared, "vanished": res.Vanished, "manifest_sha256": res.ManifestHash, "duration_ms": res.Duration.Milliseconds(),
 		"register_ids": regs,
 	}}
 	if len(res.RegisterIDs) == 1 {
@@ -381,6 +501,10 @@ func (c *Control) prune(ctx context.Context, cfg config, eng *engine) {
 	}
 	if len(gone) > 0 {
 		c.saveManifests()
+		if d := c.dests[cfg.destination]; d != nil {
+			d.Generations = slices.DeleteFunc(d.Generations, func(n string) bool { return slices.Contains(gone, n) })
+			c.saveDests()
+		}
 	}
 }
 
@@ -441,7 +565,9 @@ var (
 	rFailed      = reason{"backup.last_run_failed", "直近のバックアップが失敗しました", "the last backup run failed"}
 	rCorrupt     = reason{"backup.corrupt", "バックアップ先のファイルがマニフェストと一致しません（破損）", "files at the destination no longer match their manifest (corrupt)"}
 	rUnreachable = reason{"backup.destination_unreachable", "バックアップ先を読めません", "the backup destination cannot be read"}
-	rNoSources   = reason{"backup.no_sources", "バックアップ対象がありません: ポリシーに対象フォルダーがなく、台帳にもこの PC のフォルダーがありません",
+	rDestMissing = reason{"backup.destination_missing", "バックアップ先のフォルダーがありません（共有フォルダーの未接続・移動など）。以前に書き込んだバックアップ先のため、作成し直さずに失敗としています",
+		"the backup destination is missing (a share not mounted, a folder moved); it was written to before, so it is not recreated and the backup fails"}
+	rNoSources = reason{"backup.no_sources", "バックアップ対象がありません: ポリシーに対象フォルダーがなく、台帳にもこの PC のフォルダーがありません",
 		"nothing to back up: the policy names no sources and the register has no folders on this PC"}
 )
 
@@ -468,9 +594,18 @@ func (c *Control) report(ctx context.Context, cfg config, newest time.Time, read
 		attrs["newest"] = newest.UTC().Format(time.RFC3339)
 		attrs["age_seconds"] = int64(now.Sub(newest) / time.Second)
 	}
+	if len(c.sameDevice) > 0 && !c.destMissing && cfg.method == MethodCopy {
+		srcs := make([]any, len(c.sameDevice))
+		for i, s := range c.sameDevice {
+			srcs[i] = s
+		}
+		attrs["same_device"], attrs["same_device_sources"] = true, srcs
+		attrs["note_ja"] = "バックアップ先が対象フォルダーと同じディスク（ファイルシステム）上にあります。ディスクの故障・盗難・ランサムウェアで元データと同時に失われるおそれがあります"
+		attrs["note_en"] = "the backup destination is on the same disk (filesystem) as a source folder: a disk failure, theft or ransomware can take both"
+	}
 	overdue := !newest.IsZero() && now.Sub(newest) > cfg.maxAge
 	key := newest.UTC().Format(time.RFC3339Nano)
-	if (overdue || newest.IsZero()) && readErr == nil && c.overdueSeen != key {
+	if (overdue || newest.IsZero()) && readErr == nil && !c.destMissing && c.overdueSeen != key {
 		c.overdueSeen = key
 		a := event.Attrs{"max_age": cfg.maxAge.String(), "destination": cfg.destination}
 		if !newest.IsZero() {
@@ -481,6 +616,8 @@ func (c *Control) report(ctx context.Context, cfg config, newest time.Time, read
 	}
 	r, state := rOK, controls.Pass
 	switch {
+	case c.destMissing:
+		r, state = rDestMissing, controls.Fail
 	case readErr != nil:
 		r, state = rUnreachable, controls.Fail
 		attrs["error"] = errText(readErr)
@@ -522,10 +659,24 @@ func (c *Control) emit(ctx context.Context, e event.Event) {
 // verify pass can tell a rewritten manifest from the one it wrote.
 func (c *Control) loadManifests() {
 	c.manifests = map[string]string{}
+	c.dests = map[string]*destState{}
 	if c.env.StateDir == "" {
 		return
 	}
-	b, err := os.ReadFile(filepath.Join(c.env.StateDir, stateFile))
+	b, err := os.ReadFile(filepath.Join(c.env.StateDir, destStateFile))
+	if err == nil {
+		if err := json.Unmarshal(b, &c.dests); err != nil || c.dests == nil {
+			c.env.Log.Warn().Err(err).Msg("backup: destination record unreadable; starting afresh")
+			c.dests = map[string]*destState{}
+		}
+	}
+	noRecord := errors.Is(err, fs.ErrNotExist)
+	defer func() {
+		// Upgraded from a version that kept no destinations record but did
+		// write backups: a missing destination is then not a first backup.
+		c.legacyWritten = noRecord && len(c.manifests) > 0
+	}()
+	b, err = os.ReadFile(filepath.Join(c.env.StateDir, stateFile))
 	if err != nil {
 		return
 	}
@@ -544,6 +695,19 @@ func (c *Control) saveManifests() {
 		err = writeFileSync(filepath.Join(c.env.StateDir, stateFile), b)
 		if err != nil {
 			c.env.Log.Warn().Err(err).Msg("backup: manifest record not saved")
+		}
+	}
+}
+
+// saveDests keeps the destinations record (see destState).
+func (c *Control) saveDests() {
+	if c.env.StateDir == "" {
+		return
+	}
+	b, _ := json.Marshal(c.dests)
+	if err := os.MkdirAll(c.env.StateDir, 0o700); err == nil {
+		if err := writeFileSync(filepath.Join(c.env.StateDir, destStateFile), b); err != nil {
+			c.env.Log.Warn().Err(err).Msg("backup: destination record not saved")
 		}
 	}
 }

@@ -48,6 +48,12 @@ type File struct {
 	SHA256     string    `json:"sha256"`
 	CopiedAt   time.Time `json:"copied_at"`
 	RegisterID string    `json:"register_id,omitempty"`
+	// CTime is the source's inode change time when it was read (Unix; zero
+	// where the OS gives none, and in manifests of older agents).
+	CTime time.Time `json:"ctime,omitzero"`
+	// LinkUnverified marks a copy linked from the previous generation on
+	// size and mtime alone (Windows): the source was not read.
+	LinkUnverified bool `json:"link_unverified,omitempty"`
 }
 
 // fileJSON is File as the manifest stores it. A name on disk is bytes
@@ -98,13 +104,19 @@ type Source struct {
 
 // Result is what one run did.
 type Result struct {
-	Generation   string
-	Dir          string
-	Files        int
-	Bytes        int64
-	Copied       int
-	Linked       int
-	Vanished     int // files deleted between listing and copying
+	Generation string
+	Dir        string
+	Files      int
+	Bytes      int64
+	Copied     int
+	Linked     int
+	Vanished   int // files deleted between listing and copying
+	// LinkedUnverified counts links made on size and mtime alone (Windows,
+	// where os.Stat has no change time); 0 on Unix.
+	LinkedUnverified int
+	// Compared counts sources read to compare their content with the
+	// previous copy (no ctime recorded, a ctime that moved, or too recent).
+	Compared     int
 	ManifestHash string
 	Duration     time.Duration
 	RegisterIDs  []string
@@ -217,14 +229,21 @@ func readManifest(dir string) (*Manifest, string, error) {
 	return &m, hex.EncodeToString(sum[:]), nil
 }
 
+// prevGen is the generation unchanged files are linked from.
+type prevGen struct {
+	files   map[string]File // by manifest path
+	dir     string
+	started time.Time // when its run began: a ctime this recent may hide a later edit
+}
+
 // previous returns the files of the newest generation whose manifest is
 // the one written (as verify checks it), to link unchanged files from. A
 // rewritten or unreadable manifest cannot vouch for its copies: the next
 // older generation is used, or none, which only costs a full copy.
-func (g *engine) previous() (map[string]File, string, error) {
+func (g *engine) previous() (prevGen, error) {
 	gens, err := g.goodGenerations()
 	if err != nil {
-		return nil, "", err
+		return prevGen{}, err
 	}
 	for i := len(gens) - 1; i >= 0; i-- {
 		m, sum, err := readManifest(gens[i].Dir)
@@ -238,9 +257,9 @@ func (g *engine) previous() (map[string]File, string, error) {
 		for _, f := range m.Files {
 			prev[f.Path] = f
 		}
-		return prev, gens[i].Dir, nil
+		return prevGen{files: prev, dir: gens[i].Dir, started: m.Started}, nil
 	}
-	return nil, "", nil
+	return prevGen{}, nil
 }
 
 // run makes one new generation. On any error the partial generation is
@@ -253,7 +272,7 @@ func (g *engine) run(ctx context.Context, sources []Source) (res Result, err err
 	if err := g.removePartial(); err != nil {
 		return res, err
 	}
-	prev, prevDir, err := g.previous()
+	prev, err := g.previous()
 	if err != nil {
 		return res, err
 	}
@@ -305,7 +324,7 @@ func (g *engine) run(ctx context.Context, sources []Source) (res Result, err err
 				}
 				dirs[ddir] = true
 			}
-			f, linked, err := g.copyOne(p, dst, prev[mpath], prevDir, mpath)
+			f, linked, compared, err := g.copyOne(p, dst, prev.files[mpath], prev, mpath)
 			if errors.Is(err, fs.ErrNotExist) {
 				if _, serr := os.Lstat(p); errors.Is(serr, fs.ErrNotExist) {
 					res.Vanished++ // deleted since the walk listed it: nothing left to back up
@@ -319,8 +338,14 @@ func (g *engine) run(ctx context.Context, sources []Source) (res Result, err err
 			m.Files = append(m.Files, f)
 			res.Files++
 			res.Bytes += f.Size
+			if compared {
+				res.Compared++
+			}
 			if linked {
 				res.Linked++
+				if f.LinkUnverified {
+					res.LinkedUnverified++
+				}
 			} else {
 				res.Copied++
 			}
@@ -359,31 +384,63 @@ func (g *engine) run(ctx context.Context, sources []Source) (res Result, err err
 	return res, nil
 }
 
+// racyCTime is how close to the start of the run that recorded it a
+// change time must not be: an edit in the same timestamp tick as that read
+// (or on a share whose clock runs a little behind ours) would leave it
+// unchanged. Such a file is compared by content instead.
+const racyCTime = 2 * time.Second
+
 // copyOne puts src at dst: a hard link to the previous generation's copy
-// when size and mtime match it and the copy still hashes to its manifest
-// entry, else a verified copy. The re-hash reads one generation, as verify
-// does for each: linking a damaged copy would carry the damage into every
-// later generation while the intact source is never read again.
-func (g *engine) copyOne(src, dst string, old File, prevDir, mpath string) (File, bool, error) {
+// when the source is known to be unchanged and the copy still hashes to
+// its manifest entry, else a verified copy. The re-hash reads one
+// generation, as verify does for each: linking a damaged copy would carry
+// the damage into every later generation while the intact source is never
+// read again.
+//
+// Unchanged means the same size and mtime and, on Unix, the same inode
+// change time as recorded (touch -r restores an mtime, never a ctime). When
+// the previous manifest has no ctime (an older agent) or it may be racy,
+// the source is hashed and linked only if it still has that content. On
+// Windows (no ctime from os.Stat) size and mtime still decide, and the
+// entry is marked link_unverified.
+func (g *engine) copyOne(src, dst string, old File, prev prevGen, mpath string) (f File, linked, compared bool, err error) {
 	st, err := os.Stat(src)
 	if err != nil {
-		return File{}, false, err
+		return File{}, false, false, err
 	}
-	if prevDir != "" && old.SHA256 != "" && old.Size == st.Size() && old.MTime.Equal(st.ModTime()) {
-		p := filepath.Join(prevDir, filepath.FromSlash(mpath))
-		if sum, err := hashFile(p); err == nil && sum == old.SHA256 {
-			if err := os.Link(p, dst); err == nil {
-				return old, true, nil
+	ctime, hasCTime := changeTimeOf(st)
+	if prev.dir != "" && old.SHA256 != "" && old.Size == st.Size() && old.MTime.Equal(st.ModTime()) {
+		same, unverified := false, false
+		switch {
+		case hasCTime && !old.CTime.IsZero() && old.CTime.Equal(ctime) && old.CTime.Before(prev.started.Add(-racyCTime)):
+			same = true
+		case !hasCTime && linkOnSizeAndMTime:
+			same, unverified = true, true
+		default: // no ctime to go by, or it moved (a chmod, or an edit): compare content
+			sum, err := hashFile(src)
+			same, compared = err == nil && sum == old.SHA256, true
+		}
+		p := filepath.Join(prev.dir, filepath.FromSlash(mpath))
+		if same {
+			if sum, err := hashFile(p); err == nil && sum == old.SHA256 {
+				if err := os.Link(p, dst); err == nil {
+					f = old
+					f.CTime, f.LinkUnverified = time.Time{}, unverified
+					if hasCTime {
+						f.CTime = ctime // read before the content was compared
+					}
+					return f, true, compared, nil
+				}
+				// No hard links here (FAT, some shares): copy, so the generation is complete.
 			}
-			// No hard links here (FAT, some shares): copy, so the generation is complete.
 		}
 	}
-	f, err := copyVerified(src, dst)
+	f, err = copyVerified(src, dst)
 	if err != nil {
-		return File{}, false, err
+		return File{}, false, compared, err
 	}
 	f.CopiedAt = g.now().UTC()
-	return f, false, nil
+	return f, false, compared, nil
 }
 
 // copyVerified copies src to a temp file next to dst, hashing what it
@@ -429,7 +486,11 @@ func copyVerified(src, dst string) (File, error) {
 	if got != want {
 		return File{}, fmt.Errorf("%s: read back sha256 %s, copied %s", dst, got, want)
 	}
-	return File{Size: n, MTime: st.ModTime().UTC(), SHA256: want}, nil
+	f := File{Size: n, MTime: st.ModTime().UTC(), SHA256: want}
+	if ct, ok := changeTimeOf(st); ok {
+		f.CTime = ct // read before the content: a later edit moves it
+	}
+	return f, nil
 }
 
 func hashFile(p string) (string, error) {
@@ -542,4 +603,34 @@ func (g *engine) verify(ctx context.Context, manifests map[string]string) ([]Cor
 		}
 	}
 	return out, checked, nil
+}
+
+// sameDeviceSources lists the sources on the same filesystem (Windows:
+// volume) as dest: one disk failure, theft or ransomware run takes the data
+// and its backup together. A destination not made yet is judged by the
+// nearest folder that exists. Sources that cannot be stat'ed are skipped
+// (the run reports them).
+func sameDeviceSources(sources []Source, dest string) ([]string, error) {
+	d := filepath.Clean(dest)
+	for {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		up := filepath.Dir(d)
+		if up == d {
+			return nil, fmt.Errorf("backup: no existing folder above %s", dest)
+		}
+		d = up
+	}
+	did, ok := deviceID(d)
+	if !ok {
+		return nil, nil
+	}
+	var out []string
+	for _, s := range sources {
+		if id, ok := deviceID(s.Path); ok && id == did {
+			out = append(out, s.Path)
+		}
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package screenlock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,10 +46,18 @@ func (g *gnomeProbe) read(ctx context.Context) ([]Target, error) {
 	if _, err := os.Stat(g.path("usr", "share", "glib-2.0", "schemas", "org.gnome.desktop.screensaver.gschema.xml")); err != nil {
 		return nil, errNoGUI
 	}
+	// A schema installed (gsettings-desktop-schemas comes with many
+	// server packages) is no screen: without a graphical session or
+	// locker there is nothing to judge, pass or fail.
+	gui, ok := g.graphical()
+	if !ok {
+		return nil, fmt.Errorf("%w (no x11/wayland login session, no desktop, display manager, X server or locker running)", errNoGUI)
+	}
 	m, err := g.readSystem()
 	if err != nil {
 		return nil, err
 	}
+	m.Found["gui"] = gui
 	ts := []Target{m}
 	if g.users == nil || g.run == nil {
 		return ts, nil
@@ -128,11 +137,12 @@ func (g *gnomeProbe) readSystem() (Target, error) {
 			}
 		}
 	}
-	// dconf reads the compiled db, not the key files: it must be newer.
+	// dconf reads the compiled db, not the key files: it must be a GVDB
+	// file holding the locked keys, and newer than the key files.
 	compiled := "missing"
 	if fi, err := os.Stat(g.path("etc", "dconf", "db", "local")); err == nil {
-		compiled = "current"
-		if fi.ModTime().Before(newest) {
+		compiled = compiledState(g.path("etc", "dconf", "db", "local"), fi.Size())
+		if compiled == "current" && fi.ModTime().Before(newest) {
 			compiled = "stale"
 		}
 	}
@@ -259,18 +269,126 @@ func (g *gnomeProbe) enforce(ctx context.Context, w Want, ts []Target) ([]Applie
 		return nil, err
 	}
 	set["locks"] = strings.Join(locks, ",")
-	applied := []Applied{{Target: Target{Scope: ScopeMachine, Found: machineFound(ts)}, Set: set}}
+	target := Target{Scope: ScopeMachine, Found: machineFound(ts)}
+	// Key files dconf has not compiled are not in effect: that is a
+	// failure naming what was written, not an Applied.
+	notCompiled := func(err error) ([]Applied, error) {
+		return nil, &writtenNotApplied{Target: target, Set: set, Err: err}
+	}
 	if g.run == nil {
-		return applied, errors.New("screenlock: dconf update not run (commands disabled)")
+		return notCompiled(errors.New("screenlock: dconf update not run (commands disabled), settings written but not compiled"))
 	}
 	if _, err := exec.LookPath("dconf"); err != nil {
-		return applied, fmt.Errorf("screenlock: dconf not installed, settings written but not compiled: %w", err)
+		return notCompiled(fmt.Errorf("screenlock: dconf not installed, settings written but not compiled (dconf update not run): %w", err))
 	}
 	if out, err := g.run(ctx, "dconf", "update", g.path("etc", "dconf", "db")); err != nil {
-		return applied, fmt.Errorf("screenlock: dconf update: %w: %s", err, strings.TrimSpace(string(out)))
+		return notCompiled(fmt.Errorf("screenlock: dconf update: %w: %s", err, strings.TrimSpace(string(out))))
 	}
 	set["dconf_update"] = "ok"
-	return applied, nil
+	return []Applied{{Target: target, Set: set}}, nil
+}
+
+// maxCompiledDB bounds the read of the compiled database: a site's own
+// settings make it a few KiB.
+const maxCompiledDB = 16 << 20
+
+// compiledState says whether the compiled database at p is one dconf
+// wrote and holds our keys with their locks: "current" (its age is checked
+// by the caller), "empty", "not_gvdb", "without_keys", "too_large" or
+// "unreadable". It does not decode the values: the key files give them,
+// and a compile newer than them holds what they say.
+func compiledState(p string, size int64) string {
+	switch {
+	case size == 0:
+		return "empty"
+	case size > maxCompiledDB:
+		return "too_large"
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "unreadable"
+	}
+	// GVDB header: "GVariant" (or byte-swapped "raVGtnai").
+	if len(b) < 24 || (string(b[:8]) != "GVariant" && string(b[:8]) != "raVGtnai") {
+		return "not_gvdb"
+	}
+	// The lock table (".locks") stores full key paths.
+	if !bytes.Contains(b, []byte(".locks")) {
+		return "without_keys"
+	}
+	for _, k := range gnomeKeys {
+		if !bytes.Contains(b, []byte(k)) {
+			return "without_keys"
+		}
+	}
+	return "current"
+}
+
+// guiProcesses are process names (as /proc/PID/comm gives them, cut to 15
+// bytes) of desktop shells and session managers, display managers, X
+// servers and screen lockers: any of them running means a screen to lock.
+// Xvfb (a virtual framebuffer, as on CI) is not one.
+var guiProcesses = []string{
+	"gnome-shell", "gnome-session-binary", "gnome-screensaver", "gdm", "gdm3", "gdm-x-session", "gdm-wayland-session",
+	"lightdm", "sddm", "lxdm", "xdm", "slim",
+	"Xorg", "Xwayland", "X",
+	"plasmashell", "ksmserver", "kwin_x11", "kwin_wayland",
+	"xfce4-session", "xfwm4", "cinnamon", "cinnamon-session", "mate-session", "lxsession", "lxqt-session", "budgie-wm",
+	"xscreensaver", "light-locker", "xss-lock", "swayidle", "sway",
+}
+
+// graphical reports whether this machine has a graphical session or a
+// locker to judge, and the first piece of evidence found:
+//   - a logind session of TYPE x11 or wayland (greeters included) that is
+//     not closing, from /run/systemd/sessions (read directly: loginctl
+//     needs D-Bus and systemd as PID 1, which containers and minimal
+//     systems lack), or
+//   - a running process from guiProcesses (/proc/PID/comm).
+//
+// Neither default.target (Debian servers default to graphical.target too)
+// nor DISPLAY (the agent is a service) says anything, so they are not used.
+func (g *gnomeProbe) graphical() (string, bool) {
+	dir := g.path("run", "systemd", "sessions")
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		kv := map[string]string{}
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok {
+				kv[k] = v
+			}
+		}
+		if (kv["TYPE"] == "x11" || kv["TYPE"] == "wayland" || kv["TYPE"] == "mir") && kv["STATE"] != "closing" {
+			return fmt.Sprintf("login session %s (%s, user %s)", e.Name(), kv["TYPE"], kv["USER"]), true
+		}
+	}
+	names := map[string]bool{}
+	for _, n := range guiProcesses {
+		if len(n) > 15 {
+			n = n[:15] // TASK_COMM_LEN - 1
+		}
+		names[n] = true
+	}
+	procs, _ := os.ReadDir(g.path("proc"))
+	for _, e := range procs {
+		if e.Name() == "" || e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile(g.path("proc", e.Name(), "comm"))
+		if err != nil {
+			continue // gone since the listing
+		}
+		if comm := strings.TrimSpace(string(b)); names[comm] {
+			return fmt.Sprintf("process %s (pid %s)", comm, e.Name()), true
+		}
+	}
+	return "", false
 }
 
 func machineFound(ts []Target) map[string]string {

@@ -275,10 +275,20 @@ func (c *Control) check(ctx context.Context) {
 				c.emit(ctx, event.Event{Type: TypeEnforceFailed, Severity: event.Warning, Attrs: event.Attrs{"error": err.Error()}})
 			}
 		} else if err != nil {
-			c.emit(ctx, event.Event{Type: TypeEnforceFailed, Severity: event.Violation, Attrs: event.Attrs{"error": err.Error()}})
+			a := event.Attrs{"error": err.Error()}
+			var wna *writtenNotApplied
+			if errors.As(err, &wna) {
+				written := event.Attrs{}
+				for k, v := range wna.Set {
+					written[k] = v
+				}
+				a["written"], a["scope"], a["id"] = written, wna.Target.Scope, wna.Target.ID
+			}
+			c.emit(ctx, event.Event{Type: TypeEnforceFailed, Severity: event.Violation, Attrs: a})
 			c.env.Log.Warn().Err(err).Msg("screenlock enforce")
 		}
-		if len(applied) > 0 {
+		var wna *writtenNotApplied
+		if len(applied) > 0 || errors.As(err, &wna) { // files changed: judge what is there now
 			if ts2, err := c.probe.read(ctx); err == nil {
 				ts = ts2
 				findings = c.judge(ctx, ts, want)
@@ -358,7 +368,8 @@ func (c *Control) readFailed(ctx context.Context, err error) {
 		if errors.Is(err, errNoGUI) {
 			key, ja, en = "screenlock.no_gui", "グラフィカルセッションがない、または GNOME が入っていません", "no graphical session / GNOME not installed"
 		}
-		c.setStatus(ctx, controls.Status{State: controls.Unknown, Reason: key, ReasonJA: ja, ReasonEN: en}, nil)
+		c.setStatus(ctx, controls.Status{State: controls.Unknown, Reason: key, ReasonJA: ja, ReasonEN: en},
+			event.Attrs{"detail": err.Error()})
 		return
 	}
 	c.env.Log.Warn().Err(err).Msg("screenlock read")
@@ -366,6 +377,19 @@ func (c *Control) readFailed(ctx context.Context, err error) {
 		ReasonJA: "画面ロック設定を読めません", ReasonEN: "screen lock settings cannot be read"},
 		event.Attrs{"error": err.Error()})
 }
+
+// writtenNotApplied is an enforce error for a target whose settings were
+// written but are not in effect (Linux: key files that dconf update did
+// not compile). The control records it as enforce_failed with what was
+// written, never as enforced.
+type writtenNotApplied struct {
+	Target Target
+	Set    map[string]string
+	Err    error
+}
+
+func (e *writtenNotApplied) Error() string { return e.Err.Error() }
+func (e *writtenNotApplied) Unwrap() error { return e.Err }
 
 // errNoGUI says there is no desktop to lock (a server without GNOME).
 var errNoGUI = errors.New("screenlock: no graphical session / GNOME not installed")

@@ -164,6 +164,10 @@ func TestGnomeTempRoot(t *testing.T) {
 		t.Fatalf("no GNOME: %v", err)
 	}
 	root := gnomeRoot(t)
+	if _, err := (&gnomeProbe{root: root}).read(ctx); !errors.Is(err, errNoGUI) {
+		t.Fatalf("schema but no graphical session: %v", err)
+	}
+	loginSession(t, root, "2", "wayland", "active")
 	g := &gnomeProbe{root: root} // no commands: judge from the files
 	// An admin's own key file that turns locking off.
 	site := filepath.Join(root, "etc", "dconf", "db", "local.d", "50-site")
@@ -183,8 +187,9 @@ func TestGnomeTempRoot(t *testing.T) {
 	// Our file sorts first ("00-"), so the admin's "50-site" must go for ours to win.
 	os.Remove(site)
 	applied, err := g.enforce(ctx, w, ts)
-	if err == nil || len(applied) != 1 || applied[0].Set[keyIdleDelay] != "uint32 600" {
-		t.Fatalf("enforce without dconf update must say so: %v %+v", err, applied)
+	var wna *writtenNotApplied
+	if !errors.As(err, &wna) || len(applied) != 0 || wna.Set[keyIdleDelay] != "uint32 600" {
+		t.Fatalf("enforce without dconf update must say so, and not as applied: %v %+v", err, applied)
 	}
 	prof, _ := os.ReadFile(filepath.Join(root, profileFile))
 	if string(prof) != "user-db:user\nsystem-db:local\n" {
@@ -204,11 +209,9 @@ func TestGnomeTempRoot(t *testing.T) {
 	if f := check(ts[0], w); f == nil || f.Key != "screenlock.not_locked" || ts[0].Found["compiled_db"] != "missing" {
 		t.Fatalf("uncompiled db must not pass: %+v %v", f, ts[0].Found)
 	}
-	// What `dconf update` leaves: a compiled db newer than the key files.
-	db := filepath.Join(root, "etc", "dconf", "db", "local")
-	os.WriteFile(db, []byte("GVariant"), 0o644)
-	later := time.Now().Add(time.Minute)
-	os.Chtimes(db, later, later)
+	// What `dconf update` leaves: a compiled db newer than the key files
+	// (testdata/dconf_local_mamori.gvdb is dconf's compile of our files).
+	compiled(t, root, read(t, "dconf_local_mamori.gvdb"))
 	ts, _ = g.read(ctx)
 	if f := check(ts[0], w); f != nil {
 		t.Fatalf("after enforce + compile: %+v %v", f, ts[0].Found)
