@@ -130,6 +130,13 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	sp, err := spool.Open(filepath.Join(opt.StateDir, FileSpool), spool.Options{
 		Agent: id.State.AgentID, MaxBytes: opt.MaxSpool, Log: opt.Log})
+	if errors.Is(err, spool.ErrInUse) {
+		who := "another mamori-agent"
+		if st, serr := ReadStatus(opt.StateDir); serr == nil && st.PID > 0 {
+			who = fmt.Sprintf("mamori-agent (pid %d)", st.PID)
+		}
+		return fmt.Errorf("%s already runs with the state dir %s; stop it first (or use `mamori-agent status`): %w", who, opt.StateDir, err)
+	}
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,14 @@ var (
 	ErrFull = errors.New("spool: full")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("spool: closed")
+	// ErrInUse is returned by Open when another process holds the spool:
+	// an agent already runs with this state dir.
+	ErrInUse = errors.New("spool: in use by another process")
 )
+
+// lockTimeout is how long Open waits for another holder to let go (an
+// agent being restarted by its service manager).
+var lockTimeout = 5 * time.Second
 
 // DroppedType is the type of the event that reports refused events.
 const DroppedType = "agent.dropped"
@@ -152,10 +159,13 @@ func Open(path string, opt Options) (*Spool, error) {
 		opt.Now = time.Now
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        5 * time.Second, // another agent holding the file
+		Timeout:        lockTimeout, // another agent holding the file
 		NoFreelistSync: true,            // the freelist is rebuilt on open; fewer pages to fsync per commit
 		FreelistType:   bolt.FreelistMapType,
 	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s", ErrInUse, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", path, err)
 	}

@@ -78,6 +78,19 @@ func TestFileMode(t *testing.T) {
 	}
 }
 
+// A second agent on the same state dir is told another holds the spool,
+// not "timeout".
+func TestOpenWhileHeldIsInUse(t *testing.T) {
+	defer func(d time.Duration) { lockTimeout = d }(lockTimeout)
+	lockTimeout = 100 * time.Millisecond
+	p := filepath.Join(tempDir(t), "spool.db")
+	s := open(t, p, Options{})
+	defer s.Close()
+	if _, err := Open(p, Options{Agent: "agent-1"}); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second open: %v, want ErrInUse", err)
+	}
+}
+
 func TestOpenRejectsMissingAgent(t *testing.T) {
 	if _, err := Open(filepath.Join(tempDir(t), "s.db"), Options{}); err == nil {
 		t.Fatal("Open without agent id succeeded")
