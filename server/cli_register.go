@@ -196,6 +196,9 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("policy apply: %w", err)
 		}
 		fmt.Fprintf(stdout, "policy %s applied, version %s\n", ans.Name, ans.Version)
+		if p.Controls.AllOff() {
+			fmt.Fprintf(stderr, "warning: policy %s turns every control off: the PCs it applies to check and record nothing, access to personal-data folders included\n", ans.Name)
+		}
 	}
 	return nil
 }

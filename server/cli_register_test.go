@@ -89,6 +89,14 @@ func TestRegisterAndPolicyCLI(t *testing.T) {
 	if code, out, errs := cli("policy", "apply", polPath); code != 0 || !strings.Contains(out, "policy default applied") {
 		t.Fatalf("policy apply: %d %q %q", code, out, errs)
 	}
+	// A policy that turns every control off is applied, with a warning:
+	// as default it would stop every PC checking and recording anything.
+	offPath := filepath.Join(work, "off.yaml")
+	os.WriteFile(offPath, []byte("apiVersion: mamori/v1\nkind: Policy\nname: quiet\n"), 0o644)
+	if code, out, errs := cli("policy", "apply", offPath); code != 0 || !strings.Contains(out, "policy quiet applied") ||
+		!strings.Contains(errs, "warning: policy quiet turns every control off") {
+		t.Fatalf("policy apply of an all-off policy: %d %q %q", code, out, errs)
+	}
 	os.WriteFile(polPath, []byte("apiVersion: mamori/v1\nkind: Policy\nname: default\ncontrols:\n  screenlock: {mode: sometimes}\n"), 0o644)
 	if code, _, errs := cli("policy", "apply", polPath); code != 2 || !strings.Contains(errs, "line 5: controls.screenlock.mode") {
 		t.Fatalf("bad policy: %d %q", code, errs)

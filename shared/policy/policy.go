@@ -97,6 +97,17 @@ type Controls struct {
 	Agent      Agent      `json:"agent" yaml:"agent"`
 }
 
+// AllOff says whether every control is off: PCs under such a policy check
+// and record nothing, access to personal-data folders included.
+func (c Controls) AllOff() bool {
+	for _, m := range []Mode{c.Screenlock.Mode, c.Media.Mode, c.FileAccess.Mode, c.Backup.Mode, c.Posture.Mode} {
+		if m != "" && m != Off {
+			return false
+		}
+	}
+	return true
+}
+
 // Clauses lists the clause references a section proves (PPC 通則編, JIS Q
 // 15001); they travel with the policy into events and evidence reports.
 type Clauses []string
