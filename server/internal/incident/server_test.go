@@ -197,7 +197,7 @@ func TestIncidentFromBlockedMediaAlert(t *testing.T) {
 	// Worksheet: printable Japanese HTML and CSV filled from the record.
 	st, html := c.do("GET", incident.Path+"/"+in.ID+"/worksheet?format=html", nil, nil)
 	for _, want := range []string{"社外秘", "漏えい等の報告", "2026-02-01 から 2026-02-03 まで", "2026-03-30", "320 人", "顧客名簿", "健康診断結果",
-		"従業員による持ち出しの試み", "media.blocked", "@page { size: A4"} {
+		"従業員による持ち出しの試み", "媒体のブロック", "@page { size: A4"} {
 		if st != 200 || !strings.Contains(string(html), want) {
 			t.Errorf("worksheet HTML (%d) lacks %q", st, want)
 		}
@@ -268,6 +268,9 @@ func TestIncidentFromBlockedMediaAlert(t *testing.T) {
 	cl["final_reported_at"] = "2026-03-20T10:00:00+09:00"
 	if st, b := c.do("PUT", incident.Path+"/"+in.ID, cl, &got); st != 200 || got.Status != incident.StatusClosed {
 		t.Errorf("closing with both reports: %d %s", st, b)
+	}
+	if _, html := c.do("GET", incident.Path+"/"+in.ID+"/worksheet?format=html", nil, nil); !strings.Contains(string(html), "報告済み (確報 2026-03-20)") {
+		t.Errorf("the worksheet of a closed incident does not say its reports were made")
 	}
 
 	// A form names whole minutes: saving one back is no change of seconds.

@@ -13,6 +13,7 @@ import (
 	"github.com/mamori/mamori/server/internal/csvcell"
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 //go:embed worksheet.html
@@ -56,7 +57,10 @@ func (s *Service) worksheetData(ctx context.Context, in Incident) (worksheetData
 	if in.OccurredAt != nil {
 		d.Occurred = in.OccurredAt.In(JST).Format("2006-01-02 15:04")
 	}
-	if in.PreliminaryReportedAt != nil {
+	switch {
+	case in.FinalReportedAt != nil:
+		d.Kind = "報告済み (確報 " + in.FinalReportedAt.In(JST).Format("2006-01-02") + ")"
+	case in.PreliminaryReportedAt != nil:
 		d.Kind = "確報"
 	}
 	d.Items = in.DataItems
@@ -79,7 +83,7 @@ func (s *Service) worksheetData(ctx context.Context, in Incident) (worksheetData
 			host = s.cfg.Hostname(ctx, e.Agent)
 		}
 		d.Events = append(d.Events, eventRow{Index: e.Index, Time: e.Time.In(JST).Format("2006-01-02 15:04:05"),
-			Host: host, Type: e.Type, Object: e.Object})
+			Host: host, Type: labels.Of(labels.EventType, labels.JA, e.Type), Object: e.Object})
 	}
 	return d, nil
 }
