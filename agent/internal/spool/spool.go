@@ -160,7 +160,7 @@ func Open(path string, opt Options) (*Spool, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        lockTimeout, // another agent holding the file
-		NoFreelistSync: true,            // the freelist is rebuilt on open; fewer pages to fsync per commit
+		NoFreelistSync: true,        // the freelist is rebuilt on open; fewer pages to fsync per commit
 		FreelistType:   bolt.FreelistMapType,
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
