@@ -437,6 +437,8 @@ var catalog = map[Set]map[string]label{
 		"host":           {"端末", "Host"},
 		"user":           {"ユーザー", "User"},
 		"state":          {"状態（詳細）", "State"},
+		"checks":         {"確認項目ごとの結果", "Result per check"},
+		"none_since":     {"この日時以降、更新の記録なし", "No update recorded since"},
 		// server.writer_started, server.writer_stopped, server.unclean_stop
 		"node":             {"サーバー", "Server"},
 		"epoch":            {"記録者の世代 (epoch)", "Writer epoch"},

@@ -329,6 +329,12 @@ func (t *Tracker) apply(st *eventlog.Stored) {
 	if had && prev.Index > l.Index {
 		return // never replace a newer status (cannot happen while tailing in order)
 	}
+	// An agent's since starts afresh when the agent does (it re-sends its
+	// statuses at start with since = then): while the state and reason stay
+	// the same, the status began when the tracker first saw it begin.
+	if had && prev.Status == l.Status && prev.Reason == l.Reason && prev.Since.Before(l.Since) {
+		l.Since = prev.Since
+	}
 	if l.Status == Fail {
 		if had && prev.Status == Fail {
 			l.FailRun = prev.FailRun

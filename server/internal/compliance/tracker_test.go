@@ -480,3 +480,85 @@ func TestNewlyEnrolledAgentAlertedWithoutWaitingForTheInventoryCache(t *testing.
 		t.Errorf("inventory read %d more times, %d alerts", inv.reads-reads, len(alertEvents(t, store)))
 	}
 }
+
+// TestSinceKeptAcrossAgentRestart: an agent re-sends its statuses at start
+// with since = the start time (its StatusReporter begins afresh). While the
+// state and reason stay the same the server keeps the since of the first
+// report of the run, so 発生日時 and the exception runs in reports do not
+// move on every restart; live, after a snapshot restart of the server and
+// on a replay of the log alike. A change of state or reason starts a new
+// since.
+func TestSinceKeptAcrossAgentRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store := openStore(t, dir)
+	defer store.Close()
+	clk := &clock{t: time.Now().Truncate(time.Second)}
+	inv := hostList{{Agent: "a1", Hostname: "pc-01", Enrolled: clk.Now().Add(-48 * time.Hour), Policy: pol(0, allAudit())}}
+	path := filepath.Join(dir, "compliance.json")
+	newTracker := func(snapshot string) *Tracker {
+		tr, err := New(Config{Events: store, Inventory: inv, Now: clk.Now, Log: zerolog.Nop(), SnapshotPath: snapshot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	since := func(tr *Tracker) (ControlState, time.Time) {
+		t.Helper()
+		rep, err := tr.Report(ctx, Filter{Agent: "a1", Control: "posture"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := rep.Hosts[0].Controls["posture"]
+		if c.Since == nil {
+			t.Fatalf("posture without since: %+v", c)
+		}
+		return c, *c.Since
+	}
+	a := &agentStream{id: "a1"}
+	first := clk.Now().Add(-24 * time.Hour)
+	restart := clk.Now().Add(-time.Hour)
+	tr := newTracker(path)
+
+	appendAll(t, store, "a1", a.status(t, "posture", Fail, "posture.disk_not_encrypted", first))
+	if _, s := since(tr); !s.Equal(first) {
+		t.Fatalf("first report: since %v, want %v", s, first)
+	}
+	// The hourly re-report keeps the agent's since anyway.
+	appendAll(t, store, "a1", a.status(t, "posture", Fail, "posture.disk_not_encrypted", first))
+	// The agent restarts: same state and reason, since = restart time.
+	appendAll(t, store, "a1", a.status(t, "posture", Fail, "posture.disk_not_encrypted", restart))
+	c, s := since(tr)
+	if !s.Equal(first) {
+		t.Fatalf("after the agent's restart: since %v (the restart), want %v (the first report)", s, first)
+	}
+	if c.Time == nil || !c.Time.Equal(restart) {
+		t.Fatalf("state not from the newest event: %+v", c)
+	}
+	if err := tr.SaveSnapshot(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A server restart, from the snapshot and by replaying the log, agrees.
+	appendAll(t, store, "a1", a.status(t, "posture", Fail, "posture.disk_not_encrypted", restart.Add(30*time.Minute)))
+	for name, tr := range map[string]*Tracker{"snapshot": newTracker(path), "replay": newTracker("")} {
+		if _, s := since(tr); !s.Equal(first) {
+			t.Fatalf("server restart (%s): since %v, want %v", name, s, first)
+		}
+	}
+
+	// Another reason is another status: its since is its own.
+	other := clk.Now().Add(-30 * time.Minute)
+	appendAll(t, store, "a1", a.status(t, "posture", Fail, "posture.firewall_off", other))
+	if _, s := since(tr); !s.Equal(other) {
+		t.Fatalf("new reason: since %v, want %v", s, other)
+	}
+	// So is another state, and coming back to the old one starts anew.
+	pass := clk.Now().Add(-20 * time.Minute)
+	appendAll(t, store, "a1", a.status(t, "posture", Pass, "posture.ok", pass))
+	again := clk.Now().Add(-10 * time.Minute)
+	appendAll(t, store, "a1", a.status(t, "posture", Fail, "posture.firewall_off", again))
+	if _, s := since(tr); !s.Equal(again) {
+		t.Fatalf("fail again after a pass: since %v, want %v", s, again)
+	}
+}

@@ -154,6 +154,207 @@ func parseUfwStatus(b []byte) (on, known bool) {
 	return false, false
 }
 
+// aptRun is one apt history entry that upgraded packages.
+type aptRun struct {
+	End      time.Time // End-Date (Start-Date when the entry has none)
+	Command  string    // Commandline
+	Upgraded int       // packages on its Upgrade line
+}
+
+// parseAptHistory reads /var/log/apt/history.log (or a rotated copy) and
+// returns the newest upgrade run that ended without an error, the
+// Start-Date of the oldest entry, and the number of entries. An upgrade
+// run is an entry with an Upgrade line made by an upgrade command (see
+// isUpgradeCommand): an `apt install` that pulled an upgraded dependency
+// is no OS update. Dates are the host's local time, as apt writes them.
+func parseAptHistory(b []byte, loc *time.Location) (last aptRun, oldest time.Time, entries int) {
+	var start, end time.Time
+	var cmd string
+	var upgraded int
+	var failed, open bool
+	flush := func() {
+		if !open {
+			return
+		}
+		entries++
+		if !start.IsZero() && (oldest.IsZero() || start.Before(oldest)) {
+			oldest = start
+		}
+		if end.IsZero() {
+			end = start
+		}
+		if upgraded > 0 && !failed && isUpgradeCommand(cmd) && end.After(last.End) {
+			last = aptRun{End: end, Command: cmd, Upgraded: upgraded}
+		}
+		start, end, cmd, upgraded, failed, open = time.Time{}, time.Time{}, "", 0, false, false
+	}
+	date := func(v string) time.Time {
+		t, err := time.ParseInLocation("2006-01-02 15:04:05", strings.Join(strings.Fields(v), " "), loc)
+		if err != nil {
+			return time.Time{}
+		}
+		return t
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 16<<20) // Install lines of big runs are long
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ": ")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "Start-Date":
+			flush()
+			open, start = true, date(v)
+		case "End-Date":
+			end = date(v)
+		case "Commandline":
+			cmd = strings.TrimSpace(v)
+		case "Upgrade":
+			upgraded += strings.Count(v, "), ") + 1
+		case "Error":
+			failed = true
+		}
+	}
+	flush()
+	return last, oldest, entries
+}
+
+// isUpgradeCommand says whether an apt history Commandline is an upgrade
+// of the system: apt/apt-get/aptitude upgrade, dist-upgrade, full-upgrade,
+// safe-upgrade; unattended-upgrade(s); PackageKit's update-packages (GNOME
+// Software, the desktop's updater); aptdaemon's upgrade-system. Not
+// `install --only-upgrade X`, which upgrades one package.
+func isUpgradeCommand(cmd string) bool {
+	f := strings.Fields(cmd)
+	if len(f) == 0 {
+		return false
+	}
+	switch path.Base(f[0]) {
+	case "unattended-upgrade", "unattended-upgrades":
+		return true
+	case "packagekit", "aptdaemon":
+		for _, x := range f[1:] {
+			switch strings.Trim(strings.TrimPrefix(x, "role="), "'\"") {
+			case "update-packages", "upgrade-system", "role-upgrade-system":
+				return true
+			}
+		}
+		return false
+	}
+	for _, x := range f[1:] {
+		switch x {
+		case "upgrade", "dist-upgrade", "full-upgrade", "safe-upgrade":
+			return true
+		}
+	}
+	return false
+}
+
+// parseUnattendedUpgradesLog reads unattended-upgrades' own log and returns
+// the end of its newest successful run: "All upgrades installed", or "No
+// packages found that can be upgraded unattended" (nothing from the allowed
+// origins, usually the security archive, was pending). A run that failed
+// ("Installing the upgrades failed!") does not count.
+func parseUnattendedUpgradesLog(b []byte, loc *time.Location) (last time.Time, detail string) {
+	for _, line := range strings.Split(string(b), "\n") {
+		// 2026-11-19 06:47:21,904 INFO All upgrades installed
+		f := strings.SplitN(line, " ", 4)
+		if len(f) < 4 || f[2] != "INFO" {
+			continue
+		}
+		var d string
+		switch {
+		case strings.HasPrefix(f[3], "All upgrades installed"):
+			d = "unattended-upgrades: all upgrades installed"
+		case strings.HasPrefix(f[3], "No packages found that can be upgraded unattended"):
+			d = "unattended-upgrades: no upgrade pending"
+		default:
+			continue
+		}
+		clock, _, _ := strings.Cut(f[1], ",")
+		t, err := time.ParseInLocation("2006-01-02 15:04:05", f[0]+" "+clock, loc)
+		if err == nil && t.After(last) {
+			last, detail = t, d
+		}
+	}
+	return last, detail
+}
+
+// parseDnfHistory reads `dnf history list` (dnf 4) or `yum history list`
+// in the C locale: rows "ID | Command line | Date and time | Action(s) |
+// Altered" (yum: "Login user" for the command). It returns the newest
+// upgrade transaction: its actions include Upgrade/Update (U), and with
+// dnf its command line is an upgrade (upgrade, update, distro-sync,
+// upgrade-minimal) or empty (dnf-automatic); with yum, which does not
+// show the command, only pure update transactions count. Aborted
+// transactions ("*" in Altered) do not count. rows is the number of
+// transactions read.
+func parseDnfHistory(b []byte, loc *time.Location) (last time.Time, detail string, rows int) {
+	hasCommand := false
+	for _, line := range strings.Split(string(b), "\n") {
+		cols := strings.Split(line, "|")
+		if len(cols) != 5 {
+			continue
+		}
+		for i := range cols {
+			cols[i] = strings.TrimSpace(cols[i])
+		}
+		if cols[0] == "ID" {
+			hasCommand = cols[1] == "Command line"
+			continue
+		}
+		if _, err := strconv.Atoi(cols[0]); err != nil {
+			continue
+		}
+		t, err := time.ParseInLocation("2006-01-02 15:04", cols[2], loc)
+		if err != nil {
+			continue
+		}
+		rows++
+		if strings.Contains(cols[4], "*") {
+			continue
+		}
+		upgrade, other := false, false
+		for _, a := range strings.Split(cols[3], ",") {
+			switch strings.TrimSpace(a) {
+			case "Upgrade", "Update", "U", "Upgraded", "Updated":
+				upgrade = true
+			default:
+				other = true
+			}
+		}
+		ok := upgrade
+		if hasCommand {
+			ok = upgrade && (cols[1] == "" || isDnfUpgradeCommand(cols[1]))
+		} else {
+			ok = upgrade && !other
+		}
+		if ok && t.After(last) {
+			cmd := cols[1]
+			if !hasCommand || cmd == "" {
+				cmd = "transaction " + cols[0]
+			}
+			last, detail = t, cmd+" ("+strings.TrimSpace(strings.TrimRight(cols[4], "<>*ESP "))+" packages)"
+		}
+	}
+	return last, detail, rows
+}
+
+func isDnfUpgradeCommand(cmd string) bool {
+	for _, x := range strings.Fields(cmd) {
+		if strings.HasPrefix(x, "-") {
+			continue
+		}
+		switch x {
+		case "upgrade", "update", "up", "distro-sync", "dsync", "distrosync", "upgrade-minimal", "update-minimal":
+			return true
+		}
+		return false // the first word that is no option is the command
+	}
+	return false
+}
+
 // ---- Windows (WMI rows as the probe decodes them; fixtures are the same
 // rows as PowerShell's Get-CimInstance | ConvertTo-Json prints them) ----
 

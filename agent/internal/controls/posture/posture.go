@@ -63,10 +63,16 @@ type avFact struct {
 	Outdated   bool      // the product itself says its signatures are out of date
 }
 
-// updateFact says when OS updates were last installed.
+// updateFact says when OS updates were last installed: the last run of
+// the system's upgrade (apt upgrade, unattended-upgrades, dnf upgrade,
+// Windows hotfixes, softwareupdate), never mere package activity.
 type updateFact struct {
 	Last   time.Time
 	Source string // where the time was read
+	Detail string // the run, e.g. "apt-get -y upgrade (12 packages upgraded)"
+	// NoneSince, when Last is zero: the record (Source) goes back to this
+	// time and holds no upgrade run since, so the last one, if any, is older.
+	NoneSince time.Time
 }
 
 // firewallFact says whether the host firewall filters inbound traffic.
@@ -83,6 +89,19 @@ type probe interface {
 	lastUpdate(ctx context.Context) (updateFact, error)
 	firewall(ctx context.Context) (firewallFact, error)
 }
+
+// whyError is a probe error that says in both languages why a check
+// cannot tell; the check's texts name it.
+type whyError struct {
+	err    error
+	ja, en string
+}
+
+func (e *whyError) Error() string { return e.err.Error() }
+func (e *whyError) Unwrap() error { return e.err }
+
+// why wraps err with the texts that explain it to a person.
+func why(err error, ja, en string) error { return &whyError{err: err, ja: ja, en: en} }
 
 // errNotDetected: the check ran but found no product it knows, which on
 // this OS does not prove there is none (unknown, not fail).
@@ -273,25 +292,36 @@ type result struct {
 	state    controls.State
 	required bool
 	key      string // reason key when not pass
-	ja, en   string
+	ja, en   string // why, when not pass; what was found, when pass
 	attrs    map[string]any
 }
 
-func unknownResult(name string, required bool, err error) result {
-	r := result{name: name, state: controls.Unknown, required: required, attrs: map[string]any{"error": err.Error()}}
+func unknownResult(name string, required bool, err error) (r result) {
+	r = result{name: name, state: controls.Unknown, required: required, attrs: map[string]any{"error": err.Error()}}
+	defer func() {
+		var w *whyError
+		if errors.As(err, &w) {
+			r.ja += "（" + w.ja + "）"
+			r.en += " (" + w.en + ")"
+		}
+	}()
 	switch {
 	case errors.Is(err, errors.ErrUnsupported):
-		r.key, r.ja, r.en = "posture."+name+"_unsupported", checkJA[name]+"はこのOSでは確認できません", name+" cannot be checked on this OS"
+		r.key, r.ja, r.en = "posture."+name+"_unsupported", checkJA[name]+"はこのOSでは確認できません", checkEN[name]+" cannot be checked on this OS"
 	case errors.Is(err, errNotDetected):
-		r.key, r.ja, r.en = "posture."+name+"_not_detected", checkJA[name]+"の製品を検出できません", "no known "+name+" product detected"
+		r.key, r.ja, r.en = "posture."+name+"_not_detected", checkJA[name]+"の製品を検出できません", "no known "+checkEN[name]+" product detected"
 	default:
-		r.key, r.ja, r.en = "posture."+name+"_unknown", checkJA[name]+"の状態を取得できません", name+" state could not be read"
+		r.key, r.ja, r.en = "posture."+name+"_unknown", checkJA[name]+"の状態を取得できません", checkEN[name]+" state could not be read"
 	}
 	return r
 }
 
 var checkJA = map[string]string{
 	CheckDisk: "ディスク暗号化", CheckAV: "ウイルス対策", CheckUpdate: "OS更新", CheckFirewall: "ファイアウォール",
+}
+
+var checkEN = map[string]string{
+	CheckDisk: "disk encryption", CheckAV: "anti-virus", CheckUpdate: "OS update", CheckFirewall: "firewall",
 }
 
 // decide turns facts into a verdict. Only required checks (and OS updates
@@ -310,6 +340,7 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 		switch {
 		case f.disk.Encrypted:
 			disk.state = controls.Pass
+			disk.ja, disk.en = "暗号化されています("+f.disk.Volume+", "+f.disk.Method+")", "encrypted ("+f.disk.Volume+", "+f.disk.Method+")"
 		case len(f.disk.Unencrypted) > 0:
 			names := strings.Join(f.disk.Unencrypted, ", ")
 			disk.attrs["unencrypted"] = f.disk.Unencrypted
@@ -350,6 +381,7 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 			av.en = fmt.Sprintf("anti-virus signatures older than %s", cfg.signatureMaxAge)
 		default:
 			av.state = controls.Pass
+			av.ja, av.en = "ウイルス対策ソフト("+f.av.Product+")が動作しています", "anti-virus "+f.av.Product+" is running"
 		}
 	}
 	rs = append(rs, av)
@@ -358,16 +390,35 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 	switch {
 	case f.updateErr != nil:
 		upd = unknownResult(CheckUpdate, upd.required, f.updateErr)
+	case f.update.Last.IsZero() && !f.update.NoneSince.IsZero():
+		// The record says no upgrade since NoneSince: enough to fail when
+		// that alone is too long ago, else it cannot tell.
+		since := f.update.NoneSince.Format("2006-01-02")
+		upd.attrs = map[string]any{"none_since": f.update.NoneSince.UTC().Format(time.RFC3339), "source": f.update.Source}
+		if cfg.updateMaxAge > 0 && now.Sub(f.update.NoneSince) > cfg.updateMaxAge {
+			upd.state, upd.key = controls.Fail, "posture.os_update_old"
+			upd.ja = fmt.Sprintf("OS更新が%s以上適用されていません（%s以降、更新の記録がありません）", cfg.updateMaxAge, since)
+			upd.en = fmt.Sprintf("no OS update installed for more than %s (none recorded since %s)", cfg.updateMaxAge, since)
+		} else {
+			upd.state, upd.key = controls.Unknown, "posture.os_update_unknown"
+			upd.ja = fmt.Sprintf("OS更新の適用日時が不明です（%s以降、更新の記録がありません）", since)
+			upd.en = fmt.Sprintf("time of the last OS update is unknown (none recorded since %s)", since)
+		}
 	case f.update.Last.IsZero():
 		upd.state, upd.key, upd.ja, upd.en = controls.Unknown, "posture.os_update_unknown", "OS更新の適用日時が不明です", "time of the last OS update is unknown"
 	default:
 		upd.attrs = map[string]any{"last": f.update.Last.UTC().Format(time.RFC3339), "age_h": int64(now.Sub(f.update.Last) / time.Hour), "source": f.update.Source}
+		if f.update.Detail != "" {
+			upd.attrs["detail"] = f.update.Detail
+		}
+		last := f.update.Last.Format("2006-01-02")
 		if cfg.updateMaxAge > 0 && now.Sub(f.update.Last) > cfg.updateMaxAge {
 			upd.state, upd.key = controls.Fail, "posture.os_update_old"
-			upd.ja = fmt.Sprintf("OS更新が%s以上適用されていません", cfg.updateMaxAge)
-			upd.en = fmt.Sprintf("no OS update installed for more than %s", cfg.updateMaxAge)
+			upd.ja = fmt.Sprintf("OS更新が%s以上適用されていません（最終: %s）", cfg.updateMaxAge, last)
+			upd.en = fmt.Sprintf("no OS update installed for more than %s (last: %s)", cfg.updateMaxAge, last)
 		} else {
 			upd.state = controls.Pass
+			upd.ja, upd.en = "最終のOS更新: "+last, "last OS update: "+last
 		}
 	}
 	rs = append(rs, upd)
@@ -379,6 +430,7 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 		fw.attrs = map[string]any{"on": f.fw.On, "detail": f.fw.Detail}
 		if f.fw.On {
 			fw.state = controls.Pass
+			fw.ja, fw.en = "ファイアウォールが有効です("+f.fw.Detail+")", "host firewall is on ("+f.fw.Detail+")"
 		} else {
 			fw.state, fw.key, fw.ja, fw.en = controls.Fail, "posture.firewall_off", "ファイアウォールが無効です", "host firewall is off"
 		}
@@ -386,8 +438,11 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 	rs = append(rs, fw)
 
 	attrs := event.Attrs{}
-	var failed, unknown, passed []result
+	checks := make(map[string]any, len(rs))
+	var failed, unknown, passed, optional []result
 	for _, r := range rs {
+		checks[r.name] = map[string]any{"state": string(r.state), "required": r.required, "reason": r.key,
+			"reason_ja": r.ja, "reason_en": r.en}
 		a := map[string]any{"state": string(r.state), "required": r.required}
 		for k, v := range r.attrs {
 			a[k] = v
@@ -397,6 +452,9 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 		}
 		attrs[r.name] = a
 		if !r.required {
+			if r.state != controls.Pass {
+				optional = append(optional, r)
+			}
 			continue
 		}
 		switch r.state {
@@ -408,36 +466,48 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 			passed = append(passed, r)
 		}
 	}
+	attrs["checks"] = checks
 	switch {
 	case len(failed) > 0:
-		return verdict(controls.Fail, failed), attrs
+		return verdict(controls.Fail, failed, unknown, optional), attrs
 	case len(unknown) > 0:
-		return verdict(controls.Unknown, unknown), attrs
+		return verdict(controls.Unknown, unknown, nil, optional), attrs
 	case len(passed) == 0:
 		// Nothing required: a pass would be compliance evidence for checks
 		// nobody asked for (and that may well fail). As screenlock with no
 		// settings to check; the server only takes pass, fail and unknown.
-		return controls.Status{State: controls.Unknown, Reason: "posture.nothing_to_check",
+		return withOptional(controls.Status{State: controls.Unknown, Reason: "posture.nothing_to_check",
 			ReasonJA: "必須の確認項目がありません（ディスク暗号化・ウイルス対策・ファイアウォールがすべて任意で、OS更新の期限もありません）",
-			ReasonEN: "no check is required (disk encryption, anti-virus and firewall optional, no OS update age)"}, attrs
+			ReasonEN: "no check is required (disk encryption, anti-virus and firewall optional, no OS update age)"}, optional), attrs
 	}
 	ja := make([]string, len(passed))
 	en := make([]string, len(passed))
 	for i, r := range passed {
 		ja[i], en[i] = checkJA[r.name], r.name
 	}
-	return controls.Status{State: controls.Pass, Reason: "posture.ok",
+	return withOptional(controls.Status{State: controls.Pass, Reason: "posture.ok",
 		ReasonJA: "必須の確認項目を満たしています（" + strings.Join(ja, "・") + "）",
-		ReasonEN: "required checks pass: " + strings.Join(en, ", ")}, attrs
+		ReasonEN: "required checks pass: " + strings.Join(en, ", ")}, optional), attrs
 }
 
-// verdict names every deciding check; the reason key is the first one's
-// (stable order: disk, anti-virus, updates, firewall).
-func verdict(s controls.State, rs []result) controls.Status {
-	ja := make([]string, len(rs))
-	en := make([]string, len(rs))
-	for i, r := range rs {
-		ja[i], en[i] = r.ja, r.en
+// verdict names every check that is not met: the deciding ones first (the
+// reason key is the first one's), then the other required checks that
+// cannot tell (when a failure decides), then the optional checks not met,
+// marked optional; each group in the stable order disk, anti-virus,
+// updates, firewall.
+func verdict(s controls.State, deciding, alsoRequired, optional []result) controls.Status {
+	var ja, en []string
+	for _, r := range append(append([]result{}, deciding...), alsoRequired...) {
+		ja, en = append(ja, r.ja), append(en, r.en)
 	}
-	return controls.Status{State: s, Reason: rs[0].key, ReasonJA: strings.Join(ja, "。"), ReasonEN: strings.Join(en, "; ")}
+	return withOptional(controls.Status{State: s, Reason: deciding[0].key, ReasonJA: strings.Join(ja, "。"), ReasonEN: strings.Join(en, "; ")}, optional)
+}
+
+// withOptional appends the optional checks not met to st's texts.
+func withOptional(st controls.Status, optional []result) controls.Status {
+	for _, r := range optional {
+		st.ReasonJA += "。" + r.ja + "（任意の項目）"
+		st.ReasonEN += "; " + r.en + " (optional)"
+	}
+	return st
 }

@@ -1,6 +1,8 @@
 package posture
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -59,11 +61,15 @@ func TestDecideRequiredOptional(t *testing.T) {
 			f := goodFacts()
 			wantFail, firstKey := false, ""
 			var wantNames []string
+			optionalBroken := 0
 			for i, b := range breaks {
 				if bmask&(1<<i) == 0 {
 					continue
 				}
 				b.apply(&f)
+				if !reqd[i] {
+					optionalBroken++
+				}
 				if reqd[i] {
 					wantFail = true
 					wantNames = append(wantNames, b.name)
@@ -78,8 +84,12 @@ func TestDecideRequiredOptional(t *testing.T) {
 				if st.State != controls.Fail || st.Reason != firstKey {
 					t.Fatalf("%s: got %+v, want fail %s", name, st, firstKey)
 				}
-				if n := strings.Count(st.ReasonEN, ";") + 1; n != len(wantNames) {
-					t.Fatalf("%s: reason %q should name %d checks", name, st.ReasonEN, len(wantNames))
+				// Every check not met is named; the optional ones marked.
+				if n := strings.Count(st.ReasonEN, ";") + 1; n != len(wantNames)+optionalBroken {
+					t.Fatalf("%s: reason %q should name %d checks", name, st.ReasonEN, len(wantNames)+optionalBroken)
+				}
+				if n := strings.Count(st.ReasonEN, "(optional)"); n != optionalBroken || strings.Count(st.ReasonJA, "（任意の項目）") != n {
+					t.Fatalf("%s: reason %q / %q should mark %d optional checks", name, st.ReasonEN, st.ReasonJA, optionalBroken)
 				}
 				if st.ReasonJA == "" {
 					t.Fatalf("%s: no Japanese reason", name)
@@ -693,5 +703,134 @@ func TestPassCarriesReason(t *testing.T) {
 	if st.State != controls.Pass || st.Reason != "posture.ok" || !strings.Contains(st.ReasonEN, CheckDisk) ||
 		!strings.Contains(st.ReasonEN, CheckFirewall) || strings.Contains(st.ReasonEN, CheckAV) || !strings.Contains(st.ReasonJA, "ファイアウォール") {
 		t.Fatalf("%+v", st)
+	}
+}
+
+// gz compresses b as logrotate's compress does.
+func gz(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func controlsEnv() controls.Env { return controls.Env{Log: zerolog.Nop()} }
+
+// Update-history parsers on fixtures: only upgrade runs count (apt
+// upgrade/full-upgrade, unattended-upgrade, PackageKit's update; dnf/yum
+// upgrade), not installs that pulled an upgraded dependency, and not runs
+// that ended in an error.
+func TestParseUpdateHistories(t *testing.T) {
+	// Captured from this Debian 12 build host (long package lists cut):
+	// every later entry is an install, some upgrading dependencies.
+	run, oldest, n := parseAptHistory(read(t, "apt_history_debian12.log"), time.UTC)
+	if !run.End.Equal(time.Date(2025, 6, 24, 14, 36, 25, 0, time.UTC)) || run.Command != "apt-get -qqy upgrade" || run.Upgraded != 2 ||
+		!oldest.Equal(time.Date(2025, 6, 24, 14, 36, 25, 0, time.UTC)) || n != 14 {
+		t.Errorf("debian 12: %+v oldest %v entries %d", run, oldest, n)
+	}
+	run, _, n = parseAptHistory(read(t, "apt_history_ubuntu.log"), time.UTC)
+	if !run.End.Equal(time.Date(2026, 11, 18, 12, 42, 3, 0, time.UTC)) || run.Command != "packagekit role='update-packages'" || run.Upgraded != 3 || n != 6 {
+		t.Errorf("ubuntu: %+v entries %d", run, n)
+	}
+	if run, _, n := parseAptHistory([]byte("garbage\n"), time.UTC); !run.End.IsZero() || n != 0 {
+		t.Errorf("garbage: %+v %d", run, n)
+	}
+	for cmd, want := range map[string]bool{
+		"apt-get -qqy upgrade": true, "apt full-upgrade": true, "apt-get -y dist-upgrade": true, "aptitude safe-upgrade": true,
+		"/usr/bin/unattended-upgrade": true, "/usr/bin/unattended-upgrade --verbose": true, "packagekit role='update-packages'": true,
+		"aptdaemon role='role-upgrade-system' sender=':1.108'": true,
+		"apt-get install -y tzdata":                            false, "apt-get install --only-upgrade tzdata": false, "apt install vlc": false, "": false,
+		"packagekit role='install-packages'": false,
+	} {
+		if got := isUpgradeCommand(cmd); got != want {
+			t.Errorf("isUpgradeCommand(%q) = %v", cmd, got)
+		}
+	}
+
+	last, detail := parseUnattendedUpgradesLog(read(t, "unattended_upgrades.log"), time.UTC)
+	if !last.Equal(time.Date(2026, 11, 20, 6, 12, 47, 0, time.UTC)) || detail == "" {
+		t.Errorf("unattended-upgrades: %v %q", last, detail)
+	}
+
+	last, detail, rows := parseDnfHistory(read(t, "dnf_history_list.txt"), time.UTC)
+	if !last.Equal(time.Date(2026, 11, 18, 3, 15, 0, 0, time.UTC)) || !strings.Contains(detail, "upgrade") || rows != 6 {
+		t.Errorf("dnf: %v %q %d", last, detail, rows)
+	}
+	last, _, rows = parseDnfHistory(read(t, "yum_history_list.txt"), time.UTC)
+	if !last.Equal(time.Date(2026, 11, 17, 2, 10, 0, 0, time.UTC)) || rows != 4 {
+		t.Errorf("yum: %v %d", last, rows)
+	}
+}
+
+// The tester's host under the baseline policy: the disk fails, anti-virus
+// and firewall cannot be told. The reason names all three in both
+// languages, and attrs carry one row per check with its texts.
+func TestReasonNamesEveryCheckAndChecksAttr(t *testing.T) {
+	cfg, err := configFrom(policy.Posture{Mode: policy.Audit, DiskEncryption: policy.Required, Antivirus: policy.Required,
+		Firewall: policy.Required, OSUpdateMaxAge: policy.Duration(720 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := goodFacts()
+	f.disk = diskFact{Volume: "/"}
+	// As the Linux probe says it (probe_linux.go).
+	f.avErr = why(fmt.Errorf("%w (clamav not installed)", errNotDetected),
+		"ClamAVがインストールされていません。ほかの製品はLinuxでは判別できません", "ClamAV not installed; other products are not recognised on Linux")
+	f.fwErr = why(fmt.Errorf("%w: none of ufw, firewalld, nft, iptables-save could be run", errors.ErrUnsupported),
+		"ufw・firewalld・nft・iptables-saveのいずれも実行できません", "none of ufw, firewalld, nft, iptables-save could be run")
+	st, attrs := decide(cfg, f, t0)
+	if st.State != controls.Fail || st.Reason != "posture.disk_not_encrypted" {
+		t.Fatalf("%+v", st)
+	}
+	for _, w := range []string{"暗号化されていません", "ウイルス対策", "ファイアウォール"} {
+		if !strings.Contains(st.ReasonJA, w) {
+			t.Errorf("reason_ja %q lacks %q", st.ReasonJA, w)
+		}
+	}
+	for _, w := range []string{"not encrypted", "anti-virus", "firewall"} {
+		if !strings.Contains(st.ReasonEN, w) {
+			t.Errorf("reason_en %q lacks %q", st.ReasonEN, w)
+		}
+	}
+	checks, ok := attrs["checks"].(map[string]any)
+	if !ok {
+		t.Fatalf("no checks attr: %v", attrs)
+	}
+	want := map[string]string{CheckDisk: "fail", CheckAV: "unknown", CheckUpdate: "pass", CheckFirewall: "unknown"}
+	for name, state := range want {
+		c, ok := checks[name].(map[string]any)
+		if !ok {
+			t.Fatalf("checks lacks %s: %v", name, checks)
+		}
+		if c["state"] != state || c["required"] != true {
+			t.Errorf("%s: %v", name, c)
+		}
+		ja, _ := c["reason_ja"].(string)
+		en, _ := c["reason_en"].(string)
+		if ja == "" || en == "" {
+			t.Errorf("%s texts: %q / %q", name, ja, en)
+		}
+		if _, ok := c["reason"]; !ok {
+			t.Errorf("%s lacks reason: %v", name, c)
+		}
+	}
+	if ja := checks[CheckAV].(map[string]any)["reason_ja"].(string); !strings.Contains(ja, "ClamAV") {
+		t.Errorf("anti-virus unknown without the why in Japanese: %q", ja)
+	}
+	if len(checks) != 4 {
+		t.Errorf("checks %v", checks)
+	}
+	// Optional checks that are not met are named too, marked optional;
+	// they do not decide.
+	cfg.fw = false
+	st, _ = decide(cfg, f, t0)
+	if st.State != controls.Fail || !strings.Contains(st.ReasonJA, "任意") || !strings.Contains(st.ReasonEN, "optional") {
+		t.Errorf("optional firewall: %+v", st)
 	}
 }
