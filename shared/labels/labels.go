@@ -438,7 +438,12 @@ var catalog = map[Set]map[string]label{
 		"user":           {"ユーザー", "User"},
 		"state":          {"状態（詳細）", "State"},
 		"checks":         {"確認項目ごとの結果", "Result per check"},
-		"none_since":     {"この日時以降、更新の記録なし", "No update recorded since"},
+		// Posture's checks (keys of "checks"), shown one row each on a PC's page.
+		"disk_encryption": {"ディスクの暗号化", "Disk encryption"},
+		"antivirus":       {"ウイルス対策", "Anti-virus"},
+		"os_update":       {"OSの更新", "OS updates"},
+		"firewall":        {"ファイアウォール", "Firewall"},
+		"none_since":      {"この日時以降、更新の記録なし", "No update recorded since"},
 		// server.writer_started, server.writer_stopped, server.unclean_stop
 		"node":             {"サーバー", "Server"},
 		"epoch":            {"記録者の世代 (epoch)", "Writer epoch"},

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/mamori/mamori/shared/event"
 )
 
 // Hosts sort and export what is shown; a policy goes to a PC chosen by
@@ -58,5 +60,31 @@ func TestHostsSortExportAssignErrors(t *testing.T) {
 	e = b.do("GET", "/hosts/nope", nil, map[string]string{"Referer": "https://evil.example/x"})
 	if !strings.Contains(e.body, `id="go-back" href="/"`) {
 		t.Errorf("error page leads back off-site")
+	}
+}
+
+// A PC's posture shows each of its checks, so an anti-virus that could not
+// be detected is not hidden behind the disk's failure.
+func TestHostPagePostureChecks(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	ev := statusEvent("posture", "fail", "posture.disk_not_encrypted", "システムドライブ(/)が暗号化されていません", "system volume / is not encrypted")
+	ev.Attrs["checks"] = map[string]any{
+		"disk_encryption": map[string]any{"state": "fail", "required": true, "reason": "posture.disk_not_encrypted", "reason_ja": "システムドライブ(/)が暗号化されていません", "reason_en": "not encrypted"},
+		"antivirus":       map[string]any{"state": "unknown", "required": true, "reason": "posture.antivirus_not_detected", "reason_ja": "ウイルス対策の製品を検出できません（ClamAVがインストールされていません）", "reason_en": "no anti-virus"},
+		"os_update":       map[string]any{"state": "pass", "required": true, "reason": "", "reason_ja": "OSは更新されています（最終: 2026-12-01）", "reason_en": "updated"},
+		"firewall":        map[string]any{"state": "fail", "required": false, "reason": "posture.firewall_off", "reason_ja": "ファイアウォールが無効です", "reason_en": "firewall off"},
+	}
+	id := addHostEvents(t, srv, "PC-LINUX-01", "総務部", []event.Event{ev})
+	b := newBrowser(t, srv)
+	b.login("admin", srv.AdminPassword())
+	pg := b.get("/hosts/" + id).body
+	for _, want := range []string{`class="check check-antivirus"`, "ウイルス対策", "ClamAVがインストールされていません", "ディスクの暗号化",
+		"OSの更新", `ファイアウォール <span class="muted">(任意)</span>`} {
+		if !strings.Contains(pg, want) {
+			t.Errorf("host page lacks %q:\n%.4000s", want, pg)
+		}
+	}
+	if strings.Index(pg, "check-disk_encryption") > strings.Index(pg, "check-firewall") {
+		t.Errorf("checks out of order")
 	}
 }

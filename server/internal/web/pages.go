@@ -357,6 +357,43 @@ func (u *UI) handleHostsExport(w http.ResponseWriter, r *http.Request) {
 type controlRow struct {
 	Name  string
 	State compliance.ControlState
+	// Checks are a control's own checks from its status event (posture:
+	// disk encryption, anti-virus, OS updates, firewall), each a row.
+	Checks []checkRow
+}
+
+// checkRow is one check of a control's status.
+type checkRow struct {
+	Name, Status, ReasonJA, ReasonEN, Reason string
+	Required                                 bool
+}
+
+// postureChecks is the order posture's checks are shown in.
+var postureChecks = []string{"disk_encryption", "antivirus", "os_update", "firewall"}
+
+// statusChecks reads the "checks" attribute of the status event at idx.
+func (u *UI) statusChecks(ctx context.Context, idx int64) ([]checkRow, error) {
+	f := api.Filter{Limit: 1}
+	if idx > 0 {
+		f.Cursor = strconv.FormatInt(idx-1, 10)
+	}
+	pg, err := u.cfg.Events.Query(ctx, f)
+	if err != nil || len(pg.Events) == 0 || pg.Events[0].Index != idx {
+		return nil, err
+	}
+	checks, _ := pg.Events[0].Attrs["checks"].(map[string]any)
+	var out []checkRow
+	for _, name := range postureChecks {
+		c, ok := checks[name].(map[string]any)
+		if !ok {
+			continue
+		}
+		str := func(k string) string { s, _ := c[k].(string); return s }
+		req, _ := c["required"].(bool)
+		out = append(out, checkRow{Name: name, Status: str("state"), ReasonJA: str("reason_ja"), ReasonEN: str("reason_en"),
+			Reason: str("reason"), Required: req})
+	}
+	return out, nil
 }
 
 type hostData struct {
@@ -393,7 +430,14 @@ func (u *UI) handleHost(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, c := range compliance.Controls {
 		if cs, ok := d.Host.Controls[c]; ok {
-			d.Controls = append(d.Controls, controlRow{Name: c, State: cs})
+			row := controlRow{Name: c, State: cs}
+			if c == "posture" && cs.Index != nil {
+				if row.Checks, err = u.statusChecks(ctx, *cs.Index); err != nil {
+					u.internal(w, r, "posture checks", err)
+					return
+				}
+			}
+			d.Controls = append(d.Controls, row)
 		}
 	}
 	if u.cfg.Registers != nil {
