@@ -71,22 +71,32 @@ func TestEveryKindFromItsEvents(t *testing.T) {
 
 // A bulk summary of changes found when the agent started again says so and
 // when they could have happened: its own time is only when they were found.
+// One that does not count by type (an older agent's) does not guess.
 func TestBulkDetailSaysWhileAgentStopped(t *testing.T) {
 	st := &eventlog.Stored{Event: event.Event{Type: "fileaccess.bulk", Process: `C:\Windows\explorer.exe`,
 		Attrs: event.Attrs{"total": 6}}}
-	if d := detailOf(st); d != "6 件のファイル変更 (explorer.exe)" {
+	if d := detailOf(st); d != "ファイル操作 計 6 件 (種類の内訳なし。最も多いプログラム: explorer.exe)" {
 		t.Errorf("live bulk: %q", d)
 	}
 	st = &eventlog.Stored{Event: event.Event{Type: "fileaccess.bulk", Attrs: event.Attrs{"total": 6,
 		"attribution_source": "while_agent_stopped", "window_from": "2026-12-04T10:00:00Z", "window_to": "2026-12-06T23:30:00.5Z"}}}
-	if d, want := detailOf(st), "6 件のファイル変更 (エージェント停止中: 2026-12-04 19:00:00 JST から 2026-12-07 08:30:00 JST まで)"; d != want {
+	if d, want := detailOf(st), "ファイル操作 計 6 件 (種類の内訳なし。エージェント停止中: 2026-12-04 19:00:00 JST から 2026-12-07 08:30:00 JST まで)"; d != want {
 		t.Errorf("catch-up bulk: %q, want %q", d, want)
 	}
 	// Seen while the agent's spool refused events (a full disk), found
 	// once it could record again.
 	st.Attrs["attribution_source"] = "not_recorded"
-	if d, want := detailOf(st), "6 件のファイル変更 (記録できなかった間: 2026-12-04 19:00:00 JST から 2026-12-07 08:30:00 JST まで)"; d != want {
+	if d, want := detailOf(st), "ファイル操作 計 6 件 (種類の内訳なし。記録できなかった間: 2026-12-04 19:00:00 JST から 2026-12-07 08:30:00 JST まで)"; d != want {
 		t.Errorf("not recorded bulk: %q, want %q", d, want)
+	}
+	// Counted by type, and by program past the top five the agent names.
+	live := &eventlog.Stored{Event: event.Event{Type: "fileaccess.bulk", Attrs: event.Attrs{"total": 115, "individually": 100,
+		"counts": map[string]any{"created": 10, "deleted": 5}, "from": "2026-12-04T10:00:00Z", "to": "2026-12-04T10:00:30Z",
+		"processes": map[string]any{`C:\Windows\explorer.exe`: 5, "robocopy.exe": 4, "a.exe": 2, "b.exe": 1, "c.exe": 1, "(others)": 2}}}}
+	if d, want := detailOf(live), "ファイル操作 計 115 件 (最初の 100 件は個別に記録、残り 15 件の内訳: ファイル作成 10 件、ファイル削除 5 件。"+
+		"プログラム別 (まとめた分): explorer.exe 5 件、robocopy.exe 4 件、a.exe 2 件、b.exe 1 件、c.exe 1 件、ほか 2 個のプログラムなど 2 件。"+
+		"2026-12-04 19:00:00 JST から 2026-12-04 19:00:30 JST まで)"; d != want {
+		t.Errorf("typed bulk:\n%q, want\n%q", d, want)
 	}
 	// Its time (here 0001-01-01, a Monday at midnight) is when it was
 	// found: the window is what is judged.

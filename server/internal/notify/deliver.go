@@ -48,9 +48,16 @@ type Item struct {
 	Reason     string    `json:"reason,omitempty"`
 	RegisterID string    `json:"register_id,omitempty"`
 	// Detail is what the alert is about in words, where its type has more
-	// to say than its reason: a bulk copy's file count and program, an
-	// overdue incident's title.
+	// to say than its reason: a bulk summary's operations by type and
+	// program and its window, an overdue incident's title.
 	Detail string `json:"detail,omitempty"`
+	// IP is where a failed login came from.
+	IP string `json:"ip,omitempty"`
+	// From and To are when what a bulk summary counts happened; its Time
+	// is when it was recorded.
+	From time.Time `json:"from,omitzero"`
+	To   time.Time `json:"to,omitzero"`
+	ops  []string  // bulk summary: the operation types it counts
 }
 
 // Attachment is a file attached to a mail.

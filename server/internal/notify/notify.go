@@ -10,6 +10,7 @@ package notify
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -447,12 +448,23 @@ func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []
 		}
 	case "fileaccess.bulk":
 		kinds = []string{KindBulkCopy}
+		it.From, it.To, _ = bulkWindow(st)
+		counts, _ := st.Attrs["counts"].(map[string]any)
+		for op := range counts {
+			it.ops = append(it.ops, op)
+		}
 	case "backup.overdue":
 		kinds = []string{KindBackup}
 	case eventlog.GapType, "server.event_loss_accepted", "server.scrub_failed", "server.unclean_stop", "server.checkpoint_copy_missing":
 		kinds = []string{KindIntegrity}
 	case "ui.login_failed":
 		kinds = []string{KindLoginFailures}
+		// The web records the name tried as the user and as "user/NAME".
+		it.Object = strings.TrimPrefix(st.Object, "user/")
+		if it.User == it.Object {
+			it.User = ""
+		}
+		it.Reason, it.IP = loginReasonJA(it.Reason), str("ip")
 	case "incident.overdue":
 		kinds = []string{KindIncidentOverdue}
 	default:
@@ -519,10 +531,21 @@ type group struct {
 	items []Item
 	seen  map[string]bool
 	count int
-	users map[string]int // login_failures: failures per user
-	first time.Time
-	last  time.Time
-	mins  map[string]int64 // source -> smallest event index held
+	// byWhat counts every alert by what it is and why (the 内訳); of those
+	// not listed, repeats were the same as one counted before, over were
+	// different but past maxItems: the message adds up to count.
+	byWhat  map[string]int
+	repeats int
+	over    int
+	ops     map[string]bool // bulk_copy: the operation types summarised ("" unknown)
+	// logins holds each user's failures (login_failures): only users at
+	// the rule's threshold are the alert, judged when the group is due.
+	// The web bounds how many it records a minute.
+	logins map[string][]Item
+	users  map[string]int // login_failures: failures of each user judged
+	first  time.Time
+	last   time.Time
+	mins   map[string]int64 // source -> smallest event index held
 }
 
 // consider adds st to the groups of every rule it matches; n.mu is held.
@@ -544,7 +567,7 @@ func (n *Notifier) consider(set Settings, agents map[string]AgentInfo, src strin
 			g := n.groups[key]
 			if g == nil {
 				g = &group{rule: r, dept: dept, key: key, due: n.cfg.Now().Add(time.Duration(r.Delay)),
-					seen: map[string]bool{}, users: map[string]int{}, first: c.item.Time, mins: map[string]int64{}}
+					seen: map[string]bool{}, byWhat: map[string]int{}, logins: map[string][]Item{}, mins: map[string]int64{}}
 				n.groups[key] = g
 			}
 			if m, ok := g.mins[src]; !ok || st.Index < m {
@@ -556,25 +579,73 @@ func (n *Notifier) consider(set Settings, agents map[string]AgentInfo, src strin
 }
 
 func (g *group) add(it Item) {
-	g.count++
-	if it.Time.Before(g.first) {
-		g.first = it.Time
-	}
-	if it.Time.After(g.last) {
-		g.last = it.Time
-	}
 	if g.rule.Kind == KindLoginFailures {
-		g.users[it.Object]++
-	}
-	// Deduplicate: the same thing on the same PC is listed once.
-	k := it.Type + "|" + it.Agent + "|" + it.Control + "|" + it.Object + "|" + it.Reason
-	if g.seen[k] {
+		g.logins[it.Object] = append(g.logins[it.Object], it)
 		return
 	}
-	g.seen[k] = true
-	if len(g.items) < maxItems {
-		g.items = append(g.items, it)
+	g.tally(it)
+}
+
+// tally counts it into the message.
+func (g *group) tally(it Item) {
+	g.count++
+	from, to := it.Time, it.Time
+	if !it.From.IsZero() && !it.To.IsZero() {
+		// A summary's own window, not when it was recorded.
+		from, to = it.From, it.To
 	}
+	if g.first.IsZero() || from.Before(g.first) {
+		g.first = from
+	}
+	if to.After(g.last) {
+		g.last = to
+	}
+	g.byWhat[strings.TrimSpace(what(it)+" "+it.Reason)]++
+	if g.rule.Kind == KindBulkCopy {
+		if g.ops == nil {
+			g.ops = map[string]bool{}
+		}
+		if len(it.ops) == 0 {
+			g.ops[""] = true
+		}
+		for _, op := range it.ops {
+			g.ops[op] = true
+		}
+	}
+	// Deduplicate: the same thing on the same PC is listed once.
+	k := it.Type + "|" + it.Agent + "|" + it.Control + "|" + it.Object + "|" + it.Reason + "|" + it.IP + "|" + it.Detail
+	switch {
+	case g.seen[k]:
+		g.repeats++
+	case len(g.items) < maxItems:
+		g.items = append(g.items, it)
+	default:
+		g.over++
+	}
+	g.seen[k] = true
+}
+
+// judge makes a due login_failures group the failures of the users at or
+// over the threshold, in log order, and forgets the others' (the
+// threshold counts within the delay); false if no user is left.
+func (g *group) judge() bool {
+	g.count, g.items, g.repeats, g.over = 0, nil, 0, 0
+	g.seen, g.byWhat, g.users = map[string]bool{}, map[string]int{}, map[string]int{}
+	g.first, g.last = time.Time{}, time.Time{}
+	var its []Item
+	for u, fs := range g.logins {
+		if len(fs) < g.rule.Threshold {
+			delete(g.logins, u)
+			continue
+		}
+		g.users[u] = len(fs)
+		its = append(its, fs...)
+	}
+	sort.Slice(its, func(i, j int) bool { return its[i].Index < its[j].Index })
+	for _, it := range its {
+		g.tally(it)
+	}
+	return g.count > 0
 }
 
 // limiter returns the rate limiter of one rule (and department).
@@ -599,16 +670,9 @@ func (n *Notifier) flush(ctx context.Context, set Settings) {
 		if now.Before(g.due) {
 			continue
 		}
-		if g.rule.Kind == KindLoginFailures {
-			for u, c := range g.users {
-				if c < g.rule.Threshold {
-					delete(g.users, u)
-				}
-			}
-			if len(g.users) == 0 { // too few failures in the window
-				delete(n.groups, k)
-				continue
-			}
+		if g.rule.Kind == KindLoginFailures && !g.judge() { // too few failures in the window
+			delete(n.groups, k)
+			continue
 		}
 		if !n.limiter(set, g.key).AllowN(now, 1) {
 			continue
@@ -781,14 +845,13 @@ func (n *Notifier) saveCursors(ctx context.Context) error {
 func render(g *group, dashboard string) Message {
 	m := Message{Rule: g.rule.Name, Kind: g.rule.Kind, Count: g.count, Items: g.items, First: g.first, Last: g.last}
 	hosts := map[string]bool{}
-	byReason := map[string]int{}
 	for _, it := range g.items {
 		if it.Agent != "" && it.Agent != event.ServerStream {
 			hosts[it.Agent] = true
 		}
-		byReason[strings.TrimSpace(what(it)+" "+it.Reason)]++
 	}
-	m.Subject = fmt.Sprintf("[Mamori] %s %d 件", kindJA[g.rule.Kind], g.count)
+	title := titleOf(g)
+	m.Subject = fmt.Sprintf("[Mamori] %s %d 件", title, g.count)
 	if len(hosts) > 1 {
 		m.Subject += fmt.Sprintf(" (%d 台)", len(hosts))
 	}
@@ -796,7 +859,7 @@ func render(g *group, dashboard string) Message {
 		m.Subject += " " + g.dept
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Mamori からの通知です。\n\nルール: %s\n種類: %s\n件数: %d 件", g.rule.Name, kindJA[g.rule.Kind], g.count)
+	fmt.Fprintf(&b, "Mamori からの通知です。\n\nルール: %s\n種類: %s\n件数: %d 件", g.rule.Name, title, g.count)
 	if len(hosts) > 0 {
 		fmt.Fprintf(&b, " (端末 %d 台)", len(hosts))
 	}
@@ -807,19 +870,19 @@ func render(g *group, dashboard string) Message {
 			users = append(users, u)
 		}
 		sort.Strings(users)
-		b.WriteString("\n失敗の多い利用者:\n")
+		fmt.Fprintf(&b, "\n失敗が %d 回以上の利用者:\n", g.rule.Threshold)
 		for _, u := range users {
 			fmt.Fprintf(&b, "- %s: %d 回\n", u, g.users[u])
 		}
 	}
-	reasons := make([]string, 0, len(byReason))
-	for r := range byReason {
-		reasons = append(reasons, r)
+	whats := make([]string, 0, len(g.byWhat))
+	for w := range g.byWhat {
+		whats = append(whats, w)
 	}
-	sort.Strings(reasons)
-	fmt.Fprintf(&b, "\n内訳 (一覧の %d 件):\n", len(g.items))
-	for _, r := range reasons {
-		fmt.Fprintf(&b, "- %s: %d 件\n", r, byReason[r])
+	sort.Strings(whats)
+	b.WriteString("\n内訳:\n")
+	for _, w := range whats {
+		fmt.Fprintf(&b, "- %s: %d 件\n", w, g.byWhat[w])
 	}
 	fmt.Fprintf(&b, "\n一覧 (最大 %d 件):\n", maxItems)
 	for _, it := range g.items {
@@ -840,10 +903,20 @@ func render(g *group, dashboard string) Message {
 				b.WriteString(" " + s)
 			}
 		}
+		if it.IP != "" {
+			fmt.Fprintf(&b, " (%s %s)", labels.Of(labels.Attr, labels.JA, "ip"), it.IP)
+		}
 		fmt.Fprintf(&b, " [#%s]\n", strconv.FormatInt(it.Index, 10))
 	}
-	if rest := g.count - len(g.items); rest > 0 {
-		fmt.Fprintf(&b, "ほか %d 件 (同じ内容の繰り返しを含みます)\n", rest)
+	if rest := g.repeats + g.over; rest > 0 {
+		var why []string
+		if g.repeats > 0 {
+			why = append(why, fmt.Sprintf("同じ内容の繰り返し %d 件", g.repeats))
+		}
+		if g.over > 0 {
+			why = append(why, fmt.Sprintf("一覧の上限 (%d 件) を超えた別の内容 %d 件", maxItems, g.over))
+		}
+		fmt.Fprintf(&b, "ほか %d 件 (%s)\n", rest, strings.Join(why, "、"))
 	}
 	page, path := "通知", "notifications"
 	if g.rule.Kind == KindIncidentOverdue {
@@ -861,6 +934,36 @@ func render(g *group, dashboard string) Message {
 	return m
 }
 
+// titleOf names a group's alerts. A bulk summary is named by the
+// operations it counted: only reads take data out of the folder, and
+// creations bring files in.
+func titleOf(g *group) string {
+	if g.rule.Kind != KindBulkCopy {
+		return kindJA[g.rule.Kind]
+	}
+	only := func(ops ...string) bool {
+		for op := range g.ops {
+			if !slices.Contains(ops, op) {
+				return false
+			}
+		}
+		return len(g.ops) > 0
+	}
+	switch {
+	case only("read"):
+		return "登録フォルダからの大量読み出し・コピー"
+	case only("created", "modified") && g.ops["created"]:
+		return "登録フォルダへの大量作成・コピー"
+	case only("modified"):
+		return "登録フォルダ内の大量変更"
+	case only("deleted"):
+		return "登録フォルダ内の大量削除"
+	case only("renamed"):
+		return "登録フォルダ内の大量名前変更"
+	}
+	return "登録フォルダでの大量操作"
+}
+
 // what names an item's event in Japanese: its type, and for a compliance
 // alert the control that failed ("[#index]" keeps the exact codes a click
 // away).
@@ -871,35 +974,140 @@ func what(it Item) string {
 	return labels.Of(labels.EventType, labels.JA, it.Type)
 }
 
+// loginReasons are the reasons the web records a failed login with.
+var loginReasons = map[string]string{"bad credentials": "パスワードの誤り", "throttled": "試行回数の制限"}
+
+// loginReasonJA is a failed login's reason in Japanese; one past the
+// server-wide rate reads "over N failed logins a minute (REASON): ...".
+func loginReasonJA(r string) string {
+	if ja, ok := loginReasons[r]; ok {
+		return ja
+	}
+	if rest, ok := strings.CutPrefix(r, "over "); ok {
+		n, _, _ := strings.Cut(rest, " ")
+		_, why, _ := strings.Cut(rest, "(")
+		why, _, _ = strings.Cut(why, ")")
+		return fmt.Sprintf("%s (失敗が 1 分に %s 回を超え、以降は件数のみ記録)", loginReasonJA(why), n)
+	}
+	return r
+}
+
 // detailOf is Item.Detail.
 func detailOf(st *eventlog.Stored) string {
 	switch st.Type {
 	case "fileaccess.bulk":
-		d := fmt.Sprintf("%v 件のファイル変更", st.Attrs["total"])
-		if src := st.Attrs["attribution_source"]; src == "while_agent_stopped" || src == "not_recorded" {
-			// Found when the agent started again, or could record again:
-			// its time is not when.
-			if src == "not_recorded" {
-				d += " (記録できなかった間"
-			} else {
-				d += " (エージェント停止中"
-			}
-			from, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs["window_from"]))
-			to, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs["window_to"]))
-			if !from.IsZero() && !to.IsZero() {
-				d += ": " + jst(from) + " から " + jst(to) + " まで"
-			}
-			return d + ")"
-		}
-		if st.Process != "" {
-			d += " (" + path.Base(strings.ReplaceAll(st.Process, `\`, "/")) + ")"
-		}
-		return d
+		return bulkDetail(st)
 	case "incident.overdue":
 		s, _ := st.Attrs["title"].(string)
 		return s
 	}
 	return ""
+}
+
+// bulkWindow is when the operations a bulk summary counts happened: from
+// and to, or for changes found after the agent was stopped or could not
+// record, that outage (window_from, window_to).
+func bulkWindow(st *eventlog.Stored) (from, to time.Time, outage bool) {
+	kf, kt := "from", "to"
+	if src := st.Attrs["attribution_source"]; src == "while_agent_stopped" || src == "not_recorded" {
+		kf, kt, outage = "window_from", "window_to", true
+	}
+	from, err1 := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs[kf]))
+	to, err2 := time.Parse(time.RFC3339Nano, fmt.Sprint(st.Attrs[kt]))
+	if err1 != nil || err2 != nil {
+		return time.Time{}, time.Time{}, outage
+	}
+	return from, to, outage
+}
+
+// bulkDetail words a bulk summary as the agent makes it (fileaccess
+// closeBulk): of total operations, the first `individually` were recorded
+// one by one and the rest only counted, by type (counts) and by program
+// (processes: the top five, "(others)" the number of programs more).
+func bulkDetail(st *eventlog.Stored) string {
+	total, _ := whole(st.Attrs["total"])
+	d := fmt.Sprintf("ファイル操作 計 %d 件", total)
+	var parts []string
+	counts, _ := st.Attrs["counts"].(map[string]any)
+	summed := 0
+	if len(counts) > 0 {
+		ops := make([]string, 0, len(counts))
+		for op, v := range counts {
+			n, _ := whole(v)
+			summed += n
+			ops = append(ops, fmt.Sprintf("%s %d 件", labels.Of(labels.EventType, labels.JA, "file."+op), n))
+		}
+		sort.Strings(ops)
+		one, _ := whole(st.Attrs["individually"])
+		parts = append(parts, fmt.Sprintf("最初の %d 件は個別に記録、残り %d 件の内訳: %s", one, summed, strings.Join(ops, "、")))
+	} else {
+		parts = append(parts, "種類の内訳なし")
+	}
+	if procs, _ := st.Attrs["processes"].(map[string]any); len(procs) > 0 {
+		others, _ := whole(procs["(others)"])
+		type prog struct {
+			name string
+			n    int
+		}
+		var ps []prog
+		listed := 0
+		for p, v := range procs {
+			if p == "(others)" {
+				continue
+			}
+			n, _ := whole(v)
+			listed += n
+			ps = append(ps, prog{path.Base(strings.ReplaceAll(p, `\`, "/")), n})
+		}
+		sort.Slice(ps, func(i, j int) bool { return ps[i].n > ps[j].n || ps[i].n == ps[j].n && ps[i].name < ps[j].name })
+		var ws []string
+		for _, p := range ps {
+			ws = append(ws, fmt.Sprintf("%s %d 件", p.name, p.n))
+		}
+		// The rest were by programs past the top five, or by none known.
+		if rest := summed - listed; others > 0 && rest > 0 {
+			ws = append(ws, fmt.Sprintf("ほか %d 個のプログラムなど %d 件", others, rest))
+		} else if rest > 0 {
+			ws = append(ws, fmt.Sprintf("プログラム不明 %d 件", rest))
+		}
+		parts = append(parts, "プログラム別 (まとめた分): "+strings.Join(ws, "、"))
+	} else if st.Process != "" {
+		parts = append(parts, "最も多いプログラム: "+path.Base(strings.ReplaceAll(st.Process, `\`, "/")))
+	}
+	from, to, outage := bulkWindow(st)
+	switch src := st.Attrs["attribution_source"]; {
+	case outage:
+		// Found when the agent started again, or could record again:
+		// its time is not when.
+		w := "エージェント停止中"
+		if src == "not_recorded" {
+			w = "記録できなかった間"
+		}
+		if !from.IsZero() {
+			w += ": " + jst(from) + " から " + jst(to) + " まで"
+		}
+		parts = append(parts, w)
+	case !from.IsZero():
+		parts = append(parts, jst(from)+" から "+jst(to)+" まで")
+	}
+	return d + " (" + strings.Join(parts, "。") + ")"
+}
+
+// whole reads a whole-number attribute: json.Number as the store decodes
+// it, or an int.
+func whole(v any) (int, bool) {
+	switch n := v.(type) {
+	case json.Number:
+		i, err := n.Int64()
+		return int(i), err == nil
+	case int:
+		return n, true
+	case int64:
+		return int(n), true
+	case float64:
+		return int(n), n == float64(int(n))
+	}
+	return 0, false
 }
 
 func jst(t time.Time) string { return t.In(JST).Format("2006-01-02 15:04:05") + " JST" }

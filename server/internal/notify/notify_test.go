@@ -582,7 +582,7 @@ func TestLoginFailuresAndIntegrity(t *testing.T) {
 		}
 		kinds[m.Kind] = m
 	}
-	if m := kinds[KindLoginFailures]; !strings.Contains(m.Text, "user/tanaka: 6 回") || strings.Contains(m.Text, "user/sato:") {
+	if m := kinds[KindLoginFailures]; !strings.Contains(m.Text, "- tanaka: 6 回") || strings.Contains(m.Text, "sato") {
 		t.Errorf("login failures message:\n%s", m.Text)
 	}
 	if m := kinds[KindIntegrity]; m.Count != 1 || m.Items[0].Type != eventlog.GapType {
