@@ -1,7 +1,9 @@
 package notify
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -149,6 +151,88 @@ type AlertRow struct {
 	By                         string
 	Comment                    string
 	At                         time.Time
+	// A failed delivery's message (what was lost: Count alerts, the first
+	// Items of them), its error raw and in Japanese (the latest re-send's,
+	// if one failed), and whether it can be re-sent or was: ResendBy and
+	// ResendAt name the latest re-send.
+	Subject            string
+	Items              []Item
+	Count              int
+	Error, ErrorJA     string
+	Resendable, Resent bool
+	ResendBy           string
+	ResendAt           time.Time
+	// Alerted marks an alerted item (Alerted): the row is the event a
+	// message was about, not an alert to acknowledge; Outcome is its
+	// message's (sent or failed).
+	Alerted bool
+	Outcome string
+}
+
+// Alerted lists the items of the messages delivered or failed since from
+// (the delivery log keeps them), one row per event, newest first, at most
+// limit. Compliance alerts are left out: Alerts lists them with their
+// state. A default rule without recipients delivers nothing, so its items
+// are not here.
+func (n *Notifier) Alerted(ctx context.Context, from time.Time, limit int) ([]AlertRow, error) {
+	byIndex := map[int64]AlertRow{}
+	f := eventlog.Filter{Agent: event.ServerStream, Control: Control, From: from, Limit: eventlog.MaxLimit}
+	for {
+		p, err := n.cfg.Events.Query(ctx, f)
+		if err != nil {
+			return nil, fmt.Errorf("notify: reading the delivery log: %w", err)
+		}
+		for i := range p.Events {
+			e := &p.Events[i]
+			if e.Type != TypeSent && e.Type != TypeFailed {
+				continue
+			}
+			var items []Item
+			if b, err := json.Marshal(e.Attrs["items"]); err == nil {
+				_ = json.Unmarshal(b, &items)
+			}
+			kind, _ := e.Attrs["kind"].(string)
+			for _, it := range items {
+				if it.Type == "compliance.alert" || it.Time.Before(from) {
+					continue
+				}
+				r, seen := byIndex[it.Index]
+				if !seen {
+					host := it.Hostname
+					if host == "" && it.Agent != event.ServerStream {
+						host = it.Agent
+					}
+					var why []string
+					for _, s := range []string{it.Reason, it.Detail, it.Object, it.User, it.IP} {
+						if s != "" {
+							why = append(why, s)
+						}
+					}
+					r = AlertRow{Index: it.Index, Time: it.Time, Type: it.Type, Kind: kind, Agent: it.Agent, Host: host,
+						Department: it.Department, Control: it.Control, ReasonJA: strings.Join(why, " "), Alerted: true}
+					r.ReasonEN = r.ReasonJA
+				}
+				// Sent to any destination is sent.
+				if r.Outcome != "sent" {
+					r.Outcome = strings.TrimPrefix(e.Type, "notify.")
+				}
+				byIndex[it.Index] = r
+			}
+		}
+		if p.Next == "" || len(p.Events) == 0 {
+			break
+		}
+		f.Cursor = p.Next
+	}
+	rows := make([]AlertRow, 0, len(byIndex))
+	for _, r := range byIndex {
+		rows = append(rows, r)
+	}
+	slices.SortFunc(rows, func(a, b AlertRow) int { return cmp.Compare(b.Index, a.Index) })
+	if len(rows) > limit {
+		rows = rows[:limit]
+	}
+	return rows, nil
 }
 
 // Alerts lists the alerts raised since from, newest first, at most limit,
@@ -179,11 +263,15 @@ func (n *Notifier) Alerts(ctx context.Context, from time.Time, limit int) ([]Ale
 			r := AlertRow{Index: e.Index, Time: e.Time, Type: e.Type, Severity: e.Severity, State: "open"}
 			if e.Type == TypeFailed {
 				r.Kind, r.Control, r.Host = str("kind"), Control, str("destination")
-				r.ReasonJA = str("subject")
-				if msg := str("error"); msg != "" {
-					r.ReasonJA += " (" + msg + ")"
+				r.Error, r.ErrorJA = str("error"), ErrorJA(str("error"))
+				r.ReasonJA, r.ReasonEN = str("subject"), str("subject")
+				if r.Error != "" {
+					r.ReasonJA += " (" + r.ErrorJA + ")"
+					r.ReasonEN += " (" + r.Error + ")"
 				}
-				r.ReasonEN = r.ReasonJA
+				m, ok := storedMessage(e)
+				r.Subject, r.Items, r.Count = str("subject"), m.Items, m.Count
+				r.Resendable = ok && r.Kind != "report" && r.Host != "none"
 			} else {
 				r.Kind, r.Agent, r.Host, r.Department, r.Control = str("kind"), str("agent"), str("hostname"), str("department"), str("control")
 				r.ReasonJA, r.ReasonEN, r.Reason = str("reason_ja"), str("reason_en"), str("reason")
@@ -212,6 +300,26 @@ func (n *Notifier) Alerts(ctx context.Context, from time.Time, limit int) ([]Ale
 			}
 			c, _ := e.Attrs["comment"].(string)
 			rows[i].State, rows[i].By, rows[i].Comment, rows[i].At = strings.TrimPrefix(typ, "alert."), e.User, c, e.Time
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Re-sends, in log order per type; one that got through is final.
+	for _, typ := range []string{TypeAttemptFailed, TypeSent} {
+		err := read(Control, typ, func(e *eventlog.Stored) {
+			of, err := strconv.ParseInt(fmt.Sprint(e.Attrs["resend_of"]), 10, 64)
+			i, ok := at[of]
+			if err != nil || !ok || rows[i].Type != TypeFailed {
+				return
+			}
+			rows[i].ResendBy, rows[i].ResendAt = e.User, e.Time
+			if typ == TypeSent {
+				rows[i].Resent = true
+				return
+			}
+			msg, _ := e.Attrs["error"].(string)
+			rows[i].Error, rows[i].ErrorJA = msg, ErrorJA(msg)
 		})
 		if err != nil {
 			return nil, err

@@ -57,7 +57,9 @@ type Item struct {
 	// is when it was recorded.
 	From time.Time `json:"from,omitzero"`
 	To   time.Time `json:"to,omitzero"`
-	ops  []string  // bulk summary: the operation types it counts
+	// URL is the event's own page on the dashboard (Config.DashboardURL).
+	URL string   `json:"url,omitempty"`
+	ops []string // bulk summary: the operation types it counts
 }
 
 // Attachment is a file attached to a mail.

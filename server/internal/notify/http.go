@@ -145,6 +145,10 @@ type Delivery struct {
 	Count       int       `json:"count"`
 	Subject     string    `json:"subject"`
 	Error       string    `json:"error,omitempty"`
+	ErrorJA     string    `json:"error_ja,omitempty"` // Error in Japanese (ErrorJA)
+	// ResendOf is the failed delivery a re-send was of, and By who asked.
+	ResendOf int64  `json:"resend_of,omitempty"`
+	By       string `json:"by,omitempty"`
 }
 
 // Log returns delivery outcomes since from, newest first, at most limit.
@@ -164,7 +168,8 @@ func (n *Notifier) Log(ctx context.Context, from time.Time, limit int) ([]Delive
 			num := func(k string) int { v, _ := strconv.Atoi(fmt.Sprint(e.Attrs[k])); return v }
 			out = append(out, Delivery{Index: e.Index, Time: e.Time, Outcome: strings.TrimPrefix(e.Type, "notify."),
 				Rule: str("rule"), Kind: str("kind"), Destination: str("destination"), Attempt: num("attempt"),
-				Count: num("count"), Subject: str("subject"), Error: str("error")})
+				Count: num("count"), Subject: str("subject"), Error: str("error"), ErrorJA: ErrorJA(str("error")),
+				ResendOf: int64(num("resend_of")), By: e.User})
 		}
 		if p.Next == "" {
 			break
@@ -217,16 +222,21 @@ func (n *Notifier) ServeLog(w http.ResponseWriter, r *http.Request) {
 // ServeAlertAction answers POST /api/v1/alerts/{index}/{action} with
 // {"comment": "..."}: action acknowledge or resolve; index is the log
 // index of the compliance.alert (or notify.failed) event. The change is an
-// event (AlertAction).
+// event (AlertAction). Action resend (no body, or {}) re-sends a
+// notify.failed delivery (Resend).
 func (n *Notifier) ServeAlertAction(w http.ResponseWriter, r *http.Request) {
 	action := r.PathValue("action")
-	if action != ActionAcknowledge && action != ActionResolve {
-		n.fail(w, r, http.StatusNotFound, "action must be acknowledge or resolve")
+	if action != ActionAcknowledge && action != ActionResolve && action != ActionResend {
+		n.fail(w, r, http.StatusNotFound, "action must be acknowledge, resolve or resend")
 		return
 	}
 	idx, err := strconv.ParseInt(r.PathValue("index"), 10, 64)
 	if err != nil || idx < 0 {
 		n.fail(w, r, http.StatusBadRequest, "index must be the log index of the alert")
+		return
+	}
+	if action == ActionResend {
+		n.serveResend(w, r, idx)
 		return
 	}
 	var body struct {
@@ -255,4 +265,37 @@ func (n *Notifier) ServeAlertAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.reply(w, r, http.StatusOK, map[string]any{"index": idx, "state": action + "d", "comment": strings.TrimSpace(body.Comment)})
+}
+
+// serveResend answers POST /api/v1/alerts/{index}/resend: 200 when
+// delivered, 409 when a re-send already was, 502 when it failed again (the
+// attempt is recorded).
+func (n *Notifier) serveResend(w http.ResponseWriter, r *http.Request, idx int64) {
+	var body struct{}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+		n.fail(w, r, http.StatusBadRequest, "body must be empty or {}: "+err.Error())
+		return
+	}
+	err := n.Resend(r.Context(), n.caller(r), "", idx)
+	switch {
+	case errors.Is(err, ErrInvalid):
+		n.fail(w, r, http.StatusBadRequest, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
+		return
+	case errors.Is(err, ErrNoAlert):
+		n.fail(w, r, http.StatusNotFound, fmt.Sprintf("no failed delivery at index %d", idx))
+		return
+	case errors.Is(err, ErrResent):
+		n.fail(w, r, http.StatusConflict, err.Error())
+		return
+	case errors.Is(err, ErrSendFailed):
+		n.fail(w, r, http.StatusBadGateway, err.Error())
+		return
+	case err != nil:
+		n.log.Error().Err(err).Msg("notify: re-send")
+		n.fail(w, r, http.StatusInternalServerError, "internal error: re-sending")
+		return
+	}
+	n.reply(w, r, http.StatusOK, map[string]any{"index": idx, "state": "resent"})
 }

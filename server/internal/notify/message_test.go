@@ -187,3 +187,42 @@ func TestOutOfHoursMessageAddsUp(t *testing.T) {
 		t.Errorf("the 50 not listed are not repeats:\n%s", m.Text)
 	}
 }
+
+// TestEachItemLinksToItsEvent: every listed alert links to its own event
+// page on the dashboard, in the text and as the generic JSON's url, and
+// the 通知 link still ends the message.
+func TestEachItemLinksToItsEvent(t *testing.T) {
+	r, h := rigWithHook(t, map[string]AgentInfo{"pc1": {Hostname: "PC-01"}},
+		Rule{Name: "媒体", Kind: KindMedia, Delay: Duration(200 * time.Millisecond)})
+	seal(t, r.store, "pc1", event.Event{Control: "media", Type: "media.blocked", Severity: event.Violation, Object: "E:"})
+	seal(t, r.store, "pc1", event.Event{Control: "media", Type: "media.blocked", Severity: event.Violation, Object: "F:"})
+	m := nthMessage(t, h, 0)
+	if len(m.Items) != 2 {
+		t.Fatalf("items %+v", m.Items)
+	}
+	var raw struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := json.Unmarshal(h.got()[0], &raw); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(m.Text, "\n")
+	for i, it := range m.Items {
+		want := "https://mamori.example.jp:8443/events/" + strconv.FormatInt(it.Index, 10)
+		if raw.Items[i]["url"] != want {
+			t.Errorf("item %d url %v, want %s", i, raw.Items[i]["url"], want)
+		}
+		at := -1
+		for j, l := range lines {
+			if strings.Contains(l, "[#"+strconv.FormatInt(it.Index, 10)+"]") {
+				at = j
+			}
+		}
+		if at < 0 || !strings.Contains(strings.Join(lines[at:min(at+2, len(lines))], "\n"), want) {
+			t.Errorf("item %d's line does not link %s:\n%s", i, want, m.Text)
+		}
+	}
+	if !strings.HasSuffix(strings.TrimSpace(m.Text), "https://mamori.example.jp:8443/notifications") {
+		t.Errorf("the 通知 link does not end the message:\n%s", m.Text)
+	}
+}

@@ -110,9 +110,11 @@ type Notifier struct {
 	limiters map[string]*rate.Limiter
 	inflight map[int]map[string]int64 // delivery id -> source -> smallest event index in it
 	nextID   int
-	agents   map[string]AgentInfo
-	agentsAt time.Time
-	savedAt  time.Time // last cursor save; saves are spaced by saveEvery
+	// resending holds the failed deliveries being re-sent (one at a time).
+	resending map[int64]bool
+	agents    map[string]AgentInfo
+	agentsAt  time.Time
+	savedAt   time.Time // last cursor save; saves are spaced by saveEvery
 
 	wg sync.WaitGroup
 }
@@ -759,12 +761,7 @@ func (n *Notifier) deliver(ctx context.Context, set Settings, d destination, m M
 		attempt++
 		actx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
-		var err error
-		if d.isHook {
-			err = postWebhook(actx, d.hook, m)
-		} else {
-			err = sendMail(actx, d.smtp, d.mail, m)
-		}
+		err := send(actx, d, m)
 		if err != nil {
 			n.record(ctx, TypeAttemptFailed, event.Warning, d, m, attempt, err)
 		}
@@ -780,6 +777,13 @@ func (n *Notifier) deliver(ctx context.Context, set Settings, d destination, m M
 
 // record appends a delivery outcome to the server stream.
 func (n *Notifier) record(ctx context.Context, typ string, sev event.Severity, d destination, m Message, attempt int, err error) {
+	n.recordAs(ctx, typ, sev, d, m, attempt, err, "", nil)
+}
+
+// recordAs is record by user (a re-send) with more attrs. A final outcome
+// keeps the message's items, a failure its text too (keepMessage).
+func (n *Notifier) recordAs(ctx context.Context, typ string, sev event.Severity, d destination, m Message, attempt int, err error,
+	user string, more event.Attrs) {
 	attrs := event.Attrs{"rule": m.Rule, "kind": m.Kind, "destination": d.name, "attempt": attempt,
 		"count": m.Count, "subject": m.Subject}
 	if err != nil {
@@ -789,8 +793,14 @@ func (n *Notifier) record(ctx context.Context, typ string, sev event.Severity, d
 		}
 		attrs["error"] = msg
 	}
+	for k, v := range more {
+		attrs[k] = v
+	}
+	if typ == TypeFailed || typ == TypeSent {
+		keepMessage(attrs, m, typ == TypeFailed)
+	}
 	e := event.Event{Agent: event.ServerStream, Control: Control, Type: typ, Severity: sev, Object: d.name,
-		Time: n.cfg.Now().UTC(), Attrs: attrs}
+		User: user, Time: n.cfg.Now().UTC(), Attrs: attrs}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if _, err := n.cfg.Events.AppendServer(rctx, e); err != nil {
@@ -843,7 +853,14 @@ func (n *Notifier) saveCursors(ctx context.Context) error {
 // render writes the Japanese subject and body of a group; dashboard is
 // Config.DashboardURL.
 func render(g *group, dashboard string) Message {
-	m := Message{Rule: g.rule.Name, Kind: g.rule.Kind, Count: g.count, Items: g.items, First: g.first, Last: g.last}
+	// Each item links to its event, so a reader goes straight to it.
+	items := slices.Clone(g.items)
+	for i := range items {
+		if dashboard != "" {
+			items[i].URL = dashboard + "events/" + strconv.FormatInt(items[i].Index, 10)
+		}
+	}
+	m := Message{Rule: g.rule.Name, Kind: g.rule.Kind, Count: g.count, Items: items, First: g.first, Last: g.last}
 	hosts := map[string]bool{}
 	for _, it := range g.items {
 		if it.Agent != "" && it.Agent != event.ServerStream {
@@ -885,7 +902,7 @@ func render(g *group, dashboard string) Message {
 		fmt.Fprintf(&b, "- %s: %d 件\n", w, g.byWhat[w])
 	}
 	fmt.Fprintf(&b, "\n一覧 (最大 %d 件):\n", maxItems)
-	for _, it := range g.items {
+	for _, it := range items {
 		host := it.Hostname
 		if host == "" && it.Agent != event.ServerStream {
 			host = it.Agent
@@ -907,6 +924,9 @@ func render(g *group, dashboard string) Message {
 			fmt.Fprintf(&b, " (%s %s)", labels.Of(labels.Attr, labels.JA, "ip"), it.IP)
 		}
 		fmt.Fprintf(&b, " [#%s]\n", strconv.FormatInt(it.Index, 10))
+		if it.URL != "" {
+			b.WriteString("  " + it.URL + "\n")
+		}
 	}
 	if rest := g.repeats + g.over; rest > 0 {
 		var why []string

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,8 +21,8 @@ import (
 
 // The 通知 page's forms: admins edit rules and channels (each save is a
 // notify.settings_changed event), managers and admins acknowledge or
-// resolve alerts through notify.AlertAction, the code behind
-// POST /api/v1/alerts/{index}/{action}.
+// resolve alerts through notify.AlertAction, and re-send failed deliveries
+// through notify.Resend, the code behind POST /api/v1/alerts/{index}/{action}.
 
 // ruleForm is one rule's form: what was stored, or what was sent back
 // with the problems found, by field.
@@ -127,6 +128,14 @@ func (u *UI) notifyView(ctx context.Context) (*notifyView, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What the messages were about is listed too, each linking to its
+	// event: the messages point people here.
+	alerted, err := n.Alerted(ctx, since, 500)
+	if err != nil {
+		return nil, err
+	}
+	alerts = append(alerts, alerted...)
+	slices.SortStableFunc(alerts, func(a, b notify.AlertRow) int { return cmp.Compare(b.Index, a.Index) })
 	v := &notifyView{Settings: set.Redacted(), Revision: rev, Kinds: kindOpts(), Log: log, Alerts: alerts,
 		SMTP: formOfSMTP(set.SMTP), AlertErr: map[int64]string{}, AlertComment: map[int64]string{}}
 	if v.Departments, err = u.departments(ctx); err != nil {
@@ -475,12 +484,17 @@ func (u *UI) handleWebhookForm(w http.ResponseWriter, r *http.Request) {
 	back(w, r, "/notifications", "saved")
 }
 
-// handleAlertForm acknowledges or resolves an alert with a comment.
+// handleAlertForm acknowledges or resolves an alert with a comment, or
+// re-sends a failed delivery (handleResend).
 func (u *UI) handleAlertForm(w http.ResponseWriter, r *http.Request) {
 	idx, err := strconv.ParseInt(r.PathValue("index"), 10, 64)
 	action := r.PathValue("action")
-	if err != nil || idx < 0 || (action != notify.ActionAcknowledge && action != notify.ActionResolve) {
+	if err != nil || idx < 0 || (action != notify.ActionAcknowledge && action != notify.ActionResolve && action != notify.ActionResend) {
 		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
+		return
+	}
+	if action == notify.ActionResend {
+		u.handleResend(w, r, idx)
 		return
 	}
 	comment := r.PostFormValue("comment")
@@ -516,4 +530,28 @@ func (u *UI) handleAlertForm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	back(w, r, "/notifications", "saved")
+}
+
+// handleResend re-sends a failed delivery through notify.Resend, the code
+// behind POST /api/v1/alerts/{index}/resend; a refusal or a failure is
+// said on the row (a failed attempt is recorded and the row stays failed).
+func (u *UI) handleResend(w http.ResponseWriter, r *http.Request, idx int64) {
+	err := u.cfg.Alerting.Notifier.Resend(r.Context(), sessionFrom(r.Context()).Name, "web", idx)
+	say := func(status int, msg string) {
+		u.refuse(w, r, status, func(v *notifyView) { v.AlertErr[idx] = msg })
+	}
+	switch {
+	case errors.Is(err, notify.ErrNoAlert):
+		u.fail(w, r, http.StatusNotFound, "err_not_found", "")
+	case errors.Is(err, notify.ErrResent):
+		say(http.StatusConflict, "この通知はすでに再送されています (または再送中です)。二重には送りません。")
+	case errors.Is(err, notify.ErrSendFailed):
+		say(http.StatusBadGateway, "再送できませんでした: "+notify.ErrorJA(err.Error())+"。送信先が復旧してからもう一度再送してください。")
+	case errors.Is(err, notify.ErrInvalid):
+		say(http.StatusBadRequest, "再送できません (送信先が今の設定にないか、本文が記録されていません): "+strings.TrimPrefix(err.Error(), notify.ErrInvalid.Error()+": "))
+	case err != nil:
+		u.internal(w, r, "re-send", err)
+	default:
+		back(w, r, "/notifications", "resent")
+	}
 }
