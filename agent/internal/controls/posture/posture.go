@@ -397,8 +397,8 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 		upd.attrs = map[string]any{"none_since": f.update.NoneSince.UTC().Format(time.RFC3339), "source": f.update.Source}
 		if cfg.updateMaxAge > 0 && now.Sub(f.update.NoneSince) > cfg.updateMaxAge {
 			upd.state, upd.key = controls.Fail, "posture.os_update_old"
-			upd.ja = fmt.Sprintf("OS更新が%s以上適用されていません（%s以降、更新の記録がありません）", cfg.updateMaxAge, since)
-			upd.en = fmt.Sprintf("no OS update installed for more than %s (none recorded since %s)", cfg.updateMaxAge, since)
+			upd.ja = fmt.Sprintf("OS更新が%s以上適用されていません（%s以降、更新の記録がありません）", ageJA(cfg.updateMaxAge), since)
+			upd.en = fmt.Sprintf("no OS update installed for more than %s (none recorded since %s)", ageEN(cfg.updateMaxAge), since)
 		} else {
 			upd.state, upd.key = controls.Unknown, "posture.os_update_unknown"
 			upd.ja = fmt.Sprintf("OS更新の適用日時が不明です（%s以降、更新の記録がありません）", since)
@@ -414,8 +414,8 @@ func decide(cfg config, f facts, now time.Time) (controls.Status, event.Attrs) {
 		last := f.update.Last.Format("2006-01-02")
 		if cfg.updateMaxAge > 0 && now.Sub(f.update.Last) > cfg.updateMaxAge {
 			upd.state, upd.key = controls.Fail, "posture.os_update_old"
-			upd.ja = fmt.Sprintf("OS更新が%s以上適用されていません（最終: %s）", cfg.updateMaxAge, last)
-			upd.en = fmt.Sprintf("no OS update installed for more than %s (last: %s)", cfg.updateMaxAge, last)
+			upd.ja = fmt.Sprintf("OS更新が%s以上適用されていません（最終: %s）", ageJA(cfg.updateMaxAge), last)
+			upd.en = fmt.Sprintf("no OS update installed for more than %s (last: %s)", ageEN(cfg.updateMaxAge), last)
 		} else {
 			upd.state = controls.Pass
 			upd.ja, upd.en = "最終のOS更新: "+last, "last OS update: "+last
@@ -510,4 +510,20 @@ func withOptional(st controls.Status, optional []result) controls.Status {
 		st.ReasonEN += "; " + r.en + " (optional)"
 	}
 	return st
+}
+
+// ageJA and ageEN say a policy's age limit as people write it: 30日, not
+// 720h0m0s.
+func ageJA(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%d日", d/(24*time.Hour))
+	}
+	return fmt.Sprintf("%d時間", (d+time.Hour-1)/time.Hour)
+}
+
+func ageEN(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return fmt.Sprintf("%d hours", (d+time.Hour-1)/time.Hour)
 }

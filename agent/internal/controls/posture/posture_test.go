@@ -834,3 +834,16 @@ func TestReasonNamesEveryCheckAndChecksAttr(t *testing.T) {
 		t.Errorf("optional firewall: %+v", st)
 	}
 }
+
+// An age limit reads as people write it, not as Go prints a duration.
+func TestAgeWords(t *testing.T) {
+	for d, want := range map[time.Duration][2]string{
+		720 * time.Hour:  {"30日", "30 days"},
+		36 * time.Hour:   {"36時間", "36 hours"},
+		90 * time.Minute: {"2時間", "2 hours"},
+	} {
+		if ja, en := ageJA(d), ageEN(d); ja != want[0] || en != want[1] {
+			t.Errorf("%v: %q %q, want %q", d, ja, en, want)
+		}
+	}
+}
