@@ -10,6 +10,7 @@
 package compliance
 
 import (
+	"cmp"
 	"fmt"
 	"sort"
 	"strings"
@@ -169,10 +170,17 @@ func Derive(now, started time.Time, hosts []HostInfo, lastSeen map[string]time.T
 			}
 			if h.Silent {
 				since := ref.UTC()
-				h.Controls[c] = ControlState{Status: Unknown, Reason: ReasonSilent,
+				cs := ControlState{Status: Unknown, Reason: ReasonSilent,
 					ReasonJA: fmt.Sprintf("エージェントから %s 応答がありません", durationJA(silentFor)),
 					ReasonEN: fmt.Sprintf("agent silent for %s", durationEN(silentFor)),
 					Since:    &since}
+				// Unknown now, but a violation it last reported is not
+				// resolved by the PC going quiet: say it.
+				if l, ok := latest[hi.Agent][c]; ok && l.Status == Fail {
+					cs.ReasonJA += "（最後の報告は違反: " + cmp.Or(l.ReasonJA, l.Reason) + "）"
+					cs.ReasonEN += " (last reported failing: " + cmp.Or(l.ReasonEN, l.Reason) + ")"
+				}
+				h.Controls[c] = cs
 				continue
 			}
 			l, ok := latest[hi.Agent][c]

@@ -2,6 +2,7 @@ package compliance
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,5 +179,26 @@ func TestDurations(t *testing.T) {
 		if got := durationJA(tc.d); got != tc.ja {
 			t.Errorf("durationJA(%s) = %q, want %q", tc.d, got, tc.ja)
 		}
+	}
+}
+
+// A silent PC's controls are unknown, but a violation it last reported is
+// not forgotten: the reason says it, so a violation does not vanish from
+// view because the PC went quiet.
+func TestDeriveSilentKeepsLastViolationInReason(t *testing.T) {
+	hosts := []HostInfo{{Agent: "a1", Hostname: "pc-01", Enrolled: t0.Add(-24 * time.Hour), Policy: pol(30*time.Minute, allAudit())}}
+	seen := map[string]time.Time{"a1": t0}
+	latest := map[string]map[string]Latest{"a1": {"screenlock": {Status: Fail, Reason: "screenlock.idle_too_long",
+		ReasonJA: "画面ロックまでの時間が長すぎます", ReasonEN: "idle time too long", Since: t0.Add(-time.Hour), Index: 7, Time: t0, FailRun: 7}}}
+	h := Derive(t0.Add(2*time.Hour), t0.Add(-time.Hour), hosts, seen, latest)[0]
+	sl := h.Controls["screenlock"]
+	if sl.Status != Unknown || sl.Reason != ReasonSilent {
+		t.Fatalf("silent screenlock = %+v", sl)
+	}
+	if !strings.Contains(sl.ReasonJA, "最後の報告は違反: 画面ロックまでの時間が長すぎます") || !strings.Contains(sl.ReasonEN, "last reported failing: idle time too long") {
+		t.Fatalf("the last violation is not said: %q / %q", sl.ReasonJA, sl.ReasonEN)
+	}
+	if p := h.Controls["posture"]; strings.Contains(p.ReasonJA, "最後の報告") {
+		t.Fatalf("a control with no violation says one: %q", p.ReasonJA)
 	}
 }
