@@ -501,8 +501,13 @@ func (s *Service) fill(in *Incident) {
 	if in.Intent {
 		why = append(why, "不正の目的のおそれ")
 	}
-	if in.Persons > 1000 {
+	switch {
+	case in.Persons > 1000 && in.PersonsEdited:
 		why = append(why, fmt.Sprintf("本人の数が1,000人超 (%d人)", in.Persons))
+	case in.Persons > 1000:
+		// Counted from whole register entries: the safe side while the
+		// facts are gathered, but a guess until someone confirms it.
+		why = append(why, fmt.Sprintf("本人の数が1,000人超の見込み (関係する台帳の件数の合計 %d人。実際の数を確認して「本人の数」に入力してください)", in.Persons))
 	}
 	switch {
 	case len(why) == 0:
