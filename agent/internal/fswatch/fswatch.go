@@ -113,8 +113,18 @@ type Change struct {
 	// comparison cannot tell an edit with the mtime put back from a
 	// chmod, chown or link made meanwhile.
 	CTimeOnly bool
-	Time      time.Time // of the last raw notification
-	Err       error     // Error only
+	// With (Deleted): the folder this path left with. It had no
+	// notification of its own (no unlink of it): it was under a folder
+	// that was moved out of the watched tree (or vanished at once), which
+	// is reported just before it.
+	With string
+	// Contents (Deleted of a root itself): how many entries the root held
+	// that left with it without a notification of their own (it was moved
+	// away); they get no Change of their own, and their snapshot edits are
+	// in Snap. Entries removed one by one (rm -r) still get theirs, first.
+	Contents int
+	Time     time.Time // of the last raw notification
+	Err      error     // Error only
 	// Snap holds the edits this change made to the snapshot (nil: the path
 	// left it). A caller that persists the snapshot saves them with the
 	// change's record, so the saved snapshot matches what was recorded.
@@ -1039,7 +1049,22 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 			w.roots[top].watched = false
 		}
 		if old.dir {
-			out = append(out, w.dropTreeLocked(p, top, pd.last)...)
+			kids := w.dropTreeLocked(p, top, pd.last)
+			if p != top {
+				return append(out, kids...)
+			}
+			// The root itself is gone: what went with it is folded into
+			// its change; what was removed one by one goes before it.
+			out = out[:0]
+			for _, k := range kids {
+				if k.With == "" {
+					out = append(out, k)
+					continue
+				}
+				c.Contents++
+				c.Snap[k.Path] = nil
+			}
+			out = append(out, c)
 		}
 		return out
 	}
@@ -1095,8 +1120,9 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 }
 
 // dropTreeLocked reports as deleted what the snapshot still holds under a
-// deleted directory: children that have no notification of their own (a
-// directory moved out of the tree).
+// deleted directory: children whose notifications were not taken yet, and
+// children that have no notification of their own (a directory moved out
+// of the tree), the latter With the directory.
 func (w *Watcher) dropTreeLocked(dir, top string, t time.Time) []Change {
 	var kids []string
 	for q := range w.snap {
@@ -1116,8 +1142,14 @@ func (w *Watcher) dropTreeLocked(dir, top string, t time.Time) []Change {
 			delete(w.vacated, qp.oldPath)
 			raw = qp.raw
 		}
+		with := ""
+		if raw.Remove == 0 {
+			// No unlink of its own: it left with the folder (a folder
+			// moved along reports only a rename of itself).
+			with = dir
+		}
 		out = append(out, Change{Op: Deleted, Path: q, Root: top, IsDir: qe.dir, Size: qe.size,
-			Raw: raw, Count: raw.Total(), Time: t, Snap: map[string]*Entry{q: nil}})
+			Raw: raw, Count: raw.Total(), Time: t, Snap: map[string]*Entry{q: nil}, With: with})
 	}
 	w.unwatchLocked(dir)
 	return out

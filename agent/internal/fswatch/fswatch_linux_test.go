@@ -110,3 +110,55 @@ func TestRealSaveViaRename(t *testing.T) {
 		})
 	}
 }
+
+// TestFolderMovedOutAndRootMoved: the files of a folder moved out of the
+// tree have no notification of their own; they are Deleted With the
+// folder. A root moved away is one Deleted of the root with the number of
+// entries that went with it (Contents) and their snapshot edits, not a
+// Change per entry; entries unlinked one by one before (rm -r) keep theirs.
+func TestFolderMovedOutAndRootMoved(t *testing.T) {
+	parent := t.TempDir()
+	root := filepath.Join(parent, "顧客")
+	dir := filepath.Join(root, "持出")
+	for _, d := range []string{filepath.Join(dir, "サブ"), filepath.Join(root, "残り")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(t, filepath.Join(dir, "サブ", "a.txt"), "a")
+	write(t, filepath.Join(dir, "b.txt"), "b")
+	write(t, filepath.Join(root, "残り", "c.txt"), "c")
+	write(t, filepath.Join(root, "d.txt"), "d")
+	w := newTestWatcher(t, Options{})
+	if err := w.Add(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir, filepath.Join(parent, "moved-out")); err != nil {
+		t.Fatal(err)
+	}
+	cs := collect(t, w, 4*testDebounce)
+	with := map[string]string{}
+	for _, c := range cs {
+		if c.Op != Deleted {
+			t.Fatalf("unexpected %+v", c)
+		}
+		with[c.Path] = c.With
+	}
+	want := map[string]string{dir: "", filepath.Join(dir, "サブ"): dir, filepath.Join(dir, "サブ", "a.txt"): dir, filepath.Join(dir, "b.txt"): dir}
+	if fmt.Sprint(with) != fmt.Sprint(want) {
+		t.Fatalf("deleted (path: with) %v, want %v", with, want)
+	}
+
+	os.Remove(filepath.Join(root, "d.txt")) // unlinked: a Change of its own
+	if err := os.Rename(root, filepath.Join(parent, "顧客_moved")); err != nil {
+		t.Fatal(err)
+	}
+	cs = collect(t, w, 4*testDebounce)
+	if len(cs) != 2 || cs[0].Path != filepath.Join(root, "d.txt") || cs[0].With != "" ||
+		cs[1].Op != Deleted || cs[1].Path != root || cs[1].Contents != 2 || len(cs[1].Snap) != 3 {
+		t.Fatalf("root moved: %+v", cs)
+	}
+	if w.Roots()[root] {
+		t.Fatal("moved root still watched")
+	}
+}

@@ -322,7 +322,7 @@ func TestBulkSummaryIsExact(t *testing.T) {
 		num(b.Attrs["total"]) != n || b.Severity != event.Warning {
 		t.Fatalf("individual %d, bulk %+v", individual, b.Attrs)
 	}
-	if !strings.HasPrefix(fmt.Sprint(b.Attrs["summary"]), "150 files changed in") {
+	if !strings.HasPrefix(fmt.Sprint(b.Attrs["summary"]), "150 files created in") {
 		t.Fatalf("summary %q", b.Attrs["summary"])
 	}
 	// After the window, events go out one by one again.

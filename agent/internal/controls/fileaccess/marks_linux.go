@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -92,7 +93,7 @@ func (p *fanotifyProbe) markDirLocked(path string, id devIno, fid bool) error {
 		}
 		p.fsReady[id.dev] = true
 	}
-	if err := unix.FanotifyMark(int(p.fid.f.Fd()), inodeMarkFlags, p.fid.mask(), unix.AT_FDCWD, path); err != nil {
+	if err := unix.FanotifyMark(int(p.fid.f.Fd()), inodeMarkFlags, p.fidMaskLocked(path), unix.AT_FDCWD, path); err != nil {
 		if errors.Is(err, unix.ENOSPC) {
 			return fmt.Errorf("fileaccess: fanotify_mark %s: %w", path, err)
 		}
@@ -107,8 +108,22 @@ func (p *fanotifyProbe) unmarkDirLocked(path string) {
 	fl := unix.FAN_MARK_REMOVE | unix.FAN_MARK_ONLYDIR | unix.FAN_MARK_DONT_FOLLOW
 	_ = unix.FanotifyMark(int(p.f.Fd()), uint(fl), fdDirMask, unix.AT_FDCWD, path)
 	if p.fid != nil {
-		_ = unix.FanotifyMark(int(p.fid.f.Fd()), uint(fl), p.fid.mask(), unix.AT_FDCWD, path)
+		_ = unix.FanotifyMark(int(p.fid.f.Fd()), uint(fl), p.fid.mask()|rootSelfMask, unix.AT_FDCWD, path)
 	}
+}
+
+// rootSelfMask is what a root's own FID mark reports besides the dirent
+// events of its entries: the root itself moved away or removed (its
+// parent, not marked, would report the rename or delete).
+const rootSelfMask = fanMoveSelf | fanDelSelf
+
+// fidMaskLocked is the FID group's mask for the folder at path: with
+// rootSelfMask when it is a root.
+func (p *fanotifyProbe) fidMaskLocked(path string) uint64 {
+	if slices.Contains(p.roots, path) {
+		return p.fid.mask() | rootSelfMask
+	}
+	return p.fid.mask()
 }
 
 // applyMarksLocked brings the marks in line with p.roots and p.fidRoots:

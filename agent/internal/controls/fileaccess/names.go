@@ -7,7 +7,7 @@ import (
 )
 
 // pathAttrs are the attrs of a fileaccess event that hold paths.
-var pathAttrs = []string{"old_path", "moved_to", "deleted_as", "names"}
+var pathAttrs = []string{"old_path", "moved_to", "deleted_as", "names", "moved_with", "removed_in", "moved_out_to"}
 
 // escapeNames makes e valid UTF-8 without losing a byte. A name on disk is
 // bytes (Linux) and need not be UTF-8 (a Shift_JIS name copied from an old

@@ -25,6 +25,8 @@ const (
 	fanRename    = 0x10000000 // FAN_RENAME
 	fanOnDir     = 0x40000000 // FAN_ONDIR
 	fanOverflow  = 0x4000     // FAN_Q_OVERFLOW
+	fanDelSelf   = 0x400      // FAN_DELETE_SELF
+	fanMoveSelf  = 0x800      // FAN_MOVE_SELF
 )
 
 // fidRecord is one struct fanotify_event_info_fid: a file handle on the

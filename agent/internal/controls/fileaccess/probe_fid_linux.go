@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -67,14 +68,42 @@ func (p *fanotifyProbe) markFIDLocked(root string) error {
 	if err := p.ensureMountLocked(root); err != nil {
 		return err
 	}
-	if err := unix.FanotifyMark(int(p.fid.f.Fd()), inodeMarkFlags, p.fid.mask(), unix.AT_FDCWD, root); err != nil {
+	if err := unix.FanotifyMark(int(p.fid.f.Fd()), inodeMarkFlags, p.fid.mask()|rootSelfMask, unix.AT_FDCWD, root); err != nil {
 		return fmt.Errorf("fileaccess: fanotify_mark FID %s: %w", root, err)
 	}
+	p.rootKeyLocked(root)
 	return nil
 }
 
+// rootKeyLocked notes root's file handle, which its FAN_MOVE_SELF and
+// FAN_DELETE_SELF events carry (the root cannot be named by then: moved,
+// or gone).
+func (p *fanotifyProbe) rootKeyLocked(root string) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return
+	}
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, root, 0)
+	if err != nil {
+		return
+	}
+	if p.rootKeys == nil {
+		p.rootKeys = map[string]string{}
+	}
+	for k, r := range p.rootKeys {
+		if r == root || !slices.Contains(p.roots, r) {
+			delete(p.rootKeys, k)
+		}
+	}
+	rec := fidRecord{fsid: [2]int32{st.Fsid.Val[0], st.Fsid.Val[1]}, htype: h.Type(), handle: h.Bytes()}
+	p.rootKeys[rec.key()] = root
+}
+
 // ensureMountLocked keeps an open folder of dir's filesystem (once per
-// filesystem), the mount_fd open_by_handle_at needs to resolve handles.
+// filesystem), the mount_fd open_by_handle_at needs to resolve handles:
+// the top of dir's mount, not dir itself, since an open folder cannot
+// really go (the kernel keeps it until closed, and reports neither its
+// removal nor FAN_DELETE_SELF): a watched folder removed would be missed.
 func (p *fanotifyProbe) ensureMountLocked(dir string) error {
 	g := p.fid
 	var st unix.Statfs_t
@@ -85,12 +114,31 @@ func (p *fanotifyProbe) ensureMountLocked(dir string) error {
 	if g.mounts[fsid] != nil {
 		return nil
 	}
-	m, err := os.OpenFile(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	m, err := os.OpenFile(mountTop(dir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("fileaccess: open %s: %w", dir, err)
 	}
 	g.mounts[fsid] = m
 	return nil
+}
+
+// mountTop is the top folder of the mount dir is on (dir itself when that
+// cannot be told): the parents of dir while they are on the same mount.
+func mountTop(dir string) string {
+	_, id, err := unix.NameToHandleAt(unix.AT_FDCWD, dir, 0)
+	if err != nil {
+		return dir
+	}
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return dir
+		}
+		if _, pid, err := unix.NameToHandleAt(unix.AT_FDCWD, parent, 0); err != nil || pid != id {
+			return dir
+		}
+		dir = parent
+	}
 }
 
 func (g *fidGroup) close() error {
@@ -141,6 +189,14 @@ func (r *fidResolver) dir(rec fidRecord) string {
 	d := ""
 	// Under the lock: close() must not free the mount fd while it is used.
 	r.p.mu.Lock()
+	if root := r.p.rootKeys[k]; root != "" {
+		// A root (not moved nor removed since: rootSelf forgets it then) is
+		// not opened: an open folder cannot go, so its removal would be
+		// reported when the agent closes it, as the agent's.
+		r.p.mu.Unlock()
+		r.batch[k] = root
+		return root
+	}
 	if m := r.g.mounts[rec.fsid]; m != nil && r.p.fid == r.g {
 		fd, err := unix.OpenByHandleAt(int(m.Fd()), unix.NewFileHandle(rec.htype, rec.handle), unix.O_PATH|unix.O_CLOEXEC)
 		if err == nil {
@@ -229,6 +285,10 @@ func (p *fanotifyProbe) handleFID(g *fidGroup, dirs map[string]string, old []fid
 			p.remark() // new folders may have gone unreported
 			continue
 		}
+		if e.mask&rootSelfMask != 0 {
+			p.rootSelf(r, e, at)
+			continue
+		}
 		if e.mask&fanOnDir != 0 {
 			p.folderEvent(r, e) // whoever made it, the agent included
 		}
@@ -275,6 +335,46 @@ func (p *fanotifyProbe) handleFID(g *fidGroup, dirs map[string]string, old []fid
 		}
 	}
 	return carry
+}
+
+// rootSelf turns FAN_MOVE_SELF or FAN_DELETE_SELF of a watched root (the
+// only folders whose marks ask for them) into an access of the root: a
+// rename, with where it went (its handle's path now), or a delete.
+func (p *fanotifyProbe) rootSelf(r *fidResolver, e fidEvent, at time.Time) {
+	for _, typ := range []uint8{fanInfoFID, fanInfoDFIDName, fanInfoDFID} {
+		rec, ok := e.record(typ)
+		if !ok {
+			continue
+		}
+		p.mu.Lock()
+		root := p.rootKeys[rec.key()]
+		delete(p.rootKeys, rec.key()) // no longer there: see fidResolver.dir
+		p.mu.Unlock()
+		if root == "" {
+			continue
+		}
+		delete(r.batch, rec.key())
+		if int(e.pid) == p.self {
+			// The agent let go of the root last (a folder removed while
+			// open goes when closed): who removed it is not known.
+			return
+		}
+		a := access{Path: root, Time: at, PID: int(e.pid), Mask: uint32(e.mask)}
+		if e.mask&fanMoveSelf != 0 {
+			a.Rename = true
+			if to := r.dir(rec); to != "" && to != root {
+				a.MovedTo = to
+			}
+		} else {
+			a.Delete = true
+		}
+		p.mu.Lock()
+		info := p.pidLocked(e.pid, at)
+		p.mu.Unlock()
+		a.User, a.Process = info.user, info.exe
+		p.send(a)
+		return
+	}
 }
 
 // movedTo is where a renamed entry went: the new folder and name when the

@@ -52,6 +52,10 @@ type fanotifyProbe struct {
 	fid      *fidGroup       // nil: no FID group (yet)
 	fidErr   error           // why there is none, reported once
 	fidRoots map[string]bool // roots whose filesystem has the FID mark
+	// rootKeys: file handle key (fidRecord.key) -> root, for the roots
+	// whose own FID mark also reports FAN_MOVE_SELF and FAN_DELETE_SELF:
+	// the watched folder itself moved away or removed.
+	rootKeys map[string]string
 }
 
 type pidInfo struct {
@@ -137,6 +141,7 @@ func (p *fanotifyProbe) setFIDRootsLocked(roots []string) string {
 		}
 		if had[r] {
 			p.fidRoots[r] = true
+			p.rootKeyLocked(r) // the folder there may be another one by now
 			continue
 		}
 		if err := p.markFIDLocked(r); err != nil {
