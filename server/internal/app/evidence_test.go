@@ -85,7 +85,7 @@ func TestEvidenceExportAndTamper(t *testing.T) {
 		t.Fatalf("report %+v %v", rep, rep.Problems)
 	}
 	st, csv := adminDownload(t, srv, "/api/v1/export", url.Values{"format": {"csv"}, "lang": {"ja"}, "agent": {b.id}})
-	if st != 200 || !bytes.HasPrefix(csv, []byte("\ufeff\"ログ番号\",\"日時\"")) || bytes.Count(csv, []byte("\r\n")) != 151 {
+	if st != 200 || !bytes.HasPrefix(csv, []byte("\ufeff\"ログ番号\",\"日時 (JST)\"")) || bytes.Count(csv, []byte("\r\n")) != 151 {
 		t.Fatalf("csv: %d %.200s", st, csv)
 	}
 	if st, body := adminDownload(t, srv, "/api/v1/export", url.Values{"format": {"pdf"}}); st != 400 {
