@@ -84,7 +84,7 @@ func TestIntegrityStatementNamesProblemsOfThePeriod(t *testing.T) {
 	key := fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())
 	text := html.UnescapeString(page.String())
 	if r.Integrity.Key != key || !strings.Contains(text, key) || !strings.Contains(text, r.Integrity.EndNote) {
-		t.Errorf("report lacks the key %q or the end checkpoint's note:\n%s", key, page.String()[strings.Index(page.String(), "8. ログの完全性"):])
+		t.Errorf("report lacks the key %q or the end checkpoint's note:\n%s", key, page.String()[strings.Index(page.String(), "9. ログの完全性"):])
 	}
 	appendAt(eventlog.GapType, from.Add(3*time.Hour))
 	if in := build(); !in.Verified || in.Problems[eventlog.GapType] != 1 || !strings.Contains(in.Statement, "連番の欠落 1 件") {

@@ -77,9 +77,10 @@ func (m *Monthly) Step(ctx context.Context, now time.Time) error {
 	if dept != "" {
 		scope = dept
 	}
+	alerted, open := r.Alerts.Totals()
 	subject := fmt.Sprintf("[Mamori] 月次監査報告書 %s (%s)", month, scope)
-	text := fmt.Sprintf("Mamori の月次監査報告書 (%s、%s) を添付します。\n\n期間中のイベント数: %d 件\n例外: %d 件\n事故: %d 件\nログの完全性: %s\n",
-		r.Period, scope, r.TotalEvents, len(r.Exceptions), len(r.Incidents), r.Integrity.Statement)
+	text := fmt.Sprintf("Mamori の月次監査報告書 (%s、%s) を添付します。\n\n期間中のイベント数: %d 件\n例外: %d 件\n事故: %d 件\nアラート: %d 件 (期間末で未解決 %d 件)\nログの完全性: %s\n",
+		r.Period, scope, r.TotalEvents, len(r.Exceptions), len(r.Incidents), alerted, open, r.Integrity.Statement)
 	if err := m.Mail(ctx, rcpts, subject, text, html.Bytes(), csv.Bytes(), "mamori-audit-"+month); err != nil {
 		return err
 	}

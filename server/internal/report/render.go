@@ -94,7 +94,7 @@ func (r *Report) HTML(w io.Writer) error {
 			months = append(months, m.Month)
 		}
 	}
-	err := tmpl.Execute(w, map[string]any{"R": r, "Months": months, "Generated": r.Generated.In(JST).Format("2006-01-02 15:04")})
+	err := tmpl.Execute(w, map[string]any{"R": r, "Months": months, "AlertListMax": AlertListMax, "Generated": r.Generated.In(JST).Format("2006-01-02 15:04")})
 	if err != nil {
 		return fmt.Errorf("report: html: %w", err)
 	}
@@ -162,6 +162,29 @@ func (r *Report) CSV(w io.Writer) error {
 	add("事故", "番号", "件名", "発見日時"+zoneJA, "本人の数", "状態")
 	for _, in := range r.Incidents {
 		add("事故", in.ID, in.Title, in.DiscoveredAt.In(JST).Format(time.DateTime), strconv.Itoa(in.Persons), labels.Of(labels.Status, labels.JA, in.Status))
+	}
+	add("アラート集計", "種類", "件数", "通知済み", "通知失敗", "通知の記録なし", "うち一覧外", "確認", "解決", "期間末で未解決")
+	for _, k := range r.Alerts.Kinds {
+		cells := []string{"アラート集計", k.Name, strconv.Itoa(k.Alerted), strconv.Itoa(k.Delivered), strconv.Itoa(k.Failed),
+			strconv.Itoa(k.NotNotified), strconv.Itoa(k.Unlisted), "", "", ""}
+		if k.Kind == failedDeliveryKind {
+			cells[3], cells[4], cells[5] = "", "", ""
+		}
+		if k.Handled {
+			cells[7], cells[8], cells[9] = strconv.Itoa(k.Acknowledged), strconv.Itoa(k.Resolved), strconv.Itoa(k.Open)
+		}
+		add(cells...)
+	}
+	add("アラート", "ログ番号", "日時"+zoneJA, "PC", "種類", "内容", "通知", "対応")
+	for _, a := range r.Alerts.List {
+		notified := a.Notified()
+		if a.Kind == failedDeliveryKind {
+			notified = ""
+		}
+		add("アラート", strconv.FormatInt(a.Index, 10), a.Time.In(JST).Format(time.DateTime), a.Host, a.KindName, a.What, notified, a.Handling())
+	}
+	if r.Alerts.More > 0 {
+		add("アラート", "ほか", strconv.Itoa(r.Alerts.More)+" 件 (一覧は発生順に先頭 "+strconv.Itoa(AlertListMax)+" 件)")
 	}
 	add("アクセス記録", "台帳番号", "名称", "イベント数", "利用者数", "内訳")
 	for _, a := range r.Access {

@@ -2,9 +2,10 @@
 // departments or one): per control and clause (PPC 通則編 §10, JIS Q
 // 15001) the pass rate per month, the exceptions with their reasons and
 // durations, the 台帳 review status, carry-outs with approvals, disposals,
-// incidents, access-log figures per 台帳 entry, and a log-integrity
-// statement (signed checkpoints at the start and end of the period and the
-// consistency proof between them, verified). It renders as a printable A4
+// incidents, the period's alerts and their handling, access-log figures
+// per 台帳 entry, and a log-integrity statement (signed checkpoints at the
+// start and end of the period and the consistency proof between them,
+// verified). It renders as a printable A4
 // HTML report in Japanese, as CSV, and the events behind it export as an
 // evidence bundle.
 //
@@ -229,8 +230,10 @@ type Report struct {
 	MediaEvents     map[string]int64    `json:"media_events"`
 	Disposals       []register.Disposal `json:"disposals"`
 	Incidents       []incident.Incident `json:"incidents"`
-	Access          []Access            `json:"access"`
-	Integrity       Integrity           `json:"integrity"`
+	// Alerts is what alerted in the period and how it was handled.
+	Alerts    Alerts    `json:"alerts"`
+	Access    []Access  `json:"access"`
+	Integrity Integrity `json:"integrity"`
 }
 
 // Build computes the report.
@@ -283,11 +286,12 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 	// Three passes over the period, run side by side (the read pool has a
 	// connection each): every event by control and type; the access log by
 	// register entry, type and user; the status events, for rates and
-	// exceptions.
+	// exceptions. The alerts, few, are read beside them.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.totals(gctx, r, base) })
 	g.Go(func() error { return s.access(gctx, r, base) })
 	g.Go(func() error { return s.controls(gctx, r, base, byID) })
+	g.Go(func() error { return s.alerts(gctx, r, base) })
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
@@ -640,14 +644,7 @@ const bulkType = "fileaccess.bulk"
 // under their types where the summary gives them. Summaries are a few per
 // burst, so reading them one by one is cheap.
 func (s *Service) bulk(ctx context.Context, r *Report, base eventlog.CountQuery, row func(id string) *Access) error {
-	inScope := func(string) bool { return true }
-	if base.Agents != nil {
-		in := map[string]bool{}
-		for _, a := range base.Agents {
-			in[a] = true
-		}
-		inScope = func(a string) bool { return in[a] }
-	}
+	inScope := scopeOf(base)
 	f := eventlog.Filter{Type: bulkType, From: base.From, To: base.To, Limit: eventlog.MaxLimit}
 	for {
 		page, err := s.cfg.Store.Query(ctx, f)
