@@ -126,6 +126,18 @@ func TestBulkMessageSaysWhatTheSummarySays(t *testing.T) {
 			t.Errorf("creations: body lacks %q:\n%s", want, m.Text)
 		}
 	}
+
+	// A newer agent's summary over the threshold by removals alone, each
+	// sent one by one: nothing counted only, the whole window by type.
+	a := bulkAttrs(t, map[string]int{}, map[string]int{"/usr/bin/rm": 0}, from, to)
+	a["totals"], a["individually"], a["total"], a["suppressed"] = map[string]any{"deleted": json.Number("250")}, json.Number("250"), json.Number("250"), json.Number("0")
+	seal(t, r.store, "pc1", event.Event{Control: "fileaccess", Type: "fileaccess.bulk", Severity: event.Warning,
+		Object: "/srv/個人情報/顧客", RegisterID: "PI-1", User: "suzuki", Process: "/usr/bin/rm", Attrs: a})
+	m = nthMessage(t, h, 2)
+	if !strings.Contains(m.Text, "内訳: ファイル削除 250 件。個別に記録 250 件、件数のみ 0 件") || strings.Contains(m.Text, "種類の内訳なし") ||
+		!strings.Contains(m.Subject, "削除") {
+		t.Errorf("removals: subject %q\n%s", m.Subject, m.Text)
+	}
 }
 
 // Six failures of one user read 「件数: 6 件」 over a breakdown of 2 and

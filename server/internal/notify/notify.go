@@ -451,8 +451,7 @@ func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []
 	case "fileaccess.bulk":
 		kinds = []string{KindBulkCopy}
 		it.From, it.To, _ = bulkWindow(st)
-		counts, _ := st.Attrs["counts"].(map[string]any)
-		for op := range counts {
+		for op := range bulkTypes(st) {
 			it.ops = append(it.ops, op)
 		}
 	case "backup.overdue":
@@ -1040,6 +1039,16 @@ func bulkWindow(st *eventlog.Stored) (from, to time.Time, outage bool) {
 	return from, to, outage
 }
 
+// bulkTypes are the kinds of operation a bulk summary counts: the whole
+// window's (totals) where the agent says them, else the counted rest's.
+func bulkTypes(st *eventlog.Stored) map[string]any {
+	if t, _ := st.Attrs["totals"].(map[string]any); len(t) > 0 {
+		return t
+	}
+	c, _ := st.Attrs["counts"].(map[string]any)
+	return c
+}
+
 // bulkDetail words a bulk summary as the agent makes it (fileaccess
 // closeBulk): of total operations, the first `individually` were recorded
 // one by one and the rest only counted, by type (counts) and by program
@@ -1050,7 +1059,19 @@ func bulkDetail(st *eventlog.Stored) string {
 	var parts []string
 	counts, _ := st.Attrs["counts"].(map[string]any)
 	summed := 0
-	if len(counts) > 0 {
+	if totals, _ := st.Attrs["totals"].(map[string]any); len(totals) > 0 {
+		// Newer agents give the whole window by type, and send removals
+		// one by one past the threshold too: say both as they are.
+		ops := make([]string, 0, len(totals))
+		for op, v := range totals {
+			n, _ := whole(v)
+			ops = append(ops, fmt.Sprintf("%s %d 件", labels.Of(labels.EventType, labels.JA, "file."+op), n))
+		}
+		sort.Strings(ops)
+		one, _ := whole(st.Attrs["individually"])
+		summed, _ = whole(st.Attrs["suppressed"])
+		parts = append(parts, fmt.Sprintf("内訳: %s。個別に記録 %d 件、件数のみ %d 件", strings.Join(ops, "、"), one, summed))
+	} else if len(counts) > 0 {
 		ops := make([]string, 0, len(counts))
 		for op, v := range counts {
 			n, _ := whole(v)
