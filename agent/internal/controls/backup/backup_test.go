@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -854,5 +855,31 @@ func TestNonUTF8NameBacksUpAndVerifies(t *testing.T) {
 	// An error naming such a file (backup.failed, status) is escaped too.
 	if got := errText(&os.PathError{Op: "open", Path: "/s/" + name, Err: os.ErrPermission}); got != `open /s/\x8c`+"\u068bq.csv: permission denied" {
 		t.Fatalf("errText = %q", got)
+	}
+}
+
+// An empty folder in a source (a new year's folder not yet filled) is in
+// the generation too: a restore brings back the folder layout people use.
+func TestEmptyFoldersBackedUp(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	write(t, filepath.Join(r.src, "f.txt"), "f", t0)
+	if err := os.MkdirAll(filepath.Join(r.src, "2027年度", "空"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r.enforce(t, 2)
+	r.cycle()
+	g := generations(t, r)
+	if len(g) != 1 {
+		t.Fatalf("generations %v", g)
+	}
+	found := false
+	filepath.WalkDir(g[0].Dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && strings.HasSuffix(filepath.ToSlash(p), "/2027年度/空") {
+			found = true
+		}
+		return nil
+	})
+	if !found {
+		t.Fatalf("the empty folder is not in generation %s", g[0].Dir)
 	}
 }

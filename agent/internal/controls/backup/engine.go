@@ -308,12 +308,24 @@ func (g *engine) run(ctx context.Context, sources []Source) (res Result, err err
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if !d.Type().IsRegular() {
-				return nil // directories are implied; symlinks and devices are not copied
-			}
 			rel, err := filepath.Rel(root, p)
 			if err != nil {
 				return err
+			}
+			if d.IsDir() {
+				// Kept even when empty: a restore brings back the folders
+				// people file into (a new year's, not yet filled).
+				ddir := filepath.Join(dir, filepath.FromSlash(base+"/"+filepath.ToSlash(rel)))
+				if !dirs[ddir] {
+					if err := os.MkdirAll(ddir, 0o700); err != nil {
+						return err
+					}
+					dirs[ddir] = true
+				}
+				return nil
+			}
+			if !d.Type().IsRegular() {
+				return nil // symlinks and devices are not copied
 			}
 			mpath := base + "/" + filepath.ToSlash(rel)
 			dst := filepath.Join(dir, filepath.FromSlash(mpath))
