@@ -76,6 +76,8 @@ var catalog = map[Set]map[string]label{
 	EventType: {
 		"notify.sent":                    {"通知の送信", "Notification sent"},
 		"notify.attempt_failed":          {"通知の送信失敗 (再試行)", "Notification attempt failed (retrying)"},
+		"notify.test_sent":               {"通知のテスト送信", "Test notification sent"},
+		"notify.test_failed":             {"通知のテスト送信の失敗", "Test notification failed"},
 		"notify.failed":                  {"通知の配信失敗", "Notification failed"},
 		"notify.settings_changed":        {"通知設定の変更", "Notification settings changed"},
 		"file.created":                   {"ファイル作成", "File created"},
@@ -396,6 +398,9 @@ var catalog = map[Set]map[string]label{
 		"resend_of":      {"再送した配信（ログ番号）", "Re-send of (log index)"},
 		"change":         {"変更", "Change"},
 		"changed":        {"変更した項目", "Changed"},
+		"hours":          {"勤務時間", "Working hours"},
+		"days_off":       {"休日", "Days off"},
+		"renamed_from":   {"変更前の名前", "Previous name"},
 		"key":            {"アラートキー", "Alert key"},
 		"alert_index":    {"アラートのログ番号", "Alert's log index"},
 		"alert_type":     {"アラートの種類", "Alert type"},

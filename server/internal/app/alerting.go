@@ -105,6 +105,7 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 		{Pattern: "GET " + notify.PathSettings, Handler: n.ServeGetSettings},
 		{Pattern: "PUT " + notify.PathSettings, Write: true, Handler: n.ServePutSettings},
 		{Pattern: "GET " + notify.PathLog, Handler: n.ServeLog},
+		{Pattern: "POST " + notify.PathTest, Write: true, Handler: n.ServeTest},
 		{Pattern: "POST /api/v1/alerts/{index}/{action}", Write: true, Handler: n.ServeAlertAction},
 	}, nil
 }

@@ -137,7 +137,7 @@ func (n *Notifier) ServePutSettings(w http.ResponseWriter, r *http.Request) {
 type Delivery struct {
 	Index       int64     `json:"index"`
 	Time        time.Time `json:"time"`
-	Outcome     string    `json:"outcome"` // sent | attempt_failed | failed
+	Outcome     string    `json:"outcome"` // sent | attempt_failed | failed | test_sent | test_failed
 	Rule        string    `json:"rule"`
 	Kind        string    `json:"kind"`
 	Destination string    `json:"destination"`

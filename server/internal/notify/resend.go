@@ -23,9 +23,9 @@ const ActionResend = "resend"
 // (or one under way): a second press or a stale tab must not send it twice.
 var ErrResent = errors.New("notify: the failed delivery was already re-sent")
 
-// ErrSendFailed wraps the error of a re-send that failed again; the
-// attempt is recorded and the delivery stays failed.
-var ErrSendFailed = errors.New("notify: the re-send failed")
+// ErrSendFailed wraps the error of a re-send that failed again (the
+// attempt is recorded and the delivery stays failed), or of a test send.
+var ErrSendFailed = errors.New("notify: sending failed")
 
 // maxKept bounds the encoded attrs of a failed delivery, under the
 // event's limit (event.MaxAttrsLen) with room for the store's encoding.
@@ -241,6 +241,7 @@ var errorsJA = []struct{ part, ja string }{
 	{"certificate", "サーバーの証明書を確認できませんでした (certificate)"},
 	{"x509", "サーバーの証明書を確認できませんでした (certificate)"},
 	{"authentication", "SMTP の認証に失敗しました (authentication)"},
+	{"smtp auth failed", "SMTP の認証に失敗しました (ユーザー名かパスワードが違います)"},
 	{"535 ", "SMTP の認証に失敗しました (535)"},
 	{"nowhere to send", "送信先がありません (ルールに宛先も Webhook もありません)"},
 	{"no smtp relay", "SMTP サーバーが設定されていません"},
