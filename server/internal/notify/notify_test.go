@@ -49,6 +49,7 @@ func newRig(t *testing.T, agents map[string]AgentInfo) *rig {
 	t.Cleanup(func() { _ = st.Close() })
 	n, err := New(Config{Events: store, KV: st, Poll: 50 * time.Millisecond, Log: zerolog.Nop(), DashboardURL: func() string { return "https://mamori.example.jp:8443/" },
 		IsNotFound: func(err error) bool { return errors.Is(err, state.ErrNotFound) },
+		IsConflict: func(err error) bool { return errors.Is(err, state.ErrConflict) },
 		Agents:     func(context.Context) (map[string]AgentInfo, error) { return agents, nil }})
 	if err != nil {
 		t.Fatal(err)

@@ -147,14 +147,23 @@ func (n *Notifier) Resend(ctx context.Context, user, via string, idx int64) erro
 		delete(n.resending, idx)
 		n.mu.Unlock()
 	}()
+	// The guard above is this server's; the claim in etcd is every
+	// server's, so two admins on two servers cannot both send it.
+	rev, err := n.claimResend(ctx, idx)
+	if err != nil {
+		return err
+	}
 	if done, err := n.resent(ctx, a); err != nil {
+		n.releaseResend(ctx, idx, rev, false)
 		return err
 	} else if done {
+		n.releaseResend(ctx, idx, rev, true)
 		return fmt.Errorf("%w: delivery %d", ErrResent, idx)
 	}
-	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	actx, cancel := context.WithTimeout(ctx, resendTimeout)
 	err = send(actx, d, m)
 	cancel()
+	n.releaseResend(ctx, idx, rev, err == nil)
 	more := event.Attrs{"resend_of": idx}
 	if via != "" {
 		more["via"] = via
@@ -165,6 +174,59 @@ func (n *Notifier) Resend(ctx context.Context, user, via string, idx int64) erro
 	}
 	n.recordAs(ctx, TypeSent, event.Info, d, m, 1, nil, user, more)
 	return nil
+}
+
+// resendTimeout bounds one re-send attempt; a claim lasts a little longer,
+// so a server that died while sending frees the delivery after it.
+const resendTimeout = 60 * time.Second
+
+// resendClaim is held in etcd while a server re-sends a failed delivery,
+// and says afterwards whether one got through (a standby's log may not yet
+// hold the notify.sent that says so).
+type resendClaim struct {
+	Until time.Time `json:"until"`
+	Done  bool      `json:"done,omitempty"`
+}
+
+func resendKey(idx int64) string { return "notifications/resends/" + strconv.FormatInt(idx, 10) }
+
+// claimResend takes the re-send of delivery idx for this server, or says
+// ErrResent when one is under way (or got through) on any server.
+func (n *Notifier) claimResend(ctx context.Context, idx int64) (int64, error) {
+	var c resendClaim
+	rev, err := n.cfg.KV.GetJSON(ctx, resendKey(idx), &c)
+	switch {
+	case err != nil && (n.cfg.IsNotFound == nil || !n.cfg.IsNotFound(err)):
+		return 0, fmt.Errorf("notify: reading the re-send claim of %d: %w", idx, err)
+	case err != nil:
+		rev = 0 // none yet: create it
+	case c.Done:
+		return 0, fmt.Errorf("%w: delivery %d", ErrResent, idx)
+	case n.cfg.Now().Before(c.Until):
+		return 0, fmt.Errorf("%w: a re-send of delivery %d is under way", ErrResent, idx)
+	}
+	c = resendClaim{Until: n.cfg.Now().Add(resendTimeout + 30*time.Second)}
+	rev, err = n.cfg.KV.PutJSON(ctx, resendKey(idx), c, rev)
+	switch {
+	case err != nil && n.cfg.IsConflict != nil && n.cfg.IsConflict(err):
+		return 0, fmt.Errorf("%w: a re-send of delivery %d is under way", ErrResent, idx)
+	case err != nil:
+		return 0, fmt.Errorf("notify: claiming the re-send of %d: %w", idx, err)
+	}
+	return rev, nil
+}
+
+// releaseResend ends this server's claim: done when the message got
+// through, else free for the next try.
+func (n *Notifier) releaseResend(ctx context.Context, idx, rev int64, done bool) {
+	c := resendClaim{Until: n.cfg.Now(), Done: done}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := n.cfg.KV.PutJSON(rctx, resendKey(idx), c, rev); err != nil {
+		// The claim runs out by itself; a re-send that got through is in
+		// the log, which every server reads before sending.
+		n.log.Warn().Err(err).Int64("delivery", idx).Msg("notify: re-send claim not released")
+	}
 }
 
 // send makes one attempt to deliver m to d.

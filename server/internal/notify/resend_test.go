@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,5 +159,62 @@ func TestKeptMessageFitsAnEvent(t *testing.T) {
 	}
 	if got, ok := storedMessage(&log[0]); !ok || len(got.Items) == 0 || !strings.HasSuffix(got.Text, "(長いため以下省略)\n") || got.Count != 60 {
 		t.Errorf("kept %d items, count %d, text ends %q", len(got.Items), got.Count, got.Text[max(0, len(got.Text)-40):])
+	}
+}
+
+// TestTwoServersResendOnce: two servers (two notifiers on one log and one
+// etcd) asked at the same moment to re-send the same failed delivery send
+// it once; the other is told a re-send is under way. A re-send that fails
+// leaves the delivery free for the next try, from either server.
+func TestTwoServersResendOnce(t *testing.T) {
+	r := newRig(t, nil)
+	ctx := context.Background()
+	var calls atomic.Int32
+	var up atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		calls.Add(1)
+		time.Sleep(300 * time.Millisecond) // both servers are asked while the first sends
+		if !up.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	if _, err := r.n.PutSettings(ctx, Settings{Webhooks: []Webhook{{Name: "x", URL: srv.URL, Format: FormatGeneric}}}, -1); err != nil {
+		t.Fatal(err)
+	}
+	m := Message{Rule: "r", Kind: KindMedia, Subject: "[Mamori] 未登録の媒体 1 件", Text: "本文", Count: 1,
+		Items: []Item{{Index: 1, Time: time.Now(), Type: "media.blocked", Object: `E:\`}}}
+	r.n.record(ctx, TypeFailed, event.Warning, destination{name: "webhook:x"}, m, 3, errors.New("boom"))
+	failed := deliveryLog(t, r.store)[0].Index
+	other, err := New(r.n.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := func() (errs [2]error) {
+		var wg sync.WaitGroup
+		for i, n := range []*Notifier{r.n, other} {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[i] = n.Resend(ctx, fmt.Sprint("admin", i), "", failed) }()
+		}
+		wg.Wait()
+		return errs
+	}
+
+	// Down: one server tries, the other is refused; the delivery stays failed.
+	errs := both()
+	if calls.Load() != 1 || !(errors.Is(errs[0], ErrSendFailed) && errors.Is(errs[1], ErrResent) ||
+		errors.Is(errs[1], ErrSendFailed) && errors.Is(errs[0], ErrResent)) {
+		t.Fatalf("while down: %d sends, errors %v", calls.Load(), errs)
+	}
+	// Back: once more from both at once; one send gets through.
+	up.Store(true)
+	errs = both()
+	if calls.Load() != 2 || !(errs[0] == nil && errors.Is(errs[1], ErrResent) || errs[1] == nil && errors.Is(errs[0], ErrResent)) {
+		t.Fatalf("when back: %d sends, errors %v", calls.Load(), errs)
+	}
+	// Done: neither sends it again.
+	errs = both()
+	if calls.Load() != 2 || !errors.Is(errs[0], ErrResent) || !errors.Is(errs[1], ErrResent) {
+		t.Errorf("after it got through: %d sends, errors %v", calls.Load(), errs)
 	}
 }
