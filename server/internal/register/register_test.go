@@ -537,3 +537,29 @@ func TestUpdateThatChangesNothingWritesNothing(t *testing.T) {
 		t.Fatalf("stale no-op update: %v", err)
 	}
 }
+
+// A disposal names what was disposed of: a 個人情報管理台帳 entry (the data)
+// or a 媒体管理台帳 entry (the USB stick or disk shredded); a number in
+// neither register is refused, naming both.
+func TestDisposalMayNameAMediaEntry(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newService(t, nil)
+	if _, err := s.Create(ctx, "admin", &MediaEntry{Meta: Meta{ID: "MD-0007"}, Registered: "2026-01-10", Product: "USB",
+		Serial: "AA01", Owner: "総務部"}); err != nil {
+		t.Fatal(err)
+	}
+	d := &Disposal{Date: "2026-10-01", Item: "USB メモリ (AA01)", RegisterID: "MD-0007", Method: "物理破壊", Responsible: "山田"}
+	if _, err := s.Create(ctx, "admin", d); err != nil {
+		t.Fatalf("disposal of a registered medium refused: %v", err)
+	}
+	bad := &Disposal{Date: "2026-10-01", Item: "USB", RegisterID: "MD-0404", Method: "物理破壊", Responsible: "山田"}
+	_, err := s.Create(ctx, "admin", bad)
+	var ve ValidationError
+	ja := strings.Join(ve.Lines(KindDisposals, LangJA), "\n")
+	if errors.As(err, &ve) {
+		ja = strings.Join(ve.Lines(KindDisposals, LangJA), "\n")
+	}
+	if len(ve) != 1 || ve[0].Field != "register_id" || !strings.Contains(ja, "個人情報管理台帳にも媒体管理台帳にも") {
+		t.Errorf("disposal of an unknown number: %v (%s)", err, ja)
+	}
+}

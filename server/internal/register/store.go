@@ -389,11 +389,19 @@ func (s *Service) check(ctx context.Context, e Entry) error {
 	var errs ValidationError
 	switch e := e.(type) {
 	case *Disposal:
+		// What was disposed of: the data (a PI entry) or the medium itself.
 		if e.RegisterID != "" {
-			if _, err := s.Get(ctx, KindPI, e.RegisterID); errors.Is(err, ErrNotFound) {
-				errs = append(errs, FieldError{Field: "register_id", Msg: fmt.Sprintf("no register entry %s", e.RegisterID)})
-			} else if err != nil {
-				return err
+			found := false
+			for _, k := range []Kind{KindPI, KindMedia} {
+				if _, err := s.Get(ctx, k, e.RegisterID); err == nil {
+					found = true
+					break
+				} else if !errors.Is(err, ErrNotFound) {
+					return err
+				}
+			}
+			if !found {
+				errs = append(errs, FieldError{Field: "register_id", Msg: fmt.Sprintf("no register entry %s in the PI or media register", e.RegisterID)})
 			}
 		}
 	case *MediaEntry:
