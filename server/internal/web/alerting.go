@@ -38,6 +38,9 @@ func (u *UI) alertingRoutes(mux *http.ServeMux) {
 		mux.HandleFunc("POST /notifications/rules", u.auth(adminsOnly, u.handleRuleForm))
 		mux.HandleFunc("POST /notifications/smtp", u.auth(adminsOnly, u.handleSMTPForm))
 		mux.HandleFunc("POST /notifications/webhooks", u.auth(adminsOnly, u.handleWebhookForm))
+		mux.HandleFunc("POST /notifications/test", u.auth(adminsOnly, u.handleTestSend))
+		mux.HandleFunc("POST /notifications/hours", u.auth(adminsOnly, u.handleHoursForm))
+		mux.HandleFunc("POST /notifications/departments", u.auth(adminsOnly, u.handleDepartmentForm))
 		mux.HandleFunc("POST /alerts/{index}/{action}", u.auth(deciders, u.handleAlertForm))
 	}
 	if a.Incidents != nil {

@@ -69,6 +69,12 @@ type notifyView struct {
 	// would stop rules being set before a department's PCs enroll.
 	Departments []string
 	Unknown     map[string][]string
+	// TestErr says, by channel ("mail" or "webhook:NAME"), why a test
+	// send failed; TestMail keeps the addresses typed (notifytest.go).
+	TestErr  map[string]string
+	TestMail string
+	// HoursSent is a refused hours or department form (notifyhours.go).
+	HoursSent *hoursEdit
 }
 
 // kindOpt is one choice of the kind select.
@@ -137,7 +143,8 @@ func (u *UI) notifyView(ctx context.Context) (*notifyView, error) {
 	alerts = append(alerts, alerted...)
 	slices.SortStableFunc(alerts, func(a, b notify.AlertRow) int { return cmp.Compare(b.Index, a.Index) })
 	v := &notifyView{Settings: set.Redacted(), Revision: rev, Kinds: kindOpts(), Log: log, Alerts: alerts,
-		SMTP: formOfSMTP(set.SMTP), AlertErr: map[int64]string{}, AlertComment: map[int64]string{}}
+		SMTP: formOfSMTP(set.SMTP), AlertErr: map[int64]string{}, AlertComment: map[int64]string{},
+		TestErr: map[string]string{}}
 	if v.Departments, err = u.departments(ctx); err != nil {
 		return nil, err
 	}
