@@ -107,6 +107,10 @@ type Notifier struct {
 	cursors  map[string]int64 // source -> last index read
 	saved    map[string]int64
 	groups   map[string]*group
+	// repeats holds, per rule and PC and control, when a violation or
+	// silence was last put into a message and how many were held back
+	// since (Rule.RepeatAfter). Lost on restart: at most one extra mail.
+	repeats  map[string]repeatState
 	limiters map[string]*rate.Limiter
 	inflight map[int]map[string]int64 // delivery id -> source -> smallest event index in it
 	nextID   int
@@ -565,6 +569,10 @@ func (n *Notifier) consider(set Settings, agents map[string]AgentInfo, src strin
 				dept = c.item.Department
 				key += "/" + dept
 			}
+			it, ok := n.repeatCheck(r, key, c.item)
+			if !ok {
+				continue
+			}
 			g := n.groups[key]
 			if g == nil {
 				g = &group{rule: r, dept: dept, key: key, due: n.cfg.Now().Add(time.Duration(r.Delay)),
@@ -574,10 +582,58 @@ func (n *Notifier) consider(set Settings, agents map[string]AgentInfo, src strin
 			if m, ok := g.mins[src]; !ok || st.Index < m {
 				g.mins[src] = st.Index
 			}
-			g.add(c.item)
+			g.add(it)
 		}
 	}
 }
+
+// repeatState is one PC's control under a rule's RepeatAfter.
+type repeatState struct {
+	last time.Time
+	held int
+}
+
+// repeatCheck says whether it goes into rule r's message (key is the
+// group's): a violation or silence of a PC's control alerted under r less
+// than RepeatAfter ago is held back and counted, so a control that flaps
+// between fail and pass makes one mail an interval, not one a flap. The
+// first one after the interval says how many were held. n.mu is held.
+func (n *Notifier) repeatCheck(r Rule, key string, it Item) (Item, bool) {
+	if r.RepeatAfter <= 0 || (r.Kind != KindViolation && r.Kind != KindSilent) || it.Agent == "" {
+		return it, true
+	}
+	if n.repeats == nil {
+		n.repeats = map[string]repeatState{}
+	}
+	now := n.cfg.Now()
+	k := key + "|" + it.Agent + "|" + it.Control
+	q, seen := n.repeats[k]
+	if seen && now.Sub(q.last) < time.Duration(r.RepeatAfter) {
+		q.held++
+		n.repeats[k] = q
+		return it, false
+	}
+	if q.held > 0 {
+		d := fmt.Sprintf("前回の通知 (%s) のあと %d 回繰り返しました (%s 以内の繰り返しは通知していません)",
+			jst(q.last), q.held, durationJA(time.Duration(r.RepeatAfter)))
+		if it.Detail != "" {
+			d = it.Detail + "。" + d
+		}
+		it.Detail = d
+	}
+	n.repeats[k] = repeatState{last: now}
+	if len(n.repeats) > maxRepeats {
+		for k, q := range n.repeats {
+			if now.Sub(q.last) > 7*24*time.Hour {
+				delete(n.repeats, k)
+			}
+		}
+	}
+	return it, true
+}
+
+// maxRepeats is when repeatCheck drops states past the longest interval.
+const maxRepeats = 20000
 
 func (g *group) add(it Item) {
 	if g.rule.Kind == KindLoginFailures {

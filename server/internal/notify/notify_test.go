@@ -440,9 +440,15 @@ func TestFloodOfViolationsIsBounded(t *testing.T) {
 	for _, g := range r.n.groups {
 		held += g.count
 	}
+	// Each PC's control alerted 5 times within the hour: the 4 repeats are
+	// held back (RepeatAfter) and counted, never sent alone.
+	repeats := 0
+	for _, q := range r.n.repeats {
+		repeats += q.held
+	}
 	r.n.mu.Unlock()
-	if delivered+held != 1000 {
-		t.Errorf("delivered %d + held %d != 1000", delivered, held)
+	if delivered+held != 200 || repeats != 800 {
+		t.Errorf("delivered %d + held %d != 200 PCs' controls, repeats %d != 800", delivered, held, repeats)
 	}
 }
 
@@ -467,6 +473,8 @@ func TestBadSettingsChangeNothing(t *testing.T) {
 		"bad duration":               `{"rules":[{"name":"r","kind":"silent","delay":"soon"}]}`,
 		"plain smtp to another host": `{"smtp":{"host":"mail.example.jp","port":25,"security":"none","username":"u","password":"p","from":"m@example.jp"}}`,
 		"url with a space":           `{"webhooks":[{"name":"g","url":"https://outlook.office.com/webhook/ abc","format":"teams"}]}`,
+		"repeat_after on bulk_copy":  `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"slack"}],"rules":[{"name":"r","kind":"bulk_copy","webhooks":["g"],"repeat_after":"1h"}]}`,
+		"repeat_after over 7 days":   `{"webhooks":[{"name":"g","url":"https://x.example/h","format":"slack"}],"rules":[{"name":"r","kind":"silent","webhooks":["g"],"repeat_after":"200h"}]}`,
 	} {
 		s, err := ParseSettings([]byte(body))
 		if err == nil {
@@ -759,4 +767,56 @@ func nonJISX0208(b []byte) string {
 		}
 	}
 	return ""
+}
+
+// TestFlappingControlMailsOnceAnInterval: a PC whose screen lock turns
+// fail, pass and fail again (each fail run is a new compliance alert) is
+// mailed once per repeat_after, not once per flap; other PCs are not held
+// back, and the first mail after the interval says how many were held.
+func TestFlappingControlMailsOnceAnInterval(t *testing.T) {
+	r := newRig(t, map[string]AgentInfo{"pc1": {Hostname: "PC-01"}, "pc2": {Hostname: "PC-02"}})
+	h := newHook(t, 0)
+	set := Settings{
+		Webhooks: []Webhook{{Name: "g", URL: h.srv.URL, Format: FormatGeneric}},
+		Rules: []Rule{{Name: "違反", Kind: KindViolation, Webhooks: []string{"g"}, Delay: Duration(100 * time.Millisecond),
+			RepeatAfter: Duration(2 * time.Second)}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	start := time.Now()
+	msgs := func() []Message {
+		var out []Message
+		for _, b := range h.got() {
+			var m Message
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, m)
+		}
+		return out
+	}
+	r.alert(t, "pc1", "PC-01", "", "screenlock", "screenlock.timeout", "画面ロックまでの時間が長すぎます")
+	waitFor(t, 5*time.Second, "the first mail", func() bool { return len(h.got()) == 1 })
+	for range 3 { // flaps within the interval
+		r.alert(t, "pc1", "PC-01", "", "screenlock", "screenlock.timeout", "画面ロックまでの時間が長すぎます")
+		time.Sleep(150 * time.Millisecond)
+	}
+	r.alert(t, "pc2", "PC-02", "", "screenlock", "screenlock.timeout", "画面ロックまでの時間が長すぎます")
+	waitFor(t, 5*time.Second, "PC-02's mail", func() bool { return len(h.got()) == 2 })
+	if m := msgs()[1]; m.Count != 1 || len(m.Items) != 1 || m.Items[0].Hostname != "PC-02" {
+		t.Errorf("second mail should be PC-02's alone: %+v", m)
+	}
+	if time.Since(start) > 1800*time.Millisecond {
+		t.Skip("machine too slow to stay within the 2 s interval")
+	}
+	time.Sleep(time.Until(start.Add(2100 * time.Millisecond)))
+	r.alert(t, "pc1", "PC-01", "", "screenlock", "screenlock.timeout", "画面ロックまでの時間が長すぎます")
+	waitFor(t, 5*time.Second, "PC-01's mail after the interval", func() bool { return len(h.got()) == 3 })
+	m := msgs()[2]
+	if len(m.Items) != 1 || m.Items[0].Hostname != "PC-01" || !strings.Contains(m.Items[0].Detail, "のあと 3 回繰り返しました") ||
+		!strings.Contains(m.Text, "2秒 以内の繰り返しは通知していません") {
+		t.Errorf("after the interval: items %+v\n%s", m.Items, m.Text)
+	}
 }

@@ -184,6 +184,11 @@ type Rule struct {
 	// Threshold: login_failures only, failures of one user within Delay
 	// that make an alert; default 5.
 	Threshold int `json:"threshold,omitempty"`
+	// RepeatAfter: violation and silent only. A PC whose control keeps
+	// turning fail and pass again (or that keeps going silent) is mailed
+	// again about it only this long after the last time; the alerts in
+	// between are on the pages and counted into the next message. Default 1h.
+	RepeatAfter Duration `json:"repeat_after,omitempty"`
 }
 
 // Department holds a department's recipients and working hours.
@@ -248,6 +253,9 @@ func (s *Settings) Defaults() {
 		}
 		if r.Kind == KindLoginFailures && r.Threshold == 0 {
 			r.Threshold = 5
+		}
+		if (r.Kind == KindViolation || r.Kind == KindSilent) && r.RepeatAfter == 0 {
+			r.RepeatAfter = Duration(time.Hour)
 		}
 	}
 }
@@ -368,6 +376,12 @@ func (s *Settings) Validate() error {
 		if r.Threshold < 0 || r.Threshold > 10000 {
 			return invalid("%s.threshold must be 0..10000", where)
 		}
+		switch {
+		case r.RepeatAfter != 0 && r.Kind != KindViolation && r.Kind != KindSilent:
+			return invalid("%s.repeat_after is for violation and silent rules only", where)
+		case r.RepeatAfter < 0 || r.RepeatAfter > Duration(7*24*time.Hour):
+			return invalid("%s.repeat_after must be 0..168h (7 days)", where)
+		}
 	}
 	return nil
 }
@@ -478,4 +492,21 @@ func IsLoopback(host string) bool {
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
 	return ip != nil && ip.IsLoopback()
+}
+
+// durationJA writes d in Japanese: "1時間", "1時間30分", "45秒".
+func durationJA(d time.Duration) string {
+	d = d.Round(time.Second)
+	h, m, sec := int(d/time.Hour), int(d%time.Hour/time.Minute), int(d%time.Minute/time.Second)
+	var b strings.Builder
+	if h > 0 {
+		fmt.Fprintf(&b, "%d時間", h)
+	}
+	if m > 0 {
+		fmt.Fprintf(&b, "%d分", m)
+	}
+	if sec > 0 || b.Len() == 0 {
+		fmt.Fprintf(&b, "%d秒", sec)
+	}
+	return b.String()
 }

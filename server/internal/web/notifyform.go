@@ -29,6 +29,7 @@ import (
 type ruleForm struct {
 	Original                                                    string // name before the edit; "" for a new rule
 	Name, Kind, Recipients, Webhooks, Departments, Delay, Thres string
+	Repeat                                                      string // repeat_after
 	Disabled, DeptRecipients, Default                           bool
 	Errs                                                        map[string]string
 	Err                                                         string
@@ -106,6 +107,9 @@ func formOfRule(r notify.Rule) ruleForm {
 	}
 	if r.Threshold != 0 {
 		f.Thres = strconv.Itoa(r.Threshold)
+	}
+	if r.RepeatAfter != 0 {
+		f.Repeat = time.Duration(r.RepeatAfter).String()
 	}
 	return f
 }
@@ -225,7 +229,7 @@ func (u *UI) handleRuleForm(w http.ResponseWriter, r *http.Request) {
 	f := ruleForm{Original: r.PostFormValue("original"), Name: strings.TrimSpace(r.PostFormValue("name")),
 		Kind: r.PostFormValue("kind"), Recipients: r.PostFormValue("recipients"), Webhooks: r.PostFormValue("webhooks"),
 		Departments: r.PostFormValue("departments"), Delay: strings.TrimSpace(r.PostFormValue("delay")),
-		Thres: strings.TrimSpace(r.PostFormValue("threshold")), Disabled: r.PostFormValue("disabled") != "",
+		Thres: strings.TrimSpace(r.PostFormValue("threshold")), Repeat: strings.TrimSpace(r.PostFormValue("repeat_after")), Disabled: r.PostFormValue("disabled") != "",
 		DeptRecipients: r.PostFormValue("department_recipients") != "", Default: r.PostFormValue("default") != "",
 		Errs: map[string]string{}}
 	put := func(status int) {
@@ -325,6 +329,13 @@ func parseRule(f *ruleForm, set notify.Settings, rules []notify.Rule, at int) (n
 			f.Errs["delay"] = "「30s」「5m」「1h」「2分」のように 24 時間以内で入力してください。"
 		}
 		ru.Delay = notify.Duration(d)
+	}
+	if f.Repeat != "" && (f.Kind == notify.KindViolation || f.Kind == notify.KindSilent) {
+		d, err := notify.ParseDuration(f.Repeat)
+		if err != nil || d < 0 || d > 7*24*time.Hour {
+			f.Errs["repeat_after"] = "「30m」「1h」「1時間」のように 7 日 (168h) 以内で入力してください。"
+		}
+		ru.RepeatAfter = notify.Duration(d)
 	}
 	if f.Thres != "" {
 		v, err := strconv.Atoi(f.Thres)

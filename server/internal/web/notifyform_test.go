@@ -28,6 +28,7 @@ type notifySettings struct {
 		Recipients []string `json:"recipients"`
 		Webhooks   []string `json:"webhooks"`
 		Delay      string   `json:"delay"`
+		Repeat     string   `json:"repeat_after"`
 	} `json:"rules"`
 }
 
@@ -87,11 +88,11 @@ func TestNotificationFormsAndAlertActions(t *testing.T) {
 		nEvents := len(serverEvents(t, srv, "notify.settings_changed"))
 		a := admin.post("/notifications/rules", url.Values{"csrf": {csrf}, "revision": {rev}, "original": {""},
 			"name": {"総務部の違反"}, "kind": {"violation"}, "recipients": {"kanri@example.jp, not-an-address"},
-			"delay": {"5 minutes"}, "threshold": {"-1"}, "action": {"save"}})
+			"delay": {"5 minutes"}, "threshold": {"-1"}, "repeat_after": {"8日"}, "action": {"save"}})
 		if a.status != http.StatusBadRequest {
 			t.Fatalf("bad rule: %d", a.status)
 		}
-		for _, want := range []string{"メールアドレスではありません: not-an-address", "「30s」「5m」「1h」「2分」のように", "0 から 10000 までの数",
+		for _, want := range []string{"メールアドレスではありません: not-an-address", "「30s」「5m」「1h」「2分」のように", "0 から 10000 までの数", "7 日 (168h) 以内",
 			`value="総務部の違反"`, `value="kanri@example.jp, not-an-address"`, `value="5 minutes"`} {
 			if !strings.Contains(a.body, want) {
 				t.Errorf("answer lacks %q", want)
@@ -131,7 +132,7 @@ func TestNotificationFormsAndAlertActions(t *testing.T) {
 				"username": {"mamori"}, "password": {"s3cret"}, "from": {"mamori@example.jp"}, "charset": {"iso-2022-jp"}, "action": {"save"}},
 			{"csrf": {csrf}, "name": {"teams"}, "url": {"https://example.jp/hook"}, "format": {"teams"}, "action": {"save"}},
 			{"csrf": {csrf}, "original": {"default-violation"}, "name": {"default-violation"}, "kind": {"violation"}, "default": {"1"},
-				"recipients": {"kanri@example.jp"}, "webhooks": {"teams"}, "delay": {"2m"}, "action": {"save"}},
+				"recipients": {"kanri@example.jp"}, "webhooks": {"teams"}, "delay": {"2m"}, "repeat_after": {"3時間"}, "action": {"save"}},
 		}
 		paths := []string{"/notifications/smtp", "/notifications/webhooks", "/notifications/rules"}
 		for i, f := range steps {
@@ -147,7 +148,7 @@ func TestNotificationFormsAndAlertActions(t *testing.T) {
 		var found bool
 		for _, r := range s.Rules {
 			if r.Name == "default-violation" {
-				found = r.Default && len(r.Recipients) == 1 && r.Webhooks[0] == "teams" && r.Delay == "2m0s"
+				found = r.Default && len(r.Recipients) == 1 && r.Webhooks[0] == "teams" && r.Delay == "2m0s" && r.Repeat == "3h0m0s"
 			}
 		}
 		if !found {
