@@ -230,6 +230,13 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 		t.Errorf("role names: %s", users)
 	}
 	u.shot("12-users")
+	// The admin's 通知: the relay with its test send, the office hours.
+	u.open("/notifications", "#hours-table")
+	u.eval(`document.querySelectorAll("details.panel").forEach(d => {
+		const s = d.querySelector("summary").textContent;
+		if (s.startsWith("SMTP") || s === "勤務時間と休日") d.open = true;
+	}); "ok"`)
+	u.shot("25-notifications-admin")
 	u.open("/account", "#password-form") // every user's own password
 	u.shot("22-account")
 	u.logout()
@@ -413,6 +420,9 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 	// The alerting pages: 通知 (rules and deliveries), 事故 (incidents and
 	// the form to open one), 監査報告.
 	u.open("/notifications", "h1")
+	if h := u.text("#hours-table"); !strings.Contains(h, "全社") || !strings.Contains(h, "09:00") {
+		t.Errorf("the auditor does not see the working hours: %q", h)
+	}
 	u.shot("18-notifications")
 	u.open("/incidents", "h1")
 	u.shot("19-incidents")
