@@ -398,6 +398,7 @@ var catalog = map[Set]map[string]label{
 		"resend_of":      {"再送した配信（ログ番号）", "Re-send of (log index)"},
 		"change":         {"変更", "Change"},
 		"changed":        {"変更した項目", "Changed"},
+		"cause":          {"この変更のもとになった記録", "Caused by"},
 		"hours":          {"勤務時間", "Working hours"},
 		"days_off":       {"休日", "Days off"},
 		"renamed_from":   {"変更前の名前", "Previous name"},

@@ -102,7 +102,7 @@ func (s *Server) recordChange(r *http.Request, c register.Change) {
 // at once after a write. A save that changed nothing is no event.
 func (s *Server) changed(r *http.Request, cs ...register.Change) {
 	wrote := false
-	for _, c := range cs {
+	for _, c := range register.WithAlso(cs) {
 		if c.Action != register.ActionUnchanged {
 			s.recordChange(r, c)
 			wrote = true

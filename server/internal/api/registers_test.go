@@ -544,3 +544,47 @@ func TestRegisterChangeEventSaysWhatChanged(t *testing.T) {
 		t.Fatalf("export not recorded: %+v", q.Events)
 	}
 }
+
+// TestDisposalOfAMediumMarksItDisposed: a 廃棄記録 that names a medium makes
+// it 廃棄済 in the same write, so its serial leaves the agents' allowed
+// list and cannot be carried out; both changes are events, the medium's
+// naming the disposal as its cause.
+func TestDisposalOfAMediumMarksItDisposed(t *testing.T) {
+	a := realServer(t)
+	adm := newAdmin(t, a, a.AdminToken())
+	if st, _, raw := adm.do("POST", "/api/v1/media", nil, map[string]any{"id": "MD-0009", "registered": "2025-04-01",
+		"product": "I-O DATA EU3", "serial": "OLD0000777", "owner": "佐藤"}, nil); st != 201 {
+		t.Fatalf("media: %d %s", st, raw)
+	}
+	if st, _, raw := adm.do("POST", "/api/v1/disposals", nil, map[string]any{"date": "2026-12-07", "item": "USBメモリ (OLD0000777)",
+		"register_id": "MD-0009", "method": "物理破壊", "responsible": "鈴木"}, nil); st != 201 {
+		t.Fatalf("disposal: %d %s", st, raw)
+	}
+	var m map[string]any
+	adm.do("GET", "/api/v1/media/MD-0009", nil, nil, &m)
+	if m["status"] != "disposed" {
+		t.Fatalf("medium after its disposal: %v", m["status"])
+	}
+	now := time.Now().UTC()
+	if st, _, _ := adm.do("POST", "/api/v1/approvals", nil, map[string]any{"requester": "鈴木", "serial": "OLD0000777", "host": "PC-01",
+		"purpose": "x", "from": now.Add(time.Minute).Format(time.RFC3339), "to": now.Add(48 * time.Hour).Format(time.RFC3339)}, nil); st != 400 {
+		t.Errorf("carry-out of the disposed stick: %d, want 400", st)
+	}
+	var evs struct {
+		Events []struct {
+			Type, Object string
+			Attrs        map[string]any
+		}
+	}
+	adm.do("GET", "/api/v1/events?control=register&limit=100", nil, nil, &evs)
+	var sawMedium bool
+	for _, e := range evs.Events {
+		if e.Object == "media/MD-0009" && e.Type == "register.updated" {
+			c, _ := e.Attrs["cause"].(string)
+			sawMedium = strings.HasPrefix(c, "disposals/DS-")
+		}
+	}
+	if !sawMedium {
+		t.Errorf("no event for the medium's change with its cause: %+v", evs.Events)
+	}
+}

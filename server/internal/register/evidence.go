@@ -40,6 +40,9 @@ func ChangeAttrs(c Change) event.Attrs {
 			a["before"] = before
 		}
 	}
+	if c.Cause != "" {
+		a["cause"] = c.Cause
+	}
 	sum := sha256.Sum256(c.After)
 	a["entry_sha256"] = hex.EncodeToString(sum[:])
 	return a

@@ -549,11 +549,37 @@ func TestDisposalMayNameAMediaEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &Disposal{Date: "2026-10-01", Item: "USB メモリ (AA01)", RegisterID: "MD-0007", Method: "物理破壊", Responsible: "山田"}
-	if _, err := s.Create(ctx, "admin", d); err != nil {
+	c, err := s.Create(ctx, "admin", d)
+	if err != nil {
 		t.Fatalf("disposal of a registered medium refused: %v", err)
 	}
+	// The medium is 廃棄済 in the same write: no PC allows a shredded
+	// stick and no one carries it out; the change is said with its cause.
+	m, err := s.Get(ctx, KindMedia, "MD-0007")
+	if err != nil || m.(*MediaEntry).Status != StatusDisposed {
+		t.Fatalf("medium after its disposal: %+v %v", m, err)
+	}
+	if len(c.Also) != 1 || c.Also[0].ID != "MD-0007" || c.Also[0].Cause != "disposals/"+d.ID || c.Also[0].Revision != c.Revision ||
+		ChangeAttrs(c.Also[0])["cause"] != "disposals/"+d.ID {
+		t.Errorf("the medium's change: %+v", c.Also)
+	}
+	h, err := s.History(ctx, KindMedia, "MD-0007")
+	if err != nil || len(h) != 2 || h[1].Cause != "disposals/"+d.ID {
+		t.Errorf("medium history %+v %v", h, err)
+	}
+	now := s.Now()
+	_, err = s.Create(ctx, "kanri", &Approval{Requester: "鈴木", Serial: "AA01", Host: "PC-01", Purpose: "x",
+		From: now.Add(time.Minute), To: now.Add(48 * time.Hour)})
+	if err == nil {
+		t.Error("a carry-out of the disposed stick was accepted")
+	}
+	// A second disposal record of the same stick changes it no more.
+	c2, err := s.Create(ctx, "admin", &Disposal{Date: "2026-10-02", Item: "USB", RegisterID: "MD-0007", Method: "溶解", Responsible: "山田"})
+	if err != nil || len(c2.Also) != 0 {
+		t.Errorf("second disposal: %+v %v", c2.Also, err)
+	}
 	bad := &Disposal{Date: "2026-10-01", Item: "USB", RegisterID: "MD-0404", Method: "物理破壊", Responsible: "山田"}
-	_, err := s.Create(ctx, "admin", bad)
+	_, err = s.Create(ctx, "admin", bad)
 	var ve ValidationError
 	ja := strings.Join(ve.Lines(KindDisposals, LangJA), "\n")
 	if errors.As(err, &ve) {

@@ -53,6 +53,12 @@ type Change struct {
 	Revision int64           `json:"revision"` // etcd revision of the write
 	Before   json.RawMessage `json:"before,omitempty"`
 	After    json.RawMessage `json:"after"`
+	// Cause names the entry whose write made this change in the same
+	// transaction ("disposals/DS-…" for a medium a disposal records).
+	Cause string `json:"cause,omitempty"`
+	// Also are the changes made with this one (not stored with it): the
+	// callers record each as its own event.
+	Also []Change `json:"-"`
 }
 
 // Config configures a Service.
@@ -269,6 +275,17 @@ func (s *Service) History(ctx context.Context, k Kind, id string) ([]Change, err
 	return out, nil
 }
 
+// WithAlso lists cs with the changes each made along with it (Also), in
+// order, for recording each as an event.
+func WithAlso(cs []Change) []Change {
+	out := make([]Change, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c)
+		out = append(out, c.Also...)
+	}
+	return out
+}
+
 // write is one planned change: put the entry if its key is still at rev
 // (0: does not exist yet), and its history record.
 type write struct {
@@ -276,6 +293,7 @@ type write struct {
 	rev    int64
 	before []byte
 	action string
+	cause  string
 }
 
 // commit applies writes in one etcd transaction: all or nothing.
@@ -308,7 +326,7 @@ func (s *Service) commit(ctx context.Context, who string, ws []write) ([]Change,
 			return nil, err
 		}
 		c := Change{Kind: w.e.kind(), ID: m.ID, Version: m.Version, Action: w.action, By: who, At: now,
-			Before: w.before, After: after}
+			Before: w.before, After: after, Cause: w.cause}
 		hb, err := json.Marshal(c)
 		if err != nil {
 			return nil, fmt.Errorf("register: encode history: %w", err)
@@ -371,14 +389,48 @@ func (s *Service) Create(ctx context.Context, who string, e Entry) (Change, erro
 	if err := s.check(ctx, e); err != nil {
 		return Change{}, err
 	}
-	cs, err := s.commit(ctx, who, []write{{e: e, action: ActionCreated}})
+	ws := []write{{e: e, action: ActionCreated}}
+	if d, err := s.disposing(ctx, e); err != nil {
+		return Change{}, err
+	} else if d != nil {
+		ws = append(ws, *d)
+	}
+	cs, err := s.commit(ctx, who, ws)
 	if err != nil {
-		if errors.Is(err, ErrConflict) {
+		if errors.Is(err, ErrConflict) && len(ws) == 1 {
 			return Change{}, fmt.Errorf("register: %s %s exists already: %w", e.kind(), m.ID, ErrConflict)
 		}
 		return Change{}, err
 	}
+	cs[0].Also = cs[1:]
 	return cs[0], nil
+}
+
+// disposing is the write that makes the medium a disposal names 廃棄済 in
+// the disposal's own transaction: a stick recorded as destroyed must not
+// stay allowed on the PCs or be carried out. nil when e is no disposal of
+// a medium still in use (or lost, then found and destroyed).
+func (s *Service) disposing(ctx context.Context, e Entry) (*write, error) {
+	d, ok := e.(*Disposal)
+	if !ok || d.RegisterID == "" || d.Status == StatusRetired {
+		return nil, nil
+	}
+	cur, err := s.Get(ctx, KindMedia, d.RegisterID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	m := *cur.(*MediaEntry)
+	if m.Status != StatusActive && m.Status != StatusLost {
+		return nil, nil
+	}
+	before, err := encode(&m)
+	if err != nil {
+		return nil, err
+	}
+	m.Status = StatusDisposed
+	return &write{e: &m, rev: m.Revision, before: before, action: ActionUpdated, cause: string(KindDisposals) + "/" + d.ID}, nil
 }
 
 // check validates e and its references to other entries.
@@ -597,10 +649,17 @@ func (s *Service) Update(ctx context.Context, who string, e Entry, rev int64) (C
 	if m.Status == StatusRetired && cm.Status != StatusRetired {
 		action = ActionRetired
 	}
-	cs, err := s.commit(ctx, who, []write{{e: e, rev: rev, before: before, action: action}})
+	ws := []write{{e: e, rev: rev, before: before, action: action}}
+	if d, err := s.disposing(ctx, e); err != nil {
+		return Change{}, err
+	} else if d != nil {
+		ws = append(ws, *d)
+	}
+	cs, err := s.commit(ctx, who, ws)
 	if err != nil {
 		return Change{}, err
 	}
+	cs[0].Also = cs[1:]
 	return cs[0], nil
 }
 
@@ -882,6 +941,21 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 			action = ActionRetired
 		}
 		ws = append(ws, write{e: r, rev: om.Revision, before: before, action: action})
+	}
+	// Media the imported disposals record as destroyed, once each.
+	disposed := map[string]bool{}
+	for _, w := range slices.Clone(ws) {
+		d, err := s.disposing(ctx, w.e)
+		if err != nil {
+			return nil, err
+		}
+		if id := ""; d != nil {
+			id = d.e.meta().ID
+			if !disposed[id] {
+				disposed[id] = true
+				ws = append(ws, *d)
+			}
+		}
 	}
 	if len(ws) == 0 {
 		return []Change{}, nil

@@ -429,7 +429,7 @@ func (u *UI) registerRowsFail(w http.ResponseWriter, r *http.Request, k register
 // long-polls, since registers feed agents' effective policies.
 func (u *UI) changed(r *http.Request, cs ...register.Change) {
 	who := sessionFrom(r.Context()).Name
-	for _, c := range cs {
+	for _, c := range register.WithAlso(cs) {
 		u.record(r, who, event.Event{Control: "register", Type: "register." + c.Action, Time: c.At,
 			Object: string(c.Kind) + "/" + c.ID, RegisterID: c.ID,
 			Attrs: register.ChangeAttrs(c)})
