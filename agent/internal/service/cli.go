@@ -230,6 +230,11 @@ func cmdRun(args []string, factories []controls.Factory, stderr io.Writer) error
 	if _, err := zerolog.ParseLevel(*level); err != nil || *level == "" {
 		return usageError{fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", *level)}
 	}
+	// enroll and configure make the state dir; run never does, so a
+	// mistyped --state-dir leaves no half-made one behind.
+	if _, err := os.Stat(abs); os.IsNotExist(err) {
+		return fmt.Errorf("service: state dir %s does not exist: the agent is not enrolled or configured there (a mistyped --state-dir?); run mamori-agent enroll --server URL --token T --ca-hash sha256:HEX --state-dir %s first", abs, abs)
+	}
 	log, closeLogs, err := openLogs(stderr, abs, *level)
 	if err != nil {
 		return err

@@ -128,7 +128,20 @@ func TestStatusUnenrolledSaysWhatToDo(t *testing.T) {
 func TestRunLogsToFile(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	var out, errb bytes.Buffer
+	// A state dir that does not exist is a mistyped path or an agent never
+	// installed: said at once, and nothing is made there.
+	if code := Main([]string{"run", "--state-dir", dir}, nil, &out, &errb); code != exitError ||
+		!strings.Contains(errb.String(), "does not exist") {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("run made the state dir it was given: %v", err)
+	}
 	// Not enrolled and no config: run fails at once, and says so in the file.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	errb.Reset()
 	if code := Main([]string{"run", "--state-dir", dir}, nil, &out, &errb); code != exitError {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
