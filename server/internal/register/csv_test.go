@@ -665,3 +665,15 @@ func TestParseCSVFileMessagesJapanese(t *testing.T) {
 		t.Errorf("empty file: %v", err)
 	}
 }
+
+// A row an Excel user added without its 管理番号 is refused with what to do,
+// not as a malformed number.
+func TestImportRowWithoutID(t *testing.T) {
+	s, _ := newService(t, nil)
+	_, err := importKind(s, KindMedia, []byte("管理番号,登録日,製品名,シリアル番号,管理責任者\r\n,2026-01-10,USB,BB00123456,高橋\r\n"))
+	ve, _ := errors.AsType[ValidationError](err)
+	msg := strings.Join(ve.Lines(KindMedia, LangJA), "\n")
+	if len(ve) != 1 || ve[0].Row != 2 || !strings.Contains(msg, "管理番号を入力してください") || strings.Contains(msg, "英数字と") {
+		t.Errorf("row without an id: %v\n%s", err, msg)
+	}
+}

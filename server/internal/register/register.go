@@ -252,6 +252,10 @@ func ValidID(s string) bool { return idRE.MatchString(s) }
 
 func (v *validator) common(m *Meta) {
 	switch {
+	case m.ID == "":
+		// Only an import gets here: Create numbers a new entry itself,
+		// but a row without its number could not be matched next time.
+		v.add("id", "an id is needed on every row: give a new row a number not used yet (the API and the form number new entries)")
 	case !idRE.MatchString(m.ID):
 		v.add("id", "%q is not a valid id (letters, digits, . _ @ -; at most 64)", m.ID)
 	case m.ID == "import" || m.ID == "export":
