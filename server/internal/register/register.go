@@ -304,7 +304,7 @@ func (e *PIEntry) validate(v *validator) {
 		v.add("retention", "%q is not a period such as 5y, 18m or indefinite (5年, 18か月 or 無期限 in a CSV or form)", e.Retention)
 	}
 	// Data kept for a limited time must say how it is disposed of.
-	if e.Retention != "indefinite" && e.Retention != "" && strings.TrimSpace(e.DisposalMethod) == "" {
+	if retentionRE.MatchString(e.Retention) && strings.TrimSpace(e.DisposalMethod) == "" {
 		v.add("disposal_method", "required when retention is limited (%s)", e.Retention)
 	}
 	v.text("disposal_method", e.DisposalMethod, false)

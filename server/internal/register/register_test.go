@@ -589,3 +589,30 @@ func TestDisposalMayNameAMediaEntry(t *testing.T) {
 		t.Errorf("disposal of an unknown number: %v (%s)", err, ja)
 	}
 }
+
+// Every problem of an entry is named at once: a bad window and a register
+// number that does not exist; a malformed retention is one problem, not
+// also a missing disposal method.
+func TestEveryProblemNamedAtOnce(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newService(t, nil)
+	now := s.Now()
+	_, err := s.Create(ctx, "kanri", &Approval{Requester: "鈴木", Serial: "AA0001", Host: "PC-01", Purpose: "x",
+		RegisterIDs: []string{"PI-NOPE"}, From: now.Add(48 * time.Hour), To: now.Add(time.Hour)})
+	f := fieldsOf(err)
+	_, to := f["to"]
+	_, ids0 := f["register_ids[0]"]
+	_, ids := f["register_ids"]
+	if !to || !ids0 && !ids {
+		t.Errorf("approval problems: %v (fields %v)", err, f)
+	}
+	pi := samplePI("PI-9", "PC-01", `D:\x`)
+	pi.Retention, pi.DisposalMethod = "forever", ""
+	_, err = s.Create(ctx, "admin", pi)
+	f = fieldsOf(err)
+	_, ret := f["retention"]
+	_, dm := f["disposal_method"]
+	if !ret || dm {
+		t.Errorf("retention forever: %v (fields %v)", err, f)
+	}
+}

@@ -435,10 +435,12 @@ func (s *Service) disposing(ctx context.Context, e Entry) (*write, error) {
 
 // check validates e and its references to other entries.
 func (s *Service) check(ctx context.Context, e Entry) error {
-	if err := Validate(e, s.now()); err != nil {
+	// Every problem at once, references included: fixing the dates only to
+	// learn next that the register number is wrong is a second round trip.
+	var errs ValidationError
+	if err := Validate(e, s.now()); err != nil && !errors.As(err, &errs) {
 		return err
 	}
-	var errs ValidationError
 	switch e := e.(type) {
 	case *Disposal:
 		// What was disposed of: the data (a PI entry) or the medium itself.
