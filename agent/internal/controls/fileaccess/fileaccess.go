@@ -608,6 +608,9 @@ func (r *runner) verdict() controls.Status {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
+	// Every missing or unreadable folder is named: an admin fixing the
+	// first one named should not learn of the next only after that.
+	var missing, unreadable []string
 	for _, p := range paths {
 		rs := r.roots[p]
 		if rs.watched {
@@ -619,14 +622,28 @@ func (r *runner) verdict() controls.Status {
 				ReasonJA: "OSの監視数の上限に達しました (fs.inotify.max_user_watches を増やしてください): " + p,
 				ReasonEN: "the OS watch limit is reached (raise fs.inotify.max_user_watches): " + p}
 		case errors.Is(rs.err, fs.ErrNotExist) || rs.err == nil:
-			return controls.Status{State: controls.Fail, Reason: "fileaccess.root_missing",
-				ReasonJA: "監視対象のフォルダがありません: " + p, ReasonEN: "a watched folder does not exist: " + p}
+			missing = append(missing, p)
 		case errors.Is(rs.err, fs.ErrPermission):
-			return controls.Status{State: controls.Fail, Reason: "fileaccess.root_unreadable",
-				ReasonJA: "監視対象のフォルダを読めません: " + p, ReasonEN: "a watched folder cannot be read: " + p}
+			unreadable = append(unreadable, p)
 		default:
 			return failStatus("fileaccess.root_failed", rs.err)
 		}
+	}
+	if len(missing)+len(unreadable) > 0 {
+		var ja, en []string
+		if len(missing) > 0 {
+			ja = append(ja, "監視対象のフォルダがありません: "+pathList(missing, "、", "ほか %d 件"))
+			en = append(en, plural(len(missing), "a watched folder does not exist: ", "watched folders do not exist: ")+pathList(missing, ", ", "and %d more"))
+		}
+		if len(unreadable) > 0 {
+			ja = append(ja, "監視対象のフォルダを読めません: "+pathList(unreadable, "、", "ほか %d 件"))
+			en = append(en, plural(len(unreadable), "a watched folder cannot be read: ", "watched folders cannot be read: ")+pathList(unreadable, ", ", "and %d more"))
+		}
+		reason := "fileaccess.root_missing"
+		if len(missing) == 0 {
+			reason = "fileaccess.root_unreadable"
+		}
+		return controls.Status{State: controls.Fail, Reason: reason, ReasonJA: strings.Join(ja, "。"), ReasonEN: strings.Join(en, "; ")}
 	}
 	if r.cfg.mode == policy.Enforce && r.attrErr != nil && !errors.Is(r.attrErr, errors.ErrUnsupported) {
 		return controls.Status{State: controls.Fail, Reason: "fileaccess.audit_failed",
@@ -1577,4 +1594,20 @@ func (r *runner) drain(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// pathList joins up to 5 paths with sep and counts the rest with more.
+func pathList(ps []string, sep, more string) string {
+	const shown = 5
+	if len(ps) <= shown {
+		return strings.Join(ps, sep)
+	}
+	return strings.Join(ps[:shown], sep) + sep + fmt.Sprintf(more, len(ps)-shown)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -556,3 +556,16 @@ func TestAttributionSourceObservedOrGuessed(t *testing.T) {
 		t.Fatalf("unattributed %+v", e)
 	}
 }
+
+// Every watched folder that is missing is named in the status, not only
+// the first: the admin fixes them all in one go.
+func TestStatusNamesEveryMissingFolder(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	m1, m2 := filepath.Join(b, "人事"), filepath.Join(b, "採用")
+	h := start(t, &fakeProbe{}, pol(func(f *policy.FileAccess) { f.Paths = []string{a, m1, m2} }))
+	st := h.waitStatus(controls.Fail, "fileaccess.root_missing")
+	ja, en := fmt.Sprint(st.Attrs["reason_ja"]), fmt.Sprint(st.Attrs["reason_en"])
+	if !strings.Contains(ja, m1) || !strings.Contains(ja, m2) || !strings.Contains(en, "watched folders do not exist") {
+		t.Fatalf("status names %q / %q", ja, en)
+	}
+}
