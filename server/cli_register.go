@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -60,7 +61,7 @@ var registerAPIPaths = map[string]string{"pi": "register", "media": "media", "ap
 func newAdminFlags(out io.Writer) *adminFlags {
 	f := &adminFlags{fs: flag.NewFlagSet("mamori-server", flag.ContinueOnError)}
 	f.fs.SetOutput(out)
-	f.fs.StringVar(&f.server, "server", "https://localhost"+app.DefaultListen, "server URL")
+	f.fs.StringVar(&f.server, "server", "", "server URL (default where the server of --data-dir listens, else https://localhost"+app.DefaultListen+")")
 	f.fs.StringVar(&f.dataDir, "data-dir", "", "data directory holding admin-token and ca.pem, used when --token-file or --ca is not given (default ./mamori-data, or "+defaultServiceDataDir()+" where ./mamori-data does not exist, as on an installed server)")
 	f.fs.StringVar(&f.tokenFile, "token-file", "", "file holding an admin API token (default DATA/admin-token)")
 	f.fs.StringVar(&f.caFile, "ca", "", "CA certificate to trust (default DATA/ca.pem)")
@@ -220,6 +221,15 @@ type adminClient struct {
 }
 
 func (f *adminFlags) client() (*adminClient, error) {
+	if f.dataDir == "" {
+		f.dataDir = "mamori-data"
+		if _, err := os.Stat(f.dataDir); errors.Is(err, fs.ErrNotExist) {
+			f.dataDir = defaultServiceDataDir()
+		}
+	}
+	if f.server == "" {
+		f.server = cmp.Or(serverOf(f.dataDir), "https://localhost"+app.DefaultListen)
+	}
 	// The URL first: a bad one is a usage error, whatever the files hold.
 	u, err := url.Parse(f.server)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -229,12 +239,6 @@ func (f *adminFlags) client() (*adminClient, error) {
 		return nil, usageError{fmt.Errorf("--server: %q carries a user name or password, which the server does not take: give https://HOST:PORT and the admin token (--token-file or --data-dir)", u.Redacted())}
 	}
 	tf, cf := f.tokenFile, f.caFile
-	if f.dataDir == "" {
-		f.dataDir = "mamori-data"
-		if _, err := os.Stat(f.dataDir); errors.Is(err, fs.ErrNotExist) {
-			f.dataDir = defaultServiceDataDir()
-		}
-	}
 	if tf == "" {
 		tf = filepath.Join(f.dataDir, app.FileAdminToken)
 	}

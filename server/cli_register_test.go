@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -218,4 +219,43 @@ func testCAPEM(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// The admin commands given only --data-dir reach the server of that data
+// dir where it listens (its lock file says), not localhost:8443.
+func TestAdminCLIFindsTheServerOfItsDataDir(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	u, err := url.Parse(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := lockDataDir(dir, u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	var out, errb bytes.Buffer
+	if code := run([]string{"register", "export", "--data-dir", dir}, &out, &errb); code != 0 || !strings.Contains(out.String(), "管理番号") {
+		t.Fatalf("export without --server: %d %q", code, errb.String())
+	}
+	// A second server on the data dir is refused naming the first, in one line.
+	if _, err := lockDataDir(dir, ":9999"); err == nil || strings.Contains(err.Error(), "listen") {
+		t.Errorf("second lock: %v", err)
+	}
+	for listen, want := range map[string]string{"127.0.0.1:38443": "https://127.0.0.1:38443", ":38443": "https://localhost:38443",
+		"0.0.0.0:9443": "https://localhost:9443", "[::]:9443": "https://localhost:9443", "mamori.example.jp:8443": "https://mamori.example.jp:8443"} {
+		d := t.TempDir()
+		l, err := lockDataDir(d, listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := serverOf(d); got != want {
+			t.Errorf("listen %q: %q, want %q", listen, got, want)
+		}
+		l.Release()
+	}
+	if got := serverOf(t.TempDir()); got != "" {
+		t.Errorf("no lock file: %q", got)
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,8 +25,10 @@ type dataDirLock struct {
 
 // lockDataDir takes the data dir for this process at once, or refuses
 // naming the process that holds it (embedded etcd would otherwise wait
-// silently on its own lock). It creates dir when missing.
-func lockDataDir(dir string) (*dataDirLock, error) {
+// silently on its own lock). It creates dir when missing. The lock file
+// also says where the server listens, so the admin commands given the
+// data dir reach it without --server (serverOf).
+func lockDataDir(dir, listen string) (*dataDirLock, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -37,7 +40,7 @@ func lockDataDir(dir string) (*dataDirLock, error) {
 	if err := tryLock(f); err != nil {
 		holder, _ := os.ReadFile(path)
 		f.Close()
-		who := strings.TrimSpace(string(holder))
+		who, _, _ := strings.Cut(strings.TrimSpace(string(holder)), "\n")
 		if who == "" {
 			who = "another process"
 		}
@@ -45,7 +48,8 @@ func lockDataDir(dir string) (*dataDirLock, error) {
 	}
 	host, _ := os.Hostname()
 	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte("mamori-server pid "+strconv.Itoa(os.Getpid())+" on "+host+" since "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0)
+	_, _ = f.WriteAt([]byte("mamori-server pid "+strconv.Itoa(os.Getpid())+" on "+host+" since "+time.Now().UTC().Format(time.RFC3339)+"\n"+
+		listenPrefix+listen+"\n"), 0)
 	return &dataDirLock{f: f}, nil
 }
 
@@ -64,4 +68,31 @@ func (l *dataDirLock) Release() {
 func dirIsEmpty(dir string) bool {
 	entries, err := os.ReadDir(dir)
 	return errors.Is(err, os.ErrNotExist) || (err == nil && len(entries) == 0)
+}
+
+const listenPrefix = "listen "
+
+// serverOf is the URL of the server that serves (or last served) dir, from
+// its lock file; "" when it does not say. A wildcard address is reached
+// on localhost, since the admin commands run on the server's machine.
+func serverOf(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, fileServeLock))
+	if err != nil {
+		return ""
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		addr, ok := strings.CutPrefix(strings.TrimSpace(line), listenPrefix)
+		if !ok {
+			continue
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || port == "" {
+			return ""
+		}
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			host = "localhost"
+		}
+		return "https://" + net.JoinHostPort(host, port)
+	}
+	return ""
 }

@@ -85,7 +85,7 @@ type program struct {
 // wants Start to return promptly).
 func (p *program) Start(s service.Service) error {
 	fresh := dirIsEmpty(p.cfg.DataDir)
-	lock, err := lockDataDir(p.cfg.DataDir)
+	lock, err := lockDataDir(p.cfg.DataDir, p.cfg.Listen)
 	if err != nil {
 		return err
 	}
