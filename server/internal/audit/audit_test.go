@@ -237,6 +237,29 @@ func TestCSV(t *testing.T) {
 	}
 }
 
+// The 属性 cell reads in Excel: a rename's old path, a size and a time as
+// labelled lines in the file's language and zone, not JSON.
+func TestCSVAttributesReadAsLines(t *testing.T) {
+	r := newRig(t)
+	e := event.Event{Agent: "ag-0", Seq: 1, Time: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC), Control: "fileaccess",
+		Type: "file.renamed", Severity: event.Info, Object: `D:\顧客\新.xlsx`,
+		Attrs: event.Attrs{"old_path": `D:\顧客\旧.xlsx`, "size": 1234, "from": "2026-11-01T00:00:00Z", "bulk": true}}
+	if err := e.Seal(""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.log.Append(context.Background(), "ag-0", []event.Event{e}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := r.x.CSV(context.Background(), &buf, eventlog.Filter{}, "ja", time.FixedZone("JST", 9*3600)); err != nil {
+		t.Fatal(err)
+	}
+	want := `"` + strings.Join([]string{"bulk: 有", "開始: 2026-11-01 09:00:00.000", "変更前のパス: D:\\顧客\\旧.xlsx", "サイズ: 1234"}, "\r\n") + `"`
+	if s := buf.String(); !strings.Contains(s, want) || strings.Contains(s, "{") {
+		t.Errorf("attributes cell, want %s in:\n%s", want, s)
+	}
+}
+
 // Retention clears payloads; the log, the chains, old checkpoints and new
 // exports all still verify.
 func TestRetentionKeepsProofs(t *testing.T) {

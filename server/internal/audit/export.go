@@ -3,7 +3,6 @@ package audit
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -282,11 +281,9 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 			if rows >= x.max() {
 				return rows, fmt.Errorf("%w (more than %d events)", ErrTooLarge, x.max())
 			}
-			attrs := ""
-			if len(s.Attrs) > 0 {
-				b, _ := json.Marshal(s.Attrs)
-				attrs = string(b)
-			}
+			// Read in Excel: one "label: value" line an attribute (the
+			// old path of a rename, a bulk summary's counts), not JSON.
+			attrs := labels.Attrs(s.Attrs, lang, loc)
 			if err := cw.Write([]string{strconv.FormatInt(s.Index, 10), s.Time.In(loc).Format("2006-01-02 15:04:05.000"),
 				cmp.Or(hosts[s.Agent], s.Agent), labels.Of(labels.Control, lang, s.Control), labels.Of(labels.EventType, lang, s.Type),
 				labels.Of(labels.Severity, lang, string(s.Severity)), s.User, s.Process, s.Object, s.RegisterID, attrs, s.Hash, s.Agent}); err != nil {

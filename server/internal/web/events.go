@@ -3,7 +3,6 @@ package web
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -364,27 +363,13 @@ const maxWindowPages = 20
 
 type attrRow struct{ Key, Value string }
 
-// attrText writes an attribute's value for people: a list as its items, an
-// object as "key: value" in key order, one level deep (what agents send);
-// anything deeper as JSON. fmt.Sprint showed Go's map[create:1 write:2].
+// attrText writes an attribute's value for people (labels.Value); a
+// nested event.Attrs reads as the map it is.
 func attrText(v any, lang string, loc *time.Location) string {
-	switch x := v.(type) {
-	case []any:
-		parts := make([]string, len(x))
-		for i, e := range x {
-			parts[i] = attrScalar(e, lang, loc)
-		}
-		return strings.Join(parts, ", ")
-	case event.Attrs:
-		return attrText(map[string]any(x), lang, loc)
-	case map[string]any:
-		parts := make([]string, 0, len(x))
-		for _, k := range slices.Sorted(maps.Keys(x)) {
-			parts = append(parts, k+": "+attrScalar(x[k], lang, loc))
-		}
-		return strings.Join(parts, ", ")
+	if a, ok := v.(event.Attrs); ok {
+		v = map[string]any(a)
 	}
-	return attrScalar(v, lang, loc)
+	return labels.Value(v, lang, loc)
 }
 
 // registerWords says a register change's fields (before, after, changed)
@@ -423,32 +408,6 @@ func registerWords(e api.Stored, key string, v any, lang string) any {
 		return out
 	}
 	return v
-}
-
-// attrScalar writes a string or number as itself, a boolean as yes or no
-// in lang, a time (RFC 3339, as agents send window_from and the like) in
-// the page's zone as the page's times are, and anything else as JSON.
-func attrScalar(v any, lang string, loc *time.Location) string {
-	switch x := v.(type) {
-	case string:
-		if len(x) >= 20 && x[10] == 'T' {
-			if t, err := time.Parse(time.RFC3339Nano, x); err == nil {
-				return t.In(loc).Format("2006-01-02 15:04:05.000")
-			}
-		}
-		return x
-	case json.Number:
-		return x.String()
-	case bool:
-		return yesNo(lang, x)
-	case int, int64, uint64, float64:
-		return fmt.Sprint(x)
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
 }
 
 type eventData struct {
