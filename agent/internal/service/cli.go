@@ -70,6 +70,23 @@ func DefaultStateDir() string {
 type usageError struct{ error }
 
 // Main runs the command line and returns the process exit code.
+// commandUsage is cmd's line of the usage text ("" for no such command).
+func commandUsage(cmd string) string {
+	for line := range strings.SplitSeq(usage, "\n") {
+		if rest, ok := strings.CutPrefix(line, "  "+cmd+" "); ok {
+			// "run        [--log-level info]   run the agent ...": the flags
+			// only; a command without flags of its own has its description.
+			rest = strings.TrimSpace(rest)
+			if !strings.HasPrefix(rest, "-") && !strings.HasPrefix(rest, "[") {
+				return cmd + " [--state-dir DIR]"
+			}
+			flags, _, _ := strings.Cut(rest, "   ")
+			return cmd + " " + flags + " [--state-dir DIR]"
+		}
+	}
+	return ""
+}
+
 func Main(args []string, factories []controls.Factory, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprintf(stderr, usage, DefaultStateDir())
@@ -107,7 +124,12 @@ func Main(args []string, factories []controls.Factory, stdout, stderr io.Writer)
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "mamori-agent %s: %v\n"+usage, cmd, ue.error, DefaultStateDir())
+		if line := commandUsage(cmd); line != "" {
+			// The command's own line, not all of them: the problem is here.
+			fmt.Fprintf(stderr, "mamori-agent %s: %v\nusage: mamori-agent %s\n(mamori-agent %s --help lists its flags)\n", cmd, ue.error, line, cmd)
+		} else {
+			fmt.Fprintf(stderr, "mamori-agent %s: %v\n"+usage, cmd, ue.error, DefaultStateDir())
+		}
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "mamori-agent %s: %v\n", cmd, err)

@@ -36,6 +36,10 @@ func TestUnknownFlagUsageOnce(t *testing.T) {
 		if n := strings.Count(text, "not defined: -bogus"); n != 1 {
 			t.Errorf("%q: error printed %d times:\n%s", args, n, text)
 		}
+		// The command's own usage, not every command's.
+		if !strings.Contains(text, "usage: mamori-agent "+args[0]+" ") || strings.Contains(text, "uninstall") {
+			t.Errorf("%q: not the command's own usage:\n%s", args, text)
+		}
 	}
 	// --help still lists the command's flags, and exits 0.
 	var out, errb bytes.Buffer
