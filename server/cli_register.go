@@ -368,6 +368,9 @@ func (a *adminClient) unreachable(err error) error {
 // It reports whether err was such a mismatch.
 func hostnameHint(base string, err error) (error, bool) {
 	var host x509.HostnameError
+	if ua := (x509.UnknownAuthorityError{}); errors.As(err, &ua) {
+		return fmt.Errorf("the server at %s answered with a certificate of Mamori's own CA, which this machine does not trust: give --ca with the site's ca.pem (a copy of DATA/ca.pem; check its SHA-256 against the ca-hash the server prints) (%w)", base, err), true
+	}
 	if !errors.As(err, &host) || host.Certificate == nil {
 		return err, false
 	}

@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"database/sql"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -340,4 +342,14 @@ func pubFile(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A server whose CA this machine does not trust is answered with what to
+// do (--ca with the site's ca.pem), not x509's words alone.
+func TestUnknownAuthorityHint(t *testing.T) {
+	raw := &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}
+	err, ok := hostnameHint("https://mamori.example.jp:8443", fmt.Errorf("Get: %w", raw))
+	if !ok || !strings.Contains(err.Error(), "--ca") || !strings.Contains(err.Error(), "ca.pem") || !errors.Is(err, raw) {
+		t.Errorf("hint: %v %v", ok, err)
+	}
 }
