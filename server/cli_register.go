@@ -352,12 +352,12 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 // answered with a certificate for other names, or from another CA, is
 // running and reachable, and the fix is the URL or --ca, not the firewall.
 func (a *adminClient) unreachable(err error) error {
-	if herr, ok := hostnameHint(a.base, err); ok {
-		return herr
-	}
 	var ca x509.UnknownAuthorityError
 	if errors.As(err, &ca) {
 		return fmt.Errorf("the server at %s answered, but its certificate is not from the CA in --ca (default DATA/ca.pem): %w\n  give --ca the ca.pem of that server's data directory, or --server the server you meant", a.base, err)
+	}
+	if herr, ok := hostnameHint(a.base, err); ok {
+		return herr
 	}
 	return fmt.Errorf("cannot reach the server at %s: %w\n  check that mamori-server serve runs there (systemctl status mamori-server, or sc query MamoriServer),\n  that --server names its address and port, and that no firewall blocks it", a.base, err)
 }
