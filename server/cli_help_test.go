@@ -20,6 +20,7 @@ func TestCommandHelp(t *testing.T) {
 		{"stop", nil, []string{"-listen", "-data-dir"}},
 		{"harden-service", []string{"harden-service [NAME]"}, nil},
 		{"verify", []string{"-pubkey", "-checkpoint"}, nil},
+		{"export", []string{"-out", "-agent", "-token-file"}, []string{"-kind", "-ttl"}},
 		{"witness", []string{"-pubkey", "-state"}, nil},
 		{"register", []string{"register import", "-kind", "-token-file"}, []string{"-ttl"}},
 		{"policy", []string{"policy apply", "-token-file"}, []string{"-kind", "-encoding", "-ttl"}},

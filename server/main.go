@@ -34,6 +34,8 @@ commands:
   stop                             stop the service
   harden-service [NAME]            Windows: quote the service's path, restart it on any failure
                                    (default NAME MamoriServer; the MSI runs it, install and each start do it too)
+  export --out FILE [--agent PC] [--from T] [--to T] [--format bundle|csv]
+                                   fetch an evidence bundle or CSV from a running server (auditor token)
   verify BUNDLE --pubkey FILE [--checkpoint OLD|WITNESS_DIR] [--lang en|ja]
                                    check an evidence bundle offline (exit 0 intact, 1 not, 2 could not check)
   witness --server URL --token T --pubkey FILE --state DIR [--once]
@@ -52,21 +54,38 @@ serve and install flags:
 // versionString is "VERSION (commit C, built D, goX os/arch)", falling back
 // to the toolchain's VCS stamp.
 func versionString() string {
-	v, c, d := version, commit, date
-	if info, ok := debug.ReadBuildInfo(); ok {
+	info, _ := debug.ReadBuildInfo()
+	return versionFrom(version, commit, date, info)
+}
+
+// versionFrom is versionString of the -ldflags values v, c, d; what they
+// leave out comes from info (nil: none): the module's version (go install
+// m@v), and the git commit, its time and whether the tree was modified,
+// which plain "go build" in a git checkout stamps.
+func versionFrom(v, c, d string, info *debug.BuildInfo) string {
+	modified := false
+	if info != nil {
+		if mv := info.Main.Version; v == "" && mv != "" {
+			v = strings.Trim(mv, "()") // "(devel)": a build from a checkout
+		}
+		vcs := map[string]string{}
 		for _, s := range info.Settings {
-			switch {
-			case s.Key == "vcs.revision" && c == "":
-				c = s.Value
-			case s.Key == "vcs.time" && d == "":
-				d = s.Value
-			}
+			vcs[s.Key] = s.Value
+		}
+		if c == "" && vcs["vcs.revision"] != "" {
+			c, modified = vcs["vcs.revision"], vcs["vcs.modified"] == "true"
+		}
+		if d == "" {
+			d = vcs["vcs.time"]
 		}
 	}
 	for _, p := range []*string{&v, &c, &d} {
 		if *p == "" {
 			*p = "unknown"
 		}
+	}
+	if modified {
+		c += ", modified" // built from a tree with changes not in that commit
 	}
 	return fmt.Sprintf("%s (commit %s, built %s, %s %s/%s)", v, c, d, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
@@ -96,6 +115,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdAdmin(cmd, rest, stdout, stderr)
 	case "tokens", "agents":
 		err = cmdTokens(cmd, rest, stdout, stderr)
+	case "export":
+		err = cmdExport(rest, stdout, stderr)
 	case "verify":
 		err = cmdVerify(rest, stdout, stderr)
 	case "witness":
@@ -156,7 +177,7 @@ type usageShown struct{ error }
 
 // helpTopics are the commands "help TOPIC" knows: each prints its usage
 // for COMMAND --help.
-var helpTopics = []string{"serve", "install", "uninstall", "start", "stop", "harden-service", "verify", "witness",
+var helpTopics = []string{"serve", "install", "uninstall", "start", "stop", "harden-service", "export", "verify", "witness",
 	"register", "policy", "tokens", "agents", "kek", "version", "help"}
 
 // helpTopic runs "help TOPIC": the usage of that command, on stdout, exit 0.
