@@ -21,6 +21,7 @@ func TestCommandHelp(t *testing.T) {
 		{"harden-service", []string{"harden-service [NAME]"}, nil},
 		{"verify", []string{"-pubkey", "-checkpoint"}, nil},
 		{"export", []string{"-out", "-agent", "-token-file"}, []string{"-kind", "-ttl"}},
+		{"compliance", []string{"-department", "-status"}, []string{"-kind", "-ttl"}},
 		{"witness", []string{"-pubkey", "-state"}, nil},
 		{"register", []string{"register import", "-kind", "-token-file"}, []string{"-ttl"}},
 		{"policy", []string{"policy apply", "-token-file"}, []string{"-kind", "-encoding", "-ttl"}},

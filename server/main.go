@@ -44,6 +44,7 @@ commands:
   policy apply FILE                validate a policy YAML and apply it on a running server
   tokens list|create|revoke        enrollment and API tokens of a running server ("tokens" for help)
   agents disable|enable ID         refuse or re-admit an agent's certificate on a running server
+  compliance [--department D]      each PC's status per control, and why a control fails (any role's token)
   kek new FILE                     write a new key-encryption key for a site of several servers (mode 0600; never overwrites)
   version                          print the version, commit and build date
   help [COMMAND]                   print this, or COMMAND's usage and flags
@@ -117,6 +118,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdTokens(cmd, rest, stdout, stderr)
 	case "export":
 		err = cmdExport(rest, stdout, stderr)
+	case "compliance":
+		err = cmdCompliance(rest, stdout, stderr)
 	case "verify":
 		err = cmdVerify(rest, stdout, stderr)
 	case "witness":
@@ -178,7 +181,7 @@ type usageShown struct{ error }
 // helpTopics are the commands "help TOPIC" knows: each prints its usage
 // for COMMAND --help.
 var helpTopics = []string{"serve", "install", "uninstall", "start", "stop", "harden-service", "export", "verify", "witness",
-	"register", "policy", "tokens", "agents", "kek", "version", "help"}
+	"register", "policy", "tokens", "agents", "compliance", "kek", "version", "help"}
 
 // helpTopic runs "help TOPIC": the usage of that command, on stdout, exit 0.
 func helpTopic(args []string, stdout, stderr io.Writer) int {
