@@ -192,11 +192,18 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("register export: %w", err)
 		}
 	case "policy apply":
-		var ans struct{ Name, Version string }
+		var ans struct {
+			Name, Version string
+			Unchanged     bool
+		}
 		if err := c.call("PUT", "/api/v1/policies/"+url.PathEscape(p.Name), "application/yaml", b, &ans); err != nil {
 			return fmt.Errorf("policy apply: %w", err)
 		}
-		fmt.Fprintf(stdout, "policy %s applied, version %s\n", ans.Name, ans.Version)
+		if ans.Unchanged {
+			fmt.Fprintf(stdout, "policy %s unchanged, version %s (identical to the stored policy: nothing written)\n", ans.Name, ans.Version)
+		} else {
+			fmt.Fprintf(stdout, "policy %s applied, version %s\n", ans.Name, ans.Version)
+		}
 		if p.Controls.AllOff() {
 			fmt.Fprintf(stderr, "warning: policy %s turns every control off: the PCs it applies to check and record nothing, access to personal-data folders included\n", ans.Name)
 		}

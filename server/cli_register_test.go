@@ -90,6 +90,10 @@ func TestRegisterAndPolicyCLI(t *testing.T) {
 	if code, out, errs := cli("policy", "apply", polPath); code != 0 || !strings.Contains(out, "policy default applied") {
 		t.Fatalf("policy apply: %d %q %q", code, out, errs)
 	}
+	// The same file again writes nothing and says so.
+	if code, out, errs := cli("policy", "apply", polPath); code != 0 || !strings.Contains(out, "policy default unchanged") {
+		t.Fatalf("second policy apply: %d %q %q", code, out, errs)
+	}
 	// A policy that turns every control off is applied, with a warning:
 	// as default it would stop every PC checking and recording anything.
 	offPath := filepath.Join(work, "off.yaml")

@@ -4,12 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mamori/mamori/server/internal/api"
+	"github.com/mamori/mamori/server/internal/state"
 )
 
 // tokensUsage is the usage of tokens and of agents, by command.
@@ -36,9 +39,9 @@ client flags:
 func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
 	f := newAdminFlags(stderr)
 	// Only tokens has these flags: agents --help lists the client flags alone.
-	ttl, uses, name, role := new(time.Duration), new(int), new(string), new(string)
+	ttlText, uses, name, role := new(string), new(int), new(string), new(string)
 	if cmd == "tokens" {
-		f.fs.DurationVar(ttl, "ttl", 24*time.Hour, "tokens create: how long the token is valid")
+		f.fs.StringVar(ttlText, "ttl", "24h", "tokens create: how long the token is valid: days (30d) or a Go duration (12h)")
 		f.fs.IntVar(uses, "uses", 1, "tokens create enroll: how many enrollments")
 		f.fs.StringVar(name, "name", "", "tokens create api: the person or script the token is for")
 		f.fs.StringVar(role, "role", "auditor", "tokens create api: auditor and manager read, admin also writes")
@@ -69,8 +72,12 @@ func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
 	if len(pos) != n {
 		return usageError{fmt.Errorf("%s %s: want %d argument(s), got %d", cmd, sub, n, len(pos))}
 	}
+	var ttl time.Duration
 	if cmd+" "+sub == "tokens create" {
-		if err := checkTokenCreate(kind, *ttl, *uses, *name, *role); err != nil {
+		if ttl, err = parseTTL(*ttlText); err != nil {
+			return usageError{fmt.Errorf("tokens create: %w", err)}
+		}
+		if err := checkTokenCreate(kind, *ttlText, ttl, *uses, *name, *role); err != nil {
 			return usageError{fmt.Errorf("tokens create: %w", err)}
 		}
 	}
@@ -145,15 +152,41 @@ func cmdTokens(cmd string, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// parseTTL reads --ttl: whole days (30d), as --retention takes them, or a
+// Go duration (12h, 90m).
+func parseTTL(s string) (time.Duration, error) {
+	bad := fmt.Errorf("--ttl: %q is not a duration such as 12h, 30d or 90d", s)
+	if n, ok := strings.CutSuffix(strings.TrimSpace(s), "d"); ok {
+		days, err := strconv.ParseInt(n, 10, 64)
+		if err != nil || days > int64(math.MaxInt64/(24*time.Hour)) || days < -int64(math.MaxInt64/(24*time.Hour)) {
+			return 0, bad
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, bad
+	}
+	return d, nil
+}
+
+// days writes d as whole days (90d) when it is, else as a Go duration.
+func days(d time.Duration) string {
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
 // checkTokenCreate refuses what the server would refuse with 400, before
 // the request: the same bounds as POST /api/v1/tokens.
-func checkTokenCreate(kind string, ttl time.Duration, uses int, name, role string) error {
+func checkTokenCreate(kind, ttlText string, ttl time.Duration, uses int, name, role string) error {
 	maxTTL := api.MaxTokenTTL
 	if kind == "api" {
 		maxTTL = api.MaxPersonTokenTTL
 	}
 	if ttl <= 0 || ttl > maxTTL {
-		return fmt.Errorf("--ttl %s: want from 1s to %s for an %s token", ttl, maxTTL, kind)
+		return fmt.Errorf("--ttl %s: want from 1s to %s for an %s token", ttlText, days(maxTTL), kind)
 	}
 	if kind == "enroll" {
 		if uses < 1 || uses > api.MaxTokenUses {
@@ -166,22 +199,8 @@ func checkTokenCreate(kind string, ttl time.Duration, uses int, name, role strin
 	default:
 		return fmt.Errorf("--role %q: want auditor, manager or admin", role)
 	}
-	if !validTokenName(name) {
-		return fmt.Errorf("--name %q: want 1 to 64 letters, digits and - _ . @ (the person or script the token is for)", name)
+	if !state.ValidTokenName(name) { // the server's rule
+		return fmt.Errorf("--name %q: %s (the person or script the token is for)", name, state.TokenNameRule)
 	}
 	return nil
-}
-
-// validTokenName is the server's rule for an API token's name.
-func validTokenName(s string) bool {
-	if s == "" || len(s) > 64 || s == "." || s == ".." {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '@') {
-			return false
-		}
-	}
-	return true
 }

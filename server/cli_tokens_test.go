@@ -118,3 +118,71 @@ func startServer(t *testing.T, dir string) *app.Server {
 	t.Cleanup(func() { srv.Close() })
 	return srv
 }
+
+// "tokens create --ttl 3d" used to fail with `invalid value "3d" for flag
+// -ttl: parse error`, though --retention takes days; and a kanji name was
+// refused as not letters.
+func TestTokensCreateDaysAndUnicodeNames(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	cli := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(append(args, "--server", srv.URL(), "--data-dir", dir), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	validUntil := func(errs string) time.Time {
+		_, s, _ := strings.Cut(errs, "valid until ")
+		s, _, _ = strings.Cut(s, ";")
+		at, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatalf("no expiry in %q", errs)
+		}
+		return at
+	}
+	for _, tc := range []struct {
+		args []string
+		ttl  time.Duration
+	}{
+		{[]string{"tokens", "create", "--ttl", "3d", "--uses", "5"}, 72 * time.Hour},
+		{[]string{"tokens", "create", "api", "--name", "山田", "--role", "auditor", "--ttl", "30d"}, 30 * 24 * time.Hour},
+		{[]string{"tokens", "create", "api", "--name", "経理-スクリプト_2", "--role", "auditor", "--ttl", "12h"}, 12 * time.Hour},
+		{[]string{"tokens", "create", "api", "--name", strings.Repeat("山", 64), "--role", "auditor", "--ttl", "1d"}, 24 * time.Hour},
+	} {
+		start := time.Now()
+		code, tok, errs := cli(tc.args...)
+		if code != 0 || len(strings.TrimSpace(tok)) < 40 {
+			t.Fatalf("%v: %d %q %q", tc.args, code, tok, errs)
+		}
+		if at := validUntil(errs); at.Before(start.Add(tc.ttl).Add(-time.Second)) || at.After(time.Now().Add(tc.ttl).Add(time.Second)) {
+			t.Errorf("%v: valid until %s, want about %s from now", tc.args, at, tc.ttl)
+		}
+	}
+	if code, list, errs := cli("tokens", "list"); code != 0 || !strings.Contains(list, "山田") || !strings.Contains(list, "経理-スクリプト_2") {
+		t.Fatalf("list: %d %q %q", code, list, errs)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ttl", "3x"}, `--ttl: "3x" is not a duration such as 12h, 30d or 90d`},
+		{[]string{"--ttl", "d"}, `--ttl: "d" is not a duration such as 12h, 30d or 90d`},
+		{[]string{"--ttl", "-3d"}, `--ttl -3d: want from 1s to 90d for an enroll token`},
+		{[]string{"--ttl", "91d"}, `--ttl 91d: want from 1s to 90d for an enroll token`},
+		{[]string{"api", "--name", "x", "--ttl", "367d"}, `--ttl 367d: want from 1s to 366d for an api token`},
+		{[]string{"api", "--name", " 山田"}, `--name " 山田"`},
+		{[]string{"api", "--name", "山田 "}, `--name "山田 "`},
+		{[]string{"api", "--name", "山田 太郎"}, `--name "山田 太郎"`},
+		{[]string{"api", "--name", "山田\u3000太郎"}, `--name "山田\u3000太郎"`},
+		{[]string{"api", "--name", "a/b"}, `--name "a/b"`},
+		{[]string{"api", "--name", `a\b`}, `--name "a\\b"`},
+		{[]string{"api", "--name", "a\nb"}, `--name "a\nb"`},
+		{[]string{"api", "--name", "a\u200bb"}, `--name "a\u200bb"`},
+		{[]string{"api", "--name", ".."}, `--name ".."`},
+		{[]string{"api", "--name", strings.Repeat("山", 65)}, `--name`},
+	} {
+		code, _, errs := cli(append([]string{"tokens", "create"}, tc.args...)...)
+		if code != 2 || !strings.Contains(errs, tc.want) {
+			t.Errorf("%q: exit %d %q, want 2 and %q", tc.args, code, errs, tc.want)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -250,11 +251,17 @@ var DefaultExclude = []string{"~$*", "*.tmp"}
 // YAML, a line.
 type FieldError struct {
 	Line  int    // 0 when unknown
-	Field string // dotted path, e.g. controls.screenlock.max_idle
+	Field string // dotted path, e.g. controls.screenlock.max_idle; "" when Msg names the place
 	Msg   string
 }
 
 func (e *FieldError) Error() string {
+	if e.Field == "" { // the message names the place (an unknown key)
+		if e.Line > 0 {
+			return fmt.Sprintf("line %d: %s", e.Line, e.Msg)
+		}
+		return e.Msg
+	}
 	if e.Line > 0 {
 		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Field, e.Msg)
 	}
@@ -302,7 +309,7 @@ func parse(doc []byte, strict bool) (*Policy, error) {
 	var root yaml.Node
 	docs := yaml.NewDecoder(bytes.NewReader(doc))
 	if err := docs.Decode(&root); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("policy: %w", err)
+		return nil, syntaxError(doc, err)
 	}
 	if len(root.Content) == 0 {
 		return nil, errors.New("policy: empty document")
@@ -314,10 +321,15 @@ func parse(doc []byte, strict bool) (*Policy, error) {
 		switch err := docs.Decode(&next); {
 		case err == io.EOF:
 		case err != nil:
-			return nil, fmt.Errorf("policy: a second YAML document follows the first (%v): a policy file holds one document", err)
+			return nil, fmt.Errorf("policy: a second YAML document follows the first (%v): a policy file holds one document", strings.TrimPrefix(syntaxError(doc, err).Error(), "policy: "))
 		default:
 			return nil, fmt.Errorf("policy: line %d: a second YAML document starts here: a policy file holds one document (remove this \"---\" and what follows, or make it a file of its own)", next.Line)
 		}
+	}
+	var unknown Errors
+	unknownKeys(root.Content[0], reflect.TypeFor[Policy](), "", &unknown)
+	if len(unknown) > 0 {
+		return nil, unknown
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(doc))
 	dec.KnownFields(true)

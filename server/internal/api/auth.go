@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/mamori/mamori/server/internal/pki"
+	"github.com/mamori/mamori/server/internal/state"
 )
 
 type ctxKey int
@@ -119,6 +121,12 @@ func (s *Server) admin(need access, h http.HandlerFunc) http.HandlerFunc {
 		if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mamori", error="invalid_token"`)
+				// Only a token that exists can be expired: one that does
+				// not stays "invalid token", revealing nothing.
+				if exp, ok := errors.AsType[*state.TokenExpiredError](err); ok {
+					s.fail(w, r, http.StatusUnauthorized, expiredTokenMessage(exp.Expires))
+					return
+				}
 				s.fail(w, r, http.StatusUnauthorized, "invalid token")
 				return
 			}
@@ -141,6 +149,18 @@ func (s *Server) admin(need access, h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), tokenKey, t)))
 	}
+}
+
+// expiredTokenMessage tells the holder of an expired API token when it
+// expired, in Japan's time and in UTC (with the date when it differs), and
+// what to do.
+func expiredTokenMessage(at time.Time) string {
+	jst, utc := at.In(time.FixedZone("JST", 9*3600)), at.UTC()
+	u := utc.Format("15:04:05 UTC")
+	if utc.Format(time.DateOnly) != jst.Format(time.DateOnly) {
+		u = utc.Format("2006-01-02 15:04:05 UTC")
+	}
+	return "token expired at " + jst.Format("2006-01-02 15:04:05 JST") + " (" + u + "); create a new one with mamori-server tokens create"
 }
 
 func tokenFrom(ctx context.Context) APIToken { t, _ := ctx.Value(tokenKey).(APIToken); return t }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,16 @@ func (s *Server) handlePutPolicy(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.Name != name {
 		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("name: document says %q, URL says %q", p.Name, name))
+		return
+	}
+	// A save that changes nothing makes no version and no event, as an
+	// unchanged register entry: the same text as stored is "unchanged".
+	switch old, _, err := s.cfg.State.GetPolicy(r.Context(), name); {
+	case err == nil && bytes.Equal(old, doc):
+		s.writeJSON(w, r, http.StatusOK, map[string]any{"name": name, "version": p.Version(), "unchanged": true})
+		return
+	case err != nil && !errors.Is(err, ErrNotFound):
+		s.internal(w, r, "reading policy", err)
 		return
 	}
 	if err := s.cfg.State.PutPolicy(r.Context(), name, doc); err != nil {

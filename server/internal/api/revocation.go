@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
 )
 
@@ -156,8 +157,8 @@ func (s *Server) createPersonToken(w http.ResponseWriter, r *http.Request, req p
 		s.fail(w, r, http.StatusBadRequest, "role: want auditor, manager or admin")
 		return
 	}
-	if !validID(req.Name) || len(req.Name) > 64 {
-		s.fail(w, r, http.StatusBadRequest, "name: 1 to 64 letters, digits and - _ . @ (the person or script the token is for)")
+	if !state.ValidTokenName(req.Name) {
+		s.fail(w, r, http.StatusBadRequest, "name: "+state.TokenNameRule+" (the person or script the token is for)")
 		return
 	}
 	who := tokenFrom(r.Context()).Name

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -293,10 +295,37 @@ func (s *State) EnsureAPIToken(ctx context.Context, plaintext, name, role string
 }
 
 func checkAPIParams(name, role string) error {
-	if name == "" || len(name) > maxNameLen {
-		return fmt.Errorf("state: %w: token name must be 1..%d bytes", ErrInvalid, maxNameLen)
+	if !ValidTokenName(name) {
+		return fmt.Errorf("state: %w: token name %q: %s", ErrInvalid, name, TokenNameRule)
 	}
 	return checkRole(role)
+}
+
+// MaxTokenNameLen bounds an API token's name, in characters.
+const MaxTokenNameLen = 64
+
+// TokenNameRule says what ValidTokenName takes.
+const TokenNameRule = "want 1 to 64 letters or digits of any script (山田, 経理-スクリプト) and - _ . @ ・, no spaces"
+
+// ValidTokenName reports whether s can name an API token: the person or
+// script it is for, in any script. It takes letters, marks and digits of
+// any script and - _ . @ ・; it refuses spaces (a name is one word in
+// command lines and lists), control and format characters (a line break or
+// a direction override would forge log lines), slashes and other
+// punctuation, "." and "..", and text that is not UTF-8.
+func ValidTokenName(s string) bool {
+	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > MaxTokenNameLen || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case unicode.IsLetter(r), unicode.IsMark(r), unicode.IsNumber(r):
+		case r == '-', r == '_', r == '.', r == '@', r == '・':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func (s *State) putAPIToken(ctx context.Context, plain, name, role string) (APIToken, error) {
@@ -330,7 +359,22 @@ func (s *State) LookupAPIToken(ctx context.Context, plaintext string) (APIToken,
 		return APIToken{}, fmt.Errorf("state: decode api token: %w", err)
 	}
 	if !t.Expires.IsZero() && !s.now().Before(t.Expires) {
-		return APIToken{}, fmt.Errorf("state: api token %s expired: %w", t.ID, ErrNotFound)
+		return APIToken{}, &TokenExpiredError{ID: t.ID, Expires: t.Expires}
 	}
 	return t, nil
 }
+
+// TokenExpiredError is LookupAPIToken's error for a token that exists but
+// expired (at Expires or later). It wraps ErrNotFound, so it is refused as
+// an unknown token is; unlike one, it may say when it expired, since only
+// the holder of the token's secret can learn it.
+type TokenExpiredError struct {
+	ID      string
+	Expires time.Time
+}
+
+func (e *TokenExpiredError) Error() string {
+	return fmt.Sprintf("state: api token %s expired at %s", e.ID, e.Expires.UTC().Format(time.RFC3339))
+}
+
+func (e *TokenExpiredError) Unwrap() error { return ErrNotFound }
