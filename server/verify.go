@@ -34,11 +34,14 @@ retention cleared is covered by a signed retention record, and the manifest the 
 with the same key, which lists the export's query, the number of events and links, each agent's
 seq range and a SHA-256 over every entry, so a dropped first or last entry, an emptied bundle,
 an added, reordered or re-typed line, or edited filters fail.
---checkpoint takes a signed checkpoint kept from an earlier export, or the state directory of
+--checkpoint takes a checkpoint kept before: the signed note (mamori-checkpoint.txt), the JSON
+answer of GET /api/v1/checkpoint, an earlier bundle, or the state directory of
 "mamori-server witness": the bundle must prove the log only grew since.
-Prints the query, the counts and each agent's range, then OK or every failure with its line.
+Prints the verifier's version, the key file used and its SHA-256 fingerprint (compare it with the
+one the key holder gave you), the query, the counts, the time of the first and last event and each
+agent's range, then OK (with a warning when the query matched no events) or every failure with its line.
 Exit codes: 0 intact; 1 NOT intact; 2 could not check (bad flags, a file that cannot be read,
-a key that is not a log key). Bundles of format ` + evidence.FormatV1 + ` (no manifest) are refused:
+a key that is not a log key, a file that is not a bundle or not a checkpoint). Bundles of format ` + evidence.FormatV1 + ` (no manifest) are refused:
 export them again.
 
 `
@@ -48,9 +51,18 @@ export them again.
 // package's English detail.
 var verifyText = map[string]map[string]string{
 	"en": {
-		"bundle": "bundle:     ", "log": "log:        %s, tree size %d, root %s\n", "query": "query:      ",
-		"key":   "key:        %s+%08x (%s): the log key you were given out of band\n",
-		"every": "(none: every event)", "manifest": "manifest:   signed %s, lists %d events and %d links\n",
+		"version": "verifier:   mamori-server %s\n",
+		"bundle":  "bundle:     ", "log": "log:        %s, tree size %d, root %s\n", "query": "query:      ",
+		"key":      "key:        %s: %s\n            fingerprint %s\n",
+		"events":   "events:     %s .. %s (%s .. %s)\n",
+		"empty":    "warning:    the export's query matched no events: check agent/control/time range\n",
+		"okempty":  "result:     OK, but empty — the bundle is intact but holds no events: it shows nothing about the PCs or the period asked for",
+		"kept":     "checkpoint: checked against your checkpoint of size %d (%s, %s)\n",
+		"dir":      "it is a directory; give the bundle file (.jsonl)",
+		"notcp":    "verify: cannot check: %s is not a checkpoint (a signed note, the JSON of GET /api/v1/checkpoint, or an earlier bundle)",
+		"notbykey": "verify: cannot check: %s is a checkpoint not signed by the key in %s (%s)%s; give the log key you were handed, or a checkpoint of this log",
+		"signedby": ": it is signed by %s",
+		"every":    "(none: every event)", "manifest": "manifest:   signed %s (%s), lists %d events and %d links\n",
 		"entries": "entries:    %d events in full, %d chain links\n", "agent": "agent:      %s seq %d..%d (%d entries)\n",
 		"witness": "witness:    checked against the witness's checkpoint of size %d (%s)\n",
 		"ok":      "result:     OK — signatures, inclusion proofs, seq and hash chains, retention records and the manifest (nothing missing, added or re-typed) all hold",
@@ -61,9 +73,18 @@ var verifyText = map[string]map[string]string{
 		"noproof":      "checkpoint: not checked: %s\n",
 	},
 	"ja": {
-		"bundle": "証跡ファイル: ", "log": "ログ:         %s、ツリーサイズ %d、ルート %s\n", "query": "抽出条件:     ",
-		"key":   "公開鍵:       %s+%08x (%s): 別経路で受け取ったログ公開鍵\n",
-		"every": "(なし: 全イベント)", "manifest": "マニフェスト: %s 署名、イベント %d 件・リンク %d 件\n",
+		"version": "検証ツール:   mamori-server %s\n",
+		"bundle":  "証跡ファイル: ", "log": "ログ:         %s、ツリーサイズ %d、ルート %s\n", "query": "抽出条件:     ",
+		"key":      "公開鍵:       %s: %s\n              フィンガープリント %s\n",
+		"events":   "イベント日時: %s .. %s (%s .. %s)\n",
+		"empty":    "警告:         抽出条件に一致するイベントが 0 件です: エージェント・管理策・期間の指定を確認してください\n",
+		"okempty":  "結果:         OK (ただし空) — 証跡は完全ですが、イベントを 1 件も含みません。対象の PC や期間について何も示していません",
+		"kept":     "照合:         手元のチェックポイント (サイズ %d、%s、%s) と照合\n",
+		"dir":      "ディレクトリです。証跡ファイル (.jsonl) を指定してください",
+		"notcp":    "verify: 確認できません: %s はチェックポイントではありません (署名付きノート、GET /api/v1/checkpoint の JSON、以前の証跡ファイルのいずれでもありません)",
+		"notbykey": "verify: 確認できません: %s は %s の公開鍵 (%s) で署名されたチェックポイントではありません%s。受け取ったログ公開鍵か、このログのチェックポイントを指定してください",
+		"signedby": " (署名: %s)",
+		"every":    "(なし: 全イベント)", "manifest": "マニフェスト: %s (%s) 署名、イベント %d 件・リンク %d 件\n",
 		"entries": "エントリ:     イベント %d 件 (全内容)、チェーンリンク %d 件\n", "agent": "エージェント: %s seq %d..%d (%d 件)\n",
 		"witness": "ウィットネス: サイズ %d のチェックポイント (%s) と照合\n",
 		"ok":      "結果:         OK — 署名、包含証明、seq とハッシュチェーン、保存期間の記録、マニフェスト (欠落・追加・種別変更なし) はすべて正しい",
@@ -131,8 +152,8 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, verifyHelp)
 		fs.PrintDefaults()
 	}
-	pubkey := fs.String("pubkey", "", "the log's public key file (log-key.pub from the server's data dir)")
-	old := fs.String("checkpoint", "", "a signed checkpoint kept from an earlier export, or a witness state directory: prove the log only grew since")
+	pubkey := fs.String("pubkey", "", "the log's public key file (log-key.pub, as the key holder handed it to you out of band)")
+	old := fs.String("checkpoint", "", "a checkpoint kept before (a signed note, the JSON of GET /api/v1/checkpoint, or an earlier bundle), or a witness state directory: prove the log only grew since")
 	lang := fs.String("lang", "en", "language of the report: en or ja")
 	// The bundle may come before or after the flags.
 	var bundle string
@@ -158,9 +179,13 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{fmt.Errorf("verify: cannot check: %w", err)}
 	}
-	v, err := note.NewVerifier(strings.TrimSpace(string(kb)))
+	vkey := strings.TrimSpace(strings.TrimPrefix(string(kb), "\ufeff"))
+	v, err := note.NewVerifier(vkey)
 	if err != nil {
 		return usageError{fmt.Errorf("verify: cannot check: %s is not a log public key: %w", *pubkey, err)}
+	}
+	if st, err := os.Stat(bundle); err == nil && st.IsDir() {
+		return usageError{notBundleError(*lang, bundle, fmt.Errorf("%w: %s", evidence.ErrNotBundle, verifyText["en"]["dir"]), txt["dir"])}
 	}
 	f, err := os.Open(bundle)
 	if err != nil {
@@ -168,9 +193,10 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 	}
 	defer f.Close()
 	var (
-		opt     evidence.VerifyOptions
-		kept    witness.Kept
-		useKept bool // a witness dir was given
+		opt      evidence.VerifyOptions
+		kept     witness.Kept
+		useKept  bool   // a witness dir was given
+		keptWhat string // what the checkpoint file given was, else ""
 	)
 	if *old != "" {
 		if st, err := os.Stat(*old); err == nil && st.IsDir() {
@@ -182,30 +208,49 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 			if kept.Size > n {
 				opt.Old = nil // the bundle cannot prove it extends a larger log; decided below
 			}
-		} else if opt.Old, err = os.ReadFile(*old); err != nil {
-			return usageError{fmt.Errorf("verify: cannot check: %w", err)}
+		} else {
+			b, err := os.ReadFile(*old)
+			if err != nil {
+				return usageError{fmt.Errorf("verify: cannot check: %w", err)}
+			}
+			// A signed note (mamori-checkpoint.txt), the JSON answer of
+			// GET /api/v1/checkpoint, or an earlier bundle: each holds a
+			// checkpoint the auditor kept.
+			if opt.Old, keptWhat = keptCheckpoint(b); opt.Old == nil {
+				return usageError{fmt.Errorf(txt["notcp"], *old)}
+			}
 		}
-		// The auditor's own file: line ends and blank lines added by an
-		// editor or a mail are not the log's doing, and a file that is not
-		// a checkpoint of this log cannot be used (exit 2), not tampering.
+		// The auditor's own file: a file that is not a checkpoint of this
+		// log cannot be used (exit 2), which is not tampering.
 		if opt.Old != nil {
 			opt.Old = noteText(opt.Old)
 			if _, err := note.Open(opt.Old, note.VerifierList(v)); err != nil {
-				return usageError{fmt.Errorf("verify: cannot check: %s is not a checkpoint signed by the key in %s: %w", *old, *pubkey, err)}
+				by := ""
+				if unv, ok := errors.AsType[*note.UnverifiedNoteError](err); ok {
+					var names []string
+					for _, sig := range unv.Note.UnverifiedSigs {
+						names = append(names, fmt.Sprintf("%s+%08x", sig.Name, sig.Hash))
+					}
+					by = fmt.Sprintf(txt["signedby"], strings.Join(names, ", "))
+				}
+				return usageError{fmt.Errorf(txt["notbykey"]+": %w", *old, *pubkey, evidence.KeyID(v), by, err)}
 			}
 		}
 	}
 	rep, err := evidence.Verify(bufio.NewReaderSize(f, 1<<20), v, opt)
 	if errors.Is(err, evidence.ErrNotBundle) {
-		return usageError{fmt.Errorf("verify: cannot check %s: %w", bundle, err)}
+		return usageError{notBundleError(*lang, bundle, err, "")}
 	}
 	if err != nil {
 		// Not a bundle, or cut inside a line: what was handed over is not
 		// intact evidence (exit 1), unless the file could not be read.
 		return fmt.Errorf("verify: %s: %w", bundle, err)
 	}
+	fmt.Fprintf(stdout, txt["version"], versionString())
 	fmt.Fprintf(stdout, txt["bundle"]+"%s\n", bundle)
-	fmt.Fprintf(stdout, txt["key"], v.Name(), v.KeyHash(), *pubkey)
+	// Which key file was used, and its fingerprint, for the auditor to
+	// compare with what was handed over: verify cannot know where it came from.
+	fmt.Fprintf(stdout, txt["key"], *pubkey, evidence.KeyID(v), evidence.KeyFingerprint(vkey))
 	if rep.Checkpoint.Origin != "" { // else the checkpoint did not verify: the problems say why
 		fmt.Fprintf(stdout, txt["log"], rep.Checkpoint.Origin, rep.Checkpoint.Size, rep.Checkpoint.Root)
 	}
@@ -214,7 +259,7 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		if query == "" {
 			query = txt["every"]
 		}
-		fmt.Fprintf(stdout, txt["query"]+"%s\n"+txt["manifest"], query, m.Created.UTC().Format(time.RFC3339), m.Events, m.Links)
+		fmt.Fprintf(stdout, txt["query"]+"%s\n"+txt["manifest"], query, m.Created.UTC().Format(time.RFC3339), m.Created.In(jst).Format("2006-01-02 15:04:05 MST"), m.Events, m.Links)
 	}
 	// A bundle made after the witness kept a larger checkpoint of the same
 	// log shows a log smaller than one already signed: rolled back, even if
@@ -245,7 +290,17 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 			Msg: fmt.Sprintf("the bundle, made %s, shows a log of %d entries; the witness kept one of %d at %s (%s): the log was rolled back",
 				rep.Manifest.Created.UTC().Format(time.RFC3339), rep.Checkpoint.Size, kept.Size, kept.Seen.UTC().Format(time.RFC3339), kept.Path)})
 	}
+	if keptWhat != "" && !slices.ContainsFunc(rep.Problems, func(p evidence.Problem) bool { return p.Kind == evidence.ProblemNoProof }) {
+		if oc, err := evidence.Open(opt.Old, v); err == nil {
+			fmt.Fprintf(stdout, txt["kept"], oc.Size, *old, keptWhat)
+		}
+	}
 	fmt.Fprintf(stdout, txt["entries"], rep.Events, rep.Links)
+	if rep.Events > 0 {
+		const layout = "2006-01-02 15:04:05 MST"
+		fmt.Fprintf(stdout, txt["events"], rep.EventsFrom.In(jst).Format(layout), rep.EventsTo.In(jst).Format(layout),
+			rep.EventsFrom.UTC().Format(time.RFC3339), rep.EventsTo.UTC().Format(time.RFC3339))
+	}
 	agents := make([]string, 0, len(rep.Agents))
 	for a := range rep.Agents {
 		agents = append(agents, a)
@@ -264,7 +319,15 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		rep.Problems = nil
 	}
 	if rep.OK() {
-		fmt.Fprintln(stdout, txt["ok"])
+		// Intact, but holding nothing: a query that matched no events (a
+		// host name or a typo for an agent, a control that does not exist,
+		// a period with nothing in it) must not be signed off as evidence.
+		if rep.Events == 0 {
+			fmt.Fprint(stdout, txt["empty"])
+			fmt.Fprintln(stdout, txt["okempty"])
+		} else {
+			fmt.Fprintln(stdout, txt["ok"])
+		}
 		if notHeld {
 			return usageError{errors.New(txt["notwitnessed"])}
 		}
@@ -303,6 +366,14 @@ func decodedQuery(q map[string]string, lang string) string {
 		parts[i] = k + "=" + v
 		if set, ok := queryLabels[k]; ok && lang == labels.JA && labels.Known(set, q[k]) {
 			parts[i] += "（" + labels.Of(set, lang, q[k]) + "）"
+		}
+		// The period asked for, also in Japan's time.
+		if t, err := time.Parse(time.RFC3339Nano, q[k]); err == nil && (k == "from" || k == "to") {
+			if lang == labels.JA {
+				parts[i] += "（" + t.In(jst).Format("2006-01-02 15:04:05.999999999 MST") + "）"
+			} else {
+				parts[i] += " (" + t.In(jst).Format("2006-01-02 15:04:05.999999999 MST") + ")"
+			}
 		}
 	}
 	return strings.Join(parts, " ")
@@ -365,4 +436,69 @@ func unverifiedSize(msg string) int64 {
 		return 0
 	}
 	return cp.Size
+}
+
+// jst is the time zone the summary gives times in besides UTC: the
+// auditors and the PCs are in Japan.
+var jst = time.FixedZone("JST", 9*3600)
+
+// keptCheckpoint reads the signed checkpoint out of a file an auditor kept:
+// a signed note (mamori-checkpoint.txt from the 証跡 page, a witness's
+// file), the JSON answer of GET /api/v1/checkpoint, or an earlier bundle
+// (its header's checkpoint, whose signature and proof Verify checks). what
+// says which it was; msg is nil when the file holds no checkpoint note.
+// Whose key signed it is the caller's to check.
+func keptCheckpoint(b []byte) (msg []byte, what string) {
+	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
+	if t := bytes.TrimSpace(b); bytes.HasPrefix(t, []byte("{")) {
+		var v struct {
+			Format     string `json:"format"`
+			Checkpoint string `json:"checkpoint"`
+		}
+		first, _, _ := bytes.Cut(t, []byte("\n"))
+		switch {
+		case json.Unmarshal(first, &v) == nil && v.Format != "":
+			what = "the signed checkpoint of an earlier bundle"
+		case json.Unmarshal(t, &v) == nil && v.Format == "":
+			what = "the JSON of GET /api/v1/checkpoint"
+		default:
+			return nil, ""
+		}
+		b = []byte(v.Checkpoint)
+	} else {
+		what = "a signed note"
+	}
+	b = noteText(b)
+	_, err := note.Open(b, note.VerifierList())
+	unv, ok := errors.AsType[*note.UnverifiedNoteError](err)
+	if !ok {
+		return nil, ""
+	}
+	if _, err := evidence.ParseCheckpoint(unv.Note.Text); err != nil {
+		return nil, ""
+	}
+	return b, what
+}
+
+// notBundleJA says in Japanese what a file given as a bundle is instead.
+var notBundleJA = map[evidence.NotBundleReason]string{
+	evidence.NotBundleEmpty:      "空のファイルです",
+	evidence.NotBundleHTML:       "Web ページ (HTML) です。エクスポートの応答ではありません。API トークンを付けてエクスポートし直してください",
+	evidence.NotBundleNotJSON:    "1 行目が証跡の JSON ヘッダーではありません (CSV エクスポート?)。format=bundle でエクスポートしてください",
+	evidence.NotBundleReply:      "サーバーのエラー応答が保存されています。原因を解消してからエクスポートし直してください",
+	evidence.NotBundleCheckpoint: "GET /api/v1/checkpoint の JSON (チェックポイント) です。--checkpoint に指定するファイルです",
+	evidence.NotBundleJSON:       "JSON ですが、証跡のヘッダーではありません (format がありません)。format=bundle でエクスポートしてください",
+}
+
+// notBundleError is verify's error for a file given as a bundle that is
+// none (exit 2: nothing to check, not tampering): err in English, and in
+// Japanese what it is (ja, else from err) with err below.
+func notBundleError(lang, file string, err error, ja string) error {
+	if lang != labels.JA {
+		return fmt.Errorf("verify: cannot check %s: %w", file, err)
+	}
+	if nb, ok := errors.AsType[*evidence.NotBundleError](err); ok && ja == "" {
+		ja = notBundleJA[nb.Reason]
+	}
+	return fmt.Errorf("verify: 確認できません: %s は証跡ファイルではありません: %s\n      詳細: %w", file, ja, err)
 }

@@ -5,13 +5,18 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -171,5 +176,199 @@ func TestVerifyWordsEveryProblemInJapanese(t *testing.T) {
 		if problemJA[k] == "" {
 			t.Errorf("no Japanese for problem kind %q", k)
 		}
+	}
+}
+
+// What an external auditor's run found: verify says which key file it
+// used and the key's full fingerprint (not that it came out of band,
+// which it cannot know), names both keys when they differ, warns of a
+// bundle whose query matched nothing, takes the checkpoint files the docs
+// tell auditors to keep and says it held the bundle to one, gives the
+// events' times, and tells "not a bundle" (exit 2) from tampering (exit 1).
+func TestVerifyAuditorFindings(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(srv.CAPEM())
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	call := func(method, path, body string) []byte {
+		req, _ := http.NewRequest(method, srv.URL()+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 && resp.StatusCode != 201 {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return b
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	verify := func(args ...string) (int, string) {
+		var out bytes.Buffer
+		code := run(append([]string{"verify"}, args...), &out, &out)
+		return code, out.String()
+	}
+	mustHave := func(what string, code, want int, out string, subs ...string) {
+		t.Helper()
+		if code != want {
+			t.Errorf("%s: exit %d, want %d\n%s", what, code, want, out)
+			return
+		}
+		for _, s := range subs {
+			if !strings.Contains(out, s) {
+				t.Errorf("%s: no %q in\n%s", what, s, out)
+			}
+		}
+	}
+	for i := 0; i < 2; i++ {
+		call("POST", "/api/v1/tokens", `{"ttl":"1h","uses":1}`)
+	}
+	pub := filepath.Join(dir, app.FileLogKeyPub)
+	kb, _ := os.ReadFile(pub)
+	fp := evidence.KeyFingerprint(string(kb))
+	earlier := write("earlier.jsonl", call("GET", "/api/v1/export?format=bundle&agent=server", ""))
+	cpJSON := write("checkpoint.json", call("GET", "/api/v1/checkpoint", ""))
+	var cpv struct {
+		Size int64 `json:"size"`
+	}
+	if err := json.Unmarshal(mustRead(t, cpJSON), &cpv); err != nil || cpv.Size == 0 {
+		t.Fatalf("checkpoint JSON: %v", err)
+	}
+	call("POST", "/api/v1/tokens", `{"ttl":"1h","uses":1}`)
+	from := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	bundle := write("bundle.jsonl", call("GET", "/api/v1/export?format=bundle&agent=server&from="+from.Format(time.RFC3339)+
+		"&since="+strconv.FormatInt(cpv.Size, 10), ""))
+
+	// 1, 2, 6: the key file and its fingerprint; the events' times in JST
+	// and UTC, the query's times in JST, the verifier's version.
+	code, out := verify(bundle, "--pubkey", pub)
+	mustHave("intact", code, 0, out, "key:        "+pub+": mamori/", "fingerprint "+fp, "verifier:   mamori-server ", "(commit ",
+		" JST (", "Z .. ", "from="+from.Format(time.RFC3339)+" ("+from.In(jst).Format("2006-01-02 15:04:05")+" JST)", "result:     OK —")
+	if strings.Contains(out, "out of band") || !regexp.MustCompile(`events:     \d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST \.\. \d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \.\. \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)\n`).MatchString(out) {
+		t.Errorf("key or events line:\n%s", out)
+	}
+	t.Log("\n" + out)
+	code, out = verify(bundle, "--pubkey", pub, "--lang", "ja")
+	mustHave("intact, ja", code, 0, out, "フィンガープリント "+fp, "検証ツール:", " JST (")
+	if strings.Contains(out, "別経路") {
+		t.Errorf("ja key line:\n%s", out)
+	}
+	// The wrong key: both keys named with their IDs.
+	_, otherPub, _ := note.GenerateKey(rand.Reader, "mamori/other")
+	other := write("other.pub", []byte(otherPub+"\n"))
+	ov, _ := note.NewVerifier(otherPub)
+	code, out = verify(bundle, "--pubkey", other)
+	mustHave("other key", code, 1, out, evidence.KeyID(ov), strings.TrimSpace(strings.Join(strings.SplitN(string(kb), "+", 3)[:2], "+")))
+
+	// 3: a query that matched no events is OK, but empty, with a warning.
+	empty := write("empty.jsonl", call("GET", "/api/v1/export?format=bundle&agent=server&from=2099-01-01T00:00:00Z", ""))
+	code, out = verify(empty, "--pubkey", pub)
+	mustHave("empty", code, 0, out, "warning:    the export's query matched no events: check agent/control/time range", "result:     OK, but empty")
+	code, out = verify(empty, "--pubkey", pub, "--lang", "ja")
+	mustHave("empty, ja", code, 0, out, "警告:", "0 件", "結果:         OK (ただし空)")
+
+	// 4, 5: the checkpoint files the docs tell auditors to keep.
+	for name, f := range map[string]string{"note": "", "JSON": cpJSON, "earlier bundle": earlier} {
+		if name == "note" {
+			var v struct {
+				Checkpoint string `json:"checkpoint"`
+			}
+			json.Unmarshal(mustRead(t, cpJSON), &v)
+			f = write("checkpoint.note", []byte(v.Checkpoint))
+		}
+		if name == "earlier bundle" {
+			n, _ := bundleSizes(earlier)
+			b := write("later.jsonl", call("GET", "/api/v1/export?format=bundle&agent=server&since="+strconv.FormatInt(n, 10), ""))
+			code, out = verify(b, "--pubkey", pub, "--checkpoint", f)
+			mustHave(name, code, 0, out, "checkpoint: checked against your checkpoint of size "+strconv.FormatInt(n, 10)+" ("+f)
+			continue
+		}
+		code, out = verify(bundle, "--pubkey", pub, "--checkpoint", f)
+		mustHave(name, code, 0, out, "checkpoint: checked against your checkpoint of size "+strconv.FormatInt(cpv.Size, 10)+" ("+f)
+	}
+	notCP := write("not-a-checkpoint.txt", []byte("hello\n"))
+	code, out = verify(bundle, "--pubkey", pub, "--checkpoint", notCP)
+	mustHave("not a checkpoint", code, 2, out, notCP+" is not a checkpoint (a signed note, the JSON of GET /api/v1/checkpoint, or an earlier bundle)")
+	if strings.Contains(out, "malformed note") || strings.Contains(out, "signed by the key") {
+		t.Errorf("not a checkpoint:\n%s", out)
+	}
+	otherSigner, _, _ := note.GenerateKey(rand.Reader, "mamori/other")
+	os_, _ := note.NewSigner(otherSigner)
+	foreign, _ := note.Sign(&note.Note{Text: "mamori/other\n5\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"}, os_)
+	code, out = verify(bundle, "--pubkey", pub, "--checkpoint", write("foreign.note", foreign))
+	mustHave("another key's checkpoint", code, 2, out, "not signed by the key", "mamori/other+")
+
+	// 7: not a bundle is exit 2; what an editor does to a bundle is no
+	// tampering.
+	b := mustRead(t, bundle)
+	for name, c := range map[string]struct {
+		file string
+		code int
+		want []string
+	}{
+		"directory":       {dir, 2, []string{"not an evidence bundle", "directory"}},
+		"foo":             {write("foo.json", []byte(`{"foo":1}`+"\n")), 2, []string{"not an evidence bundle", "not a bundle header"}},
+		"checkpoint JSON": {cpJSON, 2, []string{"not an evidence bundle", "--checkpoint"}},
+		"BOM":             {write("bom.jsonl", append([]byte("\xef\xbb\xbf"), b...)), 0, []string{"result:     OK"}},
+		"trailing blanks": {write("blanks.jsonl", append(bytes.Clone(b), "\n\n \r\n"...)), 0, []string{"result:     OK"}},
+	} {
+		code, out = verify(c.file, "--pubkey", pub)
+		mustHave(name, code, c.code, out, c.want...)
+	}
+	for name, c := range map[string]struct {
+		file string
+		want string
+	}{
+		"directory, ja": {dir, "証跡ファイルではありません"},
+		"foo, ja":       {filepath.Join(dir, "foo.json"), "証跡ファイルではありません"},
+	} {
+		code, out = verify(c.file, "--pubkey", pub, "--lang", "ja")
+		mustHave(name, code, 2, out, c.want)
+	}
+	code, out = verify(bundle, "--pubkey", pub, "--checkpoint", notCP, "--lang", "ja")
+	mustHave("not a checkpoint, ja", code, 2, out, "チェックポイントではありません")
+
+	// The nitpick: a bundle whose checkpoint was removed.
+	ls := bytes.SplitN(b, []byte("\n"), 2)
+	var h evidence.Header
+	json.Unmarshal(ls[0], &h)
+	h.Checkpoint = ""
+	hb, _ := json.Marshal(h)
+	code, out = verify(write("nocp.jsonl", append(append(hb, '\n'), ls[1]...)), "--pubkey", pub)
+	mustHave("checkpoint removed", code, 1, out, "the bundle's signed checkpoint is missing or damaged")
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Built with plain go build in a git checkout, the version names the
+// commit from the toolchain's VCS stamp, and says when the tree was
+// modified.
+func TestVersionFromBuildInfo(t *testing.T) {
+	info := &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123456789abcdef"}, {Key: "vcs.time", Value: "2026-12-07T10:00:00Z"}, {Key: "vcs.modified", Value: "true"}}}
+	if got := versionFrom("", "", "", info); !strings.HasPrefix(got, "devel (commit 0123456789abcdef, modified, built 2026-12-07T10:00:00Z,") {
+		t.Errorf("vcs stamp: %s", got)
+	}
+	if got := versionFrom("v1.2.0", "abc", "2026-12-01", info); !strings.HasPrefix(got, "v1.2.0 (commit abc, built 2026-12-01,") {
+		t.Errorf("ldflags: %s", got)
+	}
+	if got := versionFrom("", "", "", &debug.BuildInfo{Main: debug.Module{Version: "v1.3.0"}}); !strings.HasPrefix(got, "v1.3.0 (commit unknown, built unknown,") {
+		t.Errorf("go install: %s", got)
 	}
 }

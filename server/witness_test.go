@@ -67,7 +67,7 @@ func TestWitnessDetectsFork(t *testing.T) {
 		for range n {
 			call("POST", "/api/v1/tokens", `{"ttl":"1h","uses":1}`)
 		}
-		call("GET", "/api/v1/export?format=bundle&agent=nobody", "")
+		call("GET", "/api/v1/export?format=bundle&agent=server&type=none.none", "")
 	}
 	// The auditor's alarm receiver, on loopback.
 	alarms := make(chan witness.Alarm, 4)

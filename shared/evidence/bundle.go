@@ -244,6 +244,10 @@ type Report struct {
 	Agents     map[string]*AgentRange
 	Problems   []Problem
 	Truncated  int // problems beyond MaxProblems, not listed
+	// EventsFrom and EventsTo are the earliest and latest time (the
+	// agent's) of the events held in full whose content verified; zero
+	// when there are none.
+	EventsFrom, EventsTo time.Time
 }
 
 // AgentRange is what the bundle proves about one agent's chain.
@@ -273,26 +277,44 @@ type VerifyOptions struct {
 // nothing to check, which is not the same as evidence that fails checking.
 var ErrNotBundle = errors.New("evidence: not an evidence bundle")
 
+// bom is the UTF-8 byte order mark Notepad puts at the start of a file.
+var bom = []byte("\xef\xbb\xbf")
+
 // notBundle says what a first line that is not a header is, when it is
-// plainly something else.
-func notBundle(line []byte) string {
-	line = bytes.TrimSpace(bytes.TrimPrefix(line, []byte("\xef\xbb\xbf")))
+// plainly something else; nil when it may be a damaged header.
+func notBundle(line []byte) *NotBundleError {
+	line = bytes.TrimSpace(bytes.TrimPrefix(line, bom))
 	if bytes.HasPrefix(line, []byte("<")) {
-		return "it is a web page (HTML), not the export's answer; export again with an API token"
+		return &NotBundleError{Reason: NotBundleHTML}
 	}
 	if !bytes.HasPrefix(line, []byte("{")) {
-		// A bundle's first line is its JSON header; a CSV export (format=csv,
-		// or a register's) is for reading, not verifying.
-		return "its first line is not a bundle's JSON header (a CSV export?); export with format=bundle"
+		return &NotBundleError{Reason: NotBundleNotJSON}
+	}
+	if bytes.Equal(line, []byte("{")) {
+		// JSON over several lines (pretty-printed): a bundle's header
+		// is one line.
+		return &NotBundleError{Reason: NotBundleJSON}
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(line, &fields) != nil {
+		return nil
+	}
+	if _, ok := fields["format"]; ok {
+		return nil // a header, damaged or of an unknown format
 	}
 	var reply struct {
-		Error  *string         `json:"error"`
-		Format json.RawMessage `json:"format"`
+		Error *string `json:"error"`
 	}
-	if json.Unmarshal(line, &reply) == nil && reply.Error != nil && reply.Format == nil {
-		return fmt.Sprintf("it holds the server's error reply %q; export again once that is fixed", *reply.Error)
+	if json.Unmarshal(line, &reply) == nil && reply.Error != nil {
+		return &NotBundleError{Reason: NotBundleReply, Reply: *reply.Error}
 	}
-	return ""
+	_, size := fields["size"]
+	_, root := fields["root"]
+	_, cp := fields["checkpoint"]
+	if size && root && cp {
+		return &NotBundleError{Reason: NotBundleCheckpoint}
+	}
+	return &NotBundleError{Reason: NotBundleJSON}
 }
 
 // Verify checks a bundle offline against the log's public key: the
@@ -317,14 +339,19 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		if err := sc.Err(); err != nil {
 			return nil, fmt.Errorf("evidence: read header: %w", err)
 		}
-		return nil, fmt.Errorf("%w: the file is empty", ErrNotBundle)
+		return nil, &NotBundleError{Reason: NotBundleEmpty}
 	}
 	var h Header
-	if err := strictDecode(sc.Bytes(), &h); err != nil {
-		if what := notBundle(sc.Bytes()); what != "" {
-			return nil, fmt.Errorf("%w: %s", ErrNotBundle, what)
+	// A BOM (Notepad) is not part of the header, which is not signed
+	// itself: the manifest repeats what counts.
+	first := bytes.TrimPrefix(sc.Bytes(), bom)
+	if err := strictDecode(first, &h); err != nil || h.Format == "" {
+		if nb := notBundle(first); nb != nil {
+			return nil, nb
 		}
-		return nil, fmt.Errorf("evidence: header (line 1): %w", err)
+		if err != nil {
+			return nil, fmt.Errorf("evidence: header (line 1): %w", err)
+		}
 	}
 	switch h.Format {
 	case Format, FormatV2:
@@ -333,12 +360,18 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 	default:
 		return nil, fmt.Errorf("evidence: header (line 1): format %q, want %q", h.Format, Format)
 	}
-	if hv, err := note.NewVerifier(h.PublicKey); err != nil || hv.Name() != v.Name() || hv.KeyHash() != v.KeyHash() {
-		add(Problem{Line: 1, Kind: ProblemKey, Msg: fmt.Sprintf("bundle names public key %q, which is not the key given (%s)", h.PublicKey, v.Name())})
+	if hv, err := note.NewVerifier(h.PublicKey); err != nil {
+		add(Problem{Line: 1, Kind: ProblemKey, Msg: fmt.Sprintf("bundle names public key %q, which is not a key (the key given is %s)", h.PublicKey, KeyID(v))})
+	} else if hv.Name() != v.Name() || hv.KeyHash() != v.KeyHash() {
+		add(Problem{Line: 1, Kind: ProblemKey, Msg: fmt.Sprintf("the bundle names the key %s, the key given is %s: a bundle of another log, or the wrong key file", KeyID(hv), KeyID(v))})
 	}
 	cp, err := Open([]byte(h.Checkpoint), v)
 	if err != nil {
-		add(Problem{Line: 1, Kind: ProblemCheckpoint, Msg: "checkpoint: " + err.Error()})
+		msg := "checkpoint: " + err.Error()
+		if !isNote(h.Checkpoint) {
+			msg = "the bundle's signed checkpoint is missing or damaged: " + err.Error()
+		}
+		add(Problem{Line: 1, Kind: ProblemCheckpoint, Msg: msg})
 		return rep, nil // nothing below can be trusted without it
 	}
 	rep.Checkpoint = cp
@@ -399,9 +432,24 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		pruned        []prunedEntry
 		cutoff        time.Time // latest retention cutoff in the bundle
 		haveCutoff    bool
+		blanks        []int // blank lines not yet followed by another line
+		lastLine      = 1   // the last line that is not blank
 	)
 	for sc.Scan() {
 		line++
+		// Blank lines at the end are an editor's or a mail's doing; one
+		// followed by more lines is reported with them.
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			blanks = append(blanks, line)
+			continue
+		}
+		for _, b := range blanks {
+			if trailer != nil {
+				add(Problem{Line: b, Kind: ProblemAppended, Msg: fmt.Sprintf("line after the manifest (line %d): lines were appended", trailerLine)})
+			}
+			add(Problem{Line: b, Kind: ProblemUnreadable, Msg: "blank line between entries"})
+		}
+		blanks, lastLine = blanks[:0], line
 		if bytes.HasPrefix(sc.Bytes(), trailerPrefix) {
 			var t Trailer
 			switch err := strictDecode(sc.Bytes(), &t); {
@@ -433,6 +481,12 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 				add(Problem{Line: line, Index: en.Index, Agent: l.Agent, Seq: l.Seq, Kind: ProblemContent, Msg: "event content: " + err.Error()})
 			} else {
 				rep.Events++
+				if t := en.Event.Time; rep.EventsFrom.IsZero() || t.Before(rep.EventsFrom) {
+					rep.EventsFrom = t
+				}
+				if t := en.Event.Time; t.After(rep.EventsTo) {
+					rep.EventsTo = t
+				}
 			}
 		case en.Link != nil && en.Event == nil:
 			l = *en.Link
@@ -511,7 +565,7 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		}
 	}
 	if trailer == nil {
-		add(Problem{Line: line + 1, Kind: ProblemCutShort, Msg: "no signed manifest after the last entry: the bundle was cut short (its last lines removed), so nothing proves it is complete"})
+		add(Problem{Line: lastLine + 1, Kind: ProblemCutShort, Msg: "no signed manifest after the last entry: the bundle was cut short (its last lines removed), so nothing proves it is complete"})
 		return rep, nil
 	}
 	m, err := OpenManifest(trailer, v)
@@ -616,3 +670,46 @@ func strictDecode(b []byte, v any) error {
 	}
 	return nil
 }
+
+// NotBundleError is Verify's error for a file that is no bundle at all; it
+// wraps ErrNotBundle and says what the file is instead (Reason), so the
+// verifier can say it in the reader's language.
+type NotBundleError struct {
+	Reason NotBundleReason
+	Reply  string // the server's error text, for NotBundleReply
+}
+
+// NotBundleReason is what a file given as a bundle is instead.
+type NotBundleReason string
+
+const (
+	NotBundleEmpty      NotBundleReason = "empty"       // an empty file
+	NotBundleHTML       NotBundleReason = "html"        // a web page (a login page saved in its place)
+	NotBundleNotJSON    NotBundleReason = "not-json"    // a first line that is no JSON object: a CSV export?
+	NotBundleReply      NotBundleReason = "error-reply" // the server's error reply, which curl -o saved
+	NotBundleCheckpoint NotBundleReason = "checkpoint"  // the JSON of GET /api/v1/checkpoint
+	NotBundleJSON       NotBundleReason = "json"        // a JSON object that is not a bundle header
+)
+
+func (e *NotBundleError) Error() string {
+	var what string
+	switch e.Reason {
+	case NotBundleEmpty:
+		what = "the file is empty"
+	case NotBundleHTML:
+		what = "it is a web page (HTML), not the export's answer; export again with an API token"
+	case NotBundleNotJSON:
+		// A bundle's first line is its JSON header; a CSV export (format=csv,
+		// or a register's) is for reading, not verifying.
+		what = "its first line is not a bundle's JSON header (a CSV export?); export with format=bundle"
+	case NotBundleReply:
+		what = fmt.Sprintf("it holds the server's error reply %q; export again once that is fixed", e.Reply)
+	case NotBundleCheckpoint:
+		what = "it is the JSON of GET /api/v1/checkpoint, a checkpoint to pass with --checkpoint, not a bundle"
+	default:
+		what = "it is JSON, but not a bundle header (no \"format\" field); export with GET /api/v1/export?format=bundle"
+	}
+	return ErrNotBundle.Error() + ": " + what
+}
+
+func (e *NotBundleError) Unwrap() error { return ErrNotBundle }

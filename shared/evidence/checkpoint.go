@@ -17,6 +17,7 @@
 package evidence
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -157,4 +158,37 @@ func RetentionCutoff(e *event.Event) (cutoff time.Time, ok bool) {
 		return time.Time{}, false
 	}
 	return cutoff, true
+}
+
+// KeyFingerprint is the SHA-256 of a log's verifier key as the server
+// writes it to log-key.pub (the key and a newline; spaces and line ends
+// around it do not count): "sha256:" and 64 hex digits in groups of four,
+// to read aloud. `sha256sum log-key.pub` prints the same digits for the
+// server's file. Unlike the key's 32-bit ID it covers the whole key.
+func KeyFingerprint(vkey string) string {
+	sum := sha256.Sum256([]byte(strings.TrimSpace(vkey) + "\n"))
+	h := hex.EncodeToString(sum[:])
+	var b strings.Builder
+	b.WriteString("sha256:")
+	for i := 0; i < len(h); i += 4 {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(h[i : i+4])
+	}
+	return b.String()
+}
+
+// KeyID names a verifier key as note keys do, NAME+HASH: the key's name
+// and its 32-bit ID (8 hex digits). The ID tells keys apart; only the
+// fingerprint (KeyFingerprint) shows a key is the one handed over.
+func KeyID(v note.Verifier) string {
+	return fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())
+}
+
+// isNote says whether msg parses as a signed note, whoever signed it.
+func isNote(msg string) bool {
+	_, err := note.Open([]byte(msg), note.VerifierList())
+	var unv *note.UnverifiedNoteError
+	return errors.As(err, &unv)
 }

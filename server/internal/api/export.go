@@ -7,10 +7,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/labels"
 )
 
 // CheckpointView is the latest signed checkpoint as the API shows it.
@@ -118,6 +121,16 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 		return v
 	}
 	format, lang, tz, sinceS := take("format", "bundle"), take("lang", "ja"), take("tz", ""), take("since", "0")
+	// A query that matches nothing still gives a bundle that verifies: an
+	// agent given by host name (as the web UI takes it) is resolved, and
+	// one that is no agent, or a control that does not exist, is refused.
+	if bad, err := s.resolveExportQuery(r.Context(), q); err != nil {
+		s.internal(w, r, "listing agents", err)
+		return
+	} else if bad != "" {
+		s.fail(w, r, http.StatusBadRequest, bad)
+		return
+	}
 	query := map[string]string{}
 	for k := range q {
 		query[k] = q.Get(k)
@@ -188,6 +201,56 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 			"format": "csv", "query": url.Values(r.URL.Query()).Encode(), "events": n}})
 	default:
 		s.fail(w, r, http.StatusBadRequest, "format: want bundle or csv")
+	}
+}
+
+// resolveExportQuery checks an export's agent= and control= in q, once
+// each (ParseFilter refuses them repeated). An agent is an agent id (one
+// enrolled, or one whose events the log holds, or the server's stream),
+// else the host name of exactly one enrolled agent, case-insensitive as
+// the web UI's filter takes it, which q's agent becomes. bad says why a
+// value names nothing (answered 400); err is a failure to look.
+func (s *Server) resolveExportQuery(ctx context.Context, q url.Values) (bad string, err error) {
+	if vs := q["control"]; len(vs) == 1 && vs[0] != "" && !labels.Known(labels.Control, vs[0]) {
+		return fmt.Sprintf("control: unknown control %q; want one of %s", vs[0], strings.Join(labels.Codes(labels.Control), ", ")), nil
+	}
+	vs := q["agent"]
+	if len(vs) != 1 || vs[0] == "" || vs[0] == event.ServerStream {
+		return "", nil
+	}
+	a := vs[0]
+	agents, err := s.cfg.State.ListAgents(ctx)
+	if err != nil {
+		return "", err
+	}
+	var byName []string
+	for _, ag := range agents {
+		if ag.ID == a {
+			return "", nil
+		}
+		if strings.EqualFold(ag.Hostname, a) {
+			byName = append(byName, ag.ID)
+		}
+	}
+	// An agent no longer enrolled still has its events in the log.
+	heads, err := s.cfg.Store.Agents(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, h := range heads {
+		if h.Agent == a {
+			return "", nil
+		}
+	}
+	switch len(byName) {
+	case 1:
+		q.Set("agent", byName[0])
+		return "", nil
+	case 0:
+		return fmt.Sprintf("agent: %q is neither an agent id nor the host name of an agent (GET /api/v1/agents lists them)", a), nil
+	default:
+		slices.Sort(byName)
+		return fmt.Sprintf("agent: several agents have the host name %q (%s): give the agent id", a, strings.Join(byName, ", ")), nil
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/evidence"
 )
 
 // IntegrityChecker tells the 証跡 page whether the evidence log is intact.
@@ -103,14 +104,42 @@ func (c IntegrityCheck) FindingJA() string {
 	return c.Detail
 }
 
+// evidenceText is the 証跡 page's wording of how the auditor gets the
+// log key and the verifier: the key comes out of band, never from the
+// server being audited; the page's copy and its fingerprint are to compare.
+var evidenceText = map[string]map[string]string{
+	"ja": {
+		"key_hint": "監査人は、このページから保存した鍵ではなく、管理者から別経路（紙、手渡しの USB メモリ、電話での読み上げなど）で受け取った log-key.pub を検証に使ってください。" +
+			"ここに表示する鍵とフィンガープリントは、受け取ったものと照合するためのものです。",
+		"fingerprint": "フィンガープリント（SHA-256）",
+		"fp_hint": "受け取った鍵について mamori-server verify が表示する fingerprint（サーバーでは sha256sum DATA/log-key.pub）と、全桁を比べてください。" +
+			"鍵名の後の 8 桁の ID（32 ビット）だけでは、偽造された鍵を見分けられません。",
+		"verifier_hint": "検証ツールのダウンロードは便宜のためのものです（監査対象のサーバーから配布されます）。" +
+			"リリースで公開されたチェックサム（sha256sum）と照合するか、タグ付きのソースからビルド（go build ./server）したものを使ってください。",
+		"step2": "管理者から別経路で受け取った log-key.pub を用意し、そのフィンガープリントがこのページの表示と一致することを確かめます（このページから保存した鍵は使わないでください）。",
+	},
+	"en": {
+		"key_hint": "Auditors: verify with the log-key.pub the admin handed you out of band (on paper, a USB stick handed over in person, read out by phone), not with a copy saved from this page. " +
+			"The key and the fingerprint shown here are only to compare with what you were given.",
+		"fingerprint": "Fingerprint (SHA-256)",
+		"fp_hint": "Compare every digit with the fingerprint mamori-server verify prints for the key you were given (on the server: sha256sum DATA/log-key.pub). " +
+			"The 8-digit key ID after the key's name (32 bits) alone does not tell a forged key apart.",
+		"verifier_hint": "The verifier download is for convenience (it comes from the server being audited): " +
+			"check it against the release's published checksum (sha256sum), or build it from the tagged source (go build ./server).",
+		"step2": "Take the log-key.pub the admin handed you out of band, and check that its fingerprint matches the one on this page (do not use a key saved from this page).",
+	},
+}
+
 type evidenceData struct {
-	PublicKey  string
-	Checkpoint *api.CheckpointView
-	Report     IntegrityReport
-	Losses     []api.Stored // accepted losses of events, ever, oldest first
-	Verifiers  map[string]bool
-	Command    string
-	CommandWin string
+	T           map[string]string // evidenceText in the page's language
+	PublicKey   string
+	Fingerprint string // evidence.KeyFingerprint of PublicKey
+	Checkpoint  *api.CheckpointView
+	Report      IntegrityReport
+	Losses      []api.Stored // accepted losses of events, ever, oldest first
+	Verifiers   map[string]bool
+	Command     string
+	CommandWin  string
 }
 
 func (u *UI) handleEvidence(w http.ResponseWriter, r *http.Request) {
@@ -156,7 +185,11 @@ func (u *UI) handleEvidence(w http.ResponseWriter, r *http.Request) {
 	for _, o := range []string{"linux", "windows"} {
 		_, d.Verifiers[o] = u.verifierPath(o)
 	}
+	if d.PublicKey != "" {
+		d.Fingerprint = evidence.KeyFingerprint(d.PublicKey)
+	}
 	p := u.newPage(r, "evidence", "nav_evidence")
+	d.T = evidenceText[p.Lang]
 	p.Data = d
 	u.render(w, r, http.StatusOK, "evidence", p)
 }

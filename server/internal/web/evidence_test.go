@@ -177,3 +177,43 @@ func TestEvidencePageShowsAcceptedLoss(t *testing.T) {
 		t.Errorf("English evidence page does not say the loss was accepted:\n%.4000s", pg.body)
 	}
 }
+
+// 証跡 does not tell auditors to take the log key from the server being
+// audited: it says to use the key handed over out of band and to compare
+// its full SHA-256 fingerprint (shown here, as verify prints it) with this
+// page's, and that the verifier download is a convenience to check against
+// the release checksum or build from tagged source. Japanese and English.
+func TestEvidencePageKeyHandover(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	addUser(t, srv, "kansa", "auditor")
+	b := newBrowser(t, srv)
+	b.login("kansa", testPassword)
+	fp := evidence.KeyFingerprint(srv.LogVerifierKey())
+	for lang, c := range map[string]struct {
+		hdr       map[string]string
+		want, not []string
+	}{
+		"ja": {nil, []string{fp, "別経路", "フィンガープリント", "比べて", "チェックサム", "タグ付きのソース"}, []string{"log-key.pub として保存"}},
+		"en": {map[string]string{"Cookie": "mamori-lang=en"}, []string{fp, "out of band", "fingerprint", "compare", "checksum", "tagged source"},
+			[]string{"Save the log public key on this page"}},
+	} {
+		pg := b.do("GET", "/evidence", nil, c.hdr)
+		if pg.status != 200 {
+			t.Fatalf("%s: %d", lang, pg.status)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(pg.body, w) {
+				t.Errorf("%s: the page lacks %q", lang, w)
+			}
+		}
+		for _, w := range c.not {
+			if strings.Contains(pg.body, w) {
+				t.Errorf("%s: the page still says %q", lang, w)
+			}
+		}
+		if !strings.Contains(pg.body, `id="key-fingerprint"`) {
+			t.Errorf("%s: no fingerprint element", lang)
+		}
+	}
+}
