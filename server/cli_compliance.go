@@ -75,7 +75,6 @@ func writeCompliance(w io.Writer, hosts []compliance.Host, lang string, now time
 	}
 	rows := [][]string{head}
 	var why []string
-	jst := time.FixedZone("JST", 9*3600)
 	for _, h := range hosts {
 		seen := pick(ja, "未受信", "never")
 		if h.LastSeen != nil {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 const exportUsage = `usage: mamori-server export --out FILE [--agent ID|PC] [--from T] [--to T] [--control C] [--type T]
@@ -16,7 +17,7 @@ const exportUsage = `usage: mamori-server export --out FILE [--agent ID|PC] [--f
 Fetches the events a query selects from a running server into FILE: an evidence bundle (default) to
 check offline with "mamori-server verify FILE --pubkey log-key.pub", or an Excel CSV (--format csv).
 Auditors give --token-file with their own API token (role auditor) and --ca with the site's ca.pem;
-times are RFC 3339 or YYYY-MM-DD. The export is recorded on the server. FILE is written only whole.
+times are RFC 3339 or YYYY-MM-DD (midnight JST; --to is the first day not included). The export is recorded on the server. FILE is written only whole.
 
 flags:
 `
@@ -63,9 +64,19 @@ func cmdExport(args []string, stdout, stderr io.Writer) error {
 		q.Set("since", *since)
 	}
 	for k, v := range params {
-		if *v != "" {
-			q.Set(k, *v)
+		if *v == "" {
+			continue
 		}
+		// A day (YYYY-MM-DD) starts at midnight in Japan; the API takes
+		// RFC 3339 only.
+		if (k == "from" || k == "to") && len(*v) == len(time.DateOnly) {
+			d, err := time.ParseInLocation(time.DateOnly, *v, jst)
+			if err != nil {
+				return usageError{fmt.Errorf("export: --%s %q: want YYYY-MM-DD or an RFC 3339 time", k, *v)}
+			}
+			*v = d.Format(time.RFC3339)
+		}
+		q.Set(k, *v)
 	}
 	c, err := f.client()
 	if err != nil {

@@ -27,6 +27,14 @@ func TestExportCLI(t *testing.T) {
 	if code := run([]string{"verify", bundle, "--pubkey", filepath.Join(dir, "log-key.pub")}, &out, &errb); code != 0 {
 		t.Fatalf("verify of the CLI's export: %d\n%s%s", code, out.String(), errb.String())
 	}
+	// Days as an auditor types them, in JST.
+	day := filepath.Join(work, "day.jsonl")
+	if code, _, errs := cli("export", "--out", day, "--from", "2026-01-01", "--to", "2099-01-01"); code != 0 {
+		t.Fatalf("export by days: %d %q", code, errs)
+	}
+	if b, _ := os.ReadFile(day); !bytes.Contains(b, []byte(`2026-01-01T00:00:00+09:00`)) && !bytes.Contains(b, []byte(`2025-12-31T15:00:00Z`)) {
+		t.Errorf("the bundle's query lacks the JST day: %.300s", b)
+	}
 	csv := filepath.Join(work, "log.csv")
 	if code, _, errs := cli("export", "--format", "csv", "--out", csv); code != 0 {
 		t.Fatalf("csv export: %d %q", code, errs)
@@ -44,7 +52,7 @@ func TestExportCLI(t *testing.T) {
 			t.Errorf("%q: exit %d %q, want 2", bad, code, errs)
 		}
 	}
-	if ents, _ := os.ReadDir(work); len(ents) != 2 {
+	if ents, _ := os.ReadDir(work); len(ents) != 3 {
 		t.Errorf("refused exports left files: %v", ents)
 	}
 }
