@@ -52,6 +52,14 @@ func TestHostsSortExportAssignErrors(t *testing.T) {
 	if pol = b.get("/policies").body; !strings.Contains(pol, "端末: PC-A") || !strings.Contains(pol, "端末: PC-B") {
 		t.Errorf("assignments not shown by PC name")
 	}
+	// An assignment is removed from the page too (the PC follows its
+	// department's or the default again).
+	if x := b.post("/policies/assign", url.Values{"csrf": {csrf}, "target": {"pc"}, "pc": {a}, "policy": {""}}); x.status != http.StatusSeeOther {
+		t.Fatalf("remove an assignment: %d\n%.1500s", x.status, x.body)
+	}
+	if pol = b.get("/policies").body; strings.Contains(pol, "端末: PC-A") || !strings.Contains(pol, "端末: PC-B") || !strings.Contains(pol, "割り当てを解除") {
+		t.Errorf("the removed assignment is still shown, or no way to remove one")
+	}
 
 	e := b.do("GET", "/hosts/nope", nil, map[string]string{"Referer": srv.URL() + "/hosts?sort=dept"})
 	if e.status != http.StatusNotFound || !strings.Contains(e.body, "見つかりません") || !strings.Contains(e.body, `id="go-back" href="/hosts?sort=dept"`) {
