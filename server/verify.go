@@ -180,6 +180,11 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("verify: cannot check: %w", err)}
 	}
 	vkey := strings.TrimSpace(strings.TrimPrefix(string(kb), "\ufeff"))
+	if strings.HasPrefix(vkey, "PRIVATE+KEY+") {
+		// Whoever holds this can sign checkpoints: it must never have left
+		// the server, and it proves nothing to an auditor.
+		return usageError{fmt.Errorf("verify: cannot check: %s is the log's PRIVATE signing key (the server's DATA/log-key), not its public key: give log-key.pub; the private key must not leave the server, so if this copy was handed over, treat it as compromised", *pubkey)}
+	}
 	v, err := note.NewVerifier(vkey)
 	if err != nil {
 		return usageError{fmt.Errorf("verify: cannot check: %s is not a log public key: %w", *pubkey, err)}

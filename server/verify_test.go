@@ -372,3 +372,19 @@ func TestVersionFromBuildInfo(t *testing.T) {
 		t.Errorf("go install: %s", got)
 	}
 }
+
+// The private signing key given as --pubkey is named for what it is, not
+// "malformed verifier id".
+func TestVerifyRefusesThePrivateKey(t *testing.T) {
+	dir := t.TempDir()
+	priv := filepath.Join(dir, "log-key")
+	if err := os.WriteFile(priv, []byte("PRIVATE+KEY+mamori/127.0.0.1+ca586d94+ATxyz\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := filepath.Join(dir, "b.jsonl")
+	os.WriteFile(b, []byte("{}\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run([]string{"verify", b, "--pubkey", priv}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "PRIVATE signing key") {
+		t.Errorf("private key as --pubkey: %d %q", code, errb.String())
+	}
+}
