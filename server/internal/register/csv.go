@@ -408,6 +408,39 @@ var schemas = map[Kind]*csvSchema{
 	}},
 }
 
+// registerOfHeaders is the register other than k whose columns every
+// non-empty header of head is, with its required ones; "" for none.
+func registerOfHeaders(head []string, k Kind) Kind {
+	for _, other := range Kinds {
+		sc := schemas[other]
+		if other == k || sc == nil {
+			continue
+		}
+		has := map[string]bool{}
+		fits := true
+		for _, h := range head {
+			h = strings.TrimSpace(h)
+			if h == "" || strings.EqualFold(h, revisionEN) || h == revisionJA {
+				continue
+			}
+			known := false
+			for _, c := range sc.cols {
+				if strings.EqualFold(h, c.en) || h == c.ja {
+					known, has[c.en] = true, true
+				}
+			}
+			fits = fits && known
+		}
+		for _, need := range sc.required {
+			fits = fits && has[need]
+		}
+		if fits && len(has) > 0 {
+			return other
+		}
+	}
+	return ""
+}
+
 func schemaOf(k Kind) (*csvSchema, error) {
 	sc, ok := schemas[k]
 	if !ok {
@@ -660,6 +693,13 @@ func parseCSV(k Kind, b []byte, loc *time.Location) ([]ImportRow, ValidationErro
 		}
 	}
 	if len(errs) > 0 {
+		// A file of another register (the --kind left at its default) is
+		// said as that, before the column-by-column detail.
+		if other := registerOfHeaders(head, k); other != "" {
+			errs = append(ValidationError{{Row: 1, Field: "header", Msg: say(
+				fmt.Sprintf("this file's headers are those of the %s register, not %s: import it as --kind %s (on the web, on that register's page)", other, k, other),
+				fmt.Sprintf("このファイルの見出しは%sのものです（%sではありません）。--kind %s で（画面ではその台帳のページで）取り込んでください。", registerJA[other], registerJA[k], other))}}, errs...)
+		}
 		return nil, errs, nil
 	}
 	var absent []int

@@ -677,3 +677,21 @@ func TestImportRowWithoutID(t *testing.T) {
 		t.Errorf("row without an id: %v\n%s", err, msg)
 	}
 }
+
+// A media register file imported as the PI register (the CLI's --kind left
+// at its default) says which register the file is, first.
+func TestImportOfAnotherRegistersFile(t *testing.T) {
+	s, _ := newService(t, nil)
+	_, err := importKind(s, KindPI, []byte("管理番号,登録日,製品名,シリアル番号,管理責任者\r\nMD-1,2026-01-10,USB,BB00123456,高橋\r\n"))
+	ve, _ := errors.AsType[ValidationError](err)
+	msg := strings.Join(ve.Lines(KindPI, LangJA), "\n")
+	if len(ve) == 0 || !strings.Contains(strings.SplitN(msg, "\n", 2)[0], "媒体管理台帳のものです") || !strings.Contains(msg, "--kind media") {
+		t.Errorf("media file as pi:\n%s", msg)
+	}
+	// A PI file with one typo is not called another register's.
+	_, err = importKind(s, KindPI, []byte("管理番号,個人情報の名称,利用目的X\r\nPI-1,名簿,発送\r\n"))
+	ve, _ = errors.AsType[ValidationError](err)
+	if msg := strings.Join(ve.Lines(KindPI, LangJA), "\n"); strings.Contains(msg, "のものです") {
+		t.Errorf("a typo called another register:\n%s", msg)
+	}
+}
