@@ -122,3 +122,18 @@ func TestUnknownKeysNamedWithSuggestion(t *testing.T) {
 		t.Fatalf("the office policy itself: %v", err)
 	}
 }
+
+// A CSV, a text or a YAML list given as a policy says it is not one,
+// without the YAML library's "cannot unmarshal !!str" and a cut character.
+func TestNotAPolicy(t *testing.T) {
+	for name, doc := range map[string]string{
+		"csv":  "管理番号,登録日,製品名\r\nMD-1,2026-01-10,USB\r\n",
+		"text": "hello world\n",
+		"list": "- a\n- b\n",
+	} {
+		_, err := Parse([]byte(doc))
+		if err == nil || !strings.Contains(err.Error(), "this is not a policy") || strings.Contains(err.Error(), "unmarshal") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

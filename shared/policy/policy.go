@@ -314,6 +314,11 @@ func parse(doc []byte, strict bool) (*Policy, error) {
 	if len(root.Content) == 0 {
 		return nil, errors.New("policy: empty document")
 	}
+	// A CSV or a text given by mistake is one YAML string, not a mapping:
+	// say what the file is not, rather than "cannot unmarshal !!str".
+	if top := root.Content[0]; top.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("policy: line %d: this is not a policy: a policy is YAML keys starting with \"apiVersion: mamori/v1\", \"kind: Policy\" and \"name:\" (see the packs in policies/)", top.Line)
+	}
 	// Only the first document would be applied; the rest dropped without a
 	// word. A stored policy is read as the server that took it read it.
 	if strict {
