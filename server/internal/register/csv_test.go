@@ -218,9 +218,10 @@ func TestCSVBadRowImportsNothingOtherRegisters(t *testing.T) {
 	if _, err := importKind(s, KindMedia, []byte("id,registered,product,serial,owner\r\nexport,2026-01-10,USB,AA00123456,山田\r\n")); fieldsOf(err)["id"] != 2 {
 		t.Errorf("reserved id export: %v", err)
 	}
-	// A PI file offered as media names the columns media does not have.
+	// A PI file offered as media says so first, then names the columns
+	// media does not have.
 	_, ce, err := ParseCSV(KindMedia, []byte("管理番号,個人情報の名称\r\nPI-1,名簿\r\n"))
-	if err != nil || len(ce) == 0 || ce[0].Row != 1 || !strings.Contains(ce[0].Msg, "個人情報の名称") {
+	if err != nil || len(ce) < 2 || ce[0].Row != 1 || !strings.Contains(ce[0].Msg, "--kind pi") || !strings.Contains(ce[1].Msg, "個人情報の名称") {
 		t.Fatalf("PI file as media: %v %v", ce, err)
 	}
 }
