@@ -29,23 +29,7 @@ import (
 func TestVerifyCommand(t *testing.T) {
 	dir := t.TempDir()
 	srv := startServer(t, dir)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(srv.CAPEM())
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	call := func(method, path, body string) []byte {
-		req, _ := http.NewRequest(method, srv.URL()+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 && resp.StatusCode != 201 {
-			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
-		}
-		return b
-	}
+	call := adminCaller(t, srv)
 	// The server's record of its start, then three admin actions: events of
 	// the server stream.
 	for i := 0; i < 3; i++ {
@@ -188,23 +172,7 @@ func TestVerifyWordsEveryProblemInJapanese(t *testing.T) {
 func TestVerifyAuditorFindings(t *testing.T) {
 	dir := t.TempDir()
 	srv := startServer(t, dir)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(srv.CAPEM())
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	call := func(method, path, body string) []byte {
-		req, _ := http.NewRequest(method, srv.URL()+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 && resp.StatusCode != 201 {
-			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
-		}
-		return b
-	}
+	call := adminCaller(t, srv)
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, b, 0o600); err != nil {
@@ -386,5 +354,28 @@ func TestVerifyRefusesThePrivateKey(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"verify", b, "--pubkey", priv}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "PRIVATE signing key") {
 		t.Errorf("private key as --pubkey: %d %q", code, errb.String())
+	}
+}
+
+// adminCaller sends admin API requests to srv with its admin token and
+// fails the test on an answer other than 200 or 201.
+func adminCaller(t *testing.T, srv *app.Server) func(method, path, body string) []byte {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(srv.CAPEM())
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return func(method, path, body string) []byte {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL()+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 && resp.StatusCode != 201 {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return b
 	}
 }
