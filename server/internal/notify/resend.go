@@ -160,19 +160,26 @@ func (n *Notifier) Resend(ctx context.Context, user, via string, idx int64) erro
 		n.releaseResend(ctx, idx, rev, true)
 		return fmt.Errorf("%w: delivery %d", ErrResent, idx)
 	}
-	actx, cancel := context.WithTimeout(ctx, resendTimeout)
-	err = send(actx, d, m)
-	cancel()
+	err = n.sendRecorded(ctx, d, m, user, via, TypeSent, TypeAttemptFailed, event.Attrs{"resend_of": idx})
 	n.releaseResend(ctx, idx, rev, err == nil)
-	more := event.Attrs{"resend_of": idx}
+	return err
+}
+
+// sendRecorded makes one attempt, for user who asked (via the web or ""
+// the API), to deliver m to d, and records its outcome as typ ok or failed
+// with more attrs; a failure wraps ErrSendFailed.
+func (n *Notifier) sendRecorded(ctx context.Context, d destination, m Message, user, via, ok, failed string, more event.Attrs) error {
+	actx, cancel := context.WithTimeout(ctx, resendTimeout)
+	err := send(actx, d, m)
+	cancel()
 	if via != "" {
 		more["via"] = via
 	}
 	if err != nil {
-		n.recordAs(ctx, TypeAttemptFailed, event.Warning, d, m, 1, err, user, more)
+		n.recordAs(ctx, failed, event.Warning, d, m, 1, err, user, more)
 		return fmt.Errorf("%w: %w", ErrSendFailed, err)
 	}
-	n.recordAs(ctx, TypeSent, event.Info, d, m, 1, nil, user, more)
+	n.recordAs(ctx, ok, event.Info, d, m, 1, nil, user, more)
 	return nil
 }
 

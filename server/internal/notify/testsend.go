@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/mamori/mamori/shared/event"
 )
@@ -82,19 +81,7 @@ func (n *Notifier) SendTest(ctx context.Context, user, via string, req TestReque
 		}
 	}
 	m.Text = b.String()
-	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err = send(actx, d, m)
-	cancel()
-	more := event.Attrs{}
-	if via != "" {
-		more["via"] = via
-	}
-	if err != nil {
-		n.recordAs(ctx, TypeTestFailed, event.Warning, d, m, 1, err, user, more)
-		return fmt.Errorf("%w: %w", ErrSendFailed, err)
-	}
-	n.recordAs(ctx, TypeTestSent, event.Info, d, m, 1, nil, user, more)
-	return nil
+	return n.sendRecorded(ctx, d, m, user, via, TypeTestSent, TypeTestFailed, event.Attrs{})
 }
 
 // ServeTest answers POST /api/v1/notifications/test: 200 when the test
