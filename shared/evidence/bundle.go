@@ -575,10 +575,25 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 	}
 	rep.Manifest = m
 	checkManifest(rep, m, &h, cp, olderSizes, events, links, digest.sum(), func(msg string) {
-		add(Problem{Line: trailerLine, Kind: ProblemManifestMismatch, Msg: msg})
+		p := Problem{Line: trailerLine, Kind: ProblemManifestMismatch, Msg: msg}
+		if !strings.Contains(msg, differentExports) {
+			add(p)
+			return
+		}
+		// A checkpoint from another export fails every proof; the reason
+		// for all of them is this one, so it is read first.
+		rep.Problems = append([]Problem{p}, rep.Problems...)
+		if len(rep.Problems) > MaxProblems {
+			rep.Problems = rep.Problems[:MaxProblems]
+			rep.Truncated++
+		}
 	})
 	return rep, nil
 }
+
+// differentExports ends the problem of a header and a manifest that do
+// not belong together.
+const differentExports = "header and manifest come from different exports"
 
 // prunedEntry is a pruned entry waiting for the retention records after it.
 type prunedEntry struct {
@@ -595,7 +610,7 @@ func checkManifest(rep *Report, m *Manifest, h *Header, cp Checkpoint, olderSize
 		fail(fmt.Sprintf(format, a...))
 	}
 	if m.Size != cp.Size || m.Root != cp.Root {
-		failf("manifest is for the tree at size %d (root %s), the header's checkpoint is size %d (root %s): header and manifest come from different exports",
+		failf("manifest is for the tree at size %d (root %s), the header's checkpoint is size %d (root %s): "+differentExports,
 			m.Size, m.Root, cp.Size, cp.Root)
 	}
 	if hq, mq := encodeQuery(h.Query), encodeQuery(m.Query); hq != mq {

@@ -281,3 +281,24 @@ func BenchmarkVerifyBundle(b *testing.B) {
 	b.ReportMetric(float64(b.N*len(f.events))/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(len(bundle))/float64(len(f.events)), "bytes/event")
 }
+
+// A header whose checkpoint comes from another (older) export fails every
+// proof; the problem that says why comes first, not after them.
+func TestCheckpointOfAnotherExportNamedFirst(t *testing.T) {
+	f := newFixture(t, 2, 10)
+	ls := lines(f.bundle(t, nil))
+	var h map[string]any
+	if err := json.Unmarshal(ls[0], &h); err != nil {
+		t.Fatal(err)
+	}
+	h["checkpoint"] = string(f.cps[10])
+	ls[0], _ = json.Marshal(h)
+	rep := verify(t, f, join(ls), VerifyOptions{})
+	if rep.OK() || len(rep.Problems) < 2 || !strings.Contains(rep.Problems[0].Msg, "header and manifest come from different exports") {
+		var all []string
+		for _, p := range rep.Problems {
+			all = append(all, p.String())
+		}
+		t.Fatalf("first problem is not the mix-up:\n%s", strings.Join(all, "\n"))
+	}
+}
