@@ -77,9 +77,16 @@ type harness struct {
 
 func start(t *testing.T, p probe, pol *policy.Policy) *harness {
 	t.Helper()
+	return startTuned(t, p, pol, func(*Control) {})
+}
+
+// startTuned is start with the control adjusted before it runs.
+func startTuned(t *testing.T, p probe, pol *policy.Policy, tune func(*Control)) *harness {
+	t.Helper()
 	rec := &controlstest.Recorder{}
 	env := controls.Env{Emit: rec, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
 	c := newControl(env, p)
+	tune(c)
 	if err := c.Apply(context.Background(), pol); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package fileaccess
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,10 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/agent/internal/controls"
-	"github.com/mamori/mamori/agent/internal/controls/controlstest"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
 )
@@ -218,35 +215,6 @@ func TestFolderMovedOutTakesItsFiles(t *testing.T) {
 			t.Errorf("%s: moved_with %v, want %s", p, e.Attrs["moved_with"], dir)
 		}
 	}
-}
-
-// startTuned is start with the control adjusted before it runs.
-func startTuned(t *testing.T, p probe, pol *policy.Policy, tune func(*Control)) *harness {
-	t.Helper()
-	rec := &controlstest.Recorder{}
-	env := controls.Env{Emit: rec, Clock: controls.RealClock{}, Log: zerolog.Nop(), StateDir: t.TempDir()}
-	c := newControl(env, p)
-	tune(c)
-	if err := c.Apply(context.Background(), pol); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	h := &harness{t: t, c: c, rec: rec}
-	h.stop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}
-	t.Cleanup(func() {
-		if h.stop != nil {
-			h.stop()
-			h.stop = nil
-		}
-	})
-	return h
 }
 
 // TestRemovalsPastTheLimitAreLocated: past the removal limit (10,000 a
