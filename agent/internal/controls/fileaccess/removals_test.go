@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/mamori/mamori/agent/internal/controls"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
