@@ -59,6 +59,9 @@ var verifyText = map[string]map[string]string{
 		"okempty":  "result:     OK, but empty — the bundle is intact but holds no events: it shows nothing about the PCs or the period asked for",
 		"kept":     "checkpoint: checked against your checkpoint of size %d (%s, %s)\n",
 		"dir":      "it is a directory; give the bundle file (.jsonl)",
+		"cannot":   "verify: cannot check: %w",
+		"privkey":  "verify: cannot check: %s is the log's PRIVATE signing key (the server's DATA/log-key), not its public key: give log-key.pub; the private key must not leave the server, so if this copy was handed over, treat it as compromised",
+		"notkey":   "verify: cannot check: %s is not a log public key: %w",
 		"notcp":    "verify: cannot check: %s is not a checkpoint (a signed note, the JSON of GET /api/v1/checkpoint, or an earlier bundle)",
 		"notbykey": "verify: cannot check: %s is a checkpoint not signed by the key in %s (%s)%s; give the log key you were handed, or a checkpoint of this log",
 		"signedby": ": it is signed by %s",
@@ -81,6 +84,9 @@ var verifyText = map[string]map[string]string{
 		"okempty":  "結果:         OK (ただし空) — 証跡は完全ですが、イベントを 1 件も含みません。対象の PC や期間について何も示していません",
 		"kept":     "照合:         手元のチェックポイント (サイズ %d、%s、%s) と照合\n",
 		"dir":      "ディレクトリです。証跡ファイル (.jsonl) を指定してください",
+		"cannot":   "verify: 確認できません: %w",
+		"privkey":  "verify: 確認できません: %s はログの秘密署名鍵 (サーバーの DATA/log-key) で、公開鍵ではありません。log-key.pub を指定してください。秘密鍵はサーバーの外に出してはいけません。渡されたものであれば漏えいしたものとして扱ってください",
+		"notkey":   "verify: 確認できません: %s はログ公開鍵ではありません: %w",
 		"notcp":    "verify: 確認できません: %s はチェックポイントではありません (署名付きノート、GET /api/v1/checkpoint の JSON、以前の証跡ファイルのいずれでもありません)",
 		"notbykey": "verify: 確認できません: %s は %s の公開鍵 (%s) で署名されたチェックポイントではありません%s。受け取ったログ公開鍵か、このログのチェックポイントを指定してください",
 		"signedby": " (署名: %s)",
@@ -177,24 +183,24 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 	}
 	kb, err := os.ReadFile(*pubkey)
 	if err != nil {
-		return usageError{fmt.Errorf("verify: cannot check: %w", err)}
+		return usageError{fmt.Errorf(txt["cannot"], err)}
 	}
 	vkey := strings.TrimSpace(strings.TrimPrefix(string(kb), "\ufeff"))
 	if strings.HasPrefix(vkey, "PRIVATE+KEY+") {
 		// Whoever holds this can sign checkpoints: it must never have left
 		// the server, and it proves nothing to an auditor.
-		return usageError{fmt.Errorf("verify: cannot check: %s is the log's PRIVATE signing key (the server's DATA/log-key), not its public key: give log-key.pub; the private key must not leave the server, so if this copy was handed over, treat it as compromised", *pubkey)}
+		return usageError{fmt.Errorf(txt["privkey"], *pubkey)}
 	}
 	v, err := note.NewVerifier(vkey)
 	if err != nil {
-		return usageError{fmt.Errorf("verify: cannot check: %s is not a log public key: %w", *pubkey, err)}
+		return usageError{fmt.Errorf(txt["notkey"], *pubkey, err)}
 	}
 	if st, err := os.Stat(bundle); err == nil && st.IsDir() {
 		return usageError{notBundleError(*lang, bundle, fmt.Errorf("%w: %s", evidence.ErrNotBundle, verifyText["en"]["dir"]), txt["dir"])}
 	}
 	f, err := os.Open(bundle)
 	if err != nil {
-		return usageError{fmt.Errorf("verify: cannot check: %w", err)}
+		return usageError{fmt.Errorf(txt["cannot"], err)}
 	}
 	defer f.Close()
 	var (
@@ -207,7 +213,7 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		if st, err := os.Stat(*old); err == nil && st.IsDir() {
 			n, proven := bundleSizes(bundle)
 			if kept, err = witness.Pick(*old, n, proven); err != nil {
-				return usageError{fmt.Errorf("verify: cannot check: %w", err)}
+				return usageError{fmt.Errorf(txt["cannot"], err)}
 			}
 			useKept, opt.Old = true, kept.Note
 			if kept.Size > n {
@@ -216,7 +222,7 @@ func cmdVerify(args []string, stdout, stderr io.Writer) error {
 		} else {
 			b, err := os.ReadFile(*old)
 			if err != nil {
-				return usageError{fmt.Errorf("verify: cannot check: %w", err)}
+				return usageError{fmt.Errorf(txt["cannot"], err)}
 			}
 			// A signed note (mamori-checkpoint.txt), the JSON answer of
 			// GET /api/v1/checkpoint, or an earlier bundle: each holds a

@@ -355,6 +355,20 @@ func TestVerifyRefusesThePrivateKey(t *testing.T) {
 	if code := run([]string{"verify", b, "--pubkey", priv}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "PRIVATE signing key") {
 		t.Errorf("private key as --pubkey: %d %q", code, errb.String())
 	}
+	// With --lang ja, what cannot be checked is said in Japanese too.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"verify", b, "--pubkey", priv, "--lang", "ja"}, "秘密署名鍵"},
+		{[]string{"verify", b, "--pubkey", filepath.Join(dir, "none.pub"), "--lang", "ja"}, "確認できません"},
+		{[]string{"verify", b, "--pubkey", b, "--lang", "ja"}, "ログ公開鍵ではありません"},
+	} {
+		errb.Reset()
+		if code := run(tc.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%q: %d %q, want %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
 }
 
 // adminCaller sends admin API requests to srv with its admin token and
