@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -227,6 +228,11 @@ func TestCSV(t *testing.T) {
 	s := buf.String()
 	if !strings.HasPrefix(s, "\ufeff\"ログ番号\",\"日時 (JST)\",") || !strings.Contains(s, `"2026-11-01 18:00:01.000"`) || !strings.Contains(s, `D:\顧客\0.xlsx`) {
 		t.Fatalf("csv:\n%s", s)
+	}
+	// The agent's seq and when the server received it, for an auditor
+	// matching the CSV with the bundle.
+	if !strings.Contains(s, `"ハッシュ","連番","受信日時 (JST)","エージェントID"`) || !regexp.MustCompile(`,"1","\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}","ag-0"\r\n`).MatchString(s) {
+		t.Fatalf("csv without seq or received:\n%s", s)
 	}
 	// PC names and Japanese labels, the agent id kept in the last column.
 	if !strings.Contains(s, `,"PC-SOUMU-01","ファイルアクセス",`) || !strings.Contains(s, `,"外部媒体",`) || !strings.Contains(s, ",\"ag-0\"\r\n") {

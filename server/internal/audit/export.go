@@ -235,8 +235,8 @@ func (x *Exporter) latestRetention(ctx context.Context, n int64) (int64, error) 
 
 // csvHeaders in Japanese and English, for Excel readers.
 var csvHeaders = map[string][]string{
-	"ja": {"ログ番号", "日時", "エージェント", "管理策", "種別", "重要度", "ユーザー", "プロセス", "対象", "台帳ID", "属性", "ハッシュ", "エージェントID"},
-	"en": {"log index", "time", "agent", "control", "type", "severity", "user", "process", "object", "register id", "attributes", "hash", "agent id"},
+	"ja": {"ログ番号", "日時", "エージェント", "管理策", "種別", "重要度", "ユーザー", "プロセス", "対象", "台帳ID", "属性", "ハッシュ", "連番", "受信日時", "エージェントID"},
+	"en": {"log index", "time", "agent", "control", "type", "severity", "user", "process", "object", "register id", "attributes", "hash", "seq", "received", "agent id"},
 }
 
 // CSV writes the events matching f as UTF-8 CSV with a BOM (so Excel opens
@@ -251,7 +251,9 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 	// The zone goes in the header, not in each cell: "… 18:00:01.000 JST"
 	// is text to Excel, which can sort and filter a bare date-time.
 	hdr = slices.Clone(hdr)
-	hdr[1] += " (" + time.Now().In(loc).Format("MST") + ")"
+	zone := " (" + time.Now().In(loc).Format("MST") + ")"
+	hdr[1] += zone
+	hdr[13] += zone
 	hosts := map[string]string{}
 	if x.HostNames != nil {
 		m, err := x.HostNames(ctx)
@@ -286,7 +288,8 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 			attrs := labels.Attrs(s.Attrs, lang, loc)
 			if err := cw.Write([]string{strconv.FormatInt(s.Index, 10), s.Time.In(loc).Format("2006-01-02 15:04:05.000"),
 				cmp.Or(hosts[s.Agent], s.Agent), labels.Of(labels.Control, lang, s.Control), labels.Of(labels.EventType, lang, s.Type),
-				labels.Of(labels.Severity, lang, string(s.Severity)), s.User, s.Process, s.Object, s.RegisterID, attrs, s.Hash, s.Agent}); err != nil {
+				labels.Of(labels.Severity, lang, string(s.Severity)), s.User, s.Process, s.Object, s.RegisterID, attrs, s.Hash,
+				strconv.FormatUint(s.Seq, 10), s.Received.In(loc).Format("2006-01-02 15:04:05.000"), s.Agent}); err != nil {
 				return rows, err
 			}
 			rows++
