@@ -97,6 +97,17 @@ func japaneseHeaders(b []byte) bool {
 	return !isASCII(head)
 }
 
+// wholeFileErrors says whether every error is about the file as a whole
+// (the server says those in Japanese).
+func wholeFileErrors(errs register.ValidationError) bool {
+	for _, e := range errs {
+		if e.Field != "file" {
+			return false
+		}
+	}
+	return len(errs) > 0
+}
+
 func isASCII(b []byte) bool {
 	for _, c := range b {
 		if c >= 0x80 {
@@ -167,7 +178,9 @@ func cmdAdmin(cmd string, args []string, stdout, stderr io.Writer) error {
 			Changed int `json:"changed"`
 		}
 		if err := c.call("POST", "/api/v1/"+apiPath+"/import", "text/csv", b, &ans); err != nil {
-			if fe, ok := errors.AsType[*fieldErrors](err); ok && japaneseHeaders(b) {
+			// Japanese headers are answered in Japanese; so is a whole-file
+			// problem (empty, not CSV), whatever the file's language.
+			if fe, ok := errors.AsType[*fieldErrors](err); ok && (japaneseHeaders(b) || wholeFileErrors(fe.errs)) {
 				return likeErr(err, fmt.Errorf("register import: サーバーが %s を返しました。何も変更していません:\n  %s",
 					fe.status, strings.Join(fe.errs.Lines(register.Kind(f.kind), register.LangJA), "\n  ")))
 			}

@@ -263,3 +263,17 @@ func TestAdminCLIFindsTheServerOfItsDataDir(t *testing.T) {
 		t.Errorf("no lock file: %q", got)
 	}
 }
+
+// An empty file's import is answered in one language, not an English
+// prefix before the server's Japanese.
+func TestRegisterImportEmptyFileInJapanese(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	empty := filepath.Join(t.TempDir(), "empty.csv")
+	os.WriteFile(empty, nil, 0o644)
+	var out, errb bytes.Buffer
+	code := run([]string{"register", "import", empty, "--server", srv.URL(), "--data-dir", dir}, &out, &errb)
+	if code != 2 || !strings.Contains(errb.String(), "何も変更していません") || strings.Contains(errb.String(), "nothing was changed") {
+		t.Errorf("empty file: %d %q", code, errb.String())
+	}
+}
