@@ -616,3 +616,34 @@ func TestEveryProblemNamedAtOnce(t *testing.T) {
 		t.Errorf("retention forever: %v (fields %v)", err, f)
 	}
 }
+
+// An import of disposals marks each medium it names 廃棄済 once, in the
+// import's transaction, whatever number of rows name it.
+func TestImportedDisposalsDisposeTheirMedia(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newService(t, nil)
+	for _, m := range []*MediaEntry{medium("MD-1", "AA0001"), medium("MD-2", "AA0002")} {
+		if _, err := s.Create(ctx, "admin", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, err := importKind(s, KindDisposals, []byte("管理番号,廃棄日,廃棄対象,台帳番号,廃棄方法,廃棄責任者\r\n"+
+		"DS-1,2026-10-01,USB 本体,MD-1,物理破壊,鈴木\r\nDS-2,2026-10-01,USB ケース,MD-1,溶解,鈴木\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var media []string
+	for _, c := range cs {
+		if c.Kind == KindMedia {
+			media = append(media, c.ID+" "+c.Cause)
+		}
+	}
+	if len(cs) != 3 || len(media) != 1 || !strings.HasPrefix(media[0], "MD-1 disposals/DS-") {
+		t.Errorf("changes %d, media %v", len(cs), media)
+	}
+	for id, want := range map[string]string{"MD-1": StatusDisposed, "MD-2": StatusActive} {
+		if m, err := s.Get(ctx, KindMedia, id); err != nil || m.(*MediaEntry).Status != want {
+			t.Errorf("%s: %+v %v, want %s", id, m, err, want)
+		}
+	}
+}

@@ -849,15 +849,18 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 		}
 		seen[m.ID] = ir.Row
 	}
-	var piIDs map[string]bool
+	// What a disposal may name: a PI entry or a medium (check's rule).
+	var disposable map[string]bool
 	if k == KindDisposals {
-		pis, err := s.List(ctx, KindPI, Filter{})
-		if err != nil {
-			return nil, err
-		}
-		piIDs = map[string]bool{}
-		for _, e := range pis {
-			piIDs[e.meta().ID] = true
+		disposable = map[string]bool{}
+		for _, rk := range []Kind{KindPI, KindMedia} {
+			es, err := s.List(ctx, rk, Filter{})
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range es {
+				disposable[e.meta().ID] = true
+			}
 		}
 	}
 	// The active media as they would stand after the import, by folded
@@ -896,8 +899,8 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 			// register as the API let it become (a request whose stick was
 			// lost since) must import on another server.
 		case *Disposal:
-			if r.RegisterID != "" && !piIDs[r.RegisterID] {
-				rowErr(ir.Row, "register_id", "no register entry %s", r.RegisterID)
+			if r.RegisterID != "" && !disposable[r.RegisterID] {
+				rowErr(ir.Row, "register_id", "no register entry %s in the PI or media register", r.RegisterID)
 			}
 		case *MediaEntry:
 			for _, m := range activeAfter[foldKey(r.Serial)] {
@@ -951,12 +954,9 @@ func (s *Service) Import(ctx context.Context, who string, k Kind, in []ImportRow
 		if err != nil {
 			return nil, err
 		}
-		if id := ""; d != nil {
-			id = d.e.meta().ID
-			if !disposed[id] {
-				disposed[id] = true
-				ws = append(ws, *d)
-			}
+		if d != nil && !disposed[d.e.meta().ID] {
+			disposed[d.e.meta().ID] = true
+			ws = append(ws, *d)
 		}
 	}
 	if len(ws) == 0 {
