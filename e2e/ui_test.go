@@ -86,6 +86,26 @@ func (u *ui) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// waitJS waits until the page's js is true (what names it for failures),
+// asking again across a navigation, which ends an evaluation under way.
+func (u *ui) waitJS(what, js string) {
+	u.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(u.ctx, 5*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			loc, _ := chromedp.Run(u.ctx, chromedp.Location())
+			u.t.Fatalf("waiting for %s: %v at %s", what, err, loc)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (u *ui) text(css string) string {
 	u.t.Helper()
 	ctx, cancel := context.WithTimeout(u.ctx, 20*time.Second)
@@ -391,8 +411,10 @@ func TestWebUIManagerAndAuditor(t *testing.T) {
 		setValue("#f-from", day+"T00:00"),
 		setValue("#f-to", now.Add(time.Hour).Format("2006-01-02T15:04")),
 		chromedp.Click(chromedp.ID("do-search")),
-		chromedp.WaitVisible(chromedp.CSS(`#events a.detail`)),
 	)
+	// The page before the search lists events too: wait for the result
+	// page itself, or the next read may meet the page being replaced.
+	u.waitJS("the search result", `location.search.includes("object_prefix=") && document.readyState === "complete" && !!document.querySelector("#events a.detail")`)
 	if rows := u.text("#events"); !strings.Contains(rows, host) || !strings.Contains(rows, "ファイル作成") || strings.Contains(rows, "file.created") {
 		t.Errorf("search result without PC names or labels:\n%.1000s", rows)
 	}
