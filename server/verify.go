@@ -495,7 +495,10 @@ func keptCheckpoint(b []byte) (msg []byte, what string) {
 var notBundleJA = map[evidence.NotBundleReason]string{
 	evidence.NotBundleEmpty:      "空のファイルです",
 	evidence.NotBundleHTML:       "Web ページ (HTML) です。エクスポートの応答ではありません。API トークンを付けてエクスポートし直してください",
-	evidence.NotBundleNotJSON:    "1 行目が証跡の JSON ヘッダーではありません (CSV エクスポート?)。format=bundle でエクスポートしてください",
+	evidence.NotBundleCSV:        "CSV エクスポート (閲覧用) です。検証には format=bundle でエクスポートしてください",
+	evidence.NotBundleText:       "テキストですが証跡ではありません (証跡の 1 行目は JSON ヘッダーです)。format=bundle でエクスポートしてください",
+	evidence.NotBundleArchive:    "圧縮ファイル (gzip または ZIP) です。展開して中の証跡を指定してください",
+	evidence.NotBundleBinary:     "バイナリファイルです。証跡ではありません (証跡は 1 行目が JSON ヘッダーの UTF-8 テキストです)",
 	evidence.NotBundleReply:      "サーバーのエラー応答が保存されています。原因を解消してからエクスポートし直してください",
 	evidence.NotBundleCheckpoint: "GET /api/v1/checkpoint の JSON (チェックポイント) です。--checkpoint に指定するファイルです",
 	evidence.NotBundleJSON:       "JSON ですが、証跡のヘッダーではありません (format がありません)。format=bundle でエクスポートしてください",

@@ -108,6 +108,8 @@ func TestVerifyCommand(t *testing.T) {
 		"web page":         {"<!doctype html>\n<html><title>ログイン</title></html>\n", "a web page"},
 		"empty":            {"", "empty"},
 		"CSV export":       {"\ufeffindex,received,agent,seq\r\n0,2026-12-07T12:00:00Z,server,1\r\n", "CSV"},
+		"gzip'd bundle":    {"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xff\xfe\n", "gzip archive"},
+		"executable":       {"\x7fELF\x02\x01\x01\x00\x00\x00\n", "binary file"},
 	} {
 		f := filepath.Join(dir, "not-a-bundle.jsonl")
 		os.WriteFile(f, []byte(c.body), 0o600)
@@ -116,6 +118,10 @@ func TestVerifyCommand(t *testing.T) {
 			!strings.Contains(errb.String(), "not an evidence bundle") || !strings.Contains(errb.String(), c.want) {
 			t.Fatalf("%s: exit %d: %s", name, code, errb.String())
 		}
+	}
+	errb.Reset()
+	if code := run([]string{"verify", pub, "--pubkey", pub, "--lang", "ja"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "証跡ではありません") {
+		t.Errorf("the key given as the bundle, in Japanese: exit %d: %s", code, errb.String())
 	}
 	// Japanese, and the query as given (not percent-encoded).
 	q := filepath.Join(dir, "q.jsonl")

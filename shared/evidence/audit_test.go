@@ -61,6 +61,11 @@ func TestVerifyNotABundleJSON(t *testing.T) {
 		"pretty JSON":     {"{\n  \"foo\": 1\n}\n", NotBundleJSON, "not a bundle header"},
 		"checkpoint JSON": {string(cpJSON) + "\n", NotBundleCheckpoint, "--checkpoint"},
 		"BOM and reply":   {"\xef\xbb\xbf" + `{"error":"forbidden"}` + "\n", NotBundleReply, "forbidden"},
+		"CSV export":      {"\xef\xbb\xbf連番,受信日時,エージェントID\n1,2026-12-01,a\n", NotBundleCSV, "CSV export"},
+		"gzip":            {"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x01\x02\n", NotBundleArchive, "gzip"},
+		"zip":             {"PK\x03\x04\x14\x00\x00\x00\n", NotBundleArchive, "ZIP"},
+		"binary":          {"\x7fELF\x02\x01\x01\x00\x00\x00\n", NotBundleBinary, "binary"},
+		"text":            {"hello auditor\n", NotBundleText, "not a bundle"},
 	} {
 		_, err := Verify(strings.NewReader(c.body), f.verif, VerifyOptions{})
 		var nb *NotBundleError

@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -284,11 +285,17 @@ var bom = []byte("\xef\xbb\xbf")
 // plainly something else; nil when it may be a damaged header.
 func notBundle(line []byte) *NotBundleError {
 	line = bytes.TrimSpace(bytes.TrimPrefix(line, bom))
-	if bytes.HasPrefix(line, []byte("<")) {
+	switch {
+	case bytes.HasPrefix(line, []byte("\x1f\x8b")), bytes.HasPrefix(line, []byte("PK\x03\x04")):
+		return &NotBundleError{Reason: NotBundleArchive, Archive: archiveName(line)}
+	case bytes.IndexByte(line, 0) >= 0 || !utf8.Valid(line):
+		return &NotBundleError{Reason: NotBundleBinary}
+	case bytes.HasPrefix(line, []byte("<")):
 		return &NotBundleError{Reason: NotBundleHTML}
-	}
-	if !bytes.HasPrefix(line, []byte("{")) {
-		return &NotBundleError{Reason: NotBundleNotJSON}
+	case !bytes.HasPrefix(line, []byte("{")) && bytes.Count(line, []byte(",")) >= 2:
+		return &NotBundleError{Reason: NotBundleCSV}
+	case !bytes.HasPrefix(line, []byte("{")):
+		return &NotBundleError{Reason: NotBundleText}
 	}
 	if bytes.Equal(line, []byte("{")) {
 		// JSON over several lines (pretty-printed): a bundle's header
@@ -378,6 +385,7 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 
 	olderBySize := map[int64]tlog.Hash{}
 	var olderSizes []int64
+	failedProof := map[int64]bool{} // said once, as the older checkpoint's problem
 	for i, o := range h.Older {
 		oc, err := Open([]byte(o.Checkpoint), v)
 		if err != nil {
@@ -391,6 +399,7 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		}
 		if err := tlog.CheckTree(o.Proof, cp.Size, cp.Root, oc.Size, oc.Root); err != nil {
 			add(Problem{Line: 1, Kind: ProblemOlderCheckpoint, Msg: fmt.Sprintf("older checkpoint at size %d: log is not an extension of it: %v", oc.Size, err)})
+			failedProof[oc.Size] = true
 			continue
 		}
 		olderBySize[oc.Size] = oc.Root
@@ -409,6 +418,7 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		default:
 			root, ok := olderBySize[oc.Size]
 			switch {
+			case !ok && failedProof[oc.Size]:
 			case !ok:
 				add(Problem{Kind: ProblemNoProof, Msg: fmt.Sprintf("bundle holds no consistency proof from size %d (export again with since=%d)", oc.Size, oc.Size)})
 			case root != oc.Root:
@@ -690,8 +700,9 @@ func strictDecode(b []byte, v any) error {
 // wraps ErrNotBundle and says what the file is instead (Reason), so the
 // verifier can say it in the reader's language.
 type NotBundleError struct {
-	Reason NotBundleReason
-	Reply  string // the server's error text, for NotBundleReply
+	Reason  NotBundleReason
+	Reply   string // the server's error text, for NotBundleReply
+	Archive string // "gzip" or "ZIP", for NotBundleArchive
 }
 
 // NotBundleReason is what a file given as a bundle is instead.
@@ -700,11 +711,21 @@ type NotBundleReason string
 const (
 	NotBundleEmpty      NotBundleReason = "empty"       // an empty file
 	NotBundleHTML       NotBundleReason = "html"        // a web page (a login page saved in its place)
-	NotBundleNotJSON    NotBundleReason = "not-json"    // a first line that is no JSON object: a CSV export?
+	NotBundleCSV        NotBundleReason = "csv"         // a first line of comma-separated fields: a CSV export
+	NotBundleText       NotBundleReason = "text"        // other text that is no JSON object
+	NotBundleArchive    NotBundleReason = "archive"     // a gzip or ZIP file (a bundle someone packed)
+	NotBundleBinary     NotBundleReason = "binary"      // bytes that are not UTF-8 text
 	NotBundleReply      NotBundleReason = "error-reply" // the server's error reply, which curl -o saved
 	NotBundleCheckpoint NotBundleReason = "checkpoint"  // the JSON of GET /api/v1/checkpoint
 	NotBundleJSON       NotBundleReason = "json"        // a JSON object that is not a bundle header
 )
+
+func archiveName(line []byte) string {
+	if bytes.HasPrefix(line, []byte("PK")) {
+		return "ZIP"
+	}
+	return "gzip"
+}
 
 func (e *NotBundleError) Error() string {
 	var what string
@@ -713,10 +734,16 @@ func (e *NotBundleError) Error() string {
 		what = "the file is empty"
 	case NotBundleHTML:
 		what = "it is a web page (HTML), not the export's answer; export again with an API token"
-	case NotBundleNotJSON:
-		// A bundle's first line is its JSON header; a CSV export (format=csv,
-		// or a register's) is for reading, not verifying.
-		what = "its first line is not a bundle's JSON header (a CSV export?); export with format=bundle"
+	case NotBundleCSV:
+		// A CSV export (format=csv, or a register's) is for reading, not
+		// verifying.
+		what = "it is a CSV export (comma-separated text), which is for reading; export with format=bundle to verify"
+	case NotBundleText:
+		what = "it is text, not a bundle (a bundle's first line is its JSON header); export with format=bundle"
+	case NotBundleArchive:
+		what = fmt.Sprintf("it is a %s archive; unpack it and give the bundle inside", e.Archive)
+	case NotBundleBinary:
+		what = "it is a binary file, not a bundle (a bundle is UTF-8 text whose first line is its JSON header)"
 	case NotBundleReply:
 		what = fmt.Sprintf("it holds the server's error reply %q; export again once that is fixed", e.Reply)
 	case NotBundleCheckpoint:

@@ -265,6 +265,19 @@ func TestOldCheckpoint(t *testing.T) {
 	if rep.OK() || !strings.Contains(rep.Problems[0].Msg, "log rewritten") {
 		t.Fatalf("%+v", rep.Problems)
 	}
+	// A tampered proof from 10 is one problem: the proof fails, not also
+	// "holds no consistency proof" for the size it claims.
+	ls := lines(f.bundle(t, nil, 10))
+	var h Header
+	if err := json.Unmarshal(ls[0], &h); err != nil {
+		t.Fatal(err)
+	}
+	h.Older[0].Proof[0][0] ^= 1
+	ls[0], _ = json.Marshal(h)
+	rep = verify(t, f, join(ls), VerifyOptions{Old: f.cps[10]})
+	if rep.OK() || len(rep.Problems) != 1 || rep.Problems[0].Kind != ProblemOlderCheckpoint {
+		t.Fatalf("tampered consistency proof: %+v", rep.Problems)
+	}
 }
 
 func BenchmarkVerifyBundle(b *testing.B) {
