@@ -77,3 +77,10 @@ func StatusEvent(control string, st Status, now time.Time, attrs event.Attrs) ev
 	}
 	return event.Event{Time: now, Control: control, Type: control + ".status", Severity: sev, Attrs: a}
 }
+
+// PolicyOff is the status of a control its policy turns off. Code and words
+// are the server's for the same case (compliance.ReasonOff), so the agent's
+// status and the server's compliance view read alike.
+func PolicyOff() Status {
+	return Status{State: Off, Reason: "control.off", ReasonJA: "ポリシーで無効になっています", ReasonEN: "turned off by policy"}
+}

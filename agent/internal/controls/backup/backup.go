@@ -277,8 +277,7 @@ func (c *Control) Run(ctx context.Context) error {
 		if cfg.mode.Enabled() {
 			wait = c.cycle(ctx, cfg)
 		} else {
-			_ = c.rep.Set(ctx, controls.Status{State: controls.Off, Reason: "backup.off",
-				ReasonJA: "バックアップ管理は無効です", ReasonEN: "backup control is off"}, nil)
+			_ = c.rep.Set(ctx, controls.PolicyOff(), nil)
 		}
 		select {
 		case <-ctx.Done():

@@ -433,8 +433,7 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 		r.roots = map[string]*rootState{}
 		_, _ = c.probe.setRoots(ctx, nil, false)
 		r.attributing = false
-		r.setStatus(ctx, controls.Status{State: controls.Off, Reason: "fileaccess.off",
-			ReasonJA: "ファイルアクセス監視は無効です", ReasonEN: "file access monitoring is off"}, nil)
+		r.setStatus(ctx, controls.PolicyOff(), nil)
 		return
 	}
 	if r.w != nil && !old.watcherSame(cfg) {

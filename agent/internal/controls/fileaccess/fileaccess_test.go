@@ -383,7 +383,7 @@ func TestApplyLiveAndStatus(t *testing.T) {
 	if err := h.c.Apply(context.Background(), pol(func(f *policy.FileAccess) { f.Mode = policy.Off; f.Paths = []string{missing} })); err != nil {
 		t.Fatal(err)
 	}
-	h.waitStatus(controls.Off, "fileaccess.off")
+	h.waitStatus(controls.Off, "control.off")
 	n := len(h.rec.Events())
 	os.WriteFile(filepath.Join(missing, "off.txt"), []byte("x"), 0o644)
 	time.Sleep(400 * time.Millisecond)

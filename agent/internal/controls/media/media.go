@@ -235,7 +235,7 @@ func (c *Control) Status() controls.Status {
 	on := c.pol.Mode.Enabled()
 	c.mu.Unlock()
 	if !on {
-		return controls.Status{State: controls.Off}
+		return controls.PolicyOff()
 	}
 	return c.status.Current()
 }

@@ -588,3 +588,15 @@ func TestPassCarriesReason(t *testing.T) {
 	}
 	check("audit", "media.recorded")
 }
+
+// Turned off by policy, the status says why with the server's code and
+// words, as every control does (before: off with no reason at all).
+func TestOffSaysPolicy(t *testing.T) {
+	c, _, _ := newTestControl(t, &fakeProbe{})
+	if err := c.Apply(context.Background(), mediaPolicy(policy.Media{Mode: policy.Off})); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Status(); st != controls.PolicyOff() {
+		t.Fatalf("status %+v, want %+v", st, controls.PolicyOff())
+	}
+}

@@ -231,8 +231,7 @@ func (c *Control) round(ctx context.Context) {
 	case cfg.mode.Enabled():
 		err = c.CheckNow(ctx)
 	case c.reporter.Current().State != controls.Off:
-		st := controls.Status{State: controls.Off, Reason: "posture.off", ReasonJA: "ポスチャ確認は無効です", ReasonEN: "posture checks are off"}
-		err = c.reporter.Set(ctx, st, nil)
+		err = c.reporter.Set(ctx, controls.PolicyOff(), nil)
 	}
 	if err != nil && ctx.Err() == nil {
 		c.env.Log.Warn().Err(err).Msg("posture: status not recorded")

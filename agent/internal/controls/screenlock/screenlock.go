@@ -243,8 +243,7 @@ func key(t Target) string { return t.Scope + "/" + t.ID }
 func (c *Control) check(ctx context.Context) {
 	mode, want := c.settings()
 	if !mode.Enabled() {
-		c.setStatus(ctx, controls.Status{State: controls.Off, Reason: "screenlock.off",
-			ReasonJA: "画面ロック管理は無効です", ReasonEN: "screen lock control is off"}, nil)
+		c.setStatus(ctx, controls.PolicyOff(), nil)
 		return
 	}
 	ts, err := c.probe.read(ctx)
