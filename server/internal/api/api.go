@@ -142,7 +142,8 @@ var (
 	ErrNotWriter = errors.New("api: this server is no longer the writer")
 )
 
-// Roles of API tokens. Auditors and managers read; admins also write.
+// Roles of API tokens. Auditors read; managers also keep the registers and
+// decide carry-outs; admins do everything.
 const (
 	RoleAdmin   = "admin"
 	RoleAuditor = "auditor"

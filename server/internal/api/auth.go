@@ -98,11 +98,13 @@ func (s *Server) rememberAgent(id string) {
 	s.agentsMu.Unlock()
 }
 
-type access bool
+// access is what a route needs of an API token's role.
+type access int
 
 const (
-	readOnly access = false
-	write    access = true
+	readOnly      access = iota // any role
+	registerWrite               // managers and admins: registers, incidents, alerts, as in the web UI
+	write                       // admins: policies, assignments, tokens, agents
 )
 
 // admin authenticates the admin plane with a bearer API token and checks
@@ -138,9 +140,14 @@ func (s *Server) admin(need access, h http.HandlerFunc) http.HandlerFunc {
 		}
 		switch t.Role {
 		case RoleAdmin:
-		case RoleAuditor, RoleManager:
+		case RoleManager:
 			if need == write {
-				s.fail(w, r, http.StatusForbidden, "role "+t.Role+" is read-only")
+				s.fail(w, r, http.StatusForbidden, "role manager may keep the registers and decide carry-outs; this needs an admin token")
+				return
+			}
+		case RoleAuditor:
+			if need != readOnly {
+				s.fail(w, r, http.StatusForbidden, "role auditor is read-only")
 				return
 			}
 		default:

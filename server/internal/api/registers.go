@@ -36,13 +36,13 @@ func (s *Server) registerRoutes(mux *http.ServeMux) {
 	}
 	for p, k := range registerPaths {
 		base := "/api/v1/" + p
-		mux.HandleFunc("POST "+base+"/import", s.admin(write, s.withKind(k, s.handleImportRegister)))
+		mux.HandleFunc("POST "+base+"/import", s.admin(registerWrite, s.withKind(k, s.handleImportRegister)))
 		mux.HandleFunc("GET "+base+"/export", s.admin(readOnly, s.withKind(k, s.handleExportRegister)))
 		mux.HandleFunc("GET "+base, s.admin(readOnly, s.withKind(k, s.handleListEntries)))
-		mux.HandleFunc("POST "+base, s.admin(write, s.withKind(k, s.handleCreateEntry)))
+		mux.HandleFunc("POST "+base, s.admin(registerWrite, s.withKind(k, s.handleCreateEntry)))
 		mux.HandleFunc("GET "+base+"/{id}", s.admin(readOnly, s.withKind(k, s.handleGetEntry)))
-		mux.HandleFunc("PUT "+base+"/{id}", s.admin(write, s.withKind(k, s.handleUpdateEntry)))
-		mux.HandleFunc("DELETE "+base+"/{id}", s.admin(write, s.withKind(k, s.handleRetireEntry)))
+		mux.HandleFunc("PUT "+base+"/{id}", s.admin(registerWrite, s.withKind(k, s.handleUpdateEntry)))
+		mux.HandleFunc("DELETE "+base+"/{id}", s.admin(registerWrite, s.withKind(k, s.handleRetireEntry)))
 		mux.HandleFunc("GET "+base+"/{id}/history", s.admin(readOnly, s.withKind(k, s.handleEntryHistory)))
 	}
 	// Managers (個人情報保護管理者) decide carry-out requests; admins may too.

@@ -240,14 +240,15 @@ func TestApprovalWindowOpensAndCloses(t *testing.T) {
 	now := time.Now()
 	req := map[string]any{"requester": "山田", "serial": "AA00123456", "host": "PC-SALES01", "purpose": "展示会デモ",
 		"from": now.Add(-time.Second).Format(time.RFC3339Nano), "to": now.Add(2500 * time.Millisecond).Format(time.RFC3339Nano)}
-	if st, _, _ := mgr.do("POST", "/api/v1/approvals", nil, req, nil); st != http.StatusForbidden {
-		t.Fatalf("manager created an approval: %d", st)
+	if st, _, _ := aud.do("POST", "/api/v1/approvals", nil, req, nil); st != http.StatusForbidden {
+		t.Fatalf("auditor created an approval: %d", st)
 	}
 	var ap struct {
 		ID     string `json:"id"`
 		Status string `json:"status"`
 	}
-	if st, _, raw := admin.do("POST", "/api/v1/approvals", nil, req, &ap); st != 201 || ap.Status != "requested" {
+	// Managers keep the registers (as in the web UI): they may file a request.
+	if st, _, raw := mgr.do("POST", "/api/v1/approvals", nil, req, &ap); st != 201 || ap.Status != "requested" {
 		t.Fatalf("create approval: %d %s", st, raw)
 	}
 	_, pr, p := poll(t, agent, srv.URL(), "", 0)
@@ -278,6 +279,52 @@ func TestApprovalWindowOpensAndCloses(t *testing.T) {
 	admin.do("GET", "/api/v1/approvals/"+ap.ID+"/history", nil, nil, &hist)
 	if len(hist.History) != 2 || hist.History[1].Action != "approved" || hist.History[1].By != "manager1" {
 		t.Fatalf("approval history %+v", hist.History)
+	}
+}
+
+// A manager's API token may do what the web UI lets a manager do: keep the
+// registers (create, edit, retire, import) and decide carry-outs; policies,
+// assignments and tokens stay with admins; auditors only read.
+func TestManagerKeepsRegistersThroughTheAPI(t *testing.T) {
+	srv := realServer(t)
+	ctx := context.Background()
+	mgrTok, _ := state.NewToken()
+	audTok, _ := state.NewToken()
+	if err := srv.State().EnsureAPIToken(ctx, mgrTok, "hogo", state.RoleManager); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.State().EnsureAPIToken(ctx, audTok, "kansa", state.RoleAuditor); err != nil {
+		t.Fatal(err)
+	}
+	mgr, aud := newAdmin(t, srv, mgrTok), newAdmin(t, srv, audTok)
+	if st, _, raw := aud.do("POST", "/api/v1/register", nil, piEntry("PI-0001", "PC-A", `D:\顧客`), nil); st != http.StatusForbidden {
+		t.Fatalf("auditor wrote a register: %d %s", st, raw)
+	}
+	if st, _, raw := mgr.do("POST", "/api/v1/register", nil, piEntry("PI-0001", "PC-A", `D:\顧客`), nil); st != 201 {
+		t.Fatalf("manager create: %d %s", st, raw)
+	}
+	_, h, _ := mgr.do("GET", "/api/v1/register/PI-0001", nil, nil, nil)
+	e := piEntry("PI-0001", "PC-A", `D:\顧客`)
+	e["record_count"] = 1300
+	if st, _, raw := mgr.do("PUT", "/api/v1/register/PI-0001", map[string]string{"If-Match": h.Get("ETag")}, e, nil); st != 200 {
+		t.Fatalf("manager update: %d %s", st, raw)
+	}
+	for _, c := range []struct{ method, path string }{
+		{"PUT", "/api/v1/policies/default"},
+		{"PUT", "/api/v1/assignments/agents/x"},
+		{"POST", "/api/v1/tokens"},
+	} {
+		st, _, raw := mgr.do(c.method, c.path, nil, map[string]any{}, nil)
+		if st != http.StatusForbidden || !strings.Contains(string(raw), "admin") {
+			t.Errorf("manager %s %s: %d %s", c.method, c.path, st, raw)
+		}
+	}
+	var hist struct {
+		History []struct{ By string }
+	}
+	mgr.do("GET", "/api/v1/register/PI-0001/history", nil, nil, &hist)
+	if len(hist.History) != 2 || hist.History[1].By != "hogo" {
+		t.Fatalf("history does not name the manager: %+v", hist)
 	}
 }
 

@@ -97,16 +97,16 @@ func (s *Server) startAlerting(ctx context.Context, regs *register.Service, x *a
 		}}
 	return []api.AdminRoute{
 		{Pattern: "GET " + incident.Path, Handler: ih.List},
-		{Pattern: "POST " + incident.Path, Write: true, Handler: ih.Open},
+		{Pattern: "POST " + incident.Path, Write: true, Managers: true, Handler: ih.Open},
 		{Pattern: "GET " + incident.Path + "/{id}", Handler: ih.Get},
-		{Pattern: "PUT " + incident.Path + "/{id}", Write: true, Handler: ih.Put},
+		{Pattern: "PUT " + incident.Path + "/{id}", Write: true, Managers: true, Handler: ih.Put},
 		{Pattern: "GET " + incident.Path + "/{id}/worksheet", Handler: ih.Worksheet},
 		{Pattern: "GET " + report.Path, Handler: rh.ServeHTTP},
 		{Pattern: "GET " + notify.PathSettings, Handler: n.ServeGetSettings},
 		{Pattern: "PUT " + notify.PathSettings, Write: true, Handler: n.ServePutSettings},
 		{Pattern: "GET " + notify.PathLog, Handler: n.ServeLog},
 		{Pattern: "POST " + notify.PathTest, Write: true, Handler: n.ServeTest},
-		{Pattern: "POST /api/v1/alerts/{index}/{action}", Write: true, Handler: n.ServeAlertAction},
+		{Pattern: "POST /api/v1/alerts/{index}/{action}", Write: true, Managers: true, Handler: n.ServeAlertAction},
 	}, nil
 }
 

@@ -192,7 +192,7 @@ type need int
 const (
 	anyRole    need = iota // any logged-in user (reads)
 	deciders               // managers and admins: carry-out decisions, the registers
-	adminsOnly             // changes to registers, policies, users
+	adminsOnly             // policies, assignments, users, tokens, notification settings
 )
 
 func (n need) allows(role string) bool {
