@@ -18,6 +18,7 @@ import (
 	"os"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -206,4 +207,43 @@ func OSVersion(ctx context.Context) string {
 		return ""
 	}
 	return wire.OSVersionLine(hi.Platform, hi.PlatformVersion, hi.KernelVersion)
+}
+
+// LocalUsers names the users logged on at the machine itself, not over
+// the network: the people who could have plugged in a USB stick. Windows:
+// the console session (DOMAIN\user); elsewhere utmp logins from no remote
+// host (a tty, or an X display such as ":0"). Sorted, without repeats.
+func LocalUsers(ctx context.Context) ([]string, error) {
+	us, err := loggedOnUsers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("host: users: %w", err)
+	}
+	return localNames(us, runtime.GOOS), nil
+}
+
+func localNames(us []User, goos string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, u := range us {
+		name := u.Name
+		if goos == "windows" {
+			// WTS names the physical session's station "Console"; RDP
+			// sessions are RDP-Tcp#N. Without WTS (Wine) the shell
+			// owners come with no station.
+			if u.Terminal != "" && !strings.EqualFold(u.Terminal, "Console") {
+				continue
+			}
+			if u.Domain != "" {
+				name = u.Domain + `\` + u.Name
+			}
+		} else if u.Host != "" && !strings.HasPrefix(u.Host, ":") {
+			continue // ssh and other remote logins
+		}
+		if name != "" && !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -122,3 +122,22 @@ func TestOSVersionLine(t *testing.T) {
 		t.Error("no OS version on this machine")
 	}
 }
+
+// Only the people at the machine count as who plugged in a stick: the
+// Windows console session, local ttys and X displays; not RDP or ssh.
+func TestLocalNames(t *testing.T) {
+	win := []User{{Name: "tanaka", Domain: "CORP", Terminal: "Console", Session: 1},
+		{Name: "admin", Domain: "CORP", Terminal: "RDP-Tcp#0", Session: 2}, {Name: "tanaka", Domain: "CORP", Terminal: "Console"}}
+	if got := localNames(win, "windows"); len(got) != 1 || got[0] != `CORP\tanaka` {
+		t.Errorf("windows: %q", got)
+	}
+	wine := []User{{Name: "user", Domain: "WINEPC"}}
+	if got := localNames(wine, "windows"); len(got) != 1 || got[0] != `WINEPC\user` {
+		t.Errorf("shell owners: %q", got)
+	}
+	unix := []User{{Name: "yamada", Terminal: "tty1"}, {Name: "sato", Terminal: "pts/0", Host: "10.0.0.5"},
+		{Name: "suzuki", Terminal: "pts/1", Host: ":0"}, {Name: "yamada", Terminal: "pts/2"}}
+	if got := localNames(unix, "linux"); len(got) != 2 || got[0] != "suzuki" || got[1] != "yamada" {
+		t.Errorf("linux: %q", got)
+	}
+}

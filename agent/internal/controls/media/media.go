@@ -20,10 +20,12 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/mamori/mamori/agent/internal/controls"
+	"github.com/mamori/mamori/agent/internal/host"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/policy"
 )
@@ -129,6 +131,43 @@ type Control struct {
 	seen    map[string]*tracked // by Device.Key
 	lastErr error               // last list error, reported once
 	failing map[string]bool     // keys whose enforcement failed
+
+	// users names who is logged on at the PC (host.LocalUsers), asked at
+	// most every usersTTL: a copy to a stick writes many files.
+	users    func(context.Context) ([]string, error)
+	usersAt  time.Time
+	usersNow []string
+}
+
+const usersTTL = 10 * time.Second
+
+// person fills an event's user from who is logged on at the PC: the one
+// local user, or the list when there are several (who plugged the stick in
+// is not known then).
+func (c *Control) person(ctx context.Context, e *event.Event) {
+	if c.users == nil {
+		return
+	}
+	now := c.env.Clock.Now()
+	c.mu.Lock()
+	if c.usersAt.IsZero() || now.Sub(c.usersAt) >= usersTTL || now.Before(c.usersAt) {
+		c.mu.Unlock()
+		us, err := c.users(ctx)
+		if err != nil {
+			c.env.Log.Debug().Err(err).Msg("media: logged-on users")
+		}
+		c.mu.Lock()
+		c.usersAt, c.usersNow = now, us
+	}
+	us := c.usersNow
+	c.mu.Unlock()
+	switch len(us) {
+	case 0:
+	case 1:
+		e.User = us[0]
+	default:
+		e.Attrs["local_users"] = strings.Join(us, ", ")
+	}
 }
 
 type tracked struct {
@@ -143,6 +182,7 @@ type tracked struct {
 func New(env controls.Env) controls.Control {
 	c := newControl(env, newProbe(env))
 	c.watch = fsWatcher{clock: c.env.Clock, log: c.env.Log}
+	c.users = host.LocalUsers
 	return c
 }
 
@@ -430,10 +470,12 @@ func (c *Control) emit(ctx context.Context, typ string, sev event.Severity, d De
 	for k, v := range extra {
 		a[k] = v
 	}
-	return c.env.Emit.Emit(ctx, event.Event{
+	e := event.Event{
 		Time: c.env.Clock.Now(), Control: Name, Type: typ, Severity: sev,
 		Object: d.Object(), RegisterID: dec.RegisterID, Attrs: a,
-	})
+	}
+	c.person(ctx, &e)
+	return c.env.Emit.Emit(ctx, e)
 }
 
 func (c *Control) reportListError(ctx context.Context, err error) {

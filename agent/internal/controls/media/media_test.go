@@ -600,3 +600,30 @@ func TestOffSaysPolicy(t *testing.T) {
 		t.Fatalf("status %+v, want %+v", st, controls.PolicyOff())
 	}
 }
+
+// Media events name who was at the PC: the one local user as the event's
+// user; several are listed, none chosen.
+func TestEventsNameTheLocalUser(t *testing.T) {
+	fp := &fakeProbe{}
+	c, rec, _ := newTestControl(t, fp)
+	users := []string{`CORP\tanaka`}
+	c.users = func(context.Context) ([]string, error) { return users, nil }
+	ctx := context.Background()
+	if err := c.Apply(ctx, mediaPolicy(policy.Media{Mode: policy.Audit, Default: policy.MediaAllow})); err != nil {
+		t.Fatal(err)
+	}
+	fp.set(Device{Key: "sdb", Path: "/dev/sdb", Serial: "SER-1"})
+	c.tick(ctx)
+	ins := rec.OfType(TypeInserted)
+	if len(ins) != 1 || ins[0].User != `CORP\tanaka` {
+		t.Fatalf("inserted: %+v", ins)
+	}
+	users = []string{"a", "b"}
+	c.usersAt = time.Time{} // past the cache
+	fp.set()
+	c.tick(ctx)
+	rm := rec.OfType(TypeRemoved)
+	if len(rm) != 1 || rm[0].User != "" || rm[0].Attrs["local_users"] != "a, b" {
+		t.Fatalf("removed with two users: %+v", rm)
+	}
+}

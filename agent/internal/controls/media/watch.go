@@ -110,10 +110,12 @@ func (c *Control) fileWritten(ctx context.Context, key, path string, size int64)
 	if dec.Reason == ReasonDefault || dec.Reason == ReasonNoSerial {
 		sev = event.Warning // written to a medium nobody registered or approved
 	}
-	if err := c.env.Emit.Emit(ctx, event.Event{
+	e := event.Event{
 		Time: c.env.Clock.Now(), Control: Name, Type: TypeFileWritten, Severity: sev,
 		Object: path, RegisterID: dec.RegisterID, Attrs: a,
-	}); err != nil {
+	}
+	c.person(ctx, &e)
+	if err := c.env.Emit.Emit(ctx, e); err != nil {
 		c.env.Log.Error().Err(err).Msg("media: record file write")
 	}
 }
