@@ -245,6 +245,7 @@ type Server struct {
 	storeSlots chan struct{}
 	readers    *bodyReaders
 	admission  *admission
+	tamper     tamperLog // when suspected tampering was last recorded, per agent
 	// stateSlots bounds the agent plane's etcd reads at once (agent
 	// lookups, policy compilations).
 	stateSlots  chan struct{}

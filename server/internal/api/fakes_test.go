@@ -43,7 +43,12 @@ func (m *memStore) Append(ctx context.Context, agent string, evs []event.Event) 
 	}
 	h := m.heads[agent]
 	dups := 0
-	for len(evs) > 0 && evs[0].Seq <= h.Seq { // already stored
+	for len(evs) > 0 && evs[0].Seq <= h.Seq { // already stored: the same, as the real store checks
+		for _, st := range m.all {
+			if st.Agent == agent && st.Seq == evs[0].Seq && st.Hash != evs[0].Hash {
+				return AppendResult{}, fmt.Errorf("memstore: seq %d: %w: already stored with another hash", st.Seq, event.ErrChain)
+			}
+		}
 		evs = evs[1:]
 		dups++
 	}

@@ -152,9 +152,12 @@ func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer, tk *ticke
 		if e.Agent != id {
 			return fmt.Errorf("%w: seq %d names agent %q, certificate is for %q", event.ErrWrongAgent, e.Seq, e.Agent, id)
 		}
-		return nil
+		return checkNotServerOnly(e)
 	}
 	evs, err := decodeBody(r.Header.Get("Content-Encoding"), bytes.NewReader(buf.Bytes()), check)
+	if errors.Is(err, errServerOnly) {
+		s.noteTamper(r, id, ReasonServerType, err)
+	}
 	if errors.Is(err, errEventRefused) {
 		return wire.Ack{}, appendErrStatus(err), err.Error()
 	}
@@ -176,6 +179,9 @@ func (s *Server) ingest(r *http.Request, id string, buf *bytes.Buffer, tk *ticke
 			return wire.Ack{}, status, "internal error: events not stored"
 		}
 		s.log.Info().Err(err).Str("agent", id).Msg("api: batch refused")
+		if errors.Is(err, event.ErrChain) {
+			s.noteTamper(r, id, ReasonChainConflict, err)
+		}
 		return wire.Ack{}, status, err.Error()
 	}
 	s.recordOutages(r.Context(), id, evs, res)
@@ -237,7 +243,7 @@ func batchErrStatus(err error) int {
 // not continue the stored one 409, another agent's events 403.
 func appendErrStatus(err error) int {
 	switch {
-	case errors.Is(err, event.ErrWrongAgent):
+	case errors.Is(err, event.ErrWrongAgent), errors.Is(err, errServerOnly):
 		return http.StatusForbidden
 	case errors.Is(err, event.ErrChain), errors.Is(err, event.ErrSeq):
 		return http.StatusConflict
