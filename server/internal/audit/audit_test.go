@@ -546,3 +546,49 @@ func TestTamperedRecordIsCaught(t *testing.T) {
 		})
 	}
 }
+
+// A PC's export (agent=ID, no other filter) holds what the server found
+// about that PC too: its outages, gaps and alerts live in the server
+// stream, and an auditor reading one PC's evidence must see them. Other
+// PCs' findings and the server's unrelated events stay out (as links).
+func TestAgentExportHoldsServerFindings(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.fill(t, 2, 3)
+	at := time.Date(2026, 11, 1, 9, 0, 30, 0, time.UTC)
+	for _, e := range []event.Event{
+		{Control: "server", Type: "agent.outage", Object: "ag-1", Attrs: event.Attrs{"agent": "ag-1"}},
+		{Control: "server", Type: "login", Object: "user/admin"},
+		{Control: "agent", Type: eventlog.GapType, Attrs: event.Attrs{"agent": "ag-1", "from_seq": 2, "to_seq": 3}},
+		{Control: "server", Type: "agent.outage", Object: "ag-0", Attrs: event.Attrs{"agent": "ag-0"}},
+		{Control: "server", Type: "agent.department", Object: "agent/ag-1"},
+	} {
+		e.Time, e.Severity = at, event.Warning
+		if _, err := r.log.AppendServer(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.fill(t, 2, 1)
+	var buf bytes.Buffer
+	sum, err := r.x.Bundle(ctx, &buf, eventlog.Filter{Agent: "ag-1"}, 0, map[string]string{"agent": "ag-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := r.verifyBundle(t, buf.Bytes(), nil)
+	if !rep.OK() || sum.Events != 4+3 || rep.Agents[event.ServerStream].Last == 0 {
+		t.Fatalf("sum %+v report %+v %+v", sum, rep.Agents, rep.Problems)
+	}
+	if strings.Contains(buf.String(), `"object":"ag-0"`) || strings.Contains(buf.String(), `"user/admin"`) {
+		t.Fatal("another PC's finding or an unrelated server event in the PC's export")
+	}
+	buf.Reset()
+	n, err := r.x.CSV(ctx, &buf, eventlog.Filter{Agent: "ag-1"}, "en", time.UTC)
+	if err != nil || n != 7 || !strings.Contains(buf.String(), "agent/ag-1") || strings.Contains(buf.String(), "user/admin") {
+		t.Fatalf("csv %d %v:\n%s", n, err, buf.String())
+	}
+	// A narrower filter (a control) is that filter only.
+	buf.Reset()
+	if sum, err = r.x.Bundle(ctx, &buf, eventlog.Filter{Agent: "ag-1", Control: "fileaccess"}, 0, nil); err != nil || sum.Events != 3 {
+		t.Fatalf("control filter: %+v %v", sum, err)
+	}
+}

@@ -97,8 +97,54 @@ func (x *Exporter) Bundle(ctx context.Context, w io.Writer, f eventlog.Filter, s
 		}
 		f.Cursor = p.Next
 	}
-
+	found, err := x.findings(ctx, f, n)
+	if err != nil {
+		return Summary{}, err
+	}
+	for _, s := range found {
+		if len(matched) >= x.max() {
+			return Summary{}, fmt.Errorf("%w (more than %d events)", ErrTooLarge, x.max())
+		}
+		i, _ := slices.BinarySearch(matched, s.Index)
+		matched = slices.Insert(matched, i, s.Index)
+		if sp := spans[event.ServerStream]; sp == nil {
+			spans[event.ServerStream] = &span{s.Index, s.Index}
+		} else {
+			sp.first, sp.last = min(sp.first, s.Index), max(sp.last, s.Index)
+		}
+	}
 	return x.writeBundle(ctx, w, cp, matched, spans, since, query)
+}
+
+// findings are the server stream's events about the one PC f selects when
+// f selects nothing else but a time range: its outages, gaps, clock skew,
+// alerts, enrollment and tampering, which the server records in its own
+// stream and a PC's evidence must hold. Below limit (a tree size) when > 0.
+func (x *Exporter) findings(ctx context.Context, f eventlog.Filter, limit int64) ([]eventlog.Stored, error) {
+	if f.Agent == "" || f.Agent == event.ServerStream || f.Control != "" || f.Type != "" || f.User != "" ||
+		f.ObjectPrefix != "" || f.RegisterID != "" {
+		return nil, nil
+	}
+	sf := eventlog.Filter{Agent: event.ServerStream, From: f.From, To: f.To, Limit: eventlog.MaxLimit}
+	var out []eventlog.Stored
+	for {
+		p, err := x.Log.Query(ctx, sf)
+		if err != nil {
+			return nil, fmt.Errorf("audit: export: server findings: %w", err)
+		}
+		for _, s := range p.Events {
+			if limit > 0 && s.Index >= limit {
+				return out, nil
+			}
+			if a, _ := s.Attrs["agent"].(string); a == f.Agent || s.Object == f.Agent || s.Object == "agent/"+f.Agent {
+				out = append(out, s)
+			}
+		}
+		if p.Next == "" {
+			return out, nil
+		}
+		sf.Cursor = p.Next
+	}
 }
 
 // span is one agent's first and last matched log index: the entries between
@@ -270,13 +316,27 @@ func (x *Exporter) CSV(ctx context.Context, w io.Writer, f eventlog.Filter, lang
 		return 0, err
 	}
 	rows := 0
+	found, err := x.findings(ctx, f, 0)
+	if err != nil {
+		return 0, err
+	}
 	f.Cursor, f.Limit = "", eventlog.MaxLimit
 	for {
 		p, err := x.Log.Query(ctx, f)
 		if err != nil {
 			return rows, fmt.Errorf("audit: export: %w", err)
 		}
-		for _, s := range p.Events {
+		events := p.Events
+		if len(found) > 0 { // in log order with the page's events
+			upto := len(found)
+			if p.Next != "" && len(events) > 0 {
+				upto, _ = slices.BinarySearchFunc(found, events[len(events)-1].Index, func(s eventlog.Stored, i int64) int { return cmp.Compare(s.Index, i) })
+			}
+			events = append(slices.Clone(events), found[:upto]...)
+			found = found[upto:]
+			slices.SortFunc(events, func(a, b eventlog.Stored) int { return cmp.Compare(a.Index, b.Index) })
+		}
+		for _, s := range events {
 			if s.Pruned {
 				continue // nothing left to show but hashes
 			}
