@@ -110,6 +110,10 @@ type head struct {
 	// time and a server.clock_skew event said so (one per episode; memory
 	// only, so a restart may say it once more).
 	skewed bool
+	// latest is the latest event time of the stream seen since start
+	// (unix ns, 0 = none yet); rewound: a ClockRewoundType episode is on.
+	latest  int64
+	rewound bool
 }
 
 // request is one Append, AppendServer or PutCheckpoint waiting for the writer.

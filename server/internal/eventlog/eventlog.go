@@ -134,6 +134,18 @@ const (
 	MaxClockLag   = 45 * 24 * time.Hour
 )
 
+// Clock rewind: an agent event stamped more than MaxClockRewind before the
+// latest time of its chain (the PC's clock set back, or an event forged
+// with an earlier date at the end of the chain) starts an episode, recorded
+// as one ClockRewoundType server event (attrs agent, seq, time,
+// latest_time, rewind) until its events are back within the bound. The
+// latest time is kept in memory: the first batch after a restart is not
+// compared. NTP corrections are seconds, far within the bound.
+const (
+	ClockRewoundType = "server.clock_rewound"
+	MaxClockRewind   = time.Hour
+)
+
 // Errors; test with errors.Is.
 var (
 	ErrClosed     = errors.New("eventlog: store closed")

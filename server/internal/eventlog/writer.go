@@ -618,7 +618,7 @@ func (s *core) planBatch(ctx context.Context, b backend, t *txn, r *request) err
 	if first < 0 {
 		return nil // all duplicates
 	}
-	skewed := h.skewed
+	skewed, latest, rewound := h.skewed, h.latest, h.rewound
 	for i := first; i < len(r.evs); i++ {
 		if len(gaps) > 0 && gaps[0].before == i {
 			g := gaps[0]
@@ -649,6 +649,25 @@ func (s *core) planBatch(ctx context.Context, b backend, t *txn, r *request) err
 		} else {
 			skewed = false
 		}
+		switch et := r.evs[i].Time.UnixNano(); {
+		case latest != 0 && et < latest-int64(MaxClockRewind):
+			if !rewound {
+				rewound = true
+				re := event.Event{
+					Time: time.Unix(0, t.received).UTC(), Control: GapControl, Type: ClockRewoundType, Severity: event.Warning,
+					Attrs: event.Attrs{"agent": r.agent, "seq": r.evs[i].Seq, "time": r.evs[i].Time.UTC().Format(time.RFC3339Nano),
+						"latest_time": time.Unix(0, latest).UTC().Format(time.RFC3339Nano),
+						"rewind":      time.Duration(latest - et).Round(time.Second).String()},
+				}
+				if err := s.planServer(t, &re); err != nil {
+					return err
+				}
+				s.log.Warn().Str("agent", r.agent).Uint64("seq", r.evs[i].Seq).Msg("agent's event time ran back")
+			}
+		default:
+			rewound = false
+			latest = max(latest, et)
+		}
 		if err := s.add(t, &r.rows[i]); err != nil {
 			return err
 		}
@@ -661,7 +680,8 @@ func (s *core) planBatch(ctx context.Context, b backend, t *txn, r *request) err
 		t.planned[r.agent][r.evs[i].Seq] = r.evs[i].Hash
 		r.res.Stored++
 	}
-	t.heads[r.agent] = &head{seq: last, hash: lastHash, lastSeen: t.received, events: h.events + int64(r.res.Stored), skewed: skewed}
+	t.heads[r.agent] = &head{seq: last, hash: lastHash, lastSeen: t.received, events: h.events + int64(r.res.Stored), skewed: skewed,
+		latest: latest, rewound: rewound}
 	r.res.AckedSeq = last
 	return nil
 }
