@@ -387,6 +387,12 @@ func (p *Policy) Validate() error {
 // server compare it to tell whether a policy changed.
 func (p *Policy) Version() string {
 	b, _ := json.Marshal(p)
+	return JSONVersion(b)
+}
+
+// JSONVersion is the version of a policy's JSON form as the server sends it
+// (json.Marshal of the Policy): agents check a stored policy with it.
+func JSONVersion(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }

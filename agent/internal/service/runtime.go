@@ -186,7 +186,14 @@ func (r *Runtime) run(ctx context.Context) error {
 	log := r.opt.Log
 	// The saved policy first, so controls enforce from boot while offline.
 	version, p, raw, err := uplink.LoadPolicy(r.opt.StateDir)
-	if err != nil {
+	if te := (*uplink.TamperedError)(nil); errors.As(err, &te) {
+		// Edited on the PC: never enforce it. Run as before a first policy
+		// (version "", so the long-poll fetches the real one at once), and
+		// say so: the server shows it as a violation.
+		log.Error().Err(err).Msg("service: saved policy was changed outside the agent; discarded, fetching the policy from the server")
+		r.emit(ctx, "agent.policy_tampered", event.Violation, event.Attrs{
+			"stored_version": te.Stored, "actual_version": te.Actual, "path": te.Path})
+	} else if err != nil {
 		log.Error().Err(err).Msg("service: saved policy unusable; starting with every control off")
 	}
 	if p == nil {
@@ -197,6 +204,7 @@ func (r *Runtime) run(ctx context.Context) error {
 	if err := r.applyPolicy(ctx, version, p, raw, false); err != nil {
 		log.Error().Err(err).Msg("service: saved policy failed to apply")
 	}
+	version = r.polVersion.Load().(string) // what runs: "" when the saved one failed to apply
 	r.emit(ctx, "agent.started", event.Info, startedAttrs(version, r.spool.Previous()))
 	server, servers := r.serverInUse()
 	log.Info().Str("agent", r.id.State.AgentID).Str("server", server).Strs("servers", servers).

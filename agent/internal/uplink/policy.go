@@ -134,9 +134,31 @@ func SavePolicy(dir, version string, raw []byte) error {
 	return WriteFileAtomic(filepath.Join(dir, FilePolicy), b)
 }
 
-// LoadPolicy reads dir/policy.json; a missing file returns a nil policy.
+// ErrPolicyTampered is what a TamperedError matches with errors.Is.
+var ErrPolicyTampered = errors.New("stored policy does not match its version")
+
+// TamperedError is a stored policy whose content does not hash to the
+// version stored with it: the file was edited on the PC (a policy from the
+// server always hashes to its version), so it must not be enforced.
+type TamperedError struct {
+	Path   string
+	Stored string // the version string in the file
+	Actual string // the version of the content
+}
+
+func (e *TamperedError) Error() string {
+	return fmt.Sprintf("uplink: %s: policy content hashes to %s, not to its stored version %q: the file was changed outside the agent",
+		e.Path, e.Actual, e.Stored)
+}
+
+func (e *TamperedError) Is(target error) bool { return target == ErrPolicyTampered }
+
+// LoadPolicy reads dir/policy.json; a missing file returns a nil policy. A
+// policy whose content does not hash to its stored version returns a
+// *TamperedError and no policy.
 func LoadPolicy(dir string) (version string, p *policy.Policy, raw []byte, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, FilePolicy))
+	path := filepath.Join(dir, FilePolicy)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil, nil, nil
 	}
@@ -150,6 +172,15 @@ func LoadPolicy(dir string) (version string, p *policy.Policy, raw []byte, err e
 	p, err = policy.ParseJSON(pr.Policy)
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("uplink: %s: %w", FilePolicy, err)
+	}
+	// The server's version is the hash of the JSON it sends (kept here
+	// byte for byte); the parsed policy's own hash is accepted as well, so
+	// that only an edit, never a re-encoding, fails the check. Either way
+	// a changed content cannot keep its version.
+	if raw := policy.JSONVersion(pr.Policy); raw != pr.Version {
+		if actual := p.Version(); actual != pr.Version {
+			return "", nil, nil, &TamperedError{Path: path, Stored: pr.Version, Actual: raw}
+		}
 	}
 	return pr.Version, p, pr.Policy, nil
 }

@@ -66,6 +66,11 @@ type HostInfo struct {
 	Department string
 	Enrolled   time.Time
 	Policy     *policy.Policy // effective policy, normalized; nil = defaults
+
+	// version is Policy's version and versionSeen when the tracker first
+	// saw it as this agent's (set by Tracker from the inventory).
+	version     string
+	versionSeen time.Time
 }
 
 // ControlState is one control's derived state on one host. Index and Time
@@ -89,6 +94,12 @@ type Host struct {
 	LastSeen   *time.Time              `json:"last_seen"` // null before the first batch
 	Silent     bool                    `json:"silent"`
 	Controls   map[string]ControlState `json:"controls"`
+	// PolicyMismatch is set while the PC runs another policy than the
+	// assigned one for longer than the grace: its controls do not pass.
+	PolicyMismatch *Mismatch `json:"policy_mismatch,omitempty"`
+
+	mismatchKey string    // identifies the mismatch run, for its alert
+	tampered    *Tampered // a recent agent.policy_tampered report
 
 	// failRuns holds, per failing control, the run index for alert keys.
 	failRuns map[string]int64
@@ -145,6 +156,12 @@ func modeOf(p *policy.Policy, control string) policy.Mode {
 //
 // Silence is strict: exactly silent_after is not yet silent.
 func Derive(now, started time.Time, hosts []HostInfo, lastSeen map[string]time.Time, latest map[string]map[string]Latest) []Host {
+	return derive(now, started, hosts, lastSeen, latest, nil)
+}
+
+// derive is Derive that also compares, when pi is given, the policy each
+// agent runs with the one assigned (see policyMismatch).
+func derive(now, started time.Time, hosts []HostInfo, lastSeen map[string]time.Time, latest map[string]map[string]Latest, pi *policyInfo) []Host {
 	out := make([]Host, 0, len(hosts))
 	for _, hi := range hosts {
 		h := Host{Agent: hi.Agent, Hostname: hi.Hostname, Department: hi.Department,
@@ -162,6 +179,14 @@ func Derive(now, started time.Time, hosts []HostInfo, lastSeen map[string]time.T
 		h.silentRef = ref.UTC()
 		h.Silent = now.Sub(grace) > silentAfter(hi.Policy)
 		silentFor := now.Sub(ref)
+		running, runningKnown := Running{}, false
+		if pi != nil {
+			running, runningKnown = pi.running[hi.Agent]
+			if tp, ok := pi.tampered[hi.Agent]; ok && now.Sub(tp.Received) < TamperedOpen {
+				h.tampered = &tp
+			}
+			h.PolicyMismatch, h.mismatchKey = policyMismatch(now, hi, running, runningKnown, latest[hi.Agent], pi.grace)
+		}
 		for _, c := range Controls {
 			if !modeOf(hi.Policy, c).Enabled() {
 				h.Controls[c] = ControlState{Status: Off, Reason: ReasonOff,
@@ -184,6 +209,20 @@ func Derive(now, started time.Time, hosts []HostInfo, lastSeen map[string]time.T
 				continue
 			}
 			l, ok := latest[hi.Agent][c]
+			if ok && l.Reason == ReasonMismatch { // the agent reports off a control the server runs
+				ja, en := mismatchTexts(running.Version, hi.version, runningKnown && hi.version != "", true)
+				since, at, idx := l.Since.UTC(), l.Time.UTC(), l.Index
+				h.Controls[c] = ControlState{Status: Unknown, Reason: ReasonMismatch, ReasonJA: ja, ReasonEN: en,
+					Since: &since, Index: &idx, Time: &at}
+				continue
+			}
+			if m := h.PolicyMismatch; m != nil && (!ok || l.Status != Fail) {
+				// Whatever it reports, it measures against another policy.
+				ja, en := mismatchTexts(m.Running, m.Assigned, true, false)
+				since := m.Since
+				h.Controls[c] = ControlState{Status: Unknown, Reason: ReasonMismatch, ReasonJA: ja, ReasonEN: en, Since: &since}
+				continue
+			}
 			if !ok {
 				h.Controls[c] = ControlState{Status: Unknown, Reason: ReasonNoStatus,
 					ReasonJA: "状態がまだ報告されていません", ReasonEN: "no status reported yet"}
@@ -262,4 +301,42 @@ func durationJA(d time.Duration) string {
 		return fmt.Sprintf("%d時間", h)
 	}
 	return fmt.Sprintf("%d時間%d分", h, m)
+}
+
+// policyMismatch says whether hi runs another policy than the assigned one
+// for longer than grace, and the key of that run: its reported version
+// differs from the assigned one, or it reports "off" a control the
+// assigned policy runs. The grace counts from the later of the report and
+// the tracker first seeing the assigned version (a change needs a
+// long-poll to arrive).
+func policyMismatch(now time.Time, hi HostInfo, r Running, known bool, latest map[string]Latest, grace time.Duration) (*Mismatch, string) {
+	if hi.version == "" {
+		return nil, ""
+	}
+	late := func(t time.Time) (time.Time, bool) {
+		if hi.versionSeen.After(t) {
+			t = hi.versionSeen
+		}
+		return t.UTC(), now.Sub(t) > grace
+	}
+	if known && r.Version != hi.version {
+		if start, ok := late(r.Since); ok {
+			return &Mismatch{Running: r.Version, Assigned: hi.version, Since: start},
+				fmt.Sprintf("%s|%s|%s|%d", KindPolicyMismatch, hi.Agent, r.Version, r.First)
+		}
+	}
+	for _, c := range Controls {
+		l, ok := latest[c]
+		if !ok || l.Reason != ReasonMismatch || !modeOf(hi.Policy, c).Enabled() {
+			continue
+		}
+		if start, late := late(l.Since); late {
+			m := &Mismatch{Assigned: hi.version, Since: start}
+			if known {
+				m.Running = r.Version
+			}
+			return m, fmt.Sprintf("%s|%s|off|%s|%d", KindPolicyMismatch, hi.Agent, c, l.Since.UnixNano())
+		}
+	}
+	return nil, ""
 }

@@ -26,6 +26,9 @@ type snapshot struct {
 	Cursors map[string]snapCursor        `json:"cursors"` // by stream (event type)
 	Latest  map[string]map[string]Latest `json:"latest"`
 	Alerted []string                     `json:"alerted"`
+	// Running and Tampered: the policy each agent runs, from agent.* events.
+	Running  map[string]Running  `json:"running,omitempty"`
+	Tampered map[string]Tampered `json:"tampered,omitempty"`
 }
 
 type snapCursor struct {
@@ -70,6 +73,12 @@ func (t *Tracker) loadSnapshot(ctx context.Context) {
 	for _, k := range s.Alerted {
 		t.alerted[k] = true
 	}
+	for a, r := range s.Running {
+		t.running[a] = r
+	}
+	for a, tp := range s.Tampered {
+		t.tampered[a] = tp
+	}
 	t.log.Info().Int("agents", len(s.Latest)).Msg("compliance: state loaded from snapshot")
 }
 
@@ -108,7 +117,7 @@ func (t *Tracker) SaveSnapshot() error {
 	}
 	t.mu.RLock()
 	s := snapshot{Version: snapshotVersion, Cursors: make(map[string]snapCursor, len(t.cursors)),
-		Latest: t.latest, Alerted: make([]string, 0, len(t.alerted))}
+		Latest: t.latest, Alerted: make([]string, 0, len(t.alerted)), Running: t.running, Tampered: t.tampered}
 	for k, c := range t.cursorHashes {
 		s.Cursors[k] = c
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -57,6 +58,10 @@ type Config struct {
 	// InventoryTTL is how long the inventory is cached; default 15s.
 	// Invalidate drops it at once (on a policy or assignment change).
 	InventoryTTL time.Duration
+	// PolicyGrace is how long an agent may run another policy version
+	// than the assigned one before its controls stop counting; default
+	// PolicyGrace.
+	PolicyGrace time.Duration
 	// SnapshotPath, if set, is where Run keeps a snapshot of the tracker's
 	// state (every SaveEvery when it changed, and on exit) so that a
 	// restart reads only the events stored since, not all status events.
@@ -88,11 +93,14 @@ type Tracker struct {
 	gen          uint64                       // bumped on every change, for snapshots
 	latest       map[string]map[string]Latest // agent -> control -> latest
 	alerted      map[string]bool              // alert keys already raised
+	running      map[string]Running           // agent -> policy version it reports running
+	tampered     map[string]Tampered          // agent -> latest agent.policy_tampered
 	dirty        bool                         // a fail status arrived since the last alert check
 
-	invMu   sync.Mutex
-	inv     []HostInfo
-	invTime time.Time
+	invMu    sync.Mutex
+	inv      []HostInfo
+	invTime  time.Time
+	effSince map[string]effSeen // agent -> its effective version and when first seen; guarded by invMu
 
 	hist *history // nil without Config.History
 }
@@ -114,6 +122,9 @@ func New(cfg Config) (*Tracker, error) {
 	}
 	if cfg.InventoryTTL <= 0 {
 		cfg.InventoryTTL = 15 * time.Second
+	}
+	if cfg.PolicyGrace <= 0 {
+		cfg.PolicyGrace = PolicyGrace
 	}
 	if cfg.SaveEvery <= 0 {
 		cfg.SaveEvery = 30 * time.Second
@@ -137,6 +148,9 @@ func New(cfg Config) (*Tracker, error) {
 		cursorHashes: map[string]snapCursor{},
 		latest:       map[string]map[string]Latest{},
 		alerted:      map[string]bool{},
+		running:      map[string]Running{},
+		tampered:     map[string]Tampered{},
+		effSince:     map[string]effSeen{},
 	}, nil
 }
 
@@ -266,6 +280,11 @@ func streams() []eventlog.Filter {
 	for _, c := range Controls {
 		out = append(out, eventlog.Filter{Control: c, Type: c + ".status"})
 	}
+	// The policy version each agent runs (at start, on every change) and
+	// its reports of an edited policy file.
+	for _, typ := range []string{typeStarted, typeApplied, typeTampered} {
+		out = append(out, eventlog.Filter{Control: "agent", Type: typ})
+	}
 	return append(out, eventlog.Filter{Agent: event.ServerStream, Control: AlertControl, Type: AlertType})
 }
 
@@ -319,6 +338,10 @@ func (t *Tracker) apply(st *eventlog.Stored) {
 		}
 		return
 	}
+	if st.Control == "agent" {
+		t.applyAgent(st)
+		return
+	}
 	l := parseStatus(st)
 	byControl := t.latest[st.Agent]
 	if byControl == nil {
@@ -356,6 +379,12 @@ func parseStatus(st *eventlog.Stored) Latest {
 	switch s := Status(str("status")); s {
 	case Pass, Fail, Unknown:
 		l.Status = s
+	case Off:
+		// Derive only looks at statuses of controls the assigned policy
+		// runs: the agent runs another policy (Derive names the versions).
+		l.Status = Unknown
+		l.Reason = ReasonMismatch
+		l.ReasonJA, l.ReasonEN = mismatchTexts("", "", false, true)
 	default:
 		l.Status = Unknown
 		l.Reason, l.ReasonJA, l.ReasonEN = ReasonBadStatus,
@@ -381,8 +410,23 @@ func (t *Tracker) hosts(ctx context.Context) ([]HostInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compliance: inventory: %w", err)
 	}
+	inv = slices.Clone(inv)
 	if inv == nil {
 		inv = []HostInfo{}
+	}
+	now := t.cfg.Now()
+	for i := range inv {
+		h := &inv[i]
+		if h.Policy == nil {
+			continue
+		}
+		h.version = h.Policy.Version()
+		e, ok := t.effSince[h.Agent]
+		if !ok || e.version != h.version {
+			e = effSeen{version: h.version, at: now}
+			t.effSince[h.Agent] = e
+		}
+		h.versionSeen = e.at
 	}
 	t.inv, t.invTime = inv, time.Now()
 	return inv, nil
@@ -426,7 +470,7 @@ func (t *Tracker) derive(ctx context.Context) ([]Host, time.Time, error) {
 	}
 	now := t.cfg.Now()
 	t.mu.RLock()
-	hosts := Derive(now, t.started, inv, seen, t.latest)
+	hosts := derive(now, t.started, inv, seen, t.latest, &policyInfo{grace: t.cfg.PolicyGrace, running: t.running, tampered: t.tampered})
 	t.mu.RUnlock()
 	return hosts, now, nil
 }
@@ -518,6 +562,13 @@ type Alert struct {
 func alertsOf(hosts []Host) []Alert {
 	out := []Alert{}
 	for _, h := range hosts {
+		if tp := h.tampered; tp != nil {
+			ja, en := tamperedTexts(*tp)
+			idx := tp.Index
+			out = append(out, Alert{Kind: KindPolicyTampered, Agent: h.Agent, Hostname: h.Hostname, Department: h.Department,
+				Reason: ReasonTampered, ReasonJA: ja, ReasonEN: en, Since: tp.Received, Index: &idx,
+				Clauses: policies.Clauses()["agent"], key: fmt.Sprintf("%s|%s|%d", KindPolicyTampered, h.Agent, tp.Index)})
+		}
 		if h.Silent {
 			c := h.anyControlState()
 			out = append(out, Alert{Kind: KindSilent, Agent: h.Agent, Hostname: h.Hostname, Department: h.Department,
@@ -525,6 +576,12 @@ func alertsOf(hosts []Host) []Alert {
 				Clauses: policies.Clauses()["agent"],
 				key:     fmt.Sprintf("%s|%s|%d", KindSilent, h.Agent, h.silentRef.UnixNano())})
 			continue
+		}
+		if m := h.PolicyMismatch; m != nil {
+			ja, en := mismatchTexts(m.Running, m.Assigned, true, false)
+			out = append(out, Alert{Kind: KindPolicyMismatch, Agent: h.Agent, Hostname: h.Hostname, Department: h.Department,
+				Reason: ReasonMismatch, ReasonJA: ja, ReasonEN: en, Since: m.Since,
+				Clauses: policies.Clauses()["agent"], key: h.mismatchKey})
 		}
 		for _, c := range Controls {
 			cs := h.Controls[c]
@@ -605,9 +662,16 @@ func (t *Tracker) CheckAlerts(ctx context.Context) error {
 			"department": a.Department, "reason": a.Reason, "reason_ja": a.ReasonJA, "reason_en": a.ReasonEN,
 			"since": a.Since.UTC().Format(time.RFC3339), "clauses": clausesAttr(a.Clauses)}
 		sev := event.Warning
-		if a.Kind == KindViolation {
+		switch a.Kind {
+		case KindViolation:
 			sev = event.Violation
 			attrs["control"] = a.Control
+			if a.Index != nil {
+				attrs["index"] = json.Number(strconv.FormatInt(*a.Index, 10))
+			}
+		case KindPolicyMismatch, KindPolicyTampered:
+			// The PC does not run the assigned policy: as grave as a violation.
+			sev = event.Violation
 			if a.Index != nil {
 				attrs["index"] = json.Number(strconv.FormatInt(*a.Index, 10))
 			}
