@@ -31,6 +31,10 @@ const (
 	Remedy    Set = "remedy"    // what to do about a failing control (or "silent")
 	Action    Set = "action"    // register history actions
 	AlertKind Set = "alertkind" // kinds of alert and notification rule
+	Clause    Set = "clause"    // the policy packs' clause citations
+	// Operation names what was done to files, by the file event type
+	// without its "file." prefix: the keys of a bulk summary's counts.
+	Operation Set = "operation"
 	// Attribution says how a file change's user and process were found
 	// (the attribution_source attribute).
 	Attribution Set = "attribution"
@@ -46,6 +50,17 @@ var catalog = map[Set]map[string]label{
 		"last_writer":         {"直前にアクセスしたプロセス (推定)", "Last process to access it (inferred)"},
 		"while_agent_stopped": {"エージェント停止中の変更 (ユーザー・プロセス不明)", "Changed while the agent was stopped (user and process unknown)"},
 		"not_recorded":        {"記録できなかった間の変更 (ユーザー・プロセス不明)", "Changed while events could not be stored (user and process unknown)"},
+	},
+	Operation: {
+		"created":  {"作成", "created"},
+		"modified": {"変更", "modified"},
+		"deleted":  {"削除", "deleted"},
+		"renamed":  {"名前変更", "renamed"},
+		"read":     {"読み取り", "read"},
+	},
+	Clause: {
+		"METI GL password screensaver": {"旧 経済産業分野ガイドライン (パスワード付きスクリーンセーバーの設定)", "Former METI guideline (password-protected screensaver)"},
+		"現地審査 バックアップ":                  {"プライバシーマーク現地審査の確認事項 (バックアップの実施)", "Privacy Mark on-site audit item (backups)"},
 	},
 	AlertKind: {
 		"violation":          {"管理策違反", "Control violation"},
@@ -123,10 +138,13 @@ var catalog = map[Set]map[string]label{
 		"agent.dropped":                  {"記録の破棄（容量超過）", "Events dropped (spool full)"},
 		"agent.policy_applied":           {"ポリシー適用", "Policy applied"},
 		"agent.policy_failed":            {"ポリシー適用失敗", "Policy failed"},
+		"agent.policy_tampered":          {"保存ポリシーの改ざん検知", "Saved policy tampered"},
 		"agent.control_failed":           {"管理策の異常", "Control failed"},
 		"agent.department":               {"部署の変更", "Department changed"},
 		"agent.disabled":                 {"エージェント無効化", "Agent disabled"},
 		"agent.enabled":                  {"エージェント有効化", "Agent enabled"},
+		"agent.outage":                   {"エージェントの停止期間", "Agent outage"},
+		"agent.tamper_suspected":         {"改ざん・偽装の疑い", "Suspected tampering"},
 		"compliance.alert":               {"準拠状況の警告", "Compliance alert"},
 		"register.created":               {"台帳登録", "Register entry created"},
 		"register.updated":               {"台帳更新", "Register entry updated"},
@@ -149,6 +167,8 @@ var catalog = map[Set]map[string]label{
 		"ui.login_failed":                {"ログイン失敗", "Login failed"},
 		"retention.pruned":               {"保存期間切れの削除", "Retention pruned"},
 		"server.gap":                     {"記録の欠落", "Gap in agent log"},
+		"server.clock_skew":              {"端末の時計のずれ", "Agent clock skew"},
+		"server.clock_rewound":           {"端末の時計の巻き戻り", "Agent clock rewound"},
 		"server.event_loss_accepted":     {"欠落の承認", "Event loss accepted"},
 		"server.scrub_failed":            {"ログの再検証で不一致", "Log re-check mismatch"},
 		"server.heads_rebuilt":           {"記録の先頭情報の再構築", "Stream heads rebuilt"},
@@ -272,6 +292,8 @@ var catalog = map[Set]map[string]label{
 		"not_after":       {"証明書の有効期限", "Certificate valid until"},
 		"enroll_token_id": {"登録トークンID", "Enrollment token"},
 		"policy_version":  {"ポリシーの版", "Policy version"},
+		"stored_version":  {"保存されていたポリシーの版", "Stored policy version"},
+		"actual_version":  {"実際の内容の版（変更されていた）", "Actual content's version (altered)"},
 		"name":            {"名前", "Name"},
 		"restarts":        {"再起動回数", "Restarts"},
 		"cpu_percent":     {"CPU使用率（%）", "CPU (%)"},
@@ -294,6 +316,8 @@ var catalog = map[Set]map[string]label{
 		"time":              {"端末の日時", "Agent's time"},
 		"received":          {"受信日時", "Received"},
 		"skew":              {"時計のずれ", "Clock skew"},
+		"latest_time":       {"それまでの最新の端末日時", "Latest agent time before"},
+		"rewind":            {"時計の戻り幅", "Clock rewound by"},
 		"streams":           {"ストリーム数", "Streams"},
 		"tree_size":         {"ログのサイズ（件）", "Log size (events)"},
 		"links":             {"連鎖の確認数", "Chain links"},
@@ -327,6 +351,12 @@ var catalog = map[Set]map[string]label{
 		"watched_folder":        {"監視対象フォルダーそのもの", "The watched folder itself"},
 		"contents":              {"フォルダーとともに無くなった件数（移動など）", "Entries gone with the folder (moved with it)"},
 		"moved_with":            {"一緒に移動したフォルダー", "Moved with folder"},
+		// File access: the watched folder's path replaced (swap.go).
+		"lost_at":     {"監視対象フォルダーを見失った日時", "Lost at"},
+		"folder_id":   {"監視していたフォルダーの識別子", "Watched folder's ID"},
+		"replaced_by": {"パスにあるもの（置き換え後）", "Replaced by"},
+		"now_id":      {"置き換え後の識別子", "ID now at the path"},
+		"link_target": {"リンク先", "Link target"},
 		// Media.
 		"serial_generated": {"シリアル番号はOSが生成", "Serial made up by the OS"},
 		"capacity_bytes":   {"容量（バイト）", "Capacity (bytes)"},
@@ -383,6 +413,7 @@ var catalog = map[Set]map[string]label{
 		"encoding":       {"文字コード", "Encoding"},
 		"hosts":          {"端末数", "Hosts"},
 		"users":          {"ユーザー（一覧）", "Users"},
+		"local_users":    {"PC にログオン中のユーザー", "Users logged on at the PC"},
 		"attempts":       {"試行回数", "Attempts"},
 		"attempt":        {"何回目の試行", "Attempt"},
 		"rule":           {"ルール", "Rule"},

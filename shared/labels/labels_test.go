@@ -139,3 +139,20 @@ func TestEveryAttrHasLabel(t *testing.T) {
 		t.Errorf("attribute %q (%s) has no label in the %s set", k, at, Attr)
 	}
 }
+
+func TestDuration(t *testing.T) {
+	for _, c := range []struct {
+		in, ja, en string
+	}{
+		{"10s", "10秒", "10s"}, {"5m0s", "5分", "5m"}, {"1h0m0s", "1時間", "1h"}, {"1h30m0s", "1時間30分", "1h30m"},
+		{"90s", "1分30秒", "1m30s"}, {"48h", "2日", "2d"}, {"73ms", "73ミリ秒", "73ms"}, {"0s", "0秒", "0s"},
+		{"fast", "fast", "fast"},
+	} {
+		if got := DurationText(c.in, JA); got != c.ja {
+			t.Errorf("DurationText(%q, ja) = %q, want %q", c.in, got, c.ja)
+		}
+		if got := DurationText(c.in, EN); got != c.en {
+			t.Errorf("DurationText(%q, en) = %q, want %q", c.in, got, c.en)
+		}
+	}
+}

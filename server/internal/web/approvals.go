@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -26,6 +27,27 @@ type approvalRow struct {
 	*register.Approval
 	Expired bool
 	Entries []piRef
+	// NotInMediaRegister: no medium of this serial is in 媒体管理台帳
+	// (a visitor's or new stick): the approver should know.
+	NotInMediaRegister bool
+}
+
+// mediaSerials returns the serials of 媒体管理台帳 (every status), folded
+// for comparison as the agents compare them (case-insensitive).
+func (u *UI) mediaSerials(ctx context.Context) (map[string]bool, error) {
+	media, err := u.cfg.Registers.List(ctx, register.KindMedia, register.Filter{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, e := range media {
+		out[strings.ToLower(strings.TrimSpace(e.(*register.MediaEntry).Serial))] = true
+	}
+	return out, nil
+}
+
+func inMediaRegister(serials map[string]bool, serial string) bool {
+	return serials[strings.ToLower(strings.TrimSpace(serial))]
 }
 
 type approvalsData struct {
@@ -46,10 +68,15 @@ func (u *UI) approvalRows(r *http.Request, aps []*register.Approval) ([]approval
 		p := e.(*register.PIEntry)
 		byID[p.ID] = p
 	}
+	serials, err := u.mediaSerials(r.Context())
+	if err != nil {
+		return nil, err
+	}
 	now := u.cfg.Now()
 	out := make([]approvalRow, 0, len(aps))
 	for _, a := range aps {
-		row := approvalRow{Approval: a, Expired: a.Status == register.StatusRequested && !a.To.After(now)}
+		row := approvalRow{Approval: a, Expired: a.Status == register.StatusRequested && !a.To.After(now),
+			NotInMediaRegister: !inMediaRegister(serials, a.Serial)}
 		for _, id := range a.RegisterIDs {
 			if p, ok := byID[id]; ok {
 				row.Entries = append(row.Entries, piRef{ID: id, Name: p.Name, Contents: p.Contents, Sensitive: p.Sensitive, Records: p.RecordCount})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -218,10 +219,14 @@ func (u *UI) overviewCharts(ctx context.Context, p *page, rep compliance.Report,
 	if err != nil {
 		return nil, err
 	}
-	// Today's point comes from the live report until the day is recorded,
-	// so a new install's trend charts are not empty beside its overall one.
-	if day := today.Format(time.DateOnly); len(hist) == 0 || hist[len(hist)-1].Day != day {
-		if d, ok := compliance.DayOf(rep, day); ok {
+	// Today's point is the live report (the stored one is today's last
+	// sample so far): a new install's trend charts are not empty beside its
+	// overall one, and a department whose first PC came after the sample is
+	// not missing.
+	if d, ok := compliance.DayOf(rep, today.Format(time.DateOnly)); ok {
+		if n := len(hist); n > 0 && hist[n-1].Day == d.Day {
+			hist[n-1] = d
+		} else {
 			hist = append(hist, d)
 		}
 	}
@@ -246,18 +251,27 @@ func (u *UI) overviewCharts(ctx context.Context, p *page, rep compliance.Report,
 		depNames = append(depNames, k)
 	}
 	slices.Sort(depNames)
+	chartStart := today.AddDate(0, 0, -chartDays+1).Format(time.DateOnly)
+	first := map[string]string{} // department -> its first day on the chart
+	earliest := ""
 	for _, dn := range depNames {
-		s := series{Name: cmp.Or(dn, "—"), Link: "/hosts?" + url.Values{"department": {dn}}.Encode(), Points: map[string]float64{}}
+		s := series{Name: deptLabel(dn, p), Link: "/hosts?" + url.Values{"department": {dn}}.Encode(), Points: map[string]float64{}}
 		for _, d := range hist {
 			if r, ok := d.Departments[dn]; ok {
 				s.Points[d.Day] = r
+				if d.Day >= chartStart && (first[dn] == "" || d.Day < first[dn]) {
+					first[dn] = d.Day
+				}
 			}
+		}
+		if f := first[dn]; f != "" && (earliest == "" || f < earliest) {
+			earliest = f
 		}
 		dep = append(dep, s)
 	}
 	out := []chart{
 		{ID: "chart-trend-control", Title: p.L["chart_trend_control"], SVG: linesSVG("svg-trend-control", ctl, today, chartDays, lang)},
-		{ID: "chart-trend-dept", Title: p.L["chart_trend_dept"], SVG: linesSVG("svg-trend-dept", dep, today, chartDays, lang)},
+		{ID: "chart-trend-dept", Title: p.L["chart_trend_dept"], SVG: linesSVG("svg-trend-dept", dep, today, chartDays, lang) + laterStarts(depNames, first, earliest, p)},
 	}
 	// Department pass rates now.
 	var dbars []bar
@@ -277,7 +291,7 @@ func (u *UI) overviewCharts(ctx context.Context, p *page, rep compliance.Report,
 		if r < .5 {
 			col = "#c5221f"
 		}
-		dbars = append(dbars, bar{Label: cmp.Or(dn, "—"), Value: r, Text: fmt.Sprintf("%.0f%%", r*100), Color: col,
+		dbars = append(dbars, bar{Label: deptLabel(dn, p), Value: r, Text: fmt.Sprintf("%.0f%%", r*100), Color: col,
 			Link: "/hosts?" + url.Values{"department": {dn}, "sort": {"fails"}}.Encode()})
 	}
 	slices.SortFunc(dbars, func(a, b bar) int { return cmp.Or(cmp.Compare(a.Value, b.Value), cmp.Compare(a.Label, b.Label)) })
@@ -316,16 +330,23 @@ func (u *UI) overviewCharts(ctx context.Context, p *page, rep compliance.Report,
 
 	byDev := map[string]int{}
 	names := map[string]string{}
+	unreg := map[string]bool{} // not in 媒体管理台帳: its latest event has no register id
 	for _, e := range week["media.inserted"] {
 		serial := fmt.Sprint(e.Attrs["serial"])
 		byDev[serial]++
 		names[serial] = strings.TrimSpace(fmt.Sprint(e.Attrs["product"]) + " " + serial)
+		unreg[serial] = unregisteredMedia(e.Event)
 	}
 	var mbars []bar
 	top := 0
 	for s, n := range byDev {
-		mbars = append(mbars, bar{Label: names[s], Value: float64(n), Text: fmt.Sprintf("%d", n),
-			Link: "/events?" + url.Values{"type": {"media.inserted"}, "from": {from.Format(uiTime)}}.Encode()})
+		b := bar{Label: names[s], Value: float64(n), Text: fmt.Sprintf("%d", n),
+			Link: "/events?" + url.Values{"type": {"media.inserted"}, "from": {from.Format(uiTime)}}.Encode()}
+		if unreg[s] {
+			b.Text += " " + p.L["unregistered_short"]
+			b.Color = "#c5221f"
+		}
+		mbars = append(mbars, b)
 		top = max(top, n)
 	}
 	slices.SortFunc(mbars, func(a, b bar) int { return cmp.Or(cmp.Compare(b.Value, a.Value), cmp.Compare(a.Label, b.Label)) })
@@ -334,4 +355,42 @@ func (u *UI) overviewCharts(ctx context.Context, p *page, rep compliance.Report,
 	}
 	out = append(out, chart{ID: "chart-media", Title: p.L["chart_media"], SVG: barsSVG("svg-media", mbars, float64(top), p.L["none"])})
 	return out, nil
+}
+
+// deptLabel names a department on a chart; PCs without one are 部署未設定.
+func deptLabel(dn string, p *page) string {
+	if dn == "" {
+		return p.L["no_department"]
+	}
+	return dn
+}
+
+// laterStarts says under the department trend which departments' lines
+// start later than the others' (their first PC was counted then), so a
+// short line is not read as missing history.
+func laterStarts(depNames []string, first map[string]string, earliest string, p *page) template.HTML {
+	byDay := map[string][]string{}
+	for _, dn := range depNames {
+		if f := first[dn]; f != "" && f > earliest {
+			byDay[f] = append(byDay[f], deptLabel(dn, p))
+		}
+	}
+	if len(byDay) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(`<p class="muted" id="trend-dept-starts">`)
+	for i, day := range slices.Sorted(maps.Keys(byDay)) {
+		if i > 0 {
+			b.WriteString("<br>")
+		}
+		d, _ := time.Parse(time.DateOnly, day)
+		layout := "1/2"
+		if p.Lang == "ja" {
+			layout = "1月2日"
+		}
+		b.WriteString(esc(fmt.Sprintf(p.L["trend_starts_fmt"], strings.Join(byDay[day], "、"), d.Format(layout))))
+	}
+	b.WriteString(`</p>`)
+	return template.HTML(b.String()) // escaped above
 }

@@ -452,6 +452,10 @@ func (u *UI) handleEvent(w http.ResponseWriter, r *http.Request) {
 		if src, ok := v.(string); ok && k == "attribution_source" {
 			v = labels.Of(labels.Attribution, p.Lang, src)
 		}
+		if s, ok := attrForPeople(d.E, k, v, p.Lang); ok {
+			d.Attrs = append(d.Attrs, attrRow{Key: k, Value: s})
+			continue
+		}
 		d.Attrs = append(d.Attrs, attrRow{Key: k, Value: attrText(registerWords(d.E, k, v, p.Lang), p.Lang, p.loc)})
 	}
 	slices.SortFunc(d.Attrs, func(a, b attrRow) int { return cmp.Compare(a.Key, b.Key) })

@@ -107,6 +107,9 @@ type entryData struct {
 	Fields           []formRow
 	History          []histRow
 	Bad              bool
+	// NotInMediaRegister: a carry-out approval of a device 媒体管理台帳
+	// does not have.
+	NotInMediaRegister bool
 }
 
 // formRows lays out register k's form with values and per-field errors,
@@ -206,6 +209,14 @@ func (u *UI) handleEntry(w http.ResponseWriter, r *http.Request) {
 		}
 		m := register.MetaOf(e)
 		d.ID, d.Status, d.Revision = m.ID, m.Status, m.Revision
+		if a, ok := e.(*register.Approval); ok {
+			serials, err := u.mediaSerials(r.Context())
+			if err != nil {
+				u.registerFail(w, r, err)
+				return
+			}
+			d.NotInMediaRegister = !inMediaRegister(serials, a.Serial)
+		}
 		hist, err := u.cfg.Registers.History(r.Context(), k, id)
 		if err != nil {
 			u.registerFail(w, r, err)

@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -244,6 +245,16 @@ func (p *page) T(set string, code any) string {
 	return labels.Of(labels.Set(set), p.Lang, fmt.Sprint(code))
 }
 
+// Dur says a duration (time.Duration or a type of it, such as
+// notify.Duration) in the page's language: 5分, 1時間 rather than 5m, 1h.
+func (p *page) Dur(v any) string {
+	rv := reflect.ValueOf(v)
+	if !rv.IsValid() || !rv.CanInt() {
+		return fmt.Sprint(v)
+	}
+	return labels.Duration(time.Duration(rv.Int()), p.Lang)
+}
+
 // AttrName labels an event attribute key, keeping the key beside an
 // unknown one's.
 func (p *page) AttrName(k string) string { return labels.Of(labels.Attr, p.Lang, k) }
@@ -261,6 +272,22 @@ func (p *page) Unrecorded(e event.Event) string {
 		return src
 	}
 	return ""
+}
+
+// UnregisteredMedia reports whether e is about a removable medium that is
+// not in 媒体管理台帳: a media event naming a device (serial) without a
+// register id. The list and the event page mark those.
+func (p *page) UnregisteredMedia(e event.Event) bool { return unregisteredMedia(e) }
+
+func unregisteredMedia(e event.Event) bool {
+	if e.Control != "media" || e.RegisterID != "" {
+		return false
+	}
+	if id, _ := e.Attrs["register_id"].(string); id != "" {
+		return false
+	}
+	_, dev := e.Attrs["serial"]
+	return dev
 }
 
 // HostName shows an agent id as its hostname where known.
