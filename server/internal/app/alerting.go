@@ -15,6 +15,7 @@ import (
 	"github.com/mamori/mamori/policies"
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/audit"
+	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/incident"
 	"github.com/mamori/mamori/server/internal/notify"
@@ -23,6 +24,7 @@ import (
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/server/internal/web"
 	"github.com/mamori/mamori/shared/event"
+	"github.com/mamori/mamori/shared/policy"
 )
 
 // alerting holds what takes alerts to people: the notifier, the incident
@@ -156,14 +158,22 @@ func (s *Server) reportHandler(inc *incident.Service, x *audit.Exporter) (report
 		return report.Handler{}, fmt.Errorf("app: log key: %w", err)
 	}
 	svc, err := report.New(report.Config{Store: rs, Registers: s.regs, Incidents: inc, Verifier: v, Log: s.cfg.Log,
+		// The PCs as 概要 counts them: when each was enrolled, and which
+		// controls its effective policy turns off (not 不明 when silent).
 		Agents: func(ctx context.Context) ([]report.Agent, error) {
-			as, err := s.state.ListAgents(ctx)
+			inv := compliance.StateInventory{State: s.state, Fallback: api.BuiltinDefault,
+				Effective: func(ctx context.Context, id string) (*policy.Policy, error) {
+					c, err := s.regs.Shared(ctx, id)
+					return c.Policy, err
+				}}
+			hs, err := inv.Hosts(ctx)
 			if err != nil {
 				return nil, err
 			}
-			out := make([]report.Agent, len(as))
-			for i, a := range as {
-				out[i] = report.Agent{ID: a.ID, Hostname: a.Hostname, Department: a.Department}
+			out := make([]report.Agent, len(hs))
+			for i, h := range hs {
+				out[i] = report.Agent{ID: h.Agent, Hostname: h.Hostname, Department: h.Department,
+					Enrolled: h.Enrolled, Off: compliance.OffControls(h.Policy)}
 			}
 			return out, nil
 		}})

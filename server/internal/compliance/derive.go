@@ -340,3 +340,15 @@ func policyMismatch(now time.Time, hi HostInfo, r Running, known bool, latest ma
 	}
 	return nil, ""
 }
+
+// OffControls lists the controls p turns off (all of them when p is nil),
+// never nil: what 概要 shows as off, for the report to count alike.
+func OffControls(p *policy.Policy) []string {
+	out := []string{}
+	for _, c := range Controls {
+		if !modeOf(p, c).Enabled() {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/notify/alertkind"
 	"github.com/mamori/mamori/shared/event"
 )
 
@@ -169,11 +170,24 @@ type AlertRow struct {
 	Outcome string
 }
 
+// OutcomeJA is an alerted item's notification in Japanese, in the audit
+// report's words.
+func (r AlertRow) OutcomeJA() string {
+	switch r.Outcome {
+	case "sent":
+		return "通知済み"
+	case "failed":
+		return "通知失敗"
+	}
+	return "通知の記録なし"
+}
+
 // Alerted lists the items of the messages delivered or failed since from
-// (the delivery log keeps them), one row per event, newest first, at most
-// limit. Compliance alerts are left out: Alerts lists them with their
-// state. A default rule without recipients delivers nothing, so its items
-// are not here.
+// (the delivery log keeps them), and every other event the classification
+// makes an alert by itself (alertkind.Standalone) that no message named
+// (Outcome "": a default rule without recipients delivers nothing), one
+// row per event, newest first, at most limit. Compliance alerts are left
+// out: Alerts lists them with their state.
 func (n *Notifier) Alerted(ctx context.Context, from time.Time, limit int) ([]AlertRow, error) {
 	byIndex := map[int64]AlertRow{}
 	f := eventlog.Filter{Agent: event.ServerStream, Control: Control, From: from, Limit: eventlog.MaxLimit}
@@ -223,6 +237,54 @@ func (n *Notifier) Alerted(ctx context.Context, from time.Time, limit int) ([]Al
 			break
 		}
 		f.Cursor = p.Next
+	}
+	// The alerts no message named.
+	set, _, err := n.Settings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	agents, err := n.agentInfo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, src := range alertkind.Standalone {
+		if src.Type == "compliance.alert" {
+			continue
+		}
+		f := eventlog.Filter{Control: src.Control, Type: src.Type, From: from, Limit: eventlog.MaxLimit}
+		for {
+			p, err := n.cfg.Events.Query(ctx, f)
+			if err != nil {
+				return nil, fmt.Errorf("notify: reading %s: %w", src.Type, err)
+			}
+			for i := range p.Events {
+				e := &p.Events[i]
+				if _, seen := byIndex[e.Index]; seen || e.Pruned {
+					continue
+				}
+				for _, c := range classify(set, agents, e) {
+					it := c.item
+					host := it.Hostname
+					if host == "" && it.Agent != event.ServerStream {
+						host = it.Agent
+					}
+					var why []string
+					for _, s := range []string{it.Reason, it.Detail, it.Object, it.User, it.IP} {
+						if s != "" {
+							why = append(why, s)
+						}
+					}
+					r := AlertRow{Index: it.Index, Time: it.Time, Type: it.Type, Kind: c.kind, Agent: it.Agent, Host: host,
+						Department: it.Department, Control: it.Control, ReasonJA: strings.Join(why, " "), Alerted: true}
+					r.ReasonEN = r.ReasonJA
+					byIndex[e.Index] = r
+				}
+			}
+			if p.Next == "" || len(p.Events) == 0 {
+				break
+			}
+			f.Cursor = p.Next
+		}
 	}
 	rows := make([]AlertRow, 0, len(byIndex))
 	for _, r := range byIndex {

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/notify/alertkind"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/labels"
 )
@@ -431,47 +432,26 @@ func classify(set Settings, agents map[string]AgentInfo, st *eventlog.Stored) []
 		it.Hostname, it.Department = a.Hostname, a.Department
 	}
 	it.Detail = detailOf(st)
-	var kinds []string
+	// Which kinds: the code the audit report counts with too.
+	kinds := alertkind.Of(st.Type, st.Severity, st.Attrs)
 	switch st.Type {
 	case "compliance.alert":
 		it.Agent, it.Hostname, it.Department, it.Control = str("agent"), str("hostname"), str("department"), str("control")
 		if ja := str("reason_ja"); ja != "" {
 			it.Reason = ja
 		}
-		if str("kind") == "silent" {
-			kinds = []string{KindSilent}
-		} else {
-			kinds = []string{KindViolation}
-			if it.Control == "backup" {
-				kinds = append(kinds, KindBackup)
-			}
-		}
-	case "media.blocked":
-		kinds = []string{KindMedia}
-	case "media.file_written":
-		if st.Severity == event.Violation {
-			kinds = []string{KindMedia}
-		}
 	case "fileaccess.bulk":
-		kinds = []string{KindBulkCopy}
 		it.From, it.To, _ = bulkWindow(st)
 		for op := range bulkTypes(st) {
 			it.ops = append(it.ops, op)
 		}
-	case "backup.overdue":
-		kinds = []string{KindBackup}
-	case eventlog.GapType, "server.event_loss_accepted", "server.scrub_failed", "server.unclean_stop", "server.checkpoint_copy_missing":
-		kinds = []string{KindIntegrity}
 	case "ui.login_failed":
-		kinds = []string{KindLoginFailures}
 		// The web records the name tried as the user and as "user/NAME".
 		it.Object = strings.TrimPrefix(st.Object, "user/")
 		if it.User == it.Object {
 			it.User = ""
 		}
 		it.Reason, it.IP = loginReasonJA(it.Reason), str("ip")
-	case "incident.overdue":
-		kinds = []string{KindIncidentOverdue}
 	default:
 		if strings.HasPrefix(st.Type, "file.") && st.RegisterID != "" && changedOutOfHours(set.HoursOf(it.Department), st) {
 			kinds = []string{KindOutOfHours}

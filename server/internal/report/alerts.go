@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/notify/alertkind"
 	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/labels"
 )
@@ -138,7 +139,7 @@ type alertItem struct {
 // alerts, the items of the messages sent or failed (a delivery after end
 // of an alert of the period counts), the failed deliveries, and every
 // 確認/解決 up to the report's making (the figures count those before end).
-func (s *Service) alerts(ctx context.Context, r *Report, base eventlog.CountQuery) error {
+func (s *Service) alerts(ctx context.Context, r *Report, base eventlog.CountQuery, byID map[string]Agent) error {
 	inScope := scopeOf(base)
 	from, end := base.From, base.To
 	now := s.cfg.Now()
@@ -187,6 +188,45 @@ func (s *Service) alerts(ctx context.Context, r *Report, base eventlog.CountQuer
 	})
 	if err != nil {
 		return err
+	}
+	// Every other event notify's classification makes an alert by itself
+	// is one, notified or not (a default rule has no recipients).
+	// The kinds counted from the log (all but those the settings judge).
+	alone := map[string]bool{}
+	for _, k := range AlertKinds {
+		alone[k] = k != alertkind.OutOfHours && k != alertkind.LoginFailures && k != alertkind.Violation && k != alertkind.Silent
+	}
+	for _, src := range alertkind.Standalone {
+		if src.Type == alertType {
+			continue // above, with their handling
+		}
+		f := eventlog.Filter{Control: src.Control, Type: src.Type, From: from, To: end, Limit: eventlog.MaxLimit}
+		for {
+			page, err := s.cfg.Store.Query(ctx, f)
+			if err != nil {
+				return fmt.Errorf("report: alerts: %s: %w", src.Type, err)
+			}
+			for i := range page.Events {
+				e := &page.Events[i]
+				if e.Pruned || (e.Agent != event.ServerStream && !inScope(e.Agent)) || (e.Agent == event.ServerStream && base.Agents != nil) {
+					continue
+				}
+				for _, k := range alertkind.Of(e.Type, e.Severity, e.Attrs) {
+					host := e.Agent
+					if host == event.ServerStream {
+						host = "-"
+					} else if a, ok := byID[e.Agent]; ok && a.Hostname != "" {
+						host = a.Hostname
+					}
+					what := strings.TrimSpace(labels.Of(labels.EventType, labels.JA, e.Type) + " " + e.Object)
+					add(&AlertEntry{Index: e.Index, Time: e.Time, Kind: k, Host: host, What: what})
+				}
+			}
+			if page.Next == "" || len(page.Events) == 0 {
+				break
+			}
+			f.Cursor = page.Next
+		}
 	}
 	// Deliveries: items by index (sent to any destination is sent), and
 	// per message the alerts it counted without naming them. A message to
@@ -327,6 +367,19 @@ func (s *Service) alerts(ctx context.Context, r *Report, base eventlog.CountQuer
 	}
 	for _, m := range msgs {
 		k := row(m.kind)
+		if alone[m.kind] {
+			// Counted from the log already: the message's unnamed alerts
+			// are among those no delivery names.
+			n := min(m.unlisted, k.NotNotified)
+			k.NotNotified -= n
+			k.Unlisted += n
+			if m.sent {
+				k.Delivered += n
+			} else {
+				k.Failed += n
+			}
+			continue
+		}
 		k.Alerted += m.unlisted
 		k.Unlisted += m.unlisted
 		if m.sent {

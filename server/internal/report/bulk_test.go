@@ -65,7 +65,7 @@ func TestAccessCountsEventsFoldedIntoBulkSummaries(t *testing.T) {
 		}
 	}
 	for _, want := range []string{`"アクセス記録","PI-0001","名簿 PI-0001","223","1","ファイル作成 209 件、ファイル変更 5 件、ファイル閲覧 2 件、一括操作として要約された件数 7 件（内訳は要約イベントを参照）"`,
-		`"概要","一括操作として要約されたファイル操作","124"`} {
+		`"概要","一括操作として要約されたファイル操作","124 件 (要約イベント 3 件、イベント数には含みません)"`} {
 		if !strings.Contains(csv.String(), want) {
 			t.Errorf("CSV lacks %s:\n%s", want, csv.String())
 		}

@@ -77,7 +77,7 @@ func TestIntegrityStatementWithoutAStartCheckpoint(t *testing.T) {
 	f.checkpoint(from.Add(2 * time.Hour))
 	r := f.build(from, time.Date(2026, 11, 30, 0, 0, 0, 0, JST), "")
 	in := r.Integrity
-	if !in.Verified || in.StartSize != 0 || strings.Contains(in.Statement, "整合性証明で確認しました") || !strings.Contains(in.Statement, "整合性証明は不要") {
+	if !in.Verified || in.StartSize != 0 || strings.Contains(in.Statement, "整合性証明で確認しました") || !strings.Contains(in.Statement, "期間の開始時にはまだ記録がなかった") {
 		t.Errorf("empty start: %+v", in)
 	}
 }

@@ -19,10 +19,11 @@ import (
 var reportHTML string
 
 var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
-	"pct":  func(f float64) string { return strconv.FormatFloat(f*100, 'f', 1, 64) + "%" },
-	"join": func(s []string) string { return strings.Join(s, "、") },
-	"jst":  func(t time.Time) string { return t.In(JST).Format("2006-01-02 15:04") },
-	"jstp": func(t *time.Time) string { return t.In(JST).Format("2006-01-02 15:04") },
+	"pct":     func(f float64) string { return strconv.FormatFloat(f*100, 'f', 1, 64) + "%" },
+	"join":    func(s []string) string { return strings.Join(s, "、") },
+	"clauses": func(s []string) string { return strings.Join(clausesJA(s), "、") },
+	"jst":     func(t time.Time) string { return t.In(JST).Format("2006-01-02 15:04") },
+	"jstp":    func(t *time.Time) string { return t.In(JST).Format("2006-01-02 15:04") },
 	// Codes read as words: the report is for people, not for Mamori.
 	"control": controlJAOf,
 	"status":  func(c string) string { return labels.Of(labels.Status, "ja", c) },
@@ -39,6 +40,16 @@ var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 // zoneJA follows the times the report shows, as the pages label them
 // (messages "jst"): every time is Japan time.
 const zoneJA = "（日本時間）"
+
+// clausesJA are the policy packs' clause citations as a reader knows
+// them (policies/*.yaml name some in English).
+func clausesJA(cs []string) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = labels.Of(labels.Clause, labels.JA, c)
+	}
+	return out
+}
 
 // controlJAOf is a control's Japanese name.
 func controlJAOf(c string) string { return labels.Of(labels.Control, labels.JA, c) }
@@ -123,37 +134,46 @@ func (r *Report) CSV(w io.Writer) error {
 	add("概要", "対象範囲", r.Scope())
 	add("概要", "作成日時"+zoneJA, r.Generated.In(JST).Format("2006-01-02 15:04"))
 	add("概要", "イベント数", strconv.FormatInt(r.TotalEvents, 10))
-	add("概要", "一括操作として要約されたファイル操作", strconv.FormatInt(r.Summarised, 10), "要約イベント "+strconv.FormatInt(r.Summaries, 10)+" 件 (イベント数には含みません)")
+	add("概要", "一括操作として要約されたファイル操作", strconv.FormatInt(r.Summarised, 10)+" 件 (要約イベント "+strconv.FormatInt(r.Summaries, 10)+" 件、イベント数には含みません)")
 	add("イベント数", "管理策", "件数")
 	for _, c := range slices.Sorted(maps.Keys(r.EventsByControl)) {
 		add("イベント数", ctl(c), strconv.FormatInt(r.EventsByControl[c], 10))
 	}
-	add("遵守率", "管理策", "根拠条項", "遵守率", "状態の記録数", "違反の記録数", "例外の数")
+	add("準拠率", "管理策", "根拠条項", "準拠率", "状態の記録数", "違反の記録数", "例外の数")
 	for _, c := range r.Controls {
-		add("遵守率", ctl(c.Control), strings.Join(c.Clauses, " / "), rate(c.Rate, c.Hosts),
+		add("準拠率", ctl(c.Control), strings.Join(clausesJA(c.Clauses), " / "), rate(c.Rate, c.Hosts),
 			strconv.FormatInt(c.StatusEvents, 10), strconv.FormatInt(c.FailEvents, 10), strconv.Itoa(c.Exceptions))
 	}
-	add("月別遵守率", "管理策", "月", "遵守率", "対象端末数", "違反端末数", "不明端末数")
+	add("月別準拠率", "管理策", "月", "準拠率", "対象端末数", "違反端末数", "不明端末数")
 	for _, c := range r.Controls {
 		for _, m := range c.Months {
-			add("月別遵守率", ctl(c.Control), m.Month, rate(m.Rate, m.Hosts), strconv.Itoa(m.Hosts), strconv.Itoa(m.Failing), strconv.Itoa(m.Unknown))
+			add("月別準拠率", ctl(c.Control), m.Month, rate(m.Rate, m.Hosts), strconv.Itoa(m.Hosts), strconv.Itoa(m.Failing), strconv.Itoa(m.Unknown))
 		}
 	}
-	add("例外", "端末", "管理策", "理由", "開始"+zoneJA, "終了"+zoneJA, "秒数")
+	add("例外", "端末", "管理策", "理由", "開始"+zoneJA, "終了"+zoneJA, "秒数", "継続期間")
 	for _, e := range r.Exceptions {
 		to := "継続中"
 		if e.To != nil {
 			to = e.To.In(JST).Format(time.DateTime)
 		}
-		add("例外", e.Hostname, ctl(e.Control), e.Reason, e.From.In(JST).Format(time.DateTime), to, strconv.FormatInt(e.Seconds, 10))
+		add("例外", e.Hostname, ctl(e.Control), e.Reason, e.From.In(JST).Format(time.DateTime), to, strconv.FormatInt(e.Seconds, 10), e.Duration)
 	}
 	add("台帳見直し", "台帳番号", "名称", "部署", "最終見直し日", "12か月以上未見直し")
 	for _, v := range r.Reviews {
 		add("台帳見直し", v.ID, v.Name, v.Department, v.LastReviewed, yes(v.Overdue || v.LastReviewed == ""))
 	}
-	add("持出し", "番号", "申請者", "媒体のシリアル", "端末", "承認者", "状態")
+	add("持出し", "番号", "申請者", "媒体のシリアル", "端末", "目的", "期間"+zoneJA, "承認者", "状態", "結果", "媒体管理台帳にない媒体")
 	for _, a := range r.CarryOuts {
-		add("持出し", a.ID, a.Requester, a.Serial, a.Host, a.Approver, labels.Of(labels.Status, labels.JA, a.Status))
+		add("持出し", a.ID, a.Requester, a.Serial, a.Host, a.Purpose, jstTime(a.From)+" 〜 "+jstTime(a.To), a.Approver,
+			labels.Of(labels.Status, labels.JA, a.Status), a.Result, yes(a.NotInRegister))
+	}
+	add("台帳にない媒体", "端末", "シリアル番号", "製品", "最初の使用"+zoneJA, "最後の使用"+zoneJA, "書き込まれたファイル数", "持出しの承認")
+	for _, m := range r.UnregisteredMedia {
+		add("台帳にない媒体", m.Host, m.Serial, m.Device(), m.First.In(JST).Format(time.DateTime), m.Last.In(JST).Format(time.DateTime),
+			strconv.Itoa(m.FilesWritten), m.Covered())
+	}
+	if len(r.UnregisteredMedia) == 0 {
+		add("台帳にない媒体", "なし", "期間中に媒体管理台帳にない媒体は使われていません")
 	}
 	add("廃棄", "番号", "日付", "対象", "方法", "責任者")
 	for _, d := range r.Disposals {

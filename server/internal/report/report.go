@@ -35,6 +35,7 @@ import (
 	"github.com/mamori/mamori/server/internal/eventlog"
 	"github.com/mamori/mamori/server/internal/incident"
 	"github.com/mamori/mamori/server/internal/register"
+	"github.com/mamori/mamori/shared/event"
 	"github.com/mamori/mamori/shared/evidence"
 )
 
@@ -65,7 +66,16 @@ type Store interface {
 }
 
 // Agent is an enrolled PC.
-type Agent struct{ ID, Hostname, Department string }
+type Agent struct {
+	ID, Hostname, Department string
+	// Enrolled is when the PC was enrolled; zero: the log's agent.enrolled
+	// record says, and without one the PC counts from the period's start.
+	Enrolled time.Time
+	// Off lists the controls the PC's effective policy turns off, as 概要
+	// reads them. Nil: not known; a control the PC never said was off
+	// (an "off" status) then counts as running.
+	Off []string
+}
 
 // Config configures New.
 type Config struct {
@@ -205,6 +215,30 @@ var integrityTypes = []struct {
 	{"server.checkpoint_copy_missing", "etcd にチェックポイントの控えがない起動 (巻き戻しを照合できず)", false},
 }
 
+// CarryOut is one 持出し of the period; NotInRegister marks a serial
+// 媒体管理台帳 does not have.
+type CarryOut struct {
+	register.Approval
+	NotInRegister bool `json:"not_in_register"`
+}
+
+// UnregisteredMedium is a medium not in 媒体管理台帳 used on one PC in the
+// period (media events by serial with no register id).
+type UnregisteredMedium struct {
+	Agent        string    `json:"agent"`
+	Host         string    `json:"host"`
+	Serial       string    `json:"serial"`
+	Vendor       string    `json:"vendor,omitempty"`
+	Product      string    `json:"product,omitempty"`
+	First        time.Time `json:"first"`
+	Last         time.Time `json:"last"`
+	Events       int       `json:"events"`
+	FilesWritten int       `json:"files_written"`
+	Blocked      bool      `json:"blocked,omitempty"`
+	// Approval names the approved carry-out that covered its use, "" none.
+	Approval string `json:"approval,omitempty"`
+}
+
 // Report is the audit report.
 type Report struct {
 	From, To   string    `json:"-"`
@@ -222,14 +256,17 @@ type Report struct {
 	Summarised int64 `json:"summarised"`
 	Summaries  int64 `json:"summaries"`
 	// EventsByControl counts every event of the period per control.
-	EventsByControl map[string]int64    `json:"events_by_control"`
-	Controls        []ControlRow        `json:"controls"`
-	Exceptions      []Exception         `json:"exceptions"`
-	Reviews         []Review            `json:"reviews"`
-	CarryOuts       []register.Approval `json:"carry_outs"`
-	MediaEvents     map[string]int64    `json:"media_events"`
-	Disposals       []register.Disposal `json:"disposals"`
-	Incidents       []incident.Incident `json:"incidents"`
+	EventsByControl map[string]int64 `json:"events_by_control"`
+	Controls        []ControlRow     `json:"controls"`
+	Exceptions      []Exception      `json:"exceptions"`
+	Reviews         []Review         `json:"reviews"`
+	CarryOuts       []CarryOut       `json:"carry_outs"`
+	MediaEvents     map[string]int64 `json:"media_events"`
+	// UnregisteredMedia are the media used in the period that are not in
+	// 媒体管理台帳, by PC and serial.
+	UnregisteredMedia []UnregisteredMedium `json:"unregistered_media"`
+	Disposals         []register.Disposal  `json:"disposals"`
+	Incidents         []incident.Incident  `json:"incidents"`
 	// Alerts is what alerted in the period and how it was handled.
 	Alerts    Alerts    `json:"alerts"`
 	Access    []Access  `json:"access"`
@@ -267,6 +304,7 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 	byID := map[string]Agent{}
 	var scope []string         // nil: every stream (the server's own too)
 	hosts := map[string]bool{} // the department's PCs by hostname (lower case)
+	var counted []Agent        // the PCs the header counts
 	for _, a := range agents {
 		byID[a.ID] = a
 		inScope := p.Department == "" || a.Department == p.Department
@@ -276,6 +314,7 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 		}
 		if inScope && !later[a.ID] {
 			r.Hosts++
+			counted = append(counted, a)
 		}
 	}
 	if p.Department != "" && len(scope) == 0 {
@@ -290,8 +329,9 @@ func (s *Service) Build(ctx context.Context, p Params) (*Report, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.totals(gctx, r, base) })
 	g.Go(func() error { return s.access(gctx, r, base) })
-	g.Go(func() error { return s.controls(gctx, r, base, byID) })
-	g.Go(func() error { return s.alerts(gctx, r, base) })
+	g.Go(func() error { return s.controls(gctx, r, base, byID, counted) })
+	g.Go(func() error { return s.media(gctx, r, base, byID) })
+	g.Go(func() error { return s.alerts(gctx, r, base, byID) })
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
@@ -335,6 +375,28 @@ func (s *Service) enrolledAfter(ctx context.Context, end time.Time) (map[string]
 		out[g.Keys[0]] = true
 	}
 	return out, nil
+}
+
+// enrollments reads when each PC was enrolled, from the log's records
+// before end (the first record of each).
+func (s *Service) enrollments(ctx context.Context, end time.Time) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	f := eventlog.Filter{Type: enrolledType, To: end, Limit: eventlog.MaxLimit}
+	for {
+		page, err := s.cfg.Store.Query(ctx, f)
+		if err != nil {
+			return nil, fmt.Errorf("report: enrollments: %w", err)
+		}
+		for _, e := range page.Events {
+			if t, ok := out[e.Object]; e.Agent == event.ServerStream && (!ok || e.Time.Before(t)) {
+				out[e.Object] = e.Time
+			}
+		}
+		if page.Next == "" || len(page.Events) == 0 {
+			return out, nil
+		}
+		f.Cursor = page.Next
+	}
 }
 
 // enrolledType is the server's record of an enrollment (object: the agent id).
@@ -389,7 +451,7 @@ func statusTypes() []string {
 // controls fills the pass rates per month (from the severity of status
 // events: violation = fail) and the exceptions (runs of failing status
 // per PC and control, within the period).
-func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQuery, byID map[string]Agent) error {
+func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQuery, byID map[string]Agent, counted []Agent) error {
 	edges, names := months(base.From, base.To)
 	type hm struct {
 		control, agent string
@@ -407,6 +469,13 @@ func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQu
 	// 100% compliant. A month passes with a pass and no fail; one of only
 	// unknowns does not (the dashboard counts unknown as not passing too).
 	reported, failing, passed := map[hm]bool{}, map[hm]bool{}, map[hm]bool{}
+	// The last status of each host-month, to tell a month without a
+	// status whether the PC said its control was off.
+	type lastSt struct {
+		t   time.Time
+		off bool
+	}
+	lastOf := map[hm]lastSt{}
 	runs := map[key][]status{}
 	rows := map[string]*ControlRow{}
 	for _, c := range Controls {
@@ -421,6 +490,9 @@ func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQu
 		}
 		m := sort.Search(len(edges), func(i int) bool { return edges[i].After(row.Time) }) - 1
 		k := hm{row.Control, row.Agent, m}
+		if l, ok := lastOf[k]; !ok || !row.Time.Before(l.t) {
+			lastOf[k] = lastSt{row.Time, row.Severity == "info" && statusOf(row.Attrs) == "off"}
+		}
 		cr.StatusEvents++
 		fail := row.Severity == "violation"
 		switch {
@@ -455,6 +527,45 @@ func (s *Service) controls(ctx context.Context, r *Report, base eventlog.CountQu
 		row.Months = make([]Month, len(names))
 		for i, n := range names {
 			row.Months[i].Month = n
+		}
+	}
+	// Every PC the header counts is counted, as 概要 counts it: a month
+	// it was enrolled by, without a status of a control its policy runs,
+	// is unknown (never reported, or silent). Whether the policy runs the
+	// control: Agent.Off, else the PC's own nearest status of it.
+	enrolled, err := s.enrollments(ctx, base.To)
+	if err != nil {
+		return err
+	}
+	offNear := func(agent, control string, month int) bool {
+		for d := 1; d < len(names); d++ {
+			for _, m := range []int{month - d, month + d} {
+				if l, ok := lastOf[hm{control, agent, m}]; ok {
+					return l.off
+				}
+			}
+		}
+		return false
+	}
+	for _, a := range counted {
+		since := a.Enrolled
+		if since.IsZero() {
+			since = enrolled[a.ID]
+		}
+		for i := range names {
+			if !since.Before(edges[i+1]) {
+				continue // not enrolled yet
+			}
+			for _, c := range Controls {
+				k := hm{c, a.ID, i}
+				if reported[k] || slices.Contains(a.Off, c) {
+					continue
+				}
+				if _, said := lastOf[k]; said || (a.Off == nil && offNear(a.ID, c, i)) {
+					continue // said off this month, or nearest
+				}
+				reported[k] = true
+			}
 		}
 	}
 	for k := range reported {
@@ -753,11 +864,15 @@ func (s *Service) registers(ctx context.Context, r *Report, from, end time.Time,
 	if err != nil {
 		return fmt.Errorf("report: approvals: %w", err)
 	}
-	r.CarryOuts = []register.Approval{}
+	media, err := s.mediaEntries(ctx)
+	if err != nil {
+		return err
+	}
+	r.CarryOuts = []CarryOut{}
 	for _, e := range aps {
 		a := e.(*register.Approval)
 		if a.From.Before(end) && !a.To.Before(from) && sc.approval(a) {
-			r.CarryOuts = append(r.CarryOuts, *a)
+			r.CarryOuts = append(r.CarryOuts, CarryOut{Approval: *a, NotInRegister: !registered(media, a.Serial, "", "")})
 		}
 	}
 	ds, err := s.cfg.Registers.List(ctx, register.KindDisposals, register.Filter{})
@@ -802,7 +917,7 @@ func (s *Service) integrity(ctx context.Context, r *Report, from, end time.Time)
 	var found []string
 	for _, it := range integrityTypes {
 		if n := in.Problems[it.typ]; n > 0 {
-			found = append(found, fmt.Sprintf("%s %d 件 (%s)", it.ja, n, it.typ))
+			found = append(found, fmt.Sprintf("%s %d 件", it.ja, n))
 			if it.broken && in.Verified {
 				in.Verified = false
 				in.Statement = fmt.Sprintf("期間開始時と期間末のチェックポイント (%d 件、%d 件) の検証は通りましたが、"+
@@ -870,8 +985,8 @@ func (s *Service) proveIntegrity(ctx context.Context, in *Integrity, from, end t
 	// different logs (the HTML's 整合性証明 row tells the same cases).
 	switch {
 	case start.Size == 0:
-		in.Statement = fmt.Sprintf("期間開始時のログは空で (署名済みチェックポイントなし)、どのログもその拡張のため整合性証明は不要です。"+
-			"期間末のチェックポイント (%d 件) はログ鍵の署名が有効です。", last.Size)
+		in.Statement = fmt.Sprintf("期間の開始時にはまだ記録がなかったため、期間の途中で記録が書き換えられていないかは、"+
+			"期間末の記録の要約 (チェックポイント、%d 件分) に付けた電子署名で確かめました。署名は有効です。", last.Size)
 	case start.Size == last.Size:
 		in.Statement = fmt.Sprintf("期間開始時と期間末のチェックポイント (%d 件) はいずれもログ鍵の署名が有効で、期間中にログは増えていません (整合性証明は不要)。", last.Size)
 	default:

@@ -72,7 +72,9 @@ func TestReportCountsOnlyControlsThatRanUntilMade(t *testing.T) {
 	v, _ := note.NewVerifier(vkey)
 	svc, err := New(Config{Store: d.store, Registers: d.regs, Incidents: d.incs, Verifier: v, Now: func() time.Time { return made },
 		Agents: func(context.Context) ([]Agent, error) {
-			return []Agent{{ID: "a", Hostname: "PC-A"}, {ID: "b", Hostname: "PC-B"}}, nil
+			// As their policies say: a runs screenlock, b screenlock, backup and posture.
+			return []Agent{{ID: "a", Hostname: "PC-A", Off: []string{"backup", "posture", "media", "fileaccess"}},
+				{ID: "b", Hostname: "PC-B", Off: []string{"media", "fileaccess"}}}, nil
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +146,7 @@ func TestReportCountsOnlyControlsThatRanUntilMade(t *testing.T) {
 			t.Errorf("report page lacks %q", want)
 		}
 	}
-	media := page[strings.Index(page, "(media)</td>"):]
+	media := page[strings.Index(page, "<td>電子媒体の持ち運び・持込み制限</td>"):]
 	media = media[:strings.Index(media, "</tr>")]
 	if !strings.Contains(media, `<td class="n">-</td>`) {
 		t.Errorf("a control nobody ran shows a rate: %s", media)

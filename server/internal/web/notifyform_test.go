@@ -366,3 +366,25 @@ func TestDefaultRulesFollowAssignedPacks(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 }
+
+// An alert no rule delivered (a default rule without recipients) is listed
+// on 通知 as 通知の記録なし, not as a failed delivery.
+func TestUndeliveredAlertIsNotAFailure(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	e := event.Event{Agent: "agt-bulk", Seq: 1, Time: time.Now().UTC(), Control: "fileaccess", Type: "fileaccess.bulk",
+		Severity: event.Warning, Object: `D:\顧客`, Attrs: event.Attrs{"count": 73, "window": "10s", "process": "cat"}}
+	if err := e.Seal(""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Store().Append(context.Background(), "agt-bulk", []event.Event{e}); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, srv)
+	b.login("admin", srv.AdminPassword())
+	pg := b.get("/notifications")
+	row := regexp.MustCompile(`(?s)<tr id="alert-\d+"[^>]*>.*?大量.*?</tr>`).FindString(pg.body)
+	if row == "" || !strings.Contains(row, "通知の記録なし") || strings.Contains(row, "配信失敗") {
+		i := strings.Index(pg.body, "alert-")
+		t.Fatalf("bulk copy without recipients on 通知: %q\n%.2500s", row, pg.body[max(i-200, 0):])
+	}
+}
