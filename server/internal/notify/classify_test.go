@@ -43,6 +43,8 @@ func TestEveryKindFromItsEvents(t *testing.T) {
 		{"chain gap", ev(event.ServerStream, eventlog.GapControl, eventlog.GapType, event.Violation, noon, ""), []string{KindIntegrity}},
 		{"accepted event loss", ev(event.ServerStream, "server", "server.event_loss_accepted", event.Violation, noon, ""), []string{KindIntegrity}},
 		{"scrubber finding", ev(event.ServerStream, "server", "server.scrub_failed", event.Violation, noon, ""), []string{KindIntegrity}},
+		{"forged server event or chain conflict", ev(event.ServerStream, "server", "agent.tamper_suspected", event.Violation, noon, ""), []string{KindIntegrity}},
+		{"event time run back", ev(event.ServerStream, eventlog.GapControl, eventlog.ClockRewoundType, event.Warning, noon, ""), []string{KindIntegrity}},
 		{"failed login", ev(event.ServerStream, "server", "ui.login_failed", event.Warning, noon, ""), []string{KindLoginFailures}},
 		{"overdue report", ev(event.ServerStream, "incident", "incident.overdue", event.Violation, noon, ""), []string{KindIncidentOverdue}},
 	} {

@@ -20,6 +20,10 @@ var warningTypes = []string{
 	"agent.dropped", "server.gap", "server.unclean_stop", "server.checkpoint_copy_missing", "notify.failed", "incident.overdue",
 	// Integrity findings about the log itself.
 	"server.event_loss_accepted", "server.scrub_failed", "server.heads_rebuilt",
+	// Signs that an agent or its PC was tampered with: a kill or crash
+	// (outage as a warning; a clean stop is info), forged or replayed
+	// chains, event times run back, an edited policy file.
+	"agent.outage", "agent.tamper_suspected", "server.clock_rewound", "agent.policy_tampered",
 }
 
 // warningWindow is how far back 概要 looks for warnings.

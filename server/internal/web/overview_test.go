@@ -137,6 +137,14 @@ func TestOverviewWarnsOfIntegrityEvents(t *testing.T) {
 			Attrs: event.Attrs{"problem": "event 7: content changed after it was stored", "size": 100}},
 		{Control: "agent", Type: "server.heads_rebuilt", Severity: event.Violation,
 			Attrs: event.Attrs{"streams": 1, "agents": []any{"PC-SOUMU-01"}}},
+		// Signs of tampering with an agent (its key used to forge, its
+		// spool reset, its events backdated, killed).
+		{Control: "server", Type: "agent.tamper_suspected", Severity: event.Violation, Object: "agt-1",
+			Attrs: event.Attrs{"agent": "agt-1", "reason": "chain_conflict"}},
+		{Control: "agent", Type: "server.clock_rewound", Severity: event.Warning,
+			Attrs: event.Attrs{"agent": "agt-1", "seq": 9, "rewind": "720h0m0s"}},
+		{Control: "server", Type: "agent.outage", Severity: event.Warning, Object: "agt-1",
+			Attrs: event.Attrs{"agent": "agt-1", "clean_stop": false}},
 	} {
 		if _, err := srv.Store().AppendServer(context.Background(), e); err != nil {
 			t.Fatal(err)
@@ -153,7 +161,7 @@ func TestOverviewWarnsOfIntegrityEvents(t *testing.T) {
 	if j := strings.Index(table, "</table>"); j >= 0 {
 		table = table[:j]
 	}
-	for _, want := range []string{"欠落の承認", "ログの再検証で不一致", "記録の先頭情報の再構築"} {
+	for _, want := range []string{"欠落の承認", "ログの再検証で不一致", "記録の先頭情報の再構築", "改ざん・偽装の疑い", "エージェントの停止期間", "端末の時計の巻き戻り"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("概要's warnings lack %q", want)
 		}

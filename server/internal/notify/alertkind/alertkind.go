@@ -17,7 +17,7 @@ const (
 	Media           = "unregistered_media" // unregistered or unapproved media blocked or written to
 	OutOfHours      = "out_of_hours"       // a registered folder touched outside working hours
 	Backup          = "backup_overdue"     // backup older than the policy allows
-	Integrity       = "log_integrity"      // gaps in an agent's chain, accepted event loss, a server stopped unrecorded
+	Integrity       = "log_integrity"      // gaps in an agent's chain, accepted event loss, a server stopped unrecorded, suspected tampering, event times run back
 	LoginFailures   = "login_failures"     // repeated failed logins to the web UI
 	IncidentOverdue = "incident_overdue"   // a 速報/確報 deadline passed
 )
@@ -38,8 +38,16 @@ var Standalone = []Source{
 	{"server", "server.scrub_failed"},
 	{"server", "server.unclean_stop"},
 	{"server", "server.checkpoint_copy_missing"},
+	{"server", TypeTamperSuspected},
+	{eventlog.GapControl, eventlog.ClockRewoundType},
 	{"incident", "incident.overdue"},
 }
+
+// TypeTamperSuspected is the server's record of a batch signed with an
+// agent's key that held the server's own events, or of a chain already
+// stored with other content (api.TypeTamperSuspected; the api package is
+// too heavy to import here).
+const TypeTamperSuspected = "agent.tamper_suspected"
 
 // Of says which kinds of alert an event is by itself: a compliance
 // alert's kind (with backup_overdue for the backup control), blocked media
@@ -68,7 +76,8 @@ func Of(typ string, sev event.Severity, attrs map[string]any) []string {
 		return []string{BulkCopy}
 	case "backup.overdue":
 		return []string{Backup}
-	case eventlog.GapType, "server.event_loss_accepted", "server.scrub_failed", "server.unclean_stop", "server.checkpoint_copy_missing":
+	case eventlog.GapType, "server.event_loss_accepted", "server.scrub_failed", "server.unclean_stop", "server.checkpoint_copy_missing",
+		TypeTamperSuspected, eventlog.ClockRewoundType:
 		return []string{Integrity}
 	case "ui.login_failed":
 		return []string{LoginFailures}
