@@ -35,8 +35,13 @@ const deposedEpoch = -1
 
 // fenceResult checks the rows an epoch update matched.
 func fenceResult(epoch, matched int64) error {
-	if matched != 1 {
-		return fmt.Errorf("%w: this store's epoch is %d", ErrFenced, epoch)
+	switch {
+	case matched == 1:
+	case epoch == deposedEpoch:
+		return fmt.Errorf("%w: this server stepped down as writer and may not commit", ErrFenced)
+	default:
+		// epoch is this server's; the store holds a newer writer's.
+		return fmt.Errorf("%w: this server's writer epoch %d is older than the store's", ErrFenced, epoch)
 	}
 	return nil
 }

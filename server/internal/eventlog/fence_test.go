@@ -166,3 +166,4 @@ func TestClaimAfterSessionEndedCommitsFirstRecord(t *testing.T) {
 		}
 	}
 }
+
