@@ -166,4 +166,3 @@ func TestClaimAfterSessionEndedCommitsFirstRecord(t *testing.T) {
 		}
 	}
 }
-
