@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -128,6 +129,46 @@ func retryAfterDelay(ra, max time.Duration) time.Duration {
 	return d
 }
 
+// retryDelay is the wait before sending again after the failures-th
+// failure in a row (0-based) ended with err.
+func (s *Shipper) retryDelay(err error, failures int) time.Duration {
+	var se *statusError
+	var re *redirectError
+	d := s.Backoff.Delay(failures)
+	switch {
+	case errors.As(err, &se) && se.retryAfter > 0:
+		d = retryAfterDelay(se.retryAfter, s.Backoff.Max)
+	case errors.As(err, &re) && failures < redirectRetries:
+		// Our server answered and sent us to a writer that is gone: it
+		// learns the new one within seconds of the election, so ask it
+		// again soon rather than backing off as from a dead server.
+		d = min(d, redirectRetry)
+	}
+	return d
+}
+
+// redirectError is a batch our server redirected (a standby, to the
+// writer) that failed at the redirect's target: our server is up.
+type redirectError struct {
+	target string
+	err    error
+}
+
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("uplink: post batch: redirected to %s: %v", e.target, e.err)
+}
+
+func (e *redirectError) Unwrap() error { return e.err }
+
+// A failed redirect is retried after at most redirectRetry, for the first
+// redirectRetries failures in a row (an election takes about 5 s); after
+// that, with the usual backoff (a standby cut off from etcd may keep
+// naming a dead writer).
+const (
+	redirectRetry   = time.Second
+	redirectRetries = 15
+)
+
 func (e *statusError) Error() string {
 	return fmt.Sprintf("uplink: server answered %d: %s", e.code, e.msg)
 }
@@ -181,13 +222,12 @@ func (s *Shipper) Run(ctx context.Context) error {
 			}
 			kind := kindOf(err)
 			s.health.fail(kind, err)
-			if s.Servers != nil && failover(kind) {
+			var re *redirectError
+			redirected := errors.As(err, &re)
+			if s.Servers != nil && failover(kind) && !redirected {
 				s.Servers.Failed(s.base())
 			}
-			d := s.Backoff.Delay(failures)
-			if errors.As(err, &se) && se.retryAfter > 0 {
-				d = retryAfterDelay(se.retryAfter, s.Backoff.Max)
-			}
+			d := s.retryDelay(err, failures)
 			failures++
 			select {
 			case <-ctx.Done():
@@ -273,6 +313,10 @@ func (s *Shipper) post(ctx context.Context, base string, evs []event.Event, useZ
 	req.Header.Set("Content-Encoding", enc)
 	resp, err := s.Client.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) && !strings.HasPrefix(ue.URL, base) {
+			return wire.Ack{}, &redirectError{target: ue.URL, err: err}
+		}
 		return wire.Ack{}, fmt.Errorf("uplink: post batch: %w", err)
 	}
 	defer resp.Body.Close()

@@ -733,3 +733,77 @@ func TestServerURLWithUserInfoRefused(t *testing.T) {
 		t.Errorf("plain URL: %q %v", u, err)
 	}
 }
+
+// A standby that redirects to a writer that is gone (killed; the election
+// not over) is itself up: the batch fails at the redirect's target, the
+// agent stays on its server and asks again within a second, not after the
+// backoff for a dead server (5-9 s later than the agents on the writer).
+func TestShipperRetriesSoonAfterARedirectToADeadWriter(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "http://" + l.Addr().String()
+	l.Close()
+	standby := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, dead+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer standby.Close()
+	other := "http://127.0.0.1:1"
+	list := NewServerList([]string{standby.URL, other})
+	sh := &Shipper{Client: standby.Client(), Servers: list, Backoff: Backoff{Base: 30 * time.Second, Max: 90 * time.Second}}
+	_, err := sh.send(context.Background(), []event.Event{{Seq: 1}})
+	var re *redirectError
+	if !errors.As(err, &re) || !strings.HasPrefix(re.target, dead) {
+		t.Fatalf("send through the standby: %v", err)
+	}
+	for n := range redirectRetries {
+		if d := sh.retryDelay(err, n); d > redirectRetry {
+			t.Fatalf("failure %d: wait %v, want at most %v", n, d, redirectRetry)
+		}
+	}
+	longest := time.Duration(0) // a dead server keeps its backoff (random up to 90 s here)
+	for range 20 {
+		longest = max(longest, sh.retryDelay(errors.New("uplink: post batch: connection refused"), 5))
+	}
+	if longest <= redirectRetry {
+		t.Fatalf("a dead server's backoff is capped too: longest of 20 waits %v", longest)
+	}
+	// The run loop does not count the standby as failed.
+	emitCtx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	q := &memQueue{evs: []event.Event{{Seq: 1, Agent: "a", Control: "agent", Type: "agent.test", Severity: event.Info, Time: time.Now()}}}
+	sh.Queue, sh.Log, sh.MaxBatch, sh.MaxWait = q, zerolog.Nop(), 10, time.Millisecond
+	sh.Run(emitCtx)
+	if got := list.Current(); got != standby.URL {
+		t.Fatalf("moved to %s after the redirect target failed", got)
+	}
+}
+
+// memQueue is a Queue over a slice, for shipper tests without a spool.
+type memQueue struct {
+	mu  sync.Mutex
+	evs []event.Event
+}
+
+func (q *memQueue) Peek(max int) ([]event.Event, error) { return q.PeekAfter(0, max) }
+
+func (q *memQueue) PeekAfter(seq uint64, max int) ([]event.Event, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []event.Event
+	for _, e := range q.evs {
+		if e.Seq > seq && len(out) < max {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (q *memQueue) Ack(seq uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.evs) > 0 && q.evs[0].Seq <= seq {
+		q.evs = q.evs[1:]
+	}
+	return nil
+}
+
+func (q *memQueue) Wait() <-chan struct{} { return make(chan struct{}) }
