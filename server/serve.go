@@ -144,8 +144,9 @@ func (p *program) Stop(s service.Service) error {
 // bootstrap token only on the first start. The CA hash is public and is what
 // agents' --ca-hash and the MSI's CAHASH need, so every start shows it.
 func (p *program) printBanner(srv *app.Server, first bool) {
-	if p.cfg.Join {
-		// A joined server made no secrets: the site's first server has them.
+	if p.cfg.Join || srv.AdoptedSite() {
+		// A joined server made no secrets: the site's first server has them;
+		// nor did a new data dir on an etcd that already held the site.
 		fmt.Fprintf(p.out, `
 Mamori server joined the site / サイトに参加しました
   dashboard:       %s

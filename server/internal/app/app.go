@@ -15,6 +15,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -140,6 +141,7 @@ func rootHandler(apiH, ui http.Handler) http.Handler {
 type Server struct {
 	cfg     Config
 	ownHost string // this node's own first hostname (NodeURL)
+	adopted bool   // started on a new data dir against a site etcd already held (no secrets made)
 	log     zerolog.Logger
 	ca      *pki.Authority
 	state   *state.State
@@ -368,7 +370,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// working token behind (in the data dir or in a shared etcd).
 	// A joining server adds no tokens: the site has its first server's.
 	if !cfg.Join {
-		if err := s.bootstrap(ctx); err != nil {
+		if s.adopted, err = s.siteExists(ctx); err != nil {
+			return nil, err
+		}
+		if s.adopted {
+			cfg.Log.Warn().Str("data_dir", dir).Msg("app: this data dir is new but etcd already holds a site: " +
+				"no bootstrap secrets made; use the site's admin login and tokens (a restore, or a server started without --join)")
+		} else if err := s.bootstrap(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -425,6 +433,31 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	lg.Msg("app: serving")
 	return s, nil
 }
+
+// siteExists says whether this start found no bootstrap secrets in its
+// data dir while etcd already holds a site (its admin user): the data dir
+// is new, the site is not. Making secrets then would add a second
+// never-expiring admin token and a year-long enrollment token, and write a
+// password that does not log in.
+func (s *Server) siteExists(ctx context.Context) (bool, error) {
+	if _, err := os.Stat(filepath.Join(s.cfg.DataDir, FileEnrollToken)); !errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	users, err := s.state.ListUsers(ctx)
+	if err != nil {
+		return false, fmt.Errorf("app: users: %w", err)
+	}
+	for _, u := range users {
+		if u.Name == "admin" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// AdoptedSite says this server started on a new data dir against an etcd
+// that already held the site, and so made no bootstrap secrets.
+func (s *Server) AdoptedSite() bool { return s.adopted }
 
 // bootstrap creates the secret files on first start and makes sure state
 // knows them; a later start reuses the files and changes nothing.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/mamori/mamori/server/internal/api"
 	"github.com/mamori/mamori/server/internal/app"
+	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
 )
 
@@ -186,4 +188,51 @@ func mapsEqual(a, b map[string]int) bool {
 		}
 	}
 	return true
+}
+
+// A first-server start (no --join) on a fresh data dir against an etcd that
+// already holds the site (a restore into a new data dir, or a second server
+// started without --join) makes no new bootstrap secrets: no second
+// never-expiring admin token or year-long enrollment token, and no
+// initial-admin-password file that does not log in.
+func TestFreshDataDirAdoptsTheSite(t *testing.T) {
+	ep, _ := siteEtcd(t)
+	kek := testKEK(t)
+	events := "sqlite:" + filepath.Join(t.TempDir(), "events.db")
+	ctx := context.Background()
+	c := nodeConfig(t, t.TempDir(), ep, events, "127.0.0.1", kek)
+	c.Hostnames, c.ServiceName = []string{"127.0.0.1"}, "localhost"
+	n1, err := app.Start(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(st *state.State) int {
+		a, err1 := st.ListAPITokens(ctx)
+		e, err2 := st.ListEnrollTokens(ctx)
+		if err1 != nil || err2 != nil {
+			t.Fatal(err1, err2)
+		}
+		return len(a) + len(e)
+	}
+	tokensBefore := count(n1.State())
+	n1.Close()
+	dir2 := t.TempDir()
+	c2 := nodeConfig(t, dir2, ep, events, "127.0.0.1", kek)
+	c2.Hostnames, c2.ServiceName = []string{"127.0.0.1"}, "localhost"
+	n2, err := app.Start(ctx, c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	if !n2.AdoptedSite() {
+		t.Error("the server does not say it adopted the existing site")
+	}
+	if after := count(n2.State()); after != tokensBefore {
+		t.Errorf("tokens before %d, after the fresh start %d: new bootstrap secrets were made", tokensBefore, after)
+	}
+	for _, f := range []string{app.FileAdminPassword, app.FileAdminToken, app.FileEnrollToken} {
+		if _, err := os.Stat(filepath.Join(dir2, f)); !os.IsNotExist(err) {
+			t.Errorf("%s written in the fresh data dir: %v", f, err)
+		}
+	}
 }
