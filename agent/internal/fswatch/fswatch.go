@@ -14,8 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -120,9 +122,15 @@ type Change struct {
 	With string
 	// Contents (Deleted of a root itself): how many entries the root held
 	// that left with it without a notification of their own (it was moved
-	// away); they get no Change of their own, and their snapshot edits are
-	// in Snap. Entries removed one by one (rm -r) still get theirs, first.
+	// away); they get no Change of their own and stay in the snapshot (as
+	// does the root's own entry), the baseline compared when the root is
+	// added again (its changes then marked Prior). Entries removed one by
+	// one (rm -r) still get theirs, first, and leave the snapshot.
 	Contents int
+	// Was and Now (Deleted of a root itself): what the root was when it
+	// was added, and what its path is now (Kind "" when nothing is there;
+	// a symbolic link, a junction, a file, or another folder: replaced).
+	Was, Now Identity
 	Time     time.Time // of the last raw notification
 	Err      error     // Error only
 	// Snap holds the edits this change made to the snapshot (nil: the path
@@ -220,6 +228,21 @@ type renamedAway struct {
 type root struct {
 	path    string
 	watched bool
+	id      Identity // what the root was when last added
+	// leaving: the root's own watch reported it renamed or removed; its
+	// watches are gone and notifications below it ignored until it is
+	// resolved (a link at its path must not be followed).
+	leaving bool
+	// lost: moved away, removed or replaced; the snapshot keeps what it
+	// held, and adding it again reports the differences as Prior.
+	lost bool
+}
+
+// replaced says whether a root's path, found to be now (err: nothing
+// there, or unreadable), is no longer the folder that was added; a root
+// whose identity was never taken is compared by existence only.
+func (r *root) replaced(now Identity, err error) bool {
+	return err != nil || r.id.Kind != "" && !r.id.Same(now)
 }
 
 // Watcher watches a set of roots. Create it with New.
@@ -374,12 +397,12 @@ func (w *Watcher) AddFrom(dir string, prior map[string]Entry) error {
 		return fmt.Errorf("fswatch: %w", err)
 	}
 	dir = filepath.Clean(dir)
-	fi, err := os.Stat(dir)
+	id, err := Identify(dir)
 	if err != nil {
 		return fmt.Errorf("fswatch: root %s: %w", dir, err)
 	}
-	if !fi.IsDir() {
-		return fmt.Errorf("fswatch: root %s is not a directory", dir)
+	if id.Kind != KindDir {
+		return &NotFolderError{Path: dir, Now: id}
 	}
 	w.mu.Lock()
 	r, known := w.roots[dir]
@@ -387,6 +410,7 @@ func (w *Watcher) AddFrom(dir string, prior map[string]Entry) error {
 		r = &root{path: dir}
 		w.roots[dir] = r
 	}
+	r.id, r.leaving = id, false
 	found, err := w.walkLocked(dir, true)
 	if err != nil {
 		if !known {
@@ -399,6 +423,13 @@ func (w *Watcher) AddFrom(dir string, prior map[string]Entry) error {
 	switch {
 	case known:
 		out = w.diffLocked(dir, found)
+		if r.lost {
+			// Back after it was moved away or replaced: the differences
+			// from what it held then happened while it was not watched.
+			for i := range out {
+				out[i].Prior = true
+			}
+		}
 	case prior != nil:
 		for p, e := range prior {
 			if Within(p, dir) && (p == dir || !w.excluded(p)) {
@@ -416,10 +447,50 @@ func (w *Watcher) AddFrom(dir string, prior map[string]Entry) error {
 			w.snap[p] = e
 		}
 	}
-	r.watched = true
+	r.watched, r.lost = true, false
 	w.mu.Unlock()
 	w.enqueue(out, false)
 	return nil
+}
+
+// RootIdentity is what root was when it was last added (zero if unknown).
+func (w *Watcher) RootIdentity(root string) Identity {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if r := w.roots[filepath.Clean(root)]; r != nil {
+		return r.id
+	}
+	return Identity{}
+}
+
+// CheckRoots compares each watched root's path with the folder that was
+// added (Identify): a root moved away or removed, or replaced by a symbolic
+// link, a junction, a file or another folder, is no longer watched, and its
+// Deleted change (with Was and Now) is returned, not queued, so the caller
+// can act on it before it adds the root again. Controls call it
+// periodically: the OS does not always report such a swap (Windows; the
+// root's parent is not watched).
+func (w *Watcher) CheckRoots() []Change {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []Change
+	for _, top := range slices.Sorted(maps.Keys(w.roots)) {
+		r := w.roots[top]
+		if !r.watched {
+			continue
+		}
+		now, err := Identify(top)
+		if !r.replaced(now, err) {
+			continue
+		}
+		raw := RawCounts{Scan: 1}
+		if pd := w.pend[top]; pd != nil {
+			raw = pd.raw
+			delete(w.pend, top)
+		}
+		out = append(out, w.rootLostLocked(top, raw, w.opt.Clock.Now(), now)...)
+	}
+	return out
 }
 
 // Snapshot returns what the snapshot holds under root (the files of a
@@ -782,8 +853,21 @@ func (w *Watcher) raw(ev fsnotify.Event) []Change {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.stats.Raw++
-	if w.drop || w.rootForLocked(p) == "" || w.excluded(p) {
+	top := w.rootForLocked(p)
+	if w.drop || top == "" || w.excluded(p) {
 		return nil
+	}
+	if r := w.roots[top]; r.leaving && p != top || !r.watched {
+		return nil // a stale watch below a root moved away, or a root not watched
+	}
+	if p == top && (ev.Has(fsnotify.Rename) || ev.Has(fsnotify.Remove)) {
+		// The root itself moved away or went (its own watch says so: the
+		// parent is not watched). The watches below it now name paths
+		// under another folder, through whatever is put at its path: drop
+		// them at once; the root is resolved after the debounce, when what
+		// replaced it (a symbolic link put there right after) is in place.
+		w.roots[top].leaving = true
+		w.unwatchLocked(top)
 	}
 	pd := w.pend[p]
 	if pd == nil {
@@ -955,11 +1039,35 @@ func (w *Watcher) flush(force bool) []Change {
 		}
 	}
 	sort.Strings(ready)
+	var out []Change
+	// Before changes below a root are resolved, the root's path must still
+	// be the folder that was added: else they came through watches that
+	// now name another place (a folder moved away, a link put at its path:
+	// Windows does not report the rename of the watched folder itself).
+	checked := map[string]bool{}
+	for _, p := range ready {
+		top := w.rootForLocked(p)
+		if top == "" || checked[top] {
+			continue
+		}
+		checked[top] = true
+		r := w.roots[top]
+		if !r.watched || r.leaving {
+			continue // the root's own change resolves it
+		}
+		if now, err := Identify(top); r.replaced(now, err) {
+			raw := RawCounts{Scan: 1}
+			if pd := w.pend[top]; pd != nil {
+				raw = pd.raw
+				delete(w.pend, top)
+			}
+			out = append(out, w.rootLostLocked(top, raw, w.opt.Clock.Now(), now)...)
+		}
+	}
 	isReady := make(map[string]bool, len(ready))
 	for _, p := range ready {
 		isReady[p] = true
 	}
-	var out []Change
 	var take func(p string)
 	take = func(p string) {
 		pd := w.pend[p]
@@ -1014,6 +1122,24 @@ func (w *Watcher) resolveLocked(p string, pd *pending) []Change {
 	gone := func(q string) {
 		if _, ok := w.snap[q]; !ok {
 			c.Snap[q] = nil
+		}
+	}
+	if p == top {
+		if r := w.roots[top]; r.leaving || r.watched {
+			now, err := Identify(top)
+			if r.replaced(now, err) {
+				return w.rootLostLocked(top, pd.raw, pd.last, now)
+			}
+			if r.leaving {
+				// Renamed away and back within the window: watch it again.
+				r.leaving = false
+				found, werr := w.walkLocked(top, false)
+				out := w.diffLocked(top, found)
+				if werr != nil {
+					out = append(out, Change{Op: Error, Path: top, Root: top, Err: werr, Time: pd.last})
+				}
+				return out
+			}
 		}
 	}
 	fi, err := os.Lstat(p)
@@ -1163,4 +1289,54 @@ func (w *Watcher) unwatchLocked(dir string) {
 			delete(w.dirs, d)
 		}
 	}
+}
+
+// rootLostLocked reports root top moved away, removed or replaced (now is
+// what its path is: Kind "" when nothing): one Deleted of the root, with
+// Contents (what left with it) and Was and Now, after the Deleted of what
+// was removed one by one before it (rm -r). The root is no longer watched;
+// the snapshot keeps the root and what left with it, the baseline of the
+// comparison when it is added again.
+func (w *Watcher) rootLostLocked(top string, raw RawCounts, t time.Time, now Identity) []Change {
+	r := w.roots[top]
+	old := w.snap[top]
+	c := Change{Op: Deleted, Path: top, Root: top, IsDir: true, Size: old.size, Raw: raw, Count: raw.Total(),
+		Time: t, Was: r.id, Now: now}
+	r.watched, r.leaving, r.lost = false, false, true
+	var kids []string
+	for q := range w.snap {
+		if q != top && Within(q, top) && w.rootForLocked(q) == top {
+			kids = append(kids, q)
+		}
+	}
+	sort.Strings(kids)
+	var out []Change
+	for _, q := range kids {
+		qe := w.snap[q]
+		qp := w.pend[q]
+		if qp == nil || qp.raw.Remove == 0 {
+			c.Contents++ // left with the root: kept as the baseline
+			continue
+		}
+		delete(w.snap, q)
+		out = append(out, Change{Op: Deleted, Path: q, Root: top, IsDir: qe.dir, Size: qe.size,
+			Raw: qp.raw, Count: qp.raw.Total(), Time: t, Snap: map[string]*Entry{q: nil}})
+	}
+	// What was pending below it came through watches that now name other
+	// paths (or went with it): the comparison when it is back finds it.
+	for q := range w.pend {
+		if Within(q, top) && w.rootForLocked(q) == top {
+			delete(w.pend, q)
+		}
+	}
+	for q := range w.vacated {
+		if Within(q, top) && w.rootForLocked(q) == top {
+			delete(w.vacated, q)
+		}
+	}
+	if w.lastRen != "" && Within(w.lastRen, top) {
+		w.lastRen = ""
+	}
+	w.unwatchLocked(top)
+	return append(out, c)
 }

@@ -155,10 +155,24 @@ func TestFolderMovedOutAndRootMoved(t *testing.T) {
 	}
 	cs = collect(t, w, 4*testDebounce)
 	if len(cs) != 2 || cs[0].Path != filepath.Join(root, "d.txt") || cs[0].With != "" ||
-		cs[1].Op != Deleted || cs[1].Path != root || cs[1].Contents != 2 || len(cs[1].Snap) != 3 {
+		cs[1].Op != Deleted || cs[1].Path != root || cs[1].Contents != 2 || len(cs[1].Snap) != 0 ||
+		cs[1].Was.Kind != KindDir || cs[1].Now.Kind != "" {
 		t.Fatalf("root moved: %+v", cs)
 	}
 	if w.Roots()[root] {
 		t.Fatal("moved root still watched")
+	}
+	// What went with it is the baseline when it is back: only what changed
+	// meanwhile is reported, as Prior.
+	write(t, filepath.Join(parent, "顧客_moved", "残り", "c.txt"), "changed")
+	if err := os.Rename(filepath.Join(parent, "顧客_moved"), root); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(root); err != nil {
+		t.Fatal(err)
+	}
+	cs = collect(t, w, 2*testDebounce)
+	if len(cs) != 1 || cs[0].Op != Modified || cs[0].Path != filepath.Join(root, "残り", "c.txt") || !cs[0].Prior {
+		t.Fatalf("back: %+v", cs)
 	}
 }

@@ -57,9 +57,14 @@ const (
 
 // Intervals.
 const (
-	checkInterval  = 30 * time.Second // retry missing roots, refresh status
-	statusInterval = time.Hour
-	accessKeep     = 5 * time.Second // how long an OS access record waits for its change
+	checkInterval = 30 * time.Second // retry missing roots, refresh status
+	// rootCheckInterval: how often each watched folder's path is compared
+	// with the folder that was watched (moved away, replaced by a link, a
+	// junction or another folder), and a folder not watched is looked at
+	// again (back, or something else at its path).
+	rootCheckInterval = 2 * time.Second
+	statusInterval    = time.Hour
+	accessKeep        = 5 * time.Second // how long an OS access record waits for its change
 )
 
 // access is one attributed file access from the OS (fanotify event, 4663).
@@ -262,13 +267,15 @@ func (c *Control) config() config {
 func (c *Control) Run(ctx context.Context) error {
 	r := &runner{c: c, roots: map[string]*rootState{}, reads: map[readKey]*readAgg{},
 		recent: map[string][]access{}, seen: map[string]bool{}, offline: map[string]window{},
-		behind: map[string]time.Time{}, unrecorded: map[string]window{}}
+		behind: map[string]time.Time{}, unrecorded: map[string]window{},
+		lost: map[string]time.Time{}, unwatched: map[string]window{}}
 	r.store, _ = c.env.Emit.(stateStore)
 	if r.store != nil {
 		r.prev = r.store.Previous()
 	}
 	defer r.stop()
 	check := c.env.Clock.After(checkInterval)
+	rootCheck := c.env.Clock.After(rootCheckInterval)
 	housekeeping := c.env.Clock.After(time.Second)
 	resync := true
 	for {
@@ -296,6 +303,9 @@ func (c *Control) Run(ctx context.Context) error {
 		case <-check:
 			check = c.env.Clock.After(checkInterval)
 			resync = true
+		case <-rootCheck:
+			rootCheck = c.env.Clock.After(rootCheckInterval)
+			resync = r.checkRoots(ctx) || resync
 		case ch, ok := <-changes:
 			if !ok {
 				r.w = nil
@@ -317,7 +327,9 @@ type rootState struct {
 	folder
 	watched bool
 	err     error
-	missing bool // did not exist when last tried: what it holds when it appears is new
+	missing bool             // did not exist when last tried: what it holds when it appears is new
+	tried   fswatch.Identity // what its path was when last added or tried
+	told    fswatch.Identity // what its path was said to be in the last event (not a folder)
 	bulk    bulkWindow
 }
 
@@ -389,6 +401,12 @@ type runner struct {
 	accepted   bool              // the spool stored an event since the last refusal
 	resyncTry  time.Time         // last refusal or resync attempted while no event was stored
 	unrecorded map[string]window // roots compared with their saved snapshot after refused events
+
+	// lost: roots moved away, removed or replaced while watched, with when
+	// that was noticed; unwatched: roots watched again since, with the
+	// window their comparison's changes (sourceWhileUnwatched) fall in.
+	lost      map[string]time.Time
+	unwatched map[string]window
 }
 
 // window is when a root went unwatched: from the agent's last event before
@@ -475,8 +493,19 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 			}
 		}
 	}
+	// A folder moved away or replaced (a link, a junction, another folder
+	// at its path) is lost before it is added again: what the watcher has
+	// ready goes first.
+	r.drain(ctx)
+	if r.w == nil {
+		return // closed under us: Run makes a new one
+	}
+	for _, ch := range r.w.CheckRoots() {
+		r.change(ctx, ch)
+	}
 	watchedNow := r.w.Roots()
-	for p, f := range want {
+	for _, p := range slices.Sorted(maps.Keys(want)) {
+		f := want[p]
 		rs := r.roots[p]
 		if rs == nil {
 			rs = &rootState{folder: f}
@@ -484,13 +513,13 @@ func (r *runner) sync(ctx context.Context, cfg config) {
 		}
 		rs.registerID = f.registerID
 		if rs.watched && watchedNow[p] {
-			if _, err := os.Stat(p); err == nil {
-				continue
-			}
+			continue // CheckRoots found it to be the folder that was added
 		}
+		rs.tried, _ = fswatch.Identify(p)
 		rs.err = r.addRoot(ctx, p, rs.missing)
 		rs.watched = rs.err == nil
 		rs.missing = rs.err != nil && (rs.missing || errors.Is(rs.err, fs.ErrNotExist))
+		r.rootTried(ctx, rs)
 	}
 	var roots []string
 	for p, rs := range r.roots {
@@ -609,13 +638,17 @@ func (r *runner) verdict() controls.Status {
 	sort.Strings(paths)
 	// Every missing or unreadable folder is named: an admin fixing the
 	// first one named should not learn of the next only after that.
-	var missing, unreadable []string
+	var missing, unreadable, replaced, replacedJA []string
 	for _, p := range paths {
 		rs := r.roots[p]
 		if rs.watched {
 			continue
 		}
+		var nf *fswatch.NotFolderError
 		switch {
+		case errors.As(rs.err, &nf):
+			replaced = append(replaced, p+" (now "+nf.Now.String()+")")
+			replacedJA = append(replacedJA, p+" ("+kindJA(nf.Now)+")")
 		case errors.Is(rs.err, fswatch.ErrWatchLimit):
 			return controls.Status{State: controls.Fail, Reason: "fileaccess.watch_limit",
 				ReasonJA: "OSの監視数の上限に達しました (fs.inotify.max_user_watches を増やしてください): " + p,
@@ -628,8 +661,13 @@ func (r *runner) verdict() controls.Status {
 			return failStatus("fileaccess.root_failed", rs.err)
 		}
 	}
-	if len(missing)+len(unreadable) > 0 {
+	if len(missing)+len(unreadable)+len(replaced) > 0 {
 		var ja, en []string
+		if len(replaced) > 0 {
+			ja = append(ja, "監視対象のフォルダが別のものに置き換えられています (リンクはたどらず、監視していません): "+pathList(replacedJA, "、", "ほか %d 件"))
+			en = append(en, plural(len(replaced), "a watched folder's path is not the folder (a link is not followed; not watched): ",
+				"watched folders' paths are not the folders (a link is not followed; not watched): ")+pathList(replaced, ", ", "and %d more"))
+		}
 		if len(missing) > 0 {
 			ja = append(ja, "監視対象のフォルダがありません: "+pathList(missing, "、", "ほか %d 件"))
 			en = append(en, plural(len(missing), "a watched folder does not exist: ", "watched folders do not exist: ")+pathList(missing, ", ", "and %d more"))
@@ -639,7 +677,10 @@ func (r *runner) verdict() controls.Status {
 			en = append(en, plural(len(unreadable), "a watched folder cannot be read: ", "watched folders cannot be read: ")+pathList(unreadable, ", ", "and %d more"))
 		}
 		reason := "fileaccess.root_missing"
-		if len(missing) == 0 {
+		switch {
+		case len(replaced) > 0:
+			reason = "fileaccess.root_replaced"
+		case len(missing) == 0:
 			reason = "fileaccess.root_unreadable"
 		}
 		return controls.Status{State: controls.Fail, Reason: reason, ReasonJA: strings.Join(ja, "。"), ReasonEN: strings.Join(en, "; ")}
@@ -732,8 +773,23 @@ func (r *runner) change(ctx context.Context, ch fswatch.Change) {
 	}
 	if ch.Path == ch.Root && ch.Op == fswatch.Deleted {
 		if rs := r.roots[ch.Root]; rs != nil {
-			rs.watched, rs.err = false, fs.ErrNotExist
+			rs.watched, rs.err = false, lostErr(ch)
+			rs.tried, rs.told = ch.Now, fswatch.Identity{}
+			if ch.Now.Kind != "" && ch.Now.Kind != fswatch.KindDir {
+				rs.told = ch.Now // the event says what is there
+			}
+			if _, ok := r.lost[ch.Root]; !ok {
+				r.lost[ch.Root] = r.c.env.Clock.Now()
+			}
+			delete(r.unwatched, ch.Root)
 			defer r.setStatus(ctx, r.verdict(), r.statusAttrs())
+			// Resync at once: attribution is pointed away from the folder
+			// (its marks were on the folder that left), and another folder
+			// at its path is watched.
+			select {
+			case r.c.changed <- struct{}{}:
+			default:
+			}
 		}
 	}
 	if d := r.c.probe.joinDelay(); r.attributing && d > 0 {
@@ -818,8 +874,12 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 			"内容が編集されて更新日時が戻されたか、権限・所有者・リンクが変更されました"
 	}
 	sequenceAttrs(e.Attrs, ch)
-	win, found := r.unrecorded[ch.Root]
-	source := sourceNotRecorded
+	win, found := r.unwatched[ch.Root]
+	source := sourceWhileUnwatched
+	if !found {
+		win, found = r.unrecorded[ch.Root]
+		source = sourceNotRecorded
+	}
 	if !found {
 		win, found = r.offline[ch.Root]
 		source = sourceWhileStopped
@@ -841,6 +901,7 @@ func (r *runner) record(ctx context.Context, ch fswatch.Change) {
 		if ch.Contents > 0 {
 			e.Attrs["contents"] = ch.Contents
 		}
+		lostAttrs(e.Attrs, ch.Was, ch.Now)
 	}
 	if ch.Op == fswatch.Deleted && ch.With != "" {
 		// Left with its folder (moved out), with no operation of its own:
@@ -911,7 +972,7 @@ func (r *runner) countOrEmit(ctx context.Context, root string, e event.Event, sn
 	// refused events) and live ones are summarised apart: the window must
 	// cover exactly the changes the agent did not see happen or record.
 	source, _ := e.Attrs["attribution_source"].(string)
-	if source != sourceWhileStopped && source != sourceNotRecorded {
+	if source != sourceWhileStopped && source != sourceNotRecorded && source != sourceWhileUnwatched {
 		source = ""
 	}
 	if b.start.IsZero() || now.Sub(b.start) >= r.cfg.window || b.source != source {
@@ -1132,8 +1193,11 @@ func (r *runner) closeBulk(ctx context.Context, rs *rootState, now time.Time) {
 			a["attribution_source"] = b.source
 			maps.Copy(a, b.outage)
 			when := "while the agent was stopped"
-			if b.source == sourceNotRecorded {
+			switch b.source {
+			case sourceNotRecorded:
 				when = "while the agent could not record events"
+			case sourceWhileUnwatched:
+				when = "while the folder was moved away or replaced"
 			}
 			summary = summaryLine(b.byType, b.n, when, proc)
 		}
@@ -1522,6 +1586,7 @@ func (r *runner) setUnrecorded(root string, w window) {
 		r.unrecorded = map[string]window{}
 	}
 	r.unrecorded[root] = w
+	delete(r.unwatched, root)
 }
 
 // resync runs, for each folder whose saved snapshot is behind, the

@@ -3,6 +3,7 @@ package fileaccess
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -97,6 +98,22 @@ func (p *fanotifyProbe) rootKeyLocked(root string) {
 	}
 	rec := fidRecord{fsid: [2]int32{st.Fsid.Val[0], st.Fsid.Val[1]}, htype: h.Type(), handle: h.Bytes()}
 	p.rootKeys[rec.key()] = root
+}
+
+// rootsKeyedLocked says whether every root with the FID group still has its
+// handle noted: rootSelf forgets a root's once it moved away or went, so a
+// root watched again (moved back, or another folder at its path) must be
+// marked and noted again, not taken for unchanged.
+func (p *fanotifyProbe) rootsKeyedLocked() bool {
+	for r := range p.fidRoots {
+		if !slices.Contains(p.roots, r) {
+			continue
+		}
+		if !slices.Contains(slices.Collect(maps.Values(p.rootKeys)), r) {
+			return false
+		}
+	}
+	return true
 }
 
 // ensureMountLocked keeps an open folder of dir's filesystem (once per

@@ -87,7 +87,7 @@ func (p *fanotifyProbe) setRoots(ctx context.Context, roots []string, enforce bo
 		p.unmarkAllLocked()
 		return "", nil
 	}
-	if p.f != nil && p.method != "" && slices.Equal(roots, p.roots) {
+	if p.f != nil && p.method != "" && slices.Equal(roots, p.roots) && p.rootsKeyedLocked() {
 		return p.method, nil // new folders are marked as the FID group reports them
 	}
 	p.roots = append([]string(nil), roots...)

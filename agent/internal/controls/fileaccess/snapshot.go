@@ -34,6 +34,13 @@ const sourceWhileStopped = "while_agent_stopped"
 // earliest change in the first refused event, window_to the comparison.
 const sourceNotRecorded = "not_recorded"
 
+// sourceWhileUnwatched is the attribution_source of changes found when a
+// watched folder that had been moved away or replaced (a symbolic link,
+// junction or another folder at its path) is a folder at its path again:
+// compared with what it held when it was lost, window_from the time the
+// loss was noticed, window_to the comparison. The agent was running.
+const sourceWhileUnwatched = "while_unwatched"
+
 // stateStore is what the spool offers for saving the snapshot with events.
 type stateStore interface {
 	EmitState(ctx context.Context, e event.Event, st *spool.State) error
