@@ -49,6 +49,19 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	if dept == "" {
 		dept = tok.Department
 	}
+	// A host name already enrolled: the PC enrolled again under a new
+	// identity (a clean chain for whatever it did before; or a PC
+	// reinstalled, or one name reused). Said as a warning naming them.
+	var same []string
+	if as, err := s.cfg.State.ListAgents(r.Context()); err != nil {
+		s.log.Warn().Err(err).Msg("api: enroll: listing agents for the host name")
+	} else {
+		for _, o := range as {
+			if strings.EqualFold(o.Hostname, req.Hostname) {
+				same = append(same, o.ID)
+			}
+		}
+	}
 	a := Agent{ID: id, Hostname: req.Hostname, OS: req.OS, Arch: req.Arch, OSVersion: req.OSVersion,
 		Department: dept, CertSerial: serial, Enrolled: time.Now().UTC()}
 	if err := s.cfg.State.PutAgent(r.Context(), a); err != nil {
@@ -57,10 +70,15 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	s.rememberAgent(id)
 	s.metrics.enrollments.Inc()
-	s.record(r, event.Event{Type: "agent.enrolled", Object: id, User: tok.CreatedBy, Attrs: event.Attrs{
+	ev := event.Event{Type: "agent.enrolled", Object: id, User: tok.CreatedBy, Attrs: event.Attrs{
 		"agent": id, "hostname": a.Hostname, "os": a.OS, "arch": a.Arch, "department": a.Department,
 		"cert_serial": serial, "enroll_token_id": tok.ID,
-	}})
+	}}
+	if len(same) > 0 {
+		ev.Severity = event.Warning
+		ev.Attrs["same_hostname_as"] = strings.Join(same, ", ")
+	}
+	s.record(r, ev)
 	s.log.Info().Str("agent", id).Str("hostname", a.Hostname).Str("token_id", tok.ID).Msg("api: agent enrolled")
 	s.writeJSON(w, r, http.StatusOK, wire.EnrollResponse{AgentID: id, Certificate: string(certPEM), CA: string(s.cfg.CA.CertPEM())})
 }

@@ -75,3 +75,25 @@ func TestChainConflictIsRecorded(t *testing.T) {
 		t.Fatalf("recorded %+v, want one chain conflict for %s", got, a.id)
 	}
 }
+
+// A PC enrolled again under a new identity (a clean chain for whatever it
+// did before) is recorded as a warning naming the earlier agent of that
+// host name; a first enrollment stays info.
+func TestReenrolledHostIsAWarning(t *testing.T) {
+	e := newEnv(t)
+	first := e.enrollAgent("PC-KEIRI-01")
+	e.enrollAgent("PC-SOUMU-02")
+	second := e.enrollAgent("pc-keiri-01")
+	got, _ := e.queryEvents(url.Values{"agent": {event.ServerStream}, "type": {"agent.enrolled"}})
+	if len(got) != 3 {
+		t.Fatalf("%d enrollments recorded", len(got))
+	}
+	for _, ev := range got[:2] {
+		if ev.Severity != event.Info || ev.Attrs["same_hostname_as"] != nil {
+			t.Errorf("first enrollment %s: %s %v", ev.Object, ev.Severity, ev.Attrs["same_hostname_as"])
+		}
+	}
+	if re := got[2]; re.Object != second.id || re.Severity != event.Warning || re.Attrs["same_hostname_as"] != first.id {
+		t.Fatalf("re-enrollment: %+v", re)
+	}
+}

@@ -24,6 +24,8 @@ var warningTypes = []string{
 	// (outage as a warning; a clean stop is info), forged or replayed
 	// chains, event times run back, an edited policy file.
 	"agent.outage", "agent.tamper_suspected", "server.clock_rewound", "agent.policy_tampered",
+	// A PC enrolled again under a new identity (a warning only then).
+	"agent.enrolled",
 }
 
 // warningWindow is how far back 概要 looks for warnings.
