@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -433,6 +434,7 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 	}
 	var (
 		heads         = map[string]head{}
+		gapRecords    = map[gapKey]int64{} // the server.gap records in the bundle, by agent and last missing seq
 		lastIndex     = int64(-1)
 		digest        = newEntryDigest()
 		events, links int    // entries of each kind, valid or not, for the manifest
@@ -535,6 +537,10 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 				cutoff, haveCutoff = c, true
 			}
 		}
+		if e := en.Event; e != nil && e.Agent == event.ServerStream && e.Type == gapType {
+			a, _ := e.Attrs["agent"].(string)
+			gapRecords[gapKey{a, fmt.Sprint(e.Attrs["to_seq"])}] = en.Index
+		}
 		hd, seen := heads[l.Agent]
 		if seen {
 			switch {
@@ -574,6 +580,7 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 			add(p)
 		}
 	}
+	noteRecordedGaps(rep.Problems, gapRecords)
 	if trailer == nil {
 		add(Problem{Line: lastLine + 1, Kind: ProblemCutShort, Msg: "no signed manifest after the last entry: the bundle was cut short (its last lines removed), so nothing proves it is complete"})
 		return rep, nil
@@ -599,6 +606,28 @@ func Verify(r io.Reader, v note.Verifier, opt VerifyOptions) (*Report, error) {
 		}
 	})
 	return rep, nil
+}
+
+// gapType is the server's record of a seq gap in an agent's stream,
+// appended when the events after it arrived.
+const gapType = "server.gap"
+
+type gapKey struct{ agent, to string }
+
+// noteRecordedGaps says of each seq jump the server recorded when it
+// happened that it did: those events never reached the server (a PC's
+// spool lost, a restored backup), which reads differently from events
+// taken out of the log afterwards. Still a problem: the chain has a hole.
+func noteRecordedGaps(ps []Problem, gaps map[gapKey]int64) {
+	for i := range ps {
+		p := &ps[i]
+		if p.Kind != ProblemMissing || p.Seq == 0 {
+			continue
+		}
+		if idx, ok := gaps[gapKey{p.Agent, strconv.FormatUint(p.Seq-1, 10)}]; ok {
+			p.Msg += fmt.Sprintf("; the server recorded this gap when it happened (server.gap at log index %d): these events never reached it, they were not taken out of the log", idx)
+		}
+	}
 }
 
 // differentExports ends the problem of a header and a manifest that do

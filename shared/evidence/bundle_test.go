@@ -315,3 +315,32 @@ func TestCheckpointOfAnotherExportNamedFirst(t *testing.T) {
 		t.Fatalf("first problem is not the mix-up:\n%s", strings.Join(all, "\n"))
 	}
 }
+
+// A seq jump the server itself recorded when it happened (server.gap: the
+// agent never delivered those events, e.g. lost with a restored backup)
+// is still a problem, and says so, so the auditor is not left to suspect
+// events removed from the log afterwards.
+func TestMissingSaysTheServerRecordedTheGap(t *testing.T) {
+	f := newFixture(t, 1, 3)
+	tt := t
+	add := func(e event.Event, prev string) event.Event {
+		if err := e.Seal(prev); err != nil {
+			tt.Fatal(err)
+		}
+		f.log.add(tt, e.Hash)
+		f.events = append(f.events, e)
+		return e
+	}
+	t0 := time.Date(2026, 10, 2, 0, 0, 0, 0, time.UTC)
+	lost := event.Event{Agent: "ag-0", Seq: 4, Time: t0, Control: "fileaccess", Type: "file.read", Severity: event.Info}
+	_ = lost.Seal(f.events[2].Hash)
+	add(event.Event{Agent: "ag-0", Seq: 5, Time: t0.Add(time.Second), Control: "fileaccess", Type: "file.read", Severity: event.Info}, lost.Hash)
+	add(event.Event{Agent: event.ServerStream, Seq: 1, Time: t0.Add(time.Second), Control: "agent", Type: "server.gap",
+		Severity: event.Warning, Attrs: event.Attrs{"agent": "ag-0", "from_seq": json.Number("4"), "to_seq": json.Number("4")}}, "")
+	f.sign(t, f.log.n)
+	rep := verify(t, f, f.bundle(t, nil), VerifyOptions{})
+	if rep.OK() || len(rep.Problems) != 1 || rep.Problems[0].Kind != ProblemMissing ||
+		!strings.Contains(rep.Problems[0].Msg, "the server recorded this gap when it happened") {
+		t.Fatalf("%+v", rep.Problems)
+	}
+}
