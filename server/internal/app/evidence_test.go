@@ -82,13 +82,15 @@ func TestEvidenceExportAndTamper(t *testing.T) {
 		t.Fatalf("export: %d %s", st, bundle)
 	}
 	rep := verifyBundle(t, dir, bundle, []byte(cp.Checkpoint))
-	if !rep.OK() || rep.Events != 150 || len(rep.Agents) != 1 {
+	// The PC's 150 events and what the server recorded about it: its enrollment.
+	if !rep.OK() || rep.Events != 151 || len(rep.Agents) != 2 || rep.Agents[a.id].Entries != 150 {
 		t.Fatalf("report %+v %v", rep, rep.Problems)
 	}
 	st, csv := adminDownload(t, srv, "/api/v1/export", url.Values{"format": {"csv"}, "lang": {"ja"}, "agent": {b.id}})
-	// 150 records and the header; an attributes cell holds line breaks.
+	// 150 records, the PC's enrollment and the header; an attributes cell
+	// holds line breaks.
 	recs, rerr := gocsv.NewReader(bytes.NewReader(bytes.TrimPrefix(csv, []byte("\ufeff")))).ReadAll()
-	if st != 200 || !bytes.HasPrefix(csv, []byte("\ufeff\"ログ番号\",\"日時 (JST)\"")) || rerr != nil || len(recs) != 151 {
+	if st != 200 || !bytes.HasPrefix(csv, []byte("\ufeff\"ログ番号\",\"日時 (JST)\"")) || rerr != nil || len(recs) != 152 {
 		t.Fatalf("csv: %d %d records %v %.200s", st, len(recs), rerr, csv)
 	}
 	if st, body := adminDownload(t, srv, "/api/v1/export", url.Values{"format": {"pdf"}}); st != 400 {
