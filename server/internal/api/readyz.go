@@ -16,9 +16,10 @@ const readyTimeout = 2 * time.Second
 
 // readyView is the body of GET /readyz.
 type readyView struct {
-	Status string            `json:"status"` // ready | not ready
-	Role   string            `json:"role"`   // writer | standby
-	Checks map[string]string `json:"checks"` // "ok" or what failed
+	Status string            `json:"status"`           // ready | not ready
+	Role   string            `json:"role"`             // writer | standby
+	Writer string            `json:"writer,omitempty"` // the writer's URL, as this node knows it
+	Checks map[string]string `json:"checks"`           // "ok" or what failed
 }
 
 // handleReadyz says whether this node can serve its role: the event store
@@ -47,15 +48,15 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		self, url := s.cfg.Writer()
 		switch {
 		case self:
-			v.Role = "writer"
+			v.Role, v.Writer = "writer", url
 			v.Checks["writer"] = "ok"
 		case r.URL.Query().Get("role") == "writer":
-			v.Role, v.Status, v.Checks["writer"] = "standby", "not ready", "standby"
+			v.Role, v.Status, v.Checks["writer"], v.Writer = "standby", "not ready", "standby", url
 		case url == "":
 			v.Role = "standby"
 			check("writer", errors.New("no writer elected"))
 		default:
-			v.Role = "standby"
+			v.Role, v.Writer = "standby", url
 			v.Checks["writer"] = "ok"
 			lastWriter = url
 		}
