@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 	"testing"
 )
 
@@ -153,6 +154,18 @@ func TestDuration(t *testing.T) {
 		}
 		if got := DurationText(c.in, EN); got != c.en {
 			t.Errorf("DurationText(%q, en) = %q, want %q", c.in, got, c.en)
+		}
+	}
+}
+
+// The access-log CSV's 属性 cell says durations as people do (a bulk
+// summary's window, a clock skew), not as Go writes them; backup's keep,
+// a count, stays a number.
+func TestAttrsSayDurations(t *testing.T) {
+	got := Attrs(map[string]any{"window": "10s", "skew": "1h30m0s", "keep": "7"}, JA, time.UTC)
+	for _, want := range []string{": 10秒", ": 1時間30分", ": 7"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Attrs lacks %q:\n%s", want, got)
 		}
 	}
 }

@@ -36,9 +36,28 @@ func Value(v any, lang string, loc *time.Location) string {
 func Attrs(a map[string]any, lang string, loc *time.Location) string {
 	lines := make([]string, 0, len(a))
 	for _, k := range slices.Sorted(maps.Keys(a)) {
-		lines = append(lines, Of(Attr, lang, k)+": "+Value(a[k], lang, loc))
+		v := Value(a[k], lang, loc)
+		if d, ok := DurationAttr(k, a[k], lang); ok {
+			v = d
+		}
+		lines = append(lines, Of(Attr, lang, k)+": "+v)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// durationAttrs are attributes agents and the server write as Go
+// durations ("10s", "5m0s", "24h0m0s").
+var durationAttrs = map[string]bool{"window": true, "max_idle": true, "max_age": true, "skew": true, "rewind": true, "keep": true}
+
+// DurationAttr says attribute k's value v for people when it is a Go
+// duration (10秒, 5分, 1日 in Japanese); ok is false for anything else,
+// such as backup's keep, which counts generations.
+func DurationAttr(k string, v any, lang string) (string, bool) {
+	s, isStr := v.(string)
+	if !isStr || !durationAttrs[k] || (k == "keep" && !strings.ContainsAny(s, "hms")) {
+		return "", false
+	}
+	return DurationText(s, lang), true
 }
 
 func scalar(v any, lang string, loc *time.Location) string {

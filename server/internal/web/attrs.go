@@ -15,20 +15,13 @@ import (
 	"github.com/mamori/mamori/shared/labels"
 )
 
-// durationAttrs are attributes agents and the server write as Go
-// durations ("10s", "5m0s", "24h0m0s"): shown as 10秒, 5分, 1日.
-var durationAttrs = map[string]bool{"window": true, "max_idle": true, "max_age": true, "skew": true, "rewind": true, "keep": true}
-
 // attrForPeople says an attribute of e in the page's language where the
 // agent wrote it for machines or in English: a bulk summary's sentence
 // and counts by operation, Go durations. ok is false for the rest, which
 // attrText writes as they are.
 func attrForPeople(e api.Stored, k string, v any, lang string) (string, bool) {
-	if s, isStr := v.(string); isStr && durationAttrs[k] {
-		if k == "keep" && !strings.ContainsAny(s, "hms") {
-			return "", false // backup's keep is a count of generations
-		}
-		return labels.DurationText(s, lang), true
+	if d, ok := labels.DurationAttr(k, v, lang); ok {
+		return d, true
 	}
 	if e.Type != "fileaccess.bulk" || lang == labels.EN {
 		return "", false
