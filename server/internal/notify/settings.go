@@ -14,19 +14,21 @@ import (
 	"unicode"
 
 	"golang.org/x/text/width"
+
+	"github.com/mamori/mamori/server/internal/notify/alertkind"
 )
 
-// Rule kinds: what a rule reacts to.
+// Rule kinds: what a rule reacts to (the classification's, alertkind).
 const (
-	KindViolation       = "violation"          // a control turned fail (compliance alert)
-	KindSilent          = "silent"             // an agent went silent (compliance alert)
-	KindBulkCopy        = "bulk_copy"          // many files copied out of a registered folder
-	KindMedia           = "unregistered_media" // unregistered or unapproved media blocked or written to
-	KindOutOfHours      = "out_of_hours"       // a registered folder touched outside working hours
-	KindBackup          = "backup_overdue"     // backup older than the policy allows
-	KindIntegrity       = "log_integrity"      // gaps in an agent's chain, accepted event loss, a server stopped unrecorded
-	KindLoginFailures   = "login_failures"     // repeated failed logins to the web UI
-	KindIncidentOverdue = "incident_overdue"   // a 速報/確報 deadline passed
+	KindViolation       = alertkind.Violation
+	KindSilent          = alertkind.Silent
+	KindBulkCopy        = alertkind.BulkCopy
+	KindMedia           = alertkind.Media
+	KindOutOfHours      = alertkind.OutOfHours
+	KindBackup          = alertkind.Backup
+	KindIntegrity       = alertkind.Integrity
+	KindLoginFailures   = alertkind.LoginFailures
+	KindIncidentOverdue = alertkind.IncidentOverdue
 )
 
 // Kinds lists every rule kind.
