@@ -142,25 +142,21 @@ func New(cfg Config) (*Notifier, error) {
 // source is one tailed (control, type) stream of the log.
 type source struct{ control, typ string }
 
-var sources = []source{
-	{"compliance", "compliance.alert"},
-	{"media", "media.blocked"},
-	{"media", "media.file_written"},
-	{"fileaccess", "fileaccess.bulk"},
-	{"fileaccess", "file.created"},
-	{"fileaccess", "file.modified"},
-	{"fileaccess", "file.deleted"},
-	{"fileaccess", "file.renamed"},
-	{"fileaccess", "file.read"},
-	{"backup", "backup.overdue"},
-	{eventlog.GapControl, eventlog.GapType},
-	{"server", "server.event_loss_accepted"},
-	{"server", "server.scrub_failed"},            // audit.ScrubFailedType: the stored log no longer matches
-	{"server", "server.unclean_stop"},            // app.TypeUncleanStop: the last writer stopped without recording it
-	{"server", "server.checkpoint_copy_missing"}, // app.TypeCheckpointCopyMissing: etcd had no copy to check the store against
-	{"server", "ui.login_failed"},
-	{"incident", "incident.overdue"},
-}
+// sources are the streams the notifier tails: every one the
+// classification makes alerts of by itself (alertkind.Standalone, shared
+// with the report, so a new kind of alert cannot be classified and never
+// tailed), and those the settings judge: file events (out of hours) and
+// failed logins (a threshold).
+var sources = func() []source {
+	out := make([]source, 0, len(alertkind.Standalone)+6)
+	for _, s := range alertkind.Standalone {
+		out = append(out, source{s.Control, s.Type})
+	}
+	for _, t := range []string{"file.created", "file.modified", "file.deleted", "file.renamed", "file.read"} {
+		out = append(out, source{"fileaccess", t})
+	}
+	return append(out, source{"server", "ui.login_failed"})
+}()
 
 func (s source) key() string { return s.control + "/" + s.typ }
 

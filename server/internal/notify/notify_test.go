@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/notify/alertkind"
 	"github.com/mamori/mamori/server/internal/notify/mailtest"
 	"github.com/mamori/mamori/server/internal/state"
 	"github.com/mamori/mamori/shared/event"
@@ -818,5 +819,39 @@ func TestFlappingControlMailsOnceAnInterval(t *testing.T) {
 	if len(m.Items) != 1 || m.Items[0].Hostname != "PC-01" || !strings.Contains(m.Items[0].Detail, "のあと 3 回繰り返しました") ||
 		!strings.Contains(m.Text, "2秒 以内の繰り返しは通知していません") {
 		t.Errorf("after the interval: items %+v\n%s", m.Items, m.Text)
+	}
+}
+
+// Suspected tampering with an agent and event times run back are
+// log-integrity alerts the notifier delivers, not only classifies: the
+// streams it tails come from the same list as the classification.
+func TestTamperSignsReachTheIntegrityRule(t *testing.T) {
+	r := newRig(t, nil)
+	h := newHook(t, 0)
+	set := Settings{
+		Webhooks: []Webhook{{Name: "g", URL: h.srv.URL, Format: FormatGeneric}},
+		Rules:    []Rule{{Name: "完全性", Kind: KindIntegrity, Webhooks: []string{"g"}, Delay: Duration(300 * time.Millisecond)}},
+	}
+	if _, err := r.n.PutSettings(context.Background(), set, -1); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t)
+	for _, e := range []event.Event{
+		{Control: "server", Type: alertkind.TypeTamperSuspected, Severity: event.Violation, Object: "pc9",
+			Attrs: event.Attrs{"agent": "pc9", "reason": "chain_conflict"}},
+		{Control: eventlog.GapControl, Type: eventlog.ClockRewoundType, Severity: event.Warning,
+			Attrs: event.Attrs{"agent": "pc9", "seq": 7, "rewind": "720h0m0s"}},
+	} {
+		if _, err := r.store.AppendServer(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "the integrity message", func() bool { return len(h.got()) == 1 })
+	var m Message
+	if err := json.Unmarshal(h.got()[0], &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Kind != KindIntegrity || m.Count != 2 {
+		t.Fatalf("message: %+v", m)
 	}
 }
