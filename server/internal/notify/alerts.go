@@ -182,6 +182,25 @@ func (r AlertRow) OutcomeJA() string {
 	return "通知の記録なし"
 }
 
+// alertedRow is the 通知 page's row of an event alerted as kind (by a
+// message, or by itself): its PC and what it was about in one line.
+func alertedRow(it Item, kind string) AlertRow {
+	host := it.Hostname
+	if host == "" && it.Agent != event.ServerStream {
+		host = it.Agent
+	}
+	var why []string
+	for _, s := range []string{it.Reason, it.Detail, it.Object, it.User, it.IP} {
+		if s != "" {
+			why = append(why, s)
+		}
+	}
+	r := AlertRow{Index: it.Index, Time: it.Time, Type: it.Type, Kind: kind, Agent: it.Agent, Host: host,
+		Department: it.Department, Control: it.Control, ReasonJA: strings.Join(why, " "), Alerted: true}
+	r.ReasonEN = r.ReasonJA
+	return r
+}
+
 // Alerted lists the items of the messages delivered or failed since from
 // (the delivery log keeps them), and every other event the classification
 // makes an alert by itself (alertkind.Standalone) that no message named
@@ -212,19 +231,7 @@ func (n *Notifier) Alerted(ctx context.Context, from time.Time, limit int) ([]Al
 				}
 				r, seen := byIndex[it.Index]
 				if !seen {
-					host := it.Hostname
-					if host == "" && it.Agent != event.ServerStream {
-						host = it.Agent
-					}
-					var why []string
-					for _, s := range []string{it.Reason, it.Detail, it.Object, it.User, it.IP} {
-						if s != "" {
-							why = append(why, s)
-						}
-					}
-					r = AlertRow{Index: it.Index, Time: it.Time, Type: it.Type, Kind: kind, Agent: it.Agent, Host: host,
-						Department: it.Department, Control: it.Control, ReasonJA: strings.Join(why, " "), Alerted: true}
-					r.ReasonEN = r.ReasonJA
+					r = alertedRow(it, kind)
 				}
 				// Sent to any destination is sent.
 				if r.Outcome != "sent" {
@@ -263,21 +270,7 @@ func (n *Notifier) Alerted(ctx context.Context, from time.Time, limit int) ([]Al
 					continue
 				}
 				for _, c := range classify(set, agents, e) {
-					it := c.item
-					host := it.Hostname
-					if host == "" && it.Agent != event.ServerStream {
-						host = it.Agent
-					}
-					var why []string
-					for _, s := range []string{it.Reason, it.Detail, it.Object, it.User, it.IP} {
-						if s != "" {
-							why = append(why, s)
-						}
-					}
-					r := AlertRow{Index: it.Index, Time: it.Time, Type: it.Type, Kind: c.kind, Agent: it.Agent, Host: host,
-						Department: it.Department, Control: it.Control, ReasonJA: strings.Join(why, " "), Alerted: true}
-					r.ReasonEN = r.ReasonJA
-					byIndex[e.Index] = r
+					byIndex[e.Index] = alertedRow(c.item, c.kind)
 				}
 			}
 			if p.Next == "" || len(p.Events) == 0 {
