@@ -173,13 +173,7 @@ type AlertRow struct {
 // OutcomeJA is an alerted item's notification in Japanese, in the audit
 // report's words.
 func (r AlertRow) OutcomeJA() string {
-	switch r.Outcome {
-	case "sent":
-		return "通知済み"
-	case "failed":
-		return "通知失敗"
-	}
-	return "通知の記録なし"
+	return alertkind.OutcomeJA(r.Outcome)
 }
 
 // alertedRow is the 通知 page's row of an event alerted as kind (by a

@@ -96,13 +96,7 @@ type AlertAction struct {
 
 // Notified says how the alert's notification went, in Japanese.
 func (e AlertEntry) Notified() string {
-	switch e.Outcome {
-	case "sent":
-		return "通知済み"
-	case "failed":
-		return "通知失敗"
-	}
-	return "通知の記録なし"
+	return alertkind.OutcomeJA(e.Outcome)
 }
 
 // Handling is the alert's 確認/解決 in Japanese, in order.

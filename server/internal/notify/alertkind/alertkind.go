@@ -86,3 +86,16 @@ func Of(typ string, sev event.Severity, attrs map[string]any) []string {
 	}
 	return nil
 }
+
+// OutcomeJA says in Japanese how an alert's notification went: "sent",
+// "failed", or "" for none recorded (a rule without recipients), in the
+// words the 通知 page and the audit report share.
+func OutcomeJA(outcome string) string {
+	switch outcome {
+	case "sent":
+		return "通知済み"
+	case "failed":
+		return "通知失敗"
+	}
+	return "通知の記録なし"
+}
