@@ -204,6 +204,9 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) error {
 	case *caHash == "":
 		return usageError{errors.New("--ca-hash is required")}
 	}
+	if strings.Contains(*server, ",") {
+		return usageError{errors.New("--server takes one URL here; for several servers run mamori-agent configure --server URL1,URL2 --token T --ca-hash H, then start the service (or mamori-agent run): it enrolls with the first that answers and keeps the list")}
+	}
 	if _, err := uplink.CheckServerURL(*server); err != nil {
 		return usageError{err}
 	}

@@ -65,3 +65,15 @@ func TestServerURLUserInfoRefused(t *testing.T) {
 		}
 	}
 }
+
+// enroll takes one server; a list (as configure takes) is answered with
+// what to use instead, not "want https://host:port".
+func TestEnrollWithAListSaysConfigure(t *testing.T) {
+	hash := "sha256:" + strings.Repeat("a", 64)
+	var out, errb bytes.Buffer
+	code := Main([]string{"enroll", "--server", "https://a:8443,https://b:8443", "--token", "t", "--ca-hash", hash,
+		"--state-dir", t.TempDir()}, nil, &out, &errb)
+	if code != exitUsage || !strings.Contains(errb.String(), "mamori-agent configure --server") {
+		t.Errorf("exit %d:\n%s", code, errb.String())
+	}
+}
