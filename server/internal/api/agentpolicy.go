@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mamori/mamori/server/internal/h2loop"
 	"github.com/mamori/mamori/server/internal/register"
 	"github.com/mamori/mamori/shared/policy"
 	"github.com/mamori/mamori/shared/wire"
@@ -275,8 +276,8 @@ func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = min(d, s.cfg.MaxPolicyWait)
 	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
+	// Measured from the request's arrival: a parked request runs again.
+	deadline := h2loop.Arrived(r).Add(wait)
 	for {
 		changed, gen := s.policies.wait() // before reading, so no change is missed
 		resp, until, err := s.agentPolicy(r.Context(), id, gen, wait > 0)
@@ -291,25 +292,28 @@ func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) {
 			s.writeJSON(w, r, http.StatusOK, resp)
 			return
 		}
-		var expire <-chan time.Time // an approval window ending changes the policy
-		if !until.IsZero() {
-			t := time.NewTimer(time.Until(until) + 10*time.Millisecond)
-			expire = t.C
-			defer t.Stop()
-		}
-		select {
-		case <-expire:
-		case <-changed:
-			if s.closing() {
-				w.WriteHeader(http.StatusNotModified)
-				return
-			}
-		case <-timer.C:
+		if !time.Now().Before(deadline) || s.closing() {
 			w.WriteHeader(http.StatusNotModified)
 			return
-		case <-r.Context().Done():
+		}
+		wakeAt := deadline
+		if end := until.Add(10 * time.Millisecond); !until.IsZero() && end.Before(wakeAt) {
+			wakeAt = end // an approval window ending changes the policy
+		}
+		// On the agents' connection loop the request waits without a
+		// goroutine; it comes back here when woken.
+		if h2loop.Park(r, changed, wakeAt) {
 			return
 		}
+		t := time.NewTimer(time.Until(wakeAt))
+		select {
+		case <-t.C:
+		case <-changed:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+		t.Stop()
 	}
 }
 

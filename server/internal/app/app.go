@@ -35,6 +35,7 @@ import (
 	"github.com/mamori/mamori/server/internal/compliance"
 	"github.com/mamori/mamori/server/internal/election"
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/h2loop"
 	"github.com/mamori/mamori/server/internal/keyring"
 	"github.com/mamori/mamori/server/internal/pki"
 	"github.com/mamori/mamori/server/internal/register"
@@ -44,6 +45,7 @@ import (
 	"github.com/mamori/mamori/shared/evidence"
 	"github.com/mamori/mamori/shared/policy"
 	"github.com/mamori/mamori/shared/securefs"
+	"github.com/mamori/mamori/shared/wire"
 )
 
 // Files the first start creates in the data directory.
@@ -179,6 +181,7 @@ type Server struct {
 	noCopy   int64
 	lifeStop context.CancelFunc
 	conns    *connLimiter
+	loop     *h2loop.Server // agents' HTTP/2 connections, after their handshake (nil off Linux)
 	secrets  secrets
 	logPub   string
 	logKey   note.Signer
@@ -413,8 +416,18 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	maxConns := connCap(cfg.MaxConns, fdLimit, fdErr)
 	s.conns = newConnLimiter(ln, maxConns, s.log)
 	tlsCfg.VerifyConnection = revoked.VerifyConnection
-	s.ln = tls.NewListener(s.conns, tlsCfg)
+	s.ln = tls.NewListener(loopListener{s.conns}, tlsCfg)
 	s.handler, s.tlsCfg = rootHandler(s.api.Handler(), ui), tlsCfg
+	if h2loop.Supported() {
+		loop, err := h2loop.New(h2loop.Config{Handler: s.handler, ConnState: s.conns.connState,
+			IdleTimeout: 2 * time.Minute, ReadTimeout: 2 * time.Minute,
+			MaxBodyBytes: wire.MaxBatchBody + 64<<10, // the handlers refuse more in their own words
+			Log:          s.log})
+		if err != nil {
+			return nil, fmt.Errorf("app: %w", err)
+		}
+		s.loop = loop
+	}
 	s.pumpStop = make(chan struct{})
 	s.httpMu.Lock()
 	s.serveGeneration()
@@ -647,6 +660,11 @@ func (s *Server) teardown() error {
 			errs = append(errs, fmt.Errorf("app: http shutdown: %w", err))
 			srv.Close()
 		}
+		if s.loop != nil {
+			if err := s.loop.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("app: agents' connections: %w", err))
+			}
+		}
 		cancel()
 		close(s.pumpStop)
 		s.ln.Close()
@@ -659,6 +677,9 @@ func (s *Server) teardown() error {
 	}
 	if s.ln != nil && srv == nil {
 		s.ln.Close()
+	}
+	if s.loop != nil {
+		s.loop.Close()
 	}
 	if s.ui != nil {
 		s.ui.Close() // no more requests: record the open login-throttling windows

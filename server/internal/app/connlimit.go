@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/mamori/mamori/server/internal/h2loop"
 )
 
 // connLimiter caps the open connections of the listener well below the
@@ -109,7 +112,11 @@ func (l *connLimiter) connState(c net.Conn, st http.ConnState) {
 	if !ok {
 		return
 	}
-	lc, ok := tc.NetConn().(*limitedConn)
+	nc := tc.NetConn()
+	if w, ok := nc.(*h2loop.Conn); ok {
+		nc = w.Unwrap()
+	}
+	lc, ok := nc.(*limitedConn)
 	if !ok {
 		return
 	}
@@ -166,6 +173,26 @@ func (c *limitedConn) Close() error {
 		return nil
 	}
 	return err
+}
+
+// loopListener wraps each connection so that an agent's can move to the
+// h2loop after its handshake (app.route).
+type loopListener struct{ *connLimiter }
+
+func (l loopListener) Accept() (net.Conn, error) {
+	c, err := l.connLimiter.Accept()
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := c.(*limitedConn).Conn.(syscall.Conn)
+	if !ok {
+		return c, nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return c, nil
+	}
+	return h2loop.Wrap(c, raw), nil
 }
 
 // Open is the number of connections counted now.

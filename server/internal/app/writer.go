@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"github.com/mamori/mamori/server/internal/audit"
 	"github.com/mamori/mamori/server/internal/election"
 	"github.com/mamori/mamori/server/internal/eventlog"
+	"github.com/mamori/mamori/server/internal/h2loop"
 	"github.com/mamori/mamori/server/internal/state"
 )
 
@@ -383,28 +385,67 @@ func (l *genListener) Close() error { l.once.Do(func() { close(l.done) }); retur
 
 func (l *genListener) Addr() net.Addr { return l.addr }
 
-// pump accepts from the real listener until it fails or is closed, and
-// hands each connection to the current generation. It holds genMu (shared)
-// while handing over, so once goaway has switched generations no
-// connection reaches the old one.
+// pump accepts from the real listener until it fails or is closed. With
+// the agents' loop, each connection's handshake runs in its own goroutine
+// (as net/http would run it) and route decides who serves it; without, the
+// connection goes to the current generation as it is.
 func (s *Server) pump() error {
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
 			return err
 		}
-		s.genMu.RLock()
-		g := s.gen
-		select {
-		case g.conns <- c:
-		case <-g.done: // the last generation, shut down by Close
-			c.Close()
-		case <-s.pumpStop:
-			c.Close()
-			s.genMu.RUnlock()
+		if s.loop != nil {
+			go s.route(c.(*tls.Conn))
+			continue
+		}
+		if !s.toGeneration(c) {
 			return http.ErrServerClosed
 		}
-		s.genMu.RUnlock()
+	}
+}
+
+// handshakeTimeout bounds a client's TLS handshake, as ReadHeaderTimeout
+// bounds it under net/http.
+const handshakeTimeout = 10 * time.Second
+
+// route hands an enrolled agent's HTTP/2 connection to the loop, which
+// keeps no goroutine per idle connection or held long-poll, and every other
+// connection (browsers, admin tools, enrollment, HTTP/1.1) to net/http.
+func (s *Server) route(tc *tls.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		s.log.Debug().Err(err).Str("remote", tc.RemoteAddr().String()).Msg("TLS handshake failed")
+		tc.Close()
+		return
+	}
+	if h2loop.ServesConn(tc.ConnectionState()) {
+		if err := s.loop.Serve(tc); err != nil {
+			tc.Close()
+		}
+		return
+	}
+	s.toGeneration(tc)
+}
+
+// toGeneration hands a connection to the current generation; false when
+// the server is closing. It holds genMu (shared) while handing over, so
+// once goaway has switched generations no connection reaches the old one.
+func (s *Server) toGeneration(c net.Conn) bool {
+	s.genMu.RLock()
+	defer s.genMu.RUnlock()
+	g := s.gen
+	select {
+	case g.conns <- c:
+		return true
+	case <-g.done: // the last generation, shut down by Close
+		c.Close()
+		return true
+	case <-s.pumpStop:
+		c.Close()
+		return false
 	}
 }
 
@@ -437,6 +478,11 @@ func (s *Server) goaway() {
 	old := s.http
 	s.serveGeneration()
 	s.httpMu.Unlock()
+	if s.loop != nil {
+		// The agents' connections taken so far were served as the old
+		// roles said: they get GOAWAY too and reconnect.
+		s.loop.GoAway(goawayPause + goawayGrace)
+	}
 	go func() {
 		time.Sleep(goawayPause)
 		ctx, cancel := context.WithTimeout(context.Background(), goawayGrace)
