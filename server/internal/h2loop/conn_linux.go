@@ -16,8 +16,9 @@ import (
 )
 
 // maxStreams is the streams a client may have open at once: an agent
-// needs two (a batch and its long-poll), the load generator a few more.
-const maxStreams = 32
+// needs two (a batch and its long-poll). Each may buffer a whole batch
+// (16 MiB at most), so this also bounds what one connection holds.
+const maxStreams = 8
 
 // recvWindow is each stream's and the connection's receive window: the
 // body is buffered whole anyway, so the window only paces the sender.
