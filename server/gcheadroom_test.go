@@ -14,11 +14,12 @@ func TestGCPercent(t *testing.T) {
 	}{
 		{0, maxGCPercent},
 		{1 << 20, maxGCPercent}, // idle: capped, not 12,800
-		{64 << 20, 200},         // 128 MiB of room
-		{70 << 20, 182},         // ingest at 50,000 events/s
-		{128 << 20, 100},        // GOGC's default from here on
-		{300 << 20, 100},        // 10,000 held long-polls
-		{1 << 40, 100},
+		{64 << 20, 200},         // 128 MiB of room, the most given
+		{70 << 20, 165},         // ingest at 50,000 events/s: 116 MiB of room
+		{96 << 20, 66},          // 64 MiB of room
+		{128 << 20, 25},         // a quarter of the live heap from here on
+		{140 << 20, 25},         // 10,000 agents' connections
+		{1 << 40, 25},
 	} {
 		if got := gcPercent(c.live); got != c.want {
 			t.Errorf("gcPercent(%d MiB) = %d, want %d", c.live>>20, got, c.want)
