@@ -141,6 +141,12 @@ func (s *Server) Serve(tc *tls.Conn) error {
 		c.killLocked()
 		return fmt.Errorf("h2loop: epoll: %w", err)
 	}
+	select {
+	case <-s.done: // Close ran while this one registered: it may not have seen it
+		c.killLocked()
+		return net.ErrClosed
+	default:
+	}
 	nc.nonblock.Store(true)
 	if s.cfg.ConnState != nil {
 		s.cfg.ConnState(tc, http.StateIdle)
