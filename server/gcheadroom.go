@@ -4,6 +4,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"time"
 )
 
@@ -12,16 +13,21 @@ import (
 // some 70 MB live and allocates about 4 KB an event, so the collector ran
 // seven times a second and its pauses set the tail of the acks: GOGC=200
 // took the paced ack p99 from 97-133 ms to 60-83 ms. So a small live heap
-// gets minHeadroom of room. A large live heap is mostly connections (some
-// 12 KiB an agent: 10,000 agents are 140 MB with the rest) that allocate
-// little, and room there is memory held for nothing: past half of
+// gets minHeadroom of room. A large live heap that allocates little is
+// mostly connections (some 12 KiB an agent: 10,000 agents are 140 MB with
+// the rest), and room there is memory held for nothing: past half of
 // minHeadroom live, the room shrinks by two bytes for each byte more, down
-// to a quarter of the live heap (GOGC=25). A GOGC in the environment wins.
+// to a quarter of the live heap (GOGC=25). A large heap that allocates
+// fast (1,000 agents saturating, their batches in flight) keeps the room
+// it allocates in gcSpacing, up to GOGC's default, so the collector does
+// not run more than about four times a second. A GOGC in the environment wins.
 const (
 	minHeadroom  = 128 << 20
 	minGCPercent = 25
 	maxGCPercent = 300 // an idle server's small heap need not grow tenfold
 	gcTuneEvery  = 2 * time.Second
+	gcSpacing    = 250 * time.Millisecond
+	rateWindow   = 2 // ticks: the higher allocation rate of the last 4 s counts
 
 	// A burst (10,000 agents reconnecting after a restart: a handshake
 	// goroutine each) leaves memory the heap no longer uses; the runtime
@@ -31,8 +37,9 @@ const (
 	freeEvery = 30 * time.Second
 )
 
-// gcPercent is the GOGC for a live heap of live bytes.
-func gcPercent(live uint64) int {
+// gcPercent is the GOGC for a live heap of live bytes allocating rate
+// bytes a second.
+func gcPercent(live, rate uint64) int {
 	if live == 0 {
 		return maxGCPercent
 	}
@@ -40,7 +47,7 @@ func gcPercent(live uint64) int {
 	if live > minHeadroom/2 {
 		room = 2 * (minHeadroom - min(live, minHeadroom))
 	}
-	room = max(room, live/4)
+	room = max(room, live/4, min(rate*uint64(gcSpacing)/uint64(time.Second), live))
 	return int(min(max(room*100/live, minGCPercent), maxGCPercent))
 }
 
@@ -50,16 +57,27 @@ func tuneGC(stop <-chan struct{}) {
 	if os.Getenv("GOGC") != "" {
 		return
 	}
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/gc/heap/allocs:bytes"}}
 	cur := 100
 	var freed time.Time
+	var allocs uint64            // at the last tick
+	var rates [rateWindow]uint64 // bytes a second, the last ticks
 	t := time.NewTicker(gcTuneEvery)
 	defer t.Stop()
 	for {
 		metrics.Read(sample)
+		if sample[2].Value.Kind() == metrics.KindUint64 {
+			a := sample[2].Value.Uint64()
+			copy(rates[1:], rates[:])
+			if allocs > 0 {
+				rates[0] = (a - allocs) * uint64(time.Second) / uint64(gcTuneEvery)
+			}
+			allocs = a
+		}
 		if sample[0].Value.Kind() == metrics.KindUint64 {
 			// Within a tenth: SetGCPercent itself costs a little.
-			if p := gcPercent(sample[0].Value.Uint64()); p*10 < cur*9 || p*10 > cur*11 {
+			if p := gcPercent(sample[0].Value.Uint64(), slices.Max(rates[:])); p*10 < cur*9 || p*10 > cur*11 {
 				debug.SetGCPercent(p)
 				cur = p
 			}

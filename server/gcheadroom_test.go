@@ -9,20 +9,22 @@ import (
 
 func TestGCPercent(t *testing.T) {
 	for _, c := range []struct {
-		live uint64
-		want int
+		live, rate uint64
+		want       int
 	}{
-		{0, maxGCPercent},
-		{1 << 20, maxGCPercent}, // idle: capped, not 12,800
-		{64 << 20, 200},         // 128 MiB of room, the most given
-		{70 << 20, 165},         // ingest at 50,000 events/s: 116 MiB of room
-		{96 << 20, 66},          // 64 MiB of room
-		{128 << 20, 25},         // a quarter of the live heap from here on
-		{140 << 20, 25},         // 10,000 agents' connections
-		{1 << 40, 25},
+		{0, 0, maxGCPercent},
+		{1 << 20, 0, maxGCPercent}, // idle: capped, not 12,800
+		{64 << 20, 0, 200},         // 128 MiB of room, the most given
+		{70 << 20, 200 << 20, 165}, // ingest at 50,000 events/s: 116 MiB of room
+		{96 << 20, 0, 66},          // 64 MiB of room
+		{128 << 20, 0, 25},         // a quarter of the live heap from here on
+		{140 << 20, 5 << 20, 25},   // 10,000 agents' connections, 200 events/s
+		{300 << 20, 600 << 20, 50}, // 1,000 agents saturating: room for 0.25 s of allocation
+		{300 << 20, 2 << 30, 100},  // the rate buys at most GOGC's default
+		{1 << 40, 0, 25},
 	} {
-		if got := gcPercent(c.live); got != c.want {
-			t.Errorf("gcPercent(%d MiB) = %d, want %d", c.live>>20, got, c.want)
+		if got := gcPercent(c.live, c.rate); got != c.want {
+			t.Errorf("gcPercent(%d MiB, %d MiB/s) = %d, want %d", c.live>>20, c.rate>>20, got, c.want)
 		}
 	}
 }
