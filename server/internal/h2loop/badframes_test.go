@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -117,5 +118,45 @@ func TestIdleConnectionClosed(t *testing.T) {
 	busy.SetDeadline(time.Now().Add(3 * time.Second))
 	if _, ok := readGoAway(t, busy); ok {
 		t.Fatal("a connection holding a parked request was closed as idle")
+	}
+}
+
+// TestRapidResetBounded: a client that resets each stream as soon as it
+// opens it (CVE-2023-44487) gets no more handlers running at once than
+// twice the streams it may open; the rest are refused.
+func TestRapidResetBounded(t *testing.T) {
+	release := make(chan struct{})
+	var running, most atomic.Int32
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := running.Add(1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		<-release
+		running.Add(-1)
+	})
+	hs := start(t, h, Config{})
+	tc, err := tls.Dial("tcp", hs.addr, &tls.Config{RootCAs: hs.pair.pool, Certificates: []tls.Certificate{hs.pair.client},
+		NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	b := append([]byte(clientPreface), appendFrame(nil, frameSettings, 0, 0, nil)...)
+	block := []byte{0x82, 0x87, 0x84, 0x01, 0x01, 'x'} // GET https / host x
+	for id := uint32(1); id < 2000; id += 2 {
+		b = appendFrame(b, frameHeaders, flagEndHeaders|flagEndStream, id, block)
+		b = appendUint32Frame(b, frameRSTStream, id, errCancel)
+	}
+	if _, err := tc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(release)
+	if m := most.Load(); m == 0 || m > 2*maxStreams {
+		t.Fatalf("%d handlers ran at once for 1,000 reset streams, want 1 to %d", m, 2*maxStreams)
 	}
 }

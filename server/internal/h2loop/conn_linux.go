@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2/hpack"
@@ -32,6 +33,10 @@ type conn struct {
 	nc     *Conn
 	fd     int32
 	remote string
+
+	// handlers running for this connection, a reset stream's included: a
+	// client resetting streams as fast as it opens them gets no more.
+	handlers atomic.Int32
 
 	mu         sync.Mutex
 	dead       bool
@@ -104,9 +109,14 @@ func (c *conn) passLocked(buf []byte) {
 		c.killLocked()
 		return
 	}
+	read := 0
 	for !c.dead {
+		if read > maxPassBytes && c.requeueLocked() {
+			return // another worker goes on; this one serves the others
+		}
 		n, err := c.tc.Read(buf)
 		if n > 0 {
+			read += n
 			c.lastActive = time.Now()
 			c.consumeLocked(buf[:n])
 		}
@@ -121,6 +131,27 @@ func (c *conn) passLocked(buf []byte) {
 	}
 	c.flushLocked()
 	c.rearmLocked()
+}
+
+// maxPassBytes is what one pass reads before the connection goes to the
+// back of the queue: a client that never stops sending (a flood of PINGs,
+// a large batch) does not keep a worker from the others.
+const maxPassBytes = 1 << 20
+
+// requeueLocked answers what this pass read and puts the connection back
+// in the workers' queue (not epoll's: crypto/tls may hold records it read
+// ahead, which epoll knows nothing of); false when the queue is full.
+func (c *conn) requeueLocked() bool {
+	c.flushLocked()
+	if c.dead {
+		return true
+	}
+	select {
+	case c.s.work <- c:
+		return true
+	default:
+		return false
+	}
 }
 
 // flushLocked writes the frames queued in wbuf.
@@ -379,7 +410,7 @@ func (c *conn) endHeadersLocked() {
 		c.goAwayLocked(errCompression, time.Now())
 		return
 	}
-	if c.goingAway || len(c.streams) >= maxStreams {
+	if c.goingAway || len(c.streams) >= maxStreams || c.handlers.Load() >= 2*maxStreams {
 		c.wbuf = appendUint32Frame(c.wbuf, frameRSTStream, sid, errRefusedStream)
 		return
 	}
@@ -454,8 +485,7 @@ func (c *conn) startLocked(st *stream) {
 		return
 	}
 	st.req, st.body = req, nil
-	st.running = true
-	go c.s.run(st)
+	c.spawnLocked(st)
 }
 
 func (c *conn) requestLocked(st *stream) (*http.Request, error) {

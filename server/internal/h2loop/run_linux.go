@@ -8,7 +8,15 @@ import (
 )
 
 // run calls the handler for a stream and queues its answer.
+// spawnLocked runs a stream's handler; c.mu is held.
+func (c *conn) spawnLocked(st *stream) {
+	st.running = true
+	c.handlers.Add(1) // here, not in run: a burst of streams must see it at once
+	go c.s.run(st)
+}
+
 func (s *Server) run(st *stream) {
+	defer st.c.handlers.Add(-1)
 	rw := &responseWriter{h: http.Header{}}
 	defer func() {
 		if p := recover(); p != nil {
@@ -52,8 +60,8 @@ func (s *Server) finish(st *stream, rw *responseWriter) {
 		st.cancel()
 		return
 	case st.rerun:
-		st.rerun, st.running = false, true
-		go s.run(st)
+		st.rerun = false
+		c.spawnLocked(st)
 		return
 	}
 	code := rw.code
@@ -126,8 +134,8 @@ func (s *Server) wake(st *stream) {
 		c.flushLocked()
 		return
 	}
-	st.req, st.running = req, true
-	go s.run(st)
+	st.req = req
+	c.spawnLocked(st)
 }
 
 // unparkLocked takes a stream off the parked lists; c.mu is held.

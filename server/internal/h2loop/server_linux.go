@@ -169,7 +169,6 @@ func (s *Server) loop() {
 		select {
 		case <-s.done:
 			unix.Close(s.epfd)
-			close(s.work)
 			return
 		default:
 		}
@@ -185,7 +184,11 @@ func (s *Server) loop() {
 			c := s.conns[ev.Fd]
 			s.mu.Unlock()
 			if c != nil {
-				s.work <- c
+				select {
+				case s.work <- c:
+				case <-s.done:
+					return
+				}
 			}
 		}
 	}
@@ -194,7 +197,13 @@ func (s *Server) loop() {
 func (s *Server) worker() {
 	defer s.wg.Done()
 	buf := make([]byte, 64<<10)
-	for c := range s.work {
+	for {
+		var c *conn
+		select {
+		case c = <-s.work:
+		case <-s.done:
+			return
+		}
 		c.mu.Lock()
 		if !c.dead {
 			c.passLocked(buf)
