@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -112,7 +113,10 @@ func start(t testing.TB, h http.Handler, cfg Config) *harness {
 					return
 				}
 				if err := srv.Serve(tc); err != nil {
-					t.Errorf("Serve: %v", err)
+					tc.Close()
+					if !errors.Is(err, net.ErrClosed) {
+						t.Errorf("Serve: %v", err)
+					}
 				}
 			}()
 		}
@@ -423,4 +427,52 @@ func waitFor(t testing.TB, f func() bool) {
 		}
 	}
 	t.Fatal("condition not reached in 10 s")
+}
+
+// TestShutdownWhileAClientKeepsSending: a client that opens a new
+// connection as soon as it reads GOAWAY (Go's transport does) gets none
+// served, so Shutdown returns once the old connection's streams are done,
+// not when its context ends.
+func TestShutdownWhileAClientKeepsSending(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(time.Second) // keeps the first connection draining
+		}
+		echo(w, r)
+	})
+	hs := start(t, h, Config{})
+	cl := hs.client(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if resp, err := cl.Get(hs.url("/slow")); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if resp, err := cl.Post(hs.url("/echo"), "x", bytes.NewReader(make([]byte, 4096))); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if err := hs.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v after %v", err, time.Since(t0))
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Fatalf("Shutdown took %v", d)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,7 +25,10 @@ type Server struct {
 	work chan *conn
 	done chan struct{}
 	once sync.Once
-	wg   sync.WaitGroup
+	// shutting is set by Shutdown: a connection handed over from then on is
+	// closed (the agent's client opens one as soon as it reads GOAWAY).
+	shutting atomic.Bool
+	wg       sync.WaitGroup
 
 	mu    sync.Mutex
 	conns map[int32]*conn
@@ -110,10 +114,8 @@ func (s *Server) Serve(tc *tls.Conn) error {
 	if !ok {
 		return errors.New("h2loop: the TLS connection is not over h2loop.Wrap")
 	}
-	select {
-	case <-s.done:
+	if s.closing() {
 		return net.ErrClosed
-	default:
 	}
 	if err := tc.SetDeadline(time.Time{}); err != nil {
 		return fmt.Errorf("h2loop: %w", err)
@@ -141,11 +143,9 @@ func (s *Server) Serve(tc *tls.Conn) error {
 		c.killLocked()
 		return fmt.Errorf("h2loop: epoll: %w", err)
 	}
-	select {
-	case <-s.done: // Close ran while this one registered: it may not have seen it
+	if s.closing() { // Close or Shutdown ran while this one registered: it may not have seen it
 		c.killLocked()
 		return net.ErrClosed
-	default:
 	}
 	nc.nonblock.Store(true)
 	if s.cfg.ConnState != nil {
@@ -274,9 +274,20 @@ func (c *conn) alive() bool {
 	return c.nc.raw.Control(func(uintptr) {}) == nil
 }
 
-// Shutdown sends GOAWAY to every connection, waits until their streams are
-// done or ctx ends, then closes what is left.
+// closing says whether Close or Shutdown has begun.
+func (s *Server) closing() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return s.shutting.Load()
+	}
+}
+
+// Shutdown sends GOAWAY to every connection, takes no new one, waits until
+// their streams are done or ctx ends, then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutting.Store(true)
 	grace := time.Minute
 	if dl, ok := ctx.Deadline(); ok {
 		grace = time.Until(dl)
