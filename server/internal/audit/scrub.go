@@ -184,7 +184,7 @@ func (s *Scrubber) Pass(ctx context.Context) (int64, error) {
 	s.at.Store(start)
 	var (
 		stack    rootStack
-		lastSeen = map[string]eventlog.Stored{}
+		lastSeen = map[string]chainEnd{}
 		firstV2  = int64(-1)
 		segs     = make([]segment, 1) // one step's results, folded as we go
 		pruned   *eventlog.Stored

@@ -199,7 +199,7 @@ func verifyLogInner(ctx context.Context, l Log, v note.Verifier, external []byte
 	// segments (each segment checks the links inside it).
 	var (
 		first    = problemAt{index: n + 1}
-		lastSeen = map[string]eventlog.Stored{}
+		lastSeen = map[string]chainEnd{}
 		stack    rootStack
 		problem  error
 	)
@@ -305,15 +305,29 @@ type segment struct {
 	base     *rootStack // the trusted tree before from (a verified mark), or nil
 	// Results.
 	problem problemAt
-	stack   rootStack                  // the segment's subtrees, largest first
-	at      map[int64]rootStack        // the stack when the segment reached an anchor size
-	first   []eventlog.Stored          // each agent's first event in the segment, in log order
-	last    map[string]eventlog.Stored // each agent's last event in the segment
+	stack   rootStack           // the segment's subtrees, largest first
+	at      map[int64]rootStack // the stack when the segment reached an anchor size
+	first   []chainEnd          // each agent's first event in the segment, in log order
+	last    map[string]chainEnd // each agent's last event in the segment
 	// lastV1 is the last index whose leaf is of the hash alone (-1: none),
 	// firstV2 the first whose leaf covers the received time too.
 	lastV1, firstV2 int64
 	pruned          *eventlog.Stored  // the pruned event received last
 	retention       []retentionRecord // valid retention records, in log order
+}
+
+// chainEnd is what links an agent's chain across segments: not the whole
+// event, which for 10,000 agents would hold 10,000 events' paths and
+// attributes for the length of a scrubber's pass.
+type chainEnd struct {
+	Index      int64
+	Agent      string
+	Seq        uint64
+	Prev, Hash string
+}
+
+func endOf(s *eventlog.Stored) chainEnd {
+	return chainEnd{Index: s.Index, Agent: s.Agent, Seq: s.Seq, Prev: s.Prev, Hash: s.Hash}
 }
 
 // retentionRecord is a retention.pruned event's place and cutoff.
@@ -325,7 +339,7 @@ type retentionRecord struct {
 // verify checks each row's content hash, its stored Merkle leaf, that no
 // index is missing and each agent's chain inside the segment.
 func (g *segment) verify(ctx context.Context, l Log, anchors []int64, done *atomic.Int64) {
-	g.at, g.last = map[int64]rootStack{}, map[string]eventlog.Stored{}
+	g.at, g.last = map[int64]rootStack{}, map[string]chainEnd{}
 	g.lastV1, g.firstV2 = -1, g.to
 	if g.base != nil {
 		g.stack = rootStack{hashes: slices.Clone(g.base.hashes), sizes: slices.Clone(g.base.sizes)}
@@ -350,11 +364,11 @@ func (g *segment) verify(ctx context.Context, l Log, anchors []int64, done *atom
 			}
 		}
 		if prev, ok := g.last[s.Agent]; !ok {
-			g.first = append(g.first, *s)
+			g.first = append(g.first, endOf(s))
 		} else if s.Seq == prev.Seq+1 && s.Prev != prev.Hash {
 			return fail(s.Index, fmt.Errorf("%w: %s: prev does not match the hash of seq %d", ErrTampered, where, prev.Seq))
 		}
-		g.last[s.Agent] = *s
+		g.last[s.Agent] = endOf(s)
 		// The leaf commits to the received time too (evidence.LeafHashAt);
 		// a store written before that has leaves of the hash alone, which
 		// may only precede the first leaf with a received time.
