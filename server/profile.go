@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"runtime/trace"
 	"time"
@@ -97,9 +98,18 @@ func appendMemStats(path string) {
 	if err != nil {
 		return
 	}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/gogc:percent"}}
+	metrics.Read(sample)
+	var live, gogc uint64
+	if sample[0].Value.Kind() == metrics.KindUint64 {
+		live = sample[0].Value.Uint64()
+	}
+	if sample[1].Value.Kind() == metrics.KindUint64 {
+		gogc = sample[1].Value.Uint64()
+	}
 	const mib = 1 << 20
-	fmt.Fprintf(f, "%s goroutines=%d heap_alloc=%dMiB heap_inuse=%dMiB heap_idle=%dMiB heap_released=%dMiB stack_inuse=%dMiB next_gc=%dMiB sys=%dMiB gc=%d\n",
-		time.Now().Format(time.RFC3339), runtime.NumGoroutine(), m.HeapAlloc/mib, m.HeapInuse/mib, m.HeapIdle/mib,
-		m.HeapReleased/mib, m.StackInuse/mib, m.NextGC/mib, m.Sys/mib, m.NumGC)
+	fmt.Fprintf(f, "%s goroutines=%d heap_live=%dMiB heap_alloc=%dMiB heap_inuse=%dMiB heap_idle=%dMiB heap_released=%dMiB stack_inuse=%dMiB next_gc=%dMiB gogc=%d sys=%dMiB gc=%d\n",
+		time.Now().Format(time.RFC3339), runtime.NumGoroutine(), live/mib, m.HeapAlloc/mib, m.HeapInuse/mib, m.HeapIdle/mib,
+		m.HeapReleased/mib, m.StackInuse/mib, m.NextGC/mib, gogc, m.Sys/mib, m.NumGC)
 	f.Close()
 }

@@ -109,7 +109,7 @@ func (p *program) Start(s service.Service) error {
 		return err
 	}
 	p.srv, p.lock, p.gc = srv, lock, make(chan struct{})
-	go tuneGC(p.gc)
+	go tuneGC(p.gc, srv.Handshakes)
 	p.printBanner(srv, first)
 	go func() {
 		// Serving stopped without Stop (listener failure): exit non-zero so

@@ -82,6 +82,10 @@ func TestAgentsLongPollsHoldNoGoroutine(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The collector's tuner reads the handshakes (a storm keeps the heap tight).
+	if begun, underWay := srv.Handshakes(); begun < agents || underWay != 0 {
+		t.Fatalf("Handshakes() = %d begun, %d under way; want at least %d begun, none under way", begun, underWay, agents)
+	}
 
 	if st, body := adminDo(t, srv, "PUT", "/api/v1/policies/default",
 		"apiVersion: mamori/v1\nkind: Policy\nname: default\ndescription: changed\n"); st != http.StatusOK {

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -182,6 +183,8 @@ type Server struct {
 	lifeStop context.CancelFunc
 	conns    *connLimiter
 	loop     *h2loop.Server // agents' HTTP/2 connections, after their handshake (nil off Linux)
+	shakes   atomic.Int64   // TLS handshakes begun (Handshakes)
+	shaking  atomic.Int64   // TLS handshakes under way
 	secrets  secrets
 	logPub   string
 	logKey   note.Signer

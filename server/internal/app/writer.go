@@ -413,9 +413,12 @@ const handshakeTimeout = 10 * time.Second
 // keeps no goroutine per idle connection or held long-poll, and every other
 // connection (browsers, admin tools, enrollment, HTTP/1.1) to net/http.
 func (s *Server) route(tc *tls.Conn) {
+	s.shakes.Add(1)
+	s.shaking.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	s.shaking.Add(-1)
 	if err != nil {
 		s.log.Debug().Err(err).Str("remote", tc.RemoteAddr().String()).Msg("TLS handshake failed")
 		tc.Close()
@@ -429,6 +432,11 @@ func (s *Server) route(tc *tls.Conn) {
 	}
 	s.toGeneration(tc)
 }
+
+// Handshakes returns how many TLS handshakes the listener has begun and
+// how many are under way: many is agents reconnecting together (the
+// collector's tuner keeps the heap tight then).
+func (s *Server) Handshakes() (begun, underWay int64) { return s.shakes.Load(), s.shaking.Load() }
 
 // toGeneration hands a connection to the current generation; false when
 // the server is closing. It holds genMu (shared) while handing over, so
