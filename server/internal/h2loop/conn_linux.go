@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -67,7 +68,8 @@ type stream struct {
 	c        *conn
 	id       uint32
 	arrived  time.Time
-	fields   []hpack.HeaderField
+	fields   []hpack.HeaderField // decoded; a parked stream keeps them as block
+	block    []byte              // a parked stream's fields, HPACK-encoded with no table
 	body     []byte
 	reqDone  bool // END_STREAM received
 	req      *http.Request
@@ -489,9 +491,18 @@ func (c *conn) startLocked(st *stream) {
 }
 
 func (c *conn) requestLocked(st *stream) (*http.Request, error) {
+	fields := st.fields
+	if fields == nil && st.block != nil {
+		dec := hpack.NewDecoder(0, nil)
+		dec.SetMaxStringLength(maxHeaderBlockBytes)
+		var err error
+		if fields, err = dec.DecodeFull(st.block); err != nil {
+			return nil, fmt.Errorf("h2loop: a parked request's headers: %w", err)
+		}
+	}
 	var method, path, scheme, authority string
-	h := make(http.Header, len(st.fields))
-	for _, f := range st.fields {
+	h := make(http.Header, len(fields))
+	for _, f := range fields {
 		if f.IsPseudo() {
 			switch f.Name {
 			case ":method":

@@ -219,7 +219,7 @@ func TestParkedRequestsHoldNoGoroutine(t *testing.T) {
 		done, ch := woken, wake
 		mu.Unlock()
 		if done {
-			fmt.Fprint(w, "changed")
+			fmt.Fprint(w, "changed "+r.URL.RequestURI()+" "+r.Header.Get("X-Agent"))
 			return
 		}
 		if !Park(r, ch, Arrived(r).Add(time.Minute)) {
@@ -229,30 +229,46 @@ func TestParkedRequestsHoldNoGoroutine(t *testing.T) {
 	hs := start(t, h, Config{})
 	const n = 300
 	var wg sync.WaitGroup
-	answers := make(chan string, n)
-	for range n / 3 { // three streams on each of 100 connections
+	answers := make(chan [2]string, n)
+	for c := range n / 3 { // three streams on each of 100 connections
 		cl := hs.client(t)
-		for range 3 {
+		for i := range 3 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				resp, err := cl.Get(hs.url("/poll"))
+				id := fmt.Sprint(c*3 + i)
+				want := "changed /poll?n=" + id + " pc-" + id
+				req, _ := http.NewRequest("GET", hs.url("/poll?n="+id), nil)
+				req.Header.Set("X-Agent", "pc-"+id)
+				resp, err := cl.Do(req)
 				if err != nil {
-					answers <- err.Error()
+					answers <- [2]string{err.Error(), want}
 					return
 				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				answers <- string(b)
+				answers <- [2]string{string(b), want}
 			}()
 		}
 	}
 	waitFor(t, func() bool { return runs.Load() == n })
 	hs.srv.pmu.Lock()
-	parked := len(hs.srv.parked[wake])
+	parked, compact := len(hs.srv.parked[wake]), 0
+	for st := range hs.srv.parked[wake] {
+		st.c.mu.Lock()
+		if st.fields == nil && st.block != nil {
+			compact++
+		}
+		st.c.mu.Unlock()
+	}
 	hs.srv.pmu.Unlock()
 	if parked != n {
 		t.Fatalf("%d parked, want %d", parked, n)
+	}
+	// A parked request keeps its fields HPACK-encoded (and the answers
+	// below show they decode back).
+	if compact != n {
+		t.Fatalf("%d of %d parked requests keep only their header block", compact, n)
 	}
 	// The server's goroutines are its loop, sweeper and workers and one
 	// for the channel, whatever the number of parked requests.
@@ -266,8 +282,8 @@ func TestParkedRequestsHoldNoGoroutine(t *testing.T) {
 	wg.Wait()
 	close(answers)
 	for a := range answers {
-		if a != "changed" {
-			t.Fatalf("answer %q", a)
+		if a[0] != a[1] {
+			t.Fatalf("answer %q, want %q", a[0], a[1])
 		}
 	}
 }
