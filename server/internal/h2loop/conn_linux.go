@@ -83,8 +83,9 @@ type stream struct {
 	rerun    bool
 	parked   bool
 	wake     <-chan struct{}
-	timer    *time.Timer
-	refused  bool // answered by the loop (413); the rest of its body is dropped
+	until    time.Time   // a parked stream runs again then, by its timer or the sweeper
+	timer    *time.Timer // only when until is near
+	refused  bool        // answered by the loop (413); the rest of its body is dropped
 }
 
 // settingsFrames is the server's connection preface and window.
@@ -725,9 +726,11 @@ func (c *conn) goAwayLocked(code uint32, until time.Time) {
 	c.flushLocked()
 }
 
-func (c *conn) sweepLocked(now time.Time) {
+// sweepLocked appends to due the parked streams whose time has come
+// without a timer of their own.
+func (c *conn) sweepLocked(now time.Time, due []*stream) []*stream {
 	if c.dead {
-		return
+		return due
 	}
 	switch {
 	case !c.alive():
@@ -743,9 +746,13 @@ func (c *conn) sweepLocked(now time.Time) {
 			if !st.reqDone && now.Sub(st.arrived) > c.s.cfg.ReadTimeout {
 				c.resetLocked(st, errCancel)
 			}
+			if st.parked && st.timer == nil && !now.Before(st.until) {
+				due = append(due, st)
+			}
 		}
 		c.flushLocked()
 	}
+	return due
 }
 
 // killLocked closes the connection now.

@@ -308,6 +308,48 @@ func TestParkedRequestRunsAgainAtItsTime(t *testing.T) {
 	}
 }
 
+// A request parked for longer than two sweeps holds no timer: the sweeper
+// runs it again at its time (10,000 agents' long-polls, minutes each).
+func TestParkedLongRunsAgainBySweeper(t *testing.T) {
+	d := sweepEvery
+	t.Cleanup(func() { sweepEvery = d }) // after the server's own cleanup
+	sweepEvery = 50 * time.Millisecond
+	held := make(chan *stream, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		until := Arrived(r).Add(time.Second)
+		if time.Now().Before(until) && Park(r, nil, until) {
+			held <- r.Context().Value(streamKey{}).(*stream)
+			return
+		}
+		w.WriteHeader(http.StatusNotModified)
+	})
+	hs := start(t, h, Config{})
+	t0 := time.Now()
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := hs.client(t).Get(hs.url("/poll"))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	st := <-held
+	st.c.mu.Lock()
+	timer := st.timer
+	st.c.mu.Unlock()
+	if timer != nil {
+		t.Fatal("a request parked for a second holds a timer")
+	}
+	resp := <-done
+	if resp == nil {
+		return
+	}
+	resp.Body.Close()
+	if took := time.Since(t0); resp.StatusCode != http.StatusNotModified || took < time.Second || took > time.Second+10*sweepEvery {
+		t.Fatalf("status %d after %v, want 304 after 1s and at most a sweep or two more", resp.StatusCode, took)
+	}
+}
+
 // A client that gives up on a parked request cancels its context and takes
 // it off the parked list.
 func TestCancelledParkedRequestIsForgotten(t *testing.T) {

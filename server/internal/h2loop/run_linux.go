@@ -99,7 +99,12 @@ func (s *Server) park(st *stream, wake <-chan struct{}, until time.Time) bool {
 		set[st] = struct{}{}
 		s.pmu.Unlock()
 	}
-	st.timer = time.AfterFunc(time.Until(until), func() { s.wake(st) })
+	// A timer is some 300 bytes and 10,000 agents each park a long-poll
+	// for minutes: the sweeper runs those again, at most sweepEvery late.
+	st.until = until
+	if time.Until(until) < 2*sweepEvery {
+		st.timer = time.AfterFunc(time.Until(until), func() { s.wake(st) })
+	}
 	return true
 }
 

@@ -212,13 +212,18 @@ func (s *Server) worker() {
 	}
 }
 
+// sweepEvery is the sweeper's period; tests lower it.
+var sweepEvery = 2 * time.Second
+
 // sweep closes connections idle too long, or closed under the loop (the
 // connection cap sheds idle ones by closing their socket), and resets
-// streams whose request has not arrived in time.
+// streams whose request has not arrived in time, and runs again parked
+// requests whose time has come.
 func (s *Server) sweep() {
 	defer s.wg.Done()
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
+	var due []*stream
 	for {
 		select {
 		case <-s.done:
@@ -228,8 +233,11 @@ func (s *Server) sweep() {
 		now := time.Now()
 		for _, c := range s.snapshot() {
 			c.mu.Lock()
-			c.sweepLocked(now)
+			due = c.sweepLocked(now, due[:0])
 			c.mu.Unlock()
+			for _, st := range due {
+				s.wake(st)
+			}
 		}
 	}
 }
